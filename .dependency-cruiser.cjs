@@ -1,0 +1,30 @@
+// Dependency directions of STYLE.md, enforced by `npm run lint`.
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    { name: "no-circular", severity: "error", comment: "No import cycles anywhere.",
+      from: {}, to: { circular: true } },
+    { name: "leaf-packages", severity: "error",
+      comment: "pkg/oci, pkg/metrics and pkg/gen import nothing else of pkg/.",
+      from: { path: "^pkg/(oci|metrics|gen)/" },
+      to: { path: "^pkg/", pathNot: ["^pkg/$1/"] } },
+    { name: "nothing-imports-cmd", severity: "error",
+      from: { path: "^(pkg|e2e)/" }, to: { path: "^cmd/" } },
+    { name: "pkg-does-not-import-e2e", severity: "error",
+      from: { path: "^pkg/" }, to: { path: "^e2e/" } },
+    { name: "registry-uses-interfaces-only", severity: "error",
+      comment: "registry reaches store/peer/tracker through their interfaces, never their implementations.",
+      from: { path: "^pkg/registry/", pathNot: "\\.test\\.ts$|/testing/" },
+      to: { path: "^pkg/(store|peer|tracker)/", pathNot: "^pkg/(store|peer|tracker)/(index|errors|types|blob-store|tracker|piece.*|bitmap)\\.ts$" } },
+    { name: "tests-only-import-testing", severity: "error",
+      comment: "Test support is for tests and cmd demo wiring, not production packages.",
+      from: { path: "^pkg/", pathNot: "\\.test\\.ts$|/testing/" },
+      to: { path: "/testing/" } },
+  ],
+  options: {
+    doNotFollow: { path: "node_modules" },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: "tsconfig.json" },
+    exclude: { path: "^dist/" },
+  },
+};

@@ -1,0 +1,152 @@
+import type { Readable } from "node:stream";
+import type { Digest } from "../oci/index.js";
+
+/** A complete blob whose digest has been verified. */
+export interface BlobInfo {
+  readonly digest: Digest;
+  readonly size: number;
+  /** Set for manifests (the registry needs their Content-Type); undefined for plain blobs. */
+  readonly mediaType?: string | undefined;
+}
+
+/** A partial blob as persisted: enough for the tracker to announce it after a restart. */
+export interface PartialInfo {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly pieceSize: number;
+  /** Bit i set = piece i held (MSB first), see PieceBitmap. */
+  readonly bitmap: Uint8Array;
+}
+
+export interface ReadOptions {
+  /** First byte, default 0. */
+  readonly start?: number;
+  /** Last byte, inclusive (HTTP style), default size - 1. */
+  readonly end?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface StoreUsage {
+  /** Bytes of complete blobs plus bytes reserved by open partial blobs. */
+  readonly usedBytes: number;
+  /** 0 = unlimited. */
+  readonly quotaBytes: number;
+  readonly blobs: number;
+  readonly partials: number;
+}
+
+export type StoreEvent =
+  /** A blob became complete and visible (commit, or found by the start-up rescan). */
+  | { readonly type: "added"; readonly blob: BlobInfo }
+  /** A complete blob is gone: evicted, deleted, or found corrupt. */
+  | { readonly type: "removed"; readonly digest: Digest; readonly reason: "evicted" | "deleted" | "corrupt" };
+
+/**
+ * Content-addressed blob storage. Implementations: DiskBlobStore (production), MemoryBlobStore (tests);
+ * both pass the conformance suite in ./testing/conformance.ts.
+ *
+ * Invariants every implementation keeps:
+ * - A blob is visible (stat, createReadStream, list) only after its whole content matched its digest.
+ * - No reader ever receives the final byte of a blob whose digest has not been verified.
+ * - Eviction never removes a blob that has an open read stream or an open partial.
+ */
+export interface BlobStore {
+  /** Info about a complete blob, or undefined. Cheap; does not count as a use for LRU. */
+  stat(digest: Digest): Promise<BlobInfo | undefined>;
+
+  /**
+   * Streams a complete blob, or the inclusive range [start, end] of it. The blob is pinned against
+   * eviction until the stream ends or is destroyed, and counts as used now for LRU.
+   * Throws StoreError ERR_STORE_BLOB_NOT_FOUND, or ERR_STORE_INVALID_ARGUMENT for a range outside the blob.
+   */
+  createReadStream(digest: Digest, options?: ReadOptions): Promise<Readable>;
+
+  /**
+   * Starts a partial blob, or returns the one already open for this digest, or resumes one persisted
+   * by an earlier process (same size and piece size; otherwise the old one is discarded).
+   * The blob's `size` is reserved against the quota, evicting least-recently-used blobs if needed.
+   * Throws ERR_STORE_BLOB_EXISTS if the blob is already complete, ERR_STORE_CONFLICT if an open
+   * partial has another size or piece size, ERR_STORE_QUOTA_EXCEEDED if it cannot fit.
+   */
+  openPartial(digest: Digest, size: number, options: { pieceSize: number; mediaType?: string }): Promise<PartialBlob>;
+
+  /** The partial currently open for this digest in this process, if any. */
+  getPartial(digest: Digest): PartialBlob | undefined;
+
+  /** Every complete blob. */
+  list(): Promise<BlobInfo[]>;
+
+  /** Every partial blob, open or persisted. */
+  listPartials(): Promise<PartialInfo[]>;
+
+  /** Removes a complete blob (once its readers are done) and any partial of it. Returns whether anything existed. */
+  delete(digest: Digest): Promise<boolean>;
+
+  usage(): StoreUsage;
+
+  /** Subscribes to blob added/removed events (the tracker announce/withdraw feed). Returns an unsubscribe function. */
+  subscribe(listener: (event: StoreEvent) => void): () => void;
+
+  /** Flushes persisted state, aborts open partials (keeping their data for resume) and releases resources. */
+  close(): Promise<void>;
+}
+
+/**
+ * A blob being assembled. Data arrives either sequentially from the origin (`append`) or as whole
+ * pieces from peers (`writePiece`), in any mix. Readers may tail it while it fills.
+ */
+export interface PartialBlob {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly pieceSize: number;
+  readonly pieceCount: number;
+  readonly mediaType: string | undefined;
+  readonly state: "open" | "committed" | "aborted";
+
+  hasPiece(index: number): boolean;
+  /** Number of pieces held. */
+  readonly heldPieces: number;
+  /** A copy of the piece bitmap (see PieceBitmap for the bit order). */
+  bitmap(): Uint8Array;
+
+  /**
+   * Offset at which `append` continues: the end of the contiguous run of held pieces from the start,
+   * or further if appends went past it. An origin fetch resumes with `Range: bytes=<appendOffset>-`.
+   */
+  readonly appendOffset: number;
+
+  /**
+   * Writes the next bytes at `appendOffset`. Pieces whose bytes are then all written become held.
+   * Resolves once the bytes are handed to the OS (not necessarily fsync'd).
+   */
+  append(chunk: Uint8Array): Promise<void>;
+
+  /**
+   * Writes a whole piece (length = piece length; the last piece may be shorter) and marks it held.
+   * Writing a piece that is already held is a no-op. The caller has already checked its hash.
+   */
+  writePiece(index: number, data: Uint8Array): Promise<void>;
+
+  /**
+   * Streams [start, end] (inclusive), waiting for bytes that have not arrived yet. The final byte of the
+   * blob is released only after commit() verified the digest. If the partial is aborted, the stream is
+   * destroyed with the abort reason. Does not pin anything after commit: it switches to the complete blob.
+   */
+  createReadStream(options?: ReadOptions): Readable;
+
+  /** Resolves when piece `index` is held; rejects with the abort reason if the partial is aborted. */
+  waitForPiece(index: number, signal?: AbortSignal): Promise<void>;
+
+  /**
+   * Once every piece is held: verifies the whole-blob digest and makes the blob visible atomically.
+   * On mismatch it aborts (discarding the data) and throws ERR_STORE_DIGEST_MISMATCH.
+   * Throws ERR_STORE_INCOMPLETE if pieces are missing. Idempotent after success.
+   */
+  commit(): Promise<BlobInfo>;
+
+  /**
+   * Gives up on this partial: readers and waiters fail with `reason`. With keepData the held pieces stay
+   * persisted for a later openPartial to resume; otherwise everything is deleted.
+   */
+  abort(reason: Error, options?: { keepData?: boolean }): Promise<void>;
+}
