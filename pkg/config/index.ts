@@ -1,0 +1,3 @@
+export * from "./errors.js";
+export * from "./flags.js";
+export * from "./values.js";

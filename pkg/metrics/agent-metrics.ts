@@ -1,0 +1,148 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Where the bytes handed to a client came from. */
+export type ServeSource = "local" | "peer" | "origin";
+export type RequestKind = "base" | "manifest" | "blob";
+
+/** Latency buckets in seconds: sub-millisecond cache hits up to multi-minute cold pulls of large layers. */
+const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export interface StoreUsageSnapshot {
+  readonly usedBytes: number;
+  readonly quotaBytes: number;
+  readonly blobs: number;
+  readonly partials: number;
+}
+
+export interface AgentMetricsOptions {
+  readonly version: string;
+  /** Process-level metrics (CPU, RSS, event loop lag); off in tests that create many registries. */
+  readonly collectDefaults?: boolean;
+}
+
+/** Every metric the agent exports. Label values are bounded sets: no digests, names or addresses. */
+export class AgentMetrics {
+  readonly registry = new Registry();
+
+  readonly blobBytesServed = new Counter({
+    name: "shoal_blob_bytes_served_total",
+    help: "Bytes of blobs and manifests handed to clients, by where they came from. Origin offload = 1 - origin/all.",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
+  readonly originBytesFetched = new Counter({
+    name: "shoal_origin_bytes_fetched_total",
+    help: "Bytes received from upstream registries (bodies of blobs and manifests).",
+    registers: [this.registry],
+  });
+  readonly requests = new Counter({
+    name: "shoal_requests_total",
+    help: "Mirror requests answered, by kind, source and HTTP status code.",
+    labelNames: ["kind", "source", "code"] as const,
+    registers: [this.registry],
+  });
+  readonly requestDuration = new Histogram({
+    name: "shoal_request_duration_seconds",
+    help: "Time from request to the last byte of the response, by kind and source.",
+    labelNames: ["kind", "source"] as const,
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [this.registry],
+  });
+  readonly timeToFirstByte = new Histogram({
+    name: "shoal_time_to_first_byte_seconds",
+    help: "Time from request to response headers, by kind and source.",
+    labelNames: ["kind", "source"] as const,
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [this.registry],
+  });
+  readonly upstreamErrors = new Counter({
+    name: "shoal_upstream_errors_total",
+    help: "Failed upstream requests, by reason (timeout, network, status, truncated, digest_mismatch, auth).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamRetries = new Counter({
+    name: "shoal_upstream_resumes_total",
+    help: "Upstream blob transfers resumed with a Range request after a failure mid-stream.",
+    registers: [this.registry],
+  });
+  readonly digestMismatches = new Counter({
+    name: "shoal_digest_mismatches_total",
+    help: "Content discarded because it did not match its digest, by source.",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
+  readonly tagFallbacks = new Counter({
+    name: "shoal_tag_fallbacks_total",
+    help: "Pulls by tag answered with the last digest seen because the upstream could not be reached.",
+    registers: [this.registry],
+  });
+  readonly fallbackResponses = new Counter({
+    name: "shoal_fallback_responses_total",
+    help: "Requests answered 404 before any byte so that the container runtime falls back to the upstream, by reason.",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly inflightFetches = new Gauge({
+    name: "shoal_inflight_fetches",
+    help: "Blob fetches in progress (shared by all requests for the same digest).",
+    registers: [this.registry],
+  });
+  readonly storeEvictions = new Counter({
+    name: "shoal_store_evictions_total",
+    help: "Blobs removed from the store, by reason (evicted, deleted, corrupt).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+
+  private storeUsage: (() => StoreUsageSnapshot) | undefined;
+
+  constructor(options: AgentMetricsOptions) {
+    const buildInfo = new Gauge({
+      name: "shoal_build_info",
+      help: "Shoal version and Node.js runtime; always 1.",
+      labelNames: ["version", "node_version"] as const,
+      registers: [this.registry],
+    });
+    buildInfo.set({ version: options.version, node_version: process.version }, 1);
+    const usage = (): StoreUsageSnapshot | undefined => this.storeUsage?.();
+    new Gauge({
+      name: "shoal_store_used_bytes",
+      help: "Bytes held by the blob store (complete blobs and reserved partial blobs).",
+      registers: [this.registry],
+      collect() {
+        const u = usage();
+        if (u) this.set(u.usedBytes);
+      },
+    });
+    new Gauge({
+      name: "shoal_store_quota_bytes",
+      help: "Configured size quota of the blob store; 0 means unlimited.",
+      registers: [this.registry],
+      collect() {
+        const u = usage();
+        if (u) this.set(u.quotaBytes);
+      },
+    });
+    new Gauge({
+      name: "shoal_store_blobs",
+      help: "Blobs in the store, by state.",
+      labelNames: ["state"] as const,
+      registers: [this.registry],
+      collect() {
+        const u = usage();
+        if (!u) return;
+        this.set({ state: "complete" }, u.blobs);
+        this.set({ state: "partial" }, u.partials);
+      },
+    });
+    if (options.collectDefaults ?? true) collectDefaultMetrics({ register: this.registry, prefix: "shoal_" });
+    // Pre-create the central series so dashboards show 0 instead of "no data" before the first pull.
+    for (const source of ["local", "peer", "origin"] as const) this.blobBytesServed.inc({ source }, 0);
+  }
+
+  /** Binds the store gauges to a live usage source; read at scrape time. */
+  bindStoreUsage(read: () => StoreUsageSnapshot): void {
+    this.storeUsage = read;
+  }
+}

@@ -1,0 +1,2 @@
+export * from "./agent-metrics.js";
+export * from "./metrics-server.js";

@@ -1,0 +1,2 @@
+export * from "./throttle-stream.js";
+export * from "./token-bucket.js";
