@@ -121,10 +121,13 @@ describe("parseMirrorPath", () => {
     });
     assert.deepEqual(parseMirrorPath(`/v2/a/b/blobs/${SHA256_EMPTY}`, null), { kind: "blob", registry: undefined, name: "a/b", digest: SHA256_EMPTY });
   });
-  it("takes the registry from the first segment when there is no ns, with the port as host:port or %3A", () => {
+  it("takes the registry from the first segment when there is no ns, with the port as host:port, %3A or _", () => {
     const expected = { kind: "manifest", registry: "127.0.0.1:5000", name: "team/app", reference: { kind: "tag", tag: "v1" } };
     assert.deepEqual(parseMirrorPath("/v2/127.0.0.1:5000/team/app/manifests/v1", null), expected);
     assert.deepEqual(parseMirrorPath("/v2/127.0.0.1%3A5000/team/app/manifests/v1", null), expected);
+    assert.deepEqual(parseMirrorPath("/v2/127.0.0.1_5000/team/app/manifests/v1", null), expected);
+    const local = parseMirrorPath("/v2/localhost_5000/app/manifests/v1", null);
+    assert.equal(local.kind === "manifest" ? local.registry : "", "localhost:5000");
   });
   it("adds library/ for single-component Docker Hub names", () => {
     const route = parseMirrorPath("/v2/docker.io/alpine/manifests/latest", null);

@@ -3,6 +3,9 @@ import { OciError } from "./errors.js";
 import { type Reference, parseReference, validateRepositoryName } from "./reference.js";
 import { looksLikeRegistryHost, normalizeRepositoryName, parseRegistryHost } from "./registry-host.js";
 
+/** `127.0.0.1_5000` → port written with `_`. */
+const UNDERSCORE_PORT = /_(\d{1,5})$/;
+
 /** Longest request path a mirror looks at; longer ones are rejected before any parsing. */
 export const MAX_PATH_LENGTH = 2048;
 
@@ -23,7 +26,8 @@ export type MirrorRoute =
  * The upstream registry is named, in this order of precedence, by containerd's `?ns=<registry>`
  * query parameter, or (for clients that send no `ns`, e.g. CRI-O/podman mirrors with a path prefix)
  * by a first path segment that looks like a registry host: `/v2/ghcr.io/org/app/manifests/v1`.
- * A port in that segment is written `host:port` (or `host%3Aport`).
+ * A port in that segment is written `host:port`, `host%3Aport`, or `host_port` — the last for clients
+ * whose reference grammar forbids ':' in a path component (skopeo, podman): `_` never occurs in a host.
  */
 export function parseMirrorPath(pathname: string, ns: string | null): MirrorRoute {
   if (pathname.length > MAX_PATH_LENGTH) throw new OciError("ERR_OCI_PATH_INVALID", "request path too long");
@@ -38,9 +42,12 @@ export function parseMirrorPath(pathname: string, ns: string | null): MirrorRout
   let registry: string | undefined;
   if (ns !== null) {
     registry = parseRegistryHost(ns);
-  } else if (nameSegments.length > 1 && looksLikeRegistryHost(nameSegments[0] ?? "")) {
-    registry = parseRegistryHost(nameSegments[0] ?? "");
-    nameSegments = nameSegments.slice(1);
+  } else if (nameSegments.length > 1) {
+    const first = (nameSegments[0] ?? "").replace(UNDERSCORE_PORT, ":$1");
+    if (looksLikeRegistryHost(first)) {
+      registry = parseRegistryHost(first);
+      nameSegments = nameSegments.slice(1);
+    }
   }
   const rawName = nameSegments.join("/");
   const name = validateRepositoryName(registry === undefined ? rawName : normalizeRepositoryName(registry, rawName));

@@ -3,3 +3,7 @@ export * from "./blob-store.js";
 export * from "./errors.js";
 export * from "./piece.js";
 export * from "./tag-store.js";
+export { DiskBlobStore, type DiskBlobStoreOptions } from "./disk-blob-store.js";
+export { MemoryBlobStore, type MemoryBlobStoreOptions } from "./memory-blob-store.js";
+export { DiskTagStore, type DiskTagStoreOptions } from "./disk-tag-store.js";
+export { MemoryTagStore } from "./memory-tag-store.js";

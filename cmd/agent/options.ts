@@ -1,0 +1,144 @@
+import { type OptionSpecs, type ParsedOptions, parseBytes, parseDuration, parseFraction, parseHostPort } from "../../pkg/config/index.js";
+import { parseRegistryHost } from "../../pkg/oci/index.js";
+import { defaultUpstreamUrl } from "../../pkg/registry/index.js";
+
+/** Public registries mirrored when no --upstream is given. */
+export const WELL_KNOWN_REGISTRIES = ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws"];
+
+export interface UpstreamSpec {
+  readonly registry: string;
+  readonly url: string;
+}
+
+/** `REGISTRY` or `REGISTRY=URL`; the URL must be http(s) with no credentials, query or fragment. */
+export function parseUpstream(raw: string): UpstreamSpec {
+  const eq = raw.indexOf("=");
+  const registry = parseRegistryHost(eq < 0 ? raw : raw.slice(0, eq));
+  if (eq < 0) return { registry, url: defaultUpstreamUrl(registry) };
+  let url: URL;
+  try {
+    url = new URL(raw.slice(eq + 1));
+  } catch {
+    throw new Error("expected REGISTRY=URL with an http:// or https:// URL");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("the upstream URL must be http:// or https://");
+  if (url.username !== "" || url.password !== "") throw new Error("put credentials in --registry-credentials, not in the URL");
+  if (url.search !== "" || url.hash !== "") throw new Error("the upstream URL takes no query or fragment");
+  return { registry, url: url.toString().replace(/\/$/, "") };
+}
+
+const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
+export type LogLevel = (typeof logLevels)[number];
+
+export function parseLogLevel(raw: string): LogLevel {
+  if (!(logLevels as readonly string[]).includes(raw)) throw new Error(`expected one of ${logLevels.join(", ")}`);
+  return raw as LogLevel;
+}
+
+export const agentOptionSpecs = {
+  mirrorAddr: {
+    name: "mirror-addr",
+    description: "Address of the OCI registry mirror that containerd pulls through.",
+    parse: parseHostPort,
+    default: "127.0.0.1:5050",
+  },
+  metricsAddr: {
+    name: "metrics-addr",
+    description: "Address serving /metrics, /healthz and /readyz.",
+    parse: parseHostPort,
+    default: "127.0.0.1:9150",
+  },
+  dataDir: {
+    name: "data-dir",
+    description: "Directory of the blob store (blobs, partial blobs, tag records).",
+    parse: (raw: string) => {
+      if (raw.trim() === "") throw new Error("expected a directory path");
+      return raw;
+    },
+    default: "/var/lib/shoal",
+  },
+  upstream: {
+    name: "upstream",
+    description: `A registry to mirror: REGISTRY (HTTPS) or REGISTRY=URL, e.g. 127.0.0.1:5000=http://127.0.0.1:5000. Requests for registries not listed get 404 so the runtime goes direct. Default: ${WELL_KNOWN_REGISTRIES.join(", ")}.`,
+    parse: parseUpstream,
+    repeatable: true,
+  },
+  defaultUpstream: {
+    name: "default-upstream",
+    description: "Registry for requests that name none (no ?ns= and no registry as first path segment).",
+    parse: parseRegistryHost,
+  },
+  registryCredentials: {
+    name: "registry-credentials",
+    description: "Docker config JSON file (e.g. a mounted kubernetes.io/dockerconfigjson Secret) with credentials per registry.",
+    parse: (raw: string) => raw,
+  },
+  storeQuota: {
+    name: "store-quota",
+    description: "Size quota of the blob store, e.g. 20GiB; 0 means unlimited.",
+    parse: parseBytes,
+    default: "0",
+  },
+  storeHighWatermark: {
+    name: "store-high-watermark",
+    description: "Fraction of the quota at which least-recently-used blobs are evicted.",
+    parse: parseFraction,
+    default: "0.9",
+  },
+  storeLowWatermark: {
+    name: "store-low-watermark",
+    description: "Fraction of the quota eviction brings the store down to.",
+    parse: parseFraction,
+    default: "0.8",
+  },
+  responseStartTimeout: {
+    name: "response-start-timeout",
+    description: "Longest wait before a response starts; past it the mirror answers 404 so containerd pulls directly.",
+    parse: parseDuration,
+    default: "10s",
+  },
+  upstreamConnectTimeout: {
+    name: "upstream-connect-timeout",
+    description: "Timeout for connecting to an upstream registry.",
+    parse: parseDuration,
+    default: "5s",
+  },
+  upstreamStallTimeout: {
+    name: "upstream-stall-timeout",
+    description: "An upstream transfer that sends nothing for this long is broken off and resumed.",
+    parse: parseDuration,
+    default: "30s",
+  },
+  shutdownGrace: {
+    name: "shutdown-grace",
+    description: "On SIGTERM, how long running responses may continue before they are cut.",
+    parse: parseDuration,
+    default: "10s",
+  },
+  logLevel: {
+    name: "log-level",
+    description: "Log level: trace, debug, info, warn, error or fatal.",
+    parse: parseLogLevel,
+    default: "info",
+  },
+} as const satisfies OptionSpecs;
+
+export type AgentOptions = ParsedOptions<typeof agentOptionSpecs>;
+
+/** Checks that span several options; the message names them. */
+export function validateAgentOptions(options: AgentOptions): void {
+  if (options.storeLowWatermark >= options.storeHighWatermark) {
+    throw new Error(`--store-low-watermark (${options.storeLowWatermark}) must be below --store-high-watermark (${options.storeHighWatermark})`);
+  }
+  const registries = new Set((options.upstream.length > 0 ? options.upstream : []).map((u) => u.registry));
+  if (options.upstream.length > 0 && registries.size !== options.upstream.length) throw new Error("--upstream names the same registry twice");
+  if (options.defaultUpstream !== undefined && options.upstream.length > 0 && !registries.has(options.defaultUpstream)) {
+    throw new Error(`--default-upstream ${options.defaultUpstream} is not one of the --upstream registries`);
+  }
+}
+
+/** Registry host → base URL, from --upstream or the well-known defaults. */
+export function upstreamMap(options: AgentOptions): Map<string, string> {
+  const list = options.upstream.length > 0 ? options.upstream : WELL_KNOWN_REGISTRIES.map((r) => parseUpstream(r));
+  return new Map(list.map((u) => [u.registry, u.url]));
+}

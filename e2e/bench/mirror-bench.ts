@@ -1,0 +1,150 @@
+// npm run bench:mirror — one large blob on loopback: straight from docker-registry vs. through the agent
+// (cold pull-through, then cache hits); time to first byte; the agent's peak RSS and CPU.
+// Prints figures; asserts nothing. Needs Debian's docker-registry.
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { Agent, type Dispatcher } from "undici";
+import { parseBytes } from "../../pkg/config/index.js";
+import { writeRandomBlob } from "../../pkg/imagegen/index.js";
+import { DockerRegistry } from "../support/docker-registry.js";
+import { makeTempDir, removeTempDir } from "../support/process.js";
+import { ShoalAgent } from "../support/shoal-agent.js";
+import { procStats } from "./proc-stats.js";
+
+const REPO = "bench/blob";
+const MB = 1e6;
+
+const { values } = parseArgs({
+  options: {
+    size: { type: "string", default: "1GiB" },
+    runs: { type: "string", default: "3" },
+    "ttfb-samples": { type: "string", default: "50" },
+    json: { type: "string" },
+  },
+});
+const size = parseBytes(values.size);
+const runs = Number(values.runs);
+const ttfbSamples = Number(values["ttfb-samples"]);
+
+const client = new Agent({ keepAliveTimeout: 30_000 });
+
+interface Transfer {
+  readonly seconds: number;
+  readonly ttfbMs: number;
+  readonly bytes: number;
+}
+
+/** GETs a URL, counting bytes without hashing (the agent verifies; the client must not be the bottleneck). */
+async function get(url: string): Promise<Transfer> {
+  const u = new URL(url);
+  const started = performance.now();
+  const res = await client.request({ origin: u.origin, path: u.pathname + u.search, method: "GET" });
+  const ttfbMs = performance.now() - started;
+  if (res.statusCode !== 200) throw new Error(`${url}: HTTP ${res.statusCode} ${await res.body.text()}`);
+  let bytes = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) bytes += chunk.length;
+  return { seconds: (performance.now() - started) / 1000, ttfbMs, bytes };
+}
+
+/** Time to the first body byte of a full GET, then the rest is dropped. */
+async function ttfb(url: string): Promise<number> {
+  const u = new URL(url);
+  const controller = new AbortController();
+  const started = performance.now();
+  const res: Dispatcher.ResponseData = await client.request({ origin: u.origin, path: u.pathname + u.search, method: "GET", signal: controller.signal });
+  for await (const _chunk of res.body as AsyncIterable<Buffer>) break;
+  const ms = performance.now() - started;
+  controller.abort();
+  res.body.destroy();
+  return ms;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}
+
+async function upload(origin: DockerRegistry, file: string, digest: string): Promise<void> {
+  const start = await client.request({ origin: origin.url, path: `/v2/${REPO}/blobs/uploads/`, method: "POST" });
+  await start.body.dump();
+  const location = start.headers.location;
+  if (start.statusCode !== 202 || typeof location !== "string") throw new Error(`upload start: HTTP ${start.statusCode}`);
+  const target = new URL(location, origin.url);
+  target.searchParams.set("digest", digest);
+  const bytes = (await stat(file)).size;
+  const put = await client.request({
+    origin: target.origin,
+    path: target.pathname + target.search,
+    method: "PUT",
+    headers: { "content-type": "application/octet-stream", "content-length": String(bytes) },
+    body: createReadStream(file),
+  });
+  await put.body.dump();
+  if (put.statusCode !== 201) throw new Error(`upload: HTTP ${put.statusCode}`);
+}
+
+async function main(): Promise<void> {
+  const work = await makeTempDir("bench-mirror");
+  let origin: DockerRegistry | undefined;
+  let agent: ShoalAgent | undefined;
+  try {
+    console.error(`generating a ${values.size} blob…`);
+    const blob = await writeRandomBlob({ file: join(work, "blob"), seed: "bench-mirror", bytes: size });
+    origin = await DockerRegistry.start();
+    await upload(origin, join(work, "blob"), blob.digest);
+    const direct = `${origin.url}/v2/${REPO}/blobs/${blob.digest}`;
+    await get(direct); // page cache warm for a fair comparison
+    const directRuns: Transfer[] = [];
+    for (let i = 0; i < runs; i++) directRuns.push(await get(direct));
+    const directTtfb: number[] = [];
+    for (let i = 0; i < ttfbSamples; i++) directTtfb.push(await ttfb(direct));
+
+    agent = await ShoalAgent.start({ upstreams: [`${origin.host}=${origin.url}`] });
+    const mirrored = `${agent.mirrorUrl}/v2/${REPO}/blobs/${blob.digest}?ns=${encodeURIComponent(origin.host)}`;
+    const before = await procStats(agent.daemon.pid);
+    const cold = await get(mirrored);
+    const afterCold = await procStats(agent.daemon.pid);
+    const hitRuns: Transfer[] = [];
+    for (let i = 0; i < runs; i++) hitRuns.push(await get(mirrored));
+    const afterHits = await procStats(agent.daemon.pid);
+    const hitTtfb: number[] = [];
+    for (let i = 0; i < ttfbSamples; i++) hitTtfb.push(await ttfb(mirrored));
+    const end = await procStats(agent.daemon.pid);
+
+    const directSeconds = median(directRuns.map((r) => r.seconds));
+    const hitSeconds = median(hitRuns.map((r) => r.seconds));
+    const result = {
+      blobBytes: size,
+      direct: { throughputMBps: size / directSeconds / MB, seconds: directSeconds, ttfbP50Ms: median(directTtfb) },
+      coldPullThrough: { seconds: cold.seconds, throughputMBps: size / cold.seconds / MB, ratioToDirect: cold.seconds / directSeconds, ttfbMs: cold.ttfbMs },
+      cacheHit: { throughputMBps: size / hitSeconds / MB, seconds: hitSeconds, ttfbP50Ms: median(hitTtfb) },
+      agent: {
+        peakRssMB: end.peakRssBytes / MB,
+        rssAfterStartMB: before.rssBytes / MB,
+        cpuSecondsPerGBCold: (afterCold.cpuSeconds - before.cpuSeconds) / (size / 1e9),
+        cpuSecondsPerGBHit: (afterHits.cpuSeconds - afterCold.cpuSeconds) / ((size * runs) / 1e9),
+      },
+    };
+    console.log(`blob: ${(size / 2 ** 20).toFixed(0)} MiB, ${runs} runs each (median), TTFB over ${ttfbSamples} requests (p50)`);
+    console.log(`direct from docker-registry   ${result.direct.throughputMBps.toFixed(0).padStart(6)} MB/s   TTFB p50 ${result.direct.ttfbP50Ms.toFixed(2)} ms`);
+    console.log(`cold pull-through (agent)     ${result.coldPullThrough.throughputMBps.toFixed(0).padStart(6)} MB/s   ${result.coldPullThrough.seconds.toFixed(2)} s = ${result.coldPullThrough.ratioToDirect.toFixed(2)}× direct`);
+    console.log(`cache hit (agent)             ${result.cacheHit.throughputMBps.toFixed(0).padStart(6)} MB/s   TTFB p50 ${result.cacheHit.ttfbP50Ms.toFixed(2)} ms`);
+    console.log(`agent peak RSS ${result.agent.peakRssMB.toFixed(0)} MB (after start ${result.agent.rssAfterStartMB.toFixed(0)} MB); CPU ${result.agent.cpuSecondsPerGBCold.toFixed(2)} s/GB cold, ${result.agent.cpuSecondsPerGBHit.toFixed(2)} s/GB hit`);
+    if (values.json !== undefined) {
+      const { writeFile } = await import("node:fs/promises");
+      await writeFile(values.json, `${JSON.stringify(result, null, 2)}\n`);
+    }
+  } finally {
+    await agent?.stop().catch(() => undefined);
+    await origin?.stop().catch(() => undefined);
+    await client.close();
+    await removeTempDir(work);
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});

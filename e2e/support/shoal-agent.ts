@@ -1,0 +1,100 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { HarnessError } from "./errors.js";
+import { DaemonProcess, makeTempDir, removeTempDir, waitUntil } from "./process.js";
+
+/** The compiled CLI, next to this file in dist/. */
+export const SHOAL_MAIN = fileURLToPath(new URL("../../cmd/shoal/main.js", import.meta.url));
+export const AGENT_START_TIMEOUT_MS = 15_000;
+
+export interface ShoalAgentOptions {
+  /** `--upstream` values, e.g. `127.0.0.1:5000=http://127.0.0.1:5000`. */
+  readonly upstreams: readonly string[];
+  /** Reuse a data dir (restart tests); default: a fresh temp dir removed on stop. */
+  readonly dataDir?: string;
+  /** Fixed mirror port (e.g. to restart on the same address); default: a free one. */
+  readonly mirrorPort?: number;
+  readonly extraArgs?: readonly string[];
+}
+
+/** A `shoal agent` child process on loopback, stopped by its PID. */
+export class ShoalAgent {
+  private constructor(
+    readonly daemon: DaemonProcess,
+    readonly dataDir: string,
+    private readonly ownsDataDir: boolean,
+    readonly mirrorUrl: string,
+    readonly metricsUrl: string,
+    readonly logFile: string,
+  ) {}
+
+  static async start(options: ShoalAgentOptions): Promise<ShoalAgent> {
+    const logDir = await makeTempDir("agent-log");
+    const dataDir = options.dataDir ?? (await makeTempDir("agent-data"));
+    const logFile = join(logDir, "agent.log");
+    const daemon = await DaemonProcess.spawn({
+      name: "shoal-agent",
+      command: process.execPath,
+      args: [
+        SHOAL_MAIN,
+        "agent",
+        "--mirror-addr",
+        `127.0.0.1:${options.mirrorPort ?? 0}`,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        dataDir,
+        "--shutdown-grace",
+        "1s",
+        ...options.upstreams.flatMap((u) => ["--upstream", u]),
+        ...(options.extraArgs ?? []),
+      ],
+      stdoutFile: logFile,
+      stderrFile: logFile,
+    });
+    try {
+      let started: { mirror: string; metrics: string } | undefined;
+      await waitUntil(
+        async () => {
+          if (daemon.exitStatus !== undefined) throw new HarnessError("ERR_HARNESS_START", `shoal agent exited: ${await readFile(logFile, "utf8")}`);
+          started = findStarted(await readFile(logFile, "utf8"));
+          return started !== undefined;
+        },
+        { timeoutMs: AGENT_START_TIMEOUT_MS, what: "shoal agent start" },
+      );
+      if (started === undefined) throw new HarnessError("ERR_HARNESS_START", "shoal agent did not report its addresses");
+      return new ShoalAgent(daemon, dataDir, options.dataDir === undefined, started.mirror, started.metrics, logFile);
+    } catch (error) {
+      await daemon.stop();
+      throw error;
+    }
+  }
+
+  /** Value of a Prometheus series from /metrics, summed over series matching the labels. */
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const text = await (await fetch(`${this.metricsUrl}/metrics`)).text();
+    let total = 0;
+    for (const line of text.split("\n")) {
+      const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$/.exec(line);
+      if (!match || match[1] !== name) continue;
+      const labelText = match[2] ?? "";
+      if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) total += Number(match[3]);
+    }
+    return total;
+  }
+
+  async stop(): Promise<void> {
+    await this.daemon.stop();
+    if (this.ownsDataDir) await removeTempDir(this.dataDir);
+  }
+}
+
+function findStarted(log: string): { mirror: string; metrics: string } | undefined {
+  for (const line of log.split("\n")) {
+    if (!line.includes('"agent started"')) continue;
+    const parsed = JSON.parse(line) as { mirror?: string; metrics?: string };
+    if (parsed.mirror !== undefined && parsed.metrics !== undefined) return { mirror: parsed.mirror, metrics: parsed.metrics };
+  }
+  return undefined;
+}

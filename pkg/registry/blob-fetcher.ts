@@ -1,0 +1,34 @@
+import type { Digest } from "../oci/index.js";
+import type { PartialBlob } from "../store/index.js";
+
+export interface BlobRequest {
+  /** Registry host as in image references, e.g. `ghcr.io`. */
+  readonly registry: string;
+  readonly name: string;
+  readonly digest: Digest;
+}
+
+/** A reader's hold on a blob being fetched. Release it when done reading, successfully or not. */
+export interface BlobLease {
+  readonly partial: PartialBlob;
+  /** Where the bytes come from, for the served-bytes metric. */
+  readonly source: "origin" | "peer";
+  /** Content-Type the origin gave the blob, when known. */
+  readonly contentType: string | undefined;
+  release(): void;
+}
+
+/**
+ * The seam between the mirror and whatever produces blobs it lacks: the origin (OriginFetcher), and
+ * later the swarm. Concurrent acquires of one digest share one transfer; the transfer stops (keeping
+ * what it has for a later resume) when the last lease is released before it finishes.
+ */
+export interface BlobFetcher {
+  /**
+   * Resolves once the transfer has started and the blob's size is known; rejects with a RegistryError
+   * (e.g. ERR_UPSTREAM_NOT_FOUND) if it cannot start, or with the signal's reason if aborted first.
+   */
+  acquire(request: BlobRequest, signal: AbortSignal): Promise<BlobLease>;
+  /** Stops every transfer. */
+  close(): Promise<void>;
+}

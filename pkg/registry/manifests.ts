@@ -1,0 +1,165 @@
+import type { Readable } from "node:stream";
+import type { Logger } from "pino";
+import type { AgentMetrics } from "../metrics/index.js";
+import {
+  ALL_MANIFEST_MEDIA_TYPES,
+  type Digest,
+  type Reference,
+  digestAlgorithm,
+  digestOf,
+  isDigest,
+  sniffManifestMediaType,
+} from "../oci/index.js";
+import { type BlobInfo, type BlobStore, type TagStore, choosePieceSize, isStoreError } from "../store/index.js";
+import { RegistryError, isTransientUpstreamError } from "./errors.js";
+import { statusError, upstreamErrorReason } from "./origin-fetcher.js";
+import { type UpstreamClient, header, readLimitedBytes } from "./upstream/upstream-client.js";
+
+/** distribution's own limit on manifest size; larger bodies are refused rather than buffered. */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+export interface ManifestRequest {
+  readonly registry: string;
+  readonly name: string;
+  readonly reference: Reference;
+  /** The client's Accept header, forwarded upstream; all manifest types when absent. */
+  readonly accept: string | undefined;
+  readonly method: "GET" | "HEAD";
+  readonly signal: AbortSignal;
+}
+
+/** A manifest ready to answer with: either in the store, or headers only (HEAD of one we lack), or a fresh body. */
+export type ResolvedManifest =
+  | { readonly kind: "stored"; readonly info: BlobInfo & { mediaType: string }; readonly source: "local" | "origin"; readonly stale: boolean }
+  | { readonly kind: "headers"; readonly digest: Digest; readonly mediaType: string; readonly size: number }
+  | { readonly kind: "body"; readonly digest: Digest; readonly mediaType: string; readonly body: Buffer };
+
+export interface ManifestResolverOptions {
+  readonly store: BlobStore;
+  readonly tags: TagStore;
+  readonly upstream: UpstreamClient;
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+  readonly now?: () => number;
+}
+
+/**
+ * Manifests by digest are immutable: store first, else the upstream (verified, then stored).
+ * Manifests by tag are resolved upstream on every pull (a HEAD, then a GET only when the digest is new);
+ * when the upstream cannot be reached, the last digest seen for the tag is served and counted.
+ */
+export class ManifestResolver {
+  /** Digests being written to the store by this resolver, so concurrent pulls write each once. */
+  private readonly keeping = new Set<Digest>();
+
+  constructor(private readonly options: ManifestResolverOptions) {}
+
+  async resolve(request: ManifestRequest): Promise<ResolvedManifest> {
+    if (request.reference.kind === "digest") {
+      const stored = await this.stored(request.reference.digest);
+      if (stored) return { kind: "stored", info: stored, source: "local", stale: false };
+      return await this.fetch(request, request.reference.digest);
+    }
+    const tag = request.reference.tag;
+    try {
+      const head = await this.upstreamManifest(request, "HEAD");
+      head.body.destroy();
+      const digestHeader = header(head.headers, "docker-content-digest");
+      if (digestHeader !== undefined && isDigest(digestHeader)) {
+        const stored = await this.stored(digestHeader);
+        const mediaType = header(head.headers, "content-type") ?? stored?.mediaType;
+        const size = Number(header(head.headers, "content-length"));
+        if (mediaType !== undefined && Number.isSafeInteger(size)) this.remember(request, tag, digestHeader, mediaType, size);
+        if (stored) return { kind: "stored", info: stored, source: "local", stale: false };
+        if (request.method === "HEAD" && mediaType !== undefined && Number.isSafeInteger(size)) {
+          return { kind: "headers", digest: digestHeader, mediaType, size };
+        }
+      }
+      return await this.fetch(request, undefined);
+    } catch (error) {
+      if (!isTransientUpstreamError(error)) throw error;
+      const record = this.options.tags.get(request.registry, request.name, tag);
+      const stored = record === undefined ? undefined : await this.stored(record.digest);
+      if (record === undefined || stored === undefined) throw error;
+      this.options.metrics.tagFallbacks.inc();
+      this.options.logger.warn(
+        { registry: request.registry, name: request.name, tag, digest: record.digest, err: error },
+        "upstream unreachable; serving the last digest seen for this tag",
+      );
+      return { kind: "stored", info: stored, source: "local", stale: true };
+    }
+  }
+
+  private async stored(digest: Digest): Promise<(BlobInfo & { mediaType: string }) | undefined> {
+    const info = await this.options.store.stat(digest);
+    return info?.mediaType === undefined ? undefined : { ...info, mediaType: info.mediaType };
+  }
+
+  /** GETs a manifest, verifies it against `expected` (or the upstream's Docker-Content-Digest) and stores it. */
+  private async fetch(request: ManifestRequest, expected: Digest | undefined): Promise<ResolvedManifest> {
+    const { metrics } = this.options;
+    const response = await this.upstreamManifest(request, "GET");
+    const body = await readLimitedBytes(response.body, MAX_MANIFEST_BYTES).catch((error: unknown) => {
+      throw error instanceof RegistryError ? error : new RegistryError("ERR_UPSTREAM_TRUNCATED", "manifest body broke off", { cause: error });
+    });
+    metrics.originBytesFetched.inc(body.length);
+    const declared = header(response.headers, "docker-content-digest");
+    const algorithm = expected !== undefined ? digestAlgorithm(expected) : declared !== undefined && isDigest(declared) ? digestAlgorithm(declared) : "sha256";
+    const digest = digestOf(body, algorithm);
+    const mismatch = (expected !== undefined && digest !== expected) || (declared !== undefined && isDigest(declared) && declared !== digest);
+    if (mismatch) {
+      metrics.digestMismatches.inc({ source: "origin" });
+      metrics.upstreamErrors.inc({ reason: "digest_mismatch" });
+      throw new RegistryError("ERR_DIGEST_MISMATCH", `${request.registry} sent a manifest that does not match its digest`);
+    }
+    const mediaType = header(response.headers, "content-type") ?? sniffManifestMediaType(body) ?? ALL_MANIFEST_MEDIA_TYPES[0] ?? "";
+    if (request.reference.kind === "tag") this.remember(request, request.reference.tag, digest, mediaType, body.length);
+    await this.keep(digest, mediaType, body);
+    return { kind: "body", digest, mediaType, body };
+  }
+
+  private async upstreamManifest(request: ManifestRequest, method: "GET" | "HEAD"): Promise<{ headers: Readonly<Record<string, string | string[] | undefined>>; body: Readable }> {
+    const reference = request.reference.kind === "tag" ? request.reference.tag : request.reference.digest;
+    try {
+      const response = await this.options.upstream.request(request.registry, {
+        method,
+        path: `/v2/${request.name}/manifests/${reference}`,
+        name: request.name,
+        headers: { accept: request.accept ?? ALL_MANIFEST_MEDIA_TYPES.join(", ") },
+        signal: request.signal,
+      });
+      if (response.status !== 200) {
+        response.body.destroy();
+        throw statusError(request.registry, `manifest ${request.name}:${reference}`, response.status);
+      }
+      return response;
+    } catch (error) {
+      this.options.metrics.upstreamErrors.inc({ reason: upstreamErrorReason(error) });
+      throw error;
+    }
+  }
+
+  private remember(request: ManifestRequest, tag: string, digest: Digest, mediaType: string, size: number): void {
+    this.options.tags.set(request.registry, request.name, tag, { digest, mediaType, size, seenAt: (this.options.now ?? Date.now)() });
+  }
+
+  /** Stores a verified manifest; a concurrent store of the same digest wins and this one is skipped. */
+  private async keep(digest: Digest, mediaType: string, body: Buffer): Promise<void> {
+    const { store, logger } = this.options;
+    if (this.keeping.has(digest) || store.getPartial(digest) !== undefined) return;
+    this.keeping.add(digest);
+    try {
+      if ((await store.stat(digest)) !== undefined) return;
+      const partial = await store.openPartial(digest, body.length, { pieceSize: choosePieceSize(body.length), mediaType });
+      if (partial.appendOffset !== 0) return;
+      await partial.append(body);
+      await partial.commit();
+    } catch (error) {
+      if (isStoreError(error, "ERR_STORE_BLOB_EXISTS")) return;
+      // The client still gets the manifest from memory; only the cache entry is lost.
+      logger.warn({ err: error, digest }, "could not store manifest");
+    } finally {
+      this.keeping.delete(digest);
+    }
+  }
+}

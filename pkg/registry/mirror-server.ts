@@ -1,0 +1,71 @@
+import { type Server, createServer } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import type { Logger } from "pino";
+import type { Mirror } from "./mirror.js";
+import { rawOciError } from "./oci-errors.js";
+
+/** Request headers larger than this are refused with 431 (containerd's are well under 4 KiB). */
+export const MAX_HEADER_BYTES = 16 * 1024;
+/** A client must send its request headers within this time (slowloris guard). */
+const HEADERS_TIMEOUT_MS = 10_000;
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
+export interface MirrorServerOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly mirror: Mirror;
+  readonly logger: Logger;
+}
+
+/** The HTTP listener in front of a Mirror. */
+export class MirrorServer {
+  private constructor(private readonly server: Server) {}
+
+  static async start(options: MirrorServerOptions): Promise<MirrorServer> {
+    const server = createServer(
+      { maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS },
+      options.mirror.handle,
+    );
+    server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
+      // Errors before a request was parsed (oversized or malformed headers) still get an OCI error body.
+      if (socket.writable && !socket.destroyed) {
+        const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+        socket.end(
+          tooLarge
+            ? rawOciError(431, "Request Header Fields Too Large", "UNSUPPORTED", `request headers exceed ${MAX_HEADER_BYTES} bytes`)
+            : rawOciError(400, "Bad Request", "UNSUPPORTED", "malformed HTTP request"),
+        );
+      } else {
+        socket.destroy();
+      }
+      options.logger.debug({ err: error }, "bad client request");
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port, options.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    return new MirrorServer(server);
+  }
+
+  get address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Stops accepting, lets running responses finish for up to `graceMs`, then cuts the rest. */
+  async close(graceMs = 0): Promise<void> {
+    const closed = new Promise<void>((resolve) => {
+      this.server.close(() => {
+        resolve();
+      });
+    });
+    this.server.closeIdleConnections();
+    const timer = setTimeout(() => {
+      this.server.closeAllConnections();
+    }, graceMs);
+    await closed;
+    clearTimeout(timer);
+  }
+}

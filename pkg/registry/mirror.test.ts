@@ -1,0 +1,417 @@
+import assert from "node:assert/strict";
+import { request as httpRequest } from "node:http";
+import { connect } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { MEDIA_TYPE_OCI_MANIFEST, digestOf, parseDigest } from "../oci/index.js";
+import { MirrorFixture } from "./testing/mirror-fixture.js";
+
+const NAME = "team/app";
+
+async function body(res: Response): Promise<Buffer> {
+  return Buffer.from(await res.arrayBuffer());
+}
+
+async function ociError(res: Response): Promise<string | undefined> {
+  const json = (await res.json()) as { errors?: { code?: string }[] };
+  return json.errors?.[0]?.code;
+}
+
+describe("mirror: blobs", () => {
+  let f: MirrorFixture;
+  before(async () => {
+    f = await MirrorFixture.start();
+  });
+  after(async () => {
+    await f.close();
+  });
+
+  it("answers /v2/ like a registry", async () => {
+    const res = await fetch(`${f.url}/v2/`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("docker-distribution-api-version"), "registry/2.0");
+    assert.deepEqual(await res.json(), {});
+  });
+
+  it("pulls a blob through, with the upstream's headers, then serves it locally at zero origin cost", async () => {
+    const blob = await f.upstream.addBlob({ size: 3 * 1024 * 1024 + 17, seed: "pull-through" });
+    const cold = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(cold.status, 200);
+    assert.equal(cold.headers.get("content-length"), String(blob.size));
+    assert.equal(cold.headers.get("docker-content-digest"), blob.digest);
+    assert.equal(cold.headers.get("accept-ranges"), "bytes");
+    assert.equal(digestOf(await body(cold)), blob.digest);
+    const originBefore = f.upstream.blobBytesServed;
+    assert.equal(originBefore, blob.size);
+
+    const warm = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(digestOf(await body(warm)), blob.digest);
+    assert.equal(f.upstream.blobBytesServed, originBefore, "a warm pull costs zero origin bytes");
+    assert.equal(await f.metric("shoal_blob_bytes_served_total", { source: "local" }), blob.size);
+    assert.ok((await f.metric("shoal_blob_bytes_served_total", { source: "origin" })) >= blob.size);
+    assert.equal(await f.metric("shoal_origin_bytes_fetched_total"), blob.size);
+  });
+
+  it("shares one upstream fetch between concurrent requests for a digest", async () => {
+    const blob = await f.upstream.addBlob({ size: 4 * 1024 * 1024, seed: "single-flight" });
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: 16 * 1024 * 1024 });
+    const before = f.upstreamRequests("blob");
+    const bodies = await Promise.all(Array.from({ length: 6 }, async () => body(await fetch(f.blobUrl(NAME, blob.digest)))));
+    for (const b of bodies) assert.equal(digestOf(b), blob.digest);
+    assert.equal(f.upstreamRequests("blob") - before, 1);
+    f.upstream.clearScripts();
+  });
+
+  it("serves byte ranges cold and warm, and 416 with an OCI body for unsatisfiable ones", async () => {
+    const blob = await f.upstream.addBlob({ size: 2 * 1024 * 1024, seed: "ranges" });
+    const full = await body(await fetch(f.blobUrl(NAME, blob.digest), { headers: { range: "bytes=1000-1999" } }).then(async (res) => {
+      assert.equal(res.status, 206);
+      assert.equal(res.headers.get("content-range"), `bytes 1000-1999/${blob.size}`);
+      return res;
+    }));
+    assert.equal(full.length, 1000);
+    const whole = await body(await fetch(f.blobUrl(NAME, blob.digest)));
+    assert.deepEqual(full, whole.subarray(1000, 2000));
+    const suffix = await fetch(f.blobUrl(NAME, blob.digest), { headers: { range: "bytes=-10" } });
+    assert.deepEqual(await body(suffix), whole.subarray(whole.length - 10));
+    const open = await fetch(f.blobUrl(NAME, blob.digest), { headers: { range: `bytes=${blob.size - 5}-` } });
+    assert.deepEqual(await body(open), whole.subarray(whole.length - 5));
+    const bad = await fetch(f.blobUrl(NAME, blob.digest), { headers: { range: `bytes=${blob.size}-` } });
+    assert.equal(bad.status, 416);
+    assert.equal(bad.headers.get("content-range"), `bytes */${blob.size}`);
+    assert.equal(await ociError(bad), "RANGE_INVALID");
+    const malformed = await fetch(f.blobUrl(NAME, blob.digest), { headers: { range: "bytes=a-b" } });
+    assert.equal(malformed.status, 416);
+  });
+
+  it("answers HEAD for a missing blob from the upstream without fetching it", async () => {
+    const blob = await f.upstream.addBlob({ size: 1024 * 1024, seed: "head" });
+    const before = f.upstream.blobBytesServed;
+    const res = await fetch(f.blobUrl(NAME, blob.digest), { method: "HEAD" });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-length"), String(blob.size));
+    assert.equal(f.upstream.blobBytesServed, before);
+    assert.equal(await f.store.stat(blob.digest), undefined);
+  });
+
+  it("returns 404 BLOB_UNKNOWN for a blob the upstream lacks", async () => {
+    const res = await fetch(f.blobUrl(NAME, digestOf("nowhere")));
+    assert.equal(res.status, 404);
+    assert.equal(await ociError(res), "BLOB_UNKNOWN");
+  });
+
+  it("resumes a truncated upstream transfer with Range and still serves the exact bytes", async () => {
+    const blob = await f.upstream.addBlob({ size: 3 * 1024 * 1024, seed: "truncated" });
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", truncateAfterBytes: 1024 * 1024 + 5 }, { times: 1 });
+    const res = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(digestOf(await body(res)), blob.digest);
+    const ranged = f.upstream.requests.filter((r) => r.kind === "blob" && r.reference === blob.digest && r.headers.range !== undefined);
+    assert.equal(ranged.length, 1);
+    assert.match(String(ranged[0]?.headers.range), /^bytes=\d+-$/);
+    assert.ok((await f.metric("shoal_upstream_resumes_total")) >= 1);
+  });
+
+  it("never completes a response whose bytes do not match the digest, and stores nothing", async () => {
+    const blob = await f.upstream.addBlob({ size: 1024 * 1024 + 3, seed: "corrupt" });
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", corrupt: true }, { times: 1 });
+    const res = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(res.status, 200, "headers go out before the digest can be known");
+    await assert.rejects(body(res), "the body must break off instead of completing with wrong bytes");
+    assert.equal(await f.store.stat(blob.digest), undefined);
+    assert.equal(await f.metric("shoal_digest_mismatches_total", { source: "origin" }), 1);
+    const retry = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(digestOf(await body(retry)), blob.digest);
+  });
+
+  it("passes 429 through as TOOMANYREQUESTS and 5xx as 502 UNAVAILABLE", async () => {
+    const blob = await f.upstream.addBlob({ size: 1000, seed: "statuses" });
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "status", status: 429, retryAfterSeconds: 1 }, { times: 1 });
+    const limited = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(limited.status, 429);
+    assert.equal(await ociError(limited), "TOOMANYREQUESTS");
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "status", status: 503 }, { times: 1 });
+    const unavailable = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(unavailable.status, 502);
+    assert.equal(await ociError(unavailable), "UNAVAILABLE");
+  });
+
+  it("refuses a blob sent without Content-Length with a clear 502", async () => {
+    const blob = await f.upstream.addBlob({ size: 5000, seed: "chunked" });
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", chunked: true }, { times: 1 });
+    const res = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(res.status, 502);
+    assert.match(JSON.stringify(await res.json()), /Content-Length/);
+  });
+
+  it("keeps the shared fetch going for other readers when one client disconnects mid-blob", async () => {
+    const blob = await f.upstream.addBlob({ size: 4 * 1024 * 1024, seed: "disconnect" });
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: 8 * 1024 * 1024 });
+    const staying = fetch(f.blobUrl(NAME, blob.digest)).then(body);
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest(f.blobUrl(NAME, blob.digest), (res) => {
+        let got = 0;
+        res.on("data", (chunk: Buffer) => {
+          got += chunk.length;
+          if (got > 256 * 1024) {
+            req.destroy();
+            resolve();
+          }
+        });
+        res.on("error", () => undefined);
+      });
+      req.on("error", () => undefined);
+      req.on("close", () => {
+        resolve();
+      });
+      setTimeout(() => {
+        reject(new Error("no data"));
+      }, 5000).unref();
+      req.end();
+    });
+    assert.equal(digestOf(await staying), blob.digest);
+    assert.equal(f.upstreamRequests("blob") > 0, true);
+    f.upstream.clearScripts();
+  });
+
+  it("stops the upstream fetch when the last reader leaves, and resumes from what it kept", async () => {
+    const blob = await f.upstream.addBlob({ size: 6 * 1024 * 1024, seed: "last-reader" });
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: 4 * 1024 * 1024 }, { times: 1 });
+    const controller = new AbortController();
+    const res = await fetch(f.blobUrl(NAME, blob.digest), { signal: controller.signal });
+    const reader = res.body!.getReader();
+    let got = 0;
+    while (got < 2 * 1024 * 1024) got += (await reader.read()).value?.length ?? 0;
+    controller.abort();
+    await sleep(300);
+    const servedAtAbort = f.upstream.blobBytesServed;
+    await sleep(300);
+    assert.ok(f.upstream.blobBytesServed - servedAtAbort < 512 * 1024, "the upstream transfer stopped with no reader left");
+    const resumed = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(digestOf(await body(resumed)), blob.digest);
+    const last = f.upstream.requests.filter((r) => r.kind === "blob" && r.reference === blob.digest).at(-1);
+    assert.match(String(last?.headers.range), /^bytes=[1-9]\d*-$/, "the second fetch resumed where the first stopped");
+  });
+});
+
+describe("mirror: manifests and tags", () => {
+  let f: MirrorFixture;
+  before(async () => {
+    f = await MirrorFixture.start();
+  });
+  after(async () => {
+    await f.close();
+  });
+
+  it("resolves tags upstream on every pull, with one HEAD when the digest is already here", async () => {
+    const manifest = f.upstream.addManifest(NAME, "v1", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [] }, MEDIA_TYPE_OCI_MANIFEST);
+    const first = await fetch(f.manifestUrl(NAME, "v1"), { headers: { accept: MEDIA_TYPE_OCI_MANIFEST } });
+    assert.equal(first.status, 200);
+    assert.equal(first.headers.get("content-type"), MEDIA_TYPE_OCI_MANIFEST);
+    assert.equal(first.headers.get("docker-content-digest"), manifest.digest);
+    assert.equal(digestOf(await body(first)), manifest.digest);
+    const getsBefore = f.upstreamRequests("manifest", "GET");
+    const headsBefore = f.upstreamRequests("manifest", "HEAD");
+    const second = await fetch(f.manifestUrl(NAME, "v1"));
+    assert.equal(digestOf(await body(second)), manifest.digest);
+    assert.equal(f.upstreamRequests("manifest", "HEAD") - headsBefore, 1);
+    assert.equal(f.upstreamRequests("manifest", "GET"), getsBefore, "no GET when the digest is already stored");
+    const byDigest = await fetch(f.manifestUrl(NAME, manifest.digest));
+    assert.equal(byDigest.headers.get("content-type"), MEDIA_TYPE_OCI_MANIFEST);
+    assert.equal(f.upstreamRequests("manifest", "GET"), getsBefore);
+  });
+
+  it("follows a moved tag", async () => {
+    f.upstream.addManifest(NAME, "moving", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], n: 1 }, MEDIA_TYPE_OCI_MANIFEST);
+    await body(await fetch(f.manifestUrl(NAME, "moving")));
+    const next = f.upstream.addManifest(NAME, "moving", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], n: 2 }, MEDIA_TYPE_OCI_MANIFEST);
+    const res = await fetch(f.manifestUrl(NAME, "moving"));
+    assert.equal(res.headers.get("docker-content-digest"), next.digest);
+  });
+
+  it("serves the last digest seen for a tag while the upstream is down, and counts it", async () => {
+    const manifest = f.upstream.addManifest(NAME, "stable", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], s: 1 }, MEDIA_TYPE_OCI_MANIFEST);
+    await body(await fetch(f.manifestUrl(NAME, "stable")));
+    f.upstream.script({ kind: "manifest" }, { kind: "status", status: 503 });
+    const res = await fetch(f.manifestUrl(NAME, "stable"));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("docker-content-digest"), manifest.digest);
+    assert.equal(await f.metric("shoal_tag_fallbacks_total"), 1);
+    const unknown = await fetch(f.manifestUrl(NAME, "never-seen"));
+    assert.equal(unknown.status, 502);
+    f.upstream.clearScripts();
+  });
+
+  it("answers HEAD by tag from upstream headers without downloading the manifest", async () => {
+    const manifest = f.upstream.addManifest(NAME, "head-only", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], h: 1 }, MEDIA_TYPE_OCI_MANIFEST);
+    const getsBefore = f.upstreamRequests("manifest", "GET");
+    const res = await fetch(f.manifestUrl(NAME, "head-only"), { method: "HEAD" });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("docker-content-digest"), manifest.digest);
+    assert.equal(res.headers.get("content-length"), String(manifest.size));
+    assert.equal(f.upstreamRequests("manifest", "GET"), getsBefore);
+  });
+
+  it("rejects a manifest whose body does not match the digest asked for", async () => {
+    const manifest = f.upstream.addManifest(NAME, undefined, { schemaVersion: 2, layers: [], bad: true }, MEDIA_TYPE_OCI_MANIFEST);
+    f.upstream.script({ kind: "manifest", reference: manifest.digest }, { kind: "body", corrupt: true }, { times: 1 });
+    const res = await fetch(f.manifestUrl(NAME, manifest.digest));
+    assert.equal(res.status, 502);
+    assert.equal(await ociError(res), "DIGEST_INVALID");
+    assert.equal(await f.store.stat(manifest.digest), undefined);
+  });
+
+  it("returns MANIFEST_UNKNOWN for a tag the upstream lacks", async () => {
+    const res = await fetch(f.manifestUrl(NAME, "absent"));
+    assert.equal(res.status, 404);
+    assert.equal(await ociError(res), "MANIFEST_UNKNOWN");
+  });
+});
+
+describe("mirror: upstream auth, redirects and credentials", () => {
+  it("runs the Bearer token flow once per scope and reuses the token", async () => {
+    const f = await MirrorFixture.start();
+    try {
+      f.upstream.requireBearer({ service: "fake" });
+      const blobs = await Promise.all([1, 2, 3].map((i) => f.upstream.addBlob({ size: 10_000 + i, seed: `bearer-${i}` })));
+      for (const blob of blobs) assert.equal(digestOf(await body(await fetch(f.blobUrl(NAME, blob.digest)))), blob.digest);
+      assert.equal(f.upstream.tokenRequests, 1);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("sends configured Basic credentials to the token endpoint, and sends the runtime direct without them", async () => {
+    const withCredentials = await MirrorFixture.start({ credentials: { username: "u", password: "p" } });
+    const without = await MirrorFixture.start();
+    try {
+      for (const f of [withCredentials, without]) f.upstream.requireBearer({ service: "fake", username: "u", password: "p" });
+      const blob = await withCredentials.upstream.addBlob({ size: 100, seed: "basic-token" });
+      assert.equal(digestOf(await body(await fetch(withCredentials.blobUrl(NAME, blob.digest)))), blob.digest);
+      const other = await without.upstream.addBlob({ size: 100, seed: "basic-token" });
+      const denied = await fetch(without.blobUrl(NAME, other.digest));
+      assert.equal(denied.status, 404, "without credentials the runtime is sent to the upstream itself");
+      assert.equal(await ociError(denied), "UNAUTHORIZED");
+    } finally {
+      await withCredentials.close();
+      await without.close();
+    }
+  });
+
+  it("follows a redirect to blob storage without forwarding Authorization there", async () => {
+    const f = await MirrorFixture.start();
+    const { FakeUpstream } = await import("./testing/fake-upstream.js");
+    const storage = await FakeUpstream.start();
+    try {
+      f.upstream.requireBearer({ service: "fake" });
+      const blob = await f.upstream.addBlob({ size: 512 * 1024, seed: "redirect" });
+      f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "redirect", to: storage, status: 307 });
+      const res = await fetch(f.blobUrl(NAME, blob.digest), { headers: { authorization: "Bearer client-secret" } });
+      assert.equal(digestOf(await body(res)), blob.digest);
+      const atStorage = storage.requests.filter((r) => r.kind === "storage");
+      assert.equal(atStorage.length, 1);
+      assert.equal(atStorage[0]?.headers.authorization, undefined, "no credentials at the redirect target");
+      const atRegistry = f.upstream.requests.filter((r) => r.kind === "blob");
+      assert.ok(atRegistry.every((r) => r.headers.authorization !== "Bearer client-secret"), "the client's credentials are never forwarded");
+    } finally {
+      await storage.close();
+      await f.close();
+    }
+  });
+});
+
+describe("mirror: never hang the runtime", () => {
+  it("answers 404 within the start deadline when the upstream hangs", async () => {
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 300 });
+    try {
+      const blob = await f.upstream.addBlob({ size: 1000, seed: "hang" });
+      f.upstream.script({ kind: "blob" }, { kind: "hang" });
+      const started = performance.now();
+      const res = await fetch(f.blobUrl(NAME, blob.digest));
+      const elapsedMs = performance.now() - started;
+      assert.equal(res.status, 404);
+      assert.equal(await ociError(res), "BLOB_UNKNOWN");
+      assert.ok(elapsedMs < 2000, `took ${elapsedMs} ms`);
+      assert.equal(await f.metric("shoal_fallback_responses_total", { reason: "start_timeout" }), 1);
+      f.upstream.script({ kind: "manifest" }, { kind: "hang" });
+      const manifest = await fetch(f.manifestUrl(NAME, "v1"));
+      assert.equal(manifest.status, 404);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("breaks off a stalled transfer and resumes it", async () => {
+    const f = await MirrorFixture.start({ bodyStallTimeoutMs: 300 });
+    try {
+      const blob = await f.upstream.addBlob({ size: 2 * 1024 * 1024, seed: "stall" });
+      f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", stallAfterBytes: 600 * 1024 }, { times: 1 });
+      const res = await fetch(f.blobUrl(NAME, blob.digest));
+      assert.equal(digestOf(await body(res)), blob.digest);
+      assert.equal(await f.metric("shoal_upstream_errors_total", { reason: "timeout" }), 1);
+    } finally {
+      await f.close();
+    }
+  });
+});
+
+describe("mirror: bad input", () => {
+  let f: MirrorFixture;
+  before(async () => {
+    f = await MirrorFixture.start({ defaultRegistry: null });
+  });
+  after(async () => {
+    await f.close();
+  });
+  const digest = digestOf("x");
+
+  const cases: [string, string, number, string][] = [
+    ["path traversal in the name", "/v2/../../etc/passwd/blobs/" + digest, 404, "UNSUPPORTED"],
+    ["encoded traversal", "/v2/a/%2e%2e/blobs/" + digest, 404, "UNSUPPORTED"],
+    ["encoded slash in the digest", "/v2/a/blobs/sha256:..%2F..%2Fetc", 404, "UNSUPPORTED"],
+    ["dots in the digest", "/v2/a/blobs/sha256:....etc?ns=x.io", 400, "DIGEST_INVALID"],
+    ["unsupported algorithm", "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e?ns=x.io", 400, "DIGEST_INVALID"],
+    ["upper-case name", "/v2/A/manifests/v1?ns=x.io", 400, "NAME_INVALID"],
+    ["ns that is a URL", "/v2/a/manifests/v1?ns=http://evil.example", 400, "NAME_INVALID"],
+    ["ns with credentials", "/v2/a/manifests/v1?ns=user:pw@evil.example", 400, "NAME_INVALID"],
+    ["unknown registry", "/v2/a/manifests/v1?ns=unknown.example", 404, "NAME_UNKNOWN"],
+    ["no registry and no default", "/v2/a/manifests/v1", 404, "NAME_UNKNOWN"],
+    ["uploads", "/v2/a/blobs/uploads/", 404, "UNSUPPORTED"],
+  ];
+  for (const [what, path, status, code] of cases) {
+    it(`${what} → ${status} ${code}`, async () => {
+      const res = await fetch(`${f.url}${path}`);
+      assert.equal(res.status, status);
+      assert.equal(res.headers.get("content-type"), "application/json");
+      assert.equal(await ociError(res), code);
+    });
+  }
+
+  it("refuses writes with 405 UNSUPPORTED", async () => {
+    const res = await fetch(`${f.url}/v2/a/blobs/uploads/?ns=${f.upstream.host}`, { method: "POST", body: "x" });
+    assert.equal(res.status, 405);
+    assert.equal(await ociError(res), "UNSUPPORTED");
+  });
+
+  it("answers oversized headers with 431 and an OCI body, and keeps serving", async () => {
+    const reply = await new Promise<string>((resolve, reject) => {
+      const socket = connect(f.server.address.port, "127.0.0.1", () => {
+        socket.write(`GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(64 * 1024)}\r\n\r\n`);
+      });
+      let text = "";
+      socket.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      socket.on("close", () => {
+        resolve(text);
+      });
+      socket.on("error", reject);
+    });
+    assert.match(reply, /^HTTP\/1\.1 431/);
+    assert.match(reply, /"code":"UNSUPPORTED"/);
+    assert.equal((await fetch(`${f.url}/v2/`)).status, 200);
+  });
+
+  it("keeps working after all of the above", async () => {
+    const blob = await f.upstream.addBlob({ size: 1234, seed: "after-bad-input" });
+    const res = await fetch(`${f.url}/v2/${NAME}/blobs/${blob.digest}?ns=${f.upstream.host}`);
+    assert.equal(digestOf(await body(res)), parseDigest(blob.digest));
+  });
+});

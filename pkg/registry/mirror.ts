@@ -1,0 +1,267 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "pino";
+import type { AgentMetrics, RequestKind, ServeSource } from "../metrics/index.js";
+import { type ByteRange, type MirrorRoute, OciError, parseMirrorPath, parseRangeHeader } from "../oci/index.js";
+import { type BlobStore, type TagStore, isStoreError } from "../store/index.js";
+import type { BlobFetcher } from "./blob-fetcher.js";
+import { RegistryError } from "./errors.js";
+import { ManifestResolver } from "./manifests.js";
+import { toOciErrorResponse, writeOciError } from "./oci-errors.js";
+import { statusError } from "./origin-fetcher.js";
+import { type UpstreamClient, header } from "./upstream/upstream-client.js";
+
+/** containerd waits for a mirror indefinitely; this bounds how long a response may take to start. */
+export const DEFAULT_RESPONSE_START_TIMEOUT_MS = 10_000;
+
+export interface MirrorOptions {
+  readonly store: BlobStore;
+  readonly tags: TagStore;
+  readonly upstream: UpstreamClient;
+  readonly fetcher: BlobFetcher;
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+  /** Registry for requests that name none (no `?ns=`, no registry path segment). */
+  readonly defaultRegistry?: string | undefined;
+  readonly responseStartTimeoutMs?: number;
+}
+
+type Route = Exclude<MirrorRoute, { kind: "base" }>;
+
+/** The pull-only OCI distribution endpoint of the agent. */
+export class Mirror {
+  private readonly manifests: ManifestResolver;
+  private readonly startTimeoutMs: number;
+
+  constructor(private readonly options: MirrorOptions) {
+    this.manifests = new ManifestResolver(options);
+    this.startTimeoutMs = options.responseStartTimeoutMs ?? DEFAULT_RESPONSE_START_TIMEOUT_MS;
+  }
+
+  /** Node `request` listener. Never throws; every failure becomes an OCI error response or a destroyed stream. */
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const startedAt = performance.now();
+    const controller = new AbortController();
+    res.once("close", () => {
+      controller.abort(new Error("client went away"));
+    });
+    let kind: RequestKind = "base";
+    let source: ServeSource | "none" = "none";
+    res.once("close", () => {
+      this.options.metrics.requests.inc({ kind, source, code: String(res.statusCode) });
+      this.options.metrics.requestDuration.observe({ kind, source }, (performance.now() - startedAt) / 1000);
+    });
+    const run = async (): Promise<void> => {
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        writeOciError(res, { status: 405, code: "UNSUPPORTED", message: "this mirror is pull-only: GET and HEAD" }, { allow: "GET, HEAD", connection: "close" });
+        return;
+      }
+      const url = new URL(req.url ?? "/", "http://mirror.invalid");
+      const route = parseMirrorPath(url.pathname, url.searchParams.get("ns"));
+      if (route.kind === "base") {
+        res.writeHead(200, { "content-type": "application/json", "content-length": 2, "docker-distribution-api-version": "registry/2.0" });
+        res.end(req.method === "HEAD" ? undefined : "{}");
+        return;
+      }
+      kind = route.kind;
+      const registry = route.registry ?? this.options.defaultRegistry;
+      if (registry === undefined) {
+        throw new RegistryError("ERR_REGISTRY_UNNAMED", "no registry named: use ?ns=<registry> or /v2/<registry>/<name>/..., or configure a default upstream");
+      }
+      if (!this.options.upstream.knows(registry)) throw new RegistryError("ERR_REGISTRY_UNKNOWN", `registry ${registry} is not mirrored by this agent`);
+      const started = (s: ServeSource): void => {
+        source = s;
+        this.options.metrics.timeToFirstByte.observe({ kind, source: s }, (performance.now() - startedAt) / 1000);
+      };
+      const deadline = AbortSignal.any([controller.signal, AbortSignal.timeout(this.startTimeoutMs)]);
+      if (route.kind === "manifest") await this.serveManifest(route, registry, req, res, deadline, controller.signal, started);
+      else await this.serveBlob(route, registry, req, res, deadline, controller.signal, started);
+    };
+    run().catch((error: unknown) => {
+      this.fail(req, res, kind, error, controller.signal);
+    });
+  };
+
+  private async serveManifest(
+    route: Extract<Route, { kind: "manifest" }>,
+    registry: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    deadline: AbortSignal,
+    signal: AbortSignal,
+    started: (source: ServeSource) => void,
+  ): Promise<void> {
+    const resolved = await this.withDeadline(deadline, () =>
+      this.manifests.resolve({
+        registry,
+        name: route.name,
+        reference: route.reference,
+        accept: req.headers.accept,
+        method: req.method === "HEAD" ? "HEAD" : "GET",
+        signal: deadline,
+      }),
+    );
+    const head = req.method === "HEAD";
+    const common = { "docker-distribution-api-version": "registry/2.0" };
+    if (resolved.kind === "headers") {
+      res.writeHead(200, { ...common, "content-type": resolved.mediaType, "content-length": resolved.size, "docker-content-digest": resolved.digest });
+      started("origin");
+      res.end();
+      return;
+    }
+    if (resolved.kind === "body") {
+      res.writeHead(200, { ...common, "content-type": resolved.mediaType, "content-length": resolved.body.length, "docker-content-digest": resolved.digest });
+      started("origin");
+      if (!head) this.options.metrics.blobBytesServed.inc({ source: "origin" }, resolved.body.length);
+      res.end(head ? undefined : resolved.body);
+      return;
+    }
+    const { info } = resolved;
+    const stream = head ? undefined : await this.options.store.createReadStream(info.digest, { signal });
+    res.writeHead(200, {
+      ...common,
+      "content-type": info.mediaType,
+      "content-length": info.size,
+      "docker-content-digest": info.digest,
+      ...(resolved.stale ? { warning: '110 shoal "upstream unreachable: last digest seen for this tag"' } : {}),
+    });
+    started(resolved.source);
+    if (stream) await this.send(stream, res, resolved.source);
+    else res.end();
+  }
+
+  private async serveBlob(
+    route: Extract<Route, { kind: "blob" }>,
+    registry: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    deadline: AbortSignal,
+    signal: AbortSignal,
+    started: (source: ServeSource) => void,
+  ): Promise<void> {
+    const { store, fetcher } = this.options;
+    const head = req.method === "HEAD";
+    const info = await store.stat(route.digest);
+    if (info !== undefined) {
+      const range = this.range(req, res, info.size);
+      let stream: Readable | undefined;
+      try {
+        stream = head ? undefined : await store.createReadStream(route.digest, { ...rangeOptions(range), signal });
+      } catch (error) {
+        // Evicted between stat and open: fetch it like any missing blob.
+        if (!isStoreError(error, "ERR_STORE_BLOB_NOT_FOUND")) throw error;
+      }
+      if (head || stream) {
+        this.writeBlobHeaders(res, route.digest, info.size, range, info.mediaType);
+        started("local");
+        if (stream) await this.send(stream, res, "local");
+        else res.end();
+        return;
+      }
+    }
+    if (head) {
+      await this.headUpstreamBlob(route, registry, res, deadline);
+      started("origin");
+      return;
+    }
+    const lease = await this.withDeadline(deadline, () => fetcher.acquire({ registry, name: route.name, digest: route.digest }, deadline));
+    try {
+      const range = this.range(req, res, lease.partial.size);
+      const stream = lease.partial.createReadStream({ ...rangeOptions(range), signal });
+      this.writeBlobHeaders(res, route.digest, lease.partial.size, range, lease.contentType);
+      started(lease.source);
+      await this.send(stream, res, lease.source);
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** HEAD of a blob this node lacks: ask the upstream, fetch nothing. */
+  private async headUpstreamBlob(route: Extract<Route, { kind: "blob" }>, registry: string, res: ServerResponse, deadline: AbortSignal): Promise<void> {
+    const response = await this.withDeadline(deadline, () =>
+      this.options.upstream.request(registry, { method: "HEAD", path: `/v2/${route.name}/blobs/${route.digest}`, name: route.name, signal: deadline }),
+    );
+    response.body.destroy();
+    if (response.status !== 200) throw statusError(registry, `blob ${route.digest}`, response.status);
+    const size = Number(header(response.headers, "content-length"));
+    this.writeBlobHeaders(res, route.digest, Number.isSafeInteger(size) ? size : undefined, undefined, header(response.headers, "content-type"));
+    res.end();
+  }
+
+  private range(req: IncomingMessage, res: ServerResponse, size: number): ByteRange | undefined {
+    try {
+      return parseRangeHeader(req.headers.range, size);
+    } catch (error) {
+      if (error instanceof OciError) res.setHeader("content-range", `bytes */${size}`);
+      throw error;
+    }
+  }
+
+  private writeBlobHeaders(res: ServerResponse, digest: string, size: number | undefined, range: ByteRange | undefined, contentType: string | undefined): void {
+    const headers: Record<string, string | number> = {
+      "content-type": contentType ?? "application/octet-stream",
+      "docker-content-digest": digest,
+      "docker-distribution-api-version": "registry/2.0",
+      "accept-ranges": "bytes",
+      etag: `"${digest}"`,
+    };
+    if (range !== undefined && size !== undefined) {
+      headers["content-range"] = `bytes ${range.start}-${range.end}/${size}`;
+      headers["content-length"] = range.end - range.start + 1;
+      res.writeHead(206, headers);
+    } else {
+      if (size !== undefined) headers["content-length"] = size;
+      res.writeHead(200, headers);
+    }
+  }
+
+  /** Streams with backpressure, counting served bytes by source as they go. */
+  private async send(stream: Readable, res: ServerResponse, source: ServeSource): Promise<void> {
+    const served = this.options.metrics.blobBytesServed.labels({ source });
+    stream.on("data", (chunk: Buffer) => {
+      served.inc(chunk.length);
+    });
+    await pipeline(stream, res);
+  }
+
+  /** Runs the phase before the first byte; past the deadline the client gets a 404 so it falls back. */
+  private async withDeadline<T>(deadline: AbortSignal, phase: () => Promise<T>): Promise<T> {
+    try {
+      return await phase();
+    } catch (error) {
+      const reason: unknown = deadline.reason;
+      if (deadline.aborted && reason instanceof DOMException && reason.name === "TimeoutError") {
+        throw new RegistryError("ERR_START_TIMEOUT", `no source could start answering within ${this.startTimeoutMs} ms`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, kind: RequestKind, error: unknown, signal: AbortSignal): void {
+    const log = this.options.logger;
+    if (res.headersSent) {
+      // Mid-stream: the only honest signal left is a broken connection; the client never gets a complete wrong body.
+      if (!signal.aborted) log.warn({ err: error, url: req.url }, "response failed mid-stream");
+      res.destroy(error instanceof Error ? error : undefined);
+      return;
+    }
+    if (signal.aborted && !res.writable) return;
+    const response = toOciErrorResponse(error, kind);
+    if (response.status >= 500 && response.code === "UNKNOWN") log.error({ err: error, url: req.url }, "mirror request failed");
+    else log.debug({ err: error, url: req.url, status: response.status }, "mirror request refused");
+    if (response.fallback === true) {
+      this.options.metrics.fallbackResponses.inc({ reason: error instanceof RegistryError || error instanceof Error ? errorCode(error) : "unknown" });
+    }
+    writeOciError(res, response);
+  }
+}
+
+function rangeOptions(range: ByteRange | undefined): { start?: number; end?: number } {
+  return range === undefined ? {} : { start: range.start, end: range.end };
+}
+
+function errorCode(error: Error): string {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" ? code.replace(/^ERR_/, "").toLowerCase() : "unknown";
+}

@@ -1,0 +1,249 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import type { AgentMetrics } from "../metrics/index.js";
+import type { Digest } from "../oci/index.js";
+import { type BlobStore, type PartialBlob, choosePieceSize, isStoreError } from "../store/index.js";
+import type { BlobFetcher, BlobLease, BlobRequest } from "./blob-fetcher.js";
+import { RegistryError, isTransientUpstreamError } from "./errors.js";
+import { type UpstreamClient, type UpstreamResponse, header, toUpstreamError } from "./upstream/upstream-client.js";
+
+/** How often a transfer that failed mid-stream is resumed with a Range request before giving up. */
+export const MAX_RESUMES = 3;
+const RESUME_DELAY_MS = 200;
+
+export interface OriginFetcherOptions {
+  readonly store: BlobStore;
+  readonly upstream: UpstreamClient;
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+}
+
+interface Flight {
+  readonly controller: AbortController;
+  /** Resolves when the partial exists and bytes are flowing. */
+  readonly started: Promise<{ partial: PartialBlob; contentType: string | undefined }>;
+  leases: number;
+}
+
+/**
+ * Fetches blobs from their origin registry into the store, one transfer per digest however many
+ * requests want it; readers tail the partial blob while it fills. A transfer that breaks mid-stream
+ * resumes with `Range` from the first byte it lacks; one that no reader wants any more stops and keeps
+ * its pieces for the next attempt.
+ */
+export class OriginFetcher implements BlobFetcher {
+  private readonly flights = new Map<Digest, Flight>();
+
+  constructor(private readonly options: OriginFetcherOptions) {}
+
+  async acquire(request: BlobRequest, signal: AbortSignal): Promise<BlobLease> {
+    signal.throwIfAborted();
+    let flight = this.flights.get(request.digest);
+    if (flight === undefined) {
+      flight = this.start(request);
+    }
+    const current = flight;
+    current.leases++;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      current.leases--;
+      if (current.leases === 0 && this.flights.get(request.digest) === current) {
+        current.controller.abort(new Error("no reader wants this blob any more"));
+      }
+    };
+    try {
+      const { partial, contentType } = await raceSignal(current.started, signal);
+      return { partial, source: "origin", contentType, release };
+    } catch (error) {
+      release();
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    const flights = [...this.flights.values()];
+    for (const flight of flights) flight.controller.abort(new Error("agent shutting down"));
+    await Promise.allSettled(flights.map((f) => f.started));
+  }
+
+  private start(request: BlobRequest): Flight {
+    const controller = new AbortController();
+    const opened = this.open(request, controller.signal);
+    const started = opened.then(({ partial, contentType }) => ({ partial, contentType }));
+    // A failed start is reported to every acquirer; this handler only prevents an unhandled rejection.
+    started.catch(() => undefined);
+    const flight: Flight = { controller, started, leases: 0 };
+    this.flights.set(request.digest, flight);
+    this.options.metrics.inflightFetches.inc();
+    const finish = (): void => {
+      if (this.flights.get(request.digest) === flight) this.flights.delete(request.digest);
+      this.options.metrics.inflightFetches.dec();
+    };
+    opened.then(
+      ({ partial, response }) => this.pump(request, partial, response, controller.signal).finally(finish),
+      finish,
+    );
+    return flight;
+  }
+
+  /** Opens (or resumes) the partial and starts the upstream response that fills it. */
+  private async open(
+    request: BlobRequest,
+    signal: AbortSignal,
+  ): Promise<{ partial: PartialBlob; contentType: string | undefined; response: UpstreamResponse }> {
+    const { store } = this.options;
+    const persisted = (await store.listPartials()).find((p) => p.digest === request.digest);
+    let partial: PartialBlob | undefined;
+    if (persisted !== undefined) {
+      partial = await store.openPartial(request.digest, persisted.size, { pieceSize: persisted.pieceSize });
+    }
+    const response = await this.requestBlob(request, partial?.appendOffset ?? 0, signal);
+    const contentType = header(response.headers, "content-type");
+    if (partial === undefined) {
+      const size = Number(header(response.headers, "content-length"));
+      if (!Number.isSafeInteger(size) || size < 0) {
+        response.body.destroy();
+        throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent ${request.digest} without a Content-Length`);
+      }
+      try {
+        partial = await store.openPartial(request.digest, size, {
+          pieceSize: choosePieceSize(size),
+          ...(contentType !== undefined && contentType !== "application/octet-stream" ? { mediaType: contentType } : {}),
+        });
+      } catch (error) {
+        response.body.destroy();
+        throw error;
+      }
+    }
+    return { partial, contentType: contentType ?? partial.mediaType, response };
+  }
+
+  private async pump(request: BlobRequest, partial: PartialBlob, first: UpstreamResponse, signal: AbortSignal): Promise<void> {
+    const { metrics, logger } = this.options;
+    const log = logger.child({ digest: request.digest, registry: request.registry });
+    let response: UpstreamResponse | undefined = first;
+    let resumes = 0;
+    for (;;) {
+      try {
+        if (response === undefined) response = await this.requestBlob(request, partial.appendOffset, signal);
+        let skip = response.status === 200 ? partial.appendOffset : 0;
+        for await (const chunk of response.body as AsyncIterable<Buffer>) {
+          metrics.originBytesFetched.inc(chunk.length);
+          let data = chunk;
+          if (skip > 0) {
+            // The upstream ignored our Range: drop what we already have.
+            const dropped = Math.min(skip, data.length);
+            skip -= dropped;
+            data = data.subarray(dropped);
+            if (data.length === 0) continue;
+          }
+          const room = partial.size - partial.appendOffset;
+          if (data.length > room) throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
+          await partial.append(data);
+        }
+        if (partial.appendOffset < partial.size) {
+          throw new RegistryError("ERR_UPSTREAM_TRUNCATED", `${request.registry} ended ${request.digest} at ${partial.appendOffset} of ${partial.size} bytes`);
+        }
+        await partial.commit();
+        log.debug({ size: partial.size, resumes }, "blob fetched from origin");
+        return;
+      } catch (caught) {
+        // Socket errors and body timeouts surface from the body iterator as undici errors.
+        const error = caught instanceof RegistryError || isStoreError(caught) || response === undefined ? caught : toUpstreamError(response.url, caught);
+        response?.body.destroy();
+        response = undefined;
+        if (signal.aborted) {
+          await partial.abort(signal.reason instanceof Error ? signal.reason : new Error("aborted"), { keepData: true });
+          return;
+        }
+        if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) {
+          // commit() already discarded the data; readers were failed with the mismatch.
+          metrics.digestMismatches.inc({ source: "origin" });
+          metrics.upstreamErrors.inc({ reason: "digest_mismatch" });
+          log.error({ err: error }, "origin sent content that does not match its digest; discarded");
+          return;
+        }
+        metrics.upstreamErrors.inc({ reason: upstreamErrorReason(error) });
+        if (isTransientUpstreamError(error) && resumes < MAX_RESUMES) {
+          resumes++;
+          metrics.upstreamRetries.inc();
+          log.warn({ err: error, offset: partial.appendOffset, resumes }, "origin transfer broke; resuming");
+          await sleep(RESUME_DELAY_MS * resumes, undefined, { signal }).catch(() => undefined);
+          continue;
+        }
+        log.error({ err: error, offset: partial.appendOffset }, "origin transfer failed");
+        await partial.abort(error instanceof Error ? error : new Error(String(error)), { keepData: !isStoreError(error) });
+        return;
+      }
+    }
+  }
+
+  private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal): Promise<UpstreamResponse> {
+    const response = await this.options.upstream.request(request.registry, {
+      method: "GET",
+      path: `/v2/${request.name}/blobs/${request.digest}`,
+      name: request.name,
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+      signal,
+    });
+    if (response.status === 200) return response;
+    if (response.status === 206 && offset > 0) {
+      const start = /^bytes (\d+)-/.exec(header(response.headers, "content-range") ?? "")?.[1];
+      if (Number(start) === offset) return response;
+      response.body.destroy();
+      throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} answered a Range request for ${request.digest} with another range`);
+    }
+    response.body.destroy();
+    throw statusError(request.registry, `blob ${request.digest}`, response.status);
+  }
+}
+
+export function statusError(registry: string, what: string, status: number): RegistryError {
+  if (status === 404) return new RegistryError("ERR_UPSTREAM_NOT_FOUND", `${registry} has no ${what}`, { status });
+  if (status === 429) return new RegistryError("ERR_UPSTREAM_TOO_MANY_REQUESTS", `${registry} is rate-limiting requests`, { status });
+  return new RegistryError("ERR_UPSTREAM_STATUS", `${registry} answered HTTP ${status} for ${what}`, { status });
+}
+
+export function upstreamErrorReason(error: unknown): string {
+  if (!(error instanceof RegistryError)) return isStoreError(error) ? "store" : "network";
+  switch (error.code) {
+    case "ERR_UPSTREAM_TIMEOUT":
+      return "timeout";
+    case "ERR_UPSTREAM_TRUNCATED":
+      return "truncated";
+    case "ERR_UPSTREAM_AUTH":
+      return "auth";
+    case "ERR_UPSTREAM_NOT_FOUND":
+      return "not_found";
+    case "ERR_UPSTREAM_STATUS":
+    case "ERR_UPSTREAM_TOO_MANY_REQUESTS":
+      return "status";
+    case "ERR_DIGEST_MISMATCH":
+      return "digest_mismatch";
+    default:
+      return "protocol";
+  }
+}
+
+async function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted();
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+}
+

@@ -1,0 +1,113 @@
+import type { Digest } from "../oci/index.js";
+import type { IndexedBlob } from "./blob-index.js";
+import { type BlobStoreBaseOptions, BlobStoreBase, type KeptPartial } from "./blob-store-base.js";
+import { StoreError } from "./errors.js";
+import type { PartialBackend, PartialSnapshot } from "./partial-backend.js";
+import type { RangeSource } from "./range-readable.js";
+
+export interface MemoryBlobStoreOptions {
+  /** 0 = unlimited (the default). */
+  readonly quotaBytes?: number | undefined;
+  readonly highWatermark?: number | undefined;
+  readonly lowWatermark?: number | undefined;
+  readonly logger?: BlobStoreBaseOptions["logger"];
+  readonly now?: (() => number) | undefined;
+}
+
+interface KeptMemoryPartial extends KeptPartial {
+  readonly buffer: Buffer;
+}
+
+/** Holds a partial in one Buffer of the blob's size; publishing hands the Buffer to the store. */
+class MemoryPartialBackend implements PartialBackend {
+  readonly persistent = false;
+
+  constructor(
+    readonly buffer: Buffer,
+    private readonly onPublish: (buffer: Buffer) => void,
+  ) {}
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    this.buffer.set(data, offset);
+    return Promise.resolve();
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return Promise.resolve(copyOf(this.buffer, offset, length));
+  }
+
+  persist(_snapshot: PartialSnapshot): Promise<void> {
+    return Promise.resolve();
+  }
+
+  publish(): Promise<void> {
+    this.onPublish(this.buffer);
+    return Promise.resolve();
+  }
+
+  discard(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  keep(_snapshot: PartialSnapshot): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * BlobStore in memory, for tests of other packages. Same contract as DiskBlobStore (quota, LRU, pinning,
+ * tailing readers, final byte held back until verified); partials aborted with keepData can be resumed
+ * for the lifetime of the object.
+ */
+export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPartialBackend> {
+  private readonly contents = new Map<Digest, Buffer>();
+
+  constructor(options: MemoryBlobStoreOptions = {}) {
+    super(options);
+  }
+
+  protected createBackend(
+    digest: Digest,
+    size: number,
+    _pieceSize: number,
+    _mediaType: string | undefined,
+    kept: KeptMemoryPartial | undefined,
+  ): Promise<{ backend: MemoryPartialBackend; resume?: PartialSnapshot }> {
+    const backend = new MemoryPartialBackend(kept?.buffer ?? Buffer.alloc(size), (buffer) => {
+      this.contents.set(digest, buffer);
+    });
+    return Promise.resolve(kept === undefined ? { backend } : { backend, resume: { bitmap: kept.bitmap, appendOffset: kept.appendOffset } });
+  }
+
+  protected keptPartial(partial: KeptPartial, backend: MemoryPartialBackend): KeptMemoryPartial {
+    return { ...partial, buffer: backend.buffer };
+  }
+
+  protected discardKept(_partial: KeptMemoryPartial): Promise<void> {
+    return Promise.resolve();
+  }
+
+  protected removeBlobData(digest: Digest): Promise<void> {
+    this.contents.delete(digest);
+    return Promise.resolve();
+  }
+
+  protected openBlob(entry: IndexedBlob): Promise<RangeSource> {
+    const buffer = this.contents.get(entry.info.digest);
+    if (buffer === undefined) return Promise.reject(new StoreError("ERR_STORE_BLOB_NOT_FOUND", `blob ${entry.info.digest} not found`));
+    // The stream keeps its own reference: deleting or evicting the blob does not cut a running read.
+    return Promise.resolve({
+      read: (position: number, length: number) => Promise.resolve(copyOf(buffer, position, length)),
+      close: () => Promise.resolve(),
+    });
+  }
+}
+
+/** Readers get copies: a consumer that mutates its chunk must not change the stored blob. */
+function copyOf(buffer: Buffer, offset: number, length: number): Uint8Array {
+  return Buffer.from(buffer.subarray(offset, offset + length));
+}

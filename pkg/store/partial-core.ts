@@ -1,0 +1,444 @@
+import { createHash, type Hash } from "node:crypto";
+import type { Readable } from "node:stream";
+import type { Logger } from "pino";
+import { digestAlgorithm, type Digest } from "../oci/index.js";
+import type { BlobInfo, PartialBlob, ReadOptions } from "./blob-store.js";
+import { PieceBitmap } from "./bitmap.js";
+import { StoreError } from "./errors.js";
+import { pieceCount, pieceSpan } from "./piece.js";
+import { type PartialBackend, type PartialHooks, type PartialSnapshot, ThrottledSaver } from "./partial-backend.js";
+import { abortedBySignal, ioError, resolveRange } from "./store-helpers.js";
+import { TailReadable, type TailSource } from "./tail-readable.js";
+
+/** Chunk size when hashing bytes back from storage (pieces that arrived ahead of the hashed prefix). */
+export const HASH_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Fsync policy of persistent partials: piece data is written with positional writes and not synced per
+ * write; at most once per STATE_SAVE_INTERVAL_MS (and when kept on abort/close) the data file is
+ * fdatasync'd and only then the state file naming the held pieces is replaced atomically. A state file
+ * therefore never claims bytes that are not durable; after a crash it may lag the data by up to an
+ * interval, which only costs re-fetching those bytes.
+ */
+export const STATE_SAVE_INTERVAL_MS = 1000;
+
+export interface CorePartialOptions {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly pieceSize: number;
+  readonly mediaType: string | undefined;
+  readonly backend: PartialBackend;
+  readonly hooks: PartialHooks;
+  /** State of a resumed partial; its bytes are re-hashed from the backend. */
+  readonly resume?: PartialSnapshot | undefined;
+  readonly stateSaveIntervalMs?: number | undefined;
+  readonly logger?: Logger | undefined;
+}
+
+interface PieceWaiter {
+  readonly index: number;
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+/**
+ * The PartialBlob state machine shared by both stores.
+ *
+ * Mutations (append, writePiece, commit, settling) run one at a time on a queue. A running hash covers
+ * the contiguous prefix [0, hashedEnd): bytes that extend it are hashed from memory as they are written;
+ * bytes that arrived ahead of it (out-of-order pieces, resumed data) are read back once the prefix reaches
+ * them, by a catch-up step queued right after the write that made them contiguous. So commit() only
+ * finishes the hash instead of re-reading the blob.
+ *
+ * Invariant: every byte in [0, appendOffset) is written, and appendOffset is the end of the contiguous
+ * available run (appended bytes and held pieces) from the start.
+ */
+export class CorePartialBlob implements PartialBlob, TailSource {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly pieceSize: number;
+  readonly pieceCount: number;
+  readonly mediaType: string | undefined;
+
+  private current: "open" | "committed" | "aborted" = "open";
+  private reason: Error | undefined;
+  private readonly pieces: PieceBitmap;
+  /** Pieces 0..prefixPieces-1 are held. */
+  private prefixPieces = 0;
+  /** End of the bytes written by append (all of [0, appendedEnd) are written). */
+  private appendedEnd: number;
+  private hashedEnd = 0;
+  private readonly hash: Hash;
+  private queueTail: Promise<unknown> = Promise.resolve();
+  private catchUpQueued = false;
+  private committing = false;
+  private info: BlobInfo | undefined;
+  private readonly listeners = new Set<() => void>();
+  private readonly waiters = new Set<PieceWaiter>();
+  private readers = 0;
+  private backendOpen = true;
+  private settlement: Promise<void> | undefined;
+  private readonly settledSignal = Promise.withResolvers<undefined>();
+  private readonly backend: PartialBackend;
+  private readonly hooks: PartialHooks;
+  private readonly logger: Logger | undefined;
+  private readonly saver: ThrottledSaver | undefined;
+
+  constructor(options: CorePartialOptions) {
+    this.digest = options.digest;
+    this.size = options.size;
+    this.pieceSize = options.pieceSize;
+    this.pieceCount = pieceCount(options.size, options.pieceSize);
+    this.mediaType = options.mediaType;
+    this.backend = options.backend;
+    this.hooks = options.hooks;
+    this.logger = options.logger;
+    const backend = options.backend;
+    this.saver = backend.persistent
+      ? new ThrottledSaver(
+          () => backend.persist(this.snapshot()),
+          options.stateSaveIntervalMs ?? STATE_SAVE_INTERVAL_MS,
+          (error: unknown) => {
+            // Not fatal: the data is intact; a resume after a crash just starts from an older bitmap.
+            this.logger?.warn({ err: error, digest: this.digest }, "saving partial state failed");
+          },
+        )
+      : undefined;
+    this.hash = createHash(digestAlgorithm(options.digest));
+    this.pieces = new PieceBitmap(this.pieceCount, options.resume?.bitmap);
+    this.appendedEnd = Math.min(options.resume?.appendOffset ?? 0, this.size);
+    // A resumed appendOffset vouches for every byte before it, so pieces it covers are held.
+    for (let index = 0; index < this.pieceCount && this.span(index).end <= this.appendedEnd; index++) this.pieces.set(index);
+    this.advance(false);
+  }
+
+  get state(): "open" | "committed" | "aborted" {
+    return this.current;
+  }
+
+  get heldPieces(): number {
+    return this.pieces.count;
+  }
+
+  get appendOffset(): number {
+    const prefixEnd = this.prefixPieces === this.pieceCount ? this.size : this.prefixPieces * this.pieceSize;
+    return Math.max(this.appendedEnd, prefixEnd);
+  }
+
+  hasPiece(index: number): boolean {
+    return this.pieces.has(index);
+  }
+
+  bitmap(): Uint8Array {
+    return this.pieces.toBytes();
+  }
+
+  append(chunk: Uint8Array): Promise<void> {
+    return this.enqueue(async () => {
+      this.assertOpen();
+      const start = this.appendOffset;
+      const end = start + chunk.byteLength;
+      if (end > this.size) {
+        throw new StoreError(
+          "ERR_STORE_INVALID_ARGUMENT",
+          `append of ${chunk.byteLength} bytes at offset ${start} passes the end of ${this.digest} (${this.size} bytes)`,
+        );
+      }
+      let feeding = start === this.hashedEnd;
+      for (let offset = start; offset < end; ) {
+        this.assertOpen();
+        const index = Math.floor(offset / this.pieceSize);
+        const pieceEnd = this.span(index).end;
+        const segmentEnd = Math.min(pieceEnd, end);
+        if (this.pieces.has(index)) {
+          // A piece already held (checked by its hash) is kept; the catch-up hashes it from storage.
+          feeding = false;
+        } else {
+          const segment = chunk.subarray(offset - start, segmentEnd - start);
+          await this.write(offset, segment);
+          this.assertOpen();
+          if (feeding) {
+            this.hash.update(segment);
+            this.hashedEnd = segmentEnd;
+          }
+        }
+        this.appendedEnd = segmentEnd;
+        if (segmentEnd === pieceEnd) this.pieces.set(index);
+        this.advance(true);
+        offset = segmentEnd;
+      }
+    });
+  }
+
+  writePiece(index: number, data: Uint8Array): Promise<void> {
+    return this.enqueue(async () => {
+      if (!Number.isSafeInteger(index) || index < 0 || index >= this.pieceCount) {
+        throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `piece ${String(index)} out of range 0..${this.pieceCount - 1}`);
+      }
+      const span = this.span(index);
+      if (data.byteLength !== span.end - span.start) {
+        throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `piece ${index} must be ${span.end - span.start} bytes, got ${data.byteLength}`);
+      }
+      if (this.current === "aborted") this.assertOpen();
+      if (this.current === "committed" || this.pieces.has(index)) return;
+      // Bytes of this piece that append already wrote stay as they are: they may already be hashed.
+      const from = Math.max(span.start, this.appendOffset);
+      const bytes = data.subarray(from - span.start);
+      await this.write(from, bytes);
+      this.assertOpen();
+      if (this.hashedEnd === from) {
+        this.hash.update(bytes);
+        this.hashedEnd = span.end;
+      }
+      this.pieces.set(index);
+      this.advance(true);
+    });
+  }
+
+  createReadStream(options?: ReadOptions): Readable {
+    return new TailReadable(this, resolveRange(this.size, options), options?.signal);
+  }
+
+  waitForPiece(index: number, signal?: AbortSignal): Promise<void> {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.pieceCount) {
+      return Promise.reject(new StoreError("ERR_STORE_INVALID_ARGUMENT", `piece ${String(index)} out of range`));
+    }
+    if (this.pieces.has(index) || this.current === "committed") return Promise.resolve();
+    if (this.current === "aborted") return Promise.reject(this.abortError());
+    if (signal?.aborted === true) return Promise.reject(abortedBySignal(signal));
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        if (signal !== undefined) waiter.reject(abortedBySignal(signal));
+      };
+      const cleanup = (): void => {
+        this.waiters.delete(waiter);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const waiter: PieceWaiter = {
+        index,
+        resolve: () => {
+          cleanup();
+          resolve();
+        },
+        reject: (error) => {
+          cleanup();
+          reject(error);
+        },
+      };
+      this.waiters.add(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  commit(): Promise<BlobInfo> {
+    if (this.info !== undefined) return Promise.resolve(this.info);
+    return this.enqueue(async () => {
+      if (this.info !== undefined) return this.info;
+      this.assertOpen();
+      if (!this.pieces.complete) {
+        throw new StoreError("ERR_STORE_INCOMPLETE", `${this.pieceCount - this.pieces.count} of ${this.pieceCount} pieces of ${this.digest} missing`);
+      }
+      await this.catchUp();
+      this.assertOpen();
+      const actual = `${digestAlgorithm(this.digest)}:${this.hash.digest("hex")}`;
+      if (actual !== this.digest) {
+        const error = new StoreError("ERR_STORE_DIGEST_MISMATCH", `content written for ${this.digest} hashes to ${actual}`);
+        this.markAborted(error);
+        await this.settle(false);
+        throw error;
+      }
+      // From here an external abort waits for the outcome instead of racing the publication.
+      this.committing = true;
+      await this.saver?.stop();
+      try {
+        await this.backend.publish();
+      } catch (error: unknown) {
+        throw await this.fail(error, `publishing ${this.digest}`);
+      }
+      const info: BlobInfo = this.mediaType === undefined ? { digest: this.digest, size: this.size } : { digest: this.digest, size: this.size, mediaType: this.mediaType };
+      this.info = info;
+      this.current = "committed";
+      this.settlement = Promise.resolve();
+      await this.hooks.committed(info);
+      this.settledSignal.resolve(undefined);
+      for (const waiter of [...this.waiters]) waiter.resolve();
+      this.notify();
+      this.maybeCloseBackend();
+      return info;
+    });
+  }
+
+  async abort(reason: Error, options?: { keepData?: boolean }): Promise<void> {
+    if (this.committing || this.current !== "open") {
+      await this.settledSignal.promise;
+      return;
+    }
+    this.markAborted(reason);
+    const keep = options?.keepData === true;
+    // Queued behind the write in flight, if any; writes queued after it see the aborted state and stop.
+    await this.enqueue(() => this.settle(keep));
+  }
+
+  /** Resolves once the partial is committed, or aborted and its data kept or discarded. */
+  whenSettled(): Promise<void> {
+    return this.settledSignal.promise;
+  }
+
+  // --- TailSource ---
+
+  abortError(): Error {
+    return this.reason ?? new StoreError("ERR_STORE_ABORTED", `partial ${this.digest} was aborted`);
+  }
+
+  availableEnd(position: number, limit: number): number {
+    if (this.current === "committed") return limit;
+    let end = Math.max(position, this.appendOffset);
+    while (end < limit) {
+      const index = Math.floor(end / this.pieceSize);
+      if (!this.pieces.has(index)) break;
+      end = this.span(index).end;
+    }
+    return Math.min(end, limit);
+  }
+
+  async readAt(position: number, length: number): Promise<Uint8Array> {
+    try {
+      return await this.backend.read(position, length);
+    } catch (error: unknown) {
+      throw ioError(`reading ${this.digest} at ${position}`, error);
+    }
+  }
+
+  onProgress(listener: () => void): () => void {
+    const slot = (): void => {
+      listener();
+    };
+    this.listeners.add(slot);
+    return () => {
+      this.listeners.delete(slot);
+    };
+  }
+
+  acquireReader(): void {
+    this.readers++;
+    this.backendOpen = true;
+  }
+
+  releaseReader(): void {
+    this.readers--;
+    this.maybeCloseBackend();
+  }
+
+  // --- internals ---
+
+  private span(index: number): { start: number; end: number } {
+    return pieceSpan(index, this.size, this.pieceSize);
+  }
+
+  private enqueue<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.queueTail.then(op);
+    this.queueTail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  private assertOpen(): void {
+    if (this.current === "aborted") {
+      throw new StoreError("ERR_STORE_ABORTED", `partial ${this.digest} was aborted`, { cause: this.reason });
+    }
+    if (this.current === "committed") throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `partial ${this.digest} is already committed`);
+  }
+
+  private async write(offset: number, data: Uint8Array): Promise<void> {
+    try {
+      await this.backend.write(offset, data);
+    } catch (error: unknown) {
+      throw await this.fail(error, `writing ${data.byteLength} bytes of ${this.digest} at ${offset}`);
+    }
+  }
+
+  /** A storage failure ends the partial: readers and waiters get the error, the data is discarded. */
+  private async fail(error: unknown, what: string): Promise<StoreError> {
+    const failure = ioError(`${what} failed`, error);
+    if (this.current === "open") {
+      this.logger?.warn({ err: failure, digest: this.digest }, "partial blob failed");
+      this.markAborted(failure);
+      await this.settle(false);
+    }
+    return failure;
+  }
+
+  /** After a change to the held bytes: prefix, waiters, readers, state saving and the hash catch-up. */
+  private advance(changed: boolean): void {
+    while (this.prefixPieces < this.pieceCount && this.pieces.has(this.prefixPieces)) this.prefixPieces++;
+    if (changed) this.saver?.request();
+    for (const waiter of [...this.waiters]) if (this.pieces.has(waiter.index)) waiter.resolve();
+    this.notify();
+    if (this.hashedEnd < this.appendOffset && !this.catchUpQueued) {
+      this.catchUpQueued = true;
+      // Errors fail the partial inside catchUp (readers and the next caller see them); nothing to add here.
+      this.enqueue(() => this.catchUp()).catch((error: unknown) => {
+        this.logger?.debug({ err: error, digest: this.digest }, "hash catch-up stopped");
+      });
+    }
+  }
+
+  /** Hashes, from storage, the bytes between the hashed prefix and appendOffset. */
+  private async catchUp(): Promise<void> {
+    this.catchUpQueued = false;
+    while (this.current === "open" && this.hashedEnd < this.appendOffset) {
+      const length = Math.min(HASH_CHUNK_BYTES, this.appendOffset - this.hashedEnd);
+      let bytes: Uint8Array;
+      try {
+        bytes = await this.backend.read(this.hashedEnd, length);
+      } catch (error: unknown) {
+        throw await this.fail(error, `reading back ${this.digest} at ${this.hashedEnd}`);
+      }
+      this.hash.update(bytes);
+      this.hashedEnd += length;
+    }
+  }
+
+  private notify(): void {
+    for (const listener of [...this.listeners]) listener();
+  }
+
+  private markAborted(reason: Error): void {
+    this.current = "aborted";
+    this.reason = reason;
+    for (const waiter of [...this.waiters]) waiter.reject(reason);
+    this.notify();
+  }
+
+  /** Keeps or discards the data of an aborted partial, once. Never waits for the queue (it may run inside it). */
+  private settle(keep: boolean): Promise<void> {
+    this.settlement ??= (async () => {
+      await this.saver?.stop();
+      let kept: PartialSnapshot | undefined = keep ? this.snapshot() : undefined;
+      try {
+        if (kept !== undefined) await this.backend.keep(kept);
+        else await this.backend.discard();
+      } catch (error: unknown) {
+        this.logger?.warn({ err: error, digest: this.digest }, kept === undefined ? "discarding partial failed" : "keeping partial failed");
+        kept = undefined;
+      }
+      this.hooks.aborted(kept);
+      this.settledSignal.resolve(undefined);
+      this.maybeCloseBackend();
+    })();
+    return this.settlement;
+  }
+
+  private snapshot(): PartialSnapshot {
+    return { bitmap: this.pieces.toBytes(), appendOffset: this.appendOffset };
+  }
+
+  private maybeCloseBackend(): void {
+    if (this.settlement === undefined || this.readers > 0 || !this.backendOpen) return;
+    this.backendOpen = false;
+    this.backend.close().catch((error: unknown) => {
+      this.logger?.warn({ err: error, digest: this.digest }, "closing partial storage failed");
+    });
+  }
+}
