@@ -95,6 +95,61 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly peerBytesSent = new Counter({
+    name: "shoal_peer_bytes_sent_total",
+    help: "Piece bytes sent to other agents.",
+    registers: [this.registry],
+  });
+  readonly peerBytesReceived = new Counter({
+    name: "shoal_peer_bytes_received_total",
+    help: "Piece bytes received from other agents (before verification).",
+    registers: [this.registry],
+  });
+  readonly peerUploadsActive = new Gauge({
+    name: "shoal_peer_uploads_active",
+    help: "Piece streams this agent is serving now.",
+    registers: [this.registry],
+  });
+  readonly peerUploadsRejected = new Counter({
+    name: "shoal_peer_uploads_rejected_total",
+    help: "Piece requests refused because the upload cap (concurrent streams) was full.",
+    registers: [this.registry],
+  });
+  readonly pieceVerificationFailures = new Counter({
+    name: "shoal_piece_verification_failures_total",
+    help: "Pieces from peers that did not match their SHA-256 (the peer is dropped for that blob).",
+    registers: [this.registry],
+  });
+  readonly peerErrors = new Counter({
+    name: "shoal_peer_errors_total",
+    help: "Failed piece transfers from peers, by reason (unavailable, busy, missing_piece, timeout, protocol, bad_piece).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly trackerLookups = new Counter({
+    name: "shoal_tracker_lookups_total",
+    help: "Tracker lookups by this agent, by result (holders, granted, none, unavailable).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+  readonly trackerConnected = new Gauge({
+    name: "shoal_tracker_connected",
+    help: "1 while the agent's session with the tracker is up.",
+    registers: [this.registry],
+  });
+  readonly peersKnown = new Gauge({
+    name: "shoal_peers_known",
+    help: "Distinct peers named by the last tracker lookups.",
+    registers: [this.registry],
+  });
+  readonly swarmDownloadDuration = new Histogram({
+    name: "shoal_swarm_download_duration_seconds",
+    help: "Time to complete a blob this agent lacked, by where most of its bytes came from.",
+    labelNames: ["source"] as const,
+    buckets: LATENCY_BUCKETS_SECONDS,
+    registers: [this.registry],
+  });
+
   private storeUsage: (() => StoreUsageSnapshot) | undefined;
 
   constructor(options: AgentMetricsOptions) {

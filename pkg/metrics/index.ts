@@ -1,2 +1,3 @@
 export * from "./agent-metrics.js";
+export * from "./controller-metrics.js";
 export * from "./metrics-server.js";

@@ -42,6 +42,11 @@ export interface ReadPiecesRequest {
   /** Piece size the requester expects; a mismatch is INVALID_ARGUMENT. */
   pieceSize: number;
   pieces: number[];
+  /**
+   * How long the server may wait for a piece of a partial blob it is still receiving (relaying pieces
+   * while they arrive); 0 = only pieces held now.
+   */
+  waitMs: number;
 }
 
 export interface ReadPiecesResponse {
@@ -240,7 +245,7 @@ export const StatResponse: MessageFns<StatResponse> = {
 };
 
 function createBaseReadPiecesRequest(): ReadPiecesRequest {
-  return { digest: "", pieceSize: 0, pieces: [] };
+  return { digest: "", pieceSize: 0, pieces: [], waitMs: 0 };
 }
 
 export const ReadPiecesRequest: MessageFns<ReadPiecesRequest> = {
@@ -257,6 +262,9 @@ export const ReadPiecesRequest: MessageFns<ReadPiecesRequest> = {
         writer.uint32(v);
       }
       writer.join();
+    }
+    if (message.waitMs !== 0) {
+      writer.uint32(32).uint32(message.waitMs);
     }
     return writer;
   },
@@ -308,6 +316,14 @@ export const ReadPiecesRequest: MessageFns<ReadPiecesRequest> = {
 
             break;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.waitMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -329,6 +345,11 @@ export const ReadPiecesRequest: MessageFns<ReadPiecesRequest> = {
         ? globalThis.Number(object.piece_size)
         : 0,
       pieces: globalThis.Array.isArray(object?.pieces) ? object.pieces.map((e: any) => globalThis.Number(e)) : [],
+      waitMs: isSet(object.waitMs)
+        ? globalThis.Number(object.waitMs)
+        : isSet(object.wait_ms)
+        ? globalThis.Number(object.wait_ms)
+        : 0,
     };
   },
 
@@ -343,6 +364,9 @@ export const ReadPiecesRequest: MessageFns<ReadPiecesRequest> = {
     if (message.pieces?.length) {
       obj.pieces = message.pieces.map((e) => Math.round(e));
     }
+    if (message.waitMs !== 0) {
+      obj.waitMs = Math.round(message.waitMs);
+    }
     return obj;
   },
 
@@ -354,6 +378,7 @@ export const ReadPiecesRequest: MessageFns<ReadPiecesRequest> = {
     message.digest = object.digest ?? "";
     message.pieceSize = object.pieceSize ?? 0;
     message.pieces = object.pieces?.map((e) => e) || [];
+    message.waitMs = object.waitMs ?? 0;
     return message;
   },
 };
@@ -477,7 +502,8 @@ export const PeerServiceService = {
   },
   /**
    * ReadPieces streams the requested pieces, in request order, as chunks of about 1 MiB.
-   * Pieces the peer does not hold end the stream with FAILED_PRECONDITION.
+   * A piece the peer does not hold (within wait_ms) ends the stream with FAILED_PRECONDITION;
+   * an upload cap that is full answers RESOURCE_EXHAUSTED.
    */
   readPieces: {
     path: "/peer.v1.PeerService/ReadPieces" as const,
@@ -495,7 +521,8 @@ export interface PeerServiceServer extends UntypedServiceImplementation {
   stat: handleUnaryCall<StatRequest, StatResponse>;
   /**
    * ReadPieces streams the requested pieces, in request order, as chunks of about 1 MiB.
-   * Pieces the peer does not hold end the stream with FAILED_PRECONDITION.
+   * A piece the peer does not hold (within wait_ms) ends the stream with FAILED_PRECONDITION;
+   * an upload cap that is full answers RESOURCE_EXHAUSTED.
    */
   readPieces: handleServerStreamingCall<ReadPiecesRequest, ReadPiecesResponse>;
 }
@@ -516,7 +543,8 @@ export interface PeerServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * ReadPieces streams the requested pieces, in request order, as chunks of about 1 MiB.
-   * Pieces the peer does not hold end the stream with FAILED_PRECONDITION.
+   * A piece the peer does not hold (within wait_ms) ends the stream with FAILED_PRECONDITION;
+   * an upload cap that is full answers RESOURCE_EXHAUSTED.
    */
   readPieces(request: ReadPiecesRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadPiecesResponse>;
   readPieces(

@@ -1,0 +1,49 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Every metric the controller (tracker) exports. */
+export class ControllerMetrics {
+  readonly registry = new Registry();
+
+  readonly agents = new Gauge({
+    name: "shoal_tracker_agents",
+    help: "Agents with a live session.",
+    registers: [this.registry],
+  });
+  readonly blobs = new Gauge({
+    name: "shoal_tracker_blobs",
+    help: "Blobs announced by at least one agent.",
+    registers: [this.registry],
+  });
+  readonly lookups = new Counter({
+    name: "shoal_tracker_lookups_served_total",
+    help: "Lookups answered, by result (holders, granted, none).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+  readonly grants = new Counter({
+    name: "shoal_tracker_origin_grants_total",
+    help: "Origin fetches granted.",
+    registers: [this.registry],
+  });
+  readonly grantMoves = new Counter({
+    name: "shoal_tracker_origin_grant_moves_total",
+    help: "Origin grants moved to another agent, by reason (disconnected, stalled).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly sessionsRefused = new Counter({
+    name: "shoal_tracker_sessions_refused_total",
+    help: "Sessions refused because the agent is not a member.",
+    registers: [this.registry],
+  });
+
+  constructor(options: { version: string; collectDefaults?: boolean }) {
+    new Gauge({
+      name: "shoal_build_info",
+      help: "Shoal version and Node.js runtime; always 1.",
+      labelNames: ["version", "node_version"] as const,
+      registers: [this.registry],
+    }).set({ version: options.version, node_version: process.version }, 1);
+    if (options.collectDefaults ?? true) collectDefaultMetrics({ register: this.registry, prefix: "shoal_" });
+  }
+}

@@ -1,0 +1,25 @@
+import type { Digest } from "../oci/index.js";
+
+export interface PieceReadRequest {
+  readonly digest: Digest;
+  readonly pieceSize: number;
+  /** In the order they should arrive. */
+  readonly pieces: readonly number[];
+  /** How long the peer may wait for pieces of a partial blob still arriving there; 0 = only what it holds now. */
+  readonly waitMs: number;
+}
+
+/** One whole piece as received; not yet verified against its hash. */
+export interface ReceivedPiece {
+  readonly index: number;
+  readonly data: Buffer;
+}
+
+/**
+ * How the swarm scheduler reads pieces from other agents. Implementation: PeerClient (gRPC). The
+ * iterator yields whole pieces in request order and throws PeerError when the peer fails, refuses
+ * (ERR_PEER_BUSY for a full upload cap, ERR_PEER_MISSING_PIECE) or the signal aborts.
+ */
+export interface PieceSource {
+  readPieces(peerAddress: string, request: PieceReadRequest, signal: AbortSignal): AsyncIterable<ReceivedPiece>;
+}

@@ -1,0 +1,65 @@
+import type { Digest } from "../oci/index.js";
+
+/** Who an agent is, as it registers with the tracker. */
+export interface AgentIdentity {
+  /** Unique per agent process start. */
+  readonly agentId: string;
+  readonly nodeName: string;
+  /** topology.kubernetes.io/zone; "" when unknown. */
+  readonly zone: string;
+  /** host:port of the agent's PeerService. */
+  readonly peerAddress: string;
+}
+
+/** What an agent holds of one blob; a later announcement of the same digest replaces the earlier one. */
+export interface BlobAnnouncement {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly pieceSize: number;
+  readonly complete: boolean;
+  /** Held pieces (PieceBitmap byte order); ignored when complete. */
+  readonly bitmap?: Uint8Array;
+  /** SHA-256 (32 bytes) of pieces the agent verified, or computed from the origin's bytes as grantee. */
+  readonly pieceHashes?: readonly { readonly index: number; readonly sha256: Uint8Array }[];
+}
+
+export interface HolderInfo extends AgentIdentity {
+  readonly complete: boolean;
+  /** Empty when complete. */
+  readonly bitmap: Uint8Array;
+  readonly activeUploads: number;
+}
+
+export interface LookupResult {
+  /** 0 when nobody has announced the blob. */
+  readonly size: number;
+  readonly pieceSize: number;
+  /** Ranked: same node, then same zone, then least loaded; never the asking agent. */
+  readonly holders: readonly HolderInfo[];
+  /** Index-aligned; undefined where not known yet. */
+  readonly pieceHashes: readonly (Uint8Array | undefined)[];
+  /** Whether the asking agent holds the origin grant, and who does. */
+  readonly origin: { readonly granted: boolean; readonly granteeAgentId: string | undefined };
+}
+
+/**
+ * The agent's view of the tracker. Implementations: GrpcTrackerClient (a session stream to the
+ * controller, reconnecting with backoff and re-announcing the whole inventory), LocalTracker (in
+ * process, over a MemoryTracker; tests and single-process demos). Both pass the conformance suite.
+ */
+export interface Tracker {
+  /**
+   * Holders of a blob and the origin decision. With `wantOriginGrant`, the asking agent is granted the
+   * origin fetch when nobody holds the whole blob and no other live agent is fetching it (or the one that
+   * was has stalled). Throws TrackerError ERR_TRACKER_UNAVAILABLE when the tracker cannot be reached.
+   */
+  lookup(digest: Digest, options: { readonly wantOriginGrant: boolean; readonly signal?: AbortSignal }): Promise<LookupResult>;
+  /** Records the announcement in the local inventory and sends it when connected (again after every reconnect). */
+  announce(announcement: BlobAnnouncement): void;
+  /** Drops a blob from the inventory (evicted, deleted, abandoned) and tells the tracker. */
+  withdraw(digest: Digest): void;
+  /** The load this agent reports in heartbeats. */
+  setActiveUploads(count: number): void;
+  readonly connected: boolean;
+  close(): Promise<void>;
+}
