@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "pkg/gen/**", "charts/**", "*.cjs"] },
+  { ignores: ["dist/**", "dist-*/**", "node_modules/**", "pkg/gen/**", "charts/**", "*.cjs"] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

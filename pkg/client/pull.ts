@@ -159,7 +159,14 @@ async function fetchBlob(options: PullOptions, dispatcher: Agent, descriptor: De
     sink?.destroy(error);
     throw error;
   }
-  if (sink) await new Promise<void>((resolve, reject) => sink.end((error?: Error | null) => (error ? reject(error) : resolve())));
+  if (sink) {
+    await new Promise<void>((resolve, reject) => {
+      sink.end((error?: Error | null) => {
+        if (error) reject(error);
+        else resolve();
+      });
+    });
+  }
   return received;
 }
 

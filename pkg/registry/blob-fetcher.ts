@@ -1,5 +1,5 @@
 import type { Digest } from "../oci/index.js";
-import type { PartialBlob } from "../store/index.js";
+import type { PartialBlob } from "../store/blob-store.js";
 
 export interface BlobRequest {
   /** Registry host as in image references, e.g. `ghcr.io`. */

@@ -10,7 +10,10 @@ import {
   isDigest,
   sniffManifestMediaType,
 } from "../oci/index.js";
-import { type BlobInfo, type BlobStore, type TagStore, choosePieceSize, isStoreError } from "../store/index.js";
+import type { BlobInfo, BlobStore } from "../store/blob-store.js";
+import { isStoreError } from "../store/errors.js";
+import { choosePieceSize } from "../store/piece.js";
+import type { TagStore } from "../store/tag-store.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { statusError, upstreamErrorReason } from "./origin-fetcher.js";
 import { type UpstreamClient, header, readLimitedBytes } from "./upstream/upstream-client.js";

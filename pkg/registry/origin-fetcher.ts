@@ -2,8 +2,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import { type BlobStore, type PartialBlob, choosePieceSize, isStoreError } from "../store/index.js";
+import type { BlobStore, PartialBlob } from "../store/blob-store.js";
+import { isStoreError } from "../store/errors.js";
+import { choosePieceSize } from "../store/piece.js";
 import type { BlobFetcher, BlobLease, BlobRequest } from "./blob-fetcher.js";
+import { CoalescingWriter } from "./coalescing-writer.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { type UpstreamClient, type UpstreamResponse, header, toUpstreamError } from "./upstream/upstream-client.js";
 
@@ -129,6 +132,9 @@ export class OriginFetcher implements BlobFetcher {
       try {
         if (response === undefined) response = await this.requestBlob(request, partial.appendOffset, signal);
         let skip = response.status === 200 ? partial.appendOffset : 0;
+        // Bytes accepted from this response but maybe not yet written: guards against an upstream sending too much.
+        let expectedEnd = partial.appendOffset;
+        const writer = new CoalescingWriter((data) => partial.append(data));
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
           metrics.originBytesFetched.inc(chunk.length);
           let data = chunk;
@@ -139,10 +145,11 @@ export class OriginFetcher implements BlobFetcher {
             data = data.subarray(dropped);
             if (data.length === 0) continue;
           }
-          const room = partial.size - partial.appendOffset;
-          if (data.length > room) throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
-          await partial.append(data);
+          expectedEnd += data.length;
+          if (expectedEnd > partial.size) throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
+          await writer.push(data);
         }
+        await writer.flush();
         if (partial.appendOffset < partial.size) {
           throw new RegistryError("ERR_UPSTREAM_TRUNCATED", `${request.registry} ended ${request.digest} at ${partial.appendOffset} of ${partial.size} bytes`);
         }

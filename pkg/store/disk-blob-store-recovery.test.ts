@@ -12,6 +12,7 @@ after(removeTempDirs);
 
 /** More than one read chunk, so a reader would have streamed most of the blob before the end. */
 const BLOB_BYTES = 600 * 1024;
+const PIECE_BYTES = 64 * 1024;
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(
@@ -34,8 +35,8 @@ describe("DiskBlobStore recovery", () => {
   it("a corrupted blob found at start-up is never served completely, and is removed", async () => {
     const dir = await tempDir();
     const first = await openStore(dir);
-    const whole = await putBlob(first, testBytes(BLOB_BYTES, 1));
-    const ranged = await putBlob(first, testBytes(BLOB_BYTES, 2));
+    const whole = await putBlob(first, testBytes(BLOB_BYTES, 1), { pieceSize: PIECE_BYTES });
+    const ranged = await putBlob(first, testBytes(BLOB_BYTES, 2), { pieceSize: PIECE_BYTES });
     await first.close();
     const path = (digest: Digest): string => join(dir, "blobs", "sha256", digestHex(digest));
     await scribble(path(whole.digest), 400 * 1024);
@@ -56,19 +57,21 @@ describe("DiskBlobStore recovery", () => {
     assert.equal(await exists(path(whole.digest)), false);
 
     // A range that stops short of the corrupt byte still fails: the whole blob is checked first.
+    const rangedRemoved = nextEvent(store, (event) => event.type === "removed" && event.digest === ranged.digest);
     const head = new Collector(await store.createReadStream(ranged.digest, { start: 10, end: 109 }));
     assert.ok(isStoreError(await head.waitForError(), "ERR_STORE_DIGEST_MISMATCH"));
     assert.ok(head.length < 100);
     assert.equal(await store.stat(ranged.digest), undefined);
-    await store.close();
+    await rangedRemoved;
     assert.equal(await exists(path(ranged.digest)), false);
+    await store.close();
   });
 
   it("an intact blob found at start-up is served in full, ranges too", async () => {
     const dir = await tempDir();
     const data = testBytes(BLOB_BYTES, 3);
     const first = await openStore(dir);
-    const info = await putBlob(first, data);
+    const info = await putBlob(first, data, { pieceSize: PIECE_BYTES });
     await first.close();
     const store = await openStore(dir);
     assert.deepEqual(await readAll(await store.createReadStream(info.digest, { start: 1000, end: 299_999 })), data.subarray(1000, 300_000));
@@ -79,8 +82,8 @@ describe("DiskBlobStore recovery", () => {
   it("the background verifier removes corrupt blobs and keeps intact ones", async () => {
     const dir = await tempDir();
     const first = await openStore(dir);
-    const good = await putBlob(first, testBytes(BLOB_BYTES, 4));
-    const bad = await putBlob(first, testBytes(BLOB_BYTES, 5));
+    const good = await putBlob(first, testBytes(BLOB_BYTES, 4), { pieceSize: PIECE_BYTES });
+    const bad = await putBlob(first, testBytes(BLOB_BYTES, 5), { pieceSize: PIECE_BYTES });
     await first.close();
     await scribble(join(dir, "blobs", "sha256", digestHex(bad.digest)), 7);
 

@@ -6,7 +6,7 @@ import type { IndexedBlob } from "./blob-index.js";
 import { BlobStoreBase, type KeptPartial } from "./blob-store-base.js";
 import { BackgroundVerifier, fileMatchesDigest } from "./blob-verifier.js";
 import { DiskLayout, readExactly } from "./disk-layout.js";
-import { DiskPartialBackend, type DiskPartialParams } from "./disk-partial-backend.js";
+import { blobLockKey, DiskPartialBackend, type DiskPartialParams, partialLockKey } from "./disk-partial-backend.js";
 import { rescan } from "./disk-rescan.js";
 import { StoreError } from "./errors.js";
 import { KeyedMutex } from "./keyed-mutex.js";
@@ -112,18 +112,20 @@ export class DiskBlobStore extends BlobStoreBase<KeptPartial, DiskPartialBackend
     return partial;
   }
 
-  protected async discardKept(partial: KeptPartial): Promise<void> {
-    try {
-      await rm(this.layout.partialDataPath(partial.digest), { force: true });
-      await rm(this.layout.partialStatePath(partial.digest), { force: true });
-    } catch (error: unknown) {
-      throw ioError(`removing partial blob ${partial.digest}`, error);
-    }
+  protected discardKept(partial: KeptPartial): Promise<void> {
+    return this.locks.run(partialLockKey(partial.digest), async () => {
+      try {
+        await rm(this.layout.partialDataPath(partial.digest), { force: true });
+        await rm(this.layout.partialStatePath(partial.digest), { force: true });
+      } catch (error: unknown) {
+        throw ioError(`removing partial blob ${partial.digest}`, error);
+      }
+    });
   }
 
   protected removeBlobData(digest: Digest): Promise<void> {
     // Under the digest's lock, taken now: a later publish of the same digest waits for this removal.
-    return this.locks.run(digest, async () => {
+    return this.locks.run(blobLockKey(digest), async () => {
       try {
         await rm(this.layout.blobPath(digest), { force: true });
         await rm(this.layout.metaPath(digest), { force: true });

@@ -6,11 +6,21 @@ import { StoreError } from "./errors.js";
 import type { KeyedMutex } from "./keyed-mutex.js";
 import type { PartialBackend, PartialSnapshot } from "./partial-backend.js";
 import { encodePartialState } from "./partial-state.js";
+import { errnoCode } from "./store-helpers.js";
 
 export interface DiskBackendContext {
   readonly layout: DiskLayout;
-  /** Per-digest lock for the blob file name (publish vs. removal). */
+  /** Per-digest locks: blobLockKey for the blob file (publish vs. removal), partialLockKey for partial files. */
   readonly locks: KeyedMutex;
+}
+
+export function blobLockKey(digest: Digest): string {
+  return `blob:${digest}`;
+}
+
+/** Creating a partial's files and removing a kept partial's files never interleave. */
+export function partialLockKey(digest: Digest): string {
+  return `partial:${digest}`;
 }
 
 export interface DiskPartialParams {
@@ -40,31 +50,35 @@ export class DiskPartialBackend implements PartialBackend {
   }
 
   /** A new, empty partial (replacing any leftovers of the same digest). */
-  static async create(context: DiskBackendContext, params: DiskPartialParams): Promise<DiskPartialBackend> {
-    const { layout } = context;
-    await rm(layout.partialStatePath(params.digest), { force: true });
-    const handle = await open(layout.partialDataPath(params.digest), "w+", 0o644);
-    try {
-      // Sparse: no space is allocated until pieces are written.
-      await handle.truncate(params.size);
-    } catch (error: unknown) {
-      await handle.close();
-      throw error;
-    }
-    return new DiskPartialBackend(context, params, handle);
+  static create(context: DiskBackendContext, params: DiskPartialParams): Promise<DiskPartialBackend> {
+    const { layout, locks } = context;
+    return locks.run(partialLockKey(params.digest), async () => {
+      await rm(layout.partialStatePath(params.digest), { force: true });
+      const handle = await open(layout.partialDataPath(params.digest), "w+", 0o644);
+      try {
+        // Sparse: no space is allocated until pieces are written.
+        await handle.truncate(params.size);
+      } catch (error: unknown) {
+        await handle.close();
+        throw error;
+      }
+      return new DiskPartialBackend(context, params, handle);
+    });
   }
 
   /** Reopens a persisted partial whose state file was checked at start-up. */
-  static async resume(context: DiskBackendContext, params: DiskPartialParams): Promise<DiskPartialBackend> {
-    const handle = await open(context.layout.partialDataPath(params.digest), "r+");
-    try {
-      const { size } = await handle.stat();
-      if (size !== params.size) throw new StoreError("ERR_STORE_IO", `partial data of ${params.digest} has ${size} bytes, expected ${params.size}`);
-    } catch (error: unknown) {
-      await handle.close();
-      throw error;
-    }
-    return new DiskPartialBackend(context, params, handle);
+  static resume(context: DiskBackendContext, params: DiskPartialParams): Promise<DiskPartialBackend> {
+    return context.locks.run(partialLockKey(params.digest), async () => {
+      const handle = await open(context.layout.partialDataPath(params.digest), "r+");
+      try {
+        const { size } = await handle.stat();
+        if (size !== params.size) throw new StoreError("ERR_STORE_IO", `partial data of ${params.digest} has ${size} bytes, expected ${params.size}`);
+      } catch (error: unknown) {
+        await handle.close();
+        throw error;
+      }
+      return new DiskPartialBackend(context, params, handle);
+    });
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
@@ -89,7 +103,7 @@ export class DiskPartialBackend implements PartialBackend {
     const { layout, locks } = this.context;
     const { digest, mediaType } = this.params;
     const handle = this.writable();
-    await locks.run(digest, async () => {
+    await locks.run(blobLockKey(digest), async () => {
       await handle.datasync();
       // The sidecar goes first, so a visible blob always has its media type.
       if (mediaType !== undefined) {
@@ -138,7 +152,10 @@ export class DiskPartialBackend implements PartialBackend {
   private reopen(): Promise<FileHandle> {
     if (!this.published) return Promise.reject(new StoreError("ERR_STORE_IO", `partial ${this.params.digest} is closed`));
     if (this.reopening === undefined) {
-      const opening = open(this.context.layout.blobPath(this.params.digest), "r");
+      const opening = open(this.context.layout.blobPath(this.params.digest), "r").catch((error: unknown) => {
+        if (errnoCode(error) !== "ENOENT") throw error;
+        throw new StoreError("ERR_STORE_BLOB_NOT_FOUND", `blob ${this.params.digest} is gone`, { cause: error });
+      });
       this.reopening = opening;
       opening.then(
         (handle) => {

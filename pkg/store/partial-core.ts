@@ -7,7 +7,8 @@ import { PieceBitmap } from "./bitmap.js";
 import { StoreError } from "./errors.js";
 import { pieceCount, pieceSpan } from "./piece.js";
 import { type PartialBackend, type PartialHooks, type PartialSnapshot, ThrottledSaver } from "./partial-backend.js";
-import { abortedBySignal, ioError, resolveRange } from "./store-helpers.js";
+import { PieceWaiters } from "./piece-waiters.js";
+import { ioError, resolveRange } from "./store-helpers.js";
 import { TailReadable, type TailSource } from "./tail-readable.js";
 
 /** Chunk size when hashing bytes back from storage (pieces that arrived ahead of the hashed prefix). */
@@ -32,12 +33,6 @@ export interface CorePartialOptions {
   readonly resume?: PartialSnapshot | undefined;
   readonly stateSaveIntervalMs?: number | undefined;
   readonly logger?: Logger | undefined;
-}
-
-interface PieceWaiter {
-  readonly index: number;
-  resolve(): void;
-  reject(error: Error): void;
 }
 
 /**
@@ -73,7 +68,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   private committing = false;
   private info: BlobInfo | undefined;
   private readonly listeners = new Set<() => void>();
-  private readonly waiters = new Set<PieceWaiter>();
+  private readonly waiters = new PieceWaiters();
   private readers = 0;
   private backendOpen = true;
   private settlement: Promise<void> | undefined;
@@ -204,29 +199,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     }
     if (this.pieces.has(index) || this.current === "committed") return Promise.resolve();
     if (this.current === "aborted") return Promise.reject(this.abortError());
-    if (signal?.aborted === true) return Promise.reject(abortedBySignal(signal));
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => {
-        if (signal !== undefined) waiter.reject(abortedBySignal(signal));
-      };
-      const cleanup = (): void => {
-        this.waiters.delete(waiter);
-        signal?.removeEventListener("abort", onAbort);
-      };
-      const waiter: PieceWaiter = {
-        index,
-        resolve: () => {
-          cleanup();
-          resolve();
-        },
-        reject: (error) => {
-          cleanup();
-          reject(error);
-        },
-      };
-      this.waiters.add(waiter);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
+    return this.waiters.wait(index, signal);
   }
 
   commit(): Promise<BlobInfo> {
@@ -258,9 +231,12 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       this.info = info;
       this.current = "committed";
       this.settlement = Promise.resolve();
-      await this.hooks.committed(info);
-      this.settledSignal.resolve(undefined);
-      for (const waiter of [...this.waiters]) waiter.resolve();
+      try {
+        await this.hooks.committed(info);
+      } finally {
+        this.settledSignal.resolve(undefined);
+      }
+      this.waiters.wakeHeld(() => true);
       this.notify();
       this.maybeCloseBackend();
       return info;
@@ -373,7 +349,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   private advance(changed: boolean): void {
     while (this.prefixPieces < this.pieceCount && this.pieces.has(this.prefixPieces)) this.prefixPieces++;
     if (changed) this.saver?.request();
-    for (const waiter of [...this.waiters]) if (this.pieces.has(waiter.index)) waiter.resolve();
+    this.waiters.wakeHeld((index) => this.pieces.has(index));
     this.notify();
     if (this.hashedEnd < this.appendOffset && !this.catchUpQueued) {
       this.catchUpQueued = true;
@@ -407,7 +383,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   private markAborted(reason: Error): void {
     this.current = "aborted";
     this.reason = reason;
-    for (const waiter of [...this.waiters]) waiter.reject(reason);
+    this.waiters.rejectAll(reason);
     this.notify();
   }
 

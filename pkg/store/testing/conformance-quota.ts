@@ -95,5 +95,5 @@ async function present(store: BlobStore, digests: readonly string[]): Promise<bo
 }
 
 function removals(events: readonly StoreEvent[]): { digest: string; reason: string }[] {
-  return events.flatMap((event) => (event.type === "removed" ? [{ digest: event.digest as string, reason: event.reason }] : []));
+  return events.flatMap((event) => (event.type === "removed" ? [{ digest: event.digest, reason: event.reason }] : []));
 }

@@ -173,7 +173,7 @@ function runBasicConformance(factory: BlobStoreFactory): void {
       const partials = await store.listPartials();
       assert.equal(partials.length, 1);
       assert.equal(partials[0]?.digest, digest);
-      assert.equal(partials[0]?.pieceSize, 64);
+      assert.equal(partials[0].pieceSize, 64);
       assert.equal(store.usage().partials, 1);
       assert.equal(store.usage().usedBytes, 200, "the open partial's size is reserved");
     }));
