@@ -142,24 +142,29 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       for (let offset = start; offset < end; ) {
         this.assertOpen();
         const index = Math.floor(offset / this.pieceSize);
-        const pieceEnd = this.span(index).end;
-        const segmentEnd = Math.min(pieceEnd, end);
         if (this.pieces.has(index)) {
           // A piece already held (checked by its hash) is kept; the catch-up hashes it from storage.
           feeding = false;
-        } else {
-          const segment = chunk.subarray(offset - start, segmentEnd - start);
-          await this.write(offset, segment);
-          this.assertOpen();
-          if (feeding) {
-            this.hash.update(segment);
-            this.hashedEnd = segmentEnd;
-          }
+          offset = Math.min(this.span(index).end, end);
+          this.appendedEnd = offset;
+          this.advance(true);
+          continue;
         }
-        this.appendedEnd = segmentEnd;
-        if (segmentEnd === pieceEnd) this.pieces.set(index);
+        // One write for the whole run of pieces not held yet; they are marked once it landed.
+        let runEnd = Math.min(this.span(index).end, end);
+        while (runEnd < end && !this.pieces.has(Math.floor(runEnd / this.pieceSize))) runEnd = Math.min(this.span(Math.floor(runEnd / this.pieceSize)).end, end);
+        const segment = chunk.subarray(offset - start, runEnd - start);
+        const written = this.write(offset, segment);
+        // Hash while the thread pool writes: the segment is not modified meanwhile, and a failed write
+        // fails the whole partial, so a hash fed ahead of the write can never vouch for missing bytes.
+        if (feeding) this.hash.update(segment);
+        await written;
+        this.assertOpen();
+        if (feeding) this.hashedEnd = runEnd;
+        this.appendedEnd = runEnd;
+        for (let piece = index; piece < this.pieceCount && this.span(piece).end <= runEnd; piece++) this.pieces.set(piece);
         this.advance(true);
-        offset = segmentEnd;
+        offset = runEnd;
       }
     });
   }

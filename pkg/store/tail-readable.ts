@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import { READ_CHUNK_BYTES } from "./range-readable.js";
+import { FIRST_READ_CHUNK_BYTES, READ_CHUNK_BYTES } from "./range-readable.js";
 import { abortedBySignal, type ByteRange, toError } from "./store-helpers.js";
 
 /** What a tailing reader needs from a partial blob. */
@@ -24,6 +24,7 @@ export interface TailSource {
  */
 export class TailReadable extends Readable {
   private position: number;
+  private chunkBytes = FIRST_READ_CHUNK_BYTES;
   private readonly last: number;
   private busy = false;
   /** Set when the last _read found nothing to push: the next progress event resumes it. */
@@ -90,7 +91,7 @@ export class TailReadable extends Readable {
       else this.push(null);
       return;
     }
-    let limit = Math.min(this.last + 1, this.position + READ_CHUNK_BYTES);
+    let limit = Math.min(this.last + 1, this.position + this.chunkBytes);
     if (!committed) limit = Math.min(limit, source.size - 1);
     const available = source.availableEnd(this.position, limit);
     if (available <= this.position) {
@@ -98,6 +99,7 @@ export class TailReadable extends Readable {
       return;
     }
     this.busy = true;
+    this.chunkBytes = READ_CHUNK_BYTES;
     void source.readAt(this.position, available - this.position).then(
       (bytes) => {
         this.busy = false;

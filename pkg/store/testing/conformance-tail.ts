@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { it } from "node:test";
 import { digestOf } from "../../oci/index.js";
 import { isStoreError } from "../errors.js";
+import { READ_CHUNK_BYTES } from "../range-readable.js";
 import {
   type BlobStoreFactory,
   Collector,
@@ -195,7 +196,8 @@ export function runTailConformance(factory: BlobStoreFactory): void {
 
   it("readers honour backpressure: a stalled consumer does not make them read ahead", () =>
     withStore(factory, undefined, async (store) => {
-      const size = 4 * 1024 * 1024;
+      // Several times the readers' buffer, so reading ahead would show.
+      const size = 8 * READ_CHUNK_BYTES;
       const data = testBytes(size, 40);
       const { digest } = await putBlob(store, data, { pieceSize: 1024 * 1024 });
       const blobStream = await store.createReadStream(digest);
