@@ -83,7 +83,10 @@ export async function pullImage(options: PullOptions): Promise<PullResult> {
     const worker = async (): Promise<void> => {
       while (next < blobs.length) {
         const blob = blobs[next++];
-        if (blob) bytes += await fetchBlob(options, dispatcher, blob);
+        if (blob === undefined) continue;
+        // Not `bytes += await …`: that reads `bytes` before the await and loses the other workers' sums.
+        const received = await fetchBlob(options, dispatcher, blob);
+        bytes += received;
       }
     };
     await Promise.all(Array.from({ length: Math.min(options.concurrency ?? DEFAULT_PULL_CONCURRENCY, blobs.length) }, worker));

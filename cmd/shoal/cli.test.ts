@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+import { promisify } from "node:util";
+
+const MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
+const run = promisify(execFile);
+
+async function shoal(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, timeout: 120_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === "number" ? e.code : -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+describe("shoal CLI", () => {
+  it("lists its commands and refuses unknown ones", async () => {
+    const help = await shoal(["--help"]);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /agent/);
+    assert.match(help.stdout, /demo/);
+    const unknown = await shoal(["frobnicate"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown command "frobnicate"/);
+  });
+
+  it("agent --help documents every flag with its environment variable", async () => {
+    const help = await shoal(["agent", "--help"]);
+    assert.equal(help.code, 0);
+    for (const flag of ["mirror-addr", "metrics-addr", "data-dir", "upstream", "default-upstream", "store-quota"]) {
+      assert.match(help.stdout, new RegExp(`--${flag}`));
+      assert.match(help.stdout, new RegExp(`SHOAL_${flag.toUpperCase().replace(/-/g, "_")}`));
+    }
+  });
+
+  it("agent refuses bad configuration with exit code 2 and a message naming the option", async () => {
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [["--mirror-addr", "nope"], {}, /--mirror-addr \(SHOAL_MIRROR_ADDR\)/],
+      [["--upstream", "ftp.example=ftp://x"], {}, /--upstream .*http:\/\/ or https:\/\//],
+      [["--upstream", "r.example=https://user:pw@r.example"], {}, /credentials/],
+      [[], { SHOAL_STORE_QUOTA: "much" }, /--store-quota \(SHOAL_STORE_QUOTA\) "much" from environment/],
+      [["--store-low-watermark", "0.95"], {}, /--store-low-watermark .* must be below --store-high-watermark/],
+      [["--default-upstream", "b.example", "--upstream", "a.example"], {}, /--default-upstream b.example is not one of the --upstream registries/],
+      [["--bogus"], {}, /unknown flag --bogus/],
+    ];
+    for (const [args, env, pattern] of cases) {
+      const result = await shoal(["agent", ...args], env);
+      assert.equal(result.code, 2, `${args.join(" ")} → exit ${result.code}`);
+      assert.match(result.stderr, pattern);
+    }
+  });
+
+  it("agent reports a data dir it cannot create, naming the path, and exits 1", async () => {
+    const work = await mkdtemp(join(tmpdir(), "shoal-cli-datadir-"));
+    try {
+      const file = join(work, "a-file");
+      await writeFile(file, "not a directory");
+      const result = await shoal(["agent", "--data-dir", join(file, "data"), "--mirror-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /a-file\/data/);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+
+  it("demo runs on the embedded origin: the cold pull costs one image from the origin, the warm pull none", async () => {
+    const work = await mkdtemp(join(tmpdir(), "shoal-cli-demo-"));
+    try {
+      const result = await shoal(["demo", "--image-size", "3MB", "--layers", "3", "--origin-rate", "0", "--json", "--work-dir", work]);
+      assert.equal(result.code, 0, result.stderr);
+      const json = JSON.parse(result.stdout) as { imageBytes: number; originBytes: number; pulls: { phase: string; originBytes: number; bytes: number }[] };
+      assert.ok(json.imageBytes > 3_000_000);
+      assert.equal(json.pulls[0]?.originBytes, json.imageBytes);
+      assert.equal(json.pulls[1]?.originBytes, 0);
+      assert.equal(json.pulls[1]?.bytes, json.imageBytes);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});
