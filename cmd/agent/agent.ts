@@ -1,9 +1,22 @@
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import { AgentMetrics, MetricsServer } from "../../pkg/metrics/index.js";
+import { InventorySync } from "../../pkg/peer/inventory.js";
+import { PeerClient } from "../../pkg/peer/peer-client.js";
+import { PeerServer } from "../../pkg/peer/peer-server.js";
+import { PieceHashIndex } from "../../pkg/peer/piece-hashes.js";
+import { SwarmFetcher } from "../../pkg/peer/swarm-fetcher.js";
+import type { BlobFetcher } from "../../pkg/registry/index.js";
+import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 import { Mirror, MirrorServer, OriginFetcher, UpstreamClient, loadDockerConfig } from "../../pkg/registry/index.js";
 import { DiskBlobStore, DiskTagStore } from "../../pkg/store/index.js";
 import { VERSION } from "../shoal/version.js";
 import { type AgentOptions, upstreamMap } from "./options.js";
+
+/** How often the agent's upload load is handed to the tracker client for its heartbeats. */
+const LOAD_REPORT_INTERVAL_MS = 1_000;
 
 export interface RunningAgent {
   readonly mirrorUrl: string;
@@ -41,8 +54,52 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       logger: logger.child({ component: "upstream" }),
     });
     cleanups.unshift(() => upstream.close());
-    const fetcher = new OriginFetcher({ store, upstream, metrics, logger: logger.child({ component: "fetcher" }) });
-    cleanups.unshift(() => fetcher.close());
+    const originFetcher = new OriginFetcher({ store, upstream, metrics, logger: logger.child({ component: "fetcher" }) });
+    cleanups.unshift(() => originFetcher.close());
+    let fetcher: BlobFetcher = originFetcher;
+    let peerAddress: string | undefined;
+    if (options.tracker !== undefined) {
+      const peerServer = await PeerServer.start({
+        ...options.peerAddr,
+        store,
+        uploadBytesPerSecond: options.uploadRate,
+        maxConcurrentUploads: options.maxUploads,
+        metrics,
+        logger: logger.child({ component: "peer-server" }),
+      });
+      cleanups.unshift(() => peerServer.close());
+      const advertised = options.peerAdvertiseAddr ?? { host: options.peerAddr.host, port: Number(peerServer.address.split(":").at(-1)) };
+      peerAddress = `${hostForUrl(advertised.host)}:${advertised.port}`;
+      const tracker = new GrpcTrackerClient({
+        address: `${hostForUrl(options.tracker.host)}:${options.tracker.port}`,
+        identity: { agentId: randomUUID(), nodeName: options.nodeName ?? hostname(), zone: options.zone, peerAddress },
+        logger: logger.child({ component: "tracker-client" }),
+        onConnectionChange: (connected) => {
+          metrics.trackerConnected.set(connected ? 1 : 0);
+        },
+      });
+      cleanups.unshift(() => tracker.close());
+      // The tracker ranks holders by load: report the upload streams in each heartbeat.
+      const loadTimer = setInterval(() => {
+        tracker.setActiveUploads(peerServer.activeUploads);
+      }, LOAD_REPORT_INTERVAL_MS).unref();
+      cleanups.unshift(() => {
+        clearInterval(loadTimer);
+        return Promise.resolve();
+      });
+      const peerClient = new PeerClient({ logger: logger.child({ component: "peer-client" }), metrics });
+      cleanups.unshift(() => {
+        peerClient.close();
+        return Promise.resolve();
+      });
+      const hashIndex = new PieceHashIndex(join(options.dataDir, "piece-hashes"));
+      const swarm = new SwarmFetcher({ store, tracker, pieces: peerClient, origin: originFetcher, hashIndex, metrics, logger: logger.child({ component: "swarm" }) });
+      cleanups.unshift(() => swarm.close());
+      fetcher = swarm;
+      const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (digest) => swarm.completedHashes(digest), logger: logger.child({ component: "inventory" }) });
+      await inventory.start();
+      cleanups.unshift(() => inventory.stop());
+    }
     const mirror = new Mirror({
       store,
       tags,
@@ -62,7 +119,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     });
     const mirrorUrl = `http://${hostForUrl(mirrorServer.address.address)}:${mirrorServer.address.port}`;
     const metricsUrl = `http://${hostForUrl(metricsServer.address.address)}:${metricsServer.address.port}`;
-    logger.info({ mirror: mirrorUrl, metrics: metricsUrl, dataDir: options.dataDir, registries: [...upstreams.keys()] }, "agent started");
+    logger.info({ mirror: mirrorUrl, metrics: metricsUrl, peer: peerAddress, tracker: options.tracker, dataDir: options.dataDir, registries: [...upstreams.keys()] }, "agent started");
     return {
       mirrorUrl,
       metricsUrl,

@@ -1,4 +1,4 @@
-import { type OptionSpecs, type ParsedOptions, parseBytes, parseDuration, parseFraction, parseHostPort } from "../../pkg/config/index.js";
+import { type OptionSpecs, type ParsedOptions, parseBytes, parseDuration, parseFraction, parseHostPort, parseInteger } from "../../pkg/config/index.js";
 import { parseRegistryHost } from "../../pkg/oci/index.js";
 import { defaultUpstreamUrl } from "../../pkg/registry/index.js";
 
@@ -109,6 +109,48 @@ export const agentOptionSpecs = {
     parse: parseDuration,
     default: "30s",
   },
+  tracker: {
+    name: "tracker",
+    description: "Address of the tracker (shoal controller), HOST:PORT. Without it the agent works alone: local store, then origin.",
+    parse: parseHostPort,
+  },
+  peerAddr: {
+    name: "peer-addr",
+    description: "Address the PeerService (pieces for other agents, gRPC) listens on.",
+    parse: parseHostPort,
+    default: "127.0.0.1:5052",
+  },
+  peerAdvertiseAddr: {
+    name: "peer-advertise-addr",
+    description: "Address other agents reach the PeerService at (e.g. the pod IP); default --peer-addr. Required when --peer-addr listens on 0.0.0.0.",
+    parse: parseHostPort,
+  },
+  nodeName: {
+    name: "node-name",
+    description: "Name of this node (Kubernetes: spec.nodeName from the Downward API); default the host name.",
+    parse: (raw: string) => {
+      if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$/.test(raw)) throw new Error("expected a node name (letters, digits, '.', '-')");
+      return raw;
+    },
+  },
+  zone: {
+    name: "zone",
+    description: "Zone of this node (topology.kubernetes.io/zone); peers in the same zone are preferred.",
+    parse: (raw: string) => raw,
+    default: "",
+  },
+  uploadRate: {
+    name: "upload-rate",
+    description: "Cap on the bytes/s this node uploads to other agents, e.g. 500mbit; 0 = uncapped.",
+    parse: parseBytes,
+    default: "0",
+  },
+  maxUploads: {
+    name: "max-uploads",
+    description: "Piece streams served to other agents at once; more are refused and go elsewhere.",
+    parse: (raw: string) => parseInteger(raw, 1, 1024),
+    default: "16",
+  },
   shutdownGrace: {
     name: "shutdown-grace",
     description: "On SIGTERM, how long running responses may continue before they are cut.",
@@ -127,6 +169,9 @@ export type AgentOptions = ParsedOptions<typeof agentOptionSpecs>;
 
 /** Checks that span several options; the message names them. */
 export function validateAgentOptions(options: AgentOptions): void {
+  if (options.tracker !== undefined && options.peerAdvertiseAddr === undefined && ["0.0.0.0", "::"].includes(options.peerAddr.host)) {
+    throw new Error("--peer-addr listens on all interfaces: set --peer-advertise-addr to the address other agents reach this one at");
+  }
   if (options.storeLowWatermark >= options.storeHighWatermark) {
     throw new Error(`--store-low-watermark (${options.storeLowWatermark}) must be below --store-high-watermark (${options.storeHighWatermark})`);
   }

@@ -77,9 +77,9 @@ describe("shoal CLI", () => {
       assert.equal(result.code, 0, result.stderr);
       const json = JSON.parse(result.stdout) as { imageBytes: number; originBytes: number; pulls: { phase: string; originBytes: number; bytes: number }[] };
       assert.ok(json.imageBytes > 3_000_000);
-      assert.equal(json.pulls[0]?.originBytes, json.imageBytes);
-      assert.equal(json.pulls[1]?.originBytes, 0);
-      assert.equal(json.pulls[1]?.bytes, json.imageBytes);
+      assert.equal(json.pulls[0]!.originBytes, json.imageBytes);
+      assert.equal(json.pulls[1]!.originBytes, 0);
+      assert.equal(json.pulls[1]!.bytes, json.imageBytes);
     } finally {
       await rm(work, { recursive: true, force: true });
     }

@@ -36,6 +36,17 @@ export class ControllerMetrics {
     help: "Sessions refused because the agent is not a member.",
     registers: [this.registry],
   });
+  readonly requestsRejected = new Counter({
+    name: "shoal_tracker_requests_rejected_total",
+    help: "Tracker requests rejected, by reason (invalid, conflict, not_registered).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly pieceHashConflicts = new Counter({
+    name: "shoal_tracker_piece_hash_conflicts_total",
+    help: "Announced piece hashes that differ from the hash already known for that piece (ignored).",
+    registers: [this.registry],
+  });
 
   constructor(options: { version: string; collectDefaults?: boolean }) {
     new Gauge({

@@ -5,7 +5,9 @@ export type PeerErrorCode =
   | "ERR_PEER_PROTOCOL"
   | "ERR_PEER_BAD_PIECE"
   | "ERR_PEER_TIMEOUT"
-  | "ERR_PEER_INVALID_ARGUMENT";
+  | "ERR_PEER_INVALID_ARGUMENT"
+  /** The caller's AbortSignal fired; `cause` is the signal's reason. Not the peer's fault. */
+  | "ERR_PEER_ABORTED";
 
 export class PeerError extends Error {
   override readonly name = "PeerError";

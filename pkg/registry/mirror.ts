@@ -141,6 +141,7 @@ export class Mirror {
     deadline: AbortSignal,
     signal: AbortSignal,
     started: (source: ServeSource) => void,
+    retried = false,
   ): Promise<void> {
     const { store, fetcher } = this.options;
     const head = req.method === "HEAD";
@@ -167,7 +168,15 @@ export class Mirror {
       started("origin");
       return;
     }
-    const lease = await this.withDeadline(deadline, () => fetcher.acquire({ registry, name: route.name, digest: route.digest }, deadline));
+    let lease;
+    try {
+      lease = await this.withDeadline(deadline, () => fetcher.acquire({ registry, name: route.name, digest: route.digest }, deadline));
+    } catch (error) {
+      // Completed by another flight between our stat and the fetch: serve it from the store.
+      if (!isStoreError(error, "ERR_STORE_BLOB_EXISTS") || retried) throw error;
+      await this.serveBlob(route, registry, req, res, deadline, signal, started, true);
+      return;
+    }
     try {
       const range = this.range(req, res, lease.partial.size);
       const stream = lease.partial.createReadStream({ ...rangeOptions(range), signal });

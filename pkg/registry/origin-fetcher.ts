@@ -5,7 +5,7 @@ import type { Digest } from "../oci/index.js";
 import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import { choosePieceSize } from "../store/piece.js";
-import type { BlobFetcher, BlobLease, BlobRequest } from "./blob-fetcher.js";
+import { type BlobFetcher, type BlobLease, type BlobRequest, raceSignal } from "./blob-fetcher.js";
 import { CoalescingWriter } from "./coalescing-writer.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { type UpstreamClient, type UpstreamResponse, header, toUpstreamError } from "./upstream/upstream-client.js";
@@ -20,6 +20,9 @@ export interface OriginFetcherOptions {
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
 }
+
+/** An upstream blob response and the blob offset its body starts at. */
+type OffsetResponse = UpstreamResponse & { readonly offset: number };
 
 interface Flight {
   readonly controller: AbortController;
@@ -95,7 +98,7 @@ export class OriginFetcher implements BlobFetcher {
   private async open(
     request: BlobRequest,
     signal: AbortSignal,
-  ): Promise<{ partial: PartialBlob; contentType: string | undefined; response: UpstreamResponse }> {
+  ): Promise<{ partial: PartialBlob; contentType: string | undefined; response: OffsetResponse }> {
     const { store } = this.options;
     const persisted = (await store.listPartials()).find((p) => p.digest === request.digest);
     let partial: PartialBlob | undefined;
@@ -123,35 +126,30 @@ export class OriginFetcher implements BlobFetcher {
     return { partial, contentType: contentType ?? partial.mediaType, response };
   }
 
-  private async pump(request: BlobRequest, partial: PartialBlob, first: UpstreamResponse, signal: AbortSignal): Promise<void> {
+  private async pump(request: BlobRequest, partial: PartialBlob, first: OffsetResponse, signal: AbortSignal): Promise<void> {
     const { metrics, logger } = this.options;
     const log = logger.child({ digest: request.digest, registry: request.registry });
-    let response: UpstreamResponse | undefined = first;
+    let response: OffsetResponse | undefined = first;
     let resumes = 0;
     for (;;) {
       try {
         if (response === undefined) response = await this.requestBlob(request, partial.appendOffset, signal);
-        let skip = response.status === 200 ? partial.appendOffset : 0;
-        // Bytes accepted from this response but maybe not yet written: guards against an upstream sending too much.
-        let expectedEnd = partial.appendOffset;
-        const writer = new CoalescingWriter((data) => partial.append(data));
+        // Bytes of a 200 start at 0 (the upstream ignored our Range); already-held pieces are skipped by
+        // append. The stream keeps its own position: appendOffset may jump past pieces peers delivered.
+        let position = response.status === 206 ? response.offset : 0;
+        const writer = new CoalescingWriter((data) => {
+          const at = position;
+          position += data.length;
+          if (position > partial.size) throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
+          return partial.append(data, at);
+        });
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
           metrics.originBytesFetched.inc(chunk.length);
-          let data = chunk;
-          if (skip > 0) {
-            // The upstream ignored our Range: drop what we already have.
-            const dropped = Math.min(skip, data.length);
-            skip -= dropped;
-            data = data.subarray(dropped);
-            if (data.length === 0) continue;
-          }
-          expectedEnd += data.length;
-          if (expectedEnd > partial.size) throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
-          await writer.push(data);
+          await writer.push(chunk);
         }
         await writer.flush();
-        if (partial.appendOffset < partial.size) {
-          throw new RegistryError("ERR_UPSTREAM_TRUNCATED", `${request.registry} ended ${request.digest} at ${partial.appendOffset} of ${partial.size} bytes`);
+        if (position < partial.size) {
+          throw new RegistryError("ERR_UPSTREAM_TRUNCATED", `${request.registry} ended ${request.digest} at ${position} of ${partial.size} bytes`);
         }
         await partial.commit();
         log.debug({ size: partial.size, resumes }, "blob fetched from origin");
@@ -187,7 +185,7 @@ export class OriginFetcher implements BlobFetcher {
     }
   }
 
-  private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal): Promise<UpstreamResponse> {
+  private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal): Promise<OffsetResponse> {
     const response = await this.options.upstream.request(request.registry, {
       method: "GET",
       path: `/v2/${request.name}/blobs/${request.digest}`,
@@ -195,10 +193,10 @@ export class OriginFetcher implements BlobFetcher {
       headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
       signal,
     });
-    if (response.status === 200) return response;
+    if (response.status === 200) return { ...response, offset: 0 };
     if (response.status === 206 && offset > 0) {
       const start = /^bytes (\d+)-/.exec(header(response.headers, "content-range") ?? "")?.[1];
-      if (Number(start) === offset) return response;
+      if (Number(start) === offset) return { ...response, offset };
       response.body.destroy();
       throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} answered a Range request for ${request.digest} with another range`);
     }
@@ -234,23 +232,4 @@ export function upstreamErrorReason(error: unknown): string {
   }
 }
 
-async function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted();
-  return await new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
-  });
-}
 

@@ -116,10 +116,13 @@ export interface PartialBlob {
   readonly appendOffset: number;
 
   /**
-   * Writes the next bytes at `appendOffset`. Pieces whose bytes are then all written become held.
-   * Resolves once the bytes are handed to the OS (not necessarily fsync'd).
+   * Writes the next bytes of a sequential stream at `offset` (default `appendOffset`). A stream passes
+   * its own position from the second chunk on: `appendOffset` jumps ahead when pieces written by
+   * `writePiece` join the contiguous prefix, while the stream still delivers those bytes (which are
+   * skipped). Pieces whose bytes are then all written become held. Resolves once the bytes are handed to
+   * the OS (not necessarily fsync'd).
    */
-  append(chunk: Uint8Array): Promise<void>;
+  append(chunk: Uint8Array, offset?: number): Promise<void>;
 
   /**
    * Writes a whole piece (length = piece length; the last piece may be shorter) and marks it held.
@@ -133,6 +136,9 @@ export interface PartialBlob {
    * destroyed with the abort reason. Does not pin anything after commit: it switches to the complete blob.
    */
   createReadStream(options?: ReadOptions): Readable;
+
+  /** Resolves once the partial is committed, or aborted and its data kept or discarded; then check `state`. */
+  whenSettled(): Promise<void>;
 
   /** Resolves when piece `index` is held; rejects with the abort reason if the partial is aborted. */
   waitForPiece(index: number, signal?: AbortSignal): Promise<void>;

@@ -127,10 +127,11 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     return this.pieces.toBytes();
   }
 
-  append(chunk: Uint8Array): Promise<void> {
+  append(chunk: Uint8Array, offset?: number): Promise<void> {
     return this.enqueue(async () => {
       this.assertOpen();
-      const start = this.appendOffset;
+      const start = offset ?? this.appendOffset;
+      if (!Number.isSafeInteger(start) || start < 0) throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `append offset ${String(offset)} is not a byte position`);
       const end = start + chunk.byteLength;
       if (end > this.size) {
         throw new StoreError(
@@ -146,7 +147,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
           // A piece already held (checked by its hash) is kept; the catch-up hashes it from storage.
           feeding = false;
           offset = Math.min(this.span(index).end, end);
-          this.appendedEnd = offset;
+          this.appendedEnd = Math.max(this.appendedEnd, offset);
           this.advance(true);
           continue;
         }
@@ -161,7 +162,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         await written;
         this.assertOpen();
         if (feeding) this.hashedEnd = runEnd;
-        this.appendedEnd = runEnd;
+        this.appendedEnd = Math.max(this.appendedEnd, runEnd);
         for (let piece = index; piece < this.pieceCount && this.span(piece).end <= runEnd; piece++) this.pieces.set(piece);
         this.advance(true);
         offset = runEnd;

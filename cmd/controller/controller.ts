@@ -1,0 +1,47 @@
+import type { Logger } from "pino";
+import { ControllerMetrics, MetricsServer } from "../../pkg/metrics/index.js";
+import { type Membership, MemoryTracker, OpenMembership, StaticMembership, TrackerServer } from "../../pkg/tracker/index.js";
+import { VERSION } from "../shoal/version.js";
+import type { ControllerOptions } from "./options.js";
+
+export interface RunningController {
+  /** host:port agents dial (the bound port). */
+  readonly trackerAddress: string;
+  readonly metricsUrl: string;
+  /** Graceful stop: not ready, end agent sessions (they reconnect to the next leader), close servers. */
+  stop(): Promise<void>;
+}
+
+/** Wires a controller from validated options: tracker state, its gRPC server, membership and metrics. */
+export async function startController(options: ControllerOptions, logger: Logger): Promise<RunningController> {
+  const metrics = new ControllerMetrics({ version: VERSION });
+  const tracker = new MemoryTracker({ logger: logger.child({ component: "tracker" }), metrics, grantStallTimeoutMs: options.grantStallTimeout });
+  const membership: Membership = options.membership === "static" ? new StaticMembership(options.allowedPeers ?? []) : new OpenMembership();
+  const server = await TrackerServer.start({ ...options.listen, tracker, membership, metrics, logger: logger.child({ component: "tracker-server" }) });
+  let stopping = false;
+  let metricsServer: MetricsServer;
+  try {
+    metricsServer = await MetricsServer.start({
+      ...options.metricsAddr,
+      registry: metrics.registry,
+      health: { live: () => true, ready: () => (stopping ? "shutting down" : true) },
+    });
+  } catch (error) {
+    await server.close();
+    throw error;
+  }
+  const metricsAddress = metricsServer.address;
+  const metricsHost = metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address;
+  const metricsUrl = `http://${metricsHost}:${metricsAddress.port}`;
+  logger.info({ tracker: server.address, metrics: metricsUrl, membership: options.membership, trackerId: tracker.id, grantStallTimeoutMs: options.grantStallTimeout }, "controller started");
+  return {
+    trackerAddress: server.address,
+    metricsUrl,
+    async stop() {
+      stopping = true;
+      await server.close();
+      await metricsServer.close();
+      logger.info("controller stopped");
+    },
+  };
+}

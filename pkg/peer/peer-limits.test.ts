@@ -1,0 +1,187 @@
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import { after, before, describe, it } from "node:test";
+import { AgentMetrics } from "../metrics/index.js";
+import type { Digest } from "../oci/index.js";
+import type { DiskBlobStore } from "../store/index.js";
+import { isPeerError, type PeerErrorCode } from "./errors.js";
+import type { PieceReadRequest } from "./piece-source.js";
+import { collect, eventually, MiB, PeerFixture, putBlob, putPartial, startFakePeer, testBytes } from "./testing/peer-fixture.js";
+
+const signal = (): AbortSignal => AbortSignal.timeout(10_000);
+const failsWith = (code: PeerErrorCode) => (error: unknown) => isPeerError(error, code);
+
+describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
+  const fixture = new PeerFixture();
+  let store: DiskBlobStore;
+  // Eight 1 MiB pieces.
+  const blob = testBytes(8 * MiB);
+  let digest: Digest;
+  const all = (pieces: number[]): PieceReadRequest => ({ digest, pieceSize: MiB, pieces, waitMs: 0 });
+
+  before(async () => {
+    store = await fixture.store();
+    digest = await putBlob(store, blob);
+  });
+  after(() => fixture.close());
+
+  it("refuses streams over maxConcurrentUploads with ERR_PEER_BUSY, and frees the slot when the client aborts", async () => {
+    const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
+    const server = await fixture.server({ store, maxConcurrentUploads: 1, metrics });
+    const client = fixture.client();
+    const data = testBytes(2 * MiB);
+    const partial = await putPartial(store, data, MiB, []);
+    try {
+      // Holds the only slot: the server waits for a piece that does not come.
+      const controller = new AbortController();
+      const waiting = collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 30_000 }, controller.signal));
+      const aborted = assert.rejects(waiting, failsWith("ERR_PEER_ABORTED"));
+      assert.ok(await eventually(() => server.activeUploads === 1));
+      assert.equal((await metrics.peerUploadsActive.get()).values[0]?.value, 1);
+      await assert.rejects(collect(client.readPieces(server.address, all([0]), signal())), failsWith("ERR_PEER_BUSY"));
+      assert.equal((await metrics.peerUploadsRejected.get()).values[0]?.value, 1);
+      controller.abort();
+      await aborted;
+      assert.ok(await eventually(() => server.activeUploads === 0), "the server side of the aborted call ended");
+      const pieces = await collect(client.readPieces(server.address, all([0]), signal()));
+      assert.equal(pieces.length, 1);
+    } finally {
+      await partial.abort(new Error("test done"));
+    }
+  });
+
+  it("holds the node-wide bytes/s cap across concurrent streams", async () => {
+    const rate = 8 * MiB;
+    const server = await fixture.server({ store, uploadBytesPerSecond: rate });
+    const client = fixture.client();
+    const started = performance.now();
+    const results = await Promise.all([collect(client.readPieces(server.address, all([0, 1]), signal())), collect(client.readPieces(server.address, all([2, 3]), signal()))]);
+    const seconds = (performance.now() - started) / 1000;
+    assert.deepEqual(results.map((r) => r.length), [2, 2]);
+    // 4 MiB at 8 MiB/s, less the bucket's initial burst (5% of a second's worth).
+    const expected = (4 * MiB - 0.05 * rate) / rate;
+    assert.ok(seconds >= expected * 0.9, `4 MiB at 8 MiB/s took ${seconds.toFixed(3)} s, expected at least ${expected.toFixed(3)} s`);
+  });
+
+  it("stops the server side at once when the client aborts or stops reading mid-transfer", async () => {
+    const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
+    // 4 MiB/s: the eight pieces would take two seconds.
+    const server = await fixture.server({ store, uploadBytesPerSecond: 4 * MiB, metrics });
+    const client = fixture.client();
+    const controller = new AbortController();
+    const received: number[] = [];
+    const started = performance.now();
+    await assert.rejects(
+      (async () => {
+        for await (const piece of client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), controller.signal)) {
+          received.push(piece.index);
+          controller.abort();
+        }
+      })(),
+      failsWith("ERR_PEER_ABORTED"),
+    );
+    assert.deepEqual(received, [0]);
+    assert.ok(await eventually(() => server.activeUploads === 0, 500), "server side cancelled");
+    // A consumer that just breaks out of the loop cancels the call too.
+    for await (const _piece of client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), signal())) break;
+    assert.ok(await eventually(() => server.activeUploads === 0, 500), "server side cancelled after break");
+    assert.ok(performance.now() - started < 1500, "neither call ran to its end");
+    const sent = (await metrics.peerBytesSent.get()).values[0]?.value ?? 0;
+    assert.ok(sent < 6 * MiB, `sent ${sent} bytes for two cancelled calls`);
+  });
+
+  it("fails a call whose peer goes silent with ERR_PEER_TIMEOUT after the stall timeout", async () => {
+    const address = await startFakePeer(fixture, (call) => {
+      // One whole piece, then silence.
+      call.send(call.request.pieces[0] ?? 0, 0, Buffer.alloc(call.request.pieceSize));
+    });
+    const client = fixture.client({ stallTimeoutMs: 200 });
+    const received: number[] = [];
+    const started = performance.now();
+    await assert.rejects(
+      (async () => {
+        for await (const piece of client.readPieces(address, { digest, pieceSize: 64 * 1024, pieces: [5, 6], waitMs: 100 }, signal())) received.push(piece.index);
+      })(),
+      failsWith("ERR_PEER_TIMEOUT"),
+    );
+    const elapsed = performance.now() - started;
+    assert.deepEqual(received, [5]);
+    // The stall timeout counts from the last message and allows for waitMs.
+    assert.ok(elapsed >= 290 && elapsed < 2000, `timed out after ${elapsed.toFixed(0)} ms`);
+  });
+
+  it("does not count the consumer's time as a stall", async () => {
+    // At 8 MiB/s a piece arrives every 125 ms, well within the stall timeout; the consumer dawdles longer
+    // than the timeout on each piece while the call is still running.
+    const server = await fixture.server({ store, uploadBytesPerSecond: 8 * MiB });
+    const client = fixture.client({ stallTimeoutMs: 250 });
+    const received: number[] = [];
+    for await (const piece of client.readPieces(server.address, all([0, 1, 2, 3]), signal())) {
+      received.push(piece.index);
+      await sleep(350);
+    }
+    assert.deepEqual(received, [0, 1, 2, 3]);
+  });
+
+  for (const [name, misbehave] of [
+    ["a wrong offset", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(0, 1, Buffer.alloc(pieceSize)); }],
+    ["pieces out of order", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(1, 0, Buffer.alloc(pieceSize)); }],
+    ["a piece longer than the piece size", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(0, 0, Buffer.alloc(pieceSize + 1)); }],
+    ["two short pieces", (send: (piece: number, offset: number, data: Uint8Array) => void, _pieceSize: number) => { send(0, 0, Buffer.alloc(10)); send(1, 0, Buffer.alloc(10)); }],
+    ["too few pieces", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(0, 0, Buffer.alloc(pieceSize)); }],
+  ] as const) {
+    it(`fails with ERR_PEER_PROTOCOL on ${name}`, async () => {
+      const address = await startFakePeer(fixture, (call) => {
+        misbehave((piece, offset, data) => { call.send(piece, offset, data); }, call.request.pieceSize);
+        call.end();
+      });
+      const client = fixture.client();
+      await assert.rejects(collect(client.readPieces(address, { digest, pieceSize: 1024, pieces: [0, 1], waitMs: 0 }, signal())), failsWith("ERR_PEER_PROTOCOL"));
+    });
+  }
+
+  it("accepts one short piece as the blob's last", async () => {
+    const address = await startFakePeer(fixture, (call) => {
+      call.send(2, 0, Buffer.alloc(1024));
+      call.send(3, 0, Buffer.alloc(10));
+      call.end();
+    });
+    const client = fixture.client();
+    const pieces = await collect(client.readPieces(address, { digest, pieceSize: 1024, pieces: [2, 3], waitMs: 0 }, signal()));
+    assert.deepEqual(pieces.map((p) => [p.index, p.data.length]), [[2, 1024], [3, 10]]);
+  });
+
+  it("ends open streams with ERR_PEER_UNAVAILABLE when the server closes", async () => {
+    const server = await fixture.server({ store, uploadBytesPerSecond: 4 * MiB });
+    const client = fixture.client();
+    const data = testBytes(2 * MiB);
+    const partial = await putPartial(store, data, MiB, []);
+    try {
+      const streaming = collect(client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), signal()));
+      const waiting = collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 30_000 }, signal()));
+      const outcomes = [assert.rejects(streaming, failsWith("ERR_PEER_UNAVAILABLE")), assert.rejects(waiting, failsWith("ERR_PEER_UNAVAILABLE"))];
+      assert.ok(await eventually(() => server.activeUploads === 2));
+      await sleep(100);
+      const started = performance.now();
+      await server.close();
+      assert.ok(performance.now() - started < 1500, "close did not wait for the streams to finish");
+      assert.equal(server.activeUploads, 0);
+      await Promise.all(outcomes);
+    } finally {
+      await partial.abort(new Error("test done"));
+    }
+  });
+
+  it("cancels its calls on close() with ERR_PEER_ABORTED, and closes idle channels", async () => {
+    const server = await fixture.server({ store, uploadBytesPerSecond: 4 * MiB });
+    const client = fixture.client({ idleChannelCloseMs: 50 });
+    await collect(client.readPieces(server.address, all([0]), signal()));
+    assert.equal(client.openChannels, 1);
+    assert.ok(await eventually(() => client.openChannels === 0), "idle channel closed");
+    const reading = assert.rejects(collect(client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), signal())), failsWith("ERR_PEER_ABORTED"));
+    await sleep(50);
+    client.close();
+    await reading;
+    assert.ok(await eventually(() => server.activeUploads === 0));
+  });
+});

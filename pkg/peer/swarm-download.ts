@@ -1,0 +1,321 @@
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import type { AgentMetrics } from "../metrics/index.js";
+import type { PartialBlob } from "../store/blob-store.js";
+import type { LookupResult, Tracker } from "../tracker/tracker.js";
+import { isPeerError } from "./errors.js";
+import type { PieceSource } from "./piece-source.js";
+import { type SwarmPeer, SwarmPeers } from "./swarm-peers.js";
+
+export interface SwarmTuning {
+  /** Pieces requested from one peer at once. */
+  readonly maxInflightPerPeer: number;
+  /** Pieces per ReadPieces call. */
+  readonly piecesPerRequest: number;
+  /** Pieces after the first missing one fetched before rarer ones, so the reader streams in order. */
+  readonly inOrderWindow: number;
+  /** Pieces a partial holder is asked for just past what it holds, relayed as they arrive there. */
+  readonly relayAhead: number;
+  /** How long a peer may wait for such a piece. */
+  readonly relayWaitMs: number;
+  /** Lookups to refresh holders, bitmaps and hashes. */
+  readonly refreshIntervalMs: number;
+  /** Progress announces (bitmap and verified hashes). */
+  readonly announceIntervalMs: number;
+  /** No piece obtainable from peers for this long: ask for the origin grant. */
+  readonly stallMs: number;
+  /** A request older than this may be duplicated to another peer (hedging slow peers). */
+  readonly hedgeAfterMs: number;
+}
+
+export const DEFAULT_SWARM_TUNING: SwarmTuning = {
+  maxInflightPerPeer: 4,
+  piecesPerRequest: 2,
+  inOrderWindow: 16,
+  relayAhead: 2,
+  relayWaitMs: 3_000,
+  refreshIntervalMs: 500,
+  announceIntervalMs: 250,
+  stallMs: 3_000,
+  hedgeAfterMs: 3_000,
+};
+
+/** Pieces received before their hash was known, held until a lookup brings it. */
+const MAX_PARKED_PIECES = 16;
+
+export interface SwarmDownloadContext {
+  readonly partial: PartialBlob;
+  readonly tracker: Tracker;
+  readonly pieces: PieceSource;
+  readonly hashes: (Uint8Array | undefined)[];
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+  readonly tuning: SwarmTuning;
+  readonly signal: AbortSignal;
+  /** The lookup that started the download. */
+  readonly first: LookupResult;
+}
+
+/**
+ * How a swarm download ended: all pieces held; or no progress for a while, with `suppliers` = usable
+ * peers that hold some missing piece (0: no peer can supply the rest, only the origin can).
+ */
+export type SwarmOutcome = { readonly kind: "complete" } | { readonly kind: "stalled"; readonly suppliers: number };
+
+interface Request {
+  readonly peer: SwarmPeer;
+  readonly pieces: number[];
+  readonly startedMs: number;
+  readonly controller: AbortController;
+  /** A relay request (pieces the peer may not have yet) is no evidence that the swarm can finish. */
+  readonly relay: boolean;
+}
+
+/**
+ * Fetches the missing pieces of one blob from peers. Its state is owned by this object and changed only
+ * from its own loop and request callbacks (one event loop, Kraken-style): rarest first, with the pieces
+ * right after the first missing one first so the client streams in order; a bounded number of pieces in
+ * flight per peer; pieces a partial holder is about to receive requested ahead (relay while arriving);
+ * duplicates of slow or last requests (hedging, endgame); every piece checked against its SHA-256, and a
+ * peer that sends a bad one dropped for this blob.
+ */
+export class SwarmDownload {
+  private readonly peers: SwarmPeers;
+  /** Piece → requests in flight for it. */
+  private readonly requested = new Map<number, Request[]>();
+  private readonly parked = new Map<number, { peer: SwarmPeer; data: Buffer }>();
+  private readonly unannouncedHashes = new Set<number>();
+  private wake: (() => void) | undefined;
+  private lastProgressMs = performance.now();
+  private lastRefreshMs = 0;
+  private lastAnnounceMs = 0;
+  private needRefresh = false;
+  private changedSinceAnnounce = false;
+  private bytesFromPeers = 0;
+
+  constructor(private readonly ctx: SwarmDownloadContext) {
+    this.peers = new SwarmPeers(ctx.partial.pieceCount);
+    this.apply(ctx.first);
+  }
+
+  get peerBytes(): number {
+    return this.bytesFromPeers;
+  }
+
+  async run(): Promise<SwarmOutcome> {
+    const { partial, signal, tuning } = this.ctx;
+    this.announce(true);
+    try {
+      while (partial.heldPieces < partial.pieceCount) {
+        signal.throwIfAborted();
+        const now = performance.now();
+        if (this.needRefresh || now - this.lastRefreshMs >= tuning.refreshIntervalMs) await this.refresh();
+        this.schedule(performance.now());
+        if (now - this.lastAnnounceMs >= tuning.announceIntervalMs) this.announce(false);
+        if (performance.now() - this.lastProgressMs >= tuning.stallMs && !this.productiveRequests()) {
+          return { kind: "stalled", suppliers: this.suppliers(performance.now()) };
+        }
+        await this.sleep(Math.min(tuning.refreshIntervalMs, tuning.announceIntervalMs));
+      }
+      return { kind: "complete" };
+    } finally {
+      for (const requests of this.requested.values()) for (const r of requests) r.controller.abort();
+      this.announce(true);
+    }
+  }
+
+  private productiveRequests(): boolean {
+    for (const requests of this.requested.values()) if (requests.some((r) => !r.relay)) return true;
+    return false;
+  }
+
+  /** Usable peers holding at least one piece we miss. */
+  private suppliers(nowMs: number): number {
+    const { partial } = this.ctx;
+    return this.peers.usable(nowMs).filter((peer) => {
+      for (let i = 0; i < partial.pieceCount; i++) if (!partial.hasPiece(i) && this.peers.has(peer, i)) return true;
+      return false;
+    }).length;
+  }
+
+  /** Dispatches requests to every peer with room; returns whether anything was dispatched. */
+  private schedule(nowMs: number): boolean {
+    const { partial, tuning } = this.ctx;
+    const missing: number[] = [];
+    for (let i = 0; i < partial.pieceCount; i++) if (!partial.hasPiece(i) && !this.parked.has(i)) missing.push(i);
+    if (missing.length === 0) return false;
+    const firstMissing = missing[0] ?? 0;
+    const availability = this.peers.availability(nowMs);
+    const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1_000_000) + (availability[i] ?? 0) * 4096 + i;
+    const unrequested = missing.filter((i) => !this.requested.has(i)).sort((a, b) => rank(a) - rank(b));
+    let dispatched = false;
+    for (const peer of this.peers.usable(nowMs)) {
+      let room = tuning.maxInflightPerPeer - peer.inflight;
+      while (room > 0) {
+        const batch = this.pick(peer, unrequested, missing, nowMs, Math.min(room, tuning.piecesPerRequest));
+        if (batch.pieces.length === 0) break;
+        room -= batch.pieces.length;
+        this.request(peer, batch.pieces, batch.waitMs);
+        dispatched = true;
+      }
+    }
+    return dispatched;
+  }
+
+  /** Pieces for one request to `peer`: pieces it holds first, else the ones it is about to receive. */
+  private pick(peer: SwarmPeer, unrequested: number[], missing: number[], nowMs: number, count: number): { pieces: number[]; waitMs: number } {
+    const { tuning } = this.ctx;
+    const take = (candidates: number[], accept: (i: number) => boolean): number[] => {
+      const chosen: number[] = [];
+      for (let k = 0; k < candidates.length && chosen.length < count; k++) {
+        const i = candidates[k] ?? -1;
+        if (!accept(i)) continue;
+        chosen.push(i);
+        candidates.splice(k--, 1);
+      }
+      return chosen;
+    };
+    const held = take(unrequested, (i) => this.peers.has(peer, i));
+    if (held.length > 0) return { pieces: held, waitMs: 0 };
+    // Relay: a partial holder is asked for the pieces just past its contiguous prefix, which it is receiving.
+    if (!peer.complete && peer.bitmap && this.parked.size < MAX_PARKED_PIECES) {
+      const frontier = peer.bitmap.firstMissing();
+      const ahead = take(unrequested, (i) => i >= frontier && i < frontier + tuning.relayAhead);
+      if (ahead.length > 0) return { pieces: ahead, waitMs: tuning.relayWaitMs };
+    }
+    // Endgame and hedging: duplicate a request that is the last ones left or has been slow, once.
+    const endgame = unrequested.length === 0;
+    const duplicate = missing.filter((i) => {
+      const running = this.requested.get(i);
+      if (!running || running.length !== 1 || !this.peers.has(peer, i)) return false;
+      const only = running[0];
+      return only !== undefined && only.peer !== peer && (endgame || nowMs - only.startedMs > tuning.hedgeAfterMs);
+    });
+    return { pieces: duplicate.slice(0, count), waitMs: 0 };
+  }
+
+  private request(peer: SwarmPeer, pieces: number[], waitMs: number): void {
+    const { partial, signal } = this.ctx;
+    const controller = new AbortController();
+    const request: Request = { peer, pieces, startedMs: performance.now(), controller, relay: waitMs > 0 };
+    for (const i of pieces) this.requested.set(i, [...(this.requested.get(i) ?? []), request]);
+    peer.inflight += pieces.length;
+    const callSignal = AbortSignal.any([signal, controller.signal]);
+    const run = async (): Promise<void> => {
+      const iterator = this.ctx.pieces.readPieces(peer.address, { digest: partial.digest, pieceSize: partial.pieceSize, pieces, waitMs }, callSignal);
+      for await (const piece of iterator) {
+        this.unrequest(request, piece.index);
+        if (!(await this.receive(peer, piece.index, piece.data))) {
+          controller.abort();
+          return;
+        }
+      }
+    };
+    run()
+      .catch((error: unknown) => {
+        if (callSignal.aborted) return;
+        const now = performance.now();
+        const reason = isPeerError(error) ? error.code.replace(/^ERR_PEER_/, "").toLowerCase() : "unavailable";
+        this.ctx.metrics.peerErrors.inc({ reason });
+        if (isPeerError(error, "ERR_PEER_BUSY")) this.peers.busy(peer, now);
+        else if (isPeerError(error, "ERR_PEER_MISSING_PIECE")) this.needRefresh = true;
+        else {
+          this.peers.failed(peer, now);
+          this.ctx.logger.debug({ err: error, peer: peer.address }, "piece request failed");
+        }
+      })
+      .finally(() => {
+        for (const i of pieces) this.unrequest(request, i);
+        this.wakeUp();
+      });
+  }
+
+  private unrequest(request: Request, index: number): void {
+    const running = this.requested.get(index);
+    if (!running?.includes(request)) return;
+    request.peer.inflight--;
+    const rest = running.filter((r) => r !== request);
+    if (rest.length === 0) this.requested.delete(index);
+    else this.requested.set(index, rest);
+  }
+
+  /** Verifies and keeps a piece; false when the peer sent a bad one (and is dropped). */
+  private async receive(peer: SwarmPeer, index: number, data: Buffer): Promise<boolean> {
+    const { partial, metrics, logger } = this.ctx;
+    metrics.peerBytesReceived.inc(data.length);
+    if (partial.hasPiece(index)) return true;
+    const expected = this.ctx.hashes[index];
+    if (expected === undefined) {
+      // Relayed before its hash reached the tracker: hold it until a lookup brings the hash.
+      this.parked.set(index, { peer, data });
+      this.needRefresh = true;
+      return true;
+    }
+    if (!createHash("sha256").update(data).digest().equals(expected)) {
+      metrics.pieceVerificationFailures.inc();
+      logger.warn({ peer: peer.address, agent: peer.agentId, piece: index, digest: partial.digest }, "peer sent a piece that does not match its hash; dropping the peer for this blob");
+      this.peers.exclude(peer);
+      return false;
+    }
+    await partial.writePiece(index, data);
+    this.bytesFromPeers += data.length;
+    this.lastProgressMs = performance.now();
+    this.unannouncedHashes.add(index);
+    this.changedSinceAnnounce = true;
+    return true;
+  }
+
+  private async refresh(): Promise<void> {
+    this.lastRefreshMs = performance.now();
+    this.needRefresh = false;
+    try {
+      const result = await this.ctx.tracker.lookup(this.ctx.partial.digest, { wantOriginGrant: false, signal: this.ctx.signal });
+      this.apply(result);
+    } catch (error) {
+      if (this.ctx.signal.aborted) throw error;
+      this.ctx.logger.debug({ err: error }, "lookup failed during swarm download; going on with known peers");
+    }
+    for (const [index, { peer, data }] of [...this.parked]) {
+      if (this.ctx.hashes[index] === undefined) continue;
+      this.parked.delete(index);
+      await this.receive(peer, index, data);
+    }
+  }
+
+  private apply(result: LookupResult): void {
+    if (result.pieceSize === this.ctx.partial.pieceSize && result.size === this.ctx.partial.size) {
+      result.pieceHashes.forEach((hash, i) => {
+        if (hash !== undefined && this.ctx.hashes[i] === undefined) this.ctx.hashes[i] = hash;
+      });
+      this.peers.update(result.holders);
+    }
+    this.ctx.metrics.peersKnown.set(this.peers.size);
+  }
+
+  private announce(force: boolean): void {
+    if (!force && !this.changedSinceAnnounce) return;
+    const { partial, tracker, hashes } = this.ctx;
+    this.lastAnnounceMs = performance.now();
+    this.changedSinceAnnounce = false;
+    if (partial.state !== "open") return;
+    const pieceHashes = [...this.unannouncedHashes].flatMap((index) => {
+      const sha256 = hashes[index];
+      return sha256 === undefined ? [] : [{ index, sha256 }];
+    });
+    this.unannouncedHashes.clear();
+    tracker.announce({ digest: partial.digest, size: partial.size, pieceSize: partial.pieceSize, complete: false, bitmap: partial.bitmap(), pieceHashes });
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    const woken = new Promise<void>((resolve) => {
+      this.wake = resolve;
+    });
+    await Promise.race([woken, sleep(ms, undefined, { signal: this.ctx.signal }).catch(() => undefined)]);
+    this.wake = undefined;
+  }
+
+  private wakeUp(): void {
+    this.wake?.();
+  }
+}

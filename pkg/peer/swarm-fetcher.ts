@@ -1,0 +1,258 @@
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import type { AgentMetrics } from "../metrics/index.js";
+import type { Digest } from "../oci/index.js";
+import { type BlobFetcher, type BlobLease, type BlobRequest, raceSignal } from "../registry/blob-fetcher.js";
+import type { BlobStore, PartialBlob } from "../store/blob-store.js";
+import { isStoreError } from "../store/errors.js";
+import { pieceSpan } from "../store/piece.js";
+import type { LookupResult, Tracker } from "../tracker/tracker.js";
+import type { PieceHashIndex } from "./piece-hashes.js";
+import type { PieceSource } from "./piece-source.js";
+import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmTuning } from "./swarm-download.js";
+
+/** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */
+const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;
+const GRANTEE_POLL_MS = 100;
+
+export interface SwarmFetcherOptions {
+  readonly store: BlobStore;
+  readonly tracker: Tracker;
+  readonly pieces: PieceSource;
+  /** Fetches from the origin registry (OriginFetcher); used when granted, stalled or without a tracker. */
+  readonly origin: BlobFetcher;
+  readonly hashIndex: PieceHashIndex;
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+  readonly tuning?: Partial<SwarmTuning>;
+}
+
+interface Flight {
+  readonly controller: AbortController;
+  readonly started: Promise<{ partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }>;
+  /** Every piece's hash once the blob is complete; undefined if it was not completed. */
+  readonly hashes: Promise<readonly Uint8Array[] | undefined>;
+  leases: number;
+}
+
+/**
+ * The agent's BlobFetcher: peers first, the origin only when the tracker grants it (or is unreachable).
+ * One flight per digest however many requests want it; the flight stops, keeping its pieces, when its
+ * last reader leaves.
+ */
+export class SwarmFetcher implements BlobFetcher {
+  private readonly flights = new Map<Digest, Flight>();
+  private readonly tuning: SwarmTuning;
+
+  constructor(private readonly options: SwarmFetcherOptions) {
+    this.tuning = { ...DEFAULT_SWARM_TUNING, ...options.tuning };
+  }
+
+  async acquire(request: BlobRequest, signal: AbortSignal): Promise<BlobLease> {
+    signal.throwIfAborted();
+    const flight = this.flights.get(request.digest) ?? this.start(request);
+    flight.leases++;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      flight.leases--;
+      if (flight.leases === 0 && this.flights.get(request.digest) === flight) flight.controller.abort(new Error("no reader wants this blob any more"));
+    };
+    try {
+      const { partial, source, contentType } = await raceSignal(flight.started, signal);
+      return { partial, source, contentType, release };
+    } catch (error) {
+      release();
+      throw error;
+    }
+  }
+
+  /** The piece hashes of a blob this fetcher is completing, for the announce of the complete blob. */
+  completedHashes(digest: Digest): Promise<readonly Uint8Array[] | undefined> | undefined {
+    return this.flights.get(digest)?.hashes;
+  }
+
+  async close(): Promise<void> {
+    const flights = [...this.flights.values()];
+    for (const flight of flights) flight.controller.abort(new Error("agent shutting down"));
+    await Promise.allSettled(flights.map((f) => f.hashes));
+  }
+
+  private start(request: BlobRequest): Flight {
+    const controller = new AbortController();
+    let resolveStarted!: (value: Awaited<Flight["started"]>) => void;
+    let rejectStarted!: (error: unknown) => void;
+    const started = new Promise<Awaited<Flight["started"]>>((resolve, reject) => {
+      resolveStarted = resolve;
+      rejectStarted = reject;
+    });
+    started.catch(() => undefined);
+    const hashes = this.run(request, controller.signal, resolveStarted).catch((error: unknown) => {
+      rejectStarted(error);
+      if (!controller.signal.aborted) this.options.logger.debug({ err: error, digest: request.digest }, "blob flight failed");
+      return undefined;
+    });
+    const flight: Flight = { controller, started, hashes, leases: 0 };
+    this.flights.set(request.digest, flight);
+    this.options.metrics.inflightFetches.inc();
+    void hashes.finally(() => {
+      if (this.flights.get(request.digest) === flight) this.flights.delete(request.digest);
+      this.options.metrics.inflightFetches.dec();
+    });
+    return flight;
+  }
+
+  /** One flight: decide the source, fetch, and return every piece hash once the blob is committed. */
+  private async run(
+    request: BlobRequest,
+    signal: AbortSignal,
+    started: (value: { partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }) => void,
+  ): Promise<readonly Uint8Array[] | undefined> {
+    const { tracker, metrics } = this.options;
+    const startedAt = performance.now();
+    let lookup = await this.lookup(request.digest, true, signal);
+    // Another agent holds the grant but has not announced the blob yet: give it a moment.
+    for (let waited = 0; lookup && lookup.size === 0 && !lookup.origin.granted && waited < GRANTEE_ANNOUNCE_WAIT_MS; waited += GRANTEE_POLL_MS) {
+      await sleep(GRANTEE_POLL_MS, undefined, { signal });
+      lookup = await this.lookup(request.digest, true, signal);
+    }
+    if (lookup === undefined || lookup.origin.granted || lookup.size === 0) {
+      const hashes = await this.fromOrigin(request, signal, started, []);
+      metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
+      return hashes;
+    }
+    const partial = await this.options.store.openPartial(request.digest, lookup.size, { pieceSize: lookup.pieceSize });
+    started({ partial, source: "peer", contentType: partial.mediaType });
+    const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
+    let first: LookupResult = lookup;
+    for (;;) {
+      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, signal, first });
+      const outcome = await download.run();
+      if (outcome.kind === "complete") break;
+      const again = await this.lookup(request.digest, true, signal);
+      // Without the grant the origin is still used when no usable peer can supply the rest (e.g. the only
+      // complete holder sent bad pieces): correctness before offload.
+      if (again === undefined || again.origin.granted || outcome.suppliers === 0) {
+        this.options.logger.info(
+          { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
+          "no peer can supply the rest; fetching it from the origin",
+        );
+        const rest = await this.fromOrigin(request, signal, () => undefined, hashes);
+        metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
+        return rest;
+      }
+      first = again;
+    }
+    try {
+      await partial.commit();
+    } catch (error) {
+      if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) metrics.digestMismatches.inc({ source: "peer" });
+      throw error;
+    }
+    // Pieces resumed from disk after a restart came without hashes: compute them from the verified blob.
+    const complete = await this.fillHashes(request.digest, partial, hashes, signal);
+    await this.options.hashIndex.put(request.digest, complete);
+    metrics.swarmDownloadDuration.observe({ source: "peer" }, (performance.now() - startedAt) / 1000);
+    return complete;
+  }
+
+  /**
+   * Fetches (the rest of) a blob from the origin as its grantee: hashes each piece as it lands and
+   * publishes hashes and progress, so peers can take pieces from this agent while they arrive.
+   */
+  private async fromOrigin(
+    request: BlobRequest,
+    signal: AbortSignal,
+    started: (value: { partial: PartialBlob; source: "origin"; contentType: string | undefined }) => void,
+    known: (Uint8Array | undefined)[],
+  ): Promise<readonly Uint8Array[] | undefined> {
+    const lease = await this.options.origin.acquire(request, signal);
+    try {
+      const { partial } = lease;
+      started({ partial, source: "origin", contentType: lease.contentType });
+      const hashes = known.length === partial.pieceCount ? known : Array.from({ length: partial.pieceCount }, () => undefined);
+      const publish = new ProgressPublisher(this.options.tracker, partial, hashes, this.tuning.announceIntervalMs);
+      for (let index = 0; index < partial.pieceCount; index++) {
+        await partial.waitForPiece(index, signal);
+        hashes[index] ??= await hashPiece(partial, index, signal);
+        publish.piece(index);
+      }
+      await partial.whenSettled();
+      publish.flush();
+      if (partial.state !== "committed") return undefined;
+      const complete = hashes as Uint8Array[];
+      await this.options.hashIndex.put(request.digest, complete);
+      return complete;
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async fillHashes(digest: Digest, partial: PartialBlob, hashes: (Uint8Array | undefined)[], signal: AbortSignal): Promise<Uint8Array[]> {
+    for (let index = 0; index < hashes.length; index++) {
+      if (hashes[index] !== undefined) continue;
+      const { start, end } = pieceSpan(index, partial.size, partial.pieceSize);
+      const hash = createHash("sha256");
+      for await (const chunk of (await this.options.store.createReadStream(digest, { start, end: end - 1, signal })) as AsyncIterable<Buffer>) hash.update(chunk);
+      hashes[index] = hash.digest();
+    }
+    return hashes as Uint8Array[];
+  }
+
+  private async lookup(digest: Digest, wantOriginGrant: boolean, signal: AbortSignal): Promise<LookupResult | undefined> {
+    try {
+      const result = await this.options.tracker.lookup(digest, { wantOriginGrant, signal });
+      this.options.metrics.trackerLookups.inc({ result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : "none" });
+      return result;
+    } catch (error) {
+      signal.throwIfAborted();
+      this.options.metrics.trackerLookups.inc({ result: "unavailable" });
+      this.options.logger.debug({ err: error, digest }, "tracker unavailable; the origin it is");
+      return undefined;
+    }
+  }
+}
+
+/** Announces an origin grantee's progress (bitmap and new piece hashes), at most every `intervalMs`. */
+class ProgressPublisher {
+  private pending: number[] = [];
+  private lastMs = 0;
+
+  constructor(
+    private readonly tracker: Tracker,
+    private readonly partial: PartialBlob,
+    private readonly hashes: readonly (Uint8Array | undefined)[],
+    private readonly intervalMs: number,
+  ) {}
+
+  piece(index: number): void {
+    this.pending.push(index);
+    // The first piece goes out at once: peers waiting for the blob learn its size and the grantee's address.
+    if (this.lastMs === 0 || performance.now() - this.lastMs >= this.intervalMs) this.flush();
+  }
+
+  flush(): void {
+    this.lastMs = performance.now();
+    if (this.partial.state !== "open") {
+      this.pending = [];
+      return;
+    }
+    const pieceHashes = this.pending.flatMap((index) => {
+      const sha256 = this.hashes[index];
+      return sha256 === undefined ? [] : [{ index, sha256 }];
+    });
+    this.pending = [];
+    const { digest, size, pieceSize } = this.partial;
+    this.tracker.announce({ digest, size, pieceSize, complete: false, bitmap: this.partial.bitmap(), pieceHashes });
+  }
+}
+
+export async function hashPiece(partial: PartialBlob, index: number, signal: AbortSignal): Promise<Uint8Array> {
+  const { start, end } = pieceSpan(index, partial.size, partial.pieceSize);
+  const hash = createHash("sha256");
+  // The blob's final byte is released only after commit; hashing the last piece waits for that.
+  for await (const chunk of partial.createReadStream({ start, end: end - 1, signal }) as AsyncIterable<Buffer>) hash.update(chunk);
+  return hash.digest();
+}

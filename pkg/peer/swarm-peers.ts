@@ -1,0 +1,99 @@
+import { PieceBitmap } from "../store/bitmap.js";
+import type { HolderInfo } from "../tracker/tracker.js";
+
+/** After a refused or failed request, how long a peer is left alone (for this blob). */
+export const BUSY_BACKOFF_MS = 250;
+export const FAILURE_BACKOFF_MS = 5_000;
+/** Failures after which a peer is given up for this blob. */
+export const MAX_PEER_FAILURES = 3;
+
+/** What the scheduler knows of one peer, for one blob. */
+export interface SwarmPeer {
+  readonly agentId: string;
+  address: string;
+  /** Position in the tracker's ranking (same node, same zone, least loaded first). */
+  rank: number;
+  complete: boolean;
+  /** Pieces held; undefined when complete. */
+  bitmap: PieceBitmap | undefined;
+  /** Pieces requested from this peer and not yet received. */
+  inflight: number;
+  failures: number;
+  /** No requests before this time (ms, performance.now); Infinity once it sent a bad piece. */
+  excludedUntilMs: number;
+}
+
+/** The peers of one blob, refreshed from tracker lookups. */
+export class SwarmPeers {
+  private readonly peers = new Map<string, SwarmPeer>();
+
+  constructor(private readonly pieceCount: number) {}
+
+  /** Merges a lookup's holders: new peers are added, known ones updated, vanished ones dropped. */
+  update(holders: readonly HolderInfo[]): void {
+    const seen = new Set<string>();
+    holders.forEach((holder, rank) => {
+      seen.add(holder.agentId);
+      const bitmap = holder.complete ? undefined : this.bitmapOf(holder.bitmap);
+      const known = this.peers.get(holder.agentId);
+      if (known) {
+        known.address = holder.peerAddress;
+        known.rank = rank;
+        known.complete = holder.complete;
+        known.bitmap = bitmap;
+      } else {
+        this.peers.set(holder.agentId, { agentId: holder.agentId, address: holder.peerAddress, rank, complete: holder.complete, bitmap, inflight: 0, failures: 0, excludedUntilMs: 0 });
+      }
+    });
+    // A peer the tracker no longer lists is gone (deleted, evicted, disconnected) unless a request to it runs.
+    for (const [id, peer] of this.peers) if (!seen.has(id) && peer.inflight === 0) this.peers.delete(id);
+  }
+
+  /** Usable peers now, best ranked first. */
+  usable(nowMs: number): SwarmPeer[] {
+    return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
+  }
+
+  get size(): number {
+    return this.peers.size;
+  }
+
+  has(peer: SwarmPeer, index: number): boolean {
+    return peer.complete || (peer.bitmap?.has(index) ?? false);
+  }
+
+  /** How many usable peers hold each piece: the rarity that rarest-first orders by. */
+  availability(nowMs: number): Uint16Array {
+    const counts = new Uint16Array(this.pieceCount);
+    for (const peer of this.usable(nowMs)) {
+      if (peer.complete) {
+        for (let i = 0; i < this.pieceCount; i++) counts[i] = (counts[i] ?? 0) + 1;
+      } else if (peer.bitmap) {
+        for (let i = 0; i < this.pieceCount; i++) if (peer.bitmap.has(i)) counts[i] = (counts[i] ?? 0) + 1;
+      }
+    }
+    return counts;
+  }
+
+  busy(peer: SwarmPeer, nowMs: number): void {
+    peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
+  }
+
+  failed(peer: SwarmPeer, nowMs: number): void {
+    peer.failures++;
+    peer.excludedUntilMs = peer.failures >= MAX_PEER_FAILURES ? Number.POSITIVE_INFINITY : nowMs + FAILURE_BACKOFF_MS;
+  }
+
+  /** A peer that sent a piece not matching its hash is dropped for this blob. */
+  exclude(peer: SwarmPeer): void {
+    peer.excludedUntilMs = Number.POSITIVE_INFINITY;
+  }
+
+  private bitmapOf(bytes: Uint8Array): PieceBitmap | undefined {
+    try {
+      return new PieceBitmap(this.pieceCount, bytes);
+    } catch {
+      return undefined;
+    }
+  }
+}

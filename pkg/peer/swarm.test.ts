@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import { after, afterEach, before, describe, it } from "node:test";
+import { pino } from "pino";
+import { digestOf } from "../oci/index.js";
+import { FakeUpstream } from "../registry/testing/fake-upstream.js";
+import type { BlobStore } from "../store/blob-store.js";
+import { MemoryTracker, TrackerError, type Tracker } from "../tracker/index.js";
+import { SwarmNode } from "./testing/swarm-node.js";
+
+const NAME = "swarm/app";
+const FAST = { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 };
+
+/** A store whose reads flip one byte in every chunk: what a peer with a bad disk or a bad actor serves. */
+function corrupting(store: BlobStore): BlobStore {
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      if (property === "createReadStream") {
+        return async (...args: Parameters<BlobStore["createReadStream"]>): Promise<Readable> => {
+          const stream = await target.createReadStream(...args);
+          const out = new PassThrough();
+          stream.on("data", (chunk: Buffer) => {
+            const copy = Buffer.from(chunk);
+            copy[0] = (copy[0] ?? 0) ^ 0xff;
+            out.write(copy);
+          });
+          stream.on("end", () => out.end());
+          stream.on("error", (e) => out.destroy(e));
+          return out;
+        };
+      }
+      const value: unknown = Reflect.get(target, property, receiver);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+describe("swarm: many agents, one origin fetch", () => {
+  let origin: FakeUpstream;
+  let hashDir: string;
+  let tracker: MemoryTracker;
+  let nodes: SwarmNode[] = [];
+  const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
+
+  before(async () => {
+    origin = await FakeUpstream.start();
+    hashDir = await mkdtemp(join(tmpdir(), "shoal-swarm-"));
+  });
+  after(async () => {
+    await origin.close();
+    await rm(hashDir, { recursive: true, force: true });
+  });
+  afterEach(async () => {
+    await Promise.all(nodes.map((n) => n.stop()));
+    nodes = [];
+    origin.clearScripts();
+  });
+
+  async function startNodes(count: number, extra: Partial<Parameters<typeof SwarmNode.start>[0]>[] = []): Promise<SwarmNode[]> {
+    tracker = new MemoryTracker({ logger, grantStallTimeoutMs: 1_000 });
+    nodes = await Promise.all(
+      Array.from({ length: count }, (_, i) =>
+        SwarmNode.start({ name: `node-${i}`, tracker, origin: { host: origin.host, url: origin.url }, hashDir, tuning: FAST, ...extra[i] }),
+      ),
+    );
+    return nodes;
+  }
+
+  it("simultaneous cold pulls on 6 agents: every copy correct, the origin sends the blob once", async () => {
+    const blob = await origin.addBlob({ size: 24 * 1024 * 1024 + 123, seed: "swarm-cold" });
+    // A slow origin, so most agents have to take their pieces from the grantee while they arrive.
+    origin.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: 24 * 1024 * 1024 });
+    await startNodes(6);
+    const results = await Promise.all(nodes.map((n) => n.pull(origin.host, NAME, blob.digest)));
+    for (const r of results) assert.equal(digestOf(r.bytes), blob.digest);
+    assert.equal(origin.blobBytesServed, blob.size, "exactly one copy left the origin");
+    assert.equal(results.filter((r) => r.source === "origin").length, 1, "one grantee");
+    const peerBytes = (await Promise.all(nodes.map((n) => n.metric("shoal_peer_bytes_received_total")))).reduce((a, b) => a + b, 0);
+    assert.ok(peerBytes >= 5 * blob.size, `the other five got theirs from peers (${peerBytes} bytes)`);
+  });
+
+  it("a peer serving corrupted pieces is detected and dropped; every copy is still correct", async () => {
+    const blob = await origin.addBlob({ size: 8 * 1024 * 1024, seed: "swarm-corrupt" });
+    await startNodes(4, [{ servedStore: corrupting }]);
+    const [bad, ...rest] = nodes;
+    assert.ok(bad);
+    assert.equal(digestOf((await bad.pull(origin.host, NAME, blob.digest)).bytes), blob.digest);
+    await bad.inventory.idle();
+    const served = origin.blobBytesServed;
+    const results = await Promise.all(rest.map((n) => n.pull(origin.host, NAME, blob.digest)));
+    for (const r of results) assert.equal(digestOf(r.bytes), blob.digest);
+    const failures = (await Promise.all(rest.map((n) => n.metric("shoal_piece_verification_failures_total")))).reduce((a, b) => a + b, 0);
+    assert.ok(failures >= 1, "bad pieces were detected");
+    // The tracker does not grant the origin while a complete holder exists, even a bad one; agents that
+    // have no usable supplier fetch from the origin without the grant: at most once each.
+    assert.ok(origin.blobBytesServed - served <= rest.length * blob.size, "no agent fetched the blob from the origin more than once");
+    for (const node of rest) assert.ok((await node.metric("shoal_piece_verification_failures_total")) <= 4, "the bad peer was dropped after its first bad pieces");
+  });
+
+  it("a peer killed mid-transfer: the others finish from other sources", async () => {
+    const blob = await origin.addBlob({ size: 16 * 1024 * 1024, seed: "swarm-kill-peer" });
+    await startNodes(4, [{ uploadBytesPerSecond: 4 * 1024 * 1024 }]);
+    const [seed, ...rest] = nodes;
+    assert.ok(seed);
+    await seed.pull(origin.host, NAME, blob.digest);
+    await seed.inventory.idle();
+    const pulls = rest.map((n) => n.pull(origin.host, NAME, blob.digest));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await seed.stop();
+    for (const r of await Promise.all(pulls)) assert.equal(digestOf(r.bytes), blob.digest);
+  });
+
+  it("the origin grantee killed mid-transfer: the grant moves and every pull finishes", async () => {
+    const blob = await origin.addBlob({ size: 16 * 1024 * 1024, seed: "swarm-kill-grantee" });
+    origin.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: 8 * 1024 * 1024 });
+    await startNodes(4);
+    const [grantee, ...rest] = nodes;
+    assert.ok(grantee);
+    const granteePull = grantee.pull(origin.host, NAME, blob.digest).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const pulls = rest.map((n) => n.pull(origin.host, NAME, blob.digest));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await grantee.stop();
+    await granteePull;
+    for (const r of await Promise.all(pulls)) assert.equal(digestOf(r.bytes), blob.digest);
+    assert.ok(origin.requests.filter((r) => r.kind === "blob" && r.reference === blob.digest).length >= 2, "another agent took over the origin fetch");
+  });
+
+  it("without a reachable tracker an agent fetches from the origin", async () => {
+    const blob = await origin.addBlob({ size: 2 * 1024 * 1024, seed: "swarm-no-tracker" });
+    const down: Tracker = {
+      lookup: () => Promise.reject(new TrackerError("ERR_TRACKER_UNAVAILABLE", "down")),
+      announce: () => undefined,
+      withdraw: () => undefined,
+      setActiveUploads: () => undefined,
+      connected: false,
+      close: () => Promise.resolve(),
+    };
+    await startNodes(1, [{ trackerOverride: down }]);
+    const r = await nodes[0]!.pull(origin.host, NAME, blob.digest);
+    assert.equal(digestOf(r.bytes), blob.digest);
+    assert.equal(r.source, "origin");
+    assert.equal(await nodes[0]!.metric("shoal_tracker_lookups_total", { result: "unavailable" }), 1);
+  });
+});

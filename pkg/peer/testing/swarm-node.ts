@@ -1,0 +1,117 @@
+import { randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
+import { pino } from "pino";
+import { AgentMetrics } from "../../metrics/index.js";
+import type { Digest } from "../../oci/index.js";
+import { OriginFetcher } from "../../registry/origin-fetcher.js";
+import { UpstreamClient } from "../../registry/upstream/upstream-client.js";
+import type { BlobStore } from "../../store/blob-store.js";
+import { MemoryBlobStore } from "../../store/memory-blob-store.js";
+import { LocalTracker, type MemoryTracker } from "../../tracker/index.js";
+import type { Tracker } from "../../tracker/tracker.js";
+import { InventorySync } from "../inventory.js";
+import { PeerClient } from "../peer-client.js";
+import { PeerServer } from "../peer-server.js";
+import { PieceHashIndex } from "../piece-hashes.js";
+import { SwarmFetcher } from "../swarm-fetcher.js";
+import type { SwarmTuning } from "../swarm-download.js";
+
+export interface SwarmNodeOptions {
+  readonly name: string;
+  readonly zone?: string;
+  readonly tracker: MemoryTracker;
+  /** The origin registry: host → base URL. */
+  readonly origin: { host: string; url: string };
+  readonly hashDir: string;
+  /** Wraps the store the peer server reads from (e.g. to corrupt what this node serves). */
+  readonly servedStore?: (store: BlobStore) => BlobStore;
+  /** Replaces the tracker client (e.g. one that is unreachable). */
+  readonly trackerOverride?: Tracker;
+  readonly tuning?: Partial<SwarmTuning>;
+  readonly uploadBytesPerSecond?: number;
+}
+
+/** One agent in process: store, peer server and client, tracker session, origin and swarm fetchers. */
+export class SwarmNode {
+  private constructor(
+    readonly name: string,
+    readonly store: BlobStore,
+    readonly fetcher: SwarmFetcher,
+    readonly metrics: AgentMetrics,
+    readonly peerServer: PeerServer,
+    readonly inventory: InventorySync,
+    private readonly closers: (() => Promise<void>)[],
+  ) {}
+
+  static async start(options: SwarmNodeOptions): Promise<SwarmNode> {
+    const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ node: options.name });
+    const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
+    const store = new MemoryBlobStore();
+    const peerServer = await PeerServer.start({
+      host: "127.0.0.1",
+      port: 0,
+      store: options.servedStore ? options.servedStore(store) : store,
+      uploadBytesPerSecond: options.uploadBytesPerSecond,
+      metrics,
+      logger,
+      closeGraceMs: 100,
+    });
+    const tracker =
+      options.trackerOverride ??
+      new LocalTracker({
+        tracker: options.tracker,
+        identity: { agentId: `${options.name}-${randomUUID().slice(0, 8)}`, nodeName: options.name, zone: options.zone ?? "", peerAddress: peerServer.address },
+        logger,
+      });
+    const upstream = new UpstreamClient({ upstreams: new Map([[options.origin.host, options.origin.url]]), logger });
+    const origin = new OriginFetcher({ store, upstream, metrics, logger });
+    const pieces = new PeerClient({ logger, metrics, stallTimeoutMs: 2_000 });
+    const hashIndex = new PieceHashIndex(`${options.hashDir}/${options.name}`);
+    const fetcher = new SwarmFetcher({ store, tracker, pieces, origin, hashIndex, metrics, logger, ...(options.tuning ? { tuning: options.tuning } : {}) });
+    const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (d) => fetcher.completedHashes(d), logger });
+    await inventory.start();
+    return new SwarmNode(options.name, store, fetcher, metrics, peerServer, inventory, [
+      () => inventory.stop(),
+      () => fetcher.close(),
+      () => {
+        pieces.close();
+        return Promise.resolve();
+      },
+      () => origin.close(),
+      () => upstream.close(),
+      () => tracker.close(),
+      () => peerServer.close(),
+      () => store.close(),
+    ]);
+  }
+
+  /** Fetches a blob the way the mirror does and returns its bytes as they were streamed to the "client". */
+  async pull(registry: string, name: string, digest: Digest, signal = AbortSignal.timeout(60_000)): Promise<{ bytes: Buffer; source: string }> {
+    const info = await this.store.stat(digest);
+    if (info) return { bytes: await collect(await this.store.createReadStream(digest, { signal })), source: "local" };
+    const lease = await this.fetcher.acquire({ registry, name, digest }, signal);
+    try {
+      return { bytes: await collect(lease.partial.createReadStream({ signal })), source: lease.source };
+    } finally {
+      lease.release();
+    }
+  }
+
+  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const metric = await this.metrics.registry.getSingleMetric(name)?.get();
+    return (metric?.values ?? [])
+      .filter((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val))
+      .reduce((sum, v) => sum + v.value, 0);
+  }
+
+  /** Stops the node abruptly (as a killed process would vanish): peer server, tracker session and all. */
+  async stop(): Promise<void> {
+    for (const close of this.closers) await close().catch(() => undefined);
+  }
+}
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}

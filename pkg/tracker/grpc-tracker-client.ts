@@ -1,0 +1,299 @@
+import { type ChannelCredentials, type ClientDuplexStream, Metadata, type ServiceError, type StatusObject, credentials, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
+import type { Digest } from "../oci/index.js";
+import { Backoff } from "./backoff.js";
+import { TrackerError, type TrackerErrorCode } from "./errors.js";
+import type { AgentIdentity, BlobAnnouncement, LookupResult, Tracker } from "./tracker.js";
+import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity } from "./validation.js";
+import { announceRequest, heartbeatRequest, lookupResultFromWire, registerRequest, withdrawRequest } from "./wire.js";
+
+/** Heartbeats carry the load signal; the tracker ranks holders by it. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
+/** A lookup answers within this or fails: the agent then goes to the origin instead of waiting. */
+export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
+/** The client pings the tracker this often, so a vanished tracker is noticed within ~15 s. */
+export const CLIENT_KEEPALIVE_TIME_MS = 10_000;
+export const CLIENT_KEEPALIVE_TIMEOUT_MS = 5_000;
+/** On close, how long the tracker has to acknowledge the end of the session before it is cancelled. */
+const CLOSE_TIMEOUT_MS = 1_000;
+
+export interface GrpcTrackerClientOptions {
+  /** host:port of the tracker. */
+  readonly address: string;
+  readonly identity: AgentIdentity;
+  readonly logger: Logger;
+  /** Insecure by default: the tracker is reached inside the cluster network. */
+  readonly credentials?: ChannelCredentials;
+  readonly heartbeatIntervalMs?: number;
+  readonly lookupTimeoutMs?: number;
+  readonly initialBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+  readonly keepaliveTimeMs?: number;
+  readonly keepaliveTimeoutMs?: number;
+  /** Called with true when a session is registered and false when it is lost (e.g. for shoal_tracker_connected). */
+  readonly onConnectionChange?: (connected: boolean) => void;
+}
+
+type State = "connecting" | "connected" | "backoff" | "closed";
+
+/**
+ * The agent's Tracker over gRPC. Holds one Session stream, registers, sends heartbeats, and keeps an
+ * inventory (the latest announcement per digest) that it sends in full after every (re)connect: a new
+ * session always starts empty on the tracker, and a new tracker id means a new tracker altogether.
+ * Reconnects with capped exponential backoff and jitter. Lookups have a deadline and fail with
+ * ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there.
+ */
+export class GrpcTrackerClient implements Tracker {
+  private readonly inventory = new Map<Digest, BlobAnnouncement>();
+  /** Digests whose current inventory entry (or absence: a withdraw) still has to be sent. */
+  private readonly dirty = new Set<Digest>();
+  private readonly backoff: Backoff;
+  private readonly logger: Logger;
+  private readonly identity: AgentIdentity;
+  private readonly waiters = new Set<() => void>();
+  private state: State = "connecting";
+  private client: TrackerServiceClient | undefined;
+  private call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
+  private awaitingDrain = false;
+  private activeUploads = 0;
+  private trackerId: string | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: GrpcTrackerClientOptions) {
+    this.identity = validateIdentity(options.identity);
+    this.logger = options.logger;
+    this.backoff = new Backoff({
+      ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
+      ...(options.maxBackoffMs === undefined ? {} : { maxDelayMs: options.maxBackoffMs }),
+    });
+    this.connect();
+  }
+
+  get connected(): boolean {
+    return this.state === "connected";
+  }
+
+  /** Resolves once a session is registered; rejects when `signal` aborts or the client is closed. */
+  async whenConnected(signal?: AbortSignal): Promise<void> {
+    while (this.state !== "connected") {
+      signal?.throwIfAborted();
+      if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
+      await this.stateChange(signal);
+    }
+  }
+
+  async lookup(digest: Digest, options: { readonly wantOriginGrant: boolean; readonly signal?: AbortSignal }): Promise<LookupResult> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const deadline = Date.now() + (this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS);
+    // Only an attempt already under way is worth waiting for; in backoff the tracker is known to be away.
+    if (this.state === "connecting") await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
+    signal?.throwIfAborted();
+    if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
+    const client = this.client;
+    if (this.state !== "connected" || client === undefined) {
+      throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.options.address}`);
+    }
+    const request = { agentId: this.identity.agentId, digest, wantOriginGrant: options.wantOriginGrant };
+    return await new Promise<LookupResult>((resolve, reject) => {
+      const onAbort = (): void => {
+        call.cancel();
+      };
+      const call = client.lookup(request, new Metadata(), { deadline: new Date(deadline) }, (error: ServiceError | null, response) => {
+        signal?.removeEventListener("abort", onAbort);
+        if (signal?.aborted === true) reject(abortReason(signal));
+        else if (error !== null) reject(lookupError(error, this.options.address));
+        else resolve(lookupResultFromWire(response));
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Throws ERR_TRACKER_INVALID_ARGUMENT for a malformed announcement, which is then not kept. */
+  announce(announcement: BlobAnnouncement): void {
+    const entry = inventoryEntry(validateAnnouncement(announcement));
+    if (this.state === "closed") return;
+    this.inventory.set(entry.digest, entry);
+    this.dirty.add(entry.digest);
+    this.flush();
+  }
+
+  withdraw(digest: Digest): void {
+    if (this.state === "closed") return;
+    this.inventory.delete(digest);
+    this.dirty.add(digest);
+    this.flush();
+  }
+
+  /** Throws ERR_TRACKER_INVALID_ARGUMENT unless `count` is a whole number ≥ 0. */
+  setActiveUploads(count: number): void {
+    this.activeUploads = validateActiveUploads(count);
+  }
+
+  /** Ends the session cleanly (the tracker drops this agent's announcements and grants at once). */
+  async close(): Promise<void> {
+    if (this.state === "closed") return;
+    const wasConnected = this.state === "connected";
+    this.state = "closed";
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.heartbeatTimer);
+    const call = this.call;
+    this.call = undefined;
+    this.wake();
+    // A session that never registered has nothing to end gracefully: cancel it at once.
+    if (call !== undefined && !wasConnected) call.cancel();
+    else if (call !== undefined) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          call.cancel();
+          resolve();
+        }, CLOSE_TIMEOUT_MS);
+        call.once("status", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        call.end();
+      });
+    }
+    this.client?.close();
+    if (wasConnected) this.notify(false);
+    this.logger.info("tracker session closed");
+  }
+
+  private connect(): void {
+    this.state = "connecting";
+    this.client?.close();
+    const client = new TrackerServiceClient(this.options.address, this.options.credentials ?? credentials.createInsecure(), {
+      "grpc.keepalive_time_ms": this.options.keepaliveTimeMs ?? CLIENT_KEEPALIVE_TIME_MS,
+      "grpc.keepalive_timeout_ms": this.options.keepaliveTimeoutMs ?? CLIENT_KEEPALIVE_TIMEOUT_MS,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    this.client = client;
+    const call = client.session();
+    this.call = call;
+    this.awaitingDrain = false;
+    call.on("data", (response: SessionResponse) => {
+      if (call === this.call && response.kind?.$case === "registered") this.onRegistered(response.kind.value.trackerId);
+    });
+    // Failures arrive as the final status below; this listener only keeps them from being thrown.
+    call.on("error", () => undefined);
+    call.on("status", (result: StatusObject) => {
+      this.onSessionEnded(call, result);
+    });
+    call.write(registerRequest(this.identity));
+  }
+
+  private onRegistered(trackerId: string): void {
+    if (this.state !== "connecting") return;
+    const previous = this.trackerId;
+    this.trackerId = trackerId;
+    this.state = "connected";
+    this.backoff.reset();
+    this.logger.info({ trackerId, address: this.options.address, newTracker: previous !== undefined && previous !== trackerId, blobs: this.inventory.size }, "tracker session registered");
+    // The tracker forgot this agent when the previous session ended: send the whole inventory again.
+    this.dirty.clear();
+    for (const digest of this.inventory.keys()) this.dirty.add(digest);
+    this.sendHeartbeat();
+    this.flush();
+    this.heartbeatTimer = setInterval(() => {
+      this.sendHeartbeat();
+    }, this.options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS);
+    this.heartbeatTimer.unref();
+    this.notify(true);
+    this.wake();
+  }
+
+  private onSessionEnded(call: ClientDuplexStream<SessionRequest, SessionResponse>, result: StatusObject): void {
+    if (call !== this.call || this.state === "closed") return;
+    this.call = undefined;
+    clearInterval(this.heartbeatTimer);
+    const wasConnected = this.state === "connected";
+    this.state = "backoff";
+    const delayMs = this.backoff.next();
+    const level = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT ? "error" : "warn";
+    this.logger[level]({ code: status[result.code], details: result.details, retryInMs: delayMs, address: this.options.address }, wasConnected ? "tracker session lost" : "tracker session failed");
+    this.reconnectTimer = setTimeout(() => {
+      if (this.state === "backoff") this.connect();
+    }, delayMs);
+    this.reconnectTimer.unref();
+    if (wasConnected) this.notify(false);
+    this.wake();
+  }
+
+  /** Sends pending announces and withdrawals in order, pausing while the stream's buffer is full. */
+  private flush(): void {
+    const call = this.call;
+    if (this.state !== "connected" || call === undefined || this.awaitingDrain) return;
+    for (const digest of this.dirty) {
+      this.dirty.delete(digest);
+      const announcement = this.inventory.get(digest);
+      if (call.write(announcement === undefined ? withdrawRequest(digest) : announceRequest(announcement))) continue;
+      this.awaitingDrain = true;
+      call.once("drain", () => {
+        if (call !== this.call) return;
+        this.awaitingDrain = false;
+        this.flush();
+      });
+      return;
+    }
+  }
+
+  private sendHeartbeat(): void {
+    // Skipped while the buffer is full: a later heartbeat carries the newer count anyway.
+    if (this.state === "connected" && !this.awaitingDrain) this.call?.write(heartbeatRequest(this.activeUploads));
+  }
+
+  private notify(connected: boolean): void {
+    try {
+      this.options.onConnectionChange?.(connected);
+    } catch (error: unknown) {
+      this.logger.error({ err: error }, "connection change callback failed");
+    }
+  }
+
+  private wake(): void {
+    for (const waiter of [...this.waiters]) waiter();
+  }
+
+  /** Resolves at the next state change; rejects on abort or after `timeoutMs`. */
+  private stateChange(signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const done = (error?: Error): void => {
+        this.waiters.delete(waiter);
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const waiter = (): void => {
+        done();
+      };
+      const onAbort = (): void => {
+        done(abortReason(signal));
+      };
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+        done(new TrackerError("ERR_TRACKER_UNAVAILABLE", "timed out waiting for the tracker session"));
+      }, Math.max(0, timeoutMs));
+      this.waiters.add(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}
+
+/** gRPC status of a failed lookup → TrackerError. Everything transport-like is ERR_TRACKER_UNAVAILABLE. */
+function lookupError(error: ServiceError, address: string): TrackerError {
+  const codes: Partial<Record<status, TrackerErrorCode>> = {
+    [status.FAILED_PRECONDITION]: "ERR_TRACKER_NOT_REGISTERED",
+    [status.PERMISSION_DENIED]: "ERR_TRACKER_PERMISSION_DENIED",
+    [status.INVALID_ARGUMENT]: "ERR_TRACKER_INVALID_ARGUMENT",
+  };
+  const code = codes[error.code] ?? "ERR_TRACKER_UNAVAILABLE";
+  return new TrackerError(code, `tracker lookup at ${address} failed: ${status[error.code]} ${error.details}`, { cause: error });
+}
+
+function abortReason(signal: AbortSignal | undefined): Error {
+  const reason: unknown = signal?.reason;
+  return reason instanceof Error ? reason : new DOMException("The operation was aborted", "AbortError");
+}

@@ -1,0 +1,158 @@
+import assert from "node:assert/strict";
+import { type Server as NetServer, type Socket, createServer } from "node:net";
+import { describe, it } from "node:test";
+import { pino } from "pino";
+import { isTrackerError } from "./errors.js";
+import { GrpcTrackerClient } from "./grpc-tracker-client.js";
+import { StaticMembership } from "./membership.js";
+import { MemoryTracker } from "./memory-tracker.js";
+import { TrackerServer } from "./tracker-server.js";
+import { grpcHarness, FAST_CLIENT_OPTIONS } from "./testing/harnesses.js";
+import { eventually, sleep, testDigest, testIdentity } from "./testing/helpers.js";
+
+const logger = pino({ level: "silent" });
+const digest = testDigest("session");
+
+/** A TCP server that accepts connections and never answers: a tracker that hangs. */
+async function silentServer(): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: NetServer = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address === "object");
+  return {
+    port: address.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => {
+          resolve();
+        });
+      }),
+  };
+}
+
+describe("GrpcTrackerClient session", () => {
+  it("reports connect and disconnect through the callback and `connected`", async () => {
+    const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
+    const changes: boolean[] = [];
+    const client = new GrpcTrackerClient({ address: h.address, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS, onConnectionChange: (c) => changes.push(c) });
+    try {
+      assert.equal(client.connected, false);
+      await client.whenConnected(AbortSignal.timeout(5_000));
+      assert.deepEqual(changes, [true]);
+      await h.restartTracker!();
+      await eventually(() => { assert.deepEqual(changes, [true, false, true]); });
+      assert.equal(client.connected, true);
+      await client.close();
+      assert.deepEqual(changes, [true, false, true, false]);
+      assert.equal(client.connected, false);
+      assert.equal(h.tracker().snapshot().agents.length, 0, "close ended the session on the tracker before resolving");
+    } finally {
+      await client.close();
+      await h.close();
+    }
+  });
+
+  it("a lookup made while the first session is being set up waits for it", async () => {
+    const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
+    const client = new GrpcTrackerClient({ address: h.address, identity: testIdentity("early"), logger, ...FAST_CLIENT_OPTIONS });
+    try {
+      const r = await client.lookup(digest, { wantOriginGrant: true });
+      assert.deepEqual(r.origin, { granted: true, granteeAgentId: "early" });
+    } finally {
+      await client.close();
+      await h.close();
+    }
+  });
+
+  it("sends heartbeats with the active upload count", async () => {
+    const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
+    try {
+      const a = await h.agent(testIdentity("a"));
+      a.setActiveUploads(4);
+      await eventually(() => { assert.equal(h.tracker().snapshot().agents[0]?.activeUploads, 4); });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("registers again and re-announces after the tracker drops the session", async () => {
+    const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
+    try {
+      const a = await h.agent(testIdentity("a"));
+      a.announce({ digest, size: 10, pieceSize: 10, complete: true });
+      await eventually(() => { assert.equal(h.tracker().snapshot().blobs.length, 1); });
+      assert.equal(h.tracker().disconnect("a"), true);
+      assert.equal(h.tracker().snapshot().blobs.length, 0);
+      await eventually(() => { assert.deepEqual(h.tracker().snapshot().blobs.map((b) => b.holders.map((x) => x.agentId)), [["a"]]); });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a lookup against a tracker that never answers fails at its deadline", async () => {
+    const silent = await silentServer();
+    const client = new GrpcTrackerClient({ address: `127.0.0.1:${silent.port}`, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS, lookupTimeoutMs: 300 });
+    try {
+      const started = Date.now();
+      await assert.rejects(client.lookup(digest, { wantOriginGrant: true }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed < 1_000, `took ${elapsed} ms`);
+      assert.equal(client.connected, false);
+    } finally {
+      await client.close();
+      await silent.close();
+    }
+  });
+
+  it("a lookup honours its AbortSignal", async () => {
+    const silent = await silentServer();
+    const client = new GrpcTrackerClient({ address: `127.0.0.1:${silent.port}`, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS, lookupTimeoutMs: 5_000 });
+    try {
+      const controller = new AbortController();
+      const started = Date.now();
+      const pending = client.lookup(digest, { wantOriginGrant: false, signal: controller.signal });
+      setTimeout(() => {
+        controller.abort(new Error("caller gave up"));
+      }, 50);
+      await assert.rejects(pending, /caller gave up/);
+      assert.ok(Date.now() - started < 1_000);
+    } finally {
+      await client.close();
+      await silent.close();
+    }
+  });
+
+  it("an agent the membership refuses never connects and keeps failing fast", async () => {
+    const tracker = new MemoryTracker({ logger });
+    const server = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, membership: new StaticMembership(["10.255.255.1"]), logger });
+    const client = new GrpcTrackerClient({ address: server.address, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS });
+    try {
+      await sleep(300);
+      assert.equal(client.connected, false);
+      await assert.rejects(client.lookup(digest, { wantOriginGrant: false }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
+      assert.equal(tracker.snapshot().agents.length, 0);
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it("announces made while disconnected reach the tracker once it is back", async () => {
+    const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
+    try {
+      const a = await h.agent(testIdentity("a"));
+      await h.stopTracker!();
+      await eventually(() => { assert.equal(a.connected, false); });
+      a.announce({ digest, size: 10, pieceSize: 10, complete: true });
+      await h.restartTracker!();
+      await eventually(() => { assert.equal(h.tracker().snapshot().blobs[0]?.digest, digest); });
+    } finally {
+      await h.close();
+    }
+  });
+});

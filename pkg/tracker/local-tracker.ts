@@ -1,0 +1,140 @@
+import type { Logger } from "pino";
+import type { Digest } from "../oci/index.js";
+import { TrackerError, isTrackerError } from "./errors.js";
+import type { Membership } from "./membership.js";
+import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
+import type { AgentIdentity, BlobAnnouncement, LookupResult, Tracker } from "./tracker.js";
+import { inventoryEntry, validateActiveUploads, validateAnnouncement } from "./validation.js";
+
+/** Wait before registering again after the tracker ended the session itself. */
+const DEFAULT_REREGISTER_DELAY_MS = 100;
+
+export interface LocalTrackerOptions {
+  readonly tracker: MemoryTracker;
+  readonly identity: AgentIdentity;
+  readonly logger: Logger;
+  readonly membership?: Membership;
+  readonly reregisterDelayMs?: number;
+  readonly onConnectionChange?: (connected: boolean) => void;
+}
+
+/**
+ * The agent-side Tracker in process, straight onto a MemoryTracker: swarm tests and single-process
+ * demos. Same inventory semantics as GrpcTrackerClient: the latest announcement per digest is kept and
+ * sent again whenever the session is re-established; a malformed announcement throws, one the tracker
+ * refuses (size conflict with other agents) is logged.
+ */
+export class LocalTracker implements Tracker {
+  private readonly inventory = new Map<Digest, BlobAnnouncement>();
+  private readonly logger: Logger;
+  private session: TrackerSession | undefined;
+  private activeUploads = 0;
+  private closed = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  /** Registers at once; throws ERR_TRACKER_PERMISSION_DENIED when the membership refuses the agent. */
+  constructor(private readonly options: LocalTrackerOptions) {
+    this.logger = options.logger;
+    this.session = this.register();
+  }
+
+  get connected(): boolean {
+    return this.session?.open === true;
+  }
+
+  lookup(digest: Digest, options: { readonly wantOriginGrant: boolean; readonly signal?: AbortSignal }): Promise<LookupResult> {
+    try {
+      options.signal?.throwIfAborted();
+      if (this.closed) throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
+      if (!this.connected) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", "no session with the in-process tracker");
+      return Promise.resolve(this.options.tracker.lookup(this.options.identity.agentId, digest, options.wantOriginGrant, this.access()));
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  announce(announcement: BlobAnnouncement): void {
+    const entry = inventoryEntry(validateAnnouncement(announcement));
+    if (this.closed) return;
+    this.inventory.set(entry.digest, entry);
+    this.send((session) => {
+      session.announce(entry);
+    });
+  }
+
+  withdraw(digest: Digest): void {
+    if (this.closed) return;
+    this.inventory.delete(digest);
+    this.send((session) => {
+      session.withdraw(digest);
+    });
+  }
+
+  /** Throws ERR_TRACKER_INVALID_ARGUMENT unless `count` is a whole number ≥ 0. */
+  setActiveUploads(count: number): void {
+    this.activeUploads = validateActiveUploads(count);
+    this.send((session) => {
+      session.heartbeat(count);
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    clearTimeout(this.timer);
+    const wasConnected = this.connected;
+    this.session?.close();
+    this.session = undefined;
+    if (wasConnected) this.options.onConnectionChange?.(false);
+    return Promise.resolve();
+  }
+
+  private access(): { membership?: Membership } {
+    return this.options.membership === undefined ? {} : { membership: this.options.membership };
+  }
+
+  private register(): TrackerSession {
+    const session = this.options.tracker.register(this.options.identity, {
+      ...this.access(),
+      onClose: (reason) => {
+        this.logger.warn({ reason }, "tracker ended the session; registering again");
+        this.options.onConnectionChange?.(false);
+        this.scheduleReregister();
+      },
+    });
+    for (const announcement of this.inventory.values()) this.sendTo(session, (s) => {
+      s.announce(announcement);
+    });
+    if (this.activeUploads > 0) session.heartbeat(this.activeUploads);
+    this.options.onConnectionChange?.(true);
+    return session;
+  }
+
+  private scheduleReregister(): void {
+    if (this.closed) return;
+    this.timer = setTimeout(() => {
+      if (this.closed) return;
+      try {
+        this.session = this.register();
+      } catch (error) {
+        this.logger.warn({ err: error }, "registering with the tracker failed; retrying");
+        this.scheduleReregister();
+      }
+    }, this.options.reregisterDelayMs ?? DEFAULT_REREGISTER_DELAY_MS);
+    this.timer.unref();
+  }
+
+  private send(action: (session: TrackerSession) => void): void {
+    if (this.session?.open === true) this.sendTo(this.session, action);
+  }
+
+  /** The tracker refusing one announcement (conflicting size) leaves the session as it is, as over gRPC. */
+  private sendTo(session: TrackerSession, action: (session: TrackerSession) => void): void {
+    try {
+      action(session);
+    } catch (error) {
+      if (!isTrackerError(error)) throw error;
+      this.logger.warn({ err: error }, "tracker refused a message");
+    }
+  }
+}

@@ -1,0 +1,190 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { pino } from "pino";
+import type { Counter, Gauge } from "prom-client";
+import { ControllerMetrics } from "../metrics/index.js";
+import { isTrackerError } from "./errors.js";
+import { StaticMembership } from "./membership.js";
+import { MemoryTracker, type SessionCloseReason } from "./memory-tracker.js";
+import { bitmapOf, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
+
+const digest = testDigest("blob");
+const STALL_MS = 10_000;
+
+function setup(): { tracker: MemoryTracker; metrics: ControllerMetrics; clock: { now: number } } {
+  const clock = { now: 1_000_000 };
+  const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
+  const tracker = new MemoryTracker({ logger: pino({ level: "silent" }), metrics, grantStallTimeoutMs: STALL_MS, now: () => clock.now, id: "t1" });
+  return { tracker, metrics, clock };
+}
+
+async function value(metric: Counter | Gauge, labels: Record<string, string> = {}): Promise<number> {
+  const data = await metric.get();
+  const found = data.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
+  return found?.value ?? 0;
+}
+
+const code = (c: string) => (e: unknown) => isTrackerError(e) && e.code === c;
+
+describe("MemoryTracker", () => {
+  it("refuses announces and lookups from agents without a session", () => {
+    const { tracker } = setup();
+    assert.throws(() => {
+      tracker.lookup("ghost", digest, true);
+    }, code("ERR_TRACKER_NOT_REGISTERED"));
+    assert.throws(() => {
+      tracker.announce("ghost", { digest, size: 1, pieceSize: 1, complete: true });
+    }, code("ERR_TRACKER_NOT_REGISTERED"));
+    assert.throws(() => tracker.register({ ...testIdentity("a"), agentId: "" }), code("ERR_TRACKER_INVALID_ARGUMENT"));
+    assert.throws(() => tracker.register({ ...testIdentity("a"), peerAddress: "no-port" }), code("ERR_TRACKER_INVALID_ARGUMENT"));
+    assert.throws(() => tracker.register({ ...testIdentity("a"), nodeName: "has space" }), code("ERR_TRACKER_INVALID_ARGUMENT"));
+  });
+
+  it("a new session of the same agent supersedes the old one and drops its state", () => {
+    const { tracker } = setup();
+    const reasons: SessionCloseReason[] = [];
+    const old = tracker.register(testIdentity("a"), { onClose: (r) => reasons.push(r) });
+    old.announce({ digest, size: 10, pieceSize: 5, complete: true });
+    tracker.lookup("a", digest, true);
+    const fresh = tracker.register(testIdentity("a"));
+    assert.deepEqual(reasons, ["superseded"]);
+    assert.equal(old.open, false);
+    assert.equal(fresh.open, true);
+    assert.throws(() => {
+      old.announce({ digest, size: 10, pieceSize: 5, complete: true });
+    }, code("ERR_TRACKER_CLOSED"));
+    assert.deepEqual(tracker.snapshot().blobs, []);
+    assert.deepEqual(tracker.snapshot().grants, []);
+    old.close();
+    assert.equal(fresh.open, true, "closing the superseded handle leaves the new session alone");
+  });
+
+  it("disconnect(agentId) drops everything at once and tells the session", async () => {
+    const { tracker, metrics } = setup();
+    const reasons: SessionCloseReason[] = [];
+    const a = tracker.register(testIdentity("a"), { onClose: (r) => reasons.push(r) });
+    tracker.register(testIdentity("b"));
+    a.announce({ digest, size: 10, pieceSize: 5, complete: true });
+    a.announce({ digest: testDigest("2"), size: 10, pieceSize: 5, complete: false, bitmap: bitmapOf(2, [1]) });
+    assert.equal(await value(metrics.blobs), 2);
+    assert.equal(await value(metrics.agents), 2);
+    assert.equal(tracker.disconnect("a"), true);
+    assert.equal(tracker.disconnect("a"), false);
+    assert.deepEqual(reasons, ["dropped"]);
+    assert.equal(a.open, false);
+    assert.equal(await value(metrics.blobs), 0);
+    assert.equal(await value(metrics.agents), 1);
+    assert.deepEqual(tracker.lookup("b", digest, false).holders, []);
+  });
+
+  it("refuses a size conflicting with other agents, but lets an agent correct its own", () => {
+    const { tracker, metrics } = setup();
+    const a = tracker.register(testIdentity("a"));
+    const b = tracker.register(testIdentity("b"));
+    a.announce({ digest, size: 100, pieceSize: 10, complete: true });
+    a.announce({ digest, size: 200, pieceSize: 10, complete: true });
+    assert.equal(tracker.lookup("b", digest, false).size, 200);
+    assert.throws(
+      () => {
+        b.announce({ digest, size: 200, pieceSize: 20, complete: true });
+      },
+      (e: unknown) => isTrackerError(e, "ERR_TRACKER_INVALID_ARGUMENT") && /piece size 20/.test(e.message) && /piece size 10/.test(e.message),
+    );
+    assert.deepEqual(tracker.lookup("b", digest, false).holders.map((h) => h.agentId), ["a"]);
+    return value(metrics.requestsRejected, { reason: "conflict" }).then((n) => {
+      assert.equal(n, 1);
+    });
+  });
+
+  it("keeps the first hash of a piece, counts conflicting ones and clears bitmap bits past the end", async () => {
+    const { tracker, metrics } = setup();
+    const a = tracker.register(testIdentity("a"));
+    tracker.register(testIdentity("b"));
+    a.announce({ digest, size: 25, pieceSize: 10, complete: false, bitmap: Uint8Array.of(0xff), pieceHashes: [{ index: 2, sha256: pieceHash(2) }] });
+    a.announce({ digest, size: 25, pieceSize: 10, complete: false, bitmap: Uint8Array.of(0xff), pieceHashes: [{ index: 2, sha256: pieceHash(2, "x") }, { index: 0, sha256: pieceHash(0) }] });
+    const r = tracker.lookup("b", digest, false);
+    assert.deepEqual(r.pieceHashes, [pieceHash(0), undefined, pieceHash(2)]);
+    assert.deepEqual(r.holders[0]?.bitmap, Uint8Array.of(0b1110_0000));
+    assert.equal(await value(metrics.pieceHashConflicts), 1);
+    assert.equal(tracker.snapshot().blobs[0]?.knownHashes, 2);
+  });
+
+  it("moves a grant only after a full stall timeout without an increase in held pieces", async () => {
+    const { tracker, metrics, clock } = setup();
+    const a = tracker.register(testIdentity("a"));
+    tracker.register(testIdentity("b"));
+    assert.equal(tracker.lookup("a", digest, true).origin.granted, true);
+    const partial = (held: number[]) => ({ digest, size: 40, pieceSize: 10, complete: false, bitmap: bitmapOf(4, held) });
+    clock.now += 5_000;
+    a.announce(partial([0]));
+    clock.now += STALL_MS - 1;
+    assert.deepEqual(tracker.lookup("b", digest, true).origin, { granted: false, granteeAgentId: "a" });
+    a.announce(partial([3]));
+    clock.now += 1;
+    assert.equal(tracker.lookup("a", digest, true).origin.granted, true, "a stalled grantee asking again keeps its grant");
+    assert.deepEqual(tracker.lookup("b", digest, true).origin, { granted: true, granteeAgentId: "b" }, "the same count is no progress");
+    assert.deepEqual(tracker.lookup("a", digest, true).origin, { granted: false, granteeAgentId: "b" });
+    assert.equal(await value(metrics.grants), 2);
+    assert.equal(await value(metrics.grantMoves, { reason: "stalled" }), 1);
+    assert.equal(tracker.snapshot().grants[0]?.agentId, "b");
+  });
+
+  it("releases grants on disconnect (counted as a move) and on withdraw or complete (not a move)", async () => {
+    const { tracker, metrics } = setup();
+    const a = tracker.register(testIdentity("a"));
+    const b = tracker.register(testIdentity("b"));
+    tracker.register(testIdentity("c"));
+    assert.equal(tracker.lookup("a", digest, true).origin.granted, true);
+    a.close();
+    assert.deepEqual(tracker.lookup("b", digest, true).origin, { granted: true, granteeAgentId: "b" });
+    assert.equal(await value(metrics.grantMoves, { reason: "disconnected" }), 1);
+    b.withdraw(digest);
+    assert.equal(tracker.lookup("c", digest, true).origin.granted, true);
+    assert.equal(await value(metrics.grantMoves, { reason: "disconnected" }), 1);
+    assert.equal(await value(metrics.grants), 3);
+  });
+
+  it("a complete holder elsewhere blocks new grants but does not take a grant away", () => {
+    const { tracker } = setup();
+    tracker.register(testIdentity("a"));
+    tracker.register(testIdentity("b"));
+    const c = tracker.register(testIdentity("c"));
+    assert.equal(tracker.lookup("a", digest, true).origin.granted, true);
+    c.announce({ digest, size: 10, pieceSize: 10, complete: true });
+    assert.deepEqual(tracker.lookup("b", digest, true).origin, { granted: false, granteeAgentId: "a" });
+    assert.equal(tracker.lookup("a", digest, true).origin.granted, true);
+  });
+
+  it("counts lookups by result and heartbeats set the load", async () => {
+    const { tracker, metrics } = setup();
+    const a = tracker.register(testIdentity("a"));
+    tracker.register(testIdentity("b"));
+    a.heartbeat(7);
+    assert.throws(() => {
+      a.heartbeat(-1);
+    }, code("ERR_TRACKER_INVALID_ARGUMENT"));
+    tracker.lookup("b", digest, false);
+    tracker.lookup("b", digest, true);
+    a.announce({ digest: testDigest("z"), size: 0, pieceSize: 10, complete: true });
+    const r = tracker.lookup("b", testDigest("z"), false);
+    assert.equal(r.holders[0]?.activeUploads, 7);
+    assert.deepEqual(r.pieceHashes, []);
+    assert.equal(await value(metrics.lookups, { result: "none" }), 1);
+    assert.equal(await value(metrics.lookups, { result: "granted" }), 1);
+    assert.equal(await value(metrics.lookups, { result: "holders" }), 1);
+    assert.deepEqual(tracker.snapshot().agents.find((x) => x.identity.agentId === "a")?.activeUploads, 7);
+  });
+
+  it("admits sessions and lookups through the membership", async () => {
+    const { tracker, metrics } = setup();
+    const membership = new StaticMembership(["10.1.1.1", "node-ok"]);
+    assert.throws(() => tracker.register(testIdentity("x", "node-x"), { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    assert.throws(() => tracker.register(testIdentity("x", "node-x"), { membership }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    assert.equal(await value(metrics.sessionsRefused), 2);
+    tracker.register(testIdentity("by-address", "node-y"), { membership, remoteAddress: "::ffff:10.1.1.1" });
+    tracker.register(testIdentity("by-name", "node-ok"), { membership, remoteAddress: "10.9.9.9" });
+    assert.equal(tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.1.1.1" }).size, 0);
+    assert.throws(() => tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    assert.deepEqual(tracker.snapshot().agents.map((a) => a.identity.agentId), ["by-address", "by-name"]);
+  });
+});

@@ -1,0 +1,43 @@
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Digest, digestOf } from "../../oci/index.js";
+import { PieceBitmap } from "../../store/bitmap.js";
+import type { AgentIdentity } from "../tracker.js";
+
+export { sleep };
+
+/** An identity for tests; the peer port is derived from the id so each agent's address differs. */
+export function testIdentity(agentId: string, nodeName = `node-${agentId}`, zone = ""): AgentIdentity {
+  let port = 20_000;
+  for (const char of agentId) port = (port * 31 + char.charCodeAt(0)) % 40_000;
+  return { agentId, nodeName, zone, peerAddress: `10.0.0.1:${port + 20_000}` };
+}
+
+export function testDigest(name: string): Digest {
+  return digestOf(`blob ${name}`);
+}
+
+/** Bitmap bytes (PieceBitmap order) with `held` set. */
+export function bitmapOf(pieces: number, held: readonly number[]): Uint8Array {
+  const bitmap = new PieceBitmap(pieces);
+  for (const index of held) bitmap.set(index);
+  return bitmap.toBytes();
+}
+
+/** A stand-in SHA-256 for piece `index`; `variant` makes a conflicting one. */
+export function pieceHash(index: number, variant = ""): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(`piece ${index}${variant}`).digest());
+}
+
+/** Retries `check` until it stops throwing or `timeoutMs` passes; then throws its last error. */
+export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 3_000, intervalMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      if (Date.now() >= deadline) throw error;
+      await sleep(intervalMs);
+    }
+  }
+}

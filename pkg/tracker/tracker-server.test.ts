@@ -1,0 +1,193 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type ServiceError, type StatusObject, credentials, status } from "@grpc/grpc-js";
+import { pino } from "pino";
+import { type LookupResponse, type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
+import { ControllerMetrics } from "../metrics/index.js";
+import { StaticMembership } from "./membership.js";
+import { MemoryTracker } from "./memory-tracker.js";
+import { TrackerServer } from "./tracker-server.js";
+import { eventually, testDigest, testIdentity } from "./testing/helpers.js";
+import { announceRequest, registerRequest } from "./wire.js";
+
+const logger = pino({ level: "silent" });
+const digest = testDigest("wire");
+
+interface RawSession {
+  write(request: SessionRequest): void;
+  readonly responses: SessionResponse[];
+  readonly ended: Promise<StatusObject>;
+  cancel(): void;
+}
+
+function openSession(client: TrackerServiceClient): RawSession {
+  const call = client.session();
+  const responses: SessionResponse[] = [];
+  call.on("data", (r: SessionResponse) => responses.push(r));
+  call.on("error", () => undefined);
+  const ended = new Promise<StatusObject>((resolve) => call.once("status", resolve));
+  return {
+    write: (request) => call.write(request),
+    responses,
+    ended,
+    cancel: () => {
+      call.cancel();
+    },
+  };
+}
+
+function lookup(client: TrackerServiceClient, agentId: string, d: string): Promise<LookupResponse> {
+  return new Promise((resolve, reject) => {
+    client.lookup({ agentId, digest: d, wantOriginGrant: false }, (error: ServiceError | null, response) => {
+      if (error) reject(error);
+      else resolve(response);
+    });
+  });
+}
+
+const withCode = (code: status) => (e: unknown) => (e as ServiceError).code === code;
+
+describe("TrackerServer input validation", () => {
+  let server: TrackerServer;
+  let tracker: MemoryTracker;
+  let client: TrackerServiceClient;
+  const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
+
+  before(async () => {
+    tracker = new MemoryTracker({ logger, metrics });
+    server = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, metrics, logger });
+    client = new TrackerServiceClient(server.address, credentials.createInsecure());
+  });
+  after(async () => {
+    client.close();
+    await server.close();
+  });
+
+  async function registered(agentId: string): Promise<RawSession> {
+    const session = openSession(client);
+    session.write(registerRequest(testIdentity(agentId)));
+    await eventually(() => { assert.equal(session.responses.length, 1); });
+    return session;
+  }
+
+  it("answers register with the tracker id", async () => {
+    const session = await registered("ok");
+    assert.deepEqual(session.responses[0], { kind: { $case: "registered", value: { trackerId: tracker.id } } });
+    session.cancel();
+    await eventually(() => { assert.equal(tracker.snapshot().agents.length, 0); }, 2_000);
+  });
+
+  it("ends a session whose first message is not register with INVALID_ARGUMENT", async () => {
+    const session = openSession(client);
+    session.write(announceRequest({ digest, size: 1, pieceSize: 1, complete: true }));
+    assert.equal((await session.ended).code, status.INVALID_ARGUMENT);
+    assert.deepEqual(session.responses, []);
+  });
+
+  it("refuses identities that are empty, oversized or not HOST:PORT", async () => {
+    for (const identity of [
+      { ...testIdentity("a"), agentId: "" },
+      { ...testIdentity("a"), agentId: "x".repeat(129) },
+      { ...testIdentity("a"), peerAddress: "10.0.0.1" },
+      { ...testIdentity("a"), zone: "z".repeat(64) },
+    ]) {
+      const session = openSession(client);
+      session.write(registerRequest(identity));
+      const ended = await session.ended;
+      assert.equal(ended.code, status.INVALID_ARGUMENT, JSON.stringify(identity).slice(0, 80));
+    }
+  });
+
+  it("ends the session on a malformed announce and drops what it announced", async () => {
+    const bad: SessionRequest[] = [
+      { kind: { $case: "announce", value: { digest: "sha256:nothex", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] } } },
+      { kind: { $case: "announce", value: { digest: "../../etc/passwd", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] } } },
+      announceRequest({ digest, size: 100, pieceSize: 10, complete: false, bitmap: new Uint8Array(1) }),
+      announceRequest({ digest, size: 100, pieceSize: 10, complete: true, pieceHashes: [{ index: 0, sha256: new Uint8Array(31) }] }),
+      announceRequest({ digest, size: 100, pieceSize: 0, complete: true }),
+      { kind: { $case: "withdraw", value: { digest: "md5:abc" } } },
+      registerRequest(testIdentity("again")),
+    ];
+    const observer = await registered("observer");
+    for (const request of bad) {
+      const session = await registered("bad");
+      session.write(announceRequest({ digest: testDigest("good"), size: 1, pieceSize: 1, complete: true }));
+      await eventually(async () => { assert.equal((await lookup(client, "observer", testDigest("good"))).holders.length, 1); });
+      session.write(request);
+      assert.equal((await session.ended).code, status.INVALID_ARGUMENT, JSON.stringify(request).slice(0, 120));
+      await eventually(async () => { assert.equal((await lookup(client, "observer", testDigest("good"))).holders.length, 0); });
+    }
+    observer.cancel();
+  });
+
+  it("keeps the session open when an announce only conflicts with another agent's", async () => {
+    const a = await registered("a");
+    const b = await registered("b");
+    a.write(announceRequest({ digest, size: 100, pieceSize: 10, complete: true }));
+    await eventually(async () => { assert.equal((await lookup(client, "b", digest)).size, 100); });
+    b.write(announceRequest({ digest, size: 999, pieceSize: 10, complete: true }));
+    b.write(announceRequest({ digest: testDigest("b-only"), size: 5, pieceSize: 10, complete: true }));
+    await eventually(async () => { assert.equal((await lookup(client, "a", testDigest("b-only"))).holders.length, 1); });
+    assert.equal((await lookup(client, "a", digest)).holders.length, 0, "b's conflicting announce was not recorded");
+    a.cancel();
+    b.cancel();
+  });
+
+  it("answers lookups of unregistered agents with FAILED_PRECONDITION and bad input with INVALID_ARGUMENT", async () => {
+    await assert.rejects(lookup(client, "nobody", digest), withCode(status.FAILED_PRECONDITION));
+    await assert.rejects(lookup(client, "", digest), withCode(status.INVALID_ARGUMENT));
+    await assert.rejects(lookup(client, "nobody", "sha256:short"), withCode(status.INVALID_ARGUMENT));
+    await assert.rejects(lookup(client, "nobody", ""), withCode(status.INVALID_ARGUMENT));
+    const rejected = (await metrics.requestsRejected.get()).values.find((v) => v.labels.reason === "invalid")?.value ?? 0;
+    assert.ok(rejected >= 3);
+  });
+
+  it("ends a session with UNAVAILABLE when the tracker drops the agent", async () => {
+    const session = await registered("dropme");
+    assert.equal(tracker.disconnect("dropme"), true);
+    const ended = await session.ended;
+    assert.equal(ended.code, status.UNAVAILABLE);
+  });
+});
+
+describe("TrackerServer membership and shutdown", () => {
+  it("refuses agents the membership does not admit with PERMISSION_DENIED", async () => {
+    const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
+    const tracker = new MemoryTracker({ logger, metrics });
+    const membership = new StaticMembership(["10.255.255.1", "allowed-node"]);
+    const server = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, membership, logger });
+    const client = new TrackerServiceClient(server.address, credentials.createInsecure());
+    try {
+      const refused = openSession(client);
+      refused.write(registerRequest(testIdentity("x", "other-node")));
+      const ended = await refused.ended;
+      assert.equal(ended.code, status.PERMISSION_DENIED);
+      assert.match(ended.details, /not in the allowed peers/);
+      assert.equal((await metrics.sessionsRefused.get()).values[0]?.value, 1);
+      const admitted = openSession(client);
+      admitted.write(registerRequest(testIdentity("y", "allowed-node")));
+      await eventually(() => { assert.equal(admitted.responses.length, 1); });
+      admitted.cancel();
+    } finally {
+      client.close();
+      await server.close();
+    }
+  });
+
+  it("close ends open sessions with UNAVAILABLE and frees the port", async () => {
+    const tracker = new MemoryTracker({ logger });
+    const server = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, logger });
+    const client = new TrackerServiceClient(server.address, credentials.createInsecure());
+    const session = openSession(client);
+    session.write(registerRequest(testIdentity("a")));
+    await eventually(() => { assert.equal(session.responses.length, 1); });
+    const started = Date.now();
+    await server.close();
+    assert.equal((await session.ended).code, status.UNAVAILABLE);
+    assert.ok(Date.now() - started < 2_000);
+    assert.equal(tracker.snapshot().agents.length, 0);
+    client.close();
+    const again = await TrackerServer.start({ host: "127.0.0.1", port: server.port, tracker, logger });
+    await again.close();
+  });
+});

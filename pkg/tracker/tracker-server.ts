@@ -1,0 +1,237 @@
+import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type LookupRequest, type LookupResponse, type SessionRequest, type SessionResponse, TrackerServiceService } from "../gen/tracker/v1/tracker.js";
+import type { ControllerMetrics } from "../metrics/index.js";
+import { TrackerError, isTrackerError } from "./errors.js";
+import { type Membership, hostOfPeer } from "./membership.js";
+import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
+import { validateAgentId, validateAnnouncement, validateDigest, validateIdentity } from "./validation.js";
+import { announcementFromWire, identityFromWire, lookupResponse } from "./wire.js";
+
+/** The server pings an idle connection this often, so a dead agent's session ends within ~15 s. */
+export const SERVER_KEEPALIVE_TIME_MS = 10_000;
+export const SERVER_KEEPALIVE_TIMEOUT_MS = 5_000;
+/** On close, how long lookups in flight may finish before the server is cut. */
+const DEFAULT_CLOSE_GRACE_MS = 1_000;
+
+export interface TrackerServerOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly tracker: MemoryTracker;
+  /** Open (self-registration) when absent. */
+  readonly membership?: Membership;
+  /** Counts requests this edge rejects before they reach the tracker; the tracker counts the rest. */
+  readonly metrics?: ControllerMetrics;
+  readonly logger: Logger;
+  readonly keepaliveTimeMs?: number;
+  readonly keepaliveTimeoutMs?: number;
+}
+
+interface StatusError {
+  readonly code: status;
+  readonly details: string;
+}
+
+/**
+ * TrackerService over grpc-js in front of a MemoryTracker. Validates every input and maps TrackerError
+ * to gRPC status (here and nowhere else). A session's stream ending, failing or being cancelled is the
+ * agent's disconnect.
+ */
+export class TrackerServer {
+  private readonly sessions = new Set<() => void>();
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly server: Server,
+    private readonly options: TrackerServerOptions,
+    readonly port: number,
+  ) {}
+
+  static async start(options: TrackerServerOptions): Promise<TrackerServer> {
+    const server = new Server({
+      "grpc.keepalive_time_ms": options.keepaliveTimeMs ?? SERVER_KEEPALIVE_TIME_MS,
+      "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? SERVER_KEEPALIVE_TIMEOUT_MS,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
+    const port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${host}:${options.port}`, ServerCredentials.createInsecure(), (error, bound) => {
+        if (error === null) resolve(bound);
+        else reject(new TrackerError("ERR_TRACKER_UNAVAILABLE", `cannot listen on ${host}:${options.port}: ${error.message}`, { cause: error }));
+      });
+    });
+    const instance = new TrackerServer(server, options, port);
+    server.addService(TrackerServiceService, {
+      session: (call: ServerDuplexStream<SessionRequest, SessionResponse>) => {
+        instance.handleSession(call);
+      },
+      lookup: (call: ServerUnaryCall<LookupRequest, LookupResponse>, callback: sendUnaryData<LookupResponse>) => {
+        instance.handleLookup(call, callback);
+      },
+    });
+    options.logger.info({ host: options.host, port, trackerId: options.tracker.id }, "tracker listening");
+    return instance;
+  }
+
+  /** `host:port` to dial, with the bound port. */
+  get address(): string {
+    const host = this.options.host === "0.0.0.0" || this.options.host === "" ? "127.0.0.1" : this.options.host === "::" ? "::1" : this.options.host;
+    return host.includes(":") ? `[${host}]:${this.port}` : `${host}:${this.port}`;
+  }
+
+  /** Ends every session (agents see UNAVAILABLE and reconnect elsewhere), lets lookups finish, stops. */
+  close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
+    this.closing ??= new Promise<void>((resolve) => {
+      for (const end of [...this.sessions]) end();
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    }).then(() => {
+      this.options.logger.info({ port: this.port }, "tracker stopped");
+    });
+    return this.closing;
+  }
+
+  private handleSession(call: ServerDuplexStream<SessionRequest, SessionResponse>): void {
+    const { logger } = this.options;
+    const remoteAddress = hostOfPeer(call.getPeer());
+    let session: TrackerSession | undefined;
+    let ended = false;
+    /** Ends the call once: with OK (`undefined`), with an error status, or silently when it is already gone. */
+    const end = (outcome: StatusError | "gone" | undefined): void => {
+      if (ended) return;
+      ended = true;
+      this.sessions.delete(shutdown);
+      session?.close();
+      if (outcome === "gone") return;
+      if (outcome === undefined) call.end();
+      else {
+        logger.debug({ agentId: session?.identity.agentId, remoteAddress, code: status[outcome.code], details: outcome.details }, "session ended");
+        call.emit("error", { code: outcome.code, details: outcome.details });
+      }
+    };
+    const shutdown = (): void => {
+      end({ code: status.UNAVAILABLE, details: "tracker shutting down" });
+    };
+    this.sessions.add(shutdown);
+    call.on("data", (request: SessionRequest) => {
+      if (ended) return;
+      try {
+        session = this.onSessionMessage(call, session, request, remoteAddress, end);
+      } catch (error: unknown) {
+        end(this.toStatus(error));
+      }
+    });
+    call.on("end", () => {
+      end(undefined);
+    });
+    call.on("cancelled", () => {
+      end("gone");
+    });
+    call.on("error", (error: unknown) => {
+      if (!ended) logger.debug({ err: error, remoteAddress }, "session stream failed");
+      end("gone");
+    });
+  }
+
+  /** Applies one session message; returns the session (created by `register`). */
+  private onSessionMessage(
+    call: ServerDuplexStream<SessionRequest, SessionResponse>,
+    session: TrackerSession | undefined,
+    request: SessionRequest,
+    remoteAddress: string | undefined,
+    end: (outcome: StatusError) => void,
+  ): TrackerSession | undefined {
+    const kind = request.kind;
+    if (session === undefined) {
+      if (kind?.$case !== "register") throw this.rejected("the first message of a session must be register");
+      const identity = this.edge(() => validateIdentity(identityFromWire(kind.value)));
+      const opened = this.options.tracker.register(identity, {
+        ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
+        ...(remoteAddress === undefined ? {} : { remoteAddress }),
+        onClose: (reason) => {
+          end({ code: status.UNAVAILABLE, details: reason === "superseded" ? "a newer session of this agent replaced this one" : "session dropped by the tracker" });
+        },
+      });
+      call.write({ kind: { $case: "registered", value: { trackerId: this.options.tracker.id } } });
+      return opened;
+    }
+    switch (kind?.$case) {
+      case "register":
+        throw this.rejected("register sent twice in one session");
+      case "announce": {
+        // Malformed input ends the session (our client checks the same rules before sending); a conflict
+        // with what other agents announced only refuses this one announcement.
+        const announcement = this.edge(() => announcementFromWire(kind.value));
+        this.edge(() => validateAnnouncement(announcement));
+        try {
+          session.announce(announcement);
+        } catch (error: unknown) {
+          if (!isTrackerError(error, "ERR_TRACKER_INVALID_ARGUMENT")) throw error;
+          this.options.logger.warn({ agentId: session.identity.agentId, err: error }, "announce refused");
+        }
+        return session;
+      }
+      case "withdraw":
+        session.withdraw(this.edge(() => validateDigest(kind.value.digest)));
+        return session;
+      case "heartbeat":
+        session.heartbeat(kind.value.activeUploads);
+        return session;
+      case undefined:
+        // A message kind from a newer agent: ignored so that agents can be upgraded before the tracker.
+        return session;
+    }
+  }
+
+  private handleLookup(call: ServerUnaryCall<LookupRequest, LookupResponse>, callback: sendUnaryData<LookupResponse>): void {
+    try {
+      const agentId = this.edge(() => validateAgentId(call.request.agentId));
+      const digest = this.edge(() => validateDigest(call.request.digest));
+      const remoteAddress = hostOfPeer(call.getPeer());
+      const result = this.options.tracker.lookup(agentId, digest, call.request.wantOriginGrant, {
+        ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
+        ...(remoteAddress === undefined ? {} : { remoteAddress }),
+      });
+      callback(null, lookupResponse(result));
+    } catch (error: unknown) {
+      callback(this.toStatus(error));
+    }
+  }
+
+  /** Runs a check at the edge, counting what it rejects. */
+  private edge<T>(check: () => T): T {
+    try {
+      return check();
+    } catch (error) {
+      this.options.metrics?.requestsRejected.inc({ reason: "invalid" });
+      throw error;
+    }
+  }
+
+  private rejected(message: string): TrackerError {
+    this.options.metrics?.requestsRejected.inc({ reason: "invalid" });
+    return new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", message);
+  }
+
+  /** TrackerError → gRPC status; anything else is a bug here, logged and reported as INTERNAL. */
+  private toStatus(error: unknown): StatusError {
+    if (isTrackerError(error)) {
+      const code = {
+        ERR_TRACKER_INVALID_ARGUMENT: status.INVALID_ARGUMENT,
+        ERR_TRACKER_NOT_REGISTERED: status.FAILED_PRECONDITION,
+        ERR_TRACKER_PERMISSION_DENIED: status.PERMISSION_DENIED,
+        ERR_TRACKER_UNAVAILABLE: status.UNAVAILABLE,
+        ERR_TRACKER_CLOSED: status.UNAVAILABLE,
+      }[error.code];
+      return { code, details: error.message };
+    }
+    this.options.logger.error({ err: error }, "tracker request failed");
+    return { code: status.INTERNAL, details: "internal tracker error" };
+  }
+}

@@ -1,0 +1,136 @@
+import { type Digest, parseDigest } from "../oci/index.js";
+import { PieceBitmap } from "../store/bitmap.js";
+import { MAX_PIECE_SIZE_BYTES, pieceCount } from "../store/piece.js";
+import { TrackerError } from "./errors.js";
+import type { AgentIdentity, BlobAnnouncement } from "./tracker.js";
+
+/** Longest agent id; agents use a UUID or node name plus a suffix. */
+export const MAX_AGENT_ID_LENGTH = 128;
+/** Kubernetes node names are DNS subdomains: at most 253 characters. */
+export const MAX_NODE_NAME_LENGTH = 253;
+/** Zones are label values: at most 63 characters. */
+export const MAX_ZONE_LENGTH = 63;
+/** host:port with a DNS name of up to 253 characters or a bracketed IPv6 address. */
+export const MAX_PEER_ADDRESS_LENGTH = 261;
+/**
+ * More pieces than the store ever cuts a blob into (it targets ~2k); bounds bitmaps (8 KiB) and hash
+ * lists (~2.2 MB per lookup answer, under grpc-js' 4 MiB default message limit).
+ */
+export const MAX_PIECES_PER_BLOB = 65_536;
+export const SHA256_BYTES = 32;
+
+const PRINTABLE = /^[\x21-\x7e]+$/;
+const PEER_ADDRESS = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$/;
+
+/** An announcement checked and normalized: bitmap bits past the piece count cleared, hashes copied. */
+export interface ValidAnnouncement {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly pieceSize: number;
+  readonly pieceCount: number;
+  readonly complete: boolean;
+  /** undefined when complete. */
+  readonly bitmap: Uint8Array | undefined;
+  /** Pieces held: pieceCount when complete. */
+  readonly heldPieces: number;
+  readonly pieceHashes: readonly { readonly index: number; readonly sha256: Uint8Array }[];
+}
+
+function invalid(message: string, cause?: unknown): TrackerError {
+  return new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", message, cause === undefined ? undefined : { cause });
+}
+
+function checkString(what: string, value: string, max: number, allowEmpty: boolean): void {
+  if (value === "" && allowEmpty) return;
+  if (value === "") throw invalid(`${what} is empty`);
+  if (value.length > max) throw invalid(`${what} is longer than ${max} characters`);
+  if (!PRINTABLE.test(value)) throw invalid(`${what} ${JSON.stringify(value.slice(0, 80))} contains spaces or non-ASCII characters`);
+}
+
+/** Throws ERR_TRACKER_INVALID_ARGUMENT unless the identity's fields are present, bounded and printable. */
+export function validateIdentity(identity: AgentIdentity): AgentIdentity {
+  checkString("agent id", identity.agentId, MAX_AGENT_ID_LENGTH, false);
+  checkString("node name", identity.nodeName, MAX_NODE_NAME_LENGTH, false);
+  checkString("zone", identity.zone, MAX_ZONE_LENGTH, true);
+  checkString("peer address", identity.peerAddress, MAX_PEER_ADDRESS_LENGTH, false);
+  const port = Number(PEER_ADDRESS.exec(identity.peerAddress)?.[2] ?? NaN);
+  if (!(port >= 1 && port <= 65535)) throw invalid(`peer address ${JSON.stringify(identity.peerAddress)} is not HOST:PORT`);
+  return {
+    agentId: identity.agentId,
+    nodeName: identity.nodeName,
+    zone: identity.zone,
+    peerAddress: identity.peerAddress,
+  };
+}
+
+/** Validates a digest that arrived as a plain string (wire input). */
+export function validateDigest(value: string): Digest {
+  try {
+    return parseDigest(value);
+  } catch (cause) {
+    throw invalid(cause instanceof Error ? cause.message : "invalid digest", cause);
+  }
+}
+
+/** Largest load a heartbeat carries (uint32 on the wire). */
+export const MAX_ACTIVE_UPLOADS = 0xffff_ffff;
+
+export function validateActiveUploads(count: number): number {
+  if (!Number.isInteger(count) || count < 0 || count > MAX_ACTIVE_UPLOADS) throw invalid(`active uploads ${count} is not a count`);
+  return count;
+}
+
+export function validateAgentId(value: string): string {
+  checkString("agent id", value, MAX_AGENT_ID_LENGTH, false);
+  return value;
+}
+
+/**
+ * Checks everything about an announcement that does not depend on other agents: digest, size and piece
+ * size bounds, bitmap length, hash lengths and indices. Conflicts with what others announced are the
+ * tracker's business.
+ */
+export function validateAnnouncement(announcement: BlobAnnouncement): ValidAnnouncement {
+  const digest = validateDigest(announcement.digest);
+  const { size, pieceSize, complete } = announcement;
+  if (!Number.isSafeInteger(size) || size < 0) throw invalid(`size ${size} of ${digest} is not a whole number of bytes`);
+  if (!Number.isSafeInteger(pieceSize) || pieceSize < 1 || pieceSize > MAX_PIECE_SIZE_BYTES) {
+    throw invalid(`piece size ${pieceSize} of ${digest} is outside 1..${MAX_PIECE_SIZE_BYTES} bytes`);
+  }
+  const pieces = pieceCount(size, pieceSize);
+  if (pieces > MAX_PIECES_PER_BLOB) throw invalid(`${digest} has ${pieces} pieces; at most ${MAX_PIECES_PER_BLOB} are tracked`);
+  let bitmap: Uint8Array | undefined;
+  let heldPieces = pieces;
+  if (!complete) {
+    const bytes = announcement.bitmap ?? new Uint8Array(0);
+    const expected = Math.ceil(pieces / 8);
+    if (bytes.length !== expected) throw invalid(`bitmap of ${digest} has ${bytes.length} bytes; ${pieces} pieces need ${expected}`);
+    const parsed = new PieceBitmap(pieces, bytes);
+    bitmap = parsed.toBytes();
+    heldPieces = parsed.count;
+  }
+  const hashes = announcement.pieceHashes ?? [];
+  if (hashes.length > pieces) throw invalid(`${hashes.length} piece hashes for ${pieces} pieces of ${digest}`);
+  const seen = new Set<number>();
+  const pieceHashes = hashes.map(({ index, sha256 }) => {
+    if (!Number.isInteger(index) || index < 0 || index >= pieces) throw invalid(`piece hash index ${index} outside 0..${pieces - 1} of ${digest}`);
+    if (seen.has(index)) throw invalid(`piece hash ${index} of ${digest} given twice`);
+    seen.add(index);
+    if (sha256.length !== SHA256_BYTES) throw invalid(`piece hash ${index} of ${digest} has ${sha256.length} bytes, not ${SHA256_BYTES}`);
+    // Copied: the caller's buffer may be pooled or reused.
+    return { index, sha256: Uint8Array.from(sha256) };
+  });
+  return { digest, size, pieceSize, pieceCount: pieces, complete, bitmap, heldPieces, pieceHashes };
+}
+
+/** The announcement as the clients keep it in their inventory: normalized copies, safe from later changes by the caller. */
+export function inventoryEntry(valid: ValidAnnouncement): BlobAnnouncement {
+  return {
+    digest: valid.digest,
+    size: valid.size,
+    pieceSize: valid.pieceSize,
+    complete: valid.complete,
+    ...(valid.bitmap === undefined ? {} : { bitmap: valid.bitmap }),
+    ...(valid.pieceHashes.length === 0 ? {} : { pieceHashes: valid.pieceHashes }),
+  };
+}
