@@ -16,6 +16,12 @@ export interface ShoalAgentOptions {
   /** Fixed mirror port (e.g. to restart on the same address); default: a free one. */
   readonly mirrorPort?: number;
   readonly extraArgs?: readonly string[];
+  /** Loopback address for the mirror, metrics and peer listeners (e.g. 127.0.0.12); default 127.0.0.1. */
+  readonly host?: string;
+  /** Tracker HOST:PORT; the agent then serves and fetches pieces. */
+  readonly tracker?: string;
+  readonly nodeName?: string;
+  readonly zone?: string;
 }
 
 /** A `shoal agent` child process on loopback, stopped by its PID. */
@@ -40,9 +46,12 @@ export class ShoalAgent {
         SHOAL_MAIN,
         "agent",
         "--mirror-addr",
-        `127.0.0.1:${options.mirrorPort ?? 0}`,
+        `${options.host ?? "127.0.0.1"}:${options.mirrorPort ?? 0}`,
         "--metrics-addr",
-        "127.0.0.1:0",
+        `${options.host ?? "127.0.0.1"}:0`,
+        ...(options.tracker === undefined ? [] : ["--tracker", options.tracker, "--peer-addr", `${options.host ?? "127.0.0.1"}:0`]),
+        ...(options.nodeName === undefined ? [] : ["--node-name", options.nodeName]),
+        ...(options.zone === undefined ? [] : ["--zone", options.zone]),
         "--data-dir",
         dataDir,
         "--shutdown-grace",
