@@ -243,7 +243,7 @@ export class SwarmDownload {
   /** Verifies and keeps a piece; false when the peer sent a bad one (and is dropped). */
   private async receive(peer: SwarmPeer, index: number, data: Buffer): Promise<boolean> {
     const { partial, metrics, logger } = this.ctx;
-    metrics.peerBytesReceived.inc(data.length);
+    // Received bytes are counted by the PieceSource (PeerClient), which sees every byte off the wire.
     if (partial.hasPiece(index)) return true;
     const expected = this.ctx.hashes[index];
     if (expected === undefined) {

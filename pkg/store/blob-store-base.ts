@@ -69,6 +69,13 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
   protected verification(_entry: IndexedBlob): RangeVerification | undefined {
     return undefined;
   }
+  /**
+   * Makes sure an unverified blob matches its digest before a range of it is served (one shared check
+   * per blob). Whole-blob reads verify while streaming instead, so they need not wait.
+   */
+  protected ensureVerified(_entry: IndexedBlob, _signal: AbortSignal | undefined): Promise<void> {
+    return Promise.resolve();
+  }
   /** A read stream was opened (LRU use). */
   protected onUse(_entry: IndexedBlob): void {
     // Nothing by default.
@@ -90,6 +97,9 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
     if (entry === undefined) throw new StoreError("ERR_STORE_BLOB_NOT_FOUND", `blob ${digest} not found`);
     const range = resolveRange(entry.info.size, options);
     if (options?.signal?.aborted === true) throw abortedBySignal(options.signal);
+    const wholeBlob = range.start === 0 && range.end === entry.info.size - 1;
+    // Hashing the whole blob for each range (e.g. every piece a peer asks for) would cost a full read per request.
+    if (!wholeBlob && this.verification(entry) !== undefined) await this.ensureVerified(entry, options?.signal);
     this.index.touch(entry);
     this.onUse(entry);
     const unpin = this.index.pin(entry);

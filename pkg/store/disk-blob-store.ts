@@ -12,7 +12,7 @@ import { StoreError } from "./errors.js";
 import { KeyedMutex } from "./keyed-mutex.js";
 import type { PartialSnapshot } from "./partial-backend.js";
 import type { RangeSource, RangeVerification } from "./range-readable.js";
-import { errnoCode, ioError } from "./store-helpers.js";
+import { errnoCode, ioError, raceAbort } from "./store-helpers.js";
 
 /** Default wait before blobs found at start-up are hashed in the background. */
 export const VERIFY_START_DELAY_MS = 2000;
@@ -48,6 +48,8 @@ export class DiskBlobStore extends BlobStoreBase<KeptPartial, DiskPartialBackend
   private readonly layout: DiskLayout;
   private readonly locks = new KeyedMutex();
   private readonly verifier: BackgroundVerifier<IndexedBlob>;
+  /** Verifications run for range reads, shared by concurrent readers of the same blob. */
+  private readonly verifying = new Map<IndexedBlob, Promise<void>>();
   /** Blobs the verifier tried and could not read (left unverified; readers still verify while streaming). */
   private readonly verifyFailed = new WeakSet<IndexedBlob>();
 
@@ -172,6 +174,32 @@ export class DiskBlobStore extends BlobStoreBase<KeptPartial, DiskPartialBackend
         void this.dropEntry(entry, "corrupt");
       },
     };
+  }
+
+  protected override ensureVerified(entry: IndexedBlob, signal: AbortSignal | undefined): Promise<void> {
+    let check = this.verifying.get(entry);
+    if (check === undefined) {
+      check = this.verifyNow(entry).finally(() => this.verifying.delete(entry));
+      this.verifying.set(entry, check);
+    }
+    return signal === undefined ? check : raceAbort(check, signal);
+  }
+
+  private async verifyNow(entry: IndexedBlob): Promise<void> {
+    const digest = entry.info.digest;
+    let matches: boolean;
+    try {
+      matches = await fileMatchesDigest(this.layout.blobPath(digest), digest, new AbortController().signal);
+    } catch (error: unknown) {
+      throw ioError(`verifying blob ${digest}`, error);
+    }
+    if (matches) {
+      entry.verified = true;
+      return;
+    }
+    this.logger?.error({ digest }, "stored blob does not match its digest; deleting it");
+    await this.dropEntry(entry, "corrupt");
+    throw new StoreError("ERR_STORE_DIGEST_MISMATCH", `stored content of ${digest} does not match its digest`);
   }
 
   protected override onUse(entry: IndexedBlob): void {
