@@ -1,4 +1,5 @@
 import { type OptionSpecs, type ParsedOptions, parseBytes, parseDuration, parseFraction, parseHostPort, parseInteger } from "../../pkg/config/index.js";
+import { commonOptionSpecs } from "../shoal/common-options.js";
 import { parseRegistryHost } from "../../pkg/oci/index.js";
 import { defaultUpstreamUrl } from "../../pkg/registry/index.js";
 
@@ -27,13 +28,6 @@ export function parseUpstream(raw: string): UpstreamSpec {
   return { registry, url: url.toString().replace(/\/$/, "") };
 }
 
-const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
-export type LogLevel = (typeof logLevels)[number];
-
-export function parseLogLevel(raw: string): LogLevel {
-  if (!(logLevels as readonly string[]).includes(raw)) throw new Error(`expected one of ${logLevels.join(", ")}`);
-  return raw as LogLevel;
-}
 
 export const agentOptionSpecs = {
   mirrorAddr: {
@@ -157,12 +151,7 @@ export const agentOptionSpecs = {
     parse: parseDuration,
     default: "10s",
   },
-  logLevel: {
-    name: "log-level",
-    description: "Log level: trace, debug, info, warn, error or fatal.",
-    parse: parseLogLevel,
-    default: "info",
-  },
+  ...commonOptionSpecs,
 } as const satisfies OptionSpecs;
 
 export type AgentOptions = ParsedOptions<typeof agentOptionSpecs>;

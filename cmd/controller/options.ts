@@ -1,12 +1,6 @@
 import { type OptionSpecs, type ParsedOptions, parseDuration, parseHostPort } from "../../pkg/config/index.js";
+import { commonOptionSpecs } from "../shoal/common-options.js";
 
-const logLevels = ["trace", "debug", "info", "warn", "error", "fatal"] as const;
-export type LogLevel = (typeof logLevels)[number];
-
-function parseLogLevel(raw: string): LogLevel {
-  if (!(logLevels as readonly string[]).includes(raw)) throw new Error(`expected one of ${logLevels.join(", ")}`);
-  return raw as LogLevel;
-}
 
 const membershipModes = ["open", "static"] as const;
 export type MembershipMode = (typeof membershipModes)[number];
@@ -63,12 +57,7 @@ export const controllerOptionSpecs = {
     parse: parsePositiveDuration,
     default: "10s",
   },
-  logLevel: {
-    name: "log-level",
-    description: "Log level: trace, debug, info, warn, error or fatal.",
-    parse: parseLogLevel,
-    default: "info",
-  },
+  ...commonOptionSpecs,
 } as const satisfies OptionSpecs;
 
 export type ControllerOptions = ParsedOptions<typeof controllerOptionSpecs>;
