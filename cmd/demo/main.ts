@@ -1,76 +1,188 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pino } from "pino";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
-import { pullImage } from "../../pkg/client/index.js";
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { LayoutRegistry } from "../../pkg/origin/index.js";
-import { startAgent } from "../agent/agent.js";
-import { agentOptionSpecs } from "../agent/options.js";
-import { demoOptionSpecs } from "./options.js";
+import { type DemoOptions, demoOptionSpecs } from "./options.js";
+import { ProgressView, formatMB } from "./progress-view.js";
+import { pullRound } from "./pull-round.js";
+import { type DemoResult, type NodeResult, type Rates, bounds, describeSetup, formatReport, offloadPercent } from "./report.js";
+import { Swarm } from "./swarm.js";
 
-const SUMMARY =
-  "Runs Shoal on this machine with no cluster and no root: generates an image, serves it from an embedded origin registry, and pulls it through an agent, cold then warm.";
-const REPO = "demo/app";
+const SUMMARY = [
+  "Runs a Shoal swarm on this machine, no cluster and no root: generates an image, serves it from an embedded",
+  "origin registry with a capped egress, starts a tracker and N agents (child processes on loopback, each with",
+  "capped upload and download), pulls the image through every agent at once, then distributes it client-server",
+  "style for comparison, and reports times, bytes by source, origin offload and the P2P bound.",
+].join("\n");
+const REPOSITORY = "demo/app";
 const TAG = "v1";
-const MB = 1e6;
+/** `auto` timeout: this many times the client-server bound, plus a fixed margin for start-up and slow machines. */
+const AUTO_TIMEOUT_BOUND_FACTOR = 4;
+const AUTO_TIMEOUT_MARGIN_MS = 60_000;
+/** Exit codes of a process ended by SIGINT / SIGTERM, as shells report them. */
+const EXIT_SIGINT = 130;
+const EXIT_SIGTERM = 143;
+
+class Interrupted extends Error {
+  constructor(readonly exitCode: number) {
+    super("interrupted");
+  }
+}
 
 /** `shoal demo`. Returns the exit code. */
 export async function demoMain(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
-  let parsed;
+  let options: DemoOptions;
   try {
-    parsed = parseOptions(demoOptionSpecs, argv, env);
+    const parsed = parseOptions(demoOptionSpecs, argv, env);
     if (parsed.help) {
       console.log(formatHelp("shoal demo [flags]", SUMMARY, demoOptionSpecs));
       return 0;
     }
     if (parsed.positionals.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    options = parsed.options;
   } catch (error) {
     console.error(`shoal demo: ${error instanceof Error ? error.message : String(error)}`);
     return 2;
   }
-  const options = parsed.options;
-  const work = options.workDir ?? (await mkdtemp(join(tmpdir(), "shoal-demo-")));
   const controller = new AbortController();
-  const onSignal = (): void => {
-    controller.abort(new Error("interrupted"));
+  // Ctrl-C and SIGTERM abort whatever is running; cleanup below then stops every child by PID. Further
+  // signals while cleaning up are ignored, so a second Ctrl-C cannot orphan the nodes.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.signal.aborted) return;
+    if (!options.json) process.stderr.write(`\nshoal demo: ${signal}: stopping the nodes and removing temp files…\n`);
+    controller.abort(new Interrupted(signal === "SIGINT" ? EXIT_SIGINT : EXIT_SIGTERM));
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  const say = (line: string): void => {
-    if (!options.json) console.log(line);
-  };
-  let origin: LayoutRegistry | undefined;
-  let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  let work: string | undefined;
   try {
-    say(`generating a ${(options.imageSize / MB).toFixed(0)} MB image with ${options.layers} layers…`);
-    const layout = await generateImageLayout({ dir: join(work, "image"), seed: "shoal-demo", layers: options.layers, totalBytes: options.imageSize, tag: TAG, signal: controller.signal });
-    origin = await LayoutRegistry.start({ dir: layout.dir, ...(options.originRate > 0 ? { egressBytesPerSecond: options.originRate } : {}) });
-    const agentOptions = parseOptions(agentOptionSpecs, ["--mirror-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", join(work, "agent"), "--upstream", `${origin.host}=${origin.url}`], {}).options;
-    agent = await startAgent(agentOptions, pino({ level: "warn" }));
-    say(`origin ${origin.url} (egress cap ${options.originRate > 0 ? `${((options.originRate * 8) / MB).toFixed(0)} Mbit/s` : "none"}), agent mirror ${agent.mirrorUrl}`);
-    const pulls = [];
-    for (const phase of ["cold", "warm"] as const) {
-      const originBefore = origin.bytesServed;
-      const result = await pullImage({ baseUrl: agent.mirrorUrl, ns: origin.host, name: REPO, reference: TAG, signal: controller.signal });
-      pulls.push({ phase, seconds: result.seconds, bytes: result.bytes, originBytes: origin.bytesServed - originBefore, digest: result.digest });
-      say(`${phase.padEnd(5)} pull through the agent: ${(result.bytes / MB).toFixed(1)} MB in ${result.seconds.toFixed(2)} s, ${((origin.bytesServed - originBefore) / MB).toFixed(1)} MB from the origin, every digest verified`);
-    }
-    const total = pulls.reduce((sum, p) => sum + p.bytes, 0);
-    const fromOrigin = pulls.reduce((sum, p) => sum + p.originBytes, 0);
-    const result = { imageBytes: pulls[0]?.bytes ?? 0, pulls, originBytes: fromOrigin, offloadPercent: total === 0 ? 0 : (1 - fromOrigin / total) * 100 };
-    if (options.json) console.log(JSON.stringify(result, null, 2));
-    else say(`origin offload over both pulls: ${result.offloadPercent.toFixed(1)}%  (metrics: ${agent.metricsUrl}/metrics)`);
-    return 0;
+    work = options.workDir ?? (await mkdtemp(join(tmpdir(), "shoal-demo-")));
+    const result = await runDemo(options, work, controller.signal);
+    console.log(options.json ? JSON.stringify(result, null, 2) : `\n${formatReport(result)}`);
+    return result.nodes.every((n) => n.complete) ? 0 : 1;
   } catch (error) {
+    const reason: unknown = controller.signal.reason;
+    if (reason instanceof Interrupted) return reason.exitCode;
     console.error(`shoal demo: ${error instanceof Error ? error.message : String(error)}`);
     return 1;
   } finally {
+    if (work !== undefined && options.workDir === undefined) await rm(work, { recursive: true, force: true, maxRetries: 3 });
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    await agent?.stop(0).catch(() => undefined);
-    await origin?.close().catch(() => undefined);
-    if (options.workDir === undefined) await rm(work, { recursive: true, force: true });
   }
+}
+
+async function runDemo(options: DemoOptions, work: string, signal: AbortSignal): Promise<DemoResult> {
+  const say = (line: string): void => {
+    if (!options.json) console.log(line);
+  };
+  const rates: Rates = {
+    originBytesPerSecond: options.originRate,
+    uploadBytesPerSecond: options.uploadRate,
+    downloadBytesPerSecond: options.downloadRate ?? options.uploadRate,
+  };
+  say(`generating a ${formatMB(options.imageSize)} image with ${options.layers} layers…`);
+  const layout = await generateImageLayout({ dir: join(work, "image"), seed: "shoal-demo", layers: options.layers, totalBytes: options.imageSize, tag: TAG, signal });
+  const image = layout.images[0];
+  if (image === undefined) throw new Error("the generated layout has no image");
+  const imageBytes = image.imageBytes;
+  const bound = bounds(imageBytes, options.nodes, rates);
+  const timeoutMs = options.timeout === "auto" ? Math.ceil(AUTO_TIMEOUT_BOUND_FACTOR * bound.clientServer * 1000) + AUTO_TIMEOUT_MARGIN_MS : options.timeout;
+
+  const origin = await LayoutRegistry.start({ dir: layout.dir, ...(rates.originBytesPerSecond > 0 ? { egressBytesPerSecond: rates.originBytesPerSecond } : {}) });
+  let swarm: Swarm | undefined;
+  try {
+    say(`starting a tracker and ${options.nodes} agents (origin ${origin.url})…`);
+    // A kept work dir is reused: start every node with an empty store, or the round would not be cold.
+    await rm(join(work, "nodes"), { recursive: true, force: true });
+    await rm(join(work, "logs"), { recursive: true, force: true });
+    await mkdir(join(work, "nodes"), { recursive: true });
+    swarm = await Swarm.start({
+      nodes: options.nodes,
+      upstream: `${origin.host}=${origin.url}`,
+      uploadBytesPerSecond: rates.uploadBytesPerSecond,
+      dataDir: join(work, "nodes"),
+      logDir: join(work, "logs"),
+      signal,
+    });
+    const names = swarm.nodes.map((n) => n.name);
+    const blobBytes = image.layerBytes + image.config.size;
+    say(`\n${describeSetup(options.nodes, imageBytes, options.layers, rates)}\n\nP2P: every node pulls through its own agent`);
+    const p2pOriginBefore = origin.bytesServed;
+    const running = swarm;
+    const p2p = await pullRound({
+      targets: swarm.nodes.map((n) => ({ name: n.name, baseUrl: n.mirrorUrl, ns: origin.host })),
+      repository: REPOSITORY,
+      reference: TAG,
+      downloadBytesPerSecond: rates.downloadBytesPerSecond,
+      timeoutMs,
+      signal,
+      ...(options.json ? {} : { view: new ProgressView(process.stdout, names, blobBytes) }),
+    }).catch((error: unknown) => {
+      const deaths = running.deaths();
+      throw deaths === "" || signal.aborted ? error : new Error(`${error instanceof Error ? error.message : String(error)}\n${deaths}`, { cause: error });
+    });
+    const originBytes = origin.bytesServed - p2pOriginBefore;
+    const nodes: NodeResult[] = await Promise.all(
+      p2p.map(async (outcome, i) => {
+        const node = running.nodes[i];
+        if (node === undefined) throw new Error(`no node for ${outcome.name}`);
+        const bytes = await running.nodeBytes(node, signal);
+        return {
+          name: outcome.name,
+          seconds: roundSeconds(outcome.seconds),
+          bytes: outcome.bytes,
+          bytesFromOrigin: bytes.origin,
+          bytesFromPeers: bytes.peers,
+          bytesFromLocal: bytes.local,
+          bytesToPeers: bytes.sentToPeers,
+          digestsVerified: outcome.digestsVerified,
+          complete: outcome.bytes === imageBytes,
+        };
+      }),
+    );
+    // The agents are done: stop them before the client-server round so they take no CPU from it.
+    await swarm.stop();
+    swarm = undefined;
+
+    let clientServer: { seconds: number; originBytes: number } | undefined;
+    if (options.compare) {
+      say("\nclient-server: every node pulls straight from the origin");
+      const before = origin.bytesServed;
+      const direct = await pullRound({
+        targets: names.map((name) => ({ name, baseUrl: origin.url })),
+        repository: REPOSITORY,
+        reference: TAG,
+        downloadBytesPerSecond: rates.downloadBytesPerSecond,
+        timeoutMs,
+        signal,
+        ...(options.json ? {} : { view: new ProgressView(process.stdout, names, blobBytes) }),
+      });
+      clientServer = { seconds: roundSeconds(Math.max(...direct.map((o) => o.seconds))), originBytes: origin.bytesServed - before };
+    }
+    return {
+      nodeCount: options.nodes,
+      layers: options.layers,
+      rates,
+      imageBytes,
+      originBytes,
+      offloadPercent: Math.round(offloadPercent(originBytes, options.nodes * imageBytes) * 100) / 100,
+      p2pSeconds: Math.max(...nodes.map((n) => n.seconds)),
+      clientServerSeconds: clientServer?.seconds ?? null,
+      clientServerOriginBytes: clientServer?.originBytes ?? null,
+      boundSeconds: roundSeconds(bound.p2p),
+      clientServerBoundSeconds: roundSeconds(bound.clientServer),
+      nodes,
+    };
+  } finally {
+    await swarm?.stop();
+    await origin.close();
+  }
+}
+
+/** Milliseconds are all the precision these timings have. */
+function roundSeconds(seconds: number): number {
+  return Math.round(seconds * 1000) / 1000;
 }

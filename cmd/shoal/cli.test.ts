@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,6 +26,7 @@ describe("shoal CLI", () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /agent/);
     assert.match(help.stdout, /demo/);
+    assert.match(help.stdout, /fetch/);
     const unknown = await shoal(["frobnicate"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /unknown command "frobnicate"/);
@@ -70,16 +71,23 @@ describe("shoal CLI", () => {
     }
   });
 
-  it("demo runs on the embedded origin: the cold pull costs one image from the origin, the warm pull none", async () => {
+  it("demo runs a swarm on the embedded origin: each node pulls the whole image, the origin sends it about once; --work-dir keeps image and logs", async () => {
     const work = await mkdtemp(join(tmpdir(), "shoal-cli-demo-"));
     try {
-      const result = await shoal(["demo", "--image-size", "3MB", "--layers", "3", "--origin-rate", "0", "--json", "--work-dir", work]);
+      const result = await shoal(["demo", "--nodes", "2", "--image-size", "3MB", "--layers", "3", "--origin-rate", "0", "--upload-rate", "0", "--compare=false", "--json", "--work-dir", work]);
       assert.equal(result.code, 0, result.stderr);
-      const json = JSON.parse(result.stdout) as { imageBytes: number; originBytes: number; pulls: { phase: string; originBytes: number; bytes: number }[] };
+      const json = JSON.parse(result.stdout) as {
+        imageBytes: number;
+        originBytes: number;
+        clientServerSeconds: number | null;
+        nodes: { name: string; bytes: number; complete: boolean; bytesFromOrigin: number; bytesFromPeers: number }[];
+      };
       assert.ok(json.imageBytes > 3_000_000);
-      assert.equal(json.pulls[0]!.originBytes, json.imageBytes);
-      assert.equal(json.pulls[1]!.originBytes, 0);
-      assert.equal(json.pulls[1]!.bytes, json.imageBytes);
+      assert.deepEqual(json.nodes.map((n) => [n.name, n.complete, n.bytes]), [["node-1", true, json.imageBytes], ["node-2", true, json.imageBytes]]);
+      assert.ok(json.originBytes >= json.imageBytes && json.originBytes < 1.5 * json.imageBytes, `origin sent ${json.originBytes} for ${json.imageBytes}`);
+      assert.equal(json.clientServerSeconds, null, "--compare=false skips the client-server round");
+      assert.match(await readFile(join(work, "logs", "node-1.log"), "utf8"), /"agent started"/);
+      assert.match(await readFile(join(work, "image", "index.json"), "utf8"), /"org.opencontainers.image.ref.name":"v1"/);
     } finally {
       await rm(work, { recursive: true, force: true });
     }

@@ -2,12 +2,14 @@
 import { agentMain } from "../agent/main.js";
 import { controllerMain } from "../controller/main.js";
 import { demoMain } from "../demo/main.js";
+import { fetchMain } from "../fetch/main.js";
 import { VERSION } from "./version.js";
 
 const COMMANDS: Record<string, { summary: string; run: (argv: readonly string[], env: NodeJS.ProcessEnv) => Promise<number> }> = {
   agent: { summary: "Run the node agent (registry mirror for containerd).", run: agentMain },
   controller: { summary: "Run the controller (tracker: who holds which blob, origin grants).", run: controllerMain },
-  demo: { summary: "Run Shoal on this machine: embedded origin, an agent, cold and warm pulls.", run: demoMain },
+  fetch: { summary: "Pull an OCI artifact (image, model, build) through the local agent into a directory.", run: fetchMain },
+  demo: { summary: "Run a Shoal swarm on this machine: embedded origin, tracker, N agents, P2P vs client-server.", run: demoMain },
 };
 
 function usage(): string {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { mkdtemp, rm, writeFile, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -54,6 +55,36 @@ describe("pullImage against the embedded layout registry", () => {
     });
     const image = layout.images.find((i) => i.platform.architecture === "amd64")!;
     for (const layer of image.layers) assert.equal(seen.get(layer.descriptor.digest), layer.descriptor.size);
+  });
+
+  it("hands each manifest's verified bytes to onManifest before its blobs", async () => {
+    const seen: { digest: string; hash: string; mediaType: string }[] = [];
+    await pullImage({
+      baseUrl: origin.url,
+      name: "x/y",
+      reference: "v1",
+      platform: { os: "linux", architecture: "arm64" },
+      onManifest: (d, body) => seen.push({ digest: d.digest, hash: `sha256:${createHash("sha256").update(body).digest("hex")}`, mediaType: d.mediaType }),
+    });
+    const arm = layout.images.find((i) => i.platform.architecture === "arm64")!;
+    assert.deepEqual(
+      seen.map((m) => m.digest),
+      [layout.root.digest, arm.manifest.digest],
+    );
+    for (const m of seen) assert.equal(m.hash, m.digest);
+  });
+
+  it("fails the pull, without hanging, when a sink fails", async () => {
+    const failing = (): Writable =>
+      new Writable({
+        highWaterMark: 1024,
+        write(_chunk: Buffer, _e, cb) {
+          setImmediate(() => {
+            cb(new Error("disk full"));
+          });
+        },
+      });
+    await assert.rejects(pullImage({ baseUrl: origin.url, name: "x/y", reference: "v1", sink: failing }), /disk full/);
   });
 
   it("fails on a blob whose bytes do not match its digest", async () => {

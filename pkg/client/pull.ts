@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import type { Writable } from "node:stream";
 import { Agent } from "undici";
 import {
@@ -40,6 +41,12 @@ export interface PullOptions {
   readonly signal?: AbortSignal;
   /** Where a verified blob's bytes go; default: hashed and dropped. Called once per blob. */
   readonly sink?: (descriptor: Descriptor) => Writable | undefined;
+  /**
+   * Each manifest (the index, if any, then the chosen manifest) with its exact bytes, once its digest is
+   * verified and before any of its blobs is fetched: what a caller writing a layout needs, and the sizes
+   * it needs for a progress total.
+   */
+  readonly onManifest?: (descriptor: Descriptor, body: Buffer) => void;
   /** Bytes received so far for a blob (called per chunk). */
   readonly onProgress?: (descriptor: Descriptor, receivedBytes: number) => void;
   readonly dispatcher?: Agent;
@@ -67,12 +74,14 @@ export async function pullImage(options: PullOptions): Promise<PullResult> {
   try {
     let top = await fetchManifest(options, dispatcher, options.reference);
     const rootDigest = top.descriptor.digest;
+    options.onManifest?.(top.descriptor, top.body);
     descriptors.push(top.descriptor);
     bytes += top.descriptor.size;
     if (isIndexMediaType(top.descriptor.mediaType)) {
       const chosen = choosePlatform(top.json, options.platform ?? { os: "linux", architecture: "amd64" });
       top = await fetchManifest(options, dispatcher, chosen.digest);
       if (top.descriptor.digest !== chosen.digest) throw new PullError("ERR_PULL_DIGEST_MISMATCH", `manifest ${chosen.digest} came back as ${top.descriptor.digest}`);
+      options.onManifest?.(top.descriptor, top.body);
       descriptors.push(top.descriptor);
       bytes += top.descriptor.size;
     }
@@ -101,7 +110,7 @@ function url(options: PullOptions, kind: "manifests" | "blobs", reference: strin
   return `${options.baseUrl}/v2/${options.name}/${kind}/${reference}${query}`;
 }
 
-async function fetchManifest(options: PullOptions, dispatcher: Agent, reference: string): Promise<{ descriptor: Descriptor; json: unknown }> {
+async function fetchManifest(options: PullOptions, dispatcher: Agent, reference: string): Promise<{ descriptor: Descriptor; json: unknown; body: Buffer }> {
   const response = await dispatcher.request({
     ...originAndPath(url(options, "manifests", reference)),
     method: "GET",
@@ -133,7 +142,7 @@ async function fetchManifest(options: PullOptions, dispatcher: Agent, reference:
   } catch (cause) {
     throw new PullError("ERR_PULL_INVALID_MANIFEST", `manifest ${reference} is not JSON`, { cause });
   }
-  return { descriptor: { mediaType, digest, size: body.length }, json };
+  return { descriptor: { mediaType, digest, size: body.length }, json, body };
 }
 
 async function fetchBlob(options: PullOptions, dispatcher: Agent, descriptor: Descriptor): Promise<number> {
@@ -144,13 +153,23 @@ async function fetchBlob(options: PullOptions, dispatcher: Agent, descriptor: De
   }
   const verifier = new DigestVerifier(descriptor.digest);
   const sink = options.sink?.(descriptor);
+  // A failing sink (a full disk) fails the pull. Listening also keeps the 'error' that follows an abort
+  // or our own destroy() below from becoming an uncaught exception.
+  let sinkError: Error | undefined;
+  sink?.on("error", (error: Error) => {
+    sinkError ??= error;
+  });
   let received = 0;
   try {
     for await (const chunk of response.body as AsyncIterable<Buffer>) {
       verifier.update(chunk);
       received += chunk.length;
       options.onProgress?.(descriptor, received);
-      if (sink && !sink.write(chunk)) await new Promise((resolve) => sink.once("drain", resolve));
+      if (sink) {
+        if (sinkError !== undefined) throw sinkError;
+        // `once` also rejects on 'error', which would otherwise leave this waiting for a drain that never comes.
+        if (!sink.write(chunk)) await once(sink, "drain", { signal: options.signal });
+      }
     }
   } catch (error) {
     sink?.destroy(error instanceof Error ? error : undefined);

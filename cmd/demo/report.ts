@@ -1,0 +1,138 @@
+import { formatMB } from "./progress-view.js";
+
+const MB = 1e6;
+/** Above this many times N·F received by all nodes, the table explains the surplus. */
+const DUPLICATE_NOTE_THRESHOLD = 1.02;
+
+export interface NodeResult {
+  readonly name: string;
+  /** From the common start of the round until this node held the whole image. */
+  readonly seconds: number;
+  /** Body bytes the node's puller received (manifest, config, layers). */
+  readonly bytes: number;
+  readonly bytesFromOrigin: number;
+  readonly bytesFromPeers: number;
+  readonly bytesFromLocal: number;
+  /** What the node's agent uploaded to the others. */
+  readonly bytesToPeers: number;
+  /** Manifests and blobs whose digest the puller checked: every one it fetched. */
+  readonly digestsVerified: number;
+  readonly complete: boolean;
+}
+
+export interface Rates {
+  /** 0 = uncapped, here and below. */
+  readonly originBytesPerSecond: number;
+  readonly uploadBytesPerSecond: number;
+  readonly downloadBytesPerSecond: number;
+}
+
+export interface DemoResult {
+  readonly nodeCount: number;
+  readonly layers: number;
+  readonly rates: Rates;
+  /** F: bytes one node pulls (manifest, config, layers). */
+  readonly imageBytes: number;
+  /** What the origin sent during the P2P round. */
+  readonly originBytes: number;
+  /** 1 - originBytes / (N·F): the share of the pulled bytes the origin did not have to send. */
+  readonly offloadPercent: number;
+  /** Until the last node held the image. */
+  readonly p2pSeconds: number;
+  readonly clientServerSeconds: number | null;
+  readonly clientServerOriginBytes: number | null;
+  /** DESIGN.md's P2P bound, max(F/u_s, F/d, N·F/(u_s + N·u)). */
+  readonly boundSeconds: number;
+  /** max(N·F/u_s, F/d). */
+  readonly clientServerBoundSeconds: number;
+  readonly nodes: readonly NodeResult[];
+}
+
+/** Seconds to move `bytes` at `rate` bytes/s, where 0 means uncapped (no time). */
+function transferSeconds(bytes: number, rate: number): number {
+  return rate > 0 ? bytes / rate : 0;
+}
+
+/** The limits of DESIGN.md ("Benchmarks: what fast means here") for F bytes to N nodes. */
+export function bounds(imageBytes: number, nodes: number, rates: Rates): { p2p: number; clientServer: number } {
+  const { originBytesPerSecond: us, uploadBytesPerSecond: u, downloadBytesPerSecond: d } = rates;
+  const F = imageBytes;
+  const swarmUpload = us > 0 && u > 0 ? (nodes * F) / (us + nodes * u) : 0;
+  return {
+    p2p: Math.max(transferSeconds(F, us), transferSeconds(F, d), swarmUpload),
+    clientServer: Math.max(transferSeconds(nodes * F, us), transferSeconds(F, d)),
+  };
+}
+
+export function offloadPercent(originBytes: number, pulledBytes: number): number {
+  return pulledBytes > 0 ? Math.max(0, (1 - originBytes / pulledBytes) * 100) : 0;
+}
+
+function rate(bytesPerSecond: number): string {
+  return bytesPerSecond > 0 ? `${(bytesPerSecond / MB).toFixed(1)} MB/s (${((bytesPerSecond * 8) / MB).toFixed(0)} Mbit/s)` : "uncapped";
+}
+
+export function describeSetup(nodes: number, imageBytes: number, layers: number, rates: Rates): string {
+  return [
+    `${nodes} node${nodes === 1 ? "" : "s"} pull a ${formatMB(imageBytes)} image (${layers} layer${layers === 1 ? "" : "s"}) at the same moment`,
+    `  origin egress u_s ${rate(rates.originBytesPerSecond)}; per node: upload u ${rate(rates.uploadBytesPerSecond)}, download d ${rate(rates.downloadBytesPerSecond)}`,
+  ].join("\n");
+}
+
+function ratio(value: number, bound: number): string {
+  return bound > 0 ? `${(value / bound).toFixed(2)}x` : "-";
+}
+
+/** The closing table: per node, then the swarm against client-server and the bounds. */
+export function formatReport(result: DemoResult): string {
+  const columns = ["node", "time", "from origin", "from peers", "from local", "sent to peers"];
+  const rows = result.nodes.map((n) => [n.name, `${n.seconds.toFixed(1)} s`, formatMB(n.bytesFromOrigin), formatMB(n.bytesFromPeers), formatMB(n.bytesFromLocal), formatMB(n.bytesToPeers)]);
+  const sum = (pick: (n: NodeResult) => number): number => result.nodes.reduce((total, n) => total + pick(n), 0);
+  rows.push(["all", `${result.p2pSeconds.toFixed(1)} s`, formatMB(sum((n) => n.bytesFromOrigin)), formatMB(sum((n) => n.bytesFromPeers)), formatMB(sum((n) => n.bytesFromLocal)), formatMB(sum((n) => n.bytesToPeers))]);
+  const lines = table([columns, ...rows], 1);
+  const pulled = result.nodeCount * result.imageBytes;
+  const received = sum((n) => n.bytesFromOrigin + n.bytesFromPeers);
+  if (received > pulled * DUPLICATE_NOTE_THRESHOLD) {
+    lines.push(`  (from peers counts every piece received: ${formatMB(received - pulled)} were duplicates from endgame and hedged requests)`);
+  }
+  const copies = result.imageBytes > 0 ? result.originBytes / result.imageBytes : 0;
+  lines.push("", `  origin sent ${formatMB(result.originBytes)} for ${result.nodeCount} x ${formatMB(result.imageBytes)} pulled (${copies.toFixed(2)} copies): origin offload ${result.offloadPercent.toFixed(1)}%`, "");
+  const comparison = [["", "time", "vs P2P bound", "origin sent"]];
+  comparison.push(["P2P through the Shoal swarm", seconds(result.p2pSeconds), ratio(result.p2pSeconds, result.boundSeconds), formatMB(result.originBytes)]);
+  if (result.clientServerSeconds !== null) {
+    comparison.push([
+      "client-server, all from the origin",
+      seconds(result.clientServerSeconds),
+      ratio(result.clientServerSeconds, result.boundSeconds),
+      formatMB(result.clientServerOriginBytes ?? pulled),
+    ]);
+  }
+  comparison.push(["P2P bound", seconds(result.boundSeconds), ratio(result.boundSeconds, result.boundSeconds), ""]);
+  comparison.push(["client-server bound", seconds(result.clientServerBoundSeconds), ratio(result.clientServerBoundSeconds, result.boundSeconds), ""]);
+  lines.push(...table(comparison, 1), "");
+  const { originBytesPerSecond: us, uploadBytesPerSecond: u, downloadBytesPerSecond: d } = result.rates;
+  lines.push(
+    "  bounds (DESIGN.md): P2P max(F/u_s, F/d, N·F/(u_s + N·u)), client-server max(N·F/u_s, F/d)",
+    `  with F = ${formatMB(result.imageBytes)}, N = ${result.nodeCount}, u_s = ${shortRate(us)}, u = ${shortRate(u)}, d = ${shortRate(d)}`,
+  );
+  if (result.clientServerSeconds !== null && result.p2pSeconds > 0) {
+    const speedup = result.clientServerSeconds / result.p2pSeconds;
+    lines.push("", `  the swarm finished ${speedup >= 1 ? `${speedup.toFixed(1)}x faster than` : `${(1 / speedup).toFixed(1)}x slower than`} client-server, with the origin sending ${copies.toFixed(2)} copies of the image instead of ${result.nodeCount}`);
+  }
+  return lines.join("\n");
+}
+
+function seconds(value: number): string {
+  return `${value.toFixed(1)} s`;
+}
+
+function shortRate(bytesPerSecond: number): string {
+  return bytesPerSecond > 0 ? `${(bytesPerSecond / MB).toFixed(1)} MB/s` : "uncapped";
+}
+
+/** Left-aligns the first `leftColumns` columns, right-aligns the rest. */
+function table(rows: readonly (readonly string[])[], leftColumns: number): string[] {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((row) => `  ${row.map((cell, i) => (i < leftColumns ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join("   ").trimEnd()}`);
+}
