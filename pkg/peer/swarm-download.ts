@@ -32,7 +32,7 @@ export interface SwarmTuning {
 export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   maxInflightPerPeer: 4,
   piecesPerRequest: 2,
-  inOrderWindow: 16,
+  inOrderWindow: 4,
   relayAhead: 2,
   relayWaitMs: 3_000,
   refreshIntervalMs: 500,
@@ -93,9 +93,15 @@ export class SwarmDownload {
   private needRefresh = false;
   private changedSinceAnnounce = false;
   private bytesFromPeers = 0;
+  /**
+   * A random order among pieces equally rare: with a fixed order (say by index) every agent would want
+   * the same pieces at the same moment, all from the same holder, and have nothing to trade.
+   */
+  private readonly tiebreak: Uint32Array;
 
   constructor(private readonly ctx: SwarmDownloadContext) {
     this.peers = new SwarmPeers(ctx.partial.pieceCount);
+    this.tiebreak = shuffledIndexes(ctx.partial.pieceCount);
     this.apply(ctx.first);
   }
 
@@ -147,7 +153,8 @@ export class SwarmDownload {
     if (missing.length === 0) return false;
     const firstMissing = missing[0] ?? 0;
     const availability = this.peers.availability(nowMs);
-    const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1_000_000) + (availability[i] ?? 0) * 4096 + i;
+    // In-order window first (the client streams from the front), then rarest, then the random tie-break.
+    const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (availability[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
     const unrequested = missing.filter((i) => !this.requested.has(i)).sort((a, b) => rank(a) - rank(b));
     let dispatched = false;
     for (const peer of this.peers.usable(nowMs)) {
@@ -318,4 +325,15 @@ export class SwarmDownload {
   private wakeUp(): void {
     this.wake?.();
   }
+}
+
+function shuffledIndexes(count: number): Uint32Array {
+  const order = Uint32Array.from({ length: count }, (_, i) => i);
+  for (let i = count - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    const swap = order[i] ?? 0;
+    order[i] = order[j] ?? 0;
+    order[j] = swap;
+  }
+  return order;
 }
