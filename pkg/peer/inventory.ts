@@ -1,11 +1,10 @@
-import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
 import type { BlobInfo, BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
-import { choosePieceSize, pieceCount, pieceSpan } from "../store/piece.js";
+import { choosePieceSize, pieceCount } from "../store/piece.js";
 import type { Tracker } from "../tracker/tracker.js";
-import type { PieceHashIndex } from "./piece-hashes.js";
+import { type PieceHashIndex, hashStoredPieces } from "./piece-hashes.js";
 
 export interface InventoryOptions {
   readonly store: BlobStore;
@@ -74,21 +73,13 @@ export class InventorySync {
 
   /** Piece hashes of a stored blob that has none recorded (cached before, or a manifest). */
   private async hashStored(blob: BlobInfo, pieceSize: number): Promise<Uint8Array[] | undefined> {
-    const hashes: Uint8Array[] = [];
     try {
-      for (let index = 0; index < pieceCount(blob.size, pieceSize); index++) {
-        const { start, end } = pieceSpan(index, blob.size, pieceSize);
-        const hash = createHash("sha256");
-        const stream = await this.options.store.createReadStream(blob.digest, { start, end: end - 1, signal: this.controller.signal });
-        for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
-        hashes.push(hash.digest());
-      }
+      return await hashStoredPieces(this.options.store, blob, pieceSize, this.controller.signal);
     } catch (error) {
       // Evicted meanwhile: there is nothing to announce.
       if (isStoreError(error, "ERR_STORE_BLOB_NOT_FOUND")) return undefined;
       throw error;
     }
-    return hashes;
   }
 
   private async remove(digest: Digest): Promise<void> {

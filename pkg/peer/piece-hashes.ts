@@ -1,6 +1,9 @@
+import { createHash } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Digest, digestAlgorithm, digestHex } from "../oci/index.js";
+import type { BlobStore } from "../store/blob-store.js";
+import { pieceCount, pieceSpan } from "../store/piece.js";
 
 export const PIECE_HASH_BYTES = 32;
 
@@ -47,4 +50,30 @@ export class PieceHashIndex {
   private path(digest: Digest): string {
     return join(this.dir, digestAlgorithm(digest), digestHex(digest));
   }
+}
+
+/**
+ * SHA-256 of the pieces of a complete stored blob, reading it piece by piece; entries already in
+ * `known` are kept. For blobs that came without hashes (cached before, resumed after a restart, manifests).
+ */
+export async function hashStoredPieces(
+  store: BlobStore,
+  blob: { readonly digest: Digest; readonly size: number },
+  pieceSize: number,
+  signal: AbortSignal,
+  known: readonly (Uint8Array | undefined)[] = [],
+): Promise<Uint8Array[]> {
+  const hashes: Uint8Array[] = [];
+  for (let index = 0; index < pieceCount(blob.size, pieceSize); index++) {
+    const existing = known[index];
+    if (existing !== undefined) {
+      hashes.push(existing);
+      continue;
+    }
+    const { start, end } = pieceSpan(index, blob.size, pieceSize);
+    const hash = createHash("sha256");
+    for await (const chunk of (await store.createReadStream(blob.digest, { start, end: end - 1, signal })) as AsyncIterable<Buffer>) hash.update(chunk);
+    hashes.push(hash.digest());
+  }
+  return hashes;
 }

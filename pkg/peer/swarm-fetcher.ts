@@ -8,7 +8,7 @@ import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import { pieceSpan } from "../store/piece.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
-import type { PieceHashIndex } from "./piece-hashes.js";
+import { type PieceHashIndex, hashStoredPieces } from "./piece-hashes.js";
 import type { PieceSource } from "./piece-source.js";
 import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmTuning } from "./swarm-download.js";
 
@@ -152,7 +152,7 @@ export class SwarmFetcher implements BlobFetcher {
       throw error;
     }
     // Pieces resumed from disk after a restart came without hashes: compute them from the verified blob.
-    const complete = await this.fillHashes(request.digest, partial, hashes, signal);
+    const complete = await hashStoredPieces(this.options.store, partial, partial.pieceSize, signal, hashes);
     await this.options.hashIndex.put(request.digest, complete);
     metrics.swarmDownloadDuration.observe({ source: "peer" }, (performance.now() - startedAt) / 1000);
     return complete;
@@ -188,17 +188,6 @@ export class SwarmFetcher implements BlobFetcher {
     } finally {
       lease.release();
     }
-  }
-
-  private async fillHashes(digest: Digest, partial: PartialBlob, hashes: (Uint8Array | undefined)[], signal: AbortSignal): Promise<Uint8Array[]> {
-    for (let index = 0; index < hashes.length; index++) {
-      if (hashes[index] !== undefined) continue;
-      const { start, end } = pieceSpan(index, partial.size, partial.pieceSize);
-      const hash = createHash("sha256");
-      for await (const chunk of (await this.options.store.createReadStream(digest, { start, end: end - 1, signal })) as AsyncIterable<Buffer>) hash.update(chunk);
-      hashes[index] = hash.digest();
-    }
-    return hashes as Uint8Array[];
   }
 
   private async lookup(digest: Digest, wantOriginGrant: boolean, signal: AbortSignal): Promise<LookupResult | undefined> {
