@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { registerBuildInfo } from "./build-info.js";
 
 /** Where the bytes handed to a client came from. */
 export type ServeSource = "local" | "peer" | "origin";
@@ -153,13 +154,7 @@ export class AgentMetrics {
   private storeUsage: (() => StoreUsageSnapshot) | undefined;
 
   constructor(options: AgentMetricsOptions) {
-    const buildInfo = new Gauge({
-      name: "shoal_build_info",
-      help: "Shoal version and Node.js runtime; always 1.",
-      labelNames: ["version", "node_version"] as const,
-      registers: [this.registry],
-    });
-    buildInfo.set({ version: options.version, node_version: process.version }, 1);
+    registerBuildInfo(this.registry, options.version);
     const usage = (): StoreUsageSnapshot | undefined => this.storeUsage?.();
     new Gauge({
       name: "shoal_store_used_bytes",

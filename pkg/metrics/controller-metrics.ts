@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { registerBuildInfo } from "./build-info.js";
 
 /** Every metric the controller (tracker) exports. */
 export class ControllerMetrics {
@@ -49,12 +50,7 @@ export class ControllerMetrics {
   });
 
   constructor(options: { version: string; collectDefaults?: boolean }) {
-    new Gauge({
-      name: "shoal_build_info",
-      help: "Shoal version and Node.js runtime; always 1.",
-      labelNames: ["version", "node_version"] as const,
-      registers: [this.registry],
-    }).set({ version: options.version, node_version: process.version }, 1);
+    registerBuildInfo(this.registry, options.version);
     if (options.collectDefaults ?? true) collectDefaultMetrics({ register: this.registry, prefix: "shoal_" });
   }
 }
