@@ -61,7 +61,9 @@ export interface SwarmDownloadContext {
  * How a swarm download ended: all pieces held; or no progress for a while, with `suppliers` = usable
  * peers that hold some missing piece (0: no peer can supply the rest, only the origin can).
  */
-export type SwarmOutcome = { readonly kind: "complete" } | { readonly kind: "stalled"; readonly suppliers: number };
+export type SwarmOutcome =
+  | { readonly kind: "complete" }
+  | { readonly kind: "stalled"; readonly suppliers: number; readonly excludedAgents: readonly string[] };
 
 interface Request {
   readonly peer: SwarmPeer;
@@ -120,7 +122,7 @@ export class SwarmDownload {
         this.schedule(performance.now());
         if (now - this.lastAnnounceMs >= tuning.announceIntervalMs) this.announce(false);
         if (performance.now() - this.lastProgressMs >= tuning.stallMs && !this.productiveRequests()) {
-          return { kind: "stalled", suppliers: this.suppliers(performance.now()) };
+          return { kind: "stalled", suppliers: this.suppliers(performance.now()), excludedAgents: this.peers.excluded() };
         }
         await this.sleep(Math.min(tuning.refreshIntervalMs, tuning.announceIntervalMs));
       }

@@ -131,10 +131,10 @@ export class SwarmFetcher implements BlobFetcher {
       const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, signal, first });
       const outcome = await download.run();
       if (outcome.kind === "complete") break;
-      const again = await this.lookup(request.digest, true, signal);
-      // Without the grant the origin is still used when no usable peer can supply the rest (e.g. the only
-      // complete holder sent bad pieces): correctness before offload.
-      if (again === undefined || again.origin.granted || outcome.suppliers === 0) {
+      // Holders that sent bad pieces are named, so their copies do not keep the tracker from granting us
+      // the origin; without any grant holder at all, the origin is used anyway: correctness before offload.
+      const again = await this.lookup(request.digest, true, signal, outcome.excludedAgents);
+      if (again === undefined || again.origin.granted || (outcome.suppliers === 0 && again.origin.granteeAgentId === undefined)) {
         this.options.logger.info(
           { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
           "no peer can supply the rest; fetching it from the origin",
@@ -190,9 +190,9 @@ export class SwarmFetcher implements BlobFetcher {
     }
   }
 
-  private async lookup(digest: Digest, wantOriginGrant: boolean, signal: AbortSignal): Promise<LookupResult | undefined> {
+  private async lookup(digest: Digest, wantOriginGrant: boolean, signal: AbortSignal, excludedAgents: readonly string[] = []): Promise<LookupResult | undefined> {
     try {
-      const result = await this.options.tracker.lookup(digest, { wantOriginGrant, signal });
+      const result = await this.options.tracker.lookup(digest, { wantOriginGrant, signal, ...(excludedAgents.length > 0 ? { excludedAgents } : {}) });
       this.options.metrics.trackerLookups.inc({ result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : "none" });
       return result;
     } catch (error) {

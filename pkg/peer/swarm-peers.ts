@@ -21,6 +21,8 @@ export interface SwarmPeer {
   failures: number;
   /** No requests before this time (ms, performance.now); Infinity once it sent a bad piece. */
   excludedUntilMs: number;
+  /** Sent a piece that failed verification: dropped for this blob, and named to the tracker as such. */
+  badPieces: boolean;
 }
 
 /** The peers of one blob, refreshed from tracker lookups. */
@@ -42,7 +44,7 @@ export class SwarmPeers {
         known.complete = holder.complete;
         known.bitmap = bitmap;
       } else {
-        this.peers.set(holder.agentId, { agentId: holder.agentId, address: holder.peerAddress, rank, complete: holder.complete, bitmap, inflight: 0, failures: 0, excludedUntilMs: 0 });
+        this.peers.set(holder.agentId, { agentId: holder.agentId, address: holder.peerAddress, rank, complete: holder.complete, bitmap, inflight: 0, failures: 0, excludedUntilMs: 0, badPieces: false });
       }
     });
     // A peer the tracker no longer lists is gone (deleted, evicted, disconnected) unless a request to it runs.
@@ -52,6 +54,11 @@ export class SwarmPeers {
   /** Usable peers now, best ranked first. */
   usable(nowMs: number): SwarmPeer[] {
     return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
+  }
+
+  /** Agents dropped for this blob because they sent bad pieces. */
+  excluded(): string[] {
+    return [...this.peers.values()].filter((p) => p.badPieces).map((p) => p.agentId);
   }
 
   get size(): number {
@@ -87,6 +94,7 @@ export class SwarmPeers {
   /** A peer that sent a piece not matching its hash is dropped for this blob. */
   exclude(peer: SwarmPeer): void {
     peer.excludedUntilMs = Number.POSITIVE_INFINITY;
+    peer.badPieces = true;
   }
 
   private bitmapOf(bytes: Uint8Array): PieceBitmap | undefined {

@@ -94,9 +94,9 @@ describe("swarm: many agents, one origin fetch", () => {
     for (const r of results) assert.equal(digestOf(r.bytes), blob.digest);
     const failures = (await Promise.all(rest.map((n) => n.metric("shoal_piece_verification_failures_total")))).reduce((a, b) => a + b, 0);
     assert.ok(failures >= 1, "bad pieces were detected");
-    // The tracker does not grant the origin while a complete holder exists, even a bad one; agents that
-    // have no usable supplier fetch from the origin without the grant: at most once each.
-    assert.ok(origin.blobBytesServed - served <= rest.length * blob.size, "no agent fetched the blob from the origin more than once");
+    // The agents name the bad holder in their lookups, so the tracker grants the origin to one of them and
+    // the others take pieces from it: the origin sends the blob once more, not once per agent.
+    assert.ok(origin.blobBytesServed - served <= blob.size, `the origin sent ${origin.blobBytesServed - served} bytes for a ${blob.size}-byte blob`);
     for (const node of rest) assert.ok((await node.metric("shoal_piece_verification_failures_total")) <= 4, "the bad peer was dropped after its first bad pieces");
   });
 

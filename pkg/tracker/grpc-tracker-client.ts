@@ -4,7 +4,7 @@ import { type SessionRequest, type SessionResponse, TrackerServiceClient } from 
 import type { Digest } from "../oci/index.js";
 import { Backoff } from "./backoff.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
-import type { AgentIdentity, BlobAnnouncement, LookupResult, Tracker } from "./tracker.js";
+import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, Tracker } from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity } from "./validation.js";
 import { announceRequest, heartbeatRequest, lookupResultFromWire, registerRequest, withdrawRequest } from "./wire.js";
 
@@ -84,7 +84,7 @@ export class GrpcTrackerClient implements Tracker {
     }
   }
 
-  async lookup(digest: Digest, options: { readonly wantOriginGrant: boolean; readonly signal?: AbortSignal }): Promise<LookupResult> {
+  async lookup(digest: Digest, options: LookupOptions): Promise<LookupResult> {
     const { signal } = options;
     signal?.throwIfAborted();
     const deadline = Date.now() + (this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS);
@@ -96,7 +96,7 @@ export class GrpcTrackerClient implements Tracker {
     if (this.state !== "connected" || client === undefined) {
       throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.options.address}`);
     }
-    const request = { agentId: this.identity.agentId, digest, wantOriginGrant: options.wantOriginGrant };
+    const request = { agentId: this.identity.agentId, digest, wantOriginGrant: options.wantOriginGrant, excludedAgentIds: [...(options.excludedAgents ?? [])] };
     return await new Promise<LookupResult>((resolve, reject) => {
       const onAbort = (): void => {
         call.cancel();

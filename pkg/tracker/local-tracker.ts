@@ -3,7 +3,7 @@ import type { Digest } from "../oci/index.js";
 import { TrackerError, isTrackerError } from "./errors.js";
 import type { Membership } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
-import type { AgentIdentity, BlobAnnouncement, LookupResult, Tracker } from "./tracker.js";
+import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, Tracker } from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement } from "./validation.js";
 
 /** Wait before registering again after the tracker ended the session itself. */
@@ -42,12 +42,12 @@ export class LocalTracker implements Tracker {
     return this.session?.open === true;
   }
 
-  lookup(digest: Digest, options: { readonly wantOriginGrant: boolean; readonly signal?: AbortSignal }): Promise<LookupResult> {
+  lookup(digest: Digest, options: LookupOptions): Promise<LookupResult> {
     try {
       options.signal?.throwIfAborted();
       if (this.closed) throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
       if (!this.connected) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", "no session with the in-process tracker");
-      return Promise.resolve(this.options.tracker.lookup(this.options.identity.agentId, digest, options.wantOriginGrant, this.access()));
+      return Promise.resolve(this.options.tracker.lookup(this.options.identity.agentId, digest, options.wantOriginGrant, this.access(), options.excludedAgents));
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }

@@ -27,6 +27,20 @@ async function value(metric: Counter | Gauge, labels: Record<string, string> = {
 const code = (c: string) => (e: unknown) => isTrackerError(e) && e.code === c;
 
 describe("MemoryTracker", () => {
+  it("a complete holder blocks the origin grant unless the asker names it as bad", () => {
+    const { tracker } = setup();
+    const bad = tracker.register(testIdentity("bad"));
+    bad.announce({ digest, size: 10, pieceSize: 5, complete: true });
+    tracker.register(testIdentity("a"));
+    tracker.register(testIdentity("b"));
+    assert.equal(tracker.lookup("a", digest, true).origin.granted, false, "peers can supply it");
+    const named = tracker.lookup("a", digest, true, {}, ["bad"]);
+    assert.equal(named.origin.granted, true);
+    assert.equal(named.holders.some((h) => h.agentId === "bad"), true, "the holder is still listed for others");
+    assert.equal(tracker.lookup("b", digest, true, {}, ["bad"]).origin.granted, false, "one grantee at a time");
+    assert.equal(tracker.lookup("b", digest, true, {}, ["bad"]).origin.granteeAgentId, "a");
+  });
+
   it("refuses announces and lookups from agents without a session", () => {
     const { tracker } = setup();
     assert.throws(() => {

@@ -220,12 +220,12 @@ export class MemoryTracker {
    * Holders of `digest` ranked for `agentId`, the piece hashes known so far and the origin decision.
    * Throws ERR_TRACKER_NOT_REGISTERED for an agent without a session.
    */
-  lookup(agentId: string, digest: Digest, wantOriginGrant: boolean, access: LookupAccess = {}): LookupResult {
+  lookup(agentId: string, digest: Digest, wantOriginGrant: boolean, access: LookupAccess = {}, excluded: readonly string[] = []): LookupResult {
     const asker = this.agent(agentId);
     const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
     if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     const blob = this.blobs.get(digest);
-    const granted = wantOriginGrant && this.tryGrant(agentId, digest, blob);
+    const granted = wantOriginGrant && this.tryGrant(agentId, digest, blob, new Set(excluded));
     const candidates = [];
     for (const [holderId, holding] of blob?.holders ?? []) {
       const holder = this.agents.get(holderId);
@@ -274,11 +274,12 @@ export class MemoryTracker {
   }
 
   /** The grant decision; true when `agentId` holds the grant after it. */
-  private tryGrant(agentId: string, digest: Digest, blob: BlobRecord | undefined): boolean {
+  private tryGrant(agentId: string, digest: Digest, blob: BlobRecord | undefined, excluded: ReadonlySet<string>): boolean {
     const now = this.now();
     const current = this.grants.get(digest);
     if (current?.agentId === agentId) return true;
-    for (const [holderId, holding] of blob?.holders ?? []) if (holding.complete && holderId !== agentId) return false;
+    // A complete copy elsewhere means the peers can supply it, unless the asker found that holder bad.
+    for (const [holderId, holding] of blob?.holders ?? []) if (holding.complete && holderId !== agentId && !excluded.has(holderId)) return false;
     if (current !== undefined && now - current.progressAtMs < this.stallTimeoutMs) return false;
     const heldPieces = blob?.holders.get(agentId)?.heldPieces ?? 0;
     this.grants.set(digest, { agentId, grantedAtMs: now, progressAtMs: now, heldPieces });

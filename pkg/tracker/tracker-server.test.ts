@@ -38,7 +38,7 @@ function openSession(client: TrackerServiceClient): RawSession {
 
 function lookup(client: TrackerServiceClient, agentId: string, d: string): Promise<LookupResponse> {
   return new Promise((resolve, reject) => {
-    client.lookup({ agentId, digest: d, wantOriginGrant: false }, (error: ServiceError | null, response) => {
+    client.lookup({ agentId, digest: d, wantOriginGrant: false, excludedAgentIds: [] }, (error: ServiceError | null, response) => {
       if (error) reject(error);
       else resolve(response);
     });

@@ -14,6 +14,9 @@ export const SERVER_KEEPALIVE_TIMEOUT_MS = 5_000;
 /** On close, how long lookups in flight may finish before the server is cut. */
 const DEFAULT_CLOSE_GRACE_MS = 1_000;
 
+/** Excluded holders one lookup may name; a swarm has far fewer bad peers than this. */
+const MAX_EXCLUDED_AGENTS = 256;
+
 export interface TrackerServerOptions {
   readonly host: string;
   readonly port: number;
@@ -194,10 +197,20 @@ export class TrackerServer {
       const agentId = this.edge(() => validateAgentId(call.request.agentId));
       const digest = this.edge(() => validateDigest(call.request.digest));
       const remoteAddress = hostOfPeer(call.getPeer());
-      const result = this.options.tracker.lookup(agentId, digest, call.request.wantOriginGrant, {
-        ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
-        ...(remoteAddress === undefined ? {} : { remoteAddress }),
+      const excluded = this.edge(() => {
+        if (call.request.excludedAgentIds.length > MAX_EXCLUDED_AGENTS) throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `more than ${MAX_EXCLUDED_AGENTS} excluded agents`);
+        return call.request.excludedAgentIds.map(validateAgentId);
       });
+      const result = this.options.tracker.lookup(
+        agentId,
+        digest,
+        call.request.wantOriginGrant,
+        {
+          ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
+          ...(remoteAddress === undefined ? {} : { remoteAddress }),
+        },
+        excluded,
+      );
       callback(null, lookupResponse(result));
     } catch (error: unknown) {
       callback(this.toStatus(error));

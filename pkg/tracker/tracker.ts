@@ -42,6 +42,13 @@ export interface LookupResult {
   readonly origin: { readonly granted: boolean; readonly granteeAgentId: string | undefined };
 }
 
+export interface LookupOptions {
+  readonly wantOriginGrant: boolean;
+  /** Holders this agent dropped for the blob (bad pieces): their complete copies do not block its grant. */
+  readonly excludedAgents?: readonly string[];
+  readonly signal?: AbortSignal;
+}
+
 /**
  * The agent's view of the tracker. Implementations: GrpcTrackerClient (a session stream to the
  * controller, reconnecting with backoff and re-announcing the whole inventory), LocalTracker (in
@@ -53,7 +60,7 @@ export interface Tracker {
    * origin fetch when nobody holds the whole blob and no other live agent is fetching it (or the one that
    * was has stalled). Throws TrackerError ERR_TRACKER_UNAVAILABLE when the tracker cannot be reached.
    */
-  lookup(digest: Digest, options: { readonly wantOriginGrant: boolean; readonly signal?: AbortSignal }): Promise<LookupResult>;
+  lookup(digest: Digest, options: LookupOptions): Promise<LookupResult>;
   /** Records the announcement in the local inventory and sends it when connected (again after every reconnect). */
   announce(announcement: BlobAnnouncement): void;
   /** Drops a blob from the inventory (evicted, deleted, abandoned) and tells the tracker. */

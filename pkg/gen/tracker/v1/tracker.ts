@@ -85,6 +85,11 @@ export interface LookupRequest {
   digest: string;
   /** Ask to be granted the origin fetch if nobody holds the blob and no other agent is fetching it. */
   wantOriginGrant: boolean;
+  /**
+   * Holders the asking agent dropped for this blob (they sent pieces that failed verification): their
+   * complete copies do not count against granting it the origin fetch.
+   */
+  excludedAgentIds: string[];
 }
 
 export interface LookupResponse {
@@ -923,7 +928,7 @@ export const Registered: MessageFns<Registered> = {
 };
 
 function createBaseLookupRequest(): LookupRequest {
-  return { agentId: "", digest: "", wantOriginGrant: false };
+  return { agentId: "", digest: "", wantOriginGrant: false, excludedAgentIds: [] };
 }
 
 export const LookupRequest: MessageFns<LookupRequest> = {
@@ -936,6 +941,9 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     }
     if (message.wantOriginGrant !== false) {
       writer.uint32(24).bool(message.wantOriginGrant);
+    }
+    for (const v of message.excludedAgentIds) {
+      writer.uint32(34).string(v!);
     }
     return writer;
   },
@@ -977,6 +985,14 @@ export const LookupRequest: MessageFns<LookupRequest> = {
             message.wantOriginGrant = reader.bool();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.excludedAgentIds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1002,6 +1018,11 @@ export const LookupRequest: MessageFns<LookupRequest> = {
         : isSet(object.want_origin_grant)
         ? globalThis.Boolean(object.want_origin_grant)
         : false,
+      excludedAgentIds: globalThis.Array.isArray(object?.excludedAgentIds)
+        ? object.excludedAgentIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.excluded_agent_ids)
+        ? object.excluded_agent_ids.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -1016,6 +1037,9 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     if (message.wantOriginGrant !== false) {
       obj.wantOriginGrant = message.wantOriginGrant;
     }
+    if (message.excludedAgentIds?.length) {
+      obj.excludedAgentIds = message.excludedAgentIds;
+    }
     return obj;
   },
 
@@ -1027,6 +1051,7 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     message.agentId = object.agentId ?? "";
     message.digest = object.digest ?? "";
     message.wantOriginGrant = object.wantOriginGrant ?? false;
+    message.excludedAgentIds = object.excludedAgentIds?.map((e) => e) || [];
     return message;
   },
 };
