@@ -96,9 +96,17 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
     assert.equal(await pull(seed, "kill-peer"), layout.root.digest);
     await sleep(500); // the seed's inventory announce reaches the tracker
     const others = live().slice(1);
-    const pulls = others.map((a) => pull(a, "kill-peer"));
+    let finished = 0;
+    const pulls = others.map((a) =>
+      pull(a, "kill-peer").then((digest) => {
+        finished++;
+        return digest;
+      }),
+    );
     await sleep(400);
+    const finishedBeforeKill = finished;
     await seed.daemon.stop(0);
+    assert.ok(finishedBeforeKill < others.length, "the seed was killed while pulls were still running");
     agents[0] = undefined;
     for (const d of await Promise.all(pulls)) assert.equal(d, layout.root.digest);
   });
