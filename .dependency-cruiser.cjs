@@ -9,7 +9,7 @@ module.exports = {
       from: { path: "^pkg/(oci|metrics|gen|config)/" },
       to: { path: "^pkg/", pathNot: ["^pkg/$1/"] } },
     { name: "nothing-imports-cmd", severity: "error",
-      from: { path: "^(pkg|e2e)/" }, to: { path: "^cmd/" } },
+      from: { path: "^(pkg|e2e|charts)/" }, to: { path: "^cmd/" } },
     { name: "pkg-does-not-import-e2e", severity: "error",
       from: { path: "^pkg/" }, to: { path: "^e2e/" } },
     { name: "registry-uses-interfaces-only", severity: "error",

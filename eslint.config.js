@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "dist-*/**", "node_modules/**", "pkg/gen/**", "charts/**", "*.cjs"] },
+  { ignores: ["dist/**", "dist-*/**", "node_modules/**", "pkg/gen/**", "*.cjs"] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {
@@ -20,12 +20,12 @@ export default tseslint.config(
   },
   {
     // cmd/ and e2e/ talk to the terminal; pkg/ logs through pino only.
-    files: ["cmd/**/*.ts", "e2e/**/*.ts"],
+    files: ["cmd/**/*.ts", "e2e/**/*.ts", "charts/**/*.ts"],
     rules: { "no-console": "off" },
   },
   {
     // Tests may use non-null assertions on values they just checked.
-    files: ["**/*.test.ts", "**/testing/**/*.ts", "e2e/**/*.ts"],
+    files: ["**/*.test.ts", "**/testing/**/*.ts", "e2e/**/*.ts", "charts/**/*.ts"],
     rules: {
       "@typescript-eslint/no-non-null-assertion": "off",
       "@typescript-eslint/no-floating-promises": ["error", { allowForKnownSafeCalls: [{ from: "package", package: "node:test", name: ["describe", "it", "test", "suite"] }] }],
