@@ -4,11 +4,12 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { AgentMetrics, MetricsServer } from "../../pkg/metrics/index.js";
 import { InventorySync } from "../../pkg/peer/inventory.js";
+import { TrackerManifestPeers } from "../../pkg/peer/manifest-peers.js";
 import { PeerClient } from "../../pkg/peer/peer-client.js";
 import { PeerServer } from "../../pkg/peer/peer-server.js";
 import { PieceHashIndex } from "../../pkg/peer/piece-hashes.js";
 import { SwarmFetcher } from "../../pkg/peer/swarm-fetcher.js";
-import type { BlobFetcher } from "../../pkg/registry/index.js";
+import type { BlobFetcher, ManifestPeers } from "../../pkg/registry/index.js";
 import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 import { Mirror, MirrorServer, OriginFetcher, UpstreamClient, loadDockerConfig } from "../../pkg/registry/index.js";
 import { DiskBlobStore, DiskTagStore } from "../../pkg/store/index.js";
@@ -57,6 +58,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     const originFetcher = new OriginFetcher({ store, upstream, metrics, logger: logger.child({ component: "fetcher" }) });
     cleanups.unshift(() => originFetcher.close());
     let fetcher: BlobFetcher = originFetcher;
+    let manifestPeers: ManifestPeers | undefined;
     let peerAddress: string | undefined;
     if (options.tracker !== undefined) {
       const peerServer = await PeerServer.start({
@@ -96,6 +98,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       const swarm = new SwarmFetcher({ store, tracker, pieces: peerClient, origin: originFetcher, hashIndex, metrics, logger: logger.child({ component: "swarm" }) });
       cleanups.unshift(() => swarm.close());
       fetcher = swarm;
+      manifestPeers = new TrackerManifestPeers({ tracker, pieces: peerClient, logger: logger.child({ component: "manifest-peers" }) });
       const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (digest) => swarm.completedHashes(digest), logger: logger.child({ component: "inventory" }) });
       await inventory.start();
       cleanups.unshift(() => inventory.stop());
@@ -105,6 +108,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       tags,
       upstream,
       fetcher,
+      manifestPeers,
       metrics,
       logger: logger.child({ component: "mirror" }),
       defaultRegistry: options.defaultUpstream,

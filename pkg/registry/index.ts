@@ -7,3 +7,4 @@ export * from "./oci-errors.js";
 export * from "./origin-fetcher.js";
 export * from "./upstream/credentials.js";
 export * from "./upstream/upstream-client.js";
+export * from "./manifest-peers.js";

@@ -14,6 +14,7 @@ import type { BlobInfo, BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import { choosePieceSize } from "../store/piece.js";
 import type { TagStore } from "../store/tag-store.js";
+import type { ManifestPeers } from "./manifest-peers.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { statusError, upstreamErrorReason } from "./origin-fetcher.js";
 import { type UpstreamClient, header, readLimitedBytes } from "./upstream/upstream-client.js";
@@ -35,7 +36,7 @@ export interface ManifestRequest {
 export type ResolvedManifest =
   | { readonly kind: "stored"; readonly info: BlobInfo & { mediaType: string }; readonly source: "local" | "origin"; readonly stale: boolean }
   | { readonly kind: "headers"; readonly digest: Digest; readonly mediaType: string; readonly size: number }
-  | { readonly kind: "body"; readonly digest: Digest; readonly mediaType: string; readonly body: Buffer };
+  | { readonly kind: "body"; readonly digest: Digest; readonly mediaType: string; readonly body: Buffer; readonly source: "peer" | "origin" };
 
 export interface ManifestResolverOptions {
   readonly store: BlobStore;
@@ -43,11 +44,13 @@ export interface ManifestResolverOptions {
   readonly upstream: UpstreamClient;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
+  /** Other agents, asked for manifests by digest before the origin; absent without a tracker. */
+  readonly manifestPeers?: ManifestPeers | undefined;
   readonly now?: () => number;
 }
 
 /**
- * Manifests by digest are immutable: store first, else the upstream (verified, then stored).
+ * Manifests by digest are immutable: store first, then other agents, else the upstream (verified, then stored).
  * Manifests by tag are resolved upstream on every pull (a HEAD, then a GET only when the digest is new);
  * when the upstream cannot be reached, the last digest seen for the tag is served and counted.
  */
@@ -61,6 +64,8 @@ export class ManifestResolver {
     if (request.reference.kind === "digest") {
       const stored = await this.stored(request.reference.digest);
       if (stored) return { kind: "stored", info: stored, source: "local", stale: false };
+      const fromPeer = await this.fromPeers(request.reference.digest, request.signal);
+      if (fromPeer) return fromPeer;
       return await this.fetch(request, request.reference.digest);
     }
     const tag = request.reference.tag;
@@ -98,6 +103,22 @@ export class ManifestResolver {
     return info?.mediaType === undefined ? undefined : { ...info, mediaType: info.mediaType };
   }
 
+  /** A verified copy from another agent (kept in the store), or undefined to go to the origin. */
+  private async fromPeers(digest: Digest, signal: AbortSignal): Promise<ResolvedManifest | undefined> {
+    const body = await this.options.manifestPeers?.fetch(digest, MAX_MANIFEST_BYTES, signal);
+    if (body === undefined) return undefined;
+    // ManifestPeers verifies; checking again costs microseconds and keeps this seam safe with any implementation.
+    if (digestOf(body, digestAlgorithm(digest)) !== digest) {
+      this.options.metrics.digestMismatches.inc({ source: "peer" });
+      return undefined;
+    }
+    const mediaType = sniffManifestMediaType(body);
+    // A manifest without a mediaType field cannot be labelled from its bytes alone; the origin's header can.
+    if (mediaType === undefined) return undefined;
+    await this.keep(digest, mediaType, body);
+    return { kind: "body", digest, mediaType, body, source: "peer" };
+  }
+
   /** GETs a manifest, verifies it against `expected` (or the upstream's Docker-Content-Digest) and stores it. */
   private async fetch(request: ManifestRequest, expected: Digest | undefined): Promise<ResolvedManifest> {
     const { metrics } = this.options;
@@ -118,7 +139,7 @@ export class ManifestResolver {
     const mediaType = header(response.headers, "content-type") ?? sniffManifestMediaType(body) ?? ALL_MANIFEST_MEDIA_TYPES[0] ?? "";
     if (request.reference.kind === "tag") this.remember(request, request.reference.tag, digest, mediaType, body.length);
     await this.keep(digest, mediaType, body);
-    return { kind: "body", digest, mediaType, body };
+    return { kind: "body", digest, mediaType, body, source: "origin" };
   }
 
   private async upstreamManifest(request: ManifestRequest, method: "GET" | "HEAD"): Promise<{ headers: Readonly<Record<string, string | string[] | undefined>>; body: Readable }> {

@@ -3,7 +3,8 @@ import { request as httpRequest } from "node:http";
 import { connect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { MEDIA_TYPE_OCI_MANIFEST, digestOf, parseDigest } from "../oci/index.js";
+import { type Digest, MEDIA_TYPE_OCI_MANIFEST, digestOf, parseDigest } from "../oci/index.js";
+import type { ManifestPeers } from "./manifest-peers.js";
 import { MirrorFixture } from "./testing/mirror-fixture.js";
 
 const NAME = "team/app";
@@ -417,5 +418,59 @@ describe("mirror: bad input", () => {
     const blob = await f.upstream.addBlob({ size: 1234, seed: "after-bad-input" });
     const res = await fetch(`${f.url}/v2/${NAME}/blobs/${blob.digest}?ns=${f.upstream.host}`);
     assert.equal(digestOf(await body(res)), parseDigest(blob.digest));
+  });
+});
+
+describe("mirror: manifests by digest from other agents", () => {
+  /** What other agents hold; `lie` makes them answer with other bytes than the digest names. */
+  const held = new Map<Digest, Buffer>();
+  let lie = false;
+  const asked: Digest[] = [];
+  const peers: ManifestPeers = {
+    fetch(digest: Digest) {
+      asked.push(digest);
+      const bytes = held.get(digest);
+      return Promise.resolve(bytes === undefined ? undefined : lie ? Buffer.from(`${bytes.toString()} `) : bytes);
+    },
+  };
+  let f: MirrorFixture;
+  before(async () => {
+    f = await MirrorFixture.start({ manifestPeers: peers });
+  });
+  after(async () => {
+    await f.close();
+  });
+
+  it("takes a manifest by digest from a peer without asking the origin, then serves it locally", async () => {
+    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], p: 1 }));
+    const manifest = { ...f.upstream.addManifest(NAME, "peer-held", bytes, MEDIA_TYPE_OCI_MANIFEST), body: bytes };
+    held.set(manifest.digest, bytes);
+    const gets = f.upstreamRequests("manifest", "GET");
+    const res = await fetch(f.manifestUrl(NAME, manifest.digest));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), MEDIA_TYPE_OCI_MANIFEST);
+    assert.equal(digestOf(await body(res)), manifest.digest);
+    assert.equal(f.upstreamRequests("manifest", "GET"), gets, "the origin was not asked");
+    assert.equal(await f.metric("shoal_blob_bytes_served_total", { source: "peer" }), manifest.body.length);
+    const again = await fetch(f.manifestUrl(NAME, manifest.digest));
+    assert.equal(digestOf(await body(again)), manifest.digest);
+    assert.equal(await f.metric("shoal_blob_bytes_served_total", { source: "local" }), manifest.body.length);
+    assert.equal(asked.filter((d) => d === manifest.digest).length, 1, "kept in the store after the first copy");
+  });
+
+  it("goes to the origin when no peer holds it, and when a peer's copy does not match the digest", async () => {
+    const missing = f.upstream.addManifest(NAME, "nobody", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], p: 2 }, MEDIA_TYPE_OCI_MANIFEST);
+    const gets = f.upstreamRequests("manifest", "GET");
+    assert.equal(digestOf(await body(await fetch(f.manifestUrl(NAME, missing.digest)))), missing.digest);
+    assert.equal(f.upstreamRequests("manifest", "GET"), gets + 1);
+    const forgedBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], p: 3 }));
+    const forged = f.upstream.addManifest(NAME, "forged", forgedBytes, MEDIA_TYPE_OCI_MANIFEST);
+    held.set(forged.digest, forgedBytes);
+    lie = true;
+    const res = await fetch(f.manifestUrl(NAME, forged.digest));
+    lie = false;
+    assert.equal(digestOf(await body(res)), forged.digest);
+    assert.equal(f.upstreamRequests("manifest", "GET"), gets + 2);
+    assert.equal(await f.metric("shoal_digest_mismatches_total", { source: "peer" }), 1);
   });
 });

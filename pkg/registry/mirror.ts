@@ -9,6 +9,7 @@ import { isStoreError } from "../store/errors.js";
 import type { TagStore } from "../store/tag-store.js";
 import type { BlobFetcher } from "./blob-fetcher.js";
 import { RegistryError } from "./errors.js";
+import type { ManifestPeers } from "./manifest-peers.js";
 import { ManifestResolver } from "./manifests.js";
 import { toOciErrorResponse, writeOciError } from "./oci-errors.js";
 import { statusError } from "./origin-fetcher.js";
@@ -22,6 +23,8 @@ export interface MirrorOptions {
   readonly tags: TagStore;
   readonly upstream: UpstreamClient;
   readonly fetcher: BlobFetcher;
+  /** Other agents, asked for manifests by digest before the origin. */
+  readonly manifestPeers?: ManifestPeers | undefined;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
   /** Registry for requests that name none (no `?ns=`, no registry path segment). */
@@ -114,8 +117,8 @@ export class Mirror {
     }
     if (resolved.kind === "body") {
       res.writeHead(200, { ...common, "content-type": resolved.mediaType, "content-length": resolved.body.length, "docker-content-digest": resolved.digest });
-      started("origin");
-      if (!head) this.options.metrics.blobBytesServed.inc({ source: "origin" }, resolved.body.length);
+      started(resolved.source);
+      if (!head) this.options.metrics.blobBytesServed.inc({ source: resolved.source }, resolved.body.length);
       res.end(head ? undefined : resolved.body);
       return;
     }

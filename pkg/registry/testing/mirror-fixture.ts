@@ -1,6 +1,7 @@
 import { pino } from "pino";
 import { AgentMetrics } from "../../metrics/index.js";
 import { type BlobStore, MemoryBlobStore, MemoryTagStore, type TagStore } from "../../store/index.js";
+import type { ManifestPeers } from "../manifest-peers.js";
 import { Mirror } from "../mirror.js";
 import { MirrorServer } from "../mirror-server.js";
 import { OriginFetcher } from "../origin-fetcher.js";
@@ -16,6 +17,8 @@ export interface MirrorFixtureOptions {
   readonly store?: BlobStore;
   /** Registry for requests that name none; default: the fake upstream. */
   readonly defaultRegistry?: string | null;
+  /** Other agents the mirror asks for manifests by digest. */
+  readonly manifestPeers?: ManifestPeers;
 }
 
 /** A mirror on 127.0.0.1:0 in front of a FakeUpstream, with in-memory store and tags. */
@@ -48,6 +51,7 @@ export class MirrorFixture {
       tags,
       upstream: client,
       fetcher,
+      manifestPeers: options.manifestPeers,
       metrics,
       logger,
       defaultRegistry: options.defaultRegistry === null ? undefined : (options.defaultRegistry ?? upstream.host),
