@@ -9,7 +9,7 @@ import { PeerClient } from "../../pkg/peer/peer-client.js";
 import { PeerServer } from "../../pkg/peer/peer-server.js";
 import { PieceHashIndex } from "../../pkg/peer/piece-hashes.js";
 import { SwarmFetcher } from "../../pkg/peer/swarm-fetcher.js";
-import type { BlobFetcher, ManifestPeers } from "../../pkg/registry/index.js";
+import type { BlobFetcher, ClusterTags, ManifestPeers } from "../../pkg/registry/index.js";
 import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 import { Mirror, MirrorServer, OriginFetcher, UpstreamClient, loadDockerConfig } from "../../pkg/registry/index.js";
 import { DiskBlobStore, DiskTagStore } from "../../pkg/store/index.js";
@@ -59,6 +59,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     cleanups.unshift(() => originFetcher.close());
     let fetcher: BlobFetcher = originFetcher;
     let manifestPeers: ManifestPeers | undefined;
+    let clusterTags: ClusterTags | undefined;
     let peerAddress: string | undefined;
     if (options.tracker !== undefined) {
       const peerServer = await PeerServer.start({
@@ -98,6 +99,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       const swarm = new SwarmFetcher({ store, tracker, pieces: peerClient, origin: originFetcher, hashIndex, metrics, logger: logger.child({ component: "swarm" }) });
       cleanups.unshift(() => swarm.close());
       fetcher = swarm;
+      clusterTags = tracker;
       manifestPeers = new TrackerManifestPeers({ tracker, pieces: peerClient, logger: logger.child({ component: "manifest-peers" }) });
       const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (digest) => swarm.completedHashes(digest), logger: logger.child({ component: "inventory" }) });
       await inventory.start();
@@ -109,6 +111,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       upstream,
       fetcher,
       manifestPeers,
+      clusterTags,
       metrics,
       logger: logger.child({ component: "mirror" }),
       defaultRegistry: options.defaultUpstream,

@@ -14,7 +14,11 @@ import type { BlobInfo, BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import { choosePieceSize } from "../store/piece.js";
 import type { TagStore } from "../store/tag-store.js";
+import type { TagRecord, Tracker } from "../tracker/tracker.js";
 import type { ManifestPeers } from "./manifest-peers.js";
+
+/** The part of the tracker that shares tag → digest records between agents. */
+export type ClusterTags = Pick<Tracker, "publishTag" | "resolveTag">;
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { statusError, upstreamErrorReason } from "./origin-fetcher.js";
 import { type UpstreamClient, header, readLimitedBytes } from "./upstream/upstream-client.js";
@@ -36,7 +40,7 @@ export interface ManifestRequest {
 export type ResolvedManifest =
   | { readonly kind: "stored"; readonly info: BlobInfo & { mediaType: string }; readonly source: "local" | "origin"; readonly stale: boolean }
   | { readonly kind: "headers"; readonly digest: Digest; readonly mediaType: string; readonly size: number }
-  | { readonly kind: "body"; readonly digest: Digest; readonly mediaType: string; readonly body: Buffer; readonly source: "peer" | "origin" };
+  | { readonly kind: "body"; readonly digest: Digest; readonly mediaType: string; readonly body: Buffer; readonly source: "peer" | "origin"; readonly stale?: boolean };
 
 export interface ManifestResolverOptions {
   readonly store: BlobStore;
@@ -46,6 +50,8 @@ export interface ManifestResolverOptions {
   readonly logger: Logger;
   /** Other agents, asked for manifests by digest before the origin; absent without a tracker. */
   readonly manifestPeers?: ManifestPeers | undefined;
+  /** The cluster's tag records (the tracker): published after each upstream resolution, read when the upstream is down. */
+  readonly clusterTags?: ClusterTags | undefined;
   readonly now?: () => number;
 }
 
@@ -77,25 +83,54 @@ export class ManifestResolver {
         const stored = await this.stored(digestHeader);
         const mediaType = header(head.headers, "content-type") ?? stored?.mediaType;
         const size = Number(header(head.headers, "content-length"));
-        if (mediaType !== undefined && Number.isSafeInteger(size)) this.remember(request, tag, digestHeader, mediaType, size);
-        if (stored) return { kind: "stored", info: stored, source: "local", stale: false };
-        if (request.method === "HEAD" && mediaType !== undefined && Number.isSafeInteger(size)) {
+        const known = mediaType !== undefined && Number.isSafeInteger(size);
+        if (stored) {
+          if (known) this.publish(request, tag, digestHeader, mediaType, size);
+          return { kind: "stored", info: stored, source: "local", stale: false };
+        }
+        if (request.method === "HEAD" && known) {
+          this.publish(request, tag, digestHeader, mediaType, size);
           return { kind: "headers", digest: digestHeader, mediaType, size };
         }
+        // Otherwise the GET below records the tag once the body matches.
       }
       return await this.fetch(request, undefined);
     } catch (error) {
       if (!isTransientUpstreamError(error)) throw error;
-      const record = this.options.tags.get(request.registry, request.name, tag);
-      const stored = record === undefined ? undefined : await this.stored(record.digest);
-      if (record === undefined || stored === undefined) throw error;
+      const fallback = await this.lastSeen(request, tag);
+      if (fallback === undefined) throw error;
       this.options.metrics.tagFallbacks.inc();
       this.options.logger.warn(
-        { registry: request.registry, name: request.name, tag, digest: record.digest, err: error },
+        { registry: request.registry, name: request.name, tag, digest: fallback.digest, seenBy: fallback.seenBy, err: error },
         "upstream unreachable; serving the last digest seen for this tag",
       );
-      return { kind: "stored", info: stored, source: "local", stale: true };
+      return fallback.resolved;
     }
+  }
+
+  /**
+   * The newest digest seen for the tag, by this agent or (through the tracker) any agent, with the
+   * manifest from the store or a peer; undefined when nobody saw the tag or its manifest is nowhere.
+   */
+  private async lastSeen(request: ManifestRequest, tag: string): Promise<{ digest: Digest; seenBy: "this agent" | "cluster"; resolved: ResolvedManifest } | undefined> {
+    const local = this.options.tags.get(request.registry, request.name, tag);
+    let cluster: TagRecord | undefined;
+    try {
+      cluster = await this.options.clusterTags?.resolveTag({ registry: request.registry, repository: request.name, tag }, request.signal);
+    } catch (error) {
+      request.signal.throwIfAborted();
+      this.options.logger.debug({ err: error }, "tracker could not resolve the tag");
+    }
+    const useCluster = cluster !== undefined && (local === undefined || cluster.seenAtMs > local.seenAt);
+    const digest = useCluster ? cluster?.digest : local?.digest;
+    if (digest === undefined) return undefined;
+    const seenBy = useCluster ? "cluster" : "this agent";
+    const stored = await this.stored(digest);
+    if (stored) return { digest, seenBy, resolved: { kind: "stored", info: stored, source: "local", stale: true } };
+    const fromPeer = await this.fromPeers(digest, request.signal);
+    if (fromPeer?.kind !== "body") return undefined;
+    this.remember(request, tag, digest, fromPeer.mediaType, fromPeer.body.length);
+    return { digest, seenBy, resolved: { ...fromPeer, stale: true } };
   }
 
   private async stored(digest: Digest): Promise<(BlobInfo & { mediaType: string }) | undefined> {
@@ -137,7 +172,7 @@ export class ManifestResolver {
       throw new RegistryError("ERR_DIGEST_MISMATCH", `${request.registry} sent a manifest that does not match its digest`);
     }
     const mediaType = header(response.headers, "content-type") ?? sniffManifestMediaType(body) ?? ALL_MANIFEST_MEDIA_TYPES[0] ?? "";
-    if (request.reference.kind === "tag") this.remember(request, request.reference.tag, digest, mediaType, body.length);
+    if (request.reference.kind === "tag") this.publish(request, request.reference.tag, digest, mediaType, body.length);
     await this.keep(digest, mediaType, body);
     return { kind: "body", digest, mediaType, body, source: "origin" };
   }
@@ -164,7 +199,18 @@ export class ManifestResolver {
   }
 
   private remember(request: ManifestRequest, tag: string, digest: Digest, mediaType: string, size: number): void {
-    this.options.tags.set(request.registry, request.name, tag, { digest, mediaType, size, seenAt: (this.options.now ?? Date.now)() });
+    const seenAt = (this.options.now ?? Date.now)();
+    this.options.tags.set(request.registry, request.name, tag, { digest, mediaType, size, seenAt });
+  }
+
+  /** Shares an upstream resolution with the cluster; a tracker that refuses it changes nothing here. */
+  private publish(request: ManifestRequest, tag: string, digest: Digest, mediaType: string, size: number): void {
+    this.remember(request, tag, digest, mediaType, size);
+    try {
+      this.options.clusterTags?.publishTag({ registry: request.registry, repository: request.name, tag, digest, mediaType, size, seenAtMs: (this.options.now ?? Date.now)() });
+    } catch (error) {
+      this.options.logger.debug({ err: error, tag }, "tag record not published");
+    }
   }
 
   /** Stores a verified manifest; a concurrent store of the same digest wins and this one is skipped. */

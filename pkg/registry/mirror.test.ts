@@ -4,7 +4,9 @@ import { connect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { type Digest, MEDIA_TYPE_OCI_MANIFEST, digestOf, parseDigest } from "../oci/index.js";
+import type { TagRecord } from "../tracker/tracker.js";
 import type { ManifestPeers } from "./manifest-peers.js";
+import type { ClusterTags } from "./manifests.js";
 import { MirrorFixture } from "./testing/mirror-fixture.js";
 
 const NAME = "team/app";
@@ -421,7 +423,7 @@ describe("mirror: bad input", () => {
   });
 });
 
-describe("mirror: manifests by digest from other agents", () => {
+describe("mirror: manifests and tags from other agents", () => {
   /** What other agents hold; `lie` makes them answer with other bytes than the digest names. */
   const held = new Map<Digest, Buffer>();
   let lie = false;
@@ -433,9 +435,20 @@ describe("mirror: manifests by digest from other agents", () => {
       return Promise.resolve(bytes === undefined ? undefined : lie ? Buffer.from(`${bytes.toString()} `) : bytes);
     },
   };
+  /** The tracker's tag records, as the cluster shares them. */
+  const published: TagRecord[] = [];
+  const clusterTags: ClusterTags = {
+    publishTag(record) {
+      published.push(record);
+    },
+    resolveTag(key) {
+      const matching = published.filter((r) => r.registry === key.registry && r.repository === key.repository && r.tag === key.tag);
+      return Promise.resolve(matching.sort((a, b) => b.seenAtMs - a.seenAtMs)[0]);
+    },
+  };
   let f: MirrorFixture;
   before(async () => {
-    f = await MirrorFixture.start({ manifestPeers: peers });
+    f = await MirrorFixture.start({ manifestPeers: peers, clusterTags });
   });
   after(async () => {
     await f.close();
@@ -472,5 +485,52 @@ describe("mirror: manifests by digest from other agents", () => {
     assert.equal(digestOf(await body(res)), forged.digest);
     assert.equal(f.upstreamRequests("manifest", "GET"), gets + 2);
     assert.equal(await f.metric("shoal_digest_mismatches_total", { source: "peer" }), 1);
+  });
+});
+
+describe("mirror: a tag only another agent resolved, while the upstream is down", () => {
+  const held = new Map<Digest, Buffer>();
+  const peers: ManifestPeers = { fetch: (digest: Digest) => Promise.resolve(held.get(digest)) };
+  let records: TagRecord[] = [];
+  const clusterTags: ClusterTags = {
+    publishTag(record) {
+      records.push(record);
+    },
+    resolveTag: (key) => Promise.resolve(records.find((r) => r.repository === key.repository && r.tag === key.tag)),
+  };
+  let resolver: MirrorFixture;
+  let other: MirrorFixture;
+  before(async () => {
+    resolver = await MirrorFixture.start({ clusterTags });
+    other = await MirrorFixture.start({ manifestPeers: peers, clusterTags });
+  });
+  after(async () => {
+    await resolver.close();
+    await other.close();
+  });
+
+  it("publishes upstream resolutions and serves a tag it never resolved from the cluster's record and a peer's copy", async () => {
+    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], c: 1 }));
+    const manifest = resolver.upstream.addManifest(NAME, "shared", bytes, MEDIA_TYPE_OCI_MANIFEST);
+    assert.equal((await fetch(resolver.manifestUrl(NAME, "shared"))).status, 200);
+    assert.equal(records.length, 1);
+    assert.equal(records[0]?.digest, manifest.digest);
+    // The other agent's upstream is down and it never saw the tag; the record names the fixture's own
+    // upstream host, so point it at this agent's upstream.
+    records = records.map((r) => ({ ...r, registry: other.upstream.host }));
+    held.set(manifest.digest, bytes);
+    other.upstream.script({ kind: "manifest" }, { kind: "status", status: 503 });
+    const res = await fetch(other.manifestUrl(NAME, "shared"));
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("docker-content-digest"), manifest.digest);
+    assert.match(res.headers.get("warning") ?? "", /last digest seen/);
+    assert.equal(digestOf(await body(res)), manifest.digest);
+    assert.equal(await other.metric("shoal_tag_fallbacks_total"), 1);
+    held.clear();
+    const again = await fetch(other.manifestUrl(NAME, "shared"));
+    assert.equal(again.status, 200, "now stored here: no peer needed");
+    const unknown = await fetch(other.manifestUrl(NAME, "nobody-resolved"));
+    assert.equal(unknown.status, 502);
+    other.upstream.clearScripts();
   });
 });

@@ -10,7 +10,7 @@ import type { TagStore } from "../store/tag-store.js";
 import type { BlobFetcher } from "./blob-fetcher.js";
 import { RegistryError } from "./errors.js";
 import type { ManifestPeers } from "./manifest-peers.js";
-import { ManifestResolver } from "./manifests.js";
+import { type ClusterTags, ManifestResolver } from "./manifests.js";
 import { toOciErrorResponse, writeOciError } from "./oci-errors.js";
 import { statusError } from "./origin-fetcher.js";
 import { type UpstreamClient, header } from "./upstream/upstream-client.js";
@@ -25,6 +25,8 @@ export interface MirrorOptions {
   readonly fetcher: BlobFetcher;
   /** Other agents, asked for manifests by digest before the origin. */
   readonly manifestPeers?: ManifestPeers | undefined;
+  /** The tracker's tag records, for pulls by tag while the upstream is down. */
+  readonly clusterTags?: ClusterTags | undefined;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
   /** Registry for requests that name none (no `?ns=`, no registry path segment). */
@@ -115,8 +117,15 @@ export class Mirror {
       res.end();
       return;
     }
+    const staleWarning = { warning: '110 shoal "upstream unreachable: last digest seen for this tag"' };
     if (resolved.kind === "body") {
-      res.writeHead(200, { ...common, "content-type": resolved.mediaType, "content-length": resolved.body.length, "docker-content-digest": resolved.digest });
+      res.writeHead(200, {
+        ...common,
+        "content-type": resolved.mediaType,
+        "content-length": resolved.body.length,
+        "docker-content-digest": resolved.digest,
+        ...(resolved.stale === true ? staleWarning : {}),
+      });
       started(resolved.source);
       if (!head) this.options.metrics.blobBytesServed.inc({ source: resolved.source }, resolved.body.length);
       res.end(head ? undefined : resolved.body);
@@ -129,7 +138,7 @@ export class Mirror {
       "content-type": info.mediaType,
       "content-length": info.size,
       "docker-content-digest": info.digest,
-      ...(resolved.stale ? { warning: '110 shoal "upstream unreachable: last digest seen for this tag"' } : {}),
+      ...(resolved.stale ? staleWarning : {}),
     });
     started(resolved.source);
     if (stream) await this.send(stream, res, resolved.source);

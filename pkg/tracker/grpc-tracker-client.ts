@@ -4,9 +4,10 @@ import { type SessionRequest, type SessionResponse, TrackerServiceClient } from 
 import type { Digest } from "../oci/index.js";
 import { Backoff } from "./backoff.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
-import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, Tracker } from "./tracker.js";
-import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity } from "./validation.js";
-import { announceRequest, heartbeatRequest, lookupResultFromWire, registerRequest, withdrawRequest } from "./wire.js";
+import { PublishedTags } from "./published-tags.js";
+import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
+import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
+import { announceRequest, heartbeatRequest, lookupResultFromWire, registerRequest, tagRecordFromWire, tagSeenRequest, withdrawRequest } from "./wire.js";
 
 /** Heartbeats carry the load signal; the tracker ranks holders by it. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
@@ -48,6 +49,8 @@ export class GrpcTrackerClient implements Tracker {
   private readonly inventory = new Map<Digest, BlobAnnouncement>();
   /** Digests whose current inventory entry (or absence: a withdraw) still has to be sent. */
   private readonly dirty = new Set<Digest>();
+  /** Tags this agent resolved upstream, sent after every (re)connect like the inventory. */
+  private readonly tags = new PublishedTags();
   private readonly backoff: Backoff;
   private readonly logger: Logger;
   private readonly identity: AgentIdentity;
@@ -86,16 +89,7 @@ export class GrpcTrackerClient implements Tracker {
 
   async lookup(digest: Digest, options: LookupOptions): Promise<LookupResult> {
     const { signal } = options;
-    signal?.throwIfAborted();
-    const deadline = Date.now() + (this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS);
-    // Only an attempt already under way is worth waiting for; in backoff the tracker is known to be away.
-    if (this.state === "connecting") await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
-    signal?.throwIfAborted();
-    if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
-    const client = this.client;
-    if (this.state !== "connected" || client === undefined) {
-      throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.options.address}`);
-    }
+    const { client, deadline } = await this.readyClient(signal);
     const request = { agentId: this.identity.agentId, digest, wantOriginGrant: options.wantOriginGrant, excludedAgentIds: [...(options.excludedAgents ?? [])] };
     return await new Promise<LookupResult>((resolve, reject) => {
       const onAbort = (): void => {
@@ -109,6 +103,38 @@ export class GrpcTrackerClient implements Tracker {
       });
       signal?.addEventListener("abort", onAbort, { once: true });
     });
+  }
+
+  async resolveTag(key: TagKey, signal?: AbortSignal): Promise<TagRecord | undefined> {
+    const valid = validateTagKey(key);
+    const { client, deadline } = await this.readyClient(signal);
+    const request = { agentId: this.identity.agentId, registry: valid.registry, repository: valid.repository, tag: valid.tag };
+    return await new Promise<TagRecord | undefined>((resolve, reject) => {
+      const onAbort = (): void => {
+        call.cancel();
+      };
+      const call = client.resolveTag(request, new Metadata(), { deadline: new Date(deadline) }, (error: ServiceError | null, response) => {
+        signal?.removeEventListener("abort", onAbort);
+        if (signal?.aborted === true) reject(abortReason(signal));
+        else if (error !== null) reject(lookupError(error, this.options.address));
+        else {
+          try {
+            resolve(response.record === undefined ? undefined : validateTagRecord(tagRecordFromWire(response.record)));
+          } catch (invalid) {
+            reject(invalid instanceof Error ? invalid : new Error(String(invalid)));
+          }
+        }
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** Throws ERR_TRACKER_INVALID_ARGUMENT for a malformed record, which is then not kept. */
+  publishTag(record: TagRecord): void {
+    const valid = validateTagRecord(record);
+    if (this.state === "closed") return;
+    this.tags.add(valid);
+    this.flush();
   }
 
   /** Throws ERR_TRACKER_INVALID_ARGUMENT for a malformed announcement, which is then not kept. */
@@ -125,6 +151,21 @@ export class GrpcTrackerClient implements Tracker {
     this.inventory.delete(digest);
     this.dirty.add(digest);
     this.flush();
+  }
+
+  /** The client of a registered session and the deadline of a unary call starting now. */
+  private async readyClient(signal: AbortSignal | undefined): Promise<{ client: TrackerServiceClient; deadline: number }> {
+    signal?.throwIfAborted();
+    const deadline = Date.now() + (this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS);
+    // Only an attempt already under way is worth waiting for; in backoff the tracker is known to be away.
+    if (this.state === "connecting") await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
+    signal?.throwIfAborted();
+    if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
+    const client = this.client;
+    if (this.state !== "connected" || client === undefined) {
+      throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.options.address}`);
+    }
+    return { client, deadline };
   }
 
   /** Throws ERR_TRACKER_INVALID_ARGUMENT unless `count` is a whole number ≥ 0. */
@@ -195,6 +236,7 @@ export class GrpcTrackerClient implements Tracker {
     // The tracker forgot this agent when the previous session ended: send the whole inventory again.
     this.dirty.clear();
     for (const digest of this.inventory.keys()) this.dirty.add(digest);
+    this.tags.markAllUnsent();
     this.sendHeartbeat();
     this.flush();
     this.heartbeatTimer = setInterval(() => {
@@ -226,16 +268,24 @@ export class GrpcTrackerClient implements Tracker {
   private flush(): void {
     const call = this.call;
     if (this.state !== "connected" || call === undefined || this.awaitingDrain) return;
-    for (const digest of this.dirty) {
-      this.dirty.delete(digest);
-      const announcement = this.inventory.get(digest);
-      if (call.write(announcement === undefined ? withdrawRequest(digest) : announceRequest(announcement))) continue;
+    const awaitDrain = (): void => {
       this.awaitingDrain = true;
       call.once("drain", () => {
         if (call !== this.call) return;
         this.awaitingDrain = false;
         this.flush();
       });
+    };
+    for (const digest of this.dirty) {
+      this.dirty.delete(digest);
+      const announcement = this.inventory.get(digest);
+      if (call.write(announcement === undefined ? withdrawRequest(digest) : announceRequest(announcement))) continue;
+      awaitDrain();
+      return;
+    }
+    for (const record of this.tags.takeUnsent()) {
+      if (call.write(tagSeenRequest(record))) continue;
+      awaitDrain();
       return;
     }
   }

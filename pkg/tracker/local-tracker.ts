@@ -3,8 +3,9 @@ import type { Digest } from "../oci/index.js";
 import { TrackerError, isTrackerError } from "./errors.js";
 import type { Membership } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
-import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, Tracker } from "./tracker.js";
-import { inventoryEntry, validateActiveUploads, validateAnnouncement } from "./validation.js";
+import { PublishedTags } from "./published-tags.js";
+import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
+import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateTagRecord } from "./validation.js";
 
 /** Wait before registering again after the tracker ended the session itself. */
 const DEFAULT_REREGISTER_DELAY_MS = 100;
@@ -26,6 +27,7 @@ export interface LocalTrackerOptions {
  */
 export class LocalTracker implements Tracker {
   private readonly inventory = new Map<Digest, BlobAnnouncement>();
+  private readonly tags = new PublishedTags();
   private readonly logger: Logger;
   private session: TrackerSession | undefined;
   private activeUploads = 0;
@@ -51,6 +53,26 @@ export class LocalTracker implements Tracker {
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
+  }
+
+  resolveTag(key: TagKey, signal?: AbortSignal): Promise<TagRecord | undefined> {
+    try {
+      signal?.throwIfAborted();
+      if (this.closed) throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
+      if (!this.connected) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", "no session with the in-process tracker");
+      return Promise.resolve(this.options.tracker.resolveTag(this.options.identity.agentId, key, this.access()));
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+
+  publishTag(record: TagRecord): void {
+    const valid = validateTagRecord(record);
+    if (this.closed) return;
+    this.tags.add(valid);
+    this.send((session) => {
+      session.publishTag(valid);
+    });
   }
 
   announce(announcement: BlobAnnouncement): void {
@@ -104,6 +126,9 @@ export class LocalTracker implements Tracker {
     });
     for (const announcement of this.inventory.values()) this.sendTo(session, (s) => {
       s.announce(announcement);
+    });
+    for (const record of this.tags.all()) this.sendTo(session, (s) => {
+      s.publishTag(record);
     });
     if (this.activeUploads > 0) session.heartbeat(this.activeUploads);
     this.options.onConnectionChange?.(true);

@@ -5,8 +5,9 @@ import type { Digest } from "../oci/index.js";
 import { TrackerError } from "./errors.js";
 import { rankHolders } from "./holder-ranking.js";
 import { type Membership, OpenMembership } from "./membership.js";
-import type { AgentIdentity, BlobAnnouncement, HolderInfo, LookupResult } from "./tracker.js";
-import { validateActiveUploads, validateAnnouncement, validateIdentity } from "./validation.js";
+import { TagDirectory } from "./tag-directory.js";
+import type { AgentIdentity, BlobAnnouncement, HolderInfo, LookupResult, TagKey, TagRecord } from "./tracker.js";
+import { validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
 
 /** A grantee that announces no new pieces for this long loses the grant to the next asker. */
 export const DEFAULT_GRANT_STALL_TIMEOUT_MS = 10_000;
@@ -47,6 +48,7 @@ export interface TrackerSession {
   announce(announcement: BlobAnnouncement): void;
   withdraw(digest: Digest): void;
   heartbeat(activeUploads: number): void;
+  publishTag(record: TagRecord): void;
   /** Ends the session: everything it announced is dropped and its grants released. Idempotent. */
   close(): void;
 }
@@ -111,6 +113,8 @@ export class MemoryTracker {
   private readonly grants = new Map<Digest, Grant>();
   /** Grants released by a disconnect: who held them and when, so the next grant can count as a move. */
   private readonly released = new Map<Digest, { readonly agentId: string; readonly atMs: number }>();
+  /** Tag → digest as agents resolved them upstream: pulls by tag still resolve while an upstream is down. */
+  private readonly tags = new TagDirectory();
 
   constructor(options: MemoryTrackerOptions) {
     this.id = options.id ?? randomUUID();
@@ -206,6 +210,20 @@ export class MemoryTracker {
   heartbeat(agentId: string, activeUploads: number): void {
     const agent = this.agent(agentId);
     agent.activeUploads = this.guard(() => validateActiveUploads(activeUploads));
+  }
+
+  /** Records which digest `agentId` resolved a tag to; an older record than the known one is ignored. */
+  publishTag(agentId: string, record: TagRecord): void {
+    this.agent(agentId);
+    this.tags.record(this.guard(() => validateTagRecord(record)), this.now());
+  }
+
+  /** The newest digest published for a tag. Same access rules as lookup. */
+  resolveTag(agentId: string, key: TagKey, access: LookupAccess = {}): TagRecord | undefined {
+    const asker = this.agent(agentId);
+    const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
+    if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
+    return this.tags.resolve(this.guard(() => validateTagKey(key)));
   }
 
   /**
@@ -374,6 +392,10 @@ class Session implements TrackerSession {
 
   heartbeat(activeUploads: number): void {
     this.tracker.heartbeat(this.current(), activeUploads);
+  }
+
+  publishTag(record: TagRecord): void {
+    this.tracker.publishTag(this.current(), record);
   }
 
   close(): void {

@@ -1,12 +1,20 @@
 import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type LookupRequest, type LookupResponse, type SessionRequest, type SessionResponse, TrackerServiceService } from "../gen/tracker/v1/tracker.js";
+import {
+  type LookupRequest,
+  type LookupResponse,
+  type ResolveTagRequest,
+  type ResolveTagResponse,
+  type SessionRequest,
+  type SessionResponse,
+  TrackerServiceService,
+} from "../gen/tracker/v1/tracker.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import { TrackerError, isTrackerError } from "./errors.js";
 import { type Membership, hostOfPeer } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
-import { validateAgentId, validateAnnouncement, validateDigest, validateIdentity } from "./validation.js";
-import { announcementFromWire, identityFromWire, lookupResponse } from "./wire.js";
+import { validateAgentId, validateAnnouncement, validateDigest, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
+import { announcementFromWire, identityFromWire, lookupResponse, tagRecordFromWire, tagRecordToWire } from "./wire.js";
 
 /** The server pings an idle connection this often, so a dead agent's session ends within ~15 s. */
 export const SERVER_KEEPALIVE_TIME_MS = 10_000;
@@ -70,6 +78,9 @@ export class TrackerServer {
       },
       lookup: (call: ServerUnaryCall<LookupRequest, LookupResponse>, callback: sendUnaryData<LookupResponse>) => {
         instance.handleLookup(call, callback);
+      },
+      resolveTag: (call: ServerUnaryCall<ResolveTagRequest, ResolveTagResponse>, callback: sendUnaryData<ResolveTagResponse>) => {
+        instance.handleResolveTag(call, callback);
       },
     });
     options.logger.info({ host: options.host, port, trackerId: options.tracker.id }, "tracker listening");
@@ -186,6 +197,9 @@ export class TrackerServer {
       case "heartbeat":
         session.heartbeat(kind.value.activeUploads);
         return session;
+      case "tagSeen":
+        session.publishTag(this.edge(() => validateTagRecord(tagRecordFromWire(kind.value))));
+        return session;
       case undefined:
         // A message kind from a newer agent: ignored so that agents can be upgraded before the tracker.
         return session;
@@ -212,6 +226,21 @@ export class TrackerServer {
         excluded,
       );
       callback(null, lookupResponse(result));
+    } catch (error: unknown) {
+      callback(this.toStatus(error));
+    }
+  }
+
+  private handleResolveTag(call: ServerUnaryCall<ResolveTagRequest, ResolveTagResponse>, callback: sendUnaryData<ResolveTagResponse>): void {
+    try {
+      const agentId = this.edge(() => validateAgentId(call.request.agentId));
+      const key = this.edge(() => validateTagKey(call.request));
+      const remoteAddress = hostOfPeer(call.getPeer());
+      const record = this.options.tracker.resolveTag(agentId, key, {
+        ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
+        ...(remoteAddress === undefined ? {} : { remoteAddress }),
+      });
+      callback(null, record === undefined ? {} : { record: tagRecordToWire(record) });
     } catch (error: unknown) {
       callback(this.toStatus(error));
     }

@@ -42,6 +42,23 @@ export interface LookupResult {
   readonly origin: { readonly granted: boolean; readonly granteeAgentId: string | undefined };
 }
 
+/** A tag in one repository of one registry. */
+export interface TagKey {
+  /** Registry host as in image references, e.g. `ghcr.io`. */
+  readonly registry: string;
+  readonly repository: string;
+  readonly tag: string;
+}
+
+/** The digest an agent resolved a tag to at the upstream registry, and when. */
+export interface TagRecord extends TagKey {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly size: number;
+  /** Unix milliseconds; the newest record of a tag wins. */
+  readonly seenAtMs: number;
+}
+
 export interface LookupOptions {
   readonly wantOriginGrant: boolean;
   /** Holders this agent dropped for the blob (bad pieces): their complete copies do not block its grant. */
@@ -65,6 +82,16 @@ export interface Tracker {
   announce(announcement: BlobAnnouncement): void;
   /** Drops a blob from the inventory (evicted, deleted, abandoned) and tells the tracker. */
   withdraw(digest: Digest): void;
+  /**
+   * Tells the cluster which digest a tag resolved to upstream. Kept (newest per tag, bounded) and sent
+   * again after every reconnect, like the blob inventory. Throws ERR_TRACKER_INVALID_ARGUMENT when malformed.
+   */
+  publishTag(record: TagRecord): void;
+  /**
+   * The newest digest any agent published for the tag, or undefined when none did. Throws
+   * ERR_TRACKER_UNAVAILABLE when the tracker cannot be reached.
+   */
+  resolveTag(key: TagKey, signal?: AbortSignal): Promise<TagRecord | undefined>;
   /** The load this agent reports in heartbeats. */
   setActiveUploads(count: number): void;
   readonly connected: boolean;

@@ -2,7 +2,7 @@ import { type Digest, parseDigest } from "../oci/index.js";
 import { PieceBitmap } from "../store/bitmap.js";
 import { MAX_PIECE_SIZE_BYTES, pieceCount } from "../store/piece.js";
 import { TrackerError } from "./errors.js";
-import type { AgentIdentity, BlobAnnouncement } from "./tracker.js";
+import type { AgentIdentity, BlobAnnouncement, TagKey, TagRecord } from "./tracker.js";
 
 /** Longest agent id; agents use a UUID or node name plus a suffix. */
 export const MAX_AGENT_ID_LENGTH = 128;
@@ -133,4 +133,28 @@ export function inventoryEntry(valid: ValidAnnouncement): BlobAnnouncement {
     ...(valid.bitmap === undefined ? {} : { bitmap: valid.bitmap }),
     ...(valid.pieceHashes.length === 0 ? {} : { pieceHashes: valid.pieceHashes }),
   };
+}
+
+/** Registry hosts are DNS names with an optional port. */
+const MAX_REGISTRY_LENGTH = 261;
+/** distribution's limit on repository names. */
+const MAX_REPOSITORY_LENGTH = 255;
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+const MAX_MEDIA_TYPE_LENGTH = 255;
+
+/** Throws ERR_TRACKER_INVALID_ARGUMENT unless the key's parts are bounded, printable and the tag well-formed. */
+export function validateTagKey(key: TagKey): TagKey {
+  checkString("registry", key.registry, MAX_REGISTRY_LENGTH, false);
+  checkString("repository", key.repository, MAX_REPOSITORY_LENGTH, false);
+  if (!TAG.test(key.tag)) throw invalid(`tag ${JSON.stringify(key.tag.slice(0, 130))} is not a valid tag`);
+  return { registry: key.registry, repository: key.repository, tag: key.tag };
+}
+
+/** A tag record checked field by field; the digest normalized. */
+export function validateTagRecord(record: TagRecord): TagRecord {
+  const key = validateTagKey(record);
+  checkString("media type", record.mediaType, MAX_MEDIA_TYPE_LENGTH, false);
+  if (!Number.isSafeInteger(record.size) || record.size < 0) throw invalid(`size ${record.size} is not a byte count`);
+  if (!Number.isSafeInteger(record.seenAtMs) || record.seenAtMs <= 0) throw invalid(`seen-at time ${record.seenAtMs} is not a Unix time in ms`);
+  return { ...key, digest: validateDigest(record.digest), mediaType: record.mediaType, size: record.size, seenAtMs: record.seenAtMs };
 }

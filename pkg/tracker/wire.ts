@@ -1,6 +1,6 @@
 import type { Digest } from "../oci/index.js";
-import type { Announce, LookupResponse, Register, SessionRequest } from "../gen/tracker/v1/tracker.js";
-import { type AgentIdentity, type BlobAnnouncement, type LookupResult } from "./tracker.js";
+import type { Announce, LookupResponse, Register, SessionRequest, TagRecord as WireTagRecord } from "../gen/tracker/v1/tracker.js";
+import { type AgentIdentity, type BlobAnnouncement, type LookupResult, type TagRecord } from "./tracker.js";
 import { validateDigest } from "./validation.js";
 
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
@@ -28,6 +28,35 @@ export function withdrawRequest(digest: Digest): SessionRequest {
 
 export function heartbeatRequest(activeUploads: number): SessionRequest {
   return { kind: { $case: "heartbeat", value: { activeUploads } } };
+}
+
+export function tagRecordToWire(record: TagRecord): WireTagRecord {
+  return {
+    registry: record.registry,
+    repository: record.repository,
+    tag: record.tag,
+    digest: record.digest,
+    mediaType: record.mediaType,
+    size: record.size,
+    seenAtUnixMs: record.seenAtMs,
+  };
+}
+
+export function tagSeenRequest(record: TagRecord): SessionRequest {
+  return { kind: { $case: "tagSeen", value: tagRecordToWire(record) } };
+}
+
+/** Throws ERR_TRACKER_INVALID_ARGUMENT for a bad digest; the rest is checked by validateTagRecord. */
+export function tagRecordFromWire(record: WireTagRecord): TagRecord {
+  return {
+    registry: record.registry,
+    repository: record.repository,
+    tag: record.tag,
+    digest: validateDigest(record.digest),
+    mediaType: record.mediaType,
+    size: record.size,
+    seenAtMs: record.seenAtUnixMs,
+  };
 }
 
 export function identityFromWire(register: Register): AgentIdentity {

@@ -2,6 +2,7 @@ import { pino } from "pino";
 import { AgentMetrics } from "../../metrics/index.js";
 import { type BlobStore, MemoryBlobStore, MemoryTagStore, type TagStore } from "../../store/index.js";
 import type { ManifestPeers } from "../manifest-peers.js";
+import type { ClusterTags } from "../manifests.js";
 import { Mirror } from "../mirror.js";
 import { MirrorServer } from "../mirror-server.js";
 import { OriginFetcher } from "../origin-fetcher.js";
@@ -19,6 +20,8 @@ export interface MirrorFixtureOptions {
   readonly defaultRegistry?: string | null;
   /** Other agents the mirror asks for manifests by digest. */
   readonly manifestPeers?: ManifestPeers;
+  /** The cluster's tag records the mirror publishes to and falls back on. */
+  readonly clusterTags?: ClusterTags;
 }
 
 /** A mirror on 127.0.0.1:0 in front of a FakeUpstream, with in-memory store and tags. */
@@ -52,6 +55,7 @@ export class MirrorFixture {
       upstream: client,
       fetcher,
       manifestPeers: options.manifestPeers,
+      clusterTags: options.clusterTags,
       metrics,
       logger,
       defaultRegistry: options.defaultRegistry === null ? undefined : (options.defaultRegistry ?? upstream.host),

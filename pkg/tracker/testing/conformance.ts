@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { isTrackerError } from "../errors.js";
 import { runGrantConformance } from "./conformance-grants.js";
+import { runTagConformance } from "./conformance-tags.js";
 import { type TrackerHarnessFactory, withHarness } from "./harness.js";
 import { bitmapOf, eventually, pieceHash, testDigest, testIdentity } from "./helpers.js";
 
@@ -12,6 +13,7 @@ export function runTrackerConformance(name: string, factory: TrackerHarnessFacto
   describe(`Tracker conformance: ${name}`, () => {
     runInventoryConformance(factory);
     runGrantConformance(factory);
+    runTagConformance(factory);
     runOutageConformance(factory);
   });
 }

@@ -31,6 +31,7 @@ export interface SessionRequest {
     | { $case: "announce"; value: Announce }
     | { $case: "withdraw"; value: Withdraw }
     | { $case: "heartbeat"; value: Heartbeat }
+    | { $case: "tagSeen"; value: TagRecord }
     | undefined;
 }
 
@@ -120,6 +121,34 @@ export interface OriginDecision {
   granteeAgentId: string;
 }
 
+/**
+ * A tag's digest as an agent resolved it at the upstream registry. Agents send one after each
+ * resolution that found a new digest, and all they know again after every (re)connect.
+ */
+export interface TagRecord {
+  /** Registry host as in image references, e.g. ghcr.io. */
+  registry: string;
+  repository: string;
+  tag: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** When the agent resolved it, Unix time in milliseconds; the newest record of a tag wins. */
+  seenAtUnixMs: number;
+}
+
+export interface ResolveTagRequest {
+  agentId: string;
+  registry: string;
+  repository: string;
+  tag: string;
+}
+
+export interface ResolveTagResponse {
+  /** Absent when no agent has published the tag. */
+  record?: TagRecord | undefined;
+}
+
 function createBaseSessionRequest(): SessionRequest {
   return { kind: undefined };
 }
@@ -138,6 +167,9 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         break;
       case "heartbeat":
         Heartbeat.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+      case "tagSeen":
+        TagRecord.encode(message.kind.value, writer.uint32(42).fork()).join();
         break;
     }
     return writer;
@@ -188,6 +220,14 @@ export const SessionRequest: MessageFns<SessionRequest> = {
             message.kind = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.kind = { $case: "tagSeen", value: TagRecord.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -210,6 +250,10 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         ? { $case: "withdraw", value: Withdraw.fromJSON(object.withdraw) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.tagSeen)
+        ? { $case: "tagSeen", value: TagRecord.fromJSON(object.tagSeen) }
+        : isSet(object.tag_seen)
+        ? { $case: "tagSeen", value: TagRecord.fromJSON(object.tag_seen) }
         : undefined,
     };
   },
@@ -224,6 +268,8 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       obj.withdraw = Withdraw.toJSON(message.kind.value);
     } else if (message.kind?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "tagSeen") {
+      obj.tagSeen = TagRecord.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -255,6 +301,12 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       case "heartbeat": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "heartbeat", value: Heartbeat.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "tagSeen": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "tagSeen", value: TagRecord.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -1477,6 +1529,369 @@ export const OriginDecision: MessageFns<OriginDecision> = {
   },
 };
 
+function createBaseTagRecord(): TagRecord {
+  return { registry: "", repository: "", tag: "", digest: "", mediaType: "", size: 0, seenAtUnixMs: 0 };
+}
+
+export const TagRecord: MessageFns<TagRecord> = {
+  encode(message: TagRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.registry !== "") {
+      writer.uint32(10).string(message.registry);
+    }
+    if (message.repository !== "") {
+      writer.uint32(18).string(message.repository);
+    }
+    if (message.tag !== "") {
+      writer.uint32(26).string(message.tag);
+    }
+    if (message.digest !== "") {
+      writer.uint32(34).string(message.digest);
+    }
+    if (message.mediaType !== "") {
+      writer.uint32(42).string(message.mediaType);
+    }
+    if (message.size !== 0) {
+      writer.uint32(48).uint64(message.size);
+    }
+    if (message.seenAtUnixMs !== 0) {
+      writer.uint32(56).int64(message.seenAtUnixMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TagRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTagRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.registry = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.repository = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tag = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.mediaType = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.seenAtUnixMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TagRecord {
+    return {
+      registry: isSet(object.registry) ? globalThis.String(object.registry) : "",
+      repository: isSet(object.repository) ? globalThis.String(object.repository) : "",
+      tag: isSet(object.tag) ? globalThis.String(object.tag) : "",
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      mediaType: isSet(object.mediaType)
+        ? globalThis.String(object.mediaType)
+        : isSet(object.media_type)
+        ? globalThis.String(object.media_type)
+        : "",
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      seenAtUnixMs: isSet(object.seenAtUnixMs)
+        ? globalThis.Number(object.seenAtUnixMs)
+        : isSet(object.seen_at_unix_ms)
+        ? globalThis.Number(object.seen_at_unix_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: TagRecord): unknown {
+    const obj: any = {};
+    if (message.registry !== "") {
+      obj.registry = message.registry;
+    }
+    if (message.repository !== "") {
+      obj.repository = message.repository;
+    }
+    if (message.tag !== "") {
+      obj.tag = message.tag;
+    }
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.mediaType !== "") {
+      obj.mediaType = message.mediaType;
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.seenAtUnixMs !== 0) {
+      obj.seenAtUnixMs = Math.round(message.seenAtUnixMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TagRecord>): TagRecord {
+    return TagRecord.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TagRecord>): TagRecord {
+    const message = createBaseTagRecord();
+    message.registry = object.registry ?? "";
+    message.repository = object.repository ?? "";
+    message.tag = object.tag ?? "";
+    message.digest = object.digest ?? "";
+    message.mediaType = object.mediaType ?? "";
+    message.size = object.size ?? 0;
+    message.seenAtUnixMs = object.seenAtUnixMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseResolveTagRequest(): ResolveTagRequest {
+  return { agentId: "", registry: "", repository: "", tag: "" };
+}
+
+export const ResolveTagRequest: MessageFns<ResolveTagRequest> = {
+  encode(message: ResolveTagRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    if (message.registry !== "") {
+      writer.uint32(18).string(message.registry);
+    }
+    if (message.repository !== "") {
+      writer.uint32(26).string(message.repository);
+    }
+    if (message.tag !== "") {
+      writer.uint32(34).string(message.tag);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResolveTagRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResolveTagRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.registry = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.repository = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.tag = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResolveTagRequest {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      registry: isSet(object.registry) ? globalThis.String(object.registry) : "",
+      repository: isSet(object.repository) ? globalThis.String(object.repository) : "",
+      tag: isSet(object.tag) ? globalThis.String(object.tag) : "",
+    };
+  },
+
+  toJSON(message: ResolveTagRequest): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.registry !== "") {
+      obj.registry = message.registry;
+    }
+    if (message.repository !== "") {
+      obj.repository = message.repository;
+    }
+    if (message.tag !== "") {
+      obj.tag = message.tag;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResolveTagRequest>): ResolveTagRequest {
+    return ResolveTagRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResolveTagRequest>): ResolveTagRequest {
+    const message = createBaseResolveTagRequest();
+    message.agentId = object.agentId ?? "";
+    message.registry = object.registry ?? "";
+    message.repository = object.repository ?? "";
+    message.tag = object.tag ?? "";
+    return message;
+  },
+};
+
+function createBaseResolveTagResponse(): ResolveTagResponse {
+  return { record: undefined };
+}
+
+export const ResolveTagResponse: MessageFns<ResolveTagResponse> = {
+  encode(message: ResolveTagResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.record !== undefined) {
+      TagRecord.encode(message.record, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResolveTagResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResolveTagResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.record = TagRecord.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResolveTagResponse {
+    return { record: isSet(object.record) ? TagRecord.fromJSON(object.record) : undefined };
+  },
+
+  toJSON(message: ResolveTagResponse): unknown {
+    const obj: any = {};
+    if (message.record !== undefined) {
+      obj.record = TagRecord.toJSON(message.record);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResolveTagResponse>): ResolveTagResponse {
+    return ResolveTagResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResolveTagResponse>): ResolveTagResponse {
+    const message = createBaseResolveTagResponse();
+    message.record = (object.record !== undefined && object.record !== null)
+      ? TagRecord.fromPartial(object.record)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * TrackerService runs in the controller. It knows which agent holds which pieces of which blob, and
  * grants the origin fetch of a blob to one agent at a time. Its state lives in memory and is rebuilt
@@ -1511,6 +1926,19 @@ export const TrackerServiceService = {
     responseSerialize: (value: LookupResponse): Buffer => Buffer.from(LookupResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LookupResponse => LookupResponse.decode(value),
   },
+  /**
+   * ResolveTag returns the newest digest any agent resolved a tag to at its upstream registry: what
+   * an agent serves a pull by tag with when it cannot reach the upstream itself.
+   */
+  resolveTag: {
+    path: "/tracker.v1.TrackerService/ResolveTag" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResolveTagRequest): Buffer => Buffer.from(ResolveTagRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResolveTagRequest => ResolveTagRequest.decode(value),
+    responseSerialize: (value: ResolveTagResponse): Buffer => Buffer.from(ResolveTagResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResolveTagResponse => ResolveTagResponse.decode(value),
+  },
 } as const;
 
 export interface TrackerServiceServer extends UntypedServiceImplementation {
@@ -1525,6 +1953,11 @@ export interface TrackerServiceServer extends UntypedServiceImplementation {
    * and the origin decision.
    */
   lookup: handleUnaryCall<LookupRequest, LookupResponse>;
+  /**
+   * ResolveTag returns the newest digest any agent resolved a tag to at its upstream registry: what
+   * an agent serves a pull by tag with when it cannot reach the upstream itself.
+   */
+  resolveTag: handleUnaryCall<ResolveTagRequest, ResolveTagResponse>;
 }
 
 export interface TrackerServiceClient extends Client {
@@ -1554,6 +1987,25 @@ export interface TrackerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LookupResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ResolveTag returns the newest digest any agent resolved a tag to at its upstream registry: what
+   * an agent serves a pull by tag with when it cannot reach the upstream itself.
+   */
+  resolveTag(
+    request: ResolveTagRequest,
+    callback: (error: ServiceError | null, response: ResolveTagResponse) => void,
+  ): ClientUnaryCall;
+  resolveTag(
+    request: ResolveTagRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResolveTagResponse) => void,
+  ): ClientUnaryCall;
+  resolveTag(
+    request: ResolveTagRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResolveTagResponse) => void,
   ): ClientUnaryCall;
 }
 
