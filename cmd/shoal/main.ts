@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { agentMain } from "../agent/main.js";
+import { configureMain } from "../configure/main.js";
 import { controllerMain } from "../controller/main.js";
 import { demoMain } from "../demo/main.js";
 import { fetchMain } from "../fetch/main.js";
@@ -9,6 +10,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: readonly string[],
   agent: { summary: "Run the node agent (registry mirror for containerd).", run: agentMain },
   controller: { summary: "Run the controller (tracker: who holds which blob, origin grants).", run: controllerMain },
   fetch: { summary: "Pull an OCI artifact (image, model, build) through the local agent into a directory.", run: fetchMain },
+  configure: { summary: "Point the node's container runtime (containerd, CRI-O) at the agent; --restore undoes it.", run: configureMain },
   demo: { summary: "Run a Shoal swarm on this machine: embedded origin, tracker, N agents, P2P vs client-server.", run: demoMain },
 };
 
