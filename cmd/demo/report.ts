@@ -1,3 +1,4 @@
+import { distributionBounds } from "../../pkg/bounds/index.js";
 import { formatMB } from "./progress-view.js";
 
 const MB = 1e6;
@@ -48,20 +49,10 @@ export interface DemoResult {
   readonly nodes: readonly NodeResult[];
 }
 
-/** Seconds to move `bytes` at `rate` bytes/s, where 0 means uncapped (no time). */
-function transferSeconds(bytes: number, rate: number): number {
-  return rate > 0 ? bytes / rate : 0;
-}
-
 /** The limits of DESIGN.md ("Benchmarks: what fast means here") for F bytes to N nodes. */
 export function bounds(imageBytes: number, nodes: number, rates: Rates): { p2p: number; clientServer: number } {
-  const { originBytesPerSecond: us, uploadBytesPerSecond: u, downloadBytesPerSecond: d } = rates;
-  const F = imageBytes;
-  const swarmUpload = us > 0 && u > 0 ? (nodes * F) / (us + nodes * u) : 0;
-  return {
-    p2p: Math.max(transferSeconds(F, us), transferSeconds(F, d), swarmUpload),
-    clientServer: Math.max(transferSeconds(nodes * F, us), transferSeconds(F, d)),
-  };
+  const b = distributionBounds(imageBytes, nodes, rates);
+  return { p2p: b.p2pSeconds, clientServer: b.clientServerSeconds };
 }
 
 export function offloadPercent(originBytes: number, pulledBytes: number): number {

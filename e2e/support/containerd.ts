@@ -1,7 +1,7 @@
 import { access, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HarnessError } from "./errors.js";
-import { DaemonProcess, debugLog, describeError, makeTempDir, removeTempDir, runCommand, type CommandResult } from "./process.js";
+import { DaemonProcess, debugLog, describeError, inNetns, makeTempDir, removeTempDir, runCommand, type CommandResult } from "./process.js";
 
 export const CONTAINERD_BINARY = "containerd";
 export const CTR_BINARY = "ctr";
@@ -36,6 +36,13 @@ export interface ContainerdOptions {
   readonly namespace?: string;
   readonly binary?: string;
   readonly startTimeoutMs?: number;
+  /**
+   * Run containerd and every ctr call inside this network namespace (`ip netns exec`): ctr fetches
+   * from registries itself, so it must see the namespace's network too. Default: the caller's.
+   */
+  readonly netns?: string;
+  /** Where the temp dir is created; default the system temp dir. */
+  readonly parentDir?: string;
 }
 
 export interface PullOptions {
@@ -68,10 +75,11 @@ export class Containerd {
     readonly tempDir: string,
     private readonly daemon: DaemonProcess,
     readonly namespace: string,
+    readonly netns: string | undefined,
   ) {}
 
   static async start(options: ContainerdOptions = {}): Promise<Containerd> {
-    const tempDir = await makeTempDir("containerd");
+    const tempDir = await makeTempDir("containerd", options.parentDir);
     let daemon: DaemonProcess | undefined;
     try {
       const paths = layoutOf(tempDir);
@@ -79,12 +87,11 @@ export class Containerd {
       await writeFile(paths.config, containerdConfig(tempDir, options.cri ?? false));
       daemon = await DaemonProcess.spawn({
         name: "containerd",
-        command: options.binary ?? CONTAINERD_BINARY,
-        args: ["--config", paths.config],
+        ...inNetns(options.netns, options.binary ?? CONTAINERD_BINARY, ["--config", paths.config]),
         stdoutFile: paths.log,
         stderrFile: paths.log,
       });
-      const containerd = new Containerd(tempDir, daemon, options.namespace ?? DEFAULT_NAMESPACE);
+      const containerd = new Containerd(tempDir, daemon, options.namespace ?? DEFAULT_NAMESPACE, options.netns);
       await containerd.waitReady(options.startTimeoutMs ?? CONTAINERD_START_TIMEOUT_MS);
       debugLog(`containerd ready at ${paths.address} (${tempDir})`);
       return containerd;
@@ -119,7 +126,8 @@ export class Containerd {
   async ctr(args: readonly string[], options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<CommandResult> {
     const global = ["--address", this.address, "--namespace", this.namespace, "--connect-timeout", "5s"];
     try {
-      return await runCommand(CTR_BINARY, [...global, ...args], { timeoutMs: options.timeoutMs ?? CTR_TIMEOUT_MS, signal: options.signal });
+      const { command, args: commandArgs } = inNetns(this.netns, CTR_BINARY, [...global, ...args]);
+      return await runCommand(command, commandArgs, { timeoutMs: options.timeoutMs ?? CTR_TIMEOUT_MS, signal: options.signal });
     } catch (error) {
       if (!(error instanceof HarnessError)) throw error;
       throw new HarnessError(error.code, `${error.message}\n--- containerd log\n${await this.daemon.logTail()}`, { cause: error });

@@ -5,7 +5,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { HarnessError } from "./errors.js";
 import { probeHttpStatus } from "./http-probe.js";
 import { LOOPBACK_HOST, getFreePort } from "./ports.js";
-import { DaemonProcess, debugLog, describeError, makeTempDir, readTail, removeTempDir } from "./process.js";
+import { DaemonProcess, debugLog, describeError, inNetns, makeTempDir, readTail, removeTempDir } from "./process.js";
 
 export const DOCKER_REGISTRY_BINARY = "/usr/bin/docker-registry";
 /** It starts in ~50 ms; the margin is for a loaded CI machine. */
@@ -23,6 +23,13 @@ export interface DockerRegistryOptions {
   readonly proxyRemoteUrl?: string;
   readonly binary?: string;
   readonly startTimeoutMs?: number;
+  /**
+   * Run inside a network namespace (`ip netns exec NAME`), listening on `host:port` there. Readiness
+   * then comes from the registry's "listening on" log line, since the caller cannot reach the address.
+   */
+  readonly netns?: { readonly name: string; readonly host: string; readonly port: number };
+  /** Where the temp dir is created; default the system temp dir. */
+  readonly parentDir?: string;
 }
 
 /** One blob GET as logged by the registry's "response completed" line. */
@@ -61,14 +68,26 @@ export class DockerRegistry {
     readonly tempDir: string,
     readonly port: number,
     private readonly daemon: DaemonProcess,
+    private readonly listenHost: string = LOOPBACK_HOST,
   ) {}
 
   static async start(options: DockerRegistryOptions = {}): Promise<DockerRegistry> {
-    const tempDir = await makeTempDir("registry");
+    const tempDir = await makeTempDir("registry", options.parentDir);
     try {
+      const { netns } = options;
+      if (netns !== undefined) {
+        const daemon = await launch(tempDir, `${netns.host}:${netns.port}`, options);
+        if (await waitListening(daemon, options.startTimeoutMs ?? REGISTRY_START_TIMEOUT_MS)) {
+          debugLog(`docker-registry ready at http://${netns.host}:${netns.port} in netns ${netns.name} (${tempDir})`);
+          return new DockerRegistry(tempDir, netns.port, daemon, netns.host);
+        }
+        const tail = await daemon.logTail();
+        await daemon.stop();
+        throw new HarnessError("ERR_HARNESS_START", `docker-registry did not start in netns ${netns.name}; config ${join(tempDir, "config.yml")}\n${tail}`);
+      }
       for (let attempt = 1; ; attempt++) {
         const port = await getFreePort();
-        const daemon = await launch(tempDir, port, options);
+        const daemon = await launch(tempDir, `${LOOPBACK_HOST}:${port}`, options);
         const outcome = await waitReady(daemon, port, options.startTimeoutMs ?? REGISTRY_START_TIMEOUT_MS);
         if (outcome === "ready") {
           debugLog(`docker-registry ready at http://${LOOPBACK_HOST}:${port} (${tempDir})`);
@@ -89,9 +108,9 @@ export class DockerRegistry {
     return this.daemon.pid;
   }
 
-  /** `127.0.0.1:PORT`, as written in image references. */
+  /** `127.0.0.1:PORT` (or the netns address), as written in image references. */
   get host(): string {
-    return `${LOOPBACK_HOST}:${this.port}`;
+    return `${this.listenHost}:${this.port}`;
   }
 
   get url(): string {
@@ -159,17 +178,16 @@ export class DockerRegistry {
   }
 }
 
-async function launch(tempDir: string, port: number, options: DockerRegistryOptions): Promise<DaemonProcess> {
+async function launch(tempDir: string, addr: string, options: DockerRegistryOptions): Promise<DaemonProcess> {
   const storage = join(tempDir, "storage");
   await mkdir(storage, { recursive: true });
   const configFile = join(tempDir, "config.yml");
-  await writeFile(configFile, registryConfig(storage, port, options.proxyRemoteUrl));
+  await writeFile(configFile, registryConfig(storage, addr, options.proxyRemoteUrl));
   // REGISTRY_* variables override the config file; none may leak in from the caller's environment.
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("REGISTRY_")));
   return DaemonProcess.spawn({
     name: "docker-registry",
-    command: options.binary ?? DOCKER_REGISTRY_BINARY,
-    args: ["serve", configFile],
+    ...inNetns(options.netns?.name, options.binary ?? DOCKER_REGISTRY_BINARY, ["serve", configFile]),
     stdoutFile: join(tempDir, "access.log"),
     stderrFile: join(tempDir, "registry.log"),
     env,
@@ -177,7 +195,7 @@ async function launch(tempDir: string, port: number, options: DockerRegistryOpti
 }
 
 /** YAML with JSON-quoted strings (valid YAML scalars), so paths and URLs need no escaping rules. */
-function registryConfig(storage: string, port: number, proxyRemoteUrl: string | undefined): string {
+function registryConfig(storage: string, addr: string, proxyRemoteUrl: string | undefined): string {
   const q = (value: string): string => JSON.stringify(value);
   const lines = [
     "version: 0.1",
@@ -195,7 +213,7 @@ function registryConfig(storage: string, port: number, proxyRemoteUrl: string | 
     "    uploadpurging:",
     "      enabled: false",
     "http:",
-    `  addr: ${q(`${LOOPBACK_HOST}:${port}`)}`,
+    `  addr: ${q(addr)}`,
     // A fixed secret silences the "No HTTP secret provided" warning; uploads only need it stable per process.
     `  secret: ${q(randomBytes(16).toString("hex"))}`,
     "  headers:",
@@ -219,6 +237,17 @@ async function waitReady(daemon: DaemonProcess, port: number, timeoutMs: number)
     await delay(PROBE_INTERVAL_MS);
   }
   return "timeout";
+}
+
+/** The registry logs "listening on ADDR" once its socket is bound (connections queue from then on). */
+async function waitListening(daemon: DaemonProcess, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (daemon.exitStatus !== undefined) return false;
+    if ((await readTail(daemon.options.stderrFile)).includes('"msg":"listening on ')) return true;
+    await delay(PROBE_INTERVAL_MS);
+  }
+  return false;
 }
 
 /** Complete lines from byte `offset` on; a line still being written is left for the next read. */

@@ -32,8 +32,20 @@ function isTruthy(value: string | undefined): boolean {
   return value !== undefined && value !== "" && value !== "0" && value.toLowerCase() !== "false";
 }
 
-export async function makeTempDir(prefix: string): Promise<string> {
-  return mkdtemp(join(tmpdir(), `shoal-${prefix}-`));
+/** A fresh `shoal-<prefix>-XXXXXX` dir under `parentDir` (default the system temp dir). */
+export async function makeTempDir(prefix: string, parentDir: string = tmpdir()): Promise<string> {
+  return mkdtemp(join(parentDir, `shoal-${prefix}-`));
+}
+
+export const IP_BINARY = "ip";
+
+/**
+ * The command line that runs `command args` inside network namespace `netns` (`ip netns exec NS …`,
+ * which execs in place: the PID stays the command's own), or unchanged when `netns` is undefined.
+ */
+export function inNetns(netns: string | undefined, command: string, args: readonly string[]): { command: string; args: string[] } {
+  if (netns === undefined) return { command, args: [...args] };
+  return { command: IP_BINARY, args: ["netns", "exec", netns, command, ...args] };
 }
 
 /** Removes a harness temp dir unless SHOAL_E2E_KEEP is set. */

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HarnessError } from "./errors.js";
-import { DaemonProcess, makeTempDir, removeTempDir, waitUntil } from "./process.js";
+import { DaemonProcess, inNetns, makeTempDir, removeTempDir, waitUntil } from "./process.js";
 
 /** The compiled CLI, next to this file in dist/. */
 export const SHOAL_MAIN = fileURLToPath(new URL("../../cmd/shoal/main.js", import.meta.url));
@@ -22,6 +22,10 @@ export interface ShoalAgentOptions {
   readonly tracker?: string;
   readonly nodeName?: string;
   readonly zone?: string;
+  /** Run inside this network namespace (`ip netns exec`); `host` is then an address of that namespace. */
+  readonly netns?: string;
+  /** Parent of the log dir (and of the data dir when none is given); default the system temp dir. */
+  readonly parentDir?: string;
 }
 
 /** A `shoal agent` child process on loopback, stopped by its PID. */
@@ -36,13 +40,12 @@ export class ShoalAgent {
   ) {}
 
   static async start(options: ShoalAgentOptions): Promise<ShoalAgent> {
-    const logDir = await makeTempDir("agent-log");
-    const dataDir = options.dataDir ?? (await makeTempDir("agent-data"));
+    const logDir = await makeTempDir("agent-log", options.parentDir);
+    const dataDir = options.dataDir ?? (await makeTempDir("agent-data", options.parentDir));
     const logFile = join(logDir, "agent.log");
     const daemon = await DaemonProcess.spawn({
       name: "shoal-agent",
-      command: process.execPath,
-      args: [
+      ...inNetns(options.netns, process.execPath, [
         SHOAL_MAIN,
         "agent",
         "--mirror-addr",
@@ -58,7 +61,7 @@ export class ShoalAgent {
         "1s",
         ...options.upstreams.flatMap((u) => ["--upstream", u]),
         ...(options.extraArgs ?? []),
-      ],
+      ]),
       stdoutFile: logFile,
       stderrFile: logFile,
     });

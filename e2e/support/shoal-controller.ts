@@ -1,10 +1,24 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HarnessError } from "./errors.js";
-import { DaemonProcess, makeTempDir, removeTempDir, waitUntil } from "./process.js";
+import { DaemonProcess, inNetns, makeTempDir, removeTempDir, waitUntil } from "./process.js";
 import { SHOAL_MAIN } from "./shoal-agent.js";
 
 export const CONTROLLER_START_TIMEOUT_MS = 15_000;
+
+export interface ShoalControllerOptions {
+  /** 0 (default) picks a free one; pass a fixed port to restart a tracker where agents expect it. */
+  readonly port?: number;
+  readonly grantStallTimeout?: string;
+  /** Listen address for the tracker and metrics; default 127.0.0.1. */
+  readonly host?: string;
+  /** Run inside this network namespace (`ip netns exec`); `host` is then an address of that namespace. */
+  readonly netns?: string;
+  /** More flags, e.g. `--membership static --allowed-peers …`. */
+  readonly extraArgs?: readonly string[];
+  /** Parent of the log dir; default the system temp dir. */
+  readonly parentDir?: string;
+}
 
 /** A `shoal controller` child process (static/open membership) on loopback, stopped by its PID. */
 export class ShoalController {
@@ -16,13 +30,23 @@ export class ShoalController {
   ) {}
 
   /** `port` 0 picks a free one; pass a fixed port to restart a tracker where agents expect it. */
-  static async start(options: { port?: number; grantStallTimeout?: string } = {}): Promise<ShoalController> {
-    const logDir = await makeTempDir("controller-log");
+  static async start(options: ShoalControllerOptions = {}): Promise<ShoalController> {
+    const logDir = await makeTempDir("controller-log", options.parentDir);
+    const host = options.host ?? "127.0.0.1";
     const logFile = join(logDir, "controller.log");
     const daemon = await DaemonProcess.spawn({
       name: "shoal-controller",
-      command: process.execPath,
-      args: [SHOAL_MAIN, "controller", "--listen", `127.0.0.1:${options.port ?? 0}`, "--metrics-addr", "127.0.0.1:0", "--grant-stall-timeout", options.grantStallTimeout ?? "3s"],
+      ...inNetns(options.netns, process.execPath, [
+        SHOAL_MAIN,
+        "controller",
+        "--listen",
+        `${host}:${options.port ?? 0}`,
+        "--metrics-addr",
+        `${host}:0`,
+        "--grant-stall-timeout",
+        options.grantStallTimeout ?? "3s",
+        ...(options.extraArgs ?? []),
+      ]),
       stdoutFile: logFile,
       stderrFile: logFile,
     });

@@ -1,5 +1,5 @@
 import { HarnessError } from "./errors.js";
-import { type CommandResult, runCommand } from "./process.js";
+import { type CommandResult, inNetns, runCommand } from "./process.js";
 
 export const SKOPEO_BINARY = "skopeo";
 /** Generous: pushes of benchmark images of several GB go through here too. */
@@ -11,6 +11,8 @@ export interface SkopeoOptions {
   /** Where skopeo buffers blobs (`--tmpdir`); default the system's. */
   readonly tmpDir?: string;
   readonly binary?: string;
+  /** Run inside this network namespace (`ip netns exec`), e.g. to reach a registry listening only there. */
+  readonly netns?: string;
 }
 
 export interface SkopeoPushOptions extends SkopeoOptions {
@@ -76,7 +78,8 @@ export async function skopeo(args: readonly string[], options: SkopeoOptions = {
   const timeoutMs = options.timeoutMs ?? SKOPEO_TIMEOUT_MS;
   const global = ["--insecure-policy", "--command-timeout", `${Math.ceil(timeoutMs / 1000)}s`];
   if (options.tmpDir !== undefined) global.push("--tmpdir", options.tmpDir);
-  return runCommand(options.binary ?? SKOPEO_BINARY, [...global, ...args], { timeoutMs: timeoutMs + 5_000, signal: options.signal });
+  const { command, args: commandArgs } = inNetns(options.netns, options.binary ?? SKOPEO_BINARY, [...global, ...args]);
+  return runCommand(command, commandArgs, { timeoutMs: timeoutMs + 5_000, signal: options.signal });
 }
 
 /** skopeo splits `oci:PATH:TAG` at the first colon after the path; a colon inside PATH would be misread. */

@@ -1,0 +1,248 @@
+// npm run bench — one image to N nodes on network namespaces (tc tbf links, a real containerd per
+// node), three ways in one run: (a) every node straight from the origin, (b) through a central
+// pull-through cache (docker-registry in proxy mode on a node-sized link), (c) through Shoal (an agent
+// per node, the controller as tracker). Per arm: last and median node, origin egress from the kernel
+// counter of the origin's interface, the ratio to DESIGN.md's P2P bound, CPU-seconds and peak RSS per
+// agent. Prints figures and writes JSON and SVG; asserts nothing.
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { generateImageLayout } from "../../pkg/imagegen/index.js";
+import { type ClusterNode, NetnsCluster } from "../netns/cluster.js";
+import { distributionBounds } from "../../pkg/bounds/index.js";
+import { type NodePullResult, median, pullRound } from "../netns/pull-round.js";
+import { makeTempDir, removeTempDir } from "../support/process.js";
+import { renderChart } from "./distribution-chart.js";
+import { type Arm, BenchUsageError, type DistributionBenchOptions, USAGE, parseDistributionBenchArgs } from "./distribution-options.js";
+import { procStats } from "./proc-stats.js";
+
+const MIB = 1024 * 1024;
+const MB = 1e6;
+const GB = 1e9;
+const BITS_PER_BYTE = 8;
+/** Default per-arm timeout: this many times the client-server bound (the slowest arm's limit), plus a margin. */
+const TIMEOUT_BOUND_FACTOR = 3;
+const TIMEOUT_MARGIN_S = 120;
+const EXIT_USAGE = 2;
+
+interface AgentFigures {
+  readonly node: string;
+  /** User + system CPU while the nodes pulled (start-up excluded). */
+  readonly cpuSeconds: number;
+  /** Including start-up. */
+  readonly cpuSecondsTotal: number;
+  readonly cpuSecondsPerGB: number;
+  readonly peakRssBytes: number;
+}
+
+interface ArmResult {
+  readonly lastNodeSeconds: number;
+  readonly medianNodeSeconds: number;
+  /** Kernel tx_bytes of the origin's interface during the arm (payload plus ~0.2% headers at MTU 9000). */
+  readonly originBytes: number;
+  readonly originCopies: number;
+  /** The P2P bound of DESIGN.md for this topology: what every arm is compared with. */
+  readonly boundSeconds: number;
+  readonly ratioToBound: number;
+  readonly clientServerBoundSeconds: number;
+  readonly complete: boolean;
+  readonly nodes: readonly { readonly node: string; readonly seconds: number; readonly ok: boolean; readonly error?: string }[];
+  /** Shoal arm only. */
+  readonly agents?: readonly AgentFigures[];
+}
+
+function log(message: string): void {
+  process.stderr.write(`${message}\n`);
+}
+
+async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: string, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, timeoutMs: number, directHostsDir: string): Promise<ArmResult> {
+  await cluster.startContainerds();
+  try {
+    if (arm === "cache") {
+      await cluster.startCache();
+      for (const node of cluster.nodes) await cluster.useCacheMirror(node);
+    }
+    if (arm === "shoal") {
+      await cluster.startController();
+      await cluster.startAgents();
+      for (const node of cluster.nodes) await cluster.useAgentMirror(node);
+    }
+    const cpuBefore = arm === "shoal" ? await agentCpuSeconds(cluster.nodes) : new Map<string, number>();
+    const before = await cluster.originTxBytes();
+    log(`${arm}: ${cluster.nodes.length} nodes pull ${ref}`);
+    const results = await pullRound(cluster.nodes, ref, {
+      direct: arm === "direct",
+      directHostsDir,
+      timeoutMs,
+      onFinished: (r) => {
+        log(`  ${r.node} ${r.error === undefined ? `done in ${r.seconds.toFixed(1)} s` : `FAILED after ${r.seconds.toFixed(1)} s: ${r.error.split("\n")[0] ?? ""}`}`);
+      },
+    });
+    const originBytes = (await cluster.originTxBytes()) - before;
+    const agents = arm === "shoal" ? await agentFigures(cluster.nodes, imageBytes, cpuBefore) : undefined;
+    return summarize(results, digest, originBytes, imageBytes, bounds, agents);
+  } finally {
+    await cluster.stopContainerds();
+    await cluster.stopAgents();
+    await cluster.stopController();
+    await cluster.stopCache();
+  }
+}
+
+async function agentCpuSeconds(nodes: readonly ClusterNode[]): Promise<Map<string, number>> {
+  const cpu = new Map<string, number>();
+  for (const node of nodes) if (node.agent !== undefined) cpu.set(node.endpoint.name, (await procStats(node.agent.daemon.pid)).cpuSeconds);
+  return cpu;
+}
+
+async function agentFigures(nodes: readonly ClusterNode[], imageBytes: number, cpuBefore: ReadonlyMap<string, number>): Promise<AgentFigures[]> {
+  const figures: AgentFigures[] = [];
+  for (const node of nodes) {
+    if (node.agent === undefined) continue;
+    const stats = await procStats(node.agent.daemon.pid);
+    const cpuSeconds = round(stats.cpuSeconds - (cpuBefore.get(node.endpoint.name) ?? 0));
+    figures.push({
+      node: node.endpoint.name,
+      cpuSeconds,
+      cpuSecondsTotal: round(stats.cpuSeconds),
+      cpuSecondsPerGB: round(cpuSeconds / (imageBytes / GB)),
+      peakRssBytes: stats.peakRssBytes,
+    });
+  }
+  return figures;
+}
+
+function summarize(results: readonly NodePullResult[], digest: string, originBytes: number, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, agents: AgentFigures[] | undefined): ArmResult {
+  const ok = (r: NodePullResult): boolean => r.error === undefined && r.digest === digest;
+  const seconds = results.map((r) => r.seconds);
+  const last = Math.max(...seconds);
+  return {
+    lastNodeSeconds: round(last),
+    medianNodeSeconds: round(median(seconds)),
+    originBytes,
+    originCopies: round(originBytes / imageBytes, 3),
+    boundSeconds: round(bounds.p2pSeconds),
+    ratioToBound: round(last / bounds.p2pSeconds),
+    clientServerBoundSeconds: round(bounds.clientServerSeconds),
+    complete: results.every(ok),
+    nodes: results.map((r) => ({
+      node: r.node,
+      seconds: round(r.seconds),
+      ok: ok(r),
+      ...(r.error === undefined ? (r.digest === digest ? {} : { error: `digest ${r.digest ?? "none"} instead of ${digest}` }) : { error: r.error.split("\n")[0] ?? r.error }),
+    })),
+    ...(agents === undefined ? {} : { agents }),
+  };
+}
+
+function round(value: number, digits = 2): number {
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
+}
+
+function report(options: DistributionBenchOptions, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, arms: Partial<Record<Arm, ArmResult>>): string {
+  const lines = [
+    "",
+    `${options.nodes} nodes, image ${(imageBytes / MB).toFixed(1)} MB (F) in ${options.layers} layers; node links ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s`,
+    `P2P bound max(F/u_s, F/d, N·F/(u_s + N·u)) = ${bounds.p2pSeconds.toFixed(1)} s; client-server bound max(N·F/u_s, F/d) = ${bounds.clientServerSeconds.toFixed(1)} s`,
+    "",
+    `${"arm".padEnd(8)}${"last node".padStart(11)}${"median".padStart(10)}${"× bound".padStart(10)}${"origin / F".padStart(12)}  complete`,
+  ];
+  for (const [arm, r] of Object.entries(arms)) {
+    lines.push(`${arm.padEnd(8)}${`${r.lastNodeSeconds.toFixed(1)} s`.padStart(11)}${`${r.medianNodeSeconds.toFixed(1)} s`.padStart(10)}${r.ratioToBound.toFixed(2).padStart(10)}${r.originCopies.toFixed(3).padStart(12)}  ${r.complete ? "yes" : "NO"}`);
+  }
+  const shoal = arms.shoal;
+  if (shoal?.agents !== undefined && shoal.agents.length > 0) {
+    lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS");
+    for (const a of shoal.agents) {
+      lines.push(`  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB`);
+    }
+  }
+  if (shoal !== undefined && arms.direct !== undefined) {
+    lines.push("", `shoal is ${(arms.direct.lastNodeSeconds / shoal.lastNodeSeconds).toFixed(2)}× faster than direct (last node); target ≥ 0.7·N = ${(0.7 * options.nodes).toFixed(1)}`);
+  }
+  return lines.join("\n");
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  let options: DistributionBenchOptions;
+  try {
+    options = parseDistributionBenchArgs(argv);
+  } catch (error) {
+    if (!(error instanceof BenchUsageError)) throw error;
+    log(`error: ${error.message}\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  if (options.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (process.getuid?.() !== 0) {
+    log("error: the distribution benchmark needs root (network namespaces, tc)");
+    return 1;
+  }
+  const nodeBytesPerSecond = (options.nodeMbit * MB) / BITS_PER_BYTE;
+  const originBytesPerSecond = (options.originMbit * MB) / BITS_PER_BYTE;
+  const work = await makeTempDir("bench-image");
+  let cluster: NetnsCluster | undefined;
+  try {
+    log(`generating a ${options.imageMiB} MiB image in ${options.layers} layers…`);
+    const layout = await generateImageLayout({ dir: join(work, "image"), seed: "shoal-distribution-bench", layers: options.layers, totalBytes: options.imageMiB * MIB, tag: "bench" });
+    const image = layout.images[0];
+    if (image === undefined) throw new Error("the generated layout has no image");
+    const imageBytes = image.imageBytes;
+    const rates = { originBytesPerSecond, uploadBytesPerSecond: nodeBytesPerSecond, downloadBytesPerSecond: nodeBytesPerSecond };
+    const bounds = distributionBounds(imageBytes, options.nodes, rates);
+    const timeoutMs = Math.ceil((options.timeoutSeconds ?? TIMEOUT_BOUND_FACTOR * bounds.clientServerSeconds + TIMEOUT_MARGIN_S) * 1000);
+    log(`starting ${options.nodes} node namespaces…`);
+    cluster = await NetnsCluster.start({
+      nodes: options.nodes,
+      nodeUploadBytesPerSecond: nodeBytesPerSecond,
+      nodeDownloadBytesPerSecond: nodeBytesPerSecond,
+      originBytesPerSecond,
+      shoal: false,
+      containerd: false,
+    });
+    const ref = await cluster.pushImage(layout, "bench/app");
+    await removeTempDir(work);
+    const directHostsDir = join(cluster.runDir, "no-mirrors");
+    await mkdir(directHostsDir, { recursive: true });
+    const arms: Partial<Record<Arm, ArmResult>> = {};
+    for (const arm of options.arms) arms[arm] = await runArm(arm, cluster, ref, layout.root.digest, imageBytes, bounds, timeoutMs, directHostsDir);
+    const result = {
+      benchmark: "distribution",
+      date: new Date().toISOString(),
+      nodes: options.nodes,
+      layers: options.layers,
+      imageBytes,
+      rates: { nodeMbit: options.nodeMbit, originMbit: options.originMbit, ...rates },
+      bounds,
+      arms,
+      ...(arms.shoal !== undefined && arms.direct !== undefined ? { shoalSpeedupOverDirect: round(arms.direct.lastNodeSeconds / arms.shoal.lastNodeSeconds) } : {}),
+    };
+    process.stdout.write(`${report(options, imageBytes, bounds, arms)}\n`);
+    if (options.json !== undefined) {
+      await mkdir(dirname(options.json), { recursive: true });
+      await writeFile(options.json, `${JSON.stringify(result, null, 2)}\n`);
+      log(`wrote ${options.json}`);
+    }
+    if (options.svg !== undefined) {
+      const names = cluster.nodes.map((n) => n.endpoint.name);
+      const svg = renderChart({
+        title: `${options.nodes} nodes × ${(imageBytes / MB).toFixed(0)} MB, ${options.nodeMbit} Mbit nodes, ${options.originMbit} Mbit origin`,
+        nodeNames: names,
+        arms: Object.entries(arms).map(([name, r]) => ({ name, seconds: names.map((n) => r.nodes.find((x) => x.node === n && x.ok)?.seconds ?? null) })),
+        p2pBoundSeconds: bounds.p2pSeconds,
+        clientServerBoundSeconds: bounds.clientServerSeconds,
+      });
+      await mkdir(dirname(options.svg), { recursive: true });
+      await writeFile(options.svg, svg);
+      log(`wrote ${options.svg}`);
+    }
+    return Object.values(arms).every((r) => r.complete) ? 0 : 1;
+  } finally {
+    await cluster?.destroy();
+    await removeTempDir(work);
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

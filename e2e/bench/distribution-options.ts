@@ -1,0 +1,128 @@
+// Flags of `npm run bench` (distribution-bench.ts), validated with messages naming the flag.
+import { dirname, extname, join, basename } from "node:path";
+import { parseArgs } from "node:util";
+
+export const ARMS = ["direct", "cache", "shoal"] as const;
+export type Arm = (typeof ARMS)[number];
+
+export const MAX_NODES = 64;
+export const MAX_IMAGE_MIB = 16 * 1024;
+export const MAX_LAYERS = 64;
+export const MAX_MBIT = 100_000;
+
+export interface DistributionBenchOptions {
+  readonly nodes: number;
+  readonly imageMiB: number;
+  readonly layers: number;
+  /** Each node's upload and download. */
+  readonly nodeMbit: number;
+  readonly originMbit: number;
+  readonly arms: readonly Arm[];
+  readonly json: string | undefined;
+  readonly svg: string | undefined;
+  /** Per arm; undefined = derived from the client-server bound. */
+  readonly timeoutSeconds: number | undefined;
+  readonly help: boolean;
+}
+
+export const USAGE = `Usage: npm run bench -- [flags]
+
+Distributes one generated image to N nodes (network namespaces with tc tbf caps, a real containerd
+per node) three ways: (a) direct from the origin, (b) through a central pull-through cache
+(docker-registry proxy), (c) through Shoal. Needs root, iproute2, docker-registry, skopeo, containerd.
+
+  --nodes N           nodes pulling at once (1-${MAX_NODES}; default 8)
+  --image-mib MIB     image size in MiB (1-${MAX_IMAGE_MIB}; default 256)
+  --layers N          layers of the image (1-${MAX_LAYERS}; default 4)
+  --node-mbit MBIT    each node's upload and download, Mbit/s (default 200)
+  --origin-mbit MBIT  the origin's upload, Mbit/s (default 200)
+  --arms LIST         comma-separated, from direct,cache,shoal (default all three)
+  --json FILE         write the result as JSON
+  --svg FILE          write the chart (default: next to --json, .svg)
+  --timeout SECONDS   per arm (default 3x the client-server bound + 120 s)
+  --help`;
+
+export class BenchUsageError extends Error {
+  override readonly name = "BenchUsageError";
+  readonly code = "ERR_BENCH_USAGE";
+}
+
+function integer(flag: string, value: string, min: number, max: number): number {
+  const parsed = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+    throw new BenchUsageError(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return parsed;
+}
+
+function positive(flag: string, value: string, max: number): number {
+  const parsed = Number(value);
+  if (value.trim() === "" || !Number.isFinite(parsed) || parsed <= 0 || parsed > max) {
+    throw new BenchUsageError(`--${flag} must be a number above 0 and at most ${max}, got ${JSON.stringify(value)}`);
+  }
+  return parsed;
+}
+
+function arms(value: string): Arm[] {
+  const names = value.split(",").map((name) => name.trim()).filter((name) => name !== "");
+  if (names.length === 0) throw new BenchUsageError(`--arms must name at least one of ${ARMS.join(", ")}`);
+  const unknown = names.filter((name) => !(ARMS as readonly string[]).includes(name));
+  if (unknown.length > 0) throw new BenchUsageError(`--arms: unknown arm ${unknown.map((u) => JSON.stringify(u)).join(", ")}; choose from ${ARMS.join(", ")}`);
+  // Always in the canonical order, each once: the report compares them side by side.
+  return ARMS.filter((arm) => names.includes(arm));
+}
+
+/** The SVG next to the JSON: `out/result.json` → `out/result.svg`. */
+export function svgBesideJson(json: string): string {
+  return join(dirname(json), `${basename(json, extname(json))}.svg`);
+}
+
+export function parseDistributionBenchArgs(argv: readonly string[]): DistributionBenchOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        nodes: { type: "string", default: "8" },
+        "image-mib": { type: "string", default: "256" },
+        layers: { type: "string", default: "4" },
+        "node-mbit": { type: "string", default: "200" },
+        "origin-mbit": { type: "string", default: "200" },
+        arms: { type: "string", default: ARMS.join(",") },
+        json: { type: "string" },
+        svg: { type: "string" },
+        timeout: { type: "string" },
+        help: { type: "boolean", default: false },
+      },
+    }));
+  } catch (cause) {
+    throw new BenchUsageError(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
+  const text = (name: string): string => {
+    const value = values[name];
+    return typeof value === "string" ? value : "";
+  };
+  const optional = (name: string): string | undefined => {
+    const value = values[name];
+    if (value === undefined) return undefined;
+    if (typeof value !== "string" || value.trim() === "") throw new BenchUsageError(`--${name} needs a value`);
+    return value;
+  };
+  const json = optional("json");
+  const svg = optional("svg") ?? (json === undefined ? undefined : svgBesideJson(json));
+  const timeout = optional("timeout");
+  return {
+    nodes: integer("nodes", text("nodes"), 1, MAX_NODES),
+    imageMiB: integer("image-mib", text("image-mib"), 1, MAX_IMAGE_MIB),
+    layers: integer("layers", text("layers"), 1, MAX_LAYERS),
+    nodeMbit: positive("node-mbit", text("node-mbit"), MAX_MBIT),
+    originMbit: positive("origin-mbit", text("origin-mbit"), MAX_MBIT),
+    arms: arms(text("arms")),
+    json,
+    svg,
+    timeoutSeconds: timeout === undefined ? undefined : positive("timeout", timeout, 24 * 3600),
+    help: values.help === true,
+  };
+}
