@@ -144,6 +144,7 @@ export const agentOptionSpecs = {
     description: "Piece streams served to other agents at once; more are refused and go elsewhere.",
     parse: (raw: string) => parseInteger(raw, 1, 1024),
     default: "16",
+    schemaType: "integer",
   },
   shutdownGrace: {
     name: "shutdown-grace",

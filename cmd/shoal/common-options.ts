@@ -15,5 +15,6 @@ export const commonOptionSpecs = {
     description: "Log level: trace, debug, info, warn, error or fatal.",
     parse: parseLogLevel,
     default: "info",
+    schemaEnum: LOG_LEVELS,
   },
 } as const satisfies OptionSpecs;

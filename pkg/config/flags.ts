@@ -15,6 +15,10 @@ export interface OptionSpec<T> {
   readonly boolean?: boolean;
   /** JSON-schema type for generated schemas (values.schema.json). */
   readonly schemaType?: "string" | "integer" | "number" | "boolean";
+  /** The only values accepted, for generated schemas (the parser stays the authority). */
+  readonly schemaEnum?: readonly string[];
+  /** ECMA-262 pattern a string value must match, for generated schemas (the parser stays the authority). */
+  readonly schemaPattern?: string;
 }
 
 export type OptionSpecs = Readonly<Record<string, OptionSpec<unknown>>>;

@@ -1,0 +1,103 @@
+// No Docker engine runs here, so the image is never built in tests. This checks what can be checked
+// without one: the Dockerfile's stages, user and entrypoint, that the entrypoint exists in the
+// compiled tree the image copies, that every package the compiled cmd/ and pkg/ import is a
+// production dependency (`npm ci --omit=dev` installs nothing else), and that the chart agrees.
+import assert from "node:assert/strict";
+import { readFile, readdir } from "node:fs/promises";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+import { REPO_ROOT } from "./helm-binary.js";
+import { at, only, render } from "./render.js";
+
+const ENTRYPOINT = ["node", "/app/dist/cmd/shoal/main.js"];
+/** The compiled tree this test runs from (dist/ or a dist-* folder), laid out as the image's /app/dist. */
+const DIST_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const NON_ROOT_UID = 65532;
+
+interface Instruction {
+  readonly keyword: string;
+  readonly args: string;
+}
+
+/** Instructions of a Dockerfile, continuation lines joined, comments and parser directives dropped. */
+export function parseDockerfile(text: string): Instruction[] {
+  const joined = text.replace(/\\\r?\n/g, " ");
+  const instructions: Instruction[] = [];
+  for (const raw of joined.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const match = /^(\S+)\s+(.*)$/.exec(line);
+    assert.ok(match, `Dockerfile line without arguments: ${line}`);
+    instructions.push({ keyword: (match[1] ?? "").toUpperCase(), args: (match[2] ?? "").trim() });
+  }
+  return instructions;
+}
+
+/** Stages: the instructions from one FROM up to the next. */
+function stages(instructions: readonly Instruction[]): Instruction[][] {
+  const result: Instruction[][] = [];
+  for (const instruction of instructions) {
+    if (instruction.keyword === "FROM") result.push([]);
+    result.at(-1)?.push(instruction);
+  }
+  return result;
+}
+
+async function jsFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  return entries.filter((e) => e.isFile() && e.name.endsWith(".js") && !e.name.endsWith(".test.js")).map((e) => join(e.parentPath, e.name));
+}
+
+function packageOf(specifier: string): string {
+  const parts = specifier.split("/");
+  return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : (parts[0] ?? specifier);
+}
+
+describe("Dockerfile (unbuilt: no Docker engine here)", () => {
+  it("builds on node:24 (Debian), runs on node:24-*-slim with production dependencies, as uid 65532, with the one shoal entrypoint", async () => {
+    const all = parseDockerfile(await readFile(join(REPO_ROOT, "Dockerfile"), "utf8"));
+    const [build, runtime, ...extra] = stages(all);
+    assert.ok(build && runtime, "two stages: build and runtime");
+    assert.deepEqual(extra, []);
+    assert.match(build[0]?.args ?? "", /^node:24-(bookworm|trixie)\s+AS\s+build$/i, "build stage: Node 24 on Debian");
+    assert.match(runtime[0]?.args ?? "", /^node:24-(bookworm|trixie)-slim$/, "runtime stage: Node 24 slim");
+    assert.ok(runtime.some((i) => i.keyword === "RUN" && /\bnpm ci\b.*--omit=dev/.test(i.args)), "runtime installs production dependencies only");
+    assert.ok(runtime.some((i) => i.keyword === "COPY" && /^--from=build\s+\S*dist\/cmd\s/.test(i.args)), "runtime copies the compiled cmd/");
+    assert.ok(runtime.some((i) => i.keyword === "COPY" && /^--from=build\s+\S*dist\/pkg\s/.test(i.args)), "runtime copies the compiled pkg/");
+    const users = runtime.filter((i) => i.keyword === "USER");
+    assert.equal(users.at(-1)?.args, `${NON_ROOT_UID}:${NON_ROOT_UID}`, "the image runs as a non-root uid by default");
+    const entrypoint = runtime.filter((i) => i.keyword === "ENTRYPOINT").at(-1);
+    assert.deepEqual(JSON.parse(entrypoint?.args ?? "null"), ENTRYPOINT, "exec-form entrypoint: signals reach node directly");
+    const afterUser = runtime.slice(runtime.indexOf(users.at(-1) ?? runtime[0]!));
+    assert.ok(!afterUser.some((i) => i.keyword === "RUN"), "nothing runs as the non-root user at build time (it could only write into the image)");
+    const ignore = (await readFile(join(REPO_ROOT, ".dockerignore"), "utf8")).split("\n").map((l) => l.trim());
+    for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"]) assert.ok(ignore.includes(entry), `.dockerignore excludes ${entry}`);
+  });
+
+  it("the entrypoint exists in the compiled tree and every package it can import is a production dependency", async () => {
+    await readFile(join(DIST_ROOT, "cmd", "shoal", "main.js"));
+    const manifest = JSON.parse(await readFile(join(REPO_ROOT, "package.json"), "utf8")) as { dependencies?: Record<string, string> };
+    const production = new Set(Object.keys(manifest.dependencies ?? {}));
+    const missing = new Set<string>();
+    for (const file of [...(await jsFiles(join(DIST_ROOT, "cmd"))), ...(await jsFiles(join(DIST_ROOT, "pkg")))]) {
+      const source = await readFile(file, "utf8");
+      for (const match of source.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^import\s+)["']([^"']+)["']/gm)) {
+        const specifier = match[1] ?? "";
+        if (specifier.startsWith(".") || specifier.startsWith("node:") || specifier.startsWith("/")) continue;
+        if (!production.has(packageOf(specifier))) missing.add(`${packageOf(specifier)} (${relative(DIST_ROOT, file)})`);
+      }
+    }
+    assert.deepEqual([...missing].sort(), [], "imported by code the image ships but not in package.json dependencies");
+  });
+
+  it("the chart runs the image's entrypoint path and its non-root uid", async () => {
+    const objects = await render({});
+    const ds = only(objects, "DaemonSet");
+    const containers = at(ds, "spec", "template", "spec", "containers") as { name: string; lifecycle?: unknown; securityContext?: { runAsUser?: number } }[];
+    const restore = containers.find((c) => c.name === "restore-on-stop");
+    assert.deepEqual((at(restore, "lifecycle", "preStop", "exec", "command") as string[]).slice(0, 2), ENTRYPOINT);
+    assert.equal(containers.find((c) => c.name === "agent")?.securityContext?.runAsUser, NON_ROOT_UID);
+    assert.equal(at(only(objects, "Deployment"), "spec", "template", "spec", "securityContext", "runAsUser"), NON_ROOT_UID);
+  });
+});
