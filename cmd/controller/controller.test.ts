@@ -2,16 +2,22 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
+import { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
 import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 import { eventually, testIdentity } from "../../pkg/tracker/testing/helpers.js";
 import { startController } from "./controller.js";
+import { resolveKubernetesSettings } from "./kubernetes-settings.js";
 import { type ControllerOptions, controllerOptionSpecs, validateControllerOptions } from "./options.js";
 
 const SHOAL = fileURLToPath(new URL("../shoal/main.js", import.meta.url));
+const API_REQUESTS_FILE = new URL("../../../pkg/controller/testdata/api-requests.json", import.meta.url);
 
 function parse(argv: string[], env: Record<string, string> = {}): ControllerOptions {
   const { options } = parseOptions(controllerOptionSpecs, argv, env);
@@ -33,15 +39,53 @@ describe("controller options", () => {
   it("rejects inconsistent or malformed values naming the option", () => {
     assert.throws(() => parse(["--membership", "static"]), /--membership static needs --allowed-peers/);
     assert.throws(() => parse(["--allowed-peers", "10.0.0.1"]), /only applies with --membership static/);
-    assert.throws(() => parse(["--membership", "kubernetes"]), (e: unknown) => e instanceof ConfigError && /--membership \(SHOAL_MEMBERSHIP\)/.test(e.message));
+    assert.throws(() => parse(["--membership", "bogus"]), (e: unknown) => e instanceof ConfigError && /--membership \(SHOAL_MEMBERSHIP\)/.test(e.message));
     assert.throws(() => parse(["--membership", "static", "--allowed-peers", "bad peer"]), /--allowed-peers/);
     assert.throws(() => parse(["--grant-stall-timeout", "0s"]), /--grant-stall-timeout/);
     assert.throws(() => parse(["--listen", "nowhere"]), /--listen/);
   });
 
+  it("has the Kubernetes options with client-go's election defaults, validated together", () => {
+    const k8s = parse(["--membership", "kubernetes"]);
+    assert.equal(k8s.agentSelector, "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent");
+    assert.equal(k8s.leaseName, "shoal-controller");
+    assert.deepEqual([k8s.leaseDuration, k8s.renewDeadline, k8s.retryPeriod], [15_000, 10_000, 2_000]);
+    assert.equal(k8s.kubeconfig, undefined);
+    const fromEnv = parse([], { SHOAL_MEMBERSHIP: "kubernetes", SHOAL_NAMESPACE: "infra", SHOAL_IDENTITY: "ctl-0", SHOAL_LEASE_DURATION: "20s", SHOAL_AGENT_SELECTOR: "app in (shoal)" });
+    assert.deepEqual([fromEnv.namespace, fromEnv.identity, fromEnv.leaseDuration, fromEnv.agentSelector], ["infra", "ctl-0", 20_000, "app in (shoal)"]);
+    assert.throws(() => parse(["--membership", "kubernetes", "--renew-deadline", "15s"]), /--renew-deadline \(15000 ms\) must be shorter than --lease-duration/);
+    assert.throws(() => parse(["--membership", "kubernetes", "--retry-period", "9s"]), /--renew-deadline .* must be longer than 1\.2 × --retry-period/);
+    assert.throws(() => parse(["--lease-duration", "1500ms"]), /--lease-duration .*whole seconds/);
+    assert.throws(() => parse(["--agent-selector", "app in (shoal"]), /--agent-selector \(SHOAL_AGENT_SELECTOR\)/);
+    assert.throws(() => parse(["--namespace", "Not_A_Namespace"]), /--namespace/);
+    assert.throws(() => parse(["--lease-name", "UPPER"]), /--lease-name/);
+    assert.throws(() => parse(["--kubeconfig", "/tmp/x"]), /--kubeconfig only applies with --membership kubernetes/);
+    assert.throws(() => parse(["--membership", "kubernetes", "--allowed-peers", "10.0.0.1"]), /--allowed-peers only applies with --membership static/);
+  });
+
+  it("resolves the kubeconfig, namespace and identity, naming the missing flag", async () => {
+    const k8s = parse(["--membership", "kubernetes"]);
+    assert.throws(() => resolveKubernetesSettings(k8s, {}), /needs --kubeconfig \(SHOAL_KUBECONFIG\) outside a cluster/);
+    const dir = await mkdtemp(join(tmpdir(), "shoal-kubeconfig-"));
+    try {
+      const file = join(dir, "config");
+      await writeFile(file, JSON.stringify({ apiVersion: "v1", kind: "Config", clusters: [{ name: "c", cluster: { server: "http://127.0.0.1:1", "insecure-skip-tls-verify": true } }], users: [{ name: "u", user: { token: "t" } }], contexts: [{ name: "x", context: { cluster: "c", user: "u" } }], "current-context": "x" }));
+      assert.throws(() => resolveKubernetesSettings(parse(["--membership", "kubernetes", "--kubeconfig", file]), {}), /--namespace \(SHOAL_NAMESPACE\) is required with --kubeconfig/);
+      const settings = resolveKubernetesSettings(parse(["--membership", "kubernetes", "--kubeconfig", file, "--namespace", "infra"]), {});
+      assert.equal(settings.namespace, "infra");
+      assert.equal(settings.identity, hostname());
+      assert.equal(settings.kubeConfig.getCurrentCluster()?.server, "http://127.0.0.1:1");
+      assert.throws(() => resolveKubernetesSettings(parse(["--membership", "kubernetes", "--kubeconfig", join(dir, "missing"), "--namespace", "infra"]), {}), /--kubeconfig \(SHOAL_KUBECONFIG\): cannot load kubeconfig/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("documents every option in --help", () => {
     const help = formatHelp("shoal controller [flags]", "", controllerOptionSpecs);
-    for (const flag of ["--listen", "--metrics-addr", "--membership", "--allowed-peers", "--grant-stall-timeout", "--log-level"]) assert.ok(help.includes(flag), flag);
+    for (const flag of ["--listen", "--metrics-addr", "--membership", "--allowed-peers", "--grant-stall-timeout", "--log-level", "--kubeconfig", "--namespace", "--agent-selector", "--lease-name", "--identity", "--lease-duration", "--renew-deadline", "--retry-period"]) {
+      assert.ok(help.includes(flag), flag);
+    }
     assert.ok(help.includes("SHOAL_GRANT_STALL_TIMEOUT"));
   });
 });
@@ -89,6 +133,42 @@ describe("controller", () => {
     }
   });
 
+  it("runs as `shoal controller --membership kubernetes`: leads, is Ready, releases the Lease on SIGTERM", async () => {
+    const api = await KubeApiDouble.start();
+    const dir = await mkdtemp(join(tmpdir(), "shoal-kubeconfig-"));
+    const kubeconfig = join(dir, "config");
+    await writeFile(kubeconfig, api.kubeconfigYaml());
+    const args = ["controller", "--membership", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", "shoal", "--identity", "ctl-0"];
+    const timing = ["--lease-duration", "2s", "--renew-deadline", "1s", "--retry-period", "200ms", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"];
+    const child = spawn(process.execPath, [SHOAL, ...args, ...timing], { stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      let metrics = "";
+      for await (const line of createInterface({ input: child.stdout })) {
+        const record = JSON.parse(line) as { msg?: string; metrics?: string };
+        if (record.msg === "controller started") {
+          metrics = record.metrics ?? "";
+          break;
+        }
+      }
+      assert.notEqual(metrics, "", "logged its addresses");
+      await eventually(async () => {
+        assert.equal((await fetch(`${metrics}/readyz`)).status, 200);
+      }, 10_000);
+      assert.equal((api.object("leases", "shoal", "shoal-controller")?.spec as { holderIdentity?: string }).holderIdentity, "ctl-0");
+      child.kill("SIGTERM");
+      const [code] = (await once(child, "exit")) as [number | null];
+      assert.equal(code, 0);
+      assert.equal((api.object("leases", "shoal", "shoal-controller")?.spec as { holderIdentity?: string }).holderIdentity, "", "released on graceful stop");
+      // Every request it made is in the list the chart's Role is checked against.
+      const allowed = JSON.parse(await readFile(API_REQUESTS_FILE, "utf8")) as unknown[];
+      for (const kind of api.distinctRequests()) assert.ok(allowed.some((a) => JSON.stringify(a) === JSON.stringify(kind)), `not in api-requests.json: ${JSON.stringify(kind)}`);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await api.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("prints help and refuses bad flags with exit code 2", async () => {
     const run = async (args: string[]): Promise<{ code: number | null; out: string; err: string }> => {
       const child = spawn(process.execPath, [SHOAL, "controller", ...args], { stdio: ["ignore", "pipe", "pipe"] });
@@ -99,10 +179,12 @@ describe("controller", () => {
       const [code] = (await once(child, "exit")) as [number | null];
       return { code, out, err };
     };
-    const [help, bad] = await Promise.all([run(["--help"]), run(["--membership", "static"])]);
+    const [help, bad, noCluster] = await Promise.all([run(["--help"]), run(["--membership", "static"]), run(["--membership", "kubernetes"])]);
     assert.equal(help.code, 0);
     assert.match(help.out, /--allowed-peers/);
     assert.equal(bad.code, 2);
     assert.match(bad.err, /needs --allowed-peers/);
+    assert.equal(noCluster.code, 2);
+    assert.match(noCluster.err, /needs --kubeconfig/);
   });
 });

@@ -1,7 +1,9 @@
 import type { Logger } from "pino";
+import { KubernetesController } from "../../pkg/controller/index.js";
 import { ControllerMetrics, MetricsServer } from "../../pkg/metrics/index.js";
 import { type Membership, MemoryTracker, OpenMembership, StaticMembership, TrackerServer } from "../../pkg/tracker/index.js";
 import { VERSION } from "../shoal/version.js";
+import type { KubernetesSettings } from "./kubernetes-settings.js";
 import type { ControllerOptions } from "./options.js";
 
 export interface RunningController {
@@ -12,9 +14,16 @@ export interface RunningController {
   stop(): Promise<void>;
 }
 
-/** Wires a controller from validated options: tracker state, its gRPC server, membership and metrics. */
-export async function startController(options: ControllerOptions, logger: Logger): Promise<RunningController> {
+/**
+ * Wires a controller from validated options: tracker state, its gRPC server, membership and metrics.
+ * With --membership kubernetes, `kubernetes` (resolveKubernetesSettings) gives the API connection.
+ */
+export async function startController(options: ControllerOptions, logger: Logger, kubernetes?: KubernetesSettings): Promise<RunningController> {
   const metrics = new ControllerMetrics({ version: VERSION });
+  if (options.membership === "kubernetes") {
+    if (kubernetes === undefined) throw new Error("--membership kubernetes needs the Kubernetes settings");
+    return await startKubernetesController(options, logger, metrics, kubernetes);
+  }
   const tracker = new MemoryTracker({ logger: logger.child({ component: "tracker" }), metrics, grantStallTimeoutMs: options.grantStallTimeout });
   const membership: Membership = options.membership === "static" ? new StaticMembership(options.allowedPeers ?? []) : new OpenMembership();
   const server = await TrackerServer.start({ ...options.listen, tracker, membership, metrics, logger: logger.child({ component: "tracker-server" }) });
@@ -40,6 +49,48 @@ export async function startController(options: ControllerOptions, logger: Logger
     async stop() {
       stopping = true;
       await server.close();
+      await metricsServer.close();
+      logger.info("controller stopped");
+    },
+  };
+}
+
+/** --membership kubernetes: informers, Lease election and Events; only the leader serves and is Ready. */
+async function startKubernetesController(options: ControllerOptions, logger: Logger, metrics: ControllerMetrics, settings: KubernetesSettings): Promise<RunningController> {
+  const controller = await KubernetesController.start({
+    kubeConfig: settings.kubeConfig,
+    namespace: settings.namespace,
+    identity: settings.identity,
+    agentSelector: options.agentSelector,
+    leaseName: options.leaseName,
+    leaseDurationMs: options.leaseDuration,
+    renewDeadlineMs: options.renewDeadline,
+    retryPeriodMs: options.retryPeriod,
+    listen: options.listen,
+    grantStallTimeoutMs: options.grantStallTimeout,
+    metrics,
+    logger,
+  });
+  let metricsServer: MetricsServer;
+  try {
+    metricsServer = await MetricsServer.start({ ...options.metricsAddr, registry: metrics.registry, health: { live: () => true, ready: () => controller.ready() } });
+  } catch (error) {
+    await controller.stop();
+    throw error;
+  }
+  const metricsAddress = metricsServer.address;
+  const metricsHost = metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address;
+  const metricsUrl = `http://${metricsHost}:${metricsAddress.port}`;
+  logger.info(
+    { tracker: controller.trackerAddress, metrics: metricsUrl, membership: "kubernetes", namespace: settings.namespace, identity: settings.identity, lease: options.leaseName, agentSelector: options.agentSelector },
+    "controller started",
+  );
+  return {
+    trackerAddress: controller.trackerAddress,
+    metricsUrl,
+    async stop() {
+      // Sessions end and the Lease is released first, so a follower serves while this one finishes.
+      await controller.stop();
       await metricsServer.close();
       logger.info("controller stopped");
     },

@@ -1,6 +1,7 @@
 import { pino } from "pino";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import { startController } from "./controller.js";
+import { type KubernetesSettings, resolveKubernetesSettings } from "./kubernetes-settings.js";
 import { controllerOptionSpecs, validateControllerOptions } from "./options.js";
 
 const SUMMARY =
@@ -9,6 +10,7 @@ const SUMMARY =
 /** `shoal controller`: parse flags/env, start, stop gracefully on SIGTERM/SIGINT. Returns the exit code. */
 export async function controllerMain(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   let parsed;
+  let kubernetes: KubernetesSettings | undefined;
   try {
     parsed = parseOptions(controllerOptionSpecs, argv, env);
     if (parsed.help) {
@@ -17,6 +19,7 @@ export async function controllerMain(argv: readonly string[], env: NodeJS.Proces
     }
     if (parsed.positionals.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     validateControllerOptions(parsed.options);
+    if (parsed.options.membership === "kubernetes") kubernetes = resolveKubernetesSettings(parsed.options, env);
   } catch (error) {
     console.error(`shoal controller: ${error instanceof Error ? error.message : String(error)}`);
     return 2;
@@ -25,7 +28,7 @@ export async function controllerMain(argv: readonly string[], env: NodeJS.Proces
   const logger = pino({ level: options.logLevel, base: { component: "controller" } });
   let controller;
   try {
-    controller = await startController(options, logger);
+    controller = await startController(options, logger, kubernetes);
   } catch (error) {
     logger.fatal({ err: error }, "controller failed to start");
     console.error(`shoal controller: ${error instanceof Error ? error.message : String(error)}`);

@@ -1,8 +1,8 @@
 import { type OptionSpecs, type ParsedOptions, parseDuration, parseHostPort } from "../../pkg/config/index.js";
+import { parseLabelSelector } from "../../pkg/k8s/label-selector.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
 
-
-const membershipModes = ["open", "static"] as const;
+const membershipModes = ["open", "static", "kubernetes"] as const;
 export type MembershipMode = (typeof membershipModes)[number];
 
 function parseMembershipMode(raw: string): MembershipMode {
@@ -27,6 +27,35 @@ function parsePositiveDuration(raw: string): number {
   return ms;
 }
 
+/** The Lease stores its duration in whole seconds. */
+function parseLeaseDuration(raw: string): number {
+  const ms = parsePositiveDuration(raw);
+  if (ms % 1000 !== 0) throw new Error("expected whole seconds (the Lease stores seconds)");
+  return ms;
+}
+
+/** A Kubernetes object name (RFC 1123 subdomain), as namespaces, Leases and pod names are. */
+function parseObjectName(raw: string): string {
+  if (raw.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(raw)) {
+    throw new Error("expected a Kubernetes object name: lower-case letters, digits, '-' and '.', at most 253 characters");
+  }
+  return raw;
+}
+
+function parseNamespace(raw: string): string {
+  if (raw.length > 63 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(raw)) throw new Error("expected a namespace name: lower-case letters, digits and '-', at most 63 characters");
+  return raw;
+}
+
+function parseSelector(raw: string): string {
+  return parseLabelSelector(raw).toString();
+}
+
+function parseIdentity(raw: string): string {
+  if (raw.trim() === "" || raw.length > 253) throw new Error("expected a non-empty name of at most 253 characters");
+  return raw;
+}
+
 export const controllerOptionSpecs = {
   listen: {
     name: "listen",
@@ -42,8 +71,10 @@ export const controllerOptionSpecs = {
   },
   membership: {
     name: "membership",
-    description: "Who may register: open (any agent that connects) or static (only --allowed-peers).",
+    description:
+      "Who may register: open (any agent that connects), static (only --allowed-peers) or kubernetes (agent Pods from the API; Lease leader election, only the leader serves).",
     parse: parseMembershipMode,
+    schemaEnum: membershipModes,
     default: "open",
   },
   allowedPeers: {
@@ -57,6 +88,51 @@ export const controllerOptionSpecs = {
     parse: parsePositiveDuration,
     default: "10s",
   },
+  kubeconfig: {
+    name: "kubeconfig",
+    description: "With --membership kubernetes: kubeconfig file to reach the API server (its current context). Default: the Pod's in-cluster service account.",
+    parse: (raw: string) => raw,
+  },
+  namespace: {
+    name: "namespace",
+    description: "With --membership kubernetes: namespace of the agent Pods and of the leader Lease. Default: the Pod's own namespace (in-cluster).",
+    parse: parseNamespace,
+  },
+  agentSelector: {
+    name: "agent-selector",
+    description: "With --membership kubernetes: label selector of the agent Pods; only connections from their pod IPs are admitted.",
+    parse: parseSelector,
+    default: "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent",
+  },
+  leaseName: {
+    name: "lease-name",
+    description: "With --membership kubernetes: name of the coordination.k8s.io/v1 Lease the replicas elect a leader with.",
+    parse: parseObjectName,
+    default: "shoal-controller",
+  },
+  identity: {
+    name: "identity",
+    description: "With --membership kubernetes: this replica's name in the Lease and in Events. Default: the host name (the pod name).",
+    parse: parseIdentity,
+  },
+  leaseDuration: {
+    name: "lease-duration",
+    description: "With --membership kubernetes: how long followers wait, after they last saw the Lease change, before taking it over.",
+    parse: parseLeaseDuration,
+    default: "15s",
+  },
+  renewDeadline: {
+    name: "renew-deadline",
+    description: "With --membership kubernetes: the leader stops leading (and serving) if it could not renew the Lease for this long.",
+    parse: parsePositiveDuration,
+    default: "10s",
+  },
+  retryPeriod: {
+    name: "retry-period",
+    description: "With --membership kubernetes: how often candidates try to acquire, and the leader to renew, the Lease.",
+    parse: parsePositiveDuration,
+    default: "2s",
+  },
   ...commonOptionSpecs,
 } as const satisfies OptionSpecs;
 
@@ -66,5 +142,15 @@ export type ControllerOptions = ParsedOptions<typeof controllerOptionSpecs>;
 export function validateControllerOptions(options: ControllerOptions): void {
   const peers = options.allowedPeers ?? [];
   if (options.membership === "static" && peers.length === 0) throw new Error("--membership static needs --allowed-peers (SHOAL_ALLOWED_PEERS)");
-  if (options.membership === "open" && peers.length > 0) throw new Error("--allowed-peers only applies with --membership static");
+  if (options.membership !== "static" && peers.length > 0) throw new Error("--allowed-peers only applies with --membership static");
+  if (options.membership !== "kubernetes") {
+    for (const [flag, value] of [["--kubeconfig", options.kubeconfig], ["--namespace", options.namespace], ["--identity", options.identity]] as const) {
+      if (value !== undefined) throw new Error(`${flag} only applies with --membership kubernetes`);
+    }
+    return;
+  }
+  if (options.renewDeadline >= options.leaseDuration) throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be shorter than --lease-duration (${options.leaseDuration} ms)`);
+  if (options.renewDeadline <= 1.2 * options.retryPeriod) {
+    throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be longer than 1.2 × --retry-period (${options.retryPeriod} ms)`);
+  }
 }

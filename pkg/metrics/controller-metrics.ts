@@ -49,6 +49,31 @@ export class ControllerMetrics {
     registers: [this.registry],
   });
 
+  // Kubernetes membership and leader election (--membership kubernetes).
+  readonly leader = new Gauge({
+    name: "shoal_controller_leader",
+    help: "1 while this replica holds the leader Lease and serves the tracker, else 0.",
+    registers: [this.registry],
+  });
+  readonly leadershipChanges = new Counter({
+    name: "shoal_controller_leadership_changes_total",
+    help: "Times this replica started or stopped leading, by change (acquired, lost).",
+    labelNames: ["change"] as const,
+    registers: [this.registry],
+  });
+  readonly peersDropped = new Counter({
+    name: "shoal_tracker_peers_dropped_total",
+    help: "Agent sessions ended because their Pod went away, by reason (PodDeleted, PodTerminating, PodNotRunning, PodIPChanged).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly informerRestarts = new Counter({
+    name: "shoal_controller_informer_restarts_total",
+    help: "List/watch restarts of the controller's informers, by resource and reason (gone: 410 relist, error, closed).",
+    labelNames: ["resource", "reason"] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { version: string; collectDefaults?: boolean }) {
     registerBuildInfo(this.registry, options.version);
     if (options.collectDefaults ?? true) collectDefaultMetrics({ register: this.registry, prefix: "shoal_" });

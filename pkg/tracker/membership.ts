@@ -7,6 +7,11 @@ import type { AgentIdentity } from "./tracker.js";
  */
 export interface Membership {
   admits(identity: AgentIdentity, remoteAddress?: string): true | string;
+  /**
+   * Optional: the identity the tracker records and ranks by for an admitted agent, e.g. with the zone
+   * taken from the cluster instead of what the agent claims. Called right after `admits` returned true.
+   */
+  identify?(identity: AgentIdentity, remoteAddress?: string): AgentIdentity;
 }
 
 /** Self-registration: every agent that asks is admitted (demo, tests, trusted networks). */

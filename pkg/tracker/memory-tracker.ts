@@ -66,7 +66,8 @@ export interface TrackerSnapshot {
 }
 
 interface AgentRecord {
-  readonly identity: AgentIdentity;
+  /** As the membership identified it; updateZone() may change the zone. */
+  identity: AgentIdentity;
   readonly token: object;
   readonly onClose: ((reason: SessionCloseReason) => void) | undefined;
   activeUploads: number;
@@ -138,12 +139,13 @@ export class MemoryTracker {
       this.logger.warn({ agentId: valid.agentId, nodeName: valid.nodeName, remoteAddress: options.remoteAddress, reason: verdict }, "session refused");
       throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     }
+    const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
     const token = {};
-    this.agents.set(valid.agentId, { identity: valid, token, onClose: options.onClose, activeUploads: 0, blobs: new Set() });
+    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, activeUploads: 0, blobs: new Set() });
     this.metrics?.agents.set(this.agents.size);
-    this.logger.info({ agentId: valid.agentId, nodeName: valid.nodeName, zone: valid.zone, peerAddress: valid.peerAddress }, "agent registered");
-    return new Session(this, valid, token);
+    this.logger.info({ agentId: valid.agentId, nodeName: recorded.nodeName, zone: recorded.zone, peerAddress: recorded.peerAddress }, "agent registered");
+    return new Session(this, recorded, token);
   }
 
   /** Records what `agentId` holds of a blob, replacing its earlier announcement of that digest. */
@@ -224,6 +226,18 @@ export class MemoryTracker {
     const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
     if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     return this.tags.resolve(this.guard(() => validateTagKey(key)));
+  }
+
+  /**
+   * Changes the zone `agentId` is ranked by (its Node's zone label changed). Returns whether there was a
+   * session.
+   */
+  updateZone(agentId: string, zone: string): boolean {
+    const agent = this.agents.get(agentId);
+    if (agent === undefined || agent.identity.zone === zone) return agent !== undefined;
+    this.logger.info({ agentId, from: agent.identity.zone, to: zone }, "agent zone changed");
+    agent.identity = { ...agent.identity, zone };
+    return true;
   }
 
   /**

@@ -36,6 +36,11 @@ export interface TrackerServerOptions {
   readonly logger: Logger;
   readonly keepaliveTimeMs?: number;
   readonly keepaliveTimeoutMs?: number;
+  /**
+   * Whether this server serves now; when it returns a reason, new sessions and lookups are refused with
+   * UNAVAILABLE and that reason (a controller replica that is not the leader). Always serving when absent.
+   */
+  readonly serving?: () => true | string;
 }
 
 interface StatusError {
@@ -49,7 +54,7 @@ interface StatusError {
  * agent's disconnect.
  */
 export class TrackerServer {
-  private readonly sessions = new Set<() => void>();
+  private readonly sessions = new Set<(details?: string) => void>();
   private closing: Promise<void> | undefined;
 
   private constructor(
@@ -93,6 +98,13 @@ export class TrackerServer {
     return host.includes(":") ? `[${host}]:${this.port}` : `${host}:${this.port}`;
   }
 
+  /** Ends every open session with UNAVAILABLE and `details` (agents reconnect); the server keeps listening. */
+  endSessions(details: string): number {
+    const open = [...this.sessions];
+    for (const end of open) end(details);
+    return open.length;
+  }
+
   /** Ends every session (agents see UNAVAILABLE and reconnect elsewhere), lets lookups finish, stops. */
   close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
@@ -129,8 +141,8 @@ export class TrackerServer {
         call.emit("error", { code: outcome.code, details: outcome.details });
       }
     };
-    const shutdown = (): void => {
-      end({ code: status.UNAVAILABLE, details: "tracker shutting down" });
+    const shutdown = (details = "tracker shutting down"): void => {
+      end({ code: status.UNAVAILABLE, details });
     };
     this.sessions.add(shutdown);
     call.on("data", (request: SessionRequest) => {
@@ -164,6 +176,7 @@ export class TrackerServer {
     const kind = request.kind;
     if (session === undefined) {
       if (kind?.$case !== "register") throw this.rejected("the first message of a session must be register");
+      this.checkServing();
       const identity = this.edge(() => validateIdentity(identityFromWire(kind.value)));
       const opened = this.options.tracker.register(identity, {
         ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
@@ -208,6 +221,7 @@ export class TrackerServer {
 
   private handleLookup(call: ServerUnaryCall<LookupRequest, LookupResponse>, callback: sendUnaryData<LookupResponse>): void {
     try {
+      this.checkServing();
       const agentId = this.edge(() => validateAgentId(call.request.agentId));
       const digest = this.edge(() => validateDigest(call.request.digest));
       const remoteAddress = hostOfPeer(call.getPeer());
@@ -233,6 +247,7 @@ export class TrackerServer {
 
   private handleResolveTag(call: ServerUnaryCall<ResolveTagRequest, ResolveTagResponse>, callback: sendUnaryData<ResolveTagResponse>): void {
     try {
+      this.checkServing();
       const agentId = this.edge(() => validateAgentId(call.request.agentId));
       const key = this.edge(() => validateTagKey(call.request));
       const remoteAddress = hostOfPeer(call.getPeer());
@@ -244,6 +259,12 @@ export class TrackerServer {
     } catch (error: unknown) {
       callback(this.toStatus(error));
     }
+  }
+
+  /** Throws ERR_TRACKER_UNAVAILABLE (gRPC UNAVAILABLE) while the `serving` option says no. */
+  private checkServing(): void {
+    const serving = this.options.serving?.() ?? true;
+    if (serving !== true) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", serving);
   }
 
   /** Runs a check at the edge, counting what it rejects. */

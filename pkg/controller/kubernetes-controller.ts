@@ -1,0 +1,231 @@
+import type { KubeConfig, V1Node, V1Pod } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import {
+  EventRecorder,
+  type Informer,
+  type InformerTuning,
+  LeaderElector,
+  type LeaderElectionTimings,
+  isK8sError,
+  nodeInformer,
+  parseLabelSelector,
+  podInformer,
+  validateLeaderElectionTimings,
+  LEASE_DURATION_MS,
+  RENEW_DEADLINE_MS,
+  RETRY_PERIOD_MS,
+} from "../k8s/index.js";
+import type { ControllerMetrics } from "../metrics/index.js";
+import { MemoryTracker, TrackerServer } from "../tracker/index.js";
+import { ControllerError } from "./errors.js";
+import { KubernetesMembership, type PeerDrop } from "./kubernetes-membership.js";
+
+/** Events name this component as their source. */
+export const EVENT_COMPONENT = "shoal-controller";
+/** On stop, how long queued Events may take to be sent. */
+const EVENT_FLUSH_MS = 2_000;
+
+export interface KubernetesControllerOptions extends Partial<LeaderElectionTimings> {
+  readonly kubeConfig: KubeConfig;
+  /** Namespace of the agent Pods and of the Lease. */
+  readonly namespace: string;
+  /** Label selector of the agent Pods. */
+  readonly agentSelector: string;
+  readonly leaseName: string;
+  /** This replica in the Lease and in Events (the pod name). */
+  readonly identity: string;
+  /** Where the tracker (gRPC) listens. */
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly grantStallTimeoutMs?: number;
+  readonly metrics?: ControllerMetrics;
+  readonly logger: Logger;
+  /** Informer backoff and clocks (tests). */
+  readonly informerTuning?: InformerTuning;
+  /** Tracker keepalive (tests shorten it so a vanished agent is noticed sooner). */
+  readonly trackerKeepaliveTimeMs?: number;
+  readonly trackerKeepaliveTimeoutMs?: number;
+}
+
+/**
+ * The controller with Kubernetes membership: informers on the agent Pods and on Nodes, the tracker and
+ * its gRPC server, Lease leader election and Events. Every replica keeps its informers warm and its
+ * server listening, but only the leader serves: a follower refuses sessions and lookups with
+ * UNAVAILABLE and is not Ready, so the tracker Service routes agents to the leader. When leadership is
+ * lost the leader ends every session; agents reconnect through the Service to the new leader and
+ * re-announce their inventory there. A replica campaigns only once its informers have synced, so a
+ * new leader never refuses agents for want of a Pod list.
+ */
+export class KubernetesController {
+  private readonly abort = new AbortController();
+  private stopping = false;
+  private synced = false;
+  private startup: Promise<void> | undefined;
+
+  private constructor(
+    readonly tracker: MemoryTracker,
+    private readonly server: TrackerServer,
+    private readonly pods: Informer<V1Pod>,
+    private readonly nodes: Informer<V1Node>,
+    private readonly membership: KubernetesMembership,
+    private readonly elector: LeaderElector,
+    private readonly recorder: EventRecorder,
+    private readonly options: KubernetesControllerOptions,
+  ) {}
+
+  /** Validates the options, starts listening (not serving yet) and starts syncing and campaigning in the background. */
+  static async start(options: KubernetesControllerOptions): Promise<KubernetesController> {
+    const { logger, metrics, kubeConfig, namespace, identity } = options;
+    try {
+      parseLabelSelector(options.agentSelector);
+      validateLeaderElectionTimings({
+        leaseDurationMs: options.leaseDurationMs ?? LEASE_DURATION_MS,
+        renewDeadlineMs: options.renewDeadlineMs ?? RENEW_DEADLINE_MS,
+        retryPeriodMs: options.retryPeriodMs ?? RETRY_PERIOD_MS,
+      });
+    } catch (error: unknown) {
+      throw new ControllerError("ERR_CONTROLLER_CONFIG", error instanceof Error ? error.message : String(error), { cause: error });
+    }
+    if (namespace === "") throw new ControllerError("ERR_CONTROLLER_CONFIG", "namespace must not be empty");
+    const tracker = new MemoryTracker({ logger: logger.child({ component: "tracker" }), ...(metrics === undefined ? {} : { metrics }), ...(options.grantStallTimeoutMs === undefined ? {} : { grantStallTimeoutMs: options.grantStallTimeoutMs }) });
+    const restarts = (resource: string) => (reason: string) => metrics?.informerRestarts.inc({ resource, reason });
+    const tuning = options.informerTuning ?? {};
+    const pods = podInformer({ ...tuning, kubeConfig, namespace, labelSelector: options.agentSelector, logger: logger.child({ component: "pod-informer" }), onRestart: restarts("pods") });
+    const nodes = nodeInformer({ ...tuning, kubeConfig, logger: logger.child({ component: "node-informer" }), onRestart: restarts("nodes") });
+    const recorder = new EventRecorder({ kubeConfig, component: EVENT_COMPONENT, instance: identity, logger: logger.child({ component: "events" }) });
+    // Callbacks below are wired before the instance exists; they reach it through this.
+    const ref: { instance?: KubernetesController } = {};
+    const membership = new KubernetesMembership({
+      pods,
+      nodes,
+      namespace,
+      selector: options.agentSelector,
+      logger: logger.child({ component: "membership" }),
+      onDrop: (drop) => ref.instance?.onDrop(drop),
+      onZoneChange: (agentIds, zone) => {
+        for (const agentId of agentIds) tracker.updateZone(agentId, zone);
+      },
+    });
+    let server: TrackerServer;
+    try {
+      server = await TrackerServer.start({
+        ...options.listen,
+        tracker,
+        membership,
+        ...(metrics === undefined ? {} : { metrics }),
+        logger: logger.child({ component: "tracker-server" }),
+        serving: () => ref.instance?.serving() ?? "starting",
+        ...(options.trackerKeepaliveTimeMs === undefined ? {} : { keepaliveTimeMs: options.trackerKeepaliveTimeMs }),
+        ...(options.trackerKeepaliveTimeoutMs === undefined ? {} : { keepaliveTimeoutMs: options.trackerKeepaliveTimeoutMs }),
+      });
+    } catch (error: unknown) {
+      membership.close();
+      throw error;
+    }
+    const elector = new LeaderElector({
+      kubeConfig,
+      namespace,
+      name: options.leaseName,
+      identity,
+      ...(options.leaseDurationMs === undefined ? {} : { leaseDurationMs: options.leaseDurationMs }),
+      ...(options.renewDeadlineMs === undefined ? {} : { renewDeadlineMs: options.renewDeadlineMs }),
+      ...(options.retryPeriodMs === undefined ? {} : { retryPeriodMs: options.retryPeriodMs }),
+      logger: logger.child({ component: "leader-election" }),
+      onStartedLeading: () => ref.instance?.onStartedLeading(),
+      onStoppedLeading: () => ref.instance?.onStoppedLeading(),
+    });
+    const instance = new KubernetesController(tracker, server, pods, nodes, membership, elector, recorder, options);
+    ref.instance = instance;
+    instance.startup = instance.syncThenCampaign();
+    return instance;
+  }
+
+  /** host:port of the tracker. */
+  get trackerAddress(): string {
+    return this.server.address;
+  }
+
+  get leading(): boolean {
+    return this.elector.isLeader;
+  }
+
+  /** Why this replica does not serve the tracker now, or true. */
+  serving(): true | string {
+    if (this.stopping) return "controller shutting down";
+    if (!this.elector.isLeader) {
+      const leader = this.elector.observedLeader;
+      return `this controller replica is not the leader${leader === "" ? "" : ` (the leader is ${leader})`}`;
+    }
+    return this.synced ? true : "agent Pods not loaded yet";
+  }
+
+  /** /readyz: Ready only while leading (the Service then routes agents here). */
+  ready(): true | string {
+    return this.serving();
+  }
+
+  /**
+   * Stops. Sessions end first (agents reconnect to the next leader); with `releaseLease` (default) the
+   * Lease is released so a follower takes over at its next retry instead of after the lease duration.
+   * `releaseLease: false` behaves like a crash as far as the Lease is concerned.
+   */
+  async stop(options: { releaseLease?: boolean } = {}): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.abort.abort(new ControllerError("ERR_CONTROLLER_STOPPED", "controller stopped"));
+    this.server.endSessions("controller shutting down");
+    await this.startup;
+    await this.elector.stop({ release: options.releaseLease ?? true });
+    await this.server.close();
+    this.membership.close();
+    await Promise.all([this.pods.stop(), this.nodes.stop()]);
+    await this.recorder.close(EVENT_FLUSH_MS);
+    this.options.logger.info({ identity: this.options.identity }, "kubernetes controller stopped");
+  }
+
+  private async syncThenCampaign(): Promise<void> {
+    const signal = this.abort.signal;
+    this.pods.start();
+    this.nodes.start();
+    try {
+      await Promise.all([this.pods.whenSynced(signal), this.nodes.whenSynced(signal)]);
+    } catch (error: unknown) {
+      if (signal.aborted || isK8sError(error, "ERR_K8S_CLOSED")) return;
+      throw error;
+    }
+    this.synced = true;
+    this.options.logger.info({ pods: this.pods.list().length, nodes: this.nodes.list().length }, "agent Pods and Nodes loaded; campaigning for leadership");
+    this.elector.start();
+  }
+
+  private onStartedLeading(): void {
+    this.options.metrics?.leader.set(1);
+    this.options.metrics?.leadershipChanges.inc({ change: "acquired" });
+    const lease = this.elector.leaseObject;
+    this.recorder.record(
+      { kind: "Lease", apiVersion: "coordination.k8s.io/v1", namespace: this.options.namespace, name: this.options.leaseName, ...(lease?.metadata?.uid === undefined ? {} : { uid: lease.metadata.uid }) },
+      "Normal",
+      "LeaderElected",
+      `${this.options.identity} became leader and serves the tracker`,
+    );
+  }
+
+  private onStoppedLeading(): void {
+    this.options.metrics?.leader.set(0);
+    this.options.metrics?.leadershipChanges.inc({ change: "lost" });
+    const ended = this.server.endSessions("this controller replica is no longer the leader");
+    this.options.logger.warn({ sessionsEnded: ended }, "stopped leading: agent sessions ended so they reconnect to the new leader");
+  }
+
+  private onDrop(drop: PeerDrop): void {
+    const dropped = drop.agentIds.filter((agentId) => this.tracker.disconnect(agentId));
+    if (dropped.length === 0) return;
+    this.options.metrics?.peersDropped.inc({ reason: drop.reason }, dropped.length);
+    const pod = drop.pod;
+    this.recorder.record(
+      { kind: "Pod", apiVersion: "v1", namespace: pod.metadata?.namespace ?? this.options.namespace, name: pod.metadata?.name ?? "", ...(pod.metadata?.uid === undefined ? {} : { uid: pod.metadata.uid }) },
+      drop.reason === "PodDeleted" ? "Normal" : "Warning",
+      "PeerDropped",
+      `agent ${dropped.join(", ")} on node ${pod.spec?.nodeName ?? "?"} dropped from the tracker: ${drop.reason}`,
+    );
+  }
+}

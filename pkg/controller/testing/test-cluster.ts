@@ -1,0 +1,118 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { KubeApiDouble, ServiceForwarder } from "../../k8s/testing/index.js";
+import { ControllerMetrics, MetricsServer } from "../../metrics/index.js";
+import { FakeUpstream } from "../../registry/testing/fake-upstream.js";
+import { KubernetesController, type KubernetesControllerOptions } from "../kubernetes-controller.js";
+import { ClusterAgent } from "./cluster-agent.js";
+
+export const NAMESPACE = "shoal";
+export const SELECTOR = "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent";
+/** Short but realistic proportions: renew deadline < lease duration, retry well below both. */
+export const TIMINGS = { leaseDurationMs: 2_000, renewDeadlineMs: 1_200, retryPeriodMs: 250 } as const;
+
+export interface Replica {
+  readonly identity: string;
+  readonly controller: KubernetesController;
+  readonly metrics: ControllerMetrics;
+  readonly readyUrl: string;
+  readonly metricsServer: MetricsServer;
+  stopped: boolean;
+}
+
+/**
+ * A cluster on loopback: the API double, controller replicas each with a /readyz, a Service forwarder
+ * in front of their trackers, an origin registry, and agents on 127.0.0.x "pod IPs".
+ */
+export class TestCluster {
+  readonly replicas = new Map<string, Replica>();
+  private readonly agents: ClusterAgent[] = [];
+
+  private constructor(
+    readonly api: KubeApiDouble,
+    readonly forwarder: ServiceForwarder,
+    readonly origin: FakeUpstream,
+    readonly hashDir: string,
+  ) {}
+
+  static async start(): Promise<TestCluster> {
+    const api = await KubeApiDouble.start({ bookmarkIntervalMs: 5_000 });
+    const origin = await FakeUpstream.start();
+    const hashDir = await mkdtemp(join(tmpdir(), "shoal-k8s-"));
+    const ref: { cluster?: TestCluster } = {};
+    const forwarder = await ServiceForwarder.start({
+      probeIntervalMs: 50,
+      backends: () => [...(ref.cluster?.replicas.values() ?? [])].filter((r) => !r.stopped).map((r) => ({ target: r.controller.trackerAddress, readyUrl: r.readyUrl })),
+    });
+    ref.cluster = new TestCluster(api, forwarder, origin, hashDir);
+    return ref.cluster;
+  }
+
+  async startReplica(identity: string, extra: Partial<KubernetesControllerOptions> = {}): Promise<Replica> {
+    const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
+    const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ replica: identity });
+    const controller = await KubernetesController.start({
+      kubeConfig: this.api.kubeConfig(),
+      namespace: NAMESPACE,
+      agentSelector: SELECTOR,
+      leaseName: "shoal-controller",
+      identity,
+      listen: { host: "127.0.0.1", port: 0 },
+      metrics,
+      logger,
+      grantStallTimeoutMs: 2_000,
+      ...TIMINGS,
+      informerTuning: { initialBackoffMs: 100, maxBackoffMs: 1_000 },
+      ...extra,
+    });
+    const metricsServer = await MetricsServer.start({ host: "127.0.0.1", port: 0, registry: metrics.registry, health: { live: () => true, ready: () => controller.ready() } });
+    const replica: Replica = { identity, controller, metrics, metricsServer, readyUrl: `http://127.0.0.1:${metricsServer.address.port}/readyz`, stopped: false };
+    this.replicas.set(identity, replica);
+    return replica;
+  }
+
+  /** Graceful (releases the Lease) or, with `release: false`, like a killed process. */
+  async stopReplica(identity: string, options: { release?: boolean } = {}): Promise<void> {
+    const replica = this.replicas.get(identity);
+    if (replica === undefined || replica.stopped) return;
+    replica.stopped = true;
+    await replica.metricsServer.close();
+    await replica.controller.stop({ releaseLease: options.release ?? true });
+  }
+
+  leaders(): Replica[] {
+    return [...this.replicas.values()].filter((r) => !r.stopped && r.controller.leading);
+  }
+
+  /** A Node, and an agent Pod on it with `ip`. */
+  addAgentPod(name: string, nodeName: string, ip: string, zone?: string): void {
+    this.api.putNode({ name: nodeName, ...(zone === undefined ? {} : { zone }) });
+    this.api.putPod({ namespace: NAMESPACE, name, nodeName, ip });
+  }
+
+  async startAgent(name: string, nodeName: string, podIp: string, claimedZone?: string): Promise<ClusterAgent> {
+    const agent = await ClusterAgent.start({
+      name,
+      nodeName,
+      podIp,
+      ...(claimedZone === undefined ? {} : { claimedZone }),
+      trackerAddress: await this.forwarder.endpointFor(podIp),
+      origin: { host: this.origin.host, url: this.origin.url },
+      hashDir: this.hashDir,
+      tuning: { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 },
+    });
+    this.agents.push(agent);
+    return agent;
+  }
+
+  async close(): Promise<void> {
+    for (const agent of this.agents) await agent.stop();
+    for (const identity of this.replicas.keys()) await this.stopReplica(identity);
+    await this.forwarder.close();
+    await this.api.close();
+    await this.origin.close();
+    await rm(this.hashDir, { recursive: true, force: true });
+  }
+}

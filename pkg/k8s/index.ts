@@ -1,0 +1,17 @@
+export * from "./errors.js";
+export { Backoff, type BackoffOptions, abortableDelay } from "./backoff.js";
+export { Informer, type InformerEvent, type InformerOptions, type ListResult, type RestartReason, keyOf, WATCH_TIMEOUT_SECONDS } from "./informer.js";
+export { podInformer, nodeInformer, type PodInformerOptions, type NodeInformerOptions, type InformerTuning } from "./resource-informers.js";
+export {
+  LeaderElector,
+  type LeaderElectorOptions,
+  type LeaderElectionTimings,
+  validateLeaderElectionTimings,
+  LEASE_DURATION_MS,
+  RENEW_DEADLINE_MS,
+  RETRY_PERIOD_MS,
+} from "./leader-elector.js";
+export { EventRecorder, type EventRecorderOptions, type EventType, type InvolvedObject } from "./event-recorder.js";
+export { LabelSelector, parseLabelSelector, type Requirement, type SelectorOperator } from "./label-selector.js";
+export { loadKubeConfig, type KubeConfigSource } from "./kube-config.js";
+export { withSignal } from "./request-options.js";
