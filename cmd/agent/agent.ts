@@ -73,9 +73,11 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       cleanups.unshift(() => peerServer.close());
       const advertised = options.peerAdvertiseAddr ?? { host: options.peerAddr.host, port: Number(peerServer.address.split(":").at(-1)) };
       peerAddress = `${hostForUrl(advertised.host)}:${advertised.port}`;
+      // The swarm scheduler needs the id and zone the tracker knows this agent by (zone preference, byte counts).
+      const self = { agentId: randomUUID(), zone: options.zone };
       const tracker = new GrpcTrackerClient({
         address: `${hostForUrl(options.tracker.host)}:${options.tracker.port}`,
-        identity: { agentId: randomUUID(), nodeName: options.nodeName ?? hostname(), zone: options.zone, peerAddress },
+        identity: { ...self, nodeName: options.nodeName ?? hostname(), peerAddress },
         logger: logger.child({ component: "tracker-client" }),
         onConnectionChange: (connected) => {
           metrics.trackerConnected.set(connected ? 1 : 0);
@@ -96,7 +98,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
         return Promise.resolve();
       });
       const hashIndex = new PieceHashIndex(join(options.dataDir, "piece-hashes"));
-      const swarm = new SwarmFetcher({ store, tracker, pieces: peerClient, origin: originFetcher, hashIndex, metrics, logger: logger.child({ component: "swarm" }) });
+      const swarm = new SwarmFetcher({ store, tracker, pieces: peerClient, origin: originFetcher, hashIndex, metrics, self, logger: logger.child({ component: "swarm" }) });
       cleanups.unshift(() => swarm.close());
       fetcher = swarm;
       clusterTags = tracker;

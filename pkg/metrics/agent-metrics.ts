@@ -5,6 +5,15 @@ import { registerBuildInfo } from "./build-info.js";
 export type ServeSource = "local" | "peer" | "origin";
 export type RequestKind = "base" | "manifest" | "blob";
 
+/** Label value for an agent whose zone is not set (`--zone` empty). */
+export const UNKNOWN_ZONE_LABEL = "unknown";
+/**
+ * Distinct source zones counted under their own name; later ones are counted as "other". Zones come from
+ * other agents' registrations: a cap keeps a misconfigured cluster from growing series without bound.
+ */
+export const MAX_ZONE_LABEL_VALUES = 32;
+export const OTHER_ZONE_LABEL = "other";
+
 /** Latency buckets in seconds: sub-millisecond cache hits up to multi-minute cold pulls of large layers. */
 const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -106,6 +115,14 @@ export class AgentMetrics {
     help: "Piece bytes received from other agents (before verification).",
     registers: [this.registry],
   });
+  readonly peerBytesReceivedByZone = new Counter({
+    name: "shoal_peer_bytes_received_by_zone_total",
+    help:
+      "Piece bytes of blobs received from other agents by the swarm, by the sender's zone (source_zone) and this agent's zone (zone); " +
+      `"${UNKNOWN_ZONE_LABEL}" where a zone is not set. Series with source_zone != zone are cross-zone traffic.`,
+    labelNames: ["source_zone", "zone"] as const,
+    registers: [this.registry],
+  });
   readonly peerUploadsActive = new Gauge({
     name: "shoal_peer_uploads_active",
     help: "Piece streams this agent is serving now.",
@@ -152,6 +169,7 @@ export class AgentMetrics {
   });
 
   private storeUsage: (() => StoreUsageSnapshot) | undefined;
+  private readonly sourceZones = new Set<string>();
 
   constructor(options: AgentMetricsOptions) {
     registerBuildInfo(this.registry, options.version);
@@ -191,8 +209,26 @@ export class AgentMetrics {
     for (const source of ["local", "peer", "origin"] as const) this.blobBytesServed.inc({ source }, 0);
   }
 
+  /** Counts `bytes` of pieces received from an agent in `sourceZone` by this agent in `zone` ("" = not set). */
+  countPeerBytesByZone(sourceZone: string, zone: string, bytes: number): void {
+    this.peerBytesReceivedByZone.inc({ source_zone: this.sourceZoneLabel(sourceZone), zone: zoneLabel(zone) }, bytes);
+  }
+
   /** Binds the store gauges to a live usage source; read at scrape time. */
   bindStoreUsage(read: () => StoreUsageSnapshot): void {
     this.storeUsage = read;
   }
+
+  private sourceZoneLabel(zone: string): string {
+    const label = zoneLabel(zone);
+    if (this.sourceZones.has(label)) return label;
+    if (this.sourceZones.size >= MAX_ZONE_LABEL_VALUES) return OTHER_ZONE_LABEL;
+    this.sourceZones.add(label);
+    return label;
+  }
+}
+
+/** The label value of a zone: the zone itself, or UNKNOWN_ZONE_LABEL when it is not set. */
+export function zoneLabel(zone: string): string {
+  return zone === "" ? UNKNOWN_ZONE_LABEL : zone;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { AgentMetrics, ControllerMetrics, MetricsServer } from "./index.js";
+import { AgentMetrics, ControllerMetrics, MAX_ZONE_LABEL_VALUES, MetricsServer } from "./index.js";
 
 describe("metrics", () => {
   it("the agent exports build info, the served-bytes series for every source from the start, and store usage at scrape time", async () => {
@@ -11,6 +11,20 @@ describe("metrics", () => {
     for (const source of ["local", "peer", "origin"]) assert.match(text, new RegExp(`shoal_blob_bytes_served_total\\{source="${source}"\\} 0`));
     assert.match(text, /shoal_store_used_bytes 42/);
     assert.match(text, /shoal_store_blobs\{state="partial"\} 1/);
+  });
+
+  it("counts peer bytes by zone pair: an unset zone is \"unknown\", source zones past the cap are \"other\"", async () => {
+    const metrics = new AgentMetrics({ version: "t", collectDefaults: false });
+    metrics.countPeerBytesByZone("eu-1a", "eu-1b", 100);
+    metrics.countPeerBytesByZone("eu-1a", "eu-1b", 50);
+    metrics.countPeerBytesByZone("", "", 7);
+    for (let i = 0; i < MAX_ZONE_LABEL_VALUES; i++) metrics.countPeerBytesByZone(`zone-${i}`, "eu-1b", 1);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /shoal_peer_bytes_received_by_zone_total\{source_zone="eu-1a",zone="eu-1b"\} 150/);
+    assert.match(text, /shoal_peer_bytes_received_by_zone_total\{source_zone="unknown",zone="unknown"\} 7/);
+    // eu-1a and unknown took two of the places: the last two zones fall into "other".
+    assert.match(text, /shoal_peer_bytes_received_by_zone_total\{source_zone="other",zone="eu-1b"\} 2/);
+    assert.doesNotMatch(text, new RegExp(`source_zone="zone-${MAX_ZONE_LABEL_VALUES - 1}"`));
   });
 
   it("the controller exports build info", async () => {

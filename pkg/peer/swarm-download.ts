@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { PartialBlob } from "../store/blob-store.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
+import { CrossZoneShare } from "./cross-zone-share.js";
 import { isPeerError } from "./errors.js";
 import type { PieceSource } from "./piece-source.js";
 import { type SwarmPeer, SwarmPeers } from "./swarm-peers.js";
@@ -27,6 +28,12 @@ export interface SwarmTuning {
   readonly stallMs: number;
   /** A request older than this may be duplicated to another peer (hedging slow peers). */
   readonly hedgeAfterMs: number;
+  /**
+   * A piece a same-zone peer is to fetch from another zone (CrossZoneShare) is fetched by this agent
+   * itself once it has been available there this long and that peer has not gained a piece for as long.
+   * Keep it below stallMs, or a download waiting on a gone sibling reports a stall first.
+   */
+  readonly siblingWaitMs: number;
 }
 
 export const DEFAULT_SWARM_TUNING: SwarmTuning = {
@@ -39,7 +46,15 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   announceIntervalMs: 250,
   stallMs: 3_000,
   hedgeAfterMs: 3_000,
+  siblingWaitMs: 1_500,
 };
+
+/** This agent as the tracker knows it. */
+export interface SwarmSelf {
+  readonly agentId: string;
+  /** topology.kubernetes.io/zone; "" (unknown) makes every peer count as same-zone: no preference. */
+  readonly zone: string;
+}
 
 /** Pieces received before their hash was known, held until a lookup brings it. */
 const MAX_PARKED_PIECES = 16;
@@ -52,6 +67,8 @@ export interface SwarmDownloadContext {
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
   readonly tuning: SwarmTuning;
+  /** Undefined: zones are not in play (every peer is preferred alike, bytes are counted as zone "unknown"). */
+  readonly self: SwarmSelf | undefined;
   readonly signal: AbortSignal;
   /** The lookup that started the download. */
   readonly first: LookupResult;
@@ -74,6 +91,18 @@ interface Request {
   readonly relay: boolean;
 }
 
+/** What one scheduling pass works from. */
+interface Pass {
+  readonly nowMs: number;
+  /** Missing pieces nobody was asked for yet, best first; requests take pieces out of it. */
+  readonly unrequested: number[];
+  readonly missing: readonly number[];
+  /** Usable peers holding each piece. */
+  readonly all: Uint16Array;
+  /** Usable same-zone peers holding each piece (the same array as `all` when zones are not in play). */
+  readonly local: Uint16Array;
+}
+
 /**
  * Fetches the missing pieces of one blob from peers. Its state is owned by this object and changed only
  * from its own loop and request callbacks (one event loop, Kraken-style): rarest first, with the pieces
@@ -81,9 +110,16 @@ interface Request {
  * flight per peer; pieces a partial holder is about to receive requested ahead (relay while arriving);
  * duplicates of slow or last requests (hedging, endgame); every piece checked against its SHA-256, and a
  * peer that sends a bad one dropped for this blob.
+ *
+ * Zones (when this agent's zone is known): a piece is taken from another zone only when no usable
+ * same-zone peer holds it, and then only if it is this agent's share among the same-zone agents
+ * downloading it too (CrossZoneShare) or the sibling whose share it is has not brought it in time.
+ * Cross-zone peers still get hedged duplicates of slow requests, but no endgame duplicates.
  */
 export class SwarmDownload {
   private readonly peers: SwarmPeers;
+  private readonly share: CrossZoneShare;
+  private readonly zone: string;
   /** Piece → requests in flight for it. */
   private readonly requested = new Map<number, Request[]>();
   private readonly parked = new Map<number, { peer: SwarmPeer; data: Buffer }>();
@@ -102,7 +138,9 @@ export class SwarmDownload {
   private readonly tiebreak: Uint32Array;
 
   constructor(private readonly ctx: SwarmDownloadContext) {
-    this.peers = new SwarmPeers(ctx.partial.pieceCount);
+    this.zone = ctx.self?.zone ?? "";
+    this.peers = new SwarmPeers(ctx.partial.pieceCount, this.zone);
+    this.share = new CrossZoneShare(ctx.partial.pieceCount, ctx.self?.agentId, ctx.tuning.siblingWaitMs);
     this.tiebreak = shuffledIndexes(ctx.partial.pieceCount);
     this.apply(ctx.first);
   }
@@ -154,15 +192,18 @@ export class SwarmDownload {
     for (let i = 0; i < partial.pieceCount; i++) if (!partial.hasPiece(i) && !this.parked.has(i)) missing.push(i);
     if (missing.length === 0) return false;
     const firstMissing = missing[0] ?? 0;
-    const availability = this.peers.availability(nowMs);
+    const { all, local } = this.peers.availability(nowMs);
+    if (this.zone !== "") this.share.setSiblings(this.peers.siblings(nowMs));
     // In-order window first (the client streams from the front), then rarest, then the random tie-break.
-    const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (availability[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
+    const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (all[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
     const unrequested = missing.filter((i) => !this.requested.has(i)).sort((a, b) => rank(a) - rank(b));
+    const pass: Pass = { nowMs, unrequested, missing, all, local };
     let dispatched = false;
+    // Best ranked first: the tracker ranks same-zone peers first, so they claim pieces before others may.
     for (const peer of this.peers.usable(nowMs)) {
       let room = tuning.maxInflightPerPeer - peer.inflight;
       while (room > 0) {
-        const batch = this.pick(peer, unrequested, missing, nowMs, Math.min(room, tuning.piecesPerRequest));
+        const batch = this.pick(peer, pass, Math.min(room, tuning.piecesPerRequest));
         if (batch.pieces.length === 0) break;
         room -= batch.pieces.length;
         this.request(peer, batch.pieces, batch.waitMs);
@@ -173,8 +214,15 @@ export class SwarmDownload {
   }
 
   /** Pieces for one request to `peer`: pieces it holds first, else the ones it is about to receive. */
-  private pick(peer: SwarmPeer, unrequested: number[], missing: number[], nowMs: number, count: number): { pieces: number[]; waitMs: number } {
+  private pick(peer: SwarmPeer, pass: Pass, count: number): { pieces: number[]; waitMs: number } {
     const { tuning } = this.ctx;
+    const { nowMs, unrequested, missing, all, local } = pass;
+    // Across zones only what nobody in this zone holds, and of that this agent's share (CrossZoneShare);
+    // `available`: a peer in another zone holds the piece now.
+    const mayCross = (i: number, available: boolean): boolean => (local[i] ?? 0) === 0 && this.share.mayFetch(i, nowMs, available);
+    const mayTake = (i: number, available: boolean): boolean => peer.local || mayCross(i, available);
+    // Only another zone holds the piece and this agent may fetch it from there now (never without zones).
+    const crossNow = (i: number): boolean => (local[i] ?? 0) === 0 && (all[i] ?? 0) > 0 && mayCross(i, true);
     const take = (candidates: number[], accept: (i: number) => boolean): number[] => {
       const chosen: number[] = [];
       for (let k = 0; k < candidates.length && chosen.length < count; k++) {
@@ -185,16 +233,21 @@ export class SwarmDownload {
       }
       return chosen;
     };
-    const held = take(unrequested, (i) => this.peers.has(peer, i));
+    const held = take(unrequested, (i) => this.peers.has(peer, i) && mayTake(i, true));
     if (held.length > 0) return { pieces: held, waitMs: 0 };
     // Relay: a partial holder is asked for the pieces just past its contiguous prefix, which it is receiving.
+    // Not a piece due from another zone: a same-zone partial holder that is not receiving it (not
+    // downloading any more) ranks above the other zone's holders and would be asked again and again.
+    // (A sibling's cross-zone share is not relayed from it: in which order it fetches its share is
+    // unknown here, and relays waiting on pieces it gets to later would time out and be retried.)
     if (!peer.complete && peer.bitmap && this.parked.size < MAX_PARKED_PIECES) {
       const frontier = peer.bitmap.firstMissing();
-      const ahead = take(unrequested, (i) => i >= frontier && i < frontier + tuning.relayAhead);
+      const ahead = take(unrequested, (i) => i >= frontier && i < frontier + tuning.relayAhead && !crossNow(i) && mayTake(i, false));
       if (ahead.length > 0) return { pieces: ahead, waitMs: tuning.relayWaitMs };
     }
-    // Endgame and hedging: duplicate a request that is the last ones left or has been slow, once.
-    const endgame = unrequested.length === 0;
+    // Endgame and hedging: duplicate a request that is the last ones left or has been slow, once. Endgame
+    // duplicates stay in the zone; a slow request may be hedged across zones (the byte counter shows it).
+    const endgame = unrequested.length === 0 && peer.local;
     const duplicate = missing.filter((i) => {
       const running = this.requested.get(i);
       if (!running || running.length !== 1 || !this.peers.has(peer, i)) return false;
@@ -214,6 +267,8 @@ export class SwarmDownload {
     const run = async (): Promise<void> => {
       const iterator = this.ctx.pieces.readPieces(peer.address, { digest: partial.digest, pieceSize: partial.pieceSize, pieces, waitMs }, callSignal);
       for await (const piece of iterator) {
+        // Whole pieces, counted when they arrive (verified or not): what crossed between the zones.
+        this.ctx.metrics.countPeerBytesByZone(peer.zone, this.zone, piece.data.length);
         this.unrequest(request, piece.index);
         if (!(await this.receive(peer, piece.index, piece.data))) {
           controller.abort();
@@ -297,7 +352,7 @@ export class SwarmDownload {
       result.pieceHashes.forEach((hash, i) => {
         if (hash !== undefined && this.ctx.hashes[i] === undefined) this.ctx.hashes[i] = hash;
       });
-      this.peers.update(result.holders);
+      this.peers.update(result.holders, performance.now());
     }
     this.ctx.metrics.peersKnown.set(this.peers.size);
   }

@@ -10,7 +10,7 @@ import { pieceSpan } from "../store/piece.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
 import { type PieceHashIndex, hashStoredPieces } from "./piece-hashes.js";
 import type { PieceSource } from "./piece-source.js";
-import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmTuning } from "./swarm-download.js";
+import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning } from "./swarm-download.js";
 
 /** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */
 const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;
@@ -26,6 +26,11 @@ export interface SwarmFetcherOptions {
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
   readonly tuning?: Partial<SwarmTuning>;
+  /**
+   * This agent's id and zone as registered with the tracker: with a zone, same-zone peers are preferred
+   * and cross-zone pieces are shared out among the zone's downloading agents. Without it, no preference.
+   */
+  readonly self?: SwarmSelf | undefined;
 }
 
 interface Flight {
@@ -128,7 +133,7 @@ export class SwarmFetcher implements BlobFetcher {
     const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
     let first: LookupResult = lookup;
     for (;;) {
-      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, signal, first });
+      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, self: this.options.self, signal, first });
       const outcome = await download.run();
       if (outcome.kind === "complete") break;
       // Holders that sent bad pieces are named, so their copies do not keep the tracker from granting us

@@ -1,5 +1,6 @@
 import { PieceBitmap } from "../store/bitmap.js";
 import type { HolderInfo } from "../tracker/tracker.js";
+import { rendezvousSeed } from "./cross-zone-share.js";
 
 /** After a refused or failed request, how long a peer is left alone (for this blob). */
 export const BUSY_BACKOFF_MS = 250;
@@ -10,12 +11,20 @@ export const MAX_PEER_FAILURES = 3;
 /** What the scheduler knows of one peer, for one blob. */
 export interface SwarmPeer {
   readonly agentId: string;
+  /** Rendezvous seed of the agent id (CrossZoneShare). */
+  readonly seed: number;
   address: string;
+  /** topology.kubernetes.io/zone as the tracker knows it; "" when unknown. */
+  zone: string;
+  /** In this agent's zone, or zones are not in play (this agent's zone is unknown): preferred as a source. */
+  local: boolean;
   /** Position in the tracker's ranking (same node, same zone, least loaded first). */
   rank: number;
   complete: boolean;
   /** Pieces held; undefined when complete. */
   bitmap: PieceBitmap | undefined;
+  /** First seen, or last seen holding more pieces than before (ms, performance.now): is it still downloading? */
+  grewAtMs: number;
   /** Pieces requested from this peer and not yet received. */
   inflight: number;
   failures: number;
@@ -25,26 +34,55 @@ export interface SwarmPeer {
   badPieces: boolean;
 }
 
+/** How many usable peers hold each piece: all of them, and those in this agent's zone. */
+export interface Availability {
+  readonly all: Uint16Array;
+  /** The same array as `all` when zones are not in play. */
+  readonly local: Uint16Array;
+}
+
 /** The peers of one blob, refreshed from tracker lookups. */
 export class SwarmPeers {
   private readonly peers = new Map<string, SwarmPeer>();
 
-  constructor(private readonly pieceCount: number) {}
+  /** `zone`: this agent's zone; "" (unknown) treats every peer as local. */
+  constructor(
+    private readonly pieceCount: number,
+    private readonly zone = "",
+  ) {}
 
   /** Merges a lookup's holders: new peers are added, known ones updated, vanished ones dropped. */
-  update(holders: readonly HolderInfo[]): void {
+  update(holders: readonly HolderInfo[], nowMs: number): void {
     const seen = new Set<string>();
     holders.forEach((holder, rank) => {
       seen.add(holder.agentId);
       const bitmap = holder.complete ? undefined : this.bitmapOf(holder.bitmap);
       const known = this.peers.get(holder.agentId);
+      const local = this.zone === "" || holder.zone === this.zone;
       if (known) {
         known.address = holder.peerAddress;
+        known.zone = holder.zone;
+        known.local = local;
         known.rank = rank;
+        if ((bitmap?.count ?? 0) > (known.bitmap?.count ?? 0) || (holder.complete && !known.complete)) known.grewAtMs = nowMs;
         known.complete = holder.complete;
         known.bitmap = bitmap;
       } else {
-        this.peers.set(holder.agentId, { agentId: holder.agentId, address: holder.peerAddress, rank, complete: holder.complete, bitmap, inflight: 0, failures: 0, excludedUntilMs: 0, badPieces: false });
+        this.peers.set(holder.agentId, {
+          agentId: holder.agentId,
+          seed: rendezvousSeed(holder.agentId),
+          address: holder.peerAddress,
+          zone: holder.zone,
+          local,
+          rank,
+          complete: holder.complete,
+          bitmap,
+          grewAtMs: nowMs,
+          inflight: 0,
+          failures: 0,
+          excludedUntilMs: 0,
+          badPieces: false,
+        });
       }
     });
     // A peer the tracker no longer lists is gone (deleted, evicted, disconnected) unless a request to it runs.
@@ -69,17 +107,24 @@ export class SwarmPeers {
     return peer.complete || (peer.bitmap?.has(index) ?? false);
   }
 
-  /** How many usable peers hold each piece: the rarity that rarest-first orders by. */
-  availability(nowMs: number): Uint16Array {
-    const counts = new Uint16Array(this.pieceCount);
-    for (const peer of this.usable(nowMs)) {
-      if (peer.complete) {
-        for (let i = 0; i < this.pieceCount; i++) counts[i] = (counts[i] ?? 0) + 1;
-      } else if (peer.bitmap) {
-        for (let i = 0; i < this.pieceCount; i++) if (peer.bitmap.has(i)) counts[i] = (counts[i] ?? 0) + 1;
-      }
+  /** How many usable peers hold each piece: the rarity that rarest-first orders by, and who holds it in this zone. */
+  availability(nowMs: number): Availability {
+    const local = new Uint16Array(this.pieceCount);
+    if (this.zone === "") {
+      for (const peer of this.usable(nowMs)) this.count(local, peer);
+      return { all: local, local };
     }
-    return counts;
+    // Each peer's bitmap is walked once: other zones' counts first, then the same zone's added.
+    const all = new Uint16Array(this.pieceCount);
+    for (const peer of this.usable(nowMs)) this.count(peer.local ? local : all, peer);
+    for (let i = 0; i < this.pieceCount; i++) all[i] = (all[i] ?? 0) + (local[i] ?? 0);
+    return { all, local };
+  }
+
+  /** The usable same-zone peers still downloading the blob (partial holders): CrossZoneShare's siblings. */
+  siblings(nowMs: number): SwarmPeer[] {
+    if (this.zone === "") return [];
+    return this.usable(nowMs).filter((p) => p.local && !p.complete);
   }
 
   busy(peer: SwarmPeer, nowMs: number): void {
@@ -95,6 +140,14 @@ export class SwarmPeers {
   exclude(peer: SwarmPeer): void {
     peer.excludedUntilMs = Number.POSITIVE_INFINITY;
     peer.badPieces = true;
+  }
+
+  private count(counts: Uint16Array, peer: SwarmPeer): void {
+    if (peer.complete) {
+      for (let i = 0; i < this.pieceCount; i++) counts[i] = (counts[i] ?? 0) + 1;
+    } else if (peer.bitmap) {
+      for (let i = 0; i < this.pieceCount; i++) if (peer.bitmap.has(i)) counts[i] = (counts[i] ?? 0) + 1;
+    }
   }
 
   private bitmapOf(bytes: Uint8Array): PieceBitmap | undefined {

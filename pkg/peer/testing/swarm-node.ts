@@ -29,6 +29,8 @@ export interface SwarmNodeOptions {
   readonly trackerOverride?: Tracker;
   readonly tuning?: Partial<SwarmTuning>;
   readonly uploadBytesPerSecond?: number;
+  /** Hides the zone from the swarm scheduler (the tracker still knows it): the no-preference baseline. */
+  readonly ignoreZone?: boolean;
 }
 
 /** One agent in process: store, peer server and client, tracker session, origin and swarm fetchers. */
@@ -40,6 +42,8 @@ export class SwarmNode {
     readonly metrics: AgentMetrics,
     readonly peerServer: PeerServer,
     readonly inventory: InventorySync,
+    /** This node's tracker session (to announce partial blobs in tests). */
+    readonly tracker: Tracker,
     private readonly closers: (() => Promise<void>)[],
   ) {}
 
@@ -56,21 +60,28 @@ export class SwarmNode {
       logger,
       closeGraceMs: 100,
     });
+    const self = { agentId: `${options.name}-${randomUUID().slice(0, 8)}`, zone: options.zone ?? "" };
     const tracker =
       options.trackerOverride ??
-      new LocalTracker({
-        tracker: options.tracker,
-        identity: { agentId: `${options.name}-${randomUUID().slice(0, 8)}`, nodeName: options.name, zone: options.zone ?? "", peerAddress: peerServer.address },
-        logger,
-      });
+      new LocalTracker({ tracker: options.tracker, identity: { ...self, nodeName: options.name, peerAddress: peerServer.address }, logger });
     const upstream = new UpstreamClient({ upstreams: new Map([[options.origin.host, options.origin.url]]), logger });
     const origin = new OriginFetcher({ store, upstream, metrics, logger });
     const pieces = new PeerClient({ logger, metrics, stallTimeoutMs: 2_000 });
     const hashIndex = new PieceHashIndex(`${options.hashDir}/${options.name}`);
-    const fetcher = new SwarmFetcher({ store, tracker, pieces, origin, hashIndex, metrics, logger, ...(options.tuning ? { tuning: options.tuning } : {}) });
+    const fetcher = new SwarmFetcher({
+      store,
+      tracker,
+      pieces,
+      origin,
+      hashIndex,
+      metrics,
+      logger,
+      self: options.ignoreZone === true ? undefined : self,
+      ...(options.tuning ? { tuning: options.tuning } : {}),
+    });
     const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (d) => fetcher.completedHashes(d), logger });
     await inventory.start();
-    return new SwarmNode(options.name, store, fetcher, metrics, peerServer, inventory, [
+    return new SwarmNode(options.name, store, fetcher, metrics, peerServer, inventory, tracker, [
       () => inventory.stop(),
       () => fetcher.close(),
       () => {
