@@ -138,7 +138,8 @@ export class SwarmDownload {
   private readonly tiebreak: Uint32Array;
 
   constructor(private readonly ctx: SwarmDownloadContext) {
-    this.zone = ctx.self?.zone ?? "";
+    // In Kubernetes the agent cannot read its Node's zone label; the tracker tells it.
+    this.zone = ctx.self === undefined ? "" : ctx.self.zone !== "" ? ctx.self.zone : ctx.first.askerZone;
     this.peers = new SwarmPeers(ctx.partial.pieceCount, this.zone);
     this.share = new CrossZoneShare(ctx.partial.pieceCount, ctx.self?.agentId, ctx.tuning.siblingWaitMs);
     this.tiebreak = shuffledIndexes(ctx.partial.pieceCount);

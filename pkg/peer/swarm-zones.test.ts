@@ -62,8 +62,9 @@ describe("swarm across zones", () => {
     return node.metric(RECEIVED_BY_ZONE, { source_zone: sourceZone });
   }
 
-  it("takes every piece from the same-zone holder while two holders in another zone have them too", async () => {
-    const [local, remote1, remote2, puller] = await startNodes(["a", "b", "b", "a"]);
+  for (const zoneFromTracker of [false, true]) {
+  it(`takes every piece from the same-zone holder while two holders in another zone have them too${zoneFromTracker ? " (zone known only to the tracker)" : ""}`, async () => {
+    const [local, remote1, remote2, puller] = await startNodes(["a", "b", "b", "a"], {}, [{}, {}, {}, { zoneFromTracker }]);
     assert.ok(local && remote1 && remote2 && puller);
     const data = testBytes(12 * MiB + 17);
     const digest = await seed([local, remote1, remote2], data);
@@ -77,6 +78,7 @@ describe("swarm across zones", () => {
     assert.equal(await remote2.metric("shoal_peer_bytes_sent_total"), 0);
     assert.equal(origin.blobBytesServed, served);
   });
+  }
 
   it("takes from a same-zone partial holder what it holds, and only the rest across zones once that holder does not bring it", async () => {
     const [partialHolder, remote, puller] = await startNodes(["a", "b", "a"]);

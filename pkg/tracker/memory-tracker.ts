@@ -278,6 +278,7 @@ export class MemoryTracker {
       holders,
       pieceHashes: blob === undefined ? [] : Array.from(blob.hashes),
       origin: { granted, granteeAgentId: this.grants.get(digest)?.agentId },
+      askerZone: asker.identity.zone,
     };
   }
 

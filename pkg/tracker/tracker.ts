@@ -38,6 +38,8 @@ export interface LookupResult {
   readonly holders: readonly HolderInfo[];
   /** Index-aligned; undefined where not known yet. */
   readonly pieceHashes: readonly (Uint8Array | undefined)[];
+  /** The zone the tracker ranks the asking agent by (Kubernetes: its Node's label); "" when unknown. */
+  readonly askerZone: string;
   /** Whether the asking agent holds the origin grant, and who does. */
   readonly origin: { readonly granted: boolean; readonly granteeAgentId: string | undefined };
 }

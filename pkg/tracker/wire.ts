@@ -90,6 +90,7 @@ export function lookupResponse(result: LookupResult): LookupResponse {
     })),
     pieceHashes: result.pieceHashes.map((h) => (h === undefined ? Buffer.alloc(0) : toBuffer(h))),
     origin: { granted: result.origin.granted, granteeAgentId: result.origin.granteeAgentId ?? "" },
+    askerZone: result.askerZone,
   };
 }
 
@@ -110,6 +111,7 @@ export function lookupResultFromWire(response: LookupResponse): LookupResult {
     })),
     pieceHashes: response.pieceHashes.map((h) => (h.length === 0 ? undefined : new Uint8Array(h))),
     origin: { granted: response.origin?.granted ?? false, granteeAgentId: grantee === "" ? undefined : grantee },
+    askerZone: response.askerZone,
   };
 }
 

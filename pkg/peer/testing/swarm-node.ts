@@ -31,6 +31,8 @@ export interface SwarmNodeOptions {
   readonly uploadBytesPerSecond?: number;
   /** Hides the zone from the swarm scheduler (the tracker still knows it): the no-preference baseline. */
   readonly ignoreZone?: boolean;
+  /** The agent does not know its zone (Kubernetes: no --zone); only the tracker does, and tells it in lookups. */
+  readonly zoneFromTracker?: boolean;
 }
 
 /** One agent in process: store, peer server and client, tracker session, origin and swarm fetchers. */
@@ -76,7 +78,7 @@ export class SwarmNode {
       hashIndex,
       metrics,
       logger,
-      self: options.ignoreZone === true ? undefined : self,
+      self: options.ignoreZone === true ? undefined : options.zoneFromTracker === true ? { ...self, zone: "" } : self,
       ...(options.tuning ? { tuning: options.tuning } : {}),
     });
     const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (d) => fetcher.completedHashes(d), logger });

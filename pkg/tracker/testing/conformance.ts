@@ -41,7 +41,7 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       assert.deepEqual(own.holders, [], "the asking agent is never among the holders");
       assert.equal(own.size, 1000);
       const unknown = await b.lookup(testDigest("unknown"), { wantOriginGrant: false });
-      assert.deepEqual(unknown, { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: { granted: false, granteeAgentId: undefined } });
+      assert.deepEqual(unknown, { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: { granted: false, granteeAgentId: undefined }, askerZone: "" });
     }));
 
   it("a later announce replaces the earlier one of the same digest", () =>
@@ -84,6 +84,7 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
         const r = await asker.lookup(digest, { wantOriginGrant: false });
         assert.deepEqual(r.holders.map((x) => x.agentId), expected);
         assert.equal(r.holders.find((x) => x.agentId === "far-complete-busy")?.activeUploads, 5);
+        assert.equal(r.askerZone, "z1", "the asker learns the zone it is ranked by");
       });
     }));
 
@@ -125,7 +126,7 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       const c = await h.agent(testIdentity("c"));
       await eventually(async () => { assert.equal((await c.lookup(other, { wantOriginGrant: false })).holders.length, 2); });
       a.withdraw(digest);
-      await eventually(async () => { assert.deepEqual(await c.lookup(digest, { wantOriginGrant: false }), { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: { granted: false, granteeAgentId: undefined } }); });
+      await eventually(async () => { assert.deepEqual(await c.lookup(digest, { wantOriginGrant: false }), { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: { granted: false, granteeAgentId: undefined }, askerZone: "" }); });
       await a.close();
       assert.equal(a.connected, false);
       await eventually(async () => { assert.deepEqual((await c.lookup(other, { wantOriginGrant: false })).holders.map((x) => x.agentId), ["b"]); });

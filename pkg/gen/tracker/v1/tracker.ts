@@ -101,7 +101,14 @@ export interface LookupResponse {
   holders: Holder[];
   /** Index-aligned; an empty entry means that piece's hash is not known yet. */
   pieceHashes: Buffer[];
-  origin?: OriginDecision | undefined;
+  origin?:
+    | OriginDecision
+    | undefined;
+  /**
+   * The zone the tracker ranks the asking agent by: in Kubernetes its Node's topology.kubernetes.io/zone
+   * label, which the agent itself cannot read. Empty when unknown.
+   */
+  askerZone: string;
 }
 
 export interface Holder {
@@ -1109,7 +1116,7 @@ export const LookupRequest: MessageFns<LookupRequest> = {
 };
 
 function createBaseLookupResponse(): LookupResponse {
-  return { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: undefined };
+  return { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: undefined, askerZone: "" };
 }
 
 export const LookupResponse: MessageFns<LookupResponse> = {
@@ -1128,6 +1135,9 @@ export const LookupResponse: MessageFns<LookupResponse> = {
     }
     if (message.origin !== undefined) {
       OriginDecision.encode(message.origin, writer.uint32(42).fork()).join();
+    }
+    if (message.askerZone !== "") {
+      writer.uint32(50).string(message.askerZone);
     }
     return writer;
   },
@@ -1185,6 +1195,14 @@ export const LookupResponse: MessageFns<LookupResponse> = {
             message.origin = OriginDecision.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.askerZone = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1212,6 +1230,11 @@ export const LookupResponse: MessageFns<LookupResponse> = {
         ? object.piece_hashes.map((e: any) => Buffer.from(bytesFromBase64(e)))
         : [],
       origin: isSet(object.origin) ? OriginDecision.fromJSON(object.origin) : undefined,
+      askerZone: isSet(object.askerZone)
+        ? globalThis.String(object.askerZone)
+        : isSet(object.asker_zone)
+        ? globalThis.String(object.asker_zone)
+        : "",
     };
   },
 
@@ -1232,6 +1255,9 @@ export const LookupResponse: MessageFns<LookupResponse> = {
     if (message.origin !== undefined) {
       obj.origin = OriginDecision.toJSON(message.origin);
     }
+    if (message.askerZone !== "") {
+      obj.askerZone = message.askerZone;
+    }
     return obj;
   },
 
@@ -1247,6 +1273,7 @@ export const LookupResponse: MessageFns<LookupResponse> = {
     message.origin = (object.origin !== undefined && object.origin !== null)
       ? OriginDecision.fromPartial(object.origin)
       : undefined;
+    message.askerZone = object.askerZone ?? "";
     return message;
   },
 };
