@@ -12,9 +12,13 @@ import { SwarmFetcher } from "../../pkg/peer/swarm-fetcher.js";
 import type { BlobFetcher, ClusterTags, ManifestPeers } from "../../pkg/registry/index.js";
 import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 import { Mirror, MirrorServer, OriginFetcher, UpstreamClient, loadDockerConfig } from "../../pkg/registry/index.js";
+import { readConfigureReport } from "../../pkg/runtime/index.js";
 import { DiskBlobStore, DiskTagStore } from "../../pkg/store/index.js";
 import { VERSION } from "../shoal/version.js";
 import { type AgentOptions, upstreamMap } from "./options.js";
+
+/** The configure report is a small local file; a hung filesystem must not hold up the start. */
+const REPORT_READ_TIMEOUT_MS = 5_000;
 
 /** How often the agent's upload load is handed to the tracker client for its heartbeats. */
 const LOAD_REPORT_INTERVAL_MS = 1_000;
@@ -129,6 +133,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     const mirrorUrl = `http://${hostForUrl(mirrorServer.address.address)}:${mirrorServer.address.port}`;
     const metricsUrl = `http://${hostForUrl(metricsServer.address.address)}:${metricsServer.address.port}`;
     logger.info({ mirror: mirrorUrl, metrics: metricsUrl, peer: peerAddress, tracker: options.tracker, dataDir: options.dataDir, registries: [...upstreams.keys()] }, "agent started");
+    if (options.configureReport !== undefined) await reportRuntimeConfig(options.configureReport, metrics, logger.child({ component: "runtime-config" }));
     return {
       mirrorUrl,
       metricsUrl,
@@ -148,4 +153,25 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
 
 function hostForUrl(address: string): string {
   return address.includes(":") ? `[${address}]` : address;
+}
+
+/**
+ * Surfaces what `shoal configure` found on this node: a log line per problem and
+ * shoal_runtime_config_problems{code,severity}. A missing or unreadable report is itself logged.
+ */
+async function reportRuntimeConfig(file: string, metrics: AgentMetrics, logger: Logger): Promise<void> {
+  let report;
+  try {
+    report = await readConfigureReport(file, AbortSignal.timeout(REPORT_READ_TIMEOUT_MS));
+  } catch (error) {
+    logger.warn({ err: error, file }, "no readable configure report: whether the container runtime pulls through this agent is unknown");
+    return;
+  }
+  for (const problem of report.problems) {
+    metrics.runtimeConfigProblems.inc({ code: problem.code, severity: problem.severity });
+    const log = problem.severity === "error" ? logger.error.bind(logger) : problem.severity === "warning" ? logger.warn.bind(logger) : logger.info.bind(logger);
+    log({ code: problem.code, file: problem.file, runtime: problem.runtime }, problem.message);
+  }
+  const effective = report.runtimes.filter((r) => r.mirrorEffective).map((r) => r.runtime);
+  logger.info({ ok: report.ok, generatedAt: report.generatedAt, mirrorEffectiveFor: effective, problems: report.problems.length }, "container runtime configuration");
 }

@@ -146,6 +146,14 @@ export const agentOptionSpecs = {
     default: "16",
     schemaType: "integer",
   },
+  configureReport: {
+    name: "configure-report",
+    description: "The report `shoal configure` wrote on this node (<state-dir>/configure-report.json): its problems are logged and exported as shoal_runtime_config_problems.",
+    parse: (raw: string) => {
+      if (raw.trim() === "") throw new Error("expected a file path");
+      return raw;
+    },
+  },
   shutdownGrace: {
     name: "shutdown-grace",
     description: "On SIGTERM, how long running responses may continue before they are cut.",

@@ -82,6 +82,12 @@ export class AgentMetrics {
     labelNames: ["source"] as const,
     registers: [this.registry],
   });
+  readonly runtimeConfigProblems = new Gauge({
+    name: "shoal_runtime_config_problems",
+    help: "Problems `shoal configure` found in the node's container runtime configuration (from its report), by code and severity; error means pulls do not go through this agent.",
+    labelNames: ["code", "severity"] as const,
+    registers: [this.registry],
+  });
   readonly tagFallbacks = new Counter({
     name: "shoal_tag_fallbacks_total",
     help: "Pulls by tag answered with the last digest seen because the upstream could not be reached.",
