@@ -23,6 +23,10 @@ const UNKNOWN = -2;
  * `siblingWaitMs` while that sibling has not gained a piece for as long (it is gone, stuck, or no longer
  * downloading): speed degrades, never completion. A sibling that keeps gaining pieces is waited for,
  * however slow the transfers are, because fetching its pieces too would only double the traffic.
+ *
+ * The same split serves fresh pieces (SwarmDownload's seed share): a piece only a seed holds (the origin
+ * grantee, or a complete holder) is fetched from it by its owner among the agents downloading the blob,
+ * and the others take it from that owner, as BitTorrent's super-seeding does.
  */
 export class CrossZoneShare {
   /** Per piece: when it was first seen available in another zone while a sibling had it to fetch (0: not yet). */
@@ -71,6 +75,11 @@ export class CrossZoneShare {
       return false;
     }
     return nowMs - since >= this.siblingWaitMs && nowMs - owner.grewAtMs >= this.siblingWaitMs;
+  }
+
+  /** Whether piece `index` is the share of the sibling with rendezvous seed `seed`. */
+  ownedBy(index: number, seed: number): boolean {
+    return this.ownerOf(index)?.seed === seed;
   }
 
   /**

@@ -80,7 +80,13 @@ export interface SwarmDownloadContext {
  */
 export type SwarmOutcome =
   | { readonly kind: "complete" }
-  | { readonly kind: "stalled"; readonly suppliers: number; readonly excludedAgents: readonly string[] };
+  | {
+      readonly kind: "stalled";
+      readonly suppliers: number;
+      readonly excludedAgents: readonly string[];
+      /** The origin grantee (another agent) gained pieces within stallMs: the rest is coming, no need for the origin. */
+      readonly granteeProgressing: boolean;
+    };
 
 interface Request {
   readonly peer: SwarmPeer;
@@ -101,6 +107,10 @@ interface Pass {
   readonly all: Uint16Array;
   /** Usable same-zone peers holding each piece (the same array as `all` when zones are not in play). */
   readonly local: Uint16Array;
+  /** Usable downloaders (the seed share's siblings) holding each piece: they can relay it. */
+  readonly atDownloaders: Uint16Array;
+  /** Usable same-zone seeds (the origin grantee, complete holders) holding each piece. */
+  readonly atSeeds: Uint16Array;
 }
 
 /**
@@ -115,10 +125,20 @@ interface Pass {
  * same-zone peer holds it, and then only if it is this agent's share among the same-zone agents
  * downloading it too (CrossZoneShare) or the sibling whose share it is has not brought it in time.
  * Cross-zone peers still get hedged duplicates of slow requests, but no endgame duplicates.
+ *
+ * Fan-out (super-seeding): a seed (the origin grantee, or a complete holder) is asked only for pieces no
+ * downloader holds, and of those only this agent's share among the downloaders (the same rendezvous split,
+ * `seedShare`); the rest is taken from the downloader whose share it is, relayed while it arrives there.
+ * So each fresh piece leaves the seed about once and the downloaders' uploads carry the rest. A piece
+ * whose owner has not gained a piece for siblingWaitMs is taken from the seed anyway.
  */
 export class SwarmDownload {
   private readonly peers: SwarmPeers;
   private readonly share: CrossZoneShare;
+  /** The split of pieces only seeds hold among the agents downloading the blob (fan-out). */
+  private readonly seedShare: CrossZoneShare;
+  /** The origin grantee per the last lookup: a seed while it is still partial. */
+  private granteeAgentId: string | undefined;
   private readonly zone: string;
   /** Piece → requests in flight for it. */
   private readonly requested = new Map<number, Request[]>();
@@ -142,6 +162,7 @@ export class SwarmDownload {
     this.zone = ctx.self === undefined ? "" : ctx.self.zone !== "" ? ctx.self.zone : ctx.first.askerZone;
     this.peers = new SwarmPeers(ctx.partial.pieceCount, this.zone);
     this.share = new CrossZoneShare(ctx.partial.pieceCount, ctx.self?.agentId, ctx.tuning.siblingWaitMs);
+    this.seedShare = new CrossZoneShare(ctx.partial.pieceCount, ctx.self?.agentId, ctx.tuning.siblingWaitMs);
     this.tiebreak = shuffledIndexes(ctx.partial.pieceCount);
     this.apply(ctx.first);
   }
@@ -160,8 +181,9 @@ export class SwarmDownload {
         if (this.needRefresh || now - this.lastRefreshMs >= tuning.refreshIntervalMs) await this.refresh();
         this.schedule(performance.now());
         if (now - this.lastAnnounceMs >= tuning.announceIntervalMs) this.announce(false);
-        if (performance.now() - this.lastProgressMs >= tuning.stallMs && !this.productiveRequests()) {
-          return { kind: "stalled", suppliers: this.suppliers(performance.now()), excludedAgents: this.peers.excluded() };
+        const after = performance.now();
+        if (after - this.lastProgressMs >= tuning.stallMs && !this.productiveRequests(after)) {
+          return { kind: "stalled", suppliers: this.suppliers(after), excludedAgents: this.peers.excluded(), granteeProgressing: this.granteeProgressing(after) };
         }
         await this.sleep(Math.min(tuning.refreshIntervalMs, tuning.announceIntervalMs));
       }
@@ -172,9 +194,24 @@ export class SwarmDownload {
     }
   }
 
-  private productiveRequests(): boolean {
-    for (const requests of this.requested.values()) if (requests.some((r) => !r.relay)) return true;
+  /**
+   * A request for pieces a peer holds, or a relay from a peer that keeps gaining pieces (a downloader
+   * whose share this agent waits for): the download is moving, however slowly.
+   */
+  private productiveRequests(nowMs: number): boolean {
+    const { stallMs } = this.ctx.tuning;
+    for (const requests of this.requested.values()) if (requests.some((r) => !r.relay || nowMs - r.peer.grewAtMs < stallMs)) return true;
     return false;
+  }
+
+  private granteeProgressing(nowMs: number): boolean {
+    const grantee = this.granteeAgentId;
+    if (grantee === undefined || grantee === this.ctx.self?.agentId) return false;
+    return this.peers.usable(nowMs).some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.ctx.tuning.stallMs);
+  }
+
+  private isSeed(peer: SwarmPeer): boolean {
+    return peer.complete || peer.agentId === this.granteeAgentId;
   }
 
   /** Usable peers holding at least one piece we miss. */
@@ -195,10 +232,19 @@ export class SwarmDownload {
     const firstMissing = missing[0] ?? 0;
     const { all, local } = this.peers.availability(nowMs);
     if (this.zone !== "") this.share.setSiblings(this.peers.siblings(nowMs));
+    const downloaders = this.peers.downloaders(nowMs, this.granteeAgentId);
+    this.seedShare.setSiblings(downloaders);
+    const atDownloaders = new Uint16Array(partial.pieceCount);
+    const atSeeds = new Uint16Array(partial.pieceCount);
+    for (const peer of downloaders) for (let i = 0; i < partial.pieceCount; i++) if (this.peers.has(peer, i)) atDownloaders[i] = (atDownloaders[i] ?? 0) + 1;
+    for (const peer of this.peers.usable(nowMs)) {
+      if (!peer.local || !this.isSeed(peer)) continue;
+      for (let i = 0; i < partial.pieceCount; i++) if (this.peers.has(peer, i)) atSeeds[i] = (atSeeds[i] ?? 0) + 1;
+    }
     // In-order window first (the client streams from the front), then rarest, then the random tie-break.
     const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (all[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
     const unrequested = missing.filter((i) => !this.requested.has(i)).sort((a, b) => rank(a) - rank(b));
-    const pass: Pass = { nowMs, unrequested, missing, all, local };
+    const pass: Pass = { nowMs, unrequested, missing, all, local, atDownloaders, atSeeds };
     let dispatched = false;
     // Best ranked first: the tracker ranks same-zone peers first, so they claim pieces before others may.
     for (const peer of this.peers.usable(nowMs)) {
@@ -217,11 +263,14 @@ export class SwarmDownload {
   /** Pieces for one request to `peer`: pieces it holds first, else the ones it is about to receive. */
   private pick(peer: SwarmPeer, pass: Pass, count: number): { pieces: number[]; waitMs: number } {
     const { tuning } = this.ctx;
-    const { nowMs, unrequested, missing, all, local } = pass;
+    const { nowMs, unrequested, missing, all, local, atDownloaders, atSeeds } = pass;
     // Across zones only what nobody in this zone holds, and of that this agent's share (CrossZoneShare);
     // `available`: a peer in another zone holds the piece now.
     const mayCross = (i: number, available: boolean): boolean => (local[i] ?? 0) === 0 && this.share.mayFetch(i, nowMs, available);
-    const mayTake = (i: number, available: boolean): boolean => peer.local || mayCross(i, available);
+    // From a seed only what no downloader holds, and of that this agent's share (fan-out).
+    const seed = this.isSeed(peer);
+    const fromSeed = (i: number, available: boolean): boolean => !seed || ((atDownloaders[i] ?? 0) === 0 && this.seedShare.mayFetch(i, nowMs, available));
+    const mayTake = (i: number, available: boolean): boolean => (peer.local || mayCross(i, available)) && fromSeed(i, available);
     // Only another zone holds the piece and this agent may fetch it from there now (never without zones).
     const crossNow = (i: number): boolean => (local[i] ?? 0) === 0 && (all[i] ?? 0) > 0 && mayCross(i, true);
     const take = (candidates: number[], accept: (i: number) => boolean): number[] => {
@@ -245,6 +294,12 @@ export class SwarmDownload {
       const frontier = peer.bitmap.firstMissing();
       const ahead = take(unrequested, (i) => i >= frontier && i < frontier + tuning.relayAhead && !crossNow(i) && mayTake(i, false));
       if (ahead.length > 0) return { pieces: ahead, waitMs: tuning.relayWaitMs };
+    }
+    // Fan-out: a downloader is asked for its share of the pieces a same-zone seed holds, which it is
+    // fetching from there, relayed as they arrive.
+    if (!seed && peer.local && this.parked.size < MAX_PARKED_PIECES) {
+      const owned = take(unrequested, (i) => !this.peers.has(peer, i) && (atSeeds[i] ?? 0) > 0 && this.seedShare.ownedBy(i, peer.seed));
+      if (owned.length > 0) return { pieces: owned, waitMs: tuning.relayWaitMs };
     }
     // Endgame and hedging: duplicate a request that is the last ones left or has been slow, once. Endgame
     // duplicates stay in the zone; a slow request may be hedged across zones (the byte counter shows it).
@@ -354,6 +409,7 @@ export class SwarmDownload {
         if (hash !== undefined && this.ctx.hashes[i] === undefined) this.ctx.hashes[i] = hash;
       });
       this.peers.update(result.holders, performance.now());
+      this.granteeAgentId = result.origin.granteeAgentId;
     }
     this.ctx.metrics.peersKnown.set(this.peers.size);
   }

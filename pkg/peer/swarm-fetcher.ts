@@ -136,6 +136,15 @@ export class SwarmFetcher implements BlobFetcher {
       const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, self: this.options.self, signal, first });
       const outcome = await download.run();
       if (outcome.kind === "complete") break;
+      if (outcome.granteeProgressing) {
+        // The grantee is still bringing pieces in from the origin: wait for them rather than fetch a second
+        // copy (asking for the grant now would take it from the grantee, which the tracker may think stalled).
+        const next = await this.lookup(request.digest, false, signal, outcome.excludedAgents);
+        if (next !== undefined && next.size > 0) {
+          first = next;
+          continue;
+        }
+      }
       // Holders that sent bad pieces are named, so their copies do not keep the tracker from granting us
       // the origin; without any grant holder at all, the origin is used anyway: correctness before offload.
       const again = await this.lookup(request.digest, true, signal, outcome.excludedAgents);

@@ -127,6 +127,14 @@ export class SwarmPeers {
     return this.usable(nowMs).filter((p) => p.local && !p.complete);
   }
 
+  /**
+   * The usable same-zone peers downloading the blob from peers (partial holders other than the origin
+   * grantee `granteeAgentId`): the seed share's siblings. Without zones, every partial holder but the grantee.
+   */
+  downloaders(nowMs: number, granteeAgentId: string | undefined): SwarmPeer[] {
+    return this.usable(nowMs).filter((p) => p.local && !p.complete && p.agentId !== granteeAgentId);
+  }
+
   busy(peer: SwarmPeer, nowMs: number): void {
     peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
   }
