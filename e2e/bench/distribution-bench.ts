@@ -74,7 +74,7 @@ async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: stri
       directHostsDir,
       timeoutMs,
       onFinished: (r) => {
-        log(`  ${r.node} ${r.error === undefined ? `done in ${r.seconds.toFixed(1)} s` : `FAILED after ${r.seconds.toFixed(1)} s: ${r.error.split("\n")[0] ?? ""}`}`);
+        log(`  ${r.node} ${r.error === undefined ? `done in ${r.seconds.toFixed(1)} s` : `FAILED after ${r.seconds.toFixed(1)} s: ${r.error}`}`);
       },
     });
     const originBytes = (await cluster.originTxBytes()) - before;
@@ -128,7 +128,7 @@ function summarize(results: readonly NodePullResult[], digest: string, originByt
       node: r.node,
       seconds: round(r.seconds),
       ok: ok(r),
-      ...(r.error === undefined ? (r.digest === digest ? {} : { error: `digest ${r.digest ?? "none"} instead of ${digest}` }) : { error: r.error.split("\n")[0] ?? r.error }),
+      ...(r.error === undefined ? (r.digest === digest ? {} : { error: `digest ${r.digest ?? "none"} instead of ${digest}` }) : { error: r.error }),
     })),
     ...(agents === undefined ? {} : { agents }),
   };
