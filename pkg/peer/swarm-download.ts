@@ -72,6 +72,11 @@ export interface SwarmDownloadContext {
   readonly signal: AbortSignal;
   /** The lookup that started the download. */
   readonly first: LookupResult;
+  /**
+   * Agents that sent pieces failing their hash, for this blob: shared by every download round of one
+   * fetch, so a bad peer stays dropped when a stalled round is followed by the next.
+   */
+  readonly badAgents?: Set<string>;
 }
 
 /**
@@ -183,7 +188,7 @@ export class SwarmDownload {
         if (now - this.lastAnnounceMs >= tuning.announceIntervalMs) this.announce(false);
         const after = performance.now();
         if (after - this.lastProgressMs >= tuning.stallMs && !this.productiveRequests(after)) {
-          return { kind: "stalled", suppliers: this.suppliers(after), excludedAgents: this.peers.excluded(), granteeProgressing: this.granteeProgressing(after) };
+          return { kind: "stalled", suppliers: this.suppliers(after), excludedAgents: [...new Set([...this.peers.excluded(), ...(this.ctx.badAgents ?? [])])], granteeProgressing: this.granteeProgressing(after) };
         }
         await this.sleep(Math.min(tuning.refreshIntervalMs, tuning.announceIntervalMs));
       }
@@ -376,6 +381,9 @@ export class SwarmDownload {
       metrics.pieceVerificationFailures.inc();
       logger.warn({ peer: peer.address, agent: peer.agentId, piece: index, digest: partial.digest }, "peer sent a piece that does not match its hash; dropping the peer for this blob");
       this.peers.exclude(peer);
+      this.ctx.badAgents?.add(peer.agentId);
+      // Whatever else it is sending is suspect too: stop those calls instead of verifying more bad pieces.
+      for (const requests of this.requested.values()) for (const r of requests) if (r.peer === peer) r.controller.abort();
       return false;
     }
     await partial.writePiece(index, data);
@@ -408,7 +416,8 @@ export class SwarmDownload {
       result.pieceHashes.forEach((hash, i) => {
         if (hash !== undefined && this.ctx.hashes[i] === undefined) this.ctx.hashes[i] = hash;
       });
-      this.peers.update(result.holders, performance.now());
+      const bad = this.ctx.badAgents;
+      this.peers.update(bad === undefined || bad.size === 0 ? result.holders : result.holders.filter((h) => !bad.has(h.agentId)), performance.now());
       this.granteeAgentId = result.origin.granteeAgentId;
     }
     this.ctx.metrics.peersKnown.set(this.peers.size);

@@ -132,8 +132,9 @@ export class SwarmFetcher implements BlobFetcher {
     started({ partial, source: "peer", contentType: partial.mediaType });
     const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
     let first: LookupResult = lookup;
+    const badAgents = new Set<string>();
     for (;;) {
-      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, self: this.options.self, signal, first });
+      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, self: this.options.self, signal, first, badAgents });
       const outcome = await download.run();
       if (outcome.kind === "complete") break;
       if (outcome.granteeProgressing) {
