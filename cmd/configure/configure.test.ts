@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
+import { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
 
 const MAIN = fileURLToPath(new URL("../shoal/main.js", import.meta.url));
 const run = promisify(execFile);
@@ -100,5 +101,39 @@ describe("shoal configure CLI", () => {
     assert.match(result.stdout, /dry run, nothing written/);
     await assert.rejects(stat(join(root, "etc/containerd/certs.d/_default")));
     await assert.rejects(stat(join(root, "var/lib/shoal/configure/configure-report.json")));
+  });
+});
+
+describe("shoal configure: Events on the agent Pod", () => {
+  let work: string;
+  let api: KubeApiDouble;
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "shoal-configure-events-"));
+    api = await KubeApiDouble.start();
+  });
+  after(async () => {
+    await api.close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("records a Warning Event per problem on --event-pod, and refuses a malformed --event-pod", async () => {
+    const root = join(work, "host");
+    await mkdir(join(root, "etc", "containerd"), { recursive: true });
+    // No config_path: the kubelet's pulls would ignore the hosts directory.
+    await writeFile(join(root, "etc", "containerd", "config.toml"), "version = 2\n");
+    const kubeconfig = join(work, "kubeconfig");
+    await writeFile(kubeconfig, api.kubeconfigYaml());
+    const args = ["--mirror-url", "http://127.0.0.1:5050", "--host-root", root, "--kubeconfig", kubeconfig];
+    const result = await shoal([...args, "--event-pod", "shoal/shoal-agent-abc12"]);
+    assert.equal(result.code, 0, result.stderr);
+    const events = api.events("shoal");
+    const reasons = events.map((e) => (e as { reason?: string }).reason);
+    assert.ok(reasons.includes("ConfigPathNotSet"), `events: ${JSON.stringify(reasons)}`);
+    const event = events.find((e) => (e as { reason?: string }).reason === "ConfigPathNotSet") as { type?: string; involvedObject?: { kind?: string; name?: string } };
+    assert.equal(event.type, "Warning");
+    assert.deepEqual([event.involvedObject?.kind, event.involvedObject?.name], ["Pod", "shoal-agent-abc12"]);
+    const bad = await shoal([...args, "--event-pod", "shoal-agent-abc12"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--event-pod \(SHOAL_EVENT_POD\).*NAMESPACE\/NAME/);
   });
 });

@@ -1,4 +1,5 @@
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
+import { EventRecorder, loadKubeConfig } from "../../pkg/k8s/index.js";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import {
   type ConfigureReport,
@@ -100,7 +101,34 @@ export async function configureMain(argv: readonly string[], env: NodeJS.Process
     process.off("SIGTERM", onSignal);
   }
   printResult(result, options);
+  if (options.eventPod !== undefined) await recordEvents(result.report, options.eventPod, options.kubeconfig, logger);
   return options.strict && !result.report.ok ? 1 : 0;
+}
+
+/** Each problem that needs attention as a Warning Event on the Pod (kubectl describe pod shows them). */
+async function recordEvents(report: ConfigureReport, pod: { namespace: string; name: string }, kubeconfig: string | undefined, logger: Logger): Promise<void> {
+  let recorder: EventRecorder;
+  try {
+    const kubeConfig = loadKubeConfig(kubeconfig === undefined ? { inCluster: true } : { file: kubeconfig });
+    recorder = new EventRecorder({ kubeConfig, component: "shoal-configure", instance: pod.name, logger });
+  } catch (error) {
+    // Events are for people; the report file and the agent's metric carry the same facts.
+    console.error(`shoal configure: --event-pod: no Events recorded: ${error instanceof Error ? error.message : String(error)}`);
+    return;
+  }
+  const object = { kind: "Pod", apiVersion: "v1", namespace: pod.namespace, name: pod.name };
+  const attention = report.problems.filter((p) => p.severity !== "info");
+  for (const problem of attention) recorder.record(object, "Warning", eventReason(problem.code), problem.message);
+  if (attention.length === 0 && report.action === "configure") {
+    const effective = report.runtimes.filter((r) => r.mirrorEffective).map((r) => r.runtime);
+    recorder.record(object, "Normal", "RuntimeConfigured", `pulls of ${effective.join(" and ") || "no runtime"} go through the agent${report.dryRun ? " (dry run)" : ""}`);
+  }
+  await recorder.close();
+}
+
+/** CONFIG_PATH_NOT_SET → ConfigPathNotSet: Event reasons are UpperCamelCase. */
+export function eventReason(code: string): string {
+  return code.toLowerCase().split("_").map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join("");
 }
 
 /** Changes on stdout (with the content under --dry-run), problems on stderr, one line each. */

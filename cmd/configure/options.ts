@@ -5,6 +5,18 @@ import { parseUpstream } from "../agent/options.js";
 
 const RUNTIMES: readonly RuntimeSelection[] = ["auto", "containerd", "crio"];
 
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+/** `namespace/name` of a Pod. */
+export function parseEventPod(raw: string): { namespace: string; name: string } {
+  const [namespace, name, ...rest] = raw.split("/");
+  if (namespace === undefined || name === undefined || rest.length > 0 || !DNS_LABEL.test(namespace) || !DNS_SUBDOMAIN.test(name)) {
+    throw new Error("expected NAMESPACE/NAME of a Pod, e.g. shoal/shoal-agent-x7k2p");
+  }
+  return { namespace, name };
+}
+
 /** The agent's mirror: an http(s) origin, nothing after the port. */
 export function parseMirrorUrl(raw: string): string {
   let url: URL;
@@ -125,6 +137,19 @@ export const configureOptionSpecs = {
     parse: (raw: string) => raw === "true",
     boolean: true,
     default: "false",
+  },
+  eventPod: {
+    name: "event-pod",
+    description: "NAMESPACE/NAME of a Pod (the agent's own; the chart sets it from the Downward API) to record a Kubernetes Event on for each problem of severity error or warning, or one Normal event when there is none. Needs the Events create permission.",
+    parse: parseEventPod,
+  },
+  kubeconfig: {
+    name: "kubeconfig",
+    description: "With --event-pod: the kubeconfig to reach the API server with; default the in-cluster service account.",
+    parse: (raw: string) => {
+      if (raw.trim() === "") throw new Error("expected a file path");
+      return raw;
+    },
   },
   logLevel: {
     name: "log-level",

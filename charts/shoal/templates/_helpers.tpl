@@ -207,6 +207,8 @@ agent.configure.config goes on top.
   "state-dir" $c.stateDir
 -}}
 {{- if $c.strict }}{{ $_ := set $managed "strict" true }}{{ end -}}
+{{- /* With the Events permission, problems become Warning Events on the agent's own Pod. */ -}}
+{{- if .Values.agent.rbac.createEvents }}{{ $_ := set $managed "event-pod" "$(POD_NAMESPACE)/$(POD_NAME)" }}{{ end -}}
 {{- toYaml (merge (deepCopy (default (dict) $c.config)) $managed) -}}
 {{- end -}}
 
