@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { AgentMetrics } from "../../metrics/index.js";
 import type { Digest } from "../../oci/index.js";
 import { OriginFetcher } from "../../registry/origin-fetcher.js";
@@ -8,7 +8,7 @@ import { UpstreamClient } from "../../registry/upstream/upstream-client.js";
 import type { BlobStore } from "../../store/blob-store.js";
 import { MemoryBlobStore } from "../../store/memory-blob-store.js";
 import { LocalTracker, type MemoryTracker } from "../../tracker/index.js";
-import type { Tracker } from "../../tracker/tracker.js";
+import type { AgentIdentity, Tracker } from "../../tracker/tracker.js";
 import { InventorySync } from "../inventory.js";
 import { PeerClient } from "../peer-client.js";
 import { PeerServer } from "../peer-server.js";
@@ -19,7 +19,12 @@ import type { SwarmTuning } from "../swarm-download.js";
 export interface SwarmNodeOptions {
   readonly name: string;
   readonly zone?: string;
-  readonly tracker: MemoryTracker;
+  /** The tracker in process (a LocalTracker session), or how to reach one (e.g. a GrpcTrackerClient). */
+  readonly tracker: MemoryTracker | ((identity: AgentIdentity, logger: Logger) => Tracker);
+  /** Address the peer server binds (the node's "pod IP"); default 127.0.0.1. */
+  readonly host?: string;
+  /** Node name the agent registers with; default `name`. */
+  readonly nodeName?: string;
   /** The origin registry: host → base URL. */
   readonly origin: { host: string; url: string };
   readonly hashDir: string;
@@ -39,6 +44,7 @@ export interface SwarmNodeOptions {
 export class SwarmNode {
   private constructor(
     readonly name: string,
+    readonly agentId: string,
     readonly store: BlobStore,
     readonly fetcher: SwarmFetcher,
     readonly metrics: AgentMetrics,
@@ -54,7 +60,7 @@ export class SwarmNode {
     const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
     const store = new MemoryBlobStore();
     const peerServer = await PeerServer.start({
-      host: "127.0.0.1",
+      host: options.host ?? "127.0.0.1",
       port: 0,
       store: options.servedStore ? options.servedStore(store) : store,
       uploadBytesPerSecond: options.uploadBytesPerSecond,
@@ -63,9 +69,10 @@ export class SwarmNode {
       closeGraceMs: 100,
     });
     const self = { agentId: `${options.name}-${randomUUID().slice(0, 8)}`, zone: options.zone ?? "" };
+    const identity = { ...self, nodeName: options.nodeName ?? options.name, peerAddress: peerServer.address };
     const tracker =
       options.trackerOverride ??
-      new LocalTracker({ tracker: options.tracker, identity: { ...self, nodeName: options.name, peerAddress: peerServer.address }, logger });
+      (typeof options.tracker === "function" ? options.tracker(identity, logger) : new LocalTracker({ tracker: options.tracker, identity, logger }));
     const upstream = new UpstreamClient({ upstreams: new Map([[options.origin.host, options.origin.url]]), logger });
     const origin = new OriginFetcher({ store, upstream, metrics, logger });
     const pieces = new PeerClient({ logger, metrics, stallTimeoutMs: 2_000 });
@@ -83,7 +90,7 @@ export class SwarmNode {
     });
     const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (d) => fetcher.completedHashes(d), logger });
     await inventory.start();
-    return new SwarmNode(options.name, store, fetcher, metrics, peerServer, inventory, tracker, [
+    return new SwarmNode(options.name, self.agentId, store, fetcher, metrics, peerServer, inventory, tracker, [
       () => inventory.stop(),
       () => fetcher.close(),
       () => {
