@@ -29,6 +29,12 @@ export interface SwarmTuning {
   /** A request older than this may be duplicated to another peer (hedging slow peers). */
   readonly hedgeAfterMs: number;
   /**
+   * Endgame (every missing piece requested: duplicate the requests in flight to other holders) starts
+   * only when at most this many pieces are missing. Fan-out relays request pieces well ahead of what
+   * peers hold, so "all requested" alone would duplicate a good part of a download.
+   */
+  readonly endgamePieces: number;
+  /**
    * A piece a same-zone peer is to fetch from another zone (CrossZoneShare) is fetched by this agent
    * itself once it has been available there this long and that peer has not gained a piece for as long.
    * Keep it below stallMs, or a download waiting on a gone sibling reports a stall first.
@@ -46,6 +52,7 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   announceIntervalMs: 250,
   stallMs: 3_000,
   hedgeAfterMs: 3_000,
+  endgamePieces: 4,
   siblingWaitMs: 1_500,
 };
 
@@ -308,7 +315,7 @@ export class SwarmDownload {
     }
     // Endgame and hedging: duplicate a request that is the last ones left or has been slow, once. Endgame
     // duplicates stay in the zone; a slow request may be hedged across zones (the byte counter shows it).
-    const endgame = unrequested.length === 0 && peer.local;
+    const endgame = unrequested.length === 0 && missing.length <= tuning.endgamePieces && peer.local;
     const duplicate = missing.filter((i) => {
       const running = this.requested.get(i);
       if (!running || running.length !== 1 || !this.peers.has(peer, i)) return false;
