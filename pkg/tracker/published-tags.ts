@@ -1,3 +1,4 @@
+import { keyOf } from "./tag-directory.js";
 import type { TagRecord } from "./tracker.js";
 
 /** Tags one agent keeps re-publishing after reconnects; the least recently resolved are dropped beyond this. */
@@ -18,7 +19,7 @@ export class PublishedTags {
   }
 
   add(record: TagRecord): void {
-    const key = `${record.registry}/${record.repository}:${record.tag}`;
+    const key = keyOf(record);
     const known = this.records.get(key);
     if (known !== undefined && known.digest === record.digest && known.seenAtMs >= record.seenAtMs) return;
     this.records.delete(key);

@@ -37,6 +37,7 @@ export class TagDirectory {
   }
 }
 
-function keyOf(key: TagKey): string {
+/** One string per tag, the map key on both sides of the tag directory. */
+export function keyOf(key: TagKey): string {
   return `${key.registry}/${key.repository}:${key.tag}`;
 }
