@@ -20,7 +20,8 @@ import { writeRandomBlob } from "../../pkg/imagegen/index.js";
 import { parseDigest, type Digest } from "../../pkg/oci/index.js";
 import { PeerClient } from "../../pkg/peer/peer-client.js";
 import { PeerServer } from "../../pkg/peer/peer-server.js";
-import { choosePieceSize, DiskBlobStore, pieceCount } from "../../pkg/store/index.js";
+import { choosePieceSize, pieceCount } from "../../pkg/piece/index.js";
+import { DiskBlobStore } from "../../pkg/store/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { procStats, type ProcStats } from "./proc-stats.js";
 

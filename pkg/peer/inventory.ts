@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
 import type { BlobInfo, BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
-import { choosePieceSize, pieceCount } from "../store/piece.js";
+import { choosePieceSize, pieceCount } from "../piece/index.js";
 import type { Tracker } from "../tracker/tracker.js";
 import { type PieceHashIndex, hashStoredPieces } from "./piece-hashes.js";
 

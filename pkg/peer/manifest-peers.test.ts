@@ -5,7 +5,7 @@ import { MEDIA_TYPE_OCI_MANIFEST, digestOf } from "../oci/index.js";
 import type { Readable } from "node:stream";
 import type { BlobStore } from "../store/blob-store.js";
 import { MemoryBlobStore } from "../store/memory-blob-store.js";
-import { choosePieceSize } from "../store/piece.js";
+import { choosePieceSize } from "../piece/index.js";
 import { LocalTracker, MemoryTracker } from "../tracker/index.js";
 import { TrackerManifestPeers } from "./manifest-peers.js";
 import { PeerClient } from "./peer-client.js";

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import { type Digest, digestAlgorithm, digestOf } from "../oci/index.js";
 import type { ManifestPeers } from "../registry/manifest-peers.js";
-import { pieceCount } from "../store/index.js";
+import { pieceCount } from "../piece/index.js";
 import type { Tracker } from "../tracker/tracker.js";
 import type { PieceSource } from "./piece-source.js";
 

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { ReadPiecesResponse, StatResponse } from "../gen/peer/v1/peer.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import { pieceCount } from "../store/index.js";
+import { pieceCount } from "../piece/index.js";
 import { ChannelPool } from "./channel-pool.js";
 import { PeerError } from "./errors.js";
 import { fromServiceError } from "./grpc-status.js";

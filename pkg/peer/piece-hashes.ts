@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Digest, digestAlgorithm, digestHex } from "../oci/index.js";
 import type { BlobStore } from "../store/blob-store.js";
-import { pieceCount, pieceSpan } from "../store/piece.js";
+import { pieceCount, pieceSpan } from "../piece/index.js";
 
 export const PIECE_HASH_BYTES = 32;
 

@@ -1,7 +1,8 @@
 import type { Readable } from "node:stream";
 import { status } from "@grpc/grpc-js";
 import type { Digest } from "../oci/index.js";
-import { choosePieceSize, pieceCount, pieceSpan, type BlobStore, type PartialBlob } from "../store/index.js";
+import { choosePieceSize, pieceCount, pieceSpan } from "../piece/index.js";
+import type { BlobStore, PartialBlob } from "../store/index.js";
 import { PeerStatus } from "./grpc-status.js";
 
 /** What this agent holds of a blob, as far as serving pieces is concerned. */

@@ -6,7 +6,7 @@ import type { Digest } from "../oci/index.js";
 import { type BlobFetcher, type BlobLease, type BlobRequest, raceSignal } from "../registry/blob-fetcher.js";
 import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
-import { pieceSpan } from "../store/piece.js";
+import { pieceSpan } from "../piece/index.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
 import { type PieceHashIndex, hashStoredPieces } from "./piece-hashes.js";
 import type { PieceSource } from "./piece-source.js";

@@ -1,4 +1,4 @@
-import { PieceBitmap } from "../store/bitmap.js";
+import { PieceBitmap } from "../piece/index.js";
 import type { HolderInfo } from "../tracker/tracker.js";
 import { rendezvousSeed } from "./cross-zone-share.js";
 

@@ -6,7 +6,7 @@ import { after, afterEach, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { digestOf, type Digest } from "../oci/index.js";
 import { FakeUpstream } from "../registry/testing/fake-upstream.js";
-import { choosePieceSize, pieceSpan } from "../store/index.js";
+import { choosePieceSize, pieceSpan } from "../piece/index.js";
 import { MemoryTracker } from "../tracker/index.js";
 import { MiB, putBlob, testBytes, writePiece } from "./testing/peer-fixture.js";
 import { SwarmNode, type SwarmNodeOptions } from "./testing/swarm-node.js";

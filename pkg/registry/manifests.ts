@@ -12,7 +12,7 @@ import {
 } from "../oci/index.js";
 import type { BlobInfo, BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
-import { choosePieceSize } from "../store/piece.js";
+import { choosePieceSize } from "../piece/index.js";
 import type { TagStore } from "../store/tag-store.js";
 import type { TagRecord, Tracker } from "../tracker/tracker.js";
 import type { ManifestPeers } from "./manifest-peers.js";

@@ -4,7 +4,7 @@ import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
-import { choosePieceSize } from "../store/piece.js";
+import { choosePieceSize } from "../piece/index.js";
 import { type BlobFetcher, type BlobLease, type BlobRequest, raceSignal } from "./blob-fetcher.js";
 import { CoalescingWriter } from "./coalescing-writer.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";

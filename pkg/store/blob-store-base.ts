@@ -1,13 +1,16 @@
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
 import { BlobIndex, type IndexedBlob, type QuotaOptions, StoreEvents } from "./blob-index.js";
-import type { BlobInfo, BlobStore, PartialBlob, PartialInfo, ReadOptions, StoreEvent, StoreUsage } from "./blob-store.js";
+import { choosePieceSize, packPieceHashes, pieceCount, pieceSpan, unpackPieceHashes } from "../piece/index.js";
+import type { BlobInfo, BlobReader, BlobStore, PartialBlob, PartialInfo, PieceHashList, ReadOptions, StoreEvent, StoreUsage } from "./blob-store.js";
 import { StoreError } from "./errors.js";
-import type { PartialBackend, PartialSnapshot } from "./partial-backend.js";
-import { CorePartialBlob } from "./partial-core.js";
+import type { PartialBackend, PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
+import { CorePartialBlob, HASH_CHUNK_BYTES } from "./partial-core.js";
 import { type RangeSource, RangeReadable, type RangeVerification } from "./range-readable.js";
-import { abortedBySignal, attempt, checkDigest, checkPartialParams, resolveRange } from "./store-helpers.js";
+import { abortedBySignal, attempt, checkDigest, checkPartialParams, raceAbort, resolveRange } from "./store-helpers.js";
 
 export interface BlobStoreBaseOptions extends QuotaOptions {
   readonly logger?: Logger | undefined;
@@ -41,6 +44,8 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
   private readonly stateSaveIntervalMs: number | undefined;
   private readonly partials = new Map<Digest, CorePartialBlob>();
   private readonly opening = new Map<Digest, Promise<CorePartialBlob>>();
+  /** Piece hashes being computed for blobs stored without them, shared by concurrent askers. */
+  private readonly hashing = new Map<Digest, Promise<PieceHashList | undefined>>();
   private closing: Promise<void> | undefined;
 
   protected constructor(options: BlobStoreBaseOptions) {
@@ -65,6 +70,10 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
   /** Deletes a complete blob's data. Must take any per-digest lock synchronously. */
   protected abstract removeBlobData(digest: Digest): Promise<void>;
   protected abstract openBlob(entry: IndexedBlob): Promise<RangeSource>;
+  /** The piece hashes recorded for a complete blob, or undefined when none are (or they are unreadable). */
+  protected abstract loadPieceHashes(info: BlobInfo): Promise<PublishedPieceHashes | undefined>;
+  /** Records piece hashes computed for a complete blob that had none. */
+  protected abstract savePieceHashes(digest: Digest, hashes: PublishedPieceHashes): Promise<void>;
   /** Set for blobs whose content has not been hashed since they were found (disk, after a restart). */
   protected verification(_entry: IndexedBlob): RangeVerification | undefined {
     return undefined;
@@ -111,6 +120,96 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
       throw error;
     }
     return new RangeReadable(source, range, { signal: options?.signal, verify: this.verification(entry), onClose: unpin });
+  }
+
+  async openReader(digest: Digest, signal?: AbortSignal): Promise<BlobReader> {
+    this.checkOpen();
+    const entry = this.index.get(checkDigest(digest));
+    if (entry === undefined) throw new StoreError("ERR_STORE_BLOB_NOT_FOUND", `blob ${digest} not found`);
+    signal?.throwIfAborted();
+    if (this.verification(entry) !== undefined) await this.ensureVerified(entry, signal);
+    this.index.touch(entry);
+    this.onUse(entry);
+    const unpin = this.index.pin(entry);
+    let source: RangeSource;
+    try {
+      source = await this.openBlob(entry);
+    } catch (error: unknown) {
+      unpin();
+      throw error;
+    }
+    const size = entry.info.size;
+    let closed: Promise<void> | undefined;
+    return {
+      size,
+      read: (target, position) => {
+        if (closed !== undefined) return Promise.reject(new StoreError("ERR_STORE_INVALID_ARGUMENT", `reader of ${digest} is closed`));
+        if (!Number.isSafeInteger(position) || position < 0 || position + target.byteLength > size) {
+          return Promise.reject(new StoreError("ERR_STORE_INVALID_ARGUMENT", `bytes ${position}..${position + target.byteLength - 1} are outside ${digest} (${size} bytes)`));
+        }
+        return source.readInto(target, position);
+      },
+      close: () => {
+        closed ??= (async () => {
+          unpin();
+          await source.close();
+        })();
+        return closed;
+      },
+    };
+  }
+
+  async pieceHashes(digest: Digest, signal?: AbortSignal): Promise<PieceHashList | undefined> {
+    this.checkOpen();
+    const entry = this.index.get(checkDigest(digest));
+    if (entry === undefined) return undefined;
+    const pieceSize = choosePieceSize(entry.info.size);
+    const count = pieceCount(entry.info.size, pieceSize);
+    const recorded = await this.loadPieceHashes(entry.info);
+    const hashes = recorded?.pieceSize === pieceSize ? unpackPieceHashes(recorded.packed, count) : undefined;
+    if (hashes !== undefined) return { pieceSize, hashes };
+    let computing = this.hashing.get(digest);
+    if (computing === undefined) {
+      computing = this.computePieceHashes(digest, pieceSize).finally(() => this.hashing.delete(digest));
+      this.hashing.set(digest, computing);
+    }
+    return signal === undefined ? computing : raceAbort(computing, signal);
+  }
+
+  /** Hashes a stored blob's pieces (it has none recorded) and records them; undefined if it went away. */
+  private async computePieceHashes(digest: Digest, pieceSize: number): Promise<PieceHashList | undefined> {
+    let reader: BlobReader;
+    try {
+      reader = await this.openReader(digest);
+    } catch (error: unknown) {
+      if (error instanceof StoreError && error.code === "ERR_STORE_BLOB_NOT_FOUND") return undefined;
+      throw error;
+    }
+    const hashes: Uint8Array[] = [];
+    try {
+      const chunk = Buffer.allocUnsafe(Math.min(HASH_CHUNK_BYTES, Math.max(reader.size, 1)));
+      for (let index = 0; index < pieceCount(reader.size, pieceSize); index++) {
+        const { start, end } = pieceSpan(index, reader.size, pieceSize);
+        const hash = createHash("sha256");
+        for (let position = start; position < end; ) {
+          const bytes = chunk.subarray(0, Math.min(chunk.byteLength, end - position));
+          await reader.read(bytes, position);
+          hash.update(bytes);
+          position += bytes.byteLength;
+        }
+        hashes.push(hash.digest());
+        // Yield between pieces: this runs beside serving requests.
+        await yieldToEventLoop();
+      }
+    } finally {
+      await reader.close();
+    }
+    try {
+      await this.savePieceHashes(digest, { pieceSize, packed: packPieceHashes(hashes) });
+    } catch (error: unknown) {
+      this.logger?.warn({ err: error, digest }, "could not record piece hashes; they will be computed again");
+    }
+    return { pieceSize, hashes };
   }
 
   async openPartial(digest: Digest, size: number, options: { pieceSize: number; mediaType?: string }): Promise<PartialBlob> {

@@ -26,6 +26,23 @@ export interface ReadOptions {
   readonly signal?: AbortSignal;
 }
 
+/**
+ * Positional reads of one blob into the caller's buffers (no allocation per read: the peer server reads
+ * straight into the messages it sends). A complete blob stays pinned against eviction until `close`.
+ */
+export interface BlobReader {
+  readonly size: number;
+  /** Fills `target` with the blob's bytes at `position`. Throws StoreError when they are not there. */
+  read(target: Uint8Array, position: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The SHA-256 of every piece of a complete blob, for that piece size. */
+export interface PieceHashList {
+  readonly pieceSize: number;
+  readonly hashes: readonly Uint8Array[];
+}
+
 export interface StoreUsage {
   /** Bytes of complete blobs plus bytes reserved by open partial blobs. */
   readonly usedBytes: number;
@@ -60,6 +77,19 @@ export interface BlobStore {
    * Throws StoreError ERR_STORE_BLOB_NOT_FOUND, or ERR_STORE_INVALID_ARGUMENT for a range outside the blob.
    */
   createReadStream(digest: Digest, options?: ReadOptions): Promise<Readable>;
+
+  /**
+   * Opens a complete blob for positional reads (pinned until the reader is closed). A blob not verified
+   * since a restart is verified first. Throws ERR_STORE_BLOB_NOT_FOUND.
+   */
+  openReader(digest: Digest, signal?: AbortSignal): Promise<BlobReader>;
+
+  /**
+   * The piece hashes of a complete blob for its standard piece size (choosePieceSize): recorded when the
+   * blob was written, or computed from the blob once (blobs stored without them) and then recorded.
+   * Undefined when the blob is not held.
+   */
+  pieceHashes(digest: Digest, signal?: AbortSignal): Promise<PieceHashList | undefined>;
 
   /**
    * Starts a partial blob, or returns the one already open for this digest, or resumes one persisted
@@ -126,9 +156,23 @@ export interface PartialBlob {
 
   /**
    * Writes a whole piece (length = piece length; the last piece may be shorter) and marks it held.
-   * Writing a piece that is already held is a no-op. The caller has already checked its hash.
+   * Writing a piece that is already held is a no-op. The caller has already checked its hash; `sha256`
+   * is that hash, recorded with the piece (computed here when omitted).
    */
-  writePiece(index: number, data: Uint8Array): Promise<void>;
+  writePiece(index: number, data: Uint8Array, sha256?: Uint8Array): Promise<void>;
+
+  /**
+   * The SHA-256 of a held piece: as checked by writePiece, or computed while `append` wrote it. Undefined
+   * for a piece not held, or whose bytes came in without it (resumed after a restart: then it is computed
+   * at commit).
+   */
+  pieceHash(index: number): Uint8Array | undefined;
+
+  /**
+   * Positional reads of the bytes held so far (and of the whole blob once committed). Reading bytes not
+   * held, or the blob's final byte before commit, throws ERR_STORE_INVALID_ARGUMENT.
+   */
+  openReader(): BlobReader;
 
   /**
    * Streams [start, end] (inclusive), waiting for bytes that have not arrived yet. The final byte of the

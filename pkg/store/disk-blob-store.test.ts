@@ -3,6 +3,7 @@ import { cp, mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promis
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { type Digest, digestHex, digestOf } from "../oci/index.js";
+import { MIN_PIECE_SIZE_BYTES, sha256Of } from "../piece/index.js";
 import { runBlobStoreConformance } from "./testing/conformance.js";
 import { delay, expectStoreError, putBlob, readAll, testBytes } from "./testing/conformance-helpers.js";
 import { openStore, removeTempDirs, scribble, stateOf, TEST_SAVE_INTERVAL_MS, tempDir } from "./testing/disk-helpers.js";
@@ -31,6 +32,25 @@ describe("DiskBlobStore", () => {
     const reopened = await openStore(dir);
     assert.deepEqual(await reopened.stat(manifest.digest), manifest);
     assert.deepEqual(await reopened.stat(layer.digest), { digest: layer.digest, size: 300 });
+    await reopened.close();
+  });
+
+  it("keeps piece hashes in a .pieces sidecar across restarts, recomputes them when it is corrupt, and removes it with the blob", async () => {
+    const dir = await tempDir();
+    const store = await openStore(dir);
+    const data = testBytes(MIN_PIECE_SIZE_BYTES + 100, 7);
+    const info = await putBlob(store, data, { pieceSize: MIN_PIECE_SIZE_BYTES });
+    const sidecar = join(dir, "blobs", "sha256", `${digestHex(info.digest)}.pieces`);
+    const expected = [sha256Of(data.subarray(0, MIN_PIECE_SIZE_BYTES)), sha256Of(data.subarray(MIN_PIECE_SIZE_BYTES))];
+    assert.equal((await readFile(sidecar)).length, 4 + 2 * 32, "written at commit");
+    await store.close();
+    const reopened = await openStore(dir);
+    assert.deepEqual((await reopened.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)), expected);
+    await writeFile(sidecar, Buffer.from("garbage"));
+    assert.deepEqual((await reopened.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)), expected, "recomputed from the blob");
+    assert.equal((await readFile(sidecar)).length, 4 + 2 * 32, "and recorded again");
+    await reopened.delete(info.digest);
+    assert.deepEqual(await readdir(join(dir, "blobs", "sha256")), []);
     await reopened.close();
   });
 

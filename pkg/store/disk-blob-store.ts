@@ -5,12 +5,14 @@ import type { Digest } from "../oci/index.js";
 import type { IndexedBlob } from "./blob-index.js";
 import { BlobStoreBase, type KeptPartial } from "./blob-store-base.js";
 import { BackgroundVerifier, fileMatchesDigest } from "./blob-verifier.js";
-import { DiskLayout, readExactly } from "./disk-layout.js";
+import type { BlobInfo } from "./blob-store.js";
+import { DiskLayout, readExactlyInto, writeFileAtomic } from "./disk-layout.js";
 import { blobLockKey, DiskPartialBackend, type DiskPartialParams, partialLockKey } from "./disk-partial-backend.js";
 import { rescan } from "./disk-rescan.js";
 import { StoreError } from "./errors.js";
 import { KeyedMutex } from "./keyed-mutex.js";
-import type { PartialSnapshot } from "./partial-backend.js";
+import type { PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
+import { decodePieceHashFile, encodePieceHashFile, maxPieceHashFileBytes } from "./piece-hash-file.js";
 import type { RangeSource, RangeVerification } from "./range-readable.js";
 import { errnoCode, ioError, raceAbort } from "./store-helpers.js";
 
@@ -131,6 +133,7 @@ export class DiskBlobStore extends BlobStoreBase<KeptPartial, DiskPartialBackend
       try {
         await rm(this.layout.blobPath(digest), { force: true });
         await rm(this.layout.metaPath(digest), { force: true });
+        await rm(this.layout.piecesPath(digest), { force: true });
       } catch (error: unknown) {
         throw ioError(`removing blob ${digest}`, error);
       }
@@ -150,15 +153,44 @@ export class DiskBlobStore extends BlobStoreBase<KeptPartial, DiskPartialBackend
     }
     // An open file stays readable after eviction or deletion unlinks it: running reads are never cut.
     return {
-      read: async (position, length) => {
+      readInto: async (target, position) => {
         try {
-          return await readExactly(handle, position, length);
+          await readExactlyInto(handle, target, position);
         } catch (error: unknown) {
           throw ioError(`reading blob ${digest}`, error);
         }
       },
       close: () => handle.close(),
     };
+  }
+
+  protected async loadPieceHashes(info: BlobInfo): Promise<PublishedPieceHashes | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.layout.piecesPath(info.digest), "r");
+    } catch {
+      return undefined;
+    }
+    try {
+      const { size } = await handle.stat();
+      if (size > maxPieceHashFileBytes(info.size)) return undefined;
+      const file = Buffer.allocUnsafe(size);
+      await readExactlyInto(handle, file, 0);
+      return decodePieceHashFile(file, info.size);
+    } catch (error: unknown) {
+      this.logger?.debug({ err: error, digest: info.digest }, "unreadable piece hashes; computing them again");
+      return undefined;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  protected savePieceHashes(digest: Digest, hashes: PublishedPieceHashes): Promise<void> {
+    // Under the blob's lock: never recorded beside a blob that is being removed.
+    return this.locks.run(blobLockKey(digest), async () => {
+      if (this.index.get(digest) === undefined) return;
+      await writeFileAtomic(this.layout.piecesPath(digest), encodePieceHashFile(hashes), { tmpDir: this.layout.tmpDir, syncDir: false });
+    });
   }
 
   protected override verification(entry: IndexedBlob): RangeVerification | undefined {

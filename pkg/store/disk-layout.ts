@@ -8,6 +8,7 @@ export const DIGEST_ALGORITHMS: readonly DigestAlgorithm[] = ["sha256", "sha512"
 export const META_SUFFIX = ".meta";
 export const DATA_SUFFIX = ".data";
 export const STATE_SUFFIX = ".state";
+export const PIECES_SUFFIX = ".pieces";
 
 /**
  * Paths of the disk store. Every file name is derived from digestHex() of a validated digest (lowercase hex
@@ -15,6 +16,7 @@ export const STATE_SUFFIX = ".state";
  *
  *   blobs/<alg>/<hex>          complete, verified blobs
  *   blobs/<alg>/<hex>.meta     {"mediaType": …}, only when the blob has one
+ *   blobs/<alg>/<hex>.pieces   piece size and the SHA-256 of every piece (piece-hash-file.ts)
  *   partial/<alg>/<hex>.data   sparse file of the blob's size
  *   partial/<alg>/<hex>.state  JSON: size, pieceSize, appendOffset, bitmap, mediaType
  *   tmp/                       files being written; emptied at start-up
@@ -44,6 +46,10 @@ export class DiskLayout {
 
   metaPath(digest: Digest): string {
     return this.blobPath(digest) + META_SUFFIX;
+  }
+
+  piecesPath(digest: Digest): string {
+    return this.blobPath(digest) + PIECES_SUFFIX;
   }
 
   partialDataPath(digest: Digest): string {
@@ -81,7 +87,7 @@ export async function fsyncDir(path: string): Promise<void> {
  * Replaces `target` atomically: write a temporary file, fsync it, rename it over the target. With
  * `syncDir` the rename itself is made durable too; without it a crash may leave the previous version.
  */
-export async function writeFileAtomic(target: string, data: string, options: { tmpDir: string; syncDir: boolean }): Promise<void> {
+export async function writeFileAtomic(target: string, data: string | Uint8Array, options: { tmpDir: string; syncDir: boolean }): Promise<void> {
   const tmp = tmpPathIn(options.tmpDir);
   try {
     const handle = await open(tmp, "w", 0o644);
@@ -102,13 +108,19 @@ export async function writeFileAtomic(target: string, data: string, options: { t
 /** Reads exactly `length` bytes at `position`; a short file is an error, not a short chunk. */
 export async function readExactly(handle: FileHandle, position: number, length: number): Promise<Uint8Array> {
   const buffer = Buffer.allocUnsafe(length);
+  await readExactlyInto(handle, buffer, position);
+  return buffer;
+}
+
+/** Fills `target` with the bytes at `position` (no allocation: callers reuse their buffers). */
+export async function readExactlyInto(handle: FileHandle, target: Uint8Array, position: number): Promise<void> {
+  const length = target.byteLength;
   let filled = 0;
   while (filled < length) {
-    const { bytesRead } = await handle.read(buffer, filled, length - filled, position + filled);
+    const { bytesRead } = await handle.read(target, filled, length - filled, position + filled);
     if (bytesRead === 0) throw new StoreError("ERR_STORE_IO", `file ended at ${position + filled}, expected ${length} bytes from ${position}`);
     filled += bytesRead;
   }
-  return buffer;
 }
 
 /** Writes all of `data` at `position`. */

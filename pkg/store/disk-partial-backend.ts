@@ -1,10 +1,11 @@
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import type { Digest } from "../oci/index.js";
 import { digestAlgorithm } from "../oci/index.js";
-import { type DiskLayout, fsyncDir, readExactly, writeFileAtomic, writeFully } from "./disk-layout.js";
+import { type DiskLayout, fsyncDir, readExactlyInto, writeFileAtomic, writeFully } from "./disk-layout.js";
 import { StoreError } from "./errors.js";
 import type { KeyedMutex } from "./keyed-mutex.js";
-import type { PartialBackend, PartialSnapshot } from "./partial-backend.js";
+import type { PartialBackend, PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
+import { encodePieceHashFile } from "./piece-hash-file.js";
 import { encodePartialState } from "./partial-state.js";
 import { errnoCode } from "./store-helpers.js";
 
@@ -85,8 +86,8 @@ export class DiskPartialBackend implements PartialBackend {
     await writeFully(this.writable(), offset, data);
   }
 
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    return readExactly(this.handle ?? (await this.reopen()), offset, length);
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    await readExactlyInto(this.handle ?? (await this.reopen()), target, offset);
   }
 
   async persist(snapshot: PartialSnapshot): Promise<void> {
@@ -99,17 +100,23 @@ export class DiskPartialBackend implements PartialBackend {
     await writeFileAtomic(layout.partialStatePath(this.params.digest), state, { tmpDir: layout.tmpDir, syncDir: false });
   }
 
-  async publish(): Promise<void> {
+  async publish(pieceHashes: PublishedPieceHashes | undefined): Promise<void> {
     const { layout, locks } = this.context;
     const { digest, mediaType } = this.params;
     const handle = this.writable();
     await locks.run(blobLockKey(digest), async () => {
       await handle.datasync();
-      // The sidecar goes first, so a visible blob always has its media type.
+      // Sidecars go first, so a visible blob always has its media type (and, unless a crash lost the
+      // directory entry, its piece hashes; missing ones are computed again from the blob).
       if (mediaType !== undefined) {
         await writeFileAtomic(layout.metaPath(digest), JSON.stringify({ mediaType }), { tmpDir: layout.tmpDir, syncDir: false });
       } else {
         await rm(layout.metaPath(digest), { force: true });
+      }
+      if (pieceHashes !== undefined) {
+        await writeFileAtomic(layout.piecesPath(digest), encodePieceHashFile(pieceHashes), { tmpDir: layout.tmpDir, syncDir: false });
+      } else {
+        await rm(layout.piecesPath(digest), { force: true });
       }
       await rename(layout.partialDataPath(digest), layout.blobPath(digest));
       // One directory sync makes both the sidecar and the blob durable.

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { type DigestAlgorithm, type Digest, isDigest } from "../oci/index.js";
 import type { BlobInfo } from "./blob-store.js";
-import { DATA_SUFFIX, DIGEST_ALGORITHMS, type DiskLayout, META_SUFFIX, STATE_SUFFIX } from "./disk-layout.js";
+import { DATA_SUFFIX, DIGEST_ALGORITHMS, type DiskLayout, META_SUFFIX, PIECES_SUFFIX, STATE_SUFFIX } from "./disk-layout.js";
 import { decodePartialState, MAX_STATE_FILE_BYTES, type PartialStateRecord } from "./partial-state.js";
 import { isValidMediaType } from "./store-helpers.js";
 
@@ -53,7 +53,8 @@ async function scanBlobs(layout: DiskLayout, algorithm: DigestAlgorithm, cleaner
   const blobs: RescannedBlob[] = [];
   for (const entry of entries) {
     const path = join(dir, entry.name);
-    const blobName = entry.name.endsWith(META_SUFFIX) ? entry.name.slice(0, -META_SUFFIX.length) : entry.name;
+    const sidecar = [META_SUFFIX, PIECES_SUFFIX].find((suffix) => entry.name.endsWith(suffix));
+    const blobName = sidecar === undefined ? entry.name : entry.name.slice(0, -sidecar.length);
     const digest = digestFromName(algorithm, blobName);
     if (!entry.isFile() || digest === undefined) {
       await cleaner.remove(path, "not a blob file");

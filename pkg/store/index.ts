@@ -1,7 +1,5 @@
-export * from "./bitmap.js";
 export * from "./blob-store.js";
 export * from "./errors.js";
-export * from "./piece.js";
 export * from "./tag-store.js";
 export { DiskBlobStore, type DiskBlobStoreOptions } from "./disk-blob-store.js";
 export { MemoryBlobStore, type MemoryBlobStoreOptions } from "./memory-blob-store.js";

@@ -2,7 +2,8 @@ import type { Digest } from "../oci/index.js";
 import type { IndexedBlob } from "./blob-index.js";
 import { type BlobStoreBaseOptions, BlobStoreBase, type KeptPartial } from "./blob-store-base.js";
 import { StoreError } from "./errors.js";
-import type { PartialBackend, PartialSnapshot } from "./partial-backend.js";
+import type { BlobInfo } from "./blob-store.js";
+import type { PartialBackend, PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
 import type { RangeSource } from "./range-readable.js";
 
 export interface MemoryBlobStoreOptions {
@@ -24,7 +25,7 @@ class MemoryPartialBackend implements PartialBackend {
 
   constructor(
     readonly buffer: Buffer,
-    private readonly onPublish: (buffer: Buffer) => void,
+    private readonly onPublish: (buffer: Buffer, pieceHashes: PublishedPieceHashes | undefined) => void,
   ) {}
 
   write(offset: number, data: Uint8Array): Promise<void> {
@@ -32,16 +33,16 @@ class MemoryPartialBackend implements PartialBackend {
     return Promise.resolve();
   }
 
-  read(offset: number, length: number): Promise<Uint8Array> {
-    return Promise.resolve(copyOf(this.buffer, offset, length));
+  readInto(target: Uint8Array, offset: number): Promise<void> {
+    return copyInto(this.buffer, target, offset);
   }
 
   persist(_snapshot: PartialSnapshot): Promise<void> {
     return Promise.resolve();
   }
 
-  publish(): Promise<void> {
-    this.onPublish(this.buffer);
+  publish(pieceHashes: PublishedPieceHashes | undefined): Promise<void> {
+    this.onPublish(this.buffer, pieceHashes);
     return Promise.resolve();
   }
 
@@ -65,6 +66,7 @@ class MemoryPartialBackend implements PartialBackend {
  */
 export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPartialBackend> {
   private readonly contents = new Map<Digest, Buffer>();
+  private readonly hashes = new Map<Digest, PublishedPieceHashes>();
 
   constructor(options: MemoryBlobStoreOptions = {}) {
     super(options);
@@ -77,8 +79,10 @@ export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPart
     _mediaType: string | undefined,
     kept: KeptMemoryPartial | undefined,
   ): Promise<{ backend: MemoryPartialBackend; resume?: PartialSnapshot }> {
-    const backend = new MemoryPartialBackend(kept?.buffer ?? Buffer.alloc(size), (buffer) => {
+    const backend = new MemoryPartialBackend(kept?.buffer ?? Buffer.alloc(size), (buffer, pieceHashes) => {
       this.contents.set(digest, buffer);
+      if (pieceHashes === undefined) this.hashes.delete(digest);
+      else this.hashes.set(digest, pieceHashes);
     });
     return Promise.resolve(kept === undefined ? { backend } : { backend, resume: { bitmap: kept.bitmap, appendOffset: kept.appendOffset } });
   }
@@ -93,6 +97,16 @@ export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPart
 
   protected removeBlobData(digest: Digest): Promise<void> {
     this.contents.delete(digest);
+    this.hashes.delete(digest);
+    return Promise.resolve();
+  }
+
+  protected loadPieceHashes(info: BlobInfo): Promise<PublishedPieceHashes | undefined> {
+    return Promise.resolve(this.hashes.get(info.digest));
+  }
+
+  protected savePieceHashes(digest: Digest, hashes: PublishedPieceHashes): Promise<void> {
+    if (this.contents.has(digest)) this.hashes.set(digest, hashes);
     return Promise.resolve();
   }
 
@@ -101,13 +115,17 @@ export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPart
     if (buffer === undefined) return Promise.reject(new StoreError("ERR_STORE_BLOB_NOT_FOUND", `blob ${entry.info.digest} not found`));
     // The stream keeps its own reference: deleting or evicting the blob does not cut a running read.
     return Promise.resolve({
-      read: (position: number, length: number) => Promise.resolve(copyOf(buffer, position, length)),
+      readInto: (target: Uint8Array, position: number) => copyInto(buffer, target, position),
       close: () => Promise.resolve(),
     });
   }
 }
 
 /** Readers get copies: a consumer that mutates its chunk must not change the stored blob. */
-function copyOf(buffer: Buffer, offset: number, length: number): Uint8Array {
-  return Buffer.from(buffer.subarray(offset, offset + length));
+function copyInto(buffer: Buffer, target: Uint8Array, offset: number): Promise<void> {
+  if (offset < 0 || offset + target.byteLength > buffer.byteLength) {
+    return Promise.reject(new StoreError("ERR_STORE_IO", `read of ${target.byteLength} bytes at ${offset} passes the end (${buffer.byteLength} bytes)`));
+  }
+  target.set(buffer.subarray(offset, offset + target.byteLength));
+  return Promise.resolve();
 }

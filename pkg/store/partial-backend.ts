@@ -1,5 +1,12 @@
 import type { BlobInfo } from "./blob-store.js";
 
+/** Piece hashes as a store keeps them beside a complete blob. */
+export interface PublishedPieceHashes {
+  readonly pieceSize: number;
+  /** PIECE_HASH_BYTES per piece, in order. */
+  readonly packed: Uint8Array;
+}
+
 /** What a partial persists to be resumed: the held pieces and how far `append` got. */
 export interface PartialSnapshot {
   readonly bitmap: Uint8Array;
@@ -11,12 +18,15 @@ export interface PartialBackend {
   /** True if `persist` saves anything (disk); the core then schedules it. */
   readonly persistent: boolean;
   write(offset: number, data: Uint8Array): Promise<void>;
-  /** Exactly `length` bytes; keeps working after publish (from the complete blob). */
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Fills `target` with the bytes at `offset`; keeps working after publish (from the complete blob). */
+  readInto(target: Uint8Array, offset: number): Promise<void>;
   /** Makes everything written so far durable, then records `snapshot` as the resumable state. */
   persist(snapshot: PartialSnapshot): Promise<void>;
-  /** Makes the verified content the complete blob (disk: sync, rename, sync directory). */
-  publish(): Promise<void>;
+  /**
+   * Makes the verified content the complete blob (disk: sync, rename, sync directory), with the SHA-256 of
+   * every piece (`pieceHashes`, packed) recorded beside it, or nothing recorded when undefined.
+   */
+  publish(pieceHashes: PublishedPieceHashes | undefined): Promise<void>;
   /** Deletes the partial's data. */
   discard(): Promise<void>;
   /** Persists `snapshot` for a later resume and releases write resources. */

@@ -2,11 +2,10 @@ import { createHash, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { digestAlgorithm, type Digest } from "../oci/index.js";
-import type { BlobInfo, PartialBlob, ReadOptions } from "./blob-store.js";
-import { PieceBitmap } from "./bitmap.js";
+import { PIECE_HASH_BYTES, PieceBitmap, SequentialPieceHasher, choosePieceSize, packPieceHashes, pieceCount, pieceSpan, sha256Of } from "../piece/index.js";
+import type { BlobInfo, BlobReader, PartialBlob, ReadOptions } from "./blob-store.js";
 import { StoreError } from "./errors.js";
-import { pieceCount, pieceSpan } from "./piece.js";
-import { type PartialBackend, type PartialHooks, type PartialSnapshot, ThrottledSaver } from "./partial-backend.js";
+import { type PartialBackend, type PartialHooks, type PartialSnapshot, type PublishedPieceHashes, ThrottledSaver } from "./partial-backend.js";
 import { PieceWaiters } from "./piece-waiters.js";
 import { ioError, resolveRange } from "./store-helpers.js";
 import { TailReadable, type TailSource } from "./tail-readable.js";
@@ -44,6 +43,11 @@ export interface CorePartialOptions {
  * them, by a catch-up step queued right after the write that made them contiguous. So commit() only
  * finishes the hash instead of re-reading the blob.
  *
+ * Piece hashes are recorded as pieces become held: from the caller of writePiece (who checked them), or
+ * computed while `append` writes a piece from its first byte (SequentialPieceHasher). So the hash of each
+ * byte is taken twice at most (piece and blob), and nothing is read back to hash pieces except pieces
+ * resumed from an earlier process, which commit() hashes from storage.
+ *
  * Invariant: every byte in [0, appendOffset) is written, and appendOffset is the end of the contiguous
  * available run (appended bytes and held pieces) from the start.
  */
@@ -63,6 +67,10 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   private appendedEnd: number;
   private hashedEnd = 0;
   private readonly hash: Hash;
+  private readonly pieceHashes: (Uint8Array | undefined)[];
+  private readonly appendHasher: SequentialPieceHasher;
+  /** Reused by the hash catch-up (one at a time: it runs on the queue); dropped once settled. */
+  private scratch: Buffer | undefined;
   private queueTail: Promise<unknown> = Promise.resolve();
   private catchUpQueued = false;
   private committing = false;
@@ -99,6 +107,10 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         )
       : undefined;
     this.hash = createHash(digestAlgorithm(options.digest));
+    this.pieceHashes = new Array<Uint8Array | undefined>(this.pieceCount).fill(undefined);
+    this.appendHasher = new SequentialPieceHasher(this.size, this.pieceSize, (index, sha256) => {
+      this.pieceHashes[index] ??= sha256;
+    });
     this.pieces = new PieceBitmap(this.pieceCount, options.resume?.bitmap);
     this.appendedEnd = Math.min(options.resume?.appendOffset ?? 0, this.size);
     // A resumed appendOffset vouches for every byte before it, so pieces it covers are held.
@@ -157,8 +169,10 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         const segment = chunk.subarray(offset - start, runEnd - start);
         const written = this.write(offset, segment);
         // Hash while the thread pool writes: the segment is not modified meanwhile, and a failed write
-        // fails the whole partial, so a hash fed ahead of the write can never vouch for missing bytes.
+        // fails the whole partial, so a hash fed ahead of the write can never vouch for missing bytes
+        // (piece hashes are recorded only for pieces that become held below).
         if (feeding) this.hash.update(segment);
+        this.appendHasher.update(offset, segment);
         await written;
         this.assertOpen();
         if (feeding) this.hashedEnd = runEnd;
@@ -170,7 +184,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     });
   }
 
-  writePiece(index: number, data: Uint8Array): Promise<void> {
+  writePiece(index: number, data: Uint8Array, sha256?: Uint8Array): Promise<void> {
     return this.enqueue(async () => {
       if (!Number.isSafeInteger(index) || index < 0 || index >= this.pieceCount) {
         throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `piece ${String(index)} out of range 0..${this.pieceCount - 1}`);
@@ -190,9 +204,40 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         this.hash.update(bytes);
         this.hashedEnd = span.end;
       }
+      this.pieceHashes[index] = sha256 !== undefined && sha256.byteLength === PIECE_HASH_BYTES ? sha256 : sha256Of(data);
       this.pieces.set(index);
       this.advance(true);
     });
+  }
+
+  pieceHash(index: number): Uint8Array | undefined {
+    return this.pieces.has(index) ? this.pieceHashes[index] : undefined;
+  }
+
+  openReader(): BlobReader {
+    this.acquireReader();
+    let open = true;
+    return {
+      size: this.size,
+      read: async (target: Uint8Array, position: number) => {
+        if (!open) throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `reader of ${this.digest} is closed`);
+        const end = position + target.byteLength;
+        if (this.current === "aborted") throw this.abortError();
+        // The final byte only once the digest is verified (BlobStore invariant).
+        const limit = this.current === "committed" ? this.size : this.size - 1;
+        if (!Number.isSafeInteger(position) || position < 0 || end > limit || this.availableEnd(position, end) < end) {
+          throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `bytes ${position}..${end - 1} of ${this.digest} are not held`);
+        }
+        await this.readInto(target, position);
+      },
+      close: () => {
+        if (open) {
+          open = false;
+          this.releaseReader();
+        }
+        return Promise.resolve();
+      },
+    };
   }
 
   createReadStream(options?: ReadOptions): Readable {
@@ -229,7 +274,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       this.committing = true;
       await this.saver?.stop();
       try {
-        await this.backend.publish();
+        await this.backend.publish(await this.completePieceHashes());
       } catch (error: unknown) {
         throw await this.fail(error, `publishing ${this.digest}`);
       }
@@ -283,8 +328,14 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   }
 
   async readAt(position: number, length: number): Promise<Uint8Array> {
+    const bytes = Buffer.allocUnsafe(length);
+    await this.readInto(bytes, position);
+    return bytes;
+  }
+
+  private async readInto(target: Uint8Array, position: number): Promise<void> {
     try {
-      return await this.backend.read(position, length);
+      await this.backend.readInto(target, position);
     } catch (error: unknown) {
       throw ioError(`reading ${this.digest} at ${position}`, error);
     }
@@ -371,15 +422,41 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     this.catchUpQueued = false;
     while (this.current === "open" && this.hashedEnd < this.appendOffset) {
       const length = Math.min(HASH_CHUNK_BYTES, this.appendOffset - this.hashedEnd);
-      let bytes: Uint8Array;
+      this.scratch ??= Buffer.allocUnsafeSlow(HASH_CHUNK_BYTES);
+      const bytes = this.scratch.subarray(0, length);
       try {
-        bytes = await this.backend.read(this.hashedEnd, length);
+        await this.backend.readInto(bytes, this.hashedEnd);
       } catch (error: unknown) {
         throw await this.fail(error, `reading back ${this.digest} at ${this.hashedEnd}`);
       }
       this.hash.update(bytes);
       this.hashedEnd += length;
     }
+  }
+
+  /**
+   * Every piece's hash for publication (runs on the queue, after the digest matched): pieces that came in
+   * without one (resumed from disk) are hashed from storage now. Undefined when this blob's piece size is
+   * not the standard one, whose hashes are what the store keeps.
+   */
+  private async completePieceHashes(): Promise<PublishedPieceHashes | undefined> {
+    if (this.pieceSize !== choosePieceSize(this.size)) return undefined;
+    for (let index = 0; index < this.pieceCount; index++) {
+      if (this.pieceHashes[index] !== undefined) continue;
+      const { start, end } = this.span(index);
+      const hash = createHash("sha256");
+      for (let position = start; position < end; ) {
+        const length = Math.min(HASH_CHUNK_BYTES, end - position);
+        this.scratch ??= Buffer.allocUnsafeSlow(HASH_CHUNK_BYTES);
+        const bytes = this.scratch.subarray(0, length);
+        await this.backend.readInto(bytes, position);
+        hash.update(bytes);
+        position += length;
+      }
+      this.pieceHashes[index] = hash.digest();
+    }
+    this.scratch = undefined;
+    return { pieceSize: this.pieceSize, packed: packPieceHashes(this.pieceHashes as Uint8Array[]) };
   }
 
   private notify(): void {
@@ -395,6 +472,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
 
   /** Keeps or discards the data of an aborted partial, once. Never waits for the queue (it may run inside it). */
   private settle(keep: boolean): Promise<void> {
+    this.scratch = undefined;
     this.settlement ??= (async () => {
       await this.saver?.stop();
       let kept: PartialSnapshot | undefined = keep ? this.snapshot() : undefined;

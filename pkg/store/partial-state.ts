@@ -1,5 +1,5 @@
 import type { Digest } from "../oci/index.js";
-import { MAX_PIECE_SIZE_BYTES, pieceCount } from "./piece.js";
+import { MAX_PIECE_SIZE_BYTES, pieceCount } from "../piece/index.js";
 import { isValidMediaType } from "./store-helpers.js";
 
 const STATE_VERSION = 1;

@@ -15,8 +15,16 @@ export const FIRST_READ_CHUNK_BYTES = 64 * 1024;
 
 /** Random access to a blob's bytes; `close` releases it. */
 export interface RangeSource {
-  read(position: number, length: number): Promise<Uint8Array>;
+  /** Fills `target` with the bytes at `position`. */
+  readInto(target: Uint8Array, position: number): Promise<void>;
   close(): Promise<void>;
+}
+
+/** `length` bytes at `position` of `source`, in a new buffer (streams hand their chunks on to consumers). */
+export async function readNew(source: RangeSource, position: number, length: number): Promise<Uint8Array> {
+  const buffer = Buffer.allocUnsafe(length);
+  await source.readInto(buffer, position);
+  return buffer;
 }
 
 /** For a blob whose content has not been hashed yet: how to report the outcome. */
@@ -106,7 +114,7 @@ export class RangeReadable extends Readable {
       if (this.position > this.range.end) return [null];
       const length = Math.min(this.chunkBytes, this.range.end + 1 - this.position);
       this.chunkBytes = READ_CHUNK_BYTES;
-      const bytes = await this.source.read(this.position, length);
+      const bytes = await readNew(this.source, this.position, length);
       this.position += bytes.byteLength;
       return [bytes];
     }
@@ -123,7 +131,7 @@ export class RangeReadable extends Readable {
         return this.heldBack === undefined ? [null] : [this.heldBack, null];
       }
       const chunkStart = this.position;
-      const bytes = await this.source.read(chunkStart, Math.min(READ_CHUNK_BYTES, verify.size - chunkStart));
+      const bytes = await readNew(this.source, chunkStart, Math.min(READ_CHUNK_BYTES, verify.size - chunkStart));
       this.hash.update(bytes);
       this.position += bytes.byteLength;
       const from = Math.max(chunkStart, this.range.start);

@@ -1,6 +1,6 @@
 import { isDigest, type Digest } from "../oci/index.js";
 import { StoreError } from "./errors.js";
-import { MAX_PIECE_SIZE_BYTES } from "./piece.js";
+import { MAX_PIECE_SIZE_BYTES } from "../piece/index.js";
 
 /** Media types are stored in JSON sidecars and echoed as Content-Type: printable ASCII, bounded. */
 const MEDIA_TYPE_PATTERN = /^[\x20-\x7e]{1,255}$/;

@@ -1,6 +1,6 @@
 import { type Digest, parseDigest } from "../oci/index.js";
-import { PieceBitmap } from "../store/bitmap.js";
-import { MAX_PIECE_SIZE_BYTES, pieceCount } from "../store/piece.js";
+import { PieceBitmap } from "../piece/index.js";
+import { MAX_PIECE_SIZE_BYTES, pieceCount } from "../piece/index.js";
 import { TrackerError } from "./errors.js";
 import type { AgentIdentity, BlobAnnouncement, TagKey, TagRecord } from "./tracker.js";
 

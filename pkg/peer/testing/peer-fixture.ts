@@ -6,7 +6,8 @@ import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnary
 import { pino, type Logger } from "pino";
 import type { ReadPiecesRequest } from "../../gen/peer/v1/peer.js";
 import { digestOf, type Digest } from "../../oci/index.js";
-import { choosePieceSize, DiskBlobStore, pieceSpan, type BlobStore, type PartialBlob } from "../../store/index.js";
+import { choosePieceSize, pieceSpan } from "../../piece/index.js";
+import { DiskBlobStore, type BlobStore, type PartialBlob } from "../../store/index.js";
 import { PeerClient, type PeerClientOptions } from "../peer-client.js";
 import type { ReceivedPiece } from "../piece-source.js";
 import { PeerServer, type PeerServerOptions } from "../peer-server.js";

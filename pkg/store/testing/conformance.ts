@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type Digest, digestOf } from "../../oci/index.js";
 import { isStoreError } from "../errors.js";
+import { runPieceConformance } from "./conformance-pieces.js";
 import { runQuotaConformance } from "./conformance-quota.js";
 import { runTailConformance } from "./conformance-tail.js";
 import {
@@ -26,6 +27,7 @@ export function runBlobStoreConformance(name: string, factory: BlobStoreFactory)
     runBasicConformance(factory);
     runTailConformance(factory);
     runQuotaConformance(factory);
+    runPieceConformance(factory);
   });
 }
 

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Digest, digestOf } from "../../oci/index.js";
-import { PieceBitmap } from "../../store/bitmap.js";
+import { PieceBitmap } from "../../piece/index.js";
 import type { AgentIdentity } from "../tracker.js";
 
 export { sleep };

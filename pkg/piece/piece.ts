@@ -1,4 +1,4 @@
-/** Smallest and largest piece sizes (DESIGN.md: 1–16 MiB). */
+/** Smallest and largest piece sizes (1–16 MiB: a blob has at most a few thousand pieces). */
 export const MIN_PIECE_SIZE_BYTES = 1024 * 1024;
 export const MAX_PIECE_SIZE_BYTES = 16 * 1024 * 1024;
 /** A blob is cut into at most about this many pieces, so bitmaps and hash lists stay small. */

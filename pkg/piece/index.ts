@@ -1,0 +1,3 @@
+export * from "./bitmap.js";
+export * from "./piece.js";
+export * from "./piece-hashes.js";
