@@ -20,7 +20,7 @@ import { writeRandomBlob } from "../../pkg/imagegen/index.js";
 import { parseDigest, type Digest } from "../../pkg/oci/index.js";
 import { PeerClient } from "../../pkg/peer/peer-client.js";
 import { PeerServer } from "../../pkg/peer/peer-server.js";
-import { choosePieceSize, pieceCount } from "../../pkg/piece/index.js";
+import { choosePieceSize, pieceCount, sameHash } from "../../pkg/piece/index.js";
 import { DiskBlobStore } from "../../pkg/store/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { procStats, type ProcStats } from "./proc-stats.js";
@@ -125,7 +125,7 @@ async function clientRole(config: BenchConfig, servers: { peer: string; http: st
   const hashes = await readFile(config.hashesFile);
   const pieceSize = choosePieceSize(config.size);
   const count = pieceCount(config.size, pieceSize);
-  const client = new PeerClient({ logger: pino({ level: "warn" }), flowControlWindowBytes: config.windowBytes });
+  const client = new PeerClient({ logger: pino({ level: "warn" }), streamWindowBytes: config.windowBytes });
   const agent = new HttpAgent({ keepAlive: true });
   process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
   await serveCommands(async (cmd) => {
@@ -149,9 +149,11 @@ async function peerDownload(client: PeerClient, address: string, digest: Digest,
   const worker = async (): Promise<void> => {
     for (let batch = batches[nextBatch++]; batch !== undefined; batch = batches[nextBatch++]) {
       for await (const piece of client.readPieces(address, { digest, pieceSize, pieces: batch, waitMs: 0 }, signal)) {
-        const actual = createHash("sha256").update(piece.data).digest();
-        if (!actual.equals(hashes.subarray(piece.index * SHA256_BYTES, (piece.index + 1) * SHA256_BYTES))) throw new Error(`piece ${piece.index} does not match its hash`);
+        // The client hashed the piece while it arrived, as the swarm uses it.
+        const matches = sameHash(piece.sha256, hashes.subarray(piece.index * SHA256_BYTES, (piece.index + 1) * SHA256_BYTES));
         bytes += piece.data.length;
+        piece.release();
+        if (!matches) throw new Error(`piece ${piece.index} does not match its hash`);
       }
     }
   };
@@ -333,7 +335,7 @@ async function main(): Promise<void> {
       pieceSize,
       piecesPerCall: config.piecesPerCall,
       callsInFlight: config.callsInFlight,
-      flowControlWindowBytes: config.windowBytes,
+      streamWindowBytes: config.windowBytes,
       peer,
       http,
       peerToHttpThroughput: peer !== undefined && http !== undefined ? Number(peer.throughputMBps) / Number(http.throughputMBps) : undefined,

@@ -1,9 +1,9 @@
-import { Metadata, status, type ServiceError, type StatusObject } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { OciError } from "../oci/index.js";
 import { isStoreError } from "../store/index.js";
 import { PeerError, type PeerErrorCode } from "./errors.js";
 
-// The one place where Shoal errors become gRPC statuses and back (STYLE.md: map at the edge).
+// The one place where Shoal errors become gRPC statuses and back: errors are mapped at the edge.
 
 /** A status the server ends a call with. */
 export class PeerStatus extends Error {
@@ -14,10 +14,6 @@ export class PeerStatus extends Error {
     options?: { cause?: unknown },
   ) {
     super(details, options);
-  }
-
-  toStatusObject(): StatusObject {
-    return { code: this.code, details: this.details, metadata: new Metadata() };
   }
 }
 
@@ -45,35 +41,29 @@ export function toPeerStatus(error: unknown): PeerStatus {
   return new PeerStatus(status.INTERNAL, "internal error", { cause: error });
 }
 
-/** Client side: a failed call as a PeerError. */
-export function fromServiceError(error: ServiceError, peerAddress: string): PeerError {
-  const code = peerErrorCode(error);
-  return new PeerError(code, `peer ${peerAddress}: ${statusName(error.code)}: ${error.details}`, { cause: error });
+/** Client side: a call that ended with a non-OK status, as a PeerError. */
+export function fromGrpcStatus(code: number, details: string, peerAddress: string): PeerError {
+  return new PeerError(peerErrorCode(code), `peer ${peerAddress}: ${statusName(code)}: ${details}`);
 }
 
-function peerErrorCode(error: ServiceError): PeerErrorCode {
-  switch (error.code) {
-    case status.UNAVAILABLE:
-    case status.ABORTED:
-    case status.CANCELLED:
-      // CANCELLED reaches here only when the peer (not we) ended the call, e.g. while shutting down.
-      return "ERR_PEER_UNAVAILABLE";
-    case status.RESOURCE_EXHAUSTED:
-      // grpc-js reports a message over our receive limit with the same code; that is the peer's fault.
-      return error.details.startsWith("Received message larger than max") ? "ERR_PEER_PROTOCOL" : "ERR_PEER_BUSY";
-    case status.FAILED_PRECONDITION:
-    case status.NOT_FOUND:
-      return "ERR_PEER_MISSING_PIECE";
-    case status.DEADLINE_EXCEEDED:
-      return "ERR_PEER_TIMEOUT";
-    case status.INVALID_ARGUMENT:
-    case status.OUT_OF_RANGE:
-      return "ERR_PEER_INVALID_ARGUMENT";
-    default:
-      // UNIMPLEMENTED, INTERNAL (includes our own failure to parse its message), UNKNOWN, DATA_LOSS, …:
-      // not a peer we can talk to for this blob.
-      return "ERR_PEER_PROTOCOL";
-  }
+/** PeerErrorCode by gRPC status; codes not listed (UNIMPLEMENTED, INTERNAL, UNKNOWN, DATA_LOSS…) are ERR_PEER_PROTOCOL. */
+const PEER_ERROR_BY_STATUS: ReadonlyMap<number, PeerErrorCode> = new Map<number, PeerErrorCode>([
+  // CANCELLED reaches a client only when the peer (not we) ended the call, e.g. while shutting down.
+  [status.UNAVAILABLE, "ERR_PEER_UNAVAILABLE"],
+  [status.ABORTED, "ERR_PEER_UNAVAILABLE"],
+  [status.CANCELLED, "ERR_PEER_UNAVAILABLE"],
+  // A message over our receive limit is a framing error on our side (ERR_PEER_PROTOCOL), never this.
+  [status.RESOURCE_EXHAUSTED, "ERR_PEER_BUSY"],
+  [status.FAILED_PRECONDITION, "ERR_PEER_MISSING_PIECE"],
+  [status.NOT_FOUND, "ERR_PEER_MISSING_PIECE"],
+  [status.DEADLINE_EXCEEDED, "ERR_PEER_TIMEOUT"],
+  [status.INVALID_ARGUMENT, "ERR_PEER_INVALID_ARGUMENT"],
+  [status.OUT_OF_RANGE, "ERR_PEER_INVALID_ARGUMENT"],
+]);
+
+function peerErrorCode(code: number): PeerErrorCode {
+  // Anything else is not a peer we can talk to for this blob.
+  return PEER_ERROR_BY_STATUS.get(code) ?? "ERR_PEER_PROTOCOL";
 }
 
 function statusName(code: number): string {

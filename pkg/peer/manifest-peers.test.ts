@@ -2,12 +2,11 @@ import assert from "node:assert/strict";
 import { after, afterEach, describe, it } from "node:test";
 import { pino } from "pino";
 import { MEDIA_TYPE_OCI_MANIFEST, digestOf } from "../oci/index.js";
-import type { Readable } from "node:stream";
-import type { BlobStore } from "../store/blob-store.js";
 import { MemoryBlobStore } from "../store/memory-blob-store.js";
 import { choosePieceSize } from "../piece/index.js";
 import { LocalTracker, MemoryTracker } from "../tracker/index.js";
 import { TrackerManifestPeers } from "./manifest-peers.js";
+import { corruptingStore } from "./testing/corrupting-store.js";
 import { PeerClient } from "./peer-client.js";
 import { PeerServer } from "./peer-server.js";
 
@@ -15,25 +14,6 @@ const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
 const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, config: {}, layers: [] }));
 const DIGEST = digestOf(MANIFEST);
 
-/** A store whose reads flip the first byte of every chunk: a peer with a bad disk or a bad actor. */
-function lying(store: BlobStore): BlobStore {
-  return new Proxy(store, {
-    get(target, property, receiver) {
-      if (property === "createReadStream") {
-        return async (...args: Parameters<BlobStore["createReadStream"]>): Promise<Readable> => {
-          const stream = await target.createReadStream(...args);
-          return stream.map((chunk: Buffer) => {
-            const copy = Buffer.from(chunk);
-            copy[0] = (copy[0] ?? 0) ^ 0xff;
-            return copy;
-          });
-        };
-      }
-      const value: unknown = Reflect.get(target, property, receiver);
-      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-}
 
 describe("TrackerManifestPeers", () => {
   const closers: (() => Promise<void>)[] = [];
@@ -53,7 +33,7 @@ describe("TrackerManifestPeers", () => {
     const partial = await store.openPartial(DIGEST, bytes.length, { pieceSize, mediaType: MEDIA_TYPE_OCI_MANIFEST });
     await partial.append(bytes);
     await partial.commit();
-    const served = options.lies === true ? lying(store) : store;
+    const served = options.lies === true ? corruptingStore(store) : store;
     const server = await PeerServer.start({ host: "127.0.0.1", port: 0, store: served, logger, closeGraceMs: 50 });
     const session = new LocalTracker({ tracker, identity: { agentId: name, nodeName: name, zone: "", peerAddress: server.address }, logger });
     session.announce({ digest: DIGEST, size: bytes.length, pieceSize, complete: true });

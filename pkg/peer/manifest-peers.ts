@@ -45,8 +45,10 @@ export class TrackerManifestPeers implements ManifestPeers {
         let received = 0;
         for await (const piece of this.options.pieces.readPieces(holder.peerAddress, { digest, pieceSize: lookup.pieceSize, pieces, waitMs: 0 }, attempt)) {
           received += piece.data.length;
+          // The piece's buffer is reused once released: keep a copy (manifests are small).
+          if (received <= lookup.size) chunks.push(Buffer.from(piece.data));
+          piece.release();
           if (received > lookup.size) break;
-          chunks.push(piece.data);
         }
         const body = Buffer.concat(chunks);
         if (body.length === lookup.size && digestOf(body, digestAlgorithm(digest)) === digest) return body;

@@ -1,37 +1,53 @@
-import { Metadata, status, type ChannelOptions, type ServiceError } from "@grpc/grpc-js";
+import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders } from "node:http2";
 import type { Logger } from "pino";
-import type { ReadPiecesResponse, StatResponse } from "../gen/peer/v1/peer.js";
+import { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { pieceCount } from "../piece/index.js";
-import { ChannelPool } from "./channel-pool.js";
 import { PeerError } from "./errors.js";
-import { fromServiceError } from "./grpc-status.js";
-import { PieceAssembler } from "./piece-assembler.js";
+import { fromGrpcStatus } from "./grpc-status.js";
+import {
+  FramingError,
+  GRPC_CONTENT_TYPE,
+  GrpcStatus,
+  MessageCollector,
+  MessageFramer,
+  decodeGrpcMessage,
+  frameMessage,
+  isGrpcContentType,
+  statusFromHttp,
+} from "./grpc-wire.js";
+import { MAX_MESSAGE_BYTES, PEER_METHODS } from "./peer-service.js";
+import { PieceBufferPool, PieceReceiver } from "./piece-receiver.js";
 import type { PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
-import { MAX_MESSAGE_BYTES, peerService } from "./peer-service.js";
+import { SessionPool } from "./session-pool.js";
+import { ChunkDecoder } from "./wire-codec.js";
 
-/** The receive window that lets grpc-js reach ~1 GB/s on loopback (ENVIRONMENT.md); only the client side honours it. */
-export const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
+/** Receive window per call: a peer streams up to this far ahead of what we consumed (~1 GB/s on loopback). */
+export const STREAM_WINDOW_BYTES = 16 * 1024 * 1024;
+/** Receive window of a whole connection (the calls to one peer together). */
+export const CONNECTION_WINDOW_BYTES = 32 * 1024 * 1024;
 export const DEFAULT_STALL_TIMEOUT_MS = 10_000;
-export const DEFAULT_IDLE_CHANNEL_CLOSE_MS = 60_000;
+export const DEFAULT_IDLE_SESSION_CLOSE_MS = 60_000;
 export const DEFAULT_STAT_TIMEOUT_MS = 5_000;
-const KEEPALIVE_TIME_MS = 30_000;
-const KEEPALIVE_TIMEOUT_MS = 10_000;
+/** Largest Stat response accepted: a bitmap of a few thousand pieces and a few fields. */
+const MAX_STAT_RESPONSE_BYTES = 1024 * 1024;
+/** Whole pieces a call may hold ready for a consumer that is still busy before it stops reading the connection. */
+const MAX_READY_PIECES = 2;
 
 export interface PeerClientOptions {
   readonly logger: Logger;
   readonly metrics?: AgentMetrics | undefined;
   /**
-   * A call that receives no message for this long (plus the request's waitMs, for which the peer may
+   * A call that receives nothing for this long (plus the request's waitMs, for which the peer may
    * legitimately be silent) is cancelled with ERR_PEER_TIMEOUT. Time the consumer spends on a piece
    * does not count.
    */
   readonly stallTimeoutMs?: number | undefined;
-  readonly idleChannelCloseMs?: number | undefined;
+  readonly idleSessionCloseMs?: number | undefined;
   readonly statTimeoutMs?: number | undefined;
-  /** For benchmarks; defaults to FLOW_CONTROL_WINDOW_BYTES. */
-  readonly flowControlWindowBytes?: number | undefined;
+  /** For benchmarks; defaults to STREAM_WINDOW_BYTES. */
+  readonly streamWindowBytes?: number | undefined;
 }
 
 /** What a peer holds of a blob (Stat). */
@@ -45,9 +61,22 @@ export interface PeerBlobStat {
 
 type EndReason = "aborted" | "stalled" | "closed";
 
-/** Reads pieces from other agents over gRPC (PeerService). Does not verify piece hashes: the scheduler does. */
+/** How a call ended, as far as the transport tells: a gRPC status, or a failure before one arrived. */
+interface CallOutcome {
+  /** A gRPC status code as received (possibly one this client has no name for). */
+  code: number | undefined;
+  details: string;
+  failure: Error | undefined;
+}
+
+/**
+ * Reads pieces from other agents over gRPC (PeerService), on node:http2 with the framing of grpc-wire.ts.
+ * Pieces arrive into pooled buffers and are hashed as they arrive; verifying them against the expected
+ * hashes is the scheduler's job.
+ */
 export class PeerClient implements PieceSource {
-  private readonly pool: ChannelPool;
+  private readonly pool: SessionPool;
+  private readonly buffers = new PieceBufferPool();
   private readonly stallTimeoutMs: number;
   private readonly statTimeoutMs: number;
   /** Cancels every call in progress; used by close(). */
@@ -55,125 +84,226 @@ export class PeerClient implements PieceSource {
   private closed = false;
 
   constructor(private readonly options: PeerClientOptions) {
-    const channelOptions: ChannelOptions = {
-      "grpc-node.flow_control_window": options.flowControlWindowBytes ?? FLOW_CONTROL_WINDOW_BYTES,
-      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-      "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
-      "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
-    };
-    this.pool = new ChannelPool({ channelOptions, idleCloseMs: options.idleChannelCloseMs ?? DEFAULT_IDLE_CHANNEL_CLOSE_MS });
+    const streamWindowBytes = options.streamWindowBytes ?? STREAM_WINDOW_BYTES;
+    this.pool = new SessionPool({
+      streamWindowBytes,
+      connectionWindowBytes: Math.max(CONNECTION_WINDOW_BYTES, streamWindowBytes),
+      idleCloseMs: options.idleSessionCloseMs ?? DEFAULT_IDLE_SESSION_CLOSE_MS,
+    });
     this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.statTimeoutMs = options.statTimeoutMs ?? DEFAULT_STAT_TIMEOUT_MS;
   }
 
-  /** Channels open now (one per peer recently talked to). */
-  get openChannels(): number {
+  /** Connections open now (one per peer recently talked to). */
+  get openSessions(): number {
     return this.pool.size;
   }
 
   async *readPieces(peerAddress: string, request: PieceReadRequest, signal: AbortSignal): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
-    const lease = this.pool.acquire(peerAddress);
-    const call = lease.client.makeServerStreamRequest(
-      peerService.readPieces.path,
-      peerService.readPieces.requestSerialize,
-      peerService.readPieces.responseDeserialize,
-      { digest: request.digest, pieceSize: request.pieceSize, pieces: [...request.pieces], waitMs: request.waitMs },
-      new Metadata(),
-    );
-    let ended: EndReason | undefined;
-    const cancel = (reason: EndReason): void => {
-      ended ??= reason;
-      call.cancel();
-    };
-    const onAbort = (): void => {
-      cancel("aborted");
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    this.cancellers.add(cancel);
+    const body = ReadPiecesRequest.encode({ digest: request.digest, pieceSize: request.pieceSize, pieces: [...request.pieces], waitMs: request.waitMs }).finish();
+    const received = this.options.metrics?.peerBytesReceived;
+    const receiver = new PieceReceiver(request.pieces, request.pieceSize, this.buffers, peerAddress, received === undefined ? undefined : (bytes) => {
+      received.inc(bytes);
+    });
+    const framer = new MessageFramer(MAX_MESSAGE_BYTES, new ChunkDecoder(receiver));
     // The peer may be silent while it waits up to waitMs for a piece it is still receiving.
     const stallMs = this.stallTimeoutMs + request.waitMs;
-    let stallTimer: NodeJS.Timeout | undefined;
-    const armStall = (): void => {
-      clearTimeout(stallTimer);
-      stallTimer = setTimeout(() => {
-        cancel("stalled");
-      }, stallMs);
-    };
-    const assembler = new PieceAssembler(request.pieces, request.pieceSize, peerAddress);
-    const received = this.options.metrics?.peerBytesReceived;
+    const call = this.start(peerAddress, PEER_METHODS.readPieces, body, signal, stallMs, (chunk) => {
+      framer.push(chunk);
+      return receiver.pending >= MAX_READY_PIECES;
+    });
     try {
-      armStall();
-      for await (const chunk of call as AsyncIterable<ReadPiecesResponse>) {
-        received?.inc(chunk.data.byteLength);
-        const pieces = assembler.push(chunk);
-        if (pieces.length > 0) {
-          // The consumer's time is not the peer's stall.
-          clearTimeout(stallTimer);
-          for (const piece of pieces) yield piece;
+      for (;;) {
+        // Pieces still in the receiver when the consumer stops early are released by dispose().
+        for (let piece = receiver.shift(); piece !== undefined; piece = receiver.shift()) {
+          call.consuming(true);
+          yield piece;
         }
-        armStall();
+        call.consuming(false);
+        const outcome = await call.next();
+        if (outcome === undefined) continue;
+        if (outcome.failure !== undefined) throw outcome.failure;
+        if (outcome.code !== GrpcStatus.OK) throw fromGrpcStatus(outcome.code ?? GrpcStatus.UNKNOWN, outcome.details, peerAddress);
+        if (!framer.idle) throw new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} ended the stream inside a message`);
+        receiver.end();
+        for (let piece = receiver.shift(); piece !== undefined; piece = receiver.shift()) yield piece;
+        return;
       }
-      clearTimeout(stallTimer);
-      for (const piece of assembler.end()) yield piece;
-    } catch (error: unknown) {
-      throw this.failure(error, ended, signal, peerAddress, stallMs);
     } finally {
-      clearTimeout(stallTimer);
-      signal.removeEventListener("abort", onAbort);
-      this.cancellers.delete(cancel);
-      // Ends the call if the consumer stopped early; a no-op when it already finished.
-      call.cancel();
-      lease.release();
+      call.finish();
+      receiver.dispose();
     }
   }
 
   /** What `peerAddress` holds of `digest`; undefined when it holds nothing of it. */
   async stat(peerAddress: string, digest: Digest, signal: AbortSignal): Promise<PeerBlobStat | undefined> {
     this.checkUsable(signal);
-    const lease = this.pool.acquire(peerAddress);
-    let ended: EndReason | undefined;
+    const collector = new MessageCollector();
+    const framer = new MessageFramer(MAX_STAT_RESPONSE_BYTES, collector);
+    const call = this.start(peerAddress, PEER_METHODS.stat, StatRequest.encode({ digest }).finish(), signal, this.statTimeoutMs, (chunk) => {
+      framer.push(chunk);
+      return false;
+    });
     try {
-      const response = await new Promise<StatResponse>((resolve, reject) => {
-        const call = lease.client.makeUnaryRequest(
-          peerService.stat.path,
-          peerService.stat.requestSerialize,
-          peerService.stat.responseDeserialize,
-          { digest },
-          new Metadata(),
-          { deadline: Date.now() + this.statTimeoutMs },
-          (error, value) => {
-            signal.removeEventListener("abort", onAbort);
-            this.cancellers.delete(cancel);
-            if (error) reject(error);
-            else if (value === undefined) reject(new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} sent an empty Stat response`));
-            else resolve(value);
-          },
-        );
-        const cancel = (reason: EndReason): void => {
-          ended ??= reason;
-          call.cancel();
-        };
-        const onAbort = (): void => {
-          cancel("aborted");
-        };
-        signal.addEventListener("abort", onAbort, { once: true });
-        this.cancellers.add(cancel);
-      });
+      let outcome: CallOutcome | undefined;
+      while (outcome === undefined) outcome = await call.next();
+      if (outcome.failure !== undefined) throw outcome.failure;
+      if (outcome.code === GrpcStatus.NOT_FOUND) return undefined;
+      if (outcome.code !== GrpcStatus.OK) throw fromGrpcStatus(outcome.code ?? GrpcStatus.UNKNOWN, outcome.details, peerAddress);
+      const [message, ...extra] = collector.messages;
+      if (message === undefined || extra.length > 0 || !framer.idle) {
+        throw new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} sent ${collector.messages.length} Stat responses, not one`);
+      }
+      let response: StatResponse;
+      try {
+        response = StatResponse.decode(message);
+      } catch (error: unknown) {
+        throw new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} sent an undecodable Stat response`, { cause: error });
+      }
       return checkStat(response, peerAddress);
-    } catch (error: unknown) {
-      if (ended === undefined && isServiceError(error) && error.code === status.NOT_FOUND) return undefined;
-      throw this.failure(error, ended, signal, peerAddress, this.statTimeoutMs);
     } finally {
-      lease.release();
+      call.finish();
     }
   }
 
-  /** Cancels calls in progress (they fail with ERR_PEER_ABORTED) and closes every channel. */
+  /** Cancels calls in progress (they fail with ERR_PEER_ABORTED) and closes every connection. */
   close(): void {
     this.closed = true;
     for (const cancel of [...this.cancellers]) cancel("closed");
     this.pool.close();
+  }
+
+  /**
+   * Starts a call: request headers and the one request message. `onData` gets every DATA chunk and
+   * returns true to pause reading (the consumer has enough to do). `next()` waits for the outcome or for
+   * the next chunk; undefined means "data arrived, look again".
+   */
+  private start(peerAddress: string, path: string, body: Uint8Array, signal: AbortSignal, stallMs: number, onData: (chunk: Buffer) => boolean): ActiveCall {
+    const lease = this.pool.acquire(peerAddress);
+    const outcome: CallOutcome = { code: undefined, details: "", failure: undefined };
+    let ended: EndReason | undefined;
+    let settled = false;
+    let wake: (() => void) | undefined;
+    let consuming = false;
+    let stallTimer: NodeJS.Timeout | undefined;
+    const notify = (): void => {
+      const resolve = wake;
+      wake = undefined;
+      resolve?.();
+    };
+    let stream: ClientHttp2Stream | undefined;
+    const cancel = (reason: EndReason): void => {
+      ended ??= reason;
+      if (stream !== undefined && !stream.closed) stream.close(h2.NGHTTP2_CANCEL);
+      settle();
+    };
+    const armStall = (): void => {
+      clearTimeout(stallTimer);
+      if (consuming || settled) return;
+      stallTimer = setTimeout(() => {
+        cancel("stalled");
+      }, stallMs);
+    };
+    const fail = (error: Error): void => {
+      outcome.failure ??= error;
+      if (stream !== undefined && !stream.closed) stream.close(h2.NGHTTP2_CANCEL);
+      settle();
+    };
+    const isSettled = (): boolean => settled;
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(stallTimer);
+      if (ended !== undefined) outcome.failure = this.endFailure(ended, peerAddress, stallMs, signal);
+      notify();
+    };
+    const onAbort = (): void => {
+      cancel("aborted");
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    this.cancellers.add(cancel);
+    try {
+      stream = lease.session.request(
+        { [h2.HTTP2_HEADER_METHOD]: "POST", [h2.HTTP2_HEADER_PATH]: path, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE, [h2.HTTP2_HEADER_TE]: "trailers" },
+        { endStream: false },
+      );
+    } catch (error: unknown) {
+      outcome.failure = new PeerError("ERR_PEER_UNAVAILABLE", `peer ${peerAddress}: cannot start a call`, { cause: error });
+      settled = true;
+    }
+    const active = stream;
+    if (active !== undefined) {
+      const statusFrom = (headers: IncomingHttpHeaders): void => {
+        const code = headers["grpc-status"];
+        if (typeof code !== "string") return;
+        const parsed = Number(code);
+        outcome.code = Number.isInteger(parsed) && parsed >= 0 ? parsed : GrpcStatus.UNKNOWN;
+        const message = headers["grpc-message"];
+        outcome.details = typeof message === "string" ? decodeGrpcMessage(message) : "";
+      };
+      active.on("response", (headers) => {
+        const httpStatus = Number(headers[h2.HTTP2_HEADER_STATUS]);
+        if (httpStatus !== 200) {
+          outcome.code = statusFromHttp(httpStatus);
+          outcome.details = `HTTP status ${httpStatus}`;
+        } else if (!isGrpcContentType(headers[h2.HTTP2_HEADER_CONTENT_TYPE])) {
+          fail(new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} answered with content-type ${String(headers[h2.HTTP2_HEADER_CONTENT_TYPE])}`));
+          return;
+        }
+        statusFrom(headers);
+        armStall();
+      });
+      active.on("trailers", statusFrom);
+      active.on("data", (chunk: Buffer) => {
+        if (settled) return;
+        try {
+          if (onData(chunk)) active.pause();
+        } catch (error: unknown) {
+          fail(error instanceof PeerError ? error : protocolError(error, peerAddress));
+          return;
+        }
+        armStall();
+        notify();
+      });
+      active.on("error", (error: Error) => {
+        outcome.failure ??= new PeerError("ERR_PEER_UNAVAILABLE", `call to peer ${peerAddress} failed: ${error.message}`, { cause: error });
+      });
+      active.on("close", () => {
+        if (outcome.code === undefined && outcome.failure === undefined && ended === undefined) {
+          outcome.failure = new PeerError("ERR_PEER_UNAVAILABLE", `peer ${peerAddress} closed the call without a status (HTTP/2 code ${active.rstCode})`);
+        }
+        settle();
+      });
+      active.end(frameMessage(body));
+      armStall();
+    }
+    return {
+      next: async () => {
+        if (!settled) {
+          if (active?.isPaused() === true) active.resume();
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          if (!isSettled()) return undefined;
+        }
+        return outcome;
+      },
+      consuming: (on: boolean) => {
+        consuming = on;
+        if (on) clearTimeout(stallTimer);
+        else armStall();
+      },
+      finish: () => {
+        clearTimeout(stallTimer);
+        signal.removeEventListener("abort", onAbort);
+        this.cancellers.delete(cancel);
+        // Ends the call if the consumer stopped early; a no-op when it already finished.
+        if (active !== undefined && !active.closed) active.close(h2.NGHTTP2_CANCEL);
+        settled = true;
+        lease.release();
+      },
+    };
   }
 
   private checkUsable(signal: AbortSignal): void {
@@ -181,19 +311,24 @@ export class PeerClient implements PieceSource {
     if (this.closed) throw new PeerError("ERR_PEER_ABORTED", "peer client is closed");
   }
 
-  private failure(error: unknown, ended: EndReason | undefined, signal: AbortSignal, peerAddress: string, timeoutMs: number): PeerError {
+  private endFailure(ended: EndReason, peerAddress: string, timeoutMs: number, signal: AbortSignal): PeerError {
     if (ended === "aborted") return new PeerError("ERR_PEER_ABORTED", `call to peer ${peerAddress} aborted`, { cause: signal.reason });
-    if (ended === "closed") return new PeerError("ERR_PEER_ABORTED", "peer client closed", { cause: error });
-    if (ended === "stalled") return new PeerError("ERR_PEER_TIMEOUT", `peer ${peerAddress} sent nothing for ${timeoutMs} ms`, { cause: error });
-    if (error instanceof PeerError) return error;
-    if (isServiceError(error)) return fromServiceError(error, peerAddress);
-    this.options.logger.warn({ err: error, peer: peerAddress }, "unexpected peer call failure");
-    return new PeerError("ERR_PEER_UNAVAILABLE", `call to peer ${peerAddress} failed`, { cause: error });
+    if (ended === "closed") return new PeerError("ERR_PEER_ABORTED", "peer client closed");
+    return new PeerError("ERR_PEER_TIMEOUT", `peer ${peerAddress} sent nothing for ${timeoutMs} ms`);
   }
 }
 
-function isServiceError(error: unknown): error is ServiceError {
-  return error instanceof Error && "code" in error && typeof error.code === "number" && "details" in error && typeof error.details === "string";
+interface ActiveCall {
+  /** The outcome once the call ended, or undefined after new data (or while the consumer holds pieces). */
+  next(): Promise<CallOutcome | undefined>;
+  /** While the consumer works on pieces, the stall timer is off. */
+  consuming(on: boolean): void;
+  finish(): void;
+}
+
+function protocolError(error: unknown, peerAddress: string): PeerError {
+  const detail = error instanceof FramingError || error instanceof RangeError ? error.message : "malformed message";
+  return new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} sent a malformed response: ${detail}`, { cause: error });
 }
 
 function checkStat(response: StatResponse, peerAddress: string): PeerBlobStat {

@@ -174,10 +174,10 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
 
   it("cancels its calls on close() with ERR_PEER_ABORTED, and closes idle channels", async () => {
     const server = await fixture.server({ store, uploadBytesPerSecond: 4 * MiB });
-    const client = fixture.client({ idleChannelCloseMs: 50 });
+    const client = fixture.client({ idleSessionCloseMs: 50 });
     await collect(client.readPieces(server.address, all([0]), signal()));
-    assert.equal(client.openChannels, 1);
-    assert.ok(await eventually(() => client.openChannels === 0), "idle channel closed");
+    assert.equal(client.openSessions, 1);
+    assert.ok(await eventually(() => client.openSessions === 0), "idle channel closed");
     const reading = assert.rejects(collect(client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), signal())), failsWith("ERR_PEER_ABORTED"));
     await sleep(50);
     client.close();

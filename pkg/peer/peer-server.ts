@@ -1,31 +1,36 @@
 import {
-  Server,
-  ServerCredentials,
-  status,
-  type sendUnaryData,
-  type ServerUnaryCall,
-  type ServerWritableStream,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
+  constants as h2,
+  createServer,
+  type Http2Server,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
 import type { Logger } from "pino";
-import type { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
+import { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
 import type { AgentMetrics } from "../metrics/index.js";
-import { parseDigest, type Digest } from "../oci/index.js";
-import type { BlobStore } from "../store/index.js";
+import { type Digest, parseDigest } from "../oci/index.js";
+import { pieceSpan } from "../piece/index.js";
+import type { BlobReader, BlobStore } from "../store/index.js";
 import { TokenBucket } from "../throttle/index.js";
 import { PeerStatus, toPeerStatus } from "./grpc-status.js";
-import { MAX_MESSAGE_BYTES, MAX_PIECES_PER_CALL, peerService } from "./peer-service.js";
-import { findHeldBlob, openPieces, planRuns, servableBitmap, type HeldBlob } from "./piece-reader.js";
-import { MessagePool, PieceSender } from "./piece-sender.js";
+import { GRPC_CONTENT_TYPE, GrpcStatus, MessageCollector, MessageFramer, encodeGrpcMessage, frameMessage, isGrpcContentType } from "./grpc-wire.js";
+import { MAX_PIECES_PER_CALL, PEER_METHODS } from "./peer-service.js";
+import { findHeldBlob, type HeldBlob, servableBitmap, waitServable } from "./piece-reader.js";
+import { MessagePool, PieceWriter } from "./piece-writer.js";
 
 /** Longest wait_ms honoured; longer requests are clamped to it. */
 export const MAX_WAIT_MS = 60_000;
 export const DEFAULT_MAX_CONCURRENT_UPLOADS = 16;
+/** Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+export const MAX_STREAMS_PER_CONNECTION = 32;
 /** Requests are a digest and at most MAX_PIECES_PER_CALL varints. */
 const MAX_REQUEST_BYTES = 64 * 1024;
-const KEEPALIVE_TIME_MS = 30_000;
-const KEEPALIVE_TIMEOUT_MS = 10_000;
-/** How long close() lets connections wind down before cutting them. */
+/** A caller must have sent its whole request by then (a slow or silent one would hold a stream). */
+const REQUEST_TIMEOUT_MS = 10_000;
+/** A connection without any call for this long is closed. */
+const IDLE_SESSION_MS = 120_000;
+/** How close() lets connections wind down before cutting them. */
 const DEFAULT_CLOSE_GRACE_MS = 2_000;
 
 export interface PeerServerOptions {
@@ -37,27 +42,33 @@ export interface PeerServerOptions {
   readonly uploadBytesPerSecond?: number | undefined;
   /** ReadPieces streams served at once; more are refused with RESOURCE_EXHAUSTED. */
   readonly maxConcurrentUploads?: number | undefined;
+  /** A ReadPieces call whose client reads nothing for this long is cut, freeing its upload slot. */
+  readonly sendStallTimeoutMs?: number | undefined;
   readonly metrics?: AgentMetrics | undefined;
   readonly logger: Logger;
   readonly closeGraceMs?: number | undefined;
 }
 
-/** Serves PeerService (peer.proto): pieces of complete and partial blobs to other agents. */
+/**
+ * Serves PeerService (peer.proto) on node:http2 with gRPC framing (grpc-wire.ts): Stat, and pieces of
+ * complete and partial blobs read from the store straight into reused message buffers.
+ */
 export class PeerServer {
   private readonly logger: Logger;
   private readonly bucket: TokenBucket | undefined;
   private readonly maxUploads: number;
   private active = 0;
-  /** One controller per ReadPieces call in progress, so close() can stop them. */
+  /** One controller per call in progress, so close() can stop them. */
   private readonly calls = new Set<AbortController>();
   private readonly handlers = new Set<Promise<void>>();
+  private readonly sessions = new Set<Http2Session>();
   private readonly pool = new MessagePool();
   private closing: Promise<void> | undefined;
+  private boundAddress = "";
 
   private constructor(
-    private readonly server: Server,
+    private readonly server: Http2Server,
     private readonly options: PeerServerOptions,
-    private boundAddress = "",
   ) {
     this.logger = options.logger.child({ component: "peer-server" });
     const rate = options.uploadBytesPerSecond ?? 0;
@@ -69,29 +80,28 @@ export class PeerServer {
   }
 
   static async start(options: PeerServerOptions): Promise<PeerServer> {
-    const server = new Server({
-      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-      "grpc.max_receive_message_length": MAX_REQUEST_BYTES,
-      "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
-      "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
-    });
+    const server = createServer({ settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION, enablePush: false } });
     const peer = new PeerServer(server, options);
-    const implementation: UntypedServiceImplementation = {
-      stat: (call: ServerUnaryCall<StatRequest, StatResponse>, callback: sendUnaryData<StatResponse>) => {
-        peer.stat(call, callback);
-      },
-      readPieces: (call: ServerWritableStream<ReadPiecesRequest, Buffer>) => {
-        peer.readPieces(call);
-      },
-    };
-    server.addService(peerService, implementation);
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${formatHost(options.host)}:${options.port}`, ServerCredentials.createInsecure(), (error, bound) => {
-        if (error) reject(error);
-        else resolve(bound);
+    server.on("session", (session) => {
+      peer.track(session);
+    });
+    server.on("stream", (stream, headers) => {
+      peer.dispatch(stream, headers);
+    });
+    const host = formatHost(options.host);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port, options.host, () => {
+        server.off("error", reject);
+        resolve();
       });
     });
-    peer.boundAddress = `${formatHost(options.host)}:${port}`;
+    server.on("error", (error) => {
+      peer.logger.error({ err: error }, "peer server error");
+    });
+    const address = server.address();
+    const port = typeof address === "object" && address !== null ? address.port : options.port;
+    peer.boundAddress = `${host}:${port}`;
     peer.logger.info({ address: peer.boundAddress, uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0, maxConcurrentUploads: peer.maxUploads }, "peer server listening");
     return peer;
   }
@@ -116,102 +126,96 @@ export class PeerServer {
   }
 
   private async shutdown(): Promise<void> {
-    for (const call of this.calls) call.abort(new PeerStatus(status.UNAVAILABLE, "peer is shutting down"));
+    for (const call of this.calls) call.abort(new PeerStatus(GrpcStatus.UNAVAILABLE, "peer is shutting down"));
     const graceMs = this.options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
-        resolve();
-      }, graceMs);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
+    const closed = new Promise<void>((resolve) => {
+      this.server.close(() => {
         resolve();
       });
     });
+    for (const session of this.sessions) session.close();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+    for (const session of this.sessions) session.destroy();
     await Promise.all(this.handlers);
     this.logger.info("peer server closed");
   }
 
-  private stat(call: ServerUnaryCall<StatRequest, StatResponse>, callback: sendUnaryData<StatResponse>): void {
-    this.describe(call.request.digest).then(
-      (held) => {
-        const { blob } = held;
-        const bitmap = blob.partial === undefined ? Buffer.alloc(0) : Buffer.from(servableBitmap(blob.partial));
-        callback(null, { complete: blob.partial === undefined, size: blob.size, pieceSize: blob.pieceSize, bitmap });
-      },
-      (error: unknown) => {
-        const peerStatus = toPeerStatus(error);
-        this.logFailure("stat", peerStatus);
-        callback(peerStatus.toStatusObject());
-      },
-    );
+  private track(session: Http2Session): void {
+    this.sessions.add(session);
+    session.setTimeout(IDLE_SESSION_MS, () => {
+      session.close();
+    });
+    session.on("error", (error) => {
+      this.logger.debug({ err: error }, "peer connection failed");
+    });
+    session.once("close", () => this.sessions.delete(session));
+    if (this.closing !== undefined) session.close();
   }
 
-  private readPieces(call: ServerWritableStream<ReadPiecesRequest, Buffer>): void {
-    const handler = this.serve(call).finally(() => {
+  private dispatch(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on("error", (error) => {
+      this.logger.debug({ err: error }, "peer call stream failed");
+    });
+    if (headers[h2.HTTP2_HEADER_METHOD] !== "POST") {
+      respondHttp(stream, 405);
+      return;
+    }
+    if (!isGrpcContentType(headers[h2.HTTP2_HEADER_CONTENT_TYPE])) {
+      respondHttp(stream, 415);
+      return;
+    }
+    const path = headers[h2.HTTP2_HEADER_PATH];
+    const method = path === PEER_METHODS.stat ? "stat" : path === PEER_METHODS.readPieces ? "readPieces" : undefined;
+    if (method === undefined) {
+      endCall(stream, new PeerStatus(GrpcStatus.UNIMPLEMENTED, `unknown method ${String(path)}`));
+      return;
+    }
+    const handler = this.serve(stream, method).finally(() => {
       this.handlers.delete(handler);
     });
     this.handlers.add(handler);
   }
 
   /** Never rejects: every failure becomes the call's status. */
-  private async serve(call: ServerWritableStream<ReadPiecesRequest, Buffer>): Promise<void> {
+  private async serve(stream: ServerHttp2Stream, method: "stat" | "readPieces"): Promise<void> {
     const controller = new AbortController();
-    const onCancelled = (): void => {
-      controller.abort(new PeerStatus(status.CANCELLED, "cancelled by the client"));
+    const onGone = (): void => {
+      controller.abort(new PeerStatus(GrpcStatus.CANCELLED, "cancelled by the client"));
     };
-    call.on("cancelled", onCancelled);
+    stream.once("close", onGone);
     this.calls.add(controller);
-    if (this.closing !== undefined) controller.abort(new PeerStatus(status.UNAVAILABLE, "peer is shutting down"));
+    if (this.closing !== undefined) controller.abort(new PeerStatus(GrpcStatus.UNAVAILABLE, "peer is shutting down"));
     let slot = false;
-    let sender: PieceSender | undefined;
     try {
-      const request = call.request;
+      const body = await readRequest(stream, controller.signal);
+      if (method === "stat") {
+        const response = await this.stat(StatRequest.decode(body));
+        respondMessages(stream, [frameMessage(StatResponse.encode(response).finish())]);
+        return;
+      }
+      const request = ReadPiecesRequest.decode(body);
       const { digest, blob } = await this.describe(request.digest);
       checkPieces(request, blob);
       controller.signal.throwIfAborted();
       if (this.active >= this.maxUploads) {
         this.options.metrics?.peerUploadsRejected.inc();
-        throw new PeerStatus(status.RESOURCE_EXHAUSTED, `upload cap reached (${this.maxUploads} streams)`);
+        throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, `upload cap reached (${this.maxUploads} streams)`);
       }
       slot = true;
       this.active++;
       this.options.metrics?.peerUploadsActive.inc();
-      const metrics = this.options.metrics;
-      sender = new PieceSender({
-        call,
-        signal: controller.signal,
-        pool: this.pool,
-        bucket: this.bucket,
-        onSent: metrics === undefined ? undefined : (bytes) => { metrics.peerBytesSent.inc(bytes); },
-      });
-      const waitMs = Math.min(request.waitMs, MAX_WAIT_MS);
-      for (const { first, count } of planRuns(request.pieces, blob)) {
-        const opened = await openPieces({ store: this.options.store, digest, blob, first, count, waitMs, signal: controller.signal });
-        try {
-          await sender.sendPieces(opened.pieces, opened.stream);
-        } catch (error: unknown) {
-          // An aborted partial is "piece no longer held", not a server fault.
-          if (opened.fromPartial && !controller.signal.aborted && !(error instanceof PeerStatus)) {
-            throw new PeerStatus(status.FAILED_PRECONDITION, `piece ${first} is no longer held`, { cause: error });
-          }
-          throw error;
-        } finally {
-          opened.stream.destroy();
-        }
-      }
-      call.end();
+      await this.readPieces(stream, digest, blob, request, controller.signal);
     } catch (error: unknown) {
       const reason: unknown = controller.signal.aborted ? controller.signal.reason : error;
-      const peerStatus = toPeerStatus(reason);
-      if (peerStatus.code !== status.CANCELLED) {
-        this.logFailure("readPieces", peerStatus);
-        // grpc-js ends a server stream with the status of an emitted error (after flushing what was written).
-        if (!call.cancelled) call.emit("error", peerStatus.toStatusObject());
+      const peerStatus = error instanceof RangeError && !controller.signal.aborted ? new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `malformed request: ${error.message}`) : toPeerStatus(reason);
+      if (peerStatus.code !== GrpcStatus.CANCELLED) {
+        this.logFailure(method, peerStatus);
+        endCall(stream, peerStatus);
       }
     } finally {
-      sender?.dispose();
-      call.off("cancelled", onCancelled);
+      stream.off("close", onGone);
       this.calls.delete(controller);
       if (slot) {
         this.active--;
@@ -220,29 +224,152 @@ export class PeerServer {
     }
   }
 
+  private async stat(request: StatRequest): Promise<StatResponse> {
+    const { blob } = await this.describe(request.digest);
+    const bitmap = blob.partial === undefined ? Buffer.alloc(0) : Buffer.from(servableBitmap(blob.partial));
+    return { complete: blob.partial === undefined, size: blob.size, pieceSize: blob.pieceSize, bitmap };
+  }
+
+  private async readPieces(stream: ServerHttp2Stream, digest: Digest, blob: HeldBlob, request: ReadPiecesRequest, signal: AbortSignal): Promise<void> {
+    const { store, metrics } = this.options;
+    const writer = new PieceWriter({
+      stream,
+      signal,
+      pool: this.pool,
+      bucket: this.bucket,
+      sendStallTimeoutMs: this.options.sendStallTimeoutMs,
+      onSent: metrics === undefined ? undefined : (bytes) => {
+        metrics.peerBytesSent.inc(bytes);
+      },
+    });
+    const waitMs = Math.min(request.waitMs, MAX_WAIT_MS);
+    let reader: BlobReader | undefined;
+    try {
+      for (const index of request.pieces) {
+        if (blob.partial !== undefined && blob.partial.state !== "committed") {
+          // A piece that is still arriving here is relayed once it is held.
+          await waitServable(store, blob.partial, index, waitMs, signal);
+        }
+        reader ??= blob.partial === undefined ? await store.openReader(digest, signal) : blob.partial.openReader();
+        const span = pieceSpan(index, blob.size, blob.pieceSize);
+        try {
+          await writer.sendPiece(reader, index, span.start, span.end - span.start);
+        } catch (error: unknown) {
+          // An aborted partial is "piece no longer held", not a server fault.
+          if (blob.partial !== undefined && !signal.aborted && !(error instanceof PeerStatus)) {
+            throw new PeerStatus(GrpcStatus.FAILED_PRECONDITION, `piece ${index} is no longer held`, { cause: error });
+          }
+          throw error;
+        }
+      }
+      writer.finish();
+    } finally {
+      writer.dispose();
+      await reader?.close();
+    }
+  }
+
   private async describe(rawDigest: string): Promise<{ digest: Digest; blob: HeldBlob }> {
     const digest = parseDigest(rawDigest);
     const blob = await findHeldBlob(this.options.store, digest);
-    if (blob === undefined) throw new PeerStatus(status.NOT_FOUND, `blob ${digest} is not held here`);
+    if (blob === undefined) throw new PeerStatus(GrpcStatus.NOT_FOUND, `blob ${digest} is not held here`);
     return { digest, blob };
   }
 
   private logFailure(method: string, peerStatus: PeerStatus): void {
-    const level = peerStatus.code === status.INTERNAL || peerStatus.code === status.UNAVAILABLE ? "warn" : "debug";
-    this.logger[level]({ method, code: status[peerStatus.code], details: peerStatus.details, err: peerStatus.cause }, "peer call failed");
+    const level = peerStatus.code === GrpcStatus.INTERNAL || peerStatus.code === GrpcStatus.UNAVAILABLE ? "warn" : "debug";
+    this.logger[level]({ method, code: GrpcStatus[peerStatus.code], details: peerStatus.details, err: peerStatus.cause }, "peer call failed");
   }
 }
 
 function checkPieces(request: ReadPiecesRequest, blob: HeldBlob): void {
   if (request.pieceSize !== blob.pieceSize) {
-    throw new PeerStatus(status.INVALID_ARGUMENT, `piece size ${request.pieceSize} does not match ${blob.pieceSize}`);
+    throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `piece size ${request.pieceSize} does not match ${blob.pieceSize}`);
   }
   if (request.pieces.length === 0 || request.pieces.length > MAX_PIECES_PER_CALL) {
-    throw new PeerStatus(status.INVALID_ARGUMENT, `a call asks for 1 to ${MAX_PIECES_PER_CALL} pieces, not ${request.pieces.length}`);
+    throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `a call asks for 1 to ${MAX_PIECES_PER_CALL} pieces, not ${request.pieces.length}`);
   }
   for (const index of request.pieces) {
-    if (index >= blob.pieceCount) throw new PeerStatus(status.INVALID_ARGUMENT, `piece ${index} out of range 0..${blob.pieceCount - 1}`);
+    if (index >= blob.pieceCount) throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `piece ${index} out of range 0..${blob.pieceCount - 1}`);
   }
+}
+
+/** The call's one request message, once the client has ended its side; bounded in size and time. */
+function readRequest(stream: ServerHttp2Stream, signal: AbortSignal): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const collector = new MessageCollector();
+    const framer = new MessageFramer(MAX_REQUEST_BYTES, collector);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+    };
+    const fail = (error: unknown): void => {
+      cleanup();
+      reject(error instanceof Error ? error : new Error(String(error)));
+    };
+    const onData = (chunk: Buffer): void => {
+      try {
+        framer.push(chunk);
+      } catch (error: unknown) {
+        fail(new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, error instanceof Error ? error.message : "malformed request"));
+      }
+    };
+    const onEnd = (): void => {
+      cleanup();
+      const [message, ...extra] = collector.messages;
+      if (message === undefined || extra.length > 0 || !framer.idle) {
+        reject(new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `a call carries exactly one request message, not ${collector.messages.length}`));
+      } else {
+        resolve(message);
+      }
+    };
+    const onAbort = (): void => {
+      fail(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      fail(new PeerStatus(GrpcStatus.DEADLINE_EXCEEDED, `the request did not arrive within ${REQUEST_TIMEOUT_MS} ms`));
+    }, REQUEST_TIMEOUT_MS);
+    signal.addEventListener("abort", onAbort, { once: true });
+    stream.on("data", onData);
+    stream.once("end", onEnd);
+  });
+}
+
+/** A successful response: headers, the messages, trailers with status OK. */
+function respondMessages(stream: ServerHttp2Stream, messages: readonly Buffer[]): void {
+  if (stream.closed || stream.destroyed) return;
+  stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+  stream.once("wantTrailers", () => {
+    stream.sendTrailers({ "grpc-status": String(GrpcStatus.OK) });
+  });
+  for (const message of messages) stream.write(message);
+  stream.end();
+}
+
+/**
+ * Ends a call with a status: a trailers-only response when nothing was sent yet, else trailers after what
+ * was sent (a streaming call set up with waitForTrailers by PieceWriter).
+ */
+export function endCall(stream: ServerHttp2Stream, peerStatus: PeerStatus): void {
+  if (stream.closed || stream.destroyed) return;
+  const trailers = { "grpc-status": String(peerStatus.code), "grpc-message": encodeGrpcMessage(peerStatus.details) };
+  if (!stream.headersSent) {
+    stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE, ...trailers }, { endStream: true });
+    return;
+  }
+  stream.removeAllListeners("wantTrailers");
+  stream.once("wantTrailers", () => {
+    stream.sendTrailers(trailers);
+  });
+  stream.end();
+}
+
+/** Not a gRPC request at all: a plain HTTP status (the specification's 405/415 answers). */
+function respondHttp(stream: ServerHttp2Stream, httpStatus: number): void {
+  if (stream.closed || stream.destroyed) return;
+  stream.respond({ [h2.HTTP2_HEADER_STATUS]: httpStatus }, { endStream: true });
 }
 
 /** IPv6 literals need brackets in host:port. */

@@ -57,7 +57,7 @@ describe("PeerServer + PeerClient: transfers", () => {
   it("reuses one channel per peer", async () => {
     await collect(client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [1], waitMs: 0 }, signal()));
     await client.stat(server.address, digest, signal());
-    assert.equal(client.openChannels, 1);
+    assert.equal(client.openSessions, 1);
   });
 
   it("stats a complete blob, and nothing for an unknown one", async () => {

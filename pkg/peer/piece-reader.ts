@@ -1,7 +1,6 @@
-import type { Readable } from "node:stream";
 import { status } from "@grpc/grpc-js";
 import type { Digest } from "../oci/index.js";
-import { choosePieceSize, pieceCount, pieceSpan } from "../piece/index.js";
+import { choosePieceSize, pieceCount } from "../piece/index.js";
 import type { BlobStore, PartialBlob } from "../store/index.js";
 import { PeerStatus } from "./grpc-status.js";
 
@@ -48,73 +47,20 @@ export function servableBitmap(partial: PartialBlob): Uint8Array {
   return bitmap;
 }
 
-export interface OpenPiecesOptions {
-  readonly store: BlobStore;
-  readonly digest: Digest;
-  readonly blob: HeldBlob;
-  /** First piece of a run of consecutive pieces. */
-  readonly first: number;
-  /** Pieces in the run; more than one only for a complete blob (see planRuns). */
-  readonly count: number;
-  /** How long to wait for a piece of a partial blob that is not servable yet. */
-  readonly waitMs: number;
-  readonly signal: AbortSignal;
-}
-
-/** Open pieces: their bytes, and whether they come from a partial (whose abort is "piece gone", not a fault). */
-export interface OpenedPieces {
-  readonly stream: Readable;
-  readonly pieces: readonly PieceLength[];
-  readonly fromPartial: boolean;
-}
-
-export interface PieceLength {
-  readonly index: number;
-  readonly length: number;
-}
-
 /**
- * Splits requested pieces into runs read with one store stream each: consecutive ascending pieces of a
- * complete blob share a stream (one file open per run instead of per piece); pieces of a partial blob
- * are opened one by one, because each may have to be waited for.
+ * Waits until piece `index` of an open partial can be served, for at most `waitMs`. Returns false when the
+ * partial is gone (aborted, or committed and then evicted: the caller looks again); throws PeerStatus
+ * FAILED_PRECONDITION when the piece did not arrive in time.
  */
-export function planRuns(pieces: readonly number[], blob: HeldBlob): { first: number; count: number }[] {
-  const runs: { first: number; count: number }[] = [];
-  for (const index of pieces) {
-    const last = runs.at(-1);
-    if (blob.partial === undefined && last !== undefined && last.first + last.count === index) last.count++;
-    else runs.push({ first: index, count: 1 });
-  }
-  return runs;
-}
-
-/**
- * Opens a run of pieces for reading: from the complete blob, or (a single piece) from the partial once it
- * is held there, waiting up to `waitMs` for it. Throws PeerStatus FAILED_PRECONDITION when it is not here.
- */
-export async function openPieces(options: OpenPiecesOptions): Promise<OpenedPieces> {
-  const { store, digest, blob, first, count, signal } = options;
-  const pieces: PieceLength[] = [];
-  for (let index = first; index < first + count; index++) {
-    const span = pieceSpan(index, blob.size, blob.pieceSize);
-    pieces.push({ index, length: span.end - span.start });
-  }
-  const range = { start: pieceSpan(first, blob.size, blob.pieceSize).start, end: pieceSpan(first + count - 1, blob.size, blob.pieceSize).end - 1, signal };
-  const deadline = performance.now() + options.waitMs;
+export async function waitServable(store: BlobStore, partial: PartialBlob, index: number, waitMs: number, signal: AbortSignal): Promise<void> {
+  const deadline = performance.now() + waitMs;
   for (;;) {
     signal.throwIfAborted();
-    if ((await store.stat(digest)) !== undefined) {
-      return { stream: await store.createReadStream(digest, range), pieces, fromPartial: false };
-    }
-    const partial = store.getPartial(digest);
-    if (partial === undefined || partial.state === "aborted" || count !== 1) {
-      throw new PeerStatus(status.FAILED_PRECONDITION, `blob ${digest} is no longer held`);
-    }
-    // A committed partial's stream reads the complete blob.
-    if (isServable(partial, first)) return { stream: partial.createReadStream(range), pieces, fromPartial: true };
+    if (partial.state === "aborted") throw new PeerStatus(status.FAILED_PRECONDITION, `blob ${partial.digest} is no longer held`);
+    if (isServable(partial, index)) return;
     const remainingMs = deadline - performance.now();
-    if (remainingMs <= 0) throw new PeerStatus(status.FAILED_PRECONDITION, `piece ${first} of ${digest} is not held`);
-    await waitForProgress(store, partial, first, remainingMs, signal);
+    if (remainingMs <= 0) throw new PeerStatus(status.FAILED_PRECONDITION, `piece ${index} of ${partial.digest} is not held`);
+    await waitForProgress(store, partial, index, remainingMs, signal);
   }
 }
 

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
@@ -6,7 +5,8 @@ import type { PartialBlob } from "../store/blob-store.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
 import { CrossZoneShare } from "./cross-zone-share.js";
 import { isPeerError } from "./errors.js";
-import type { PieceSource } from "./piece-source.js";
+import { sameHash } from "../piece/index.js";
+import type { PieceSource, ReceivedPiece } from "./piece-source.js";
 import { type SwarmPeer, SwarmPeers } from "./swarm-peers.js";
 
 export interface SwarmTuning {
@@ -154,7 +154,7 @@ export class SwarmDownload {
   private readonly zone: string;
   /** Piece → requests in flight for it. */
   private readonly requested = new Map<number, Request[]>();
-  private readonly parked = new Map<number, { peer: SwarmPeer; data: Buffer }>();
+  private readonly parked = new Map<number, { peer: SwarmPeer; piece: ReceivedPiece }>();
   private readonly unannouncedHashes = new Set<number>();
   private wake: (() => void) | undefined;
   private lastProgressMs = performance.now();
@@ -202,6 +202,8 @@ export class SwarmDownload {
       return { kind: "complete" };
     } finally {
       for (const requests of this.requested.values()) for (const r of requests) r.controller.abort();
+      for (const { piece } of this.parked.values()) piece.release();
+      this.parked.clear();
       this.announce(true);
     }
   }
@@ -338,7 +340,7 @@ export class SwarmDownload {
         // Whole pieces, counted when they arrive (verified or not): what crossed between the zones.
         this.ctx.metrics.countPeerBytesByZone(peer.zone, this.zone, piece.data.length);
         this.unrequest(request, piece.index);
-        if (!(await this.receive(peer, piece.index, piece.data))) {
+        if (!(await this.receive(peer, piece))) {
           controller.abort();
           return;
         }
@@ -372,19 +374,26 @@ export class SwarmDownload {
     else this.requested.set(index, rest);
   }
 
-  /** Verifies and keeps a piece; false when the peer sent a bad one (and is dropped). */
-  private async receive(peer: SwarmPeer, index: number, data: Buffer): Promise<boolean> {
+  /** Verifies and keeps a piece (and releases it); false when the peer sent a bad one (and is dropped). */
+  private async receive(peer: SwarmPeer, piece: ReceivedPiece): Promise<boolean> {
     const { partial, metrics, logger } = this.ctx;
+    const index = piece.index;
     // Received bytes are counted by the PieceSource (PeerClient), which sees every byte off the wire.
-    if (partial.hasPiece(index)) return true;
+    if (partial.hasPiece(index)) {
+      piece.release();
+      return true;
+    }
     const expected = this.ctx.hashes[index];
     if (expected === undefined) {
       // Relayed before its hash reached the tracker: hold it until a lookup brings the hash.
-      this.parked.set(index, { peer, data });
+      const previous = this.parked.get(index);
+      if (previous !== undefined) previous.piece.release();
+      this.parked.set(index, { peer, piece });
       this.needRefresh = true;
       return true;
     }
-    if (!createHash("sha256").update(data).digest().equals(expected)) {
+    if (!sameHash(piece.sha256, expected)) {
+      piece.release();
       metrics.pieceVerificationFailures.inc();
       logger.warn({ peer: peer.address, agent: peer.agentId, piece: index, digest: partial.digest }, "peer sent a piece that does not match its hash; dropping the peer for this blob");
       this.peers.exclude(peer);
@@ -393,8 +402,12 @@ export class SwarmDownload {
       for (const requests of this.requested.values()) for (const r of requests) if (r.peer === peer) r.controller.abort();
       return false;
     }
-    await partial.writePiece(index, data);
-    this.bytesFromPeers += data.length;
+    try {
+      await partial.writePiece(index, piece.data, piece.sha256);
+    } finally {
+      piece.release();
+    }
+    this.bytesFromPeers += piece.data.length;
     this.lastProgressMs = performance.now();
     this.unannouncedHashes.add(index);
     this.changedSinceAnnounce = true;
@@ -411,10 +424,10 @@ export class SwarmDownload {
       if (this.ctx.signal.aborted) throw error;
       this.ctx.logger.debug({ err: error }, "lookup failed during swarm download; going on with known peers");
     }
-    for (const [index, { peer, data }] of [...this.parked]) {
+    for (const [index, { peer, piece }] of [...this.parked]) {
       if (this.ctx.hashes[index] === undefined) continue;
       this.parked.delete(index);
-      await this.receive(peer, index, data);
+      await this.receive(peer, piece);
     }
   }
 

@@ -2,41 +2,18 @@ import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough, type Readable } from "node:stream";
 import { after, afterEach, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { digestOf } from "../oci/index.js";
 import { FakeUpstream } from "../registry/testing/fake-upstream.js";
-import type { BlobStore } from "../store/blob-store.js";
 import { MemoryTracker, TrackerError, type Tracker } from "../tracker/index.js";
+import { corruptingStore } from "./testing/corrupting-store.js";
 import { SwarmNode } from "./testing/swarm-node.js";
 
 const NAME = "swarm/app";
 const FAST = { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 };
 
-/** A store whose reads flip one byte in every chunk: what a peer with a bad disk or a bad actor serves. */
-function corrupting(store: BlobStore): BlobStore {
-  return new Proxy(store, {
-    get(target, property, receiver) {
-      if (property === "createReadStream") {
-        return async (...args: Parameters<BlobStore["createReadStream"]>): Promise<Readable> => {
-          const stream = await target.createReadStream(...args);
-          const out = new PassThrough();
-          stream.on("data", (chunk: Buffer) => {
-            const copy = Buffer.from(chunk);
-            copy[0] = (copy[0] ?? 0) ^ 0xff;
-            out.write(copy);
-          });
-          stream.on("end", () => out.end());
-          stream.on("error", (e) => out.destroy(e));
-          return out;
-        };
-      }
-      const value: unknown = Reflect.get(target, property, receiver);
-      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  });
-}
+
 
 describe("swarm: many agents, one origin fetch", () => {
   let origin: FakeUpstream;
@@ -84,7 +61,7 @@ describe("swarm: many agents, one origin fetch", () => {
 
   it("a peer serving corrupted pieces is detected and dropped; every copy is still correct", async () => {
     const blob = await origin.addBlob({ size: 8 * 1024 * 1024, seed: "swarm-corrupt" });
-    await startNodes(4, [{ servedStore: corrupting }]);
+    await startNodes(4, [{ servedStore: corruptingStore }]);
     const [bad, ...rest] = nodes;
     assert.ok(bad);
     assert.equal(digestOf((await bad.pull(origin.host, NAME, blob.digest)).bytes), blob.digest);

@@ -1,66 +1,190 @@
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import type { ReadPiecesResponse } from "../gen/peer/v1/peer.js";
+import type { FrameHandler } from "./grpc-wire.js";
 
-// Hand-written codec for ReadPiecesResponse, the only message that carries bulk data. The generated one
-// copies `data` three times on encode (writer chunk, finish, Buffer.from) and once on decode; this one
-// lets the server copy piece bytes straight into the encoded message and the client keep a view of it.
-// The bytes on the wire are the same protobuf message (peer.proto); wire-codec.test.ts checks both
-// directions against the generated codec.
+// Hand-written codec for ReadPiecesResponse, the only message that carries bulk data. The server lays
+// piece bytes straight into the encoded message (one read from the store into a reused buffer), and the
+// client decodes a message as it streams in, handing on the data field's bytes as views of what the
+// connection received. The bytes on the wire are the same protobuf message (peer.proto); wire-codec.test.ts
+// checks both directions against the generated codec.
 
-const TAG_PIECE = (1 << 3) | WireType.Varint;
-const TAG_OFFSET = (2 << 3) | WireType.Varint;
-const TAG_DATA = (3 << 3) | WireType.LengthDelimited;
+const FIELD_PIECE = 1;
+const FIELD_OFFSET = 2;
+const FIELD_DATA = 3;
+const WIRE_VARINT: number = WireType.Varint;
+const WIRE_LENGTH_DELIMITED: number = WireType.LengthDelimited;
+const TAG_PIECE = (FIELD_PIECE << 3) | WireType.Varint;
+const TAG_OFFSET = (FIELD_OFFSET << 3) | WireType.Varint;
+const TAG_DATA = (FIELD_DATA << 3) | WireType.LengthDelimited;
 /** Bytes a chunk message needs beyond its data, at most: three one-byte tags and three uint32 varints. */
 export const MAX_CHUNK_HEADER_BYTES = 3 + 3 * 5;
+/**
+ * Bytes of a message the streaming decoder looks at for the fields before `data`. Our encoder needs at
+ * most MAX_CHUNK_HEADER_BYTES; other encoders (field order, unknown fields) fall back to whole-message decoding.
+ */
+const HEADER_SCAN_BYTES = 64;
 
 /** An encoded ReadPiecesResponse whose `data` field the caller fills in before sending `message`. */
 export interface ChunkMessage {
-  /** The whole encoded message, handed to grpc-js as is. */
+  /** The whole encoded message. */
   readonly message: Buffer;
   /** The `data` field's bytes inside `message`; write the piece bytes here. */
   readonly data: Buffer;
 }
 
 /**
- * Lays out an encoded ReadPiecesResponse for `dataLength` bytes at `offset` of `piece` at the start of
- * `buffer` (at least MAX_CHUNK_HEADER_BYTES + dataLength long, e.g. a reused one).
+ * Lays out an encoded ReadPiecesResponse for `dataLength` bytes at `offset` of `piece` so that it ends
+ * exactly at `end` of `buffer`: the message then starts at `message.byteOffset - buffer.byteOffset`, which
+ * leaves room in front of it for the gRPC message prefix.
  */
-export function chunkMessageIn(buffer: Buffer, piece: number, offset: number, dataLength: number): ChunkMessage {
+export function chunkMessageEndingAt(buffer: Buffer, end: number, piece: number, offset: number, dataLength: number): ChunkMessage {
+  const header = Buffer.allocUnsafe(MAX_CHUNK_HEADER_BYTES);
   let position = 0;
-  buffer[position++] = TAG_PIECE;
-  position = writeVarint(buffer, position, piece);
-  buffer[position++] = TAG_OFFSET;
-  position = writeVarint(buffer, position, offset);
-  buffer[position++] = TAG_DATA;
-  position = writeVarint(buffer, position, dataLength);
-  if (buffer.length < position + dataLength) throw new RangeError(`a ${buffer.length}-byte buffer cannot hold a ${dataLength}-byte chunk`);
-  return { message: buffer.subarray(0, position + dataLength), data: buffer.subarray(position, position + dataLength) };
-}
-
-/** Allocates an encoded ReadPiecesResponse for `dataLength` bytes at `offset` of `piece`. */
-export function allocChunkMessage(piece: number, offset: number, dataLength: number): ChunkMessage {
-  // allocUnsafe: every byte is written, the header here and `data` by the caller.
-  return chunkMessageIn(Buffer.allocUnsafe(MAX_CHUNK_HEADER_BYTES + dataLength), piece, offset, dataLength);
+  header[position++] = TAG_PIECE;
+  position = writeVarint(header, position, piece);
+  header[position++] = TAG_OFFSET;
+  position = writeVarint(header, position, offset);
+  header[position++] = TAG_DATA;
+  position = writeVarint(header, position, dataLength);
+  const start = end - dataLength - position;
+  if (start < 0) throw new RangeError(`a ${buffer.length}-byte buffer cannot hold a ${dataLength}-byte chunk ending at ${end}`);
+  header.copy(buffer, start, 0, position);
+  return { message: buffer.subarray(start, end), data: buffer.subarray(start + position, end) };
 }
 
 /** Encodes a whole ReadPiecesResponse (tests and small messages). */
 export function encodeChunk(piece: number, offset: number, data: Uint8Array): Buffer {
-  const chunk = allocChunkMessage(piece, offset, data.byteLength);
+  const buffer = Buffer.allocUnsafe(MAX_CHUNK_HEADER_BYTES + data.byteLength);
+  const chunk = chunkMessageEndingAt(buffer, buffer.length, piece, offset, data.byteLength);
   chunk.data.set(data);
   return chunk.message;
 }
 
-/** Decodes a ReadPiecesResponse; `data` is a view of `buffer`, not a copy. Throws on malformed input. */
-export function decodeChunk(buffer: Buffer): ReadPiecesResponse {
+/** Where ChunkDecoder hands what it decodes. */
+export interface ChunkSink {
+  /** A message begins: `length` bytes of `piece` from `offset` on follow through onChunkData. */
+  onChunkStart(piece: number, offset: number, length: number): void;
+  /** The next bytes of the current message's data; a view valid only during the call. */
+  onChunkData(bytes: Buffer): void;
+}
+
+/**
+ * Decodes ReadPiecesResponse messages as their bytes arrive (a FrameHandler under a MessageFramer).
+ * When `data` is the message's last field (always, from Shoal's encoder), its bytes are handed on as they
+ * stream in, without a copy; any other layout is decoded once the whole message is there.
+ */
+export class ChunkDecoder implements FrameHandler {
+  private readonly header = Buffer.alloc(HEADER_SCAN_BYTES);
+  private headerFilled = 0;
+  private messageLength = 0;
+  private mode: "header" | "data" | "whole" = "header";
+  private parts: Buffer[] = [];
+
+  constructor(private readonly sink: ChunkSink) {}
+
+  onMessageStart(length: number): void {
+    this.messageLength = length;
+    this.headerFilled = 0;
+    this.mode = "header";
+    this.parts = [];
+  }
+
+  onMessageData(bytes: Buffer): void {
+    if (this.mode === "data") {
+      this.sink.onChunkData(bytes);
+      return;
+    }
+    if (this.mode === "whole") {
+      this.parts.push(Buffer.from(bytes));
+      return;
+    }
+    const take = Math.min(bytes.byteLength, HEADER_SCAN_BYTES - this.headerFilled);
+    bytes.copy(this.header, this.headerFilled, 0, take);
+    this.headerFilled += take;
+    const scan = scanHeader(this.header.subarray(0, this.headerFilled), this.messageLength);
+    if (scan.kind === "streaming") {
+      this.mode = "data";
+      this.sink.onChunkStart(scan.piece, scan.offset, scan.dataLength);
+      // Bytes of this chunk past the header are data.
+      const dataFrom = scan.headerBytes - (this.headerFilled - take);
+      if (dataFrom < bytes.byteLength) this.sink.onChunkData(bytes.subarray(dataFrom));
+    } else if (scan.kind === "whole" || this.headerFilled === HEADER_SCAN_BYTES) {
+      this.mode = "whole";
+      this.parts = [Buffer.from(this.header.subarray(0, this.headerFilled))];
+      if (take < bytes.byteLength) this.parts.push(Buffer.from(bytes.subarray(take)));
+    }
+  }
+
+  onMessageEnd(): void {
+    if (this.mode === "data") return;
+    const message = this.mode === "whole" ? Buffer.concat(this.parts) : this.header.subarray(0, this.headerFilled);
+    const { piece, offset, data } = decodeChunk(message);
+    this.sink.onChunkStart(piece, offset, data.byteLength);
+    if (data.byteLength > 0) this.sink.onChunkData(data);
+    this.parts = [];
+  }
+}
+
+type HeaderScan =
+  | { readonly kind: "streaming"; readonly piece: number; readonly offset: number; readonly dataLength: number; readonly headerBytes: number }
+  | { readonly kind: "whole" }
+  | { readonly kind: "more" };
+
+/**
+ * Reads the fields in front of `data` from the first bytes of a message: "streaming" when `data` follows
+ * and runs to the message's end, "whole" when the message is laid out otherwise, "more" when the bytes
+ * seen so far do not tell yet.
+ */
+function scanHeader(bytes: Buffer, messageLength: number): HeaderScan {
+  let position = 0;
+  let piece = 0;
+  let offset = 0;
+  while (position < bytes.byteLength) {
+    const tag = readVarint(bytes, position);
+    if (tag === undefined) return { kind: "more" };
+    position = tag.next;
+    const field = tag.value >>> 3;
+    const wireType = tag.value & 7;
+    if (wireType === WIRE_VARINT) {
+      const value = readVarint(bytes, position);
+      if (value === undefined) return { kind: "more" };
+      position = value.next;
+      if (field === FIELD_PIECE) piece = value.value;
+      else if (field === FIELD_OFFSET) offset = value.value;
+    } else if (wireType === WIRE_LENGTH_DELIMITED && field === FIELD_DATA) {
+      const length = readVarint(bytes, position);
+      if (length === undefined) return { kind: "more" };
+      if (length.next + length.value !== messageLength) return { kind: "whole" };
+      return { kind: "streaming", piece, offset, dataLength: length.value, headerBytes: length.next };
+    } else {
+      return { kind: "whole" };
+    }
+  }
+  return { kind: "more" };
+}
+
+/** A uint32 varint at `position` (longer ones wrap as protobuf's uint32 does); undefined if incomplete. */
+function readVarint(bytes: Buffer, position: number): { value: number; next: number } | undefined {
+  let value = 0;
+  for (let i = 0; i < 10; i++) {
+    const byte = bytes[position + i];
+    if (byte === undefined) return undefined;
+    if (i < 5) value |= (byte & 0x7f) << (7 * i);
+    if ((byte & 0x80) === 0) return { value: value >>> 0, next: position + i + 1 };
+  }
+  throw new RangeError("varint longer than 10 bytes");
+}
+
+/** Decodes a whole ReadPiecesResponse; `data` is a view of `buffer`. Throws on malformed input. */
+export function decodeChunk(buffer: Buffer): { piece: number; offset: number; data: Buffer } {
   const reader = new BinaryReader(buffer);
   let piece = 0;
   let offset = 0;
   let data: Uint8Array = EMPTY;
   while (reader.pos < reader.len) {
     const [field, wireType] = reader.tag();
-    if (field === 1 && wireType === WireType.Varint) piece = reader.uint32();
-    else if (field === 2 && wireType === WireType.Varint) offset = reader.uint32();
-    else if (field === 3 && wireType === WireType.LengthDelimited) data = reader.bytes();
+    if (field === FIELD_PIECE && wireType === WireType.Varint) piece = reader.uint32();
+    else if (field === FIELD_OFFSET && wireType === WireType.Varint) offset = reader.uint32();
+    else if (field === FIELD_DATA && wireType === WireType.LengthDelimited) data = reader.bytes();
     else reader.skip(wireType, field);
   }
   if (reader.pos !== reader.len) throw new RangeError("truncated ReadPiecesResponse");

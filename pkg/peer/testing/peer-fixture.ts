@@ -2,16 +2,15 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream } from "@grpc/grpc-js";
+import { type MethodDefinition, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream } from "@grpc/grpc-js";
 import { pino, type Logger } from "pino";
-import type { ReadPiecesRequest } from "../../gen/peer/v1/peer.js";
+import { PeerServiceService, type ReadPiecesRequest, type StatRequest, type StatResponse } from "../../gen/peer/v1/peer.js";
 import { digestOf, type Digest } from "../../oci/index.js";
 import { choosePieceSize, pieceSpan } from "../../piece/index.js";
 import { DiskBlobStore, type BlobStore, type PartialBlob } from "../../store/index.js";
 import { PeerClient, type PeerClientOptions } from "../peer-client.js";
 import type { ReceivedPiece } from "../piece-source.js";
 import { PeerServer, type PeerServerOptions } from "../peer-server.js";
-import { peerService } from "../peer-service.js";
 import { encodeChunk } from "../wire-codec.js";
 
 export const MiB = 1024 * 1024;
@@ -109,10 +108,26 @@ export interface FakeCall {
   end(): void;
 }
 
-/** Starts a PeerService whose ReadPieces does whatever `handler` says: good, bad and silent peers. */
+/**
+ * PeerService as grpc-js serves it in the fakes below: the generated definition, with ReadPieces responses
+ * sent as already encoded messages, so a fake can send any bytes (malformed ones included).
+ */
+const fakePeerService = {
+  stat: PeerServiceService.stat as MethodDefinition<StatRequest, StatResponse>,
+  readPieces: {
+    ...PeerServiceService.readPieces,
+    responseSerialize: (message: Buffer): Buffer => message,
+    responseDeserialize: (message: Buffer): Buffer => message,
+  },
+};
+
+/**
+ * Starts a PeerService on grpc-js (a gRPC implementation other than Shoal's own, so every fake also checks
+ * that the client speaks plain gRPC) whose ReadPieces does whatever `handler` says: good, bad and silent peers.
+ */
 export async function startFakePeer(fixture: PeerFixture, handler: (call: FakeCall) => void): Promise<string> {
   const server = new Server();
-  server.addService(peerService, {
+  server.addService(fakePeerService, {
     stat: (_call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
       callback({ code: status.UNIMPLEMENTED });
     },

@@ -1,0 +1,150 @@
+import { constants as h2, type ServerHttp2Stream } from "node:http2";
+import type { BlobReader } from "../store/index.js";
+import type { TokenBucket } from "../throttle/index.js";
+import { PeerStatus } from "./grpc-status.js";
+import { GRPC_CONTENT_TYPE, GrpcStatus, MESSAGE_PREFIX_BYTES, writeMessagePrefix } from "./grpc-wire.js";
+import { MESSAGE_DATA_BYTES } from "./peer-service.js";
+import { chunkMessageEndingAt, MAX_CHUNK_HEADER_BYTES } from "./wire-codec.js";
+
+/**
+ * Messages a call may have written but not yet flushed to the connection: enough to keep the socket busy
+ * while the next piece is read from disk, few enough that a call's memory stays at a few MiB.
+ */
+export const MAX_QUEUED_MESSAGES = 4;
+/** Idle message buffers kept for reuse, server-wide. */
+const MAX_POOLED_MESSAGES = 16;
+/** Default for a client that stops reading: its call is cut after this long without a flushed message. */
+export const DEFAULT_SEND_STALL_TIMEOUT_MS = 30_000;
+
+/**
+ * Message buffers reused once a write has been flushed (HTTP/2 writes hand the buffer to the connection
+ * without copying it, so a buffer is free again only when its write's callback fires). Recycling them,
+ * instead of allocating a fresh megabyte per message, saves page faults and garbage collections.
+ */
+export class MessagePool {
+  private readonly free: Buffer[] = [];
+  readonly bufferBytes = MESSAGE_PREFIX_BYTES + MAX_CHUNK_HEADER_BYTES + MESSAGE_DATA_BYTES;
+
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.bufferBytes);
+  }
+
+  give(buffer: Buffer): void {
+    if (this.free.length < MAX_POOLED_MESSAGES) this.free.push(buffer);
+  }
+}
+
+export interface PieceWriterOptions {
+  readonly stream: ServerHttp2Stream;
+  /** Aborted when the call is cancelled or the server closes: stops reading and waiting at once. */
+  readonly signal: AbortSignal;
+  readonly pool: MessagePool;
+  /** Node-wide upload rate; undefined = uncapped. */
+  readonly bucket?: TokenBucket | undefined;
+  readonly sendStallTimeoutMs?: number | undefined;
+  /** Called with the piece bytes of each message once it has been flushed to the connection. */
+  readonly onSent?: ((bytes: number) => void) | undefined;
+}
+
+/**
+ * Writes pieces to one ReadPieces call as ~1 MiB gRPC messages. Each message's bytes are read from the
+ * store straight into a pooled buffer behind the message's prefix and header, and handed to HTTP/2 as
+ * one write: one copy per byte (disk cache to buffer) on this side. It reads only as fast as the call
+ * flushes, so memory per call stays flat whatever the blob size.
+ */
+export class PieceWriter {
+  private queued = 0;
+  private started = false;
+  private wake: (() => void) | undefined;
+  private lastFlushMs = performance.now();
+  private readonly notify = (): void => {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  };
+
+  constructor(private readonly options: PieceWriterOptions) {
+    options.stream.on("drain", this.notify);
+    options.signal.addEventListener("abort", this.notify);
+  }
+
+  dispose(): void {
+    this.options.stream.off("drain", this.notify);
+    this.options.signal.removeEventListener("abort", this.notify);
+  }
+
+  /** Streams piece `index`, `length` bytes of the blob from `start`, as chunk messages. */
+  async sendPiece(reader: BlobReader, index: number, start: number, length: number): Promise<void> {
+    this.respond();
+    for (let offset = 0; offset < length; ) {
+      const dataLength = Math.min(MESSAGE_DATA_BYTES, length - offset);
+      const buffer = this.options.pool.take();
+      let handedOver = false;
+      try {
+        const chunk = chunkMessageEndingAt(buffer, buffer.byteLength, index, offset, dataLength);
+        const messageStart = chunk.message.byteOffset - buffer.byteOffset;
+        writeMessagePrefix(buffer, messageStart - MESSAGE_PREFIX_BYTES, chunk.message.byteLength);
+        await reader.read(chunk.data, start + offset);
+        const { bucket, signal } = this.options;
+        if (bucket !== undefined) await bucket.take(dataLength, signal);
+        signal.throwIfAborted();
+        handedOver = true;
+        this.write(buffer.subarray(messageStart - MESSAGE_PREFIX_BYTES), buffer, dataLength);
+      } finally {
+        if (!handedOver) this.options.pool.give(buffer);
+      }
+      offset += dataLength;
+      await this.whileBacklogged();
+    }
+  }
+
+  /** Ends the call with status OK once everything written is flushed. */
+  finish(): void {
+    this.respond();
+    const { stream } = this.options;
+    stream.once("wantTrailers", () => {
+      stream.sendTrailers({ "grpc-status": String(GrpcStatus.OK) });
+    });
+    stream.end();
+  }
+
+  /** Response headers go out with the first piece; trailers follow the last (waitForTrailers). */
+  private respond(): void {
+    if (this.started) return;
+    this.started = true;
+    this.options.stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+  }
+
+  private write(message: Buffer, owner: Buffer, dataBytes: number): void {
+    const { stream, pool, onSent } = this.options;
+    this.queued++;
+    stream.write(message, (error?: Error | null) => {
+      this.queued--;
+      pool.give(owner);
+      this.lastFlushMs = performance.now();
+      if (error == null) onSent?.(dataBytes);
+      this.notify();
+    });
+  }
+
+  /**
+   * Never reads ahead of what the call accepts: waits for 'drain' after the stream's buffer filled, and
+   * keeps at most MAX_QUEUED_MESSAGES unflushed in any case. A client that reads nothing for the stall
+   * timeout loses the call (its upload slot is freed for others).
+   */
+  private async whileBacklogged(): Promise<void> {
+    const { stream, signal } = this.options;
+    const stallMs = this.options.sendStallTimeoutMs ?? DEFAULT_SEND_STALL_TIMEOUT_MS;
+    while (!signal.aborted && (stream.writableNeedDrain || this.queued >= MAX_QUEUED_MESSAGES)) {
+      const waitedMs = performance.now() - this.lastFlushMs;
+      if (waitedMs >= stallMs) throw new PeerStatus(GrpcStatus.DEADLINE_EXCEEDED, `the client read nothing for ${Math.round(waitedMs)} ms`);
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        timer = setTimeout(resolve, stallMs - waitedMs);
+      });
+      clearTimeout(timer);
+    }
+    signal.throwIfAborted();
+  }
+}
