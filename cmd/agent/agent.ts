@@ -1,14 +1,7 @@
-import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import { join } from "node:path";
 import type { Logger } from "pino";
 import { AgentMetrics, MetricsServer } from "../../pkg/metrics/index.js";
-import { InventorySync } from "../../pkg/peer/inventory.js";
-import { TrackerManifestPeers } from "../../pkg/peer/manifest-peers.js";
-import { PeerClient } from "../../pkg/peer/peer-client.js";
-import { PeerServer } from "../../pkg/peer/peer-server.js";
-import { PieceHashIndex } from "../../pkg/peer/piece-hashes.js";
-import { SwarmFetcher } from "../../pkg/peer/swarm-fetcher.js";
+import { AgentSwarm } from "../../pkg/peer/index.js";
 import type { BlobFetcher, ClusterTags, ManifestPeers } from "../../pkg/registry/index.js";
 import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 import { Mirror, MirrorServer, OriginFetcher, UpstreamClient, loadDockerConfig } from "../../pkg/registry/index.js";
@@ -19,9 +12,6 @@ import { type AgentOptions, upstreamMap } from "./options.js";
 
 /** The configure report is a small local file; a hung filesystem must not hold up the start. */
 const REPORT_READ_TIMEOUT_MS = 5_000;
-
-/** How often the agent's upload load is handed to the tracker client for its heartbeats. */
-const LOAD_REPORT_INTERVAL_MS = 1_000;
 
 export interface RunningAgent {
   readonly mirrorUrl: string;
@@ -66,50 +56,33 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     let clusterTags: ClusterTags | undefined;
     let peerAddress: string | undefined;
     if (options.tracker !== undefined) {
-      const peerServer = await PeerServer.start({
-        ...options.peerAddr,
+      const trackerAddress = `${hostForUrl(options.tracker.host)}:${options.tracker.port}`;
+      const swarm = await AgentSwarm.start({
         store,
+        origin: originFetcher,
+        listen: options.peerAddr,
+        advertise: options.peerAdvertiseAddr,
+        nodeName: options.nodeName ?? hostname(),
+        zone: options.zone,
+        tracker: (identity) =>
+          new GrpcTrackerClient({
+            address: trackerAddress,
+            identity,
+            logger: logger.child({ component: "tracker-client" }),
+            onConnectionChange: (connected) => {
+              metrics.trackerConnected.set(connected ? 1 : 0);
+            },
+          }),
         uploadBytesPerSecond: options.uploadRate,
         maxConcurrentUploads: options.maxUploads,
         metrics,
-        logger: logger.child({ component: "peer-server" }),
+        logger,
       });
-      cleanups.unshift(() => peerServer.close());
-      const advertised = options.peerAdvertiseAddr ?? { host: options.peerAddr.host, port: Number(peerServer.address.split(":").at(-1)) };
-      peerAddress = `${hostForUrl(advertised.host)}:${advertised.port}`;
-      // The swarm scheduler needs the id and zone the tracker knows this agent by (zone preference, byte counts).
-      const self = { agentId: randomUUID(), zone: options.zone };
-      const tracker = new GrpcTrackerClient({
-        address: `${hostForUrl(options.tracker.host)}:${options.tracker.port}`,
-        identity: { ...self, nodeName: options.nodeName ?? hostname(), peerAddress },
-        logger: logger.child({ component: "tracker-client" }),
-        onConnectionChange: (connected) => {
-          metrics.trackerConnected.set(connected ? 1 : 0);
-        },
-      });
-      cleanups.unshift(() => tracker.close());
-      // The tracker ranks holders by load: report the upload streams in each heartbeat.
-      const loadTimer = setInterval(() => {
-        tracker.setActiveUploads(peerServer.activeUploads);
-      }, LOAD_REPORT_INTERVAL_MS).unref();
-      cleanups.unshift(() => {
-        clearInterval(loadTimer);
-        return Promise.resolve();
-      });
-      const peerClient = new PeerClient({ logger: logger.child({ component: "peer-client" }), metrics });
-      cleanups.unshift(() => {
-        peerClient.close();
-        return Promise.resolve();
-      });
-      const hashIndex = new PieceHashIndex(join(options.dataDir, "piece-hashes"));
-      const swarm = new SwarmFetcher({ store, tracker, pieces: peerClient, origin: originFetcher, hashIndex, metrics, self, logger: logger.child({ component: "swarm" }) });
       cleanups.unshift(() => swarm.close());
-      fetcher = swarm;
-      clusterTags = tracker;
-      manifestPeers = new TrackerManifestPeers({ tracker, pieces: peerClient, logger: logger.child({ component: "manifest-peers" }) });
-      const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (digest) => swarm.completedHashes(digest), logger: logger.child({ component: "inventory" }) });
-      await inventory.start();
-      cleanups.unshift(() => inventory.stop());
+      peerAddress = swarm.peerAddress;
+      fetcher = swarm.fetcher;
+      clusterTags = swarm.tracker;
+      manifestPeers = swarm.manifestPeers;
     }
     const mirror = new Mirror({
       store,

@@ -7,7 +7,8 @@ import { LayoutRegistry } from "../../pkg/origin/index.js";
 import { type DemoOptions, demoOptionSpecs } from "./options.js";
 import { ProgressView, formatMB } from "./progress-view.js";
 import { pullRound } from "./pull-round.js";
-import { type DemoResult, type NodeResult, type Rates, bounds, describeSetup, formatReport, offloadPercent } from "./report.js";
+import { procStatsIfAvailable } from "../../pkg/metrics/index.js";
+import { type DemoResult, type NodeResult, type Rates, bounds, cpuSecondsPerGB, describeSetup, duplicatePeerBytes, formatReport, offloadPercent } from "./report.js";
 import { Swarm } from "./swarm.js";
 
 const SUMMARY = [
@@ -112,6 +113,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     say(`\n${describeSetup(options.nodes, imageBytes, options.layers, rates)}\n\nP2P: every node pulls through its own agent`);
     const p2pOriginBefore = origin.bytesServed;
     const running = swarm;
+    const cpuBefore = await Promise.all(swarm.nodes.map((n) => procStatsIfAvailable(n.process.pid)));
     const p2p = await pullRound({
       targets: swarm.nodes.map((n) => ({ name: n.name, baseUrl: n.mirrorUrl, ns: origin.host })),
       repository: REPOSITORY,
@@ -130,6 +132,8 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
         const node = running.nodes[i];
         if (node === undefined) throw new Error(`no node for ${outcome.name}`);
         const bytes = await running.nodeBytes(node, signal);
+        const before = cpuBefore[i];
+        const after = await procStatsIfAvailable(node.process.pid);
         return {
           name: outcome.name,
           seconds: roundSeconds(outcome.seconds),
@@ -138,6 +142,9 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
           bytesFromPeers: bytes.peers,
           bytesFromLocal: bytes.local,
           bytesToPeers: bytes.sentToPeers,
+          duplicatePeerBytes: duplicatePeerBytes(imageBytes, bytes),
+          agentCpuSeconds: before === undefined || after === undefined ? null : Math.round((after.cpuSeconds - before.cpuSeconds) * 100) / 100,
+          agentPeakRssBytes: after?.peakRssBytes ?? null,
           digestsVerified: outcome.digestsVerified,
           complete: outcome.bytes === imageBytes,
         };
@@ -174,12 +181,17 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       clientServerOriginBytes: clientServer?.originBytes ?? null,
       boundSeconds: roundSeconds(bound.p2p),
       clientServerBoundSeconds: roundSeconds(bound.clientServer),
+      agentCpuSecondsPerGB: roundHundredths(cpuSecondsPerGB(nodes, options.nodes * imageBytes)),
       nodes,
     };
   } finally {
     await swarm?.stop();
     await origin.close();
   }
+}
+
+function roundHundredths(value: number | null): number | null {
+  return value === null ? null : Math.round(value * 100) / 100;
 }
 
 /** Milliseconds are all the precision these timings have. */

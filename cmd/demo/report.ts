@@ -1,9 +1,9 @@
 import { distributionBounds } from "../../pkg/bounds/index.js";
 import { formatMB } from "./progress-view.js";
 
+const GB = 1e9;
+
 const MB = 1e6;
-/** Above this many times N·F received by all nodes, the table explains the surplus. */
-const DUPLICATE_NOTE_THRESHOLD = 1.02;
 
 export interface NodeResult {
   readonly name: string;
@@ -16,6 +16,12 @@ export interface NodeResult {
   readonly bytesFromLocal: number;
   /** What the node's agent uploaded to the others. */
   readonly bytesToPeers: number;
+  /** Peer bytes received beyond what the node needed (pieces received twice: hedged, endgame, relays). */
+  readonly duplicatePeerBytes: number;
+  /** CPU seconds the node's agent spent during the round (user + system, /proc); null where not measurable. */
+  readonly agentCpuSeconds: number | null;
+  /** The agent's peak resident set size (VmHWM) by the end of the round, bytes; null where not measurable. */
+  readonly agentPeakRssBytes: number | null;
   /** Manifests and blobs whose digest the puller checked: every one it fetched. */
   readonly digestsVerified: number;
   readonly complete: boolean;
@@ -46,6 +52,8 @@ export interface DemoResult {
   readonly boundSeconds: number;
   /** max(N·F/u_s, F/d). */
   readonly clientServerBoundSeconds: number;
+  /** All agents' CPU seconds during the round per GB pulled (N·F); null where not measurable. */
+  readonly agentCpuSecondsPerGB: number | null;
   readonly nodes: readonly NodeResult[];
 }
 
@@ -53,6 +61,17 @@ export interface DemoResult {
 export function bounds(imageBytes: number, nodes: number, rates: Rates): { p2p: number; clientServer: number } {
   const b = distributionBounds(imageBytes, nodes, rates);
   return { p2p: b.p2pSeconds, clientServer: b.clientServerSeconds };
+}
+
+/** Peer bytes received beyond what the node needed: F minus what came from the origin and its own store. */
+export function duplicatePeerBytes(imageBytes: number, bytes: { readonly origin: number; readonly peers: number; readonly local: number }): number {
+  return Math.max(0, bytes.peers - Math.max(0, imageBytes - bytes.origin - bytes.local));
+}
+
+/** CPU seconds per GB pulled, from every agent's CPU; null when any is unknown. */
+export function cpuSecondsPerGB(nodes: readonly { readonly agentCpuSeconds: number | null }[], pulledBytes: number): number | null {
+  if (pulledBytes <= 0 || nodes.some((n) => n.agentCpuSeconds === null)) return null;
+  return nodes.reduce((total, n) => total + (n.agentCpuSeconds ?? 0), 0) / (pulledBytes / GB);
 }
 
 export function offloadPercent(originBytes: number, pulledBytes: number): number {
@@ -76,16 +95,38 @@ function ratio(value: number, bound: number): string {
 
 /** The closing table: per node, then the swarm against client-server and the bounds. */
 export function formatReport(result: DemoResult): string {
-  const columns = ["node", "time", "from origin", "from peers", "from local", "sent to peers"];
-  const rows = result.nodes.map((n) => [n.name, `${n.seconds.toFixed(1)} s`, formatMB(n.bytesFromOrigin), formatMB(n.bytesFromPeers), formatMB(n.bytesFromLocal), formatMB(n.bytesToPeers)]);
+  const columns = ["node", "time", "from origin", "from peers", "duplicates", "from local", "sent to peers", "agent CPU", "peak RSS"];
+  const cpu = (n: NodeResult): string => (n.agentCpuSeconds === null ? "-" : `${n.agentCpuSeconds.toFixed(1)} s`);
+  const rss = (n: NodeResult): string => (n.agentPeakRssBytes === null ? "-" : formatMB(n.agentPeakRssBytes));
+  const rows = result.nodes.map((n) => [
+    n.name,
+    `${n.seconds.toFixed(1)} s`,
+    formatMB(n.bytesFromOrigin),
+    formatMB(n.bytesFromPeers),
+    formatMB(n.duplicatePeerBytes),
+    formatMB(n.bytesFromLocal),
+    formatMB(n.bytesToPeers),
+    cpu(n),
+    rss(n),
+  ]);
   const sum = (pick: (n: NodeResult) => number): number => result.nodes.reduce((total, n) => total + pick(n), 0);
-  rows.push(["all", `${result.p2pSeconds.toFixed(1)} s`, formatMB(sum((n) => n.bytesFromOrigin)), formatMB(sum((n) => n.bytesFromPeers)), formatMB(sum((n) => n.bytesFromLocal)), formatMB(sum((n) => n.bytesToPeers))]);
+  const cpuTotal = result.nodes.every((n) => n.agentCpuSeconds !== null) ? `${sum((n) => n.agentCpuSeconds ?? 0).toFixed(1)} s` : "-";
+  rows.push([
+    "all",
+    `${result.p2pSeconds.toFixed(1)} s`,
+    formatMB(sum((n) => n.bytesFromOrigin)),
+    formatMB(sum((n) => n.bytesFromPeers)),
+    formatMB(sum((n) => n.duplicatePeerBytes)),
+    formatMB(sum((n) => n.bytesFromLocal)),
+    formatMB(sum((n) => n.bytesToPeers)),
+    cpuTotal,
+    "",
+  ]);
   const lines = table([columns, ...rows], 1);
   const pulled = result.nodeCount * result.imageBytes;
-  const received = sum((n) => n.bytesFromOrigin + n.bytesFromPeers);
-  if (received > pulled * DUPLICATE_NOTE_THRESHOLD) {
-    lines.push(`  (from peers counts every piece received: ${formatMB(received - pulled)} were duplicates from endgame and hedged requests)`);
-  }
+  const duplicates = sum((n) => n.duplicatePeerBytes);
+  if (duplicates > 0) lines.push(`  duplicates: peer bytes received beyond what a node needed, ${((100 * duplicates) / Math.max(1, pulled)).toFixed(1)}% of the bytes pulled`);
+  if (result.agentCpuSecondsPerGB !== null) lines.push(`  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F)`);
   const copies = result.imageBytes > 0 ? result.originBytes / result.imageBytes : 0;
   lines.push("", `  origin sent ${formatMB(result.originBytes)} for ${result.nodeCount} x ${formatMB(result.imageBytes)} pulled (${copies.toFixed(2)} copies): origin offload ${result.offloadPercent.toFixed(1)}%`, "");
   const comparison = [["", "time", "vs P2P bound", "origin sent"]];

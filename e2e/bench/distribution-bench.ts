@@ -13,7 +13,7 @@ import { type NodePullResult, median, pullRound } from "../netns/pull-round.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { renderChart } from "./distribution-chart.js";
 import { type Arm, BenchUsageError, type DistributionBenchOptions, USAGE, parseDistributionBenchArgs } from "./distribution-options.js";
-import { procStats } from "./proc-stats.js";
+import { procStats } from "../../pkg/metrics/index.js";
 
 const MIB = 1024 * 1024;
 const MB = 1e6;

@@ -11,7 +11,7 @@ import { writeRandomBlob } from "../../pkg/imagegen/index.js";
 import { DockerRegistry } from "../support/docker-registry.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { ShoalAgent } from "../support/shoal-agent.js";
-import { procStats } from "./proc-stats.js";
+import { procStats } from "../../pkg/metrics/index.js";
 
 const REPO = "bench/blob";
 const MB = 1e6;

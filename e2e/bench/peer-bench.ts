@@ -23,7 +23,7 @@ import { PeerServer } from "../../pkg/peer/peer-server.js";
 import { choosePieceSize, pieceCount, sameHash } from "../../pkg/piece/index.js";
 import { DiskBlobStore } from "../../pkg/store/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
-import { procStats, type ProcStats } from "./proc-stats.js";
+import { procStats, type ProcStats } from "../../pkg/metrics/index.js";
 
 const MB = 1e6;
 const GB = 1e9;

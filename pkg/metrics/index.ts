@@ -1,3 +1,4 @@
 export * from "./agent-metrics.js";
 export * from "./controller-metrics.js";
 export * from "./metrics-server.js";
+export * from "./proc-stats.js";

@@ -1,24 +1,21 @@
 import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
-import type { BlobInfo, BlobStore } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
-import { choosePieceSize, pieceCount } from "../piece/index.js";
-import type { Tracker } from "../tracker/tracker.js";
-import { type PieceHashIndex, hashStoredPieces } from "./piece-hashes.js";
+import type { BlobInfo, BlobStore } from "../store/index.js";
+import { isStoreError } from "../store/index.js";
+import type { Tracker } from "../tracker/index.js";
 
 export interface InventoryOptions {
   readonly store: BlobStore;
   readonly tracker: Tracker;
-  readonly hashIndex: PieceHashIndex;
-  /** Hashes a fetcher is still computing for a blob it just completed. */
-  readonly pendingHashes: (digest: Digest) => Promise<readonly Uint8Array[] | undefined> | undefined;
   readonly logger: Logger;
 }
 
 /**
  * Keeps the tracker's view of this agent's store: every complete blob announced with its piece hashes
- * (at start, and when one is added), every removed blob withdrawn. The tracker client re-sends the whole
- * inventory after each reconnect. Work is serialized so start-up hashing never competes with itself.
+ * (at start, and when one is added), every removed blob withdrawn. The hashes come from the store, which
+ * records them as blobs are written (and computes them once for blobs stored without). The tracker client
+ * re-sends the whole inventory after each reconnect. Work is serialized so start-up hashing of old blobs
+ * never competes with itself.
  */
 export class InventorySync {
   private queue: Promise<void> = Promise.resolve();
@@ -54,36 +51,26 @@ export class InventorySync {
   }
 
   private async announce(blob: BlobInfo): Promise<void> {
-    const { hashIndex, tracker } = this.options;
-    const pieceSize = choosePieceSize(blob.size);
-    let hashes = (await this.options.pendingHashes(blob.digest)) ?? (await hashIndex.get(blob.digest));
-    if (hashes?.length !== pieceCount(blob.size, pieceSize)) {
-      hashes = await this.hashStored(blob, pieceSize);
-      if (hashes === undefined) return;
-      await hashIndex.put(blob.digest, hashes);
+    let hashes;
+    try {
+      hashes = await this.options.store.pieceHashes(blob.digest, this.controller.signal);
+    } catch (error) {
+      // Evicted meanwhile: there is nothing to announce.
+      if (isStoreError(error, "ERR_STORE_BLOB_NOT_FOUND")) return;
+      throw error;
     }
-    tracker.announce({
+    if (hashes === undefined) return;
+    this.options.tracker.announce({
       digest: blob.digest,
       size: blob.size,
-      pieceSize,
+      pieceSize: hashes.pieceSize,
       complete: true,
-      pieceHashes: hashes.map((sha256, index) => ({ index, sha256 })),
+      pieceHashes: hashes.hashes.map((sha256, index) => ({ index, sha256 })),
     });
   }
 
-  /** Piece hashes of a stored blob that has none recorded (cached before, or a manifest). */
-  private async hashStored(blob: BlobInfo, pieceSize: number): Promise<Uint8Array[] | undefined> {
-    try {
-      return await hashStoredPieces(this.options.store, blob, pieceSize, this.controller.signal);
-    } catch (error) {
-      // Evicted meanwhile: there is nothing to announce.
-      if (isStoreError(error, "ERR_STORE_BLOB_NOT_FOUND")) return undefined;
-      throw error;
-    }
-  }
-
-  private async remove(digest: Digest): Promise<void> {
+  private remove(digest: Digest): Promise<void> {
     this.options.tracker.withdraw(digest);
-    await this.options.hashIndex.delete(digest);
+    return Promise.resolve();
   }
 }

@@ -99,7 +99,12 @@ export class PeerClient implements PieceSource {
     return this.pool.size;
   }
 
-  async *readPieces(peerAddress: string, request: PieceReadRequest, signal: AbortSignal): AsyncGenerator<ReceivedPiece, void, undefined> {
+  async *readPieces(
+    peerAddress: string,
+    request: PieceReadRequest,
+    signal: AbortSignal,
+    onData?: (bytes: number) => void,
+  ): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
     const body = ReadPiecesRequest.encode({ digest: request.digest, pieceSize: request.pieceSize, pieces: [...request.pieces], waitMs: request.waitMs }).finish();
     const received = this.options.metrics?.peerBytesReceived;
@@ -111,6 +116,7 @@ export class PeerClient implements PieceSource {
     const stallMs = this.stallTimeoutMs + request.waitMs;
     const call = this.start(peerAddress, PEER_METHODS.readPieces, body, signal, stallMs, (chunk) => {
       framer.push(chunk);
+      onData?.(chunk.byteLength);
       return receiver.pending >= MAX_READY_PIECES;
     });
     try {

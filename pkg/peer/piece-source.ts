@@ -27,5 +27,6 @@ export interface ReceivedPiece {
  * consumer takes are its to release; the iterator releases those it never handed over.
  */
 export interface PieceSource {
-  readPieces(peerAddress: string, request: PieceReadRequest, signal: AbortSignal): AsyncIterable<ReceivedPiece>;
+  /** `onData` is told of every batch of bytes as it arrives: progress, before whole pieces are there. */
+  readPieces(peerAddress: string, request: PieceReadRequest, signal: AbortSignal, onData?: (bytes: number) => void): AsyncIterable<ReceivedPiece>;
 }

@@ -1,7 +1,4 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { digestOf } from "../oci/index.js";
@@ -16,18 +13,15 @@ const NODES = 6;
 
 describe("swarm fan-out (super-seeding)", () => {
   let origin: FakeUpstream;
-  let hashDir: string;
   let nodes: SwarmNode[] = [];
   const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
 
   before(async () => {
     origin = await FakeUpstream.start();
-    hashDir = await mkdtemp(join(tmpdir(), "shoal-fanout-"));
   });
   after(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
     await origin.close();
-    await rm(hashDir, { recursive: true, force: true });
   });
 
   it("fresh pieces leave the grantee about once; the downloaders relay them to each other", async (t) => {
@@ -37,7 +31,7 @@ describe("swarm fan-out (super-seeding)", () => {
     const tracker = new MemoryTracker({ logger, grantStallTimeoutMs: 1_000 });
     nodes = await Promise.all(
       Array.from({ length: NODES }, (_, i) =>
-        SwarmNode.start({ name: `fan-${i}`, tracker, origin: { host: origin.host, url: origin.url }, hashDir, tuning: FAST, uploadBytesPerSecond: 8 * MiB }),
+        SwarmNode.start({ name: `fan-${i}`, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, uploadBytesPerSecond: 8 * MiB }),
       ),
     );
     const results = await Promise.all(nodes.map((n) => n.pull(origin.host, NAME, blob.digest)));

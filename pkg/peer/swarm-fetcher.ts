@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
@@ -6,10 +5,9 @@ import type { Digest } from "../oci/index.js";
 import { type BlobFetcher, type BlobLease, type BlobRequest, raceSignal } from "../registry/blob-fetcher.js";
 import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
-import { pieceSpan } from "../piece/index.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
-import { type PieceHashIndex, hashStoredPieces } from "./piece-hashes.js";
 import type { PieceSource } from "./piece-source.js";
+import { ProgressAnnouncer } from "./progress-announcer.js";
 import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning } from "./swarm-download.js";
 
 /** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */
@@ -22,7 +20,6 @@ export interface SwarmFetcherOptions {
   readonly pieces: PieceSource;
   /** Fetches from the origin registry (OriginFetcher); used when granted, stalled or without a tracker. */
   readonly origin: BlobFetcher;
-  readonly hashIndex: PieceHashIndex;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
   readonly tuning?: Partial<SwarmTuning>;
@@ -36,8 +33,8 @@ export interface SwarmFetcherOptions {
 interface Flight {
   readonly controller: AbortController;
   readonly started: Promise<{ partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }>;
-  /** Every piece's hash once the blob is complete; undefined if it was not completed. */
-  readonly hashes: Promise<readonly Uint8Array[] | undefined>;
+  /** Settles when the flight is over (the blob committed, or given up). */
+  readonly done: Promise<void>;
   leases: number;
 }
 
@@ -74,15 +71,10 @@ export class SwarmFetcher implements BlobFetcher {
     }
   }
 
-  /** The piece hashes of a blob this fetcher is completing, for the announce of the complete blob. */
-  completedHashes(digest: Digest): Promise<readonly Uint8Array[] | undefined> | undefined {
-    return this.flights.get(digest)?.hashes;
-  }
-
   async close(): Promise<void> {
     const flights = [...this.flights.values()];
     for (const flight of flights) flight.controller.abort(new Error("agent shutting down"));
-    await Promise.allSettled(flights.map((f) => f.hashes));
+    await Promise.allSettled(flights.map((f) => f.done));
   }
 
   private start(request: BlobRequest): Flight {
@@ -94,27 +86,26 @@ export class SwarmFetcher implements BlobFetcher {
       rejectStarted = reject;
     });
     started.catch(() => undefined);
-    const hashes = this.run(request, controller.signal, resolveStarted).catch((error: unknown) => {
+    const done = this.run(request, controller.signal, resolveStarted).catch((error: unknown) => {
       rejectStarted(error);
       if (!controller.signal.aborted) this.options.logger.debug({ err: error, digest: request.digest }, "blob flight failed");
-      return undefined;
     });
-    const flight: Flight = { controller, started, hashes, leases: 0 };
+    const flight: Flight = { controller, started, done, leases: 0 };
     this.flights.set(request.digest, flight);
     this.options.metrics.inflightFetches.inc();
-    void hashes.finally(() => {
+    void done.finally(() => {
       if (this.flights.get(request.digest) === flight) this.flights.delete(request.digest);
       this.options.metrics.inflightFetches.dec();
     });
     return flight;
   }
 
-  /** One flight: decide the source, fetch, and return every piece hash once the blob is committed. */
+  /** One flight: decide the source, fetch, commit (the store records every piece's hash with the blob). */
   private async run(
     request: BlobRequest,
     signal: AbortSignal,
     started: (value: { partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }) => void,
-  ): Promise<readonly Uint8Array[] | undefined> {
+  ): Promise<void> {
     const { tracker, metrics } = this.options;
     const startedAt = performance.now();
     let lookup = await this.lookup(request.digest, true, signal);
@@ -124,9 +115,9 @@ export class SwarmFetcher implements BlobFetcher {
       lookup = await this.lookup(request.digest, true, signal);
     }
     if (lookup === undefined || lookup.origin.granted || lookup.size === 0) {
-      const hashes = await this.fromOrigin(request, signal, started, []);
+      await this.fromOrigin(request, signal, started);
       metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
-      return hashes;
+      return;
     }
     const partial = await this.options.store.openPartial(request.digest, lookup.size, { pieceSize: lookup.pieceSize });
     started({ partial, source: "peer", contentType: partial.mediaType });
@@ -154,9 +145,9 @@ export class SwarmFetcher implements BlobFetcher {
           { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
           "no peer can supply the rest; fetching it from the origin",
         );
-        const rest = await this.fromOrigin(request, signal, () => undefined, hashes);
+        await this.fromOrigin(request, signal, () => undefined);
         metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
-        return rest;
+        return;
       }
       first = again;
     }
@@ -166,40 +157,29 @@ export class SwarmFetcher implements BlobFetcher {
       if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) metrics.digestMismatches.inc({ source: "peer" });
       throw error;
     }
-    // Pieces resumed from disk after a restart came without hashes: compute them from the verified blob.
-    const complete = await hashStoredPieces(this.options.store, partial, partial.pieceSize, signal, hashes);
-    await this.options.hashIndex.put(request.digest, complete);
     metrics.swarmDownloadDuration.observe({ source: "peer" }, (performance.now() - startedAt) / 1000);
-    return complete;
   }
 
   /**
-   * Fetches (the rest of) a blob from the origin as its grantee: hashes each piece as it lands and
-   * publishes hashes and progress, so peers can take pieces from this agent while they arrive.
+   * Fetches (the rest of) a blob from the origin as its grantee, publishing progress (bitmap and the piece
+   * hashes the store computes as it writes), so peers can take pieces from this agent while they arrive.
    */
   private async fromOrigin(
     request: BlobRequest,
     signal: AbortSignal,
     started: (value: { partial: PartialBlob; source: "origin"; contentType: string | undefined }) => void,
-    known: (Uint8Array | undefined)[],
-  ): Promise<readonly Uint8Array[] | undefined> {
+  ): Promise<void> {
     const lease = await this.options.origin.acquire(request, signal);
     try {
       const { partial } = lease;
       started({ partial, source: "origin", contentType: lease.contentType });
-      const hashes = known.length === partial.pieceCount ? known : Array.from({ length: partial.pieceCount }, () => undefined);
-      const publish = new ProgressPublisher(this.options.tracker, partial, hashes, this.tuning.announceIntervalMs);
+      const announcer = new ProgressAnnouncer(this.options.tracker, partial, this.tuning.announceIntervalMs);
       for (let index = 0; index < partial.pieceCount; index++) {
         await partial.waitForPiece(index, signal);
-        hashes[index] ??= await hashPiece(partial, index, signal);
-        publish.piece(index);
+        announcer.tick();
       }
+      announcer.tick(true);
       await partial.whenSettled();
-      publish.flush();
-      if (partial.state !== "committed") return undefined;
-      const complete = hashes as Uint8Array[];
-      await this.options.hashIndex.put(request.digest, complete);
-      return complete;
     } finally {
       lease.release();
     }
@@ -217,46 +197,4 @@ export class SwarmFetcher implements BlobFetcher {
       return undefined;
     }
   }
-}
-
-/** Announces an origin grantee's progress (bitmap and new piece hashes), at most every `intervalMs`. */
-class ProgressPublisher {
-  private pending: number[] = [];
-  private lastMs = 0;
-
-  constructor(
-    private readonly tracker: Tracker,
-    private readonly partial: PartialBlob,
-    private readonly hashes: readonly (Uint8Array | undefined)[],
-    private readonly intervalMs: number,
-  ) {}
-
-  piece(index: number): void {
-    this.pending.push(index);
-    // The first piece goes out at once: peers waiting for the blob learn its size and the grantee's address.
-    if (this.lastMs === 0 || performance.now() - this.lastMs >= this.intervalMs) this.flush();
-  }
-
-  flush(): void {
-    this.lastMs = performance.now();
-    if (this.partial.state !== "open") {
-      this.pending = [];
-      return;
-    }
-    const pieceHashes = this.pending.flatMap((index) => {
-      const sha256 = this.hashes[index];
-      return sha256 === undefined ? [] : [{ index, sha256 }];
-    });
-    this.pending = [];
-    const { digest, size, pieceSize } = this.partial;
-    this.tracker.announce({ digest, size, pieceSize, complete: false, bitmap: this.partial.bitmap(), pieceHashes });
-  }
-}
-
-export async function hashPiece(partial: PartialBlob, index: number, signal: AbortSignal): Promise<Uint8Array> {
-  const { start, end } = pieceSpan(index, partial.size, partial.pieceSize);
-  const hash = createHash("sha256");
-  // The blob's final byte is released only after commit; hashing the last piece waits for that.
-  for await (const chunk of partial.createReadStream({ start, end: end - 1, signal }) as AsyncIterable<Buffer>) hash.update(chunk);
-  return hash.digest();
 }

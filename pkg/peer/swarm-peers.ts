@@ -34,13 +34,6 @@ export interface SwarmPeer {
   badPieces: boolean;
 }
 
-/** How many usable peers hold each piece: all of them, and those in this agent's zone. */
-export interface Availability {
-  readonly all: Uint16Array;
-  /** The same array as `all` when zones are not in play. */
-  readonly local: Uint16Array;
-}
-
 /** The peers of one blob, refreshed from tracker lookups. */
 export class SwarmPeers {
   private readonly peers = new Map<string, SwarmPeer>();
@@ -103,38 +96,6 @@ export class SwarmPeers {
     return this.peers.size;
   }
 
-  has(peer: SwarmPeer, index: number): boolean {
-    return peer.complete || (peer.bitmap?.has(index) ?? false);
-  }
-
-  /** How many usable peers hold each piece: the rarity that rarest-first orders by, and who holds it in this zone. */
-  availability(nowMs: number): Availability {
-    const local = new Uint16Array(this.pieceCount);
-    if (this.zone === "") {
-      for (const peer of this.usable(nowMs)) this.count(local, peer);
-      return { all: local, local };
-    }
-    // Each peer's bitmap is walked once: other zones' counts first, then the same zone's added.
-    const all = new Uint16Array(this.pieceCount);
-    for (const peer of this.usable(nowMs)) this.count(peer.local ? local : all, peer);
-    for (let i = 0; i < this.pieceCount; i++) all[i] = (all[i] ?? 0) + (local[i] ?? 0);
-    return { all, local };
-  }
-
-  /** The usable same-zone peers still downloading the blob (partial holders): CrossZoneShare's siblings. */
-  siblings(nowMs: number): SwarmPeer[] {
-    if (this.zone === "") return [];
-    return this.usable(nowMs).filter((p) => p.local && !p.complete);
-  }
-
-  /**
-   * The usable same-zone peers downloading the blob from peers (partial holders other than the origin
-   * grantee `granteeAgentId`): the seed share's siblings. Without zones, every partial holder but the grantee.
-   */
-  downloaders(nowMs: number, granteeAgentId: string | undefined): SwarmPeer[] {
-    return this.usable(nowMs).filter((p) => p.local && !p.complete && p.agentId !== granteeAgentId);
-  }
-
   busy(peer: SwarmPeer, nowMs: number): void {
     peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
   }
@@ -148,14 +109,6 @@ export class SwarmPeers {
   exclude(peer: SwarmPeer): void {
     peer.excludedUntilMs = Number.POSITIVE_INFINITY;
     peer.badPieces = true;
-  }
-
-  private count(counts: Uint16Array, peer: SwarmPeer): void {
-    if (peer.complete) {
-      for (let i = 0; i < this.pieceCount; i++) counts[i] = (counts[i] ?? 0) + 1;
-    } else if (peer.bitmap) {
-      for (let i = 0; i < this.pieceCount; i++) if (peer.bitmap.has(i)) counts[i] = (counts[i] ?? 0) + 1;
-    }
   }
 
   private bitmapOf(bytes: Uint8Array): PieceBitmap | undefined {

@@ -1,7 +1,4 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { digestOf, type Digest } from "../oci/index.js";
@@ -17,18 +14,15 @@ const RECEIVED_BY_ZONE = "shoal_peer_bytes_received_by_zone_total";
 
 describe("swarm across zones", () => {
   let origin: FakeUpstream;
-  let hashDir: string;
   let tracker: MemoryTracker;
   let nodes: SwarmNode[] = [];
   const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
 
   before(async () => {
     origin = await FakeUpstream.start();
-    hashDir = await mkdtemp(join(tmpdir(), "shoal-zones-"));
   });
   after(async () => {
     await origin.close();
-    await rm(hashDir, { recursive: true, force: true });
   });
   afterEach(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
@@ -41,7 +35,7 @@ describe("swarm across zones", () => {
     tracker = new MemoryTracker({ logger, grantStallTimeoutMs: 1_000 });
     nodes = await Promise.all(
       zones.map((zone, i) =>
-        SwarmNode.start({ name: `${zone || "nozone"}-${i}`, zone, tracker, origin: { host: origin.host, url: origin.url }, hashDir, tuning: FAST, ...extra, ...perNode[i] }),
+        SwarmNode.start({ name: `${zone || "nozone"}-${i}`, zone, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, ...extra, ...perNode[i] }),
       ),
     );
     return nodes;

@@ -1,7 +1,4 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { pino } from "pino";
 import { digestOf } from "../oci/index.js";
@@ -17,18 +14,15 @@ const FAST = { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, r
 
 describe("swarm: many agents, one origin fetch", () => {
   let origin: FakeUpstream;
-  let hashDir: string;
   let tracker: MemoryTracker;
   let nodes: SwarmNode[] = [];
   const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
 
   before(async () => {
     origin = await FakeUpstream.start();
-    hashDir = await mkdtemp(join(tmpdir(), "shoal-swarm-"));
   });
   after(async () => {
     await origin.close();
-    await rm(hashDir, { recursive: true, force: true });
   });
   afterEach(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
@@ -40,7 +34,7 @@ describe("swarm: many agents, one origin fetch", () => {
     tracker = new MemoryTracker({ logger, grantStallTimeoutMs: 1_000 });
     nodes = await Promise.all(
       Array.from({ length: count }, (_, i) =>
-        SwarmNode.start({ name: `node-${i}`, tracker, origin: { host: origin.host, url: origin.url }, hashDir, tuning: FAST, ...extra[i] }),
+        SwarmNode.start({ name: `node-${i}`, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, ...extra[i] }),
       ),
     );
     return nodes;

@@ -15,7 +15,6 @@ export interface ClusterAgentOptions {
   /** host:port of the tracker Service (a ServiceForwarder endpoint for this pod IP). */
   readonly trackerAddress: string;
   readonly origin: { readonly host: string; readonly url: string };
-  readonly hashDir: string;
   readonly tuning?: Partial<SwarmTuning>;
 }
 
@@ -37,7 +36,6 @@ export class ClusterAgent {
       tracker: (identity, logger) =>
         new GrpcTrackerClient({ address: options.trackerAddress, identity, logger, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 }),
       origin: options.origin,
-      hashDir: options.hashDir,
       ...(options.tuning === undefined ? {} : { tuning: options.tuning }),
     });
     return new ClusterAgent(node);

@@ -1,6 +1,3 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { pino } from "pino";
 import { KubeApiDouble, ServiceForwarder } from "../../k8s/testing/index.js";
 import { ControllerMetrics, MetricsServer } from "../../metrics/index.js";
@@ -34,19 +31,17 @@ export class TestCluster {
     readonly api: KubeApiDouble,
     readonly forwarder: ServiceForwarder,
     readonly origin: FakeUpstream,
-    readonly hashDir: string,
   ) {}
 
   static async start(): Promise<TestCluster> {
     const api = await KubeApiDouble.start({ bookmarkIntervalMs: 5_000 });
     const origin = await FakeUpstream.start();
-    const hashDir = await mkdtemp(join(tmpdir(), "shoal-k8s-"));
     const ref: { cluster?: TestCluster } = {};
     const forwarder = await ServiceForwarder.start({
       probeIntervalMs: 50,
       backends: () => [...(ref.cluster?.replicas.values() ?? [])].filter((r) => !r.stopped).map((r) => ({ target: r.controller.trackerAddress, readyUrl: r.readyUrl })),
     });
-    ref.cluster = new TestCluster(api, forwarder, origin, hashDir);
+    ref.cluster = new TestCluster(api, forwarder, origin);
     return ref.cluster;
   }
 
@@ -100,7 +95,6 @@ export class TestCluster {
       ...(claimedZone === undefined ? {} : { claimedZone }),
       trackerAddress: await this.forwarder.endpointFor(podIp),
       origin: { host: this.origin.host, url: this.origin.url },
-      hashDir: this.hashDir,
       tuning: { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 },
     });
     this.agents.push(agent);
@@ -113,6 +107,5 @@ export class TestCluster {
     await this.forwarder.close();
     await this.api.close();
     await this.origin.close();
-    await rm(this.hashDir, { recursive: true, force: true });
   }
 }

@@ -9,11 +9,10 @@ import type { BlobStore } from "../../store/blob-store.js";
 import { MemoryBlobStore } from "../../store/memory-blob-store.js";
 import { LocalTracker, type MemoryTracker } from "../../tracker/index.js";
 import type { AgentIdentity, Tracker } from "../../tracker/tracker.js";
-import { InventorySync } from "../inventory.js";
-import { PeerClient } from "../peer-client.js";
-import { PeerServer } from "../peer-server.js";
-import { PieceHashIndex } from "../piece-hashes.js";
-import { SwarmFetcher } from "../swarm-fetcher.js";
+import { AgentSwarm } from "../agent-swarm.js";
+import type { InventorySync } from "../inventory.js";
+import type { PeerServer } from "../peer-server.js";
+import type { SwarmFetcher } from "../swarm-fetcher.js";
 import type { SwarmTuning } from "../swarm-download.js";
 
 export interface SwarmNodeOptions {
@@ -27,7 +26,6 @@ export interface SwarmNodeOptions {
   readonly nodeName?: string;
   /** The origin registry: host → base URL. */
   readonly origin: { host: string; url: string };
-  readonly hashDir: string;
   /** Wraps the store the peer server reads from (e.g. to corrupt what this node serves). */
   readonly servedStore?: (store: BlobStore) => BlobStore;
   /** Replaces the tracker client (e.g. one that is unreachable). */
@@ -40,7 +38,7 @@ export interface SwarmNodeOptions {
   readonly zoneFromTracker?: boolean;
 }
 
-/** One agent in process: store, peer server and client, tracker session, origin and swarm fetchers. */
+/** One agent in process: a memory store, the origin fetcher and the agent's peer-to-peer side (AgentSwarm). */
 export class SwarmNode {
   private constructor(
     readonly name: string,
@@ -59,48 +57,32 @@ export class SwarmNode {
     const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ node: options.name });
     const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
     const store = new MemoryBlobStore();
-    const peerServer = await PeerServer.start({
-      host: options.host ?? "127.0.0.1",
-      port: 0,
-      store: options.servedStore ? options.servedStore(store) : store,
+    const upstream = new UpstreamClient({ upstreams: new Map([[options.origin.host, options.origin.url]]), logger });
+    const origin = new OriginFetcher({ store, upstream, metrics, logger });
+    const trackerOf = (identity: AgentIdentity): Tracker =>
+      options.trackerOverride ??
+      (typeof options.tracker === "function" ? options.tracker(identity, logger) : new LocalTracker({ tracker: options.tracker, identity, logger }));
+    const swarm = await AgentSwarm.start({
+      store,
+      origin,
+      listen: { host: options.host ?? "127.0.0.1", port: 0 },
+      nodeName: options.nodeName ?? options.name,
+      zone: options.zone ?? "",
+      tracker: trackerOf,
       uploadBytesPerSecond: options.uploadBytesPerSecond,
       metrics,
       logger,
+      tuning: options.tuning,
+      peerClient: { stallTimeoutMs: 2_000 },
+      agentId: `${options.name}-${randomUUID().slice(0, 8)}`,
+      zoneKnowledge: options.ignoreZone === true ? "none" : options.zoneFromTracker === true ? "tracker" : "self",
+      servedStore: options.servedStore,
       closeGraceMs: 100,
     });
-    const self = { agentId: `${options.name}-${randomUUID().slice(0, 8)}`, zone: options.zone ?? "" };
-    const identity = { ...self, nodeName: options.nodeName ?? options.name, peerAddress: peerServer.address };
-    const tracker =
-      options.trackerOverride ??
-      (typeof options.tracker === "function" ? options.tracker(identity, logger) : new LocalTracker({ tracker: options.tracker, identity, logger }));
-    const upstream = new UpstreamClient({ upstreams: new Map([[options.origin.host, options.origin.url]]), logger });
-    const origin = new OriginFetcher({ store, upstream, metrics, logger });
-    const pieces = new PeerClient({ logger, metrics, stallTimeoutMs: 2_000 });
-    const hashIndex = new PieceHashIndex(`${options.hashDir}/${options.name}`);
-    const fetcher = new SwarmFetcher({
-      store,
-      tracker,
-      pieces,
-      origin,
-      hashIndex,
-      metrics,
-      logger,
-      self: options.ignoreZone === true ? undefined : options.zoneFromTracker === true ? { ...self, zone: "" } : self,
-      ...(options.tuning ? { tuning: options.tuning } : {}),
-    });
-    const inventory = new InventorySync({ store, tracker, hashIndex, pendingHashes: (d) => fetcher.completedHashes(d), logger });
-    await inventory.start();
-    return new SwarmNode(options.name, self.agentId, store, fetcher, metrics, peerServer, inventory, tracker, [
-      () => inventory.stop(),
-      () => fetcher.close(),
-      () => {
-        pieces.close();
-        return Promise.resolve();
-      },
+    return new SwarmNode(options.name, swarm.agentId, store, swarm.fetcher, metrics, swarm.peerServer, swarm.inventory, swarm.tracker, [
+      () => swarm.close(),
       () => origin.close(),
       () => upstream.close(),
-      () => tracker.close(),
-      () => peerServer.close(),
       () => store.close(),
     ]);
   }

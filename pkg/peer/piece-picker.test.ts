@@ -1,0 +1,243 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { PieceBitmap } from "../piece/index.js";
+import { rendezvousSeed } from "./cross-zone-share.js";
+import { MAX_PARKED_PIECES, PiecePicker, type PickerState, type PickerTuning, type PlannedRequest } from "./piece-picker.js";
+import { RequestBook } from "./request-book.js";
+import type { SwarmPeer } from "./swarm-peers.js";
+
+const TUNING: PickerTuning = {
+  maxInflightPerPeer: 4,
+  piecesPerRequest: 2,
+  inOrderWindow: 2,
+  relayAhead: 2,
+  relayWaitMs: 3_000,
+  hedgeAfterMs: 3_000,
+  endgamePieces: 4,
+  endgameSilenceMs: 500,
+  siblingWaitMs: 1_500,
+};
+
+/** A peer holding `held` (or everything), in zone `zone` as this agent sees it. */
+function peer(agentId: string, held: readonly number[] | "all", options: { pieces?: number; local?: boolean; zone?: string; grewAtMs?: number } = {}): SwarmPeer {
+  const pieces = options.pieces ?? 8;
+  const bitmap = held === "all" ? undefined : new PieceBitmap(pieces);
+  if (held !== "all") for (const i of held) bitmap?.set(i);
+  return {
+    agentId,
+    seed: rendezvousSeed(agentId),
+    address: `${agentId}:1`,
+    zone: options.zone ?? "",
+    local: options.local ?? true,
+    rank: 0,
+    complete: held === "all",
+    bitmap,
+    grewAtMs: options.grewAtMs ?? 0,
+    inflight: 0,
+    failures: 0,
+    excludedUntilMs: 0,
+    badPieces: false,
+  };
+}
+
+interface Scenario {
+  readonly pieces?: number;
+  readonly held?: readonly number[];
+  readonly peers: readonly SwarmPeer[];
+  readonly nowMs?: number;
+  readonly granteeAgentId?: string;
+  readonly book?: RequestBook;
+  readonly tuning?: Partial<PickerTuning>;
+  readonly selfAgentId?: string;
+  readonly zone?: string;
+  /** Tie-break: a fixed sequence makes the shuffle the identity (random() = 0.999…). */
+  readonly random?: () => number;
+}
+
+/** The identity shuffle: Fisher–Yates with random() just below 1 swaps every index with itself. */
+const IDENTITY = (): number => 0.999_999;
+
+function plan(s: Scenario): PlannedRequest[] {
+  const pieces = s.pieces ?? 8;
+  const picker = new PiecePicker({ pieceCount: pieces, selfAgentId: s.selfAgentId, zone: s.zone ?? "", tuning: { ...TUNING, ...s.tuning }, random: s.random ?? IDENTITY });
+  const book = s.book ?? new RequestBook();
+  const held = new Set(s.held ?? []);
+  const state: PickerState = {
+    nowMs: s.nowMs ?? 10_000,
+    held: (i) => held.has(i),
+    parked: () => false,
+    parkedCount: 0,
+    peers: s.peers,
+    granteeAgentId: s.granteeAgentId,
+    requestsFor: (i) => book.requestsFor(i),
+  };
+  return picker.plan(state);
+}
+
+function summary(planned: readonly PlannedRequest[]): string[] {
+  return planned.map((p) => `${p.peer.agentId}:${p.pieces.join(",")}${p.waitMs > 0 ? " relay" : ""}`);
+}
+
+describe("PiecePicker", () => {
+  const cases: { name: string; scenario: Scenario; expected: string[] }[] = [
+    {
+      name: "rarest first: pieces one holder has before pieces two have",
+      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5]), peer("c", [2, 3, 4, 5, 6, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 } },
+      expected: ["b:0,1", "c:6,7"],
+    },
+    {
+      name: "without an in-order window the rarest piece (6, one holder) goes first",
+      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 } },
+      expected: ["b:6,0", "c:1,2"],
+    },
+    {
+      name: "the in-order window (0, 1) comes before the rarer piece 6",
+      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 2 } },
+      expected: ["b:0,1", "c:2,3"],
+    },
+    {
+      name: "a complete holder (a seed) gives only what no downloader holds; downloaders give the rest",
+      scenario: {
+        peers: [peer("a", "all"), peer("b", [0, 1, 2, 3, 4, 5]), peer("c", [2, 3, 4, 5])],
+        tuning: { maxInflightPerPeer: 2 },
+      },
+      expected: ["a:6,7", "b:0,1", "c:2,3"],
+    },
+    {
+      name: "rarest first across peers once the window is taken",
+      scenario: { held: [0, 1], peers: [peer("b", [2, 3, 4, 5]), peer("a", "all")], tuning: { maxInflightPerPeer: 2 } },
+      // Window 2,3 from the first peer; a then takes the rarest it holds: 6,7.
+      expected: ["b:2,3", "a:6,7"],
+    },
+    {
+      name: "a partial holder is asked for the pieces just past its prefix (relay)",
+      scenario: { pieces: 8, held: [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => i < 2), peers: [peer("p", [0, 1, 2])], tuning: { maxInflightPerPeer: 4 } },
+      expected: ["p:2", "p:3,4 relay"],
+    },
+    {
+      name: "nothing when every piece is held",
+      scenario: { held: [0, 1, 2, 3, 4, 5, 6, 7], peers: [peer("a", "all")] },
+      expected: [],
+    },
+    {
+      name: "a peer's in-flight pieces count against its room",
+      scenario: { peers: [{ ...peer("a", "all"), inflight: 3 }] },
+      expected: ["a:0"],
+    },
+  ];
+  for (const { name, scenario, expected } of cases) {
+    it(name, () => {
+      assert.deepEqual(summary(plan(scenario)), expected);
+    });
+  }
+
+  it("the tie-break among equally rare pieces comes from the random source", () => {
+    const peers = (): SwarmPeer[] => [peer("a", "all")];
+    const firsts = new Set<string>();
+    let seed = 1;
+    for (let run = 0; run < 8; run++) {
+      seed = (seed * 48_271) % 2_147_483_647;
+      let state = seed;
+      const random = (): number => {
+        state = (state * 48_271) % 2_147_483_647;
+        return state / 2_147_483_647;
+      };
+      const planned = plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { maxInflightPerPeer: 2, piecesPerRequest: 2, inOrderWindow: 0 }, random });
+      firsts.add(planned[0]?.pieces.join(",") ?? "");
+    }
+    assert.ok(firsts.size > 1, "different random sources pick different pieces first");
+    const again = (): string[] => summary(plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { inOrderWindow: 0 }, random: IDENTITY }));
+    assert.deepEqual(again(), again(), "the same source, the same plan");
+  });
+
+  it("zones: a piece only another zone holds is fetched there only if it is this agent's share", () => {
+    const self = "agent-self";
+    const sibling = peer("agent-sibling", [], { zone: "a", local: true, grewAtMs: 10_000 });
+    const remote = peer("agent-remote", "all", { zone: "b", local: false });
+    const planned = plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [sibling, remote], tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 } });
+    const fromRemote = planned.filter((p) => p.peer === remote).flatMap((p) => p.pieces);
+    assert.ok(fromRemote.length > 10 && fromRemote.length < 54, `about half across zones, got ${fromRemote.length}`);
+    // The sibling takes the rest: here they are asked of the sibling as relays (its share, arriving there).
+    const alone = plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 } });
+    assert.equal(alone.flatMap((p) => p.pieces).length, 64, "without a sibling every piece is this agent's");
+  });
+
+  it("fan-out: from a seed only this agent's share; the rest from the downloader whose share it is, relayed", () => {
+    const self = "agent-self";
+    const seedPeer = peer("agent-grantee", [0, 1, 2, 3, 4, 5, 6, 7], { pieces: 8 });
+    const downloader = peer("agent-other", [], { pieces: 8, grewAtMs: 10_000 });
+    const planned = plan({ pieces: 8, selfAgentId: self, granteeAgentId: "agent-grantee", peers: [seedPeer, downloader], tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8, inOrderWindow: 0 } });
+    const fromSeed = planned.filter((p) => p.peer === seedPeer).flatMap((p) => p.pieces);
+    const relayed = planned.filter((p) => p.peer === downloader && p.waitMs > 0).flatMap((p) => p.pieces);
+    assert.equal(fromSeed.length + relayed.length, 8, `every piece planned once: ${summary(planned).join(" ")}`);
+    assert.ok(fromSeed.length > 0 && relayed.length > 0, `split between the seed and the downloader: ${summary(planned).join(" ")}`);
+  });
+
+  it("hedging and endgame duplicate only requests that stopped receiving bytes", () => {
+    const slow = peer("slow", "all");
+    const other = peer("other", "all");
+    const book = new RequestBook();
+    const request = book.add(slow, [6, 7], false, 0);
+    const held = [0, 1, 2, 3, 4, 5];
+    // Endgame (2 missing, both requested): silent for 400 ms < endgameSilenceMs → no duplicate.
+    book.data(request, 1, 9_600);
+    assert.deepEqual(summary(plan({ held, peers: [slow, other], book, nowMs: 10_000 })), []);
+    // Silent for 600 ms → the endgame duplicates to another peer.
+    book.data(request, 1, 9_400);
+    assert.deepEqual(summary(plan({ held, peers: [slow, other], book, nowMs: 10_000 })), ["other:6,7"]);
+    // Not the endgame (many pieces missing): a silent request is hedged only after hedgeAfterMs.
+    const early = new RequestBook();
+    const r = early.add(slow, [0, 1], false, 0);
+    early.data(r, 1, 8_000);
+    assert.ok(!plan({ held: [], peers: [other], book: early, nowMs: 10_000, tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8 } }).some((p) => p.pieces.includes(0)));
+    early.data(r, 1, 6_000);
+    assert.ok(plan({ held: [2, 3, 4, 5, 6, 7], peers: [other, slow], book: early, nowMs: 10_000, tuning: { endgamePieces: 0 } }).some((p) => p.pieces.includes(0)));
+  });
+
+  it("a relay is hedged only when its peer stopped growing", () => {
+    const relayPeer = peer("relay", [0], { grewAtMs: 9_000 });
+    const holder = peer("holder", "all");
+    const book = new RequestBook();
+    book.add(relayPeer, [1], true, 0);
+    const held = [0, 2, 3, 4, 5, 6, 7];
+    assert.deepEqual(summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })), [], "the relay peer grows");
+    relayPeer.grewAtMs = 5_000;
+    assert.deepEqual(summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })), ["holder:1"]);
+  });
+
+  it("relays stop when too many pieces wait for their hashes", () => {
+    const picker = new PiecePicker({ pieceCount: 8, selfAgentId: undefined, zone: "", tuning: TUNING, random: IDENTITY });
+    const book = new RequestBook();
+    const planned = picker.plan({
+      nowMs: 10_000,
+      held: () => false,
+      parked: () => false,
+      parkedCount: MAX_PARKED_PIECES,
+      peers: [peer("p", [0])],
+      granteeAgentId: undefined,
+      requestsFor: (i) => book.requestsFor(i),
+    });
+    assert.deepEqual(summary(planned), ["p:0"], "held pieces only, no relay");
+  });
+});
+
+describe("RequestBook", () => {
+  it("keeps per-peer in-flight counts and the piece index in step", () => {
+    const p = peer("p", "all");
+    const book = new RequestBook();
+    const a = book.add(p, [1, 2], false, 0);
+    const b = book.add(p, [2], true, 5);
+    assert.equal(p.inflight, 3);
+    assert.equal(book.requestsFor(2).length, 2);
+    book.settle(a, 1);
+    book.settle(a, 1);
+    assert.equal(p.inflight, 2, "settling twice counts once");
+    book.finish(a);
+    assert.equal(p.inflight, 1);
+    assert.deepEqual(book.requestsFor(2), [b]);
+    book.finish(b);
+    assert.equal(p.inflight, 0);
+    assert.equal(book.isRequested(2), false);
+    assert.equal(book.size, 0);
+  });
+});

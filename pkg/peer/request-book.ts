@@ -1,0 +1,77 @@
+import type { SwarmPeer } from "./swarm-peers.js";
+
+/** One ReadPieces call in flight, as the scheduler tracks it. */
+export interface PieceRequest {
+  readonly peer: SwarmPeer;
+  readonly pieces: readonly number[];
+  readonly startedMs: number;
+  /** When the call last received bytes (startedMs until then): progress, however slow, is not a stall. */
+  lastDataMs: number;
+  /** Bytes the call has received so far. */
+  receivedBytes: number;
+  /** Pieces the peer may not hold yet (relayed while they arrive there): no evidence the swarm can finish. */
+  readonly relay: boolean;
+  readonly controller: AbortController;
+}
+
+/**
+ * The requests of one download in flight: which pieces are asked of whom, since when, and whether the
+ * calls are still receiving bytes. The only place where requests are added and settled, so per-peer
+ * in-flight counts and the piece → requests index never disagree.
+ */
+export class RequestBook {
+  private readonly byPiece = new Map<number, PieceRequest[]>();
+  private readonly all = new Set<PieceRequest>();
+
+  add(peer: SwarmPeer, pieces: readonly number[], relay: boolean, nowMs: number): PieceRequest {
+    const request: PieceRequest = { peer, pieces, startedMs: nowMs, lastDataMs: nowMs, receivedBytes: 0, relay, controller: new AbortController() };
+    this.all.add(request);
+    for (const index of pieces) this.byPiece.set(index, [...(this.byPiece.get(index) ?? []), request]);
+    peer.inflight += pieces.length;
+    return request;
+  }
+
+  /** `request` no longer waits for piece `index` (delivered, or the call ended). Idempotent. */
+  settle(request: PieceRequest, index: number): void {
+    const running = this.byPiece.get(index);
+    if (!running?.includes(request)) return;
+    request.peer.inflight--;
+    const rest = running.filter((r) => r !== request);
+    if (rest.length === 0) this.byPiece.delete(index);
+    else this.byPiece.set(index, rest);
+  }
+
+  /** The call ended: every piece it still owed is unrequested. */
+  finish(request: PieceRequest): void {
+    for (const index of request.pieces) this.settle(request, index);
+    this.all.delete(request);
+  }
+
+  /** Bytes arrived on `request`'s call. */
+  data(request: PieceRequest, bytes: number, nowMs: number): void {
+    request.lastDataMs = nowMs;
+    request.receivedBytes += bytes;
+  }
+
+  requestsFor(index: number): readonly PieceRequest[] {
+    return this.byPiece.get(index) ?? [];
+  }
+
+  isRequested(index: number): boolean {
+    return this.byPiece.has(index);
+  }
+
+  /** Calls in flight. */
+  get size(): number {
+    return this.all.size;
+  }
+
+  requests(): IterableIterator<PieceRequest> {
+    return this.all.values();
+  }
+
+  /** Cancels `peer`'s calls (it sent a bad piece), or every call when no peer is given. */
+  abort(peer?: SwarmPeer): void {
+    for (const request of this.all) if (peer === undefined || request.peer === peer) request.controller.abort();
+  }
+}
