@@ -21,16 +21,6 @@ const SKIPPED_FILES = new Set(["package-lock.json"]);
 /** Mentions of documents outside the repository, and of issue numbers. */
 const OUTSIDE_REFERENCES: readonly RegExp[] = [/\.\.\/shared\//g, /\b(?:DESIGN|STYLE|ENVIRONMENT)\.md\b/g, /\bissues? #\d+/gi, /\bissues\/\d+\b/g];
 
-/**
- * References still to be removed, in files the data-path rewrite replaces (pkg/peer, pkg/store). An entry
- * that no longer matches fails the test too: delete it when its file is fixed, until this list is empty.
- */
-const PENDING_REFERENCES: readonly string[] = [
-  "pkg/peer/grpc-status.ts: STYLE.md",
-  "pkg/peer/peer-client.ts: ENVIRONMENT.md",
-  "pkg/peer/peer-service.ts: DESIGN.md",
-  "pkg/store/piece.ts: DESIGN.md",
-];
 
 async function repositoryFiles(dir = ROOT): Promise<string[]> {
   const files: string[] = [];
@@ -139,10 +129,6 @@ describe("the repository's documentation", () => {
       const text = await readFile(join(ROOT, file), "utf8");
       for (const pattern of OUTSIDE_REFERENCES) for (const match of text.matchAll(pattern)) found.push(`${file}: ${match[0]}`);
     }
-    assert.deepEqual(
-      [...new Set(found)].sort(),
-      [...PENDING_REFERENCES].sort(),
-      "point at docs/ instead; an entry of PENDING_REFERENCES that no longer matches is to be deleted",
-    );
+    assert.deepEqual([...new Set(found)].sort(), [], "point at docs/ instead");
   });
 });
