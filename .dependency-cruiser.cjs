@@ -1,4 +1,4 @@
-// Dependency directions of STYLE.md, enforced by `npm run lint`.
+// The dependency rules of docs/development.md, enforced by `npm run lint`.
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [

@@ -40,7 +40,7 @@ async function processesMentioning(text: string): Promise<number[] | undefined> 
 }
 
 describe("shoal demo", () => {
-  it("computes DESIGN.md's bounds", () => {
+  it("computes the P2P and client-server bounds", () => {
     const F = 200 * MB;
     const rates = { originBytesPerSecond: 50 * MB, uploadBytesPerSecond: 25 * MB, downloadBytesPerSecond: 25 * MB };
     // max(F/u_s = 4, F/d = 8, N·F/(u_s + N·u) = 1200/200 = 6) and max(N·F/u_s = 24, F/d = 8)

@@ -48,7 +48,7 @@ export interface DemoResult {
   readonly p2pSeconds: number;
   readonly clientServerSeconds: number | null;
   readonly clientServerOriginBytes: number | null;
-  /** DESIGN.md's P2P bound, max(F/u_s, F/d, N·F/(u_s + N·u)). */
+  /** The P2P bound, max(F/u_s, F/d, N·F/(u_s + N·u)) (docs/architecture.md, "The bounds"). */
   readonly boundSeconds: number;
   /** max(N·F/u_s, F/d). */
   readonly clientServerBoundSeconds: number;
@@ -57,7 +57,7 @@ export interface DemoResult {
   readonly nodes: readonly NodeResult[];
 }
 
-/** The limits of DESIGN.md ("Benchmarks: what fast means here") for F bytes to N nodes. */
+/** The distribution bounds (docs/architecture.md, "The bounds") for F bytes to N nodes. */
 export function bounds(imageBytes: number, nodes: number, rates: Rates): { p2p: number; clientServer: number } {
   const b = distributionBounds(imageBytes, nodes, rates);
   return { p2p: b.p2pSeconds, clientServer: b.clientServerSeconds };
@@ -144,7 +144,7 @@ export function formatReport(result: DemoResult): string {
   lines.push(...table(comparison, 1), "");
   const { originBytesPerSecond: us, uploadBytesPerSecond: u, downloadBytesPerSecond: d } = result.rates;
   lines.push(
-    "  bounds (DESIGN.md): P2P max(F/u_s, F/d, N·F/(u_s + N·u)), client-server max(N·F/u_s, F/d)",
+    "  bounds (docs/architecture.md): P2P max(F/u_s, F/d, N·F/(u_s + N·u)), client-server max(N·F/u_s, F/d)",
     `  with F = ${formatMB(result.imageBytes)}, N = ${result.nodeCount}, u_s = ${shortRate(us)}, u = ${shortRate(u)}, d = ${shortRate(d)}`,
   );
   if (result.clientServerSeconds !== null && result.p2pSeconds > 0) {

@@ -2,7 +2,7 @@
 // node), three ways in one run: (a) every node straight from the origin, (b) through a central
 // pull-through cache (docker-registry in proxy mode on a node-sized link), (c) through Shoal (an agent
 // per node, the controller as tracker). Per arm: last and median node, origin egress from the kernel
-// counter of the origin's interface, the ratio to DESIGN.md's P2P bound, CPU-seconds and peak RSS per
+// counter of the origin's interface, the ratio to the P2P bound (docs/architecture.md), CPU-seconds and peak RSS per
 // agent. Prints figures and writes JSON and SVG; asserts nothing.
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -40,7 +40,7 @@ interface ArmResult {
   /** Kernel tx_bytes of the origin's interface during the arm (payload plus ~0.2% headers at MTU 9000). */
   readonly originBytes: number;
   readonly originCopies: number;
-  /** The P2P bound of DESIGN.md for this topology: what every arm is compared with. */
+  /** The P2P bound for this topology: what every arm is compared with. */
   readonly boundSeconds: number;
   readonly ratioToBound: number;
   readonly clientServerBoundSeconds: number;

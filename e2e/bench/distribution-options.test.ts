@@ -41,7 +41,7 @@ describe("distribution bench flags", () => {
 });
 
 describe("distribution bench chart and bounds", () => {
-  it("computes DESIGN.md's bounds", () => {
+  it("computes the P2P and client-server bounds", () => {
     const MB = 1e6;
     // F = 100 MB, N = 4, u_s = 10 MB/s, u = d = 20 MB/s: P2P max(10, 5, 400/90) = 10; client-server max(40, 5) = 40.
     assert.deepEqual(distributionBounds(100 * MB, 4, { originBytesPerSecond: 10 * MB, uploadBytesPerSecond: 20 * MB, downloadBytesPerSecond: 20 * MB }), {

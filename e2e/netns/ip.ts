@@ -6,7 +6,7 @@ import { IP_BINARY, runCommand } from "../support/process.js";
 
 /** iproute2 answers in milliseconds; a hung `ip` means the kernel or the machine is in trouble. */
 export const IP_TIMEOUT_MS = 15_000;
-/** tc tbf needs a bucket of at least this much to shape within a few % (ENVIRONMENT.md). */
+/** tc tbf needs a bucket of at least this much to shape within a few % of the set rate. */
 export const TBF_MIN_BURST_BYTES = 256 * 1024;
 /** …and a larger one at high rates, so a timer tick of tokens always fits: 5 ms of traffic. */
 const TBF_BURST_SECONDS = 0.005;

@@ -1,6 +1,6 @@
-// How a node's containerd is pointed at a mirror. Kept to this one function on purpose: `shoal
-// configure` (the node runtime configuration of DESIGN.md) will write these files instead, and the
-// harness should then call it here and nowhere else.
+// How a node's containerd is pointed at a mirror. Kept to this one function on purpose: the harness
+// writes a minimal hosts.toml of its own here, and if it is to use `shoal configure`'s writer
+// (pkg/runtime) instead, this is the one place to change.
 import { type Containerd, writeHostsToml } from "../support/containerd.js";
 
 /**

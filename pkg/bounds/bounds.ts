@@ -1,4 +1,4 @@
-// DESIGN.md "Benchmarks: what fast means here": the least time to distribute F bytes to N nodes.
+// The least time to distribute F bytes to N nodes (docs/architecture.md, "The bounds: what fast means").
 
 export interface LinkRates {
   /** u_s: the origin's upload, bytes/s; 0 = uncapped. */
