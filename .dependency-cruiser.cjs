@@ -15,7 +15,7 @@ module.exports = {
     { name: "registry-uses-interfaces-only", severity: "error",
       comment: "registry reaches store/peer/tracker through their interfaces, never their implementations.",
       from: { path: "^pkg/registry/", pathNot: "\\.test\\.ts$|/testing/" },
-      to: { path: "^pkg/(store|peer|tracker)/", pathNot: "^pkg/(store|peer|tracker)/(errors|blob-store|tag-store|tracker|piece|piece-source|bitmap)\\.ts$" } },
+      to: { path: "^pkg/(store|peer|tracker)/", pathNot: "^pkg/(store|peer|tracker)/(errors|blob-store|tag-store|read-chunks|tracker|piece-source)\\.ts$" } },
     { name: "tests-only-import-testing", severity: "error",
       comment: "Test support is for tests and cmd demo wiring, not production packages.",
       from: { path: "^pkg/", pathNot: "\\.test\\.ts$|/testing/" },

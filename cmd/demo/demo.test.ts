@@ -64,7 +64,12 @@ describe("shoal demo", () => {
       assert.equal(node.digestsVerified, 6, `${node.name} verified every digest`);
       assert.ok(node.bytesFromOrigin + node.bytesFromPeers >= json.imageBytes - MB, `${node.name}'s agent got the blobs from the origin or peers`);
       assert.ok(node.seconds > 0 && node.seconds <= json.p2pSeconds);
+      assert.ok(node.duplicatePeerBytes >= 0 && node.duplicatePeerBytes <= node.bytesFromPeers, `${node.name} duplicates ${node.duplicatePeerBytes}`);
+      // /proc exists where the tests run (Linux): every agent's CPU and peak RSS are measured.
+      assert.ok(node.agentCpuSeconds !== null && node.agentCpuSeconds > 0, `${node.name} agent CPU ${String(node.agentCpuSeconds)}`);
+      assert.ok(node.agentPeakRssBytes !== null && node.agentPeakRssBytes > 10 * MB, `${node.name} agent peak RSS ${String(node.agentPeakRssBytes)}`);
     }
+    assert.ok(json.agentCpuSecondsPerGB !== null && json.agentCpuSecondsPerGB > 0);
     assert.ok(json.nodes.some((n) => n.bytesFromPeers > 5 * MB), "blobs went from node to node");
     assert.ok(json.originBytes >= json.imageBytes, "the origin sent the image at least once");
     assert.ok(json.originBytes <= 1.25 * json.imageBytes, `the origin sent ${(json.originBytes / json.imageBytes).toFixed(2)} copies`);
@@ -80,7 +85,7 @@ describe("shoal demo", () => {
     assert.equal(result.code, 0, result.stderr);
     assert.ok(!result.stdout.includes("\u001b["), "no ANSI escapes when stdout is no terminal");
     for (const node of ["node-1", "node-2"]) assert.match(result.stdout, new RegExp(`${node}\\s+100%.*done in`));
-    assert.match(result.stdout, /node\s+time\s+from origin\s+from peers\s+from local/);
+    assert.match(result.stdout, /node\s+time\s+from origin\s+from peers\s+duplicates\s+from local\s+sent to peers\s+agent CPU\s+peak RSS/);
     assert.match(result.stdout, /origin offload \d+\.\d%/);
     assert.match(result.stdout, /client-server, all from the origin/);
     assert.match(result.stdout, /P2P bound/);

@@ -143,6 +143,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
           bytesFromLocal: bytes.local,
           bytesToPeers: bytes.sentToPeers,
           duplicatePeerBytes: duplicatePeerBytes(imageBytes, bytes),
+          wastedPeerBytes: bytes.wasted,
           agentCpuSeconds: before === undefined || after === undefined ? null : Math.round((after.cpuSeconds - before.cpuSeconds) * 100) / 100,
           agentPeakRssBytes: after?.peakRssBytes ?? null,
           digestsVerified: outcome.digestsVerified,

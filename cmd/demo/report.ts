@@ -18,6 +18,8 @@ export interface NodeResult {
   readonly bytesToPeers: number;
   /** Peer bytes received beyond what the node needed (pieces received twice: hedged, endgame, relays). */
   readonly duplicatePeerBytes: number;
+  /** Peer bytes received and not kept, by reason (already_held, unverifiable, bad, incomplete). */
+  readonly wastedPeerBytes: Readonly<Record<string, number>>;
   /** CPU seconds the node's agent spent during the round (user + system, /proc); null where not measurable. */
   readonly agentCpuSeconds: number | null;
   /** The agent's peak resident set size (VmHWM) by the end of the round, bytes; null where not measurable. */
@@ -125,7 +127,12 @@ export function formatReport(result: DemoResult): string {
   const lines = table([columns, ...rows], 1);
   const pulled = result.nodeCount * result.imageBytes;
   const duplicates = sum((n) => n.duplicatePeerBytes);
-  if (duplicates > 0) lines.push(`  duplicates: peer bytes received beyond what a node needed, ${((100 * duplicates) / Math.max(1, pulled)).toFixed(1)}% of the bytes pulled`);
+  if (duplicates > 0) {
+    const reasons = new Map<string, number>();
+    for (const n of result.nodes) for (const [reason, bytes] of Object.entries(n.wastedPeerBytes)) reasons.set(reason, (reasons.get(reason) ?? 0) + bytes);
+    const why = [...reasons].filter(([, bytes]) => bytes > 0).map(([reason, bytes]) => `${reason.replace("_", " ")} ${formatMB(bytes)}`);
+    lines.push(`  duplicates: peer bytes received beyond what a node needed, ${((100 * duplicates) / Math.max(1, pulled)).toFixed(1)}% of the bytes pulled${why.length > 0 ? ` (${why.join(", ")})` : ""}`);
+  }
   if (result.agentCpuSecondsPerGB !== null) lines.push(`  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F)`);
   const copies = result.imageBytes > 0 ? result.originBytes / result.imageBytes : 0;
   lines.push("", `  origin sent ${formatMB(result.originBytes)} for ${result.nodeCount} x ${formatMB(result.imageBytes)} pulled (${copies.toFixed(2)} copies): origin offload ${result.offloadPercent.toFixed(1)}%`, "");

@@ -38,7 +38,12 @@ export interface NodeBytes {
   readonly local: number;
   /** What it uploaded to other agents. */
   readonly sentToPeers: number;
+  /** Peer bytes received and not kept, by reason (shoal_peer_bytes_wasted_total). */
+  readonly wasted: Readonly<Record<WasteReason, number>>;
 }
+
+export const WASTE_REASONS = ["already_held", "unverifiable", "bad", "incomplete"] as const;
+export type WasteReason = (typeof WASTE_REASONS)[number];
 
 /** A tracker (`shoal controller`) and N agents, each its own child process on its own loopback address. */
 export class Swarm {
@@ -105,6 +110,7 @@ export class Swarm {
       peers: metricValue(text, "shoal_peer_bytes_received_total"),
       local: metricValue(text, "shoal_blob_bytes_served_total", 'source="local"'),
       sentToPeers: metricValue(text, "shoal_peer_bytes_sent_total"),
+      wasted: Object.fromEntries(WASTE_REASONS.map((reason) => [reason, metricValue(text, "shoal_peer_bytes_wasted_total", `reason="${reason}"`)])) as Record<WasteReason, number>,
     };
   }
 

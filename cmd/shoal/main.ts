@@ -1,17 +1,30 @@
 #!/usr/bin/env node
-import { agentMain } from "../agent/main.js";
-import { configureMain } from "../configure/main.js";
-import { controllerMain } from "../controller/main.js";
-import { demoMain } from "../demo/main.js";
-import { fetchMain } from "../fetch/main.js";
 import { VERSION } from "./version.js";
 
-const COMMANDS: Record<string, { summary: string; run: (argv: readonly string[], env: NodeJS.ProcessEnv) => Promise<number> }> = {
-  agent: { summary: "Run the node agent (registry mirror for containerd).", run: agentMain },
-  controller: { summary: "Run the controller (tracker: who holds which blob, origin grants).", run: controllerMain },
-  fetch: { summary: "Pull an OCI artifact (image, model, build) through the local agent into a directory.", run: fetchMain },
-  configure: { summary: "Point the node's container runtime (containerd, CRI-O) at the agent; --restore undoes it.", run: configureMain },
-  demo: { summary: "Run a Shoal swarm on this machine: embedded origin, tracker, N agents, P2P vs client-server.", run: demoMain },
+type CommandMain = (argv: readonly string[], env: NodeJS.ProcessEnv) => Promise<number>;
+
+/**
+ * Each command is loaded only when it runs: the agent on every node then never loads the controller's
+ * Kubernetes client or the demo's image generator (memory and start-up time per node).
+ */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMain> }> = {
+  agent: { summary: "Run the node agent (registry mirror for containerd).", load: async () => (await import("../agent/main.js")).agentMain },
+  controller: {
+    summary: "Run the controller (tracker: who holds which blob, origin grants).",
+    load: async () => (await import("../controller/main.js")).controllerMain,
+  },
+  fetch: {
+    summary: "Pull an OCI artifact (image, model, build) through the local agent into a directory.",
+    load: async () => (await import("../fetch/main.js")).fetchMain,
+  },
+  configure: {
+    summary: "Point the node's container runtime (containerd, CRI-O) at the agent; --restore undoes it.",
+    load: async () => (await import("../configure/main.js")).configureMain,
+  },
+  demo: {
+    summary: "Run a Shoal swarm on this machine: embedded origin, tracker, N agents, P2P vs client-server.",
+    load: async () => (await import("../demo/main.js")).demoMain,
+  },
 };
 
 function usage(): string {
@@ -36,7 +49,8 @@ async function main(argv: readonly string[]): Promise<number> {
     console.error(`shoal: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
     return 2;
   }
-  return await command.run(rest, process.env);
+  const run = await command.load();
+  return await run(rest, process.env);
 }
 
 main(process.argv.slice(2)).then(

@@ -139,6 +139,14 @@ export class AgentMetrics {
     help: "Piece requests refused because the upload cap (concurrent streams) was full.",
     registers: [this.registry],
   });
+  readonly peerBytesWasted = new Counter({
+    name: "shoal_peer_bytes_wasted_total",
+    help:
+      "Piece bytes received from other agents and not kept, by reason: already_held (a duplicate of a hedged, endgame or raced request), " +
+      "unverifiable (arrived before its hash and could not be parked), bad (failed verification), incomplete (a piece cut off mid-call).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly pieceVerificationFailures = new Counter({
     name: "shoal_piece_verification_failures_total",
     help: "Pieces from peers that did not match their SHA-256 (the peer is dropped for that blob).",

@@ -138,6 +138,7 @@ export class PeerClient implements PieceSource {
       }
     } finally {
       call.finish();
+      if (receiver.undeliveredBytes > 0) this.options.metrics?.peerBytesWasted.inc({ reason: "incomplete" }, receiver.undeliveredBytes);
       receiver.dispose();
     }
   }

@@ -105,6 +105,11 @@ export class PieceReceiver implements ChunkSink {
     if (this.next !== this.pieces.length) throw this.protocol(`ended the stream after ${this.next} of ${this.pieces.length} pieces`);
   }
 
+  /** Bytes never handed to the consumer: a piece still arriving, and whole pieces not taken (the call ended). */
+  get undeliveredBytes(): number {
+    return this.received + this.done.reduce((total, piece) => total + piece.data.length, 0);
+  }
+
   /** Returns every buffer not handed over (the call failed or was cancelled). */
   dispose(): void {
     for (const piece of this.done.splice(0)) piece.release();

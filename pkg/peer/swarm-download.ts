@@ -206,8 +206,10 @@ export class SwarmDownload {
       for await (const piece of iterator) {
         // Whole pieces, counted when they arrive (verified or not): what crossed between the zones.
         metrics.countPeerBytesByZone(peer.zone, this.zone, piece.data.length);
+        const kept = await this.receive(peer, piece);
+        // Settled only now: while the piece is being written it is neither held nor to be asked for again.
         this.book.settle(request, piece.index);
-        if (!(await this.receive(peer, piece))) {
+        if (!kept) {
           request.controller.abort();
           return;
         }
@@ -238,6 +240,7 @@ export class SwarmDownload {
     const index = piece.index;
     // Received bytes are counted by the PieceSource (PeerClient), which sees every byte off the wire.
     if (partial.hasPiece(index)) {
+      metrics.peerBytesWasted.inc({ reason: "already_held" }, piece.data.length);
       piece.release();
       return true;
     }
@@ -245,6 +248,7 @@ export class SwarmDownload {
     if (expected === undefined) {
       // Relayed before its hash reached the tracker: hold it until a lookup brings the hash.
       if (this.parked.has(index) || this.parked.size >= MAX_PARKED_PIECES) {
+        metrics.peerBytesWasted.inc({ reason: "unverifiable" }, piece.data.length);
         piece.release();
       } else {
         this.parked.set(index, { peer, piece });
@@ -253,6 +257,7 @@ export class SwarmDownload {
       return true;
     }
     if (!sameHash(piece.sha256, expected)) {
+      metrics.peerBytesWasted.inc({ reason: "bad" }, piece.data.length);
       piece.release();
       metrics.pieceVerificationFailures.inc();
       logger.warn({ peer: peer.address, agent: peer.agentId, piece: index, digest: partial.digest }, "peer sent a piece that does not match its hash; dropping the peer for this blob");

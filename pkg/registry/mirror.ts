@@ -1,11 +1,12 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Readable } from "node:stream";
+import { type Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics, RequestKind, ServeSource } from "../metrics/index.js";
 import { type ByteRange, type MirrorRoute, OciError, parseMirrorPath, parseRangeHeader } from "../oci/index.js";
 import type { BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
+import { recycleReadChunk } from "../store/read-chunks.js";
 import type { TagStore } from "../store/tag-store.js";
 import type { BlobFetcher } from "./blob-fetcher.js";
 import { RegistryError } from "./errors.js";
@@ -239,13 +240,39 @@ export class Mirror {
     }
   }
 
-  /** Streams with backpressure, counting served bytes by source as they go. */
+  /**
+   * Streams with backpressure, counting served bytes by source as they go. Each chunk is given back to the
+   * store's chunk pool once the socket has taken it (the write's callback), so serving allocates nothing per
+   * chunk in the steady state.
+   */
   private async send(stream: Readable, res: ServerResponse, source: ServeSource): Promise<void> {
     const served = this.options.metrics.blobBytesServed.labels({ source });
-    stream.on("data", (chunk: Buffer) => {
-      served.inc(chunk.length);
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        served.inc(chunk.length);
+        const more = res.write(chunk, () => {
+          recycleReadChunk(chunk);
+        });
+        if (more) callback();
+        else
+          res.once("drain", () => {
+            callback();
+          });
+      },
+      final(callback) {
+        res.end(() => {
+          callback();
+        });
+      },
+      destroy(error, callback) {
+        if (error !== null && !res.writableFinished) res.destroy(error);
+        callback(error);
+      },
     });
-    await pipeline(stream, res);
+    res.once("close", () => {
+      if (!res.writableFinished) sink.destroy(new Error("client went away"));
+    });
+    await pipeline(stream, sink);
   }
 
   /** Runs the phase before the first byte; past the deadline the client gets a 404 so it falls back. */

@@ -327,13 +327,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     return Math.min(end, limit);
   }
 
-  async readAt(position: number, length: number): Promise<Uint8Array> {
-    const bytes = Buffer.allocUnsafe(length);
-    await this.readInto(bytes, position);
-    return bytes;
-  }
-
-  private async readInto(target: Uint8Array, position: number): Promise<void> {
+  async readInto(target: Uint8Array, position: number): Promise<void> {
     try {
       await this.backend.readInto(target, position);
     } catch (error: unknown) {

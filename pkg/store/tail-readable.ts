@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import { FIRST_READ_CHUNK_BYTES, READ_CHUNK_BYTES } from "./range-readable.js";
+import { FIRST_READ_CHUNK_BYTES, READ_CHUNK_BYTES, recycleReadChunk, takeReadChunk } from "./read-chunks.js";
 import { abortedBySignal, type ByteRange, toError } from "./store-helpers.js";
 
 /** What a tailing reader needs from a partial blob. */
@@ -10,7 +10,8 @@ export interface TailSource {
   abortError(): Error;
   /** End (exclusive, at most `limit`) of the bytes available from `position` on without waiting. */
   availableEnd(position: number, limit: number): number;
-  readAt(position: number, length: number): Promise<Uint8Array>;
+  /** Fills `target` with the bytes at `position`. */
+  readInto(target: Uint8Array, position: number): Promise<void>;
   /** Calls `listener` after any progress (bytes, pieces, commit, abort); returns the unsubscribe function. */
   onProgress(listener: () => void): () => void;
   acquireReader(): void;
@@ -100,15 +101,17 @@ export class TailReadable extends Readable {
     }
     this.busy = true;
     this.chunkBytes = READ_CHUNK_BYTES;
-    void source.readAt(this.position, available - this.position).then(
-      (bytes) => {
+    const chunk = takeReadChunk(available - this.position);
+    void source.readInto(chunk, this.position).then(
+      () => {
         this.busy = false;
         if (this.destroyed) return;
-        this.position += bytes.byteLength;
-        this.push(bytes);
+        this.position += chunk.byteLength;
+        this.push(chunk);
       },
       (error: unknown) => {
         this.busy = false;
+        recycleReadChunk(chunk);
         this.destroy(toError(error));
       },
     );

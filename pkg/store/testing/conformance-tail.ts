@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { it } from "node:test";
 import { digestOf } from "../../oci/index.js";
 import { isStoreError } from "../errors.js";
-import { READ_CHUNK_BYTES } from "../range-readable.js";
+import { READ_CHUNK_BYTES } from "../read-chunks.js";
 import {
   type BlobStoreFactory,
   Collector,
