@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { type WriteStream, createWriteStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
 
 /** The CLI these children run: the same build as the demo itself. */
 const SHOAL_MAIN = fileURLToPath(new URL("../shoal/main.js", import.meta.url));
@@ -82,7 +83,7 @@ export class ShoalProcess {
   static async start(options: ShoalProcessOptions): Promise<{ process: ShoalProcess; ready: Record<string, unknown> }> {
     options.signal.throwIfAborted();
     const log = createWriteStream(options.logFile, { flags: "a" });
-    const child = spawn(process.execPath, [SHOAL_MAIN, options.command, ...options.args], {
+    const child = spawn(process.execPath, [...SHOAL_NODE_FLAGS, SHOAL_MAIN, options.command, ...options.args], {
       stdio: ["ignore", "pipe", "pipe"],
       // The user's SHOAL_* settings (say, for their real agent) must not leak into the demo's nodes.
       env: Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("SHOAL_"))),

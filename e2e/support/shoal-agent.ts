@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HarnessError } from "./errors.js";
 import { DaemonProcess, inNetns, makeTempDir, removeTempDir, waitUntil } from "./process.js";
+import { SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
 
 /** The compiled CLI, next to this file in dist/. */
 export const SHOAL_MAIN = fileURLToPath(new URL("../../cmd/shoal/main.js", import.meta.url));
@@ -46,6 +47,7 @@ export class ShoalAgent {
     const daemon = await DaemonProcess.spawn({
       name: "shoal-agent",
       ...inNetns(options.netns, process.execPath, [
+        ...SHOAL_NODE_FLAGS,
         SHOAL_MAIN,
         "agent",
         "--mirror-addr",

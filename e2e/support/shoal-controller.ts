@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { HarnessError } from "./errors.js";
 import { DaemonProcess, inNetns, makeTempDir, removeTempDir, waitUntil } from "./process.js";
 import { SHOAL_MAIN } from "./shoal-agent.js";
+import { SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
 
 export const CONTROLLER_START_TIMEOUT_MS = 15_000;
 
@@ -37,6 +38,7 @@ export class ShoalController {
     const daemon = await DaemonProcess.spawn({
       name: "shoal-controller",
       ...inNetns(options.netns, process.execPath, [
+        ...SHOAL_NODE_FLAGS,
         SHOAL_MAIN,
         "controller",
         "--listen",

@@ -24,9 +24,9 @@ import { SessionPool } from "./session-pool.js";
 import { ChunkDecoder } from "./wire-codec.js";
 
 /** Receive window per call: a peer streams up to this far ahead of what we consumed (~1 GB/s on loopback). */
-export const STREAM_WINDOW_BYTES = 16 * 1024 * 1024;
+export const STREAM_WINDOW_BYTES = 8 * 1024 * 1024;
 /** Receive window of a whole connection (the calls to one peer together). */
-export const CONNECTION_WINDOW_BYTES = 32 * 1024 * 1024;
+export const CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_STALL_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_SESSION_CLOSE_MS = 60_000;
 export const DEFAULT_STAT_TIMEOUT_MS = 5_000;

@@ -3,8 +3,8 @@ import { PeerError } from "./errors.js";
 import type { ReceivedPiece } from "./piece-source.js";
 import type { ChunkSink } from "./wire-codec.js";
 
-/** Idle piece buffers kept per piece size for reuse (a 16 MiB piece size keeps at most 4 × 16 MiB). */
-const MAX_POOLED_PER_SIZE = 4;
+/** Idle piece buffers kept per piece size for reuse (a 16 MiB piece size keeps at most 2 × 16 MiB). */
+const MAX_POOLED_PER_SIZE = 2;
 
 /**
  * Piece-sized buffers, reused: a piece is received into one, checked, written to the store, and the

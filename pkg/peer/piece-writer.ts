@@ -10,9 +10,9 @@ import { chunkMessageEndingAt, MAX_CHUNK_HEADER_BYTES } from "./wire-codec.js";
  * Messages a call may have written but not yet flushed to the connection: enough to keep the socket busy
  * while the next piece is read from disk, few enough that a call's memory stays at a few MiB.
  */
-export const MAX_QUEUED_MESSAGES = 4;
+export const MAX_QUEUED_MESSAGES = 2;
 /** Idle message buffers kept for reuse, server-wide. */
-const MAX_POOLED_MESSAGES = 16;
+const MAX_POOLED_MESSAGES = 8;
 /** Default for a client that stops reading: its call is cut after this long without a flushed message. */
 export const DEFAULT_SEND_STALL_TIMEOUT_MS = 30_000;
 

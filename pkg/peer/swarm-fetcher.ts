@@ -173,7 +173,9 @@ export class SwarmFetcher implements BlobFetcher {
     try {
       const { partial } = lease;
       started({ partial, source: "origin", contentType: lease.contentType });
-      const announcer = new ProgressAnnouncer(this.options.tracker, partial, this.tuning.announceIntervalMs);
+      // Every piece at once: peers relay fresh pieces from the grantee as soon as it holds them, and can keep
+      // them only once the tracker has their hashes, which only the grantee can publish.
+      const announcer = new ProgressAnnouncer(this.options.tracker, partial, 0);
       for (let index = 0; index < partial.pieceCount; index++) {
         await partial.waitForPiece(index, signal);
         announcer.tick();

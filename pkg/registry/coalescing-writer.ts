@@ -1,5 +1,5 @@
 /** Above this many queued bytes, the producer waits for the write in flight (backpressure). */
-export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024;
 
 /**
  * Turns a stream of small chunks into few large writes: while one write is in flight, newer chunks

@@ -7,7 +7,7 @@ export const READ_CHUNK_BYTES = 1024 * 1024;
 /** The first read of a stream is small, so the first byte does not wait for a whole large chunk. */
 export const FIRST_READ_CHUNK_BYTES = 64 * 1024;
 /** Idle chunks kept for reuse, process-wide. */
-const MAX_IDLE_CHUNKS = 16;
+const MAX_IDLE_CHUNKS = 8;
 
 const idle: ArrayBuffer[] = [];
 /** Chunk buffers handed out by takeReadChunk and not given back yet. */
