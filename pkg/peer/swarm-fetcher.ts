@@ -137,10 +137,11 @@ export class SwarmFetcher implements BlobFetcher {
           continue;
         }
       }
-      // Holders that sent bad pieces are named, so their copies do not keep the tracker from granting us
-      // the origin; without any grant holder at all, the origin is used anyway: correctness before offload.
+      // Holders that sent bad pieces or kept failing are named, so their copies do not keep the tracker from
+      // granting us the origin. The origin only with the grant (or without a tracker): otherwise a peer slow
+      // on a busy machine would make several agents fetch the same blob from the origin at once.
       const again = await this.lookup(request.digest, true, signal, outcome.excludedAgents);
-      if (again === undefined || again.origin.granted || (outcome.suppliers === 0 && again.origin.granteeAgentId === undefined)) {
+      if (again === undefined || again.origin.granted) {
         this.options.logger.info(
           { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
           "no peer can supply the rest; fetching it from the origin",

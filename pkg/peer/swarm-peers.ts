@@ -87,9 +87,13 @@ export class SwarmPeers {
     return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
   }
 
-  /** Agents dropped for this blob because they sent bad pieces. */
+  /**
+   * Agents this download cannot use for this blob: those that sent bad pieces, and those given up after
+   * MAX_PEER_FAILURES failed calls. Named in the next grant request, so their copies do not keep the
+   * tracker from granting this agent the origin.
+   */
   excluded(): string[] {
-    return [...this.peers.values()].filter((p) => p.badPieces).map((p) => p.agentId);
+    return [...this.peers.values()].filter((p) => p.badPieces || p.failures >= MAX_PEER_FAILURES).map((p) => p.agentId);
   }
 
   get size(): number {
