@@ -95,6 +95,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       logger: logger.child({ component: "mirror" }),
       defaultRegistry: options.defaultUpstream,
       responseStartTimeoutMs: options.responseStartTimeout,
+      responseStallTimeoutMs: options.responseStallTimeout,
     });
     const mirrorServer = await MirrorServer.start({ ...options.mirrorAddr, mirror, logger: logger.child({ component: "mirror" }) });
     let stopping = false;

@@ -91,6 +91,12 @@ export const agentOptionSpecs = {
     parse: parseDuration,
     default: "10s",
   },
+  responseStallTimeout: {
+    name: "response-stall-timeout",
+    description: "A started blob response with no byte to send for this long is cut, so the runtime retries instead of hanging.",
+    parse: parseDuration,
+    default: "60s",
+  },
   upstreamConnectTimeout: {
     name: "upstream-connect-timeout",
     description: "Timeout for connecting to an upstream registry.",

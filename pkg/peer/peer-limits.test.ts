@@ -1,14 +1,46 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import type { DiskBlobStore } from "../store/index.js";
+import { ReadPiecesRequest } from "../gen/peer/v1/peer.js";
 import { isPeerError, type PeerErrorCode } from "./errors.js";
+import { frameMessage } from "./grpc-wire.js";
 import type { PieceReadRequest } from "./piece-source.js";
 import { collect, eventually, MiB, PeerFixture, putBlob, putPartial, startFakePeer, testBytes } from "./testing/peer-fixture.js";
 
 const signal = (): AbortSignal => AbortSignal.timeout(10_000);
+
+/** A bare HTTP/2 connection with a tiny receive window, to play a peer that never reads what it asked for. */
+async function rawSession(address: string): Promise<ClientHttp2Session> {
+  const session = connect(`http://${address}`, { settings: { initialWindowSize: 65_535 } });
+  await once(session, "connect");
+  return session;
+}
+
+/** A ReadPieces call nobody reads; `status` resolves with its grpc-status ("8" = RESOURCE_EXHAUSTED), or "" when it never got one. */
+function rawReadPieces(session: ClientHttp2Session, digest: string, pieces: number[]): { status: Promise<string> } {
+  const stream = session.request({ ":method": "POST", ":path": "/peer.v1.PeerService/ReadPieces", "content-type": "application/grpc", te: "trailers" });
+  stream.end(frameMessage(ReadPiecesRequest.encode({ digest, pieceSize: MiB, pieces, waitMs: 0 }).finish()));
+  stream.pause();
+  return {
+    status: new Promise((resolve) => {
+      let code = "";
+      const record = (headers: IncomingHttpHeaders): void => {
+        if (typeof headers["grpc-status"] === "string") code = headers["grpc-status"];
+        // A call refused at once answers trailers-only: settle without waiting for the ones that stay open.
+        if (code !== "") resolve(code);
+      };
+      stream.on("response", record);
+      stream.on("trailers", record);
+      stream.on("error", () => undefined);
+      setTimeout(() => { resolve(code); }, 300).unref();
+    }),
+  };
+}
 const failsWith = (code: PeerErrorCode) => (error: unknown) => isPeerError(error, code);
 
 describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
@@ -47,6 +79,23 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
       assert.equal(pieces.length, 1);
     } finally {
       await partial.abort(new Error("test done"));
+    }
+  });
+
+  it("one connection holds at most a quarter of the upload slots; calls it never reads are cut, freeing them", async () => {
+    const server = await fixture.server({ store, maxConcurrentUploads: 8, sendStallTimeoutMs: 500 });
+    const hog = await rawSession(server.address);
+    try {
+      // Eight calls on one connection whose responses are never read: the window fills, writes stop.
+      const hogged = Array.from({ length: 8 }, () => rawReadPieces(hog, digest, [0, 1, 2, 3, 4, 5, 6, 7]));
+      const codes = await Promise.all(hogged.map((call) => call.status));
+      assert.equal(codes.filter((code) => code === "8").length, 6, `six refused with RESOURCE_EXHAUSTED: ${codes.join(",")}`);
+      // Another peer is served meanwhile, and the two stuck calls are cut after the send-stall timeout.
+      const other = fixture.client();
+      assert.equal((await collect(other.readPieces(server.address, all([0]), signal()))).length, 1);
+      assert.ok(await eventually(() => server.activeUploads === 0, 5_000), "the unread calls were cut");
+    } finally {
+      hog.destroy();
     }
   });
 

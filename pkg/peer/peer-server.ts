@@ -22,6 +22,12 @@ import { MessagePool, PieceWriter } from "./piece-writer.js";
 /** Longest wait_ms honoured; longer requests are clamped to it. */
 export const MAX_WAIT_MS = 60_000;
 export const DEFAULT_MAX_CONCURRENT_UPLOADS = 16;
+/**
+ * Of the upload slots, one connection (one peer) may hold at most this share: a peer that opens calls and
+ * never reads them cannot lock out the others (with 16 slots, 4 per connection). A downloader keeps at most
+ * a few calls in flight per peer, so honest peers never reach it.
+ */
+const MAX_UPLOAD_SHARE_PER_CONNECTION = 0.25;
 /** Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
 export const MAX_STREAMS_PER_CONNECTION = 32;
 /** Requests are a digest and at most MAX_PIECES_PER_CALL varints. */
@@ -58,6 +64,9 @@ export class PeerServer {
   private readonly bucket: TokenBucket | undefined;
   private readonly maxUploads: number;
   private active = 0;
+  private readonly maxUploadsPerConnection: number;
+  /** Upload slots held per connection. */
+  private readonly perConnection = new Map<Http2Session, number>();
   /** One controller per call in progress, so close() can stop them. */
   private readonly calls = new Set<AbortController>();
   private readonly handlers = new Set<Promise<void>>();
@@ -77,6 +86,7 @@ export class PeerServer {
     if (!(Number.isSafeInteger(this.maxUploads) && this.maxUploads > 0)) {
       throw new RangeError(`maxConcurrentUploads must be a positive integer, got ${this.maxUploads}`);
     }
+    this.maxUploadsPerConnection = Math.max(2, Math.floor(this.maxUploads * MAX_UPLOAD_SHARE_PER_CONNECTION));
   }
 
   static async start(options: PeerServerOptions): Promise<PeerServer> {
@@ -188,6 +198,8 @@ export class PeerServer {
     this.calls.add(controller);
     if (this.closing !== undefined) controller.abort(new PeerStatus(GrpcStatus.UNAVAILABLE, "peer is shutting down"));
     let slot = false;
+    /** The connection the slot is counted against (the stream forgets its session once closed). */
+    const session = stream.session;
     try {
       const body = await readRequest(stream, controller.signal);
       if (method === "stat") {
@@ -199,12 +211,15 @@ export class PeerServer {
       const { digest, blob } = await this.describe(request.digest);
       checkPieces(request, blob);
       controller.signal.throwIfAborted();
-      if (this.active >= this.maxUploads) {
+      const held = session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
+      if (this.active >= this.maxUploads || held >= this.maxUploadsPerConnection) {
         this.options.metrics?.peerUploadsRejected.inc();
-        throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, `upload cap reached (${this.maxUploads} streams)`);
+        const which = this.active >= this.maxUploads ? `upload cap reached (${this.maxUploads} streams)` : `this connection holds ${held} upload streams already`;
+        throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, which);
       }
       slot = true;
       this.active++;
+      if (session !== undefined) this.perConnection.set(session, held + 1);
       this.options.metrics?.peerUploadsActive.inc();
       await this.readPieces(stream, digest, blob, request, controller.signal);
     } catch (error: unknown) {
@@ -219,6 +234,11 @@ export class PeerServer {
       this.calls.delete(controller);
       if (slot) {
         this.active--;
+        if (session !== undefined) {
+          const left = (this.perConnection.get(session) ?? 1) - 1;
+          if (left > 0) this.perConnection.set(session, left);
+          else this.perConnection.delete(session);
+        }
         this.options.metrics?.peerUploadsActive.dec();
       }
     }

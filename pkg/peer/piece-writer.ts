@@ -14,7 +14,7 @@ export const MAX_QUEUED_MESSAGES = 2;
 /** Idle message buffers kept for reuse, server-wide. */
 const MAX_POOLED_MESSAGES = 8;
 /** Default for a client that stops reading: its call is cut after this long without a flushed message. */
-export const DEFAULT_SEND_STALL_TIMEOUT_MS = 30_000;
+export const DEFAULT_SEND_STALL_TIMEOUT_MS = 15_000;
 
 /**
  * Message buffers reused once a write has been flushed (HTTP/2 writes hand the buffer to the connection

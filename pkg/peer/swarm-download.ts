@@ -42,6 +42,11 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   siblingWaitMs: 1_500,
 };
 
+/** The zone the swarm prefers: this agent's own, or (Kubernetes: a Pod cannot read its Node's labels) the tracker's. */
+export function swarmZone(self: SwarmSelf | undefined, lookup: LookupResult): string {
+  return self === undefined ? "" : self.zone !== "" ? self.zone : lookup.askerZone;
+}
+
 export interface SwarmSelf {
   readonly agentId: string;
   /** topology.kubernetes.io/zone; "" (unknown) makes every peer count as same-zone: no preference. */
@@ -63,10 +68,10 @@ export interface SwarmDownloadContext {
   /** The lookup that started the download. */
   readonly first: LookupResult;
   /**
-   * Agents that sent pieces failing their hash, for this blob: shared by every download round of one
-   * fetch, so a bad peer stays dropped when a stalled round is followed by the next.
+   * The blob's peers, shared by every download round of one fetch (see SwarmPeers), built for this
+   * agent's zone (swarmZone).
    */
-  readonly badAgents?: Set<string>;
+  readonly peers: SwarmPeers;
   /** Tie-break randomness (PiecePicker); Math.random by default. */
   readonly random?: () => number;
 }
@@ -108,9 +113,8 @@ export class SwarmDownload {
   private bytesFromPeers = 0;
 
   constructor(private readonly ctx: SwarmDownloadContext) {
-    // In Kubernetes the agent cannot read its Node's zone label; the tracker tells it.
-    this.zone = ctx.self === undefined ? "" : ctx.self.zone !== "" ? ctx.self.zone : ctx.first.askerZone;
-    this.peers = new SwarmPeers(ctx.partial.pieceCount, this.zone);
+    this.zone = swarmZone(ctx.self, ctx.first);
+    this.peers = ctx.peers;
     this.picker = new PiecePicker({
       pieceCount: ctx.partial.pieceCount,
       selfAgentId: ctx.self?.agentId,
@@ -142,7 +146,7 @@ export class SwarmDownload {
           return {
             kind: "stalled",
             suppliers: this.picker.suppliers(this.pickerState(after)),
-            excludedAgents: [...new Set([...this.peers.excluded(), ...(this.ctx.badAgents ?? [])])],
+            excludedAgents: this.peers.excluded(),
             granteeProgressing: this.granteeProgressing(after),
           };
         }
@@ -222,8 +226,17 @@ export class SwarmDownload {
         const reason = isPeerError(error) ? error.code.replace(/^ERR_PEER_/, "").toLowerCase() : "unavailable";
         metrics.peerErrors.inc({ reason });
         if (isPeerError(error, "ERR_PEER_BUSY")) this.peers.busy(peer, now);
-        else if (isPeerError(error, "ERR_PEER_MISSING_PIECE")) this.needRefresh = true;
-        else {
+        else if (isPeerError(error, "ERR_PEER_MISSING_PIECE") && waitMs > 0) {
+          // A relayed piece that did not arrive there in time: normal (the call itself waited relayWaitMs,
+          // which bounds how often it happens). Leaving the peer alone now would send its zone's pieces
+          // across zones.
+          this.needRefresh = true;
+        } else if (isPeerError(error, "ERR_PEER_MISSING_PIECE")) {
+          // It claimed the piece (complete, or in its bitmap) and does not have it: stale at best, lying at
+          // worst. It costs a bounded number of calls, with backoff, then it is given up for this blob.
+          this.needRefresh = true;
+          this.peers.failed(peer, now);
+        } else {
           this.peers.failed(peer, now);
           this.ctx.logger.debug({ err: error, peer: peer.address }, "piece request failed");
         }
@@ -262,7 +275,6 @@ export class SwarmDownload {
       metrics.pieceVerificationFailures.inc();
       logger.warn({ peer: peer.address, agent: peer.agentId, piece: index, digest: partial.digest }, "peer sent a piece that does not match its hash; dropping the peer for this blob");
       this.peers.exclude(peer);
-      this.ctx.badAgents?.add(peer.agentId);
       // Whatever else it is sending is suspect too: stop those calls instead of verifying more bad pieces.
       this.book.abort(peer);
       return false;
@@ -301,8 +313,10 @@ export class SwarmDownload {
       result.pieceHashes.forEach((hash, i) => {
         if (hash !== undefined && this.ctx.hashes[i] === undefined) this.ctx.hashes[i] = hash;
       });
-      const bad = this.ctx.badAgents;
-      this.peers.update(bad === undefined || bad.size === 0 ? result.holders : result.holders.filter((h) => !bad.has(h.agentId)), performance.now());
+      this.peers.update(
+        result.holders.filter((h) => !this.peers.isBad(h.agentId)),
+        performance.now(),
+      );
       this.granteeAgentId = result.origin.granteeAgentId;
     }
     this.ctx.metrics.peersKnown.set(this.peers.size);

@@ -8,7 +8,8 @@ import { isStoreError } from "../store/errors.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
 import type { PieceSource } from "./piece-source.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
-import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning } from "./swarm-download.js";
+import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning, swarmZone } from "./swarm-download.js";
+import { SwarmPeers } from "./swarm-peers.js";
 
 /** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */
 const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;
@@ -123,9 +124,9 @@ export class SwarmFetcher implements BlobFetcher {
     started({ partial, source: "peer", contentType: partial.mediaType });
     const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
     let first: LookupResult = lookup;
-    const badAgents = new Set<string>();
+    const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
     for (;;) {
-      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, self: this.options.self, signal, first, badAgents });
+      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, self: this.options.self, signal, first, peers });
       const outcome = await download.run();
       if (outcome.kind === "complete") break;
       if (outcome.granteeProgressing) {

@@ -34,9 +34,20 @@ export interface SwarmPeer {
   badPieces: boolean;
 }
 
-/** The peers of one blob, refreshed from tracker lookups. */
+/** What a fetch learned about an agent, kept across download rounds and while it is out of the tracker's list. */
+interface Verdict {
+  failures: number;
+  bad: boolean;
+}
+
+/**
+ * The peers of one blob, refreshed from tracker lookups. One instance serves every download round of a
+ * fetch: a peer that failed or lied stays known as such when a stalled round is followed by the next, and
+ * when it leaves the tracker's list and comes back.
+ */
 export class SwarmPeers {
   private readonly peers = new Map<string, SwarmPeer>();
+  private readonly verdicts = new Map<string, Verdict>();
 
   /** `zone`: this agent's zone; "" (unknown) treats every peer as local. */
   constructor(
@@ -61,6 +72,8 @@ export class SwarmPeers {
         known.complete = holder.complete;
         known.bitmap = bitmap;
       } else {
+        const verdict = this.verdicts.get(holder.agentId);
+        const given = verdict !== undefined && (verdict.bad || verdict.failures >= MAX_PEER_FAILURES);
         this.peers.set(holder.agentId, {
           agentId: holder.agentId,
           seed: rendezvousSeed(holder.agentId),
@@ -72,9 +85,9 @@ export class SwarmPeers {
           bitmap,
           grewAtMs: nowMs,
           inflight: 0,
-          failures: 0,
-          excludedUntilMs: 0,
-          badPieces: false,
+          failures: verdict?.failures ?? 0,
+          excludedUntilMs: given ? Number.POSITIVE_INFINITY : 0,
+          badPieces: verdict?.bad ?? false,
         });
       }
     });
@@ -93,7 +106,12 @@ export class SwarmPeers {
    * tracker from granting this agent the origin.
    */
   excluded(): string[] {
-    return [...this.peers.values()].filter((p) => p.badPieces || p.failures >= MAX_PEER_FAILURES).map((p) => p.agentId);
+    return [...this.verdicts].filter(([, v]) => v.bad || v.failures >= MAX_PEER_FAILURES).map(([agentId]) => agentId);
+  }
+
+  /** Agents that sent bad pieces for this blob. */
+  isBad(agentId: string): boolean {
+    return this.verdicts.get(agentId)?.bad === true;
   }
 
   get size(): number {
@@ -106,6 +124,7 @@ export class SwarmPeers {
 
   failed(peer: SwarmPeer, nowMs: number): void {
     peer.failures++;
+    this.verdict(peer.agentId).failures = peer.failures;
     peer.excludedUntilMs = peer.failures >= MAX_PEER_FAILURES ? Number.POSITIVE_INFINITY : nowMs + FAILURE_BACKOFF_MS;
   }
 
@@ -113,6 +132,16 @@ export class SwarmPeers {
   exclude(peer: SwarmPeer): void {
     peer.excludedUntilMs = Number.POSITIVE_INFINITY;
     peer.badPieces = true;
+    this.verdict(peer.agentId).bad = true;
+  }
+
+  private verdict(agentId: string): Verdict {
+    let verdict = this.verdicts.get(agentId);
+    if (verdict === undefined) {
+      verdict = { failures: 0, bad: false };
+      this.verdicts.set(agentId, verdict);
+    }
+    return verdict;
   }
 
   private bitmapOf(bytes: Uint8Array): PieceBitmap | undefined {

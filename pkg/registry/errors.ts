@@ -14,7 +14,9 @@ export type RegistryErrorCode =
   | "ERR_UPSTREAM_TOO_LARGE"
   | "ERR_DIGEST_MISMATCH"
   /** No source could start answering within the response start deadline. */
-  | "ERR_START_TIMEOUT";
+  | "ERR_START_TIMEOUT"
+  /** A response that had started stopped receiving bytes from any source (it is cut, never completed wrong). */
+  | "ERR_STREAM_STALLED";
 
 export class RegistryError extends Error {
   override readonly name = "RegistryError";

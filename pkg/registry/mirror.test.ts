@@ -345,6 +345,54 @@ describe("mirror: never hang the runtime", () => {
     }
   });
 
+  it("sends no status line before the first byte: a body that never comes is a 404 within the deadline", async () => {
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 300, bodyStallTimeoutMs: 10_000 });
+    try {
+      const blob = await f.upstream.addBlob({ size: 3 * 1024 * 1024, seed: "no-first-byte" });
+      f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", stallAfterBytes: 0 });
+      const started = performance.now();
+      const res = await fetch(f.blobUrl(NAME, blob.digest));
+      assert.equal(res.status, 404);
+      assert.equal(await ociError(res), "BLOB_UNKNOWN");
+      assert.ok(performance.now() - started < 2_000, `took ${performance.now() - started} ms`);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("cuts a started response whose source stops delivering, instead of hanging the runtime", async () => {
+    const f = await MirrorFixture.start({ responseStallTimeoutMs: 500, bodyStallTimeoutMs: 30_000 });
+    try {
+      const blob = await f.upstream.addBlob({ size: 4 * 1024 * 1024, seed: "stops-midway" });
+      f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "body", stallAfterBytes: 2 * 1024 * 1024 + 17 });
+      const started = performance.now();
+      const res = await fetch(f.blobUrl(NAME, blob.digest));
+      assert.equal(res.status, 200);
+      await assert.rejects(body(res), "the body breaks off");
+      assert.ok(performance.now() - started < 10_000, `took ${performance.now() - started} ms`);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("answers a range of a blob it is still fetching only once the blob matched its digest", async () => {
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 3_000 });
+    try {
+      const bad = await f.upstream.addBlob({ size: 1024 * 1024 + 9, seed: "range-of-a-lie" });
+      f.upstream.script({ kind: "blob", reference: bad.digest }, { kind: "body", corrupt: true }, { times: 1 });
+      const refused = await fetch(f.blobUrl(NAME, bad.digest), { headers: { range: "bytes=0-99" } });
+      assert.equal(refused.status, 404, "the first 100 bytes were never vouched for: no 206 for them");
+      assert.equal(await ociError(refused), "BLOB_UNKNOWN");
+      const good = await f.upstream.addBlob({ size: 1024 * 1024 + 9, seed: "range-of-the-truth" });
+      const ranged = await fetch(f.blobUrl(NAME, good.digest), { headers: { range: "bytes=0-99" } });
+      assert.equal(ranged.status, 206);
+      const whole = await body(await fetch(f.blobUrl(NAME, good.digest)));
+      assert.deepEqual(await body(ranged), whole.subarray(0, 100));
+    } finally {
+      await f.close();
+    }
+  });
+
   it("breaks off a stalled transfer and resumes it", async () => {
     const f = await MirrorFixture.start({ bodyStallTimeoutMs: 300 });
     try {

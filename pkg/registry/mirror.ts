@@ -8,7 +8,7 @@ import type { BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import { recycleReadChunk } from "../store/read-chunks.js";
 import type { TagStore } from "../store/tag-store.js";
-import type { BlobFetcher } from "./blob-fetcher.js";
+import { type BlobFetcher, raceSignal } from "./blob-fetcher.js";
 import { RegistryError } from "./errors.js";
 import type { ManifestPeers } from "./manifest-peers.js";
 import { type ClusterTags, ManifestResolver } from "./manifests.js";
@@ -18,6 +18,9 @@ import { type UpstreamClient, header } from "./upstream/upstream-client.js";
 
 /** containerd waits for a mirror indefinitely; this bounds how long a response may take to start. */
 export const DEFAULT_RESPONSE_START_TIMEOUT_MS = 10_000;
+export const DEFAULT_RESPONSE_STALL_TIMEOUT_MS = 60_000;
+/** How often a running blob response checks that bytes still come. */
+const STREAM_WATCHDOG_INTERVAL_MS = 1_000;
 
 export interface MirrorOptions {
   readonly store: BlobStore;
@@ -33,6 +36,8 @@ export interface MirrorOptions {
   /** Registry for requests that name none (no `?ns=`, no registry path segment). */
   readonly defaultRegistry?: string | undefined;
   readonly responseStartTimeoutMs?: number;
+  /** A started blob response with nothing to send for this long is cut. */
+  readonly responseStallTimeoutMs?: number;
 }
 
 type Route = Exclude<MirrorRoute, { kind: "base" }>;
@@ -41,10 +46,12 @@ type Route = Exclude<MirrorRoute, { kind: "base" }>;
 export class Mirror {
   private readonly manifests: ManifestResolver;
   private readonly startTimeoutMs: number;
+  private readonly streamStallTimeoutMs: number;
 
   constructor(private readonly options: MirrorOptions) {
     this.manifests = new ManifestResolver(options);
     this.startTimeoutMs = options.responseStartTimeoutMs ?? DEFAULT_RESPONSE_START_TIMEOUT_MS;
+    this.streamStallTimeoutMs = options.responseStallTimeoutMs ?? DEFAULT_RESPONSE_STALL_TIMEOUT_MS;
   }
 
   /** Node `request` listener. Never throws; every failure becomes an OCI error response or a destroyed stream. */
@@ -191,9 +198,23 @@ export class Mirror {
       return;
     }
     try {
-      const range = this.range(req, res, lease.partial.size);
-      const stream = lease.partial.createReadStream({ ...rangeOptions(range), signal });
-      this.writeBlobHeaders(res, route.digest, lease.partial.size, range, lease.contentType);
+      const { partial } = lease;
+      const range = this.range(req, res, partial.size);
+      if (range !== undefined && range.end < partial.size - 1) {
+        // A range that stops short of the blob's end would be a complete response before the digest was
+        // checked (only a response reaching the last byte can be cut off when it fails). So it waits
+        // for the verified blob, within the response-start deadline; past it the runtime goes direct.
+        await this.withDeadline(deadline, () => raceSignal(partial.whenSettled(), deadline));
+        if (partial.state !== "committed") throw new RegistryError("ERR_START_TIMEOUT", `${route.digest} could not be verified for a range request`);
+        lease.release();
+        await this.serveBlob(route, registry, req, res, deadline, signal, started, true);
+        return;
+      }
+      // No status line before the first byte is here: until then the runtime can still be sent elsewhere.
+      const first = range?.start ?? 0;
+      if (partial.size > 0) await this.withDeadline(deadline, () => partial.waitForPiece(Math.floor(first / partial.pieceSize), deadline));
+      const stream = partial.createReadStream({ ...rangeOptions(range), signal });
+      this.writeBlobHeaders(res, route.digest, partial.size, range, lease.contentType);
       started(lease.source);
       await this.send(stream, res, lease.source);
     } finally {
@@ -247,17 +268,32 @@ export class Mirror {
    */
   private async send(stream: Readable, res: ServerResponse, source: ServeSource): Promise<void> {
     const served = this.options.metrics.blobBytesServed.labels({ source });
+    // A started response whose source delivers nothing for this long is cut (the runtime retries, maybe
+    // elsewhere): waiting on a swarm that cannot finish must not hang a pull. Time the client itself is
+    // slow to read (waiting for 'drain') does not count.
+    let lastChunkMs = performance.now();
+    let draining = false;
+    const watchdog = setInterval(() => {
+      if (!draining && performance.now() - lastChunkMs > this.streamStallTimeoutMs) {
+        stream.destroy(new RegistryError("ERR_STREAM_STALLED", `no byte to send for ${this.streamStallTimeoutMs} ms`));
+      }
+    }, Math.min(STREAM_WATCHDOG_INTERVAL_MS, this.streamStallTimeoutMs));
     const sink = new Writable({
       write(chunk: Buffer, _encoding, callback) {
         served.inc(chunk.length);
+        lastChunkMs = performance.now();
         const more = res.write(chunk, () => {
           recycleReadChunk(chunk);
         });
         if (more) callback();
-        else
+        else {
+          draining = true;
           res.once("drain", () => {
+            draining = false;
+            lastChunkMs = performance.now();
             callback();
           });
+        }
       },
       final(callback) {
         res.end(() => {
@@ -272,7 +308,11 @@ export class Mirror {
     res.once("close", () => {
       if (!res.writableFinished) sink.destroy(new Error("client went away"));
     });
-    await pipeline(stream, sink);
+    try {
+      await pipeline(stream, sink);
+    } finally {
+      clearInterval(watchdog);
+    }
   }
 
   /** Runs the phase before the first byte; past the deadline the client gets a 404 so it falls back. */

@@ -57,6 +57,9 @@ export function toOciErrorResponse(error: unknown, kind: "manifest" | "blob" | "
   if (isStoreError(error, "ERR_STORE_QUOTA_EXCEEDED")) {
     return { status: 503, code: "UNAVAILABLE", message: "the node's blob store is full", fallback: true };
   }
+  if (isStoreError(error, "ERR_STORE_ABORTED")) {
+    return { status: 502, code: "UNAVAILABLE", message: "the transfer of this blob failed before it could start", fallback: true };
+  }
   if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) {
     return { status: 502, code: "DIGEST_INVALID", message: "content did not match its digest and was discarded" };
   }

@@ -106,6 +106,8 @@ export interface FakeCall {
   readonly request: ReadPiecesRequest;
   send(piece: number, offset: number, data: Uint8Array): void;
   end(): void;
+  /** Ends the call with a gRPC status (e.g. status.NOT_FOUND). */
+  fail(code: status, details: string): void;
 }
 
 /**
@@ -139,6 +141,9 @@ export async function startFakePeer(fixture: PeerFixture, handler: (call: FakeCa
         },
         end: () => {
           call.end();
+        },
+        fail: (code, details) => {
+          call.emit("error", { code, details });
         },
       });
     },

@@ -12,6 +12,7 @@ import { FakeUpstream } from "./fake-upstream.js";
 
 export interface MirrorFixtureOptions {
   readonly responseStartTimeoutMs?: number;
+  readonly responseStallTimeoutMs?: number;
   readonly bodyStallTimeoutMs?: number;
   /** Credentials the mirror holds for the fake upstream. */
   readonly credentials?: BasicCredentials;
@@ -60,6 +61,7 @@ export class MirrorFixture {
       logger,
       defaultRegistry: options.defaultRegistry === null ? undefined : (options.defaultRegistry ?? upstream.host),
       responseStartTimeoutMs: options.responseStartTimeoutMs ?? 5_000,
+      ...(options.responseStallTimeoutMs === undefined ? {} : { responseStallTimeoutMs: options.responseStallTimeoutMs }),
     });
     const server = await MirrorServer.start({ host: "127.0.0.1", port: 0, mirror, logger });
     return new MirrorFixture(upstream, store, tags, metrics, server, [
