@@ -120,7 +120,7 @@ log "building $TAG from Dockerfile"
 # --network=host: the build stage's `npm ci` reaches the npm registry as npm on this machine does.
 podman build --pull=never --network=host --layers -f "$REPO_ROOT/Dockerfile" -t "$TAG" "$REPO_ROOT" >"$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log" >&2; fail "podman build of Dockerfile failed"; }
-podman image prune -f >/dev/null 2>&1 || true
+# No `podman image prune` here: the build stage's untagged layers are the cache of the next build.
 
 # --- report -----------------------------------------------------------------------------------------
 size=$(podman image inspect --format '{{.Size}}' "$TAG")
