@@ -195,10 +195,10 @@ export class ChartCluster {
   }
 
   async destroy(): Promise<void> {
-    for (const pod of [...this.agents.map((a) => a.pod), ...this.controllers]) await pod.remove().catch((error: unknown) => debugLog(`containers: remove pod: ${describeError(error)}`));
+    for (const pod of [...this.agents.map((a) => a.pod), ...this.controllers]) await pod.remove().catch((error: unknown) => { debugLog(`containers: remove pod: ${describeError(error)}`); });
     await this.origin.container.stop({ timeout: 0 }).catch(() => undefined);
     await this.api.close().catch(() => undefined);
-    await this.network.remove().catch((error: unknown) => debugLog(`containers: remove network: ${describeError(error)}`));
+    await this.network.remove().catch((error: unknown) => { debugLog(`containers: remove network: ${describeError(error)}`); });
   }
 
   private async startControllers(): Promise<void> {

@@ -77,9 +77,9 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
       assert.deepEqual(info.Config.Entrypoint, ["node", "/app/dist/cmd/shoal/main.js"], "the image's entrypoint (the chart sets no command)");
       assert.equal(info.Config.User, `${AGENT_UID}:${AGENT_UID}`);
       assert.equal(info.HostConfig.ReadonlyRootfs, true);
-      assert.ok(info.HostConfig.SecurityOpt?.includes("no-new-privileges"));
+      assert.ok((info.HostConfig.SecurityOpt as string[] | undefined)?.includes("no-new-privileges"), "allowPrivilegeEscalation: false");
       assert.equal(info.HostConfig.Memory, 1024 ** 3, "the chart's memory limit");
-      const env = new Map((info.Config.Env ?? []).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
+      const env = new Map(info.Config.Env.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
       assert.equal(env.get("SHOAL_PEER_ADVERTISE_ADDR"), `${node.pod.ip}:5052`, "$(POD_IP) expanded from the Downward API");
       assert.equal(env.get("SHOAL_NODE_NAME"), node.nodeName);
       assert.equal(env.get("SHOAL_TRACKER"), `${cluster.trackerService.host}:${cluster.trackerService.port}`, "the agent dials the tracker Service's cluster name");
@@ -147,7 +147,7 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
     assert.equal(agent.exitCode, 0, `the agent exited by itself on SIGTERM (137 would be the SIGKILL after the grace period)\n${await node.pod.logTail("agent")}`);
     assert.equal(restore.exitCode, 0, await node.pod.logTail("restore-on-stop"));
     await assert.rejects(stat(hostsToml(node)), "configure --restore removed the hosts.toml it wrote (there was none before)");
-    const controller = cluster.controllers.find((c) => c !== undefined);
+    const [controller] = cluster.controllers;
     assert.ok(controller);
     const stopped = await controller.stop();
     assert.equal(stopped.get("controller")?.exitCode, 0, `the controller exited by itself on SIGTERM\n${await controller.logTail("controller")}`);

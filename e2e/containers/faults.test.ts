@@ -158,7 +158,7 @@ describe("faults on the chart's pods in containers (4 agents, 2 controllers, ori
     const outcomes = await round.pulls;
     assertPulled(outcomes, round.layout.root.digest);
     t.diagnostic(`pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-    await recordOrigin("baseline", round, (text) => t.diagnostic(text));
+    await recordOrigin("baseline", round, (text) => { t.diagnostic(text); });
   });
   originBound("baseline");
 
@@ -180,7 +180,7 @@ describe("faults on the chart's pods in containers (4 agents, 2 controllers, ori
     for (const o of retried.filter((x) => x.node !== victim.nodeName)) assert.equal(o.error, undefined, `${o.node} was not affected: ${o.error ?? ""}`);
     assertPulled(retried, round.layout.root.digest);
     t.diagnostic(`pull times ${retried.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-    await recordOrigin("sigkill", round, (text) => t.diagnostic(text));
+    await recordOrigin("sigkill", round, (text) => { t.diagnostic(text); });
   });
   originBound("sigkill");
 
@@ -198,7 +198,7 @@ describe("faults on the chart's pods in containers (4 agents, 2 controllers, ori
       const outcomes = await round.pulls;
       assertPulled(outcomes, round.layout.root.digest);
       t.diagnostic(`pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-      await recordOrigin("pause", round, (text) => t.diagnostic(text));
+      await recordOrigin("pause", round, (text) => { t.diagnostic(text); });
     } finally {
       await paused.unpause();
     }
@@ -223,7 +223,7 @@ describe("faults on the chart's pods in containers (4 agents, 2 controllers, ori
     const outcomes = await round.pulls;
     assertPulled(outcomes, round.layout.root.digest);
     t.diagnostic(`${victim.nodeName} cut off for ${DISCONNECT_MS} ms; pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-    await recordOrigin("disconnect", round, (text) => t.diagnostic(text));
+    await recordOrigin("disconnect", round, (text) => { t.diagnostic(text); });
   });
   originBound("disconnect");
 });

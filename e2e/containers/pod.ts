@@ -132,7 +132,7 @@ export class Pod {
     const previous = this.containers.get(name);
     if (previous !== undefined) await (await dockerode()).getContainer(previous.getId()).remove({ force: true });
     const resolved = this.resolve(spec);
-    const started = await this.build(resolved, `${name}`).start();
+    const started = await this.build(resolved, name).start();
     this.containers.set(name, started);
     this.resolved.set(name, resolved);
     return started;
@@ -202,7 +202,7 @@ export class Pod {
   async remove(): Promise<void> {
     const api = await dockerode();
     const ids = [...this.containers.values()].map((c) => c.getId());
-    await Promise.all(ids.map((id) => api.getContainer(id).remove({ force: true }).catch((error: unknown) => debugLog(`containers: remove ${id}: ${describeError(error)}`))));
+    await Promise.all(ids.map((id) => api.getContainer(id).remove({ force: true }).catch((error: unknown) => { debugLog(`containers: remove ${id}: ${describeError(error)}`); })));
     await api.getContainer(this.sandbox.getId()).remove({ force: true });
   }
 
@@ -231,7 +231,7 @@ export class Pod {
       .withName(`${this.options.network.name}-${this.options.name}-${logName}`)
       .withNetworkMode(`container:${this.sandbox.getId()}`)
       .withEnvironment({ ...resolved.env })
-      .withLogConsumer((stream) => this.keepLog(logName, stream));
+      .withLogConsumer((stream) => { this.keepLog(logName, stream); });
     if (resolved.entrypoint !== undefined) container = container.withEntrypoint([...resolved.entrypoint]);
     if (resolved.cmd !== undefined) container = container.withCommand([...resolved.cmd]);
     if (resolved.user !== undefined) container = container.withUser(resolved.user);
@@ -245,8 +245,8 @@ export class Pod {
       if (source === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `container ${resolved.name} mounts undeclared volume ${m.volume}`);
       return { source, target: m.target, mode: m.readOnly ? ("ro" as const) : ("rw" as const) };
     });
-    const automount = this.options.spec.automountServiceAccountToken !== false && this.options.serviceAccountDir !== undefined;
-    if (automount && this.options.serviceAccountDir !== undefined) mounts.push({ source: this.options.serviceAccountDir, target: SERVICE_ACCOUNT_PATH, mode: "ro" });
+    // Kubernetes mounts the service account token unless the pod spec says otherwise.
+    if (this.options.spec.automountServiceAccountToken !== false && this.options.serviceAccountDir !== undefined) mounts.push({ source: this.options.serviceAccountDir, target: SERVICE_ACCOUNT_PATH, mode: "ro" });
     return container.withBindMounts(mounts);
   }
 
@@ -273,7 +273,7 @@ export class Pod {
       .withNetworkMode(`container:${this.sandbox.getId()}`)
       .withEntrypoint([...sidecar.entrypoint])
       .withEnvironment({ ...sidecar.env })
-      .withLogConsumer((stream) => this.keepLog(sidecar.name, stream));
+      .withLogConsumer((stream) => { this.keepLog(sidecar.name, stream); });
     if (sidecar.bindMounts !== undefined) container = container.withBindMounts(sidecar.bindMounts.map((m) => ({ ...m, mode: "ro" as const })));
     this.containers.set(sidecar.name, await container.start());
   }

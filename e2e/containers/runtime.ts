@@ -27,7 +27,7 @@ export async function containerSuiteUnavailable(): Promise<string | false> {
   try {
     const client = await Promise.race([
       getContainerRuntimeClient(),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${RUNTIME_PROBE_TIMEOUT_MS} ms`)), RUNTIME_PROBE_TIMEOUT_MS).unref()),
+      new Promise<never>((_, reject) => setTimeout(() => { reject(new Error(`no answer in ${RUNTIME_PROBE_TIMEOUT_MS} ms`)); }, RUNTIME_PROBE_TIMEOUT_MS).unref()),
     ]);
     await client.container.dockerode.ping();
     return false;
