@@ -9,6 +9,7 @@ import { createServer as createTlsServer } from "node:tls";
 import { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
 import { HarnessError } from "../support/errors.js";
 import { runCommand } from "../support/process.js";
+import { splice } from "./kube-proxy.js";
 
 const OPENSSL_TIMEOUT_MS = 30_000;
 /** Watches stay open; bookmarks keep client-node's 30 s watch silence timeout from firing. */
@@ -55,12 +56,7 @@ export class KubeApiEndpoint {
           sockets.add(socket);
           socket.on("close", () => sockets.delete(socket));
         }
-        client.on("error", () => upstream.destroy());
-        upstream.on("error", () => client.destroy());
-        client.on("close", () => upstream.destroy());
-        upstream.on("close", () => client.destroy());
-        client.pipe(upstream);
-        upstream.pipe(client);
+        splice(client, upstream);
       });
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);

@@ -11,6 +11,7 @@
 //
 // Configuration: SHOAL_E2E_SERVICES='[{"listen":"127.0.0.1:7070","backends":[{"target":"IP:PORT","readyUrl":"http://IP:PORT/readyz"}]}]'
 import { type Socket, connect, createServer } from "node:net";
+import { pathToFileURL } from "node:url";
 
 interface Backend {
   readonly target: string;
@@ -33,6 +34,16 @@ function split(address: string): { host: string; port: number } {
 
 function log(fields: Record<string, unknown>): void {
   console.log(JSON.stringify({ time: Date.now(), component: "kube-proxy", ...fields }));
+}
+
+/** Joins two connections: bytes both ways, and either one's end or error ends the other. */
+export function splice(a: Socket, b: Socket): void {
+  a.on("error", () => b.destroy());
+  b.on("error", () => a.destroy());
+  a.on("close", () => b.destroy());
+  b.on("close", () => a.destroy());
+  a.pipe(b);
+  b.pipe(a);
 }
 
 async function isReady(url: string): Promise<boolean> {
@@ -69,13 +80,7 @@ function serve(service: Service): void {
       client.resetAndDestroy();
       return;
     }
-    const upstream = connect(split(backend.target));
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    client.pipe(upstream);
-    upstream.pipe(client);
+    splice(client, connect(split(backend.target)));
   });
   const { host, port } = split(service.listen);
   server.listen(port, host, () => {
@@ -83,10 +88,15 @@ function serve(service: Service): void {
   });
 }
 
-const config = process.env.SHOAL_E2E_SERVICES;
-if (config === undefined) {
-  console.error("kube-proxy: SHOAL_E2E_SERVICES is not set");
-  process.exit(2);
+function main(): void {
+  const config = process.env.SHOAL_E2E_SERVICES;
+  if (config === undefined) {
+    console.error("kube-proxy: SHOAL_E2E_SERVICES is not set");
+    process.exit(2);
+  }
+  for (const service of JSON.parse(config) as Service[]) serve(service);
+  process.on("SIGTERM", () => process.exit(0));
 }
-for (const service of JSON.parse(config) as Service[]) serve(service);
-process.on("SIGTERM", () => process.exit(0));
+
+// Run as the container's program; imported (for splice), it does nothing.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) main();

@@ -11,26 +11,23 @@ import { parseArgs } from "node:util";
 import { ChartCluster } from "../containers/chart-cluster.js";
 import { SHOAL_IMAGE, buildImages } from "../containers/images.js";
 import { containerState, containerSuiteUnavailable } from "../containers/runtime.js";
+import { type ProcStats, procStats } from "../bench/proc-stats.js";
 import { removeTempDir, runCommand } from "../support/process.js";
 
 const READY_TIMEOUT_MS = 60_000;
-const CLK_TCK = 100;
 
-interface ProcessFigures {
-  readonly rssBytes: number;
-  readonly hwmBytes: number;
-  readonly cpuSeconds: number;
+interface ProcessFigures extends ProcStats {
+  /** RssAnon: heap and stacks, this process's own. */
+  readonly anonBytes: number;
+  /** RssFile: mapped files (mostly the Node binary's pages), shared and reclaimable. */
+  readonly fileBytes: number;
   readonly cgroupBytes: number | undefined;
 }
 
 async function processFigures(pid: number): Promise<ProcessFigures> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status)?.[1] ?? NaN) * 1024;
-  // utime and stime are fields 14 and 15, counted after the parenthesised command name.
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-  return { rssBytes: kib("VmRSS"), hwmBytes: kib("VmHWM"), cpuSeconds, cgroupBytes: await cgroupMemory(pid) };
+  return { ...(await procStats(pid)), anonBytes: kib("RssAnon"), fileBytes: kib("RssFile"), cgroupBytes: await cgroupMemory(pid) };
 }
 
 /** The container's memory as its cgroup counts it (v2 memory.current, v1 memory.usage_in_bytes). */
@@ -83,20 +80,21 @@ async function main(): Promise<void> {
     const [node] = cluster.agents;
     if (node === undefined) throw new Error("no agent pod");
     console.log(`agent container as the chart renders it; ${runs} runs, ${idleMs / 1000} s idle each`);
-    console.log("run  ready ms  cpu-s to ready  RSS idle  VmHWM  cgroup");
+    console.log("run  ready ms  cpu-s to ready  RSS idle (anon + file)    VmHWM     cgroup");
     for (let run = 1; run <= runs; run++) {
       const { readyMs } = await cluster.startAgent(node, READY_TIMEOUT_MS);
       const { pid } = await containerState(node.pod.container("agent").getId());
       const atReady = await processFigures(pid);
       await new Promise((resolve) => setTimeout(resolve, idleMs));
       const idle = await processFigures(pid);
-      console.log(`${String(run).padStart(3)}  ${readyMs.toFixed(0).padStart(8)}  ${atReady.cpuSeconds.toFixed(2).padStart(14)}  ${mb(idle.rssBytes).padStart(8)}  ${mb(idle.hwmBytes).padStart(5)}  ${idle.cgroupBytes === undefined ? "n/a" : mb(idle.cgroupBytes)}`);
+      const memory = `${mb(idle.rssBytes)} (${mb(idle.anonBytes)} + ${mb(idle.fileBytes)})`;
+      console.log(`${String(run).padStart(3)}  ${readyMs.toFixed(0).padStart(8)}  ${atReady.cpuSeconds.toFixed(2).padStart(14)}  ${memory.padEnd(26)} ${mb(idle.peakRssBytes).padStart(8)}  ${idle.cgroupBytes === undefined ? "n/a" : mb(idle.cgroupBytes)}`);
       await node.pod.stopContainer("agent");
     }
     const leader = await cluster.waitLeader();
     const { pid } = await containerState(leader.container("controller").getId());
     const controller = await processFigures(pid);
-    console.log(`controller (leader) after the runs: RSS ${mb(controller.rssBytes)}, VmHWM ${mb(controller.hwmBytes)}, cgroup ${controller.cgroupBytes === undefined ? "n/a" : mb(controller.cgroupBytes)}`);
+    console.log(`controller (leader) after the runs: RSS ${mb(controller.rssBytes)} (${mb(controller.anonBytes)} + ${mb(controller.fileBytes)}), VmHWM ${mb(controller.peakRssBytes)}, cgroup ${controller.cgroupBytes === undefined ? "n/a" : mb(controller.cgroupBytes)}`);
   } finally {
     await cluster.destroy();
     await removeTempDir(work);
