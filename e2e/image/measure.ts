@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { ChartCluster } from "../containers/chart-cluster.js";
 import { SHOAL_IMAGE, buildImages } from "../containers/images.js";
 import { containerState, containerSuiteUnavailable } from "../containers/runtime.js";
-import { type ProcStats, procStats } from "../bench/proc-stats.js";
+import { type ProcStats, procStats } from "../../pkg/metrics/index.js";
 import { removeTempDir, runCommand } from "../support/process.js";
 
 const READY_TIMEOUT_MS = 60_000;
