@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HarnessError } from "./errors.js";
+import { metricValue } from "./metrics-text.js";
 import { DaemonProcess, inNetns, makeTempDir, removeTempDir, waitUntil } from "./process.js";
 import { SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
 
@@ -87,15 +88,7 @@ export class ShoalAgent {
 
   /** Value of a Prometheus series from /metrics, summed over series matching the labels. */
   async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-    const text = await (await fetch(`${this.metricsUrl}/metrics`)).text();
-    let total = 0;
-    for (const line of text.split("\n")) {
-      const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$/.exec(line);
-      if (!match || match[1] !== name) continue;
-      const labelText = match[2] ?? "";
-      if (Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) total += Number(match[3]);
-    }
-    return total;
+    return metricValue(await (await fetch(`${this.metricsUrl}/metrics`)).text(), name, labels);
   }
 
   async stop(): Promise<void> {

@@ -1,7 +1,9 @@
-// No Docker engine runs here, so the image is never built in tests. This checks what can be checked
-// without one: the Dockerfile's stages, user and entrypoint, that the entrypoint exists in the
-// compiled tree the image copies, that every package the compiled cmd/ and pkg/ import is a
-// production dependency (`npm ci --omit=dev` installs nothing else), and that the chart agrees.
+// The Dockerfile's shape, checked without building it (e2e/containers builds it with Podman and runs
+// the chart's pods from it): the stages, that the runtime stage runs nothing (no npm, no shell step)
+// and takes Node, production dependencies and compiled code from the build stage, user and
+// entrypoint; that the entrypoint exists in the compiled tree the image copies, that every package
+// the compiled cmd/ and pkg/ import is a production dependency (`npm prune --omit=dev` keeps nothing
+// else), and that the chart agrees.
 import assert from "node:assert/strict";
 import { readFile, readdir } from "node:fs/promises";
 import { join, relative } from "node:path";
@@ -54,23 +56,26 @@ function packageOf(specifier: string): string {
   return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : (parts[0] ?? specifier);
 }
 
-describe("Dockerfile (unbuilt: no Docker engine here)", () => {
-  it("builds on node:24 (Debian), runs on node:24-*-slim with production dependencies, as uid 65532, with the one shoal entrypoint", async () => {
+describe("Dockerfile", () => {
+  it("builds on node:24 (Debian), runs on the same Debian's slim image with Node, production dependencies and code copied in, as uid 65532, with the one shoal entrypoint", async () => {
     const all = parseDockerfile(await readFile(join(REPO_ROOT, "Dockerfile"), "utf8"));
     const [build, runtime, ...extra] = stages(all);
     assert.ok(build && runtime, "two stages: build and runtime");
     assert.deepEqual(extra, []);
-    assert.match(build[0]?.args ?? "", /^node:24-(bookworm|trixie)\s+AS\s+build$/i, "build stage: Node 24 on Debian");
-    assert.match(runtime[0]?.args ?? "", /^node:24-(bookworm|trixie)-slim$/, "runtime stage: Node 24 slim");
-    assert.ok(runtime.some((i) => i.keyword === "RUN" && /\bnpm ci\b.*--omit=dev/.test(i.args)), "runtime installs production dependencies only");
-    assert.ok(runtime.some((i) => i.keyword === "COPY" && /^--from=build\s+\S*dist\/cmd\s/.test(i.args)), "runtime copies the compiled cmd/");
-    assert.ok(runtime.some((i) => i.keyword === "COPY" && /^--from=build\s+\S*dist\/pkg\s/.test(i.args)), "runtime copies the compiled pkg/");
+    const buildFrom = /^node:24-(bookworm|trixie)\s+AS\s+build$/i.exec(build[0]?.args ?? "");
+    assert.ok(buildFrom, "build stage: Node 24 on Debian");
+    assert.equal(runtime[0]?.args, `debian:${buildFrom[1] ?? ""}-slim`, "runtime stage: the build stage's Debian release, slim (the Node binary needs its libc and libstdc++)");
+    assert.ok(build.some((i) => i.keyword === "RUN" && /\bnpm prune\b.*--omit=dev/.test(i.args)), "the build stage drops dev dependencies");
+    assert.deepEqual(runtime.filter((i) => i.keyword === "RUN"), [], "the runtime stage runs nothing: no npm, no package manager");
+    const copies = runtime.filter((i) => i.keyword === "COPY").map((i) => i.args);
+    assert.ok(copies.includes("--from=build /out/node /usr/local/bin/node"), "Node from the build stage");
+    assert.ok(copies.includes("--from=build /out/deps /app") && copies.includes("--from=build /out/app /app"), "dependencies and code from the build stage");
+    const cut = build.filter((i) => i.keyword === "RUN").at(-1)?.args ?? "";
+    for (const part of ["dist/cmd", "dist/pkg", "package.json", "node_modules"]) assert.ok(cut.includes(part), `the runtime tree has ${part}`);
     const users = runtime.filter((i) => i.keyword === "USER");
     assert.equal(users.at(-1)?.args, `${NON_ROOT_UID}:${NON_ROOT_UID}`, "the image runs as a non-root uid by default");
     const entrypoint = runtime.filter((i) => i.keyword === "ENTRYPOINT").at(-1);
     assert.deepEqual(JSON.parse(entrypoint?.args ?? "null"), ENTRYPOINT, "exec-form entrypoint: signals reach node directly");
-    const afterUser = runtime.slice(runtime.indexOf(users.at(-1) ?? runtime[0]!));
-    assert.ok(!afterUser.some((i) => i.keyword === "RUN"), "nothing runs as the non-root user at build time (it could only write into the image)");
     const ignore = (await readFile(join(REPO_ROOT, ".dockerignore"), "utf8")).split("\n").map((l) => l.trim());
     for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"]) assert.ok(ignore.includes(entry), `.dockerignore excludes ${entry}`);
   });
