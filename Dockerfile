@@ -48,5 +48,7 @@ WORKDIR /app
 # filesystem can be read-only: logs go to stdout, the store to --data-dir. The chart runs the
 # `shoal configure` init container as root, because the node's runtime configuration is root's.
 USER 65532:65532
-ENTRYPOINT ["node", "/app/dist/cmd/shoal/main.js"]
+# The Node flags every shoal process runs with (pkg/config/node-flags.ts says why; the Dockerfile test
+# keeps this list equal to it).
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/dist/cmd/shoal/main.js"]
 CMD ["--help"]

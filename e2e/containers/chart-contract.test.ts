@@ -12,6 +12,7 @@ import { type AgentNode, ChartCluster, ORIGIN_NAME } from "./chart-cluster.js";
 import { buildImages } from "./images.js";
 import type { ContainerSpec } from "./pod-spec.js";
 import { assertAvailable, containerSuiteUnavailable, dockerode, skipUnlessCi } from "./runtime.js";
+import { SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
 
 const unavailable = await containerSuiteUnavailable();
 const IMAGE_BYTES = 24 * 1024 * 1024;
@@ -74,7 +75,7 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
       assert.ok(await node.pod.probe("agent", "liveness"), "the liveness probe passes");
       const info = await api.getContainer(node.pod.container("agent").getId()).inspect();
       assert.deepEqual(info.Config.Cmd, renderedAgent().args, "args exactly as rendered");
-      assert.deepEqual(info.Config.Entrypoint, ["node", "/app/dist/cmd/shoal/main.js"], "the image's entrypoint (the chart sets no command)");
+      assert.deepEqual(info.Config.Entrypoint, ["node", ...SHOAL_NODE_FLAGS, "/app/dist/cmd/shoal/main.js"], "the image's entrypoint (the chart sets no command)");
       assert.equal(info.Config.User, `${AGENT_UID}:${AGENT_UID}`);
       assert.equal(info.HostConfig.ReadonlyRootfs, true);
       assert.ok((info.HostConfig.SecurityOpt as string[] | undefined)?.includes("no-new-privileges"), "allowPrivilegeEscalation: false");

@@ -11,8 +11,10 @@ import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { REPO_ROOT } from "./helm-binary.js";
 import { at, only, render } from "./render.js";
+import { SHOAL_NODE_FLAGS } from "../../../pkg/config/index.js";
 
-const ENTRYPOINT = ["node", "/app/dist/cmd/shoal/main.js"];
+const MAIN = "/app/dist/cmd/shoal/main.js";
+const ENTRYPOINT = ["node", ...SHOAL_NODE_FLAGS, MAIN];
 /** The compiled tree this test runs from (dist/ or a dist-* folder), laid out as the image's /app/dist. */
 const DIST_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const NON_ROOT_UID = 65532;
@@ -101,7 +103,7 @@ describe("Dockerfile", () => {
     const ds = only(objects, "DaemonSet");
     const containers = at(ds, "spec", "template", "spec", "containers") as { name: string; lifecycle?: unknown; securityContext?: { runAsUser?: number } }[];
     const restore = containers.find((c) => c.name === "restore-on-stop");
-    assert.deepEqual((at(restore, "lifecycle", "preStop", "exec", "command") as string[]).slice(0, 2), ENTRYPOINT);
+    assert.deepEqual((at(restore, "lifecycle", "preStop", "exec", "command") as string[]).slice(0, 2), ["node", MAIN]);
     assert.equal(containers.find((c) => c.name === "agent")?.securityContext?.runAsUser, NON_ROOT_UID);
     assert.equal(at(only(objects, "Deployment"), "spec", "template", "spec", "securityContext", "runAsUser"), NON_ROOT_UID);
   });
