@@ -160,7 +160,9 @@ export class AgentMetrics {
   });
   readonly trackerLookups = new Counter({
     name: "shoal_tracker_lookups_total",
-    help: "Tracker lookups by this agent, by result (holders, granted, none, unavailable).",
+    help:
+      "Tracker lookups by this agent, by result (holders, granted, none, unavailable); while the tracker is unreachable, " +
+      "lookups answered by the peers this agent knows (peers) or by none of them (peers_none).",
     labelNames: ["result"] as const,
     registers: [this.registry],
   });

@@ -5,6 +5,7 @@ import type { BlobFetcher } from "../registry/blob-fetcher.js";
 import type { BlobStore } from "../store/index.js";
 import type { AgentIdentity, Tracker } from "../tracker/index.js";
 import { InventorySync } from "./inventory.js";
+import { KnownPeers } from "./known-peers.js";
 import { TrackerManifestPeers } from "./manifest-peers.js";
 import { PeerClient, type PeerClientOptions } from "./peer-client.js";
 import { PeerServer } from "./peer-server.js";
@@ -68,6 +69,7 @@ export class AgentSwarm {
       for (const closer of closers) await closer().catch(() => undefined);
     };
     try {
+      const knownPeers = new KnownPeers();
       const peerServer = await PeerServer.start({
         ...options.listen,
         store: options.servedStore === undefined ? store : options.servedStore(store),
@@ -76,6 +78,7 @@ export class AgentSwarm {
         metrics,
         logger: logger.child({ component: "peer-server" }),
         closeGraceMs: options.closeGraceMs,
+        knownHolders: (digest) => knownPeers.holdersOf(digest),
       });
       closers.unshift(() => peerServer.close());
       const port = Number(peerServer.address.split(":").at(-1));
@@ -105,6 +108,7 @@ export class AgentSwarm {
         tracker,
         pieces: peerClient,
         origin: options.origin,
+        knownPeers,
         metrics,
         self,
         logger: logger.child({ component: "swarm" }),

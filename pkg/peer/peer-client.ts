@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import { pieceCount } from "../piece/index.js";
+import { PIECE_HASH_BYTES, pieceCount } from "../piece/index.js";
 import { PeerError } from "./errors.js";
 import { fromGrpcStatus } from "./grpc-status.js";
 import {
@@ -19,7 +19,8 @@ import {
 } from "./grpc-wire.js";
 import { MAX_MESSAGE_BYTES, PEER_METHODS } from "./peer-service.js";
 import { PieceBufferPool, PieceReceiver } from "./piece-receiver.js";
-import type { PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
+import { MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
+import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 import { SessionPool } from "./session-pool.js";
 import { ChunkDecoder } from "./wire-codec.js";
 
@@ -31,7 +32,9 @@ export const DEFAULT_STALL_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_SESSION_CLOSE_MS = 60_000;
 export const DEFAULT_STAT_TIMEOUT_MS = 5_000;
 /** Largest Stat response accepted: a bitmap of a few thousand pieces and a few fields. */
-const MAX_STAT_RESPONSE_BYTES = 1024 * 1024;
+const MAX_STAT_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** Longest peer address accepted in a peer exchange (host:port, bracketed IPv6). */
+const MAX_PEER_ADDRESS_LENGTH = 256;
 /** Whole pieces a call may hold ready for a consumer that is still busy before it stops reading the connection. */
 const MAX_READY_PIECES = 2;
 
@@ -48,15 +51,6 @@ export interface PeerClientOptions {
   readonly statTimeoutMs?: number | undefined;
   /** For benchmarks; defaults to STREAM_WINDOW_BYTES. */
   readonly streamWindowBytes?: number | undefined;
-}
-
-/** What a peer holds of a blob (Stat). */
-export interface PeerBlobStat {
-  readonly complete: boolean;
-  readonly size: number;
-  readonly pieceSize: number;
-  /** Pieces the peer can serve now, MSB first (see PieceBitmap); empty when complete. */
-  readonly bitmap: Uint8Array;
 }
 
 type EndReason = "aborted" | "stalled" | "closed";
@@ -340,8 +334,22 @@ function protocolError(error: unknown, peerAddress: string): PeerError {
 
 function checkStat(response: StatResponse, peerAddress: string): PeerBlobStat {
   const { complete, size, pieceSize, bitmap } = response;
+  const count = Number.isSafeInteger(size) && size >= 0 && pieceSize > 0 ? pieceCount(size, pieceSize) : -1;
   const valid =
-    Number.isSafeInteger(size) && size >= 0 && pieceSize > 0 && (complete || bitmap.byteLength === Math.ceil(pieceCount(size, pieceSize) / 8));
-  if (!valid) throw new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} sent an inconsistent Stat (size ${size}, piece size ${pieceSize}, ${bitmap.byteLength}-byte bitmap)`);
-  return { complete, size, pieceSize, bitmap: new Uint8Array(bitmap) };
+    count >= 0 &&
+    (complete || bitmap.byteLength === Math.ceil(count / 8)) &&
+    response.pieceHashes.length <= count &&
+    response.pieceHashes.every((hash) => hash.byteLength === 0 || hash.byteLength === PIECE_HASH_BYTES);
+  if (!valid) {
+    throw new PeerError(
+      "ERR_PEER_PROTOCOL",
+      `peer ${peerAddress} sent an inconsistent Stat (size ${size}, piece size ${pieceSize}, ${bitmap.byteLength}-byte bitmap, ${response.pieceHashes.length} hashes)`,
+    );
+  }
+  const holders = response.holders
+    .filter((h) => h.agentId.length > 0 && h.agentId.length <= MAX_PEER_ADDRESS_LENGTH && h.peerAddress.length > 0 && h.peerAddress.length <= MAX_PEER_ADDRESS_LENGTH)
+    .slice(0, MAX_HOLDERS_PER_BLOB)
+    .map((h) => ({ agentId: h.agentId, peerAddress: h.peerAddress }));
+  const pieceHashes = response.pieceHashes.map((hash) => (hash.byteLength === 0 ? undefined : new Uint8Array(hash)));
+  return { complete, size, pieceSize, bitmap: new Uint8Array(bitmap), pieceHashes, holders };
 }

@@ -4,6 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { PeerServiceClient, ReadPiecesResponse, type StatResponse } from "../gen/peer/v1/peer.js";
 import type { Digest } from "../oci/index.js";
+import { sha256Of } from "../piece/index.js";
 import type { DiskBlobStore } from "../store/index.js";
 import { frameMessage } from "./grpc-wire.js";
 import { PEER_METHODS } from "./peer-service.js";
@@ -39,7 +40,10 @@ describe("PeerServer speaks gRPC: the generated grpc-js client", () => {
         else resolve(response);
       });
     });
-    assert.deepEqual({ ...stat, bitmap: [...stat.bitmap] }, { complete: true, size: blob.length, pieceSize: MiB, bitmap: [] });
+    assert.deepEqual(
+      { ...stat, bitmap: [...stat.bitmap], pieceHashes: stat.pieceHashes.map((h) => h.toString("hex")) },
+      { complete: true, size: blob.length, pieceSize: MiB, bitmap: [], pieceHashes: [0, 1, 2].map((i) => sha256Of(pieceOf(blob, MiB, i)).toString("hex")), holders: [] },
+    );
     const missing = await new Promise<ServiceError>((resolve) => {
       client.stat({ digest: `sha256:${"0".repeat(64)}` }, (error) => {
         if (error) resolve(error);

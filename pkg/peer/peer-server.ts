@@ -16,7 +16,8 @@ import { TokenBucket } from "../throttle/index.js";
 import { PeerStatus, toPeerStatus } from "./grpc-status.js";
 import { GRPC_CONTENT_TYPE, GrpcStatus, MessageCollector, MessageFramer, encodeGrpcMessage, frameMessage, isGrpcContentType } from "./grpc-wire.js";
 import { MAX_PIECES_PER_CALL, PEER_METHODS } from "./peer-service.js";
-import { findHeldBlob, type HeldBlob, servableBitmap, waitServable } from "./piece-reader.js";
+import { type KnownPeer, MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
+import { findHeldBlob, type HeldBlob, isServable, servableBitmap, waitServable } from "./piece-reader.js";
 import { MessagePool, PieceWriter } from "./piece-writer.js";
 
 /** Longest wait_ms honoured; longer requests are clamped to it. */
@@ -53,7 +54,11 @@ export interface PeerServerOptions {
   readonly metrics?: AgentMetrics | undefined;
   readonly logger: Logger;
   readonly closeGraceMs?: number | undefined;
+  /** Other agents known to hold a blob, told to whoever asks Stat about it (peer exchange). */
+  readonly knownHolders?: ((digest: Digest) => readonly KnownPeer[]) | undefined;
 }
+
+const EMPTY_HASH = Buffer.alloc(0);
 
 /**
  * Serves PeerService (peer.proto) on node:http2 with gRPC framing (grpc-wire.ts): Stat, and pieces of
@@ -245,9 +250,21 @@ export class PeerServer {
   }
 
   private async stat(request: StatRequest): Promise<StatResponse> {
-    const { blob } = await this.describe(request.digest);
-    const bitmap = blob.partial === undefined ? Buffer.alloc(0) : Buffer.from(servableBitmap(blob.partial));
-    return { complete: blob.partial === undefined, size: blob.size, pieceSize: blob.pieceSize, bitmap };
+    const { digest, blob } = await this.describe(request.digest);
+    const { partial } = blob;
+    const bitmap = partial === undefined ? Buffer.alloc(0) : Buffer.from(servableBitmap(partial));
+    let pieceHashes: Buffer[];
+    if (partial === undefined) {
+      const recorded = await this.options.store.pieceHashes(digest);
+      pieceHashes = recorded?.pieceSize === blob.pieceSize ? recorded.hashes.map((hash) => Buffer.from(hash)) : [];
+    } else {
+      pieceHashes = Array.from({ length: blob.pieceCount }, (_, index) => {
+        const hash = isServable(partial, index) ? partial.pieceHash(index) : undefined;
+        return hash === undefined ? EMPTY_HASH : Buffer.from(hash);
+      });
+    }
+    const holders = (this.options.knownHolders?.(digest) ?? []).slice(0, MAX_HOLDERS_PER_BLOB);
+    return { complete: partial === undefined, size: blob.size, pieceSize: blob.pieceSize, bitmap, pieceHashes, holders };
   }
 
   private async readPieces(stream: ServerHttp2Stream, digest: Digest, blob: HeldBlob, request: ReadPiecesRequest, signal: AbortSignal): Promise<void> {

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { AgentMetrics } from "../metrics/index.js";
 import { digestOf, type Digest } from "../oci/index.js";
-import { PieceBitmap } from "../piece/index.js";
+import { PieceBitmap, sha256Of } from "../piece/index.js";
 import type { DiskBlobStore } from "../store/index.js";
 import { isPeerError } from "./errors.js";
 import type { PeerClient } from "./peer-client.js";
@@ -61,7 +61,15 @@ describe("PeerServer + PeerClient: transfers", () => {
   });
 
   it("stats a complete blob, and nothing for an unknown one", async () => {
-    assert.deepEqual(await client.stat(server.address, digest, signal()), { complete: true, size: blob.length, pieceSize: MiB, bitmap: new Uint8Array(0) });
+    const hashes = [0, 1, 2, 3].map((index) => new Uint8Array(sha256Of(pieceOf(blob, MiB, index))));
+    assert.deepEqual(await client.stat(server.address, digest, signal()), {
+      complete: true,
+      size: blob.length,
+      pieceSize: MiB,
+      bitmap: new Uint8Array(0),
+      pieceHashes: hashes,
+      holders: [],
+    });
     assert.equal(await client.stat(server.address, digestOf("unknown"), signal()), undefined);
   });
 
@@ -81,6 +89,8 @@ describe("PeerServer + PeerClient: transfers", () => {
       const bitmap = new PieceBitmap(4, stat.bitmap);
       // Piece 3 is held but is the blob's last: not servable before commit, so not announced.
       assert.deepEqual([0, 1, 2, 3].map((i) => bitmap.has(i)), [false, true, false, false]);
+      // The hashes of what it serves, and nothing for the rest.
+      assert.deepEqual(stat.pieceHashes.map((h) => (h === undefined ? undefined : Buffer.from(h))), [undefined, sha256Of(pieceOf(data, pieceSize, 1)), undefined, undefined]);
     } finally {
       await partial.abort(new Error("test done"));
     }

@@ -1,4 +1,5 @@
 import type { Digest } from "../oci/index.js";
+import type { KnownPeer } from "./known-peers.js";
 
 export interface PieceReadRequest {
   readonly digest: Digest;
@@ -26,7 +27,22 @@ export interface ReceivedPiece {
  * (ERR_PEER_BUSY for a full upload cap, ERR_PEER_MISSING_PIECE) or the signal aborts. Pieces the
  * consumer takes are its to release; the iterator releases those it never handed over.
  */
+/** What a peer holds of a blob (Stat). */
+export interface PeerBlobStat {
+  readonly complete: boolean;
+  readonly size: number;
+  readonly pieceSize: number;
+  /** Pieces the peer can serve now, MSB first (see PieceBitmap); empty when complete. */
+  readonly bitmap: Uint8Array;
+  /** The hashes of the pieces it holds, as it claims them (index-aligned; undefined where not given). */
+  readonly pieceHashes: readonly (Uint8Array | undefined)[];
+  /** Other holders it knows of (peer exchange). */
+  readonly holders: readonly KnownPeer[];
+}
+
 export interface PieceSource {
+  /** What `peerAddress` holds of `digest`; undefined when it holds nothing of it. */
+  stat(peerAddress: string, digest: Digest, signal: AbortSignal): Promise<PeerBlobStat | undefined>;
   /** `onData` is told of every batch of bytes as it arrives: progress, before whole pieces are there. */
   readPieces(peerAddress: string, request: PieceReadRequest, signal: AbortSignal, onData?: (bytes: number) => void): AsyncIterable<ReceivedPiece>;
 }

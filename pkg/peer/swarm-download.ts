@@ -5,6 +5,8 @@ import { sameHash } from "../piece/index.js";
 import type { PartialBlob } from "../store/index.js";
 import type { LookupResult, Tracker } from "../tracker/index.js";
 import { isPeerError } from "./errors.js";
+import type { KnownPeers } from "./known-peers.js";
+import { lookupViaPeers } from "./peer-lookup.js";
 import { MAX_PARKED_PIECES, PiecePicker, type PickerTuning, type PlannedRequest } from "./piece-picker.js";
 import type { PieceSource, ReceivedPiece } from "./piece-source.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
@@ -74,6 +76,10 @@ export interface SwarmDownloadContext {
   readonly peers: SwarmPeers;
   /** Tie-break randomness (PiecePicker); Math.random by default. */
   readonly random?: () => number;
+  /** The agents this one has heard of: remembered from lookups, asked while the tracker is unreachable. */
+  readonly knownPeers?: KnownPeers | undefined;
+  /** `first` came from the peers (lookupViaPeers), not the tracker. */
+  readonly degraded?: boolean;
 }
 
 /**
@@ -123,7 +129,7 @@ export class SwarmDownload {
       random: ctx.random ?? Math.random,
     });
     this.announcer = new ProgressAnnouncer(ctx.tracker, ctx.partial, ctx.tuning.announceIntervalMs);
-    this.apply(ctx.first);
+    this.apply(ctx.first, ctx.degraded === true);
   }
 
   get peerBytes(): number {
@@ -294,12 +300,22 @@ export class SwarmDownload {
   private async refresh(): Promise<void> {
     this.lastRefreshMs = performance.now();
     this.needRefresh = false;
+    const { partial, signal } = this.ctx;
     try {
-      const result = await this.ctx.tracker.lookup(this.ctx.partial.digest, { wantOriginGrant: false, signal: this.ctx.signal });
-      this.apply(result);
+      const result = await this.ctx.tracker.lookup(partial.digest, { wantOriginGrant: false, signal });
+      this.ctx.knownPeers?.remember(partial.digest, result.holders, this.ctx.self?.agentId);
+      this.apply(result, false);
     } catch (error) {
-      if (this.ctx.signal.aborted) throw error;
-      this.ctx.logger.debug({ err: error }, "lookup failed during swarm download; going on with known peers");
+      if (signal.aborted) throw error;
+      // Degraded: no tracker. The peers this download knows, and those they know, tell what they hold
+      // (and the hashes of it) themselves.
+      const candidates = [...this.peers.all().map((p) => ({ agentId: p.agentId, peerAddress: p.address })), ...(this.ctx.knownPeers?.holdersOf(partial.digest) ?? [])];
+      const viaPeers = await lookupViaPeers({ digest: partial.digest, candidates, pieces: this.ctx.pieces, signal });
+      if (viaPeers !== undefined) {
+        this.ctx.knownPeers?.remember(partial.digest, viaPeers.exchanged, this.ctx.self?.agentId);
+        this.apply(viaPeers.result, true);
+      }
+      this.ctx.logger.debug({ err: error, peers: viaPeers?.result.holders.length ?? 0 }, "tracker unreachable during swarm download; going on with the peers it knows");
     }
     for (const [index, { peer, piece }] of [...this.parked]) {
       if (this.ctx.hashes[index] === undefined) continue;
@@ -308,7 +324,8 @@ export class SwarmDownload {
     }
   }
 
-  private apply(result: LookupResult): void {
+  /** `degraded`: the answer comes from the peers (no tracker), which know nothing of grants. */
+  private apply(result: LookupResult, degraded: boolean): void {
     if (result.pieceSize === this.ctx.partial.pieceSize && result.size === this.ctx.partial.size) {
       result.pieceHashes.forEach((hash, i) => {
         if (hash !== undefined && this.ctx.hashes[i] === undefined) this.ctx.hashes[i] = hash;
@@ -317,7 +334,7 @@ export class SwarmDownload {
         result.holders.filter((h) => !this.peers.isBad(h.agentId)),
         performance.now(),
       );
-      this.granteeAgentId = result.origin.granteeAgentId;
+      if (!degraded) this.granteeAgentId = result.origin.granteeAgentId;
     }
     this.ctx.metrics.peersKnown.set(this.peers.size);
   }

@@ -7,6 +7,8 @@ import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
 import type { PieceSource } from "./piece-source.js";
+import type { KnownPeers } from "./known-peers.js";
+import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning, swarmZone } from "./swarm-download.js";
 import { SwarmPeers } from "./swarm-peers.js";
@@ -21,6 +23,8 @@ export interface SwarmFetcherOptions {
   readonly pieces: PieceSource;
   /** Fetches from the origin registry (OriginFetcher); used when granted, stalled or without a tracker. */
   readonly origin: BlobFetcher;
+  /** The agents this one has heard of, asked while the tracker is unreachable (degraded mode). */
+  readonly knownPeers?: KnownPeers | undefined;
   readonly metrics: AgentMetrics;
   readonly logger: Logger;
   readonly tuning?: Partial<SwarmTuning>;
@@ -115,6 +119,12 @@ export class SwarmFetcher implements BlobFetcher {
       await sleep(GRANTEE_POLL_MS, undefined, { signal });
       lookup = await this.lookup(request.digest, true, signal);
     }
+    // Degraded (no tracker): the peers this agent knows are asked before the origin.
+    let degraded = false;
+    if (lookup === undefined) {
+      lookup = await this.lookupViaPeers(request.digest, [], signal);
+      degraded = lookup !== undefined;
+    }
     if (lookup === undefined || lookup.origin.granted || lookup.size === 0) {
       await this.fromOrigin(request, signal, started);
       metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
@@ -126,14 +136,30 @@ export class SwarmFetcher implements BlobFetcher {
     let first: LookupResult = lookup;
     const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
     for (;;) {
-      const download = new SwarmDownload({ partial, tracker, pieces: this.options.pieces, hashes, metrics, logger: this.options.logger, tuning: this.tuning, self: this.options.self, signal, first, peers });
+      const download = new SwarmDownload({
+        partial,
+        tracker,
+        pieces: this.options.pieces,
+        hashes,
+        metrics,
+        logger: this.options.logger,
+        tuning: this.tuning,
+        self: this.options.self,
+        signal,
+        first,
+        peers,
+        knownPeers: this.options.knownPeers,
+        degraded,
+      });
       const outcome = await download.run();
       if (outcome.kind === "complete") break;
       if (outcome.granteeProgressing) {
         // The grantee is still bringing pieces in from the origin: wait for them rather than fetch a second
         // copy (asking for the grant now would take it from the grantee, which the tracker may think stalled).
-        const next = await this.lookup(request.digest, false, signal, outcome.excludedAgents);
+        const fromTracker = await this.lookup(request.digest, false, signal, outcome.excludedAgents);
+        const next = fromTracker ?? (await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal));
         if (next !== undefined && next.size > 0) {
+          degraded = fromTracker === undefined;
           first = next;
           continue;
         }
@@ -142,6 +168,16 @@ export class SwarmFetcher implements BlobFetcher {
       // granting us the origin. The origin only with the grant (or without a tracker): otherwise a peer slow
       // on a busy machine would make several agents fetch the same blob from the origin at once.
       const again = await this.lookup(request.digest, true, signal, outcome.excludedAgents);
+      if (again === undefined && outcome.suppliers > 0) {
+        // No tracker, but peers hold what is missing: keep to them (a peer that keeps failing is given up
+        // after a few calls, and then only the origin is left).
+        const viaPeers = await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal);
+        if (viaPeers !== undefined) {
+          degraded = true;
+          first = viaPeers;
+          continue;
+        }
+      }
       if (again === undefined || again.origin.granted) {
         this.options.logger.info(
           { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
@@ -151,6 +187,7 @@ export class SwarmFetcher implements BlobFetcher {
         metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
         return;
       }
+      degraded = false;
       first = again;
     }
     try {
@@ -193,12 +230,30 @@ export class SwarmFetcher implements BlobFetcher {
     try {
       const result = await this.options.tracker.lookup(digest, { wantOriginGrant, signal, ...(excludedAgents.length > 0 ? { excludedAgents } : {}) });
       this.options.metrics.trackerLookups.inc({ result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : "none" });
+      this.options.knownPeers?.remember(digest, result.holders, this.options.self?.agentId);
       return result;
     } catch (error) {
       signal.throwIfAborted();
       this.options.metrics.trackerLookups.inc({ result: "unavailable" });
-      this.options.logger.debug({ err: error, digest }, "tracker unavailable; the origin it is");
+      this.options.logger.debug({ err: error, digest }, "tracker unavailable");
       return undefined;
     }
+  }
+
+  /**
+   * Degraded mode: the tracker's answer rebuilt from the peers this agent knows of (for this blob, else
+   * any it heard of lately), `excluded` left out. Undefined when none holds any of the blob.
+   */
+  private async lookupViaPeers(digest: Digest, excluded: readonly string[], signal: AbortSignal): Promise<LookupResult | undefined> {
+    const known = this.options.knownPeers;
+    if (known === undefined) return undefined;
+    const skip = new Set([...excluded, this.options.self?.agentId ?? ""]);
+    const candidates = [...known.holdersOf(digest), ...known.recent(MAX_STAT_FANOUT)].filter((p) => !skip.has(p.agentId));
+    const viaPeers = await lookupViaPeers({ digest, candidates, pieces: this.options.pieces, signal });
+    this.options.metrics.trackerLookups.inc({ result: viaPeers === undefined ? "peers_none" : "peers" });
+    if (viaPeers === undefined) return undefined;
+    known.remember(digest, viaPeers.exchanged, this.options.self?.agentId);
+    this.options.logger.info({ digest, holders: viaPeers.result.holders.length }, "tracker unreachable: taking the blob from the peers this agent knows");
+    return viaPeers.result;
   }
 }

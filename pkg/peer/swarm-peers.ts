@@ -95,6 +95,11 @@ export class SwarmPeers {
     for (const [id, peer] of this.peers) if (!seen.has(id) && peer.inflight === 0) this.peers.delete(id);
   }
 
+  /** Every peer known for the blob, usable or not. */
+  all(): SwarmPeer[] {
+    return [...this.peers.values()];
+  }
+
   /** Usable peers now, best ranked first. */
   usable(nowMs: number): SwarmPeer[] {
     return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);

@@ -10,8 +10,6 @@ import { SwarmNode } from "./testing/swarm-node.js";
 const NAME = "swarm/app";
 const FAST = { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 };
 
-
-
 describe("swarm: many agents, one origin fetch", () => {
   let origin: FakeUpstream;
   let tracker: MemoryTracker;

@@ -35,6 +35,20 @@ export interface StatResponse {
   pieceSize: number;
   /** Bit i (most significant bit first) set when piece i is held. Empty when complete. */
   bitmap: Buffer;
+  /**
+   * SHA-256 of the pieces this peer holds, index-aligned (an empty entry: not known here), as it checked
+   * them against the tracker's hashes or computed them from the origin's bytes. What a downloader uses
+   * while the tracker is unreachable; like every claim of a peer, checked in the end by the blob digest.
+   */
+  pieceHashes: Buffer[];
+  /** Other agents this peer knows to hold or fetch the blob (peer exchange), at most a few. */
+  holders: KnownHolder[];
+}
+
+export interface KnownHolder {
+  agentId: string;
+  /** host:port of its PeerService. */
+  peerAddress: string;
 }
 
 export interface ReadPiecesRequest {
@@ -124,7 +138,7 @@ export const StatRequest: MessageFns<StatRequest> = {
 };
 
 function createBaseStatResponse(): StatResponse {
-  return { complete: false, size: 0, pieceSize: 0, bitmap: Buffer.alloc(0) };
+  return { complete: false, size: 0, pieceSize: 0, bitmap: Buffer.alloc(0), pieceHashes: [], holders: [] };
 }
 
 export const StatResponse: MessageFns<StatResponse> = {
@@ -140,6 +154,12 @@ export const StatResponse: MessageFns<StatResponse> = {
     }
     if (message.bitmap.length !== 0) {
       writer.uint32(34).bytes(message.bitmap);
+    }
+    for (const v of message.pieceHashes) {
+      writer.uint32(42).bytes(v!);
+    }
+    for (const v of message.holders) {
+      KnownHolder.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -189,6 +209,22 @@ export const StatResponse: MessageFns<StatResponse> = {
             message.bitmap = Buffer.from(reader.bytes());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.pieceHashes.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.holders.push(KnownHolder.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -211,6 +247,12 @@ export const StatResponse: MessageFns<StatResponse> = {
         ? globalThis.Number(object.piece_size)
         : 0,
       bitmap: isSet(object.bitmap) ? Buffer.from(bytesFromBase64(object.bitmap)) : Buffer.alloc(0),
+      pieceHashes: globalThis.Array.isArray(object?.pieceHashes)
+        ? object.pieceHashes.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : globalThis.Array.isArray(object?.piece_hashes)
+        ? object.piece_hashes.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : [],
+      holders: globalThis.Array.isArray(object?.holders) ? object.holders.map((e: any) => KnownHolder.fromJSON(e)) : [],
     };
   },
 
@@ -228,6 +270,12 @@ export const StatResponse: MessageFns<StatResponse> = {
     if (message.bitmap.length !== 0) {
       obj.bitmap = base64FromBytes(message.bitmap);
     }
+    if (message.pieceHashes?.length) {
+      obj.pieceHashes = message.pieceHashes.map((e) => base64FromBytes(e));
+    }
+    if (message.holders?.length) {
+      obj.holders = message.holders.map((e) => KnownHolder.toJSON(e));
+    }
     return obj;
   },
 
@@ -240,6 +288,101 @@ export const StatResponse: MessageFns<StatResponse> = {
     message.size = object.size ?? 0;
     message.pieceSize = object.pieceSize ?? 0;
     message.bitmap = object.bitmap ?? Buffer.alloc(0);
+    message.pieceHashes = object.pieceHashes?.map((e) => e) || [];
+    message.holders = object.holders?.map((e) => KnownHolder.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseKnownHolder(): KnownHolder {
+  return { agentId: "", peerAddress: "" };
+}
+
+export const KnownHolder: MessageFns<KnownHolder> = {
+  encode(message: KnownHolder, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    if (message.peerAddress !== "") {
+      writer.uint32(18).string(message.peerAddress);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KnownHolder {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseKnownHolder();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.peerAddress = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): KnownHolder {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      peerAddress: isSet(object.peerAddress)
+        ? globalThis.String(object.peerAddress)
+        : isSet(object.peer_address)
+        ? globalThis.String(object.peer_address)
+        : "",
+    };
+  },
+
+  toJSON(message: KnownHolder): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.peerAddress !== "") {
+      obj.peerAddress = message.peerAddress;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<KnownHolder>): KnownHolder {
+    return KnownHolder.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KnownHolder>): KnownHolder {
+    const message = createBaseKnownHolder();
+    message.agentId = object.agentId ?? "";
+    message.peerAddress = object.peerAddress ?? "";
     return message;
   },
 };
@@ -485,8 +628,8 @@ export const ReadPiecesResponse: MessageFns<ReadPiecesResponse> = {
 };
 
 /**
- * PeerService is served by every agent. The downloading agent is always the gRPC client, because
- * only the client side of grpc-js honours a raised flow-control window.
+ * PeerService is served by every agent. The downloading agent is always the client: it sets the
+ * receive windows the transfer runs with.
  */
 export type PeerServiceService = typeof PeerServiceService;
 export const PeerServiceService = {
