@@ -45,8 +45,9 @@ describe("prefetch over the tracker session", () => {
       const got = commands[0];
       assert.equal(got?.kind, "prefetch");
       assert.deepEqual(got.assignment.contents[0]?.credentials, { username: "robot", password: "s3cret" });
-      assert.deepEqual(Buffer.from(got.assignment.contents[0]?.manifests[0]?.body ?? []), manifest);
-      assert.equal(got.assignment.contents[0]?.blobs[0]?.size, 1234);
+      const content = got.assignment.contents[0];
+      assert.deepEqual(Buffer.from(content.manifests[0]!.body), manifest);
+      assert.equal(content.blobs[0]!.size, 1234);
 
       client.reportPrefetch({ id: "uid-1/abc", state: "failed", itemsDone: 1, itemsTotal: 2, bytesFromOrigin: 0, bytesFromPeers: 10, bytesAlreadyHeld: 0, error: { code: "auth", message: "ghcr.io refused access" } });
       await eventually(() => {
@@ -66,7 +67,7 @@ describe("prefetch over the tracker session", () => {
       client.announce({ digest: testDigest("layer"), size: 1234, pieceSize: 1024, complete: true });
       client.withdraw(testDigest("layer"));
       await eventually(() => {
-        const holdings = events.filter((e) => e.type === "holding").map((e) => (e.type === "holding" ? e.complete : undefined));
+        const holdings = events.flatMap((e) => (e.type === "holding" ? [e.complete] : []));
         assert.deepEqual(holdings, [true, false]);
       });
       assert.equal(h.tracker().holdsComplete("a", testDigest("layer")), false);
