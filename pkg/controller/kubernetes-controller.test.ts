@@ -3,7 +3,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { afterEach, describe, it } from "node:test";
 import { Metadata, credentials, status } from "@grpc/grpc-js";
 import { TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
-import { type RecordedApiRequest, distinctKinds } from "../k8s/testing/index.js";
+import { type RecordedApiRequest, rbacRequestKinds } from "../k8s/testing/index.js";
 import { digestOf } from "../oci/index.js";
 import { eventually } from "../tracker/testing/helpers.js";
 import { NAMESPACE, TIMINGS, TestCluster } from "./testing/test-cluster.js";
@@ -257,7 +257,7 @@ describe("controller with Kubernetes membership (API double, real client-node, r
   // Runs last: afterEach has collected the request logs of every test above.
   it("issues exactly the API requests listed in testdata/api-requests.json (the chart's RBAC)", async () => {
     // Update with SHOAL_UPDATE_API_REQUESTS=1 after a deliberate change, and the chart's Role with it.
-    const issued = distinctKinds(allRequests.filter((r) => r.verb !== "unknown"));
+    const issued = rbacRequestKinds(allRequests, NAMESPACE);
     const text = `${JSON.stringify(issued, null, 2)}\n`;
     if (process.env.SHOAL_UPDATE_API_REQUESTS === "1") await writeFile(API_REQUESTS_FILE, text);
     const expected = await readFile(API_REQUESTS_FILE, "utf8");

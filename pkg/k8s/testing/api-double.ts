@@ -206,6 +206,25 @@ export class KubeApiDouble {
     this.store.delete(modeled("secrets"), namespace, name);
   }
 
+  /**
+   * Creates or updates an ImagePrefetch as a user's `kubectl apply` would (not logged as a request): a
+   * create gets generation 1 and no status; an update keeps the status and counts spec changes.
+   */
+  putImagePrefetch(object: ApiObject): ApiObject {
+    const kind = modeled("imageprefetches");
+    const body = clone(object);
+    if (this.store.get(kind, body.metadata.namespace, body.metadata.name) === undefined) {
+      delete body.status;
+      body.metadata.generation = 1;
+      return this.store.create(kind, body);
+    }
+    return this.store.update(kind, this.withSubresourceRules(kind, body, undefined));
+  }
+
+  deleteImagePrefetch(namespace: string, name: string): void {
+    this.store.delete(modeled("imageprefetches"), namespace, name);
+  }
+
   /** Every stored ImagePrefetch, copies. */
   imagePrefetches(namespace?: string): ApiObject[] {
     return this.store.list({ resource: "imageprefetches", namespace, selector: parseLabelSelector("") });

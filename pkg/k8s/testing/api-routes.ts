@@ -139,3 +139,38 @@ export function distinctKinds(requests: readonly RecordedApiRequest[]): ApiReque
     (a, b) => a.apiGroup.localeCompare(b.apiGroup) || a.resource.localeCompare(b.resource) || a.verb.localeCompare(b.verb) || Number(a.namespaced) - Number(b.namespaced),
   );
 }
+
+/**
+ * Where an RBAC grant has to hold for a request: `cluster` (a cluster-scoped resource: ClusterRole),
+ * `namespace` (the controller's own namespace: Role), `all-namespaces` (a list/watch across namespaces, or
+ * a request in another namespace: ClusterRole), `secret-namespaces` (Secrets in other namespaces: only
+ * Roles the chart creates in the namespaces it is told to).
+ */
+export type RbacScope = "cluster" | "namespace" | "all-namespaces" | "secret-namespaces";
+
+export interface RbacRequestKind {
+  readonly verb: string;
+  readonly apiGroup: string;
+  readonly resource: string;
+  readonly scope: RbacScope;
+}
+
+/** Distinct request kinds with the scope their grant needs, sorted: the form kept in testdata for the chart's RBAC test. */
+export function rbacRequestKinds(requests: readonly RecordedApiRequest[], ownNamespace: string): RbacRequestKind[] {
+  const byKey = new Map<string, RbacRequestKind>();
+  for (const r of requests) {
+    if (r.verb === "unknown") continue;
+    const base = r.resource.split("/")[0] ?? r.resource;
+    const namespaced = MODELED_RESOURCES.find((m) => m.resource === base && m.group === r.apiGroup)?.namespaced ?? r.namespace !== undefined;
+    let scope: RbacScope;
+    if (!namespaced) scope = "cluster";
+    else if (r.namespace === ownNamespace) scope = "namespace";
+    else if (r.namespace !== undefined && base === "secrets") scope = "secret-namespaces";
+    else scope = "all-namespaces";
+    const kind = { verb: r.verb, apiGroup: r.apiGroup, resource: r.resource, scope };
+    byKey.set(JSON.stringify(kind), kind);
+  }
+  return [...byKey.values()].sort(
+    (a, b) => a.apiGroup.localeCompare(b.apiGroup) || a.resource.localeCompare(b.resource) || a.verb.localeCompare(b.verb) || a.scope.localeCompare(b.scope),
+  );
+}

@@ -1,0 +1,517 @@
+import { CustomObjectsApi, type KubeConfig, type V1Node } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { type EventRecorder, type Informer, type InformerEvent, apiStatusOf, keyOf, toK8sError, withSignal } from "../k8s/index.js";
+import type { ControllerMetrics } from "../metrics/index.js";
+import type { MemoryTracker, PrefetchReport, TrackerEvent } from "../tracker/index.js";
+import { PrefetchFailure } from "./errors.js";
+import { planSeeds } from "./prefetch-planner.js";
+import type { PullSecretReader } from "./prefetch-pull-secrets.js";
+import { type PrefetchResolver, type ResolvedImage, checkManifestBudget } from "./prefetch-resolver.js";
+import { InvalidSpec, type PrefetchSpec, parsePrefetchSpec } from "./prefetch-spec.js";
+import { type ConditionDecision, type SeedView, buildStatus, withCondition } from "./prefetch-status.js";
+import { type ImagePrefetchObject, PREFETCH_API_VERSION, PREFETCH_GROUP, PREFETCH_KIND, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
+import { type PrefetchWork, assignmentOf, digestsOf, newWork } from "./prefetch-work.js";
+
+/** First wait before a failed resolution or seed is tried again; doubles up to the maximum. */
+export const PREFETCH_RETRY_INITIAL_MS = 10_000;
+export const PREFETCH_RETRY_MAX_MS = 300_000;
+/** Status writes that only change progress figures are spaced at least this far apart. */
+export const STATUS_INTERVAL_MS = 1_000;
+/** Resolving every image of one resource (manifests only) gets this long. */
+const RESOLVE_TIMEOUT_MS = 60_000;
+/** Each status write or delete gets this long. */
+const REQUEST_TIMEOUT_MS = 10_000;
+/** Changes arriving within this long are handled in one pass. */
+const COALESCE_MS = 20;
+/** setTimeout's limit; a later wake-up simply wakes early and waits again. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const PHASES = ["Pending", "Resolving", "Seeding", "Ready", "Failed"] as const;
+type Phase = (typeof PHASES)[number];
+
+export interface PrefetchReconcilerOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly prefetches: Informer<ImagePrefetchObject>;
+  readonly nodes: Informer<V1Node>;
+  readonly tracker: MemoryTracker;
+  readonly resolver: PrefetchResolver;
+  readonly secrets: PullSecretReader;
+  readonly recorder: EventRecorder;
+  readonly metrics?: ControllerMetrics | undefined;
+  readonly logger: Logger;
+  readonly retryInitialMs?: number;
+  readonly retryMaxMs?: number;
+  readonly statusIntervalMs?: number;
+  /** Wall clock (Unix ms) for status times and schedules. */
+  readonly now?: () => number;
+}
+
+/**
+ * Reconciles ImagePrefetch resources on the leader: resolves each generation's references once (tags to
+ * digests, indexes to the wanted platforms, manifests to their blobs; with the resource's pull secrets),
+ * picks seeds per zone (or every node a selector matches) among the agents with a tracker session, sends
+ * them the assignment over their session, and follows them through the tracker: a seed is seeded when
+ * its agent has announced every manifest and blob complete. Agents that join later, are replaced, or
+ * lose content are assigned again; a deleted resource (or a new generation) cancels the assignments.
+ * The status carries what a new leader needs to continue: the resolved digests, the seeds and their byte
+ * counts. Followers only keep their informer warm.
+ */
+export class PrefetchReconciler {
+  private readonly api: CustomObjectsApi;
+  private readonly works = new Map<string, PrefetchWork>();
+  private readonly queue = new Set<string>();
+  private readonly unsubscribe: (() => void)[];
+  private readonly now: () => number;
+  private leading = false;
+  private stopped = false;
+  private drainTimer: NodeJS.Timeout | undefined;
+  private draining: Promise<void> | undefined;
+
+  constructor(private readonly options: PrefetchReconcilerOptions) {
+    this.api = options.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.now = options.now ?? Date.now;
+    this.unsubscribe = [
+      options.prefetches.on((event) => {
+        this.onPrefetch(event);
+      }),
+      options.nodes.on(() => {
+        this.enqueueAll();
+      }),
+      options.tracker.subscribe((event) => {
+        this.onTracker(event);
+      }),
+    ];
+  }
+
+  /** This replica leads now: take up every ImagePrefetch (continuing from what their status says). */
+  startLeading(): void {
+    if (this.stopped) return;
+    this.leading = true;
+    this.enqueueAll();
+  }
+
+  /** Another replica leads: drop all work (the sessions, and with them the agents' assignments, end too). */
+  stopLeading(): void {
+    this.leading = false;
+    for (const work of this.works.values()) this.forget(work);
+    this.works.clear();
+    this.queue.clear();
+    this.updateMetrics();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const off of this.unsubscribe) off();
+    this.stopLeading();
+    clearTimeout(this.drainTimer);
+    await this.draining;
+  }
+
+  // ---- events ------------------------------------------------------------------------------
+
+  private onPrefetch(event: InformerEvent<ImagePrefetchObject>): void {
+    const key = keyOf(event.object);
+    if (key !== undefined) this.enqueue(key);
+  }
+
+  private onTracker(event: TrackerEvent): void {
+    if (!this.leading) return;
+    switch (event.type) {
+      case "registered":
+        this.enqueueAll();
+        return;
+      case "disconnected":
+        for (const work of this.works.values()) work.assigned.delete(event.agentId);
+        this.enqueueAll();
+        return;
+      case "holding":
+        for (const work of this.works.values()) if (work.digests.has(event.digest)) this.enqueue(work.key);
+        return;
+      case "prefetch-report":
+        for (const work of this.works.values()) if (work.assignment?.id === event.report.id) this.onReport(work, event.agentId, event.report);
+        return;
+    }
+  }
+
+  private onReport(work: PrefetchWork, agentId: string, report: PrefetchReport): void {
+    const agent = this.options.tracker.agentIdentities().find((a) => a.agentId === agentId);
+    if (agent === undefined) return;
+    const node = agent.nodeName;
+    work.reports.set(node, report);
+    const bytes = work.bytes.get(node) ?? { origin: 0, peers: 0 };
+    work.bytes.set(node, { origin: Math.max(bytes.origin, report.bytesFromOrigin), peers: Math.max(bytes.peers, report.bytesFromPeers) });
+    if (report.state === "failed") {
+      const attempts = (work.seedFailures.get(node)?.attempts ?? 0) + 1;
+      const code = report.error?.code ?? "failed";
+      const message = report.error?.message ?? "";
+      work.seedFailures.set(node, { code, message, attempts, retryAtMs: this.now() + this.backoff(attempts) });
+      work.assigned.delete(agentId);
+      this.options.logger.warn({ prefetch: work.key, node, code, message }, "seed failed");
+    }
+    this.enqueue(work.key);
+  }
+
+  private enqueueAll(): void {
+    for (const object of this.options.prefetches.list()) {
+      const key = keyOf(object);
+      if (key !== undefined) this.enqueue(key);
+    }
+    for (const key of this.works.keys()) this.enqueue(key);
+  }
+
+  private enqueue(key: string): void {
+    if (!this.leading || this.stopped) return;
+    this.queue.add(key);
+    this.drainTimer ??= setTimeout(() => {
+      this.drainTimer = undefined;
+      this.draining ??= this.drain().finally(() => {
+        this.draining = undefined;
+        if (this.queue.size > 0) this.enqueue([...this.queue][0] ?? "");
+      });
+    }, COALESCE_MS);
+  }
+
+  private async drain(): Promise<void> {
+    for (let key = this.queue.values().next(); !key.done; key = this.queue.values().next()) {
+      this.queue.delete(key.value);
+      if (!this.leading) return;
+      try {
+        await this.reconcile(key.value);
+      } catch (error: unknown) {
+        this.options.logger.error({ err: error, prefetch: key.value }, "reconcile failed");
+      }
+    }
+  }
+
+  // ---- reconcile ---------------------------------------------------------------------------
+
+  private async reconcile(key: string): Promise<void> {
+    const object = this.options.prefetches.get(key);
+    let work = this.works.get(key);
+    if (object === undefined || object.metadata?.deletionTimestamp !== undefined) {
+      if (work !== undefined) {
+        this.options.logger.info({ prefetch: key }, "ImagePrefetch deleted: stopping its work");
+        this.cancelAll(work);
+        this.forget(work);
+        this.works.delete(key);
+        this.updateMetrics();
+      }
+      return;
+    }
+    const generation = object.metadata?.generation ?? 1;
+    if (work !== undefined && (work.uid !== object.metadata?.uid || work.generation !== generation)) {
+      this.cancelAll(work);
+      this.forget(work);
+      work = undefined;
+    }
+    if (work === undefined) {
+      let spec: PrefetchSpec | undefined;
+      let specError: string | undefined;
+      try {
+        spec = parsePrefetchSpec(object.spec);
+      } catch (error: unknown) {
+        if (!(error instanceof InvalidSpec)) throw error;
+        specError = error.message;
+      }
+      work = newWork(object, key, spec, specError, this.iso());
+      this.works.set(key, work);
+    }
+    await this.step(object, work);
+    this.updateMetrics();
+  }
+
+  private async step(object: ImagePrefetchObject, work: PrefetchWork): Promise<void> {
+    const spec = work.spec;
+    if (spec === undefined) {
+      work.failure = { reason: "InvalidSpec", message: work.specError ?? "invalid spec" };
+      this.setConditions(work, { status: "False", reason: "InvalidSpec", message: work.failure.message }, { status: "False", reason: "InvalidSpec", message: work.failure.message });
+      await this.publish(object, work, []);
+      return;
+    }
+    const now = this.now();
+    if (spec.startAtMs !== undefined && now < spec.startAtMs) {
+      this.wakeAt(work, spec.startAtMs);
+      this.setConditions(work, { status: "Unknown", reason: "Scheduled", message: `resolution starts at ${new Date(spec.startAtMs).toISOString()}` }, { status: "False", reason: "Scheduled", message: `prefetch starts at ${new Date(spec.startAtMs).toISOString()}` });
+      await this.publish(object, work, []);
+      return;
+    }
+    if (spec.ttlMs !== undefined) {
+      const created = object.metadata?.creationTimestamp;
+      const expiresAt = (spec.startAtMs ?? (created === undefined ? now : Date.parse(String(created)))) + spec.ttlMs;
+      if (now >= expiresAt) {
+        await this.expire(object, work);
+        return;
+      }
+      this.wakeAt(work, expiresAt);
+    }
+    if (work.images === undefined) {
+      if (work.resolving === undefined && now >= work.retryAtMs) this.resolve(work, spec);
+      if (work.failure === undefined) {
+        this.setConditions(work, { status: "Unknown", reason: "Resolving", message: "resolving the image references" }, { status: "False", reason: "Resolving", message: "resolving the image references" });
+      } else {
+        const retry = `; retrying at ${new Date(work.retryAtMs).toISOString()}`;
+        this.setConditions(work, { status: "False", reason: work.failure.reason, message: work.failure.message + retry }, { status: "False", reason: work.failure.reason, message: work.failure.message });
+      }
+      await this.publish(object, work, []);
+      return;
+    }
+    await this.publish(object, work, this.seed(work, spec));
+  }
+
+  /** Plans the seeds, assigns the content to those that lack it, and returns their states. */
+  private seed(work: PrefetchWork, spec: PrefetchSpec): SeedView[] {
+    const { tracker } = this.options;
+    const images = work.images ?? [];
+    const holdsAll = (agentId: string): boolean => [...work.digests].every((d) => tracker.holdsComplete(agentId, d));
+    const now = this.now();
+    const failed = new Set([...work.seedFailures].filter(([, f]) => f.retryAtMs > now).map(([node]) => node));
+    const plan = planSeeds({
+      target: spec.target,
+      agents: tracker.agentIdentities(),
+      nodes: this.options.nodes.list().map((n) => ({ name: n.metadata?.name ?? "", labels: n.metadata?.labels ?? {} })),
+      holdsAll,
+      previous: work.previousSeeds,
+      failed,
+      salt: work.uid,
+    });
+    work.plan = plan;
+    const chosen = new Set(plan.seeds.map((s) => s.agentId));
+    for (const [agentId, id] of work.assigned) {
+      if (chosen.has(agentId)) continue;
+      tracker.sendCommand(agentId, { kind: "prefetch-cancel", id });
+      work.assigned.delete(agentId);
+    }
+    const assignment = work.assignment;
+    const views: SeedView[] = [];
+    for (const seed of plan.seeds) {
+      work.previousSeeds.add(seed.nodeName);
+      const bytes = work.bytes.get(seed.nodeName) ?? { origin: 0, peers: 0 };
+      const base = { node: seed.nodeName, zone: seed.zone, bytesFromOrigin: bytes.origin, bytesFromPeers: bytes.peers };
+      if (holdsAll(seed.agentId)) {
+        work.seedFailures.delete(seed.nodeName);
+        // Done with it: should it lose content later, it is sent the assignment again.
+        work.assigned.delete(seed.agentId);
+        views.push({ ...base, state: "Seeded" });
+        continue;
+      }
+      const failure = work.seedFailures.get(seed.nodeName);
+      if (failure !== undefined && failure.retryAtMs > now) {
+        this.wakeAt(work, failure.retryAtMs);
+        views.push({ ...base, state: "Failed", message: `${failure.code}: ${failure.message}` });
+        continue;
+      }
+      if (assignment !== undefined && work.assigned.get(seed.agentId) !== assignment.id) {
+        if (tracker.sendCommand(seed.agentId, { kind: "prefetch", assignment })) {
+          work.assigned.set(seed.agentId, assignment.id);
+          this.options.logger.info({ prefetch: work.key, node: seed.nodeName, zone: seed.zone, assignment: assignment.id }, "seed assigned");
+        }
+      }
+      views.push({ ...base, state: work.assigned.has(seed.agentId) ? "Seeding" : "Pending" });
+    }
+    const seeded = views.filter((v) => v.state === "Seeded").length;
+    const target = plan.zones.reduce((n, z) => n + z.target, 0);
+    const failedSeeds = views.filter((v) => v.state === "Failed");
+    const resolved: ConditionDecision = { status: "True", reason: "Resolved", message: describeImages(images) };
+    let ready: ConditionDecision;
+    if (plan.zonesWithoutAgents.length > 0) {
+      ready = { status: "False", reason: "NoAgentsInZone", message: `no agent runs in zone ${plan.zonesWithoutAgents.join(", ")} (spec.target.zones); seeded ${seeded}/${target} elsewhere` };
+    } else if (target === 0) {
+      ready = { status: "False", reason: "NoAgents", message: spec.target.kind === "nodeSelector" ? "no agent runs on a node matching spec.target.nodeSelector" : "no agent has a session with the tracker" };
+    } else if (seeded < target) {
+      const lagging = plan.zones.filter((z) => views.filter((v) => v.zone === z.zone && v.state === "Seeded").length < z.target).map((z) => (z.zone === "" ? "(no zone)" : z.zone));
+      ready = { status: "False", reason: "Seeding", message: `${seeded}/${target} seeds hold every image; waiting in ${lagging.join(", ")}` };
+    } else {
+      const missing = plan.nodesWithoutAgent.length > 0 ? `; matching nodes without an agent: ${plan.nodesWithoutAgent.slice(0, 10).join(", ")}` : "";
+      ready = { status: "True", reason: "Seeded", message: `${seeded}/${target} seeds in ${plan.zones.length} zone(s) hold every image${missing}` };
+      work.readyTime ??= this.iso();
+    }
+    const failedDecision: ConditionDecision =
+      failedSeeds.length > 0 && ready.status !== "True"
+        ? { status: "True", reason: "SeedFailed", message: failedSeeds.map((v) => `${v.node}: ${v.message ?? ""}`).join("; ") }
+        : { status: "False", reason: "NoFailure", message: "" };
+    work.conditions = withCondition(work.conditions, "Resolved", resolved, this.iso(), work.generation);
+    work.conditions = withCondition(work.conditions, "Ready", ready, this.iso(), work.generation);
+    work.conditions = withCondition(work.conditions, "Failed", failedDecision, this.iso(), work.generation);
+    return views;
+  }
+
+  /** Resolves every image (pull secrets first) in the background, then reconciles again. */
+  private resolve(work: PrefetchWork, spec: PrefetchSpec): void {
+    const controller = new AbortController();
+    work.resolving = controller;
+    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(RESOLVE_TIMEOUT_MS)]);
+    const run = async (): Promise<void> => {
+      const credentials = await this.options.secrets.read(work.namespace, spec.pullSecrets, signal);
+      const images: ResolvedImage[] = [];
+      for (const image of spec.images) {
+        images.push(await this.options.resolver.resolve(image, spec.platforms, credentials.get(image.reference.registry), work.knownDigests.get(image.text), signal));
+      }
+      checkManifestBudget(images);
+      if (controller.signal.aborted) return;
+      work.images = images;
+      work.digests = digestsOf(images);
+      work.assignment = assignmentOf(work, images, credentials);
+      work.failure = undefined;
+      this.options.logger.info({ prefetch: work.key, images: images.map((i) => `${i.text}@${i.digest}`), bytes: images.reduce((n, i) => n + i.bytes, 0) }, "images resolved");
+    };
+    run()
+      .catch((error: unknown) => {
+        if (controller.signal.aborted) return;
+        const failure = error instanceof PrefetchFailure ? error : new PrefetchFailure("RegistryUnavailable", `resolving the images timed out or failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+        work.attempts++;
+        work.retryAtMs = this.now() + this.backoff(work.attempts);
+        work.failure = { reason: failure.reason, message: failure.message };
+        this.wakeAt(work, work.retryAtMs);
+        this.options.logger.warn({ prefetch: work.key, reason: failure.reason, message: failure.message, retryAt: new Date(work.retryAtMs).toISOString() }, "resolution failed");
+      })
+      .finally(() => {
+        if (work.resolving === controller) work.resolving = undefined;
+        if (!controller.signal.aborted) this.enqueue(work.key);
+      });
+  }
+
+  private setConditions(work: PrefetchWork, resolved: ConditionDecision, ready: ConditionDecision): void {
+    const now = this.iso();
+    work.conditions = withCondition(work.conditions, "Resolved", resolved, now, work.generation);
+    work.conditions = withCondition(work.conditions, "Ready", ready, now, work.generation);
+    const failed: ConditionDecision = work.failure === undefined ? { status: "False", reason: "NoFailure", message: "" } : { status: "True", reason: work.failure.reason, message: work.failure.message };
+    work.conditions = withCondition(work.conditions, "Failed", failed, now, work.generation);
+  }
+
+  // ---- status, events, expiry -----------------------------------------------------------------
+
+  /** Writes the status when it changed (progress-only changes at most every STATUS_INTERVAL_MS) and records Events for transitions. */
+  private async publish(object: ImagePrefetchObject, work: PrefetchWork, seeds: SeedView[]): Promise<void> {
+    this.recordEvents(work, object);
+    const status = buildStatus({ generation: work.generation, startTime: work.startTime, readyTime: work.readyTime, images: work.images, plan: work.plan, seeds, conditions: work.conditions });
+    const text = JSON.stringify(status);
+    if (text === JSON.stringify(object.status ?? {}) || text === work.lastStatus) return;
+    const significant = (s: string | undefined): string => {
+      if (s === undefined) return "";
+      const parsed = JSON.parse(s) as typeof status;
+      return JSON.stringify([parsed.conditions?.map((c) => [c.type, c.status, c.reason]), parsed.progress, parsed.seeds?.map((x) => x.state), parsed.images?.map((i) => i.digest)]);
+    };
+    const interval = this.options.statusIntervalMs ?? STATUS_INTERVAL_MS;
+    const sinceMs = this.now() - work.lastWriteMs;
+    if (significant(text) === significant(work.lastStatus) && sinceMs < interval) {
+      this.wakeAt(work, work.lastWriteMs + interval);
+      return;
+    }
+    const body: ImagePrefetchObject = { ...object, status };
+    try {
+      await this.api.replaceNamespacedCustomObjectStatus(
+        { group: PREFETCH_GROUP, version: PREFETCH_VERSION, plural: PREFETCH_PLURAL, namespace: work.namespace, name: work.name, body },
+        withSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS)),
+      );
+      work.lastStatus = text;
+      work.lastWriteMs = this.now();
+    } catch (error: unknown) {
+      // 409: our cached object is older than the stored one; the informer brings the newer one and a new pass.
+      const code = apiStatusOf(error)?.code;
+      if (code === 404) return;
+      if (code !== 409) this.options.logger.warn({ err: toK8sError(error, `update status of ImagePrefetch ${work.key}`) }, "status not written");
+      this.wakeAt(work, this.now() + STATUS_INTERVAL_MS);
+    }
+  }
+
+  private recordEvents(work: PrefetchWork, object: ImagePrefetchObject): void {
+    const involved = { kind: PREFETCH_KIND, apiVersion: PREFETCH_API_VERSION, namespace: work.namespace, name: work.name, ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }) };
+    const ready = work.conditions.find((c) => c.type === "Ready");
+    const failed = work.conditions.find((c) => c.type === "Failed" && c.status === "True");
+    const resolved = work.conditions.some((c) => c.type === "Resolved" && c.status === "True");
+    const last = work.lastEvent;
+    if (resolved && !last.resolved) this.options.recorder.record(involved, "Normal", "Resolved", describeImages(work.images ?? []));
+    const failureKey = failed === undefined ? undefined : `${failed.reason}: ${failed.message}`;
+    if (failed !== undefined && failureKey !== last.failure) this.options.recorder.record(involved, "Warning", failed.reason, failed.message);
+    const isReady = ready?.status === "True";
+    if (isReady && !last.ready) {
+      const seconds = (Date.parse(work.readyTime ?? this.iso()) - Date.parse(work.startTime)) / 1000;
+      this.options.recorder.record(involved, "Normal", "Ready", `${ready.message} (${seconds.toFixed(1)} s after the start)`);
+      this.options.metrics?.prefetchReadySeconds.observe(Math.max(0, seconds));
+    }
+    if (!isReady && last.ready && ready !== undefined) this.options.recorder.record(involved, "Normal", "Reseeding", ready.message);
+    work.lastEvent = { ready: isReady, failure: failureKey, resolved };
+  }
+
+  /** spec.ttl has passed: delete the resource (its deletion stops the work). */
+  private async expire(object: ImagePrefetchObject, work: PrefetchWork): Promise<void> {
+    this.options.recorder.record(
+      { kind: PREFETCH_KIND, apiVersion: PREFETCH_API_VERSION, namespace: work.namespace, name: work.name, ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }) },
+      "Normal",
+      "Expired",
+      "spec.ttl has passed: deleting this ImagePrefetch (prefetched content stays in the stores, subject to their quota)",
+    );
+    try {
+      await this.api.deleteNamespacedCustomObject({ group: PREFETCH_GROUP, version: PREFETCH_VERSION, plural: PREFETCH_PLURAL, namespace: work.namespace, name: work.name }, withSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS)));
+    } catch (error: unknown) {
+      if (apiStatusOf(error)?.code === 404) return;
+      this.options.logger.warn({ err: toK8sError(error, `delete expired ImagePrefetch ${work.key}`) }, "expired ImagePrefetch not deleted");
+      this.wakeAt(work, this.now() + this.backoff(1));
+    }
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  private cancelAll(work: PrefetchWork): void {
+    for (const [agentId, id] of work.assigned) this.options.tracker.sendCommand(agentId, { kind: "prefetch-cancel", id });
+    work.assigned.clear();
+  }
+
+  private forget(work: PrefetchWork): void {
+    work.resolving?.abort();
+    clearTimeout(work.timer);
+    work.timer = undefined;
+  }
+
+  /** Reconciles this work again at `atMs` (the earliest of the wake-ups asked for). */
+  private wakeAt(work: PrefetchWork, atMs: number): void {
+    if (work.timer !== undefined && work.timerAtMs <= atMs) return;
+    clearTimeout(work.timer);
+    const timer = setTimeout(() => {
+      if (work.timer === timer) work.timer = undefined;
+      this.enqueue(work.key);
+    }, Math.min(Math.max(0, atMs - this.now()), MAX_TIMER_MS));
+    timer.unref();
+    work.timer = timer;
+    work.timerAtMs = atMs;
+  }
+
+  private backoff(attempts: number): number {
+    const initial = this.options.retryInitialMs ?? PREFETCH_RETRY_INITIAL_MS;
+    return Math.min(initial * 2 ** Math.max(0, attempts - 1), this.options.retryMaxMs ?? PREFETCH_RETRY_MAX_MS);
+  }
+
+  private iso(): string {
+    return new Date(this.now()).toISOString().replace(/\.\d+Z$/, "Z");
+  }
+
+  private updateMetrics(): void {
+    const metrics = this.options.metrics;
+    if (metrics === undefined) return;
+    const counts = new Map<Phase, number>(PHASES.map((p) => [p, 0]));
+    let seeded = 0;
+    let target = 0;
+    for (const work of this.works.values()) {
+      const phase = phaseOf(work);
+      counts.set(phase, (counts.get(phase) ?? 0) + 1);
+      const status = work.lastStatus === undefined ? undefined : (JSON.parse(work.lastStatus) as { seeded?: number; target?: number });
+      seeded += status?.seeded ?? 0;
+      target += status?.target ?? 0;
+    }
+    for (const [phase, n] of counts) metrics.prefetchResources.set({ phase }, n);
+    metrics.prefetchSeeds.set({ state: "seeded" }, seeded);
+    metrics.prefetchSeeds.set({ state: "target" }, target);
+  }
+}
+
+function phaseOf(work: PrefetchWork): Phase {
+  const condition = (type: string): string | undefined => work.conditions.find((c) => c.type === type)?.status;
+  if (condition("Failed") === "True") return "Failed";
+  if (condition("Ready") === "True") return "Ready";
+  if (work.images !== undefined) return "Seeding";
+  return work.resolving !== undefined ? "Resolving" : "Pending";
+}
+
+function describeImages(images: readonly ResolvedImage[]): string {
+  const total = images.reduce((n, i) => n + i.bytes, 0);
+  return `${images.map((i) => `${i.text} → ${i.digest}`).join(", ")} (${(total / 1024 / 1024).toFixed(1)} MiB)`;
+}
