@@ -1,6 +1,6 @@
-import { CustomObjectsApi, type KubeConfig, type V1Node } from "@kubernetes/client-node";
+import type { KubeConfig, V1Node } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { type EventRecorder, type Informer, type InformerEvent, apiStatusOf, keyOf, toK8sError, withSignal } from "../k8s/index.js";
+import { type EventRecorder, type Informer, type InformerEvent, keyOf } from "../k8s/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { MemoryTracker, PrefetchReport, TrackerEvent } from "../tracker/index.js";
 import { PrefetchFailure } from "./errors.js";
@@ -8,25 +8,20 @@ import { planSeeds } from "./prefetch-planner.js";
 import type { PullSecretReader } from "./prefetch-pull-secrets.js";
 import { type PrefetchResolver, type ResolvedImage, checkManifestBudget } from "./prefetch-resolver.js";
 import { InvalidSpec, type PrefetchSpec, parsePrefetchSpec } from "./prefetch-spec.js";
-import { type ConditionDecision, type SeedView, buildStatus, withCondition } from "./prefetch-status.js";
-import { type ImagePrefetchObject, PREFETCH_API_VERSION, PREFETCH_GROUP, PREFETCH_KIND, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
+import { PrefetchPublisher, STATUS_INTERVAL_MS, describeImages } from "./prefetch-publisher.js";
+import { type ConditionDecision, type SeedView, seedingConditions, withCondition } from "./prefetch-status.js";
+import type { ImagePrefetchObject } from "./prefetch-types.js";
 import { type PrefetchWork, assignmentOf, digestsOf, newWork } from "./prefetch-work.js";
 
 /** First wait before a failed resolution or seed is tried again; doubles up to the maximum. */
 export const PREFETCH_RETRY_INITIAL_MS = 10_000;
 export const PREFETCH_RETRY_MAX_MS = 300_000;
-/** Status writes that only change progress figures are spaced at least this far apart. */
-export const STATUS_INTERVAL_MS = 1_000;
 /** Resolving every image of one resource (manifests only) gets this long. */
 const RESOLVE_TIMEOUT_MS = 60_000;
-/** Each status write or delete gets this long. */
-const REQUEST_TIMEOUT_MS = 10_000;
 /** Changes arriving within this long are handled in one pass. */
 const COALESCE_MS = 20;
 /** setTimeout's limit; a later wake-up simply wakes early and waits again. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const PHASES = ["Pending", "Resolving", "Seeding", "Ready", "Failed"] as const;
-type Phase = (typeof PHASES)[number];
 
 export interface PrefetchReconcilerOptions {
   readonly kubeConfig: KubeConfig;
@@ -56,7 +51,7 @@ export interface PrefetchReconcilerOptions {
  * counts. Followers only keep their informer warm.
  */
 export class PrefetchReconciler {
-  private readonly api: CustomObjectsApi;
+  private readonly publisher: PrefetchPublisher;
   private readonly works = new Map<string, PrefetchWork>();
   private readonly queue = new Set<string>();
   private readonly unsubscribe: (() => void)[];
@@ -67,8 +62,16 @@ export class PrefetchReconciler {
   private draining: Promise<void> | undefined;
 
   constructor(private readonly options: PrefetchReconcilerOptions) {
-    this.api = options.kubeConfig.makeApiClient(CustomObjectsApi);
     this.now = options.now ?? Date.now;
+    this.publisher = new PrefetchPublisher({
+      kubeConfig: options.kubeConfig,
+      recorder: options.recorder,
+      metrics: options.metrics,
+      logger: options.logger,
+      statusIntervalMs: options.statusIntervalMs ?? STATUS_INTERVAL_MS,
+      now: this.now,
+      retryMs: () => this.backoff(1),
+    });
     this.unsubscribe = [
       options.prefetches.on((event) => {
         this.onPrefetch(event);
@@ -95,7 +98,7 @@ export class PrefetchReconciler {
     for (const work of this.works.values()) this.forget(work);
     this.works.clear();
     this.queue.clear();
-    this.updateMetrics();
+    this.publisher.updateMetrics(this.works.values());
   }
 
   async stop(): Promise<void> {
@@ -193,7 +196,7 @@ export class PrefetchReconciler {
         this.cancelAll(work);
         this.forget(work);
         this.works.delete(key);
-        this.updateMetrics();
+        this.publisher.updateMetrics(this.works.values());
       }
       return;
     }
@@ -216,7 +219,7 @@ export class PrefetchReconciler {
       this.works.set(key, work);
     }
     await this.step(object, work);
-    this.updateMetrics();
+    this.publisher.updateMetrics(this.works.values());
   }
 
   private async step(object: ImagePrefetchObject, work: PrefetchWork): Promise<void> {
@@ -248,6 +251,8 @@ export class PrefetchReconciler {
       if (work.failure === undefined) {
         this.setConditions(work, { status: "Unknown", reason: "Resolving", message: "resolving the image references" }, { status: "False", reason: "Resolving", message: "resolving the image references" });
       } else {
+        // Every pass asks again: wakeAt keeps one timer, the earliest asked for.
+        if (work.resolving === undefined) this.wakeAt(work, work.retryAtMs);
         const retry = `; retrying at ${new Date(work.retryAtMs).toISOString()}`;
         this.setConditions(work, { status: "False", reason: work.failure.reason, message: work.failure.message + retry }, { status: "False", reason: work.failure.reason, message: work.failure.message });
       }
@@ -263,14 +268,14 @@ export class PrefetchReconciler {
     const images = work.images ?? [];
     const holdsAll = (agentId: string): boolean => [...work.digests].every((d) => tracker.holdsComplete(agentId, d));
     const now = this.now();
-    const failed = new Set([...work.seedFailures].filter(([, f]) => f.retryAtMs > now).map(([node]) => node));
+    const recentlyFailed = new Set([...work.seedFailures].filter(([, f]) => f.retryAtMs > now).map(([node]) => node));
     const plan = planSeeds({
       target: spec.target,
       agents: tracker.agentIdentities(),
       nodes: this.options.nodes.list().map((n) => ({ name: n.metadata?.name ?? "", labels: n.metadata?.labels ?? {} })),
       holdsAll,
       previous: work.previousSeeds,
-      failed,
+      failed: recentlyFailed,
       salt: work.uid,
     });
     work.plan = plan;
@@ -307,30 +312,11 @@ export class PrefetchReconciler {
       }
       views.push({ ...base, state: work.assigned.has(seed.agentId) ? "Seeding" : "Pending" });
     }
-    const seeded = views.filter((v) => v.state === "Seeded").length;
-    const target = plan.zones.reduce((n, z) => n + z.target, 0);
-    const failedSeeds = views.filter((v) => v.state === "Failed");
-    const resolved: ConditionDecision = { status: "True", reason: "Resolved", message: describeImages(images) };
-    let ready: ConditionDecision;
-    if (plan.zonesWithoutAgents.length > 0) {
-      ready = { status: "False", reason: "NoAgentsInZone", message: `no agent runs in zone ${plan.zonesWithoutAgents.join(", ")} (spec.target.zones); seeded ${seeded}/${target} elsewhere` };
-    } else if (target === 0) {
-      ready = { status: "False", reason: "NoAgents", message: spec.target.kind === "nodeSelector" ? "no agent runs on a node matching spec.target.nodeSelector" : "no agent has a session with the tracker" };
-    } else if (seeded < target) {
-      const lagging = plan.zones.filter((z) => views.filter((v) => v.zone === z.zone && v.state === "Seeded").length < z.target).map((z) => (z.zone === "" ? "(no zone)" : z.zone));
-      ready = { status: "False", reason: "Seeding", message: `${seeded}/${target} seeds hold every image; waiting in ${lagging.join(", ")}` };
-    } else {
-      const missing = plan.nodesWithoutAgent.length > 0 ? `; matching nodes without an agent: ${plan.nodesWithoutAgent.slice(0, 10).join(", ")}` : "";
-      ready = { status: "True", reason: "Seeded", message: `${seeded}/${target} seeds in ${plan.zones.length} zone(s) hold every image${missing}` };
-      work.readyTime ??= this.iso();
-    }
-    const failedDecision: ConditionDecision =
-      failedSeeds.length > 0 && ready.status !== "True"
-        ? { status: "True", reason: "SeedFailed", message: failedSeeds.map((v) => `${v.node}: ${v.message ?? ""}`).join("; ") }
-        : { status: "False", reason: "NoFailure", message: "" };
-    work.conditions = withCondition(work.conditions, "Resolved", resolved, this.iso(), work.generation);
+    const { ready, failed } = seedingConditions(plan, views, spec.target.kind);
+    if (ready.status === "True") work.readyTime ??= this.iso();
+    work.conditions = withCondition(work.conditions, "Resolved", { status: "True", reason: "Resolved", message: describeImages(images) }, this.iso(), work.generation);
     work.conditions = withCondition(work.conditions, "Ready", ready, this.iso(), work.generation);
-    work.conditions = withCondition(work.conditions, "Failed", failedDecision, this.iso(), work.generation);
+    work.conditions = withCondition(work.conditions, "Failed", failed, this.iso(), work.generation);
     return views;
   }
 
@@ -377,76 +363,14 @@ export class PrefetchReconciler {
     work.conditions = withCondition(work.conditions, "Failed", failed, now, work.generation);
   }
 
-  // ---- status, events, expiry -----------------------------------------------------------------
-
-  /** Writes the status when it changed (progress-only changes at most every STATUS_INTERVAL_MS) and records Events for transitions. */
   private async publish(object: ImagePrefetchObject, work: PrefetchWork, seeds: SeedView[]): Promise<void> {
-    this.recordEvents(work, object);
-    const status = buildStatus({ generation: work.generation, startTime: work.startTime, readyTime: work.readyTime, images: work.images, plan: work.plan, seeds, conditions: work.conditions });
-    const text = JSON.stringify(status);
-    if (text === JSON.stringify(object.status ?? {}) || text === work.lastStatus) return;
-    const significant = (s: string | undefined): string => {
-      if (s === undefined) return "";
-      const parsed = JSON.parse(s) as typeof status;
-      return JSON.stringify([parsed.conditions?.map((c) => [c.type, c.status, c.reason]), parsed.progress, parsed.seeds?.map((x) => x.state), parsed.images?.map((i) => i.digest)]);
-    };
-    const interval = this.options.statusIntervalMs ?? STATUS_INTERVAL_MS;
-    const sinceMs = this.now() - work.lastWriteMs;
-    if (significant(text) === significant(work.lastStatus) && sinceMs < interval) {
-      this.wakeAt(work, work.lastWriteMs + interval);
-      return;
-    }
-    const body: ImagePrefetchObject = { ...object, status };
-    try {
-      await this.api.replaceNamespacedCustomObjectStatus(
-        { group: PREFETCH_GROUP, version: PREFETCH_VERSION, plural: PREFETCH_PLURAL, namespace: work.namespace, name: work.name, body },
-        withSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS)),
-      );
-      work.lastStatus = text;
-      work.lastWriteMs = this.now();
-    } catch (error: unknown) {
-      // 409: our cached object is older than the stored one; the informer brings the newer one and a new pass.
-      const code = apiStatusOf(error)?.code;
-      if (code === 404) return;
-      if (code !== 409) this.options.logger.warn({ err: toK8sError(error, `update status of ImagePrefetch ${work.key}`) }, "status not written");
-      this.wakeAt(work, this.now() + STATUS_INTERVAL_MS);
-    }
+    const wake = await this.publisher.publish(object, work, seeds);
+    if (wake !== undefined) this.wakeAt(work, wake);
   }
 
-  private recordEvents(work: PrefetchWork, object: ImagePrefetchObject): void {
-    const involved = { kind: PREFETCH_KIND, apiVersion: PREFETCH_API_VERSION, namespace: work.namespace, name: work.name, ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }) };
-    const ready = work.conditions.find((c) => c.type === "Ready");
-    const failed = work.conditions.find((c) => c.type === "Failed" && c.status === "True");
-    const resolved = work.conditions.some((c) => c.type === "Resolved" && c.status === "True");
-    const last = work.lastEvent;
-    if (resolved && !last.resolved) this.options.recorder.record(involved, "Normal", "Resolved", describeImages(work.images ?? []));
-    const failureKey = failed === undefined ? undefined : `${failed.reason}: ${failed.message}`;
-    if (failed !== undefined && failureKey !== last.failure) this.options.recorder.record(involved, "Warning", failed.reason, failed.message);
-    const isReady = ready?.status === "True";
-    if (isReady && !last.ready) {
-      const seconds = (Date.parse(work.readyTime ?? this.iso()) - Date.parse(work.startTime)) / 1000;
-      this.options.recorder.record(involved, "Normal", "Ready", `${ready.message} (${seconds.toFixed(1)} s after the start)`);
-      this.options.metrics?.prefetchReadySeconds.observe(Math.max(0, seconds));
-    }
-    if (!isReady && last.ready && ready !== undefined) this.options.recorder.record(involved, "Normal", "Reseeding", ready.message);
-    work.lastEvent = { ready: isReady, failure: failureKey, resolved };
-  }
-
-  /** spec.ttl has passed: delete the resource (its deletion stops the work). */
   private async expire(object: ImagePrefetchObject, work: PrefetchWork): Promise<void> {
-    this.options.recorder.record(
-      { kind: PREFETCH_KIND, apiVersion: PREFETCH_API_VERSION, namespace: work.namespace, name: work.name, ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }) },
-      "Normal",
-      "Expired",
-      "spec.ttl has passed: deleting this ImagePrefetch (prefetched content stays in the stores, subject to their quota)",
-    );
-    try {
-      await this.api.deleteNamespacedCustomObject({ group: PREFETCH_GROUP, version: PREFETCH_VERSION, plural: PREFETCH_PLURAL, namespace: work.namespace, name: work.name }, withSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS)));
-    } catch (error: unknown) {
-      if (apiStatusOf(error)?.code === 404) return;
-      this.options.logger.warn({ err: toK8sError(error, `delete expired ImagePrefetch ${work.key}`) }, "expired ImagePrefetch not deleted");
-      this.wakeAt(work, this.now() + this.backoff(1));
-    }
+    const wake = await this.publisher.expire(object, work);
+    if (wake !== undefined) this.wakeAt(work, wake);
   }
 
   // ---- helpers ------------------------------------------------------------------------------
@@ -483,35 +407,4 @@ export class PrefetchReconciler {
   private iso(): string {
     return new Date(this.now()).toISOString().replace(/\.\d+Z$/, "Z");
   }
-
-  private updateMetrics(): void {
-    const metrics = this.options.metrics;
-    if (metrics === undefined) return;
-    const counts = new Map<Phase, number>(PHASES.map((p) => [p, 0]));
-    let seeded = 0;
-    let target = 0;
-    for (const work of this.works.values()) {
-      const phase = phaseOf(work);
-      counts.set(phase, (counts.get(phase) ?? 0) + 1);
-      const status = work.lastStatus === undefined ? undefined : (JSON.parse(work.lastStatus) as { seeded?: number; target?: number });
-      seeded += status?.seeded ?? 0;
-      target += status?.target ?? 0;
-    }
-    for (const [phase, n] of counts) metrics.prefetchResources.set({ phase }, n);
-    metrics.prefetchSeeds.set({ state: "seeded" }, seeded);
-    metrics.prefetchSeeds.set({ state: "target" }, target);
-  }
-}
-
-function phaseOf(work: PrefetchWork): Phase {
-  const condition = (type: string): string | undefined => work.conditions.find((c) => c.type === type)?.status;
-  if (condition("Failed") === "True") return "Failed";
-  if (condition("Ready") === "True") return "Ready";
-  if (work.images !== undefined) return "Seeding";
-  return work.resolving !== undefined ? "Resolving" : "Pending";
-}
-
-function describeImages(images: readonly ResolvedImage[]): string {
-  const total = images.reduce((n, i) => n + i.bytes, 0);
-  return `${images.map((i) => `${i.text} → ${i.digest}`).join(", ")} (${(total / 1024 / 1024).toFixed(1)} MiB)`;
 }

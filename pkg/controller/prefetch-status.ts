@@ -88,3 +88,27 @@ export function buildStatus(view: StatusView): ImagePrefetchStatus {
   }
   return status;
 }
+
+/** Ready and Failed once the images are resolved: from the plan and each seed's state. */
+export function seedingConditions(plan: SeedPlan, seeds: readonly SeedView[], target: "seedsPerZone" | "nodeSelector"): { ready: ConditionDecision; failed: ConditionDecision } {
+  const seeded = seeds.filter((v) => v.state === "Seeded").length;
+  const wanted = plan.zones.reduce((n, z) => n + z.target, 0);
+  let ready: ConditionDecision;
+  if (plan.zonesWithoutAgents.length > 0) {
+    ready = { status: "False", reason: "NoAgentsInZone", message: `no agent runs in zone ${plan.zonesWithoutAgents.join(", ")} (spec.target.zones); seeded ${seeded}/${wanted} elsewhere` };
+  } else if (wanted === 0) {
+    ready = { status: "False", reason: "NoAgents", message: target === "nodeSelector" ? "no agent runs on a node matching spec.target.nodeSelector" : "no agent has a session with the tracker" };
+  } else if (seeded < wanted) {
+    const lagging = plan.zones.filter((z) => seeds.filter((v) => v.zone === z.zone && v.state === "Seeded").length < z.target).map((z) => (z.zone === "" ? "(no zone)" : z.zone));
+    ready = { status: "False", reason: "Seeding", message: `${seeded}/${wanted} seeds hold every image; waiting in ${lagging.join(", ")}` };
+  } else {
+    const missing = plan.nodesWithoutAgent.length > 0 ? `; matching nodes without an agent: ${plan.nodesWithoutAgent.slice(0, 10).join(", ")}` : "";
+    ready = { status: "True", reason: "Seeded", message: `${seeded}/${wanted} seeds in ${plan.zones.length} zone(s) hold every image${missing}` };
+  }
+  const failedSeeds = seeds.filter((v) => v.state === "Failed");
+  const failed: ConditionDecision =
+    failedSeeds.length > 0 && ready.status !== "True"
+      ? { status: "True", reason: "SeedFailed", message: failedSeeds.map((v) => `${v.node}: ${v.message ?? ""}`).join("; ") }
+      : { status: "False", reason: "NoFailure", message: "" };
+  return { ready, failed };
+}
