@@ -63,6 +63,7 @@ export interface PrefetchOptions {
   readonly retryInitialMs?: number;
   readonly retryMaxMs?: number;
   readonly statusIntervalMs?: number;
+  readonly reportDeadlineMs?: number;
 }
 
 /** The pieces of ImagePrefetch reconciling, stopped with the controller. */
@@ -299,6 +300,7 @@ function startPrefetchParts(
     ...(prefetch.retryInitialMs === undefined ? {} : { retryInitialMs: prefetch.retryInitialMs }),
     ...(prefetch.retryMaxMs === undefined ? {} : { retryMaxMs: prefetch.retryMaxMs }),
     ...(prefetch.statusIntervalMs === undefined ? {} : { statusIntervalMs: prefetch.statusIntervalMs }),
+    ...(prefetch.reportDeadlineMs === undefined ? {} : { reportDeadlineMs: prefetch.reportDeadlineMs }),
   });
   return { informer, reconciler, upstream };
 }

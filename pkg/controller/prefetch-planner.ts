@@ -42,9 +42,9 @@ export interface SeedPlan {
 
 /**
  * Chooses the seeds of an ImagePrefetch. With seedsPerZone N: in every zone with agents (or every zone
- * listed), N agents, preferring those that already hold the content, then those chosen before, then
- * nodes whose last attempt did not fail, then a stable hash of (resource, node) so that different
- * resources land on different nodes. With nodeSelector: every agent on a matching Node. One agent per
+ * listed), N agents, preferring those that already hold the content, then nodes whose last attempt did
+ * not fail recently (a failed seed is replaced when its zone has another agent), then those chosen
+ * before, then a stable hash of (resource, node) so that different resources land on different nodes. With nodeSelector: every agent on a matching Node. One agent per
  * node (the newest session of a restarted agent).
  */
 export function planSeeds(input: PlanInput): SeedPlan {
@@ -79,8 +79,8 @@ export function planSeeds(input: PlanInput): SeedPlan {
     const ranked = [...members].sort(
       (a, b) =>
         Number(input.holdsAll(b.agentId)) - Number(input.holdsAll(a.agentId)) ||
-        Number(input.previous.has(b.nodeName)) - Number(input.previous.has(a.nodeName)) ||
         Number(input.failed.has(a.nodeName)) - Number(input.failed.has(b.nodeName)) ||
+        Number(input.previous.has(b.nodeName)) - Number(input.previous.has(a.nodeName)) ||
         score(input.salt, a.nodeName).localeCompare(score(input.salt, b.nodeName)),
     );
     const seeds = ranked.slice(0, n);

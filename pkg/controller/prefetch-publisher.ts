@@ -40,7 +40,10 @@ export class PrefetchPublisher {
     this.recordEvents(work, object);
     const status = buildStatus({ generation: work.generation, startTime: work.startTime, readyTime: work.readyTime, images: work.images, plan: work.plan, seeds, conditions: work.conditions });
     const text = JSON.stringify(status);
-    if (text === JSON.stringify(object.status ?? {}) || text === work.lastStatus) return undefined;
+    if (text === JSON.stringify(object.status ?? {}) || text === work.lastStatus) {
+      work.lastStatus = text;
+      return undefined;
+    }
     const significant = (s: string | undefined): string => {
       if (s === undefined) return "";
       const parsed = JSON.parse(s) as typeof status;

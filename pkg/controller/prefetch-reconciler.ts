@@ -18,6 +18,12 @@ export const PREFETCH_RETRY_INITIAL_MS = 10_000;
 export const PREFETCH_RETRY_MAX_MS = 300_000;
 /** Resolving every image of one resource (manifests only) gets this long. */
 const RESOLVE_TIMEOUT_MS = 60_000;
+/**
+ * A seed whose agent sends no report this long after its assignment (it reports every second while it
+ * works) is counted as failed and tried again later: the message was lost, or the agent is older than
+ * the controller and ignores assignments.
+ */
+export const REPORT_DEADLINE_MS = 30_000;
 /** Changes arriving within this long are handled in one pass. */
 const COALESCE_MS = 20;
 /** setTimeout's limit; a later wake-up simply wakes early and waits again. */
@@ -36,6 +42,8 @@ export interface PrefetchReconcilerOptions {
   readonly retryInitialMs?: number;
   readonly retryMaxMs?: number;
   readonly statusIntervalMs?: number;
+  /** How long a seed may stay silent after its assignment (REPORT_DEADLINE_MS). */
+  readonly reportDeadlineMs?: number;
   /** Wall clock (Unix ms) for status times and schedules. */
   readonly now?: () => number;
 }
@@ -140,6 +148,8 @@ export class PrefetchReconciler {
     if (agent === undefined) return;
     const node = agent.nodeName;
     work.reports.set(node, report);
+    const assigned = work.assigned.get(agentId);
+    if (assigned !== undefined) assigned.reportAtMs = this.now();
     const bytes = work.bytes.get(node) ?? { origin: 0, peers: 0 };
     work.bytes.set(node, { origin: Math.max(bytes.origin, report.bytesFromOrigin), peers: Math.max(bytes.peers, report.bytesFromPeers) });
     if (report.state === "failed") {
@@ -280,7 +290,7 @@ export class PrefetchReconciler {
     });
     work.plan = plan;
     const chosen = new Set(plan.seeds.map((s) => s.agentId));
-    for (const [agentId, id] of work.assigned) {
+    for (const [agentId, { id }] of work.assigned) {
       if (chosen.has(agentId)) continue;
       tracker.sendCommand(agentId, { kind: "prefetch-cancel", id });
       work.assigned.delete(agentId);
@@ -304,9 +314,24 @@ export class PrefetchReconciler {
         views.push({ ...base, state: "Failed", message: `${failure.code}: ${failure.message}` });
         continue;
       }
-      if (assignment !== undefined && work.assigned.get(seed.agentId) !== assignment.id) {
+      const assigned = work.assigned.get(seed.agentId);
+      const silentSince = assigned?.reportAtMs ?? assigned?.atMs;
+      if (assigned !== undefined && silentSince !== undefined && now - silentSince >= (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS)) {
+        const attempts = (failure?.attempts ?? 0) + 1;
+        const message = `its agent sent no progress report for ${Math.round((now - silentSince) / 1000)} s (an agent older than the controller ignores assignments)`;
+        work.seedFailures.set(seed.nodeName, { code: "no_report", message, attempts, retryAtMs: now + this.backoff(attempts) });
+        tracker.sendCommand(seed.agentId, { kind: "prefetch-cancel", id: assigned.id });
+        work.assigned.delete(seed.agentId);
+        this.options.logger.warn({ prefetch: work.key, node: seed.nodeName }, "seed sent no report");
+        this.enqueue(work.key);
+        views.push({ ...base, state: "Failed", message: `no_report: ${message}` });
+        continue;
+      }
+      if (assigned !== undefined) this.wakeAt(work, (silentSince ?? now) + (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS));
+      if (assignment !== undefined && assigned?.id !== assignment.id) {
         if (tracker.sendCommand(seed.agentId, { kind: "prefetch", assignment })) {
-          work.assigned.set(seed.agentId, assignment.id);
+          work.assigned.set(seed.agentId, { id: assignment.id, atMs: now, reportAtMs: undefined });
+          this.wakeAt(work, now + (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS));
           this.options.logger.info({ prefetch: work.key, node: seed.nodeName, zone: seed.zone, assignment: assignment.id }, "seed assigned");
         }
       }
@@ -376,7 +401,7 @@ export class PrefetchReconciler {
   // ---- helpers ------------------------------------------------------------------------------
 
   private cancelAll(work: PrefetchWork): void {
-    for (const [agentId, id] of work.assigned) this.options.tracker.sendCommand(agentId, { kind: "prefetch-cancel", id });
+    for (const [agentId, { id }] of work.assigned) this.options.tracker.sendCommand(agentId, { kind: "prefetch-cancel", id });
     work.assigned.clear();
   }
 

@@ -30,8 +30,8 @@ export interface PrefetchWork {
   attempts: number;
   retryAtMs: number;
   plan: SeedPlan | undefined;
-  /** Agent id → the assignment id it was sent. */
-  readonly assigned: Map<string, string>;
+  /** Agent id → the assignment id it was sent, when, and when its agent last reported on it. */
+  readonly assigned: Map<string, { readonly id: string; readonly atMs: number; reportAtMs: number | undefined }>;
   /** Node → its bytes for this content (per field the largest reported; carried over from the status on fail-over). */
   readonly bytes: Map<string, { origin: number; peers: number }>;
   /** Node → the latest report of its agent. */

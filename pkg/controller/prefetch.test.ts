@@ -14,7 +14,7 @@ const READY_TIMEOUT_MS = 20_000;
 const allRequests: RecordedApiRequest[] = [];
 
 function prefetchOptions(cluster: TestCluster): Partial<KubernetesControllerOptions> {
-  return { prefetch: { upstreams: new Map([[cluster.origin.host, cluster.origin.url]]), retryInitialMs: 300, retryMaxMs: 1_000, statusIntervalMs: 100 } };
+  return { prefetch: { upstreams: new Map([[cluster.origin.host, cluster.origin.url]]), retryInitialMs: 300, retryMaxMs: 1_000, statusIntervalMs: 100, reportDeadlineMs: 1_500 } };
 }
 
 /** A leader with prefetch on, and agents in two zones (two per zone unless told otherwise). */
@@ -178,6 +178,27 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
       assert.deepEqual([zone?.target, zone?.seeded], [2, 2]);
     }, READY_TIMEOUT_MS, 50);
     assert.equal(await holdsImage(late, image), true);
+  });
+
+  it("a seed whose agent ignores its assignment (an older agent) fails with no_report and is replaced by another agent of its zone", async () => {
+    const z = await zonedCluster(1);
+    cluster = z.cluster;
+    const c = z.cluster;
+    // The only agent of zone-a takes no assignments, like an agent older than the controller.
+    const silent = z.agents[0]!;
+    await silent.prefetcher.stop();
+    const image = await addImage(c.origin, "silent", [200_000], "v1");
+    c.api.putImagePrefetch(prefetchObject("web", { images: [image.ref], target: { seedsPerZone: 1, zones: ["zone-a"] } }));
+    assert.match(await waitFailed(c, "web", "SeedFailed"), /node-zone-a-1: no_report: its agent sent no progress report/);
+    assert.equal(statusOf(c, "web").seeds?.[0]?.state, "Failed");
+    // Another agent joins zone-a: it is preferred over the one that just failed, and seeded.
+    c.addAgentPod("agent-zone-a-2", "node-zone-a-2", "127.0.0.112", "zone-a");
+    const working = await c.startAgent("agent-zone-a-2", "node-zone-a-2", "127.0.0.112", undefined, { zoneFromTracker: true });
+    await waitReady(c, "web");
+    assert.deepEqual(statusOf(c, "web").seeds?.map((seed) => [seed.node, seed.state]), [["node-zone-a-2", "Seeded"]]);
+    assert.equal(await holdsImage(working, image), true);
+    assert.equal(await holdsImage(silent, image), false);
+    assert.equal(conditionOf(statusOf(c, "web"), "Failed")?.status, "False");
   });
 
   it("nodeSelector seeds every agent on a matching node, and schedule.startAt holds the start back", async () => {
