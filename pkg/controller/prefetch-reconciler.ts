@@ -3,15 +3,14 @@ import type { Logger } from "pino";
 import { type EventRecorder, type Informer, type InformerEvent, keyOf } from "../k8s/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { MemoryTracker, PrefetchReport, TrackerEvent } from "../tracker/index.js";
-import { PrefetchFailure } from "./errors.js";
 import { planSeeds } from "./prefetch-planner.js";
 import type { PullSecretReader } from "./prefetch-pull-secrets.js";
-import { type PrefetchResolver, type ResolvedImage, checkManifestBudget } from "./prefetch-resolver.js";
+import type { PrefetchResolver } from "./prefetch-resolver.js";
 import { InvalidSpec, type PrefetchSpec, parsePrefetchSpec } from "./prefetch-spec.js";
 import { PrefetchPublisher, STATUS_INTERVAL_MS, describeImages } from "./prefetch-publisher.js";
 import { type ConditionDecision, type SeedView, seedingConditions, withCondition } from "./prefetch-status.js";
 import type { ImagePrefetchObject } from "./prefetch-types.js";
-import { type PrefetchWork, assignmentOf, digestsOf, newWork } from "./prefetch-work.js";
+import { type PrefetchWork, newWork, resolveWork } from "./prefetch-work.js";
 
 /** First wait before a failed resolution or seed is tried again; doubles up to the maximum. */
 export const PREFETCH_RETRY_INITIAL_MS = 10_000;
@@ -345,39 +344,17 @@ export class PrefetchReconciler {
     return views;
   }
 
-  /** Resolves every image (pull secrets first) in the background, then reconciles again. */
+  /** Resolves every image in the background; on failure waits for the retry, then reconciles again. */
   private resolve(work: PrefetchWork, spec: PrefetchSpec): void {
-    const controller = new AbortController();
-    work.resolving = controller;
-    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(RESOLVE_TIMEOUT_MS)]);
-    const run = async (): Promise<void> => {
-      const credentials = await this.options.secrets.read(work.namespace, spec.pullSecrets, signal);
-      const images: ResolvedImage[] = [];
-      for (const image of spec.images) {
-        images.push(await this.options.resolver.resolve(image, spec.platforms, credentials.get(image.reference.registry), work.knownDigests.get(image.text), signal));
-      }
-      checkManifestBudget(images);
-      if (controller.signal.aborted) return;
-      work.images = images;
-      work.digests = digestsOf(images);
-      work.assignment = assignmentOf(work, images, credentials);
-      work.failure = undefined;
-      this.options.logger.info({ prefetch: work.key, images: images.map((i) => `${i.text}@${i.digest}`), bytes: images.reduce((n, i) => n + i.bytes, 0) }, "images resolved");
-    };
-    run()
-      .catch((error: unknown) => {
-        if (controller.signal.aborted) return;
-        const failure = error instanceof PrefetchFailure ? error : new PrefetchFailure("RegistryUnavailable", `resolving the images timed out or failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    void resolveWork(work, spec, { secrets: this.options.secrets, resolver: this.options.resolver, logger: this.options.logger, timeoutMs: RESOLVE_TIMEOUT_MS }).then((outcome) => {
+      if (outcome === "aborted") return;
+      if (outcome === "failed") {
         work.attempts++;
         work.retryAtMs = this.now() + this.backoff(work.attempts);
-        work.failure = { reason: failure.reason, message: failure.message };
         this.wakeAt(work, work.retryAtMs);
-        this.options.logger.warn({ prefetch: work.key, reason: failure.reason, message: failure.message, retryAt: new Date(work.retryAtMs).toISOString() }, "resolution failed");
-      })
-      .finally(() => {
-        if (work.resolving === controller) work.resolving = undefined;
-        if (!controller.signal.aborted) this.enqueue(work.key);
-      });
+      }
+      this.enqueue(work.key);
+    });
   }
 
   private setConditions(work: PrefetchWork, resolved: ConditionDecision, ready: ConditionDecision): void {

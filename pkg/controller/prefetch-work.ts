@@ -1,10 +1,12 @@
 import { createHash } from "node:crypto";
+import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
 import type { BasicCredentials } from "../registry/index.js";
 import type { PrefetchAssignment, PrefetchReport } from "../tracker/index.js";
-import type { PrefetchFailureReason } from "./errors.js";
+import { PrefetchFailure, type PrefetchFailureReason } from "./errors.js";
 import type { SeedPlan } from "./prefetch-planner.js";
-import type { ResolvedImage } from "./prefetch-resolver.js";
+import type { PullSecretReader } from "./prefetch-pull-secrets.js";
+import { type PrefetchResolver, type ResolvedImage, checkManifestBudget } from "./prefetch-resolver.js";
 import type { PrefetchSpec } from "./prefetch-spec.js";
 import type { Condition, ImagePrefetchObject } from "./prefetch-types.js";
 
@@ -128,4 +130,45 @@ export function digestsOf(images: readonly ResolvedImage[]): Set<Digest> {
     for (const b of image.blobs) digests.add(b.digest);
   }
   return digests;
+}
+
+export interface ResolveDeps {
+  readonly secrets: PullSecretReader;
+  readonly resolver: PrefetchResolver;
+  readonly logger: Logger;
+  readonly timeoutMs: number;
+}
+
+/**
+ * Reads the pull secrets and resolves every image of `work` (abortable through work.resolving). On
+ * success the images, their digests and the assignment are set on `work`; on failure `work.failure`
+ * says why. Never rejects.
+ */
+export async function resolveWork(work: PrefetchWork, spec: PrefetchSpec, deps: ResolveDeps): Promise<"resolved" | "failed" | "aborted"> {
+  const controller = new AbortController();
+  work.resolving = controller;
+  const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(deps.timeoutMs)]);
+  try {
+    const credentials = await deps.secrets.read(work.namespace, spec.pullSecrets, signal);
+    const images: ResolvedImage[] = [];
+    for (const image of spec.images) {
+      images.push(await deps.resolver.resolve(image, spec.platforms, credentials.get(image.reference.registry), work.knownDigests.get(image.text), signal));
+    }
+    checkManifestBudget(images);
+    if (controller.signal.aborted) return "aborted";
+    work.images = images;
+    work.digests = digestsOf(images);
+    work.assignment = assignmentOf(work, images, credentials);
+    work.failure = undefined;
+    deps.logger.info({ prefetch: work.key, images: images.map((i) => `${i.text}@${i.digest}`), bytes: images.reduce((n, i) => n + i.bytes, 0) }, "images resolved");
+    return "resolved";
+  } catch (error: unknown) {
+    if (controller.signal.aborted) return "aborted";
+    const failure = error instanceof PrefetchFailure ? error : new PrefetchFailure("RegistryUnavailable", `resolving the images timed out or failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    work.failure = { reason: failure.reason, message: failure.message };
+    deps.logger.warn({ prefetch: work.key, reason: failure.reason, message: failure.message }, "resolution failed");
+    return "failed";
+  } finally {
+    if (work.resolving === controller) work.resolving = undefined;
+  }
 }
