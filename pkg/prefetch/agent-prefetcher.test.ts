@@ -61,10 +61,10 @@ describe("AgentPrefetcher with the origin fetcher (one agent, no tracker)", () =
     await origin.close();
   });
 
-  function agent(): { store: MemoryBlobStore; channel: FakeChannel; prefetcher: AgentPrefetcher; metrics: AgentMetrics; close: () => Promise<void> } {
+  function agent(from: FakeUpstream = origin): { store: MemoryBlobStore; channel: FakeChannel; prefetcher: AgentPrefetcher; metrics: AgentMetrics; upstream: UpstreamClient; close: () => Promise<void> } {
     const store = new MemoryBlobStore();
     const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
-    const upstream = new UpstreamClient({ upstreams: new Map([[origin.host, origin.url]]), logger });
+    const upstream = new UpstreamClient({ upstreams: new Map([[from.host, from.url]]), logger });
     const fetcher = new OriginFetcher({ store, upstream, metrics, logger });
     const channel = new FakeChannel();
     const prefetcher = new AgentPrefetcher({ channel, seeder: new ContentSeeder({ store, fetcher, logger }), metrics, logger, reportIntervalMs: 50 });
@@ -74,6 +74,7 @@ describe("AgentPrefetcher with the origin fetcher (one agent, no tracker)", () =
       channel,
       prefetcher,
       metrics,
+      upstream,
       close: async () => {
         await prefetcher.stop();
         await fetcher.close();
@@ -119,13 +120,7 @@ describe("AgentPrefetcher with the origin fetcher (one agent, no tracker)", () =
     const secured = await FakeUpstream.start();
     secured.requireBasic({ username: "robot", password: "s3cret" });
     const image = await addImage(secured, "auth", [5000, 7000]);
-    const store = new MemoryBlobStore();
-    const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
-    const upstream = new UpstreamClient({ upstreams: new Map([[secured.host, secured.url]]), logger });
-    const fetcher = new OriginFetcher({ store, upstream, metrics, logger });
-    const channel = new FakeChannel();
-    const prefetcher = new AgentPrefetcher({ channel, seeder: new ContentSeeder({ store, fetcher, logger }), metrics, logger, reportIntervalMs: 50 });
-    prefetcher.start();
+    const { channel, upstream, close } = agent(secured);
     try {
       channel.send({ kind: "prefetch", assignment: assignmentOf("anon", secured, image) });
       await eventually(() => {
@@ -143,10 +138,7 @@ describe("AgentPrefetcher with the origin fetcher (one agent, no tracker)", () =
       const response = await upstream.request(secured.host, { method: "GET", path: `/v2/team/app/blobs/${other.digest}`, name: "team/app" }).catch((e: unknown) => e);
       assert.ok(response instanceof Error && /requires credentials/.test(response.message));
     } finally {
-      await prefetcher.stop();
-      await fetcher.close();
-      await upstream.close();
-      await store.close();
+      await close();
       await secured.close();
     }
   });
