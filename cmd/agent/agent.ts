@@ -9,6 +9,7 @@ import { readConfigureReport } from "../../pkg/runtime/index.js";
 import { DiskBlobStore, DiskTagStore } from "../../pkg/store/index.js";
 import { VERSION } from "../shoal/version.js";
 import { type AgentOptions, upstreamMap } from "./options.js";
+import { startPrefetch } from "./prefetch.js";
 
 /** The configure report is a small local file; a hung filesystem must not hold up the start. */
 const REPORT_READ_TIMEOUT_MS = 5_000;
@@ -83,6 +84,8 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       fetcher = swarm.fetcher;
       clusterTags = swarm.tracker;
       manifestPeers = swarm.manifestPeers;
+      // ImagePrefetch: assignments over the tracker session, fetched through the swarm (cmd/agent/prefetch.ts).
+      if (swarm.tracker instanceof GrpcTrackerClient) cleanups.unshift(startPrefetch({ channel: swarm.tracker, store, fetcher: swarm.fetcher, metrics, logger }));
     }
     const mirror = new Mirror({
       store,

@@ -4,7 +4,7 @@ import { ControllerMetrics, MetricsServer } from "../../pkg/metrics/index.js";
 import { type Membership, MemoryTracker, OpenMembership, StaticMembership, TrackerServer } from "../../pkg/tracker/index.js";
 import { VERSION } from "../shoal/version.js";
 import type { KubernetesSettings } from "./kubernetes-settings.js";
-import type { ControllerOptions } from "./options.js";
+import { type ControllerOptions, prefetchUpstreams } from "./options.js";
 
 export interface RunningController {
   /** host:port agents dial (the bound port). */
@@ -70,6 +70,7 @@ async function startKubernetesController(options: ControllerOptions, logger: Log
     grantStallTimeoutMs: options.grantStallTimeout,
     metrics,
     logger,
+    ...(options.prefetch ? { prefetch: { upstreams: prefetchUpstreams(options), userAgent: `shoal-controller/${VERSION}` } } : {}),
   });
   let metricsServer: MetricsServer;
   try {

@@ -1,5 +1,6 @@
 import { type OptionSpecs, type ParsedOptions, parseDuration, parseHostPort } from "../../pkg/config/index.js";
 import { parseLabelSelector } from "../../pkg/k8s/label-selector.js";
+import { WELL_KNOWN_REGISTRIES, parseUpstream } from "../agent/options.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
 
 const membershipModes = ["open", "static", "kubernetes"] as const;
@@ -133,20 +134,41 @@ export const controllerOptionSpecs = {
     parse: parsePositiveDuration,
     default: "2s",
   },
+  prefetch: {
+    name: "prefetch",
+    description: "With --membership kubernetes: reconcile ImagePrefetch resources (shoal.dev/v1alpha1) on the leader. Needs the CRD installed.",
+    parse: (raw: string) => raw === "true",
+    boolean: true,
+    default: "true",
+  },
+  upstream: {
+    name: "upstream",
+    description: `With --prefetch: a registry the agents mirror, REGISTRY or REGISTRY=URL as for \`shoal agent --upstream\`; ImagePrefetch resolves references there. Default: ${WELL_KNOWN_REGISTRIES.join(", ")}.`,
+    parse: parseUpstream,
+    repeatable: true,
+  },
   ...commonOptionSpecs,
 } as const satisfies OptionSpecs;
 
 export type ControllerOptions = ParsedOptions<typeof controllerOptionSpecs>;
 
+/** Registry host → base URL for ImagePrefetch resolution, from --upstream or the agents' defaults. */
+export function prefetchUpstreams(options: ControllerOptions): Map<string, string> {
+  const list = options.upstream.length > 0 ? options.upstream : WELL_KNOWN_REGISTRIES.map((r) => parseUpstream(r));
+  return new Map(list.map((u) => [u.registry, u.url]));
+}
+
 /** Checks that span several options; the message names them. */
 export function validateControllerOptions(options: ControllerOptions): void {
   const peers = options.allowedPeers ?? [];
+  if (new Set(options.upstream.map((u) => u.registry)).size !== options.upstream.length) throw new Error("--upstream names the same registry twice");
   if (options.membership === "static" && peers.length === 0) throw new Error("--membership static needs --allowed-peers (SHOAL_ALLOWED_PEERS)");
   if (options.membership !== "static" && peers.length > 0) throw new Error("--allowed-peers only applies with --membership static");
   if (options.membership !== "kubernetes") {
     for (const [flag, value] of [["--kubeconfig", options.kubeconfig], ["--namespace", options.namespace], ["--identity", options.identity]] as const) {
       if (value !== undefined) throw new Error(`${flag} only applies with --membership kubernetes`);
     }
+    if (options.upstream.length > 0) throw new Error("--upstream only applies with --membership kubernetes (ImagePrefetch resolves references there)");
     return;
   }
   if (options.renewDeadline >= options.leaseDuration) throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be shorter than --lease-duration (${options.leaseDuration} ms)`);

@@ -4,7 +4,7 @@ import { OciError, isIndexMediaType } from "../../pkg/oci/index.js";
 import { ProgressView, formatMB } from "../demo/progress-view.js";
 import { LayoutWriter, type LayoutDescriptor, REF_NAME_ANNOTATION } from "./layout-writer.js";
 import { type FetchOptions, fetchOptionSpecs } from "./options.js";
-import { type ImageReference, formatImageReference, parseImageReference } from "./reference.js";
+import { type ImageReference, formatImageReference, parseImageReference } from "../../pkg/oci/index.js";
 
 const USAGE = "shoal fetch REF --to DIR [flags]";
 const SUMMARY = [

@@ -17,6 +17,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMai
     summary: "Pull an OCI artifact (image, model, build) through the local agent into a directory.",
     load: async () => (await import("../fetch/main.js")).fetchMain,
   },
+  prefetch: {
+    summary: "Create an ImagePrefetch: seed images on N agents per zone before a rollout.",
+    load: async () => (await import("../prefetch/main.js")).prefetchMain,
+  },
   configure: {
     summary: "Point the node's container runtime (containerd, CRI-O) at the agent; --restore undoes it.",
     load: async () => (await import("../configure/main.js")).configureMain,

@@ -172,6 +172,22 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
         serviceAccount: serviceAccount("The controller's ServiceAccount."),
         rbac: obj("The controller's Role, ClusterRole and bindings.", { create: bool("Create them.") }),
       }),
+      imagePrefetch: obj("ImagePrefetch reconciling.", {
+        enabled: bool("Reconcile ImagePrefetch resources (controller --prefetch) and grant what that needs."),
+        pullSecretNamespaces: {
+          type: "array",
+          description: "Namespaces whose Secrets ImagePrefetches may name: a Role granting `get` on Secrets there (only secretNames when given).",
+          items: {
+            type: "object",
+            additionalProperties: false,
+            required: ["namespace"],
+            properties: {
+              namespace: str("The namespace.", { pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" }),
+              secretNames: { type: "array", description: "Only these Secrets; absent means every Secret there.", items: { type: "string", minLength: 1 } },
+            },
+          },
+        },
+      }),
       serviceMonitor: monitor("ServiceMonitor"),
       podMonitor: monitor("PodMonitor"),
       dashboards: obj("The Grafana dashboard.", {

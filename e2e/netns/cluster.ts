@@ -34,6 +34,8 @@ export interface ControllerLaunchContext {
   /** Addresses of the node namespaces, where agents connect from. */
   readonly nodeAddresses: readonly string[];
   readonly nodeNames: readonly string[];
+  /** The agents' --upstream list (the origin), for controllers that resolve images (ImagePrefetch). */
+  readonly upstreams: readonly string[];
   /** For logs and state; removed with the cluster. */
   readonly dir: string;
 }
@@ -193,6 +195,7 @@ export class NetnsCluster {
       endpoint: this.topology.control,
       nodeAddresses: this.nodes.map((n) => n.endpoint.address),
       nodeNames: this.nodes.map((n) => n.endpoint.name),
+      upstreams: [`${this.originHost}=${this.originUrl}`],
       dir: await this.dir("control"),
     });
     return this.controller;

@@ -1,20 +1,17 @@
 import assert from "node:assert/strict";
-import { readFile, writeFile } from "node:fs/promises";
 import { afterEach, describe, it } from "node:test";
 import { Metadata, credentials, status } from "@grpc/grpc-js";
 import { TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
-import { type RecordedApiRequest, distinctKinds } from "../k8s/testing/index.js";
 import { digestOf } from "../oci/index.js";
 import { eventually } from "../tracker/testing/helpers.js";
+import { ApiRequestLog } from "./testing/api-request-log.js";
 import { NAMESPACE, TIMINGS, TestCluster } from "./testing/test-cluster.js";
 
-const API_REQUESTS_FILE = new URL("../../../pkg/controller/testdata/api-requests.json", import.meta.url);
+const requestLog = new ApiRequestLog(new URL("../../../pkg/controller/testdata/api-requests.json", import.meta.url));
 /** client-go acquires at retryPeriod × [1, 2.2]; a takeover can also wait one such period to observe the last renewal. */
 const ACQUIRE_SLACK_MS = 2 * 2.2 * TIMINGS.retryPeriodMs + 300;
 const REPO = "team/app";
 
-/** Every request the controllers in this file sent to their API doubles, for the RBAC list. */
-const allRequests: RecordedApiRequest[] = [];
 
 async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<number> {
   const start = performance.now();
@@ -66,7 +63,7 @@ describe("controller with Kubernetes membership (API double, real client-node, r
 
   afterEach(async () => {
     if (cluster === undefined) return;
-    allRequests.push(...cluster.api.requests());
+    requestLog.collect(cluster);
     await cluster.close();
     cluster = undefined;
   });
@@ -256,12 +253,6 @@ describe("controller with Kubernetes membership (API double, real client-node, r
 
   // Runs last: afterEach has collected the request logs of every test above.
   it("issues exactly the API requests listed in testdata/api-requests.json (the chart's RBAC)", async () => {
-    // Update with SHOAL_UPDATE_API_REQUESTS=1 after a deliberate change, and the chart's Role with it.
-    const issued = distinctKinds(allRequests.filter((r) => r.verb !== "unknown"));
-    const text = `${JSON.stringify(issued, null, 2)}\n`;
-    if (process.env.SHOAL_UPDATE_API_REQUESTS === "1") await writeFile(API_REQUESTS_FILE, text);
-    const expected = await readFile(API_REQUESTS_FILE, "utf8");
-    assert.equal(text, expected, "the controller's API requests differ from pkg/controller/testdata/api-requests.json (rerun with SHOAL_UPDATE_API_REQUESTS=1 and update the chart's Role)");
-    assert.ok(!allRequests.some((r) => r.verb === "unknown"), "no request to a path the double does not model");
+    await requestLog.check();
   });
 });

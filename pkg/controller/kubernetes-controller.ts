@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import {
   EventRecorder,
   type Informer,
+  customObjectInformer,
   type InformerTuning,
   LeaderElector,
   type LeaderElectionTimings,
@@ -16,9 +17,14 @@ import {
   RETRY_PERIOD_MS,
 } from "../k8s/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
+import { UpstreamClient } from "../registry/index.js";
 import { MemoryTracker, TrackerServer } from "../tracker/index.js";
 import { ControllerError } from "./errors.js";
 import { KubernetesMembership, type PeerDrop } from "./kubernetes-membership.js";
+import { PrefetchReconciler } from "./prefetch-reconciler.js";
+import { PrefetchResolver } from "./prefetch-resolver.js";
+import { PullSecretReader } from "./prefetch-pull-secrets.js";
+import { type ImagePrefetchObject, PREFETCH_GROUP, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
 
 /** Events name this component as their source. */
 export const EVENT_COMPONENT = "shoal-controller";
@@ -44,7 +50,31 @@ export interface KubernetesControllerOptions extends Partial<LeaderElectionTimin
   /** Tracker keepalive (tests shorten it so a vanished agent is noticed sooner). */
   readonly trackerKeepaliveTimeMs?: number;
   readonly trackerKeepaliveTimeoutMs?: number;
+  /** ImagePrefetch reconciling on the leader; off when absent. */
+  readonly prefetch?: PrefetchOptions;
 }
+
+export interface PrefetchOptions {
+  /** Registry host → base URL: the registries the agents mirror (their --upstream list). */
+  readonly upstreams: ReadonlyMap<string, string>;
+  readonly userAgent?: string;
+  /** What the Failed message tells users to do when reading a pull secret is forbidden. */
+  readonly secretGrantHint?: string;
+  readonly retryInitialMs?: number;
+  readonly retryMaxMs?: number;
+  readonly statusIntervalMs?: number;
+  readonly reportDeadlineMs?: number;
+}
+
+/** The pieces of ImagePrefetch reconciling, stopped with the controller. */
+interface PrefetchParts {
+  readonly informer: Informer<ImagePrefetchObject>;
+  readonly reconciler: PrefetchReconciler;
+  readonly upstream: UpstreamClient;
+}
+
+const DEFAULT_SECRET_GRANT_HINT =
+  "bind the chart's pull-secret reader role in that namespace (value imagePrefetch.pullSecretNamespaces), or create a RoleBinding granting the controller's service account `get` on that Secret";
 
 /**
  * The controller with Kubernetes membership: informers on the agent Pods and on Nodes, the tracker and
@@ -69,6 +99,7 @@ export class KubernetesController {
     private readonly membership: KubernetesMembership,
     private readonly elector: LeaderElector,
     private readonly recorder: EventRecorder,
+    private readonly prefetch: PrefetchParts | undefined,
     private readonly options: KubernetesControllerOptions,
   ) {}
 
@@ -133,7 +164,8 @@ export class KubernetesController {
       onStartedLeading: () => ref.instance?.onStartedLeading(),
       onStoppedLeading: () => ref.instance?.onStoppedLeading(),
     });
-    const instance = new KubernetesController(tracker, server, pods, nodes, membership, elector, recorder, options);
+    const prefetch = options.prefetch === undefined ? undefined : startPrefetchParts(options, options.prefetch, tracker, nodes, recorder);
+    const instance = new KubernetesController(tracker, server, pods, nodes, membership, elector, recorder, prefetch, options);
     ref.instance = instance;
     instance.startup = instance.syncThenCampaign();
     return instance;
@@ -177,7 +209,9 @@ export class KubernetesController {
     await this.elector.stop({ release: options.releaseLease ?? true });
     await this.server.close();
     this.membership.close();
-    await Promise.all([this.pods.stop(), this.nodes.stop()]);
+    await this.prefetch?.reconciler.stop();
+    await Promise.all([this.pods.stop(), this.nodes.stop(), this.prefetch?.informer.stop()]);
+    await this.prefetch?.upstream.close();
     await this.recorder.close(EVENT_FLUSH_MS);
     this.options.logger.info({ identity: this.options.identity }, "kubernetes controller stopped");
   }
@@ -186,6 +220,8 @@ export class KubernetesController {
     const signal = this.abort.signal;
     this.pods.start();
     this.nodes.start();
+    // Not waited for: without the CRD installed its list fails (and is retried) while the tracker still has to lead.
+    this.prefetch?.informer.start();
     try {
       await Promise.all([this.pods.whenSynced(signal), this.nodes.whenSynced(signal)]);
     } catch (error: unknown) {
@@ -207,9 +243,11 @@ export class KubernetesController {
       "LeaderElected",
       `${this.options.identity} became leader and serves the tracker`,
     );
+    this.prefetch?.reconciler.startLeading();
   }
 
   private onStoppedLeading(): void {
+    this.prefetch?.reconciler.stopLeading();
     this.options.metrics?.leader.set(0);
     this.options.metrics?.leadershipChanges.inc({ change: "lost" });
     const ended = this.server.endSessions("this controller replica is no longer the leader");
@@ -228,4 +266,41 @@ export class KubernetesController {
       `agent ${dropped.join(", ")} on node ${pod.spec?.nodeName ?? "?"} dropped from the tracker: ${drop.reason}`,
     );
   }
+}
+
+/** The CRD informer, the resolver's upstream client and the reconciler; the informer starts with the others. */
+function startPrefetchParts(
+  options: KubernetesControllerOptions,
+  prefetch: PrefetchOptions,
+  tracker: MemoryTracker,
+  nodes: Informer<V1Node>,
+  recorder: EventRecorder,
+): PrefetchParts {
+  const { logger, kubeConfig } = options;
+  const informer = customObjectInformer<ImagePrefetchObject>({
+    ...(options.informerTuning ?? {}),
+    kubeConfig,
+    group: PREFETCH_GROUP,
+    version: PREFETCH_VERSION,
+    plural: PREFETCH_PLURAL,
+    logger: logger.child({ component: "imageprefetch-informer" }),
+    onRestart: (reason) => options.metrics?.informerRestarts.inc({ resource: PREFETCH_PLURAL, reason }),
+  });
+  const upstream = new UpstreamClient({ upstreams: prefetch.upstreams, userAgent: prefetch.userAgent ?? "shoal-controller", logger: logger.child({ component: "prefetch-upstream" }) });
+  const reconciler = new PrefetchReconciler({
+    kubeConfig,
+    prefetches: informer,
+    nodes,
+    tracker,
+    resolver: new PrefetchResolver(upstream),
+    secrets: new PullSecretReader(kubeConfig, prefetch.secretGrantHint ?? DEFAULT_SECRET_GRANT_HINT),
+    recorder,
+    metrics: options.metrics,
+    logger: logger.child({ component: "prefetch" }),
+    ...(prefetch.retryInitialMs === undefined ? {} : { retryInitialMs: prefetch.retryInitialMs }),
+    ...(prefetch.retryMaxMs === undefined ? {} : { retryMaxMs: prefetch.retryMaxMs }),
+    ...(prefetch.statusIntervalMs === undefined ? {} : { statusIntervalMs: prefetch.statusIntervalMs }),
+    ...(prefetch.reportDeadlineMs === undefined ? {} : { reportDeadlineMs: prefetch.reportDeadlineMs }),
+  });
+  return { informer, reconciler, upstream };
 }

@@ -1,4 +1,4 @@
-import { CoreV1Api, type KubeConfig, type V1Node, type V1Pod } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, type V1Node, type V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Informer, type InformerOptions } from "./informer.js";
 import { withSignal } from "./request-options.js";
@@ -50,6 +50,33 @@ export function nodeInformer(options: NodeInformerOptions): Informer<V1Node> {
     list: async (signal) => {
       const list = await api.listNode({}, withSignal(signal));
       return { items: list.items, resourceVersion: list.metadata?.resourceVersion ?? "" };
+    },
+  });
+}
+
+export interface CustomObjectInformerOptions extends InformerTuning {
+  readonly kubeConfig: KubeConfig;
+  readonly group: string;
+  readonly version: string;
+  /** Plural resource name, e.g. imageprefetches. */
+  readonly plural: string;
+  readonly logger: Logger;
+}
+
+/** Custom objects of one resource across all namespaces (list + watch at cluster scope). */
+export function customObjectInformer<T extends KubernetesObject>(options: CustomObjectInformerOptions): Informer<T> {
+  const api = options.kubeConfig.makeApiClient(CustomObjectsApi);
+  const { kubeConfig, group, version, plural, logger, ...tuning } = options;
+  return new Informer<T>({
+    ...tuning,
+    resource: plural,
+    kubeConfig,
+    path: `/apis/${group}/${version}/${plural}`,
+    logger,
+    list: async (signal) => {
+      // The generated client types custom object lists as `any`: this is their documented JSON shape.
+      const list = (await api.listClusterCustomObject({ group, version, plural }, withSignal(signal))) as unknown as { items?: T[]; metadata?: { resourceVersion?: string } };
+      return { items: list.items ?? [], resourceVersion: list.metadata?.resourceVersion ?? "" };
     },
   });
 }

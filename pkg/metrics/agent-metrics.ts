@@ -184,11 +184,27 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly prefetchBytes = new Counter({
+    name: "shoal_prefetch_bytes_total",
+    help: "Bytes of blobs put in the store for prefetch assignments (ImagePrefetch seeds), by where they came from (origin, peer; local = already held).",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
+  readonly prefetchAssignments = new Counter({
+    name: "shoal_prefetch_assignments_total",
+    help: "Prefetch assignments this agent finished, by result (done, failed, cancelled).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
   private storeUsage: (() => StoreUsageSnapshot) | undefined;
   private readonly sourceZones = new Set<string>();
 
   constructor(options: AgentMetricsOptions) {
     registerBuildInfo(this.registry, options.version);
+    // Every series exists from the start, so dashboards show 0 instead of "no data" before the first prefetch.
+    for (const source of ["origin", "peer", "local"]) this.prefetchBytes.inc({ source }, 0);
+    for (const result of ["done", "failed", "cancelled"]) this.prefetchAssignments.inc({ result }, 0);
     const usage = (): StoreUsageSnapshot | undefined => this.storeUsage?.();
     new Gauge({
       name: "shoal_store_used_bytes",

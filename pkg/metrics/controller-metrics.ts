@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { registerBuildInfo } from "./build-info.js";
 
 /** Every metric the controller (tracker) exports. */
@@ -74,8 +74,31 @@ export class ControllerMetrics {
     registers: [this.registry],
   });
 
+  // ImagePrefetch (leader only; a follower reports zeros).
+  readonly prefetchResources = new Gauge({
+    name: "shoal_prefetch_resources",
+    help: "ImagePrefetch resources this leader works on, by phase (Pending, Resolving, Seeding, Ready, Failed).",
+    labelNames: ["phase"] as const,
+    registers: [this.registry],
+  });
+  readonly prefetchSeeds = new Gauge({
+    name: "shoal_prefetch_seeds",
+    help: "Seeds of all ImagePrefetch resources, by state: target (wanted) and seeded (holding every manifest and blob).",
+    labelNames: ["state"] as const,
+    registers: [this.registry],
+  });
+  readonly prefetchReadySeconds = new Histogram({
+    name: "shoal_prefetch_ready_seconds",
+    help: "Time from an ImagePrefetch's start to Ready (every seed holds every image).",
+    buckets: [1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600],
+    registers: [this.registry],
+  });
+
   constructor(options: { version: string; collectDefaults?: boolean }) {
     registerBuildInfo(this.registry, options.version);
+    // Every series exists from the start (also without Kubernetes), so dashboards show 0, not "no data".
+    for (const phase of ["Pending", "Resolving", "Seeding", "Ready", "Failed"]) this.prefetchResources.set({ phase }, 0);
+    for (const state of ["seeded", "target"]) this.prefetchSeeds.set({ state }, 0);
     if (options.collectDefaults ?? true) collectDefaultMetrics({ register: this.registry, prefix: "shoal_" });
   }
 }

@@ -5,3 +5,4 @@ export * from "./path.js";
 export * from "./range.js";
 export * from "./reference.js";
 export * from "./registry-host.js";
+export * from "./image-reference.js";

@@ -1,11 +1,14 @@
 import type { Digest } from "../oci/index.js";
 import type { PartialBlob } from "../store/blob-store.js";
+import type { BasicCredentials } from "./upstream/credentials.js";
 
 export interface BlobRequest {
   /** Registry host as in image references, e.g. `ghcr.io`. */
   readonly registry: string;
   readonly name: string;
   readonly digest: Digest;
+  /** Credentials for the origin fetch of this request only (a prefetch's pull secret); the agent's own otherwise. */
+  readonly credentials?: BasicCredentials | undefined;
 }
 
 /** A reader's hold on a blob being fetched. Release it when done reading, successfully or not. */

@@ -8,3 +8,4 @@ export * from "./origin-fetcher.js";
 export * from "./upstream/credentials.js";
 export * from "./upstream/upstream-client.js";
 export * from "./manifest-peers.js";
+export * from "./content-seeder.js";

@@ -192,6 +192,7 @@ export class OriginFetcher implements BlobFetcher {
       name: request.name,
       headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
       signal,
+      credentials: request.credentials,
     });
     if (response.status === 200) return { ...response, offset: 0 };
     if (response.status === 206 && offset > 0) {

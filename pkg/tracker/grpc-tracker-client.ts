@@ -5,9 +5,20 @@ import type { Digest } from "../oci/index.js";
 import { Backoff } from "./backoff.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
 import { PublishedTags } from "./published-tags.js";
+import { type PrefetchChannel, type PrefetchHandler, type PrefetchReport, validatePrefetchAssignment, validatePrefetchReport } from "./prefetch.js";
 import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
-import { announceRequest, heartbeatRequest, lookupResultFromWire, registerRequest, tagRecordFromWire, tagSeenRequest, withdrawRequest } from "./wire.js";
+import {
+  announceRequest,
+  commandFromWire,
+  heartbeatRequest,
+  lookupResultFromWire,
+  prefetchReportRequest,
+  registerRequest,
+  tagRecordFromWire,
+  tagSeenRequest,
+  withdrawRequest,
+} from "./wire.js";
 
 /** Heartbeats carry the load signal; the tracker ranks holders by it. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
@@ -45,7 +56,7 @@ type State = "connecting" | "connected" | "backoff" | "closed";
  * Reconnects with capped exponential backoff and jitter. Lookups have a deadline and fail with
  * ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there.
  */
-export class GrpcTrackerClient implements Tracker {
+export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private readonly inventory = new Map<Digest, BlobAnnouncement>();
   /** Digests whose current inventory entry (or absence: a withdraw) still has to be sent. */
   private readonly dirty = new Set<Digest>();
@@ -63,6 +74,7 @@ export class GrpcTrackerClient implements Tracker {
   private trackerId: string | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private prefetchHandler: PrefetchHandler | undefined;
 
   constructor(private readonly options: GrpcTrackerClientOptions) {
     this.identity = validateIdentity(options.identity);
@@ -153,6 +165,21 @@ export class GrpcTrackerClient implements Tracker {
     this.flush();
   }
 
+  /** Where prefetch assignments from the tracker go; without a handler they are ignored. */
+  setPrefetchHandler(handler: PrefetchHandler | undefined): void {
+    this.prefetchHandler = handler;
+  }
+
+  /**
+   * Sends a prefetch report on the current session. Without a session it is dropped: the tracker
+   * cancelled the session's assignments and assigns again, which asks for a fresh report.
+   */
+  reportPrefetch(report: PrefetchReport): void {
+    const valid = validatePrefetchReport(report);
+    // Written even while announces wait for 'drain': reports are few and the last one of a prefetch matters.
+    if (this.state === "connected") this.call?.write(prefetchReportRequest(valid));
+  }
+
   /** The client of a registered session and the deadline of a unary call starting now. */
   private async readyClient(signal: AbortSignal | undefined): Promise<{ client: TrackerServiceClient; deadline: number }> {
     signal?.throwIfAborted();
@@ -199,7 +226,10 @@ export class GrpcTrackerClient implements Tracker {
       });
     }
     this.client?.close();
-    if (wasConnected) this.notify(false);
+    if (wasConnected) {
+      this.notify(false);
+      this.sessionLost();
+    }
     this.logger.info("tracker session closed");
   }
 
@@ -216,7 +246,9 @@ export class GrpcTrackerClient implements Tracker {
     this.call = call;
     this.awaitingDrain = false;
     call.on("data", (response: SessionResponse) => {
-      if (call === this.call && response.kind?.$case === "registered") this.onRegistered(response.kind.value.trackerId);
+      if (call !== this.call) return;
+      if (response.kind?.$case === "registered") this.onRegistered(response.kind.value.trackerId);
+      else if (this.state === "connected") this.onCommand(response);
     });
     // Failures arrive as the final status below; this listener only keeps them from being thrown.
     call.on("error", () => undefined);
@@ -247,6 +279,32 @@ export class GrpcTrackerClient implements Tracker {
     this.wake();
   }
 
+  /** A command from the tracker (prefetch); a malformed one is logged and dropped, the session stays. */
+  private onCommand(response: SessionResponse): void {
+    let command;
+    try {
+      command = commandFromWire(response);
+      if (command?.kind === "prefetch") command = { kind: "prefetch" as const, assignment: validatePrefetchAssignment(command.assignment) };
+    } catch (error: unknown) {
+      this.logger.warn({ err: error }, "malformed command from the tracker ignored");
+      return;
+    }
+    if (command === undefined) return;
+    try {
+      this.prefetchHandler?.onCommand(command);
+    } catch (error: unknown) {
+      this.logger.error({ err: error, command: command.kind }, "prefetch handler failed");
+    }
+  }
+
+  private sessionLost(): void {
+    try {
+      this.prefetchHandler?.onSessionLost();
+    } catch (error: unknown) {
+      this.logger.error({ err: error }, "prefetch handler failed");
+    }
+  }
+
   private onSessionEnded(call: ClientDuplexStream<SessionRequest, SessionResponse>, result: StatusObject): void {
     if (call !== this.call || this.state === "closed") return;
     this.call = undefined;
@@ -260,7 +318,10 @@ export class GrpcTrackerClient implements Tracker {
       if (this.state === "backoff") this.connect();
     }, delayMs);
     this.reconnectTimer.unref();
-    if (wasConnected) this.notify(false);
+    if (wasConnected) {
+      this.notify(false);
+      this.sessionLost();
+    }
     this.wake();
   }
 

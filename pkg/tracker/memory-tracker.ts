@@ -5,6 +5,8 @@ import type { Digest } from "../oci/index.js";
 import { TrackerError } from "./errors.js";
 import { rankHolders } from "./holder-ranking.js";
 import { type Membership, OpenMembership } from "./membership.js";
+import type { AgentCommand, PrefetchReport } from "./prefetch.js";
+import { validatePrefetchReport } from "./prefetch.js";
 import { TagDirectory } from "./tag-directory.js";
 import type { AgentIdentity, BlobAnnouncement, HolderInfo, LookupResult, TagKey, TagRecord } from "./tracker.js";
 import { validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
@@ -34,7 +36,19 @@ export interface RegisterOptions {
   readonly remoteAddress?: string;
   /** Called once if the tracker ends the session itself: the agent re-registered elsewhere, or disconnect(agentId). */
   readonly onClose?: (reason: SessionCloseReason) => void;
+  /** Delivers commands (prefetch assignments) to the agent; a session without it cannot take any. */
+  readonly onCommand?: (command: AgentCommand) => void;
 }
+
+/**
+ * What changed in the tracker, for observers such as the prefetch reconciler. `holding` fires only when
+ * an agent's copy of a blob becomes complete or goes away, not for every piece.
+ */
+export type TrackerEvent =
+  | { readonly type: "registered"; readonly identity: AgentIdentity }
+  | { readonly type: "disconnected"; readonly agentId: string }
+  | { readonly type: "holding"; readonly agentId: string; readonly digest: Digest; readonly complete: boolean }
+  | { readonly type: "prefetch-report"; readonly agentId: string; readonly report: PrefetchReport };
 
 export interface LookupAccess {
   readonly membership?: Membership;
@@ -49,6 +63,7 @@ export interface TrackerSession {
   withdraw(digest: Digest): void;
   heartbeat(activeUploads: number): void;
   publishTag(record: TagRecord): void;
+  prefetchReport(report: PrefetchReport): void;
   /** Ends the session: everything it announced is dropped and its grants released. Idempotent. */
   close(): void;
 }
@@ -70,6 +85,7 @@ interface AgentRecord {
   identity: AgentIdentity;
   readonly token: object;
   readonly onClose: ((reason: SessionCloseReason) => void) | undefined;
+  readonly onCommand: ((command: AgentCommand) => void) | undefined;
   activeUploads: number;
   readonly blobs: Set<Digest>;
 }
@@ -116,6 +132,7 @@ export class MemoryTracker {
   private readonly released = new Map<Digest, { readonly agentId: string; readonly atMs: number }>();
   /** Tag → digest as agents resolved them upstream: pulls by tag still resolve while an upstream is down. */
   private readonly tags = new TagDirectory();
+  private readonly listeners = new Set<(event: TrackerEvent) => void>();
 
   constructor(options: MemoryTrackerOptions) {
     this.id = options.id ?? randomUUID();
@@ -142,9 +159,10 @@ export class MemoryTracker {
     const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
     const token = {};
-    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, activeUploads: 0, blobs: new Set() });
+    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, onCommand: options.onCommand, activeUploads: 0, blobs: new Set() });
     this.metrics?.agents.set(this.agents.size);
     this.logger.info({ agentId: valid.agentId, nodeName: recorded.nodeName, zone: recorded.zone, peerAddress: recorded.peerAddress }, "agent registered");
+    this.emit({ type: "registered", identity: recorded });
     return new Session(this, recorded, token);
   }
 
@@ -184,8 +202,10 @@ export class MemoryTracker {
       this.metrics?.pieceHashConflicts.inc(conflicts);
       this.logger.warn({ agentId, digest: a.digest, conflicts }, "announced piece hashes differ from the known ones; kept the first");
     }
+    const wasComplete = blob.holders.get(agentId)?.complete === true;
     blob.holders.set(agentId, { complete: a.complete, bitmap: a.bitmap, heldPieces: a.heldPieces });
     agent.blobs.add(a.digest);
+    if (wasComplete !== a.complete) this.emit({ type: "holding", agentId, digest: a.digest, complete: a.complete });
     const grant = this.grants.get(a.digest);
     if (grant?.agentId === agentId) {
       if (a.complete) {
@@ -207,6 +227,44 @@ export class MemoryTracker {
       this.grants.delete(digest);
       this.logger.debug({ agentId, digest }, "origin grant released: withdrawn");
     }
+  }
+
+  /** An agent's progress on a prefetch assignment: handed to the observers, not kept. */
+  prefetchReport(agentId: string, report: PrefetchReport): void {
+    this.agent(agentId);
+    this.emit({ type: "prefetch-report", agentId, report: this.guard(() => validatePrefetchReport(report)) });
+  }
+
+  /**
+   * Sends a command to the agent's session. False when the agent has no session or its session cannot
+   * take commands (in-process sessions without a handler).
+   */
+  sendCommand(agentId: string, command: AgentCommand): boolean {
+    const agent = this.agents.get(agentId);
+    if (agent?.onCommand === undefined) return false;
+    try {
+      agent.onCommand(command);
+      return true;
+    } catch (error: unknown) {
+      this.logger.warn({ err: error, agentId }, "command not delivered");
+      return false;
+    }
+  }
+
+  /** Whether the agent has announced a complete copy of the blob. */
+  holdsComplete(agentId: string, digest: Digest): boolean {
+    return this.blobs.get(digest)?.holders.get(agentId)?.complete === true;
+  }
+
+  /** Identities of the agents with a live session. */
+  agentIdentities(): AgentIdentity[] {
+    return [...this.agents.values()].map((a) => a.identity);
+  }
+
+  /** Observes registrations, disconnects, complete copies and prefetch reports; returns the unsubscribe function. */
+  subscribe(listener: (event: TrackerEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   heartbeat(agentId: string, activeUploads: number): void {
@@ -334,6 +392,8 @@ export class MemoryTracker {
   private drop(agentId: string, reason: SessionCloseReason | undefined): boolean {
     const agent = this.agents.get(agentId);
     if (agent === undefined) return false;
+    // Removed first: observers learn of the disconnect, not of every blob it held going away.
+    this.agents.delete(agentId);
     for (const digest of [...agent.blobs]) this.forget(agent, digest);
     const now = this.now();
     for (const [digest, grant] of this.grants) {
@@ -342,9 +402,9 @@ export class MemoryTracker {
       this.released.set(digest, { agentId, atMs: now });
     }
     for (const [digest, r] of this.released) if (now - r.atMs >= RELEASED_GRANT_MEMORY_MS) this.released.delete(digest);
-    this.agents.delete(agentId);
     this.metrics?.agents.set(this.agents.size);
     this.logger.info({ agentId, reason: reason ?? "closed" }, "agent disconnected");
+    this.emit({ type: "disconnected", agentId });
     if (reason !== undefined && agent.onClose !== undefined) {
       try {
         agent.onClose(reason);
@@ -359,7 +419,9 @@ export class MemoryTracker {
     agent.blobs.delete(digest);
     const blob = this.blobs.get(digest);
     if (blob === undefined) return;
+    const wasComplete = blob.holders.get(agent.identity.agentId)?.complete === true;
     blob.holders.delete(agent.identity.agentId);
+    if (wasComplete && this.agents.get(agent.identity.agentId) === agent) this.emit({ type: "holding", agentId: agent.identity.agentId, digest, complete: false });
     if (blob.holders.size === 0) {
       this.blobs.delete(digest);
       this.metrics?.blobs.set(this.blobs.size);
@@ -371,6 +433,17 @@ export class MemoryTracker {
     if (agent !== undefined) return agent;
     this.metrics?.requestsRejected.inc({ reason: "not_registered" });
     throw new TrackerError("ERR_TRACKER_NOT_REGISTERED", `agent ${JSON.stringify(agentId.slice(0, 128))} has no session with the tracker`);
+  }
+
+  /** Observers run synchronously after the change; one that throws is logged and the others still run. */
+  private emit(event: TrackerEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch (error: unknown) {
+        this.logger.error({ err: error, event: event.type }, "tracker observer failed");
+      }
+    }
   }
 
   /** Runs a validation, counting what it rejects. */
@@ -411,6 +484,10 @@ class Session implements TrackerSession {
 
   publishTag(record: TagRecord): void {
     this.tracker.publishTag(this.current(), record);
+  }
+
+  prefetchReport(report: PrefetchReport): void {
+    this.tracker.prefetchReport(this.current(), report);
   }
 
   close(): void {

@@ -14,7 +14,8 @@ import { TrackerError, isTrackerError } from "./errors.js";
 import { type Membership, hostOfPeer } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
 import { validateAgentId, validateAnnouncement, validateDigest, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
-import { announcementFromWire, identityFromWire, lookupResponse, tagRecordFromWire, tagRecordToWire } from "./wire.js";
+import { validatePrefetchReport } from "./prefetch.js";
+import { announcementFromWire, commandResponse, identityFromWire, lookupResponse, prefetchReportFromWire, tagRecordFromWire, tagRecordToWire } from "./wire.js";
 
 /** The server pings an idle connection this often, so a dead agent's session ends within ~15 s. */
 export const SERVER_KEEPALIVE_TIME_MS = 10_000;
@@ -184,6 +185,10 @@ export class TrackerServer {
         onClose: (reason) => {
           end({ code: status.UNAVAILABLE, details: reason === "superseded" ? "a newer session of this agent replaced this one" : "session dropped by the tracker" });
         },
+        // Commands are few and small (an assignment per ImagePrefetch); grpc-js buffers them if the agent reads slowly.
+        onCommand: (command) => {
+          call.write(commandResponse(command));
+        },
       });
       call.write({ kind: { $case: "registered", value: { trackerId: this.options.tracker.id } } });
       return opened;
@@ -212,6 +217,9 @@ export class TrackerServer {
         return session;
       case "tagSeen":
         session.publishTag(this.edge(() => validateTagRecord(tagRecordFromWire(kind.value))));
+        return session;
+      case "prefetchReport":
+        session.prefetchReport(this.edge(() => validatePrefetchReport(prefetchReportFromWire(kind.value))));
         return session;
       case undefined:
         // A message kind from a newer agent: ignored so that agents can be upgraded before the tracker.

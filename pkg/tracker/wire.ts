@@ -1,6 +1,18 @@
 import type { Digest } from "../oci/index.js";
-import type { Announce, LookupResponse, Register, SessionRequest, TagRecord as WireTagRecord } from "../gen/tracker/v1/tracker.js";
+import {
+  type Announce,
+  type LookupResponse,
+  type PrefetchAssignment as WirePrefetchAssignment,
+  type PrefetchReport as WirePrefetchReport,
+  PrefetchState as WirePrefetchState,
+  type Register,
+  type SessionRequest,
+  type SessionResponse,
+  type TagRecord as WireTagRecord,
+} from "../gen/tracker/v1/tracker.js";
+import type { AgentCommand, PrefetchAssignment, PrefetchReport, PrefetchState } from "./prefetch.js";
 import { type AgentIdentity, type BlobAnnouncement, type LookupResult, type TagRecord } from "./tracker.js";
+import { TrackerError } from "./errors.js";
 import { validateDigest } from "./validation.js";
 
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
@@ -112,6 +124,80 @@ export function lookupResultFromWire(response: LookupResponse): LookupResult {
     pieceHashes: response.pieceHashes.map((h) => (h.length === 0 ? undefined : new Uint8Array(h))),
     origin: { granted: response.origin?.granted ?? false, granteeAgentId: grantee === "" ? undefined : grantee },
     askerZone: response.askerZone,
+  };
+}
+
+/** A command for an agent as the session response that carries it. */
+export function commandResponse(command: AgentCommand): SessionResponse {
+  if (command.kind === "prefetch-cancel") return { kind: { $case: "prefetchCancel", value: { id: command.id } } };
+  const value: WirePrefetchAssignment = {
+    id: command.assignment.id,
+    contents: command.assignment.contents.map((c) => ({
+      registry: c.registry,
+      repository: c.repository,
+      manifests: c.manifests.map((m) => ({ digest: m.digest, mediaType: m.mediaType, body: toBuffer(m.body) })),
+      blobs: c.blobs.map((b) => ({ digest: b.digest, size: b.size })),
+      credentials: c.credentials === undefined ? undefined : { username: c.credentials.username, password: c.credentials.password },
+    })),
+  };
+  return { kind: { $case: "prefetch", value } };
+}
+
+/**
+ * The command a session response carries, or undefined for `registered` and kinds this agent does not
+ * know. Throws ERR_TRACKER_INVALID_ARGUMENT for a bad digest; the rest is checked by validatePrefetchAssignment.
+ */
+export function commandFromWire(response: SessionResponse): AgentCommand | undefined {
+  const kind = response.kind;
+  if (kind?.$case === "prefetchCancel") return { kind: "prefetch-cancel", id: kind.value.id };
+  if (kind?.$case !== "prefetch") return undefined;
+  const assignment: PrefetchAssignment = {
+    id: kind.value.id,
+    contents: kind.value.contents.map((c) => ({
+      registry: c.registry,
+      repository: c.repository,
+      manifests: c.manifests.map((m) => ({ digest: validateDigest(m.digest), mediaType: m.mediaType, body: new Uint8Array(m.body) })),
+      blobs: c.blobs.map((b) => ({ digest: validateDigest(b.digest), size: b.size })),
+      credentials: c.credentials === undefined ? undefined : { username: c.credentials.username, password: c.credentials.password },
+    })),
+  };
+  return { kind: "prefetch", assignment };
+}
+
+const STATES: Record<PrefetchState, WirePrefetchState> = {
+  running: WirePrefetchState.PREFETCH_STATE_RUNNING,
+  done: WirePrefetchState.PREFETCH_STATE_DONE,
+  failed: WirePrefetchState.PREFETCH_STATE_FAILED,
+};
+
+export function prefetchReportRequest(report: PrefetchReport): SessionRequest {
+  const value: WirePrefetchReport = {
+    id: report.id,
+    state: STATES[report.state],
+    itemsDone: report.itemsDone,
+    itemsTotal: report.itemsTotal,
+    bytesFromOrigin: report.bytesFromOrigin,
+    bytesFromPeers: report.bytesFromPeers,
+    bytesAlreadyHeld: report.bytesAlreadyHeld,
+    errorCode: report.error?.code ?? "",
+    errorMessage: report.error?.message ?? "",
+  };
+  return { kind: { $case: "prefetchReport", value } };
+}
+
+/** Throws ERR_TRACKER_INVALID_ARGUMENT for a state this tracker does not know. */
+export function prefetchReportFromWire(report: WirePrefetchReport): PrefetchReport {
+  const state = (Object.keys(STATES) as PrefetchState[]).find((s) => STATES[s] === report.state);
+  if (state === undefined) throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `prefetch report ${report.id.slice(0, 128)} has an unknown state ${report.state}`);
+  return {
+    id: report.id,
+    state,
+    itemsDone: report.itemsDone,
+    itemsTotal: report.itemsTotal,
+    bytesFromOrigin: report.bytesFromOrigin,
+    bytesFromPeers: report.bytesFromPeers,
+    bytesAlreadyHeld: report.bytesAlreadyHeld,
+    error: state === "failed" ? { code: report.errorCode, message: report.errorMessage } : undefined,
   };
 }
 

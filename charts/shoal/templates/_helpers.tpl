@@ -162,6 +162,10 @@ identity: "$(POD_NAME)"
 lease-duration: {{ $c.leaderElection.leaseDuration | quote }}
 renew-deadline: {{ $c.leaderElection.renewDeadline | quote }}
 retry-period: {{ $c.leaderElection.retryPeriod | quote }}
+prefetch: {{ .Values.imagePrefetch.enabled | quote }}
+{{- with .Values.registries }}
+upstream: {{ toJson . }}
+{{- end }}
 {{- end -}}
 
 {{/* The controller's flags: the chart's, each replaced by controller.config's value when set there. */}}

@@ -21,6 +21,7 @@ const ALL_ON = {
   dashboards: { configMap: { enabled: true, annotations: { grafana_folder: "Shoal" } }, grafanaDashboard: { enabled: true, folder: "Shoal" } },
   networkPolicy: { enabled: true, nodeCIDRs: ["10.0.0.0/16"] },
   imagePullSecrets: [{ name: "pull" }],
+  imagePrefetch: { pullSecretNamespaces: [{ namespace: "team-a", secretNames: ["regcred"] }] },
 };
 
 /** Every toggle off. */
@@ -37,6 +38,7 @@ const ALL_OFF = {
   serviceMonitor: { enabled: false },
   podMonitor: { enabled: false },
   networkPolicy: { enabled: false },
+  imagePrefetch: { enabled: false },
 };
 
 function withHostNetwork(values: Record<string, unknown>): Record<string, unknown> {
@@ -113,7 +115,7 @@ describe("helm chart charts/shoal", () => {
   it("renders only valid Kubernetes 1.27 objects with every toggle on, off, and with hostNetwork", async () => {
     const expectations: [string, object, string[]][] = [
       ["defaults", {}, ["ConfigMap", "ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]],
-      ["all on", ALL_ON, ["ConfigMap", "ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "Role", "RoleBinding", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "PodDisruptionBudget", "ServiceMonitor", "PodMonitor", "GrafanaDashboard", "NetworkPolicy", "NetworkPolicy"]],
+      ["all on", ALL_ON, ["ConfigMap", "ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "PodDisruptionBudget", "ServiceMonitor", "PodMonitor", "GrafanaDashboard", "NetworkPolicy", "NetworkPolicy"]],
       ["all on, hostNetwork", withHostNetwork(ALL_ON), []],
       ["all off", ALL_OFF, ["ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "Service", "Service"]],
       ["all off, hostNetwork", withHostNetwork(ALL_OFF), []],
@@ -203,6 +205,9 @@ describe("helm chart charts/shoal", () => {
     assert.equal(flag(args, "retry-period"), "2s");
     assert.equal(flag(args, "lease-name"), `${RELEASE}-shoal-controller`);
     assert.equal(flag(args, "kubeconfig"), undefined, "in cluster: the service account");
+    assert.equal(flag(args, "prefetch"), "true", "ImagePrefetch on by default");
+    assert.deepEqual(args.filter((a) => a.startsWith("--upstream=")).map((a) => a.slice("--upstream=".length)), ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws"], "the controller resolves where the agents mirror");
+    assert.equal(flag(container(only(await render({ imagePrefetch: { enabled: false } }), "Deployment"), "controller").args, "prefetch"), "false");
     const env = Object.fromEntries((controller.env ?? []).map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
     assert.deepEqual(env, { POD_NAMESPACE: "metadata.namespace", POD_NAME: "metadata.name" });
     const selector = parseSelector(flag(args, "agent-selector") ?? "");

@@ -1,6 +1,10 @@
+import { pino } from "pino";
 import type { Digest } from "../../oci/index.js";
 import type { SwarmTuning } from "../../peer/swarm-download.js";
 import { SwarmNode } from "../../peer/testing/swarm-node.js";
+import { AgentPrefetcher } from "../../prefetch/index.js";
+import { ContentSeeder } from "../../registry/index.js";
+import type { BlobStore } from "../../store/index.js";
 import { GrpcTrackerClient } from "../../tracker/index.js";
 import type { Tracker } from "../../tracker/tracker.js";
 
@@ -16,29 +20,50 @@ export interface ClusterAgentOptions {
   readonly trackerAddress: string;
   readonly origin: { readonly host: string; readonly url: string };
   readonly tuning?: Partial<SwarmTuning>;
+  /** Take the zone the tracker ranks the agent by (as agents in Kubernetes do) instead of ignoring zones. */
+  readonly zoneFromTracker?: boolean;
 }
 
 /**
  * One agent in process as it runs in a Pod: a SwarmNode whose peer server binds its pod IP and whose
- * tracker session goes through the Service over gRPC (reconnecting with short backoff).
+ * tracker session goes through the Service over gRPC (reconnecting with short backoff), taking
+ * ImagePrefetch assignments over that session as `shoal agent` does.
  */
 export class ClusterAgent {
-  private constructor(private readonly node: SwarmNode) {}
+  private constructor(
+    private readonly node: SwarmNode,
+    readonly prefetcher: AgentPrefetcher,
+  ) {}
 
   static async start(options: ClusterAgentOptions): Promise<ClusterAgent> {
+    const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ node: options.name });
+    const sessions: GrpcTrackerClient[] = [];
     const node = await SwarmNode.start({
       name: options.name,
       nodeName: options.nodeName,
       host: options.podIp,
       zone: options.claimedZone ?? "",
-      // The scheduler ignores the claimed zone: these tests are about what the tracker makes of it.
-      ignoreZone: true,
-      tracker: (identity, logger) =>
-        new GrpcTrackerClient({ address: options.trackerAddress, identity, logger, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 }),
+      // By default the scheduler ignores the claimed zone: most tests are about what the tracker makes of it.
+      ...(options.zoneFromTracker === true ? { zoneFromTracker: true } : { ignoreZone: true }),
+      tracker: (identity, trackerLogger) => {
+        const client = new GrpcTrackerClient({ address: options.trackerAddress, identity, logger: trackerLogger, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 });
+        sessions.push(client);
+        return client;
+      },
       origin: options.origin,
       ...(options.tuning === undefined ? {} : { tuning: options.tuning }),
     });
-    return new ClusterAgent(node);
+    const session = sessions[0];
+    if (session === undefined) throw new Error("the swarm node made no tracker session");
+    const prefetcher = new AgentPrefetcher({
+      channel: session,
+      seeder: new ContentSeeder({ store: node.store, fetcher: node.fetcher, logger }),
+      metrics: node.metrics,
+      logger,
+      reportIntervalMs: 100,
+    });
+    prefetcher.start();
+    return new ClusterAgent(node, prefetcher);
   }
 
   get agentId(): string {
@@ -49,12 +74,21 @@ export class ClusterAgent {
     return this.node.tracker;
   }
 
+  get store(): BlobStore {
+    return this.node.store;
+  }
+
   /** Fetches a blob the way the mirror does: local store, else the swarm (peers, else the origin grant). */
   pull(registry: string, name: string, digest: Digest, signal = AbortSignal.timeout(30_000)): Promise<{ bytes: Buffer; source: string }> {
     return this.node.pull(registry, name, digest, signal);
   }
 
+  metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    return this.node.metric(name, labels);
+  }
+
   async stop(): Promise<void> {
+    await this.prefetcher.stop();
     await this.node.stop();
   }
 }

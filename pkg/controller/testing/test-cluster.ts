@@ -81,13 +81,14 @@ export class TestCluster {
     return [...this.replicas.values()].filter((r) => !r.stopped && r.controller.leading);
   }
 
-  /** A Node, and an agent Pod on it with `ip`. */
-  addAgentPod(name: string, nodeName: string, ip: string, zone?: string): void {
-    this.api.putNode({ name: nodeName, ...(zone === undefined ? {} : { zone }) });
+  /** A Node (with `labels`), and an agent Pod on it with `ip`. */
+  addAgentPod(name: string, nodeName: string, ip: string, zone?: string, labels?: Readonly<Record<string, string>>): void {
+    this.api.putNode({ name: nodeName, ...(zone === undefined ? {} : { zone }), ...(labels === undefined ? {} : { labels }) });
     this.api.putPod({ namespace: NAMESPACE, name, nodeName, ip });
   }
 
-  async startAgent(name: string, nodeName: string, podIp: string, claimedZone?: string): Promise<ClusterAgent> {
+  /** With `zoneFromTracker` the agent's scheduler uses the zone the tracker ranks it by, as in a cluster. */
+  async startAgent(name: string, nodeName: string, podIp: string, claimedZone?: string, options: { zoneFromTracker?: boolean } = {}): Promise<ClusterAgent> {
     const agent = await ClusterAgent.start({
       name,
       nodeName,
@@ -96,9 +97,17 @@ export class TestCluster {
       trackerAddress: await this.forwarder.endpointFor(podIp),
       origin: { host: this.origin.host, url: this.origin.url },
       tuning: { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 },
+      ...(options.zoneFromTracker === true ? { zoneFromTracker: true } : {}),
     });
     this.agents.push(agent);
     return agent;
+  }
+
+  /** Stops one agent (its session ends); close() skips it. */
+  async stopAgent(agent: ClusterAgent): Promise<void> {
+    const index = this.agents.indexOf(agent);
+    if (index >= 0) this.agents.splice(index, 1);
+    await agent.stop();
   }
 
   async close(): Promise<void> {

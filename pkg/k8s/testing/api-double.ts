@@ -17,6 +17,11 @@ export interface KubeApiDoubleOptions {
   /** Bearer token clients must send; random by default. */
   readonly token?: string;
   readonly bookmarkIntervalMs?: number;
+  /**
+   * Also serve on this Unix socket (same API, same state): reachable from other network namespaces,
+   * which 127.0.0.1 is not, through a forwarder there.
+   */
+  readonly socketPath?: string;
 }
 
 export interface FailureMatch {
@@ -63,6 +68,7 @@ export class KubeApiDouble {
 
   private constructor(
     private readonly server: Server,
+    private readonly socketServer: Server | undefined,
     readonly token: string,
     bookmarkIntervalMs: number,
   ) {
@@ -74,18 +80,31 @@ export class KubeApiDouble {
 
   static async start(options: KubeApiDoubleOptions = {}): Promise<KubeApiDouble> {
     const ref: { instance?: KubeApiDouble } = {};
-    const server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       if (ref.instance === undefined) res.writeHead(503).end();
       else ref.instance.handle(req, res);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => {
-        server.off("error", reject);
-        resolve();
+    };
+    const listen = (server: Server, where: { port: number; host: string } | { path: string }): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(where, () => {
+          server.off("error", reject);
+          resolve();
+        });
       });
-    });
-    ref.instance = new KubeApiDouble(server, options.token ?? randomBytes(16).toString("hex"), options.bookmarkIntervalMs ?? DEFAULT_BOOKMARK_INTERVAL_MS);
+    const server = createServer(handler);
+    await listen(server, { port: 0, host: "127.0.0.1" });
+    let socketServer: Server | undefined;
+    if (options.socketPath !== undefined) {
+      socketServer = createServer(handler);
+      try {
+        await listen(socketServer, { path: options.socketPath });
+      } catch (error: unknown) {
+        server.close();
+        throw error;
+      }
+    }
+    ref.instance = new KubeApiDouble(server, socketServer, options.token ?? randomBytes(16).toString("hex"), options.bookmarkIntervalMs ?? DEFAULT_BOOKMARK_INTERVAL_MS);
     return ref.instance;
   }
 
@@ -172,9 +191,43 @@ export class KubeApiDouble {
   }
 
   /** The stored object (a copy), or undefined. */
-  object(resource: "pods" | "nodes" | "leases" | "events", namespace: string | undefined, name: string): ApiObject | undefined {
+  object(resource: "pods" | "nodes" | "leases" | "events" | "secrets" | "imageprefetches", namespace: string | undefined, name: string): ApiObject | undefined {
     const found = this.store.get(modeled(resource), namespace, name);
     return found === undefined ? undefined : clone(found);
+  }
+
+  /** A Secret as a user would create it; `data` values are given as plain text and stored base64-encoded. */
+  putSecret(namespace: string, name: string, type: string, data: Readonly<Record<string, string>>): ApiObject {
+    const encoded = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString("base64")]));
+    return this.store.upsert(modeled("secrets"), { metadata: { name, namespace }, type, data: encoded });
+  }
+
+  deleteSecret(namespace: string, name: string): void {
+    this.store.delete(modeled("secrets"), namespace, name);
+  }
+
+  /**
+   * Creates or updates an ImagePrefetch as a user's `kubectl apply` would (not logged as a request): a
+   * create gets generation 1 and no status; an update keeps the status and counts spec changes.
+   */
+  putImagePrefetch(object: ApiObject): ApiObject {
+    const kind = modeled("imageprefetches");
+    const body = clone(object);
+    if (this.store.get(kind, body.metadata.namespace, body.metadata.name) === undefined) {
+      delete body.status;
+      body.metadata.generation = 1;
+      return this.store.create(kind, body);
+    }
+    return this.store.update(kind, this.withSubresourceRules(kind, body, undefined));
+  }
+
+  deleteImagePrefetch(namespace: string, name: string): void {
+    this.store.delete(modeled("imageprefetches"), namespace, name);
+  }
+
+  /** Every stored ImagePrefetch, copies. */
+  imagePrefetches(namespace?: string): ApiObject[] {
+    return this.store.list({ resource: "imageprefetches", namespace, selector: parseLabelSelector("") });
   }
 
   /** Creates or replaces a Lease as some other client would (e.g. a holder that is not running). */
@@ -261,12 +314,22 @@ export class KubeApiDouble {
       this.closeWatch(watch);
       watch.response.destroy();
     }
-    await new Promise<void>((resolve) => {
-      this.server.close(() => {
-        resolve();
+    for (const server of [this.server, this.socketServer]) {
+      if (server === undefined) continue;
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+        server.closeAllConnections();
       });
-      this.server.closeAllConnections();
-    });
+    }
+  }
+
+  /** The kubeconfig's text for a client that reaches the double at `server` (e.g. a forwarder in another namespace). */
+  kubeconfigYamlFor(server: string): string {
+    const config = JSON.parse(this.kubeconfigYaml()) as { clusters: { cluster: { server: string } }[] };
+    for (const cluster of config.clusters) cluster.cluster.server = server;
+    return JSON.stringify(config);
   }
 
   // ---- the API -------------------------------------------------------------------------------
@@ -281,7 +344,8 @@ export class KubeApiDouble {
       this.fail(res, error, this.log.at(-1));
       return;
     }
-    const entry: RecordedApiRequest = { verb: route.verb, apiGroup: route.kind.group, resource: route.kind.resource, namespace: route.namespace, name: route.name, status: 0 };
+    const resource = route.subresource === undefined ? route.kind.resource : `${route.kind.resource}/${route.subresource}`;
+    const entry: RecordedApiRequest = { verb: route.verb, apiGroup: route.kind.group, resource, namespace: route.namespace, name: route.name, status: 0 };
     this.log.push(entry);
     if (req.headers.authorization !== `Bearer ${this.token}`) {
       this.fail(res, statuses.unauthorized(), entry);
@@ -345,6 +409,11 @@ export class KubeApiDouble {
         }
         delete body.metadata.resourceVersion;
         validateCreate(kind, body);
+        if (kind.statusSubresource === true) {
+          // The API server drops the status of a create when the status subresource is on.
+          delete body.status;
+          body.metadata.generation = 1;
+        }
         send(201, this.store.create(kind, body));
         return;
       }
@@ -358,7 +427,7 @@ export class KubeApiDouble {
         const expected = body.metadata.resourceVersion;
         if (expected === undefined || expected === "") throw statuses.invalid(kind.resource, kind.group, name, "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update");
         validateUpdate(kind, body);
-        send(200, this.store.update(kind, body, expected));
+        send(200, this.store.update(kind, kind.statusSubresource === true ? this.withSubresourceRules(kind, body, route.subresource) : body, expected));
         return;
       }
       case "delete":
@@ -368,6 +437,28 @@ export class KubeApiDouble {
       case "deletecollection":
         throw statuses.methodNotAllowed(route.verb);
     }
+  }
+
+  /**
+   * An update under the status subresource's rules: `/status` changes only the status; the resource
+   * itself keeps the stored status, and a changed spec increments metadata.generation.
+   */
+  private withSubresourceRules(kind: ModeledResource, body: ApiObject, subresource: string | undefined): ApiObject {
+    const current = this.store.get(kind, body.metadata.namespace, body.metadata.name);
+    if (current === undefined) throw statuses.notFound(kind.resource, kind.group, body.metadata.name);
+    if (subresource === "status") {
+      const next = clone(current);
+      next.metadata.resourceVersion = body.metadata.resourceVersion;
+      if (body.status === undefined) delete next.status;
+      else next.status = body.status;
+      return next;
+    }
+    const next = clone(body);
+    if (current.status === undefined) delete next.status;
+    else next.status = clone(current.status);
+    const generation = typeof current.metadata.generation === "number" ? current.metadata.generation : 1;
+    next.metadata.generation = JSON.stringify(body.spec) === JSON.stringify(current.spec) ? generation : generation + 1;
+    return next;
   }
 
   private watch(route: Route, url: URL, res: ServerResponse, entry: RecordedApiRequest): void {
@@ -422,7 +513,8 @@ export class KubeApiDouble {
   private injectedFailure(route: Route): FailureResponse | undefined {
     for (const rule of this.failures) {
       if (rule.match.verb !== undefined && rule.match.verb !== route.verb) continue;
-      if (rule.match.resource !== undefined && rule.match.resource !== route.kind.resource) continue;
+      const resource = route.subresource === undefined ? route.kind.resource : `${route.kind.resource}/${route.subresource}`;
+      if (rule.match.resource !== undefined && rule.match.resource !== resource) continue;
       rule.hits++;
       if (--rule.remaining <= 0) this.failures.delete(rule);
       return rule.response;

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { Agent, type Dispatcher } from "undici";
@@ -37,6 +38,11 @@ export interface UpstreamRequest {
   readonly name: string;
   readonly headers?: Readonly<Record<string, string>>;
   readonly signal?: AbortSignal;
+  /**
+   * Credentials for this request only (an ImagePrefetch's pull secret), instead of the client's own for
+   * the registry. Tokens obtained with them are cached apart, so no other request ever uses them.
+   */
+  readonly credentials?: BasicCredentials | undefined;
 }
 
 export interface UpstreamResponse {
@@ -82,8 +88,10 @@ export class UpstreamClient {
     const base = this.bases.get(registry);
     if (base === undefined) throw new RegistryError("ERR_REGISTRY_UNKNOWN", `registry ${registry} is not mirrored by this agent`);
     const scope = `repository:${request.name}:pull`;
+    // The cache key of tokens: per-request credentials get their own entries.
+    const cacheScope = request.credentials === undefined ? scope : `${scope} as ${credentialTag(request.credentials)}`;
     let url = new URL(joinPath(base, request.path));
-    let authorization = this.tokenAuthorization(registry, scope);
+    let authorization = this.tokenAuthorization(registry, cacheScope);
     let triedAuth = false;
     for (let hop = 0; hop <= MAX_REDIRECTS; ) {
       // Credentials go only to the registry's own origin, never to a redirect target such as blob storage.
@@ -94,7 +102,7 @@ export class UpstreamClient {
       if (response.statusCode === 401 && sameOrigin && !triedAuth) {
         await discard(response.body);
         triedAuth = true;
-        authorization = await this.authenticate(registry, scope, response.headers["www-authenticate"], request.signal);
+        authorization = await this.authenticate(registry, scope, cacheScope, response.headers["www-authenticate"], request.credentials ?? this.options.credentials?.get(registry), request.signal);
         if (authorization === undefined) throw new RegistryError("ERR_UPSTREAM_AUTH", `${registry} requires credentials this agent does not have`, { status: 401 });
         continue;
       }
@@ -110,7 +118,7 @@ export class UpstreamClient {
       }
       if (response.statusCode === 401 || response.statusCode === 403) {
         await discard(response.body);
-        if (sameOrigin) this.tokens.delete(registry, scope);
+        if (sameOrigin) this.tokens.delete(registry, cacheScope);
         throw new RegistryError("ERR_UPSTREAM_AUTH", `${registry} refused access to ${request.name} (HTTP ${response.statusCode})`, {
           status: response.statusCode,
         });
@@ -131,9 +139,15 @@ export class UpstreamClient {
   }
 
   /** Answers a 401 challenge: a Bearer token from the realm, or Basic credentials. */
-  private async authenticate(registry: string, scope: string, challengeHeader: unknown, signal?: AbortSignal): Promise<string | undefined> {
+  private async authenticate(
+    registry: string,
+    scope: string,
+    cacheScope: string,
+    challengeHeader: unknown,
+    credentials: BasicCredentials | undefined,
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
     const challenge = parseChallenge(typeof challengeHeader === "string" ? challengeHeader : undefined);
-    const credentials = this.options.credentials?.get(registry);
     if (challenge?.scheme === "basic") return credentials === undefined ? undefined : basicAuthorization(credentials);
     const realm = challenge?.params.get("realm");
     if (challenge === undefined || realm === undefined) return undefined;
@@ -162,7 +176,7 @@ export class UpstreamClient {
     if (token === undefined || token === "") throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${registry}: token response has no token`);
     const lifetimeMs =
       typeof fields.expires_in === "number" && fields.expires_in > 0 ? Math.min(fields.expires_in * 1000, MAX_TOKEN_LIFETIME_MS) : DEFAULT_TOKEN_LIFETIME_MS;
-    this.tokens.set(registry, scope, token, lifetimeMs);
+    this.tokens.set(registry, cacheScope, token, lifetimeMs);
     this.options.logger?.debug({ registry, scope, lifetimeMs }, "obtained upstream token");
     return `Bearer ${token}`;
   }
@@ -191,6 +205,11 @@ export function toUpstreamError(url: URL, cause: unknown): Error {
     return new RegistryError("ERR_UPSTREAM_TIMEOUT", `${url.host}: ${code === "UND_ERR_BODY_TIMEOUT" ? "transfer stalled" : "no response in time"}`, { cause });
   }
   return new RegistryError("ERR_UPSTREAM_NETWORK", `${url.host}: ${cause instanceof Error ? cause.message : "request failed"}`, { cause });
+}
+
+/** A short fingerprint of credentials for cache keys; never logged, never the secret itself. */
+function credentialTag(credentials: BasicCredentials): string {
+  return createHash("sha256").update(`${credentials.username}\0${credentials.password}`).digest("hex").slice(0, 32);
 }
 
 function joinPath(base: URL, path: string): string {

@@ -25,6 +25,51 @@ export const protobufPackage = "tracker.v1";
 
 export const protobufFileName = "tracker/v1/tracker.proto";
 
+export enum PrefetchState {
+  PREFETCH_STATE_UNSPECIFIED = 0,
+  PREFETCH_STATE_RUNNING = 1,
+  PREFETCH_STATE_DONE = 2,
+  PREFETCH_STATE_FAILED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function prefetchStateFromJSON(object: any): PrefetchState {
+  switch (object) {
+    case 0:
+    case "PREFETCH_STATE_UNSPECIFIED":
+      return PrefetchState.PREFETCH_STATE_UNSPECIFIED;
+    case 1:
+    case "PREFETCH_STATE_RUNNING":
+      return PrefetchState.PREFETCH_STATE_RUNNING;
+    case 2:
+    case "PREFETCH_STATE_DONE":
+      return PrefetchState.PREFETCH_STATE_DONE;
+    case 3:
+    case "PREFETCH_STATE_FAILED":
+      return PrefetchState.PREFETCH_STATE_FAILED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return PrefetchState.UNRECOGNIZED;
+  }
+}
+
+export function prefetchStateToJSON(object: PrefetchState): string {
+  switch (object) {
+    case PrefetchState.PREFETCH_STATE_UNSPECIFIED:
+      return "PREFETCH_STATE_UNSPECIFIED";
+    case PrefetchState.PREFETCH_STATE_RUNNING:
+      return "PREFETCH_STATE_RUNNING";
+    case PrefetchState.PREFETCH_STATE_DONE:
+      return "PREFETCH_STATE_DONE";
+    case PrefetchState.PREFETCH_STATE_FAILED:
+      return "PREFETCH_STATE_FAILED";
+    case PrefetchState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface SessionRequest {
   kind?:
     | { $case: "register"; value: Register }
@@ -32,6 +77,7 @@ export interface SessionRequest {
     | { $case: "withdraw"; value: Withdraw }
     | { $case: "heartbeat"; value: Heartbeat }
     | { $case: "tagSeen"; value: TagRecord }
+    | { $case: "prefetchReport"; value: PrefetchReport }
     | undefined;
 }
 
@@ -73,7 +119,10 @@ export interface Heartbeat {
 }
 
 export interface SessionResponse {
-  kind?: { $case: "registered"; value: Registered } | undefined;
+  kind?: { $case: "registered"; value: Registered } | { $case: "prefetch"; value: PrefetchAssignment } | {
+    $case: "prefetchCancel";
+    value: PrefetchCancel;
+  } | undefined;
 }
 
 export interface Registered {
@@ -156,6 +205,80 @@ export interface ResolveTagResponse {
   record?: TagRecord | undefined;
 }
 
+/**
+ * The controller asks an agent to hold content in its store before anything pulls it (an ImagePrefetch).
+ * The agent stores the manifests it is given and fetches the blobs it lacks through its normal path
+ * (its store, then other agents, then the origin when the tracker grants it), then reports with
+ * PrefetchReport. The same id sent again is a reminder: the agent fetches what it lost meanwhile and
+ * reports again. Everything assigned over a session is cancelled when that session ends.
+ */
+export interface PrefetchAssignment {
+  /** Stable for one content set; a changed content set comes with a new id. */
+  id: string;
+  contents: PrefetchContent[];
+}
+
+/** What to hold of one image in one repository of one registry. */
+export interface PrefetchContent {
+  /** Registry host as in image references, e.g. ghcr.io. */
+  registry: string;
+  repository: string;
+  /**
+   * The index and platform manifests with their exact bytes: verified against their digests and
+   * stored, never fetched.
+   */
+  manifests: PrefetchManifest[];
+  /** Configs and layers to fetch. */
+  blobs: PrefetchBlob[];
+  /**
+   * For this content's origin fetches from `registry` only; absent for anonymous pulls. Kept in memory
+   * for the assignment's lifetime.
+   */
+  credentials?: RegistryCredentials | undefined;
+}
+
+export interface PrefetchManifest {
+  digest: string;
+  mediaType: string;
+  body: Buffer;
+}
+
+export interface PrefetchBlob {
+  digest: string;
+  size: number;
+}
+
+export interface RegistryCredentials {
+  username: string;
+  password: string;
+}
+
+export interface PrefetchCancel {
+  id: string;
+}
+
+/**
+ * An agent's progress on an assignment: sent when it starts, about every second while it runs, and
+ * when it ends.
+ */
+export interface PrefetchReport {
+  id: string;
+  state: PrefetchState;
+  /** Manifests and blobs held so far, of the assignment's total. */
+  itemsDone: number;
+  itemsTotal: number;
+  /**
+   * Bytes of the blobs held so far, by where each blob's fetch got its bytes: the origin, other
+   * agents, or already in the store.
+   */
+  bytesFromOrigin: number;
+  bytesFromPeers: number;
+  bytesAlreadyHeld: number;
+  /** For FAILED: a stable code (e.g. auth, not_found, store_full) and a message for people. */
+  errorCode: string;
+  errorMessage: string;
+}
+
 function createBaseSessionRequest(): SessionRequest {
   return { kind: undefined };
 }
@@ -177,6 +300,9 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         break;
       case "tagSeen":
         TagRecord.encode(message.kind.value, writer.uint32(42).fork()).join();
+        break;
+      case "prefetchReport":
+        PrefetchReport.encode(message.kind.value, writer.uint32(50).fork()).join();
         break;
     }
     return writer;
@@ -235,6 +361,14 @@ export const SessionRequest: MessageFns<SessionRequest> = {
             message.kind = { $case: "tagSeen", value: TagRecord.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "prefetchReport", value: PrefetchReport.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -261,6 +395,10 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         ? { $case: "tagSeen", value: TagRecord.fromJSON(object.tagSeen) }
         : isSet(object.tag_seen)
         ? { $case: "tagSeen", value: TagRecord.fromJSON(object.tag_seen) }
+        : isSet(object.prefetchReport)
+        ? { $case: "prefetchReport", value: PrefetchReport.fromJSON(object.prefetchReport) }
+        : isSet(object.prefetch_report)
+        ? { $case: "prefetchReport", value: PrefetchReport.fromJSON(object.prefetch_report) }
         : undefined,
     };
   },
@@ -277,6 +415,8 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       obj.heartbeat = Heartbeat.toJSON(message.kind.value);
     } else if (message.kind?.$case === "tagSeen") {
       obj.tagSeen = TagRecord.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "prefetchReport") {
+      obj.prefetchReport = PrefetchReport.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -314,6 +454,12 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       case "tagSeen": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "tagSeen", value: TagRecord.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "prefetchReport": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "prefetchReport", value: PrefetchReport.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -843,6 +989,12 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "registered":
         Registered.encode(message.kind.value, writer.uint32(10).fork()).join();
         break;
+      case "prefetch":
+        PrefetchAssignment.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+      case "prefetchCancel":
+        PrefetchCancel.encode(message.kind.value, writer.uint32(26).fork()).join();
+        break;
     }
     return writer;
   },
@@ -868,6 +1020,22 @@ export const SessionResponse: MessageFns<SessionResponse> = {
             message.kind = { $case: "registered", value: Registered.decode(reader, reader.uint32()) };
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "prefetch", value: PrefetchAssignment.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "prefetchCancel", value: PrefetchCancel.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -884,6 +1052,12 @@ export const SessionResponse: MessageFns<SessionResponse> = {
     return {
       kind: isSet(object.registered)
         ? { $case: "registered", value: Registered.fromJSON(object.registered) }
+        : isSet(object.prefetch)
+        ? { $case: "prefetch", value: PrefetchAssignment.fromJSON(object.prefetch) }
+        : isSet(object.prefetchCancel)
+        ? { $case: "prefetchCancel", value: PrefetchCancel.fromJSON(object.prefetchCancel) }
+        : isSet(object.prefetch_cancel)
+        ? { $case: "prefetchCancel", value: PrefetchCancel.fromJSON(object.prefetch_cancel) }
         : undefined,
     };
   },
@@ -892,6 +1066,10 @@ export const SessionResponse: MessageFns<SessionResponse> = {
     const obj: any = {};
     if (message.kind?.$case === "registered") {
       obj.registered = Registered.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "prefetch") {
+      obj.prefetch = PrefetchAssignment.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "prefetchCancel") {
+      obj.prefetchCancel = PrefetchCancel.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -905,6 +1083,18 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "registered": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "registered", value: Registered.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "prefetch": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "prefetch", value: PrefetchAssignment.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "prefetchCancel": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "prefetchCancel", value: PrefetchCancel.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -1915,6 +2105,807 @@ export const ResolveTagResponse: MessageFns<ResolveTagResponse> = {
     message.record = (object.record !== undefined && object.record !== null)
       ? TagRecord.fromPartial(object.record)
       : undefined;
+    return message;
+  },
+};
+
+function createBasePrefetchAssignment(): PrefetchAssignment {
+  return { id: "", contents: [] };
+}
+
+export const PrefetchAssignment: MessageFns<PrefetchAssignment> = {
+  encode(message: PrefetchAssignment, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    for (const v of message.contents) {
+      PrefetchContent.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchAssignment {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchAssignment();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.contents.push(PrefetchContent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchAssignment {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      contents: globalThis.Array.isArray(object?.contents)
+        ? object.contents.map((e: any) => PrefetchContent.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PrefetchAssignment): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.contents?.length) {
+      obj.contents = message.contents.map((e) => PrefetchContent.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefetchAssignment>): PrefetchAssignment {
+    return PrefetchAssignment.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefetchAssignment>): PrefetchAssignment {
+    const message = createBasePrefetchAssignment();
+    message.id = object.id ?? "";
+    message.contents = object.contents?.map((e) => PrefetchContent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePrefetchContent(): PrefetchContent {
+  return { registry: "", repository: "", manifests: [], blobs: [], credentials: undefined };
+}
+
+export const PrefetchContent: MessageFns<PrefetchContent> = {
+  encode(message: PrefetchContent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.registry !== "") {
+      writer.uint32(10).string(message.registry);
+    }
+    if (message.repository !== "") {
+      writer.uint32(18).string(message.repository);
+    }
+    for (const v of message.manifests) {
+      PrefetchManifest.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.blobs) {
+      PrefetchBlob.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.credentials !== undefined) {
+      RegistryCredentials.encode(message.credentials, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchContent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchContent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.registry = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.repository = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.manifests.push(PrefetchManifest.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.blobs.push(PrefetchBlob.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.credentials = RegistryCredentials.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchContent {
+    return {
+      registry: isSet(object.registry) ? globalThis.String(object.registry) : "",
+      repository: isSet(object.repository) ? globalThis.String(object.repository) : "",
+      manifests: globalThis.Array.isArray(object?.manifests)
+        ? object.manifests.map((e: any) => PrefetchManifest.fromJSON(e))
+        : [],
+      blobs: globalThis.Array.isArray(object?.blobs) ? object.blobs.map((e: any) => PrefetchBlob.fromJSON(e)) : [],
+      credentials: isSet(object.credentials) ? RegistryCredentials.fromJSON(object.credentials) : undefined,
+    };
+  },
+
+  toJSON(message: PrefetchContent): unknown {
+    const obj: any = {};
+    if (message.registry !== "") {
+      obj.registry = message.registry;
+    }
+    if (message.repository !== "") {
+      obj.repository = message.repository;
+    }
+    if (message.manifests?.length) {
+      obj.manifests = message.manifests.map((e) => PrefetchManifest.toJSON(e));
+    }
+    if (message.blobs?.length) {
+      obj.blobs = message.blobs.map((e) => PrefetchBlob.toJSON(e));
+    }
+    if (message.credentials !== undefined) {
+      obj.credentials = RegistryCredentials.toJSON(message.credentials);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefetchContent>): PrefetchContent {
+    return PrefetchContent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefetchContent>): PrefetchContent {
+    const message = createBasePrefetchContent();
+    message.registry = object.registry ?? "";
+    message.repository = object.repository ?? "";
+    message.manifests = object.manifests?.map((e) => PrefetchManifest.fromPartial(e)) || [];
+    message.blobs = object.blobs?.map((e) => PrefetchBlob.fromPartial(e)) || [];
+    message.credentials = (object.credentials !== undefined && object.credentials !== null)
+      ? RegistryCredentials.fromPartial(object.credentials)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePrefetchManifest(): PrefetchManifest {
+  return { digest: "", mediaType: "", body: Buffer.alloc(0) };
+}
+
+export const PrefetchManifest: MessageFns<PrefetchManifest> = {
+  encode(message: PrefetchManifest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.digest !== "") {
+      writer.uint32(10).string(message.digest);
+    }
+    if (message.mediaType !== "") {
+      writer.uint32(18).string(message.mediaType);
+    }
+    if (message.body.length !== 0) {
+      writer.uint32(26).bytes(message.body);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchManifest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchManifest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mediaType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.body = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchManifest {
+    return {
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      mediaType: isSet(object.mediaType)
+        ? globalThis.String(object.mediaType)
+        : isSet(object.media_type)
+        ? globalThis.String(object.media_type)
+        : "",
+      body: isSet(object.body) ? Buffer.from(bytesFromBase64(object.body)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: PrefetchManifest): unknown {
+    const obj: any = {};
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.mediaType !== "") {
+      obj.mediaType = message.mediaType;
+    }
+    if (message.body.length !== 0) {
+      obj.body = base64FromBytes(message.body);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefetchManifest>): PrefetchManifest {
+    return PrefetchManifest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefetchManifest>): PrefetchManifest {
+    const message = createBasePrefetchManifest();
+    message.digest = object.digest ?? "";
+    message.mediaType = object.mediaType ?? "";
+    message.body = object.body ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
+function createBasePrefetchBlob(): PrefetchBlob {
+  return { digest: "", size: 0 };
+}
+
+export const PrefetchBlob: MessageFns<PrefetchBlob> = {
+  encode(message: PrefetchBlob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.digest !== "") {
+      writer.uint32(10).string(message.digest);
+    }
+    if (message.size !== 0) {
+      writer.uint32(16).uint64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchBlob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchBlob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchBlob {
+    return {
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+    };
+  },
+
+  toJSON(message: PrefetchBlob): unknown {
+    const obj: any = {};
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefetchBlob>): PrefetchBlob {
+    return PrefetchBlob.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefetchBlob>): PrefetchBlob {
+    const message = createBasePrefetchBlob();
+    message.digest = object.digest ?? "";
+    message.size = object.size ?? 0;
+    return message;
+  },
+};
+
+function createBaseRegistryCredentials(): RegistryCredentials {
+  return { username: "", password: "" };
+}
+
+export const RegistryCredentials: MessageFns<RegistryCredentials> = {
+  encode(message: RegistryCredentials, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.username !== "") {
+      writer.uint32(10).string(message.username);
+    }
+    if (message.password !== "") {
+      writer.uint32(18).string(message.password);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegistryCredentials {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegistryCredentials();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.username = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.password = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegistryCredentials {
+    return {
+      username: isSet(object.username) ? globalThis.String(object.username) : "",
+      password: isSet(object.password) ? globalThis.String(object.password) : "",
+    };
+  },
+
+  toJSON(message: RegistryCredentials): unknown {
+    const obj: any = {};
+    if (message.username !== "") {
+      obj.username = message.username;
+    }
+    if (message.password !== "") {
+      obj.password = message.password;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RegistryCredentials>): RegistryCredentials {
+    return RegistryCredentials.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RegistryCredentials>): RegistryCredentials {
+    const message = createBaseRegistryCredentials();
+    message.username = object.username ?? "";
+    message.password = object.password ?? "";
+    return message;
+  },
+};
+
+function createBasePrefetchCancel(): PrefetchCancel {
+  return { id: "" };
+}
+
+export const PrefetchCancel: MessageFns<PrefetchCancel> = {
+  encode(message: PrefetchCancel, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchCancel {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchCancel();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchCancel {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: PrefetchCancel): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefetchCancel>): PrefetchCancel {
+    return PrefetchCancel.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefetchCancel>): PrefetchCancel {
+    const message = createBasePrefetchCancel();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBasePrefetchReport(): PrefetchReport {
+  return {
+    id: "",
+    state: 0,
+    itemsDone: 0,
+    itemsTotal: 0,
+    bytesFromOrigin: 0,
+    bytesFromPeers: 0,
+    bytesAlreadyHeld: 0,
+    errorCode: "",
+    errorMessage: "",
+  };
+}
+
+export const PrefetchReport: MessageFns<PrefetchReport> = {
+  encode(message: PrefetchReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.state !== 0) {
+      writer.uint32(16).int32(message.state);
+    }
+    if (message.itemsDone !== 0) {
+      writer.uint32(24).uint32(message.itemsDone);
+    }
+    if (message.itemsTotal !== 0) {
+      writer.uint32(32).uint32(message.itemsTotal);
+    }
+    if (message.bytesFromOrigin !== 0) {
+      writer.uint32(40).uint64(message.bytesFromOrigin);
+    }
+    if (message.bytesFromPeers !== 0) {
+      writer.uint32(48).uint64(message.bytesFromPeers);
+    }
+    if (message.bytesAlreadyHeld !== 0) {
+      writer.uint32(56).uint64(message.bytesAlreadyHeld);
+    }
+    if (message.errorCode !== "") {
+      writer.uint32(66).string(message.errorCode);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(74).string(message.errorMessage);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefetchReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefetchReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.itemsDone = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.itemsTotal = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.bytesFromOrigin = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.bytesFromPeers = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.bytesAlreadyHeld = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.errorCode = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefetchReport {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      state: isSet(object.state) ? prefetchStateFromJSON(object.state) : 0,
+      itemsDone: isSet(object.itemsDone)
+        ? globalThis.Number(object.itemsDone)
+        : isSet(object.items_done)
+        ? globalThis.Number(object.items_done)
+        : 0,
+      itemsTotal: isSet(object.itemsTotal)
+        ? globalThis.Number(object.itemsTotal)
+        : isSet(object.items_total)
+        ? globalThis.Number(object.items_total)
+        : 0,
+      bytesFromOrigin: isSet(object.bytesFromOrigin)
+        ? globalThis.Number(object.bytesFromOrigin)
+        : isSet(object.bytes_from_origin)
+        ? globalThis.Number(object.bytes_from_origin)
+        : 0,
+      bytesFromPeers: isSet(object.bytesFromPeers)
+        ? globalThis.Number(object.bytesFromPeers)
+        : isSet(object.bytes_from_peers)
+        ? globalThis.Number(object.bytes_from_peers)
+        : 0,
+      bytesAlreadyHeld: isSet(object.bytesAlreadyHeld)
+        ? globalThis.Number(object.bytesAlreadyHeld)
+        : isSet(object.bytes_already_held)
+        ? globalThis.Number(object.bytes_already_held)
+        : 0,
+      errorCode: isSet(object.errorCode)
+        ? globalThis.String(object.errorCode)
+        : isSet(object.error_code)
+        ? globalThis.String(object.error_code)
+        : "",
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+    };
+  },
+
+  toJSON(message: PrefetchReport): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.state !== 0) {
+      obj.state = prefetchStateToJSON(message.state);
+    }
+    if (message.itemsDone !== 0) {
+      obj.itemsDone = Math.round(message.itemsDone);
+    }
+    if (message.itemsTotal !== 0) {
+      obj.itemsTotal = Math.round(message.itemsTotal);
+    }
+    if (message.bytesFromOrigin !== 0) {
+      obj.bytesFromOrigin = Math.round(message.bytesFromOrigin);
+    }
+    if (message.bytesFromPeers !== 0) {
+      obj.bytesFromPeers = Math.round(message.bytesFromPeers);
+    }
+    if (message.bytesAlreadyHeld !== 0) {
+      obj.bytesAlreadyHeld = Math.round(message.bytesAlreadyHeld);
+    }
+    if (message.errorCode !== "") {
+      obj.errorCode = message.errorCode;
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefetchReport>): PrefetchReport {
+    return PrefetchReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefetchReport>): PrefetchReport {
+    const message = createBasePrefetchReport();
+    message.id = object.id ?? "";
+    message.state = object.state ?? 0;
+    message.itemsDone = object.itemsDone ?? 0;
+    message.itemsTotal = object.itemsTotal ?? 0;
+    message.bytesFromOrigin = object.bytesFromOrigin ?? 0;
+    message.bytesFromPeers = object.bytesFromPeers ?? 0;
+    message.bytesAlreadyHeld = object.bytesAlreadyHeld ?? 0;
+    message.errorCode = object.errorCode ?? "";
+    message.errorMessage = object.errorMessage ?? "";
     return message;
   },
 };

@@ -1,13 +1,6 @@
-import {
-  DOCKER_HUB,
-  type Digest,
-  looksLikeRegistryHost,
-  normalizeRepositoryName,
-  parseDigest,
-  parseRegistryHost,
-  validateRepositoryName,
-  validateTag,
-} from "../../pkg/oci/index.js";
+import { type Digest, parseDigest } from "./digest.js";
+import { validateRepositoryName, validateTag } from "./reference.js";
+import { DOCKER_HUB, looksLikeRegistryHost, normalizeRepositoryName, parseRegistryHost } from "./registry-host.js";
 
 export const DEFAULT_TAG = "latest";
 
