@@ -38,7 +38,7 @@ describe("agent as a pull-through mirror (docker-registry, skopeo, containerd)",
     agent = await ShoalAgent.start({ upstreams: [`${origin.host}=${origin.url}`] });
     containerd = await Containerd.start();
     hostsDir = join(work, "hosts");
-    await writeHostsToml(hostsDir, origin.host, { server: origin.url, mirrors: [{ url: agent.mirrorUrl }] });
+    await writeHostsToml(hostsDir, origin.host, { server: origin.url, mirror: agent.mirrorUrl });
     ref = `${origin.host}/${REPO}:${TAG}`;
   });
 

@@ -1,4 +1,5 @@
-import { type Descriptor, PullError, pullImage } from "../../pkg/client/index.js";
+import { PullError, pullImage } from "../../pkg/client/index.js";
+import type { Descriptor } from "../../pkg/oci/index.js";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import { OciError, isIndexMediaType } from "../../pkg/oci/index.js";
 import { ProgressView, formatMB } from "../demo/progress-view.js";

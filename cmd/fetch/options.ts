@@ -1,5 +1,5 @@
 import { type OptionSpecs, type ParsedOptions, parseDuration } from "../../pkg/config/index.js";
-import { parsePlatform } from "../../pkg/imagegen/index.js";
+import { parsePlatform } from "../../pkg/oci/index.js";
 
 /** The agent's mirror as the DaemonSet exposes it on every node (--mirror-addr default). */
 export const DEFAULT_AGENT_URL = "http://127.0.0.1:5050";

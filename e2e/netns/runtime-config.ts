@@ -8,5 +8,5 @@ import { type Containerd, writeHostsToml } from "../support/containerd.js";
  * to `serverUrl` (the registry itself) when the mirror fails, as a node's certs.d/hosts.toml does.
  */
 export async function configureRegistryMirror(containerd: Containerd, registryHost: string, serverUrl: string, mirrorUrl: string): Promise<void> {
-  await writeHostsToml(containerd.hostsDir, registryHost, { server: serverUrl, mirrors: [{ url: mirrorUrl }] });
+  await writeHostsToml(containerd.hostsDir, registryHost, { server: serverUrl, mirror: mirrorUrl });
 }

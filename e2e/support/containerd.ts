@@ -2,6 +2,7 @@ import { access, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HarnessError } from "./errors.js";
 import { DaemonProcess, debugLog, describeError, inNetns, makeTempDir, removeTempDir, runCommand, type CommandResult } from "./process.js";
+import { renderHostsToml } from "../../pkg/runtime/index.js";
 
 export const CONTAINERD_BINARY = "containerd";
 export const CTR_BINARY = "ctr";
@@ -227,39 +228,25 @@ function containerdConfig(tempDir: string, cri: boolean): string {
   return `${lines.join("\n")}\n`;
 }
 
-export interface HostsTomlMirror {
-  /** `http://HOST:PORT` or `https://…`; containerd appends `/v2/…?ns=<registry>`. */
-  readonly url: string;
-  /** Default ["pull", "resolve"]: a mirror may resolve tags and serve blobs. */
-  readonly capabilities?: readonly ("pull" | "resolve" | "push")[];
-  readonly skipVerify?: boolean;
-}
-
 export interface HostsTomlOptions {
-  /** The upstream, e.g. `http://127.0.0.1:5000`; containerd falls back to it when mirrors fail. */
+  /** The upstream, e.g. `http://127.0.0.1:5000`; containerd falls back to it when the mirror fails. */
   readonly server?: string;
-  readonly mirrors?: readonly HostsTomlMirror[];
+  /** The agent's mirror URL (`http://HOST:PORT`); containerd appends `/v2/…?ns=<registry>`. */
+  readonly mirror?: string;
 }
 
 /**
- * Writes `<hostsDir>/<registryHost>/hosts.toml` (registryHost as in references, e.g.
- * `127.0.0.1:5000` or `docker.io`; `_default` for all). Returns the file's path.
- * containerd 1.6 ignores a file without any `[host."…"]` section except for `server`.
+ * Writes `<hostsDir>/<registryHost>/hosts.toml` as `shoal configure` would (pkg/runtime's renderer), with
+ * registryHost as in references, e.g. `127.0.0.1:5000` or `docker.io` (`_default` for all). Returns the path.
  */
 export async function writeHostsToml(hostsDir: string, registryHost: string, options: HostsTomlOptions): Promise<string> {
   if (registryHost === "" || registryHost.includes("/") || registryHost.startsWith(".")) {
     throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `invalid registry host ${JSON.stringify(registryHost)}`);
   }
-  const lines: string[] = [];
-  if (options.server !== undefined) lines.push(`server = ${q(options.server)}`);
-  for (const mirror of options.mirrors ?? []) {
-    lines.push("", `[host.${q(mirror.url)}]`, `  capabilities = [${(mirror.capabilities ?? ["pull", "resolve"]).map(q).join(", ")}]`);
-    if (mirror.skipVerify === true) lines.push("  skip_verify = true");
-  }
   const dir = join(hostsDir, registryHost);
   await mkdir(dir, { recursive: true });
   const file = join(dir, "hosts.toml");
-  await writeFile(file, `${lines.join("\n")}\n`);
+  await writeFile(file, renderHostsToml({ registry: registryHost, ...(options.server === undefined ? {} : { server: options.server }) }, options.mirror));
   return file;
 }
 

@@ -118,7 +118,7 @@ describe("e2e support: docker-registry, skopeo and containerd harnesses", { time
 
   it("runs docker-registry as a pull-through cache behind a containerd hosts.toml mirror", async () => {
     proxy = await DockerRegistry.start({ proxyRemoteUrl: registry!.url });
-    await writeHostsToml(containerd!.hostsDir, registry!.host, { server: registry!.url, mirrors: [{ url: proxy.url }] });
+    await writeHostsToml(containerd!.hostsDir, registry!.host, { server: registry!.url, mirror: proxy.url });
     const originMark = await registry!.mark();
     await containerd!.pull(ref, { platform: "linux/arm64" });
 

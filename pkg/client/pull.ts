@@ -3,8 +3,10 @@ import type { Writable } from "node:stream";
 import { Agent } from "undici";
 import {
   ALL_MANIFEST_MEDIA_TYPES,
+  type Descriptor,
   type Digest,
   DigestVerifier,
+  type Platform,
   digestAlgorithm,
   digestOf,
   isIndexMediaType,
@@ -17,16 +19,6 @@ const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** containerd's default number of layers fetched at once. */
 export const DEFAULT_PULL_CONCURRENCY = 3;
 
-export interface Descriptor {
-  readonly mediaType: string;
-  readonly digest: Digest;
-  readonly size: number;
-}
-
-export interface Platform {
-  readonly os: string;
-  readonly architecture: string;
-}
 
 export interface PullOptions {
   /** Mirror or registry base URL, e.g. http://127.0.0.1:5050. */

@@ -35,7 +35,8 @@ export interface ResolvedImage {
   readonly bytes: number;
 }
 
-interface Descriptor {
+/** A descriptor as found in a manifest's JSON, platform fields not yet checked. */
+interface ParsedDescriptor {
   readonly digest: Digest;
   readonly size: number;
   readonly mediaType: string;
@@ -69,7 +70,7 @@ export class PrefetchResolver {
     }
     const manifests: ResolvedManifest[] = [top];
     const chosen: { platform: string; digest: Digest }[] = [];
-    let leaves: { descriptor: Descriptor | undefined; manifest: ResolvedManifest }[];
+    let leaves: { descriptor: ParsedDescriptor | undefined; manifest: ResolvedManifest }[];
     if (isIndexMediaType(top.mediaType)) {
       const entries = descriptorsOf(parse(image, top), "manifests", image);
       leaves = [];
@@ -182,29 +183,29 @@ function parse(image: PrefetchImageSpec, manifest: ResolvedManifest): Record<str
   return json as Record<string, unknown>;
 }
 
-function descriptorsOf(json: Record<string, unknown>, field: "manifests" | "layers", image: PrefetchImageSpec): Descriptor[] {
+function descriptorsOf(json: Record<string, unknown>, field: "manifests" | "layers", image: PrefetchImageSpec): ParsedDescriptor[] {
   const list = json[field] ?? [];
   if (!Array.isArray(list)) throw new PrefetchFailure("ManifestInvalid", `${image.text}: ${field} is not a list`);
   return list.map((entry) => descriptor(entry, image));
 }
 
-function descriptor(value: unknown, image: PrefetchImageSpec): Descriptor {
+function descriptor(value: unknown, image: PrefetchImageSpec): ParsedDescriptor {
   const v = (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
   if (typeof v.digest !== "string" || !isDigest(v.digest) || typeof v.size !== "number" || !Number.isSafeInteger(v.size) || v.size < 0 || typeof v.mediaType !== "string") {
     throw new PrefetchFailure("ManifestInvalid", `${image.text}: a descriptor without a valid digest, size or mediaType`);
   }
-  const platform = typeof v.platform === "object" && v.platform !== null ? (v.platform as Descriptor["platform"]) : undefined;
+  const platform = typeof v.platform === "object" && v.platform !== null ? (v.platform as ParsedDescriptor["platform"]) : undefined;
   return { digest: v.digest, size: v.size, mediaType: v.mediaType, ...(platform === undefined ? {} : { platform }) };
 }
 
-function platformOf(d: Descriptor): string {
+function platformOf(d: ParsedDescriptor): string {
   const p = d.platform;
   if (typeof p?.os !== "string" || typeof p.architecture !== "string") return "";
   return typeof p.variant === "string" && p.variant !== "" ? `${p.os}/${p.architecture}/${p.variant}` : `${p.os}/${p.architecture}`;
 }
 
 /** `os/arch` matches any variant; `os/arch/variant` only that one. */
-function matchesPlatform(d: Descriptor, wanted: string): boolean {
+function matchesPlatform(d: ParsedDescriptor, wanted: string): boolean {
   const [os, architecture, variant] = wanted.split("/");
   const p = d.platform;
   return p !== undefined && p.os === os && p.architecture === architecture && (variant === undefined || p.variant === variant);

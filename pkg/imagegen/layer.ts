@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type Digest, MEDIA_TYPE_OCI_LAYER, digestHex } from "../oci/index.js";
+import { type Descriptor, type Digest, MEDIA_TYPE_OCI_LAYER, digestHex } from "../oci/index.js";
 import { BlobWriter } from "./blob-writer.js";
-import type { Descriptor } from "./descriptor.js";
 import { Keystream } from "./keystream.js";
 import { TAR_BLOCK_BYTES, TAR_END_OF_ARCHIVE_BYTES, type TarHeader, encodeTarHeader, tarEntryBytes, tarPaddingBytes } from "./tar.js";
 

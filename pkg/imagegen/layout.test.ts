@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST, digestHex, isDigest } from "../oci/index.js";
-import { ANNOTATION_REF_NAME, type Descriptor } from "./descriptor.js";
+import { ANNOTATION_REF_NAME, type Descriptor } from "../oci/index.js";
 import { isImagegenError } from "./errors.js";
 import { type GenerateImageLayoutOptions, type GeneratedImageLayout, generateImageLayout } from "./layout.js";
 import { TAR_BLOCK_BYTES } from "./tar.js";

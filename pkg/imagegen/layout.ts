@@ -10,10 +10,9 @@ import {
   validateTag,
 } from "../oci/index.js";
 import { BlobWriter, checkAborted } from "./blob-writer.js";
-import { ANNOTATION_REF_NAME, type Descriptor } from "./descriptor.js";
+import { ANNOTATION_REF_NAME, type Descriptor, type Platform, formatPlatform, parsePlatform } from "../oci/index.js";
 import { ImagegenError } from "./errors.js";
 import { GENERATED_MTIME_SECONDS, GENERATED_ROOT_DIR, type GeneratedLayer, writeLayer } from "./layer.js";
-import { type Platform, formatPlatform, parsePlatform } from "./platform.js";
 
 /** Upper bound on layers per image; overlay mounts of much deeper chains fail on many kernels. */
 export const MAX_LAYERS = 128;
@@ -160,7 +159,13 @@ function validateOptions(options: GenerateImageLayoutOptions): {
   const platformNames = options.platforms ?? [DEFAULT_PLATFORM];
   if (platformNames.length === 0) throw invalid("platforms must not be empty");
   if (new Set(platformNames).size !== platformNames.length) throw invalid("platforms must not repeat");
-  const platforms = platformNames.map(parsePlatform);
+  const platforms = platformNames.map((name) => {
+    try {
+      return parsePlatform(name);
+    } catch (error: unknown) {
+      throw new ImagegenError("ERR_IMAGEGEN_INVALID_OPTIONS", error instanceof Error ? error.message : `invalid platform ${name}`, { cause: error });
+    }
+  });
   const multi = platforms.length > 1;
   const sharedCount = multi ? (options.sharedLayers ?? Math.floor(options.layers / 2)) : 0;
   if (!Number.isInteger(sharedCount) || sharedCount < 0 || sharedCount > options.layers) {

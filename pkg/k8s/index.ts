@@ -1,5 +1,5 @@
 export * from "./errors.js";
-export { Backoff, type BackoffOptions, abortableDelay } from "./backoff.js";
+export { apiBackoff } from "./backoff.js";
 export { Informer, type InformerEvent, type InformerOptions, type ListResult, type RestartReason, keyOf, WATCH_TIMEOUT_SECONDS } from "./informer.js";
 export { podInformer, nodeInformer, customObjectInformer, type PodInformerOptions, type NodeInformerOptions, type CustomObjectInformerOptions, type InformerTuning } from "./resource-informers.js";
 export {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 import type { V1Pod } from "@kubernetes/client-node";
 import { pino } from "pino";
-import { abortableDelay } from "./backoff.js";
+import { abortableDelay } from "../util/index.js";
 import type { Informer, InformerEvent, RestartReason } from "./informer.js";
 import { podInformer } from "./resource-informers.js";
 import { KubeApiDouble } from "./testing/api-double.js";

@@ -1,6 +1,7 @@
 import { type KubeConfig, type KubernetesObject, Watch } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { Backoff, abortableDelay } from "./backoff.js";
+import { type Backoff, abortableDelay } from "../util/index.js";
+import { apiBackoff } from "./backoff.js";
 import { K8sError, apiStatusOf, toK8sError } from "./errors.js";
 
 /** A watch that stayed open this long was healthy: the next failure starts the backoff from the beginning. */
@@ -80,7 +81,7 @@ export class Informer<T extends KubernetesObject> {
     this.logger = options.logger;
     this.delay = options.delay ?? abortableDelay;
     this.now = options.now ?? (() => performance.now());
-    this.backoff = new Backoff({
+    this.backoff = apiBackoff({
       ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
       ...(options.maxBackoffMs === undefined ? {} : { maxDelayMs: options.maxBackoffMs }),
       ...(options.random === undefined ? {} : { random: options.random }),

@@ -1,6 +1,6 @@
 import { CoordinationV1Api, type KubeConfig, V1Lease, V1LeaseSpec, V1MicroTime, V1ObjectMeta } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { abortableDelay } from "./backoff.js";
+import { abortableDelay } from "../util/index.js";
 import { K8sError, apiStatusOf, toK8sError } from "./errors.js";
 import { model } from "./models.js";
 import { withSignal } from "./request-options.js";

@@ -6,7 +6,8 @@ export type OciErrorCode =
   | "ERR_OCI_TAG_INVALID"
   | "ERR_OCI_REGISTRY_INVALID"
   | "ERR_OCI_PATH_INVALID"
-  | "ERR_OCI_RANGE_INVALID";
+  | "ERR_OCI_RANGE_INVALID"
+  | "ERR_OCI_PLATFORM_INVALID";
 
 export class OciError extends Error {
   override readonly name = "OciError";

@@ -6,3 +6,5 @@ export * from "./range.js";
 export * from "./reference.js";
 export * from "./registry-host.js";
 export * from "./image-reference.js";
+export * from "./descriptor.js";
+export * from "./platform.js";

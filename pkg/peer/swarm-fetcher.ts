@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import { type BlobFetcher, type BlobLease, type BlobRequest, raceSignal } from "../registry/blob-fetcher.js";
+import { type BlobFetcher, type BlobLease, type BlobRequest } from "../registry/blob-fetcher.js";
 import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import type { LookupResult, Tracker } from "../tracker/tracker.js";
@@ -12,6 +12,7 @@ import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning, swarmZone } from "./swarm-download.js";
 import { SwarmPeers } from "./swarm-peers.js";
+import { raceSignal } from "../util/index.js";
 
 /** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */
 const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;

@@ -8,13 +8,14 @@ import type { BlobStore } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import { recycleReadChunk } from "../store/read-chunks.js";
 import type { TagStore } from "../store/tag-store.js";
-import { type BlobFetcher, raceSignal } from "./blob-fetcher.js";
+import type { BlobFetcher } from "./blob-fetcher.js";
 import { RegistryError } from "./errors.js";
 import type { ManifestPeers } from "./manifest-peers.js";
 import { type ClusterTags, ManifestResolver } from "./manifests.js";
 import { toOciErrorResponse, writeOciError } from "./oci-errors.js";
 import { statusError } from "./origin-fetcher.js";
 import { type UpstreamClient, header } from "./upstream/upstream-client.js";
+import { raceSignal } from "../util/index.js";
 
 /** containerd waits for a mirror indefinitely; this bounds how long a response may take to start. */
 export const DEFAULT_RESPONSE_START_TIMEOUT_MS = 10_000;

@@ -5,10 +5,11 @@ import type { Digest } from "../oci/index.js";
 import type { BlobStore, PartialBlob } from "../store/blob-store.js";
 import { isStoreError } from "../store/errors.js";
 import { choosePieceSize } from "../piece/index.js";
-import { type BlobFetcher, type BlobLease, type BlobRequest, raceSignal } from "./blob-fetcher.js";
+import { type BlobFetcher, type BlobLease, type BlobRequest } from "./blob-fetcher.js";
 import { CoalescingWriter } from "./coalescing-writer.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { type UpstreamClient, type UpstreamResponse, header, toUpstreamError } from "./upstream/upstream-client.js";
+import { raceSignal } from "../util/index.js";
 
 /** How often a transfer that failed mid-stream is resumed with a Range request before giving up. */
 export const MAX_RESUMES = 3;

@@ -1,7 +1,8 @@
 import { rmdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { Logger } from "pino";
-import { removeFile, writeFileAtomic } from "./atomic-file.js";
+import { writeFileAtomic } from "../util/index.js";
+import { removeFile } from "./atomic-file.js";
 import { inspectContainerd, shadowingHostDirs } from "./containerd-inspect.js";
 import { crioRegistries, crioReloadNotice, shadowingDropIns } from "./crio-inspect.js";
 import { CRIO_DROP_IN_NAME, checkCrioRegistriesConf, renderCrioDropIn } from "./crio.js";

@@ -16,8 +16,11 @@ export interface RegistryTarget {
   readonly server?: string;
 }
 
-/** `<hosts-dir>/<namespace>/hosts.toml`: the agent as the first host, the upstream as the fallback. */
-export function renderHostsToml(target: RegistryTarget, mirrorUrl: string): string {
+/**
+ * `<hosts-dir>/<namespace>/hosts.toml`: the agent as the first host, the upstream as the fallback.
+ * Without `mirrorUrl`, only the upstream (what tests write to pull around the agent).
+ */
+export function renderHostsToml(target: RegistryTarget, mirrorUrl: string | undefined): string {
   const lines = [
     MANAGED_MARKER,
     "# Pulls go through the node's Shoal agent first; when it cannot serve them, containerd pulls",
@@ -25,11 +28,13 @@ export function renderHostsToml(target: RegistryTarget, mirrorUrl: string): stri
     "# `shoal configure --restore` puts back what was here before.",
   ];
   if (target.server !== undefined) lines.push(`server = ${tomlString(target.server)}`);
-  lines.push(
-    "",
-    `[host.${tomlString(mirrorUrl)}]`,
-    '  capabilities = ["pull", "resolve"]',
-    `  dial_timeout = ${tomlString(MIRROR_DIAL_TIMEOUT)}`,
-  );
+  if (mirrorUrl !== undefined) {
+    lines.push(
+      "",
+      `[host.${tomlString(mirrorUrl)}]`,
+      '  capabilities = ["pull", "resolve"]',
+      `  dial_timeout = ${tomlString(MIRROR_DIAL_TIMEOUT)}`,
+    );
+  }
   return `${lines.join("\n")}\n`;
 }

@@ -6,7 +6,7 @@ import type { IndexedBlob } from "./blob-index.js";
 import { BlobStoreBase, type KeptPartial } from "./blob-store-base.js";
 import { BackgroundVerifier, fileMatchesDigest } from "./blob-verifier.js";
 import type { BlobInfo } from "./blob-store.js";
-import { DiskLayout, readExactlyInto, writeFileAtomic } from "./disk-layout.js";
+import { DiskLayout, readExactlyInto} from "./disk-layout.js";
 import { blobLockKey, DiskPartialBackend, type DiskPartialParams, partialLockKey } from "./disk-partial-backend.js";
 import { rescan } from "./disk-rescan.js";
 import { StoreError } from "./errors.js";
@@ -15,6 +15,7 @@ import type { PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js
 import { decodePieceHashFile, encodePieceHashFile, maxPieceHashFileBytes } from "./piece-hash-file.js";
 import type { RangeSource, RangeVerification } from "./range-readable.js";
 import { errnoCode, ioError, raceAbort } from "./store-helpers.js";
+import { writeFileAtomic } from "../util/index.js";
 
 /** Default wait before blobs found at start-up are hashed in the background. */
 export const VERIFY_START_DELAY_MS = 2000;

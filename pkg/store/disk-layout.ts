@@ -1,6 +1,5 @@
-import { randomBytes } from "node:crypto";
-import { type FileHandle, open, rename, rm } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { type FileHandle, open } from "node:fs/promises";
+import { join } from "node:path";
 import { digestAlgorithm, type DigestAlgorithm, digestHex, type Digest } from "../oci/index.js";
 import { StoreError } from "./errors.js";
 
@@ -59,19 +58,8 @@ export class DiskLayout {
   partialStatePath(digest: Digest): string {
     return join(this.partialAlgorithmDir(digestAlgorithm(digest)), digestHex(digest) + STATE_SUFFIX);
   }
-
-  /** A fresh name in tmp/ (same file system as the targets, so rename is atomic). */
-  tmpPath(): string {
-    return tmpPathIn(this.tmpDir);
-  }
 }
 
-/** Names of temporary files: `<pid>-<random hex>.tmp`. */
-export const TMP_NAME_PATTERN = /^\d+-[0-9a-f]+\.tmp$/;
-
-export function tmpPathIn(dir: string): string {
-  return join(dir, `${process.pid}-${randomBytes(8).toString("hex")}.tmp`);
-}
 
 /** Flushes a directory's entries (a rename or a new file in it) to disk. */
 export async function fsyncDir(path: string): Promise<void> {
@@ -81,28 +69,6 @@ export async function fsyncDir(path: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-/**
- * Replaces `target` atomically: write a temporary file, fsync it, rename it over the target. With
- * `syncDir` the rename itself is made durable too; without it a crash may leave the previous version.
- */
-export async function writeFileAtomic(target: string, data: string | Uint8Array, options: { tmpDir: string; syncDir: boolean }): Promise<void> {
-  const tmp = tmpPathIn(options.tmpDir);
-  try {
-    const handle = await open(tmp, "w", 0o644);
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, target);
-  } catch (error: unknown) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw error;
-  }
-  if (options.syncDir) await fsyncDir(dirname(target));
 }
 
 /** Reads exactly `length` bytes at `position`; a short file is an error, not a short chunk. */

@@ -1,13 +1,14 @@
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import type { Digest } from "../oci/index.js";
 import { digestAlgorithm } from "../oci/index.js";
-import { type DiskLayout, fsyncDir, readExactlyInto, writeFileAtomic, writeFully } from "./disk-layout.js";
+import { type DiskLayout, fsyncDir, readExactlyInto, writeFully } from "./disk-layout.js";
 import { StoreError } from "./errors.js";
 import type { KeyedMutex } from "./keyed-mutex.js";
 import type { PartialBackend, PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
 import { encodePieceHashFile } from "./piece-hash-file.js";
 import { encodePartialState } from "./partial-state.js";
 import { errnoCode } from "./store-helpers.js";
+import { writeFileAtomic } from "../util/index.js";
 
 export interface DiskBackendContext {
   readonly layout: DiskLayout;

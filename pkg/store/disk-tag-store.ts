@@ -1,11 +1,11 @@
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Logger } from "pino";
-import { TMP_NAME_PATTERN, writeFileAtomic } from "./disk-layout.js";
 import { StoreError } from "./errors.js";
 import { ioError, errnoCode } from "./store-helpers.js";
 import { isStoredTag, TagRecords } from "./tag-records.js";
 import type { TagRecord, TagStore } from "./tag-store.js";
+import { isAtomicWriteTemp, writeFileAtomic } from "../util/index.js";
 
 /** Changes are written at most this long after they happen (and at flush/close). */
 export const TAG_FLUSH_DELAY_MS = 1000;
@@ -107,7 +107,7 @@ export class DiskTagStore implements TagStore {
       await mkdir(root, { recursive: true });
       // Temporary files of a process killed mid-write.
       for (const name of await readdir(root)) {
-        if (TMP_NAME_PATTERN.test(name)) await rm(join(root, name), { force: true });
+        if (isAtomicWriteTemp(name)) await rm(join(root, name), { force: true });
       }
     } catch (error: unknown) {
       throw ioError(`opening tag store in ${root}`, error);

@@ -1,6 +1,7 @@
 import { isDigest, type Digest } from "../oci/index.js";
 import { StoreError } from "./errors.js";
 import { MAX_PIECE_SIZE_BYTES } from "../piece/index.js";
+import { raceSignal } from "../util/index.js";
 
 /** Media types are stored in JSON sidecars and echoed as Content-Type: printable ASCII, bounded. */
 const MEDIA_TYPE_PATTERN = /^[\x20-\x7e]{1,255}$/;
@@ -87,21 +88,5 @@ export function resolveRange(size: number, options?: { readonly start?: number; 
 
 /** Waits for `promise`, rejecting with ERR_STORE_ABORTED as soon as the signal fires (the work runs on). */
 export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortedBySignal(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      reject(abortedBySignal(signal));
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
-  });
+  return raceSignal(promise, signal, abortedBySignal);
 }

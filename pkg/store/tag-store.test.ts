@@ -121,7 +121,7 @@ describe("DiskTagStore", () => {
   it("replaces a corrupt file instead of failing, and skips malformed records", async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "tags.json"), "{ not json");
-    await writeFile(join(dir, "123-abcd.tmp"), "left by a killed writer");
+    await writeFile(join(dir, ".tags.json.123-abcdef012345.tmp"), "left by a killed writer");
     const tags = await DiskTagStore.open({ dir });
     assert.equal(tags.get("r", "n", "t"), undefined);
     await tags.flush();

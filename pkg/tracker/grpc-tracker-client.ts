@@ -2,7 +2,7 @@ import { type ChannelCredentials, type ClientDuplexStream, Metadata, type Servic
 import type { Logger } from "pino";
 import { type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
 import type { Digest } from "../oci/index.js";
-import { Backoff } from "./backoff.js";
+import { Backoff } from "../util/index.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
 import { PublishedTags } from "./published-tags.js";
 import { type PrefetchChannel, type PrefetchHandler, type PrefetchReport, validatePrefetchAssignment, validatePrefetchReport } from "./prefetch.js";

@@ -1,7 +1,6 @@
 export * from "./errors.js";
 export * from "./tracker.js";
 export * from "./membership.js";
-export { Backoff, type BackoffOptions } from "./backoff.js";
 export { MemoryTracker, DEFAULT_GRANT_STALL_TIMEOUT_MS, type MemoryTrackerOptions, type RegisterOptions, type LookupAccess, type SessionCloseReason, type TrackerSession, type TrackerSnapshot, type TrackerEvent } from "./memory-tracker.js";
 export { LocalTracker, type LocalTrackerOptions } from "./local-tracker.js";
 export { TrackerServer, type TrackerServerOptions } from "./tracker-server.js";

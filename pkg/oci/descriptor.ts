@@ -1,4 +1,4 @@
-import type { Digest } from "../oci/index.js";
+import type { Digest } from "./digest.js";
 import type { Platform } from "./platform.js";
 
 /** An OCI content descriptor (image-spec descriptor.md), as written into manifests and indexes. */

@@ -1,4 +1,4 @@
-import { ImagegenError } from "./errors.js";
+import { OciError } from "./errors.js";
 
 /** The `platform` object of an OCI index entry. Field order is the spec's, so JSON output is stable. */
 export interface Platform {
@@ -15,7 +15,7 @@ export function parsePlatform(value: string): Platform {
   const parts = value.split("/");
   const [os, architecture, variant] = parts;
   if (parts.length < 2 || parts.length > 3 || !parts.every((part) => COMPONENT.test(part)) || os === undefined || architecture === undefined) {
-    throw new ImagegenError("ERR_IMAGEGEN_INVALID_OPTIONS", `invalid platform ${JSON.stringify(value)}: expected os/arch[/variant]`);
+    throw new OciError("ERR_OCI_PLATFORM_INVALID", `invalid platform ${JSON.stringify(value)}: expected os/arch[/variant]`);
   }
   return variant === undefined ? { architecture, os } : { architecture, os, variant };
 }

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Backoff } from "./backoff.js";
-import { hostOfPeer, normalizeHost } from "./membership.js";
 
 describe("Backoff", () => {
   it("grows by the multiplier up to the cap, jitters within bounds and resets", () => {
@@ -13,16 +12,5 @@ describe("Backoff", () => {
     const high = new Backoff({ initialDelayMs: 100, jitter: 0.2, random: () => 0.999999 });
     assert.equal(low.next(), 80);
     assert.equal(high.next(), 120);
-  });
-});
-
-describe("peer addresses", () => {
-  it("takes the host out of grpc-js peer strings", () => {
-    assert.equal(hostOfPeer("10.0.0.7:51234"), "10.0.0.7");
-    assert.equal(hostOfPeer("::1:51234"), "::1");
-    assert.equal(hostOfPeer("::ffff:10.0.0.7:51234"), "10.0.0.7");
-    assert.equal(hostOfPeer("[fd00::1]:80"), "fd00::1");
-    assert.equal(hostOfPeer("unknown"), undefined);
-    assert.equal(normalizeHost("[FD00::1]"), "fd00::1");
   });
 });

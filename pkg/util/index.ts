@@ -1,0 +1,3 @@
+export * from "./abort.js";
+export * from "./atomic-file.js";
+export * from "./backoff.js";
