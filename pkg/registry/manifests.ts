@@ -109,19 +109,22 @@ export class ManifestResolver {
   }
 
   /**
-   * The newest digest seen for the tag, by this agent or (through the tracker) any agent, with the
-   * manifest from the store or a peer; undefined when nobody saw the tag or its manifest is nowhere.
+   * The digest this agent last saw for the tag; only when it never saw it, the one the cluster reports
+   * (the digest most nodes resolved: one member cannot move it). With the manifest from the store or a
+   * peer; undefined when nobody saw the tag or its manifest is nowhere.
    */
   private async lastSeen(request: ManifestRequest, tag: string): Promise<{ digest: Digest; seenBy: "this agent" | "cluster"; resolved: ResolvedManifest } | undefined> {
     const local = this.options.tags.get(request.registry, request.name, tag);
     let cluster: TagRecord | undefined;
-    try {
-      cluster = await this.options.clusterTags?.resolveTag({ registry: request.registry, repository: request.name, tag }, request.signal);
-    } catch (error) {
-      request.signal.throwIfAborted();
-      this.options.logger.debug({ err: error }, "tracker could not resolve the tag");
+    if (local === undefined) {
+      try {
+        cluster = await this.options.clusterTags?.resolveTag({ registry: request.registry, repository: request.name, tag }, request.signal);
+      } catch (error) {
+        request.signal.throwIfAborted();
+        this.options.logger.debug({ err: error }, "tracker could not resolve the tag");
+      }
     }
-    const useCluster = cluster !== undefined && (local === undefined || cluster.seenAtMs > local.seenAt);
+    const useCluster = cluster !== undefined;
     const digest = useCluster ? cluster?.digest : local?.digest;
     if (digest === undefined) return undefined;
     const seenBy = useCluster ? "cluster" : "this agent";

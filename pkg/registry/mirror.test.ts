@@ -581,4 +581,25 @@ describe("mirror: a tag only another agent resolved, while the upstream is down"
     assert.equal(unknown.status, 502);
     other.upstream.clearScripts();
   });
+
+  it("keeps its own resolution of a tag when the cluster reports another digest (a member cannot move it here)", async () => {
+    const mine = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], own: 1 }));
+    const theirs = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], forged: 1 }));
+    const own = other.upstream.addManifest(NAME, "mine", mine, MEDIA_TYPE_OCI_MANIFEST);
+    assert.equal((await fetch(other.manifestUrl(NAME, "mine"))).status, 200);
+    const forged = digestOf(theirs);
+    held.set(forged, theirs);
+    // A newer record for the same tag, pointing at a manifest of a member's choosing.
+    records = [{ registry: other.upstream.host, repository: NAME, tag: "mine", digest: forged, mediaType: MEDIA_TYPE_OCI_MANIFEST, size: theirs.length, seenAtMs: Date.now() + 60_000 }];
+    other.upstream.script({ kind: "manifest" }, { kind: "status", status: 503 });
+    try {
+      const res = await fetch(other.manifestUrl(NAME, "mine"));
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("docker-content-digest"), own.digest, "this agent's own resolution, not the newer claim");
+      assert.equal(digestOf(await body(res)), own.digest);
+    } finally {
+      other.upstream.clearScripts();
+      held.clear();
+    }
+  });
 });

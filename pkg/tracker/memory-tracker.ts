@@ -272,13 +272,13 @@ export class MemoryTracker {
     agent.activeUploads = this.guard(() => validateActiveUploads(activeUploads));
   }
 
-  /** Records which digest `agentId` resolved a tag to; an older record than the known one is ignored. */
+  /** Records which digest `agentId` resolved a tag to; an older record than its known one is ignored. */
   publishTag(agentId: string, record: TagRecord): void {
-    this.agent(agentId);
-    this.tags.record(this.guard(() => validateTagRecord(record)), this.now());
+    const agent = this.agent(agentId);
+    this.tags.record(agentId, agent.identity.nodeName, this.guard(() => validateTagRecord(record)), this.now());
   }
 
-  /** The newest digest published for a tag. Same access rules as lookup. */
+  /** The digest most nodes published for a tag (TagDirectory.resolve). Same access rules as lookup. */
   resolveTag(agentId: string, key: TagKey, access: LookupAccess = {}): TagRecord | undefined {
     const asker = this.agent(agentId);
     const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
@@ -395,6 +395,7 @@ export class MemoryTracker {
     // Removed first: observers learn of the disconnect, not of every blob it held going away.
     this.agents.delete(agentId);
     for (const digest of [...agent.blobs]) this.forget(agent, digest);
+    this.tags.forget(agentId);
     const now = this.now();
     for (const [digest, grant] of this.grants) {
       if (grant.agentId !== agentId) continue;
