@@ -7,7 +7,9 @@ import { rawOciError } from "./oci-errors.js";
 /** Request headers larger than this are refused with 431 (containerd's are well under 4 KiB). */
 export const MAX_HEADER_BYTES = 16 * 1024;
 /** A client must send its request headers within this time (slowloris guard). */
-const HEADERS_TIMEOUT_MS = 10_000;
+export const DEFAULT_REQUEST_HEADERS_TIMEOUT_MS = 10_000;
+/** How often Node checks connections for that timeout (its default, 30 s, would let one linger that long). */
+const CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;
 
 export interface MirrorServerOptions {
@@ -15,6 +17,7 @@ export interface MirrorServerOptions {
   readonly port: number;
   readonly mirror: Mirror;
   readonly logger: Logger;
+  readonly headersTimeoutMs?: number;
 }
 
 /** The HTTP listener in front of a Mirror. */
@@ -22,18 +25,29 @@ export class MirrorServer {
   private constructor(private readonly server: Server) {}
 
   static async start(options: MirrorServerOptions): Promise<MirrorServer> {
+    const headersTimeoutMs = options.headersTimeoutMs ?? DEFAULT_REQUEST_HEADERS_TIMEOUT_MS;
     const server = createServer(
-      { maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS },
+      {
+        maxHeaderSize: MAX_HEADER_BYTES,
+        headersTimeout: headersTimeoutMs,
+        requestTimeout: 0,
+        keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+        connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_INTERVAL_MS, headersTimeoutMs),
+      },
       options.mirror.handle,
     );
     server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
       // Errors before a request was parsed (oversized or malformed headers) still get an OCI error body.
       if (socket.writable && !socket.destroyed) {
         const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+        // Node reports a headersTimeout as ERR_HTTP_REQUEST_TIMEOUT: a slow client, not a malformed one.
+        const timedOut = error.code === "ERR_HTTP_REQUEST_TIMEOUT";
         socket.end(
           tooLarge
             ? rawOciError(431, "Request Header Fields Too Large", "UNSUPPORTED", `request headers exceed ${MAX_HEADER_BYTES} bytes`)
-            : rawOciError(400, "Bad Request", "UNSUPPORTED", "malformed HTTP request"),
+            : timedOut
+              ? rawOciError(408, "Request Timeout", "UNSUPPORTED", `request headers did not arrive within ${headersTimeoutMs} ms`)
+              : rawOciError(400, "Bad Request", "UNSUPPORTED", "malformed HTTP request"),
         );
       } else {
         socket.destroy();

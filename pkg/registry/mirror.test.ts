@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { request as httpRequest } from "node:http";
 import { connect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -388,6 +389,24 @@ describe("mirror: never hang the runtime", () => {
       assert.equal(ranged.status, 206);
       const whole = await body(await fetch(f.blobUrl(NAME, good.digest)));
       assert.deepEqual(await body(ranged), whole.subarray(0, 100));
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("answers a client too slow to send its headers with 408 and an OCI body, not 400", async () => {
+    const f = await MirrorFixture.start({ headersTimeoutMs: 300 });
+    try {
+      const url = new URL(f.blobUrl(NAME, digestOf("slow")));
+      const socket = connect(Number(url.port), url.hostname);
+      await once(socket, "connect");
+      socket.write(`GET ${url.pathname} HTTP/1.1\r\nHost: x\r\n`);
+      const chunks: Buffer[] = [];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      await once(socket, "close");
+      const answer = Buffer.concat(chunks).toString();
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.match(answer, /"code":"UNSUPPORTED"/);
     } finally {
       await f.close();
     }

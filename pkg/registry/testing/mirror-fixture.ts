@@ -13,6 +13,7 @@ import { FakeUpstream } from "./fake-upstream.js";
 export interface MirrorFixtureOptions {
   readonly responseStartTimeoutMs?: number;
   readonly responseStallTimeoutMs?: number;
+  readonly headersTimeoutMs?: number;
   readonly bodyStallTimeoutMs?: number;
   /** Credentials the mirror holds for the fake upstream. */
   readonly credentials?: BasicCredentials;
@@ -63,7 +64,7 @@ export class MirrorFixture {
       responseStartTimeoutMs: options.responseStartTimeoutMs ?? 5_000,
       ...(options.responseStallTimeoutMs === undefined ? {} : { responseStallTimeoutMs: options.responseStallTimeoutMs }),
     });
-    const server = await MirrorServer.start({ host: "127.0.0.1", port: 0, mirror, logger });
+    const server = await MirrorServer.start({ host: "127.0.0.1", port: 0, mirror, logger, ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }) });
     return new MirrorFixture(upstream, store, tags, metrics, server, [
       () => server.close(),
       () => fetcher.close(),
