@@ -37,7 +37,7 @@ const DISCONNECT_MS = 5_000;
  */
 const ORIGIN_BOUND_TODO: Readonly<Record<string, string>> = {
   sigkill: "1.00-1.07 × F: pieces the killed grantee fetched but had not relayed are fetched again",
-  pause: "3.2-3.7 × F: agents fall back to the origin while no tracker answers (lease takeover ~20 s)",
+  pause: "3.2-3.7 × F before agents kept to their peers without a tracker; within 1.05 × F since (one CI run): to be made strict once it holds every run",
   disconnect: "1.0-2.5 × F: after reconnecting, the cut-off agent (and some peers) fetch from the origin",
 };
 
