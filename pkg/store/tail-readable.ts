@@ -6,6 +6,8 @@ import { abortedBySignal, type ByteRange, toError } from "./store-helpers.js";
 export interface TailSource {
   readonly size: number;
   readonly state: "open" | "committed" | "aborted";
+  /** The content matched its digest (committed, or being published): the final byte may go out. */
+  readonly verified: boolean;
   /** The reason the partial was aborted. */
   abortError(): Error;
   /** End (exclusive, at most `limit`) of the bytes available from `position` on without waiting. */
@@ -84,7 +86,7 @@ export class TailReadable extends Readable {
       this.destroy(source.abortError());
       return;
     }
-    const committed = source.state === "committed";
+    const committed = source.state === "committed" || source.verified;
     if (this.position > this.last) {
       // Ending tells the consumer the content is complete: for a range reaching the blob's end (and the
       // empty blob) that needs the verified digest.
