@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { TrackerError } from "./errors.js";
+import { type Holding, HolderIndex } from "./holder-index.js";
 import { rankHolders } from "./holder-ranking.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
@@ -15,6 +16,11 @@ import { validateActiveUploads, validateAnnouncement, validateIdentity, validate
 export const DEFAULT_GRANT_STALL_TIMEOUT_MS = 10_000;
 /** How long a grant released by a disconnect is remembered, so the next grant counts as a move. */
 const RELEASED_GRANT_MEMORY_MS = 60_000;
+/**
+ * Holders one lookup answers with, best ranked first. An agent fetches from a few dozen peers at most;
+ * listing all of thousands would make each answer megabytes and each lookup O(holders).
+ */
+export const DEFAULT_MAX_LOOKUP_HOLDERS = 50;
 
 export interface MemoryTrackerOptions {
   readonly logger: Logger;
@@ -24,6 +30,10 @@ export interface MemoryTrackerOptions {
   readonly now?: () => number;
   /** Identifies this tracker's state in `registered`; random by default. */
   readonly id?: string;
+  /** Holders per lookup answer (DEFAULT_MAX_LOOKUP_HOLDERS). */
+  readonly maxLookupHolders?: number;
+  /** Uniform in [0, 1): ranking tie-breaks and the sampling of crowded tiers; Math.random by default. */
+  readonly random?: () => number;
 }
 
 /** Why the tracker ended a session by itself. */
@@ -90,12 +100,6 @@ interface AgentRecord {
   readonly blobs: Set<Digest>;
 }
 
-interface Holding {
-  readonly complete: boolean;
-  readonly bitmap: Uint8Array | undefined;
-  readonly heldPieces: number;
-}
-
 interface BlobRecord {
   readonly size: number;
   readonly pieceSize: number;
@@ -103,7 +107,9 @@ interface BlobRecord {
   /** Index-aligned; the first hash announced for a piece wins. */
   readonly hashes: (Uint8Array | undefined)[];
   knownHashes: number;
-  readonly holders: Map<string, Holding>;
+  readonly holders: HolderIndex;
+  /** The one Holding object every complete holder of this blob shares. */
+  readonly completeHolding: Holding;
 }
 
 interface Grant {
@@ -126,6 +132,10 @@ export class MemoryTracker {
   private readonly stallTimeoutMs: number;
   private readonly now: () => number;
   private readonly agents = new Map<string, AgentRecord>();
+  /** Node name → agents registered from it (the "same node" ranking tier; usually one). */
+  private readonly agentsByNode = new Map<string, Set<string>>();
+  private readonly maxLookupHolders: number;
+  private readonly random: () => number;
   private readonly blobs = new Map<Digest, BlobRecord>();
   private readonly grants = new Map<Digest, Grant>();
   /** Grants released by a disconnect: who held them and when, so the next grant can count as a move. */
@@ -140,6 +150,9 @@ export class MemoryTracker {
     this.metrics = options.metrics;
     this.stallTimeoutMs = options.grantStallTimeoutMs ?? DEFAULT_GRANT_STALL_TIMEOUT_MS;
     this.now = options.now ?? Date.now;
+    this.maxLookupHolders = options.maxLookupHolders ?? DEFAULT_MAX_LOOKUP_HOLDERS;
+    this.random = options.random ?? Math.random;
+    if (!(this.maxLookupHolders >= 1)) throw new RangeError(`maxLookupHolders must be at least 1, got ${this.maxLookupHolders}`);
     if (!(this.stallTimeoutMs > 0)) throw new RangeError(`grantStallTimeoutMs must be positive, got ${this.stallTimeoutMs}`);
   }
 
@@ -160,6 +173,12 @@ export class MemoryTracker {
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
     const token = {};
     this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, onCommand: options.onCommand, activeUploads: 0, blobs: new Set() });
+    let onNode = this.agentsByNode.get(recorded.nodeName);
+    if (onNode === undefined) {
+      onNode = new Set();
+      this.agentsByNode.set(recorded.nodeName, onNode);
+    }
+    onNode.add(valid.agentId);
     this.metrics?.agents.set(this.agents.size);
     this.logger.info({ agentId: valid.agentId, nodeName: recorded.nodeName, zone: recorded.zone, peerAddress: recorded.peerAddress }, "agent registered");
     this.emit({ type: "registered", identity: recorded });
@@ -186,7 +205,15 @@ export class MemoryTracker {
       blob = undefined;
     }
     if (blob === undefined) {
-      blob = { size: a.size, pieceSize: a.pieceSize, pieceCount: a.pieceCount, hashes: new Array<Uint8Array | undefined>(a.pieceCount), knownHashes: 0, holders: new Map() };
+      blob = {
+        size: a.size,
+        pieceSize: a.pieceSize,
+        pieceCount: a.pieceCount,
+        hashes: new Array<Uint8Array | undefined>(a.pieceCount),
+        knownHashes: 0,
+        holders: new HolderIndex(),
+        completeHolding: { complete: true, bitmap: undefined, heldPieces: a.pieceCount },
+      };
       this.blobs.set(a.digest, blob);
       this.metrics?.blobs.set(this.blobs.size);
     }
@@ -203,7 +230,7 @@ export class MemoryTracker {
       this.logger.warn({ agentId, digest: a.digest, conflicts }, "announced piece hashes differ from the known ones; kept the first");
     }
     const wasComplete = blob.holders.get(agentId)?.complete === true;
-    blob.holders.set(agentId, { complete: a.complete, bitmap: a.bitmap, heldPieces: a.heldPieces });
+    blob.holders.set(agentId, agent.identity.zone, a.complete ? blob.completeHolding : { complete: false, bitmap: a.bitmap, heldPieces: a.heldPieces });
     agent.blobs.add(a.digest);
     if (wasComplete !== a.complete) this.emit({ type: "holding", agentId, digest: a.digest, complete: a.complete });
     const grant = this.grants.get(a.digest);
@@ -295,6 +322,7 @@ export class MemoryTracker {
     if (agent === undefined || agent.identity.zone === zone) return agent !== undefined;
     this.logger.info({ agentId, from: agent.identity.zone, to: zone }, "agent zone changed");
     agent.identity = { ...agent.identity, zone };
+    for (const digest of agent.blobs) this.blobs.get(digest)?.holders.rezone(agentId, zone);
     return true;
   }
 
@@ -316,19 +344,9 @@ export class MemoryTracker {
     if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     const blob = this.blobs.get(digest);
     const granted = wantOriginGrant && this.tryGrant(agentId, digest, blob, new Set(excluded));
-    const candidates = [];
-    for (const [holderId, holding] of blob?.holders ?? []) {
-      const holder = this.agents.get(holderId);
-      if (holderId === agentId || holder === undefined) continue;
-      const info: HolderInfo = {
-        ...holder.identity,
-        complete: holding.complete,
-        bitmap: holding.bitmap ?? new Uint8Array(0),
-        activeUploads: holder.activeUploads,
-      };
-      candidates.push({ info, heldPieces: holding.heldPieces });
-    }
-    const holders = rankHolders(asker.identity, candidates);
+    const candidates =
+      blob?.holders.candidates(asker.identity, this.maxLookupHolders, this.agentsByNode.get(asker.identity.nodeName) ?? [], (id) => this.agents.get(id), this.random) ?? [];
+    const holders = rankHolders(asker.identity, candidates, this.random).slice(0, this.maxLookupHolders);
     this.metrics?.lookups.inc({ result: granted ? "granted" : holders.length > 0 ? "holders" : "none" });
     return {
       size: blob?.size ?? 0,
@@ -348,7 +366,7 @@ export class MemoryTracker {
         size: b.size,
         pieceSize: b.pieceSize,
         knownHashes: b.knownHashes,
-        holders: [...b.holders].map(([agentId, h]) => ({ agentId, complete: h.complete, heldPieces: h.heldPieces })),
+        holders: [...b.holders.holdings].map(([agentId, h]) => ({ agentId, complete: h.complete, heldPieces: h.heldPieces })),
       })),
       grants: [...this.grants].map(([digest, g]) => ({ digest, agentId: g.agentId, grantedAtMs: g.grantedAtMs, progressAtMs: g.progressAtMs })),
     };
@@ -370,7 +388,12 @@ export class MemoryTracker {
     const current = this.grants.get(digest);
     if (current?.agentId === agentId) return true;
     // A complete copy elsewhere means the peers can supply it, unless the asker found that holder bad.
-    for (const [holderId, holding] of blob?.holders ?? []) if (holding.complete && holderId !== agentId && !excluded.has(holderId)) return false;
+    // Counted, not searched: a popular blob has thousands of holders and every asker wants a grant.
+    if (blob !== undefined && blob.holders.completeCount > 0) {
+      let unusable = blob.holders.get(agentId)?.complete === true ? 1 : 0;
+      for (const id of excluded) if (id !== agentId && blob.holders.get(id)?.complete === true) unusable++;
+      if (blob.holders.completeCount > unusable) return false;
+    }
     if (current !== undefined && now - current.progressAtMs < this.stallTimeoutMs) return false;
     const heldPieces = blob?.holders.get(agentId)?.heldPieces ?? 0;
     this.grants.set(digest, { agentId, grantedAtMs: now, progressAtMs: now, heldPieces });
@@ -403,6 +426,9 @@ export class MemoryTracker {
       this.released.set(digest, { agentId, atMs: now });
     }
     for (const [digest, r] of this.released) if (now - r.atMs >= RELEASED_GRANT_MEMORY_MS) this.released.delete(digest);
+    const onNode = this.agentsByNode.get(agent.identity.nodeName);
+    onNode?.delete(agentId);
+    if (onNode?.size === 0) this.agentsByNode.delete(agent.identity.nodeName);
     this.metrics?.agents.set(this.agents.size);
     this.logger.info({ agentId, reason: reason ?? "closed" }, "agent disconnected");
     this.emit({ type: "disconnected", agentId });
