@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
+import { PIECE_HASH_BYTES } from "../piece/index.js";
 import { TrackerError } from "./errors.js";
 import { type Holding, HolderIndex } from "./holder-index.js";
 import { rankHolders } from "./holder-ranking.js";
@@ -104,8 +105,14 @@ interface BlobRecord {
   readonly size: number;
   readonly pieceSize: number;
   readonly pieceCount: number;
-  /** Index-aligned; the first hash announced for a piece wins. */
+  /**
+   * Index-aligned; the first hash announced for a piece wins. Each is a view of `hashBytes`: an
+   * announced hash is a view of its whole received message, which it would otherwise keep alive.
+   */
   readonly hashes: (Uint8Array | undefined)[];
+  readonly hashBytes: Uint8Array;
+  /** What lookups answer with, shared by all of them until a new hash arrives (callers only read it). */
+  answered: readonly (Uint8Array | undefined)[] | undefined;
   knownHashes: number;
   readonly holders: HolderIndex;
   /** The one Holding object every complete holder of this blob shares. */
@@ -210,6 +217,8 @@ export class MemoryTracker {
         pieceSize: a.pieceSize,
         pieceCount: a.pieceCount,
         hashes: new Array<Uint8Array | undefined>(a.pieceCount),
+        hashBytes: new Uint8Array(a.pieceCount * PIECE_HASH_BYTES),
+        answered: undefined,
         knownHashes: 0,
         holders: new HolderIndex(),
         completeHolding: { complete: true, bitmap: undefined, heldPieces: a.pieceCount },
@@ -221,7 +230,10 @@ export class MemoryTracker {
     for (const { index, sha256 } of a.pieceHashes) {
       const known = blob.hashes[index];
       if (known === undefined) {
-        blob.hashes[index] = sha256;
+        const stored = blob.hashBytes.subarray(index * PIECE_HASH_BYTES, (index + 1) * PIECE_HASH_BYTES);
+        stored.set(sha256);
+        blob.hashes[index] = stored;
+        blob.answered = undefined;
         blob.knownHashes++;
       } else if (!equalBytes(known, sha256)) conflicts++;
     }
@@ -352,7 +364,7 @@ export class MemoryTracker {
       size: blob?.size ?? 0,
       pieceSize: blob?.pieceSize ?? 0,
       holders,
-      pieceHashes: blob === undefined ? [] : Array.from(blob.hashes),
+      pieceHashes: blob === undefined ? [] : (blob.answered ??= Array.from(blob.hashes)),
       origin: { granted, granteeAgentId: this.grants.get(digest)?.agentId },
       askerZone: asker.identity.zone,
     };

@@ -87,6 +87,23 @@ export function announcementFromWire(announce: Announce): BlobAnnouncement {
   };
 }
 
+/**
+ * Wire forms of a piece-hash list, per list: the tracker answers every lookup of a blob with the same
+ * list until a new hash arrives, so thousands of lookups share one conversion.
+ */
+const wireHashes = new WeakMap<readonly (Uint8Array | undefined)[], Buffer[]>();
+
+function hashesToWire(hashes: readonly (Uint8Array | undefined)[]): Buffer[] {
+  let wire = wireHashes.get(hashes);
+  if (wire === undefined) {
+    wire = hashes.map((h) => (h === undefined ? EMPTY : toBuffer(h)));
+    wireHashes.set(hashes, wire);
+  }
+  return wire;
+}
+
+const EMPTY = Buffer.alloc(0);
+
 export function lookupResponse(result: LookupResult): LookupResponse {
   return {
     size: result.size,
@@ -100,7 +117,7 @@ export function lookupResponse(result: LookupResult): LookupResponse {
       bitmap: toBuffer(h.bitmap),
       activeUploads: h.activeUploads,
     })),
-    pieceHashes: result.pieceHashes.map((h) => (h === undefined ? Buffer.alloc(0) : toBuffer(h))),
+    pieceHashes: hashesToWire(result.pieceHashes),
     origin: { granted: result.origin.granted, granteeAgentId: result.origin.granteeAgentId ?? "" },
     askerZone: result.askerZone,
   };
