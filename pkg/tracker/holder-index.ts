@@ -15,31 +15,17 @@ export interface Holding {
  */
 export const SAMPLE_FACTOR = 4;
 
-/** A set with O(1) add, delete and uniform random access (swap-remove array plus position map). */
-class IndexedSet {
-  readonly items: string[] = [];
-  private readonly positions = new Map<string, number>();
+/** One holder as the index keeps it: what it holds, and where it sits in its bucket (O(1) delete). */
+interface Entry {
+  holding: Holding;
+  bucket: Bucket;
+  position: number;
+}
 
-  get size(): number {
-    return this.items.length;
-  }
-
-  add(item: string): void {
-    if (this.positions.has(item)) return;
-    this.positions.set(item, this.items.length);
-    this.items.push(item);
-  }
-
-  delete(item: string): void {
-    const position = this.positions.get(item);
-    if (position === undefined) return;
-    this.positions.delete(item);
-    const last = this.items.pop();
-    if (last !== undefined && last !== item) {
-      this.items[position] = last;
-      this.positions.set(last, position);
-    }
-  }
+/** The holders of one (zone, complete) pair, in an array for O(1) uniform random access. */
+interface Bucket {
+  readonly key: string;
+  readonly items: string[];
 }
 
 /** Looks up the identity and load of a registered agent; undefined when it has no session. */
@@ -52,14 +38,13 @@ export type AgentView = (agentId: string) => { readonly identity: AgentIdentity;
  * keyed by the zone the agent had when it announced; MemoryTracker moves them when a zone changes.
  */
 export class HolderIndex {
-  readonly holdings = new Map<string, Holding>();
-  private readonly buckets = new Map<string, IndexedSet>();
-  /** Bucket key per holder, so a delete finds its bucket without the (possibly changed) identity. */
-  private readonly bucketOf = new Map<string, string>();
+  /** One map entry per holder (memory counts here: a popular blob has thousands). */
+  private readonly entries = new Map<string, Entry>();
+  private readonly buckets = new Map<string, Bucket>();
   private completeHolders = 0;
 
   get size(): number {
-    return this.holdings.size;
+    return this.entries.size;
   }
 
   /** Holders with the whole blob. */
@@ -68,44 +53,54 @@ export class HolderIndex {
   }
 
   get(agentId: string): Holding | undefined {
-    return this.holdings.get(agentId);
+    return this.entries.get(agentId)?.holding;
   }
 
   has(agentId: string): boolean {
-    return this.holdings.has(agentId);
+    return this.entries.has(agentId);
+  }
+
+  *holdings(): IterableIterator<[string, Holding]> {
+    for (const [agentId, entry] of this.entries) yield [agentId, entry.holding];
   }
 
   set(agentId: string, zone: string, holding: Holding): void {
-    this.delete(agentId);
-    this.holdings.set(agentId, holding);
-    if (holding.complete) this.completeHolders++;
     const key = bucketKey(zone, holding.complete);
+    const entry = this.entries.get(agentId);
+    if (entry !== undefined && entry.bucket.key === key) {
+      entry.holding = holding;
+      return;
+    }
+    this.delete(agentId);
     let bucket = this.buckets.get(key);
     if (bucket === undefined) {
-      bucket = new IndexedSet();
+      bucket = { key, items: [] };
       this.buckets.set(key, bucket);
     }
-    bucket.add(agentId);
-    this.bucketOf.set(agentId, key);
+    this.entries.set(agentId, { holding, bucket, position: bucket.items.length });
+    bucket.items.push(agentId);
+    if (holding.complete) this.completeHolders++;
   }
 
   delete(agentId: string): void {
-    const holding = this.holdings.get(agentId);
-    if (holding === undefined) return;
-    this.holdings.delete(agentId);
-    if (holding.complete) this.completeHolders--;
-    const key = this.bucketOf.get(agentId);
-    this.bucketOf.delete(agentId);
-    const bucket = key === undefined ? undefined : this.buckets.get(key);
-    if (key === undefined || bucket === undefined) return;
-    bucket.delete(agentId);
-    if (bucket.size === 0) this.buckets.delete(key);
+    const entry = this.entries.get(agentId);
+    if (entry === undefined) return;
+    this.entries.delete(agentId);
+    if (entry.holding.complete) this.completeHolders--;
+    const { items } = entry.bucket;
+    const last = items.pop();
+    if (last !== undefined && last !== agentId) {
+      items[entry.position] = last;
+      const moved = this.entries.get(last);
+      if (moved !== undefined) moved.position = entry.position;
+    }
+    if (items.length === 0) this.buckets.delete(entry.bucket.key);
   }
 
   /** The agent's zone changed: its holding moves to the bucket of the new zone. */
   rezone(agentId: string, zone: string): void {
-    const holding = this.holdings.get(agentId);
-    if (holding !== undefined) this.set(agentId, zone, holding);
+    const entry = this.entries.get(agentId);
+    if (entry !== undefined) this.set(agentId, zone, entry.holding);
   }
 
   /**
@@ -121,7 +116,7 @@ export class HolderIndex {
     const push = (agentId: string): void => {
       if (taken.has(agentId)) return;
       taken.add(agentId);
-      const holding = this.holdings.get(agentId);
+      const holding = this.entries.get(agentId)?.holding;
       const agent = view(agentId);
       if (holding === undefined || agent === undefined) return;
       out.push({
@@ -129,9 +124,9 @@ export class HolderIndex {
         heldPieces: holding.heldPieces,
       });
     };
-    for (const agentId of sameNode) if (this.holdings.has(agentId)) push(agentId);
+    for (const agentId of sameNode) if (this.entries.has(agentId)) push(agentId);
     const local = asker.zone === "" ? [] : [asker.zone];
-    const tiers: IndexedSet[][] = [
+    const tiers: Bucket[][] = [
       this.bucketsWhere((zone, complete) => complete && local.includes(zone)),
       this.bucketsWhere((zone, complete) => !complete && local.includes(zone)),
       this.bucketsWhere((zone, complete) => complete && !local.includes(zone)),
@@ -140,7 +135,7 @@ export class HolderIndex {
     for (const tier of tiers) {
       const need = limit - out.length;
       if (need <= 0) break;
-      const size = tier.reduce((sum, bucket) => sum + bucket.size, 0);
+      const size = tier.reduce((sum, bucket) => sum + bucket.items.length, 0);
       if (size <= need * SAMPLE_FACTOR) {
         for (const bucket of tier) for (const agentId of bucket.items) push(agentId);
       } else {
@@ -150,8 +145,8 @@ export class HolderIndex {
     return out;
   }
 
-  private bucketsWhere(accept: (zone: string, complete: boolean) => boolean): IndexedSet[] {
-    const chosen: IndexedSet[] = [];
+  private bucketsWhere(accept: (zone: string, complete: boolean) => boolean): Bucket[] {
+    const chosen: Bucket[] = [];
     for (const [key, bucket] of this.buckets) {
       const separator = key.lastIndexOf("\0");
       if (accept(key.slice(0, separator), key.slice(separator + 1) === "1")) chosen.push(bucket);
@@ -167,18 +162,18 @@ function bucketKey(zone: string, complete: boolean): string {
 }
 
 /** `count` distinct members (count < size) of the union of `buckets`, uniformly at random. */
-function sample(buckets: readonly IndexedSet[], size: number, count: number, random: () => number): string[] {
+function sample(buckets: readonly Bucket[], size: number, count: number, random: () => number): string[] {
   const positions = new Set<number>();
   while (positions.size < count) positions.add(Math.floor(random() * size));
   const chosen: string[] = [];
   for (let position of positions) {
     for (const bucket of buckets) {
-      if (position < bucket.size) {
+      if (position < bucket.items.length) {
         const item = bucket.items[position];
         if (item !== undefined) chosen.push(item);
         break;
       }
-      position -= bucket.size;
+      position -= bucket.items.length;
     }
   }
   return chosen;

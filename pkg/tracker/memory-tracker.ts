@@ -378,7 +378,7 @@ export class MemoryTracker {
         size: b.size,
         pieceSize: b.pieceSize,
         knownHashes: b.knownHashes,
-        holders: [...b.holders.holdings].map(([agentId, h]) => ({ agentId, complete: h.complete, heldPieces: h.heldPieces })),
+        holders: [...b.holders.holdings()].map(([agentId, h]) => ({ agentId, complete: h.complete, heldPieces: h.heldPieces })),
       })),
       grants: [...this.grants].map(([digest, g]) => ({ digest, agentId: g.agentId, grantedAtMs: g.grantedAtMs, progressAtMs: g.progressAtMs })),
     };
