@@ -1,5 +1,5 @@
-import type { RankCandidate } from "./holder-ranking.js";
-import type { AgentIdentity } from "./tracker.js";
+import { rankKey } from "./holder-ranking.js";
+import type { AgentIdentity, HolderInfo } from "./tracker.js";
 
 /** What one agent holds of one blob. Complete holdings of a blob share one object (memory at thousands of agents). */
 export interface Holding {
@@ -104,27 +104,24 @@ export class HolderIndex {
   }
 
   /**
-   * Candidates for ranking for `asker`, at most about `limit` of them plus the same-node ones: every
-   * holder of each tier (same node, same zone complete, same zone partial, other complete, other partial)
-   * while the tier fits, else a random sample of SAMPLE_FACTOR times what is still needed. With fewer
-   * holders than that, every holder is a candidate, exactly as an unlimited ranking would see them.
-   * `sameNode`: the agents registered on the asker's node.
+   * The best `limit` holders for `asker`, ranked (holder-ranking.ts). Candidates are every holder of
+   * each tier (same node, same zone complete, same zone partial, other complete, other partial) while
+   * the tier fits, else a random sample of SAMPLE_FACTOR times what is still needed. With fewer holders
+   * than that, every holder is a candidate, exactly as an unlimited ranking would see them. Answers
+   * are built only for the chosen. `sameNode`: the agents registered on the asker's node.
    */
-  candidates(asker: AgentIdentity, limit: number, sameNode: Iterable<string>, view: AgentView, random: () => number): RankCandidate[] {
-    const out: RankCandidate[] = [];
+  best(asker: AgentIdentity, limit: number, sameNode: Iterable<string>, view: AgentView, random: () => number): HolderInfo[] {
+    const picked: { readonly holding: Holding; readonly agent: NonNullable<ReturnType<AgentView>>; readonly key: number }[] = [];
     const taken = new Set<string>([asker.agentId]);
-    const push = (agentId: string): void => {
+    const consider = (agentId: string): void => {
       if (taken.has(agentId)) return;
       taken.add(agentId);
       const holding = this.entries.get(agentId)?.holding;
       const agent = view(agentId);
       if (holding === undefined || agent === undefined) return;
-      out.push({
-        info: { ...agent.identity, complete: holding.complete, bitmap: holding.bitmap ?? EMPTY, activeUploads: agent.activeUploads },
-        heldPieces: holding.heldPieces,
-      });
+      picked.push({ holding, agent, key: rankKey(asker, agent.identity, holding.complete, agent.activeUploads, holding.heldPieces) + random() });
     };
-    for (const agentId of sameNode) if (this.entries.has(agentId)) push(agentId);
+    for (const agentId of sameNode) if (this.entries.has(agentId)) consider(agentId);
     const local = asker.zone === "" ? [] : [asker.zone];
     const tiers: Bucket[][] = [
       this.bucketsWhere((zone, complete) => complete && local.includes(zone)),
@@ -133,16 +130,17 @@ export class HolderIndex {
       this.bucketsWhere((zone, complete) => !complete && !local.includes(zone)),
     ];
     for (const tier of tiers) {
-      const need = limit - out.length;
+      const need = limit - picked.length;
       if (need <= 0) break;
       const size = tier.reduce((sum, bucket) => sum + bucket.items.length, 0);
       if (size <= need * SAMPLE_FACTOR) {
-        for (const bucket of tier) for (const agentId of bucket.items) push(agentId);
+        for (const bucket of tier) for (const agentId of bucket.items) consider(agentId);
       } else {
-        for (const agentId of sample(tier, size, need * SAMPLE_FACTOR, random)) push(agentId);
+        for (const agentId of sample(tier, size, need * SAMPLE_FACTOR, random)) consider(agentId);
       }
     }
-    return out;
+    picked.sort((a, b) => a.key - b.key);
+    return picked.slice(0, limit).map(({ holding, agent }) => ({ ...agent.identity, complete: holding.complete, bitmap: holding.bitmap ?? EMPTY, activeUploads: agent.activeUploads }));
   }
 
   private bucketsWhere(accept: (zone: string, complete: boolean) => boolean): Bucket[] {

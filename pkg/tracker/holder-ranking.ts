@@ -1,36 +1,17 @@
-import type { AgentIdentity, HolderInfo } from "./tracker.js";
+import type { AgentIdentity } from "./tracker.js";
 
-/** A holder as ranked for one asker, with the key fields the order uses. */
-export interface RankCandidate {
-  readonly info: HolderInfo;
-  readonly heldPieces: number;
-}
+/** Room for each key field inside one number (exact in a double: the whole key stays below 2^40). */
+const UPLOAD_SPAN = 2 ** 20;
+const PIECE_SPAN = 2 ** 17;
 
 /**
- * Orders holders for `asker`: same node, then same zone, then complete before partial, then fewest
- * active uploads, then most pieces. Ties are broken at random so that a burst of askers does not all
- * pick the same peer before its next heartbeat reports the extra load.
+ * The order of holders for `asker` as one number, smaller first: same node, then same zone, then
+ * complete before partial, then fewest active uploads, then most pieces. A lookup sorts by it plus a
+ * random fraction, so ties fall at random and no comparator runs per pair.
  */
-export function rankHolders(asker: AgentIdentity, candidates: readonly RankCandidate[], random: () => number = Math.random): HolderInfo[] {
-  const keyed = candidates.map((candidate) => ({ candidate, tiebreak: random() }));
-  keyed.sort((a, b) => compare(asker, a.candidate, b.candidate) || a.tiebreak - b.tiebreak);
-  return keyed.map(({ candidate }) => candidate.info);
-}
-
-function compare(asker: AgentIdentity, a: RankCandidate, b: RankCandidate): number {
-  return (
-    flag(b.info.nodeName === asker.nodeName) - flag(a.info.nodeName === asker.nodeName) ||
-    flag(sameZone(asker, b.info)) - flag(sameZone(asker, a.info)) ||
-    flag(b.info.complete) - flag(a.info.complete) ||
-    a.info.activeUploads - b.info.activeUploads ||
-    b.heldPieces - a.heldPieces
-  );
-}
-
-function sameZone(asker: AgentIdentity, holder: AgentIdentity): boolean {
-  return asker.zone !== "" && holder.zone === asker.zone;
-}
-
-function flag(value: boolean): number {
-  return value ? 1 : 0;
+export function rankKey(asker: AgentIdentity, holder: AgentIdentity, complete: boolean, activeUploads: number, heldPieces: number): number {
+  const tier = (holder.nodeName === asker.nodeName ? 0 : 4) + (asker.zone !== "" && holder.zone === asker.zone ? 0 : 2) + (complete ? 0 : 1);
+  const uploads = Math.min(activeUploads, UPLOAD_SPAN - 1);
+  const missing = PIECE_SPAN - 1 - Math.min(heldPieces, PIECE_SPAN - 1);
+  return (tier * UPLOAD_SPAN + uploads) * PIECE_SPAN + missing;
 }

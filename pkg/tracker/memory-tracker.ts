@@ -5,7 +5,6 @@ import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES } from "../piece/index.js";
 import { TrackerError } from "./errors.js";
 import { type Holding, HolderIndex } from "./holder-index.js";
-import { rankHolders } from "./holder-ranking.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
 import { validatePrefetchReport } from "./prefetch.js";
@@ -356,9 +355,7 @@ export class MemoryTracker {
     if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     const blob = this.blobs.get(digest);
     const granted = wantOriginGrant && this.tryGrant(agentId, digest, blob, new Set(excluded));
-    const candidates =
-      blob?.holders.candidates(asker.identity, this.maxLookupHolders, this.agentsByNode.get(asker.identity.nodeName) ?? [], (id) => this.agents.get(id), this.random) ?? [];
-    const holders = rankHolders(asker.identity, candidates, this.random).slice(0, this.maxLookupHolders);
+    const holders = blob?.holders.best(asker.identity, this.maxLookupHolders, this.agentsByNode.get(asker.identity.nodeName) ?? [], (id) => this.agents.get(id), this.random) ?? [];
     this.metrics?.lookups.inc({ result: granted ? "granted" : holders.length > 0 ? "holders" : "none" });
     return {
       size: blob?.size ?? 0,
