@@ -83,7 +83,7 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
       args: [...argv],
       options: Object.fromEntries(["agents", "workers", "membership", "duration-s", "active-fraction", "concurrent-layers", "lookup-ms", "announce-ms", "heartbeat-ms", "seed", "json"].map((n) => [n, { type: "string" }])),
       strict: true,
-    }).values as Record<string, string | undefined>;
+    }).values;
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
   }

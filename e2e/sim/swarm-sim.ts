@@ -55,6 +55,10 @@ function number(flag: string, raw: string | undefined, fallback: number, min: nu
   return value;
 }
 
+function isKnob(key: string): key is keyof SwarmTuning {
+  return key in DEFAULT_SWARM_TUNING;
+}
+
 export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
   let values;
   try {
@@ -67,10 +71,10 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
     throw new SimUsageError(error instanceof Error ? error.message : String(error));
   }
   const nodes = (values.nodes ?? "2,8,32,100,316,1000").split(",").map((entry) => number("nodes", entry.trim(), 0, 1, 100_000));
-  const tuning: Record<string, number> = {};
+  const tuning: Partial<Record<keyof SwarmTuning, number>> = {};
   for (const pair of (values.tuning ?? "").split(",").filter((p) => p.trim() !== "")) {
     const [key = "", raw] = pair.split("=");
-    if (!(key in DEFAULT_SWARM_TUNING)) throw new SimUsageError(`--tuning: unknown knob ${JSON.stringify(key)} (one of ${Object.keys(DEFAULT_SWARM_TUNING).join(", ")})`);
+    if (!isKnob(key)) throw new SimUsageError(`--tuning: unknown knob ${JSON.stringify(key)} (one of ${Object.keys(DEFAULT_SWARM_TUNING).join(", ")})`);
     tuning[key] = number(`tuning ${key}`, raw, 0, 0, 600_000);
   }
   return {
@@ -82,7 +86,7 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
     latencyMs: number("latency-ms", values["latency-ms"], 0.25, 0, 1000),
     maxHolders: values["max-holders"] === undefined ? undefined : number("max-holders", values["max-holders"], 50, 1, 100_000),
     tickMs: number("tick-ms", values["tick-ms"], 5, 0.1, 1000),
-    tuning: tuning as Partial<SwarmTuning>,
+    tuning,
     seed: number("seed", values.seed, 1, 0, 2 ** 32 - 1),
     json: values.json,
     svg: values.svg ?? (values.json === undefined ? undefined : values.json.replace(/\.json$/, "") + ".svg"),

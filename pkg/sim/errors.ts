@@ -1,4 +1,5 @@
-export type SimErrorCode = "ERR_SIM_INVALID_CONFIG";
+/** ERR_SIM_INVALID_CONFIG: a setting out of range; ERR_SIM_INTERNAL: the simulation broke its own invariant. */
+export type SimErrorCode = "ERR_SIM_INVALID_CONFIG" | "ERR_SIM_INTERNAL";
 
 /** A simulation that cannot run as configured; the message names the setting. */
 export class SimError extends Error {

@@ -181,7 +181,7 @@ export class SimAgent {
   private poll(nowMs: number): void {
     const lookup = this.lookup(true, []);
     if (lookup.origin.granted || (lookup.size === 0 && nowMs >= this.pollUntilMs)) {
-      this.fromOrigin(nowMs);
+      this.fromOrigin();
       return;
     }
     if (lookup.size === 0) {
@@ -194,7 +194,7 @@ export class SimAgent {
     this.swarmStep(nowMs);
   }
 
-  private fromOrigin(nowMs: number): void {
+  private fromOrigin(): void {
     this.phase = "origin";
     this.world.abortCalls(this);
     this.world.openOrigin(this);
@@ -253,7 +253,7 @@ export class SimAgent {
     }
     const again = this.lookup(true, []);
     if (again.origin.granted || (suppliers === 0 && again.origin.granteeAgentId === undefined)) {
-      this.fromOrigin(nowMs);
+      this.fromOrigin();
       return;
     }
     this.newRound(again, nowMs);

@@ -4,6 +4,7 @@ import { type Digest, digestOf } from "../oci/index.js";
 import type { PieceRequest } from "../peer/request-book.js";
 import type { SwarmPeer } from "../peer/swarm-peers.js";
 import { MemoryTracker } from "../tracker/index.js";
+import { SimError } from "./errors.js";
 import { GRANT_STALL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, type SimConfig, validateConfig } from "./config.js";
 import { type FlowEnds, Network } from "./network.js";
 import { deriveSeed, seededRandom } from "./random.js";
@@ -124,7 +125,9 @@ export class Simulation implements World {
 
   openCall(agent: SimAgent, peer: SwarmPeer, request: PieceRequest, waitMs: number): boolean {
     const source = this.agents[Number(peer.agentId.slice("agent-".length))];
-    if (source === undefined || source.uploads >= this.config.maxUploads) return false;
+    // The tracker only knows the simulation's own agents: anything else is a bug here.
+    if (source === undefined) throw new SimError("ERR_SIM_INTERNAL", `no simulated agent ${peer.agentId}`);
+    if (source.uploads >= this.config.maxUploads) return false;
     source.uploads++;
     const oneWay = this.config.nodes[source.index]?.zone === agent.zone ? this.config.latencyMs : this.config.crossZoneLatencyMs;
     this.calls.push({ agent, source, src: source.index, dst: agent.index, rate: 0, pieces: request.pieces, request, waitMs, startAtMs: this.nowMs + 2 * oneWay, position: 0, remaining: 0, sent: 0, waitingSinceMs: undefined, ended: false });

@@ -9,7 +9,7 @@ import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
 import { validatePrefetchReport } from "./prefetch.js";
 import { TagDirectory } from "./tag-directory.js";
-import type { AgentIdentity, BlobAnnouncement, HolderInfo, LookupResult, TagKey, TagRecord } from "./tracker.js";
+import type { AgentIdentity, BlobAnnouncement, LookupResult, TagKey, TagRecord } from "./tracker.js";
 import { validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
 
 /** A grantee that announces no new pieces for this long loses the grant to the next asker. */

@@ -69,6 +69,9 @@ export class TrackerServer {
       "grpc.keepalive_time_ms": options.keepaliveTimeMs ?? SERVER_KEEPALIVE_TIME_MS,
       "grpc.keepalive_timeout_ms": options.keepaliveTimeoutMs ?? SERVER_KEEPALIVE_TIMEOUT_MS,
       "grpc.keepalive_permit_without_calls": 1,
+      // Channelz (grpc-js's introspection, which nothing here reads) tracks every call: at thousands of
+      // lookups a second that bookkeeping is measurable.
+      "grpc.enable_channelz": 0,
     });
     const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
     const port = await new Promise<number>((resolve, reject) => {

@@ -71,7 +71,7 @@ export class AgentConnection {
       const onClose = (): void => {
         fail(`closed before registered (rst ${stream.rstCode})`);
       };
-      const onTrailers = (headers: Record<string, unknown>): void => {
+      const onTrailers = (headers: Record<string, string | string[] | undefined>): void => {
         fail(`ended: grpc-status ${String(headers["grpc-status"])} ${String(headers["grpc-message"] ?? "")}`);
       };
       const onAbort = (): void => {
@@ -118,7 +118,7 @@ export class AgentConnection {
         bytes += chunk.length;
         if (keepBody) chunks.push(chunk);
       });
-      stream.on("trailers", (headers) => {
+      stream.on("trailers", (headers: Record<string, string | string[] | undefined>) => {
         status = Number(headers["grpc-status"] ?? -1);
       });
       stream.on("error", () => undefined);
