@@ -36,6 +36,17 @@ describe("MemoryTracker with many holders", () => {
     assert.equal(new Set(r.holders.map((h) => h.agentId)).size, 8, "no holder twice");
   });
 
+  it("keeps places for other zones: a crowded zone's answer still shows where its missing pieces are", () => {
+    const t = tracker(10);
+    t.register(testIdentity("asker", "n-asker", "z1"));
+    for (let i = 0; i < 200; i++) t.register(testIdentity(`zone-${i}`, `n-zone-${i}`, "z1")).announce({ digest, size: 400, pieceSize: 100, complete: false, bitmap: bitmapOf(4, []) });
+    t.register(testIdentity("grantee", "n-grantee", "z2")).announce({ digest, size: 400, pieceSize: 100, complete: false, bitmap: bitmapOf(4, [0, 1]) });
+    const r = t.lookup("asker", digest, false);
+    assert.equal(r.holders.length, 10);
+    assert.equal(r.holders.at(-1)?.agentId, "grantee", "listed, and ranked after the same-zone holders");
+    assert.ok(r.holders.slice(0, 9).every((h) => h.zone === "z1"));
+  });
+
   it("samples a crowded tier: distinct holders, never the asker, the least loaded of the sample first", () => {
     const t = tracker(10);
     const sessions = [];

@@ -14,6 +14,11 @@ export interface Holding {
  * balancing), so a lookup costs O(limit), not O(holders), in a swarm of thousands.
  */
 export const SAMPLE_FACTOR = 4;
+/**
+ * Share of an answer kept for holders in other zones when the asker has a zone. Ranking alone would
+ * fill a crowded zone's answer with its own downloaders only.
+ */
+export const CROSS_ZONE_SHARE = 0.2;
 
 /** One holder as the index keeps it: what it holds, and where it sits in its bucket (O(1) delete). */
 interface Entry {
@@ -123,6 +128,27 @@ export class HolderIndex {
     };
     for (const agentId of sameNode) if (this.entries.has(agentId)) consider(agentId);
     const local = asker.zone === "" ? [] : [asker.zone];
+    const take = (tier: readonly Bucket[], need: number): void => {
+      const size = tier.reduce((sum, bucket) => sum + bucket.items.length, 0);
+      if (size <= need * SAMPLE_FACTOR) {
+        for (const bucket of tier) for (const agentId of bucket.items) consider(agentId);
+      } else {
+        for (const agentId of sample(tier, size, need * SAMPLE_FACTOR, random)) consider(agentId);
+      }
+    };
+    // Places kept for other zones: without them a crowded zone's answer is all its own downloaders,
+    // which may lack exactly what only another zone has (the grantee's zone holds the first copies).
+    let reserved: typeof picked = [];
+    if (asker.zone !== "") {
+      const places = Math.floor(limit * CROSS_ZONE_SHARE);
+      const from = picked.length;
+      for (const complete of [true, false]) {
+        const need = places - (picked.length - from);
+        if (need > 0) take(this.bucketsWhere((zone, c) => c === complete && zone !== asker.zone), need);
+      }
+      reserved = picked.splice(from).sort((a, b) => a.key - b.key);
+      for (const unused of reserved.splice(places)) taken.delete(unused.agent.identity.agentId);
+    }
     const tiers: Bucket[][] = [
       this.bucketsWhere((zone, complete) => complete && local.includes(zone)),
       this.bucketsWhere((zone, complete) => !complete && local.includes(zone)),
@@ -130,17 +156,13 @@ export class HolderIndex {
       this.bucketsWhere((zone, complete) => !complete && !local.includes(zone)),
     ];
     for (const tier of tiers) {
-      const need = limit - picked.length;
+      const need = limit - picked.length - reserved.length;
       if (need <= 0) break;
-      const size = tier.reduce((sum, bucket) => sum + bucket.items.length, 0);
-      if (size <= need * SAMPLE_FACTOR) {
-        for (const bucket of tier) for (const agentId of bucket.items) consider(agentId);
-      } else {
-        for (const agentId of sample(tier, size, need * SAMPLE_FACTOR, random)) consider(agentId);
-      }
+      take(tier, need);
     }
     picked.sort((a, b) => a.key - b.key);
-    return picked.slice(0, limit).map(({ holding, agent }) => ({ ...agent.identity, complete: holding.complete, bitmap: holding.bitmap ?? EMPTY, activeUploads: agent.activeUploads }));
+    const chosen = [...picked.slice(0, limit - reserved.length), ...reserved].sort((a, b) => a.key - b.key);
+    return chosen.map(({ holding, agent }) => ({ ...agent.identity, complete: holding.complete, bitmap: holding.bitmap ?? EMPTY, activeUploads: agent.activeUploads }));
   }
 
   private bucketsWhere(accept: (zone: string, complete: boolean) => boolean): Bucket[] {
