@@ -1,6 +1,7 @@
 import { PieceBitmap } from "../piece/index.js";
 import type { PartialBlob } from "../store/index.js";
 import type { Tracker } from "../tracker/index.js";
+import { servableBitmap } from "./piece-reader.js";
 
 /**
  * Tells the tracker what this agent holds of a blob it is fetching: the bitmap, and the hashes of the
@@ -39,6 +40,8 @@ export class ProgressAnnouncer {
     if (!changed && !force) return;
     this.lastMs = this.now();
     const { digest, size, pieceSize } = partial;
-    this.tracker.announce({ digest, size, pieceSize, complete: false, bitmap: partial.bitmap(), pieceHashes: fresh });
+    // Only what peers can have now: the blob's last piece waits for the digest (see servableBitmap), and a
+    // peer asking for it as held would be told it is missing.
+    this.tracker.announce({ digest, size, pieceSize, complete: false, bitmap: servableBitmap(partial), pieceHashes: fresh });
   }
 }

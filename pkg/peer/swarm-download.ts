@@ -33,12 +33,15 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   piecesPerRequest: 2,
   inOrderWindow: 4,
   relayAhead: 2,
-  relayWaitMs: 3_000,
+  // Short waits measured best in the simulator (npm run sim; N = 32–316, 256 MiB): a relay that does not
+  // arrive within half a second is asked again elsewhere rather than holding a slot for seconds. Last node
+  // 2.1–2.6× the bound with 500 ms for both, against 2.2–5.7× with 3 s.
+  relayWaitMs: 500,
   refreshIntervalMs: 500,
   parkedRefreshIntervalMs: 50,
   announceIntervalMs: 100,
   stallMs: 3_000,
-  hedgeAfterMs: 3_000,
+  hedgeAfterMs: 500,
   endgamePieces: 4,
   endgameSilenceMs: 500,
   siblingWaitMs: 1_500,
