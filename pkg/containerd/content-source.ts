@@ -4,7 +4,7 @@ import { type BlobReader, type ExternalBlob, type ExternalBlobSource, type Exter
 import { ContainerdClient } from "./containerd-client.js";
 import { apiReader, fileReader } from "./content-readers.js";
 import { isContainerdError } from "./errors.js";
-import { LeaseKeeper, READER_LEASE_LABEL } from "./lease-keeper.js";
+import { type LeaseHold, LeaseKeeper, READER_LEASE_LABEL } from "./lease-keeper.js";
 
 /** A full listing this often besides the event-driven ones (a missed event costs at most this much staleness). */
 export const RECONCILE_INTERVAL_MS = 30_000;
@@ -118,21 +118,27 @@ export class ContainerdContentSource implements ExternalBlobSource {
   async openReader(digest: Digest, signal?: AbortSignal): Promise<BlobReader> {
     const blob = this.snapshot.get(digest);
     if (blob === undefined || !this.connected || this.isClosed()) throw notFound(digest, "containerd does not hold it now");
-    let release: () => void;
+    let lease: LeaseHold;
     try {
-      release = await this.leases.hold(digest, signal);
+      lease = await this.leases.hold(digest, signal);
     } catch (error: unknown) {
       throw toStoreError(digest, error, signal);
     }
+    const { release } = lease;
     try {
-      const info = await this.client.info(digest, signal);
-      if (info === undefined) {
-        // Collected since the last listing: withdraw it now rather than at the next one.
-        this.applyListing(new Map([...this.snapshot].filter(([held]) => held !== digest)));
-        throw notFound(digest, "containerd no longer holds it");
+      let size = blob.size;
+      // A lease already held was checked when it was made, and has protected the blob since.
+      if (lease.fresh) {
+        const info = await this.client.info(digest, signal);
+        if (info === undefined) {
+          // Collected since the last listing: withdraw it now rather than at the next one.
+          this.applyListing(new Map([...this.snapshot].filter(([held]) => held !== digest)));
+          throw notFound(digest, "containerd no longer holds it");
+        }
+        size = info.size;
       }
-      const file = this.options.contentDir === undefined ? undefined : await fileReader(this.options.contentDir, digest, info.size, this.logger);
-      const reader = file ?? apiReader(this.client, digest, info.size);
+      const file = this.options.contentDir === undefined ? undefined : await fileReader(this.options.contentDir, digest, size, this.logger);
+      const reader = file ?? apiReader(this.client, digest, size);
       let released = false;
       return {
         size: reader.size,

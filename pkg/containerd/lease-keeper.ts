@@ -13,6 +13,11 @@ export const GC_EXPIRE_LABEL = "containerd.io/gc.expire";
  */
 export const LEASE_EXPIRE_MS = 60 * 60 * 1000;
 export const LEASE_RENEW_MS = 30 * 60 * 1000;
+/**
+ * A lease outlives its last reader by this long. A swarm reads a blob in a stream of short calls; without
+ * it each call would create and delete a lease (four calls to containerd, each a metadata write).
+ */
+export const LEASE_LINGER_MS = 2_000;
 
 export type LeaseClient = Pick<ContainerdClient, "createLease" | "addLeaseResource" | "deleteLease">;
 
@@ -21,6 +26,7 @@ export interface LeaseKeeperOptions {
   readonly logger?: Logger | undefined;
   readonly expireMs?: number | undefined;
   readonly renewMs?: number | undefined;
+  readonly lingerMs?: number | undefined;
   /** Called after a lease is deleted (garbage collection may now remove the blob). */
   readonly onReleased?: (() => void) | undefined;
   readonly now?: (() => number) | undefined;
@@ -31,12 +37,19 @@ interface HeldLease {
   refs: number;
   readonly ready: Promise<void>;
   renewTimer: NodeJS.Timeout | undefined;
+  lingerTimer: NodeJS.Timeout | undefined;
+}
+
+/** A held lease: `fresh` when this call created it (the blob was not protected before). */
+export interface LeaseHold {
+  readonly release: () => void;
+  readonly fresh: boolean;
 }
 
 /**
  * containerd leases that keep blobs from garbage collection while the agent reads them: one lease per blob
- * being read, shared by its readers, deleted when the last reader is done. So garbage collection is never
- * held up for longer than the transfers in progress.
+ * being read, shared by its readers, deleted LEASE_LINGER_MS after the last reader is done. So garbage
+ * collection is never held up for longer than the transfers in progress (and that linger).
  */
 export class LeaseKeeper {
   private readonly held = new Map<string, HeldLease>();
@@ -44,10 +57,12 @@ export class LeaseKeeper {
   private sequence = 0;
   private readonly expireMs: number;
   private readonly renewMs: number;
+  private readonly lingerMs: number;
 
   constructor(private readonly options: LeaseKeeperOptions) {
     this.expireMs = options.expireMs ?? LEASE_EXPIRE_MS;
     this.renewMs = options.renewMs ?? LEASE_RENEW_MS;
+    this.lingerMs = options.lingerMs ?? LEASE_LINGER_MS;
   }
 
   /** Leases held now (tests, metrics). */
@@ -59,11 +74,12 @@ export class LeaseKeeper {
    * Holds `digest` under a lease until the returned function is called. Throws a ContainerdError when
    * containerd cannot create it (the blob is then not read).
    */
-  async hold(digest: string, signal?: AbortSignal): Promise<() => void> {
+  async hold(digest: string, signal?: AbortSignal): Promise<LeaseHold> {
     let lease = this.held.get(digest);
+    const fresh = lease === undefined;
     if (lease === undefined) {
       const id = this.nextId();
-      const created: HeldLease = { id, refs: 0, ready: this.create(id, digest), renewTimer: undefined };
+      const created: HeldLease = { id, refs: 0, ready: this.create(id, digest), renewTimer: undefined, lingerTimer: undefined };
       lease = created;
       this.held.set(digest, created);
       created.ready.then(
@@ -76,6 +92,8 @@ export class LeaseKeeper {
       );
     }
     lease.refs++;
+    clearTimeout(lease.lingerTimer);
+    lease.lingerTimer = undefined;
     const current = lease;
     let released = false;
     const release = (): void => {
@@ -89,7 +107,7 @@ export class LeaseKeeper {
       release();
       throw error;
     }
-    return release;
+    return { release, fresh };
   }
 
   /** Deletes every lease still held (shutdown). */
@@ -99,6 +117,7 @@ export class LeaseKeeper {
     await Promise.allSettled(
       leases.map(async (lease) => {
         clearTimeout(lease.renewTimer);
+        clearTimeout(lease.lingerTimer);
         await lease.ready.catch(() => undefined);
         await this.options.client.deleteLease(lease.id).catch(() => undefined);
       }),
@@ -128,6 +147,18 @@ export class LeaseKeeper {
   private release(digest: string, lease: HeldLease): void {
     lease.refs--;
     if (lease.refs > 0 || this.held.get(digest) !== lease) return;
+    if (this.lingerMs <= 0) {
+      this.drop(digest, lease);
+      return;
+    }
+    lease.lingerTimer = setTimeout(() => {
+      lease.lingerTimer = undefined;
+      if (lease.refs === 0 && this.held.get(digest) === lease) this.drop(digest, lease);
+    }, this.lingerMs);
+    lease.lingerTimer.unref();
+  }
+
+  private drop(digest: string, lease: HeldLease): void {
     this.held.delete(digest);
     clearTimeout(lease.renewTimer);
     void lease.ready
