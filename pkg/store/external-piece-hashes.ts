@@ -51,8 +51,9 @@ export class ExternalPieceHashes {
 
   /** The recorded hashes for the blob's standard piece size, or undefined. */
   async get(blob: ExternalBlob): Promise<PieceHashList | undefined> {
+    const pieceSize = choosePieceSize(blob.size);
     const cached = this.memory.get(blob.digest);
-    if (cached !== undefined) {
+    if (cached !== undefined && cached.pieceSize === pieceSize && cached.hashes.length === pieceCount(blob.size, pieceSize)) {
       // Most recently used last.
       this.memory.delete(blob.digest);
       this.memory.set(blob.digest, cached);
@@ -67,7 +68,6 @@ export class ExternalPieceHashes {
       if (errnoCode(error) !== "ENOENT") this.options.logger?.warn({ err: error, digest: blob.digest }, "unreadable piece hashes; computing them again");
       return undefined;
     }
-    const pieceSize = choosePieceSize(blob.size);
     const decoded = file.byteLength <= maxPieceHashFileBytes(blob.size) ? decodePieceHashFile(file, blob.size) : undefined;
     const hashes = decoded?.pieceSize === pieceSize ? unpackPieceHashes(decoded.packed, pieceCount(blob.size, pieceSize)) : undefined;
     if (hashes === undefined) return undefined;
