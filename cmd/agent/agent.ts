@@ -8,6 +8,7 @@ import { Mirror, MirrorServer, OriginFetcher, UpstreamClient, loadDockerConfig }
 import { readConfigureReport } from "../../pkg/runtime/index.js";
 import { DiskBlobStore, DiskTagStore } from "../../pkg/store/index.js";
 import { VERSION } from "../shoal/version.js";
+import { servedStore } from "./containerd.js";
 import { type AgentOptions, upstreamMap } from "./options.js";
 import { startPrefetch } from "./prefetch.js";
 
@@ -33,10 +34,14 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
   });
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {
+    // Quota and store metrics count what the agent stores itself.
     metrics.bindStoreUsage(() => store.usage());
     store.subscribe((event) => {
       if (event.type === "removed") metrics.storeEvictions.inc({ reason: event.reason });
     });
+    // Everything that reads blobs uses this one: the agent's store, then containerd's content store.
+    const blobs = await servedStore(store, options, metrics, logger);
+    cleanups.unshift(() => blobs.close());
     const tags = await DiskTagStore.open({ dir: options.dataDir, logger: logger.child({ component: "tags" }) });
     cleanups.unshift(() => tags.close());
     const credentials = options.registryCredentials === undefined ? undefined : await loadDockerConfig(options.registryCredentials);
@@ -50,7 +55,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       logger: logger.child({ component: "upstream" }),
     });
     cleanups.unshift(() => upstream.close());
-    const originFetcher = new OriginFetcher({ store, upstream, metrics, logger: logger.child({ component: "fetcher" }) });
+    const originFetcher = new OriginFetcher({ store: blobs, upstream, metrics, logger: logger.child({ component: "fetcher" }) });
     cleanups.unshift(() => originFetcher.close());
     let fetcher: BlobFetcher = originFetcher;
     let manifestPeers: ManifestPeers | undefined;
@@ -59,7 +64,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     if (options.tracker !== undefined) {
       const trackerAddress = `${hostForUrl(options.tracker.host)}:${options.tracker.port}`;
       const swarm = await AgentSwarm.start({
-        store,
+        store: blobs,
         origin: originFetcher,
         listen: options.peerAddr,
         advertise: options.peerAdvertiseAddr,
@@ -85,10 +90,10 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       clusterTags = swarm.tracker;
       manifestPeers = swarm.manifestPeers;
       // ImagePrefetch: assignments over the tracker session, fetched through the swarm (cmd/agent/prefetch.ts).
-      if (swarm.tracker instanceof GrpcTrackerClient) cleanups.unshift(startPrefetch({ channel: swarm.tracker, store, fetcher: swarm.fetcher, metrics, logger }));
+      if (swarm.tracker instanceof GrpcTrackerClient) cleanups.unshift(startPrefetch({ channel: swarm.tracker, store: blobs, fetcher: swarm.fetcher, metrics, logger }));
     }
     const mirror = new Mirror({
-      store,
+      store: blobs,
       tags,
       upstream,
       fetcher,

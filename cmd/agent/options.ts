@@ -1,4 +1,4 @@
-import { type OptionSpecs, type ParsedOptions, parseBytes, parseDuration, parseFraction, parseHostPort, parseInteger } from "../../pkg/config/index.js";
+import { type OptionSpecs, type ParsedOptions, parseBoolean, parseBytes, parseDuration, parseFraction, parseHostPort, parseInteger } from "../../pkg/config/index.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
 import { parseRegistryHost } from "../../pkg/oci/index.js";
 import { defaultUpstreamUrl } from "../../pkg/registry/index.js";
@@ -166,8 +166,49 @@ export const agentOptionSpecs = {
     parse: parseDuration,
     default: "10s",
   },
+  containerdContent: {
+    name: "containerd-content",
+    description:
+      "Serve and announce the blobs in containerd's content store, and drop the agent's own copy of a blob once containerd has committed it (one copy per node). Set false on nodes without containerd (CRI-O).",
+    parse: parseBoolean,
+    boolean: true,
+    default: "true",
+  },
+  containerdAddress: {
+    name: "containerd-address",
+    description: "containerd's gRPC socket (K3s and RKE2: /run/k3s/containerd/containerd.sock). A missing or refusing socket is logged and retried; the agent serves from its own store meanwhile.",
+    parse: parseFilePath,
+    default: "/run/containerd/containerd.sock",
+  },
+  containerdNamespace: {
+    name: "containerd-namespace",
+    description: "containerd namespace whose content is shared (the kubelet's images are in k8s.io).",
+    parse: (raw: string) => {
+      if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$/.test(raw)) throw new Error("expected a containerd namespace (letters, digits, '.', '_', '-')");
+      return raw;
+    },
+    default: "k8s.io",
+  },
+  containerdContentDir: {
+    name: "containerd-content-dir",
+    description:
+      "containerd's content directory (<root>/io.containerd.content.v1.content, e.g. /var/lib/containerd/io.containerd.content.v1.content), mounted read-only: blobs are read from its files instead of through the socket. Unset: through the socket.",
+    parse: parseFilePath,
+  },
+  containerdHashRate: {
+    name: "containerd-hash-rate",
+    description:
+      "Bytes/s of containerd blobs the agent did not store itself (imported, pulled before Shoal) hashed in the background to announce them, e.g. 128MiB (about a tenth of a core); 0 = unlimited. Hashes are kept in the data dir.",
+    parse: parseBytes,
+    default: "128MiB",
+  },
   ...commonOptionSpecs,
 } as const satisfies OptionSpecs;
+
+function parseFilePath(raw: string): string {
+  if (!raw.startsWith("/")) throw new Error("expected an absolute path");
+  return raw;
+}
 
 export type AgentOptions = ParsedOptions<typeof agentOptionSpecs>;
 

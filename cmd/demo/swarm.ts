@@ -80,6 +80,8 @@ export class Swarm {
               ...["--data-dir", join(options.dataDir, name), "--tracker", tracker, "--node-name", name],
               ...["--upstream", options.upstream, "--upload-rate", String(options.uploadBytesPerSecond)],
               ...["--shutdown-grace", "1s", "--log-level", "info"],
+              // Six agents on one machine: none of them is a node's containerd mirror.
+              "--containerd-content=false",
             ],
             readyMessage: "agent started",
             readyTimeoutMs: PROCESS_START_TIMEOUT_MS,

@@ -119,6 +119,13 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
         dataDir: str("Node directory of the blob store (hostPath), mounted at the same path.", { pattern: "^/" }),
         runAsUser: int("User and group id of the agent; not root.", 1),
         registryCredentials: obj("Registry credentials.", { secretName: str("A kubernetes.io/dockerconfigjson Secret; empty means none.") }),
+        containerd: obj("containerd's content store as a blob source (one copy per node); off on CRI-O nodes.", {
+          enabled: bool("Serve and announce containerd's content, keep no second copy (--containerd-content)."),
+          socket: str("containerd's socket on the node; its directory is mounted read-only.", { pattern: "^/" }),
+          namespace: str("containerd namespace of the kubelet's images.", { pattern: "^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$" }),
+          contentDir: str("containerd's content directory on the node, mounted read-only for direct reads; empty reads through the socket.", { pattern: "^(/.*)?$" }),
+          socketGroup: int("Group that may use the socket, added to the pod's supplementalGroups."),
+        }),
         resources: k8s("Resources of the agent container."),
         priorityClassName: str("Priority class of the agent pods."),
         tolerations: k8sList("Tolerations of the agent pods."),

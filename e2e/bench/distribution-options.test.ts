@@ -22,6 +22,11 @@ describe("distribution bench flags", () => {
     assert.equal(svgBesideJson("x/result"), "x/result.svg");
   });
 
+  it("serves from containerd's content store unless told not to", () => {
+    assert.equal(parseDistributionBenchArgs([]).containerdContent, true);
+    assert.equal(parseDistributionBenchArgs(["--containerd-content", "false"]).containerdContent, false);
+  });
+
   it("names the flag in every rejection", () => {
     const cases: [string[], RegExp][] = [
       [["--nodes", "0"], /--nodes must be an integer from 1 to 64/],
@@ -34,6 +39,7 @@ describe("distribution bench flags", () => {
       [["--arms", ","], /--arms must name at least one/],
       [["--json", ""], /--json needs a value/],
       [["--timeout", "0"], /--timeout/],
+      [["--containerd-content", "maybe"], /--containerd-content must be true or false/],
       [["--bogus"], /bogus/],
     ];
     for (const [argv, message] of cases) assert.throws(() => parseDistributionBenchArgs(argv), message, argv.join(" "));

@@ -22,6 +22,8 @@ export interface DistributionBenchOptions {
   readonly svg: string | undefined;
   /** Per arm; undefined = derived from the client-server bound. */
   readonly timeoutSeconds: number | undefined;
+  /** Shoal arm: agents serve from their node's containerd content store (one copy per node). */
+  readonly containerdContent: boolean;
   readonly help: boolean;
 }
 
@@ -40,6 +42,9 @@ per node) three ways: (a) direct from the origin, (b) through a central pull-thr
   --json FILE         write the result as JSON
   --svg FILE          write the chart (default: next to --json, .svg)
   --timeout SECONDS   per arm (default 3x the client-server bound + 120 s)
+  --containerd-content true|false
+                      shoal arm: agents serve from their node's containerd content store and keep
+                      no copy of what it holds (default true, as in production)
   --help`;
 
 export class BenchUsageError extends Error {
@@ -72,6 +77,11 @@ function arms(value: string): Arm[] {
   return ARMS.filter((arm) => names.includes(arm));
 }
 
+function trueOrFalse(flag: string, value: string): boolean {
+  if (value === "true" || value === "false") return value === "true";
+  throw new BenchUsageError(`--${flag} must be true or false, got ${JSON.stringify(value)}`);
+}
+
 /** The SVG next to the JSON: `out/result.json` → `out/result.svg`. */
 export function svgBesideJson(json: string): string {
   return join(dirname(json), `${basename(json, extname(json))}.svg`);
@@ -94,6 +104,7 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
         json: { type: "string" },
         svg: { type: "string" },
         timeout: { type: "string" },
+        "containerd-content": { type: "string", default: "true" },
         help: { type: "boolean", default: false },
       },
     }));
@@ -123,6 +134,7 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
     json,
     svg,
     timeoutSeconds: timeout === undefined ? undefined : positive("timeout", timeout, 24 * 3600),
+    containerdContent: trueOrFalse("containerd-content", text("containerd-content")),
     help: values.help === true,
   };
 }

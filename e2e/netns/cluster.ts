@@ -67,6 +67,11 @@ export interface ClusterOptions extends TopologyOptions {
   readonly controller?: ControllerLauncher;
   /** More `shoal agent` flags. */
   readonly agentArgs?: readonly string[];
+  /**
+   * Agents serve from their node's containerd content store (when the node's containerd runs before its
+   * agent starts) and keep no copy of what containerd holds; default true, as in production.
+   */
+  readonly containerdContent?: boolean;
 }
 
 export interface ClusterNode {
@@ -110,11 +115,12 @@ export class NetnsCluster {
         options,
       );
       await cluster.startOrigin();
+      // containerd first: an agent started after its node's containerd serves from its content store.
+      if (options.containerd ?? true) await cluster.startContainerds();
       if (options.shoal ?? true) {
         await cluster.startController();
         await cluster.startAgents();
       }
-      if (options.containerd ?? true) await cluster.startContainerds();
       return cluster;
     } catch (error) {
       if (cluster !== undefined) await cluster.destroy().catch((e: unknown) => { debugLog(`netns: teardown after failed start: ${describeError(e)}`); });
@@ -230,6 +236,10 @@ export class NetnsCluster {
           dataDir: await makeTempDir("agent-data", dir),
           parentDir: dir,
           extraArgs: this.options.agentArgs,
+          containerd:
+            node.containerd === undefined || this.options.containerdContent === false
+              ? undefined
+              : { socket: node.containerd.address, namespace: node.containerd.namespace, contentDir: node.containerd.contentDir },
         });
       }),
     );

@@ -74,7 +74,7 @@ export interface ContainerdImage {
 export class Containerd {
   private constructor(
     readonly tempDir: string,
-    private readonly daemon: DaemonProcess,
+    private daemon: DaemonProcess,
     readonly namespace: string,
     readonly netns: string | undefined,
   ) {}
@@ -121,6 +121,35 @@ export class Containerd {
 
   get logFile(): string {
     return layoutOf(this.tempDir).log;
+  }
+
+  /** The content store's directory (`blobs/<alg>/<hex>`), what an agent may read directly. */
+  get contentDir(): string {
+    return join(this.tempDir, "root", "io.containerd.content.v1.content");
+  }
+
+  /** Stops containerd (SIGTERM, by PID) and starts it again on the same root, state and socket. */
+  async restart(options: { startTimeoutMs?: number } = {}): Promise<void> {
+    await this.daemon.stop();
+    const paths = layoutOf(this.tempDir);
+    this.daemon = await DaemonProcess.spawn({
+      name: "containerd",
+      ...inNetns(this.netns, CONTAINERD_BINARY, ["--config", paths.config]),
+      stdoutFile: paths.log,
+      stderrFile: paths.log,
+    });
+    await this.waitReady(options.startTimeoutMs ?? CONTAINERD_START_TIMEOUT_MS);
+  }
+
+  /** `ctr images import --index-name NAME TAR`: an image that reached the node without any registry. */
+  async importImage(tarFile: string, name: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.ctr(["images", "import", "--index-name", name, tarFile], { timeoutMs: CTR_PULL_TIMEOUT_MS, signal: options.signal });
+  }
+
+  /** Digests of the namespace's content (`ctr content ls -q`). */
+  async contentDigests(options: { signal?: AbortSignal } = {}): Promise<string[]> {
+    const { stdout } = await this.ctr(["content", "ls", "-q"], options);
+    return stdout.split("\n").map((line) => line.trim()).filter((line) => line !== "");
   }
 
   /** Runs `ctr -a <address> -n <namespace> ARGS`; the error quotes ctr's output and the daemon log. */

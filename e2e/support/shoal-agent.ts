@@ -28,6 +28,11 @@ export interface ShoalAgentOptions {
   readonly netns?: string;
   /** Parent of the log dir (and of the data dir when none is given); default the system temp dir. */
   readonly parentDir?: string;
+  /**
+   * Serve from this containerd's content store (--containerd-address and friends). Default: off
+   * (--containerd-content=false), so no test agent ever touches a containerd the test did not start.
+   */
+  readonly containerd?: { readonly socket: string; readonly namespace: string; readonly contentDir?: string };
 }
 
 /** A `shoal agent` child process on loopback, stopped by its PID. */
@@ -63,6 +68,7 @@ export class ShoalAgent {
         "--shutdown-grace",
         "1s",
         ...options.upstreams.flatMap((u) => ["--upstream", u]),
+        ...containerdArgs(options.containerd),
         ...(options.extraArgs ?? []),
       ]),
       stdoutFile: logFile,
@@ -95,6 +101,17 @@ export class ShoalAgent {
     await this.daemon.stop();
     if (this.ownsDataDir) await removeTempDir(this.dataDir);
   }
+}
+
+function containerdArgs(containerd: ShoalAgentOptions["containerd"]): string[] {
+  if (containerd === undefined) return ["--containerd-content=false"];
+  return [
+    "--containerd-address",
+    containerd.socket,
+    "--containerd-namespace",
+    containerd.namespace,
+    ...(containerd.contentDir === undefined ? [] : ["--containerd-content-dir", containerd.contentDir]),
+  ];
 }
 
 function findStarted(log: string): { mirror: string; metrics: string } | undefined {

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { registerBuildInfo } from "./build-info.js";
+import { ContainerdMetrics } from "./containerd-metrics.js";
 
 /** Where the bytes handed to a client came from. */
 export type ServeSource = "local" | "peer" | "origin";
@@ -196,6 +197,9 @@ export class AgentMetrics {
     labelNames: ["result"] as const,
     registers: [this.registry],
   });
+
+  /** containerd's content store as a blob source (off on CRI-O nodes: then all zero). */
+  readonly containerd = new ContainerdMetrics(this.registry);
 
   private storeUsage: (() => StoreUsageSnapshot) | undefined;
   private readonly sourceZones = new Set<string>();

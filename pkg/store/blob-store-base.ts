@@ -1,14 +1,13 @@
-import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
-import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
 import { BlobIndex, type IndexedBlob, type QuotaOptions, StoreEvents } from "./blob-index.js";
-import { choosePieceSize, packPieceHashes, pieceCount, pieceSpan, unpackPieceHashes } from "../piece/index.js";
+import { choosePieceSize, packPieceHashes, pieceCount, unpackPieceHashes } from "../piece/index.js";
 import type { BlobInfo, BlobReader, BlobStore, PartialBlob, PartialInfo, PieceHashList, ReadOptions, StoreEvent, StoreUsage } from "./blob-store.js";
 import { StoreError } from "./errors.js";
 import type { PartialBackend, PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
-import { CorePartialBlob, HASH_CHUNK_BYTES } from "./partial-core.js";
+import { CorePartialBlob } from "./partial-core.js";
+import { hashPieces } from "./piece-hashing.js";
 import { type RangeSource, RangeReadable, type RangeVerification } from "./range-readable.js";
 import { abortedBySignal, attempt, checkDigest, checkPartialParams, raceAbort, resolveRange } from "./store-helpers.js";
 
@@ -185,31 +184,18 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
       if (error instanceof StoreError && error.code === "ERR_STORE_BLOB_NOT_FOUND") return undefined;
       throw error;
     }
-    const hashes: Uint8Array[] = [];
+    let hashes: PieceHashList;
     try {
-      const chunk = Buffer.allocUnsafe(Math.min(HASH_CHUNK_BYTES, Math.max(reader.size, 1)));
-      for (let index = 0; index < pieceCount(reader.size, pieceSize); index++) {
-        const { start, end } = pieceSpan(index, reader.size, pieceSize);
-        const hash = createHash("sha256");
-        for (let position = start; position < end; ) {
-          const bytes = chunk.subarray(0, Math.min(chunk.byteLength, end - position));
-          await reader.read(bytes, position);
-          hash.update(bytes);
-          position += bytes.byteLength;
-        }
-        hashes.push(hash.digest());
-        // Yield between pieces: this runs beside serving requests.
-        await yieldToEventLoop();
-      }
+      hashes = await hashPieces(reader, pieceSize);
     } finally {
       await reader.close();
     }
     try {
-      await this.savePieceHashes(digest, { pieceSize, packed: packPieceHashes(hashes) });
+      await this.savePieceHashes(digest, { pieceSize, packed: packPieceHashes(hashes.hashes) });
     } catch (error: unknown) {
       this.logger?.warn({ err: error, digest }, "could not record piece hashes; they will be computed again");
     }
-    return { pieceSize, hashes };
+    return hashes;
   }
 
   async openPartial(digest: Digest, size: number, options: { pieceSize: number; mediaType?: string }): Promise<PartialBlob> {

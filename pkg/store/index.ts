@@ -6,3 +6,6 @@ export { MemoryBlobStore, type MemoryBlobStoreOptions } from "./memory-blob-stor
 export { DiskTagStore, type DiskTagStoreOptions } from "./disk-tag-store.js";
 export { MemoryTagStore } from "./memory-tag-store.js";
 export { FIRST_READ_CHUNK_BYTES, READ_CHUNK_BYTES, recycleReadChunk } from "./read-chunks.js";
+export { CompositeBlobStore, type CompositeBlobStoreOptions, type ExternalUsage } from "./composite-blob-store.js";
+export { ExternalPieceHashes, type ExternalPieceHashesOptions } from "./external-piece-hashes.js";
+export type { ExternalBlob, ExternalBlobSource, ExternalSourceEvent } from "./external-source.js";

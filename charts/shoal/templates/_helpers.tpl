@@ -135,6 +135,16 @@ upstream: {{ toJson . }}
 {{- if .Values.agent.registryCredentials.secretName }}
 registry-credentials: /etc/shoal/registry-credentials/.dockerconfigjson
 {{- end }}
+{{- with $a.containerd }}
+containerd-content: {{ .enabled | quote }}
+{{- if .enabled }}
+containerd-address: {{ .socket | quote }}
+containerd-namespace: {{ .namespace | quote }}
+{{- if .contentDir }}
+containerd-content-dir: {{ .contentDir | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Options that need the Downward API: env entries with $(VAR) expansion, unless agent.config sets them. */}}

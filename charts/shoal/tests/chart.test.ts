@@ -28,6 +28,7 @@ const ALL_ON = {
 const ALL_OFF = {
   agent: {
     configure: { enabled: false, restoreOnStop: false },
+    containerd: { enabled: false },
     metricsService: { enabled: false },
     serviceAccount: { create: false },
     priorityClassName: "",
@@ -173,6 +174,38 @@ describe("helm chart charts/shoal", () => {
     const dataVolume = (pod.volumes as { name: string; hostPath?: { path: string } }[]).find((v) => v.name === "data");
     assert.equal(dataVolume?.hostPath?.path, "/var/lib/shoal/data");
     assert.deepEqual(container(ds, "data-dir", true).command, ["chown", "-R", "65532:65532", "/var/lib/shoal/data"]);
+  });
+
+  it("containerd's content store: socket directory and content directory mounted read-only, the socket's group, the flags; off, none of it", async () => {
+    type Volume = { name: string; hostPath?: { path: string; type?: string } };
+    type Mount = { name: string; mountPath: string; readOnly?: boolean };
+    const on = only(await render({}), "DaemonSet");
+    const mounts = (container(on, "agent") as { volumeMounts?: Mount[] }).volumeMounts ?? [];
+    const volumes = podSpec(on).volumes as Volume[];
+    assert.deepEqual(mounts.find((m) => m.name === "containerd-socket"), { name: "containerd-socket", mountPath: "/run/containerd", readOnly: true });
+    assert.deepEqual(mounts.find((m) => m.name === "containerd-content"), { name: "containerd-content", mountPath: "/var/lib/containerd/io.containerd.content.v1.content", readOnly: true });
+    assert.equal(volumes.find((v) => v.name === "containerd-socket")?.hostPath?.path, "/run/containerd");
+    assert.deepEqual(at(on, "spec", "template", "spec", "securityContext", "supplementalGroups"), [0]);
+    const config = only(await render({}), "ConfigMap", "-agent").data as Record<string, string>;
+    assert.equal(config.SHOAL_CONTAINERD_CONTENT, "true");
+    assert.equal(config.SHOAL_CONTAINERD_ADDRESS, "/run/containerd/containerd.sock");
+    assert.equal(config.SHOAL_CONTAINERD_NAMESPACE, "k8s.io");
+    assert.equal(config.SHOAL_CONTAINERD_CONTENT_DIR, "/var/lib/containerd/io.containerd.content.v1.content");
+
+    const k3s = await render({ agent: { containerd: { socket: "/run/k3s/containerd/containerd.sock", contentDir: "" } } });
+    const k3sMounts = (container(only(k3s, "DaemonSet"), "agent") as { volumeMounts?: Mount[] }).volumeMounts ?? [];
+    assert.equal(k3sMounts.find((m) => m.name === "containerd-socket")?.mountPath, "/run/k3s/containerd");
+    assert.equal(k3sMounts.find((m) => m.name === "containerd-content"), undefined, "no content directory: reads go through the socket");
+    assert.equal((only(k3s, "ConfigMap", "-agent").data as Record<string, string>).SHOAL_CONTAINERD_CONTENT_DIR, undefined);
+
+    const offObjects = await render({ agent: { containerd: { enabled: false } } });
+    const off = only(offObjects, "DaemonSet");
+    assert.equal(((container(off, "agent") as { volumeMounts?: Mount[] }).volumeMounts ?? []).some((m) => m.name.startsWith("containerd-")), false);
+    assert.equal((podSpec(off).volumes as Volume[]).some((v) => v.name.startsWith("containerd-")), false);
+    assert.equal(at(off, "spec", "template", "spec", "securityContext", "supplementalGroups"), undefined);
+    const offConfig = only(offObjects, "ConfigMap", "-agent").data as Record<string, string>;
+    assert.equal(offConfig.SHOAL_CONTAINERD_CONTENT, "false");
+    assert.equal(offConfig.SHOAL_CONTAINERD_ADDRESS, undefined);
   });
 
   it("agents dial the tracker Service, which selects only controller pods and routes to Ready ones (the leader)", async () => {
