@@ -80,7 +80,7 @@ describe("agents serve from containerd's content store (one copy per node)", { s
         extraArgs: ["--upload-rate", "200MB"],
       });
       const hostsDir = join(work, `hosts-${name}`);
-      await writeHostsToml(hostsDir, originHost(), { server: origin.url, mirrors: [{ url: agent.mirrorUrl }] });
+      await writeHostsToml(hostsDir, originHost(), { server: origin.url, mirror: agent.mirrorUrl });
       nodes.push({ name, containerd, agent, hostsDir });
     }
   });

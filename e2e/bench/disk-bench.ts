@@ -60,7 +60,7 @@ async function runArm(work: string, origin: DockerRegistry, refs: readonly strin
       ...(containerdContent ? { containerd: { socket: containerd.address, namespace: "k8s.io", contentDir: containerd.contentDir } } : {}),
     });
     const hostsDir = join(work, `hosts-${String(containerdContent)}`);
-    await writeHostsToml(hostsDir, origin.host, { server: origin.url, mirrors: [{ url: agent.mirrorUrl }] });
+    await writeHostsToml(hostsDir, origin.host, { server: origin.url, mirror: agent.mirrorUrl });
     for (const ref of refs) {
       process.stderr.write(`  pull ${ref}\n`);
       await containerd.pull(ref, { hostsDir, plainHttp: true });
