@@ -1,5 +1,4 @@
 import type { Logger } from "pino";
-import { KubernetesController } from "../../pkg/controller/index.js";
 import { ControllerMetrics, MetricsServer } from "../../pkg/metrics/index.js";
 import { type Membership, MemoryTracker, OpenMembership, StaticMembership, TrackerServer } from "../../pkg/tracker/index.js";
 import { VERSION } from "../shoal/version.js";
@@ -57,6 +56,7 @@ export async function startController(options: ControllerOptions, logger: Logger
 
 /** --membership kubernetes: informers, Lease election and Events; only the leader serves and is Ready. */
 async function startKubernetesController(options: ControllerOptions, logger: Logger, metrics: ControllerMetrics, settings: KubernetesSettings): Promise<RunningController> {
+  const { KubernetesController } = await import("../../pkg/controller/index.js");
   const controller = await KubernetesController.start({
     kubeConfig: settings.kubeConfig,
     namespace: settings.namespace,

@@ -1,7 +1,7 @@
 import { pino } from "pino";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import { startController } from "./controller.js";
-import { type KubernetesSettings, resolveKubernetesSettings } from "./kubernetes-settings.js";
+import type { KubernetesSettings } from "./kubernetes-settings.js";
 import { controllerOptionSpecs, validateControllerOptions } from "./options.js";
 
 const SUMMARY =
@@ -19,7 +19,8 @@ export async function controllerMain(argv: readonly string[], env: NodeJS.Proces
     }
     if (parsed.positionals.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     validateControllerOptions(parsed.options);
-    if (parsed.options.membership === "kubernetes") kubernetes = resolveKubernetesSettings(parsed.options, env);
+    // The Kubernetes client (tens of MB of heap) is loaded only for --membership kubernetes.
+    if (parsed.options.membership === "kubernetes") kubernetes = (await import("./kubernetes-settings.js")).resolveKubernetesSettings(parsed.options, env);
   } catch (error) {
     console.error(`shoal controller: ${error instanceof Error ? error.message : String(error)}`);
     return 2;
