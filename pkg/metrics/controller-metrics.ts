@@ -39,7 +39,7 @@ export class ControllerMetrics {
   });
   readonly requestsRejected = new Counter({
     name: "shoal_tracker_requests_rejected_total",
-    help: "Tracker requests rejected, by reason (invalid, conflict, not_registered).",
+    help: "Tracker requests rejected, by reason (invalid, conflict, not_registered, exhausted).",
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });

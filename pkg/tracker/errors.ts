@@ -3,7 +3,9 @@ export type TrackerErrorCode =
   | "ERR_TRACKER_NOT_REGISTERED"
   | "ERR_TRACKER_PERMISSION_DENIED"
   | "ERR_TRACKER_INVALID_ARGUMENT"
-  | "ERR_TRACKER_CLOSED";
+  | "ERR_TRACKER_CLOSED"
+  /** An agent over its budget (blobs announced, piece-hash bytes it brought in): its session is ended. */
+  | "ERR_TRACKER_RESOURCE_EXHAUSTED";
 
 export class TrackerError extends Error {
   override readonly name = "TrackerError";

@@ -5,7 +5,8 @@ import type { Counter, Gauge } from "prom-client";
 import { ControllerMetrics } from "../metrics/index.js";
 import { isTrackerError } from "./errors.js";
 import { StaticMembership } from "./membership.js";
-import { MemoryTracker, type SessionCloseReason } from "./memory-tracker.js";
+import { MAX_BLOBS_PER_AGENT, MAX_HASH_BYTES_PER_AGENT, MemoryTracker, type SessionCloseReason } from "./memory-tracker.js";
+import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { bitmapOf, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
 
 const digest = testDigest("blob");
@@ -200,5 +201,37 @@ describe("MemoryTracker", () => {
     assert.equal(tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.1.1.1" }).size, 0);
     assert.throws(() => tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
     assert.deepEqual(tracker.snapshot().agents.map((a) => a.identity.agentId), ["by-address", "by-name"]);
+  });
+
+  it("caps the blobs one agent may announce; re-announcing a held blob is never refused", async () => {
+    const { tracker, metrics } = setup();
+    const greedy = tracker.register(testIdentity("greedy"));
+    for (let i = 0; i < MAX_BLOBS_PER_AGENT; i++) greedy.announce({ digest: testDigest(`b${i}`), size: 1, pieceSize: 1, complete: true });
+    assert.throws(() => greedy.announce({ digest: testDigest("one-more"), size: 1, pieceSize: 1, complete: true }), code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
+    greedy.announce({ digest: testDigest("b0"), size: 1, pieceSize: 1, complete: true });
+    greedy.withdraw(testDigest("b1"));
+    greedy.announce({ digest: testDigest("one-more"), size: 1, pieceSize: 1, complete: true });
+    tracker.register(testIdentity("asker"));
+    assert.deepEqual(tracker.lookup("asker", testDigest("one-more"), false).holders.map((h) => h.agentId), ["greedy"]);
+    assert.equal(await value(metrics.requestsRejected, { reason: "exhausted" }), 1);
+  });
+
+  it("caps the piece-hash storage an agent brings in as first announcer, and gives it back when the record goes", () => {
+    const { tracker } = setup();
+    const big = { size: MAX_PIECES_PER_BLOB, pieceSize: 1, complete: true };
+    const perBlob = Math.floor(MAX_HASH_BYTES_PER_AGENT / (MAX_PIECES_PER_BLOB * 32));
+    const a = tracker.register(testIdentity("a"));
+    const b = tracker.register(testIdentity("b"));
+    for (let i = 0; i < perBlob; i++) a.announce({ digest: testDigest(`big${i}`), ...big });
+    assert.throws(() => a.announce({ digest: testDigest("big-extra"), ...big }), code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
+    // Joining a record another agent created costs nothing: b may hold the same blobs and a new one.
+    for (let i = 0; i < perBlob; i++) b.announce({ digest: testDigest(`big${i}`), ...big });
+    b.announce({ digest: testDigest("big-extra"), ...big });
+    // a withdraws one it created but b still holds: the record stays, and so does a's charge for it.
+    a.withdraw(testDigest("big0"));
+    assert.throws(() => a.announce({ digest: testDigest("big-other"), ...big }), code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
+    // Once b lets go as well, the record is gone and a's budget is back.
+    b.withdraw(testDigest("big0"));
+    a.announce({ digest: testDigest("big-other"), ...big });
   });
 });

@@ -90,6 +90,14 @@ export interface TrackerSnapshot {
   readonly grants: readonly { readonly digest: Digest; readonly agentId: string; readonly grantedAtMs: number; readonly progressAtMs: number }[];
 }
 
+/**
+ * What one agent may make the tracker hold: blobs it announces at once, and bytes of piece-hash storage
+ * it brings in (as the first announcer of a blob, the tracker allocates 32 bytes per piece). Far above
+ * an honest node (a few hundred blobs, a few MB of hashes), far below what would exhaust the controller.
+ */
+export const MAX_BLOBS_PER_AGENT = 50_000;
+export const MAX_HASH_BYTES_PER_AGENT = 64 * 1024 * 1024;
+
 interface AgentRecord {
   /** As the membership identified it; updateZone() may change the zone. */
   identity: AgentIdentity;
@@ -98,6 +106,8 @@ interface AgentRecord {
   readonly onCommand: ((command: AgentCommand) => void) | undefined;
   activeUploads: number;
   readonly blobs: Set<Digest>;
+  /** Piece-hash bytes allocated for blobs this agent announced first (its budget, MAX_HASH_BYTES_PER_AGENT). */
+  hashBytes: number;
 }
 
 interface BlobRecord {
@@ -116,6 +126,8 @@ interface BlobRecord {
   readonly holders: HolderIndex;
   /** The one Holding object every complete holder of this blob shares. */
   readonly completeHolding: Holding;
+  /** The agent whose announce created the record: its hash storage counts against that agent's budget. */
+  readonly creator: string;
 }
 
 interface Grant {
@@ -178,7 +190,7 @@ export class MemoryTracker {
     const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
     const token = {};
-    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, onCommand: options.onCommand, activeUploads: 0, blobs: new Set() });
+    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, onCommand: options.onCommand, activeUploads: 0, blobs: new Set(), hashBytes: 0 });
     let onNode = this.agentsByNode.get(recorded.nodeName);
     if (onNode === undefined) {
       onNode = new Set();
@@ -207,10 +219,18 @@ export class MemoryTracker {
         );
       }
       // The agent corrects its own earlier announcement; nobody else relies on the old geometry.
-      this.blobs.delete(a.digest);
+      this.deleteBlob(a.digest, blob);
       blob = undefined;
     }
+    if (!agent.blobs.has(a.digest) && agent.blobs.size >= MAX_BLOBS_PER_AGENT) {
+      throw this.exhausted(agentId, `agent ${agentId} already announced ${agent.blobs.size} blobs (at most ${MAX_BLOBS_PER_AGENT})`);
+    }
     if (blob === undefined) {
+      const hashBytes = a.pieceCount * PIECE_HASH_BYTES;
+      if (agent.hashBytes + hashBytes > MAX_HASH_BYTES_PER_AGENT) {
+        throw this.exhausted(agentId, `agent ${agentId} would bring in ${agent.hashBytes + hashBytes} bytes of piece hashes (at most ${MAX_HASH_BYTES_PER_AGENT})`);
+      }
+      agent.hashBytes += hashBytes;
       blob = {
         size: a.size,
         pieceSize: a.pieceSize,
@@ -221,6 +241,7 @@ export class MemoryTracker {
         knownHashes: 0,
         holders: new HolderIndex(),
         completeHolding: { complete: true, bitmap: undefined, heldPieces: a.pieceCount },
+        creator: agentId,
       };
       this.blobs.set(a.digest, blob);
       this.metrics?.blobs.set(this.blobs.size);
@@ -458,10 +479,21 @@ export class MemoryTracker {
     const wasComplete = blob.holders.get(agent.identity.agentId)?.complete === true;
     blob.holders.delete(agent.identity.agentId);
     if (wasComplete && this.agents.get(agent.identity.agentId) === agent) this.emit({ type: "holding", agentId: agent.identity.agentId, digest, complete: false });
-    if (blob.holders.size === 0) {
-      this.blobs.delete(digest);
-      this.metrics?.blobs.set(this.blobs.size);
-    }
+    if (blob.holders.size === 0) this.deleteBlob(digest, blob);
+  }
+
+  /** Drops a blob record and gives its hash storage back to the agent whose announce created it. */
+  private deleteBlob(digest: Digest, blob: BlobRecord): void {
+    this.blobs.delete(digest);
+    this.metrics?.blobs.set(this.blobs.size);
+    const creator = this.agents.get(blob.creator);
+    if (creator !== undefined) creator.hashBytes = Math.max(0, creator.hashBytes - blob.pieceCount * PIECE_HASH_BYTES);
+  }
+
+  private exhausted(agentId: string, message: string): TrackerError {
+    this.metrics?.requestsRejected.inc({ reason: "exhausted" });
+    this.logger.warn({ agentId }, message);
+    return new TrackerError("ERR_TRACKER_RESOURCE_EXHAUSTED", message);
   }
 
   private agent(agentId: string): AgentRecord {

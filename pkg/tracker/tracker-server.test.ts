@@ -5,7 +5,8 @@ import { pino } from "pino";
 import { type LookupResponse, type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
 import { ControllerMetrics } from "../metrics/index.js";
 import { StaticMembership } from "./membership.js";
-import { MemoryTracker } from "./memory-tracker.js";
+import { MAX_HASH_BYTES_PER_AGENT, MemoryTracker } from "./memory-tracker.js";
+import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { TrackerServer } from "./tracker-server.js";
 import { eventually, testDigest, testIdentity } from "./testing/helpers.js";
 import { announceRequest, registerRequest } from "./wire.js";
@@ -131,6 +132,15 @@ describe("TrackerServer input validation", () => {
     assert.equal((await lookup(client, "a", digest)).holders.length, 0, "b's conflicting announce was not recorded");
     a.cancel();
     b.cancel();
+  });
+
+  it("ends the session of an agent over its hash budget with RESOURCE_EXHAUSTED", async () => {
+    const greedy = await registered("greedy");
+    const big = { size: MAX_PIECES_PER_BLOB, pieceSize: 1, complete: true };
+    for (let i = 0; i <= MAX_HASH_BYTES_PER_AGENT / (MAX_PIECES_PER_BLOB * 32); i++) greedy.write(announceRequest({ digest: testDigest(`big${i}`), ...big }));
+    const ended = await greedy.ended;
+    assert.equal(ended.code, status.RESOURCE_EXHAUSTED);
+    assert.match(ended.details, /piece hashes/);
   });
 
   it("answers lookups of unregistered agents with FAILED_PRECONDITION and bad input with INVALID_ARGUMENT", async () => {

@@ -302,6 +302,7 @@ export class TrackerServer {
         ERR_TRACKER_PERMISSION_DENIED: status.PERMISSION_DENIED,
         ERR_TRACKER_UNAVAILABLE: status.UNAVAILABLE,
         ERR_TRACKER_CLOSED: status.UNAVAILABLE,
+        ERR_TRACKER_RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
       }[error.code];
       return { code, details: error.message };
     }
