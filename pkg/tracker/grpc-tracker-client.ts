@@ -9,7 +9,7 @@ import { type PrefetchChannel, type PrefetchHandler, type PrefetchReport, valida
 import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
 import {
-  announceRequest,
+  announceRequests,
   commandFromWire,
   heartbeatRequest,
   lookupResultFromWire,
@@ -340,7 +340,11 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     for (const digest of this.dirty) {
       this.dirty.delete(digest);
       const announcement = this.inventory.get(digest);
-      if (call.write(announcement === undefined ? withdrawRequest(digest) : announceRequest(announcement))) continue;
+      const requests = announcement === undefined ? [withdrawRequest(digest)] : announceRequests(announcement);
+      // Every message of one announcement goes out together (the stream buffers past its mark).
+      let flowing = true;
+      for (const request of requests) flowing = call.write(request);
+      if (flowing) continue;
       awaitDrain();
       return;
     }

@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
+import { memoryUsage } from "node:process";
 import { describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { pino } from "pino";
 import type { Counter, Gauge } from "prom-client";
 import { ControllerMetrics } from "../metrics/index.js";
 import { isTrackerError } from "./errors.js";
 import { StaticMembership } from "./membership.js";
-import { MAX_BLOBS_PER_AGENT, MAX_HASH_BYTES_PER_AGENT, MemoryTracker, type SessionCloseReason } from "./memory-tracker.js";
+import { HOLDER_COST_BYTES, MEMORY_BUDGET_PER_AGENT_BYTES, MemoryTracker, PIECE_COST_BYTES, RECORD_COST_BYTES, type SessionCloseReason } from "./memory-tracker.js";
 import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { bitmapOf, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
 
@@ -203,12 +206,15 @@ describe("MemoryTracker", () => {
     assert.deepEqual(tracker.snapshot().agents.map((a) => a.identity.agentId), ["by-address", "by-name"]);
   });
 
-  it("caps the blobs one agent may announce; re-announcing a held blob is never refused", async () => {
+  it("charges each agent for the memory it makes the tracker hold and ends it over budget; re-announcing costs nothing", async () => {
     const { tracker, metrics } = setup();
     const greedy = tracker.register(testIdentity("greedy"));
-    for (let i = 0; i < MAX_BLOBS_PER_AGENT; i++) greedy.announce({ digest: testDigest(`b${i}`), size: 1, pieceSize: 1, complete: true });
-    assert.throws(() => greedy.announce({ digest: testDigest("one-more"), size: 1, pieceSize: 1, complete: true }), code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
-    greedy.announce({ digest: testDigest("b0"), size: 1, pieceSize: 1, complete: true });
+    const fit = Math.floor(MEMORY_BUDGET_PER_AGENT_BYTES / (HOLDER_COST_BYTES + RECORD_COST_BYTES + PIECE_COST_BYTES));
+    for (let i = 0; i < fit; i++) greedy.announce({ digest: testDigest(`b${i}`), size: 1, pieceSize: 1, complete: true });
+    assert.throws(() => {
+      greedy.announce({ digest: testDigest("one-more"), size: 1, pieceSize: 1, complete: true });
+    }, code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
+    greedy.announce({ digest: testDigest("b0"), size: 1, pieceSize: 1, complete: false, bitmap: new Uint8Array(1) });
     greedy.withdraw(testDigest("b1"));
     greedy.announce({ digest: testDigest("one-more"), size: 1, pieceSize: 1, complete: true });
     tracker.register(testIdentity("asker"));
@@ -216,22 +222,57 @@ describe("MemoryTracker", () => {
     assert.equal(await value(metrics.requestsRejected, { reason: "exhausted" }), 1);
   });
 
-  it("caps the piece-hash storage an agent brings in as first announcer, and gives it back when the record goes", () => {
+  it("charges a record with its piece hashes to the agent that created it, until the record goes", () => {
     const { tracker } = setup();
     const big = { size: MAX_PIECES_PER_BLOB, pieceSize: 1, complete: true };
-    const perBlob = Math.floor(MAX_HASH_BYTES_PER_AGENT / (MAX_PIECES_PER_BLOB * 32));
+    const fit = Math.floor(MEMORY_BUDGET_PER_AGENT_BYTES / (HOLDER_COST_BYTES + RECORD_COST_BYTES + MAX_PIECES_PER_BLOB * PIECE_COST_BYTES));
     const a = tracker.register(testIdentity("a"));
     const b = tracker.register(testIdentity("b"));
-    for (let i = 0; i < perBlob; i++) a.announce({ digest: testDigest(`big${i}`), ...big });
-    assert.throws(() => a.announce({ digest: testDigest("big-extra"), ...big }), code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
-    // Joining a record another agent created costs nothing: b may hold the same blobs and a new one.
-    for (let i = 0; i < perBlob; i++) b.announce({ digest: testDigest(`big${i}`), ...big });
+    for (let i = 0; i < fit; i++) a.announce({ digest: testDigest(`big${i}`), ...big });
+    assert.throws(() => {
+      a.announce({ digest: testDigest("big-extra"), ...big });
+    }, code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
+    // Joining records another agent created costs b only its holder entries.
+    for (let i = 0; i < fit; i++) b.announce({ digest: testDigest(`big${i}`), ...big });
     b.announce({ digest: testDigest("big-extra"), ...big });
     // a withdraws one it created but b still holds: the record stays, and so does a's charge for it.
     a.withdraw(testDigest("big0"));
-    assert.throws(() => a.announce({ digest: testDigest("big-other"), ...big }), code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
+    assert.throws(() => {
+      a.announce({ digest: testDigest("big-other"), ...big });
+    }, code("ERR_TRACKER_RESOURCE_EXHAUSTED"));
     // Once b lets go as well, the record is gone and a's budget is back.
     b.withdraw(testDigest("big0"));
     a.announce({ digest: testDigest("big-other"), ...big });
+  });
+
+  it("one session over its budget has grown the tracker's heap by less than 64 MiB, whatever it announced", () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const hashes = (n: number) => Array.from({ length: n }, (_, index) => ({ index, sha256: pieceHash(index) }));
+    for (const pieces of [1, 2048, MAX_PIECES_PER_BLOB]) {
+      const { tracker } = setup();
+      tracker.register(testIdentity("asker"));
+      const rogue = tracker.register(testIdentity("rogue"));
+      const pieceHashes = hashes(pieces);
+      gc();
+      const before = memoryUsage();
+      let announced = 0;
+      for (;;) {
+        const digest = testDigest(`${pieces}-${announced}`);
+        try {
+          rogue.announce({ digest, size: pieces, pieceSize: 1, complete: true, pieceHashes });
+        } catch (error: unknown) {
+          assert.ok(code("ERR_TRACKER_RESOURCE_EXHAUSTED")(error));
+          break;
+        }
+        tracker.lookup("asker", digest, false); // lookups build the shared hash list
+        announced++;
+      }
+      gc();
+      const after = memoryUsage();
+      const grownMiB = (after.heapUsed + after.external - before.heapUsed - before.external) / 2 ** 20;
+      assert.ok(announced > 0 && grownMiB < 64, `${announced} blobs of ${pieces} pieces grew the heap by ${grownMiB.toFixed(1)} MiB`);
+      assert.equal(tracker.snapshot().blobs.length, announced);
+    }
   });
 });

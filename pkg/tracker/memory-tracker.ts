@@ -91,12 +91,21 @@ export interface TrackerSnapshot {
 }
 
 /**
- * What one agent may make the tracker hold: blobs it announces at once, and bytes of piece-hash storage
- * it brings in (as the first announcer of a blob, the tracker allocates 32 bytes per piece). Far above
- * an honest node (a few hundred blobs, a few MB of hashes), far below what would exhaust the controller.
+ * What one agent may make the tracker hold, in bytes of controller memory: every blob it announces costs
+ * a holder entry; a blob record it creates as the first announcer costs the record and its packed piece
+ * hashes. The costs are heap figures of these structures measured on Node 24, rounded up. 32 MiB is far
+ * above an honest node (a few thousand blobs; 21,000 small blobs or 800,000 pieces created first) and
+ * bounds what one misbehaving session makes the tracker hold (npm run bench:tracker-budget).
  */
-export const MAX_BLOBS_PER_AGENT = 50_000;
-export const MAX_HASH_BYTES_PER_AGENT = 64 * 1024 * 1024;
+export const MEMORY_BUDGET_PER_AGENT_BYTES = 32 * 1024 * 1024;
+export const HOLDER_COST_BYTES = 256;
+export const RECORD_COST_BYTES = 1_280;
+export const PIECE_COST_BYTES = 40;
+/**
+ * Pieces of the hash lists lookups answer with, cached for all blobs together (a list costs ~130 bytes
+ * a piece, its wire form as much again): enough for every blob a cluster pulls at once.
+ */
+const ANSWER_CACHE_PIECES = 131_072;
 
 interface AgentRecord {
   /** As the membership identified it; updateZone() may change the zone. */
@@ -106,8 +115,8 @@ interface AgentRecord {
   readonly onCommand: ((command: AgentCommand) => void) | undefined;
   activeUploads: number;
   readonly blobs: Set<Digest>;
-  /** Piece-hash bytes allocated for blobs this agent announced first (its budget, MAX_HASH_BYTES_PER_AGENT). */
-  hashBytes: number;
+  /** Controller memory charged to this agent (MEMORY_BUDGET_PER_AGENT_BYTES): its holder entries and the records it created. */
+  chargedBytes: number;
 }
 
 interface BlobRecord {
@@ -115,19 +124,18 @@ interface BlobRecord {
   readonly pieceSize: number;
   readonly pieceCount: number;
   /**
-   * Index-aligned; the first hash announced for a piece wins. Each is a view of `hashBytes`: an
-   * announced hash is a view of its whole received message, which it would otherwise keep alive.
+   * The piece hashes, packed (32 bytes at index * 32), and which of them are known: the first hash
+   * announced for a piece wins. Packed, a piece costs 32 bytes and a bit; the per-piece views lookups
+   * answer with live only in the tracker's bounded cache of hash lists.
    */
-  readonly hashes: (Uint8Array | undefined)[];
   readonly hashBytes: Uint8Array;
-  /** What lookups answer with, shared by all of them until a new hash arrives (callers only read it). */
-  answered: readonly (Uint8Array | undefined)[] | undefined;
+  readonly knownBits: Uint8Array;
   knownHashes: number;
   readonly holders: HolderIndex;
   /** The one Holding object every complete holder of this blob shares. */
   readonly completeHolding: Holding;
-  /** The agent whose announce created the record: its hash storage counts against that agent's budget. */
-  readonly creator: string;
+  /** The session whose announce created the record: the record's memory is charged to it. */
+  readonly creator: AgentRecord;
 }
 
 interface Grant {
@@ -156,6 +164,9 @@ export class MemoryTracker {
   private readonly random: () => number;
   private readonly blobs = new Map<Digest, BlobRecord>();
   private readonly grants = new Map<Digest, Grant>();
+  /** Hash lists lookups answer with, least recently used first; see answer(). */
+  private readonly answers = new Map<BlobRecord, readonly (Uint8Array | undefined)[]>();
+  private answeredPieces = 0;
   /** Grants released by a disconnect: who held them and when, so the next grant can count as a move. */
   private readonly released = new Map<Digest, { readonly agentId: string; readonly atMs: number }>();
   /** Tag → digest as agents resolved them upstream: pulls by tag still resolve while an upstream is down. */
@@ -190,7 +201,7 @@ export class MemoryTracker {
     const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
     const token = {};
-    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, onCommand: options.onCommand, activeUploads: 0, blobs: new Set(), hashBytes: 0 });
+    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, onCommand: options.onCommand, activeUploads: 0, blobs: new Set(), chargedBytes: 0 });
     let onNode = this.agentsByNode.get(recorded.nodeName);
     if (onNode === undefined) {
       onNode = new Set();
@@ -222,40 +233,41 @@ export class MemoryTracker {
       this.deleteBlob(a.digest, blob);
       blob = undefined;
     }
-    if (!agent.blobs.has(a.digest) && agent.blobs.size >= MAX_BLOBS_PER_AGENT) {
-      throw this.exhausted(agentId, `agent ${agentId} already announced ${agent.blobs.size} blobs (at most ${MAX_BLOBS_PER_AGENT})`);
+    const cost = (agent.blobs.has(a.digest) ? 0 : HOLDER_COST_BYTES) + (blob === undefined ? recordCost(a.pieceCount) : 0);
+    if (agent.chargedBytes + cost > MEMORY_BUDGET_PER_AGENT_BYTES) {
+      throw this.exhausted(
+        agentId,
+        `agent ${agentId} is over its tracker memory budget: ${agent.blobs.size} blobs announced, ${agent.chargedBytes} + ${cost} bytes ` +
+          `charged (at most ${MEMORY_BUDGET_PER_AGENT_BYTES})`,
+      );
     }
+    agent.chargedBytes += cost;
     if (blob === undefined) {
-      const hashBytes = a.pieceCount * PIECE_HASH_BYTES;
-      if (agent.hashBytes + hashBytes > MAX_HASH_BYTES_PER_AGENT) {
-        throw this.exhausted(agentId, `agent ${agentId} would bring in ${agent.hashBytes + hashBytes} bytes of piece hashes (at most ${MAX_HASH_BYTES_PER_AGENT})`);
-      }
-      agent.hashBytes += hashBytes;
       blob = {
         size: a.size,
         pieceSize: a.pieceSize,
         pieceCount: a.pieceCount,
-        hashes: new Array<Uint8Array | undefined>(a.pieceCount),
+        knownBits: new Uint8Array(Math.ceil(a.pieceCount / 8)),
         hashBytes: new Uint8Array(a.pieceCount * PIECE_HASH_BYTES),
-        answered: undefined,
         knownHashes: 0,
         holders: new HolderIndex(),
         completeHolding: { complete: true, bitmap: undefined, heldPieces: a.pieceCount },
-        creator: agentId,
+        creator: agent,
       };
       this.blobs.set(a.digest, blob);
       this.metrics?.blobs.set(this.blobs.size);
     }
     let conflicts = 0;
     for (const { index, sha256 } of a.pieceHashes) {
-      const known = blob.hashes[index];
-      if (known === undefined) {
-        const stored = blob.hashBytes.subarray(index * PIECE_HASH_BYTES, (index + 1) * PIECE_HASH_BYTES);
-        stored.set(sha256);
-        blob.hashes[index] = stored;
-        blob.answered = undefined;
+      const bit = 1 << (index & 7);
+      const byte = index >> 3;
+      const offset = index * PIECE_HASH_BYTES;
+      if (((blob.knownBits[byte] ?? 0) & bit) === 0) {
+        blob.hashBytes.set(sha256, offset);
+        blob.knownBits[byte] = (blob.knownBits[byte] ?? 0) | bit;
         blob.knownHashes++;
-      } else if (!equalBytes(known, sha256)) conflicts++;
+        this.forgetAnswer(blob);
+      } else if (!equalBytes(blob.hashBytes.subarray(offset, offset + PIECE_HASH_BYTES), sha256)) conflicts++;
     }
     if (conflicts > 0) {
       this.metrics?.pieceHashConflicts.inc(conflicts);
@@ -382,7 +394,7 @@ export class MemoryTracker {
       size: blob?.size ?? 0,
       pieceSize: blob?.pieceSize ?? 0,
       holders,
-      pieceHashes: blob === undefined ? [] : (blob.answered ??= Array.from(blob.hashes)),
+      pieceHashes: blob === undefined ? [] : this.answer(blob),
       origin: { granted, granteeAgentId: this.grants.get(digest)?.agentId },
       askerZone: asker.identity.zone,
     };
@@ -473,7 +485,7 @@ export class MemoryTracker {
   }
 
   private forget(agent: AgentRecord, digest: Digest): void {
-    agent.blobs.delete(digest);
+    if (agent.blobs.delete(digest)) agent.chargedBytes -= HOLDER_COST_BYTES;
     const blob = this.blobs.get(digest);
     if (blob === undefined) return;
     const wasComplete = blob.holders.get(agent.identity.agentId)?.complete === true;
@@ -485,9 +497,40 @@ export class MemoryTracker {
   /** Drops a blob record and gives its hash storage back to the agent whose announce created it. */
   private deleteBlob(digest: Digest, blob: BlobRecord): void {
     this.blobs.delete(digest);
+    this.forgetAnswer(blob);
     this.metrics?.blobs.set(this.blobs.size);
-    const creator = this.agents.get(blob.creator);
-    if (creator !== undefined) creator.hashBytes = Math.max(0, creator.hashBytes - blob.pieceCount * PIECE_HASH_BYTES);
+    blob.creator.chargedBytes -= recordCost(blob.pieceCount);
+  }
+
+  /**
+   * The hash list lookups of `blob` answer with: one shared list (callers only read it) per blob looked
+   * up recently, at most ANSWER_CACHE_PIECES pieces for all blobs together, least recently used first out.
+   */
+  private answer(blob: BlobRecord): readonly (Uint8Array | undefined)[] {
+    let list = this.answers.get(blob);
+    if (list !== undefined) {
+      this.answers.delete(blob);
+      this.answers.set(blob, list);
+      return list;
+    }
+    list = Array.from({ length: blob.pieceCount }, (_, i) =>
+      ((blob.knownBits[i >> 3] ?? 0) & (1 << (i & 7))) === 0 ? undefined : blob.hashBytes.subarray(i * PIECE_HASH_BYTES, (i + 1) * PIECE_HASH_BYTES),
+    );
+    this.answers.set(blob, list);
+    this.answeredPieces += list.length;
+    for (const [cached, cachedList] of this.answers) {
+      if (this.answeredPieces <= ANSWER_CACHE_PIECES || cached === blob) break;
+      this.answers.delete(cached);
+      this.answeredPieces -= cachedList.length;
+    }
+    return list;
+  }
+
+  private forgetAnswer(blob: BlobRecord): void {
+    const list = this.answers.get(blob);
+    if (list === undefined) return;
+    this.answers.delete(blob);
+    this.answeredPieces -= list.length;
   }
 
   private exhausted(agentId: string, message: string): TrackerError {
@@ -572,4 +615,9 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** What a blob record of `pieceCount` pieces costs the tracker, charged to the agent that created it. */
+function recordCost(pieceCount: number): number {
+  return RECORD_COST_BYTES + pieceCount * PIECE_COST_BYTES;
 }

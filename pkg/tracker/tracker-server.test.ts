@@ -5,7 +5,7 @@ import { pino } from "pino";
 import { type LookupResponse, type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
 import { ControllerMetrics } from "../metrics/index.js";
 import { StaticMembership } from "./membership.js";
-import { MAX_HASH_BYTES_PER_AGENT, MemoryTracker } from "./memory-tracker.js";
+import { MEMORY_BUDGET_PER_AGENT_BYTES, MemoryTracker, PIECE_COST_BYTES } from "./memory-tracker.js";
 import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { TrackerServer } from "./tracker-server.js";
 import { eventually, testDigest, testIdentity } from "./testing/helpers.js";
@@ -134,13 +134,13 @@ describe("TrackerServer input validation", () => {
     b.cancel();
   });
 
-  it("ends the session of an agent over its hash budget with RESOURCE_EXHAUSTED", async () => {
+  it("ends the session of an agent over its memory budget with RESOURCE_EXHAUSTED", async () => {
     const greedy = await registered("greedy");
     const big = { size: MAX_PIECES_PER_BLOB, pieceSize: 1, complete: true };
-    for (let i = 0; i <= MAX_HASH_BYTES_PER_AGENT / (MAX_PIECES_PER_BLOB * 32); i++) greedy.write(announceRequest({ digest: testDigest(`big${i}`), ...big }));
+    for (let i = 0; i <= MEMORY_BUDGET_PER_AGENT_BYTES / (MAX_PIECES_PER_BLOB * PIECE_COST_BYTES); i++) greedy.write(announceRequest({ digest: testDigest(`big${i}`), ...big }));
     const ended = await greedy.ended;
     assert.equal(ended.code, status.RESOURCE_EXHAUSTED);
-    assert.match(ended.details, /piece hashes/);
+    assert.match(ended.details, /over its tracker memory budget/);
   });
 
   it("answers lookups of unregistered agents with FAILED_PRECONDITION and bad input with INVALID_ARGUMENT", async () => {

@@ -15,7 +15,16 @@ import { type Membership, hostOfPeer } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
 import { validateAgentId, validateAnnouncement, validateDigest, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
 import { validatePrefetchReport } from "./prefetch.js";
-import { announcementFromWire, commandResponse, identityFromWire, lookupResponse, prefetchReportFromWire, tagRecordFromWire, tagRecordToWire } from "./wire.js";
+import {
+  MAX_SESSION_MESSAGE_BYTES,
+  announcementFromWire,
+  commandResponse,
+  identityFromWire,
+  lookupResponse,
+  prefetchReportFromWire,
+  tagRecordFromWire,
+  tagRecordToWire,
+} from "./wire.js";
 
 /** The server pings an idle connection this often, so a dead agent's session ends within ~15 s. */
 export const SERVER_KEEPALIVE_TIME_MS = 10_000;
@@ -72,6 +81,7 @@ export class TrackerServer {
       // Channelz (grpc-js's introspection, which nothing here reads) tracks every call: at thousands of
       // lookups a second that bookkeeping is measurable.
       "grpc.enable_channelz": 0,
+      "grpc.max_receive_message_length": MAX_SESSION_MESSAGE_BYTES,
     });
     const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
     const port = await new Promise<number>((resolve, reject) => {

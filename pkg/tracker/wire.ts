@@ -34,6 +34,29 @@ export function announceRequest(announcement: BlobAnnouncement): SessionRequest 
   return { kind: { $case: "announce", value } };
 }
 
+/**
+ * Piece hashes per announce message on the wire: a blob with more pieces (over 32 GiB) is announced in
+ * several messages with the same state, so no session message comes near MAX_SESSION_MESSAGE_BYTES.
+ */
+export const MAX_HASHES_PER_MESSAGE = 2048;
+/**
+ * The tracker's limit on one message from an agent (2048 hashes are ~90 KB; the largest bitmap is 8 KiB).
+ * Decoded messages wait in a session's queue, so this bounds what one session can make the tracker
+ * buffer before its budget is checked; a larger message ends the session with RESOURCE_EXHAUSTED.
+ */
+export const MAX_SESSION_MESSAGE_BYTES = 256 * 1024;
+
+/** announceRequest, split into messages of at most MAX_HASHES_PER_MESSAGE piece hashes each. */
+export function announceRequests(announcement: BlobAnnouncement): SessionRequest[] {
+  const hashes = announcement.pieceHashes ?? [];
+  if (hashes.length <= MAX_HASHES_PER_MESSAGE) return [announceRequest(announcement)];
+  const requests: SessionRequest[] = [];
+  for (let start = 0; start < hashes.length; start += MAX_HASHES_PER_MESSAGE) {
+    requests.push(announceRequest({ ...announcement, pieceHashes: hashes.slice(start, start + MAX_HASHES_PER_MESSAGE) }));
+  }
+  return requests;
+}
+
 export function withdrawRequest(digest: Digest): SessionRequest {
   return { kind: { $case: "withdraw", value: { digest } } };
 }
