@@ -45,7 +45,7 @@ export function sequence(...items: readonly Uint8Array[]): Buffer {
 
 /** A SET OF with its elements sorted by their encodings, as DER requires. */
 export function setOf(...items: readonly Buffer[]): Buffer {
-  return tlv(TAG.SET, Buffer.concat([...items].sort(Buffer.compare)));
+  return tlv(TAG.SET, Buffer.concat([...items].sort((a, b) => Buffer.compare(a, b))));
 }
 
 /** A non-negative INTEGER from a number, bigint or unsigned big-endian bytes (minimal encoding). */

@@ -39,7 +39,7 @@ export function parseIdentityUri(uri: string): Omit<WorkloadIdentity, "ips"> | u
   const [, role, name, namespace, pod] = match;
   if (role === undefined || name === undefined || !NAME.test(name)) return undefined;
   if (namespace !== undefined && pod !== undefined && !(NAME.test(namespace) && NAME.test(pod))) return undefined;
-  return { role: role as WorkloadRole, name, pod: namespace === undefined || pod === undefined ? undefined : { namespace, name: pod } };
+  return { role: role as WorkloadRole, name, ...(namespace === undefined || pod === undefined ? {} : { pod: { namespace, name: pod } }) };
 }
 
 /**

@@ -92,7 +92,7 @@ describe("certificates and requests", () => {
 
   it("identity URIs: formatted, parsed, and anything else refused", () => {
     assert.equal(identityUri({ role: "controller", name: "controller-0" }), "shoal://controller/controller-0");
-    assert.deepEqual(parseIdentityUri("shoal://agent/node-1"), { role: "agent", name: "node-1", pod: undefined });
+    assert.deepEqual(parseIdentityUri("shoal://agent/node-1"), { role: "agent", name: "node-1" });
     for (const bad of ["spiffe://agent/node-1", "shoal://root/x", "shoal://agent/", "shoal://agent/a/b", "shoal://agent/n%2F1"]) assert.equal(parseIdentityUri(bad), undefined, bad);
     assert.throws(() => identityUri({ role: "agent", name: "a/b" }), (e) => isIdentityError(e, "ERR_IDENTITY_CONFIG"));
   });
