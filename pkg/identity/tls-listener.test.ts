@@ -173,7 +173,9 @@ describe("TlsListener in front of node:http2 (how the peer server uses it)", () 
         let text = "";
         request.setEncoding("utf8");
         request.on("data", (chunk: string) => (text += chunk));
-        request.on("end", () => resolve(text));
+        request.on("end", () => {
+          resolve(text);
+        });
         request.on("error", reject);
       });
       session.close();
