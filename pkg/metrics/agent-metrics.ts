@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { registerBuildInfo } from "./build-info.js";
+import { IdentityMetrics } from "./identity-metrics.js";
 
 /** Where the bytes handed to a client came from. */
 export type ServeSource = "local" | "peer" | "origin";
@@ -181,6 +182,9 @@ export class AgentMetrics {
     buckets: LATENCY_BUCKETS_SECONDS,
     registers: [this.registry],
   });
+
+  /** This agent's certificate and the peer port's refused connections. */
+  readonly identity = new IdentityMetrics(this.registry, { listeners: ["peer"] });
 
   private storeUsage: (() => StoreUsageSnapshot) | undefined;
   private readonly sourceZones = new Set<string>();

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { registerBuildInfo } from "./build-info.js";
+import { IdentityMetrics } from "./identity-metrics.js";
 
 /** Every metric the controller (tracker) exports. */
 export class ControllerMetrics {
@@ -73,6 +74,9 @@ export class ControllerMetrics {
     labelNames: ["resource", "reason"] as const,
     registers: [this.registry],
   });
+
+  /** The controller's certificate, its listeners' refused connections, and its certificate issuer. */
+  readonly identity = new IdentityMetrics(this.registry, { listeners: ["tracker", "issuer"], issuer: true });
 
   constructor(options: { version: string; collectDefaults?: boolean }) {
     registerBuildInfo(this.registry, options.version);

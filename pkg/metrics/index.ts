@@ -2,3 +2,4 @@ export * from "./agent-metrics.js";
 export * from "./controller-metrics.js";
 export * from "./metrics-server.js";
 export * from "./proc-stats.js";
+export * from "./identity-metrics.js";

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import type { IdentitySource } from "../identity/index.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { BlobFetcher } from "../registry/blob-fetcher.js";
 import type { BlobStore } from "../store/index.js";
@@ -40,6 +41,11 @@ export interface AgentSwarmOptions {
   /** Tests: wraps the store the peer server reads from (e.g. to corrupt what this node serves). */
   readonly servedStore?: ((store: BlobStore) => BlobStore) | undefined;
   readonly closeGraceMs?: number | undefined;
+  /**
+   * This agent's certificate (issued or from files): the peer server and client then speak mutual TLS
+   * with agents of the same trust bundle only. Plain HTTP/2 without (local development).
+   */
+  readonly identity?: IdentitySource | undefined;
 }
 
 /**
@@ -76,6 +82,7 @@ export class AgentSwarm {
         metrics,
         logger: logger.child({ component: "peer-server" }),
         closeGraceMs: options.closeGraceMs,
+        identity: options.identity,
       });
       closers.unshift(() => peerServer.close());
       const port = Number(peerServer.address.split(":").at(-1));
@@ -92,7 +99,7 @@ export class AgentSwarm {
         clearInterval(loadTimer);
         return Promise.resolve();
       });
-      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics });
+      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics, identity: options.identity });
       closers.unshift(() => {
         peerClient.close();
         return Promise.resolve();
