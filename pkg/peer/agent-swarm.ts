@@ -45,7 +45,7 @@ export interface AgentSwarmOptions {
    * This agent's certificate (issued or from files): the peer server and client then speak mutual TLS
    * with agents of the same trust bundle only. Plain HTTP/2 without (local development).
    */
-  readonly identity?: IdentitySource | undefined;
+  readonly tls?: IdentitySource | undefined;
 }
 
 /**
@@ -82,7 +82,7 @@ export class AgentSwarm {
         metrics,
         logger: logger.child({ component: "peer-server" }),
         closeGraceMs: options.closeGraceMs,
-        identity: options.identity,
+        tls: options.tls,
       });
       closers.unshift(() => peerServer.close());
       const port = Number(peerServer.address.split(":").at(-1));
@@ -99,7 +99,7 @@ export class AgentSwarm {
         clearInterval(loadTimer);
         return Promise.resolve();
       });
-      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics, identity: options.identity });
+      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics, tls: options.tls });
       closers.unshift(() => {
         peerClient.close();
         return Promise.resolve();

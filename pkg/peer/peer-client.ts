@@ -53,7 +53,7 @@ export interface PeerClientOptions {
    * This agent's certificate: peers are reached over mutual TLS and must present an agent certificate
    * naming the address dialed. Plain HTTP/2 without (local development).
    */
-  readonly identity?: IdentitySource | undefined;
+  readonly tls?: IdentitySource | undefined;
 }
 
 /** What a peer holds of a blob (Stat). */
@@ -91,7 +91,7 @@ export class PeerClient implements PieceSource {
   private closed = false;
 
   constructor(private readonly options: PeerClientOptions) {
-    const identity = options.identity;
+    const identity = options.tls;
     const streamWindowBytes = options.streamWindowBytes ?? STREAM_WINDOW_BYTES;
     this.pool = new SessionPool({
       streamWindowBytes,

@@ -58,7 +58,7 @@ export interface PeerServerOptions {
    * This agent's certificate: the port then speaks mutual TLS and serves only clients presenting an
    * agent certificate of the trust bundle (others fail the handshake). Plain HTTP/2 without (local development).
    */
-  readonly identity?: IdentitySource | undefined;
+  readonly tls?: IdentitySource | undefined;
 }
 
 /**
@@ -108,12 +108,12 @@ export class PeerServer {
     });
     const host = formatHost(options.host);
     let port: number;
-    if (options.identity !== undefined) {
+    if (options.tls !== undefined) {
       const { metrics } = options;
       peer.listener = await TlsListener.start({
         host: options.host,
         port: options.port,
-        identity: options.identity,
+        identity: options.tls,
         clientCertificates: "require",
         authorize: (client) => (client.role === "agent" ? true : `only agents fetch pieces, not a ${client.role}`),
         onConnection: (socket) => server.emit("connection", socket),
@@ -139,7 +139,7 @@ export class PeerServer {
       peer.logger.error({ err: error }, "peer server error");
     });
     peer.boundAddress = `${host}:${port}`;
-    peer.logger.info({ address: peer.boundAddress, tls: options.identity !== undefined, uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0, maxConcurrentUploads: peer.maxUploads }, "peer server listening");
+    peer.logger.info({ address: peer.boundAddress, tls: options.tls !== undefined, uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0, maxConcurrentUploads: peer.maxUploads }, "peer server listening");
     return peer;
   }
 

@@ -44,7 +44,7 @@ describe("peer port with mutual TLS", () => {
     const store = await fixture.store();
     digest = await putBlob(store, blob);
     // A slow upload, so a call lasts long enough to rotate certificates in the middle of it.
-    server = await fixture.server({ store, identity: serverIdentity, metrics, uploadBytesPerSecond: 4 * MiB });
+    server = await fixture.server({ store, tls: serverIdentity, metrics, uploadBytesPerSecond: 4 * MiB });
   });
   after(async () => {
     await fixture.close();
@@ -56,7 +56,7 @@ describe("peer port with mutual TLS", () => {
   }
 
   it("an agent of the cluster's CA reads pieces", async () => {
-    const client = fixture.client({ identity: new StaticIdentity(pki.agent("node-client")) });
+    const client = fixture.client({ tls: new StaticIdentity(pki.agent("node-client")) });
     const pieces = await collect(client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [3, 0], waitMs: 0 }, AbortSignal.timeout(20_000)));
     assert.deepEqual(pieces.map((p) => p.index), [3, 0]);
     assert.ok(pieces[0]?.data.equals(pieceOf(blob, MiB, 3)));
@@ -105,24 +105,24 @@ describe("peer port with mutual TLS", () => {
   });
 
   it("the PeerClient refuses a peer of another CA, and one whose certificate names another address", async () => {
-    const client = fixture.client({ identity: new StaticIdentity(foreign.agent("node-x")) });
+    const client = fixture.client({ tls: new StaticIdentity(foreign.agent("node-x")) });
     await assert.rejects(client.stat(server.address, digest, AbortSignal.timeout(5_000)), (e) => isPeerError(e, "ERR_PEER_UNAVAILABLE"));
     // The server's certificate names 127.0.0.1; as 127.0.0.1 is what we dial that is fine, but a
     // certificate naming another IP is not.
     const store = await fixture.store();
-    const misnamed = await fixture.server({ store, identity: new StaticIdentity(pki.agent("node-y", "10.9.9.9")) });
-    const honest = fixture.client({ identity: new StaticIdentity(pki.agent("node-client")) });
+    const misnamed = await fixture.server({ store, tls: new StaticIdentity(pki.agent("node-y", "10.9.9.9")) });
+    const honest = fixture.client({ tls: new StaticIdentity(pki.agent("node-client")) });
     await assert.rejects(honest.stat(misnamed.address, digest, AbortSignal.timeout(5_000)), /names 10\.9\.9\.9, not 127\.0\.0\.1/);
   });
 
   it("no certificate yet: calls fail fast as unavailable, so the swarm goes elsewhere", async () => {
-    const client = fixture.client({ identity: new StaticIdentity(undefined) });
+    const client = fixture.client({ tls: new StaticIdentity(undefined) });
     await assert.rejects(client.stat(server.address, digest, AbortSignal.timeout(5_000)), /holds no certificate yet/);
   });
 
   it("rotating both certificates mid-transfer drops nothing; the next call connects with the new certificate", async () => {
     const clientIdentity = new StaticIdentity(pki.agent("node-client"));
-    const client = fixture.client({ identity: clientIdentity });
+    const client = fixture.client({ tls: clientIdentity });
     const reading = collect(client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [0, 1, 2, 3], waitMs: 0 }, AbortSignal.timeout(30_000)));
     // Once pieces are streaming, rotate both sides.
     while (server.activeUploads === 0) await new Promise((r) => setTimeout(r, 5));
@@ -158,7 +158,7 @@ describe("swarm with mutual TLS end to end", () => {
     const tracker = new MemoryTracker({ logger: pino({ level: "silent" }), grantStallTimeoutMs: 1_000 });
     for (let i = 0; i < 4; i++) {
       const host = `127.0.0.${41 + i}`;
-      nodes.push(await SwarmNode.start({ name: `node-${i}`, host, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, identity: new StaticIdentity(pki.agent(`node-${i}`, host)) }));
+      nodes.push(await SwarmNode.start({ name: `node-${i}`, host, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, tls: new StaticIdentity(pki.agent(`node-${i}`, host)) }));
     }
     const results = await Promise.all(nodes.map((n) => n.pull(origin.host, "tls/app", blob.digest)));
     for (const r of results) assert.equal(digestOf(r.bytes), blob.digest);
@@ -168,7 +168,7 @@ describe("swarm with mutual TLS end to end", () => {
 
     // An agent whose certificate comes from another CA: registered with the same tracker, it sees the
     // holders but no peer serves it, so it goes to the origin.
-    const stranger = await SwarmNode.start({ name: "stranger", host: "127.0.0.49", tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, identity: new StaticIdentity(TestPki.create("other").agent("stranger", "127.0.0.49")) });
+    const stranger = await SwarmNode.start({ name: "stranger", host: "127.0.0.49", tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, tls: new StaticIdentity(TestPki.create("other").agent("stranger", "127.0.0.49")) });
     nodes.push(stranger);
     const pulled = await stranger.pull(origin.host, "tls/app", blob.digest);
     assert.equal(digestOf(pulled.bytes), blob.digest);

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import type { WorkloadIdentity } from "../identity/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { TrackerError } from "./errors.js";
@@ -32,6 +33,13 @@ export interface RegisterOptions {
   readonly membership?: Membership;
   /** The host the session comes from (gRPC), handed to the membership. */
   readonly remoteAddress?: string;
+  /** What the agent's TLS certificate says it is (handed to the membership). */
+  readonly peer?: WorkloadIdentity;
+  /**
+   * The certificate's identity (its URI) the session is bound to: a session of another principal cannot
+   * take over this agent id, and lookups in its name must come from the same principal.
+   */
+  readonly principal?: string;
   /** Called once if the tracker ends the session itself: the agent re-registered elsewhere, or disconnect(agentId). */
   readonly onClose?: (reason: SessionCloseReason) => void;
 }
@@ -39,6 +47,9 @@ export interface RegisterOptions {
 export interface LookupAccess {
   readonly membership?: Membership;
   readonly remoteAddress?: string;
+  readonly peer?: WorkloadIdentity;
+  /** The caller's certificate identity; must be the one the agent's session is bound to. */
+  readonly principal?: string;
 }
 
 /** One registered session. Its methods throw ERR_TRACKER_CLOSED once the session is no longer current. */
@@ -69,6 +80,8 @@ interface AgentRecord {
   /** As the membership identified it; updateZone() may change the zone. */
   identity: AgentIdentity;
   readonly token: object;
+  /** The certificate identity the session is bound to (undefined without TLS). */
+  readonly principal: string | undefined;
   readonly onClose: ((reason: SessionCloseReason) => void) | undefined;
   activeUploads: number;
   readonly blobs: Set<Digest>;
@@ -133,16 +146,20 @@ export class MemoryTracker {
    */
   register(identity: AgentIdentity, options: RegisterOptions = {}): TrackerSession {
     const valid = this.guard(() => validateIdentity(identity));
-    const verdict = (options.membership ?? OPEN).admits(valid, options.remoteAddress);
+    let verdict = (options.membership ?? OPEN).admits(valid, options.remoteAddress, options.peer);
+    const holder = this.agents.get(valid.agentId);
+    if (verdict === true && holder !== undefined && holder.principal !== options.principal) {
+      verdict = `agent id ${valid.agentId} belongs to a session of another workload (${holder.principal ?? "without a certificate"})`;
+    }
     if (verdict !== true) {
       this.metrics?.sessionsRefused.inc();
-      this.logger.warn({ agentId: valid.agentId, nodeName: valid.nodeName, remoteAddress: options.remoteAddress, reason: verdict }, "session refused");
+      this.logger.warn({ agentId: valid.agentId, nodeName: valid.nodeName, remoteAddress: options.remoteAddress, principal: options.principal, reason: verdict }, "session refused");
       throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     }
     const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
     const token = {};
-    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, activeUploads: 0, blobs: new Set() });
+    this.agents.set(valid.agentId, { identity: recorded, token, principal: options.principal, onClose: options.onClose, activeUploads: 0, blobs: new Set() });
     this.metrics?.agents.set(this.agents.size);
     this.logger.info({ agentId: valid.agentId, nodeName: recorded.nodeName, zone: recorded.zone, peerAddress: recorded.peerAddress }, "agent registered");
     return new Session(this, recorded, token);
@@ -223,8 +240,7 @@ export class MemoryTracker {
   /** The newest digest published for a tag. Same access rules as lookup. */
   resolveTag(agentId: string, key: TagKey, access: LookupAccess = {}): TagRecord | undefined {
     const asker = this.agent(agentId);
-    const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
-    if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
+    this.checkAccess(asker, access);
     return this.tags.resolve(this.guard(() => validateTagKey(key)));
   }
 
@@ -254,8 +270,7 @@ export class MemoryTracker {
    */
   lookup(agentId: string, digest: Digest, wantOriginGrant: boolean, access: LookupAccess = {}, excluded: readonly string[] = []): LookupResult {
     const asker = this.agent(agentId);
-    const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
-    if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
+    this.checkAccess(asker, access);
     const blob = this.blobs.get(digest);
     const granted = wantOriginGrant && this.tryGrant(agentId, digest, blob, new Set(excluded));
     const candidates = [];
@@ -371,6 +386,15 @@ export class MemoryTracker {
     if (agent !== undefined) return agent;
     this.metrics?.requestsRejected.inc({ reason: "not_registered" });
     throw new TrackerError("ERR_TRACKER_NOT_REGISTERED", `agent ${JSON.stringify(agentId.slice(0, 128))} has no session with the tracker`);
+  }
+
+  /** Lookups in an agent's name: the membership still admits it, and the caller is the session's principal. */
+  private checkAccess(asker: AgentRecord, access: LookupAccess): void {
+    if (access.principal !== undefined && access.principal !== asker.principal) {
+      throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", `agent ${asker.identity.agentId} has a session of another workload than ${access.principal}`);
+    }
+    const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress, access.peer);
+    if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
   }
 
   /** Runs a validation, counting what it rejects. */

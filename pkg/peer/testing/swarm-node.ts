@@ -38,7 +38,7 @@ export interface SwarmNodeOptions {
   /** The agent does not know its zone (Kubernetes: no --zone); only the tracker does, and tells it in lookups. */
   readonly zoneFromTracker?: boolean;
   /** This agent's certificate: peers then talk mutual TLS. */
-  readonly identity?: IdentitySource;
+  readonly tls?: IdentitySource;
 }
 
 /** One agent in process: a memory store, the origin fetcher and the agent's peer-to-peer side (AgentSwarm). */
@@ -81,7 +81,7 @@ export class SwarmNode {
       zoneKnowledge: options.ignoreZone === true ? "none" : options.zoneFromTracker === true ? "tracker" : "self",
       servedStore: options.servedStore,
       closeGraceMs: 100,
-      identity: options.identity,
+      tls: options.tls,
     });
     return new SwarmNode(options.name, swarm.agentId, store, swarm.fetcher, metrics, swarm.peerServer, swarm.inventory, swarm.tracker, [
       () => swarm.close(),
