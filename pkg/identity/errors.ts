@@ -14,14 +14,20 @@ export type IdentityErrorCode =
   /** The caller's AbortSignal fired. */
   | "ERR_IDENTITY_ABORTED";
 
+/** Why the issuer refused a request; a bounded set (a metric label). */
+export type IssuanceRefusal = "token_invalid" | "pod_unknown" | "pod_mismatch" | "csr_invalid";
+
 export class IdentityError extends Error {
   override readonly name = "IdentityError";
+  /** With ERR_IDENTITY_REFUSED: why, for metrics and Events. */
+  readonly refusal: IssuanceRefusal | undefined;
   constructor(
     readonly code: IdentityErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; refusal?: IssuanceRefusal },
   ) {
     super(message, options);
+    this.refusal = options?.refusal;
   }
 }
 

@@ -7,3 +7,6 @@ export { TLS_MIN_VERSION, TLS_CIPHERS, secureContextOptions, clientTlsOptions, c
 export { TlsListener, type TlsListenerOptions, type RefusalReason, REFUSAL_REASONS, HANDSHAKE_TIMEOUT_MS } from "./tls-listener.js";
 export { CertificateManager, type CertificateManagerOptions, type CertificateIssuer, DEFAULT_RENEW_AT_FRACTION } from "./certificate-manager.js";
 export { FileIdentity, type FileIdentityOptions, DEFAULT_FILE_REFRESH_MS } from "./file-identity.js";
+export { IssuerServer, type IssuerServerOptions, type WorkloadAuthenticator } from "./issuer-server.js";
+export { GrpcCertificateIssuer, type GrpcCertificateIssuerOptions } from "./issuer-client.js";
+export { LocalIssuer } from "./local-issuer.js";

@@ -1,3 +1,5 @@
+import { pino } from "pino";
+import { CertificateManager, GrpcCertificateIssuer, type TlsMaterial } from "../../identity/index.js";
 import type { Digest } from "../../oci/index.js";
 import type { SwarmTuning } from "../../peer/swarm-download.js";
 import { SwarmNode } from "../../peer/testing/swarm-node.js";
@@ -16,17 +18,37 @@ export interface ClusterAgentOptions {
   readonly trackerAddress: string;
   readonly origin: { readonly host: string; readonly url: string };
   readonly tuning?: Partial<SwarmTuning>;
+  /** host:port of the certificate issuer (a ServiceForwarder endpoint for this pod IP). */
+  readonly issuerAddress: string;
+  /** The Pod's projected ServiceAccount token (read for every certificate request). */
+  readonly token: () => Promise<string>;
+  /** The CA bundle agents trust (the chart's CA ConfigMap). */
+  readonly trustBundlePem: string;
 }
 
 /**
- * One agent in process as it runs in a Pod: a SwarmNode whose peer server binds its pod IP and whose
- * tracker session goes through the Service over gRPC (reconnecting with short backoff).
+ * One agent in process as it runs in a Pod: it gets its certificate from the controller's issuer with
+ * its token (rotating it like `shoal agent`), its peer server binds its pod IP with mutual TLS, and its
+ * tracker session goes through the Service over gRPC with TLS (reconnecting with short backoff).
  */
 export class ClusterAgent {
-  private constructor(private readonly node: SwarmNode) {}
+  private constructor(
+    private readonly node: SwarmNode,
+    readonly certificate: CertificateManager,
+  ) {}
 
   static async start(options: ClusterAgentOptions): Promise<ClusterAgent> {
+    const certificate = new CertificateManager({
+      issuer: new GrpcCertificateIssuer({ address: options.issuerAddress, token: options.token, trustBundle: () => Promise.resolve(options.trustBundlePem) }),
+      role: "agent",
+      requestName: options.nodeName,
+      logger: pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ agent: options.name, component: "certificate" }),
+      retryInitialMs: 100,
+      retryMaxMs: 1_000,
+    });
+    certificate.start();
     const node = await SwarmNode.start({
+      tls: certificate,
       name: options.name,
       nodeName: options.nodeName,
       host: options.podIp,
@@ -34,11 +56,16 @@ export class ClusterAgent {
       // The scheduler ignores the claimed zone: these tests are about what the tracker makes of it.
       ignoreZone: true,
       tracker: (identity, logger) =>
-        new GrpcTrackerClient({ address: options.trackerAddress, identity, logger, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 }),
+        new GrpcTrackerClient({ address: options.trackerAddress, identity, logger, tls: certificate, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 }),
       origin: options.origin,
       ...(options.tuning === undefined ? {} : { tuning: options.tuning }),
     });
-    return new ClusterAgent(node);
+    return new ClusterAgent(node, certificate);
+  }
+
+  /** The certificate the agent holds now. */
+  get material(): TlsMaterial | undefined {
+    return this.certificate.current();
   }
 
   get agentId(): string {
@@ -56,5 +83,6 @@ export class ClusterAgent {
 
   async stop(): Promise<void> {
     await this.node.stop();
+    await this.certificate.close();
   }
 }
