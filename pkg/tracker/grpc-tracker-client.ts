@@ -31,8 +31,7 @@ export interface GrpcTrackerClientOptions {
   readonly credentials?: ChannelCredentials;
   /**
    * This agent's certificate: the tracker is reached over mutual TLS and must present a controller
-   * certificate of the trust bundle. Each new certificate starts a new session (re-announcing the
-   * inventory), so the tracker always knows the agent by a current certificate.
+   * certificate of the trust bundle. Each connection presents the certificate current when it is made.
    */
   readonly tls?: IdentitySource;
   readonly heartbeatIntervalMs?: number;
@@ -82,7 +81,7 @@ export class GrpcTrackerClient implements Tracker {
       ...(options.maxBackoffMs === undefined ? {} : { maxDelayMs: options.maxBackoffMs }),
     });
     this.unsubscribe = options.tls?.subscribe(() => {
-      this.renewSession();
+      this.onCertificate();
     });
     this.connect();
   }
@@ -271,23 +270,15 @@ export class GrpcTrackerClient implements Tracker {
   }
 
   /**
-   * A new certificate: a new session over a new connection presenting it. The tracker lets the new
-   * session supersede the old one (same agent id, same workload) and the whole inventory is sent again.
+   * A new certificate. A session is authenticated when it opens and stays bound to the same identity
+   * across rotations, so an open session is kept (re-registering would drop this agent's holdings and
+   * grants for a moment); the next connection presents the new certificate. Only an attempt waiting
+   * for a first certificate starts at once.
    */
-  private renewSession(): void {
-    if (this.state === "closed") return;
-    if (this.state === "backoff") {
-      // Waiting for a certificate or the tracker: try now.
-      clearTimeout(this.reconnectTimer);
-      this.connect();
-      return;
-    }
-    const old = this.call;
-    this.call = undefined;
-    clearInterval(this.heartbeatTimer);
-    this.logger.info({ address: this.options.address }, "new certificate: starting a new tracker session");
+  private onCertificate(): void {
+    if (this.state !== "backoff") return;
+    clearTimeout(this.reconnectTimer);
     this.connect();
-    old?.cancel();
   }
 
   private onRegistered(trackerId: string): void {

@@ -125,8 +125,10 @@ describe("tracker with mutual TLS", () => {
     assert.equal(await register(server.address, channel, { agentId: "c-1", nodeName: "node-c", peerAddress: "127.0.0.73:5052" }), "registered");
   });
 
-  it("a new certificate starts a new session; the inventory is announced again and the agent stays connected", async () => {
-    const tls = new StaticIdentity(pki.agent("node-d", "127.0.0.74"));
+  it("a rotation keeps the open session; a new connection presents the new certificate", async () => {
+    // The first certificate expires soon: a reconnect after that can only succeed with the new one.
+    const first = pki.agent("node-d", "127.0.0.74", { lifetimeMs: 2_000 });
+    const tls = new StaticIdentity(first);
     const d = agent("node-d", "127.0.0.74", tls);
     await d.whenConnected(AbortSignal.timeout(10_000));
     const digest = testDigest("tls-rotate");
@@ -134,12 +136,22 @@ describe("tracker with mutual TLS", () => {
     await eventually(() => {
       assert.ok(tracker.snapshot().blobs.some((b) => b.digest === digest));
     });
+    const sessionsBefore = tracker.snapshot().agents.length;
     tls.set(pki.agent("node-d", "127.0.0.74"));
+    assert.ok(d.connected, "the session stays");
+    // The tracker goes away and comes back on the same port: the agent reconnects with its new certificate.
+    const port = server.port;
+    await server.close();
+    await eventually(() => {
+      assert.equal(d.connected, false);
+    }, 5_000);
+    while (Date.now() <= first.notAfter.getTime()) await new Promise((r) => setTimeout(r, 50));
+    server = await TrackerServer.start({ host: "127.0.0.1", port, tracker, metrics, logger, tls: new StaticIdentity(pki.controller("controller-0")) });
     await d.whenConnected(AbortSignal.timeout(10_000));
     await eventually(() => {
-      assert.ok(d.connected);
       assert.ok(tracker.snapshot().blobs.some((b) => b.digest === digest && b.holders.some((h) => h.agentId === "node-d-id")));
     });
+    assert.equal(tracker.snapshot().agents.length, sessionsBefore);
   });
 });
 

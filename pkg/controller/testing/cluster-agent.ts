@@ -63,6 +63,11 @@ export class ClusterAgent {
     return new ClusterAgent(node, certificate);
   }
 
+  /** host:port of its peer server (mutual TLS). */
+  get peerAddress(): string {
+    return this.node.peerServer.address;
+  }
+
   /** The certificate the agent holds now. */
   get material(): TlsMaterial | undefined {
     return this.certificate.current();

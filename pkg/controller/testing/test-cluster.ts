@@ -38,6 +38,8 @@ export class TestCluster {
     readonly issuerForwarder: ServiceForwarder,
     readonly origin: FakeUpstream,
     readonly ca: CertificateAuthority,
+    /** The CA's key (PEM), as the Secret holds it. */
+    readonly caKeyPem: string,
   ) {}
 
   static async start(): Promise<TestCluster> {
@@ -55,7 +57,7 @@ export class TestCluster {
     // The chart's CA Secret, made the way helm's genCA would (a throwaway CA).
     const { ca, certificatePem, keyPem } = CertificateAuthority.createSelfSigned({ commonName: "shoal test CA", lifetimeMs: 24 * 3_600_000 });
     api.putSecret({ namespace: NAMESPACE, name: CA_SECRET, type: "kubernetes.io/tls", data: { "tls.crt": certificatePem, "tls.key": keyPem } });
-    ref.cluster = new TestCluster(api, forwarder, issuerForwarder, origin, ca);
+    ref.cluster = new TestCluster(api, forwarder, issuerForwarder, origin, ca, keyPem);
     return ref.cluster;
   }
 
