@@ -188,17 +188,17 @@ export function validateControllerOptions(options: ControllerOptions): void {
     throw new Error("--tls-cert, --tls-key and --tls-ca do not apply with --membership kubernetes: the controller issues its own certificate from --ca-secret");
   }
   if (options.membership !== "kubernetes" && options.tlsCa !== undefined && !tlsFiles) throw new Error("--tls-ca needs --tls-cert and --tls-key");
-  if (options.membership === "open" && !isLoopback(options.listen.host) && !options.allowOpenMembership) {
-    throw new Error(
-      `--membership open admits any agent, and --listen ${options.listen.host}:${options.listen.port} is not loopback: use --membership static or kubernetes, --listen 127.0.0.1:${options.listen.port} for local development, or --allow-open-membership`,
-    );
-  }
-  if (options.membership !== "kubernetes" && !tlsFiles && !isLoopback(options.listen.host) && !options.allowInsecure) {
-    throw new Error(`the tracker on ${options.listen.host}:${options.listen.port} would be plaintext: give --tls-cert, --tls-key and --tls-ca, listen on loopback, or --allow-insecure`);
-  }
   if (options.membership !== "kubernetes") {
     for (const [flag, value] of [["--kubeconfig", options.kubeconfig], ["--namespace", options.namespace], ["--identity", options.identity]] as const) {
       if (value !== undefined) throw new Error(`${flag} only applies with --membership kubernetes`);
+    }
+    if (options.membership === "open" && !isLoopback(options.listen.host) && !options.allowOpenMembership) {
+      throw new Error(
+        `--membership open admits any agent, and --listen ${options.listen.host}:${options.listen.port} is not loopback: use --membership static or kubernetes, --listen 127.0.0.1:${options.listen.port} for local development, or --allow-open-membership`,
+      );
+    }
+    if (!tlsFiles && !isLoopback(options.listen.host) && !options.allowInsecure) {
+      throw new Error(`the tracker on ${options.listen.host}:${options.listen.port} would be plaintext: give --tls-cert, --tls-key and --tls-ca, listen on loopback, or --allow-insecure`);
     }
     return;
   }
