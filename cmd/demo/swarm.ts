@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { DemoPki, tlsArgs } from "./demo-pki.js";
+import { ThrowawayPki, tlsArgs } from "../../pkg/identity/index.js";
 import { ShoalProcess } from "./shoal-process.js";
 
 /** Start-up of one process, generous for a loaded 2-core machine starting several at once. */
@@ -59,7 +59,7 @@ export class Swarm {
     try {
       await mkdir(options.logDir, { recursive: true });
       // Mutual TLS as in a cluster, with a CA made for this run.
-      const pki = await DemoPki.create(join(options.dataDir, "pki"));
+      const pki = await ThrowawayPki.create(join(options.dataDir, "pki"), "shoal demo CA (throwaway)");
       const controllerTls = await pki.issue({ role: "controller", name: "tracker", ips: ["127.0.0.1"] });
       const controller = await ShoalProcess.start({
         name: "tracker",

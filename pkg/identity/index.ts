@@ -10,3 +10,4 @@ export { FileIdentity, type FileIdentityOptions, DEFAULT_FILE_REFRESH_MS } from 
 export { IssuerServer, type IssuerServerOptions, type WorkloadAuthenticator } from "./issuer-server.js";
 export { GrpcCertificateIssuer, type GrpcCertificateIssuerOptions } from "./issuer-client.js";
 export { LocalIssuer } from "./local-issuer.js";
+export { ThrowawayPki, type CertificateFiles, tlsArgs } from "./throwaway-pki.js";
