@@ -86,6 +86,11 @@ export class ClusterAgent {
     return this.node.pull(registry, name, digest, signal);
   }
 
+  /** Deletes a blob from the agent's store (benchmarks keep memory bounded); it is withdrawn from the tracker. */
+  async forget(digest: Digest): Promise<void> {
+    await this.node.store.delete(digest);
+  }
+
   async stop(): Promise<void> {
     await this.node.stop();
     await this.certificate.close();
