@@ -201,6 +201,7 @@ async function main(argv: readonly string[]): Promise<number> {
       originBytesPerSecond,
       shoal: false,
       containerd: false,
+      tls: options.tls,
     });
     const ref = await cluster.pushImage(layout, "bench/app");
     await removeTempDir(work);

@@ -22,6 +22,8 @@ export interface DistributionBenchOptions {
   readonly svg: string | undefined;
   /** Per arm; undefined = derived from the client-server bound. */
   readonly timeoutSeconds: number | undefined;
+  /** Mutual TLS between the Shoal processes (certificates of a throwaway CA); false: plaintext. */
+  readonly tls: boolean;
   readonly help: boolean;
 }
 
@@ -40,6 +42,7 @@ per node) three ways: (a) direct from the origin, (b) through a central pull-thr
   --json FILE         write the result as JSON
   --svg FILE          write the chart (default: next to --json, .svg)
   --timeout SECONDS   per arm (default 3x the client-server bound + 120 s)
+  --tls BOOL          Shoal's gRPC over mutual TLS, as in a cluster (true, default) or plaintext (false)
   --help`;
 
 export class BenchUsageError extends Error {
@@ -94,6 +97,7 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
         json: { type: "string" },
         svg: { type: "string" },
         timeout: { type: "string" },
+        tls: { type: "string", default: "true" },
         help: { type: "boolean", default: false },
       },
     }));
@@ -123,6 +127,12 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
     json,
     svg,
     timeoutSeconds: timeout === undefined ? undefined : positive("timeout", timeout, 24 * 3600),
+    tls: tlsFlag(text("tls")),
     help: values.help === true,
   };
+}
+
+function tlsFlag(value: string): boolean {
+  if (value !== "true" && value !== "false") throw new BenchUsageError(`--tls must be true or false, got ${JSON.stringify(value)}`);
+  return value === "true";
 }
