@@ -160,7 +160,7 @@ describe("Kubernetes API double, driven by client-node", () => {
       const response = await fetch(`${api.url}${path}`, { method, headers: { authorization: `Bearer ${api.token}` } });
       return { status: response.status, body: (await response.json()) as { kind?: string; code?: number; reason?: string } };
     };
-    const unknown = await raw("GET", "/api/v1/secrets");
+    const unknown = await raw("GET", "/api/v1/configmaps");
     assert.deepEqual([unknown.status, unknown.body.kind, unknown.body.code, unknown.body.reason], [404, "Status", 404, "NotFound"]);
     const patch = await raw("PATCH", "/apis/coordination.k8s.io/v1/namespaces/shoal/leases/l1");
     assert.deepEqual([patch.status, patch.body.reason], [405, "MethodNotAllowed"]);
