@@ -1,10 +1,15 @@
 // The P2P data plane with real processes: Debian's docker-registry as the origin, `shoal controller`
 // as the tracker, six `shoal agent` processes on their own loopback addresses, pulling as containerd does.
+// Every gRPC channel is mutual TLS (certificate files from a throwaway CA, as on hosts without Kubernetes).
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
+import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
 import { pullImage } from "../pkg/client/index.js";
+import { PeerServiceClient } from "../pkg/gen/peer/v1/peer.js";
+import { TrackerServiceClient } from "../pkg/gen/tracker/v1/tracker.js";
+import { ThrowawayPki, tlsArgs } from "../pkg/identity/index.js";
 import { generateImageLayout, type GeneratedImageLayout } from "../pkg/imagegen/index.js";
 import { DockerRegistry } from "./support/docker-registry.js";
 import { makeTempDir, removeTempDir } from "./support/process.js";
@@ -26,6 +31,7 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
   let slow: ThrottleProxy;
   let controller: ShoalController | undefined;
   let agents: (ShoalAgent | undefined)[] = [];
+  let controllerTls: string[] = [];
   const images = new Map<string, GeneratedImageLayout>();
 
   async function image(tag: string): Promise<GeneratedImageLayout> {
@@ -54,16 +60,18 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
     work = await makeTempDir("e2e-swarm");
     origin = await DockerRegistry.start();
     slow = await ThrottleProxy.start({ host: "127.0.0.1", port: origin.port }, SLOW_ORIGIN_BYTES_PER_SECOND);
-    controller = await ShoalController.start();
+    const pki = await ThrowawayPki.create(join(work, "pki"));
+    controllerTls = tlsArgs(await pki.issue({ role: "controller", name: "tracker", ips: ["127.0.0.1"] }));
+    controller = await ShoalController.start({ extraArgs: controllerTls });
     const tracker = controller.trackerAddress;
     agents = await Promise.all(
-      Array.from({ length: AGENTS }, (_, i) =>
+      Array.from({ length: AGENTS }, async (_, i) =>
         ShoalAgent.start({
           host: `127.0.0.${11 + i}`,
           tracker,
           nodeName: `node-${i}`,
           upstreams: [`${origin.host}=${origin.url}`, `${slow.host}=${slow.url}`],
-          extraArgs: ["--upload-rate", UPLOAD_RATE],
+          extraArgs: ["--upload-rate", UPLOAD_RATE, ...tlsArgs(await pki.issue({ role: "agent", name: `node-${i}`, ips: [`127.0.0.${11 + i}`] }))],
         }),
       ),
     );
@@ -139,6 +147,34 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
     }
   });
 
+  it("a stranger gets nothing: plaintext and certificate-less probes of the peer ports and the tracker fail", async () => {
+    const agent = live()[0];
+    assert.ok(agent?.peerAddress !== undefined && controller !== undefined);
+    const layout = images.get("cold");
+    assert.ok(layout);
+    const digest = layout.images[0]?.layers[0]?.descriptor.digest;
+    assert.ok(digest !== undefined);
+    for (const channel of [credentials.createInsecure(), credentials.createSsl()]) {
+      const peer = new PeerServiceClient(agent.peerAddress, channel);
+      const code = await new Promise<number>((resolve) => {
+        peer.stat({ digest }, new Metadata(), { deadline: Date.now() + 5_000 }, (error: ServiceError | null) => {
+          resolve(error?.code ?? status.OK);
+        });
+      });
+      peer.close();
+      assert.equal(code, status.UNAVAILABLE, "no Stat answer without a certificate");
+      const tracker = new TrackerServiceClient(controller.trackerAddress, channel);
+      const lookup = await new Promise<number>((resolve) => {
+        tracker.lookup({ agentId: "stranger", digest, wantOriginGrant: false, excludedAgentIds: [] }, new Metadata(), { deadline: Date.now() + 5_000 }, (error: ServiceError | null) => {
+          resolve(error?.code ?? status.OK);
+        });
+      });
+      tracker.close();
+      assert.equal(lookup, status.UNAVAILABLE, "no Lookup answer without a certificate");
+    }
+    assert.ok((await agent.metric("shoal_tls_handshakes_refused_total")) >= 1, "the agent counted the refused handshakes");
+  });
+
   it("tracker down: pulls still succeed from the origin; tracker restarted: state rebuilt from re-announces", async () => {
     const layout = await image("no-tracker");
     assert.ok(controller);
@@ -148,7 +184,7 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
     const [a, b, c] = live();
     assert.ok(a && b && c);
     for (const d of await Promise.all([pull(a, "no-tracker"), pull(b, "no-tracker")])) assert.equal(d, layout.root.digest);
-    controller = await ShoalController.start({ port });
+    controller = await ShoalController.start({ port, extraArgs: controllerTls });
     // Agents reconnect with backoff (at most 10 s) and re-announce everything they hold.
     for (let i = 0; i < 150; i++) {
       const connected = await Promise.all(live().map((x) => x.metric("shoal_tracker_connected")));

@@ -1,5 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import type { Logger } from "pino";
+import { CertificateManager, GrpcCertificateIssuer, type IdentitySource } from "../../pkg/identity/index.js";
 import { AgentMetrics, MetricsServer } from "../../pkg/metrics/index.js";
 import { AgentSwarm } from "../../pkg/peer/index.js";
 import type { BlobFetcher, ClusterTags, ManifestPeers } from "../../pkg/registry/index.js";
@@ -9,11 +11,14 @@ import { readConfigureReport } from "../../pkg/runtime/index.js";
 import { DiskBlobStore, DiskTagStore } from "../../pkg/store/index.js";
 import { VERSION } from "../shoal/version.js";
 import { servedStore } from "./containerd.js";
+import { openFileIdentity } from "../shoal/tls-options.js";
 import { type AgentOptions, upstreamMap } from "./options.js";
 import { startPrefetch } from "./prefetch.js";
 
 /** The configure report is a small local file; a hung filesystem must not hold up the start. */
 const REPORT_READ_TIMEOUT_MS = 5_000;
+/** The token and the CA bundle are small local files (projected volumes). */
+const IDENTITY_FILE_TIMEOUT_MS = 5_000;
 
 export interface RunningAgent {
   readonly mirrorUrl: string;
@@ -63,6 +68,9 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     let peerAddress: string | undefined;
     if (options.tracker !== undefined) {
       const trackerAddress = `${hostForUrl(options.tracker.host)}:${options.tracker.port}`;
+      const tls = await agentIdentity(options, metrics, logger);
+      if (tls !== undefined) cleanups.unshift(tls.close);
+      else logger.warn({ tracker: trackerAddress }, "plaintext peer and tracker gRPC: any local process can fetch pieces (local development only)");
       const swarm = await AgentSwarm.start({
         store: blobs,
         origin: originFetcher,
@@ -75,6 +83,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
             address: trackerAddress,
             identity,
             logger: logger.child({ component: "tracker-client" }),
+            ...(tls === undefined ? {} : { tls: tls.source }),
             onConnectionChange: (connected) => {
               metrics.trackerConnected.set(connected ? 1 : 0);
             },
@@ -83,6 +92,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
         maxConcurrentUploads: options.maxUploads,
         metrics,
         logger,
+        tls: tls?.source,
       });
       cleanups.unshift(() => swarm.close());
       peerAddress = swarm.peerAddress;
@@ -131,6 +141,43 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     for (const cleanup of cleanups) await cleanup().catch(() => undefined);
     throw error;
   }
+}
+
+/**
+ * This agent's certificate: issued by the controller for its ServiceAccount token and renewed in the
+ * background (the swarm starts at once and uses peers once the first certificate is there), or read
+ * from files; undefined for plaintext.
+ */
+async function agentIdentity(options: AgentOptions, metrics: AgentMetrics, logger: Logger): Promise<{ source: IdentitySource; close: () => Promise<void> } | undefined> {
+  const { tlsCert, tlsKey, tlsCa, identityIssuer } = options;
+  if (identityIssuer !== undefined && tlsCa !== undefined) {
+    const read = (file: string) => () => readFile(file, { encoding: "utf8", signal: AbortSignal.timeout(IDENTITY_FILE_TIMEOUT_MS) });
+    const manager = new CertificateManager({
+      issuer: new GrpcCertificateIssuer({ address: `${hostForUrl(identityIssuer.host)}:${identityIssuer.port}`, token: read(options.identityToken), trustBundle: read(tlsCa) }),
+      role: "agent",
+      requestName: options.nodeName ?? hostname(),
+      logger: logger.child({ component: "certificate" }),
+      onIssued: (material) => {
+        metrics.identity.certificateObtained(material.notAfter);
+      },
+      onFailure: () => {
+        metrics.identity.rotationFailures.inc();
+      },
+    });
+    manager.start();
+    return { source: manager, close: () => manager.close() };
+  }
+  if (tlsCert !== undefined && tlsKey !== undefined && tlsCa !== undefined) {
+    const files = await openFileIdentity({ tlsCert, tlsKey, tlsCa }, metrics.identity, logger);
+    return {
+      source: files,
+      close: () => {
+        files.close();
+        return Promise.resolve();
+      },
+    };
+  }
+  return undefined;
 }
 
 function hostForUrl(address: string): string {

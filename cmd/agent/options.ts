@@ -1,5 +1,6 @@
 import { type OptionSpecs, type ParsedOptions, parseBoolean, parseBytes, parseDuration, parseFraction, parseHostPort, parseInteger } from "../../pkg/config/index.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
+import { isLoopback, tlsFileOptionSpecs, validateTlsFiles } from "../shoal/tls-options.js";
 import { parseRegistryHost } from "../../pkg/oci/index.js";
 import { defaultUpstreamUrl } from "../../pkg/registry/index.js";
 
@@ -202,6 +203,21 @@ export const agentOptionSpecs = {
     parse: parseBytes,
     default: "128MiB",
   },
+  identityIssuer: {
+    name: "identity-issuer",
+    description: "The controller's certificate issuer, HOST:PORT: this agent trades its projected ServiceAccount token (--identity-token) for a certificate, renewed before it expires; --tls-ca is the CA bundle the controller must chain to.",
+    parse: parseHostPort,
+  },
+  identityToken: {
+    name: "identity-token",
+    description: "With --identity-issuer: the projected ServiceAccount token file (audience-bound; read again for every request).",
+    parse: (raw: string) => {
+      if (raw.trim() === "") throw new Error("expected a file path");
+      return raw;
+    },
+    default: "/var/run/secrets/shoal/token",
+  },
+  ...tlsFileOptionSpecs,
   ...commonOptionSpecs,
 } as const satisfies OptionSpecs;
 
@@ -216,6 +232,19 @@ export type AgentOptions = ParsedOptions<typeof agentOptionSpecs>;
 export function validateAgentOptions(options: AgentOptions): void {
   if (options.tracker !== undefined && options.peerAdvertiseAddr === undefined && ["0.0.0.0", "::"].includes(options.peerAddr.host)) {
     throw new Error("--peer-addr listens on all interfaces: set --peer-advertise-addr to the address other agents reach this one at");
+  }
+  const tlsFiles = validateTlsFiles(options);
+  if (options.identityIssuer !== undefined) {
+    if (tlsFiles) throw new Error("--identity-issuer and --tls-cert/--tls-key are two ways to get a certificate: use one");
+    if (options.tlsCa === undefined) throw new Error("--identity-issuer needs --tls-ca: the CA bundle the controller's certificate must chain to");
+  } else if (options.tlsCa !== undefined && !tlsFiles) {
+    throw new Error("--tls-ca needs --tls-cert and --tls-key, or --identity-issuer");
+  }
+  if (options.tracker !== undefined && options.identityIssuer === undefined && !tlsFiles && !options.allowInsecure) {
+    const exposed = [options.tracker.host, options.peerAddr.host, ...(options.peerAdvertiseAddr === undefined ? [] : [options.peerAdvertiseAddr.host])].filter((host) => !isLoopback(host));
+    if (exposed.length > 0) {
+      throw new Error(`peer and tracker gRPC would be plaintext on ${exposed.join(", ")}: set --identity-issuer (Kubernetes) or --tls-cert/--tls-key/--tls-ca, use loopback addresses, or --allow-insecure`);
+    }
   }
   if (options.storeLowWatermark >= options.storeHighWatermark) {
     throw new Error(`--store-low-watermark (${options.storeLowWatermark}) must be below --store-high-watermark (${options.storeHighWatermark})`);

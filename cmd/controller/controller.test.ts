@@ -9,6 +9,7 @@ import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
+import { CertificateAuthority } from "../../pkg/identity/index.js";
 import { KubeApiDouble, rbacRequestKinds } from "../../pkg/k8s/testing/index.js";
 import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 import { eventually, testIdentity } from "../../pkg/tracker/testing/helpers.js";
@@ -28,11 +29,12 @@ function parse(argv: string[], env: Record<string, string> = {}): ControllerOpti
 
 describe("controller options", () => {
   it("has defaults and reads SHOAL_* variables, flags winning", () => {
-    const defaults = parse([]);
+    const defaults = parse(["--allow-open-membership", "--allow-insecure"]);
     assert.deepEqual(defaults.listen, { host: "0.0.0.0", port: 7070 });
     assert.equal(defaults.membership, "open");
+    assert.deepEqual([defaults.caSecret, defaults.issuerListen, defaults.certLifetime, defaults.tokenAudience], ["shoal-ca", { host: "0.0.0.0", port: 7071 }, 86_400_000, "shoal"]);
     assert.equal(defaults.grantStallTimeout, 10_000);
-    const fromEnv = parse(["--grant-stall-timeout", "3s"], { SHOAL_MEMBERSHIP: "static", SHOAL_ALLOWED_PEERS: "10.0.0.1, node-a,[fd00::1]", SHOAL_GRANT_STALL_TIMEOUT: "1m" });
+    const fromEnv = parse(["--grant-stall-timeout", "3s"], { SHOAL_MEMBERSHIP: "static", SHOAL_ALLOWED_PEERS: "10.0.0.1, node-a,[fd00::1]", SHOAL_GRANT_STALL_TIMEOUT: "1m", SHOAL_ALLOW_INSECURE: "true" });
     assert.deepEqual(fromEnv.allowedPeers, ["10.0.0.1", "node-a", "[fd00::1]"]);
     assert.equal(fromEnv.grantStallTimeout, 3_000);
   });
@@ -44,6 +46,16 @@ describe("controller options", () => {
     assert.throws(() => parse(["--membership", "static", "--allowed-peers", "bad peer"]), /--allowed-peers/);
     assert.throws(() => parse(["--grant-stall-timeout", "0s"]), /--grant-stall-timeout/);
     assert.throws(() => parse(["--listen", "nowhere"]), /--listen/);
+  });
+
+  it("refuses open membership and plaintext outside loopback unless forced, and incomplete certificate flags", () => {
+    assert.throws(() => parse([]), /--membership open admits any agent, and --listen 0\.0\.0\.0:7070 is not loopback/);
+    assert.equal(parse(["--listen", "127.0.0.1:7070"]).membership, "open");
+    assert.throws(() => parse(["--membership", "static", "--allowed-peers", "10.0.0.1"]), /the tracker on 0\.0\.0\.0:7070 would be plaintext: give --tls-cert, --tls-key and --tls-ca/);
+    assert.equal(parse(["--membership", "static", "--allowed-peers", "node-a", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]).tlsCert, "c");
+    assert.throws(() => parse(["--membership", "static", "--allowed-peers", "node-a", "--tls-cert", "c"]), /--tls-cert, --tls-key and --tls-ca go together/);
+    assert.throws(() => parse(["--membership", "kubernetes", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a"]), /do not apply with --membership kubernetes/);
+    assert.throws(() => parse(["--membership", "kubernetes", "--cert-lifetime", "30s"]), /--cert-lifetime/);
   });
 
   it("has the Kubernetes options with client-go's election defaults, validated together", () => {
@@ -136,11 +148,13 @@ describe("controller", () => {
 
   it("runs as `shoal controller --membership kubernetes`: leads, is Ready, releases the Lease on SIGTERM", async () => {
     const api = await KubeApiDouble.start();
+    const { certificatePem, keyPem } = CertificateAuthority.createSelfSigned({ commonName: "test CA", lifetimeMs: 3_600_000 });
+    api.putSecret({ namespace: "shoal", name: "shoal-ca", type: "kubernetes.io/tls", data: { "tls.crt": certificatePem, "tls.key": keyPem } });
     const dir = await mkdtemp(join(tmpdir(), "shoal-kubeconfig-"));
     const kubeconfig = join(dir, "config");
     await writeFile(kubeconfig, api.kubeconfigYaml());
     const args = ["controller", "--membership", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", "shoal", "--identity", "ctl-0"];
-    const timing = ["--lease-duration", "2s", "--renew-deadline", "1s", "--retry-period", "200ms", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"];
+    const timing = ["--lease-duration", "2s", "--renew-deadline", "1s", "--retry-period", "200ms", "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--issuer-listen", "127.0.0.1:0"];
     const child = spawn(process.execPath, [SHOAL, ...args, ...timing], { stdio: ["ignore", "pipe", "pipe"] });
     try {
       let metrics = "";

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import { ControllerMetrics, MetricsServer } from "../../pkg/metrics/index.js";
 import { type Membership, MemoryTracker, OpenMembership, StaticMembership, TrackerServer } from "../../pkg/tracker/index.js";
 import { VERSION } from "../shoal/version.js";
+import { openFileIdentity } from "../shoal/tls-options.js";
 import type { KubernetesSettings } from "./kubernetes-settings.js";
 import { type ControllerOptions, prefetchUpstreams } from "./options.js";
 
@@ -25,7 +26,16 @@ export async function startController(options: ControllerOptions, logger: Logger
   }
   const tracker = new MemoryTracker({ logger: logger.child({ component: "tracker" }), metrics, grantStallTimeoutMs: options.grantStallTimeout });
   const membership: Membership = options.membership === "static" ? new StaticMembership(options.allowedPeers ?? []) : new OpenMembership();
-  const server = await TrackerServer.start({ ...options.listen, tracker, membership, metrics, logger: logger.child({ component: "tracker-server" }) });
+  const { tlsCert, tlsKey, tlsCa } = options;
+  const tls = tlsCert === undefined || tlsKey === undefined || tlsCa === undefined ? undefined : await openFileIdentity({ tlsCert, tlsKey, tlsCa }, metrics.identity, logger);
+  if (tls === undefined) logger.warn({ listen: options.listen }, "plaintext tracker: any process that reaches it can register (local development only)");
+  let server: TrackerServer;
+  try {
+    server = await TrackerServer.start({ ...options.listen, tracker, membership, metrics, logger: logger.child({ component: "tracker-server" }), ...(tls === undefined ? {} : { tls }) });
+  } catch (error) {
+    tls?.close();
+    throw error;
+  }
   let stopping = false;
   let metricsServer: MetricsServer;
   try {
@@ -36,18 +46,20 @@ export async function startController(options: ControllerOptions, logger: Logger
     });
   } catch (error) {
     await server.close();
+    tls?.close();
     throw error;
   }
   const metricsAddress = metricsServer.address;
   const metricsHost = metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address;
   const metricsUrl = `http://${metricsHost}:${metricsAddress.port}`;
-  logger.info({ tracker: server.address, metrics: metricsUrl, membership: options.membership, trackerId: tracker.id, grantStallTimeoutMs: options.grantStallTimeout }, "controller started");
+  logger.info({ tracker: server.address, metrics: metricsUrl, membership: options.membership, tls: tls !== undefined, trackerId: tracker.id, grantStallTimeoutMs: options.grantStallTimeout }, "controller started");
   return {
     trackerAddress: server.address,
     metricsUrl,
     async stop() {
       stopping = true;
       await server.close();
+      tls?.close();
       await metricsServer.close();
       logger.info("controller stopped");
     },
@@ -71,6 +83,7 @@ async function startKubernetesController(options: ControllerOptions, logger: Log
     metrics,
     logger,
     ...(options.prefetch ? { prefetch: { upstreams: prefetchUpstreams(options), userAgent: `shoal-controller/${VERSION}` } } : {}),
+    certificates: { caSecret: options.caSecret, issuerListen: options.issuerListen, lifetimeMs: options.certLifetime, tokenAudience: options.tokenAudience },
   });
   let metricsServer: MetricsServer;
   try {
@@ -83,7 +96,7 @@ async function startKubernetesController(options: ControllerOptions, logger: Log
   const metricsHost = metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address;
   const metricsUrl = `http://${metricsHost}:${metricsAddress.port}`;
   logger.info(
-    { tracker: controller.trackerAddress, metrics: metricsUrl, membership: "kubernetes", namespace: settings.namespace, identity: settings.identity, lease: options.leaseName, agentSelector: options.agentSelector },
+    { tracker: controller.trackerAddress, issuer: controller.issuerAddress, metrics: metricsUrl, membership: "kubernetes", namespace: settings.namespace, identity: settings.identity, lease: options.leaseName, agentSelector: options.agentSelector },
     "controller started",
   );
   return {

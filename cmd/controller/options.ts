@@ -1,7 +1,8 @@
-import { type OptionSpecs, type ParsedOptions, parseDuration, parseHostPort } from "../../pkg/config/index.js";
+import { type OptionSpecs, type ParsedOptions, parseBoolean, parseDuration, parseHostPort } from "../../pkg/config/index.js";
 import { parseLabelSelector } from "../../pkg/k8s/label-selector.js";
 import { WELL_KNOWN_REGISTRIES, parseUpstream } from "../agent/options.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
+import { isLoopback, tlsFileOptionSpecs, validateTlsFiles } from "../shoal/tls-options.js";
 
 const membershipModes = ["open", "static", "kubernetes"] as const;
 export type MembershipMode = (typeof membershipModes)[number];
@@ -147,6 +148,45 @@ export const controllerOptionSpecs = {
     parse: parseUpstream,
     repeatable: true,
   },
+  caSecret: {
+    name: "ca-secret",
+    description: "With --membership kubernetes: the kubernetes.io/tls Secret (tls.crt, tls.key) of the CA that signs agents' and controllers' certificates.",
+    parse: parseObjectName,
+    default: "shoal-ca",
+  },
+  issuerListen: {
+    name: "issuer-listen",
+    description: "With --membership kubernetes: address of the certificate issuer, where agents trade their ServiceAccount token for a certificate.",
+    parse: parseHostPort,
+    default: "0.0.0.0:7071",
+  },
+  certLifetime: {
+    name: "cert-lifetime",
+    description: "With --membership kubernetes: lifetime of the certificates issued (at least 1m); holders renew them after two thirds of it.",
+    parse: (raw: string) => {
+      const ms = parseDuration(raw);
+      if (ms < 60_000) throw new Error("expected at least 1m");
+      return ms;
+    },
+    default: "24h",
+  },
+  tokenAudience: {
+    name: "token-audience",
+    description: "With --membership kubernetes: the audience of the agents' projected ServiceAccount tokens; tokens for any other audience are refused.",
+    parse: (raw: string) => {
+      if (raw.trim() === "" || raw.length > 253) throw new Error("expected a non-empty audience of at most 253 characters");
+      return raw;
+    },
+    default: "shoal",
+  },
+  allowOpenMembership: {
+    name: "allow-open-membership",
+    description: "Allow --membership open on an address other than loopback (any agent holding a certificate of the CA, or anyone in plaintext, may register).",
+    parse: parseBoolean,
+    boolean: true,
+    default: "false",
+  },
+  ...tlsFileOptionSpecs,
   ...commonOptionSpecs,
 } as const satisfies OptionSpecs;
 
@@ -164,11 +204,24 @@ export function validateControllerOptions(options: ControllerOptions): void {
   if (new Set(options.upstream.map((u) => u.registry)).size !== options.upstream.length) throw new Error("--upstream names the same registry twice");
   if (options.membership === "static" && peers.length === 0) throw new Error("--membership static needs --allowed-peers (SHOAL_ALLOWED_PEERS)");
   if (options.membership !== "static" && peers.length > 0) throw new Error("--allowed-peers only applies with --membership static");
+  const tlsFiles = validateTlsFiles(options);
+  if (options.membership === "kubernetes" && (tlsFiles || options.tlsCa !== undefined)) {
+    throw new Error("--tls-cert, --tls-key and --tls-ca do not apply with --membership kubernetes: the controller issues its own certificate from --ca-secret");
+  }
+  if (options.membership !== "kubernetes" && options.tlsCa !== undefined && !tlsFiles) throw new Error("--tls-ca needs --tls-cert and --tls-key");
   if (options.membership !== "kubernetes") {
     for (const [flag, value] of [["--kubeconfig", options.kubeconfig], ["--namespace", options.namespace], ["--identity", options.identity]] as const) {
       if (value !== undefined) throw new Error(`${flag} only applies with --membership kubernetes`);
     }
     if (options.upstream.length > 0) throw new Error("--upstream only applies with --membership kubernetes (ImagePrefetch resolves references there)");
+    if (options.membership === "open" && !isLoopback(options.listen.host) && !options.allowOpenMembership) {
+      throw new Error(
+        `--membership open admits any agent, and --listen ${options.listen.host}:${options.listen.port} is not loopback: use --membership static or kubernetes, --listen 127.0.0.1:${options.listen.port} for local development, or --allow-open-membership`,
+      );
+    }
+    if (!tlsFiles && !isLoopback(options.listen.host) && !options.allowInsecure) {
+      throw new Error(`the tracker on ${options.listen.host}:${options.listen.port} would be plaintext: give --tls-cert, --tls-key and --tls-ca, listen on loopback, or --allow-insecure`);
+    }
     return;
   }
   if (options.renewDeadline >= options.leaseDuration) throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be shorter than --lease-duration (${options.leaseDuration} ms)`);

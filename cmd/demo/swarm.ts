@@ -2,6 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ThrowawayPki, tlsArgs } from "../../pkg/identity/index.js";
 import { ShoalProcess } from "./shoal-process.js";
 
 /** Start-up of one process, generous for a loaded 2-core machine starting several at once. */
@@ -57,10 +58,13 @@ export class Swarm {
     const started: ShoalProcess[] = [];
     try {
       await mkdir(options.logDir, { recursive: true });
+      // Mutual TLS as in a cluster, with a CA made for this run.
+      const pki = await ThrowawayPki.create(join(options.dataDir, "pki"), "shoal demo CA (throwaway)");
+      const controllerTls = await pki.issue({ role: "controller", name: "tracker", ips: ["127.0.0.1"] });
       const controller = await ShoalProcess.start({
         name: "tracker",
         command: "controller",
-        args: ["--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "info"],
+        args: ["--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "info", ...tlsArgs(controllerTls)],
         readyMessage: "controller started",
         readyTimeoutMs: PROCESS_START_TIMEOUT_MS,
         logFile: join(options.logDir, "tracker.log"),
@@ -72,6 +76,7 @@ export class Swarm {
       const results = await Promise.allSettled(
         hosts.map(async (host, i) => {
           const name = `node-${i + 1}`;
+          const agentTls = await pki.issue({ role: "agent", name, ips: [host] });
           const agent = await ShoalProcess.start({
             name,
             command: "agent",
@@ -82,6 +87,7 @@ export class Swarm {
               ...["--shutdown-grace", "1s", "--log-level", "info"],
               // Six agents on one machine: none of them is a node's containerd mirror.
               "--containerd-content=false",
+              ...tlsArgs(agentTls),
             ],
             readyMessage: "agent started",
             readyTimeoutMs: PROCESS_START_TIMEOUT_MS,

@@ -50,6 +50,10 @@ describe("shoal CLI", () => {
       [["--store-low-watermark", "0.95"], {}, /--store-low-watermark .* must be below --store-high-watermark/],
       [["--default-upstream", "b.example", "--upstream", "a.example"], {}, /--default-upstream b.example is not one of the --upstream registries/],
       [["--bogus"], {}, /unknown flag --bogus/],
+      [["--tracker", "10.0.0.1:7070", "--peer-addr", "0.0.0.0:5052", "--peer-advertise-addr", "10.0.0.2:5052"], {}, /would be plaintext on 10\.0\.0\.1, 0\.0\.0\.0, 10\.0\.0\.2: set --identity-issuer .* or --allow-insecure/],
+      [["--identity-issuer", "10.0.0.1:7071"], {}, /--identity-issuer needs --tls-ca/],
+      [["--tls-cert", "a.crt"], {}, /--tls-cert, --tls-key and --tls-ca go together/],
+      [["--identity-issuer", "10.0.0.1:7071", "--tls-cert", "a", "--tls-key", "b", "--tls-ca", "c"], {}, /two ways to get a certificate/],
     ];
     for (const [args, env, pattern] of cases) {
       const result = await shoal(["agent", ...args], env);

@@ -111,6 +111,16 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
       imagePullSecrets: k8sList("Secrets for pulling the image."),
       registries: { type: "array", description: "Registries mirrored: REGISTRY or REGISTRY=URL (agent --upstream; configure --registries).", items: { type: "string", minLength: 1 } },
       clusterDomain: str("DNS domain of the cluster.", { minLength: 1 }),
+      identity: obj("Workload certificates and mutual TLS between agents and controllers.", {
+        ca: obj("The CA that signs every certificate.", {
+          existingSecret: str("A kubernetes.io/tls Secret (tls.crt, tls.key) of your own; empty: the chart generates the CA."),
+          bundle: str("CA certificates (PEM) agents trust; required with existingSecret."),
+          validityDays: int("Days the generated CA is valid.", 1),
+        }),
+        certificateLifetime: duration("Lifetime of issued certificates (controller --cert-lifetime)."),
+        tokenAudience: str("Audience of the agents' projected ServiceAccount tokens.", { minLength: 1 }),
+        tokenExpirationSeconds: int("Lifetime of those tokens; the kubelet refreshes them (at least 600).", 600),
+      }),
       agent: obj("The node agent (DaemonSet).", {
         config: optionsSchema(specs.agent, "`shoal agent` options by flag name (shoal agent --help), as SHOAL_* variables."),
         ports: obj("Container ports.", { mirror: port("Registry mirror."), peer: port("Pieces for other agents (gRPC)."), metrics: port("/metrics, /healthz, /readyz.") }),
@@ -161,7 +171,7 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
       controller: obj("The controller (tracker) Deployment.", {
         replicas: int("Replicas; one leads.", 1),
         config: optionsSchema(specs.controller, "`shoal controller` options by flag name (shoal controller --help), as SHOAL_* variables or flags."),
-        ports: obj("Container ports.", { tracker: port("Tracker gRPC, also the Service port."), metrics: port("/metrics, /healthz, /readyz.") }),
+        ports: obj("Container ports.", { tracker: port("Tracker gRPC, also the Service port."), issuer: port("Certificate issuer (gRPC), also a Service port."), metrics: port("/metrics, /healthz, /readyz.") }),
         leaderElection: obj("Lease leader election.", {
           leaseName: str("Lease name; empty means <fullname>-controller."),
           leaseDuration: duration("Lease duration."),

@@ -202,6 +202,7 @@ async function main(argv: readonly string[]): Promise<number> {
       shoal: false,
       containerd: false,
       containerdContent: options.containerdContent,
+      tls: options.tls,
     });
     const ref = await cluster.pushImage(layout, "bench/app");
     await removeTempDir(work);

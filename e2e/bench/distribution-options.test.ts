@@ -20,6 +20,9 @@ describe("distribution bench flags", () => {
     assert.equal(o.nodes, 4);
     assert.equal(parseDistributionBenchArgs(["--json", "a.json", "--svg", "b.svg"]).svg, "b.svg");
     assert.equal(svgBesideJson("x/result"), "x/result.svg");
+    assert.equal(parseDistributionBenchArgs([]).tls, true);
+    assert.equal(parseDistributionBenchArgs(["--tls", "false"]).tls, false);
+    assert.throws(() => parseDistributionBenchArgs(["--tls", "maybe"]), /--tls must be true or false/);
   });
 
   it("serves from containerd's content store unless told not to", () => {

@@ -24,6 +24,8 @@ export interface DistributionBenchOptions {
   readonly timeoutSeconds: number | undefined;
   /** Shoal arm: agents serve from their node's containerd content store (one copy per node). */
   readonly containerdContent: boolean;
+  /** Mutual TLS between the Shoal processes (certificates of a throwaway CA); false: plaintext. */
+  readonly tls: boolean;
   readonly help: boolean;
 }
 
@@ -45,6 +47,7 @@ per node) three ways: (a) direct from the origin, (b) through a central pull-thr
   --containerd-content true|false
                       shoal arm: agents serve from their node's containerd content store and keep
                       no copy of what it holds (default true, as in production)
+  --tls BOOL          Shoal's gRPC over mutual TLS, as in a cluster (true, default) or plaintext (false)
   --help`;
 
 export class BenchUsageError extends Error {
@@ -105,6 +108,7 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
         svg: { type: "string" },
         timeout: { type: "string" },
         "containerd-content": { type: "string", default: "true" },
+        tls: { type: "string", default: "true" },
         help: { type: "boolean", default: false },
       },
     }));
@@ -135,6 +139,8 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
     svg,
     timeoutSeconds: timeout === undefined ? undefined : positive("timeout", timeout, 24 * 3600),
     containerdContent: trueOrFalse("containerd-content", text("containerd-content")),
+    tls: trueOrFalse("tls", text("tls")),
     help: values.help === true,
   };
 }
+

@@ -1,6 +1,7 @@
 // npm run bench:peer — one blob from one agent process to another over the peer protocol (PeerServer →
-// PeerClient, every piece's SHA-256 checked against precomputed hashes), beside Node's HTTP/1.1 streaming
-// the same file into SHA-256 between the same two processes. Throughput, CPU-seconds per GB and peak RSS
+// PeerClient, every piece's SHA-256 checked against precomputed hashes), in plaintext and with mutual
+// TLS (certificates of a throwaway CA, as agents hold them) in the same run, beside Node's HTTP/1.1
+// streaming the same file into SHA-256 between the same two processes. Throughput, CPU-seconds per GB and peak RSS
 // of both sides, median of --runs. Prints figures; asserts nothing.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -21,6 +22,7 @@ import { parseDigest, type Digest } from "../../pkg/oci/index.js";
 import { PeerClient } from "../../pkg/peer/peer-client.js";
 import { PeerServer } from "../../pkg/peer/peer-server.js";
 import { choosePieceSize, pieceCount, sameHash } from "../../pkg/piece/index.js";
+import { type CertificateFiles, FileIdentity, ThrowawayPki } from "../../pkg/identity/index.js";
 import { DiskBlobStore } from "../../pkg/store/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { procStats, type ProcStats } from "../../pkg/metrics/index.js";
@@ -44,7 +46,7 @@ const { values } = parseArgs({
     /** Extra Node flags for both agent processes, e.g. "--trace-gc". */
     "node-args": { type: "string", default: "" },
     /** Which transfers to run, e.g. "peer" alone while profiling. */
-    kinds: { type: "string", default: "peer,http" },
+    kinds: { type: "string", default: "peer,peer-tls,http" },
     json: { type: "string" },
   },
 });
@@ -58,6 +60,12 @@ interface BenchConfig {
   readonly piecesPerCall: number;
   readonly callsInFlight: number;
   readonly windowBytes: number;
+  /** Certificate files of the serving and the downloading agent (one throwaway CA). */
+  readonly tls: { readonly server: CertificateFiles; readonly client: CertificateFiles };
+}
+
+function fileIdentity(files: CertificateFiles): Promise<FileIdentity> {
+  return FileIdentity.open({ certificateFile: files.cert, keyFile: files.key, trustBundleFile: files.ca, logger: pino({ level: "warn" }), refreshIntervalMs: 3_600_000 });
 }
 
 type Reply = Record<string, unknown>;
@@ -103,6 +111,8 @@ async function serverRole(config: BenchConfig): Promise<void> {
   for await (const chunk of createReadStream(config.file, { highWaterMark: 4 * 1024 * 1024 })) await partial.append(chunk as Buffer);
   await partial.commit();
   const peer = await PeerServer.start({ host: "127.0.0.1", port: 0, store, logger: pino({ level: "warn" }) });
+  const serverIdentity = await fileIdentity(config.tls.server);
+  const peerTls = await PeerServer.start({ host: "127.0.0.1", port: 0, store, logger: pino({ level: "warn" }), tls: serverIdentity });
   const http: HttpServer = createServer((_req, res) => {
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(config.size) });
     pipeline(createReadStream(config.file, { highWaterMark: HTTP_READ_BYTES }), res).catch((error: unknown) => {
@@ -111,29 +121,36 @@ async function serverRole(config: BenchConfig): Promise<void> {
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const httpPort = (http.address() as AddressInfo).port;
-  process.stdout.write(`${JSON.stringify({ peer: peer.address, http: `http://127.0.0.1:${httpPort}/blob` })}\n`);
+  process.stdout.write(`${JSON.stringify({ peer: peer.address, peerTls: peerTls.address, http: `http://127.0.0.1:${httpPort}/blob` })}\n`);
   await serveCommands((cmd) => Promise.resolve(cmd === "exit" ? undefined : { error: `unknown command ${cmd}` }));
   await peer.close();
+  await peerTls.close();
+  serverIdentity.close();
   http.closeAllConnections();
   await new Promise((resolve) => http.close(resolve));
   await store.close();
 }
 
 /** The downloading agent: PeerClient with per-piece SHA-256 checks; and the HTTP baseline. */
-async function clientRole(config: BenchConfig, servers: { peer: string; http: string }): Promise<void> {
+async function clientRole(config: BenchConfig, servers: { peer: string; peerTls: string; http: string }): Promise<void> {
   const digest = parseDigest(config.digest);
   const hashes = await readFile(config.hashesFile);
   const pieceSize = choosePieceSize(config.size);
   const count = pieceCount(config.size, pieceSize);
   const client = new PeerClient({ logger: pino({ level: "warn" }), streamWindowBytes: config.windowBytes });
+  const clientIdentity = await fileIdentity(config.tls.client);
+  const tlsClient = new PeerClient({ logger: pino({ level: "warn" }), streamWindowBytes: config.windowBytes, tls: clientIdentity });
   const agent = new HttpAgent({ keepAlive: true });
   process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
   await serveCommands(async (cmd) => {
     if (cmd === "peer") return peerDownload(client, servers.peer, digest, pieceSize, count, hashes, config);
+    if (cmd === "peer-tls") return peerDownload(tlsClient, servers.peerTls, digest, pieceSize, count, hashes, config);
     if (cmd === "http") return httpDownload(agent, servers.http, digest);
     return undefined;
   });
   client.close();
+  tlsClient.close();
+  clientIdentity.close();
   agent.destroy();
 }
 
@@ -241,7 +258,7 @@ interface SideFigures {
   readonly peakRssBytes: number;
 }
 
-async function measure(kind: "peer" | "http", server: Child, client: Child): Promise<RunFigures> {
+async function measure(kind: "peer" | "peer-tls" | "http", server: Child, client: Child): Promise<RunFigures> {
   await Promise.all([resetPeakRss(server.pid), resetPeakRss(client.pid)]);
   const before: ProcStats[] = await Promise.all([procStats(server.pid), procStats(client.pid)]);
   const reply = await client.request(kind);
@@ -301,6 +318,8 @@ async function main(): Promise<void> {
     const file = join(work, "blob");
     const blob = await writeRandomBlob({ file, seed: "bench-peer", bytes: size });
     const pieceSize = choosePieceSize(size);
+    const pki = await ThrowawayPki.create(join(work, "pki"), "bench CA");
+    const tls = { server: await pki.issue({ role: "agent", name: "server", ips: ["127.0.0.1"] }), client: await pki.issue({ role: "agent", name: "client", ips: ["127.0.0.1"] }) };
     const hashesFile = join(work, "piece-hashes");
     await writeFile(hashesFile, await pieceHashes(file, size, pieceSize));
     const config: BenchConfig = {
@@ -312,6 +331,7 @@ async function main(): Promise<void> {
       piecesPerCall: Number(values["pieces-per-call"]),
       callsInFlight: Number(values["calls-in-flight"]),
       windowBytes: parseBytes(values.window),
+      tls,
     };
     console.error("starting the serving agent (puts the blob into its store)…");
     const server = Child.start("server", config);
@@ -322,13 +342,16 @@ async function main(): Promise<void> {
     await client.read();
     await Promise.all([server.request("start"), client.request("start")]);
     const peerRuns: RunFigures[] = [];
+    const tlsRuns: RunFigures[] = [];
     const httpRuns: RunFigures[] = [];
     const kinds = values.kinds.split(",");
     for (let run = 0; run < runs; run++) {
       if (kinds.includes("peer")) peerRuns.push(await measure("peer", server, client));
+      if (kinds.includes("peer-tls")) tlsRuns.push(await measure("peer-tls", server, client));
       if (kinds.includes("http")) httpRuns.push(await measure("http", server, client));
     }
     const peer = peerRuns.length > 0 ? summarize(peerRuns) : undefined;
+    const peerTls = tlsRuns.length > 0 ? summarize(tlsRuns) : undefined;
     const http = httpRuns.length > 0 ? summarize(httpRuns) : undefined;
     const result = {
       blobBytes: size,
@@ -337,15 +360,22 @@ async function main(): Promise<void> {
       callsInFlight: config.callsInFlight,
       streamWindowBytes: config.windowBytes,
       peer,
+      peerTls,
       http,
+      tlsToPlainThroughput: peer !== undefined && peerTls !== undefined ? Number(peerTls.throughputMBps) / Number(peer.throughputMBps) : undefined,
+      tlsExtraCpuSecondsPerGB: peer !== undefined && peerTls !== undefined ? Number(peerTls.totalCpuSecondsPerGB) - Number(peer.totalCpuSecondsPerGB) : undefined,
       peerToHttpThroughput: peer !== undefined && http !== undefined ? Number(peer.throughputMBps) / Number(http.throughputMBps) : undefined,
     };
     const line = (name: string, r: Reply): string =>
       `${name.padEnd(28)} ${Number(r.throughputMBps).toFixed(0).padStart(6)} MB/s   CPU s/GB server ${Number(r.serverCpuSecondsPerGB).toFixed(2)} client ${Number(r.clientCpuSecondsPerGB).toFixed(2)} total ${Number(r.totalCpuSecondsPerGB).toFixed(2)}   peak RSS server ${Number(r.serverPeakRssMB).toFixed(0)} MB (from ${Number(r.serverRssBeforeMB).toFixed(0)}) client ${Number(r.clientPeakRssMB).toFixed(0)} MB (from ${Number(r.clientRssBeforeMB).toFixed(0)})`;
     console.log(`blob ${(size / 2 ** 20).toFixed(0)} MiB, ${pieceSize / 2 ** 20} MiB pieces, ${config.piecesPerCall} pieces/call, ${config.callsInFlight} calls in flight; median of ${runs} runs`);
     if (peer !== undefined) console.log(line("peer (gRPC, SHA-256/piece)", peer));
+    if (peerTls !== undefined) console.log(line("peer, mutual TLS", peerTls));
     if (http !== undefined) console.log(line("HTTP/1.1 (SHA-256 stream)", http));
     if (result.peerToHttpThroughput !== undefined) console.log(`peer / HTTP throughput: ${result.peerToHttpThroughput.toFixed(2)}×`);
+    if (result.tlsToPlainThroughput !== undefined && result.tlsExtraCpuSecondsPerGB !== undefined) {
+      console.log(`TLS / plaintext throughput: ${result.tlsToPlainThroughput.toFixed(2)}× (cost ${((1 - result.tlsToPlainThroughput) * 100).toFixed(0)} %), TLS adds ${result.tlsExtraCpuSecondsPerGB.toFixed(2)} CPU-s/GB (both ends)`);
+    }
     if (values.json !== undefined) await writeFile(values.json, `${JSON.stringify(result, null, 2)}\n`);
   } finally {
     for (const child of children.reverse()) await child.exit().catch(() => undefined);
@@ -354,7 +384,7 @@ async function main(): Promise<void> {
 }
 
 async function childMain(): Promise<void> {
-  const config = JSON.parse(values.config) as BenchConfig & { servers?: { peer: string; http: string } };
+  const config = JSON.parse(values.config) as BenchConfig & { servers?: { peer: string; peerTls: string; http: string } };
   if (values.role === "server") await serverRole(config);
   else if (config.servers !== undefined) await clientRole(config, config.servers);
   else throw new Error(`unknown role ${values.role}`);

@@ -94,6 +94,11 @@ export class ChartCluster {
       // with the network's first container.
       origin = await OriginRegistry.start(network, TOOLS_IMAGE, ORIGIN_NAME);
       api = await KubeApiEndpoint.start(network.gateway, NAMESPACE, join(options.work, "kube-api"));
+      // The chart's CA Secret (helm renders it; the API server would store it).
+      for (const secret of objects.filter((o) => o.kind === "Secret")) {
+        const data = Object.fromEntries(Object.entries((secret.data ?? {}) as Record<string, string>).map(([key, value]) => [key, Buffer.from(value, "base64")]));
+        api.double.putSecret({ namespace: NAMESPACE, name: secret.metadata.name, type: typeof secret.type === "string" ? secret.type : "Opaque", data });
+      }
       const cluster = new ChartCluster(options, objects, network, api, origin);
       try {
         await cluster.startControllers();
@@ -240,6 +245,8 @@ export class ChartCluster {
       assert.ok(port !== undefined, `the controller container has a ${name} port`);
       return port;
     };
+    const issuerPort = (at(only(this.objects, "Service", "-tracker"), "spec", "ports") as { name: string; port: number }[]).find((p) => p.name === "issuer")?.port;
+    assert.ok(issuerPort !== undefined, "the tracker Service has an issuer port");
     const kubeProxy: Sidecar = {
       name: "kube-proxy",
       image: SHOAL_IMAGE,
@@ -250,11 +257,16 @@ export class ChartCluster {
             listen: `127.0.0.1:${tracker.port}`,
             backends: this.controllers.map((c) => ({ target: `${c.ip}:${controllerPorts("tracker")}`, readyUrl: `http://${c.ip}:${controllerPorts("metrics")}/readyz` })),
           },
+          {
+            listen: `127.0.0.1:${issuerPort}`,
+            backends: this.controllers.map((c) => ({ target: `${c.ip}:${controllerPorts("issuer")}`, readyUrl: `http://${c.ip}:${controllerPorts("metrics")}/readyz` })),
+          },
         ]),
       },
       bindMounts: [{ source: KUBE_PROXY_SCRIPT, target: "/kube-proxy/kube-proxy.mjs" }],
     };
     this.api.double.putNode({ name: nodeName });
+    const serviceAccount = spec.serviceAccountName ?? "default";
     const pod = await Pod.start({
       name,
       namespace: NAMESPACE,
@@ -274,9 +286,13 @@ export class ChartCluster {
       ],
       sidecars: [kubeProxy],
       deferContainers: ["agent"],
+      // The kubelet reports the pod IP once the sandbox is up, then asks for the projected token (bound to the Pod).
+      serviceAccountToken: ({ ip }, request) => {
+        this.api.double.putPod({ namespace: NAMESPACE, name, nodeName, ip, labels, ready: false, serviceAccount });
+        return Promise.resolve(this.api.double.serviceAccountToken({ namespace: NAMESPACE, serviceAccount, pod: name, audiences: [request.audience], expirationSeconds: request.expirationSeconds }));
+      },
     });
-    // The kubelet reports the pod IP once the sandbox is up, before the containers start.
-    this.api.double.putPod({ namespace: NAMESPACE, name, nodeName, ip: pod.ip, labels, ready: false });
+    if (this.api.double.object("pods", NAMESPACE, name) === undefined) this.api.double.putPod({ namespace: NAMESPACE, name, nodeName, ip: pod.ip, labels, ready: false, serviceAccount });
     const node = { nodeName, nodeRoot, pod };
     if (this.options.deferAgents !== true) await this.startAgent(node, CONTROLLER_READY_TIMEOUT_MS);
     return node;

@@ -43,10 +43,16 @@ export interface ContainerSpec {
   readonly lifecycle?: { readonly preStop?: { readonly exec?: { readonly command: readonly string[] } } };
 }
 
+export interface ProjectionSpec {
+  readonly serviceAccountToken?: { readonly audience?: string; readonly expirationSeconds?: number; readonly path: string };
+  readonly configMap?: { readonly name: string; readonly items?: readonly { readonly key: string; readonly path: string }[] };
+}
+
 export interface VolumeSpec {
   readonly name: string;
   readonly hostPath?: { readonly path: string; readonly type?: string };
   readonly emptyDir?: { readonly sizeLimit?: string };
+  readonly projected?: { readonly sources: readonly ProjectionSpec[] };
 }
 
 export interface PodSpec {
@@ -56,6 +62,7 @@ export interface PodSpec {
   readonly securityContext?: SecurityContextSpec;
   readonly terminationGracePeriodSeconds?: number;
   readonly automountServiceAccountToken?: boolean;
+  readonly serviceAccountName?: string;
   readonly hostNetwork?: boolean;
 }
 

@@ -5,7 +5,7 @@
 // are directories of the pod. Stopping runs each container's preStop hook, then SIGTERM, then
 // SIGKILL after terminationGracePeriodSeconds.
 import { createWriteStream } from "node:fs";
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { GenericContainer, type StartedTestContainer } from "testcontainers";
@@ -13,7 +13,7 @@ import { HarnessError } from "../support/errors.js";
 import { probeHttpStatus } from "../support/http-probe.js";
 import { debugLog, describeError, readTail } from "../support/process.js";
 import type { PodNetwork } from "./network.js";
-import { type ContainerSpec, type DownwardValues, type PodSpec, type ResolvedContainer, type ResolvedProbe, resolveContainer } from "./pod-spec.js";
+import { type ContainerSpec, type DownwardValues, type PodSpec, type ProjectionSpec, type ResolvedContainer, type ResolvedProbe, resolveContainer } from "./pod-spec.js";
 import { containerState, dockerode } from "./runtime.js";
 
 /** Init containers (chown, `shoal configure`) finish in about a second; more means they hang. */
@@ -53,6 +53,11 @@ export interface PodOptions {
   readonly sidecars?: readonly Sidecar[];
   /** Containers of the spec not started (e.g. the agent, to time its start separately). */
   readonly deferContainers?: readonly string[];
+  /**
+   * The kubelet's TokenRequest for a projected serviceAccountToken source, once the sandbox has its IP
+   * (the Pod must be in the API then: the token is bound to it).
+   */
+  readonly serviceAccountToken?: (pod: { readonly ip: string }, request: { readonly audience: string; readonly expirationSeconds: number }) => Promise<string>;
 }
 
 export interface StopResult {
@@ -214,6 +219,13 @@ export class Pod {
         // The kubelet creates DirectoryOrCreate paths 0755 root:root.
         await mkdir(dir, { recursive: true, mode: 0o755 });
         this.volumes.set(volume.name, dir);
+      } else if (volume.projected !== undefined) {
+        const dir = join(this.options.podDir, "volumes", "projected", volume.name);
+        await mkdir(dir, { recursive: true });
+        for (const source of volume.projected.sources) await this.project(dir, source);
+        // The kubelet writes projected files 0644 (defaultMode), readable by any uid in the pod.
+        await chmod(dir, 0o755);
+        this.volumes.set(volume.name, dir);
       } else if (volume.emptyDir !== undefined) {
         const dir = join(this.options.podDir, "volumes", "empty-dir", volume.name);
         await mkdir(dir, { recursive: true });
@@ -221,8 +233,28 @@ export class Pod {
         await chmod(dir, 0o777);
         this.volumes.set(volume.name, dir);
       } else {
-        throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `volume ${volume.name}: only hostPath and emptyDir are modelled`);
+        throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `volume ${volume.name}: only hostPath, emptyDir and projected are modelled`);
       }
+    }
+  }
+
+  /** One source of a projected volume: a bound ServiceAccount token, or keys of a rendered ConfigMap. */
+  private async project(dir: string, source: ProjectionSpec): Promise<void> {
+    if (source.serviceAccountToken !== undefined) {
+      const { audience, expirationSeconds, path } = source.serviceAccountToken;
+      if (this.options.serviceAccountToken === undefined || audience === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", "a serviceAccountToken projection needs an audience and a token source");
+      const token = await this.options.serviceAccountToken({ ip: this.ip }, { audience, expirationSeconds: expirationSeconds ?? 3600 });
+      await writeFile(join(dir, path), token, { mode: 0o644 });
+    } else if (source.configMap !== undefined) {
+      const data = this.options.configMaps.get(source.configMap.name);
+      if (data === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `ConfigMap ${source.configMap.name} was not rendered`);
+      for (const item of source.configMap.items ?? Object.keys(data).map((key) => ({ key, path: key }))) {
+        const value = data[item.key];
+        if (value === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `ConfigMap ${source.configMap.name} has no key ${item.key}`);
+        await writeFile(join(dir, item.path), value, { mode: 0o644 });
+      }
+    } else {
+      throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", "only serviceAccountToken and configMap projections are modelled");
     }
   }
 

@@ -3,6 +3,7 @@
 // Every process is started with `ip netns exec` and stopped by its own PID.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { ThrowawayPki, type WorkloadIdentity, tlsArgs } from "../../pkg/identity/index.js";
 import type { GeneratedImageLayout } from "../../pkg/imagegen/index.js";
 import { Containerd } from "../support/containerd.js";
 import { DockerRegistry } from "../support/docker-registry.js";
@@ -38,17 +39,23 @@ export interface ControllerLaunchContext {
   readonly upstreams: readonly string[];
   /** For logs and state; removed with the cluster. */
   readonly dir: string;
+  /** --tls-cert/--tls-key/--tls-ca of the controller's certificate, or --allow-insecure without TLS. */
+  readonly tlsArgs: readonly string[];
 }
 
 export type ControllerLauncher = (context: ControllerLaunchContext) => Promise<ControllerHandle>;
 
-/** `shoal controller --membership static --allowed-peers <node addresses>`. */
+/**
+ * `shoal controller --membership static`: with TLS, `--allowed-peers <node names>` (matched against
+ * the agents' certificates); without, `<node addresses>` (matched against the connections).
+ */
 export const staticMembershipController: ControllerLauncher = async (context) => {
+  const allowed = context.tlsArgs.includes("--allow-insecure") ? context.nodeAddresses : context.nodeNames;
   const controller = await ShoalController.start({
     netns: context.endpoint.netns,
     host: context.endpoint.address,
     port: CONTROLLER_PORT,
-    extraArgs: ["--membership", "static", "--allowed-peers", context.nodeAddresses.join(",")],
+    extraArgs: ["--membership", "static", "--allowed-peers", allowed.join(","), ...context.tlsArgs],
     parentDir: context.dir,
   });
   return {
@@ -72,6 +79,8 @@ export interface ClusterOptions extends TopologyOptions {
    * agent starts) and keep no copy of what containerd holds; default true, as in production.
    */
   readonly containerdContent?: boolean;
+  /** Mutual TLS between agents and the controller, with a throwaway CA (certificate files); default true. */
+  readonly tls?: boolean;
 }
 
 export interface ClusterNode {
@@ -85,6 +94,7 @@ export class NetnsCluster {
   origin: DockerRegistry | undefined;
   cache: DockerRegistry | undefined;
   controller: ControllerHandle | undefined;
+  private pki: ThrowawayPki | undefined;
   private readonly unregister: () => void;
   private destroyed = false;
 
@@ -197,12 +207,14 @@ export class NetnsCluster {
   async startController(): Promise<ControllerHandle> {
     if (this.controller !== undefined) return this.controller;
     const launch = this.options.controller ?? staticMembershipController;
+    const control = this.topology.control;
     this.controller = await launch({
-      endpoint: this.topology.control,
+      endpoint: control,
       nodeAddresses: this.nodes.map((n) => n.endpoint.address),
       nodeNames: this.nodes.map((n) => n.endpoint.name),
       upstreams: [`${this.originHost}=${this.originUrl}`],
       dir: await this.dir("control"),
+      tlsArgs: await this.tlsArgsFor({ role: "controller", name: "tracker", ips: [control.address] }),
     });
     return this.controller;
   }
@@ -235,7 +247,7 @@ export class NetnsCluster {
           upstreams: [`${this.originHost}=${this.originUrl}`],
           dataDir: await makeTempDir("agent-data", dir),
           parentDir: dir,
-          extraArgs: this.options.agentArgs,
+          extraArgs: [...(await this.tlsArgsFor({ role: "agent", name: node.endpoint.name, ips: [node.endpoint.address] })), ...(this.options.agentArgs ?? [])],
           containerd:
             node.containerd === undefined || this.options.containerdContent === false
               ? undefined
@@ -243,6 +255,13 @@ export class NetnsCluster {
         });
       }),
     );
+  }
+
+  /** Certificate flags for a process of this cluster (a CA made for the run), or --allow-insecure. */
+  private async tlsArgsFor(identity: WorkloadIdentity): Promise<string[]> {
+    if (this.options.tls === false) return ["--allow-insecure"];
+    this.pki ??= await ThrowawayPki.create(join(this.runDir, "pki"), "shoal netns CA (throwaway)");
+    return tlsArgs(await this.pki.issue(identity));
   }
 
   /** SIGKILLs a node's agent. */

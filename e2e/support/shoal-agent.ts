@@ -44,6 +44,8 @@ export class ShoalAgent {
     readonly mirrorUrl: string,
     readonly metricsUrl: string,
     readonly logFile: string,
+    /** host:port of its peer server (with --tracker). */
+    readonly peerAddress: string | undefined,
   ) {}
 
   static async start(options: ShoalAgentOptions): Promise<ShoalAgent> {
@@ -75,7 +77,7 @@ export class ShoalAgent {
       stderrFile: logFile,
     });
     try {
-      let started: { mirror: string; metrics: string } | undefined;
+      let started: { mirror: string; metrics: string; peer?: string } | undefined;
       await waitUntil(
         async () => {
           if (daemon.exitStatus !== undefined) throw new HarnessError("ERR_HARNESS_START", `shoal agent exited: ${await readFile(logFile, "utf8")}`);
@@ -85,7 +87,7 @@ export class ShoalAgent {
         { timeoutMs: AGENT_START_TIMEOUT_MS, what: "shoal agent start" },
       );
       if (started === undefined) throw new HarnessError("ERR_HARNESS_START", "shoal agent did not report its addresses");
-      return new ShoalAgent(daemon, dataDir, options.dataDir === undefined, started.mirror, started.metrics, logFile);
+      return new ShoalAgent(daemon, dataDir, options.dataDir === undefined, started.mirror, started.metrics, logFile, started.peer);
     } catch (error) {
       await daemon.stop();
       throw error;
@@ -114,11 +116,11 @@ function containerdArgs(containerd: ShoalAgentOptions["containerd"]): string[] {
   ];
 }
 
-function findStarted(log: string): { mirror: string; metrics: string } | undefined {
+function findStarted(log: string): { mirror: string; metrics: string; peer?: string } | undefined {
   for (const line of log.split("\n")) {
     if (!line.includes('"agent started"')) continue;
-    const parsed = JSON.parse(line) as { mirror?: string; metrics?: string };
-    if (parsed.mirror !== undefined && parsed.metrics !== undefined) return { mirror: parsed.mirror, metrics: parsed.metrics };
+    const parsed = JSON.parse(line) as { mirror?: string; metrics?: string; peer?: string };
+    if (parsed.mirror !== undefined && parsed.metrics !== undefined) return { mirror: parsed.mirror, metrics: parsed.metrics, ...(parsed.peer === undefined ? {} : { peer: parsed.peer }) };
   }
   return undefined;
 }

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
-import { Metadata, credentials, status } from "@grpc/grpc-js";
+import { createPublicKey } from "node:crypto";
+import { type ChannelCredentials, Metadata, credentials, status } from "@grpc/grpc-js";
 import { TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
+import { type WorkloadIdentity, generateKey } from "../identity/index.js";
 import { digestOf } from "../oci/index.js";
 import { eventually } from "../tracker/testing/helpers.js";
 import { ApiRequestLog } from "./testing/api-request-log.js";
@@ -28,9 +30,19 @@ async function status200(url: string): Promise<number> {
   return response.status;
 }
 
+/**
+ * TLS credentials of a certificate minted straight from the cluster's CA for `identity` (as if its key
+ * had been stolen or the CA misused): the membership must still hold.
+ */
+function minted(cluster: TestCluster, identity: WorkloadIdentity): ChannelCredentials {
+  const key = generateKey();
+  const issued = cluster.ca.issue({ publicKey: createPublicKey(key), identity, lifetimeMs: 3_600_000 });
+  return credentials.createSsl(Buffer.from(cluster.ca.certificatePem), Buffer.from(key.export({ type: "pkcs8", format: "pem" })), Buffer.from(issued.certificatePem), { checkServerIdentity: () => undefined });
+}
+
 /** A raw Lookup against one replica's tracker (no session): what a follower answers. */
-function rawLookup(address: string): Promise<{ code: number; details: string }> {
-  const client = new TrackerServiceClient(address, credentials.createInsecure());
+function rawLookup(address: string, channel: ChannelCredentials): Promise<{ code: number; details: string }> {
+  const client = new TrackerServiceClient(address, channel);
   return new Promise((resolve) => {
     client.lookup({ agentId: "probe", digest: digestOf("x"), wantOriginGrant: false, excludedAgentIds: [] }, new Metadata(), { deadline: Date.now() + 3_000 }, (error) => {
       client.close();
@@ -40,8 +52,8 @@ function rawLookup(address: string): Promise<{ code: number; details: string }> 
 }
 
 /** Opens a session from `sourceIp` (through the Service) and returns the status it ends with. */
-async function rawRegister(cluster: TestCluster, sourceIp: string, nodeName: string): Promise<{ code: number; details: string }> {
-  const client = new TrackerServiceClient(await cluster.forwarder.endpointFor(sourceIp), credentials.createInsecure());
+async function rawRegister(cluster: TestCluster, sourceIp: string, nodeName: string, channel: ChannelCredentials = credentials.createInsecure()): Promise<{ code: number; details: string }> {
+  const client = new TrackerServiceClient(await cluster.forwarder.endpointFor(sourceIp), channel);
   return await new Promise((resolve) => {
     const call = client.session();
     const timer = setTimeout(() => {
@@ -83,10 +95,12 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     assert.equal((c.api.object("leases", NAMESPACE, "shoal-controller")?.spec as { holderIdentity?: string }).holderIdentity, leader.identity);
     assert.equal(await status200(leader.readyUrl), 200);
     assert.equal(await status200(follower.readyUrl), 503);
-    const refused = await rawLookup(follower.controller.trackerAddress);
+    await waitFor(() => leader.controller.ready() === true, 10_000, "the leader's certificate");
+    const probe = minted(c, { role: "agent", name: "node-probe", ips: ["127.0.0.1"] });
+    const refused = await rawLookup(follower.controller.trackerAddress, probe);
     assert.equal(refused.code, status.UNAVAILABLE);
     assert.match(refused.details, new RegExp(`not the leader \\(the leader is ${leader.identity}\\)`));
-    const served = await rawLookup(leader.controller.trackerAddress);
+    const served = await rawLookup(leader.controller.trackerAddress, probe);
     assert.equal(served.code, status.FAILED_PRECONDITION, "the leader answers (the probe has no session)");
     await eventually(() => {
       assert.ok(c.api.events(NAMESPACE).some((e) => e.reason === "LeaderElected" && String(e.message).startsWith(leader.identity)));
@@ -196,20 +210,24 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     assert.match(await replica.metrics.registry.getSingleMetricAsString("shoal_tracker_peers_dropped_total"), /reason="PodDeleted"\} 1/);
   });
 
-  it("refuses sessions from addresses that are no agent Pod, and agents claiming another node, with PERMISSION_DENIED", async () => {
+  it("refuses strangers at the handshake, and certificates used from addresses that are no agent Pod or claiming another node", async () => {
     cluster = await TestCluster.start();
     const c = cluster;
     c.addAgentPod("agent-1", "node-1", "127.0.0.51");
     c.api.putPod({ namespace: NAMESPACE, name: "not-an-agent", nodeName: "node-1", ip: "127.0.0.52", labels: { app: "web" } });
     const replica = await c.startReplica("controller-a");
-    await waitFor(() => replica.controller.leading, 10_000, "leadership");
+    await waitFor(() => replica.controller.ready() === true, 10_000, "leadership and the controller's certificate");
     await c.forwarder.probe();
-    const stranger = await rawRegister(c, "127.0.0.59", "node-1");
+    // No certificate at all: the handshake fails, nothing is registered.
+    const plain = await rawRegister(c, "127.0.0.51", "node-1");
+    assert.equal(plain.code, status.UNAVAILABLE);
+    // Certificates from the CA that the membership still refuses (a misused CA, a stolen key).
+    const stranger = await rawRegister(c, "127.0.0.59", "node-1", minted(c, { role: "agent", name: "node-1", ips: ["127.0.0.59"] }));
     assert.equal(stranger.code, status.PERMISSION_DENIED);
     assert.match(stranger.details, /connection from 127\.0\.0\.59 is not from a running agent Pod \(namespace shoal, selector app\.kubernetes\.io\/name=shoal/);
-    const wrongLabels = await rawRegister(c, "127.0.0.52", "node-1");
+    const wrongLabels = await rawRegister(c, "127.0.0.52", "node-1", minted(c, { role: "agent", name: "node-1", ips: ["127.0.0.52"] }));
     assert.equal(wrongLabels.code, status.PERMISSION_DENIED);
-    const wrongNode = await rawRegister(c, "127.0.0.51", "node-7");
+    const wrongNode = await rawRegister(c, "127.0.0.51", "node-7", minted(c, { role: "agent", name: "node-7", ips: ["127.0.0.51"] }));
     assert.equal(wrongNode.code, status.PERMISSION_DENIED);
     assert.match(wrongNode.details, /registers as node "node-7" but its Pod shoal\/agent-1 runs on node "node-1"/);
     assert.equal(replica.controller.tracker.snapshot().agents.length, 0);

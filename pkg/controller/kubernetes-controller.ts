@@ -16,20 +16,37 @@ import {
   RENEW_DEADLINE_MS,
   RETRY_PERIOD_MS,
 } from "../k8s/index.js";
+import { CertificateManager, IssuerServer, LocalIssuer, identityUri } from "../identity/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import { UpstreamClient } from "../registry/index.js";
 import { MemoryTracker, TrackerServer } from "../tracker/index.js";
+import { SecretCertificateAuthority } from "./ca-secret.js";
 import { ControllerError } from "./errors.js";
 import { KubernetesMembership, type PeerDrop } from "./kubernetes-membership.js";
 import { PrefetchReconciler } from "./prefetch-reconciler.js";
 import { PrefetchResolver } from "./prefetch-resolver.js";
 import { PullSecretReader } from "./prefetch-pull-secrets.js";
 import { type ImagePrefetchObject, PREFETCH_GROUP, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
+import { TokenAuthenticator } from "./token-authenticator.js";
 
 /** Events name this component as their source. */
 export const EVENT_COMPONENT = "shoal-controller";
 /** On stop, how long queued Events may take to be sent. */
 const EVENT_FLUSH_MS = 2_000;
+
+/** Workload certificates: the controller is the CA (its key in a Secret) and issues agents theirs. */
+export interface CertificateSettings {
+  /** The kubernetes.io/tls Secret (in the namespace) holding the CA certificate and key. */
+  readonly caSecret: string;
+  /** Where the issuer (IdentityService) listens. */
+  readonly issuerListen: { readonly host: string; readonly port: number };
+  /** Lifetime of issued certificates (agents' and the controller's own). */
+  readonly lifetimeMs: number;
+  /** The audience of the agents' projected ServiceAccount tokens. */
+  readonly tokenAudience: string;
+  /** Tests: first retry of the controller's own certificate and of the CA Secret. */
+  readonly retryInitialMs?: number;
+}
 
 export interface KubernetesControllerOptions extends Partial<LeaderElectionTimings> {
   readonly kubeConfig: KubeConfig;
@@ -52,6 +69,7 @@ export interface KubernetesControllerOptions extends Partial<LeaderElectionTimin
   readonly trackerKeepaliveTimeoutMs?: number;
   /** ImagePrefetch reconciling on the leader; off when absent. */
   readonly prefetch?: PrefetchOptions;
+  readonly certificates: CertificateSettings;
 }
 
 export interface PrefetchOptions {
@@ -101,6 +119,9 @@ export class KubernetesController {
     private readonly recorder: EventRecorder,
     private readonly prefetch: PrefetchParts | undefined,
     private readonly options: KubernetesControllerOptions,
+    private readonly ca: SecretCertificateAuthority,
+    private readonly certificate: CertificateManager,
+    private readonly issuer: IssuerServer,
   ) {}
 
   /** Validates the options, starts listening (not serving yet) and starts syncing and campaigning in the background. */
@@ -117,6 +138,13 @@ export class KubernetesController {
       throw new ControllerError("ERR_CONTROLLER_CONFIG", error instanceof Error ? error.message : String(error), { cause: error });
     }
     if (namespace === "") throw new ControllerError("ERR_CONTROLLER_CONFIG", "namespace must not be empty");
+    const self = { role: "controller" as const, name: identity, ips: [] };
+    try {
+      identityUri(self);
+    } catch (error: unknown) {
+      throw new ControllerError("ERR_CONTROLLER_CONFIG", `identity ${JSON.stringify(identity)} cannot name a certificate: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    const settings = options.certificates;
     const tracker = new MemoryTracker({ logger: logger.child({ component: "tracker" }), ...(metrics === undefined ? {} : { metrics }), ...(options.grantStallTimeoutMs === undefined ? {} : { grantStallTimeoutMs: options.grantStallTimeoutMs }) });
     const restarts = (resource: string) => (reason: string) => metrics?.informerRestarts.inc({ resource, reason });
     const tuning = options.informerTuning ?? {};
@@ -136,7 +164,45 @@ export class KubernetesController {
         for (const agentId of agentIds) tracker.updateZone(agentId, zone);
       },
     });
+    // The controller's own certificate comes from the same CA, issued in process and rotated like an agent's.
+    const ca = new SecretCertificateAuthority({ kubeConfig, namespace, name: settings.caSecret, logger: logger.child({ component: "ca" }), ...(settings.retryInitialMs === undefined ? {} : { initialRetryMs: settings.retryInitialMs }) });
+    const certificate = new CertificateManager({
+      issuer: new LocalIssuer({ ca: () => ca.current(), identity: self, lifetimeMs: settings.lifetimeMs, onIssued: () => metrics?.identity.certificatesIssued?.inc() }),
+      role: "controller",
+      requestName: identity,
+      logger: logger.child({ component: "certificate" }),
+      ...(settings.retryInitialMs === undefined ? {} : { retryInitialMs: settings.retryInitialMs, retryMaxMs: 10 * settings.retryInitialMs }),
+      onIssued: (material) => metrics?.identity.certificateObtained(material.notAfter),
+      onFailure: () => metrics?.identity.rotationFailures.inc(),
+    });
+    const authenticator = new TokenAuthenticator({
+      kubeConfig,
+      pods,
+      namespace,
+      audience: settings.tokenAudience,
+      logger: logger.child({ component: "authenticator" }),
+      onRefused: (pod, message) => {
+        if (pod?.metadata?.name === undefined) return;
+        recorder.record({ kind: "Pod", apiVersion: "v1", namespace, name: pod.metadata.name, ...(pod.metadata.uid === undefined ? {} : { uid: pod.metadata.uid }) }, "Warning", "CertificateRefused", message);
+      },
+    });
     let server: TrackerServer;
+    let issuer: IssuerServer;
+    try {
+      issuer = await IssuerServer.start({
+        ...settings.issuerListen,
+        tls: certificate,
+        authenticator,
+        ca: () => ca.current(),
+        lifetimeMs: settings.lifetimeMs,
+        metrics: metrics?.identity,
+        logger: logger.child({ component: "issuer" }),
+        serving: () => ref.instance?.serving() ?? "starting",
+      });
+    } catch (error: unknown) {
+      membership.close();
+      throw error;
+    }
     try {
       server = await TrackerServer.start({
         ...options.listen,
@@ -147,9 +213,11 @@ export class KubernetesController {
         serving: () => ref.instance?.serving() ?? "starting",
         ...(options.trackerKeepaliveTimeMs === undefined ? {} : { keepaliveTimeMs: options.trackerKeepaliveTimeMs }),
         ...(options.trackerKeepaliveTimeoutMs === undefined ? {} : { keepaliveTimeoutMs: options.trackerKeepaliveTimeoutMs }),
+        tls: certificate,
       });
     } catch (error: unknown) {
       membership.close();
+      await issuer.close();
       throw error;
     }
     const elector = new LeaderElector({
@@ -165,8 +233,10 @@ export class KubernetesController {
       onStoppedLeading: () => ref.instance?.onStoppedLeading(),
     });
     const prefetch = options.prefetch === undefined ? undefined : startPrefetchParts(options, options.prefetch, tracker, nodes, recorder);
-    const instance = new KubernetesController(tracker, server, pods, nodes, membership, elector, recorder, prefetch, options);
+    const instance = new KubernetesController(tracker, server, pods, nodes, membership, elector, recorder, prefetch, options, ca, certificate, issuer);
     ref.instance = instance;
+    ca.start();
+    certificate.start();
     instance.startup = instance.syncThenCampaign();
     return instance;
   }
@@ -174,6 +244,13 @@ export class KubernetesController {
   /** host:port of the tracker. */
   get trackerAddress(): string {
     return this.server.address;
+  }
+
+  /** host:port of the certificate issuer. */
+  get issuerAddress(): string {
+    const host = this.options.certificates.issuerListen.host;
+    const dial = host === "0.0.0.0" || host === "" ? "127.0.0.1" : host === "::" ? "::1" : host;
+    return dial.includes(":") ? `[${dial}]:${this.issuer.port}` : `${dial}:${this.issuer.port}`;
   }
 
   get leading(): boolean {
@@ -187,7 +264,8 @@ export class KubernetesController {
       const leader = this.elector.observedLeader;
       return `this controller replica is not the leader${leader === "" ? "" : ` (the leader is ${leader})`}`;
     }
-    return this.synced ? true : "agent Pods not loaded yet";
+    if (!this.synced) return "agent Pods not loaded yet";
+    return this.certificate.current() === undefined ? `no certificate yet (is the CA Secret ${this.options.namespace}/${this.options.certificates.caSecret} there and valid?)` : true;
   }
 
   /** /readyz: Ready only while leading (the Service then routes agents here). */
@@ -208,6 +286,9 @@ export class KubernetesController {
     await this.startup;
     await this.elector.stop({ release: options.releaseLease ?? true });
     await this.server.close();
+    await this.issuer.close();
+    await this.certificate.close();
+    await this.ca.stop();
     this.membership.close();
     await this.prefetch?.reconciler.stop();
     await Promise.all([this.pods.stop(), this.nodes.stop(), this.prefetch?.informer.stop()]);

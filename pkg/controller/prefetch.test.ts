@@ -276,11 +276,11 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     const image = await addImage(c.origin, "private", [600_000], "v1");
     c.api.putImagePrefetch(prefetchObject("private", { images: [image.ref], pullSecrets: ["regcred"] }));
     assert.match(await waitFailed(c, "private", "PullSecretNotFound"), /Secret apps\/regcred named in spec.pullSecrets does not exist/);
-    c.api.putSecret(APPS, "regcred", "Opaque", { password: "x" });
+    c.api.putSecret({ namespace: APPS, name: "regcred", type: "Opaque", data: { password: "x" } });
     assert.match(await waitFailed(c, "private", "PullSecretInvalid"), /type Opaque/);
-    c.api.putSecret(APPS, "regcred", "kubernetes.io/dockerconfigjson", { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "wrong") });
+    c.api.putSecret({ namespace: APPS, name: "regcred", type: "kubernetes.io/dockerconfigjson", data: { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "wrong") } });
     assert.match(await waitFailed(c, "private", "AuthFailed"), /refused access|requires credentials/);
-    c.api.putSecret(APPS, "regcred", "kubernetes.io/dockerconfigjson", { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "s3cret") });
+    c.api.putSecret({ namespace: APPS, name: "regcred", type: "kubernetes.io/dockerconfigjson", data: { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "s3cret") } });
     await waitReady(c, "private");
     // The agents have no credentials of their own: the seeds fetched with the ones the assignment carried.
     for (const agent of z.agents) assert.equal(await holdsImage(agent, image), true);

@@ -15,3 +15,4 @@ export { EventRecorder, type EventRecorderOptions, type EventType, type Involved
 export { LabelSelector, parseLabelSelector, type Requirement, type SelectorOperator } from "./label-selector.js";
 export { loadKubeConfig, type KubeConfigSource } from "./kube-config.js";
 export { withSignal } from "./request-options.js";
+export { model } from "./models.js";

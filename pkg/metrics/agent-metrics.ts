@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { registerBuildInfo } from "./build-info.js";
 import { ContainerdMetrics } from "./containerd-metrics.js";
+import { IdentityMetrics } from "./identity-metrics.js";
 
 /** Where the bytes handed to a client came from. */
 export type ServeSource = "local" | "peer" | "origin";
@@ -200,6 +201,8 @@ export class AgentMetrics {
 
   /** containerd's content store as a blob source (off on CRI-O nodes: then all zero). */
   readonly containerd = new ContainerdMetrics(this.registry);
+  /** This agent's certificate and the peer port's refused connections. */
+  readonly identity = new IdentityMetrics(this.registry, { listeners: ["peer"] });
 
   private storeUsage: (() => StoreUsageSnapshot) | undefined;
   private readonly sourceZones = new Set<string>();

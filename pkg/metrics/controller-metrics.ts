@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { registerBuildInfo } from "./build-info.js";
+import { IdentityMetrics } from "./identity-metrics.js";
 
 /** Every metric the controller (tracker) exports. */
 export class ControllerMetrics {
@@ -93,6 +94,8 @@ export class ControllerMetrics {
     buckets: [1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600],
     registers: [this.registry],
   });
+  /** The controller's certificate, its listeners' refused connections, and its certificate issuer. */
+  readonly identity = new IdentityMetrics(this.registry, { listeners: ["tracker", "issuer"], issuer: true });
 
   constructor(options: { version: string; collectDefaults?: boolean }) {
     registerBuildInfo(this.registry, options.version);

@@ -3,3 +3,4 @@ export * from "./controller-metrics.js";
 export * from "./metrics-server.js";
 export * from "./proc-stats.js";
 export * from "./containerd-metrics.js";
+export * from "./identity-metrics.js";

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import type { IdentitySource } from "../identity/index.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { BlobFetcher } from "../registry/blob-fetcher.js";
 import type { BlobStore } from "../store/index.js";
@@ -41,6 +42,11 @@ export interface AgentSwarmOptions {
   /** Tests: wraps the store the peer server reads from (e.g. to corrupt what this node serves). */
   readonly servedStore?: ((store: BlobStore) => BlobStore) | undefined;
   readonly closeGraceMs?: number | undefined;
+  /**
+   * This agent's certificate (issued or from files): the peer server and client then speak mutual TLS
+   * with agents of the same trust bundle only. Plain HTTP/2 without (local development).
+   */
+  readonly tls?: IdentitySource | undefined;
 }
 
 /**
@@ -79,6 +85,7 @@ export class AgentSwarm {
         logger: logger.child({ component: "peer-server" }),
         closeGraceMs: options.closeGraceMs,
         knownHolders: (digest) => knownPeers.holdersOf(digest),
+        tls: options.tls,
       });
       closers.unshift(() => peerServer.close());
       const port = Number(peerServer.address.split(":").at(-1));
@@ -95,7 +102,7 @@ export class AgentSwarm {
         clearInterval(loadTimer);
         return Promise.resolve();
       });
-      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics });
+      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics, tls: options.tls });
       closers.unshift(() => {
         peerClient.close();
         return Promise.resolve();

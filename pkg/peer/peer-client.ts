@@ -1,6 +1,7 @@
 import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders } from "node:http2";
 import type { Logger } from "pino";
 import { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
+import { type IdentitySource, clientTlsOptions } from "../identity/index.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES, pieceCount } from "../piece/index.js";
@@ -51,6 +52,11 @@ export interface PeerClientOptions {
   readonly statTimeoutMs?: number | undefined;
   /** For benchmarks; defaults to STREAM_WINDOW_BYTES. */
   readonly streamWindowBytes?: number | undefined;
+  /**
+   * This agent's certificate: peers are reached over mutual TLS and must present an agent certificate
+   * naming the address dialed. Plain HTTP/2 without (local development).
+   */
+  readonly tls?: IdentitySource | undefined;
 }
 
 type EndReason = "aborted" | "stalled" | "closed";
@@ -75,14 +81,25 @@ export class PeerClient implements PieceSource {
   private readonly statTimeoutMs: number;
   /** Cancels every call in progress; used by close(). */
   private readonly cancellers = new Set<(reason: EndReason) => void>();
+  private readonly unsubscribe: (() => void) | undefined;
   private closed = false;
 
   constructor(private readonly options: PeerClientOptions) {
+    const identity = options.tls;
     const streamWindowBytes = options.streamWindowBytes ?? STREAM_WINDOW_BYTES;
     this.pool = new SessionPool({
       streamWindowBytes,
       connectionWindowBytes: Math.max(CONNECTION_WINDOW_BYTES, streamWindowBytes),
       idleCloseMs: options.idleSessionCloseMs ?? DEFAULT_IDLE_SESSION_CLOSE_MS,
+      connectOptions: identity === undefined ? undefined : () => {
+        const material = identity.current();
+        if (material === undefined) throw new PeerError("ERR_PEER_UNAVAILABLE", "this agent holds no certificate yet: peers cannot be reached");
+        return clientTlsOptions(material, { role: "agent" });
+      },
+    });
+    // Connections made after a rotation present the new certificate; calls on older ones finish there.
+    this.unsubscribe = identity?.subscribe(() => {
+      this.pool.retire();
     });
     this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.statTimeoutMs = options.statTimeoutMs ?? DEFAULT_STAT_TIMEOUT_MS;
@@ -171,6 +188,7 @@ export class PeerClient implements PieceSource {
   /** Cancels calls in progress (they fail with ERR_PEER_ABORTED) and closes every connection. */
   close(): void {
     this.closed = true;
+    this.unsubscribe?.();
     for (const cancel of [...this.cancellers]) cancel("closed");
     this.pool.close();
   }

@@ -7,6 +7,7 @@ import {
   type ServerHttp2Stream,
 } from "node:http2";
 import type { Logger } from "pino";
+import { type IdentitySource, TlsListener } from "../identity/index.js";
 import { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import { type Digest, parseDigest } from "../oci/index.js";
@@ -56,6 +57,11 @@ export interface PeerServerOptions {
   readonly closeGraceMs?: number | undefined;
   /** Other agents known to hold a blob, told to whoever asks Stat about it (peer exchange). */
   readonly knownHolders?: ((digest: Digest) => readonly KnownPeer[]) | undefined;
+  /**
+   * This agent's certificate: the port then speaks mutual TLS and serves only clients presenting an
+   * agent certificate of the trust bundle (others fail the handshake). Plain HTTP/2 without (local development).
+   */
+  readonly tls?: IdentitySource | undefined;
 }
 
 const EMPTY_HASH = Buffer.alloc(0);
@@ -79,6 +85,8 @@ export class PeerServer {
   private readonly pool = new MessagePool();
   private closing: Promise<void> | undefined;
   private boundAddress = "";
+  /** Accepts mutual-TLS connections when the server has an identity. */
+  private listener: TlsListener | undefined;
 
   private constructor(
     private readonly server: Http2Server,
@@ -104,20 +112,39 @@ export class PeerServer {
       peer.dispatch(stream, headers);
     });
     const host = formatHost(options.host);
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(options.port, options.host, () => {
-        server.off("error", reject);
-        resolve();
+    let port: number;
+    if (options.tls !== undefined) {
+      const { metrics } = options;
+      peer.listener = await TlsListener.start({
+        host: options.host,
+        port: options.port,
+        identity: options.tls,
+        clientCertificates: "require",
+        authorize: (client) => (client.role === "agent" ? true : `only agents fetch pieces, not a ${client.role}`),
+        onConnection: (socket) => server.emit("connection", socket),
+        onRefused: metrics === undefined ? undefined : (reason) => {
+          metrics.identity.tlsHandshakesRefused.inc({ listener: "peer", reason });
+        },
+        logger: peer.logger,
+        name: "peer",
       });
-    });
+      port = peer.listener.port;
+    } else {
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(options.port, options.host, () => {
+          server.off("error", reject);
+          resolve();
+        });
+      });
+      const address = server.address();
+      port = typeof address === "object" && address !== null ? address.port : options.port;
+    }
     server.on("error", (error) => {
       peer.logger.error({ err: error }, "peer server error");
     });
-    const address = server.address();
-    const port = typeof address === "object" && address !== null ? address.port : options.port;
     peer.boundAddress = `${host}:${port}`;
-    peer.logger.info({ address: peer.boundAddress, uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0, maxConcurrentUploads: peer.maxUploads }, "peer server listening");
+    peer.logger.info({ address: peer.boundAddress, tls: options.tls !== undefined, uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0, maxConcurrentUploads: peer.maxUploads }, "peer server listening");
     return peer;
   }
 
@@ -143,11 +170,14 @@ export class PeerServer {
   private async shutdown(): Promise<void> {
     for (const call of this.calls) call.abort(new PeerStatus(GrpcStatus.UNAVAILABLE, "peer is shutting down"));
     const graceMs = this.options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS;
-    const closed = new Promise<void>((resolve) => {
-      this.server.close(() => {
-        resolve();
-      });
-    });
+    const closed = Promise.all([
+      new Promise<void>((resolve) => {
+        this.server.close(() => {
+          resolve();
+        });
+      }),
+      this.listener?.close(graceMs),
+    ]);
     for (const session of this.sessions) session.close();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([closed, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);

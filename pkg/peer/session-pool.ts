@@ -7,8 +7,11 @@ export interface SessionPoolOptions {
   readonly connectionWindowBytes: number;
   /** A session with no call for this long is closed. */
   readonly idleCloseMs: number;
-  /** Extra connect options (TLS, later); plain HTTP/2 without. */
-  readonly connectOptions?: SecureClientSessionOptions | undefined;
+  /**
+   * TLS options for each new connection (the current certificate; throws when there is none yet); plain
+   * HTTP/2 without. Called per connection, so connections made after a rotation use the new certificate.
+   */
+  readonly connectOptions?: (() => SecureClientSessionOptions) | undefined;
 }
 
 export interface SessionLease {
@@ -68,6 +71,22 @@ export class SessionPool {
     return this.entries.size;
   }
 
+  /**
+   * Stops handing out the sessions open now (after a certificate rotation): the next call to each peer
+   * connects anew, and calls running on the old sessions finish before those close.
+   */
+  retire(): void {
+    for (const [address, entry] of [...this.entries]) {
+      this.drop(address, entry);
+      // Closing a session that is still connecting would fail the calls queued on it.
+      if (entry.session.connecting) {
+        entry.session.once("connect", () => {
+          entry.session.close();
+        });
+      } else entry.session.close();
+    }
+  }
+
   /** Closes every session; calls still running on them are cut. */
   close(): void {
     this.closed = true;
@@ -79,9 +98,9 @@ export class SessionPool {
   }
 
   private connect(address: string): ClientHttp2Session {
-    const scheme = this.options.connectOptions === undefined ? "http" : "https";
-    const session = connect(`${scheme}://${address}`, {
-      ...this.options.connectOptions,
+    const tls = this.options.connectOptions?.();
+    const session = connect(`${tls === undefined ? "http" : "https"}://${address}`, {
+      ...tls,
       settings: { initialWindowSize: this.options.streamWindowBytes, enablePush: false },
     });
     session.once("connect", () => {

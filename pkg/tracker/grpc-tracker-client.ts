@@ -1,5 +1,6 @@
 import { type ChannelCredentials, type ClientDuplexStream, Metadata, type ServiceError, type StatusObject, credentials, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { type IdentitySource, checkServer } from "../identity/index.js";
 import { type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
 import type { Digest } from "../oci/index.js";
 import { Backoff } from "../util/index.js";
@@ -27,6 +28,8 @@ export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
 /** The client pings the tracker this often, so a vanished tracker is noticed within ~15 s. */
 export const CLIENT_KEEPALIVE_TIME_MS = 10_000;
 export const CLIENT_KEEPALIVE_TIMEOUT_MS = 5_000;
+/** The TLS server name agents send (SNI); certificates are checked by role, not by this name. */
+const TLS_SERVER_NAME = "shoal-controller";
 /** On close, how long the tracker has to acknowledge the end of the session before it is cancelled. */
 const CLOSE_TIMEOUT_MS = 1_000;
 
@@ -35,8 +38,13 @@ export interface GrpcTrackerClientOptions {
   readonly address: string;
   readonly identity: AgentIdentity;
   readonly logger: Logger;
-  /** Insecure by default: the tracker is reached inside the cluster network. */
+  /** Fixed channel credentials (tests); insecure when neither this nor `identity` is given. */
   readonly credentials?: ChannelCredentials;
+  /**
+   * This agent's certificate: the tracker is reached over mutual TLS and must present a controller
+   * certificate of the trust bundle. Each connection presents the certificate current when it is made.
+   */
+  readonly tls?: IdentitySource;
   readonly heartbeatIntervalMs?: number;
   readonly lookupTimeoutMs?: number;
   readonly initialBackoffMs?: number;
@@ -75,6 +83,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private prefetchHandler: PrefetchHandler | undefined;
+  private readonly unsubscribe: (() => void) | undefined;
 
   constructor(private readonly options: GrpcTrackerClientOptions) {
     this.identity = validateIdentity(options.identity);
@@ -82,6 +91,9 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.backoff = new Backoff({
       ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
       ...(options.maxBackoffMs === undefined ? {} : { maxDelayMs: options.maxBackoffMs }),
+    });
+    this.unsubscribe = options.tls?.subscribe(() => {
+      this.onCertificate();
     });
     this.connect();
   }
@@ -205,6 +217,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     if (this.state === "closed") return;
     const wasConnected = this.state === "connected";
     this.state = "closed";
+    this.unsubscribe?.();
     clearTimeout(this.reconnectTimer);
     clearInterval(this.heartbeatTimer);
     const call = this.call;
@@ -236,7 +249,26 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private connect(): void {
     this.state = "connecting";
     this.client?.close();
-    const client = new TrackerServiceClient(this.options.address, this.options.credentials ?? credentials.createInsecure(), {
+    this.client = undefined;
+    let channelCredentials: ChannelCredentials;
+    try {
+      channelCredentials = this.channelCredentials();
+    } catch (error: unknown) {
+      // No certificate yet: try again later, like a tracker that cannot be reached.
+      this.state = "backoff";
+      const delayMs = this.backoff.next();
+      this.logger.warn({ err: error, retryInMs: delayMs, address: this.options.address }, "tracker session not started");
+      this.reconnectTimer = setTimeout(() => {
+        if (this.state === "backoff") this.connect();
+      }, delayMs);
+      this.reconnectTimer.unref();
+      this.wake();
+      return;
+    }
+    const client = new TrackerServiceClient(this.options.address, channelCredentials, {
+      // The controller's certificate is checked for its role, not a host name: agents may dial the
+      // tracker by Service name or by address. A fixed TLS server name also avoids SNI with an IP.
+      ...(this.options.tls === undefined ? {} : { "grpc.ssl_target_name_override": TLS_SERVER_NAME }),
       "grpc.keepalive_time_ms": this.options.keepaliveTimeMs ?? CLIENT_KEEPALIVE_TIME_MS,
       "grpc.keepalive_timeout_ms": this.options.keepaliveTimeoutMs ?? CLIENT_KEEPALIVE_TIMEOUT_MS,
       "grpc.keepalive_permit_without_calls": 1,
@@ -256,6 +288,29 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       this.onSessionEnded(call, result);
     });
     call.write(registerRequest(this.identity));
+  }
+
+  /** TLS with this agent's current certificate, the given credentials, or plaintext. Throws without a certificate. */
+  private channelCredentials(): ChannelCredentials {
+    const identity = this.options.tls;
+    if (identity === undefined) return this.options.credentials ?? credentials.createInsecure();
+    const material = identity.current();
+    if (material === undefined) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", "this agent holds no certificate yet");
+    return credentials.createSsl(Buffer.from(material.trustBundlePem), Buffer.from(material.keyPem), Buffer.from(material.certificatePem), {
+      checkServerIdentity: checkServer({ role: "controller" }),
+    });
+  }
+
+  /**
+   * A new certificate. A session is authenticated when it opens and stays bound to the same identity
+   * across rotations, so an open session is kept (re-registering would drop this agent's holdings and
+   * grants for a moment); the next connection presents the new certificate. Only an attempt waiting
+   * for a first certificate starts at once.
+   */
+  private onCertificate(): void {
+    if (this.state !== "backoff") return;
+    clearTimeout(this.reconnectTimer);
+    this.connect();
   }
 
   private onRegistered(trackerId: string): void {

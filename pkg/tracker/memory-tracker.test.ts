@@ -200,7 +200,14 @@ describe("MemoryTracker", () => {
     assert.throws(() => tracker.register(testIdentity("x", "node-x"), { membership }), code("ERR_TRACKER_PERMISSION_DENIED"));
     assert.equal(await value(metrics.sessionsRefused), 2);
     tracker.register(testIdentity("by-address", "node-y"), { membership, remoteAddress: "::ffff:10.1.1.1" });
-    tracker.register(testIdentity("by-name", "node-ok"), { membership, remoteAddress: "10.9.9.9" });
+    // A node name counts only when a certificate says it, not when the agent does.
+    assert.throws(() => tracker.register(testIdentity("by-claim", "node-ok"), { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    const peer = { role: "agent" as const, name: "node-ok", ips: ["10.9.9.9"] };
+    tracker.register(testIdentity("by-name", "node-ok"), { membership, remoteAddress: "10.9.9.9", peer, principal: "shoal://agent/node-ok" });
+    // Its agent id is bound to that certificate: another workload's session cannot take it over.
+    assert.throws(() => tracker.register(testIdentity("by-name", "node-ok"), { membership, remoteAddress: "10.1.1.1", principal: "shoal://agent/node-y" }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    assert.throws(() => tracker.lookup("by-name", digest, false, { membership, remoteAddress: "10.1.1.1", principal: "shoal://agent/node-y" }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    assert.equal(tracker.lookup("by-name", digest, false, { membership, remoteAddress: "10.9.9.9", peer, principal: "shoal://agent/node-ok" }).size, 0);
     assert.equal(tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.1.1.1" }).size, 0);
     assert.throws(() => tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
     assert.deepEqual(tracker.snapshot().agents.map((a) => a.identity.agentId), ["by-address", "by-name"]);

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import type { WorkloadIdentity } from "../identity/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES } from "../piece/index.js";
@@ -44,6 +45,13 @@ export interface RegisterOptions {
   readonly membership?: Membership;
   /** The host the session comes from (gRPC), handed to the membership. */
   readonly remoteAddress?: string;
+  /** What the agent's TLS certificate says it is (handed to the membership). */
+  readonly peer?: WorkloadIdentity;
+  /**
+   * The certificate's identity (its URI) the session is bound to: a session of another principal cannot
+   * take over this agent id, and lookups in its name must come from the same principal.
+   */
+  readonly principal?: string;
   /** Called once if the tracker ends the session itself: the agent re-registered elsewhere, or disconnect(agentId). */
   readonly onClose?: (reason: SessionCloseReason) => void;
   /** Delivers commands (prefetch assignments) to the agent; a session without it cannot take any. */
@@ -63,6 +71,9 @@ export type TrackerEvent =
 export interface LookupAccess {
   readonly membership?: Membership;
   readonly remoteAddress?: string;
+  readonly peer?: WorkloadIdentity;
+  /** The caller's certificate identity; must be the one the agent's session is bound to. */
+  readonly principal?: string;
 }
 
 /** One registered session. Its methods throw ERR_TRACKER_CLOSED once the session is no longer current. */
@@ -111,6 +122,8 @@ interface AgentRecord {
   /** As the membership identified it; updateZone() may change the zone. */
   identity: AgentIdentity;
   readonly token: object;
+  /** The certificate identity the session is bound to (undefined without TLS). */
+  readonly principal: string | undefined;
   readonly onClose: ((reason: SessionCloseReason) => void) | undefined;
   readonly onCommand: ((command: AgentCommand) => void) | undefined;
   activeUploads: number;
@@ -192,16 +205,29 @@ export class MemoryTracker {
    */
   register(identity: AgentIdentity, options: RegisterOptions = {}): TrackerSession {
     const valid = this.guard(() => validateIdentity(identity));
-    const verdict = (options.membership ?? OPEN).admits(valid, options.remoteAddress);
+    let verdict = (options.membership ?? OPEN).admits(valid, options.remoteAddress, options.peer);
+    const holder = this.agents.get(valid.agentId);
+    if (verdict === true && holder !== undefined && holder.principal !== options.principal) {
+      verdict = `agent id ${valid.agentId} belongs to a session of another workload (${holder.principal ?? "without a certificate"})`;
+    }
     if (verdict !== true) {
       this.metrics?.sessionsRefused.inc();
-      this.logger.warn({ agentId: valid.agentId, nodeName: valid.nodeName, remoteAddress: options.remoteAddress, reason: verdict }, "session refused");
+      this.logger.warn({ agentId: valid.agentId, nodeName: valid.nodeName, remoteAddress: options.remoteAddress, principal: options.principal, reason: verdict }, "session refused");
       throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     }
     const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
     const token = {};
-    this.agents.set(valid.agentId, { identity: recorded, token, onClose: options.onClose, onCommand: options.onCommand, activeUploads: 0, blobs: new Set(), chargedBytes: 0 });
+    this.agents.set(valid.agentId, {
+      identity: recorded,
+      token,
+      principal: options.principal,
+      onClose: options.onClose,
+      onCommand: options.onCommand,
+      activeUploads: 0,
+      blobs: new Set(),
+      chargedBytes: 0,
+    });
     let onNode = this.agentsByNode.get(recorded.nodeName);
     if (onNode === undefined) {
       onNode = new Set();
@@ -352,8 +378,7 @@ export class MemoryTracker {
   /** The digest most nodes published for a tag (TagDirectory.resolve). Same access rules as lookup. */
   resolveTag(agentId: string, key: TagKey, access: LookupAccess = {}): TagRecord | undefined {
     const asker = this.agent(agentId);
-    const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
-    if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
+    this.checkAccess(asker, access);
     return this.tags.resolve(this.guard(() => validateTagKey(key)));
   }
 
@@ -384,8 +409,7 @@ export class MemoryTracker {
    */
   lookup(agentId: string, digest: Digest, wantOriginGrant: boolean, access: LookupAccess = {}, excluded: readonly string[] = []): LookupResult {
     const asker = this.agent(agentId);
-    const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress);
-    if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
+    this.checkAccess(asker, access);
     const blob = this.blobs.get(digest);
     const granted = wantOriginGrant && this.tryGrant(agentId, digest, blob, new Set(excluded));
     const holders = blob?.holders.best(asker.identity, this.maxLookupHolders, this.agentsByNode.get(asker.identity.nodeName) ?? [], (id) => this.agents.get(id), this.random) ?? [];
@@ -555,6 +579,15 @@ export class MemoryTracker {
         this.logger.error({ err: error, event: event.type }, "tracker observer failed");
       }
     }
+  }
+
+  /** Lookups in an agent's name: the membership still admits it, and the caller is the session's principal. */
+  private checkAccess(asker: AgentRecord, access: LookupAccess): void {
+    if (access.principal !== undefined && access.principal !== asker.principal) {
+      throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", `agent ${asker.identity.agentId} has a session of another workload than ${access.principal}`);
+    }
+    const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress, access.peer);
+    if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
   }
 
   /** Runs a validation, counting what it rejects. */

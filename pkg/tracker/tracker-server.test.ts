@@ -174,13 +174,25 @@ describe("TrackerServer membership and shutdown", () => {
       assert.equal(ended.code, status.PERMISSION_DENIED);
       assert.match(ended.details, /not in the allowed peers/);
       assert.equal((await metrics.sessionsRefused.get()).values[0]?.value, 1);
-      const admitted = openSession(client);
-      admitted.write(registerRequest(testIdentity("y", "allowed-node")));
-      await eventually(() => { assert.equal(admitted.responses.length, 1); });
-      admitted.cancel();
+      // A node name entry is matched against certificates only: claiming it in plaintext admits nothing.
+      const claimed = openSession(client);
+      claimed.write(registerRequest(testIdentity("y", "allowed-node")));
+      assert.equal((await claimed.ended).code, status.PERMISSION_DENIED);
     } finally {
       client.close();
       await server.close();
+    }
+    // An address entry admits connections from that address.
+    const byAddress = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, membership: new StaticMembership(["127.0.0.1"]), logger });
+    const second = new TrackerServiceClient(byAddress.address, credentials.createInsecure());
+    try {
+      const admitted = openSession(second);
+      admitted.write(registerRequest(testIdentity("y", "any-node")));
+      await eventually(() => { assert.equal(admitted.responses.length, 1); });
+      admitted.cancel();
+    } finally {
+      second.close();
+      await byAddress.close();
     }
   });
 

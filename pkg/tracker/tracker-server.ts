@@ -1,5 +1,7 @@
+import { X509Certificate } from "node:crypto";
 import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { type IdentitySource, TlsListener, type WorkloadIdentity, describeIdentity, identityHasAddress, identityOfCertificate, identityUri } from "../identity/index.js";
 import {
   type LookupRequest,
   type LookupResponse,
@@ -25,6 +27,7 @@ import {
   tagRecordFromWire,
   tagRecordToWire,
 } from "./wire.js";
+import type { AgentIdentity } from "./tracker.js";
 
 /** The server pings an idle connection this often, so a dead agent's session ends within ~15 s. */
 export const SERVER_KEEPALIVE_TIME_MS = 10_000;
@@ -51,6 +54,12 @@ export interface TrackerServerOptions {
    * UNAVAILABLE and that reason (a controller replica that is not the leader). Always serving when absent.
    */
   readonly serving?: () => true | string;
+  /**
+   * The controller's certificate: the tracker then speaks mutual TLS with agents of the trust bundle
+   * only (others fail the handshake), and every session is bound to the agent's certificate: it must
+   * register with the node name and an address its certificate names. Plaintext without (local development).
+   */
+  readonly tls?: IdentitySource;
 }
 
 interface StatusError {
@@ -71,6 +80,7 @@ export class TrackerServer {
     private readonly server: Server,
     private readonly options: TrackerServerOptions,
     readonly port: number,
+    private readonly listener: TlsListener | undefined,
   ) {}
 
   static async start(options: TrackerServerOptions): Promise<TrackerServer> {
@@ -84,13 +94,42 @@ export class TrackerServer {
       "grpc.max_receive_message_length": MAX_SESSION_MESSAGE_BYTES,
     });
     const host = options.host.includes(":") && !options.host.startsWith("[") ? `[${options.host}]` : options.host;
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${host}:${options.port}`, ServerCredentials.createInsecure(), (error, bound) => {
-        if (error === null) resolve(bound);
-        else reject(new TrackerError("ERR_TRACKER_UNAVAILABLE", `cannot listen on ${host}:${options.port}: ${error.message}`, { cause: error }));
+    let listener: TlsListener | undefined;
+    let port: number;
+    if (options.tls !== undefined) {
+      // TLS is terminated by the shared listener (client certificates, refusal counts, rotation); the
+      // decrypted connections go to grpc-js, whose calls still see the peer certificate (getAuthContext).
+      const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+      const metrics = options.metrics;
+      try {
+        listener = await TlsListener.start({
+          host: options.host,
+          port: options.port,
+          identity: options.tls,
+          clientCertificates: "require",
+          authorize: (peer) => (peer.role === "agent" ? true : `only agents hold tracker sessions, not a ${peer.role}`),
+          onConnection: (socket) => {
+            injector.injectConnection(socket);
+          },
+          onRefused: metrics === undefined ? undefined : (reason) => {
+            metrics.identity.tlsHandshakesRefused.inc({ listener: "tracker", reason });
+          },
+          logger: options.logger,
+          name: "tracker",
+        });
+      } catch (error: unknown) {
+        throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `cannot listen on ${host}:${options.port}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      }
+      port = listener.port;
+    } else {
+      port = await new Promise<number>((resolve, reject) => {
+        server.bindAsync(`${host}:${options.port}`, ServerCredentials.createInsecure(), (error, bound) => {
+          if (error === null) resolve(bound);
+          else reject(new TrackerError("ERR_TRACKER_UNAVAILABLE", `cannot listen on ${host}:${options.port}: ${error.message}`, { cause: error }));
+        });
       });
-    });
-    const instance = new TrackerServer(server, options, port);
+    }
+    const instance = new TrackerServer(server, options, port, listener);
     server.addService(TrackerServiceService, {
       session: (call: ServerDuplexStream<SessionRequest, SessionResponse>) => {
         instance.handleSession(call);
@@ -102,7 +141,7 @@ export class TrackerServer {
         instance.handleResolveTag(call, callback);
       },
     });
-    options.logger.info({ host: options.host, port, trackerId: options.tracker.id }, "tracker listening");
+    options.logger.info({ host: options.host, port, tls: listener !== undefined, trackerId: options.tracker.id }, "tracker listening");
     return instance;
   }
 
@@ -123,13 +162,15 @@ export class TrackerServer {
   close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
       for (const end of [...this.sessions]) end();
+      // Stops accepting at once; the connections it handed over are grpc-js's to wind down.
+      const listenerClosed = this.listener?.close(graceMs) ?? Promise.resolve();
       const timer = setTimeout(() => {
         this.server.forceShutdown();
-        resolve();
+        resolve(listenerClosed);
       }, graceMs);
       this.server.tryShutdown(() => {
         clearTimeout(timer);
-        resolve();
+        resolve(listenerClosed);
       });
     }).then(() => {
       this.options.logger.info({ port: this.port }, "tracker stopped");
@@ -192,9 +233,12 @@ export class TrackerServer {
       if (kind?.$case !== "register") throw this.rejected("the first message of a session must be register");
       this.checkServing();
       const identity = this.edge(() => validateIdentity(identityFromWire(kind.value)));
+      const peer = this.verifiedPeer(call);
+      if (peer !== undefined) this.bindToCertificate(identity, peer);
       const opened = this.options.tracker.register(identity, {
         ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
         ...(remoteAddress === undefined ? {} : { remoteAddress }),
+        ...(peer === undefined ? {} : { peer, principal: identityUri(peer) }),
         onClose: (reason) => {
           end({ code: status.UNAVAILABLE, details: reason === "superseded" ? "a newer session of this agent replaced this one" : "session dropped by the tracker" });
         },
@@ -250,6 +294,7 @@ export class TrackerServer {
         if (call.request.excludedAgentIds.length > MAX_EXCLUDED_AGENTS) throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `more than ${MAX_EXCLUDED_AGENTS} excluded agents`);
         return call.request.excludedAgentIds.map(validateAgentId);
       });
+      const peer = this.verifiedPeer(call);
       const result = this.options.tracker.lookup(
         agentId,
         digest,
@@ -257,6 +302,7 @@ export class TrackerServer {
         {
           ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
           ...(remoteAddress === undefined ? {} : { remoteAddress }),
+          ...(peer === undefined ? {} : { peer, principal: identityUri(peer) }),
         },
         excluded,
       );
@@ -272,14 +318,47 @@ export class TrackerServer {
       const agentId = this.edge(() => validateAgentId(call.request.agentId));
       const key = this.edge(() => validateTagKey(call.request));
       const remoteAddress = hostOfPeer(call.getPeer());
+      const peer = this.verifiedPeer(call);
       const record = this.options.tracker.resolveTag(agentId, key, {
         ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
         ...(remoteAddress === undefined ? {} : { remoteAddress }),
+        ...(peer === undefined ? {} : { peer, principal: identityUri(peer) }),
       });
       callback(null, record === undefined ? {} : { record: tagRecordToWire(record) });
     } catch (error: unknown) {
       callback(this.toStatus(error));
     }
+  }
+
+  /**
+   * The agent's identity from its TLS certificate (already verified by the listener); undefined on a
+   * plaintext tracker. A TLS tracker without one is a bug, refused rather than served anonymously.
+   */
+  private verifiedPeer(call: { getAuthContext(): { sslPeerCertificate?: { raw: Buffer } } }): WorkloadIdentity | undefined {
+    if (this.listener === undefined) return undefined;
+    const raw = call.getAuthContext().sslPeerCertificate?.raw;
+    const peer = raw === undefined ? undefined : identityOfCertificate(new X509Certificate(raw));
+    if (peer === undefined) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", "no verified agent certificate on this connection");
+    return peer;
+  }
+
+  /**
+   * A session says who it is (node name, peer address); with TLS that must be what the certificate
+   * says: its node name, and a peer address on one of its IP addresses, so other agents are never sent
+   * to an address the agent does not own.
+   */
+  private bindToCertificate(identity: AgentIdentity, peer: WorkloadIdentity): void {
+    const host = hostOfAddress(identity.peerAddress);
+    const refusal =
+      identity.nodeName !== peer.name
+        ? `registers as node ${JSON.stringify(identity.nodeName)} but its certificate is for ${describeIdentity(peer)}`
+        : !identityHasAddress(peer, host)
+          ? `advertises peer address ${identity.peerAddress} but its certificate (${describeIdentity(peer)}) names ${peer.ips.join(", ") || "no address"}`
+          : undefined;
+    if (refusal === undefined) return;
+    this.options.metrics?.sessionsRefused.inc();
+    this.options.logger.warn({ agentId: identity.agentId, nodeName: identity.nodeName, peerAddress: identity.peerAddress, certificate: identityUri(peer), reason: refusal }, "session refused");
+    throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", `agent ${identity.agentId} ${refusal}`);
   }
 
   /** Throws ERR_TRACKER_UNAVAILABLE (gRPC UNAVAILABLE) while the `serving` option says no. */
@@ -319,4 +398,10 @@ export class TrackerServer {
     this.options.logger.error({ err: error }, "tracker request failed");
     return { code: status.INTERNAL, details: "internal tracker error" };
   }
+}
+
+/** The host of `host:port` (`[v6]:port` too), without brackets. */
+function hostOfAddress(address: string): string {
+  const match = /^\[([^\]]+)\]:\d+$/.exec(address) ?? /^([^:]+):\d+$/.exec(address);
+  return match?.[1] ?? address;
 }

@@ -87,6 +87,25 @@ app.kubernetes.io/component: controller
 {{- include "shoal.componentName" (dict "root" . "component" "tracker") -}}
 {{- end -}}
 
+{{/* The CA Secret: yours (identity.ca.existingSecret) or the one the chart generates. */}}
+{{- define "shoal.caSecretName" -}}
+{{- default (include "shoal.componentName" (dict "root" . "component" "ca")) .Values.identity.ca.existingSecret -}}
+{{- end -}}
+
+{{- define "shoal.caBundleName" -}}
+{{- include "shoal.componentName" (dict "root" . "component" "ca-bundle") -}}
+{{- end -}}
+
+{{/* Where agents find their projected token and the CA bundle. */}}
+{{- define "shoal.identityDir" -}}
+/var/run/secrets/shoal
+{{- end -}}
+
+{{/* The issuer (same Service as the tracker, its issuer port), as agents dial it. */}}
+{{- define "shoal.issuerAddress" -}}
+{{- printf "%s.%s.svc.%s:%v" (include "shoal.trackerServiceName" .) .Release.Namespace .Values.clusterDomain .Values.controller.ports.issuer -}}
+{{- end -}}
+
 {{/* The tracker Service's cluster DNS name and port, as the agents dial it. */}}
 {{- define "shoal.trackerAddress" -}}
 {{- printf "%s.%s.svc.%s:%v" (include "shoal.trackerServiceName" .) .Release.Namespace .Values.clusterDomain .Values.controller.ports.tracker -}}
@@ -128,6 +147,9 @@ mirror-addr: {{ printf "0.0.0.0:%v" $a.ports.mirror | quote }}
 metrics-addr: {{ printf "0.0.0.0:%v" $a.ports.metrics | quote }}
 peer-addr: {{ printf "0.0.0.0:%v" $a.ports.peer | quote }}
 tracker: {{ include "shoal.trackerAddress" . | quote }}
+identity-issuer: {{ include "shoal.issuerAddress" . | quote }}
+identity-token: {{ printf "%s/token" (include "shoal.identityDir" .) | quote }}
+tls-ca: {{ printf "%s/ca.crt" (include "shoal.identityDir" .) | quote }}
 data-dir: {{ .Values.agent.dataDir | quote }}
 {{- with .Values.registries }}
 upstream: {{ toJson . }}
@@ -176,6 +198,10 @@ prefetch: {{ .Values.imagePrefetch.enabled | quote }}
 {{- with .Values.registries }}
 upstream: {{ toJson . }}
 {{- end }}
+ca-secret: {{ include "shoal.caSecretName" . | quote }}
+issuer-listen: {{ printf "0.0.0.0:%v" $c.ports.issuer | quote }}
+cert-lifetime: {{ .Values.identity.certificateLifetime | quote }}
+token-audience: {{ .Values.identity.tokenAudience | quote }}
 {{- end -}}
 
 {{/* The controller's flags: the chart's, each replaced by controller.config's value when set there. */}}

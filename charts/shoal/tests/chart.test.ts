@@ -1,6 +1,7 @@
 // The chart as helm renders it: lint, every toggle on and off, every object valid for Kubernetes
 // 1.27 (and the prometheus-operator CRDs), and the properties the design depends on.
 import assert from "node:assert/strict";
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -115,10 +116,10 @@ describe("helm chart charts/shoal", () => {
 
   it("renders only valid Kubernetes 1.27 objects with every toggle on, off, and with hostNetwork", async () => {
     const expectations: [string, object, string[]][] = [
-      ["defaults", {}, ["ConfigMap", "ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]],
-      ["all on", ALL_ON, ["ConfigMap", "ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "PodDisruptionBudget", "ServiceMonitor", "PodMonitor", "GrafanaDashboard", "NetworkPolicy", "NetworkPolicy"]],
+      ["defaults", {}, ["ConfigMap", "ConfigMap", "ConfigMap", "ConfigMap", "Secret", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy", "NetworkPolicy"]],
+      ["all on", ALL_ON, ["ConfigMap", "ConfigMap", "ConfigMap", "ConfigMap", "Secret", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "PodDisruptionBudget", "ServiceMonitor", "PodMonitor", "GrafanaDashboard", "NetworkPolicy", "NetworkPolicy"]],
       ["all on, hostNetwork", withHostNetwork(ALL_ON), []],
-      ["all off", ALL_OFF, ["ConfigMap", "ConfigMap", "DaemonSet", "Deployment", "Service", "Service"]],
+      ["all off", ALL_OFF, ["ConfigMap", "ConfigMap", "ConfigMap", "Secret", "DaemonSet", "Deployment", "Service", "Service"]],
       ["all off, hostNetwork", withHostNetwork(ALL_OFF), []],
     ];
     for (const [label, values, kinds] of expectations) {
@@ -384,5 +385,43 @@ describe("helm chart charts/shoal", () => {
     const controllerPolicy = only(objects, "NetworkPolicy", "-controller");
     const trackerRule = (at(controllerPolicy, "spec", "ingress") as { ports: { port: string }[]; from: unknown[] }[]).find((r) => r.ports[0]?.port === "tracker");
     assert.ok(selects(at(trackerRule, "from", 0, "podSelector", "matchLabels") as Record<string, string>, podLabels(only(objects, "DaemonSet"))), "tracker: from agents");
+  });
+
+  it("identity: one generated CA (Secret for the controller, its certificate alone for the agents), projected audience-bound tokens, issuer flags and port, NetworkPolicy on by default", async () => {
+    const objects = await render({});
+    const secret = only(objects, "Secret", "-ca");
+    assert.equal(secret.type, "kubernetes.io/tls");
+    const data = secret.data as Record<string, string>;
+    const caPem = Buffer.from(data["tls.crt"] ?? "", "base64").toString();
+    const ca = new X509Certificate(caPem);
+    assert.equal(ca.ca, true, "a CA certificate");
+    assert.ok(ca.checkPrivateKey(createPrivateKey(Buffer.from(data["tls.key"] ?? "", "base64").toString())), "with its key");
+    assert.equal((only(objects, "ConfigMap", "-ca-bundle").data as Record<string, string>)["ca.crt"], caPem, "the bundle is the same CA, without its key");
+    // Agents: the token (for the controller's audience) and the bundle, never the Secret.
+    const ds = only(objects, "DaemonSet");
+    const volume = (podSpec(ds).volumes as { name: string; projected?: { sources: Record<string, unknown>[] }; secret?: unknown }[]).find((v) => v.name === "identity");
+    assert.deepEqual(volume?.projected?.sources, [
+      { serviceAccountToken: { audience: "shoal", expirationSeconds: 3600, path: "token" } },
+      { configMap: { name: `${RELEASE}-shoal-ca-bundle`, items: [{ key: "ca.crt", path: "ca.crt" }] } },
+    ]);
+    assert.ok(!(podSpec(ds).volumes as { secret?: { secretName?: string } }[]).some((v) => v.secret?.secretName === secret.metadata.name), "the CA Secret is never mounted in agents");
+    const config = only(objects, "ConfigMap", "-agent").data as Record<string, string>;
+    assert.equal(config.SHOAL_IDENTITY_ISSUER, `${RELEASE}-shoal-tracker.${NAMESPACE}.svc.cluster.local:7071`);
+    assert.equal(config.SHOAL_TLS_CA, "/var/run/secrets/shoal/ca.crt");
+    assert.equal(config.SHOAL_IDENTITY_TOKEN, "/var/run/secrets/shoal/token");
+    const args = container(only(objects, "Deployment"), "controller").args ?? [];
+    for (const flag of [`--ca-secret=${secret.metadata.name}`, "--issuer-listen=0.0.0.0:7071", "--cert-lifetime=24h", "--token-audience=shoal"]) assert.ok(args.includes(flag), flag);
+    assert.ok((at(only(objects, "Service", "-tracker"), "spec", "ports") as { name: string }[]).some((p) => p.name === "issuer"));
+    const issuerRule = (at(only(objects, "NetworkPolicy", "-controller"), "spec", "ingress") as { ports: { port: string }[] }[]).some((r) => r.ports.some((p) => p.port === "issuer"));
+    assert.ok(issuerRule, "the issuer port is open to agents");
+    // hostNetwork without node CIDRs: no NetworkPolicy (it would not apply to agents, and would lock them out of the controller).
+    assert.equal((await render({ agent: { hostNetwork: true } })).filter((o) => o.kind === "NetworkPolicy").length, 0);
+    // Bring your own CA: no Secret rendered, the bundle given, and a clear failure without one.
+    const own = await render({ identity: { ca: { existingSecret: "my-ca", bundle: caPem } } });
+    assert.equal(own.filter((o) => o.kind === "Secret").length, 0);
+    assert.ok(container(only(own, "Deployment"), "controller").args?.includes("--ca-secret=my-ca"));
+    const missing = await template({ identity: { ca: { existingSecret: "my-ca" } } });
+    assert.equal(missing.ok, false);
+    assert.match(missing.stderr, /identity\.ca\.bundle .* is required with identity\.ca\.existingSecret/);
   });
 });

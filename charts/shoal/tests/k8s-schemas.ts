@@ -9,7 +9,7 @@ import { DaemonSet, Deployment } from "kubernetes-models/apps/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
-import { ConfigMap, Service, ServiceAccount } from "kubernetes-models/v1";
+import { ConfigMap, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
 import type { K8sObject } from "./render.js";
 
 interface Validatable {
@@ -19,6 +19,7 @@ interface Validatable {
 /** apiVersion/kind → a kubernetes-models constructor and the client-node model of its fields. */
 const MODELS: Record<string, { create: (data: K8sObject) => Validatable; fields?: string }> = {
   "v1/ConfigMap": { create: (d) => new ConfigMap(d), fields: "V1ConfigMap" },
+  "v1/Secret": { create: (d) => new Secret(d), fields: "V1Secret" },
   "v1/Service": { create: (d) => new Service(d), fields: "V1Service" },
   "v1/ServiceAccount": { create: (d) => new ServiceAccount(d), fields: "V1ServiceAccount" },
   "apps/v1/DaemonSet": { create: (d) => new DaemonSet(d), fields: "V1DaemonSet" },

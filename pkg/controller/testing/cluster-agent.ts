@@ -1,4 +1,5 @@
 import { pino } from "pino";
+import { CertificateManager, GrpcCertificateIssuer, type TlsMaterial } from "../../identity/index.js";
 import type { Digest } from "../../oci/index.js";
 import type { SwarmTuning } from "../../peer/swarm-download.js";
 import { SwarmNode } from "../../peer/testing/swarm-node.js";
@@ -22,23 +23,41 @@ export interface ClusterAgentOptions {
   readonly tuning?: Partial<SwarmTuning>;
   /** Take the zone the tracker ranks the agent by (as agents in Kubernetes do) instead of ignoring zones. */
   readonly zoneFromTracker?: boolean;
+  /** host:port of the certificate issuer (a ServiceForwarder endpoint for this pod IP). */
+  readonly issuerAddress: string;
+  /** The Pod's projected ServiceAccount token (read for every certificate request). */
+  readonly token: () => Promise<string>;
+  /** The CA bundle agents trust (the chart's CA ConfigMap). */
+  readonly trustBundlePem: string;
 }
 
 /**
- * One agent in process as it runs in a Pod: a SwarmNode whose peer server binds its pod IP and whose
- * tracker session goes through the Service over gRPC (reconnecting with short backoff), taking
- * ImagePrefetch assignments over that session as `shoal agent` does.
+ * One agent in process as it runs in a Pod: it gets its certificate from the controller's issuer with
+ * its token (rotating it like `shoal agent`), its peer server binds its pod IP with mutual TLS, its
+ * tracker session goes through the Service over gRPC with TLS (reconnecting with short backoff), and
+ * it takes ImagePrefetch assignments over that session as `shoal agent` does.
  */
 export class ClusterAgent {
   private constructor(
     private readonly node: SwarmNode,
     readonly prefetcher: AgentPrefetcher,
+    readonly certificate: CertificateManager,
   ) {}
 
   static async start(options: ClusterAgentOptions): Promise<ClusterAgent> {
     const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ node: options.name });
     const sessions: GrpcTrackerClient[] = [];
+    const certificate = new CertificateManager({
+      issuer: new GrpcCertificateIssuer({ address: options.issuerAddress, token: options.token, trustBundle: () => Promise.resolve(options.trustBundlePem) }),
+      role: "agent",
+      requestName: options.nodeName,
+      logger: logger.child({ component: "certificate" }),
+      retryInitialMs: 100,
+      retryMaxMs: 1_000,
+    });
+    certificate.start();
     const node = await SwarmNode.start({
+      tls: certificate,
       name: options.name,
       nodeName: options.nodeName,
       host: options.podIp,
@@ -46,7 +65,7 @@ export class ClusterAgent {
       // By default the scheduler ignores the claimed zone: most tests are about what the tracker makes of it.
       ...(options.zoneFromTracker === true ? { zoneFromTracker: true } : { ignoreZone: true }),
       tracker: (identity, trackerLogger) => {
-        const client = new GrpcTrackerClient({ address: options.trackerAddress, identity, logger: trackerLogger, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 });
+        const client = new GrpcTrackerClient({ address: options.trackerAddress, identity, logger: trackerLogger, tls: certificate, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 });
         sessions.push(client);
         return client;
       },
@@ -63,7 +82,17 @@ export class ClusterAgent {
       reportIntervalMs: 100,
     });
     prefetcher.start();
-    return new ClusterAgent(node, prefetcher);
+    return new ClusterAgent(node, prefetcher, certificate);
+  }
+
+  /** host:port of its peer server (mutual TLS). */
+  get peerAddress(): string {
+    return this.node.peerServer.address;
+  }
+
+  /** The certificate the agent holds now. */
+  get material(): TlsMaterial | undefined {
+    return this.certificate.current();
   }
 
   get agentId(): string {
@@ -87,8 +116,14 @@ export class ClusterAgent {
     return this.node.metric(name, labels);
   }
 
+  /** Deletes a blob from the agent's store (benchmarks keep memory bounded); it is withdrawn from the tracker. */
+  async forget(digest: Digest): Promise<void> {
+    await this.node.store.delete(digest);
+  }
+
   async stop(): Promise<void> {
     await this.prefetcher.stop();
     await this.node.stop();
+    await this.certificate.close();
   }
 }

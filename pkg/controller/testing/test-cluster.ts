@@ -1,4 +1,5 @@
 import { pino } from "pino";
+import { CertificateAuthority } from "../../identity/index.js";
 import { KubeApiDouble, ServiceForwarder } from "../../k8s/testing/index.js";
 import { ControllerMetrics, MetricsServer } from "../../metrics/index.js";
 import { FakeUpstream } from "../../registry/testing/fake-upstream.js";
@@ -7,6 +8,9 @@ import { ClusterAgent } from "./cluster-agent.js";
 
 export const NAMESPACE = "shoal";
 export const SELECTOR = "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent";
+export const CA_SECRET = "shoal-ca";
+export const AGENT_SERVICE_ACCOUNT = "shoal-agent";
+export const TOKEN_AUDIENCE = "shoal";
 /** Short but realistic proportions: renew deadline < lease duration, retry well below both. */
 export const TIMINGS = { leaseDurationMs: 2_000, renewDeadlineMs: 1_200, retryPeriodMs: 250 } as const;
 
@@ -30,7 +34,12 @@ export class TestCluster {
   private constructor(
     readonly api: KubeApiDouble,
     readonly forwarder: ServiceForwarder,
+    /** The same Service's issuer port. */
+    readonly issuerForwarder: ServiceForwarder,
     readonly origin: FakeUpstream,
+    readonly ca: CertificateAuthority,
+    /** The CA's key (PEM), as the Secret holds it. */
+    readonly caKeyPem: string,
   ) {}
 
   static async start(): Promise<TestCluster> {
@@ -41,7 +50,14 @@ export class TestCluster {
       probeIntervalMs: 50,
       backends: () => [...(ref.cluster?.replicas.values() ?? [])].filter((r) => !r.stopped).map((r) => ({ target: r.controller.trackerAddress, readyUrl: r.readyUrl })),
     });
-    ref.cluster = new TestCluster(api, forwarder, origin);
+    const issuerForwarder = await ServiceForwarder.start({
+      probeIntervalMs: 50,
+      backends: () => [...(ref.cluster?.replicas.values() ?? [])].filter((r) => !r.stopped).map((r) => ({ target: r.controller.issuerAddress, readyUrl: r.readyUrl })),
+    });
+    // The chart's CA Secret, made the way helm's genCA would (a throwaway CA).
+    const { ca, certificatePem, keyPem } = CertificateAuthority.createSelfSigned({ commonName: "shoal test CA", lifetimeMs: 24 * 3_600_000 });
+    api.putSecret({ namespace: NAMESPACE, name: CA_SECRET, type: "kubernetes.io/tls", data: { "tls.crt": certificatePem, "tls.key": keyPem } });
+    ref.cluster = new TestCluster(api, forwarder, issuerForwarder, origin, ca, keyPem);
     return ref.cluster;
   }
 
@@ -60,6 +76,7 @@ export class TestCluster {
       grantStallTimeoutMs: 2_000,
       ...TIMINGS,
       informerTuning: { initialBackoffMs: 100, maxBackoffMs: 1_000 },
+      certificates: { caSecret: CA_SECRET, issuerListen: { host: "127.0.0.1", port: 0 }, lifetimeMs: 3_600_000, tokenAudience: TOKEN_AUDIENCE, retryInitialMs: 100 },
       ...extra,
     });
     const metricsServer = await MetricsServer.start({ host: "127.0.0.1", port: 0, registry: metrics.registry, health: { live: () => true, ready: () => controller.ready() } });
@@ -84,12 +101,24 @@ export class TestCluster {
   /** A Node (with `labels`), and an agent Pod on it with `ip`. */
   addAgentPod(name: string, nodeName: string, ip: string, zone?: string, labels?: Readonly<Record<string, string>>): void {
     this.api.putNode({ name: nodeName, ...(zone === undefined ? {} : { zone }), ...(labels === undefined ? {} : { labels }) });
-    this.api.putPod({ namespace: NAMESPACE, name, nodeName, ip });
+    this.api.putPod({ namespace: NAMESPACE, name, nodeName, ip, serviceAccount: AGENT_SERVICE_ACCOUNT });
   }
 
-  /** With `zoneFromTracker` the agent's scheduler uses the zone the tracker ranks it by, as in a cluster. */
-  async startAgent(name: string, nodeName: string, podIp: string, claimedZone?: string, options: { zoneFromTracker?: boolean } = {}): Promise<ClusterAgent> {
+  /** The projected token the kubelet would mount in Pod `pod` (bound to it, for the controller's audience). */
+  tokenFor(pod: string, audiences: readonly string[] = [TOKEN_AUDIENCE]): string {
+    return this.api.serviceAccountToken({ namespace: NAMESPACE, serviceAccount: AGENT_SERVICE_ACCOUNT, pod, audiences, expirationSeconds: 3600 });
+  }
+
+  /**
+   * With `zoneFromTracker` the agent's scheduler uses the zone the tracker ranks it by, as in a cluster;
+   * `token` replaces the Pod's own projected token.
+   */
+  async startAgent(name: string, nodeName: string, podIp: string, claimedZone?: string, options: { zoneFromTracker?: boolean; token?: string } = {}): Promise<ClusterAgent> {
+    const projected = options.token ?? this.tokenFor(name);
     const agent = await ClusterAgent.start({
+      issuerAddress: await this.issuerForwarder.endpointFor(podIp),
+      token: () => Promise.resolve(projected),
+      trustBundlePem: this.ca.certificatePem,
       name,
       nodeName,
       podIp,
@@ -114,6 +143,7 @@ export class TestCluster {
     for (const agent of this.agents) await agent.stop();
     for (const identity of this.replicas.keys()) await this.stopReplica(identity);
     await this.forwarder.close();
+    await this.issuerForwarder.close();
     await this.api.close();
     await this.origin.close();
   }

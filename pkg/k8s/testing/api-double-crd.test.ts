@@ -57,7 +57,7 @@ describe("API double: the ImagePrefetch custom resource, its status subresource,
   });
 
   it("serves Secrets by name, and no status subresource where none is modeled", async () => {
-    api.putSecret("apps", "regcred", "kubernetes.io/dockerconfigjson", { ".dockerconfigjson": '{"auths":{}}' });
+    api.putSecret({ namespace: "apps", name: "regcred", type: "kubernetes.io/dockerconfigjson", data: { ".dockerconfigjson": '{"auths":{}}' } });
     const core = api.kubeConfig().makeApiClient(CoreV1Api);
     const secret = await core.readNamespacedSecret({ namespace: "apps", name: "regcred" });
     assert.equal(Buffer.from(secret.data?.[".dockerconfigjson"] ?? "", "base64").toString(), '{"auths":{}}');

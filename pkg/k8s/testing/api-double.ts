@@ -7,6 +7,7 @@ import { type ApiRequestKind, type ApiVerb, type ModeledResource, type RecordedA
 import { type NodeFixture, type PodFixture, nodeObject, podObject } from "./fixtures.js";
 import { type ApiObject, ObjectStore, type WatchEventType, type WatchSink, clone } from "./object-store.js";
 import { ApiStatusError, statuses } from "./status.js";
+import { type ServiceAccountTokenRequest, TokenAuthority } from "./token-reviews.js";
 import { validateCreate, validateUpdate } from "./validation.js";
 
 /** Real API servers send a bookmark about once a minute; client-node gives up on a watch silent for 30 s. */
@@ -64,6 +65,7 @@ export class KubeApiDouble {
   private readonly watches = new Set<OpenWatch>();
   private readonly log: RecordedApiRequest[] = [];
   private readonly failures = new Set<FailureRule>();
+  private readonly tokens = new TokenAuthority();
   private readonly bookmarkTimer: NodeJS.Timeout;
 
   private constructor(
@@ -190,20 +192,35 @@ export class KubeApiDouble {
     this.store.delete(modeled("nodes"), undefined, name);
   }
 
-  /** The stored object (a copy), or undefined. */
-  object(resource: "pods" | "nodes" | "leases" | "events" | "secrets" | "imageprefetches", namespace: string | undefined, name: string): ApiObject | undefined {
-    const found = this.store.get(modeled(resource), namespace, name);
-    return found === undefined ? undefined : clone(found);
-  }
-
-  /** A Secret as a user would create it; `data` values are given as plain text and stored base64-encoded. */
-  putSecret(namespace: string, name: string, type: string, data: Readonly<Record<string, string>>): ApiObject {
-    const encoded = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString("base64")]));
-    return this.store.upsert(modeled("secrets"), { metadata: { name, namespace }, type, data: encoded });
+  /** Creates or replaces a Secret; `data` values are raw (encoded to base64 as the API stores them). */
+  putSecret(secret: { namespace: string; name: string; type?: string; data: Record<string, string | Buffer> }): ApiObject {
+    const data = Object.fromEntries(Object.entries(secret.data).map(([key, value]) => [key, Buffer.from(value).toString("base64")]));
+    return this.store.upsert(modeled("secrets"), { metadata: { name: secret.name, namespace: secret.namespace }, type: secret.type ?? "Opaque", data });
   }
 
   deleteSecret(namespace: string, name: string): void {
     this.store.delete(modeled("secrets"), namespace, name);
+  }
+
+  /**
+   * A ServiceAccount token as the kubelet gets one for a projected volume (TokenRequest): bound to
+   * `pod` (which must exist: its uid and node are taken now), for `audiences`, expiring after
+   * `expirationSeconds`. TokenReview then authenticates it as the API server would.
+   */
+  serviceAccountToken(request: { namespace: string; serviceAccount: string; pod?: string; audiences?: readonly string[]; expirationSeconds?: number }): string {
+    let pod: ServiceAccountTokenRequest["pod"];
+    if (request.pod !== undefined) {
+      const found = this.store.get(modeled("pods"), request.namespace, request.pod);
+      if (found === undefined) throw new Error(`pod ${request.namespace}/${request.pod} does not exist`);
+      pod = { name: request.pod, uid: found.metadata.uid ?? "", nodeName: (found.spec as { nodeName?: string } | undefined)?.nodeName ?? "" };
+    }
+    return this.tokens.issue({ namespace: request.namespace, serviceAccount: request.serviceAccount, ...(pod === undefined ? {} : { pod }), ...(request.audiences === undefined ? {} : { audiences: request.audiences }), ...(request.expirationSeconds === undefined ? {} : { expirationSeconds: request.expirationSeconds }) });
+  }
+
+  /** The stored object (a copy), or undefined. */
+  object(resource: "pods" | "nodes" | "leases" | "events" | "secrets" | "imageprefetches", namespace: string | undefined, name: string): ApiObject | undefined {
+    const found = this.store.get(modeled(resource), namespace, name);
+    return found === undefined ? undefined : clone(found);
   }
 
   /**
@@ -397,6 +414,14 @@ export class KubeApiDouble {
         return;
       }
       case "create": {
+        if (kind.resource === "tokenreviews") {
+          // Not an object to store: the API server answers with the review (no name needed).
+          const review = await readObject(req, false);
+          validateCreate(kind, review);
+          const podUid = (ns: string, pod: string): string | undefined => this.store.get(modeled("pods"), ns, pod)?.metadata.uid;
+          send(201, { kind: "TokenReview", apiVersion: "authentication.k8s.io/v1", metadata: {}, spec: review.spec, status: this.tokens.review(review, podUid) });
+          return;
+        }
         const body = await readObject(req);
         if (body.metadata.namespace !== undefined && body.metadata.namespace !== "" && body.metadata.namespace !== namespace) {
           throw statuses.badRequest("the namespace of the provided object does not match the namespace sent on the request");
@@ -558,7 +583,7 @@ function apiVersionOf(kind: ModeledResource): string {
   return kind.group === "" ? kind.version : `${kind.group}/${kind.version}`;
 }
 
-async function readObject(req: IncomingMessage): Promise<ApiObject> {
+async function readObject(req: IncomingMessage, needsMetadata = true): Promise<ApiObject> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -574,6 +599,7 @@ async function readObject(req: IncomingMessage): Promise<ApiObject> {
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw statuses.badRequest("the request body is not an object");
   const object = parsed as { metadata?: unknown };
+  if (!needsMetadata && object.metadata === undefined) object.metadata = {};
   if (typeof object.metadata !== "object" || object.metadata === null) throw statuses.badRequest("the object has no metadata");
   return parsed as ApiObject;
 }

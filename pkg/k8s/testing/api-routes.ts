@@ -21,6 +21,8 @@ export const MODELED_RESOURCES: readonly ModeledResource[] = [
   { resource: "events", group: "", version: "v1", kind: "Event", namespaced: true, verbs: ["get", "list", "watch", "create"] },
   { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", namespaced: true, verbs: ["get", "list", "watch", "create", "update", "delete"] },
   { resource: "secrets", group: "", version: "v1", kind: "Secret", namespaced: true, verbs: ["get", "list", "watch", "create", "update", "delete"] },
+  // Not stored: a create is answered with the review's status (the API server's TokenReview).
+  { resource: "tokenreviews", group: "authentication.k8s.io", version: "v1", kind: "TokenReview", namespaced: false, verbs: ["create"] },
   // The chart's CRD (charts/shoal/crds/imageprefetches.yaml).
   {
     resource: "imageprefetches",

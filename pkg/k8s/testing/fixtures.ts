@@ -13,6 +13,8 @@ export interface PodFixture {
   readonly labels?: Readonly<Record<string, string>>;
   readonly phase?: "Pending" | "Running" | "Succeeded" | "Failed";
   readonly ready?: boolean;
+  /** spec.serviceAccountName; default "default", as admission sets it. */
+  readonly serviceAccount?: string;
 }
 
 /** A Pod as the API server would store it (agent labels and namespace "shoal" unless given). */
@@ -20,7 +22,7 @@ export function podObject(fixture: PodFixture): ApiObject {
   const ready = fixture.ready ?? true;
   return {
     metadata: { name: fixture.name, namespace: fixture.namespace ?? "shoal", labels: { ...(fixture.labels ?? AGENT_LABELS) } },
-    spec: { nodeName: fixture.nodeName, containers: [{ name: "agent", image: "shoal:test" }] },
+    spec: { nodeName: fixture.nodeName, serviceAccountName: fixture.serviceAccount ?? "default", containers: [{ name: "agent", image: "shoal:test" }] },
     status: {
       phase: fixture.phase ?? "Running",
       ...(fixture.ip === undefined ? {} : { podIP: fixture.ip, podIPs: [{ ip: fixture.ip }] }),

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import { type Logger, pino } from "pino";
+import type { IdentitySource } from "../../identity/index.js";
 import { AgentMetrics } from "../../metrics/index.js";
 import type { Digest } from "../../oci/index.js";
 import { OriginFetcher } from "../../registry/origin-fetcher.js";
@@ -36,6 +37,8 @@ export interface SwarmNodeOptions {
   readonly ignoreZone?: boolean;
   /** The agent does not know its zone (Kubernetes: no --zone); only the tracker does, and tells it in lookups. */
   readonly zoneFromTracker?: boolean;
+  /** This agent's certificate: peers then talk mutual TLS. */
+  readonly tls?: IdentitySource;
 }
 
 /** One agent in process: a memory store, the origin fetcher and the agent's peer-to-peer side (AgentSwarm). */
@@ -78,6 +81,7 @@ export class SwarmNode {
       zoneKnowledge: options.ignoreZone === true ? "none" : options.zoneFromTracker === true ? "tracker" : "self",
       servedStore: options.servedStore,
       closeGraceMs: 100,
+      tls: options.tls,
     });
     return new SwarmNode(options.name, swarm.agentId, store, swarm.fetcher, metrics, swarm.peerServer, swarm.inventory, swarm.tracker, [
       () => swarm.close(),
