@@ -66,7 +66,7 @@ async function rawRegister(cluster: TestCluster, sourceIp: string, nodeName: str
       client.close();
       resolve({ code: s.code, details: s.details });
     });
-    call.write({ kind: { $case: "register", value: { agentId: "intruder-1", nodeName, zone: "", peerAddress: `${sourceIp}:5052` } } });
+    call.write({ kind: { $case: "register", value: { agentId: "intruder-1", nodeName, zone: "", peerAddress: `${sourceIp}:5052`, resumeBlobs: 0 } } });
   });
 }
 

@@ -163,7 +163,7 @@ export class AgentMetrics {
   readonly trackerLookups = new Counter({
     name: "shoal_tracker_lookups_total",
     help:
-      "Tracker lookups by this agent, by result (holders, granted, none, unavailable); while the tracker is unreachable, " +
+      "Tracker lookups by this agent, by result (holders, granted, none, unavailable; retry: the tracker is rebuilding after a fail-over and asked to wait); while the tracker is unreachable, " +
       "lookups answered by the peers this agent knows (peers) or by none of them (peers_none).",
     labelNames: ["result"] as const,
     registers: [this.registry],

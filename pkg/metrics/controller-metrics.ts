@@ -18,8 +18,13 @@ export class ControllerMetrics {
   });
   readonly lookups = new Counter({
     name: "shoal_tracker_lookups_served_total",
-    help: "Lookups answered, by result (holders, granted, none).",
+    help: "Lookups answered, by result (holders, granted, none; retry: nothing granted while agents re-announce after a fail-over).",
     labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+  readonly announcePauses = new Counter({
+    name: "shoal_tracker_announce_pauses_total",
+    help: "Times a session was paused because announces over all sessions exceeded the tracker's rate (a re-announce storm after a fail-over).",
     registers: [this.registry],
   });
   readonly grants = new Counter({

@@ -17,6 +17,14 @@ import { raceSignal } from "../util/index.js";
 /** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */
 const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;
 const GRANTEE_POLL_MS = 100;
+/**
+ * How long to keep asking a tracker that is rebuilding its state after a fail-over (it answers with
+ * retryAfterMs: holders may not have re-announced yet). The tracker holds a blob back for 4 s at most;
+ * this bound, with the grantee wait after it, stays under the mirror's 10 s to start a response.
+ */
+const TRACKER_REBUILD_WAIT_MS = 6_000;
+/** The longest pause between those lookups, whatever the tracker asks for. */
+const MAX_RETRY_AFTER_MS = 2_000;
 
 export interface SwarmFetcherOptions {
   readonly store: BlobStore;
@@ -115,9 +123,23 @@ export class SwarmFetcher implements BlobFetcher {
     const { tracker, metrics } = this.options;
     const startedAt = performance.now();
     let lookup = await this.lookup(request.digest, true, signal);
-    // Another agent holds the grant but has not announced the blob yet: give it a moment.
-    for (let waited = 0; lookup && lookup.size === 0 && !lookup.origin.granted && waited < GRANTEE_ANNOUNCE_WAIT_MS; waited += GRANTEE_POLL_MS) {
-      await sleep(GRANTEE_POLL_MS, undefined, { signal });
+    // Another agent holds the grant but has not announced the blob yet: give it a moment. A tracker that is
+    // rebuilding after a fail-over granted nothing because holders may still re-announce: ask it again.
+    let granteeWaitedMs = 0;
+    let rebuildWaitedMs = 0;
+    while (lookup && lookup.size === 0 && !lookup.origin.granted) {
+      const retryAfterMs = lookup.retryAfterMs ?? 0;
+      let pauseMs: number;
+      if (retryAfterMs > 0) {
+        if (rebuildWaitedMs >= TRACKER_REBUILD_WAIT_MS) break;
+        pauseMs = Math.min(Math.max(retryAfterMs, GRANTEE_POLL_MS), MAX_RETRY_AFTER_MS);
+        rebuildWaitedMs += pauseMs;
+      } else {
+        if (granteeWaitedMs >= GRANTEE_ANNOUNCE_WAIT_MS) break;
+        pauseMs = GRANTEE_POLL_MS;
+        granteeWaitedMs += pauseMs;
+      }
+      await sleep(pauseMs, undefined, { signal });
       lookup = await this.lookup(request.digest, true, signal);
     }
     // Degraded (no tracker): the peers this agent knows are asked before the origin.
@@ -230,7 +252,7 @@ export class SwarmFetcher implements BlobFetcher {
   private async lookup(digest: Digest, wantOriginGrant: boolean, signal: AbortSignal, excludedAgents: readonly string[] = []): Promise<LookupResult | undefined> {
     try {
       const result = await this.options.tracker.lookup(digest, { wantOriginGrant, signal, ...(excludedAgents.length > 0 ? { excludedAgents } : {}) });
-      this.options.metrics.trackerLookups.inc({ result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : "none" });
+      this.options.metrics.trackerLookups.inc({ result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : (result.retryAfterMs ?? 0) > 0 ? "retry" : "none" });
       this.options.knownPeers?.remember(digest, result.holders, this.options.self?.agentId);
       return result;
     } catch (error) {

@@ -6,6 +6,7 @@ import type { Digest } from "../oci/index.js";
 import { Backoff } from "../util/index.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
 import { PublishedTags } from "./published-tags.js";
+import { ReannouncePacing, type ReannouncePacingOptions, Reannouncer } from "./reannounce-pacing.js";
 import { type PrefetchChannel, type PrefetchHandler, type PrefetchReport, validatePrefetchAssignment, validatePrefetchReport } from "./prefetch.js";
 import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
@@ -51,6 +52,11 @@ export interface GrpcTrackerClientOptions {
   readonly maxBackoffMs?: number;
   readonly keepaliveTimeMs?: number;
   readonly keepaliveTimeoutMs?: number;
+  /**
+   * How the inventory is re-announced on a new session (reannounce-pacing.ts): after a lost session the
+   * first batch waits randomly within `spreadMs`, then `batchBlobs` blobs every `batchIntervalMs`.
+   */
+  readonly reannounce?: ReannouncePacingOptions;
   /** Called with true when a session is registered and false when it is lost (e.g. for shoal_tracker_connected). */
   readonly onConnectionChange?: (connected: boolean) => void;
 }
@@ -61,7 +67,9 @@ type State = "connecting" | "connected" | "backoff" | "closed";
  * The agent's Tracker over gRPC. Holds one Session stream, registers, sends heartbeats, and keeps an
  * inventory (the latest announcement per digest) that it sends in full after every (re)connect: a new
  * session always starts empty on the tracker, and a new tracker id means a new tracker altogether.
- * Reconnects with capped exponential backoff and jitter. Lookups have a deadline and fail with
+ * Reconnects with capped exponential backoff and jitter. The re-announce is paced (Reannouncer): the
+ * session registers at once, saying how many blobs will follow, and the inventory follows in batches
+ * after a random delay, so that a fail-over is not a storm; new announces and withdrawals go at once. Lookups have a deadline and fail with
  * ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there.
  */
 export class GrpcTrackerClient implements Tracker, PrefetchChannel {
@@ -71,6 +79,8 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   /** Tags this agent resolved upstream, sent after every (re)connect like the inventory. */
   private readonly tags = new PublishedTags();
   private readonly backoff: Backoff;
+  /** What of the inventory the current session has not been sent yet. */
+  private readonly reannouncer: Reannouncer<Digest>;
   private readonly logger: Logger;
   private readonly identity: AgentIdentity;
   private readonly waiters = new Set<() => void>();
@@ -91,6 +101,16 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.backoff = new Backoff({
       ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
       ...(options.maxBackoffMs === undefined ? {} : { maxDelayMs: options.maxBackoffMs }),
+    });
+    this.reannouncer = new Reannouncer<Digest>({
+      pacing: new ReannouncePacing(options.reannounce),
+      ready: () => !this.awaitingDrain,
+      send: (batch) => {
+        // Entries announced or withdrawn meanwhile were taken out of the queue (and are dirty already).
+        for (const digest of batch) if (this.inventory.has(digest)) this.dirty.add(digest);
+        this.flush();
+        if (this.reannouncer.pending === 0) this.logger.info({ blobs: this.inventory.size }, "inventory re-announced");
+      },
     });
     this.unsubscribe = options.tls?.subscribe(() => {
       this.onCertificate();
@@ -166,6 +186,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     const entry = inventoryEntry(validateAnnouncement(announcement));
     if (this.state === "closed") return;
     this.inventory.set(entry.digest, entry);
+    this.reannouncer.forget(entry.digest);
     this.dirty.add(entry.digest);
     this.flush();
   }
@@ -173,6 +194,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   withdraw(digest: Digest): void {
     if (this.state === "closed") return;
     this.inventory.delete(digest);
+    this.reannouncer.forget(digest);
     this.dirty.add(digest);
     this.flush();
   }
@@ -220,6 +242,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.unsubscribe?.();
     clearTimeout(this.reconnectTimer);
     clearInterval(this.heartbeatTimer);
+    this.reannouncer.stop();
     const call = this.call;
     this.call = undefined;
     this.wake();
@@ -287,7 +310,8 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     call.on("status", (result: StatusObject) => {
       this.onSessionEnded(call, result);
     });
-    call.write(registerRequest(this.identity));
+    // Says how many blobs will follow: while they do, the tracker grants nobody the origin for a blob it does not know yet.
+    call.write(registerRequest(this.identity, this.inventory.size));
   }
 
   /** TLS with this agent's current certificate, the given credentials, or plaintext. Throws without a certificate. */
@@ -320,9 +344,10 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.state = "connected";
     this.backoff.reset();
     this.logger.info({ trackerId, address: this.options.address, newTracker: previous !== undefined && previous !== trackerId, blobs: this.inventory.size }, "tracker session registered");
-    // The tracker forgot this agent when the previous session ended: send the whole inventory again.
+    // The tracker forgot this agent when the previous session ended: send the whole inventory again, paced
+    // (after a lost session every other agent is doing the same to the same tracker).
     this.dirty.clear();
-    for (const digest of this.inventory.keys()) this.dirty.add(digest);
+    this.reannouncer.start(this.inventory.keys(), previous !== undefined);
     this.tags.markAllUnsent();
     this.sendHeartbeat();
     this.flush();
@@ -364,6 +389,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     if (call !== this.call || this.state === "closed") return;
     this.call = undefined;
     clearInterval(this.heartbeatTimer);
+    this.reannouncer.stop();
     const wasConnected = this.state === "connected";
     this.state = "backoff";
     const delayMs = this.backoff.next();

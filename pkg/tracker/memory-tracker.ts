@@ -9,6 +9,7 @@ import { type Holding, HolderIndex } from "./holder-index.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
 import { validatePrefetchReport } from "./prefetch.js";
+import { RebuildGrace } from "./rebuild-grace.js";
 import { TagDirectory } from "./tag-directory.js";
 import type { AgentIdentity, BlobAnnouncement, LookupResult, TagKey, TagRecord } from "./tracker.js";
 import { validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
@@ -35,6 +36,10 @@ export interface MemoryTrackerOptions {
   readonly maxLookupHolders?: number;
   /** Uniform in [0, 1): ranking tie-breaks and the sampling of crowded tiers; Math.random by default. */
   readonly random?: () => number;
+  /** The grace after an empty start while agents re-announce (rebuild-grace.ts); its defaults when absent. */
+  readonly rebuildSettleMs?: number;
+  readonly rebuildMaxMs?: number;
+  readonly rebuildHoldMs?: number;
 }
 
 /** Why the tracker ended a session by itself. */
@@ -56,6 +61,8 @@ export interface RegisterOptions {
   readonly onClose?: (reason: SessionCloseReason) => void;
   /** Delivers commands (prefetch assignments) to the agent; a session without it cannot take any. */
   readonly onCommand?: (command: AgentCommand) => void;
+  /** Blobs the agent is about to re-announce (it lost its previous session); 0 on a first start. */
+  readonly resumeBlobs?: number;
 }
 
 /**
@@ -185,6 +192,7 @@ export class MemoryTracker {
   /** Tag → digest as agents resolved them upstream: pulls by tag still resolve while an upstream is down. */
   private readonly tags = new TagDirectory();
   private readonly listeners = new Set<(event: TrackerEvent) => void>();
+  private readonly grace: RebuildGrace;
 
   constructor(options: MemoryTrackerOptions) {
     this.id = options.id ?? randomUUID();
@@ -194,6 +202,12 @@ export class MemoryTracker {
     this.now = options.now ?? Date.now;
     this.maxLookupHolders = options.maxLookupHolders ?? DEFAULT_MAX_LOOKUP_HOLDERS;
     this.random = options.random ?? Math.random;
+    this.grace = new RebuildGrace({
+      now: this.now,
+      ...(options.rebuildSettleMs === undefined ? {} : { settleMs: options.rebuildSettleMs }),
+      ...(options.rebuildMaxMs === undefined ? {} : { maxMs: options.rebuildMaxMs }),
+      ...(options.rebuildHoldMs === undefined ? {} : { holdMs: options.rebuildHoldMs }),
+    });
     if (!(this.maxLookupHolders >= 1)) throw new RangeError(`maxLookupHolders must be at least 1, got ${this.maxLookupHolders}`);
     if (!(this.stallTimeoutMs > 0)) throw new RangeError(`grantStallTimeoutMs must be positive, got ${this.stallTimeoutMs}`);
   }
@@ -217,6 +231,7 @@ export class MemoryTracker {
     }
     const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
     if (this.agents.has(valid.agentId)) this.drop(valid.agentId, "superseded");
+    this.grace.registered(valid.agentId, Math.max(0, Math.floor(options.resumeBlobs ?? 0)), this.agents.size);
     const token = {};
     this.agents.set(valid.agentId, {
       identity: recorded,
@@ -243,6 +258,7 @@ export class MemoryTracker {
   /** Records what `agentId` holds of a blob, replacing its earlier announcement of that digest. */
   announce(agentId: string, announcement: BlobAnnouncement): void {
     const agent = this.agent(agentId);
+    this.grace.announced(agentId);
     const a = this.guard(() => validateAnnouncement(announcement));
     let blob = this.blobs.get(a.digest);
     if (blob !== undefined && (blob.size !== a.size || blob.pieceSize !== a.pieceSize)) {
@@ -411,9 +427,11 @@ export class MemoryTracker {
     const asker = this.agent(agentId);
     this.checkAccess(asker, access);
     const blob = this.blobs.get(digest);
-    const granted = wantOriginGrant && this.tryGrant(agentId, digest, blob, new Set(excluded));
+    // Rebuilding after an empty start: a blob without a complete holder may only not be re-announced yet.
+    const retryAfterMs = blob === undefined || blob.holders.completeCount === 0 ? this.grace.retryAfterMs(digest) : 0;
+    const granted = wantOriginGrant && retryAfterMs === 0 && this.tryGrant(agentId, digest, blob, new Set(excluded));
     const holders = blob?.holders.best(asker.identity, this.maxLookupHolders, this.agentsByNode.get(asker.identity.nodeName) ?? [], (id) => this.agents.get(id), this.random) ?? [];
-    this.metrics?.lookups.inc({ result: granted ? "granted" : holders.length > 0 ? "holders" : "none" });
+    this.metrics?.lookups.inc({ result: granted ? "granted" : holders.length > 0 ? "holders" : retryAfterMs > 0 ? "retry" : "none" });
     return {
       size: blob?.size ?? 0,
       pieceSize: blob?.pieceSize ?? 0,
@@ -421,7 +439,13 @@ export class MemoryTracker {
       pieceHashes: blob === undefined ? [] : this.answer(blob),
       origin: { granted, granteeAgentId: this.grants.get(digest)?.agentId },
       askerZone: asker.identity.zone,
+      ...(retryAfterMs > 0 ? { retryAfterMs } : {}),
     };
+  }
+
+  /** Sessions that registered to re-announce and still owe announces (0 outside a rebuild). */
+  get resumingSessions(): number {
+    return this.grace.pendingSessions;
   }
 
   snapshot(): TrackerSnapshot {
@@ -483,6 +507,7 @@ export class MemoryTracker {
     if (agent === undefined) return false;
     // Removed first: observers learn of the disconnect, not of every blob it held going away.
     this.agents.delete(agentId);
+    this.grace.dropped(agentId);
     for (const digest of [...agent.blobs]) this.forget(agent, digest);
     this.tags.forget(agentId);
     const now = this.now();

@@ -12,6 +12,7 @@ import {
   TrackerServiceService,
 } from "../gen/tracker/v1/tracker.js";
 import type { ControllerMetrics } from "../metrics/index.js";
+import { AnnounceGate } from "./announce-gate.js";
 import { TrackerError, isTrackerError } from "./errors.js";
 import { type Membership, hostOfPeer } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
@@ -60,6 +61,12 @@ export interface TrackerServerOptions {
    * register with the node name and an address its certificate names. Plaintext without (local development).
    */
   readonly tls?: IdentitySource;
+  /**
+   * Announce messages applied per second over all sessions (announce-gate.ts); past it the sending
+   * session is paused and the agent waits. DEFAULT_ANNOUNCES_PER_SECOND when absent; 0: ungated.
+   */
+  readonly announcesPerSecond?: number;
+  readonly announceBurst?: number;
 }
 
 interface StatusError {
@@ -75,13 +82,19 @@ interface StatusError {
 export class TrackerServer {
   private readonly sessions = new Set<(details?: string) => void>();
   private closing: Promise<void> | undefined;
+  private readonly gate: AnnounceGate;
 
   private constructor(
     private readonly server: Server,
     private readonly options: TrackerServerOptions,
     readonly port: number,
     private readonly listener: TlsListener | undefined,
-  ) {}
+  ) {
+    this.gate = new AnnounceGate({
+      ...(options.announcesPerSecond === undefined ? {} : { perSecond: options.announcesPerSecond }),
+      ...(options.announceBurst === undefined ? {} : { burst: options.announceBurst }),
+    });
+  }
 
   static async start(options: TrackerServerOptions): Promise<TrackerServer> {
     const server = new Server({
@@ -161,6 +174,7 @@ export class TrackerServer {
   /** Ends every session (agents see UNAVAILABLE and reconnect elsewhere), lets lookups finish, stops. */
   close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
+      this.gate.close();
       for (const end of [...this.sessions]) end();
       // Stops accepting at once; the connections it handed over are grpc-js's to wind down.
       const listenerClosed = this.listener?.close(graceMs) ?? Promise.resolve();
@@ -200,12 +214,21 @@ export class TrackerServer {
       end({ code: status.UNAVAILABLE, details });
     };
     this.sessions.add(shutdown);
+    const resume = (): void => {
+      if (!ended) call.resume();
+    };
     call.on("data", (request: SessionRequest) => {
       if (ended) return;
       try {
         session = this.onSessionMessage(call, session, request, remoteAddress, end);
       } catch (error: unknown) {
         end(this.toStatus(error));
+        return;
+      }
+      // Over the announce rate: stop reading this session until the gate has room (flow control holds the agent).
+      if (request.kind?.$case === "announce" && !this.gate.take(resume)) {
+        this.options.metrics?.announcePauses.inc();
+        call.pause();
       }
     });
     call.on("end", () => {
@@ -239,6 +262,7 @@ export class TrackerServer {
         ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
         ...(remoteAddress === undefined ? {} : { remoteAddress }),
         ...(peer === undefined ? {} : { peer, principal: identityUri(peer) }),
+        resumeBlobs: kind.value.resumeBlobs,
         onClose: (reason) => {
           end({ code: status.UNAVAILABLE, details: reason === "superseded" ? "a newer session of this agent replaced this one" : "session dropped by the tracker" });
         },

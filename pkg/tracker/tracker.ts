@@ -42,6 +42,12 @@ export interface LookupResult {
   readonly askerZone: string;
   /** Whether the asking agent holds the origin grant, and who does. */
   readonly origin: { readonly granted: boolean; readonly granteeAgentId: string | undefined };
+  /**
+   * Set (milliseconds) while the tracker is still rebuilding its state from agents re-announcing after a
+   * fail-over and therefore granted nothing: holders may still appear, so ask again after this long
+   * instead of going to the origin. Absent otherwise.
+   */
+  readonly retryAfterMs?: number;
 }
 
 /** A tag in one repository of one registry. */

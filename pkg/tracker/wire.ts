@@ -17,8 +17,9 @@ import { validateDigest } from "./validation.js";
 
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
 
-export function registerRequest(identity: AgentIdentity): SessionRequest {
-  const value: Register = { agentId: identity.agentId, nodeName: identity.nodeName, zone: identity.zone, peerAddress: identity.peerAddress };
+/** `resumeBlobs`: how many blobs the agent is about to re-announce on this session (Register.resume_blobs). */
+export function registerRequest(identity: AgentIdentity, resumeBlobs = 0): SessionRequest {
+  const value: Register = { agentId: identity.agentId, nodeName: identity.nodeName, zone: identity.zone, peerAddress: identity.peerAddress, resumeBlobs };
   return { kind: { $case: "register", value } };
 }
 
@@ -143,6 +144,7 @@ export function lookupResponse(result: LookupResult): LookupResponse {
     pieceHashes: hashesToWire(result.pieceHashes),
     origin: { granted: result.origin.granted, granteeAgentId: result.origin.granteeAgentId ?? "" },
     askerZone: result.askerZone,
+    retryAfterMs: result.retryAfterMs ?? 0,
   };
 }
 
@@ -164,6 +166,7 @@ export function lookupResultFromWire(response: LookupResponse): LookupResult {
     pieceHashes: response.pieceHashes.map((h) => (h.length === 0 ? undefined : new Uint8Array(h))),
     origin: { granted: response.origin?.granted ?? false, granteeAgentId: grantee === "" ? undefined : grantee },
     askerZone: response.askerZone,
+    ...(response.retryAfterMs > 0 ? { retryAfterMs: response.retryAfterMs } : {}),
   };
 }
 

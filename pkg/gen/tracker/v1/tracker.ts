@@ -89,6 +89,12 @@ export interface Register {
   zone: string;
   /** host:port of the agent's PeerService. */
   peerAddress: string;
+  /**
+   * Blobs this agent is about to re-announce on this session (its inventory when it registers again after
+   * a lost session or a fail-over); 0 on a first start. While sessions have inventory left to re-announce,
+   * the tracker holds back origin grants for blobs it does not know yet (LookupResponse.retry_after_ms).
+   */
+  resumeBlobs: number;
 }
 
 /** What an agent holds of one blob. A later announce of the same digest replaces the earlier one. */
@@ -158,6 +164,12 @@ export interface LookupResponse {
    * label, which the agent itself cannot read. Empty when unknown.
    */
   askerZone: string;
+  /**
+   * Not 0 while the tracker is still rebuilding its state from re-announcing agents (after a fail-over) and
+   * so granted nothing: holders may still appear. Ask again after this many milliseconds instead of going
+   * to the origin. Agents that do not know the field treat the answer as "someone else is fetching".
+   */
+  retryAfterMs: number;
 }
 
 export interface Holder {
@@ -469,7 +481,7 @@ export const SessionRequest: MessageFns<SessionRequest> = {
 };
 
 function createBaseRegister(): Register {
-  return { agentId: "", nodeName: "", zone: "", peerAddress: "" };
+  return { agentId: "", nodeName: "", zone: "", peerAddress: "", resumeBlobs: 0 };
 }
 
 export const Register: MessageFns<Register> = {
@@ -485,6 +497,9 @@ export const Register: MessageFns<Register> = {
     }
     if (message.peerAddress !== "") {
       writer.uint32(34).string(message.peerAddress);
+    }
+    if (message.resumeBlobs !== 0) {
+      writer.uint32(40).uint32(message.resumeBlobs);
     }
     return writer;
   },
@@ -534,6 +549,14 @@ export const Register: MessageFns<Register> = {
             message.peerAddress = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.resumeBlobs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -564,6 +587,11 @@ export const Register: MessageFns<Register> = {
         : isSet(object.peer_address)
         ? globalThis.String(object.peer_address)
         : "",
+      resumeBlobs: isSet(object.resumeBlobs)
+        ? globalThis.Number(object.resumeBlobs)
+        : isSet(object.resume_blobs)
+        ? globalThis.Number(object.resume_blobs)
+        : 0,
     };
   },
 
@@ -581,6 +609,9 @@ export const Register: MessageFns<Register> = {
     if (message.peerAddress !== "") {
       obj.peerAddress = message.peerAddress;
     }
+    if (message.resumeBlobs !== 0) {
+      obj.resumeBlobs = Math.round(message.resumeBlobs);
+    }
     return obj;
   },
 
@@ -593,6 +624,7 @@ export const Register: MessageFns<Register> = {
     message.nodeName = object.nodeName ?? "";
     message.zone = object.zone ?? "";
     message.peerAddress = object.peerAddress ?? "";
+    message.resumeBlobs = object.resumeBlobs ?? 0;
     return message;
   },
 };
@@ -1306,7 +1338,7 @@ export const LookupRequest: MessageFns<LookupRequest> = {
 };
 
 function createBaseLookupResponse(): LookupResponse {
-  return { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: undefined, askerZone: "" };
+  return { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: undefined, askerZone: "", retryAfterMs: 0 };
 }
 
 export const LookupResponse: MessageFns<LookupResponse> = {
@@ -1328,6 +1360,9 @@ export const LookupResponse: MessageFns<LookupResponse> = {
     }
     if (message.askerZone !== "") {
       writer.uint32(50).string(message.askerZone);
+    }
+    if (message.retryAfterMs !== 0) {
+      writer.uint32(56).uint32(message.retryAfterMs);
     }
     return writer;
   },
@@ -1393,6 +1428,14 @@ export const LookupResponse: MessageFns<LookupResponse> = {
             message.askerZone = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.retryAfterMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1425,6 +1468,11 @@ export const LookupResponse: MessageFns<LookupResponse> = {
         : isSet(object.asker_zone)
         ? globalThis.String(object.asker_zone)
         : "",
+      retryAfterMs: isSet(object.retryAfterMs)
+        ? globalThis.Number(object.retryAfterMs)
+        : isSet(object.retry_after_ms)
+        ? globalThis.Number(object.retry_after_ms)
+        : 0,
     };
   },
 
@@ -1448,6 +1496,9 @@ export const LookupResponse: MessageFns<LookupResponse> = {
     if (message.askerZone !== "") {
       obj.askerZone = message.askerZone;
     }
+    if (message.retryAfterMs !== 0) {
+      obj.retryAfterMs = Math.round(message.retryAfterMs);
+    }
     return obj;
   },
 
@@ -1464,6 +1515,7 @@ export const LookupResponse: MessageFns<LookupResponse> = {
       ? OriginDecision.fromPartial(object.origin)
       : undefined;
     message.askerZone = object.askerZone ?? "";
+    message.retryAfterMs = object.retryAfterMs ?? 0;
     return message;
   },
 };
