@@ -302,7 +302,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.awaitingDrain = false;
     call.on("data", (response: SessionResponse) => {
       if (call !== this.call) return;
-      if (response.kind?.$case === "registered") this.onRegistered(response.kind.value.trackerId);
+      if (response.kind?.$case === "registered") this.onRegistered(response.kind.value.trackerId, response.kind.value.reannounceSpreadMs);
       else if (this.state === "connected") this.onCommand(response);
     });
     // Failures arrive as the final status below; this listener only keeps them from being thrown.
@@ -337,7 +337,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.connect();
   }
 
-  private onRegistered(trackerId: string): void {
+  private onRegistered(trackerId: string, reannounceSpreadMs: number): void {
     if (this.state !== "connecting") return;
     const previous = this.trackerId;
     this.trackerId = trackerId;
@@ -347,7 +347,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     // The tracker forgot this agent when the previous session ended: send the whole inventory again, paced
     // (after a lost session every other agent is doing the same to the same tracker).
     this.dirty.clear();
-    this.reannouncer.start(this.inventory.keys(), previous !== undefined);
+    this.reannouncer.start(this.inventory.keys(), previous !== undefined, reannounceSpreadMs);
     this.tags.markAllUnsent();
     this.sendHeartbeat();
     this.flush();

@@ -443,6 +443,11 @@ export class MemoryTracker {
     };
   }
 
+  /** Sessions open now. */
+  get sessionCount(): number {
+    return this.agents.size;
+  }
+
   /** Sessions that registered to re-announce and still owe announces (0 outside a rebuild). */
   get resumingSessions(): number {
     return this.grace.pendingSessions;

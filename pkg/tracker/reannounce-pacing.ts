@@ -8,10 +8,23 @@
  */
 
 /**
- * After a lost session, the first batch waits uniformly within this spread: 2,000 agents come back over
- * 10 s, ~200 a second, ~40,000 blobs a second at ~200 blobs each, and the tracker takes 15,000 a second.
+ * After a lost session, the first batch waits uniformly within a spread. The tracker says how long in
+ * `registered` (spreadForSessions: it knows how many agents are coming back); this is the agent's own
+ * choice for a tracker that does not say: 2,000 agents come back over 10 s, ~200 a second.
  */
 export const DEFAULT_REANNOUNCE_SPREAD_MS = 10_000;
+/** The tracker's spread grows by this much per session it holds: 200 agents start re-announcing per second. */
+export const REANNOUNCE_SPREAD_PER_SESSION_MS = 5;
+/**
+ * The longest spread the tracker asks for, and the longest an agent accepts. Longer would only delay what
+ * the tracker's announce gate already paces, and leave blobs unknown longer than its rebuild grace.
+ */
+export const MAX_REANNOUNCE_SPREAD_MS = 10_000;
+
+/** The spread a tracker holding `sessions` sessions asks re-announcing agents for. */
+export function spreadForSessions(sessions: number): number {
+  return Math.min(MAX_REANNOUNCE_SPREAD_MS, Math.max(1, sessions) * REANNOUNCE_SPREAD_PER_SESSION_MS);
+}
 /** Blobs per batch: ~64 announce messages, a few KB to a few hundred KB with their piece hashes. */
 export const DEFAULT_REANNOUNCE_BATCH_BLOBS = 64;
 /** Between batches: an agent re-announces at most 640 blobs a second (a few hundred blobs in under a second). */
@@ -50,16 +63,31 @@ export class ReannouncePacing {
 
   /**
    * The wait before the first batch: random within the spread after a lost session (`resumed`), none on a
-   * process's first session (agents start one by one; their first inventory is not a storm).
+   * process's first session (agents start one by one; their first inventory is not a storm). The spread
+   * is the tracker's (`trackerSpreadMs`, capped at MAX_REANNOUNCE_SPREAD_MS) when it gave one, else ours.
    */
-  firstDelayMs(resumed: boolean): number {
-    return resumed ? Math.floor(this.random() * this.spreadMs) : 0;
+  firstDelayMs(resumed: boolean, trackerSpreadMs = 0): number {
+    if (!resumed) return 0;
+    const spreadMs = trackerSpreadMs > 0 ? Math.min(trackerSpreadMs, MAX_REANNOUNCE_SPREAD_MS) : this.spreadMs;
+    return Math.floor(this.random() * spreadMs);
+  }
+
+  /** `items` in a random order (Fisher-Yates): agents holding the same blob send it at different moments. */
+  shuffle<T>(items: Iterable<T>): T[] {
+    const out = [...items];
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = Math.floor(this.random() * (i + 1));
+      const a = out[i] as T;
+      out[i] = out[j] as T;
+      out[j] = a;
+    }
+    return out;
   }
 
   /** The whole plan for `blobs` blobs when no batch has to wait for the stream (the load generator plays it). */
-  plan(blobs: number, resumed: boolean): ReannounceStep[] {
+  plan(blobs: number, resumed: boolean, trackerSpreadMs = 0): ReannounceStep[] {
     const steps: ReannounceStep[] = [];
-    const first = this.firstDelayMs(resumed);
+    const first = this.firstDelayMs(resumed, trackerSpreadMs);
     for (let sent = 0, i = 0; sent < blobs; sent += this.batchBlobs, i++) {
       steps.push({ atMs: first + i * this.batchIntervalMs, blobs: Math.min(this.batchBlobs, blobs - sent) });
     }
@@ -90,11 +118,15 @@ export class Reannouncer<T> {
     return this.queue.size;
   }
 
-  /** Starts over with `items` (a new session); `resumed` after a lost session (the first batch waits within the spread). */
-  start(items: Iterable<T>, resumed: boolean): void {
+  /**
+   * Starts over with `items` in a random order (a new session); `resumed` after a lost session: the first
+   * batch waits within the spread, the tracker's (`trackerSpreadMs`) when it gave one.
+   */
+  start(items: Iterable<T>, resumed: boolean, trackerSpreadMs = 0): void {
     this.stop();
-    for (const item of items) this.queue.add(item);
-    if (this.queue.size > 0) this.schedule(this.options.pacing.firstDelayMs(resumed));
+    const { pacing } = this.options;
+    for (const item of pacing.shuffle(items)) this.queue.add(item);
+    if (this.queue.size > 0) this.schedule(pacing.firstDelayMs(resumed, trackerSpreadMs));
   }
 
   forget(item: T): void {

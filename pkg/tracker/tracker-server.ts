@@ -14,6 +14,7 @@ import {
 import type { ControllerMetrics } from "../metrics/index.js";
 import { AnnounceGate } from "./announce-gate.js";
 import { TrackerError, isTrackerError } from "./errors.js";
+import { spreadForSessions } from "./reannounce-pacing.js";
 import { type Membership, hostOfPeer } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
 import { validateAgentId, validateAnnouncement, validateDigest, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
@@ -271,7 +272,9 @@ export class TrackerServer {
           call.write(commandResponse(command));
         },
       });
-      call.write({ kind: { $case: "registered", value: { trackerId: this.options.tracker.id } } });
+      // The more agents hold sessions, the wider those coming back after a fail-over spread their re-announce.
+      const reannounceSpreadMs = spreadForSessions(this.options.tracker.sessionCount);
+      call.write({ kind: { $case: "registered", value: { trackerId: this.options.tracker.id, reannounceSpreadMs } } });
       return opened;
     }
     switch (kind?.$case) {

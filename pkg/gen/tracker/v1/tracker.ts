@@ -134,6 +134,11 @@ export interface SessionResponse {
 export interface Registered {
   /** Changes when the tracker restarts or another replica leads: the agent then re-announces everything. */
   trackerId: string;
+  /**
+   * How long an agent that lost its previous session spreads the start of its re-announce over (a random
+   * delay within it), scaled by the tracker with the sessions it holds; 0: the agent's own default.
+   */
+  reannounceSpreadMs: number;
 }
 
 export interface LookupRequest {
@@ -1136,13 +1141,16 @@ export const SessionResponse: MessageFns<SessionResponse> = {
 };
 
 function createBaseRegistered(): Registered {
-  return { trackerId: "" };
+  return { trackerId: "", reannounceSpreadMs: 0 };
 }
 
 export const Registered: MessageFns<Registered> = {
   encode(message: Registered, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.trackerId !== "") {
       writer.uint32(10).string(message.trackerId);
+    }
+    if (message.reannounceSpreadMs !== 0) {
+      writer.uint32(16).uint32(message.reannounceSpreadMs);
     }
     return writer;
   },
@@ -1168,6 +1176,14 @@ export const Registered: MessageFns<Registered> = {
             message.trackerId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.reannounceSpreadMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1187,6 +1203,11 @@ export const Registered: MessageFns<Registered> = {
         : isSet(object.tracker_id)
         ? globalThis.String(object.tracker_id)
         : "",
+      reannounceSpreadMs: isSet(object.reannounceSpreadMs)
+        ? globalThis.Number(object.reannounceSpreadMs)
+        : isSet(object.reannounce_spread_ms)
+        ? globalThis.Number(object.reannounce_spread_ms)
+        : 0,
     };
   },
 
@@ -1194,6 +1215,9 @@ export const Registered: MessageFns<Registered> = {
     const obj: any = {};
     if (message.trackerId !== "") {
       obj.trackerId = message.trackerId;
+    }
+    if (message.reannounceSpreadMs !== 0) {
+      obj.reannounceSpreadMs = Math.round(message.reannounceSpreadMs);
     }
     return obj;
   },
@@ -1204,6 +1228,7 @@ export const Registered: MessageFns<Registered> = {
   fromPartial(object: DeepPartial<Registered>): Registered {
     const message = createBaseRegistered();
     message.trackerId = object.trackerId ?? "";
+    message.reannounceSpreadMs = object.reannounceSpreadMs ?? 0;
     return message;
   },
 };
