@@ -9,6 +9,7 @@ import { MEMORY_BUDGET_PER_AGENT_BYTES, MemoryTracker, PIECE_COST_BYTES } from "
 import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { TrackerServer } from "./tracker-server.js";
 import { eventually, testDigest, testIdentity } from "./testing/helpers.js";
+import { spreadForSessions } from "./reannounce-pacing.js";
 import { announceRequest, registerRequest } from "./wire.js";
 
 const logger = pino({ level: "silent" });
@@ -71,9 +72,9 @@ describe("TrackerServer input validation", () => {
     return session;
   }
 
-  it("answers register with the tracker id", async () => {
+  it("answers register with the tracker id and the re-announce spread for the sessions it holds", async () => {
     const session = await registered("ok");
-    assert.deepEqual(session.responses[0], { kind: { $case: "registered", value: { trackerId: tracker.id } } });
+    assert.deepEqual(session.responses[0], { kind: { $case: "registered", value: { trackerId: tracker.id, reannounceSpreadMs: spreadForSessions(1) } } });
     session.cancel();
     await eventually(() => { assert.equal(tracker.snapshot().agents.length, 0); }, 2_000);
   });
