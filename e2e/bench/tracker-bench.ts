@@ -5,27 +5,32 @@
 // every pulling agent downloads the new image's layers, looking holders up and announcing progress at
 // the agent's own intervals, with heartbeats. Reports the controller's CPU and peak RSS from /proc,
 // lookup latency, messages per second, and the generators' own CPU. Prints figures; asserts nothing.
-import { fork } from "node:child_process";
 import { writeFile, mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
+import type { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
 import { procStats } from "../../pkg/metrics/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { ShoalController } from "../support/shoal-controller.js";
-import type { RolloutPlan, RolloutReport, WorkerCommand, WorkerReport } from "./tracker-load/protocol.js";
-import { agentAddress, agentIdentity } from "./tracker-load/workload.js";
+import { type FailoverBenchResult, type LookupFigures, runFailoverBench } from "./tracker-failover.js";
+import { Worker, quantile, startKubernetes, waitReady } from "./tracker-load/bench-harness.js";
+import type { BenchCa, RolloutPlan, RolloutReport } from "./tracker-load/protocol.js";
+import { agentAddress } from "./tracker-load/workload.js";
 
-const WORKER = join(dirname(fileURLToPath(import.meta.url)), "tracker-load", "load-worker.js");
 const EXIT_USAGE = 2;
 const MIB = 1024 * 1024;
-/** How long the Kubernetes controller may take to sync K Pods and win the Lease. */
-const LEADER_TIMEOUT_MS = 120_000;
-const NAMESPACE = "shoal";
 
 export interface TrackerBenchOptions {
   readonly agents: readonly number[];
+  /** Fail-over mode (tracker-failover.ts) instead of the rollout: how the leader is ended. */
+  readonly failover: "SIGKILL" | "SIGTERM" | undefined;
+  readonly storm: {
+    readonly lookupIntervalMs: number;
+    readonly baselineMs: number;
+    readonly maxMs: number;
+    readonly leaseDurationS: number;
+  };
   readonly workers: number;
   readonly membership: "static" | "kubernetes";
   readonly plan: RolloutPlan;
@@ -71,6 +76,12 @@ export const USAGE = `npm run bench:tracker -- [flags]
   --lookup-ms MS         per download: one lookup this often (default 500, the agent's refresh interval)
   --announce-ms MS       per download: one progress announce this often (default 100, the agent's)
   --heartbeat-ms MS      per agent (default 5000, the agent's)
+  --failover MODE        kill or term: two controller replicas (kubernetes membership), the leader is ended
+                         with SIGKILL or SIGTERM; agents reconnect and re-announce paced (no rollout phase)
+  --storm-lookup-ms MS   failover: per agent one lookup this often (default 2000)
+  --baseline-s S         failover: lookups before the kill (default 5)
+  --storm-max-s S        failover: bound on the storm phase (default 120)
+  --lease-s S            failover: the Lease duration (default 15, the chart's; renew deadline 2/3 of it, retry 2 s)
   --seed N               (default 1)
   --json FILE            write the results as JSON`;
 
@@ -81,7 +92,24 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
   try {
     values = parseArgs({
       args: [...argv],
-      options: Object.fromEntries(["agents", "workers", "membership", "duration-s", "active-fraction", "concurrent-layers", "lookup-ms", "announce-ms", "heartbeat-ms", "seed", "json"].map((n) => [n, { type: "string" }])),
+      options: Object.fromEntries([
+            "agents",
+            "workers",
+            "membership",
+            "duration-s",
+            "active-fraction",
+            "concurrent-layers",
+            "lookup-ms",
+            "announce-ms",
+            "heartbeat-ms",
+            "seed",
+            "json",
+            "failover",
+            "storm-lookup-ms",
+            "baseline-s",
+            "storm-max-s",
+            "lease-s",
+          ].map((n) => [n, { type: "string" }])),
       strict: true,
     }).values;
   } catch (error) {
@@ -95,10 +123,20 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
   };
   const membership = values.membership ?? "static";
   if (membership !== "static" && membership !== "kubernetes") throw new UsageError(`--membership: expected static or kubernetes, got ${JSON.stringify(membership)}`);
+  const failover = values.failover;
+  if (failover !== undefined && failover !== "kill" && failover !== "term") throw new UsageError(`--failover: expected kill or term, got ${JSON.stringify(failover)}`);
+  if (failover !== undefined && values.membership !== undefined && values.membership !== "kubernetes") throw new UsageError("--failover needs --membership kubernetes (leader election through the API double's Lease)");
   return {
+    failover: failover === undefined ? undefined : failover === "kill" ? "SIGKILL" : "SIGTERM",
+    storm: {
+      lookupIntervalMs: num("storm-lookup-ms", 2000, 10, 600_000),
+      baselineMs: num("baseline-s", 5, 0, 600) * 1000,
+      maxMs: num("storm-max-s", 120, 5, 3600) * 1000,
+      leaseDurationS: Math.round(num("lease-s", 15, 2, 600)),
+    },
     agents: (values.agents ?? "100,1000,5000").split(",").map((raw) => Math.round(num("agents", 0, 1, 60_000, raw.trim()))),
     workers: Math.round(num("workers", 2, 1, 16)),
-    membership,
+    membership: failover === undefined ? membership : "kubernetes",
     plan: {
       durationMs: num("duration-s", 20, 1, 3600) * 1000,
       activeFraction: num("active-fraction", 1, 0, 1),
@@ -112,69 +150,6 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
   };
 }
 
-/** A load-generator process and the next report it sends. */
-class Worker {
-  private readonly child;
-  private waiting: ((report: WorkerReport) => void) | undefined;
-
-  constructor() {
-    this.child = fork(WORKER, [], { stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced" });
-    this.child.on("message", (report: WorkerReport) => {
-      this.waiting?.(report);
-    });
-  }
-
-  request(command: WorkerCommand, timeoutMs: number): Promise<WorkerReport> {
-    return new Promise<WorkerReport>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new Error(`load worker ${this.child.pid ?? "?"} did not answer ${command.type} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const onExit = (): void => {
-        clearTimeout(timer);
-        reject(new Error(`load worker ${this.child.pid ?? "?"} exited during ${command.type}`));
-      };
-      this.child.once("exit", onExit);
-      this.waiting = (report) => {
-        clearTimeout(timer);
-        this.child.off("exit", onExit);
-        if (report.type === "failed") reject(new Error(`load worker: ${report.message}`));
-        else resolve(report);
-      };
-      this.child.send(command);
-    });
-  }
-
-  stop(): void {
-    if (this.child.exitCode === null) this.child.kill("SIGKILL");
-  }
-}
-
-function quantile(sorted: readonly number[], q: number): number {
-  return sorted.length === 0 ? Number.NaN : (sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN);
-}
-
-async function startKubernetes(agents: number, workDir: string): Promise<{ api: KubeApiDouble; extraArgs: string[] }> {
-  const api = await KubeApiDouble.start();
-  for (let i = 0; i < agents; i++) {
-    const { nodeName, zone } = agentIdentity(i);
-    api.putNode({ name: nodeName, zone });
-    api.putPod({ namespace: NAMESPACE, name: `shoal-agent-${i}`, nodeName, ip: agentAddress(i) });
-  }
-  const kubeconfig = join(workDir, "kubeconfig");
-  await writeFile(kubeconfig, api.kubeconfigYaml());
-  return { api, extraArgs: ["--membership", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", NAMESPACE, "--identity", "bench-controller", "--agent-selector", "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent"] };
-}
-
-async function waitReady(metricsUrl: string): Promise<void> {
-  const deadline = Date.now() + LEADER_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    const ok = await fetch(`${metricsUrl}/readyz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.status === 200, () => false);
-    if (ok) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`the controller was not ready within ${LEADER_TIMEOUT_MS} ms`);
-}
-
 /** One K: controller, inventories, rollout. */
 export async function runTrackerBench(agents: number, options: TrackerBenchOptions, log: (line: string) => void = () => undefined): Promise<TrackerBenchResult> {
   const workDir = await makeTempDir("tracker-bench");
@@ -183,8 +158,9 @@ export async function runTrackerBench(agents: number, options: TrackerBenchOptio
   const workers: Worker[] = [];
   try {
     let extraArgs: string[];
+    let ca: BenchCa | undefined;
     if (options.membership === "kubernetes") {
-      ({ api, extraArgs } = await startKubernetes(agents, workDir));
+      ({ api, extraArgs, ca } = await startKubernetes(agents, workDir));
     } else {
       extraArgs = ["--membership", "static", "--allowed-peers", Array.from({ length: agents }, (_, i) => agentAddress(i)).join(",")];
     }
@@ -195,7 +171,7 @@ export async function runTrackerBench(agents: number, options: TrackerBenchOptio
     const t0 = performance.now();
     for (let w = 0; w < options.workers; w++) workers.push(new Worker());
     const slices = workers.map((_, w) => Array.from({ length: agents }, (_, i) => i).filter((i) => i % options.workers === w));
-    await Promise.all(workers.map((worker, w) => worker.request({ type: "connect", agents: slices[w] ?? [], port: controller?.port ?? 0, seed: options.seed }, 900_000)));
+    await Promise.all(workers.map((worker, w) => worker.request({ type: "connect", agents: slices[w] ?? [], port: controller?.port ?? 0, seed: options.seed, ...(ca === undefined ? {} : { ca }) }, 900_000)));
     const inventorySeconds = (performance.now() - t0) / 1000;
     const afterInventory = await procStats(pid);
     log(`  K=${agents}: ${agents} sessions and inventories in ${inventorySeconds.toFixed(1)} s (controller ${(afterInventory.cpuSeconds - before.cpuSeconds).toFixed(1)} CPU-s, RSS ${(afterInventory.rssBytes / MIB).toFixed(0)} MiB)`);
@@ -252,6 +228,7 @@ async function main(): Promise<number> {
     process.stderr.write(`bench:tracker: ${error.message}\n${USAGE}\n`);
     return EXIT_USAGE;
   }
+  if (options.failover !== undefined) return await failoverMain(options);
   const { plan } = options;
   console.log(
     `membership ${options.membership}; rollout ${plan.durationMs / 1000} s, ${plan.activeFraction * 100}% of agents pulling ${plan.concurrentLayers} layers at once, per download a lookup every ${plan.lookupIntervalMs} ms and an announce every ${plan.announceIntervalMs} ms; heartbeat ${plan.heartbeatIntervalMs} ms; ${options.workers} generator processes`,
@@ -264,6 +241,56 @@ async function main(): Promise<number> {
     results.push(r);
     console.log(
       `  K=${r.agents}: controller ${r.controllerCpuCores.toFixed(2)} cores, RSS ${(r.controllerRssBytes / MIB).toFixed(0)} MiB (peak ${(r.controllerPeakRssBytes / MIB).toFixed(0)}); lookups ${r.lookupsPerSecond.toFixed(0)}/s of ${r.offeredLookupsPerSecond.toFixed(0)}/s offered, p50 ${r.lookupP50Ms.toFixed(1)} ms, p99 ${r.lookupP99Ms.toFixed(1)} ms, max ${r.lookupMaxMs.toFixed(0)} ms, ${r.lateLookups} over 2 s, ${r.lookupErrors} errors; announces ${r.announcesPerSecond.toFixed(0)}/s (${r.skippedAnnounces} skipped: stream backed up); messages ${r.messagesPerSecond.toFixed(0)}/s; answer ${(r.meanResponseBytes / 1024).toFixed(1)} KiB with ${r.meanHoldersPerAnswer.toFixed(0)} holders; generators ${r.generatorCpuCores.toFixed(2)} cores`,
+    );
+  }
+  if (options.json !== undefined) {
+    await mkdir(dirname(options.json), { recursive: true });
+    await writeFile(options.json, JSON.stringify({ options, results }, null, 2));
+    console.log(`wrote ${options.json}`);
+  }
+  return 0;
+}
+
+/** --failover: one run per K, figures printed (and written with --json). */
+async function failoverMain(options: TrackerBenchOptions): Promise<number> {
+  const signal = options.failover ?? "SIGKILL";
+  const { storm } = options;
+  const renewDeadlineMs = Math.round((storm.leaseDurationS * 1000 * 2) / 3);
+  console.log(
+    `fail-over (${signal}): two replicas, Lease ${storm.leaseDurationS} s (renew deadline ${renewDeadlineMs} ms, retry 2 s); per agent a lookup every ${storm.lookupIntervalMs} ms; ${options.workers} generator processes`,
+  );
+  const results: FailoverBenchResult[] = [];
+  for (const agents of options.agents) {
+    const r = await runFailoverBench(
+      {
+        agents,
+        workers: options.workers,
+        seed: options.seed,
+        signal,
+        lookupIntervalMs: storm.lookupIntervalMs,
+        baselineMs: storm.baselineMs,
+        maxMs: storm.maxMs,
+        tailMs: 2_000,
+        leaseDurationS: storm.leaseDurationS,
+        renewDeadlineMs,
+        retryPeriodMs: Math.min(2_000, renewDeadlineMs / 2),
+        pacing: {},
+      },
+      (line) => {
+        console.log(line);
+      },
+    );
+    results.push(r);
+    const f = (l: LookupFigures): string =>
+      `${l.answered} answered, p50 ${l.p50Ms.toFixed(1)} ms, p99 ${l.p99Ms.toFixed(1)} ms, max ${l.maxMs.toFixed(0)} ms, ${l.late} over 2 s; ${l.withHolders} with holders, ${l.retry} retry, ${l.none} none, ${l.originGrants} origin grants`;
+    console.log(
+      `  K=${r.agents}: re-registered ${r.reRegistered}/${r.agents}: first ${r.firstRegisteredSeconds.toFixed(1)} s, all ${r.allRegisteredSeconds.toFixed(1)} s after the ${r.signal} (${r.attempts} session attempts); ` +
+        `every inventory visible ${r.allReannouncedSeconds.toFixed(1)} s after it (${r.reAnnounced}/${r.agents})`,
+    );
+    console.log(`  K=${r.agents}: lookups before: ${f(r.baseline)}`);
+    console.log(`  K=${r.agents}: lookups during the storm: ${f(r.storm)}; ${r.unavailable} unanswered (no leader)`);
+    console.log(
+      `  K=${r.agents}: new leader ${r.newLeaderCpuSeconds.toFixed(1)} CPU-s from the kill to the end, peak RSS ${(r.newLeaderPeakRssBytes / MIB).toFixed(0)} MiB (old leader's ${(r.oldLeaderPeakRssBytes / MIB).toFixed(0)} MiB); generators ${r.generatorCpuSeconds.toFixed(1)} CPU-s`,
     );
   }
   if (options.json !== undefined) {

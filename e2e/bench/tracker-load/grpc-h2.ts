@@ -4,6 +4,16 @@
 // unary Lookups on the same connection.
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from "node:http2";
 import { connect as tcpConnect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+
+/** An agent's certificate (PEM) and the trust bundle, for a tracker that speaks mutual TLS. */
+export interface AgentTls {
+  readonly keyPem: string;
+  readonly certificatePem: string;
+  readonly caPem: string;
+}
+/** The TLS server name agents send (as the agent's tracker client does); the certificate is checked by role. */
+const TLS_SERVER_NAME = "shoal-controller";
 
 const SERVICE = "/tracker.v1.TrackerService";
 /** The gRPC length-prefixed message header: a compression flag and a 4-byte big-endian length. */
@@ -40,16 +50,35 @@ export class AgentConnection {
   private sessionStream: ClientHttp2Stream | undefined;
   /** The Session stream's buffer is full: messages are skipped until it drains (as the agent does). */
   blocked = false;
+  /** The first Session response (`registered`), as received. */
+  registered: Buffer | undefined;
+  private ended = false;
+  private readonly endWaiters: (() => void)[] = [];
 
   constructor(
     private readonly port: number,
     private readonly localAddress: string,
+    private readonly tls?: AgentTls,
   ) {}
 
   /** Connects, opens the Session stream, sends `register` and resolves at `registered`. */
   async open(register: Buffer, signal: AbortSignal): Promise<void> {
-    const session = connect(`http://127.0.0.1:${this.port}`, {
-      createConnection: () => tcpConnect({ host: "127.0.0.1", port: this.port, localAddress: this.localAddress }),
+    const tls = this.tls;
+    const session = connect(`${tls === undefined ? "http" : "https"}://127.0.0.1:${this.port}`, {
+      createConnection: () =>
+        tls === undefined
+          ? tcpConnect({ host: "127.0.0.1", port: this.port, localAddress: this.localAddress })
+          : tlsConnect({
+              // TLS over a socket from the agent's own address (tls.connect has no localAddress).
+              socket: tcpConnect({ host: "127.0.0.1", port: this.port, localAddress: this.localAddress }),
+              key: tls.keyPem,
+              cert: tls.certificatePem,
+              ca: tls.caPem,
+              servername: TLS_SERVER_NAME,
+              ALPNProtocols: ["h2"],
+              // The bench trusts its own CA; which controller answers is not what it measures.
+              checkServerIdentity: () => undefined,
+            }),
     });
     this.session = session;
     session.on("error", () => undefined);
@@ -59,12 +88,20 @@ export class AgentConnection {
     stream.on("drain", () => {
       this.blocked = false;
     });
+    const markEnded = (): void => {
+      if (this.ended) return;
+      this.ended = true;
+      for (const waiter of this.endWaiters.splice(0)) waiter();
+    };
+    stream.on("close", markEnded);
+    session.on("close", markEnded);
     await new Promise<void>((resolve, reject) => {
       const fail = (reason: string): void => {
         cleanup();
         reject(new Error(`session from ${this.localAddress}: ${reason}`));
       };
-      const onData = (): void => {
+      const onData = (chunk: Buffer): void => {
+        this.registered = chunk;
         cleanup();
         resolve();
       };
@@ -91,6 +128,35 @@ export class AgentConnection {
     });
     // Later session responses (none today) are read and dropped so the window stays open.
     stream.on("data", () => undefined);
+  }
+
+  /** Whether the session stream has ended (the tracker went away or ended it). */
+  get sessionEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Resolves when the session stream ends (at once if it has). */
+  whenEnded(): Promise<void> {
+    if (this.ended) return Promise.resolve();
+    return new Promise<void>((resolve) => this.endWaiters.push(resolve));
+  }
+
+  /**
+   * Writes a framed session message, waiting (at most `timeoutMs`) for the stream to drain first when it
+   * is backed up, as the agent's client does. False when the session ended or the wait ran out.
+   */
+  async write(frame: Buffer, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.blocked && !this.ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    const stream = this.sessionStream;
+    if (stream === undefined || this.ended || this.blocked || stream.destroyed) return false;
+    if (!stream.write(frame)) this.blocked = true;
+    return true;
+  }
+
+  /** Drops the connection at once (no clean end): for connections whose tracker is gone. */
+  destroy(): void {
+    this.session?.destroy();
   }
 
   /** Writes a framed session message; false when skipped because the stream is backed up. */

@@ -5,9 +5,12 @@ import { LookupResponse } from "../../../pkg/gen/tracker/v1/tracker.js";
 import { digestOf } from "../../../pkg/oci/index.js";
 import { announceRequest } from "../../../pkg/tracker/wire.js";
 import { SessionRequest } from "../../../pkg/gen/tracker/v1/tracker.js";
-import { AgentConnection, grpcFrame, grpcMessages } from "./grpc-h2.js";
-import { buildWorkload, inventoryOf, lookupFrame, registerFrame, agentAddress } from "./workload.js";
-import type { WorkerCommand, WorkerReport, RolloutPlan } from "./protocol.js";
+import { createPublicKey } from "node:crypto";
+import { CertificateAuthority, generateKey } from "../../../pkg/identity/index.js";
+import { AgentConnection, type AgentTls, grpcFrame, grpcMessages } from "./grpc-h2.js";
+import { buildWorkload, inventoryOf, lookupFrame, registerFrame, agentAddress, agentIdentity } from "./workload.js";
+import type { BenchCa, WorkerCommand, WorkerReport, RolloutPlan } from "./protocol.js";
+import { runStorm } from "./storm.js";
 
 /** A lookup answered later than this would have failed at the agent (its lookup deadline). */
 const LOOKUP_DEADLINE_MS = 2_000;
@@ -17,6 +20,8 @@ const STEP_MS = 10;
 const CONNECT_CONCURRENCY = 64;
 /** Lookups whose answers are decoded and checked (the rest are only timed). */
 const CHECKED_LOOKUPS = 200;
+/** The simulated agents' certificates outlive any run. */
+const CERTIFICATE_LIFETIME_MS = 24 * 3_600_000;
 
 const send = (report: WorkerReport): void => {
   process.send?.(report);
@@ -33,6 +38,18 @@ interface Download {
 
 let agents: { index: number; connection: AgentConnection }[] = [];
 let seed = 1;
+/** Each agent's certificate when the tracker speaks mutual TLS. */
+const certificates = new Map<number, AgentTls>();
+
+/** Certificates for `indexes` from the cluster CA: role agent, its node name, its pod IP, as the controller issues them. */
+function issueCertificates(indexes: readonly number[], ca: BenchCa): void {
+  const authority = CertificateAuthority.fromPem(ca.certificatePem, ca.keyPem);
+  for (const index of indexes) {
+    const key = generateKey();
+    const issued = authority.issue({ publicKey: createPublicKey(key), identity: { role: "agent", name: agentIdentity(index).nodeName, ips: [agentAddress(index)] }, lifetimeMs: CERTIFICATE_LIFETIME_MS });
+    certificates.set(index, { keyPem: key.export({ type: "pkcs8", format: "pem" }).toString(), certificatePem: issued.certificatePem, caPem: ca.certificatePem });
+  }
+}
 
 async function connectAll(indexes: readonly number[], port: number): Promise<void> {
   const workload = buildWorkload(seed);
@@ -40,7 +57,7 @@ async function connectAll(indexes: readonly number[], port: number): Promise<voi
   let next = 0;
   const opened: { index: number; connection: AgentConnection }[] = [];
   const connectOne = async (index: number): Promise<void> => {
-    const connection = new AgentConnection(port, agentAddress(index));
+    const connection = new AgentConnection(port, agentAddress(index), certificates.get(index));
     await connection.open(registerFrame(index), signal);
     for (const rank of inventoryOf(index, seed)) {
       const blob = workload.catalogue[rank];
@@ -159,10 +176,23 @@ async function rollout(plan: RolloutPlan): Promise<WorkerReport> {
   return { type: "result", elapsedMs, latencies, lookups, lookupErrors, lateLookups, deferredLookups, announces, skippedAnnounces, heartbeats, responseBytes, checkedLookups: checked, holdersSeen, downloads: downloads.length, cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6 };
 }
 
+let onKilled: ((atMs: number) => void) | undefined;
+const killed = new Promise<number>((resolve) => {
+  onKilled = resolve;
+});
+
 process.on("message", (command: WorkerCommand) => {
   const run = async (): Promise<void> => {
-    if (command.type === "connect") {
+    if (command.type === "killed") {
+      onKilled?.(command.atMs);
+    } else if (command.type === "storm") {
+      const { report, connections } = await runStorm(agents, buildWorkload(seed), command.plan, killed, (index) => certificates.get(index));
+      // The connections are the new leader's now: close them with the others.
+      agents = connections.map((connection, i) => ({ index: i, connection }));
+      send(report);
+    } else if (command.type === "connect") {
       seed = command.seed;
+      if (command.ca !== undefined) issueCertificates(command.agents, command.ca);
       await connectAll(command.agents, command.port);
       send({ type: "connected", sessions: agents.length });
     } else if (command.type === "rollout") {

@@ -110,8 +110,9 @@ export function agentIdentity(index: number): { agentId: string; nodeName: strin
   return { agentId: `bench-agent-${index}`, nodeName: `bench-node-${index}`, zone: `zone-${index % ZONES}`, peerAddress: `${agentAddress(index)}:5052` };
 }
 
-export function registerFrame(index: number): Buffer {
-  return frameSession(registerRequest(agentIdentity(index)));
+/** `resumeBlobs`: what the agent is about to re-announce (after a lost session), as Register says it. */
+export function registerFrame(index: number, resumeBlobs = 0): Buffer {
+  return frameSession(registerRequest(agentIdentity(index), resumeBlobs));
 }
 
 export function lookupFrame(index: number, digest: Digest, wantOriginGrant: boolean): Buffer {

@@ -1,0 +1,179 @@
+// npm run bench:tracker -- --failover kill|term: the leader dies under K agents. Two real `shoal controller`
+// replicas with --membership kubernetes elect a leader through the API double's Lease; K simulated agents
+// (tracker-load/) connect to the leader and announce their inventories, then keep looking blobs up (blobs
+// other agents hold, asking for the origin grant as an agent does). The leader is killed (SIGKILL, or
+// SIGTERM: it releases the Lease); the agents reconnect to whichever replica serves, register at once and
+// re-announce paced as the agent's client does. Reports how long until every agent was registered again
+// and until every inventory was visible, lookup latency during the storm, how many lookups were answered
+// with an origin grant for a blob an agent held (the agent would have gone to the origin), and the new
+// leader's CPU and peak RSS. Prints figures; asserts nothing (the e2e test runs it small and asserts).
+import { procStats } from "../../pkg/metrics/index.js";
+import type { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
+import { makeTempDir, removeTempDir } from "../support/process.js";
+import { ShoalController } from "../support/shoal-controller.js";
+import { NAMESPACE, Worker, quantile, startKubernetes, waitReady } from "./tracker-load/bench-harness.js";
+import type { StormPlan, StormReport } from "./tracker-load/protocol.js";
+
+const LEASE_NAME = "shoal-controller";
+
+export interface FailoverBenchOptions {
+  readonly agents: number;
+  readonly workers: number;
+  readonly seed: number;
+  readonly signal: "SIGKILL" | "SIGTERM";
+  /** Per agent: one lookup this often during the whole run. */
+  readonly lookupIntervalMs: number;
+  readonly baselineMs: number;
+  readonly maxMs: number;
+  readonly tailMs: number;
+  /** The controllers' Lease timings (whole seconds for the duration). */
+  readonly leaseDurationS: number;
+  readonly renewDeadlineMs: number;
+  readonly retryPeriodMs: number;
+  readonly pacing: StormPlan["pacing"];
+}
+
+export interface FailoverBenchResult {
+  readonly agents: number;
+  readonly signal: string;
+  readonly inventorySeconds: number;
+  /** From the kill: the first agent registered with the new leader (it serves), the last one did. */
+  readonly firstRegisteredSeconds: number;
+  readonly allRegisteredSeconds: number;
+  /** Agents that registered again / whose whole inventory became visible before the run ended. */
+  readonly reRegistered: number;
+  readonly reAnnounced: number;
+  readonly allReannouncedSeconds: number;
+  readonly attempts: number;
+  /** Lookups answered before the kill and during the storm (kill → last inventory visible). */
+  readonly baseline: LookupFigures;
+  readonly storm: LookupFigures;
+  /** Lookups that got no answer at all (no leader yet, the follower refusing). */
+  readonly unavailable: number;
+  readonly newLeaderCpuSeconds: number;
+  readonly newLeaderPeakRssBytes: number;
+  readonly oldLeaderPeakRssBytes: number;
+  readonly generatorCpuSeconds: number;
+}
+
+export interface LookupFigures {
+  readonly answered: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  readonly late: number;
+  readonly withHolders: number;
+  /** Granted the origin for a blob another agent held: that agent would have fetched it from the origin. */
+  readonly originGrants: number;
+  readonly retry: number;
+  readonly none: number;
+}
+
+function figures(reports: readonly StormReport[], fromMs: number, toMs: number): LookupFigures {
+  const latencies: number[] = [];
+  const counts = [0, 0, 0, 0];
+  for (const r of reports) {
+    for (let i = 0; i < r.lookupLatencies.length; i++) {
+      const at = r.lookupSentAtMs[i] ?? Number.NaN;
+      if (!(at >= fromMs && at < toMs)) continue;
+      latencies.push(r.lookupLatencies[i] ?? Number.NaN);
+      const result = r.lookupResults[i] ?? 3;
+      counts[result] = (counts[result] ?? 0) + 1;
+    }
+  }
+  latencies.sort((a, b) => a - b);
+  return {
+    answered: latencies.length,
+    p50Ms: quantile(latencies, 0.5),
+    p99Ms: quantile(latencies, 0.99),
+    maxMs: latencies[latencies.length - 1] ?? Number.NaN,
+    late: latencies.filter((ms) => ms > 2_000).length,
+    withHolders: counts[0] ?? 0,
+    originGrants: counts[1] ?? 0,
+    retry: counts[2] ?? 0,
+    none: counts[3] ?? 0,
+  };
+}
+
+function holder(api: KubeApiDouble): string | undefined {
+  return (api.object("leases", NAMESPACE, LEASE_NAME)?.spec as { holderIdentity?: string } | undefined)?.holderIdentity;
+}
+
+/** One run: two replicas, K agents, the leader killed. */
+export async function runFailoverBench(options: FailoverBenchOptions, log: (line: string) => void = () => undefined): Promise<FailoverBenchResult> {
+  const workDir = await makeTempDir("tracker-failover");
+  let api: KubeApiDouble | undefined;
+  const controllers: ShoalController[] = [];
+  const workers: Worker[] = [];
+  try {
+    const started = await startKubernetes(options.agents, workDir, "replica-0");
+    api = started.api;
+    const lease = ["--lease-duration", `${options.leaseDurationS}s`, "--renew-deadline", `${options.renewDeadlineMs}ms`, "--retry-period", `${options.retryPeriodMs}ms`];
+    const replicaArgs = (identity: string): string[] => [...started.extraArgs.map((arg) => (arg === "replica-0" ? identity : arg)), ...lease];
+    const leader = await ShoalController.start({ parentDir: workDir, extraArgs: replicaArgs("replica-0") });
+    controllers.push(leader);
+    await waitReady(leader.metricsUrl);
+    const follower = await ShoalController.start({ parentDir: workDir, extraArgs: replicaArgs("replica-1") });
+    controllers.push(follower);
+    if (holder(api) !== "replica-0") throw new Error(`replica-0 should lead, the Lease names ${String(holder(api))}`);
+    const t0 = performance.now();
+    for (let w = 0; w < options.workers; w++) workers.push(new Worker());
+    const slices = workers.map((_, w) => Array.from({ length: options.agents }, (_, i) => i).filter((i) => i % options.workers === w));
+    await Promise.all(workers.map((worker, w) => worker.request({ type: "connect", agents: slices[w] ?? [], port: leader.port, seed: options.seed, ca: started.ca }, 900_000)));
+    const inventorySeconds = (performance.now() - t0) / 1000;
+    log(`  K=${options.agents}: ${options.agents} sessions and inventories on the leader in ${inventorySeconds.toFixed(1)} s`);
+    const plan: StormPlan = {
+      ports: [leader.port, follower.port],
+      agents: options.agents,
+      seed: options.seed,
+      lookupIntervalMs: options.lookupIntervalMs,
+      baselineMs: options.baselineMs,
+      maxMs: options.maxMs,
+      tailMs: options.tailMs,
+      pacing: options.pacing,
+    };
+    const storm = Promise.all(workers.map((worker) => worker.request({ type: "storm", plan }, options.baselineMs + options.maxMs + 120_000))) as Promise<StormReport[]>;
+    await new Promise((resolve) => setTimeout(resolve, options.baselineMs));
+    const oldLeader = await procStats(leader.daemon.pid);
+    const followerBefore = await procStats(follower.daemon.pid);
+    const killedAtMs = Date.now();
+    process.kill(leader.daemon.pid, options.signal);
+    for (const worker of workers) worker.notify({ type: "killed", atMs: killedAtMs });
+    log(`  K=${options.agents}: ${options.signal} to the leader (pid ${leader.daemon.pid})`);
+    const reports = await storm;
+    const followerAfter = await procStats(follower.daemon.pid);
+    const newLeader = holder(api);
+    if (newLeader !== "replica-1") log(`  warning: the Lease names ${String(newLeader)} after the storm`);
+    const registered = reports.flatMap((r) => r.registeredAtMs).filter((at) => at >= killedAtMs);
+    const visible = reports.flatMap((r) => r.visibleAtMs).filter((at) => at >= killedAtMs);
+    const lastVisible = visible.length === 0 ? killedAtMs : Math.max(...visible);
+    const seconds = (at: number): number => (at - killedAtMs) / 1000;
+    await Promise.all(workers.map((worker) => worker.request({ type: "close" }, 60_000).catch(() => undefined)));
+    return {
+      agents: options.agents,
+      signal: options.signal,
+      inventorySeconds,
+      firstRegisteredSeconds: registered.length === 0 ? Number.NaN : seconds(Math.min(...registered)),
+      allRegisteredSeconds: registered.length === 0 ? Number.NaN : seconds(Math.max(...registered)),
+      reRegistered: registered.length,
+      reAnnounced: visible.length,
+      allReannouncedSeconds: seconds(lastVisible),
+      attempts: reports.reduce((sum, r) => sum + r.attempts, 0),
+      baseline: figures(reports, 0, killedAtMs),
+      storm: figures(reports, killedAtMs, lastVisible),
+      unavailable: reports.reduce((sum, r) => sum + r.lookupsUnavailable, 0),
+      newLeaderCpuSeconds: followerAfter.cpuSeconds - followerBefore.cpuSeconds,
+      newLeaderPeakRssBytes: followerAfter.peakRssBytes,
+      oldLeaderPeakRssBytes: oldLeader.peakRssBytes,
+      generatorCpuSeconds: reports.reduce((sum, r) => sum + r.cpuSeconds, 0),
+    };
+  } catch (error) {
+    for (const controller of controllers) log(`--- ${controller.daemon.pid} log tail:\n${await controller.daemon.logTail(4_000)}`);
+    throw error;
+  } finally {
+    for (const worker of workers) worker.stop();
+    for (const controller of controllers) await controller.kill().catch(() => undefined);
+    await api?.close();
+    await removeTempDir(workDir);
+  }
+}
