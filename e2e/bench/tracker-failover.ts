@@ -15,6 +15,15 @@ import { NAMESPACE, Worker, quantile, startKubernetes, waitReady } from "./track
 import type { StormPlan, StormReport } from "./tracker-load/protocol.js";
 
 const LEASE_NAME = "shoal-controller";
+/** How often the stand-in for the tracker Service looks at the replicas' readiness. */
+const ROUTE_POLL_MS = 200;
+
+async function isReady(metricsUrl: string): Promise<boolean> {
+  return fetch(`${metricsUrl}/readyz`, { signal: AbortSignal.timeout(1_000) }).then(
+    (r) => r.status === 200,
+    () => false,
+  );
+}
 
 export interface FailoverBenchOptions {
   readonly agents: number;
@@ -31,6 +40,7 @@ export interface FailoverBenchOptions {
   readonly renewDeadlineMs: number;
   readonly retryPeriodMs: number;
   readonly pacing: StormPlan["pacing"];
+  readonly backoff: StormPlan["backoff"];
 }
 
 export interface FailoverBenchResult {
@@ -123,7 +133,7 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
     const inventorySeconds = (performance.now() - t0) / 1000;
     log(`  K=${options.agents}: ${options.agents} sessions and inventories on the leader in ${inventorySeconds.toFixed(1)} s`);
     const plan: StormPlan = {
-      ports: [leader.port, follower.port],
+      port: leader.port,
       agents: options.agents,
       seed: options.seed,
       lookupIntervalMs: options.lookupIntervalMs,
@@ -131,6 +141,7 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
       maxMs: options.maxMs,
       tailMs: options.tailMs,
       pacing: options.pacing,
+      backoff: options.backoff,
     };
     const storm = Promise.all(workers.map((worker) => worker.request({ type: "storm", plan }, options.baselineMs + options.maxMs + 120_000))) as Promise<StormReport[]>;
     await new Promise((resolve) => setTimeout(resolve, options.baselineMs));
@@ -140,7 +151,25 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
     process.kill(leader.daemon.pid, options.signal);
     for (const worker of workers) worker.notify({ type: "killed", atMs: killedAtMs });
     log(`  K=${options.agents}: ${options.signal} to the leader (pid ${leader.daemon.pid})`);
-    const reports = await storm;
+    // The tracker Service: it routes to the replica that is Ready (the leader), polled as an endpoints
+    // controller would, and the workers are told where it routes now.
+    let routed: number | undefined = leader.port;
+    let routing = true;
+    const router = (async () => {
+      while (routing) {
+        const ready = (await isReady(follower.metricsUrl)) ? follower.port : undefined;
+        if (ready !== routed) {
+          routed = ready;
+          for (const worker of workers) worker.notify({ type: "route", port: ready });
+          log(`  K=${options.agents}: the Service routes to ${ready === undefined ? "nothing" : "replica-1"} ${((Date.now() - killedAtMs) / 1000).toFixed(1)} s after the kill`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, ROUTE_POLL_MS));
+      }
+    })();
+    const reports = await storm.finally(() => {
+      routing = false;
+    });
+    await router;
     const followerAfter = await procStats(follower.daemon.pid);
     const newLeader = holder(api);
     if (newLeader !== "replica-1") log(`  warning: the Lease names ${String(newLeader)} after the storm`);

@@ -177,6 +177,8 @@ async function rollout(plan: RolloutPlan): Promise<WorkerReport> {
 }
 
 let onKilled: ((atMs: number) => void) | undefined;
+/** Where the tracker Service routes (storm): the Ready replica's port. */
+let routePort: number | undefined;
 const killed = new Promise<number>((resolve) => {
   onKilled = resolve;
 });
@@ -185,8 +187,11 @@ process.on("message", (command: WorkerCommand) => {
   const run = async (): Promise<void> => {
     if (command.type === "killed") {
       onKilled?.(command.atMs);
+    } else if (command.type === "route") {
+      routePort = command.port;
     } else if (command.type === "storm") {
-      const { report, connections } = await runStorm(agents, buildWorkload(seed), command.plan, killed, (index) => certificates.get(index));
+      routePort = command.plan.port;
+      const { report, connections } = await runStorm(agents, buildWorkload(seed), command.plan, killed, (index) => certificates.get(index), () => routePort);
       // The connections are the new leader's now: close them with the others.
       agents = connections.map((connection, i) => ({ index: i, connection }));
       send(report);

@@ -20,8 +20,8 @@ export interface RolloutPlan {
 
 /** The fail-over: lookups, then the leader is killed; agents reconnect and re-announce (storm.ts). */
 export interface StormPlan {
-  /** Tracker ports of the replicas; a reconnect attempt tries them in turn (the Service routes to the Ready one). */
-  readonly ports: readonly number[];
+  /** The tracker port the Service routes to at first (the leader's); "route" commands change it. */
+  readonly port: number;
   /** All agents of the run (lookup targets are drawn from the others' inventories). */
   readonly agents: number;
   readonly seed: number;
@@ -33,6 +33,8 @@ export interface StormPlan {
   readonly maxMs: number;
   /** Lookups go on this long after the last agent's re-announce is visible. */
   readonly tailMs: number;
+  /** The agent's reconnect backoff (pkg/util's Backoff); its defaults (1 s doubling-ish to 10 s) where absent. */
+  readonly backoff: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
   /** The agent's pacing options (reannounce-pacing.ts); its defaults where absent. */
   readonly pacing: { readonly spreadMs?: number; readonly batchBlobs?: number; readonly batchIntervalMs?: number };
 }
@@ -44,6 +46,8 @@ export type WorkerCommand =
   | { readonly type: "storm"; readonly plan: StormPlan }
   /** The leader was killed at this Date.now(); no answer. */
   | { readonly type: "killed"; readonly atMs: number }
+  /** Where the tracker Service routes now: the Ready replica's port, or none (no answer). */
+  | { readonly type: "route"; readonly port: number | undefined }
   | { readonly type: "close" };
 
 export interface StormReport {

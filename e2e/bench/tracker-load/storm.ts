@@ -1,7 +1,7 @@
 // The load generator's fail-over: its agents keep looking blobs up (blobs other agents hold, asking for
 // the origin grant as an agent does before it would fetch), lose their sessions when the leader dies,
 // reconnect as the agent's client does (capped exponential backoff with jitter, pkg/util's Backoff;
-// each attempt tries the replicas in turn, as the tracker Service routes to the one that is Ready),
+// an attempt goes where the tracker Service routes: the replica that is Ready, or nowhere),
 // register at once saying how many blobs follow, and re-announce their inventory paced as the agent's
 // client does (pkg/tracker's ReannouncePacing, with the spread the tracker answers with). Every loop is
 // bounded by the plan's maxMs.
@@ -72,6 +72,7 @@ export async function runStorm(
   plan: StormPlan,
   killed: Promise<number>,
   tlsFor: (index: number) => AgentTls | undefined,
+  route: () => number | undefined,
 ): Promise<{ report: StormReport; connections: AgentConnection[] }> {
   const states: AgentState[] = agents.map(({ index, connection }) => {
     const inventory = inventoryOf(index, plan.seed);
@@ -134,19 +135,19 @@ export async function runStorm(
 
   /** After a lost session: reconnect with backoff, register at once, re-announce paced, wait until visible. */
   const recover = async (state: AgentState): Promise<void> => {
-    const backoff = new Backoff({ random });
+    const backoff = new Backoff({ ...plan.backoff, random });
     state.connection?.destroy();
     state.connection = undefined;
     while (Date.now() < hardEnd) {
       await sleep(backoff.next());
       let connection: AgentConnection | undefined;
-      for (const port of plan.ports) {
-        state.attempts++;
+      const port = route();
+      state.attempts++;
+      if (port !== undefined) {
         const attempt = new AgentConnection(port, agentAddress(state.index), tlsFor(state.index));
         try {
           await attempt.open(registerFrame(state.index, state.inventory.length + 1), AbortSignal.timeout(CONNECT_TIMEOUT_MS));
           connection = attempt;
-          break;
         } catch {
           attempt.destroy();
         }
