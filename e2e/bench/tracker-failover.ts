@@ -17,6 +17,8 @@ import type { StormPlan, StormReport } from "./tracker-load/protocol.js";
 const LEASE_NAME = "shoal-controller";
 /** How often the stand-in for the tracker Service looks at the replicas' readiness. */
 const ROUTE_POLL_MS = 200;
+/** Failed probes in a row before a replica leaves the Service (the kubelet's failureThreshold). */
+const ROUTE_FAILURE_THRESHOLD = 3;
 
 async function isReady(metricsUrl: string): Promise<boolean> {
   return fetch(`${metricsUrl}/readyz`, { signal: AbortSignal.timeout(1_000) }).then(
@@ -156,12 +158,16 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
     let routed: number | undefined = leader.port;
     let routing = true;
     const router = (async () => {
+      let failures = 0;
       while (routing) {
-        const ready = (await isReady(follower.metricsUrl)) ? follower.port : undefined;
+        const probe = await isReady(follower.metricsUrl);
+        failures = probe ? 0 : failures + 1;
+        // The dead leader leaves the Service after the threshold too (its endpoint lags, as in a cluster).
+        const ready: number | undefined = probe ? follower.port : failures >= ROUTE_FAILURE_THRESHOLD ? undefined : routed;
         if (ready !== routed) {
           routed = ready;
           for (const worker of workers) worker.notify({ type: "route", port: ready });
-          log(`  K=${options.agents}: the Service routes to ${ready === undefined ? "nothing" : "replica-1"} ${((Date.now() - killedAtMs) / 1000).toFixed(1)} s after the kill`);
+          log(`  K=${options.agents}: the Service routes to ${ready === undefined ? "nothing" : ready === follower.port ? "replica-1" : "replica-0"} ${((Date.now() - killedAtMs) / 1000).toFixed(1)} s after the kill`);
         }
         await new Promise((resolve) => setTimeout(resolve, ROUTE_POLL_MS));
       }

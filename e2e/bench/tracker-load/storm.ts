@@ -22,8 +22,12 @@ const LOOKUP_DEADLINE_MS = 2_000;
 const STEP_MS = 10;
 /** Blobs each agent keeps looking up: held by other agents, not by itself. */
 const LOOKUP_TARGETS = 8;
-/** How long one reconnect attempt to one replica may take. */
-const CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * How long one reconnect attempt may take until `registered`: grpc-js's connect timeout (20 s); the
+ * agent's client then waits for `registered` as long as the stream lives. Shorter, a busy new leader
+ * would see every slow handshake retried: more load exactly when it has the least to spare.
+ */
+const CONNECT_TIMEOUT_MS = 20_000;
 /** How long a re-announce write waits for the stream to drain before the agent gives up on that session. */
 const DRAIN_TIMEOUT_MS = 30_000;
 /** How often an agent checks that the tracker has applied its whole re-announce (its sentinel is visible). */
