@@ -6,7 +6,7 @@
 // the agent's own intervals, with heartbeats. Reports the controller's CPU and peak RSS from /proc,
 // lookup latency, messages per second, and the generators' own CPU. Prints figures; asserts nothing.
 import { writeFile, mkdir } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
@@ -30,6 +30,7 @@ export interface TrackerBenchOptions {
     readonly baselineMs: number;
     readonly maxMs: number;
     readonly leaseDurationS: number;
+    readonly logDir: string | undefined;
   };
   readonly workers: number;
   readonly membership: "static" | "kubernetes";
@@ -82,6 +83,7 @@ export const USAGE = `npm run bench:tracker -- [flags]
   --baseline-s S         failover: lookups before the kill (default 5)
   --storm-max-s S        failover: bound on the storm phase (default 120)
   --lease-s S            failover: the Lease duration (default 15, the chart's; renew deadline 2/3 of it, retry 2 s)
+  --log-dir DIR          failover: keep the tail of each replica's log there
   --seed N               (default 1)
   --json FILE            write the results as JSON`;
 
@@ -109,6 +111,7 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
             "baseline-s",
             "storm-max-s",
             "lease-s",
+            "log-dir",
           ].map((n) => [n, { type: "string" }])),
       strict: true,
     }).values;
@@ -133,6 +136,7 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
       baselineMs: num("baseline-s", 5, 0, 600) * 1000,
       maxMs: num("storm-max-s", 120, 5, 3600) * 1000,
       leaseDurationS: Math.round(num("lease-s", 15, 2, 600)),
+      logDir: values["log-dir"],
     },
     agents: (values.agents ?? "100,1000,5000").split(",").map((raw) => Math.round(num("agents", 0, 1, 60_000, raw.trim()))),
     workers: Math.round(num("workers", 2, 1, 16)),
@@ -276,6 +280,7 @@ async function failoverMain(options: TrackerBenchOptions): Promise<number> {
         retryPeriodMs: Math.min(2_000, renewDeadlineMs / 2),
         pacing: {},
         backoff: {},
+        logDir: storm.logDir,
       },
       (line) => {
         console.log(line);

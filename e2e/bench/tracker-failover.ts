@@ -7,6 +7,8 @@
 // and until every inventory was visible, lookup latency during the storm, how many lookups were answered
 // with an origin grant for a blob an agent held (the agent would have gone to the origin), and the new
 // leader's CPU and peak RSS. Prints figures; asserts nothing (the e2e test runs it small and asserts).
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { procStats } from "../../pkg/metrics/index.js";
 import type { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
@@ -15,6 +17,8 @@ import { NAMESPACE, Worker, quantile, startKubernetes, waitReady } from "./track
 import type { StormPlan, StormReport } from "./tracker-load/protocol.js";
 
 const LEASE_NAME = "shoal-controller";
+/** How much of each replica's log --log-dir keeps. */
+const LOG_KEEP_BYTES = 4 * 1024 * 1024;
 /** How often the stand-in for the tracker Service looks at the replicas' readiness. */
 const ROUTE_POLL_MS = 200;
 /** Failed probes in a row before a replica leaves the Service (the kubelet's failureThreshold). */
@@ -43,6 +47,8 @@ export interface FailoverBenchOptions {
   readonly retryPeriodMs: number;
   readonly pacing: StormPlan["pacing"];
   readonly backoff: StormPlan["backoff"];
+  /** Where to keep the tail of each replica's log (for looking into a run); dropped when absent. */
+  readonly logDir?: string | undefined;
 }
 
 export interface FailoverBenchResult {
@@ -156,10 +162,10 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
     // The tracker Service: it routes to the replica that is Ready (the leader), polled as an endpoints
     // controller would, and the workers are told where it routes now.
     let routed: number | undefined = leader.port;
-    let routing = true;
+    const routing = new AbortController();
     const router = (async () => {
       let failures = 0;
-      while (routing) {
+      while (!routing.signal.aborted) {
         const probe = await isReady(follower.metricsUrl);
         failures = probe ? 0 : failures + 1;
         // The dead leader leaves the Service after the threshold too (its endpoint lags, as in a cluster).
@@ -173,7 +179,7 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
       }
     })();
     const reports = await storm.finally(() => {
-      routing = false;
+      routing.abort();
     });
     await router;
     const followerAfter = await procStats(follower.daemon.pid);
@@ -206,6 +212,10 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
     for (const controller of controllers) log(`--- ${controller.daemon.pid} log tail:\n${await controller.daemon.logTail(4_000)}`);
     throw error;
   } finally {
+    if (options.logDir !== undefined) {
+      await mkdir(options.logDir, { recursive: true });
+      for (const [i, controller] of controllers.entries()) await writeFile(join(options.logDir, `replica-${i}.log`), await controller.daemon.logTail(LOG_KEEP_BYTES));
+    }
     for (const worker of workers) worker.stop();
     for (const controller of controllers) await controller.kill().catch(() => undefined);
     await api?.close();

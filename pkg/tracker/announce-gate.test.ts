@@ -37,3 +37,27 @@ describe("AnnounceGate", () => {
     assert.throws(() => new AnnounceGate({ perSecond: -1 }), RangeError);
   });
 });
+
+describe("AnnounceGate adapting to the event loop", () => {
+  it("halves the rate while the loop is busy, down to the floor, and grows it back when there is room", async () => {
+    const { ADAPT_INTERVAL_MS, MIN_ANNOUNCES_PER_SECOND } = await import("./announce-gate.js");
+    const clock = { now: 0 };
+    let load = 0.95;
+    const gate = new AnnounceGate({ perSecond: 8_000, burst: 10, now: () => clock.now, load: () => load });
+    const step = (): void => {
+      clock.now += ADAPT_INTERVAL_MS;
+      gate.take(() => undefined);
+    };
+    step();
+    assert.equal(gate.rate, 4_000);
+    for (let i = 0; i < 10; i++) step();
+    assert.equal(gate.rate, MIN_ANNOUNCES_PER_SECOND, "never below the floor");
+    load = 0.7;
+    step();
+    assert.equal(gate.rate, MIN_ANNOUNCES_PER_SECOND, "between the marks: unchanged");
+    load = 0.1;
+    for (let i = 0; i < 30; i++) step();
+    assert.equal(gate.rate, 8_000, "back to the configured rate, never above it");
+    gate.close();
+  });
+});

@@ -13,6 +13,17 @@
  * layers each stay under it).
  */
 export const DEFAULT_ANNOUNCES_PER_SECOND = 15_000;
+/**
+ * The rate adapts to how busy the controller's event loop is (its utilization, 0..1, measured over
+ * ADAPT_INTERVAL_MS): above HIGH_LOAD it halves, below LOW_LOAD it grows by a quarter, between
+ * MIN_ANNOUNCES_PER_SECOND and the configured rate. A controller sharing its cores (or on a slow node)
+ * then keeps time for lookups, Lease renewals and readiness probes instead of losing its leadership to
+ * a re-announce storm.
+ */
+export const ADAPT_INTERVAL_MS = 500;
+export const HIGH_LOAD = 0.8;
+export const LOW_LOAD = 0.6;
+export const MIN_ANNOUNCES_PER_SECOND = 500;
 /** Announces applied at once above the rate after a quiet spell (a bucket of this size). */
 export const DEFAULT_ANNOUNCE_BURST = 1_500;
 /** How often paused sessions are looked at again; at the default rate a tick brings 150 announces. */
@@ -30,12 +41,20 @@ export interface AnnounceGateOptions {
   readonly burst?: number;
   /** Milliseconds clock; injectable for tests. */
   readonly now?: () => number;
+  /**
+   * The event loop's utilization (0..1) since the previous call; the rate adapts to it. Fixed rate when
+   * absent. TrackerServer passes perf_hooks' eventLoopUtilization.
+   */
+  readonly load?: () => number;
 }
 
 /** Token bucket with a FIFO of paused sessions; one timer, running only while a session waits. */
 export class AnnounceGate {
-  private readonly perSecond: number;
+  private readonly maxPerSecond: number;
+  private perSecond: number;
   private readonly burst: number;
+  private readonly load: (() => number) | undefined;
+  private adaptedAtMs: number;
   private readonly now: () => number;
   private tokens: number;
   private refilledAtMs: number;
@@ -44,13 +63,21 @@ export class AnnounceGate {
   private closed = false;
 
   constructor(options: AnnounceGateOptions = {}) {
-    this.perSecond = options.perSecond ?? DEFAULT_ANNOUNCES_PER_SECOND;
+    this.maxPerSecond = options.perSecond ?? DEFAULT_ANNOUNCES_PER_SECOND;
+    this.perSecond = this.maxPerSecond;
+    this.load = options.load;
     this.burst = options.burst ?? DEFAULT_ANNOUNCE_BURST;
     this.now = options.now ?? Date.now;
-    if (!(this.perSecond >= 0)) throw new RangeError(`announces per second must be >= 0, got ${this.perSecond}`);
+    if (!(this.maxPerSecond >= 0)) throw new RangeError(`announces per second must be >= 0, got ${this.maxPerSecond}`);
     if (!(this.burst >= 1)) throw new RangeError(`announce burst must be >= 1, got ${this.burst}`);
     this.tokens = this.burst;
     this.refilledAtMs = this.now();
+    this.adaptedAtMs = this.refilledAtMs;
+  }
+
+  /** The rate applied now (announces a second). */
+  get rate(): number {
+    return this.perSecond;
   }
 
   get ungated(): boolean {
@@ -99,8 +126,18 @@ export class AnnounceGate {
 
   private refill(): void {
     const now = this.now();
+    this.adapt(now);
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.refilledAtMs) * this.perSecond) / 1000);
     this.refilledAtMs = now;
+  }
+
+  /** Follows the loop's utilization: halve the rate when busy, grow it by a quarter when there is room. */
+  private adapt(now: number): void {
+    if (this.load === undefined || now - this.adaptedAtMs < ADAPT_INTERVAL_MS) return;
+    this.adaptedAtMs = now;
+    const load = this.load();
+    if (load > HIGH_LOAD) this.perSecond = Math.max(Math.min(MIN_ANNOUNCES_PER_SECOND, this.maxPerSecond), this.perSecond / 2);
+    else if (load < LOW_LOAD) this.perSecond = Math.min(this.maxPerSecond, this.perSecond * 1.25);
   }
 
   private stopTimer(): void {

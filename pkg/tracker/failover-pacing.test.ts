@@ -34,7 +34,7 @@ describe("fail-over without a storm (gRPC)", () => {
       assert.equal(server.endSessions("fail-over"), 2);
       await eventually(() => { assert.equal(tracker.snapshot().agents.find((x) => x.identity.agentId === "a")?.blobs.length, BLOBS); }, 5_000);
       unsubscribe();
-      const ofA = events.filter((e) => ("agentId" in e ? e.agentId : e.type === "registered" ? e.identity.agentId : "") === "a");
+      const ofA = events.filter((e) => ("agentId" in e ? e.agentId : e.identity.agentId) === "a");
       const registeredAt = ofA.findIndex((e) => e.type === "registered");
       assert.ok(registeredAt >= 0, "a registered again");
       assert.ok(ofA.slice(0, registeredAt).every((e) => e.type !== "holding" || !e.complete), "nothing of its inventory arrived before it registered");

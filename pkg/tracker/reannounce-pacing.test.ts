@@ -55,9 +55,10 @@ describe("Reannouncer", () => {
     assert.equal(sent.length, 0, "nothing before the random delay");
     t.mock.timers.tick(1);
     assert.equal(sent.length, 1);
-    assert.equal(sent[0]?.length, 2);
-    reannouncer.forget(sent[0]?.[0] ?? -1); // already sent: no effect
-    const remaining = items.filter((i) => !(sent[0] ?? []).includes(i));
+    const firstBatch = sent[0] ?? [];
+    assert.equal(firstBatch.length, 2);
+    reannouncer.forget(firstBatch[0] ?? -1); // already sent: no effect
+    const remaining = items.filter((i) => !firstBatch.includes(i));
     reannouncer.forget(remaining[0] ?? -1); // announced anew meanwhile: not re-sent
     ready = false;
     t.mock.timers.tick(100);
