@@ -38,26 +38,42 @@ describe("AnnounceGate", () => {
   });
 });
 
-describe("AnnounceGate adapting to the event loop", () => {
-  it("halves the rate while the loop is busy, down to the floor, and grows it back when there is room", async () => {
-    const { ADAPT_INTERVAL_MS, MIN_ANNOUNCES_PER_SECOND } = await import("./announce-gate.js");
+describe("AnnounceGate adapting to the event loop's delay", () => {
+  it("halves the rate while its ticks run late, down to the floor, and grows it back when they run on time", async () => {
+    const { ADAPT_INTERVAL_MS, ANNOUNCE_GATE_TICK_MS, MIN_ANNOUNCES_PER_SECOND } = await import("./announce-gate.js");
     const clock = { now: 0 };
-    let load = 0.95;
-    const gate = new AnnounceGate({ perSecond: 8_000, burst: 10, now: () => clock.now, load: () => load });
-    const step = (): void => {
-      clock.now += ADAPT_INTERVAL_MS;
-      gate.take(() => undefined);
+    const gate = new AnnounceGate({ perSecond: 8_000, burst: 1, now: () => clock.now });
+    gate.take(() => undefined);
+    gate.take(() => undefined); // someone waits: ticks run
+    /** Ticks through one adaptation interval, each `lateMs` late. */
+    const interval = (lateMs: number): void => {
+      const ticks = Math.ceil(ADAPT_INTERVAL_MS / (ANNOUNCE_GATE_TICK_MS + lateMs));
+      for (let i = 0; i < ticks; i++) {
+        clock.now += ANNOUNCE_GATE_TICK_MS + lateMs;
+        gate.tick();
+        // More arrive than a tick resumes: sessions stay paused and the gate's timer keeps running.
+        for (let k = 0; k < 3; k++) gate.take(() => undefined);
+      }
     };
-    step();
-    assert.equal(gate.rate, 4_000);
-    for (let i = 0; i < 10; i++) step();
+    gate.tick();
+    interval(200);
+    interval(200);
+    assert.ok(gate.rate <= 4_000, `late ticks halve the rate (${gate.rate})`);
+    for (let i = 0; i < 12; i++) interval(200);
     assert.equal(gate.rate, MIN_ANNOUNCES_PER_SECOND, "never below the floor");
-    load = 0.7;
-    step();
+    interval(30);
+    interval(30);
     assert.equal(gate.rate, MIN_ANNOUNCES_PER_SECOND, "between the marks: unchanged");
-    load = 0.1;
-    for (let i = 0; i < 30; i++) step();
-    assert.equal(gate.rate, 8_000, "back to the configured rate, never above it");
+    for (let i = 0; i < 40; i++) interval(0);
+    assert.equal(gate.rate, 8_000, "on time: back to the configured rate, never above it");
+    const fixed = new AnnounceGate({ perSecond: 8_000, burst: 1, now: () => clock.now, adaptive: false });
+    fixed.take(() => undefined);
+    for (let i = 0; i < 10; i++) {
+      clock.now += 1_000;
+      fixed.tick();
+    }
+    assert.equal(fixed.rate, 8_000);
     gate.close();
+    fixed.close();
   });
 });

@@ -14,15 +14,15 @@
  */
 export const DEFAULT_ANNOUNCES_PER_SECOND = 15_000;
 /**
- * The rate adapts to how busy the controller's event loop is (its utilization, 0..1, measured over
- * ADAPT_INTERVAL_MS): above HIGH_LOAD it halves, below LOW_LOAD it grows by a quarter, between
- * MIN_ANNOUNCES_PER_SECOND and the configured rate. A controller sharing its cores (or on a slow node)
- * then keeps time for lookups, Lease renewals and readiness probes instead of losing its leadership to
- * a re-announce storm.
+ * The rate adapts to how late the controller's event loop runs the gate's own tick (the delay every
+ * lookup, Lease renewal and readiness probe waits too), worst over ADAPT_INTERVAL_MS: over HIGH_LAG_MS
+ * it halves, under LOW_LAG_MS it grows by a quarter, between MIN_ANNOUNCES_PER_SECOND and the
+ * configured rate. A controller sharing its cores (or on a slow node) then stays responsive instead of
+ * losing its leadership to a re-announce storm; one with cores to spare runs at the configured rate.
  */
 export const ADAPT_INTERVAL_MS = 500;
-export const HIGH_LOAD = 0.8;
-export const LOW_LOAD = 0.6;
+export const HIGH_LAG_MS = 50;
+export const LOW_LAG_MS = 15;
 export const MIN_ANNOUNCES_PER_SECOND = 500;
 /** Announces applied at once above the rate after a quiet spell (a bucket of this size). */
 export const DEFAULT_ANNOUNCE_BURST = 1_500;
@@ -41,11 +41,8 @@ export interface AnnounceGateOptions {
   readonly burst?: number;
   /** Milliseconds clock; injectable for tests. */
   readonly now?: () => number;
-  /**
-   * The event loop's utilization (0..1) since the previous call; the rate adapts to it. Fixed rate when
-   * absent. TrackerServer passes perf_hooks' eventLoopUtilization.
-   */
-  readonly load?: () => number;
+  /** Whether the rate adapts to the event loop's delay (see HIGH_LAG_MS); true by default. */
+  readonly adaptive?: boolean;
 }
 
 /** Token bucket with a FIFO of paused sessions; one timer, running only while a session waits. */
@@ -53,8 +50,11 @@ export class AnnounceGate {
   private readonly maxPerSecond: number;
   private perSecond: number;
   private readonly burst: number;
-  private readonly load: (() => number) | undefined;
+  private readonly adaptive: boolean;
   private adaptedAtMs: number;
+  /** When the last tick ran, and the worst lateness of a tick since the last adaptation. */
+  private tickedAtMs: number | undefined;
+  private worstLagMs = 0;
   private readonly now: () => number;
   private tokens: number;
   private refilledAtMs: number;
@@ -65,7 +65,7 @@ export class AnnounceGate {
   constructor(options: AnnounceGateOptions = {}) {
     this.maxPerSecond = options.perSecond ?? DEFAULT_ANNOUNCES_PER_SECOND;
     this.perSecond = this.maxPerSecond;
-    this.load = options.load;
+    this.adaptive = options.adaptive ?? true;
     this.burst = options.burst ?? DEFAULT_ANNOUNCE_BURST;
     this.now = options.now ?? Date.now;
     if (!(this.maxPerSecond >= 0)) throw new RangeError(`announces per second must be >= 0, got ${this.maxPerSecond}`);
@@ -108,6 +108,9 @@ export class AnnounceGate {
 
   /** Resumes what the tokens gathered since the last tick cover; exported for tests with a fake clock. */
   tick(): void {
+    const now = this.now();
+    if (this.tickedAtMs !== undefined) this.worstLagMs = Math.max(this.worstLagMs, now - this.tickedAtMs - ANNOUNCE_GATE_TICK_MS);
+    this.tickedAtMs = now;
     this.refill();
     let budget = this.tokens;
     while (budget > 0 && this.waiting.length > 0) {
@@ -131,17 +134,22 @@ export class AnnounceGate {
     this.refilledAtMs = now;
   }
 
-  /** Follows the loop's utilization: halve the rate when busy, grow it by a quarter when there is room. */
+  /**
+   * Follows the loop's delay: halve the rate when ticks ran late, grow it by a quarter when they ran on
+   * time. Without ticks (nobody paused) there is nothing to slow down, and the rate grows back.
+   */
   private adapt(now: number): void {
-    if (this.load === undefined || now - this.adaptedAtMs < ADAPT_INTERVAL_MS) return;
+    if (!this.adaptive || now - this.adaptedAtMs < ADAPT_INTERVAL_MS) return;
     this.adaptedAtMs = now;
-    const load = this.load();
-    if (load > HIGH_LOAD) this.perSecond = Math.max(Math.min(MIN_ANNOUNCES_PER_SECOND, this.maxPerSecond), this.perSecond / 2);
-    else if (load < LOW_LOAD) this.perSecond = Math.min(this.maxPerSecond, this.perSecond * 1.25);
+    const lag = this.worstLagMs;
+    this.worstLagMs = 0;
+    if (lag > HIGH_LAG_MS) this.perSecond = Math.max(Math.min(MIN_ANNOUNCES_PER_SECOND, this.maxPerSecond), this.perSecond / 2);
+    else if (lag < LOW_LAG_MS) this.perSecond = Math.min(this.maxPerSecond, this.perSecond * 1.25);
   }
 
   private stopTimer(): void {
     clearInterval(this.timer);
     this.timer = undefined;
+    this.tickedAtMs = undefined;
   }
 }

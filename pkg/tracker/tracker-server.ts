@@ -91,14 +91,7 @@ export class TrackerServer {
     readonly port: number,
     private readonly listener: TlsListener | undefined,
   ) {
-    let measured = performance.eventLoopUtilization();
     this.gate = new AnnounceGate({
-      load: () => {
-        const now = performance.eventLoopUtilization();
-        const since = performance.eventLoopUtilization(now, measured);
-        measured = now;
-        return since.utilization;
-      },
       ...(options.announcesPerSecond === undefined ? {} : { perSecond: options.announcesPerSecond }),
       ...(options.announceBurst === undefined ? {} : { burst: options.announceBurst }),
     });
