@@ -16,14 +16,14 @@ export const DEFAULT_ANNOUNCES_PER_SECOND = 15_000;
 /**
  * The rate adapts to how late the controller's event loop runs the gate's own tick (the delay every
  * lookup, Lease renewal and readiness probe waits too), worst over ADAPT_INTERVAL_MS: over HIGH_LAG_MS
- * it halves, under LOW_LAG_MS it grows by a quarter, between MIN_ANNOUNCES_PER_SECOND and the
+ * (the lookup latency aimed at) it halves, under LOW_LAG_MS it grows by half, between MIN_ANNOUNCES_PER_SECOND and the
  * configured rate. A controller sharing its cores (or on a slow node) then stays responsive instead of
  * losing its leadership to a re-announce storm; one with cores to spare runs at the configured rate.
  */
 export const ADAPT_INTERVAL_MS = 500;
-export const HIGH_LAG_MS = 50;
-export const LOW_LAG_MS = 15;
-export const MIN_ANNOUNCES_PER_SECOND = 500;
+export const HIGH_LAG_MS = 100;
+export const LOW_LAG_MS = 40;
+export const MIN_ANNOUNCES_PER_SECOND = 1_000;
 /** Announces applied at once above the rate after a quiet spell (a bucket of this size). */
 export const DEFAULT_ANNOUNCE_BURST = 1_500;
 /** How often paused sessions are looked at again; at the default rate a tick brings 150 announces. */
@@ -135,7 +135,7 @@ export class AnnounceGate {
   }
 
   /**
-   * Follows the loop's delay: halve the rate when ticks ran late, grow it by a quarter when they ran on
+   * Follows the loop's delay: halve the rate when ticks ran late, grow it by half when they ran on
    * time. Without ticks (nobody paused) there is nothing to slow down, and the rate grows back.
    */
   private adapt(now: number): void {
@@ -144,7 +144,7 @@ export class AnnounceGate {
     const lag = this.worstLagMs;
     this.worstLagMs = 0;
     if (lag > HIGH_LAG_MS) this.perSecond = Math.max(Math.min(MIN_ANNOUNCES_PER_SECOND, this.maxPerSecond), this.perSecond / 2);
-    else if (lag < LOW_LAG_MS) this.perSecond = Math.min(this.maxPerSecond, this.perSecond * 1.25);
+    else if (lag < LOW_LAG_MS) this.perSecond = Math.min(this.maxPerSecond, this.perSecond * 1.5);
   }
 
   private stopTimer(): void {
