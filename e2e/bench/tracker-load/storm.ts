@@ -28,8 +28,6 @@ const LOOKUP_TARGETS = 8;
  * would see every slow handshake retried: more load exactly when it has the least to spare.
  */
 const CONNECT_TIMEOUT_MS = 20_000;
-/** How long a re-announce write waits for the stream to drain before the agent gives up on that session. */
-const DRAIN_TIMEOUT_MS = 30_000;
 /** How often an agent checks that the tracker has applied its whole re-announce (its sentinel is visible). */
 const VISIBLE_POLL_MS = 500;
 
@@ -168,16 +166,22 @@ export async function runStorm(
       const base = Date.now();
       let at = 0;
       let intact = true;
+      // Like the agent's client, a write waits for 'drain' as long as the session lives (the tracker pauses
+      // sessions over its announce rate); only a session that ended sends the agent back to reconnecting.
       for (const step of steps) {
         await sleep(base + step.atMs - Date.now());
         for (let k = 0; k < step.blobs && intact; k++) {
           const blob = workload.catalogue[order[at++] ?? -1];
-          if (blob !== undefined) intact = await connection.write(blob.announce, DRAIN_TIMEOUT_MS);
+          if (blob !== undefined) intact = await connection.write(blob.announce, Math.max(0, hardEnd - Date.now()));
         }
         if (!intact) break;
       }
-      if (intact) intact = await connection.write(state.sentinel, DRAIN_TIMEOUT_MS);
-      if (!intact) continue;
+      if (intact) intact = await connection.write(state.sentinel, Math.max(0, hardEnd - Date.now()));
+      if (!intact) {
+        connection.destroy();
+        state.connection = undefined;
+        continue;
+      }
       state.sentAtMs = Date.now();
       while (Date.now() < hardEnd && !connection.sessionEnded) {
         const answer = await connection.unary("Lookup", state.sentinelLookup, true, LOOKUP_DEADLINE_MS);
