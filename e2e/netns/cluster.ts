@@ -41,6 +41,8 @@ export interface ControllerLaunchContext {
   readonly dir: string;
   /** --tls-cert/--tls-key/--tls-ca of the controller's certificate, or --allow-insecure without TLS. */
   readonly tlsArgs: readonly string[];
+  /** With TLS: the CA's certificate and key as its Secret holds them (a Kubernetes controller signs with it). */
+  readonly caSecretData: { "tls.crt": string; "tls.key": string } | undefined;
 }
 
 export type ControllerLauncher = (context: ControllerLaunchContext) => Promise<ControllerHandle>;
@@ -215,6 +217,7 @@ export class NetnsCluster {
       upstreams: [`${this.originHost}=${this.originUrl}`],
       dir: await this.dir("control"),
       tlsArgs: await this.tlsArgsFor({ role: "controller", name: "tracker", ips: [control.address] }),
+      caSecretData: this.pki?.caSecretData(),
     });
     return this.controller;
   }

@@ -13,6 +13,8 @@ import type { ControllerLauncher } from "./cluster.js";
 /** Namespace of the agent Pods and the Lease in the double. */
 export const AGENT_NAMESPACE = "shoal";
 export const CONTROLLER_IDENTITY = "ctl-0";
+/** The CA Secret's name (the controller's --ca-secret default). */
+const CA_SECRET = "shoal-ca";
 const CONTROLLER_PORT = 7070;
 /** The forwarder's port on the control namespace's loopback. */
 const API_PORT = 6443;
@@ -36,6 +38,10 @@ export class KubernetesControl {
    */
   launcher(zoneOf: (nodeName: string, index: number) => string): ControllerLauncher {
     return async (context) => {
+      // Kubernetes membership always speaks mutual TLS: the controller signs its own certificate with the
+      // cluster's CA (the agents' certificate files come from the same throwaway CA).
+      if (context.caSecretData === undefined) throw new Error("the Kubernetes controller needs the cluster's TLS (NetnsCluster option tls: true)");
+      this.api.putSecret({ namespace: AGENT_NAMESPACE, name: CA_SECRET, type: "kubernetes.io/tls", data: context.caSecretData });
       for (const [index, nodeName] of context.nodeNames.entries()) {
         this.api.putNode({ name: nodeName, zone: zoneOf(nodeName, index) });
         this.api.putPod({ namespace: AGENT_NAMESPACE, name: `agent-${nodeName}`, nodeName, ip: context.nodeAddresses[index] ?? "" });
