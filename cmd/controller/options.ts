@@ -1,5 +1,5 @@
 import { type OptionSpecs, type ParsedOptions, parseBoolean, parseDuration, parseHostPort } from "../../pkg/config/index.js";
-import { parseLabelSelector } from "../../pkg/k8s/label-selector.js";
+import { parseLabelSelector } from "../../pkg/k8s/index.js";
 import { WELL_KNOWN_REGISTRIES, parseUpstream } from "../agent/options.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
 import { isLoopback, tlsFileOptionSpecs, validateTlsFiles } from "../shoal/tls-options.js";

@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { type StatusObject, credentials } from "@grpc/grpc-js";
 import { parseDigest } from "../../pkg/oci/index.js";
 import { TrackerServiceClient } from "../../pkg/gen/tracker/v1/tracker.js";
-import { announceRequests, registerRequest } from "../../pkg/tracker/wire.js";
+import { announceRequests, registerRequest } from "../../pkg/tracker/index.js";
 import { ShoalController } from "../support/shoal-controller.js";
 
 const EXIT_USAGE = 2;

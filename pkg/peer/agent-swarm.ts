@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { IdentitySource } from "../identity/index.js";
 import type { AgentMetrics } from "../metrics/index.js";
-import type { BlobFetcher } from "../registry/blob-fetcher.js";
+import type { BlobFetcher } from "../registry/index.js";
 import type { BlobStore } from "../store/index.js";
 import type { AgentIdentity, Tracker } from "../tracker/index.js";
 import { InventorySync } from "./inventory.js";

@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import { type Digest, digestAlgorithm, digestOf } from "../oci/index.js";
-import type { ManifestPeers } from "../registry/manifest-peers.js";
+import type { ManifestPeers } from "../registry/index.js";
 import { pieceCount } from "../piece/index.js";
-import type { Tracker } from "../tracker/tracker.js";
+import type { Tracker } from "../tracker/index.js";
 import type { PieceSource } from "./piece-source.js";
 
 /** Holders asked, in the tracker's ranking, before giving up and letting the caller use the origin. */

@@ -19,7 +19,7 @@ const TUNING: PickerTuning = {
 };
 
 /** A peer holding `held` (or everything), in zone `zone` as this agent sees it. */
-function peer(agentId: string, held: readonly number[] | "all", options: { pieces?: number; local?: boolean; zone?: string; grewAtMs?: number } = {}): SwarmPeer {
+function peer(agentId: string, held: readonly number[] | "all", options: { pieces?: number; local?: boolean; zone?: string; grewAtMs?: number; dataAtMs?: number } = {}): SwarmPeer {
   const pieces = options.pieces ?? 8;
   const bitmap = held === "all" ? undefined : new PieceBitmap(pieces);
   if (held !== "all") for (const i of held) bitmap?.set(i);
@@ -33,6 +33,7 @@ function peer(agentId: string, held: readonly number[] | "all", options: { piece
     complete: held === "all",
     bitmap,
     grewAtMs: options.grewAtMs ?? 0,
+    dataAtMs: options.dataAtMs ?? Number.NEGATIVE_INFINITY,
     inflight: 0,
     failures: 0,
     excludedUntilMs: 0,
@@ -192,6 +193,21 @@ describe("PiecePicker", () => {
     assert.ok(!plan({ held: [], peers: [other], book: early, nowMs: 10_000, tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8 } }).some((p) => p.pieces.includes(0)));
     early.data(r, 1, 6_000);
     assert.ok(plan({ held: [2, 3, 4, 5, 6, 7], peers: [other, slow], book: early, nowMs: 10_000, tuning: { endgamePieces: 0 } }).some((p) => p.pieces.includes(0)));
+  });
+
+  it("a call queued behind the same peer's sending calls is not hedged; one whose peer went silent is", () => {
+    const busy = peer("busy", "all", { zone: "a", local: true });
+    const across = peer("across", "all", { zone: "b", local: false });
+    const book = new RequestBook();
+    const sending = book.add(busy, [0, 1], false, 0);
+    book.add(busy, [2, 3], false, 0);
+    const held = [4, 5, 6, 7];
+    const tuning = { endgamePieces: 0, maxInflightPerPeer: 8 };
+    // The second call has had no byte for 10 s, but the first one is receiving: the peer is sending.
+    book.data(sending, 1, 9_900);
+    assert.ok(!plan({ held, peers: [across], book, nowMs: 10_000, tuning }).some((p) => p.pieces.includes(2)), "queued call hedged across zones");
+    // The peer sent nothing for longer than hedgeAfterMs: the silent calls are hedged.
+    assert.ok(plan({ held, peers: [across], book, nowMs: 20_000, tuning }).some((p) => p.pieces.includes(2)));
   });
 
   it("a relay is hedged only when its peer stopped growing", () => {

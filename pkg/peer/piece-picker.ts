@@ -201,7 +201,10 @@ export class PiecePicker {
       const silentMs = nowMs - only.lastDataMs;
       // A relay waits for its peer to receive the piece: stalled only when that peer stopped growing.
       if (only.relay) return silentMs > tuning.hedgeAfterMs && nowMs - only.peer.grewAtMs > tuning.hedgeAfterMs;
-      return silentMs > (endgame ? tuning.endgameSilenceMs : tuning.hedgeAfterMs);
+      if (endgame) return silentMs > tuning.endgameSilenceMs;
+      // A call queued behind the same peer's other calls is silent while the peer's link is busy sending
+      // them: stalled only when the peer as a whole sent nothing for hedgeAfterMs.
+      return silentMs > tuning.hedgeAfterMs && nowMs - only.peer.dataAtMs > tuning.hedgeAfterMs;
     });
     const chosen = duplicate.slice(0, count);
     for (const i of chosen) pass.duplicated.add(i);

@@ -50,6 +50,7 @@ export class RequestBook {
   /** Bytes arrived on `request`'s call. */
   data(request: PieceRequest, bytes: number, nowMs: number): void {
     request.lastDataMs = nowMs;
+    request.peer.dataAtMs = nowMs;
     request.receivedBytes += bytes;
   }
 

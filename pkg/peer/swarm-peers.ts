@@ -1,5 +1,5 @@
 import { PieceBitmap } from "../piece/index.js";
-import type { HolderInfo } from "../tracker/tracker.js";
+import type { HolderInfo } from "../tracker/index.js";
 import { rendezvousSeed } from "./cross-zone-share.js";
 
 /** After a refused or failed request, how long a peer is left alone (for this blob). */
@@ -25,6 +25,11 @@ export interface SwarmPeer {
   bitmap: PieceBitmap | undefined;
   /** First seen, or last seen holding more pieces than before (ms, performance.now): is it still downloading? */
   grewAtMs: number;
+  /**
+   * When any call to this peer last received bytes (ms, performance.now; -Infinity before the first):
+   * a call queued behind the same peer's other calls is waiting, not stalled, while the peer sends.
+   */
+  dataAtMs: number;
   /** Pieces requested from this peer and not yet received. */
   inflight: number;
   failures: number;
@@ -84,6 +89,7 @@ export class SwarmPeers {
           complete: holder.complete,
           bitmap,
           grewAtMs: nowMs,
+          dataAtMs: Number.NEGATIVE_INFINITY,
           inflight: 0,
           failures: verdict?.failures ?? 0,
           excludedUntilMs: given ? Number.POSITIVE_INFINITY : 0,

@@ -1,10 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
-import type { BlobRequest, SeedResult } from "../registry/index.js";
-import { seedErrorCode } from "../registry/index.js";
+import { type BlobRequest, seedErrorCode, type SeedResult } from "../registry/index.js";
 import type { Digest } from "../oci/index.js";
-import type { AgentCommand, PrefetchAssignment, PrefetchChannel, PrefetchHandler, PrefetchReport } from "../tracker/prefetch.js";
+import type { AgentCommand, PrefetchAssignment, PrefetchChannel, PrefetchHandler, PrefetchReport } from "../tracker/index.js";
 import { PrefetchError, isPrefetchError } from "./errors.js";
 
 /** Blob fetches at once for all assignments together: containerd's default is 3 per pull. */

@@ -1,5 +1,5 @@
 import type { Digest } from "../oci/index.js";
-import type { PartialBlob } from "../store/blob-store.js";
+import type { PartialBlob } from "../store/index.js";
 import type { BasicCredentials } from "./upstream/credentials.js";
 
 export interface BlobRequest {

@@ -1,7 +1,6 @@
 import type { Logger } from "pino";
 import { type Digest, digestAlgorithm, digestOf } from "../oci/index.js";
-import type { BlobStore } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
+import { type BlobStore, isStoreError } from "../store/index.js";
 import { choosePieceSize } from "../piece/index.js";
 import type { BlobFetcher, BlobRequest } from "./blob-fetcher.js";
 import { RegistryError, isRegistryError } from "./errors.js";

@@ -10,11 +10,9 @@ import {
   isDigest,
   sniffManifestMediaType,
 } from "../oci/index.js";
-import type { BlobInfo, BlobStore } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
+import { type BlobInfo, type BlobStore, isStoreError, type TagStore } from "../store/index.js";
 import { choosePieceSize } from "../piece/index.js";
-import type { TagStore } from "../store/tag-store.js";
-import type { TagRecord, Tracker } from "../tracker/tracker.js";
+import type { TagRecord, Tracker } from "../tracker/index.js";
 import type { ManifestPeers } from "./manifest-peers.js";
 
 /** The part of the tracker that shares tag → digest records between agents. */

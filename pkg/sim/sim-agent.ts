@@ -1,7 +1,5 @@
 import type { Digest } from "../oci/index.js";
-import { MAX_PARKED_PIECES, PiecePicker, type PickerState } from "../peer/piece-picker.js";
-import type { PieceRequest } from "../peer/request-book.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
+import { MAX_PARKED_PIECES, type PickerState, PiecePicker, type PieceRequest, type SwarmPeer } from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import type { LookupResult, MemoryTracker, TrackerSession } from "../tracker/index.js";
 import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_POLL_MS, type SimConfig } from "./config.js";

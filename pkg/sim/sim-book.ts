@@ -1,5 +1,4 @@
-import type { PieceRequest } from "../peer/request-book.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
+import type { PieceRequest, SwarmPeer } from "../peer/index.js";
 
 /** Simulated calls are never cancelled through a signal; every request shares this one controller. */
 const UNUSED_CONTROLLER = new AbortController();

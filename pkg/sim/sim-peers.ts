@@ -1,6 +1,4 @@
-import { rendezvousSeed } from "../peer/cross-zone-share.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
-import { BUSY_BACKOFF_MS } from "../peer/swarm-peers.js";
+import { BUSY_BACKOFF_MS, rendezvousSeed, type SwarmPeer } from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import type { HolderInfo } from "../tracker/index.js";
 
@@ -39,6 +37,7 @@ export class SimPeers {
           bitmap,
           bytes: holder.complete ? undefined : holder.bitmap,
           grewAtMs: nowMs,
+          dataAtMs: Number.NEGATIVE_INFINITY,
           inflight: 0,
           failures: 0,
           excludedUntilMs: 0,

@@ -1,8 +1,7 @@
 import { pino } from "pino";
 import { distributionBounds } from "../bounds/index.js";
 import { type Digest, digestOf } from "../oci/index.js";
-import type { PieceRequest } from "../peer/request-book.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
+import type { PieceRequest, SwarmPeer } from "../peer/index.js";
 import { MemoryTracker } from "../tracker/index.js";
 import { SimError } from "./errors.js";
 import { GRANT_STALL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, type SimConfig, validateConfig } from "./config.js";

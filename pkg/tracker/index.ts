@@ -6,3 +6,4 @@ export { LocalTracker, type LocalTrackerOptions } from "./local-tracker.js";
 export { TrackerServer, type TrackerServerOptions } from "./tracker-server.js";
 export { GrpcTrackerClient, type GrpcTrackerClientOptions, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_LOOKUP_TIMEOUT_MS } from "./grpc-tracker-client.js";
 export * from "./prefetch.js";
+export { announceRequest, announceRequests, heartbeatRequest, registerRequest } from "./wire.js";

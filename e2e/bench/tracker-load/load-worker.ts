@@ -3,7 +3,7 @@
 // tracker-bench.ts with child_process.fork; talks to it only through IPC messages.
 import { LookupResponse } from "../../../pkg/gen/tracker/v1/tracker.js";
 import { digestOf } from "../../../pkg/oci/index.js";
-import { announceRequest } from "../../../pkg/tracker/wire.js";
+import { announceRequest } from "../../../pkg/tracker/index.js";
 import { SessionRequest } from "../../../pkg/gen/tracker/v1/tracker.js";
 import { AgentConnection, grpcFrame, grpcMessages } from "./grpc-h2.js";
 import { buildWorkload, inventoryOf, lookupFrame, registerFrame, agentAddress } from "./workload.js";

@@ -6,7 +6,7 @@ import { LookupRequest, SessionRequest } from "../../../pkg/gen/tracker/v1/track
 import { type Digest, digestOf } from "../../../pkg/oci/index.js";
 import { PieceBitmap, choosePieceSize, pieceCount } from "../../../pkg/piece/index.js";
 import { seededRandom } from "../../../pkg/sim/index.js";
-import { announceRequest, heartbeatRequest, registerRequest } from "../../../pkg/tracker/wire.js";
+import { announceRequest, heartbeatRequest, registerRequest } from "../../../pkg/tracker/index.js";
 import { grpcFrame } from "./grpc-h2.js";
 
 const MIB = 1024 * 1024;
