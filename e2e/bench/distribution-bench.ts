@@ -54,7 +54,16 @@ function log(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
-async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: string, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, timeoutMs: number, directHostsDir: string): Promise<ArmResult> {
+async function runArm(
+  arm: Arm,
+  cluster: NetnsCluster,
+  ref: string,
+  digest: string,
+  imageBytes: number,
+  bounds: ReturnType<typeof distributionBounds>,
+  timeoutMs: number,
+  directHostsDir: string,
+): Promise<ArmResult> {
   await cluster.startContainerds();
   try {
     if (arm === "cache") {
@@ -74,7 +83,9 @@ async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: stri
       directHostsDir,
       timeoutMs,
       onFinished: (r) => {
-        log(`  ${r.node} ${r.error === undefined ? `done in ${r.seconds.toFixed(1)} s` : `FAILED after ${r.seconds.toFixed(1)} s: ${r.error}`}`);
+        log(
+          `  ${r.node} ${r.error === undefined ? `done in ${r.seconds.toFixed(1)} s` : `FAILED after ${r.seconds.toFixed(1)} s: ${r.error}`}`,
+        );
       },
     });
     const originBytes = (await cluster.originTxBytes()) - before;
@@ -94,7 +105,11 @@ async function agentCpuSeconds(nodes: readonly ClusterNode[]): Promise<Map<strin
   return cpu;
 }
 
-async function agentFigures(nodes: readonly ClusterNode[], imageBytes: number, cpuBefore: ReadonlyMap<string, number>): Promise<AgentFigures[]> {
+async function agentFigures(
+  nodes: readonly ClusterNode[],
+  imageBytes: number,
+  cpuBefore: ReadonlyMap<string, number>,
+): Promise<AgentFigures[]> {
   const figures: AgentFigures[] = [];
   for (const node of nodes) {
     if (node.agent === undefined) continue;
@@ -111,7 +126,14 @@ async function agentFigures(nodes: readonly ClusterNode[], imageBytes: number, c
   return figures;
 }
 
-function summarize(results: readonly NodePullResult[], digest: string, originBytes: number, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, agents: AgentFigures[] | undefined): ArmResult {
+function summarize(
+  results: readonly NodePullResult[],
+  digest: string,
+  originBytes: number,
+  imageBytes: number,
+  bounds: ReturnType<typeof distributionBounds>,
+  agents: AgentFigures[] | undefined,
+): ArmResult {
   const ok = (r: NodePullResult): boolean => r.error === undefined && r.digest === digest;
   const seconds = results.map((r) => r.seconds);
   const last = Math.max(...seconds);
@@ -128,7 +150,11 @@ function summarize(results: readonly NodePullResult[], digest: string, originByt
       node: r.node,
       seconds: round(r.seconds),
       ok: ok(r),
-      ...(r.error === undefined ? (r.digest === digest ? {} : { error: `digest ${r.digest ?? "none"} instead of ${digest}` }) : { error: r.error }),
+      ...(r.error === undefined
+        ? r.digest === digest
+          ? {}
+          : { error: `digest ${r.digest ?? "none"} instead of ${digest}` }
+        : { error: r.error }),
     })),
     ...(agents === undefined ? {} : { agents }),
   };
@@ -139,7 +165,12 @@ function round(value: number, digits = 2): number {
   return Math.round(value * factor) / factor;
 }
 
-function report(options: DistributionBenchOptions, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, arms: Partial<Record<Arm, ArmResult>>): string {
+function report(
+  options: DistributionBenchOptions,
+  imageBytes: number,
+  bounds: ReturnType<typeof distributionBounds>,
+  arms: Partial<Record<Arm, ArmResult>>,
+): string {
   const lines = [
     "",
     `${options.nodes} nodes, image ${(imageBytes / MB).toFixed(1)} MB (F) in ${options.layers} layers; node links ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s`,
@@ -148,17 +179,24 @@ function report(options: DistributionBenchOptions, imageBytes: number, bounds: R
     `${"arm".padEnd(8)}${"last node".padStart(11)}${"median".padStart(10)}${"× bound".padStart(10)}${"origin / F".padStart(12)}  complete`,
   ];
   for (const [arm, r] of Object.entries(arms)) {
-    lines.push(`${arm.padEnd(8)}${`${r.lastNodeSeconds.toFixed(1)} s`.padStart(11)}${`${r.medianNodeSeconds.toFixed(1)} s`.padStart(10)}${r.ratioToBound.toFixed(2).padStart(10)}${r.originCopies.toFixed(3).padStart(12)}  ${r.complete ? "yes" : "NO"}`);
+    lines.push(
+      `${arm.padEnd(8)}${`${r.lastNodeSeconds.toFixed(1)} s`.padStart(11)}${`${r.medianNodeSeconds.toFixed(1)} s`.padStart(10)}${r.ratioToBound.toFixed(2).padStart(10)}${r.originCopies.toFixed(3).padStart(12)}  ${r.complete ? "yes" : "NO"}`,
+    );
   }
   const shoal = arms.shoal;
   if (shoal?.agents !== undefined && shoal.agents.length > 0) {
     lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS");
     for (const a of shoal.agents) {
-      lines.push(`  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB`);
+      lines.push(
+        `  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB`,
+      );
     }
   }
   if (shoal !== undefined && arms.direct !== undefined) {
-    lines.push("", `shoal is ${(arms.direct.lastNodeSeconds / shoal.lastNodeSeconds).toFixed(2)}× faster than direct (last node); target ≥ 0.7·N = ${(0.7 * options.nodes).toFixed(1)}`);
+    lines.push(
+      "",
+      `shoal is ${(arms.direct.lastNodeSeconds / shoal.lastNodeSeconds).toFixed(2)}× faster than direct (last node); target ≥ 0.7·N = ${(0.7 * options.nodes).toFixed(1)}`,
+    );
   }
   return lines.join("\n");
 }
@@ -186,7 +224,13 @@ async function main(argv: readonly string[]): Promise<number> {
   let cluster: NetnsCluster | undefined;
   try {
     log(`generating a ${options.imageMiB} MiB image in ${options.layers} layers…`);
-    const layout = await generateImageLayout({ dir: join(work, "image"), seed: "shoal-distribution-bench", layers: options.layers, totalBytes: options.imageMiB * MIB, tag: "bench" });
+    const layout = await generateImageLayout({
+      dir: join(work, "image"),
+      seed: "shoal-distribution-bench",
+      layers: options.layers,
+      totalBytes: options.imageMiB * MIB,
+      tag: "bench",
+    });
     const image = layout.images[0];
     if (image === undefined) throw new Error("the generated layout has no image");
     const imageBytes = image.imageBytes;
@@ -209,7 +253,8 @@ async function main(argv: readonly string[]): Promise<number> {
     const directHostsDir = join(cluster.runDir, "no-mirrors");
     await mkdir(directHostsDir, { recursive: true });
     const arms: Partial<Record<Arm, ArmResult>> = {};
-    for (const arm of options.arms) arms[arm] = await runArm(arm, cluster, ref, layout.root.digest, imageBytes, bounds, timeoutMs, directHostsDir);
+    for (const arm of options.arms)
+      arms[arm] = await runArm(arm, cluster, ref, layout.root.digest, imageBytes, bounds, timeoutMs, directHostsDir);
     const result = {
       benchmark: "distribution",
       date: new Date().toISOString(),
@@ -219,7 +264,9 @@ async function main(argv: readonly string[]): Promise<number> {
       rates: { nodeMbit: options.nodeMbit, originMbit: options.originMbit, ...rates },
       bounds,
       arms,
-      ...(arms.shoal !== undefined && arms.direct !== undefined ? { shoalSpeedupOverDirect: round(arms.direct.lastNodeSeconds / arms.shoal.lastNodeSeconds) } : {}),
+      ...(arms.shoal !== undefined && arms.direct !== undefined
+        ? { shoalSpeedupOverDirect: round(arms.direct.lastNodeSeconds / arms.shoal.lastNodeSeconds) }
+        : {}),
     };
     process.stdout.write(`${report(options, imageBytes, bounds, arms)}\n`);
     if (options.json !== undefined) {
@@ -232,7 +279,10 @@ async function main(argv: readonly string[]): Promise<number> {
       const svg = renderChart({
         title: `${options.nodes} nodes × ${(imageBytes / MB).toFixed(0)} MB, ${options.nodeMbit} Mbit nodes, ${options.originMbit} Mbit origin`,
         nodeNames: names,
-        arms: Object.entries(arms).map(([name, r]) => ({ name, seconds: names.map((n) => r.nodes.find((x) => x.node === n && x.ok)?.seconds ?? null) })),
+        arms: Object.entries(arms).map(([name, r]) => ({
+          name,
+          seconds: names.map((n) => r.nodes.find((x) => x.node === n && x.ok)?.seconds ?? null),
+        })),
         p2pBoundSeconds: bounds.p2pSeconds,
         clientServerBoundSeconds: bounds.clientServerSeconds,
       });

@@ -81,7 +81,21 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
   try {
     values = parseArgs({
       args: [...argv],
-      options: Object.fromEntries(["agents", "workers", "membership", "duration-s", "active-fraction", "concurrent-layers", "lookup-ms", "announce-ms", "heartbeat-ms", "seed", "json"].map((n) => [n, { type: "string" }])),
+      options: Object.fromEntries(
+        [
+          "agents",
+          "workers",
+          "membership",
+          "duration-s",
+          "active-fraction",
+          "concurrent-layers",
+          "lookup-ms",
+          "announce-ms",
+          "heartbeat-ms",
+          "seed",
+          "json",
+        ].map((n) => [n, { type: "string" }]),
+      ),
       strict: true,
     }).values;
   } catch (error) {
@@ -90,11 +104,13 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
   const num = (flag: string, fallback: number, min: number, max: number, raw = values[flag]): number => {
     if (raw === undefined) return fallback;
     const value = Number(raw);
-    if (!Number.isFinite(value) || value < min || value > max) throw new UsageError(`--${flag}: expected a number in ${min}..${max}, got ${JSON.stringify(raw)}`);
+    if (!Number.isFinite(value) || value < min || value > max)
+      throw new UsageError(`--${flag}: expected a number in ${min}..${max}, got ${JSON.stringify(raw)}`);
     return value;
   };
   const membership = values.membership ?? "static";
-  if (membership !== "static" && membership !== "kubernetes") throw new UsageError(`--membership: expected static or kubernetes, got ${JSON.stringify(membership)}`);
+  if (membership !== "static" && membership !== "kubernetes")
+    throw new UsageError(`--membership: expected static or kubernetes, got ${JSON.stringify(membership)}`);
   return {
     agents: (values.agents ?? "100,1000,5000").split(",").map((raw) => Math.round(num("agents", 0, 1, 60_000, raw.trim()))),
     workers: Math.round(num("workers", 2, 1, 16)),
@@ -162,13 +178,30 @@ async function startKubernetes(agents: number, workDir: string): Promise<{ api: 
   }
   const kubeconfig = join(workDir, "kubeconfig");
   await writeFile(kubeconfig, api.kubeconfigYaml());
-  return { api, extraArgs: ["--membership", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", NAMESPACE, "--identity", "bench-controller", "--agent-selector", "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent"] };
+  return {
+    api,
+    extraArgs: [
+      "--membership",
+      "kubernetes",
+      "--kubeconfig",
+      kubeconfig,
+      "--namespace",
+      NAMESPACE,
+      "--identity",
+      "bench-controller",
+      "--agent-selector",
+      "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent",
+    ],
+  };
 }
 
 async function waitReady(metricsUrl: string): Promise<void> {
   const deadline = Date.now() + LEADER_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    const ok = await fetch(`${metricsUrl}/readyz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.status === 200, () => false);
+    const ok = await fetch(`${metricsUrl}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
+      (r) => r.status === 200,
+      () => false,
+    );
     if (ok) return;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
@@ -176,7 +209,11 @@ async function waitReady(metricsUrl: string): Promise<void> {
 }
 
 /** One K: controller, inventories, rollout. */
-export async function runTrackerBench(agents: number, options: TrackerBenchOptions, log: (line: string) => void = () => undefined): Promise<TrackerBenchResult> {
+export async function runTrackerBench(
+  agents: number,
+  options: TrackerBenchOptions,
+  log: (line: string) => void = () => undefined,
+): Promise<TrackerBenchResult> {
   const workDir = await makeTempDir("tracker-bench");
   let api: KubeApiDouble | undefined;
   let controller: ShoalController | undefined;
@@ -195,11 +232,19 @@ export async function runTrackerBench(agents: number, options: TrackerBenchOptio
     const t0 = performance.now();
     for (let w = 0; w < options.workers; w++) workers.push(new Worker());
     const slices = workers.map((_, w) => Array.from({ length: agents }, (_, i) => i).filter((i) => i % options.workers === w));
-    await Promise.all(workers.map((worker, w) => worker.request({ type: "connect", agents: slices[w] ?? [], port: controller?.port ?? 0, seed: options.seed }, 900_000)));
+    await Promise.all(
+      workers.map((worker, w) =>
+        worker.request({ type: "connect", agents: slices[w] ?? [], port: controller?.port ?? 0, seed: options.seed }, 900_000),
+      ),
+    );
     const inventorySeconds = (performance.now() - t0) / 1000;
     const afterInventory = await procStats(pid);
-    log(`  K=${agents}: ${agents} sessions and inventories in ${inventorySeconds.toFixed(1)} s (controller ${(afterInventory.cpuSeconds - before.cpuSeconds).toFixed(1)} CPU-s, RSS ${(afterInventory.rssBytes / MIB).toFixed(0)} MiB)`);
-    const reports = (await Promise.all(workers.map((worker) => worker.request({ type: "rollout", plan: options.plan }, options.plan.durationMs + 120_000)))) as RolloutReport[];
+    log(
+      `  K=${agents}: ${agents} sessions and inventories in ${inventorySeconds.toFixed(1)} s (controller ${(afterInventory.cpuSeconds - before.cpuSeconds).toFixed(1)} CPU-s, RSS ${(afterInventory.rssBytes / MIB).toFixed(0)} MiB)`,
+    );
+    const reports = (await Promise.all(
+      workers.map((worker) => worker.request({ type: "rollout", plan: options.plan }, options.plan.durationMs + 120_000)),
+    )) as RolloutReport[];
     const afterRollout = await procStats(pid);
     const elapsed = Math.max(...reports.map((r) => r.elapsedMs)) / 1000;
     const latencies = reports.flatMap((r) => r.latencies).sort((a, b) => a - b);

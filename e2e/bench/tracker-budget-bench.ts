@@ -44,7 +44,8 @@ async function run(pieces: number): Promise<void> {
     while (!session.ended && sent < MAX_ANNOUNCES && Date.now() < deadline) {
       const digest = parseDigest(`sha256:${createHash("sha256").update(`${pieces}-${sent}`).digest("hex")}`);
       let flowing = true;
-      for (const request of announceRequests({ digest, size: pieces, pieceSize: 1, complete: true, pieceHashes })) flowing = call.write(request);
+      for (const request of announceRequests({ digest, size: pieces, pieceSize: 1, complete: true, pieceHashes }))
+        flowing = call.write(request);
       sent++;
       if (!flowing) await Promise.race([new Promise((resolve) => call.once("drain", resolve)), ended]);
       else if (sent % 64 === 0) await new Promise((resolve) => setImmediate(resolve));

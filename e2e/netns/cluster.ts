@@ -135,7 +135,10 @@ export class NetnsCluster {
       }
       return cluster;
     } catch (error) {
-      if (cluster !== undefined) await cluster.destroy().catch((e: unknown) => { debugLog(`netns: teardown after failed start: ${describeError(e)}`); });
+      if (cluster !== undefined)
+        await cluster.destroy().catch((e: unknown) => {
+          debugLog(`netns: teardown after failed start: ${describeError(e)}`);
+        });
       else await topology.destroy();
       throw error;
     }
@@ -250,7 +253,10 @@ export class NetnsCluster {
           upstreams: [`${this.originHost}=${this.originUrl}`],
           dataDir: await makeTempDir("agent-data", dir),
           parentDir: dir,
-          extraArgs: [...(await this.tlsArgsFor({ role: "agent", name: node.endpoint.name, ips: [node.endpoint.address] })), ...(this.options.agentArgs ?? [])],
+          extraArgs: [
+            ...(await this.tlsArgsFor({ role: "agent", name: node.endpoint.name, ips: [node.endpoint.address] })),
+            ...(this.options.agentArgs ?? []),
+          ],
           containerd:
             node.containerd === undefined || this.options.containerdContent === false
               ? undefined

@@ -102,7 +102,12 @@ export class AgentSwarm {
         clearInterval(loadTimer);
         return Promise.resolve();
       });
-      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics, tls: options.tls });
+      const peerClient = new PeerClient({
+        ...options.peerClient,
+        logger: logger.child({ component: "peer-client" }),
+        metrics,
+        tls: options.tls,
+      });
       closers.unshift(() => {
         peerClient.close();
         return Promise.resolve();
@@ -122,7 +127,12 @@ export class AgentSwarm {
         ...(options.tuning === undefined ? {} : { tuning: options.tuning }),
       });
       closers.unshift(() => fetcher.close());
-      const manifestPeers = new TrackerManifestPeers({ tracker, pieces: peerClient, metrics, logger: logger.child({ component: "manifest-peers" }) });
+      const manifestPeers = new TrackerManifestPeers({
+        tracker,
+        pieces: peerClient,
+        metrics,
+        logger: logger.child({ component: "manifest-peers" }),
+      });
       const inventory = new InventorySync({ store, tracker, logger: logger.child({ component: "inventory" }) });
       await inventory.start();
       closers.unshift(() => inventory.stop());

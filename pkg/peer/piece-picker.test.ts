@@ -19,7 +19,11 @@ const TUNING: PickerTuning = {
 };
 
 /** A peer holding `held` (or everything), in zone `zone` as this agent sees it. */
-function peer(agentId: string, held: readonly number[] | "all", options: { pieces?: number; local?: boolean; zone?: string; grewAtMs?: number; dataAtMs?: number } = {}): SwarmPeer {
+function peer(
+  agentId: string,
+  held: readonly number[] | "all",
+  options: { pieces?: number; local?: boolean; zone?: string; grewAtMs?: number; dataAtMs?: number } = {},
+): SwarmPeer {
   const pieces = options.pieces ?? 8;
   const bitmap = held === "all" ? undefined : new PieceBitmap(pieces);
   if (held !== "all") for (const i of held) bitmap?.set(i);
@@ -60,7 +64,13 @@ const IDENTITY = (): number => 0.999_999;
 
 function plan(s: Scenario): PlannedRequest[] {
   const pieces = s.pieces ?? 8;
-  const picker = new PiecePicker({ pieceCount: pieces, selfAgentId: s.selfAgentId, zone: s.zone ?? "", tuning: { ...TUNING, ...s.tuning }, random: s.random ?? IDENTITY });
+  const picker = new PiecePicker({
+    pieceCount: pieces,
+    selfAgentId: s.selfAgentId,
+    zone: s.zone ?? "",
+    tuning: { ...TUNING, ...s.tuning },
+    random: s.random ?? IDENTITY,
+  });
   const book = s.book ?? new RequestBook();
   const held = new Set(s.held ?? []);
   const state: PickerState = {
@@ -83,17 +93,26 @@ describe("PiecePicker", () => {
   const cases: { name: string; scenario: Scenario; expected: string[] }[] = [
     {
       name: "rarest first: pieces one holder has before pieces two have",
-      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5]), peer("c", [2, 3, 4, 5, 6, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 } },
+      scenario: {
+        peers: [peer("b", [0, 1, 2, 3, 4, 5]), peer("c", [2, 3, 4, 5, 6, 7])],
+        tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 },
+      },
       expected: ["b:0,1", "c:6,7"],
     },
     {
       name: "without an in-order window the rarest piece (6, one holder) goes first",
-      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 } },
+      scenario: {
+        peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])],
+        tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 },
+      },
       expected: ["b:6,0", "c:1,2"],
     },
     {
       name: "the in-order window (0, 1) comes before the rarer piece 6",
-      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 2 } },
+      scenario: {
+        peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])],
+        tuning: { maxInflightPerPeer: 2, inOrderWindow: 2 },
+      },
       expected: ["b:0,1", "c:2,3"],
     },
     {
@@ -112,7 +131,12 @@ describe("PiecePicker", () => {
     },
     {
       name: "a partial holder is asked for the pieces just past its prefix (relay)",
-      scenario: { pieces: 8, held: [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => i < 2), peers: [peer("p", [0, 1, 2])], tuning: { maxInflightPerPeer: 4 } },
+      scenario: {
+        pieces: 8,
+        held: [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => i < 2),
+        peers: [peer("p", [0, 1, 2])],
+        tuning: { maxInflightPerPeer: 4 },
+      },
       expected: ["p:2", "p:3,4 relay"],
     },
     {
@@ -143,11 +167,18 @@ describe("PiecePicker", () => {
         state = (state * 48_271) % 2_147_483_647;
         return state / 2_147_483_647;
       };
-      const planned = plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { maxInflightPerPeer: 2, piecesPerRequest: 2, inOrderWindow: 0 }, random });
+      const planned = plan({
+        pieces: 64,
+        held: [0, 1],
+        peers: peers(),
+        tuning: { maxInflightPerPeer: 2, piecesPerRequest: 2, inOrderWindow: 0 },
+        random,
+      });
       firsts.add(planned[0]?.pieces.join(",") ?? "");
     }
     assert.ok(firsts.size > 1, "different random sources pick different pieces first");
-    const again = (): string[] => summary(plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { inOrderWindow: 0 }, random: IDENTITY }));
+    const again = (): string[] =>
+      summary(plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { inOrderWindow: 0 }, random: IDENTITY }));
     assert.deepEqual(again(), again(), "the same source, the same plan");
   });
 
@@ -155,11 +186,23 @@ describe("PiecePicker", () => {
     const self = "agent-self";
     const sibling = peer("agent-sibling", [], { zone: "a", local: true, grewAtMs: 10_000 });
     const remote = peer("agent-remote", "all", { zone: "b", local: false });
-    const planned = plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [sibling, remote], tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 } });
+    const planned = plan({
+      pieces: 64,
+      zone: "a",
+      selfAgentId: self,
+      peers: [sibling, remote],
+      tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 },
+    });
     const fromRemote = planned.filter((p) => p.peer === remote).flatMap((p) => p.pieces);
     assert.ok(fromRemote.length > 10 && fromRemote.length < 54, `about half across zones, got ${fromRemote.length}`);
     // The sibling takes the rest: here they are asked of the sibling as relays (its share, arriving there).
-    const alone = plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 } });
+    const alone = plan({
+      pieces: 64,
+      zone: "a",
+      selfAgentId: self,
+      peers: [remote],
+      tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 },
+    });
     assert.equal(alone.flatMap((p) => p.pieces).length, 64, "without a sibling every piece is this agent's");
   });
 
@@ -167,7 +210,13 @@ describe("PiecePicker", () => {
     const self = "agent-self";
     const seedPeer = peer("agent-grantee", [0, 1, 2, 3, 4, 5, 6, 7], { pieces: 8 });
     const downloader = peer("agent-other", [], { pieces: 8, grewAtMs: 10_000 });
-    const planned = plan({ pieces: 8, selfAgentId: self, granteeAgentId: "agent-grantee", peers: [seedPeer, downloader], tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8, inOrderWindow: 0 } });
+    const planned = plan({
+      pieces: 8,
+      selfAgentId: self,
+      granteeAgentId: "agent-grantee",
+      peers: [seedPeer, downloader],
+      tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8, inOrderWindow: 0 },
+    });
     const fromSeed = planned.filter((p) => p.peer === seedPeer).flatMap((p) => p.pieces);
     const relayed = planned.filter((p) => p.peer === downloader && p.waitMs > 0).flatMap((p) => p.pieces);
     assert.equal(fromSeed.length + relayed.length, 8, `every piece planned once: ${summary(planned).join(" ")}`);
@@ -190,9 +239,17 @@ describe("PiecePicker", () => {
     const early = new RequestBook();
     const r = early.add(slow, [0, 1], false, 0);
     early.data(r, 1, 8_000);
-    assert.ok(!plan({ held: [], peers: [other], book: early, nowMs: 10_000, tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8 } }).some((p) => p.pieces.includes(0)));
+    assert.ok(
+      !plan({ held: [], peers: [other], book: early, nowMs: 10_000, tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8 } }).some((p) =>
+        p.pieces.includes(0),
+      ),
+    );
     early.data(r, 1, 6_000);
-    assert.ok(plan({ held: [2, 3, 4, 5, 6, 7], peers: [other, slow], book: early, nowMs: 10_000, tuning: { endgamePieces: 0 } }).some((p) => p.pieces.includes(0)));
+    assert.ok(
+      plan({ held: [2, 3, 4, 5, 6, 7], peers: [other, slow], book: early, nowMs: 10_000, tuning: { endgamePieces: 0 } }).some((p) =>
+        p.pieces.includes(0),
+      ),
+    );
   });
 
   it("a call queued behind the same peer's sending calls is not hedged; one whose peer went silent is", () => {
@@ -205,7 +262,10 @@ describe("PiecePicker", () => {
     const tuning = { endgamePieces: 0, maxInflightPerPeer: 8 };
     // The second call has had no byte for 10 s, but the first one is receiving: the peer is sending.
     book.data(sending, 1, 9_900);
-    assert.ok(!plan({ held, peers: [across], book, nowMs: 10_000, tuning }).some((p) => p.pieces.includes(2)), "queued call hedged across zones");
+    assert.ok(
+      !plan({ held, peers: [across], book, nowMs: 10_000, tuning }).some((p) => p.pieces.includes(2)),
+      "queued call hedged across zones",
+    );
     // The peer sent nothing for longer than hedgeAfterMs: the silent calls are hedged.
     assert.ok(plan({ held, peers: [across], book, nowMs: 20_000, tuning }).some((p) => p.pieces.includes(2)));
   });
@@ -216,7 +276,11 @@ describe("PiecePicker", () => {
     const book = new RequestBook();
     book.add(relayPeer, [1], true, 0);
     const held = [0, 2, 3, 4, 5, 6, 7];
-    assert.deepEqual(summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })), [], "the relay peer grows");
+    assert.deepEqual(
+      summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })),
+      [],
+      "the relay peer grows",
+    );
     relayPeer.grewAtMs = 5_000;
     assert.deepEqual(summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })), ["holder:1"]);
   });

@@ -131,9 +131,20 @@ export class PiecePicker {
     const atSeeds = new Uint16Array(pieceCount);
     for (const peer of downloaders) count(atDownloaders, peer, pieceCount);
     for (const peer of state.peers) if (peer.local && isSeed(peer, state.granteeAgentId)) count(atSeeds, peer, pieceCount);
-    const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (all[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
+    const rank = (i: number): number =>
+      (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (all[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
     const unrequested = missing.filter((i) => state.requestsFor(i).length === 0).sort((a, b) => rank(a) - rank(b));
-    const pass: Pass = { nowMs: state.nowMs, unrequested, missing, all, local, atDownloaders, atSeeds, granteeAgentId: state.granteeAgentId, duplicated: new Set() };
+    const pass: Pass = {
+      nowMs: state.nowMs,
+      unrequested,
+      missing,
+      all,
+      local,
+      atDownloaders,
+      atSeeds,
+      granteeAgentId: state.granteeAgentId,
+      duplicated: new Set(),
+    };
     const planned: PlannedRequest[] = [];
     let parked = state.parkedCount;
     // Best ranked first: the tracker ranks same-zone peers first, so they claim pieces before others may.
@@ -160,7 +171,8 @@ export class PiecePicker {
     const mayCross = (i: number, available: boolean): boolean => (local[i] ?? 0) === 0 && this.share.mayFetch(i, nowMs, available);
     // From a seed only what no downloader holds, and of that this agent's share (fan-out).
     const seed = isSeed(peer, pass.granteeAgentId);
-    const fromSeed = (i: number, available: boolean): boolean => !seed || ((atDownloaders[i] ?? 0) === 0 && this.seedShare.mayFetch(i, nowMs, available));
+    const fromSeed = (i: number, available: boolean): boolean =>
+      !seed || ((atDownloaders[i] ?? 0) === 0 && this.seedShare.mayFetch(i, nowMs, available));
     const mayTake = (i: number, available: boolean): boolean => (peer.local || mayCross(i, available)) && fromSeed(i, available);
     // Only another zone holds the piece and this agent may fetch it from there now (never without zones).
     const crossNow = (i: number): boolean => (local[i] ?? 0) === 0 && (all[i] ?? 0) > 0 && mayCross(i, true);

@@ -65,7 +65,8 @@ export class SwarmFetcher implements BlobFetcher {
       if (released) return;
       released = true;
       flight.leases--;
-      if (flight.leases === 0 && this.flights.get(request.digest) === flight) flight.controller.abort(new Error("no reader wants this blob any more"));
+      if (flight.leases === 0 && this.flights.get(request.digest) === flight)
+        flight.controller.abort(new Error("no reader wants this blob any more"));
     };
     try {
       const { partial, source, contentType } = await raceSignal(flight.started, signal);
@@ -115,7 +116,11 @@ export class SwarmFetcher implements BlobFetcher {
     const startedAt = performance.now();
     let lookup = await this.lookup(request.digest, true, signal);
     // Another agent holds the grant but has not announced the blob yet: give it a moment.
-    for (let waited = 0; lookup && lookup.size === 0 && !lookup.origin.granted && waited < GRANTEE_ANNOUNCE_WAIT_MS; waited += GRANTEE_POLL_MS) {
+    for (
+      let waited = 0;
+      lookup && lookup.size === 0 && !lookup.origin.granted && waited < GRANTEE_ANNOUNCE_WAIT_MS;
+      waited += GRANTEE_POLL_MS
+    ) {
       await sleep(GRANTEE_POLL_MS, undefined, { signal });
       lookup = await this.lookup(request.digest, true, signal);
     }
@@ -226,10 +231,21 @@ export class SwarmFetcher implements BlobFetcher {
     }
   }
 
-  private async lookup(digest: Digest, wantOriginGrant: boolean, signal: AbortSignal, excludedAgents: readonly string[] = []): Promise<LookupResult | undefined> {
+  private async lookup(
+    digest: Digest,
+    wantOriginGrant: boolean,
+    signal: AbortSignal,
+    excludedAgents: readonly string[] = [],
+  ): Promise<LookupResult | undefined> {
     try {
-      const result = await this.options.tracker.lookup(digest, { wantOriginGrant, signal, ...(excludedAgents.length > 0 ? { excludedAgents } : {}) });
-      this.options.metrics.trackerLookups.inc({ result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : "none" });
+      const result = await this.options.tracker.lookup(digest, {
+        wantOriginGrant,
+        signal,
+        ...(excludedAgents.length > 0 ? { excludedAgents } : {}),
+      });
+      this.options.metrics.trackerLookups.inc({
+        result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : "none",
+      });
       this.options.knownPeers?.remember(digest, result.holders, this.options.self?.agentId);
       return result;
     } catch (error) {
@@ -253,7 +269,10 @@ export class SwarmFetcher implements BlobFetcher {
     this.options.metrics.trackerLookups.inc({ result: viaPeers === undefined ? "peers_none" : "peers" });
     if (viaPeers === undefined) return undefined;
     known.remember(digest, viaPeers.exchanged, this.options.self?.agentId);
-    this.options.logger.info({ digest, holders: viaPeers.result.holders.length }, "tracker unreachable: taking the blob from the peers this agent knows");
+    this.options.logger.info(
+      { digest, holders: viaPeers.result.holders.length },
+      "tracker unreachable: taking the blob from the peers this agent knows",
+    );
     return viaPeers.result;
   }
 }

@@ -35,5 +35,3 @@ export interface BlobFetcher {
   /** Stops every transfer. */
   close(): Promise<void>;
 }
-
-

@@ -239,7 +239,9 @@ export class SimAgent {
     this.counters.stalls++;
     const suppliers = this.picker.suppliers(this.state(nowMs));
     const grantee = this.granteeAgentId;
-    const granteeProgressing = grantee !== undefined && this.peers.usable(nowMs).some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.world.config.tuning.stallMs);
+    const granteeProgressing =
+      grantee !== undefined &&
+      this.peers.usable(nowMs).some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.world.config.tuning.stallMs);
     this.world.abortCalls(this);
     if (granteeProgressing) {
       const next = this.lookup(false, []);
@@ -355,6 +357,12 @@ export class SimAgent {
   }
 
   private newPicker(): PiecePicker {
-    return new PiecePicker({ pieceCount: this.world.pieceCount, selfAgentId: this.agentId, zone: this.zone, tuning: this.world.config.tuning, random: this.random });
+    return new PiecePicker({
+      pieceCount: this.world.pieceCount,
+      selfAgentId: this.agentId,
+      zone: this.zone,
+      tuning: this.world.config.tuning,
+      random: this.random,
+    });
   }
 }

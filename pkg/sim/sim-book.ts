@@ -13,7 +13,15 @@ export class SimBook {
   readonly all = new Set<PieceRequest>();
 
   add(peer: SwarmPeer, pieces: readonly number[], relay: boolean, nowMs: number): PieceRequest {
-    const request: PieceRequest = { peer, pieces, startedMs: nowMs, lastDataMs: nowMs, receivedBytes: 0, relay, controller: UNUSED_CONTROLLER };
+    const request: PieceRequest = {
+      peer,
+      pieces,
+      startedMs: nowMs,
+      lastDataMs: nowMs,
+      receivedBytes: 0,
+      relay,
+      controller: UNUSED_CONTROLLER,
+    };
     this.all.add(request);
     for (const index of pieces) {
       const running = this.byPiece.get(index);

@@ -18,7 +18,12 @@ import { validateDigest } from "./validation.js";
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
 
 export function registerRequest(identity: AgentIdentity): SessionRequest {
-  const value: Register = { agentId: identity.agentId, nodeName: identity.nodeName, zone: identity.zone, peerAddress: identity.peerAddress };
+  const value: Register = {
+    agentId: identity.agentId,
+    nodeName: identity.nodeName,
+    zone: identity.zone,
+    peerAddress: identity.peerAddress,
+  };
   return { kind: { $case: "register", value } };
 }
 
@@ -228,7 +233,11 @@ export function prefetchReportRequest(report: PrefetchReport): SessionRequest {
 /** Throws ERR_TRACKER_INVALID_ARGUMENT for a state this tracker does not know. */
 export function prefetchReportFromWire(report: WirePrefetchReport): PrefetchReport {
   const state = (Object.keys(STATES) as PrefetchState[]).find((s) => STATES[s] === report.state);
-  if (state === undefined) throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `prefetch report ${report.id.slice(0, 128)} has an unknown state ${report.state}`);
+  if (state === undefined)
+    throw new TrackerError(
+      "ERR_TRACKER_INVALID_ARGUMENT",
+      `prefetch report ${report.id.slice(0, 128)} has an unknown state ${report.state}`,
+    );
   return {
     id: report.id,
     state,

@@ -49,12 +49,18 @@ async function connectAll(indexes: readonly number[], port: number): Promise<voi
     }
     // A blob only this agent holds, announced last: once a lookup sees it, the inventory is in.
     const sentinel = digestOf(`tracker-bench sentinel ${index}`);
-    while (!connection.send(grpcFrame(SessionRequest.encode(announceRequest({ digest: sentinel, size: 1024, pieceSize: 1 << 20, complete: true })).finish()))) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (
+      !connection.send(
+        grpcFrame(SessionRequest.encode(announceRequest({ digest: sentinel, size: 1024, pieceSize: 1 << 20, complete: true })).finish()),
+      )
+    )
+      await new Promise((resolve) => setTimeout(resolve, 5));
     for (let attempt = 0; ; attempt++) {
       const answer = await connection.unary("Lookup", lookupFrame(index, sentinel, false), true, LOOKUP_DEADLINE_MS);
       const message = answer.status === 0 && answer.body !== undefined ? grpcMessages(answer.body)[0] : undefined;
       if (message !== undefined && LookupResponse.decode(message).size > 0) break;
-      if (attempt > 600) throw new Error(`agent ${index}: inventory not visible at the tracker after ${attempt} lookups (status ${answer.status})`);
+      if (attempt > 600)
+        throw new Error(`agent ${index}: inventory not visible at the tracker after ${attempt} lookups (status ${answer.status})`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     opened.push({ index, connection });
@@ -77,7 +83,8 @@ async function rollout(plan: RolloutPlan): Promise<WorkerReport> {
   for (const { index, connection } of active) {
     for (let layer = 0; layer < Math.min(plan.concurrentLayers, workload.layers.length); layer++) {
       const digest = workload.layers[layer]?.digest;
-      if (digest !== undefined) downloads.push({ agent: index, connection, layer, lookup: lookupFrame(index, digest, false), outstanding: false, stage: 0 });
+      if (digest !== undefined)
+        downloads.push({ agent: index, connection, layer, lookup: lookupFrame(index, digest, false), outstanding: false, stage: 0 });
     }
   }
   const latencies: number[] = [];
@@ -156,7 +163,23 @@ async function rollout(plan: RolloutPlan): Promise<WorkerReport> {
   const elapsedMs = performance.now() - started;
   // Answers still on their way are waited for (bounded), so their latency counts.
   await Promise.race([Promise.all(inflight), new Promise((resolve) => setTimeout(resolve, LOOKUP_DEADLINE_MS * 5))]);
-  return { type: "result", elapsedMs, latencies, lookups, lookupErrors, lateLookups, deferredLookups, announces, skippedAnnounces, heartbeats, responseBytes, checkedLookups: checked, holdersSeen, downloads: downloads.length, cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6 };
+  return {
+    type: "result",
+    elapsedMs,
+    latencies,
+    lookups,
+    lookupErrors,
+    lateLookups,
+    deferredLookups,
+    announces,
+    skippedAnnounces,
+    heartbeats,
+    responseBytes,
+    checkedLookups: checked,
+    holdersSeen,
+    downloads: downloads.length,
+    cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+  };
 }
 
 process.on("message", (command: WorkerCommand) => {
