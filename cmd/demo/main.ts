@@ -5,7 +5,7 @@ import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { LayoutRegistry } from "../../pkg/origin/index.js";
 import { type DemoOptions, demoOptionSpecs } from "./options.js";
-import { ProgressView, formatMB } from "./progress-view.js";
+import { ProgressView, formatMB } from "../shoal/progress-view.js";
 import { pullRound } from "./pull-round.js";
 import { procStatsIfAvailable } from "../../pkg/metrics/index.js";
 import {

@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
 import { pullImage } from "../../pkg/client/index.js";
 import { TokenBucket } from "../../pkg/throttle/index.js";
-import { type ProgressView, formatMB } from "./progress-view.js";
+import { type ProgressView, formatMB } from "../shoal/progress-view.js";
 
 export interface PullTarget {
   readonly name: string;

@@ -1,5 +1,5 @@
 import { distributionBounds } from "../../pkg/bounds/index.js";
-import { formatMB } from "./progress-view.js";
+import { formatMB } from "../shoal/progress-view.js";
 
 const GB = 1e9;
 

@@ -2,7 +2,7 @@ import { PullError, pullImage } from "../../pkg/client/index.js";
 import type { Descriptor } from "../../pkg/oci/index.js";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import { OciError, isIndexMediaType } from "../../pkg/oci/index.js";
-import { ProgressView, formatMB } from "../demo/progress-view.js";
+import { ProgressView, formatMB } from "../shoal/progress-view.js";
 import { LayoutWriter, type LayoutDescriptor, REF_NAME_ANNOTATION } from "./layout-writer.js";
 import { type FetchOptions, fetchOptionSpecs } from "./options.js";
 import { type ImageReference, formatImageReference, parseImageReference } from "../../pkg/oci/index.js";
