@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { type ClusterNode, NetnsCluster } from "../netns/cluster.js";
 import { distributionBounds } from "../../pkg/bounds/index.js";
+import { samples, scrapeInNetns } from "../netns/netns-metrics.js";
 import { type NodePullResult, median, pullRound } from "../netns/pull-round.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { renderChart } from "./distribution-chart.js";
@@ -32,6 +33,8 @@ interface AgentFigures {
   readonly cpuSecondsTotal: number;
   readonly cpuSecondsPerGB: number;
   readonly peakRssBytes: number;
+  /** Piece bytes received from peers and not kept (shoal_peer_bytes_wasted_total during the pulls): duplicates of hedged, endgame or raced requests, and bad pieces. */
+  readonly wastedPeerBytes: number;
 }
 
 interface ArmResult {
@@ -75,7 +78,7 @@ async function runArm(
       await cluster.startAgents();
       for (const node of cluster.nodes) await cluster.useAgentMirror(node);
     }
-    const cpuBefore = arm === "shoal" ? await agentCpuSeconds(cluster.nodes) : new Map<string, number>();
+    const countersBefore = arm === "shoal" ? await agentCounters(cluster.nodes) : new Map<string, AgentCounters>();
     const before = await cluster.originTxBytes();
     log(`${arm}: ${cluster.nodes.length} nodes pull ${ref}`);
     const results = await pullRound(cluster.nodes, ref, {
@@ -89,7 +92,7 @@ async function runArm(
       },
     });
     const originBytes = (await cluster.originTxBytes()) - before;
-    const agents = arm === "shoal" ? await agentFigures(cluster.nodes, imageBytes, cpuBefore) : undefined;
+    const agents = arm === "shoal" ? await agentFigures(cluster.nodes, imageBytes, countersBefore) : undefined;
     return summarize(results, digest, originBytes, imageBytes, bounds, agents);
   } finally {
     await cluster.stopContainerds();
@@ -99,28 +102,49 @@ async function runArm(
   }
 }
 
-async function agentCpuSeconds(nodes: readonly ClusterNode[]): Promise<Map<string, number>> {
-  const cpu = new Map<string, number>();
-  for (const node of nodes) if (node.agent !== undefined) cpu.set(node.endpoint.name, (await procStats(node.agent.daemon.pid)).cpuSeconds);
-  return cpu;
+/** Each agent's CPU seconds and wasted peer bytes so far, to subtract from the figures after the pulls. */
+interface AgentCounters {
+  readonly cpuSeconds: number;
+  readonly wastedPeerBytes: number;
+}
+
+async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string, AgentCounters>> {
+  const counters = new Map<string, AgentCounters>();
+  for (const node of nodes) {
+    if (node.agent === undefined) continue;
+    counters.set(node.endpoint.name, {
+      cpuSeconds: (await procStats(node.agent.daemon.pid)).cpuSeconds,
+      wastedPeerBytes: await wastedPeerBytes(node),
+    });
+  }
+  return counters;
+}
+
+/** shoal_peer_bytes_wasted_total over every reason, scraped inside the node's namespace. */
+async function wastedPeerBytes(node: ClusterNode): Promise<number> {
+  if (node.agent === undefined) return 0;
+  const text = await scrapeInNetns(node.endpoint.netns, node.agent.metricsUrl);
+  return samples(text, "shoal_peer_bytes_wasted_total").reduce((total, s) => total + s.value, 0);
 }
 
 async function agentFigures(
   nodes: readonly ClusterNode[],
   imageBytes: number,
-  cpuBefore: ReadonlyMap<string, number>,
+  before: ReadonlyMap<string, AgentCounters>,
 ): Promise<AgentFigures[]> {
   const figures: AgentFigures[] = [];
   for (const node of nodes) {
     if (node.agent === undefined) continue;
     const stats = await procStats(node.agent.daemon.pid);
-    const cpuSeconds = round(stats.cpuSeconds - (cpuBefore.get(node.endpoint.name) ?? 0));
+    const earlier = before.get(node.endpoint.name);
+    const cpuSeconds = round(stats.cpuSeconds - (earlier?.cpuSeconds ?? 0));
     figures.push({
       node: node.endpoint.name,
       cpuSeconds,
       cpuSecondsTotal: round(stats.cpuSeconds),
       cpuSecondsPerGB: round(cpuSeconds / (imageBytes / GB)),
       peakRssBytes: stats.peakRssBytes,
+      wastedPeerBytes: (await wastedPeerBytes(node)) - (earlier?.wastedPeerBytes ?? 0),
     });
   }
   return figures;
@@ -185,10 +209,10 @@ function report(
   }
   const shoal = arms.shoal;
   if (shoal?.agents !== undefined && shoal.agents.length > 0) {
-    lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS");
+    lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS, peer bytes received and not kept");
     for (const a of shoal.agents) {
       lines.push(
-        `  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB`,
+        `  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB  wasted ${(a.wastedPeerBytes / MB).toFixed(1)} MB (${((100 * a.wastedPeerBytes) / imageBytes).toFixed(1)} % of the image)`,
       );
     }
   }
