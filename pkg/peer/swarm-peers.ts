@@ -35,6 +35,11 @@ export interface SwarmPeer {
   failures: number;
   /** No requests before this time (ms, performance.now); Infinity once it sent a bad piece. */
   excludedUntilMs: number;
+  /**
+   * Refused a call for lack of upload slots (ERR_PEER_BUSY): no requests before this time (ms,
+   * performance.now), but it still holds what it holds. Unlike a failure, this is the peer's backpressure.
+   */
+  busyUntilMs: number;
   /** Sent a piece that failed verification: dropped for this blob, and named to the tracker as such. */
   badPieces: boolean;
 }
@@ -93,6 +98,7 @@ export class SwarmPeers {
           inflight: 0,
           failures: verdict?.failures ?? 0,
           excludedUntilMs: given ? Number.POSITIVE_INFINITY : 0,
+          busyUntilMs: 0,
           badPieces: verdict?.bad ?? false,
         });
       }
@@ -106,9 +112,14 @@ export class SwarmPeers {
     return [...this.peers.values()];
   }
 
-  /** Usable peers now, best ranked first. */
+  /** Usable peers now (to be asked for pieces), best ranked first. */
   usable(nowMs: number): SwarmPeer[] {
-    return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
+    return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
+  }
+
+  /** Peers left alone now only because they refused a call for lack of upload slots (busy), best ranked first. */
+  busyNow(nowMs: number): SwarmPeer[] {
+    return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs > nowMs).sort((a, b) => a.rank - b.rank);
   }
 
   /**
@@ -129,8 +140,9 @@ export class SwarmPeers {
     return this.peers.size;
   }
 
+  /** The peer refused a call for lack of upload slots: asked again after BUSY_BACKOFF_MS, and still a holder meanwhile. */
   busy(peer: SwarmPeer, nowMs: number): void {
-    peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
+    peer.busyUntilMs = nowMs + BUSY_BACKOFF_MS;
   }
 
   failed(peer: SwarmPeer, nowMs: number): void {

@@ -41,6 +41,7 @@ export class SimPeers {
           inflight: 0,
           failures: 0,
           excludedUntilMs: 0,
+          busyUntilMs: 0,
           badPieces: false,
         });
         return;
@@ -66,10 +67,16 @@ export class SimPeers {
       this.ordered = [...this.peers.values()].sort((a, b) => a.rank - b.rank);
       this.dirty = false;
     }
-    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs);
+    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs <= nowMs);
+  }
+
+  /** Peers left alone now only because they refused a call (SwarmPeers.busyNow). */
+  busyNow(nowMs: number): SwarmPeer[] {
+    this.usable(nowMs);
+    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs > nowMs);
   }
 
   busy(peer: SwarmPeer, nowMs: number): void {
-    peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
+    peer.busyUntilMs = nowMs + BUSY_BACKOFF_MS;
   }
 }
