@@ -41,7 +41,8 @@ function peer(
     inflight: 0,
     failures: 0,
     excludedUntilMs: 0,
-    busyUntilMs: 0,
+    busyUntilMs: Number.NEGATIVE_INFINITY,
+    busySinceMs: Number.NEGATIVE_INFINITY,
     badPieces: false,
   };
 }

@@ -40,8 +40,25 @@ export interface SwarmPeer {
    * performance.now), but it still holds what it holds. Unlike a failure, this is the peer's backpressure.
    */
   busyUntilMs: number;
+  /** When its current run of refusals began (ms): a refusal more than BUSY_BACKOFF_MS after the last backoff ended starts one. */
+  busySinceMs: number;
   /** Sent a piece that failed verification: dropped for this blob, and named to the tracker as such. */
   badPieces: boolean;
+}
+
+/** Records a refusal (ERR_PEER_BUSY): the peer is left alone for BUSY_BACKOFF_MS; its run of refusals goes on or begins. */
+export function markBusy(peer: SwarmPeer, nowMs: number): void {
+  if (nowMs > peer.busyUntilMs + BUSY_BACKOFF_MS) peer.busySinceMs = nowMs;
+  peer.busyUntilMs = nowMs + BUSY_BACKOFF_MS;
+}
+
+/**
+ * Backed off after a refusal and still worth waiting for: refusing for less than `patienceMs`, or it sent
+ * this agent bytes within that time. A peer that only refuses for longer is full for good, as far as
+ * this download can tell, and its pieces may come from elsewhere.
+ */
+export function isBusy(peer: SwarmPeer, nowMs: number, patienceMs: number): boolean {
+  return peer.busyUntilMs > nowMs && (nowMs - peer.busySinceMs < patienceMs || nowMs - peer.dataAtMs < patienceMs);
 }
 
 /** What a fetch learned about an agent, kept across download rounds and while it is out of the tracker's list. */
@@ -98,7 +115,8 @@ export class SwarmPeers {
           inflight: 0,
           failures: verdict?.failures ?? 0,
           excludedUntilMs: given ? Number.POSITIVE_INFINITY : 0,
-          busyUntilMs: 0,
+          busyUntilMs: Number.NEGATIVE_INFINITY,
+          busySinceMs: Number.NEGATIVE_INFINITY,
           badPieces: verdict?.bad ?? false,
         });
       }
@@ -117,9 +135,15 @@ export class SwarmPeers {
     return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
   }
 
-  /** Peers left alone now only because they refused a call for lack of upload slots (busy), best ranked first. */
-  busyNow(nowMs: number): SwarmPeer[] {
-    return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs > nowMs).sort((a, b) => a.rank - b.rank);
+  /**
+   * Peers left alone now only because they refused a call for lack of upload slots (busy), best ranked
+   * first, while they are worth waiting for: refusing for less than `patienceMs`, or sending this agent
+   * bytes within it (a peer serving this agent's other calls is alive, just full).
+   */
+  busyNow(nowMs: number, patienceMs: number): SwarmPeer[] {
+    return [...this.peers.values()]
+      .filter((p) => p.excludedUntilMs <= nowMs && isBusy(p, nowMs, patienceMs))
+      .sort((a, b) => a.rank - b.rank);
   }
 
   /**
@@ -142,7 +166,7 @@ export class SwarmPeers {
 
   /** The peer refused a call for lack of upload slots: asked again after BUSY_BACKOFF_MS, and still a holder meanwhile. */
   busy(peer: SwarmPeer, nowMs: number): void {
-    peer.busyUntilMs = nowMs + BUSY_BACKOFF_MS;
+    markBusy(peer, nowMs);
   }
 
   failed(peer: SwarmPeer, nowMs: number): void {
