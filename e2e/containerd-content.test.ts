@@ -225,8 +225,14 @@ describe("agents serve from containerd's content store (one copy per node)", { s
         signal: AbortSignal.timeout(SETTLE_TIMEOUT_MS),
       });
       assert.equal(pulled.digest, img.layout.root.digest);
-      const own = await ownBlobs(agent);
-      for (const digest of img.blobs) assert.ok(own.has(digest), `${digest} is in the agent's own store`);
+      // The response ends with its last byte; the blob is committed (verified, renamed) just after that.
+      await waitUntil(
+        async () => {
+          const own = await ownBlobs(agent);
+          return img.blobs.every((digest) => own.has(digest));
+        },
+        { timeoutMs: SETTLE_TIMEOUT_MS, what: `every pulled blob in the agent's own store (${img.blobs.join(", ")})` },
+      );
       assert.equal(await agent.metric("shoal_containerd_connected"), 0);
     }
   });

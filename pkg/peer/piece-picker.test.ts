@@ -41,6 +41,8 @@ function peer(
     inflight: 0,
     failures: 0,
     excludedUntilMs: 0,
+    busyUntilMs: Number.NEGATIVE_INFINITY,
+    busySinceMs: Number.NEGATIVE_INFINITY,
     badPieces: false,
   };
 }
@@ -49,6 +51,8 @@ interface Scenario {
   readonly pieces?: number;
   readonly held?: readonly number[];
   readonly peers: readonly SwarmPeer[];
+  /** Peers that refused a call as busy a moment ago (PickerState.busy). */
+  readonly busy?: readonly SwarmPeer[];
   readonly nowMs?: number;
   readonly granteeAgentId?: string;
   readonly book?: RequestBook;
@@ -79,6 +83,7 @@ function plan(s: Scenario): PlannedRequest[] {
     parked: () => false,
     parkedCount: 0,
     peers: s.peers,
+    busy: s.busy ?? [],
     granteeAgentId: s.granteeAgentId,
     requestsFor: (i) => book.requestsFor(i),
   };
@@ -206,6 +211,24 @@ describe("PiecePicker", () => {
     assert.equal(alone.flatMap((p) => p.pieces).length, 64, "without a sibling every piece is this agent's");
   });
 
+  it("zones: a busy same-zone holder keeps its pieces in the zone, and a busy sibling keeps its share", () => {
+    const self = "agent-self";
+    const tuning = { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 };
+    const localSeed = peer("agent-local-seed", "all", { pieces: 64, zone: "a", local: true });
+    const remote = peer("agent-remote", "all", { pieces: 64, zone: "b", local: false });
+    const fromRemote = (planned: readonly PlannedRequest[]): number[] => planned.filter((p) => p.peer === remote).flatMap((p) => p.pieces);
+    // The same-zone seed refused a call a moment ago: nothing is asked of anyone, and nothing crosses zones.
+    assert.deepEqual(summary(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], busy: [localSeed], tuning })), []);
+    // Gone (not listed at all), it is replaced by the other zone: every piece is this agent's to fetch there.
+    assert.equal(fromRemote(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], tuning })).length, 64);
+    // A busy sibling downloading the blob too keeps its share: this agent fetches only its own across zones.
+    const sibling = peer("agent-sibling", [], { pieces: 64, zone: "a", local: true, grewAtMs: 10_000 });
+    const withSibling = fromRemote(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [sibling, remote], tuning }));
+    const siblingBusy = fromRemote(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], busy: [sibling], tuning }));
+    assert.ok(withSibling.length > 10 && withSibling.length < 54, `about half across zones, got ${withSibling.length}`);
+    assert.deepEqual(siblingBusy, withSibling, "the same share whether the sibling is busy or not");
+  });
+
   it("fan-out: from a seed only this agent's share; the rest from the downloader whose share it is, relayed", () => {
     const self = "agent-self";
     const seedPeer = peer("agent-grantee", [0, 1, 2, 3, 4, 5, 6, 7], { pieces: 8 });
@@ -270,6 +293,33 @@ describe("PiecePicker", () => {
     assert.ok(plan({ held, peers: [across], book, nowMs: 20_000, tuning }).some((p) => p.pieces.includes(2)));
   });
 
+  it("a stalled same-zone call is hedged in its zone after hedgeAfterMs, across zones only after siblingWaitMs", () => {
+    const stalled = peer("stalled", "all", { zone: "a", local: true });
+    const across = peer("across", "all", { zone: "b", local: false });
+    const inZone = peer("in-zone", "all", { zone: "a", local: true });
+    const tuning = { endgamePieces: 0, hedgeAfterMs: 500, siblingWaitMs: 1_500 };
+    const held = [2, 3, 4, 5, 6, 7];
+    const hedged = (peers: SwarmPeer[], silentMs: number): string[] => {
+      const book = new RequestBook();
+      const request = book.add(stalled, [0, 1], false, 0);
+      book.data(request, 1, 10_000 - silentMs);
+      return summary(plan({ zone: "a", held, peers, book, nowMs: 10_000, tuning }));
+    };
+    assert.deepEqual(hedged([inZone], 600), ["in-zone:0,1"], "in the zone after hedgeAfterMs");
+    assert.deepEqual(hedged([across], 600), [], "not across zones after hedgeAfterMs alone");
+    assert.deepEqual(hedged([across], 1_600), ["across:0,1"], "across zones after siblingWaitMs");
+    // A relay to a same-zone downloader that stopped growing: the same patience before crossing zones.
+    const downloader = peer("downloader", [], { zone: "a", local: true, grewAtMs: 0 });
+    const relayed = (silentMs: number): string[] => {
+      const book = new RequestBook();
+      const request = book.add(downloader, [0, 1], true, 0);
+      book.data(request, 0, 10_000 - silentMs);
+      return summary(plan({ zone: "a", held, peers: [across], book, nowMs: 10_000, tuning }));
+    };
+    assert.deepEqual(relayed(600), [], "a relay is not hedged across zones after hedgeAfterMs alone");
+    assert.deepEqual(relayed(1_600), ["across:0,1"]);
+  });
+
   it("a relay is hedged only when its peer stopped growing", () => {
     const relayPeer = peer("relay", [0], { grewAtMs: 9_000 });
     const holder = peer("holder", "all");
@@ -294,6 +344,7 @@ describe("PiecePicker", () => {
       parked: () => false,
       parkedCount: MAX_PARKED_PIECES,
       peers: [peer("p", [0])],
+      busy: [],
       granteeAgentId: undefined,
       requestsFor: (i) => book.requestsFor(i),
     });

@@ -178,6 +178,7 @@ export class SwarmDownload {
       parked: (i) => this.parked.has(i),
       parkedCount: this.parked.size,
       peers: this.peers.usable(nowMs),
+      busy: this.peers.busyNow(nowMs, this.ctx.tuning.siblingWaitMs),
       granteeAgentId: this.granteeAgentId,
       requestsFor: (i) => this.book.requestsFor(i),
     };
@@ -201,7 +202,8 @@ export class SwarmDownload {
   private granteeProgressing(nowMs: number): boolean {
     const grantee = this.granteeAgentId;
     if (grantee === undefined || grantee === this.ctx.self?.agentId) return false;
-    return this.peers.usable(nowMs).some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.ctx.tuning.stallMs);
+    const present = [...this.peers.usable(nowMs), ...this.peers.busyNow(nowMs, this.ctx.tuning.siblingWaitMs)];
+    return present.some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.ctx.tuning.stallMs);
   }
 
   private request(planned: PlannedRequest): void {

@@ -192,6 +192,25 @@ describe("swarm across zones", () => {
     assert.ok((await puller.metric("shoal_peer_errors_total")) >= 1, "the same-zone holder was tried first");
   });
 
+  it("waits for a same-zone holder at its upload cap (busy) instead of fetching across zones", async () => {
+    // Eight one-piece calls at once to the same-zone holder: its connection takes four (a quarter of its
+    // 16 upload slots) and refuses the rest as busy. Its upload rate keeps the first four running meanwhile.
+    const [local, remote, puller] = await startNodes(["a", "b", "a"], {}, [
+      { uploadBytesPerSecond: 8 * MiB },
+      {},
+      { tuning: { ...FAST, maxInflightPerPeer: 8, piecesPerRequest: 1, hedgeAfterMs: 60_000, stallMs: 10_000 } },
+    ]);
+    assert.ok(local && remote && puller);
+    const data = testBytes(8 * MiB);
+    const digest = await seed([local, remote], data);
+    const result = await puller.pull(origin.host, NAME, digest);
+    assert.equal(digestOf(result.bytes), digest);
+    assert.ok((await puller.metric("shoal_peer_errors_total", { reason: "busy" })) >= 1, "the same-zone holder refused calls as busy");
+    assert.equal(await received(puller, "b"), 0, "a busy same-zone holder is not replaced by another zone's");
+    assert.equal(await received(puller, "a"), data.length);
+    assert.equal(await remote.metric("shoal_peer_bytes_sent_total"), 0);
+  });
+
   it("hedges requests to a slow same-zone holder across zones", async () => {
     // The same-zone holder sends 1 MiB/s: a 1 MiB piece takes it about a second, past hedgeAfterMs.
     const [slow, remote, puller] = await startNodes(["a", "b", "a"], { tuning: { ...FAST, hedgeAfterMs: 200, stallMs: 5_000 } }, [

@@ -241,7 +241,9 @@ export class SimAgent {
     const grantee = this.granteeAgentId;
     const granteeProgressing =
       grantee !== undefined &&
-      this.peers.usable(nowMs).some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.world.config.tuning.stallMs);
+      [...this.peers.usable(nowMs), ...this.peers.busyNow(nowMs, this.world.config.tuning.siblingWaitMs)].some(
+        (p) => p.agentId === grantee && nowMs - p.grewAtMs < this.world.config.tuning.stallMs,
+      );
     this.world.abortCalls(this);
     if (granteeProgressing) {
       const next = this.lookup(false, []);
@@ -305,6 +307,7 @@ export class SimAgent {
       parked: (i) => this.parked.has(i),
       parkedCount: this.parked.size,
       peers: this.peers.usable(nowMs),
+      busy: this.peers.busyNow(nowMs, this.world.config.tuning.siblingWaitMs),
       granteeAgentId: this.granteeAgentId,
       requestsFor: (i) => this.book.requestsFor(i),
     };

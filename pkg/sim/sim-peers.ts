@@ -1,4 +1,4 @@
-import { BUSY_BACKOFF_MS, rendezvousSeed, type SwarmPeer } from "../peer/index.js";
+import { isBusy, markBusy, rendezvousSeed, type SwarmPeer } from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import type { HolderInfo } from "../tracker/index.js";
 
@@ -41,6 +41,8 @@ export class SimPeers {
           inflight: 0,
           failures: 0,
           excludedUntilMs: 0,
+          busyUntilMs: Number.NEGATIVE_INFINITY,
+          busySinceMs: Number.NEGATIVE_INFINITY,
           badPieces: false,
         });
         return;
@@ -66,10 +68,16 @@ export class SimPeers {
       this.ordered = [...this.peers.values()].sort((a, b) => a.rank - b.rank);
       this.dirty = false;
     }
-    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs);
+    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs <= nowMs);
+  }
+
+  /** Peers left alone now only because they refused a call, while worth waiting for (SwarmPeers.busyNow). */
+  busyNow(nowMs: number, patienceMs: number): SwarmPeer[] {
+    this.usable(nowMs);
+    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs && isBusy(p, nowMs, patienceMs));
   }
 
   busy(peer: SwarmPeer, nowMs: number): void {
-    peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
+    markBusy(peer, nowMs);
   }
 }
