@@ -41,8 +41,18 @@ describe("agents serve from containerd's content store (one copy per node)", { s
   const extraAgents: ShoalAgent[] = [];
   const servers: Server[] = [];
 
-  async function image(name: string, layers: number, bytes: number): Promise<{ layout: GeneratedImageLayout; ref: string; blobs: string[]; blobBytes: number }> {
-    const layout = await generateImageLayout({ dir: join(work, name), seed: `e2e-containerd-${name}`, layers, totalBytes: bytes, tag: "v1" });
+  async function image(
+    name: string,
+    layers: number,
+    bytes: number,
+  ): Promise<{ layout: GeneratedImageLayout; ref: string; blobs: string[]; blobBytes: number }> {
+    const layout = await generateImageLayout({
+      dir: join(work, name),
+      seed: `e2e-containerd-${name}`,
+      layers,
+      totalBytes: bytes,
+      tag: "v1",
+    });
     const platform = layout.images[0];
     assert.ok(platform);
     const blobs = [platform.config.digest, ...platform.layers.map((l) => l.descriptor.digest)];
@@ -76,7 +86,11 @@ describe("agents serve from containerd's content store (one copy per node)", { s
         tracker: controller.trackerAddress,
         nodeName: name,
         upstreams: [`${originHost()}=${origin.url}`],
-        containerd: { socket: containerd.address, namespace: NAMESPACE, ...(name === "node-b" ? {} : { contentDir: containerd.contentDir }) },
+        containerd: {
+          socket: containerd.address,
+          namespace: NAMESPACE,
+          ...(name === "node-b" ? {} : { contentDir: containerd.contentDir }),
+        },
         extraArgs: ["--upload-rate", "200MB"],
       });
       const hostsDir = join(work, `hosts-${name}`);
@@ -108,7 +122,9 @@ describe("agents serve from containerd's content store (one copy per node)", { s
     assert.ok((await a.agent.metric("shoal_containerd_own_copies_dropped_total")) >= img.blobs.length);
     const dataBytes = await diskBytes(a.agent.dataDir);
     const share = dataBytes / img.blobBytes;
-    t.diagnostic(`node-a data dir after the pull: ${dataBytes} bytes on disk = ${(share * 100).toFixed(3)} % of the image's ${img.blobBytes} blob bytes`);
+    t.diagnostic(
+      `node-a data dir after the pull: ${dataBytes} bytes on disk = ${(share * 100).toFixed(3)} % of the image's ${img.blobBytes} blob bytes`,
+    );
     assert.ok(share <= 0.01, `the data dir holds ${(share * 100).toFixed(2)} % of the pulled bytes (goal ≤ 1 %)`);
     await waitUntil(() => holdersInclude(img.blobs, a.name), { timeoutMs: SETTLE_TIMEOUT_MS, what: "node-a announced as holder" });
 
@@ -128,7 +144,10 @@ describe("agents serve from containerd's content store (one copy per node)", { s
     await a.containerd.pull(img.ref, { hostsDir: a.hostsDir, plainHttp: true });
     const layer = img.blobs[1];
     assert.ok(layer);
-    await waitUntil(async () => !(await ownBlobs(a.agent)).has(layer), { timeoutMs: SETTLE_TIMEOUT_MS, what: "node-a to hold the layer in containerd only" });
+    await waitUntil(async () => !(await ownBlobs(a.agent)).has(layer), {
+      timeoutMs: SETTLE_TIMEOUT_MS,
+      what: "node-a to hold the layer in containerd only",
+    });
     await waitUntil(() => holdersInclude([layer], a.name), { timeoutMs: SETTLE_TIMEOUT_MS, what: "node-a announced as holder" });
 
     // A reader that takes one chunk, then stops reading while the image is removed and collected.
@@ -138,7 +157,10 @@ describe("agents serve from containerd's content store (one copy per node)", { s
     const received = await body.finish();
     assert.equal(`sha256:${createHash("sha256").update(received).digest("hex")}`, layer, "the read completed with the right bytes");
 
-    await waitUntil(async () => !(await a.containerd.contentDigests()).includes(layer), { timeoutMs: SETTLE_TIMEOUT_MS, what: "garbage collection once the lease is gone" });
+    await waitUntil(async () => !(await a.containerd.contentDigests()).includes(layer), {
+      timeoutMs: SETTLE_TIMEOUT_MS,
+      what: "garbage collection once the lease is gone",
+    });
     await waitUntil(async () => !(await probe.holders(layer)).includes(a.name), { timeoutMs: SETTLE_TIMEOUT_MS, what: "node-a withdrawn" });
     const servedBefore = await a.agent.metric("shoal_containerd_served_bytes_total");
     await c.containerd.pull(img.ref, { hostsDir: c.hostsDir, plainHttp: true });
@@ -160,9 +182,15 @@ describe("agents serve from containerd's content store (one copy per node)", { s
     });
     assert.equal(await c.agent.metric("shoal_containerd_connected"), 1);
     const messages = (await logOf(c.agent)).map((l) => l.msg ?? "");
-    assert.ok(messages.some((m) => m.startsWith("lost containerd")), "the agent noticed containerd going away");
+    assert.ok(
+      messages.some((m) => m.startsWith("lost containerd")),
+      "the agent noticed containerd going away",
+    );
     assert.equal(messages.filter((m) => m.startsWith("containerd content store connected")).length, 2, "and connected again");
-    await waitUntil(() => holdersInclude([...announced, ...img.blobs], c.name), { timeoutMs: SETTLE_TIMEOUT_MS, what: "node-c announcing old and new content" });
+    await waitUntil(() => holdersInclude([...announced, ...img.blobs], c.name), {
+      timeoutMs: SETTLE_TIMEOUT_MS,
+      what: "node-c announcing old and new content",
+    });
   });
 
   it("a missing or refusing containerd socket: a clear log, and the agent serves from its own store", async () => {
@@ -179,14 +207,32 @@ describe("agents serve from containerd's content store (one copy per node)", { s
     ] as const) {
       const agent = await ShoalAgent.start({ upstreams: [`${originHost()}=${origin.url}`], containerd: { socket, namespace: NAMESPACE } });
       extraAgents.push(agent);
-      await waitUntil(async () => (await logOf(agent)).some((l) => l.msg?.startsWith("containerd content store unavailable") === true && expected.test(l.problem ?? "")), {
-        timeoutMs: SETTLE_TIMEOUT_MS,
-        what: `the agent to log why ${socket} is unusable`,
+      await waitUntil(
+        async () =>
+          (await logOf(agent)).some(
+            (l) => l.msg?.startsWith("containerd content store unavailable") === true && expected.test(l.problem ?? ""),
+          ),
+        {
+          timeoutMs: SETTLE_TIMEOUT_MS,
+          what: `the agent to log why ${socket} is unusable`,
+        },
+      );
+      const pulled = await pullImage({
+        baseUrl: agent.mirrorUrl,
+        ns: originHost(),
+        name: "no-containerd/app",
+        reference: "v1",
+        signal: AbortSignal.timeout(SETTLE_TIMEOUT_MS),
       });
-      const pulled = await pullImage({ baseUrl: agent.mirrorUrl, ns: originHost(), name: "no-containerd/app", reference: "v1", signal: AbortSignal.timeout(SETTLE_TIMEOUT_MS) });
       assert.equal(pulled.digest, img.layout.root.digest);
-      const own = await ownBlobs(agent);
-      for (const digest of img.blobs) assert.ok(own.has(digest), `${digest} is in the agent's own store`);
+      // The response ends with its last byte; the blob is committed (verified, renamed) just after that.
+      await waitUntil(
+        async () => {
+          const own = await ownBlobs(agent);
+          return img.blobs.every((digest) => own.has(digest));
+        },
+        { timeoutMs: SETTLE_TIMEOUT_MS, what: `every pulled blob in the agent's own store (${img.blobs.join(", ")})` },
+      );
       assert.equal(await agent.metric("shoal_containerd_connected"), 0);
     }
   });
@@ -199,13 +245,19 @@ describe("agents serve from containerd's content store (one copy per node)", { s
     await runCommand("tar", ["-C", img.layout.dir, "-cf", tarFile, "."], { timeoutMs: 60_000 });
     await c.containerd.importImage(tarFile, img.ref);
     const all = [img.layout.root.digest, ...img.blobs];
-    await waitUntil(() => holdersInclude(all, c.name), { timeoutMs: SETTLE_TIMEOUT_MS, what: "node-c announcing the imported image (hashed in the background)" });
+    await waitUntil(() => holdersInclude(all, c.name), {
+      timeoutMs: SETTLE_TIMEOUT_MS,
+      what: "node-c announcing the imported image (hashed in the background)",
+    });
     await origin.stop();
     origin = undefined;
     const servedBefore = await c.agent.metric("shoal_containerd_served_bytes_total");
     const byDigest = img.ref.replace(/:v1$/, `@${img.layout.root.digest}`);
     await b.containerd.pull(byDigest, { hostsDir: b.hostsDir, plainHttp: true });
-    assert.ok((await b.containerd.listImages()).some((i) => i.ref === byDigest), "node-b has the image");
+    assert.ok(
+      (await b.containerd.listImages()).some((i) => i.ref === byDigest),
+      "node-b has the image",
+    );
     const served = (await c.agent.metric("shoal_containerd_served_bytes_total")) - servedBefore;
     assert.ok(served >= img.blobBytes, `node-c served ${served} bytes from containerd for ${img.blobBytes} blob bytes`);
   });

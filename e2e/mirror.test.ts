@@ -32,7 +32,14 @@ describe("agent as a pull-through mirror (docker-registry, skopeo, containerd)",
 
   before(async () => {
     work = await makeTempDir("e2e-mirror");
-    layout = await generateImageLayout({ dir: join(work, "layout"), seed: "e2e-mirror", layers: 4, totalBytes: IMAGE_BYTES, platforms: ["linux/amd64", "linux/arm64"], tag: TAG });
+    layout = await generateImageLayout({
+      dir: join(work, "layout"),
+      seed: "e2e-mirror",
+      layers: 4,
+      totalBytes: IMAGE_BYTES,
+      platforms: ["linux/amd64", "linux/arm64"],
+      tag: TAG,
+    });
     origin = await DockerRegistry.start();
     await skopeoPushLayout({ layoutDir: layout.dir, tag: TAG, destination: `${origin.host}/${REPO}:${TAG}` });
     agent = await ShoalAgent.start({ upstreams: [`${origin.host}=${origin.url}`] });
@@ -57,8 +64,11 @@ describe("agent as a pull-through mirror (docker-registry, skopeo, containerd)",
     assert.ok((await containerd.listImages()).some((i) => i.ref === ref));
     const originBytes = await origin.servedBlobBytes({ since: mark });
     assert.equal(originBytes, amd64Blobs(), "config and layers of linux/amd64, each exactly once");
-    assert.ok((await agent.metric("shoal_blob_bytes_served_total", { source: "origin" })) >= amd64Blobs(), "the bytes went through the agent");
-    assert.equal(await agent.metric("shoal_origin_bytes_fetched_total") >= amd64Blobs(), true);
+    assert.ok(
+      (await agent.metric("shoal_blob_bytes_served_total", { source: "origin" })) >= amd64Blobs(),
+      "the bytes went through the agent",
+    );
+    assert.equal((await agent.metric("shoal_origin_bytes_fetched_total")) >= amd64Blobs(), true);
   });
 
   it("a second pull after `ctr images rm` costs zero origin blob bytes", async () => {
@@ -82,7 +92,8 @@ describe("agent as a pull-through mirror (docker-registry, skopeo, containerd)",
     const pulled = new Set(await readdir(join(dest, "blobs", "sha256")));
     const image = layout.images.find((i) => i.platform.architecture === "amd64");
     assert.ok(image);
-    for (const d of [image.config, ...image.layers.map((l) => l.descriptor)]) assert.ok(pulled.has(d.digest.slice("sha256:".length)), `${d.digest} pulled`);
+    for (const d of [image.config, ...image.layers.map((l) => l.descriptor)])
+      assert.ok(pulled.has(d.digest.slice("sha256:".length)), `${d.digest} pulled`);
   });
 
   it("an agent restarted on the same data dir serves what it had, without the origin", async () => {

@@ -48,7 +48,13 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
   }
 
   async function pull(agent: ShoalAgent, tag: string, registry = origin.host): Promise<string> {
-    const result = await pullImage({ baseUrl: agent.mirrorUrl, ns: registry, name: "swarm/app", reference: tag, signal: AbortSignal.timeout(PULL_TIMEOUT_MS) });
+    const result = await pullImage({
+      baseUrl: agent.mirrorUrl,
+      ns: registry,
+      name: "swarm/app",
+      reference: tag,
+      signal: AbortSignal.timeout(PULL_TIMEOUT_MS),
+    });
     return result.digest;
   }
 
@@ -71,7 +77,11 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
           tracker,
           nodeName: `node-${i}`,
           upstreams: [`${origin.host}=${origin.url}`, `${slow.host}=${slow.url}`],
-          extraArgs: ["--upload-rate", UPLOAD_RATE, ...tlsArgs(await pki.issue({ role: "agent", name: `node-${i}`, ips: [`127.0.0.${11 + i}`] }))],
+          extraArgs: [
+            "--upload-rate",
+            UPLOAD_RATE,
+            ...tlsArgs(await pki.issue({ role: "agent", name: `node-${i}`, ips: [`127.0.0.${11 + i}`] })),
+          ],
         }),
       ),
     );
@@ -132,13 +142,16 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
     let grantee: ShoalAgent | undefined;
     for (let i = 0; i < 100 && grantee === undefined; i++) {
       await sleep(100);
-      for (const a of live()) if ((await a.metric("shoal_origin_bytes_fetched_total")) - (before.get(a) ?? 0) > 4 * 1024 * 1024) grantee = a;
+      for (const a of live())
+        if ((await a.metric("shoal_origin_bytes_fetched_total")) - (before.get(a) ?? 0) > 4 * 1024 * 1024) grantee = a;
     }
     assert.ok(grantee, "one agent is fetching from the origin");
     await grantee.daemon.stop(0);
     agents[agents.indexOf(grantee)] = undefined;
     const results = await Promise.all(pulls);
-    const originReaders = (await Promise.all(live().map(async (a) => (await a.metric("shoal_origin_bytes_fetched_total")) - (before.get(a) ?? 0)))).filter((n) => n > 0);
+    const originReaders = (
+      await Promise.all(live().map(async (a) => (await a.metric("shoal_origin_bytes_fetched_total")) - (before.get(a) ?? 0)))
+    ).filter((n) => n > 0);
     assert.ok(originReaders.length >= 1, "after the grantee died another agent fetched the rest from the origin");
     for (const r of results) {
       if (r.agent === grantee) continue;
@@ -165,9 +178,14 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
       assert.equal(code, status.UNAVAILABLE, "no Stat answer without a certificate");
       const tracker = new TrackerServiceClient(controller.trackerAddress, channel);
       const lookup = await new Promise<number>((resolve) => {
-        tracker.lookup({ agentId: "stranger", digest, wantOriginGrant: false, excludedAgentIds: [] }, new Metadata(), { deadline: Date.now() + 5_000 }, (error: ServiceError | null) => {
-          resolve(error?.code ?? status.OK);
-        });
+        tracker.lookup(
+          { agentId: "stranger", digest, wantOriginGrant: false, excludedAgentIds: [] },
+          new Metadata(),
+          { deadline: Date.now() + 5_000 },
+          (error: ServiceError | null) => {
+            resolve(error?.code ?? status.OK);
+          },
+        );
       });
       tracker.close();
       assert.equal(lookup, status.UNAVAILABLE, "no Lookup answer without a certificate");
@@ -194,6 +212,10 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
     await sleep(500);
     const mark = await origin.mark();
     assert.equal(await pull(c, "no-tracker"), layout.root.digest);
-    assert.equal(await origin.servedBlobBytes({ since: mark }), 0, "the third agent got the image from its peers via the restarted tracker");
+    assert.equal(
+      await origin.servedBlobBytes({ since: mark }),
+      0,
+      "the third agent got the image from its peers via the restarted tracker",
+    );
   });
 });

@@ -29,7 +29,10 @@ describe("tracker fail-over without a storm (two controller replicas, Kubernetes
     assert.equal(r.reRegistered, 50, "every agent registered with the new leader");
     assert.equal(r.reAnnounced, 50, "every inventory became visible at the new leader");
     assert.ok(r.baseline.withHolders > 0, "lookups found holders before the kill");
-    assert.ok(r.storm.answered > 0 && r.storm.withHolders > 0, `the new leader answered lookups with holders during the storm (${JSON.stringify(r.storm)})`);
+    assert.ok(
+      r.storm.answered > 0 && r.storm.withHolders > 0,
+      `the new leader answered lookups with holders during the storm (${JSON.stringify(r.storm)})`,
+    );
     assert.equal(r.baseline.originGrants + r.storm.originGrants, 0, "no lookup of a held blob was granted the origin");
   });
 

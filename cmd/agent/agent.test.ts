@@ -12,7 +12,17 @@ import { agentOptionSpecs, validateAgentOptions } from "./options.js";
 async function start(dir: string, extra: string[]): Promise<RunningAgent> {
   const { options } = parseOptions(
     agentOptionSpecs,
-    ["--mirror-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0", "--data-dir", join(dir, "data"), ...extra],
+    [
+      "--mirror-addr",
+      "127.0.0.1:0",
+      "--metrics-addr",
+      "127.0.0.1:0",
+      "--peer-addr",
+      "127.0.0.1:0",
+      "--data-dir",
+      join(dir, "data"),
+      ...extra,
+    ],
     {},
   );
   validateAgentOptions(options);
@@ -40,10 +50,18 @@ describe("agent: the node's runtime configuration report", () => {
       dryRun: false,
       mirrorUrl: "http://127.0.0.1:5000",
       registries: ["_default"],
-      runtimes: [{ runtime: "containerd", configFile: "/etc/containerd/config.toml", configFound: true, configVersion: 2, mirrorEffective: false }],
+      runtimes: [
+        { runtime: "containerd", configFile: "/etc/containerd/config.toml", configFound: true, configVersion: 2, mirrorEffective: false },
+      ],
       changes: [],
       problems: [
-        { code: "CONFIG_PATH_NOT_SET", severity: "error", runtime: "containerd", file: "/etc/containerd/config.toml", message: "config_path is not set" },
+        {
+          code: "CONFIG_PATH_NOT_SET",
+          severity: "error",
+          runtime: "containerd",
+          file: "/etc/containerd/config.toml",
+          message: "config_path is not set",
+        },
         { code: "CRIO_RELOAD_NEEDED", severity: "info", runtime: "crio", message: "reload CRI-O" },
       ],
       ok: false,

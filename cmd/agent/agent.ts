@@ -70,7 +70,11 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       const trackerAddress = `${hostForUrl(options.tracker.host)}:${options.tracker.port}`;
       const tls = await agentIdentity(options, metrics, logger);
       if (tls !== undefined) cleanups.unshift(tls.close);
-      else logger.warn({ tracker: trackerAddress }, "plaintext peer and tracker gRPC: any local process can fetch pieces (local development only)");
+      else
+        logger.warn(
+          { tracker: trackerAddress },
+          "plaintext peer and tracker gRPC: any local process can fetch pieces (local development only)",
+        );
       const swarm = await AgentSwarm.start({
         store: blobs,
         origin: originFetcher,
@@ -100,7 +104,8 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
       clusterTags = swarm.tracker;
       manifestPeers = swarm.manifestPeers;
       // ImagePrefetch: assignments over the tracker session, fetched through the swarm (cmd/agent/prefetch.ts).
-      if (swarm.tracker instanceof GrpcTrackerClient) cleanups.unshift(startPrefetch({ channel: swarm.tracker, store: blobs, fetcher: swarm.fetcher, metrics, logger }));
+      if (swarm.tracker instanceof GrpcTrackerClient)
+        cleanups.unshift(startPrefetch({ channel: swarm.tracker, store: blobs, fetcher: swarm.fetcher, metrics, logger }));
     }
     const mirror = new Mirror({
       store: blobs,
@@ -124,8 +129,19 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
     });
     const mirrorUrl = `http://${hostForUrl(mirrorServer.address.address)}:${mirrorServer.address.port}`;
     const metricsUrl = `http://${hostForUrl(metricsServer.address.address)}:${metricsServer.address.port}`;
-    logger.info({ mirror: mirrorUrl, metrics: metricsUrl, peer: peerAddress, tracker: options.tracker, dataDir: options.dataDir, registries: [...upstreams.keys()] }, "agent started");
-    if (options.configureReport !== undefined) await reportRuntimeConfig(options.configureReport, metrics, logger.child({ component: "runtime-config" }));
+    logger.info(
+      {
+        mirror: mirrorUrl,
+        metrics: metricsUrl,
+        peer: peerAddress,
+        tracker: options.tracker,
+        dataDir: options.dataDir,
+        registries: [...upstreams.keys()],
+      },
+      "agent started",
+    );
+    if (options.configureReport !== undefined)
+      await reportRuntimeConfig(options.configureReport, metrics, logger.child({ component: "runtime-config" }));
     return {
       mirrorUrl,
       metricsUrl,
@@ -148,12 +164,20 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
  * background (the swarm starts at once and uses peers once the first certificate is there), or read
  * from files; undefined for plaintext.
  */
-async function agentIdentity(options: AgentOptions, metrics: AgentMetrics, logger: Logger): Promise<{ source: IdentitySource; close: () => Promise<void> } | undefined> {
+async function agentIdentity(
+  options: AgentOptions,
+  metrics: AgentMetrics,
+  logger: Logger,
+): Promise<{ source: IdentitySource; close: () => Promise<void> } | undefined> {
   const { tlsCert, tlsKey, tlsCa, identityIssuer } = options;
   if (identityIssuer !== undefined && tlsCa !== undefined) {
     const read = (file: string) => () => readFile(file, { encoding: "utf8", signal: AbortSignal.timeout(IDENTITY_FILE_TIMEOUT_MS) });
     const manager = new CertificateManager({
-      issuer: new GrpcCertificateIssuer({ address: `${hostForUrl(identityIssuer.host)}:${identityIssuer.port}`, token: read(options.identityToken), trustBundle: read(tlsCa) }),
+      issuer: new GrpcCertificateIssuer({
+        address: `${hostForUrl(identityIssuer.host)}:${identityIssuer.port}`,
+        token: read(options.identityToken),
+        trustBundle: read(tlsCa),
+      }),
       role: "agent",
       requestName: options.nodeName ?? hostname(),
       logger: logger.child({ component: "certificate" }),
@@ -198,9 +222,17 @@ async function reportRuntimeConfig(file: string, metrics: AgentMetrics, logger: 
   }
   for (const problem of report.problems) {
     metrics.runtimeConfigProblems.inc({ code: problem.code, severity: problem.severity });
-    const log = problem.severity === "error" ? logger.error.bind(logger) : problem.severity === "warning" ? logger.warn.bind(logger) : logger.info.bind(logger);
+    const log =
+      problem.severity === "error"
+        ? logger.error.bind(logger)
+        : problem.severity === "warning"
+          ? logger.warn.bind(logger)
+          : logger.info.bind(logger);
     log({ code: problem.code, file: problem.file, runtime: problem.runtime }, problem.message);
   }
   const effective = report.runtimes.filter((r) => r.mirrorEffective).map((r) => r.runtime);
-  logger.info({ ok: report.ok, generatedAt: report.generatedAt, mirrorEffectiveFor: effective, problems: report.problems.length }, "container runtime configuration");
+  logger.info(
+    { ok: report.ok, generatedAt: report.generatedAt, mirrorEffectiveFor: effective, problems: report.problems.length },
+    "container runtime configuration",
+  );
 }

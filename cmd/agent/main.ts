@@ -14,7 +14,8 @@ export async function agentMain(argv: readonly string[], env: NodeJS.ProcessEnv)
       console.log(formatHelp("shoal agent [flags]", SUMMARY, agentOptionSpecs));
       return 0;
     }
-    if (parsed.positionals.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    if (parsed.positionals.length > 0)
+      throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     validateAgentOptions(parsed.options);
   } catch (error) {
     console.error(`shoal agent: ${error instanceof Error ? error.message : String(error)}`);

@@ -1,11 +1,28 @@
-import { type OptionSpecs, type ParsedOptions, parseBoolean, parseBytes, parseDuration, parseFraction, parseHostPort, parseInteger } from "../../pkg/config/index.js";
+import {
+  type OptionSpecs,
+  type ParsedOptions,
+  parseBoolean,
+  parseBytes,
+  parseDuration,
+  parseFraction,
+  parseHostPort,
+  parseInteger,
+} from "../../pkg/config/index.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
 import { isLoopback, tlsFileOptionSpecs, validateTlsFiles } from "../shoal/tls-options.js";
 import { parseRegistryHost } from "../../pkg/oci/index.js";
 import { defaultUpstreamUrl } from "../../pkg/registry/index.js";
 
 /** Public registries mirrored when no --upstream is given. */
-export const WELL_KNOWN_REGISTRIES = ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws"];
+export const WELL_KNOWN_REGISTRIES = [
+  "docker.io",
+  "ghcr.io",
+  "quay.io",
+  "registry.k8s.io",
+  "gcr.io",
+  "mcr.microsoft.com",
+  "public.ecr.aws",
+];
 
 export interface UpstreamSpec {
   readonly registry: string;
@@ -28,7 +45,6 @@ export function parseUpstream(raw: string): UpstreamSpec {
   if (url.search !== "" || url.hash !== "") throw new Error("the upstream URL takes no query or fragment");
   return { registry, url: url.toString().replace(/\/$/, "") };
 }
-
 
 export const agentOptionSpecs = {
   mirrorAddr: {
@@ -123,7 +139,8 @@ export const agentOptionSpecs = {
   },
   peerAdvertiseAddr: {
     name: "peer-advertise-addr",
-    description: "Address other agents reach the PeerService at (e.g. the pod IP); default --peer-addr. Required when --peer-addr listens on 0.0.0.0.",
+    description:
+      "Address other agents reach the PeerService at (e.g. the pod IP); default --peer-addr. Required when --peer-addr listens on 0.0.0.0.",
     parse: parseHostPort,
   },
   nodeName: {
@@ -155,7 +172,8 @@ export const agentOptionSpecs = {
   },
   configureReport: {
     name: "configure-report",
-    description: "The report `shoal configure` wrote on this node (<state-dir>/configure-report.json): its problems are logged and exported as shoal_runtime_config_problems.",
+    description:
+      "The report `shoal configure` wrote on this node (<state-dir>/configure-report.json): its problems are logged and exported as shoal_runtime_config_problems.",
     parse: (raw: string) => {
       if (raw.trim() === "") throw new Error("expected a file path");
       return raw;
@@ -177,7 +195,8 @@ export const agentOptionSpecs = {
   },
   containerdAddress: {
     name: "containerd-address",
-    description: "containerd's gRPC socket (K3s and RKE2: /run/k3s/containerd/containerd.sock). A missing or refusing socket is logged and retried; the agent serves from its own store meanwhile.",
+    description:
+      "containerd's gRPC socket (K3s and RKE2: /run/k3s/containerd/containerd.sock). A missing or refusing socket is logged and retried; the agent serves from its own store meanwhile.",
     parse: parseFilePath,
     default: "/run/containerd/containerd.sock",
   },
@@ -185,7 +204,8 @@ export const agentOptionSpecs = {
     name: "containerd-namespace",
     description: "containerd namespace whose content is shared (the kubelet's images are in k8s.io).",
     parse: (raw: string) => {
-      if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$/.test(raw)) throw new Error("expected a containerd namespace (letters, digits, '.', '_', '-')");
+      if (!/^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$/.test(raw))
+        throw new Error("expected a containerd namespace (letters, digits, '.', '_', '-')");
       return raw;
     },
     default: "k8s.io",
@@ -205,7 +225,8 @@ export const agentOptionSpecs = {
   },
   identityIssuer: {
     name: "identity-issuer",
-    description: "The controller's certificate issuer, HOST:PORT: this agent trades its projected ServiceAccount token (--identity-token) for a certificate, renewed before it expires; --tls-ca is the CA bundle the controller must chain to.",
+    description:
+      "The controller's certificate issuer, HOST:PORT: this agent trades its projected ServiceAccount token (--identity-token) for a certificate, renewed before it expires; --tls-ca is the CA bundle the controller must chain to.",
     parse: parseHostPort,
   },
   identityToken: {
@@ -236,21 +257,31 @@ export function validateAgentOptions(options: AgentOptions): void {
   const tlsFiles = validateTlsFiles(options);
   if (options.identityIssuer !== undefined) {
     if (tlsFiles) throw new Error("--identity-issuer and --tls-cert/--tls-key are two ways to get a certificate: use one");
-    if (options.tlsCa === undefined) throw new Error("--identity-issuer needs --tls-ca: the CA bundle the controller's certificate must chain to");
+    if (options.tlsCa === undefined)
+      throw new Error("--identity-issuer needs --tls-ca: the CA bundle the controller's certificate must chain to");
   } else if (options.tlsCa !== undefined && !tlsFiles) {
     throw new Error("--tls-ca needs --tls-cert and --tls-key, or --identity-issuer");
   }
   if (options.tracker !== undefined && options.identityIssuer === undefined && !tlsFiles && !options.allowInsecure) {
-    const exposed = [options.tracker.host, options.peerAddr.host, ...(options.peerAdvertiseAddr === undefined ? [] : [options.peerAdvertiseAddr.host])].filter((host) => !isLoopback(host));
+    const exposed = [
+      options.tracker.host,
+      options.peerAddr.host,
+      ...(options.peerAdvertiseAddr === undefined ? [] : [options.peerAdvertiseAddr.host]),
+    ].filter((host) => !isLoopback(host));
     if (exposed.length > 0) {
-      throw new Error(`peer and tracker gRPC would be plaintext on ${exposed.join(", ")}: set --identity-issuer (Kubernetes) or --tls-cert/--tls-key/--tls-ca, use loopback addresses, or --allow-insecure`);
+      throw new Error(
+        `peer and tracker gRPC would be plaintext on ${exposed.join(", ")}: set --identity-issuer (Kubernetes) or --tls-cert/--tls-key/--tls-ca, use loopback addresses, or --allow-insecure`,
+      );
     }
   }
   if (options.storeLowWatermark >= options.storeHighWatermark) {
-    throw new Error(`--store-low-watermark (${options.storeLowWatermark}) must be below --store-high-watermark (${options.storeHighWatermark})`);
+    throw new Error(
+      `--store-low-watermark (${options.storeLowWatermark}) must be below --store-high-watermark (${options.storeHighWatermark})`,
+    );
   }
   const registries = new Set((options.upstream.length > 0 ? options.upstream : []).map((u) => u.registry));
-  if (options.upstream.length > 0 && registries.size !== options.upstream.length) throw new Error("--upstream names the same registry twice");
+  if (options.upstream.length > 0 && registries.size !== options.upstream.length)
+    throw new Error("--upstream names the same registry twice");
   if (options.defaultUpstream !== undefined && options.upstream.length > 0 && !registries.has(options.defaultUpstream)) {
     throw new Error(`--default-upstream ${options.defaultUpstream} is not one of the --upstream registries`);
   }

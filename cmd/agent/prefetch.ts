@@ -18,7 +18,12 @@ export interface PrefetchWiring {
 /** Starts taking ImagePrefetch assignments; returns the stop function for the agent's shutdown. */
 export function startPrefetch(wiring: PrefetchWiring): () => Promise<void> {
   const seeder = new ContentSeeder({ store: wiring.store, fetcher: wiring.fetcher, logger: wiring.logger.child({ component: "seeder" }) });
-  const prefetcher = new AgentPrefetcher({ channel: wiring.channel, seeder, metrics: wiring.metrics, logger: wiring.logger.child({ component: "prefetch" }) });
+  const prefetcher = new AgentPrefetcher({
+    channel: wiring.channel,
+    seeder,
+    metrics: wiring.metrics,
+    logger: wiring.logger.child({ component: "prefetch" }),
+  });
   prefetcher.start();
   return () => prefetcher.stop();
 }

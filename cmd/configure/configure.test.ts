@@ -13,7 +13,10 @@ const run = promisify(execFile);
 
 async function shoal(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [MAIN, "configure", ...args], { env: { ...process.env, ...env }, timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [MAIN, "configure", ...args], {
+      env: { ...process.env, ...env },
+      timeout: 60_000,
+    });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code?: number; stdout?: string; stderr?: string };
@@ -29,7 +32,10 @@ describe("shoal configure CLI", () => {
     work = await mkdtemp(join(tmpdir(), "shoal-configure-cli-"));
     root = join(work, "host");
     await mkdir(join(root, "etc", "containerd"), { recursive: true });
-    await writeFile(join(root, "etc", "containerd", "config.toml"), 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n');
+    await writeFile(
+      join(root, "etc", "containerd", "config.toml"),
+      'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n',
+    );
   });
 
   after(async () => {
@@ -39,7 +45,19 @@ describe("shoal configure CLI", () => {
   it("--help documents every flag with its environment variable", async () => {
     const help = await shoal(["--help"]);
     assert.equal(help.code, 0);
-    for (const flag of ["mirror-url", "registries", "runtime", "host-root", "containerd-config", "hosts-dir", "crio-registries-dir", "state-dir", "restore", "strict", "dry-run"]) {
+    for (const flag of [
+      "mirror-url",
+      "registries",
+      "runtime",
+      "host-root",
+      "containerd-config",
+      "hosts-dir",
+      "crio-registries-dir",
+      "state-dir",
+      "restore",
+      "strict",
+      "dry-run",
+    ]) {
       assert.match(help.stdout, new RegExp(`--${flag}`));
       assert.match(help.stdout, new RegExp(`SHOAL_${flag.toUpperCase().replace(/-/g, "_")}`));
     }
@@ -60,7 +78,11 @@ describe("shoal configure CLI", () => {
       [["--mirror-url", "http://127.0.0.1:5050", "--host-root", root, "--state-dir", "/var/lib/../../tmp"], {}, /--state-dir .*'\.\.'/],
       [["--mirror-url", "http://127.0.0.1:5050", "--host-root", join(work, "missing")], {}, /--host-root: host root .*missing/],
       [["--mirror-url", "http://127.0.0.1:5050", "--host-root", join(work, "a-file")], {}, /--host-root: .*not a directory/],
-      [["--mirror-url", "http://127.0.0.1:5050", "--host-root", root, "--state-dir", "/etc/containerd/certs.d/state"], {}, /--state-dir: the state dir/],
+      [
+        ["--mirror-url", "http://127.0.0.1:5050", "--host-root", root, "--state-dir", "/etc/containerd/certs.d/state"],
+        {},
+        /--state-dir: the state dir/,
+      ],
       [[], { SHOAL_MIRROR_URL: "ftp://x" }, /--mirror-url \(SHOAL_MIRROR_URL\) "ftp:\/\/x" from environment/],
       [["--mirror-url", "http://127.0.0.1:5050", "stray"], {}, /unexpected argument "stray"/],
     ];
@@ -72,12 +94,19 @@ describe("shoal configure CLI", () => {
   });
 
   it("configures from SHOAL_* variables, exits 0 despite a problem, and 1 with --strict", async () => {
-    const env = { SHOAL_MIRROR_URL: "http://127.0.0.1:5050", SHOAL_HOST_ROOT: root, SHOAL_REGISTRIES: "docker.io,127.0.0.1:5000=http://127.0.0.1:5000" };
+    const env = {
+      SHOAL_MIRROR_URL: "http://127.0.0.1:5050",
+      SHOAL_HOST_ROOT: root,
+      SHOAL_REGISTRIES: "docker.io,127.0.0.1:5000=http://127.0.0.1:5000",
+    };
     const ok = await shoal([], env);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /created \/etc\/containerd\/certs\.d\/docker\.io\/hosts\.toml/);
     assert.match(ok.stdout, /containerd: pulls go through the agent/);
-    assert.match(await readFile(join(root, "etc/containerd/certs.d/127.0.0.1:5000/hosts.toml"), "utf8"), /server = "http:\/\/127\.0\.0\.1:5000"/);
+    assert.match(
+      await readFile(join(root, "etc/containerd/certs.d/127.0.0.1:5000/hosts.toml"), "utf8"),
+      /server = "http:\/\/127\.0\.0\.1:5000"/,
+    );
     await writeFile(join(root, "etc", "containerd", "config.toml"), "version = 2\n");
     const lenient = await shoal([], env);
     assert.equal(lenient.code, 0);
@@ -85,9 +114,15 @@ describe("shoal configure CLI", () => {
     assert.match(lenient.stdout, /pulls may NOT go through the agent/);
     const strict = await shoal(["--strict"], env);
     assert.equal(strict.code, 1);
-    const report = JSON.parse(await readFile(join(root, "var/lib/shoal/configure/configure-report.json"), "utf8")) as { ok: boolean; problems: { code: string }[] };
+    const report = JSON.parse(await readFile(join(root, "var/lib/shoal/configure/configure-report.json"), "utf8")) as {
+      ok: boolean;
+      problems: { code: string }[];
+    };
     assert.equal(report.ok, false);
-    assert.deepEqual(report.problems.map((p) => p.code), ["CONFIG_PATH_NOT_SET"]);
+    assert.deepEqual(
+      report.problems.map((p) => p.code),
+      ["CONFIG_PATH_NOT_SET"],
+    );
     const restore = await shoal(["--restore"], { SHOAL_HOST_ROOT: root });
     assert.equal(restore.code, 0, restore.stderr);
     assert.match(restore.stdout, /removed \/etc\/containerd\/certs\.d\/docker\.io\/hosts\.toml/);
@@ -129,7 +164,10 @@ describe("shoal configure: Events on the agent Pod", () => {
     const events = api.events("shoal");
     const reasons = events.map((e) => (e as { reason?: string }).reason);
     assert.ok(reasons.includes("ConfigPathNotSet"), `events: ${JSON.stringify(reasons)}`);
-    const event = events.find((e) => (e as { reason?: string }).reason === "ConfigPathNotSet") as { type?: string; involvedObject?: { kind?: string; name?: string } };
+    const event = events.find((e) => (e as { reason?: string }).reason === "ConfigPathNotSet") as {
+      type?: string;
+      involvedObject?: { kind?: string; name?: string };
+    };
     assert.equal(event.type, "Warning");
     assert.deepEqual([event.involvedObject?.kind, event.involvedObject?.name], ["Pod", "shoal-agent-abc12"]);
     const bad = await shoal([...args, "--event-pod", "shoal-agent-abc12"]);

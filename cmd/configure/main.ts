@@ -48,10 +48,14 @@ export async function configureMain(argv: readonly string[], env: NodeJS.Process
       console.log(formatHelp(USAGE, SUMMARY, configureOptionSpecs));
       return 0;
     }
-    if (parsed.positionals.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    if (parsed.positionals.length > 0)
+      throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     options = parsed.options;
     if (!options.restore && options.mirrorUrl === undefined) {
-      throw new ConfigError("ERR_CONFIG_MISSING_VALUE", "--mirror-url (SHOAL_MIRROR_URL) is required: the agent's mirror as the runtime reaches it, e.g. http://127.0.0.1:5050");
+      throw new ConfigError(
+        "ERR_CONFIG_MISSING_VALUE",
+        "--mirror-url (SHOAL_MIRROR_URL) is required: the agent's mirror as the runtime reaches it, e.g. http://127.0.0.1:5050",
+      );
     }
   } catch (error) {
     console.error(`shoal configure: ${error instanceof Error ? error.message : String(error)}`);
@@ -77,15 +81,16 @@ export async function configureMain(argv: readonly string[], env: NodeJS.Process
   };
   let result: ConfigureResult;
   try {
-    result = options.restore || options.mirrorUrl === undefined
-      ? await restoreNode(common)
-      : await configureNode({
-          ...common,
-          mirrorUrl: options.mirrorUrl,
-          registries: options.registries,
-          crioDefaultRegistries: WELL_KNOWN_REGISTRIES,
-          runtime: options.runtime,
-        });
+    result =
+      options.restore || options.mirrorUrl === undefined
+        ? await restoreNode(common)
+        : await configureNode({
+            ...common,
+            mirrorUrl: options.mirrorUrl,
+            registries: options.registries,
+            crioDefaultRegistries: WELL_KNOWN_REGISTRIES,
+            runtime: options.runtime,
+          });
   } catch (error) {
     if (error instanceof RuntimeConfigError) {
       const flag = error.field === undefined ? "" : `${FLAG_OF_FIELD[error.field]}: `;
@@ -106,7 +111,12 @@ export async function configureMain(argv: readonly string[], env: NodeJS.Process
 }
 
 /** Each problem that needs attention as a Warning Event on the Pod (kubectl describe pod shows them). */
-async function recordEvents(report: ConfigureReport, pod: { namespace: string; name: string }, kubeconfig: string | undefined, logger: Logger): Promise<void> {
+async function recordEvents(
+  report: ConfigureReport,
+  pod: { namespace: string; name: string },
+  kubeconfig: string | undefined,
+  logger: Logger,
+): Promise<void> {
   let recorder: EventRecorder;
   try {
     const kubeConfig = loadKubeConfig(kubeconfig === undefined ? { inCluster: true } : { file: kubeconfig });
@@ -121,14 +131,23 @@ async function recordEvents(report: ConfigureReport, pod: { namespace: string; n
   for (const problem of attention) recorder.record(object, "Warning", eventReason(problem.code), problem.message);
   if (attention.length === 0 && report.action === "configure") {
     const effective = report.runtimes.filter((r) => r.mirrorEffective).map((r) => r.runtime);
-    recorder.record(object, "Normal", "RuntimeConfigured", `pulls of ${effective.join(" and ") || "no runtime"} go through the agent${report.dryRun ? " (dry run)" : ""}`);
+    recorder.record(
+      object,
+      "Normal",
+      "RuntimeConfigured",
+      `pulls of ${effective.join(" and ") || "no runtime"} go through the agent${report.dryRun ? " (dry run)" : ""}`,
+    );
   }
   await recorder.close();
 }
 
 /** CONFIG_PATH_NOT_SET → ConfigPathNotSet: Event reasons are UpperCamelCase. */
 export function eventReason(code: string): string {
-  return code.toLowerCase().split("_").map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join("");
+  return code
+    .toLowerCase()
+    .split("_")
+    .map((word) => word.charAt(0).toUpperCase() + word.slice(1))
+    .join("");
 }
 
 /** Changes on stdout (with the content under --dry-run), problems on stderr, one line each. */
@@ -152,7 +171,9 @@ function summaryLine(report: ConfigureReport, options: ConfigureCliOptions): str
   const warnings = report.problems.filter((p) => p.severity === "warning").length;
   const counts = `${errors} error${errors === 1 ? "" : "s"}, ${warnings} warning${warnings === 1 ? "" : "s"}`;
   if (report.action === "restore") return `restore ${options.dryRun ? "(dry run) " : ""}done: ${report.changes.length} file(s); ${counts}`;
-  const runtimes = report.runtimes.map((r) => `${r.runtime}: ${r.mirrorEffective ? "pulls go through the agent" : "pulls may NOT go through the agent"}`);
+  const runtimes = report.runtimes.map(
+    (r) => `${r.runtime}: ${r.mirrorEffective ? "pulls go through the agent" : "pulls may NOT go through the agent"}`,
+  );
   const where = options.dryRun ? "dry run, nothing written" : `report in ${options.stateDir}/configure-report.json`;
   return `${runtimes.length > 0 ? runtimes.join("; ") : "no runtime configured"} (${counts}; ${where})`;
 }

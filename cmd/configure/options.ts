@@ -27,7 +27,8 @@ export function parseMirrorUrl(raw: string): string {
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("expected an http:// or https:// URL");
   if (url.username !== "" || url.password !== "") throw new Error("the mirror URL takes no credentials");
-  if (url.pathname !== "/" || url.search !== "" || url.hash !== "") throw new Error("expected scheme://host:port only, without a path, query or fragment");
+  if (url.pathname !== "/" || url.search !== "" || url.hash !== "")
+    throw new Error("expected scheme://host:port only, without a path, query or fragment");
   return url.origin;
 }
 
@@ -36,8 +37,12 @@ export function parseMirrorUrl(raw: string): string {
  * the upstream containerd falls back to (default https://REGISTRY; docker.io → its API host).
  */
 export function parseRegistries(raw: string): RegistryTarget[] {
-  const entries = raw.split(",").map((e) => e.trim()).filter((e) => e !== "");
-  if (entries.length === 0) throw new Error(`expected ${DEFAULT_HOST_NAMESPACE} or a comma-separated list of registries such as docker.io,ghcr.io`);
+  const entries = raw
+    .split(",")
+    .map((e) => e.trim())
+    .filter((e) => e !== "");
+  if (entries.length === 0)
+    throw new Error(`expected ${DEFAULT_HOST_NAMESPACE} or a comma-separated list of registries such as docker.io,ghcr.io`);
   const targets: RegistryTarget[] = [];
   for (const entry of entries) {
     let target: RegistryTarget;
@@ -140,7 +145,8 @@ export const configureOptionSpecs = {
   },
   eventPod: {
     name: "event-pod",
-    description: "NAMESPACE/NAME of a Pod (the agent's own; the chart sets it from the Downward API) to record a Kubernetes Event on for each problem of severity error or warning, or one Normal event when there is none. Needs the Events create permission.",
+    description:
+      "NAMESPACE/NAME of a Pod (the agent's own; the chart sets it from the Downward API) to record a Kubernetes Event on for each problem of severity error or warning, or one Normal event when there is none. Needs the Events create permission.",
     parse: parseEventPod,
   },
   kubeconfig: {

@@ -18,20 +18,39 @@ export interface RunningController {
  * Wires a controller from validated options: tracker state, its gRPC server, membership and metrics.
  * With --membership kubernetes, `kubernetes` (resolveKubernetesSettings) gives the API connection.
  */
-export async function startController(options: ControllerOptions, logger: Logger, kubernetes?: KubernetesSettings): Promise<RunningController> {
+export async function startController(
+  options: ControllerOptions,
+  logger: Logger,
+  kubernetes?: KubernetesSettings,
+): Promise<RunningController> {
   const metrics = new ControllerMetrics({ version: VERSION });
   if (options.membership === "kubernetes") {
     if (kubernetes === undefined) throw new Error("--membership kubernetes needs the Kubernetes settings");
     return await startKubernetesController(options, logger, metrics, kubernetes);
   }
-  const tracker = new MemoryTracker({ logger: logger.child({ component: "tracker" }), metrics, grantStallTimeoutMs: options.grantStallTimeout });
+  const tracker = new MemoryTracker({
+    logger: logger.child({ component: "tracker" }),
+    metrics,
+    grantStallTimeoutMs: options.grantStallTimeout,
+  });
   const membership: Membership = options.membership === "static" ? new StaticMembership(options.allowedPeers ?? []) : new OpenMembership();
   const { tlsCert, tlsKey, tlsCa } = options;
-  const tls = tlsCert === undefined || tlsKey === undefined || tlsCa === undefined ? undefined : await openFileIdentity({ tlsCert, tlsKey, tlsCa }, metrics.identity, logger);
-  if (tls === undefined) logger.warn({ listen: options.listen }, "plaintext tracker: any process that reaches it can register (local development only)");
+  const tls =
+    tlsCert === undefined || tlsKey === undefined || tlsCa === undefined
+      ? undefined
+      : await openFileIdentity({ tlsCert, tlsKey, tlsCa }, metrics.identity, logger);
+  if (tls === undefined)
+    logger.warn({ listen: options.listen }, "plaintext tracker: any process that reaches it can register (local development only)");
   let server: TrackerServer;
   try {
-    server = await TrackerServer.start({ ...options.listen, tracker, membership, metrics, logger: logger.child({ component: "tracker-server" }), ...(tls === undefined ? {} : { tls }) });
+    server = await TrackerServer.start({
+      ...options.listen,
+      tracker,
+      membership,
+      metrics,
+      logger: logger.child({ component: "tracker-server" }),
+      ...(tls === undefined ? {} : { tls }),
+    });
   } catch (error) {
     tls?.close();
     throw error;
@@ -52,7 +71,17 @@ export async function startController(options: ControllerOptions, logger: Logger
   const metricsAddress = metricsServer.address;
   const metricsHost = metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address;
   const metricsUrl = `http://${metricsHost}:${metricsAddress.port}`;
-  logger.info({ tracker: server.address, metrics: metricsUrl, membership: options.membership, tls: tls !== undefined, trackerId: tracker.id, grantStallTimeoutMs: options.grantStallTimeout }, "controller started");
+  logger.info(
+    {
+      tracker: server.address,
+      metrics: metricsUrl,
+      membership: options.membership,
+      tls: tls !== undefined,
+      trackerId: tracker.id,
+      grantStallTimeoutMs: options.grantStallTimeout,
+    },
+    "controller started",
+  );
   return {
     trackerAddress: server.address,
     metricsUrl,
@@ -67,7 +96,12 @@ export async function startController(options: ControllerOptions, logger: Logger
 }
 
 /** --membership kubernetes: informers, Lease election and Events; only the leader serves and is Ready. */
-async function startKubernetesController(options: ControllerOptions, logger: Logger, metrics: ControllerMetrics, settings: KubernetesSettings): Promise<RunningController> {
+async function startKubernetesController(
+  options: ControllerOptions,
+  logger: Logger,
+  metrics: ControllerMetrics,
+  settings: KubernetesSettings,
+): Promise<RunningController> {
   const { KubernetesController } = await import("../../pkg/controller/index.js");
   const controller = await KubernetesController.start({
     kubeConfig: settings.kubeConfig,
@@ -83,11 +117,20 @@ async function startKubernetesController(options: ControllerOptions, logger: Log
     metrics,
     logger,
     ...(options.prefetch ? { prefetch: { upstreams: prefetchUpstreams(options), userAgent: `shoal-controller/${VERSION}` } } : {}),
-    certificates: { caSecret: options.caSecret, issuerListen: options.issuerListen, lifetimeMs: options.certLifetime, tokenAudience: options.tokenAudience },
+    certificates: {
+      caSecret: options.caSecret,
+      issuerListen: options.issuerListen,
+      lifetimeMs: options.certLifetime,
+      tokenAudience: options.tokenAudience,
+    },
   });
   let metricsServer: MetricsServer;
   try {
-    metricsServer = await MetricsServer.start({ ...options.metricsAddr, registry: metrics.registry, health: { live: () => true, ready: () => controller.ready() } });
+    metricsServer = await MetricsServer.start({
+      ...options.metricsAddr,
+      registry: metrics.registry,
+      health: { live: () => true, ready: () => controller.ready() },
+    });
   } catch (error) {
     await controller.stop();
     throw error;
@@ -96,7 +139,16 @@ async function startKubernetesController(options: ControllerOptions, logger: Log
   const metricsHost = metricsAddress.family === "IPv6" ? `[${metricsAddress.address}]` : metricsAddress.address;
   const metricsUrl = `http://${metricsHost}:${metricsAddress.port}`;
   logger.info(
-    { tracker: controller.trackerAddress, issuer: controller.issuerAddress, metrics: metricsUrl, membership: "kubernetes", namespace: settings.namespace, identity: settings.identity, lease: options.leaseName, agentSelector: options.agentSelector },
+    {
+      tracker: controller.trackerAddress,
+      issuer: controller.issuerAddress,
+      metrics: metricsUrl,
+      membership: "kubernetes",
+      namespace: settings.namespace,
+      identity: settings.identity,
+      lease: options.leaseName,
+      agentSelector: options.agentSelector,
+    },
     "controller started",
   );
   return {

@@ -37,17 +37,31 @@ export function resolveKubernetesSettings(
     kubeConfig = options.kubeconfig === undefined ? loadKubeConfig({ inCluster: true }) : loadKubeConfig({ file: options.kubeconfig });
   } catch (error: unknown) {
     const flag = inCluster ? "in-cluster configuration (no --kubeconfig)" : "--kubeconfig (SHOAL_KUBECONFIG)";
-    throw new ConfigError("ERR_CONFIG_INVALID_VALUE", `${flag}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new ConfigError("ERR_CONFIG_INVALID_VALUE", `${flag}: ${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
   }
   let namespace = options.namespace;
   if (namespace === undefined) {
-    if (!inCluster) throw new ConfigError("ERR_CONFIG_INVALID_VALUE", "--namespace (SHOAL_NAMESPACE) is required with --kubeconfig: only in a cluster is the Pod's own namespace the default");
+    if (!inCluster)
+      throw new ConfigError(
+        "ERR_CONFIG_INVALID_VALUE",
+        "--namespace (SHOAL_NAMESPACE) is required with --kubeconfig: only in a cluster is the Pod's own namespace the default",
+      );
     try {
       namespace = readNamespaceFile().trim();
     } catch (error: unknown) {
-      throw new ConfigError("ERR_CONFIG_INVALID_VALUE", `--namespace (SHOAL_NAMESPACE) not set and the Pod's namespace cannot be read from ${SERVICE_ACCOUNT_NAMESPACE_FILE}`, { cause: error });
+      throw new ConfigError(
+        "ERR_CONFIG_INVALID_VALUE",
+        `--namespace (SHOAL_NAMESPACE) not set and the Pod's namespace cannot be read from ${SERVICE_ACCOUNT_NAMESPACE_FILE}`,
+        { cause: error },
+      );
     }
-    if (namespace === "") throw new ConfigError("ERR_CONFIG_INVALID_VALUE", `--namespace (SHOAL_NAMESPACE) not set and ${SERVICE_ACCOUNT_NAMESPACE_FILE} is empty`);
+    if (namespace === "")
+      throw new ConfigError(
+        "ERR_CONFIG_INVALID_VALUE",
+        `--namespace (SHOAL_NAMESPACE) not set and ${SERVICE_ACCOUNT_NAMESPACE_FILE} is empty`,
+      );
   }
   return { kubeConfig, namespace, identity: options.identity ?? hostname() };
 }

@@ -17,10 +17,12 @@ export async function controllerMain(argv: readonly string[], env: NodeJS.Proces
       console.log(formatHelp("shoal controller [flags]", SUMMARY, controllerOptionSpecs));
       return 0;
     }
-    if (parsed.positionals.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    if (parsed.positionals.length > 0)
+      throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     validateControllerOptions(parsed.options);
     // The Kubernetes client (tens of MB of heap) is loaded only for --membership kubernetes.
-    if (parsed.options.membership === "kubernetes") kubernetes = (await import("./kubernetes-settings.js")).resolveKubernetesSettings(parsed.options, env);
+    if (parsed.options.membership === "kubernetes")
+      kubernetes = (await import("./kubernetes-settings.js")).resolveKubernetesSettings(parsed.options, env);
   } catch (error) {
     console.error(`shoal controller: ${error instanceof Error ? error.message : String(error)}`);
     return 2;

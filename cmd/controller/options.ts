@@ -1,5 +1,5 @@
 import { type OptionSpecs, type ParsedOptions, parseBoolean, parseDuration, parseHostPort } from "../../pkg/config/index.js";
-import { parseLabelSelector } from "../../pkg/k8s/label-selector.js";
+import { parseLabelSelector } from "../../pkg/k8s/index.js";
 import { WELL_KNOWN_REGISTRIES, parseUpstream } from "../agent/options.js";
 import { commonOptionSpecs } from "../shoal/common-options.js";
 import { isLoopback, tlsFileOptionSpecs, validateTlsFiles } from "../shoal/tls-options.js";
@@ -14,7 +14,10 @@ function parseMembershipMode(raw: string): MembershipMode {
 
 /** `10.0.0.5,node-a,[fd00::1]` → entries; each a host address or a node name. */
 export function parsePeerList(raw: string): string[] {
-  const entries = raw.split(",").map((entry) => entry.trim()).filter((entry) => entry !== "");
+  const entries = raw
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
   for (const entry of entries) {
     if (!/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$/.test(entry)) {
       throw new Error(`${JSON.stringify(entry)} is neither a host address nor a node name`);
@@ -45,7 +48,8 @@ function parseObjectName(raw: string): string {
 }
 
 function parseNamespace(raw: string): string {
-  if (raw.length > 63 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(raw)) throw new Error("expected a namespace name: lower-case letters, digits and '-', at most 63 characters");
+  if (raw.length > 63 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(raw))
+    throw new Error("expected a namespace name: lower-case letters, digits and '-', at most 63 characters");
   return raw;
 }
 
@@ -81,23 +85,27 @@ export const controllerOptionSpecs = {
   },
   allowedPeers: {
     name: "allowed-peers",
-    description: "With --membership static: comma-separated agent host addresses (matched against the connection) or node names (as the agent registers; self-declared).",
+    description:
+      "With --membership static: comma-separated agent host addresses (matched against the connection) or node names (as the agent registers; self-declared).",
     parse: parsePeerList,
   },
   grantStallTimeout: {
     name: "grant-stall-timeout",
-    description: "An agent granted the origin fetch of a blob that announces no new pieces for this long loses the grant to the next agent asking.",
+    description:
+      "An agent granted the origin fetch of a blob that announces no new pieces for this long loses the grant to the next agent asking.",
     parse: parsePositiveDuration,
     default: "10s",
   },
   kubeconfig: {
     name: "kubeconfig",
-    description: "With --membership kubernetes: kubeconfig file to reach the API server (its current context). Default: the Pod's in-cluster service account.",
+    description:
+      "With --membership kubernetes: kubeconfig file to reach the API server (its current context). Default: the Pod's in-cluster service account.",
     parse: (raw: string) => raw,
   },
   namespace: {
     name: "namespace",
-    description: "With --membership kubernetes: namespace of the agent Pods and of the leader Lease. Default: the Pod's own namespace (in-cluster).",
+    description:
+      "With --membership kubernetes: namespace of the agent Pods and of the leader Lease. Default: the Pod's own namespace (in-cluster).",
     parse: parseNamespace,
   },
   agentSelector: {
@@ -137,7 +145,8 @@ export const controllerOptionSpecs = {
   },
   prefetch: {
     name: "prefetch",
-    description: "With --membership kubernetes: reconcile ImagePrefetch resources (shoal.dev/v1alpha1) on the leader. Needs the CRD installed.",
+    description:
+      "With --membership kubernetes: reconcile ImagePrefetch resources (shoal.dev/v1alpha1) on the leader. Needs the CRD installed.",
     parse: (raw: string) => raw === "true",
     boolean: true,
     default: "true",
@@ -150,19 +159,22 @@ export const controllerOptionSpecs = {
   },
   caSecret: {
     name: "ca-secret",
-    description: "With --membership kubernetes: the kubernetes.io/tls Secret (tls.crt, tls.key) of the CA that signs agents' and controllers' certificates.",
+    description:
+      "With --membership kubernetes: the kubernetes.io/tls Secret (tls.crt, tls.key) of the CA that signs agents' and controllers' certificates.",
     parse: parseObjectName,
     default: "shoal-ca",
   },
   issuerListen: {
     name: "issuer-listen",
-    description: "With --membership kubernetes: address of the certificate issuer, where agents trade their ServiceAccount token for a certificate.",
+    description:
+      "With --membership kubernetes: address of the certificate issuer, where agents trade their ServiceAccount token for a certificate.",
     parse: parseHostPort,
     default: "0.0.0.0:7071",
   },
   certLifetime: {
     name: "cert-lifetime",
-    description: "With --membership kubernetes: lifetime of the certificates issued (at least 1m); holders renew them after two thirds of it.",
+    description:
+      "With --membership kubernetes: lifetime of the certificates issued (at least 1m); holders renew them after two thirds of it.",
     parse: (raw: string) => {
       const ms = parseDuration(raw);
       if (ms < 60_000) throw new Error("expected at least 1m");
@@ -172,7 +184,8 @@ export const controllerOptionSpecs = {
   },
   tokenAudience: {
     name: "token-audience",
-    description: "With --membership kubernetes: the audience of the agents' projected ServiceAccount tokens; tokens for any other audience are refused.",
+    description:
+      "With --membership kubernetes: the audience of the agents' projected ServiceAccount tokens; tokens for any other audience are refused.",
     parse: (raw: string) => {
       if (raw.trim() === "" || raw.length > 253) throw new Error("expected a non-empty audience of at most 253 characters");
       return raw;
@@ -181,7 +194,8 @@ export const controllerOptionSpecs = {
   },
   allowOpenMembership: {
     name: "allow-open-membership",
-    description: "Allow --membership open on an address other than loopback (any agent holding a certificate of the CA, or anyone in plaintext, may register).",
+    description:
+      "Allow --membership open on an address other than loopback (any agent holding a certificate of the CA, or anyone in plaintext, may register).",
     parse: parseBoolean,
     boolean: true,
     default: "false",
@@ -201,30 +215,43 @@ export function prefetchUpstreams(options: ControllerOptions): Map<string, strin
 /** Checks that span several options; the message names them. */
 export function validateControllerOptions(options: ControllerOptions): void {
   const peers = options.allowedPeers ?? [];
-  if (new Set(options.upstream.map((u) => u.registry)).size !== options.upstream.length) throw new Error("--upstream names the same registry twice");
-  if (options.membership === "static" && peers.length === 0) throw new Error("--membership static needs --allowed-peers (SHOAL_ALLOWED_PEERS)");
+  if (new Set(options.upstream.map((u) => u.registry)).size !== options.upstream.length)
+    throw new Error("--upstream names the same registry twice");
+  if (options.membership === "static" && peers.length === 0)
+    throw new Error("--membership static needs --allowed-peers (SHOAL_ALLOWED_PEERS)");
   if (options.membership !== "static" && peers.length > 0) throw new Error("--allowed-peers only applies with --membership static");
   const tlsFiles = validateTlsFiles(options);
   if (options.membership === "kubernetes" && (tlsFiles || options.tlsCa !== undefined)) {
-    throw new Error("--tls-cert, --tls-key and --tls-ca do not apply with --membership kubernetes: the controller issues its own certificate from --ca-secret");
+    throw new Error(
+      "--tls-cert, --tls-key and --tls-ca do not apply with --membership kubernetes: the controller issues its own certificate from --ca-secret",
+    );
   }
-  if (options.membership !== "kubernetes" && options.tlsCa !== undefined && !tlsFiles) throw new Error("--tls-ca needs --tls-cert and --tls-key");
+  if (options.membership !== "kubernetes" && options.tlsCa !== undefined && !tlsFiles)
+    throw new Error("--tls-ca needs --tls-cert and --tls-key");
   if (options.membership !== "kubernetes") {
-    for (const [flag, value] of [["--kubeconfig", options.kubeconfig], ["--namespace", options.namespace], ["--identity", options.identity]] as const) {
+    for (const [flag, value] of [
+      ["--kubeconfig", options.kubeconfig],
+      ["--namespace", options.namespace],
+      ["--identity", options.identity],
+    ] as const) {
       if (value !== undefined) throw new Error(`${flag} only applies with --membership kubernetes`);
     }
-    if (options.upstream.length > 0) throw new Error("--upstream only applies with --membership kubernetes (ImagePrefetch resolves references there)");
+    if (options.upstream.length > 0)
+      throw new Error("--upstream only applies with --membership kubernetes (ImagePrefetch resolves references there)");
     if (options.membership === "open" && !isLoopback(options.listen.host) && !options.allowOpenMembership) {
       throw new Error(
         `--membership open admits any agent, and --listen ${options.listen.host}:${options.listen.port} is not loopback: use --membership static or kubernetes, --listen 127.0.0.1:${options.listen.port} for local development, or --allow-open-membership`,
       );
     }
     if (!tlsFiles && !isLoopback(options.listen.host) && !options.allowInsecure) {
-      throw new Error(`the tracker on ${options.listen.host}:${options.listen.port} would be plaintext: give --tls-cert, --tls-key and --tls-ca, listen on loopback, or --allow-insecure`);
+      throw new Error(
+        `the tracker on ${options.listen.host}:${options.listen.port} would be plaintext: give --tls-cert, --tls-key and --tls-ca, listen on loopback, or --allow-insecure`,
+      );
     }
     return;
   }
-  if (options.renewDeadline >= options.leaseDuration) throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be shorter than --lease-duration (${options.leaseDuration} ms)`);
+  if (options.renewDeadline >= options.leaseDuration)
+    throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be shorter than --lease-duration (${options.leaseDuration} ms)`);
   if (options.renewDeadline <= 1.2 * options.retryPeriod) {
     throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be longer than 1.2 × --retry-period (${options.retryPeriod} ms)`);
   }

@@ -15,7 +15,11 @@ const MB = 1e6;
 
 async function demo(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [MAIN, "demo", ...args], { env: { ...process.env, ...env }, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 });
+    const { stdout, stderr } = await run(process.execPath, [MAIN, "demo", ...args], {
+      env: { ...process.env, ...env },
+      timeout: 120_000,
+      maxBuffer: 16 * 1024 * 1024,
+    });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code?: number; stdout?: string; stderr?: string };
@@ -48,7 +52,10 @@ describe("shoal demo", () => {
     // Slow uplinks: the swarm's total upload is the limit.
     assert.equal(bounds(F, 6, { ...rates, uploadBytesPerSecond: 5 * MB, downloadBytesPerSecond: 100 * MB }).p2p, 1200 / 80);
     // Uncapped everything: no bound to speak of.
-    assert.deepEqual(bounds(F, 6, { originBytesPerSecond: 0, uploadBytesPerSecond: 0, downloadBytesPerSecond: 0 }), { p2p: 0, clientServer: 0 });
+    assert.deepEqual(bounds(F, 6, { originBytesPerSecond: 0, uploadBytesPerSecond: 0, downloadBytesPerSecond: 0 }), {
+      p2p: 0,
+      clientServer: 0,
+    });
   });
 
   it("runs a small swarm: every node complete and verified, the origin sends about one copy", async () => {
@@ -62,20 +69,35 @@ describe("shoal demo", () => {
       assert.equal(node.bytes, json.imageBytes, `${node.name} pulled the whole image`);
       // manifest, config and 4 layers, each checked against its digest by the puller
       assert.equal(node.digestsVerified, 6, `${node.name} verified every digest`);
-      assert.ok(node.bytesFromOrigin + node.bytesFromPeers >= json.imageBytes - MB, `${node.name}'s agent got the blobs from the origin or peers`);
+      assert.ok(
+        node.bytesFromOrigin + node.bytesFromPeers >= json.imageBytes - MB,
+        `${node.name}'s agent got the blobs from the origin or peers`,
+      );
       assert.ok(node.seconds > 0 && node.seconds <= json.p2pSeconds);
-      assert.ok(node.duplicatePeerBytes >= 0 && node.duplicatePeerBytes <= node.bytesFromPeers, `${node.name} duplicates ${node.duplicatePeerBytes}`);
+      assert.ok(
+        node.duplicatePeerBytes >= 0 && node.duplicatePeerBytes <= node.bytesFromPeers,
+        `${node.name} duplicates ${node.duplicatePeerBytes}`,
+      );
       // /proc exists where the tests run (Linux): every agent's CPU and peak RSS are measured.
       assert.ok(node.agentCpuSeconds !== null && node.agentCpuSeconds > 0, `${node.name} agent CPU ${String(node.agentCpuSeconds)}`);
-      assert.ok(node.agentPeakRssBytes !== null && node.agentPeakRssBytes > 10 * MB, `${node.name} agent peak RSS ${String(node.agentPeakRssBytes)}`);
+      assert.ok(
+        node.agentPeakRssBytes !== null && node.agentPeakRssBytes > 10 * MB,
+        `${node.name} agent peak RSS ${String(node.agentPeakRssBytes)}`,
+      );
     }
     assert.ok(json.agentCpuSecondsPerGB !== null && json.agentCpuSecondsPerGB > 0);
-    assert.ok(json.nodes.some((n) => n.bytesFromPeers > 5 * MB), "blobs went from node to node");
+    assert.ok(
+      json.nodes.some((n) => n.bytesFromPeers > 5 * MB),
+      "blobs went from node to node",
+    );
     assert.ok(json.originBytes >= json.imageBytes, "the origin sent the image at least once");
     assert.ok(json.originBytes <= 1.25 * json.imageBytes, `the origin sent ${(json.originBytes / json.imageBytes).toFixed(2)} copies`);
     assert.ok(json.offloadPercent > 50, `offload ${json.offloadPercent}%`);
     assert.ok(json.clientServerSeconds !== null && json.clientServerSeconds > 0);
-    assert.ok(json.clientServerOriginBytes !== null && json.clientServerOriginBytes >= 3 * json.imageBytes, "client-server: every node from the origin");
+    assert.ok(
+      json.clientServerOriginBytes !== null && json.clientServerOriginBytes >= 3 * json.imageBytes,
+      "client-server: every node from the origin",
+    );
     assert.ok(json.boundSeconds > 0 && json.boundSeconds <= json.clientServerBoundSeconds);
     assert.ok(json.p2pSeconds >= json.boundSeconds * 0.9, "nothing beats the bound");
   });
@@ -94,10 +116,14 @@ describe("shoal demo", () => {
   it("Ctrl-C stops every node and removes its temp files", async () => {
     const temp = await mkdtemp(join(tmpdir(), "shoal-demo-sigint-"));
     try {
-      const child = spawn(process.execPath, [MAIN, "demo", "--nodes", "2", "--image-size", "30MB", "--layers", "2", "--download-rate", "3MB"], {
-        env: { ...process.env, TMPDIR: temp },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
+      const child = spawn(
+        process.execPath,
+        [MAIN, "demo", "--nodes", "2", "--image-size", "30MB", "--layers", "2", "--download-rate", "3MB"],
+        {
+          env: { ...process.env, TMPDIR: temp },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
       let stdout = "";
       let stderr = "";
       child.stderr.on("data", (chunk: Buffer) => {

@@ -5,10 +5,20 @@ import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { LayoutRegistry } from "../../pkg/origin/index.js";
 import { type DemoOptions, demoOptionSpecs } from "./options.js";
-import { ProgressView, formatMB } from "./progress-view.js";
+import { ProgressView, formatMB } from "../shoal/progress-view.js";
 import { pullRound } from "./pull-round.js";
 import { procStatsIfAvailable } from "../../pkg/metrics/index.js";
-import { type DemoResult, type NodeResult, type Rates, bounds, cpuSecondsPerGB, describeSetup, duplicatePeerBytes, formatReport, offloadPercent } from "./report.js";
+import {
+  type DemoResult,
+  type NodeResult,
+  type Rates,
+  bounds,
+  cpuSecondsPerGB,
+  describeSetup,
+  duplicatePeerBytes,
+  formatReport,
+  offloadPercent,
+} from "./report.js";
 import { Swarm } from "./swarm.js";
 
 const SUMMARY = [
@@ -41,7 +51,8 @@ export async function demoMain(argv: readonly string[], env: NodeJS.ProcessEnv):
       console.log(formatHelp("shoal demo [flags]", SUMMARY, demoOptionSpecs));
       return 0;
     }
-    if (parsed.positionals.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
+    if (parsed.positionals.length > 0)
+      throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     options = parsed.options;
   } catch (error) {
     console.error(`shoal demo: ${error instanceof Error ? error.message : String(error)}`);
@@ -85,14 +96,27 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     downloadBytesPerSecond: options.downloadRate ?? options.uploadRate,
   };
   say(`generating a ${formatMB(options.imageSize)} image with ${options.layers} layers…`);
-  const layout = await generateImageLayout({ dir: join(work, "image"), seed: "shoal-demo", layers: options.layers, totalBytes: options.imageSize, tag: TAG, signal });
+  const layout = await generateImageLayout({
+    dir: join(work, "image"),
+    seed: "shoal-demo",
+    layers: options.layers,
+    totalBytes: options.imageSize,
+    tag: TAG,
+    signal,
+  });
   const image = layout.images[0];
   if (image === undefined) throw new Error("the generated layout has no image");
   const imageBytes = image.imageBytes;
   const bound = bounds(imageBytes, options.nodes, rates);
-  const timeoutMs = options.timeout === "auto" ? Math.ceil(AUTO_TIMEOUT_BOUND_FACTOR * bound.clientServer * 1000) + AUTO_TIMEOUT_MARGIN_MS : options.timeout;
+  const timeoutMs =
+    options.timeout === "auto"
+      ? Math.ceil(AUTO_TIMEOUT_BOUND_FACTOR * bound.clientServer * 1000) + AUTO_TIMEOUT_MARGIN_MS
+      : options.timeout;
 
-  const origin = await LayoutRegistry.start({ dir: layout.dir, ...(rates.originBytesPerSecond > 0 ? { egressBytesPerSecond: rates.originBytesPerSecond } : {}) });
+  const origin = await LayoutRegistry.start({
+    dir: layout.dir,
+    ...(rates.originBytesPerSecond > 0 ? { egressBytesPerSecond: rates.originBytesPerSecond } : {}),
+  });
   let swarm: Swarm | undefined;
   try {
     say(`starting a tracker and ${options.nodes} agents (origin ${origin.url})…`);
@@ -124,7 +148,9 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       ...(options.json ? {} : { view: new ProgressView(process.stdout, names, blobBytes) }),
     }).catch((error: unknown) => {
       const deaths = running.deaths();
-      throw deaths === "" || signal.aborted ? error : new Error(`${error instanceof Error ? error.message : String(error)}\n${deaths}`, { cause: error });
+      throw deaths === "" || signal.aborted
+        ? error
+        : new Error(`${error instanceof Error ? error.message : String(error)}\n${deaths}`, { cause: error });
     });
     const originBytes = origin.bytesServed - p2pOriginBefore;
     const nodes: NodeResult[] = await Promise.all(
@@ -144,7 +170,8 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
           bytesToPeers: bytes.sentToPeers,
           duplicatePeerBytes: duplicatePeerBytes(imageBytes, bytes),
           wastedPeerBytes: bytes.wasted,
-          agentCpuSeconds: before === undefined || after === undefined ? null : Math.round((after.cpuSeconds - before.cpuSeconds) * 100) / 100,
+          agentCpuSeconds:
+            before === undefined || after === undefined ? null : Math.round((after.cpuSeconds - before.cpuSeconds) * 100) / 100,
           agentPeakRssBytes: after?.peakRssBytes ?? null,
           digestsVerified: outcome.digestsVerified,
           complete: outcome.bytes === imageBytes,

@@ -5,7 +5,8 @@ export const MAX_NODES = 32;
 
 function parseRate(raw: string): number {
   const bytesPerSecond = parseBytes(raw);
-  if (bytesPerSecond !== 0 && bytesPerSecond < 64 * 1024) throw new Error("expected 0 (uncapped) or at least 64KiB/s, e.g. 200mbit or 25MB");
+  if (bytesPerSecond !== 0 && bytesPerSecond < 64 * 1024)
+    throw new Error("expected 0 (uncapped) or at least 64KiB/s, e.g. 200mbit or 25MB");
   return bytesPerSecond;
 }
 

@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
 import { pullImage } from "../../pkg/client/index.js";
 import { TokenBucket } from "../../pkg/throttle/index.js";
-import { type ProgressView, formatMB } from "./progress-view.js";
+import { type ProgressView, formatMB } from "../shoal/progress-view.js";
 
 export interface PullTarget {
   readonly name: string;
@@ -68,13 +68,20 @@ export async function pullRound(options: PullRoundOptions): Promise<PullOutcome[
               }),
           });
           options.view?.complete(i);
-          return { name: target.name, seconds: (performance.now() - started) / 1000, bytes: result.bytes, digestsVerified: result.descriptors.length };
+          return {
+            name: target.name,
+            seconds: (performance.now() - started) / 1000,
+            bytes: result.bytes,
+            digestsVerified: result.descriptors.length,
+          };
         } catch (error) {
           options.view?.fail(i);
           round.abort(error);
           if (options.signal.aborted) throw options.signal.reason;
           if (timeout.aborted) {
-            throw new Error(`${target.name} did not finish within ${(options.timeoutMs / 1000).toFixed(0)} s (it had received ${formatMB(received[i] ?? 0)}); see --timeout`);
+            throw new Error(
+              `${target.name} did not finish within ${(options.timeoutMs / 1000).toFixed(0)} s (it had received ${formatMB(received[i] ?? 0)}); see --timeout`,
+            );
           }
           throw new Error(`${target.name}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
         }

@@ -1,5 +1,5 @@
 import { distributionBounds } from "../../pkg/bounds/index.js";
-import { formatMB } from "./progress-view.js";
+import { formatMB } from "../shoal/progress-view.js";
 
 const GB = 1e9;
 
@@ -66,7 +66,10 @@ export function bounds(imageBytes: number, nodes: number, rates: Rates): { p2p: 
 }
 
 /** Peer bytes received beyond what the node needed: F minus what came from the origin and its own store. */
-export function duplicatePeerBytes(imageBytes: number, bytes: { readonly origin: number; readonly peers: number; readonly local: number }): number {
+export function duplicatePeerBytes(
+  imageBytes: number,
+  bytes: { readonly origin: number; readonly peers: number; readonly local: number },
+): number {
   return Math.max(0, bytes.peers - Math.max(0, imageBytes - bytes.origin - bytes.local));
 }
 
@@ -129,15 +132,28 @@ export function formatReport(result: DemoResult): string {
   const duplicates = sum((n) => n.duplicatePeerBytes);
   if (duplicates > 0) {
     const reasons = new Map<string, number>();
-    for (const n of result.nodes) for (const [reason, bytes] of Object.entries(n.wastedPeerBytes)) reasons.set(reason, (reasons.get(reason) ?? 0) + bytes);
+    for (const n of result.nodes)
+      for (const [reason, bytes] of Object.entries(n.wastedPeerBytes)) reasons.set(reason, (reasons.get(reason) ?? 0) + bytes);
     const why = [...reasons].filter(([, bytes]) => bytes > 0).map(([reason, bytes]) => `${reason.replace("_", " ")} ${formatMB(bytes)}`);
-    lines.push(`  duplicates: peer bytes received beyond what a node needed, ${((100 * duplicates) / Math.max(1, pulled)).toFixed(1)}% of the bytes pulled${why.length > 0 ? ` (${why.join(", ")})` : ""}`);
+    lines.push(
+      `  duplicates: peer bytes received beyond what a node needed, ${((100 * duplicates) / Math.max(1, pulled)).toFixed(1)}% of the bytes pulled${why.length > 0 ? ` (${why.join(", ")})` : ""}`,
+    );
   }
-  if (result.agentCpuSecondsPerGB !== null) lines.push(`  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F)`);
+  if (result.agentCpuSecondsPerGB !== null)
+    lines.push(`  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F)`);
   const copies = result.imageBytes > 0 ? result.originBytes / result.imageBytes : 0;
-  lines.push("", `  origin sent ${formatMB(result.originBytes)} for ${result.nodeCount} x ${formatMB(result.imageBytes)} pulled (${copies.toFixed(2)} copies): origin offload ${result.offloadPercent.toFixed(1)}%`, "");
+  lines.push(
+    "",
+    `  origin sent ${formatMB(result.originBytes)} for ${result.nodeCount} x ${formatMB(result.imageBytes)} pulled (${copies.toFixed(2)} copies): origin offload ${result.offloadPercent.toFixed(1)}%`,
+    "",
+  );
   const comparison = [["", "time", "vs P2P bound", "origin sent"]];
-  comparison.push(["P2P through the Shoal swarm", seconds(result.p2pSeconds), ratio(result.p2pSeconds, result.boundSeconds), formatMB(result.originBytes)]);
+  comparison.push([
+    "P2P through the Shoal swarm",
+    seconds(result.p2pSeconds),
+    ratio(result.p2pSeconds, result.boundSeconds),
+    formatMB(result.originBytes),
+  ]);
   if (result.clientServerSeconds !== null) {
     comparison.push([
       "client-server, all from the origin",
@@ -147,7 +163,12 @@ export function formatReport(result: DemoResult): string {
     ]);
   }
   comparison.push(["P2P bound", seconds(result.boundSeconds), ratio(result.boundSeconds, result.boundSeconds), ""]);
-  comparison.push(["client-server bound", seconds(result.clientServerBoundSeconds), ratio(result.clientServerBoundSeconds, result.boundSeconds), ""]);
+  comparison.push([
+    "client-server bound",
+    seconds(result.clientServerBoundSeconds),
+    ratio(result.clientServerBoundSeconds, result.boundSeconds),
+    "",
+  ]);
   lines.push(...table(comparison, 1), "");
   const { originBytesPerSecond: us, uploadBytesPerSecond: u, downloadBytesPerSecond: d } = result.rates;
   lines.push(
@@ -156,7 +177,10 @@ export function formatReport(result: DemoResult): string {
   );
   if (result.clientServerSeconds !== null && result.p2pSeconds > 0) {
     const speedup = result.clientServerSeconds / result.p2pSeconds;
-    lines.push("", `  the swarm finished ${speedup >= 1 ? `${speedup.toFixed(1)}x faster than` : `${(1 / speedup).toFixed(1)}x slower than`} client-server, with the origin sending ${copies.toFixed(2)} copies of the image instead of ${result.nodeCount}`);
+    lines.push(
+      "",
+      `  the swarm finished ${speedup >= 1 ? `${speedup.toFixed(1)}x faster than` : `${(1 / speedup).toFixed(1)}x slower than`} client-server, with the origin sending ${copies.toFixed(2)} copies of the image instead of ${result.nodeCount}`,
+    );
   }
   return lines.join("\n");
 }
@@ -173,5 +197,11 @@ function shortRate(bytesPerSecond: number): string {
 function table(rows: readonly (readonly string[])[], leftColumns: number): string[] {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((row) => `  ${row.map((cell, i) => (i < leftColumns ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0))).join("   ").trimEnd()}`);
+  return rows.map(
+    (row) =>
+      `  ${row
+        .map((cell, i) => (i < leftColumns ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
+        .join("   ")
+        .trimEnd()}`,
+  );
 }

@@ -118,7 +118,9 @@ export class Swarm {
       peers: metricValue(text, "shoal_peer_bytes_received_total"),
       local: metricValue(text, "shoal_blob_bytes_served_total", 'source="local"'),
       sentToPeers: metricValue(text, "shoal_peer_bytes_sent_total"),
-      wasted: Object.fromEntries(WASTE_REASONS.map((reason) => [reason, metricValue(text, "shoal_peer_bytes_wasted_total", `reason="${reason}"`)])) as Record<WasteReason, number>,
+      wasted: Object.fromEntries(
+        WASTE_REASONS.map((reason) => [reason, metricValue(text, "shoal_peer_bytes_wasted_total", `reason="${reason}"`)]),
+      ) as Record<WasteReason, number>,
     };
   }
 
@@ -140,7 +142,8 @@ export class Swarm {
       for (;;) {
         const text = await (await fetch(`${node.metricsUrl}/metrics`, { signal })).text();
         if (metricValue(text, "shoal_tracker_connected") === 1) break;
-        if (Date.now() > deadline) throw new Error(`${node.name} did not connect to the tracker within ${TRACKER_CONNECT_TIMEOUT_MS} ms\n${node.process.logTail()}`);
+        if (Date.now() > deadline)
+          throw new Error(`${node.name} did not connect to the tracker within ${TRACKER_CONNECT_TIMEOUT_MS} ms\n${node.process.logTail()}`);
         await sleep(TRACKER_POLL_MS, undefined, { signal });
       }
     }

@@ -52,21 +52,34 @@ async function writeArtifactLayout(dir: string, tag: string): Promise<{ manifest
     await put("application/json", Buffer.from(JSON.stringify({ vocab: 32000 })), { "org.opencontainers.image.title": "tokenizer.json" }),
     await put("application/octet-stream", randomBytes(1024), { "org.opencontainers.image.title": "README" }),
   ];
-  const manifest = await put(MEDIA_TYPE_OCI_MANIFEST, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, artifactType: ARTIFACT_TYPE, config, layers })));
+  const manifest = await put(
+    MEDIA_TYPE_OCI_MANIFEST,
+    Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, artifactType: ARTIFACT_TYPE, config, layers })),
+  );
   await writeFile(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-  await writeFile(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_INDEX, manifests: [{ ...manifest, annotations: { [REF_NAME]: tag } }] }));
+  await writeFile(
+    join(dir, "index.json"),
+    JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_INDEX, manifests: [{ ...manifest, annotations: { [REF_NAME]: tag } }] }),
+  );
   return { manifest };
 }
 
-async function readIndex(dir: string): Promise<{ manifests: (Blob & { artifactType?: string; platform?: { os: string; architecture: string } })[] }> {
-  return JSON.parse(await readFile(join(dir, "index.json"), "utf8")) as { manifests: (Blob & { artifactType?: string; platform?: { os: string; architecture: string } })[] };
+async function readIndex(
+  dir: string,
+): Promise<{ manifests: (Blob & { artifactType?: string; platform?: { os: string; architecture: string } })[] }> {
+  return JSON.parse(await readFile(join(dir, "index.json"), "utf8")) as {
+    manifests: (Blob & { artifactType?: string; platform?: { os: string; architecture: string } })[];
+  };
 }
 
 /** Every blob of the fetched layout is byte-identical to the source's blob of that name; returns their names. */
 async function assertBlobsMatch(fetched: string, source: string): Promise<string[]> {
   const names = (await readdir(join(fetched, "blobs", "sha256"))).sort();
   for (const name of names) {
-    const [got, want] = await Promise.all([readFile(join(fetched, "blobs", "sha256", name)), readFile(join(source, "blobs", "sha256", name))]);
+    const [got, want] = await Promise.all([
+      readFile(join(fetched, "blobs", "sha256", name)),
+      readFile(join(source, "blobs", "sha256", name)),
+    ]);
     assert.ok(got.equals(want), `blob ${name} differs from the source`);
   }
   return names;
@@ -82,12 +95,23 @@ describe("shoal fetch through an agent", () => {
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "shoal-fetch-"));
-    image = await generateImageLayout({ dir: join(work, "image"), seed: "fetch-test", layers: 4, totalBytes: 6_000_000, platforms: ["linux/amd64", "linux/arm64"], tag: "v1" });
+    image = await generateImageLayout({
+      dir: join(work, "image"),
+      seed: "fetch-test",
+      layers: 4,
+      totalBytes: 6_000_000,
+      platforms: ["linux/amd64", "linux/arm64"],
+      tag: "v1",
+    });
     imageOrigin = await LayoutRegistry.start({ dir: image.dir });
     artifactManifest = (await writeArtifactLayout(join(work, "artifact"), "model-1")).manifest;
     artifactOrigin = await LayoutRegistry.start({ dir: join(work, "artifact") });
     const upstreams = [imageOrigin, artifactOrigin].flatMap((o) => ["--upstream", `${o.host}=${o.url}`]);
-    const options = parseOptions(agentOptionSpecs, ["--mirror-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", join(work, "agent"), ...upstreams], {}).options;
+    const options = parseOptions(
+      agentOptionSpecs,
+      ["--mirror-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--data-dir", join(work, "agent"), ...upstreams],
+      {},
+    ).options;
     agent = await startAgent(options, pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }));
   });
 
@@ -100,7 +124,16 @@ describe("shoal fetch through an agent", () => {
 
   it("fetches one platform of a multi-layer image into an OCI layout, byte for byte", async () => {
     const to = join(work, "out-image");
-    const result = await shoal(["fetch", `${imageOrigin.host}/team/app:v1`, "--to", to, "--agent", agent.mirrorUrl, "--platform", "linux/arm64"]);
+    const result = await shoal([
+      "fetch",
+      `${imageOrigin.host}/team/app:v1`,
+      "--to",
+      to,
+      "--agent",
+      agent.mirrorUrl,
+      "--platform",
+      "linux/arm64",
+    ]);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /every digest verified/);
     const arm = image.images.find((i) => i.platform.architecture === "arm64")!;
@@ -120,7 +153,14 @@ describe("shoal fetch through an agent", () => {
     const to = join(work, "out-artifact");
     const byTag = await shoal(["fetch", `${artifactOrigin.host}/models/llm:model-1`, "--to", to, "--agent", agent.mirrorUrl]);
     assert.equal(byTag.code, 0, byTag.stderr);
-    const byDigest = await shoal(["fetch", `${artifactOrigin.host}/models/llm@${artifactManifest.digest}`, "--to", to, "--agent", agent.mirrorUrl]);
+    const byDigest = await shoal([
+      "fetch",
+      `${artifactOrigin.host}/models/llm@${artifactManifest.digest}`,
+      "--to",
+      to,
+      "--agent",
+      agent.mirrorUrl,
+    ]);
     assert.equal(byDigest.code, 0, byDigest.stderr);
     const index = await readIndex(to);
     assert.equal(index.manifests.length, 1, "the same manifest is recorded once");
@@ -159,10 +199,22 @@ describe("shoal fetch through an agent", () => {
     await writeFile(join(notLayout, "precious.txt"), "keep me");
     const closedPort = "http://127.0.0.1:1";
     const cases: [string[], RegExp][] = [
-      [["fetch", `${imageOrigin.host}/team/app:v1`, "--to", join(work, "u"), "--agent", closedPort], /cannot reach the agent at http:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/],
-      [["fetch", `${imageOrigin.host}/team/app:nope`, "--to", join(work, "u"), "--agent", agent.mirrorUrl], /not found through the agent .*HTTP 404/],
-      [["fetch", "unmirrored.example/team/app:v1", "--to", join(work, "u"), "--agent", agent.mirrorUrl], /does the agent mirror unmirrored\.example/],
-      [["fetch", `${imageOrigin.host}/team/app:v1`, "--to", notLayout, "--agent", agent.mirrorUrl], /neither empty nor an OCI image layout/],
+      [
+        ["fetch", `${imageOrigin.host}/team/app:v1`, "--to", join(work, "u"), "--agent", closedPort],
+        /cannot reach the agent at http:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/,
+      ],
+      [
+        ["fetch", `${imageOrigin.host}/team/app:nope`, "--to", join(work, "u"), "--agent", agent.mirrorUrl],
+        /not found through the agent .*HTTP 404/,
+      ],
+      [
+        ["fetch", "unmirrored.example/team/app:v1", "--to", join(work, "u"), "--agent", agent.mirrorUrl],
+        /does the agent mirror unmirrored\.example/,
+      ],
+      [
+        ["fetch", `${imageOrigin.host}/team/app:v1`, "--to", notLayout, "--agent", agent.mirrorUrl],
+        /neither empty nor an OCI image layout/,
+      ],
     ];
     for (const [args, pattern] of cases) {
       const result = await shoal(args);

@@ -178,7 +178,7 @@ class BlobFileSink extends Writable {
 
   private async writeAll(chunk: Buffer): Promise<void> {
     const handle = this.requireHandle();
-    for (let offset = 0; offset < chunk.length; ) {
+    for (let offset = 0; offset < chunk.length;) {
       const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset, this.position);
       offset += bytesWritten;
       this.position += bytesWritten;

@@ -2,7 +2,7 @@ import { PullError, pullImage } from "../../pkg/client/index.js";
 import type { Descriptor } from "../../pkg/oci/index.js";
 import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import { OciError, isIndexMediaType } from "../../pkg/oci/index.js";
-import { ProgressView, formatMB } from "../demo/progress-view.js";
+import { ProgressView, formatMB } from "../shoal/progress-view.js";
 import { LayoutWriter, type LayoutDescriptor, REF_NAME_ANNOTATION } from "./layout-writer.js";
 import { type FetchOptions, fetchOptionSpecs } from "./options.js";
 import { type ImageReference, formatImageReference, parseImageReference } from "../../pkg/oci/index.js";
@@ -34,12 +34,15 @@ export async function fetchMain(argv: readonly string[], env: NodeJS.ProcessEnv)
     const [raw, ...extra] = parsed.positionals;
     if (raw === undefined) throw new ConfigError("ERR_CONFIG_MISSING_VALUE", `expected a reference: ${USAGE}`);
     if (extra.length > 0) throw new ConfigError("ERR_CONFIG_UNKNOWN_FLAG", `unexpected argument ${JSON.stringify(extra[0])}`);
-    if (options.to === undefined) throw new ConfigError("ERR_CONFIG_MISSING_VALUE", "--to DIR (SHOAL_TO) is required: the directory to write the layout into");
+    if (options.to === undefined)
+      throw new ConfigError("ERR_CONFIG_MISSING_VALUE", "--to DIR (SHOAL_TO) is required: the directory to write the layout into");
     to = options.to;
     try {
       ref = parseImageReference(raw);
     } catch (error) {
-      throw new Error(`invalid reference ${JSON.stringify(raw)}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new Error(`invalid reference ${JSON.stringify(raw)}: ${error instanceof Error ? error.message : String(error)}`, {
+        cause: error,
+      });
     }
   } catch (error) {
     console.error(`shoal fetch: ${error instanceof Error ? error.message : String(error)}`);
@@ -108,7 +111,9 @@ export async function fetchMain(argv: readonly string[], env: NodeJS.ProcessEnv)
 function blobBytes(body: Buffer): number {
   try {
     const manifest = JSON.parse(body.toString("utf8")) as { config?: { size?: unknown }; layers?: { size?: unknown }[] };
-    const sizes = [manifest.config, ...(Array.isArray(manifest.layers) ? manifest.layers : [])].map((d) => (typeof d?.size === "number" ? d.size : 0));
+    const sizes = [manifest.config, ...(Array.isArray(manifest.layers) ? manifest.layers : [])].map((d) =>
+      typeof d?.size === "number" ? d.size : 0,
+    );
     return sizes.reduce((sum, size) => sum + size, 0);
   } catch {
     return 0; // pullImage reports an unusable manifest itself
@@ -120,7 +125,11 @@ function blobBytes(body: Buffer): number {
  * platform's manifest with its `platform`, so the layout holds everything it names), the tag as
  * `org.opencontainers.image.ref.name`, and the artifact type when the manifest declares one.
  */
-function indexEntry(manifest: { descriptor: Descriptor; body: Buffer }, index: { body: Buffer } | undefined, ref: ImageReference): LayoutDescriptor {
+function indexEntry(
+  manifest: { descriptor: Descriptor; body: Buffer },
+  index: { body: Buffer } | undefined,
+  ref: ImageReference,
+): LayoutDescriptor {
   const parsed = JSON.parse(manifest.body.toString("utf8")) as { artifactType?: unknown };
   let platform: Record<string, unknown> | undefined;
   if (index !== undefined) {
@@ -150,7 +159,9 @@ function describeFailure(error: unknown, ref: ImageReference, options: FetchOpti
   }
   if (error instanceof OciError) return `${what}: ${error.message}`;
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === "string" && NETWORK_ERROR_CODES.test(code)) return `cannot reach the agent at ${options.agent} (${code}): is it running, and is --agent right?`;
-  if (typeof code === "string" && STALL_ERROR_CODES.test(code)) return `the agent at ${options.agent} stopped answering (${code}) while fetching ${what}`;
+  if (typeof code === "string" && NETWORK_ERROR_CODES.test(code))
+    return `cannot reach the agent at ${options.agent} (${code}): is it running, and is --agent right?`;
+  if (typeof code === "string" && STALL_ERROR_CODES.test(code))
+    return `the agent at ${options.agent} stopped answering (${code}) while fetching ${what}`;
   return error instanceof Error ? error.message : String(error);
 }

@@ -12,7 +12,8 @@ export function parseAgentUrl(raw: string): string {
     throw new Error("expected an http:// URL such as http://127.0.0.1:5050");
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error("expected an http:// or https:// URL");
-  if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") throw new Error("expected a URL without credentials, query or fragment");
+  if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "")
+    throw new Error("expected a URL without credentials, query or fragment");
   return url.toString().replace(/\/+$/, "");
 }
 

@@ -45,7 +45,8 @@ export async function prefetchMain(argv: readonly string[], env: NodeJS.ProcessE
       return 0;
     }
     options = parsed.options;
-    if (parsed.positionals.length === 0) throw new ConfigError("ERR_CONFIG_MISSING_VALUE", `expected at least one image reference: ${USAGE}`);
+    if (parsed.positionals.length === 0)
+      throw new ConfigError("ERR_CONFIG_MISSING_VALUE", `expected at least one image reference: ${USAGE}`);
     object = prefetchObject(parsed.positionals, options);
   } catch (error: unknown) {
     console.error(`shoal prefetch: ${error instanceof Error ? error.message : String(error)}`);
@@ -86,7 +87,10 @@ export function prefetchObject(refs: readonly string[], options: PrefetchCliOpti
   if (options.nodeSelector !== undefined && (options.seedsPerZone !== undefined || options.zones !== undefined)) {
     throw new ConfigError("ERR_CONFIG_INVALID_VALUE", "--node-selector cannot be combined with --seeds-per-zone or --zones");
   }
-  const target = options.nodeSelector !== undefined ? { nodeSelector: options.nodeSelector } : { seedsPerZone: options.seedsPerZone ?? 1, ...(options.zones === undefined ? {} : { zones: options.zones }) };
+  const target =
+    options.nodeSelector !== undefined
+      ? { nodeSelector: options.nodeSelector }
+      : { seedsPerZone: options.seedsPerZone ?? 1, ...(options.zones === undefined ? {} : { zones: options.zones }) };
   const spec = {
     images: [...refs],
     ...(options.platform.length === 0 ? {} : { platforms: options.platform }),
@@ -100,7 +104,9 @@ export function prefetchObject(refs: readonly string[], options: PrefetchCliOpti
   } catch (error: unknown) {
     if (!(error instanceof InvalidSpec)) throw error;
     // Messages name spec fields; say which flag or argument they come from.
-    const message = error.message.replace(/^spec\.images\[(\d+)\]/, (_, i: string) => `argument ${Number(i) + 1}`).replace(/^spec\.platforms/, "--platform");
+    const message = error.message
+      .replace(/^spec\.images\[(\d+)\]/, (_, i: string) => `argument ${Number(i) + 1}`)
+      .replace(/^spec\.platforms/, "--platform");
     throw new ConfigError("ERR_CONFIG_INVALID_VALUE", message);
   }
   return {
@@ -137,7 +143,10 @@ async function waitForOutcome(api: CustomObjectsApi, namespace: string, name: st
     if (line !== last) console.log(line);
     last = line;
     if (ready?.status === "True") {
-      const seconds = status?.readyTime !== undefined && status.startTime !== undefined ? (Date.parse(status.readyTime) - Date.parse(status.startTime)) / 1000 : undefined;
+      const seconds =
+        status?.readyTime !== undefined && status.startTime !== undefined
+          ? (Date.parse(status.readyTime) - Date.parse(status.startTime)) / 1000
+          : undefined;
       console.log(`${name}: Ready${seconds === undefined ? "" : ` after ${seconds.toFixed(0)} s`}; ${ready.message}`);
       return 0;
     }

@@ -11,7 +11,10 @@ function parseName(raw: string): string {
 /** `key=value,key2=value2` → labels. */
 export function parseLabels(raw: string): Record<string, string> {
   const labels: Record<string, string> = {};
-  for (const part of raw.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+  for (const part of raw
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "")) {
     const eq = part.indexOf("=");
     if (eq <= 0) throw new Error(`expected key=value, got ${JSON.stringify(part)}`);
     labels[part.slice(0, eq)] = part.slice(eq + 1);
@@ -35,7 +38,11 @@ export const prefetchOptionSpecs = {
   zones: {
     name: "zones",
     description: "With --seeds-per-zone: only these zones (comma-separated); a listed zone without agents keeps it not Ready.",
-    parse: (raw: string) => raw.split(",").map((z) => z.trim()).filter((z) => z !== ""),
+    parse: (raw: string) =>
+      raw
+        .split(",")
+        .map((z) => z.trim())
+        .filter((z) => z !== ""),
   },
   platform: {
     name: "platform",
@@ -79,7 +86,8 @@ export const prefetchOptionSpecs = {
     name: "start-at",
     description: "Start prefetching at this time (RFC 3339, e.g. 2026-01-02T03:00:00Z) instead of now.",
     parse: (raw: string) => {
-      if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(raw) || Number.isNaN(Date.parse(raw))) throw new Error("expected an RFC 3339 time such as 2026-01-02T03:00:00Z");
+      if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(raw) || Number.isNaN(Date.parse(raw)))
+        throw new Error("expected an RFC 3339 time such as 2026-01-02T03:00:00Z");
       return raw;
     },
   },

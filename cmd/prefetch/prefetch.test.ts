@@ -19,7 +19,10 @@ interface Run {
 }
 
 function run(args: readonly string[], env: Record<string, string> = {}): { done: Promise<Run> } {
-  const child = spawn(process.execPath, [SHOAL, "prefetch", ...args], { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", HOME: "/nonexistent", ...env } });
+  const child = spawn(process.execPath, [SHOAL, "prefetch", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { PATH: process.env.PATH ?? "", HOME: "/nonexistent", ...env },
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -51,7 +54,26 @@ describe("shoal prefetch", () => {
   });
 
   it("creates the ImagePrefetch the flags describe", async () => {
-    const result = await run(["ghcr.io/acme/web:v2", "registry.example:5000/team/api@sha256:" + "a".repeat(64), "--seeds-per-zone", "2", "--zones", "zone-a,zone-b", "--platform", "linux/arm64", "--pull-secret", "regcred", "--ttl", "24h", "--namespace", "team", "--name", "rollout-42", "--kubeconfig", kubeconfig]).done;
+    const result = await run([
+      "ghcr.io/acme/web:v2",
+      "registry.example:5000/team/api@sha256:" + "a".repeat(64),
+      "--seeds-per-zone",
+      "2",
+      "--zones",
+      "zone-a,zone-b",
+      "--platform",
+      "linux/arm64",
+      "--pull-secret",
+      "regcred",
+      "--ttl",
+      "24h",
+      "--namespace",
+      "team",
+      "--name",
+      "rollout-42",
+      "--kubeconfig",
+      kubeconfig,
+    ]).done;
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /imageprefetch\.shoal\.dev\/rollout-42 created in namespace team/);
     const object = api.object("imageprefetches", "team", "rollout-42");
@@ -67,8 +89,13 @@ describe("shoal prefetch", () => {
 
   it("--wait follows the status: exit 0 when Ready, 1 when Failed", async () => {
     const objects = api.kubeConfig().makeApiClient(CustomObjectsApi);
-    for (const [name, outcome] of [["ready-one", "ready"], ["failed-one", "failed"]] as const) {
-      const child = run(["docker.io/library/nginx:1.27", "--name", name, "--namespace", "team", "--wait", "--timeout", "20s"], { KUBECONFIG: kubeconfig });
+    for (const [name, outcome] of [
+      ["ready-one", "ready"],
+      ["failed-one", "failed"],
+    ] as const) {
+      const child = run(["docker.io/library/nginx:1.27", "--name", name, "--namespace", "team", "--wait", "--timeout", "20s"], {
+        KUBECONFIG: kubeconfig,
+      });
       const created = await eventually(() => {
         const object = api.object("imageprefetches", "team", name);
         assert.ok(object !== undefined);
@@ -76,9 +103,32 @@ describe("shoal prefetch", () => {
       }, 10_000);
       const conditions =
         outcome === "ready"
-          ? [{ type: "Ready", status: "True", reason: "Seeded", message: "2/2 seeds", lastTransitionTime: "2026-01-01T00:00:01Z", observedGeneration: 1 }]
-          : [{ type: "Failed", status: "True", reason: "ReferenceNotFound", message: "docker.io has no manifest library/nginx:1.27", lastTransitionTime: "2026-01-01T00:00:01Z", observedGeneration: 1 }];
-      await objects.replaceNamespacedCustomObjectStatus({ ...GROUP, namespace: "team", name, body: { ...created, status: { progress: "2/2", startTime: "2026-01-01T00:00:00Z", readyTime: "2026-01-01T00:00:07Z", conditions } } });
+          ? [
+              {
+                type: "Ready",
+                status: "True",
+                reason: "Seeded",
+                message: "2/2 seeds",
+                lastTransitionTime: "2026-01-01T00:00:01Z",
+                observedGeneration: 1,
+              },
+            ]
+          : [
+              {
+                type: "Failed",
+                status: "True",
+                reason: "ReferenceNotFound",
+                message: "docker.io has no manifest library/nginx:1.27",
+                lastTransitionTime: "2026-01-01T00:00:01Z",
+                observedGeneration: 1,
+              },
+            ];
+      await objects.replaceNamespacedCustomObjectStatus({
+        ...GROUP,
+        namespace: "team",
+        name,
+        body: { ...created, status: { progress: "2/2", startTime: "2026-01-01T00:00:00Z", readyTime: "2026-01-01T00:00:07Z", conditions } },
+      });
       const result = await child.done;
       if (outcome === "ready") {
         assert.equal(result.code, 0, result.stderr);

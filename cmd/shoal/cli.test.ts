@@ -48,9 +48,17 @@ describe("shoal CLI", () => {
       [["--upstream", "r.example=https://user:pw@r.example"], {}, /credentials/],
       [[], { SHOAL_STORE_QUOTA: "much" }, /--store-quota \(SHOAL_STORE_QUOTA\) "much" from environment/],
       [["--store-low-watermark", "0.95"], {}, /--store-low-watermark .* must be below --store-high-watermark/],
-      [["--default-upstream", "b.example", "--upstream", "a.example"], {}, /--default-upstream b.example is not one of the --upstream registries/],
+      [
+        ["--default-upstream", "b.example", "--upstream", "a.example"],
+        {},
+        /--default-upstream b.example is not one of the --upstream registries/,
+      ],
       [["--bogus"], {}, /unknown flag --bogus/],
-      [["--tracker", "10.0.0.1:7070", "--peer-addr", "0.0.0.0:5052", "--peer-advertise-addr", "10.0.0.2:5052"], {}, /would be plaintext on 10\.0\.0\.1, 0\.0\.0\.0, 10\.0\.0\.2: set --identity-issuer .* or --allow-insecure/],
+      [
+        ["--tracker", "10.0.0.1:7070", "--peer-addr", "0.0.0.0:5052", "--peer-advertise-addr", "10.0.0.2:5052"],
+        {},
+        /would be plaintext on 10\.0\.0\.1, 0\.0\.0\.0, 10\.0\.0\.2: set --identity-issuer .* or --allow-insecure/,
+      ],
       [["--identity-issuer", "10.0.0.1:7071"], {}, /--identity-issuer needs --tls-ca/],
       [["--tls-cert", "a.crt"], {}, /--tls-cert, --tls-key and --tls-ca go together/],
       [["--identity-issuer", "10.0.0.1:7071", "--tls-cert", "a", "--tls-key", "b", "--tls-ca", "c"], {}, /two ways to get a certificate/],
@@ -67,7 +75,15 @@ describe("shoal CLI", () => {
     try {
       const file = join(work, "a-file");
       await writeFile(file, "not a directory");
-      const result = await shoal(["agent", "--data-dir", join(file, "data"), "--mirror-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"]);
+      const result = await shoal([
+        "agent",
+        "--data-dir",
+        join(file, "data"),
+        "--mirror-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+      ]);
       assert.equal(result.code, 1);
       assert.match(result.stderr, /a-file\/data/);
     } finally {
@@ -78,7 +94,23 @@ describe("shoal CLI", () => {
   it("demo runs a swarm on the embedded origin: each node pulls the whole image, the origin sends it about once; --work-dir keeps image and logs", async () => {
     const work = await mkdtemp(join(tmpdir(), "shoal-cli-demo-"));
     try {
-      const result = await shoal(["demo", "--nodes", "2", "--image-size", "3MB", "--layers", "3", "--origin-rate", "0", "--upload-rate", "0", "--compare=false", "--json", "--work-dir", work]);
+      const result = await shoal([
+        "demo",
+        "--nodes",
+        "2",
+        "--image-size",
+        "3MB",
+        "--layers",
+        "3",
+        "--origin-rate",
+        "0",
+        "--upload-rate",
+        "0",
+        "--compare=false",
+        "--json",
+        "--work-dir",
+        work,
+      ]);
       assert.equal(result.code, 0, result.stderr);
       const json = JSON.parse(result.stdout) as {
         imageBytes: number;
@@ -87,8 +119,17 @@ describe("shoal CLI", () => {
         nodes: { name: string; bytes: number; complete: boolean; bytesFromOrigin: number; bytesFromPeers: number }[];
       };
       assert.ok(json.imageBytes > 3_000_000);
-      assert.deepEqual(json.nodes.map((n) => [n.name, n.complete, n.bytes]), [["node-1", true, json.imageBytes], ["node-2", true, json.imageBytes]]);
-      assert.ok(json.originBytes >= json.imageBytes && json.originBytes < 1.5 * json.imageBytes, `origin sent ${json.originBytes} for ${json.imageBytes}`);
+      assert.deepEqual(
+        json.nodes.map((n) => [n.name, n.complete, n.bytes]),
+        [
+          ["node-1", true, json.imageBytes],
+          ["node-2", true, json.imageBytes],
+        ],
+      );
+      assert.ok(
+        json.originBytes >= json.imageBytes && json.originBytes < 1.5 * json.imageBytes,
+        `origin sent ${json.originBytes} for ${json.imageBytes}`,
+      );
       assert.equal(json.clientServerSeconds, null, "--compare=false skips the client-server round");
       assert.match(await readFile(join(work, "logs", "node-1.log"), "utf8"), /"agent started"/);
       assert.match(await readFile(join(work, "image", "index.json"), "utf8"), /"org.opencontainers.image.ref.name":"v1"/);

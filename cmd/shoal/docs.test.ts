@@ -19,8 +19,12 @@ const TEXT_FILES = new Set(["Dockerfile", ".ci/run", ".dockerignore", ".gitignor
 const SKIPPED_FILES = new Set(["package-lock.json"]);
 
 /** Mentions of documents outside the repository, and of issue numbers. */
-const OUTSIDE_REFERENCES: readonly RegExp[] = [/\.\.\/shared\//g, /\b(?:DESIGN|STYLE|ENVIRONMENT)\.md\b/g, /\bissues? #\d+/gi, /\bissues\/\d+\b/g];
-
+const OUTSIDE_REFERENCES: readonly RegExp[] = [
+  /\.\.\/shared\//g,
+  /\b(?:DESIGN|STYLE|ENVIRONMENT)\.md\b/g,
+  /\bissues? #\d+/gi,
+  /\bissues\/\d+\b/g,
+];
 
 async function repositoryFiles(dir = ROOT): Promise<string[]> {
   const files: string[] = [];
@@ -66,7 +70,10 @@ function anchorsOf(markdown: string): Set<string> {
     const heading = /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
     if (heading === null) continue;
     const text = (heading[1] ?? "").replace(/\[([^\]]*)\]\([^)]*\)/g, "$1").replace(/`/g, "");
-    const slug = text.toLowerCase().replace(/[^\p{L}\p{N}\p{M} _-]/gu, "").replace(/ /g, "-");
+    const slug = text
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}\p{M} _-]/gu, "")
+      .replace(/ /g, "-");
     const count = seen.get(slug) ?? 0;
     seen.set(slug, count + 1);
     anchors.add(count === 0 ? slug : `${slug}-${count}`);
@@ -105,7 +112,8 @@ describe("the repository's documentation", () => {
           broken.push(`${file}: ${target} does not exist`);
         } else if (anchor !== undefined) {
           if (!resolved.endsWith(".md")) broken.push(`${file}: ${target} has an anchor but is not Markdown`);
-          else if (!anchorsOf(await readFile(resolved, "utf8")).has(anchor)) broken.push(`${file}: ${target} names no heading of ${inside}`);
+          else if (!anchorsOf(await readFile(resolved, "utf8")).has(anchor))
+            broken.push(`${file}: ${target} names no heading of ${inside}`);
         }
       }
     }

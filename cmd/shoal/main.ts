@@ -8,7 +8,10 @@ type CommandMain = (argv: readonly string[], env: NodeJS.ProcessEnv) => Promise<
  * Kubernetes client or the demo's image generator (memory and start-up time per node).
  */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMain> }> = {
-  agent: { summary: "Run the node agent (registry mirror for containerd).", load: async () => (await import("../agent/main.js")).agentMain },
+  agent: {
+    summary: "Run the node agent (registry mirror for containerd).",
+    load: async () => (await import("../agent/main.js")).agentMain,
+  },
   controller: {
     summary: "Run the controller (tracker: who holds which blob, origin grants).",
     load: async () => (await import("../controller/main.js")).controllerMain,

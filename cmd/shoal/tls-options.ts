@@ -13,7 +13,8 @@ function parseFile(raw: string): string {
 export const tlsFileOptionSpecs = {
   tlsCert: {
     name: "tls-cert",
-    description: "Certificate file (PEM) naming this workload (URI SAN shoal://agent/<node> or shoal://controller/<name>); with --tls-key and --tls-ca, gRPC uses mutual TLS. Re-read when it changes.",
+    description:
+      "Certificate file (PEM) naming this workload (URI SAN shoal://agent/<node> or shoal://controller/<name>); with --tls-key and --tls-ca, gRPC uses mutual TLS. Re-read when it changes.",
     parse: parseFile,
   },
   tlsKey: {
@@ -28,7 +29,8 @@ export const tlsFileOptionSpecs = {
   },
   allowInsecure: {
     name: "allow-insecure",
-    description: "Allow plaintext gRPC on addresses other than loopback (anyone who reaches the port gets pieces and tracker answers). For trusted test networks only.",
+    description:
+      "Allow plaintext gRPC on addresses other than loopback (anyone who reaches the port gets pieces and tracker answers). For trusted test networks only.",
     parse: parseBoolean,
     boolean: true,
     default: "false",
@@ -58,7 +60,11 @@ export function validateTlsFiles(options: TlsFiles): boolean {
 }
 
 /** The certificate files, loaded and watched, with the identity metrics fed. */
-export async function openFileIdentity(options: Required<{ [K in keyof TlsFiles]: string }>, metrics: IdentityMetrics, logger: Logger): Promise<FileIdentity> {
+export async function openFileIdentity(
+  options: Required<{ [K in keyof TlsFiles]: string }>,
+  metrics: IdentityMetrics,
+  logger: Logger,
+): Promise<FileIdentity> {
   return await FileIdentity.open({
     certificateFile: options.tlsCert,
     keyFile: options.tlsKey,

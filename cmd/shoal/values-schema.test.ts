@@ -40,7 +40,10 @@ describe("values.schema.json", () => {
   it("is the generated one (regenerate with `npm run chart:schema`)", async () => {
     const committed = await readFile(VALUES_SCHEMA_PATH, "utf8");
     const generated = formatValuesSchema(await generateValuesSchema());
-    assert.ok(committed === generated, `${VALUES_SCHEMA_PATH} differs from the schema generated from the option specs: run \`npm run chart:schema\` and commit it`);
+    assert.ok(
+      committed === generated,
+      `${VALUES_SCHEMA_PATH} differs from the schema generated from the option specs: run \`npm run chart:schema\` and commit it`,
+    );
   });
 
   it("lists exactly the CLI's options in agent.config and controller.config and refuses any other key", () => {
@@ -53,14 +56,22 @@ describe("values.schema.json", () => {
       const config = child(schema, component, "config");
       assert.equal(config.additionalProperties, false);
       const names = Object.keys(config.properties as Record<string, unknown>).sort();
-      assert.deepEqual(names, Object.values(specs).map((s) => s.name).sort());
+      assert.deepEqual(
+        names,
+        Object.values(specs)
+          .map((s) => s.name)
+          .sort(),
+      );
     }
     assert.equal(schema.additionalProperties, false, "a misspelt top-level key fails too");
     assert.equal(child(schema, "agent", "configure", "config").additionalProperties, false);
   });
 
   it("describes each option's kind: lists, booleans, enums, sizes, durations, addresses", () => {
-    assert.deepEqual(child(buildValuesSchema({ agent: agentOptionSpecs, controller: controllerOptionSpecs }), "agent", "config", "upstream").type, "array");
+    assert.deepEqual(
+      child(buildValuesSchema({ agent: agentOptionSpecs, controller: controllerOptionSpecs }), "agent", "config", "upstream").type,
+      "array",
+    );
     const log = optionSchema(agentOptionSpecs.logLevel);
     assert.deepEqual(log.enum, ["trace", "debug", "info", "warn", "error", "fatal"]);
     assert.match(String(log.description), /SHOAL_LOG_LEVEL; default info/);
@@ -71,13 +82,20 @@ describe("values.schema.json", () => {
     assert.equal(optionSchema(agentOptionSpecs.storeHighWatermark).type, "number");
     assert.equal(optionSchema({ name: "json", description: "d", parse: () => true, boolean: true }).type, "boolean");
     const membership = optionSchema(controllerOptionSpecs.membership).enum;
-    assert.ok(Array.isArray(membership) && membership.includes("open") && membership.includes("static"), "the enum is the parser's own list");
+    assert.ok(
+      Array.isArray(membership) && membership.includes("open") && membership.includes("static"),
+      "the enum is the parser's own list",
+    );
   });
 
   it("accepts with its patterns what the CLI's parsers accept (same grammar, sampled)", () => {
     const cases: [string, (raw: string) => unknown, string[]][] = [
       [DURATION_PATTERN, parseDuration, ["10s", "500ms", "1m30s", "2h", "1.5s", "10", "s", "10 s", "-1s", "1d", "", "10sec"]],
-      [SIZE_PATTERN, parseBytes, ["0", "512MiB", "20GiB", "1.5GB", "100mbit", "20Gi", "7k", "10 MB", "12 apples", "GiB", "-1", "1.2.3", "5 b", "3Tb", "4kbit"]],
+      [
+        SIZE_PATTERN,
+        parseBytes,
+        ["0", "512MiB", "20GiB", "1.5GB", "100mbit", "20Gi", "7k", "10 MB", "12 apples", "GiB", "-1", "1.2.3", "5 b", "3Tb", "4kbit"],
+      ],
       [HOST_PORT_PATTERN, parseHostPort, ["127.0.0.1:5050", ":80", "[::1]:9150", "host:1", "nohost", "a:b:1", "[::1]", "host:123456"]],
     ];
     for (const [pattern, parse, samples] of cases) {
@@ -85,7 +103,11 @@ describe("values.schema.json", () => {
       for (const sample of samples) {
         const parses = accepts(parse, sample);
         // (The host-port pattern accepts ports up to 99999; the CLI names a bigger port at start.)
-        assert.equal(regex.test(sample), parses, `pattern ${pattern} and the CLI disagree on ${JSON.stringify(sample)} (CLI: ${parses ? "accepts" : "refuses"})`);
+        assert.equal(
+          regex.test(sample),
+          parses,
+          `pattern ${pattern} and the CLI disagree on ${JSON.stringify(sample)} (CLI: ${parses ? "accepts" : "refuses"})`,
+        );
       }
     }
   });

@@ -4,7 +4,15 @@
 // replaces charts/shoal/values.schema.json (`npm run chart:schema`).
 import { writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { type OptionSpec, type OptionSpecs, envName, parseBytes, parseDuration, parseFraction, parseHostPort } from "../../pkg/config/index.js";
+import {
+  type OptionSpec,
+  type OptionSpecs,
+  envName,
+  parseBytes,
+  parseDuration,
+  parseFraction,
+  parseHostPort,
+} from "../../pkg/config/index.js";
 import { agentOptionSpecs } from "../agent/options.js";
 import { controllerOptionSpecs } from "../controller/options.js";
 
@@ -73,9 +81,14 @@ const obj = (description: string, properties: Record<string, JsonSchema>): JsonS
   required: Object.keys(properties),
   properties,
 });
-const probe = (description: string): JsonSchema => obj(description, { periodSeconds: int("Seconds between probes.", 1), failureThreshold: int("Failures in a row that count.", 1) });
+const probe = (description: string): JsonSchema =>
+  obj(description, { periodSeconds: int("Seconds between probes.", 1), failureThreshold: int("Failures in a row that count.", 1) });
 const serviceAccount = (description: string): JsonSchema =>
-  obj(description, { create: bool("Create the ServiceAccount."), name: str("Its name; empty means the chart's."), annotations: labels("Its annotations.") });
+  obj(description, {
+    create: bool("Create the ServiceAccount."),
+    name: str("Its name; empty means the chart's."),
+    annotations: labels("Its annotations."),
+  });
 const monitor = (kind: string): JsonSchema =>
   obj(`A prometheus-operator ${kind}.`, {
     enabled: bool(`Create the ${kind}.`),
@@ -90,7 +103,12 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
   const configureConfig =
     specs.configure !== undefined
       ? optionsSchema(specs.configure, "Further `shoal configure` options by flag name.")
-      : { type: "object", description: "Further `shoal configure` options (none until that command exists).", additionalProperties: false, properties: {} };
+      : {
+          type: "object",
+          description: "Further `shoal configure` options (none until that command exists).",
+          additionalProperties: false,
+          properties: {},
+        };
   return {
     $schema: "http://json-schema.org/draft-07/schema#",
     title: "Values of the shoal Helm chart",
@@ -109,7 +127,11 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
         pullPolicy: str("Pull policy.", { enum: ["Always", "IfNotPresent", "Never"] }),
       }),
       imagePullSecrets: k8sList("Secrets for pulling the image."),
-      registries: { type: "array", description: "Registries mirrored: REGISTRY or REGISTRY=URL (agent --upstream; configure --registries).", items: { type: "string", minLength: 1 } },
+      registries: {
+        type: "array",
+        description: "Registries mirrored: REGISTRY or REGISTRY=URL (agent --upstream; configure --registries).",
+        items: { type: "string", minLength: 1 },
+      },
       clusterDomain: str("DNS domain of the cluster.", { minLength: 1 }),
       identity: obj("Workload certificates and mutual TLS between agents and controllers.", {
         ca: obj("The CA that signs every certificate.", {
@@ -123,17 +145,26 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
       }),
       agent: obj("The node agent (DaemonSet).", {
         config: optionsSchema(specs.agent, "`shoal agent` options by flag name (shoal agent --help), as SHOAL_* variables."),
-        ports: obj("Container ports.", { mirror: port("Registry mirror."), peer: port("Pieces for other agents (gRPC)."), metrics: port("/metrics, /healthz, /readyz.") }),
+        ports: obj("Container ports.", {
+          mirror: port("Registry mirror."),
+          peer: port("Pieces for other agents (gRPC)."),
+          metrics: port("/metrics, /healthz, /readyz."),
+        }),
         hostPort: port("Node port forwarding to the mirror (not with hostNetwork)."),
         hostNetwork: bool("Run in the node's network namespace instead of using a hostPort."),
         dataDir: str("Node directory of the blob store (hostPath), mounted at the same path.", { pattern: "^/" }),
         runAsUser: int("User and group id of the agent; not root.", 1),
-        registryCredentials: obj("Registry credentials.", { secretName: str("A kubernetes.io/dockerconfigjson Secret; empty means none.") }),
+        registryCredentials: obj("Registry credentials.", {
+          secretName: str("A kubernetes.io/dockerconfigjson Secret; empty means none."),
+        }),
         containerd: obj("containerd's content store as a blob source (one copy per node); off on CRI-O nodes.", {
           enabled: bool("Serve and announce containerd's content, keep no second copy (--containerd-content)."),
           socket: str("containerd's socket on the node; its directory is mounted read-only.", { pattern: "^/" }),
           namespace: str("containerd namespace of the kubelet's images.", { pattern: "^[A-Za-z0-9]([A-Za-z0-9._-]{0,74}[A-Za-z0-9])?$" }),
-          contentDir: str("containerd's content directory on the node, mounted read-only for direct reads; empty reads through the socket.", { pattern: "^(/.*)?$" }),
+          contentDir: str(
+            "containerd's content directory on the node, mounted read-only for direct reads; empty reads through the socket.",
+            { pattern: "^(/.*)?$" },
+          ),
           socketGroup: int("Group that may use the socket, added to the pod's supplementalGroups."),
         }),
         resources: k8s("Resources of the agent container."),
@@ -144,7 +175,9 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
         podAnnotations: labels("Annotations of the agent pods."),
         podLabels: labels("Labels of the agent pods."),
         terminationGracePeriodSeconds: int("Seconds a stopping agent gets."),
-        updateStrategy: obj("DaemonSet rolling update.", { maxUnavailable: { type: ["integer", "string"], description: "Nodes updated at once (number or percentage)." } }),
+        updateStrategy: obj("DaemonSet rolling update.", {
+          maxUnavailable: { type: ["integer", "string"], description: "Nodes updated at once (number or percentage)." },
+        }),
         probes: obj("Probes of the agent container.", {
           startup: probe("Startup probe on /readyz."),
           readiness: probe("Readiness probe on /readyz."),
@@ -157,7 +190,11 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
           enabled: bool("Run the configure init container."),
           runtime: str("Container runtime (--runtime).", { enum: ["auto", "containerd", "crio"] }),
           hostRoot: str("Mount point of the node directories (--host-root).", { pattern: "^/" }),
-          hostPaths: { type: "array", description: "Node directories mounted read-write under hostRoot.", items: { type: "string", pattern: "^/" } },
+          hostPaths: {
+            type: "array",
+            description: "Node directories mounted read-write under hostRoot.",
+            items: { type: "string", pattern: "^/" },
+          },
           containerdConfig: str("containerd's config.toml (--containerd-config).", { pattern: "^/" }),
           hostsDir: str("containerd's hosts directory (--hosts-dir).", { pattern: "^/" }),
           crioRegistriesDir: str("CRI-O's registries.conf.d (--crio-registries-dir).", { pattern: "^/" }),
@@ -170,8 +207,15 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
       }),
       controller: obj("The controller (tracker) Deployment.", {
         replicas: int("Replicas; one leads.", 1),
-        config: optionsSchema(specs.controller, "`shoal controller` options by flag name (shoal controller --help), as SHOAL_* variables or flags."),
-        ports: obj("Container ports.", { tracker: port("Tracker gRPC, also the Service port."), issuer: port("Certificate issuer (gRPC), also a Service port."), metrics: port("/metrics, /healthz, /readyz.") }),
+        config: optionsSchema(
+          specs.controller,
+          "`shoal controller` options by flag name (shoal controller --help), as SHOAL_* variables or flags.",
+        ),
+        ports: obj("Container ports.", {
+          tracker: port("Tracker gRPC, also the Service port."),
+          issuer: port("Certificate issuer (gRPC), also a Service port."),
+          metrics: port("/metrics, /healthz, /readyz."),
+        }),
         leaderElection: obj("Lease leader election.", {
           leaseName: str("Lease name; empty means <fullname>-controller."),
           leaseDuration: duration("Lease duration."),
@@ -185,7 +229,10 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
         affinity: k8s("Affinity; empty means spread over nodes."),
         podAnnotations: labels("Annotations of the controller pods."),
         podLabels: labels("Labels of the controller pods."),
-        podDisruptionBudget: obj("PodDisruptionBudget.", { enabled: bool("Create it."), minAvailable: { type: ["integer", "string"], description: "Pods that must stay available." } }),
+        podDisruptionBudget: obj("PodDisruptionBudget.", {
+          enabled: bool("Create it."),
+          minAvailable: { type: ["integer", "string"], description: "Pods that must stay available." },
+        }),
         serviceAccount: serviceAccount("The controller's ServiceAccount."),
         rbac: obj("The controller's Role, ClusterRole and bindings.", { create: bool("Create them.") }),
       }),
@@ -193,14 +240,19 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
         enabled: bool("Reconcile ImagePrefetch resources (controller --prefetch) and grant what that needs."),
         pullSecretNamespaces: {
           type: "array",
-          description: "Namespaces whose Secrets ImagePrefetches may name: a Role granting `get` on Secrets there (only secretNames when given).",
+          description:
+            "Namespaces whose Secrets ImagePrefetches may name: a Role granting `get` on Secrets there (only secretNames when given).",
           items: {
             type: "object",
             additionalProperties: false,
             required: ["namespace"],
             properties: {
               namespace: str("The namespace.", { pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" }),
-              secretNames: { type: "array", description: "Only these Secrets; absent means every Secret there.", items: { type: "string", minLength: 1 } },
+              secretNames: {
+                type: "array",
+                description: "Only these Secrets; absent means every Secret there.",
+                items: { type: "string", minLength: 1 },
+              },
             },
           },
         },
@@ -225,7 +277,11 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
       }),
       networkPolicy: obj("NetworkPolicies (ingress).", {
         enabled: bool("Create them."),
-        nodeCIDRs: { type: "array", description: "CIDRs of node addresses.", items: { type: "string", pattern: "^[0-9a-fA-F:.]+/[0-9]{1,3}$" } },
+        nodeCIDRs: {
+          type: "array",
+          description: "CIDRs of node addresses.",
+          items: { type: "string", pattern: "^[0-9a-fA-F:.]+/[0-9]{1,3}$" },
+        },
         metricsFrom: k8sList("NetworkPolicyPeers allowed to scrape metrics."),
       }),
     },
@@ -238,7 +294,13 @@ export async function loadConfigureSpecs(): Promise<OptionSpecs | undefined> {
   try {
     module = (await import(new URL("../configure/options.js", import.meta.url).href)) as Record<string, unknown>;
   } catch (error) {
-    if (error instanceof Error && "code" in error && error.code === "ERR_MODULE_NOT_FOUND" && error.message.includes("configure/options.js")) return undefined;
+    if (
+      error instanceof Error &&
+      "code" in error &&
+      error.code === "ERR_MODULE_NOT_FOUND" &&
+      error.message.includes("configure/options.js")
+    )
+      return undefined;
     throw error;
   }
   const found = Object.entries(module).find(([name]) => name.endsWith("OptionSpecs"));

@@ -28,7 +28,11 @@ const { values } = parseArgs({
 const imageCount = Number(values.images);
 const imageMiB = Number(values["image-mib"]);
 const layers = Number(values.layers);
-for (const [flag, value, max] of [["images", imageCount, 50], ["image-mib", imageMiB, 4096], ["layers", layers, 64]] as const) {
+for (const [flag, value, max] of [
+  ["images", imageCount, 50],
+  ["image-mib", imageMiB, 4096],
+  ["layers", layers, 64],
+] as const) {
   if (!Number.isInteger(value) || value < 1 || value > max) {
     process.stderr.write(`--${flag} must be an integer from 1 to ${max}\n`);
     process.exit(2);
@@ -51,7 +55,13 @@ async function diskBytes(dir: string): Promise<number> {
   return total;
 }
 
-async function runArm(work: string, origin: DockerRegistry, refs: readonly string[], pulledBlobBytes: number, containerdContent: boolean): Promise<Arm> {
+async function runArm(
+  work: string,
+  origin: DockerRegistry,
+  refs: readonly string[],
+  pulledBlobBytes: number,
+  containerdContent: boolean,
+): Promise<Arm> {
   const containerd = await Containerd.start({ namespace: "k8s.io" });
   let agent: ShoalAgent | undefined;
   try {

@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { type ClusterNode, NetnsCluster } from "../netns/cluster.js";
 import { distributionBounds } from "../../pkg/bounds/index.js";
+import { samples, scrapeInNetns } from "../netns/netns-metrics.js";
 import { type NodePullResult, median, pullRound } from "../netns/pull-round.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { renderChart } from "./distribution-chart.js";
@@ -32,6 +33,8 @@ interface AgentFigures {
   readonly cpuSecondsTotal: number;
   readonly cpuSecondsPerGB: number;
   readonly peakRssBytes: number;
+  /** Piece bytes received from peers and not kept (shoal_peer_bytes_wasted_total during the pulls): duplicates of hedged, endgame or raced requests, and bad pieces. */
+  readonly wastedPeerBytes: number;
 }
 
 interface ArmResult {
@@ -54,7 +57,16 @@ function log(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
-async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: string, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, timeoutMs: number, directHostsDir: string): Promise<ArmResult> {
+async function runArm(
+  arm: Arm,
+  cluster: NetnsCluster,
+  ref: string,
+  digest: string,
+  imageBytes: number,
+  bounds: ReturnType<typeof distributionBounds>,
+  timeoutMs: number,
+  directHostsDir: string,
+): Promise<ArmResult> {
   await cluster.startContainerds();
   try {
     if (arm === "cache") {
@@ -66,7 +78,7 @@ async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: stri
       await cluster.startAgents();
       for (const node of cluster.nodes) await cluster.useAgentMirror(node);
     }
-    const cpuBefore = arm === "shoal" ? await agentCpuSeconds(cluster.nodes) : new Map<string, number>();
+    const countersBefore = arm === "shoal" ? await agentCounters(cluster.nodes) : new Map<string, AgentCounters>();
     const before = await cluster.originTxBytes();
     log(`${arm}: ${cluster.nodes.length} nodes pull ${ref}`);
     const results = await pullRound(cluster.nodes, ref, {
@@ -74,11 +86,13 @@ async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: stri
       directHostsDir,
       timeoutMs,
       onFinished: (r) => {
-        log(`  ${r.node} ${r.error === undefined ? `done in ${r.seconds.toFixed(1)} s` : `FAILED after ${r.seconds.toFixed(1)} s: ${r.error}`}`);
+        log(
+          `  ${r.node} ${r.error === undefined ? `done in ${r.seconds.toFixed(1)} s` : `FAILED after ${r.seconds.toFixed(1)} s: ${r.error}`}`,
+        );
       },
     });
     const originBytes = (await cluster.originTxBytes()) - before;
-    const agents = arm === "shoal" ? await agentFigures(cluster.nodes, imageBytes, cpuBefore) : undefined;
+    const agents = arm === "shoal" ? await agentFigures(cluster.nodes, imageBytes, countersBefore) : undefined;
     return summarize(results, digest, originBytes, imageBytes, bounds, agents);
   } finally {
     await cluster.stopContainerds();
@@ -88,30 +102,62 @@ async function runArm(arm: Arm, cluster: NetnsCluster, ref: string, digest: stri
   }
 }
 
-async function agentCpuSeconds(nodes: readonly ClusterNode[]): Promise<Map<string, number>> {
-  const cpu = new Map<string, number>();
-  for (const node of nodes) if (node.agent !== undefined) cpu.set(node.endpoint.name, (await procStats(node.agent.daemon.pid)).cpuSeconds);
-  return cpu;
+/** Each agent's CPU seconds and wasted peer bytes so far, to subtract from the figures after the pulls. */
+interface AgentCounters {
+  readonly cpuSeconds: number;
+  readonly wastedPeerBytes: number;
 }
 
-async function agentFigures(nodes: readonly ClusterNode[], imageBytes: number, cpuBefore: ReadonlyMap<string, number>): Promise<AgentFigures[]> {
+async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string, AgentCounters>> {
+  const counters = new Map<string, AgentCounters>();
+  for (const node of nodes) {
+    if (node.agent === undefined) continue;
+    counters.set(node.endpoint.name, {
+      cpuSeconds: (await procStats(node.agent.daemon.pid)).cpuSeconds,
+      wastedPeerBytes: await wastedPeerBytes(node),
+    });
+  }
+  return counters;
+}
+
+/** shoal_peer_bytes_wasted_total over every reason, scraped inside the node's namespace. */
+async function wastedPeerBytes(node: ClusterNode): Promise<number> {
+  if (node.agent === undefined) return 0;
+  const text = await scrapeInNetns(node.endpoint.netns, node.agent.metricsUrl);
+  return samples(text, "shoal_peer_bytes_wasted_total").reduce((total, s) => total + s.value, 0);
+}
+
+async function agentFigures(
+  nodes: readonly ClusterNode[],
+  imageBytes: number,
+  before: ReadonlyMap<string, AgentCounters>,
+): Promise<AgentFigures[]> {
   const figures: AgentFigures[] = [];
   for (const node of nodes) {
     if (node.agent === undefined) continue;
     const stats = await procStats(node.agent.daemon.pid);
-    const cpuSeconds = round(stats.cpuSeconds - (cpuBefore.get(node.endpoint.name) ?? 0));
+    const earlier = before.get(node.endpoint.name);
+    const cpuSeconds = round(stats.cpuSeconds - (earlier?.cpuSeconds ?? 0));
     figures.push({
       node: node.endpoint.name,
       cpuSeconds,
       cpuSecondsTotal: round(stats.cpuSeconds),
       cpuSecondsPerGB: round(cpuSeconds / (imageBytes / GB)),
       peakRssBytes: stats.peakRssBytes,
+      wastedPeerBytes: (await wastedPeerBytes(node)) - (earlier?.wastedPeerBytes ?? 0),
     });
   }
   return figures;
 }
 
-function summarize(results: readonly NodePullResult[], digest: string, originBytes: number, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, agents: AgentFigures[] | undefined): ArmResult {
+function summarize(
+  results: readonly NodePullResult[],
+  digest: string,
+  originBytes: number,
+  imageBytes: number,
+  bounds: ReturnType<typeof distributionBounds>,
+  agents: AgentFigures[] | undefined,
+): ArmResult {
   const ok = (r: NodePullResult): boolean => r.error === undefined && r.digest === digest;
   const seconds = results.map((r) => r.seconds);
   const last = Math.max(...seconds);
@@ -128,7 +174,11 @@ function summarize(results: readonly NodePullResult[], digest: string, originByt
       node: r.node,
       seconds: round(r.seconds),
       ok: ok(r),
-      ...(r.error === undefined ? (r.digest === digest ? {} : { error: `digest ${r.digest ?? "none"} instead of ${digest}` }) : { error: r.error }),
+      ...(r.error === undefined
+        ? r.digest === digest
+          ? {}
+          : { error: `digest ${r.digest ?? "none"} instead of ${digest}` }
+        : { error: r.error }),
     })),
     ...(agents === undefined ? {} : { agents }),
   };
@@ -139,7 +189,12 @@ function round(value: number, digits = 2): number {
   return Math.round(value * factor) / factor;
 }
 
-function report(options: DistributionBenchOptions, imageBytes: number, bounds: ReturnType<typeof distributionBounds>, arms: Partial<Record<Arm, ArmResult>>): string {
+function report(
+  options: DistributionBenchOptions,
+  imageBytes: number,
+  bounds: ReturnType<typeof distributionBounds>,
+  arms: Partial<Record<Arm, ArmResult>>,
+): string {
   const lines = [
     "",
     `${options.nodes} nodes, image ${(imageBytes / MB).toFixed(1)} MB (F) in ${options.layers} layers; node links ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s`,
@@ -148,17 +203,24 @@ function report(options: DistributionBenchOptions, imageBytes: number, bounds: R
     `${"arm".padEnd(8)}${"last node".padStart(11)}${"median".padStart(10)}${"× bound".padStart(10)}${"origin / F".padStart(12)}  complete`,
   ];
   for (const [arm, r] of Object.entries(arms)) {
-    lines.push(`${arm.padEnd(8)}${`${r.lastNodeSeconds.toFixed(1)} s`.padStart(11)}${`${r.medianNodeSeconds.toFixed(1)} s`.padStart(10)}${r.ratioToBound.toFixed(2).padStart(10)}${r.originCopies.toFixed(3).padStart(12)}  ${r.complete ? "yes" : "NO"}`);
+    lines.push(
+      `${arm.padEnd(8)}${`${r.lastNodeSeconds.toFixed(1)} s`.padStart(11)}${`${r.medianNodeSeconds.toFixed(1)} s`.padStart(10)}${r.ratioToBound.toFixed(2).padStart(10)}${r.originCopies.toFixed(3).padStart(12)}  ${r.complete ? "yes" : "NO"}`,
+    );
   }
   const shoal = arms.shoal;
   if (shoal?.agents !== undefined && shoal.agents.length > 0) {
-    lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS");
+    lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS, peer bytes received and not kept");
     for (const a of shoal.agents) {
-      lines.push(`  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB`);
+      lines.push(
+        `  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB  wasted ${(a.wastedPeerBytes / MB).toFixed(1)} MB (${((100 * a.wastedPeerBytes) / imageBytes).toFixed(1)} % of the image)`,
+      );
     }
   }
   if (shoal !== undefined && arms.direct !== undefined) {
-    lines.push("", `shoal is ${(arms.direct.lastNodeSeconds / shoal.lastNodeSeconds).toFixed(2)}× faster than direct (last node); target ≥ 0.7·N = ${(0.7 * options.nodes).toFixed(1)}`);
+    lines.push(
+      "",
+      `shoal is ${(arms.direct.lastNodeSeconds / shoal.lastNodeSeconds).toFixed(2)}× faster than direct (last node); target ≥ 0.7·N = ${(0.7 * options.nodes).toFixed(1)}`,
+    );
   }
   return lines.join("\n");
 }
@@ -186,7 +248,13 @@ async function main(argv: readonly string[]): Promise<number> {
   let cluster: NetnsCluster | undefined;
   try {
     log(`generating a ${options.imageMiB} MiB image in ${options.layers} layers…`);
-    const layout = await generateImageLayout({ dir: join(work, "image"), seed: "shoal-distribution-bench", layers: options.layers, totalBytes: options.imageMiB * MIB, tag: "bench" });
+    const layout = await generateImageLayout({
+      dir: join(work, "image"),
+      seed: "shoal-distribution-bench",
+      layers: options.layers,
+      totalBytes: options.imageMiB * MIB,
+      tag: "bench",
+    });
     const image = layout.images[0];
     if (image === undefined) throw new Error("the generated layout has no image");
     const imageBytes = image.imageBytes;
@@ -209,7 +277,8 @@ async function main(argv: readonly string[]): Promise<number> {
     const directHostsDir = join(cluster.runDir, "no-mirrors");
     await mkdir(directHostsDir, { recursive: true });
     const arms: Partial<Record<Arm, ArmResult>> = {};
-    for (const arm of options.arms) arms[arm] = await runArm(arm, cluster, ref, layout.root.digest, imageBytes, bounds, timeoutMs, directHostsDir);
+    for (const arm of options.arms)
+      arms[arm] = await runArm(arm, cluster, ref, layout.root.digest, imageBytes, bounds, timeoutMs, directHostsDir);
     const result = {
       benchmark: "distribution",
       date: new Date().toISOString(),
@@ -219,7 +288,9 @@ async function main(argv: readonly string[]): Promise<number> {
       rates: { nodeMbit: options.nodeMbit, originMbit: options.originMbit, ...rates },
       bounds,
       arms,
-      ...(arms.shoal !== undefined && arms.direct !== undefined ? { shoalSpeedupOverDirect: round(arms.direct.lastNodeSeconds / arms.shoal.lastNodeSeconds) } : {}),
+      ...(arms.shoal !== undefined && arms.direct !== undefined
+        ? { shoalSpeedupOverDirect: round(arms.direct.lastNodeSeconds / arms.shoal.lastNodeSeconds) }
+        : {}),
     };
     process.stdout.write(`${report(options, imageBytes, bounds, arms)}\n`);
     if (options.json !== undefined) {
@@ -232,7 +303,10 @@ async function main(argv: readonly string[]): Promise<number> {
       const svg = renderChart({
         title: `${options.nodes} nodes × ${(imageBytes / MB).toFixed(0)} MB, ${options.nodeMbit} Mbit nodes, ${options.originMbit} Mbit origin`,
         nodeNames: names,
-        arms: Object.entries(arms).map(([name, r]) => ({ name, seconds: names.map((n) => r.nodes.find((x) => x.node === n && x.ok)?.seconds ?? null) })),
+        arms: Object.entries(arms).map(([name, r]) => ({
+          name,
+          seconds: names.map((n) => r.nodes.find((x) => x.node === n && x.ok)?.seconds ?? null),
+        })),
         p2pBoundSeconds: bounds.p2pSeconds,
         clientServerBoundSeconds: bounds.clientServerSeconds,
       });

@@ -53,7 +53,9 @@ export function renderChart(input: ChartInput): string {
       `<text x="${MARGIN.left - 6}" y="${y(t) + 4}" text-anchor="end">${fmt(t)}</text>`,
     );
   }
-  out.push(`<text transform="translate(16 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">seconds until the node has the image</text>`);
+  out.push(
+    `<text transform="translate(16 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">seconds until the node has the image</text>`,
+  );
   input.nodeNames.forEach((name, i) => {
     const x0 = MARGIN.left + i * groupW + groupW * 0.1;
     input.arms.forEach((arm, a) => {
@@ -63,10 +65,14 @@ export function renderChart(input: ChartInput): string {
       if (seconds === null) {
         out.push(`<text x="${x + barW / 2}" y="${y(0) - 4}" text-anchor="middle" fill="${color}">✗</text>`);
       } else {
-        out.push(`<rect x="${x.toFixed(1)}" y="${y(seconds).toFixed(1)}" width="${(barW * 0.9).toFixed(1)}" height="${(y(0) - y(seconds)).toFixed(1)}" fill="${color}"><title>${escape(`${arm.name} ${name}: ${seconds.toFixed(2)} s`)}</title></rect>`);
+        out.push(
+          `<rect x="${x.toFixed(1)}" y="${y(seconds).toFixed(1)}" width="${(barW * 0.9).toFixed(1)}" height="${(y(0) - y(seconds)).toFixed(1)}" fill="${color}"><title>${escape(`${arm.name} ${name}: ${seconds.toFixed(2)} s`)}</title></rect>`,
+        );
       }
     });
-    out.push(`<text x="${MARGIN.left + i * groupW + groupW / 2}" y="${MARGIN.top + plotH + 18}" text-anchor="middle">${escape(name)}</text>`);
+    out.push(
+      `<text x="${MARGIN.left + i * groupW + groupW / 2}" y="${MARGIN.top + plotH + 18}" text-anchor="middle">${escape(name)}</text>`,
+    );
   });
   const bound = (seconds: number, label: string, dash: string): void => {
     out.push(

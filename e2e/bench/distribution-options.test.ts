@@ -8,8 +8,26 @@ describe("distribution bench flags", () => {
   it("has the issue's defaults", () => {
     const o = parseDistributionBenchArgs([]);
     assert.deepEqual(
-      { nodes: o.nodes, imageMiB: o.imageMiB, layers: o.layers, nodeMbit: o.nodeMbit, originMbit: o.originMbit, arms: o.arms, json: o.json, svg: o.svg },
-      { nodes: 8, imageMiB: 256, layers: 4, nodeMbit: 200, originMbit: 200, arms: ["direct", "cache", "shoal"], json: undefined, svg: undefined },
+      {
+        nodes: o.nodes,
+        imageMiB: o.imageMiB,
+        layers: o.layers,
+        nodeMbit: o.nodeMbit,
+        originMbit: o.originMbit,
+        arms: o.arms,
+        json: o.json,
+        svg: o.svg,
+      },
+      {
+        nodes: 8,
+        imageMiB: 256,
+        layers: 4,
+        nodeMbit: 200,
+        originMbit: 200,
+        arms: ["direct", "cache", "shoal"],
+        json: undefined,
+        svg: undefined,
+      },
     );
   });
 
@@ -53,12 +71,19 @@ describe("distribution bench chart and bounds", () => {
   it("computes the P2P and client-server bounds", () => {
     const MB = 1e6;
     // F = 100 MB, N = 4, u_s = 10 MB/s, u = d = 20 MB/s: P2P max(10, 5, 400/90) = 10; client-server max(40, 5) = 40.
-    assert.deepEqual(distributionBounds(100 * MB, 4, { originBytesPerSecond: 10 * MB, uploadBytesPerSecond: 20 * MB, downloadBytesPerSecond: 20 * MB }), {
-      p2pSeconds: 10,
-      clientServerSeconds: 40,
-    });
+    assert.deepEqual(
+      distributionBounds(100 * MB, 4, { originBytesPerSecond: 10 * MB, uploadBytesPerSecond: 20 * MB, downloadBytesPerSecond: 20 * MB }),
+      {
+        p2pSeconds: 10,
+        clientServerSeconds: 40,
+      },
+    );
     // Slow node uploads make the swarm term dominate: 8·100/(100 + 8·5) = 5.71.
-    const swarm = distributionBounds(100 * MB, 8, { originBytesPerSecond: 100 * MB, uploadBytesPerSecond: 5 * MB, downloadBytesPerSecond: 100 * MB });
+    const swarm = distributionBounds(100 * MB, 8, {
+      originBytesPerSecond: 100 * MB,
+      uploadBytesPerSecond: 5 * MB,
+      downloadBytesPerSecond: 100 * MB,
+    });
     assert.equal(swarm.p2pSeconds.toFixed(2), "5.71");
   });
 

@@ -72,10 +72,14 @@ function positive(flag: string, value: string, max: number): number {
 }
 
 function arms(value: string): Arm[] {
-  const names = value.split(",").map((name) => name.trim()).filter((name) => name !== "");
+  const names = value
+    .split(",")
+    .map((name) => name.trim())
+    .filter((name) => name !== "");
   if (names.length === 0) throw new BenchUsageError(`--arms must name at least one of ${ARMS.join(", ")}`);
   const unknown = names.filter((name) => !(ARMS as readonly string[]).includes(name));
-  if (unknown.length > 0) throw new BenchUsageError(`--arms: unknown arm ${unknown.map((u) => JSON.stringify(u)).join(", ")}; choose from ${ARMS.join(", ")}`);
+  if (unknown.length > 0)
+    throw new BenchUsageError(`--arms: unknown arm ${unknown.map((u) => JSON.stringify(u)).join(", ")}; choose from ${ARMS.join(", ")}`);
   // Always in the canonical order, each once: the report compares them side by side.
   return ARMS.filter((arm) => names.includes(arm));
 }
@@ -143,4 +147,3 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
     help: values.help === true,
   };
 }
-

@@ -53,7 +53,12 @@ async function ttfb(url: string): Promise<number> {
   const u = new URL(url);
   const controller = new AbortController();
   const started = performance.now();
-  const res: Dispatcher.ResponseData = await client.request({ origin: u.origin, path: u.pathname + u.search, method: "GET", signal: controller.signal });
+  const res: Dispatcher.ResponseData = await client.request({
+    origin: u.origin,
+    path: u.pathname + u.search,
+    method: "GET",
+    signal: controller.signal,
+  });
   for await (const _chunk of res.body as AsyncIterable<Buffer>) break;
   const ms = performance.now() - started;
   controller.abort();
@@ -118,7 +123,12 @@ async function main(): Promise<void> {
     const result = {
       blobBytes: size,
       direct: { throughputMBps: size / directSeconds / MB, seconds: directSeconds, ttfbP50Ms: median(directTtfb) },
-      coldPullThrough: { seconds: cold.seconds, throughputMBps: size / cold.seconds / MB, ratioToDirect: cold.seconds / directSeconds, ttfbMs: cold.ttfbMs },
+      coldPullThrough: {
+        seconds: cold.seconds,
+        throughputMBps: size / cold.seconds / MB,
+        ratioToDirect: cold.seconds / directSeconds,
+        ttfbMs: cold.ttfbMs,
+      },
       cacheHit: { throughputMBps: size / hitSeconds / MB, seconds: hitSeconds, ttfbP50Ms: median(hitTtfb) },
       agent: {
         peakRssMB: end.peakRssBytes / MB,
@@ -128,10 +138,18 @@ async function main(): Promise<void> {
       },
     };
     console.log(`blob: ${(size / 2 ** 20).toFixed(0)} MiB, ${runs} runs each (median), TTFB over ${ttfbSamples} requests (p50)`);
-    console.log(`direct from docker-registry   ${result.direct.throughputMBps.toFixed(0).padStart(6)} MB/s   TTFB p50 ${result.direct.ttfbP50Ms.toFixed(2)} ms`);
-    console.log(`cold pull-through (agent)     ${result.coldPullThrough.throughputMBps.toFixed(0).padStart(6)} MB/s   ${result.coldPullThrough.seconds.toFixed(2)} s = ${result.coldPullThrough.ratioToDirect.toFixed(2)}× direct`);
-    console.log(`cache hit (agent)             ${result.cacheHit.throughputMBps.toFixed(0).padStart(6)} MB/s   TTFB p50 ${result.cacheHit.ttfbP50Ms.toFixed(2)} ms`);
-    console.log(`agent peak RSS ${result.agent.peakRssMB.toFixed(0)} MB (after start ${result.agent.rssAfterStartMB.toFixed(0)} MB); CPU ${result.agent.cpuSecondsPerGBCold.toFixed(2)} s/GB cold, ${result.agent.cpuSecondsPerGBHit.toFixed(2)} s/GB hit`);
+    console.log(
+      `direct from docker-registry   ${result.direct.throughputMBps.toFixed(0).padStart(6)} MB/s   TTFB p50 ${result.direct.ttfbP50Ms.toFixed(2)} ms`,
+    );
+    console.log(
+      `cold pull-through (agent)     ${result.coldPullThrough.throughputMBps.toFixed(0).padStart(6)} MB/s   ${result.coldPullThrough.seconds.toFixed(2)} s = ${result.coldPullThrough.ratioToDirect.toFixed(2)}× direct`,
+    );
+    console.log(
+      `cache hit (agent)             ${result.cacheHit.throughputMBps.toFixed(0).padStart(6)} MB/s   TTFB p50 ${result.cacheHit.ttfbP50Ms.toFixed(2)} ms`,
+    );
+    console.log(
+      `agent peak RSS ${result.agent.peakRssMB.toFixed(0)} MB (after start ${result.agent.rssAfterStartMB.toFixed(0)} MB); CPU ${result.agent.cpuSecondsPerGBCold.toFixed(2)} s/GB cold, ${result.agent.cpuSecondsPerGBHit.toFixed(2)} s/GB hit`,
+    );
     if (values.json !== undefined) {
       const { writeFile } = await import("node:fs/promises");
       await writeFile(values.json, `${JSON.stringify(result, null, 2)}\n`);

@@ -19,8 +19,7 @@ import { pino } from "pino";
 import { parseBytes } from "../../pkg/config/index.js";
 import { writeRandomBlob } from "../../pkg/imagegen/index.js";
 import { parseDigest, type Digest } from "../../pkg/oci/index.js";
-import { PeerClient } from "../../pkg/peer/peer-client.js";
-import { PeerServer } from "../../pkg/peer/peer-server.js";
+import { PeerClient, PeerServer } from "../../pkg/peer/index.js";
 import { choosePieceSize, pieceCount, sameHash } from "../../pkg/piece/index.js";
 import { type CertificateFiles, FileIdentity, ThrowawayPki } from "../../pkg/identity/index.js";
 import { DiskBlobStore } from "../../pkg/store/index.js";
@@ -65,7 +64,13 @@ interface BenchConfig {
 }
 
 function fileIdentity(files: CertificateFiles): Promise<FileIdentity> {
-  return FileIdentity.open({ certificateFile: files.cert, keyFile: files.key, trustBundleFile: files.ca, logger: pino({ level: "warn" }), refreshIntervalMs: 3_600_000 });
+  return FileIdentity.open({
+    certificateFile: files.cert,
+    keyFile: files.key,
+    trustBundleFile: files.ca,
+    logger: pino({ level: "warn" }),
+    refreshIntervalMs: 3_600_000,
+  });
 }
 
 type Reply = Record<string, unknown>;
@@ -154,7 +159,15 @@ async function clientRole(config: BenchConfig, servers: { peer: string; peerTls:
   agent.destroy();
 }
 
-async function peerDownload(client: PeerClient, address: string, digest: Digest, pieceSize: number, count: number, hashes: Buffer, config: BenchConfig): Promise<Reply> {
+async function peerDownload(
+  client: PeerClient,
+  address: string,
+  digest: Digest,
+  pieceSize: number,
+  count: number,
+  hashes: Buffer,
+  config: BenchConfig,
+): Promise<Reply> {
   const batches: number[][] = [];
   for (let first = 0; first < count; first += config.piecesPerCall) {
     batches.push(Array.from({ length: Math.min(config.piecesPerCall, count - first) }, (_, i) => first + i));
@@ -208,7 +221,11 @@ class Child {
     const script = fileURLToPath(import.meta.url);
     const profile = values["cpu-prof-dir"] === undefined ? [] : ["--cpu-prof-dir", values["cpu-prof-dir"]];
     const nodeArgs = values["node-args"].split(" ").filter((arg) => arg !== "");
-    const child = spawn(process.execPath, [...nodeArgs, script, "--role", role, ...profile, "--config", JSON.stringify({ ...config, ...extra })], { stdio: ["pipe", "pipe", "inherit"] });
+    const child = spawn(
+      process.execPath,
+      [...nodeArgs, script, "--role", role, ...profile, "--config", JSON.stringify({ ...config, ...extra })],
+      { stdio: ["pipe", "pipe", "inherit"] },
+    );
     return new Child(child);
   }
 
@@ -319,7 +336,10 @@ async function main(): Promise<void> {
     const blob = await writeRandomBlob({ file, seed: "bench-peer", bytes: size });
     const pieceSize = choosePieceSize(size);
     const pki = await ThrowawayPki.create(join(work, "pki"), "bench CA");
-    const tls = { server: await pki.issue({ role: "agent", name: "server", ips: ["127.0.0.1"] }), client: await pki.issue({ role: "agent", name: "client", ips: ["127.0.0.1"] }) };
+    const tls = {
+      server: await pki.issue({ role: "agent", name: "server", ips: ["127.0.0.1"] }),
+      client: await pki.issue({ role: "agent", name: "client", ips: ["127.0.0.1"] }),
+    };
     const hashesFile = join(work, "piece-hashes");
     await writeFile(hashesFile, await pieceHashes(file, size, pieceSize));
     const config: BenchConfig = {
@@ -362,19 +382,26 @@ async function main(): Promise<void> {
       peer,
       peerTls,
       http,
-      tlsToPlainThroughput: peer !== undefined && peerTls !== undefined ? Number(peerTls.throughputMBps) / Number(peer.throughputMBps) : undefined,
-      tlsExtraCpuSecondsPerGB: peer !== undefined && peerTls !== undefined ? Number(peerTls.totalCpuSecondsPerGB) - Number(peer.totalCpuSecondsPerGB) : undefined,
-      peerToHttpThroughput: peer !== undefined && http !== undefined ? Number(peer.throughputMBps) / Number(http.throughputMBps) : undefined,
+      tlsToPlainThroughput:
+        peer !== undefined && peerTls !== undefined ? Number(peerTls.throughputMBps) / Number(peer.throughputMBps) : undefined,
+      tlsExtraCpuSecondsPerGB:
+        peer !== undefined && peerTls !== undefined ? Number(peerTls.totalCpuSecondsPerGB) - Number(peer.totalCpuSecondsPerGB) : undefined,
+      peerToHttpThroughput:
+        peer !== undefined && http !== undefined ? Number(peer.throughputMBps) / Number(http.throughputMBps) : undefined,
     };
     const line = (name: string, r: Reply): string =>
       `${name.padEnd(28)} ${Number(r.throughputMBps).toFixed(0).padStart(6)} MB/s   CPU s/GB server ${Number(r.serverCpuSecondsPerGB).toFixed(2)} client ${Number(r.clientCpuSecondsPerGB).toFixed(2)} total ${Number(r.totalCpuSecondsPerGB).toFixed(2)}   peak RSS server ${Number(r.serverPeakRssMB).toFixed(0)} MB (from ${Number(r.serverRssBeforeMB).toFixed(0)}) client ${Number(r.clientPeakRssMB).toFixed(0)} MB (from ${Number(r.clientRssBeforeMB).toFixed(0)})`;
-    console.log(`blob ${(size / 2 ** 20).toFixed(0)} MiB, ${pieceSize / 2 ** 20} MiB pieces, ${config.piecesPerCall} pieces/call, ${config.callsInFlight} calls in flight; median of ${runs} runs`);
+    console.log(
+      `blob ${(size / 2 ** 20).toFixed(0)} MiB, ${pieceSize / 2 ** 20} MiB pieces, ${config.piecesPerCall} pieces/call, ${config.callsInFlight} calls in flight; median of ${runs} runs`,
+    );
     if (peer !== undefined) console.log(line("peer (gRPC, SHA-256/piece)", peer));
     if (peerTls !== undefined) console.log(line("peer, mutual TLS", peerTls));
     if (http !== undefined) console.log(line("HTTP/1.1 (SHA-256 stream)", http));
     if (result.peerToHttpThroughput !== undefined) console.log(`peer / HTTP throughput: ${result.peerToHttpThroughput.toFixed(2)}×`);
     if (result.tlsToPlainThroughput !== undefined && result.tlsExtraCpuSecondsPerGB !== undefined) {
-      console.log(`TLS / plaintext throughput: ${result.tlsToPlainThroughput.toFixed(2)}× (cost ${((1 - result.tlsToPlainThroughput) * 100).toFixed(0)} %), TLS adds ${result.tlsExtraCpuSecondsPerGB.toFixed(2)} CPU-s/GB (both ends)`);
+      console.log(
+        `TLS / plaintext throughput: ${result.tlsToPlainThroughput.toFixed(2)}× (cost ${((1 - result.tlsToPlainThroughput) * 100).toFixed(0)} %), TLS adds ${result.tlsExtraCpuSecondsPerGB.toFixed(2)} CPU-s/GB (both ends)`,
+      );
     }
     if (values.json !== undefined) await writeFile(values.json, `${JSON.stringify(result, null, 2)}\n`);
   } finally {

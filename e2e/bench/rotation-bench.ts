@@ -25,7 +25,15 @@ async function main(): Promise<void> {
   const blobSize = parseBytes(values["blob-size"]);
   const cluster = await TestCluster.start();
   try {
-    const replica = await cluster.startReplica("controller-a", { certificates: { caSecret: CA_SECRET, issuerListen: { host: "127.0.0.1", port: 0 }, lifetimeMs, tokenAudience: "shoal", retryInitialMs: 200 } });
+    const replica = await cluster.startReplica("controller-a", {
+      certificates: {
+        caSecret: CA_SECRET,
+        issuerListen: { host: "127.0.0.1", port: 0 },
+        lifetimeMs,
+        tokenAudience: "shoal",
+        retryInitialMs: 200,
+      },
+    });
     const names = Array.from({ length: agentCount }, (_, i) => ({ pod: `agent-${i + 1}`, node: `node-${i + 1}`, ip: `127.0.1.${i + 1}` }));
     for (const n of names) cluster.addAgentPod(n.pod, n.node, n.ip);
     while (replica.controller.ready() !== true) await new Promise((r) => setTimeout(r, 50));
@@ -43,7 +51,9 @@ async function main(): Promise<void> {
       if (current !== undefined) certificates[i]?.add(current.certificatePem);
     });
     while (!agents.every((a) => a.tracker.connected)) await new Promise((r) => setTimeout(r, 50));
-    console.error(`${agentCount} agents with certificates of ${values.lifetime}; pulling ${values["blob-size"]} blobs for ${values.duration}…`);
+    console.error(
+      `${agentCount} agents with certificates of ${values.lifetime}; pulling ${values["blob-size"]} blobs for ${values.duration}…`,
+    );
     const before = await procStats(process.pid);
     const started = Date.now();
     let rounds = 0;
@@ -53,7 +63,9 @@ async function main(): Promise<void> {
     const originBefore = cluster.origin.blobBytesServed;
     while (Date.now() - started < durationMs) {
       const blob = await cluster.origin.addBlob({ size: blobSize + rounds, seed: `rotation-${rounds}` });
-      const results = await Promise.allSettled(agents.map((a) => a.pull(cluster.origin.host, "bench/rotation", blob.digest, AbortSignal.timeout(120_000))));
+      const results = await Promise.allSettled(
+        agents.map((a) => a.pull(cluster.origin.host, "bench/rotation", blob.digest, AbortSignal.timeout(120_000))),
+      );
       for (const result of results) {
         transfers++;
         if (result.status === "rejected" || digestOf(result.value.bytes) !== blob.digest) {
@@ -67,12 +79,24 @@ async function main(): Promise<void> {
     }
     const elapsed = (Date.now() - started) / 1000;
     const after = await procStats(process.pid);
-    const originCopies = (cluster.origin.blobBytesServed - originBefore) / Array.from({ length: rounds }, (_, r) => blobSize + r).reduce((a, b) => a + b, 0);
+    const originCopies =
+      (cluster.origin.blobBytesServed - originBefore) / Array.from({ length: rounds }, (_, r) => blobSize + r).reduce((a, b) => a + b, 0);
     const perAgent = certificates.map((s) => s.size);
     const issued = await replica.metrics.registry.getSingleMetricAsString("shoal_identity_certificates_issued_total");
-    console.log(`rounds ${rounds} in ${elapsed.toFixed(0)} s, transfers ${transfers}, failed ${failures}, ${(bytes / 1e9).toFixed(2)} GB pulled`);
-    console.log(`certificates per agent (first + rotations): ${perAgent.join(" ")}; ${issued.split("\n").find((l) => !l.startsWith("#"))?.trim() ?? ""}`);
-    console.log(`origin copies per blob: ${originCopies.toFixed(3)}; process CPU ${((after.cpuSeconds - before.cpuSeconds) / (bytes / 1e9)).toFixed(2)} CPU-s/GB (controller, ${agentCount} agents and the origin in one process), peak RSS ${(after.peakRssBytes / 1e6).toFixed(0)} MB`);
+    console.log(
+      `rounds ${rounds} in ${elapsed.toFixed(0)} s, transfers ${transfers}, failed ${failures}, ${(bytes / 1e9).toFixed(2)} GB pulled`,
+    );
+    console.log(
+      `certificates per agent (first + rotations): ${perAgent.join(" ")}; ${
+        issued
+          .split("\n")
+          .find((l) => !l.startsWith("#"))
+          ?.trim() ?? ""
+      }`,
+    );
+    console.log(
+      `origin copies per blob: ${originCopies.toFixed(3)}; process CPU ${((after.cpuSeconds - before.cpuSeconds) / (bytes / 1e9)).toFixed(2)} CPU-s/GB (controller, ${agentCount} agents and the origin in one process), peak RSS ${(after.peakRssBytes / 1e6).toFixed(0)} MB`,
+    );
   } finally {
     await cluster.close();
   }

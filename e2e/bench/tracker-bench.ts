@@ -94,25 +94,27 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
   try {
     values = parseArgs({
       args: [...argv],
-      options: Object.fromEntries([
-            "agents",
-            "workers",
-            "membership",
-            "duration-s",
-            "active-fraction",
-            "concurrent-layers",
-            "lookup-ms",
-            "announce-ms",
-            "heartbeat-ms",
-            "seed",
-            "json",
-            "failover",
-            "storm-lookup-ms",
-            "baseline-s",
-            "storm-max-s",
-            "lease-s",
-            "log-dir",
-          ].map((n) => [n, { type: "string" }])),
+      options: Object.fromEntries(
+        [
+          "agents",
+          "workers",
+          "membership",
+          "duration-s",
+          "active-fraction",
+          "concurrent-layers",
+          "lookup-ms",
+          "announce-ms",
+          "heartbeat-ms",
+          "seed",
+          "json",
+          "failover",
+          "storm-lookup-ms",
+          "baseline-s",
+          "storm-max-s",
+          "lease-s",
+          "log-dir",
+        ].map((n) => [n, { type: "string" }]),
+      ),
       strict: true,
     }).values;
   } catch (error) {
@@ -121,14 +123,18 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
   const num = (flag: string, fallback: number, min: number, max: number, raw = values[flag]): number => {
     if (raw === undefined) return fallback;
     const value = Number(raw);
-    if (!Number.isFinite(value) || value < min || value > max) throw new UsageError(`--${flag}: expected a number in ${min}..${max}, got ${JSON.stringify(raw)}`);
+    if (!Number.isFinite(value) || value < min || value > max)
+      throw new UsageError(`--${flag}: expected a number in ${min}..${max}, got ${JSON.stringify(raw)}`);
     return value;
   };
   const membership = values.membership ?? "static";
-  if (membership !== "static" && membership !== "kubernetes") throw new UsageError(`--membership: expected static or kubernetes, got ${JSON.stringify(membership)}`);
+  if (membership !== "static" && membership !== "kubernetes")
+    throw new UsageError(`--membership: expected static or kubernetes, got ${JSON.stringify(membership)}`);
   const failover = values.failover;
-  if (failover !== undefined && failover !== "kill" && failover !== "term") throw new UsageError(`--failover: expected kill or term, got ${JSON.stringify(failover)}`);
-  if (failover !== undefined && values.membership !== undefined && values.membership !== "kubernetes") throw new UsageError("--failover needs --membership kubernetes (leader election through the API double's Lease)");
+  if (failover !== undefined && failover !== "kill" && failover !== "term")
+    throw new UsageError(`--failover: expected kill or term, got ${JSON.stringify(failover)}`);
+  if (failover !== undefined && values.membership !== undefined && values.membership !== "kubernetes")
+    throw new UsageError("--failover needs --membership kubernetes (leader election through the API double's Lease)");
   return {
     failover: failover === undefined ? undefined : failover === "kill" ? "SIGKILL" : "SIGTERM",
     storm: {
@@ -155,7 +161,11 @@ export function parseTrackerBenchArgs(argv: readonly string[]): TrackerBenchOpti
 }
 
 /** One K: controller, inventories, rollout. */
-export async function runTrackerBench(agents: number, options: TrackerBenchOptions, log: (line: string) => void = () => undefined): Promise<TrackerBenchResult> {
+export async function runTrackerBench(
+  agents: number,
+  options: TrackerBenchOptions,
+  log: (line: string) => void = () => undefined,
+): Promise<TrackerBenchResult> {
   const workDir = await makeTempDir("tracker-bench");
   let api: KubeApiDouble | undefined;
   let controller: ShoalController | undefined;
@@ -175,11 +185,28 @@ export async function runTrackerBench(agents: number, options: TrackerBenchOptio
     const t0 = performance.now();
     for (let w = 0; w < options.workers; w++) workers.push(new Worker());
     const slices = workers.map((_, w) => Array.from({ length: agents }, (_, i) => i).filter((i) => i % options.workers === w));
-    await Promise.all(workers.map((worker, w) => worker.request({ type: "connect", agents: slices[w] ?? [], port: controller?.port ?? 0, seed: options.seed, ...(ca === undefined ? {} : { ca }) }, 900_000)));
+    await Promise.all(
+      workers.map((worker, w) =>
+        worker.request(
+          {
+            type: "connect",
+            agents: slices[w] ?? [],
+            port: controller?.port ?? 0,
+            seed: options.seed,
+            ...(ca === undefined ? {} : { ca }),
+          },
+          900_000,
+        ),
+      ),
+    );
     const inventorySeconds = (performance.now() - t0) / 1000;
     const afterInventory = await procStats(pid);
-    log(`  K=${agents}: ${agents} sessions and inventories in ${inventorySeconds.toFixed(1)} s (controller ${(afterInventory.cpuSeconds - before.cpuSeconds).toFixed(1)} CPU-s, RSS ${(afterInventory.rssBytes / MIB).toFixed(0)} MiB)`);
-    const reports = (await Promise.all(workers.map((worker) => worker.request({ type: "rollout", plan: options.plan }, options.plan.durationMs + 120_000)))) as RolloutReport[];
+    log(
+      `  K=${agents}: ${agents} sessions and inventories in ${inventorySeconds.toFixed(1)} s (controller ${(afterInventory.cpuSeconds - before.cpuSeconds).toFixed(1)} CPU-s, RSS ${(afterInventory.rssBytes / MIB).toFixed(0)} MiB)`,
+    );
+    const reports = (await Promise.all(
+      workers.map((worker) => worker.request({ type: "rollout", plan: options.plan }, options.plan.durationMs + 120_000)),
+    )) as RolloutReport[];
     const afterRollout = await procStats(pid);
     const elapsed = Math.max(...reports.map((r) => r.elapsedMs)) / 1000;
     const latencies = reports.flatMap((r) => r.latencies).sort((a, b) => a - b);

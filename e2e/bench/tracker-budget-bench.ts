@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { type StatusObject, credentials } from "@grpc/grpc-js";
 import { parseDigest } from "../../pkg/oci/index.js";
 import { TrackerServiceClient } from "../../pkg/gen/tracker/v1/tracker.js";
-import { announceRequests, registerRequest } from "../../pkg/tracker/wire.js";
+import { announceRequests, registerRequest } from "../../pkg/tracker/index.js";
 import { ShoalController } from "../support/shoal-controller.js";
 
 const EXIT_USAGE = 2;
@@ -44,7 +44,8 @@ async function run(pieces: number): Promise<void> {
     while (!session.ended && sent < MAX_ANNOUNCES && Date.now() < deadline) {
       const digest = parseDigest(`sha256:${createHash("sha256").update(`${pieces}-${sent}`).digest("hex")}`);
       let flowing = true;
-      for (const request of announceRequests({ digest, size: pieces, pieceSize: 1, complete: true, pieceHashes })) flowing = call.write(request);
+      for (const request of announceRequests({ digest, size: pieces, pieceSize: 1, complete: true, pieceHashes }))
+        flowing = call.write(request);
       sent++;
       if (!flowing) await Promise.race([new Promise((resolve) => call.once("drain", resolve)), ended]);
       else if (sent % 64 === 0) await new Promise((resolve) => setImmediate(resolve));

@@ -118,7 +118,10 @@ function holder(api: KubeApiDouble): string | undefined {
 }
 
 /** One run: two replicas, K agents, the leader killed. */
-export async function runFailoverBench(options: FailoverBenchOptions, log: (line: string) => void = () => undefined): Promise<FailoverBenchResult> {
+export async function runFailoverBench(
+  options: FailoverBenchOptions,
+  log: (line: string) => void = () => undefined,
+): Promise<FailoverBenchResult> {
   const workDir = await makeTempDir("tracker-failover");
   let api: KubeApiDouble | undefined;
   const controllers: ShoalController[] = [];
@@ -126,8 +129,18 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
   try {
     const started = await startKubernetes(options.agents, workDir, "replica-0");
     api = started.api;
-    const lease = ["--lease-duration", `${options.leaseDurationS}s`, "--renew-deadline", `${options.renewDeadlineMs}ms`, "--retry-period", `${options.retryPeriodMs}ms`];
-    const replicaArgs = (identity: string): string[] => [...started.extraArgs.map((arg) => (arg === "replica-0" ? identity : arg)), ...lease];
+    const lease = [
+      "--lease-duration",
+      `${options.leaseDurationS}s`,
+      "--renew-deadline",
+      `${options.renewDeadlineMs}ms`,
+      "--retry-period",
+      `${options.retryPeriodMs}ms`,
+    ];
+    const replicaArgs = (identity: string): string[] => [
+      ...started.extraArgs.map((arg) => (arg === "replica-0" ? identity : arg)),
+      ...lease,
+    ];
     const leader = await ShoalController.start({ parentDir: workDir, extraArgs: replicaArgs("replica-0") });
     controllers.push(leader);
     await waitReady(leader.metricsUrl);
@@ -137,7 +150,11 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
     const t0 = performance.now();
     for (let w = 0; w < options.workers; w++) workers.push(new Worker());
     const slices = workers.map((_, w) => Array.from({ length: options.agents }, (_, i) => i).filter((i) => i % options.workers === w));
-    await Promise.all(workers.map((worker, w) => worker.request({ type: "connect", agents: slices[w] ?? [], port: leader.port, seed: options.seed, ca: started.ca }, 900_000)));
+    await Promise.all(
+      workers.map((worker, w) =>
+        worker.request({ type: "connect", agents: slices[w] ?? [], port: leader.port, seed: options.seed, ca: started.ca }, 900_000),
+      ),
+    );
     const inventorySeconds = (performance.now() - t0) / 1000;
     log(`  K=${options.agents}: ${options.agents} sessions and inventories on the leader in ${inventorySeconds.toFixed(1)} s`);
     const plan: StormPlan = {
@@ -151,7 +168,9 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
       pacing: options.pacing,
       backoff: options.backoff,
     };
-    const storm = Promise.all(workers.map((worker) => worker.request({ type: "storm", plan }, options.baselineMs + options.maxMs + 120_000))) as Promise<StormReport[]>;
+    const storm = Promise.all(
+      workers.map((worker) => worker.request({ type: "storm", plan }, options.baselineMs + options.maxMs + 120_000)),
+    ) as Promise<StormReport[]>;
     await new Promise((resolve) => setTimeout(resolve, options.baselineMs));
     const oldLeader = await procStats(leader.daemon.pid);
     const followerBefore = await procStats(follower.daemon.pid);
@@ -173,7 +192,9 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
         if (ready !== routed) {
           routed = ready;
           for (const worker of workers) worker.notify({ type: "route", port: ready });
-          log(`  K=${options.agents}: the Service routes to ${ready === undefined ? "nothing" : ready === follower.port ? "replica-1" : "replica-0"} ${((Date.now() - killedAtMs) / 1000).toFixed(1)} s after the kill`);
+          log(
+            `  K=${options.agents}: the Service routes to ${ready === undefined ? "nothing" : ready === follower.port ? "replica-1" : "replica-0"} ${((Date.now() - killedAtMs) / 1000).toFixed(1)} s after the kill`,
+          );
         }
         await new Promise((resolve) => setTimeout(resolve, ROUTE_POLL_MS));
       }
@@ -214,7 +235,8 @@ export async function runFailoverBench(options: FailoverBenchOptions, log: (line
   } finally {
     if (options.logDir !== undefined) {
       await mkdir(options.logDir, { recursive: true });
-      for (const [i, controller] of controllers.entries()) await writeFile(join(options.logDir, `replica-${i}.log`), await controller.daemon.logTail(LOG_KEEP_BYTES));
+      for (const [i, controller] of controllers.entries())
+        await writeFile(join(options.logDir, `replica-${i}.log`), await controller.daemon.logTail(LOG_KEEP_BYTES));
     }
     for (const worker of workers) worker.stop();
     for (const controller of controllers) await controller.kill().catch(() => undefined);

@@ -78,8 +78,22 @@ describe("shoal configure with a real containerd (CRI config_path) and a running
     hostRoot = join(dir, "host");
     containerdDir = join(dir, "containerd");
     await mkdir(containerdDir);
-    imageA = await generateImageLayout({ dir: join(dir, "image-a"), seed: "e2e-configure-a", layers: 2, totalBytes: IMAGE_BYTES, platforms: [PLATFORM], tag: "v1" });
-    imageB = await generateImageLayout({ dir: join(dir, "image-b"), seed: "e2e-configure-b", layers: 2, totalBytes: IMAGE_BYTES, platforms: [PLATFORM], tag: "v1" });
+    imageA = await generateImageLayout({
+      dir: join(dir, "image-a"),
+      seed: "e2e-configure-a",
+      layers: 2,
+      totalBytes: IMAGE_BYTES,
+      platforms: [PLATFORM],
+      tag: "v1",
+    });
+    imageB = await generateImageLayout({
+      dir: join(dir, "image-b"),
+      seed: "e2e-configure-b",
+      layers: 2,
+      totalBytes: IMAGE_BYTES,
+      platforms: [PLATFORM],
+      tag: "v1",
+    });
     origin = await DockerRegistry.start();
     await skopeoPushLayout({ layoutDir: imageA.dir, tag: "v1", destination: `${origin.host}/e2e/configure-a:v1` });
     await skopeoPushLayout({ layoutDir: imageB.dir, tag: "v1", destination: `${origin.host}/e2e/configure-b:v1` });
@@ -96,7 +110,16 @@ describe("shoal configure with a real containerd (CRI config_path) and a running
       name: "containerd",
       command: "unshare",
       // unshare and sh exec: the PID stopped later is containerd's, and its namespace dies with it.
-      args: ["--mount", "--propagation", "private", "--", "sh", "-c", `mount --bind "$0" ${NODE_CONTAINERD_DIR} && exec containerd --config ${NODE_CONTAINERD_DIR}/config.toml`, join(hostRoot, "etc/containerd")],
+      args: [
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        `mount --bind "$0" ${NODE_CONTAINERD_DIR} && exec containerd --config ${NODE_CONTAINERD_DIR}/config.toml`,
+        join(hostRoot, "etc/containerd"),
+      ],
       stdoutFile: log,
       stderrFile: log,
     });
@@ -131,8 +154,14 @@ describe("shoal configure with a real containerd (CRI config_path) and a running
     assert.match(written, new RegExp(`server = "${origin.url.replace(/[.]/g, "\\.")}"`));
     const report = JSON.parse(await readFile(join(hostRoot, "var/lib/shoal/configure/configure-report.json"), "utf8")) as ConfigureReport;
     assert.equal(report.ok, true, JSON.stringify(report.problems));
-    assert.deepEqual(report.runtimes.map((r) => [r.runtime, r.configVersion, r.configPath, r.mirrorEffective]), [["containerd", 2, "/etc/containerd/certs.d", true]]);
-    assert.equal(await readFile(join(hostRoot, "var/lib/shoal/configure/backups/etc/containerd/certs.d", origin.host, "hosts.toml"), "utf8"), userHostsToml);
+    assert.deepEqual(
+      report.runtimes.map((r) => [r.runtime, r.configVersion, r.configPath, r.mirrorEffective]),
+      [["containerd", 2, "/etc/containerd/certs.d", true]],
+    );
+    assert.equal(
+      await readFile(join(hostRoot, "var/lib/shoal/configure/backups/etc/containerd/certs.d", origin.host, "hosts.toml"), "utf8"),
+      userHostsToml,
+    );
   });
 
   it("a CRI pull goes through the agent: it fetched every blob from the origin, which sent each once", async () => {

@@ -55,12 +55,16 @@ export interface PullOutcome {
 
 /** Objects of one kind from the rendered chart, typed for the harness. */
 function podTemplate(object: K8sObject): { spec: PodSpec; labels: Record<string, string> } {
-  return { spec: at(object, "spec", "template", "spec") as PodSpec, labels: at(object, "spec", "template", "metadata", "labels") as Record<string, string> };
+  return {
+    spec: at(object, "spec", "template", "spec") as PodSpec,
+    labels: at(object, "spec", "template", "metadata", "labels") as Record<string, string>,
+  };
 }
 
 function configMaps(objects: readonly K8sObject[]): Map<string, Record<string, string>> {
   const maps = new Map<string, Record<string, string>>();
-  for (const object of objects) if (object.kind === "ConfigMap") maps.set(object.metadata.name, (object.data ?? {}) as Record<string, string>);
+  for (const object of objects)
+    if (object.kind === "ConfigMap") maps.set(object.metadata.name, (object.data ?? {}) as Record<string, string>);
   return maps;
 }
 
@@ -96,8 +100,15 @@ export class ChartCluster {
       api = await KubeApiEndpoint.start(network.gateway, NAMESPACE, join(options.work, "kube-api"));
       // The chart's CA Secret (helm renders it; the API server would store it).
       for (const secret of objects.filter((o) => o.kind === "Secret")) {
-        const data = Object.fromEntries(Object.entries((secret.data ?? {}) as Record<string, string>).map(([key, value]) => [key, Buffer.from(value, "base64")]));
-        api.double.putSecret({ namespace: NAMESPACE, name: secret.metadata.name, type: typeof secret.type === "string" ? secret.type : "Opaque", data });
+        const data = Object.fromEntries(
+          Object.entries((secret.data ?? {}) as Record<string, string>).map(([key, value]) => [key, Buffer.from(value, "base64")]),
+        );
+        api.double.putSecret({
+          namespace: NAMESPACE,
+          name: secret.metadata.name,
+          type: typeof secret.type === "string" ? secret.type : "Opaque",
+          data,
+        });
       }
       const cluster = new ChartCluster(options, objects, network, api, origin);
       try {
@@ -143,7 +154,11 @@ export class ChartCluster {
     for (;;) {
       const ready = (await this.readyControllers()).filter((c) => c !== except);
       if (ready.length === 1 && ready[0] !== undefined) return ready[0];
-      if (Date.now() > deadline) throw new HarnessError("ERR_HARNESS_TIMEOUT", `no single ready controller after ${timeoutMs} ms (${ready.length} ready)\n${(await Promise.all(this.controllers.map((c) => c.logTail("controller")))).join("\n")}`);
+      if (Date.now() > deadline)
+        throw new HarnessError(
+          "ERR_HARNESS_TIMEOUT",
+          `no single ready controller after ${timeoutMs} ms (${ready.length} ready)\n${(await Promise.all(this.controllers.map((c) => c.logTail("controller")))).join("\n")}`,
+        );
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
@@ -186,9 +201,15 @@ export class ChartCluster {
     try {
       const result = await node.pod.sandbox.exec(["sh", "-c", script, "pull", source, dir]);
       const seconds = (performance.now() - started) / 1000;
-      if (result.exitCode !== 0) return { node: node.nodeName, digest: undefined, error: `exit ${result.exitCode}: ${result.output.trim().slice(-1500)}`, seconds };
+      if (result.exitCode !== 0)
+        return { node: node.nodeName, digest: undefined, error: `exit ${result.exitCode}: ${result.output.trim().slice(-1500)}`, seconds };
       const hex = /^([0-9a-f]{64})\s+manifest\.json$/m.exec(result.stdout)?.[1];
-      return { node: node.nodeName, digest: hex === undefined ? undefined : `sha256:${hex}`, error: hex === undefined ? `no manifest digest in: ${result.output}` : undefined, seconds };
+      return {
+        node: node.nodeName,
+        digest: hex === undefined ? undefined : `sha256:${hex}`,
+        error: hex === undefined ? `no manifest digest in: ${result.output}` : undefined,
+        seconds,
+      };
     } catch (error) {
       return { node: node.nodeName, digest: undefined, error: describeError(error), seconds: (performance.now() - started) / 1000 };
     }
@@ -200,10 +221,15 @@ export class ChartCluster {
   }
 
   async destroy(): Promise<void> {
-    for (const pod of [...this.agents.map((a) => a.pod), ...this.controllers]) await pod.remove().catch((error: unknown) => { debugLog(`containers: remove pod: ${describeError(error)}`); });
+    for (const pod of [...this.agents.map((a) => a.pod), ...this.controllers])
+      await pod.remove().catch((error: unknown) => {
+        debugLog(`containers: remove pod: ${describeError(error)}`);
+      });
     await this.origin.container.stop({ timeout: 0 }).catch(() => undefined);
     await this.api.close().catch(() => undefined);
-    await this.network.remove().catch((error: unknown) => { debugLog(`containers: remove network: ${describeError(error)}`); });
+    await this.network.remove().catch((error: unknown) => {
+      debugLog(`containers: remove network: ${describeError(error)}`);
+    });
   }
 
   private async startControllers(): Promise<void> {
@@ -237,7 +263,10 @@ export class ChartCluster {
     const nodeRoot = join(this.options.work, "nodes", nodeName, "root");
     if (this.options.containerdConfig === true) {
       await mkdir(join(nodeRoot, "etc", "containerd"), { recursive: true });
-      await writeFile(join(nodeRoot, "etc", "containerd", "config.toml"), ["version = 2", '[plugins."io.containerd.grpc.v1.cri".registry]', '  config_path = "/etc/containerd/certs.d"', ""].join("\n"));
+      await writeFile(
+        join(nodeRoot, "etc", "containerd", "config.toml"),
+        ["version = 2", '[plugins."io.containerd.grpc.v1.cri".registry]', '  config_path = "/etc/containerd/certs.d"', ""].join("\n"),
+      );
     }
     const tracker = this.trackerService;
     const controllerPorts = (name: string): number => {
@@ -245,7 +274,9 @@ export class ChartCluster {
       assert.ok(port !== undefined, `the controller container has a ${name} port`);
       return port;
     };
-    const issuerPort = (at(only(this.objects, "Service", "-tracker"), "spec", "ports") as { name: string; port: number }[]).find((p) => p.name === "issuer")?.port;
+    const issuerPort = (at(only(this.objects, "Service", "-tracker"), "spec", "ports") as { name: string; port: number }[]).find(
+      (p) => p.name === "issuer",
+    )?.port;
     assert.ok(issuerPort !== undefined, "the tracker Service has an issuer port");
     const kubeProxy: Sidecar = {
       name: "kube-proxy",
@@ -255,11 +286,17 @@ export class ChartCluster {
         SHOAL_E2E_SERVICES: JSON.stringify([
           {
             listen: `127.0.0.1:${tracker.port}`,
-            backends: this.controllers.map((c) => ({ target: `${c.ip}:${controllerPorts("tracker")}`, readyUrl: `http://${c.ip}:${controllerPorts("metrics")}/readyz` })),
+            backends: this.controllers.map((c) => ({
+              target: `${c.ip}:${controllerPorts("tracker")}`,
+              readyUrl: `http://${c.ip}:${controllerPorts("metrics")}/readyz`,
+            })),
           },
           {
             listen: `127.0.0.1:${issuerPort}`,
-            backends: this.controllers.map((c) => ({ target: `${c.ip}:${controllerPorts("issuer")}`, readyUrl: `http://${c.ip}:${controllerPorts("metrics")}/readyz` })),
+            backends: this.controllers.map((c) => ({
+              target: `${c.ip}:${controllerPorts("issuer")}`,
+              readyUrl: `http://${c.ip}:${controllerPorts("metrics")}/readyz`,
+            })),
           },
         ]),
       },
@@ -289,10 +326,19 @@ export class ChartCluster {
       // The kubelet reports the pod IP once the sandbox is up, then asks for the projected token (bound to the Pod).
       serviceAccountToken: ({ ip }, request) => {
         this.api.double.putPod({ namespace: NAMESPACE, name, nodeName, ip, labels, ready: false, serviceAccount });
-        return Promise.resolve(this.api.double.serviceAccountToken({ namespace: NAMESPACE, serviceAccount, pod: name, audiences: [request.audience], expirationSeconds: request.expirationSeconds }));
+        return Promise.resolve(
+          this.api.double.serviceAccountToken({
+            namespace: NAMESPACE,
+            serviceAccount,
+            pod: name,
+            audiences: [request.audience],
+            expirationSeconds: request.expirationSeconds,
+          }),
+        );
       },
     });
-    if (this.api.double.object("pods", NAMESPACE, name) === undefined) this.api.double.putPod({ namespace: NAMESPACE, name, nodeName, ip: pod.ip, labels, ready: false, serviceAccount });
+    if (this.api.double.object("pods", NAMESPACE, name) === undefined)
+      this.api.double.putPod({ namespace: NAMESPACE, name, nodeName, ip: pod.ip, labels, ready: false, serviceAccount });
     const node = { nodeName, nodeRoot, pod };
     if (this.options.deferAgents !== true) await this.startAgent(node, CONTROLLER_READY_TIMEOUT_MS);
     return node;

@@ -29,7 +29,13 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
     await buildImages();
     work = await makeTempDir("containers-contract");
     cluster = await ChartCluster.start({ nodes: 2, work, containerdConfig: true, deferAgents: true });
-    layout = await generateImageLayout({ dir: join(work, "image"), seed: "e2e-containers-contract", layers: 3, totalBytes: IMAGE_BYTES, tag: "v1" });
+    layout = await generateImageLayout({
+      dir: join(work, "image"),
+      seed: "e2e-containers-contract",
+      layers: 3,
+      totalBytes: IMAGE_BYTES,
+      tag: "v1",
+    });
     await cluster.origin.push(layout, "contract/app", "v1");
   });
 
@@ -55,8 +61,15 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
       const data = await stat(join(node.nodeRoot, "var/lib/shoal/data"));
       assert.equal(data.uid, AGENT_UID, "data-dir init container chowned the hostPath");
       const toml = await readFile(hostsToml(node), "utf8");
-      assert.match(toml, new RegExp(`\\[host\\."http://${node.pod.ip.replaceAll(".", "\\.")}:5050"\\]`), `hosts.toml names the agent at $(HOST_IP):hostPort:\n${toml}`);
-      const report = JSON.parse(await readFile(join(node.nodeRoot, "var/lib/shoal/configure/configure-report.json"), "utf8")) as { ok: boolean; problems: unknown[] };
+      assert.match(
+        toml,
+        new RegExp(`\\[host\\."http://${node.pod.ip.replaceAll(".", "\\.")}:5050"\\]`),
+        `hosts.toml names the agent at $(HOST_IP):hostPort:\n${toml}`,
+      );
+      const report = JSON.parse(await readFile(join(node.nodeRoot, "var/lib/shoal/configure/configure-report.json"), "utf8")) as {
+        ok: boolean;
+        problems: unknown[];
+      };
       assert.equal(report.ok, true, JSON.stringify(report.problems));
     }
   });
@@ -66,7 +79,9 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
     const api = await dockerode();
     for (const node of nodes()) {
       const { startMs, readyMs } = await cluster.startAgent(node, AGENT_READY_TIMEOUT_MS);
-      t.diagnostic(`${node.nodeName}: agent container created and started in ${startMs.toFixed(0)} ms, Ready ${readyMs.toFixed(0)} ms after its start began`);
+      t.diagnostic(
+        `${node.nodeName}: agent container created and started in ${startMs.toFixed(0)} ms, Ready ${readyMs.toFixed(0)} ms after its start began`,
+      );
       const resolved = node.pod.resolved.get("agent");
       assert.ok(resolved);
       const probe = node.pod.probeOf("agent", "readiness");
@@ -75,7 +90,11 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
       assert.ok(await node.pod.probe("agent", "liveness"), "the liveness probe passes");
       const info = await api.getContainer(node.pod.container("agent").getId()).inspect();
       assert.deepEqual(info.Config.Cmd, renderedAgent().args, "args exactly as rendered");
-      assert.deepEqual(info.Config.Entrypoint, ["node", ...SHOAL_NODE_FLAGS, "/app/dist/cmd/shoal/main.js"], "the image's entrypoint (the chart sets no command)");
+      assert.deepEqual(
+        info.Config.Entrypoint,
+        ["node", ...SHOAL_NODE_FLAGS, "/app/dist/cmd/shoal/main.js"],
+        "the image's entrypoint (the chart sets no command)",
+      );
       assert.equal(info.Config.User, `${AGENT_UID}:${AGENT_UID}`);
       assert.equal(info.HostConfig.ReadonlyRootfs, true);
       assert.ok((info.HostConfig.SecurityOpt as string[] | undefined)?.includes("no-new-privileges"), "allowPrivilegeEscalation: false");
@@ -83,10 +102,18 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
       const env = new Map(info.Config.Env.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
       assert.equal(env.get("SHOAL_PEER_ADVERTISE_ADDR"), `${node.pod.ip}:5052`, "$(POD_IP) expanded from the Downward API");
       assert.equal(env.get("SHOAL_NODE_NAME"), node.nodeName);
-      assert.equal(env.get("SHOAL_TRACKER"), `${cluster.trackerService.host}:${cluster.trackerService.port}`, "the agent dials the tracker Service's cluster name");
+      assert.equal(
+        env.get("SHOAL_TRACKER"),
+        `${cluster.trackerService.host}:${cluster.trackerService.port}`,
+        "the agent dials the tracker Service's cluster name",
+      );
       assert.equal(env.get("SHOAL_UPSTREAM"), `${ORIGIN_NAME}:5000=http://${ORIGIN_NAME}:5000`);
       const status = await readFile(`/proc/${info.State.Pid}/status`, "utf8");
-      assert.match(status, new RegExp(`^Uid:\\s+${AGENT_UID}\\s+${AGENT_UID}\\s+${AGENT_UID}\\s+${AGENT_UID}$`, "m"), "the agent process runs as the chart's uid");
+      assert.match(
+        status,
+        new RegExp(`^Uid:\\s+${AGENT_UID}\\s+${AGENT_UID}\\s+${AGENT_UID}\\s+${AGENT_UID}$`, "m"),
+        "the agent process runs as the chart's uid",
+      );
       assert.match(status, /^CapEff:\s+0+$/m, "with no capabilities");
       const write = await node.pod.container("agent").exec(["sh", "-c", "echo x > /app/probe"]);
       assert.notEqual(write.exitCode, 0);
@@ -97,7 +124,8 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
   it("one controller leads (Lease holder, the only Ready replica) and every agent holds a tracker session through the Service", async () => {
     assert.ok(cluster);
     const leader = await cluster.waitLeader();
-    for (const controller of cluster.controllers) assert.ok(await controller.probe("controller", "liveness"), `${controller.options.name} is live`);
+    for (const controller of cluster.controllers)
+      assert.ok(await controller.probe("controller", "liveness"), `${controller.options.name} is live`);
     const lease = cluster.api.double.object("leases", NAMESPACE, String(at(cluster.deployment, "metadata", "name")));
     assert.equal(at(lease, "spec", "holderIdentity"), leader.options.name, "identity $(POD_NAME) from the Downward API");
     for (const node of nodes()) {
@@ -132,7 +160,10 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
     const egress = await cluster.origin.egressSince(mark);
     t.diagnostic(`origin interface sent ${egress} bytes for F = ${image.imageBytes} (${(egress / image.imageBytes).toFixed(3)} × F)`);
     assert.ok(egress <= 1.05 * image.imageBytes, `origin egress ${egress} ≤ 1.05 × ${image.imageBytes}`);
-    assert.ok((await cluster.agentMetric(second, "shoal_blob_bytes_served_total", { source: "peer" })) >= image.layerBytes, "node-1 served the layers from its peer");
+    assert.ok(
+      (await cluster.agentMetric(second, "shoal_blob_bytes_served_total", { source: "peer" })) >= image.layerBytes,
+      "node-1 served the layers from its peer",
+    );
   });
 
   it("SIGTERM: the preStop hook restores the runtime configuration and the agent exits 0 within terminationGracePeriodSeconds", async (t) => {
@@ -145,12 +176,20 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
     const restore = results.get("restore-on-stop");
     assert.ok(agent && restore);
     t.diagnostic(`agent stopped in ${agent.milliseconds.toFixed(0)} ms, restore-on-stop in ${restore.milliseconds.toFixed(0)} ms`);
-    assert.equal(agent.exitCode, 0, `the agent exited by itself on SIGTERM (137 would be the SIGKILL after the grace period)\n${await node.pod.logTail("agent")}`);
+    assert.equal(
+      agent.exitCode,
+      0,
+      `the agent exited by itself on SIGTERM (137 would be the SIGKILL after the grace period)\n${await node.pod.logTail("agent")}`,
+    );
     assert.equal(restore.exitCode, 0, await node.pod.logTail("restore-on-stop"));
     await assert.rejects(stat(hostsToml(node)), "configure --restore removed the hosts.toml it wrote (there was none before)");
     const [controller] = cluster.controllers;
     assert.ok(controller);
     const stopped = await controller.stop();
-    assert.equal(stopped.get("controller")?.exitCode, 0, `the controller exited by itself on SIGTERM\n${await controller.logTail("controller")}`);
+    assert.equal(
+      stopped.get("controller")?.exitCode,
+      0,
+      `the controller exited by itself on SIGTERM\n${await controller.logTail("controller")}`,
+    );
   });
 });

@@ -37,193 +37,232 @@ const DISCONNECT_MS = 5_000;
  */
 const ORIGIN_BOUND_TODO: Readonly<Record<string, string>> = {
   sigkill: "1.00-1.07 × F: pieces the killed grantee fetched but had not relayed are fetched again",
-  pause: "3.2-3.7 × F before agents kept to their peers without a tracker; within 1.05 × F since (one CI run): to be made strict once it holds every run",
+  pause:
+    "3.2-3.7 × F before agents kept to their peers without a tracker; within 1.05 × F since (one CI run): to be made strict once it holds every run",
   disconnect: "1.0-2.5 × F: after reconnecting, the cut-off agent (and some peers) fetch from the origin",
 };
 
-describe("faults on the chart's pods in containers (4 agents, 2 controllers, origin container)", { skip: skipUnlessCi(unavailable) }, () => {
-  let work: string | undefined;
-  let cluster: ChartCluster | undefined;
+describe(
+  "faults on the chart's pods in containers (4 agents, 2 controllers, origin container)",
+  { skip: skipUnlessCi(unavailable) },
+  () => {
+    let work: string | undefined;
+    let cluster: ChartCluster | undefined;
 
-  before(async () => {
-    assertAvailable(unavailable);
-    await buildImages();
-    work = await makeTempDir("containers-faults");
-    cluster = await ChartCluster.start({
-      nodes: NODES,
-      work,
-      values: { agent: { configure: { enabled: false }, config: { "upload-rate": AGENT_UPLOAD_RATE } } },
+    before(async () => {
+      assertAvailable(unavailable);
+      await buildImages();
+      work = await makeTempDir("containers-faults");
+      cluster = await ChartCluster.start({
+        nodes: NODES,
+        work,
+        values: { agent: { configure: { enabled: false }, config: { "upload-rate": AGENT_UPLOAD_RATE } } },
+      });
+      await cluster.origin.shapeEgress(ORIGIN_BYTES_PER_SECOND);
     });
-    await cluster.origin.shapeEgress(ORIGIN_BYTES_PER_SECOND);
-  });
 
-  after(async () => {
-    await cluster?.destroy();
-    if (work !== undefined) await removeTempDir(work);
-  });
-
-  interface Round {
-    readonly layout: GeneratedImageLayout;
-    readonly imageBytes: number;
-    readonly mark: OriginMark;
-    /** Settles when every node's first pull attempt has returned, in node order. */
-    readonly pulls: Promise<PullOutcome[]>;
-    readonly finished: Set<string>;
-    /** Each agent's shoal_origin_bytes_fetched_total before the round. */
-    readonly fetchedBefore: ReadonlyMap<AgentNode, number>;
-  }
-
-  /** Origin egress of each finished scenario, for its bound test. */
-  const egress = new Map<string, { round: Round; bytes: number }>();
-
-  /** Pushes a fresh image, starts a pull on every node at once and waits until the transfer is under way. */
-  async function startRound(tag: string): Promise<Round> {
-    assert.ok(cluster && work);
-    const c = cluster;
-    const layout = await generateImageLayout({ dir: join(work, tag), seed: `e2e-containers-${tag}`, layers: LAYERS, totalBytes: IMAGE_BYTES, tag });
-    await c.origin.push(layout, "faults/app", tag);
-    const image = layout.images[0];
-    assert.ok(image);
-    const fetchedBefore = await originFetched();
-    const mark = await c.origin.mark();
-    const finished = new Set<string>();
-    const pulls = Promise.all(
-      c.agents.map(async (node) => {
-        const outcome = await c.pull(node, c.loopbackMirror(node), "faults/app", tag);
-        finished.add(node.nodeName);
-        return outcome;
-      }),
-    );
-    const deadline = Date.now() + FAULT_WAIT_TIMEOUT_MS;
-    while ((await c.origin.egressSince(mark)) < FAULT_AT_SHARE * image.imageBytes) {
-      assert.ok(Date.now() < deadline, "the origin started sending the image");
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    assert.equal(finished.size, 0, "no node finished before the fault");
-    return { layout, imageBytes: image.imageBytes, mark, pulls, finished, fetchedBefore };
-  }
-
-  /** Records what the origin sent in the round (checked by the scenario's bound test) and prints who fetched it. */
-  async function recordOrigin(tag: string, round: Round, diagnostic: (text: string) => void): Promise<void> {
-    assert.ok(cluster);
-    const c = cluster;
-    const bytes = await c.origin.egressSince(round.mark);
-    const blobs = await c.origin.blobBytesSince(round.mark);
-    const byAgent = await Promise.all(
-      c.agents.map(async (node) => {
-        const now = await c.agentMetric(node, "shoal_origin_bytes_fetched_total");
-        const before = round.fetchedBefore.get(node) ?? 0;
-        // A restarted agent counts from zero again.
-        return `${node.nodeName} ${((now >= before ? now - before : now) / round.imageBytes).toFixed(2)}${now < before ? " (since its restart)" : ""}`;
-      }),
-    );
-    diagnostic(`origin interface sent ${(bytes / round.imageBytes).toFixed(3)} × F (blob bodies ${(blobs / round.imageBytes).toFixed(3)} × F; fetched by agent, × F: ${byAgent.join(", ")}), F = ${round.imageBytes} bytes`);
-    egress.set(tag, { round, bytes });
-  }
-
-  function originBound(tag: string): void {
-    it(`${tag}: the origin sent at most ${ORIGIN_COPIES_LIMIT} × F`, { todo: ORIGIN_BOUND_TODO[tag] ?? false }, () => {
-      const sent = egress.get(tag);
-      assert.ok(sent, `the ${tag} scenario ran to the end`);
-      assert.ok(sent.bytes <= ORIGIN_COPIES_LIMIT * sent.round.imageBytes, `origin sent ${sent.bytes} bytes (${(sent.bytes / sent.round.imageBytes).toFixed(3)} × F), at most ${ORIGIN_COPIES_LIMIT} × ${sent.round.imageBytes}`);
+    after(async () => {
+      await cluster?.destroy();
+      if (work !== undefined) await removeTempDir(work);
     });
-  }
 
-  function assertPulled(outcomes: readonly PullOutcome[], digest: string): void {
-    for (const outcome of outcomes) {
-      assert.equal(outcome.error, undefined, `${outcome.node}: ${outcome.error ?? ""}`);
-      assert.equal(outcome.digest, digest, `${outcome.node} has the image`);
+    interface Round {
+      readonly layout: GeneratedImageLayout;
+      readonly imageBytes: number;
+      readonly mark: OriginMark;
+      /** Settles when every node's first pull attempt has returned, in node order. */
+      readonly pulls: Promise<PullOutcome[]>;
+      readonly finished: Set<string>;
+      /** Each agent's shoal_origin_bytes_fetched_total before the round. */
+      readonly fetchedBefore: ReadonlyMap<AgentNode, number>;
     }
-  }
 
-  /** The agent fetching from the origin now: its origin byte count grew most since `before`. */
-  async function grantee(before: ReadonlyMap<AgentNode, number>): Promise<AgentNode> {
-    assert.ok(cluster);
-    const c = cluster;
-    const grown = await Promise.all(c.agents.map(async (node) => (await c.agentMetric(node, "shoal_origin_bytes_fetched_total")) - (before.get(node) ?? 0)));
-    const most = Math.max(...grown);
-    const node = c.agents[grown.indexOf(most)];
-    assert.ok(node && most > 0, "an agent is fetching from the origin");
-    return node;
-  }
+    /** Origin egress of each finished scenario, for its bound test. */
+    const egress = new Map<string, { round: Round; bytes: number }>();
 
-  async function originFetched(): Promise<Map<AgentNode, number>> {
-    assert.ok(cluster);
-    const c = cluster;
-    return new Map(await Promise.all(c.agents.map(async (node) => [node, await c.agentMetric(node, "shoal_origin_bytes_fetched_total")] as const)));
-  }
+    /** Pushes a fresh image, starts a pull on every node at once and waits until the transfer is under way. */
+    async function startRound(tag: string): Promise<Round> {
+      assert.ok(cluster && work);
+      const c = cluster;
+      const layout = await generateImageLayout({
+        dir: join(work, tag),
+        seed: `e2e-containers-${tag}`,
+        layers: LAYERS,
+        totalBytes: IMAGE_BYTES,
+        tag,
+      });
+      await c.origin.push(layout, "faults/app", tag);
+      const image = layout.images[0];
+      assert.ok(image);
+      const fetchedBefore = await originFetched();
+      const mark = await c.origin.mark();
+      const finished = new Set<string>();
+      const pulls = Promise.all(
+        c.agents.map(async (node) => {
+          const outcome = await c.pull(node, c.loopbackMirror(node), "faults/app", tag);
+          finished.add(node.nodeName);
+          return outcome;
+        }),
+      );
+      const deadline = Date.now() + FAULT_WAIT_TIMEOUT_MS;
+      while ((await c.origin.egressSince(mark)) < FAULT_AT_SHARE * image.imageBytes) {
+        assert.ok(Date.now() < deadline, "the origin started sending the image");
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal(finished.size, 0, "no node finished before the fault");
+      return { layout, imageBytes: image.imageBytes, mark, pulls, finished, fetchedBefore };
+    }
 
-  it("no fault (the baseline): every node pulls, the origin sends the image about once", async (t) => {
-    const round = await startRound("baseline");
-    const outcomes = await round.pulls;
-    assertPulled(outcomes, round.layout.root.digest);
-    t.diagnostic(`pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-    await recordOrigin("baseline", round, (text) => { t.diagnostic(text); });
-  });
-  originBound("baseline");
+    /** Records what the origin sent in the round (checked by the scenario's bound test) and prints who fetched it. */
+    async function recordOrigin(tag: string, round: Round, diagnostic: (text: string) => void): Promise<void> {
+      assert.ok(cluster);
+      const c = cluster;
+      const bytes = await c.origin.egressSince(round.mark);
+      const blobs = await c.origin.blobBytesSince(round.mark);
+      const byAgent = await Promise.all(
+        c.agents.map(async (node) => {
+          const now = await c.agentMetric(node, "shoal_origin_bytes_fetched_total");
+          const before = round.fetchedBefore.get(node) ?? 0;
+          // A restarted agent counts from zero again.
+          return `${node.nodeName} ${((now >= before ? now - before : now) / round.imageBytes).toFixed(2)}${now < before ? " (since its restart)" : ""}`;
+        }),
+      );
+      diagnostic(
+        `origin interface sent ${(bytes / round.imageBytes).toFixed(3)} × F (blob bodies ${(blobs / round.imageBytes).toFixed(3)} × F; fetched by agent, × F: ${byAgent.join(", ")}), F = ${round.imageBytes} bytes`,
+      );
+      egress.set(tag, { round, bytes });
+    }
 
-  it("the agent fetching from the origin is SIGKILLed: the kubelet restarts it, its node pulls again, every node has the image", async (t) => {
-    assert.ok(cluster);
-    const c = cluster;
-    const round = await startRound("sigkill");
-    const victim = await grantee(round.fetchedBefore);
-    await victim.pod.kill("agent");
-    const state = await containerState(victim.pod.container("agent").getId());
-    assert.equal(state.running, false);
-    assert.equal(state.exitCode, 137, "killed by SIGKILL");
-    const outcomes = await round.pulls;
-    // The kubelet restarts the container (restartPolicy Always) with the same spec and hostPath store;
-    // the node's container runtime pulls again once the mirror answers.
-    const { readyMs } = await cluster.startAgent(victim, AGENT_READY_TIMEOUT_MS);
-    t.diagnostic(`${victim.nodeName} (the origin grantee) killed; restarted and Ready in ${readyMs.toFixed(0)} ms; its first pull: ${outcomes.find((o) => o.node === victim.nodeName)?.error === undefined ? "finished" : "failed"}`);
-    const retried = await Promise.all(outcomes.map(async (o) => (o.node === victim.nodeName && o.error !== undefined ? c.pull(victim, c.loopbackMirror(victim), "faults/app", "sigkill") : o)));
-    for (const o of retried.filter((x) => x.node !== victim.nodeName)) assert.equal(o.error, undefined, `${o.node} was not affected: ${o.error ?? ""}`);
-    assertPulled(retried, round.layout.root.digest);
-    t.diagnostic(`pull times ${retried.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-    await recordOrigin("sigkill", round, (text) => { t.diagnostic(text); });
-  });
-  originBound("sigkill");
+    function originBound(tag: string): void {
+      it(`${tag}: the origin sent at most ${ORIGIN_COPIES_LIMIT} × F`, { todo: ORIGIN_BOUND_TODO[tag] ?? false }, () => {
+        const sent = egress.get(tag);
+        assert.ok(sent, `the ${tag} scenario ran to the end`);
+        assert.ok(
+          sent.bytes <= ORIGIN_COPIES_LIMIT * sent.round.imageBytes,
+          `origin sent ${sent.bytes} bytes (${(sent.bytes / sent.round.imageBytes).toFixed(3)} × F), at most ${ORIGIN_COPIES_LIMIT} × ${sent.round.imageBytes}`,
+        );
+      });
+    }
 
-  it("the leading controller's container is paused mid-transfer: the other replica takes the Lease, every pull completes; unpaused, it follows", async (t) => {
-    assert.ok(cluster);
-    const leader = await cluster.waitLeader();
-    const round = await startRound("pause");
-    const api = await dockerode();
-    const paused = api.getContainer(leader.container("controller").getId());
-    await paused.pause();
-    const pausedAt = performance.now();
-    try {
-      const successor = await cluster.waitLeader(undefined, leader);
-      t.diagnostic(`${successor.options.name} Ready (leading) ${((performance.now() - pausedAt) / 1000).toFixed(1)} s after the leader froze`);
+    function assertPulled(outcomes: readonly PullOutcome[], digest: string): void {
+      for (const outcome of outcomes) {
+        assert.equal(outcome.error, undefined, `${outcome.node}: ${outcome.error ?? ""}`);
+        assert.equal(outcome.digest, digest, `${outcome.node} has the image`);
+      }
+    }
+
+    /** The agent fetching from the origin now: its origin byte count grew most since `before`. */
+    async function grantee(before: ReadonlyMap<AgentNode, number>): Promise<AgentNode> {
+      assert.ok(cluster);
+      const c = cluster;
+      const grown = await Promise.all(
+        c.agents.map(async (node) => (await c.agentMetric(node, "shoal_origin_bytes_fetched_total")) - (before.get(node) ?? 0)),
+      );
+      const most = Math.max(...grown);
+      const node = c.agents[grown.indexOf(most)];
+      assert.ok(node && most > 0, "an agent is fetching from the origin");
+      return node;
+    }
+
+    async function originFetched(): Promise<Map<AgentNode, number>> {
+      assert.ok(cluster);
+      const c = cluster;
+      return new Map(
+        await Promise.all(c.agents.map(async (node) => [node, await c.agentMetric(node, "shoal_origin_bytes_fetched_total")] as const)),
+      );
+    }
+
+    it("no fault (the baseline): every node pulls, the origin sends the image about once", async (t) => {
+      const round = await startRound("baseline");
       const outcomes = await round.pulls;
       assertPulled(outcomes, round.layout.root.digest);
       t.diagnostic(`pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-      await recordOrigin("pause", round, (text) => { t.diagnostic(text); });
-    } finally {
-      await paused.unpause();
-    }
-    // Thawed, the old leader finds its Lease taken and stays a follower: still exactly one Ready.
-    const after = await cluster.waitLeader();
-    assert.notEqual(after, leader, "the thawed replica does not lead again");
-    assert.equal((await containerState(leader.container("controller").getId())).running, true);
-  });
-  originBound("pause");
+      await recordOrigin("baseline", round, (text) => {
+        t.diagnostic(text);
+      });
+    });
+    originBound("baseline");
 
-  it("an agent pod's network is cut mid-transfer and reconnected: its node's pull (on loopback) and every other finish", async (t) => {
-    assert.ok(cluster);
-    const round = await startRound("disconnect");
-    const source = await grantee(round.fetchedBefore);
-    // A node that is downloading from its peers, not the one reading the origin.
-    const victim = cluster.agents.find((n) => n !== source);
-    assert.ok(victim);
-    await cluster.network.disconnect(victim.pod.sandbox.getId());
-    await new Promise((resolve) => setTimeout(resolve, DISCONNECT_MS));
-    assert.equal(round.finished.has(victim.nodeName), false, "the cut-off node could not finish while cut off");
-    await cluster.network.reconnect(victim.pod.sandbox.getId(), victim.pod.ip);
-    const outcomes = await round.pulls;
-    assertPulled(outcomes, round.layout.root.digest);
-    t.diagnostic(`${victim.nodeName} cut off for ${DISCONNECT_MS} ms; pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
-    await recordOrigin("disconnect", round, (text) => { t.diagnostic(text); });
-  });
-  originBound("disconnect");
-});
+    it("the agent fetching from the origin is SIGKILLed: the kubelet restarts it, its node pulls again, every node has the image", async (t) => {
+      assert.ok(cluster);
+      const c = cluster;
+      const round = await startRound("sigkill");
+      const victim = await grantee(round.fetchedBefore);
+      await victim.pod.kill("agent");
+      const state = await containerState(victim.pod.container("agent").getId());
+      assert.equal(state.running, false);
+      assert.equal(state.exitCode, 137, "killed by SIGKILL");
+      const outcomes = await round.pulls;
+      // The kubelet restarts the container (restartPolicy Always) with the same spec and hostPath store;
+      // the node's container runtime pulls again once the mirror answers.
+      const { readyMs } = await cluster.startAgent(victim, AGENT_READY_TIMEOUT_MS);
+      t.diagnostic(
+        `${victim.nodeName} (the origin grantee) killed; restarted and Ready in ${readyMs.toFixed(0)} ms; its first pull: ${outcomes.find((o) => o.node === victim.nodeName)?.error === undefined ? "finished" : "failed"}`,
+      );
+      const retried = await Promise.all(
+        outcomes.map(async (o) =>
+          o.node === victim.nodeName && o.error !== undefined ? c.pull(victim, c.loopbackMirror(victim), "faults/app", "sigkill") : o,
+        ),
+      );
+      for (const o of retried.filter((x) => x.node !== victim.nodeName))
+        assert.equal(o.error, undefined, `${o.node} was not affected: ${o.error ?? ""}`);
+      assertPulled(retried, round.layout.root.digest);
+      t.diagnostic(`pull times ${retried.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
+      await recordOrigin("sigkill", round, (text) => {
+        t.diagnostic(text);
+      });
+    });
+    originBound("sigkill");
+
+    it("the leading controller's container is paused mid-transfer: the other replica takes the Lease, every pull completes; unpaused, it follows", async (t) => {
+      assert.ok(cluster);
+      const leader = await cluster.waitLeader();
+      const round = await startRound("pause");
+      const api = await dockerode();
+      const paused = api.getContainer(leader.container("controller").getId());
+      await paused.pause();
+      const pausedAt = performance.now();
+      try {
+        const successor = await cluster.waitLeader(undefined, leader);
+        t.diagnostic(
+          `${successor.options.name} Ready (leading) ${((performance.now() - pausedAt) / 1000).toFixed(1)} s after the leader froze`,
+        );
+        const outcomes = await round.pulls;
+        assertPulled(outcomes, round.layout.root.digest);
+        t.diagnostic(`pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`);
+        await recordOrigin("pause", round, (text) => {
+          t.diagnostic(text);
+        });
+      } finally {
+        await paused.unpause();
+      }
+      // Thawed, the old leader finds its Lease taken and stays a follower: still exactly one Ready.
+      const after = await cluster.waitLeader();
+      assert.notEqual(after, leader, "the thawed replica does not lead again");
+      assert.equal((await containerState(leader.container("controller").getId())).running, true);
+    });
+    originBound("pause");
+
+    it("an agent pod's network is cut mid-transfer and reconnected: its node's pull (on loopback) and every other finish", async (t) => {
+      assert.ok(cluster);
+      const round = await startRound("disconnect");
+      const source = await grantee(round.fetchedBefore);
+      // A node that is downloading from its peers, not the one reading the origin.
+      const victim = cluster.agents.find((n) => n !== source);
+      assert.ok(victim);
+      await cluster.network.disconnect(victim.pod.sandbox.getId());
+      await new Promise((resolve) => setTimeout(resolve, DISCONNECT_MS));
+      assert.equal(round.finished.has(victim.nodeName), false, "the cut-off node could not finish while cut off");
+      await cluster.network.reconnect(victim.pod.sandbox.getId(), victim.pod.ip);
+      const outcomes = await round.pulls;
+      assertPulled(outcomes, round.layout.root.digest);
+      t.diagnostic(
+        `${victim.nodeName} cut off for ${DISCONNECT_MS} ms; pull times ${outcomes.map((o) => `${o.node} ${o.seconds.toFixed(1)} s`).join(", ")}`,
+      );
+      await recordOrigin("disconnect", round, (text) => {
+        t.diagnostic(text);
+      });
+    });
+    originBound("disconnect");
+  },
+);

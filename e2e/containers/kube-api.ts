@@ -37,7 +37,25 @@ export class KubeApiEndpoint {
       // A self-signed serving certificate for the gateway address: the pods' ca.crt.
       await runCommand(
         "openssl",
-        ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=kube-apiserver", "-addext", `subjectAltName=IP:${host},DNS:kubernetes.default.svc`, "-keyout", key, "-out", cert],
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:P-256",
+          "-nodes",
+          "-days",
+          "1",
+          "-subj",
+          "/CN=kube-apiserver",
+          "-addext",
+          `subjectAltName=IP:${host},DNS:kubernetes.default.svc`,
+          "-keyout",
+          key,
+          "-out",
+          cert,
+        ],
         { timeoutMs: OPENSSL_TIMEOUT_MS },
       );
       const serviceAccountDir = join(dir, "serviceaccount");
@@ -66,7 +84,8 @@ export class KubeApiEndpoint {
         });
       });
       const address = server.address();
-      if (address === null || typeof address === "string") throw new HarnessError("ERR_HARNESS_START", "the API endpoint has no TCP address");
+      if (address === null || typeof address === "string")
+        throw new HarnessError("ERR_HARNESS_START", "the API endpoint has no TCP address");
       return new KubeApiEndpoint(double, server, sockets, host, address.port, serviceAccountDir);
     } catch (error) {
       await double.close();
@@ -76,7 +95,11 @@ export class KubeApiEndpoint {
 
   /** The variables the kubelet sets in every container for the `kubernetes` Service. */
   get serviceEnv(): Record<string, string> {
-    return { KUBERNETES_SERVICE_HOST: this.host, KUBERNETES_SERVICE_PORT: String(this.port), KUBERNETES_SERVICE_PORT_HTTPS: String(this.port) };
+    return {
+      KUBERNETES_SERVICE_HOST: this.host,
+      KUBERNETES_SERVICE_PORT: String(this.port),
+      KUBERNETES_SERVICE_PORT_HTTPS: String(this.port),
+    };
   }
 
   async close(): Promise<void> {

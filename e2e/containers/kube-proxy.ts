@@ -66,7 +66,8 @@ function serve(service: Service): void {
     try {
       const results = await Promise.all(service.backends.map((b) => isReady(b.readyUrl)));
       const now = service.backends.filter((_, i) => results[i] === true);
-      if (now.map((b) => b.target).join() !== ready.map((b) => b.target).join()) log({ msg: "endpoints changed", listen: service.listen, ready: now.map((b) => b.target) });
+      if (now.map((b) => b.target).join() !== ready.map((b) => b.target).join())
+        log({ msg: "endpoints changed", listen: service.listen, ready: now.map((b) => b.target) });
       ready = now;
     } finally {
       probing = false;

@@ -19,7 +19,8 @@ export class PodNetwork {
   static async create(namePrefix: string): Promise<PodNetwork> {
     const api = await dockerode();
     const taken = new Set<string>();
-    for (const network of await api.listNetworks()) for (const config of network.IPAM?.Config ?? []) if (config.Subnet !== undefined) taken.add(config.Subnet);
+    for (const network of await api.listNetworks())
+      for (const config of network.IPAM?.Config ?? []) if (config.Subnet !== undefined) taken.add(config.Subnet);
     let lastError: unknown;
     for (let attempt = 0; attempt < CREATE_ATTEMPTS; attempt++) {
       const prefix = `${SUBNET_PREFIX}.${1 + (randomBytes(1).readUInt8(0) % 254)}`;
@@ -58,6 +59,10 @@ export class PodNetwork {
 
   /** Attaches it again with the address it had, as a node whose link comes back. */
   async reconnect(containerId: string, ip: string): Promise<void> {
-    await (await dockerode()).getNetwork(this.name).connect({ Container: containerId, EndpointConfig: { IPAMConfig: { IPv4Address: ip } } });
+    await (
+      await dockerode()
+    )
+      .getNetwork(this.name)
+      .connect({ Container: containerId, EndpointConfig: { IPAMConfig: { IPv4Address: ip } } });
   }
 }

@@ -75,7 +75,11 @@ export class OriginRegistry {
     for (const chunk of ref.early) origin.consume(chunk);
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (!origin.lines.some((l) => l.includes('"msg":"listening on '))) {
-      if (Date.now() > deadline) throw new HarnessError("ERR_HARNESS_START", `docker-registry in ${container.getName()} did not start:\n${origin.lines.slice(-20).join("\n")}`);
+      if (Date.now() > deadline)
+        throw new HarnessError(
+          "ERR_HARNESS_START",
+          `docker-registry in ${container.getName()} did not start:\n${origin.lines.slice(-20).join("\n")}`,
+        );
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     return origin;
@@ -95,7 +99,11 @@ export class OriginRegistry {
   async shapeEgress(bytesPerSecond: number): Promise<void> {
     const { pid } = await containerState(this.container.getId());
     const rate = `${Math.round((bytesPerSecond * 8) / 1000)}kbit`;
-    await runCommand("nsenter", ["-t", String(pid), "-n", "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms"], { timeoutMs: TC_TIMEOUT_MS });
+    await runCommand(
+      "nsenter",
+      ["-t", String(pid), "-n", "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms"],
+      { timeoutMs: TC_TIMEOUT_MS },
+    );
     debugLog(`containers: origin egress limited to ${rate}`);
   }
 

@@ -129,7 +129,17 @@ export function expandVariables(text: string, env: Readonly<Record<string, strin
   });
 }
 
-const QUANTITY_UNITS: Readonly<Record<string, number>> = { "": 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4 };
+const QUANTITY_UNITS: Readonly<Record<string, number>> = {
+  "": 1,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  Ki: 1024,
+  Mi: 1024 ** 2,
+  Gi: 1024 ** 3,
+  Ti: 1024 ** 4,
+};
 
 /** A memory quantity (`512Mi`, `1Gi`, `2e9`, `128M`) in bytes. */
 export function parseQuantity(value: string): number {
@@ -144,9 +154,16 @@ function resolveProbe(probe: ProbeSpec | undefined, ports: ReadonlyMap<string, n
   if (probe.httpGet === undefined) throw unsupported(`a non-HTTP probe (container ${container})`);
   const { port } = probe.httpGet;
   const number = typeof port === "number" ? port : ports.get(port);
-  if (number === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `container ${container}: probe port ${port} is not one of its ports`);
+  if (number === undefined)
+    throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `container ${container}: probe port ${port} is not one of its ports`);
   // Kubernetes' defaults.
-  return { path: probe.httpGet.path, port: number, periodSeconds: probe.periodSeconds ?? 10, failureThreshold: probe.failureThreshold ?? 3, timeoutSeconds: probe.timeoutSeconds ?? 1 };
+  return {
+    path: probe.httpGet.path,
+    port: number,
+    periodSeconds: probe.periodSeconds ?? 10,
+    failureThreshold: probe.failureThreshold ?? 3,
+    timeoutSeconds: probe.timeoutSeconds ?? 1,
+  };
 }
 
 /**
@@ -165,7 +182,11 @@ export function resolveContainer(
   for (const source of container.envFrom ?? []) {
     if (source.configMapRef === undefined) throw unsupported(`an envFrom source other than configMapRef (container ${container.name})`);
     const data = configMaps.get(source.configMapRef.name);
-    if (data === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `container ${container.name}: ConfigMap ${source.configMapRef.name} was not rendered`);
+    if (data === undefined)
+      throw new HarnessError(
+        "ERR_HARNESS_INVALID_ARGUMENT",
+        `container ${container.name}: ConfigMap ${source.configMapRef.name} was not rendered`,
+      );
     Object.assign(env, data);
   }
   for (const entry of container.env ?? []) {

@@ -13,7 +13,15 @@ import { HarnessError } from "../support/errors.js";
 import { probeHttpStatus } from "../support/http-probe.js";
 import { debugLog, describeError, readTail } from "../support/process.js";
 import type { PodNetwork } from "./network.js";
-import { type ContainerSpec, type DownwardValues, type PodSpec, type ProjectionSpec, type ResolvedContainer, type ResolvedProbe, resolveContainer } from "./pod-spec.js";
+import {
+  type ContainerSpec,
+  type DownwardValues,
+  type PodSpec,
+  type ProjectionSpec,
+  type ResolvedContainer,
+  type ResolvedProbe,
+  resolveContainer,
+} from "./pod-spec.js";
 import { containerState, dockerode } from "./runtime.js";
 
 /** Init containers (chown, `shoal configure`) finish in about a second; more means they hang. */
@@ -57,7 +65,10 @@ export interface PodOptions {
    * The kubelet's TokenRequest for a projected serviceAccountToken source, once the sandbox has its IP
    * (the Pod must be in the API then: the token is bound to it).
    */
-  readonly serviceAccountToken?: (pod: { readonly ip: string }, request: { readonly audience: string; readonly expirationSeconds: number }) => Promise<string>;
+  readonly serviceAccountToken?: (
+    pod: { readonly ip: string },
+    request: { readonly audience: string; readonly expirationSeconds: number },
+  ) => Promise<string>;
 }
 
 export interface StopResult {
@@ -106,7 +117,8 @@ export class Pod {
       await pod.prepareVolumes();
       for (const init of options.spec.initContainers ?? []) await pod.runInit(init);
       for (const sidecar of options.sidecars ?? []) await pod.startSidecar(sidecar);
-      for (const container of options.spec.containers) if (!(options.deferContainers ?? []).includes(container.name)) await pod.startContainer(container.name);
+      for (const container of options.spec.containers)
+        if (!(options.deferContainers ?? []).includes(container.name)) await pod.startContainer(container.name);
       return pod;
     } catch (error) {
       await pod.remove().catch(() => undefined);
@@ -116,7 +128,13 @@ export class Pod {
 
   get downward(): DownwardValues {
     // One address per "node" here: the pod's network namespace is the node's (hostPort = containerPort).
-    return { podName: this.options.name, namespace: this.options.namespace, podIP: this.ip, hostIP: this.ip, nodeName: this.options.nodeName };
+    return {
+      podName: this.options.name,
+      namespace: this.options.namespace,
+      podIP: this.ip,
+      hostIP: this.ip,
+      nodeName: this.options.nodeName,
+    };
   }
 
   /** The chart's container spec as the kubelet resolves it for this pod. */
@@ -126,7 +144,8 @@ export class Pod {
 
   container(name: string): StartedTestContainer {
     const container = this.containers.get(name);
-    if (container === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `pod ${this.options.name} has no running container ${name}`);
+    if (container === undefined)
+      throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `pod ${this.options.name} has no running container ${name}`);
     return container;
   }
 
@@ -157,8 +176,16 @@ export class Pod {
     for (;;) {
       if (await this.probe(container, kind)) return performance.now() - started;
       const state = await containerState(id);
-      if (!state.running) throw new HarnessError("ERR_HARNESS_START", `container ${container} of ${this.options.name} exited (${state.exitCode}) before its ${kind} probe passed\n${await this.logTail(container)}`);
-      if (performance.now() - started > timeoutMs) throw new HarnessError("ERR_HARNESS_TIMEOUT", `${kind} probe of ${container} in ${this.options.name} did not pass in ${timeoutMs} ms\n${await this.logTail(container)}`);
+      if (!state.running)
+        throw new HarnessError(
+          "ERR_HARNESS_START",
+          `container ${container} of ${this.options.name} exited (${state.exitCode}) before its ${kind} probe passed\n${await this.logTail(container)}`,
+        );
+      if (performance.now() - started > timeoutMs)
+        throw new HarnessError(
+          "ERR_HARNESS_TIMEOUT",
+          `${kind} probe of ${container} in ${this.options.name} did not pass in ${timeoutMs} ms\n${await this.logTail(container)}`,
+        );
       await new Promise((resolve) => setTimeout(resolve, PROBE_INTERVAL_MS));
     }
   }
@@ -179,7 +206,11 @@ export class Pod {
     if (preStop !== undefined) {
       const result = await container.exec([...preStop]);
       debugLog(`containers: preStop of ${name} in ${this.options.name} exited ${result.exitCode}: ${result.output.trim().slice(-500)}`);
-      if (result.exitCode !== 0) throw new HarnessError("ERR_HARNESS_COMMAND", `preStop hook of ${name} in ${this.options.name} exited ${result.exitCode}:\n${result.output}`);
+      if (result.exitCode !== 0)
+        throw new HarnessError(
+          "ERR_HARNESS_COMMAND",
+          `preStop hook of ${name} in ${this.options.name} exited ${result.exitCode}:\n${result.output}`,
+        );
     }
     const remaining = Math.max(1, Math.ceil(grace - (performance.now() - started) / 1000));
     await (await dockerode()).getContainer(container.getId()).stop({ t: remaining });
@@ -207,7 +238,16 @@ export class Pod {
   async remove(): Promise<void> {
     const api = await dockerode();
     const ids = [...this.containers.values()].map((c) => c.getId());
-    await Promise.all(ids.map((id) => api.getContainer(id).remove({ force: true }).catch((error: unknown) => { debugLog(`containers: remove ${id}: ${describeError(error)}`); })));
+    await Promise.all(
+      ids.map((id) =>
+        api
+          .getContainer(id)
+          .remove({ force: true })
+          .catch((error: unknown) => {
+            debugLog(`containers: remove ${id}: ${describeError(error)}`);
+          }),
+      ),
+    );
     await api.getContainer(this.sandbox.getId()).remove({ force: true });
   }
 
@@ -215,7 +255,8 @@ export class Pod {
     for (const volume of this.options.spec.volumes ?? []) {
       if (volume.hostPath !== undefined) {
         const dir = join(this.options.nodeRoot, volume.hostPath.path);
-        if (volume.hostPath.type !== "DirectoryOrCreate" && volume.hostPath.type !== "Directory") throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `hostPath type ${volume.hostPath.type ?? "(none)"} is not modelled`);
+        if (volume.hostPath.type !== "DirectoryOrCreate" && volume.hostPath.type !== "Directory")
+          throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `hostPath type ${volume.hostPath.type ?? "(none)"} is not modelled`);
         // The kubelet creates DirectoryOrCreate paths 0755 root:root.
         await mkdir(dir, { recursive: true, mode: 0o755 });
         this.volumes.set(volume.name, dir);
@@ -242,7 +283,8 @@ export class Pod {
   private async project(dir: string, source: ProjectionSpec): Promise<void> {
     if (source.serviceAccountToken !== undefined) {
       const { audience, expirationSeconds, path } = source.serviceAccountToken;
-      if (this.options.serviceAccountToken === undefined || audience === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", "a serviceAccountToken projection needs an audience and a token source");
+      if (this.options.serviceAccountToken === undefined || audience === undefined)
+        throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", "a serviceAccountToken projection needs an audience and a token source");
       const token = await this.options.serviceAccountToken({ ip: this.ip }, { audience, expirationSeconds: expirationSeconds ?? 3600 });
       await writeFile(join(dir, path), token, { mode: 0o644 });
     } else if (source.configMap !== undefined) {
@@ -250,7 +292,8 @@ export class Pod {
       if (data === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `ConfigMap ${source.configMap.name} was not rendered`);
       for (const item of source.configMap.items ?? Object.keys(data).map((key) => ({ key, path: key }))) {
         const value = data[item.key];
-        if (value === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `ConfigMap ${source.configMap.name} has no key ${item.key}`);
+        if (value === undefined)
+          throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `ConfigMap ${source.configMap.name} has no key ${item.key}`);
         await writeFile(join(dir, item.path), value, { mode: 0o644 });
       }
     } else {
@@ -263,7 +306,9 @@ export class Pod {
       .withName(`${this.options.network.name}-${this.options.name}-${logName}`)
       .withNetworkMode(`container:${this.sandbox.getId()}`)
       .withEnvironment({ ...resolved.env })
-      .withLogConsumer((stream) => { this.keepLog(logName, stream); });
+      .withLogConsumer((stream) => {
+        this.keepLog(logName, stream);
+      });
     if (resolved.entrypoint !== undefined) container = container.withEntrypoint([...resolved.entrypoint]);
     if (resolved.cmd !== undefined) container = container.withCommand([...resolved.cmd]);
     if (resolved.user !== undefined) container = container.withUser(resolved.user);
@@ -274,11 +319,13 @@ export class Pod {
     if (resolved.memoryLimitBytes !== undefined) container = container.withMemoryLimit(resolved.memoryLimitBytes);
     const mounts = resolved.mounts.map((m) => {
       const source = this.volumes.get(m.volume);
-      if (source === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `container ${resolved.name} mounts undeclared volume ${m.volume}`);
+      if (source === undefined)
+        throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `container ${resolved.name} mounts undeclared volume ${m.volume}`);
       return { source, target: m.target, mode: m.readOnly ? ("ro" as const) : ("rw" as const) };
     });
     // Kubernetes mounts the service account token unless the pod spec says otherwise.
-    if (this.options.spec.automountServiceAccountToken !== false && this.options.serviceAccountDir !== undefined) mounts.push({ source: this.options.serviceAccountDir, target: SERVICE_ACCOUNT_PATH, mode: "ro" });
+    if (this.options.spec.automountServiceAccountToken !== false && this.options.serviceAccountDir !== undefined)
+      mounts.push({ source: this.options.serviceAccountDir, target: SERVICE_ACCOUNT_PATH, mode: "ro" });
     return container.withBindMounts(mounts);
   }
 
@@ -289,11 +336,18 @@ export class Pod {
     this.resolved.set(spec.name, resolved);
     const api = await dockerode();
     const timeout = setTimeout(() => {
-      void api.getContainer(started.getId()).kill({ signal: "SIGKILL" }).catch(() => undefined);
+      void api
+        .getContainer(started.getId())
+        .kill({ signal: "SIGKILL" })
+        .catch(() => undefined);
     }, INIT_TIMEOUT_MS);
     try {
       const result = (await api.getContainer(started.getId()).wait()) as { StatusCode: number };
-      if (result.StatusCode !== 0) throw new HarnessError("ERR_HARNESS_START", `init container ${spec.name} of ${this.options.name} exited ${result.StatusCode}\n${await this.logTail(spec.name)}`);
+      if (result.StatusCode !== 0)
+        throw new HarnessError(
+          "ERR_HARNESS_START",
+          `init container ${spec.name} of ${this.options.name} exited ${result.StatusCode}\n${await this.logTail(spec.name)}`,
+        );
     } finally {
       clearTimeout(timeout);
     }
@@ -305,8 +359,11 @@ export class Pod {
       .withNetworkMode(`container:${this.sandbox.getId()}`)
       .withEntrypoint([...sidecar.entrypoint])
       .withEnvironment({ ...sidecar.env })
-      .withLogConsumer((stream) => { this.keepLog(sidecar.name, stream); });
-    if (sidecar.bindMounts !== undefined) container = container.withBindMounts(sidecar.bindMounts.map((m) => ({ ...m, mode: "ro" as const })));
+      .withLogConsumer((stream) => {
+        this.keepLog(sidecar.name, stream);
+      });
+    if (sidecar.bindMounts !== undefined)
+      container = container.withBindMounts(sidecar.bindMounts.map((m) => ({ ...m, mode: "ro" as const })));
     this.containers.set(sidecar.name, await container.start());
   }
 

@@ -27,7 +27,11 @@ export async function containerSuiteUnavailable(): Promise<string | false> {
   try {
     const client = await Promise.race([
       getContainerRuntimeClient(),
-      new Promise<never>((_, reject) => setTimeout(() => { reject(new Error(`no answer in ${RUNTIME_PROBE_TIMEOUT_MS} ms`)); }, RUNTIME_PROBE_TIMEOUT_MS).unref()),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => {
+          reject(new Error(`no answer in ${RUNTIME_PROBE_TIMEOUT_MS} ms`));
+        }, RUNTIME_PROBE_TIMEOUT_MS).unref(),
+      ),
     ]);
     await client.container.dockerode.ping();
     return false;
@@ -60,7 +64,13 @@ export interface ContainerState {
 
 export async function containerState(id: string): Promise<ContainerState> {
   const info = await (await dockerode()).getContainer(id).inspect();
-  return { status: info.State.Status, running: info.State.Running, exitCode: info.State.ExitCode, pid: info.State.Pid, oomKilled: info.State.OOMKilled };
+  return {
+    status: info.State.Status,
+    running: info.State.Running,
+    exitCode: info.State.ExitCode,
+    pid: info.State.Pid,
+    oomKilled: info.State.OOMKilled,
+  };
 }
 
 /** Bytes through an interface of a container's network namespace (kernel counters, read from the host). */

@@ -36,7 +36,8 @@ async function cgroupMemory(pid: number): Promise<number | undefined> {
   const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
   const candidates = v1 !== undefined ? [`/sys/fs/cgroup/memory${v1.slice(v1.lastIndexOf(":") + 1)}/memory.usage_in_bytes`] : [];
   const v2 = lines.find((l) => l.startsWith("0::"));
-  if (v2 !== undefined) candidates.push(`/sys/fs/cgroup${v2.slice(3)}/memory.current`, `/sys/fs/cgroup/unified${v2.slice(3)}/memory.current`);
+  if (v2 !== undefined)
+    candidates.push(`/sys/fs/cgroup${v2.slice(3)}/memory.current`, `/sys/fs/cgroup/unified${v2.slice(3)}/memory.current`);
   for (const file of candidates) {
     try {
       return Number((await readFile(file, "utf8")).trim());
@@ -51,7 +52,9 @@ async function imageSizes(): Promise<{ bytes: number; compressedLayers: number[]
   const { stdout } = await runCommand("podman", ["image", "inspect", "--format", "{{.Size}}", SHOAL_IMAGE], { timeoutMs: 30_000 });
   const dir = await mkdtemp(join(tmpdir(), "shoal-image-save-"));
   try {
-    await runCommand("podman", ["save", "--quiet", "--format", "docker-dir", "--compress", "-o", join(dir, "image"), SHOAL_IMAGE], { timeoutMs: 120_000 });
+    await runCommand("podman", ["save", "--quiet", "--format", "docker-dir", "--compress", "-o", join(dir, "image"), SHOAL_IMAGE], {
+      timeoutMs: 120_000,
+    });
     const manifest = JSON.parse(await readFile(join(dir, "image", "manifest.json"), "utf8")) as { layers: { size: number }[] };
     // Check against the files: the manifest names what a registry would serve.
     const files = await readdir(join(dir, "image"));
@@ -73,7 +76,9 @@ async function main(): Promise<void> {
   if (unavailable !== false) throw new Error(unavailable);
   await buildImages();
   const sizes = await imageSizes();
-  console.log(`image ${SHOAL_IMAGE}: ${mb(sizes.bytes)} uncompressed; ${mb(sizes.compressedLayers.reduce((a, b) => a + b, 0))} compressed in ${sizes.compressedLayers.length} layers (${sizes.compressedLayers.map(mb).join(", ")})`);
+  console.log(
+    `image ${SHOAL_IMAGE}: ${mb(sizes.bytes)} uncompressed; ${mb(sizes.compressedLayers.reduce((a, b) => a + b, 0))} compressed in ${sizes.compressedLayers.length} layers (${sizes.compressedLayers.map(mb).join(", ")})`,
+  );
   const work = await mkdtemp(join(tmpdir(), "shoal-image-measure-"));
   const cluster = await ChartCluster.start({ nodes: 1, work, containerdConfig: true, deferAgents: true });
   try {
@@ -88,13 +93,17 @@ async function main(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, idleMs));
       const idle = await processFigures(pid);
       const memory = `${mb(idle.rssBytes)} (${mb(idle.anonBytes)} + ${mb(idle.fileBytes)})`;
-      console.log(`${String(run).padStart(3)}  ${readyMs.toFixed(0).padStart(8)}  ${atReady.cpuSeconds.toFixed(2).padStart(14)}  ${memory.padEnd(26)} ${mb(idle.peakRssBytes).padStart(8)}  ${idle.cgroupBytes === undefined ? "n/a" : mb(idle.cgroupBytes)}`);
+      console.log(
+        `${String(run).padStart(3)}  ${readyMs.toFixed(0).padStart(8)}  ${atReady.cpuSeconds.toFixed(2).padStart(14)}  ${memory.padEnd(26)} ${mb(idle.peakRssBytes).padStart(8)}  ${idle.cgroupBytes === undefined ? "n/a" : mb(idle.cgroupBytes)}`,
+      );
       await node.pod.stopContainer("agent");
     }
     const leader = await cluster.waitLeader();
     const { pid } = await containerState(leader.container("controller").getId());
     const controller = await processFigures(pid);
-    console.log(`controller (leader) after the runs: RSS ${mb(controller.rssBytes)} (${mb(controller.anonBytes)} + ${mb(controller.fileBytes)}), VmHWM ${mb(controller.peakRssBytes)}, cgroup ${controller.cgroupBytes === undefined ? "n/a" : mb(controller.cgroupBytes)}`);
+    console.log(
+      `controller (leader) after the runs: RSS ${mb(controller.rssBytes)} (${mb(controller.anonBytes)} + ${mb(controller.fileBytes)}), VmHWM ${mb(controller.peakRssBytes)}, cgroup ${controller.cgroupBytes === undefined ? "n/a" : mb(controller.cgroupBytes)}`,
+    );
   } finally {
     await cluster.destroy();
     await removeTempDir(work);

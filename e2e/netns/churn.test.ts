@@ -42,7 +42,9 @@ describe("netns: churn, the best seeder killed halfway", { skip: skipReason }, (
     assert.equal(finished.size, 0, "nobody had finished at halfway: the kill lands mid-transfer");
     await cluster.killAgent(victim);
     await cluster.stopContainerd(victim);
-    t.diagnostic(`killed ${victim.endpoint.name} after it uploaded ${(uploaded[best] ?? 0) / imageBytes} × F; uploads ${uploaded.map((u) => (u / imageBytes).toFixed(2)).join(", ")}`);
+    t.diagnostic(
+      `killed ${victim.endpoint.name} after it uploaded ${(uploaded[best] ?? 0) / imageBytes} × F; uploads ${uploaded.map((u) => (u / imageBytes).toFixed(2)).join(", ")}`,
+    );
     const results = (await round).filter((r) => r.node !== victim.endpoint.name);
     assert.equal(results.length, nodesExcept(cluster.nodes, victim).length);
     assertAllPulled(results, layout.root.digest);

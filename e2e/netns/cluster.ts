@@ -41,6 +41,8 @@ export interface ControllerLaunchContext {
   readonly dir: string;
   /** --tls-cert/--tls-key/--tls-ca of the controller's certificate, or --allow-insecure without TLS. */
   readonly tlsArgs: readonly string[];
+  /** With TLS: the CA's certificate and key as its Secret holds them (a Kubernetes controller signs with it). */
+  readonly caSecretData: { "tls.crt": string; "tls.key": string } | undefined;
 }
 
 export type ControllerLauncher = (context: ControllerLaunchContext) => Promise<ControllerHandle>;
@@ -133,7 +135,10 @@ export class NetnsCluster {
       }
       return cluster;
     } catch (error) {
-      if (cluster !== undefined) await cluster.destroy().catch((e: unknown) => { debugLog(`netns: teardown after failed start: ${describeError(e)}`); });
+      if (cluster !== undefined)
+        await cluster.destroy().catch((e: unknown) => {
+          debugLog(`netns: teardown after failed start: ${describeError(e)}`);
+        });
       else await topology.destroy();
       throw error;
     }
@@ -215,6 +220,7 @@ export class NetnsCluster {
       upstreams: [`${this.originHost}=${this.originUrl}`],
       dir: await this.dir("control"),
       tlsArgs: await this.tlsArgsFor({ role: "controller", name: "tracker", ips: [control.address] }),
+      caSecretData: this.pki?.caSecretData(),
     });
     return this.controller;
   }
@@ -247,7 +253,10 @@ export class NetnsCluster {
           upstreams: [`${this.originHost}=${this.originUrl}`],
           dataDir: await makeTempDir("agent-data", dir),
           parentDir: dir,
-          extraArgs: [...(await this.tlsArgsFor({ role: "agent", name: node.endpoint.name, ips: [node.endpoint.address] })), ...(this.options.agentArgs ?? [])],
+          extraArgs: [
+            ...(await this.tlsArgsFor({ role: "agent", name: node.endpoint.name, ips: [node.endpoint.address] })),
+            ...(this.options.agentArgs ?? []),
+          ],
           containerd:
             node.containerd === undefined || this.options.containerdContent === false
               ? undefined

@@ -70,7 +70,8 @@ export async function readCounter(netns: string, ifname: string, counter: Interf
     signal,
   });
   const value = Number(stdout.trim());
-  if (!Number.isSafeInteger(value)) throw new HarnessError("ERR_HARNESS_COMMAND", `${counter} of ${ifname} in ${netns} is not a number: ${JSON.stringify(stdout)}`);
+  if (!Number.isSafeInteger(value))
+    throw new HarnessError("ERR_HARNESS_COMMAND", `${counter} of ${ifname} in ${netns} is not a number: ${JSON.stringify(stdout)}`);
   return value;
 }
 
@@ -81,11 +82,27 @@ export function tbfBurstBytes(bytesPerSecond: number): number {
 
 /** Caps the egress of `dev` in `netns` at `bytesPerSecond` with a tbf root qdisc. */
 export async function shapeEgress(netns: string, dev: string, bytesPerSecond: number, signal?: AbortSignal): Promise<void> {
-  if (!(bytesPerSecond > 0)) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `rate for ${dev} in ${netns} must be > 0, got ${bytesPerSecond}`);
+  if (!(bytesPerSecond > 0))
+    throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `rate for ${dev} in ${netns} must be > 0, got ${bytesPerSecond}`);
   const bits = Math.round(bytesPerSecond * 8);
   await runCommand(
     "tc",
-    ["-n", netns, "qdisc", "replace", "dev", dev, "root", "tbf", "rate", `${bits}bit`, "burst", `${tbfBurstBytes(bytesPerSecond)}b`, "latency", `${TBF_LATENCY_MS}ms`],
+    [
+      "-n",
+      netns,
+      "qdisc",
+      "replace",
+      "dev",
+      dev,
+      "root",
+      "tbf",
+      "rate",
+      `${bits}bit`,
+      "burst",
+      `${tbfBurstBytes(bytesPerSecond)}b`,
+      "latency",
+      `${TBF_LATENCY_MS}ms`,
+    ],
     { timeoutMs: IP_TIMEOUT_MS, signal },
   );
 }

@@ -13,6 +13,8 @@ import type { ControllerLauncher } from "./cluster.js";
 /** Namespace of the agent Pods and the Lease in the double. */
 export const AGENT_NAMESPACE = "shoal";
 export const CONTROLLER_IDENTITY = "ctl-0";
+/** The CA Secret's name (the controller's --ca-secret default). */
+const CA_SECRET = "shoal-ca";
 const CONTROLLER_PORT = 7070;
 /** The forwarder's port on the control namespace's loopback. */
 const API_PORT = 6443;
@@ -36,11 +38,22 @@ export class KubernetesControl {
    */
   launcher(zoneOf: (nodeName: string, index: number) => string): ControllerLauncher {
     return async (context) => {
+      // Kubernetes membership always speaks mutual TLS: the controller signs its own certificate with the
+      // cluster's CA (the agents' certificate files come from the same throwaway CA).
+      if (context.caSecretData === undefined)
+        throw new Error("the Kubernetes controller needs the cluster's TLS (NetnsCluster option tls: true)");
+      this.api.putSecret({ namespace: AGENT_NAMESPACE, name: CA_SECRET, type: "kubernetes.io/tls", data: context.caSecretData });
       for (const [index, nodeName] of context.nodeNames.entries()) {
         this.api.putNode({ name: nodeName, zone: zoneOf(nodeName, index) });
         this.api.putPod({ namespace: AGENT_NAMESPACE, name: `agent-${nodeName}`, nodeName, ip: context.nodeAddresses[index] ?? "" });
       }
-      const forwarder = await UnixForwarder.start({ netns: context.endpoint.netns, host: "127.0.0.1", port: API_PORT, socketPath: this.socketPath, parentDir: context.dir });
+      const forwarder = await UnixForwarder.start({
+        netns: context.endpoint.netns,
+        host: "127.0.0.1",
+        port: API_PORT,
+        socketPath: this.socketPath,
+        parentDir: context.dir,
+      });
       let controller: ShoalController;
       try {
         const kubeconfig = join(context.dir, "kubeconfig");
@@ -50,7 +63,16 @@ export class KubernetesControl {
           host: context.endpoint.address,
           port: CONTROLLER_PORT,
           extraArgs: [
-            ...["--membership", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", AGENT_NAMESPACE, "--identity", CONTROLLER_IDENTITY],
+            ...[
+              "--membership",
+              "kubernetes",
+              "--kubeconfig",
+              kubeconfig,
+              "--namespace",
+              AGENT_NAMESPACE,
+              "--identity",
+              CONTROLLER_IDENTITY,
+            ],
             ...["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"],
             ...context.upstreams.flatMap((u) => ["--upstream", u]),
           ],
@@ -61,10 +83,17 @@ export class KubernetesControl {
         throw error;
       }
       try {
-        await waitUntil(async () => Promise.resolve((this.api.object("leases", AGENT_NAMESPACE, "shoal-controller")?.spec as { holderIdentity?: string } | undefined)?.holderIdentity === CONTROLLER_IDENTITY), {
-          timeoutMs: LEADER_TIMEOUT_MS,
-          what: "the controller to lead",
-        });
+        await waitUntil(
+          async () =>
+            Promise.resolve(
+              (this.api.object("leases", AGENT_NAMESPACE, "shoal-controller")?.spec as { holderIdentity?: string } | undefined)
+                ?.holderIdentity === CONTROLLER_IDENTITY,
+            ),
+          {
+            timeoutMs: LEADER_TIMEOUT_MS,
+            what: "the controller to lead",
+          },
+        );
       } catch (error) {
         await controller.stop();
         await forwarder.stop();

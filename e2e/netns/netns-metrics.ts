@@ -11,7 +11,10 @@ export interface Sample {
 
 export async function scrapeInNetns(netns: string, metricsUrl: string, signal?: AbortSignal): Promise<string> {
   const script = `fetch(${JSON.stringify(`${metricsUrl}/metrics`)}).then((r) => r.text()).then((t) => process.stdout.write(t))`;
-  const { stdout } = await runCommand(IP_BINARY, ["netns", "exec", netns, process.execPath, "-e", script], { timeoutMs: SCRAPE_TIMEOUT_MS, ...(signal === undefined ? {} : { signal }) });
+  const { stdout } = await runCommand(IP_BINARY, ["netns", "exec", netns, process.execPath, "-e", script], {
+    timeoutMs: SCRAPE_TIMEOUT_MS,
+    ...(signal === undefined ? {} : { signal }),
+  });
   return stdout;
 }
 

@@ -39,7 +39,9 @@ describe("netns: origin stopped after the first node finishes", { skip: skipReas
     });
     await stopping;
     assert.equal(cluster.origin, undefined, "the origin was stopped");
-    t.diagnostic(`origin stopped after ${stoppedAfter} finished; times ${results.map((r) => `${r.node} ${r.seconds.toFixed(1)} s`).join(", ")}`);
+    t.diagnostic(
+      `origin stopped after ${stoppedAfter} finished; times ${results.map((r) => `${r.node} ${r.seconds.toFixed(1)} s`).join(", ")}`,
+    );
     assertAllPulled(results, layout.root.digest);
   });
 

@@ -15,7 +15,15 @@ import { KubernetesControl } from "./kubernetes-control.js";
 import { samples, scrapeInNetns } from "./netns-metrics.js";
 import { pullRound } from "./pull-round.js";
 import { procStatsIfAvailable } from "../../pkg/metrics/proc-stats.js";
-import { ORIGIN_COPIES_LIMIT, SCENARIO_IMAGE_BYTES, SCENARIO_LAYERS, SCENARIO_LINK_BYTES_PER_SECOND, SCENARIO_PULL_TIMEOUT_MS, assertAllPulled, skipReason } from "./scenario-fixture.js";
+import {
+  ORIGIN_COPIES_LIMIT,
+  SCENARIO_IMAGE_BYTES,
+  SCENARIO_LAYERS,
+  SCENARIO_LINK_BYTES_PER_SECOND,
+  SCENARIO_PULL_TIMEOUT_MS,
+  assertAllPulled,
+  skipReason,
+} from "./scenario-fixture.js";
 import { namespacesWithPrefix } from "./topology.js";
 
 /** Three nodes per zone: a seed and a herd of two in each. */
@@ -31,7 +39,8 @@ const RESIDUAL_ORIGIN_FRACTION = 0.01;
 const CROSS_ZONE_LIMIT = 0.25;
 const PREFETCH_NAMESPACE = "apps";
 /** SHOAL_E2E_PREFETCH_MIB=128 runs the scenario with a bigger image (for figures); CI uses the scenario size. */
-const IMAGE_BYTES = process.env.SHOAL_E2E_PREFETCH_MIB === undefined ? SCENARIO_IMAGE_BYTES : Number(process.env.SHOAL_E2E_PREFETCH_MIB) * 1024 * 1024;
+const IMAGE_BYTES =
+  process.env.SHOAL_E2E_PREFETCH_MIB === undefined ? SCENARIO_IMAGE_BYTES : Number(process.env.SHOAL_E2E_PREFETCH_MIB) * 1024 * 1024;
 
 function zoneOfIndex(index: number): string {
   return ZONES[index % ZONES.length] ?? "";
@@ -65,8 +74,20 @@ describe("netns: ImagePrefetch with one seed per zone, then a cold herd", { skip
       controller: control.launcher((_, index) => zoneOfIndex(index)),
     });
     // Two images of the same size and shape: one to prefetch, one for the single-node baseline pull.
-    prefetched = await generateImageLayout({ dir: join(work, "prefetched"), seed: "e2e-netns-prefetch", layers: SCENARIO_LAYERS, totalBytes: IMAGE_BYTES, tag: "prefetched" });
-    baseline = await generateImageLayout({ dir: join(work, "baseline"), seed: "e2e-netns-prefetch-baseline", layers: SCENARIO_LAYERS, totalBytes: IMAGE_BYTES, tag: "baseline" });
+    prefetched = await generateImageLayout({
+      dir: join(work, "prefetched"),
+      seed: "e2e-netns-prefetch",
+      layers: SCENARIO_LAYERS,
+      totalBytes: IMAGE_BYTES,
+      tag: "prefetched",
+    });
+    baseline = await generateImageLayout({
+      dir: join(work, "baseline"),
+      seed: "e2e-netns-prefetch-baseline",
+      layers: SCENARIO_LAYERS,
+      totalBytes: IMAGE_BYTES,
+      tag: "baseline",
+    });
     refs.prefetched = await cluster.pushImage(prefetched, "netns/app");
     refs.baseline = await cluster.pushImage(baseline, "netns/app");
     for (const node of cluster.nodes) await cluster.useAgentMirror(node);
@@ -106,11 +127,14 @@ describe("netns: ImagePrefetch with one seed per zone, then a cold herd", { skip
     });
     let status: ImagePrefetchStatus = {};
     for (;;) {
-      status = (control.api.object("imageprefetches", PREFETCH_NAMESPACE, "rollout")?.status ?? {});
+      status = control.api.object("imageprefetches", PREFETCH_NAMESPACE, "rollout")?.status ?? {};
       const failed = status.conditions?.find((c) => c.type === "Failed" && c.status === "True");
       assert.equal(failed, undefined, `the prefetch failed: ${JSON.stringify(failed)}`);
       if (status.conditions?.some((c) => c.type === "Ready" && c.status === "True")) break;
-      assert.ok(performance.now() - startedAt < READY_TIMEOUT_MS, `not Ready after ${READY_TIMEOUT_MS} ms: ${JSON.stringify(status.conditions)}`);
+      assert.ok(
+        performance.now() - startedAt < READY_TIMEOUT_MS,
+        `not Ready after ${READY_TIMEOUT_MS} ms: ${JSON.stringify(status.conditions)}`,
+      );
       await sleep(20);
     }
     const readySeconds = (performance.now() - startedAt) / 1000;
@@ -119,8 +143,14 @@ describe("netns: ImagePrefetch with one seed per zone, then a cold herd", { skip
     const prefetchBlobBytes = await origin.servedBlobBytes({ since: prefetchMark });
     const prefetchOriginTx = (await cluster.originTxBytes()) - originTxBeforePrefetch;
     assert.equal(status.images?.[0]?.digest, prefetched.root.digest);
-    assert.deepEqual(status.zones?.map((z) => [z.zone, z.target, z.seeded]), ZONES.map((z) => [z, 1, 1]));
-    assert.ok(prefetchBlobBytes <= ORIGIN_COPIES_LIMIT * imageBytes, `the origin sent ${(prefetchBlobBytes / imageBytes).toFixed(3)} × F of blobs for two seeds`);
+    assert.deepEqual(
+      status.zones?.map((z) => [z.zone, z.target, z.seeded]),
+      ZONES.map((z) => [z, 1, 1]),
+    );
+    assert.ok(
+      prefetchBlobBytes <= ORIGIN_COPIES_LIMIT * imageBytes,
+      `the origin sent ${(prefetchBlobBytes / imageBytes).toFixed(3)} × F of blobs for two seeds`,
+    );
     const seedNames = new Set((status.seeds ?? []).map((s) => s.node));
     assert.equal(seedNames.size, ZONES.length);
 
@@ -141,18 +171,30 @@ describe("netns: ImagePrefetch with one seed per zone, then a cold herd", { skip
     }
     const herdSeconds = Math.max(...results.map((r) => r.seconds));
 
-    t.diagnostic(`F = ${imageBytes} bytes; single node cold pull ${singleSeconds.toFixed(2)} s; prefetch Ready after ${readySeconds.toFixed(2)} s (${(readySeconds / singleSeconds).toFixed(2)} × the single pull)`);
+    t.diagnostic(
+      `F = ${imageBytes} bytes; single node cold pull ${singleSeconds.toFixed(2)} s; prefetch Ready after ${readySeconds.toFixed(2)} s (${(readySeconds / singleSeconds).toFixed(2)} × the single pull)`,
+    );
     const seedIndexes = cluster.nodes.flatMap((n, i) => (seedNames.has(n.endpoint.name) ? [i + 1] : []));
     const gb = imageBytes / 1e9;
     t.diagnostic(
       `prefetch CPU: controller ${cpuSeconds(0).toFixed(2)} CPU-s (peak RSS ${((cpuAfter[0]?.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB); seeds ${seedIndexes.map((i) => `${(cpuSeconds(i) / gb).toFixed(1)} CPU-s/GB, peak RSS ${((cpuAfter[i]?.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB`).join("; ")}`,
     );
-    t.diagnostic(`prefetch: origin sent ${(prefetchBlobBytes / imageBytes).toFixed(3)} × F of blobs (interface: ${(prefetchOriginTx / imageBytes).toFixed(3)} × F); status bytes from origin ${status.bytesFromOrigin ?? 0}, from peers ${status.bytesFromPeers ?? 0}`);
-    t.diagnostic(`herd of ${herd.length}: last node ${herdSeconds.toFixed(2)} s; origin blob GETs ${herdBlobGets.length} (${herdBlobGets.reduce((n, g) => n + g.bytes, 0)} bytes); origin interface ${herdOriginTx} bytes (${((100 * herdOriginTx) / imageBytes).toFixed(2)}% of F)`);
-    for (const [zone, bytes] of crossByZone) t.diagnostic(`cross-zone bytes into ${zone} for its herd: ${bytes} (${(bytes / imageBytes).toFixed(3)} × F)`);
+    t.diagnostic(
+      `prefetch: origin sent ${(prefetchBlobBytes / imageBytes).toFixed(3)} × F of blobs (interface: ${(prefetchOriginTx / imageBytes).toFixed(3)} × F); status bytes from origin ${status.bytesFromOrigin ?? 0}, from peers ${status.bytesFromPeers ?? 0}`,
+    );
+    t.diagnostic(
+      `herd of ${herd.length}: last node ${herdSeconds.toFixed(2)} s; origin blob GETs ${herdBlobGets.length} (${herdBlobGets.reduce((n, g) => n + g.bytes, 0)} bytes); origin interface ${herdOriginTx} bytes (${((100 * herdOriginTx) / imageBytes).toFixed(2)}% of F)`,
+    );
+    for (const [zone, bytes] of crossByZone)
+      t.diagnostic(`cross-zone bytes into ${zone} for its herd: ${bytes} (${(bytes / imageBytes).toFixed(3)} × F)`);
 
-    assert.deepEqual(herdBlobGets.map((g) => g.digest), [], "the origin sent the herd no blob");
+    assert.deepEqual(
+      herdBlobGets.map((g) => g.digest),
+      [],
+      "the origin sent the herd no blob",
+    );
     assert.ok(herdOriginTx <= RESIDUAL_ORIGIN_FRACTION * imageBytes, `the origin's interface sent ${herdOriginTx} bytes to the herd`);
-    for (const [zone, bytes] of crossByZone) assert.ok(bytes <= CROSS_ZONE_LIMIT * imageBytes, `${(bytes / imageBytes).toFixed(3)} × F crossed into ${zone}`);
+    for (const [zone, bytes] of crossByZone)
+      assert.ok(bytes <= CROSS_ZONE_LIMIT * imageBytes, `${(bytes / imageBytes).toFixed(3)} × F crossed into ${zone}`);
   });
 });

@@ -28,7 +28,9 @@ describe("netns: one node pre-seeded", { skip: skipReason }, () => {
     assertAllPulled(await pullRound(others, ref, { timeoutMs: SCENARIO_PULL_TIMEOUT_MS }), layout.root.digest);
     const sent = (await cluster.originTxBytes()) - before;
     const seedSent = (await cluster.topology.counter(seed.endpoint, "tx_bytes")) - seedSentBefore;
-    t.diagnostic(`origin sent ${sent} bytes (${((100 * sent) / imageBytes).toFixed(2)}% of F); the seed uploaded ${(seedSent / imageBytes).toFixed(2)} × F`);
+    t.diagnostic(
+      `origin sent ${sent} bytes (${((100 * sent) / imageBytes).toFixed(2)}% of F); the seed uploaded ${(seedSent / imageBytes).toFixed(2)} × F`,
+    );
     assert.ok(sent <= RESIDUAL_ORIGIN_FRACTION * imageBytes, `the origin sent ${sent} bytes for an image the cluster already had`);
     assert.ok(seedSent >= 0.9 * imageBytes, "the pre-seeded node served the image");
   });

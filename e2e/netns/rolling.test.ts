@@ -3,7 +3,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { type NodePullResult, pullRound } from "./pull-round.js";
-import { ORIGIN_COPIES_LIMIT, SCENARIO_PULL_TIMEOUT_MS, type Scenario, assertAllPulled, skipReason, startScenario } from "./scenario-fixture.js";
+import {
+  ORIGIN_COPIES_LIMIT,
+  SCENARIO_PULL_TIMEOUT_MS,
+  type Scenario,
+  assertAllPulled,
+  skipReason,
+  startScenario,
+} from "./scenario-fixture.js";
 
 const NODES = 5;
 const WAVE_FRACTION = 0.2;
@@ -31,7 +38,9 @@ describe("netns: rolling start, 20% of the nodes at a time", { skip: skipReason 
     }
     assert.equal(results.length, cluster.nodes.length);
     const sent = (await cluster.originTxBytes()) - before;
-    t.diagnostic(`waves of ${waveSize}: ${results.map((r) => `${r.node} ${r.seconds.toFixed(1)} s`).join(", ")}; origin sent ${(sent / imageBytes).toFixed(3)} × F`);
+    t.diagnostic(
+      `waves of ${waveSize}: ${results.map((r) => `${r.node} ${r.seconds.toFixed(1)} s`).join(", ")}; origin sent ${(sent / imageBytes).toFixed(3)} × F`,
+    );
     assert.ok(sent <= ORIGIN_COPIES_LIMIT * imageBytes, `the origin sent ${(sent / imageBytes).toFixed(3)} × F`);
   });
 });

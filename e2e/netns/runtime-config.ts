@@ -7,6 +7,11 @@ import { type Containerd, writeHostsToml } from "../support/containerd.js";
  * Makes `containerd` pull `registryHost` (e.g. `10.213.7.2:5000`) through `mirrorUrl`, falling back
  * to `serverUrl` (the registry itself) when the mirror fails, as a node's certs.d/hosts.toml does.
  */
-export async function configureRegistryMirror(containerd: Containerd, registryHost: string, serverUrl: string, mirrorUrl: string): Promise<void> {
+export async function configureRegistryMirror(
+  containerd: Containerd,
+  registryHost: string,
+  serverUrl: string,
+  mirrorUrl: string,
+): Promise<void> {
   await writeHostsToml(containerd.hostsDir, registryHost, { server: serverUrl, mirror: mirrorUrl });
 }

@@ -43,7 +43,13 @@ export async function startScenario(tag: string, options: Partial<ClusterOptions
       originBytesPerSecond: SCENARIO_LINK_BYTES_PER_SECOND,
       ...options,
     });
-    const layout = await generateImageLayout({ dir: join(work, tag), seed: `e2e-netns-${tag}`, layers: SCENARIO_LAYERS, totalBytes: SCENARIO_IMAGE_BYTES, tag });
+    const layout = await generateImageLayout({
+      dir: join(work, tag),
+      seed: `e2e-netns-${tag}`,
+      layers: SCENARIO_LAYERS,
+      totalBytes: SCENARIO_IMAGE_BYTES,
+      tag,
+    });
     const ref = await cluster.pushImage(layout, "netns/app");
     await removeTempDir(work);
     for (const node of cluster.nodes) await cluster.useAgentMirror(node);

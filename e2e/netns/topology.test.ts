@@ -20,7 +20,11 @@ const PID_GONE_POLLS = 100;
 const PID_GONE_POLL_MS = 50;
 
 async function rootLinks(): Promise<string[]> {
-  return (await ip(["-o", "link"])).split("\n").map((line) => line.split(":")[1]?.trim() ?? "").filter((name) => name !== "").sort();
+  return (await ip(["-o", "link"]))
+    .split("\n")
+    .map((line) => line.split(":")[1]?.trim() ?? "")
+    .filter((name) => name !== "")
+    .sort();
 }
 
 describe("netns harness", { skip: skipReason }, () => {
@@ -45,7 +49,8 @@ describe("netns harness", { skip: skipReason }, () => {
       const [first, second] = topology.nodes;
       assert.ok(first && second);
       assert.notEqual(first.address, second.address);
-      const qdisc = async (netns: string, dev: string): Promise<string> => (await runCommand("tc", ["-n", netns, "qdisc", "show", "dev", dev], { timeoutMs: IP_TIMEOUT_MS })).stdout;
+      const qdisc = async (netns: string, dev: string): Promise<string> =>
+        (await runCommand("tc", ["-n", netns, "qdisc", "show", "dev", dev], { timeoutMs: IP_TIMEOUT_MS })).stdout;
       // tc prints rates in its own units; 200 Mbit shows as 200Mbit.
       assert.match(await qdisc(first.netns, ENDPOINT_IFNAME), /tbf .*rate 200Mbit/, "upload cap on the node's own veth");
       assert.match(await qdisc(topology.bridgeNetns, first.bridgePort), /tbf .*rate 300Mbit/, "download cap on the bridge side");
@@ -80,7 +85,11 @@ describe("netns harness", { skip: skipReason }, () => {
 
   it("deletes namespaces a crashed run left behind, and only those", async () => {
     const dead = spawn(process.execPath, ["-e", ""]);
-    const deadPid = await new Promise<number>((resolve) => dead.once("exit", () => { resolve(dead.pid ?? 0); }));
+    const deadPid = await new Promise<number>((resolve) =>
+      dead.once("exit", () => {
+        resolve(dead.pid ?? 0);
+      }),
+    );
     assert.ok(deadPid > 0 && !processAlive(deadPid));
     const stale = `shoal-${deadPid}-beef-n1`;
     const ours = `shoal-${process.pid}-beef-n1`;
@@ -100,20 +109,35 @@ describe("netns harness", { skip: skipReason }, () => {
 
   it("SIGTERM tears everything down: processes, namespaces, files", async () => {
     const child = spawn(process.execPath, [HOLD_CLUSTER], { stdio: ["ignore", "pipe", "inherit"] });
-    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => { resolve(code); }));
+    const exited = new Promise<number | null>((resolve) =>
+      child.once("exit", (code) => {
+        resolve(code);
+      }),
+    );
     try {
       const lines = createInterface({ input: child.stdout });
       const first = await Promise.race([
         new Promise<string>((resolve) => lines.once("line", resolve)),
         exited.then((code) => `exited ${code}`),
-        new Promise<string>((resolve) => setTimeout(() => { resolve("timeout"); }, CHILD_START_TIMEOUT_MS).unref()),
+        new Promise<string>((resolve) =>
+          setTimeout(() => {
+            resolve("timeout");
+          }, CHILD_START_TIMEOUT_MS).unref(),
+        ),
       ]);
       const created = JSON.parse(first) as { prefix: string; pids: number[]; runDir: string };
       leftovers.push(...(await namespacesWithPrefix(created.prefix)));
       assert.equal((await namespacesWithPrefix(created.prefix)).length, 5, "bridge, origin, cache, control and one node");
       assert.ok(created.pids.length >= 4, "origin, controller, agent and containerd run");
       child.kill("SIGTERM");
-      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => { resolve("timeout"); }, CHILD_EXIT_TIMEOUT_MS).unref())]);
+      const code = await Promise.race([
+        exited,
+        new Promise<string>((resolve) =>
+          setTimeout(() => {
+            resolve("timeout");
+          }, CHILD_EXIT_TIMEOUT_MS).unref(),
+        ),
+      ]);
       assert.equal(code, 143, "exit code of a SIGTERMed process");
       assert.deepEqual(await namespacesWithPrefix(created.prefix), []);
       // SIGKILLed children of the exited process are reaped by init a moment later.

@@ -5,7 +5,18 @@ import { randomBytes } from "node:crypto";
 import { HarnessError } from "../support/errors.js";
 import { debugLog, describeError } from "../support/process.js";
 import { registerEmergencyCleanup } from "./emergency-cleanup.js";
-import { type InterfaceCounter, addNetns, deleteNetns, deleteNetnsSync, ip, listNetns, netnsPids, processAlive, readCounter, shapeEgress } from "./ip.js";
+import {
+  type InterfaceCounter,
+  addNetns,
+  deleteNetns,
+  deleteNetnsSync,
+  ip,
+  listNetns,
+  netnsPids,
+  processAlive,
+  readCounter,
+  shapeEgress,
+} from "./ip.js";
 
 export const MAX_NODES = 200;
 /** Jumbo frames: the kernel's byte counters then exceed the payload by ~0.2% instead of ~4.5%. */
@@ -129,7 +140,10 @@ export class NetnsTopology {
   /** tx_bytes and rx_bytes of every node, read in parallel. */
   async nodeCounters(signal?: AbortSignal): Promise<{ tx: number; rx: number }[]> {
     return Promise.all(
-      this.nodes.map(async (node) => ({ tx: await this.counter(node, "tx_bytes", signal), rx: await this.counter(node, "rx_bytes", signal) })),
+      this.nodes.map(async (node) => ({
+        tx: await this.counter(node, "tx_bytes", signal),
+        rx: await this.counter(node, "rx_bytes", signal),
+      })),
     );
   }
 
@@ -153,7 +167,8 @@ function validate(options: TopologyOptions): void {
   const fail = (message: string): never => {
     throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", message);
   };
-  if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > MAX_NODES) fail(`nodes must be an integer 1–${MAX_NODES}, got ${options.nodes}`);
+  if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > MAX_NODES)
+    fail(`nodes must be an integer 1–${MAX_NODES}, got ${options.nodes}`);
   for (const [name, rate] of [
     ["nodeUploadBytesPerSecond", options.nodeUploadBytesPerSecond],
     ["nodeDownloadBytesPerSecond", options.nodeDownloadBytesPerSecond],

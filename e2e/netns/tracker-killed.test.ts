@@ -32,7 +32,9 @@ describe("netns: tracker killed mid-run", { skip: skipReason }, () => {
         finished.add(r.node);
       },
     });
-    await waitForNodesReceived(cluster.topology, baseline, (cluster.nodes.length * imageBytes) / 3, { timeoutMs: SCENARIO_PULL_TIMEOUT_MS });
+    await waitForNodesReceived(cluster.topology, baseline, (cluster.nodes.length * imageBytes) / 3, {
+      timeoutMs: SCENARIO_PULL_TIMEOUT_MS,
+    });
     assert.equal(finished.size, 0, "the tracker dies while every pull is still running");
     await cluster.killController();
     const results = await round;

@@ -36,14 +36,22 @@ export function renderScaleChart(points: readonly ChartPoint[], title: string): 
     `<text x="${LEFT}" y="18" font-size="13">${escape(title)}</text>`,
   ];
   for (let r = 0; r <= maxRatio; r++) {
-    out.push(`<line x1="${LEFT}" x2="${LEFT + plotW}" y1="${y(r)}" y2="${y(r)}" stroke="#eee"/>`, `<text x="${LEFT - 8}" y="${y(r) + 4}" text-anchor="end">${r}×</text>`);
+    out.push(
+      `<line x1="${LEFT}" x2="${LEFT + plotW}" y1="${y(r)}" y2="${y(r)}" stroke="#eee"/>`,
+      `<text x="${LEFT - 8}" y="${y(r) + 4}" text-anchor="end">${r}×</text>`,
+    );
   }
   for (let decade = Math.ceil(Math.log10(minN)); 10 ** decade <= maxN; decade++) {
     const n = 10 ** decade;
-    out.push(`<line x1="${x(n)}" x2="${x(n)}" y1="${TOP}" y2="${TOP + plotH}" stroke="#eee"/>`, `<text x="${x(n)}" y="${TOP + plotH + 16}" text-anchor="middle">${n.toLocaleString("en-US")}</text>`);
+    out.push(
+      `<line x1="${x(n)}" x2="${x(n)}" y1="${TOP}" y2="${TOP + plotH}" stroke="#eee"/>`,
+      `<text x="${x(n)}" y="${TOP + plotH + 16}" text-anchor="middle">${n.toLocaleString("en-US")}</text>`,
+    );
   }
   out.push(`<text x="${LEFT + plotW / 2}" y="${HEIGHT - 8}" text-anchor="middle">nodes (N)</text>`);
-  out.push(`<text x="14" y="${TOP + plotH / 2}" transform="rotate(-90 14 ${TOP + plotH / 2})" text-anchor="middle">time / P2P bound</text>`);
+  out.push(
+    `<text x="14" y="${TOP + plotH / 2}" transform="rotate(-90 14 ${TOP + plotH / 2})" text-anchor="middle">time / P2P bound</text>`,
+  );
   out.push(`<line x1="${LEFT}" x2="${LEFT + plotW}" y1="${y(1)}" y2="${y(1)}" stroke="#27ae60" stroke-dasharray="4 3"/>`);
   SERIES.forEach((series, s) => {
     const coords = sorted.map((p) => `${x(p.nodes).toFixed(1)},${y(p[series.key]).toFixed(1)}`);
@@ -53,10 +61,16 @@ export function renderScaleChart(points: readonly ChartPoint[], title: string): 
       out.push(`<circle cx="${cx}" cy="${cy}" r="3" fill="${series.color}"/>`);
     }
     const ly = TOP + 10 + s * 18;
-    out.push(`<line x1="${LEFT + plotW + 12}" x2="${LEFT + plotW + 32}" y1="${ly}" y2="${ly}" stroke="${series.color}" stroke-width="2"/>`, `<text x="${LEFT + plotW + 38}" y="${ly + 4}">${series.label}</text>`);
+    out.push(
+      `<line x1="${LEFT + plotW + 12}" x2="${LEFT + plotW + 32}" y1="${ly}" y2="${ly}" stroke="${series.color}" stroke-width="2"/>`,
+      `<text x="${LEFT + plotW + 38}" y="${ly + 4}">${series.label}</text>`,
+    );
   });
   const ly = TOP + 10 + SERIES.length * 18;
-  out.push(`<line x1="${LEFT + plotW + 12}" x2="${LEFT + plotW + 32}" y1="${ly}" y2="${ly}" stroke="#27ae60" stroke-dasharray="4 3"/>`, `<text x="${LEFT + plotW + 38}" y="${ly + 4}">P2P bound</text>`);
+  out.push(
+    `<line x1="${LEFT + plotW + 12}" x2="${LEFT + plotW + 32}" y1="${ly}" y2="${ly}" stroke="#27ae60" stroke-dasharray="4 3"/>`,
+    `<text x="${LEFT + plotW + 38}" y="${ly + 4}">P2P bound</text>`,
+  );
   out.push("</svg>");
   return `${out.join("\n")}\n`;
 }

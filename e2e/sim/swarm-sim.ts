@@ -51,7 +51,8 @@ export class SimUsageError extends Error {
 function number(flag: string, raw: string | undefined, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value < min || value > max) throw new SimUsageError(`--${flag}: expected a number in ${min}..${max}, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(value) || value < min || value > max)
+    throw new SimUsageError(`--${flag}: expected a number in ${min}..${max}, got ${JSON.stringify(raw)}`);
   return value;
 }
 
@@ -64,7 +65,22 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
   try {
     ({ values } = parseArgs({
       args: [...argv],
-      options: Object.fromEntries(["nodes", "image-mib", "node-mbit", "origin-mbit", "zones", "latency-ms", "max-holders", "tick-ms", "tuning", "seed", "json", "svg"].map((name) => [name, { type: "string" }])),
+      options: Object.fromEntries(
+        [
+          "nodes",
+          "image-mib",
+          "node-mbit",
+          "origin-mbit",
+          "zones",
+          "latency-ms",
+          "max-holders",
+          "tick-ms",
+          "tuning",
+          "seed",
+          "json",
+          "svg",
+        ].map((name) => [name, { type: "string" }]),
+      ),
       strict: true,
     }) as { values: Record<string, string | undefined> });
   } catch (error) {
@@ -74,7 +90,8 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
   const tuning: Partial<Record<keyof SwarmTuning, number>> = {};
   for (const pair of (values.tuning ?? "").split(",").filter((p) => p.trim() !== "")) {
     const [key = "", raw] = pair.split("=");
-    if (!isKnob(key)) throw new SimUsageError(`--tuning: unknown knob ${JSON.stringify(key)} (one of ${Object.keys(DEFAULT_SWARM_TUNING).join(", ")})`);
+    if (!isKnob(key))
+      throw new SimUsageError(`--tuning: unknown knob ${JSON.stringify(key)} (one of ${Object.keys(DEFAULT_SWARM_TUNING).join(", ")})`);
     tuning[key] = number(`tuning ${key}`, raw, 0, 0, 600_000);
   }
   return {
@@ -101,7 +118,11 @@ function runOne(options: SimBenchOptions, nodes: number): SimResult {
     originBytesPerSecond: options.originMbit * MBIT,
     zones: options.zones,
   });
-  const p2p = Math.max(base.blobBytes / base.originBytesPerSecond, (nodes * base.blobBytes) / (base.originBytesPerSecond + nodes * options.nodeMbit * MBIT)) * 1000;
+  const p2p =
+    Math.max(
+      base.blobBytes / base.originBytesPerSecond,
+      (nodes * base.blobBytes) / (base.originBytesPerSecond + nodes * options.nodeMbit * MBIT),
+    ) * 1000;
   return simulate({
     ...base,
     latencyMs: options.latencyMs,
@@ -126,14 +147,32 @@ async function main(): Promise<number> {
     return EXIT_USAGE;
   }
   const results: SimResult[] = [];
-  console.log(`${options.imageMib} MiB to every node; nodes ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s, ${options.zones} zone(s), tick ${options.tickMs} ms, seed ${options.seed}`);
-  console.log("nodes  bound s  last s  p99 s  p50 s  last/bound  p99/bound  origin×F  wasted%  lookups/node/s  announces/node/s  stalls  wall s");
+  console.log(
+    `${options.imageMib} MiB to every node; nodes ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s, ${options.zones} zone(s), tick ${options.tickMs} ms, seed ${options.seed}`,
+  );
+  console.log(
+    "nodes  bound s  last s  p99 s  p50 s  last/bound  p99/bound  origin×F  wasted%  lookups/node/s  announces/node/s  stalls  wall s",
+  );
   for (const nodes of options.nodes) {
     const r = runOne(options, nodes);
     results.push(r);
     const perNodeSecond = (count: number): string => fmt(count / nodes / Math.max(r.simulatedSeconds, 1e-9), 1);
     console.log(
-      [nodes, fmt(r.boundSeconds), fmt(r.lastSeconds), fmt(r.p99Seconds), fmt(r.p50Seconds), fmt(r.ratioToBound), fmt(r.p99Seconds === undefined ? undefined : r.p99Seconds / r.boundSeconds), fmt(r.originCopies, 3), fmt(r.wastedFraction * 100, 1), perNodeSecond(r.lookups), perNodeSecond(r.announces), r.stalls, fmt(r.wallSeconds, 1)].join("  "),
+      [
+        nodes,
+        fmt(r.boundSeconds),
+        fmt(r.lastSeconds),
+        fmt(r.p99Seconds),
+        fmt(r.p50Seconds),
+        fmt(r.ratioToBound),
+        fmt(r.p99Seconds === undefined ? undefined : r.p99Seconds / r.boundSeconds),
+        fmt(r.originCopies, 3),
+        fmt(r.wastedFraction * 100, 1),
+        perNodeSecond(r.lookups),
+        perNodeSecond(r.announces),
+        r.stalls,
+        fmt(r.wallSeconds, 1),
+      ].join("  "),
     );
   }
   if (options.json !== undefined) {
@@ -142,9 +181,22 @@ async function main(): Promise<number> {
     console.log(`wrote ${options.json}`);
   }
   if (options.svg !== undefined) {
-    const points = results.filter((r) => r.lastSeconds !== undefined && r.p99Seconds !== undefined && r.p50Seconds !== undefined).map((r) => ({ nodes: r.nodes, last: (r.lastSeconds ?? 0) / r.boundSeconds, p99: (r.p99Seconds ?? 0) / r.boundSeconds, p50: (r.p50Seconds ?? 0) / r.boundSeconds }));
+    const points = results
+      .filter((r) => r.lastSeconds !== undefined && r.p99Seconds !== undefined && r.p50Seconds !== undefined)
+      .map((r) => ({
+        nodes: r.nodes,
+        last: (r.lastSeconds ?? 0) / r.boundSeconds,
+        p99: (r.p99Seconds ?? 0) / r.boundSeconds,
+        p50: (r.p50Seconds ?? 0) / r.boundSeconds,
+      }));
     await mkdir(dirname(options.svg), { recursive: true });
-    await writeFile(options.svg, renderScaleChart(points, `Simulated: ${options.imageMib} MiB to N nodes, ${options.nodeMbit} Mbit/s links, origin ${options.originMbit} Mbit/s`));
+    await writeFile(
+      options.svg,
+      renderScaleChart(
+        points,
+        `Simulated: ${options.imageMib} MiB to N nodes, ${options.nodeMbit} Mbit/s links, origin ${options.originMbit} Mbit/s`,
+      ),
+    );
     console.log(`wrote ${options.svg}`);
   }
   return 0;

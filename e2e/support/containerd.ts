@@ -149,7 +149,10 @@ export class Containerd {
   /** Digests of the namespace's content (`ctr content ls -q`). */
   async contentDigests(options: { signal?: AbortSignal } = {}): Promise<string[]> {
     const { stdout } = await this.ctr(["content", "ls", "-q"], options);
-    return stdout.split("\n").map((line) => line.trim()).filter((line) => line !== "");
+    return stdout
+      .split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line !== "");
   }
 
   /** Runs `ctr -a <address> -n <namespace> ARGS`; the error quotes ctr's output and the daemon log. */
@@ -249,10 +252,7 @@ function containerdConfig(tempDir: string, cri: boolean): string {
     `  path = ${q(join(tempDir, "opt"))}`,
   ];
   if (cri) {
-    lines.push(
-      `[plugins.${q(CRI_PLUGIN)}.registry]`,
-      `  config_path = ${q(paths.hostsDir)}`,
-    );
+    lines.push(`[plugins.${q(CRI_PLUGIN)}.registry]`, `  config_path = ${q(paths.hostsDir)}`);
   }
   return `${lines.join("\n")}\n`;
 }
@@ -275,7 +275,10 @@ export async function writeHostsToml(hostsDir: string, registryHost: string, opt
   const dir = join(hostsDir, registryHost);
   await mkdir(dir, { recursive: true });
   const file = join(dir, "hosts.toml");
-  await writeFile(file, renderHostsToml({ registry: registryHost, ...(options.server === undefined ? {} : { server: options.server }) }, options.mirror));
+  await writeFile(
+    file,
+    renderHostsToml({ registry: registryHost, ...(options.server === undefined ? {} : { server: options.server }) }, options.mirror),
+  );
   return file;
 }
 

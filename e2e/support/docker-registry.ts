@@ -83,7 +83,10 @@ export class DockerRegistry {
         }
         const tail = await daemon.logTail();
         await daemon.stop();
-        throw new HarnessError("ERR_HARNESS_START", `docker-registry did not start in netns ${netns.name}; config ${join(tempDir, "config.yml")}\n${tail}`);
+        throw new HarnessError(
+          "ERR_HARNESS_START",
+          `docker-registry did not start in netns ${netns.name}; config ${join(tempDir, "config.yml")}\n${tail}`,
+        );
       }
       for (let attempt = 1; ; attempt++) {
         const port = await getFreePort();
@@ -96,7 +99,10 @@ export class DockerRegistry {
         const tail = await daemon.logTail();
         await daemon.stop();
         if (outcome === "port-taken" && attempt < START_ATTEMPTS) continue;
-        throw new HarnessError("ERR_HARNESS_START", `docker-registry did not start (${outcome}); config ${join(tempDir, "config.yml")}\n${tail}`);
+        throw new HarnessError(
+          "ERR_HARNESS_START",
+          `docker-registry did not start (${outcome}); config ${join(tempDir, "config.yml")}\n${tail}`,
+        );
       }
     } catch (error) {
       await removeTempDir(tempDir);
@@ -258,7 +264,10 @@ async function readLines(file: string, offset: number): Promise<string[]> {
     const length = Math.max(0, size - offset);
     const { buffer, bytesRead } = await handle.read(Buffer.alloc(length), 0, length, offset);
     const text = buffer.subarray(0, bytesRead).toString("utf8");
-    return text.slice(0, text.lastIndexOf("\n") + 1).split("\n").filter((line) => line !== "");
+    return text
+      .slice(0, text.lastIndexOf("\n") + 1)
+      .split("\n")
+      .filter((line) => line !== "");
   } finally {
     await handle.close();
   }

@@ -85,7 +85,8 @@ export async function waitUntil(
   for (;;) {
     options.signal?.throwIfAborted();
     if (await check()) return;
-    if (Date.now() >= deadline) throw new HarnessError("ERR_HARNESS_TIMEOUT", `timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
+    if (Date.now() >= deadline)
+      throw new HarnessError("ERR_HARNESS_TIMEOUT", `timed out after ${options.timeoutMs} ms waiting for ${options.what}`);
     await delay(options.intervalMs ?? 50, undefined, { signal: options.signal });
   }
 }
@@ -268,9 +269,13 @@ export async function runCommand(command: string, args: readonly string[], optio
       ? `failed to run: ${describeError(status.error)}`
       : `exited with code ${status.code} (signal ${status.signal})`;
   const tail = (text: string): string => text.slice(-LOG_TAIL_BYTES).trimEnd();
-  throw new HarnessError("ERR_HARNESS_COMMAND", `${line}\n${reason}\n--- stderr\n${tail(result.stderr)}\n--- stdout\n${tail(result.stdout)}`, {
-    cause: status.error,
-  });
+  throw new HarnessError(
+    "ERR_HARNESS_COMMAND",
+    `${line}\n${reason}\n--- stderr\n${tail(result.stderr)}\n--- stdout\n${tail(result.stdout)}`,
+    {
+      cause: status.error,
+    },
+  );
 }
 
 function captureTail(stream: NodeJS.ReadableStream | null): () => string {

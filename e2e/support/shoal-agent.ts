@@ -80,7 +80,8 @@ export class ShoalAgent {
       let started: { mirror: string; metrics: string; peer?: string } | undefined;
       await waitUntil(
         async () => {
-          if (daemon.exitStatus !== undefined) throw new HarnessError("ERR_HARNESS_START", `shoal agent exited: ${await readFile(logFile, "utf8")}`);
+          if (daemon.exitStatus !== undefined)
+            throw new HarnessError("ERR_HARNESS_START", `shoal agent exited: ${await readFile(logFile, "utf8")}`);
           started = findStarted(await readFile(logFile, "utf8"));
           return started !== undefined;
         },
@@ -120,7 +121,8 @@ function findStarted(log: string): { mirror: string; metrics: string; peer?: str
   for (const line of log.split("\n")) {
     if (!line.includes('"agent started"')) continue;
     const parsed = JSON.parse(line) as { mirror?: string; metrics?: string; peer?: string };
-    if (parsed.mirror !== undefined && parsed.metrics !== undefined) return { mirror: parsed.mirror, metrics: parsed.metrics, ...(parsed.peer === undefined ? {} : { peer: parsed.peer }) };
+    if (parsed.mirror !== undefined && parsed.metrics !== undefined)
+      return { mirror: parsed.mirror, metrics: parsed.metrics, ...(parsed.peer === undefined ? {} : { peer: parsed.peer }) };
   }
   return undefined;
 }

@@ -61,7 +61,8 @@ export class ShoalController {
           for (const line of log.split("\n")) {
             if (!line.includes('"controller started"')) continue;
             const parsed = JSON.parse(line) as { tracker?: string; metrics?: string };
-            if (parsed.tracker !== undefined && parsed.metrics !== undefined) started = { tracker: parsed.tracker, metrics: parsed.metrics };
+            if (parsed.tracker !== undefined && parsed.metrics !== undefined)
+              started = { tracker: parsed.tracker, metrics: parsed.metrics };
           }
           return started !== undefined;
         },

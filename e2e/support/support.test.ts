@@ -105,7 +105,10 @@ describe("e2e support: docker-registry, skopeo and containerd harnesses", { time
     t.diagnostic(`registry served ${bytes} blob bytes for a ${expected.bytes}-byte platform image`);
 
     await containerd!.removeImage(ref);
-    assert.equal((await containerd!.listImages()).find((entry) => entry.ref === ref), undefined);
+    assert.equal(
+      (await containerd!.listImages()).find((entry) => entry.ref === ref),
+      undefined,
+    );
   });
 
   it("copies the image back out of the registry with skopeo, digests unchanged", async () => {
@@ -125,7 +128,10 @@ describe("e2e support: docker-registry, skopeo and containerd harnesses", { time
     const expected = blobsOf(arm64());
     const viaProxy = await proxy.blobGets();
     assert.deepEqual(viaProxy.map((get) => get.digest).sort(), expected.digests);
-    assert.ok(viaProxy.every((get) => get.uri.includes(`?ns=${encodeURIComponent(registry!.host)}`)), "containerd names the upstream in ?ns=");
+    assert.ok(
+      viaProxy.every((get) => get.uri.includes(`?ns=${encodeURIComponent(registry!.host)}`)),
+      "containerd names the upstream in ?ns=",
+    );
     assert.equal(await proxy.servedBlobBytes(), expected.bytes);
     // The cache fetched every blob from the origin at least once (distribution 2.8 fetches cold blobs twice).
     const originGets = await registry!.blobGets({ since: originMark });

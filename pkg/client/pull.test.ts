@@ -15,7 +15,14 @@ describe("pullImage against the embedded layout registry", () => {
   let origin: LayoutRegistry;
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "shoal-pull-"));
-    layout = await generateImageLayout({ dir: join(work, "image"), seed: "pull-test", layers: 5, totalBytes: 6_000_000, platforms: ["linux/amd64", "linux/arm64"], tag: "v1" });
+    layout = await generateImageLayout({
+      dir: join(work, "image"),
+      seed: "pull-test",
+      layers: 5,
+      totalBytes: 6_000_000,
+      platforms: ["linux/amd64", "linux/arm64"],
+      tag: "v1",
+    });
     origin = await LayoutRegistry.start({ dir: layout.dir });
   });
   after(async () => {
@@ -64,7 +71,8 @@ describe("pullImage against the embedded layout registry", () => {
       name: "x/y",
       reference: "v1",
       platform: { os: "linux", architecture: "arm64" },
-      onManifest: (d, body) => seen.push({ digest: d.digest, hash: `sha256:${createHash("sha256").update(body).digest("hex")}`, mediaType: d.mediaType }),
+      onManifest: (d, body) =>
+        seen.push({ digest: d.digest, hash: `sha256:${createHash("sha256").update(body).digest("hex")}`, mediaType: d.mediaType }),
     });
     const arm = layout.images.find((i) => i.platform.architecture === "arm64")!;
     assert.deepEqual(
@@ -96,7 +104,10 @@ describe("pullImage against the embedded layout registry", () => {
     corrupted[corrupted.length - 1] = (corrupted[corrupted.length - 1]! + 1) % 256;
     await writeFile(path, corrupted);
     try {
-      await assert.rejects(pullImage({ baseUrl: origin.url, name: "x/y", reference: "v1" }), (error: unknown) => error instanceof PullError && error.code === "ERR_PULL_DIGEST_MISMATCH");
+      await assert.rejects(
+        pullImage({ baseUrl: origin.url, name: "x/y", reference: "v1" }),
+        (error: unknown) => error instanceof PullError && error.code === "ERR_PULL_DIGEST_MISMATCH",
+      );
     } finally {
       await writeFile(path, original);
     }

@@ -19,7 +19,6 @@ const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 /** containerd's default number of layers fetched at once. */
 export const DEFAULT_PULL_CONCURRENCY = 3;
 
-
 export interface PullOptions {
   /** Mirror or registry base URL, e.g. http://127.0.0.1:5050. */
   readonly baseUrl: string;
@@ -72,7 +71,8 @@ export async function pullImage(options: PullOptions): Promise<PullResult> {
     if (isIndexMediaType(top.descriptor.mediaType)) {
       const chosen = choosePlatform(top.json, options.platform ?? { os: "linux", architecture: "amd64" });
       top = await fetchManifest(options, dispatcher, chosen.digest);
-      if (top.descriptor.digest !== chosen.digest) throw new PullError("ERR_PULL_DIGEST_MISMATCH", `manifest ${chosen.digest} came back as ${top.descriptor.digest}`);
+      if (top.descriptor.digest !== chosen.digest)
+        throw new PullError("ERR_PULL_DIGEST_MISMATCH", `manifest ${chosen.digest} came back as ${top.descriptor.digest}`);
       options.onManifest?.(top.descriptor, top.body);
       descriptors.push(top.descriptor);
       bytes += top.descriptor.size;
@@ -102,7 +102,11 @@ function url(options: PullOptions, kind: "manifests" | "blobs", reference: strin
   return `${options.baseUrl}/v2/${options.name}/${kind}/${reference}${query}`;
 }
 
-async function fetchManifest(options: PullOptions, dispatcher: Agent, reference: string): Promise<{ descriptor: Descriptor; json: unknown; body: Buffer }> {
+async function fetchManifest(
+  options: PullOptions,
+  dispatcher: Agent,
+  reference: string,
+): Promise<{ descriptor: Descriptor; json: unknown; body: Buffer }> {
   const response = await dispatcher.request({
     ...originAndPath(url(options, "manifests", reference)),
     method: "GET",
@@ -120,12 +124,17 @@ async function fetchManifest(options: PullOptions, dispatcher: Agent, reference:
     chunks.push(chunk);
   }
   const body = Buffer.concat(chunks);
-  if (response.statusCode !== 200) throw new PullError("ERR_PULL_STATUS", `manifest ${options.name}:${reference}: HTTP ${response.statusCode} ${body.toString("utf8").slice(0, 200)}`);
+  if (response.statusCode !== 200)
+    throw new PullError(
+      "ERR_PULL_STATUS",
+      `manifest ${options.name}:${reference}: HTTP ${response.statusCode} ${body.toString("utf8").slice(0, 200)}`,
+    );
   const header = response.headers["docker-content-digest"];
   const declared = typeof header === "string" ? parseDigest(header) : undefined;
   const expected = reference.includes(":") ? parseDigest(reference) : declared;
   const digest = digestOf(body, expected ? digestAlgorithm(expected) : "sha256");
-  if (expected !== undefined && digest !== expected) throw new PullError("ERR_PULL_DIGEST_MISMATCH", `manifest ${reference} does not match ${expected}`);
+  if (expected !== undefined && digest !== expected)
+    throw new PullError("ERR_PULL_DIGEST_MISMATCH", `manifest ${reference} does not match ${expected}`);
   const contentType = response.headers["content-type"];
   const mediaType = (typeof contentType === "string" ? contentType : undefined) ?? sniffManifestMediaType(body) ?? "";
   let json: unknown;
@@ -138,7 +147,11 @@ async function fetchManifest(options: PullOptions, dispatcher: Agent, reference:
 }
 
 async function fetchBlob(options: PullOptions, dispatcher: Agent, descriptor: Descriptor): Promise<number> {
-  const response = await dispatcher.request({ ...originAndPath(url(options, "blobs", descriptor.digest)), method: "GET", signal: options.signal });
+  const response = await dispatcher.request({
+    ...originAndPath(url(options, "blobs", descriptor.digest)),
+    method: "GET",
+    signal: options.signal,
+  });
   if (response.statusCode !== 200) {
     const text = await response.body.text().catch(() => "");
     throw new PullError("ERR_PULL_STATUS", `blob ${descriptor.digest}: HTTP ${response.statusCode} ${text.slice(0, 200)}`);

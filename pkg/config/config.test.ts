@@ -11,7 +11,11 @@ const specs = {
 
 describe("parseOptions", () => {
   it("reads flags in both forms, repeatable flags and booleans", () => {
-    const { options, positionals } = parseOptions(specs, ["--mirror-addr", "0.0.0.0:80", "--upstream=a", "--upstream", "b", "--verbose", "pos"], {});
+    const { options, positionals } = parseOptions(
+      specs,
+      ["--mirror-addr", "0.0.0.0:80", "--upstream=a", "--upstream", "b", "--verbose", "pos"],
+      {},
+    );
     assert.deepEqual(options.addr, { host: "0.0.0.0", port: 80 });
     assert.deepEqual(options.upstream, ["A", "B"]);
     assert.equal(options.verbose, true);
@@ -36,7 +40,10 @@ describe("parseOptions", () => {
       [["--mirror-addr=a:1", "--mirror-addr=b:2"], {}, /--mirror-addr given more than once/],
     ];
     for (const [argv, env, pattern] of cases) {
-      assert.throws(() => parseOptions(specs, argv, env), (error: unknown) => error instanceof ConfigError && pattern.test(error.message));
+      assert.throws(
+        () => parseOptions(specs, argv, env),
+        (error: unknown) => error instanceof ConfigError && pattern.test(error.message),
+      );
     }
   });
   it("documents every flag with its variable in --help", () => {

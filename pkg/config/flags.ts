@@ -50,7 +50,11 @@ export interface ParseResult<S extends OptionSpecs> {
  * Parses `--name value`, `--name=value` and boolean `--name` flags, falling back to SHOAL_* environment
  * variables and then defaults. Flags win over the environment. Every error names the flag and variable.
  */
-export function parseOptions<S extends OptionSpecs>(specs: S, argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ParseResult<S> {
+export function parseOptions<S extends OptionSpecs>(
+  specs: S,
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): ParseResult<S> {
   const byFlag = new Map<string, [string, OptionSpec<unknown>]>();
   for (const [key, spec] of Object.entries(specs)) byFlag.set(spec.name, [key, spec]);
   const raw = new Map<string, string[]>();
@@ -85,7 +89,8 @@ export function parseOptions<S extends OptionSpecs>(specs: S, argv: readonly str
       i++;
     }
     const values = raw.get(key) ?? [];
-    if (values.length > 0 && spec.repeatable !== true) throw new ConfigError("ERR_CONFIG_INVALID_VALUE", `flag --${flag} given more than once`);
+    if (values.length > 0 && spec.repeatable !== true)
+      throw new ConfigError("ERR_CONFIG_INVALID_VALUE", `flag --${flag} given more than once`);
     values.push(value);
     raw.set(key, values);
   }
@@ -95,7 +100,13 @@ export function parseOptions<S extends OptionSpecs>(specs: S, argv: readonly str
     let origin = "flag";
     const fromEnv = env[envName(spec.name)];
     if (values === undefined && fromEnv !== undefined && fromEnv !== "") {
-      values = spec.repeatable === true ? fromEnv.split(",").map((v) => v.trim()).filter((v) => v !== "") : [fromEnv];
+      values =
+        spec.repeatable === true
+          ? fromEnv
+              .split(",")
+              .map((v) => v.trim())
+              .filter((v) => v !== "")
+          : [fromEnv];
       origin = "environment";
     }
     if (values === undefined && spec.default !== undefined) {

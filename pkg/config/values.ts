@@ -55,7 +55,8 @@ export function parseBytes(value: string): number {
 }
 
 export function parseInteger(value: string, min: number, max: number): number {
-  if (!/^-?\d+$/.test(value) || Number(value) < min || Number(value) > max) throw new Error(`expected a whole number from ${min} to ${max}`);
+  if (!/^-?\d+$/.test(value) || Number(value) < min || Number(value) > max)
+    throw new Error(`expected a whole number from ${min} to ${max}`);
   return Number(value);
 }
 

@@ -73,7 +73,8 @@ export class ContainerdClient {
     } catch (error: unknown) {
       const code = (error as { code?: unknown }).code;
       if (code === "ENOENT") return `containerd socket ${socket} does not exist`;
-      if (code === "EACCES") return `no permission to use containerd socket ${socket} (the agent needs to run as root or in the socket's group)`;
+      if (code === "EACCES")
+        return `no permission to use containerd socket ${socket} (the agent needs to run as root or in the socket's group)`;
       return `containerd socket ${socket}: ${error instanceof Error ? error.message : String(error)}`;
     }
   }
@@ -81,7 +82,10 @@ export class ContainerdClient {
   /** The blob's info, or undefined when the namespace does not hold it. */
   async info(digest: string, signal?: AbortSignal): Promise<ContentInfo | undefined> {
     try {
-      const response = await this.unary<{ info?: Info | undefined }>((callback, options) => this.content.info({ digest }, this.metadata, options, callback), signal);
+      const response = await this.unary<{ info?: Info | undefined }>(
+        (callback, options) => this.content.info({ digest }, this.metadata, options, callback),
+        signal,
+      );
       const info = response.info;
       if (info === undefined) throw new ContainerdError("ERR_CONTAINERD_PROTOCOL", `content info of ${digest} came without info`);
       return { digest: info.digest, size: info.size };
@@ -109,13 +113,19 @@ export class ContainerdClient {
       const offset = response.offset - position;
       if (offset !== filled || offset + response.data.byteLength > target.byteLength) {
         call.cancel();
-        throw new ContainerdError("ERR_CONTAINERD_PROTOCOL", `read of ${digest} returned bytes at ${response.offset}, expected ${position + filled}`);
+        throw new ContainerdError(
+          "ERR_CONTAINERD_PROTOCOL",
+          `read of ${digest} returned bytes at ${response.offset}, expected ${position + filled}`,
+        );
       }
       target.set(response.data, offset);
       filled += response.data.byteLength;
     });
     if (filled !== target.byteLength) {
-      throw new ContainerdError("ERR_CONTAINERD_PROTOCOL", `read of ${digest} at ${position} returned ${filled} of ${target.byteLength} bytes`);
+      throw new ContainerdError(
+        "ERR_CONTAINERD_PROTOCOL",
+        `read of ${digest} at ${position} returned ${filled} of ${target.byteLength} bytes`,
+      );
     }
   }
 
@@ -124,7 +134,10 @@ export class ContainerdClient {
   }
 
   async addLeaseResource(id: string, digest: string, signal?: AbortSignal): Promise<void> {
-    await this.unary((callback, options) => this.leases.addResource({ id, resource: { id: digest, type: "content" } }, this.metadata, options, callback), signal);
+    await this.unary(
+      (callback, options) => this.leases.addResource({ id, resource: { id: digest, type: "content" } }, this.metadata, options, callback),
+      signal,
+    );
   }
 
   /** Deletes a lease; one already gone is not an error. */
@@ -138,7 +151,10 @@ export class ContainerdClient {
 
   /** Ids of the leases matching a containerd filter, e.g. `labels."shoal.dev/reader"==true`. */
   async listLeases(filter: string, signal?: AbortSignal): Promise<string[]> {
-    const response = await this.unary<{ leases: { id: string }[] }>((callback, options) => this.leases.list({ filters: [filter] }, this.metadata, options, callback), signal);
+    const response = await this.unary<{ leases: { id: string }[] }>(
+      (callback, options) => this.leases.list({ filters: [filter] }, this.metadata, options, callback),
+      signal,
+    );
     return response.leases.map((lease) => lease.id);
   }
 

@@ -35,7 +35,12 @@ export function apiReader(client: Pick<ContainerdClient, "read">, digest: Digest
  * containerd reports (the caller then reads through the API). Committed blob files are immutable, and an
  * open file keeps its bytes even if garbage collection unlinks it.
  */
-export async function fileReader(contentDir: string, digest: Digest, size: number, logger: Logger | undefined): Promise<BlobReader | undefined> {
+export async function fileReader(
+  contentDir: string,
+  digest: Digest,
+  size: number,
+  logger: Logger | undefined,
+): Promise<BlobReader | undefined> {
   const path = join(contentDir, "blobs", digestAlgorithm(digest), digestHex(digest));
   let handle: FileHandle;
   try {
@@ -47,7 +52,10 @@ export async function fileReader(contentDir: string, digest: Digest, size: numbe
   try {
     const stat = await handle.stat();
     if (!stat.isFile() || stat.size !== size) {
-      logger?.debug({ path, size: stat.size, expected: size }, "content file is not the blob containerd reports; reading through containerd's API");
+      logger?.debug(
+        { path, size: stat.size, expected: size },
+        "content file is not the blob containerd reports; reading through containerd's API",
+      );
       await handle.close();
       return undefined;
     }
@@ -82,6 +90,9 @@ export async function fileReader(contentDir: string, digest: Digest, size: numbe
 
 function checkBounds(digest: Digest, size: number, target: Uint8Array, position: number): void {
   if (!Number.isSafeInteger(position) || position < 0 || position + target.byteLength > size) {
-    throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `bytes ${position}..${position + target.byteLength - 1} are outside ${digest} (${size} bytes)`);
+    throw new StoreError(
+      "ERR_STORE_INVALID_ARGUMENT",
+      `bytes ${position}..${position + target.byteLength - 1} are outside ${digest} (${size} bytes)`,
+    );
   }
 }

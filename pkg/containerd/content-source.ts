@@ -185,11 +185,15 @@ export class ContainerdContentSource implements ExternalBlobSource {
         this.closer.signal.addEventListener("abort", stop, { once: true });
         try {
           const filters = [`namespace==${JSON.stringify(this.options.namespace)},topic~="^/(images|content)/"`];
-          const events = this.client.subscribe(filters, (envelope) => {
-            if (envelope.namespace !== this.options.namespace) return;
-            this.scheduleReconcile(RECONCILE_DEBOUNCE_MS);
-            if (envelope.topic.endsWith("/delete")) this.followUpAfterGc();
-          }, session.signal);
+          const events = this.client.subscribe(
+            filters,
+            (envelope) => {
+              if (envelope.namespace !== this.options.namespace) return;
+              this.scheduleReconcile(RECONCILE_DEBOUNCE_MS);
+              if (envelope.topic.endsWith("/delete")) this.followUpAfterGc();
+            },
+            session.signal,
+          );
           // Awaited below once listed; a failed listing abandons it (the session abort ends it).
           events.catch(() => undefined);
           await this.reconcile();
@@ -219,7 +223,16 @@ export class ContainerdContentSource implements ExternalBlobSource {
     if (!this.connected) {
       this.connected = true;
       const bytes = this.list().reduce((sum, blob) => sum + blob.size, 0);
-      this.logger.info({ socket: this.options.socket, namespace: this.options.namespace, contentDir: this.options.contentDir, blobs: this.snapshot.size, bytes }, "containerd content store connected: its blobs are served and announced");
+      this.logger.info(
+        {
+          socket: this.options.socket,
+          namespace: this.options.namespace,
+          contentDir: this.options.contentDir,
+          blobs: this.snapshot.size,
+          bytes,
+        },
+        "containerd content store connected: its blobs are served and announced",
+      );
       this.options.onConnectionChange?.(true);
     }
     this.everConnected = true;
@@ -234,7 +247,10 @@ export class ContainerdContentSource implements ExternalBlobSource {
       this.connected = false;
       this.options.onConnectionChange?.(false);
       const graceMs = this.options.disconnectGraceMs ?? DISCONNECT_GRACE_MS;
-      this.logger.warn({ socket: this.options.socket, problem, blobs: this.snapshot.size, graceMs }, "lost containerd: its blobs stay announced for a while, then are withdrawn until it is back");
+      this.logger.warn(
+        { socket: this.options.socket, problem, blobs: this.snapshot.size, graceMs },
+        "lost containerd: its blobs stay announced for a while, then are withdrawn until it is back",
+      );
       this.graceTimer = setTimeout(() => {
         this.graceTimer = undefined;
         if (!this.connected) this.applyListing(new Map());
@@ -296,7 +312,9 @@ export class ContainerdContentSource implements ExternalBlobSource {
           this.reconcileAgain = false;
           const listed = await this.client.list(this.closer.signal);
           const held = new Map<Digest, ExternalBlob>();
-          for (const info of listed) if (isDigest(info.digest) && Number.isSafeInteger(info.size) && info.size >= 0) held.set(info.digest, { digest: info.digest, size: info.size });
+          for (const info of listed)
+            if (isDigest(info.digest) && Number.isSafeInteger(info.size) && info.size >= 0)
+              held.set(info.digest, { digest: info.digest, size: info.size });
           this.applyListing(held);
         } while (this.askedAgain() && !this.isClosed());
       } finally {
@@ -313,7 +331,8 @@ export class ContainerdContentSource implements ExternalBlobSource {
     for (const blob of added) this.snapshot.set(blob.digest, blob);
     if (removed.length > 0) this.emit({ type: "removed", digests: removed });
     if (added.length > 0) this.emit({ type: "added", blobs: added });
-    if (removed.length + added.length > 0) this.logger.debug({ added: added.length, removed: removed.length, held: this.snapshot.size }, "containerd content changed");
+    if (removed.length + added.length > 0)
+      this.logger.debug({ added: added.length, removed: removed.length, held: this.snapshot.size }, "containerd content changed");
   }
 
   /** Leases an earlier agent process held when it died (they would otherwise keep blobs until they expire). */
@@ -321,7 +340,8 @@ export class ContainerdContentSource implements ExternalBlobSource {
     try {
       const leftovers = await this.client.listLeases(`labels.${JSON.stringify(READER_LEASE_LABEL)}`, this.closer.signal);
       for (const id of leftovers) await this.client.deleteLease(id, this.closer.signal);
-      if (leftovers.length > 0) this.logger.info({ leases: leftovers.length }, "deleted containerd leases left by an earlier agent process");
+      if (leftovers.length > 0)
+        this.logger.info({ leases: leftovers.length }, "deleted containerd leases left by an earlier agent process");
     } catch (error: unknown) {
       this.logger.warn({ err: error }, "could not delete leftover containerd leases; they expire by themselves");
     }
@@ -345,8 +365,13 @@ function notFound(digest: Digest, why: string): StoreError {
 /** containerd being away or not holding the blob is "not found here" for the caller, who looks elsewhere. */
 function toStoreError(digest: Digest, error: unknown, signal: AbortSignal | undefined): StoreError {
   if (error instanceof StoreError) return error;
-  if (signal?.aborted === true || isContainerdError(error, "ERR_CONTAINERD_ABORTED")) return new StoreError("ERR_STORE_ABORTED", `reading ${digest} was aborted`, { cause: error });
-  if (isContainerdError(error, "ERR_CONTAINERD_NOT_FOUND") || isContainerdError(error, "ERR_CONTAINERD_UNAVAILABLE") || isContainerdError(error, "ERR_CONTAINERD_CLOSED")) {
+  if (signal?.aborted === true || isContainerdError(error, "ERR_CONTAINERD_ABORTED"))
+    return new StoreError("ERR_STORE_ABORTED", `reading ${digest} was aborted`, { cause: error });
+  if (
+    isContainerdError(error, "ERR_CONTAINERD_NOT_FOUND") ||
+    isContainerdError(error, "ERR_CONTAINERD_UNAVAILABLE") ||
+    isContainerdError(error, "ERR_CONTAINERD_CLOSED")
+  ) {
     return new StoreError("ERR_STORE_BLOB_NOT_FOUND", `blob ${digest} not readable from containerd now`, { cause: error });
   }
   return new StoreError("ERR_STORE_IO", `reading ${digest} from containerd failed`, { cause: error });

@@ -67,7 +67,11 @@ describe("LeaseKeeper", () => {
     assert.equal(again.fresh, false);
     assert.equal(client.calls.filter((c) => c.startsWith("create")).length, 1);
     again.release();
-    assert.equal(client.calls.some((c) => c.startsWith("delete")), false, "still lingering");
+    assert.equal(
+      client.calls.some((c) => c.startsWith("delete")),
+      false,
+      "still lingering",
+    );
     await keeper.releaseAll();
     assert.equal(client.calls.filter((c) => c.startsWith("delete")).length, 1, "shutdown deletes it");
   });
@@ -77,7 +81,10 @@ describe("LeaseKeeper", () => {
     client.failCreate = true;
     const keeper = new LeaseKeeper({ client, lingerMs: 0 });
     const results = await Promise.allSettled([keeper.hold(DIGEST), keeper.hold(DIGEST)]);
-    assert.deepEqual(results.map((r) => r.status), ["rejected", "rejected"]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ["rejected", "rejected"],
+    );
     assert.equal(keeper.size, 0);
     client.failCreate = false;
     const hold = await keeper.hold(DIGEST);
@@ -91,7 +98,10 @@ describe("LeaseKeeper", () => {
     const controller = new AbortController();
     controller.abort();
     const deleted = client.nextDelete();
-    await assert.rejects(keeper.hold(DIGEST, controller.signal), (error: unknown) => error instanceof ContainerdError && error.code === "ERR_CONTAINERD_ABORTED");
+    await assert.rejects(
+      keeper.hold(DIGEST, controller.signal),
+      (error: unknown) => error instanceof ContainerdError && error.code === "ERR_CONTAINERD_ABORTED",
+    );
     await deleted;
     assert.equal(keeper.size, 0);
   });

@@ -66,19 +66,32 @@ export class SecretCertificateAuthority {
   private async load(signal: AbortSignal): Promise<boolean> {
     const { namespace, name, logger } = this.options;
     try {
-      const secret = await this.api.readNamespacedSecret({ name, namespace }, withSignal(AbortSignal.any([signal, AbortSignal.timeout(CA_READ_TIMEOUT_MS)])));
+      const secret = await this.api.readNamespacedSecret(
+        { name, namespace },
+        withSignal(AbortSignal.any([signal, AbortSignal.timeout(CA_READ_TIMEOUT_MS)])),
+      );
       const certificate = secret.data?.["tls.crt"];
       const key = secret.data?.["tls.key"];
       if (certificate === undefined || key === undefined) throw new Error("it has no tls.crt and tls.key");
-      const ca = CertificateAuthority.fromPem(Buffer.from(certificate, "base64").toString("utf8"), Buffer.from(key, "base64").toString("utf8"));
+      const ca = CertificateAuthority.fromPem(
+        Buffer.from(certificate, "base64").toString("utf8"),
+        Buffer.from(key, "base64").toString("utf8"),
+      );
       const changed = this.ca === undefined || !this.ca.certificate.raw.equals(ca.certificate.raw);
       this.ca = ca;
-      if (changed) logger.info({ secret: `${namespace}/${name}`, subject: ca.certificate.subject.replace(/\n/g, ", "), notAfter: ca.certificate.validTo }, "CA loaded");
+      if (changed)
+        logger.info(
+          { secret: `${namespace}/${name}`, subject: ca.certificate.subject.replace(/\n/g, ", "), notAfter: ca.certificate.validTo },
+          "CA loaded",
+        );
       return true;
     } catch (error: unknown) {
       if (signal.aborted) return false;
       const detail = isIdentityError(error) ? error.message : toK8sError(error, `get secret ${namespace}/${name}`).message;
-      logger.error({ secret: `${namespace}/${name}`, details: detail, kept: this.ca !== undefined }, "CA Secret unusable: certificates cannot be issued until it is (the chart creates it; see identity values)");
+      logger.error(
+        { secret: `${namespace}/${name}`, details: detail, kept: this.ca !== undefined },
+        "CA Secret unusable: certificates cannot be issued until it is (the chart creates it; see identity values)",
+      );
       return false;
     }
   }

@@ -21,7 +21,11 @@ async function waitFor(check: () => boolean, timeoutMs: number, what: string): P
 
 /** One certificate request from `sourceIp` through the Service, with `token`. */
 async function request(cluster: TestCluster, sourceIp: string, token: string): Promise<{ certificatePem: string; trustBundlePem: string }> {
-  const issuer = new GrpcCertificateIssuer({ address: await cluster.issuerForwarder.endpointFor(sourceIp), token: () => Promise.resolve(token), trustBundle: () => Promise.resolve(cluster.ca.certificatePem) });
+  const issuer = new GrpcCertificateIssuer({
+    address: await cluster.issuerForwarder.endpointFor(sourceIp),
+    token: () => Promise.resolve(token),
+    trustBundle: () => Promise.resolve(cluster.ca.certificatePem),
+  });
   return await issuer.issue(createCertificateRequest(generateKey(), []), AbortSignal.timeout(10_000));
 }
 
@@ -42,11 +46,19 @@ describe("certificates issued by the controller (TokenReview, agent Pods, the CA
     await c.forwarder.probe();
     const agent = await c.startAgent("agent-1", "node-1", "127.0.0.81");
     const material = await agent.certificate.whenReady(AbortSignal.timeout(10_000));
-    assert.deepEqual(material.identity, { role: "agent", name: "node-1", pod: { namespace: NAMESPACE, name: "agent-1" }, ips: ["127.0.0.81"] });
+    assert.deepEqual(material.identity, {
+      role: "agent",
+      name: "node-1",
+      pod: { namespace: NAMESPACE, name: "agent-1" },
+      ips: ["127.0.0.81"],
+    });
     assert.ok(new X509Certificate(material.certificatePem).verify(c.ca.certificate.publicKey));
     assert.equal(material.trustBundlePem, c.ca.certificatePem);
     await waitFor(() => agent.tracker.connected, 10_000, "the tracker session over TLS");
-    assert.match(await replica.metrics.registry.getSingleMetricAsString("shoal_identity_certificates_issued_total"), /shoal_identity_certificates_issued_total [1-9]/);
+    assert.match(
+      await replica.metrics.registry.getSingleMetricAsString("shoal_identity_certificates_issued_total"),
+      /shoal_identity_certificates_issued_total [1-9]/,
+    );
   });
 
   it("refuses a token naming another Pod, for another audience, unknown, of a Pod that is no agent or is gone; each counted and recorded", async () => {
@@ -55,7 +67,14 @@ describe("certificates issued by the controller (TokenReview, agent Pods, the CA
     c.addAgentPod("agent-1", "node-1", "127.0.0.81");
     c.addAgentPod("agent-2", "node-2", "127.0.0.82");
     c.addAgentPod("agent-3", "node-3", "127.0.0.83");
-    c.api.putPod({ namespace: NAMESPACE, name: "web", nodeName: "node-1", ip: "127.0.0.84", labels: { app: "web" }, serviceAccount: "shoal-agent" });
+    c.api.putPod({
+      namespace: NAMESPACE,
+      name: "web",
+      nodeName: "node-1",
+      ip: "127.0.0.84",
+      labels: { app: "web" },
+      serviceAccount: "shoal-agent",
+    });
     const replica = await c.startReplica("controller-a");
     await waitFor(() => replica.controller.ready() === true, 10_000, "a ready leader");
     await c.issuerForwarder.probe();
@@ -67,16 +86,31 @@ describe("certificates issued by the controller (TokenReview, agent Pods, the CA
       });
     };
     // agent-1 presenting agent-2's token (stolen, or a confused deputy): the Pod it names is elsewhere.
-    await refused("127.0.0.81", c.tokenFor("agent-2"), /names Pod shoal\/agent-2, whose IPs are 127\.0\.0\.82, but the request comes from 127\.0\.0\.81/);
-    await refused("127.0.0.81", c.tokenFor("agent-1", ["https://kubernetes.default.svc.cluster.local"]), /token audiences .* is invalid for the target audiences \["shoal"\]/);
+    await refused(
+      "127.0.0.81",
+      c.tokenFor("agent-2"),
+      /names Pod shoal\/agent-2, whose IPs are 127\.0\.0\.82, but the request comes from 127\.0\.0\.81/,
+    );
+    await refused(
+      "127.0.0.81",
+      c.tokenFor("agent-1", ["https://kubernetes.default.svc.cluster.local"]),
+      /token audiences .* is invalid for the target audiences \["shoal"\]/,
+    );
     await refused("127.0.0.81", "not-a-token", /not accepted: invalid bearer token/);
-    await refused("127.0.0.84", c.api.serviceAccountToken({ namespace: NAMESPACE, serviceAccount: "shoal-agent", pod: "web", audiences: ["shoal"] }), /names Pod shoal\/web, which is no agent Pod/);
+    await refused(
+      "127.0.0.84",
+      c.api.serviceAccountToken({ namespace: NAMESPACE, serviceAccount: "shoal-agent", pod: "web", audiences: ["shoal"] }),
+      /names Pod shoal\/web, which is no agent Pod/,
+    );
     const gone = c.tokenFor("agent-3");
     c.api.deletePod(NAMESPACE, "agent-3");
     await refused("127.0.0.83", gone, /pods "agent-3" not found/);
     // And the one that is right is issued.
     const issued = await request(c, "127.0.0.81", c.tokenFor("agent-1"));
-    assert.match(new X509Certificate(issued.certificatePem).subjectAltName ?? "", /URI:shoal:\/\/agent\/node-1\/shoal\/agent-1, IP Address:127\.0\.0\.81/);
+    assert.match(
+      new X509Certificate(issued.certificatePem).subjectAltName ?? "",
+      /URI:shoal:\/\/agent\/node-1\/shoal\/agent-1, IP Address:127\.0\.0\.81/,
+    );
     const text = await replica.metrics.registry.getSingleMetricAsString("shoal_identity_issuance_refused_total");
     assert.match(text, /reason="pod_mismatch"\} 1/);
     assert.match(text, /reason="token_invalid"\} 3/);
@@ -115,10 +149,15 @@ describe("certificates issued by the controller (TokenReview, agent Pods, the CA
     const { IdentityServiceClient } = await import("../gen/identity/v1/identity.js");
     const plain = new IdentityServiceClient(replica.controller.issuerAddress, credentials.createInsecure());
     const code = await new Promise<number>((resolve) => {
-      plain.issueCertificate({ certificateRequest: Buffer.alloc(0), token: "x" }, new Metadata(), { deadline: Date.now() + 5_000 }, (error: ServiceError | null) => {
-        plain.close();
-        resolve(error?.code ?? status.OK);
-      });
+      plain.issueCertificate(
+        { certificateRequest: Buffer.alloc(0), token: "x" },
+        new Metadata(),
+        { deadline: Date.now() + 5_000 },
+        (error: ServiceError | null) => {
+          plain.close();
+          resolve(error?.code ?? status.OK);
+        },
+      );
     });
     assert.equal(code, status.UNAVAILABLE);
     assert.ok(material.notAfter.getTime() > Date.now());
@@ -129,7 +168,15 @@ describe("certificates issued by the controller (TokenReview, agent Pods, the CA
     const c = cluster;
     const LIFETIME_MS = 3_000;
     for (let i = 1; i <= 3; i++) c.addAgentPod(`agent-${i}`, `node-${i}`, `127.0.0.8${i}`);
-    const replica = await c.startReplica("controller-a", { certificates: { caSecret: CA_SECRET, issuerListen: { host: "127.0.0.1", port: 0 }, lifetimeMs: LIFETIME_MS, tokenAudience: "shoal", retryInitialMs: 100 } });
+    const replica = await c.startReplica("controller-a", {
+      certificates: {
+        caSecret: CA_SECRET,
+        issuerListen: { host: "127.0.0.1", port: 0 },
+        lifetimeMs: LIFETIME_MS,
+        tokenAudience: "shoal",
+        retryInitialMs: 100,
+      },
+    });
     await waitFor(() => replica.controller.ready() === true, 10_000, "a ready leader");
     await c.forwarder.probe();
     const agents = await Promise.all([1, 2, 3].map((i) => c.startAgent(`agent-${i}`, `node-${i}`, `127.0.0.8${i}`)));
@@ -162,7 +209,11 @@ describe("certificates issued by the controller (TokenReview, agent Pods, the CA
       if (round > 200) assert.fail("certificates did not rotate");
     }
     for (const s of seen) assert.ok(s.size >= 2, `each agent rotated (${s.size} certificates)`);
-    assert.equal(c.origin.blobBytesServed, Array.from({ length: round }, (_, r) => 2 * 1024 * 1024 + r).reduce((a, b) => a + b, 0), "every blob left the origin once: the rest came from peers across rotations");
+    assert.equal(
+      c.origin.blobBytesServed,
+      Array.from({ length: round }, (_, r) => 2 * 1024 * 1024 + r).reduce((a, b) => a + b, 0),
+      "every blob left the origin once: the rest came from peers across rotations",
+    );
     for (const a of agents) assert.ok(a.tracker.connected);
   });
 
@@ -175,7 +226,12 @@ describe("certificates issued by the controller (TokenReview, agent Pods, the CA
     const replica = await c.startReplica("controller-a");
     await waitFor(() => replica.controller.leading, 10_000, "leadership");
     assert.match(String(replica.controller.ready()), /no certificate yet \(is the CA Secret shoal\/shoal-ca there and valid\?\)/);
-    c.api.putSecret({ namespace: NAMESPACE, name: CA_SECRET, type: "kubernetes.io/tls", data: { "tls.crt": c.ca.certificatePem, "tls.key": c.caKeyPem } });
+    c.api.putSecret({
+      namespace: NAMESPACE,
+      name: CA_SECRET,
+      type: "kubernetes.io/tls",
+      data: { "tls.crt": c.ca.certificatePem, "tls.key": c.caKeyPem },
+    });
     await waitFor(() => replica.controller.ready() === true, 15_000, "the CA to be loaded");
     await c.forwarder.probe();
     const agent = await c.startAgent("agent-1", "node-1", "127.0.0.81");

@@ -1,5 +1,19 @@
 export * from "./errors.js";
-export { KubernetesMembership, type KubernetesMembershipOptions, type DropReason, type PeerDrop, ZONE_LABEL, LEGACY_ZONE_LABEL } from "./kubernetes-membership.js";
+export {
+  KubernetesMembership,
+  type KubernetesMembershipOptions,
+  type DropReason,
+  type PeerDrop,
+  ZONE_LABEL,
+  LEGACY_ZONE_LABEL,
+} from "./kubernetes-membership.js";
 export { KubernetesController, type KubernetesControllerOptions, type PrefetchOptions, EVENT_COMPONENT } from "./kubernetes-controller.js";
 export * from "./prefetch-types.js";
-export { parsePrefetchSpec, InvalidSpec, type PrefetchSpec, type PrefetchTarget, DEFAULT_PLATFORMS, MAX_SEEDS_PER_ZONE } from "./prefetch-spec.js";
+export {
+  parsePrefetchSpec,
+  InvalidSpec,
+  type PrefetchSpec,
+  type PrefetchTarget,
+  DEFAULT_PLATFORMS,
+  MAX_SEEDS_PER_ZONE,
+} from "./prefetch-spec.js";

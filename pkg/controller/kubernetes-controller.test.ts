@@ -14,7 +14,6 @@ const requestLog = new ApiRequestLog(new URL("../../../pkg/controller/testdata/a
 const ACQUIRE_SLACK_MS = 2 * 2.2 * TIMINGS.retryPeriodMs + 300;
 const REPO = "team/app";
 
-
 async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<number> {
   const start = performance.now();
   while (!check()) {
@@ -37,22 +36,37 @@ async function status200(url: string): Promise<number> {
 function minted(cluster: TestCluster, identity: WorkloadIdentity): ChannelCredentials {
   const key = generateKey();
   const issued = cluster.ca.issue({ publicKey: createPublicKey(key), identity, lifetimeMs: 3_600_000 });
-  return credentials.createSsl(Buffer.from(cluster.ca.certificatePem), Buffer.from(key.export({ type: "pkcs8", format: "pem" })), Buffer.from(issued.certificatePem), { checkServerIdentity: () => undefined });
+  return credentials.createSsl(
+    Buffer.from(cluster.ca.certificatePem),
+    Buffer.from(key.export({ type: "pkcs8", format: "pem" })),
+    Buffer.from(issued.certificatePem),
+    { checkServerIdentity: () => undefined },
+  );
 }
 
 /** A raw Lookup against one replica's tracker (no session): what a follower answers. */
 function rawLookup(address: string, channel: ChannelCredentials): Promise<{ code: number; details: string }> {
   const client = new TrackerServiceClient(address, channel);
   return new Promise((resolve) => {
-    client.lookup({ agentId: "probe", digest: digestOf("x"), wantOriginGrant: false, excludedAgentIds: [] }, new Metadata(), { deadline: Date.now() + 3_000 }, (error) => {
-      client.close();
-      resolve({ code: error?.code ?? status.OK, details: error?.details ?? "" });
-    });
+    client.lookup(
+      { agentId: "probe", digest: digestOf("x"), wantOriginGrant: false, excludedAgentIds: [] },
+      new Metadata(),
+      { deadline: Date.now() + 3_000 },
+      (error) => {
+        client.close();
+        resolve({ code: error?.code ?? status.OK, details: error?.details ?? "" });
+      },
+    );
   });
 }
 
 /** Opens a session from `sourceIp` (through the Service) and returns the status it ends with. */
-async function rawRegister(cluster: TestCluster, sourceIp: string, nodeName: string, channel: ChannelCredentials = credentials.createInsecure()): Promise<{ code: number; details: string }> {
+async function rawRegister(
+  cluster: TestCluster,
+  sourceIp: string,
+  nodeName: string,
+  channel: ChannelCredentials = credentials.createInsecure(),
+): Promise<{ code: number; details: string }> {
   const client = new TrackerServiceClient(await cluster.forwarder.endpointFor(sourceIp), channel);
   return await new Promise((resolve) => {
     const call = client.session();
@@ -66,7 +80,9 @@ async function rawRegister(cluster: TestCluster, sourceIp: string, nodeName: str
       client.close();
       resolve({ code: s.code, details: s.details });
     });
-    call.write({ kind: { $case: "register", value: { agentId: "intruder-1", nodeName, zone: "", peerAddress: `${sourceIp}:5052`, resumeBlobs: 0 } } });
+    call.write({
+      kind: { $case: "register", value: { agentId: "intruder-1", nodeName, zone: "", peerAddress: `${sourceIp}:5052`, resumeBlobs: 0 } },
+    });
   });
 }
 
@@ -92,7 +108,10 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     const leader = leaders[0]!;
     const follower = leader === r1 ? r2 : r1;
     assert.equal(c.api.object("leases", NAMESPACE, "shoal-controller")?.spec !== undefined, true);
-    assert.equal((c.api.object("leases", NAMESPACE, "shoal-controller")?.spec as { holderIdentity?: string }).holderIdentity, leader.identity);
+    assert.equal(
+      (c.api.object("leases", NAMESPACE, "shoal-controller")?.spec as { holderIdentity?: string }).holderIdentity,
+      leader.identity,
+    );
     assert.equal(await status200(leader.readyUrl), 200);
     assert.equal(await status200(follower.readyUrl), 503);
     await waitFor(() => leader.controller.ready() === true, 10_000, "the leader's certificate");
@@ -105,7 +124,10 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     await eventually(() => {
       assert.ok(c.api.events(NAMESPACE).some((e) => e.reason === "LeaderElected" && String(e.message).startsWith(leader.identity)));
     });
-    assert.equal(await leader.metrics.registry.getSingleMetricAsString("shoal_controller_leader").then((t) => /shoal_controller_leader 1/.test(t)), true);
+    assert.equal(
+      await leader.metrics.registry.getSingleMetricAsString("shoal_controller_leader").then((t) => /shoal_controller_leader 1/.test(t)),
+      true,
+    );
   });
 
   it("the leader dies without releasing: the follower leads within the lease duration, agents follow and the swarm keeps working", async () => {
@@ -119,7 +141,11 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     await c.startReplica("controller-b");
     const first = c.leaders()[0]!;
     await c.forwarder.probe();
-    const agents = [await c.startAgent("agent-1", "node-1", "127.0.0.21"), await c.startAgent("agent-2", "node-2", "127.0.0.22"), await c.startAgent("agent-3", "node-3", "127.0.0.23")];
+    const agents = [
+      await c.startAgent("agent-1", "node-1", "127.0.0.21"),
+      await c.startAgent("agent-2", "node-2", "127.0.0.22"),
+      await c.startAgent("agent-3", "node-3", "127.0.0.23"),
+    ];
     await waitFor(() => agents.every((a) => a.tracker.connected), 10_000, "agents connected to the first leader");
     const blob = await c.origin.addBlob({ size: 3 * 1024 * 1024 + 17, seed: "failover" });
     const pulled = await agents[0]!.pull(c.origin.host, REPO, blob.digest);
@@ -135,7 +161,10 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     await waitFor(() => second.controller.leading, TIMINGS.leaseDurationMs + ACQUIRE_SLACK_MS + 2_000, "the follower to lead");
     const takeoverMs = performance.now() - killedAt;
     assert.ok(takeoverMs <= TIMINGS.leaseDurationMs + ACQUIRE_SLACK_MS, `took over after ${Math.round(takeoverMs)} ms`);
-    assert.ok(takeoverMs >= TIMINGS.leaseDurationMs - 2 * TIMINGS.retryPeriodMs, `took over after only ${Math.round(takeoverMs)} ms: the lease had not expired`);
+    assert.ok(
+      takeoverMs >= TIMINGS.leaseDurationMs - 2 * TIMINGS.retryPeriodMs,
+      `took over after only ${Math.round(takeoverMs)} ms: the lease had not expired`,
+    );
     const lease = c.api.object("leases", NAMESPACE, "shoal-controller")?.spec as { holderIdentity?: string; leaseTransitions?: number };
     assert.equal(lease.holderIdentity, second.identity);
     assert.equal(lease.leaseTransitions, 1);
@@ -179,7 +208,11 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     const replica = await c.startReplica("controller-a");
     await waitFor(() => replica.controller.leading, 10_000, "leadership");
     await c.forwarder.probe();
-    const [a1, a2, a3] = [await c.startAgent("agent-1", "node-1", "127.0.0.31"), await c.startAgent("agent-2", "node-2", "127.0.0.32"), await c.startAgent("agent-3", "node-3", "127.0.0.33")];
+    const [a1, a2, a3] = [
+      await c.startAgent("agent-1", "node-1", "127.0.0.31"),
+      await c.startAgent("agent-2", "node-2", "127.0.0.32"),
+      await c.startAgent("agent-3", "node-3", "127.0.0.33"),
+    ];
     await waitFor(() => a1.tracker.connected && a2.tracker.connected && a3.tracker.connected, 10_000, "agents connected");
     const blob = await c.origin.addBlob({ size: 1024 * 1024, seed: "delete" });
     await a1.pull(c.origin.host, REPO, blob.digest);
@@ -188,7 +221,11 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     });
     const deletedAt = performance.now();
     c.api.deletePod(NAMESPACE, "agent-1");
-    const dropMs = await waitFor(() => !replica.controller.tracker.snapshot().agents.some((a) => a.identity.agentId === a1.agentId), 2_000, "agent-1 to be dropped");
+    const dropMs = await waitFor(
+      () => !replica.controller.tracker.snapshot().agents.some((a) => a.identity.agentId === a1.agentId),
+      2_000,
+      "agent-1 to be dropped",
+    );
     assert.ok(performance.now() - deletedAt < 1_000, `dropped after ${Math.round(dropMs)} ms`);
     assert.deepEqual((await a2.tracker.lookup(blob.digest, { wantOriginGrant: false })).holders, []);
     await eventually(() => {
@@ -204,7 +241,10 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     await waitFor(() => replica.controller.tracker.snapshot().agents.length === 0, 2_000, "agent-2 and agent-3 to be dropped");
     // Events are sent in the background, after the drop.
     await eventually(() => {
-      const reasons = c.api.events(NAMESPACE).filter((e) => e.reason === "PeerDropped").map((e) => String(e.message).split(": ").at(-1));
+      const reasons = c.api
+        .events(NAMESPACE)
+        .filter((e) => e.reason === "PeerDropped")
+        .map((e) => String(e.message).split(": ").at(-1));
       assert.deepEqual(reasons.sort(), ["PodDeleted", "PodIPChanged", "PodTerminating"]);
     });
     assert.match(await replica.metrics.registry.getSingleMetricAsString("shoal_tracker_peers_dropped_total"), /reason="PodDeleted"\} 1/);
@@ -224,14 +264,20 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     // Certificates from the CA that the membership still refuses (a misused CA, a stolen key).
     const stranger = await rawRegister(c, "127.0.0.59", "node-1", minted(c, { role: "agent", name: "node-1", ips: ["127.0.0.59"] }));
     assert.equal(stranger.code, status.PERMISSION_DENIED);
-    assert.match(stranger.details, /connection from 127\.0\.0\.59 is not from a running agent Pod \(namespace shoal, selector app\.kubernetes\.io\/name=shoal/);
+    assert.match(
+      stranger.details,
+      /connection from 127\.0\.0\.59 is not from a running agent Pod \(namespace shoal, selector app\.kubernetes\.io\/name=shoal/,
+    );
     const wrongLabels = await rawRegister(c, "127.0.0.52", "node-1", minted(c, { role: "agent", name: "node-1", ips: ["127.0.0.52"] }));
     assert.equal(wrongLabels.code, status.PERMISSION_DENIED);
     const wrongNode = await rawRegister(c, "127.0.0.51", "node-7", minted(c, { role: "agent", name: "node-7", ips: ["127.0.0.51"] }));
     assert.equal(wrongNode.code, status.PERMISSION_DENIED);
     assert.match(wrongNode.details, /registers as node "node-7" but its Pod shoal\/agent-1 runs on node "node-1"/);
     assert.equal(replica.controller.tracker.snapshot().agents.length, 0);
-    assert.match(await replica.metrics.registry.getSingleMetricAsString("shoal_tracker_sessions_refused_total"), /shoal_tracker_sessions_refused_total 3/);
+    assert.match(
+      await replica.metrics.registry.getSingleMetricAsString("shoal_tracker_sessions_refused_total"),
+      /shoal_tracker_sessions_refused_total 3/,
+    );
   });
 
   it("ranks by the zones of Node labels, not what agents claim, and follows zone label changes", async () => {
@@ -244,7 +290,11 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     await waitFor(() => replica.controller.leading, 10_000, "leadership");
     await c.forwarder.probe();
     // Every agent claims zone-b: the tracker must not believe it.
-    const [a1, a2, a3] = [await c.startAgent("agent-1", "node-1", "127.0.0.61", "zone-b"), await c.startAgent("agent-2", "node-2", "127.0.0.62", "zone-b"), await c.startAgent("agent-3", "node-3", "127.0.0.63", "zone-b")];
+    const [a1, a2, a3] = [
+      await c.startAgent("agent-1", "node-1", "127.0.0.61", "zone-b"),
+      await c.startAgent("agent-2", "node-2", "127.0.0.62", "zone-b"),
+      await c.startAgent("agent-3", "node-3", "127.0.0.63", "zone-b"),
+    ];
     await waitFor(() => replica.controller.tracker.snapshot().agents.length === 3, 10_000, "agents registered");
     const zones = Object.fromEntries(replica.controller.tracker.snapshot().agents.map((a) => [a.identity.nodeName, a.identity.zone]));
     assert.deepEqual(zones, { "node-1": "zone-a", "node-2": "zone-b", "node-3": "zone-a" });
@@ -258,7 +308,11 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     });
     for (let i = 0; i < 5; i++) {
       const holders = (await a1.tracker.lookup(blob.digest, { wantOriginGrant: false })).holders;
-      assert.deepEqual(holders.map((h) => h.nodeName), ["node-3", "node-2"], "the same-zone holder first");
+      assert.deepEqual(
+        holders.map((h) => h.nodeName),
+        ["node-3", "node-2"],
+        "the same-zone holder first",
+      );
     }
     c.api.updateNode("node-2", (node) => {
       node.metadata.labels = { ...node.metadata.labels, "topology.kubernetes.io/zone": "zone-a" };

@@ -142,15 +142,40 @@ export class KubernetesController {
     try {
       identityUri(self);
     } catch (error: unknown) {
-      throw new ControllerError("ERR_CONTROLLER_CONFIG", `identity ${JSON.stringify(identity)} cannot name a certificate: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new ControllerError(
+        "ERR_CONTROLLER_CONFIG",
+        `identity ${JSON.stringify(identity)} cannot name a certificate: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
     }
     const settings = options.certificates;
-    const tracker = new MemoryTracker({ logger: logger.child({ component: "tracker" }), ...(metrics === undefined ? {} : { metrics }), ...(options.grantStallTimeoutMs === undefined ? {} : { grantStallTimeoutMs: options.grantStallTimeoutMs }) });
+    const tracker = new MemoryTracker({
+      logger: logger.child({ component: "tracker" }),
+      ...(metrics === undefined ? {} : { metrics }),
+      ...(options.grantStallTimeoutMs === undefined ? {} : { grantStallTimeoutMs: options.grantStallTimeoutMs }),
+    });
     const restarts = (resource: string) => (reason: string) => metrics?.informerRestarts.inc({ resource, reason });
     const tuning = options.informerTuning ?? {};
-    const pods = podInformer({ ...tuning, kubeConfig, namespace, labelSelector: options.agentSelector, logger: logger.child({ component: "pod-informer" }), onRestart: restarts("pods") });
-    const nodes = nodeInformer({ ...tuning, kubeConfig, logger: logger.child({ component: "node-informer" }), onRestart: restarts("nodes") });
-    const recorder = new EventRecorder({ kubeConfig, component: EVENT_COMPONENT, instance: identity, logger: logger.child({ component: "events" }) });
+    const pods = podInformer({
+      ...tuning,
+      kubeConfig,
+      namespace,
+      labelSelector: options.agentSelector,
+      logger: logger.child({ component: "pod-informer" }),
+      onRestart: restarts("pods"),
+    });
+    const nodes = nodeInformer({
+      ...tuning,
+      kubeConfig,
+      logger: logger.child({ component: "node-informer" }),
+      onRestart: restarts("nodes"),
+    });
+    const recorder = new EventRecorder({
+      kubeConfig,
+      component: EVENT_COMPONENT,
+      instance: identity,
+      logger: logger.child({ component: "events" }),
+    });
     // Callbacks below are wired before the instance exists; they reach it through this.
     const ref: { instance?: KubernetesController } = {};
     const membership = new KubernetesMembership({
@@ -165,13 +190,26 @@ export class KubernetesController {
       },
     });
     // The controller's own certificate comes from the same CA, issued in process and rotated like an agent's.
-    const ca = new SecretCertificateAuthority({ kubeConfig, namespace, name: settings.caSecret, logger: logger.child({ component: "ca" }), ...(settings.retryInitialMs === undefined ? {} : { initialRetryMs: settings.retryInitialMs }) });
+    const ca = new SecretCertificateAuthority({
+      kubeConfig,
+      namespace,
+      name: settings.caSecret,
+      logger: logger.child({ component: "ca" }),
+      ...(settings.retryInitialMs === undefined ? {} : { initialRetryMs: settings.retryInitialMs }),
+    });
     const certificate = new CertificateManager({
-      issuer: new LocalIssuer({ ca: () => ca.current(), identity: self, lifetimeMs: settings.lifetimeMs, onIssued: () => metrics?.identity.certificatesIssued?.inc() }),
+      issuer: new LocalIssuer({
+        ca: () => ca.current(),
+        identity: self,
+        lifetimeMs: settings.lifetimeMs,
+        onIssued: () => metrics?.identity.certificatesIssued?.inc(),
+      }),
       role: "controller",
       requestName: identity,
       logger: logger.child({ component: "certificate" }),
-      ...(settings.retryInitialMs === undefined ? {} : { retryInitialMs: settings.retryInitialMs, retryMaxMs: 10 * settings.retryInitialMs }),
+      ...(settings.retryInitialMs === undefined
+        ? {}
+        : { retryInitialMs: settings.retryInitialMs, retryMaxMs: 10 * settings.retryInitialMs }),
       onIssued: (material) => metrics?.identity.certificateObtained(material.notAfter),
       onFailure: () => metrics?.identity.rotationFailures.inc(),
     });
@@ -183,7 +221,18 @@ export class KubernetesController {
       logger: logger.child({ component: "authenticator" }),
       onRefused: (pod, message) => {
         if (pod?.metadata?.name === undefined) return;
-        recorder.record({ kind: "Pod", apiVersion: "v1", namespace, name: pod.metadata.name, ...(pod.metadata.uid === undefined ? {} : { uid: pod.metadata.uid }) }, "Warning", "CertificateRefused", message);
+        recorder.record(
+          {
+            kind: "Pod",
+            apiVersion: "v1",
+            namespace,
+            name: pod.metadata.name,
+            ...(pod.metadata.uid === undefined ? {} : { uid: pod.metadata.uid }),
+          },
+          "Warning",
+          "CertificateRefused",
+          message,
+        );
       },
     });
     let server: TrackerServer;
@@ -233,7 +282,20 @@ export class KubernetesController {
       onStoppedLeading: () => ref.instance?.onStoppedLeading(),
     });
     const prefetch = options.prefetch === undefined ? undefined : startPrefetchParts(options, options.prefetch, tracker, nodes, recorder);
-    const instance = new KubernetesController(tracker, server, pods, nodes, membership, elector, recorder, prefetch, options, ca, certificate, issuer);
+    const instance = new KubernetesController(
+      tracker,
+      server,
+      pods,
+      nodes,
+      membership,
+      elector,
+      recorder,
+      prefetch,
+      options,
+      ca,
+      certificate,
+      issuer,
+    );
     ref.instance = instance;
     ca.start();
     certificate.start();
@@ -265,7 +327,9 @@ export class KubernetesController {
       return `this controller replica is not the leader${leader === "" ? "" : ` (the leader is ${leader})`}`;
     }
     if (!this.synced) return "agent Pods not loaded yet";
-    return this.certificate.current() === undefined ? `no certificate yet (is the CA Secret ${this.options.namespace}/${this.options.certificates.caSecret} there and valid?)` : true;
+    return this.certificate.current() === undefined
+      ? `no certificate yet (is the CA Secret ${this.options.namespace}/${this.options.certificates.caSecret} there and valid?)`
+      : true;
   }
 
   /** /readyz: Ready only while leading (the Service then routes agents here). */
@@ -310,7 +374,10 @@ export class KubernetesController {
       throw error;
     }
     this.synced = true;
-    this.options.logger.info({ pods: this.pods.list().length, nodes: this.nodes.list().length }, "agent Pods and Nodes loaded; campaigning for leadership");
+    this.options.logger.info(
+      { pods: this.pods.list().length, nodes: this.nodes.list().length },
+      "agent Pods and Nodes loaded; campaigning for leadership",
+    );
     this.elector.start();
   }
 
@@ -319,7 +386,13 @@ export class KubernetesController {
     this.options.metrics?.leadershipChanges.inc({ change: "acquired" });
     const lease = this.elector.leaseObject;
     this.recorder.record(
-      { kind: "Lease", apiVersion: "coordination.k8s.io/v1", namespace: this.options.namespace, name: this.options.leaseName, ...(lease?.metadata?.uid === undefined ? {} : { uid: lease.metadata.uid }) },
+      {
+        kind: "Lease",
+        apiVersion: "coordination.k8s.io/v1",
+        namespace: this.options.namespace,
+        name: this.options.leaseName,
+        ...(lease?.metadata?.uid === undefined ? {} : { uid: lease.metadata.uid }),
+      },
       "Normal",
       "LeaderElected",
       `${this.options.identity} became leader and serves the tracker`,
@@ -341,7 +414,13 @@ export class KubernetesController {
     this.options.metrics?.peersDropped.inc({ reason: drop.reason }, dropped.length);
     const pod = drop.pod;
     this.recorder.record(
-      { kind: "Pod", apiVersion: "v1", namespace: pod.metadata?.namespace ?? this.options.namespace, name: pod.metadata?.name ?? "", ...(pod.metadata?.uid === undefined ? {} : { uid: pod.metadata.uid }) },
+      {
+        kind: "Pod",
+        apiVersion: "v1",
+        namespace: pod.metadata?.namespace ?? this.options.namespace,
+        name: pod.metadata?.name ?? "",
+        ...(pod.metadata?.uid === undefined ? {} : { uid: pod.metadata.uid }),
+      },
       drop.reason === "PodDeleted" ? "Normal" : "Warning",
       "PeerDropped",
       `agent ${dropped.join(", ")} on node ${pod.spec?.nodeName ?? "?"} dropped from the tracker: ${drop.reason}`,
@@ -367,7 +446,11 @@ function startPrefetchParts(
     logger: logger.child({ component: "imageprefetch-informer" }),
     onRestart: (reason) => options.metrics?.informerRestarts.inc({ resource: PREFETCH_PLURAL, reason }),
   });
-  const upstream = new UpstreamClient({ upstreams: prefetch.upstreams, userAgent: prefetch.userAgent ?? "shoal-controller", logger: logger.child({ component: "prefetch-upstream" }) });
+  const upstream = new UpstreamClient({
+    upstreams: prefetch.upstreams,
+    userAgent: prefetch.userAgent ?? "shoal-controller",
+    logger: logger.child({ component: "prefetch-upstream" }),
+  });
   const reconciler = new PrefetchReconciler({
     kubeConfig,
     prefetches: informer,

@@ -64,7 +64,8 @@ export class KubernetesMembership implements Membership {
   }
 
   admits(identity: AgentIdentity, remoteAddress?: string): true | string {
-    if (!this.options.pods.hasSynced || !this.options.nodes.hasSynced) return "the controller has not loaded the agent Pods from the Kubernetes API yet";
+    if (!this.options.pods.hasSynced || !this.options.nodes.hasSynced)
+      return "the controller has not loaded the agent Pods from the Kubernetes API yet";
     if (remoteAddress === undefined) return `agent ${identity.agentId} has no remote address to match against agent Pods`;
     const address = normalizeHost(remoteAddress);
     const key = this.byIp.get(address);

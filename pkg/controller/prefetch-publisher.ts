@@ -4,7 +4,14 @@ import { type EventRecorder, apiStatusOf, toK8sError, withSignal } from "../k8s/
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { ResolvedImage } from "./prefetch-resolver.js";
 import { type SeedView, buildStatus } from "./prefetch-status.js";
-import { type ImagePrefetchObject, PREFETCH_API_VERSION, PREFETCH_GROUP, PREFETCH_KIND, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
+import {
+  type ImagePrefetchObject,
+  PREFETCH_API_VERSION,
+  PREFETCH_GROUP,
+  PREFETCH_KIND,
+  PREFETCH_PLURAL,
+  PREFETCH_VERSION,
+} from "./prefetch-types.js";
 import type { PrefetchWork } from "./prefetch-work.js";
 
 /** Status writes that only change progress figures are spaced at least this far apart. */
@@ -38,7 +45,15 @@ export class PrefetchPublisher {
   /** Writes the status when it changed (progress-only changes at most every STATUS_INTERVAL_MS) and records Events for transitions. */
   async publish(object: ImagePrefetchObject, work: PrefetchWork, seeds: SeedView[]): Promise<number | undefined> {
     this.recordEvents(work, object);
-    const status = buildStatus({ generation: work.generation, startTime: work.startTime, readyTime: work.readyTime, images: work.images, plan: work.plan, seeds, conditions: work.conditions });
+    const status = buildStatus({
+      generation: work.generation,
+      startTime: work.startTime,
+      readyTime: work.readyTime,
+      images: work.images,
+      plan: work.plan,
+      seeds,
+      conditions: work.conditions,
+    });
     const text = JSON.stringify(status);
     if (text === JSON.stringify(object.status ?? {}) || text === work.lastStatus) {
       work.lastStatus = text;
@@ -47,7 +62,12 @@ export class PrefetchPublisher {
     const significant = (s: string | undefined): string => {
       if (s === undefined) return "";
       const parsed = JSON.parse(s) as typeof status;
-      return JSON.stringify([parsed.conditions?.map((c) => [c.type, c.status, c.reason]), parsed.progress, parsed.seeds?.map((x) => x.state), parsed.images?.map((i) => i.digest)]);
+      return JSON.stringify([
+        parsed.conditions?.map((c) => [c.type, c.status, c.reason]),
+        parsed.progress,
+        parsed.seeds?.map((x) => x.state),
+        parsed.images?.map((i) => i.digest),
+      ]);
     };
     const interval = this.options.statusIntervalMs;
     const sinceMs = this.options.now() - work.lastWriteMs;
@@ -65,7 +85,8 @@ export class PrefetchPublisher {
       // 409: our cached object is older than the stored one; the informer brings the newer one and a new pass.
       const code = apiStatusOf(error)?.code;
       if (code === 404) return undefined;
-      if (code !== 409) this.options.logger.warn({ err: toK8sError(error, `update status of ImagePrefetch ${work.key}`) }, "status not written");
+      if (code !== 409)
+        this.options.logger.warn({ err: toK8sError(error, `update status of ImagePrefetch ${work.key}`) }, "status not written");
       return this.options.now() + interval;
     }
   }
@@ -91,14 +112,21 @@ export class PrefetchPublisher {
 
   /** Events for transitions only: resolved, a new failure, ready, no longer ready. */
   private recordEvents(work: PrefetchWork, object: ImagePrefetchObject): void {
-    const involved = { kind: PREFETCH_KIND, apiVersion: PREFETCH_API_VERSION, namespace: work.namespace, name: work.name, ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }) };
+    const involved = {
+      kind: PREFETCH_KIND,
+      apiVersion: PREFETCH_API_VERSION,
+      namespace: work.namespace,
+      name: work.name,
+      ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }),
+    };
     const ready = work.conditions.find((c) => c.type === "Ready");
     const failed = work.conditions.find((c) => c.type === "Failed" && c.status === "True");
     const resolved = work.conditions.some((c) => c.type === "Resolved" && c.status === "True");
     const last = work.lastEvent;
     if (resolved && !last.resolved) this.options.recorder.record(involved, "Normal", "Resolved", describeImages(work.images ?? []));
     const failureKey = failed === undefined ? undefined : `${failed.reason}: ${failed.message}`;
-    if (failed !== undefined && failureKey !== last.failure) this.options.recorder.record(involved, "Warning", failed.reason, failed.message);
+    if (failed !== undefined && failureKey !== last.failure)
+      this.options.recorder.record(involved, "Warning", failed.reason, failed.message);
     const isReady = ready?.status === "True";
     if (isReady && !last.ready) {
       const seconds = (Date.parse(work.readyTime ?? iso(this.options.now())) - Date.parse(work.startTime)) / 1000;
@@ -112,13 +140,22 @@ export class PrefetchPublisher {
   /** spec.ttl has passed: deletes the resource; returns when to try again if that failed. */
   async expire(object: ImagePrefetchObject, work: PrefetchWork): Promise<number | undefined> {
     this.options.recorder.record(
-      { kind: PREFETCH_KIND, apiVersion: PREFETCH_API_VERSION, namespace: work.namespace, name: work.name, ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }) },
+      {
+        kind: PREFETCH_KIND,
+        apiVersion: PREFETCH_API_VERSION,
+        namespace: work.namespace,
+        name: work.name,
+        ...(object.metadata?.uid === undefined ? {} : { uid: object.metadata.uid }),
+      },
       "Normal",
       "Expired",
       "spec.ttl has passed: deleting this ImagePrefetch (prefetched content stays in the stores, subject to their quota)",
     );
     try {
-      await this.api.deleteNamespacedCustomObject({ group: PREFETCH_GROUP, version: PREFETCH_VERSION, plural: PREFETCH_PLURAL, namespace: work.namespace, name: work.name }, withSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS)));
+      await this.api.deleteNamespacedCustomObject(
+        { group: PREFETCH_GROUP, version: PREFETCH_VERSION, plural: PREFETCH_PLURAL, namespace: work.namespace, name: work.name },
+        withSignal(AbortSignal.timeout(REQUEST_TIMEOUT_MS)),
+      );
       return undefined;
     } catch (error: unknown) {
       if (apiStatusOf(error)?.code === 404) return undefined;

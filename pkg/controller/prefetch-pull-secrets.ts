@@ -32,14 +32,27 @@ export class PullSecretReader {
       } catch (error: unknown) {
         signal.throwIfAborted();
         const status = apiStatusOf(error)?.code;
-        if (status === 404) throw new PrefetchFailure("PullSecretNotFound", `Secret ${namespace}/${name} named in spec.pullSecrets does not exist`, { cause: error });
+        if (status === 404)
+          throw new PrefetchFailure("PullSecretNotFound", `Secret ${namespace}/${name} named in spec.pullSecrets does not exist`, {
+            cause: error,
+          });
         if (status === 403) {
-          throw new PrefetchFailure("PullSecretForbidden", `the controller may not read Secret ${namespace}/${name}: ${this.grantHint}`, { cause: error });
+          throw new PrefetchFailure("PullSecretForbidden", `the controller may not read Secret ${namespace}/${name}: ${this.grantHint}`, {
+            cause: error,
+          });
         }
-        throw new PrefetchFailure("PullSecretNotFound", `Secret ${namespace}/${name} could not be read: ${toK8sError(error, "get secret").message}`, { cause: error });
+        throw new PrefetchFailure(
+          "PullSecretNotFound",
+          `Secret ${namespace}/${name} could not be read: ${toK8sError(error, "get secret").message}`,
+          { cause: error },
+        );
       }
       const field = secret.type === DOCKER_CONFIG_JSON ? ".dockerconfigjson" : secret.type === DOCKER_CFG ? ".dockercfg" : undefined;
-      if (field === undefined) throw new PrefetchFailure("PullSecretInvalid", `Secret ${namespace}/${name} has type ${secret.type ?? "(none)"}; a pull secret is ${DOCKER_CONFIG_JSON}`);
+      if (field === undefined)
+        throw new PrefetchFailure(
+          "PullSecretInvalid",
+          `Secret ${namespace}/${name} has type ${secret.type ?? "(none)"}; a pull secret is ${DOCKER_CONFIG_JSON}`,
+        );
       const encoded = secret.data?.[field];
       if (encoded === undefined) throw new PrefetchFailure("PullSecretInvalid", `Secret ${namespace}/${name} has no ${field} key`);
       const text = Buffer.from(encoded, "base64").toString("utf8");

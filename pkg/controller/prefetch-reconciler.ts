@@ -137,7 +137,8 @@ export class PrefetchReconciler {
         for (const work of this.works.values()) if (work.digests.has(event.digest)) this.enqueue(work.key);
         return;
       case "prefetch-report":
-        for (const work of this.works.values()) if (work.assignment?.id === event.report.id) this.onReport(work, event.agentId, event.report);
+        for (const work of this.works.values())
+          if (work.assignment?.id === event.report.id) this.onReport(work, event.agentId, event.report);
         return;
     }
   }
@@ -235,14 +236,22 @@ export class PrefetchReconciler {
     const spec = work.spec;
     if (spec === undefined) {
       work.failure = { reason: "InvalidSpec", message: work.specError ?? "invalid spec" };
-      this.setConditions(work, { status: "False", reason: "InvalidSpec", message: work.failure.message }, { status: "False", reason: "InvalidSpec", message: work.failure.message });
+      this.setConditions(
+        work,
+        { status: "False", reason: "InvalidSpec", message: work.failure.message },
+        { status: "False", reason: "InvalidSpec", message: work.failure.message },
+      );
       await this.publish(object, work, []);
       return;
     }
     const now = this.now();
     if (spec.startAtMs !== undefined && now < spec.startAtMs) {
       this.wakeAt(work, spec.startAtMs);
-      this.setConditions(work, { status: "Unknown", reason: "Scheduled", message: `resolution starts at ${new Date(spec.startAtMs).toISOString()}` }, { status: "False", reason: "Scheduled", message: `prefetch starts at ${new Date(spec.startAtMs).toISOString()}` });
+      this.setConditions(
+        work,
+        { status: "Unknown", reason: "Scheduled", message: `resolution starts at ${new Date(spec.startAtMs).toISOString()}` },
+        { status: "False", reason: "Scheduled", message: `prefetch starts at ${new Date(spec.startAtMs).toISOString()}` },
+      );
       await this.publish(object, work, []);
       return;
     }
@@ -258,12 +267,20 @@ export class PrefetchReconciler {
     if (work.images === undefined) {
       if (work.resolving === undefined && now >= work.retryAtMs) this.resolve(work, spec);
       if (work.failure === undefined) {
-        this.setConditions(work, { status: "Unknown", reason: "Resolving", message: "resolving the image references" }, { status: "False", reason: "Resolving", message: "resolving the image references" });
+        this.setConditions(
+          work,
+          { status: "Unknown", reason: "Resolving", message: "resolving the image references" },
+          { status: "False", reason: "Resolving", message: "resolving the image references" },
+        );
       } else {
         // Every pass asks again: wakeAt keeps one timer, the earliest asked for.
         if (work.resolving === undefined) this.wakeAt(work, work.retryAtMs);
         const retry = `; retrying at ${new Date(work.retryAtMs).toISOString()}`;
-        this.setConditions(work, { status: "False", reason: work.failure.reason, message: work.failure.message + retry }, { status: "False", reason: work.failure.reason, message: work.failure.message });
+        this.setConditions(
+          work,
+          { status: "False", reason: work.failure.reason, message: work.failure.message + retry },
+          { status: "False", reason: work.failure.reason, message: work.failure.message },
+        );
       }
       await this.publish(object, work, []);
       return;
@@ -315,7 +332,11 @@ export class PrefetchReconciler {
       }
       const assigned = work.assigned.get(seed.agentId);
       const silentSince = assigned?.reportAtMs ?? assigned?.atMs;
-      if (assigned !== undefined && silentSince !== undefined && now - silentSince >= (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS)) {
+      if (
+        assigned !== undefined &&
+        silentSince !== undefined &&
+        now - silentSince >= (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS)
+      ) {
         const attempts = (failure?.attempts ?? 0) + 1;
         const message = `its agent sent no progress report for ${Math.round((now - silentSince) / 1000)} s (an agent older than the controller ignores assignments)`;
         work.seedFailures.set(seed.nodeName, { code: "no_report", message, attempts, retryAtMs: now + this.backoff(attempts) });
@@ -331,14 +352,23 @@ export class PrefetchReconciler {
         if (tracker.sendCommand(seed.agentId, { kind: "prefetch", assignment })) {
           work.assigned.set(seed.agentId, { id: assignment.id, atMs: now, reportAtMs: undefined });
           this.wakeAt(work, now + (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS));
-          this.options.logger.info({ prefetch: work.key, node: seed.nodeName, zone: seed.zone, assignment: assignment.id }, "seed assigned");
+          this.options.logger.info(
+            { prefetch: work.key, node: seed.nodeName, zone: seed.zone, assignment: assignment.id },
+            "seed assigned",
+          );
         }
       }
       views.push({ ...base, state: work.assigned.has(seed.agentId) ? "Seeding" : "Pending" });
     }
     const { ready, failed } = seedingConditions(plan, views, spec.target.kind);
     if (ready.status === "True") work.readyTime ??= this.iso();
-    work.conditions = withCondition(work.conditions, "Resolved", { status: "True", reason: "Resolved", message: describeImages(images) }, this.iso(), work.generation);
+    work.conditions = withCondition(
+      work.conditions,
+      "Resolved",
+      { status: "True", reason: "Resolved", message: describeImages(images) },
+      this.iso(),
+      work.generation,
+    );
     work.conditions = withCondition(work.conditions, "Ready", ready, this.iso(), work.generation);
     work.conditions = withCondition(work.conditions, "Failed", failed, this.iso(), work.generation);
     return views;
@@ -346,7 +376,12 @@ export class PrefetchReconciler {
 
   /** Resolves every image in the background; on failure waits for the retry, then reconciles again. */
   private resolve(work: PrefetchWork, spec: PrefetchSpec): void {
-    void resolveWork(work, spec, { secrets: this.options.secrets, resolver: this.options.resolver, logger: this.options.logger, timeoutMs: RESOLVE_TIMEOUT_MS }).then((outcome) => {
+    void resolveWork(work, spec, {
+      secrets: this.options.secrets,
+      resolver: this.options.resolver,
+      logger: this.options.logger,
+      timeoutMs: RESOLVE_TIMEOUT_MS,
+    }).then((outcome) => {
       if (outcome === "aborted") return;
       if (outcome === "failed") {
         work.attempts++;
@@ -361,7 +396,10 @@ export class PrefetchReconciler {
     const now = this.iso();
     work.conditions = withCondition(work.conditions, "Resolved", resolved, now, work.generation);
     work.conditions = withCondition(work.conditions, "Ready", ready, now, work.generation);
-    const failed: ConditionDecision = work.failure === undefined ? { status: "False", reason: "NoFailure", message: "" } : { status: "True", reason: work.failure.reason, message: work.failure.message };
+    const failed: ConditionDecision =
+      work.failure === undefined
+        ? { status: "False", reason: "NoFailure", message: "" }
+        : { status: "True", reason: work.failure.reason, message: work.failure.message };
     work.conditions = withCondition(work.conditions, "Failed", failed, now, work.generation);
   }
 
@@ -392,10 +430,13 @@ export class PrefetchReconciler {
   private wakeAt(work: PrefetchWork, atMs: number): void {
     if (work.timer !== undefined && work.timerAtMs <= atMs) return;
     clearTimeout(work.timer);
-    const timer = setTimeout(() => {
-      if (work.timer === timer) work.timer = undefined;
-      this.enqueue(work.key);
-    }, Math.min(Math.max(0, atMs - this.now()), MAX_TIMER_MS));
+    const timer = setTimeout(
+      () => {
+        if (work.timer === timer) work.timer = undefined;
+        this.enqueue(work.key);
+      },
+      Math.min(Math.max(0, atMs - this.now()), MAX_TIMER_MS),
+    );
     timer.unref();
     work.timer = timer;
     work.timerAtMs = atMs;

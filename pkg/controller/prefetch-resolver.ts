@@ -8,7 +8,15 @@ import {
   parseDigest,
   sniffManifestMediaType,
 } from "../oci/index.js";
-import { type BasicCredentials, MAX_MANIFEST_BYTES, RegistryError, type UpstreamClient, header, isRegistryError, readLimitedBytes } from "../registry/index.js";
+import {
+  type BasicCredentials,
+  MAX_MANIFEST_BYTES,
+  RegistryError,
+  type UpstreamClient,
+  header,
+  isRegistryError,
+  readLimitedBytes,
+} from "../registry/index.js";
 import { MAX_PREFETCH_MANIFEST_BYTES } from "../tracker/index.js";
 import { PrefetchFailure } from "./errors.js";
 import type { PrefetchImageSpec } from "./prefetch-spec.js";
@@ -61,7 +69,10 @@ export class PrefetchResolver {
   ): Promise<ResolvedImage> {
     const { registry, repository } = image.reference;
     if (!this.upstream.knows(registry)) {
-      throw new PrefetchFailure("RegistryNotMirrored", `${image.text}: registry ${registry} is not one the agents mirror (the controller's --upstream list)`);
+      throw new PrefetchFailure(
+        "RegistryNotMirrored",
+        `${image.text}: registry ${registry} is not one the agents mirror (the controller's --upstream list)`,
+      );
     }
     const reference = knownDigest ?? image.reference.digest ?? image.reference.tag ?? "latest";
     const top = await this.fetch(image, reference, credentials, signal);
@@ -77,13 +88,21 @@ export class PrefetchResolver {
       for (const platform of platforms) {
         const entry = entries.find((d) => matchesPlatform(d, platform));
         if (entry === undefined) {
-          const available = entries.map(platformOf).filter((p) => p !== "").join(", ");
-          throw new PrefetchFailure("PlatformNotFound", `${image.text} has no manifest for ${platform} (it has: ${available === "" ? "none" : available})`);
+          const available = entries
+            .map(platformOf)
+            .filter((p) => p !== "")
+            .join(", ");
+          throw new PrefetchFailure(
+            "PlatformNotFound",
+            `${image.text} has no manifest for ${platform} (it has: ${available === "" ? "none" : available})`,
+          );
         }
         if (chosen.some((c) => c.digest === entry.digest)) continue;
-        if (isIndexMediaType(entry.mediaType)) throw new PrefetchFailure("ManifestInvalid", `${image.text}: an index inside an index is not supported`);
+        if (isIndexMediaType(entry.mediaType))
+          throw new PrefetchFailure("ManifestInvalid", `${image.text}: an index inside an index is not supported`);
         const manifest = await this.fetch(image, entry.digest, credentials, signal);
-        if (manifest.digest !== entry.digest) throw new PrefetchFailure("ManifestInvalid", `${image.text}: manifest ${entry.digest} came back as ${manifest.digest}`);
+        if (manifest.digest !== entry.digest)
+          throw new PrefetchFailure("ManifestInvalid", `${image.text}: manifest ${entry.digest} came back as ${manifest.digest}`);
         chosen.push({ platform, digest: entry.digest });
         manifests.push(manifest);
         leaves.push({ descriptor: entry, manifest });
@@ -114,7 +133,12 @@ export class PrefetchResolver {
   }
 
   /** GETs a manifest, verified against the digest asked for or the one the registry declares. */
-  private async fetch(image: PrefetchImageSpec, reference: string, credentials: BasicCredentials | undefined, signal: AbortSignal): Promise<ResolvedManifest> {
+  private async fetch(
+    image: PrefetchImageSpec,
+    reference: string,
+    credentials: BasicCredentials | undefined,
+    signal: AbortSignal,
+  ): Promise<ResolvedManifest> {
     const { registry, repository } = image.reference;
     let body: Buffer;
     let headers: Readonly<Record<string, string | string[] | undefined>>;
@@ -134,7 +158,10 @@ export class PrefetchResolver {
       }
       if (response.status !== 200) {
         response.body.destroy();
-        throw new PrefetchFailure("RegistryUnavailable", `${image.text}: ${registry} answered HTTP ${response.status} for the manifest ${reference}`);
+        throw new PrefetchFailure(
+          "RegistryUnavailable",
+          `${image.text}: ${registry} answered HTTP ${response.status} for the manifest ${reference}`,
+        );
       }
       body = await readLimitedBytes(response.body, MAX_MANIFEST_BYTES);
     } catch (error: unknown) {
@@ -143,10 +170,18 @@ export class PrefetchResolver {
     const declared = header(headers, "docker-content-digest");
     const expected = isDigest(reference) ? parseDigest(reference) : declared !== undefined && isDigest(declared) ? declared : undefined;
     const digest = digestOf(body, expected === undefined ? "sha256" : digestAlgorithm(expected));
-    if (expected !== undefined && digest !== expected) throw new PrefetchFailure("ManifestInvalid", `${image.text}: the manifest ${reference} does not match its digest ${expected}`);
+    if (expected !== undefined && digest !== expected)
+      throw new PrefetchFailure("ManifestInvalid", `${image.text}: the manifest ${reference} does not match its digest ${expected}`);
     const contentType = header(headers, "content-type");
-    const mediaType = contentType !== undefined && ALL_MANIFEST_MEDIA_TYPES.includes(contentType) ? contentType : (sniffManifestMediaType(body) ?? contentType ?? "");
-    if (!ALL_MANIFEST_MEDIA_TYPES.includes(mediaType)) throw new PrefetchFailure("ManifestInvalid", `${image.text}: ${reference} is not an image manifest or index (${mediaType || "no media type"})`);
+    const mediaType =
+      contentType !== undefined && ALL_MANIFEST_MEDIA_TYPES.includes(contentType)
+        ? contentType
+        : (sniffManifestMediaType(body) ?? contentType ?? "");
+    if (!ALL_MANIFEST_MEDIA_TYPES.includes(mediaType))
+      throw new PrefetchFailure(
+        "ManifestInvalid",
+        `${image.text}: ${reference} is not an image manifest or index (${mediaType || "no media type"})`,
+      );
     return { digest, mediaType, body };
   }
 }
@@ -155,7 +190,10 @@ export class PrefetchResolver {
 export function checkManifestBudget(images: readonly ResolvedImage[]): void {
   const total = images.reduce((n, i) => n + i.manifests.reduce((m, x) => m + x.body.length, 0), 0);
   if (total > MAX_PREFETCH_MANIFEST_BYTES) {
-    throw new PrefetchFailure("ManifestsTooLarge", `the manifests of these images take ${total} bytes; one ImagePrefetch may carry at most ${MAX_PREFETCH_MANIFEST_BYTES}: split it`);
+    throw new PrefetchFailure(
+      "ManifestsTooLarge",
+      `the manifests of these images take ${total} bytes; one ImagePrefetch may carry at most ${MAX_PREFETCH_MANIFEST_BYTES}: split it`,
+    );
   }
 }
 
@@ -166,8 +204,10 @@ function failureOf(image: PrefetchImageSpec, error: unknown): Error {
   if (isRegistryError(error, "ERR_UPSTREAM_AUTH")) {
     return new PrefetchFailure("AuthFailed", `${image.text}: ${error.message} (check spec.pullSecrets)`, { cause: error });
   }
-  if (isRegistryError(error, "ERR_REGISTRY_UNKNOWN")) return new PrefetchFailure("RegistryNotMirrored", `${image.text}: ${error.message}`, { cause: error });
-  if (isRegistryError(error, "ERR_UPSTREAM_TOO_LARGE")) return new PrefetchFailure("ManifestInvalid", `${image.text}: a manifest is larger than ${MAX_MANIFEST_BYTES} bytes`, { cause: error });
+  if (isRegistryError(error, "ERR_REGISTRY_UNKNOWN"))
+    return new PrefetchFailure("RegistryNotMirrored", `${image.text}: ${error.message}`, { cause: error });
+  if (isRegistryError(error, "ERR_UPSTREAM_TOO_LARGE"))
+    return new PrefetchFailure("ManifestInvalid", `${image.text}: a manifest is larger than ${MAX_MANIFEST_BYTES} bytes`, { cause: error });
   const detail = error instanceof RegistryError || error instanceof Error ? error.message : String(error);
   return new PrefetchFailure("RegistryUnavailable", `${image.text}: cannot reach ${registry}: ${detail}`, { cause: error });
 }
@@ -179,7 +219,8 @@ function parse(image: PrefetchImageSpec, manifest: ResolvedManifest): Record<str
   } catch (cause: unknown) {
     throw new PrefetchFailure("ManifestInvalid", `${image.text}: manifest ${manifest.digest} is not JSON`, { cause });
   }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new PrefetchFailure("ManifestInvalid", `${image.text}: manifest ${manifest.digest} is not an object`);
+  if (typeof json !== "object" || json === null || Array.isArray(json))
+    throw new PrefetchFailure("ManifestInvalid", `${image.text}: manifest ${manifest.digest} is not an object`);
   return json as Record<string, unknown>;
 }
 
@@ -191,7 +232,14 @@ function descriptorsOf(json: Record<string, unknown>, field: "manifests" | "laye
 
 function descriptor(value: unknown, image: PrefetchImageSpec): ParsedDescriptor {
   const v = (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
-  if (typeof v.digest !== "string" || !isDigest(v.digest) || typeof v.size !== "number" || !Number.isSafeInteger(v.size) || v.size < 0 || typeof v.mediaType !== "string") {
+  if (
+    typeof v.digest !== "string" ||
+    !isDigest(v.digest) ||
+    typeof v.size !== "number" ||
+    !Number.isSafeInteger(v.size) ||
+    v.size < 0 ||
+    typeof v.mediaType !== "string"
+  ) {
     throw new PrefetchFailure("ManifestInvalid", `${image.text}: a descriptor without a valid digest, size or mediaType`);
   }
   const platform = typeof v.platform === "object" && v.platform !== null ? (v.platform as ParsedDescriptor["platform"]) : undefined;

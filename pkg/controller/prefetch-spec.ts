@@ -71,14 +71,20 @@ export function parsePrefetchSpec(raw: unknown): PrefetchSpec {
   });
   const platforms = spec.platforms === undefined ? [...DEFAULT_PLATFORMS] : stringList(spec.platforms, "spec.platforms", 16);
   if (platforms.length === 0) throw new InvalidSpec("spec.platforms must not be empty (leave it out for linux/amd64)");
-  for (const p of platforms) if (!PLATFORM.test(p)) throw new InvalidSpec(`spec.platforms: ${JSON.stringify(p)} is not os/arch or os/arch/variant`);
+  for (const p of platforms)
+    if (!PLATFORM.test(p)) throw new InvalidSpec(`spec.platforms: ${JSON.stringify(p)} is not os/arch or os/arch/variant`);
   const pullSecrets = stringList(spec.pullSecrets ?? [], "spec.pullSecrets", MAX_PULL_SECRETS);
-  for (const name of pullSecrets) if (name.length > 253 || !SECRET_NAME.test(name)) throw new InvalidSpec(`spec.pullSecrets: ${JSON.stringify(name)} is not a Secret name`);
+  for (const name of pullSecrets)
+    if (name.length > 253 || !SECRET_NAME.test(name))
+      throw new InvalidSpec(`spec.pullSecrets: ${JSON.stringify(name)} is not a Secret name`);
   let startAtMs: number | undefined;
   if (spec.schedule !== undefined) {
     const schedule = record(spec.schedule, "spec.schedule");
     if (schedule.startAt !== undefined) {
-      if (typeof schedule.startAt !== "string" || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(schedule.startAt)) {
+      if (
+        typeof schedule.startAt !== "string" ||
+        !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(schedule.startAt)
+      ) {
         throw new InvalidSpec("spec.schedule.startAt must be an RFC 3339 time such as 2026-01-02T03:04:05Z");
       }
       startAtMs = Date.parse(schedule.startAt);
@@ -107,15 +113,18 @@ function parseTarget(raw: unknown): PrefetchTarget {
     const selector = record(target.nodeSelector, "spec.target.nodeSelector");
     const labels: Record<string, string> = {};
     for (const [key, value] of Object.entries(selector)) {
-      if (key.length > 316 || !LABEL_KEY.test(key)) throw new InvalidSpec(`spec.target.nodeSelector: ${JSON.stringify(key)} is not a label key`);
-      if (typeof value !== "string" || !LABEL_VALUE.test(value)) throw new InvalidSpec(`spec.target.nodeSelector.${key}: must be a label value`);
+      if (key.length > 316 || !LABEL_KEY.test(key))
+        throw new InvalidSpec(`spec.target.nodeSelector: ${JSON.stringify(key)} is not a label key`);
+      if (typeof value !== "string" || !LABEL_VALUE.test(value))
+        throw new InvalidSpec(`spec.target.nodeSelector.${key}: must be a label value`);
       labels[key] = value;
     }
     if (Object.keys(labels).length === 0) throw new InvalidSpec("spec.target.nodeSelector must name at least one label");
     return { kind: "nodeSelector", nodeSelector: labels };
   }
   const n = target.seedsPerZone;
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > MAX_SEEDS_PER_ZONE) throw new InvalidSpec(`spec.target.seedsPerZone must be a whole number from 1 to ${MAX_SEEDS_PER_ZONE}`);
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > MAX_SEEDS_PER_ZONE)
+    throw new InvalidSpec(`spec.target.seedsPerZone must be a whole number from 1 to ${MAX_SEEDS_PER_ZONE}`);
   const zones = target.zones === undefined ? undefined : stringList(target.zones, "spec.target.zones", 64);
   if (zones?.length === 0) throw new InvalidSpec("spec.target.zones must not be empty (leave it out for every zone with agents)");
   return { kind: "seedsPerZone", seedsPerZone: n, zones };

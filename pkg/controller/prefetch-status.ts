@@ -1,6 +1,14 @@
 import type { ResolvedImage } from "./prefetch-resolver.js";
 import type { SeedPlan } from "./prefetch-planner.js";
-import { type Condition, type ConditionStatus, type ConditionType, type ImagePrefetchStatus, MAX_SEED_ENTRIES, type SeedState, type SeedStatus } from "./prefetch-types.js";
+import {
+  type Condition,
+  type ConditionStatus,
+  type ConditionType,
+  type ImagePrefetchStatus,
+  MAX_SEED_ENTRIES,
+  type SeedState,
+  type SeedStatus,
+} from "./prefetch-types.js";
 
 /** A condition as the reconciler decides it; the transition time is filled in by withCondition. */
 export interface ConditionDecision {
@@ -13,10 +21,23 @@ export interface ConditionDecision {
  * Sets one condition, keeping its lastTransitionTime when the status did not change (the Kubernetes
  * convention: the time says when it last flipped, not when it was last written).
  */
-export function withCondition(conditions: readonly Condition[], type: ConditionType, decision: ConditionDecision, nowIso: string, generation: number): Condition[] {
+export function withCondition(
+  conditions: readonly Condition[],
+  type: ConditionType,
+  decision: ConditionDecision,
+  nowIso: string,
+  generation: number,
+): Condition[] {
   const previous = conditions.find((c) => c.type === type);
   const lastTransitionTime = previous !== undefined && previous.status === decision.status ? previous.lastTransitionTime : nowIso;
-  const next: Condition = { type, status: decision.status, reason: decision.reason, message: truncate(decision.message), lastTransitionTime, observedGeneration: generation };
+  const next: Condition = {
+    type,
+    status: decision.status,
+    reason: decision.reason,
+    message: truncate(decision.message),
+    lastTransitionTime,
+    observedGeneration: generation,
+  };
   return [...conditions.filter((c) => c.type !== type), next].sort((a, b) => ORDER.indexOf(a.type) - ORDER.indexOf(b.type));
 }
 
@@ -75,7 +96,12 @@ export function buildStatus(view: StatusView): ImagePrefetchStatus {
     status.imageBytes = view.images.reduce((n, i) => n + i.bytes, 0);
   }
   if (view.plan !== undefined) {
-    status.zones = view.plan.zones.map((z) => ({ zone: z.zone, target: z.target, agents: z.agents, seeded: seeds.filter((s) => s.zone === z.zone && s.state === "Seeded").length }));
+    status.zones = view.plan.zones.map((z) => ({
+      zone: z.zone,
+      target: z.target,
+      agents: z.agents,
+      seeded: seeds.filter((s) => s.zone === z.zone && s.state === "Seeded").length,
+    }));
     status.seeds = seeds.slice(0, MAX_SEED_ENTRIES).map((s): SeedStatus => ({
       node: s.node,
       zone: s.zone,
@@ -90,20 +116,40 @@ export function buildStatus(view: StatusView): ImagePrefetchStatus {
 }
 
 /** Ready and Failed once the images are resolved: from the plan and each seed's state. */
-export function seedingConditions(plan: SeedPlan, seeds: readonly SeedView[], target: "seedsPerZone" | "nodeSelector"): { ready: ConditionDecision; failed: ConditionDecision } {
+export function seedingConditions(
+  plan: SeedPlan,
+  seeds: readonly SeedView[],
+  target: "seedsPerZone" | "nodeSelector",
+): { ready: ConditionDecision; failed: ConditionDecision } {
   const seeded = seeds.filter((v) => v.state === "Seeded").length;
   const wanted = plan.zones.reduce((n, z) => n + z.target, 0);
   let ready: ConditionDecision;
   if (plan.zonesWithoutAgents.length > 0) {
-    ready = { status: "False", reason: "NoAgentsInZone", message: `no agent runs in zone ${plan.zonesWithoutAgents.join(", ")} (spec.target.zones); seeded ${seeded}/${wanted} elsewhere` };
+    ready = {
+      status: "False",
+      reason: "NoAgentsInZone",
+      message: `no agent runs in zone ${plan.zonesWithoutAgents.join(", ")} (spec.target.zones); seeded ${seeded}/${wanted} elsewhere`,
+    };
   } else if (wanted === 0) {
-    ready = { status: "False", reason: "NoAgents", message: target === "nodeSelector" ? "no agent runs on a node matching spec.target.nodeSelector" : "no agent has a session with the tracker" };
+    ready = {
+      status: "False",
+      reason: "NoAgents",
+      message:
+        target === "nodeSelector" ? "no agent runs on a node matching spec.target.nodeSelector" : "no agent has a session with the tracker",
+    };
   } else if (seeded < wanted) {
-    const lagging = plan.zones.filter((z) => seeds.filter((v) => v.zone === z.zone && v.state === "Seeded").length < z.target).map((z) => (z.zone === "" ? "(no zone)" : z.zone));
+    const lagging = plan.zones
+      .filter((z) => seeds.filter((v) => v.zone === z.zone && v.state === "Seeded").length < z.target)
+      .map((z) => (z.zone === "" ? "(no zone)" : z.zone));
     ready = { status: "False", reason: "Seeding", message: `${seeded}/${wanted} seeds hold every image; waiting in ${lagging.join(", ")}` };
   } else {
-    const missing = plan.nodesWithoutAgent.length > 0 ? `; matching nodes without an agent: ${plan.nodesWithoutAgent.slice(0, 10).join(", ")}` : "";
-    ready = { status: "True", reason: "Seeded", message: `${seeded}/${wanted} seeds in ${plan.zones.length} zone(s) hold every image${missing}` };
+    const missing =
+      plan.nodesWithoutAgent.length > 0 ? `; matching nodes without an agent: ${plan.nodesWithoutAgent.slice(0, 10).join(", ")}` : "";
+    ready = {
+      status: "True",
+      reason: "Seeded",
+      message: `${seeded}/${wanted} seeds in ${plan.zones.length} zone(s) hold every image${missing}`,
+    };
   }
   const failedSeeds = seeds.filter((v) => v.state === "Failed");
   const failed: ConditionDecision =

@@ -39,7 +39,10 @@ export interface PrefetchWork {
   /** Node → the latest report of its agent. */
   readonly reports: Map<string, PrefetchReport>;
   /** Node → why its last attempt failed and when to try again. */
-  readonly seedFailures: Map<string, { readonly code: string; readonly message: string; readonly retryAtMs: number; readonly attempts: number }>;
+  readonly seedFailures: Map<
+    string,
+    { readonly code: string; readonly message: string; readonly retryAtMs: number; readonly attempts: number }
+  >;
   /** Nodes seeded before (this leader, or the status): kept as seeds while they can be. */
   readonly previousSeeds: Set<string>;
   conditions: Condition[];
@@ -52,7 +55,13 @@ export interface PrefetchWork {
   lastEvent: { ready: boolean; failure: string | undefined; resolved: boolean };
 }
 
-export function newWork(object: ImagePrefetchObject, key: string, spec: PrefetchSpec | undefined, specError: string | undefined, nowIso: string): PrefetchWork {
+export function newWork(
+  object: ImagePrefetchObject,
+  key: string,
+  spec: PrefetchSpec | undefined,
+  specError: string | undefined,
+  nowIso: string,
+): PrefetchWork {
   const metadata = object.metadata;
   const generation = metadata?.generation ?? 1;
   const status = object.status?.observedGeneration === generation ? object.status : undefined;
@@ -105,7 +114,11 @@ export function newWork(object: ImagePrefetchObject, key: string, spec: Prefetch
  * The assignment the seeds get: every image's manifests (bytes) and blobs, with the credentials for
  * its registry. Its id changes with the content, so agents never mix two versions of one resource.
  */
-export function assignmentOf(work: PrefetchWork, images: readonly ResolvedImage[], credentials: ReadonlyMap<string, BasicCredentials>): PrefetchAssignment {
+export function assignmentOf(
+  work: PrefetchWork,
+  images: readonly ResolvedImage[],
+  credentials: ReadonlyMap<string, BasicCredentials>,
+): PrefetchAssignment {
   const hash = createHash("sha256");
   for (const image of images) {
     hash.update(`${image.registry}/${image.repository}@${image.digest}\n`);
@@ -152,7 +165,15 @@ export async function resolveWork(work: PrefetchWork, spec: PrefetchSpec, deps: 
     const credentials = await deps.secrets.read(work.namespace, spec.pullSecrets, signal);
     const images: ResolvedImage[] = [];
     for (const image of spec.images) {
-      images.push(await deps.resolver.resolve(image, spec.platforms, credentials.get(image.reference.registry), work.knownDigests.get(image.text), signal));
+      images.push(
+        await deps.resolver.resolve(
+          image,
+          spec.platforms,
+          credentials.get(image.reference.registry),
+          work.knownDigests.get(image.text),
+          signal,
+        ),
+      );
     }
     checkManifestBudget(images);
     if (controller.signal.aborted) return "aborted";
@@ -160,11 +181,21 @@ export async function resolveWork(work: PrefetchWork, spec: PrefetchSpec, deps: 
     work.digests = digestsOf(images);
     work.assignment = assignmentOf(work, images, credentials);
     work.failure = undefined;
-    deps.logger.info({ prefetch: work.key, images: images.map((i) => `${i.text}@${i.digest}`), bytes: images.reduce((n, i) => n + i.bytes, 0) }, "images resolved");
+    deps.logger.info(
+      { prefetch: work.key, images: images.map((i) => `${i.text}@${i.digest}`), bytes: images.reduce((n, i) => n + i.bytes, 0) },
+      "images resolved",
+    );
     return "resolved";
   } catch (error: unknown) {
     if (controller.signal.aborted) return "aborted";
-    const failure = error instanceof PrefetchFailure ? error : new PrefetchFailure("RegistryUnavailable", `resolving the images timed out or failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    const failure =
+      error instanceof PrefetchFailure
+        ? error
+        : new PrefetchFailure(
+            "RegistryUnavailable",
+            `resolving the images timed out or failed: ${error instanceof Error ? error.message : String(error)}`,
+            { cause: error },
+          );
     work.failure = { reason: failure.reason, message: failure.message };
     deps.logger.warn({ prefetch: work.key, reason: failure.reason, message: failure.message }, "resolution failed");
     return "failed";

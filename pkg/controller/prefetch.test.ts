@@ -4,7 +4,17 @@ import { digestOf } from "../oci/index.js";
 import { eventually } from "../tracker/testing/helpers.js";
 import type { KubernetesControllerOptions } from "./kubernetes-controller.js";
 import type { ClusterAgent } from "./testing/cluster-agent.js";
-import { APPS, DOCKER_CONFIG, REPO, addImage, conditionOf, holdsImage, prefetchEvents, prefetchObject, statusOf } from "./testing/prefetch-fixture.js";
+import {
+  APPS,
+  DOCKER_CONFIG,
+  REPO,
+  addImage,
+  conditionOf,
+  holdsImage,
+  prefetchEvents,
+  prefetchObject,
+  statusOf,
+} from "./testing/prefetch-fixture.js";
 import { ApiRequestLog } from "./testing/api-request-log.js";
 import { TIMINGS, TestCluster } from "./testing/test-cluster.js";
 
@@ -12,7 +22,15 @@ const requestLog = new ApiRequestLog(new URL("../../../pkg/controller/testdata/a
 const READY_TIMEOUT_MS = 20_000;
 
 function prefetchOptions(cluster: TestCluster): Partial<KubernetesControllerOptions> {
-  return { prefetch: { upstreams: new Map([[cluster.origin.host, cluster.origin.url]]), retryInitialMs: 300, retryMaxMs: 1_000, statusIntervalMs: 100, reportDeadlineMs: 1_500 } };
+  return {
+    prefetch: {
+      upstreams: new Map([[cluster.origin.host, cluster.origin.url]]),
+      retryInitialMs: 300,
+      retryMaxMs: 1_000,
+      statusIntervalMs: 100,
+      reportDeadlineMs: 1_500,
+    },
+  };
 }
 
 /** A leader with prefetch on, and agents in two zones (two per zone unless told otherwise). */
@@ -37,19 +55,27 @@ async function zonedCluster(perZone = 2): Promise<{ cluster: TestCluster; agents
 }
 
 async function waitReady(cluster: TestCluster, name: string, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
-  await eventually(() => {
-    const status = statusOf(cluster, name);
-    assert.equal(conditionOf(status, "Ready")?.status, "True", JSON.stringify(status.conditions));
-  }, timeoutMs, 50);
+  await eventually(
+    () => {
+      const status = statusOf(cluster, name);
+      assert.equal(conditionOf(status, "Ready")?.status, "True", JSON.stringify(status.conditions));
+    },
+    timeoutMs,
+    50,
+  );
 }
 
 async function waitFailed(cluster: TestCluster, name: string, reason: string): Promise<string> {
-  return await eventually(() => {
-    const failed = conditionOf(statusOf(cluster, name), "Failed");
-    assert.equal(failed?.status, "True", JSON.stringify(statusOf(cluster, name).conditions));
-    assert.equal(failed.reason, reason);
-    return failed.message;
-  }, 10_000, 50);
+  return await eventually(
+    () => {
+      const failed = conditionOf(statusOf(cluster, name), "Failed");
+      assert.equal(failed?.status, "True", JSON.stringify(statusOf(cluster, name).conditions));
+      assert.equal(failed.reason, reason);
+      return failed.message;
+    },
+    10_000,
+    50,
+  );
 }
 
 describe("ImagePrefetch against the API double (real client-node, gRPC tracker, in-process agents)", () => {
@@ -75,7 +101,13 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     const [resolved] = status.images ?? [];
     assert.equal(resolved?.digest, image.digest);
     assert.equal(resolved.reference, image.ref);
-    assert.deepEqual(status.zones?.map((zone) => [zone.zone, zone.target, zone.seeded, zone.agents]), [["zone-a", 1, 1, 2], ["zone-b", 1, 1, 2]]);
+    assert.deepEqual(
+      status.zones?.map((zone) => [zone.zone, zone.target, zone.seeded, zone.agents]),
+      [
+        ["zone-a", 1, 1, 2],
+        ["zone-b", 1, 1, 2],
+      ],
+    );
     assert.equal(status.progress, "2/2");
     assert.equal(conditionOf(status, "Resolved")?.status, "True");
     assert.equal(conditionOf(status, "Failed")?.status, "False");
@@ -90,7 +122,10 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     for (const agent of z.agents) if (await holdsImage(agent, image)) seeds.push(agent);
     assert.equal(seeds.length, 2, "exactly one seed per zone");
     await eventually(() => {
-      assert.deepEqual(prefetchEvents(c, "web").map((e) => e.reason), ["Resolved", "Ready"]);
+      assert.deepEqual(
+        prefetchEvents(c, "web").map((e) => e.reason),
+        ["Resolved", "Ready"],
+      );
     });
     const leader = c.leaders()[0]!;
     assert.match(await leader.metrics.registry.getSingleMetricAsString("shoal_prefetch_resources"), /phase="Ready"\} 1/);
@@ -119,18 +154,28 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     c.api.putImagePrefetch(prefetchObject("web", { images: [v1.ref] }));
     await waitReady(c, "web");
     c.api.putImagePrefetch(prefetchObject("web", { images: [v2.ref], platforms: ["linux/amd64"] }));
-    await eventually(() => {
-      const status = statusOf(c, "web");
-      assert.equal(status.observedGeneration, 2);
-      assert.equal(status.images?.[0]?.digest, v2.digest);
-      assert.equal(conditionOf(status, "Ready")?.status, "True");
-    }, READY_TIMEOUT_MS, 50);
+    await eventually(
+      () => {
+        const status = statusOf(c, "web");
+        assert.equal(status.observedGeneration, 2);
+        assert.equal(status.images?.[0]?.digest, v2.digest);
+        assert.equal(conditionOf(status, "Ready")?.status, "True");
+      },
+      READY_TIMEOUT_MS,
+      50,
+    );
     const status = statusOf(c, "web");
-    assert.deepEqual(status.images?.[0]?.platforms.map((p) => p.platform), ["linux/amd64"]);
+    assert.deepEqual(
+      status.images?.[0]?.platforms.map((p) => p.platform),
+      ["linux/amd64"],
+    );
     for (const agent of z.agents) assert.equal(await holdsImage(agent, v2), true);
     // The arm64 manifest was not asked for.
     const [resolved] = status.images ?? [];
-    assert.equal(resolved?.platforms.find((p) => p.platform === "linux/arm64"), undefined);
+    assert.equal(
+      resolved?.platforms.find((p) => p.platform === "linux/arm64"),
+      undefined,
+    );
   });
 
   it("deleting the resource mid-prefetch stops the work on every seed", async () => {
@@ -141,13 +186,21 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     const slow = c.origin.script({ kind: "blob" }, { kind: "body", bytesPerSecond: 1024 * 1024 });
     try {
       c.api.putImagePrefetch(prefetchObject("web", { images: [image.ref] }));
-      await eventually(() => {
-        assert.ok(z.agents.some((a) => a.prefetcher.running.length > 0));
-      }, 10_000, 20);
+      await eventually(
+        () => {
+          assert.ok(z.agents.some((a) => a.prefetcher.running.length > 0));
+        },
+        10_000,
+        20,
+      );
       c.api.deleteImagePrefetch(APPS, "web");
-      await eventually(() => {
-        for (const agent of z.agents) assert.deepEqual(agent.prefetcher.running, []);
-      }, 5_000, 20);
+      await eventually(
+        () => {
+          for (const agent of z.agents) assert.deepEqual(agent.prefetcher.running, []);
+        },
+        5_000,
+        20,
+      );
       assert.equal(c.api.object("imageprefetches", APPS, "web"), undefined);
     } finally {
       slow.remove();
@@ -161,24 +214,39 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     const image = await addImage(c.origin, "reseed", [1024 * 1024, 300_000], "v1");
     c.api.putImagePrefetch(prefetchObject("web", { images: [image.ref], target: { seedsPerZone: 2 } }));
     await waitReady(c, "web");
-    assert.deepEqual(statusOf(c, "web").zones?.map((zone) => [zone.zone, zone.target, zone.seeded]), [["zone-a", 1, 1], ["zone-b", 1, 1]], "one agent per zone: target 1");
+    assert.deepEqual(
+      statusOf(c, "web").zones?.map((zone) => [zone.zone, zone.target, zone.seeded]),
+      [
+        ["zone-a", 1, 1],
+        ["zone-b", 1, 1],
+      ],
+      "one agent per zone: target 1",
+    );
 
     // Eviction on a seed: it withdraws the blob, the resource is no longer Ready, the seed is assigned again.
     const [seedA] = z.agents;
     await seedA!.store.delete(image.blobs[1]!.digest);
-    await eventually(() => {
-      assert.ok(prefetchEvents(c, "web").some((e) => e.reason === "Reseeding"));
-    }, 10_000, 20);
+    await eventually(
+      () => {
+        assert.ok(prefetchEvents(c, "web").some((e) => e.reason === "Reseeding"));
+      },
+      10_000,
+      20,
+    );
     await waitReady(c, "web");
     assert.equal(await holdsImage(seedA!, image), true, "the seed holds everything again");
 
     // A second agent joins zone-a: the target there becomes 2 and the newcomer is seeded.
     c.addAgentPod("agent-zone-a-2", "node-zone-a-2", "127.0.0.112", "zone-a");
     const late = await c.startAgent("agent-zone-a-2", "node-zone-a-2", "127.0.0.112", undefined, { zoneFromTracker: true });
-    await eventually(() => {
-      const zone = statusOf(c, "web").zones?.find((x) => x.zone === "zone-a");
-      assert.deepEqual([zone?.target, zone?.seeded], [2, 2]);
-    }, READY_TIMEOUT_MS, 50);
+    await eventually(
+      () => {
+        const zone = statusOf(c, "web").zones?.find((x) => x.zone === "zone-a");
+        assert.deepEqual([zone?.target, zone?.seeded], [2, 2]);
+      },
+      READY_TIMEOUT_MS,
+      50,
+    );
     assert.equal(await holdsImage(late, image), true);
   });
 
@@ -197,7 +265,10 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     c.addAgentPod("agent-zone-a-2", "node-zone-a-2", "127.0.0.112", "zone-a");
     const working = await c.startAgent("agent-zone-a-2", "node-zone-a-2", "127.0.0.112", undefined, { zoneFromTracker: true });
     await waitReady(c, "web");
-    assert.deepEqual(statusOf(c, "web").seeds?.map((seed) => [seed.node, seed.state]), [["node-zone-a-2", "Seeded"]]);
+    assert.deepEqual(
+      statusOf(c, "web").seeds?.map((seed) => [seed.node, seed.state]),
+      [["node-zone-a-2", "Seeded"]],
+    );
     assert.equal(await holdsImage(working, image), true);
     assert.equal(await holdsImage(silent, image), false);
     assert.equal(conditionOf(statusOf(c, "web"), "Failed")?.status, "False");
@@ -215,13 +286,23 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
       assert.ok(replica.controller.leading);
     }, 10_000);
     await c.forwarder.probe();
-    const agents = [await c.startAgent("agent-1", "node-1", "127.0.0.121"), await c.startAgent("agent-2", "node-2", "127.0.0.122"), await c.startAgent("agent-3", "node-3", "127.0.0.123")];
+    const agents = [
+      await c.startAgent("agent-1", "node-1", "127.0.0.121"),
+      await c.startAgent("agent-2", "node-2", "127.0.0.122"),
+      await c.startAgent("agent-3", "node-3", "127.0.0.123"),
+    ];
     const image = await addImage(c.origin, "selector", [256 * 1024], "v1");
     const startAt = new Date(Date.now() + 1_500).toISOString();
-    c.api.putImagePrefetch(prefetchObject("gpu", { images: [image.ref], target: { nodeSelector: { pool: "gpu" } }, schedule: { startAt } }));
-    await eventually(() => {
-      assert.equal(conditionOf(statusOf(c, "gpu"), "Ready")?.reason, "Scheduled");
-    }, 5_000, 20);
+    c.api.putImagePrefetch(
+      prefetchObject("gpu", { images: [image.ref], target: { nodeSelector: { pool: "gpu" } }, schedule: { startAt } }),
+    );
+    await eventually(
+      () => {
+        assert.equal(conditionOf(statusOf(c, "gpu"), "Ready")?.reason, "Scheduled");
+      },
+      5_000,
+      20,
+    );
     assert.equal(await holdsImage(agents[0]!, image), false, "nothing fetched before startAt");
     await waitReady(c, "gpu");
     assert.ok(Date.now() >= Date.parse(startAt));
@@ -238,9 +319,13 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     const image = await addImage(c.origin, "ttl", [100_000], "v1");
     c.api.putImagePrefetch(prefetchObject("short", { images: [image.ref], ttl: "2s" }));
     // Not waiting for Ready on the way: on a busy machine the two seconds may be over before it is seen.
-    await eventually(() => {
-      assert.equal(c.api.object("imageprefetches", APPS, "short"), undefined);
-    }, 10_000, 50);
+    await eventually(
+      () => {
+        assert.equal(c.api.object("imageprefetches", APPS, "short"), undefined);
+      },
+      10_000,
+      50,
+    );
     assert.ok(prefetchEvents(c, "short").some((e) => e.reason === "Expired"));
   });
 
@@ -250,7 +335,9 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     const c = z.cluster;
     c.api.putImagePrefetch(prefetchObject("missing", { images: [`${c.origin.host}/${REPO}:nope`] }));
     c.api.putImagePrefetch(prefetchObject("elsewhere", { images: ["registry.invalid/team/app:v1"] }));
-    c.api.putImagePrefetch(prefetchObject("invalid", { images: [`${c.origin.host}/${REPO}:v1`], target: { seedsPerZone: 1, nodeSelector: { a: "b" } } }));
+    c.api.putImagePrefetch(
+      prefetchObject("invalid", { images: [`${c.origin.host}/${REPO}:v1`], target: { seedsPerZone: 1, nodeSelector: { a: "b" } } }),
+    );
     assert.match(await waitFailed(c, "missing", "ReferenceNotFound"), /has no manifest team\/app:nope/);
     assert.match(await waitFailed(c, "elsewhere", "RegistryNotMirrored"), /registry\.invalid is not one the agents mirror/);
     assert.match(await waitFailed(c, "invalid", "InvalidSpec"), /exactly one of seedsPerZone and nodeSelector/);
@@ -278,14 +365,25 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     assert.match(await waitFailed(c, "private", "PullSecretNotFound"), /Secret apps\/regcred named in spec.pullSecrets does not exist/);
     c.api.putSecret({ namespace: APPS, name: "regcred", type: "Opaque", data: { password: "x" } });
     assert.match(await waitFailed(c, "private", "PullSecretInvalid"), /type Opaque/);
-    c.api.putSecret({ namespace: APPS, name: "regcred", type: "kubernetes.io/dockerconfigjson", data: { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "wrong") } });
+    c.api.putSecret({
+      namespace: APPS,
+      name: "regcred",
+      type: "kubernetes.io/dockerconfigjson",
+      data: { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "wrong") },
+    });
     assert.match(await waitFailed(c, "private", "AuthFailed"), /refused access|requires credentials/);
-    c.api.putSecret({ namespace: APPS, name: "regcred", type: "kubernetes.io/dockerconfigjson", data: { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "s3cret") } });
+    c.api.putSecret({
+      namespace: APPS,
+      name: "regcred",
+      type: "kubernetes.io/dockerconfigjson",
+      data: { ".dockerconfigjson": DOCKER_CONFIG(c.origin.host, "robot", "s3cret") },
+    });
     await waitReady(c, "private");
     // The agents have no credentials of their own: the seeds fetched with the ones the assignment carried.
     for (const agent of z.agents) assert.equal(await holdsImage(agent, image), true);
     const events = prefetchEvents(c, "private").map((e) => e.reason);
-    for (const reason of ["PullSecretNotFound", "PullSecretInvalid", "AuthFailed", "Resolved", "Ready"]) assert.ok(events.includes(reason), `${reason} in ${events.join(", ")}`);
+    for (const reason of ["PullSecretNotFound", "PullSecretInvalid", "AuthFailed", "Resolved", "Ready"])
+      assert.ok(events.includes(reason), `${reason} in ${events.join(", ")}`);
   });
 
   it("leader fail-over mid-prefetch: the new leader continues from the status, without resolving the tag again", async () => {
@@ -309,15 +407,23 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     const slow = c.origin.script({ kind: "blob" }, { kind: "body", bytesPerSecond: 3 * 1024 * 1024 });
     try {
       c.api.putImagePrefetch(prefetchObject("web", { images: [image.ref] }));
-      await eventually(() => {
-        assert.equal(conditionOf(statusOf(c, "web"), "Ready")?.reason, "Seeding");
-        assert.ok(agents.some((a) => a.prefetcher.running.length > 0));
-      }, 10_000, 20);
+      await eventually(
+        () => {
+          assert.equal(conditionOf(statusOf(c, "web"), "Ready")?.reason, "Seeding");
+          assert.ok(agents.some((a) => a.prefetcher.running.length > 0));
+        },
+        10_000,
+        20,
+      );
       await c.stopReplica(first.identity, { release: false });
       const second = [...c.replicas.values()].find((r) => r !== first)!;
-      await eventually(() => {
-        assert.ok(second.controller.leading);
-      }, TIMINGS.leaseDurationMs + 5_000, 20);
+      await eventually(
+        () => {
+          assert.ok(second.controller.leading);
+        },
+        TIMINGS.leaseDurationMs + 5_000,
+        20,
+      );
       await waitReady(c, "web", 30_000);
     } finally {
       slow.remove();
@@ -326,7 +432,10 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
     assert.equal(byTag.length, 1, "the tag was resolved once; the new leader fetched the manifest by its digest");
     assert.equal(statusOf(c, "web").images?.[0]?.digest, image.digest);
     for (const agent of agents) assert.equal(await holdsImage(agent, image), true);
-    assert.ok(c.origin.blobBytesServed <= 2 * image.blobBytes, `the origin sent ${c.origin.blobBytesServed} bytes for ${image.blobBytes} (pieces fetched before the fail-over are kept)`);
+    assert.ok(
+      c.origin.blobBytesServed <= 2 * image.blobBytes,
+      `the origin sent ${c.origin.blobBytesServed} bytes for ${image.blobBytes} (pieces fetched before the fail-over are kept)`,
+    );
   });
 
   // Runs last: afterEach has collected the request logs of every test above.

@@ -35,17 +35,28 @@ export class TokenAuthenticator implements WorkloadAuthenticator {
     this.api = options.kubeConfig.makeApiClient(AuthenticationV1Api);
   }
 
-  async authenticate(request: { readonly token: string; readonly remoteAddress: string | undefined }, signal: AbortSignal): Promise<WorkloadIdentity> {
+  async authenticate(
+    request: { readonly token: string; readonly remoteAddress: string | undefined },
+    signal: AbortSignal,
+  ): Promise<WorkloadIdentity> {
     const { namespace, pods } = this.options;
     if (!pods.hasSynced) throw new IdentityError("ERR_IDENTITY_UNAVAILABLE", "the controller has not loaded the agent Pods yet");
     let review: V1TokenReview;
     try {
       review = await this.api.createTokenReview(
-        { body: model(V1TokenReview, { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: model(V1TokenReviewSpec, { token: request.token, audiences: [this.options.audience] }) }) },
+        {
+          body: model(V1TokenReview, {
+            apiVersion: "authentication.k8s.io/v1",
+            kind: "TokenReview",
+            spec: model(V1TokenReviewSpec, { token: request.token, audiences: [this.options.audience] }),
+          }),
+        },
         withSignal(signal),
       );
     } catch (error: unknown) {
-      throw new IdentityError("ERR_IDENTITY_UNAVAILABLE", `TokenReview failed: ${toK8sError(error, "create tokenreview").message}`, { cause: error });
+      throw new IdentityError("ERR_IDENTITY_UNAVAILABLE", `TokenReview failed: ${toK8sError(error, "create tokenreview").message}`, {
+        cause: error,
+      });
     }
     const status = review.status;
     if (status?.authenticated !== true) {
@@ -54,18 +65,33 @@ export class TokenAuthenticator implements WorkloadAuthenticator {
     const username = status.user?.username ?? "";
     const podName = status.user?.extra?.[POD_NAME_KEY]?.[0];
     const podUid = status.user?.extra?.[POD_UID_KEY]?.[0];
-    if (podName === undefined || podUid === undefined) throw this.refuse(undefined, `the token of ${username} is not bound to a Pod (a projected ServiceAccount token is needed)`, "token_invalid");
+    if (podName === undefined || podUid === undefined)
+      throw this.refuse(
+        undefined,
+        `the token of ${username} is not bound to a Pod (a projected ServiceAccount token is needed)`,
+        "token_invalid",
+      );
     const account = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(username);
-    if (account?.[1] !== namespace) throw this.refuse(undefined, `the token is for ${username}, not a ServiceAccount in namespace ${namespace}`, "pod_mismatch");
+    if (account?.[1] !== namespace)
+      throw this.refuse(undefined, `the token is for ${username}, not a ServiceAccount in namespace ${namespace}`, "pod_mismatch");
     const pod = pods.get(`${namespace}/${podName}`);
-    if (pod === undefined) throw this.refuse(undefined, `the token names Pod ${namespace}/${podName}, which is no agent Pod the controller knows`, "pod_unknown");
-    const refuse = (message: string): IdentityError => this.refuse(pod, `the token names Pod ${namespace}/${podName}, ${message}`, "pod_mismatch");
+    if (pod === undefined)
+      throw this.refuse(
+        undefined,
+        `the token names Pod ${namespace}/${podName}, which is no agent Pod the controller knows`,
+        "pod_unknown",
+      );
+    const refuse = (message: string): IdentityError =>
+      this.refuse(pod, `the token names Pod ${namespace}/${podName}, ${message}`, "pod_mismatch");
     if (pod.metadata?.uid !== podUid) throw refuse(`but that Pod's uid is ${pod.metadata?.uid ?? "unknown"}, not the token's ${podUid}`);
-    if ((pod.spec?.serviceAccountName ?? "default") !== account[2]) throw refuse(`whose ServiceAccount is ${pod.spec?.serviceAccountName ?? "default"}, not ${account[2] ?? ""}`);
-    if (pod.metadata.deletionTimestamp !== undefined || pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") throw refuse("which is terminating or finished");
+    if ((pod.spec?.serviceAccountName ?? "default") !== account[2])
+      throw refuse(`whose ServiceAccount is ${pod.spec?.serviceAccountName ?? "default"}, not ${account[2] ?? ""}`);
+    if (pod.metadata.deletionTimestamp !== undefined || pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed")
+      throw refuse("which is terminating or finished");
     const ips = podIps(pod);
     const from = request.remoteAddress === undefined ? undefined : normalizeAddress(request.remoteAddress);
-    if (from === undefined || !ips.includes(from)) throw refuse(`whose IPs are ${ips.join(", ") || "none yet"}, but the request comes from ${from ?? "an unknown address"}`);
+    if (from === undefined || !ips.includes(from))
+      throw refuse(`whose IPs are ${ips.join(", ") || "none yet"}, but the request comes from ${from ?? "an unknown address"}`);
     const nodeName = pod.spec?.nodeName ?? "";
     if (nodeName === "") throw refuse("which is not scheduled to a node");
     return { role: "agent", name: nodeName, pod: { namespace, name: podName }, ips };

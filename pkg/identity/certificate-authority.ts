@@ -66,24 +66,41 @@ export class CertificateAuthority {
     } catch (error: unknown) {
       throw new IdentityError("ERR_IDENTITY_CONFIG", "the CA key is not a readable private key (PEM)", { cause: error });
     }
-    if (!certificate.ca) throw new IdentityError("ERR_IDENTITY_CONFIG", `the CA certificate (${certificate.subject.replace(/\n/g, ", ")}) is not a CA (basicConstraints CA:false)`);
-    if (!certificate.checkPrivateKey(key)) throw new IdentityError("ERR_IDENTITY_CONFIG", "the CA key does not belong to the CA certificate");
-    if (new Date(certificate.validTo).getTime() <= now.getTime()) throw new IdentityError("ERR_IDENTITY_CONFIG", `the CA certificate expired at ${certificate.validTo}`);
+    if (!certificate.ca)
+      throw new IdentityError(
+        "ERR_IDENTITY_CONFIG",
+        `the CA certificate (${certificate.subject.replace(/\n/g, ", ")}) is not a CA (basicConstraints CA:false)`,
+      );
+    if (!certificate.checkPrivateKey(key))
+      throw new IdentityError("ERR_IDENTITY_CONFIG", "the CA key does not belong to the CA certificate");
+    if (new Date(certificate.validTo).getTime() <= now.getTime())
+      throw new IdentityError("ERR_IDENTITY_CONFIG", `the CA certificate expired at ${certificate.validTo}`);
     return new CertificateAuthority(certificate, key);
   }
 
   /** A new self-signed CA (P-256): the demo's and the tests' throwaway trust root. */
-  static createSelfSigned(options: { commonName: string; lifetimeMs: number; now?: Date }): { ca: CertificateAuthority; certificatePem: string; keyPem: string } {
+  static createSelfSigned(options: { commonName: string; lifetimeMs: number; now?: Date }): {
+    ca: CertificateAuthority;
+    certificatePem: string;
+    keyPem: string;
+  } {
     const now = options.now ?? new Date();
     const key = generateKey();
     const publicKey = createPublicKey(key);
     const raw = signCertificate(
       {
-        subject: encodeName([{ oid: OID.organization, value: "shoal" }, { oid: OID.commonName, value: options.commonName }]),
+        subject: encodeName([
+          { oid: OID.organization, value: "shoal" },
+          { oid: OID.commonName, value: options.commonName },
+        ]),
         subjectPublicKey: publicKey,
         notBefore: new Date(now.getTime() - BACKDATE_MS),
         notAfter: new Date(now.getTime() + options.lifetimeMs),
-        extensions: [basicConstraints(true), keyUsage([KEY_USAGE.keyCertSign, KEY_USAGE.cRLSign, KEY_USAGE.digitalSignature]), subjectKeyIdentifier(publicKey)],
+        extensions: [
+          basicConstraints(true),
+          keyUsage([KEY_USAGE.keyCertSign, KEY_USAGE.cRLSign, KEY_USAGE.digitalSignature]),
+          subjectKeyIdentifier(publicKey),
+        ],
       },
       key,
     );
@@ -106,20 +123,31 @@ export class CertificateAuthority {
    * use. Its lifetime ends no later than the CA's.
    */
   issue(options: IssueOptions): IssuedCertificate {
-    if (!(options.lifetimeMs >= MIN_CERTIFICATE_LIFETIME_MS)) throw new IdentityError("ERR_IDENTITY_CONFIG", `certificate lifetime ${options.lifetimeMs} ms is below ${MIN_CERTIFICATE_LIFETIME_MS} ms`);
+    if (!(options.lifetimeMs >= MIN_CERTIFICATE_LIFETIME_MS))
+      throw new IdentityError(
+        "ERR_IDENTITY_CONFIG",
+        `certificate lifetime ${options.lifetimeMs} ms is below ${MIN_CERTIFICATE_LIFETIME_MS} ms`,
+      );
     const now = options.now ?? new Date();
     const notBefore = new Date(now.getTime() - BACKDATE_MS);
     const notAfter = new Date(Math.min(now.getTime() + options.lifetimeMs, this.notAfter.getTime()));
-    if (notAfter.getTime() <= now.getTime()) throw new IdentityError("ERR_IDENTITY_CONFIG", `the CA certificate expired at ${this.certificate.validTo}`);
+    if (notAfter.getTime() <= now.getTime())
+      throw new IdentityError("ERR_IDENTITY_CONFIG", `the CA certificate expired at ${this.certificate.validTo}`);
     const { identity } = options;
-    const usage = options.publicKey.asymmetricKeyType === "rsa" ? [KEY_USAGE.digitalSignature, KEY_USAGE.keyEncipherment] : [KEY_USAGE.digitalSignature];
+    const usage =
+      options.publicKey.asymmetricKeyType === "rsa"
+        ? [KEY_USAGE.digitalSignature, KEY_USAGE.keyEncipherment]
+        : [KEY_USAGE.digitalSignature];
     const caKeyId = subjectKeyIdOf(this.certificate);
     const raw = signCertificate(
       {
         subject: encodeName([
           { oid: OID.organization, value: "shoal" },
           { oid: OID.organizationalUnit, value: identity.role },
-          { oid: OID.commonName, value: identity.pod === undefined ? identity.name : `${identity.name} ${identity.pod.namespace}/${identity.pod.name}` },
+          {
+            oid: OID.commonName,
+            value: identity.pod === undefined ? identity.name : `${identity.name} ${identity.pod.namespace}/${identity.pod.name}`,
+          },
         ]),
         subjectPublicKey: options.publicKey,
         notBefore,

@@ -23,7 +23,10 @@ function issuerFor(pki: TestPki, identity: WorkloadIdentity, lifetimeMs: number,
       issuer.calls++;
       if (issuer.calls <= failures) return Promise.reject(new Error(`issuer down (call ${issuer.calls})`));
       const { publicKey } = parseCertificateRequest(csr);
-      return Promise.resolve({ certificatePem: pki.ca.issue({ publicKey, identity, lifetimeMs }).certificatePem, trustBundlePem: pki.trustBundlePem });
+      return Promise.resolve({
+        certificatePem: pki.ca.issue({ publicKey, identity, lifetimeMs }).certificatePem,
+        trustBundlePem: pki.trustBundlePem,
+      });
     },
   };
   return issuer;
@@ -47,7 +50,14 @@ describe("CertificateManager: a local key, certificates from an issuer, rotation
   it("issues, then rotates by itself (a new key each time) well before expiry", async () => {
     const pki = TestPki.create();
     const issued: TlsMaterial[] = [];
-    const manager = new CertificateManager({ issuer: issuerFor(pki, NODE, 3_000), role: "agent", requestName: "node-1", logger, renewAtFraction: 0.5, onIssued: (m) => issued.push(m) });
+    const manager = new CertificateManager({
+      issuer: issuerFor(pki, NODE, 3_000),
+      role: "agent",
+      requestName: "node-1",
+      logger,
+      renewAtFraction: 0.5,
+      onIssued: (m) => issued.push(m),
+    });
     try {
       manager.start();
       const first = await manager.whenReady(AbortSignal.timeout(10_000));
@@ -67,7 +77,14 @@ describe("CertificateManager: a local key, certificates from an issuer, rotation
     const pki = TestPki.create();
     const failures: unknown[] = [];
     const issuer = issuerFor(pki, NODE, 60_000, 2);
-    const manager = new CertificateManager({ issuer, role: "agent", requestName: "node-1", logger, retryInitialMs: 20, onFailure: (e) => failures.push(e) });
+    const manager = new CertificateManager({
+      issuer,
+      role: "agent",
+      requestName: "node-1",
+      logger,
+      retryInitialMs: 20,
+      onFailure: (e) => failures.push(e),
+    });
     try {
       manager.start();
       await manager.whenReady(AbortSignal.timeout(10_000));
@@ -81,7 +98,14 @@ describe("CertificateManager: a local key, certificates from an issuer, rotation
   it("refuses a certificate naming another role, and holds nothing once the last one expired", async () => {
     const pki = TestPki.create();
     const failures: unknown[] = [];
-    const wrong = new CertificateManager({ issuer: issuerFor(pki, { role: "controller", name: "c", ips: [] }, 60_000), role: "agent", requestName: "x", logger, retryInitialMs: 5_000, onFailure: (e) => failures.push(e) });
+    const wrong = new CertificateManager({
+      issuer: issuerFor(pki, { role: "controller", name: "c", ips: [] }, 60_000),
+      role: "agent",
+      requestName: "x",
+      logger,
+      retryInitialMs: 5_000,
+      onFailure: (e) => failures.push(e),
+    });
     wrong.start();
     for (let i = 0; i < 500 && failures.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     await wrong.close();
@@ -91,7 +115,14 @@ describe("CertificateManager: a local key, certificates from an issuer, rotation
 
     // One short certificate, then the issuer fails: once it expires, there is no current material.
     const issuer = issuerFor(pki, NODE, 1_500);
-    const manager = new CertificateManager({ issuer, role: "agent", requestName: "node-1", logger, renewAtFraction: 0.9, retryInitialMs: 200 });
+    const manager = new CertificateManager({
+      issuer,
+      role: "agent",
+      requestName: "node-1",
+      logger,
+      renewAtFraction: 0.9,
+      retryInitialMs: 200,
+    });
     try {
       manager.start();
       const first = await manager.whenReady(AbortSignal.timeout(10_000));
@@ -138,7 +169,10 @@ describe("FileIdentity: certificates from files, reloaded when they change", () 
       await write(pki.agent("node-1"));
       await writeFile(files.trustBundleFile, TestPki.create("other").trustBundlePem);
       await assert.rejects(FileIdentity.open({ ...files, logger }), /not issued by a CA of the trust bundle/);
-      await assert.rejects(FileIdentity.open({ ...files, certificateFile: join(dir, "missing.crt"), logger }), /cannot read the certificate .*missing\.crt/);
+      await assert.rejects(
+        FileIdentity.open({ ...files, certificateFile: join(dir, "missing.crt"), logger }),
+        /cannot read the certificate .*missing\.crt/,
+      );
       // A certificate without a workload identity (the CA's own).
       await writeFile(files.certificateFile, pki.trustBundlePem);
       await writeFile(files.keyFile, pki.keyPem);

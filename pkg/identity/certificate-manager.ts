@@ -114,9 +114,12 @@ export class CertificateManager implements IdentitySource {
   private schedule(delayMs: number): void {
     if (this.abort.signal.aborted) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.running = this.attempt();
-    }, Math.max(0, delayMs));
+    this.timer = setTimeout(
+      () => {
+        this.running = this.attempt();
+      },
+      Math.max(0, delayMs),
+    );
     this.timer.unref();
   }
 
@@ -128,7 +131,10 @@ export class CertificateManager implements IdentitySource {
       const previous = this.material;
       this.material = material;
       this.options.onIssued?.(material);
-      logger.info({ identity: describeIdentity(material.identity), notAfter: material.notAfter.toISOString(), rotation: previous !== undefined }, previous === undefined ? "certificate issued" : "certificate rotated");
+      logger.info(
+        { identity: describeIdentity(material.identity), notAfter: material.notAfter.toISOString(), rotation: previous !== undefined },
+        previous === undefined ? "certificate issued" : "certificate rotated",
+      );
       for (const listener of [...this.listeners]) {
         try {
           listener(material);
@@ -142,10 +148,16 @@ export class CertificateManager implements IdentitySource {
       if (this.abort.signal.aborted) return;
       this.failures++;
       this.options.onFailure?.(error);
-      const delayMs = Math.min((this.options.retryInitialMs ?? DEFAULT_RETRY_INITIAL_MS) * 2 ** (this.failures - 1), this.options.retryMaxMs ?? DEFAULT_RETRY_MAX_MS);
+      const delayMs = Math.min(
+        (this.options.retryInitialMs ?? DEFAULT_RETRY_INITIAL_MS) * 2 ** (this.failures - 1),
+        this.options.retryMaxMs ?? DEFAULT_RETRY_MAX_MS,
+      );
       const held = this.current();
       const level = held === undefined || held.notAfter.getTime() - Date.now() < 2 * delayMs ? "error" : "warn";
-      logger[level]({ err: error, failures: this.failures, retryInMs: delayMs, expiresAt: held?.notAfter.toISOString() }, held === undefined ? "certificate request failed" : "certificate renewal failed");
+      logger[level](
+        { err: error, failures: this.failures, retryInMs: delayMs, expiresAt: held?.notAfter.toISOString() },
+        held === undefined ? "certificate request failed" : "certificate renewal failed",
+      );
       this.schedule(delayMs);
     }
   }
@@ -159,10 +171,15 @@ export class CertificateManager implements IdentitySource {
     try {
       material = materialFromPem({ keyPem: key.export({ type: "pkcs8", format: "pem" }).toString(), ...issued });
     } catch (error: unknown) {
-      throw isIdentityError(error) ? new IdentityError("ERR_IDENTITY_MALFORMED", `the issuer answered with unusable material: ${error.message}`, { cause: error }) : error;
+      throw isIdentityError(error)
+        ? new IdentityError("ERR_IDENTITY_MALFORMED", `the issuer answered with unusable material: ${error.message}`, { cause: error })
+        : error;
     }
     if (material.identity.role !== this.options.role) {
-      throw new IdentityError("ERR_IDENTITY_MALFORMED", `the issuer named this workload ${describeIdentity(material.identity)}, not a ${this.options.role}`);
+      throw new IdentityError(
+        "ERR_IDENTITY_MALFORMED",
+        `the issuer named this workload ${describeIdentity(material.identity)}, not a ${this.options.role}`,
+      );
     }
     return material;
   }

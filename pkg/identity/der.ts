@@ -105,7 +105,7 @@ export function bitString(bytes: Uint8Array): Buffer {
 export function namedBitString(bits: readonly number[]): Buffer {
   const top = Math.max(...bits);
   const bytes = Buffer.alloc(Math.floor(top / 8) + 1);
-  for (const bit of bits) bytes[Math.floor(bit / 8)] = (bytes[Math.floor(bit / 8)] ?? 0) | (0x80 >> bit % 8);
+  for (const bit of bits) bytes[Math.floor(bit / 8)] = (bytes[Math.floor(bit / 8)] ?? 0) | (0x80 >> (bit % 8));
   const unused = 7 - (top % 8);
   return tlv(TAG.BIT_STRING, Buffer.concat([Buffer.from([unused]), bytes]));
 }
@@ -180,7 +180,8 @@ export function readNode(buffer: Buffer, offset = 0): DerNode {
 export function readSingle(buffer: Buffer, expectedTag?: number): DerNode {
   const node = readNode(buffer);
   if (node.raw.length !== buffer.length) throw malformed("trailing bytes");
-  if (expectedTag !== undefined && node.tag !== expectedTag) throw malformed(`expected tag 0x${expectedTag.toString(16)}, got 0x${node.tag.toString(16)}`);
+  if (expectedTag !== undefined && node.tag !== expectedTag)
+    throw malformed(`expected tag 0x${expectedTag.toString(16)}, got 0x${node.tag.toString(16)}`);
   return node;
 }
 
@@ -188,7 +189,7 @@ export function readSingle(buffer: Buffer, expectedTag?: number): DerNode {
 export function children(node: DerNode): DerNode[] {
   if ((node.tag & 0x20) === 0) throw malformed(`tag 0x${node.tag.toString(16)} is not constructed`);
   const out: DerNode[] = [];
-  for (let offset = 0; offset < node.content.length; ) {
+  for (let offset = 0; offset < node.content.length;) {
     const child = readNode(node.content, offset);
     out.push(child);
     offset += child.raw.length;
@@ -197,7 +198,8 @@ export function children(node: DerNode): DerNode[] {
 }
 
 export function expectTag(node: DerNode | undefined, tag: number, what: string): DerNode {
-  if (node?.tag !== tag) throw malformed(`${what}: expected tag 0x${tag.toString(16)}, got ${node === undefined ? "nothing" : `0x${node.tag.toString(16)}`}`);
+  if (node?.tag !== tag)
+    throw malformed(`${what}: expected tag 0x${tag.toString(16)}, got ${node === undefined ? "nothing" : `0x${node.tag.toString(16)}`}`);
   return node;
 }
 

@@ -46,7 +46,10 @@ export class FileIdentity implements IdentitySource {
   static async open(options: FileIdentityOptions): Promise<FileIdentity> {
     const material = await read(options);
     options.onLoaded?.(material);
-    options.logger.info({ identity: describeIdentity(material.identity), notAfter: material.notAfter.toISOString(), certificate: options.certificateFile }, "certificate loaded from files");
+    options.logger.info(
+      { identity: describeIdentity(material.identity), notAfter: material.notAfter.toISOString(), certificate: options.certificateFile },
+      "certificate loaded from files",
+    );
     return new FileIdentity(material, options);
   }
 
@@ -74,7 +77,10 @@ export class FileIdentity implements IdentitySource {
     this.fingerprint = fingerprint;
     this.material = material;
     this.options.onLoaded?.(material);
-    this.options.logger.info({ identity: describeIdentity(material.identity), notAfter: material.notAfter.toISOString() }, "certificate reloaded from files");
+    this.options.logger.info(
+      { identity: describeIdentity(material.identity), notAfter: material.notAfter.toISOString() },
+      "certificate reloaded from files",
+    );
     for (const listener of [...this.listeners]) listener(material);
     return true;
   }
@@ -90,7 +96,11 @@ async function read(options: FileIdentityOptions): Promise<TlsMaterial> {
     try {
       return await readFile(file, { encoding: "utf8", signal });
     } catch (error: unknown) {
-      throw new IdentityError("ERR_IDENTITY_CONFIG", `cannot read the ${what} ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new IdentityError(
+        "ERR_IDENTITY_CONFIG",
+        `cannot read the ${what} ${file}: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
     }
   };
   const [certificatePem, keyPem, trustBundlePem] = await Promise.all([
@@ -102,6 +112,10 @@ async function read(options: FileIdentityOptions): Promise<TlsMaterial> {
     return materialFromPem({ certificatePem, keyPem, trustBundlePem });
   } catch (error: unknown) {
     const message = error instanceof Error ? error.message : String(error);
-    throw new IdentityError("ERR_IDENTITY_CONFIG", `${options.certificateFile}, ${options.keyFile}, ${options.trustBundleFile}: ${message}`, { cause: error });
+    throw new IdentityError(
+      "ERR_IDENTITY_CONFIG",
+      `${options.certificateFile}, ${options.keyFile}, ${options.trustBundleFile}: ${message}`,
+      { cause: error },
+    );
   }
 }

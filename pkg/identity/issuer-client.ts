@@ -30,19 +30,28 @@ export class GrpcCertificateIssuer implements CertificateIssuer {
 
   async issue(csr: Buffer, signal: AbortSignal): Promise<{ certificatePem: string; trustBundlePem: string }> {
     const [token, trust] = await Promise.all([this.read(this.options.token, "token"), this.read(this.options.trustBundle, "trust bundle")]);
-    const client = new IdentityServiceClient(this.options.address, credentials.createSsl(Buffer.from(trust), null, null, { checkServerIdentity: checkServer({ role: "controller" }) }), {
-      "grpc.ssl_target_name_override": ISSUER_SERVER_NAME,
-    });
+    const client = new IdentityServiceClient(
+      this.options.address,
+      credentials.createSsl(Buffer.from(trust), null, null, { checkServerIdentity: checkServer({ role: "controller" }) }),
+      {
+        "grpc.ssl_target_name_override": ISSUER_SERVER_NAME,
+      },
+    );
     try {
       const response = await new Promise<IssueCertificateResponse>((resolve, reject) => {
         const onAbort = (): void => {
           call.cancel();
         };
-        const call = client.issueCertificate({ certificateRequest: csr, token: token.trim() }, new Metadata(), { deadline: new Date(Date.now() + 30_000) }, (error: ServiceError | null, answer) => {
-          signal.removeEventListener("abort", onAbort);
-          if (error === null) resolve(answer);
-          else reject(issuerError(error, this.options.address, signal));
-        });
+        const call = client.issueCertificate(
+          { certificateRequest: csr, token: token.trim() },
+          new Metadata(),
+          { deadline: new Date(Date.now() + 30_000) },
+          (error: ServiceError | null, answer) => {
+            signal.removeEventListener("abort", onAbort);
+            if (error === null) resolve(answer);
+            else reject(issuerError(error, this.options.address, signal));
+          },
+        );
         signal.addEventListener("abort", onAbort, { once: true });
       });
       return { certificatePem: response.certificateChain, trustBundlePem: response.trustBundle };
@@ -55,13 +64,23 @@ export class GrpcCertificateIssuer implements CertificateIssuer {
     try {
       return await source();
     } catch (error: unknown) {
-      throw new IdentityError("ERR_IDENTITY_UNAVAILABLE", `cannot read the ${what}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new IdentityError(
+        "ERR_IDENTITY_UNAVAILABLE",
+        `cannot read the ${what}: ${error instanceof Error ? error.message : String(error)}`,
+        { cause: error },
+      );
     }
   }
 }
 
 function issuerError(error: ServiceError, address: string, signal: AbortSignal): IdentityError {
-  if (signal.aborted) return new IdentityError("ERR_IDENTITY_UNAVAILABLE", `certificate request to ${address} timed out or was aborted`, { cause: error });
-  const refused = error.code === status.PERMISSION_DENIED || error.code === status.UNAUTHENTICATED || error.code === status.INVALID_ARGUMENT;
-  return new IdentityError(refused ? "ERR_IDENTITY_REFUSED" : "ERR_IDENTITY_UNAVAILABLE", `certificate request to ${address}: ${status[error.code]} ${error.details}`, { cause: error });
+  if (signal.aborted)
+    return new IdentityError("ERR_IDENTITY_UNAVAILABLE", `certificate request to ${address} timed out or was aborted`, { cause: error });
+  const refused =
+    error.code === status.PERMISSION_DENIED || error.code === status.UNAUTHENTICATED || error.code === status.INVALID_ARGUMENT;
+  return new IdentityError(
+    refused ? "ERR_IDENTITY_REFUSED" : "ERR_IDENTITY_UNAVAILABLE",
+    `certificate request to ${address}: ${status[error.code]} ${error.details}`,
+    { cause: error },
+  );
 }

@@ -21,7 +21,10 @@ export interface WorkloadAuthenticator {
    * ERR_IDENTITY_REFUSED (with a `refusal`) when the token is invalid or names another workload, and
    * ERR_IDENTITY_UNAVAILABLE when it cannot decide now.
    */
-  authenticate(request: { readonly token: string; readonly remoteAddress: string | undefined }, signal: AbortSignal): Promise<WorkloadIdentity>;
+  authenticate(
+    request: { readonly token: string; readonly remoteAddress: string | undefined },
+    signal: AbortSignal,
+  ): Promise<WorkloadIdentity>;
 }
 
 export interface IssuerServerOptions {
@@ -64,15 +67,21 @@ export class IssuerServer {
       onConnection: (socket) => {
         injector.injectConnection(socket);
       },
-      onRefused: metrics === undefined ? undefined : (reason) => {
-        metrics.tlsHandshakesRefused.inc({ listener: "issuer", reason });
-      },
+      onRefused:
+        metrics === undefined
+          ? undefined
+          : (reason) => {
+              metrics.tlsHandshakesRefused.inc({ listener: "issuer", reason });
+            },
       logger: options.logger,
       name: "issuer",
     });
     const instance = new IssuerServer(server, listener, options);
     server.addService(IdentityServiceService, {
-      issueCertificate: (call: ServerUnaryCall<IssueCertificateRequest, IssueCertificateResponse>, callback: sendUnaryData<IssueCertificateResponse>) => {
+      issueCertificate: (
+        call: ServerUnaryCall<IssueCertificateRequest, IssueCertificateResponse>,
+        callback: sendUnaryData<IssueCertificateResponse>,
+      ) => {
         instance.issue(call).then(
           (response) => {
             callback(null, response);
@@ -115,14 +124,20 @@ export class IssuerServer {
     try {
       request = parseCertificateRequest(certificateRequest);
     } catch (error: unknown) {
-      throw new IdentityError("ERR_IDENTITY_REFUSED", error instanceof Error ? error.message : String(error), { cause: error, refusal: "csr_invalid" });
+      throw new IdentityError("ERR_IDENTITY_REFUSED", error instanceof Error ? error.message : String(error), {
+        cause: error,
+        refusal: "csr_invalid",
+      });
     }
     const remoteAddress = remoteHost(call.getPeer());
     const signal = AbortSignal.timeout(AUTHENTICATE_TIMEOUT_MS);
     const identity = await options.authenticator.authenticate({ token, remoteAddress }, signal);
     const issued = ca.issue({ publicKey: request.publicKey, identity, lifetimeMs: options.lifetimeMs });
     options.metrics?.certificatesIssued?.inc();
-    options.logger.info({ identity: describeIdentity(identity), remoteAddress, notAfter: issued.notAfter.toISOString() }, "certificate issued");
+    options.logger.info(
+      { identity: describeIdentity(identity), remoteAddress, notAfter: issued.notAfter.toISOString() },
+      "certificate issued",
+    );
     return { certificateChain: issued.certificatePem, trustBundle: ca.certificatePem };
   }
 

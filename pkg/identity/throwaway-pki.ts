@@ -29,14 +29,20 @@ export class ThrowawayPki {
     private readonly dir: string,
     private readonly ca: CertificateAuthority,
     private readonly caFile: string,
+    private readonly caPem: { readonly certificatePem: string; readonly keyPem: string },
   ) {}
 
   static async create(dir: string, commonName = "shoal throwaway CA"): Promise<ThrowawayPki> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const { ca, certificatePem } = CertificateAuthority.createSelfSigned({ commonName, lifetimeMs: THROWAWAY_LIFETIME_MS });
+    const { ca, certificatePem, keyPem } = CertificateAuthority.createSelfSigned({ commonName, lifetimeMs: THROWAWAY_LIFETIME_MS });
     const caFile = join(dir, "ca.crt");
     await writeFile(caFile, certificatePem);
-    return new ThrowawayPki(dir, ca, caFile);
+    return new ThrowawayPki(dir, ca, caFile, { certificatePem, keyPem });
+  }
+
+  /** The CA as a `kubernetes.io/tls` Secret holds it (for a controller that signs with this CA itself). */
+  caSecretData(): { "tls.crt": string; "tls.key": string } {
+    return { "tls.crt": this.caPem.certificatePem, "tls.key": this.caPem.keyPem };
   }
 
   /** Key and certificate files for `identity` (named after it), valid for `lifetimeMs` (default a day). */

@@ -99,7 +99,12 @@ describe("TlsListener: mutual TLS with identities, refusals by reason, rotation 
     });
     try {
       const outcome = await new Promise<string>((resolve) => {
-        const socket = connect({ host: "127.0.0.2", port: elsewhere.port, ALPNProtocols: ["h2"], ...clientTlsOptions(pki.agent("c"), { role: "agent" }) });
+        const socket = connect({
+          host: "127.0.0.2",
+          port: elsewhere.port,
+          ALPNProtocols: ["h2"],
+          ...clientTlsOptions(pki.agent("c"), { role: "agent" }),
+        });
         socket.once("secureConnect", () => {
           socket.destroy();
           resolve("connected");

@@ -26,7 +26,14 @@ export type RefusalReason =
   /** Anything else: no common protocol or cipher, not TLS at all, a handshake timeout. */
   | "handshake";
 
-export const REFUSAL_REASONS: readonly RefusalReason[] = ["no_certificate", "untrusted", "expired", "not_authorized", "no_local_certificate", "handshake"];
+export const REFUSAL_REASONS: readonly RefusalReason[] = [
+  "no_certificate",
+  "untrusted",
+  "expired",
+  "not_authorized",
+  "no_local_certificate",
+  "handshake",
+];
 
 export interface TlsListenerOptions {
   readonly host: string;
@@ -138,7 +145,10 @@ export class TlsListener {
       // Throws for material OpenSSL cannot use; the previous certificate then stays in place.
       this.server.setSecureContext(secureContextOptions(material));
     } catch (error: unknown) {
-      this.options.logger.error({ err: new IdentityError("ERR_IDENTITY_CONFIG", "new TLS material refused", { cause: error }), listener: this.options.name }, "certificate not applied");
+      this.options.logger.error(
+        { err: new IdentityError("ERR_IDENTITY_CONFIG", "new TLS material refused", { cause: error }), listener: this.options.name },
+        "certificate not applied",
+      );
     }
   }
 
@@ -172,6 +182,7 @@ export class TlsListener {
 /** Why a handshake failed before any certificate was looked at (OpenSSL's error, server side). */
 function classify(error: Error & { code?: string }, haveCertificate: boolean): RefusalReason {
   const text = `${error.code ?? ""} ${error.message}`.toLowerCase();
-  if (!haveCertificate && /no shared cipher|no suitable signature|certificate/i.test(text) && !/peer/.test(text)) return "no_local_certificate";
+  if (!haveCertificate && /no shared cipher|no suitable signature|certificate/i.test(text) && !/peer/.test(text))
+    return "no_local_certificate";
   return "handshake";
 }

@@ -44,14 +44,25 @@ export function materialFromPem(pem: { keyPem: string; certificatePem: string; t
   if (!leaf.checkPrivateKey(key)) throw new IdentityError("ERR_IDENTITY_CONFIG", "the key does not belong to the certificate");
   const identity = identityOfCertificate(leaf);
   if (identity === undefined) {
-    throw new IdentityError("ERR_IDENTITY_CONFIG", `the certificate (${leaf.subject.replace(/\n/g, ", ")}) names no workload identity: one subjectAltName URI shoal://agent/<node> or shoal://controller/<name> is needed`);
+    throw new IdentityError(
+      "ERR_IDENTITY_CONFIG",
+      `the certificate (${leaf.subject.replace(/\n/g, ", ")}) names no workload identity: one subjectAltName URI shoal://agent/<node> or shoal://controller/<name> is needed`,
+    );
   }
   const cas = parseCertificates(pem.trustBundlePem);
   if (cas.length === 0) throw new IdentityError("ERR_IDENTITY_CONFIG", "the trust bundle holds no certificate");
   if (!cas.some((ca) => leaf.checkIssued(ca) && leaf.verify(ca.publicKey))) {
     throw new IdentityError("ERR_IDENTITY_CONFIG", "the certificate was not issued by a CA of the trust bundle");
   }
-  return { key, keyPem: pem.keyPem, certificatePem: pem.certificatePem, trustBundlePem: pem.trustBundlePem, identity, notBefore: new Date(leaf.validFrom), notAfter: new Date(leaf.validTo) };
+  return {
+    key,
+    keyPem: pem.keyPem,
+    certificatePem: pem.certificatePem,
+    trustBundlePem: pem.trustBundlePem,
+    identity,
+    notBefore: new Date(leaf.validFrom),
+    notAfter: new Date(leaf.validTo),
+  };
 }
 
 /** The leaf certificate of some material, parsed. */

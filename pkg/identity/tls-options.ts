@@ -2,7 +2,13 @@ import type { PeerCertificate, SecureContextOptions, TLSSocket } from "node:tls"
 import { X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import type { TlsMaterial } from "./tls-material.js";
-import { type WorkloadIdentity, type WorkloadRole, describeIdentity, identityHasAddress, identityOfCertificate } from "./workload-identity.js";
+import {
+  type WorkloadIdentity,
+  type WorkloadRole,
+  describeIdentity,
+  identityHasAddress,
+  identityOfCertificate,
+} from "./workload-identity.js";
 
 /** TLS 1.3 only: one round trip, no renegotiation, and no legacy cipher to configure away. */
 export const TLS_MIN_VERSION = "TLSv1.3";
@@ -14,7 +20,13 @@ export const TLS_CIPHERS = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CH
 
 /** What a workload presents and trusts, as node:tls secure-context options. */
 export function secureContextOptions(material: TlsMaterial): SecureContextOptions {
-  return { key: material.keyPem, cert: material.certificatePem, ca: material.trustBundlePem, minVersion: TLS_MIN_VERSION, ciphers: TLS_CIPHERS };
+  return {
+    key: material.keyPem,
+    cert: material.certificatePem,
+    ca: material.trustBundlePem,
+    minVersion: TLS_MIN_VERSION,
+    ciphers: TLS_CIPHERS,
+  };
 }
 
 /** The verified peer's identity on an authorized TLS socket, or undefined. */
@@ -47,13 +59,18 @@ export function checkServer(expected: ExpectedServer): (host: string, certificat
     if (identity.role !== expected.role) return new Error(`the server at ${host} is ${describeIdentity(identity)}, not a ${expected.role}`);
     const bare = host.replace(/^\[(.*)\]$/, "$1");
     if (isIP(bare) !== 0 && !identityHasAddress(identity, bare)) {
-      return new Error(`the server at ${host} is ${describeIdentity(identity)}, whose certificate names ${identity.ips.join(", ") || "no address"}, not ${bare}`);
+      return new Error(
+        `the server at ${host} is ${describeIdentity(identity)}, whose certificate names ${identity.ips.join(", ") || "no address"}, not ${bare}`,
+      );
     }
     return undefined;
   };
 }
 
 /** Client options for node:tls and node:http2 connections to a server of `expected` role. */
-export function clientTlsOptions(material: TlsMaterial, expected: ExpectedServer): SecureContextOptions & { checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined; rejectUnauthorized: true } {
+export function clientTlsOptions(
+  material: TlsMaterial,
+  expected: ExpectedServer,
+): SecureContextOptions & { checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined; rejectUnauthorized: true } {
   return { ...secureContextOptions(material), checkServerIdentity: checkServer(expected), rejectUnauthorized: true };
 }

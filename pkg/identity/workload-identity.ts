@@ -28,7 +28,9 @@ const NAME = /^[a-z0-9A-Z]([-a-z0-9A-Z.]{0,251}[a-z0-9A-Z])?$/;
 /** The URI SAN of an identity; also its principal (what sessions are bound to). */
 export function identityUri(identity: Pick<WorkloadIdentity, "role" | "name" | "pod">): string {
   const parts = [identity.name, ...(identity.pod === undefined ? [] : [identity.pod.namespace, identity.pod.name])];
-  for (const part of parts) if (!NAME.test(part)) throw new IdentityError("ERR_IDENTITY_CONFIG", `${JSON.stringify(part)} cannot be part of an identity (a DNS name is expected)`);
+  for (const part of parts)
+    if (!NAME.test(part))
+      throw new IdentityError("ERR_IDENTITY_CONFIG", `${JSON.stringify(part)} cannot be part of an identity (a DNS name is expected)`);
   return `${IDENTITY_URI_SCHEME}//${identity.role}/${parts.join("/")}`;
 }
 

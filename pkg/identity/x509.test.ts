@@ -9,10 +9,25 @@ import { CertificateAuthority, generateKey } from "./certificate-authority.js";
 import * as der from "./der.js";
 import { isIdentityError } from "./errors.js";
 import { type WorkloadIdentity, identityOfCertificate, identityUri, parseIdentityUri } from "./workload-identity.js";
-import { KEY_USAGE, OID, basicConstraints, createCertificateRequest, encodeName, keyUsage, parseCertificateRequest, signCertificate, toPem } from "./x509.js";
+import {
+  KEY_USAGE,
+  OID,
+  basicConstraints,
+  createCertificateRequest,
+  encodeName,
+  keyUsage,
+  parseCertificateRequest,
+  signCertificate,
+  toPem,
+} from "./x509.js";
 
 const HOUR_MS = 3_600_000;
-const AGENT: WorkloadIdentity = { role: "agent", name: "node-1", pod: { namespace: "shoal", name: "shoal-agent-x7k2p" }, ips: ["10.1.2.3", "fd00::7"] };
+const AGENT: WorkloadIdentity = {
+  role: "agent",
+  name: "node-1",
+  pod: { namespace: "shoal", name: "shoal-agent-x7k2p" },
+  ips: ["10.1.2.3", "fd00::7"],
+};
 
 function hasOpenssl(): boolean {
   try {
@@ -51,7 +66,10 @@ describe("DER writer and reader", () => {
   });
 
   it("refuses truncated, non-minimal and trailing encodings", () => {
-    assert.throws(() => der.readSingle(Buffer.from("3005020101", "hex")), (e) => isIdentityError(e, "ERR_IDENTITY_MALFORMED"));
+    assert.throws(
+      () => der.readSingle(Buffer.from("3005020101", "hex")),
+      (e) => isIdentityError(e, "ERR_IDENTITY_MALFORMED"),
+    );
     assert.throws(() => der.readSingle(Buffer.from("30810100", "hex")), /non-minimal/);
     assert.throws(() => der.readSingle(Buffer.from("30000000", "hex")), /trailing/);
     assert.throws(() => der.readSingle(Buffer.from("3085000000000000", "hex")), /length of 5 bytes/);
@@ -79,7 +97,10 @@ describe("certificates and requests", () => {
     assert.ok(leaf.checkPrivateKey(key));
     assert.equal(leaf.ca, false);
     assert.deepEqual(identityOfCertificate(leaf), AGENT);
-    assert.equal(leaf.subjectAltName, "DNS:agent.example, URI:shoal://agent/node-1/shoal/shoal-agent-x7k2p, IP Address:10.1.2.3, IP Address:FD00:0:0:0:0:0:0:7");
+    assert.equal(
+      leaf.subjectAltName,
+      "DNS:agent.example, URI:shoal://agent/node-1/shoal/shoal-agent-x7k2p, IP Address:10.1.2.3, IP Address:FD00:0:0:0:0:0:0:7",
+    );
     assert.deepEqual(leaf.keyUsage, [OID.serverAuth, OID.clientAuth]);
     assert.ok(Math.abs(new Date(leaf.validTo).getTime() - issued.notAfter.getTime()) < 1000);
   });
@@ -93,8 +114,12 @@ describe("certificates and requests", () => {
   it("identity URIs: formatted, parsed, and anything else refused", () => {
     assert.equal(identityUri({ role: "controller", name: "controller-0" }), "shoal://controller/controller-0");
     assert.deepEqual(parseIdentityUri("shoal://agent/node-1"), { role: "agent", name: "node-1" });
-    for (const bad of ["spiffe://agent/node-1", "shoal://root/x", "shoal://agent/", "shoal://agent/a/b", "shoal://agent/n%2F1"]) assert.equal(parseIdentityUri(bad), undefined, bad);
-    assert.throws(() => identityUri({ role: "agent", name: "a/b" }), (e) => isIdentityError(e, "ERR_IDENTITY_CONFIG"));
+    for (const bad of ["spiffe://agent/node-1", "shoal://root/x", "shoal://agent/", "shoal://agent/a/b", "shoal://agent/n%2F1"])
+      assert.equal(parseIdentityUri(bad), undefined, bad);
+    assert.throws(
+      () => identityUri({ role: "agent", name: "a/b" }),
+      (e) => isIdentityError(e, "ERR_IDENTITY_CONFIG"),
+    );
   });
 
   it("a certificate request round-trips, and a forged one is refused", () => {
@@ -105,19 +130,33 @@ describe("certificates and requests", () => {
     // Another key's public half with this signature: no proof of possession.
     const forged = Buffer.from(csr);
     forged[forged.length - 5] = (forged[forged.length - 5] ?? 0) ^ 0xff;
-    assert.throws(() => parseCertificateRequest(forged), (e) => isIdentityError(e, "ERR_IDENTITY_CSR_INVALID") || isIdentityError(e, "ERR_IDENTITY_MALFORMED"));
-    assert.throws(() => parseCertificateRequest(Buffer.from("not a request")), (e) => isIdentityError(e, "ERR_IDENTITY_MALFORMED"));
+    assert.throws(
+      () => parseCertificateRequest(forged),
+      (e) => isIdentityError(e, "ERR_IDENTITY_CSR_INVALID") || isIdentityError(e, "ERR_IDENTITY_MALFORMED"),
+    );
+    assert.throws(
+      () => parseCertificateRequest(Buffer.from("not a request")),
+      (e) => isIdentityError(e, "ERR_IDENTITY_MALFORMED"),
+    );
     assert.throws(() => parseCertificateRequest(Buffer.alloc(20_000)), /at most/);
   });
 
   it("RSA and Ed25519 keys sign too (an RSA CA is what helm's genCA makes)", () => {
     const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey;
     const raw = signCertificate(
-      { subject: encodeName([{ oid: OID.commonName, value: "rsa CA" }]), subjectPublicKey: createPublicKey(rsa), notBefore: new Date(Date.now() - 1000), notAfter: new Date(Date.now() + HOUR_MS), extensions: [basicConstraints(true), keyUsage([KEY_USAGE.keyCertSign])] },
+      {
+        subject: encodeName([{ oid: OID.commonName, value: "rsa CA" }]),
+        subjectPublicKey: createPublicKey(rsa),
+        notBefore: new Date(Date.now() - 1000),
+        notAfter: new Date(Date.now() + HOUR_MS),
+        extensions: [basicConstraints(true), keyUsage([KEY_USAGE.keyCertSign])],
+      },
       rsa,
     );
     const ca = CertificateAuthority.fromPem(toPem("CERTIFICATE", raw), rsa.export({ type: "pkcs1", format: "pem" }).toString());
-    const leaf = new X509Certificate(ca.issue({ publicKey: createPublicKey(generateKey()), identity: AGENT, lifetimeMs: HOUR_MS }).certificatePem);
+    const leaf = new X509Certificate(
+      ca.issue({ publicKey: createPublicKey(generateKey()), identity: AGENT, lifetimeMs: HOUR_MS }).certificatePem,
+    );
     assert.ok(leaf.verify(ca.certificate.publicKey));
     const ed = generateKeyPairSync("ed25519").privateKey;
     assert.ok(parseCertificateRequest(createCertificateRequest(ed, [])).publicKey.equals(createPublicKey(ed)));
@@ -128,29 +167,47 @@ describe("certificates and requests", () => {
     const leafKey = generateKey();
     const leafPem = ca.issue({ publicKey: createPublicKey(leafKey), identity: AGENT, lifetimeMs: HOUR_MS }).certificatePem;
     assert.throws(() => CertificateAuthority.fromPem(leafPem, leafKey.export({ type: "pkcs8", format: "pem" }).toString()), /is not a CA/);
-    assert.throws(() => CertificateAuthority.fromPem(ca.certificatePem, generateKey().export({ type: "pkcs8", format: "pem" }).toString()), /does not belong/);
+    assert.throws(
+      () => CertificateAuthority.fromPem(ca.certificatePem, generateKey().export({ type: "pkcs8", format: "pem" }).toString()),
+      /does not belong/,
+    );
     assert.throws(() => CertificateAuthority.fromPem(ca.certificatePem, keyPem, new Date(Date.now() + 2 * HOUR_MS)), /expired/);
-    assert.throws(() => CertificateAuthority.fromPem("nothing", keyPem), (e) => isIdentityError(e, "ERR_IDENTITY_CONFIG"));
+    assert.throws(
+      () => CertificateAuthority.fromPem("nothing", keyPem),
+      (e) => isIdentityError(e, "ERR_IDENTITY_CONFIG"),
+    );
   });
 
-  it("OpenSSL agrees: the request verifies, the leaf chains to the CA for client and server use", { skip: hasOpenssl() ? false : "openssl is not installed" }, async () => {
-    const dir = await mkdtemp(join(tmpdir(), "shoal-x509-"));
-    try {
-      const { ca } = CertificateAuthority.createSelfSigned({ commonName: "test CA", lifetimeMs: HOUR_MS });
-      const key = generateKey();
-      await writeFile(join(dir, "ca.pem"), ca.certificatePem);
-      await writeFile(join(dir, "csr.pem"), toPem("CERTIFICATE REQUEST", createCertificateRequest(key, [{ oid: OID.commonName, value: "node-1" }])));
-      await writeFile(join(dir, "leaf.pem"), ca.issue({ publicKey: createPublicKey(key), identity: AGENT, lifetimeMs: HOUR_MS }).certificatePem);
-      execFileSync("openssl", ["req", "-in", join(dir, "csr.pem"), "-verify", "-noout"], { stdio: "pipe" });
-      for (const purpose of ["sslclient", "sslserver"]) {
-        const out = execFileSync("openssl", ["verify", "-purpose", purpose, "-CAfile", join(dir, "ca.pem"), join(dir, "leaf.pem")], { encoding: "utf8" });
-        assert.match(out, /OK/);
+  it(
+    "OpenSSL agrees: the request verifies, the leaf chains to the CA for client and server use",
+    { skip: hasOpenssl() ? false : "openssl is not installed" },
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), "shoal-x509-"));
+      try {
+        const { ca } = CertificateAuthority.createSelfSigned({ commonName: "test CA", lifetimeMs: HOUR_MS });
+        const key = generateKey();
+        await writeFile(join(dir, "ca.pem"), ca.certificatePem);
+        await writeFile(
+          join(dir, "csr.pem"),
+          toPem("CERTIFICATE REQUEST", createCertificateRequest(key, [{ oid: OID.commonName, value: "node-1" }])),
+        );
+        await writeFile(
+          join(dir, "leaf.pem"),
+          ca.issue({ publicKey: createPublicKey(key), identity: AGENT, lifetimeMs: HOUR_MS }).certificatePem,
+        );
+        execFileSync("openssl", ["req", "-in", join(dir, "csr.pem"), "-verify", "-noout"], { stdio: "pipe" });
+        for (const purpose of ["sslclient", "sslserver"]) {
+          const out = execFileSync("openssl", ["verify", "-purpose", purpose, "-CAfile", join(dir, "ca.pem"), join(dir, "leaf.pem")], {
+            encoding: "utf8",
+          });
+          assert.match(out, /OK/);
+        }
+        const text = execFileSync("openssl", ["x509", "-in", join(dir, "leaf.pem"), "-noout", "-text"], { encoding: "utf8" });
+        assert.match(text, /URI:shoal:\/\/agent\/node-1\/shoal\/shoal-agent-x7k2p/);
+        assert.match(text, /CA:FALSE/);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
       }
-      const text = execFileSync("openssl", ["x509", "-in", join(dir, "leaf.pem"), "-noout", "-text"], { encoding: "utf8" });
-      assert.match(text, /URI:shoal:\/\/agent\/node-1\/shoal\/shoal-agent-x7k2p/);
-      assert.match(text, /CA:FALSE/);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
+    },
+  );
 });

@@ -100,7 +100,8 @@ function ipBytes(ip: string): Buffer {
   const [head = "", tail] = text.split("::");
   const headGroups = head === "" ? [] : head.split(":");
   const tailGroups = tail === undefined || tail === "" ? [] : tail.split(":");
-  const groups = tail === undefined ? headGroups : [...headGroups, ...Array<string>(8 - headGroups.length - tailGroups.length).fill("0"), ...tailGroups];
+  const groups =
+    tail === undefined ? headGroups : [...headGroups, ...Array<string>(8 - headGroups.length - tailGroups.length).fill("0"), ...tailGroups];
   const out = Buffer.alloc(16);
   groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
   return out;
@@ -118,7 +119,7 @@ function formatIp(bytes: Buffer): string {
 function compressIpv6(groups: readonly string[]): string {
   let bestStart = -1;
   let bestLength = 0;
-  for (let i = 0; i < groups.length; ) {
+  for (let i = 0; i < groups.length;) {
     if (groups[i] !== "0") {
       i++;
       continue;
@@ -266,7 +267,12 @@ export function subjectKeyIdOf(certificate: X509Certificate): Buffer | undefined
  */
 export function createCertificateRequest(key: KeyObject, subject: readonly NameAttribute[]): Buffer {
   const scheme = signatureScheme(key);
-  const info = der.sequence(der.integer(0), encodeName(subject), createPublicKey(key).export({ type: "spki", format: "der" }), der.explicit(0, Buffer.alloc(0)));
+  const info = der.sequence(
+    der.integer(0),
+    encodeName(subject),
+    createPublicKey(key).export({ type: "spki", format: "der" }),
+    der.explicit(0, Buffer.alloc(0)),
+  );
   return der.sequence(info, scheme.algorithm, der.bitString(scheme.sign(info)));
 }
 
@@ -282,12 +288,14 @@ export interface ParsedCertificateRequest {
  */
 export function parseCertificateRequest(bytes: Uint8Array): ParsedCertificateRequest {
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buffer.length > MAX_CSR_BYTES) throw new IdentityError("ERR_IDENTITY_MALFORMED", `certificate request of ${buffer.length} bytes (at most ${MAX_CSR_BYTES})`);
+  if (buffer.length > MAX_CSR_BYTES)
+    throw new IdentityError("ERR_IDENTITY_MALFORMED", `certificate request of ${buffer.length} bytes (at most ${MAX_CSR_BYTES})`);
   const [info, algorithm, signature, ...extra] = der.children(der.readSingle(buffer, der.TAG.SEQUENCE));
   if (extra.length > 0) throw new IdentityError("ERR_IDENTITY_MALFORMED", "certificate request with extra fields");
   const infoFields = der.children(der.expectTag(info, der.TAG.SEQUENCE, "certificationRequestInfo"));
   const version = der.expectTag(infoFields[0], der.TAG.INTEGER, "version");
-  if (version.content.length !== 1 || version.content[0] !== 0) throw new IdentityError("ERR_IDENTITY_MALFORMED", "certificate request version is not 1");
+  if (version.content.length !== 1 || version.content[0] !== 0)
+    throw new IdentityError("ERR_IDENTITY_MALFORMED", "certificate request version is not 1");
   const subject = der.expectTag(infoFields[1], der.TAG.SEQUENCE, "subject").raw;
   const spki = der.expectTag(infoFields[2], der.TAG.SEQUENCE, "subjectPKInfo").raw;
   let publicKey: KeyObject;
@@ -308,7 +316,10 @@ export function parseCertificateRequest(bytes: Uint8Array): ParsedCertificateReq
 // ---- PEM -------------------------------------------------------------------------------------
 
 export function toPem(label: "CERTIFICATE" | "CERTIFICATE REQUEST", bytes: Buffer): string {
-  const base64 = bytes.toString("base64").replace(/(.{64})/g, "$1\n").replace(/\n$/, "");
+  const base64 = bytes
+    .toString("base64")
+    .replace(/(.{64})/g, "$1\n")
+    .replace(/\n$/, "");
   return `-----BEGIN ${label}-----\n${base64}\n-----END ${label}-----\n`;
 }
 

@@ -37,11 +37,6 @@ export interface GeneratedLayer {
   readonly files: readonly GeneratedFile[];
 }
 
-/** Smallest layer: two directories, a text file and one empty data file. */
-export function minimumLayerBytes(seed: string, label: string): number {
-  return fixedLayerBytes(describeLayer(seed, label)) + TAR_BLOCK_BYTES;
-}
-
 /** Writes one uncompressed tar layer into `blobsDir` (the layout's blobs/sha256), streaming and hashing. */
 export async function writeLayer(blobsDir: string, seed: string, plan: LayerPlan, signal?: AbortSignal): Promise<GeneratedLayer> {
   const text = describeLayer(seed, plan.label);

@@ -4,7 +4,14 @@ import { mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST, digestHex, isDigest } from "../oci/index.js";
+import {
+  MEDIA_TYPE_OCI_CONFIG,
+  MEDIA_TYPE_OCI_INDEX,
+  MEDIA_TYPE_OCI_LAYER,
+  MEDIA_TYPE_OCI_MANIFEST,
+  digestHex,
+  isDigest,
+} from "../oci/index.js";
 import { ANNOTATION_REF_NAME, type Descriptor } from "../oci/index.js";
 import { isImagegenError } from "./errors.js";
 import { type GenerateImageLayoutOptions, type GeneratedImageLayout, generateImageLayout } from "./layout.js";
@@ -14,7 +21,9 @@ import { readTarEntries } from "./testing/tar-reader.js";
 const MiB = 1024 * 1024;
 
 async function sha256OfFile(path: string): Promise<string> {
-  return createHash("sha256").update(await readFile(path)).digest("hex");
+  return createHash("sha256")
+    .update(await readFile(path))
+    .digest("hex");
 }
 
 /** Every file of a directory tree, relative path → sha256. */
@@ -45,7 +54,8 @@ function assertDescriptor(value: unknown, mediaType: string): asserts value is D
   assert.equal(descriptor.mediaType, mediaType);
   assert.ok(typeof descriptor.digest === "string" && isDigest(descriptor.digest), `valid digest ${String(descriptor.digest)}`);
   assert.ok(Number.isSafeInteger(descriptor.size) && (descriptor.size as number) >= 0);
-  for (const key of Object.keys(descriptor)) assert.ok(["mediaType", "digest", "size", "platform", "annotations"].includes(key), `unexpected ${key}`);
+  for (const key of Object.keys(descriptor))
+    assert.ok(["mediaType", "digest", "size", "platform", "annotations"].includes(key), `unexpected ${key}`);
 }
 
 describe("generateImageLayout", () => {
@@ -87,7 +97,10 @@ describe("generateImageLayout", () => {
       assert.equal(`sha256:${await sha256OfFile(path)}`, blob.digest);
       assert.equal((await stat(path)).size, blob.size);
     }
-    assert.equal(image.totalBlobBytes, image.blobs.reduce((sum, blob) => sum + blob.size, 0));
+    assert.equal(
+      image.totalBlobBytes,
+      image.blobs.reduce((sum, blob) => sum + blob.size, 0),
+    );
   });
 
   it("writes layers as valid ustar archives of the described files", async () => {
@@ -129,7 +142,10 @@ describe("generateImageLayout", () => {
     assert.ok(Array.isArray(index.manifests));
     assert.deepEqual(
       index.manifests.map((entry: unknown) => (entry as Descriptor).platform),
-      [{ architecture: "amd64", os: "linux" }, { architecture: "arm64", os: "linux" }],
+      [
+        { architecture: "amd64", os: "linux" },
+        { architecture: "arm64", os: "linux" },
+      ],
     );
     for (const [i, entry] of (index.manifests as unknown[]).entries()) {
       assertDescriptor(entry, MEDIA_TYPE_OCI_MANIFEST);
@@ -159,7 +175,10 @@ describe("generateImageLayout", () => {
     assert.ok(amd64 !== undefined && arm64 !== undefined);
     assert.deepEqual(amd64.slice(2), arm64.slice(2));
     assert.equal(new Set([...amd64.slice(0, 2), ...arm64.slice(0, 2)]).size, 4);
-    assert.deepEqual(image.images[0]?.layers.map((layer) => layer.shared), [false, false, true, true]);
+    assert.deepEqual(
+      image.images[0]?.layers.map((layer) => layer.shared),
+      [false, false, true, true],
+    );
   });
 
   it("points index.json straight at the manifest for a single platform", async () => {
@@ -175,7 +194,10 @@ describe("generateImageLayout", () => {
   it("hits the requested layer bytes within one tar block per layer", () => {
     for (const platformImage of image.images) {
       const target = 2 * MiB + 12_345;
-      assert.ok(platformImage.layerBytes <= target && platformImage.layerBytes > target - 4 * TAR_BLOCK_BYTES, `${platformImage.layerBytes}`);
+      assert.ok(
+        platformImage.layerBytes <= target && platformImage.layerBytes > target - 4 * TAR_BLOCK_BYTES,
+        `${platformImage.layerBytes}`,
+      );
     }
   });
 
@@ -185,9 +207,15 @@ describe("generateImageLayout", () => {
     await assert.rejects(generateImageLayout({ dir, seed: "s", layers: 0, totalBytes: 1 }), invalid);
     await assert.rejects(generateImageLayout({ dir, seed: "s", layers: 1, totalBytes: -1 }), invalid);
     await assert.rejects(generateImageLayout({ dir, seed: "s", layers: 1, totalBytes: 1, platforms: ["linux"] }), invalid);
-    await assert.rejects(generateImageLayout({ dir, seed: "s", layers: 1, totalBytes: 1, platforms: ["linux/amd64", "linux/amd64"] }), invalid);
+    await assert.rejects(
+      generateImageLayout({ dir, seed: "s", layers: 1, totalBytes: 1, platforms: ["linux/amd64", "linux/amd64"] }),
+      invalid,
+    );
     await assert.rejects(generateImageLayout({ dir, seed: "s", layers: 1, totalBytes: 1, tag: "no/slash" }), invalid);
-    await assert.rejects(generateImageLayout({ dir, seed: "s", layers: 2, totalBytes: 1, platforms: ["linux/amd64", "linux/arm64"], sharedLayers: 3 }), invalid);
+    await assert.rejects(
+      generateImageLayout({ dir, seed: "s", layers: 2, totalBytes: 1, platforms: ["linux/amd64", "linux/arm64"], sharedLayers: 3 }),
+      invalid,
+    );
   });
 
   it("stops when aborted and leaves no temporary files", async () => {
@@ -212,7 +240,9 @@ describe("generateImageLayout", () => {
     const started = performance.now();
     const result = await generateImageLayout({ dir, seed: "throughput", layers: 4, totalBytes });
     const seconds = (performance.now() - started) / 1000;
-    t.diagnostic(`generated ${(result.totalBlobBytes / MiB).toFixed(0)} MiB in ${seconds.toFixed(2)} s: ${(result.totalBlobBytes / MiB / seconds).toFixed(0)} MiB/s`);
+    t.diagnostic(
+      `generated ${(result.totalBlobBytes / MiB).toFixed(0)} MiB in ${seconds.toFixed(2)} s: ${(result.totalBlobBytes / MiB / seconds).toFixed(0)} MiB/s`,
+    );
     await rm(dir, { recursive: true, force: true });
   });
 });

@@ -105,7 +105,12 @@ export async function generateImageLayout(options: GenerateImageLayoutOptions): 
     const layers: (GeneratedLayer & { shared: boolean })[] = [];
     for (let index = 0; index < layerCount - sharedCount; index++) {
       const label = `${name}/layer-${index}`;
-      const layer = await writeLayer(blobsDir, seed, { label, directory: `layer-${index}-${name}`, targetBytes: targetBytes(index) }, signal);
+      const layer = await writeLayer(
+        blobsDir,
+        seed,
+        { label, directory: `layer-${index}-${name}`, targetBytes: targetBytes(index) },
+        signal,
+      );
       layers.push({ ...layer, shared: false });
       blobs.push(layer.descriptor);
     }
@@ -133,11 +138,19 @@ export async function generateImageLayout(options: GenerateImageLayoutOptions): 
   }
   const named = index ?? images[0]?.manifest;
   if (named === undefined) throw new Error("unreachable: at least one platform is validated");
-  const root: Descriptor = { mediaType: named.mediaType, digest: named.digest, size: named.size, annotations: { [ANNOTATION_REF_NAME]: tag } };
+  const root: Descriptor = {
+    mediaType: named.mediaType,
+    digest: named.digest,
+    size: named.size,
+    annotations: { [ANNOTATION_REF_NAME]: tag },
+  };
 
   checkAborted(signal);
   await writeFileAtomically(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION }));
-  await writeFileAtomically(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_INDEX, manifests: [root] }));
+  await writeFileAtomically(
+    join(dir, "index.json"),
+    JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_INDEX, manifests: [root] }),
+  );
   return { dir, tag, root, index, images, blobs, totalBlobBytes: blobs.reduce((sum, blob) => sum + blob.size, 0) };
 }
 
@@ -163,7 +176,9 @@ function validateOptions(options: GenerateImageLayoutOptions): {
     try {
       return parsePlatform(name);
     } catch (error: unknown) {
-      throw new ImagegenError("ERR_IMAGEGEN_INVALID_OPTIONS", error instanceof Error ? error.message : `invalid platform ${name}`, { cause: error });
+      throw new ImagegenError("ERR_IMAGEGEN_INVALID_OPTIONS", error instanceof Error ? error.message : `invalid platform ${name}`, {
+        cause: error,
+      });
     }
   });
   const multi = platforms.length > 1;
@@ -186,7 +201,11 @@ function imageConfig(platform: Platform, layers: readonly GeneratedLayer[]): obj
     architecture: platform.architecture,
     ...(platform.variant === undefined ? {} : { variant: platform.variant }),
     os: platform.os,
-    config: { Env: [DEFAULT_PATH_ENV], WorkingDir: `/${GENERATED_ROOT_DIR}`, Labels: { "org.opencontainers.image.vendor": "shoal imagegen" } },
+    config: {
+      Env: [DEFAULT_PATH_ENV],
+      WorkingDir: `/${GENERATED_ROOT_DIR}`,
+      Labels: { "org.opencontainers.image.vendor": "shoal imagegen" },
+    },
     rootfs: { type: "layers", diff_ids: layers.map((layer) => layer.diffId) },
     history: layers.map((layer) => ({
       created: CREATED,

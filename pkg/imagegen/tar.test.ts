@@ -33,7 +33,10 @@ describe("tar headers", () => {
   it("rejects a header whose checksum does not match", () => {
     const block = encodeTarHeader({ ...base, path: "a" });
     block[0] = "b".charCodeAt(0);
-    assert.throws(() => decodeTarHeader(block), (error: unknown) => isImagegenError(error, "ERR_IMAGEGEN_TAR_INVALID"));
+    assert.throws(
+      () => decodeTarHeader(block),
+      (error: unknown) => isImagegenError(error, "ERR_IMAGEGEN_TAR_INVALID"),
+    );
   });
 
   it("encodes directories with type 5 and no size", () => {
@@ -46,7 +49,10 @@ describe("tar headers", () => {
     const path = `${"d".repeat(90)}/${"e".repeat(60)}/file.bin`;
     const block = encodeTarHeader({ ...base, path });
     assert.equal(decodeTarHeader(block)?.path, path);
-    assert.throws(() => encodeTarHeader({ ...base, path: "x".repeat(101) }), (error: unknown) => isImagegenError(error, "ERR_IMAGEGEN_INVALID_OPTIONS"));
+    assert.throws(
+      () => encodeTarHeader({ ...base, path: "x".repeat(101) }),
+      (error: unknown) => isImagegenError(error, "ERR_IMAGEGEN_INVALID_OPTIONS"),
+    );
   });
 
   it("returns undefined for the zero end-of-archive block", () => {

@@ -173,7 +173,11 @@ function readString(block: Buffer, [offset, width]: readonly [number, number]): 
 
 function readOctal(block: Buffer, field: readonly [number, number], what: string): number {
   // Readers must accept NUL- or space-terminated and space-padded values.
-  const text = block.subarray(field[0], field[0] + field[1]).toString("ascii").replace(/[\0 ]+$/, "").replace(/^ +/, "");
+  const text = block
+    .subarray(field[0], field[0] + field[1])
+    .toString("ascii")
+    .replace(/[\0 ]+$/, "")
+    .replace(/^ +/, "");
   if (!/^[0-7]*$/.test(text)) {
     throw new ImagegenError("ERR_IMAGEGEN_TAR_INVALID", `tar ${what} field is not octal: ${JSON.stringify(text)}`);
   }

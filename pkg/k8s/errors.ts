@@ -66,7 +66,10 @@ export function toK8sError(error: unknown, what: string): K8sError {
   if (error instanceof K8sError) return error;
   const status = apiStatusOf(error);
   if (status !== undefined) {
-    return new K8sError("ERR_K8S_API", `${what}: ${status.code}${status.reason === "" ? "" : ` ${status.reason}`}: ${status.message}`, { cause: error, status });
+    return new K8sError("ERR_K8S_API", `${what}: ${status.code}${status.reason === "" ? "" : ` ${status.reason}`}: ${status.message}`, {
+      cause: error,
+      status,
+    });
   }
   const detail = error instanceof Error ? error.message : String(error);
   return new K8sError("ERR_K8S_UNREACHABLE", `${what}: ${detail}`, { cause: error });

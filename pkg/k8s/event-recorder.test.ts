@@ -17,7 +17,13 @@ describe("Event recorder against the API double", () => {
   });
 
   it("creates core/v1 Events in the background with source, count and timestamps", async () => {
-    const recorder = new EventRecorder({ kubeConfig: api.kubeConfig(), component: "shoal-controller", instance: "ctl-0", logger, wallClock: () => Date.parse("2026-01-02T03:04:05.678Z") });
+    const recorder = new EventRecorder({
+      kubeConfig: api.kubeConfig(),
+      component: "shoal-controller",
+      instance: "ctl-0",
+      logger,
+      wallClock: () => Date.parse("2026-01-02T03:04:05.678Z"),
+    });
     const before = api.requests().length;
     recorder.record({ kind: "Pod", apiVersion: "v1", namespace: "shoal", name: "agent-1", uid: "u-1" }, "Warning", "PeerDropped", "gone");
     recorder.record({ kind: "Node", apiVersion: "v1", name: "node-1" }, "Normal", "Test", "x".repeat(5_000));
@@ -45,7 +51,13 @@ describe("Event recorder against the API double", () => {
     recorder.record({ kind: "Pod", apiVersion: "v1", namespace: "other", name: "p" }, "Normal", "Second", "kept");
     await recorder.close();
     assert.equal(failure.hits, 1);
-    assert.deepEqual(api.events("other").slice(count).map((e) => e.reason), ["Second"]);
+    assert.deepEqual(
+      api
+        .events("other")
+        .slice(count)
+        .map((e) => e.reason),
+      ["Second"],
+    );
     recorder.record({ kind: "Pod", apiVersion: "v1", namespace: "other", name: "p" }, "Normal", "AfterClose", "ignored");
     assert.equal(api.events("other").length, count + 1);
   });

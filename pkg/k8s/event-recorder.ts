@@ -61,27 +61,29 @@ export class EventRecorder {
     const namespace = object.namespace ?? "default";
     // client-go names Events <object>.<unix nanoseconds in hex>; the sequence keeps names unique within a millisecond.
     const name = `${object.name}.${(BigInt(atMs) * 1_000_000n + BigInt(this.sequence++ % 1_000_000)).toString(16)}`;
-    this.queue.push(model(CoreV1Event, {
-      apiVersion: "v1",
-      kind: "Event",
-      metadata: model(V1ObjectMeta, { name, namespace }),
-      involvedObject: model(V1ObjectReference, {
-        kind: object.kind,
-        apiVersion: object.apiVersion,
-        name: object.name,
-        ...(object.namespace === undefined ? {} : { namespace: object.namespace }),
-        ...(object.uid === undefined ? {} : { uid: object.uid }),
+    this.queue.push(
+      model(CoreV1Event, {
+        apiVersion: "v1",
+        kind: "Event",
+        metadata: model(V1ObjectMeta, { name, namespace }),
+        involvedObject: model(V1ObjectReference, {
+          kind: object.kind,
+          apiVersion: object.apiVersion,
+          name: object.name,
+          ...(object.namespace === undefined ? {} : { namespace: object.namespace }),
+          ...(object.uid === undefined ? {} : { uid: object.uid }),
+        }),
+        type,
+        reason,
+        message: message.length > MAX_MESSAGE_LENGTH ? `${message.slice(0, MAX_MESSAGE_LENGTH - 3)}...` : message,
+        source: model(V1EventSource, { component: this.options.component, host: this.options.instance }),
+        reportingComponent: this.options.component,
+        reportingInstance: this.options.instance,
+        count: 1,
+        firstTimestamp: at,
+        lastTimestamp: at,
       }),
-      type,
-      reason,
-      message: message.length > MAX_MESSAGE_LENGTH ? `${message.slice(0, MAX_MESSAGE_LENGTH - 3)}...` : message,
-      source: model(V1EventSource, { component: this.options.component, host: this.options.instance }),
-      reportingComponent: this.options.component,
-      reportingInstance: this.options.instance,
-      count: 1,
-      firstTimestamp: at,
-      lastTimestamp: at,
-    }));
+    );
     if (this.queue.length > MAX_PENDING_EVENTS) {
       const dropped = this.queue.shift();
       this.options.logger.warn({ reason: dropped?.reason, object: dropped?.involvedObject.name }, "event dropped: too many pending");
@@ -116,7 +118,10 @@ export class EventRecorder {
         await this.api.createNamespacedEvent({ namespace, body: event }, withSignal(signal));
         this.options.logger.debug({ reason: event.reason, object: event.involvedObject.name }, "event recorded");
       } catch (error: unknown) {
-        this.options.logger.warn({ err: toK8sError(error, `create event ${event.reason} for ${event.involvedObject.kind} ${event.involvedObject.name}`) }, "event not recorded");
+        this.options.logger.warn(
+          { err: toK8sError(error, `create event ${event.reason} for ${event.involvedObject.kind} ${event.involvedObject.name}`) },
+          "event not recorded",
+        );
       }
     }
   }

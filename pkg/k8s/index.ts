@@ -1,7 +1,23 @@
 export * from "./errors.js";
 export { apiBackoff } from "./backoff.js";
-export { Informer, type InformerEvent, type InformerOptions, type ListResult, type RestartReason, keyOf, WATCH_TIMEOUT_SECONDS } from "./informer.js";
-export { podInformer, nodeInformer, customObjectInformer, type PodInformerOptions, type NodeInformerOptions, type CustomObjectInformerOptions, type InformerTuning } from "./resource-informers.js";
+export {
+  Informer,
+  type InformerEvent,
+  type InformerOptions,
+  type ListResult,
+  type RestartReason,
+  keyOf,
+  WATCH_TIMEOUT_SECONDS,
+} from "./informer.js";
+export {
+  podInformer,
+  nodeInformer,
+  customObjectInformer,
+  type PodInformerOptions,
+  type NodeInformerOptions,
+  type CustomObjectInformerOptions,
+  type InformerTuning,
+} from "./resource-informers.js";
 export {
   LeaderElector,
   type LeaderElectorOptions,

@@ -36,9 +36,13 @@ class Gate {
         this.held = false;
         resolve();
       };
-      signal.addEventListener("abort", () => {
-        reject(new Error("aborted"));
-      }, { once: true });
+      signal.addEventListener(
+        "abort",
+        () => {
+          reject(new Error("aborted"));
+        },
+        { once: true },
+      );
     });
   };
   open(): void {
@@ -47,7 +51,10 @@ class Gate {
 }
 
 function names(informer: Informer<V1Pod>): string[] {
-  return informer.list().map((p) => p.metadata?.name ?? "").sort();
+  return informer
+    .list()
+    .map((p) => p.metadata?.name ?? "")
+    .sort();
 }
 
 describe("informer over the API double", () => {
@@ -65,10 +72,21 @@ describe("informer over the API double", () => {
     informer = undefined;
   });
 
-  function start(namespace: string, extra: Partial<Parameters<typeof podInformer>[0]> = {}): { informer: Informer<V1Pod>; events: string[]; restarts: RestartReason[] } {
+  function start(
+    namespace: string,
+    extra: Partial<Parameters<typeof podInformer>[0]> = {},
+  ): { informer: Informer<V1Pod>; events: string[]; restarts: RestartReason[] } {
     const events: string[] = [];
     const restarts: RestartReason[] = [];
-    const created = podInformer({ kubeConfig: api.kubeConfig(), namespace, labelSelector: SELECTOR, logger, random: () => 0.5, onRestart: (r) => restarts.push(r), ...extra });
+    const created = podInformer({
+      kubeConfig: api.kubeConfig(),
+      namespace,
+      labelSelector: SELECTOR,
+      logger,
+      random: () => 0.5,
+      onRestart: (r) => restarts.push(r),
+      ...extra,
+    });
     created.on((event: InformerEvent<V1Pod>) => events.push(`${event.type} ${event.object.metadata?.name ?? ""}`));
     created.start();
     informer = created;
@@ -160,7 +178,11 @@ describe("informer over the API double", () => {
     await eventually(() => {
       assert.deepEqual(names(pods), ["after"]);
     });
-    assert.equal(api.requests().filter((r) => r.verb === "list" && r.namespace === ns).length, 1, "a dropped watch resumes without listing again");
+    assert.equal(
+      api.requests().filter((r) => r.verb === "list" && r.namespace === ns).length,
+      1,
+      "a dropped watch resumes without listing again",
+    );
   });
 
   it("resumes a cleanly ended watch at once, from the bookmark's resourceVersion", async () => {

@@ -165,7 +165,10 @@ export class Informer<T extends KubernetesObject> {
           relistedAfterGone = false;
         }
         if (outcome.kind === "gone") {
-          this.logger.info({ resource: this.options.resource, resourceVersion: this.resourceVersion }, "watch position expired (410 Gone): listing again");
+          this.logger.info(
+            { resource: this.options.resource, resourceVersion: this.resourceVersion },
+            "watch position expired (410 Gone): listing again",
+          );
           this.options.onRestart?.("gone");
           needList = true;
           // The first relist is immediate; a watch that expires again at once waits like any failure.
@@ -213,7 +216,9 @@ export class Informer<T extends KubernetesObject> {
         allowWatchBookmarks: true,
         resourceVersion: this.resourceVersion,
         timeoutSeconds: this.options.watchTimeoutSeconds ?? WATCH_TIMEOUT_SECONDS,
-        ...(this.options.labelSelector === undefined || this.options.labelSelector === "" ? {} : { labelSelector: this.options.labelSelector }),
+        ...(this.options.labelSelector === undefined || this.options.labelSelector === ""
+          ? {}
+          : { labelSelector: this.options.labelSelector }),
       };
       const onEvent = (type: string, object: unknown): void => {
         if (settled) return;
@@ -253,7 +258,9 @@ export class Informer<T extends KubernetesObject> {
       if (code === 410) return "gone";
       const reason = typeof status.reason === "string" ? status.reason : "";
       const message = typeof status.message === "string" ? status.message : "";
-      throw new K8sError("ERR_K8S_API", `watch ${this.options.resource}: ERROR event ${code} ${reason}: ${message}`, { status: { code, reason, message } });
+      throw new K8sError("ERR_K8S_API", `watch ${this.options.resource}: ERROR event ${code} ${reason}: ${message}`, {
+        status: { code, reason, message },
+      });
     }
     const object = raw as T;
     const version = object.metadata?.resourceVersion;
@@ -320,4 +327,3 @@ export function keyOf(object: KubernetesObject): string | undefined {
   const namespace = object.metadata?.namespace;
   return namespace === undefined || namespace === "" ? name : `${namespace}/${name}`;
 }
-

@@ -24,8 +24,23 @@ describe("label selectors", () => {
   });
 
   it("refuses malformed selectors with the reason", () => {
-    for (const bad of ["a=b,", "a in b", "a in ()", "a in (b", "=b", "a=b c", "bad key=1", "a=-x", "a notin (b,,c)", `${"k".repeat(64)}=v`]) {
-      assert.throws(() => parseLabelSelector(bad), (e: unknown) => isK8sError(e, "ERR_K8S_SELECTOR") && e.message.includes(JSON.stringify(bad)), bad);
+    for (const bad of [
+      "a=b,",
+      "a in b",
+      "a in ()",
+      "a in (b",
+      "=b",
+      "a=b c",
+      "bad key=1",
+      "a=-x",
+      "a notin (b,,c)",
+      `${"k".repeat(64)}=v`,
+    ]) {
+      assert.throws(
+        () => parseLabelSelector(bad),
+        (e: unknown) => isK8sError(e, "ERR_K8S_SELECTOR") && e.message.includes(JSON.stringify(bad)),
+        bad,
+      );
     }
   });
 });

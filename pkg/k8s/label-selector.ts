@@ -145,7 +145,8 @@ function checkKey(key: string, fail: (why: string) => never): string {
   const slash = key.indexOf("/");
   const name = slash < 0 ? key : key.slice(slash + 1);
   const prefix = slash < 0 ? undefined : key.slice(0, slash);
-  if (!NAME.test(name) || (prefix !== undefined && (prefix.length > 253 || !PREFIX.test(prefix)))) fail(`invalid label key ${JSON.stringify(key)}`);
+  if (!NAME.test(name) || (prefix !== undefined && (prefix.length > 253 || !PREFIX.test(prefix))))
+    fail(`invalid label key ${JSON.stringify(key)}`);
   return key;
 }
 

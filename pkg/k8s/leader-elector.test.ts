@@ -65,7 +65,7 @@ describe("Lease leader election (client-go semantics) against the API double", (
     return { elector: created, log };
   }
 
-  const spec = (name: string): LeaseSpecJson => (api.object("leases", "shoal", name)?.spec ?? {});
+  const spec = (name: string): LeaseSpecJson => api.object("leases", "shoal", name)?.spec ?? {};
 
   it("creates the Lease, leads and keeps renewing it", async () => {
     const { elector: a, log } = elector("a", "create");
@@ -81,13 +81,28 @@ describe("Lease leader election (client-go semantics) against the API double", (
   });
 
   it("takes over a stale Lease only a full lease duration after it observed it, whatever its renewTime says", async () => {
-    for (const [name, renewedMs] of [["stale-past", Date.now() - 3_600_000], ["stale-future", Date.now() + 3_600_000]] as const) {
-      api.putLease({ metadata: { name, namespace: "shoal" }, spec: { holderIdentity: "ghost", leaseDurationSeconds: 2, renewTime: microTime(renewedMs), acquireTime: microTime(renewedMs), leaseTransitions: 4 } });
+    for (const [name, renewedMs] of [
+      ["stale-past", Date.now() - 3_600_000],
+      ["stale-future", Date.now() + 3_600_000],
+    ] as const) {
+      api.putLease({
+        metadata: { name, namespace: "shoal" },
+        spec: {
+          holderIdentity: "ghost",
+          leaseDurationSeconds: 2,
+          renewTime: microTime(renewedMs),
+          acquireTime: microTime(renewedMs),
+          leaseTransitions: 4,
+        },
+      });
       const startedAt = performance.now();
       const { elector: b, log } = elector("b", name);
       await waitFor(() => b.isLeader, TIMINGS.leaseDurationMs + SLACK_MS + 1_000, "leadership");
       const elapsed = performance.now() - startedAt;
-      assert.ok(elapsed >= TIMINGS.leaseDurationMs, `${name}: acquired after ${Math.round(elapsed)} ms, before the lease duration had passed on its own clock`);
+      assert.ok(
+        elapsed >= TIMINGS.leaseDurationMs,
+        `${name}: acquired after ${Math.round(elapsed)} ms, before the lease duration had passed on its own clock`,
+      );
       assert.ok(elapsed <= TIMINGS.leaseDurationMs + SLACK_MS, `${name}: acquired after ${Math.round(elapsed)} ms`);
       assert.equal(spec(name).leaseTransitions, 5, "a change of holder counts a transition");
       assert.deepEqual(log, ["leader ghost", "leader b", "started"]);
@@ -97,7 +112,10 @@ describe("Lease leader election (client-go semantics) against the API double", (
   it("never takes a Lease whose holder keeps renewing, even with renewTimes far in the past", async () => {
     const name = "renewing";
     const base = Date.now() - 3_600_000;
-    api.putLease({ metadata: { name, namespace: "shoal" }, spec: { holderIdentity: "other", leaseDurationSeconds: 2, renewTime: microTime(base) } });
+    api.putLease({
+      metadata: { name, namespace: "shoal" },
+      spec: { holderIdentity: "other", leaseDurationSeconds: 2, renewTime: microTime(base) },
+    });
     const { elector: c } = elector("c", name);
     const renewer = setInterval(() => {
       const lease = api.object("leases", "shoal", name);
@@ -168,7 +186,14 @@ describe("Lease leader election (client-go semantics) against the API double", (
       { leaseDurationMs: 1_500, renewDeadlineMs: 1_000, retryPeriodMs: 100 },
       { leaseDurationMs: 15_000, renewDeadlineMs: 0, retryPeriodMs: 2_000 },
     ];
-    for (const timings of bad) assert.throws(() => { validateLeaderElectionTimings(timings); }, (e: unknown) => isK8sError(e, "ERR_K8S_CONFIG"), JSON.stringify(timings));
+    for (const timings of bad)
+      assert.throws(
+        () => {
+          validateLeaderElectionTimings(timings);
+        },
+        (e: unknown) => isK8sError(e, "ERR_K8S_CONFIG"),
+        JSON.stringify(timings),
+      );
     validateLeaderElectionTimings({ leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 });
   });
 });

@@ -48,10 +48,15 @@ export function validateLeaderElectionTimings(timings: LeaderElectionTimings): v
   for (const [name, value] of Object.entries(timings)) {
     if (!Number.isFinite(value) || value <= 0) throw new K8sError("ERR_K8S_CONFIG", `${name} must be above zero, got ${value}`);
   }
-  if (leaseDurationMs % 1000 !== 0) throw new K8sError("ERR_K8S_CONFIG", `leaseDurationMs must be whole seconds (the Lease stores seconds), got ${leaseDurationMs}`);
-  if (renewDeadlineMs >= leaseDurationMs) throw new K8sError("ERR_K8S_CONFIG", `renewDeadlineMs (${renewDeadlineMs}) must be below leaseDurationMs (${leaseDurationMs})`);
+  if (leaseDurationMs % 1000 !== 0)
+    throw new K8sError("ERR_K8S_CONFIG", `leaseDurationMs must be whole seconds (the Lease stores seconds), got ${leaseDurationMs}`);
+  if (renewDeadlineMs >= leaseDurationMs)
+    throw new K8sError("ERR_K8S_CONFIG", `renewDeadlineMs (${renewDeadlineMs}) must be below leaseDurationMs (${leaseDurationMs})`);
   if (renewDeadlineMs <= ACQUIRE_JITTER_FACTOR * retryPeriodMs) {
-    throw new K8sError("ERR_K8S_CONFIG", `renewDeadlineMs (${renewDeadlineMs}) must be above ${ACQUIRE_JITTER_FACTOR} × retryPeriodMs (${retryPeriodMs})`);
+    throw new K8sError(
+      "ERR_K8S_CONFIG",
+      `renewDeadlineMs (${renewDeadlineMs}) must be above ${ACQUIRE_JITTER_FACTOR} × retryPeriodMs (${retryPeriodMs})`,
+    );
   }
 }
 
@@ -178,7 +183,10 @@ export class LeaderElector {
         if (this.stopped) return;
         const remainingMs = renewedAtMs + this.timings.renewDeadlineMs - this.now();
         if (remainingMs <= 0) {
-          this.logger.warn({ lease: this.leaseRef(), renewDeadlineMs: this.timings.renewDeadlineMs }, "failed to renew the leader lease within the renew deadline");
+          this.logger.warn(
+            { lease: this.leaseRef(), renewDeadlineMs: this.timings.renewDeadlineMs },
+            "failed to renew the leader lease within the renew deadline",
+          );
           return;
         }
         const attemptAtMs = this.now();
@@ -206,8 +214,19 @@ export class LeaderElector {
         this.logFailure(error, "read");
         return false;
       }
-      const spec = model(V1LeaseSpec, { holderIdentity: this.identity, leaseDurationSeconds: durationSeconds, acquireTime: stamp, renewTime: stamp, leaseTransitions: 0 });
-      const body = model(V1Lease, { apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: model(V1ObjectMeta, { name: this.options.name, namespace: this.options.namespace }), spec });
+      const spec = model(V1LeaseSpec, {
+        holderIdentity: this.identity,
+        leaseDurationSeconds: durationSeconds,
+        acquireTime: stamp,
+        renewTime: stamp,
+        leaseTransitions: 0,
+      });
+      const body = model(V1Lease, {
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+        metadata: model(V1ObjectMeta, { name: this.options.name, namespace: this.options.namespace }),
+        spec,
+      });
       try {
         const created = await this.api.createNamespacedLease({ namespace: this.options.namespace, body }, withSignal(signal));
         this.observe(created, nowMs);
@@ -237,9 +256,16 @@ export class LeaderElector {
       record,
     );
     try {
-      const updated = await this.api.replaceNamespacedLease({ name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { spec }, current) }, withSignal(signal));
+      const updated = await this.api.replaceNamespacedLease(
+        { name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { spec }, current) },
+        withSignal(signal),
+      );
       this.observe(updated, nowMs);
-      if (!ours) this.logger.info({ lease: this.leaseRef(), previousHolder: holder, transitions: spec.leaseTransitions }, "acquired the leader lease");
+      if (!ours)
+        this.logger.info(
+          { lease: this.leaseRef(), previousHolder: holder, transitions: spec.leaseTransitions },
+          "acquired the leader lease",
+        );
       return true;
     } catch (error: unknown) {
       // 409 Conflict: the Lease changed since we read it; whoever wrote it won this round.
@@ -252,11 +278,27 @@ export class LeaderElector {
   private async release(): Promise<void> {
     const signal = AbortSignal.timeout(this.timings.renewDeadlineMs);
     try {
-      const current = await this.api.readNamespacedLease({ name: this.options.name, namespace: this.options.namespace }, withSignal(signal));
+      const current = await this.api.readNamespacedLease(
+        { name: this.options.name, namespace: this.options.namespace },
+        withSignal(signal),
+      );
       if ((current.spec?.holderIdentity ?? "") !== this.identity) return;
       const stamp = new V1MicroTime(this.wallClock());
-      const spec = model(V1LeaseSpec, { holderIdentity: "", leaseDurationSeconds: 1, acquireTime: stamp, renewTime: stamp, leaseTransitions: current.spec?.leaseTransitions ?? 0 }, current.spec);
-      const released = await this.api.replaceNamespacedLease({ name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { spec }, current) }, withSignal(signal));
+      const spec = model(
+        V1LeaseSpec,
+        {
+          holderIdentity: "",
+          leaseDurationSeconds: 1,
+          acquireTime: stamp,
+          renewTime: stamp,
+          leaseTransitions: current.spec?.leaseTransitions ?? 0,
+        },
+        current.spec,
+      );
+      const released = await this.api.replaceNamespacedLease(
+        { name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { spec }, current) },
+        withSignal(signal),
+      );
       this.observe(released, this.now());
       this.logger.info({ lease: this.leaseRef() }, "released the leader lease");
     } catch (error: unknown) {

@@ -1,4 +1,10 @@
-import { type ConfigurationOptions, Observable, type ObservableMiddleware, type RequestContext, type ResponseContext } from "@kubernetes/client-node";
+import {
+  type ConfigurationOptions,
+  Observable,
+  type ObservableMiddleware,
+  type RequestContext,
+  type ResponseContext,
+} from "@kubernetes/client-node";
 
 /**
  * Per-call options that make one client-node request honour `signal`. client-node 2.x takes an

@@ -4,7 +4,10 @@ import { Informer, type InformerOptions } from "./informer.js";
 import { withSignal } from "./request-options.js";
 
 /** What tests and the controller may tune on the informers; the rest is fixed by the resource. */
-export type InformerTuning = Pick<InformerOptions<V1Pod>, "initialBackoffMs" | "maxBackoffMs" | "delay" | "random" | "now" | "watchTimeoutSeconds" | "onRestart">;
+export type InformerTuning = Pick<
+  InformerOptions<V1Pod>,
+  "initialBackoffMs" | "maxBackoffMs" | "delay" | "random" | "now" | "watchTimeoutSeconds" | "onRestart"
+>;
 
 export interface PodInformerOptions extends InformerTuning {
   readonly kubeConfig: KubeConfig;
@@ -75,7 +78,10 @@ export function customObjectInformer<T extends KubernetesObject>(options: Custom
     logger,
     list: async (signal) => {
       // The generated client types custom object lists as `any`: this is their documented JSON shape.
-      const list = (await api.listClusterCustomObject({ group, version, plural }, withSignal(signal))) as unknown as { items?: T[]; metadata?: { resourceVersion?: string } };
+      const list = (await api.listClusterCustomObject({ group, version, plural }, withSignal(signal))) as unknown as {
+        items?: T[];
+        metadata?: { resourceVersion?: string };
+      };
       return { items: list.items ?? [], resourceVersion: list.metadata?.resourceVersion ?? "" };
     },
   });

@@ -8,12 +8,13 @@ describe("metrics", () => {
     metrics.bindStoreUsage(() => ({ usedBytes: 42, quotaBytes: 100, blobs: 3, partials: 1 }));
     const text = await metrics.registry.metrics();
     assert.match(text, /shoal_build_info\{version="1\.2\.3",node_version="v\d+\.\d+\.\d+"\} 1/);
-    for (const source of ["local", "peer", "origin"]) assert.match(text, new RegExp(`shoal_blob_bytes_served_total\\{source="${source}"\\} 0`));
+    for (const source of ["local", "peer", "origin"])
+      assert.match(text, new RegExp(`shoal_blob_bytes_served_total\\{source="${source}"\\} 0`));
     assert.match(text, /shoal_store_used_bytes 42/);
     assert.match(text, /shoal_store_blobs\{state="partial"\} 1/);
   });
 
-  it("counts peer bytes by zone pair: an unset zone is \"unknown\", source zones past the cap are \"other\"", async () => {
+  it('counts peer bytes by zone pair: an unset zone is "unknown", source zones past the cap are "other"', async () => {
     const metrics = new AgentMetrics({ version: "t", collectDefaults: false });
     metrics.countPeerBytesByZone("eu-1a", "eu-1b", 100);
     metrics.countPeerBytesByZone("eu-1a", "eu-1b", 50);
@@ -35,7 +36,12 @@ describe("metrics", () => {
   it("serves /metrics, /healthz and /readyz with the readiness reason", async () => {
     const metrics = new AgentMetrics({ version: "t", collectDefaults: false });
     let ready: true | string = "warming up";
-    const server = await MetricsServer.start({ host: "127.0.0.1", port: 0, registry: metrics.registry, health: { live: () => true, ready: () => ready } });
+    const server = await MetricsServer.start({
+      host: "127.0.0.1",
+      port: 0,
+      registry: metrics.registry,
+      health: { live: () => true, ready: () => ready },
+    });
     try {
       const base = `http://127.0.0.1:${server.address.port}`;
       assert.match(await (await fetch(`${base}/metrics`)).text(), /shoal_build_info/);

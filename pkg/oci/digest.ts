@@ -25,10 +25,7 @@ export function parseDigest(value: string): Digest {
     throw new OciError("ERR_OCI_DIGEST_UNSUPPORTED", `unsupported digest algorithm ${JSON.stringify(algorithm)}`);
   }
   if (encoded.length !== HEX_LENGTH[algorithm] || !LOWER_HEX.test(encoded)) {
-    throw new OciError(
-      "ERR_OCI_DIGEST_INVALID",
-      `invalid ${algorithm} digest: expected ${HEX_LENGTH[algorithm]} lowercase hex characters`,
-    );
+    throw new OciError("ERR_OCI_DIGEST_INVALID", `invalid ${algorithm} digest: expected ${HEX_LENGTH[algorithm]} lowercase hex characters`);
   }
   return value as Digest;
 }

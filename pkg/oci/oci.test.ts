@@ -43,7 +43,10 @@ describe("parseDigest", () => {
   ];
   for (const [input, expected] of cases) {
     it(`${JSON.stringify(input.slice(0, 40))} → ${expected ?? "ok"}`, () => {
-      assert.equal(code(() => parseDigest(input)), expected);
+      assert.equal(
+        code(() => parseDigest(input)),
+        expected,
+      );
       assert.equal(isDigest(input), expected === undefined);
     });
   }
@@ -74,15 +77,27 @@ describe("names, tags and references", () => {
   ];
   for (const [name, ok] of names) {
     it(`name ${JSON.stringify(name.slice(0, 30))} ${ok ? "valid" : "invalid"}`, () => {
-      assert.equal(code(() => validateRepositoryName(name)), ok ? undefined : "ERR_OCI_NAME_INVALID");
+      assert.equal(
+        code(() => validateRepositoryName(name)),
+        ok ? undefined : "ERR_OCI_NAME_INVALID",
+      );
     });
   }
   it("tags and digests are told apart by ':'", () => {
     assert.deepEqual(parseReference("v1.2.3"), { kind: "tag", tag: "v1.2.3" });
     assert.deepEqual(parseReference(SHA256_EMPTY), { kind: "digest", digest: SHA256_EMPTY });
-    assert.equal(code(() => parseReference(".hidden")), "ERR_OCI_TAG_INVALID");
-    assert.equal(code(() => parseReference("a".repeat(129))), "ERR_OCI_TAG_INVALID");
-    assert.equal(code(() => parseReference("sha256:nothex")), "ERR_OCI_DIGEST_INVALID");
+    assert.equal(
+      code(() => parseReference(".hidden")),
+      "ERR_OCI_TAG_INVALID",
+    );
+    assert.equal(
+      code(() => parseReference("a".repeat(129))),
+      "ERR_OCI_TAG_INVALID",
+    );
+    assert.equal(
+      code(() => parseReference("sha256:nothex")),
+      "ERR_OCI_DIGEST_INVALID",
+    );
   });
 });
 
@@ -103,7 +118,11 @@ describe("parseRegistryHost", () => {
   ];
   for (const [input, expected] of cases) {
     it(`${JSON.stringify(input)} → ${expected ?? "invalid"}`, () => {
-      if (expected === undefined) assert.equal(code(() => parseRegistryHost(input)), "ERR_OCI_REGISTRY_INVALID");
+      if (expected === undefined)
+        assert.equal(
+          code(() => parseRegistryHost(input)),
+          "ERR_OCI_REGISTRY_INVALID",
+        );
       else assert.equal(parseRegistryHost(input), expected);
     });
   }
@@ -119,7 +138,12 @@ describe("parseMirrorPath", () => {
       name: "library/alpine",
       reference: { kind: "tag", tag: "3.20" },
     });
-    assert.deepEqual(parseMirrorPath(`/v2/a/b/blobs/${SHA256_EMPTY}`, null), { kind: "blob", registry: undefined, name: "a/b", digest: SHA256_EMPTY });
+    assert.deepEqual(parseMirrorPath(`/v2/a/b/blobs/${SHA256_EMPTY}`, null), {
+      kind: "blob",
+      registry: undefined,
+      name: "a/b",
+      digest: SHA256_EMPTY,
+    });
   });
   it("takes the registry from the first segment when there is no ns, with the port as host:port, %3A or _", () => {
     const expected = { kind: "manifest", registry: "127.0.0.1:5000", name: "team/app", reference: { kind: "tag", tag: "v1" } };
@@ -153,7 +177,10 @@ describe("parseMirrorPath", () => {
   ];
   for (const [path, ns, expected] of bad) {
     it(`refuses ${JSON.stringify(path.slice(0, 50))}${ns === null ? "" : ` ns=${ns}`}`, () => {
-      assert.equal(code(() => parseMirrorPath(path, ns)), expected);
+      assert.equal(
+        code(() => parseMirrorPath(path, ns)),
+        expected,
+      );
     });
   }
 });
@@ -176,7 +203,11 @@ describe("parseRangeHeader", () => {
   ];
   for (const [header, size, expected] of cases) {
     it(`${String(header)} of ${size} → ${JSON.stringify(expected)}`, () => {
-      if (expected === "invalid") assert.equal(code(() => parseRangeHeader(header, size)), "ERR_OCI_RANGE_INVALID");
+      if (expected === "invalid")
+        assert.equal(
+          code(() => parseRangeHeader(header, size)),
+          "ERR_OCI_RANGE_INVALID",
+        );
       else assert.deepEqual(parseRangeHeader(header, size), expected);
     });
   }

@@ -14,7 +14,13 @@ const COMPONENT = /^[a-z0-9_]{1,32}$/;
 export function parsePlatform(value: string): Platform {
   const parts = value.split("/");
   const [os, architecture, variant] = parts;
-  if (parts.length < 2 || parts.length > 3 || !parts.every((part) => COMPONENT.test(part)) || os === undefined || architecture === undefined) {
+  if (
+    parts.length < 2 ||
+    parts.length > 3 ||
+    !parts.every((part) => COMPONENT.test(part)) ||
+    os === undefined ||
+    architecture === undefined
+  ) {
     throw new OciError("ERR_OCI_PLATFORM_INVALID", `invalid platform ${JSON.stringify(value)}: expected os/arch[/variant]`);
   }
   return variant === undefined ? { architecture, os } : { architecture, os, variant };

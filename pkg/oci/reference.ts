@@ -28,7 +28,3 @@ export function parseReference(reference: string): Reference {
   if (reference.includes(":")) return { kind: "digest", digest: parseDigest(reference) };
   return { kind: "tag", tag: validateTag(reference) };
 }
-
-export function formatReference(reference: Reference): string {
-  return reference.kind === "tag" ? reference.tag : reference.digest;
-}

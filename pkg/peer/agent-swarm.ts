@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { IdentitySource } from "../identity/index.js";
 import type { AgentMetrics } from "../metrics/index.js";
-import type { BlobFetcher } from "../registry/blob-fetcher.js";
+import type { BlobFetcher } from "../registry/index.js";
 import type { BlobStore } from "../store/index.js";
 import type { AgentIdentity, Tracker } from "../tracker/index.js";
 import { InventorySync } from "./inventory.js";
@@ -102,7 +102,12 @@ export class AgentSwarm {
         clearInterval(loadTimer);
         return Promise.resolve();
       });
-      const peerClient = new PeerClient({ ...options.peerClient, logger: logger.child({ component: "peer-client" }), metrics, tls: options.tls });
+      const peerClient = new PeerClient({
+        ...options.peerClient,
+        logger: logger.child({ component: "peer-client" }),
+        metrics,
+        tls: options.tls,
+      });
       closers.unshift(() => {
         peerClient.close();
         return Promise.resolve();
@@ -122,7 +127,12 @@ export class AgentSwarm {
         ...(options.tuning === undefined ? {} : { tuning: options.tuning }),
       });
       closers.unshift(() => fetcher.close());
-      const manifestPeers = new TrackerManifestPeers({ tracker, pieces: peerClient, metrics, logger: logger.child({ component: "manifest-peers" }) });
+      const manifestPeers = new TrackerManifestPeers({
+        tracker,
+        pieces: peerClient,
+        metrics,
+        logger: logger.child({ component: "manifest-peers" }),
+      });
       const inventory = new InventorySync({ store, tracker, logger: logger.child({ component: "inventory" }) });
       await inventory.start();
       closers.unshift(() => inventory.stop());

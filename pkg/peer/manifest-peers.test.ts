@@ -14,7 +14,6 @@ const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
 const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, config: {}, layers: [] }));
 const DIGEST = digestOf(MANIFEST);
 
-
 describe("TrackerManifestPeers", () => {
   const closers: (() => Promise<void>)[] = [];
   const client = new PeerClient({ logger, stallTimeoutMs: 1_000 });
@@ -35,7 +34,11 @@ describe("TrackerManifestPeers", () => {
     await partial.commit();
     const served = options.lies === true ? corruptingStore(store) : store;
     const server = await PeerServer.start({ host: "127.0.0.1", port: 0, store: served, logger, closeGraceMs: 50 });
-    const session = new LocalTracker({ tracker, identity: { agentId: name, nodeName: name, zone: "", peerAddress: server.address }, logger });
+    const session = new LocalTracker({
+      tracker,
+      identity: { agentId: name, nodeName: name, zone: "", peerAddress: server.address },
+      logger,
+    });
     session.announce({ digest: DIGEST, size: bytes.length, pieceSize, complete: true });
     closers.push(async () => {
       await session.close();
@@ -45,7 +48,11 @@ describe("TrackerManifestPeers", () => {
   }
 
   function asker(tracker: MemoryTracker): TrackerManifestPeers {
-    const session = new LocalTracker({ tracker, identity: { agentId: "asker", nodeName: "asker", zone: "", peerAddress: "127.0.0.1:1" }, logger });
+    const session = new LocalTracker({
+      tracker,
+      identity: { agentId: "asker", nodeName: "asker", zone: "", peerAddress: "127.0.0.1:1" },
+      logger,
+    });
     closers.push(() => session.close());
     return new TrackerManifestPeers({ tracker: session, pieces: client, logger, timeoutMs: 2_000 });
   }

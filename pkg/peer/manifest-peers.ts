@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import { type Digest, digestAlgorithm, digestOf } from "../oci/index.js";
-import type { ManifestPeers } from "../registry/manifest-peers.js";
+import type { ManifestPeers } from "../registry/index.js";
 import { pieceCount } from "../piece/index.js";
-import type { Tracker } from "../tracker/tracker.js";
+import type { Tracker } from "../tracker/index.js";
 import type { PieceSource } from "./piece-source.js";
 
 /** Holders asked, in the tracker's ranking, before giving up and letting the caller use the origin. */
@@ -43,7 +43,11 @@ export class TrackerManifestPeers implements ManifestPeers {
       try {
         const chunks: Buffer[] = [];
         let received = 0;
-        for await (const piece of this.options.pieces.readPieces(holder.peerAddress, { digest, pieceSize: lookup.pieceSize, pieces, waitMs: 0 }, attempt)) {
+        for await (const piece of this.options.pieces.readPieces(
+          holder.peerAddress,
+          { digest, pieceSize: lookup.pieceSize, pieces, waitMs: 0 },
+          attempt,
+        )) {
           received += piece.data.length;
           // The piece's buffer is reused once released: keep a copy (manifests are small).
           if (received <= lookup.size) chunks.push(Buffer.from(piece.data));
@@ -53,7 +57,10 @@ export class TrackerManifestPeers implements ManifestPeers {
         const body = Buffer.concat(chunks);
         if (body.length === lookup.size && digestOf(body, digestAlgorithm(digest)) === digest) return body;
         this.options.metrics?.digestMismatches.inc({ source: "peer" });
-        this.options.logger.warn({ digest, peer: holder.peerAddress, bytes: body.length }, "peer sent a manifest that does not match its digest");
+        this.options.logger.warn(
+          { digest, peer: holder.peerAddress, bytes: body.length },
+          "peer sent a manifest that does not match its digest",
+        );
       } catch (error) {
         signal.throwIfAborted();
         this.options.logger.debug({ err: error, digest, peer: holder.peerAddress }, "manifest read from peer failed");

@@ -91,11 +91,15 @@ export class PeerClient implements PieceSource {
       streamWindowBytes,
       connectionWindowBytes: Math.max(CONNECTION_WINDOW_BYTES, streamWindowBytes),
       idleCloseMs: options.idleSessionCloseMs ?? DEFAULT_IDLE_SESSION_CLOSE_MS,
-      connectOptions: identity === undefined ? undefined : () => {
-        const material = identity.current();
-        if (material === undefined) throw new PeerError("ERR_PEER_UNAVAILABLE", "this agent holds no certificate yet: peers cannot be reached");
-        return clientTlsOptions(material, { role: "agent" });
-      },
+      connectOptions:
+        identity === undefined
+          ? undefined
+          : () => {
+              const material = identity.current();
+              if (material === undefined)
+                throw new PeerError("ERR_PEER_UNAVAILABLE", "this agent holds no certificate yet: peers cannot be reached");
+              return clientTlsOptions(material, { role: "agent" });
+            },
     });
     // Connections made after a rotation present the new certificate; calls on older ones finish there.
     this.unsubscribe = identity?.subscribe(() => {
@@ -117,11 +121,24 @@ export class PeerClient implements PieceSource {
     onData?: (bytes: number) => void,
   ): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
-    const body = ReadPiecesRequest.encode({ digest: request.digest, pieceSize: request.pieceSize, pieces: [...request.pieces], waitMs: request.waitMs }).finish();
+    const body = ReadPiecesRequest.encode({
+      digest: request.digest,
+      pieceSize: request.pieceSize,
+      pieces: [...request.pieces],
+      waitMs: request.waitMs,
+    }).finish();
     const received = this.options.metrics?.peerBytesReceived;
-    const receiver = new PieceReceiver(request.pieces, request.pieceSize, this.buffers, peerAddress, received === undefined ? undefined : (bytes) => {
-      received.inc(bytes);
-    });
+    const receiver = new PieceReceiver(
+      request.pieces,
+      request.pieceSize,
+      this.buffers,
+      peerAddress,
+      received === undefined
+        ? undefined
+        : (bytes) => {
+            received.inc(bytes);
+          },
+    );
     const framer = new MessageFramer(MAX_MESSAGE_BYTES, new ChunkDecoder(receiver));
     // The peer may be silent while it waits up to waitMs for a piece it is still receiving.
     const stallMs = this.stallTimeoutMs + request.waitMs;
@@ -159,10 +176,17 @@ export class PeerClient implements PieceSource {
     this.checkUsable(signal);
     const collector = new MessageCollector();
     const framer = new MessageFramer(MAX_STAT_RESPONSE_BYTES, collector);
-    const call = this.start(peerAddress, PEER_METHODS.stat, StatRequest.encode({ digest }).finish(), signal, this.statTimeoutMs, (chunk) => {
-      framer.push(chunk);
-      return false;
-    });
+    const call = this.start(
+      peerAddress,
+      PEER_METHODS.stat,
+      StatRequest.encode({ digest }).finish(),
+      signal,
+      this.statTimeoutMs,
+      (chunk) => {
+        framer.push(chunk);
+        return false;
+      },
+    );
     try {
       let outcome: CallOutcome | undefined;
       while (outcome === undefined) outcome = await call.next();
@@ -198,7 +222,14 @@ export class PeerClient implements PieceSource {
    * returns true to pause reading (the consumer has enough to do). `next()` waits for the outcome or for
    * the next chunk; undefined means "data arrived, look again".
    */
-  private start(peerAddress: string, path: string, body: Uint8Array, signal: AbortSignal, stallMs: number, onData: (chunk: Buffer) => boolean): ActiveCall {
+  private start(
+    peerAddress: string,
+    path: string,
+    body: Uint8Array,
+    signal: AbortSignal,
+    stallMs: number,
+    onData: (chunk: Buffer) => boolean,
+  ): ActiveCall {
     const lease = this.pool.acquire(peerAddress);
     const outcome: CallOutcome = { code: undefined, details: "", failure: undefined };
     let ended: EndReason | undefined;
@@ -244,7 +275,12 @@ export class PeerClient implements PieceSource {
     this.cancellers.add(cancel);
     try {
       stream = lease.session.request(
-        { [h2.HTTP2_HEADER_METHOD]: "POST", [h2.HTTP2_HEADER_PATH]: path, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE, [h2.HTTP2_HEADER_TE]: "trailers" },
+        {
+          [h2.HTTP2_HEADER_METHOD]: "POST",
+          [h2.HTTP2_HEADER_PATH]: path,
+          [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE,
+          [h2.HTTP2_HEADER_TE]: "trailers",
+        },
         { endStream: false },
       );
     } catch (error: unknown) {
@@ -267,7 +303,12 @@ export class PeerClient implements PieceSource {
           outcome.code = statusFromHttp(httpStatus);
           outcome.details = `HTTP status ${httpStatus}`;
         } else if (!isGrpcContentType(headers[h2.HTTP2_HEADER_CONTENT_TYPE])) {
-          fail(new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} answered with content-type ${String(headers[h2.HTTP2_HEADER_CONTENT_TYPE])}`));
+          fail(
+            new PeerError(
+              "ERR_PEER_PROTOCOL",
+              `peer ${peerAddress} answered with content-type ${String(headers[h2.HTTP2_HEADER_CONTENT_TYPE])}`,
+            ),
+          );
           return;
         }
         statusFrom(headers);
@@ -290,7 +331,10 @@ export class PeerClient implements PieceSource {
       });
       active.on("close", () => {
         if (outcome.code === undefined && outcome.failure === undefined && ended === undefined) {
-          outcome.failure = new PeerError("ERR_PEER_UNAVAILABLE", `peer ${peerAddress} closed the call without a status (HTTP/2 code ${active.rstCode})`);
+          outcome.failure = new PeerError(
+            "ERR_PEER_UNAVAILABLE",
+            `peer ${peerAddress} closed the call without a status (HTTP/2 code ${active.rstCode})`,
+          );
         }
         settle();
       });
@@ -365,7 +409,13 @@ function checkStat(response: StatResponse, peerAddress: string): PeerBlobStat {
     );
   }
   const holders = response.holders
-    .filter((h) => h.agentId.length > 0 && h.agentId.length <= MAX_PEER_ADDRESS_LENGTH && h.peerAddress.length > 0 && h.peerAddress.length <= MAX_PEER_ADDRESS_LENGTH)
+    .filter(
+      (h) =>
+        h.agentId.length > 0 &&
+        h.agentId.length <= MAX_PEER_ADDRESS_LENGTH &&
+        h.peerAddress.length > 0 &&
+        h.peerAddress.length <= MAX_PEER_ADDRESS_LENGTH,
+    )
     .slice(0, MAX_HOLDERS_PER_BLOB)
     .map((h) => ({ agentId: h.agentId, peerAddress: h.peerAddress }));
   const pieceHashes = response.pieceHashes.map((hash) => (hash.byteLength === 0 ? undefined : new Uint8Array(hash)));

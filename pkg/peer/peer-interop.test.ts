@@ -42,7 +42,14 @@ describe("PeerServer speaks gRPC: the generated grpc-js client", () => {
     });
     assert.deepEqual(
       { ...stat, bitmap: [...stat.bitmap], pieceHashes: stat.pieceHashes.map((h) => h.toString("hex")) },
-      { complete: true, size: blob.length, pieceSize: MiB, bitmap: [], pieceHashes: [0, 1, 2].map((i) => sha256Of(pieceOf(blob, MiB, i)).toString("hex")), holders: [] },
+      {
+        complete: true,
+        size: blob.length,
+        pieceSize: MiB,
+        bitmap: [],
+        pieceHashes: [0, 1, 2].map((i) => sha256Of(pieceOf(blob, MiB, i)).toString("hex")),
+        holders: [],
+      },
     );
     const missing = await new Promise<ServiceError>((resolve) => {
       client.stat({ digest: `sha256:${"0".repeat(64)}` }, (error) => {
@@ -75,9 +82,16 @@ describe("PeerServer speaks gRPC: the generated grpc-js client", () => {
 
   it("an unknown method is UNIMPLEMENTED; a request that is not gRPC gets an HTTP error", async () => {
     const unknown = await new Promise<ServiceError>((resolve) => {
-      client.makeUnaryRequest("/peer.v1.PeerService/Nope", (x: Buffer) => x, (x: Buffer) => x, Buffer.alloc(0), new Metadata(), (error) => {
-        if (error) resolve(error);
-      });
+      client.makeUnaryRequest(
+        "/peer.v1.PeerService/Nope",
+        (x: Buffer) => x,
+        (x: Buffer) => x,
+        Buffer.alloc(0),
+        new Metadata(),
+        (error) => {
+          if (error) resolve(error);
+        },
+      );
     });
     assert.equal(unknown.code, status.UNIMPLEMENTED);
     const session = connect(`http://${server.address}`);
@@ -104,7 +118,12 @@ describe("PeerServer speaks gRPC: the generated grpc-js client", () => {
     try {
       const trailersOf = (body: Buffer): Promise<string | undefined> =>
         new Promise((resolve, reject) => {
-          const stream = session.request({ ":method": "POST", ":path": PEER_METHODS.readPieces, "content-type": "application/grpc", te: "trailers" });
+          const stream = session.request({
+            ":method": "POST",
+            ":path": PEER_METHODS.readPieces,
+            "content-type": "application/grpc",
+            te: "trailers",
+          });
           let code: string | undefined;
           const record = (h: IncomingHttpHeaders): void => {
             if (typeof h["grpc-status"] === "string") code = h["grpc-status"];
@@ -118,7 +137,11 @@ describe("PeerServer speaks gRPC: the generated grpc-js client", () => {
           stream.resume();
           stream.end(body);
         });
-      assert.equal(await trailersOf(Buffer.concat([frameMessage(Buffer.alloc(0)), frameMessage(Buffer.alloc(0))])), String(status.INVALID_ARGUMENT), "two messages");
+      assert.equal(
+        await trailersOf(Buffer.concat([frameMessage(Buffer.alloc(0)), frameMessage(Buffer.alloc(0))])),
+        String(status.INVALID_ARGUMENT),
+        "two messages",
+      );
       assert.equal(await trailersOf(Buffer.from([0, 0, 0, 0, 9, 1])), String(status.INVALID_ARGUMENT), "truncated message");
       assert.equal(await trailersOf(Buffer.from([1, 0, 0, 0, 0])), String(status.RESOURCE_EXHAUSTED), "compressed without negotiation");
       assert.equal(await trailersOf(Buffer.from([0, 0, 2, 0, 0])), String(status.RESOURCE_EXHAUSTED), "over the request size limit");

@@ -23,7 +23,12 @@ async function rawSession(address: string): Promise<ClientHttp2Session> {
 
 /** A ReadPieces call nobody reads; `status` resolves with its grpc-status ("8" = RESOURCE_EXHAUSTED), or "" when it never got one. */
 function rawReadPieces(session: ClientHttp2Session, digest: string, pieces: number[]): { status: Promise<string> } {
-  const stream = session.request({ ":method": "POST", ":path": "/peer.v1.PeerService/ReadPieces", "content-type": "application/grpc", te: "trailers" });
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/peer.v1.PeerService/ReadPieces",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
   stream.end(frameMessage(ReadPiecesRequest.encode({ digest, pieceSize: MiB, pieces, waitMs: 0 }).finish()));
   stream.pause();
   return {
@@ -37,7 +42,9 @@ function rawReadPieces(session: ClientHttp2Session, digest: string, pieces: numb
       stream.on("response", record);
       stream.on("trailers", record);
       stream.on("error", () => undefined);
-      setTimeout(() => { resolve(code); }, 300).unref();
+      setTimeout(() => {
+        resolve(code);
+      }, 300).unref();
     }),
   };
 }
@@ -66,7 +73,9 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     try {
       // Holds the only slot: the server waits for a piece that does not come.
       const controller = new AbortController();
-      const waiting = collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 30_000 }, controller.signal));
+      const waiting = collect(
+        client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 30_000 }, controller.signal),
+      );
       const aborted = assert.rejects(waiting, failsWith("ERR_PEER_ABORTED"));
       assert.ok(await eventually(() => server.activeUploads === 1));
       assert.equal((await metrics.peerUploadsActive.get()).values[0]?.value, 1);
@@ -104,9 +113,15 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     const server = await fixture.server({ store, uploadBytesPerSecond: rate });
     const client = fixture.client();
     const started = performance.now();
-    const results = await Promise.all([collect(client.readPieces(server.address, all([0, 1]), signal())), collect(client.readPieces(server.address, all([2, 3]), signal()))]);
+    const results = await Promise.all([
+      collect(client.readPieces(server.address, all([0, 1]), signal())),
+      collect(client.readPieces(server.address, all([2, 3]), signal())),
+    ]);
     const seconds = (performance.now() - started) / 1000;
-    assert.deepEqual(results.map((r) => r.length), [2, 2]);
+    assert.deepEqual(
+      results.map((r) => r.length),
+      [2, 2],
+    );
     // 4 MiB at 8 MiB/s, less the bucket's initial burst (5% of a second's worth).
     const expected = (4 * MiB - 0.05 * rate) / rate;
     assert.ok(seconds >= expected * 0.9, `4 MiB at 8 MiB/s took ${seconds.toFixed(3)} s, expected at least ${expected.toFixed(3)} s`);
@@ -149,7 +164,8 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     const started = performance.now();
     await assert.rejects(
       (async () => {
-        for await (const piece of client.readPieces(address, { digest, pieceSize: 64 * 1024, pieces: [5, 6], waitMs: 100 }, signal())) received.push(piece.index);
+        for await (const piece of client.readPieces(address, { digest, pieceSize: 64 * 1024, pieces: [5, 6], waitMs: 100 }, signal()))
+          received.push(piece.index);
       })(),
       failsWith("ERR_PEER_TIMEOUT"),
     );
@@ -173,19 +189,50 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
   });
 
   for (const [name, misbehave] of [
-    ["a wrong offset", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(0, 1, Buffer.alloc(pieceSize)); }],
-    ["pieces out of order", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(1, 0, Buffer.alloc(pieceSize)); }],
-    ["a piece longer than the piece size", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(0, 0, Buffer.alloc(pieceSize + 1)); }],
-    ["two short pieces", (send: (piece: number, offset: number, data: Uint8Array) => void, _pieceSize: number) => { send(0, 0, Buffer.alloc(10)); send(1, 0, Buffer.alloc(10)); }],
-    ["too few pieces", (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => { send(0, 0, Buffer.alloc(pieceSize)); }],
+    [
+      "a wrong offset",
+      (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => {
+        send(0, 1, Buffer.alloc(pieceSize));
+      },
+    ],
+    [
+      "pieces out of order",
+      (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => {
+        send(1, 0, Buffer.alloc(pieceSize));
+      },
+    ],
+    [
+      "a piece longer than the piece size",
+      (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => {
+        send(0, 0, Buffer.alloc(pieceSize + 1));
+      },
+    ],
+    [
+      "two short pieces",
+      (send: (piece: number, offset: number, data: Uint8Array) => void, _pieceSize: number) => {
+        send(0, 0, Buffer.alloc(10));
+        send(1, 0, Buffer.alloc(10));
+      },
+    ],
+    [
+      "too few pieces",
+      (send: (piece: number, offset: number, data: Uint8Array) => void, pieceSize: number) => {
+        send(0, 0, Buffer.alloc(pieceSize));
+      },
+    ],
   ] as const) {
     it(`fails with ERR_PEER_PROTOCOL on ${name}`, async () => {
       const address = await startFakePeer(fixture, (call) => {
-        misbehave((piece, offset, data) => { call.send(piece, offset, data); }, call.request.pieceSize);
+        misbehave((piece, offset, data) => {
+          call.send(piece, offset, data);
+        }, call.request.pieceSize);
         call.end();
       });
       const client = fixture.client();
-      await assert.rejects(collect(client.readPieces(address, { digest, pieceSize: 1024, pieces: [0, 1], waitMs: 0 }, signal())), failsWith("ERR_PEER_PROTOCOL"));
+      await assert.rejects(
+        collect(client.readPieces(address, { digest, pieceSize: 1024, pieces: [0, 1], waitMs: 0 }, signal())),
+        failsWith("ERR_PEER_PROTOCOL"),
+      );
     });
   }
 
@@ -197,7 +244,13 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     });
     const client = fixture.client();
     const pieces = await collect(client.readPieces(address, { digest, pieceSize: 1024, pieces: [2, 3], waitMs: 0 }, signal()));
-    assert.deepEqual(pieces.map((p) => [p.index, p.data.length]), [[2, 1024], [3, 10]]);
+    assert.deepEqual(
+      pieces.map((p) => [p.index, p.data.length]),
+      [
+        [2, 1024],
+        [3, 10],
+      ],
+    );
   });
 
   it("ends open streams with ERR_PEER_UNAVAILABLE when the server closes", async () => {
@@ -207,8 +260,13 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     const partial = await putPartial(store, data, MiB, []);
     try {
       const streaming = collect(client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), signal()));
-      const waiting = collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 30_000 }, signal()));
-      const outcomes = [assert.rejects(streaming, failsWith("ERR_PEER_UNAVAILABLE")), assert.rejects(waiting, failsWith("ERR_PEER_UNAVAILABLE"))];
+      const waiting = collect(
+        client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 30_000 }, signal()),
+      );
+      const outcomes = [
+        assert.rejects(streaming, failsWith("ERR_PEER_UNAVAILABLE")),
+        assert.rejects(waiting, failsWith("ERR_PEER_UNAVAILABLE")),
+      ];
       assert.ok(await eventually(() => server.activeUploads === 2));
       await sleep(100);
       const started = performance.now();
@@ -227,7 +285,10 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     await collect(client.readPieces(server.address, all([0]), signal()));
     assert.equal(client.openSessions, 1);
     assert.ok(await eventually(() => client.openSessions === 0), "idle channel closed");
-    const reading = assert.rejects(collect(client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), signal())), failsWith("ERR_PEER_ABORTED"));
+    const reading = assert.rejects(
+      collect(client.readPieces(server.address, all([0, 1, 2, 3, 4, 5, 6, 7]), signal())),
+      failsWith("ERR_PEER_ABORTED"),
+    );
     await sleep(50);
     client.close();
     await reading;

@@ -56,7 +56,10 @@ export async function lookupViaPeers(options: PeerLookupOptions): Promise<PeerLo
   const first = agreeing[0]?.stat;
   if (first === undefined) return undefined;
   const count = first.size === 0 ? 0 : Math.ceil(first.size / first.pieceSize);
-  const pieceHashes = mergeHashes(agreeing.map(({ stat }) => stat.pieceHashes), count);
+  const pieceHashes = mergeHashes(
+    agreeing.map(({ stat }) => stat.pieceHashes),
+    count,
+  );
   const held_ = (stat: PeerBlobStat): number => (stat.complete ? count : new PieceBitmap(count, stat.bitmap).count);
   const holders: HolderInfo[] = agreeing
     .sort((a, b) => held_(b.stat) - held_(a.stat))
@@ -71,7 +74,14 @@ export async function lookupViaPeers(options: PeerLookupOptions): Promise<PeerLo
     }));
   const exchanged = dedupe(held.flatMap(({ stat }) => stat.holders));
   return {
-    result: { size: first.size, pieceSize: first.pieceSize, holders, pieceHashes, askerZone: "", origin: { granted: false, granteeAgentId: undefined } },
+    result: {
+      size: first.size,
+      pieceSize: first.pieceSize,
+      holders,
+      pieceHashes,
+      askerZone: "",
+      origin: { granted: false, granteeAgentId: undefined },
+    },
     exchanged,
   };
 }

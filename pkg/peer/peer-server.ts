@@ -15,7 +15,15 @@ import { pieceSpan } from "../piece/index.js";
 import type { BlobReader, BlobStore } from "../store/index.js";
 import { TokenBucket } from "../throttle/index.js";
 import { PeerStatus, toPeerStatus } from "./grpc-status.js";
-import { GRPC_CONTENT_TYPE, GrpcStatus, MessageCollector, MessageFramer, encodeGrpcMessage, frameMessage, isGrpcContentType } from "./grpc-wire.js";
+import {
+  GRPC_CONTENT_TYPE,
+  GrpcStatus,
+  MessageCollector,
+  MessageFramer,
+  encodeGrpcMessage,
+  frameMessage,
+  isGrpcContentType,
+} from "./grpc-wire.js";
 import { MAX_PIECES_PER_CALL, PEER_METHODS } from "./peer-service.js";
 import { type KnownPeer, MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import { findHeldBlob, type HeldBlob, isServable, servableBitmap, waitServable } from "./piece-reader.js";
@@ -122,9 +130,12 @@ export class PeerServer {
         clientCertificates: "require",
         authorize: (client) => (client.role === "agent" ? true : `only agents fetch pieces, not a ${client.role}`),
         onConnection: (socket) => server.emit("connection", socket),
-        onRefused: metrics === undefined ? undefined : (reason) => {
-          metrics.identity.tlsHandshakesRefused.inc({ listener: "peer", reason });
-        },
+        onRefused:
+          metrics === undefined
+            ? undefined
+            : (reason) => {
+                metrics.identity.tlsHandshakesRefused.inc({ listener: "peer", reason });
+              },
         logger: peer.logger,
         name: "peer",
       });
@@ -144,7 +155,15 @@ export class PeerServer {
       peer.logger.error({ err: error }, "peer server error");
     });
     peer.boundAddress = `${host}:${port}`;
-    peer.logger.info({ address: peer.boundAddress, tls: options.tls !== undefined, uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0, maxConcurrentUploads: peer.maxUploads }, "peer server listening");
+    peer.logger.info(
+      {
+        address: peer.boundAddress,
+        tls: options.tls !== undefined,
+        uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0,
+        maxConcurrentUploads: peer.maxUploads,
+      },
+      "peer server listening",
+    );
     return peer;
   }
 
@@ -249,7 +268,10 @@ export class PeerServer {
       const held = session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
       if (this.active >= this.maxUploads || held >= this.maxUploadsPerConnection) {
         this.options.metrics?.peerUploadsRejected.inc();
-        const which = this.active >= this.maxUploads ? `upload cap reached (${this.maxUploads} streams)` : `this connection holds ${held} upload streams already`;
+        const which =
+          this.active >= this.maxUploads
+            ? `upload cap reached (${this.maxUploads} streams)`
+            : `this connection holds ${held} upload streams already`;
         throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, which);
       }
       slot = true;
@@ -259,7 +281,10 @@ export class PeerServer {
       await this.readPieces(stream, digest, blob, request, controller.signal);
     } catch (error: unknown) {
       const reason: unknown = controller.signal.aborted ? controller.signal.reason : error;
-      const peerStatus = error instanceof RangeError && !controller.signal.aborted ? new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `malformed request: ${error.message}`) : toPeerStatus(reason);
+      const peerStatus =
+        error instanceof RangeError && !controller.signal.aborted
+          ? new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `malformed request: ${error.message}`)
+          : toPeerStatus(reason);
       if (peerStatus.code !== GrpcStatus.CANCELLED) {
         this.logFailure(method, peerStatus);
         endCall(stream, peerStatus);
@@ -297,7 +322,13 @@ export class PeerServer {
     return { complete: partial === undefined, size: blob.size, pieceSize: blob.pieceSize, bitmap, pieceHashes, holders };
   }
 
-  private async readPieces(stream: ServerHttp2Stream, digest: Digest, blob: HeldBlob, request: ReadPiecesRequest, signal: AbortSignal): Promise<void> {
+  private async readPieces(
+    stream: ServerHttp2Stream,
+    digest: Digest,
+    blob: HeldBlob,
+    request: ReadPiecesRequest,
+    signal: AbortSignal,
+  ): Promise<void> {
     const { store, metrics } = this.options;
     const writer = new PieceWriter({
       stream,
@@ -305,9 +336,12 @@ export class PeerServer {
       pool: this.pool,
       bucket: this.bucket,
       sendStallTimeoutMs: this.options.sendStallTimeoutMs,
-      onSent: metrics === undefined ? undefined : (bytes) => {
-        metrics.peerBytesSent.inc(bytes);
-      },
+      onSent:
+        metrics === undefined
+          ? undefined
+          : (bytes) => {
+              metrics.peerBytesSent.inc(bytes);
+            },
     });
     const waitMs = Math.min(request.waitMs, MAX_WAIT_MS);
     let reader: BlobReader | undefined;
@@ -345,7 +379,10 @@ export class PeerServer {
 
   private logFailure(method: string, peerStatus: PeerStatus): void {
     const level = peerStatus.code === GrpcStatus.INTERNAL || peerStatus.code === GrpcStatus.UNAVAILABLE ? "warn" : "debug";
-    this.logger[level]({ method, code: GrpcStatus[peerStatus.code], details: peerStatus.details, err: peerStatus.cause }, "peer call failed");
+    this.logger[level](
+      { method, code: GrpcStatus[peerStatus.code], details: peerStatus.details, err: peerStatus.cause },
+      "peer call failed",
+    );
   }
 }
 
@@ -357,7 +394,8 @@ function checkPieces(request: ReadPiecesRequest, blob: HeldBlob): void {
     throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `a call asks for 1 to ${MAX_PIECES_PER_CALL} pieces, not ${request.pieces.length}`);
   }
   for (const index of request.pieces) {
-    if (index >= blob.pieceCount) throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `piece ${index} out of range 0..${blob.pieceCount - 1}`);
+    if (index >= blob.pieceCount)
+      throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `piece ${index} out of range 0..${blob.pieceCount - 1}`);
   }
 }
 

@@ -20,7 +20,11 @@ import { SwarmNode } from "./testing/swarm-node.js";
 
 const FAST = { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 };
 
-function statWith(address: string, channel: ChannelCredentials, digest: Digest): Promise<{ code: number; details: string; stat?: StatResponse }> {
+function statWith(
+  address: string,
+  channel: ChannelCredentials,
+  digest: Digest,
+): Promise<{ code: number; details: string; stat?: StatResponse }> {
   const client = new PeerServiceClient(address, channel);
   return new Promise((resolve) => {
     client.stat({ digest }, new Metadata(), { deadline: Date.now() + 5_000 }, (error: ServiceError | null, stat) => {
@@ -57,8 +61,13 @@ describe("peer port with mutual TLS", () => {
 
   it("an agent of the cluster's CA reads pieces", async () => {
     const client = fixture.client({ tls: new StaticIdentity(pki.agent("node-client")) });
-    const pieces = await collect(client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [3, 0], waitMs: 0 }, AbortSignal.timeout(20_000)));
-    assert.deepEqual(pieces.map((p) => p.index), [3, 0]);
+    const pieces = await collect(
+      client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [3, 0], waitMs: 0 }, AbortSignal.timeout(20_000)),
+    );
+    assert.deepEqual(
+      pieces.map((p) => p.index),
+      [3, 0],
+    );
     assert.ok(pieces[0]?.data.equals(pieceOf(blob, MiB, 3)));
     for (const p of pieces) p.release();
   });
@@ -71,10 +80,18 @@ describe("peer port with mutual TLS", () => {
     const noCertificate = await statWith(server.address, credentials.createSsl(trust), digest);
     assert.equal(noCertificate.code, status.UNAVAILABLE);
     const other = foreign.agent("node-evil");
-    const otherCa = await statWith(server.address, credentials.createSsl(trust, Buffer.from(other.keyPem), Buffer.from(other.certificatePem)), digest);
+    const otherCa = await statWith(
+      server.address,
+      credentials.createSsl(trust, Buffer.from(other.keyPem), Buffer.from(other.certificatePem)),
+      digest,
+    );
     assert.equal(otherCa.code, status.UNAVAILABLE);
     const controller = pki.controller();
-    const wrongRole = await statWith(server.address, credentials.createSsl(trust, Buffer.from(controller.keyPem), Buffer.from(controller.certificatePem)), digest);
+    const wrongRole = await statWith(
+      server.address,
+      credentials.createSsl(trust, Buffer.from(controller.keyPem), Buffer.from(controller.certificatePem)),
+      digest,
+    );
     assert.equal(wrongRole.code, status.UNAVAILABLE);
     // Plain HTTP/2 to the TLS port never gets a response either.
     const session = connect(`http://${server.address}`);
@@ -123,14 +140,19 @@ describe("peer port with mutual TLS", () => {
   it("rotating both certificates mid-transfer drops nothing; the next call connects with the new certificate", async () => {
     const clientIdentity = new StaticIdentity(pki.agent("node-client"));
     const client = fixture.client({ tls: clientIdentity });
-    const reading = collect(client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [0, 1, 2, 3], waitMs: 0 }, AbortSignal.timeout(30_000)));
+    const reading = collect(
+      client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [0, 1, 2, 3], waitMs: 0 }, AbortSignal.timeout(30_000)),
+    );
     // Once pieces are streaming, rotate both sides.
     while (server.activeUploads === 0) await new Promise((r) => setTimeout(r, 5));
     clientIdentity.set(pki.agent("node-client"));
     serverIdentity.set(pki.agent("node-server", "127.0.0.1"));
     assert.equal(client.openSessions, 0, "the old connection is retired for new calls");
     const pieces = await reading;
-    assert.deepEqual(pieces.map((p) => p.index), [0, 1, 2, 3]);
+    assert.deepEqual(
+      pieces.map((p) => p.index),
+      [0, 1, 2, 3],
+    );
     assert.equal(digestOf(Buffer.concat(pieces.map((p) => p.data))), digest);
     for (const p of pieces) p.release();
     const stat = await client.stat(server.address, digest, AbortSignal.timeout(5_000));
@@ -158,7 +180,16 @@ describe("swarm with mutual TLS end to end", () => {
     const tracker = new MemoryTracker({ logger: pino({ level: "silent" }), grantStallTimeoutMs: 1_000 });
     for (let i = 0; i < 4; i++) {
       const host = `127.0.0.${41 + i}`;
-      nodes.push(await SwarmNode.start({ name: `node-${i}`, host, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, tls: new StaticIdentity(pki.agent(`node-${i}`, host)) }));
+      nodes.push(
+        await SwarmNode.start({
+          name: `node-${i}`,
+          host,
+          tracker,
+          origin: { host: origin.host, url: origin.url },
+          tuning: FAST,
+          tls: new StaticIdentity(pki.agent(`node-${i}`, host)),
+        }),
+      );
     }
     const results = await Promise.all(nodes.map((n) => n.pull(origin.host, "tls/app", blob.digest)));
     for (const r of results) assert.equal(digestOf(r.bytes), blob.digest);
@@ -168,14 +199,24 @@ describe("swarm with mutual TLS end to end", () => {
 
     // An agent whose certificate comes from another CA: registered with the same tracker, it sees the
     // holders but no peer serves it, so it goes to the origin.
-    const stranger = await SwarmNode.start({ name: "stranger", host: "127.0.0.49", tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, tls: new StaticIdentity(TestPki.create("other").agent("stranger", "127.0.0.49")) });
+    const stranger = await SwarmNode.start({
+      name: "stranger",
+      host: "127.0.0.49",
+      tracker,
+      origin: { host: origin.host, url: origin.url },
+      tuning: FAST,
+      tls: new StaticIdentity(TestPki.create("other").agent("stranger", "127.0.0.49")),
+    });
     nodes.push(stranger);
     const pulled = await stranger.pull(origin.host, "tls/app", blob.digest);
     assert.equal(digestOf(pulled.bytes), blob.digest);
     assert.equal(await stranger.metric("shoal_peer_bytes_received_total"), 0);
     // The stranger's client refuses the holders' certificates first (TLS 1.3: the server proves itself
     // first), so the holders see failed handshakes rather than its certificate.
-    const refusedByNodes = (await Promise.all(nodes.slice(0, 4).map((n) => n.metric("shoal_tls_handshakes_refused_total")))).reduce((a, b) => a + b, 0);
+    const refusedByNodes = (await Promise.all(nodes.slice(0, 4).map((n) => n.metric("shoal_tls_handshakes_refused_total")))).reduce(
+      (a, b) => a + b,
+      0,
+    );
     assert.ok(refusedByNodes >= 1, "the holders counted the stranger's failed handshakes");
   });
 });

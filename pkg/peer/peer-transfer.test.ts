@@ -35,7 +35,9 @@ describe("PeerServer + PeerClient: transfers", () => {
 
   it("serves the pieces of a complete blob byte-exact, in request order", async () => {
     // 3 alone, then 0..2 as one run read with one store stream, then 1 again.
-    const pieces = await collect(client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [3, 0, 1, 2, 1], waitMs: 0 }, signal()));
+    const pieces = await collect(
+      client.readPieces(server.address, { digest, pieceSize: MiB, pieces: [3, 0, 1, 2, 1], waitMs: 0 }, signal()),
+    );
     assert.deepEqual(
       pieces.map((p) => p.index),
       [3, 0, 1, 2, 1],
@@ -79,7 +81,9 @@ describe("PeerServer + PeerClient: transfers", () => {
     const pieceSize = 2.5 * MiB;
     const partial = await putPartial(store, data, pieceSize, [1, 3]);
     try {
-      const pieces = await collect(client.readPieces(server.address, { digest: partial.digest, pieceSize, pieces: [1], waitMs: 0 }, signal()));
+      const pieces = await collect(
+        client.readPieces(server.address, { digest: partial.digest, pieceSize, pieces: [1], waitMs: 0 }, signal()),
+      );
       assert.equal(pieces.length, 1);
       assert.ok(pieces[0]?.data.equals(pieceOf(data, pieceSize, 1)));
       const stat = await client.stat(server.address, partial.digest, signal());
@@ -88,9 +92,15 @@ describe("PeerServer + PeerClient: transfers", () => {
       assert.equal(stat.pieceSize, pieceSize);
       const bitmap = new PieceBitmap(4, stat.bitmap);
       // Piece 3 is held but is the blob's last: not servable before commit, so not announced.
-      assert.deepEqual([0, 1, 2, 3].map((i) => bitmap.has(i)), [false, true, false, false]);
+      assert.deepEqual(
+        [0, 1, 2, 3].map((i) => bitmap.has(i)),
+        [false, true, false, false],
+      );
       // The hashes of what it serves, and nothing for the rest.
-      assert.deepEqual(stat.pieceHashes.map((h) => (h === undefined ? undefined : Buffer.from(h))), [undefined, sha256Of(pieceOf(data, pieceSize, 1)), undefined, undefined]);
+      assert.deepEqual(
+        stat.pieceHashes.map((h) => (h === undefined ? undefined : Buffer.from(h))),
+        [undefined, sha256Of(pieceOf(data, pieceSize, 1)), undefined, undefined],
+      );
     } finally {
       await partial.abort(new Error("test done"));
     }
@@ -100,11 +110,16 @@ describe("PeerServer + PeerClient: transfers", () => {
     const data = testBytes(3 * MiB);
     const partial = await putPartial(store, data, MiB, [0]);
     try {
-      const reading = collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0, 1], waitMs: 5_000 }, signal()));
+      const reading = collect(
+        client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0, 1], waitMs: 5_000 }, signal()),
+      );
       await sleep(100);
       await writePiece(partial, data, 1);
       const pieces = await reading;
-      assert.deepEqual(pieces.map((p) => p.index), [0, 1]);
+      assert.deepEqual(
+        pieces.map((p) => p.index),
+        [0, 1],
+      );
       assert.ok(pieces[1]?.data.equals(pieceOf(data, MiB, 1)));
     } finally {
       await partial.abort(new Error("test done"));
@@ -114,7 +129,9 @@ describe("PeerServer + PeerClient: transfers", () => {
   it("serves a partial's last piece once the blob is committed", async () => {
     const data = testBytes(2.25 * MiB);
     const partial = await putPartial(store, data, MiB, [0, 2]);
-    const reading = collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [2], waitMs: 5_000 }, signal()));
+    const reading = collect(
+      client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [2], waitMs: 5_000 }, signal()),
+    );
     await sleep(100);
     await writePiece(partial, data, 1);
     await partial.commit();
@@ -127,14 +144,20 @@ describe("PeerServer + PeerClient: transfers", () => {
     const data = testBytes(3 * MiB);
     const partial = await putPartial(store, data, MiB, [0]);
     try {
-      await assert.rejects(collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [1], waitMs: 0 }, signal())), (error) =>
-        isPeerError(error, "ERR_PEER_MISSING_PIECE"),
+      await assert.rejects(
+        collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [1], waitMs: 0 }, signal())),
+        (error) => isPeerError(error, "ERR_PEER_MISSING_PIECE"),
       );
       const started = performance.now();
       const pieces: number[] = [];
       await assert.rejects(
         (async () => {
-          for await (const piece of client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0, 1], waitMs: 200 }, signal())) pieces.push(piece.index);
+          for await (const piece of client.readPieces(
+            server.address,
+            { digest: partial.digest, pieceSize: MiB, pieces: [0, 1], waitMs: 200 },
+            signal(),
+          ))
+            pieces.push(piece.index);
         })(),
         (error) => isPeerError(error, "ERR_PEER_MISSING_PIECE"),
       );
@@ -148,7 +171,9 @@ describe("PeerServer + PeerClient: transfers", () => {
   it("answers ERR_PEER_MISSING_PIECE when a partial is aborted while the server waits", async () => {
     const data = testBytes(2 * MiB);
     const partial = await putPartial(store, data, MiB, []);
-    const reading = collect(client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 5_000 }, signal()));
+    const reading = collect(
+      client.readPieces(server.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 5_000 }, signal()),
+    );
     const outcome = assert.rejects(reading, (error) => isPeerError(error, "ERR_PEER_MISSING_PIECE"));
     await sleep(50);
     await partial.abort(new Error("origin failed"));
@@ -156,8 +181,9 @@ describe("PeerServer + PeerClient: transfers", () => {
   });
 
   it("answers ERR_PEER_MISSING_PIECE for a blob it does not hold", async () => {
-    await assert.rejects(collect(client.readPieces(server.address, { digest: digestOf("nope"), pieceSize: MiB, pieces: [0], waitMs: 0 }, signal())), (error) =>
-      isPeerError(error, "ERR_PEER_MISSING_PIECE"),
+    await assert.rejects(
+      collect(client.readPieces(server.address, { digest: digestOf("nope"), pieceSize: MiB, pieces: [0], waitMs: 0 }, signal())),
+      (error) => isPeerError(error, "ERR_PEER_MISSING_PIECE"),
     );
   });
 
@@ -177,7 +203,9 @@ describe("PeerServer + PeerClient: transfers", () => {
   }
 
   it("answers ERR_PEER_INVALID_ARGUMENT to a Stat with a malformed digest", async () => {
-    await assert.rejects(client.stat(server.address, "md5:00" as Digest, signal()), (error) => isPeerError(error, "ERR_PEER_INVALID_ARGUMENT"));
+    await assert.rejects(client.stat(server.address, "md5:00" as Digest, signal()), (error) =>
+      isPeerError(error, "ERR_PEER_INVALID_ARGUMENT"),
+    );
   });
 
   it("answers ERR_PEER_UNAVAILABLE when nobody listens", async () => {

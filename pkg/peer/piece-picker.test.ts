@@ -19,7 +19,11 @@ const TUNING: PickerTuning = {
 };
 
 /** A peer holding `held` (or everything), in zone `zone` as this agent sees it. */
-function peer(agentId: string, held: readonly number[] | "all", options: { pieces?: number; local?: boolean; zone?: string; grewAtMs?: number } = {}): SwarmPeer {
+function peer(
+  agentId: string,
+  held: readonly number[] | "all",
+  options: { pieces?: number; local?: boolean; zone?: string; grewAtMs?: number; dataAtMs?: number } = {},
+): SwarmPeer {
   const pieces = options.pieces ?? 8;
   const bitmap = held === "all" ? undefined : new PieceBitmap(pieces);
   if (held !== "all") for (const i of held) bitmap?.set(i);
@@ -33,9 +37,12 @@ function peer(agentId: string, held: readonly number[] | "all", options: { piece
     complete: held === "all",
     bitmap,
     grewAtMs: options.grewAtMs ?? 0,
+    dataAtMs: options.dataAtMs ?? Number.NEGATIVE_INFINITY,
     inflight: 0,
     failures: 0,
     excludedUntilMs: 0,
+    busyUntilMs: Number.NEGATIVE_INFINITY,
+    busySinceMs: Number.NEGATIVE_INFINITY,
     badPieces: false,
   };
 }
@@ -44,6 +51,8 @@ interface Scenario {
   readonly pieces?: number;
   readonly held?: readonly number[];
   readonly peers: readonly SwarmPeer[];
+  /** Peers that refused a call as busy a moment ago (PickerState.busy). */
+  readonly busy?: readonly SwarmPeer[];
   readonly nowMs?: number;
   readonly granteeAgentId?: string;
   readonly book?: RequestBook;
@@ -59,7 +68,13 @@ const IDENTITY = (): number => 0.999_999;
 
 function plan(s: Scenario): PlannedRequest[] {
   const pieces = s.pieces ?? 8;
-  const picker = new PiecePicker({ pieceCount: pieces, selfAgentId: s.selfAgentId, zone: s.zone ?? "", tuning: { ...TUNING, ...s.tuning }, random: s.random ?? IDENTITY });
+  const picker = new PiecePicker({
+    pieceCount: pieces,
+    selfAgentId: s.selfAgentId,
+    zone: s.zone ?? "",
+    tuning: { ...TUNING, ...s.tuning },
+    random: s.random ?? IDENTITY,
+  });
   const book = s.book ?? new RequestBook();
   const held = new Set(s.held ?? []);
   const state: PickerState = {
@@ -68,6 +83,7 @@ function plan(s: Scenario): PlannedRequest[] {
     parked: () => false,
     parkedCount: 0,
     peers: s.peers,
+    busy: s.busy ?? [],
     granteeAgentId: s.granteeAgentId,
     requestsFor: (i) => book.requestsFor(i),
   };
@@ -82,17 +98,26 @@ describe("PiecePicker", () => {
   const cases: { name: string; scenario: Scenario; expected: string[] }[] = [
     {
       name: "rarest first: pieces one holder has before pieces two have",
-      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5]), peer("c", [2, 3, 4, 5, 6, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 } },
+      scenario: {
+        peers: [peer("b", [0, 1, 2, 3, 4, 5]), peer("c", [2, 3, 4, 5, 6, 7])],
+        tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 },
+      },
       expected: ["b:0,1", "c:6,7"],
     },
     {
       name: "without an in-order window the rarest piece (6, one holder) goes first",
-      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 } },
+      scenario: {
+        peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])],
+        tuning: { maxInflightPerPeer: 2, inOrderWindow: 0 },
+      },
       expected: ["b:6,0", "c:1,2"],
     },
     {
       name: "the in-order window (0, 1) comes before the rarer piece 6",
-      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])], tuning: { maxInflightPerPeer: 2, inOrderWindow: 2 } },
+      scenario: {
+        peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 7])],
+        tuning: { maxInflightPerPeer: 2, inOrderWindow: 2 },
+      },
       expected: ["b:0,1", "c:2,3"],
     },
     {
@@ -111,7 +136,12 @@ describe("PiecePicker", () => {
     },
     {
       name: "a partial holder is asked for the pieces just past its prefix (relay)",
-      scenario: { pieces: 8, held: [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => i < 2), peers: [peer("p", [0, 1, 2])], tuning: { maxInflightPerPeer: 4 } },
+      scenario: {
+        pieces: 8,
+        held: [0, 1, 2, 3, 4, 5, 6, 7].filter((i) => i < 2),
+        peers: [peer("p", [0, 1, 2])],
+        tuning: { maxInflightPerPeer: 4 },
+      },
       expected: ["p:2", "p:3,4 relay"],
     },
     {
@@ -142,11 +172,18 @@ describe("PiecePicker", () => {
         state = (state * 48_271) % 2_147_483_647;
         return state / 2_147_483_647;
       };
-      const planned = plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { maxInflightPerPeer: 2, piecesPerRequest: 2, inOrderWindow: 0 }, random });
+      const planned = plan({
+        pieces: 64,
+        held: [0, 1],
+        peers: peers(),
+        tuning: { maxInflightPerPeer: 2, piecesPerRequest: 2, inOrderWindow: 0 },
+        random,
+      });
       firsts.add(planned[0]?.pieces.join(",") ?? "");
     }
     assert.ok(firsts.size > 1, "different random sources pick different pieces first");
-    const again = (): string[] => summary(plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { inOrderWindow: 0 }, random: IDENTITY }));
+    const again = (): string[] =>
+      summary(plan({ pieces: 64, held: [0, 1], peers: peers(), tuning: { inOrderWindow: 0 }, random: IDENTITY }));
     assert.deepEqual(again(), again(), "the same source, the same plan");
   });
 
@@ -154,19 +191,55 @@ describe("PiecePicker", () => {
     const self = "agent-self";
     const sibling = peer("agent-sibling", [], { zone: "a", local: true, grewAtMs: 10_000 });
     const remote = peer("agent-remote", "all", { zone: "b", local: false });
-    const planned = plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [sibling, remote], tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 } });
+    const planned = plan({
+      pieces: 64,
+      zone: "a",
+      selfAgentId: self,
+      peers: [sibling, remote],
+      tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 },
+    });
     const fromRemote = planned.filter((p) => p.peer === remote).flatMap((p) => p.pieces);
     assert.ok(fromRemote.length > 10 && fromRemote.length < 54, `about half across zones, got ${fromRemote.length}`);
     // The sibling takes the rest: here they are asked of the sibling as relays (its share, arriving there).
-    const alone = plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 } });
+    const alone = plan({
+      pieces: 64,
+      zone: "a",
+      selfAgentId: self,
+      peers: [remote],
+      tuning: { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 },
+    });
     assert.equal(alone.flatMap((p) => p.pieces).length, 64, "without a sibling every piece is this agent's");
+  });
+
+  it("zones: a busy same-zone holder keeps its pieces in the zone, and a busy sibling keeps its share", () => {
+    const self = "agent-self";
+    const tuning = { maxInflightPerPeer: 64, piecesPerRequest: 64, inOrderWindow: 0 };
+    const localSeed = peer("agent-local-seed", "all", { pieces: 64, zone: "a", local: true });
+    const remote = peer("agent-remote", "all", { pieces: 64, zone: "b", local: false });
+    const fromRemote = (planned: readonly PlannedRequest[]): number[] => planned.filter((p) => p.peer === remote).flatMap((p) => p.pieces);
+    // The same-zone seed refused a call a moment ago: nothing is asked of anyone, and nothing crosses zones.
+    assert.deepEqual(summary(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], busy: [localSeed], tuning })), []);
+    // Gone (not listed at all), it is replaced by the other zone: every piece is this agent's to fetch there.
+    assert.equal(fromRemote(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], tuning })).length, 64);
+    // A busy sibling downloading the blob too keeps its share: this agent fetches only its own across zones.
+    const sibling = peer("agent-sibling", [], { pieces: 64, zone: "a", local: true, grewAtMs: 10_000 });
+    const withSibling = fromRemote(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [sibling, remote], tuning }));
+    const siblingBusy = fromRemote(plan({ pieces: 64, zone: "a", selfAgentId: self, peers: [remote], busy: [sibling], tuning }));
+    assert.ok(withSibling.length > 10 && withSibling.length < 54, `about half across zones, got ${withSibling.length}`);
+    assert.deepEqual(siblingBusy, withSibling, "the same share whether the sibling is busy or not");
   });
 
   it("fan-out: from a seed only this agent's share; the rest from the downloader whose share it is, relayed", () => {
     const self = "agent-self";
     const seedPeer = peer("agent-grantee", [0, 1, 2, 3, 4, 5, 6, 7], { pieces: 8 });
     const downloader = peer("agent-other", [], { pieces: 8, grewAtMs: 10_000 });
-    const planned = plan({ pieces: 8, selfAgentId: self, granteeAgentId: "agent-grantee", peers: [seedPeer, downloader], tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8, inOrderWindow: 0 } });
+    const planned = plan({
+      pieces: 8,
+      selfAgentId: self,
+      granteeAgentId: "agent-grantee",
+      peers: [seedPeer, downloader],
+      tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8, inOrderWindow: 0 },
+    });
     const fromSeed = planned.filter((p) => p.peer === seedPeer).flatMap((p) => p.pieces);
     const relayed = planned.filter((p) => p.peer === downloader && p.waitMs > 0).flatMap((p) => p.pieces);
     assert.equal(fromSeed.length + relayed.length, 8, `every piece planned once: ${summary(planned).join(" ")}`);
@@ -189,9 +262,62 @@ describe("PiecePicker", () => {
     const early = new RequestBook();
     const r = early.add(slow, [0, 1], false, 0);
     early.data(r, 1, 8_000);
-    assert.ok(!plan({ held: [], peers: [other], book: early, nowMs: 10_000, tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8 } }).some((p) => p.pieces.includes(0)));
+    assert.ok(
+      !plan({ held: [], peers: [other], book: early, nowMs: 10_000, tuning: { maxInflightPerPeer: 8, piecesPerRequest: 8 } }).some((p) =>
+        p.pieces.includes(0),
+      ),
+    );
     early.data(r, 1, 6_000);
-    assert.ok(plan({ held: [2, 3, 4, 5, 6, 7], peers: [other, slow], book: early, nowMs: 10_000, tuning: { endgamePieces: 0 } }).some((p) => p.pieces.includes(0)));
+    assert.ok(
+      plan({ held: [2, 3, 4, 5, 6, 7], peers: [other, slow], book: early, nowMs: 10_000, tuning: { endgamePieces: 0 } }).some((p) =>
+        p.pieces.includes(0),
+      ),
+    );
+  });
+
+  it("a call queued behind the same peer's sending calls is not hedged; one whose peer went silent is", () => {
+    const busy = peer("busy", "all", { zone: "a", local: true });
+    const across = peer("across", "all", { zone: "b", local: false });
+    const book = new RequestBook();
+    const sending = book.add(busy, [0, 1], false, 0);
+    book.add(busy, [2, 3], false, 0);
+    const held = [4, 5, 6, 7];
+    const tuning = { endgamePieces: 0, maxInflightPerPeer: 8 };
+    // The second call has had no byte for 10 s, but the first one is receiving: the peer is sending.
+    book.data(sending, 1, 9_900);
+    assert.ok(
+      !plan({ held, peers: [across], book, nowMs: 10_000, tuning }).some((p) => p.pieces.includes(2)),
+      "queued call hedged across zones",
+    );
+    // The peer sent nothing for longer than hedgeAfterMs: the silent calls are hedged.
+    assert.ok(plan({ held, peers: [across], book, nowMs: 20_000, tuning }).some((p) => p.pieces.includes(2)));
+  });
+
+  it("a stalled same-zone call is hedged in its zone after hedgeAfterMs, across zones only after siblingWaitMs", () => {
+    const stalled = peer("stalled", "all", { zone: "a", local: true });
+    const across = peer("across", "all", { zone: "b", local: false });
+    const inZone = peer("in-zone", "all", { zone: "a", local: true });
+    const tuning = { endgamePieces: 0, hedgeAfterMs: 500, siblingWaitMs: 1_500 };
+    const held = [2, 3, 4, 5, 6, 7];
+    const hedged = (peers: SwarmPeer[], silentMs: number): string[] => {
+      const book = new RequestBook();
+      const request = book.add(stalled, [0, 1], false, 0);
+      book.data(request, 1, 10_000 - silentMs);
+      return summary(plan({ zone: "a", held, peers, book, nowMs: 10_000, tuning }));
+    };
+    assert.deepEqual(hedged([inZone], 600), ["in-zone:0,1"], "in the zone after hedgeAfterMs");
+    assert.deepEqual(hedged([across], 600), [], "not across zones after hedgeAfterMs alone");
+    assert.deepEqual(hedged([across], 1_600), ["across:0,1"], "across zones after siblingWaitMs");
+    // A relay to a same-zone downloader that stopped growing: the same patience before crossing zones.
+    const downloader = peer("downloader", [], { zone: "a", local: true, grewAtMs: 0 });
+    const relayed = (silentMs: number): string[] => {
+      const book = new RequestBook();
+      const request = book.add(downloader, [0, 1], true, 0);
+      book.data(request, 0, 10_000 - silentMs);
+      return summary(plan({ zone: "a", held, peers: [across], book, nowMs: 10_000, tuning }));
+    };
+    assert.deepEqual(relayed(600), [], "a relay is not hedged across zones after hedgeAfterMs alone");
+    assert.deepEqual(relayed(1_600), ["across:0,1"]);
   });
 
   it("a relay is hedged only when its peer stopped growing", () => {
@@ -200,7 +326,11 @@ describe("PiecePicker", () => {
     const book = new RequestBook();
     book.add(relayPeer, [1], true, 0);
     const held = [0, 2, 3, 4, 5, 6, 7];
-    assert.deepEqual(summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })), [], "the relay peer grows");
+    assert.deepEqual(
+      summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })),
+      [],
+      "the relay peer grows",
+    );
     relayPeer.grewAtMs = 5_000;
     assert.deepEqual(summary(plan({ held, peers: [holder], book, nowMs: 10_000, tuning: { endgamePieces: 0 } })), ["holder:1"]);
   });
@@ -214,6 +344,7 @@ describe("PiecePicker", () => {
       parked: () => false,
       parkedCount: MAX_PARKED_PIECES,
       peers: [peer("p", [0])],
+      busy: [],
       granteeAgentId: undefined,
       requestsFor: (i) => book.requestsFor(i),
     });

@@ -14,7 +14,10 @@ export interface PickerTuning {
   readonly relayAhead: number;
   /** How long a peer may wait for such a piece. */
   readonly relayWaitMs: number;
-  /** A request whose call has received nothing for this long may be duplicated to another peer (hedging). */
+  /**
+   * A request whose call has received nothing for this long may be duplicated to another peer of the
+   * zone (hedging); to another zone only after max(hedgeAfterMs, siblingWaitMs).
+   */
   readonly hedgeAfterMs: number;
   /** Endgame (the last few pieces, all requested) may duplicate only when at most this many pieces are missing… */
   readonly endgamePieces: number;
@@ -36,6 +39,13 @@ export interface PickerState {
   parked(index: number): boolean;
   readonly parkedCount: number;
   readonly peers: readonly SwarmPeer[];
+  /**
+   * Peers that refused a call for lack of upload slots a moment ago (SwarmPeers.busy): asked for nothing
+   * now, but they hold what they hold. They count as holders in their zone, as siblings and as seeds, so
+   * a same-zone peer at its upload cap is waited for rather than replaced by another zone's holders (and
+   * a busy sibling keeps its cross-zone share).
+   */
+  readonly busy: readonly SwarmPeer[];
   /** The origin grantee per the last lookup (a seed while it is still partial). */
   readonly granteeAgentId: string | undefined;
   requestsFor(index: number): readonly PieceRequest[];
@@ -92,7 +102,10 @@ export interface PiecePickerOptions {
  * - relays: a partial holder is asked for the pieces just past its contiguous prefix, which it is receiving;
  * - duplicates only for requests that stopped making progress: a call silent for hedgeAfterMs (or a relay
  *   whose peer stopped growing), and in the endgame a call silent for endgameSilenceMs. A peer that is
- *   slow but sending is never duplicated: that only doubles the traffic.
+ *   slow but sending is never duplicated: that only doubles the traffic. A duplicate crosses zones only
+ *   after max(hedgeAfterMs, siblingWaitMs), and never in the endgame;
+ * - a peer that refused a call as busy is asked again after a moment and meanwhile still counts as a
+ *   holder in its zone: backpressure is waited for, never answered by fetching across zones.
  */
 export class PiecePicker {
   private readonly share: CrossZoneShare;
@@ -106,9 +119,9 @@ export class PiecePicker {
     this.tiebreak = shuffledIndexes(options.pieceCount, options.random);
   }
 
-  /** Usable peers holding at least one piece this agent misses. */
+  /** Usable or busy peers holding at least one piece this agent misses. */
   suppliers(state: PickerState): number {
-    return state.peers.filter((peer) => {
+    return [...state.peers, ...state.busy].filter((peer) => {
       for (let i = 0; i < this.options.pieceCount; i++) if (!state.held(i) && holds(peer, i)) return true;
       return false;
     }).length;
@@ -120,20 +133,33 @@ export class PiecePicker {
     for (let i = 0; i < pieceCount; i++) if (!state.held(i) && !state.parked(i)) missing.push(i);
     if (missing.length === 0) return [];
     const firstMissing = missing[0] ?? 0;
+    // Who holds what, and who shares the work, counts busy peers too: only requests go to usable ones.
+    const holders = state.busy.length === 0 ? state.peers : [...state.peers, ...state.busy];
     const local = new Uint16Array(pieceCount);
     const all = zone === "" ? local : new Uint16Array(pieceCount);
-    for (const peer of state.peers) count(peer.local || zone === "" ? local : all, peer, pieceCount);
+    for (const peer of holders) count(peer.local || zone === "" ? local : all, peer, pieceCount);
     if (zone !== "") for (let i = 0; i < pieceCount; i++) all[i] = (all[i] ?? 0) + (local[i] ?? 0);
-    if (zone !== "") this.share.setSiblings(state.peers.filter((p) => p.local && !p.complete));
-    const downloaders = state.peers.filter((p) => p.local && !p.complete && p.agentId !== state.granteeAgentId);
+    if (zone !== "") this.share.setSiblings(holders.filter((p) => p.local && !p.complete));
+    const downloaders = holders.filter((p) => p.local && !p.complete && p.agentId !== state.granteeAgentId);
     this.seedShare.setSiblings(downloaders);
     const atDownloaders = new Uint16Array(pieceCount);
     const atSeeds = new Uint16Array(pieceCount);
     for (const peer of downloaders) count(atDownloaders, peer, pieceCount);
-    for (const peer of state.peers) if (peer.local && isSeed(peer, state.granteeAgentId)) count(atSeeds, peer, pieceCount);
-    const rank = (i: number): number => (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (all[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
+    for (const peer of holders) if (peer.local && isSeed(peer, state.granteeAgentId)) count(atSeeds, peer, pieceCount);
+    const rank = (i: number): number =>
+      (i < firstMissing + tuning.inOrderWindow ? 0 : 1e12) + (all[i] ?? 0) * 1e6 + (this.tiebreak[i] ?? 0);
     const unrequested = missing.filter((i) => state.requestsFor(i).length === 0).sort((a, b) => rank(a) - rank(b));
-    const pass: Pass = { nowMs: state.nowMs, unrequested, missing, all, local, atDownloaders, atSeeds, granteeAgentId: state.granteeAgentId, duplicated: new Set() };
+    const pass: Pass = {
+      nowMs: state.nowMs,
+      unrequested,
+      missing,
+      all,
+      local,
+      atDownloaders,
+      atSeeds,
+      granteeAgentId: state.granteeAgentId,
+      duplicated: new Set(),
+    };
     const planned: PlannedRequest[] = [];
     let parked = state.parkedCount;
     // Best ranked first: the tracker ranks same-zone peers first, so they claim pieces before others may.
@@ -160,7 +186,8 @@ export class PiecePicker {
     const mayCross = (i: number, available: boolean): boolean => (local[i] ?? 0) === 0 && this.share.mayFetch(i, nowMs, available);
     // From a seed only what no downloader holds, and of that this agent's share (fan-out).
     const seed = isSeed(peer, pass.granteeAgentId);
-    const fromSeed = (i: number, available: boolean): boolean => !seed || ((atDownloaders[i] ?? 0) === 0 && this.seedShare.mayFetch(i, nowMs, available));
+    const fromSeed = (i: number, available: boolean): boolean =>
+      !seed || ((atDownloaders[i] ?? 0) === 0 && this.seedShare.mayFetch(i, nowMs, available));
     const mayTake = (i: number, available: boolean): boolean => (peer.local || mayCross(i, available)) && fromSeed(i, available);
     // Only another zone holds the piece and this agent may fetch it from there now (never without zones).
     const crossNow = (i: number): boolean => (local[i] ?? 0) === 0 && (all[i] ?? 0) > 0 && mayCross(i, true);
@@ -191,8 +218,11 @@ export class PiecePicker {
       if (owned.length > 0) return { pieces: owned, waitMs: tuning.relayWaitMs };
     }
     // Duplicates, only of requests that stopped making progress. Endgame duplicates stay in the zone; a
-    // stalled request may be hedged across zones (the byte counter shows it).
+    // stalled request may be hedged across zones (the byte counter shows it), but only after the patience a
+    // sibling's cross-zone share gets (siblingWaitMs): on a busy machine a same-zone call is often silent for
+    // half a second, and its duplicate costs nothing in the zone but a copy's bytes across zones.
     const endgame = unrequested.length === 0 && missing.length <= tuning.endgamePieces && peer.local;
+    const hedgeMs = peer.local ? tuning.hedgeAfterMs : Math.max(tuning.hedgeAfterMs, tuning.siblingWaitMs);
     const duplicate = missing.filter((i) => {
       if (pass.duplicated.has(i)) return false;
       const running = state.requestsFor(i);
@@ -200,8 +230,11 @@ export class PiecePicker {
       if (running.length !== 1 || only === undefined || only.peer === peer || !holds(peer, i)) return false;
       const silentMs = nowMs - only.lastDataMs;
       // A relay waits for its peer to receive the piece: stalled only when that peer stopped growing.
-      if (only.relay) return silentMs > tuning.hedgeAfterMs && nowMs - only.peer.grewAtMs > tuning.hedgeAfterMs;
-      return silentMs > (endgame ? tuning.endgameSilenceMs : tuning.hedgeAfterMs);
+      if (only.relay) return silentMs > hedgeMs && nowMs - only.peer.grewAtMs > hedgeMs;
+      if (endgame) return silentMs > tuning.endgameSilenceMs;
+      // A call queued behind the same peer's other calls is silent while the peer's link is busy sending
+      // them: stalled only when the peer as a whole sent nothing for hedgeAfterMs.
+      return silentMs > hedgeMs && nowMs - only.peer.dataAtMs > hedgeMs;
     });
     const chosen = duplicate.slice(0, count);
     for (const i of chosen) pass.duplicated.add(i);

@@ -52,7 +52,13 @@ export function servableBitmap(partial: PartialBlob): Uint8Array {
  * partial is gone (aborted, or committed and then evicted: the caller looks again); throws PeerStatus
  * FAILED_PRECONDITION when the piece did not arrive in time.
  */
-export async function waitServable(store: BlobStore, partial: PartialBlob, index: number, waitMs: number, signal: AbortSignal): Promise<void> {
+export async function waitServable(
+  store: BlobStore,
+  partial: PartialBlob,
+  index: number,
+  waitMs: number,
+  signal: AbortSignal,
+): Promise<void> {
   const deadline = performance.now() + waitMs;
   for (;;) {
     signal.throwIfAborted();

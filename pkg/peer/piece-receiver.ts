@@ -89,7 +89,8 @@ export class PieceReceiver implements ChunkSink {
   onChunkData(bytes: Buffer): void {
     const buffer = this.buffer;
     const hash = this.hash;
-    if (buffer === undefined || hash === undefined || bytes.byteLength > this.messageRemaining) throw this.protocol("sent data outside a chunk");
+    if (buffer === undefined || hash === undefined || bytes.byteLength > this.messageRemaining)
+      throw this.protocol("sent data outside a chunk");
     buffer.set(bytes, this.received);
     hash.update(bytes);
     this.received += bytes.byteLength;

@@ -44,5 +44,10 @@ export interface PieceSource {
   /** What `peerAddress` holds of `digest`; undefined when it holds nothing of it. */
   stat(peerAddress: string, digest: Digest, signal: AbortSignal): Promise<PeerBlobStat | undefined>;
   /** `onData` is told of every batch of bytes as it arrives: progress, before whole pieces are there. */
-  readPieces(peerAddress: string, request: PieceReadRequest, signal: AbortSignal, onData?: (bytes: number) => void): AsyncIterable<ReceivedPiece>;
+  readPieces(
+    peerAddress: string,
+    request: PieceReadRequest,
+    signal: AbortSignal,
+    onData?: (bytes: number) => void,
+  ): AsyncIterable<ReceivedPiece>;
 }

@@ -76,7 +76,7 @@ export class PieceWriter {
   /** Streams piece `index`, `length` bytes of the blob from `start`, as chunk messages. */
   async sendPiece(reader: BlobReader, index: number, start: number, length: number): Promise<void> {
     this.respond();
-    for (let offset = 0; offset < length; ) {
+    for (let offset = 0; offset < length;) {
       const dataLength = Math.min(MESSAGE_DATA_BYTES, length - offset);
       const buffer = this.options.pool.take();
       let handedOver = false;
@@ -112,7 +112,10 @@ export class PieceWriter {
   private respond(): void {
     if (this.started) return;
     this.started = true;
-    this.options.stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+    this.options.stream.respond(
+      { [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE },
+      { waitForTrailers: true },
+    );
   }
 
   private write(message: Buffer, owner: Buffer, dataBytes: number): void {

@@ -24,7 +24,15 @@ export class RequestBook {
   private readonly all = new Set<PieceRequest>();
 
   add(peer: SwarmPeer, pieces: readonly number[], relay: boolean, nowMs: number): PieceRequest {
-    const request: PieceRequest = { peer, pieces, startedMs: nowMs, lastDataMs: nowMs, receivedBytes: 0, relay, controller: new AbortController() };
+    const request: PieceRequest = {
+      peer,
+      pieces,
+      startedMs: nowMs,
+      lastDataMs: nowMs,
+      receivedBytes: 0,
+      relay,
+      controller: new AbortController(),
+    };
     this.all.add(request);
     for (const index of pieces) this.byPiece.set(index, [...(this.byPiece.get(index) ?? []), request]);
     peer.inflight += pieces.length;
@@ -50,6 +58,7 @@ export class RequestBook {
   /** Bytes arrived on `request`'s call. */
   data(request: PieceRequest, bytes: number, nowMs: number): void {
     request.lastDataMs = nowMs;
+    request.peer.dataAtMs = nowMs;
     request.receivedBytes += bytes;
   }
 

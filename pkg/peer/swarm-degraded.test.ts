@@ -70,7 +70,9 @@ describe("swarm: the tracker goes away", () => {
       return switchable;
     };
     nodes = await Promise.all(
-      Array.from({ length: count }, (_, i) => SwarmNode.start({ name: `deg-${i}`, tracker: session, origin: { host: origin.host, url: origin.url }, tuning: FAST })),
+      Array.from({ length: count }, (_, i) =>
+        SwarmNode.start({ name: `deg-${i}`, tracker: session, origin: { host: origin.host, url: origin.url }, tuning: FAST }),
+      ),
     );
     return nodes;
   }

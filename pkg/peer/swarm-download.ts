@@ -178,6 +178,7 @@ export class SwarmDownload {
       parked: (i) => this.parked.has(i),
       parkedCount: this.parked.size,
       peers: this.peers.usable(nowMs),
+      busy: this.peers.busyNow(nowMs, this.ctx.tuning.siblingWaitMs),
       granteeAgentId: this.granteeAgentId,
       requestsFor: (i) => this.book.requestsFor(i),
     };
@@ -201,7 +202,8 @@ export class SwarmDownload {
   private granteeProgressing(nowMs: number): boolean {
     const grantee = this.granteeAgentId;
     if (grantee === undefined || grantee === this.ctx.self?.agentId) return false;
-    return this.peers.usable(nowMs).some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.ctx.tuning.stallMs);
+    const present = [...this.peers.usable(nowMs), ...this.peers.busyNow(nowMs, this.ctx.tuning.siblingWaitMs)];
+    return present.some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.ctx.tuning.stallMs);
   }
 
   private request(planned: PlannedRequest): void {
@@ -215,7 +217,12 @@ export class SwarmDownload {
       this.lastProgressMs = now;
     };
     const run = async (): Promise<void> => {
-      const iterator = this.ctx.pieces.readPieces(peer.address, { digest: partial.digest, pieceSize: partial.pieceSize, pieces, waitMs }, callSignal, onData);
+      const iterator = this.ctx.pieces.readPieces(
+        peer.address,
+        { digest: partial.digest, pieceSize: partial.pieceSize, pieces, waitMs },
+        callSignal,
+        onData,
+      );
       for await (const piece of iterator) {
         // Whole pieces, counted when they arrive (verified or not): what crossed between the zones.
         metrics.countPeerBytesByZone(peer.zone, this.zone, piece.data.length);
@@ -282,7 +289,10 @@ export class SwarmDownload {
       metrics.peerBytesWasted.inc({ reason: "bad" }, piece.data.length);
       piece.release();
       metrics.pieceVerificationFailures.inc();
-      logger.warn({ peer: peer.address, agent: peer.agentId, piece: index, digest: partial.digest }, "peer sent a piece that does not match its hash; dropping the peer for this blob");
+      logger.warn(
+        { peer: peer.address, agent: peer.agentId, piece: index, digest: partial.digest },
+        "peer sent a piece that does not match its hash; dropping the peer for this blob",
+      );
       this.peers.exclude(peer);
       // Whatever else it is sending is suspect too: stop those calls instead of verifying more bad pieces.
       this.book.abort(peer);
@@ -312,13 +322,19 @@ export class SwarmDownload {
       if (signal.aborted) throw error;
       // Degraded: no tracker. The peers this download knows, and those they know, tell what they hold
       // (and the hashes of it) themselves.
-      const candidates = [...this.peers.all().map((p) => ({ agentId: p.agentId, peerAddress: p.address })), ...(this.ctx.knownPeers?.holdersOf(partial.digest) ?? [])];
+      const candidates = [
+        ...this.peers.all().map((p) => ({ agentId: p.agentId, peerAddress: p.address })),
+        ...(this.ctx.knownPeers?.holdersOf(partial.digest) ?? []),
+      ];
       const viaPeers = await lookupViaPeers({ digest: partial.digest, candidates, pieces: this.ctx.pieces, signal });
       if (viaPeers !== undefined) {
         this.ctx.knownPeers?.remember(partial.digest, viaPeers.exchanged, this.ctx.self?.agentId);
         this.apply(viaPeers.result, true);
       }
-      this.ctx.logger.debug({ err: error, peers: viaPeers?.result.holders.length ?? 0 }, "tracker unreachable during swarm download; going on with the peers it knows");
+      this.ctx.logger.debug(
+        { err: error, peers: viaPeers?.result.holders.length ?? 0 },
+        "tracker unreachable during swarm download; going on with the peers it knows",
+      );
     }
     for (const [index, { peer, piece }] of [...this.parked]) {
       if (this.ctx.hashes[index] === undefined) continue;

@@ -31,7 +31,13 @@ describe("swarm fan-out (super-seeding)", () => {
     const tracker = new MemoryTracker({ logger, grantStallTimeoutMs: 1_000 });
     nodes = await Promise.all(
       Array.from({ length: NODES }, (_, i) =>
-        SwarmNode.start({ name: `fan-${i}`, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, uploadBytesPerSecond: 8 * MiB }),
+        SwarmNode.start({
+          name: `fan-${i}`,
+          tracker,
+          origin: { host: origin.host, url: origin.url },
+          tuning: FAST,
+          uploadBytesPerSecond: 8 * MiB,
+        }),
       ),
     );
     const results = await Promise.all(nodes.map((n) => n.pull(origin.host, NAME, blob.digest)));
@@ -48,6 +54,9 @@ describe("swarm fan-out (super-seeding)", () => {
       granteeSent <= 2.5 * blob.size,
       `the grantee sent ${(granteeSent / blob.size).toFixed(2)} copies (others ${(others / blob.size).toFixed(2)}); fan-out keeps it near one`,
     );
-    assert.ok(others >= (NODES - 1 - 2.5) * blob.size, `the downloaders relayed ${(others / blob.size).toFixed(2)} copies among themselves`);
+    assert.ok(
+      others >= (NODES - 1 - 2.5) * blob.size,
+      `the downloaders relayed ${(others / blob.size).toFixed(2)} copies among themselves`,
+    );
   });
 });

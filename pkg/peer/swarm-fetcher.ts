@@ -2,10 +2,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import { type BlobFetcher, type BlobLease, type BlobRequest } from "../registry/blob-fetcher.js";
-import type { BlobStore, PartialBlob } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
-import type { LookupResult, Tracker } from "../tracker/tracker.js";
+import { type BlobFetcher, type BlobLease, type BlobRequest } from "../registry/index.js";
+import { type BlobStore, isStoreError, type PartialBlob } from "../store/index.js";
+import type { LookupResult, Tracker } from "../tracker/index.js";
 import type { PieceSource } from "./piece-source.js";
 import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
@@ -74,7 +73,8 @@ export class SwarmFetcher implements BlobFetcher {
       if (released) return;
       released = true;
       flight.leases--;
-      if (flight.leases === 0 && this.flights.get(request.digest) === flight) flight.controller.abort(new Error("no reader wants this blob any more"));
+      if (flight.leases === 0 && this.flights.get(request.digest) === flight)
+        flight.controller.abort(new Error("no reader wants this blob any more"));
     };
     try {
       const { partial, source, contentType } = await raceSignal(flight.started, signal);
@@ -249,10 +249,27 @@ export class SwarmFetcher implements BlobFetcher {
     }
   }
 
-  private async lookup(digest: Digest, wantOriginGrant: boolean, signal: AbortSignal, excludedAgents: readonly string[] = []): Promise<LookupResult | undefined> {
+  private async lookup(
+    digest: Digest,
+    wantOriginGrant: boolean,
+    signal: AbortSignal,
+    excludedAgents: readonly string[] = [],
+  ): Promise<LookupResult | undefined> {
     try {
-      const result = await this.options.tracker.lookup(digest, { wantOriginGrant, signal, ...(excludedAgents.length > 0 ? { excludedAgents } : {}) });
-      this.options.metrics.trackerLookups.inc({ result: result.origin.granted ? "granted" : result.holders.length > 0 ? "holders" : (result.retryAfterMs ?? 0) > 0 ? "retry" : "none" });
+      const result = await this.options.tracker.lookup(digest, {
+        wantOriginGrant,
+        signal,
+        ...(excludedAgents.length > 0 ? { excludedAgents } : {}),
+      });
+      this.options.metrics.trackerLookups.inc({
+        result: result.origin.granted
+          ? "granted"
+          : result.holders.length > 0
+            ? "holders"
+            : (result.retryAfterMs ?? 0) > 0
+              ? "retry"
+              : "none",
+      });
       this.options.knownPeers?.remember(digest, result.holders, this.options.self?.agentId);
       return result;
     } catch (error) {
@@ -276,7 +293,10 @@ export class SwarmFetcher implements BlobFetcher {
     this.options.metrics.trackerLookups.inc({ result: viaPeers === undefined ? "peers_none" : "peers" });
     if (viaPeers === undefined) return undefined;
     known.remember(digest, viaPeers.exchanged, this.options.self?.agentId);
-    this.options.logger.info({ digest, holders: viaPeers.result.holders.length }, "tracker unreachable: taking the blob from the peers this agent knows");
+    this.options.logger.info(
+      { digest, holders: viaPeers.result.holders.length },
+      "tracker unreachable: taking the blob from the peers this agent knows",
+    );
     return viaPeers.result;
   }
 }

@@ -1,5 +1,5 @@
 import { PieceBitmap } from "../piece/index.js";
-import type { HolderInfo } from "../tracker/tracker.js";
+import type { HolderInfo } from "../tracker/index.js";
 import { rendezvousSeed } from "./cross-zone-share.js";
 
 /** After a refused or failed request, how long a peer is left alone (for this blob). */
@@ -25,13 +25,40 @@ export interface SwarmPeer {
   bitmap: PieceBitmap | undefined;
   /** First seen, or last seen holding more pieces than before (ms, performance.now): is it still downloading? */
   grewAtMs: number;
+  /**
+   * When any call to this peer last received bytes (ms, performance.now; -Infinity before the first):
+   * a call queued behind the same peer's other calls is waiting, not stalled, while the peer sends.
+   */
+  dataAtMs: number;
   /** Pieces requested from this peer and not yet received. */
   inflight: number;
   failures: number;
   /** No requests before this time (ms, performance.now); Infinity once it sent a bad piece. */
   excludedUntilMs: number;
+  /**
+   * Refused a call for lack of upload slots (ERR_PEER_BUSY): no requests before this time (ms,
+   * performance.now), but it still holds what it holds. Unlike a failure, this is the peer's backpressure.
+   */
+  busyUntilMs: number;
+  /** When its current run of refusals began (ms): a refusal more than BUSY_BACKOFF_MS after the last backoff ended starts one. */
+  busySinceMs: number;
   /** Sent a piece that failed verification: dropped for this blob, and named to the tracker as such. */
   badPieces: boolean;
+}
+
+/** Records a refusal (ERR_PEER_BUSY): the peer is left alone for BUSY_BACKOFF_MS; its run of refusals goes on or begins. */
+export function markBusy(peer: SwarmPeer, nowMs: number): void {
+  if (nowMs > peer.busyUntilMs + BUSY_BACKOFF_MS) peer.busySinceMs = nowMs;
+  peer.busyUntilMs = nowMs + BUSY_BACKOFF_MS;
+}
+
+/**
+ * Backed off after a refusal and still worth waiting for: refusing for less than `patienceMs`, or it sent
+ * this agent bytes within that time. A peer that only refuses for longer is full for good, as far as
+ * this download can tell, and its pieces may come from elsewhere.
+ */
+export function isBusy(peer: SwarmPeer, nowMs: number, patienceMs: number): boolean {
+  return peer.busyUntilMs > nowMs && (nowMs - peer.busySinceMs < patienceMs || nowMs - peer.dataAtMs < patienceMs);
 }
 
 /** What a fetch learned about an agent, kept across download rounds and while it is out of the tracker's list. */
@@ -84,9 +111,12 @@ export class SwarmPeers {
           complete: holder.complete,
           bitmap,
           grewAtMs: nowMs,
+          dataAtMs: Number.NEGATIVE_INFINITY,
           inflight: 0,
           failures: verdict?.failures ?? 0,
           excludedUntilMs: given ? Number.POSITIVE_INFINITY : 0,
+          busyUntilMs: Number.NEGATIVE_INFINITY,
+          busySinceMs: Number.NEGATIVE_INFINITY,
           badPieces: verdict?.bad ?? false,
         });
       }
@@ -100,9 +130,20 @@ export class SwarmPeers {
     return [...this.peers.values()];
   }
 
-  /** Usable peers now, best ranked first. */
+  /** Usable peers now (to be asked for pieces), best ranked first. */
   usable(nowMs: number): SwarmPeer[] {
-    return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
+    return [...this.peers.values()].filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs <= nowMs).sort((a, b) => a.rank - b.rank);
+  }
+
+  /**
+   * Peers left alone now only because they refused a call for lack of upload slots (busy), best ranked
+   * first, while they are worth waiting for: refusing for less than `patienceMs`, or sending this agent
+   * bytes within it (a peer serving this agent's other calls is alive, just full).
+   */
+  busyNow(nowMs: number, patienceMs: number): SwarmPeer[] {
+    return [...this.peers.values()]
+      .filter((p) => p.excludedUntilMs <= nowMs && isBusy(p, nowMs, patienceMs))
+      .sort((a, b) => a.rank - b.rank);
   }
 
   /**
@@ -123,8 +164,9 @@ export class SwarmPeers {
     return this.peers.size;
   }
 
+  /** The peer refused a call for lack of upload slots: asked again after BUSY_BACKOFF_MS, and still a holder meanwhile. */
   busy(peer: SwarmPeer, nowMs: number): void {
-    peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
+    markBusy(peer, nowMs);
   }
 
   failed(peer: SwarmPeer, nowMs: number): void {

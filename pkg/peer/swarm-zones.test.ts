@@ -31,13 +31,25 @@ describe("swarm across zones", () => {
   });
 
   /** Starts one node per zone given ("" = no zone), named by zone and position. */
-  async function startNodes(zones: readonly string[], extra: Partial<SwarmNodeOptions> = {}, perNode: readonly Partial<SwarmNodeOptions>[] = []): Promise<SwarmNode[]> {
+  async function startNodes(
+    zones: readonly string[],
+    extra: Partial<SwarmNodeOptions> = {},
+    perNode: readonly Partial<SwarmNodeOptions>[] = [],
+  ): Promise<SwarmNode[]> {
     // No test here moves a grant: the default stall timeout keeps a grantee starved of CPU (six agents share
     // this process with every other test file) from losing its grant.
     tracker = new MemoryTracker({ logger });
     nodes = await Promise.all(
       zones.map((zone, i) =>
-        SwarmNode.start({ name: `${zone || "nozone"}-${i}`, zone, tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST, ...extra, ...perNode[i] }),
+        SwarmNode.start({
+          name: `${zone || "nozone"}-${i}`,
+          zone,
+          tracker,
+          origin: { host: origin.host, url: origin.url },
+          tuning: FAST,
+          ...extra,
+          ...perNode[i],
+        }),
       ),
     );
     return nodes;
@@ -59,21 +71,21 @@ describe("swarm across zones", () => {
   }
 
   for (const zoneFromTracker of [false, true]) {
-  it(`takes every piece from the same-zone holder while two holders in another zone have them too${zoneFromTracker ? " (zone known only to the tracker)" : ""}`, async () => {
-    const [local, remote1, remote2, puller] = await startNodes(["a", "b", "b", "a"], {}, [{}, {}, {}, { zoneFromTracker }]);
-    assert.ok(local && remote1 && remote2 && puller);
-    const data = testBytes(12 * MiB + 17);
-    const digest = await seed([local, remote1, remote2], data);
-    const served = origin.blobBytesServed;
-    const result = await puller.pull(origin.host, NAME, digest);
-    assert.equal(digestOf(result.bytes), digest);
-    assert.equal(result.source, "peer");
-    assert.equal(await received(puller, "a"), data.length, "all bytes from zone a");
-    assert.equal(await received(puller, "b"), 0, "nothing from zone b");
-    assert.equal(await remote1.metric("shoal_peer_bytes_sent_total"), 0);
-    assert.equal(await remote2.metric("shoal_peer_bytes_sent_total"), 0);
-    assert.equal(origin.blobBytesServed, served);
-  });
+    it(`takes every piece from the same-zone holder while two holders in another zone have them too${zoneFromTracker ? " (zone known only to the tracker)" : ""}`, async () => {
+      const [local, remote1, remote2, puller] = await startNodes(["a", "b", "b", "a"], {}, [{}, {}, {}, { zoneFromTracker }]);
+      assert.ok(local && remote1 && remote2 && puller);
+      const data = testBytes(12 * MiB + 17);
+      const digest = await seed([local, remote1, remote2], data);
+      const served = origin.blobBytesServed;
+      const result = await puller.pull(origin.host, NAME, digest);
+      assert.equal(digestOf(result.bytes), digest);
+      assert.equal(result.source, "peer");
+      assert.equal(await received(puller, "a"), data.length, "all bytes from zone a");
+      assert.equal(await received(puller, "b"), 0, "nothing from zone b");
+      assert.equal(await remote1.metric("shoal_peer_bytes_sent_total"), 0);
+      assert.equal(await remote2.metric("shoal_peer_bytes_sent_total"), 0);
+      assert.equal(origin.blobBytesServed, served);
+    });
   }
 
   it("takes from a same-zone partial holder what it holds, and only the rest across zones once that holder does not bring it", async () => {
@@ -89,7 +101,10 @@ describe("swarm across zones", () => {
     partialHolder.tracker.announce({ digest, size: data.length, pieceSize, complete: false, bitmap: partial.bitmap() });
     const result = await puller.pull(origin.host, NAME, digest);
     assert.equal(digestOf(result.bytes), digest);
-    const heldBytes = held.reduce((sum, i) => sum + pieceSpan(i, data.length, pieceSize).end - pieceSpan(i, data.length, pieceSize).start, 0);
+    const heldBytes = held.reduce(
+      (sum, i) => sum + pieceSpan(i, data.length, pieceSize).end - pieceSpan(i, data.length, pieceSize).start,
+      0,
+    );
     assert.equal(await received(puller, "a"), heldBytes, "the partial holder's pieces came from it");
     assert.equal(await received(puller, "b"), data.length - heldBytes, "only the pieces zone a lacks crossed zones, once each");
   });
@@ -98,9 +113,14 @@ describe("swarm across zones", () => {
    * Three agents in zone a and three in zone b pull one blob at once; returns the bytes that crossed
    * between the zones in both directions, after checking every copy and the single origin fetch.
    */
-  async function crossZoneRun(seed: string, originBytesPerSecond: number | undefined, ignoreZone: boolean): Promise<{ crossZone: number; size: number }> {
+  async function crossZoneRun(
+    seed: string,
+    originBytesPerSecond: number | undefined,
+    ignoreZone: boolean,
+  ): Promise<{ crossZone: number; size: number }> {
     const blob = await origin.addBlob({ size: 24 * MiB + 321, seed });
-    if (originBytesPerSecond !== undefined) origin.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: originBytesPerSecond });
+    if (originBytesPerSecond !== undefined)
+      origin.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: originBytesPerSecond });
     const zones = ["a", "a", "a", "b", "b", "b"];
     // Waits long enough that a sibling slowed by a busy machine is still waited for: the test is about
     // where the bytes come from, not how fast a stuck sibling is replaced (the tests above do that).
@@ -117,7 +137,10 @@ describe("swarm across zones", () => {
       sameZone += await received(node, zone);
     }
     assert.ok(crossZone >= blob.size * 0.99, `the zone without the grantee got its copy across zones (${crossZone} bytes)`);
-    assert.ok(crossZone + sameZone >= 5 * blob.size, `the five agents without the grant got theirs from peers (${crossZone + sameZone} bytes)`);
+    assert.ok(
+      crossZone + sameZone >= 5 * blob.size,
+      `the five agents without the grant got theirs from peers (${crossZone + sameZone} bytes)`,
+    );
     await Promise.all(nodes.map((n) => n.stop()));
     nodes = [];
     origin.clearScripts();
@@ -130,9 +153,18 @@ describe("swarm across zones", () => {
     const fast = await crossZoneRun("zones-fast-origin", undefined, false);
     // The same run with the zone hidden from the scheduler: what the bound below guards against.
     const baseline = await crossZoneRun("zones-baseline", undefined, true);
-    t.diagnostic(`cross-zone copies: slow origin ${(slow.crossZone / slow.size).toFixed(2)}, fast origin ${(fast.crossZone / fast.size).toFixed(2)}, without zone preference ${(baseline.crossZone / baseline.size).toFixed(2)}`);
-    for (const run of [slow, fast]) assert.ok(run.crossZone <= run.size * 1.5, `cross-zone bytes ${run.crossZone} for a ${run.size}-byte blob: more than one copy per zone`);
-    assert.ok(baseline.crossZone > baseline.size * 1.5, `without zone preference ${baseline.crossZone} bytes crossed: the scenario does not tell the difference`);
+    t.diagnostic(
+      `cross-zone copies: slow origin ${(slow.crossZone / slow.size).toFixed(2)}, fast origin ${(fast.crossZone / fast.size).toFixed(2)}, without zone preference ${(baseline.crossZone / baseline.size).toFixed(2)}`,
+    );
+    for (const run of [slow, fast])
+      assert.ok(
+        run.crossZone <= run.size * 1.5,
+        `cross-zone bytes ${run.crossZone} for a ${run.size}-byte blob: more than one copy per zone`,
+      );
+    assert.ok(
+      baseline.crossZone > baseline.size * 1.5,
+      `without zone preference ${baseline.crossZone} bytes crossed: the scenario does not tell the difference`,
+    );
   });
 
   it("with holders only in another zone the download completes from there", async () => {
@@ -160,9 +192,30 @@ describe("swarm across zones", () => {
     assert.ok((await puller.metric("shoal_peer_errors_total")) >= 1, "the same-zone holder was tried first");
   });
 
+  it("waits for a same-zone holder at its upload cap (busy) instead of fetching across zones", async () => {
+    // Eight one-piece calls at once to the same-zone holder: its connection takes four (a quarter of its
+    // 16 upload slots) and refuses the rest as busy. Its upload rate keeps the first four running meanwhile.
+    const [local, remote, puller] = await startNodes(["a", "b", "a"], {}, [
+      { uploadBytesPerSecond: 8 * MiB },
+      {},
+      { tuning: { ...FAST, maxInflightPerPeer: 8, piecesPerRequest: 1, hedgeAfterMs: 60_000, stallMs: 10_000 } },
+    ]);
+    assert.ok(local && remote && puller);
+    const data = testBytes(8 * MiB);
+    const digest = await seed([local, remote], data);
+    const result = await puller.pull(origin.host, NAME, digest);
+    assert.equal(digestOf(result.bytes), digest);
+    assert.ok((await puller.metric("shoal_peer_errors_total", { reason: "busy" })) >= 1, "the same-zone holder refused calls as busy");
+    assert.equal(await received(puller, "b"), 0, "a busy same-zone holder is not replaced by another zone's");
+    assert.equal(await received(puller, "a"), data.length);
+    assert.equal(await remote.metric("shoal_peer_bytes_sent_total"), 0);
+  });
+
   it("hedges requests to a slow same-zone holder across zones", async () => {
     // The same-zone holder sends 1 MiB/s: a 1 MiB piece takes it about a second, past hedgeAfterMs.
-    const [slow, remote, puller] = await startNodes(["a", "b", "a"], { tuning: { ...FAST, hedgeAfterMs: 200, stallMs: 5_000 } }, [{ uploadBytesPerSecond: MiB }]);
+    const [slow, remote, puller] = await startNodes(["a", "b", "a"], { tuning: { ...FAST, hedgeAfterMs: 200, stallMs: 5_000 } }, [
+      { uploadBytesPerSecond: MiB },
+    ]);
     assert.ok(slow && remote && puller);
     const data = testBytes(4 * MiB);
     const digest = await seed([slow, remote], data);
@@ -181,7 +234,14 @@ describe("swarm across zones", () => {
     assert.equal(digestOf(result.bytes), digest);
     // Endgame duplicates may add a piece or two.
     assert.ok((await puller.metric(RECEIVED_BY_ZONE, { source_zone: "unknown", zone: "unknown" })) >= data.length);
-    assert.equal(await puller.metric(RECEIVED_BY_ZONE), await puller.metric("shoal_peer_bytes_received_total"), "every received byte is counted by zone");
-    assert.ok((await h1.metric("shoal_peer_bytes_sent_total")) > 0 && (await h2.metric("shoal_peer_bytes_sent_total")) > 0, "both holders served pieces");
+    assert.equal(
+      await puller.metric(RECEIVED_BY_ZONE),
+      await puller.metric("shoal_peer_bytes_received_total"),
+      "every received byte is counted by zone",
+    );
+    assert.ok(
+      (await h1.metric("shoal_peer_bytes_sent_total")) > 0 && (await h2.metric("shoal_peer_bytes_sent_total")) > 0,
+      "both holders served pieces",
+    );
   });
 });

@@ -65,7 +65,10 @@ describe("swarm: many agents, one origin fetch", () => {
     assert.ok(failures >= 1, "bad pieces were detected");
     // The agents name the bad holder in their lookups, so the tracker grants the origin to one of them and
     // the others take pieces from it: the origin sends the blob once more, not once per agent.
-    assert.ok(origin.blobBytesServed - served <= blob.size, `the origin sent ${origin.blobBytesServed - served} bytes for a ${blob.size}-byte blob`);
+    assert.ok(
+      origin.blobBytesServed - served <= blob.size,
+      `the origin sent ${origin.blobBytesServed - served} bytes for a ${blob.size}-byte blob`,
+    );
     for (const node of rest) {
       const bad = await node.metric("shoal_piece_verification_failures_total");
       assert.ok(bad <= 4, `the bad peer was dropped after its first bad pieces (${node.name} verified ${bad} bad pieces)`);
@@ -98,7 +101,10 @@ describe("swarm: many agents, one origin fetch", () => {
     await grantee.stop();
     await granteePull;
     for (const r of await Promise.all(pulls)) assert.equal(digestOf(r.bytes), blob.digest);
-    assert.ok(origin.requests.filter((r) => r.kind === "blob" && r.reference === blob.digest).length >= 2, "another agent took over the origin fetch");
+    assert.ok(
+      origin.requests.filter((r) => r.kind === "blob" && r.reference === blob.digest).length >= 2,
+      "another agent took over the origin fetch",
+    );
   });
 
   it("without a reachable tracker an agent fetches from the origin", async () => {

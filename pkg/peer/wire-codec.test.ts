@@ -36,7 +36,12 @@ function feed(messages: readonly Buffer[], step: number, sink: RecordingSink): v
 
 describe("ReadPiecesResponse codec", () => {
   it("encodes what the generated codec decodes", () => {
-    for (const [piece, offset] of [[0, 0], [1, 1048576], [2047, 15 * 1048576], [0xffffffff, 0x7fffffff]] as const) {
+    for (const [piece, offset] of [
+      [0, 0],
+      [1, 1048576],
+      [2047, 15 * 1048576],
+      [0xffffffff, 0x7fffffff],
+    ] as const) {
       const data = Buffer.from(`piece ${piece} at ${offset}`);
       assert.deepEqual(ReadPiecesResponse.decode(encodeChunk(piece, offset, data)), { piece, offset, data });
     }

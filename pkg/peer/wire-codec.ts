@@ -125,7 +125,13 @@ export class ChunkDecoder implements FrameHandler {
 }
 
 type HeaderScan =
-  | { readonly kind: "streaming"; readonly piece: number; readonly offset: number; readonly dataLength: number; readonly headerBytes: number }
+  | {
+      readonly kind: "streaming";
+      readonly piece: number;
+      readonly offset: number;
+      readonly dataLength: number;
+      readonly headerBytes: number;
+    }
   | { readonly kind: "whole" }
   | { readonly kind: "more" };
 

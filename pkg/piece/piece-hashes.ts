@@ -11,14 +11,18 @@ export function sha256Of(bytes: Uint8Array): Buffer {
 
 /** Whether two piece hashes are equal (both 32 bytes). */
 export function sameHash(a: Uint8Array, b: Uint8Array): boolean {
-  return a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  return (
+    a.byteLength === b.byteLength &&
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+  );
 }
 
 /** The hashes of every piece, in order, as one buffer (what stores persist). */
 export function packPieceHashes(hashes: readonly Uint8Array[]): Buffer {
   const packed = Buffer.allocUnsafe(hashes.length * PIECE_HASH_BYTES);
   hashes.forEach((hash, index) => {
-    if (hash.byteLength !== PIECE_HASH_BYTES) throw new RangeError(`piece ${index}: a hash has ${PIECE_HASH_BYTES} bytes, not ${hash.byteLength}`);
+    if (hash.byteLength !== PIECE_HASH_BYTES)
+      throw new RangeError(`piece ${index}: a hash has ${PIECE_HASH_BYTES} bytes, not ${hash.byteLength}`);
     packed.set(hash, index * PIECE_HASH_BYTES);
   });
   return packed;

@@ -7,7 +7,14 @@ import { SwarmNode } from "../peer/testing/swarm-node.js";
 import { ContentSeeder, OriginFetcher, UpstreamClient } from "../registry/index.js";
 import { FakeUpstream } from "../registry/testing/fake-upstream.js";
 import { MemoryBlobStore } from "../store/index.js";
-import { type AgentCommand, MemoryTracker, type PrefetchAssignment, type PrefetchChannel, type PrefetchHandler, type PrefetchReport } from "../tracker/index.js";
+import {
+  type AgentCommand,
+  MemoryTracker,
+  type PrefetchAssignment,
+  type PrefetchChannel,
+  type PrefetchHandler,
+  type PrefetchReport,
+} from "../tracker/index.js";
 import { eventually } from "../tracker/testing/helpers.js";
 import { AgentPrefetcher } from "./agent-prefetcher.js";
 
@@ -40,15 +47,35 @@ interface Image {
 async function addImage(origin: FakeUpstream, seed: string, sizes: readonly number[]): Promise<Image> {
   const blobs = [];
   for (const [i, size] of sizes.entries()) blobs.push(await origin.addBlob({ size, seed: `${seed}-${i}` }));
-  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST_TYPE, config: { ...blobs[0], mediaType: "application/vnd.oci.image.config.v1+json" }, layers: blobs.slice(1).map((b) => ({ ...b, mediaType: "application/vnd.oci.image.layer.v1.tar" })) }));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MANIFEST_TYPE,
+      config: { ...blobs[0], mediaType: "application/vnd.oci.image.config.v1+json" },
+      layers: blobs.slice(1).map((b) => ({ ...b, mediaType: "application/vnd.oci.image.layer.v1.tar" })),
+    }),
+  );
   origin.addManifest("team/app", "v1", manifest, MANIFEST_TYPE);
   return { manifest, blobs };
 }
 
-function assignmentOf(id: string, origin: FakeUpstream, image: Image, credentials?: { username: string; password: string }): PrefetchAssignment {
+function assignmentOf(
+  id: string,
+  origin: FakeUpstream,
+  image: Image,
+  credentials?: { username: string; password: string },
+): PrefetchAssignment {
   return {
     id,
-    contents: [{ registry: origin.host, repository: "team/app", manifests: [{ digest: digestOf(image.manifest), mediaType: MANIFEST_TYPE, body: image.manifest }], blobs: image.blobs, credentials }],
+    contents: [
+      {
+        registry: origin.host,
+        repository: "team/app",
+        manifests: [{ digest: digestOf(image.manifest), mediaType: MANIFEST_TYPE, body: image.manifest }],
+        blobs: image.blobs,
+        credentials,
+      },
+    ],
   };
 }
 
@@ -61,13 +88,26 @@ describe("AgentPrefetcher with the origin fetcher (one agent, no tracker)", () =
     await origin.close();
   });
 
-  function agent(from: FakeUpstream = origin): { store: MemoryBlobStore; channel: FakeChannel; prefetcher: AgentPrefetcher; metrics: AgentMetrics; upstream: UpstreamClient; close: () => Promise<void> } {
+  function agent(from: FakeUpstream = origin): {
+    store: MemoryBlobStore;
+    channel: FakeChannel;
+    prefetcher: AgentPrefetcher;
+    metrics: AgentMetrics;
+    upstream: UpstreamClient;
+    close: () => Promise<void>;
+  } {
     const store = new MemoryBlobStore();
     const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
     const upstream = new UpstreamClient({ upstreams: new Map([[from.host, from.url]]), logger });
     const fetcher = new OriginFetcher({ store, upstream, metrics, logger });
     const channel = new FakeChannel();
-    const prefetcher = new AgentPrefetcher({ channel, seeder: new ContentSeeder({ store, fetcher, logger }), metrics, logger, reportIntervalMs: 50 });
+    const prefetcher = new AgentPrefetcher({
+      channel,
+      seeder: new ContentSeeder({ store, fetcher, logger }),
+      metrics,
+      logger,
+      reportIntervalMs: 50,
+    });
     prefetcher.start();
     return {
       store,
@@ -135,7 +175,9 @@ describe("AgentPrefetcher with the origin fetcher (one agent, no tracker)", () =
       assert.equal(channel.last("robot")?.bytesFromOrigin, 12_000);
       // A pull without credentials for another blob of the same repository is still refused: nothing leaked into the client's token cache.
       const other = await secured.addBlob({ size: 100, seed: "other" });
-      const response = await upstream.request(secured.host, { method: "GET", path: `/v2/team/app/blobs/${other.digest}`, name: "team/app" }).catch((e: unknown) => e);
+      const response = await upstream
+        .request(secured.host, { method: "GET", path: `/v2/team/app/blobs/${other.digest}`, name: "team/app" })
+        .catch((e: unknown) => e);
       assert.ok(response instanceof Error && /requires credentials/.test(response.message));
     } finally {
       await close();
@@ -147,12 +189,25 @@ describe("AgentPrefetcher with the origin fetcher (one agent, no tracker)", () =
     const a = agent();
     try {
       const image = await addImage(origin, "missing", [100]);
-      const missing: PrefetchAssignment = { id: "nf", contents: [{ ...assignmentOf("nf", origin, image).contents[0]!, blobs: [{ digest: digestOf("nowhere"), size: 7 }] }] };
+      const missing: PrefetchAssignment = {
+        id: "nf",
+        contents: [{ ...assignmentOf("nf", origin, image).contents[0]!, blobs: [{ digest: digestOf("nowhere"), size: 7 }] }],
+      };
       a.channel.send({ kind: "prefetch", assignment: missing });
       await eventually(() => {
         assert.equal(a.channel.last("nf")?.error?.code, "not_found");
       }, 10_000);
-      const forged: PrefetchAssignment = { id: "forged", contents: [{ registry: origin.host, repository: "team/app", manifests: [{ digest: digestOf("other"), mediaType: MANIFEST_TYPE, body: image.manifest }], blobs: [] }] };
+      const forged: PrefetchAssignment = {
+        id: "forged",
+        contents: [
+          {
+            registry: origin.host,
+            repository: "team/app",
+            manifests: [{ digest: digestOf("other"), mediaType: MANIFEST_TYPE, body: image.manifest }],
+            blobs: [],
+          },
+        ],
+      };
       a.channel.send({ kind: "prefetch", assignment: forged });
       await eventually(() => {
         assert.equal(a.channel.last("forged")?.error?.code, "digest_mismatch");
@@ -214,7 +269,15 @@ describe("AgentPrefetcher through the swarm", () => {
     ];
     const image = await addImage(origin, "swarm", [4096, 3 * 1024 * 1024, 5 * 1024 * 1024 + 3]);
     const channels = nodes.map(() => new FakeChannel());
-    const prefetchers = nodes.map((node, i) => new AgentPrefetcher({ channel: channels[i]!, seeder: new ContentSeeder({ store: node.store, fetcher: node.fetcher, logger }), logger, reportIntervalMs: 50 }));
+    const prefetchers = nodes.map(
+      (node, i) =>
+        new AgentPrefetcher({
+          channel: channels[i]!,
+          seeder: new ContentSeeder({ store: node.store, fetcher: node.fetcher, logger }),
+          logger,
+          reportIntervalMs: 50,
+        }),
+    );
     try {
       const served = origin.blobBytesServed;
       for (const p of prefetchers) p.start();
@@ -228,7 +291,8 @@ describe("AgentPrefetcher through the swarm", () => {
       assert.ok(fromPeers > 0, "one seed took blobs from the other");
       await eventually(() => {
         for (const node of nodes) for (const b of image.blobs) assert.equal(tracker.holdsComplete(node.agentId, b.digest), true);
-        for (const node of nodes) assert.equal(tracker.holdsComplete(node.agentId, digestOf(image.manifest)), true, "the manifest is announced too");
+        for (const node of nodes)
+          assert.equal(tracker.holdsComplete(node.agentId, digestOf(image.manifest)), true, "the manifest is announced too");
       });
     } finally {
       for (const p of prefetchers) await p.stop();

@@ -1,10 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
-import type { BlobRequest, SeedResult } from "../registry/index.js";
-import { seedErrorCode } from "../registry/index.js";
+import { type BlobRequest, seedErrorCode, type SeedResult } from "../registry/index.js";
 import type { Digest } from "../oci/index.js";
-import type { AgentCommand, PrefetchAssignment, PrefetchChannel, PrefetchHandler, PrefetchReport } from "../tracker/prefetch.js";
+import type { AgentCommand, PrefetchAssignment, PrefetchChannel, PrefetchHandler, PrefetchReport } from "../tracker/index.js";
 import { PrefetchError, isPrefetchError } from "./errors.js";
 
 /** Blob fetches at once for all assignments together: containerd's default is 3 per pull. */
@@ -127,7 +126,10 @@ export class AgentPrefetcher implements PrefetchHandler {
     const signal = controller.signal;
     const log = this.options.logger.child({ prefetch: assignment.id });
     const startedAt = performance.now();
-    log.info({ contents: assignment.contents.map((c) => `${c.registry}/${c.repository}`), items: job.report.itemsTotal }, "prefetch started");
+    log.info(
+      { contents: assignment.contents.map((c) => `${c.registry}/${c.repository}`), items: job.report.itemsTotal },
+      "prefetch started",
+    );
     this.send(job.report);
     const timer = setInterval(() => {
       this.send(job.report);
@@ -141,7 +143,12 @@ export class AgentPrefetcher implements PrefetchHandler {
         }
       }
       const blobs = assignment.contents.flatMap((content) =>
-        content.blobs.map((blob): BlobRequest => ({ registry: content.registry, name: content.repository, digest: blob.digest, credentials: content.credentials })),
+        content.blobs.map((blob): BlobRequest => ({
+          registry: content.registry,
+          name: content.repository,
+          digest: blob.digest,
+          credentials: content.credentials,
+        })),
       );
       let next = 0;
       const worker = async (): Promise<void> => {
@@ -155,7 +162,15 @@ export class AgentPrefetcher implements PrefetchHandler {
       // Workers per assignment; the slots taken per fetch bound all assignments together.
       await Promise.all(Array.from({ length: Math.min(blobs.length, this.concurrency) }, worker));
       this.finish(job, { ...job.report, state: "done" });
-      log.info({ seconds: (performance.now() - startedAt) / 1000, fromOrigin: job.report.bytesFromOrigin, fromPeers: job.report.bytesFromPeers, alreadyHeld: job.report.bytesAlreadyHeld }, "prefetch done");
+      log.info(
+        {
+          seconds: (performance.now() - startedAt) / 1000,
+          fromOrigin: job.report.bytesFromOrigin,
+          fromPeers: job.report.bytesFromPeers,
+          alreadyHeld: job.report.bytesAlreadyHeld,
+        },
+        "prefetch done",
+      );
     } catch (error: unknown) {
       if (signal.aborted || isPrefetchError(error)) {
         this.options.metrics?.prefetchAssignments.inc({ result: "cancelled" });

@@ -1,6 +1,6 @@
 export type PrefetchErrorCode =
   /** The tracker cancelled the assignment, its session ended, or the agent is stopping. */
-  | "ERR_PREFETCH_CANCELLED";
+  "ERR_PREFETCH_CANCELLED";
 
 export class PrefetchError extends Error {
   override readonly name = "PrefetchError";

@@ -1,5 +1,5 @@
 import type { Digest } from "../oci/index.js";
-import type { PartialBlob } from "../store/blob-store.js";
+import type { PartialBlob } from "../store/index.js";
 import type { BasicCredentials } from "./upstream/credentials.js";
 
 export interface BlobRequest {
@@ -22,8 +22,8 @@ export interface BlobLease {
 }
 
 /**
- * The seam between the mirror and whatever produces blobs it lacks: the origin (OriginFetcher), and
- * later the swarm. Concurrent acquires of one digest share one transfer; the transfer stops (keeping
+ * The seam between the mirror and whatever produces blobs it lacks: the origin (OriginFetcher), or
+ * the swarm in front of it (pkg/peer's SwarmFetcher). Concurrent acquires of one digest share one transfer; the transfer stops (keeping
  * what it has for a later resume) when the last lease is released before it finishes.
  */
 export interface BlobFetcher {
@@ -35,5 +35,3 @@ export interface BlobFetcher {
   /** Stops every transfer. */
   close(): Promise<void>;
 }
-
-

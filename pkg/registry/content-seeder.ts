@@ -1,7 +1,6 @@
 import type { Logger } from "pino";
 import { type Digest, digestAlgorithm, digestOf } from "../oci/index.js";
-import type { BlobStore } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
+import { type BlobStore, isStoreError } from "../store/index.js";
 import { choosePieceSize } from "../piece/index.js";
 import type { BlobFetcher, BlobRequest } from "./blob-fetcher.js";
 import { RegistryError, isRegistryError } from "./errors.js";
@@ -35,7 +34,8 @@ export class ContentSeeder {
     signal.throwIfAborted();
     const { store } = this.options;
     if ((await store.stat(digest)) !== undefined) return { source: "local", bytes: body.length };
-    if (digestOf(body, digestAlgorithm(digest)) !== digest) throw new RegistryError("ERR_DIGEST_MISMATCH", `manifest bytes do not match ${digest}`);
+    if (digestOf(body, digestAlgorithm(digest)) !== digest)
+      throw new RegistryError("ERR_DIGEST_MISMATCH", `manifest bytes do not match ${digest}`);
     const open = store.getPartial(digest);
     if (open !== undefined) {
       // Someone (a pull) is writing it right now: theirs is the same content.

@@ -40,8 +40,12 @@ export function isRegistryError(error: unknown, code?: RegistryErrorCode): error
 export function isTransientUpstreamError(error: unknown): boolean {
   return (
     isRegistryError(error) &&
-    ["ERR_UPSTREAM_NETWORK", "ERR_UPSTREAM_TIMEOUT", "ERR_UPSTREAM_TRUNCATED", "ERR_UPSTREAM_STATUS", "ERR_UPSTREAM_TOO_MANY_REQUESTS"].includes(
-      error.code,
-    )
+    [
+      "ERR_UPSTREAM_NETWORK",
+      "ERR_UPSTREAM_TIMEOUT",
+      "ERR_UPSTREAM_TRUNCATED",
+      "ERR_UPSTREAM_STATUS",
+      "ERR_UPSTREAM_TOO_MANY_REQUESTS",
+    ].includes(error.code)
   );
 }

@@ -10,11 +10,9 @@ import {
   isDigest,
   sniffManifestMediaType,
 } from "../oci/index.js";
-import type { BlobInfo, BlobStore } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
+import { type BlobInfo, type BlobStore, isStoreError, type TagStore } from "../store/index.js";
 import { choosePieceSize } from "../piece/index.js";
-import type { TagStore } from "../store/tag-store.js";
-import type { TagRecord, Tracker } from "../tracker/tracker.js";
+import type { TagRecord, Tracker } from "../tracker/index.js";
 import type { ManifestPeers } from "./manifest-peers.js";
 
 /** The part of the tracker that shares tag → digest records between agents. */
@@ -38,9 +36,21 @@ export interface ManifestRequest {
 
 /** A manifest ready to answer with: either in the store, or headers only (HEAD of one we lack), or a fresh body. */
 export type ResolvedManifest =
-  | { readonly kind: "stored"; readonly info: BlobInfo & { mediaType: string }; readonly source: "local" | "origin"; readonly stale: boolean }
+  | {
+      readonly kind: "stored";
+      readonly info: BlobInfo & { mediaType: string };
+      readonly source: "local" | "origin";
+      readonly stale: boolean;
+    }
   | { readonly kind: "headers"; readonly digest: Digest; readonly mediaType: string; readonly size: number }
-  | { readonly kind: "body"; readonly digest: Digest; readonly mediaType: string; readonly body: Buffer; readonly source: "peer" | "origin"; readonly stale?: boolean };
+  | {
+      readonly kind: "body";
+      readonly digest: Digest;
+      readonly mediaType: string;
+      readonly body: Buffer;
+      readonly source: "peer" | "origin";
+      readonly stale?: boolean;
+    };
 
 export interface ManifestResolverOptions {
   readonly store: BlobStore;
@@ -113,7 +123,10 @@ export class ManifestResolver {
    * (the digest most nodes resolved: one member cannot move it). With the manifest from the store or a
    * peer; undefined when nobody saw the tag or its manifest is nowhere.
    */
-  private async lastSeen(request: ManifestRequest, tag: string): Promise<{ digest: Digest; seenBy: "this agent" | "cluster"; resolved: ResolvedManifest } | undefined> {
+  private async lastSeen(
+    request: ManifestRequest,
+    tag: string,
+  ): Promise<{ digest: Digest; seenBy: "this agent" | "cluster"; resolved: ResolvedManifest } | undefined> {
     const local = this.options.tags.get(request.registry, request.name, tag);
     let cluster: TagRecord | undefined;
     if (local === undefined) {
@@ -162,13 +175,21 @@ export class ManifestResolver {
     const { metrics } = this.options;
     const response = await this.upstreamManifest(request, "GET");
     const body = await readLimitedBytes(response.body, MAX_MANIFEST_BYTES).catch((error: unknown) => {
-      throw error instanceof RegistryError ? error : new RegistryError("ERR_UPSTREAM_TRUNCATED", "manifest body broke off", { cause: error });
+      throw error instanceof RegistryError
+        ? error
+        : new RegistryError("ERR_UPSTREAM_TRUNCATED", "manifest body broke off", { cause: error });
     });
     metrics.originBytesFetched.inc(body.length);
     const declared = header(response.headers, "docker-content-digest");
-    const algorithm = expected !== undefined ? digestAlgorithm(expected) : declared !== undefined && isDigest(declared) ? digestAlgorithm(declared) : "sha256";
+    const algorithm =
+      expected !== undefined
+        ? digestAlgorithm(expected)
+        : declared !== undefined && isDigest(declared)
+          ? digestAlgorithm(declared)
+          : "sha256";
     const digest = digestOf(body, algorithm);
-    const mismatch = (expected !== undefined && digest !== expected) || (declared !== undefined && isDigest(declared) && declared !== digest);
+    const mismatch =
+      (expected !== undefined && digest !== expected) || (declared !== undefined && isDigest(declared) && declared !== digest);
     if (mismatch) {
       metrics.digestMismatches.inc({ source: "origin" });
       metrics.upstreamErrors.inc({ reason: "digest_mismatch" });
@@ -180,7 +201,10 @@ export class ManifestResolver {
     return { kind: "body", digest, mediaType, body, source: "origin" };
   }
 
-  private async upstreamManifest(request: ManifestRequest, method: "GET" | "HEAD"): Promise<{ headers: Readonly<Record<string, string | string[] | undefined>>; body: Readable }> {
+  private async upstreamManifest(
+    request: ManifestRequest,
+    method: "GET" | "HEAD",
+  ): Promise<{ headers: Readonly<Record<string, string | string[] | undefined>>; body: Readable }> {
     const reference = request.reference.kind === "tag" ? request.reference.tag : request.reference.digest;
     try {
       const response = await this.options.upstream.request(request.registry, {
@@ -210,7 +234,15 @@ export class ManifestResolver {
   private publish(request: ManifestRequest, tag: string, digest: Digest, mediaType: string, size: number): void {
     this.remember(request, tag, digest, mediaType, size);
     try {
-      this.options.clusterTags?.publishTag({ registry: request.registry, repository: request.name, tag, digest, mediaType, size, seenAtMs: (this.options.now ?? Date.now)() });
+      this.options.clusterTags?.publishTag({
+        registry: request.registry,
+        repository: request.name,
+        tag,
+        digest,
+        mediaType,
+        size,
+        seenAtMs: (this.options.now ?? Date.now)(),
+      });
     } catch (error) {
       this.options.logger.debug({ err: error, tag }, "tag record not published");
     }

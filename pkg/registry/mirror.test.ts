@@ -209,7 +209,12 @@ describe("mirror: manifests and tags", () => {
   });
 
   it("resolves tags upstream on every pull, with one HEAD when the digest is already here", async () => {
-    const manifest = f.upstream.addManifest(NAME, "v1", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [] }, MEDIA_TYPE_OCI_MANIFEST);
+    const manifest = f.upstream.addManifest(
+      NAME,
+      "v1",
+      { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [] },
+      MEDIA_TYPE_OCI_MANIFEST,
+    );
     const first = await fetch(f.manifestUrl(NAME, "v1"), { headers: { accept: MEDIA_TYPE_OCI_MANIFEST } });
     assert.equal(first.status, 200);
     assert.equal(first.headers.get("content-type"), MEDIA_TYPE_OCI_MANIFEST);
@@ -227,15 +232,30 @@ describe("mirror: manifests and tags", () => {
   });
 
   it("follows a moved tag", async () => {
-    f.upstream.addManifest(NAME, "moving", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], n: 1 }, MEDIA_TYPE_OCI_MANIFEST);
+    f.upstream.addManifest(
+      NAME,
+      "moving",
+      { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], n: 1 },
+      MEDIA_TYPE_OCI_MANIFEST,
+    );
     await body(await fetch(f.manifestUrl(NAME, "moving")));
-    const next = f.upstream.addManifest(NAME, "moving", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], n: 2 }, MEDIA_TYPE_OCI_MANIFEST);
+    const next = f.upstream.addManifest(
+      NAME,
+      "moving",
+      { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], n: 2 },
+      MEDIA_TYPE_OCI_MANIFEST,
+    );
     const res = await fetch(f.manifestUrl(NAME, "moving"));
     assert.equal(res.headers.get("docker-content-digest"), next.digest);
   });
 
   it("serves the last digest seen for a tag while the upstream is down, and counts it", async () => {
-    const manifest = f.upstream.addManifest(NAME, "stable", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], s: 1 }, MEDIA_TYPE_OCI_MANIFEST);
+    const manifest = f.upstream.addManifest(
+      NAME,
+      "stable",
+      { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], s: 1 },
+      MEDIA_TYPE_OCI_MANIFEST,
+    );
     await body(await fetch(f.manifestUrl(NAME, "stable")));
     f.upstream.script({ kind: "manifest" }, { kind: "status", status: 503 });
     const res = await fetch(f.manifestUrl(NAME, "stable"));
@@ -248,7 +268,12 @@ describe("mirror: manifests and tags", () => {
   });
 
   it("answers HEAD by tag from upstream headers without downloading the manifest", async () => {
-    const manifest = f.upstream.addManifest(NAME, "head-only", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], h: 1 }, MEDIA_TYPE_OCI_MANIFEST);
+    const manifest = f.upstream.addManifest(
+      NAME,
+      "head-only",
+      { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], h: 1 },
+      MEDIA_TYPE_OCI_MANIFEST,
+    );
     const getsBefore = f.upstreamRequests("manifest", "GET");
     const res = await fetch(f.manifestUrl(NAME, "head-only"), { method: "HEAD" });
     assert.equal(res.status, 200);
@@ -317,7 +342,10 @@ describe("mirror: upstream auth, redirects and credentials", () => {
       assert.equal(atStorage.length, 1);
       assert.equal(atStorage[0]?.headers.authorization, undefined, "no credentials at the redirect target");
       const atRegistry = f.upstream.requests.filter((r) => r.kind === "blob");
-      assert.ok(atRegistry.every((r) => r.headers.authorization !== "Bearer client-secret"), "the client's credentials are never forwarded");
+      assert.ok(
+        atRegistry.every((r) => r.headers.authorization !== "Bearer client-secret"),
+        "the client's credentials are never forwarded",
+      );
     } finally {
       await storage.close();
       await f.close();
@@ -539,7 +567,12 @@ describe("mirror: manifests and tags from other agents", () => {
   });
 
   it("goes to the origin when no peer holds it, and when a peer's copy does not match the digest", async () => {
-    const missing = f.upstream.addManifest(NAME, "nobody", { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], p: 2 }, MEDIA_TYPE_OCI_MANIFEST);
+    const missing = f.upstream.addManifest(
+      NAME,
+      "nobody",
+      { schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_MANIFEST, layers: [], p: 2 },
+      MEDIA_TYPE_OCI_MANIFEST,
+    );
     const gets = f.upstreamRequests("manifest", "GET");
     assert.equal(digestOf(await body(await fetch(f.manifestUrl(NAME, missing.digest)))), missing.digest);
     assert.equal(f.upstreamRequests("manifest", "GET"), gets + 1);
@@ -609,7 +642,17 @@ describe("mirror: a tag only another agent resolved, while the upstream is down"
     const forged = digestOf(theirs);
     held.set(forged, theirs);
     // A newer record for the same tag, pointing at a manifest of a member's choosing.
-    records = [{ registry: other.upstream.host, repository: NAME, tag: "mine", digest: forged, mediaType: MEDIA_TYPE_OCI_MANIFEST, size: theirs.length, seenAtMs: Date.now() + 60_000 }];
+    records = [
+      {
+        registry: other.upstream.host,
+        repository: NAME,
+        tag: "mine",
+        digest: forged,
+        mediaType: MEDIA_TYPE_OCI_MANIFEST,
+        size: theirs.length,
+        seenAtMs: Date.now() + 60_000,
+      },
+    ];
     other.upstream.script({ kind: "manifest" }, { kind: "status", status: 503 });
     try {
       const res = await fetch(other.manifestUrl(NAME, "mine"));

@@ -4,10 +4,7 @@ import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics, RequestKind, ServeSource } from "../metrics/index.js";
 import { type ByteRange, type MirrorRoute, OciError, parseMirrorPath, parseRangeHeader } from "../oci/index.js";
-import type { BlobStore } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
-import { recycleReadChunk } from "../store/read-chunks.js";
-import type { TagStore } from "../store/tag-store.js";
+import { type BlobStore, isStoreError, recycleReadChunk, type TagStore } from "../store/index.js";
 import type { BlobFetcher } from "./blob-fetcher.js";
 import { RegistryError } from "./errors.js";
 import type { ManifestPeers } from "./manifest-peers.js";
@@ -70,7 +67,11 @@ export class Mirror {
     });
     const run = async (): Promise<void> => {
       if (req.method !== "GET" && req.method !== "HEAD") {
-        writeOciError(res, { status: 405, code: "UNSUPPORTED", message: "this mirror is pull-only: GET and HEAD" }, { allow: "GET, HEAD", connection: "close" });
+        writeOciError(
+          res,
+          { status: 405, code: "UNSUPPORTED", message: "this mirror is pull-only: GET and HEAD" },
+          { allow: "GET, HEAD", connection: "close" },
+        );
         return;
       }
       const url = new URL(req.url ?? "/", "http://mirror.invalid");
@@ -83,9 +84,13 @@ export class Mirror {
       kind = route.kind;
       const registry = route.registry ?? this.options.defaultRegistry;
       if (registry === undefined) {
-        throw new RegistryError("ERR_REGISTRY_UNNAMED", "no registry named: use ?ns=<registry> or /v2/<registry>/<name>/..., or configure a default upstream");
+        throw new RegistryError(
+          "ERR_REGISTRY_UNNAMED",
+          "no registry named: use ?ns=<registry> or /v2/<registry>/<name>/..., or configure a default upstream",
+        );
       }
-      if (!this.options.upstream.knows(registry)) throw new RegistryError("ERR_REGISTRY_UNKNOWN", `registry ${registry} is not mirrored by this agent`);
+      if (!this.options.upstream.knows(registry))
+        throw new RegistryError("ERR_REGISTRY_UNKNOWN", `registry ${registry} is not mirrored by this agent`);
       const started = (s: ServeSource): void => {
         source = s;
         this.options.metrics.timeToFirstByte.observe({ kind, source: s }, (performance.now() - startedAt) / 1000);
@@ -121,7 +126,12 @@ export class Mirror {
     const head = req.method === "HEAD";
     const common = { "docker-distribution-api-version": "registry/2.0" };
     if (resolved.kind === "headers") {
-      res.writeHead(200, { ...common, "content-type": resolved.mediaType, "content-length": resolved.size, "docker-content-digest": resolved.digest });
+      res.writeHead(200, {
+        ...common,
+        "content-type": resolved.mediaType,
+        "content-length": resolved.size,
+        "docker-content-digest": resolved.digest,
+      });
       started("origin");
       res.end();
       return;
@@ -206,7 +216,8 @@ export class Mirror {
         // checked (only a response reaching the last byte can be cut off when it fails). So it waits
         // for the verified blob, within the response-start deadline; past it the runtime goes direct.
         await this.withDeadline(deadline, () => raceSignal(partial.whenSettled(), deadline));
-        if (partial.state !== "committed") throw new RegistryError("ERR_START_TIMEOUT", `${route.digest} could not be verified for a range request`);
+        if (partial.state !== "committed")
+          throw new RegistryError("ERR_START_TIMEOUT", `${route.digest} could not be verified for a range request`);
         lease.release();
         await this.serveBlob(route, registry, req, res, deadline, signal, started, true);
         return;
@@ -224,14 +235,30 @@ export class Mirror {
   }
 
   /** HEAD of a blob this node lacks: ask the upstream, fetch nothing. */
-  private async headUpstreamBlob(route: Extract<Route, { kind: "blob" }>, registry: string, res: ServerResponse, deadline: AbortSignal): Promise<void> {
+  private async headUpstreamBlob(
+    route: Extract<Route, { kind: "blob" }>,
+    registry: string,
+    res: ServerResponse,
+    deadline: AbortSignal,
+  ): Promise<void> {
     const response = await this.withDeadline(deadline, () =>
-      this.options.upstream.request(registry, { method: "HEAD", path: `/v2/${route.name}/blobs/${route.digest}`, name: route.name, signal: deadline }),
+      this.options.upstream.request(registry, {
+        method: "HEAD",
+        path: `/v2/${route.name}/blobs/${route.digest}`,
+        name: route.name,
+        signal: deadline,
+      }),
     );
     response.body.destroy();
     if (response.status !== 200) throw statusError(registry, `blob ${route.digest}`, response.status);
     const size = Number(header(response.headers, "content-length"));
-    this.writeBlobHeaders(res, route.digest, Number.isSafeInteger(size) ? size : undefined, undefined, header(response.headers, "content-type"));
+    this.writeBlobHeaders(
+      res,
+      route.digest,
+      Number.isSafeInteger(size) ? size : undefined,
+      undefined,
+      header(response.headers, "content-type"),
+    );
     res.end();
   }
 
@@ -244,7 +271,13 @@ export class Mirror {
     }
   }
 
-  private writeBlobHeaders(res: ServerResponse, digest: string, size: number | undefined, range: ByteRange | undefined, contentType: string | undefined): void {
+  private writeBlobHeaders(
+    res: ServerResponse,
+    digest: string,
+    size: number | undefined,
+    range: ByteRange | undefined,
+    contentType: string | undefined,
+  ): void {
     const headers: Record<string, string | number> = {
       "content-type": contentType ?? "application/octet-stream",
       "docker-content-digest": digest,
@@ -274,11 +307,14 @@ export class Mirror {
     // slow to read (waiting for 'drain') does not count.
     let lastChunkMs = performance.now();
     let draining = false;
-    const watchdog = setInterval(() => {
-      if (!draining && performance.now() - lastChunkMs > this.streamStallTimeoutMs) {
-        stream.destroy(new RegistryError("ERR_STREAM_STALLED", `no byte to send for ${this.streamStallTimeoutMs} ms`));
-      }
-    }, Math.min(STREAM_WATCHDOG_INTERVAL_MS, this.streamStallTimeoutMs));
+    const watchdog = setInterval(
+      () => {
+        if (!draining && performance.now() - lastChunkMs > this.streamStallTimeoutMs) {
+          stream.destroy(new RegistryError("ERR_STREAM_STALLED", `no byte to send for ${this.streamStallTimeoutMs} ms`));
+        }
+      },
+      Math.min(STREAM_WATCHDOG_INTERVAL_MS, this.streamStallTimeoutMs),
+    );
     const sink = new Writable({
       write(chunk: Buffer, _encoding, callback) {
         served.inc(chunk.length);
@@ -342,7 +378,9 @@ export class Mirror {
     if (response.status >= 500 && response.code === "UNKNOWN") log.error({ err: error, url: req.url }, "mirror request failed");
     else log.debug({ err: error, url: req.url, status: response.status }, "mirror request refused");
     if (response.fallback === true) {
-      this.options.metrics.fallbackResponses.inc({ reason: error instanceof RegistryError || error instanceof Error ? errorCode(error) : "unknown" });
+      this.options.metrics.fallbackResponses.inc({
+        reason: error instanceof RegistryError || error instanceof Error ? errorCode(error) : "unknown",
+      });
     }
     writeOciError(res, response);
   }

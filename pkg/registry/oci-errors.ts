@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { OciError } from "../oci/index.js";
-import { isStoreError } from "../store/errors.js";
+import { isStoreError } from "../store/index.js";
 import { RegistryError } from "./errors.js";
 
 /** An error as the OCI distribution spec puts it on the wire. */

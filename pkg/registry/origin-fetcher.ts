@@ -2,8 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import type { BlobStore, PartialBlob } from "../store/blob-store.js";
-import { isStoreError } from "../store/errors.js";
+import { type BlobStore, isStoreError, type PartialBlob } from "../store/index.js";
 import { choosePieceSize } from "../piece/index.js";
 import { type BlobFetcher, type BlobLease, type BlobRequest } from "./blob-fetcher.js";
 import { CoalescingWriter } from "./coalescing-writer.js";
@@ -88,10 +87,7 @@ export class OriginFetcher implements BlobFetcher {
       if (this.flights.get(request.digest) === flight) this.flights.delete(request.digest);
       this.options.metrics.inflightFetches.dec();
     };
-    opened.then(
-      ({ partial, response }) => this.pump(request, partial, response, controller.signal).finally(finish),
-      finish,
-    );
+    opened.then(({ partial, response }) => this.pump(request, partial, response, controller.signal).finally(finish), finish);
     return flight;
   }
 
@@ -141,7 +137,8 @@ export class OriginFetcher implements BlobFetcher {
         const writer = new CoalescingWriter((data) => {
           const at = position;
           position += data.length;
-          if (position > partial.size) throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
+          if (position > partial.size)
+            throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
           return partial.append(data, at);
         });
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
@@ -150,14 +147,20 @@ export class OriginFetcher implements BlobFetcher {
         }
         await writer.flush();
         if (position < partial.size) {
-          throw new RegistryError("ERR_UPSTREAM_TRUNCATED", `${request.registry} ended ${request.digest} at ${position} of ${partial.size} bytes`);
+          throw new RegistryError(
+            "ERR_UPSTREAM_TRUNCATED",
+            `${request.registry} ended ${request.digest} at ${position} of ${partial.size} bytes`,
+          );
         }
         await partial.commit();
         log.debug({ size: partial.size, resumes }, "blob fetched from origin");
         return;
       } catch (caught) {
         // Socket errors and body timeouts surface from the body iterator as undici errors.
-        const error = caught instanceof RegistryError || isStoreError(caught) || response === undefined ? caught : toUpstreamError(response.url, caught);
+        const error =
+          caught instanceof RegistryError || isStoreError(caught) || response === undefined
+            ? caught
+            : toUpstreamError(response.url, caught);
         response?.body.destroy();
         response = undefined;
         if (signal.aborted) {
@@ -200,7 +203,10 @@ export class OriginFetcher implements BlobFetcher {
       const start = /^bytes (\d+)-/.exec(header(response.headers, "content-range") ?? "")?.[1];
       if (Number(start) === offset) return { ...response, offset };
       response.body.destroy();
-      throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} answered a Range request for ${request.digest} with another range`);
+      throw new RegistryError(
+        "ERR_UPSTREAM_PROTOCOL",
+        `${request.registry} answered a Range request for ${request.digest} with another range`,
+      );
     }
     response.body.destroy();
     throw statusError(request.registry, `blob ${request.digest}`, response.status);
@@ -233,5 +239,3 @@ export function upstreamErrorReason(error: unknown): string {
       return "protocol";
   }
 }
-
-

@@ -47,7 +47,11 @@ function assertSameTree(got: Map<string, Buffer>, want: Map<string, Buffer>, wha
   const keys = (m: Map<string, Buffer>): string[] => [...m.keys()].filter((k) => !ignore.includes(k)).sort();
   assert.deepEqual(keys(got), keys(want), `${what}: the set of files differs`);
   for (const path of keys(want)) {
-    assert.equal(got.get(path)?.toString("utf8"), want.get(path)?.toString("utf8"), `${what}: ${path} differs (${UPDATE_ENV}=1 regenerates goldens)`);
+    assert.equal(
+      got.get(path)?.toString("utf8"),
+      want.get(path)?.toString("utf8"),
+      `${what}: ${path} differs (${UPDATE_ENV}=1 regenerates goldens)`,
+    );
   }
 }
 
@@ -76,7 +80,14 @@ const cases = readdirSync(TESTDATA, { withFileTypes: true })
 
 describe("shoal configure golden files", () => {
   it("has the fixtures of every supported runtime configuration", () => {
-    for (const name of ["containerd-1.6", "containerd-1.7-legacy-mirrors", "containerd-2.0", "containerd-2.1-multi-dir", "crio", "containerd-garbled"]) {
+    for (const name of [
+      "containerd-1.6",
+      "containerd-1.7-legacy-mirrors",
+      "containerd-2.0",
+      "containerd-2.1-multi-dir",
+      "crio",
+      "containerd-garbled",
+    ]) {
       assert.ok(cases.includes(name), `testdata/${name} is missing`);
     }
   });
@@ -103,7 +114,10 @@ describe("shoal configure golden files", () => {
         assertSameTree(got, await readTree(goldenDir), `${name} after configure`);
 
         const again = await configureNode(options(root, args));
-        assert.ok(again.report.changes.every((c) => c.action === "unchanged"), `second run changed something: ${JSON.stringify(again.report.changes)}`);
+        assert.ok(
+          again.report.changes.every((c) => c.action === "unchanged"),
+          `second run changed something: ${JSON.stringify(again.report.changes)}`,
+        );
         assertSameTree(await readTree(root), got, `${name} after a second configure`, [REPORT]);
 
         const restored = await restoreNode(options(root, args));

@@ -64,17 +64,29 @@ describe("shoal configure on a node file system", () => {
     await put(`${HOSTS}/docker.io/hosts.toml`, USER_DOCKER_HOSTS);
     await chmod(at(`${HOSTS}/docker.io/hosts.toml`), 0o600);
     const first = await configureNode(opts({ registries: DOCKER }));
-    assert.deepEqual(first.report.changes.map((c) => c.action), ["updated"]);
+    assert.deepEqual(
+      first.report.changes.map((c) => c.action),
+      ["updated"],
+    );
     assert.ok(first.report.ok);
     assert.match(await read(`${HOSTS}/docker.io/hosts.toml`), /\[host\."http:\/\/127\.0\.0\.1:5050"\]/);
     const again = await configureNode(opts({ registries: DOCKER }));
-    assert.deepEqual(again.report.changes.map((c) => c.action), ["unchanged"]);
+    assert.deepEqual(
+      again.report.changes.map((c) => c.action),
+      ["unchanged"],
+    );
     const moved = await configureNode(opts({ registries: DOCKER, mirrorUrl: "http://10.0.0.1:5050" }));
-    assert.deepEqual(moved.report.changes.map((c) => c.action), ["updated"]);
+    assert.deepEqual(
+      moved.report.changes.map((c) => c.action),
+      ["updated"],
+    );
     assert.equal(moved.report.problems.length, 0, "replacing Shoal's own file is no problem");
     assert.equal(await read(`${STATE}/backups${HOSTS}/docker.io/hosts.toml`), USER_DOCKER_HOSTS, "the backup is still the original");
     const restored = await restoreNode(opts());
-    assert.deepEqual(restored.report.changes.map((c) => c.action), ["restored"]);
+    assert.deepEqual(
+      restored.report.changes.map((c) => c.action),
+      ["restored"],
+    );
     assert.equal(await read(`${HOSTS}/docker.io/hosts.toml`), USER_DOCKER_HOSTS);
     assert.equal((await stat(at(`${HOSTS}/docker.io/hosts.toml`))).mode & 0o777, 0o600, "the original's mode comes back");
     assert.equal(await exists(STATE), false, "state, backups and report are gone");
@@ -109,13 +121,22 @@ describe("shoal configure on a node file system", () => {
     await configureNode(opts({ registries: DOCKER }));
     await writeFile(at(`${HOSTS}/docker.io/hosts.toml`), 'server = "https://edited.example"\n');
     const restored = await restoreNode(opts());
-    assert.deepEqual(restored.report.changes.map((c) => c.action), ["kept"]);
-    assert.deepEqual(restored.report.problems.map((p) => p.code), ["MANAGED_FILE_MODIFIED"]);
+    assert.deepEqual(
+      restored.report.changes.map((c) => c.action),
+      ["kept"],
+    );
+    assert.deepEqual(
+      restored.report.problems.map((p) => p.code),
+      ["MANAGED_FILE_MODIFIED"],
+    );
     assert.equal(await read(`${HOSTS}/docker.io/hosts.toml`), 'server = "https://edited.example"\n');
     assert.equal(await read(`${STATE}/backups${HOSTS}/docker.io/hosts.toml`), USER_DOCKER_HOSTS, "the original is still there to recover");
     // Configuring again overwrites the edit but keeps the first backup.
     const again = await configureNode(opts({ registries: DOCKER }));
-    assert.deepEqual(again.report.problems.map((p) => p.code), ["MANAGED_FILE_MODIFIED"]);
+    assert.deepEqual(
+      again.report.problems.map((p) => p.code),
+      ["MANAGED_FILE_MODIFIED"],
+    );
     assert.equal(await read(`${STATE}/backups${HOSTS}/docker.io/hosts.toml`), USER_DOCKER_HOSTS);
   });
 
@@ -123,8 +144,14 @@ describe("shoal configure on a node file system", () => {
     await configureNode(opts());
     await rm(at(STATE), { recursive: true });
     const second = await configureNode(opts());
-    assert.deepEqual(second.report.changes.map((c) => c.action), ["unchanged"]);
-    assert.deepEqual(second.report.problems.map((p) => p.code), ["MANAGED_FILE_ADOPTED"]);
+    assert.deepEqual(
+      second.report.changes.map((c) => c.action),
+      ["unchanged"],
+    );
+    assert.deepEqual(
+      second.report.problems.map((p) => p.code),
+      ["MANAGED_FILE_ADOPTED"],
+    );
     assert.equal(await exists(`${STATE}/backups`), false);
     await restoreNode(opts());
     assert.equal(await exists(`${HOSTS}/_default/hosts.toml`), false);
@@ -133,7 +160,10 @@ describe("shoal configure on a node file system", () => {
   it("--dry-run writes nothing, not even the report, and says what it would do", async () => {
     await put(`${HOSTS}/docker.io/hosts.toml`, USER_DOCKER_HOSTS);
     const result = await configureNode(opts({ registries: DOCKER, dryRun: true }));
-    assert.deepEqual(result.report.changes.map((c) => c.action), ["updated"]);
+    assert.deepEqual(
+      result.report.changes.map((c) => c.action),
+      ["updated"],
+    );
     assert.equal(result.files.length, 1);
     assert.match(result.files[0]?.content ?? "", /capabilities = \["pull", "resolve"\]/);
     assert.equal(await read(`${HOSTS}/docker.io/hosts.toml`), USER_DOCKER_HOSTS);
@@ -150,7 +180,10 @@ describe("shoal configure on a node file system", () => {
       await configureNode(opts());
       assert.ok(await exists("/data/certs/_default/hosts.toml"));
       const report = await configureNode(opts({ hostsDir: "/etc/containerd/other" }));
-      assert.ok(report.report.changes.some((c) => c.path === `${outside}/_default/hosts.toml`), "the node path it names");
+      assert.ok(
+        report.report.changes.some((c) => c.path === `${outside}/_default/hosts.toml`),
+        "the node path it names",
+      );
       assert.deepEqual(await readdir(outside), [], "nothing written outside the host root");
       assert.ok(await exists(`${outside}/_default/hosts.toml`), "written under the host root instead");
     } finally {
@@ -159,24 +192,36 @@ describe("shoal configure on a node file system", () => {
   });
 
   it("refuses a state dir inside the hosts dir (backups would be read as registries)", async () => {
-    await assert.rejects(configureNode(opts({ stateDir: `${HOSTS}/shoal` })), (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID") && e.field === "stateDir");
+    await assert.rejects(
+      configureNode(opts({ stateDir: `${HOSTS}/shoal` })),
+      (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID") && e.field === "stateDir",
+    );
   });
 
   it("a garbled state file stops all changes with STATE_INVALID", async () => {
     await put(`${STATE}/state.json`, "{ not json");
     const result = await configureNode(opts());
-    assert.deepEqual(result.report.problems.map((p) => p.code), ["STATE_INVALID"]);
+    assert.deepEqual(
+      result.report.problems.map((p) => p.code),
+      ["STATE_INVALID"],
+    );
     assert.equal(result.report.ok, false);
     assert.equal(await exists(`${HOSTS}/_default/hosts.toml`), false);
     const restore = await restoreNode(opts());
-    assert.deepEqual(restore.report.problems.map((p) => p.code), ["STATE_INVALID"]);
+    assert.deepEqual(
+      restore.report.problems.map((p) => p.code),
+      ["STATE_INVALID"],
+    );
   });
 
   it("an unreadable config.toml is reported, and the hosts files are still written", async () => {
     await rm(at("/etc/containerd/config.toml"));
     await mkdir(at("/etc/containerd/config.toml"));
     const result = await configureNode(opts());
-    assert.deepEqual(result.report.problems.map((p) => p.code), ["CONTAINERD_CONFIG_UNREADABLE"]);
+    assert.deepEqual(
+      result.report.problems.map((p) => p.code),
+      ["CONTAINERD_CONFIG_UNREADABLE"],
+    );
     assert.match(result.report.problems[0]?.message ?? "", /EISDIR/);
     assert.ok(await exists(`${HOSTS}/_default/hosts.toml`));
   });
@@ -185,7 +230,10 @@ describe("shoal configure on a node file system", () => {
     // A file where the registry's directory should be.
     await put(`${HOSTS}/docker.io`, "not a directory");
     const result = await configureNode(opts({ registries: DOCKER }));
-    assert.deepEqual(result.report.problems.map((p) => p.code), ["WRITE_FAILED"]);
+    assert.deepEqual(
+      result.report.problems.map((p) => p.code),
+      ["WRITE_FAILED"],
+    );
     assert.equal(result.report.runtimes[0]?.mirrorEffective, false);
     assert.deepEqual(result.report.changes, []);
   });
@@ -195,19 +243,27 @@ describe("shoal configure on a node file system", () => {
     const result = await configureNode(opts());
     const report = await readConfigureReport(at(`${STATE}/${CONFIGURE_REPORT_FILE}`), AbortSignal.timeout(5_000));
     assert.deepEqual(report, JSON.parse(JSON.stringify(result.report)));
-    assert.deepEqual(report.problems.map((p) => [p.code, p.severity]), [["CONFIG_PATH_NOT_SET", "error"]]);
+    assert.deepEqual(
+      report.problems.map((p) => [p.code, p.severity]),
+      [["CONFIG_PATH_NOT_SET", "error"]],
+    );
     assert.equal(report.ok, false);
     await writeFile(at(`${STATE}/${CONFIGURE_REPORT_FILE}`), "{}");
-    await assert.rejects(readConfigureReport(at(`${STATE}/${CONFIGURE_REPORT_FILE}`), AbortSignal.timeout(5_000)), (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_STATE_INVALID"));
+    await assert.rejects(readConfigureReport(at(`${STATE}/${CONFIGURE_REPORT_FILE}`), AbortSignal.timeout(5_000)), (e: unknown) =>
+      isRuntimeConfigError(e, "ERR_RUNTIME_STATE_INVALID"),
+    );
   });
 
   it("configures containerd and CRI-O together when both are present", async () => {
     await put("/etc/containers/registries.conf", 'unqualified-search-registries = ["docker.io"]\n');
     const result = await configureNode(opts());
-    assert.deepEqual(result.report.runtimes.map((r) => [r.runtime, r.mirrorEffective]), [
-      ["containerd", true],
-      ["crio", true],
-    ]);
+    assert.deepEqual(
+      result.report.runtimes.map((r) => [r.runtime, r.mirrorEffective]),
+      [
+        ["containerd", true],
+        ["crio", true],
+      ],
+    );
     assert.match(await read("/etc/containers/registries.conf.d/shoal.conf"), /location = "127\.0\.0\.1:5050\/docker\.io"\ninsecure = true/);
     const restore = await restoreNode(opts());
     assert.ok(restore.report.problems.some((p) => p.code === "CRIO_RELOAD_NEEDED"));

@@ -96,7 +96,11 @@ export async function configureNode(options: ConfigureOptions): Promise<Configur
       mirrorEffective: checked.mirrorEffective,
     });
     for (const target of options.registries) {
-      desired.push({ path: `${paths.hostsDir}/${target.registry}/hosts.toml`, runtime: "containerd", content: renderHostsToml(target, options.mirrorUrl) });
+      desired.push({
+        path: `${paths.hostsDir}/${target.registry}/hosts.toml`,
+        runtime: "containerd",
+        content: renderHostsToml(target, options.mirrorUrl),
+      });
     }
     if (options.registries.some((t) => t.registry === DEFAULT_HOST_NAMESPACE)) {
       problems.push(...(await shadowingHostDirs(root, paths.hostsDir, options.registries)));
@@ -120,7 +124,12 @@ export async function configureNode(options: ConfigureOptions): Promise<Configur
     const dropIn = `${paths.crioRegistriesDir}/${CRIO_DROP_IN_NAME}`;
     desired.push({ path: dropIn, runtime: "crio", content: renderCrioDropIn(registries, options.mirrorUrl) });
     problems.push(...crioProblems);
-    runtimes.push({ runtime: "crio", configFile: crioMainConf, configFound: main !== undefined, mirrorEffective: !crioProblems.some((p) => p.severity === "error") });
+    runtimes.push({
+      runtime: "crio",
+      configFile: crioMainConf,
+      configFound: main !== undefined,
+      mirrorEffective: !crioProblems.some((p) => p.severity === "error"),
+    });
   }
 
   let changes: FileChange[] = [];
@@ -129,7 +138,12 @@ export async function configureNode(options: ConfigureOptions): Promise<Configur
     state = await ManagedFiles.load(root, paths.stateDir, options.signal);
   } catch (error) {
     if (!isRuntimeConfigError(error, "ERR_RUNTIME_STATE_INVALID")) throw error;
-    problems.push({ code: "STATE_INVALID", severity: "error", file: `${paths.stateDir}/state.json`, message: `${error.message}: nothing was changed, so that no backup of the originals is lost; inspect or move the state dir` });
+    problems.push({
+      code: "STATE_INVALID",
+      severity: "error",
+      file: `${paths.stateDir}/state.json`,
+      message: `${error.message}: nothing was changed, so that no backup of the originals is lost; inspect or move the state dir`,
+    });
   }
   if (state !== undefined) {
     const outcome = await state.apply(desired, options);
@@ -138,7 +152,8 @@ export async function configureNode(options: ConfigureOptions): Promise<Configur
     problems.push(...crioReloadNotice(changes));
   }
   // Nothing written (state unusable, or a write failed) means nothing to pull through either.
-  const unwritten = (runtime: RuntimeKind): boolean => state === undefined || problems.some((p) => p.code === "WRITE_FAILED" && p.runtime === runtime);
+  const unwritten = (runtime: RuntimeKind): boolean =>
+    state === undefined || problems.some((p) => p.code === "WRITE_FAILED" && p.runtime === runtime);
   const report: ConfigureReport = {
     schemaVersion: CONFIGURE_REPORT_SCHEMA_VERSION,
     action: "configure",
@@ -174,7 +189,12 @@ export async function restoreNode(options: RestoreOptions): Promise<ConfigureRes
     }
   } catch (error) {
     if (!isRuntimeConfigError(error, "ERR_RUNTIME_STATE_INVALID")) throw error;
-    problems.push({ code: "STATE_INVALID", severity: "error", file: `${paths.stateDir}/state.json`, message: `${error.message}: nothing was restored; the originals are under ${paths.stateDir}/backups` });
+    problems.push({
+      code: "STATE_INVALID",
+      severity: "error",
+      file: `${paths.stateDir}/state.json`,
+      message: `${error.message}: nothing was restored; the originals are under ${paths.stateDir}/backups`,
+    });
   }
   const report: ConfigureReport = {
     schemaVersion: CONFIGURE_REPORT_SCHEMA_VERSION,
@@ -208,9 +228,16 @@ async function openNode(options: CommonOptions): Promise<{ root: HostRoot; paths
     stateDir: await resolve("stateDir"),
   };
   // Backups inside a directory the runtime reads would be read as configuration.
-  for (const [name, dir] of [["hosts dir", paths.hostsDir], ["CRI-O registries dir", paths.crioRegistriesDir]] as const) {
+  for (const [name, dir] of [
+    ["hosts dir", paths.hostsDir],
+    ["CRI-O registries dir", paths.crioRegistriesDir],
+  ] as const) {
     if (isWithin(paths.stateDir, dir) || isWithin(dir, paths.stateDir)) {
-      throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", `the state dir ${paths.stateDir} and the ${name} ${dir} must not contain one another`, { field: "stateDir" });
+      throw new RuntimeConfigError(
+        "ERR_RUNTIME_PATH_INVALID",
+        `the state dir ${paths.stateDir} and the ${name} ${dir} must not contain one another`,
+        { field: "stateDir" },
+      );
     }
   }
   return { root, paths };
@@ -224,7 +251,10 @@ async function writeReport(root: HostRoot, stateDir: string, report: ConfigureRe
     return report;
   } catch (error) {
     signal.throwIfAborted();
-    const problems: Problem[] = [...report.problems, { code: "WRITE_FAILED", severity: "error", file, message: `cannot write the report ${file} (${errnoCode(error) ?? String(error)})` }];
+    const problems: Problem[] = [
+      ...report.problems,
+      { code: "WRITE_FAILED", severity: "error", file, message: `cannot write the report ${file} (${errnoCode(error) ?? String(error)})` },
+    ];
     return { ...report, problems, ok: false };
   }
 }

@@ -3,7 +3,10 @@ import type { Problem } from "./report.js";
 
 /** The CRI plugin's registry section, by config schema (containerd 1.x: 1 and 2; containerd 2.x: 3, and 2 migrated). */
 const REGISTRY_SECTION_PATHS: Readonly<Record<number, readonly (readonly string[])[]>> = {
-  1: [["plugins", "cri", "registry"], ["plugins", "io.containerd.grpc.v1.cri", "registry"]],
+  1: [
+    ["plugins", "cri", "registry"],
+    ["plugins", "io.containerd.grpc.v1.cri", "registry"],
+  ],
   2: [["plugins", "io.containerd.grpc.v1.cri", "registry"]],
   3: [["plugins", "io.containerd.cri.v1.images", "registry"]],
 };
@@ -75,7 +78,10 @@ export function mergeImportedFacts(main: ContainerdConfigFacts, imported: readon
 
 /** `config_path` split the way containerd 1.x splits it (filepath.SplitList). */
 export function configPathDirs(configPath: string): string[] {
-  return configPath.split(":").map((d) => d.trim()).filter((d) => d !== "");
+  return configPath
+    .split(":")
+    .map((d) => d.trim())
+    .filter((d) => d !== "");
 }
 
 /** The TOML a person adds to config.toml for this schema, to point the CRI plugin at `hostsDir`. */
@@ -106,10 +112,18 @@ export async function checkContainerdConfig(
   const restart = "then restart containerd (Shoal never restarts it)";
   const fix = `set ${configPathSnippet(facts.version, context.hostsDir)} in ${file}, ${restart}`;
   if (!KNOWN_VERSIONS.includes(facts.version)) {
-    add({ code: "CONTAINERD_CONFIG_VERSION_UNKNOWN", severity: "warning", message: `${file} has version = ${facts.version}, which no known containerd release uses; the checks below assume any schema` });
+    add({
+      code: "CONTAINERD_CONFIG_VERSION_UNKNOWN",
+      severity: "warning",
+      message: `${file} has version = ${facts.version}, which no known containerd release uses; the checks below assume any schema`,
+    });
   }
   if (facts.criDisabled) {
-    add({ code: "CONTAINERD_CRI_DISABLED", severity: "warning", message: `${file} disables the CRI plugin: the kubelet cannot pull through this containerd at all (ctr pulls with --hosts-dir still use the hosts dir)` });
+    add({
+      code: "CONTAINERD_CRI_DISABLED",
+      severity: "warning",
+      message: `${file} disables the CRI plugin: the kubelet cannot pull through this containerd at all (ctr pulls with --hosts-dir still use the hosts dir)`,
+    });
   }
   const conflicts = [...facts.legacyMirrors.map((r) => `mirrors."${r}"`), ...facts.legacyTlsConfigs.map((r) => `configs."${r}".tls`)];
   if (facts.configPath !== undefined && conflicts.length > 0) {
@@ -134,7 +148,11 @@ export async function checkContainerdConfig(
         message: `${file} does not set registry.config_path: containerd 2.x then uses its default "/etc/containerd/certs.d:/etc/docker/certs.d", a list that containerd >= 2.1 does not honour; ${fix}`,
       });
     } else {
-      add({ code: "CONFIG_PATH_NOT_SET", severity: "error", message: `${file} does not set registry.config_path: the kubelet's pulls ignore ${context.hostsDir}; ${fix}` });
+      add({
+        code: "CONFIG_PATH_NOT_SET",
+        severity: "error",
+        message: `${file} does not set registry.config_path: the kubelet's pulls ignore ${context.hostsDir}; ${fix}`,
+      });
     }
     return { problems, mirrorEffective: false };
   }

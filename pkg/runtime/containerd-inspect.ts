@@ -21,7 +21,11 @@ export interface ContainerdInspection {
  * Reads config.toml and its imports on the node and checks them for pulls through `hostsDir`.
  * Unreadable or invalid files become problems, never exceptions.
  */
-export async function inspectContainerd(root: HostRoot, paths: { readonly containerdConfig: string; readonly hostsDir: string }, signal: AbortSignal): Promise<ContainerdInspection> {
+export async function inspectContainerd(
+  root: HostRoot,
+  paths: { readonly containerdConfig: string; readonly hostsDir: string },
+  signal: AbortSignal,
+): Promise<ContainerdInspection> {
   const file = paths.containerdConfig;
   const problems: Problem[] = [];
   const loaded = await loadContainerdConfig(root, file, signal);
@@ -58,13 +62,25 @@ export async function inspectContainerd(root: HostRoot, paths: { readonly contai
   return { found: true, facts, problems: [...problems, ...checked.problems], mirrorEffective: checked.mirrorEffective };
 }
 
-async function loadContainerdConfig(root: HostRoot, file: string, signal: AbortSignal): Promise<{ facts?: ContainerdConfigFacts; problem?: Problem }> {
+async function loadContainerdConfig(
+  root: HostRoot,
+  file: string,
+  signal: AbortSignal,
+): Promise<{ facts?: ContainerdConfigFacts; problem?: Problem }> {
   let text: string | undefined;
   try {
     text = await root.readText(file, signal);
   } catch (error) {
     signal.throwIfAborted();
-    return { problem: { code: "CONTAINERD_CONFIG_UNREADABLE", severity: "error", runtime: "containerd", file, message: `cannot read ${file} (${errnoCode(error) ?? String(error)}): its registry settings cannot be checked` } };
+    return {
+      problem: {
+        code: "CONTAINERD_CONFIG_UNREADABLE",
+        severity: "error",
+        runtime: "containerd",
+        file,
+        message: `cannot read ${file} (${errnoCode(error) ?? String(error)}): its registry settings cannot be checked`,
+      },
+    };
   }
   if (text === undefined) return {};
   try {
@@ -72,7 +88,15 @@ async function loadContainerdConfig(root: HostRoot, file: string, signal: AbortS
   } catch (error) {
     const where = error instanceof TomlError ? ` at line ${error.line}, column ${error.column}` : "";
     const what = (error instanceof Error ? error.message : String(error)).split("\n")[0] ?? "";
-    return { problem: { code: "CONTAINERD_CONFIG_INVALID", severity: "error", runtime: "containerd", file, message: `${file} is not valid TOML${where} (${what}): containerd will not start with it` } };
+    return {
+      problem: {
+        code: "CONTAINERD_CONFIG_INVALID",
+        severity: "error",
+        runtime: "containerd",
+        file,
+        message: `${file} is not valid TOML${where} (${what}): containerd will not start with it`,
+      },
+    };
   }
 }
 
@@ -87,10 +111,20 @@ async function expandImports(root: HostRoot, configFile: string, imports: readon
       files.push(path);
       continue;
     }
-    const pattern = new RegExp(`^${base.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]*")}$`);
+    const pattern = new RegExp(
+      `^${base
+        .split("*")
+        .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&"))
+        .join("[^/]*")}$`,
+    );
     try {
       const names = await readdir(await root.locate(posix.dirname(path)));
-      files.push(...names.filter((n) => pattern.test(n)).sort().map((n) => `${posix.dirname(path)}/${n}`));
+      files.push(
+        ...names
+          .filter((n) => pattern.test(n))
+          .sort()
+          .map((n) => `${posix.dirname(path)}/${n}`),
+      );
     } catch (error) {
       if (errnoCode(error) !== "ENOENT" && errnoCode(error) !== "ENOTDIR") throw error;
     }

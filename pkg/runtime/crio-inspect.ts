@@ -6,7 +6,12 @@ import { DEFAULT_HOST_NAMESPACE, type RegistryTarget } from "./hosts-toml.js";
 import type { FileChange, Problem } from "./report.js";
 
 /** Drop-ins read after Shoal's (lexical order) that redefine one of its prefixes win over it. */
-export async function shadowingDropIns(root: HostRoot, dir: string, registries: readonly string[], signal: AbortSignal): Promise<Problem[]> {
+export async function shadowingDropIns(
+  root: HostRoot,
+  dir: string,
+  registries: readonly string[],
+  signal: AbortSignal,
+): Promise<Problem[]> {
   let names: string[];
   try {
     names = await readdir(await root.locate(dir));
@@ -44,7 +49,8 @@ export function crioReloadNotice(changes: readonly FileChange[]): Problem[] {
       code: "CRIO_RELOAD_NEEDED",
       severity: "info",
       runtime: "crio",
-      message: "CRI-O reads registries.conf.d when it starts or reloads: run `systemctl reload crio` (SIGHUP) on the node for the change to take effect (Shoal never signals the runtime)",
+      message:
+        "CRI-O reads registries.conf.d when it starts or reloads: run `systemctl reload crio` (SIGHUP) on the node for the change to take effect (Shoal never signals the runtime)",
     },
   ];
 }

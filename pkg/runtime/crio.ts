@@ -44,7 +44,15 @@ export function checkCrioRegistriesConf(text: string, file: string): Problem[] {
   try {
     doc = parse(text, { unsafeKeyBehaviour: "drop" });
   } catch (error) {
-    return [{ code: "CRIO_REGISTRIES_CONF_INVALID", severity: "error", runtime: "crio", file, message: `${file} is not valid TOML (${firstLine(error)}): CRI-O cannot read its registry configuration` }];
+    return [
+      {
+        code: "CRIO_REGISTRIES_CONF_INVALID",
+        severity: "error",
+        runtime: "crio",
+        file,
+        message: `${file} is not valid TOML (${firstLine(error)}): CRI-O cannot read its registry configuration`,
+      },
+    ];
   }
   const v1 = doc.registries;
   if (typeof v1 === "object" && v1 !== null && ["search", "insecure", "block"].some((k) => k in v1)) {

@@ -28,7 +28,11 @@ describe("node paths under a host root", () => {
     assert.equal(parseNodePath("//etc//containerd"), "/etc/containerd");
     assert.equal(parseNodePath("/"), "/");
     for (const bad of ["etc/containerd", "", "/etc/../root", "/etc/containerd/..", "/a\0b"]) {
-      assert.throws(() => parseNodePath(bad), (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID"), bad);
+      assert.throws(
+        () => parseNodePath(bad),
+        (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID"),
+        bad,
+      );
     }
   });
 
@@ -60,8 +64,14 @@ describe("node paths under a host root", () => {
 
   it("refuses a host root that is missing or not a directory", async () => {
     await writeFile(join(work, "a-file"), "x");
-    await assert.rejects(HostRoot.open(join(work, "nope")), (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID") && e.field === "hostRoot");
-    await assert.rejects(HostRoot.open(join(work, "a-file")), (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID") && /not a directory/.test(e.message));
+    await assert.rejects(
+      HostRoot.open(join(work, "nope")),
+      (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID") && e.field === "hostRoot",
+    );
+    await assert.rejects(
+      HostRoot.open(join(work, "a-file")),
+      (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID") && /not a directory/.test(e.message),
+    );
     await assert.rejects(HostRoot.open("relative"), (e: unknown) => isRuntimeConfigError(e, "ERR_RUNTIME_PATH_INVALID"));
     assert.equal(await readFile(join(work, "a-file"), "utf8"), "x");
   });

@@ -10,7 +10,8 @@ export const MAX_SYMLINK_HOPS = 40;
  * segment. Returns it normalised, without a trailing slash.
  */
 export function parseNodePath(raw: string): string {
-  if (raw === "" || !raw.startsWith("/")) throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", "expected an absolute path as the node sees it, e.g. /etc/containerd");
+  if (raw === "" || !raw.startsWith("/"))
+    throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", "expected an absolute path as the node sees it, e.g. /etc/containerd");
   if (raw.includes("\0")) throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", "a path cannot contain NUL");
   // `..` is refused outright rather than normalised away: nobody writes it on purpose here.
   if (raw.split("/").includes("..")) throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", "a path must not contain '..'");
@@ -35,14 +36,19 @@ export class HostRoot {
 
   static async open(root: string): Promise<HostRoot> {
     const field = "hostRoot";
-    if (!root.startsWith("/")) throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", `host root ${JSON.stringify(root)} must be an absolute path`, { field });
+    if (!root.startsWith("/"))
+      throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", `host root ${JSON.stringify(root)} must be an absolute path`, { field });
     let real: string;
     try {
       real = await realpath(root);
-      if (!(await stat(real)).isDirectory()) throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", `host root ${root} is not a directory`, { field });
+      if (!(await stat(real)).isDirectory())
+        throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", `host root ${root} is not a directory`, { field });
     } catch (error) {
       if (error instanceof RuntimeConfigError) throw error;
-      throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", `host root ${root} cannot be used (${errnoCode(error) ?? String(error)})`, { cause: error, field });
+      throw new RuntimeConfigError("ERR_RUNTIME_PATH_INVALID", `host root ${root} cannot be used (${errnoCode(error) ?? String(error)})`, {
+        cause: error,
+        field,
+      });
     }
     return new HostRoot(real);
   }
@@ -57,7 +63,9 @@ export class HostRoot {
    * Components that do not exist yet are kept as they are (a file about to be created).
    */
   async resolve(nodePath: string): Promise<string> {
-    const pending = parseNodePath(nodePath).split("/").filter((s) => s !== "");
+    const pending = parseNodePath(nodePath)
+      .split("/")
+      .filter((s) => s !== "");
     const resolved: string[] = [];
     let hops = 0;
     let missing = false;

@@ -88,7 +88,11 @@ export class ManagedFiles {
       throw new RuntimeConfigError("ERR_RUNTIME_STATE_INVALID", `${file} is not valid JSON`, { cause });
     }
     const entries = (doc as { schemaVersion?: unknown; entries?: unknown } | null)?.entries;
-    if ((doc as { schemaVersion?: unknown } | null)?.schemaVersion !== STATE_SCHEMA_VERSION || !Array.isArray(entries) || !entries.every(isEntry)) {
+    if (
+      (doc as { schemaVersion?: unknown } | null)?.schemaVersion !== STATE_SCHEMA_VERSION ||
+      !Array.isArray(entries) ||
+      !entries.every(isEntry)
+    ) {
       throw new RuntimeConfigError("ERR_RUNTIME_STATE_INVALID", `${file} is not a shoal configure state (schema ${STATE_SCHEMA_VERSION})`);
     }
     return new ManagedFiles(root, stateDir, entries);
@@ -123,7 +127,13 @@ export class ManagedFiles {
         if (entry === undefined) {
           // Shoal's file without a record (state dir lost): own it, with nothing to restore but absence.
           problems.push(adopted(file));
-          this.entries.set(file.path, { path: file.path, runtime: file.runtime, original: "absent", writtenSha256: wantedSha, createdDirs: [] });
+          this.entries.set(file.path, {
+            path: file.path,
+            runtime: file.runtime,
+            original: "absent",
+            writtenSha256: wantedSha,
+            createdDirs: [],
+          });
         }
         continue;
       }
@@ -139,12 +149,20 @@ export class ManagedFiles {
         }
         const next = { ...entry, writtenSha256: wantedSha };
         writes.push({ file, entry: next });
-        changes.push({ path: file.path, action: current === undefined ? "created" : "updated", runtime: file.runtime, ...(entry.backup ? { backup: entry.backup } : {}) });
+        changes.push({
+          path: file.path,
+          action: current === undefined ? "created" : "updated",
+          runtime: file.runtime,
+          ...(entry.backup ? { backup: entry.backup } : {}),
+        });
         continue;
       }
       if (current === undefined || isManaged(current)) {
         if (current !== undefined) problems.push(adopted(file));
-        writes.push({ file, entry: { path: file.path, runtime: file.runtime, original: "absent", writtenSha256: wantedSha, createdDirs: [] } });
+        writes.push({
+          file,
+          entry: { path: file.path, runtime: file.runtime, original: "absent", writtenSha256: wantedSha, createdDirs: [] },
+        });
         changes.push({ path: file.path, action: current === undefined ? "created" : "updated", runtime: file.runtime });
         continue;
       }
@@ -154,13 +172,30 @@ export class ManagedFiles {
         await this.root.makeDirs(dirname(backup));
         await writeFileAtomic(await this.root.locate(backup), current, { mode: 0o600, signal: context.signal });
       }
-      writes.push({ file, entry: { path: file.path, runtime: file.runtime, original: "backup", backup, ...(mode !== undefined ? { mode } : {}), writtenSha256: wantedSha, createdDirs: [] } });
+      writes.push({
+        file,
+        entry: {
+          path: file.path,
+          runtime: file.runtime,
+          original: "backup",
+          backup,
+          ...(mode !== undefined ? { mode } : {}),
+          writtenSha256: wantedSha,
+          createdDirs: [],
+        },
+      });
       changes.push({ path: file.path, action: "updated", runtime: file.runtime, backup });
     }
     const wanted = new Set(desired.map((d) => d.path));
     const stale = [...this.entries.values()].filter((e) => !wanted.has(e.path));
     if (context.dryRun) {
-      for (const entry of stale) changes.push({ path: entry.path, action: entry.original === "absent" ? "removed" : "restored", runtime: entry.runtime, ...(entry.backup ? { backup: entry.backup } : {}) });
+      for (const entry of stale)
+        changes.push({
+          path: entry.path,
+          action: entry.original === "absent" ? "removed" : "restored",
+          runtime: entry.runtime,
+          ...(entry.backup ? { backup: entry.backup } : {}),
+        });
       return { changes, problems };
     }
     // Phase 2: record the intent (backups are safe on disk now), then write the runtime files.
@@ -204,7 +239,13 @@ export class ManagedFiles {
         const current = await readIfExists(where, context.signal);
         const original = backupAt === undefined ? undefined : await readIfExists(backupAt, context.signal);
         if (entry.original === "backup" && original === undefined) {
-          problems.push({ code: "STATE_INVALID", severity: "error", runtime: entry.runtime, file: entry.path, message: `the backup ${entry.backup ?? ""} of ${entry.path} is missing: the file is left as it is` });
+          problems.push({
+            code: "STATE_INVALID",
+            severity: "error",
+            runtime: entry.runtime,
+            file: entry.path,
+            message: `the backup ${entry.backup ?? ""} of ${entry.path} is missing: the file is left as it is`,
+          });
           continue;
         }
         const ours = current === undefined || sha256(current) === entry.writtenSha256 || isManaged(current);
@@ -257,7 +298,10 @@ export class ManagedFiles {
     }
     await this.root.makeDirs(this.stateDir);
     const entries = [...this.entries.values()].sort((a, b) => a.path.localeCompare(b.path));
-    await writeFileAtomic(await this.root.locate(file), `${JSON.stringify({ schemaVersion: STATE_SCHEMA_VERSION, entries }, null, 2)}\n`, { mode: 0o600, signal });
+    await writeFileAtomic(await this.root.locate(file), `${JSON.stringify({ schemaVersion: STATE_SCHEMA_VERSION, entries }, null, 2)}\n`, {
+      mode: 0o600,
+      signal,
+    });
   }
 
   private async removeDirIfEmpty(nodeDir: string): Promise<boolean> {
@@ -312,7 +356,8 @@ function isEntry(value: unknown): value is ManagedEntry {
     e.path.startsWith("/") &&
     !e.path.split("/").includes("..") &&
     (e.runtime === "containerd" || e.runtime === "crio") &&
-    (e.original === "absent" || (e.original === "backup" && typeof e.backup === "string" && e.backup.startsWith("/") && !e.backup.split("/").includes(".."))) &&
+    (e.original === "absent" ||
+      (e.original === "backup" && typeof e.backup === "string" && e.backup.startsWith("/") && !e.backup.split("/").includes(".."))) &&
     typeof e.writtenSha256 === "string" &&
     Array.isArray(e.createdDirs) &&
     e.createdDirs.every((d) => typeof d === "string" && d.startsWith("/") && !d.split("/").includes(".."))

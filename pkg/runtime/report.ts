@@ -149,7 +149,10 @@ export async function readConfigureReport(file: string, signal: AbortSignal): Pr
     !Array.isArray(candidate.changes) ||
     typeof candidate.ok !== "boolean"
   ) {
-    throw new RuntimeConfigError("ERR_RUNTIME_STATE_INVALID", `${file} is not a shoal configure report (schema ${CONFIGURE_REPORT_SCHEMA_VERSION})`);
+    throw new RuntimeConfigError(
+      "ERR_RUNTIME_STATE_INVALID",
+      `${file} is not a shoal configure report (schema ${CONFIGURE_REPORT_SCHEMA_VERSION})`,
+    );
   }
   return candidate as ConfigureReport;
 }

@@ -88,7 +88,8 @@ export function uniformSwarm(swarm: UniformSwarm, overrides: Partial<SimConfig> 
 /** Throws ERR_SIM_INVALID_CONFIG naming the first setting out of range. */
 export function validateConfig(config: SimConfig): SimConfig {
   const positive = (name: string, value: number, finite = true): void => {
-    if (!(value > 0) || (finite && !Number.isFinite(value))) throw new SimError("ERR_SIM_INVALID_CONFIG", `${name} must be a positive${finite ? " finite" : ""} number, got ${value}`);
+    if (!(value > 0) || (finite && !Number.isFinite(value)))
+      throw new SimError("ERR_SIM_INVALID_CONFIG", `${name} must be a positive${finite ? " finite" : ""} number, got ${value}`);
   };
   positive("blobBytes", config.blobBytes);
   positive("pieceBytes", config.pieceBytes);
@@ -98,10 +99,17 @@ export function validateConfig(config: SimConfig): SimConfig {
   positive("timeLimitMs", config.timeLimitMs);
   positive("maxUploads", config.maxUploads);
   positive("maxLookupHolders", config.maxLookupHolders);
-  if (config.nodes.length < 1 || config.nodes.length > 100_000) throw new SimError("ERR_SIM_INVALID_CONFIG", `nodes must be 1..100000, got ${config.nodes.length}`);
-  if (Math.ceil(config.blobBytes / config.pieceBytes) > 65_536) throw new SimError("ERR_SIM_INVALID_CONFIG", "blobBytes / pieceBytes must give at most 65536 pieces");
-  for (const [name, value] of [["latencyMs", config.latencyMs], ["crossZoneLatencyMs", config.crossZoneLatencyMs], ["originLatencyMs", config.originLatencyMs]] as const) {
-    if (!(value >= 0) || !Number.isFinite(value)) throw new SimError("ERR_SIM_INVALID_CONFIG", `${name} must be a finite number ≥ 0, got ${value}`);
+  if (config.nodes.length < 1 || config.nodes.length > 100_000)
+    throw new SimError("ERR_SIM_INVALID_CONFIG", `nodes must be 1..100000, got ${config.nodes.length}`);
+  if (Math.ceil(config.blobBytes / config.pieceBytes) > 65_536)
+    throw new SimError("ERR_SIM_INVALID_CONFIG", "blobBytes / pieceBytes must give at most 65536 pieces");
+  for (const [name, value] of [
+    ["latencyMs", config.latencyMs],
+    ["crossZoneLatencyMs", config.crossZoneLatencyMs],
+    ["originLatencyMs", config.originLatencyMs],
+  ] as const) {
+    if (!(value >= 0) || !Number.isFinite(value))
+      throw new SimError("ERR_SIM_INVALID_CONFIG", `${name} must be a finite number ≥ 0, got ${value}`);
   }
   config.nodes.forEach((node, i) => {
     positive(`nodes[${i}].uploadBytesPerSecond`, node.uploadBytesPerSecond, false);

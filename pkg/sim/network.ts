@@ -59,7 +59,10 @@ export class Network {
       for (let f = 0; f < flows.length; f++) {
         if (frozen[f] === 1) continue;
         const flow = flows[f] as FlowEnds;
-        increments[f] = Math.min((upLeft[flow.src] ?? 0) / (upCount[flow.src] ?? 1), (downLeft[flow.dst] ?? 0) / (downCount[flow.dst] ?? 1));
+        increments[f] = Math.min(
+          (upLeft[flow.src] ?? 0) / (upCount[flow.src] ?? 1),
+          (downLeft[flow.dst] ?? 0) / (downCount[flow.dst] ?? 1),
+        );
       }
       for (let f = 0; f < flows.length; f++) {
         if (frozen[f] === 1) continue;

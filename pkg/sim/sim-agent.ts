@@ -1,7 +1,5 @@
 import type { Digest } from "../oci/index.js";
-import { MAX_PARKED_PIECES, PiecePicker, type PickerState } from "../peer/piece-picker.js";
-import type { PieceRequest } from "../peer/request-book.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
+import { MAX_PARKED_PIECES, type PickerState, PiecePicker, type PieceRequest, type SwarmPeer } from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import type { LookupResult, MemoryTracker, TrackerSession } from "../tracker/index.js";
 import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_POLL_MS, type SimConfig } from "./config.js";
@@ -241,7 +239,11 @@ export class SimAgent {
     this.counters.stalls++;
     const suppliers = this.picker.suppliers(this.state(nowMs));
     const grantee = this.granteeAgentId;
-    const granteeProgressing = grantee !== undefined && this.peers.usable(nowMs).some((p) => p.agentId === grantee && nowMs - p.grewAtMs < this.world.config.tuning.stallMs);
+    const granteeProgressing =
+      grantee !== undefined &&
+      [...this.peers.usable(nowMs), ...this.peers.busyNow(nowMs, this.world.config.tuning.siblingWaitMs)].some(
+        (p) => p.agentId === grantee && nowMs - p.grewAtMs < this.world.config.tuning.stallMs,
+      );
     this.world.abortCalls(this);
     if (granteeProgressing) {
       const next = this.lookup(false, []);
@@ -305,6 +307,7 @@ export class SimAgent {
       parked: (i) => this.parked.has(i),
       parkedCount: this.parked.size,
       peers: this.peers.usable(nowMs),
+      busy: this.peers.busyNow(nowMs, this.world.config.tuning.siblingWaitMs),
       granteeAgentId: this.granteeAgentId,
       requestsFor: (i) => this.book.requestsFor(i),
     };
@@ -357,6 +360,12 @@ export class SimAgent {
   }
 
   private newPicker(): PiecePicker {
-    return new PiecePicker({ pieceCount: this.world.pieceCount, selfAgentId: this.agentId, zone: this.zone, tuning: this.world.config.tuning, random: this.random });
+    return new PiecePicker({
+      pieceCount: this.world.pieceCount,
+      selfAgentId: this.agentId,
+      zone: this.zone,
+      tuning: this.world.config.tuning,
+      random: this.random,
+    });
   }
 }

@@ -1,5 +1,4 @@
-import type { PieceRequest } from "../peer/request-book.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
+import type { PieceRequest, SwarmPeer } from "../peer/index.js";
 
 /** Simulated calls are never cancelled through a signal; every request shares this one controller. */
 const UNUSED_CONTROLLER = new AbortController();
@@ -14,7 +13,15 @@ export class SimBook {
   readonly all = new Set<PieceRequest>();
 
   add(peer: SwarmPeer, pieces: readonly number[], relay: boolean, nowMs: number): PieceRequest {
-    const request: PieceRequest = { peer, pieces, startedMs: nowMs, lastDataMs: nowMs, receivedBytes: 0, relay, controller: UNUSED_CONTROLLER };
+    const request: PieceRequest = {
+      peer,
+      pieces,
+      startedMs: nowMs,
+      lastDataMs: nowMs,
+      receivedBytes: 0,
+      relay,
+      controller: UNUSED_CONTROLLER,
+    };
     this.all.add(request);
     for (const index of pieces) {
       const running = this.byPiece.get(index);

@@ -1,6 +1,4 @@
-import { rendezvousSeed } from "../peer/cross-zone-share.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
-import { BUSY_BACKOFF_MS } from "../peer/swarm-peers.js";
+import { isBusy, markBusy, rendezvousSeed, type SwarmPeer } from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import type { HolderInfo } from "../tracker/index.js";
 
@@ -39,9 +37,12 @@ export class SimPeers {
           bitmap,
           bytes: holder.complete ? undefined : holder.bitmap,
           grewAtMs: nowMs,
+          dataAtMs: Number.NEGATIVE_INFINITY,
           inflight: 0,
           failures: 0,
           excludedUntilMs: 0,
+          busyUntilMs: Number.NEGATIVE_INFINITY,
+          busySinceMs: Number.NEGATIVE_INFINITY,
           badPieces: false,
         });
         return;
@@ -67,10 +68,16 @@ export class SimPeers {
       this.ordered = [...this.peers.values()].sort((a, b) => a.rank - b.rank);
       this.dirty = false;
     }
-    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs);
+    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs && p.busyUntilMs <= nowMs);
+  }
+
+  /** Peers left alone now only because they refused a call, while worth waiting for (SwarmPeers.busyNow). */
+  busyNow(nowMs: number, patienceMs: number): SwarmPeer[] {
+    this.usable(nowMs);
+    return this.ordered.filter((p) => p.excludedUntilMs <= nowMs && isBusy(p, nowMs, patienceMs));
   }
 
   busy(peer: SwarmPeer, nowMs: number): void {
-    peer.excludedUntilMs = nowMs + BUSY_BACKOFF_MS;
+    markBusy(peer, nowMs);
   }
 }

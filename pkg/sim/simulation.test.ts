@@ -8,12 +8,26 @@ const MIB = 1024 * 1024;
 const F = 16 * MIB;
 
 function run(swarm: { nodes: number; node: number; origin: number; download?: number }, overrides: Partial<SimConfig> = {}): SimResult {
-  return simulate(uniformSwarm({ nodes: swarm.nodes, blobBytes: F, nodeBytesPerSecond: swarm.node * MB, originBytesPerSecond: swarm.origin * MB, ...(swarm.download === undefined ? {} : { downloadBytesPerSecond: swarm.download * MB }) }, overrides));
+  return simulate(
+    uniformSwarm(
+      {
+        nodes: swarm.nodes,
+        blobBytes: F,
+        nodeBytesPerSecond: swarm.node * MB,
+        originBytesPerSecond: swarm.origin * MB,
+        ...(swarm.download === undefined ? {} : { downloadBytesPerSecond: swarm.download * MB }),
+      },
+      overrides,
+    ),
+  );
 }
 
 /** What holds in every run: nobody beats physics, every node is whole, the origin sent one copy, bytes add up. */
 function assertSound(r: SimResult): void {
-  assert.ok(r.completionSeconds.every((t) => t !== undefined), "every node holds the blob");
+  assert.ok(
+    r.completionSeconds.every((t) => t !== undefined),
+    "every node holds the blob",
+  );
   assert.ok((r.lastSeconds ?? 0) >= r.boundSeconds, `last node ${r.lastSeconds} s beats the P2P bound ${r.boundSeconds} s`);
   assert.equal(r.originBytes, r.blobBytes, "the origin sends the blob exactly once");
   assert.equal(r.peerBytes, (r.nodes - 1) * r.blobBytes, "every other node kept exactly one copy from peers");
@@ -25,19 +39,28 @@ describe("Network (max-min sharing)", () => {
   it("splits a sender's upload evenly between receivers that could take more", () => {
     const f = flows([0, 1], [0, 2]);
     new Network(Float64Array.of(10, 100, 100), Float64Array.of(100, 100, 100)).allocate(f);
-    assert.deepEqual(f.map((x) => x.rate), [5, 5]);
+    assert.deepEqual(
+      f.map((x) => x.rate),
+      [5, 5],
+    );
   });
 
   it("gives what a slow receiver cannot take to the other flows of the sender", () => {
     const f = flows([0, 1], [0, 2]);
     new Network(Float64Array.of(10, 100, 100), Float64Array.of(100, 2, 100)).allocate(f);
-    assert.deepEqual(f.map((x) => x.rate), [2, 8]);
+    assert.deepEqual(
+      f.map((x) => x.rate),
+      [2, 8],
+    );
   });
 
   it("limits an uncapped sender by its receivers' downloads, shared among their senders", () => {
     const f = flows([3, 0], [3, 1], [2, 1]);
     new Network(Float64Array.of(0, 0, 100, Infinity), Float64Array.of(7, 10, 0, 0)).allocate(f);
-    assert.deepEqual(f.map((x) => x.rate), [7, 5, 5]);
+    assert.deepEqual(
+      f.map((x) => x.rate),
+      [7, 5, 5],
+    );
   });
 });
 
@@ -91,7 +114,13 @@ describe("Simulation on topologies whose optimum is known by hand", () => {
   });
 
   it("refuses a configuration it cannot simulate, naming the setting", () => {
-    assert.throws(() => run({ nodes: 2, node: 10, origin: 0 }), (e: unknown) => isSimError(e, "ERR_SIM_INVALID_CONFIG") && e.message.includes("originBytesPerSecond"));
-    assert.throws(() => run({ nodes: 2, node: 10, origin: 10 }, { tickMs: 0 }), (e: unknown) => isSimError(e) && e.message.includes("tickMs"));
+    assert.throws(
+      () => run({ nodes: 2, node: 10, origin: 0 }),
+      (e: unknown) => isSimError(e, "ERR_SIM_INVALID_CONFIG") && e.message.includes("originBytesPerSecond"),
+    );
+    assert.throws(
+      () => run({ nodes: 2, node: 10, origin: 10 }, { tickMs: 0 }),
+      (e: unknown) => isSimError(e) && e.message.includes("tickMs"),
+    );
   });
 });

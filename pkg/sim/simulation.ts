@@ -1,8 +1,7 @@
 import { pino } from "pino";
 import { distributionBounds } from "../bounds/index.js";
 import { type Digest, digestOf } from "../oci/index.js";
-import type { PieceRequest } from "../peer/request-book.js";
-import type { SwarmPeer } from "../peer/swarm-peers.js";
+import type { PieceRequest, SwarmPeer } from "../peer/index.js";
 import { MemoryTracker } from "../tracker/index.js";
 import { SimError } from "./errors.js";
 import { GRANT_STALL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, type SimConfig, validateConfig } from "./config.js";
@@ -130,14 +129,44 @@ export class Simulation implements World {
     if (source.uploads >= this.config.maxUploads) return false;
     source.uploads++;
     const oneWay = this.config.nodes[source.index]?.zone === agent.zone ? this.config.latencyMs : this.config.crossZoneLatencyMs;
-    this.calls.push({ agent, source, src: source.index, dst: agent.index, rate: 0, pieces: request.pieces, request, waitMs, startAtMs: this.nowMs + 2 * oneWay, position: 0, remaining: 0, sent: 0, waitingSinceMs: undefined, ended: false });
+    this.calls.push({
+      agent,
+      source,
+      src: source.index,
+      dst: agent.index,
+      rate: 0,
+      pieces: request.pieces,
+      request,
+      waitMs,
+      startAtMs: this.nowMs + 2 * oneWay,
+      position: 0,
+      remaining: 0,
+      sent: 0,
+      waitingSinceMs: undefined,
+      ended: false,
+    });
     return true;
   }
 
   openOrigin(agent: SimAgent): void {
     const pieces: number[] = [];
     for (let i = 0; i < this.pieceCount; i++) if (agent.held[i] === 0) pieces.push(i);
-    this.calls.push({ agent, source: undefined, src: this.origin, dst: agent.index, rate: 0, pieces, request: undefined, waitMs: 0, startAtMs: this.nowMs + 2 * this.config.originLatencyMs, position: 0, remaining: 0, sent: 0, waitingSinceMs: undefined, ended: false });
+    this.calls.push({
+      agent,
+      source: undefined,
+      src: this.origin,
+      dst: agent.index,
+      rate: 0,
+      pieces,
+      request: undefined,
+      waitMs: 0,
+      startAtMs: this.nowMs + 2 * this.config.originLatencyMs,
+      position: 0,
+      remaining: 0,
+      sent: 0,
+      waitingSinceMs: undefined,
+      ended: false,
+    });
   }
 
   abortCalls(agent: SimAgent): void {

@@ -160,9 +160,7 @@ export class BlobIndex {
 
   /** Unpinned blobs, least recently used first. */
   private candidates(): IndexedBlob[] {
-    return [...this.blobs.values()]
-      .filter((entry) => entry.pins === 0)
-      .sort((a, b) => a.lastUsedMs - b.lastUsedMs || a.seq - b.seq);
+    return [...this.blobs.values()].filter((entry) => entry.pins === 0).sort((a, b) => a.lastUsedMs - b.lastUsedMs || a.seq - b.seq);
   }
 }
 

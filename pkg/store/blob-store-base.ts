@@ -3,7 +3,17 @@ import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
 import { BlobIndex, type IndexedBlob, type QuotaOptions, StoreEvents } from "./blob-index.js";
 import { choosePieceSize, packPieceHashes, pieceCount, unpackPieceHashes } from "../piece/index.js";
-import type { BlobInfo, BlobReader, BlobStore, PartialBlob, PartialInfo, PieceHashList, ReadOptions, StoreEvent, StoreUsage } from "./blob-store.js";
+import type {
+  BlobInfo,
+  BlobReader,
+  BlobStore,
+  PartialBlob,
+  PartialInfo,
+  PieceHashList,
+  ReadOptions,
+  StoreEvent,
+  StoreUsage,
+} from "./blob-store.js";
 import { StoreError } from "./errors.js";
 import type { PartialBackend, PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
 import { CorePartialBlob } from "./partial-core.js";
@@ -144,7 +154,12 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
       read: (target, position) => {
         if (closed !== undefined) return Promise.reject(new StoreError("ERR_STORE_INVALID_ARGUMENT", `reader of ${digest} is closed`));
         if (!Number.isSafeInteger(position) || position < 0 || position + target.byteLength > size) {
-          return Promise.reject(new StoreError("ERR_STORE_INVALID_ARGUMENT", `bytes ${position}..${position + target.byteLength - 1} are outside ${digest} (${size} bytes)`));
+          return Promise.reject(
+            new StoreError(
+              "ERR_STORE_INVALID_ARGUMENT",
+              `bytes ${position}..${position + target.byteLength - 1} are outside ${digest} (${size} bytes)`,
+            ),
+          );
         }
         return source.readInto(target, position);
       },

@@ -12,7 +12,7 @@ export async function fileMatchesDigest(path: string, digest: Digest, signal: Ab
   try {
     const { size } = await handle.stat();
     const hash = createHash(digestAlgorithm(digest));
-    for (let position = 0; position < size; ) {
+    for (let position = 0; position < size;) {
       signal.throwIfAborted();
       const length = Math.min(HASH_CHUNK_BYTES, size - position);
       hash.update(await readExactly(handle, position, length));

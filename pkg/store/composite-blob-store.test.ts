@@ -14,7 +14,11 @@ import { expectStoreError, putBlob, readAll, testBytes } from "./testing/conform
 import { MemoryExternalSource } from "./testing/memory-external-source.js";
 
 runBlobStoreConformance("CompositeBlobStore (MemoryBlobStore, empty external source)", async (options) => {
-  const store = await CompositeBlobStore.open({ own: new MemoryBlobStore(options), external: new MemoryExternalSource(), pieceHashes: await ExternalPieceHashes.open() });
+  const store = await CompositeBlobStore.open({
+    own: new MemoryBlobStore(options),
+    external: new MemoryExternalSource(),
+    pieceHashes: await ExternalPieceHashes.open(),
+  });
   return { store, cleanup: () => store.close() };
 });
 
@@ -42,7 +46,9 @@ async function open(options: { dir?: string; external?: MemoryExternalSource } =
       fixture.dropped++;
     },
   });
-  fixture.store.subscribe((event: StoreEvent) => fixture.events.push(`${event.type}:${event.type === "added" ? event.blob.digest : event.digest}`));
+  fixture.store.subscribe((event: StoreEvent) =>
+    fixture.events.push(`${event.type}:${event.type === "added" ? event.blob.digest : event.digest}`),
+  );
   return fixture;
 }
 
@@ -65,7 +71,10 @@ describe("CompositeBlobStore", () => {
       const [blob] = f.external.add(big);
       assert.ok(blob);
       assert.deepEqual(await f.store.stat(blob.digest), { digest: blob.digest, size: big.length });
-      assert.deepEqual(await readAll(await f.store.createReadStream(blob.digest, { start: 10, end: 1_500_000 })), big.subarray(10, 1_500_001));
+      assert.deepEqual(
+        await readAll(await f.store.createReadStream(blob.digest, { start: 10, end: 1_500_000 })),
+        big.subarray(10, 1_500_001),
+      );
       const reader = await f.store.openReader(blob.digest);
       const target = Buffer.alloc(100);
       await reader.read(target, big.length - 100);
@@ -76,7 +85,10 @@ describe("CompositeBlobStore", () => {
       assert.deepEqual(f.events, [`added:${blob.digest}`]);
       assert.deepEqual(await f.store.list(), [{ digest: blob.digest, size: big.length }]);
       const hashes = await f.store.pieceHashes(blob.digest);
-      assert.deepEqual(hashes?.hashes.map((h) => Buffer.from(h)), expectedHashes(big));
+      assert.deepEqual(
+        hashes?.hashes.map((h) => Buffer.from(h)),
+        expectedHashes(big),
+      );
       assert.equal(f.external.openReaders, 0, "every reader was closed");
       assert.deepEqual(f.store.usage(), { usedBytes: 0, quotaBytes: 0, blobs: 0, partials: 0 }, "usage counts only the agent's store");
       assert.deepEqual(f.store.externalUsage(), { blobs: 1, bytes: big.length, advertisedBlobs: 1, hashingBlobs: 0 });
@@ -102,7 +114,10 @@ describe("CompositeBlobStore", () => {
       assert.ok(await f.own.stat(manifest.digest), "the manifest stays: its media type is the agent's to know");
       assert.deepEqual(f.events, [`added:${info.digest}`, `added:${manifest.digest}`], "no withdraw and re-announce");
       assert.equal(f.external.bytesRead, 0, "the piece hashes came from the agent's store, not from hashing the runtime's copy");
-      assert.deepEqual((await f.store.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)), expectedHashes(big));
+      assert.deepEqual(
+        (await f.store.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)),
+        expectedHashes(big),
+      );
       assert.deepEqual((await f.store.list()).map((b) => b.digest).sort(), [info.digest, manifest.digest].sort());
       assert.deepEqual(await readAll(await f.store.createReadStream(info.digest)), big);
       assert.equal(f.store.usage().usedBytes, manifest.size);
@@ -141,7 +156,10 @@ describe("CompositeBlobStore", () => {
       assert.ok(blob);
       const first = await open({ dir, external });
       const hashes = await first.store.pieceHashes(blob.digest);
-      assert.deepEqual(hashes?.hashes.map((h) => Buffer.from(h)), expectedHashes(big));
+      assert.deepEqual(
+        hashes?.hashes.map((h) => Buffer.from(h)),
+        expectedHashes(big),
+      );
       await first.store.idle();
       assert.deepEqual(first.events, [`added:${blob.digest}`]);
       const readsBefore = external.bytesRead;

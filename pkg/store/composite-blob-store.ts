@@ -4,7 +4,17 @@ import type { Digest } from "../oci/index.js";
 import { choosePieceSize, pieceCount } from "../piece/index.js";
 import { TokenBucket } from "../throttle/index.js";
 import { StoreEvents } from "./blob-index.js";
-import type { BlobInfo, BlobReader, BlobStore, PartialBlob, PartialInfo, PieceHashList, ReadOptions, StoreEvent, StoreUsage } from "./blob-store.js";
+import type {
+  BlobInfo,
+  BlobReader,
+  BlobStore,
+  PartialBlob,
+  PartialInfo,
+  PieceHashList,
+  ReadOptions,
+  StoreEvent,
+  StoreUsage,
+} from "./blob-store.js";
 import { isStoreError, StoreError } from "./errors.js";
 import type { ExternalPieceHashes } from "./external-piece-hashes.js";
 import type { ExternalBlob, ExternalBlobSource, ExternalSourceEvent } from "./external-source.js";
@@ -86,9 +96,17 @@ export class CompositeBlobStore implements BlobStore {
   /** Subscribes to both sides first, then takes in what they hold, so nothing falls between. */
   static async open(options: CompositeBlobStoreOptions): Promise<CompositeBlobStore> {
     const store = new CompositeBlobStore(options);
-    store.unsubscribers.push(options.own.subscribe((event) => { store.onOwnEvent(event); }));
+    store.unsubscribers.push(
+      options.own.subscribe((event) => {
+        store.onOwnEvent(event);
+      }),
+    );
     for (const blob of await options.own.list()) store.ownDigests.add(blob.digest);
-    store.unsubscribers.push(options.external.subscribe((event) => { store.onExternalEvent(event); }));
+    store.unsubscribers.push(
+      options.external.subscribe((event) => {
+        store.onExternalEvent(event);
+      }),
+    );
     const held = options.external.list();
     if (held.length > 0) store.onExternalEvent({ type: "added", blobs: held });
     return store;
@@ -111,7 +129,9 @@ export class CompositeBlobStore implements BlobStore {
     if (blob === undefined) throw notFound(digest);
     const range = resolveRange(blob.size, options);
     const reader = await this.openExternal(digest, options?.signal);
-    return new RangeReadable({ readInto: (target, position) => reader.read(target, position), close: () => reader.close() }, range, { signal: options?.signal });
+    return new RangeReadable({ readInto: (target, position) => reader.read(target, position), close: () => reader.close() }, range, {
+      signal: options?.signal,
+    });
   }
 
   async openReader(digest: Digest, signal?: AbortSignal): Promise<BlobReader> {
@@ -149,7 +169,9 @@ export class CompositeBlobStore implements BlobStore {
 
   async list(): Promise<BlobInfo[]> {
     const own = await this.own.list();
-    const external = [...this.advertised.values()].filter((blob) => !this.ownDigests.has(blob.digest)).map((blob) => ({ digest: blob.digest, size: blob.size }));
+    const external = [...this.advertised.values()]
+      .filter((blob) => !this.ownDigests.has(blob.digest))
+      .map((blob) => ({ digest: blob.digest, size: blob.size }));
     return [...own, ...external];
   }
 
@@ -242,7 +264,8 @@ export class CompositeBlobStore implements BlobStore {
 
   private enqueue(step: () => Promise<void>): void {
     this.work = this.work.then(step).catch((error: unknown) => {
-      if (!this.closer.signal.aborted) this.options.logger?.warn({ err: error, source: this.external.name }, "handling a change of the external source failed");
+      if (!this.closer.signal.aborted)
+        this.options.logger?.warn({ err: error, source: this.external.name }, "handling a change of the external source failed");
     });
   }
 
@@ -255,7 +278,8 @@ export class CompositeBlobStore implements BlobStore {
         // What the agent stored comes with its piece hashes: hand them over instead of hashing again.
         hashes = await this.own.pieceHashes(blob.digest, this.closer.signal).catch(() => undefined);
         const pieceSize = choosePieceSize(blob.size);
-        if (hashes?.pieceSize === pieceSize && hashes.hashes.length === pieceCount(blob.size, pieceSize)) await this.options.pieceHashes.put(blob, hashes);
+        if (hashes?.pieceSize === pieceSize && hashes.hashes.length === pieceCount(blob.size, pieceSize))
+          await this.options.pieceHashes.put(blob, hashes);
         else hashes = undefined;
       }
       if (hashes === undefined) {
@@ -286,7 +310,10 @@ export class CompositeBlobStore implements BlobStore {
     const info = await this.own.stat(blob.digest);
     if (info === undefined || info.mediaType !== undefined || info.size !== blob.size) return;
     if (await this.own.delete(blob.digest)) {
-      this.options.logger?.debug({ digest: blob.digest, size: blob.size, source: this.external.name }, "own copy dropped: the runtime holds the blob");
+      this.options.logger?.debug(
+        { digest: blob.digest, size: blob.size, source: this.external.name },
+        "own copy dropped: the runtime holds the blob",
+      );
       this.options.onOwnCopyDropped?.(info);
     }
   }
@@ -307,7 +334,11 @@ export class CompositeBlobStore implements BlobStore {
       try {
         await this.computeHashes(blob);
       } catch (error: unknown) {
-        if (!this.isClosed) this.options.logger?.warn({ err: error, digest, source: this.external.name }, "hashing an external blob failed; it is not announced");
+        if (!this.isClosed)
+          this.options.logger?.warn(
+            { err: error, digest, source: this.external.name },
+            "hashing an external blob failed; it is not announced",
+          );
       }
     }
   }
@@ -329,7 +360,8 @@ export class CompositeBlobStore implements BlobStore {
       try {
         hashes = await hashPieces(reader, choosePieceSize(blob.size), {
           signal: this.closer.signal,
-          pace: (bytes, signal) => (this.bucket === undefined || this.urgent.has(digest) ? Promise.resolve() : this.bucket.take(bytes, signal)),
+          pace: (bytes, signal) =>
+            this.bucket === undefined || this.urgent.has(digest) ? Promise.resolve() : this.bucket.take(bytes, signal),
         });
       } finally {
         await reader.close();

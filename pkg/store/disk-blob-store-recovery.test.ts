@@ -21,7 +21,10 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-function nextEvent(store: { subscribe(listener: (event: StoreEvent) => void): () => void }, match: (event: StoreEvent) => boolean): Promise<StoreEvent> {
+function nextEvent(
+  store: { subscribe(listener: (event: StoreEvent) => void): () => void },
+  match: (event: StoreEvent) => boolean,
+): Promise<StoreEvent> {
   return new Promise((resolve) => {
     const unsubscribe = store.subscribe((event) => {
       if (!match(event)) return;
@@ -102,7 +105,8 @@ describe("DiskBlobStore recovery", () => {
     const b = await putBlob(first, testBytes(300, 7));
     const c = await putBlob(first, testBytes(300, 8));
     await first.close();
-    const setUse = (digest: Digest, seconds: number): Promise<void> => utimes(join(dir, "blobs", "sha256", digestHex(digest)), seconds, seconds);
+    const setUse = (digest: Digest, seconds: number): Promise<void> =>
+      utimes(join(dir, "blobs", "sha256", digestHex(digest)), seconds, seconds);
     await setUse(a.digest, 2000);
     await setUse(b.digest, 3000);
     await setUse(c.digest, 1000);

@@ -24,7 +24,10 @@ describe("DiskBlobStore", () => {
     const manifest = await putBlob(store, Buffer.from('{"manifests":[]}'), { mediaType });
     const layer = await putBlob(store, testBytes(300), { algorithm: "sha512" });
     await store.close();
-    assert.deepEqual((await readdir(join(dir, "blobs", "sha256"))).sort(), [digestHex(manifest.digest), `${digestHex(manifest.digest)}.meta`]);
+    assert.deepEqual((await readdir(join(dir, "blobs", "sha256"))).sort(), [
+      digestHex(manifest.digest),
+      `${digestHex(manifest.digest)}.meta`,
+    ]);
     assert.deepEqual(await readdir(join(dir, "blobs", "sha512")), [digestHex(layer.digest)]);
     assert.deepEqual(await readFile(join(dir, "blobs", "sha512", digestHex(layer.digest))), testBytes(300));
     assert.deepEqual(await readdir(join(dir, "partial", "sha256")), []);
@@ -45,9 +48,16 @@ describe("DiskBlobStore", () => {
     assert.equal((await readFile(sidecar)).length, 4 + 2 * 32, "written at commit");
     await store.close();
     const reopened = await openStore(dir);
-    assert.deepEqual((await reopened.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)), expected);
+    assert.deepEqual(
+      (await reopened.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)),
+      expected,
+    );
     await writeFile(sidecar, Buffer.from("garbage"));
-    assert.deepEqual((await reopened.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)), expected, "recomputed from the blob");
+    assert.deepEqual(
+      (await reopened.pieceHashes(info.digest))?.hashes.map((h) => Buffer.from(h)),
+      expected,
+      "recomputed from the blob",
+    );
     assert.equal((await readFile(sidecar)).length, 4 + 2 * 32, "and recorded again");
     await reopened.delete(info.digest);
     assert.deepEqual(await readdir(join(dir, "blobs", "sha256")), []);
@@ -152,7 +162,10 @@ describe("DiskBlobStore", () => {
 
     const reopened = await openStore(dir);
     assert.deepEqual(await reopened.list(), [good]);
-    assert.deepEqual((await reopened.listPartials()).map((p) => p.digest), [laggingDigest]);
+    assert.deepEqual(
+      (await reopened.listPartials()).map((p) => p.digest),
+      [laggingDigest],
+    );
     assert.deepEqual(await readdir(join(dir, "tmp")), []);
     assert.deepEqual((await readdir(join(dir, "blobs"))).sort(), ["sha256", "sha512"]);
     assert.deepEqual((await readdir(blobs)).sort(), [digestHex(good.digest), `${digestHex(good.digest)}.meta`].sort());

@@ -6,7 +6,7 @@ import type { IndexedBlob } from "./blob-index.js";
 import { BlobStoreBase, type KeptPartial } from "./blob-store-base.js";
 import { BackgroundVerifier, fileMatchesDigest } from "./blob-verifier.js";
 import type { BlobInfo } from "./blob-store.js";
-import { DiskLayout, readExactlyInto} from "./disk-layout.js";
+import { DiskLayout, readExactlyInto } from "./disk-layout.js";
 import { blobLockKey, DiskPartialBackend, type DiskPartialParams, partialLockKey } from "./disk-partial-backend.js";
 import { rescan } from "./disk-rescan.js";
 import { StoreError } from "./errors.js";

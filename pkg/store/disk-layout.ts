@@ -60,7 +60,6 @@ export class DiskLayout {
   }
 }
 
-
 /** Flushes a directory's entries (a rename or a new file in it) to disk. */
 export async function fsyncDir(path: string): Promise<void> {
   const handle = await open(path, "r");
@@ -84,7 +83,8 @@ export async function readExactlyInto(handle: FileHandle, target: Uint8Array, po
   let filled = 0;
   while (filled < length) {
     const { bytesRead } = await handle.read(target, filled, length - filled, position + filled);
-    if (bytesRead === 0) throw new StoreError("ERR_STORE_IO", `file ended at ${position + filled}, expected ${length} bytes from ${position}`);
+    if (bytesRead === 0)
+      throw new StoreError("ERR_STORE_IO", `file ended at ${position + filled}, expected ${length} bytes from ${position}`);
     filled += bytesRead;
   }
 }

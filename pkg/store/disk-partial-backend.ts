@@ -74,7 +74,8 @@ export class DiskPartialBackend implements PartialBackend {
       const handle = await open(context.layout.partialDataPath(params.digest), "r+");
       try {
         const { size } = await handle.stat();
-        if (size !== params.size) throw new StoreError("ERR_STORE_IO", `partial data of ${params.digest} has ${size} bytes, expected ${params.size}`);
+        if (size !== params.size)
+          throw new StoreError("ERR_STORE_IO", `partial data of ${params.digest} has ${size} bytes, expected ${params.size}`);
       } catch (error: unknown) {
         await handle.close();
         throw error;

@@ -127,7 +127,10 @@ export class DiskTagStore implements TagStore {
       this.dirty = true;
       return;
     }
-    const tags = typeof parsed === "object" && parsed !== null && "tags" in parsed && Array.isArray(parsed.tags) ? (parsed.tags as unknown[]) : undefined;
+    const tags =
+      typeof parsed === "object" && parsed !== null && "tags" in parsed && Array.isArray(parsed.tags)
+        ? (parsed.tags as unknown[])
+        : undefined;
     if (tags === undefined) {
       logger?.warn({ path: this.path }, "tag file has an unknown format; starting empty and replacing it");
       this.dirty = true;

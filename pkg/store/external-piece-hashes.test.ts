@@ -11,7 +11,10 @@ import { testBytes } from "./testing/conformance-helpers.js";
 describe("ExternalPieceHashes", () => {
   const data = testBytes(MIN_PIECE_SIZE_BYTES + 10, 81);
   const blob = { digest: digestOf(data), size: data.length };
-  const list = { pieceSize: MIN_PIECE_SIZE_BYTES, hashes: [sha256Of(data.subarray(0, MIN_PIECE_SIZE_BYTES)), sha256Of(data.subarray(MIN_PIECE_SIZE_BYTES))] };
+  const list = {
+    pieceSize: MIN_PIECE_SIZE_BYTES,
+    hashes: [sha256Of(data.subarray(0, MIN_PIECE_SIZE_BYTES)), sha256Of(data.subarray(MIN_PIECE_SIZE_BYTES))],
+  };
 
   it("keeps hashes across instances, ignores unreadable records, and retains only what the source holds", async () => {
     const dir = await mkdtemp(join(tmpdir(), "shoal-external-hashes-"));
@@ -19,8 +22,15 @@ describe("ExternalPieceHashes", () => {
       const first = await ExternalPieceHashes.open({ dir });
       await first.put(blob, list);
       const second = await ExternalPieceHashes.open({ dir });
-      assert.deepEqual((await second.get(blob))?.hashes.map((h) => Buffer.from(h)), list.hashes);
-      assert.equal(await second.get({ digest: blob.digest, size: 3 * MIN_PIECE_SIZE_BYTES }), undefined, "a record that does not fit the size is not used");
+      assert.deepEqual(
+        (await second.get(blob))?.hashes.map((h) => Buffer.from(h)),
+        list.hashes,
+      );
+      assert.equal(
+        await second.get({ digest: blob.digest, size: 3 * MIN_PIECE_SIZE_BYTES }),
+        undefined,
+        "a record that does not fit the size is not used",
+      );
 
       const other = testBytes(100, 82);
       const corrupt = { digest: digestOf(other), size: other.length };

@@ -66,7 +66,8 @@ export class ExternalPieceHashes {
     try {
       file = await readFile(this.path(blob.digest));
     } catch (error: unknown) {
-      if (errnoCode(error) !== "ENOENT") this.options.logger?.warn({ err: error, digest: blob.digest }, "unreadable piece hashes; computing them again");
+      if (errnoCode(error) !== "ENOENT")
+        this.options.logger?.warn({ err: error, digest: blob.digest }, "unreadable piece hashes; computing them again");
       return undefined;
     }
     const decoded = file.byteLength <= maxPieceHashFileBytes(blob.size) ? decodePieceHashFile(file, blob.size) : undefined;
@@ -83,12 +84,19 @@ export class ExternalPieceHashes {
     const { dir } = this.options;
     if (dir === undefined) return;
     try {
-      await writeFileAtomic(this.path(blob.digest), encodePieceHashFile({ pieceSize: list.pieceSize, packed: packPieceHashes(list.hashes) }), {
-        tmpDir: this.tmpDir,
-        syncDir: false,
-      });
+      await writeFileAtomic(
+        this.path(blob.digest),
+        encodePieceHashFile({ pieceSize: list.pieceSize, packed: packPieceHashes(list.hashes) }),
+        {
+          tmpDir: this.tmpDir,
+          syncDir: false,
+        },
+      );
     } catch (error: unknown) {
-      this.options.logger?.warn({ err: error, digest: blob.digest }, "could not record piece hashes; they will be computed again after a restart");
+      this.options.logger?.warn(
+        { err: error, digest: blob.digest },
+        "could not record piece hashes; they will be computed again after a restart",
+      );
     }
   }
 

@@ -9,8 +9,7 @@ export interface ExternalBlob {
 
 /** A change to what an external source holds. */
 export type ExternalSourceEvent =
-  | { readonly type: "added"; readonly blobs: readonly ExternalBlob[] }
-  | { readonly type: "removed"; readonly digests: readonly Digest[] };
+  { readonly type: "added"; readonly blobs: readonly ExternalBlob[] } | { readonly type: "removed"; readonly digests: readonly Digest[] };
 
 /**
  * Read-only, content-addressed blobs the node already holds outside the agent's store: the container

@@ -20,7 +20,10 @@ describe("MemoryBlobStore", () => {
 
   it("rejects invalid watermarks", () => {
     for (const options of [{ highWatermark: 1.5 }, { lowWatermark: 0 }, { highWatermark: 0.5, lowWatermark: 0.6 }, { quotaBytes: -1 }]) {
-      assert.throws(() => new MemoryBlobStore(options), (error: unknown) => isStoreError(error, "ERR_STORE_INVALID_ARGUMENT"));
+      assert.throws(
+        () => new MemoryBlobStore(options),
+        (error: unknown) => isStoreError(error, "ERR_STORE_INVALID_ARGUMENT"),
+      );
     }
   });
 

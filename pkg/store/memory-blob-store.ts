@@ -84,7 +84,9 @@ export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPart
       if (pieceHashes === undefined) this.hashes.delete(digest);
       else this.hashes.set(digest, pieceHashes);
     });
-    return Promise.resolve(kept === undefined ? { backend } : { backend, resume: { bitmap: kept.bitmap, appendOffset: kept.appendOffset } });
+    return Promise.resolve(
+      kept === undefined ? { backend } : { backend, resume: { bitmap: kept.bitmap, appendOffset: kept.appendOffset } },
+    );
   }
 
   protected keptPartial(partial: KeptPartial, backend: MemoryPartialBackend): KeptMemoryPartial {
@@ -124,7 +126,9 @@ export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPart
 /** Readers get copies: a consumer that mutates its chunk must not change the stored blob. */
 function copyInto(buffer: Buffer, target: Uint8Array, offset: number): Promise<void> {
   if (offset < 0 || offset + target.byteLength > buffer.byteLength) {
-    return Promise.reject(new StoreError("ERR_STORE_IO", `read of ${target.byteLength} bytes at ${offset} passes the end (${buffer.byteLength} bytes)`));
+    return Promise.reject(
+      new StoreError("ERR_STORE_IO", `read of ${target.byteLength} bytes at ${offset} passes the end (${buffer.byteLength} bytes)`),
+    );
   }
   target.set(buffer.subarray(offset, offset + target.byteLength));
   return Promise.resolve();

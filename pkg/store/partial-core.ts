@@ -2,10 +2,25 @@ import { createHash, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { digestAlgorithm, type Digest } from "../oci/index.js";
-import { PIECE_HASH_BYTES, PieceBitmap, SequentialPieceHasher, choosePieceSize, packPieceHashes, pieceCount, pieceSpan, sha256Of } from "../piece/index.js";
+import {
+  PIECE_HASH_BYTES,
+  PieceBitmap,
+  SequentialPieceHasher,
+  choosePieceSize,
+  packPieceHashes,
+  pieceCount,
+  pieceSpan,
+  sha256Of,
+} from "../piece/index.js";
 import type { BlobInfo, BlobReader, PartialBlob, ReadOptions } from "./blob-store.js";
 import { StoreError } from "./errors.js";
-import { type PartialBackend, type PartialHooks, type PartialSnapshot, type PublishedPieceHashes, ThrottledSaver } from "./partial-backend.js";
+import {
+  type PartialBackend,
+  type PartialHooks,
+  type PartialSnapshot,
+  type PublishedPieceHashes,
+  ThrottledSaver,
+} from "./partial-backend.js";
 import { PieceWaiters } from "./piece-waiters.js";
 import { ioError, resolveRange } from "./store-helpers.js";
 import { TailReadable, type TailSource } from "./tail-readable.js";
@@ -151,7 +166,8 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     return this.enqueue(async () => {
       this.assertOpen();
       const start = offset ?? this.appendOffset;
-      if (!Number.isSafeInteger(start) || start < 0) throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `append offset ${String(offset)} is not a byte position`);
+      if (!Number.isSafeInteger(start) || start < 0)
+        throw new StoreError("ERR_STORE_INVALID_ARGUMENT", `append offset ${String(offset)} is not a byte position`);
       const end = start + chunk.byteLength;
       if (end > this.size) {
         throw new StoreError(
@@ -160,7 +176,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         );
       }
       let feeding = start === this.hashedEnd;
-      for (let offset = start; offset < end; ) {
+      for (let offset = start; offset < end;) {
         this.assertOpen();
         const index = Math.floor(offset / this.pieceSize);
         if (this.pieces.has(index)) {
@@ -173,7 +189,8 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         }
         // One write for the whole run of pieces not held yet; they are marked once it landed.
         let runEnd = Math.min(this.span(index).end, end);
-        while (runEnd < end && !this.pieces.has(Math.floor(runEnd / this.pieceSize))) runEnd = Math.min(this.span(Math.floor(runEnd / this.pieceSize)).end, end);
+        while (runEnd < end && !this.pieces.has(Math.floor(runEnd / this.pieceSize)))
+          runEnd = Math.min(this.span(Math.floor(runEnd / this.pieceSize)).end, end);
         const segment = chunk.subarray(offset - start, runEnd - start);
         const written = this.write(offset, segment);
         // Hash while the thread pool writes: the segment is not modified meanwhile, and a failed write
@@ -267,7 +284,10 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       if (this.info !== undefined) return this.info;
       this.assertOpen();
       if (!this.pieces.complete) {
-        throw new StoreError("ERR_STORE_INCOMPLETE", `${this.pieceCount - this.pieces.count} of ${this.pieceCount} pieces of ${this.digest} missing`);
+        throw new StoreError(
+          "ERR_STORE_INCOMPLETE",
+          `${this.pieceCount - this.pieces.count} of ${this.pieceCount} pieces of ${this.digest} missing`,
+        );
       }
       await this.catchUp();
       this.assertOpen();
@@ -290,7 +310,10 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       } catch (error: unknown) {
         throw await this.fail(error, `publishing ${this.digest}`);
       }
-      const info: BlobInfo = this.mediaType === undefined ? { digest: this.digest, size: this.size } : { digest: this.digest, size: this.size, mediaType: this.mediaType };
+      const info: BlobInfo =
+        this.mediaType === undefined
+          ? { digest: this.digest, size: this.size }
+          : { digest: this.digest, size: this.size, mediaType: this.mediaType };
       this.info = info;
       this.current = "committed";
       this.settlement = Promise.resolve();
@@ -451,7 +474,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       if (this.pieceHashes[index] !== undefined) continue;
       const { start, end } = this.span(index);
       const hash = createHash("sha256");
-      for (let position = start; position < end; ) {
+      for (let position = start; position < end;) {
         const length = Math.min(HASH_CHUNK_BYTES, end - position);
         this.scratch ??= Buffer.allocUnsafeSlow(HASH_CHUNK_BYTES);
         const bytes = this.scratch.subarray(0, length);

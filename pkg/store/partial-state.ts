@@ -41,7 +41,8 @@ export function decodePartialState(text: string, digest: Digest): PartialStateRe
   const { version, size, pieceSize, appendOffset, bitmap, mediaType } = record;
   if (version !== STATE_VERSION || record.digest !== digest) return undefined;
   if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) return undefined;
-  if (typeof pieceSize !== "number" || !Number.isSafeInteger(pieceSize) || pieceSize < 1 || pieceSize > MAX_PIECE_SIZE_BYTES) return undefined;
+  if (typeof pieceSize !== "number" || !Number.isSafeInteger(pieceSize) || pieceSize < 1 || pieceSize > MAX_PIECE_SIZE_BYTES)
+    return undefined;
   if (typeof appendOffset !== "number" || !Number.isSafeInteger(appendOffset) || appendOffset < 0 || appendOffset > size) return undefined;
   if (typeof bitmap !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(bitmap)) return undefined;
   if (mediaType !== undefined && !isValidMediaType(mediaType)) return undefined;

@@ -24,7 +24,7 @@ export async function hashPieces(reader: BlobReader, pieceSize: number, options:
   for (let index = 0; index < pieceCount(reader.size, pieceSize); index++) {
     const { start, end } = pieceSpan(index, reader.size, pieceSize);
     const hash = createHash("sha256");
-    for (let position = start; position < end; ) {
+    for (let position = start; position < end;) {
       signal?.throwIfAborted();
       const bytes = chunk.subarray(0, Math.min(chunk.byteLength, end - position));
       if (pace !== undefined) await pace(bytes.byteLength, signal);

@@ -5,7 +5,6 @@ import { StoreError } from "./errors.js";
 import { FIRST_READ_CHUNK_BYTES, READ_CHUNK_BYTES, recycleReadChunk, takeReadChunk } from "./read-chunks.js";
 import { abortedBySignal, type ByteRange, toError } from "./store-helpers.js";
 
-
 /** Random access to a blob's bytes; `close` releases it. */
 export interface RangeSource {
   /** Fills `target` with the bytes at `position`. */

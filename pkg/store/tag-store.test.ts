@@ -18,7 +18,10 @@ function record(seed: string, seenAt: number): TagRecord {
 }
 
 /** Behaviour both tag stores share. */
-function runTagStoreTests(name: string, create: (options: { maxRecords?: number }) => Promise<{ tags: TagStore; cleanup: () => Promise<void> }>): void {
+function runTagStoreTests(
+  name: string,
+  create: (options: { maxRecords?: number }) => Promise<{ tags: TagStore; cleanup: () => Promise<void> }>,
+): void {
   describe(`TagStore: ${name}`, () => {
     it("remembers the last record per registry, repository and tag", async () => {
       const { tags, cleanup } = await create({});
@@ -130,7 +133,10 @@ describe("DiskTagStore", () => {
     await tags.close();
 
     const good = { registry: "r", name: "n", tag: "good", ...record("g", 1) };
-    await writeFile(join(dir, "tags.json"), JSON.stringify({ version: 1, tags: [good, { registry: "r", name: "n", tag: "bad", digest: "x" }] }));
+    await writeFile(
+      join(dir, "tags.json"),
+      JSON.stringify({ version: 1, tags: [good, { registry: "r", name: "n", tag: "bad", digest: "x" }] }),
+    );
     const partly = await DiskTagStore.open({ dir });
     assert.deepEqual(partly.get("r", "n", "good"), record("g", 1));
     assert.equal(partly.get("r", "n", "bad"), undefined);

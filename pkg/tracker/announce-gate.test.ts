@@ -7,9 +7,21 @@ describe("AnnounceGate", () => {
     const clock = { now: 0 };
     const gate = new AnnounceGate({ perSecond: 1_000, burst: 10, now: () => clock.now });
     const resumed: string[] = [];
-    for (let i = 0; i < 10; i++) assert.equal(gate.take(() => resumed.push("never")), true, `announce ${i} is within the burst`);
-    assert.equal(gate.take(() => resumed.push("a")), false, "the 11th pauses its session");
-    assert.equal(gate.take(() => resumed.push("b")), false);
+    for (let i = 0; i < 10; i++)
+      assert.equal(
+        gate.take(() => resumed.push("never")),
+        true,
+        `announce ${i} is within the burst`,
+      );
+    assert.equal(
+      gate.take(() => resumed.push("a")),
+      false,
+      "the 11th pauses its session",
+    );
+    assert.equal(
+      gate.take(() => resumed.push("b")),
+      false,
+    );
     assert.equal(gate.paused, 2);
     gate.tick();
     assert.equal(resumed.length, 0, "no time passed: nobody resumes");
@@ -25,15 +37,26 @@ describe("AnnounceGate", () => {
 
   it("0 per second is ungated; close resumes everyone", () => {
     const open = new AnnounceGate({ perSecond: 0 });
-    for (let i = 0; i < 100_000; i++) assert.equal(open.take(() => undefined), true);
+    for (let i = 0; i < 100_000; i++)
+      assert.equal(
+        open.take(() => undefined),
+        true,
+      );
     const clock = { now: 0 };
     const gate = new AnnounceGate({ perSecond: 10, burst: 1, now: () => clock.now });
     let resumed = 0;
     gate.take(() => resumed++);
-    assert.equal(gate.take(() => resumed++), false);
+    assert.equal(
+      gate.take(() => resumed++),
+      false,
+    );
     gate.close();
     assert.equal(resumed, 1);
-    assert.equal(gate.take(() => resumed++), true, "closed: never pauses again");
+    assert.equal(
+      gate.take(() => resumed++),
+      true,
+      "closed: never pauses again",
+    );
     assert.throws(() => new AnnounceGate({ perSecond: -1 }), RangeError);
   });
 });

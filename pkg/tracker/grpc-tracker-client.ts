@@ -1,4 +1,12 @@
-import { type ChannelCredentials, type ClientDuplexStream, Metadata, type ServiceError, type StatusObject, credentials, status } from "@grpc/grpc-js";
+import {
+  type ChannelCredentials,
+  type ClientDuplexStream,
+  Metadata,
+  type ServiceError,
+  type StatusObject,
+  credentials,
+  status,
+} from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type IdentitySource, checkServer } from "../identity/index.js";
 import { type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
@@ -7,9 +15,22 @@ import { Backoff } from "../util/index.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
 import { PublishedTags } from "./published-tags.js";
 import { ReannouncePacing, type ReannouncePacingOptions, Reannouncer } from "./reannounce-pacing.js";
-import { type PrefetchChannel, type PrefetchHandler, type PrefetchReport, validatePrefetchAssignment, validatePrefetchReport } from "./prefetch.js";
+import {
+  type PrefetchChannel,
+  type PrefetchHandler,
+  type PrefetchReport,
+  validatePrefetchAssignment,
+  validatePrefetchReport,
+} from "./prefetch.js";
 import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
-import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
+import {
+  inventoryEntry,
+  validateActiveUploads,
+  validateAnnouncement,
+  validateIdentity,
+  validateTagKey,
+  validateTagRecord,
+} from "./validation.js";
 import {
   announceRequests,
   commandFromWire,
@@ -134,7 +155,12 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   async lookup(digest: Digest, options: LookupOptions): Promise<LookupResult> {
     const { signal } = options;
     const { client, deadline } = await this.readyClient(signal);
-    const request = { agentId: this.identity.agentId, digest, wantOriginGrant: options.wantOriginGrant, excludedAgentIds: [...(options.excludedAgents ?? [])] };
+    const request = {
+      agentId: this.identity.agentId,
+      digest,
+      wantOriginGrant: options.wantOriginGrant,
+      excludedAgentIds: [...(options.excludedAgents ?? [])],
+    };
     return await new Promise<LookupResult>((resolve, reject) => {
       const onAbort = (): void => {
         call.cancel();
@@ -343,7 +369,15 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.trackerId = trackerId;
     this.state = "connected";
     this.backoff.reset();
-    this.logger.info({ trackerId, address: this.options.address, newTracker: previous !== undefined && previous !== trackerId, blobs: this.inventory.size }, "tracker session registered");
+    this.logger.info(
+      {
+        trackerId,
+        address: this.options.address,
+        newTracker: previous !== undefined && previous !== trackerId,
+        blobs: this.inventory.size,
+      },
+      "tracker session registered",
+    );
     // The tracker forgot this agent when the previous session ended: send the whole inventory again, paced
     // (after a lost session every other agent is doing the same to the same tracker).
     this.dirty.clear();
@@ -394,7 +428,10 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.state = "backoff";
     const delayMs = this.backoff.next();
     const level = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT ? "error" : "warn";
-    this.logger[level]({ code: status[result.code], details: result.details, retryInMs: delayMs, address: this.options.address }, wasConnected ? "tracker session lost" : "tracker session failed");
+    this.logger[level](
+      { code: status[result.code], details: result.details, retryInMs: delayMs, address: this.options.address },
+      wasConnected ? "tracker session lost" : "tracker session failed",
+    );
     this.reconnectTimer = setTimeout(() => {
       if (this.state === "backoff") this.connect();
     }, delayMs);
@@ -469,9 +506,15 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       const onAbort = (): void => {
         done(abortReason(signal));
       };
-      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
-        done(new TrackerError("ERR_TRACKER_UNAVAILABLE", "timed out waiting for the tracker session"));
-      }, Math.max(0, timeoutMs));
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(
+              () => {
+                done(new TrackerError("ERR_TRACKER_UNAVAILABLE", "timed out waiting for the tracker session"));
+              },
+              Math.max(0, timeoutMs),
+            );
       this.waiters.add(waiter);
       signal?.addEventListener("abort", onAbort, { once: true });
     });

@@ -39,13 +39,21 @@ describe("GrpcTrackerClient session", () => {
   it("reports connect and disconnect through the callback and `connected`", async () => {
     const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
     const changes: boolean[] = [];
-    const client = new GrpcTrackerClient({ address: h.address, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS, onConnectionChange: (c) => changes.push(c) });
+    const client = new GrpcTrackerClient({
+      address: h.address,
+      identity: testIdentity("a"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      onConnectionChange: (c) => changes.push(c),
+    });
     try {
       assert.equal(client.connected, false);
       await client.whenConnected(AbortSignal.timeout(5_000));
       assert.deepEqual(changes, [true]);
       await h.restartTracker!();
-      await eventually(() => { assert.deepEqual(changes, [true, false, true]); });
+      await eventually(() => {
+        assert.deepEqual(changes, [true, false, true]);
+      });
       assert.equal(client.connected, true);
       await client.close();
       assert.deepEqual(changes, [true, false, true, false]);
@@ -74,7 +82,9 @@ describe("GrpcTrackerClient session", () => {
     try {
       const a = await h.agent(testIdentity("a"));
       a.setActiveUploads(4);
-      await eventually(() => { assert.equal(h.tracker().snapshot().agents[0]?.activeUploads, 4); });
+      await eventually(() => {
+        assert.equal(h.tracker().snapshot().agents[0]?.activeUploads, 4);
+      });
     } finally {
       await h.close();
     }
@@ -85,10 +95,20 @@ describe("GrpcTrackerClient session", () => {
     try {
       const a = await h.agent(testIdentity("a"));
       a.announce({ digest, size: 10, pieceSize: 10, complete: true });
-      await eventually(() => { assert.equal(h.tracker().snapshot().blobs.length, 1); });
+      await eventually(() => {
+        assert.equal(h.tracker().snapshot().blobs.length, 1);
+      });
       assert.equal(h.tracker().disconnect("a"), true);
       assert.equal(h.tracker().snapshot().blobs.length, 0);
-      await eventually(() => { assert.deepEqual(h.tracker().snapshot().blobs.map((b) => b.holders.map((x) => x.agentId)), [["a"]]); });
+      await eventually(() => {
+        assert.deepEqual(
+          h
+            .tracker()
+            .snapshot()
+            .blobs.map((b) => b.holders.map((x) => x.agentId)),
+          [["a"]],
+        );
+      });
     } finally {
       await h.close();
     }
@@ -96,7 +116,13 @@ describe("GrpcTrackerClient session", () => {
 
   it("a lookup against a tracker that never answers fails at its deadline", async () => {
     const silent = await silentServer();
-    const client = new GrpcTrackerClient({ address: `127.0.0.1:${silent.port}`, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS, lookupTimeoutMs: 300 });
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${silent.port}`,
+      identity: testIdentity("a"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      lookupTimeoutMs: 300,
+    });
     try {
       const started = Date.now();
       await assert.rejects(client.lookup(digest, { wantOriginGrant: true }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
@@ -111,7 +137,13 @@ describe("GrpcTrackerClient session", () => {
 
   it("a lookup honours its AbortSignal", async () => {
     const silent = await silentServer();
-    const client = new GrpcTrackerClient({ address: `127.0.0.1:${silent.port}`, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS, lookupTimeoutMs: 5_000 });
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${silent.port}`,
+      identity: testIdentity("a"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      lookupTimeoutMs: 5_000,
+    });
     try {
       const controller = new AbortController();
       const started = Date.now();
@@ -129,7 +161,13 @@ describe("GrpcTrackerClient session", () => {
 
   it("an agent the membership refuses never connects and keeps failing fast", async () => {
     const tracker = new MemoryTracker({ logger });
-    const server = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, membership: new StaticMembership(["10.255.255.1"]), logger });
+    const server = await TrackerServer.start({
+      host: "127.0.0.1",
+      port: 0,
+      tracker,
+      membership: new StaticMembership(["10.255.255.1"]),
+      logger,
+    });
     const client = new GrpcTrackerClient({ address: server.address, identity: testIdentity("a"), logger, ...FAST_CLIENT_OPTIONS });
     try {
       await sleep(300);
@@ -147,10 +185,14 @@ describe("GrpcTrackerClient session", () => {
     try {
       const a = await h.agent(testIdentity("a"));
       await h.stopTracker!();
-      await eventually(() => { assert.equal(a.connected, false); });
+      await eventually(() => {
+        assert.equal(a.connected, false);
+      });
       a.announce({ digest, size: 10, pieceSize: 10, complete: true });
       await h.restartTracker!();
-      await eventually(() => { assert.equal(h.tracker().snapshot().blobs[0]?.digest, digest); });
+      await eventually(() => {
+        assert.equal(h.tracker().snapshot().blobs[0]?.digest, digest);
+      });
     } finally {
       await h.close();
     }

@@ -124,7 +124,11 @@ export class HolderIndex {
       const holding = this.entries.get(agentId)?.holding;
       const agent = view(agentId);
       if (holding === undefined || agent === undefined) return;
-      picked.push({ holding, agent, key: rankKey(asker, agent.identity, holding.complete, agent.activeUploads, holding.heldPieces) + random() });
+      picked.push({
+        holding,
+        agent,
+        key: rankKey(asker, agent.identity, holding.complete, agent.activeUploads, holding.heldPieces) + random(),
+      });
     };
     for (const agentId of sameNode) if (this.entries.has(agentId)) consider(agentId);
     const local = asker.zone === "" ? [] : [asker.zone];
@@ -144,7 +148,11 @@ export class HolderIndex {
       const from = picked.length;
       for (const complete of [true, false]) {
         const need = places - (picked.length - from);
-        if (need > 0) take(this.bucketsWhere((zone, c) => c === complete && zone !== asker.zone), need);
+        if (need > 0)
+          take(
+            this.bucketsWhere((zone, c) => c === complete && zone !== asker.zone),
+            need,
+          );
       }
       reserved = picked.splice(from).sort((a, b) => a.key - b.key);
       for (const unused of reserved.splice(places)) taken.delete(unused.agent.identity.agentId);
@@ -162,7 +170,12 @@ export class HolderIndex {
     }
     picked.sort((a, b) => a.key - b.key);
     const chosen = [...picked.slice(0, limit - reserved.length), ...reserved].sort((a, b) => a.key - b.key);
-    return chosen.map(({ holding, agent }) => ({ ...agent.identity, complete: holding.complete, bitmap: holding.bitmap ?? EMPTY, activeUploads: agent.activeUploads }));
+    return chosen.map(({ holding, agent }) => ({
+      ...agent.identity,
+      complete: holding.complete,
+      bitmap: holding.bitmap ?? EMPTY,
+      activeUploads: agent.activeUploads,
+    }));
   }
 
   private bucketsWhere(accept: (zone: string, complete: boolean) => boolean): Bucket[] {

@@ -10,7 +10,8 @@ const PIECE_SPAN = 2 ** 17;
  * random fraction, so ties fall at random and no comparator runs per pair.
  */
 export function rankKey(asker: AgentIdentity, holder: AgentIdentity, complete: boolean, activeUploads: number, heldPieces: number): number {
-  const tier = (holder.nodeName === asker.nodeName ? 0 : 4) + (asker.zone !== "" && holder.zone === asker.zone ? 0 : 2) + (complete ? 0 : 1);
+  const tier =
+    (holder.nodeName === asker.nodeName ? 0 : 4) + (asker.zone !== "" && holder.zone === asker.zone ? 0 : 2) + (complete ? 0 : 1);
   const uploads = Math.min(activeUploads, UPLOAD_SPAN - 1);
   const missing = PIECE_SPAN - 1 - Math.min(heldPieces, PIECE_SPAN - 1);
   return (tier * UPLOAD_SPAN + uploads) * PIECE_SPAN + missing;

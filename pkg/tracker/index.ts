@@ -1,8 +1,38 @@
 export * from "./errors.js";
 export * from "./tracker.js";
 export * from "./membership.js";
-export { MemoryTracker, DEFAULT_GRANT_STALL_TIMEOUT_MS, DEFAULT_MAX_LOOKUP_HOLDERS, type MemoryTrackerOptions, type RegisterOptions, type LookupAccess, type SessionCloseReason, type TrackerSession, type TrackerSnapshot, type TrackerEvent } from "./memory-tracker.js";
+export {
+  MemoryTracker,
+  DEFAULT_GRANT_STALL_TIMEOUT_MS,
+  DEFAULT_MAX_LOOKUP_HOLDERS,
+  type MemoryTrackerOptions,
+  type RegisterOptions,
+  type LookupAccess,
+  type SessionCloseReason,
+  type TrackerSession,
+  type TrackerSnapshot,
+  type TrackerEvent,
+} from "./memory-tracker.js";
 export { LocalTracker, type LocalTrackerOptions } from "./local-tracker.js";
 export { TrackerServer, type TrackerServerOptions } from "./tracker-server.js";
-export { GrpcTrackerClient, type GrpcTrackerClientOptions, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_LOOKUP_TIMEOUT_MS } from "./grpc-tracker-client.js";
+export { AnnounceGate, type AnnounceGateOptions, DEFAULT_ANNOUNCES_PER_SECOND, DEFAULT_ANNOUNCE_BURST } from "./announce-gate.js";
+export {
+  ReannouncePacing,
+  type ReannouncePacingOptions,
+  type ReannounceStep,
+  Reannouncer,
+  DEFAULT_REANNOUNCE_SPREAD_MS,
+  DEFAULT_REANNOUNCE_BATCH_BLOBS,
+  DEFAULT_REANNOUNCE_BATCH_INTERVAL_MS,
+  MAX_REANNOUNCE_SPREAD_MS,
+  spreadForSessions,
+} from "./reannounce-pacing.js";
+export { DEFAULT_REBUILD_HOLD_MS, DEFAULT_REBUILD_MAX_MS, DEFAULT_REBUILD_SETTLE_MS, REBUILD_RETRY_AFTER_MS } from "./rebuild-grace.js";
+export {
+  GrpcTrackerClient,
+  type GrpcTrackerClientOptions,
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  DEFAULT_LOOKUP_TIMEOUT_MS,
+} from "./grpc-tracker-client.js";
 export * from "./prefetch.js";
+export { announceRequest, announceRequests, heartbeatRequest, registerRequest } from "./wire.js";

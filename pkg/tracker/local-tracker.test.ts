@@ -26,19 +26,30 @@ describe("LocalTracker", () => {
   it("registers again and re-announces its inventory after the tracker drops it", async () => {
     const tracker = new MemoryTracker({ logger });
     const changes: boolean[] = [];
-    const a = new LocalTracker({ tracker, identity: testIdentity("a"), logger, reregisterDelayMs: 10, onConnectionChange: (c) => changes.push(c) });
+    const a = new LocalTracker({
+      tracker,
+      identity: testIdentity("a"),
+      logger,
+      reregisterDelayMs: 10,
+      onConnectionChange: (c) => changes.push(c),
+    });
     try {
       a.announce({ digest: testDigest("x"), size: 10, pieceSize: 10, complete: true });
       a.setActiveUploads(3);
       tracker.disconnect("a");
       assert.equal(a.connected, false);
-      await assert.rejects(a.lookup(testDigest("x"), { wantOriginGrant: false }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
+      await assert.rejects(a.lookup(testDigest("x"), { wantOriginGrant: false }), (e: unknown) =>
+        isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"),
+      );
       await eventually(() => {
         assert.equal(a.connected, true);
       });
       assert.deepEqual(changes, [true, false, true]);
       const snapshot = tracker.snapshot();
-      assert.deepEqual(snapshot.blobs.map((b) => b.digest), [testDigest("x")]);
+      assert.deepEqual(
+        snapshot.blobs.map((b) => b.digest),
+        [testDigest("x")],
+      );
       assert.equal(snapshot.agents[0]?.activeUploads, 3);
     } finally {
       await a.close();

@@ -49,7 +49,9 @@ export class LocalTracker implements Tracker {
       options.signal?.throwIfAborted();
       if (this.closed) throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
       if (!this.connected) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", "no session with the in-process tracker");
-      return Promise.resolve(this.options.tracker.lookup(this.options.identity.agentId, digest, options.wantOriginGrant, this.access(), options.excludedAgents));
+      return Promise.resolve(
+        this.options.tracker.lookup(this.options.identity.agentId, digest, options.wantOriginGrant, this.access(), options.excludedAgents),
+      );
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
@@ -124,12 +126,14 @@ export class LocalTracker implements Tracker {
         this.scheduleReregister();
       },
     });
-    for (const announcement of this.inventory.values()) this.sendTo(session, (s) => {
-      s.announce(announcement);
-    });
-    for (const record of this.tags.all()) this.sendTo(session, (s) => {
-      s.publishTag(record);
-    });
+    for (const announcement of this.inventory.values())
+      this.sendTo(session, (s) => {
+        s.announce(announcement);
+      });
+    for (const record of this.tags.all())
+      this.sendTo(session, (s) => {
+        s.publishTag(record);
+      });
     if (this.activeUploads > 0) session.heartbeat(this.activeUploads);
     this.options.onConnectionChange?.(true);
     return session;

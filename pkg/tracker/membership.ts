@@ -45,7 +45,10 @@ export class StaticMembership implements Membership {
     if (remoteAddress !== undefined && this.allowed.has(normalizeHost(remoteAddress))) return true;
     if (peer !== undefined && this.allowed.has(peer.name.toLowerCase())) return true;
     const from = remoteAddress === undefined ? "" : ` from ${remoteAddress}`;
-    const named = peer === undefined ? " without a certificate (node name entries need one)" : ` with a certificate for node ${JSON.stringify(peer.name)}`;
+    const named =
+      peer === undefined
+        ? " without a certificate (node name entries need one)"
+        : ` with a certificate for node ${JSON.stringify(peer.name)}`;
     return `agent ${identity.agentId}${from}${named} is not in the allowed peers`;
   }
 }

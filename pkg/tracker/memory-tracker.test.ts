@@ -8,7 +8,14 @@ import type { Counter, Gauge } from "prom-client";
 import { ControllerMetrics } from "../metrics/index.js";
 import { isTrackerError } from "./errors.js";
 import { StaticMembership } from "./membership.js";
-import { HOLDER_COST_BYTES, MEMORY_BUDGET_PER_AGENT_BYTES, MemoryTracker, PIECE_COST_BYTES, RECORD_COST_BYTES, type SessionCloseReason } from "./memory-tracker.js";
+import {
+  HOLDER_COST_BYTES,
+  MEMORY_BUDGET_PER_AGENT_BYTES,
+  MemoryTracker,
+  PIECE_COST_BYTES,
+  RECORD_COST_BYTES,
+  type SessionCloseReason,
+} from "./memory-tracker.js";
 import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { bitmapOf, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
 
@@ -18,7 +25,13 @@ const STALL_MS = 10_000;
 function setup(): { tracker: MemoryTracker; metrics: ControllerMetrics; clock: { now: number } } {
   const clock = { now: 1_000_000 };
   const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
-  const tracker = new MemoryTracker({ logger: pino({ level: "silent" }), metrics, grantStallTimeoutMs: STALL_MS, now: () => clock.now, id: "t1" });
+  const tracker = new MemoryTracker({
+    logger: pino({ level: "silent" }),
+    metrics,
+    grantStallTimeoutMs: STALL_MS,
+    now: () => clock.now,
+    id: "t1",
+  });
   return { tracker, metrics, clock };
 }
 
@@ -40,7 +53,11 @@ describe("MemoryTracker", () => {
     assert.equal(tracker.lookup("a", digest, true).origin.granted, false, "peers can supply it");
     const named = tracker.lookup("a", digest, true, {}, ["bad"]);
     assert.equal(named.origin.granted, true);
-    assert.equal(named.holders.some((h) => h.agentId === "bad"), true, "the holder is still listed for others");
+    assert.equal(
+      named.holders.some((h) => h.agentId === "bad"),
+      true,
+      "the holder is still listed for others",
+    );
     assert.equal(tracker.lookup("b", digest, true, {}, ["bad"]).origin.granted, false, "one grantee at a time");
     assert.equal(tracker.lookup("b", digest, true, {}, ["bad"]).origin.granteeAgentId, "a");
   });
@@ -106,9 +123,13 @@ describe("MemoryTracker", () => {
       () => {
         b.announce({ digest, size: 200, pieceSize: 20, complete: true });
       },
-      (e: unknown) => isTrackerError(e, "ERR_TRACKER_INVALID_ARGUMENT") && /piece size 20/.test(e.message) && /piece size 10/.test(e.message),
+      (e: unknown) =>
+        isTrackerError(e, "ERR_TRACKER_INVALID_ARGUMENT") && /piece size 20/.test(e.message) && /piece size 10/.test(e.message),
     );
-    assert.deepEqual(tracker.lookup("b", digest, false).holders.map((h) => h.agentId), ["a"]);
+    assert.deepEqual(
+      tracker.lookup("b", digest, false).holders.map((h) => h.agentId),
+      ["a"],
+    );
     return value(metrics.requestsRejected, { reason: "conflict" }).then((n) => {
       assert.equal(n, 1);
     });
@@ -118,8 +139,25 @@ describe("MemoryTracker", () => {
     const { tracker, metrics } = setup();
     const a = tracker.register(testIdentity("a"));
     tracker.register(testIdentity("b"));
-    a.announce({ digest, size: 25, pieceSize: 10, complete: false, bitmap: Uint8Array.of(0xff), pieceHashes: [{ index: 2, sha256: pieceHash(2) }] });
-    a.announce({ digest, size: 25, pieceSize: 10, complete: false, bitmap: Uint8Array.of(0xff), pieceHashes: [{ index: 2, sha256: pieceHash(2, "x") }, { index: 0, sha256: pieceHash(0) }] });
+    a.announce({
+      digest,
+      size: 25,
+      pieceSize: 10,
+      complete: false,
+      bitmap: Uint8Array.of(0xff),
+      pieceHashes: [{ index: 2, sha256: pieceHash(2) }],
+    });
+    a.announce({
+      digest,
+      size: 25,
+      pieceSize: 10,
+      complete: false,
+      bitmap: Uint8Array.of(0xff),
+      pieceHashes: [
+        { index: 2, sha256: pieceHash(2, "x") },
+        { index: 0, sha256: pieceHash(0) },
+      ],
+    });
     const r = tracker.lookup("b", digest, false);
     assert.deepEqual(r.pieceHashes, [pieceHash(0), undefined, pieceHash(2)]);
     assert.deepEqual(r.holders[0]?.bitmap, Uint8Array.of(0b1110_0000));
@@ -196,21 +234,48 @@ describe("MemoryTracker", () => {
   it("admits sessions and lookups through the membership", async () => {
     const { tracker, metrics } = setup();
     const membership = new StaticMembership(["10.1.1.1", "node-ok"]);
-    assert.throws(() => tracker.register(testIdentity("x", "node-x"), { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    assert.throws(
+      () => tracker.register(testIdentity("x", "node-x"), { membership, remoteAddress: "10.9.9.9" }),
+      code("ERR_TRACKER_PERMISSION_DENIED"),
+    );
     assert.throws(() => tracker.register(testIdentity("x", "node-x"), { membership }), code("ERR_TRACKER_PERMISSION_DENIED"));
     assert.equal(await value(metrics.sessionsRefused), 2);
     tracker.register(testIdentity("by-address", "node-y"), { membership, remoteAddress: "::ffff:10.1.1.1" });
     // A node name counts only when a certificate says it, not when the agent does.
-    assert.throws(() => tracker.register(testIdentity("by-claim", "node-ok"), { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
+    assert.throws(
+      () => tracker.register(testIdentity("by-claim", "node-ok"), { membership, remoteAddress: "10.9.9.9" }),
+      code("ERR_TRACKER_PERMISSION_DENIED"),
+    );
     const peer = { role: "agent" as const, name: "node-ok", ips: ["10.9.9.9"] };
-    tracker.register(testIdentity("by-name", "node-ok"), { membership, remoteAddress: "10.9.9.9", peer, principal: "shoal://agent/node-ok" });
+    tracker.register(testIdentity("by-name", "node-ok"), {
+      membership,
+      remoteAddress: "10.9.9.9",
+      peer,
+      principal: "shoal://agent/node-ok",
+    });
     // Its agent id is bound to that certificate: another workload's session cannot take it over.
-    assert.throws(() => tracker.register(testIdentity("by-name", "node-ok"), { membership, remoteAddress: "10.1.1.1", principal: "shoal://agent/node-y" }), code("ERR_TRACKER_PERMISSION_DENIED"));
-    assert.throws(() => tracker.lookup("by-name", digest, false, { membership, remoteAddress: "10.1.1.1", principal: "shoal://agent/node-y" }), code("ERR_TRACKER_PERMISSION_DENIED"));
-    assert.equal(tracker.lookup("by-name", digest, false, { membership, remoteAddress: "10.9.9.9", peer, principal: "shoal://agent/node-ok" }).size, 0);
+    assert.throws(
+      () =>
+        tracker.register(testIdentity("by-name", "node-ok"), { membership, remoteAddress: "10.1.1.1", principal: "shoal://agent/node-y" }),
+      code("ERR_TRACKER_PERMISSION_DENIED"),
+    );
+    assert.throws(
+      () => tracker.lookup("by-name", digest, false, { membership, remoteAddress: "10.1.1.1", principal: "shoal://agent/node-y" }),
+      code("ERR_TRACKER_PERMISSION_DENIED"),
+    );
+    assert.equal(
+      tracker.lookup("by-name", digest, false, { membership, remoteAddress: "10.9.9.9", peer, principal: "shoal://agent/node-ok" }).size,
+      0,
+    );
     assert.equal(tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.1.1.1" }).size, 0);
-    assert.throws(() => tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.9.9.9" }), code("ERR_TRACKER_PERMISSION_DENIED"));
-    assert.deepEqual(tracker.snapshot().agents.map((a) => a.identity.agentId), ["by-address", "by-name"]);
+    assert.throws(
+      () => tracker.lookup("by-address", digest, false, { membership, remoteAddress: "10.9.9.9" }),
+      code("ERR_TRACKER_PERMISSION_DENIED"),
+    );
+    assert.deepEqual(
+      tracker.snapshot().agents.map((a) => a.identity.agentId),
+      ["by-address", "by-name"],
+    );
   });
 
   it("charges each agent for the memory it makes the tracker hold and ends it over budget; re-announcing costs nothing", async () => {
@@ -225,14 +290,19 @@ describe("MemoryTracker", () => {
     greedy.withdraw(testDigest("b1"));
     greedy.announce({ digest: testDigest("one-more"), size: 1, pieceSize: 1, complete: true });
     tracker.register(testIdentity("asker"));
-    assert.deepEqual(tracker.lookup("asker", testDigest("one-more"), false).holders.map((h) => h.agentId), ["greedy"]);
+    assert.deepEqual(
+      tracker.lookup("asker", testDigest("one-more"), false).holders.map((h) => h.agentId),
+      ["greedy"],
+    );
     assert.equal(await value(metrics.requestsRejected, { reason: "exhausted" }), 1);
   });
 
   it("charges a record with its piece hashes to the agent that created it, until the record goes", () => {
     const { tracker } = setup();
     const big = { size: MAX_PIECES_PER_BLOB, pieceSize: 1, complete: true };
-    const fit = Math.floor(MEMORY_BUDGET_PER_AGENT_BYTES / (HOLDER_COST_BYTES + RECORD_COST_BYTES + MAX_PIECES_PER_BLOB * PIECE_COST_BYTES));
+    const fit = Math.floor(
+      MEMORY_BUDGET_PER_AGENT_BYTES / (HOLDER_COST_BYTES + RECORD_COST_BYTES + MAX_PIECES_PER_BLOB * PIECE_COST_BYTES),
+    );
     const a = tracker.register(testIdentity("a"));
     const b = tracker.register(testIdentity("b"));
     for (let i = 0; i < fit; i++) a.announce({ digest: testDigest(`big${i}`), ...big });

@@ -105,7 +105,12 @@ export interface TrackerSnapshot {
     readonly knownHashes: number;
     readonly holders: readonly { readonly agentId: string; readonly complete: boolean; readonly heldPieces: number }[];
   }[];
-  readonly grants: readonly { readonly digest: Digest; readonly agentId: string; readonly grantedAtMs: number; readonly progressAtMs: number }[];
+  readonly grants: readonly {
+    readonly digest: Digest;
+    readonly agentId: string;
+    readonly grantedAtMs: number;
+    readonly progressAtMs: number;
+  }[];
 }
 
 /**
@@ -226,7 +231,16 @@ export class MemoryTracker {
     }
     if (verdict !== true) {
       this.metrics?.sessionsRefused.inc();
-      this.logger.warn({ agentId: valid.agentId, nodeName: valid.nodeName, remoteAddress: options.remoteAddress, principal: options.principal, reason: verdict }, "session refused");
+      this.logger.warn(
+        {
+          agentId: valid.agentId,
+          nodeName: valid.nodeName,
+          remoteAddress: options.remoteAddress,
+          principal: options.principal,
+          reason: verdict,
+        },
+        "session refused",
+      );
       throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);
     }
     const recorded = options.membership?.identify?.(valid, options.remoteAddress) ?? valid;
@@ -250,7 +264,10 @@ export class MemoryTracker {
     }
     onNode.add(valid.agentId);
     this.metrics?.agents.set(this.agents.size);
-    this.logger.info({ agentId: valid.agentId, nodeName: recorded.nodeName, zone: recorded.zone, peerAddress: recorded.peerAddress }, "agent registered");
+    this.logger.info(
+      { agentId: valid.agentId, nodeName: recorded.nodeName, zone: recorded.zone, peerAddress: recorded.peerAddress },
+      "agent registered",
+    );
     this.emit({ type: "registered", identity: recorded });
     return new Session(this, recorded, token);
   }
@@ -316,7 +333,11 @@ export class MemoryTracker {
       this.logger.warn({ agentId, digest: a.digest, conflicts }, "announced piece hashes differ from the known ones; kept the first");
     }
     const wasComplete = blob.holders.get(agentId)?.complete === true;
-    blob.holders.set(agentId, agent.identity.zone, a.complete ? blob.completeHolding : { complete: false, bitmap: a.bitmap, heldPieces: a.heldPieces });
+    blob.holders.set(
+      agentId,
+      agent.identity.zone,
+      a.complete ? blob.completeHolding : { complete: false, bitmap: a.bitmap, heldPieces: a.heldPieces },
+    );
     agent.blobs.add(a.digest);
     if (wasComplete !== a.complete) this.emit({ type: "holding", agentId, digest: a.digest, complete: a.complete });
     const grant = this.grants.get(a.digest);
@@ -388,7 +409,12 @@ export class MemoryTracker {
   /** Records which digest `agentId` resolved a tag to; an older record than its known one is ignored. */
   publishTag(agentId: string, record: TagRecord): void {
     const agent = this.agent(agentId);
-    this.tags.record(agentId, agent.identity.nodeName, this.guard(() => validateTagRecord(record)), this.now());
+    this.tags.record(
+      agentId,
+      agent.identity.nodeName,
+      this.guard(() => validateTagRecord(record)),
+      this.now(),
+    );
   }
 
   /** The digest most nodes published for a tag (TagDirectory.resolve). Same access rules as lookup. */
@@ -423,14 +449,27 @@ export class MemoryTracker {
    * Holders of `digest` ranked for `agentId`, the piece hashes known so far and the origin decision.
    * Throws ERR_TRACKER_NOT_REGISTERED for an agent without a session.
    */
-  lookup(agentId: string, digest: Digest, wantOriginGrant: boolean, access: LookupAccess = {}, excluded: readonly string[] = []): LookupResult {
+  lookup(
+    agentId: string,
+    digest: Digest,
+    wantOriginGrant: boolean,
+    access: LookupAccess = {},
+    excluded: readonly string[] = [],
+  ): LookupResult {
     const asker = this.agent(agentId);
     this.checkAccess(asker, access);
     const blob = this.blobs.get(digest);
     // Rebuilding after an empty start: a blob without a complete holder may only not be re-announced yet.
     const retryAfterMs = blob === undefined || blob.holders.completeCount === 0 ? this.grace.retryAfterMs(digest) : 0;
     const granted = wantOriginGrant && retryAfterMs === 0 && this.tryGrant(agentId, digest, blob, new Set(excluded));
-    const holders = blob?.holders.best(asker.identity, this.maxLookupHolders, this.agentsByNode.get(asker.identity.nodeName) ?? [], (id) => this.agents.get(id), this.random) ?? [];
+    const holders =
+      blob?.holders.best(
+        asker.identity,
+        this.maxLookupHolders,
+        this.agentsByNode.get(asker.identity.nodeName) ?? [],
+        (id) => this.agents.get(id),
+        this.random,
+      ) ?? [];
     this.metrics?.lookups.inc({ result: granted ? "granted" : holders.length > 0 ? "holders" : retryAfterMs > 0 ? "retry" : "none" });
     return {
       size: blob?.size ?? 0,
@@ -463,7 +502,12 @@ export class MemoryTracker {
         knownHashes: b.knownHashes,
         holders: [...b.holders.holdings()].map(([agentId, h]) => ({ agentId, complete: h.complete, heldPieces: h.heldPieces })),
       })),
-      grants: [...this.grants].map(([digest, g]) => ({ digest, agentId: g.agentId, grantedAtMs: g.grantedAtMs, progressAtMs: g.progressAtMs })),
+      grants: [...this.grants].map(([digest, g]) => ({
+        digest,
+        agentId: g.agentId,
+        grantedAtMs: g.grantedAtMs,
+        progressAtMs: g.progressAtMs,
+      })),
     };
   }
 
@@ -497,7 +541,10 @@ export class MemoryTracker {
     this.released.delete(digest);
     if (current !== undefined) {
       this.metrics?.grantMoves.inc({ reason: "stalled" });
-      this.logger.info({ digest, from: current.agentId, to: agentId, stalledMs: now - current.progressAtMs }, "origin grant moved: stalled");
+      this.logger.info(
+        { digest, from: current.agentId, to: agentId, stalledMs: now - current.progressAtMs },
+        "origin grant moved: stalled",
+      );
     } else if (released !== undefined && released.agentId !== agentId && now - released.atMs < RELEASED_GRANT_MEMORY_MS) {
       this.metrics?.grantMoves.inc({ reason: "disconnected" });
       this.logger.info({ digest, from: released.agentId, to: agentId }, "origin grant moved: previous grantee disconnected");
@@ -544,7 +591,8 @@ export class MemoryTracker {
     if (blob === undefined) return;
     const wasComplete = blob.holders.get(agent.identity.agentId)?.complete === true;
     blob.holders.delete(agent.identity.agentId);
-    if (wasComplete && this.agents.get(agent.identity.agentId) === agent) this.emit({ type: "holding", agentId: agent.identity.agentId, digest, complete: false });
+    if (wasComplete && this.agents.get(agent.identity.agentId) === agent)
+      this.emit({ type: "holding", agentId: agent.identity.agentId, digest, complete: false });
     if (blob.holders.size === 0) this.deleteBlob(digest, blob);
   }
 
@@ -568,7 +616,9 @@ export class MemoryTracker {
       return list;
     }
     list = Array.from({ length: blob.pieceCount }, (_, i) =>
-      ((blob.knownBits[i >> 3] ?? 0) & (1 << (i & 7))) === 0 ? undefined : blob.hashBytes.subarray(i * PIECE_HASH_BYTES, (i + 1) * PIECE_HASH_BYTES),
+      ((blob.knownBits[i >> 3] ?? 0) & (1 << (i & 7))) === 0
+        ? undefined
+        : blob.hashBytes.subarray(i * PIECE_HASH_BYTES, (i + 1) * PIECE_HASH_BYTES),
     );
     this.answers.set(blob, list);
     this.answeredPieces += list.length;
@@ -614,7 +664,10 @@ export class MemoryTracker {
   /** Lookups in an agent's name: the membership still admits it, and the caller is the session's principal. */
   private checkAccess(asker: AgentRecord, access: LookupAccess): void {
     if (access.principal !== undefined && access.principal !== asker.principal) {
-      throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", `agent ${asker.identity.agentId} has a session of another workload than ${access.principal}`);
+      throw new TrackerError(
+        "ERR_TRACKER_PERMISSION_DENIED",
+        `agent ${asker.identity.agentId} has a session of another workload than ${access.principal}`,
+      );
     }
     const verdict = (access.membership ?? OPEN).admits(asker.identity, access.remoteAddress, access.peer);
     if (verdict !== true) throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", verdict);

@@ -4,7 +4,13 @@ import { pino } from "pino";
 import { digestOf } from "../oci/index.js";
 import { GrpcTrackerClient } from "./grpc-tracker-client.js";
 import type { TrackerEvent } from "./memory-tracker.js";
-import { type AgentCommand, MAX_PREFETCH_MANIFEST_BYTES, type PrefetchAssignment, validatePrefetchAssignment, validatePrefetchReport } from "./prefetch.js";
+import {
+  type AgentCommand,
+  MAX_PREFETCH_MANIFEST_BYTES,
+  type PrefetchAssignment,
+  validatePrefetchAssignment,
+  validatePrefetchReport,
+} from "./prefetch.js";
 import { FAST_CLIENT_OPTIONS, grpcHarness } from "./testing/harnesses.js";
 import { eventually, testDigest, testIdentity } from "./testing/helpers.js";
 
@@ -49,7 +55,16 @@ describe("prefetch over the tracker session", () => {
       assert.deepEqual(Buffer.from(content.manifests[0]!.body), manifest);
       assert.equal(content.blobs[0]!.size, 1234);
 
-      client.reportPrefetch({ id: "uid-1/abc", state: "failed", itemsDone: 1, itemsTotal: 2, bytesFromOrigin: 0, bytesFromPeers: 10, bytesAlreadyHeld: 0, error: { code: "auth", message: "ghcr.io refused access" } });
+      client.reportPrefetch({
+        id: "uid-1/abc",
+        state: "failed",
+        itemsDone: 1,
+        itemsTotal: 2,
+        bytesFromOrigin: 0,
+        bytesFromPeers: 10,
+        bytesAlreadyHeld: 0,
+        error: { code: "auth", message: "ghcr.io refused access" },
+      });
       await eventually(() => {
         const report = events.find((e) => e.type === "prefetch-report");
         assert.ok(report?.type === "prefetch-report");
@@ -98,7 +113,10 @@ describe("prefetch over the tracker session", () => {
       assert.equal(h.tracker().sendCommand("b", { kind: "prefetch", assignment: bad }), true);
       assert.equal(h.tracker().sendCommand("b", { kind: "prefetch", assignment: assignment("good") }), true);
       await eventually(() => {
-        assert.deepEqual(commands.map((c) => (c.kind === "prefetch" ? c.assignment.id : c.id)), ["good"]);
+        assert.deepEqual(
+          commands.map((c) => (c.kind === "prefetch" ? c.assignment.id : c.id)),
+          ["good"],
+        );
       });
       assert.equal(client.connected, true);
     } finally {
@@ -111,11 +129,30 @@ describe("prefetch over the tracker session", () => {
     assert.throws(() => validatePrefetchAssignment({ id: "", contents: [] }), /prefetch id is empty/);
     const big = Buffer.alloc(MAX_PREFETCH_MANIFEST_BYTES + 1);
     assert.throws(
-      () => validatePrefetchAssignment({ id: "x", contents: [{ registry: "r.io", repository: "a", manifests: [{ digest: digestOf(big), mediaType: "m/t", body: big }], blobs: [] }] }),
+      () =>
+        validatePrefetchAssignment({
+          id: "x",
+          contents: [{ registry: "r.io", repository: "a", manifests: [{ digest: digestOf(big), mediaType: "m/t", body: big }], blobs: [] }],
+        }),
       /bytes of manifests/,
     );
-    assert.throws(() => validatePrefetchAssignment({ id: "x", contents: [{ registry: "r.io", repository: "a", manifests: [], blobs: [{ digest: testDigest("q"), size: -1 }] }] }), /not a byte count/);
-    const report = { id: "x", state: "running" as const, itemsDone: 3, itemsTotal: 2, bytesFromOrigin: 0, bytesFromPeers: 0, bytesAlreadyHeld: 0 };
+    assert.throws(
+      () =>
+        validatePrefetchAssignment({
+          id: "x",
+          contents: [{ registry: "r.io", repository: "a", manifests: [], blobs: [{ digest: testDigest("q"), size: -1 }] }],
+        }),
+      /not a byte count/,
+    );
+    const report = {
+      id: "x",
+      state: "running" as const,
+      itemsDone: 3,
+      itemsTotal: 2,
+      bytesFromOrigin: 0,
+      bytesFromPeers: 0,
+      bytesAlreadyHeld: 0,
+    };
     assert.throws(() => validatePrefetchReport(report), /3 of 2 items/);
     assert.deepEqual(validatePrefetchReport({ ...report, itemsDone: 0, state: "failed" }).error, { code: "unknown", message: "" });
   });

@@ -56,7 +56,8 @@ export interface PrefetchReport {
 }
 
 /** What the tracker sends an agent besides `registered`. */
-export type AgentCommand = { readonly kind: "prefetch"; readonly assignment: PrefetchAssignment } | { readonly kind: "prefetch-cancel"; readonly id: string };
+export type AgentCommand =
+  { readonly kind: "prefetch"; readonly assignment: PrefetchAssignment } | { readonly kind: "prefetch-cancel"; readonly id: string };
 
 /**
  * The agent's side of the prefetch channel (GrpcTrackerClient implements it): commands arrive from the
@@ -122,12 +123,16 @@ export function validatePrefetchAssignment(assignment: PrefetchAssignment): Pref
     });
     items += manifests.length + blobs.length;
     const credentials = content.credentials;
-    if (credentials !== undefined && (credentials.username.length > MAX_CREDENTIAL_LENGTH || credentials.password.length > MAX_CREDENTIAL_LENGTH)) {
+    if (
+      credentials !== undefined &&
+      (credentials.username.length > MAX_CREDENTIAL_LENGTH || credentials.password.length > MAX_CREDENTIAL_LENGTH)
+    ) {
       throw invalid(`credentials for ${content.registry} are longer than ${MAX_CREDENTIAL_LENGTH} characters`);
     }
     return { registry: content.registry, repository: content.repository, manifests, blobs, credentials };
   });
-  if (manifestBytes > MAX_PREFETCH_MANIFEST_BYTES) throw invalid(`prefetch ${id} carries ${manifestBytes} bytes of manifests; at most ${MAX_PREFETCH_MANIFEST_BYTES}`);
+  if (manifestBytes > MAX_PREFETCH_MANIFEST_BYTES)
+    throw invalid(`prefetch ${id} carries ${manifestBytes} bytes of manifests; at most ${MAX_PREFETCH_MANIFEST_BYTES}`);
   if (items > MAX_PREFETCH_ITEMS) throw invalid(`prefetch ${id} names ${items} manifests and blobs; at most ${MAX_PREFETCH_ITEMS}`);
   return { id, contents };
 }

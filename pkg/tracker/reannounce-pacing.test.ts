@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, it, mock } from "node:test";
-import { MAX_REANNOUNCE_SPREAD_MS, REANNOUNCE_SPREAD_PER_SESSION_MS, ReannouncePacing, Reannouncer, spreadForSessions } from "./reannounce-pacing.js";
+import {
+  MAX_REANNOUNCE_SPREAD_MS,
+  REANNOUNCE_SPREAD_PER_SESSION_MS,
+  ReannouncePacing,
+  Reannouncer,
+  spreadForSessions,
+} from "./reannounce-pacing.js";
 
 describe("ReannouncePacing", () => {
   it("waits within the spread only after a lost session, and prefers the tracker's spread", () => {
@@ -29,9 +35,12 @@ describe("ReannouncePacing", () => {
 
   it("shuffles deterministically with the given random and keeps every item", () => {
     let x = 1;
-    const pacing = new ReannouncePacing({ random: () => ((x = (x * 16_807) % 2_147_483_647) / 2_147_483_647) });
+    const pacing = new ReannouncePacing({ random: () => (x = (x * 16_807) % 2_147_483_647) / 2_147_483_647 });
     const out = pacing.shuffle([1, 2, 3, 4, 5, 6, 7, 8]);
-    assert.deepEqual([...out].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(
+      [...out].sort((a, b) => a - b),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
     assert.notDeepEqual(out, [1, 2, 3, 4, 5, 6, 7, 8]);
     assert.throws(() => new ReannouncePacing({ batchBlobs: 0 }), RangeError);
     assert.throws(() => new ReannouncePacing({ spreadMs: -1 }), RangeError);
@@ -66,10 +75,16 @@ describe("Reannouncer", () => {
     ready = true;
     t.mock.timers.tick(100);
     t.mock.timers.tick(100);
-    assert.deepEqual(sent.map((b) => b.length), [2, 2, 1]);
+    assert.deepEqual(
+      sent.map((b) => b.length),
+      [2, 2, 1],
+    );
     assert.equal(reannouncer.pending, 0);
     const all = sent.flat().sort((a, b) => a - b);
-    assert.deepEqual(all, items.filter((i) => i !== remaining[0]));
+    assert.deepEqual(
+      all,
+      items.filter((i) => i !== remaining[0]),
+    );
     t.mock.timers.tick(10_000);
     assert.equal(sent.length, 3, "no more timers once done");
   });
@@ -78,7 +93,11 @@ describe("Reannouncer", () => {
     mock.timers.enable({ apis: ["setTimeout"] });
     try {
       const sent: number[][] = [];
-      const reannouncer = new Reannouncer<number>({ pacing: new ReannouncePacing({ batchBlobs: 1, batchIntervalMs: 50 }), ready: () => true, send: (b) => sent.push(b) });
+      const reannouncer = new Reannouncer<number>({
+        pacing: new ReannouncePacing({ batchBlobs: 1, batchIntervalMs: 50 }),
+        ready: () => true,
+        send: (b) => sent.push(b),
+      });
       reannouncer.start([7, 8, 9], false);
       mock.timers.tick(0);
       assert.equal(sent.length, 1);

@@ -56,9 +56,12 @@ export class ReannouncePacing {
     this.batchBlobs = options.batchBlobs ?? DEFAULT_REANNOUNCE_BATCH_BLOBS;
     this.batchIntervalMs = options.batchIntervalMs ?? DEFAULT_REANNOUNCE_BATCH_INTERVAL_MS;
     this.random = options.random ?? Math.random;
-    if (!(Number.isFinite(this.spreadMs) && this.spreadMs >= 0)) throw new RangeError(`re-announce spread must be a finite number of ms >= 0, got ${this.spreadMs}`);
-    if (!(Number.isInteger(this.batchBlobs) && this.batchBlobs >= 1)) throw new RangeError(`re-announce batch must be a whole number of blobs >= 1, got ${this.batchBlobs}`);
-    if (!(Number.isFinite(this.batchIntervalMs) && this.batchIntervalMs >= 0)) throw new RangeError(`re-announce batch interval must be a finite number of ms >= 0, got ${this.batchIntervalMs}`);
+    if (!(Number.isFinite(this.spreadMs) && this.spreadMs >= 0))
+      throw new RangeError(`re-announce spread must be a finite number of ms >= 0, got ${this.spreadMs}`);
+    if (!(Number.isInteger(this.batchBlobs) && this.batchBlobs >= 1))
+      throw new RangeError(`re-announce batch must be a whole number of blobs >= 1, got ${this.batchBlobs}`);
+    if (!(Number.isFinite(this.batchIntervalMs) && this.batchIntervalMs >= 0))
+      throw new RangeError(`re-announce batch interval must be a finite number of ms >= 0, got ${this.batchIntervalMs}`);
   }
 
   /**

@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { pino } from "pino";
 import { MemoryTracker } from "./memory-tracker.js";
-import { DEFAULT_REBUILD_HOLD_MS, DEFAULT_REBUILD_MAX_MS, DEFAULT_REBUILD_SETTLE_MS, REBUILD_RETRY_AFTER_MS, RebuildGrace } from "./rebuild-grace.js";
+import {
+  DEFAULT_REBUILD_HOLD_MS,
+  DEFAULT_REBUILD_MAX_MS,
+  DEFAULT_REBUILD_SETTLE_MS,
+  REBUILD_RETRY_AFTER_MS,
+  RebuildGrace,
+} from "./rebuild-grace.js";
 import { testDigest, testIdentity } from "./testing/helpers.js";
 
 const held = testDigest("held");
@@ -34,7 +40,10 @@ describe("rebuild grace after an empty start", () => {
     holder.announce({ digest: held, size: 10, pieceSize: 10, complete: true });
     const second = tracker.lookup("asker", held, true);
     assert.equal(second.origin.granted, false);
-    assert.deepEqual(second.holders.map((h) => h.agentId), ["holder"]);
+    assert.deepEqual(
+      second.holders.map((h) => h.agentId),
+      ["holder"],
+    );
     assert.equal(second.retryAfterMs, undefined, "a complete holder: nothing to wait for");
   });
 
@@ -68,7 +77,11 @@ describe("rebuild grace after an empty start", () => {
     other.tracker.register(testIdentity("slow"), { resumeBlobs: 1_000 });
     other.tracker.register(testIdentity("a"));
     other.clock.now += DEFAULT_REBUILD_MAX_MS;
-    assert.equal(other.tracker.lookup("a", fresh, true).origin.granted, true, "a session that never finishes does not keep the origin closed");
+    assert.equal(
+      other.tracker.lookup("a", fresh, true).origin.granted,
+      true,
+      "a session that never finishes does not keep the origin closed",
+    );
   });
 
   it("an agent resuming long after the tracker started opens no grace; an empty tracker starts over", () => {
@@ -80,7 +93,11 @@ describe("rebuild grace after an empty start", () => {
     a.close();
     tracker.disconnect("late");
     tracker.register(testIdentity("back"), { resumeBlobs: 50 });
-    assert.equal(tracker.lookup("back", testDigest("z"), true).retryAfterMs, REBUILD_RETRY_AFTER_MS, "a tracker that emptied rebuilds again");
+    assert.equal(
+      tracker.lookup("back", testDigest("z"), true).retryAfterMs,
+      REBUILD_RETRY_AFTER_MS,
+      "a tracker that emptied rebuilds again",
+    );
   });
 
   it("a dropped session owes nothing; the settings are checked", () => {

@@ -55,7 +55,8 @@ export class RebuildGrace {
     this.maxMs = options.maxMs ?? DEFAULT_REBUILD_MAX_MS;
     this.holdMs = options.holdMs ?? DEFAULT_REBUILD_HOLD_MS;
     this.now = options.now;
-    if (!(this.settleMs >= 0 && this.maxMs >= this.settleMs)) throw new RangeError(`rebuild grace: need 0 <= settle (${this.settleMs}) <= max (${this.maxMs})`);
+    if (!(this.settleMs >= 0 && this.maxMs >= this.settleMs))
+      throw new RangeError(`rebuild grace: need 0 <= settle (${this.settleMs}) <= max (${this.maxMs})`);
     if (!(this.holdMs >= 0)) throw new RangeError(`rebuild grace: hold must be >= 0, got ${this.holdMs}`);
   }
 

@@ -6,7 +6,15 @@ import { testDigest } from "./testing/helpers.js";
 import type { TagRecord } from "./tracker.js";
 
 function tag(name: string, digestSeed: string, seenAtMs: number): TagRecord {
-  return { registry: "r.example", repository: "app", tag: name, digest: testDigest(digestSeed), mediaType: "application/json", size: 1, seenAtMs };
+  return {
+    registry: "r.example",
+    repository: "app",
+    tag: name,
+    digest: testDigest(digestSeed),
+    mediaType: "application/json",
+    size: 1,
+    seenAtMs,
+  };
 }
 
 describe("TagDirectory", () => {
@@ -61,7 +69,10 @@ describe("PublishedTags", () => {
     const tags = new PublishedTags(2);
     tags.add(tag("a", "a", 1));
     tags.add(tag("b", "b", 1));
-    assert.deepEqual([...tags.takeUnsent()].map((r) => r.tag), ["a", "b"]);
+    assert.deepEqual(
+      [...tags.takeUnsent()].map((r) => r.tag),
+      ["a", "b"],
+    );
     assert.deepEqual([...tags.takeUnsent()], []);
     tags.add(tag("a", "a", 1));
     assert.deepEqual([...tags.takeUnsent()], [], "the same record again is not news");

@@ -85,7 +85,11 @@ export class TagDirectory {
     }
     let best: { nodes: Set<string>; newest: TagRecord } | undefined;
     for (const entry of byDigest.values()) {
-      if (best === undefined || entry.nodes.size > best.nodes.size || (entry.nodes.size === best.nodes.size && entry.newest.seenAtMs > best.newest.seenAtMs)) {
+      if (
+        best === undefined ||
+        entry.nodes.size > best.nodes.size ||
+        (entry.nodes.size === best.nodes.size && entry.newest.seenAtMs > best.newest.seenAtMs)
+      ) {
         best = entry;
       }
     }

@@ -68,15 +68,21 @@ describe("TrackerServer input validation", () => {
   async function registered(agentId: string): Promise<RawSession> {
     const session = openSession(client);
     session.write(registerRequest(testIdentity(agentId)));
-    await eventually(() => { assert.equal(session.responses.length, 1); });
+    await eventually(() => {
+      assert.equal(session.responses.length, 1);
+    });
     return session;
   }
 
   it("answers register with the tracker id and the re-announce spread for the sessions it holds", async () => {
     const session = await registered("ok");
-    assert.deepEqual(session.responses[0], { kind: { $case: "registered", value: { trackerId: tracker.id, reannounceSpreadMs: spreadForSessions(1) } } });
+    assert.deepEqual(session.responses[0], {
+      kind: { $case: "registered", value: { trackerId: tracker.id, reannounceSpreadMs: spreadForSessions(1) } },
+    });
     session.cancel();
-    await eventually(() => { assert.equal(tracker.snapshot().agents.length, 0); }, 2_000);
+    await eventually(() => {
+      assert.equal(tracker.snapshot().agents.length, 0);
+    }, 2_000);
   });
 
   it("ends a session whose first message is not register with INVALID_ARGUMENT", async () => {
@@ -102,8 +108,18 @@ describe("TrackerServer input validation", () => {
 
   it("ends the session on a malformed announce and drops what it announced", async () => {
     const bad: SessionRequest[] = [
-      { kind: { $case: "announce", value: { digest: "sha256:nothex", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] } } },
-      { kind: { $case: "announce", value: { digest: "../../etc/passwd", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] } } },
+      {
+        kind: {
+          $case: "announce",
+          value: { digest: "sha256:nothex", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] },
+        },
+      },
+      {
+        kind: {
+          $case: "announce",
+          value: { digest: "../../etc/passwd", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] },
+        },
+      },
       announceRequest({ digest, size: 100, pieceSize: 10, complete: false, bitmap: new Uint8Array(1) }),
       announceRequest({ digest, size: 100, pieceSize: 10, complete: true, pieceHashes: [{ index: 0, sha256: new Uint8Array(31) }] }),
       announceRequest({ digest, size: 100, pieceSize: 0, complete: true }),
@@ -114,10 +130,14 @@ describe("TrackerServer input validation", () => {
     for (const request of bad) {
       const session = await registered("bad");
       session.write(announceRequest({ digest: testDigest("good"), size: 1, pieceSize: 1, complete: true }));
-      await eventually(async () => { assert.equal((await lookup(client, "observer", testDigest("good"))).holders.length, 1); });
+      await eventually(async () => {
+        assert.equal((await lookup(client, "observer", testDigest("good"))).holders.length, 1);
+      });
       session.write(request);
       assert.equal((await session.ended).code, status.INVALID_ARGUMENT, JSON.stringify(request).slice(0, 120));
-      await eventually(async () => { assert.equal((await lookup(client, "observer", testDigest("good"))).holders.length, 0); });
+      await eventually(async () => {
+        assert.equal((await lookup(client, "observer", testDigest("good"))).holders.length, 0);
+      });
     }
     observer.cancel();
   });
@@ -126,10 +146,14 @@ describe("TrackerServer input validation", () => {
     const a = await registered("a");
     const b = await registered("b");
     a.write(announceRequest({ digest, size: 100, pieceSize: 10, complete: true }));
-    await eventually(async () => { assert.equal((await lookup(client, "b", digest)).size, 100); });
+    await eventually(async () => {
+      assert.equal((await lookup(client, "b", digest)).size, 100);
+    });
     b.write(announceRequest({ digest, size: 999, pieceSize: 10, complete: true }));
     b.write(announceRequest({ digest: testDigest("b-only"), size: 5, pieceSize: 10, complete: true }));
-    await eventually(async () => { assert.equal((await lookup(client, "a", testDigest("b-only"))).holders.length, 1); });
+    await eventually(async () => {
+      assert.equal((await lookup(client, "a", testDigest("b-only"))).holders.length, 1);
+    });
     assert.equal((await lookup(client, "a", digest)).holders.length, 0, "b's conflicting announce was not recorded");
     a.cancel();
     b.cancel();
@@ -138,7 +162,8 @@ describe("TrackerServer input validation", () => {
   it("ends the session of an agent over its memory budget with RESOURCE_EXHAUSTED", async () => {
     const greedy = await registered("greedy");
     const big = { size: MAX_PIECES_PER_BLOB, pieceSize: 1, complete: true };
-    for (let i = 0; i <= MEMORY_BUDGET_PER_AGENT_BYTES / (MAX_PIECES_PER_BLOB * PIECE_COST_BYTES); i++) greedy.write(announceRequest({ digest: testDigest(`big${i}`), ...big }));
+    for (let i = 0; i <= MEMORY_BUDGET_PER_AGENT_BYTES / (MAX_PIECES_PER_BLOB * PIECE_COST_BYTES); i++)
+      greedy.write(announceRequest({ digest: testDigest(`big${i}`), ...big }));
     const ended = await greedy.ended;
     assert.equal(ended.code, status.RESOURCE_EXHAUSTED);
     assert.match(ended.details, /over its tracker memory budget/);
@@ -184,12 +209,20 @@ describe("TrackerServer membership and shutdown", () => {
       await server.close();
     }
     // An address entry admits connections from that address.
-    const byAddress = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, membership: new StaticMembership(["127.0.0.1"]), logger });
+    const byAddress = await TrackerServer.start({
+      host: "127.0.0.1",
+      port: 0,
+      tracker,
+      membership: new StaticMembership(["127.0.0.1"]),
+      logger,
+    });
     const second = new TrackerServiceClient(byAddress.address, credentials.createInsecure());
     try {
       const admitted = openSession(second);
       admitted.write(registerRequest(testIdentity("y", "any-node")));
-      await eventually(() => { assert.equal(admitted.responses.length, 1); });
+      await eventually(() => {
+        assert.equal(admitted.responses.length, 1);
+      });
       admitted.cancel();
     } finally {
       second.close();
@@ -203,7 +236,9 @@ describe("TrackerServer membership and shutdown", () => {
     const client = new TrackerServiceClient(server.address, credentials.createInsecure());
     const session = openSession(client);
     session.write(registerRequest(testIdentity("a")));
-    await eventually(() => { assert.equal(session.responses.length, 1); });
+    await eventually(() => {
+      assert.equal(session.responses.length, 1);
+    });
     const started = Date.now();
     await server.close();
     assert.equal((await session.ended).code, status.UNAVAILABLE);

@@ -1,7 +1,15 @@
 import { X509Certificate } from "node:crypto";
 import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type IdentitySource, TlsListener, type WorkloadIdentity, describeIdentity, identityHasAddress, identityOfCertificate, identityUri } from "../identity/index.js";
+import {
+  type IdentitySource,
+  TlsListener,
+  type WorkloadIdentity,
+  describeIdentity,
+  identityHasAddress,
+  identityOfCertificate,
+  identityUri,
+} from "../identity/index.js";
 import {
   type LookupRequest,
   type LookupResponse,
@@ -17,7 +25,14 @@ import { TrackerError, isTrackerError } from "./errors.js";
 import { spreadForSessions } from "./reannounce-pacing.js";
 import { type Membership, hostOfPeer } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
-import { validateAgentId, validateAnnouncement, validateDigest, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
+import {
+  validateAgentId,
+  validateAnnouncement,
+  validateDigest,
+  validateIdentity,
+  validateTagKey,
+  validateTagRecord,
+} from "./validation.js";
 import { validatePrefetchReport } from "./prefetch.js";
 import {
   MAX_SESSION_MESSAGE_BYTES,
@@ -125,21 +140,31 @@ export class TrackerServer {
           onConnection: (socket) => {
             injector.injectConnection(socket);
           },
-          onRefused: metrics === undefined ? undefined : (reason) => {
-            metrics.identity.tlsHandshakesRefused.inc({ listener: "tracker", reason });
-          },
+          onRefused:
+            metrics === undefined
+              ? undefined
+              : (reason) => {
+                  metrics.identity.tlsHandshakesRefused.inc({ listener: "tracker", reason });
+                },
           logger: options.logger,
           name: "tracker",
         });
       } catch (error: unknown) {
-        throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `cannot listen on ${host}:${options.port}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+        throw new TrackerError(
+          "ERR_TRACKER_UNAVAILABLE",
+          `cannot listen on ${host}:${options.port}: ${error instanceof Error ? error.message : String(error)}`,
+          { cause: error },
+        );
       }
       port = listener.port;
     } else {
       port = await new Promise<number>((resolve, reject) => {
         server.bindAsync(`${host}:${options.port}`, ServerCredentials.createInsecure(), (error, bound) => {
           if (error === null) resolve(bound);
-          else reject(new TrackerError("ERR_TRACKER_UNAVAILABLE", `cannot listen on ${host}:${options.port}: ${error.message}`, { cause: error }));
+          else
+            reject(
+              new TrackerError("ERR_TRACKER_UNAVAILABLE", `cannot listen on ${host}:${options.port}: ${error.message}`, { cause: error }),
+            );
         });
       });
     }
@@ -161,7 +186,8 @@ export class TrackerServer {
 
   /** `host:port` to dial, with the bound port. */
   get address(): string {
-    const host = this.options.host === "0.0.0.0" || this.options.host === "" ? "127.0.0.1" : this.options.host === "::" ? "::1" : this.options.host;
+    const host =
+      this.options.host === "0.0.0.0" || this.options.host === "" ? "127.0.0.1" : this.options.host === "::" ? "::1" : this.options.host;
     return host.includes(":") ? `[${host}]:${this.port}` : `${host}:${this.port}`;
   }
 
@@ -207,7 +233,10 @@ export class TrackerServer {
       if (outcome === "gone") return;
       if (outcome === undefined) call.end();
       else {
-        logger.debug({ agentId: session?.identity.agentId, remoteAddress, code: status[outcome.code], details: outcome.details }, "session ended");
+        logger.debug(
+          { agentId: session?.identity.agentId, remoteAddress, code: status[outcome.code], details: outcome.details },
+          "session ended",
+        );
         call.emit("error", { code: outcome.code, details: outcome.details });
       }
     };
@@ -265,7 +294,10 @@ export class TrackerServer {
         ...(peer === undefined ? {} : { peer, principal: identityUri(peer) }),
         resumeBlobs: kind.value.resumeBlobs,
         onClose: (reason) => {
-          end({ code: status.UNAVAILABLE, details: reason === "superseded" ? "a newer session of this agent replaced this one" : "session dropped by the tracker" });
+          end({
+            code: status.UNAVAILABLE,
+            details: reason === "superseded" ? "a newer session of this agent replaced this one" : "session dropped by the tracker",
+          });
         },
         // Commands are few and small (an assignment per ImagePrefetch); grpc-js buffers them if the agent reads slowly.
         onCommand: (command) => {
@@ -318,7 +350,8 @@ export class TrackerServer {
       const digest = this.edge(() => validateDigest(call.request.digest));
       const remoteAddress = hostOfPeer(call.getPeer());
       const excluded = this.edge(() => {
-        if (call.request.excludedAgentIds.length > MAX_EXCLUDED_AGENTS) throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `more than ${MAX_EXCLUDED_AGENTS} excluded agents`);
+        if (call.request.excludedAgentIds.length > MAX_EXCLUDED_AGENTS)
+          throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `more than ${MAX_EXCLUDED_AGENTS} excluded agents`);
         return call.request.excludedAgentIds.map(validateAgentId);
       });
       const peer = this.verifiedPeer(call);
@@ -339,7 +372,10 @@ export class TrackerServer {
     }
   }
 
-  private handleResolveTag(call: ServerUnaryCall<ResolveTagRequest, ResolveTagResponse>, callback: sendUnaryData<ResolveTagResponse>): void {
+  private handleResolveTag(
+    call: ServerUnaryCall<ResolveTagRequest, ResolveTagResponse>,
+    callback: sendUnaryData<ResolveTagResponse>,
+  ): void {
     try {
       this.checkServing();
       const agentId = this.edge(() => validateAgentId(call.request.agentId));
@@ -384,7 +420,16 @@ export class TrackerServer {
           : undefined;
     if (refusal === undefined) return;
     this.options.metrics?.sessionsRefused.inc();
-    this.options.logger.warn({ agentId: identity.agentId, nodeName: identity.nodeName, peerAddress: identity.peerAddress, certificate: identityUri(peer), reason: refusal }, "session refused");
+    this.options.logger.warn(
+      {
+        agentId: identity.agentId,
+        nodeName: identity.nodeName,
+        peerAddress: identity.peerAddress,
+        certificate: identityUri(peer),
+        reason: refusal,
+      },
+      "session refused",
+    );
     throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", `agent ${identity.agentId} ${refusal}`);
   }
 

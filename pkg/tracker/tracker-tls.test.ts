@@ -20,13 +20,22 @@ import { registerRequest } from "./wire.js";
 const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
 
 function tlsCredentials(trust: string, material?: TlsMaterial): ChannelCredentials {
-  return credentials.createSsl(Buffer.from(trust), material === undefined ? null : Buffer.from(material.keyPem), material === undefined ? null : Buffer.from(material.certificatePem), {
-    checkServerIdentity: () => undefined,
-  });
+  return credentials.createSsl(
+    Buffer.from(trust),
+    material === undefined ? null : Buffer.from(material.keyPem),
+    material === undefined ? null : Buffer.from(material.certificatePem),
+    {
+      checkServerIdentity: () => undefined,
+    },
+  );
 }
 
 /** Registers over a raw session and returns the status it ends with (or "registered"). */
-function register(address: string, channel: ChannelCredentials, identity: { agentId: string; nodeName: string; peerAddress: string }): Promise<{ code: status; details: string } | "registered"> {
+function register(
+  address: string,
+  channel: ChannelCredentials,
+  identity: { agentId: string; nodeName: string; peerAddress: string },
+): Promise<{ code: status; details: string } | "registered"> {
   const client = new TrackerServiceClient(address, channel);
   return new Promise((resolve) => {
     const call = client.session();
@@ -67,7 +76,14 @@ describe("tracker with mutual TLS", () => {
   const clients: GrpcTrackerClient[] = [];
 
   before(async () => {
-    server = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, metrics, logger, tls: new StaticIdentity(pki.controller("controller-0")) });
+    server = await TrackerServer.start({
+      host: "127.0.0.1",
+      port: 0,
+      tracker,
+      metrics,
+      logger,
+      tls: new StaticIdentity(pki.controller("controller-0")),
+    });
   });
   after(async () => {
     for (const client of clients) await client.close();
@@ -75,7 +91,14 @@ describe("tracker with mutual TLS", () => {
   });
 
   function agent(nodeName: string, ip: string, tls = new StaticIdentity(pki.agent(nodeName, ip))): GrpcTrackerClient {
-    const client = new GrpcTrackerClient({ address: server.address, identity: { agentId: `${nodeName}-id`, nodeName, zone: "", peerAddress: `${ip}:5052` }, logger, tls, initialBackoffMs: 50, maxBackoffMs: 200 });
+    const client = new GrpcTrackerClient({
+      address: server.address,
+      identity: { agentId: `${nodeName}-id`, nodeName, zone: "", peerAddress: `${ip}:5052` },
+      logger,
+      tls,
+      initialBackoffMs: 50,
+      maxBackoffMs: 200,
+    });
     clients.push(client);
     return client;
   }
@@ -88,21 +111,33 @@ describe("tracker with mutual TLS", () => {
     a.announce({ digest, size: 10, pieceSize: 1024 * 1024, complete: true });
     await eventually(async () => {
       const found = await b.lookup(digest, { wantOriginGrant: false });
-      assert.deepEqual(found.holders.map((h) => h.peerAddress), ["127.0.0.71:5052"]);
+      assert.deepEqual(
+        found.holders.map((h) => h.peerAddress),
+        ["127.0.0.71:5052"],
+      );
     });
   });
 
   it("a stranger gets nothing: plaintext, TLS without a certificate, another CA's certificate", async () => {
     const identity = { agentId: "intruder", nodeName: "node-z", peerAddress: "127.0.0.99:5052" };
-    for (const channel of [credentials.createInsecure(), tlsCredentials(pki.trustBundlePem), tlsCredentials(pki.trustBundlePem, foreign.agent("node-z", "127.0.0.99"))]) {
+    for (const channel of [
+      credentials.createInsecure(),
+      tlsCredentials(pki.trustBundlePem),
+      tlsCredentials(pki.trustBundlePem, foreign.agent("node-z", "127.0.0.99")),
+    ]) {
       const outcome = await register(server.address, channel, identity);
       assert.notEqual(outcome, "registered");
       assert.equal(outcome !== "registered" && outcome.code, status.UNAVAILABLE);
       assert.equal((await lookupAs(server.address, channel, "node-a-id")).code, status.UNAVAILABLE);
     }
-    const refused = (await metrics.identity.tlsHandshakesRefused.get()).values.filter((v) => v.labels.listener === "tracker").reduce((sum, v) => sum + v.value, 0);
+    const refused = (await metrics.identity.tlsHandshakesRefused.get()).values
+      .filter((v) => v.labels.listener === "tracker")
+      .reduce((sum, v) => sum + v.value, 0);
     assert.ok(refused >= 2, `refused handshakes counted (${refused})`);
-    assert.equal(tracker.snapshot().agents.some((a) => a.identity.agentId === "intruder"), false);
+    assert.equal(
+      tracker.snapshot().agents.some((a) => a.identity.agentId === "intruder"),
+      false,
+    );
   });
 
   it("a session must say what its certificate says: node name, peer address, and its own agent id", async () => {
@@ -122,7 +157,10 @@ describe("tracker with mutual TLS", () => {
     // So are lookups in node-a's name.
     const asOther = await lookupAs(server.address, channel, "node-a-id");
     assert.equal(asOther.code, status.PERMISSION_DENIED);
-    assert.equal(await register(server.address, channel, { agentId: "c-1", nodeName: "node-c", peerAddress: "127.0.0.73:5052" }), "registered");
+    assert.equal(
+      await register(server.address, channel, { agentId: "c-1", nodeName: "node-c", peerAddress: "127.0.0.73:5052" }),
+      "registered",
+    );
   });
 
   it("a rotation keeps the open session; a new connection presents the new certificate", async () => {
@@ -146,7 +184,14 @@ describe("tracker with mutual TLS", () => {
       assert.equal(d.connected, false);
     }, 5_000);
     while (Date.now() <= first.notAfter.getTime()) await new Promise((r) => setTimeout(r, 50));
-    server = await TrackerServer.start({ host: "127.0.0.1", port, tracker, metrics, logger, tls: new StaticIdentity(pki.controller("controller-0")) });
+    server = await TrackerServer.start({
+      host: "127.0.0.1",
+      port,
+      tracker,
+      metrics,
+      logger,
+      tls: new StaticIdentity(pki.controller("controller-0")),
+    });
     await d.whenConnected(AbortSignal.timeout(10_000));
     await eventually(() => {
       assert.ok(tracker.snapshot().blobs.some((b) => b.digest === digest && b.holders.some((h) => h.agentId === "node-d-id")));
@@ -166,7 +211,13 @@ describe("static membership matches certificates, never names a client sends", (
     assert.match(String(membership.admits(claim, "127.0.0.99")), /not in the allowed peers/);
     assert.match(String(membership.admits({ ...claim, nodeName: "node-b" }, "127.0.0.99")), /node name entries need one/);
     assert.equal(membership.admits(claim, "127.0.0.1"), true);
-    assert.equal(membership.admits({ ...claim, nodeName: "node-b" }, "127.0.0.99", { role: "agent", name: "node-b", ips: ["127.0.0.99"] }), true);
-    assert.match(String(membership.admits(claim, "127.0.0.99", { role: "agent", name: "node-c", ips: ["127.0.0.99"] })), /certificate for node "node-c"/);
+    assert.equal(
+      membership.admits({ ...claim, nodeName: "node-b" }, "127.0.0.99", { role: "agent", name: "node-b", ips: ["127.0.0.99"] }),
+      true,
+    );
+    assert.match(
+      String(membership.admits(claim, "127.0.0.99", { role: "agent", name: "node-c", ips: ["127.0.0.99"] })),
+      /certificate for node "node-c"/,
+    );
   });
 });

@@ -114,7 +114,8 @@ export function validateAnnouncement(announcement: BlobAnnouncement): ValidAnnou
   // A flag per piece, not a Set: a tracker checks tens of thousands of hashes a second.
   const seen = new Uint8Array(pieces);
   const pieceHashes = hashes.map(({ index, sha256 }) => {
-    if (!Number.isInteger(index) || index < 0 || index >= pieces) throw invalid(`piece hash index ${index} outside 0..${pieces - 1} of ${digest}`);
+    if (!Number.isInteger(index) || index < 0 || index >= pieces)
+      throw invalid(`piece hash index ${index} outside 0..${pieces - 1} of ${digest}`);
     if (seen[index] === 1) throw invalid(`piece hash ${index} of ${digest} given twice`);
     seen[index] = 1;
     if (sha256.length !== SHA256_BYTES) throw invalid(`piece hash ${index} of ${digest} has ${sha256.length} bytes, not ${SHA256_BYTES}`);
@@ -156,6 +157,7 @@ export function validateTagRecord(record: TagRecord): TagRecord {
   const key = validateTagKey(record);
   checkString("media type", record.mediaType, MAX_MEDIA_TYPE_LENGTH, false);
   if (!Number.isSafeInteger(record.size) || record.size < 0) throw invalid(`size ${record.size} is not a byte count`);
-  if (!Number.isSafeInteger(record.seenAtMs) || record.seenAtMs <= 0) throw invalid(`seen-at time ${record.seenAtMs} is not a Unix time in ms`);
+  if (!Number.isSafeInteger(record.seenAtMs) || record.seenAtMs <= 0)
+    throw invalid(`seen-at time ${record.seenAtMs} is not a Unix time in ms`);
   return { ...key, digest: validateDigest(record.digest), mediaType: record.mediaType, size: record.size, seenAtMs: record.seenAtMs };
 }

@@ -19,7 +19,13 @@ import { validateDigest } from "./validation.js";
 
 /** `resumeBlobs`: how many blobs the agent is about to re-announce on this session (Register.resume_blobs). */
 export function registerRequest(identity: AgentIdentity, resumeBlobs = 0): SessionRequest {
-  const value: Register = { agentId: identity.agentId, nodeName: identity.nodeName, zone: identity.zone, peerAddress: identity.peerAddress, resumeBlobs };
+  const value: Register = {
+    agentId: identity.agentId,
+    nodeName: identity.nodeName,
+    zone: identity.zone,
+    peerAddress: identity.peerAddress,
+    resumeBlobs,
+  };
   return { kind: { $case: "register", value } };
 }
 
@@ -231,7 +237,11 @@ export function prefetchReportRequest(report: PrefetchReport): SessionRequest {
 /** Throws ERR_TRACKER_INVALID_ARGUMENT for a state this tracker does not know. */
 export function prefetchReportFromWire(report: WirePrefetchReport): PrefetchReport {
   const state = (Object.keys(STATES) as PrefetchState[]).find((s) => STATES[s] === report.state);
-  if (state === undefined) throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `prefetch report ${report.id.slice(0, 128)} has an unknown state ${report.state}`);
+  if (state === undefined)
+    throw new TrackerError(
+      "ERR_TRACKER_INVALID_ARGUMENT",
+      `prefetch report ${report.id.slice(0, 128)} has an unknown state ${report.state}`,
+    );
   return {
     id: report.id,
     state,

@@ -8,7 +8,11 @@ export function signalReason(signal: AbortSignal): Error {
  * Waits for `promise`, but rejects as soon as `signal` aborts (the promise's work runs on): with
  * `abortError(signal)`, by default the signal's reason.
  */
-export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal, abortError: (signal: AbortSignal) => Error = signalReason): Promise<T> {
+export function raceSignal<T>(
+  promise: Promise<T>,
+  signal: AbortSignal,
+  abortError: (signal: AbortSignal) => Error = signalReason,
+): Promise<T> {
   if (signal.aborted) return Promise.reject(abortError(signal));
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => {

@@ -19,7 +19,10 @@ const ALL_ON = {
   controller: { podDisruptionBudget: { enabled: true }, config: { "grant-stall-timeout": "20s" } },
   serviceMonitor: { enabled: true, labels: { release: "kube-prometheus-stack" }, scrapeTimeout: "10s" },
   podMonitor: { enabled: true, labels: { release: "kube-prometheus-stack" } },
-  dashboards: { configMap: { enabled: true, annotations: { grafana_folder: "Shoal" } }, grafanaDashboard: { enabled: true, folder: "Shoal" } },
+  dashboards: {
+    configMap: { enabled: true, annotations: { grafana_folder: "Shoal" } },
+    grafanaDashboard: { enabled: true, folder: "Shoal" },
+  },
   networkPolicy: { enabled: true, nodeCIDRs: ["10.0.0.0/16"] },
   imagePullSecrets: [{ name: "pull" }],
   imagePrefetch: { pullSecretNamespaces: [{ namespace: "team-a", secretNames: ["regcred"] }] },
@@ -48,12 +51,24 @@ function withHostNetwork(values: Record<string, unknown>): Record<string, unknow
 }
 
 /** The flags the chart relies on `shoal configure` having. */
-const CONFIGURE_FLAGS = ["mirror-url", "registries", "runtime", "host-root", "containerd-config", "hosts-dir", "crio-registries-dir", "state-dir", "restore", "strict", "dry-run"];
+const CONFIGURE_FLAGS = [
+  "mirror-url",
+  "registries",
+  "runtime",
+  "host-root",
+  "containerd-config",
+  "hosts-dir",
+  "crio-registries-dir",
+  "state-dir",
+  "restore",
+  "strict",
+  "dry-run",
+];
 
 /** `shoal configure`'s real flags, from values.schema.json (generated from its option specs). */
 async function configureFlagsFromSchema(): Promise<string[]> {
   const schema = JSON.parse(await readFile(join(CHART_DIR, "values.schema.json"), "utf8")) as unknown;
-  return Object.keys((at(schema, "properties", "agent", "properties", "configure", "properties", "config", "properties") ?? {}));
+  return Object.keys(at(schema, "properties", "agent", "properties", "configure", "properties", "config", "properties") ?? {});
 }
 
 interface Container {
@@ -116,8 +131,62 @@ describe("helm chart charts/shoal", () => {
 
   it("renders only valid Kubernetes 1.27 objects with every toggle on, off, and with hostNetwork", async () => {
     const expectations: [string, object, string[]][] = [
-      ["defaults", {}, ["ConfigMap", "ConfigMap", "ConfigMap", "ConfigMap", "Secret", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy", "NetworkPolicy"]],
-      ["all on", ALL_ON, ["ConfigMap", "ConfigMap", "ConfigMap", "ConfigMap", "Secret", "DaemonSet", "Deployment", "Service", "Service", "Service", "ServiceAccount", "ServiceAccount", "Role", "Role", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "PodDisruptionBudget", "ServiceMonitor", "PodMonitor", "GrafanaDashboard", "NetworkPolicy", "NetworkPolicy"]],
+      [
+        "defaults",
+        {},
+        [
+          "ConfigMap",
+          "ConfigMap",
+          "ConfigMap",
+          "ConfigMap",
+          "Secret",
+          "DaemonSet",
+          "Deployment",
+          "Service",
+          "Service",
+          "Service",
+          "ServiceAccount",
+          "ServiceAccount",
+          "Role",
+          "RoleBinding",
+          "ClusterRole",
+          "ClusterRoleBinding",
+          "NetworkPolicy",
+          "NetworkPolicy",
+        ],
+      ],
+      [
+        "all on",
+        ALL_ON,
+        [
+          "ConfigMap",
+          "ConfigMap",
+          "ConfigMap",
+          "ConfigMap",
+          "Secret",
+          "DaemonSet",
+          "Deployment",
+          "Service",
+          "Service",
+          "Service",
+          "ServiceAccount",
+          "ServiceAccount",
+          "Role",
+          "Role",
+          "Role",
+          "RoleBinding",
+          "RoleBinding",
+          "RoleBinding",
+          "ClusterRole",
+          "ClusterRoleBinding",
+          "PodDisruptionBudget",
+          "ServiceMonitor",
+          "PodMonitor",
+          "GrafanaDashboard",
+          "NetworkPolicy",
+          "NetworkPolicy",
+        ],
+      ],
       ["all on, hostNetwork", withHostNetwork(ALL_ON), []],
       ["all off", ALL_OFF, ["ConfigMap", "ConfigMap", "ConfigMap", "Secret", "DaemonSet", "Deployment", "Service", "Service"]],
       ["all off, hostNetwork", withHostNetwork(ALL_OFF), []],
@@ -128,7 +197,8 @@ describe("helm chart charts/shoal", () => {
       assert.deepEqual(problems, [], `${label}: invalid objects`);
       if (kinds.length > 0) assert.deepEqual(objects.map((o) => o.kind).sort(), [...kinds].sort(), `${label}: the kinds rendered`);
       for (const object of objects) {
-        if (!["ClusterRole", "ClusterRoleBinding"].includes(object.kind) && object.metadata.namespace === undefined) assert.fail(`${label}: ${object.kind}/${object.metadata.name} has no namespace`);
+        if (!["ClusterRole", "ClusterRoleBinding"].includes(object.kind) && object.metadata.namespace === undefined)
+          assert.fail(`${label}: ${object.kind}/${object.metadata.name} has no namespace`);
       }
     }
   });
@@ -138,7 +208,10 @@ describe("helm chart charts/shoal", () => {
       apiVersion: "apps/v1",
       kind: "DaemonSet",
       metadata: { name: "x" },
-      spec: { selector: { matchLabels: { a: "b" } }, template: { metadata: { labels: { a: "b" } }, spec: { containers: [{ name: "c", image: "i", readinesProbe: {} }] } } },
+      spec: {
+        selector: { matchLabels: { a: "b" } },
+        template: { metadata: { labels: { a: "b" } }, spec: { containers: [{ name: "c", image: "i", readinesProbe: {} }] } },
+      },
     };
     assert.deepEqual(validateObject(objects), ["DaemonSet/x.spec.template.spec.containers[0].readinesProbe: unknown field of V1Container"]);
   });
@@ -154,7 +227,8 @@ describe("helm chart charts/shoal", () => {
     assert.equal(pod.automountServiceAccountToken, false, "the agent holds no API token by default");
     const agent = container(ds, "agent");
     assert.deepEqual(agent.args, ["agent"]);
-    for (const probe of ["startupProbe", "readinessProbe"] as const) assert.deepEqual(at(agent, probe, "httpGet"), { path: "/readyz", port: "metrics" }, probe);
+    for (const probe of ["startupProbe", "readinessProbe"] as const)
+      assert.deepEqual(at(agent, probe, "httpGet"), { path: "/readyz", port: "metrics" }, probe);
     assert.deepEqual(at(agent, "livenessProbe", "httpGet"), { path: "/healthz", port: "metrics" });
     const env = agent.env ?? [];
     const index = (name: string): number => env.findIndex((e) => e.name === name);
@@ -165,7 +239,14 @@ describe("helm chart charts/shoal", () => {
     const ports = Object.fromEntries((agent.ports ?? []).map((p) => [p.name, p]));
     assert.deepEqual([ports.mirror?.containerPort, ports.mirror?.hostPort], [5050, 5050]);
     assert.equal(ports.peer?.hostPort, undefined, "peers reach the pod IP; only the mirror needs the node's port");
-    assert.deepEqual(agent.securityContext, { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } });
+    assert.deepEqual(agent.securityContext, {
+      runAsNonRoot: true,
+      runAsUser: 65532,
+      runAsGroup: 65532,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ["ALL"] },
+    });
     const config = only(objects, "ConfigMap", "-agent").data as Record<string, string>;
     assert.equal(config.SHOAL_MIRROR_ADDR, "0.0.0.0:5050");
     assert.equal(config.SHOAL_METRICS_ADDR, "0.0.0.0:9150");
@@ -183,8 +264,14 @@ describe("helm chart charts/shoal", () => {
     const on = only(await render({}), "DaemonSet");
     const mounts = (container(on, "agent") as { volumeMounts?: Mount[] }).volumeMounts ?? [];
     const volumes = podSpec(on).volumes as Volume[];
-    assert.deepEqual(mounts.find((m) => m.name === "containerd-socket"), { name: "containerd-socket", mountPath: "/run/containerd", readOnly: true });
-    assert.deepEqual(mounts.find((m) => m.name === "containerd-content"), { name: "containerd-content", mountPath: "/var/lib/containerd/io.containerd.content.v1.content", readOnly: true });
+    assert.deepEqual(
+      mounts.find((m) => m.name === "containerd-socket"),
+      { name: "containerd-socket", mountPath: "/run/containerd", readOnly: true },
+    );
+    assert.deepEqual(
+      mounts.find((m) => m.name === "containerd-content"),
+      { name: "containerd-content", mountPath: "/var/lib/containerd/io.containerd.content.v1.content", readOnly: true },
+    );
     assert.equal(volumes.find((v) => v.name === "containerd-socket")?.hostPath?.path, "/run/containerd");
     assert.deepEqual(at(on, "spec", "template", "spec", "securityContext", "supplementalGroups"), [0]);
     const config = only(await render({}), "ConfigMap", "-agent").data as Record<string, string>;
@@ -196,13 +283,23 @@ describe("helm chart charts/shoal", () => {
     const k3s = await render({ agent: { containerd: { socket: "/run/k3s/containerd/containerd.sock", contentDir: "" } } });
     const k3sMounts = (container(only(k3s, "DaemonSet"), "agent") as { volumeMounts?: Mount[] }).volumeMounts ?? [];
     assert.equal(k3sMounts.find((m) => m.name === "containerd-socket")?.mountPath, "/run/k3s/containerd");
-    assert.equal(k3sMounts.find((m) => m.name === "containerd-content"), undefined, "no content directory: reads go through the socket");
+    assert.equal(
+      k3sMounts.find((m) => m.name === "containerd-content"),
+      undefined,
+      "no content directory: reads go through the socket",
+    );
     assert.equal((only(k3s, "ConfigMap", "-agent").data as Record<string, string>).SHOAL_CONTAINERD_CONTENT_DIR, undefined);
 
     const offObjects = await render({ agent: { containerd: { enabled: false } } });
     const off = only(offObjects, "DaemonSet");
-    assert.equal(((container(off, "agent") as { volumeMounts?: Mount[] }).volumeMounts ?? []).some((m) => m.name.startsWith("containerd-")), false);
-    assert.equal((podSpec(off).volumes as Volume[]).some((v) => v.name.startsWith("containerd-")), false);
+    assert.equal(
+      ((container(off, "agent") as { volumeMounts?: Mount[] }).volumeMounts ?? []).some((m) => m.name.startsWith("containerd-")),
+      false,
+    );
+    assert.equal(
+      (podSpec(off).volumes as Volume[]).some((v) => v.name.startsWith("containerd-")),
+      false,
+    );
     assert.equal(at(off, "spec", "template", "spec", "securityContext", "supplementalGroups"), undefined);
     const offConfig = only(offObjects, "ConfigMap", "-agent").data as Record<string, string>;
     assert.equal(offConfig.SHOAL_CONTAINERD_CONTENT, "false");
@@ -240,14 +337,27 @@ describe("helm chart charts/shoal", () => {
     assert.equal(flag(args, "lease-name"), `${RELEASE}-shoal-controller`);
     assert.equal(flag(args, "kubeconfig"), undefined, "in cluster: the service account");
     assert.equal(flag(args, "prefetch"), "true", "ImagePrefetch on by default");
-    assert.deepEqual(args.filter((a) => a.startsWith("--upstream=")).map((a) => a.slice("--upstream=".length)), ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws"], "the controller resolves where the agents mirror");
-    assert.equal(flag(container(only(await render({ imagePrefetch: { enabled: false } }), "Deployment"), "controller").args, "prefetch"), "false");
+    assert.deepEqual(
+      args.filter((a) => a.startsWith("--upstream=")).map((a) => a.slice("--upstream=".length)),
+      ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io", "gcr.io", "mcr.microsoft.com", "public.ecr.aws"],
+      "the controller resolves where the agents mirror",
+    );
+    assert.equal(
+      flag(container(only(await render({ imagePrefetch: { enabled: false } }), "Deployment"), "controller").args, "prefetch"),
+      "false",
+    );
     const env = Object.fromEntries((controller.env ?? []).map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
     assert.deepEqual(env, { POD_NAMESPACE: "metadata.namespace", POD_NAME: "metadata.name" });
     const selector = parseSelector(flag(args, "agent-selector") ?? "");
-    assert.ok(selects(selector, podLabels(only(objects, "DaemonSet"))), `--agent-selector ${JSON.stringify(selector)} selects the agent pods`);
+    assert.ok(
+      selects(selector, podLabels(only(objects, "DaemonSet"))),
+      `--agent-selector ${JSON.stringify(selector)} selects the agent pods`,
+    );
     assert.ok(!selects(selector, podLabels(deployment)), "--agent-selector does not select controller pods");
-    assert.ok(selects(at(only(objects, "DaemonSet"), "spec", "selector", "matchLabels") as Record<string, string>, selector), "it is at least as narrow as the DaemonSet's own selector");
+    assert.ok(
+      selects(at(only(objects, "DaemonSet"), "spec", "selector", "matchLabels") as Record<string, string>, selector),
+      "it is at least as narrow as the DaemonSet's own selector",
+    );
     assert.deepEqual(at(controller, "readinessProbe", "httpGet"), { path: "/readyz", port: "metrics" });
     const role = only(objects, "Role");
     const leaseRule = (role.rules as { resources: string[]; resourceNames?: string[] }[]).find((r) => r.resourceNames !== undefined);
@@ -266,7 +376,8 @@ describe("helm chart charts/shoal", () => {
     const ds = only(objects, "DaemonSet");
     const configure = container(ds, "configure", true);
     const known = await configureFlagsFromSchema();
-    for (const name of CONFIGURE_FLAGS) assert.ok(known.includes(name), `shoal configure has --${name} (values.schema.json lists ${known.join(", ")})`);
+    for (const name of CONFIGURE_FLAGS)
+      assert.ok(known.includes(name), `shoal configure has --${name} (values.schema.json lists ${known.join(", ")})`);
     assert.equal(configure.args?.[0], "configure");
     for (const arg of configure.args.slice(1)) {
       const name = /^--([a-z-]+)=/.exec(arg)?.[1];
@@ -278,9 +389,17 @@ describe("helm chart charts/shoal", () => {
     assert.equal(flag(configure.args, "host-root"), "/host");
     assert.equal(flag(configure.args, "strict"), "true");
     assert.equal(configure.env?.find((e) => e.name === "HOST_IP")?.valueFrom?.fieldRef?.fieldPath, "status.hostIP");
-    assert.deepEqual(configure.securityContext, { runAsUser: 0, runAsNonRoot: false, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } });
+    assert.deepEqual(configure.securityContext, {
+      runAsUser: 0,
+      runAsNonRoot: false,
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ["ALL"] },
+    });
     const mounts = Object.fromEntries((configure.volumeMounts ?? []).map((m) => [m.mountPath, m.name]));
-    const volumes = Object.fromEntries((podSpec(ds).volumes as { name: string; hostPath?: { path: string } }[]).map((v) => [v.name, v.hostPath?.path]));
+    const volumes = Object.fromEntries(
+      (podSpec(ds).volumes as { name: string; hostPath?: { path: string } }[]).map((v) => [v.name, v.hostPath?.path]),
+    );
     for (const nodePath of ["/etc/containerd", "/etc/containers", "/var/lib/shoal/configure"]) {
       const volume = mounts[`/host${nodePath}`];
       assert.ok(volume !== undefined, `${nodePath} is mounted at /host${nodePath}`);
@@ -288,7 +407,12 @@ describe("helm chart charts/shoal", () => {
     }
     // Uninstall: the restore-on-stop container's preStop restores with the same settings.
     const restore = container(ds, "restore-on-stop");
-    assert.deepEqual(at(restore, "lifecycle", "preStop", "exec", "command"), ["node", "/app/dist/cmd/shoal/main.js", "configure", "--restore"]);
+    assert.deepEqual(at(restore, "lifecycle", "preStop", "exec", "command"), [
+      "node",
+      "/app/dist/cmd/shoal/main.js",
+      "configure",
+      "--restore",
+    ]);
     const restoreEnv = Object.fromEntries((restore.env ?? []).map((e) => [e.name, e.value]));
     for (const arg of configure.args.slice(1)) {
       const [, name, value] = /^--([a-z-]+)=(.*)$/.exec(arg) ?? [];
@@ -296,7 +420,11 @@ describe("helm chart charts/shoal", () => {
     }
     assert.deepEqual(restore.volumeMounts, configure.volumeMounts);
     const agentMount = container(ds, "agent").volumeMounts?.find((m) => m.name === "configure-state");
-    assert.deepEqual(agentMount, { name: "configure-state", mountPath: "/var/lib/shoal/configure", readOnly: true }, "the agent can read the configure report, not change backups");
+    assert.deepEqual(
+      agentMount,
+      { name: "configure-state", mountPath: "/var/lib/shoal/configure", readOnly: true },
+      "the agent can read the configure report, not change backups",
+    );
   });
 
   it("hostNetwork: node network namespace, cluster DNS kept, ports equal host ports, mirror URL on the mirror port", async () => {
@@ -311,19 +439,30 @@ describe("helm chart charts/shoal", () => {
   });
 
   it("checksum/config changes with the agent configuration and only with it", async () => {
-    const checksum = async (values: object): Promise<unknown> => at(only(await render(values), "DaemonSet"), "spec", "template", "metadata", "annotations", "checksum/config");
+    const checksum = async (values: object): Promise<unknown> =>
+      at(only(await render(values), "DaemonSet"), "spec", "template", "metadata", "annotations", "checksum/config");
     const base = await checksum({});
     assert.match(String(base), /^[a-f0-9]{64}$/);
     assert.notEqual(await checksum({ agent: { config: { "upload-rate": "500mbit" } } }), base);
     assert.notEqual(await checksum({ registries: ["docker.io"] }), base);
     assert.equal(await checksum({ controller: { replicas: 3 } }), base);
-    const controllerChecksum = async (values: object): Promise<unknown> => at(only(await render(values), "Deployment"), "spec", "template", "metadata", "annotations", "checksum/config");
+    const controllerChecksum = async (values: object): Promise<unknown> =>
+      at(only(await render(values), "Deployment"), "spec", "template", "metadata", "annotations", "checksum/config");
     assert.notEqual(await controllerChecksum({ controller: { config: { "grant-stall-timeout": "30s" } } }), await controllerChecksum({}));
   });
 
   it("agent.config sets any agent option as its SHOAL_* variable: lists joined, big numbers exact, chart settings overridable", async () => {
     const objects = await render({
-      agent: { config: { "store-quota": 20_000_000_000, "store-high-watermark": 0.95, "max-uploads": 8, upstream: ["a.example", "b.example=http://10.0.0.1:5000"], tracker: "tracker.elsewhere:7070", "node-name": "fixed" } },
+      agent: {
+        config: {
+          "store-quota": 20_000_000_000,
+          "store-high-watermark": 0.95,
+          "max-uploads": 8,
+          upstream: ["a.example", "b.example=http://10.0.0.1:5000"],
+          tracker: "tracker.elsewhere:7070",
+          "node-name": "fixed",
+        },
+      },
     });
     const config = only(objects, "ConfigMap", "-agent").data as Record<string, string>;
     assert.equal(config.SHOAL_STORE_QUOTA, "20000000000");
@@ -332,7 +471,11 @@ describe("helm chart charts/shoal", () => {
     assert.equal(config.SHOAL_UPSTREAM, "a.example,b.example=http://10.0.0.1:5000");
     assert.equal(config.SHOAL_TRACKER, "tracker.elsewhere:7070");
     assert.equal(config.SHOAL_NODE_NAME, "fixed");
-    assert.equal(container(only(objects, "DaemonSet"), "agent").env?.find((e) => e.name === "SHOAL_NODE_NAME"), undefined, "the Downward API entry would override the ConfigMap");
+    assert.equal(
+      container(only(objects, "DaemonSet"), "agent").env?.find((e) => e.name === "SHOAL_NODE_NAME"),
+      undefined,
+      "the Downward API entry would override the ConfigMap",
+    );
   });
 
   it("values.schema.json rejects a misspelt option, a wrong type and an unknown key with a message naming them", async () => {
@@ -355,7 +498,10 @@ describe("helm chart charts/shoal", () => {
 
   it("ships the dashboard JSON unchanged in the ConfigMap (labelled for the sidecar) and the GrafanaDashboard", async () => {
     const json = await readFile(join(CHART_DIR, "dashboards", "shoal.json"), "utf8");
-    const objects = await render({ ...ALL_ON, dashboards: { configMap: { enabled: true, label: "my_dashboards", labelValue: "yes" }, grafanaDashboard: { enabled: true } } });
+    const objects = await render({
+      ...ALL_ON,
+      dashboards: { configMap: { enabled: true, label: "my_dashboards", labelValue: "yes" }, grafanaDashboard: { enabled: true } },
+    });
     const configMap = only(objects, "ConfigMap", "-dashboard");
     assert.equal(configMap.metadata.labels?.my_dashboards, "yes");
     assert.deepEqual(JSON.parse(at(configMap, "data", "shoal.json") as string), JSON.parse(json));
@@ -371,8 +517,16 @@ describe("helm chart charts/shoal", () => {
     const serviceMonitor = only(objects, "ServiceMonitor");
     assert.equal(serviceMonitor.metadata.labels?.release, "kube-prometheus-stack");
     assert.equal(at(serviceMonitor, "spec", "endpoints", 0, "port"), "metrics");
-    const monitored = objects.filter((o) => o.kind === "Service" && selects(at(serviceMonitor, "spec", "selector", "matchLabels") as Record<string, string>, o.metadata.labels) && ["agent", "controller"].includes(o.metadata.labels?.["app.kubernetes.io/component"] ?? ""));
-    assert.deepEqual(monitored.map((s) => s.metadata.name).sort(), [`${RELEASE}-shoal-agent-metrics`, `${RELEASE}-shoal-controller-metrics`]);
+    const monitored = objects.filter(
+      (o) =>
+        o.kind === "Service" &&
+        selects(at(serviceMonitor, "spec", "selector", "matchLabels") as Record<string, string>, o.metadata.labels) &&
+        ["agent", "controller"].includes(o.metadata.labels?.["app.kubernetes.io/component"] ?? ""),
+    );
+    assert.deepEqual(monitored.map((s) => s.metadata.name).sort(), [
+      `${RELEASE}-shoal-agent-metrics`,
+      `${RELEASE}-shoal-controller-metrics`,
+    ]);
     const podMonitor = only(objects, "PodMonitor");
     const podSelector = at(podMonitor, "spec", "selector", "matchLabels") as Record<string, string>;
     assert.ok(selects(podSelector, podLabels(only(objects, "DaemonSet"))) && selects(podSelector, podLabels(only(objects, "Deployment"))));
@@ -380,11 +534,19 @@ describe("helm chart charts/shoal", () => {
     const rules = at(agentPolicy, "spec", "ingress") as { ports: { port: string }[]; from: Record<string, unknown>[] }[];
     const byPort = new Map(rules.map((r) => [r.ports[0]?.port ?? "", r.from]));
     assert.deepEqual(byPort.get("mirror"), [{ ipBlock: { cidr: "10.0.0.0/16" } }]);
-    assert.ok(selects(at(byPort.get("peer"), 0, "podSelector", "matchLabels") as Record<string, string>, podLabels(only(objects, "DaemonSet"))), "peers: from agents");
+    assert.ok(
+      selects(at(byPort.get("peer"), 0, "podSelector", "matchLabels") as Record<string, string>, podLabels(only(objects, "DaemonSet"))),
+      "peers: from agents",
+    );
     assert.ok(byPort.get("metrics") !== undefined, "metrics: from monitoring");
     const controllerPolicy = only(objects, "NetworkPolicy", "-controller");
-    const trackerRule = (at(controllerPolicy, "spec", "ingress") as { ports: { port: string }[]; from: unknown[] }[]).find((r) => r.ports[0]?.port === "tracker");
-    assert.ok(selects(at(trackerRule, "from", 0, "podSelector", "matchLabels") as Record<string, string>, podLabels(only(objects, "DaemonSet"))), "tracker: from agents");
+    const trackerRule = (at(controllerPolicy, "spec", "ingress") as { ports: { port: string }[]; from: unknown[] }[]).find(
+      (r) => r.ports[0]?.port === "tracker",
+    );
+    assert.ok(
+      selects(at(trackerRule, "from", 0, "podSelector", "matchLabels") as Record<string, string>, podLabels(only(objects, "DaemonSet"))),
+      "tracker: from agents",
+    );
   });
 
   it("identity: one generated CA (Secret for the controller, its certificate alone for the agents), projected audience-bound tokens, issuer flags and port, NetworkPolicy on by default", async () => {
@@ -396,23 +558,40 @@ describe("helm chart charts/shoal", () => {
     const ca = new X509Certificate(caPem);
     assert.equal(ca.ca, true, "a CA certificate");
     assert.ok(ca.checkPrivateKey(createPrivateKey(Buffer.from(data["tls.key"] ?? "", "base64").toString())), "with its key");
-    assert.equal((only(objects, "ConfigMap", "-ca-bundle").data as Record<string, string>)["ca.crt"], caPem, "the bundle is the same CA, without its key");
+    assert.equal(
+      (only(objects, "ConfigMap", "-ca-bundle").data as Record<string, string>)["ca.crt"],
+      caPem,
+      "the bundle is the same CA, without its key",
+    );
     // Agents: the token (for the controller's audience) and the bundle, never the Secret.
     const ds = only(objects, "DaemonSet");
-    const volume = (podSpec(ds).volumes as { name: string; projected?: { sources: Record<string, unknown>[] }; secret?: unknown }[]).find((v) => v.name === "identity");
+    const volume = (podSpec(ds).volumes as { name: string; projected?: { sources: Record<string, unknown>[] }; secret?: unknown }[]).find(
+      (v) => v.name === "identity",
+    );
     assert.deepEqual(volume?.projected?.sources, [
       { serviceAccountToken: { audience: "shoal", expirationSeconds: 3600, path: "token" } },
       { configMap: { name: `${RELEASE}-shoal-ca-bundle`, items: [{ key: "ca.crt", path: "ca.crt" }] } },
     ]);
-    assert.ok(!(podSpec(ds).volumes as { secret?: { secretName?: string } }[]).some((v) => v.secret?.secretName === secret.metadata.name), "the CA Secret is never mounted in agents");
+    assert.ok(
+      !(podSpec(ds).volumes as { secret?: { secretName?: string } }[]).some((v) => v.secret?.secretName === secret.metadata.name),
+      "the CA Secret is never mounted in agents",
+    );
     const config = only(objects, "ConfigMap", "-agent").data as Record<string, string>;
     assert.equal(config.SHOAL_IDENTITY_ISSUER, `${RELEASE}-shoal-tracker.${NAMESPACE}.svc.cluster.local:7071`);
     assert.equal(config.SHOAL_TLS_CA, "/var/run/secrets/shoal/ca.crt");
     assert.equal(config.SHOAL_IDENTITY_TOKEN, "/var/run/secrets/shoal/token");
     const args = container(only(objects, "Deployment"), "controller").args ?? [];
-    for (const flag of [`--ca-secret=${secret.metadata.name}`, "--issuer-listen=0.0.0.0:7071", "--cert-lifetime=24h", "--token-audience=shoal"]) assert.ok(args.includes(flag), flag);
+    for (const flag of [
+      `--ca-secret=${secret.metadata.name}`,
+      "--issuer-listen=0.0.0.0:7071",
+      "--cert-lifetime=24h",
+      "--token-audience=shoal",
+    ])
+      assert.ok(args.includes(flag), flag);
     assert.ok((at(only(objects, "Service", "-tracker"), "spec", "ports") as { name: string }[]).some((p) => p.name === "issuer"));
-    const issuerRule = (at(only(objects, "NetworkPolicy", "-controller"), "spec", "ingress") as { ports: { port: string }[] }[]).some((r) => r.ports.some((p) => p.port === "issuer"));
+    const issuerRule = (at(only(objects, "NetworkPolicy", "-controller"), "spec", "ingress") as { ports: { port: string }[] }[]).some((r) =>
+      r.ports.some((p) => p.port === "issuer"),
+    );
     assert.ok(issuerRule, "the issuer port is open to agents");
     // hostNetwork without node CIDRs: no NetworkPolicy (it would not apply to agents, and would lock them out of the controller).
     assert.equal((await render({ agent: { hostNetwork: true } })).filter((o) => o.kind === "NetworkPolicy").length, 0);

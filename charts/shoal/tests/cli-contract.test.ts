@@ -55,7 +55,10 @@ async function shoal(args: readonly string[], env: Record<string, string> = {}):
 
 async function filesUnder(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name).slice(dir.length)).sort();
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name).slice(dir.length))
+    .sort();
 }
 
 describe("the chart's contract with the shoal CLI", () => {
@@ -76,10 +79,23 @@ describe("the chart's contract with the shoal CLI", () => {
       assert.ok(args.includes(`--host-root=${node}`));
       await shoal(args);
       const hosts = await readFile(join(node, "etc", "containerd", "certs.d", "ghcr.io", "hosts.toml"), "utf8");
-      assert.match(hosts, new RegExp(`\\[host\\."http://${HOST_IP.replace(/\./g, "\\.")}:5050"\\]`), "containerd pulls through http://<node IP>:<hostPort>");
-      assert.match(await readFile(join(node, "etc", "containerd", "certs.d", "docker.io", "hosts.toml"), "utf8"), new RegExp(HOST_IP.replace(/\./g, "\\.")));
-      assert.match(await readFile(join(node, "etc", "containerd", "certs.d", "127.0.0.1:5000", "hosts.toml"), "utf8"), /server = "http:\/\/127\.0\.0\.1:5000"/);
-      assert.ok((await readdir(join(node, "var", "lib", "shoal", "configure"))).includes("configure-report.json"), "the report is in the state dir under the host root");
+      assert.match(
+        hosts,
+        new RegExp(`\\[host\\."http://${HOST_IP.replace(/\./g, "\\.")}:5050"\\]`),
+        "containerd pulls through http://<node IP>:<hostPort>",
+      );
+      assert.match(
+        await readFile(join(node, "etc", "containerd", "certs.d", "docker.io", "hosts.toml"), "utf8"),
+        new RegExp(HOST_IP.replace(/\./g, "\\.")),
+      );
+      assert.match(
+        await readFile(join(node, "etc", "containerd", "certs.d", "127.0.0.1:5000", "hosts.toml"), "utf8"),
+        /server = "http:\/\/127\.0\.0\.1:5000"/,
+      );
+      assert.ok(
+        (await readdir(join(node, "var", "lib", "shoal", "configure"))).includes("configure-report.json"),
+        "the report is in the state dir under the host root",
+      );
 
       const restore = containers(ds, false).find((c) => c.name === "restore-on-stop");
       const command = at(restore, "lifecycle", "preStop", "exec", "command") as string[];
@@ -88,7 +104,11 @@ describe("the chart's contract with the shoal CLI", () => {
       for (const entry of restore?.env ?? []) if (entry.value !== undefined) env[entry.name] = expand(entry.value, env);
       env.SHOAL_HOST_ROOT = node;
       await shoal(command.slice(2), env);
-      assert.equal(await readFile(join(node, "etc", "containerd", "certs.d", "docker.io", "hosts.toml"), "utf8"), original, "the node's own file is back");
+      assert.equal(
+        await readFile(join(node, "etc", "containerd", "certs.d", "docker.io", "hosts.toml"), "utf8"),
+        original,
+        "the node's own file is back",
+      );
       const after = (await filesUnder(node)).filter((f) => !f.startsWith("/var/lib/shoal/configure/"));
       assert.deepEqual(after, before, "nothing of ours is left in the runtime's directories");
     } finally {
@@ -101,13 +121,22 @@ describe("the chart's contract with the shoal CLI", () => {
     const agentEnv = new Set((await optionNames("agent")).map(envName));
     const agentVariables = [
       ...Object.keys(only(objects, "ConfigMap", "-agent").data as Record<string, string>),
-      ...(containers(only(objects, "DaemonSet"), false).find((c) => c.name === "agent")?.env ?? []).map((e) => e.name).filter((n) => n.startsWith("SHOAL_")),
+      ...(containers(only(objects, "DaemonSet"), false).find((c) => c.name === "agent")?.env ?? [])
+        .map((e) => e.name)
+        .filter((n) => n.startsWith("SHOAL_")),
     ];
     assert.ok(agentVariables.length >= 9);
-    assert.deepEqual(agentVariables.filter((name) => !agentEnv.has(name)), [], "variables `shoal agent` does not read");
+    assert.deepEqual(
+      agentVariables.filter((name) => !agentEnv.has(name)),
+      [],
+      "variables `shoal agent` does not read",
+    );
     const controllerFlags = new Set(await optionNames("controller"));
     const args = containers(only(objects, "Deployment"), false).find((c) => c.name === "controller")?.args ?? [];
-    const unknown = args.slice(1).map((a) => /^--([a-z-]+)=/.exec(a)?.[1] ?? a).filter((name) => !controllerFlags.has(name));
+    const unknown = args
+      .slice(1)
+      .map((a) => /^--([a-z-]+)=/.exec(a)?.[1] ?? a)
+      .filter((name) => !controllerFlags.has(name));
     assert.deepEqual(unknown, [], `flags \`shoal controller\` does not have yet (it has ${[...controllerFlags].join(", ")})`);
   });
 });

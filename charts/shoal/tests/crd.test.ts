@@ -27,14 +27,20 @@ interface Schema {
 async function crd(): Promise<K8sObject> {
   const result = await template({}, ["--include-crds"]);
   assert.ok(result.ok, result.stderr);
-  const objects = parseAllDocuments(result.stdout).map((d) => d.toJS() as K8sObject | null).filter((o): o is K8sObject => o !== null);
+  const objects = parseAllDocuments(result.stdout)
+    .map((d) => d.toJS() as K8sObject | null)
+    .filter((o): o is K8sObject => o !== null);
   const found = objects.filter((o) => o.kind === "CustomResourceDefinition");
   assert.equal(found.length, 1, "the chart ships one CRD");
   return found[0]!;
 }
 
 function versionOf(object: K8sObject): { schema: Schema; columns: { name: string; jsonPath: string }[] } {
-  const version = (object.spec as { versions: { name: string; schema: { openAPIV3Schema: Schema }; additionalPrinterColumns: { name: string; jsonPath: string }[] }[] }).versions[0]!;
+  const version = (
+    object.spec as {
+      versions: { name: string; schema: { openAPIV3Schema: Schema }; additionalPrinterColumns: { name: string; jsonPath: string }[] }[];
+    }
+  ).versions[0]!;
   return { schema: version.schema.openAPIV3Schema, columns: version.additionalPrinterColumns };
 }
 
@@ -42,21 +48,34 @@ function versionOf(object: K8sObject): { schema: Schema; columns: { name: string
 function structuralProblems(schema: Schema, path: string, insideJunctor = false): string[] {
   const problems: string[] = [];
   if (!insideJunctor && schema.type === undefined && schema["x-kubernetes-int-or-string"] !== true) problems.push(`${path}: no type`);
-  if (insideJunctor) for (const field of ["type", "description", "default", "additionalProperties", "properties", "items"]) if (schema[field] !== undefined) problems.push(`${path}: ${field} inside a value validation`);
-  if (schema.properties !== undefined && schema.additionalProperties !== undefined) problems.push(`${path}: properties and additionalProperties together`);
-  for (const [name, child] of Object.entries(schema.properties ?? {})) problems.push(...structuralProblems(child, `${path}.${name}`, insideJunctor));
+  if (insideJunctor)
+    for (const field of ["type", "description", "default", "additionalProperties", "properties", "items"])
+      if (schema[field] !== undefined) problems.push(`${path}: ${field} inside a value validation`);
+  if (schema.properties !== undefined && schema.additionalProperties !== undefined)
+    problems.push(`${path}: properties and additionalProperties together`);
+  for (const [name, child] of Object.entries(schema.properties ?? {}))
+    problems.push(...structuralProblems(child, `${path}.${name}`, insideJunctor));
   if (schema.items !== undefined) problems.push(...structuralProblems(schema.items, `${path}[]`, insideJunctor));
-  if (typeof schema.additionalProperties === "object") problems.push(...structuralProblems(schema.additionalProperties, `${path}.*`, insideJunctor));
-  for (const junctor of ["oneOf", "anyOf", "allOf"] as const) for (const [i, child] of (schema[junctor] ?? []).entries()) problems.push(...structuralProblems(child, `${path}.${junctor}[${i}]`, true));
+  if (typeof schema.additionalProperties === "object")
+    problems.push(...structuralProblems(schema.additionalProperties, `${path}.*`, insideJunctor));
+  for (const junctor of ["oneOf", "anyOf", "allOf"] as const)
+    for (const [i, child] of (schema[junctor] ?? []).entries())
+      problems.push(...structuralProblems(child, `${path}.${junctor}[${i}]`, true));
   if (schema.not !== undefined) problems.push(...structuralProblems(schema.not, `${path}.not`, true));
   return problems;
 }
 
 /** The schema node a printer column's JSONPath reads, or undefined (filters like [?(@.type=="Ready")] step into items). */
 function nodeAt(schema: Schema, jsonPath: string): Schema | undefined {
-  let node: Schema | undefined = { type: "object", properties: { ...schema.properties, metadata: { type: "object", properties: { creationTimestamp: { type: "string" } } } } };
+  let node: Schema | undefined = {
+    type: "object",
+    properties: { ...schema.properties, metadata: { type: "object", properties: { creationTimestamp: { type: "string" } } } },
+  };
   // Filters such as [?(@.type=="Ready")] contain dots: reduce them to [] before splitting.
-  for (const part of jsonPath.replace(/\[[^\]]*\]/g, "[]").replace(/^\./, "").split(".")) {
+  for (const part of jsonPath
+    .replace(/\[[^\]]*\]/g, "[]")
+    .replace(/^\./, "")
+    .split(".")) {
     const list = part.endsWith("[]");
     node = node?.properties?.[list ? part.slice(0, -2) : part];
     if (list) node = node?.items;
@@ -73,7 +92,13 @@ function validator(schema: Schema): ValidateFunction {
 }
 
 function object(spec: unknown, status?: unknown): unknown {
-  return { apiVersion: "shoal.dev/v1alpha1", kind: "ImagePrefetch", metadata: { name: "web", namespace: "apps" }, spec, ...(status === undefined ? {} : { status }) };
+  return {
+    apiVersion: "shoal.dev/v1alpha1",
+    kind: "ImagePrefetch",
+    metadata: { name: "web", namespace: "apps" },
+    spec,
+    ...(status === undefined ? {} : { status }),
+  };
 }
 
 function controllerAccepts(spec: unknown): boolean {
@@ -88,8 +113,16 @@ function controllerAccepts(spec: unknown): boolean {
 
 const VALID_SPECS: unknown[] = [
   { images: ["ghcr.io/acme/web:v2"] },
-  { images: ["nginx:1.27", `registry.example:5000/team/api@sha256:${"a".repeat(64)}`], target: { seedsPerZone: 2, zones: ["eu-west-1a", "eu-west-1b"] } },
-  { images: ["ghcr.io/acme/web:v2"], platforms: ["linux/amd64", "linux/arm64/v8"], target: { nodeSelector: { "node.kubernetes.io/instance-type": "g5.xlarge" } }, pullSecrets: ["regcred"] },
+  {
+    images: ["nginx:1.27", `registry.example:5000/team/api@sha256:${"a".repeat(64)}`],
+    target: { seedsPerZone: 2, zones: ["eu-west-1a", "eu-west-1b"] },
+  },
+  {
+    images: ["ghcr.io/acme/web:v2"],
+    platforms: ["linux/amd64", "linux/arm64/v8"],
+    target: { nodeSelector: { "node.kubernetes.io/instance-type": "g5.xlarge" } },
+    pullSecrets: ["regcred"],
+  },
   { images: ["ghcr.io/acme/web:v2"], schedule: { startAt: "2026-01-02T03:04:05Z" }, ttl: "24h" },
 ];
 
@@ -113,19 +146,36 @@ describe("ImagePrefetch CRD (crds/imageprefetches.yaml)", () => {
     new CustomResourceDefinition(definition as never).validate();
     assert.deepEqual(unknownFields(definition, "V1CustomResourceDefinition", "CustomResourceDefinition"), []);
     assert.equal(definition.metadata.name, "imageprefetches.shoal.dev");
-    const spec = definition.spec as { group: string; scope: string; names: { kind: string; plural: string }; versions: { name: string; served: boolean; storage: boolean; subresources?: { status?: object } }[] };
-    assert.deepEqual([spec.group, spec.scope, spec.names.kind, spec.names.plural], ["shoal.dev", "Namespaced", "ImagePrefetch", "imageprefetches"]);
-    assert.deepEqual(spec.versions.map((v) => [v.name, v.served, v.storage, v.subresources?.status !== undefined]), [["v1alpha1", true, true, true]]);
+    const spec = definition.spec as {
+      group: string;
+      scope: string;
+      names: { kind: string; plural: string };
+      versions: { name: string; served: boolean; storage: boolean; subresources?: { status?: object } }[];
+    };
+    assert.deepEqual(
+      [spec.group, spec.scope, spec.names.kind, spec.names.plural],
+      ["shoal.dev", "Namespaced", "ImagePrefetch", "imageprefetches"],
+    );
+    assert.deepEqual(
+      spec.versions.map((v) => [v.name, v.served, v.storage, v.subresources?.status !== undefined]),
+      [["v1alpha1", true, true, true]],
+    );
     const { schema } = versionOf(definition);
     assert.deepEqual(structuralProblems(schema, "openAPIV3Schema"), []);
-    const undocumented = Object.entries(schema.properties?.spec?.properties ?? {}).filter(([, s]) => typeof s.description !== "string").map(([k]) => k);
+    const undocumented = Object.entries(schema.properties?.spec?.properties ?? {})
+      .filter(([, s]) => typeof s.description !== "string")
+      .map(([k]) => k);
     assert.deepEqual(undocumented, [], "every spec field is documented (kubectl explain)");
   });
 
   it("has printer columns for `kubectl get imageprefetch` that read fields the schema has", async () => {
     const { schema, columns } = versionOf(await crd());
-    assert.deepEqual(columns.map((c) => c.name), ["Ready", "Seeded", "Reason", "Image-Bytes", "From-Origin", "Age"]);
-    for (const column of columns) assert.ok(nodeAt(schema, column.jsonPath) !== undefined, `${column.name}: ${column.jsonPath} is not in the schema`);
+    assert.deepEqual(
+      columns.map((c) => c.name),
+      ["Ready", "Seeded", "Reason", "Image-Bytes", "From-Origin", "Age"],
+    );
+    for (const column of columns)
+      assert.ok(nodeAt(schema, column.jsonPath) !== undefined, `${column.name}: ${column.jsonPath} is not in the schema`);
   });
 
   it("accepts the documented specs and rejects what the controller refuses, as the controller's own parser does", async () => {
@@ -145,7 +195,13 @@ describe("ImagePrefetch CRD (crds/imageprefetches.yaml)", () => {
     const digest = (s: string): Digest => digestOf(s);
     let conditions = withCondition([], "Resolved", { status: "True", reason: "Resolved", message: "ok" }, "2026-01-02T03:04:05Z", 3);
     conditions = withCondition(conditions, "Ready", { status: "False", reason: "Seeding", message: "1/2" }, "2026-01-02T03:04:06Z", 3);
-    conditions = withCondition(conditions, "Failed", { status: "True", reason: "SeedFailed", message: "node-2: auth: refused" }, "2026-01-02T03:04:06Z", 3);
+    conditions = withCondition(
+      conditions,
+      "Failed",
+      { status: "True", reason: "SeedFailed", message: "node-2: auth: refused" },
+      "2026-01-02T03:04:06Z",
+      3,
+    );
     const status = buildStatus({
       generation: 3,
       startTime: "2026-01-02T03:04:05Z",
@@ -163,7 +219,15 @@ describe("ImagePrefetch CRD (crds/imageprefetches.yaml)", () => {
           bytes: 123_456_789_022,
         },
       ],
-      plan: { zones: [{ zone: "a", target: 1, agents: 3, seeds: [] }, { zone: "", target: 1, agents: 1, seeds: [] }], seeds: [], zonesWithoutAgents: [], nodesWithoutAgent: [] },
+      plan: {
+        zones: [
+          { zone: "a", target: 1, agents: 3, seeds: [] },
+          { zone: "", target: 1, agents: 1, seeds: [] },
+        ],
+        seeds: [],
+        zonesWithoutAgents: [],
+        nodesWithoutAgent: [],
+      },
       seeds: [
         { node: "node-1", zone: "a", state: "Seeded", bytesFromOrigin: 5, bytesFromPeers: 0 },
         { node: "node-2", zone: "", state: "Failed", message: "auth: refused", bytesFromOrigin: 0, bytesFromPeers: 0 },
@@ -171,6 +235,15 @@ describe("ImagePrefetch CRD (crds/imageprefetches.yaml)", () => {
       conditions,
     });
     assert.ok(validate(object({ images: ["ghcr.io/acme/web:v2"] }, status)), JSON.stringify(validate.errors));
-    assert.equal(validate(object({ images: ["x"] }, { ...status, conditions: [{ type: "Ready", status: "Maybe", reason: "x", lastTransitionTime: "2026-01-02T03:04:05Z" }] })), false, "condition statuses are an enum");
+    assert.equal(
+      validate(
+        object(
+          { images: ["x"] },
+          { ...status, conditions: [{ type: "Ready", status: "Maybe", reason: "x", lastTransitionTime: "2026-01-02T03:04:05Z" }] },
+        ),
+      ),
+      false,
+      "condition statuses are an enum",
+    );
   });
 });

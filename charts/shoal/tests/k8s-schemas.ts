@@ -41,7 +41,8 @@ function grafanaDashboardProblems(object: K8sObject): string[] {
   if (spec === undefined) return ["spec is missing"];
   const allowed = new Set(["instanceSelector", "folder", "resyncPeriod", "allowCrossNamespaceImport", "json"]);
   for (const key of Object.keys(spec)) if (!allowed.has(key)) problems.push(`spec.${key}: not a field the chart should set`);
-  if (typeof spec.instanceSelector !== "object" || spec.instanceSelector === null) problems.push("spec.instanceSelector must be a label selector");
+  if (typeof spec.instanceSelector !== "object" || spec.instanceSelector === null)
+    problems.push("spec.instanceSelector must be a label selector");
   if (typeof spec.json !== "string") problems.push("spec.json must be a string");
   else {
     try {
@@ -50,7 +51,8 @@ function grafanaDashboardProblems(object: K8sObject): string[] {
       problems.push(`spec.json is not JSON: ${String(error)}`);
     }
   }
-  if (typeof spec.resyncPeriod !== "string" || !/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/.test(spec.resyncPeriod)) problems.push("spec.resyncPeriod must be a duration");
+  if (typeof spec.resyncPeriod !== "string" || !/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/.test(spec.resyncPeriod))
+    problems.push("spec.resyncPeriod must be a duration");
   return problems;
 }
 
@@ -90,7 +92,8 @@ export function unknownFields(value: unknown, typeName: string, path: string): s
 /** Every problem found in one object, each prefixed with the object's kind and name. */
 export function validateObject(object: K8sObject): string[] {
   const name = `${object.kind}/${object.metadata.name}`;
-  if (object.apiVersion === "grafana.integreatly.org/v1beta1" && object.kind === "GrafanaDashboard") return grafanaDashboardProblems(object).map((p) => `${name}: ${p}`);
+  if (object.apiVersion === "grafana.integreatly.org/v1beta1" && object.kind === "GrafanaDashboard")
+    return grafanaDashboardProblems(object).map((p) => `${name}: ${p}`);
   const model = MODELS[`${object.apiVersion}/${object.kind}`];
   if (model === undefined) return [`${name}: ${object.apiVersion} ${object.kind} is not a kind this chart is expected to render`];
   const problems: string[] = [];

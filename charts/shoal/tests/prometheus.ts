@@ -51,7 +51,12 @@ export class Prometheus {
         const daemon = await DaemonProcess.spawn({
           name: "prometheus",
           command: PROMETHEUS_BINARY,
-          args: [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=${LOOPBACK_HOST}:${port}`, "--log.level=warn"],
+          args: [
+            `--config.file=${config}`,
+            `--storage.tsdb.path=${join(dir, "data")}`,
+            `--web.listen-address=${LOOPBACK_HOST}:${port}`,
+            "--log.level=warn",
+          ],
           stdoutFile: log,
           stderrFile: log,
           cwd: dir,
@@ -76,9 +81,16 @@ export class Prometheus {
 
   /** An instant query at the current time; the parsed `data` (or the error) of /api/v1/query. */
   async query(expr: string): Promise<QueryResult> {
-    const response = await fetch(`${this.url}/api/v1/query?${new URLSearchParams({ query: expr }).toString()}`, { signal: AbortSignal.timeout(QUERY_TIMEOUT_MS) });
+    const response = await fetch(`${this.url}/api/v1/query?${new URLSearchParams({ query: expr }).toString()}`, {
+      signal: AbortSignal.timeout(QUERY_TIMEOUT_MS),
+    });
     const body = (await response.json()) as { status: string; data?: { resultType: string; result: Sample[] }; error?: string };
-    return { status: body.status, resultType: body.data?.resultType, result: body.data?.result ?? [], ...(body.error === undefined ? {} : { error: body.error }) };
+    return {
+      status: body.status,
+      resultType: body.data?.resultType,
+      result: body.data?.result ?? [],
+      ...(body.error === undefined ? {} : { error: body.error }),
+    };
   }
 
   /** Waits until every target has been scraped successfully (`up == 1`) for a few samples. */
@@ -87,7 +99,8 @@ export class Prometheus {
     for (;;) {
       const up = await this.query("min_over_time(up[3s])");
       if (up.result.length === count && up.result.every((s) => s.value[1] === "1")) return;
-      if (Date.now() > deadline) throw new Error(`prometheus scrapes ${up.result.length} of ${count} targets successfully: ${JSON.stringify(up.result)}`);
+      if (Date.now() > deadline)
+        throw new Error(`prometheus scrapes ${up.result.length} of ${count} targets successfully: ${JSON.stringify(up.result)}`);
       await delay(250, undefined, { signal });
     }
   }

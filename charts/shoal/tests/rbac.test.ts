@@ -6,12 +6,13 @@ import assert from "node:assert/strict";
 import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { MODELED_RESOURCES } from "../../../pkg/k8s/testing/index.js";
 import { REPO_ROOT } from "./helm-binary.js";
 import { type K8sObject, NAMESPACE, render } from "./render.js";
 
 export const API_REQUESTS_DIR = join(REPO_ROOT, "pkg", "controller", "testdata");
 /** Resources without a namespace; every other one a ClusterRole grants in every namespace. */
-const CLUSTER_SCOPED = new Set(["nodes"]);
+const CLUSTER_SCOPED = new Set(MODELED_RESOURCES.filter((m) => !m.namespaced).map((m) => m.resource));
 const NAMESPACE_WITH_SECRETS = "team-a";
 
 interface ApiRequest {
@@ -45,8 +46,11 @@ function grants(role: K8sObject): string[] {
     const groups = rule.apiGroups ?? [];
     const resources = rule.resources ?? [];
     const verbs = rule.verbs ?? [];
-    for (const value of [...groups, ...resources, ...verbs]) assert.notEqual(value, "*", `${role.kind} ${role.metadata.name} uses no wildcard`);
-    return groups.flatMap((apiGroup) => resources.flatMap((resource) => verbs.map((verb) => key({ verb, apiGroup, resource, scope: scope(resource) }))));
+    for (const value of [...groups, ...resources, ...verbs])
+      assert.notEqual(value, "*", `${role.kind} ${role.metadata.name} uses no wildcard`);
+    return groups.flatMap((apiGroup) =>
+      resources.flatMap((resource) => verbs.map((verb) => key({ verb, apiGroup, resource, scope: scope(resource) }))),
+    );
   });
 }
 
@@ -70,30 +74,57 @@ describe("controller RBAC", () => {
       t.skip(`${API_REQUESTS_DIR} has no api-requests*.json yet (the controller's tests record them); nothing to compare the roles with`);
       return;
     }
-    const controllerRoles = (objects: K8sObject[]): K8sObject[] => objects.filter((o) => (o.kind === "Role" || o.kind === "ClusterRole") && o.metadata.labels?.["app.kubernetes.io/component"] === "controller");
-    assert.deepEqual(controllerRoles(await render({})).map((r) => r.kind).sort(), ["ClusterRole", "Role"], "no Secret anywhere unless a namespace is named");
+    const controllerRoles = (objects: K8sObject[]): K8sObject[] =>
+      objects.filter(
+        (o) => (o.kind === "Role" || o.kind === "ClusterRole") && o.metadata.labels?.["app.kubernetes.io/component"] === "controller",
+      );
+    assert.deepEqual(
+      controllerRoles(await render({}))
+        .map((r) => r.kind)
+        .sort(),
+      ["ClusterRole", "Role"],
+      "no Secret anywhere unless a namespace is named",
+    );
     const roles = controllerRoles(await render({ imagePrefetch: { pullSecretNamespaces: [{ namespace: NAMESPACE_WITH_SECRETS }] } }));
     const granted = [...new Set(roles.flatMap(grants))].sort();
     const needed = [...new Set(requests.map(key))].sort();
-    assert.deepEqual(granted, needed, "granted (left) vs issued (right): each extra grant is a privilege too many, each missing one a failing request");
+    assert.deepEqual(
+      granted,
+      needed,
+      "granted (left) vs issued (right): each extra grant is a privilege too many, each missing one a failing request",
+    );
   });
 
   it("pull secrets: a Role per named namespace (only the named Secrets when given), nothing without imagePrefetch", async () => {
-    const objects = await render({ imagePrefetch: { pullSecretNamespaces: [{ namespace: "team-a", secretNames: ["regcred"] }, { namespace: "team-b" }] } });
+    const objects = await render({
+      imagePrefetch: { pullSecretNamespaces: [{ namespace: "team-a", secretNames: ["regcred"] }, { namespace: "team-b" }] },
+    });
     const secretRoles = objects.filter((o) => o.kind === "Role" && o.metadata.namespace !== NAMESPACE);
-    assert.deepEqual(secretRoles.map((r) => [r.metadata.namespace, r.rules]), [
-      ["team-a", [{ apiGroups: [""], resources: ["secrets"], resourceNames: ["regcred"], verbs: ["get"] }]],
-      ["team-b", [{ apiGroups: [""], resources: ["secrets"], verbs: ["get"] }]],
-    ]);
+    assert.deepEqual(
+      secretRoles.map((r) => [r.metadata.namespace, r.rules]),
+      [
+        ["team-a", [{ apiGroups: [""], resources: ["secrets"], resourceNames: ["regcred"], verbs: ["get"] }]],
+        ["team-b", [{ apiGroups: [""], resources: ["secrets"], verbs: ["get"] }]],
+      ],
+    );
     const bindings = objects.filter((o) => o.kind === "RoleBinding" && o.metadata.namespace !== NAMESPACE);
-    assert.deepEqual(bindings.map((b) => (b.subjects as { namespace: string }[])[0]?.namespace), [NAMESPACE, NAMESPACE], "bound to the controller's ServiceAccount in the release namespace");
+    assert.deepEqual(
+      bindings.map((b) => (b.subjects as { namespace: string }[])[0]?.namespace),
+      [NAMESPACE, NAMESPACE],
+      "bound to the controller's ServiceAccount in the release namespace",
+    );
     const off = await render({ imagePrefetch: { enabled: false, pullSecretNamespaces: [{ namespace: "team-a" }] } });
     const offGrants = off.filter((o) => o.kind === "Role" || o.kind === "ClusterRole").flatMap(grants);
-    assert.ok(!offGrants.some((g) => /imageprefetches|secrets|\(all-namespaces\)/.test(g)), `without imagePrefetch: ${offGrants.join(", ")}`);
+    assert.ok(
+      // Only the CA Secret's get in the release namespace remains of secrets.
+      !offGrants.some((g) => /imageprefetches|\(secret-namespaces\)|\(all-namespaces\)/.test(g)),
+      `without imagePrefetch: ${offGrants.join(", ")}`,
+    );
   });
 
   it("gives the agents nothing by default, and only events create when asked", async () => {
-    const agentRoles = (objects: K8sObject[]): K8sObject[] => objects.filter((o) => o.kind.endsWith("Role") && o.metadata.labels?.["app.kubernetes.io/component"] === "agent");
+    const agentRoles = (objects: K8sObject[]): K8sObject[] =>
+      objects.filter((o) => o.kind.endsWith("Role") && o.metadata.labels?.["app.kubernetes.io/component"] === "agent");
     assert.deepEqual(agentRoles(await render({})), []);
     const roles = agentRoles(await render({ agent: { rbac: { createEvents: true } } }));
     assert.deepEqual(roles.flatMap(grants), ["create core/events (namespace)"]);

@@ -18,7 +18,12 @@ const HELM_TIMEOUT_MS = 60_000;
 export interface K8sObject {
   readonly apiVersion: string;
   readonly kind: string;
-  readonly metadata: { readonly name: string; readonly namespace?: string; readonly labels?: Record<string, string>; readonly annotations?: Record<string, string> };
+  readonly metadata: {
+    readonly name: string;
+    readonly namespace?: string;
+    readonly labels?: Record<string, string>;
+    readonly annotations?: Record<string, string>;
+  };
   readonly [field: string]: unknown;
 }
 
@@ -32,7 +37,11 @@ export interface HelmResult {
 export async function helm(args: readonly string[], signal: AbortSignal = AbortSignal.timeout(HELM_TIMEOUT_MS)): Promise<HelmResult> {
   const binary = await helmBinary();
   try {
-    const { stdout, stderr } = await run(binary, [...args], { signal, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, HELM_CACHE_HOME: join(tmpdir(), "shoal-helm-cache"), HELM_CONFIG_HOME: join(tmpdir(), "shoal-helm-config") } });
+    const { stdout, stderr } = await run(binary, [...args], {
+      signal,
+      maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, HELM_CACHE_HOME: join(tmpdir(), "shoal-helm-cache"), HELM_CONFIG_HOME: join(tmpdir(), "shoal-helm-config") },
+    });
     return { ok: true, stdout, stderr };
   } catch (error) {
     const failed = error as { stdout?: string; stderr?: string; code?: unknown };
@@ -79,7 +88,10 @@ export async function render(values: object = {}): Promise<K8sObject[]> {
 /** The one object of this kind (and name suffix); fails the test if there is not exactly one. */
 export function only(objects: readonly K8sObject[], kind: string, nameSuffix = ""): K8sObject {
   const found = objects.filter((o) => o.kind === kind && o.metadata.name.endsWith(nameSuffix));
-  if (found.length !== 1) throw new Error(`expected one ${kind}${nameSuffix ? ` named *${nameSuffix}` : ""}, rendered ${found.length}: ${found.map((o) => o.metadata.name).join(", ")}`);
+  if (found.length !== 1)
+    throw new Error(
+      `expected one ${kind}${nameSuffix ? ` named *${nameSuffix}` : ""}, rendered ${found.length}: ${found.map((o) => o.metadata.name).join(", ")}`,
+    );
   const [object] = found;
   if (object === undefined) throw new Error("unreachable");
   return object;

@@ -67,10 +67,22 @@ export function quantile(sorted: readonly number[], q: number): number {
  * itself a certificate from it and speaks mutual TLS; the load generator's agents get theirs from `ca`);
  * `extraArgs` for a controller replica named `identity`.
  */
-export async function startKubernetes(agents: number, workDir: string, identity = "bench-controller"): Promise<{ api: KubeApiDouble; extraArgs: string[]; ca: BenchCa }> {
+export async function startKubernetes(
+  agents: number,
+  workDir: string,
+  identity = "bench-controller",
+): Promise<{ api: KubeApiDouble; extraArgs: string[]; ca: BenchCa }> {
   const api = await KubeApiDouble.start();
-  const { certificatePem, keyPem } = CertificateAuthority.createSelfSigned({ commonName: "shoal bench CA (throwaway)", lifetimeMs: CA_LIFETIME_MS });
-  api.putSecret({ namespace: NAMESPACE, name: CA_SECRET, type: "kubernetes.io/tls", data: { "tls.crt": certificatePem, "tls.key": keyPem } });
+  const { certificatePem, keyPem } = CertificateAuthority.createSelfSigned({
+    commonName: "shoal bench CA (throwaway)",
+    lifetimeMs: CA_LIFETIME_MS,
+  });
+  api.putSecret({
+    namespace: NAMESPACE,
+    name: CA_SECRET,
+    type: "kubernetes.io/tls",
+    data: { "tls.crt": certificatePem, "tls.key": keyPem },
+  });
   for (let i = 0; i < agents; i++) {
     const { nodeName, zone } = agentIdentity(i);
     api.putNode({ name: nodeName, zone });
@@ -78,16 +90,37 @@ export async function startKubernetes(agents: number, workDir: string, identity 
   }
   const kubeconfig = join(workDir, "kubeconfig");
   await writeFile(kubeconfig, api.kubeconfigYaml());
-  return { api, ca: { certificatePem, keyPem }, extraArgs: ["--ca-secret", CA_SECRET, "--issuer-listen", "127.0.0.1:0", "--membership", "kubernetes", "--kubeconfig", kubeconfig, "--namespace", NAMESPACE, "--identity", identity, "--agent-selector", "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent"] };
+  return {
+    api,
+    ca: { certificatePem, keyPem },
+    extraArgs: [
+      "--ca-secret",
+      CA_SECRET,
+      "--issuer-listen",
+      "127.0.0.1:0",
+      "--membership",
+      "kubernetes",
+      "--kubeconfig",
+      kubeconfig,
+      "--namespace",
+      NAMESPACE,
+      "--identity",
+      identity,
+      "--agent-selector",
+      "app.kubernetes.io/name=shoal,app.kubernetes.io/component=agent",
+    ],
+  };
 }
 
 export async function waitReady(metricsUrl: string): Promise<void> {
   const deadline = Date.now() + LEADER_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    const ok = await fetch(`${metricsUrl}/readyz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.status === 200, () => false);
+    const ok = await fetch(`${metricsUrl}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
+      (r) => r.status === 200,
+      () => false,
+    );
     if (ok) return;
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   throw new Error(`the controller was not ready within ${LEADER_TIMEOUT_MS} ms`);
 }
-

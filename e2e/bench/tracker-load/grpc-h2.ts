@@ -30,7 +30,7 @@ export function grpcFrame(message: Uint8Array): Buffer {
 /** The messages of a gRPC response body (whole frames only). */
 export function grpcMessages(body: Buffer): Buffer[] {
   const out: Buffer[] = [];
-  for (let at = 0; at + HEADER_BYTES <= body.length; ) {
+  for (let at = 0; at + HEADER_BYTES <= body.length;) {
     const length = body.readUInt32BE(at + 1);
     out.push(body.subarray(at + HEADER_BYTES, at + HEADER_BYTES + length));
     at += HEADER_BYTES + length;
@@ -82,7 +82,10 @@ export class AgentConnection {
     });
     this.session = session;
     session.on("error", () => undefined);
-    const stream = session.request({ ":method": "POST", ":path": `${SERVICE}/Session`, "content-type": "application/grpc", te: "trailers" }, { endStream: false });
+    const stream = session.request(
+      { ":method": "POST", ":path": `${SERVICE}/Session`, "content-type": "application/grpc", te: "trailers" },
+      { endStream: false },
+    );
     this.sessionStream = stream;
     stream.on("error", () => undefined);
     stream.on("drain", () => {
@@ -172,7 +175,13 @@ export class AgentConnection {
     const session = this.session;
     if (session === undefined || session.destroyed) return Promise.resolve({ status: -1, body: undefined, bytes: 0 });
     return new Promise<UnaryResult>((resolve) => {
-      const stream = session.request({ ":method": "POST", ":path": `${SERVICE}/${method}`, "content-type": "application/grpc", te: "trailers", "grpc-timeout": `${timeoutMs}m` });
+      const stream = session.request({
+        ":method": "POST",
+        ":path": `${SERVICE}/${method}`,
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": `${timeoutMs}m`,
+      });
       const chunks: Buffer[] = [];
       let bytes = 0;
       let status = -1;

@@ -3,7 +3,7 @@
 // tracker-bench.ts with child_process.fork; talks to it only through IPC messages.
 import { LookupResponse } from "../../../pkg/gen/tracker/v1/tracker.js";
 import { digestOf } from "../../../pkg/oci/index.js";
-import { announceRequest } from "../../../pkg/tracker/wire.js";
+import { announceRequest } from "../../../pkg/tracker/index.js";
 import { SessionRequest } from "../../../pkg/gen/tracker/v1/tracker.js";
 import { createPublicKey } from "node:crypto";
 import { CertificateAuthority, generateKey } from "../../../pkg/identity/index.js";
@@ -46,8 +46,16 @@ function issueCertificates(indexes: readonly number[], ca: BenchCa): void {
   const authority = CertificateAuthority.fromPem(ca.certificatePem, ca.keyPem);
   for (const index of indexes) {
     const key = generateKey();
-    const issued = authority.issue({ publicKey: createPublicKey(key), identity: { role: "agent", name: agentIdentity(index).nodeName, ips: [agentAddress(index)] }, lifetimeMs: CERTIFICATE_LIFETIME_MS });
-    certificates.set(index, { keyPem: key.export({ type: "pkcs8", format: "pem" }).toString(), certificatePem: issued.certificatePem, caPem: ca.certificatePem });
+    const issued = authority.issue({
+      publicKey: createPublicKey(key),
+      identity: { role: "agent", name: agentIdentity(index).nodeName, ips: [agentAddress(index)] },
+      lifetimeMs: CERTIFICATE_LIFETIME_MS,
+    });
+    certificates.set(index, {
+      keyPem: key.export({ type: "pkcs8", format: "pem" }).toString(),
+      certificatePem: issued.certificatePem,
+      caPem: ca.certificatePem,
+    });
   }
 }
 
@@ -66,12 +74,18 @@ async function connectAll(indexes: readonly number[], port: number): Promise<voi
     }
     // A blob only this agent holds, announced last: once a lookup sees it, the inventory is in.
     const sentinel = digestOf(`tracker-bench sentinel ${index}`);
-    while (!connection.send(grpcFrame(SessionRequest.encode(announceRequest({ digest: sentinel, size: 1024, pieceSize: 1 << 20, complete: true })).finish()))) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (
+      !connection.send(
+        grpcFrame(SessionRequest.encode(announceRequest({ digest: sentinel, size: 1024, pieceSize: 1 << 20, complete: true })).finish()),
+      )
+    )
+      await new Promise((resolve) => setTimeout(resolve, 5));
     for (let attempt = 0; ; attempt++) {
       const answer = await connection.unary("Lookup", lookupFrame(index, sentinel, false), true, LOOKUP_DEADLINE_MS);
       const message = answer.status === 0 && answer.body !== undefined ? grpcMessages(answer.body)[0] : undefined;
       if (message !== undefined && LookupResponse.decode(message).size > 0) break;
-      if (attempt > 600) throw new Error(`agent ${index}: inventory not visible at the tracker after ${attempt} lookups (status ${answer.status})`);
+      if (attempt > 600)
+        throw new Error(`agent ${index}: inventory not visible at the tracker after ${attempt} lookups (status ${answer.status})`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     opened.push({ index, connection });
@@ -94,7 +108,8 @@ async function rollout(plan: RolloutPlan): Promise<WorkerReport> {
   for (const { index, connection } of active) {
     for (let layer = 0; layer < Math.min(plan.concurrentLayers, workload.layers.length); layer++) {
       const digest = workload.layers[layer]?.digest;
-      if (digest !== undefined) downloads.push({ agent: index, connection, layer, lookup: lookupFrame(index, digest, false), outstanding: false, stage: 0 });
+      if (digest !== undefined)
+        downloads.push({ agent: index, connection, layer, lookup: lookupFrame(index, digest, false), outstanding: false, stage: 0 });
     }
   }
   const latencies: number[] = [];
@@ -173,7 +188,23 @@ async function rollout(plan: RolloutPlan): Promise<WorkerReport> {
   const elapsedMs = performance.now() - started;
   // Answers still on their way are waited for (bounded), so their latency counts.
   await Promise.race([Promise.all(inflight), new Promise((resolve) => setTimeout(resolve, LOOKUP_DEADLINE_MS * 5))]);
-  return { type: "result", elapsedMs, latencies, lookups, lookupErrors, lateLookups, deferredLookups, announces, skippedAnnounces, heartbeats, responseBytes, checkedLookups: checked, holdersSeen, downloads: downloads.length, cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6 };
+  return {
+    type: "result",
+    elapsedMs,
+    latencies,
+    lookups,
+    lookupErrors,
+    lateLookups,
+    deferredLookups,
+    announces,
+    skippedAnnounces,
+    heartbeats,
+    responseBytes,
+    checkedLookups: checked,
+    holdersSeen,
+    downloads: downloads.length,
+    cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+  };
 }
 
 let onKilled: ((atMs: number) => void) | undefined;
@@ -191,7 +222,14 @@ process.on("message", (command: WorkerCommand) => {
       routePort = command.port;
     } else if (command.type === "storm") {
       routePort = command.plan.port;
-      const { report, connections } = await runStorm(agents, buildWorkload(seed), command.plan, killed, (index) => certificates.get(index), () => routePort);
+      const { report, connections } = await runStorm(
+        agents,
+        buildWorkload(seed),
+        command.plan,
+        killed,
+        (index) => certificates.get(index),
+        () => routePort,
+      );
       // The connections are the new leader's now: close them with the others.
       agents = connections.map((connection, i) => ({ index: i, connection }));
       send(report);

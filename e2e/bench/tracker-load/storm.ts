@@ -8,8 +8,7 @@
 import { LookupResponse, SessionResponse } from "../../../pkg/gen/tracker/v1/tracker.js";
 import { digestOf } from "../../../pkg/oci/index.js";
 import { seededRandom } from "../../../pkg/sim/index.js";
-import { ReannouncePacing } from "../../../pkg/tracker/reannounce-pacing.js";
-import { announceRequest } from "../../../pkg/tracker/wire.js";
+import { ReannouncePacing, announceRequest } from "../../../pkg/tracker/index.js";
 import { Backoff } from "../../../pkg/util/index.js";
 import { SessionRequest } from "../../../pkg/gen/tracker/v1/tracker.js";
 import { AgentConnection, type AgentTls, grpcFrame, grpcMessages } from "./grpc-h2.js";
@@ -84,8 +83,12 @@ export async function runStorm(
       index,
       connection,
       inventory,
-      targets: targetsOf(index, plan.agents, plan.seed, own).map((rank) => lookupFrame(index, workload.catalogue[rank]?.digest ?? sentinelDigest, true)),
-      sentinel: grpcFrame(SessionRequest.encode(announceRequest({ digest: sentinelDigest, size: 1024, pieceSize: 1 << 20, complete: true })).finish()),
+      targets: targetsOf(index, plan.agents, plan.seed, own).map((rank) =>
+        lookupFrame(index, workload.catalogue[rank]?.digest ?? sentinelDigest, true),
+      ),
+      sentinel: grpcFrame(
+        SessionRequest.encode(announceRequest({ digest: sentinelDigest, size: 1024, pieceSize: 1 << 20, complete: true })).finish(),
+      ),
       sentinelLookup: lookupFrame(index, sentinelDigest, false),
       cursor: 0,
       outstanding: false,
@@ -231,17 +234,17 @@ export async function runStorm(
     connections,
     report: {
       type: "storm",
-    killedAtMs: killedAtMs ?? Number.NaN,
-    registeredAtMs: states.map((s) => s.registeredAtMs ?? Number.NaN),
-    sentAtMs: states.map((s) => s.sentAtMs ?? Number.NaN),
-    visibleAtMs: states.map((s) => s.visibleAtMs ?? Number.NaN),
-    attempts: states.reduce((sum, s) => sum + s.attempts, 0),
-    lookupSentAtMs: report.sentAtMs,
-    lookupLatencies: report.latencies,
-    lookupResults: report.results,
-    lookupsUnavailable: report.unavailable,
-    lookupsLate: report.late,
-    cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+      killedAtMs: killedAtMs ?? Number.NaN,
+      registeredAtMs: states.map((s) => s.registeredAtMs ?? Number.NaN),
+      sentAtMs: states.map((s) => s.sentAtMs ?? Number.NaN),
+      visibleAtMs: states.map((s) => s.visibleAtMs ?? Number.NaN),
+      attempts: states.reduce((sum, s) => sum + s.attempts, 0),
+      lookupSentAtMs: report.sentAtMs,
+      lookupLatencies: report.latencies,
+      lookupResults: report.results,
+      lookupsUnavailable: report.unavailable,
+      lookupsLate: report.late,
+      cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
     },
   };
 }

@@ -6,7 +6,7 @@ import { LookupRequest, SessionRequest } from "../../../pkg/gen/tracker/v1/track
 import { type Digest, digestOf } from "../../../pkg/oci/index.js";
 import { PieceBitmap, choosePieceSize, pieceCount } from "../../../pkg/piece/index.js";
 import { seededRandom } from "../../../pkg/sim/index.js";
-import { announceRequest, heartbeatRequest, registerRequest } from "../../../pkg/tracker/wire.js";
+import { announceRequest, heartbeatRequest, registerRequest } from "../../../pkg/tracker/index.js";
 import { grpcFrame } from "./grpc-h2.js";
 
 const MIB = 1024 * 1024;
@@ -82,7 +82,9 @@ export function buildWorkload(seed: number): Workload {
       const fresh: { index: number; sha256: Uint8Array }[] = [];
       const upTo = Math.floor((count * stage) / (PROGRESS_STAGES + 1));
       for (let index = 0; index < upTo; index++) if (bitmap.set(index)) fresh.push({ index, sha256: fakeHash(digest, index) });
-      progress.push(frameSession(announceRequest({ digest, size, pieceSize, complete: false, bitmap: bitmap.toBytes(), pieceHashes: fresh })));
+      progress.push(
+        frameSession(announceRequest({ digest, size, pieceSize, complete: false, bitmap: bitmap.toBytes(), pieceHashes: fresh })),
+      );
     }
     const pieceHashes = Array.from({ length: count }, (_, index) => ({ index, sha256: fakeHash(digest, index) }));
     return { digest, size, progress, complete: frameSession(announceRequest({ digest, size, pieceSize, complete: true, pieceHashes })) };
@@ -107,7 +109,12 @@ export function agentAddress(index: number): string {
 }
 
 export function agentIdentity(index: number): { agentId: string; nodeName: string; zone: string; peerAddress: string } {
-  return { agentId: `bench-agent-${index}`, nodeName: `bench-node-${index}`, zone: `zone-${index % ZONES}`, peerAddress: `${agentAddress(index)}:5052` };
+  return {
+    agentId: `bench-agent-${index}`,
+    nodeName: `bench-node-${index}`,
+    zone: `zone-${index % ZONES}`,
+    peerAddress: `${agentAddress(index)}:5052`,
+  };
 }
 
 /** `resumeBlobs`: what the agent is about to re-announce (after a lost session), as Register says it. */

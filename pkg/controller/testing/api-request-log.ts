@@ -21,7 +21,11 @@ export class ApiRequestLog {
     const text = `${JSON.stringify(rbacRequestKinds(this.requests, NAMESPACE), null, 2)}\n`;
     if (process.env.SHOAL_UPDATE_API_REQUESTS === "1") await writeFile(this.file, text);
     const name = this.file.pathname.split("/").slice(-3).join("/");
-    assert.equal(text, await readFile(this.file, "utf8"), `the controller's API requests differ from pkg/${name} (rerun with SHOAL_UPDATE_API_REQUESTS=1 and update the chart's roles)`);
+    assert.equal(
+      text,
+      await readFile(this.file, "utf8"),
+      `the controller's API requests differ from pkg/${name} (rerun with SHOAL_UPDATE_API_REQUESTS=1 and update the chart's roles)`,
+    );
     assert.ok(!this.requests.some((r) => r.verb === "unknown"), "no request to a path the double does not model");
   }
 }

@@ -48,7 +48,11 @@ export class ClusterAgent {
     const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ node: options.name });
     const sessions: GrpcTrackerClient[] = [];
     const certificate = new CertificateManager({
-      issuer: new GrpcCertificateIssuer({ address: options.issuerAddress, token: options.token, trustBundle: () => Promise.resolve(options.trustBundlePem) }),
+      issuer: new GrpcCertificateIssuer({
+        address: options.issuerAddress,
+        token: options.token,
+        trustBundle: () => Promise.resolve(options.trustBundlePem),
+      }),
       role: "agent",
       requestName: options.nodeName,
       logger: logger.child({ component: "certificate" }),
@@ -65,7 +69,15 @@ export class ClusterAgent {
       // By default the scheduler ignores the claimed zone: most tests are about what the tracker makes of it.
       ...(options.zoneFromTracker === true ? { zoneFromTracker: true } : { ignoreZone: true }),
       tracker: (identity, trackerLogger) => {
-        const client = new GrpcTrackerClient({ address: options.trackerAddress, identity, logger: trackerLogger, tls: certificate, initialBackoffMs: 100, maxBackoffMs: 400, lookupTimeoutMs: 2_000 });
+        const client = new GrpcTrackerClient({
+          address: options.trackerAddress,
+          identity,
+          logger: trackerLogger,
+          tls: certificate,
+          initialBackoffMs: 100,
+          maxBackoffMs: 400,
+          lookupTimeoutMs: 2_000,
+        });
         sessions.push(client);
         return client;
       },

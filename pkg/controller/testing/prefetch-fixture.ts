@@ -1,5 +1,12 @@
 import type { ApiObject } from "../../k8s/testing/index.js";
-import { type Digest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST, digestOf } from "../../oci/index.js";
+import {
+  type Digest,
+  MEDIA_TYPE_OCI_CONFIG,
+  MEDIA_TYPE_OCI_INDEX,
+  MEDIA_TYPE_OCI_LAYER,
+  MEDIA_TYPE_OCI_MANIFEST,
+  digestOf,
+} from "../../oci/index.js";
 import type { FakeUpstream } from "../../registry/testing/fake-upstream.js";
 import type { Condition, ImagePrefetchStatus } from "../prefetch-types.js";
 import { type ClusterAgent } from "./cluster-agent.js";
@@ -19,7 +26,13 @@ export interface TestImage {
 }
 
 /** An image on the fake origin: a manifest (or an index of two platforms) with a config and layers. */
-export async function addImage(origin: FakeUpstream, seed: string, layerSizes: readonly number[], tag: string, options: { index?: boolean } = {}): Promise<TestImage> {
+export async function addImage(
+  origin: FakeUpstream,
+  seed: string,
+  layerSizes: readonly number[],
+  tag: string,
+  options: { index?: boolean } = {},
+): Promise<TestImage> {
   const config = await origin.addBlob(Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", seed })));
   const layers = [];
   for (const [i, size] of layerSizes.entries()) layers.push(await origin.addBlob({ size, seed: `${seed}-layer-${i}` }));
@@ -37,7 +50,12 @@ export async function addImage(origin: FakeUpstream, seed: string, layerSizes: r
   }
   const amd = origin.addManifest(REPO, undefined, manifest, MEDIA_TYPE_OCI_MANIFEST);
   const armConfig = await origin.addBlob(Buffer.from(JSON.stringify({ architecture: "arm64", os: "linux", seed })));
-  const arm = origin.addManifest(REPO, undefined, { ...manifest, config: { mediaType: MEDIA_TYPE_OCI_CONFIG, ...armConfig } }, MEDIA_TYPE_OCI_MANIFEST);
+  const arm = origin.addManifest(
+    REPO,
+    undefined,
+    { ...manifest, config: { mediaType: MEDIA_TYPE_OCI_CONFIG, ...armConfig } },
+    MEDIA_TYPE_OCI_MANIFEST,
+  );
   const index = origin.addManifest(
     REPO,
     tag,
@@ -59,7 +77,7 @@ export function prefetchObject(name: string, spec: object): ApiObject {
 }
 
 export function statusOf(cluster: TestCluster, name: string): ImagePrefetchStatus {
-  return (cluster.api.object("imageprefetches", APPS, name)?.status ?? {});
+  return cluster.api.object("imageprefetches", APPS, name)?.status ?? {};
 }
 
 export function conditionOf(status: ImagePrefetchStatus, type: Condition["type"]): Condition | undefined {
@@ -70,13 +88,18 @@ export function conditionOf(status: ImagePrefetchStatus, type: Condition["type"]
 export function prefetchEvents(cluster: TestCluster, name: string): { type: string; reason: string; message: string }[] {
   return cluster.api
     .events(APPS)
-    .filter((e) => (e.involvedObject as { kind?: string; name?: string }).kind === "ImagePrefetch" && (e.involvedObject as { name?: string }).name === name)
+    .filter(
+      (e) =>
+        (e.involvedObject as { kind?: string; name?: string }).kind === "ImagePrefetch" &&
+        (e.involvedObject as { name?: string }).name === name,
+    )
     .map((e) => ({ type: String(e.type), reason: String(e.reason), message: String(e.message) }));
 }
 
 /** Whether the agent's store holds every manifest and blob of the image. */
 export async function holdsImage(agent: ClusterAgent, image: TestImage): Promise<boolean> {
-  for (const digest of [...image.manifestDigests, ...image.blobs.map((b) => b.digest)]) if ((await agent.store.stat(digest)) === undefined) return false;
+  for (const digest of [...image.manifestDigests, ...image.blobs.map((b) => b.digest)])
+    if ((await agent.store.stat(digest)) === undefined) return false;
   return true;
 }
 

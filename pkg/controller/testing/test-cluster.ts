@@ -48,15 +48,29 @@ export class TestCluster {
     const ref: { cluster?: TestCluster } = {};
     const forwarder = await ServiceForwarder.start({
       probeIntervalMs: 50,
-      backends: () => [...(ref.cluster?.replicas.values() ?? [])].filter((r) => !r.stopped).map((r) => ({ target: r.controller.trackerAddress, readyUrl: r.readyUrl })),
+      backends: () =>
+        [...(ref.cluster?.replicas.values() ?? [])]
+          .filter((r) => !r.stopped)
+          .map((r) => ({ target: r.controller.trackerAddress, readyUrl: r.readyUrl })),
     });
     const issuerForwarder = await ServiceForwarder.start({
       probeIntervalMs: 50,
-      backends: () => [...(ref.cluster?.replicas.values() ?? [])].filter((r) => !r.stopped).map((r) => ({ target: r.controller.issuerAddress, readyUrl: r.readyUrl })),
+      backends: () =>
+        [...(ref.cluster?.replicas.values() ?? [])]
+          .filter((r) => !r.stopped)
+          .map((r) => ({ target: r.controller.issuerAddress, readyUrl: r.readyUrl })),
     });
     // The chart's CA Secret, made the way helm's genCA would (a throwaway CA).
-    const { ca, certificatePem, keyPem } = CertificateAuthority.createSelfSigned({ commonName: "shoal test CA", lifetimeMs: 24 * 3_600_000 });
-    api.putSecret({ namespace: NAMESPACE, name: CA_SECRET, type: "kubernetes.io/tls", data: { "tls.crt": certificatePem, "tls.key": keyPem } });
+    const { ca, certificatePem, keyPem } = CertificateAuthority.createSelfSigned({
+      commonName: "shoal test CA",
+      lifetimeMs: 24 * 3_600_000,
+    });
+    api.putSecret({
+      namespace: NAMESPACE,
+      name: CA_SECRET,
+      type: "kubernetes.io/tls",
+      data: { "tls.crt": certificatePem, "tls.key": keyPem },
+    });
     ref.cluster = new TestCluster(api, forwarder, issuerForwarder, origin, ca, keyPem);
     return ref.cluster;
   }
@@ -76,11 +90,29 @@ export class TestCluster {
       grantStallTimeoutMs: 2_000,
       ...TIMINGS,
       informerTuning: { initialBackoffMs: 100, maxBackoffMs: 1_000 },
-      certificates: { caSecret: CA_SECRET, issuerListen: { host: "127.0.0.1", port: 0 }, lifetimeMs: 3_600_000, tokenAudience: TOKEN_AUDIENCE, retryInitialMs: 100 },
+      certificates: {
+        caSecret: CA_SECRET,
+        issuerListen: { host: "127.0.0.1", port: 0 },
+        lifetimeMs: 3_600_000,
+        tokenAudience: TOKEN_AUDIENCE,
+        retryInitialMs: 100,
+      },
       ...extra,
     });
-    const metricsServer = await MetricsServer.start({ host: "127.0.0.1", port: 0, registry: metrics.registry, health: { live: () => true, ready: () => controller.ready() } });
-    const replica: Replica = { identity, controller, metrics, metricsServer, readyUrl: `http://127.0.0.1:${metricsServer.address.port}/readyz`, stopped: false };
+    const metricsServer = await MetricsServer.start({
+      host: "127.0.0.1",
+      port: 0,
+      registry: metrics.registry,
+      health: { live: () => true, ready: () => controller.ready() },
+    });
+    const replica: Replica = {
+      identity,
+      controller,
+      metrics,
+      metricsServer,
+      readyUrl: `http://127.0.0.1:${metricsServer.address.port}/readyz`,
+      stopped: false,
+    };
     this.replicas.set(identity, replica);
     return replica;
   }
@@ -106,14 +138,26 @@ export class TestCluster {
 
   /** The projected token the kubelet would mount in Pod `pod` (bound to it, for the controller's audience). */
   tokenFor(pod: string, audiences: readonly string[] = [TOKEN_AUDIENCE]): string {
-    return this.api.serviceAccountToken({ namespace: NAMESPACE, serviceAccount: AGENT_SERVICE_ACCOUNT, pod, audiences, expirationSeconds: 3600 });
+    return this.api.serviceAccountToken({
+      namespace: NAMESPACE,
+      serviceAccount: AGENT_SERVICE_ACCOUNT,
+      pod,
+      audiences,
+      expirationSeconds: 3600,
+    });
   }
 
   /**
    * With `zoneFromTracker` the agent's scheduler uses the zone the tracker ranks it by, as in a cluster;
    * `token` replaces the Pod's own projected token.
    */
-  async startAgent(name: string, nodeName: string, podIp: string, claimedZone?: string, options: { zoneFromTracker?: boolean; token?: string } = {}): Promise<ClusterAgent> {
+  async startAgent(
+    name: string,
+    nodeName: string,
+    podIp: string,
+    claimedZone?: string,
+    options: { zoneFromTracker?: boolean; token?: string } = {},
+  ): Promise<ClusterAgent> {
     const projected = options.token ?? this.tokenFor(name);
     const agent = await ClusterAgent.start({
       issuerAddress: await this.issuerForwarder.endpointFor(podIp),

@@ -35,7 +35,7 @@ export async function readTarEntries(file: string): Promise<TarEntry[]> {
       position += TAR_BLOCK_BYTES;
       if (header === undefined) break;
       const hash = createHash("sha256");
-      for (let done = 0; done < header.size; ) {
+      for (let done = 0; done < header.size;) {
         const length = Math.min(READ_CHUNK_BYTES, header.size - done);
         hash.update(await readExactly(length, position + done));
         done += length;

@@ -33,23 +33,52 @@ describe("API double: the ImagePrefetch custom resource, its status subresource,
     const created = (await objects.createNamespacedCustomObject({
       ...GROUP,
       namespace: "apps",
-      body: { apiVersion: "shoal.dev/v1alpha1", kind: "ImagePrefetch", metadata: { name: "web" }, spec: { images: ["a.io/web:1"] }, status: { bogus: true } },
+      body: {
+        apiVersion: "shoal.dev/v1alpha1",
+        kind: "ImagePrefetch",
+        metadata: { name: "web" },
+        spec: { images: ["a.io/web:1"] },
+        status: { bogus: true },
+      },
     })) as Prefetch;
     assert.equal(created.metadata.generation, 1);
     assert.equal(created.status, undefined);
-    const withStatus = (await objects.replaceNamespacedCustomObjectStatus({ ...GROUP, namespace: "apps", name: "web", body: { ...created, spec: { images: ["ignored"] }, status: { phase: "Seeding" } } })) as Prefetch;
+    const withStatus = (await objects.replaceNamespacedCustomObjectStatus({
+      ...GROUP,
+      namespace: "apps",
+      name: "web",
+      body: { ...created, spec: { images: ["ignored"] }, status: { phase: "Seeding" } },
+    })) as Prefetch;
     assert.deepEqual(withStatus.status, { phase: "Seeding" });
     assert.deepEqual(withStatus.spec, { images: ["a.io/web:1"] }, "/status does not change the spec");
     assert.equal(withStatus.metadata.generation, 1);
-    const same = (await objects.replaceNamespacedCustomObject({ ...GROUP, namespace: "apps", name: "web", body: { ...withStatus, status: { phase: "Overwritten" } } })) as Prefetch;
+    const same = (await objects.replaceNamespacedCustomObject({
+      ...GROUP,
+      namespace: "apps",
+      name: "web",
+      body: { ...withStatus, status: { phase: "Overwritten" } },
+    })) as Prefetch;
     assert.deepEqual(same.status, { phase: "Seeding" }, "the resource keeps its stored status");
     assert.equal(same.metadata.generation, 1, "no spec change, same generation");
-    const changed = (await objects.replaceNamespacedCustomObject({ ...GROUP, namespace: "apps", name: "web", body: { ...same, spec: { images: ["a.io/web:2"] } } })) as Prefetch;
+    const changed = (await objects.replaceNamespacedCustomObject({
+      ...GROUP,
+      namespace: "apps",
+      name: "web",
+      body: { ...same, spec: { images: ["a.io/web:2"] } },
+    })) as Prefetch;
     assert.equal(changed.metadata.generation, 2);
-    const stale: unknown = await objects.replaceNamespacedCustomObjectStatus({ ...GROUP, namespace: "apps", name: "web", body: { ...withStatus, status: { phase: "Late" } } }).then(() => undefined, (e: unknown) => e);
+    const stale: unknown = await objects
+      .replaceNamespacedCustomObjectStatus({ ...GROUP, namespace: "apps", name: "web", body: { ...withStatus, status: { phase: "Late" } } })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     assert.equal(apiStatusOf(stale)?.code, 409, "status writes use optimistic concurrency too");
     const listed = (await objects.listClusterCustomObject(GROUP)) as unknown as { items: Prefetch[] };
-    assert.deepEqual(listed.items.map((i) => i.metadata.name), ["web"]);
+    assert.deepEqual(
+      listed.items.map((i) => i.metadata.name),
+      ["web"],
+    );
     await objects.deleteNamespacedCustomObject({ ...GROUP, namespace: "apps", name: "web" });
     assert.equal(api.imagePrefetches().length, 0);
     const kinds = api.distinctRequests().map((r) => `${r.verb} ${r.apiGroup}/${r.resource}`);
@@ -57,7 +86,12 @@ describe("API double: the ImagePrefetch custom resource, its status subresource,
   });
 
   it("serves Secrets by name, and no status subresource where none is modeled", async () => {
-    api.putSecret({ namespace: "apps", name: "regcred", type: "kubernetes.io/dockerconfigjson", data: { ".dockerconfigjson": '{"auths":{}}' } });
+    api.putSecret({
+      namespace: "apps",
+      name: "regcred",
+      type: "kubernetes.io/dockerconfigjson",
+      data: { ".dockerconfigjson": '{"auths":{}}' },
+    });
     const core = api.kubeConfig().makeApiClient(CoreV1Api);
     const secret = await core.readNamespacedSecret({ namespace: "apps", name: "regcred" });
     assert.equal(Buffer.from(secret.data?.[".dockerconfigjson"] ?? "", "base64").toString(), '{"auths":{}}');
@@ -67,10 +101,17 @@ describe("API double: the ImagePrefetch custom resource, its status subresource,
 
   it("answers on its Unix socket as on TCP", async () => {
     const status = await new Promise<number>((resolve, reject) => {
-      const req = request({ socketPath: join(dir, "api.sock"), path: "/api/v1/namespaces/apps/secrets/regcred", headers: { authorization: `Bearer ${api.token}` } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
+      const req = request(
+        {
+          socketPath: join(dir, "api.sock"),
+          path: "/api/v1/namespaces/apps/secrets/regcred",
+          headers: { authorization: `Bearer ${api.token}` },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
       req.on("error", reject);
       req.end();
     });

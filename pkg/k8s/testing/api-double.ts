@@ -3,7 +3,16 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { AddressInfo } from "node:net";
 import { KubeConfig } from "@kubernetes/client-node";
 import { type LabelSelector, parseLabelSelector } from "../label-selector.js";
-import { type ApiRequestKind, type ApiVerb, type ModeledResource, type RecordedApiRequest, type Route, distinctKinds, modeled, parseRoute } from "./api-routes.js";
+import {
+  type ApiRequestKind,
+  type ApiVerb,
+  type ModeledResource,
+  type RecordedApiRequest,
+  type Route,
+  distinctKinds,
+  modeled,
+  parseRoute,
+} from "./api-routes.js";
 import { type NodeFixture, type PodFixture, nodeObject, podObject } from "./fixtures.js";
 import { type ApiObject, ObjectStore, type WatchEventType, type WatchSink, clone } from "./object-store.js";
 import { ApiStatusError, statuses } from "./status.js";
@@ -106,7 +115,12 @@ export class KubeApiDouble {
         throw error;
       }
     }
-    ref.instance = new KubeApiDouble(server, socketServer, options.token ?? randomBytes(16).toString("hex"), options.bookmarkIntervalMs ?? DEFAULT_BOOKMARK_INTERVAL_MS);
+    ref.instance = new KubeApiDouble(
+      server,
+      socketServer,
+      options.token ?? randomBytes(16).toString("hex"),
+      options.bookmarkIntervalMs ?? DEFAULT_BOOKMARK_INTERVAL_MS,
+    );
     return ref.instance;
   }
 
@@ -195,7 +209,11 @@ export class KubeApiDouble {
   /** Creates or replaces a Secret; `data` values are raw (encoded to base64 as the API stores them). */
   putSecret(secret: { namespace: string; name: string; type?: string; data: Record<string, string | Buffer> }): ApiObject {
     const data = Object.fromEntries(Object.entries(secret.data).map(([key, value]) => [key, Buffer.from(value).toString("base64")]));
-    return this.store.upsert(modeled("secrets"), { metadata: { name: secret.name, namespace: secret.namespace }, type: secret.type ?? "Opaque", data });
+    return this.store.upsert(modeled("secrets"), {
+      metadata: { name: secret.name, namespace: secret.namespace },
+      type: secret.type ?? "Opaque",
+      data,
+    });
   }
 
   deleteSecret(namespace: string, name: string): void {
@@ -207,18 +225,38 @@ export class KubeApiDouble {
    * `pod` (which must exist: its uid and node are taken now), for `audiences`, expiring after
    * `expirationSeconds`. TokenReview then authenticates it as the API server would.
    */
-  serviceAccountToken(request: { namespace: string; serviceAccount: string; pod?: string; audiences?: readonly string[]; expirationSeconds?: number }): string {
+  serviceAccountToken(request: {
+    namespace: string;
+    serviceAccount: string;
+    pod?: string;
+    audiences?: readonly string[];
+    expirationSeconds?: number;
+  }): string {
     let pod: ServiceAccountTokenRequest["pod"];
     if (request.pod !== undefined) {
       const found = this.store.get(modeled("pods"), request.namespace, request.pod);
       if (found === undefined) throw new Error(`pod ${request.namespace}/${request.pod} does not exist`);
-      pod = { name: request.pod, uid: found.metadata.uid ?? "", nodeName: (found.spec as { nodeName?: string } | undefined)?.nodeName ?? "" };
+      pod = {
+        name: request.pod,
+        uid: found.metadata.uid ?? "",
+        nodeName: (found.spec as { nodeName?: string } | undefined)?.nodeName ?? "",
+      };
     }
-    return this.tokens.issue({ namespace: request.namespace, serviceAccount: request.serviceAccount, ...(pod === undefined ? {} : { pod }), ...(request.audiences === undefined ? {} : { audiences: request.audiences }), ...(request.expirationSeconds === undefined ? {} : { expirationSeconds: request.expirationSeconds }) });
+    return this.tokens.issue({
+      namespace: request.namespace,
+      serviceAccount: request.serviceAccount,
+      ...(pod === undefined ? {} : { pod }),
+      ...(request.audiences === undefined ? {} : { audiences: request.audiences }),
+      ...(request.expirationSeconds === undefined ? {} : { expirationSeconds: request.expirationSeconds }),
+    });
   }
 
   /** The stored object (a copy), or undefined. */
-  object(resource: "pods" | "nodes" | "leases" | "events" | "secrets" | "imageprefetches", namespace: string | undefined, name: string): ApiObject | undefined {
+  object(
+    resource: "pods" | "nodes" | "leases" | "events" | "secrets" | "imageprefetches",
+    namespace: string | undefined,
+    name: string,
+  ): ApiObject | undefined {
     const found = this.store.get(modeled(resource), namespace, name);
     return found === undefined ? undefined : clone(found);
   }
@@ -254,7 +292,9 @@ export class KubeApiDouble {
 
   /** Events created so far, oldest first. */
   events(namespace?: string): ApiObject[] {
-    return this.store.list({ resource: "events", namespace, selector: parseLabelSelector("") }).sort((a, b) => Number(a.metadata.resourceVersion) - Number(b.metadata.resourceVersion));
+    return this.store
+      .list({ resource: "events", namespace, selector: parseLabelSelector("") })
+      .sort((a, b) => Number(a.metadata.resourceVersion) - Number(b.metadata.resourceVersion));
   }
 
   /** Forgets history: resuming a watch from a resourceVersion before now is 410 Gone. */
@@ -362,7 +402,14 @@ export class KubeApiDouble {
       return;
     }
     const resource = route.subresource === undefined ? route.kind.resource : `${route.kind.resource}/${route.subresource}`;
-    const entry: RecordedApiRequest = { verb: route.verb, apiGroup: route.kind.group, resource, namespace: route.namespace, name: route.name, status: 0 };
+    const entry: RecordedApiRequest = {
+      verb: route.verb,
+      apiGroup: route.kind.group,
+      resource,
+      namespace: route.namespace,
+      name: route.name,
+      status: 0,
+    };
     this.log.push(entry);
     if (req.headers.authorization !== `Bearer ${this.token}`) {
       this.fail(res, statuses.unauthorized(), entry);
@@ -397,14 +444,21 @@ export class KubeApiDouble {
         const selector = selectorOf(url);
         const rv = url.searchParams.get("resourceVersion") ?? "";
         if (url.searchParams.get("resourceVersionMatch") === "Exact") {
-          if (/^\d+$/.test(rv) && Number(rv) < this.store.oldestResourceVersion) throw statuses.expired(Number(rv), this.store.oldestResourceVersion);
-          if (rv !== String(this.store.resourceVersion)) throw statuses.badRequest("the double serves resourceVersionMatch=Exact only at the current resourceVersion");
+          if (/^\d+$/.test(rv) && Number(rv) < this.store.oldestResourceVersion)
+            throw statuses.expired(Number(rv), this.store.oldestResourceVersion);
+          if (rv !== String(this.store.resourceVersion))
+            throw statuses.badRequest("the double serves resourceVersionMatch=Exact only at the current resourceVersion");
         }
         const items = this.store.list({ resource: kind.resource, namespace, selector }).map((o) => {
           const { kind: _kind, apiVersion: _apiVersion, ...rest } = o;
           return rest;
         });
-        send(200, { kind: `${kind.kind}List`, apiVersion: apiVersionOf(kind), metadata: { resourceVersion: String(this.store.resourceVersion) }, items });
+        send(200, {
+          kind: `${kind.kind}List`,
+          apiVersion: apiVersionOf(kind),
+          metadata: { resourceVersion: String(this.store.resourceVersion) },
+          items,
+        });
         return;
       }
       case "get": {
@@ -419,7 +473,13 @@ export class KubeApiDouble {
           const review = await readObject(req, false);
           validateCreate(kind, review);
           const podUid = (ns: string, pod: string): string | undefined => this.store.get(modeled("pods"), ns, pod)?.metadata.uid;
-          send(201, { kind: "TokenReview", apiVersion: "authentication.k8s.io/v1", metadata: {}, spec: review.spec, status: this.tokens.review(review, podUid) });
+          send(201, {
+            kind: "TokenReview",
+            apiVersion: "authentication.k8s.io/v1",
+            metadata: {},
+            spec: review.spec,
+            status: this.tokens.review(review, podUid),
+          });
           return;
         }
         const body = await readObject(req);
@@ -429,7 +489,8 @@ export class KubeApiDouble {
         if (namespace !== undefined) body.metadata.namespace = namespace;
         if ((body.metadata.name as string | undefined) === undefined || body.metadata.name === "") {
           const generate = body.metadata.generateName;
-          if (typeof generate !== "string" || generate === "") throw statuses.invalid(kind.resource, kind.group, "", "metadata.name: Required value: name or generateName is required");
+          if (typeof generate !== "string" || generate === "")
+            throw statuses.invalid(kind.resource, kind.group, "", "metadata.name: Required value: name or generateName is required");
           body.metadata.name = `${generate}${randomBytes(3).toString("hex").slice(0, 5)}`;
         }
         delete body.metadata.resourceVersion;
@@ -444,15 +505,29 @@ export class KubeApiDouble {
       }
       case "update": {
         const body = await readObject(req);
-        if (body.metadata.name !== name) throw statuses.badRequest(`the name of the object (${body.metadata.name}) does not match the name on the URL (${String(name)})`);
+        if (body.metadata.name !== name)
+          throw statuses.badRequest(`the name of the object (${body.metadata.name}) does not match the name on the URL (${String(name)})`);
         if (body.metadata.namespace !== undefined && body.metadata.namespace !== namespace) {
           throw statuses.badRequest("the namespace of the provided object does not match the namespace sent on the request");
         }
         if (namespace !== undefined) body.metadata.namespace = namespace;
         const expected = body.metadata.resourceVersion;
-        if (expected === undefined || expected === "") throw statuses.invalid(kind.resource, kind.group, name, "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update");
+        if (expected === undefined || expected === "")
+          throw statuses.invalid(
+            kind.resource,
+            kind.group,
+            name,
+            "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+          );
         validateUpdate(kind, body);
-        send(200, this.store.update(kind, kind.statusSubresource === true ? this.withSubresourceRules(kind, body, route.subresource) : body, expected));
+        send(
+          200,
+          this.store.update(
+            kind,
+            kind.statusSubresource === true ? this.withSubresourceRules(kind, body, route.subresource) : body,
+            expected,
+          ),
+        );
         return;
       }
       case "delete":
@@ -489,7 +564,8 @@ export class KubeApiDouble {
   private watch(route: Route, url: URL, res: ServerResponse, entry: RecordedApiRequest): void {
     const selector = selectorOf(url);
     const rvParam = url.searchParams.get("resourceVersion") ?? "";
-    if (rvParam !== "" && rvParam !== "0" && !/^\d+$/.test(rvParam)) throw statuses.badRequest(`invalid resourceVersion ${JSON.stringify(rvParam)}`);
+    if (rvParam !== "" && rvParam !== "0" && !/^\d+$/.test(rvParam))
+      throw statuses.badRequest(`invalid resourceVersion ${JSON.stringify(rvParam)}`);
     if (url.searchParams.has("fieldSelector")) throw statuses.badRequest("fieldSelector is not modeled by the double");
     const fromRv = rvParam === "" || rvParam === "0" ? undefined : Number(rvParam);
     const oldest = this.store.oldestResourceVersion;
@@ -516,9 +592,12 @@ export class KubeApiDouble {
     const watch: OpenWatch = { sink, response: res, kind: route.kind, bookmarks: url.searchParams.get("allowWatchBookmarks") === "true" };
     this.watches.add(watch);
     const timeoutSeconds = Number(url.searchParams.get("timeoutSeconds") ?? "0");
-    const timer = timeoutSeconds > 0 ? setTimeout(() => {
+    const timer =
+      timeoutSeconds > 0
+        ? setTimeout(() => {
             this.endWatch(watch);
-          }, timeoutSeconds * 1000) : undefined;
+          }, timeoutSeconds * 1000)
+        : undefined;
     res.on("close", () => {
       clearTimeout(timer);
       this.closeWatch(watch);
@@ -548,7 +627,10 @@ export class KubeApiDouble {
   }
 
   private fail(res: ServerResponse, error: unknown, entry: RecordedApiRequest | undefined): void {
-    const status = error instanceof ApiStatusError ? error : new ApiStatusError(500, "InternalError", error instanceof Error ? error.message : String(error));
+    const status =
+      error instanceof ApiStatusError
+        ? error
+        : new ApiStatusError(500, "InternalError", error instanceof Error ? error.message : String(error));
     if (entry !== undefined) entry.status = status.code;
     if (res.headersSent) {
       res.destroy();
@@ -597,7 +679,8 @@ async function readObject(req: IncomingMessage, needsMetadata = true): Promise<A
   } catch {
     throw statuses.badRequest("the request body is not valid JSON");
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw statuses.badRequest("the request body is not an object");
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    throw statuses.badRequest("the request body is not an object");
   const object = parsed as { metadata?: unknown };
   if (!needsMetadata && object.metadata === undefined) object.metadata = {};
   if (typeof object.metadata !== "object" || object.metadata === null) throw statuses.badRequest("the object has no metadata");

@@ -16,11 +16,39 @@ export interface ModeledResource extends ResourceKind {
 
 /** Exactly what Shoal uses, and a little around it for tests to drive. */
 export const MODELED_RESOURCES: readonly ModeledResource[] = [
-  { resource: "pods", group: "", version: "v1", kind: "Pod", namespaced: true, verbs: ["get", "list", "watch", "create", "update", "delete"] },
-  { resource: "nodes", group: "", version: "v1", kind: "Node", namespaced: false, verbs: ["get", "list", "watch", "create", "update", "delete"] },
+  {
+    resource: "pods",
+    group: "",
+    version: "v1",
+    kind: "Pod",
+    namespaced: true,
+    verbs: ["get", "list", "watch", "create", "update", "delete"],
+  },
+  {
+    resource: "nodes",
+    group: "",
+    version: "v1",
+    kind: "Node",
+    namespaced: false,
+    verbs: ["get", "list", "watch", "create", "update", "delete"],
+  },
   { resource: "events", group: "", version: "v1", kind: "Event", namespaced: true, verbs: ["get", "list", "watch", "create"] },
-  { resource: "leases", group: "coordination.k8s.io", version: "v1", kind: "Lease", namespaced: true, verbs: ["get", "list", "watch", "create", "update", "delete"] },
-  { resource: "secrets", group: "", version: "v1", kind: "Secret", namespaced: true, verbs: ["get", "list", "watch", "create", "update", "delete"] },
+  {
+    resource: "leases",
+    group: "coordination.k8s.io",
+    version: "v1",
+    kind: "Lease",
+    namespaced: true,
+    verbs: ["get", "list", "watch", "create", "update", "delete"],
+  },
+  {
+    resource: "secrets",
+    group: "",
+    version: "v1",
+    kind: "Secret",
+    namespaced: true,
+    verbs: ["get", "list", "watch", "create", "update", "delete"],
+  },
   // Not stored: a create is answered with the review's status (the API server's TokenReview).
   { resource: "tokenreviews", group: "authentication.k8s.io", version: "v1", kind: "TokenReview", namespaced: false, verbs: ["create"] },
   // The chart's CRD (charts/shoal/crds/imageprefetches.yaml).
@@ -77,7 +105,10 @@ export interface ApiRequestKind {
  * (404 for unknown paths and subresources, 405 for a verb the resource does not take here).
  */
 export function parseRoute(method: string, url: URL): Route {
-  const segments = url.pathname.split("/").filter((s) => s !== "").map(decodeURIComponent);
+  const segments = url.pathname
+    .split("/")
+    .filter((s) => s !== "")
+    .map(decodeURIComponent);
   let group: string;
   let version: string;
   let rest: string[];
@@ -138,7 +169,11 @@ export function distinctKinds(requests: readonly RecordedApiRequest[]): ApiReque
     byKey.set(JSON.stringify(kind), kind);
   }
   return [...byKey.values()].sort(
-    (a, b) => a.apiGroup.localeCompare(b.apiGroup) || a.resource.localeCompare(b.resource) || a.verb.localeCompare(b.verb) || Number(a.namespaced) - Number(b.namespaced),
+    (a, b) =>
+      a.apiGroup.localeCompare(b.apiGroup) ||
+      a.resource.localeCompare(b.resource) ||
+      a.verb.localeCompare(b.verb) ||
+      Number(a.namespaced) - Number(b.namespaced),
   );
 }
 
@@ -163,7 +198,8 @@ export function rbacRequestKinds(requests: readonly RecordedApiRequest[], ownNam
   for (const r of requests) {
     if (r.verb === "unknown") continue;
     const base = r.resource.split("/")[0] ?? r.resource;
-    const namespaced = MODELED_RESOURCES.find((m) => m.resource === base && m.group === r.apiGroup)?.namespaced ?? r.namespace !== undefined;
+    const namespaced =
+      MODELED_RESOURCES.find((m) => m.resource === base && m.group === r.apiGroup)?.namespaced ?? r.namespace !== undefined;
     let scope: RbacScope;
     if (!namespaced) scope = "cluster";
     else if (r.namespace === ownNamespace) scope = "namespace";
@@ -173,6 +209,10 @@ export function rbacRequestKinds(requests: readonly RecordedApiRequest[], ownNam
     byKey.set(JSON.stringify(kind), kind);
   }
   return [...byKey.values()].sort(
-    (a, b) => a.apiGroup.localeCompare(b.apiGroup) || a.resource.localeCompare(b.resource) || a.verb.localeCompare(b.verb) || a.scope.localeCompare(b.scope),
+    (a, b) =>
+      a.apiGroup.localeCompare(b.apiGroup) ||
+      a.resource.localeCompare(b.resource) ||
+      a.verb.localeCompare(b.verb) ||
+      a.scope.localeCompare(b.scope),
   );
 }

@@ -22,7 +22,11 @@ export function podObject(fixture: PodFixture): ApiObject {
   const ready = fixture.ready ?? true;
   return {
     metadata: { name: fixture.name, namespace: fixture.namespace ?? "shoal", labels: { ...(fixture.labels ?? AGENT_LABELS) } },
-    spec: { nodeName: fixture.nodeName, serviceAccountName: fixture.serviceAccount ?? "default", containers: [{ name: "agent", image: "shoal:test" }] },
+    spec: {
+      nodeName: fixture.nodeName,
+      serviceAccountName: fixture.serviceAccount ?? "default",
+      containers: [{ name: "agent", image: "shoal:test" }],
+    },
     status: {
       phase: fixture.phase ?? "Running",
       ...(fixture.ip === undefined ? {} : { podIP: fixture.ip, podIPs: [{ ip: fixture.ip }] }),
@@ -42,7 +46,11 @@ export function nodeObject(fixture: NodeFixture): ApiObject {
   return {
     metadata: {
       name: fixture.name,
-      labels: { "kubernetes.io/hostname": fixture.name, ...(fixture.zone === undefined ? {} : { [ZONE_LABEL]: fixture.zone }), ...fixture.labels },
+      labels: {
+        "kubernetes.io/hostname": fixture.name,
+        ...(fixture.zone === undefined ? {} : { [ZONE_LABEL]: fixture.zone }),
+        ...fixture.labels,
+      },
     },
     spec: {},
     status: { conditions: [{ type: "Ready", status: "True" }] },

@@ -99,7 +99,8 @@ export class ObjectStore {
     const key = keyOf(object.metadata.namespace, object.metadata.name);
     const current = this.bucket(kind.resource).get(key);
     if (current === undefined) throw statuses.notFound(kind.resource, kind.group, object.metadata.name);
-    if (expectedRv !== undefined && expectedRv !== current.metadata.resourceVersion) throw statuses.conflict(kind.resource, kind.group, object.metadata.name);
+    if (expectedRv !== undefined && expectedRv !== current.metadata.resourceVersion)
+      throw statuses.conflict(kind.resource, kind.group, object.metadata.name);
     const stored = this.stamp(kind, clone(object));
     stored.metadata.uid = current.metadata.uid;
     stored.metadata.creationTimestamp = current.metadata.creationTimestamp;
@@ -110,7 +111,9 @@ export class ObjectStore {
 
   /** Creates or replaces (test controls). */
   upsert(kind: ResourceKind, object: ApiObject): ApiObject {
-    return this.get(kind, object.metadata.namespace, object.metadata.name) === undefined ? this.create(kind, object) : this.update(kind, object);
+    return this.get(kind, object.metadata.namespace, object.metadata.name) === undefined
+      ? this.create(kind, object)
+      : this.update(kind, object);
   }
 
   delete(kind: ResourceKind, namespace: string | undefined, name: string): ApiObject {

@@ -113,7 +113,11 @@ export class ServiceForwarder {
       return;
     }
     const colon = backend.target.lastIndexOf(":");
-    const upstream = connect({ host: backend.target.slice(0, colon), port: Number(backend.target.slice(colon + 1)), localAddress: sourceAddress });
+    const upstream = connect({
+      host: backend.target.slice(0, colon),
+      port: Number(backend.target.slice(colon + 1)),
+      localAddress: sourceAddress,
+    });
     this.track(upstream);
     client.on("error", () => upstream.destroy());
     upstream.on("error", () => client.destroy());

@@ -22,7 +22,16 @@ export class ApiStatusError extends Error {
   }
 
   get body(): StatusBody {
-    return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: this.message, reason: this.reason, code: this.code, ...(this.details === undefined ? {} : { details: this.details }) };
+    return {
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Failure",
+      message: this.message,
+      reason: this.reason,
+      code: this.code,
+      ...(this.details === undefined ? {} : { details: this.details }),
+    };
   }
 }
 
@@ -37,7 +46,8 @@ export const statuses = {
   notFound: (resource: string, group: string, name: string) =>
     new ApiStatusError(404, "NotFound", `${qualified(resource, group, name)} not found`, { name, group, kind: resource }),
   noRoute: () => new ApiStatusError(404, "NotFound", "the server could not find the requested resource"),
-  methodNotAllowed: (method: string) => new ApiStatusError(405, "MethodNotAllowed", `the server does not allow this method on the requested resource (${method})`),
+  methodNotAllowed: (method: string) =>
+    new ApiStatusError(405, "MethodNotAllowed", `the server does not allow this method on the requested resource (${method})`),
   alreadyExists: (resource: string, group: string, name: string) =>
     new ApiStatusError(409, "AlreadyExists", `${qualified(resource, group, name)} already exists`, { name, group, kind: resource }),
   conflict: (resource: string, group: string, name: string) =>

@@ -55,11 +55,17 @@ export class TokenAuthority {
     if (claims === undefined) return refuse("invalid bearer token");
     if (claims.expiresAtMs <= Date.now()) return refuse("invalid bearer token, token has expired");
     const audiences = claims.audiences.filter((a) => wanted.includes(a));
-    if (audiences.length === 0) return refuse(`invalid bearer token, token audiences ${JSON.stringify(claims.audiences)} is invalid for the target audiences ${JSON.stringify(wanted)}`);
+    if (audiences.length === 0)
+      return refuse(
+        `invalid bearer token, token audiences ${JSON.stringify(claims.audiences)} is invalid for the target audiences ${JSON.stringify(wanted)}`,
+      );
     if (claims.pod !== undefined) {
       const uid = podUid(claims.namespace, claims.pod.name);
       if (uid === undefined) return refuse(`invalid bearer token, pods "${claims.pod.name}" not found`);
-      if (uid !== claims.pod.uid) return refuse(`invalid bearer token, the UID in the bound object reference (${claims.pod.uid}) does not match the UID in record. The object might have been deleted and then recreated`);
+      if (uid !== claims.pod.uid)
+        return refuse(
+          `invalid bearer token, the UID in the bound object reference (${claims.pod.uid}) does not match the UID in record. The object might have been deleted and then recreated`,
+        );
     }
     const extra: Record<string, string[]> = { "authentication.kubernetes.io/credential-id": [`JTI=${randomUUID()}`] };
     if (claims.pod !== undefined) {

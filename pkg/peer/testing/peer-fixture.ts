@@ -2,7 +2,15 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type MethodDefinition, Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream } from "@grpc/grpc-js";
+import {
+  type MethodDefinition,
+  Server,
+  ServerCredentials,
+  status,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+} from "@grpc/grpc-js";
 import { pino, type Logger } from "pino";
 import { PeerServiceService, type ReadPiecesRequest, type StatRequest, type StatResponse } from "../../gen/peer/v1/peer.js";
 import { digestOf, type Digest } from "../../oci/index.js";

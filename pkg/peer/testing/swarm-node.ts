@@ -64,7 +64,9 @@ export class SwarmNode {
     const origin = new OriginFetcher({ store, upstream, metrics, logger });
     const trackerOf = (identity: AgentIdentity): Tracker =>
       options.trackerOverride ??
-      (typeof options.tracker === "function" ? options.tracker(identity, logger) : new LocalTracker({ tracker: options.tracker, identity, logger }));
+      (typeof options.tracker === "function"
+        ? options.tracker(identity, logger)
+        : new LocalTracker({ tracker: options.tracker, identity, logger }));
     const swarm = await AgentSwarm.start({
       store,
       origin,
@@ -92,7 +94,12 @@ export class SwarmNode {
   }
 
   /** Fetches a blob the way the mirror does and returns its bytes as they were streamed to the "client". */
-  async pull(registry: string, name: string, digest: Digest, signal = AbortSignal.timeout(60_000)): Promise<{ bytes: Buffer; source: string }> {
+  async pull(
+    registry: string,
+    name: string,
+    digest: Digest,
+    signal = AbortSignal.timeout(60_000),
+  ): Promise<{ bytes: Buffer; source: string }> {
     const info = await this.store.stat(digest);
     if (info) return { bytes: await collect(await this.store.createReadStream(digest, { signal })), source: "local" };
     const lease = await this.fetcher.acquire({ registry, name, digest }, signal);

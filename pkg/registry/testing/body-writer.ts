@@ -72,7 +72,11 @@ export async function writeBody(
         onBytes(piece.byteLength);
         if (sent === limit && limit < length) {
           // Wait until the last bytes reach the socket so the client is sure to see exactly `limit`.
-          await new Promise<void>((resolve) => res.write(piece, () => { resolve(); }));
+          await new Promise<void>((resolve) =>
+            res.write(piece, () => {
+              resolve();
+            }),
+          );
         } else if (!res.write(piece)) {
           await once(res, "drain", { signal });
         }

@@ -47,7 +47,7 @@ export function* seededChunks(seed: string, start: number, endExclusive: number)
   iv.writeBigUInt64BE(BigInt(firstBlock), AES_BLOCK_BYTES - 8);
   const cipher = createCipheriv("aes-256-ctr", key, iv);
   let skip = start - firstBlock * AES_BLOCK_BYTES;
-  for (let at = start; at < endExclusive; ) {
+  for (let at = start; at < endExclusive;) {
     const length = Math.min(CONTENT_CHUNK_BYTES, endExclusive - at);
     const out = cipher.update(zeros.subarray(0, length + skip));
     yield skip === 0 ? out : out.subarray(skip);

@@ -116,7 +116,10 @@ export class FakeAuth {
     const issuedAtMs = this.clockMs();
     const token = `fake-${randomBytes(16).toString("hex")}`;
     // Several scopes may come as repeated parameters or space-separated in one.
-    const scopes = query.getAll("scope").flatMap((scope) => scope.split(" ")).filter((scope) => scope !== "");
+    const scopes = query
+      .getAll("scope")
+      .flatMap((scope) => scope.split(" "))
+      .filter((scope) => scope !== "");
     this.tokens.set(token, { scopes, expiresAtMs: issuedAtMs + ttlSeconds * 1000 });
     return {
       status: 200,
@@ -141,6 +144,9 @@ function grantsPull(scopes: readonly string[], name: string): boolean {
     const actionsAt = scope.lastIndexOf(":");
     if (!scope.startsWith("repository:") || actionsAt <= "repository:".length) return false;
     if (scope.slice("repository:".length, actionsAt) !== name) return false;
-    return scope.slice(actionsAt + 1).split(",").some((action) => action === "pull" || action === "*");
+    return scope
+      .slice(actionsAt + 1)
+      .split(",")
+      .some((action) => action === "pull" || action === "*");
   });
 }

@@ -42,7 +42,13 @@ async function seen(up: FakeUpstream, count: number): Promise<void> {
 const PENDING = Symbol("pending");
 /** Whether `promise` is still unsettled after `ms`: for "nothing happens" checks, never for speed. */
 async function stillPending(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  const winner = await Promise.race([promise.then(() => "settled", () => "settled"), sleep(ms, PENDING)]);
+  const winner = await Promise.race([
+    promise.then(
+      () => "settled",
+      () => "settled",
+    ),
+    sleep(ms, PENDING),
+  ]);
   return winner === PENDING;
 }
 

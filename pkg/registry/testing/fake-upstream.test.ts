@@ -165,7 +165,12 @@ describe("seeded content", () => {
   it("is the same bytes whatever offset it is generated from", () => {
     const whole = Buffer.concat([...seededChunks("s", 0, 200_000)]);
     assert.equal(whole.byteLength, 200_000);
-    for (const [start, length] of [[0, 1], [17, 100], [65_530, 20], [131_071, 68_929]] as const) {
+    for (const [start, length] of [
+      [0, 1],
+      [17, 100],
+      [65_530, 20],
+      [131_071, 68_929],
+    ] as const) {
       assert.deepEqual(seededBytes("s", start, length), whole.subarray(start, start + length), `at ${start}`);
     }
     assert.notDeepEqual(seededBytes("t", 0, 32), whole.subarray(0, 32));

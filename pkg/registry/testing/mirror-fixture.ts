@@ -64,7 +64,13 @@ export class MirrorFixture {
       responseStartTimeoutMs: options.responseStartTimeoutMs ?? 5_000,
       ...(options.responseStallTimeoutMs === undefined ? {} : { responseStallTimeoutMs: options.responseStallTimeoutMs }),
     });
-    const server = await MirrorServer.start({ host: "127.0.0.1", port: 0, mirror, logger, ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }) });
+    const server = await MirrorServer.start({
+      host: "127.0.0.1",
+      port: 0,
+      mirror,
+      logger,
+      ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
+    });
     return new MirrorFixture(upstream, store, tags, metrics, server, [
       () => server.close(),
       () => fetcher.close(),
@@ -90,7 +96,9 @@ export class MirrorFixture {
   /** Value of a counter/gauge series, 0 if absent. */
   async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
     const metric = await this.metrics.registry.getSingleMetric(name)?.get();
-    const series = metric?.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val));
+    const series = metric?.values.find((v) =>
+      Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val),
+    );
     return series?.value ?? 0;
   }
 

@@ -93,7 +93,7 @@ export class UpstreamClient {
     let url = new URL(joinPath(base, request.path));
     let authorization = this.tokenAuthorization(registry, cacheScope);
     let triedAuth = false;
-    for (let hop = 0; hop <= MAX_REDIRECTS; ) {
+    for (let hop = 0; hop <= MAX_REDIRECTS;) {
       // Credentials go only to the registry's own origin, never to a redirect target such as blob storage.
       const sameOrigin = url.origin === base.origin;
       const headers: Record<string, string> = { "user-agent": this.options.userAgent ?? "shoal", ...request.headers };
@@ -102,8 +102,16 @@ export class UpstreamClient {
       if (response.statusCode === 401 && sameOrigin && !triedAuth) {
         await discard(response.body);
         triedAuth = true;
-        authorization = await this.authenticate(registry, scope, cacheScope, response.headers["www-authenticate"], request.credentials ?? this.options.credentials?.get(registry), request.signal);
-        if (authorization === undefined) throw new RegistryError("ERR_UPSTREAM_AUTH", `${registry} requires credentials this agent does not have`, { status: 401 });
+        authorization = await this.authenticate(
+          registry,
+          scope,
+          cacheScope,
+          response.headers["www-authenticate"],
+          request.credentials ?? this.options.credentials?.get(registry),
+          request.signal,
+        );
+        if (authorization === undefined)
+          throw new RegistryError("ERR_UPSTREAM_AUTH", `${registry} requires credentials this agent does not have`, { status: 401 });
         continue;
       }
       const location = header(response.headers, "location");
@@ -163,7 +171,9 @@ export class UpstreamClient {
     const response = await this.dispatch(tokenUrl, "GET", headers, signal);
     const text = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES);
     if (response.statusCode !== 200) {
-      throw new RegistryError("ERR_UPSTREAM_AUTH", `${registry}: token endpoint answered HTTP ${response.statusCode}`, { status: response.statusCode });
+      throw new RegistryError("ERR_UPSTREAM_AUTH", `${registry}: token endpoint answered HTTP ${response.statusCode}`, {
+        status: response.statusCode,
+      });
     }
     let body: unknown;
     try {
@@ -172,16 +182,24 @@ export class UpstreamClient {
       throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${registry}: token response is not JSON`, { cause });
     }
     const fields = typeof body === "object" && body !== null ? (body as Record<string, unknown>) : {};
-    const token = typeof fields.token === "string" ? fields.token : typeof fields.access_token === "string" ? fields.access_token : undefined;
+    const token =
+      typeof fields.token === "string" ? fields.token : typeof fields.access_token === "string" ? fields.access_token : undefined;
     if (token === undefined || token === "") throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${registry}: token response has no token`);
     const lifetimeMs =
-      typeof fields.expires_in === "number" && fields.expires_in > 0 ? Math.min(fields.expires_in * 1000, MAX_TOKEN_LIFETIME_MS) : DEFAULT_TOKEN_LIFETIME_MS;
+      typeof fields.expires_in === "number" && fields.expires_in > 0
+        ? Math.min(fields.expires_in * 1000, MAX_TOKEN_LIFETIME_MS)
+        : DEFAULT_TOKEN_LIFETIME_MS;
     this.tokens.set(registry, cacheScope, token, lifetimeMs);
     this.options.logger?.debug({ registry, scope, lifetimeMs }, "obtained upstream token");
     return `Bearer ${token}`;
   }
 
-  private async dispatch(url: URL, method: "GET" | "HEAD", headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private async dispatch(
+    url: URL,
+    method: "GET" | "HEAD",
+    headers: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<Dispatcher.ResponseData> {
     let response: Dispatcher.ResponseData;
     try {
       response = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method, headers, signal });
@@ -200,9 +218,14 @@ export function toUpstreamError(url: URL, cause: unknown): Error {
   if (cause instanceof RegistryError) return cause;
   const code = typeof cause === "object" && cause !== null && "code" in cause ? String(cause.code) : "";
   const name = cause instanceof Error ? cause.name : "";
-  if (name === "AbortError" || code === "ABORT_ERR" || code === "UND_ERR_ABORTED") return cause instanceof Error ? cause : new Error("aborted");
+  if (name === "AbortError" || code === "ABORT_ERR" || code === "UND_ERR_ABORTED")
+    return cause instanceof Error ? cause : new Error("aborted");
   if (code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
-    return new RegistryError("ERR_UPSTREAM_TIMEOUT", `${url.host}: ${code === "UND_ERR_BODY_TIMEOUT" ? "transfer stalled" : "no response in time"}`, { cause });
+    return new RegistryError(
+      "ERR_UPSTREAM_TIMEOUT",
+      `${url.host}: ${code === "UND_ERR_BODY_TIMEOUT" ? "transfer stalled" : "no response in time"}`,
+      { cause },
+    );
   }
   return new RegistryError("ERR_UPSTREAM_NETWORK", `${url.host}: ${cause instanceof Error ? cause.message : "request failed"}`, { cause });
 }

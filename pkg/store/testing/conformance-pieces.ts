@@ -25,7 +25,10 @@ export function runPieceConformance(factory: BlobStoreFactory): void {
       await partial.commit();
       const list = await store.pieceHashes(digest);
       assert.equal(list?.pieceSize, pieceSize);
-      assert.deepEqual(list.hashes.map((h) => Buffer.from(h)), expected);
+      assert.deepEqual(
+        list.hashes.map((h) => Buffer.from(h)),
+        expected,
+      );
     }));
 
   it("writePiece records the hash it is given; pieces resumed without one are hashed at commit", () =>
@@ -47,7 +50,10 @@ export function runPieceConformance(factory: BlobStoreFactory): void {
       await resumed.writePiece(3, piece(3), expected[3]);
       await resumed.commit();
       const list = await store.pieceHashes(digest);
-      assert.deepEqual(list?.hashes.map((h) => Buffer.from(h)), expected);
+      assert.deepEqual(
+        list?.hashes.map((h) => Buffer.from(h)),
+        expected,
+      );
     }));
 
   it("pieceHashes computes the hashes of a blob stored without them (non-standard piece size), and undefined for unknown blobs", () =>
@@ -56,7 +62,10 @@ export function runPieceConformance(factory: BlobStoreFactory): void {
       const info = await putBlob(store, small, { pieceSize: 64 });
       const list = await store.pieceHashes(info.digest);
       assert.equal(list?.pieceSize, choosePieceSize(5000));
-      assert.deepEqual(list.hashes.map((h) => Buffer.from(h)), [sha256Of(small)]);
+      assert.deepEqual(
+        list.hashes.map((h) => Buffer.from(h)),
+        [sha256Of(small)],
+      );
       assert.equal(await store.pieceHashes(digestOf(Buffer.from("nothing here"))), undefined);
     }));
 

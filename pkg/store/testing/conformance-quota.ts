@@ -42,7 +42,9 @@ export function runQuotaConformance(factory: BlobStoreFactory): void {
       ]);
 
       // 750 + 600 can only fit by evicting C, which is pinned: refused, and D is not evicted for nothing.
-      await at(8, () => expectStoreError(store.openPartial(digestOf(testBytes(600, 56)), 600, { pieceSize: 64 }), "ERR_STORE_QUOTA_EXCEEDED"));
+      await at(8, () =>
+        expectStoreError(store.openPartial(digestOf(testBytes(600, 56)), 600, { pieceSize: 64 }), "ERR_STORE_QUOTA_EXCEEDED"),
+      );
       assert.deepEqual(await present(store, [c.digest, d.digest]), [true, true]);
       assert.equal(removals(events).length, 2);
 

@@ -208,8 +208,14 @@ export function runTailConformance(factory: BlobStoreFactory): void {
       const tailStream = partial.createReadStream();
       const tailConsumer = stuckConsumer(tailStream);
       await delay(SETTLE_MS * 2);
-      assert.ok(blobConsumer.pulledBytes() > 0 && blobConsumer.pulledBytes() < size / 4, `blob reader pulled ${blobConsumer.pulledBytes()}`);
-      assert.ok(tailConsumer.pulledBytes() > 0 && tailConsumer.pulledBytes() < size / 4, `tail reader pulled ${tailConsumer.pulledBytes()}`);
+      assert.ok(
+        blobConsumer.pulledBytes() > 0 && blobConsumer.pulledBytes() < size / 4,
+        `blob reader pulled ${blobConsumer.pulledBytes()}`,
+      );
+      assert.ok(
+        tailConsumer.pulledBytes() > 0 && tailConsumer.pulledBytes() < size / 4,
+        `tail reader pulled ${tailConsumer.pulledBytes()}`,
+      );
       blobStream.destroy();
       tailStream.destroy();
     }));

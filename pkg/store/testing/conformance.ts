@@ -151,8 +151,17 @@ function runBasicConformance(factory: BlobStoreFactory): void {
       assert.deepEqual(await read(100, 199), data.subarray(100, 200));
       assert.deepEqual(await read(999), data.subarray(999));
       assert.deepEqual(await read(undefined, 9), data.subarray(0, 10));
-      for (const [start, end] of [[-1, 10], [0, 1000], [500, 499], [1.5, 10], [1000, undefined]] as const) {
-        await expectStoreError(store.createReadStream(digest, { start, ...(end === undefined ? {} : { end }) }), "ERR_STORE_INVALID_ARGUMENT");
+      for (const [start, end] of [
+        [-1, 10],
+        [0, 1000],
+        [500, 499],
+        [1.5, 10],
+        [1000, undefined],
+      ] as const) {
+        await expectStoreError(
+          store.createReadStream(digest, { start, ...(end === undefined ? {} : { end }) }),
+          "ERR_STORE_INVALID_ARGUMENT",
+        );
       }
       const partial = await store.openPartial(digestOf(testBytes(10, 9)), 10, { pieceSize: 4 });
       expectStoreErrorSync(() => partial.createReadStream({ start: 5, end: 10 }), "ERR_STORE_INVALID_ARGUMENT");
@@ -253,7 +262,9 @@ function runBasicConformance(factory: BlobStoreFactory): void {
   it("events: added, removed, and unsubscribe", () =>
     withStore(factory, undefined, async (store) => {
       const seen: string[] = [];
-      const unsubscribe = store.subscribe((event) => seen.push(`${event.type}:${event.type === "added" ? event.blob.digest : event.digest}`));
+      const unsubscribe = store.subscribe((event) =>
+        seen.push(`${event.type}:${event.type === "added" ? event.blob.digest : event.digest}`),
+      );
       store.subscribe(() => {
         throw new Error("a broken listener must not break the store");
       });

@@ -20,7 +20,11 @@ export function runGrantConformance(factory: TrackerHarnessFactory): void {
       assert.ok(grantee !== undefined);
       for (const r of results) assert.equal(r.origin.granteeAgentId, grantee);
       const granteeTracker = agents[results.indexOf(winners[0]!)]!;
-      assert.deepEqual((await granteeTracker.lookup(digest, want)).origin, { granted: true, granteeAgentId: grantee }, "the grantee keeps its grant");
+      assert.deepEqual(
+        (await granteeTracker.lookup(digest, want)).origin,
+        { granted: true, granteeAgentId: grantee },
+        "the grantee keeps its grant",
+      );
       const other = agents.find((t) => t !== granteeTracker)!;
       assert.deepEqual((await other.lookup(digest, noWant)).origin, { granted: false, granteeAgentId: grantee });
       assert.deepEqual((await other.lookup(digest, want)).origin, { granted: false, granteeAgentId: grantee });
@@ -31,7 +35,9 @@ export function runGrantConformance(factory: TrackerHarnessFactory): void {
       const a = await h.agent(testIdentity("a"));
       const b = await h.agent(testIdentity("b"));
       a.announce({ digest, size: 100, pieceSize: 100, complete: true });
-      await eventually(async () => { assert.equal((await b.lookup(digest, noWant)).holders.length, 1); });
+      await eventually(async () => {
+        assert.equal((await b.lookup(digest, noWant)).holders.length, 1);
+      });
       assert.deepEqual((await b.lookup(digest, want)).origin, { granted: false, granteeAgentId: undefined });
     }));
 
@@ -42,7 +48,9 @@ export function runGrantConformance(factory: TrackerHarnessFactory): void {
       assert.equal((await a.lookup(digest, want)).origin.granted, true);
       a.announce({ digest, size: 300, pieceSize: 100, complete: false, bitmap: bitmapOf(3, [0]) });
       a.announce({ digest, size: 300, pieceSize: 100, complete: true });
-      await eventually(async () => { assert.equal((await b.lookup(digest, noWant)).holders[0]?.complete, true); });
+      await eventually(async () => {
+        assert.equal((await b.lookup(digest, noWant)).holders[0]?.complete, true);
+      });
       const r = await b.lookup(digest, want);
       assert.deepEqual(r.origin, { granted: false, granteeAgentId: undefined });
     }));
@@ -55,7 +63,9 @@ export function runGrantConformance(factory: TrackerHarnessFactory): void {
       a.announce({ digest, size: 300, pieceSize: 100, complete: false, bitmap: bitmapOf(3, [0]) });
       assert.equal((await b.lookup(digest, want)).origin.granted, false);
       a.withdraw(digest);
-      await eventually(async () => { assert.deepEqual((await b.lookup(digest, want)).origin, { granted: true, granteeAgentId: "b" }); });
+      await eventually(async () => {
+        assert.deepEqual((await b.lookup(digest, want)).origin, { granted: true, granteeAgentId: "b" });
+      });
     }));
 
   it("moves the grant when the grantee disconnects", () =>
@@ -64,7 +74,9 @@ export function runGrantConformance(factory: TrackerHarnessFactory): void {
       const b = await h.agent(testIdentity("b"));
       assert.equal((await a.lookup(digest, want)).origin.granted, true);
       a.announce({ digest, size: 300, pieceSize: 100, complete: false, bitmap: bitmapOf(3, [0, 1]) });
-      await eventually(async () => { assert.equal((await b.lookup(digest, noWant)).holders.length, 1); });
+      await eventually(async () => {
+        assert.equal((await b.lookup(digest, noWant)).holders.length, 1);
+      });
       assert.equal((await b.lookup(digest, want)).origin.granted, false);
       await a.close();
       const r = await eventually(async () => {
@@ -100,7 +112,11 @@ export function runGrantConformance(factory: TrackerHarnessFactory): void {
         assert.ok(Date.now() - progressed >= CONFORMANCE_STALL_TIMEOUT_MS, "moved only after a full stall timeout without progress");
         assert.equal(r.origin.granteeAgentId, "b");
         assert.deepEqual((await a.lookup(digest, want)).origin, { granted: false, granteeAgentId: "b" }, "the stalled grantee lost it");
-        assert.deepEqual(r.holders.map((x) => x.agentId), ["a"], "the stalled grantee's pieces are still offered");
+        assert.deepEqual(
+          r.holders.map((x) => x.agentId),
+          ["a"],
+          "the stalled grantee's pieces are still offered",
+        );
       },
       CONFORMANCE_STALL_TIMEOUT_MS,
     ));

@@ -20,10 +20,14 @@ export function runTagConformance(factory: TrackerHarnessFactory): void {
       assert.equal(await b.resolveTag(KEY), undefined, "nobody published it yet");
       const now = Date.now();
       a.publishTag(record("first", now - 10_000));
-      await eventually(async () => { assert.equal((await b.resolveTag(KEY))?.digest, testDigest("first")); });
+      await eventually(async () => {
+        assert.equal((await b.resolveTag(KEY))?.digest, testDigest("first"));
+      });
       a.publishTag(record("older", now - 20_000));
       b.publishTag(record("newer", now - 1_000));
-      await eventually(async () => { assert.equal((await a.resolveTag(KEY))?.digest, testDigest("newer")); });
+      await eventually(async () => {
+        assert.equal((await a.resolveTag(KEY))?.digest, testDigest("newer"));
+      });
       const other = { ...KEY, tag: "v2" };
       assert.equal(await a.resolveTag(other), undefined, "tags are kept apart");
       assert.deepEqual(await a.resolveTag(KEY), record("newer", now - 1_000));
@@ -33,9 +37,15 @@ export function runTagConformance(factory: TrackerHarnessFactory): void {
     withHarness(factory, async (h) => {
       const a = await h.agent(testIdentity("a"));
       const invalid = (e: unknown): boolean => isTrackerError(e, "ERR_TRACKER_INVALID_ARGUMENT");
-      assert.throws(() => { a.publishTag(record("x", Date.now(), { tag: "no spaces allowed" })); }, invalid);
-      assert.throws(() => { a.publishTag(record("x", Date.now(), { size: -1 })); }, invalid);
-      assert.throws(() => { a.publishTag({ ...record("x", Date.now()), digest: "sha256:nothex" as TagRecord["digest"] }); }, invalid);
+      assert.throws(() => {
+        a.publishTag(record("x", Date.now(), { tag: "no spaces allowed" }));
+      }, invalid);
+      assert.throws(() => {
+        a.publishTag(record("x", Date.now(), { size: -1 }));
+      }, invalid);
+      assert.throws(() => {
+        a.publishTag({ ...record("x", Date.now()), digest: "sha256:nothex" as TagRecord["digest"] });
+      }, invalid);
       await assert.rejects(a.resolveTag({ ...KEY, tag: "" }), invalid);
       await assert.rejects(a.resolveTag({ ...KEY, repository: "x".repeat(300) }), invalid);
       assert.equal(a.connected, true, "refused input does not end the session");
@@ -50,9 +60,13 @@ export function runTagConformance(factory: TrackerHarnessFactory): void {
       const a = await h.agent(testIdentity("a"));
       const b = await h.agent(testIdentity("b"));
       a.publishTag(record("kept", Date.now() - 1_000));
-      await eventually(async () => { assert.equal((await b.resolveTag(KEY))?.digest, testDigest("kept")); });
+      await eventually(async () => {
+        assert.equal((await b.resolveTag(KEY))?.digest, testDigest("kept"));
+      });
       await h.restartTracker();
-      await eventually(async () => { assert.equal((await b.resolveTag(KEY))?.digest, testDigest("kept")); }, 5_000);
+      await eventually(async () => {
+        assert.equal((await b.resolveTag(KEY))?.digest, testDigest("kept"));
+      }, 5_000);
     });
   });
 }

@@ -6,7 +6,13 @@ import { runTagConformance } from "./conformance-tags.js";
 import { type TrackerHarnessFactory, withHarness } from "./harness.js";
 import { bitmapOf, eventually, pieceHash, testDigest, testIdentity } from "./helpers.js";
 
-export { CONFORMANCE_STALL_TIMEOUT_MS, type TrackerHarness, type TrackerHarnessFactory, type TrackerHarnessOptions, withHarness } from "./harness.js";
+export {
+  CONFORMANCE_STALL_TIMEOUT_MS,
+  type TrackerHarness,
+  type TrackerHarnessFactory,
+  type TrackerHarnessOptions,
+  withHarness,
+} from "./harness.js";
 
 /** The behaviour every agent-side Tracker must show, whatever carries it to the tracker. */
 export function runTrackerConformance(name: string, factory: TrackerHarnessFactory): void {
@@ -41,7 +47,14 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       assert.deepEqual(own.holders, [], "the asking agent is never among the holders");
       assert.equal(own.size, 1000);
       const unknown = await b.lookup(testDigest("unknown"), { wantOriginGrant: false });
-      assert.deepEqual(unknown, { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: { granted: false, granteeAgentId: undefined }, askerZone: "" });
+      assert.deepEqual(unknown, {
+        size: 0,
+        pieceSize: 0,
+        holders: [],
+        pieceHashes: [],
+        origin: { granted: false, granteeAgentId: undefined },
+        askerZone: "",
+      });
     }));
 
   it("a later announce replaces the earlier one of the same digest", () =>
@@ -49,9 +62,13 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       const a = await h.agent(testIdentity("a"));
       const b = await h.agent(testIdentity("b"));
       a.announce({ digest, size: 1000, pieceSize: 100, complete: false, bitmap: bitmapOf(10, [0]) });
-      await eventually(async () => { assert.deepEqual((await b.lookup(digest, { wantOriginGrant: false })).holders[0]?.bitmap, bitmapOf(10, [0])); });
+      await eventually(async () => {
+        assert.deepEqual((await b.lookup(digest, { wantOriginGrant: false })).holders[0]?.bitmap, bitmapOf(10, [0]));
+      });
       a.announce({ digest, size: 1000, pieceSize: 100, complete: false, bitmap: bitmapOf(10, [0, 1, 9]) });
-      await eventually(async () => { assert.deepEqual((await b.lookup(digest, { wantOriginGrant: false })).holders[0]?.bitmap, bitmapOf(10, [0, 1, 9])); });
+      await eventually(async () => {
+        assert.deepEqual((await b.lookup(digest, { wantOriginGrant: false })).holders[0]?.bitmap, bitmapOf(10, [0, 1, 9]));
+      });
       a.announce({ digest, size: 1000, pieceSize: 100, complete: true });
       const done = await eventually(async () => {
         const r = await b.lookup(digest, { wantOriginGrant: false });
@@ -79,10 +96,21 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
         t.announce({ digest, size: 400, pieceSize: 100, complete, ...(complete ? {} : { bitmap: bitmapOf(4, held) }) });
         t.setActiveUploads(uploads);
       }
-      const expected = ["same-node", "zone-complete", "zone-partial", "far-complete-idle", "far-complete-busy", "far-partial-3", "far-partial-2"];
+      const expected = [
+        "same-node",
+        "zone-complete",
+        "zone-partial",
+        "far-complete-idle",
+        "far-complete-busy",
+        "far-partial-3",
+        "far-partial-2",
+      ];
       await eventually(async () => {
         const r = await asker.lookup(digest, { wantOriginGrant: false });
-        assert.deepEqual(r.holders.map((x) => x.agentId), expected);
+        assert.deepEqual(
+          r.holders.map((x) => x.agentId),
+          expected,
+        );
         assert.equal(r.holders.find((x) => x.agentId === "far-complete-busy")?.activeUploads, 5);
         assert.equal(r.askerZone, "z1", "the asker learns the zone it is ranked by");
       });
@@ -97,7 +125,10 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       complete.announce({ digest, size: 400, pieceSize: 100, complete: true });
       await eventually(async () => {
         const r = await asker.lookup(digest, { wantOriginGrant: false });
-        assert.deepEqual(r.holders.map((x) => x.agentId), ["complete", "partial"]);
+        assert.deepEqual(
+          r.holders.map((x) => x.agentId),
+          ["complete", "partial"],
+        );
       });
     }));
 
@@ -106,9 +137,31 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       const a = await h.agent(testIdentity("a"));
       const b = await h.agent(testIdentity("b"));
       const c = await h.agent(testIdentity("c"));
-      a.announce({ digest, size: 500, pieceSize: 100, complete: false, bitmap: bitmapOf(5, [0, 2]), pieceHashes: [{ index: 0, sha256: pieceHash(0) }, { index: 2, sha256: pieceHash(2) }] });
-      await eventually(async () => { assert.equal((await c.lookup(digest, { wantOriginGrant: false })).holders.length, 1); });
-      b.announce({ digest, size: 500, pieceSize: 100, complete: false, bitmap: bitmapOf(5, [0, 1]), pieceHashes: [{ index: 0, sha256: pieceHash(0, "bad") }, { index: 1, sha256: pieceHash(1) }] });
+      a.announce({
+        digest,
+        size: 500,
+        pieceSize: 100,
+        complete: false,
+        bitmap: bitmapOf(5, [0, 2]),
+        pieceHashes: [
+          { index: 0, sha256: pieceHash(0) },
+          { index: 2, sha256: pieceHash(2) },
+        ],
+      });
+      await eventually(async () => {
+        assert.equal((await c.lookup(digest, { wantOriginGrant: false })).holders.length, 1);
+      });
+      b.announce({
+        digest,
+        size: 500,
+        pieceSize: 100,
+        complete: false,
+        bitmap: bitmapOf(5, [0, 1]),
+        pieceHashes: [
+          { index: 0, sha256: pieceHash(0, "bad") },
+          { index: 1, sha256: pieceHash(1) },
+        ],
+      });
       await eventually(async () => {
         const r = await c.lookup(digest, { wantOriginGrant: false });
         assert.deepEqual(r.pieceHashes, [pieceHash(0), pieceHash(1), pieceHash(2), undefined, undefined]);
@@ -124,12 +177,28 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       a.announce({ digest: other, size: 100, pieceSize: 100, complete: true });
       b.announce({ digest: other, size: 100, pieceSize: 100, complete: true });
       const c = await h.agent(testIdentity("c"));
-      await eventually(async () => { assert.equal((await c.lookup(other, { wantOriginGrant: false })).holders.length, 2); });
+      await eventually(async () => {
+        assert.equal((await c.lookup(other, { wantOriginGrant: false })).holders.length, 2);
+      });
       a.withdraw(digest);
-      await eventually(async () => { assert.deepEqual(await c.lookup(digest, { wantOriginGrant: false }), { size: 0, pieceSize: 0, holders: [], pieceHashes: [], origin: { granted: false, granteeAgentId: undefined }, askerZone: "" }); });
+      await eventually(async () => {
+        assert.deepEqual(await c.lookup(digest, { wantOriginGrant: false }), {
+          size: 0,
+          pieceSize: 0,
+          holders: [],
+          pieceHashes: [],
+          origin: { granted: false, granteeAgentId: undefined },
+          askerZone: "",
+        });
+      });
       await a.close();
       assert.equal(a.connected, false);
-      await eventually(async () => { assert.deepEqual((await c.lookup(other, { wantOriginGrant: false })).holders.map((x) => x.agentId), ["b"]); });
+      await eventually(async () => {
+        assert.deepEqual(
+          (await c.lookup(other, { wantOriginGrant: false })).holders.map((x) => x.agentId),
+          ["b"],
+        );
+      });
       await assert.rejects(a.lookup(other, { wantOriginGrant: false }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_CLOSED"));
     }));
 
@@ -139,13 +208,20 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       const b = await h.agent(testIdentity("b"));
       const c = await h.agent(testIdentity("c"));
       a.announce({ digest, size: 1000, pieceSize: 100, complete: true });
-      await eventually(async () => { assert.equal((await c.lookup(digest, { wantOriginGrant: false })).holders.length, 1); });
+      await eventually(async () => {
+        assert.equal((await c.lookup(digest, { wantOriginGrant: false })).holders.length, 1);
+      });
       b.announce({ digest, size: 2000, pieceSize: 100, complete: true });
       b.announce({ digest: testDigest("fine"), size: 10, pieceSize: 100, complete: true });
-      await eventually(async () => { assert.equal((await c.lookup(testDigest("fine"), { wantOriginGrant: false })).holders.length, 1); });
+      await eventually(async () => {
+        assert.equal((await c.lookup(testDigest("fine"), { wantOriginGrant: false })).holders.length, 1);
+      });
       const r = await c.lookup(digest, { wantOriginGrant: false });
       assert.equal(r.size, 1000);
-      assert.deepEqual(r.holders.map((x) => x.agentId), ["a"]);
+      assert.deepEqual(
+        r.holders.map((x) => x.agentId),
+        ["a"],
+      );
       assert.equal(b.connected, true);
     }));
 
@@ -170,7 +246,9 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
         a.setActiveUploads(-1);
       }, invalid);
       a.announce({ digest: testDigest("ok"), size: 10, pieceSize: 100, complete: true });
-      await eventually(async () => { assert.equal((await b.lookup(testDigest("ok"), { wantOriginGrant: false })).holders.length, 1); });
+      await eventually(async () => {
+        assert.equal((await b.lookup(testDigest("ok"), { wantOriginGrant: false })).holders.length, 1);
+      });
       assert.equal((await b.lookup(digest, { wantOriginGrant: false })).holders.length, 0);
       assert.equal(a.connected, true);
     }));
@@ -187,10 +265,19 @@ function runOutageConformance(factory: TrackerHarnessFactory): void {
       const b = await h.agent(testIdentity("b"));
       const kept = testDigest("kept");
       const dropped = testDigest("dropped");
-      a.announce({ digest: kept, size: 300, pieceSize: 100, complete: false, bitmap: bitmapOf(3, [1]), pieceHashes: [{ index: 1, sha256: pieceHash(1) }] });
+      a.announce({
+        digest: kept,
+        size: 300,
+        pieceSize: 100,
+        complete: false,
+        bitmap: bitmapOf(3, [1]),
+        pieceHashes: [{ index: 1, sha256: pieceHash(1) }],
+      });
       a.announce({ digest: dropped, size: 100, pieceSize: 100, complete: true });
       a.withdraw(dropped);
-      await eventually(async () => { assert.equal((await b.lookup(kept, { wantOriginGrant: false })).holders.length, 1); });
+      await eventually(async () => {
+        assert.equal((await b.lookup(kept, { wantOriginGrant: false })).holders.length, 1);
+      });
       await h.restartTracker();
       const started = Date.now();
       const r = await eventually(async () => {
@@ -215,10 +302,14 @@ function runOutageConformance(factory: TrackerHarnessFactory): void {
       const a = await h.agent(testIdentity("a"));
       a.announce({ digest: testDigest("x"), size: 1, pieceSize: 100, complete: true });
       await h.stopTracker();
-      await eventually(() => { assert.equal(a.connected, false); });
+      await eventually(() => {
+        assert.equal(a.connected, false);
+      });
       for (let i = 0; i < 3; i++) {
         const started = Date.now();
-        await assert.rejects(a.lookup(testDigest("x"), { wantOriginGrant: true }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
+        await assert.rejects(a.lookup(testDigest("x"), { wantOriginGrant: true }), (e: unknown) =>
+          isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"),
+        );
         assert.ok(Date.now() - started < 1_500, `lookup took ${Date.now() - started} ms`);
       }
       a.announce({ digest: testDigest("y"), size: 1, pieceSize: 100, complete: true });

@@ -20,7 +20,11 @@ export type TrackerHarnessFactory = (options: TrackerHarnessOptions) => Promise<
 /** Stall timeout for the conformance tests: long enough for announces to cross gRPC, short enough to wait for. */
 export const CONFORMANCE_STALL_TIMEOUT_MS = 600;
 
-export async function withHarness(factory: TrackerHarnessFactory, fn: (harness: TrackerHarness) => Promise<void>, grantStallTimeoutMs = 60_000): Promise<void> {
+export async function withHarness(
+  factory: TrackerHarnessFactory,
+  fn: (harness: TrackerHarness) => Promise<void>,
+  grantStallTimeoutMs = 60_000,
+): Promise<void> {
   const harness = await factory({ grantStallTimeoutMs });
   try {
     await fn(harness);
@@ -28,4 +32,3 @@ export async function withHarness(factory: TrackerHarnessFactory, fn: (harness: 
     await harness.close();
   }
 }
-

@@ -36,7 +36,9 @@ export function localHarness(options: TrackerHarnessOptions): Promise<TrackerHar
 }
 
 /** GrpcTrackerClients ↔ a TrackerServer on 127.0.0.1:0 that can be restarted on the same port or stopped. */
-export async function grpcHarness(options: TrackerHarnessOptions): Promise<TrackerHarness & { readonly address: string; tracker(): MemoryTracker }> {
+export async function grpcHarness(
+  options: TrackerHarnessOptions,
+): Promise<TrackerHarness & { readonly address: string; tracker(): MemoryTracker }> {
   const logger = pino({ level: "silent" });
   const newTracker = (): MemoryTracker => new MemoryTracker({ logger, grantStallTimeoutMs: options.grantStallTimeoutMs });
   let tracker = newTracker();

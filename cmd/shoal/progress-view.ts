@@ -47,7 +47,14 @@ export class ProgressView {
     totalBytes: number,
     private readonly showTotal = labels.length > 1,
   ) {
-    this.rows = labels.map((label) => ({ label: shorten(label), total: totalBytes, done: 0, seconds: undefined, failed: false, nextStep: 0 }));
+    this.rows = labels.map((label) => ({
+      label: shorten(label),
+      total: totalBytes,
+      done: 0,
+      seconds: undefined,
+      failed: false,
+      nextStep: 0,
+    }));
     if (out.isTTY === true) {
       this.timer = setInterval(() => {
         this.draw();
@@ -104,7 +111,9 @@ export class ProgressView {
       if (step === 1 && row.seconds === undefined) return;
       row.nextStep++;
       const detail = row.seconds !== undefined ? `done in ${row.seconds.toFixed(1)} s` : `at ${this.elapsed().toFixed(1)} s`;
-      this.out.write(`  ${row.label.padEnd(this.labelWidth())}  ${`${Math.round(step * 100)}%`.padStart(4)}  ${formatMB(row.done)} / ${formatMB(row.total)}  ${detail}\n`);
+      this.out.write(
+        `  ${row.label.padEnd(this.labelWidth())}  ${`${Math.round(step * 100)}%`.padStart(4)}  ${formatMB(row.done)} / ${formatMB(row.total)}  ${detail}\n`,
+      );
     }
   }
 
@@ -115,7 +124,15 @@ export class ProgressView {
       const done = this.rows.reduce((sum, r) => sum + r.done, 0);
       const total = this.rows.reduce((sum, r) => sum + r.total, 0);
       const allDone = this.rows.every((r) => r.seconds !== undefined);
-      lines.push(this.line("total", done, total, allDone ? Math.max(...this.rows.map((r) => r.seconds ?? 0)) : undefined, this.rows.some((r) => r.failed)));
+      lines.push(
+        this.line(
+          "total",
+          done,
+          total,
+          allDone ? Math.max(...this.rows.map((r) => r.seconds ?? 0)) : undefined,
+          this.rows.some((r) => r.failed),
+        ),
+      );
     }
     // Back to the first line of the previous frame, then overwrite every line (ESC[2K clears it).
     const up = this.drawnLines > 0 ? `\x1b[${this.drawnLines}A` : "";

@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { HolderInfo } from "../tracker/index.js";
+import { BUSY_BACKOFF_MS, FAILURE_BACKOFF_MS, SwarmPeers } from "./swarm-peers.js";
+
+const PATIENCE_MS = 1_500;
+
+function holder(agentId: string, zone: string): HolderInfo {
+  return { agentId, peerAddress: `${agentId}:1`, nodeName: agentId, zone, complete: true, bitmap: new Uint8Array(0), activeUploads: 0 };
+}
+
+function ids(peers: readonly { agentId: string }[]): string[] {
+  return peers.map((p) => p.agentId);
+}
+
+describe("SwarmPeers: busy peers", () => {
+  it("a busy peer is asked for nothing for BUSY_BACKOFF_MS but stays a holder; a failed one is neither", () => {
+    const peers = new SwarmPeers(8, "a");
+    peers.update([holder("busy", "a"), holder("failed", "a")], 0);
+    const [busy, failed] = peers.all();
+    assert.ok(busy && failed);
+    peers.busy(busy, 1_000);
+    peers.failed(failed, 1_000);
+    assert.deepEqual(ids(peers.usable(1_100)), []);
+    assert.deepEqual(ids(peers.busyNow(1_100, PATIENCE_MS)), ["busy"]);
+    assert.deepEqual(ids(peers.usable(1_000 + BUSY_BACKOFF_MS)), ["busy"], "asked again after the backoff");
+    assert.deepEqual(ids(peers.busyNow(1_000 + BUSY_BACKOFF_MS, PATIENCE_MS)), []);
+    assert.deepEqual(ids(peers.usable(1_000 + FAILURE_BACKOFF_MS)), ["busy", "failed"]);
+  });
+
+  it("a run of refusals longer than the patience, with no byte from the peer, stops counting it as a holder", () => {
+    const peers = new SwarmPeers(8, "a");
+    peers.update([holder("full", "a")], 0);
+    const [full] = peers.all();
+    assert.ok(full);
+    // Refused again each time its backoff ends: one run of refusals from t = 1,000 ms.
+    let nowMs = 1_000;
+    for (; nowMs < 1_000 + PATIENCE_MS; nowMs += BUSY_BACKOFF_MS) {
+      peers.busy(full, nowMs);
+      assert.deepEqual(ids(peers.busyNow(nowMs + 1, PATIENCE_MS)), ["full"], `still waited for at ${nowMs} ms`);
+    }
+    peers.busy(full, nowMs);
+    assert.deepEqual(ids(peers.busyNow(nowMs + 1, PATIENCE_MS)), [], "refusing for longer than the patience");
+    // Bytes from it on another call: alive and serving this agent, just full; waited for again.
+    full.dataAtMs = nowMs;
+    assert.deepEqual(ids(peers.busyNow(nowMs + 1, PATIENCE_MS)), ["full"]);
+  });
+
+  it("a refusal long after the last backoff ended starts a new run", () => {
+    const peers = new SwarmPeers(8, "a");
+    peers.update([holder("p", "a")], 0);
+    const [p] = peers.all();
+    assert.ok(p);
+    peers.busy(p, 1_000);
+    peers.busy(p, 10_000);
+    assert.equal(p.busySinceMs, 10_000);
+    assert.deepEqual(ids(peers.busyNow(10_000 + PATIENCE_MS - 1, PATIENCE_MS)), [], "its backoff ended");
+    peers.busy(p, 10_000 + BUSY_BACKOFF_MS);
+    assert.equal(p.busySinceMs, 10_000, "a refusal right after the backoff continues the run");
+  });
+});
