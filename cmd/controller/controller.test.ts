@@ -106,6 +106,16 @@ describe("controller options", () => {
       () => parse(["--membership", "kubernetes", "--retry-period", "9s"]),
       /--renew-deadline .* must be longer than 1\.2 × --retry-period/,
     );
+    assert.throws(
+      () => parse(["--membership", "kubernetes", "--candidate-period", "3s"]),
+      /--candidate-period \(3000 ms\) must not be longer than --retry-period \(2000 ms\)/,
+    );
+    assert.equal(parse(["--membership", "kubernetes", "--candidate-period", "500ms"]).candidatePeriod, 500);
+    assert.throws(() => parse(["--membership", "kubernetes", "--advertise-host", "controller.example"]), /--advertise-host.*pod IP/);
+    assert.throws(() => parse(["--membership", "kubernetes", "--advertise-host", "0.0.0.0"]), /--advertise-host/);
+    assert.equal(parse(["--membership", "kubernetes", "--advertise-host", "10.1.2.3"]).advertiseHost, "10.1.2.3");
+    assert.equal(parse(["--membership", "kubernetes", "--advertise-host", "[fd00::1]"]).advertiseHost, "fd00::1");
+    assert.throws(() => parse(["--advertise-host", "10.1.2.3"]), /--advertise-host only applies with --membership kubernetes/);
     assert.throws(() => parse(["--lease-duration", "1500ms"]), /--lease-duration .*whole seconds/);
     assert.throws(() => parse(["--agent-selector", "app in (shoal"]), /--agent-selector \(SHOAL_AGENT_SELECTOR\)/);
     assert.throws(() => parse(["--namespace", "Not_A_Namespace"]), /--namespace/);

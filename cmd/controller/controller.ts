@@ -4,7 +4,7 @@ import { type Membership, MemoryTracker, OpenMembership, StaticMembership, Track
 import { VERSION } from "../shoal/version.js";
 import { openFileIdentity } from "../shoal/tls-options.js";
 import type { KubernetesSettings } from "./kubernetes-settings.js";
-import { type ControllerOptions, prefetchUpstreams } from "./options.js";
+import { type ControllerOptions, DEFAULT_CANDIDATE_PERIOD_MS, prefetchUpstreams } from "./options.js";
 
 export interface RunningController {
   /** host:port agents dial (the bound port). */
@@ -95,7 +95,7 @@ export async function startController(
   };
 }
 
-/** --membership kubernetes: informers, Lease election and Events; only the leader serves and is Ready. */
+/** --membership kubernetes: informers, Lease election and Events; every synced replica is Ready, only the leader serves. */
 async function startKubernetesController(
   options: ControllerOptions,
   logger: Logger,
@@ -112,6 +112,8 @@ async function startKubernetesController(
     leaseDurationMs: options.leaseDuration,
     renewDeadlineMs: options.renewDeadline,
     retryPeriodMs: options.retryPeriod,
+    candidatePeriodMs: options.candidatePeriod ?? Math.min(DEFAULT_CANDIDATE_PERIOD_MS, options.retryPeriod),
+    ...(options.advertiseHost === undefined ? {} : { advertiseHost: options.advertiseHost }),
     listen: options.listen,
     grantStallTimeoutMs: options.grantStallTimeout,
     metrics,

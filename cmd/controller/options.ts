@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { type OptionSpecs, type ParsedOptions, parseBoolean, parseDuration, parseHostPort } from "../../pkg/config/index.js";
 import { parseLabelSelector } from "../../pkg/k8s/index.js";
 import { WELL_KNOWN_REGISTRIES, parseUpstream } from "../agent/options.js";
@@ -55,6 +56,14 @@ function parseNamespace(raw: string): string {
 
 function parseSelector(raw: string): string {
   return parseLabelSelector(raw).toString();
+}
+
+/** An IP address (the pod IP), without port or brackets. */
+function parseAdvertiseHost(raw: string): string {
+  const bare = raw.replace(/^\[(.*)\]$/, "$1");
+  if (isIP(bare) === 0 || bare === "0.0.0.0" || bare === "::")
+    throw new Error("expected this replica's IP address (the pod IP), e.g. from the downward API's status.podIP");
+  return bare;
 }
 
 function parseIdentity(raw: string): string {
@@ -143,6 +152,18 @@ export const controllerOptionSpecs = {
     parse: parsePositiveDuration,
     default: "2s",
   },
+  candidatePeriod: {
+    name: "candidate-period",
+    description:
+      "With --membership kubernetes: how often a follower reads the Lease while another replica holds it (at most --retry-period). A leader stopping gracefully serves until a follower has taken the released Lease, so this bounds how long that hand-over takes. Default: 1s, or --retry-period if shorter.",
+    parse: parsePositiveDuration,
+  },
+  advertiseHost: {
+    name: "advertise-host",
+    description:
+      "With --membership kubernetes: this replica's IP address as agents reach it (the pod IP). The leader writes IP:tracker port on the Lease; a follower that an agent reaches through the Service names it, and the agent dials the leader directly. Default: the --listen host when it is an IP other than 0.0.0.0/::; without any, followers cannot send agents on.",
+    parse: parseAdvertiseHost,
+  },
   prefetch: {
     name: "prefetch",
     description:
@@ -212,6 +233,9 @@ export function prefetchUpstreams(options: ControllerOptions): Map<string, strin
   return new Map(list.map((u) => [u.registry, u.url]));
 }
 
+/** A follower's Lease reads, unless --candidate-period says otherwise. */
+export const DEFAULT_CANDIDATE_PERIOD_MS = 1_000;
+
 /** Checks that span several options; the message names them. */
 export function validateControllerOptions(options: ControllerOptions): void {
   const peers = options.allowedPeers ?? [];
@@ -233,6 +257,7 @@ export function validateControllerOptions(options: ControllerOptions): void {
       ["--kubeconfig", options.kubeconfig],
       ["--namespace", options.namespace],
       ["--identity", options.identity],
+      ["--advertise-host", options.advertiseHost],
     ] as const) {
       if (value !== undefined) throw new Error(`${flag} only applies with --membership kubernetes`);
     }
@@ -255,4 +280,8 @@ export function validateControllerOptions(options: ControllerOptions): void {
   if (options.renewDeadline <= 1.2 * options.retryPeriod) {
     throw new Error(`--renew-deadline (${options.renewDeadline} ms) must be longer than 1.2 × --retry-period (${options.retryPeriod} ms)`);
   }
+  if (options.candidatePeriod !== undefined && options.candidatePeriod > options.retryPeriod)
+    throw new Error(
+      `--candidate-period (${options.candidatePeriod} ms) must not be longer than --retry-period (${options.retryPeriod} ms)`,
+    );
 }

@@ -221,6 +221,7 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
           leaseDuration: duration("Lease duration."),
           renewDeadline: duration("Renew deadline."),
           retryPeriod: duration("Retry period."),
+          candidatePeriod: duration("How often a follower reads the Lease while another replica holds it (at most retryPeriod)."),
         }),
         resources: k8s("Resources of the controller container."),
         priorityClassName: str("Priority class of the controller pods."),

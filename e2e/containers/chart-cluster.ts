@@ -143,21 +143,30 @@ export class ChartCluster {
     return { host: `${service.metadata.name}.${NAMESPACE}.svc.cluster.local`, port };
   }
 
-  /** The controller replicas whose readiness probe passes now (the leader, once elected). */
+  /** The controller replicas whose readiness probe passes now (every synced replica, leader or not). */
   async readyControllers(): Promise<Pod[]> {
     const ready = await Promise.all(this.controllers.map((c) => c.probe("controller", "readiness")));
     return this.controllers.filter((_, i) => ready[i]);
   }
 
+  /** The holder of the controllers' Lease (the chart names it after the Deployment), "" when none. */
+  leaseHolder(): string {
+    const lease = this.api.double.object("leases", NAMESPACE, this.deployment.metadata.name);
+    const holder = (lease?.spec as { holderIdentity?: unknown } | undefined)?.holderIdentity;
+    return typeof holder === "string" ? holder : "";
+  }
+
+  /** The replica that holds the Lease and is Ready (other than `except`). */
   async waitLeader(timeoutMs = CONTROLLER_READY_TIMEOUT_MS, except?: Pod): Promise<Pod> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const ready = (await this.readyControllers()).filter((c) => c !== except);
+      const holder = this.leaseHolder();
+      const ready = (await this.readyControllers()).filter((c) => c !== except && c.options.name === holder);
       if (ready.length === 1 && ready[0] !== undefined) return ready[0];
       if (Date.now() > deadline)
         throw new HarnessError(
           "ERR_HARNESS_TIMEOUT",
-          `no single ready controller after ${timeoutMs} ms (${ready.length} ready)\n${(await Promise.all(this.controllers.map((c) => c.logTail("controller")))).join("\n")}`,
+          `no ready controller holding the Lease after ${timeoutMs} ms (holder ${JSON.stringify(holder)})\n${(await Promise.all(this.controllers.map((c) => c.logTail("controller")))).join("\n")}`,
         );
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

@@ -121,7 +121,7 @@ describe("the chart's pods in containers of the built image", { skip: skipUnless
     }
   });
 
-  it("one controller leads (Lease holder, the only Ready replica) and every agent holds a tracker session through the Service", async () => {
+  it("one controller leads (the Lease holder; every synced replica is Ready) and every agent holds a tracker session through the Service", async () => {
     assert.ok(cluster);
     const leader = await cluster.waitLeader();
     for (const controller of cluster.controllers)

@@ -236,7 +236,7 @@ describe(
       } finally {
         await paused.unpause();
       }
-      // Thawed, the old leader finds its Lease taken and stays a follower: still exactly one Ready.
+      // Thawed, the old leader finds its Lease taken and stays a follower: still exactly one leader.
       const after = await cluster.waitLeader();
       assert.notEqual(after, leader, "the thawed replica does not lead again");
       assert.equal((await containerState(leader.container("controller").getId())).running, true);

@@ -5,6 +5,7 @@ import { type ChannelCredentials, Metadata, credentials, status } from "@grpc/gr
 import { TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
 import { type WorkloadIdentity, generateKey } from "../identity/index.js";
 import { digestOf } from "../oci/index.js";
+import { LEADER_ADDRESS_METADATA } from "../tracker/index.js";
 import { eventually } from "../tracker/testing/helpers.js";
 import { ApiRequestLog } from "./testing/api-request-log.js";
 import { NAMESPACE, TIMINGS, TestCluster } from "./testing/test-cluster.js";
@@ -45,7 +46,7 @@ function minted(cluster: TestCluster, identity: WorkloadIdentity): ChannelCreden
 }
 
 /** A raw Lookup against one replica's tracker (no session): what a follower answers. */
-function rawLookup(address: string, channel: ChannelCredentials): Promise<{ code: number; details: string }> {
+function rawLookup(address: string, channel: ChannelCredentials): Promise<{ code: number; details: string; leader: unknown[] }> {
   const client = new TrackerServiceClient(address, channel);
   return new Promise((resolve) => {
     client.lookup(
@@ -54,7 +55,11 @@ function rawLookup(address: string, channel: ChannelCredentials): Promise<{ code
       { deadline: Date.now() + 3_000 },
       (error) => {
         client.close();
-        resolve({ code: error?.code ?? status.OK, details: error?.details ?? "" });
+        resolve({
+          code: error?.code ?? status.OK,
+          details: error?.details ?? "",
+          leader: error?.metadata.get(LEADER_ADDRESS_METADATA) ?? [],
+        });
       },
     );
   });
@@ -96,7 +101,7 @@ describe("controller with Kubernetes membership (API double, real client-node, r
     cluster = undefined;
   });
 
-  it("two replicas: exactly one leads, is Ready and serves; the follower refuses with UNAVAILABLE", async () => {
+  it("two replicas: exactly one leads and serves, both are Ready; the follower refuses with UNAVAILABLE naming the leader", async () => {
     cluster = await TestCluster.start();
     const c = cluster;
     const [r1, r2] = [await c.startReplica("controller-a"), await c.startReplica("controller-b")];
@@ -112,13 +117,21 @@ describe("controller with Kubernetes membership (API double, real client-node, r
       (c.api.object("leases", NAMESPACE, "shoal-controller")?.spec as { holderIdentity?: string }).holderIdentity,
       leader.identity,
     );
+    await waitFor(() => leader.controller.ready() === true && follower.controller.ready() === true, 10_000, "both replicas' certificates");
     assert.equal(await status200(leader.readyUrl), 200);
-    assert.equal(await status200(follower.readyUrl), 503);
-    await waitFor(() => leader.controller.ready() === true, 10_000, "the leader's certificate");
+    assert.equal(await status200(follower.readyUrl), 200, "a synced follower is Ready: it sends agents on to the leader");
+    await waitFor(() => follower.controller.leaderAddress() !== undefined, 10_000, "the follower to read the leader's address");
     const probe = minted(c, { role: "agent", name: "node-probe", ips: ["127.0.0.1"] });
     const refused = await rawLookup(follower.controller.trackerAddress, probe);
     assert.equal(refused.code, status.UNAVAILABLE);
     assert.match(refused.details, new RegExp(`not the leader \\(the leader is ${leader.identity}\\)`));
+    assert.deepEqual(refused.leader, [leader.controller.trackerAddress]);
+    assert.equal(
+      await follower.metrics.registry
+        .getSingleMetricAsString("shoal_tracker_redirects_total")
+        .then((t) => /shoal_tracker_redirects_total 1\b/.test(t)),
+      true,
+    );
     const served = await rawLookup(leader.controller.trackerAddress, probe);
     assert.equal(served.code, status.FAILED_PRECONDITION, "the leader answers (the probe has no session)");
     await eventually(() => {

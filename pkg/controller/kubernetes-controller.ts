@@ -28,11 +28,19 @@ import { PrefetchResolver } from "./prefetch-resolver.js";
 import { PullSecretReader } from "./prefetch-pull-secrets.js";
 import { type ImagePrefetchObject, PREFETCH_GROUP, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
 import { TokenAuthenticator } from "./token-authenticator.js";
+import { GrantHoldoff } from "./grant-holdoff.js";
+import { LEADER_ANNOTATION, advertisedAddress, leaderAnnotationValue, leaderFromAnnotation } from "./leader-address.js";
 
 /** Events name this component as their source. */
 export const EVENT_COMPONENT = "shoal-controller";
 /** On stop, how long queued Events may take to be sent. */
 const EVENT_FLUSH_MS = 2_000;
+/**
+ * On a graceful stop of the leader, how long it keeps serving after releasing the Lease while it waits
+ * for a follower to take it, so that the agents it then sends on find a leader that serves. Without a
+ * follower (a single replica) it ends sessions after this.
+ */
+export const HANDOVER_TIMEOUT_MS = 5_000;
 
 /** Workload certificates: the controller is the CA (its key in a Secret) and issues agents theirs. */
 export interface CertificateSettings {
@@ -59,6 +67,16 @@ export interface KubernetesControllerOptions extends Partial<LeaderElectionTimin
   readonly identity: string;
   /** Where the tracker (gRPC) listens. */
   readonly listen: { readonly host: string; readonly port: number };
+  /**
+   * This replica's IP as agents reach it (the pod IP). While leading, `IP:tracker port` is written on the
+   * Lease, and followers name it to agents that reach them through the Service. Default: the listen host
+   * when it is an IP other than 0.0.0.0/::; without any, followers cannot redirect (agents retry).
+   */
+  readonly advertiseHost?: string;
+  /** Between a follower's reads of the Lease (see LeaderElectorOptions.candidatePeriodMs). */
+  readonly candidatePeriodMs?: number;
+  /** On a graceful stop, how long the leader serves on waiting for a successor (default HANDOVER_TIMEOUT_MS). */
+  readonly handoverTimeoutMs?: number;
   readonly grantStallTimeoutMs?: number;
   readonly metrics?: ControllerMetrics;
   readonly logger: Logger;
@@ -97,17 +115,24 @@ const DEFAULT_SECRET_GRANT_HINT =
 /**
  * The controller with Kubernetes membership: informers on the agent Pods and on Nodes, the tracker and
  * its gRPC server, Lease leader election and Events. Every replica keeps its informers warm and its
- * server listening, but only the leader serves: a follower refuses sessions and lookups with
- * UNAVAILABLE and is not Ready, so the tracker Service routes agents to the leader. When leadership is
- * lost the leader ends every session; agents reconnect through the Service to the new leader and
- * re-announce their inventory there. A replica campaigns only once its informers have synced, so a
+ * server listening, and is Ready once synced, but only the leader serves: a follower refuses sessions
+ * and lookups with UNAVAILABLE and the leader's address (from the Lease) in trailing metadata, and the
+ * agent dials the leader directly. When leadership is lost the leader ends every session; agents
+ * reconnect through the Service, are sent on to the new leader and re-announce their inventory there. A replica campaigns only once its informers have synced, so a
  * new leader never refuses agents for want of a Pod list.
  */
 export class KubernetesController {
   private readonly abort = new AbortController();
   private stopping = false;
+  /** Between releasing the Lease on stop and seeing a successor hold it: still serving the sessions it has. */
+  private handingOver = false;
   private synced = false;
   private startup: Promise<void> | undefined;
+  /** Origin grants held back while agents move to this replica after it became leader. */
+  private readonly holdoff = new GrantHoldoff({
+    expectedAgents: () => this.membership.admissiblePods,
+    registeredAgents: () => this.server.sessionCount,
+  });
 
   private constructor(
     readonly tracker: MemoryTracker,
@@ -246,7 +271,9 @@ export class KubernetesController {
         lifetimeMs: settings.lifetimeMs,
         metrics: metrics?.identity,
         logger: logger.child({ component: "issuer" }),
-        serving: () => ref.instance?.serving() ?? "starting",
+        // Any Ready replica issues: the CA key and the Pod informer are all it needs, and the issuer
+        // Service routes to every Ready replica.
+        serving: () => ref.instance?.ready() ?? "starting",
       });
     } catch (error: unknown) {
       membership.close();
@@ -260,6 +287,8 @@ export class KubernetesController {
         ...(metrics === undefined ? {} : { metrics }),
         logger: logger.child({ component: "tracker-server" }),
         serving: () => ref.instance?.serving() ?? "starting",
+        leaderAddress: () => ref.instance?.leaderAddress(),
+        grantsAllowed: () => ref.instance?.holdoff.allowed() ?? true,
         ...(options.trackerKeepaliveTimeMs === undefined ? {} : { keepaliveTimeMs: options.trackerKeepaliveTimeMs }),
         ...(options.trackerKeepaliveTimeoutMs === undefined ? {} : { keepaliveTimeoutMs: options.trackerKeepaliveTimeoutMs }),
         tls: certificate,
@@ -269,6 +298,20 @@ export class KubernetesController {
       await issuer.close();
       throw error;
     }
+    let advertised: string | undefined;
+    try {
+      advertised = advertisedAddress(options.advertiseHost ?? options.listen.host, server.port);
+    } catch (error: unknown) {
+      membership.close();
+      await server.close();
+      await issuer.close();
+      throw error;
+    }
+    if (advertised === undefined)
+      logger.warn(
+        { listen: options.listen },
+        "no address to advertise (set the advertise host to the pod IP): followers cannot send agents to the leader",
+      );
     const elector = new LeaderElector({
       kubeConfig,
       namespace,
@@ -277,6 +320,8 @@ export class KubernetesController {
       ...(options.leaseDurationMs === undefined ? {} : { leaseDurationMs: options.leaseDurationMs }),
       ...(options.renewDeadlineMs === undefined ? {} : { renewDeadlineMs: options.renewDeadlineMs }),
       ...(options.retryPeriodMs === undefined ? {} : { retryPeriodMs: options.retryPeriodMs }),
+      ...(options.candidatePeriodMs === undefined ? {} : { candidatePeriodMs: options.candidatePeriodMs }),
+      ...(advertised === undefined ? {} : { holderAnnotations: { [LEADER_ANNOTATION]: leaderAnnotationValue(identity, advertised) } }),
       logger: logger.child({ component: "leader-election" }),
       onStartedLeading: () => ref.instance?.onStartedLeading(),
       onStoppedLeading: () => ref.instance?.onStoppedLeading(),
@@ -321,6 +366,7 @@ export class KubernetesController {
 
   /** Why this replica does not serve the tracker now, or true. */
   serving(): true | string {
+    if (this.handingOver) return true;
     if (this.stopping) return "controller shutting down";
     if (!this.elector.isLeader) {
       const leader = this.elector.observedLeader;
@@ -332,23 +378,64 @@ export class KubernetesController {
       : true;
   }
 
-  /** /readyz: Ready only while leading (the Service then routes agents here). */
-  ready(): true | string {
-    return this.serving();
+  /**
+   * The leader's tracker address as the Lease names it, for agents that reach a follower; undefined
+   * while this replica leads, when no leader is known, or when the Lease's note is not the holder's (a
+   * leader of an older version leaves the previous holder's note in place).
+   */
+  leaderAddress(): string | undefined {
+    if (this.elector.isLeader) return undefined;
+    return leaderFromAnnotation(this.elector.observedAnnotation(LEADER_ANNOTATION), this.elector.observedLeader);
   }
 
   /**
-   * Stops. Sessions end first (agents reconnect to the next leader); with `releaseLease` (default) the
-   * Lease is released so a follower takes over at its next retry instead of after the lease duration.
-   * `releaseLease: false` behaves like a crash as far as the Lease is concerned.
+   * /readyz: Ready once this replica can do its part, leader or not: informers synced, listening (it is
+   * from start) and holding its certificate. The Service routes to every Ready replica; a follower
+   * answers agents with the leader's address, so a rolling update can wait for a new replica to be Ready
+   * and a PodDisruptionBudget counts every replica.
+   */
+  ready(): true | string {
+    if (this.stopping) return "controller shutting down";
+    if (!this.synced) return "agent Pods not loaded yet";
+    return this.certificate.current() === undefined
+      ? `no certificate yet (is the CA Secret ${this.options.namespace}/${this.options.certificates.caSecret} there and valid?)`
+      : true;
+  }
+
+  /**
+   * Stops; not Ready from the first moment. A leader with `releaseLease` (default) hands over: it
+   * releases the Lease, keeps serving its sessions until a follower holds the Lease (at the follower's
+   * next read, or HANDOVER_TIMEOUT_MS), then ends them naming the new leader, so agents go straight there
+   * and no moment passes with no leader serving. `releaseLease: false` behaves like a crash as far as
+   * the Lease is concerned: sessions end at once and the Lease expires.
    */
   async stop(options: { releaseLease?: boolean } = {}): Promise<void> {
     if (this.stopping) return;
+    const release = options.releaseLease ?? true;
+    const handOver = release && this.serving() === true;
     this.stopping = true;
+    this.handingOver = handOver;
     this.abort.abort(new ControllerError("ERR_CONTROLLER_STOPPED", "controller stopped"));
-    this.server.endSessions("controller shutting down");
+    if (!handOver) this.server.endSessions("controller shutting down");
     await this.startup;
-    await this.elector.stop({ release: options.releaseLease ?? true });
+    await this.elector.stop({ release });
+    if (handOver) {
+      const startedAt = performance.now();
+      const successor = await this.elector.awaitSuccessor(this.options.handoverTimeoutMs ?? HANDOVER_TIMEOUT_MS);
+      this.handingOver = false;
+      const leaderAddress = successor === "" ? undefined : this.leaderAddress();
+      const ended = this.server.endSessions(
+        successor === "" ? "controller shutting down" : `controller shutting down; ${successor} leads now`,
+        leaderAddress,
+      );
+      this.options.metrics?.handoverSeconds.observe((performance.now() - startedAt) / 1000);
+      this.options.logger.info(
+        { successor, leaderAddress, sessionsEnded: ended, handoverMs: Math.round(performance.now() - startedAt) },
+        successor === ""
+          ? "no successor took the Lease in time: sessions ended"
+          : "handed over: sessions ended, agents sent to the new leader",
+      );
+    }
     await this.server.close();
     await this.issuer.close();
     await this.certificate.close();
@@ -382,6 +469,7 @@ export class KubernetesController {
   }
 
   private onStartedLeading(): void {
+    this.holdoff.start();
     this.options.metrics?.leader.set(1);
     this.options.metrics?.leadershipChanges.inc({ change: "acquired" });
     const lease = this.elector.leaseObject;
@@ -404,7 +492,9 @@ export class KubernetesController {
     this.prefetch?.reconciler.stopLeading();
     this.options.metrics?.leader.set(0);
     this.options.metrics?.leadershipChanges.inc({ change: "lost" });
-    const ended = this.server.endSessions("this controller replica is no longer the leader");
+    // A graceful stop ends the sessions itself once a successor serves (stop()).
+    if (this.handingOver) return;
+    const ended = this.server.endSessions("this controller replica is no longer the leader", this.leaderAddress());
     this.options.logger.warn({ sessionsEnded: ended }, "stopped leading: agent sessions ended so they reconnect to the new leader");
   }
 

@@ -179,6 +179,60 @@ describe("Lease leader election (client-go semantics) against the API double", (
     assert.equal(spec("release").leaseTransitions, 1);
   });
 
+  it("writes the holder's annotations with every write, removes them on release, and a stopped leader sees its successor", async () => {
+    const note = { "example.dev/where": "10.1.2.3:7000" };
+    const { elector: p } = elector("p", "annotated", { holderAnnotations: note });
+    await waitFor(() => p.isLeader, 3_000, "leadership");
+    const annotations = (): Record<string, string> | undefined =>
+      (api.object("leases", "shoal", "annotated")?.metadata as { annotations?: Record<string, string> }).annotations;
+    assert.equal(annotations()?.["example.dev/where"], "10.1.2.3:7000");
+    const { elector: q } = elector("q", "annotated", { candidatePeriodMs: 50 });
+    await waitFor(() => q.observedLeader === "p", 2_000, "q to see p");
+    assert.equal(q.observedAnnotation("example.dev/where"), "10.1.2.3:7000", "followers read what the leader wrote");
+    await p.stop();
+    const successor = await p.awaitSuccessor(3_000);
+    assert.equal(successor, "q");
+    await waitFor(() => q.isLeader, 2_000, "q to lead");
+    assert.equal(annotations()?.["example.dev/where"], undefined, "released without it, and q writes none");
+    assert.equal(p.observedAnnotation("example.dev/where"), undefined);
+  });
+
+  it('awaitSuccessor gives up with "" when nobody takes the released Lease', async () => {
+    const { elector: r } = elector("r", "alone");
+    await waitFor(() => r.isLeader, 3_000, "leadership");
+    await r.stop();
+    assert.equal(await r.awaitSuccessor(300), "");
+  });
+
+  it("refuses a candidate period above the retry period", () => {
+    assert.throws(
+      () =>
+        new LeaderElector({
+          kubeConfig: api.kubeConfig(),
+          namespace: "shoal",
+          name: "x",
+          identity: "x",
+          logger,
+          ...TIMINGS,
+          candidatePeriodMs: TIMINGS.retryPeriodMs + 1,
+        }),
+      (e: unknown) => isK8sError(e, "ERR_K8S_CONFIG"),
+    );
+    assert.throws(
+      () =>
+        new LeaderElector({
+          kubeConfig: api.kubeConfig(),
+          namespace: "shoal",
+          name: "x",
+          identity: "x",
+          logger,
+          ...TIMINGS,
+          candidatePeriodMs: 0,
+        }),
+      (e: unknown) => isK8sError(e, "ERR_K8S_CONFIG"),
+    );
+  });
+
   it("refuses timings that cannot work", () => {
     const bad = [
       { leaseDurationMs: 10_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 },

@@ -40,6 +40,18 @@ export interface LeaderElectorOptions extends Partial<LeaderElectionTimings> {
   readonly onStoppedLeading?: () => void;
   /** The holder observed in the Lease changed (this candidate included); not called for a released Lease. */
   readonly onNewLeader?: (identity: string) => void;
+  /**
+   * Annotations the leader writes on the Lease with every acquire and renewal (in the same write as
+   * holderIdentity) and removes when it releases it: what followers need to know about the leader,
+   * e.g. where it serves. Read back with observedAnnotation().
+   */
+  readonly holderAnnotations?: Readonly<Record<string, string>>;
+  /**
+   * Between a candidate's attempts while another replica holds the Lease (default: retryPeriodMs, as
+   * client-go). An attempt on a held Lease is one read, no write; a shorter period lets a standby notice a
+   * released Lease sooner, which is what bounds the hand-over time of a graceful leader shutdown.
+   */
+  readonly candidatePeriodMs?: number;
 }
 
 /** Throws K8sError ERR_K8S_CONFIG unless the timings can work (client-go's own checks). */
@@ -102,6 +114,16 @@ export class LeaderElector {
     };
     validateLeaderElectionTimings(this.timings);
     if (options.identity === "") throw new K8sError("ERR_K8S_CONFIG", "leader election identity must not be empty");
+    const candidatePeriodMs = options.candidatePeriodMs;
+    if (
+      candidatePeriodMs !== undefined &&
+      (!Number.isFinite(candidatePeriodMs) || candidatePeriodMs <= 0 || candidatePeriodMs > this.timings.retryPeriodMs)
+    ) {
+      throw new K8sError(
+        "ERR_K8S_CONFIG",
+        `candidatePeriodMs must be above zero and at most retryPeriodMs (${this.timings.retryPeriodMs}), got ${candidatePeriodMs}`,
+      );
+    }
     this.api = options.kubeConfig.makeApiClient(CoordinationV1Api);
     this.logger = options.logger;
     this.now = options.now ?? (() => performance.now());
@@ -121,6 +143,11 @@ export class LeaderElector {
   /** The holder last seen in the Lease ("" when free or not read yet). */
   get observedLeader(): string {
     return this.observed?.holder ?? "";
+  }
+
+  /** An annotation of the Lease as last read or written (undefined when absent). */
+  observedAnnotation(key: string): string | undefined {
+    return this.lease?.metadata?.annotations?.[key];
   }
 
   /** The Lease as last read or written (for Events about it). */
@@ -146,6 +173,34 @@ export class LeaderElector {
     this.setLeading(false);
   }
 
+  /**
+   * After stop(): reads the Lease every candidate period until another candidate holds it, and returns
+   * that holder ("" when none took it before `timeoutMs`). A leader handing over keeps serving until
+   * then, so that agents it sends on find a leader that serves. Never throws; errors count as "not yet".
+   */
+  async awaitSuccessor(timeoutMs: number): Promise<string> {
+    const deadline = AbortSignal.timeout(Math.max(1, timeoutMs));
+    // A function, not `deadline.aborted`, so that the compiler does not assume it unchanged across awaits.
+    const expired = (): boolean => deadline.aborted;
+    const periodMs = this.options.candidatePeriodMs ?? this.timings.retryPeriodMs;
+    while (!expired()) {
+      try {
+        const current = await this.api.readNamespacedLease(
+          { name: this.options.name, namespace: this.options.namespace },
+          withSignal(deadline),
+        );
+        this.observe(current, this.now());
+        const holder = current.spec?.holderIdentity ?? "";
+        if (holder !== "" && holder !== this.identity) return holder;
+      } catch (error: unknown) {
+        if (expired()) break;
+        this.logFailure(error, "read");
+      }
+      await this.delay(periodMs, deadline).catch(() => undefined);
+    }
+    return "";
+  }
+
   /** A getter, not `signal.aborted`, so that the compiler does not assume it unchanged across awaits. */
   private get stopped(): boolean {
     return this.abort.signal.aborted;
@@ -168,7 +223,8 @@ export class LeaderElector {
     this.logger.info({ lease: this.leaseRef(), identity: this.identity }, "attempting to acquire the leader lease");
     while (!signal.aborted) {
       if (await this.tryAcquireOrRenew(AbortSignal.any([signal, AbortSignal.timeout(this.timings.renewDeadlineMs)]))) return true;
-      const waitMs = this.timings.retryPeriodMs * (1 + this.random() * ACQUIRE_JITTER_FACTOR);
+      const periodMs = this.options.candidatePeriodMs ?? this.timings.retryPeriodMs;
+      const waitMs = periodMs * (1 + this.random() * ACQUIRE_JITTER_FACTOR);
       await this.delay(waitMs, signal).catch(() => undefined);
     }
     return false;
@@ -224,7 +280,7 @@ export class LeaderElector {
       const body = model(V1Lease, {
         apiVersion: "coordination.k8s.io/v1",
         kind: "Lease",
-        metadata: model(V1ObjectMeta, { name: this.options.name, namespace: this.options.namespace }),
+        metadata: model(V1ObjectMeta, { name: this.options.name, namespace: this.options.namespace, ...this.annotationsOver(undefined) }),
         spec,
       });
       try {
@@ -256,8 +312,9 @@ export class LeaderElector {
       record,
     );
     try {
+      const metadata = model(V1ObjectMeta, this.annotationsOver(current.metadata), current.metadata);
       const updated = await this.api.replaceNamespacedLease(
-        { name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { spec }, current) },
+        { name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { metadata, spec }, current) },
         withSignal(signal),
       );
       this.observe(updated, nowMs);
@@ -295,8 +352,11 @@ export class LeaderElector {
         },
         current.spec,
       );
+      const ours = new Set(Object.keys(this.options.holderAnnotations ?? {}));
+      const annotations = Object.fromEntries(Object.entries(current.metadata?.annotations ?? {}).filter(([key]) => !ours.has(key)));
+      const metadata = model(V1ObjectMeta, { annotations }, current.metadata);
       const released = await this.api.replaceNamespacedLease(
-        { name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { spec }, current) },
+        { name: this.options.name, namespace: this.options.namespace, body: model(V1Lease, { metadata, spec }, current) },
         withSignal(signal),
       );
       this.observe(released, this.now());
@@ -304,6 +364,13 @@ export class LeaderElector {
     } catch (error: unknown) {
       this.logFailure(error, "release");
     }
+  }
+
+  /** The metadata fields that carry holderAnnotations over `metadata`'s own annotations (none without any). */
+  private annotationsOver(metadata: V1ObjectMeta | undefined): { annotations?: Record<string, string> } {
+    const own = this.options.holderAnnotations;
+    if (own === undefined || Object.keys(own).length === 0) return {};
+    return { annotations: { ...metadata?.annotations, ...own } };
   }
 
   private observe(lease: V1Lease, atMs: number): void {

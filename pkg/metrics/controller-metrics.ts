@@ -67,6 +67,17 @@ export class ControllerMetrics {
     labelNames: ["change"] as const,
     registers: [this.registry],
   });
+  readonly handoverSeconds = new Histogram({
+    name: "shoal_controller_handover_seconds",
+    help: "On a graceful stop of the leader: from releasing the Lease until a follower holds it (the leader serves meanwhile).",
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+    registers: [this.registry],
+  });
+  readonly redirects = new Counter({
+    name: "shoal_tracker_redirects_total",
+    help: "Sessions and lookups refused by a replica that does not serve, naming the leader's tracker address (agents dial it directly).",
+    registers: [this.registry],
+  });
   readonly peersDropped = new Counter({
     name: "shoal_tracker_peers_dropped_total",
     help: "Agent sessions ended because their Pod went away, by reason (PodDeleted, PodTerminating, PodNotRunning, PodIPChanged).",

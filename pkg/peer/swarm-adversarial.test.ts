@@ -31,6 +31,29 @@ describe("swarm: a member that claims a blob and never delivers it", () => {
     await fixture.close();
   });
 
+  it("a liar and an origin that answers 404: the pull fails with the origin's error, not at its own deadline", async () => {
+    fixture = new PeerFixture();
+    const bytes = testBytes(3 * 1024 * 1024 + 11);
+    const blob = await origin.addBlob(bytes);
+    origin.script({ kind: "blob", reference: blob.digest }, { kind: "status", status: 404 });
+    const tracker = new MemoryTracker({ logger, grantStallTimeoutMs: 1_000 });
+    const liar = await startFakePeer(fixture, (call) => {
+      call.fail(status.UNAVAILABLE, "not here");
+    });
+    const session = new LocalTracker({ tracker, identity: { agentId: "liar", nodeName: "liar", zone: "", peerAddress: liar }, logger });
+    fixture.defer(() => session.close());
+    session.announce({ digest: blob.digest, size: blob.size, pieceSize: choosePieceSize(blob.size), complete: true });
+    const node = await SwarmNode.start({ name: "honest", tracker, origin: { host: origin.host, url: origin.url }, tuning: FAST });
+    nodes = [node];
+    // The pull started from the peer (its reader holds the partial), then the origin failed: the reader
+    // must see that failure, not wait for pieces nobody fetches until its own deadline.
+    const deadline = AbortSignal.timeout(60_000);
+    await assert.rejects(node.pull(origin.host, NAME, blob.digest, deadline), (error: unknown) => {
+      assert.equal(deadline.aborted, false, `failed only at the pull's deadline: ${String(error)}`);
+      return true;
+    });
+  });
+
   for (const [refusal, code] of [
     ["NOT_FOUND", status.NOT_FOUND],
     ["FAILED_PRECONDITION", status.FAILED_PRECONDITION],

@@ -155,71 +155,80 @@ export class SwarmFetcher implements BlobFetcher {
     }
     const partial = await this.options.store.openPartial(request.digest, lookup.size, { pieceSize: lookup.pieceSize });
     started({ partial, source: "peer", contentType: partial.mediaType });
-    const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
-    let first: LookupResult = lookup;
-    const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
-    for (;;) {
-      const download = new SwarmDownload({
-        partial,
-        tracker,
-        pieces: this.options.pieces,
-        hashes,
-        metrics,
-        logger: this.options.logger,
-        tuning: this.tuning,
-        self: this.options.self,
-        signal,
-        first,
-        peers,
-        knownPeers: this.options.knownPeers,
-        degraded,
-      });
-      const outcome = await download.run();
-      if (outcome.kind === "complete") break;
-      if (outcome.granteeProgressing) {
-        // The grantee is still bringing pieces in from the origin: wait for them rather than fetch a second
-        // copy (asking for the grant now would take it from the grantee, which the tracker may think stalled).
-        const fromTracker = await this.lookup(request.digest, false, signal, outcome.excludedAgents);
-        const next = fromTracker ?? (await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal));
-        if (next !== undefined && next.size > 0) {
-          degraded = fromTracker === undefined;
-          first = next;
-          continue;
-        }
-      }
-      // Holders that sent bad pieces or kept failing are named, so their copies do not keep the tracker from
-      // granting us the origin. The origin only with the grant (or without a tracker): otherwise a peer slow
-      // on a busy machine would make several agents fetch the same blob from the origin at once.
-      const again = await this.lookup(request.digest, true, signal, outcome.excludedAgents);
-      if (again === undefined && outcome.suppliers > 0) {
-        // No tracker, but peers hold what is missing: keep to them (a peer that keeps failing is given up
-        // after a few calls, and then only the origin is left).
-        const viaPeers = await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal);
-        if (viaPeers !== undefined) {
-          degraded = true;
-          first = viaPeers;
-          continue;
-        }
-      }
-      if (again === undefined || again.origin.granted) {
-        this.options.logger.info(
-          { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
-          "no peer can supply the rest; fetching it from the origin",
-        );
-        await this.fromOrigin(request, signal, () => undefined);
-        metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
-        return;
-      }
-      degraded = false;
-      first = again;
-    }
     try {
-      await partial.commit();
-    } catch (error) {
-      if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) metrics.digestMismatches.inc({ source: "peer" });
+      const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
+      let first: LookupResult = lookup;
+      const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
+      for (;;) {
+        const download = new SwarmDownload({
+          partial,
+          tracker,
+          pieces: this.options.pieces,
+          hashes,
+          metrics,
+          logger: this.options.logger,
+          tuning: this.tuning,
+          self: this.options.self,
+          signal,
+          first,
+          peers,
+          knownPeers: this.options.knownPeers,
+          degraded,
+        });
+        const outcome = await download.run();
+        // Every piece may be here even when the round ended otherwise (e.g. the last ones arrived as it gave up).
+        if (outcome.kind === "complete" || partial.heldPieces === partial.pieceCount) break;
+        if (outcome.granteeProgressing) {
+          // The grantee is still bringing pieces in from the origin: wait for them rather than fetch a second
+          // copy (asking for the grant now would take it from the grantee, which the tracker may think stalled).
+          const fromTracker = await this.lookup(request.digest, false, signal, outcome.excludedAgents);
+          const next = fromTracker ?? (await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal));
+          if (next !== undefined && next.size > 0) {
+            degraded = fromTracker === undefined;
+            first = next;
+            continue;
+          }
+        }
+        // Holders that sent bad pieces or kept failing are named, so their copies do not keep the tracker from
+        // granting us the origin. The origin only with the grant (or without a tracker): otherwise a peer slow
+        // on a busy machine would make several agents fetch the same blob from the origin at once.
+        const again = await this.lookup(request.digest, true, signal, outcome.excludedAgents);
+        if (again === undefined && outcome.suppliers > 0) {
+          // No tracker, but peers hold what is missing: keep to them (a peer that keeps failing is given up
+          // after a few calls, and then only the origin is left).
+          const viaPeers = await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal);
+          if (viaPeers !== undefined) {
+            degraded = true;
+            first = viaPeers;
+            continue;
+          }
+        }
+        if (again === undefined || again.origin.granted) {
+          this.options.logger.info(
+            { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
+            "no peer can supply the rest; fetching it from the origin",
+          );
+          await this.fromOrigin(request, signal, () => undefined);
+          metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
+          return;
+        }
+        degraded = false;
+        first = again;
+      }
+      try {
+        await partial.commit();
+      } catch (error) {
+        if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) metrics.digestMismatches.inc({ source: "peer" });
+        throw error;
+      }
+      metrics.swarmDownloadDuration.observe({ source: "peer" }, (performance.now() - startedAt) / 1000);
+    } catch (error: unknown) {
+      // Readers already wait on this partial: fail them now instead of leaving them waiting for pieces
+      // nobody fetches any more (the held pieces stay for a later attempt).
+      if (partial.state === "open")
+        await partial.abort(error instanceof Error ? error : new Error(String(error)), { keepData: true }).catch(() => undefined);
       throw error;
     }
-    metrics.swarmDownloadDuration.observe({ source: "peer" }, (performance.now() - startedAt) / 1000);
   }
 
   /**

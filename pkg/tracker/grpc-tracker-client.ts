@@ -13,6 +13,7 @@ import { type SessionRequest, type SessionResponse, TrackerServiceClient } from 
 import type { Digest } from "../oci/index.js";
 import { Backoff } from "../util/index.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
+import { decideRedirect } from "./leader-redirect.js";
 import { PublishedTags } from "./published-tags.js";
 import { ReannouncePacing, type ReannouncePacingOptions, Reannouncer } from "./reannounce-pacing.js";
 import {
@@ -52,6 +53,11 @@ export const CLIENT_KEEPALIVE_TIME_MS = 10_000;
 export const CLIENT_KEEPALIVE_TIMEOUT_MS = 5_000;
 /** The TLS server name agents send (SNI); certificates are checked by role, not by this name. */
 const TLS_SERVER_NAME = "shoal-controller";
+/**
+ * Redirects followed in a row before going back to the Service: replicas that agree on the leader need
+ * one hop; more means a hand-over in progress or stale data, where backing off is right.
+ */
+const MAX_REDIRECTS_IN_A_ROW = 1;
 /** On close, how long the tracker has to acknowledge the end of the session before it is cancelled. */
 const CLOSE_TIMEOUT_MS = 1_000;
 
@@ -78,6 +84,11 @@ export interface GrpcTrackerClientOptions {
    * first batch waits randomly within `spreadMs`, then `batchBlobs` blobs every `batchIntervalMs`.
    */
   readonly reannounce?: ReannouncePacingOptions;
+  /**
+   * Maps the leader address a follower names (trailing metadata of its refusal) to the address to dial.
+   * Identity when absent; tests route it through an endpoint that keeps the pod IP as source address.
+   */
+  readonly dialLeader?: (leaderAddress: string) => string;
   /** Called with true when a session is registered and false when it is lost (e.g. for shoal_tracker_connected). */
   readonly onConnectionChange?: (connected: boolean) => void;
 }
@@ -114,11 +125,16 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private prefetchHandler: PrefetchHandler | undefined;
+  /** What the next session dials: the configured address (the Service), or a leader a follower named. */
+  private target: string;
+  private redirectsInARow = 0;
+  private registerTimer: NodeJS.Timeout | undefined;
   private readonly unsubscribe: (() => void) | undefined;
 
   constructor(private readonly options: GrpcTrackerClientOptions) {
     this.identity = validateIdentity(options.identity);
     this.logger = options.logger;
+    this.target = options.address;
     this.backoff = new Backoff({
       ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
       ...(options.maxBackoffMs === undefined ? {} : { maxDelayMs: options.maxBackoffMs }),
@@ -168,7 +184,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       const call = client.lookup(request, new Metadata(), { deadline: new Date(deadline) }, (error: ServiceError | null, response) => {
         signal?.removeEventListener("abort", onAbort);
         if (signal?.aborted === true) reject(abortReason(signal));
-        else if (error !== null) reject(lookupError(error, this.options.address));
+        else if (error !== null) reject(lookupError(error, this.target));
         else resolve(lookupResultFromWire(response));
       });
       signal?.addEventListener("abort", onAbort, { once: true });
@@ -186,7 +202,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       const call = client.resolveTag(request, new Metadata(), { deadline: new Date(deadline) }, (error: ServiceError | null, response) => {
         signal?.removeEventListener("abort", onAbort);
         if (signal?.aborted === true) reject(abortReason(signal));
-        else if (error !== null) reject(lookupError(error, this.options.address));
+        else if (error !== null) reject(lookupError(error, this.target));
         else {
           try {
             resolve(response.record === undefined ? undefined : validateTagRecord(tagRecordFromWire(response.record)));
@@ -250,7 +266,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
     const client = this.client;
     if (this.state !== "connected" || client === undefined) {
-      throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.options.address}`);
+      throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.target}`);
     }
     return { client, deadline };
   }
@@ -267,6 +283,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.state = "closed";
     this.unsubscribe?.();
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.registerTimer);
     clearInterval(this.heartbeatTimer);
     this.reannouncer.stop();
     const call = this.call;
@@ -306,7 +323,8 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       // No certificate yet: try again later, like a tracker that cannot be reached.
       this.state = "backoff";
       const delayMs = this.backoff.next();
-      this.logger.warn({ err: error, retryInMs: delayMs, address: this.options.address }, "tracker session not started");
+      this.target = this.options.address;
+      this.logger.warn({ err: error, retryInMs: delayMs, address: this.target }, "tracker session not started");
       this.reconnectTimer = setTimeout(() => {
         if (this.state === "backoff") this.connect();
       }, delayMs);
@@ -314,7 +332,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       this.wake();
       return;
     }
-    const client = new TrackerServiceClient(this.options.address, channelCredentials, {
+    const client = new TrackerServiceClient(this.target, channelCredentials, {
       // The controller's certificate is checked for its role, not a host name: agents may dial the
       // tracker by Service name or by address. A fixed TLS server name also avoids SNI with an IP.
       ...(this.options.tls === undefined ? {} : { "grpc.ssl_target_name_override": TLS_SERVER_NAME }),
@@ -338,6 +356,17 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     });
     // Says how many blobs will follow: while they do, the tracker grants nobody the origin for a blob it does not know yet.
     call.write(registerRequest(this.identity, this.inventory.size));
+    if (this.target !== this.options.address) {
+      // A redirect target is only as good as the replica that named it: if it does not register the
+      // session within a lookup's deadline, give up on it and go back to the Service.
+      const timeoutMs = this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
+      this.registerTimer = setTimeout(() => {
+        if (call !== this.call || this.state !== "connecting") return;
+        this.logger.warn({ address: this.target, timeoutMs }, "the leader a follower named did not register the session in time");
+        call.cancel();
+      }, timeoutMs);
+      this.registerTimer.unref();
+    }
   }
 
   /** TLS with this agent's current certificate, the given credentials, or plaintext. Throws without a certificate. */
@@ -365,17 +394,14 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
 
   private onRegistered(trackerId: string, reannounceSpreadMs: number): void {
     if (this.state !== "connecting") return;
+    clearTimeout(this.registerTimer);
+    this.redirectsInARow = 0;
     const previous = this.trackerId;
     this.trackerId = trackerId;
     this.state = "connected";
     this.backoff.reset();
     this.logger.info(
-      {
-        trackerId,
-        address: this.options.address,
-        newTracker: previous !== undefined && previous !== trackerId,
-        blobs: this.inventory.size,
-      },
+      { trackerId, address: this.target, newTracker: previous !== undefined && previous !== trackerId, blobs: this.inventory.size },
       "tracker session registered",
     );
     // The tracker forgot this agent when the previous session ended: send the whole inventory again, paced
@@ -424,12 +450,40 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.call = undefined;
     clearInterval(this.heartbeatTimer);
     this.reannouncer.stop();
+    clearTimeout(this.registerTimer);
     const wasConnected = this.state === "connected";
+    const dialed = this.target;
+    const redirect = decideRedirect(result.code, result.metadata, {
+      redirectsInARow: this.redirectsInARow,
+      maxRedirects: MAX_REDIRECTS_IN_A_ROW,
+      current: dialed,
+    });
+    // Every attempt that is not a redirect starts again from the Service.
+    this.target = this.options.address;
+    if (redirect.kind === "follow") {
+      // A follower refusing a new session, or a leader handing over: dial the leader it names at once.
+      this.redirectsInARow++;
+      this.target = this.options.dialLeader?.(redirect.address) ?? redirect.address;
+      this.logger.info({ address: dialed, leader: redirect.address, details: result.details, wasConnected }, "redirected to the leader");
+      this.connect();
+      if (wasConnected) {
+        this.notify(false);
+        this.sessionLost();
+      }
+      // Not woken: lookups waiting for a session keep waiting (within their deadline) for this attempt.
+      return;
+    }
+    this.redirectsInARow = 0;
+    if (redirect.kind === "refuse")
+      this.logger.warn(
+        { address: dialed, reason: redirect.reason },
+        "not following the redirect to the leader; back to the tracker Service",
+      );
     this.state = "backoff";
     const delayMs = this.backoff.next();
     const level = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT ? "error" : "warn";
     this.logger[level](
-      { code: status[result.code], details: result.details, retryInMs: delayMs, address: this.options.address },
+      { code: status[result.code], details: result.details, retryInMs: delayMs, address: dialed },
       wasConnected ? "tracker session lost" : "tracker session failed",
     );
     this.reconnectTimer = setTimeout(() => {

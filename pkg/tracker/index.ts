@@ -36,3 +36,4 @@ export {
 } from "./grpc-tracker-client.js";
 export * from "./prefetch.js";
 export { announceRequest, announceRequests, heartbeatRequest, registerRequest } from "./wire.js";
+export { LEADER_ADDRESS_METADATA, parseLeaderAddress, decideRedirect, type RedirectDecision } from "./leader-redirect.js";

@@ -1,5 +1,13 @@
 import { X509Certificate } from "node:crypto";
-import { Server, ServerCredentials, type ServerDuplexStream, type ServerUnaryCall, type sendUnaryData, status } from "@grpc/grpc-js";
+import {
+  type Metadata,
+  Server,
+  ServerCredentials,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type sendUnaryData,
+  status,
+} from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import {
   type IdentitySource,
@@ -34,6 +42,7 @@ import {
   validateTagRecord,
 } from "./validation.js";
 import { validatePrefetchReport } from "./prefetch.js";
+import { leaderAddressMetadata, parseLeaderAddress } from "./leader-redirect.js";
 import {
   MAX_SESSION_MESSAGE_BYTES,
   announcementFromWire,
@@ -72,6 +81,18 @@ export interface TrackerServerOptions {
    */
   readonly serving?: () => true | string;
   /**
+   * Where the tracker that serves instead is (the leader's `IP:port`), when this one does not: sent with
+   * the UNAVAILABLE refusal as trailing metadata so the agent dials it directly. An invalid address is
+   * logged and not sent.
+   */
+  readonly leaderAddress?: () => string | undefined;
+  /**
+   * Whether lookups may grant an origin fetch now; when false they are answered without a grant (the
+   * agent waits for a holder to show up and asks again). A new leader holds grants back while agents
+   * are still re-registering. Always allowed when absent.
+   */
+  readonly grantsAllowed?: () => boolean;
+  /**
    * The controller's certificate: the tracker then speaks mutual TLS with agents of the trust bundle
    * only (others fail the handshake), and every session is bound to the agent's certificate: it must
    * register with the node name and an address its certificate names. Plaintext without (local development).
@@ -88,6 +109,17 @@ export interface TrackerServerOptions {
 interface StatusError {
   readonly code: status;
   readonly details: string;
+  readonly metadata?: Metadata;
+}
+
+/** A refusal because this replica does not serve now; carries the leader's address when known. */
+class NotServing extends TrackerError {
+  constructor(
+    reason: string,
+    readonly leaderAddress: string | undefined,
+  ) {
+    super("ERR_TRACKER_UNAVAILABLE", leaderAddress === undefined ? reason : `${reason}; the leader serves at ${leaderAddress}`);
+  }
 }
 
 /**
@@ -96,9 +128,10 @@ interface StatusError {
  * agent's disconnect.
  */
 export class TrackerServer {
-  private readonly sessions = new Set<(details?: string) => void>();
+  private readonly sessions = new Set<(details?: string, metadata?: Metadata) => void>();
   private closing: Promise<void> | undefined;
   private readonly gate: AnnounceGate;
+  private registered = 0;
 
   private constructor(
     private readonly server: Server,
@@ -184,6 +217,11 @@ export class TrackerServer {
     return instance;
   }
 
+  /** Sessions registered and open now. */
+  get sessionCount(): number {
+    return this.registered;
+  }
+
   /** `host:port` to dial, with the bound port. */
   get address(): string {
     const host =
@@ -191,10 +229,15 @@ export class TrackerServer {
     return host.includes(":") ? `[${host}]:${this.port}` : `${host}:${this.port}`;
   }
 
-  /** Ends every open session with UNAVAILABLE and `details` (agents reconnect); the server keeps listening. */
-  endSessions(details: string): number {
+  /**
+   * Ends every open session with UNAVAILABLE and `details` (agents reconnect); the server keeps listening.
+   * With `leaderAddress` (valid IP:port) the refusal names the tracker agents should go to next.
+   */
+  endSessions(details: string, leaderAddress?: string): number {
+    const parsed = leaderAddress === undefined ? undefined : parseLeaderAddress(leaderAddress);
+    const metadata = parsed !== undefined && "address" in parsed ? leaderAddressMetadata(parsed.address) : undefined;
     const open = [...this.sessions];
-    for (const end of open) end(details);
+    for (const end of open) end(details, metadata);
     return open.length;
   }
 
@@ -229,6 +272,7 @@ export class TrackerServer {
       if (ended) return;
       ended = true;
       this.sessions.delete(shutdown);
+      if (session !== undefined) this.registered--;
       session?.close();
       if (outcome === "gone") return;
       if (outcome === undefined) call.end();
@@ -237,11 +281,15 @@ export class TrackerServer {
           { agentId: session?.identity.agentId, remoteAddress, code: status[outcome.code], details: outcome.details },
           "session ended",
         );
-        call.emit("error", { code: outcome.code, details: outcome.details });
+        call.emit("error", {
+          code: outcome.code,
+          details: outcome.details,
+          ...(outcome.metadata === undefined ? {} : { metadata: outcome.metadata }),
+        });
       }
     };
-    const shutdown = (details = "tracker shutting down"): void => {
-      end({ code: status.UNAVAILABLE, details });
+    const shutdown = (details = "tracker shutting down", metadata?: Metadata): void => {
+      end({ code: status.UNAVAILABLE, details, ...(metadata === undefined ? {} : { metadata }) });
     };
     this.sessions.add(shutdown);
     const resume = (): void => {
@@ -307,6 +355,7 @@ export class TrackerServer {
       // The more agents hold sessions, the wider those coming back after a fail-over spread their re-announce.
       const reannounceSpreadMs = spreadForSessions(this.options.tracker.sessionCount);
       call.write({ kind: { $case: "registered", value: { trackerId: this.options.tracker.id, reannounceSpreadMs } } });
+      this.registered++;
       return opened;
     }
     switch (kind?.$case) {
@@ -358,7 +407,7 @@ export class TrackerServer {
       const result = this.options.tracker.lookup(
         agentId,
         digest,
-        call.request.wantOriginGrant,
+        call.request.wantOriginGrant && (this.options.grantsAllowed?.() ?? true),
         {
           ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
           ...(remoteAddress === undefined ? {} : { remoteAddress }),
@@ -433,10 +482,17 @@ export class TrackerServer {
     throw new TrackerError("ERR_TRACKER_PERMISSION_DENIED", `agent ${identity.agentId} ${refusal}`);
   }
 
-  /** Throws ERR_TRACKER_UNAVAILABLE (gRPC UNAVAILABLE) while the `serving` option says no. */
+  /** Throws ERR_TRACKER_UNAVAILABLE (gRPC UNAVAILABLE, with the leader's address when known) while the `serving` option says no. */
   private checkServing(): void {
     const serving = this.options.serving?.() ?? true;
-    if (serving !== true) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", serving);
+    if (serving === true) return;
+    const advertised = this.options.leaderAddress?.();
+    const parsed = advertised === undefined ? undefined : parseLeaderAddress(advertised);
+    if (parsed !== undefined && "invalid" in parsed)
+      this.options.logger.warn({ reason: parsed.invalid }, "not redirecting agents to the leader");
+    const leader = parsed !== undefined && "address" in parsed ? parsed.address : undefined;
+    if (leader !== undefined) this.options.metrics?.redirects.inc();
+    throw new NotServing(serving, leader);
   }
 
   /** Runs a check at the edge, counting what it rejects. */
@@ -465,6 +521,8 @@ export class TrackerServer {
         ERR_TRACKER_CLOSED: status.UNAVAILABLE,
         ERR_TRACKER_RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
       }[error.code];
+      if (error instanceof NotServing && error.leaderAddress !== undefined)
+        return { code, details: error.message, metadata: leaderAddressMetadata(error.leaderAddress) };
       return { code, details: error.message };
     }
     this.options.logger.error({ err: error }, "tracker request failed");

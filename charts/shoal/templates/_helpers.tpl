@@ -194,6 +194,8 @@ identity: "$(POD_NAME)"
 lease-duration: {{ $c.leaderElection.leaseDuration | quote }}
 renew-deadline: {{ $c.leaderElection.renewDeadline | quote }}
 retry-period: {{ $c.leaderElection.retryPeriod | quote }}
+candidate-period: {{ $c.leaderElection.candidatePeriod | quote }}
+advertise-host: "$(POD_IP)"
 prefetch: {{ .Values.imagePrefetch.enabled | quote }}
 {{- with .Values.registries }}
 upstream: {{ toJson . }}

@@ -38,7 +38,7 @@ const ALL_OFF = {
     priorityClassName: "",
     tolerations: [],
   },
-  controller: { rbac: { create: false }, serviceAccount: { create: false, name: "existing" } },
+  controller: { rbac: { create: false }, serviceAccount: { create: false, name: "existing" }, podDisruptionBudget: { enabled: false } },
   dashboards: { configMap: { enabled: false }, grafanaDashboard: { enabled: false } },
   serviceMonitor: { enabled: false },
   podMonitor: { enabled: false },
@@ -151,6 +151,7 @@ describe("helm chart charts/shoal", () => {
           "RoleBinding",
           "ClusterRole",
           "ClusterRoleBinding",
+          "PodDisruptionBudget",
           "NetworkPolicy",
           "NetworkPolicy",
         ],
@@ -334,6 +335,8 @@ describe("helm chart charts/shoal", () => {
     assert.equal(flag(args, "lease-duration"), "15s");
     assert.equal(flag(args, "renew-deadline"), "10s");
     assert.equal(flag(args, "retry-period"), "2s");
+    assert.equal(flag(args, "candidate-period"), "1s");
+    assert.equal(flag(args, "advertise-host"), "$(POD_IP)", "the leader names its pod IP on the Lease");
     assert.equal(flag(args, "lease-name"), `${RELEASE}-shoal-controller`);
     assert.equal(flag(args, "kubeconfig"), undefined, "in cluster: the service account");
     assert.equal(flag(args, "prefetch"), "true", "ImagePrefetch on by default");
@@ -347,7 +350,17 @@ describe("helm chart charts/shoal", () => {
       "false",
     );
     const env = Object.fromEntries((controller.env ?? []).map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
-    assert.deepEqual(env, { POD_NAMESPACE: "metadata.namespace", POD_NAME: "metadata.name" });
+    assert.deepEqual(env, { POD_NAMESPACE: "metadata.namespace", POD_NAME: "metadata.name", POD_IP: "status.podIP" });
+    // Every synced replica is Ready, so the update rolls one replica at a time and the budget lets one go.
+    assert.deepEqual(at(deployment, "spec", "strategy"), { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    const budget = only(objects, "PodDisruptionBudget");
+    assert.equal(at(budget, "spec", "minAvailable"), 1);
+    assert.deepEqual(at(budget, "spec", "selector", "matchLabels"), at(deployment, "spec", "selector", "matchLabels"));
+    assert.ok(
+      (await render({ controller: { replicas: 1 } })).every((o) => o.kind !== "PodDisruptionBudget"),
+      "no budget that would block every drain of a single replica",
+    );
+    assert.ok((await render({ controller: { podDisruptionBudget: { enabled: false } } })).every((o) => o.kind !== "PodDisruptionBudget"));
     const selector = parseSelector(flag(args, "agent-selector") ?? "");
     assert.ok(
       selects(selector, podLabels(only(objects, "DaemonSet"))),

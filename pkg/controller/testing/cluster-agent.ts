@@ -23,6 +23,8 @@ export interface ClusterAgentOptions {
   readonly tuning?: Partial<SwarmTuning>;
   /** Take the zone the tracker ranks the agent by (as agents in Kubernetes do) instead of ignoring zones. */
   readonly zoneFromTracker?: boolean;
+  /** Where to dial a leader address a follower names (the pod network keeping the pod IP as source). */
+  readonly dialLeader?: (leaderAddress: string) => string;
   /** host:port of the certificate issuer (a ServiceForwarder endpoint for this pod IP). */
   readonly issuerAddress: string;
   /** The Pod's projected ServiceAccount token (read for every certificate request). */
@@ -77,6 +79,7 @@ export class ClusterAgent {
           initialBackoffMs: 100,
           maxBackoffMs: 400,
           lookupTimeoutMs: 2_000,
+          ...(options.dialLeader === undefined ? {} : { dialLeader: options.dialLeader }),
         });
         sessions.push(client);
         return client;

@@ -30,6 +30,8 @@ export interface Replica {
 export class TestCluster {
   readonly replicas = new Map<string, Replica>();
   private readonly agents: ClusterAgent[] = [];
+  /** Pod IP → replica tracker address → the direct endpoint from that pod IP (the pod network). */
+  private readonly podRoutes = new Map<string, Map<string, string>>();
 
   private constructor(
     readonly api: KubeApiDouble,
@@ -89,6 +91,8 @@ export class TestCluster {
       logger,
       grantStallTimeoutMs: 2_000,
       ...TIMINGS,
+      // A few candidate periods: a follower takes a released Lease well within it.
+      handoverTimeoutMs: 1_000,
       informerTuning: { initialBackoffMs: 100, maxBackoffMs: 1_000 },
       certificates: {
         caSecret: CA_SECRET,
@@ -114,6 +118,8 @@ export class TestCluster {
       stopped: false,
     };
     this.replicas.set(identity, replica);
+    for (const [podIp, routes] of this.podRoutes)
+      routes.set(controller.trackerAddress, await this.forwarder.directEndpointFor(podIp, controller.trackerAddress));
     return replica;
   }
 
@@ -159,6 +165,10 @@ export class TestCluster {
     options: { zoneFromTracker?: boolean; token?: string } = {},
   ): Promise<ClusterAgent> {
     const projected = options.token ?? this.tokenFor(name);
+    const routes = new Map<string, string>();
+    for (const replica of this.replicas.values())
+      routes.set(replica.controller.trackerAddress, await this.forwarder.directEndpointFor(podIp, replica.controller.trackerAddress));
+    this.podRoutes.set(podIp, routes);
     const agent = await ClusterAgent.start({
       issuerAddress: await this.issuerForwarder.endpointFor(podIp),
       token: () => Promise.resolve(projected),
@@ -168,6 +178,8 @@ export class TestCluster {
       podIp,
       ...(claimedZone === undefined ? {} : { claimedZone }),
       trackerAddress: await this.forwarder.endpointFor(podIp),
+      // A leader address the test has no route for is dialed as is, and then comes from 127.0.0.1: refused.
+      dialLeader: (address) => routes.get(address) ?? address,
       origin: { host: this.origin.host, url: this.origin.url },
       tuning: { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 },
       ...(options.zoneFromTracker === true ? { zoneFromTracker: true } : {}),

@@ -50,9 +50,23 @@ export class ServiceForwarder {
 
   /** host:port a client at `sourceAddress` dials; its connections reach the replica from `sourceAddress`. */
   async endpointFor(sourceAddress: string): Promise<string> {
-    const server = createServer((client) => {
+    return await this.listen((client) => {
       this.forward(client, sourceAddress);
     });
+  }
+
+  /**
+   * The pod network rather than the Service: host:port on which a client at `sourceAddress` reaches
+   * `target` (one replica, e.g. the leader a follower named) directly, whatever its readiness.
+   */
+  async directEndpointFor(sourceAddress: string, target: string): Promise<string> {
+    return await this.listen((client) => {
+      this.connectTo(client, target, sourceAddress);
+    });
+  }
+
+  private async listen(onConnection: (client: Socket) => void): Promise<string> {
+    const server = createServer(onConnection);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(0, "127.0.0.1", () => {
@@ -112,12 +126,13 @@ export class ServiceForwarder {
       client.resetAndDestroy();
       return;
     }
-    const colon = backend.target.lastIndexOf(":");
-    const upstream = connect({
-      host: backend.target.slice(0, colon),
-      port: Number(backend.target.slice(colon + 1)),
-      localAddress: sourceAddress,
-    });
+    this.connectTo(client, backend.target, sourceAddress);
+  }
+
+  private connectTo(client: Socket, target: string, sourceAddress: string): void {
+    this.track(client);
+    const colon = target.lastIndexOf(":");
+    const upstream = connect({ host: target.slice(0, colon), port: Number(target.slice(colon + 1)), localAddress: sourceAddress });
     this.track(upstream);
     client.on("error", () => upstream.destroy());
     upstream.on("error", () => client.destroy());
