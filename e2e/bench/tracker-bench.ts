@@ -14,7 +14,7 @@ import { procStats } from "../../pkg/metrics/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { ShoalController } from "../support/shoal-controller.js";
 import { type FailoverBenchResult, type LookupFigures, runFailoverBench } from "./tracker-failover.js";
-import { Worker, quantile, startKubernetes, waitReady } from "./tracker-load/bench-harness.js";
+import { Worker, quantile, startKubernetes, waitLeader, waitReady } from "./tracker-load/bench-harness.js";
 import type { BenchCa, RolloutPlan, RolloutReport } from "./tracker-load/protocol.js";
 import { agentAddress } from "./tracker-load/workload.js";
 
@@ -180,6 +180,7 @@ export async function runTrackerBench(
     }
     controller = await ShoalController.start({ parentDir: workDir, extraArgs });
     await waitReady(controller.metricsUrl);
+    if (api !== undefined) await waitLeader(api, "bench-controller");
     const pid = controller.daemon.pid;
     const before = await procStats(pid);
     const t0 = performance.now();

@@ -13,10 +13,9 @@ import { procStats } from "../../pkg/metrics/index.js";
 import type { KubeApiDouble } from "../../pkg/k8s/testing/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { ShoalController } from "../support/shoal-controller.js";
-import { NAMESPACE, Worker, quantile, startKubernetes, waitReady } from "./tracker-load/bench-harness.js";
+import { Worker, leaseHolder, quantile, startKubernetes, waitLeader, waitReady } from "./tracker-load/bench-harness.js";
 import type { StormPlan, StormReport } from "./tracker-load/protocol.js";
 
-const LEASE_NAME = "shoal-controller";
 /** How much of each replica's log --log-dir keeps. */
 const LOG_KEEP_BYTES = 4 * 1024 * 1024;
 /** How often the stand-in for the tracker Service looks at the replicas' readiness. */
@@ -113,10 +112,6 @@ function figures(reports: readonly StormReport[], fromMs: number, toMs: number):
   };
 }
 
-function holder(api: KubeApiDouble): string | undefined {
-  return (api.object("leases", NAMESPACE, LEASE_NAME)?.spec as { holderIdentity?: string } | undefined)?.holderIdentity;
-}
-
 /** One run: two replicas, K agents, the leader killed. */
 export async function runFailoverBench(
   options: FailoverBenchOptions,
@@ -144,9 +139,9 @@ export async function runFailoverBench(
     const leader = await ShoalController.start({ parentDir: workDir, extraArgs: replicaArgs("replica-0") });
     controllers.push(leader);
     await waitReady(leader.metricsUrl);
+    await waitLeader(api, "replica-0");
     const follower = await ShoalController.start({ parentDir: workDir, extraArgs: replicaArgs("replica-1") });
     controllers.push(follower);
-    if (holder(api) !== "replica-0") throw new Error(`replica-0 should lead, the Lease names ${String(holder(api))}`);
     const t0 = performance.now();
     for (let w = 0; w < options.workers; w++) workers.push(new Worker());
     const slices = workers.map((_, w) => Array.from({ length: options.agents }, (_, i) => i).filter((i) => i % options.workers === w));
@@ -204,7 +199,7 @@ export async function runFailoverBench(
     });
     await router;
     const followerAfter = await procStats(follower.daemon.pid);
-    const newLeader = holder(api);
+    const newLeader = leaseHolder(api);
     if (newLeader !== "replica-1") log(`  warning: the Lease names ${String(newLeader)} after the storm`);
     const registered = reports.flatMap((r) => r.registeredAtMs).filter((at) => at >= killedAtMs);
     const visible = reports.flatMap((r) => r.visibleAtMs).filter((at) => at >= killedAtMs);

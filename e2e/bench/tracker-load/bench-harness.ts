@@ -124,3 +124,21 @@ export async function waitReady(metricsUrl: string): Promise<void> {
   }
   throw new Error(`the controller was not ready within ${LEADER_TIMEOUT_MS} ms`);
 }
+
+/** The Lease the replicas elect a leader with (the controller's default name). */
+export const LEASE_NAME = "shoal-controller";
+
+/** Who holds the Lease in the API double. */
+export function leaseHolder(api: KubeApiDouble): string | undefined {
+  return (api.object("leases", NAMESPACE, LEASE_NAME)?.spec as { holderIdentity?: string } | undefined)?.holderIdentity;
+}
+
+/** Waits until `identity` holds the Lease: every replica is Ready once it has its certificate, only the leader serves. */
+export async function waitLeader(api: KubeApiDouble, identity: string): Promise<void> {
+  const deadline = Date.now() + LEADER_TIMEOUT_MS;
+  while (leaseHolder(api) !== identity) {
+    if (Date.now() >= deadline)
+      throw new Error(`${identity} did not lead within ${LEADER_TIMEOUT_MS} ms (the Lease names ${String(leaseHolder(api))})`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
