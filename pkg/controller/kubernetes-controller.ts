@@ -28,7 +28,6 @@ import { PrefetchResolver } from "./prefetch-resolver.js";
 import { PullSecretReader } from "./prefetch-pull-secrets.js";
 import { type ImagePrefetchObject, PREFETCH_GROUP, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
 import { TokenAuthenticator } from "./token-authenticator.js";
-import { GrantHoldoff } from "./grant-holdoff.js";
 import { LEADER_ANNOTATION, advertisedAddress, leaderAnnotationValue, leaderFromAnnotation } from "./leader-address.js";
 
 /** Events name this component as their source. */
@@ -128,11 +127,6 @@ export class KubernetesController {
   private handingOver = false;
   private synced = false;
   private startup: Promise<void> | undefined;
-  /** Origin grants held back while agents move to this replica after it became leader. */
-  private readonly holdoff = new GrantHoldoff({
-    expectedAgents: () => this.membership.admissiblePods,
-    registeredAgents: () => this.server.sessionCount,
-  });
 
   private constructor(
     readonly tracker: MemoryTracker,
@@ -288,7 +282,6 @@ export class KubernetesController {
         logger: logger.child({ component: "tracker-server" }),
         serving: () => ref.instance?.serving() ?? "starting",
         leaderAddress: () => ref.instance?.leaderAddress(),
-        grantsAllowed: () => ref.instance?.holdoff.allowed() ?? true,
         ...(options.trackerKeepaliveTimeMs === undefined ? {} : { keepaliveTimeMs: options.trackerKeepaliveTimeMs }),
         ...(options.trackerKeepaliveTimeoutMs === undefined ? {} : { keepaliveTimeoutMs: options.trackerKeepaliveTimeoutMs }),
         tls: certificate,
@@ -469,7 +462,6 @@ export class KubernetesController {
   }
 
   private onStartedLeading(): void {
-    this.holdoff.start();
     this.options.metrics?.leader.set(1);
     this.options.metrics?.leadershipChanges.inc({ change: "acquired" });
     const lease = this.elector.leaseObject;

@@ -63,11 +63,6 @@ export class KubernetesMembership implements Membership {
     ];
   }
 
-  /** Agent Pods that would be admitted now (running, with a pod IP). */
-  get admissiblePods(): number {
-    return new Set(this.byIp.values()).size;
-  }
-
   admits(identity: AgentIdentity, remoteAddress?: string): true | string {
     if (!this.options.pods.hasSynced || !this.options.nodes.hasSynced)
       return "the controller has not loaded the agent Pods from the Kubernetes API yet";

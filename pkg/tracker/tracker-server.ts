@@ -87,12 +87,6 @@ export interface TrackerServerOptions {
    */
   readonly leaderAddress?: () => string | undefined;
   /**
-   * Whether lookups may grant an origin fetch now; when false they are answered without a grant (the
-   * agent waits for a holder to show up and asks again). A new leader holds grants back while agents
-   * are still re-registering. Always allowed when absent.
-   */
-  readonly grantsAllowed?: () => boolean;
-  /**
    * The controller's certificate: the tracker then speaks mutual TLS with agents of the trust bundle
    * only (others fail the handshake), and every session is bound to the agent's certificate: it must
    * register with the node name and an address its certificate names. Plaintext without (local development).
@@ -407,7 +401,7 @@ export class TrackerServer {
       const result = this.options.tracker.lookup(
         agentId,
         digest,
-        call.request.wantOriginGrant && (this.options.grantsAllowed?.() ?? true),
+        call.request.wantOriginGrant,
         {
           ...(this.options.membership === undefined ? {} : { membership: this.options.membership }),
           ...(remoteAddress === undefined ? {} : { remoteAddress }),
