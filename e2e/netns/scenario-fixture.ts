@@ -7,8 +7,18 @@ import { type ClusterNode, type ClusterOptions, NetnsCluster } from "./cluster.j
 import { type NodePullResult } from "./pull-round.js";
 import { namespacesWithPrefix } from "./topology.js";
 
-export const SCENARIO_NODES = 4;
-export const SCENARIO_IMAGE_BYTES = 32 * 1024 * 1024;
+/** A positive integer from the environment (figures at full size), else the CI size. */
+function sizeFromEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+/** SHOAL_E2E_SCENARIO_NODES and SHOAL_E2E_SCENARIO_MIB run the scenarios at other sizes (for figures). */
+export const SCENARIO_NODES = sizeFromEnv("SHOAL_E2E_SCENARIO_NODES", 4);
+export const SCENARIO_IMAGE_BYTES = sizeFromEnv("SHOAL_E2E_SCENARIO_MIB", 32) * 1024 * 1024;
 export const SCENARIO_LAYERS = 3;
 /** Node links (up and down) and the origin's egress. */
 export const SCENARIO_LINK_BYTES_PER_SECOND = 300e6 / 8;
