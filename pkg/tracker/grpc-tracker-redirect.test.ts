@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Server as NetServer, type Socket, createServer } from "node:net";
+import { createServer } from "node:net";
 import { Writable } from "node:stream";
 import { describe, it } from "node:test";
 import { Metadata, Server, ServerCredentials, type ServerDuplexStream, status } from "@grpc/grpc-js";
@@ -11,7 +11,7 @@ import { LEADER_ADDRESS_METADATA } from "./leader-redirect.js";
 import { MemoryTracker } from "./memory-tracker.js";
 import { TrackerServer } from "./tracker-server.js";
 import { FAST_CLIENT_OPTIONS } from "./testing/harnesses.js";
-import { eventually, testDigest, testIdentity } from "./testing/helpers.js";
+import { eventually, silentServer, testDigest, testIdentity } from "./testing/helpers.js";
 
 const silent = pino({ level: "silent" });
 
@@ -61,28 +61,6 @@ async function refusingReplica(
     close: () =>
       new Promise<void>((resolve) => {
         server.tryShutdown(() => {
-          resolve();
-        });
-      }),
-  };
-}
-
-/** Accepts TCP and never answers: a leader address that leads nowhere useful. */
-async function silentServer(): Promise<{ address: string; close: () => Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server: NetServer = createServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === "object");
-  return {
-    address: `127.0.0.1:${address.port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => {
           resolve();
         });
       }),

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { type Server as NetServer, type Socket, createServer } from "node:net";
 import { describe, it } from "node:test";
 import { pino } from "pino";
 import { isTrackerError } from "./errors.js";
@@ -8,32 +7,10 @@ import { StaticMembership } from "./membership.js";
 import { MemoryTracker } from "./memory-tracker.js";
 import { TrackerServer } from "./tracker-server.js";
 import { grpcHarness, FAST_CLIENT_OPTIONS } from "./testing/harnesses.js";
-import { eventually, sleep, testDigest, testIdentity } from "./testing/helpers.js";
+import { eventually, silentServer, sleep, testDigest, testIdentity } from "./testing/helpers.js";
 
 const logger = pino({ level: "silent" });
 const digest = testDigest("session");
-
-/** A TCP server that accepts connections and never answers: a tracker that hangs. */
-async function silentServer(): Promise<{ port: number; close: () => Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server: NetServer = createServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => undefined);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  assert.ok(address !== null && typeof address === "object");
-  return {
-    port: address.port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => {
-          resolve();
-        });
-      }),
-  };
-}
 
 describe("GrpcTrackerClient session", () => {
   it("reports connect and disconnect through the callback and `connected`", async () => {

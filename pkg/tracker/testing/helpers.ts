@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { type Server as NetServer, type Socket, createServer } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Digest, digestOf } from "../../oci/index.js";
 import { PieceBitmap } from "../../piece/index.js";
@@ -40,4 +41,27 @@ export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 3_0
       await sleep(intervalMs);
     }
   }
+}
+
+/** A TCP server on loopback that accepts connections and never answers: a tracker (or leader) that hangs. */
+export async function silentServer(): Promise<{ address: string; port: number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: NetServer = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const bound = server.address();
+  if (bound === null || typeof bound !== "object") throw new Error("the silent server has no port");
+  return {
+    address: `127.0.0.1:${bound.port}`,
+    port: bound.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => {
+          resolve();
+        });
+      }),
+  };
 }
