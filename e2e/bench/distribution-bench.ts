@@ -35,6 +35,8 @@ interface AgentFigures {
   readonly peakRssBytes: number;
   /** Piece bytes received from peers and not kept (shoal_peer_bytes_wasted_total during the pulls): duplicates of hedged, endgame or raced requests, and bad pieces. */
   readonly wastedPeerBytes: number;
+  /** The same by the metric's reason (already_held, unverifiable, bad, incomplete). */
+  readonly wastedPeerBytesByReason: Readonly<Record<string, number>>;
 }
 
 interface ArmResult {
@@ -105,7 +107,7 @@ async function runArm(
 /** Each agent's CPU seconds and wasted peer bytes so far, to subtract from the figures after the pulls. */
 interface AgentCounters {
   readonly cpuSeconds: number;
-  readonly wastedPeerBytes: number;
+  readonly wastedPeerBytes: Readonly<Record<string, number>>;
 }
 
 async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string, AgentCounters>> {
@@ -120,11 +122,33 @@ async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string,
   return counters;
 }
 
-/** shoal_peer_bytes_wasted_total over every reason, scraped inside the node's namespace. */
-async function wastedPeerBytes(node: ClusterNode): Promise<number> {
-  if (node.agent === undefined) return 0;
+/** shoal_peer_bytes_wasted_total by reason, scraped inside the node's namespace. */
+async function wastedPeerBytes(node: ClusterNode): Promise<Record<string, number>> {
+  const byReason: Record<string, number> = {};
+  if (node.agent === undefined) return byReason;
   const text = await scrapeInNetns(node.endpoint.netns, node.agent.metricsUrl);
-  return samples(text, "shoal_peer_bytes_wasted_total").reduce((total, s) => total + s.value, 0);
+  for (const s of samples(text, "shoal_peer_bytes_wasted_total")) {
+    const reason = s.labels.reason ?? "";
+    byReason[reason] = (byReason[reason] ?? 0) + s.value;
+  }
+  return byReason;
+}
+
+/** `after` minus `before`, per reason, dropping reasons with nothing wasted. */
+function wastedSince(
+  after: Readonly<Record<string, number>>,
+  before: Readonly<Record<string, number>> | undefined,
+): Record<string, number> {
+  const delta: Record<string, number> = {};
+  for (const [reason, bytes] of Object.entries(after)) {
+    const grown = bytes - (before?.[reason] ?? 0);
+    if (grown > 0) delta[reason] = grown;
+  }
+  return delta;
+}
+
+function wastedFigures(byReason: Record<string, number>): { wastedPeerBytes: number; wastedPeerBytesByReason: Record<string, number> } {
+  return { wastedPeerBytes: Object.values(byReason).reduce((total, bytes) => total + bytes, 0), wastedPeerBytesByReason: byReason };
 }
 
 async function agentFigures(
@@ -144,7 +168,7 @@ async function agentFigures(
       cpuSecondsTotal: round(stats.cpuSeconds),
       cpuSecondsPerGB: round(cpuSeconds / (imageBytes / GB)),
       peakRssBytes: stats.peakRssBytes,
-      wastedPeerBytes: (await wastedPeerBytes(node)) - (earlier?.wastedPeerBytes ?? 0),
+      ...wastedFigures(wastedSince(await wastedPeerBytes(node), earlier?.wastedPeerBytes)),
     });
   }
   return figures;
@@ -212,7 +236,13 @@ function report(
     lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS, peer bytes received and not kept");
     for (const a of shoal.agents) {
       lines.push(
-        `  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB  wasted ${(a.wastedPeerBytes / MB).toFixed(1)} MB (${((100 * a.wastedPeerBytes) / imageBytes).toFixed(1)} % of the image)`,
+        `  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB  wasted ${(a.wastedPeerBytes / MB).toFixed(1)} MB (${((100 * a.wastedPeerBytes) / imageBytes).toFixed(1)} % of the image${
+          Object.keys(a.wastedPeerBytesByReason).length === 0
+            ? ""
+            : `: ${Object.entries(a.wastedPeerBytesByReason)
+                .map(([r, b]) => `${r} ${(b / MB).toFixed(1)}`)
+                .join(", ")}`
+        })`,
       );
     }
   }

@@ -41,7 +41,11 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   parkedRefreshIntervalMs: 50,
   announceIntervalMs: 100,
   stallMs: 3_000,
-  hedgeAfterMs: 500,
+  // A call silent this long (and its peer sending nothing else) is duplicated. 500 ms made agents on a
+  // busy machine receive 9-19 % of an image twice in `npm run bench` (8 nodes, 2 cores): a loaded event
+  // loop is often that silent. 1.5 s: 0-2.7 %, the last node as fast or faster (32.6-33.1 s against
+  // 35.2-37.5 s), and the simulator as good or better (N = 32-316: 2.02-2.97x the bound, 2.23-2.99x).
+  hedgeAfterMs: 1_500,
   endgamePieces: 4,
   endgameSilenceMs: 500,
   siblingWaitMs: 1_500,
