@@ -8,6 +8,7 @@ import { type Digest, MEDIA_TYPE_OCI_MANIFEST, digestOf, parseDigest } from "../
 import type { TagRecord } from "../tracker/tracker.js";
 import type { ManifestPeers } from "./manifest-peers.js";
 import type { ClusterTags } from "./manifests.js";
+import { MAX_RESUMES } from "./origin-fetcher.js";
 import { MirrorFixture } from "./testing/mirror-fixture.js";
 
 const NAME = "team/app";
@@ -112,6 +113,20 @@ describe("mirror: blobs", () => {
     assert.equal(ranged.length, 1);
     assert.match(String(ranged[0]?.headers.range), /^bytes=\d+-$/);
     assert.ok((await f.metric("shoal_upstream_resumes_total")) >= 1);
+  });
+
+  it("rides out a network blip longer than the resume count: connections reset at the start and mid-transfer", async () => {
+    const blob = await f.upstream.addBlob({ size: 3 * 1024 * 1024, seed: "blip" });
+    // More failures in a row than MAX_RESUMES: before, the pull failed with 502 after the third.
+    f.upstream.script({ kind: "blob", reference: blob.digest }, { kind: "reset" }, { times: MAX_RESUMES + 2 });
+    const first = await fetch(f.blobUrl(NAME, blob.digest));
+    assert.equal(first.status, 200);
+    assert.equal(digestOf(await body(first)), blob.digest);
+    const other = await f.upstream.addBlob({ size: 3 * 1024 * 1024, seed: "blip-mid" });
+    f.upstream.script({ kind: "blob", reference: other.digest }, { kind: "body", truncateAfterBytes: 1024 * 1024 + 5 }, { times: 1 });
+    f.upstream.script({ kind: "blob", reference: other.digest }, { kind: "reset" }, { times: MAX_RESUMES + 2 });
+    const second = await fetch(f.blobUrl(NAME, other.digest));
+    assert.equal(digestOf(await body(second)), other.digest);
   });
 
   it("never completes a response whose bytes do not match the digest, and stores nothing", async () => {

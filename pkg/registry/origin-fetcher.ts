@@ -12,7 +12,26 @@ import { raceSignal } from "../util/index.js";
 
 /** How often a transfer that failed mid-stream is resumed with a Range request before giving up. */
 export const MAX_RESUMES = 3;
+/**
+ * A network failure (refused, reset, unreachable, timed out, cut short) is retried for this long without a
+ * byte of progress, beyond MAX_RESUMES: a node whose network blips for a few seconds finishes its pulls
+ * instead of failing them. Readers' own deadlines still apply.
+ */
+export const NETWORK_RETRY_WINDOW_MS = 15_000;
 const RESUME_DELAY_MS = 200;
+const MAX_RESUME_DELAY_MS = 2_000;
+
+/** A failure of the network path to the origin, not an answer from it. */
+function isNetworkFailure(error: unknown): boolean {
+  return error instanceof RegistryError && ["ERR_UPSTREAM_NETWORK", "ERR_UPSTREAM_TIMEOUT", "ERR_UPSTREAM_TRUNCATED"].includes(error.code);
+}
+
+/** Whether attempt `attempt` (1-based) after a failure may go ahead, and after how long. */
+function retryDelayMs(error: unknown, attempt: number, stuckSinceMs: number): number | undefined {
+  if (!isTransientUpstreamError(error)) return undefined;
+  if (attempt > MAX_RESUMES && !(isNetworkFailure(error) && performance.now() - stuckSinceMs < NETWORK_RETRY_WINDOW_MS)) return undefined;
+  return Math.min(RESUME_DELAY_MS * attempt, MAX_RESUME_DELAY_MS);
+}
 
 export interface OriginFetcherOptions {
   readonly store: BlobStore;
@@ -102,7 +121,7 @@ export class OriginFetcher implements BlobFetcher {
     if (persisted !== undefined) {
       partial = await store.openPartial(request.digest, persisted.size, { pieceSize: persisted.pieceSize });
     }
-    const response = await this.requestBlob(request, partial?.appendOffset ?? 0, signal);
+    const response = await this.requestWithRetries(request, partial?.appendOffset ?? 0, signal);
     const contentType = header(response.headers, "content-type");
     if (partial === undefined) {
       const size = Number(header(response.headers, "content-length"));
@@ -128,6 +147,9 @@ export class OriginFetcher implements BlobFetcher {
     const log = logger.child({ digest: request.digest, registry: request.registry });
     let response: OffsetResponse | undefined = first;
     let resumes = 0;
+    // Progress resets the retry budget: what counts is how long the transfer has been stuck.
+    let stuckSinceMs = performance.now();
+    let progressOffset = partial.appendOffset;
     for (;;) {
       try {
         if (response === undefined) response = await this.requestBlob(request, partial.appendOffset, signal);
@@ -175,16 +197,39 @@ export class OriginFetcher implements BlobFetcher {
           return;
         }
         metrics.upstreamErrors.inc({ reason: upstreamErrorReason(error) });
-        if (isTransientUpstreamError(error) && resumes < MAX_RESUMES) {
+        if (partial.appendOffset > progressOffset) {
+          progressOffset = partial.appendOffset;
+          stuckSinceMs = performance.now();
+          resumes = 0;
+        }
+        const delayMs = retryDelayMs(error, resumes + 1, stuckSinceMs);
+        if (delayMs !== undefined) {
           resumes++;
           metrics.upstreamRetries.inc();
           log.warn({ err: error, offset: partial.appendOffset, resumes }, "origin transfer broke; resuming");
-          await sleep(RESUME_DELAY_MS * resumes, undefined, { signal }).catch(() => undefined);
+          await sleep(delayMs, undefined, { signal }).catch(() => undefined);
           continue;
         }
         log.error({ err: error, offset: partial.appendOffset }, "origin transfer failed");
         await partial.abort(error instanceof Error ? error : new Error(String(error)), { keepData: !isStoreError(error) });
         return;
+      }
+    }
+  }
+
+  /** requestBlob, retried on network failures for NETWORK_RETRY_WINDOW_MS (a network blip at the start). */
+  private async requestWithRetries(request: BlobRequest, offset: number, signal: AbortSignal): Promise<OffsetResponse> {
+    const stuckSinceMs = performance.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.requestBlob(request, offset, signal);
+      } catch (error) {
+        // Only the network: an answer of the origin's (429, 5xx) goes to the client as it is, promptly.
+        const delayMs = signal.aborted || !isNetworkFailure(error) ? undefined : retryDelayMs(error, attempt, stuckSinceMs);
+        if (delayMs === undefined) throw error;
+        this.options.metrics.upstreamRetries.inc();
+        this.options.logger.warn({ err: error, digest: request.digest, attempt }, "origin request failed; retrying");
+        await sleep(delayMs, undefined, { signal }).catch(() => undefined);
       }
     }
   }
