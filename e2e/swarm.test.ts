@@ -179,7 +179,7 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
       const tracker = new TrackerServiceClient(controller.trackerAddress, channel);
       const lookup = await new Promise<number>((resolve) => {
         tracker.lookup(
-          { agentId: "stranger", digest, wantOriginGrant: false, excludedAgentIds: [] },
+          { agentId: "stranger", digest, wantOriginGrant: false, excludedAgentIds: [], expectedSize: 0 },
           new Metadata(),
           { deadline: Date.now() + 5_000 },
           (error: ServiceError | null) => {

@@ -50,7 +50,7 @@ function rawLookup(address: string, channel: ChannelCredentials): Promise<{ code
   const client = new TrackerServiceClient(address, channel);
   return new Promise((resolve) => {
     client.lookup(
-      { agentId: "probe", digest: digestOf("x"), wantOriginGrant: false, excludedAgentIds: [] },
+      { agentId: "probe", digest: digestOf("x"), wantOriginGrant: false, excludedAgentIds: [], expectedSize: 0 },
       new Metadata(),
       { deadline: Date.now() + 3_000 },
       (error) => {

@@ -45,13 +45,18 @@ export class ControllerMetrics {
   });
   readonly requestsRejected = new Counter({
     name: "shoal_tracker_requests_rejected_total",
-    help: "Tracker requests rejected, by reason (invalid, conflict, not_registered, exhausted).",
+    help: "Tracker requests rejected, by reason (invalid, conflict, excluded, not_registered, exhausted).",
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
   readonly pieceHashConflicts = new Counter({
     name: "shoal_tracker_piece_hash_conflicts_total",
-    help: "Announced piece hashes that differ from the hash already known for that piece (ignored).",
+    help: "Announced piece hashes or sizes that contradict the announcer's claim or the other claims about the blob (kept apart).",
+    registers: [this.registry],
+  });
+  readonly agentsExcluded = new Counter({
+    name: "shoal_tracker_agents_excluded_total",
+    help: "Agents excluded for a blob: they announced a complete copy that independent complete copies contradict.",
     registers: [this.registry],
   });
 

@@ -87,6 +87,8 @@ export interface SwarmDownloadContext {
   readonly knownPeers?: KnownPeers | undefined;
   /** `first` came from the peers (lookupViaPeers), not the tracker. */
   readonly degraded?: boolean;
+  /** The blob's size as the agent knows it (a manifest's descriptor): asked of the tracker with every lookup. */
+  readonly expectedSize?: number | undefined;
 }
 
 /**
@@ -309,6 +311,7 @@ export class SwarmDownload {
       piece.release();
     }
     this.bytesFromPeers += length;
+    this.peers.supplied(peer);
     this.lastProgressMs = performance.now();
     this.announcer.tick();
     return true;
@@ -319,7 +322,14 @@ export class SwarmDownload {
     this.needRefresh = false;
     const { partial, signal } = this.ctx;
     try {
-      const result = await this.ctx.tracker.lookup(partial.digest, { wantOriginGrant: false, signal });
+      // Holders it found bad are named: the tracker then answers with another claim about the blob if theirs is wrong.
+      const excludedAgents = this.peers.excluded();
+      const result = await this.ctx.tracker.lookup(partial.digest, {
+        wantOriginGrant: false,
+        signal,
+        ...(excludedAgents.length > 0 ? { excludedAgents } : {}),
+        ...(this.ctx.expectedSize === undefined ? {} : { expectedSize: this.ctx.expectedSize }),
+      });
       this.ctx.knownPeers?.remember(partial.digest, result.holders, this.ctx.self?.agentId);
       this.apply(result, false);
     } catch (error) {

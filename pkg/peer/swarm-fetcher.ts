@@ -24,6 +24,13 @@ const GRANTEE_POLL_MS = 100;
 const TRACKER_REBUILD_WAIT_MS = 6_000;
 /** The longest pause between those lookups, whatever the tracker asks for. */
 const MAX_RETRY_AFTER_MS = 2_000;
+/**
+ * Blobs for which this agent remembers suppliers of a copy that failed its digest, and how many per blob
+ * (a blob is fetched from a few dozen peers at most): a bound on what lying peers can make it keep.
+ */
+const MAX_SUSPECT_BLOBS = 1_024;
+const MAX_SUSPECTS_PER_BLOB = 64;
+const NO_SUSPECTS: ReadonlySet<string> = new Set();
 
 export interface SwarmFetcherOptions {
   readonly store: BlobStore;
@@ -58,6 +65,8 @@ interface Flight {
  */
 export class SwarmFetcher implements BlobFetcher {
   private readonly flights = new Map<Digest, Flight>();
+  /** Per digest, agents whose pieces made a copy that failed its digest; least recently suspected first out. */
+  private readonly suspects = new Map<Digest, Set<string>>();
   private readonly tuning: SwarmTuning;
 
   constructor(private readonly options: SwarmFetcherOptions) {
@@ -82,6 +91,21 @@ export class SwarmFetcher implements BlobFetcher {
     } catch (error) {
       release();
       throw error;
+    }
+  }
+
+  private suspectsOf(digest: Digest): ReadonlySet<string> {
+    return this.suspects.get(digest) ?? NO_SUSPECTS;
+  }
+
+  private suspect(digest: Digest, agentIds: readonly string[]): void {
+    const set = this.suspects.get(digest) ?? new Set<string>();
+    this.suspects.delete(digest);
+    for (const id of agentIds) if (set.size < MAX_SUSPECTS_PER_BLOB) set.add(id);
+    this.suspects.set(digest, set);
+    for (const oldest of this.suspects.keys()) {
+      if (this.suspects.size <= MAX_SUSPECT_BLOBS) break;
+      this.suspects.delete(oldest);
     }
   }
 
@@ -122,7 +146,7 @@ export class SwarmFetcher implements BlobFetcher {
   ): Promise<void> {
     const { tracker, metrics } = this.options;
     const startedAt = performance.now();
-    let lookup = await this.lookup(request.digest, true, signal);
+    let lookup = await this.lookup(request, true, signal);
     // Another agent holds the grant but has not announced the blob yet: give it a moment. A tracker that is
     // rebuilding after a fail-over granted nothing because holders may still re-announce: ask it again.
     let granteeWaitedMs = 0;
@@ -140,12 +164,12 @@ export class SwarmFetcher implements BlobFetcher {
         granteeWaitedMs += pauseMs;
       }
       await sleep(pauseMs, undefined, { signal });
-      lookup = await this.lookup(request.digest, true, signal);
+      lookup = await this.lookup(request, true, signal);
     }
     // Degraded (no tracker): the peers this agent knows are asked before the origin.
     let degraded = false;
     if (lookup === undefined) {
-      lookup = await this.lookupViaPeers(request.digest, [], signal);
+      lookup = await this.lookupViaPeers(request, [], signal);
       degraded = lookup !== undefined;
     }
     if (lookup === undefined || lookup.origin.granted || lookup.size === 0) {
@@ -159,6 +183,7 @@ export class SwarmFetcher implements BlobFetcher {
       const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
       let first: LookupResult = lookup;
       const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
+      peers.distrust(this.suspectsOf(request.digest));
       for (;;) {
         const download = new SwarmDownload({
           partial,
@@ -174,6 +199,7 @@ export class SwarmFetcher implements BlobFetcher {
           peers,
           knownPeers: this.options.knownPeers,
           degraded,
+          expectedSize: request.size,
         });
         const outcome = await download.run();
         // Every piece may be here even when the round ended otherwise (e.g. the last ones arrived as it gave up).
@@ -181,8 +207,8 @@ export class SwarmFetcher implements BlobFetcher {
         if (outcome.granteeProgressing) {
           // The grantee is still bringing pieces in from the origin: wait for them rather than fetch a second
           // copy (asking for the grant now would take it from the grantee, which the tracker may think stalled).
-          const fromTracker = await this.lookup(request.digest, false, signal, outcome.excludedAgents);
-          const next = fromTracker ?? (await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal));
+          const fromTracker = await this.lookup(request, false, signal, outcome.excludedAgents);
+          const next = fromTracker ?? (await this.lookupViaPeers(request, outcome.excludedAgents, signal));
           if (next !== undefined && next.size > 0) {
             degraded = fromTracker === undefined;
             first = next;
@@ -192,11 +218,11 @@ export class SwarmFetcher implements BlobFetcher {
         // Holders that sent bad pieces or kept failing are named, so their copies do not keep the tracker from
         // granting us the origin. The origin only with the grant (or without a tracker): otherwise a peer slow
         // on a busy machine would make several agents fetch the same blob from the origin at once.
-        const again = await this.lookup(request.digest, true, signal, outcome.excludedAgents);
+        const again = await this.lookup(request, true, signal, outcome.excludedAgents);
         if (again === undefined && outcome.suppliers > 0) {
           // No tracker, but peers hold what is missing: keep to them (a peer that keeps failing is given up
           // after a few calls, and then only the origin is left).
-          const viaPeers = await this.lookupViaPeers(request.digest, outcome.excludedAgents, signal);
+          const viaPeers = await this.lookupViaPeers(request, outcome.excludedAgents, signal);
           if (viaPeers !== undefined) {
             degraded = true;
             first = viaPeers;
@@ -218,7 +244,18 @@ export class SwarmFetcher implements BlobFetcher {
       try {
         await partial.commit();
       } catch (error) {
-        if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) metrics.digestMismatches.inc({ source: "peer" });
+        if (isStoreError(error, "ERR_STORE_DIGEST_MISMATCH")) {
+          metrics.digestMismatches.inc({ source: "peer" });
+          // Every piece matched the hashes it was checked against, yet the blob does not match its digest: the
+          // hashes were wrong, and so were the peers whose pieces were kept. The next fetch of this digest names
+          // them to the tracker (which then answers with another claim, or grants the origin) and never asks them.
+          const suppliers = peers.suppliers().filter((id) => id !== this.options.self?.agentId);
+          this.suspect(request.digest, suppliers);
+          this.options.logger.warn(
+            { digest: request.digest, suppliers },
+            "a blob assembled from peers failed its digest check; its suppliers are distrusted for this blob",
+          );
+        }
         throw error;
       }
       metrics.swarmDownloadDuration.observe({ source: "peer" }, (performance.now() - startedAt) / 1000);
@@ -259,17 +296,27 @@ export class SwarmFetcher implements BlobFetcher {
   }
 
   private async lookup(
-    digest: Digest,
+    request: BlobRequest,
     wantOriginGrant: boolean,
     signal: AbortSignal,
-    excludedAgents: readonly string[] = [],
+    named: readonly string[] = [],
   ): Promise<LookupResult | undefined> {
+    const { digest } = request;
+    const excludedAgents = [...new Set([...named, ...this.suspectsOf(digest)])];
     try {
       const result = await this.options.tracker.lookup(digest, {
         wantOriginGrant,
         signal,
         ...(excludedAgents.length > 0 ? { excludedAgents } : {}),
+        ...(request.size === undefined ? {} : { expectedSize: request.size }),
       });
+      if (request.size !== undefined && result.size > 0 && result.size !== request.size) {
+        this.options.logger.warn(
+          { digest, size: result.size, expected: request.size },
+          "tracker answered with a size the manifest contradicts",
+        );
+        return { ...result, size: 0, pieceSize: 0, holders: [], pieceHashes: [] };
+      }
       this.options.metrics.trackerLookups.inc({
         result: result.origin.granted
           ? "granted"
@@ -293,14 +340,22 @@ export class SwarmFetcher implements BlobFetcher {
    * Degraded mode: the tracker's answer rebuilt from the peers this agent knows of (for this blob, else
    * any it heard of lately), `excluded` left out. Undefined when none holds any of the blob.
    */
-  private async lookupViaPeers(digest: Digest, excluded: readonly string[], signal: AbortSignal): Promise<LookupResult | undefined> {
+  private async lookupViaPeers(request: BlobRequest, excluded: readonly string[], signal: AbortSignal): Promise<LookupResult | undefined> {
     const known = this.options.knownPeers;
     if (known === undefined) return undefined;
-    const skip = new Set([...excluded, this.options.self?.agentId ?? ""]);
+    const { digest } = request;
+    const skip = new Set([...excluded, ...this.suspectsOf(digest), this.options.self?.agentId ?? ""]);
     const candidates = [...known.holdersOf(digest), ...known.recent(MAX_STAT_FANOUT)].filter((p) => !skip.has(p.agentId));
     const viaPeers = await lookupViaPeers({ digest, candidates, pieces: this.options.pieces, signal });
     this.options.metrics.trackerLookups.inc({ result: viaPeers === undefined ? "peers_none" : "peers" });
     if (viaPeers === undefined) return undefined;
+    if (request.size !== undefined && viaPeers.result.size !== request.size) {
+      this.options.logger.warn(
+        { digest, size: viaPeers.result.size, expected: request.size },
+        "peers claim a size the manifest contradicts",
+      );
+      return undefined;
+    }
     known.remember(digest, viaPeers.exchanged, this.options.self?.agentId);
     this.options.logger.info(
       { digest, holders: viaPeers.result.holders.length },

@@ -65,6 +65,8 @@ export function isBusy(peer: SwarmPeer, nowMs: number, patienceMs: number): bool
 interface Verdict {
   failures: number;
   bad: boolean;
+  /** A piece of it was kept: if the blob then fails its digest, this agent is a suspect. */
+  supplied: boolean;
 }
 
 /**
@@ -175,6 +177,28 @@ export class SwarmPeers {
     peer.excludedUntilMs = peer.failures >= MAX_PEER_FAILURES ? Number.POSITIVE_INFINITY : nowMs + FAILURE_BACKOFF_MS;
   }
 
+  /**
+   * Agents known to be bad for this blob before the download starts (a copy made from their pieces failed
+   * its digest): never asked, and named to the tracker like those that sent bad pieces.
+   */
+  distrust(agentIds: Iterable<string>): void {
+    for (const agentId of agentIds) {
+      this.verdict(agentId).bad = true;
+      const peer = this.peers.get(agentId);
+      if (peer !== undefined) this.exclude(peer);
+    }
+  }
+
+  /** A piece from this peer passed its hash check and was kept. */
+  supplied(peer: SwarmPeer): void {
+    this.verdict(peer.agentId).supplied = true;
+  }
+
+  /** Agents whose pieces this fetch kept. */
+  suppliers(): string[] {
+    return [...this.verdicts].filter(([, v]) => v.supplied).map(([agentId]) => agentId);
+  }
+
   /** A peer that sent a piece not matching its hash is dropped for this blob. */
   exclude(peer: SwarmPeer): void {
     peer.excludedUntilMs = Number.POSITIVE_INFINITY;
@@ -185,7 +209,7 @@ export class SwarmPeers {
   private verdict(agentId: string): Verdict {
     let verdict = this.verdicts.get(agentId);
     if (verdict === undefined) {
-      verdict = { failures: 0, bad: false };
+      verdict = { failures: 0, bad: false, supplied: false };
       this.verdicts.set(agentId, verdict);
     }
     return verdict;

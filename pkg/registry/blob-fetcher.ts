@@ -7,6 +7,11 @@ export interface BlobRequest {
   readonly registry: string;
   readonly name: string;
   readonly digest: Digest;
+  /**
+   * The blob's size as a manifest's descriptor gives it, when the agent saw one naming this digest: what
+   * peers and the tracker say about its size is believed only when it agrees.
+   */
+  readonly size?: number | undefined;
   /** Credentials for the origin fetch of this request only (a prefetch's pull secret); the agent's own otherwise. */
   readonly credentials?: BasicCredentials | undefined;
 }

@@ -19,6 +19,7 @@ import type { ManifestPeers } from "./manifest-peers.js";
 export type ClusterTags = Pick<Tracker, "publishTag" | "resolveTag">;
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { statusError, upstreamErrorReason } from "./origin-fetcher.js";
+import type { DescriptorSizes } from "./descriptor-sizes.js";
 import { type UpstreamClient, header, readLimitedBytes } from "./upstream/upstream-client.js";
 
 /** distribution's own limit on manifest size; larger bodies are refused rather than buffered. */
@@ -62,6 +63,8 @@ export interface ManifestResolverOptions {
   readonly manifestPeers?: ManifestPeers | undefined;
   /** The cluster's tag records (the tracker): published after each upstream resolution, read when the upstream is down. */
   readonly clusterTags?: ClusterTags | undefined;
+  /** Learns the sizes every verified manifest gives the blobs it names (the mirror asks with them). */
+  readonly descriptorSizes?: DescriptorSizes | undefined;
   readonly now?: () => number;
 }
 
@@ -166,6 +169,7 @@ export class ManifestResolver {
     const mediaType = sniffManifestMediaType(body);
     // A manifest without a mediaType field cannot be labelled from its bytes alone; the origin's header can.
     if (mediaType === undefined) return undefined;
+    this.options.descriptorSizes?.learn(body);
     await this.keep(digest, mediaType, body);
     return { kind: "body", digest, mediaType, body, source: "peer" };
   }
@@ -197,6 +201,7 @@ export class ManifestResolver {
     }
     const mediaType = header(response.headers, "content-type") ?? sniffManifestMediaType(body) ?? ALL_MANIFEST_MEDIA_TYPES[0] ?? "";
     if (request.reference.kind === "tag") this.publish(request, request.reference.tag, digest, mediaType, body.length);
+    this.options.descriptorSizes?.learn(body);
     await this.keep(digest, mediaType, body);
     return { kind: "body", digest, mediaType, body, source: "origin" };
   }

@@ -12,6 +12,7 @@ import { type ClusterTags, ManifestResolver } from "./manifests.js";
 import { toOciErrorResponse, writeOciError } from "./oci-errors.js";
 import { statusError } from "./origin-fetcher.js";
 import { type UpstreamClient, header } from "./upstream/upstream-client.js";
+import { DescriptorSizes } from "./descriptor-sizes.js";
 import { raceSignal } from "../util/index.js";
 
 /** containerd waits for a mirror indefinitely; this bounds how long a response may take to start. */
@@ -43,11 +44,13 @@ type Route = Exclude<MirrorRoute, { kind: "base" }>;
 /** The pull-only OCI distribution endpoint of the agent. */
 export class Mirror {
   private readonly manifests: ManifestResolver;
+  /** Sizes of the blobs the manifests this mirror served name: a fetch believes no other size from peers. */
+  private readonly sizes = new DescriptorSizes();
   private readonly startTimeoutMs: number;
   private readonly streamStallTimeoutMs: number;
 
   constructor(private readonly options: MirrorOptions) {
-    this.manifests = new ManifestResolver(options);
+    this.manifests = new ManifestResolver({ ...options, descriptorSizes: this.sizes });
     this.startTimeoutMs = options.responseStartTimeoutMs ?? DEFAULT_RESPONSE_START_TIMEOUT_MS;
     this.streamStallTimeoutMs = options.responseStallTimeoutMs ?? DEFAULT_RESPONSE_STALL_TIMEOUT_MS;
   }
@@ -201,7 +204,9 @@ export class Mirror {
     }
     let lease;
     try {
-      lease = await this.withDeadline(deadline, () => fetcher.acquire({ registry, name: route.name, digest: route.digest }, deadline));
+      lease = await this.withDeadline(deadline, () =>
+        fetcher.acquire({ registry, name: route.name, digest: route.digest, size: this.sizes.get(route.digest) }, deadline),
+      );
     } catch (error) {
       // Completed by another flight between our stat and the fetch: serve it from the store.
       if (!isStoreError(error, "ERR_STORE_BLOB_EXISTS") || retried) throw error;

@@ -176,6 +176,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       digest,
       wantOriginGrant: options.wantOriginGrant,
       excludedAgentIds: [...(options.excludedAgents ?? [])],
+      expectedSize: options.expectedSize ?? 0,
     };
     return await new Promise<LookupResult>((resolve, reject) => {
       const onAbort = (): void => {

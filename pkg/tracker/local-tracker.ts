@@ -50,7 +50,14 @@ export class LocalTracker implements Tracker {
       if (this.closed) throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
       if (!this.connected) throw new TrackerError("ERR_TRACKER_UNAVAILABLE", "no session with the in-process tracker");
       return Promise.resolve(
-        this.options.tracker.lookup(this.options.identity.agentId, digest, options.wantOriginGrant, this.access(), options.excludedAgents),
+        this.options.tracker.lookup(
+          this.options.identity.agentId,
+          digest,
+          options.wantOriginGrant,
+          this.access(),
+          options.excludedAgents,
+          options.expectedSize,
+        ),
       );
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));

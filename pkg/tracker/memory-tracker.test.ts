@@ -53,8 +53,9 @@ describe("MemoryTracker", () => {
     assert.equal(tracker.lookup("a", digest, true).origin.granted, false, "peers can supply it");
     const named = tracker.lookup("a", digest, true, {}, ["bad"]);
     assert.equal(named.origin.granted, true);
+    assert.deepEqual(named.holders, [], "every holder of the only claim is excluded: the asker is answered with none");
     assert.equal(
-      named.holders.some((h) => h.agentId === "bad"),
+      tracker.lookup("b", digest, false).holders.some((h) => h.agentId === "bad"),
       true,
       "the holder is still listed for others",
     );
@@ -112,33 +113,36 @@ describe("MemoryTracker", () => {
     assert.deepEqual(tracker.lookup("b", digest, false).holders, []);
   });
 
-  it("refuses a size conflicting with other agents, but lets an agent correct its own", () => {
+  it("keeps a size that conflicts with other agents' apart, and lets an agent correct its own", async () => {
     const { tracker, metrics } = setup();
     const a = tracker.register(testIdentity("a"));
     const b = tracker.register(testIdentity("b"));
+    tracker.register(testIdentity("c"));
     a.announce({ digest, size: 100, pieceSize: 10, complete: true });
     a.announce({ digest, size: 200, pieceSize: 10, complete: true });
-    assert.equal(tracker.lookup("b", digest, false).size, 200);
-    assert.throws(
-      () => {
-        b.announce({ digest, size: 200, pieceSize: 20, complete: true });
-      },
-      (e: unknown) =>
-        isTrackerError(e, "ERR_TRACKER_INVALID_ARGUMENT") && /piece size 20/.test(e.message) && /piece size 10/.test(e.message),
-    );
+    assert.equal(tracker.lookup("c", digest, false).size, 200, "the only holder corrected its own claim");
+    assert.equal(tracker.snapshot().blobs.length, 1);
+    b.announce({ digest, size: 200, pieceSize: 20, complete: true });
+    assert.equal(tracker.snapshot().blobs.length, 2, "two claims, one per geometry");
+    const first = tracker.lookup("c", digest, false);
+    assert.deepEqual([first.size, first.pieceSize, first.holders.map((h) => h.agentId)], [200, 10, ["a"]], "the older claim wins a tie");
+    const bySize = tracker.lookup("c", digest, false, {}, [], 200);
+    assert.equal(bySize.pieceSize, 10);
+    assert.equal(tracker.lookup("c", digest, false, {}, ["a"]).pieceSize, 20, "a's claim has no usable holder: b's");
+    const unknownSize = tracker.lookup("c", digest, true, {}, [], 300);
     assert.deepEqual(
-      tracker.lookup("b", digest, false).holders.map((h) => h.agentId),
-      ["a"],
+      [unknownSize.size, unknownSize.holders.length, unknownSize.origin.granted],
+      [0, 0, true],
+      "no claim of the size the asker knows",
     );
-    return value(metrics.requestsRejected, { reason: "conflict" }).then((n) => {
-      assert.equal(n, 1);
-    });
+    assert.equal(await value(metrics.pieceHashConflicts), 0, "a new claim is not a conflict with one's own");
   });
 
-  it("keeps the first hash of a piece, counts conflicting ones and clears bitmap bits past the end", async () => {
+  it("the only holder of a claim may change its hashes (counted); a holder contradicting others moves to a claim of its own with what it held", async () => {
     const { tracker, metrics } = setup();
     const a = tracker.register(testIdentity("a"));
-    tracker.register(testIdentity("b"));
+    const b = tracker.register(testIdentity("b"));
+    tracker.register(testIdentity("c"));
     a.announce({
       digest,
       size: 25,
@@ -158,11 +162,32 @@ describe("MemoryTracker", () => {
         { index: 0, sha256: pieceHash(0) },
       ],
     });
-    const r = tracker.lookup("b", digest, false);
-    assert.deepEqual(r.pieceHashes, [pieceHash(0), undefined, pieceHash(2)]);
-    assert.deepEqual(r.holders[0]?.bitmap, Uint8Array.of(0b1110_0000));
+    const r = tracker.lookup("c", digest, false);
+    assert.deepEqual(r.pieceHashes, [pieceHash(0), undefined, pieceHash(2, "x")]);
+    assert.deepEqual(r.holders[0]?.bitmap, Uint8Array.of(0b1110_0000), "bits past the end cleared");
     assert.equal(await value(metrics.pieceHashConflicts), 1);
-    assert.equal(tracker.snapshot().blobs[0]?.knownHashes, 2);
+    // b joins a's claim (it agrees), then contradicts piece 2: it leaves with piece 0's hash, which it held.
+    b.announce({ digest, size: 25, pieceSize: 10, complete: false, bitmap: bitmapOf(3, [0]), pieceHashes: [] });
+    assert.equal(tracker.snapshot().blobs.length, 1);
+    b.announce({
+      digest,
+      size: 25,
+      pieceSize: 10,
+      complete: false,
+      bitmap: bitmapOf(3, [0, 2]),
+      pieceHashes: [{ index: 2, sha256: pieceHash(2) }],
+    });
+    assert.equal(await value(metrics.pieceHashConflicts), 2);
+    const claims = tracker.snapshot().blobs;
+    assert.deepEqual(
+      claims.map((c) => [c.holders.map((h) => h.agentId), c.knownHashes]),
+      [
+        [["a"], 2],
+        [["b"], 2],
+      ],
+    );
+    const bs = tracker.lookup("c", digest, false, {}, ["a"]);
+    assert.deepEqual(bs.pieceHashes, [pieceHash(0), undefined, pieceHash(2)], "a's hash of piece 2 is not in b's claim");
   });
 
   it("moves a grant only after a full stall timeout without an increase in held pieces", async () => {

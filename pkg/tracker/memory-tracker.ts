@@ -4,8 +4,8 @@ import type { WorkloadIdentity } from "../identity/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES } from "../piece/index.js";
+import { BlobClaims, type Claim } from "./blob-claims.js";
 import { TrackerError } from "./errors.js";
-import { type Holding, HolderIndex } from "./holder-index.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
 import { validatePrefetchReport } from "./prefetch.js";
@@ -144,25 +144,6 @@ interface AgentRecord {
   chargedBytes: number;
 }
 
-interface BlobRecord {
-  readonly size: number;
-  readonly pieceSize: number;
-  readonly pieceCount: number;
-  /**
-   * The piece hashes, packed (32 bytes at index * 32), and which of them are known: the first hash
-   * announced for a piece wins. Packed, a piece costs 32 bytes and a bit; the per-piece views lookups
-   * answer with live only in the tracker's bounded cache of hash lists.
-   */
-  readonly hashBytes: Uint8Array;
-  readonly knownBits: Uint8Array;
-  knownHashes: number;
-  readonly holders: HolderIndex;
-  /** The one Holding object every complete holder of this blob shares. */
-  readonly completeHolding: Holding;
-  /** The session whose announce created the record: the record's memory is charged to it. */
-  readonly creator: AgentRecord;
-}
-
 interface Grant {
   readonly agentId: string;
   readonly grantedAtMs: number;
@@ -187,10 +168,11 @@ export class MemoryTracker {
   private readonly agentsByNode = new Map<string, Set<string>>();
   private readonly maxLookupHolders: number;
   private readonly random: () => number;
-  private readonly blobs = new Map<Digest, BlobRecord>();
+  /** Per digest, the claims agents made about it (blob-claims.ts): kept apart while they disagree. */
+  private readonly blobs = new Map<Digest, BlobClaims<AgentRecord>>();
   private readonly grants = new Map<Digest, Grant>();
   /** Hash lists lookups answer with, least recently used first; see answer(). */
-  private readonly answers = new Map<BlobRecord, readonly (Uint8Array | undefined)[]>();
+  private readonly answers = new Map<Claim<AgentRecord>, readonly (Uint8Array | undefined)[]>();
   private answeredPieces = 0;
   /** Grants released by a disconnect: who held them and when, so the next grant can count as a move. */
   private readonly released = new Map<Digest, { readonly agentId: string; readonly atMs: number }>();
@@ -272,27 +254,33 @@ export class MemoryTracker {
     return new Session(this, recorded, token);
   }
 
-  /** Records what `agentId` holds of a blob, replacing its earlier announcement of that digest. */
+  /**
+   * Records what `agentId` holds of a blob, replacing its earlier announcement of that digest. The
+   * announcement joins the claim it agrees with or starts its own (blob-claims.ts): what one agent says
+   * never overwrites what others said. A complete copy that makes its claim corroborated gets the claims
+   * it contradicts discarded, and their complete holders excluded for the blob.
+   */
   announce(agentId: string, announcement: BlobAnnouncement): void {
     const agent = this.agent(agentId);
     this.grace.announced(agentId);
     const a = this.guard(() => validateAnnouncement(announcement));
-    let blob = this.blobs.get(a.digest);
-    if (blob !== undefined && (blob.size !== a.size || blob.pieceSize !== a.pieceSize)) {
-      const onlyOwn = blob.holders.size === 1 && blob.holders.has(agentId);
-      if (!onlyOwn) {
-        this.metrics?.requestsRejected.inc({ reason: "conflict" });
-        throw new TrackerError(
-          "ERR_TRACKER_INVALID_ARGUMENT",
-          `announce of ${a.digest} by ${agentId} says size ${a.size}, piece size ${a.pieceSize}; ` +
-            `other agents announced size ${blob.size}, piece size ${blob.pieceSize}`,
-        );
-      }
-      // The agent corrects its own earlier announcement; nobody else relies on the old geometry.
-      this.deleteBlob(a.digest, blob);
-      blob = undefined;
+    let entry = this.blobs.get(a.digest);
+    if (entry?.excluded.has(agentId) === true) {
+      this.metrics?.requestsRejected.inc({ reason: "excluded" });
+      throw new TrackerError(
+        "ERR_TRACKER_INVALID_ARGUMENT",
+        `announce of ${a.digest} by ${agentId} refused: it announced a complete copy that complete copies on other nodes contradict`,
+      );
     }
-    const cost = (agent.blobs.has(a.digest) ? 0 : HOLDER_COST_BYTES) + (blob === undefined ? recordCost(a.pieceCount) : 0);
+    const placement = entry === undefined ? ({ kind: "create", carried: [] } as const) : entry.place(agentId, a);
+    if (placement.kind === "refuse") {
+      this.metrics?.requestsRejected.inc({ reason: "conflict" });
+      throw new TrackerError(
+        "ERR_TRACKER_INVALID_ARGUMENT",
+        `announce of ${a.digest} by ${agentId} (size ${a.size}, piece size ${a.pieceSize}) agrees with no claim: ${placement.reason}`,
+      );
+    }
+    const cost = (agent.blobs.has(a.digest) ? 0 : HOLDER_COST_BYTES) + (placement.kind === "create" ? recordCost(a.pieceCount) : 0);
     if (agent.chargedBytes + cost > MEMORY_BUDGET_PER_AGENT_BYTES) {
       throw this.exhausted(
         agentId,
@@ -301,56 +289,70 @@ export class MemoryTracker {
       );
     }
     agent.chargedBytes += cost;
-    if (blob === undefined) {
-      blob = {
-        size: a.size,
-        pieceSize: a.pieceSize,
-        pieceCount: a.pieceCount,
-        knownBits: new Uint8Array(Math.ceil(a.pieceCount / 8)),
-        hashBytes: new Uint8Array(a.pieceCount * PIECE_HASH_BYTES),
-        knownHashes: 0,
-        holders: new HolderIndex(),
-        completeHolding: { complete: true, bitmap: undefined, heldPieces: a.pieceCount },
-        creator: agent,
-      };
-      this.blobs.set(a.digest, blob);
+    if (entry === undefined) {
+      entry = new BlobClaims();
+      this.blobs.set(a.digest, entry);
       this.metrics?.blobs.set(this.blobs.size);
     }
-    let conflicts = 0;
-    for (const { index, sha256 } of a.pieceHashes) {
-      const bit = 1 << (index & 7);
-      const byte = index >> 3;
-      const offset = index * PIECE_HASH_BYTES;
-      if (((blob.knownBits[byte] ?? 0) & bit) === 0) {
-        blob.hashBytes.set(sha256, offset);
-        blob.knownBits[byte] = (blob.knownBits[byte] ?? 0) | bit;
-        blob.knownHashes++;
-        this.forgetAnswer(blob);
-      } else if (!equalBytes(blob.hashBytes.subarray(offset, offset + PIECE_HASH_BYTES), sha256)) conflicts++;
-    }
-    if (conflicts > 0) {
-      this.metrics?.pieceHashConflicts.inc(conflicts);
-      this.logger.warn({ agentId, digest: a.digest, conflicts }, "announced piece hashes differ from the known ones; kept the first");
-    }
-    const wasComplete = blob.holders.get(agentId)?.complete === true;
-    blob.holders.set(
-      agentId,
-      agent.identity.zone,
-      a.complete ? blob.completeHolding : { complete: false, bitmap: a.bitmap, heldPieces: a.heldPieces },
+    const before = entry.claimOf(agentId);
+    const wasComplete = before?.holders.get(agentId)?.complete === true;
+    const claim = placement.kind === "create" ? entry.create(a, agent) : placement.claim;
+    const { added, overwritten } = entry.record(
+      claim,
+      placement.carried.length === 0 ? a.pieceHashes : [...placement.carried, ...a.pieceHashes],
     );
+    if (added + overwritten > 0) this.forgetAnswer(claim);
+    if (before !== undefined && before !== claim && before.holders.size > 1) {
+      // It contradicts what other members said: kept apart. (The only member changing its mind is no conflict.)
+      this.metrics?.pieceHashConflicts.inc();
+      this.logger.warn(
+        { agentId, digest: a.digest, size: a.size, pieceSize: a.pieceSize, claims: entry.claims.length },
+        "announce contradicts the agent's claim about the blob; kept apart from it",
+      );
+    } else if (overwritten > 0) {
+      this.metrics?.pieceHashConflicts.inc(overwritten);
+      this.logger.warn({ agentId, digest: a.digest, changed: overwritten }, "the only holder of a claim changed piece hashes it announced");
+    }
+    const emptied = entry.hold(
+      agentId,
+      agent.identity.nodeName,
+      agent.identity.zone,
+      claim,
+      a.complete ? claim.completeHolding : { complete: false, bitmap: a.bitmap, heldPieces: a.heldPieces },
+    );
+    if (emptied !== undefined) this.dropClaim(emptied);
     agent.blobs.add(a.digest);
     if (wasComplete !== a.complete) this.emit({ type: "holding", agentId, digest: a.digest, complete: a.complete });
     const grant = this.grants.get(a.digest);
     if (grant?.agentId === agentId) {
       if (a.complete) {
         this.grants.delete(a.digest);
+        entry.lastGrantee = agentId;
         this.logger.debug({ agentId, digest: a.digest }, "origin grant released: blob complete");
       } else if (a.heldPieces > grant.heldPieces) {
         grant.heldPieces = a.heldPieces;
         grant.progressAtMs = this.now();
       }
     }
-    if (a.complete) this.released.delete(a.digest);
+    if (a.complete) {
+      this.released.delete(a.digest);
+      this.discardContradicted(a.digest, entry, claim);
+    }
+  }
+
+  /** A corroborated claim wins: the claims it contradicts go, and their complete holders are excluded for the blob. */
+  private discardContradicted(digest: Digest, entry: BlobClaims<AgentRecord>, winner: Claim<AgentRecord>): void {
+    for (const { agentId, complete } of entry.contradicted(winner)) {
+      const member = this.agents.get(agentId);
+      if (member !== undefined) this.forget(member, digest);
+      if (!complete) continue;
+      this.metrics?.agentsExcluded.inc();
+      this.logger.warn(
+        { agentId, digest, corroboratedBy: [...winner.completeNodes.keys()] },
+        "agent excluded for a blob: its complete copy contradicts complete copies on other nodes",
+      );
+      if (this.grants.get(digest)?.agentId === agentId) this.grants.delete(digest);
+    }
   }
 
   /** Forgets `agentId`'s announcement of a blob and releases its grant for it. Unknown digests are ignored. */
@@ -387,7 +389,7 @@ export class MemoryTracker {
 
   /** Whether the agent has announced a complete copy of the blob. */
   holdsComplete(agentId: string, digest: Digest): boolean {
-    return this.blobs.get(digest)?.holders.get(agentId)?.complete === true;
+    return this.blobs.get(digest)?.claimOf(agentId)?.holders.get(agentId)?.complete === true;
   }
 
   /** Identities of the agents with a live session. */
@@ -433,7 +435,7 @@ export class MemoryTracker {
     if (agent === undefined || agent.identity.zone === zone) return agent !== undefined;
     this.logger.info({ agentId, from: agent.identity.zone, to: zone }, "agent zone changed");
     agent.identity = { ...agent.identity, zone };
-    for (const digest of agent.blobs) this.blobs.get(digest)?.holders.rezone(agentId, zone);
+    for (const digest of agent.blobs) this.blobs.get(digest)?.claimOf(agentId)?.holders.rezone(agentId, zone);
     return true;
   }
 
@@ -446,8 +448,10 @@ export class MemoryTracker {
   }
 
   /**
-   * Holders of `digest` ranked for `agentId`, the piece hashes known so far and the origin decision.
-   * Throws ERR_TRACKER_NOT_REGISTERED for an agent without a session.
+   * Holders of `digest` ranked for `agentId`, the piece hashes known so far and the origin decision, all
+   * of one claim (BlobClaims.choose): not of a size other than `expectedSize` (what the asker knows from
+   * a manifest or the origin), not one whose every holder the asker `excluded`. Throws
+   * ERR_TRACKER_NOT_REGISTERED for an agent without a session.
    */
   lookup(
     agentId: string,
@@ -455,13 +459,15 @@ export class MemoryTracker {
     wantOriginGrant: boolean,
     access: LookupAccess = {},
     excluded: readonly string[] = [],
+    expectedSize?: number,
   ): LookupResult {
     const asker = this.agent(agentId);
     this.checkAccess(asker, access);
-    const blob = this.blobs.get(digest);
+    const excludedSet = new Set(excluded);
+    const blob = this.blobs.get(digest)?.choose(agentId, excludedSet, expectedSize, this.grants.get(digest)?.agentId);
     // Rebuilding after an empty start: a blob without a complete holder may only not be re-announced yet.
     const retryAfterMs = blob === undefined || blob.holders.completeCount === 0 ? this.grace.retryAfterMs(digest) : 0;
-    const granted = wantOriginGrant && retryAfterMs === 0 && this.tryGrant(agentId, digest, blob, new Set(excluded));
+    const granted = wantOriginGrant && retryAfterMs === 0 && this.tryGrant(agentId, digest, blob, excludedSet);
     const holders =
       blob?.holders.best(
         asker.identity,
@@ -495,13 +501,15 @@ export class MemoryTracker {
   snapshot(): TrackerSnapshot {
     return {
       agents: [...this.agents.values()].map((a) => ({ identity: a.identity, activeUploads: a.activeUploads, blobs: [...a.blobs] })),
-      blobs: [...this.blobs].map(([digest, b]) => ({
-        digest,
-        size: b.size,
-        pieceSize: b.pieceSize,
-        knownHashes: b.knownHashes,
-        holders: [...b.holders.holdings()].map(([agentId, h]) => ({ agentId, complete: h.complete, heldPieces: h.heldPieces })),
-      })),
+      blobs: [...this.blobs].flatMap(([digest, entry]) =>
+        entry.claims.map((b) => ({
+          digest,
+          size: b.size,
+          pieceSize: b.pieceSize,
+          knownHashes: b.knownHashes,
+          holders: [...b.holders.holdings()].map(([agentId, h]) => ({ agentId, complete: h.complete, heldPieces: h.heldPieces })),
+        })),
+      ),
       grants: [...this.grants].map(([digest, g]) => ({
         digest,
         agentId: g.agentId,
@@ -522,7 +530,7 @@ export class MemoryTracker {
   }
 
   /** The grant decision; true when `agentId` holds the grant after it. */
-  private tryGrant(agentId: string, digest: Digest, blob: BlobRecord | undefined, excluded: ReadonlySet<string>): boolean {
+  private tryGrant(agentId: string, digest: Digest, blob: Claim<AgentRecord> | undefined, excluded: ReadonlySet<string>): boolean {
     const now = this.now();
     const current = this.grants.get(digest);
     if (current?.agentId === agentId) return true;
@@ -587,28 +595,30 @@ export class MemoryTracker {
 
   private forget(agent: AgentRecord, digest: Digest): void {
     if (agent.blobs.delete(digest)) agent.chargedBytes -= HOLDER_COST_BYTES;
-    const blob = this.blobs.get(digest);
-    if (blob === undefined) return;
-    const wasComplete = blob.holders.get(agent.identity.agentId)?.complete === true;
-    blob.holders.delete(agent.identity.agentId);
-    if (wasComplete && this.agents.get(agent.identity.agentId) === agent)
-      this.emit({ type: "holding", agentId: agent.identity.agentId, digest, complete: false });
-    if (blob.holders.size === 0) this.deleteBlob(digest, blob);
+    const entry = this.blobs.get(digest);
+    if (entry === undefined) return;
+    const agentId = agent.identity.agentId;
+    const wasComplete = entry.claimOf(agentId)?.holders.get(agentId)?.complete === true;
+    const emptied = entry.release(agentId, agent.identity.nodeName);
+    if (emptied !== undefined) this.dropClaim(emptied);
+    if (wasComplete && this.agents.get(agentId) === agent) this.emit({ type: "holding", agentId, digest, complete: false });
+    if (entry.holderCount === 0) {
+      this.blobs.delete(digest);
+      this.metrics?.blobs.set(this.blobs.size);
+    }
   }
 
-  /** Drops a blob record and gives its hash storage back to the agent whose announce created it. */
-  private deleteBlob(digest: Digest, blob: BlobRecord): void {
-    this.blobs.delete(digest);
-    this.forgetAnswer(blob);
-    this.metrics?.blobs.set(this.blobs.size);
-    blob.creator.chargedBytes -= recordCost(blob.pieceCount);
+  /** A claim nobody holds any more: its hash storage is given back to the agent whose announce created it. */
+  private dropClaim(claim: Claim<AgentRecord>): void {
+    this.forgetAnswer(claim);
+    claim.creator.chargedBytes -= recordCost(claim.pieceCount);
   }
 
   /**
    * The hash list lookups of `blob` answer with: one shared list (callers only read it) per blob looked
    * up recently, at most ANSWER_CACHE_PIECES pieces for all blobs together, least recently used first out.
    */
-  private answer(blob: BlobRecord): readonly (Uint8Array | undefined)[] {
+  private answer(blob: Claim<AgentRecord>): readonly (Uint8Array | undefined)[] {
     let list = this.answers.get(blob);
     if (list !== undefined) {
       this.answers.delete(blob);
@@ -630,7 +640,7 @@ export class MemoryTracker {
     return list;
   }
 
-  private forgetAnswer(blob: BlobRecord): void {
+  private forgetAnswer(blob: Claim<AgentRecord>): void {
     const list = this.answers.get(blob);
     if (list === undefined) return;
     this.answers.delete(blob);
@@ -725,12 +735,6 @@ class Session implements TrackerSession {
     if (!this.open) throw new TrackerError("ERR_TRACKER_CLOSED", `session of agent ${this.identity.agentId} has ended`);
     return this.identity.agentId;
   }
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** What a blob record of `pieceCount` pieces costs the tracker, charged to the agent that created it. */

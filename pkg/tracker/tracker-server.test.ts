@@ -38,12 +38,15 @@ function openSession(client: TrackerServiceClient): RawSession {
   };
 }
 
-function lookup(client: TrackerServiceClient, agentId: string, d: string): Promise<LookupResponse> {
+function lookup(client: TrackerServiceClient, agentId: string, d: string, expectedSize = 0): Promise<LookupResponse> {
   return new Promise((resolve, reject) => {
-    client.lookup({ agentId, digest: d, wantOriginGrant: false, excludedAgentIds: [] }, (error: ServiceError | null, response) => {
-      if (error) reject(error);
-      else resolve(response);
-    });
+    client.lookup(
+      { agentId, digest: d, wantOriginGrant: false, excludedAgentIds: [], expectedSize },
+      (error: ServiceError | null, response) => {
+        if (error) reject(error);
+        else resolve(response);
+      },
+    );
   });
 }
 
@@ -142,21 +145,23 @@ describe("TrackerServer input validation", () => {
     observer.cancel();
   });
 
-  it("keeps the session open when an announce only conflicts with another agent's", async () => {
-    const a = await registered("a");
+  it("keeps conflicting sizes apart, answers by the expected size, and keeps the session open when an announce is refused", async () => {
+    const others = await Promise.all(["a", "c", "d", "e"].map((id) => registered(id)));
     const b = await registered("b");
-    a.write(announceRequest({ digest, size: 100, pieceSize: 10, complete: true }));
-    await eventually(async () => {
-      assert.equal((await lookup(client, "b", digest)).size, 100);
+    others.forEach((agent, i) => {
+      agent.write(announceRequest({ digest, size: 100 * (i + 1), pieceSize: 10, complete: true }));
     });
+    await eventually(async () => {
+      assert.equal((await lookup(client, "b", digest, 400)).size, 400, "each size is a claim of its own");
+    });
+    assert.equal((await lookup(client, "b", digest, 200)).holders[0]?.agentId, "c");
     b.write(announceRequest({ digest, size: 999, pieceSize: 10, complete: true }));
     b.write(announceRequest({ digest: testDigest("b-only"), size: 5, pieceSize: 10, complete: true }));
     await eventually(async () => {
       assert.equal((await lookup(client, "a", testDigest("b-only"))).holders.length, 1);
     });
-    assert.equal((await lookup(client, "a", digest)).holders.length, 0, "b's conflicting announce was not recorded");
-    a.cancel();
-    b.cancel();
+    assert.equal((await lookup(client, "a", digest, 999)).size, 0, "a fifth disagreeing claim was refused");
+    for (const agent of [...others, b]) agent.cancel();
   });
 
   it("ends the session of an agent over its memory budget with RESOURCE_EXHAUSTED", async () => {

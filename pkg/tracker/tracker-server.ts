@@ -397,6 +397,12 @@ export class TrackerServer {
           throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `more than ${MAX_EXCLUDED_AGENTS} excluded agents`);
         return call.request.excludedAgentIds.map(validateAgentId);
       });
+      const expectedSize = this.edge(() => {
+        const size = call.request.expectedSize;
+        if (!Number.isSafeInteger(size) || size < 0)
+          throw new TrackerError("ERR_TRACKER_INVALID_ARGUMENT", `expected size ${size} is not a byte count`);
+        return size === 0 ? undefined : size;
+      });
       const peer = this.verifiedPeer(call);
       const result = this.options.tracker.lookup(
         agentId,
@@ -408,6 +414,7 @@ export class TrackerServer {
           ...(peer === undefined ? {} : { peer, principal: identityUri(peer) }),
         },
         excluded,
+        expectedSize,
       );
       callback(null, lookupResponse(result));
     } catch (error: unknown) {

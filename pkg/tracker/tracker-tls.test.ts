@@ -60,10 +60,13 @@ function register(
 function lookupAs(address: string, channel: ChannelCredentials, agentId: string): Promise<{ code: number; details: string }> {
   const client = new TrackerServiceClient(address, channel);
   return new Promise((resolve) => {
-    client.lookup({ agentId, digest: testDigest("x"), wantOriginGrant: true, excludedAgentIds: [] }, (error: ServiceError | null) => {
-      client.close();
-      resolve({ code: error?.code ?? status.OK, details: error?.details ?? "" });
-    });
+    client.lookup(
+      { agentId, digest: testDigest("x"), wantOriginGrant: true, excludedAgentIds: [], expectedSize: 0 },
+      (error: ServiceError | null) => {
+        client.close();
+        resolve({ code: error?.code ?? status.OK, details: error?.details ?? "" });
+      },
+    );
   });
 }
 

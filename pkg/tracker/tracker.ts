@@ -71,6 +71,8 @@ export interface LookupOptions {
   readonly wantOriginGrant: boolean;
   /** Holders this agent dropped for the blob (bad pieces): their complete copies do not block its grant. */
   readonly excludedAgents?: readonly string[];
+  /** The blob's size as this agent knows it (a manifest's descriptor): only a claim of that size is answered with. */
+  readonly expectedSize?: number;
   readonly signal?: AbortSignal;
 }
 

@@ -123,5 +123,13 @@ export function registerFrame(index: number, resumeBlobs = 0): Buffer {
 }
 
 export function lookupFrame(index: number, digest: Digest, wantOriginGrant: boolean): Buffer {
-  return grpcFrame(LookupRequest.encode({ agentId: agentIdentity(index).agentId, digest, wantOriginGrant, excludedAgentIds: [] }).finish());
+  return grpcFrame(
+    LookupRequest.encode({
+      agentId: agentIdentity(index).agentId,
+      digest,
+      wantOriginGrant,
+      excludedAgentIds: [],
+      expectedSize: 0,
+    }).finish(),
+  );
 }

@@ -99,10 +99,12 @@ export class SwarmNode {
     name: string,
     digest: Digest,
     signal = AbortSignal.timeout(60_000),
+    /** The size a manifest's descriptor gives the blob, when the "client" knows it. */
+    size?: number,
   ): Promise<{ bytes: Buffer; source: string }> {
     const info = await this.store.stat(digest);
     if (info) return { bytes: await collect(await this.store.createReadStream(digest, { signal })), source: "local" };
-    const lease = await this.fetcher.acquire({ registry, name, digest }, signal);
+    const lease = await this.fetcher.acquire({ registry, name, digest, ...(size === undefined ? {} : { size }) }, signal);
     try {
       return { bytes: await collect(lease.partial.createReadStream({ signal })), source: lease.source };
     } finally {

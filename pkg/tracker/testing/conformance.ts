@@ -132,11 +132,12 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       });
     }));
 
-  it("piece hashes accumulate index-aligned across agents; the first hash of a piece wins", () =>
+  it("piece hashes accumulate index-aligned across agreeing agents; one that contradicts them is kept apart", () =>
     withHarness(factory, async (h) => {
       const a = await h.agent(testIdentity("a"));
       const b = await h.agent(testIdentity("b"));
       const c = await h.agent(testIdentity("c"));
+      const d = await h.agent(testIdentity("d"));
       a.announce({
         digest,
         size: 500,
@@ -159,13 +160,31 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
         bitmap: bitmapOf(5, [0, 1]),
         pieceHashes: [
           { index: 0, sha256: pieceHash(0, "bad") },
+          { index: 1, sha256: pieceHash(1, "bad") },
+        ],
+      });
+      d.announce({
+        digest,
+        size: 500,
+        pieceSize: 100,
+        complete: false,
+        bitmap: bitmapOf(5, [0, 1]),
+        pieceHashes: [
+          { index: 0, sha256: pieceHash(0) },
           { index: 1, sha256: pieceHash(1) },
         ],
       });
       await eventually(async () => {
         const r = await c.lookup(digest, { wantOriginGrant: false });
         assert.deepEqual(r.pieceHashes, [pieceHash(0), pieceHash(1), pieceHash(2), undefined, undefined]);
+        assert.deepEqual(r.holders.map((x) => x.agentId).sort(), ["a", "d"], "b's claim is not mixed in");
       });
+      const other = await c.lookup(digest, { wantOriginGrant: false, excludedAgents: ["a", "d"] });
+      assert.deepEqual(other.pieceHashes, [pieceHash(0, "bad"), pieceHash(1, "bad"), undefined, undefined, undefined]);
+      assert.deepEqual(
+        other.holders.map((x) => x.agentId),
+        ["b"],
+      );
     }));
 
   it("withdraw and close remove what the agent announced", () =>

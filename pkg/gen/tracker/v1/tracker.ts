@@ -151,6 +151,11 @@ export interface LookupRequest {
    * complete copies do not count against granting it the origin fetch.
    */
   excludedAgentIds: string[];
+  /**
+   * The blob's size as the asking agent knows it (a manifest's descriptor, the origin's answer); 0 when it
+   * does not. Claims of another size are not answered with.
+   */
+  expectedSize: number;
 }
 
 export interface LookupResponse {
@@ -1234,7 +1239,7 @@ export const Registered: MessageFns<Registered> = {
 };
 
 function createBaseLookupRequest(): LookupRequest {
-  return { agentId: "", digest: "", wantOriginGrant: false, excludedAgentIds: [] };
+  return { agentId: "", digest: "", wantOriginGrant: false, excludedAgentIds: [], expectedSize: 0 };
 }
 
 export const LookupRequest: MessageFns<LookupRequest> = {
@@ -1250,6 +1255,9 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     }
     for (const v of message.excludedAgentIds) {
       writer.uint32(34).string(v!);
+    }
+    if (message.expectedSize !== 0) {
+      writer.uint32(40).uint64(message.expectedSize);
     }
     return writer;
   },
@@ -1299,6 +1307,14 @@ export const LookupRequest: MessageFns<LookupRequest> = {
             message.excludedAgentIds.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.expectedSize = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1329,6 +1345,11 @@ export const LookupRequest: MessageFns<LookupRequest> = {
         : globalThis.Array.isArray(object?.excluded_agent_ids)
         ? object.excluded_agent_ids.map((e: any) => globalThis.String(e))
         : [],
+      expectedSize: isSet(object.expectedSize)
+        ? globalThis.Number(object.expectedSize)
+        : isSet(object.expected_size)
+        ? globalThis.Number(object.expected_size)
+        : 0,
     };
   },
 
@@ -1346,6 +1367,9 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     if (message.excludedAgentIds?.length) {
       obj.excludedAgentIds = message.excludedAgentIds;
     }
+    if (message.expectedSize !== 0) {
+      obj.expectedSize = Math.round(message.expectedSize);
+    }
     return obj;
   },
 
@@ -1358,6 +1382,7 @@ export const LookupRequest: MessageFns<LookupRequest> = {
     message.digest = object.digest ?? "";
     message.wantOriginGrant = object.wantOriginGrant ?? false;
     message.excludedAgentIds = object.excludedAgentIds?.map((e) => e) || [];
+    message.expectedSize = object.expectedSize ?? 0;
     return message;
   },
 };
