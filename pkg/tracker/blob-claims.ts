@@ -34,21 +34,24 @@ export interface Claim<C> {
   readonly holders: HolderIndex;
   /** The one Holding object every complete holder of this claim shares. */
   readonly completeHolding: Holding;
-  /** Node name → complete holders on it: a node counts once however many agents it runs. */
-  readonly completeNodes: Map<string, number>;
+  /** Distinct nodes with a complete holder: a node counts once however many agents it runs. */
+  completeNodes: number;
   readonly creator: C;
 }
 
 /** Where an announcement goes: a claim it agrees with, or a new one. */
 export type Placement<C> =
-  | { readonly kind: "join"; readonly claim: Claim<C>; readonly carried: readonly PieceHash[] }
-  | { readonly kind: "create"; readonly carried: readonly PieceHash[] }
+  | { readonly kind: "join"; readonly claim: Claim<C>; readonly carried: Hashes }
+  | { readonly kind: "create"; readonly carried: Hashes }
   | { readonly kind: "refuse"; readonly reason: string };
 
-interface PieceHash {
-  readonly index: number;
-  readonly sha256: Uint8Array;
+/** Piece hashes as the tracker handles them: indices, and their SHA-256 concatenated in that order. */
+export interface Hashes {
+  readonly indices: ArrayLike<number>;
+  readonly bytes: Uint8Array;
 }
+
+export const NO_HASHES: Hashes = { indices: new Uint32Array(0), bytes: new Uint8Array(0) };
 
 /**
  * The claims about one digest, kept apart per group of agreeing announcers (a member's claim can never
@@ -58,20 +61,36 @@ interface PieceHash {
  */
 export class BlobClaims<C> {
   readonly claims: Claim<C>[] = [];
-  /** Agents that announced complete copies a corroborated claim contradicts: their announces are refused. */
-  readonly excluded = new Set<string>();
+  /**
+   * Agents that announced complete copies a corroborated claim contradicts: their announces are refused.
+   * Created when the first is excluded (a tracker keeps tens of thousands of these objects).
+   */
+  excluded: Set<string> | undefined;
   /** The agent whose origin fetch completed last: its claim is preferred until one is corroborated. */
   lastGrantee: string | undefined;
-  private readonly memberOf = new Map<string, Claim<C>>();
   private nextId = 0;
 
+  /**
+   * `sameNode`: the agents registered from a node; a node's complete copies count once. No map per claim:
+   * a node runs one agent, so asking its few agents is cheaper than keeping one.
+   */
+  constructor(private readonly sameNode: (nodeName: string) => Iterable<string>) {}
+
+  /** The claim `agentId` is a member of (at most MAX_CLAIMS_PER_BLOB are looked at). */
   claimOf(agentId: string): Claim<C> | undefined {
-    return this.memberOf.get(agentId);
+    for (const claim of this.claims) if (claim.holders.has(agentId)) return claim;
+    return undefined;
+  }
+
+  isExcluded(agentId: string): boolean {
+    return this.excluded?.has(agentId) === true;
   }
 
   /** Holders over all claims. */
   get holderCount(): number {
-    return this.memberOf.size;
+    let n = 0;
+    for (const claim of this.claims) n += claim.holders.size;
+    return n;
   }
 
   /**
@@ -98,9 +117,9 @@ export class BlobClaims<C> {
         if (claim.holders.size <= unusable) continue;
       }
       const key = [
-        claim.completeNodes.size >= CORROBORATING_NODES ? 1 : 0,
+        claim.completeNodes >= CORROBORATING_NODES ? 1 : 0,
         trusted !== undefined && !excluded.has(trusted) && claim.holders.has(trusted) ? 1 : 0,
-        claim.completeNodes.size,
+        claim.completeNodes,
         claim.holders.size,
         -claim.id,
       ];
@@ -120,13 +139,13 @@ export class BlobClaims<C> {
    * announced or agreed with them before.
    */
   place(agentId: string, a: ValidAnnouncement): Placement<C> {
-    const own = this.memberOf.get(agentId);
-    if (own !== undefined && sameGeometry(own, a) && (own.holders.size === 1 || conflicts(own, a.pieceHashes) === 0)) {
-      return { kind: "join", claim: own, carried: [] };
+    const own = this.claimOf(agentId);
+    if (own !== undefined && sameGeometry(own, a) && (own.holders.size === 1 || conflicts(own, a.hashes) === 0)) {
+      return { kind: "join", claim: own, carried: NO_HASHES };
     }
-    const carried = own !== undefined && sameGeometry(own, a) ? carriedHashes(own, own.holders.get(agentId), a.pieceHashes) : [];
+    const carried = own !== undefined && sameGeometry(own, a) ? carriedHashes(own, own.holders.get(agentId), a.hashes) : NO_HASHES;
     const agrees = (claim: Claim<C>): boolean =>
-      claim !== own && sameGeometry(claim, a) && conflicts(claim, a.pieceHashes) === 0 && conflicts(claim, carried) === 0;
+      claim !== own && sameGeometry(claim, a) && conflicts(claim, a.hashes) === 0 && conflicts(claim, carried) === 0;
     const preferred = this.choose(agentId, new Set(), a.size, undefined);
     if (preferred !== undefined && agrees(preferred)) return { kind: "join", claim: preferred, carried };
     const oldest = this.claims.find(agrees);
@@ -150,7 +169,7 @@ export class BlobClaims<C> {
       knownHashes: 0,
       holders: new HolderIndex(),
       completeHolding: { complete: true, bitmap: undefined, heldPieces: a.pieceCount },
-      completeNodes: new Map(),
+      completeNodes: 0,
       creator,
     };
     this.claims.push(claim);
@@ -158,19 +177,21 @@ export class BlobClaims<C> {
   }
 
   /** Records hashes into a claim; returns how many differed from known ones (overwritten: only a sole member's own claim is written over). */
-  record(claim: Claim<C>, hashes: readonly PieceHash[]): { added: number; overwritten: number } {
+  record(claim: Claim<C>, hashes: Hashes): { added: number; overwritten: number } {
     let added = 0;
     let overwritten = 0;
-    for (const { index, sha256 } of hashes) {
+    for (let i = 0; i < hashes.indices.length; i++) {
+      const index = hashes.indices[i] ?? 0;
       const byte = index >> 3;
       const bit = 1 << (index & 7);
       const offset = index * PIECE_HASH_BYTES;
+      const sha256 = hashes.bytes.subarray(i * PIECE_HASH_BYTES, (i + 1) * PIECE_HASH_BYTES);
       if (((claim.knownBits[byte] ?? 0) & bit) === 0) {
         claim.hashBytes.set(sha256, offset);
         claim.knownBits[byte] = (claim.knownBits[byte] ?? 0) | bit;
         claim.knownHashes++;
         added++;
-      } else if (!equalBytes(claim.hashBytes.subarray(offset, offset + PIECE_HASH_BYTES), sha256)) {
+      } else if (!equalAt(claim.hashBytes, offset, hashes.bytes, i * PIECE_HASH_BYTES)) {
         claim.hashBytes.set(sha256, offset);
         overwritten++;
       }
@@ -178,29 +199,34 @@ export class BlobClaims<C> {
     return { added, overwritten };
   }
 
-  /** Makes `agentId` a holder of `claim` (leaving any other claim of this digest; returns that one if it emptied). */
+  /** Makes `agentId` (of node `nodeName`) a holder of `claim`, leaving any other claim of this digest; returns that one if it emptied. */
   hold(agentId: string, nodeName: string, zone: string, claim: Claim<C>, holding: Holding): Claim<C> | undefined {
-    const before = this.memberOf.get(agentId);
+    const before = this.claimOf(agentId);
     let emptied: Claim<C> | undefined;
     if (before !== undefined && before !== claim) emptied = this.release(agentId, nodeName);
     const wasComplete = claim.holders.get(agentId)?.complete === true;
+    if (wasComplete !== holding.complete && !this.nodeHoldsComplete(claim, nodeName, agentId))
+      claim.completeNodes += holding.complete ? 1 : -1;
     claim.holders.set(agentId, zone, holding);
-    this.memberOf.set(agentId, claim);
-    if (!wasComplete && holding.complete) claim.completeNodes.set(nodeName, (claim.completeNodes.get(nodeName) ?? 0) + 1);
-    if (wasComplete && !holding.complete) uncount(claim, nodeName);
     return emptied;
   }
 
   /** Removes `agentId` from its claim; returns the claim when that left it empty (it is dropped). */
   release(agentId: string, nodeName: string): Claim<C> | undefined {
-    const claim = this.memberOf.get(agentId);
+    const claim = this.claimOf(agentId);
     if (claim === undefined) return undefined;
-    if (claim.holders.get(agentId)?.complete === true) uncount(claim, nodeName);
+    const wasComplete = claim.holders.get(agentId)?.complete === true;
     claim.holders.delete(agentId);
-    this.memberOf.delete(agentId);
+    if (wasComplete && !this.nodeHoldsComplete(claim, nodeName, agentId)) claim.completeNodes--;
     if (claim.holders.size > 0) return undefined;
     this.claims.splice(this.claims.indexOf(claim), 1);
     return claim;
+  }
+
+  /** Whether another agent of the node than `except` holds the claim complete. */
+  private nodeHoldsComplete(claim: Claim<C>, nodeName: string, except: string): boolean {
+    for (const id of this.sameNode(nodeName)) if (id !== except && claim.holders.get(id)?.complete === true) return true;
+    return false;
   }
 
   /**
@@ -208,23 +234,17 @@ export class BlobClaims<C> {
    * differs): their members, for the caller to forget; complete ones are liars and are excluded here.
    */
   contradicted(winner: Claim<C>): { readonly agentId: string; readonly complete: boolean }[] {
-    if (winner.completeNodes.size < CORROBORATING_NODES) return [];
+    if (winner.completeNodes < CORROBORATING_NODES) return [];
     const out: { agentId: string; complete: boolean }[] = [];
     for (const claim of this.claims) {
       if (claim === winner || !contradicts(winner, claim)) continue;
       for (const [agentId, holding] of claim.holders.holdings()) {
         out.push({ agentId, complete: holding.complete });
-        if (holding.complete) this.excluded.add(agentId);
+        if (holding.complete) (this.excluded ??= new Set()).add(agentId);
       }
     }
     return out;
   }
-}
-
-function uncount<C>(claim: Claim<C>, nodeName: string): void {
-  const n = (claim.completeNodes.get(nodeName) ?? 0) - 1;
-  if (n > 0) claim.completeNodes.set(nodeName, n);
-  else claim.completeNodes.delete(nodeName);
 }
 
 function sameGeometry<C>(claim: Claim<C>, a: { readonly size: number; readonly pieceSize: number }): boolean {
@@ -232,12 +252,12 @@ function sameGeometry<C>(claim: Claim<C>, a: { readonly size: number; readonly p
 }
 
 /** Pieces whose hash both the claim and `hashes` know, and which differ. */
-function conflicts<C>(claim: Claim<C>, hashes: readonly PieceHash[]): number {
+function conflicts<C>(claim: Claim<C>, hashes: Hashes): number {
   let n = 0;
-  for (const { index, sha256 } of hashes) {
+  for (let i = 0; i < hashes.indices.length; i++) {
+    const index = hashes.indices[i] ?? 0;
     if (((claim.knownBits[index >> 3] ?? 0) & (1 << (index & 7))) === 0) continue;
-    const offset = index * PIECE_HASH_BYTES;
-    if (!equalBytes(claim.hashBytes.subarray(offset, offset + PIECE_HASH_BYTES), sha256)) n++;
+    if (!equalAt(claim.hashBytes, index * PIECE_HASH_BYTES, hashes.bytes, i * PIECE_HASH_BYTES)) n++;
   }
   return n;
 }
@@ -248,25 +268,41 @@ function contradicts<C>(a: Claim<C>, b: Claim<C>): boolean {
     const bit = 1 << (index & 7);
     if (((a.knownBits[index >> 3] ?? 0) & bit) === 0 || ((b.knownBits[index >> 3] ?? 0) & bit) === 0) continue;
     const offset = index * PIECE_HASH_BYTES;
-    if (!equalBytes(a.hashBytes.subarray(offset, offset + PIECE_HASH_BYTES), b.hashBytes.subarray(offset, offset + PIECE_HASH_BYTES)))
-      return true;
+    if (!equalAt(a.hashBytes, offset, b.hashBytes, offset)) return true;
   }
   return false;
 }
 
 /** The claim's hashes of the pieces `holding` has that `fresh` does not name: what a leaving member takes along. */
-function carriedHashes<C>(claim: Claim<C>, holding: Holding | undefined, fresh: readonly PieceHash[]): PieceHash[] {
-  if (holding === undefined) return [];
-  const named = new Set(fresh.map((h) => h.index));
-  const out: PieceHash[] = [];
+function carriedHashes<C>(claim: Claim<C>, holding: Holding | undefined, fresh: Hashes): Hashes {
+  if (holding === undefined) return NO_HASHES;
+  const named = new Uint8Array(claim.pieceCount);
+  for (let i = 0; i < fresh.indices.length; i++) named[fresh.indices[i] ?? 0] = 1;
+  const indices: number[] = [];
   for (let index = 0; index < claim.pieceCount; index++) {
     const bit = 1 << (index & 7);
-    if (named.has(index) || ((claim.knownBits[index >> 3] ?? 0) & bit) === 0) continue;
+    if (named[index] === 1 || ((claim.knownBits[index >> 3] ?? 0) & bit) === 0) continue;
     if (!holding.complete && ((holding.bitmap?.[index >> 3] ?? 0) & (0x80 >> (index & 7))) === 0) continue;
-    const offset = index * PIECE_HASH_BYTES;
-    out.push({ index, sha256: claim.hashBytes.slice(offset, offset + PIECE_HASH_BYTES) });
+    indices.push(index);
   }
-  return out;
+  const bytes = new Uint8Array(indices.length * PIECE_HASH_BYTES);
+  indices.forEach((index, i) => {
+    bytes.set(claim.hashBytes.subarray(index * PIECE_HASH_BYTES, (index + 1) * PIECE_HASH_BYTES), i * PIECE_HASH_BYTES);
+  });
+  return { indices, bytes };
+}
+
+/** Both lists of hashes in one, `a` first. */
+export function joinHashes(a: Hashes, b: Hashes): Hashes {
+  if (a.indices.length === 0) return b;
+  if (b.indices.length === 0) return a;
+  const indices = new Uint32Array(a.indices.length + b.indices.length);
+  indices.set(Array.from(a.indices));
+  indices.set(Array.from(b.indices), a.indices.length);
+  const bytes = new Uint8Array(a.bytes.length + b.bytes.length);
+  bytes.set(a.bytes);
+  bytes.set(b.bytes, a.bytes.length);
+  return { indices, bytes };
 }
 
 function compareKeys(a: readonly number[], b: readonly number[]): number {
@@ -277,8 +313,8 @@ function compareKeys(a: readonly number[], b: readonly number[]): number {
   return 0;
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+/** Whether the 32-byte hashes at `ao` in `a` and at `bo` in `b` are equal. */
+function equalAt(a: Uint8Array, ao: number, b: Uint8Array, bo: number): boolean {
+  for (let i = 0; i < PIECE_HASH_BYTES; i++) if (a[ao + i] !== b[bo + i]) return false;
   return true;
 }

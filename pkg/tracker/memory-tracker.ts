@@ -4,7 +4,7 @@ import type { WorkloadIdentity } from "../identity/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES } from "../piece/index.js";
-import { BlobClaims, type Claim } from "./blob-claims.js";
+import { BlobClaims, type Claim, joinHashes, NO_HASHES } from "./blob-claims.js";
 import { TrackerError } from "./errors.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
@@ -116,13 +116,14 @@ export interface TrackerSnapshot {
 /**
  * What one agent may make the tracker hold, in bytes of controller memory: every blob it announces costs
  * a holder entry; a blob record it creates as the first announcer costs the record and its packed piece
- * hashes. The costs are heap figures of these structures measured on Node 24, rounded up. 32 MiB is far
- * above an honest node (a few thousand blobs; 21,000 small blobs or 800,000 pieces created first) and
+ * hashes (a claim about the blob, blob-claims.ts). The costs are heap figures of these structures measured
+ * on Node 24 (1,779 bytes for a blob of one piece, holder and record), rounded up. 32 MiB is far
+ * above an honest node (a few thousand blobs; 18,000 small blobs or 800,000 pieces created first) and
  * bounds what one misbehaving session makes the tracker hold (npm run bench:tracker-budget).
  */
 export const MEMORY_BUDGET_PER_AGENT_BYTES = 32 * 1024 * 1024;
 export const HOLDER_COST_BYTES = 256;
-export const RECORD_COST_BYTES = 1_280;
+export const RECORD_COST_BYTES = 1_536;
 export const PIECE_COST_BYTES = 40;
 /**
  * Pieces of the hash lists lookups answer with, cached for all blobs together (a list costs ~130 bytes
@@ -180,6 +181,8 @@ export class MemoryTracker {
   private readonly tags = new TagDirectory();
   private readonly listeners = new Set<(event: TrackerEvent) => void>();
   private readonly grace: RebuildGrace;
+  /** The agents of a node, for BlobClaims (one function shared by every blob). */
+  private readonly sameNode = (nodeName: string): Iterable<string> => this.agentsByNode.get(nodeName) ?? [];
 
   constructor(options: MemoryTrackerOptions) {
     this.id = options.id ?? randomUUID();
@@ -265,14 +268,14 @@ export class MemoryTracker {
     this.grace.announced(agentId);
     const a = this.guard(() => validateAnnouncement(announcement));
     let entry = this.blobs.get(a.digest);
-    if (entry?.excluded.has(agentId) === true) {
+    if (entry?.isExcluded(agentId) === true) {
       this.metrics?.requestsRejected.inc({ reason: "excluded" });
       throw new TrackerError(
         "ERR_TRACKER_INVALID_ARGUMENT",
         `announce of ${a.digest} by ${agentId} refused: it announced a complete copy that complete copies on other nodes contradict`,
       );
     }
-    const placement = entry === undefined ? ({ kind: "create", carried: [] } as const) : entry.place(agentId, a);
+    const placement = entry === undefined ? ({ kind: "create", carried: NO_HASHES } as const) : entry.place(agentId, a);
     if (placement.kind === "refuse") {
       this.metrics?.requestsRejected.inc({ reason: "conflict" });
       throw new TrackerError(
@@ -290,17 +293,14 @@ export class MemoryTracker {
     }
     agent.chargedBytes += cost;
     if (entry === undefined) {
-      entry = new BlobClaims();
+      entry = new BlobClaims(this.sameNode);
       this.blobs.set(a.digest, entry);
       this.metrics?.blobs.set(this.blobs.size);
     }
     const before = entry.claimOf(agentId);
     const wasComplete = before?.holders.get(agentId)?.complete === true;
     const claim = placement.kind === "create" ? entry.create(a, agent) : placement.claim;
-    const { added, overwritten } = entry.record(
-      claim,
-      placement.carried.length === 0 ? a.pieceHashes : [...placement.carried, ...a.pieceHashes],
-    );
+    const { added, overwritten } = entry.record(claim, joinHashes(placement.carried, a.hashes));
     if (added + overwritten > 0) this.forgetAnswer(claim);
     if (before !== undefined && before !== claim && before.holders.size > 1) {
       // It contradicts what other members said: kept apart. (The only member changing its mind is no conflict.)
@@ -348,7 +348,7 @@ export class MemoryTracker {
       if (!complete) continue;
       this.metrics?.agentsExcluded.inc();
       this.logger.warn(
-        { agentId, digest, corroboratedBy: [...winner.completeNodes.keys()] },
+        { agentId, digest, corroboratingNodes: winner.completeNodes },
         "agent excluded for a blob: its complete copy contradicts complete copies on other nodes",
       );
       if (this.grants.get(digest)?.agentId === agentId) this.grants.delete(digest);

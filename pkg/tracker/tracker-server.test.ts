@@ -114,17 +114,67 @@ describe("TrackerServer input validation", () => {
       {
         kind: {
           $case: "announce",
-          value: { digest: "sha256:nothex", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] },
+          value: {
+            digest: "sha256:nothex",
+            size: 1,
+            pieceSize: 1,
+            complete: true,
+            bitmap: Buffer.alloc(0),
+            pieceHashes: [],
+            hashIndices: [],
+            hashBytes: Buffer.alloc(0),
+          },
         },
       },
       {
         kind: {
           $case: "announce",
-          value: { digest: "../../etc/passwd", size: 1, pieceSize: 1, complete: true, bitmap: Buffer.alloc(0), pieceHashes: [] },
+          value: {
+            digest: "../../etc/passwd",
+            size: 1,
+            pieceSize: 1,
+            complete: true,
+            bitmap: Buffer.alloc(0),
+            pieceHashes: [],
+            hashIndices: [],
+            hashBytes: Buffer.alloc(0),
+          },
         },
       },
       announceRequest({ digest, size: 100, pieceSize: 10, complete: false, bitmap: new Uint8Array(1) }),
-      announceRequest({ digest, size: 100, pieceSize: 10, complete: true, pieceHashes: [{ index: 0, sha256: new Uint8Array(31) }] }),
+      // A hash one byte short: as a list (agents before packed hashes), and packed.
+      {
+        kind: {
+          $case: "announce",
+          value: {
+            digest,
+            size: 100,
+            pieceSize: 10,
+            complete: true,
+            bitmap: Buffer.alloc(0),
+            pieceHashes: [{ index: 0, sha256: Buffer.alloc(31) }],
+            hashIndices: [],
+            hashBytes: Buffer.alloc(0),
+          },
+        },
+      },
+      {
+        kind: {
+          $case: "announce",
+          value: {
+            digest,
+            size: 100,
+            pieceSize: 10,
+            complete: true,
+            bitmap: Buffer.alloc(0),
+            pieceHashes: [],
+            hashIndices: [0],
+            hashBytes: Buffer.alloc(31),
+          },
+        },
+      },
+      announceRequest({ digest, size: 100, pieceSize: 10, complete: true, packedHashes: { indices: [10], bytes: Buffer.alloc(32) } }),
+      announceRequest({ digest, size: 100, pieceSize: 10, complete: true, packedHashes: { indices: [1, 1], bytes: Buffer.alloc(64) } }),
       announceRequest({ digest, size: 100, pieceSize: 0, complete: true }),
       { kind: { $case: "withdraw", value: { digest: "md5:abc" } } },
       registerRequest(testIdentity("again")),
@@ -143,6 +193,36 @@ describe("TrackerServer input validation", () => {
       });
     }
     observer.cancel();
+  });
+
+  it("reads piece hashes packed, and as the list agents before packed hashes send", async () => {
+    const packed = await registered("packed");
+    const listed = await registered("listed");
+    const hash = (fill: number) => Buffer.alloc(32, fill);
+    packed.write(
+      announceRequest({ digest: testDigest("p"), size: 30, pieceSize: 10, complete: true, pieceHashes: [{ index: 2, sha256: hash(2) }] }),
+    );
+    listed.write({
+      kind: {
+        $case: "announce",
+        value: {
+          digest: testDigest("l"),
+          size: 30,
+          pieceSize: 10,
+          complete: true,
+          bitmap: Buffer.alloc(0),
+          pieceHashes: [{ index: 1, sha256: hash(1) }],
+          hashIndices: [],
+          hashBytes: Buffer.alloc(0),
+        },
+      },
+    });
+    await eventually(async () => {
+      assert.deepEqual((await lookup(client, "listed", testDigest("p"))).pieceHashes, [Buffer.alloc(0), Buffer.alloc(0), hash(2)]);
+      assert.deepEqual((await lookup(client, "packed", testDigest("l"))).pieceHashes, [Buffer.alloc(0), hash(1), Buffer.alloc(0)]);
+    });
+    packed.cancel();
+    listed.cancel();
   });
 
   it("keeps conflicting sizes apart, answers by the expected size, and keeps the session open when an announce is refused", async () => {

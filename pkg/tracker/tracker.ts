@@ -21,6 +21,17 @@ export interface BlobAnnouncement {
   readonly bitmap?: Uint8Array;
   /** SHA-256 (32 bytes) of pieces the agent verified, or computed from the origin's bytes as grantee. */
   readonly pieceHashes?: readonly { readonly index: number; readonly sha256: Uint8Array }[];
+  /** The same, packed (as the tracker keeps and receives them); give one form or the other. */
+  readonly packedHashes?: PackedPieceHashes;
+}
+
+/**
+ * Piece hashes packed: the piece indices, and their SHA-256 concatenated in the same order (32 bytes
+ * each). Two objects however many pieces, where a list costs two per piece: a tracker receives millions.
+ */
+export interface PackedPieceHashes {
+  readonly indices: ArrayLike<number>;
+  readonly bytes: Uint8Array;
 }
 
 export interface HolderInfo extends AgentIdentity {

@@ -33,7 +33,8 @@ export interface ValidAnnouncement {
   readonly bitmap: Uint8Array | undefined;
   /** Pieces held: pieceCount when complete. */
   readonly heldPieces: number;
-  readonly pieceHashes: readonly { readonly index: number; readonly sha256: Uint8Array }[];
+  /** Copied, so the caller's buffers may be pooled or reused; indices distinct and within the blob. */
+  readonly hashes: { readonly indices: Uint32Array; readonly bytes: Uint8Array };
 }
 
 function invalid(message: string, cause?: unknown): TrackerError {
@@ -109,20 +110,33 @@ export function validateAnnouncement(announcement: BlobAnnouncement): ValidAnnou
     bitmap = parsed.toBytes();
     heldPieces = parsed.count;
   }
-  const hashes = announcement.pieceHashes ?? [];
-  if (hashes.length > pieces) throw invalid(`${hashes.length} piece hashes for ${pieces} pieces of ${digest}`);
-  // A flag per piece, not a Set: a tracker checks tens of thousands of hashes a second.
+  const { pieceHashes, packedHashes } = announcement;
+  if (pieceHashes !== undefined && pieceHashes.length > 0 && packedHashes !== undefined && packedHashes.indices.length > 0)
+    throw invalid(`piece hashes of ${digest} given both as a list and packed`);
+  const count = packedHashes !== undefined && packedHashes.indices.length > 0 ? packedHashes.indices.length : (pieceHashes?.length ?? 0);
+  if (count > pieces) throw invalid(`${count} piece hashes for ${pieces} pieces of ${digest}`);
+  if (packedHashes !== undefined && packedHashes.bytes.length !== packedHashes.indices.length * SHA256_BYTES)
+    throw invalid(`${packedHashes.bytes.length} bytes of packed hashes for ${packedHashes.indices.length} pieces of ${digest}`);
+  // Copied into one buffer (the caller's may be pooled or reused); a flag per piece, not a Set: a tracker
+  // checks tens of thousands of hashes a second.
+  const indices = new Uint32Array(count);
+  const bytes = new Uint8Array(count * SHA256_BYTES);
   const seen = new Uint8Array(pieces);
-  const pieceHashes = hashes.map(({ index, sha256 }) => {
+  for (let i = 0; i < count; i++) {
+    const listed = packedHashes === undefined || packedHashes.indices.length === 0 ? pieceHashes?.[i] : undefined;
+    const index = listed === undefined ? (packedHashes?.indices[i] ?? -1) : listed.index;
     if (!Number.isInteger(index) || index < 0 || index >= pieces)
       throw invalid(`piece hash index ${index} outside 0..${pieces - 1} of ${digest}`);
     if (seen[index] === 1) throw invalid(`piece hash ${index} of ${digest} given twice`);
     seen[index] = 1;
-    if (sha256.length !== SHA256_BYTES) throw invalid(`piece hash ${index} of ${digest} has ${sha256.length} bytes, not ${SHA256_BYTES}`);
-    // Copied (one memcpy): the caller's buffer may be pooled or reused.
-    return { index, sha256: new Uint8Array(sha256) };
-  });
-  return { digest, size, pieceSize, pieceCount: pieces, complete, bitmap, heldPieces, pieceHashes };
+    indices[i] = index;
+    if (listed === undefined) continue;
+    if (listed.sha256.length !== SHA256_BYTES)
+      throw invalid(`piece hash ${index} of ${digest} has ${listed.sha256.length} bytes, not ${SHA256_BYTES}`);
+    bytes.set(listed.sha256, i * SHA256_BYTES);
+  }
+  if (packedHashes !== undefined && packedHashes.indices.length > 0) bytes.set(packedHashes.bytes);
+  return { digest, size, pieceSize, pieceCount: pieces, complete, bitmap, heldPieces, hashes: { indices, bytes } };
 }
 
 /** The announcement as the clients keep it in their inventory: normalized copies, safe from later changes by the caller. */
@@ -133,7 +147,7 @@ export function inventoryEntry(valid: ValidAnnouncement): BlobAnnouncement {
     pieceSize: valid.pieceSize,
     complete: valid.complete,
     ...(valid.bitmap === undefined ? {} : { bitmap: valid.bitmap }),
-    ...(valid.pieceHashes.length === 0 ? {} : { pieceHashes: valid.pieceHashes }),
+    ...(valid.hashes.indices.length === 0 ? {} : { packedHashes: valid.hashes }),
   };
 }
 

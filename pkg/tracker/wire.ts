@@ -13,7 +13,7 @@ import {
 import type { AgentCommand, PrefetchAssignment, PrefetchReport, PrefetchState } from "./prefetch.js";
 import { type AgentIdentity, type BlobAnnouncement, type LookupResult, type TagRecord } from "./tracker.js";
 import { TrackerError } from "./errors.js";
-import { validateDigest } from "./validation.js";
+import { SHA256_BYTES, validateDigest } from "./validation.js";
 
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
 
@@ -36,7 +36,8 @@ export function announceRequest(announcement: BlobAnnouncement): SessionRequest 
     pieceSize: announcement.pieceSize,
     complete: announcement.complete,
     bitmap: announcement.complete || announcement.bitmap === undefined ? Buffer.alloc(0) : toBuffer(announcement.bitmap),
-    pieceHashes: (announcement.pieceHashes ?? []).map((h) => ({ index: h.index, sha256: toBuffer(h.sha256) })),
+    pieceHashes: [],
+    ...packedToWire(announcement),
   };
   return { kind: { $case: "announce", value } };
 }
@@ -53,13 +54,29 @@ export const MAX_HASHES_PER_MESSAGE = 2048;
  */
 export const MAX_SESSION_MESSAGE_BYTES = 256 * 1024;
 
+/** The announcement's piece hashes in the packed wire fields (either form in, one buffer out). */
+function packedToWire(announcement: BlobAnnouncement): { hashIndices: number[]; hashBytes: Buffer } {
+  const { packedHashes, pieceHashes } = announcement;
+  if (packedHashes !== undefined && packedHashes.indices.length > 0)
+    return { hashIndices: Array.from(packedHashes.indices), hashBytes: toBuffer(packedHashes.bytes) };
+  const list = pieceHashes ?? [];
+  const hashBytes = Buffer.allocUnsafe(list.length * SHA256_BYTES);
+  list.forEach((h, i) => {
+    hashBytes.set(h.sha256, i * SHA256_BYTES);
+  });
+  return { hashIndices: list.map((h) => h.index), hashBytes };
+}
+
 /** announceRequest, split into messages of at most MAX_HASHES_PER_MESSAGE piece hashes each. */
 export function announceRequests(announcement: BlobAnnouncement): SessionRequest[] {
-  const hashes = announcement.pieceHashes ?? [];
-  if (hashes.length <= MAX_HASHES_PER_MESSAGE) return [announceRequest(announcement)];
+  const { hashIndices, hashBytes } = packedToWire(announcement);
+  if (hashIndices.length <= MAX_HASHES_PER_MESSAGE) return [announceRequest(announcement)];
+  const { pieceHashes: _list, ...rest } = announcement;
   const requests: SessionRequest[] = [];
-  for (let start = 0; start < hashes.length; start += MAX_HASHES_PER_MESSAGE) {
-    requests.push(announceRequest({ ...announcement, pieceHashes: hashes.slice(start, start + MAX_HASHES_PER_MESSAGE) }));
+  for (let start = 0; start < hashIndices.length; start += MAX_HASHES_PER_MESSAGE) {
+    const end = Math.min(start + MAX_HASHES_PER_MESSAGE, hashIndices.length);
+    const packedHashes = { indices: hashIndices.slice(start, end), bytes: hashBytes.subarray(start * SHA256_BYTES, end * SHA256_BYTES) };
+    requests.push(announceRequest({ ...rest, packedHashes }));
   }
   return requests;
 }
@@ -113,7 +130,10 @@ export function announcementFromWire(announce: Announce): BlobAnnouncement {
     pieceSize: announce.pieceSize,
     complete: announce.complete,
     bitmap: announce.bitmap,
-    pieceHashes: announce.pieceHashes.map((h) => ({ index: h.index, sha256: h.sha256 })),
+    // Agents from before packed hashes send a list (each hash decoded into objects of its own, read as they are).
+    ...(announce.hashIndices.length > 0 || announce.hashBytes.length > 0
+      ? { packedHashes: { indices: announce.hashIndices, bytes: announce.hashBytes } }
+      : { pieceHashes: announce.pieceHashes }),
   };
 }
 

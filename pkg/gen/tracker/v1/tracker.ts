@@ -105,8 +105,18 @@ export interface Announce {
   complete: boolean;
   /** Bit i (most significant bit first) set when piece i is held; empty when complete. */
   bitmap: Buffer;
-  /** SHA-256 of pieces the agent has verified or (as origin grantee) computed from the origin's bytes. */
+  /**
+   * SHA-256 of pieces the agent has verified or (as origin grantee) computed from the origin's bytes, one
+   * message per piece. Agents before packed hashes send these; the tracker reads them when the packed
+   * fields below are empty.
+   */
   pieceHashes: PieceHash[];
+  /**
+   * The same, packed: the piece indices, and their SHA-256 concatenated in that order (32 bytes each).
+   * Decoding them allocates two objects however many pieces a message carries, not two per piece.
+   */
+  hashIndices: number[];
+  hashBytes: Buffer;
 }
 
 export interface PieceHash {
@@ -640,7 +650,16 @@ export const Register: MessageFns<Register> = {
 };
 
 function createBaseAnnounce(): Announce {
-  return { digest: "", size: 0, pieceSize: 0, complete: false, bitmap: Buffer.alloc(0), pieceHashes: [] };
+  return {
+    digest: "",
+    size: 0,
+    pieceSize: 0,
+    complete: false,
+    bitmap: Buffer.alloc(0),
+    pieceHashes: [],
+    hashIndices: [],
+    hashBytes: Buffer.alloc(0),
+  };
 }
 
 export const Announce: MessageFns<Announce> = {
@@ -662,6 +681,16 @@ export const Announce: MessageFns<Announce> = {
     }
     for (const v of message.pieceHashes) {
       PieceHash.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.hashIndices.length !== 0) {
+      writer.uint32(58).fork();
+      for (const v of message.hashIndices) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.hashBytes.length !== 0) {
+      writer.uint32(66).bytes(message.hashBytes);
     }
     return writer;
   },
@@ -727,6 +756,32 @@ export const Announce: MessageFns<Announce> = {
             message.pieceHashes.push(PieceHash.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag === 56) {
+              message.hashIndices.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 58) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.hashIndices.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.hashBytes = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -755,6 +810,16 @@ export const Announce: MessageFns<Announce> = {
         : globalThis.Array.isArray(object?.piece_hashes)
         ? object.piece_hashes.map((e: any) => PieceHash.fromJSON(e))
         : [],
+      hashIndices: globalThis.Array.isArray(object?.hashIndices)
+        ? object.hashIndices.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.hash_indices)
+        ? object.hash_indices.map((e: any) => globalThis.Number(e))
+        : [],
+      hashBytes: isSet(object.hashBytes)
+        ? Buffer.from(bytesFromBase64(object.hashBytes))
+        : isSet(object.hash_bytes)
+        ? Buffer.from(bytesFromBase64(object.hash_bytes))
+        : Buffer.alloc(0),
     };
   },
 
@@ -778,6 +843,12 @@ export const Announce: MessageFns<Announce> = {
     if (message.pieceHashes?.length) {
       obj.pieceHashes = message.pieceHashes.map((e) => PieceHash.toJSON(e));
     }
+    if (message.hashIndices?.length) {
+      obj.hashIndices = message.hashIndices.map((e) => Math.round(e));
+    }
+    if (message.hashBytes.length !== 0) {
+      obj.hashBytes = base64FromBytes(message.hashBytes);
+    }
     return obj;
   },
 
@@ -792,6 +863,8 @@ export const Announce: MessageFns<Announce> = {
     message.complete = object.complete ?? false;
     message.bitmap = object.bitmap ?? Buffer.alloc(0);
     message.pieceHashes = object.pieceHashes?.map((e) => PieceHash.fromPartial(e)) || [];
+    message.hashIndices = object.hashIndices?.map((e) => e) || [];
+    message.hashBytes = object.hashBytes ?? Buffer.alloc(0);
     return message;
   },
 };
