@@ -26,6 +26,12 @@ export interface ContentHasherParams {
  * are made one at a time (the partial's queue); `bytes` is not kept after the returned promise settles.
  */
 export interface ContentHasher {
+  /**
+   * Where to put bytes before writing and hashing them: the first bytes of `bytes` (all, or as many as
+   * fit) in memory the hasher reads without a copy, valid until the next stage() or update(). Writing the
+   * staged view and updating with it takes the bytes from memory once.
+   */
+  stage(bytes: Uint8Array): Uint8Array;
   /** Feeds `bytes` found at blob offset `position`; resolves with the pieces this completed. */
   update(position: number, bytes: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]>;
   /** The running digest, hex: call once, after the last update. */
@@ -45,6 +51,10 @@ export class InlineContentHasher implements ContentHasher {
     this.pieces = new SequentialPieceHasher(params.size, params.pieceSize, (index, sha256) => {
       this.completed.push({ index, sha256 });
     });
+  }
+
+  stage(bytes: Uint8Array): Uint8Array {
+    return bytes;
   }
 
   update(position: number, bytes: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]> {

@@ -7,15 +7,16 @@ import type { HashWorkerReply, HashWorkerRequest } from "./worker-content-hasher
 const port = parentPort;
 if (port === null) throw new Error("hash-worker.js runs only as a worker thread");
 
-const hashers = new Map<number, InlineContentHasher>();
+const hashers = new Map<number, { hasher: InlineContentHasher; staging: Uint8Array }>();
 
 function answer(message: HashWorkerRequest & { seq: number }): HashWorkerReply {
-  const hasher = hashers.get(message.id);
-  if (hasher === undefined) return { seq: message.seq, error: `no hash state ${message.id}` };
+  const state = hashers.get(message.id);
+  if (state === undefined) return { seq: message.seq, error: `no hash state ${message.id}` };
+  const { hasher, staging } = state;
   if (message.op === "update") {
     // Exact copies: a digest Buffer may be a view of a larger one, which would be cloned whole.
     const pieces = hasher
-      .feed(message.position, message.bytes, message.targets)
+      .feed(message.position, staging.subarray(0, message.length), message.targets)
       .map(({ index, sha256 }) => ({ index, sha256: new Uint8Array(sha256) }));
     return { seq: message.seq, pieces };
   }
@@ -26,7 +27,7 @@ function answer(message: HashWorkerRequest & { seq: number }): HashWorkerReply {
 port.on("message", (message: HashWorkerRequest) => {
   switch (message.op) {
     case "open":
-      hashers.set(message.id, new InlineContentHasher(message.params));
+      hashers.set(message.id, { hasher: new InlineContentHasher(message.params), staging: new Uint8Array(message.staging) });
       return;
     case "close":
       hashers.delete(message.id);

@@ -424,12 +424,24 @@ export class CorePartialBlob implements PartialBlob, TailSource {
    * failed hash, and neither returns before both are done (the bytes stay untouched until then).
    */
   private async writeAndHash(offset: number, data: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]> {
-    const written = this.write(offset, data);
-    const hashed = targets.blob || targets.pieces ? this.hasher.update(offset, data, targets) : Promise.resolve([]);
-    const [write, hash] = await Promise.allSettled([written, hashed]);
-    if (write.status === "rejected") throw write.reason;
-    if (hash.status === "rejected") throw await this.fail(hash.reason, `hashing ${this.digest} at ${offset}`);
-    return hash.value;
+    if (!targets.blob && !targets.pieces) {
+      await this.write(offset, data);
+      return [];
+    }
+    const completed: HashedPiece[] = [];
+    for (let done = 0; done < data.byteLength; ) {
+      // Written from where the hasher reads it, so the bytes come from memory once.
+      const part = this.hasher.stage(data.subarray(done));
+      const written = this.write(offset + done, part);
+      const hashed = this.hasher.update(offset + done, part, targets);
+      const [write, hash] = await Promise.allSettled([written, hashed]);
+      if (write.status === "rejected") throw write.reason;
+      if (hash.status === "rejected") throw await this.fail(hash.reason, `hashing ${this.digest} at ${offset + done}`);
+      completed.push(...hash.value);
+      done += part.byteLength;
+      this.assertOpen();
+    }
+    return completed;
   }
 
   /** A storage failure ends the partial: readers and waiters get the error, the data is discarded. */
