@@ -429,7 +429,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       return [];
     }
     const completed: HashedPiece[] = [];
-    for (let done = 0; done < data.byteLength; ) {
+    for (let done = 0; done < data.byteLength;) {
       // Written from where the hasher reads it, so the bytes come from memory once.
       const part = this.hasher.stage(data.subarray(done));
       const written = this.write(offset + done, part);

@@ -77,8 +77,8 @@ class HashWorkerChannel {
 
   private started(): Worker {
     if (this.worker !== undefined) return this.worker;
-    const worker = new Worker(WORKER_URL, { name: "shoal-hash" });
-    worker.unref();
+    // No inherited flags: the thread needs none, and some (an --input-type, say) would stop it loading.
+    const worker = new Worker(WORKER_URL, { name: "shoal-hash", execArgv: [] });
     worker.on("message", (reply: HashWorkerReply) => {
       const waiter = this.pending.get(reply.seq);
       if (waiter === undefined) return;
@@ -98,6 +98,8 @@ class HashWorkerChannel {
     worker.on("exit", (code) => {
       lost(new Error(`exit code ${code}`));
     });
+    // After the listeners: attaching a 'message' listener refs the worker again.
+    worker.unref();
     this.worker = worker;
     return worker;
   }
@@ -136,7 +138,7 @@ export class WorkerContentHasher implements ContentHasher {
 
   async update(position: number, bytes: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]> {
     const completed: HashedPiece[] = [];
-    for (let done = 0; done < bytes.byteLength; ) {
+    for (let done = 0; done < bytes.byteLength;) {
       this.checkAlive();
       const staged = this.stage(bytes.subarray(done));
       const reply = await this.channel.request((seq) => ({
