@@ -15,7 +15,7 @@ import {
 } from "./partial-backend.js";
 import { PieceWaiters } from "./piece-waiters.js";
 import { ioError, resolveRange } from "./store-helpers.js";
-import { TailReadable, type TailSource } from "./tail-readable.js";
+import { type FreshBytes, TailReadable, type TailSource } from "./tail-readable.js";
 import { WorkerContentHasher } from "./worker-content-hasher.js";
 
 /** Chunk size when hashing bytes back from storage (pieces that arrived ahead of the hashed prefix). */
@@ -91,7 +91,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   /** The whole content matched the digest (it may still be being published). */
   private verifiedContent = false;
   private info: BlobInfo | undefined;
-  private readonly listeners = new Set<() => void>();
+  private readonly listeners = new Set<(fresh?: FreshBytes) => void>();
   private readonly waiters = new PieceWaiters();
   private readers = 0;
   private backendOpen = true;
@@ -197,7 +197,8 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         if (feeding) this.hashedEnd = runEnd;
         this.appendedEnd = Math.max(this.appendedEnd, runEnd);
         for (let piece = index; piece < this.pieceCount && this.span(piece).end <= runEnd; piece++) this.pieces.set(piece);
-        this.advance(true);
+        // Tailing readers may take these bytes from memory now, instead of reading them back from storage.
+        this.advance(true, { position: offset, bytes: segment });
         offset = runEnd;
       }
     });
@@ -369,9 +370,9 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     }
   }
 
-  onProgress(listener: () => void): () => void {
-    const slot = (): void => {
-      listener();
+  onProgress(listener: (fresh?: FreshBytes) => void): () => void {
+    const slot = (fresh?: FreshBytes): void => {
+      listener(fresh);
     };
     this.listeners.add(slot);
     return () => {
@@ -456,11 +457,11 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   }
 
   /** After a change to the held bytes: prefix, waiters, readers, state saving and the hash catch-up. */
-  private advance(changed: boolean): void {
+  private advance(changed: boolean, fresh?: FreshBytes): void {
     while (this.prefixPieces < this.pieceCount && this.pieces.has(this.prefixPieces)) this.prefixPieces++;
     if (changed) this.saver?.request();
     this.waiters.wakeHeld((index) => this.pieces.has(index));
-    this.notify();
+    this.notify(fresh);
     if (this.hashedEnd < this.appendOffset && !this.catchUpQueued) {
       this.catchUpQueued = true;
       // Errors fail the partial inside catchUp (readers and the next caller see them); nothing to add here.
@@ -516,8 +517,8 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     return { pieceSize: this.pieceSize, packed: packPieceHashes(this.pieceHashes as Uint8Array[]) };
   }
 
-  private notify(): void {
-    for (const listener of [...this.listeners]) listener();
+  private notify(fresh?: FreshBytes): void {
+    for (const listener of [...this.listeners]) listener(fresh);
   }
 
   private markAborted(reason: Error): void {
