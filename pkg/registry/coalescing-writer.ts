@@ -1,5 +1,5 @@
 /** Above this many queued bytes, the producer waits for the write in flight (backpressure). */
-export const DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024;
+export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 /** The queue passes its limit by one chunk at most; a batch up to this much larger still fits the buffer. */
 const BATCH_SLACK_BYTES = 1024 * 1024;
 
@@ -10,7 +10,8 @@ const BATCH_SLACK_BYTES = 1024 * 1024;
  *
  * Batches are gathered into one buffer that is reused for every batch (allocating a fresh one per write
  * made gigabytes of short-lived off-heap memory and the garbage collections that go with it), so `write`
- * must be done with `data` when its promise settles.
+ * must be done with `data` when its promise settles. The buffer is a SharedArrayBuffer's, which a store
+ * hashing in a worker thread reads where it is.
  */
 export class CoalescingWriter {
   private queue: Buffer[] = [];
@@ -61,7 +62,8 @@ export class CoalescingWriter {
     if (this.queue.length === 1) return this.queue[0] as Buffer;
     const capacity = this.maxQueuedBytes + BATCH_SLACK_BYTES;
     if (this.queuedBytes > capacity) return Buffer.concat(this.queue, this.queuedBytes);
-    this.batchBuffer ??= Buffer.allocUnsafeSlow(capacity);
+    // Shared memory: the store's hash worker reads it without a copy.
+    this.batchBuffer ??= Buffer.from(new SharedArrayBuffer(capacity));
     let offset = 0;
     for (const chunk of this.queue) offset += chunk.copy(this.batchBuffer, offset);
     return this.batchBuffer.subarray(0, offset);

@@ -73,6 +73,20 @@ describe("ContentHasher", () => {
     assert.deepEqual(big, testBytes(1000), "the caller's buffer is left as it was");
   });
 
+  it("the worker reads bytes in shared memory where they are", async () => {
+    const hasher = new WorkerContentHasher(params);
+    const shared = Buffer.from(new SharedArrayBuffer(SIZE + 10));
+    data.copy(shared, 10);
+    const view = shared.subarray(10);
+    assert.equal(hasher.stage(view), view, "no staging copy");
+    const pieces = await hasher.update(0, view, { blob: true, pieces: true });
+    assert.deepEqual(
+      pieces.map(({ index }) => index),
+      [0, 1, 2, 3, 4, 5],
+    );
+    assert.equal(await hasher.digest(), createHash("sha256").update(data).digest("hex"));
+  });
+
   it("a closed hasher refuses updates", async () => {
     const hasher = new WorkerContentHasher(params);
     hasher.close();

@@ -7,16 +7,15 @@ import type { HashWorkerReply, HashWorkerRequest } from "./worker-content-hasher
 const port = parentPort;
 if (port === null) throw new Error("hash-worker.js runs only as a worker thread");
 
-const hashers = new Map<number, { hasher: InlineContentHasher; staging: Uint8Array }>();
+const hashers = new Map<number, InlineContentHasher>();
 
 function answer(message: HashWorkerRequest & { seq: number }): HashWorkerReply {
-  const state = hashers.get(message.id);
-  if (state === undefined) return { seq: message.seq, error: `no hash state ${message.id}` };
-  const { hasher, staging } = state;
+  const hasher = hashers.get(message.id);
+  if (hasher === undefined) return { seq: message.seq, error: `no hash state ${message.id}` };
   if (message.op === "update") {
     // Exact copies: a digest Buffer may be a view of a larger one, which would be cloned whole.
     const pieces = hasher
-      .feed(message.position, staging.subarray(0, message.length), message.targets)
+      .feed(message.position, new Uint8Array(message.memory, message.offset, message.length), message.targets)
       .map(({ index, sha256 }) => ({ index, sha256: new Uint8Array(sha256) }));
     return { seq: message.seq, pieces };
   }
@@ -27,7 +26,7 @@ function answer(message: HashWorkerRequest & { seq: number }): HashWorkerReply {
 port.on("message", (message: HashWorkerRequest) => {
   switch (message.op) {
     case "open":
-      hashers.set(message.id, { hasher: new InlineContentHasher(message.params), staging: new Uint8Array(message.staging) });
+      hashers.set(message.id, new InlineContentHasher(message.params));
       return;
     case "close":
       hashers.delete(message.id);

@@ -2,21 +2,20 @@ import { Worker } from "node:worker_threads";
 import type { ContentHasher, ContentHasherParams, HashedPiece, HashTargets } from "./content-hasher.js";
 import { StoreError } from "./errors.js";
 
-/**
- * Bytes a worker hasher stages at a time: the shared memory it and its worker both see. The origin
- * fetcher's write batches (CoalescingWriter) fit in one.
- */
+/** Bytes a worker hasher copies at a time into its staging memory, for bytes not in shared memory already. */
 export const HASH_STAGING_BYTES = 2 * 1024 * 1024;
 
 /** Messages to the hash worker (hash-worker.ts). */
 export type HashWorkerRequest =
-  | { readonly op: "open"; readonly id: number; readonly params: ContentHasherParams; readonly staging: SharedArrayBuffer }
+  | { readonly op: "open"; readonly id: number; readonly params: ContentHasherParams }
   | {
       readonly op: "update";
       readonly id: number;
       readonly seq: number;
       readonly position: number;
-      /** The bytes are staging[0, length). */
+      /** The bytes are memory[offset, offset + length): shared, not copied. */
+      readonly memory: SharedArrayBuffer;
+      readonly offset: number;
       readonly length: number;
       readonly targets: HashTargets;
     }
@@ -50,9 +49,9 @@ class HashWorkerChannel {
   private nextSeq = 1;
   private readonly pending = new Map<number, Pending>();
 
-  open(params: ContentHasherParams, staging: SharedArrayBuffer): { id: number; generation: number } {
+  open(params: ContentHasherParams): { id: number; generation: number } {
     const id = this.nextId++;
-    this.post({ op: "open", id, params, staging });
+    this.post({ op: "open", id, params });
     return { id, generation: this.generation };
   }
 
@@ -108,15 +107,17 @@ class HashWorkerChannel {
 let channel: HashWorkerChannel | undefined;
 
 /**
- * Hashes in the process's hash worker thread. The bytes go through staging memory shared with the worker:
- * the event loop copies them in once (stage(); a tenth of the cost of the two SHA-256 passes, and nothing
- * to serialize or collect), writes them to storage from there while the worker hashes them, and goes on
- * receiving and serving meanwhile.
+ * Hashes in the process's hash worker thread. The worker reads the bytes from memory it shares with the
+ * event loop: bytes already in shared memory (the origin fetcher's write batches) as they are, others after
+ * one copy into this hasher's staging memory (stage(); a tenth of the cost of the two SHA-256 passes, and
+ * nothing to serialize or collect). The event loop writes them to storage meanwhile and goes on receiving
+ * and serving.
  */
 export class WorkerContentHasher implements ContentHasher {
-  readonly stagingBytes = HASH_STAGING_BYTES;
   private readonly channel: HashWorkerChannel;
-  private readonly staging: Buffer;
+  private readonly stagingBytes: number;
+  /** Allocated on the first copy: a partial fed only from shared memory never touches it. */
+  private staging: Buffer | undefined;
   private readonly id: number;
   private readonly generation: number;
   private closed = false;
@@ -124,13 +125,13 @@ export class WorkerContentHasher implements ContentHasher {
   constructor(params: ContentHasherParams) {
     channel ??= new HashWorkerChannel();
     this.channel = channel;
-    const memory = new SharedArrayBuffer(Math.min(HASH_STAGING_BYTES, Math.max(params.size, 1)));
-    this.staging = Buffer.from(memory);
-    ({ id: this.id, generation: this.generation } = this.channel.open(params, memory));
+    this.stagingBytes = Math.min(HASH_STAGING_BYTES, Math.max(params.size, 1));
+    ({ id: this.id, generation: this.generation } = this.channel.open(params));
   }
 
   stage(bytes: Uint8Array): Uint8Array {
-    if (bytes.buffer === this.staging.buffer && bytes.byteOffset === 0) return bytes;
+    if (bytes.buffer instanceof SharedArrayBuffer) return bytes;
+    this.staging ??= Buffer.from(new SharedArrayBuffer(this.stagingBytes));
     const length = Math.min(bytes.byteLength, this.staging.byteLength);
     this.staging.set(bytes.subarray(0, length));
     return this.staging.subarray(0, length);
@@ -141,11 +142,14 @@ export class WorkerContentHasher implements ContentHasher {
     for (let done = 0; done < bytes.byteLength;) {
       this.checkAlive();
       const staged = this.stage(bytes.subarray(done));
+      const memory = staged.buffer as SharedArrayBuffer;
       const reply = await this.channel.request((seq) => ({
         op: "update",
         id: this.id,
         seq,
         position: position + done,
+        memory,
+        offset: staged.byteOffset,
         length: staged.byteLength,
         targets,
       }));
@@ -156,7 +160,6 @@ export class WorkerContentHasher implements ContentHasher {
     }
     return completed;
   }
-
   async digest(): Promise<string> {
     this.checkAlive();
     const reply = await this.channel.request((seq) => ({ op: "digest", id: this.id, seq }));
