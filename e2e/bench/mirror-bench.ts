@@ -2,7 +2,7 @@
 // (cold pull-through, then cache hits); time to first byte; the agent's peak RSS and CPU.
 // Prints figures; asserts nothing. Needs Debian's docker-registry.
 import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Agent, type Dispatcher } from "undici";
@@ -15,6 +15,8 @@ import { procStats } from "../../pkg/metrics/index.js";
 
 const REPO = "bench/blob";
 const MB = 1e6;
+/** USER_HZ: /proc reports CPU time in these ticks on every Linux this runs on. */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 const { values } = parseArgs({
   options: {
@@ -66,6 +68,31 @@ async function ttfb(url: string): Promise<number> {
   return ms;
 }
 
+/** CPU-seconds per thread name (/proc/PID/task/TID/comm) of a process: where a transfer's CPU goes. */
+async function threadCpuSeconds(pid: number): Promise<Map<string, number>> {
+  const byName = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    try {
+      const name = (await readFile(`/proc/${pid}/task/${tid}/comm`, "utf8")).trim();
+      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND);
+    } catch {
+      // The thread ended between readdir and read.
+    }
+  }
+  return byName;
+}
+
+function threadCpuDelta(after: Map<string, number>, before: Map<string, number>, gigabytes: number): Record<string, number> {
+  const delta: Record<string, number> = {};
+  for (const [name, seconds] of after) {
+    const perGB = (seconds - (before.get(name) ?? 0)) / gigabytes;
+    if (perGB >= 0.005) delta[name] = Number(perGB.toFixed(2));
+  }
+  return delta;
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
@@ -109,8 +136,10 @@ async function main(): Promise<void> {
     agent = await ShoalAgent.start({ upstreams: [`${origin.host}=${origin.url}`] });
     const mirrored = `${agent.mirrorUrl}/v2/${REPO}/blobs/${blob.digest}?ns=${encodeURIComponent(origin.host)}`;
     const before = await procStats(agent.daemon.pid);
+    const threadsBefore = await threadCpuSeconds(agent.daemon.pid);
     const cold = await get(mirrored);
     const afterCold = await procStats(agent.daemon.pid);
+    const threadsAfterCold = await threadCpuSeconds(agent.daemon.pid);
     const hitRuns: Transfer[] = [];
     for (let i = 0; i < runs; i++) hitRuns.push(await get(mirrored));
     const afterHits = await procStats(agent.daemon.pid);
@@ -132,9 +161,12 @@ async function main(): Promise<void> {
       cacheHit: { throughputMBps: size / hitSeconds / MB, seconds: hitSeconds, ttfbP50Ms: median(hitTtfb) },
       agent: {
         peakRssMB: end.peakRssBytes / MB,
+        peakRssColdMB: afterCold.peakRssBytes / MB,
         rssAfterStartMB: before.rssBytes / MB,
         cpuSecondsPerGBCold: (afterCold.cpuSeconds - before.cpuSeconds) / (size / 1e9),
         cpuSecondsPerGBHit: (afterHits.cpuSeconds - afterCold.cpuSeconds) / ((size * runs) / 1e9),
+        /** Cold pull-through CPU-seconds per GB by thread name (main thread, libuv pool, hash worker, GC helpers). */
+        cpuSecondsPerGBColdByThread: threadCpuDelta(threadsAfterCold, threadsBefore, size / 1e9),
       },
     };
     console.log(`blob: ${(size / 2 ** 20).toFixed(0)} MiB, ${runs} runs each (median), TTFB over ${ttfbSamples} requests (p50)`);
@@ -148,7 +180,12 @@ async function main(): Promise<void> {
       `cache hit (agent)             ${result.cacheHit.throughputMBps.toFixed(0).padStart(6)} MB/s   TTFB p50 ${result.cacheHit.ttfbP50Ms.toFixed(2)} ms`,
     );
     console.log(
-      `agent peak RSS ${result.agent.peakRssMB.toFixed(0)} MB (after start ${result.agent.rssAfterStartMB.toFixed(0)} MB); CPU ${result.agent.cpuSecondsPerGBCold.toFixed(2)} s/GB cold, ${result.agent.cpuSecondsPerGBHit.toFixed(2)} s/GB hit`,
+      `agent peak RSS ${result.agent.peakRssMB.toFixed(0)} MB (after the cold pull ${result.agent.peakRssColdMB.toFixed(0)} MB, after start ${result.agent.rssAfterStartMB.toFixed(0)} MB); CPU ${result.agent.cpuSecondsPerGBCold.toFixed(2)} s/GB cold, ${result.agent.cpuSecondsPerGBHit.toFixed(2)} s/GB hit`,
+    );
+    console.log(
+      `agent CPU s/GB cold by thread: ${Object.entries(result.agent.cpuSecondsPerGBColdByThread)
+        .map(([name, perGB]) => `${name} ${perGB.toFixed(2)}`)
+        .join(", ")}`,
     );
     if (values.json !== undefined) {
       const { writeFile } = await import("node:fs/promises");

@@ -7,7 +7,7 @@ describe("CoalescingWriter", () => {
   it("writes everything in order, batching chunks that arrive during a write", async () => {
     const writes: Buffer[] = [];
     const writer = new CoalescingWriter(async (data) => {
-      writes.push(data);
+      writes.push(Buffer.from(data));
       await sleep(5);
     });
     for (let i = 0; i < 20; i++) await writer.push(Buffer.from([i]));
@@ -15,6 +15,34 @@ describe("CoalescingWriter", () => {
     assert.deepEqual(Buffer.concat(writes), Buffer.from(Array.from({ length: 20 }, (_, i) => i)));
     assert.ok(writes.length < 20, `expected fewer writes than chunks, got ${writes.length}`);
     assert.equal(writes[0]?.length, 1, "the first chunk is written at once, not held back");
+  });
+
+  it("gathers every batch into the same buffer, and a lone chunk is written as it is", async () => {
+    const memories: ArrayBufferLike[] = [];
+    const written: Buffer[] = [];
+    let release: () => void = () => undefined;
+    const writer = new CoalescingWriter(async (data) => {
+      memories.push(data.buffer);
+      written.push(Buffer.from(data));
+      await new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    });
+    const lone = Buffer.from([0]);
+    await writer.push(lone);
+    for (const round of [1, 2]) {
+      // Queued while the previous write is in flight: gathered into one batch.
+      await writer.push(Buffer.from([round, round]));
+      await writer.push(Buffer.from([round + 10]));
+      release();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    release();
+    await writer.flush();
+    assert.deepEqual(written, [Buffer.from([0]), Buffer.from([1, 1, 11]), Buffer.from([2, 2, 12])]);
+    assert.equal(memories[0], lone.buffer, "a lone chunk is not copied");
+    assert.notEqual(memories[1], lone.buffer);
+    assert.equal(memories[1], memories[2], "both batches were gathered into one reused buffer");
   });
 
   it("makes the producer wait past the queue limit", async () => {

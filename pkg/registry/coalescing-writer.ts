@@ -1,16 +1,24 @@
 /** Above this many queued bytes, the producer waits for the write in flight (backpressure). */
-export const DEFAULT_MAX_QUEUED_BYTES = 2 * 1024 * 1024;
+export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/** The queue passes its limit by one chunk at most; a batch up to this much larger still fits the buffer. */
+const BATCH_SLACK_BYTES = 1024 * 1024;
 
 /**
  * Turns a stream of small chunks into few large writes: while one write is in flight, newer chunks
  * queue and go out together in the next one. Adds no latency (a lone chunk is written at once) and
  * bounds memory: push() waits once more than `maxQueuedBytes` are queued.
+ *
+ * Batches are gathered into one buffer that is reused for every batch (allocating a fresh one per write
+ * made gigabytes of short-lived off-heap memory and the garbage collections that go with it), so `write`
+ * must be done with `data` when its promise settles. The buffer is a SharedArrayBuffer's, which a store
+ * hashing in a worker thread reads where it is.
  */
 export class CoalescingWriter {
   private queue: Buffer[] = [];
   private queuedBytes = 0;
   private inflight: Promise<void> | undefined;
   private failure: Error | undefined;
+  private batchBuffer: Buffer | undefined;
 
   constructor(
     private readonly write: (data: Buffer) => Promise<void>,
@@ -34,7 +42,7 @@ export class CoalescingWriter {
   private async drain(): Promise<void> {
     try {
       while (this.queue.length > 0) {
-        const batch = this.queue.length === 1 ? (this.queue[0] as Buffer) : Buffer.concat(this.queue, this.queuedBytes);
+        const batch = this.gather();
         this.queue = [];
         this.queuedBytes = 0;
         await this.write(batch);
@@ -43,8 +51,21 @@ export class CoalescingWriter {
       this.failure = error instanceof Error ? error : new Error(String(error));
       this.queue = [];
       this.queuedBytes = 0;
+      this.batchBuffer = undefined;
     } finally {
       this.inflight = undefined;
     }
+  }
+
+  /** The queued chunks as one buffer: the lone chunk itself, or a copy into the reused batch buffer. */
+  private gather(): Buffer {
+    if (this.queue.length === 1) return this.queue[0] as Buffer;
+    const capacity = this.maxQueuedBytes + BATCH_SLACK_BYTES;
+    if (this.queuedBytes > capacity) return Buffer.concat(this.queue, this.queuedBytes);
+    // Shared memory: the store's hash worker reads it without a copy.
+    this.batchBuffer ??= Buffer.from(new SharedArrayBuffer(capacity));
+    let offset = 0;
+    for (const chunk of this.queue) offset += chunk.copy(this.batchBuffer, offset);
+    return this.batchBuffer.subarray(0, offset);
   }
 }

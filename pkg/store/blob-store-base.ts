@@ -27,7 +27,15 @@ export interface BlobStoreBaseOptions extends QuotaOptions {
   readonly now?: (() => number) | undefined;
   /** Minimum interval between two saves of a partial's state (persistent stores). */
   readonly stateSaveIntervalMs?: number | undefined;
+  /** Partials of at least this many bytes hash in the hash worker thread (default HASH_WORKER_MIN_BYTES). */
+  readonly hashWorkerMinBytes?: number | undefined;
 }
+
+/**
+ * Below this size a partial hashes on the event loop: a message to the worker and back costs more than
+ * hashing a few megabytes, and most manifests and config blobs are tiny.
+ */
+export const HASH_WORKER_MIN_BYTES = 4 * 1024 * 1024;
 
 /** A partial that is not open in this process but can be resumed (kept on abort/close, or found at start-up). */
 export interface KeptPartial {
@@ -51,6 +59,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
   protected readonly now: () => number;
   protected readonly kept = new Map<Digest, K>();
   private readonly stateSaveIntervalMs: number | undefined;
+  private readonly hashWorkerMinBytes: number;
   private readonly partials = new Map<Digest, CorePartialBlob>();
   private readonly opening = new Map<Digest, Promise<CorePartialBlob>>();
   /** Piece hashes being computed for blobs stored without them, shared by concurrent askers. */
@@ -63,6 +72,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
     this.index = new BlobIndex(options, this.now);
     this.events = new StoreEvents(options.logger);
     this.stateSaveIntervalMs = options.stateSaveIntervalMs;
+    this.hashWorkerMinBytes = options.hashWorkerMinBytes ?? HASH_WORKER_MIN_BYTES;
   }
 
   /** Storage for a new partial, or for resuming `kept` (which may fail over to a fresh one: then no `resume`). */
@@ -377,6 +387,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
         backend,
         resume,
         stateSaveIntervalMs: this.stateSaveIntervalMs,
+        hashInWorker: size >= this.hashWorkerMinBytes,
         logger: this.logger,
         hooks: {
           committed: async (info) => {

@@ -16,6 +16,13 @@ runBlobStoreConformance("DiskBlobStore", async (options) => {
   return { store, cleanup: () => store.close() };
 });
 
+// Every partial hashes in the hash worker thread (by default only large ones do).
+runBlobStoreConformance("DiskBlobStore hashing in a worker", async (options) => {
+  const dir = await tempDir();
+  const store = await openStore(dir, { ...options, hashWorkerMinBytes: 0 });
+  return { store, cleanup: () => store.close() };
+});
+
 describe("DiskBlobStore", () => {
   it("lays out blobs by digest, with a media-type sidecar only when there is one", async () => {
     const dir = await tempDir();

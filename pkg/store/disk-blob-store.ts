@@ -37,6 +37,8 @@ export interface DiskBlobStoreOptions {
   readonly verifyStartDelayMs?: number | undefined;
   /** Minimum interval between two state-file saves of a partial (default STATE_SAVE_INTERVAL_MS). */
   readonly stateSaveIntervalMs?: number | undefined;
+  /** Partials of at least this many bytes hash in a worker thread (default HASH_WORKER_MIN_BYTES). */
+  readonly hashWorkerMinBytes?: number | undefined;
 }
 
 /**

@@ -11,6 +11,11 @@ runBlobStoreConformance("MemoryBlobStore", (options) => {
   return Promise.resolve({ store, cleanup: () => store.close() });
 });
 
+runBlobStoreConformance("MemoryBlobStore hashing in a worker", (options) => {
+  const store = new MemoryBlobStore({ ...options, hashWorkerMinBytes: 0 });
+  return Promise.resolve({ store, cleanup: () => store.close() });
+});
+
 describe("MemoryBlobStore", () => {
   it("works without options (unlimited quota)", async () => {
     const store = new MemoryBlobStore();

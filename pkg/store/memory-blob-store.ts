@@ -13,6 +13,8 @@ export interface MemoryBlobStoreOptions {
   readonly lowWatermark?: number | undefined;
   readonly logger?: BlobStoreBaseOptions["logger"];
   readonly now?: (() => number) | undefined;
+  /** Partials of at least this many bytes hash in a worker thread (default HASH_WORKER_MIN_BYTES). */
+  readonly hashWorkerMinBytes?: number | undefined;
 }
 
 interface KeptMemoryPartial extends KeptPartial {

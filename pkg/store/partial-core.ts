@@ -1,18 +1,10 @@
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { digestAlgorithm, type Digest } from "../oci/index.js";
-import {
-  PIECE_HASH_BYTES,
-  PieceBitmap,
-  SequentialPieceHasher,
-  choosePieceSize,
-  packPieceHashes,
-  pieceCount,
-  pieceSpan,
-  sha256Of,
-} from "../piece/index.js";
+import { PIECE_HASH_BYTES, PieceBitmap, choosePieceSize, packPieceHashes, pieceCount, pieceSpan, sha256Of } from "../piece/index.js";
 import type { BlobInfo, BlobReader, PartialBlob, ReadOptions } from "./blob-store.js";
+import { type ContentHasher, type HashedPiece, type HashTargets, InlineContentHasher } from "./content-hasher.js";
 import { StoreError } from "./errors.js";
 import {
   type PartialBackend,
@@ -23,7 +15,8 @@ import {
 } from "./partial-backend.js";
 import { PieceWaiters } from "./piece-waiters.js";
 import { ioError, resolveRange } from "./store-helpers.js";
-import { TailReadable, type TailSource } from "./tail-readable.js";
+import { type FreshBytes, TailReadable, type TailSource } from "./tail-readable.js";
+import { WorkerContentHasher } from "./worker-content-hasher.js";
 
 /** Chunk size when hashing bytes back from storage (pieces that arrived ahead of the hashed prefix). */
 export const HASH_CHUNK_BYTES = 1024 * 1024;
@@ -47,6 +40,11 @@ export interface CorePartialOptions {
   /** State of a resumed partial; its bytes are re-hashed from the backend. */
   readonly resume?: PartialSnapshot | undefined;
   readonly stateSaveIntervalMs?: number | undefined;
+  /**
+   * Hash in the process's hash worker thread instead of on the event loop (large blobs: the two SHA-256
+   * passes are the largest CPU cost of a pull-through, and the event loop also receives and serves).
+   */
+  readonly hashInWorker?: boolean | undefined;
   readonly logger?: Logger | undefined;
 }
 
@@ -62,7 +60,8 @@ export interface CorePartialOptions {
  * Piece hashes are recorded as pieces become held: from the caller of writePiece (who checked them), or
  * computed while `append` writes a piece from its first byte (SequentialPieceHasher). So the hash of each
  * byte is taken twice at most (piece and blob), and nothing is read back to hash pieces except pieces
- * resumed from an earlier process, which commit() hashes from storage.
+ * resumed from an earlier process, which commit() hashes from storage. Both hashes are taken by a
+ * ContentHasher, on the event loop or in the hash worker thread, while the bytes are being written.
  *
  * Invariant: every byte in [0, appendOffset) is written, and appendOffset is the end of the contiguous
  * available run (appended bytes and held pieces) from the start.
@@ -82,9 +81,8 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   /** End of the bytes written by append (all of [0, appendedEnd) are written). */
   private appendedEnd: number;
   private hashedEnd = 0;
-  private readonly hash: Hash;
+  private readonly hasher: ContentHasher;
   private readonly pieceHashes: (Uint8Array | undefined)[];
-  private readonly appendHasher: SequentialPieceHasher;
   /** Reused by the hash catch-up (one at a time: it runs on the queue); dropped once settled. */
   private scratch: Buffer | undefined;
   private queueTail: Promise<unknown> = Promise.resolve();
@@ -93,7 +91,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   /** The whole content matched the digest (it may still be being published). */
   private verifiedContent = false;
   private info: BlobInfo | undefined;
-  private readonly listeners = new Set<() => void>();
+  private readonly listeners = new Set<(fresh?: FreshBytes) => void>();
   private readonly waiters = new PieceWaiters();
   private readers = 0;
   private backendOpen = true;
@@ -124,11 +122,9 @@ export class CorePartialBlob implements PartialBlob, TailSource {
           },
         )
       : undefined;
-    this.hash = createHash(digestAlgorithm(options.digest));
+    const hasherParams = { algorithm: digestAlgorithm(options.digest), size: this.size, pieceSize: this.pieceSize };
+    this.hasher = options.hashInWorker === true ? new WorkerContentHasher(hasherParams) : new InlineContentHasher(hasherParams);
     this.pieceHashes = new Array<Uint8Array | undefined>(this.pieceCount).fill(undefined);
-    this.appendHasher = new SequentialPieceHasher(this.size, this.pieceSize, (index, sha256) => {
-      this.pieceHashes[index] ??= sha256;
-    });
     this.pieces = new PieceBitmap(this.pieceCount, options.resume?.bitmap);
     this.appendedEnd = Math.min(options.resume?.appendOffset ?? 0, this.size);
     // A resumed appendOffset vouches for every byte before it, so pieces it covers are held.
@@ -192,18 +188,17 @@ export class CorePartialBlob implements PartialBlob, TailSource {
         while (runEnd < end && !this.pieces.has(Math.floor(runEnd / this.pieceSize)))
           runEnd = Math.min(this.span(Math.floor(runEnd / this.pieceSize)).end, end);
         const segment = chunk.subarray(offset - start, runEnd - start);
-        const written = this.write(offset, segment);
         // Hash while the thread pool writes: the segment is not modified meanwhile, and a failed write
         // fails the whole partial, so a hash fed ahead of the write can never vouch for missing bytes
         // (piece hashes are recorded only for pieces that become held below).
-        if (feeding) this.hash.update(segment);
-        this.appendHasher.update(offset, segment);
-        await written;
+        const hashed = await this.writeAndHash(offset, segment, { blob: feeding, pieces: true });
+        for (const { index: piece, sha256 } of hashed) this.pieceHashes[piece] ??= sha256;
         this.assertOpen();
         if (feeding) this.hashedEnd = runEnd;
         this.appendedEnd = Math.max(this.appendedEnd, runEnd);
         for (let piece = index; piece < this.pieceCount && this.span(piece).end <= runEnd; piece++) this.pieces.set(piece);
-        this.advance(true);
+        // Tailing readers may take these bytes from memory now, instead of reading them back from storage.
+        this.advance(true, { position: offset, bytes: segment });
         offset = runEnd;
       }
     });
@@ -223,12 +218,10 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       // Bytes of this piece that append already wrote stay as they are: they may already be hashed.
       const from = Math.max(span.start, this.appendOffset);
       const bytes = data.subarray(from - span.start);
-      await this.write(from, bytes);
+      const feeding = this.hashedEnd === from;
+      await this.writeAndHash(from, bytes, { blob: feeding, pieces: false });
       this.assertOpen();
-      if (this.hashedEnd === from) {
-        this.hash.update(bytes);
-        this.hashedEnd = span.end;
-      }
+      if (feeding) this.hashedEnd = span.end;
       this.pieceHashes[index] = sha256 !== undefined && sha256.byteLength === PIECE_HASH_BYTES ? sha256 : sha256Of(data);
       this.pieces.set(index);
       this.advance(true);
@@ -291,7 +284,14 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       }
       await this.catchUp();
       this.assertOpen();
-      const actual = `${digestAlgorithm(this.digest)}:${this.hash.digest("hex")}`;
+      let hex: string;
+      try {
+        hex = await this.hasher.digest();
+      } catch (error: unknown) {
+        throw await this.fail(error, `hashing ${this.digest}`);
+      }
+      this.assertOpen();
+      const actual = `${digestAlgorithm(this.digest)}:${hex}`;
       if (actual !== this.digest) {
         const error = new StoreError("ERR_STORE_DIGEST_MISMATCH", `content written for ${this.digest} hashes to ${actual}`);
         this.markAborted(error);
@@ -370,9 +370,9 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     }
   }
 
-  onProgress(listener: () => void): () => void {
-    const slot = (): void => {
-      listener();
+  onProgress(listener: (fresh?: FreshBytes) => void): () => void {
+    const slot = (fresh?: FreshBytes): void => {
+      listener(fresh);
     };
     this.listeners.add(slot);
     return () => {
@@ -420,6 +420,31 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     }
   }
 
+  /**
+   * Writes `data` at `offset` and feeds it to the hasher meanwhile; a failed write is reported before a
+   * failed hash, and neither returns before both are done (the bytes stay untouched until then).
+   */
+  private async writeAndHash(offset: number, data: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]> {
+    if (!targets.blob && !targets.pieces) {
+      await this.write(offset, data);
+      return [];
+    }
+    const completed: HashedPiece[] = [];
+    for (let done = 0; done < data.byteLength;) {
+      // Written from where the hasher reads it, so the bytes come from memory once.
+      const part = this.hasher.stage(data.subarray(done));
+      const written = this.write(offset + done, part);
+      const hashed = this.hasher.update(offset + done, part, targets);
+      const [write, hash] = await Promise.allSettled([written, hashed]);
+      if (write.status === "rejected") throw write.reason;
+      if (hash.status === "rejected") throw await this.fail(hash.reason, `hashing ${this.digest} at ${offset + done}`);
+      completed.push(...hash.value);
+      done += part.byteLength;
+      this.assertOpen();
+    }
+    return completed;
+  }
+
   /** A storage failure ends the partial: readers and waiters get the error, the data is discarded. */
   private async fail(error: unknown, what: string): Promise<StoreError> {
     const failure = ioError(`${what} failed`, error);
@@ -432,11 +457,11 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   }
 
   /** After a change to the held bytes: prefix, waiters, readers, state saving and the hash catch-up. */
-  private advance(changed: boolean): void {
+  private advance(changed: boolean, fresh?: FreshBytes): void {
     while (this.prefixPieces < this.pieceCount && this.pieces.has(this.prefixPieces)) this.prefixPieces++;
     if (changed) this.saver?.request();
     this.waiters.wakeHeld((index) => this.pieces.has(index));
-    this.notify();
+    this.notify(fresh);
     if (this.hashedEnd < this.appendOffset && !this.catchUpQueued) {
       this.catchUpQueued = true;
       // Errors fail the partial inside catchUp (readers and the next caller see them); nothing to add here.
@@ -458,7 +483,11 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       } catch (error: unknown) {
         throw await this.fail(error, `reading back ${this.digest} at ${this.hashedEnd}`);
       }
-      this.hash.update(bytes);
+      try {
+        await this.hasher.update(this.hashedEnd, bytes, { blob: true, pieces: false });
+      } catch (error: unknown) {
+        throw await this.fail(error, `hashing ${this.digest} at ${this.hashedEnd}`);
+      }
       this.hashedEnd += length;
     }
   }
@@ -488,8 +517,8 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     return { pieceSize: this.pieceSize, packed: packPieceHashes(this.pieceHashes as Uint8Array[]) };
   }
 
-  private notify(): void {
-    for (const listener of [...this.listeners]) listener();
+  private notify(fresh?: FreshBytes): void {
+    for (const listener of [...this.listeners]) listener(fresh);
   }
 
   private markAborted(reason: Error): void {
@@ -502,6 +531,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
   /** Keeps or discards the data of an aborted partial, once. Never waits for the queue (it may run inside it). */
   private settle(keep: boolean): Promise<void> {
     this.scratch = undefined;
+    this.hasher.close();
     this.settlement ??= (async () => {
       await this.saver?.stop();
       let kept: PartialSnapshot | undefined = keep ? this.snapshot() : undefined;

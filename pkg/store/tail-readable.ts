@@ -2,6 +2,12 @@ import { Readable } from "node:stream";
 import { FIRST_READ_CHUNK_BYTES, READ_CHUNK_BYTES, recycleReadChunk, takeReadChunk } from "./read-chunks.js";
 import { abortedBySignal, type ByteRange, toError } from "./store-helpers.js";
 
+/** Bytes just written, at blob offset `position`: valid only during the progress call that passes them. */
+export interface FreshBytes {
+  readonly position: number;
+  readonly bytes: Uint8Array;
+}
+
 /** What a tailing reader needs from a partial blob. */
 export interface TailSource {
   readonly size: number;
@@ -14,8 +20,11 @@ export interface TailSource {
   availableEnd(position: number, limit: number): number;
   /** Fills `target` with the bytes at `position`. */
   readInto(target: Uint8Array, position: number): Promise<void>;
-  /** Calls `listener` after any progress (bytes, pieces, commit, abort); returns the unsubscribe function. */
-  onProgress(listener: () => void): () => void;
+  /**
+   * Calls `listener` after any progress (bytes, pieces, commit, abort), with the bytes that progress wrote
+   * when it has them in memory; returns the unsubscribe function.
+   */
+  onProgress(listener: (fresh?: FreshBytes) => void): () => void;
   acquireReader(): void;
   releaseReader(): void;
 }
@@ -24,6 +33,10 @@ export interface TailSource {
  * Streams a range of a partial blob while it fills. It reads only when its consumer asks (_read), waits for
  * progress events when the next byte is not there yet, never emits the blob's final byte before the
  * partial is committed, and fails with the abort reason when the partial is aborted.
+ *
+ * A reader that is waiting at the position where new bytes land copies them from the writer's memory as
+ * they are announced (a tee), instead of reading them back from storage: a cold pull-through is served
+ * without a read per chunk. The same limits apply to both ways of getting bytes.
  */
 export class TailReadable extends Readable {
   private position: number;
@@ -45,12 +58,12 @@ export class TailReadable extends Readable {
     this.last = range.end;
     source.acquireReader();
     // Subscribed for the stream's whole life, so even a reader nobody is reading from learns of an abort.
-    this.unsubscribe = source.onProgress(() => {
+    this.unsubscribe = source.onProgress((fresh) => {
       if (source.state === "aborted") {
         this.destroy(source.abortError());
       } else if (this.waiting) {
         this.waiting = false;
-        this.pump();
+        this.pump(fresh);
       }
     });
     if (source.state === "aborted") {
@@ -79,7 +92,7 @@ export class TailReadable extends Readable {
     callback(error);
   }
 
-  private pump(): void {
+  private pump(fresh?: FreshBytes): void {
     if (this.busy || this.destroyed || this.waiting) return;
     const source = this.source;
     if (source.state === "aborted") {
@@ -101,8 +114,9 @@ export class TailReadable extends Readable {
       this.waiting = true;
       return;
     }
-    this.busy = true;
     this.chunkBytes = READ_CHUNK_BYTES;
+    if (fresh !== undefined && this.copyFresh(fresh, available)) return;
+    this.busy = true;
     const chunk = takeReadChunk(available - this.position);
     void source.readInto(chunk, this.position).then(
       () => {
@@ -117,5 +131,20 @@ export class TailReadable extends Readable {
         this.destroy(toError(error));
       },
     );
+  }
+
+  /**
+   * Pushes [position, available) from `fresh` if it holds all of it, and goes on with the rest of `fresh` while
+   * the consumer wants more. Returns false (nothing done) when `fresh` does not hold the next bytes.
+   */
+  private copyFresh(fresh: FreshBytes, available: number): boolean {
+    const end = fresh.position + fresh.bytes.byteLength;
+    if (this.position < fresh.position || available > end) return false;
+    const chunk = takeReadChunk(available - this.position);
+    chunk.set(fresh.bytes.subarray(this.position - fresh.position, available - fresh.position));
+    this.position = available;
+    // push() may call _read() at once, which pumps again (the next chunk, or waiting for more).
+    if (this.push(chunk) && !this.busy && !this.waiting && !this.destroyed && this.position < end) this.pump(fresh);
+    return true;
   }
 }

@@ -1,0 +1,183 @@
+import { Worker } from "node:worker_threads";
+import type { ContentHasher, ContentHasherParams, HashedPiece, HashTargets } from "./content-hasher.js";
+import { StoreError } from "./errors.js";
+
+/** Bytes a worker hasher copies at a time into its staging memory, for bytes not in shared memory already. */
+export const HASH_STAGING_BYTES = 2 * 1024 * 1024;
+
+/** Messages to the hash worker (hash-worker.ts). */
+export type HashWorkerRequest =
+  | { readonly op: "open"; readonly id: number; readonly params: ContentHasherParams }
+  | {
+      readonly op: "update";
+      readonly id: number;
+      readonly seq: number;
+      readonly position: number;
+      /** The bytes are memory[offset, offset + length): shared, not copied. */
+      readonly memory: SharedArrayBuffer;
+      readonly offset: number;
+      readonly length: number;
+      readonly targets: HashTargets;
+    }
+  | { readonly op: "digest"; readonly id: number; readonly seq: number }
+  | { readonly op: "close"; readonly id: number };
+
+/** The hash worker's answer to an update or digest request. */
+export type HashWorkerReply =
+  | { readonly seq: number; readonly pieces: readonly HashedPiece[] }
+  | { readonly seq: number; readonly digest: string }
+  | { readonly seq: number; readonly error: string };
+
+const WORKER_URL = new URL("./hash-worker.js", import.meta.url);
+
+interface Pending {
+  resolve(reply: HashWorkerReply): void;
+  reject(error: Error): void;
+}
+
+/**
+ * The one hash worker thread of the process, shared by every partial that hashes off the event loop. Started
+ * on first use; it keeps the process alive only while a request is pending. If it dies, pending requests
+ * fail, hash states of that worker are lost (their partials fail on their next call) and the next open
+ * starts a new one.
+ */
+class HashWorkerChannel {
+  private worker: Worker | undefined;
+  /** Bumped whenever a worker is lost: hashers opened on an earlier one have lost their state. */
+  private generation = 0;
+  private nextId = 1;
+  private nextSeq = 1;
+  private readonly pending = new Map<number, Pending>();
+
+  open(params: ContentHasherParams): { id: number; generation: number } {
+    const id = this.nextId++;
+    this.post({ op: "open", id, params });
+    return { id, generation: this.generation };
+  }
+
+  alive(generation: number): boolean {
+    return generation === this.generation && this.worker !== undefined;
+  }
+
+  request(build: (seq: number) => HashWorkerRequest): Promise<HashWorkerReply> {
+    const seq = this.nextSeq++;
+    const worker = this.started();
+    const reply = new Promise<HashWorkerReply>((resolve, reject) => {
+      this.pending.set(seq, { resolve, reject });
+    });
+    if (this.pending.size === 1) worker.ref();
+    worker.postMessage(build(seq));
+    return reply;
+  }
+
+  post(message: HashWorkerRequest): void {
+    this.started().postMessage(message);
+  }
+
+  private started(): Worker {
+    if (this.worker !== undefined) return this.worker;
+    // No inherited flags: the thread needs none, and some (an --input-type, say) would stop it loading.
+    const worker = new Worker(WORKER_URL, { name: "shoal-hash", execArgv: [] });
+    worker.on("message", (reply: HashWorkerReply) => {
+      const waiter = this.pending.get(reply.seq);
+      if (waiter === undefined) return;
+      this.pending.delete(reply.seq);
+      if (this.pending.size === 0) worker.unref();
+      waiter.resolve(reply);
+    });
+    const lost = (cause: unknown): void => {
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      this.generation++;
+      const error = new StoreError("ERR_STORE_IO", "the hash worker thread stopped", { cause });
+      for (const waiter of this.pending.values()) waiter.reject(error);
+      this.pending.clear();
+    };
+    worker.on("error", lost);
+    worker.on("exit", (code) => {
+      lost(new Error(`exit code ${code}`));
+    });
+    // After the listeners: attaching a 'message' listener refs the worker again.
+    worker.unref();
+    this.worker = worker;
+    return worker;
+  }
+}
+
+let channel: HashWorkerChannel | undefined;
+
+/**
+ * Hashes in the process's hash worker thread. The worker reads the bytes from memory it shares with the
+ * event loop: bytes already in shared memory (the origin fetcher's write batches) as they are, others after
+ * one copy into this hasher's staging memory (stage(); a tenth of the cost of the two SHA-256 passes, and
+ * nothing to serialize or collect). The event loop writes them to storage meanwhile and goes on receiving
+ * and serving.
+ */
+export class WorkerContentHasher implements ContentHasher {
+  private readonly channel: HashWorkerChannel;
+  private readonly stagingBytes: number;
+  /** Allocated on the first copy: a partial fed only from shared memory never touches it. */
+  private staging: Buffer | undefined;
+  private readonly id: number;
+  private readonly generation: number;
+  private closed = false;
+
+  constructor(params: ContentHasherParams) {
+    channel ??= new HashWorkerChannel();
+    this.channel = channel;
+    this.stagingBytes = Math.min(HASH_STAGING_BYTES, Math.max(params.size, 1));
+    ({ id: this.id, generation: this.generation } = this.channel.open(params));
+  }
+
+  stage(bytes: Uint8Array): Uint8Array {
+    if (bytes.buffer instanceof SharedArrayBuffer) return bytes;
+    this.staging ??= Buffer.from(new SharedArrayBuffer(this.stagingBytes));
+    const length = Math.min(bytes.byteLength, this.staging.byteLength);
+    this.staging.set(bytes.subarray(0, length));
+    return this.staging.subarray(0, length);
+  }
+
+  async update(position: number, bytes: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]> {
+    const completed: HashedPiece[] = [];
+    for (let done = 0; done < bytes.byteLength;) {
+      this.checkAlive();
+      const staged = this.stage(bytes.subarray(done));
+      const memory = staged.buffer as SharedArrayBuffer;
+      const reply = await this.channel.request((seq) => ({
+        op: "update",
+        id: this.id,
+        seq,
+        position: position + done,
+        memory,
+        offset: staged.byteOffset,
+        length: staged.byteLength,
+        targets,
+      }));
+      if ("error" in reply) throw new StoreError("ERR_STORE_IO", `hashing failed: ${reply.error}`);
+      if (!("pieces" in reply)) throw new StoreError("ERR_STORE_IO", "the hash worker answered an update with a digest");
+      completed.push(...reply.pieces);
+      done += staged.byteLength;
+    }
+    return completed;
+  }
+  async digest(): Promise<string> {
+    this.checkAlive();
+    const reply = await this.channel.request((seq) => ({ op: "digest", id: this.id, seq }));
+    this.closed = true;
+    if ("error" in reply) throw new StoreError("ERR_STORE_IO", `hashing failed: ${reply.error}`);
+    if (!("digest" in reply)) throw new StoreError("ERR_STORE_IO", "the hash worker answered a digest with pieces");
+    return reply.digest;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.channel.alive(this.generation)) this.channel.post({ op: "close", id: this.id });
+  }
+
+  private checkAlive(): void {
+    if (this.closed) throw new StoreError("ERR_STORE_INVALID_ARGUMENT", "hasher is closed");
+    if (!this.channel.alive(this.generation))
+      throw new StoreError("ERR_STORE_IO", "the hash worker thread stopped; this blob's hash state is lost");
+  }
+}
