@@ -43,17 +43,19 @@ const MAX_READY_PIECES = 2;
 const MAX_IDLE_PIECE_BYTES = 4 * 1024 * 1024;
 /**
  * Whole pieces received and not yet released by their consumers (being verified and written, or parked
- * until their hash is known), across all calls: at this many bytes, calls stop reading their streams and
- * new calls wait before they ask, so a node whose disk or CPU falls behind holds back its peers (HTTP/2
- * flow control) instead of piling up pieces in memory. Measured in `npm start` (6 agents, 1 MiB pieces):
- * 9–15 MiB held at the peak on a busy 2-core machine, 21–31 MiB when it was starved.
+ * until their hash is known), across all calls: at this many bytes new calls wait before they ask, so a
+ * node whose disk or CPU falls behind asks its peers for less instead of piling up pieces in memory.
+ * Memory for pieces is then bounded by this plus what the calls already running deliver (each at most
+ * its MAX_PIECES_PER_CALL; the swarm asks for 2 per call). Measured in `npm start` (6 agents, 1 MiB
+ * pieces) before it existed: 9–15 MiB held at the peak on a busy 2-core machine, 21–31 MiB when starved.
  */
 export const DEFAULT_RECEIVE_BUDGET_BYTES = 16 * 1024 * 1024;
 /**
  * Longest a call holds back for the budget at a time. Pieces may be held by consumers that wait for
- * something else (a hash from the tracker): holding back paces the calls, and must not stop them.
+ * something else (a hash from the tracker): holding back paces the calls, and must not stop them. Below
+ * the swarm's hedge delay, so a held-back call is not taken for a silent peer.
  */
-const MAX_HOLD_BACK_MS = 500;
+export const DEFAULT_MAX_HOLD_BACK_MS = 500;
 
 export interface PeerClientOptions {
   readonly logger: Logger;
@@ -70,6 +72,8 @@ export interface PeerClientOptions {
   readonly streamWindowBytes?: number | undefined;
   /** Defaults to DEFAULT_RECEIVE_BUDGET_BYTES. */
   readonly receiveBudgetBytes?: number | undefined;
+  /** Defaults to DEFAULT_MAX_HOLD_BACK_MS. */
+  readonly maxHoldBackMs?: number | undefined;
   /**
    * This agent's certificate: peers are reached over mutual TLS and must present an agent certificate
    * naming the address dialed. Plain HTTP/2 without (local development).
@@ -96,6 +100,8 @@ export class PeerClient implements PieceSource {
   private readonly pool: SessionPool;
   private readonly buffers = new BufferPool({ maxIdleBytes: MAX_IDLE_PIECE_BYTES });
   private readonly held: ByteBudget;
+  private readonly maxHoldBackMs: number;
+  private heldBack = 0;
   /** Aborted by close(): ends every wait for the budget. */
   private readonly closing = new AbortController();
   private readonly stallTimeoutMs: number;
@@ -127,6 +133,7 @@ export class PeerClient implements PieceSource {
       this.pool.retire();
     });
     this.held = new ByteBudget(options.receiveBudgetBytes ?? DEFAULT_RECEIVE_BUDGET_BYTES);
+    this.maxHoldBackMs = options.maxHoldBackMs ?? DEFAULT_MAX_HOLD_BACK_MS;
     this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.statTimeoutMs = options.statTimeoutMs ?? DEFAULT_STAT_TIMEOUT_MS;
   }
@@ -141,6 +148,11 @@ export class PeerClient implements PieceSource {
     return this.held.usedBytes;
   }
 
+  /** Calls holding back now because the receive budget is spent. */
+  get callsHeldBack(): number {
+    return this.heldBack;
+  }
+
   async *readPieces(
     peerAddress: string,
     request: PieceReadRequest,
@@ -148,9 +160,9 @@ export class PeerClient implements PieceSource {
     onData?: (bytes: number) => void,
   ): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
-    const waitSignal = AbortSignal.any([signal, this.closing.signal]);
-    // While our consumers are behind, a new call would only add pieces to hold.
-    await this.held.waitBelow(waitSignal, MAX_HOLD_BACK_MS);
+    // While our consumers are behind, a new call would only add pieces to hold. Calls already running go on:
+    // their consumer may hold one of their pieces while it asks for the next (a parked piece).
+    await this.holdBack(AbortSignal.any([signal, this.closing.signal]));
     this.checkUsable(signal);
     const body = ReadPiecesRequest.encode({
       digest: request.digest,
@@ -177,7 +189,7 @@ export class PeerClient implements PieceSource {
     const call = this.start(peerAddress, PEER_METHODS.readPieces, body, signal, stallMs, (chunk) => {
       framer.push(chunk);
       onData?.(chunk.byteLength);
-      return receiver.pending >= MAX_READY_PIECES || this.held.spent;
+      return receiver.pending >= MAX_READY_PIECES;
     });
     try {
       for (;;) {
@@ -185,11 +197,6 @@ export class PeerClient implements PieceSource {
         for (let piece = receiver.shift(); piece !== undefined; piece = receiver.shift()) {
           call.consuming(true);
           yield piece;
-        }
-        if (this.held.spent) {
-          // The stream stays paused while our consumers catch up: our own backlog, not the peer's silence.
-          call.consuming(true);
-          await this.held.waitBelow(waitSignal, MAX_HOLD_BACK_MS);
         }
         call.consuming(false);
         const outcome = await call.next();
@@ -405,6 +412,16 @@ export class PeerClient implements PieceSource {
         lease.release();
       },
     };
+  }
+
+  private async holdBack(signal: AbortSignal): Promise<void> {
+    if (!this.held.spent) return;
+    this.heldBack++;
+    try {
+      await this.held.waitBelow(signal, this.maxHoldBackMs);
+    } finally {
+      this.heldBack--;
+    }
   }
 
   private checkUsable(signal: AbortSignal): void {

@@ -93,12 +93,11 @@ describe("Dockerfile", () => {
     assert.equal(users.at(-1)?.args, `${NON_ROOT_UID}:${NON_ROOT_UID}`, "the image runs as a non-root uid by default");
     const entrypoint = runtime.filter((i) => i.keyword === "ENTRYPOINT").at(-1);
     assert.deepEqual(JSON.parse(entrypoint?.args ?? "null"), ENTRYPOINT, "exec-form entrypoint: signals reach node directly");
-    const env = Object.fromEntries(
-      runtime
-        .filter((i) => i.keyword === "ENV")
-        .map((i) => i.args.split("="))
-        .filter(([key]) => key !== undefined && key in SHOAL_NODE_ENV),
-    );
+    const env: Record<string, string> = {};
+    for (const instruction of runtime.filter((i) => i.keyword === "ENV")) {
+      const [key = "", ...value] = instruction.args.split("=");
+      if (key in SHOAL_NODE_ENV) env[key] = value.join("=");
+    }
     assert.deepEqual(env, SHOAL_NODE_ENV, "the runtime environment every shoal process starts with (SHOAL_NODE_ENV)");
     const ignore = (await readFile(join(REPO_ROOT, ".dockerignore"), "utf8")).split("\n").map((l) => l.trim());
     for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"])
