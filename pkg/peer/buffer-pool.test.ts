@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BufferPool, ByteBudget } from "./buffer-pool.js";
+import { BufferPool } from "./buffer-pool.js";
 
 const KiB = 1024;
 
@@ -24,40 +24,5 @@ describe("BufferPool", () => {
     assert.equal(pool.idleBytes, 64 * KiB);
     for (let i = 0; i < 200 && pool.idleBytes > 0; i++) await sleep(5);
     assert.equal(pool.idleBytes, 0);
-  });
-});
-
-describe("ByteBudget", () => {
-  it("is spent at its limit; waitBelow resolves at once below it and on the release that brings it below", async () => {
-    const budget = new ByteBudget(100);
-    await budget.waitBelow(AbortSignal.timeout(10_000), 60_000);
-    budget.add(60);
-    budget.add(40);
-    assert.ok(budget.spent);
-    let resolved = false;
-    const waiting = budget.waitBelow(AbortSignal.timeout(10_000), 60_000).then(() => {
-      resolved = true;
-    });
-    budget.release(0);
-    await sleep(0);
-    assert.equal(resolved, false, "still spent");
-    budget.release(40);
-    await waiting;
-    assert.equal(budget.usedBytes, 60);
-  });
-
-  it("ends a wait when its signal aborts or its deadline passes, without rejecting", async () => {
-    const budget = new ByteBudget(1);
-    budget.add(1);
-    const controller = new AbortController();
-    const aborted = budget.waitBelow(controller.signal, 60_000);
-    controller.abort();
-    await aborted;
-    await budget.waitBelow(AbortSignal.timeout(10_000), 1);
-    assert.ok(budget.spent);
-  });
-
-  it("refuses a budget that is not positive", () => {
-    assert.throws(() => new ByteBudget(0), RangeError);
   });
 });

@@ -19,7 +19,7 @@ import {
   statusFromHttp,
 } from "./grpc-wire.js";
 import { MAX_MESSAGE_BYTES, PEER_METHODS } from "./peer-service.js";
-import { BufferPool, ByteBudget } from "./buffer-pool.js";
+import { BufferPool } from "./buffer-pool.js";
 import { PieceReceiver } from "./piece-receiver.js";
 import { MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
@@ -41,21 +41,6 @@ const MAX_PEER_ADDRESS_LENGTH = 256;
 const MAX_READY_PIECES = 2;
 /** Idle piece buffers kept for reuse (four 1 MiB pieces; larger pieces are allocated each time). */
 const MAX_IDLE_PIECE_BYTES = 4 * 1024 * 1024;
-/**
- * Whole pieces received and not yet released by their consumers (being verified and written, or parked
- * until their hash is known), across all calls: at this many bytes new calls wait before they ask, so a
- * node whose disk or CPU falls behind asks its peers for less instead of piling up pieces in memory.
- * Memory for pieces is then bounded by this plus what the calls already running deliver (each at most
- * its MAX_PIECES_PER_CALL; the swarm asks for 2 per call). Measured in `npm start` (6 agents, 1 MiB
- * pieces) before it existed: 9–15 MiB held at the peak on a busy 2-core machine, 21–31 MiB when starved.
- */
-export const DEFAULT_RECEIVE_BUDGET_BYTES = 16 * 1024 * 1024;
-/**
- * Longest a call holds back for the budget at a time. Pieces may be held by consumers that wait for
- * something else (a hash from the tracker): holding back paces the calls, and must not stop them. Below
- * the swarm's hedge delay, so a held-back call is not taken for a silent peer.
- */
-export const DEFAULT_MAX_HOLD_BACK_MS = 500;
 
 export interface PeerClientOptions {
   readonly logger: Logger;
@@ -70,10 +55,6 @@ export interface PeerClientOptions {
   readonly statTimeoutMs?: number | undefined;
   /** For benchmarks; defaults to STREAM_WINDOW_BYTES. */
   readonly streamWindowBytes?: number | undefined;
-  /** Defaults to DEFAULT_RECEIVE_BUDGET_BYTES. */
-  readonly receiveBudgetBytes?: number | undefined;
-  /** Defaults to DEFAULT_MAX_HOLD_BACK_MS. */
-  readonly maxHoldBackMs?: number | undefined;
   /**
    * This agent's certificate: peers are reached over mutual TLS and must present an agent certificate
    * naming the address dialed. Plain HTTP/2 without (local development).
@@ -99,11 +80,6 @@ interface CallOutcome {
 export class PeerClient implements PieceSource {
   private readonly pool: SessionPool;
   private readonly buffers = new BufferPool({ maxIdleBytes: MAX_IDLE_PIECE_BYTES });
-  private readonly held: ByteBudget;
-  private readonly maxHoldBackMs: number;
-  private heldBack = 0;
-  /** Aborted by close(): ends every wait for the budget. */
-  private readonly closing = new AbortController();
   private readonly stallTimeoutMs: number;
   private readonly statTimeoutMs: number;
   /** Cancels every call in progress; used by close(). */
@@ -132,8 +108,6 @@ export class PeerClient implements PieceSource {
     this.unsubscribe = identity?.subscribe(() => {
       this.pool.retire();
     });
-    this.held = new ByteBudget(options.receiveBudgetBytes ?? DEFAULT_RECEIVE_BUDGET_BYTES);
-    this.maxHoldBackMs = options.maxHoldBackMs ?? DEFAULT_MAX_HOLD_BACK_MS;
     this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.statTimeoutMs = options.statTimeoutMs ?? DEFAULT_STAT_TIMEOUT_MS;
   }
@@ -143,26 +117,12 @@ export class PeerClient implements PieceSource {
     return this.pool.size;
   }
 
-  /** Bytes of whole pieces received and not yet released by their consumers (see DEFAULT_RECEIVE_BUDGET_BYTES). */
-  get heldPieceBytes(): number {
-    return this.held.usedBytes;
-  }
-
-  /** Calls holding back now because the receive budget is spent. */
-  get callsHeldBack(): number {
-    return this.heldBack;
-  }
-
   async *readPieces(
     peerAddress: string,
     request: PieceReadRequest,
     signal: AbortSignal,
     onData?: (bytes: number) => void,
   ): AsyncGenerator<ReceivedPiece, void, undefined> {
-    this.checkUsable(signal);
-    // While our consumers are behind, a new call would only add pieces to hold. Calls already running go on:
-    // their consumer may hold one of their pieces while it asks for the next (a parked piece).
-    await this.holdBack(AbortSignal.any([signal, this.closing.signal]));
     this.checkUsable(signal);
     const body = ReadPiecesRequest.encode({
       digest: request.digest,
@@ -181,7 +141,6 @@ export class PeerClient implements PieceSource {
         : (bytes) => {
             received.inc(bytes);
           },
-      this.held,
     );
     const framer = new MessageFramer(MAX_MESSAGE_BYTES, new ChunkDecoder(receiver));
     // The peer may be silent while it waits up to waitMs for a piece it is still receiving.
@@ -256,7 +215,6 @@ export class PeerClient implements PieceSource {
   /** Cancels calls in progress (they fail with ERR_PEER_ABORTED) and closes every connection. */
   close(): void {
     this.closed = true;
-    this.closing.abort();
     this.unsubscribe?.();
     for (const cancel of [...this.cancellers]) cancel("closed");
     this.pool.close();
@@ -412,16 +370,6 @@ export class PeerClient implements PieceSource {
         lease.release();
       },
     };
-  }
-
-  private async holdBack(signal: AbortSignal): Promise<void> {
-    if (!this.held.spent) return;
-    this.heldBack++;
-    try {
-      await this.held.waitBelow(signal, this.maxHoldBackMs);
-    } finally {
-      this.heldBack--;
-    }
   }
 
   private checkUsable(signal: AbortSignal): void {

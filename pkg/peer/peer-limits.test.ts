@@ -154,27 +154,6 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     assert.ok(sent < 6 * MiB, `sent ${sent} bytes for two cancelled calls`);
   });
 
-  it("holds back new calls while its consumers hold the receive budget in pieces, and goes on once they release them", async () => {
-    const server = await fixture.server({ store });
-    const client = fixture.client({ receiveBudgetBytes: MiB, maxHoldBackMs: 60_000 });
-    const first = client.readPieces(server.address, all([0]), signal());
-    const held = await first.next();
-    assert.ok(held.done !== true);
-    assert.equal(client.heldPieceBytes, MiB, "a whole piece counts until its consumer releases it");
-    const second = collect(client.readPieces(server.address, all([1, 2]), signal()));
-    assert.ok(await eventually(() => client.callsHeldBack === 1), "the second call holds back while the budget is spent");
-    held.value.release();
-    const pieces = await second;
-    assert.deepEqual(
-      pieces.map((p) => p.index),
-      [1, 2],
-    );
-    assert.equal(client.callsHeldBack, 0);
-    for (const piece of pieces) piece.release();
-    assert.equal((await first.next()).done, true);
-    assert.equal(client.heldPieceBytes, 0, "every released piece is given back to the budget");
-  });
-
   it("fails a call whose peer goes silent with ERR_PEER_TIMEOUT after the stall timeout", async () => {
     const address = await startFakePeer(fixture, (call) => {
       // One whole piece, then silence.

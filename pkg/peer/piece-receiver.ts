@@ -1,7 +1,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { PeerError } from "./errors.js";
 import type { ReceivedPiece } from "./piece-source.js";
-import type { BufferPool, ByteBudget } from "./buffer-pool.js";
+import type { BufferPool } from "./buffer-pool.js";
 import type { ChunkSink } from "./wire-codec.js";
 
 /**
@@ -34,8 +34,6 @@ export class PieceReceiver implements ChunkSink {
     private readonly peerAddress: string,
     /** Called with the piece bytes of every chunk as it arrives (the received-bytes counter). */
     private readonly onBytes?: (bytes: number) => void,
-    /** Charged with each whole piece's buffer from when it is complete until the consumer releases it. */
-    private readonly held?: ByteBudget,
   ) {}
 
   /** The next completed piece, handed over to the caller (who must release it). */
@@ -124,7 +122,6 @@ export class PieceReceiver implements ChunkSink {
     this.received = 0;
     this.next++;
     let released = false;
-    this.held?.add(buffer.byteLength);
     this.done.push({
       index,
       data: buffer.subarray(0, length),
@@ -132,7 +129,6 @@ export class PieceReceiver implements ChunkSink {
       release: () => {
         if (released) return;
         released = true;
-        this.held?.release(buffer.byteLength);
         this.pool.give(buffer);
       },
     });
