@@ -40,6 +40,9 @@ RUN npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
 # changed, so a code change ships one small layer.
 FROM debian:bookworm-slim
 ENV NODE_ENV=production
+# The environment every shoal process runs with (pkg/config/node-flags.ts, SHOAL_NODE_ENV, says why; the
+# Dockerfile test keeps the two equal).
+ENV MALLOC_MMAP_THRESHOLD_=131072
 COPY --from=build /out/node /usr/local/bin/node
 COPY --from=build /out/deps /app
 COPY --from=build /out/app /app

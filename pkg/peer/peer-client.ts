@@ -19,7 +19,8 @@ import {
   statusFromHttp,
 } from "./grpc-wire.js";
 import { MAX_MESSAGE_BYTES, PEER_METHODS } from "./peer-service.js";
-import { PieceBufferPool, PieceReceiver } from "./piece-receiver.js";
+import { BufferPool } from "./buffer-pool.js";
+import { PieceReceiver } from "./piece-receiver.js";
 import { MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 import { SessionPool } from "./session-pool.js";
@@ -38,6 +39,8 @@ const MAX_STAT_RESPONSE_BYTES = 4 * 1024 * 1024;
 const MAX_PEER_ADDRESS_LENGTH = 256;
 /** Whole pieces a call may hold ready for a consumer that is still busy before it stops reading the connection. */
 const MAX_READY_PIECES = 2;
+/** Idle piece buffers kept for reuse (four 1 MiB pieces; larger pieces are allocated each time). */
+const MAX_IDLE_PIECE_BYTES = 4 * 1024 * 1024;
 
 export interface PeerClientOptions {
   readonly logger: Logger;
@@ -76,7 +79,7 @@ interface CallOutcome {
  */
 export class PeerClient implements PieceSource {
   private readonly pool: SessionPool;
-  private readonly buffers = new PieceBufferPool();
+  private readonly buffers = new BufferPool({ maxIdleBytes: MAX_IDLE_PIECE_BYTES });
   private readonly stallTimeoutMs: number;
   private readonly statTimeoutMs: number;
   /** Cancels every call in progress; used by close(). */

@@ -27,7 +27,7 @@ import {
 import { MAX_PIECES_PER_CALL, PEER_METHODS } from "./peer-service.js";
 import { type KnownPeer, MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import { findHeldBlob, type HeldBlob, isServable, servableBitmap, waitServable } from "./piece-reader.js";
-import { MessagePool, PieceWriter } from "./piece-writer.js";
+import { messagePool, PieceWriter } from "./piece-writer.js";
 
 /** Longest wait_ms honoured; longer requests are clamped to it. */
 export const MAX_WAIT_MS = 60_000;
@@ -90,7 +90,7 @@ export class PeerServer {
   private readonly calls = new Set<AbortController>();
   private readonly handlers = new Set<Promise<void>>();
   private readonly sessions = new Set<Http2Session>();
-  private readonly pool = new MessagePool();
+  private readonly pool = messagePool();
   private closing: Promise<void> | undefined;
   private boundAddress = "";
   /** Accepts mutual-TLS connections when the server has an identity. */

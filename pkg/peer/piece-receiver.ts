@@ -1,29 +1,8 @@
 import { createHash, type Hash } from "node:crypto";
 import { PeerError } from "./errors.js";
 import type { ReceivedPiece } from "./piece-source.js";
+import type { BufferPool } from "./buffer-pool.js";
 import type { ChunkSink } from "./wire-codec.js";
-
-/** Idle piece buffers kept per piece size for reuse (a 16 MiB piece size keeps at most 2 × 16 MiB). */
-const MAX_POOLED_PER_SIZE = 2;
-
-/**
- * Piece-sized buffers, reused: a piece is received into one, checked, written to the store, and the
- * buffer comes back here when the consumer releases the piece. So receiving allocates nothing per piece
- * in the steady state (no garbage for the collector to chase at a gigabyte a second).
- */
-export class PieceBufferPool {
-  private readonly free = new Map<number, Buffer[]>();
-
-  take(size: number): Buffer {
-    return this.free.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
-  }
-
-  give(buffer: Buffer): void {
-    const list = this.free.get(buffer.byteLength) ?? [];
-    if (list.length < MAX_POOLED_PER_SIZE) list.push(buffer);
-    this.free.set(buffer.byteLength, list);
-  }
-}
 
 /**
  * Turns the decoded chunks of one ReadPieces call into whole pieces, checking that the peer sends exactly
@@ -51,7 +30,7 @@ export class PieceReceiver implements ChunkSink {
   constructor(
     private readonly pieces: readonly number[],
     private readonly pieceSize: number,
-    private readonly pool: PieceBufferPool,
+    private readonly pool: BufferPool,
     private readonly peerAddress: string,
     /** Called with the piece bytes of every chunk as it arrives (the received-bytes counter). */
     private readonly onBytes?: (bytes: number) => void,

@@ -1,6 +1,7 @@
 import { constants as h2, type ServerHttp2Stream } from "node:http2";
 import type { BlobReader } from "../store/index.js";
 import type { TokenBucket } from "../throttle/index.js";
+import { BufferPool } from "./buffer-pool.js";
 import { PeerStatus } from "./grpc-status.js";
 import { GRPC_CONTENT_TYPE, GrpcStatus, MESSAGE_PREFIX_BYTES, writeMessagePrefix } from "./grpc-wire.js";
 import { MESSAGE_DATA_BYTES } from "./peer-service.js";
@@ -11,34 +12,32 @@ import { chunkMessageEndingAt, MAX_CHUNK_HEADER_BYTES } from "./wire-codec.js";
  * while the next piece is read from disk, few enough that a call's memory stays at a few MiB.
  */
 export const MAX_QUEUED_MESSAGES = 2;
-/** Idle message buffers kept for reuse, server-wide. */
-const MAX_POOLED_MESSAGES = 8;
 /** Default for a client that stops reading: its call is cut after this long without a flushed message. */
 export const DEFAULT_SEND_STALL_TIMEOUT_MS = 15_000;
+/** One message: gRPC prefix, chunk header, MESSAGE_DATA_BYTES of piece. */
+export const MESSAGE_BUFFER_BYTES = MESSAGE_PREFIX_BYTES + MAX_CHUNK_HEADER_BYTES + MESSAGE_DATA_BYTES;
+/**
+ * Idle message buffers a server keeps for reuse (4 MiB). Buffers in use are bounded by the calls: each
+ * holds at most MAX_QUEUED_MESSAGES (the one being read counts once it is written), so a server's
+ * messages take at most maxConcurrentUploads × MAX_QUEUED_MESSAGES MiB (32 MiB at 16 uploads); a call
+ * waiting for the upload cap holds none (it takes its tokens before its buffer).
+ */
+export const MAX_IDLE_MESSAGE_BYTES = 4 * MESSAGE_BUFFER_BYTES;
 
 /**
- * Message buffers reused once a write has been flushed (HTTP/2 writes hand the buffer to the connection
- * without copying it, so a buffer is free again only when its write's callback fires). Recycling them,
- * instead of allocating a fresh megabyte per message, saves page faults and garbage collections.
+ * The pool a server's PieceWriters share. HTTP/2 writes hand the buffer to the connection without copying
+ * it, so a buffer is free again only when its write's callback fires.
  */
-export class MessagePool {
-  private readonly free: Buffer[] = [];
-  readonly bufferBytes = MESSAGE_PREFIX_BYTES + MAX_CHUNK_HEADER_BYTES + MESSAGE_DATA_BYTES;
-
-  take(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.bufferBytes);
-  }
-
-  give(buffer: Buffer): void {
-    if (this.free.length < MAX_POOLED_MESSAGES) this.free.push(buffer);
-  }
+export function messagePool(): BufferPool {
+  return new BufferPool({ maxIdleBytes: MAX_IDLE_MESSAGE_BYTES });
 }
 
 export interface PieceWriterOptions {
   readonly stream: ServerHttp2Stream;
   /** Aborted when the call is cancelled or the server closes: stops reading and waiting at once. */
   readonly signal: AbortSignal;
-  readonly pool: MessagePool;
+  /** Message buffers (messagePool()), shared by the server's calls. */
+  readonly pool: BufferPool;
   /** Node-wide upload rate; undefined = uncapped. */
   readonly bucket?: TokenBucket | undefined;
   readonly sendStallTimeoutMs?: number | undefined;
@@ -78,20 +77,23 @@ export class PieceWriter {
     this.respond();
     for (let offset = 0; offset < length;) {
       const dataLength = Math.min(MESSAGE_DATA_BYTES, length - offset);
-      const buffer = this.options.pool.take();
+      const { bucket, signal, pool } = this.options;
+      // Tokens first: a call waiting for the upload cap holds no buffer (16 calls sharing a capped link
+      // otherwise hold a megabyte each while they wait).
+      if (bucket !== undefined) await bucket.take(dataLength, signal);
+      signal.throwIfAborted();
+      const buffer = pool.take(MESSAGE_BUFFER_BYTES);
       let handedOver = false;
       try {
         const chunk = chunkMessageEndingAt(buffer, buffer.byteLength, index, offset, dataLength);
         const messageStart = chunk.message.byteOffset - buffer.byteOffset;
         writeMessagePrefix(buffer, messageStart - MESSAGE_PREFIX_BYTES, chunk.message.byteLength);
         await reader.read(chunk.data, start + offset);
-        const { bucket, signal } = this.options;
-        if (bucket !== undefined) await bucket.take(dataLength, signal);
         signal.throwIfAborted();
         handedOver = true;
         this.write(buffer.subarray(messageStart - MESSAGE_PREFIX_BYTES), buffer, dataLength);
       } finally {
-        if (!handedOver) this.options.pool.give(buffer);
+        if (!handedOver) pool.give(buffer);
       }
       offset += dataLength;
       await this.whileBacklogged();

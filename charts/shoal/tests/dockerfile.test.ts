@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { REPO_ROOT } from "./helm-binary.js";
 import { at, only, render } from "./render.js";
-import { SHOAL_NODE_FLAGS } from "../../../pkg/config/index.js";
+import { SHOAL_NODE_ENV, SHOAL_NODE_FLAGS } from "../../../pkg/config/index.js";
 
 const MAIN = "/app/dist/cmd/shoal/main.js";
 const ENTRYPOINT = ["node", ...SHOAL_NODE_FLAGS, MAIN];
@@ -93,6 +93,12 @@ describe("Dockerfile", () => {
     assert.equal(users.at(-1)?.args, `${NON_ROOT_UID}:${NON_ROOT_UID}`, "the image runs as a non-root uid by default");
     const entrypoint = runtime.filter((i) => i.keyword === "ENTRYPOINT").at(-1);
     assert.deepEqual(JSON.parse(entrypoint?.args ?? "null"), ENTRYPOINT, "exec-form entrypoint: signals reach node directly");
+    const env: Record<string, string> = {};
+    for (const instruction of runtime.filter((i) => i.keyword === "ENV")) {
+      const [key = "", ...value] = instruction.args.split("=");
+      if (key in SHOAL_NODE_ENV) env[key] = value.join("=");
+    }
+    assert.deepEqual(env, SHOAL_NODE_ENV, "the runtime environment every shoal process starts with (SHOAL_NODE_ENV)");
     const ignore = (await readFile(join(REPO_ROOT, ".dockerignore"), "utf8")).split("\n").map((l) => l.trim());
     for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"])
       assert.ok(ignore.includes(entry), `.dockerignore excludes ${entry}`);
