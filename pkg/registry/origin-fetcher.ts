@@ -119,7 +119,7 @@ export class OriginFetcher implements BlobFetcher {
     const persisted = (await store.listPartials()).find((p) => p.digest === request.digest);
     let partial: PartialBlob | undefined;
     if (persisted !== undefined) {
-      partial = await store.openPartial(request.digest, persisted.size, { pieceSize: persisted.pieceSize });
+      partial = await store.openPartial(request.digest, persisted.size, { pieceSize: persisted.pieceSize, sequential: true });
     }
     const response = await this.requestWithRetries(request, partial?.appendOffset ?? 0, signal);
     const contentType = header(response.headers, "content-type");
@@ -132,6 +132,7 @@ export class OriginFetcher implements BlobFetcher {
       try {
         partial = await store.openPartial(request.digest, size, {
           pieceSize: choosePieceSize(size),
+          sequential: true,
           ...(contentType !== undefined && contentType !== "application/octet-stream" ? { mediaType: contentType } : {}),
         });
       } catch (error) {

@@ -13,6 +13,7 @@ import type {
   ReadOptions,
   StoreEvent,
   StoreUsage,
+  OpenPartialOptions,
 } from "./blob-store.js";
 import { StoreError } from "./errors.js";
 import type { PartialBackend, PartialSnapshot, PublishedPieceHashes } from "./partial-backend.js";
@@ -29,6 +30,8 @@ export interface BlobStoreBaseOptions extends QuotaOptions {
   readonly stateSaveIntervalMs?: number | undefined;
   /** Partials of at least this many bytes hash in the hash worker thread (default HASH_WORKER_MIN_BYTES). */
   readonly hashWorkerMinBytes?: number | undefined;
+  /** Every partial of that size hashes in the worker, not only those opened `sequential` (tests of the worker path). */
+  readonly hashAllInWorker?: boolean | undefined;
 }
 
 /**
@@ -60,6 +63,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
   protected readonly kept = new Map<Digest, K>();
   private readonly stateSaveIntervalMs: number | undefined;
   private readonly hashWorkerMinBytes: number;
+  private readonly hashAllInWorker: boolean;
   private readonly partials = new Map<Digest, CorePartialBlob>();
   private readonly opening = new Map<Digest, Promise<CorePartialBlob>>();
   /** Piece hashes being computed for blobs stored without them, shared by concurrent askers. */
@@ -73,6 +77,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
     this.events = new StoreEvents(options.logger);
     this.stateSaveIntervalMs = options.stateSaveIntervalMs;
     this.hashWorkerMinBytes = options.hashWorkerMinBytes ?? HASH_WORKER_MIN_BYTES;
+    this.hashAllInWorker = options.hashAllInWorker === true;
   }
 
   /** Storage for a new partial, or for resuming `kept` (which may fail over to a fresh one: then no `resume`). */
@@ -223,7 +228,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
     return hashes;
   }
 
-  async openPartial(digest: Digest, size: number, options: { pieceSize: number; mediaType?: string }): Promise<PartialBlob> {
+  async openPartial(digest: Digest, size: number, options: OpenPartialOptions): Promise<PartialBlob> {
     this.checkOpen();
     checkDigest(digest);
     checkPartialParams(size, options.pieceSize, options.mediaType);
@@ -251,7 +256,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
         continue;
       }
       if (this.index.get(digest) !== undefined) throw new StoreError("ERR_STORE_BLOB_EXISTS", `blob ${digest} is already complete`);
-      const creation = this.createPartial(digest, size, options.pieceSize, options.mediaType);
+      const creation = this.createPartial(digest, size, options.pieceSize, options.mediaType, options.sequential === true);
       this.opening.set(digest, creation);
       try {
         return await creation;
@@ -366,7 +371,13 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
     if (this.index.removeEntry(entry)) await this.dropBlobs([entry], reason);
   }
 
-  private async createPartial(digest: Digest, size: number, pieceSize: number, mediaType: string | undefined): Promise<CorePartialBlob> {
+  private async createPartial(
+    digest: Digest,
+    size: number,
+    pieceSize: number,
+    mediaType: string | undefined,
+    sequential: boolean,
+  ): Promise<CorePartialBlob> {
     const evicted = this.index.reserve(size);
     try {
       await this.dropBlobs(evicted, "evicted");
@@ -387,7 +398,7 @@ export abstract class BlobStoreBase<K extends KeptPartial, B extends PartialBack
         backend,
         resume,
         stateSaveIntervalMs: this.stateSaveIntervalMs,
-        hashInWorker: size >= this.hashWorkerMinBytes,
+        hashInWorker: (sequential || this.hashAllInWorker) && size >= this.hashWorkerMinBytes,
         logger: this.logger,
         hooks: {
           committed: async (info) => {

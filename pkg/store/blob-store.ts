@@ -58,6 +58,18 @@ export type StoreEvent =
   /** A complete blob is gone: evicted, deleted, or found corrupt. */
   | { readonly type: "removed"; readonly digest: Digest; readonly reason: "evicted" | "deleted" | "corrupt" };
 
+export interface OpenPartialOptions {
+  readonly pieceSize: number;
+  readonly mediaType?: string;
+  /**
+   * The bytes will come in order from one stream (the origin): hash them in the process's hash worker
+   * thread when the blob is large, where the writer's batches are read in place. Pieces from peers arrive
+   * with their hashes already taken, and copying them to the worker cost more than it saved (npm start:
+   * +12-15 MB per agent, +0.7 CPU-s/GB), so partials opened without it hash on the event loop.
+   */
+  readonly sequential?: boolean;
+}
+
 /**
  * Content-addressed blob storage. Implementations: DiskBlobStore (production), MemoryBlobStore (tests);
  * both pass the conformance suite in ./testing/conformance.ts.
@@ -98,7 +110,7 @@ export interface BlobStore {
    * Throws ERR_STORE_BLOB_EXISTS if the blob is already complete, ERR_STORE_CONFLICT if an open
    * partial has another size or piece size, ERR_STORE_QUOTA_EXCEEDED if it cannot fit.
    */
-  openPartial(digest: Digest, size: number, options: { pieceSize: number; mediaType?: string }): Promise<PartialBlob>;
+  openPartial(digest: Digest, size: number, options: OpenPartialOptions): Promise<PartialBlob>;
 
   /** The partial currently open for this digest in this process, if any. */
   getPartial(digest: Digest): PartialBlob | undefined;

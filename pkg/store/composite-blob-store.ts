@@ -14,6 +14,7 @@ import type {
   ReadOptions,
   StoreEvent,
   StoreUsage,
+  OpenPartialOptions,
 } from "./blob-store.js";
 import { isStoreError, StoreError } from "./errors.js";
 import type { ExternalPieceHashes } from "./external-piece-hashes.js";
@@ -156,7 +157,7 @@ export class CompositeBlobStore implements BlobStore {
     return signal === undefined ? computing : raceAbort(computing, signal);
   }
 
-  async openPartial(digest: Digest, size: number, options: { pieceSize: number; mediaType?: string }): Promise<PartialBlob> {
+  async openPartial(digest: Digest, size: number, options: OpenPartialOptions): Promise<PartialBlob> {
     if (!this.isClosed && this.external.get(checkDigest(digest)) !== undefined) {
       throw new StoreError("ERR_STORE_BLOB_EXISTS", `blob ${digest} is held by ${this.external.name}`);
     }

@@ -19,7 +19,7 @@ runBlobStoreConformance("DiskBlobStore", async (options) => {
 // Every partial hashes in the hash worker thread (by default only large ones do).
 runBlobStoreConformance("DiskBlobStore hashing in a worker", async (options) => {
   const dir = await tempDir();
-  const store = await openStore(dir, { ...options, hashWorkerMinBytes: 0 });
+  const store = await openStore(dir, { ...options, hashWorkerMinBytes: 0, hashAllInWorker: true });
   return { store, cleanup: () => store.close() };
 });
 

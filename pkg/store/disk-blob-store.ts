@@ -39,6 +39,8 @@ export interface DiskBlobStoreOptions {
   readonly stateSaveIntervalMs?: number | undefined;
   /** Partials of at least this many bytes hash in a worker thread (default HASH_WORKER_MIN_BYTES). */
   readonly hashWorkerMinBytes?: number | undefined;
+  /** Every partial of that size hashes in the worker, not only those opened `sequential` (tests of the worker path). */
+  readonly hashAllInWorker?: boolean | undefined;
 }
 
 /**

@@ -12,7 +12,7 @@ runBlobStoreConformance("MemoryBlobStore", (options) => {
 });
 
 runBlobStoreConformance("MemoryBlobStore hashing in a worker", (options) => {
-  const store = new MemoryBlobStore({ ...options, hashWorkerMinBytes: 0 });
+  const store = new MemoryBlobStore({ ...options, hashWorkerMinBytes: 0, hashAllInWorker: true });
   return Promise.resolve({ store, cleanup: () => store.close() });
 });
 

@@ -15,6 +15,8 @@ export interface MemoryBlobStoreOptions {
   readonly now?: (() => number) | undefined;
   /** Partials of at least this many bytes hash in a worker thread (default HASH_WORKER_MIN_BYTES). */
   readonly hashWorkerMinBytes?: number | undefined;
+  /** Every partial of that size hashes in the worker, not only those opened `sequential` (tests of the worker path). */
+  readonly hashAllInWorker?: boolean | undefined;
 }
 
 interface KeptMemoryPartial extends KeptPartial {
