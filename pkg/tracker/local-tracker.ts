@@ -23,7 +23,7 @@ export interface LocalTrackerOptions {
  * The agent-side Tracker in process, straight onto a MemoryTracker: swarm tests and single-process
  * demos. Same inventory semantics as GrpcTrackerClient: the latest announcement per digest is kept and
  * sent again whenever the session is re-established; a malformed announcement throws, one the tracker
- * refuses (size conflict with other agents) is logged.
+ * refuses (a fifth disagreeing claim about a blob, or a blob the agent is excluded for) is logged.
  */
 export class LocalTracker implements Tracker {
   private readonly inventory = new Map<Digest, BlobAnnouncement>();

@@ -221,7 +221,7 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       await assert.rejects(a.lookup(other, { wantOriginGrant: false }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_CLOSED"));
     }));
 
-  it("a size conflicting with the first announcer is refused without failing the agent", () =>
+  it("a size conflicting with another agent's is kept apart without failing the agent; the older claim answers first", () =>
     withHarness(factory, async (h) => {
       const a = await h.agent(testIdentity("a"));
       const b = await h.agent(testIdentity("b"));
@@ -240,6 +240,12 @@ function runInventoryConformance(factory: TrackerHarnessFactory): void {
       assert.deepEqual(
         r.holders.map((x) => x.agentId),
         ["a"],
+      );
+      const bySize = await c.lookup(digest, { wantOriginGrant: false, expectedSize: 2000 });
+      assert.deepEqual(
+        bySize.holders.map((x) => x.agentId),
+        ["b"],
+        "an asker that knows the size is answered with the claim of that size",
       );
       assert.equal(b.connected, true);
     }));
