@@ -164,7 +164,7 @@ export class LocalTracker implements Tracker {
     if (this.session?.open === true) this.sendTo(this.session, action);
   }
 
-  /** The tracker refusing one announcement (conflicting size) leaves the session as it is, as over gRPC. */
+  /** The tracker refusing one announcement (disagreeing with every claim, or excluded) leaves the session as it is, as over gRPC. */
   private sendTo(session: TrackerSession, action: (session: TrackerSession) => void): void {
     try {
       action(session);
