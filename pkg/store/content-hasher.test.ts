@@ -3,8 +3,9 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { type ContentHasher, type HashedPiece, InlineContentHasher } from "./content-hasher.js";
-import { HASH_STAGING_BYTES, WorkerContentHasher } from "./worker-content-hasher.js";
+import { HASH_STAGING_BYTES, HASH_WORKER_IDLE_MS, hashWorkerForTests, WorkerContentHasher } from "./worker-content-hasher.js";
 import { testBytes } from "./testing/conformance-helpers.js";
 
 /** Bounds the wait for the child process (a hang guard, not a timing assertion). */
@@ -91,6 +92,26 @@ describe("ContentHasher", () => {
     const hasher = new WorkerContentHasher(params);
     hasher.close();
     await assert.rejects(hasher.update(0, data.subarray(0, 10), { blob: true, pieces: true }), /closed/);
+  });
+
+  it("the worker thread stops once its last hasher is done and idle, and the next hasher starts a new one", async () => {
+    const state = hashWorkerForTests(20);
+    try {
+      const first = new WorkerContentHasher({ algorithm: "sha256", size: 4, pieceSize: 4 });
+      await first.update(0, Buffer.from("abcd"), { blob: true, pieces: true });
+      const open = new WorkerContentHasher({ algorithm: "sha256", size: 4, pieceSize: 4 });
+      assert.equal((await first.digest()).length, 64);
+      await sleep(100);
+      assert.equal(state.running, true, "a hasher is still open");
+      open.close();
+      for (let waited = 0; state.running && waited < 5_000; waited += 20) await sleep(20);
+      assert.equal(state.running, false, "stopped after the idle time");
+      const next = new WorkerContentHasher({ algorithm: "sha256", size: 4, pieceSize: 4 });
+      await next.update(0, Buffer.from("abcd"), { blob: true, pieces: true });
+      assert.equal(await next.digest(), createHash("sha256").update("abcd").digest("hex"));
+    } finally {
+      hashWorkerForTests(HASH_WORKER_IDLE_MS);
+    }
   });
 
   it("the worker thread does not keep a process alive, used or only opened", async () => {

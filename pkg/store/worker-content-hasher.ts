@@ -4,6 +4,11 @@ import { StoreError } from "./errors.js";
 
 /** Bytes a worker hasher copies at a time into its staging memory, for bytes not in shared memory already. */
 export const HASH_STAGING_BYTES = 2 * 1024 * 1024;
+/**
+ * How long the hash worker thread stays after its last hasher closed. A thread costs ~12 MB of RSS, and
+ * an agent is idle most of the time; the next large pull starts a new one (milliseconds).
+ */
+export const HASH_WORKER_IDLE_MS = 30_000;
 
 /** Messages to the hash worker (hash-worker.ts). */
 export type HashWorkerRequest =
@@ -48,11 +53,39 @@ class HashWorkerChannel {
   private nextId = 1;
   private nextSeq = 1;
   private readonly pending = new Map<number, Pending>();
+  /** Hashers opened and not yet closed (over every generation). */
+  private openHashers = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
+  idleMs = HASH_WORKER_IDLE_MS;
 
   open(params: ContentHasherParams): { id: number; generation: number } {
     const id = this.nextId++;
+    this.openHashers++;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     this.post({ op: "open", id, params });
     return { id, generation: this.generation };
+  }
+
+  /** A hasher is done (closed, or its digest taken): the last one out stops the thread after idleMs. */
+  released(): void {
+    this.openHashers--;
+    if (this.openHashers > 0 || this.worker === undefined) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      const worker = this.worker;
+      if (this.openHashers > 0 || this.pending.size > 0 || worker === undefined) return;
+      // Forgotten first: its exit is then not a loss (nothing of it is in use).
+      this.worker = undefined;
+      this.generation++;
+      void worker.terminate();
+    }, this.idleMs);
+    this.idleTimer.unref();
+  }
+
+  get running(): boolean {
+    return this.worker !== undefined;
   }
 
   alive(generation: number): boolean {
@@ -105,6 +138,13 @@ class HashWorkerChannel {
 }
 
 let channel: HashWorkerChannel | undefined;
+
+/** @internal Tests: whether the hash worker thread runs, and how long it stays idle. */
+export function hashWorkerForTests(idleMs?: number): { readonly running: boolean } {
+  channel ??= new HashWorkerChannel();
+  if (idleMs !== undefined) channel.idleMs = idleMs;
+  return channel;
+}
 
 /**
  * Hashes in the process's hash worker thread. The worker reads the bytes from memory it shares with the
@@ -162,8 +202,12 @@ export class WorkerContentHasher implements ContentHasher {
   }
   async digest(): Promise<string> {
     this.checkAlive();
-    const reply = await this.channel.request((seq) => ({ op: "digest", id: this.id, seq }));
-    this.closed = true;
+    let reply: HashWorkerReply;
+    try {
+      reply = await this.channel.request((seq) => ({ op: "digest", id: this.id, seq }));
+    } finally {
+      this.markClosed();
+    }
     if ("error" in reply) throw new StoreError("ERR_STORE_IO", `hashing failed: ${reply.error}`);
     if (!("digest" in reply)) throw new StoreError("ERR_STORE_IO", "the hash worker answered a digest with pieces");
     return reply.digest;
@@ -171,8 +215,14 @@ export class WorkerContentHasher implements ContentHasher {
 
   close(): void {
     if (this.closed) return;
-    this.closed = true;
     if (this.channel.alive(this.generation)) this.channel.post({ op: "close", id: this.id });
+    this.markClosed();
+  }
+
+  private markClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.channel.released();
   }
 
   private checkAlive(): void {
