@@ -12,30 +12,24 @@ export type KubeConfigSource =
 
 /** Loads a KubeConfig; throws K8sError ERR_K8S_CONFIG with the reason when it is unusable. */
 export function loadKubeConfig(source: KubeConfigSource): KubeConfig {
+  const from =
+    "file" in source
+      ? `kubeconfig ${source.file}`
+      : "defaultLocations" in source
+        ? "the default kubeconfig ($KUBECONFIG, ~/.kube/config)"
+        : "in-cluster configuration";
   const config = new KubeConfig();
   try {
     if ("file" in source) config.loadFromFile(source.file);
     else if ("defaultLocations" in source) config.loadFromDefault();
     else config.loadFromCluster();
   } catch (error: unknown) {
-    const from =
-      "file" in source
-        ? `kubeconfig ${source.file}`
-        : "defaultLocations" in source
-          ? "the default kubeconfig ($KUBECONFIG, ~/.kube/config)"
-          : "in-cluster configuration";
     throw new K8sError("ERR_K8S_CONFIG", `cannot load ${from}: ${error instanceof Error ? error.message : String(error)}`, {
       cause: error,
     });
   }
   const cluster = config.getCurrentCluster();
   if (cluster === null || cluster.server === "") {
-    const from =
-      "file" in source
-        ? `kubeconfig ${source.file}`
-        : "defaultLocations" in source
-          ? "the default kubeconfig ($KUBECONFIG, ~/.kube/config)"
-          : "in-cluster configuration";
     throw new K8sError("ERR_K8S_CONFIG", `${from} names no API server (current context ${JSON.stringify(config.getCurrentContext())})`);
   }
   return config;

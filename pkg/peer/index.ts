@@ -10,5 +10,5 @@ export { SwarmFetcher, type SwarmFetcherOptions } from "./swarm-fetcher.js";
 export { DEFAULT_SWARM_TUNING, type SwarmSelf, type SwarmTuning } from "./swarm-download.js";
 export { rendezvousSeed } from "./cross-zone-share.js";
 export { MAX_PARKED_PIECES, PiecePicker, type PickerState } from "./piece-picker.js";
-export { type PieceRequest } from "./request-book.js";
+export { type PieceRequest, RequestBook } from "./request-book.js";
 export { BUSY_BACKOFF_MS, isBusy, markBusy, type SwarmPeer } from "./swarm-peers.js";

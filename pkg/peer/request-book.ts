@@ -23,6 +23,12 @@ export class RequestBook {
   private readonly byPiece = new Map<number, PieceRequest[]>();
   private readonly all = new Set<PieceRequest>();
 
+  /**
+   * `newController`: each call's AbortController (the simulator, whose calls are never cancelled through
+   * a signal, hands out one shared controller).
+   */
+  constructor(private readonly newController: () => AbortController = () => new AbortController()) {}
+
   add(peer: SwarmPeer, pieces: readonly number[], relay: boolean, nowMs: number): PieceRequest {
     const request: PieceRequest = {
       peer,
@@ -31,7 +37,7 @@ export class RequestBook {
       lastDataMs: nowMs,
       receivedBytes: 0,
       relay,
-      controller: new AbortController(),
+      controller: this.newController(),
     };
     this.all.add(request);
     for (const index of pieces) this.byPiece.set(index, [...(this.byPiece.get(index) ?? []), request]);
@@ -64,6 +70,11 @@ export class RequestBook {
 
   requestsFor(index: number): readonly PieceRequest[] {
     return this.byPiece.get(index) ?? [];
+  }
+
+  /** Whether the call is still in flight. */
+  has(request: PieceRequest): boolean {
+    return this.all.has(request);
   }
 
   isRequested(index: number): boolean {

@@ -1,10 +1,12 @@
 import type { Digest } from "../oci/index.js";
-import { MAX_PARKED_PIECES, type PickerState, PiecePicker, type PieceRequest, type SwarmPeer } from "../peer/index.js";
+import { MAX_PARKED_PIECES, type PickerState, PiecePicker, type PieceRequest, RequestBook, type SwarmPeer } from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import type { LookupResult, MemoryTracker, TrackerSession } from "../tracker/index.js";
 import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_POLL_MS, type SimConfig } from "./config.js";
-import { SimBook } from "./sim-book.js";
 import { SimPeers } from "./sim-peers.js";
+
+/** Simulated calls are never cancelled through a signal; every request shares this one controller. */
+const UNUSED_CONTROLLER = new AbortController();
 
 /** What an agent sees of the simulated world. */
 export interface World {
@@ -63,7 +65,7 @@ export class SimAgent {
   private pollUntilMs = 0;
   // One download round (SwarmDownload); replaced after a stall.
   private peers: SimPeers;
-  private book = new SimBook();
+  private book = new RequestBook(() => UNUSED_CONTROLLER);
   private picker: PiecePicker;
   private readonly parked = new Set<number>();
   private granteeAgentId: string | undefined;
@@ -169,7 +171,7 @@ export class SimAgent {
 
   /** A call ended: delivered everything, or failed (`missing`: the peer lacked a piece within its wait). */
   callEnded(request: PieceRequest, missing: boolean, nowMs: number): void {
-    if (!this.book.all.has(request)) return;
+    if (!this.book.has(request)) return;
     this.book.finish(request);
     if (missing) this.needRefresh = true;
     this.changed = true;
@@ -200,7 +202,7 @@ export class SimAgent {
 
   private newRound(first: LookupResult, nowMs: number): void {
     this.peers = new SimPeers(this.world.pieceCount, this.zone);
-    this.book = new SimBook();
+    this.book = new RequestBook(() => UNUSED_CONTROLLER);
     this.picker = this.newPicker();
     this.parked.clear();
     this.lastProgressMs = nowMs;
@@ -264,7 +266,7 @@ export class SimAgent {
 
   private productive(nowMs: number): boolean {
     const { stallMs } = this.world.config.tuning;
-    for (const request of this.book.all) {
+    for (const request of this.book.requests()) {
       if (request.receivedBytes > 0 && nowMs - request.lastDataMs < stallMs) return true;
       if (request.relay ? nowMs - request.peer.grewAtMs < stallMs : nowMs - request.startedMs < stallMs) return true;
     }

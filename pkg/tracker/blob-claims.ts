@@ -51,6 +51,8 @@ export interface Hashes {
   readonly bytes: Uint8Array;
 }
 
+const NOBODY: ReadonlySet<string> = new Set();
+
 export const NO_HASHES: Hashes = { indices: new Uint32Array(0), bytes: new Uint8Array(0) };
 
 /**
@@ -146,7 +148,7 @@ export class BlobClaims<C> {
     const carried = own !== undefined && sameGeometry(own, a) ? carriedHashes(own, own.holders.get(agentId), a.hashes) : NO_HASHES;
     const agrees = (claim: Claim<C>): boolean =>
       claim !== own && sameGeometry(claim, a) && conflicts(claim, a.hashes) === 0 && conflicts(claim, carried) === 0;
-    const preferred = this.choose(agentId, new Set(), a.size, undefined);
+    const preferred = this.choose(agentId, NOBODY, a.size, undefined);
     if (preferred !== undefined && agrees(preferred)) return { kind: "join", claim: preferred, carried };
     const oldest = this.claims.find(agrees);
     if (oldest !== undefined) return { kind: "join", claim: oldest, carried };

@@ -30,6 +30,11 @@ export function registerRequest(identity: AgentIdentity, resumeBlobs = 0): Sessi
 }
 
 export function announceRequest(announcement: BlobAnnouncement): SessionRequest {
+  return announceMessage(announcement, packedToWire(announcement));
+}
+
+/** The announce message with its piece hashes already in their wire form. */
+function announceMessage(announcement: BlobAnnouncement, hashes: { hashIndices: number[]; hashBytes: Buffer }): SessionRequest {
   const value: Announce = {
     digest: announcement.digest,
     size: announcement.size,
@@ -37,7 +42,7 @@ export function announceRequest(announcement: BlobAnnouncement): SessionRequest 
     complete: announcement.complete,
     bitmap: announcement.complete || announcement.bitmap === undefined ? Buffer.alloc(0) : toBuffer(announcement.bitmap),
     pieceHashes: [],
-    ...packedToWire(announcement),
+    ...hashes,
   };
   return { kind: { $case: "announce", value } };
 }
@@ -69,14 +74,18 @@ function packedToWire(announcement: BlobAnnouncement): { hashIndices: number[]; 
 
 /** announceRequest, split into messages of at most MAX_HASHES_PER_MESSAGE piece hashes each. */
 export function announceRequests(announcement: BlobAnnouncement): SessionRequest[] {
-  const { hashIndices, hashBytes } = packedToWire(announcement);
-  if (hashIndices.length <= MAX_HASHES_PER_MESSAGE) return [announceRequest(announcement)];
-  const { pieceHashes: _list, ...rest } = announcement;
+  const hashes = packedToWire(announcement);
+  const { hashIndices, hashBytes } = hashes;
+  if (hashIndices.length <= MAX_HASHES_PER_MESSAGE) return [announceMessage(announcement, hashes)];
   const requests: SessionRequest[] = [];
   for (let start = 0; start < hashIndices.length; start += MAX_HASHES_PER_MESSAGE) {
     const end = Math.min(start + MAX_HASHES_PER_MESSAGE, hashIndices.length);
-    const packedHashes = { indices: hashIndices.slice(start, end), bytes: hashBytes.subarray(start * SHA256_BYTES, end * SHA256_BYTES) };
-    requests.push(announceRequest({ ...rest, packedHashes }));
+    requests.push(
+      announceMessage(announcement, {
+        hashIndices: hashIndices.slice(start, end),
+        hashBytes: hashBytes.subarray(start * SHA256_BYTES, end * SHA256_BYTES),
+      }),
+    );
   }
   return requests;
 }
