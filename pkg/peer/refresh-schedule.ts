@@ -1,0 +1,51 @@
+/**
+ * When a download asks the tracker again (SwarmDownload's loop, and the simulator's model of it). Without
+ * notices it polls: every `refreshIntervalMs`, every `parkedRefreshIntervalMs` while pieces wait for their
+ * hashes. With notices (the tracker tells it when the blob changes) a notice is the reason to look up, no
+ * sooner than `minLookupGapMs` after the last lookup so a stream of notices is never a stream of lookups, and
+ * the polls slow to a fallback that also keeps the tracker's watch alive.
+ */
+export interface RefreshTuning {
+  readonly refreshIntervalMs: number;
+  readonly parkedRefreshIntervalMs: number;
+  readonly announceIntervalMs: number;
+  /** With notices: the fallback poll, and while pieces are parked. */
+  readonly noticeRefreshIntervalMs: number;
+  readonly noticeParkedRefreshIntervalMs: number;
+  /** With notices: the least time between two lookups a notice causes. */
+  readonly minLookupGapMs: number;
+}
+
+export interface RefreshState {
+  readonly nowMs: number;
+  readonly lastRefreshMs: number;
+  /** Something the download saw itself calls for a lookup now (a relay missed its piece, a piece was parked). */
+  readonly needRefresh: boolean;
+  /** A notice came since the last lookup started. */
+  readonly noticed: boolean;
+  /** Pieces wait for their hashes. */
+  readonly parked: boolean;
+  /** The tracker sends notices (Tracker.sendsNotices). */
+  readonly notices: boolean;
+}
+
+/** How often the download polls the tracker when nothing else makes it look up. */
+export function pollIntervalMs(tuning: RefreshTuning, parked: boolean, notices: boolean): number {
+  if (notices) return parked ? tuning.noticeParkedRefreshIntervalMs : tuning.noticeRefreshIntervalMs;
+  return parked ? tuning.parkedRefreshIntervalMs : tuning.refreshIntervalMs;
+}
+
+/** Whether to look the blob up now. */
+export function refreshDue(tuning: RefreshTuning, state: RefreshState): boolean {
+  const since = state.nowMs - state.lastRefreshMs;
+  if (state.needRefresh) return true;
+  if (state.noticed && since >= tuning.minLookupGapMs) return true;
+  return since >= pollIntervalMs(tuning, state.parked, state.notices);
+}
+
+/** How long the loop may sleep (it is woken early by pieces, calls ending and notices): the next announce, poll or noticed lookup. */
+export function loopSleepMs(tuning: RefreshTuning, state: RefreshState): number {
+  const ms = Math.min(pollIntervalMs(tuning, state.parked, state.notices), tuning.announceIntervalMs);
+  if (!state.noticed) return ms;
+  return Math.min(ms, Math.max(0, tuning.minLookupGapMs - (state.nowMs - state.lastRefreshMs)));
+}
