@@ -532,6 +532,11 @@ export class MemoryTracker {
     };
   }
 
+  /** (agent, blob) pairs notices are sent for (blob-watchers.ts). */
+  get watchCount(): number {
+    return this.watchers.size;
+  }
+
   /** Sessions open now. */
   get sessionCount(): number {
     return this.agents.size;
