@@ -27,6 +27,7 @@ export const USAGE = `npm run sim -- [flags]
   --tuning K=V,...     scheduler knobs (SwarmTuning), e.g. relayWaitMs=500,hedgeAfterMs=1000
   --notices on|off     BlobChanged notices from the tracker (default on; off: the agents poll as before)
   --notice-interval-ms MS  the tracker's coalescing interval per blob (default: the tracker's)
+  --notice-rate N      the tracker's cap on one blob's notices per second, all watchers (default: the tracker's; 0: none)
   --seed N             (default 1)
   --json FILE          write the results as JSON
   --svg FILE           write the chart (ratio to the P2P bound vs N)`;
@@ -43,6 +44,7 @@ export interface SimBenchOptions {
   readonly tuning: Partial<SwarmTuning>;
   readonly notices: boolean;
   readonly noticeIntervalMs: number | undefined;
+  readonly noticeRate: number | undefined;
   readonly seed: number;
   readonly json: string | undefined;
   readonly svg: string | undefined;
@@ -88,6 +90,7 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
           "tuning",
           "notices",
           "notice-interval-ms",
+          "notice-rate",
           "seed",
           "json",
           "svg",
@@ -119,6 +122,7 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
     notices: onOff("notices", values.notices, true),
     noticeIntervalMs:
       values["notice-interval-ms"] === undefined ? undefined : number("notice-interval-ms", values["notice-interval-ms"], 100, 1, 60_000),
+    noticeRate: values["notice-rate"] === undefined ? undefined : number("notice-rate", values["notice-rate"], 500, 0, 10_000_000),
     seed: number("seed", values.seed, 1, 0, 2 ** 32 - 1),
     json: values.json,
     svg: values.svg ?? (values.json === undefined ? undefined : values.json.replace(/\.json$/, "") + ".svg"),
@@ -147,6 +151,7 @@ function runOne(options: SimBenchOptions, nodes: number): SimResult {
     tuning: { ...DEFAULT_SWARM_TUNING, ...options.tuning },
     notices: options.notices,
     ...(options.noticeIntervalMs === undefined ? {} : { noticeIntervalMs: options.noticeIntervalMs }),
+    ...(options.noticeRate === undefined ? {} : { noticesPerBlobPerSecond: options.noticeRate === 0 ? Infinity : options.noticeRate }),
     timeLimitMs: LIMIT_BOUND_FACTOR * p2p + LIMIT_MARGIN_MS,
     ...(options.maxHolders === undefined ? {} : { maxLookupHolders: options.maxHolders }),
   });

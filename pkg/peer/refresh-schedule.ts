@@ -14,6 +14,8 @@ export interface RefreshTuning {
   readonly noticeParkedRefreshIntervalMs: number;
   /** With notices: the least time between two lookups a notice causes. */
   readonly minLookupGapMs: number;
+  /** With notices: a notice makes a download with fewer calls in flight than this look up (heeds()). */
+  readonly noticeHungryRequests: number;
 }
 
 export interface RefreshState {
@@ -25,6 +27,8 @@ export interface RefreshState {
   readonly noticed: boolean;
   /** Pieces wait for their hashes. */
   readonly parked: boolean;
+  /** Calls in flight (RequestBook.size): a download with few could use news now; a busy one can wait for its poll. */
+  readonly inflight: number;
   /** The tracker sends notices (Tracker.sendsNotices). */
   readonly notices: boolean;
 }
@@ -39,13 +43,23 @@ export function pollIntervalMs(tuning: RefreshTuning, parked: boolean, notices: 
 export function refreshDue(tuning: RefreshTuning, state: RefreshState): boolean {
   const since = state.nowMs - state.lastRefreshMs;
   if (state.needRefresh) return true;
-  if (state.noticed && since >= tuning.minLookupGapMs) return true;
+  if (heeds(tuning, state) && since >= tuning.minLookupGapMs) return true;
   return since >= pollIntervalMs(tuning, state.parked, state.notices);
+}
+
+/**
+ * Whether a notice is acted on now: while pieces wait for their hashes, or while the download has fewer
+ * calls in flight than `noticeHungryRequests` (it may have nothing to ask for). A download busy on many
+ * calls gains little from news and, in a swarm larger than a lookup answer (50 holders), loses: every
+ * lookup answers with another sample of holders, and a new sample every 100 ms upsets its plan (simulator).
+ */
+function heeds(tuning: RefreshTuning, state: RefreshState): boolean {
+  return state.noticed && (state.parked || state.inflight < tuning.noticeHungryRequests);
 }
 
 /** How long the loop may sleep (it is woken early by pieces, calls ending and notices): the next announce, poll or noticed lookup. */
 export function loopSleepMs(tuning: RefreshTuning, state: RefreshState): number {
   const ms = Math.min(pollIntervalMs(tuning, state.parked, state.notices), tuning.announceIntervalMs);
-  if (!state.noticed) return ms;
+  if (!heeds(tuning, state)) return ms;
   return Math.min(ms, Math.max(0, tuning.minLookupGapMs - (state.nowMs - state.lastRefreshMs)));
 }

@@ -46,6 +46,7 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   noticeRefreshIntervalMs: 2_000,
   noticeParkedRefreshIntervalMs: 500,
   minLookupGapMs: 100,
+  noticeHungryRequests: 4,
   stallMs: 3_000,
   // A call silent this long (and its peer sending nothing else) is duplicated. 500 ms made agents on a
   // busy machine receive 9-19 % of an image twice in `npm run bench` (8 nodes, 2 cores): a loaded event
@@ -196,6 +197,7 @@ export class SwarmDownload {
       needRefresh: this.needRefresh,
       noticed: this.noticed,
       parked,
+      inflight: this.book.size,
       notices: this.ctx.tracker.sendsNotices,
     };
   }

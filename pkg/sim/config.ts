@@ -1,6 +1,6 @@
 import { DEFAULT_SWARM_TUNING, type SwarmTuning } from "../peer/index.js";
 import { choosePieceSize } from "../piece/index.js";
-import { DEFAULT_MAX_LOOKUP_HOLDERS, DEFAULT_NOTICE_INTERVAL_MS } from "../tracker/index.js";
+import { DEFAULT_MAX_LOOKUP_HOLDERS, DEFAULT_NOTICE_INTERVAL_MS, DEFAULT_NOTICES_PER_BLOB_PER_SECOND } from "../tracker/index.js";
 import { SimError } from "./errors.js";
 
 /** The agent's default --max-uploads: concurrent piece streams a node serves; more are refused as busy. */
@@ -44,6 +44,8 @@ export interface SimConfig {
   readonly notices: boolean;
   /** The tracker's coalescing interval: one round of notices per blob per this many ms. */
   readonly noticeIntervalMs: number;
+  /** The tracker's cap on one blob's notices per second over all watchers (Infinity: the interval alone). */
+  readonly noticesPerBlobPerSecond: number;
   /** Simulation step: rates are recomputed and agents react at this granularity (ms). */
   readonly tickMs: number;
   /** Agents plan at least this often even when nothing happened (hedging and back-off expiry) (ms). */
@@ -85,6 +87,7 @@ export function uniformSwarm(swarm: UniformSwarm, overrides: Partial<SimConfig> 
     maxLookupHolders: DEFAULT_MAX_LOOKUP_HOLDERS,
     notices: true,
     noticeIntervalMs: DEFAULT_NOTICE_INTERVAL_MS,
+    noticesPerBlobPerSecond: DEFAULT_NOTICES_PER_BLOB_PER_SECOND,
     tickMs: 5,
     idlePlanMs: 250,
     timeLimitMs: 3_600_000,
@@ -108,6 +111,7 @@ export function validateConfig(config: SimConfig): SimConfig {
   positive("maxUploads", config.maxUploads);
   positive("maxLookupHolders", config.maxLookupHolders);
   positive("noticeIntervalMs", config.noticeIntervalMs);
+  positive("noticesPerBlobPerSecond", config.noticesPerBlobPerSecond, false);
   if (config.nodes.length < 1 || config.nodes.length > 100_000)
     throw new SimError("ERR_SIM_INVALID_CONFIG", `nodes must be 1..100000, got ${config.nodes.length}`);
   if (Math.ceil(config.blobBytes / config.pieceBytes) > 65_536)

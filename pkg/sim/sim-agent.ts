@@ -289,6 +289,7 @@ export class SimAgent {
       needRefresh: this.needRefresh,
       noticed: this.noticed,
       parked,
+      inflight: this.book.size,
       notices: this.world.config.notices,
     };
   }

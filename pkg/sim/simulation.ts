@@ -94,6 +94,7 @@ export class Simulation implements World {
       grantStallTimeoutMs: GRANT_STALL_TIMEOUT_MS,
       id: "sim",
       noticeIntervalMs: config.noticeIntervalMs,
+      noticesPerBlobPerSecond: config.noticesPerBlobPerSecond,
       schedule: (task, delayMs) => this.at(this.nowMs + delayMs, task),
     });
     const up = new Float64Array(n + 1);

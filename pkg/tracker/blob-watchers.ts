@@ -19,6 +19,14 @@ export const WATCH_TTL_MS = 5_000;
  */
 export const DEFAULT_NOTICE_INTERVAL_MS = 100;
 
+/**
+ * Notices of one blob per second at most, over all its watchers: a blob with more watchers than this
+ * times the interval gets its rounds further apart (2 ms per watcher), so neither the notices of a
+ * popular blob nor the lookups they cause grow with the number of agents pulling it. Chosen with the
+ * simulator (docs/scale.md).
+ */
+export const DEFAULT_NOTICES_PER_BLOB_PER_SECOND = 500;
+
 /** Runs `task` after `delayMs`; returns a function that cancels it. Injectable (tests, the simulator). */
 export type Scheduler = (task: () => void, delayMs: number) => () => void;
 
@@ -28,6 +36,8 @@ export interface BlobWatchersOptions {
   /** Tells `agentId` that `digest` changed; false when the notice was dropped (its stream is not draining). */
   readonly deliver: (agentId: string, digest: Digest) => boolean;
   readonly intervalMs?: number;
+  /** DEFAULT_NOTICES_PER_BLOB_PER_SECOND when absent; Infinity: the interval alone. */
+  readonly perBlobPerSecond?: number;
   readonly ttlMs?: number;
   readonly maxPerAgent?: number;
   /** Called with the outcome of every notice, and with the number of watches whenever it changes. */
@@ -57,11 +67,13 @@ export class BlobWatchers {
   private readonly rounds = new Map<Digest, BlobRound>();
   private watches = 0;
   private readonly intervalMs: number;
+  private readonly perBlobPerSecond: number;
   private readonly ttlMs: number;
   private readonly maxPerAgent: number;
 
   constructor(private readonly options: BlobWatchersOptions) {
     this.intervalMs = options.intervalMs ?? DEFAULT_NOTICE_INTERVAL_MS;
+    this.perBlobPerSecond = options.perBlobPerSecond ?? DEFAULT_NOTICES_PER_BLOB_PER_SECOND;
     this.ttlMs = options.ttlMs ?? WATCH_TTL_MS;
     this.maxPerAgent = options.maxPerAgent ?? MAX_WATCHES_PER_AGENT;
   }
@@ -132,10 +144,12 @@ export class BlobWatchers {
    * (undefined: its grant was released). The watchers hear of it now, or at the end of the blob's interval.
    */
   changed(digest: Digest, by?: string): void {
-    if (!this.byBlob.has(digest)) return;
+    const watchers = this.byBlob.get(digest);
+    if (watchers === undefined) return;
     const now = this.options.now();
+    const intervalMs = Math.max(this.intervalMs, (watchers.size * 1000) / this.perBlobPerSecond);
     let round = this.rounds.get(digest);
-    if (round === undefined || (round.cancel === undefined && now - round.lastMs >= this.intervalMs)) {
+    if (round === undefined || (round.cancel === undefined && now - round.lastMs >= intervalMs)) {
       round ??= { lastMs: now, changedBy: undefined, cancel: undefined };
       this.rounds.set(digest, round);
       this.send(digest, round, by ?? null);
@@ -151,7 +165,7 @@ export class BlobWatchers {
         due.changedBy = undefined;
         if (changedBy !== undefined && this.rounds.get(digest) === due) this.send(digest, due, changedBy);
       },
-      Math.max(0, round.lastMs + this.intervalMs - now),
+      Math.max(0, round.lastMs + intervalMs - now),
     );
   }
 

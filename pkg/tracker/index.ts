@@ -19,6 +19,7 @@ export {
   type BlobWatchersOptions,
   type Scheduler,
   DEFAULT_NOTICE_INTERVAL_MS,
+  DEFAULT_NOTICES_PER_BLOB_PER_SECOND,
   MAX_WATCHES_PER_AGENT,
   WATCH_TTL_MS,
 } from "./blob-watchers.js";

@@ -43,6 +43,8 @@ export interface MemoryTrackerOptions {
   readonly rebuildHoldMs?: number;
   /** At most one round of BlobChanged notices per blob per this interval (blob-watchers.ts); its default when absent. */
   readonly noticeIntervalMs?: number;
+  /** Notices of one blob per second over all its watchers (blob-watchers.ts); its default when absent. */
+  readonly noticesPerBlobPerSecond?: number;
   /** Runs the end-of-interval round of notices; setTimeout (unref'd) by default. The simulator passes its clock's. */
   readonly schedule?: Scheduler;
 }
@@ -216,6 +218,7 @@ export class MemoryTracker {
       now: this.now,
       schedule: options.schedule ?? scheduleUnref,
       ...(options.noticeIntervalMs === undefined ? {} : { intervalMs: options.noticeIntervalMs }),
+      ...(options.noticesPerBlobPerSecond === undefined ? {} : { perBlobPerSecond: options.noticesPerBlobPerSecond }),
       deliver: (agentId, digest) => this.notify(agentId, digest),
       ...(metrics === undefined
         ? {}

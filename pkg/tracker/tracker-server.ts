@@ -49,13 +49,12 @@ import {
   commandResponse,
   identityFromWire,
   lookupResponse,
-  noticeResponse,
   prefetchReportFromWire,
   tagRecordFromWire,
   tagRecordToWire,
 } from "./wire.js";
 import type { AgentIdentity } from "./tracker.js";
-import type { Digest } from "../oci/index.js";
+import { noticeWriter } from "./notice-writer.js";
 
 /** The server pings an idle connection this often, so a dead agent's session ends within ~15 s. */
 export const SERVER_KEEPALIVE_TIME_MS = 10_000;
@@ -532,26 +531,6 @@ export class TrackerServer {
     this.options.logger.error({ err: error }, "tracker request failed");
     return { code: status.INTERNAL, details: "internal tracker error" };
   }
-}
-
-/**
- * Writes BlobChanged notices to a session's stream while it drains. Once a write fills the stream's buffer
- * (the agent reads slowly, or its connection is stuck), later notices are dropped until 'drain': a notice
- * carries no state (the agent's next lookup has it all), so dropping one costs the agent only its wait for
- * its slow poll, and the tracker never queues notices without bound.
- */
-function noticeWriter(call: ServerDuplexStream<SessionRequest, SessionResponse>): (digest: Digest) => boolean {
-  let draining = true;
-  return (digest) => {
-    if (!draining) return false;
-    if (!call.write(noticeResponse(digest))) {
-      draining = false;
-      call.once("drain", () => {
-        draining = true;
-      });
-    }
-    return true;
-  };
 }
 
 /** The host of `host:port` (`[v6]:port` too), without brackets. */
