@@ -11,6 +11,7 @@ const state = (over: Partial<RefreshState>): RefreshState => ({
   noticed: false,
   parked: false,
   inflight: 0,
+  crowded: false,
   notices: true,
   ...over,
 });
@@ -34,11 +35,12 @@ describe("refresh schedule", () => {
     assert.equal(refreshDue(tuning, state({ needRefresh: true })), true, "what the download saw itself does not wait");
   });
 
-  it("a download busy on many calls leaves a notice for its poll, unless pieces wait for their hashes", () => {
-    const busy = { noticed: true, nowMs: 10_000 + tuning.minLookupGapMs, inflight: tuning.noticeHungryRequests };
+  it("in a crowd, a download busy on many calls leaves a notice for its poll, unless pieces wait for their hashes", () => {
+    const busy = { noticed: true, nowMs: 10_000 + tuning.minLookupGapMs, inflight: tuning.noticeHungryRequests, crowded: true };
     assert.equal(refreshDue(tuning, state(busy)), false);
     assert.equal(loopSleepMs(tuning, state(busy)), tuning.announceIntervalMs);
     assert.equal(refreshDue(tuning, state({ ...busy, parked: true })), true);
     assert.equal(refreshDue(tuning, state({ ...busy, inflight: tuning.noticeHungryRequests - 1 })), true);
+    assert.equal(refreshDue(tuning, state({ ...busy, crowded: false })), true, "every holder fits in an answer: always");
   });
 });

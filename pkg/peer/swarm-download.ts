@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import { sameHash } from "../piece/index.js";
 import type { PartialBlob } from "../store/index.js";
-import type { LookupResult, Tracker } from "../tracker/index.js";
+import { DEFAULT_MAX_LOOKUP_HOLDERS, type LookupResult, type Tracker } from "../tracker/index.js";
 import { isPeerError } from "./errors.js";
 import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers } from "./peer-lookup.js";
@@ -134,6 +134,8 @@ export class SwarmDownload {
   private needRefresh = false;
   /** The tracker said the blob changed since the last lookup started. */
   private noticed = false;
+  /** Holders the last lookup answered with. */
+  private answeredHolders = 0;
   private bytesFromPeers = 0;
 
   constructor(private readonly ctx: SwarmDownloadContext) {
@@ -198,6 +200,7 @@ export class SwarmDownload {
       noticed: this.noticed,
       parked,
       inflight: this.book.size,
+      crowded: this.answeredHolders >= DEFAULT_MAX_LOOKUP_HOLDERS,
       notices: this.ctx.tracker.sendsNotices,
     };
   }
@@ -396,6 +399,7 @@ export class SwarmDownload {
         performance.now(),
       );
       if (!degraded) this.granteeAgentId = result.origin.granteeAgentId;
+      this.answeredHolders = result.holders.length;
     }
     this.ctx.metrics.peersKnown.set(this.peers.size);
   }

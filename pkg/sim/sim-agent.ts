@@ -95,6 +95,7 @@ export class SimAgent {
   private needRefresh = false;
   /** A notice came since the last lookup (SwarmDownload's `noticed`). */
   private noticed = false;
+  private answeredHolders = 0;
   private lastProgressMs = 0;
   private changed = true;
   private lastPlanMs = Number.NEGATIVE_INFINITY;
@@ -290,6 +291,7 @@ export class SimAgent {
       noticed: this.noticed,
       parked,
       inflight: this.book.size,
+      crowded: this.answeredHolders >= this.world.config.maxLookupHolders,
       notices: this.world.config.notices,
     };
   }
@@ -353,6 +355,7 @@ export class SimAgent {
     });
     this.peers.update(result.holders, nowMs);
     this.granteeAgentId = result.origin.granteeAgentId;
+    this.answeredHolders = result.holders.length;
     this.changed = true;
   }
 
