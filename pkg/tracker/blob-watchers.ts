@@ -3,7 +3,7 @@ import type { Digest } from "../oci/index.js";
 /**
  * Blobs one agent watches at most: a download looks up a handful of blobs at once (containerd pulls three
  * layers at a time), so 64 is far above an honest agent and bounds what a rogue one makes the tracker
- * keep (~100 bytes a watch). The oldest watch goes first.
+ * keep (a few hundred bytes a watch). The oldest watch goes first.
  */
 export const MAX_WATCHES_PER_AGENT = 64;
 /**
