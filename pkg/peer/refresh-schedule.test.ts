@@ -18,8 +18,8 @@ const state = (over: Partial<RefreshState>): RefreshState => ({
 
 describe("refresh schedule", () => {
   it("without notices polls as before notices: 500 ms, 50 ms while pieces are parked", () => {
-    assert.equal(pollIntervalMs(tuning, false, false), 500);
-    assert.equal(pollIntervalMs(tuning, true, false), 50);
+    assert.equal(pollIntervalMs(tuning, { parked: false, notices: false, crowded: false }), 500);
+    assert.equal(pollIntervalMs(tuning, { parked: true, notices: false, crowded: false }), 50);
     assert.equal(refreshDue(tuning, state({ notices: false, nowMs: 10_499 })), false);
     assert.equal(refreshDue(tuning, state({ notices: false, nowMs: 10_500 })), true);
     assert.equal(refreshDue(tuning, state({ notices: false, noticed: true, nowMs: 10_499 })), true, "a notice counts when it comes");
@@ -42,5 +42,7 @@ describe("refresh schedule", () => {
     assert.equal(refreshDue(tuning, state({ ...busy, parked: true })), true);
     assert.equal(refreshDue(tuning, state({ ...busy, inflight: tuning.noticeHungryRequests - 1 })), true);
     assert.equal(refreshDue(tuning, state({ ...busy, crowded: false })), true, "every holder fits in an answer: always");
+    assert.equal(pollIntervalMs(tuning, { parked: false, notices: true, crowded: true }), 500, "in a crowd it polls at the old pace");
+    assert.equal(pollIntervalMs(tuning, { parked: true, notices: true, crowded: true }), 50);
   });
 });

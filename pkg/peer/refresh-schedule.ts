@@ -38,10 +38,14 @@ export interface RefreshState {
   readonly notices: boolean;
 }
 
-/** How often the download polls the tracker when nothing else makes it look up. */
-export function pollIntervalMs(tuning: RefreshTuning, parked: boolean, notices: boolean): number {
-  if (notices) return parked ? tuning.noticeParkedRefreshIntervalMs : tuning.noticeRefreshIntervalMs;
-  return parked ? tuning.parkedRefreshIntervalMs : tuning.refreshIntervalMs;
+/**
+ * How often the download polls the tracker when nothing else makes it look up: slowly while notices tell
+ * it of every change; at the old pace without notices, and in a crowd, where it acts on few notices (heeds)
+ * and the tracker spaces a popular blob's notices further apart (2 s at 1,000 watchers).
+ */
+export function pollIntervalMs(tuning: RefreshTuning, state: Pick<RefreshState, "parked" | "notices" | "crowded">): number {
+  if (state.notices && !state.crowded) return state.parked ? tuning.noticeParkedRefreshIntervalMs : tuning.noticeRefreshIntervalMs;
+  return state.parked ? tuning.parkedRefreshIntervalMs : tuning.refreshIntervalMs;
 }
 
 /** Whether to look the blob up now. */
@@ -49,7 +53,7 @@ export function refreshDue(tuning: RefreshTuning, state: RefreshState): boolean 
   const since = state.nowMs - state.lastRefreshMs;
   if (state.needRefresh) return true;
   if (heeds(tuning, state) && since >= tuning.minLookupGapMs) return true;
-  return since >= pollIntervalMs(tuning, state.parked, state.notices);
+  return since >= pollIntervalMs(tuning, state);
 }
 
 /**
@@ -65,7 +69,7 @@ function heeds(tuning: RefreshTuning, state: RefreshState): boolean {
 
 /** How long the loop may sleep (it is woken early by pieces, calls ending and notices): the next announce, poll or noticed lookup. */
 export function loopSleepMs(tuning: RefreshTuning, state: RefreshState): number {
-  const ms = Math.min(pollIntervalMs(tuning, state.parked, state.notices), tuning.announceIntervalMs);
+  const ms = Math.min(pollIntervalMs(tuning, state), tuning.announceIntervalMs);
   if (!heeds(tuning, state)) return ms;
   return Math.min(ms, Math.max(0, tuning.minLookupGapMs - (state.nowMs - state.lastRefreshMs)));
 }
