@@ -25,6 +25,9 @@ export const USAGE = `npm run sim -- [flags]
   --max-holders N      holders per tracker answer (default: the tracker's)
   --tick-ms MS         simulation step (default 5)
   --tuning K=V,...     scheduler knobs (SwarmTuning), e.g. relayWaitMs=500,hedgeAfterMs=1000
+  --notices on|off     BlobChanged notices from the tracker (default on; off: the agents poll as before)
+  --notice-interval-ms MS  the tracker's coalescing interval per blob (default: the tracker's)
+  --notice-rate N      the tracker's cap on one blob's notices per second, all watchers (default: the tracker's; 0: none)
   --seed N             (default 1)
   --json FILE          write the results as JSON
   --svg FILE           write the chart (ratio to the P2P bound vs N)`;
@@ -39,6 +42,9 @@ export interface SimBenchOptions {
   readonly maxHolders: number | undefined;
   readonly tickMs: number;
   readonly tuning: Partial<SwarmTuning>;
+  readonly notices: boolean;
+  readonly noticeIntervalMs: number | undefined;
+  readonly noticeRate: number | undefined;
   readonly seed: number;
   readonly json: string | undefined;
   readonly svg: string | undefined;
@@ -54,6 +60,12 @@ function number(flag: string, raw: string | undefined, fallback: number, min: nu
   if (!Number.isFinite(value) || value < min || value > max)
     throw new SimUsageError(`--${flag}: expected a number in ${min}..${max}, got ${JSON.stringify(raw)}`);
   return value;
+}
+
+function onOff(flag: string, raw: string | undefined, fallback: boolean): boolean {
+  if (raw === undefined) return fallback;
+  if (raw === "on" || raw === "off") return raw === "on";
+  throw new SimUsageError(`--${flag}: expected on or off, got ${JSON.stringify(raw)}`);
 }
 
 function isKnob(key: string): key is keyof SwarmTuning {
@@ -76,6 +88,9 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
           "max-holders",
           "tick-ms",
           "tuning",
+          "notices",
+          "notice-interval-ms",
+          "notice-rate",
           "seed",
           "json",
           "svg",
@@ -104,6 +119,10 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
     maxHolders: values["max-holders"] === undefined ? undefined : number("max-holders", values["max-holders"], 50, 1, 100_000),
     tickMs: number("tick-ms", values["tick-ms"], 5, 0.1, 1000),
     tuning,
+    notices: onOff("notices", values.notices, true),
+    noticeIntervalMs:
+      values["notice-interval-ms"] === undefined ? undefined : number("notice-interval-ms", values["notice-interval-ms"], 100, 1, 60_000),
+    noticeRate: values["notice-rate"] === undefined ? undefined : number("notice-rate", values["notice-rate"], 500, 0, 10_000_000),
     seed: number("seed", values.seed, 1, 0, 2 ** 32 - 1),
     json: values.json,
     svg: values.svg ?? (values.json === undefined ? undefined : values.json.replace(/\.json$/, "") + ".svg"),
@@ -130,6 +149,9 @@ function runOne(options: SimBenchOptions, nodes: number): SimResult {
     tickMs: options.tickMs,
     seed: options.seed,
     tuning: { ...DEFAULT_SWARM_TUNING, ...options.tuning },
+    notices: options.notices,
+    ...(options.noticeIntervalMs === undefined ? {} : { noticeIntervalMs: options.noticeIntervalMs }),
+    ...(options.noticeRate === undefined ? {} : { noticesPerBlobPerSecond: options.noticeRate === 0 ? Infinity : options.noticeRate }),
     timeLimitMs: LIMIT_BOUND_FACTOR * p2p + LIMIT_MARGIN_MS,
     ...(options.maxHolders === undefined ? {} : { maxLookupHolders: options.maxHolders }),
   });
@@ -148,10 +170,10 @@ async function main(): Promise<number> {
   }
   const results: SimResult[] = [];
   console.log(
-    `${options.imageMib} MiB to every node; nodes ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s, ${options.zones} zone(s), tick ${options.tickMs} ms, seed ${options.seed}`,
+    `${options.imageMib} MiB to every node; nodes ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s, ${options.zones} zone(s), tick ${options.tickMs} ms, seed ${options.seed}, notices ${options.notices ? "on" : "off"}`,
   );
   console.log(
-    "nodes  bound s  last s  p99 s  p50 s  last/bound  p99/bound  origin×F  wasted%  lookups/node/s  announces/node/s  stalls  wall s",
+    "nodes  bound s  last s  p99 s  p50 s  last/bound  p99/bound  origin×F  wasted%  lookups/node/s  announces/node/s  notices/node/s  stalls  wall s",
   );
   for (const nodes of options.nodes) {
     const r = runOne(options, nodes);
@@ -170,6 +192,7 @@ async function main(): Promise<number> {
         fmt(r.wastedFraction * 100, 1),
         perNodeSecond(r.lookups),
         perNodeSecond(r.announces),
+        perNodeSecond(r.notices),
         r.stalls,
         fmt(r.wallSeconds, 1),
       ].join("  "),

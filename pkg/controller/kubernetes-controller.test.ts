@@ -86,7 +86,10 @@ async function rawRegister(
       resolve({ code: s.code, details: s.details });
     });
     call.write({
-      kind: { $case: "register", value: { agentId: "intruder-1", nodeName, zone: "", peerAddress: `${sourceIp}:5052`, resumeBlobs: 0 } },
+      kind: {
+        $case: "register",
+        value: { agentId: "intruder-1", nodeName, zone: "", peerAddress: `${sourceIp}:5052`, resumeBlobs: 0, acceptsNotices: false },
+      },
     });
   });
 }

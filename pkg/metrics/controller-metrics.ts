@@ -22,6 +22,21 @@ export class ControllerMetrics {
     labelNames: ["result"] as const,
     registers: [this.registry],
   });
+  readonly noticesSent = new Counter({
+    name: "shoal_tracker_notices_sent_total",
+    help: "BlobChanged notices sent to agents watching a blob (another agent's announce changed it, or its grant was released).",
+    registers: [this.registry],
+  });
+  readonly noticesDropped = new Counter({
+    name: "shoal_tracker_notices_dropped_total",
+    help: "BlobChanged notices dropped because the agent's session stream was not draining (the agent's slow poll catches up).",
+    registers: [this.registry],
+  });
+  readonly watches = new Gauge({
+    name: "shoal_tracker_blob_watches",
+    help: "(agent, blob) pairs the tracker sends notices for: blobs agents looked up lately and do not hold complete.",
+    registers: [this.registry],
+  });
   readonly announcePauses = new Counter({
     name: "shoal_tracker_announce_pauses_total",
     help: "Times a session was paused because announces over all sessions exceeded the tracker's rate (a re-announce storm after a fail-over).",

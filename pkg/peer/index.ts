@@ -6,7 +6,14 @@ export { PeerClient, type PeerClientOptions } from "./peer-client.js";
 export { PeerServer, type PeerServerOptions } from "./peer-server.js";
 export type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 export { KnownPeers, type KnownPeer } from "./known-peers.js";
-export { SwarmFetcher, type SwarmFetcherOptions } from "./swarm-fetcher.js";
+export {
+  SwarmFetcher,
+  type SwarmFetcherOptions,
+  GRANTEE_ANNOUNCE_WAIT_MS,
+  GRANTEE_NOTICE_POLL_MS,
+  GRANTEE_POLL_MS,
+} from "./swarm-fetcher.js";
+export { loopSleepMs, pollIntervalMs, refreshDue, type RefreshState, type RefreshTuning } from "./refresh-schedule.js";
 export { DEFAULT_SWARM_TUNING, type SwarmSelf, type SwarmTuning } from "./swarm-download.js";
 export { rendezvousSeed } from "./cross-zone-share.js";
 export { MAX_PARKED_PIECES, PiecePicker, type PickerState } from "./piece-picker.js";

@@ -36,6 +36,12 @@ class Switchable implements Tracker {
   setActiveUploads(count: number): void {
     this.inner.setActiveUploads(count);
   }
+  get sendsNotices(): boolean {
+    return !this.down && this.inner.sendsNotices;
+  }
+  watchBlob(...args: Parameters<Tracker["watchBlob"]>): ReturnType<Tracker["watchBlob"]> {
+    return this.inner.watchBlob(...args);
+  }
   close(): Promise<void> {
     return this.inner.close();
   }

@@ -3,18 +3,19 @@ import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
 import { sameHash } from "../piece/index.js";
 import type { PartialBlob } from "../store/index.js";
-import type { LookupResult, Tracker } from "../tracker/index.js";
+import { DEFAULT_MAX_LOOKUP_HOLDERS, type LookupResult, type Tracker } from "../tracker/index.js";
 import { isPeerError } from "./errors.js";
 import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers } from "./peer-lookup.js";
 import { MAX_PARKED_PIECES, PiecePicker, type PickerTuning, type PlannedRequest } from "./piece-picker.js";
 import type { PieceSource, ReceivedPiece } from "./piece-source.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
+import { loopSleepMs, type RefreshState, type RefreshTuning, refreshDue } from "./refresh-schedule.js";
 import { RequestBook } from "./request-book.js";
 import { type SwarmPeer, SwarmPeers } from "./swarm-peers.js";
 
-export interface SwarmTuning extends PickerTuning {
-  /** Lookups to refresh holders, bitmaps and hashes. */
+export interface SwarmTuning extends PickerTuning, RefreshTuning {
+  /** Lookups to refresh holders, bitmaps and hashes (without notices from the tracker; refresh-schedule.ts). */
   readonly refreshIntervalMs: number;
   /** While pieces wait for their hashes: the quicker lookup interval. */
   readonly parkedRefreshIntervalMs: number;
@@ -40,6 +41,12 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   refreshIntervalMs: 500,
   parkedRefreshIntervalMs: 50,
   announceIntervalMs: 100,
+  // With notices from the tracker (npm run sim, docs/scale.md): a lookup when a notice comes, at most one per
+  // minLookupGapMs, and a slow fallback poll that keeps the tracker's watch (5 s) alive.
+  noticeRefreshIntervalMs: 2_000,
+  noticeParkedRefreshIntervalMs: 500,
+  minLookupGapMs: 100,
+  noticeHungryRequests: 4,
   stallMs: 3_000,
   // A call silent this long (and its peer sending nothing else) is duplicated. 500 ms made agents on a
   // busy machine receive 9-19 % of an image twice in `npm run bench` (8 nodes, 2 cores): a loaded event
@@ -125,6 +132,10 @@ export class SwarmDownload {
   private lastProgressMs = performance.now();
   private lastRefreshMs = 0;
   private needRefresh = false;
+  /** The tracker said the blob changed since the last lookup started. */
+  private noticed = false;
+  /** Holders the last lookup answered with. */
+  private answeredHolders = 0;
   private bytesFromPeers = 0;
 
   constructor(private readonly ctx: SwarmDownloadContext) {
@@ -146,14 +157,18 @@ export class SwarmDownload {
   }
 
   async run(): Promise<SwarmOutcome> {
-    const { partial, signal, tuning } = this.ctx;
+    const { partial, signal, tuning, tracker } = this.ctx;
     this.announcer.tick(true);
+    const unwatch = tracker.watchBlob(partial.digest, () => {
+      this.noticed = true;
+      this.wakeUp();
+    });
     try {
       while (partial.heldPieces < partial.pieceCount) {
         signal.throwIfAborted();
-        const now = performance.now();
-        const interval = this.parked.size > 0 ? tuning.parkedRefreshIntervalMs : tuning.refreshIntervalMs;
-        if (this.needRefresh || now - this.lastRefreshMs >= interval) await this.refresh();
+        // The pace of this pass is set by what was parked when it began.
+        const parked = this.parked.size > 0;
+        if (refreshDue(tuning, this.refreshState(performance.now(), parked))) await this.refresh();
         for (const planned of this.picker.plan(this.pickerState(performance.now()))) this.request(planned);
         this.announcer.tick();
         const after = performance.now();
@@ -165,15 +180,29 @@ export class SwarmDownload {
             granteeProgressing: this.granteeProgressing(after),
           };
         }
-        await this.sleep(Math.min(interval, tuning.announceIntervalMs));
+        await this.sleep(loopSleepMs(tuning, this.refreshState(performance.now(), parked)));
       }
       return { kind: "complete" };
     } finally {
+      unwatch();
       this.book.abort();
       for (const { piece } of this.parked.values()) piece.release();
       this.parked.clear();
       this.announcer.tick(true);
     }
+  }
+
+  private refreshState(nowMs: number, parked: boolean): RefreshState {
+    return {
+      nowMs,
+      lastRefreshMs: this.lastRefreshMs,
+      needRefresh: this.needRefresh,
+      noticed: this.noticed,
+      parked,
+      inflight: this.book.size,
+      crowded: this.answeredHolders >= DEFAULT_MAX_LOOKUP_HOLDERS,
+      notices: this.ctx.tracker.sendsNotices,
+    };
   }
 
   private pickerState(nowMs: number): Parameters<PiecePicker["plan"]>[0] {
@@ -320,6 +349,8 @@ export class SwarmDownload {
   private async refresh(): Promise<void> {
     this.lastRefreshMs = performance.now();
     this.needRefresh = false;
+    // Cleared before the lookup: a notice that comes while it is under way asks for the next one.
+    this.noticed = false;
     const { partial, signal } = this.ctx;
     try {
       // Holders it found bad are named: the tracker then answers with another claim about the blob if theirs is wrong.
@@ -368,6 +399,7 @@ export class SwarmDownload {
         performance.now(),
       );
       if (!degraded) this.granteeAgentId = result.origin.granteeAgentId;
+      this.answeredHolders = result.holders.length;
     }
     this.ctx.metrics.peersKnown.set(this.peers.size);
   }

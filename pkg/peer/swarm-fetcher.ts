@@ -8,14 +8,17 @@ import type { LookupResult, Tracker } from "../tracker/index.js";
 import type { PieceSource } from "./piece-source.js";
 import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
+import { NoticeWait } from "./notice-wait.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning, swarmZone } from "./swarm-download.js";
 import { SwarmPeers } from "./swarm-peers.js";
 import { raceSignal } from "../util/index.js";
 
 /** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */
-const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;
-const GRANTEE_POLL_MS = 100;
+export const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;
+/** How often to ask meanwhile; with notices, the grantee's first announce (or its grant's release) wakes the wait. */
+export const GRANTEE_POLL_MS = 100;
+export const GRANTEE_NOTICE_POLL_MS = 1_000;
 /**
  * How long to keep asking a tracker that is rebuilding its state after a fail-over (it answers with
  * retryAfterMs: holders may not have re-announced yet). The tracker holds a blob back for 4 s at most;
@@ -144,6 +147,21 @@ export class SwarmFetcher implements BlobFetcher {
     signal: AbortSignal,
     started: (value: { partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }) => void,
   ): Promise<void> {
+    // Watched before the first lookup: a notice that comes while it is under way is not missed.
+    const notices = new NoticeWait(this.options.tracker, request.digest);
+    try {
+      await this.fetch(request, signal, started, notices);
+    } finally {
+      notices.close();
+    }
+  }
+
+  private async fetch(
+    request: BlobRequest,
+    signal: AbortSignal,
+    started: (value: { partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }) => void,
+    notices: NoticeWait,
+  ): Promise<void> {
     const { tracker, metrics } = this.options;
     const startedAt = performance.now();
     let lookup = await this.lookup(request, true, signal);
@@ -160,8 +178,12 @@ export class SwarmFetcher implements BlobFetcher {
         rebuildWaitedMs += pauseMs;
       } else {
         if (granteeWaitedMs >= GRANTEE_ANNOUNCE_WAIT_MS) break;
-        pauseMs = GRANTEE_POLL_MS;
-        granteeWaitedMs += pauseMs;
+        pauseMs = Math.min(tracker.sendsNotices ? GRANTEE_NOTICE_POLL_MS : GRANTEE_POLL_MS, GRANTEE_ANNOUNCE_WAIT_MS - granteeWaitedMs);
+        const pausedAt = performance.now();
+        await notices.sleep(pauseMs, signal);
+        granteeWaitedMs += performance.now() - pausedAt;
+        lookup = await this.lookup(request, true, signal);
+        continue;
       }
       await sleep(pauseMs, undefined, { signal });
       lookup = await this.lookup(request, true, signal);

@@ -116,6 +116,8 @@ describe("swarm: many agents, one origin fetch", () => {
       announce: () => undefined,
       withdraw: () => undefined,
       setActiveUploads: () => undefined,
+      watchBlob: () => () => undefined,
+      sendsNotices: false,
       connected: false,
       close: () => Promise.resolve(),
     };

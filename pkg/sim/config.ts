@@ -1,6 +1,6 @@
 import { DEFAULT_SWARM_TUNING, type SwarmTuning } from "../peer/index.js";
 import { choosePieceSize } from "../piece/index.js";
-import { DEFAULT_MAX_LOOKUP_HOLDERS } from "../tracker/index.js";
+import { DEFAULT_MAX_LOOKUP_HOLDERS, DEFAULT_NOTICE_INTERVAL_MS, DEFAULT_NOTICES_PER_BLOB_PER_SECOND } from "../tracker/index.js";
 import { SimError } from "./errors.js";
 
 /** The agent's default --max-uploads: concurrent piece streams a node serves; more are refused as busy. */
@@ -8,8 +8,7 @@ export const DEFAULT_MAX_UPLOADS = 16;
 /** The agent's tracker heartbeat (the load signal the tracker ranks holders by). */
 export const HEARTBEAT_INTERVAL_MS = 5_000;
 /** How long a non-grantee waits for the grantee's first announce, and how often it asks (SwarmFetcher). */
-export const GRANTEE_ANNOUNCE_WAIT_MS = 3_000;
-export const GRANTEE_POLL_MS = 100;
+export { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_NOTICE_POLL_MS, GRANTEE_POLL_MS } from "../peer/index.js";
 /** The tracker's default: a grantee that announces nothing new for this long loses the grant. */
 export const GRANT_STALL_TIMEOUT_MS = 10_000;
 
@@ -38,6 +37,15 @@ export interface SimConfig {
   readonly maxUploads: number;
   /** Holders per tracker answer (the tracker's default unless changed). */
   readonly maxLookupHolders: number;
+  /**
+   * The tracker sends BlobChanged notices and the agents take them (today's agent and tracker); false: the
+   * agents poll as before notices. A notice reaches its agent `latencyMs` after the announce that caused it.
+   */
+  readonly notices: boolean;
+  /** The tracker's coalescing interval: one round of notices per blob per this many ms. */
+  readonly noticeIntervalMs: number;
+  /** The tracker's cap on one blob's notices per second over all watchers (Infinity: the interval alone). */
+  readonly noticesPerBlobPerSecond: number;
   /** Simulation step: rates are recomputed and agents react at this granularity (ms). */
   readonly tickMs: number;
   /** Agents plan at least this often even when nothing happened (hedging and back-off expiry) (ms). */
@@ -77,6 +85,9 @@ export function uniformSwarm(swarm: UniformSwarm, overrides: Partial<SimConfig> 
     tuning: DEFAULT_SWARM_TUNING,
     maxUploads: DEFAULT_MAX_UPLOADS,
     maxLookupHolders: DEFAULT_MAX_LOOKUP_HOLDERS,
+    notices: true,
+    noticeIntervalMs: DEFAULT_NOTICE_INTERVAL_MS,
+    noticesPerBlobPerSecond: DEFAULT_NOTICES_PER_BLOB_PER_SECOND,
     tickMs: 5,
     idlePlanMs: 250,
     timeLimitMs: 3_600_000,
@@ -99,6 +110,8 @@ export function validateConfig(config: SimConfig): SimConfig {
   positive("timeLimitMs", config.timeLimitMs);
   positive("maxUploads", config.maxUploads);
   positive("maxLookupHolders", config.maxLookupHolders);
+  positive("noticeIntervalMs", config.noticeIntervalMs);
+  positive("noticesPerBlobPerSecond", config.noticesPerBlobPerSecond, false);
   if (config.nodes.length < 1 || config.nodes.length > 100_000)
     throw new SimError("ERR_SIM_INVALID_CONFIG", `nodes must be 1..100000, got ${config.nodes.length}`);
   if (Math.ceil(config.blobBytes / config.pieceBytes) > 65_536)

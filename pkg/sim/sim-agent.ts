@@ -1,8 +1,18 @@
 import type { Digest } from "../oci/index.js";
-import { MAX_PARKED_PIECES, type PickerState, PiecePicker, type PieceRequest, RequestBook, type SwarmPeer } from "../peer/index.js";
+import {
+  MAX_PARKED_PIECES,
+  type PickerState,
+  PiecePicker,
+  type PieceRequest,
+  type RefreshState,
+  RequestBook,
+  type SwarmPeer,
+  loopSleepMs,
+  refreshDue,
+} from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import type { LookupResult, MemoryTracker, TrackerSession } from "../tracker/index.js";
-import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_POLL_MS, type SimConfig } from "./config.js";
+import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_NOTICE_POLL_MS, GRANTEE_POLL_MS, type SimConfig } from "./config.js";
 import { SimPeers } from "./sim-peers.js";
 
 /** Simulated calls are never cancelled through a signal; every request shares this one controller. */
@@ -26,6 +36,8 @@ export interface World {
   wake(agent: SimAgent, atMs: number): void;
   /** An agent finished: the simulation counts it. */
   completed(agent: SimAgent): void;
+  /** The tracker sent `agent` a BlobChanged notice: it arrives a little later (agent.notice). */
+  notice(agent: SimAgent): void;
 }
 
 export interface AgentCounters {
@@ -36,6 +48,8 @@ export interface AgentCounters {
   /** Pieces received twice, or dropped for want of a hash, or cut off by a cancelled call. */
   wastedBytes: number;
   stalls: number;
+  /** BlobChanged notices received. */
+  notices: number;
 }
 
 type Phase = "idle" | "polling" | "origin" | "swarm" | "done";
@@ -51,7 +65,15 @@ export class SimAgent {
   readonly held: Uint8Array;
   heldCount = 0;
   completedAtMs: number | undefined;
-  readonly counters: AgentCounters = { lookups: 0, announces: 0, bytesFromPeers: 0, bytesFromOrigin: 0, wastedBytes: 0, stalls: 0 };
+  readonly counters: AgentCounters = {
+    lookups: 0,
+    announces: 0,
+    bytesFromPeers: 0,
+    bytesFromOrigin: 0,
+    wastedBytes: 0,
+    stalls: 0,
+    notices: 0,
+  };
   /** Upload streams this node serves now. */
   uploads = 0;
   /** The tick the world will next wake it at; the world's queue compares against this. */
@@ -71,6 +93,9 @@ export class SimAgent {
   private granteeAgentId: string | undefined;
   private lastRefreshMs = Number.NEGATIVE_INFINITY;
   private needRefresh = false;
+  /** A notice came since the last lookup (SwarmDownload's `noticed`). */
+  private noticed = false;
+  private answeredHolders = 0;
   private lastProgressMs = 0;
   private changed = true;
   private lastPlanMs = Number.NEGATIVE_INFINITY;
@@ -103,12 +128,30 @@ export class SimAgent {
   /** Registers with the tracker (the agent's session; its store holds nothing of the blob). */
   register(): void {
     const octet = (n: number): number => n & 0xff;
-    this.session = this.world.tracker.register({
-      agentId: this.agentId,
-      nodeName: `node-${this.index}`,
-      zone: this.zone,
-      peerAddress: `10.${octet(this.index >> 16)}.${octet(this.index >> 8)}.${octet(this.index)}:5052`,
-    });
+    this.session = this.world.tracker.register(
+      {
+        agentId: this.agentId,
+        nodeName: `node-${this.index}`,
+        zone: this.zone,
+        peerAddress: `10.${octet(this.index >> 16)}.${octet(this.index >> 8)}.${octet(this.index)}:5052`,
+      },
+      this.world.config.notices
+        ? {
+            onNotice: () => {
+              this.world.notice(this);
+              return true;
+            },
+          }
+        : {},
+    );
+  }
+
+  /** A BlobChanged notice arrived: a waiting fetcher asks again, a download looks up (after its minimum gap). */
+  notice(nowMs: number): void {
+    this.counters.notices++;
+    if (this.phase !== "polling" && this.phase !== "swarm") return;
+    this.noticed = true;
+    this.world.wake(this, nowMs);
   }
 
   heartbeat(): void {
@@ -185,7 +228,9 @@ export class SimAgent {
       return;
     }
     if (lookup.size === 0) {
-      this.world.wake(this, nowMs + GRANTEE_POLL_MS);
+      // With notices the grantee's first announce wakes it (notice()); the poll is the fallback.
+      const pollMs = this.world.config.notices ? GRANTEE_NOTICE_POLL_MS : GRANTEE_POLL_MS;
+      this.world.wake(this, Math.min(nowMs + pollMs, this.pollUntilMs));
       return;
     }
     this.phase = "swarm";
@@ -207,14 +252,16 @@ export class SimAgent {
     this.parked.clear();
     this.lastProgressMs = nowMs;
     this.lastRefreshMs = nowMs;
+    this.noticed = false;
     this.apply(first, nowMs);
   }
 
   /** One pass of the download loop (SwarmDownload.run). */
   private swarmStep(nowMs: number): void {
     const { tuning, idlePlanMs } = this.world.config;
-    const interval = this.parked.size > 0 ? tuning.parkedRefreshIntervalMs : tuning.refreshIntervalMs;
-    if (this.needRefresh || nowMs - this.lastRefreshMs >= interval) this.refresh(nowMs);
+    // The pace of this pass is set by what was parked when it began (SwarmDownload.run).
+    const parked = this.parked.size > 0;
+    if (refreshDue(tuning, this.refreshState(nowMs, parked))) this.refresh(nowMs);
     if (this.phase !== "swarm") return;
     if (this.changed || nowMs - this.lastPlanMs >= idlePlanMs) {
       this.changed = false;
@@ -233,7 +280,20 @@ export class SimAgent {
       this.stalled(nowMs);
       return;
     }
-    this.world.wake(this, nowMs + Math.min(interval, tuning.announceIntervalMs));
+    this.world.wake(this, nowMs + loopSleepMs(tuning, this.refreshState(nowMs, parked)));
+  }
+
+  private refreshState(nowMs: number, parked: boolean): RefreshState {
+    return {
+      nowMs,
+      lastRefreshMs: this.lastRefreshMs,
+      needRefresh: this.needRefresh,
+      noticed: this.noticed,
+      parked,
+      inflight: this.book.size,
+      crowded: this.answeredHolders >= this.world.config.maxLookupHolders,
+      notices: this.world.config.notices,
+    };
   }
 
   /** No progress for stallMs (SwarmFetcher's answer to a stalled round). */
@@ -276,6 +336,7 @@ export class SimAgent {
   private refresh(nowMs: number): void {
     this.lastRefreshMs = nowMs;
     this.needRefresh = false;
+    this.noticed = false;
     this.apply(this.lookup(false, []), nowMs);
     for (const index of [...this.parked]) {
       if (this.known[index] === 0) continue;
@@ -294,6 +355,7 @@ export class SimAgent {
     });
     this.peers.update(result.holders, nowMs);
     this.granteeAgentId = result.origin.granteeAgentId;
+    this.answeredHolders = result.holders.length;
     this.changed = true;
   }
 

@@ -48,6 +48,8 @@ export interface SimResult {
   readonly peerBytes: number;
   readonly lookups: number;
   readonly announces: number;
+  /** BlobChanged notices the agents received. */
+  readonly notices: number;
   readonly stalls: number;
   readonly simulatedSeconds: number;
   /** Wall-clock time the simulation took on this machine. */
@@ -71,6 +73,8 @@ export class Simulation implements World {
   private calls: Call[] = [];
   /** Agents due per tick index (a bucket queue; stale entries are skipped). */
   private readonly due = new Map<number, SimAgent[]>();
+  /** Other timed work per tick index: the tracker's rounds of notices, and notices on their way. */
+  private readonly events = new Map<number, { cancelled: boolean; run: () => void }[]>();
   private tick = 0;
   private nowMs = 0;
   private originBytes = 0;
@@ -89,6 +93,9 @@ export class Simulation implements World {
       maxLookupHolders: config.maxLookupHolders,
       grantStallTimeoutMs: GRANT_STALL_TIMEOUT_MS,
       id: "sim",
+      noticeIntervalMs: config.noticeIntervalMs,
+      noticesPerBlobPerSecond: config.noticesPerBlobPerSecond,
+      schedule: (task, delayMs) => this.at(this.nowMs + delayMs, task),
     });
     const up = new Float64Array(n + 1);
     const down = new Float64Array(n + 1);
@@ -113,6 +120,7 @@ export class Simulation implements World {
       this.advance(tickMs);
       this.tick++;
       this.nowMs = this.tick * tickMs;
+      this.runEvents();
       if (this.nowMs >= nextHeartbeatMs) {
         for (const agent of this.agents) agent.heartbeat();
         nextHeartbeatMs += HEARTBEAT_INTERVAL_MS;
@@ -185,6 +193,32 @@ export class Simulation implements World {
 
   completed(): void {
     this.done++;
+  }
+
+  notice(agent: SimAgent): void {
+    // The controller sits one in-zone hop from every node.
+    this.at(this.nowMs + this.config.latencyMs, () => {
+      agent.notice(this.nowMs);
+    });
+  }
+
+  /** Runs `task` at the first step at or after `atMs` (never the current one); returns its cancel function. */
+  private at(atMs: number, task: () => void): () => void {
+    const tick = Math.max(Math.ceil(atMs / this.config.tickMs - 1e-9), this.tick + 1);
+    const event = { cancelled: false, run: task };
+    const bucket = this.events.get(tick);
+    if (bucket === undefined) this.events.set(tick, [event]);
+    else bucket.push(event);
+    return () => {
+      event.cancelled = true;
+    };
+  }
+
+  private runEvents(): void {
+    const bucket = this.events.get(this.tick);
+    if (bucket === undefined) return;
+    this.events.delete(this.tick);
+    for (const event of bucket) if (!event.cancelled) event.run();
   }
 
   /** One step of the network: which calls send, at what rate, and what arrives. */
@@ -297,6 +331,7 @@ export class Simulation implements World {
       peerBytes,
       lookups: sum((a) => a.counters.lookups),
       announces: sum((a) => a.counters.announces),
+      notices: sum((a) => a.counters.notices),
       stalls: sum((a) => a.counters.stalls),
       simulatedSeconds: this.nowMs / 1000,
       wallSeconds,

@@ -14,6 +14,7 @@ import type { Digest } from "../oci/index.js";
 import { Backoff } from "../util/index.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
 import { decideRedirect } from "./leader-redirect.js";
+import { NoticeListeners } from "./notice-listeners.js";
 import { PublishedTags } from "./published-tags.js";
 import { ReannouncePacing, type ReannouncePacingOptions, Reannouncer } from "./reannounce-pacing.js";
 import {
@@ -89,6 +90,11 @@ export interface GrpcTrackerClientOptions {
    * Identity when absent; tests route it through an endpoint that keeps the pod IP as source address.
    */
   readonly dialLeader?: (leaderAddress: string) => string;
+  /**
+   * Ask the tracker for BlobChanged notices (Register.accepts_notices); true by default. False behaves as an
+   * agent from before notices (tests of mixed versions).
+   */
+  readonly acceptNotices?: boolean;
   /** Called with true when a session is registered and false when it is lost (e.g. for shoal_tracker_connected). */
   readonly onConnectionChange?: (connected: boolean) => void;
 }
@@ -130,10 +136,14 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private redirectsInARow = 0;
   private registerTimer: NodeJS.Timeout | undefined;
   private readonly unsubscribe: (() => void) | undefined;
+  private readonly notices: NoticeListeners;
+  /** The current session's tracker said it sends notices (Registered.sends_notices). */
+  private trackerSendsNotices = false;
 
   constructor(private readonly options: GrpcTrackerClientOptions) {
     this.identity = validateIdentity(options.identity);
     this.logger = options.logger;
+    this.notices = new NoticeListeners(options.logger);
     this.target = options.address;
     this.backoff = new Backoff({
       ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
@@ -157,6 +167,14 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
 
   get connected(): boolean {
     return this.state === "connected";
+  }
+
+  get sendsNotices(): boolean {
+    return this.state === "connected" && this.trackerSendsNotices && this.options.acceptNotices !== false;
+  }
+
+  watchBlob(digest: Digest, listener: () => void): () => void {
+    return this.notices.add(digest, listener);
   }
 
   /** Resolves once a session is registered; rejects when `signal` aborts or the client is closed. */
@@ -347,8 +365,11 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.awaitingDrain = false;
     call.on("data", (response: SessionResponse) => {
       if (call !== this.call) return;
-      if (response.kind?.$case === "registered") this.onRegistered(response.kind.value.trackerId, response.kind.value.reannounceSpreadMs);
-      else if (this.state === "connected") this.onCommand(response);
+      const kind = response.kind;
+      if (kind?.$case === "registered") this.onRegistered(kind.value.trackerId, kind.value.reannounceSpreadMs, kind.value.sendsNotices);
+      else if (kind?.$case === "blobChanged") {
+        if (this.state === "connected") this.notices.notify(kind.value.digest);
+      } else if (this.state === "connected") this.onCommand(response);
     });
     // Failures arrive as the final status below; this listener only keeps them from being thrown.
     call.on("error", () => undefined);
@@ -356,7 +377,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       this.onSessionEnded(call, result);
     });
     // Says how many blobs will follow: while they do, the tracker grants nobody the origin for a blob it does not know yet.
-    call.write(registerRequest(this.identity, this.inventory.size));
+    call.write(registerRequest(this.identity, this.inventory.size, this.options.acceptNotices !== false));
     if (this.target !== this.options.address) {
       // A redirect target is only as good as the replica that named it: if it does not register the
       // session within a lookup's deadline, give up on it and go back to the Service.
@@ -393,8 +414,9 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.connect();
   }
 
-  private onRegistered(trackerId: string, reannounceSpreadMs: number): void {
+  private onRegistered(trackerId: string, reannounceSpreadMs: number, sendsNotices: boolean): void {
     if (this.state !== "connecting") return;
+    this.trackerSendsNotices = sendsNotices;
     clearTimeout(this.registerTimer);
     this.redirectsInARow = 0;
     const previous = this.trackerId;
@@ -402,7 +424,13 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.state = "connected";
     this.backoff.reset();
     this.logger.info(
-      { trackerId, address: this.target, newTracker: previous !== undefined && previous !== trackerId, blobs: this.inventory.size },
+      {
+        trackerId,
+        address: this.target,
+        newTracker: previous !== undefined && previous !== trackerId,
+        blobs: this.inventory.size,
+        notices: sendsNotices,
+      },
       "tracker session registered",
     );
     // The tracker forgot this agent when the previous session ended: send the whole inventory again, paced

@@ -14,6 +14,15 @@ export {
   type TrackerEvent,
 } from "./memory-tracker.js";
 export { LocalTracker, type LocalTrackerOptions } from "./local-tracker.js";
+export {
+  BlobWatchers,
+  type BlobWatchersOptions,
+  type Scheduler,
+  DEFAULT_NOTICE_INTERVAL_MS,
+  DEFAULT_NOTICES_PER_BLOB_PER_SECOND,
+  MAX_WATCHES_PER_AGENT,
+  WATCH_TTL_MS,
+} from "./blob-watchers.js";
 export { TrackerServer, type TrackerServerOptions } from "./tracker-server.js";
 export { AnnounceGate, type AnnounceGateOptions, DEFAULT_ANNOUNCES_PER_SECOND, DEFAULT_ANNOUNCE_BURST } from "./announce-gate.js";
 export {

@@ -3,6 +3,7 @@ import type { Digest } from "../oci/index.js";
 import { TrackerError, isTrackerError } from "./errors.js";
 import type { Membership } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
+import { NoticeListeners } from "./notice-listeners.js";
 import { PublishedTags } from "./published-tags.js";
 import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateTagRecord } from "./validation.js";
@@ -17,6 +18,8 @@ export interface LocalTrackerOptions {
   readonly membership?: Membership;
   readonly reregisterDelayMs?: number;
   readonly onConnectionChange?: (connected: boolean) => void;
+  /** Take BlobChanged notices (true by default); false behaves as an agent from before notices. */
+  readonly acceptNotices?: boolean;
 }
 
 /**
@@ -33,15 +36,25 @@ export class LocalTracker implements Tracker {
   private activeUploads = 0;
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
+  private readonly notices: NoticeListeners;
 
   /** Registers at once; throws ERR_TRACKER_PERMISSION_DENIED when the membership refuses the agent. */
   constructor(private readonly options: LocalTrackerOptions) {
     this.logger = options.logger;
+    this.notices = new NoticeListeners(options.logger);
     this.session = this.register();
   }
 
   get connected(): boolean {
     return this.session?.open === true;
+  }
+
+  get sendsNotices(): boolean {
+    return this.connected && this.options.acceptNotices !== false;
+  }
+
+  watchBlob(digest: Digest, listener: () => void): () => void {
+    return this.notices.add(digest, listener);
   }
 
   lookup(digest: Digest, options: LookupOptions): Promise<LookupResult> {
@@ -127,6 +140,17 @@ export class LocalTracker implements Tracker {
   private register(): TrackerSession {
     const session = this.options.tracker.register(this.options.identity, {
       ...this.access(),
+      ...(this.options.acceptNotices === false
+        ? {}
+        : {
+            // Delivered on a later turn of the event loop, as over gRPC: never inside the announce that caused it.
+            onNotice: (digest: Digest) => {
+              setImmediate(() => {
+                if (!this.closed) this.notices.notify(digest);
+              });
+              return true;
+            },
+          }),
       onClose: (reason) => {
         this.logger.warn({ reason }, "tracker ended the session; registering again");
         this.options.onConnectionChange?.(false);

@@ -5,6 +5,7 @@ import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES } from "../piece/index.js";
 import { BlobClaims, type Claim, joinHashes, NO_HASHES } from "./blob-claims.js";
+import { BlobWatchers, type Scheduler } from "./blob-watchers.js";
 import { TrackerError } from "./errors.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
@@ -40,6 +41,12 @@ export interface MemoryTrackerOptions {
   readonly rebuildSettleMs?: number;
   readonly rebuildMaxMs?: number;
   readonly rebuildHoldMs?: number;
+  /** At most one round of BlobChanged notices per blob per this interval (blob-watchers.ts); its default when absent. */
+  readonly noticeIntervalMs?: number;
+  /** Notices of one blob per second over all its watchers (blob-watchers.ts); its default when absent. */
+  readonly noticesPerBlobPerSecond?: number;
+  /** Runs the end-of-interval round of notices; setTimeout (unref'd) by default. The simulator passes its clock's. */
+  readonly schedule?: Scheduler;
 }
 
 /** Why the tracker ended a session by itself. */
@@ -63,6 +70,11 @@ export interface RegisterOptions {
   readonly onCommand?: (command: AgentCommand) => void;
   /** Blobs the agent is about to re-announce (it lost its previous session); 0 on a first start. */
   readonly resumeBlobs?: number;
+  /**
+   * Tells the agent a blob it watches changed (BlobChanged); returns false when the notice was dropped (its
+   * stream is not draining). A session without it watches nothing (agents before notices).
+   */
+  readonly onNotice?: (digest: Digest) => boolean;
 }
 
 /**
@@ -139,6 +151,7 @@ interface AgentRecord {
   readonly principal: string | undefined;
   readonly onClose: ((reason: SessionCloseReason) => void) | undefined;
   readonly onCommand: ((command: AgentCommand) => void) | undefined;
+  readonly onNotice: ((digest: Digest) => boolean) | undefined;
   activeUploads: number;
   readonly blobs: Set<Digest>;
   /** Controller memory charged to this agent (MEMORY_BUDGET_PER_AGENT_BYTES): its holder entries and the records it created. */
@@ -183,6 +196,8 @@ export class MemoryTracker {
   private readonly grace: RebuildGrace;
   /** The agents of a node, for BlobClaims (one function shared by every blob). */
   private readonly sameNode = (nodeName: string): Iterable<string> => this.agentsByNode.get(nodeName) ?? [];
+  /** Who waits for news of which blob, and the notices that tell them. */
+  private readonly watchers: BlobWatchers;
 
   constructor(options: MemoryTrackerOptions) {
     this.id = options.id ?? randomUUID();
@@ -197,6 +212,24 @@ export class MemoryTracker {
       ...(options.rebuildSettleMs === undefined ? {} : { settleMs: options.rebuildSettleMs }),
       ...(options.rebuildMaxMs === undefined ? {} : { maxMs: options.rebuildMaxMs }),
       ...(options.rebuildHoldMs === undefined ? {} : { holdMs: options.rebuildHoldMs }),
+    });
+    const metrics = this.metrics;
+    this.watchers = new BlobWatchers({
+      now: this.now,
+      schedule: options.schedule ?? scheduleUnref,
+      ...(options.noticeIntervalMs === undefined ? {} : { intervalMs: options.noticeIntervalMs }),
+      ...(options.noticesPerBlobPerSecond === undefined ? {} : { perBlobPerSecond: options.noticesPerBlobPerSecond }),
+      deliver: (agentId, digest) => this.notify(agentId, digest),
+      ...(metrics === undefined
+        ? {}
+        : {
+            onNotice: (delivered: boolean) => {
+              (delivered ? metrics.noticesSent : metrics.noticesDropped).inc();
+            },
+            onWatches: (count: number) => {
+              metrics.watches.set(count);
+            },
+          }),
     });
     if (!(this.maxLookupHolders >= 1)) throw new RangeError(`maxLookupHolders must be at least 1, got ${this.maxLookupHolders}`);
     if (!(this.stallTimeoutMs > 0)) throw new RangeError(`grantStallTimeoutMs must be positive, got ${this.stallTimeoutMs}`);
@@ -238,6 +271,7 @@ export class MemoryTracker {
       principal: options.principal,
       onClose: options.onClose,
       onCommand: options.onCommand,
+      onNotice: options.onNotice,
       activeUploads: 0,
       blobs: new Set(),
       chargedBytes: 0,
@@ -298,7 +332,8 @@ export class MemoryTracker {
       this.metrics?.blobs.set(this.blobs.size);
     }
     const before = entry.claimOf(agentId);
-    const wasComplete = before?.holders.get(agentId)?.complete === true;
+    const previous = before?.holders.get(agentId);
+    const wasComplete = previous?.complete === true;
     const claim = placement.kind === "create" ? entry.create(a, agent) : placement.claim;
     const { added, overwritten } = entry.record(claim, joinHashes(placement.carried, a.hashes));
     if (added + overwritten > 0) this.forgetAnswer(claim);
@@ -337,7 +372,11 @@ export class MemoryTracker {
     if (a.complete) {
       this.released.delete(a.digest);
       this.discardContradicted(a.digest, entry, claim);
+      this.watchers.unwatch(agentId, a.digest);
     }
+    // News for the agents waiting on this blob: a new holder, more pieces (or their hashes), a complete copy.
+    if (previous === undefined || (a.complete && !wasComplete) || a.heldPieces > previous.heldPieces || added > 0)
+      this.watchers.changed(a.digest, agentId);
   }
 
   /** A corroborated claim wins: the claims it contradicts go, and their complete holders are excluded for the blob. */
@@ -359,9 +398,12 @@ export class MemoryTracker {
   withdraw(agentId: string, digest: Digest): void {
     const agent = this.agent(agentId);
     this.forget(agent, digest);
+    this.watchers.unwatch(agentId, digest);
     if (this.grants.get(digest)?.agentId === agentId) {
       this.grants.delete(digest);
       this.logger.debug({ agentId, digest }, "origin grant released: withdrawn");
+      // Whoever waits for the grantee's pieces may now be granted the fetch itself.
+      this.watchers.changed(digest);
     }
   }
 
@@ -477,6 +519,11 @@ export class MemoryTracker {
         this.random,
       ) ?? [];
     this.metrics?.lookups.inc({ result: granted ? "granted" : holders.length > 0 ? "holders" : retryAfterMs > 0 ? "retry" : "none" });
+    // Interest is implied by the lookup: an agent that takes notices hears when the blob changes, until it holds it.
+    if (asker.onNotice !== undefined) {
+      if (this.holdsComplete(agentId, digest)) this.watchers.unwatch(agentId, digest);
+      else this.watchers.watch(agentId, digest);
+    }
     return {
       size: blob?.size ?? 0,
       pieceSize: blob?.pieceSize ?? 0,
@@ -486,6 +533,11 @@ export class MemoryTracker {
       askerZone: asker.identity.zone,
       ...(retryAfterMs > 0 ? { retryAfterMs } : {}),
     };
+  }
+
+  /** (agent, blob) pairs notices are sent for (blob-watchers.ts). */
+  get watchCount(): number {
+    return this.watchers.size;
   }
 
   /** Sessions open now. */
@@ -570,11 +622,13 @@ export class MemoryTracker {
     this.grace.dropped(agentId);
     for (const digest of [...agent.blobs]) this.forget(agent, digest);
     this.tags.forget(agentId);
+    this.watchers.forget(agentId);
     const now = this.now();
     for (const [digest, grant] of this.grants) {
       if (grant.agentId !== agentId) continue;
       this.grants.delete(digest);
       this.released.set(digest, { agentId, atMs: now });
+      this.watchers.changed(digest);
     }
     for (const [digest, r] of this.released) if (now - r.atMs >= RELEASED_GRANT_MEMORY_MS) this.released.delete(digest);
     const onNode = this.agentsByNode.get(agent.identity.nodeName);
@@ -647,6 +701,18 @@ export class MemoryTracker {
     this.answeredPieces -= list.length;
   }
 
+  /** Hands a notice to the agent's session; false when it was dropped. */
+  private notify(agentId: string, digest: Digest): boolean {
+    const agent = this.agents.get(agentId);
+    if (agent?.onNotice === undefined) return false;
+    try {
+      return agent.onNotice(digest);
+    } catch (error: unknown) {
+      this.logger.warn({ err: error, agentId }, "notice not delivered");
+      return false;
+    }
+  }
+
   private exhausted(agentId: string, message: string): TrackerError {
     this.metrics?.requestsRejected.inc({ reason: "exhausted" });
     this.logger.warn({ agentId }, message);
@@ -695,6 +761,15 @@ export class MemoryTracker {
 }
 
 const OPEN = new OpenMembership();
+
+/** setTimeout that keeps no process alive (a round of notices is never worth waiting for at exit). */
+function scheduleUnref(task: () => void, delayMs: number): () => void {
+  const timer = setTimeout(task, delayMs);
+  timer.unref();
+  return () => {
+    clearTimeout(timer);
+  };
+}
 
 class Session implements TrackerSession {
   constructor(

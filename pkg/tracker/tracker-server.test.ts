@@ -77,10 +77,10 @@ describe("TrackerServer input validation", () => {
     return session;
   }
 
-  it("answers register with the tracker id and the re-announce spread for the sessions it holds", async () => {
+  it("answers register with the tracker id, the re-announce spread for the sessions it holds and that it sends notices", async () => {
     const session = await registered("ok");
     assert.deepEqual(session.responses[0], {
-      kind: { $case: "registered", value: { trackerId: tracker.id, reannounceSpreadMs: spreadForSessions(1) } },
+      kind: { $case: "registered", value: { trackerId: tracker.id, reannounceSpreadMs: spreadForSessions(1), sendsNotices: true } },
     });
     session.cancel();
     await eventually(() => {

@@ -54,6 +54,7 @@ import {
   tagRecordToWire,
 } from "./wire.js";
 import type { AgentIdentity } from "./tracker.js";
+import { noticeWriter } from "./notice-writer.js";
 
 /** The server pings an idle connection this often, so a dead agent's session ends within ~15 s. */
 export const SERVER_KEEPALIVE_TIME_MS = 10_000;
@@ -345,10 +346,11 @@ export class TrackerServer {
         onCommand: (command) => {
           call.write(commandResponse(command));
         },
+        ...(kind.value.acceptsNotices ? { onNotice: noticeWriter(call) } : {}),
       });
       // The more agents hold sessions, the wider those coming back after a fail-over spread their re-announce.
       const reannounceSpreadMs = spreadForSessions(this.options.tracker.sessionCount);
-      call.write({ kind: { $case: "registered", value: { trackerId: this.options.tracker.id, reannounceSpreadMs } } });
+      call.write({ kind: { $case: "registered", value: { trackerId: this.options.tracker.id, reannounceSpreadMs, sendsNotices: true } } });
       this.registered++;
       return opened;
     }

@@ -113,6 +113,18 @@ export interface Tracker {
    * ERR_TRACKER_UNAVAILABLE when the tracker cannot be reached.
    */
   resolveTag(key: TagKey, signal?: AbortSignal): Promise<TagRecord | undefined>;
+  /**
+   * Calls `listener` whenever the tracker says `digest` changed (BlobChanged: another agent announced a new
+   * copy, pieces or hashes of it, or its origin grant was released). The tracker tells only agents that
+   * looked the blob up within the last few seconds, so a listener must keep looking it up now and then
+   * (slowly: see `sendsNotices`). Returns the function that ends the subscription; call it on every exit.
+   */
+  watchBlob(digest: Digest, listener: () => void): () => void;
+  /**
+   * Whether the tracker of the current session sends notices. False without a session and with a tracker
+   * from before notices: callers then poll at the old pace.
+   */
+  readonly sendsNotices: boolean;
   /** The load this agent reports in heartbeats. */
   setActiveUploads(count: number): void;
   readonly connected: boolean;

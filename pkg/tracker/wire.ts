@@ -18,13 +18,15 @@ import { SHA256_BYTES, validateDigest } from "./validation.js";
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
 
 /** `resumeBlobs`: how many blobs the agent is about to re-announce on this session (Register.resume_blobs). */
-export function registerRequest(identity: AgentIdentity, resumeBlobs = 0): SessionRequest {
+/** `acceptsNotices`: the agent takes BlobChanged notices (Register.accepts_notices). */
+export function registerRequest(identity: AgentIdentity, resumeBlobs = 0, acceptsNotices = false): SessionRequest {
   const value: Register = {
     agentId: identity.agentId,
     nodeName: identity.nodeName,
     zone: identity.zone,
     peerAddress: identity.peerAddress,
     resumeBlobs,
+    acceptsNotices,
   };
   return { kind: { $case: "register", value } };
 }
@@ -88,6 +90,11 @@ export function announceRequests(announcement: BlobAnnouncement): SessionRequest
     );
   }
   return requests;
+}
+
+/** A BlobChanged notice: `digest` changed since the agent last looked it up. */
+export function noticeResponse(digest: Digest): SessionResponse {
+  return { kind: { $case: "blobChanged", value: { digest } } };
 }
 
 export function withdrawRequest(digest: Digest): SessionRequest {

@@ -95,6 +95,11 @@ export interface Register {
    * the tracker holds back origin grants for blobs it does not know yet (LookupResponse.retry_after_ms).
    */
   resumeBlobs: number;
+  /**
+   * The agent takes BlobChanged notices: the tracker then remembers the blobs it looks up and does not hold
+   * complete, and tells it when they change. Agents before notices leave it false and get none.
+   */
+  acceptsNotices: boolean;
 }
 
 /** What an agent holds of one blob. A later announce of the same digest replaces the earlier one. */
@@ -135,10 +140,22 @@ export interface Heartbeat {
 }
 
 export interface SessionResponse {
-  kind?: { $case: "registered"; value: Registered } | { $case: "prefetch"; value: PrefetchAssignment } | {
-    $case: "prefetchCancel";
-    value: PrefetchCancel;
-  } | undefined;
+  kind?:
+    | { $case: "registered"; value: Registered }
+    | { $case: "prefetch"; value: PrefetchAssignment }
+    | { $case: "prefetchCancel"; value: PrefetchCancel }
+    | { $case: "blobChanged"; value: BlobChanged }
+    | undefined;
+}
+
+/**
+ * Another agent's announce added a holder of a blob this agent looked up lately (within a few seconds) and
+ * does not hold complete, added pieces or hashes to it, or completed it; or the blob's origin grant was
+ * released. Carries no state: the agent looks the blob up again. At most one per blob and agent per short
+ * interval; notices to a session whose stream does not drain are dropped, so an agent keeps a slow poll.
+ */
+export interface BlobChanged {
+  digest: string;
 }
 
 export interface Registered {
@@ -149,6 +166,11 @@ export interface Registered {
    * delay within it), scaled by the tracker with the sessions it holds; 0: the agent's own default.
    */
   reannounceSpreadMs: number;
+  /**
+   * The tracker sends BlobChanged notices to sessions that accept them. False from trackers before notices:
+   * the agent then polls at the old pace.
+   */
+  sendsNotices: boolean;
 }
 
 export interface LookupRequest {
@@ -501,7 +523,7 @@ export const SessionRequest: MessageFns<SessionRequest> = {
 };
 
 function createBaseRegister(): Register {
-  return { agentId: "", nodeName: "", zone: "", peerAddress: "", resumeBlobs: 0 };
+  return { agentId: "", nodeName: "", zone: "", peerAddress: "", resumeBlobs: 0, acceptsNotices: false };
 }
 
 export const Register: MessageFns<Register> = {
@@ -520,6 +542,9 @@ export const Register: MessageFns<Register> = {
     }
     if (message.resumeBlobs !== 0) {
       writer.uint32(40).uint32(message.resumeBlobs);
+    }
+    if (message.acceptsNotices !== false) {
+      writer.uint32(48).bool(message.acceptsNotices);
     }
     return writer;
   },
@@ -577,6 +602,14 @@ export const Register: MessageFns<Register> = {
             message.resumeBlobs = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.acceptsNotices = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -612,6 +645,11 @@ export const Register: MessageFns<Register> = {
         : isSet(object.resume_blobs)
         ? globalThis.Number(object.resume_blobs)
         : 0,
+      acceptsNotices: isSet(object.acceptsNotices)
+        ? globalThis.Boolean(object.acceptsNotices)
+        : isSet(object.accepts_notices)
+        ? globalThis.Boolean(object.accepts_notices)
+        : false,
     };
   },
 
@@ -632,6 +670,9 @@ export const Register: MessageFns<Register> = {
     if (message.resumeBlobs !== 0) {
       obj.resumeBlobs = Math.round(message.resumeBlobs);
     }
+    if (message.acceptsNotices !== false) {
+      obj.acceptsNotices = message.acceptsNotices;
+    }
     return obj;
   },
 
@@ -645,6 +686,7 @@ export const Register: MessageFns<Register> = {
     message.zone = object.zone ?? "";
     message.peerAddress = object.peerAddress ?? "";
     message.resumeBlobs = object.resumeBlobs ?? 0;
+    message.acceptsNotices = object.acceptsNotices ?? false;
     return message;
   },
 };
@@ -1110,6 +1152,9 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       case "prefetchCancel":
         PrefetchCancel.encode(message.kind.value, writer.uint32(26).fork()).join();
         break;
+      case "blobChanged":
+        BlobChanged.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1151,6 +1196,14 @@ export const SessionResponse: MessageFns<SessionResponse> = {
             message.kind = { $case: "prefetchCancel", value: PrefetchCancel.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "blobChanged", value: BlobChanged.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1173,6 +1226,10 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         ? { $case: "prefetchCancel", value: PrefetchCancel.fromJSON(object.prefetchCancel) }
         : isSet(object.prefetch_cancel)
         ? { $case: "prefetchCancel", value: PrefetchCancel.fromJSON(object.prefetch_cancel) }
+        : isSet(object.blobChanged)
+        ? { $case: "blobChanged", value: BlobChanged.fromJSON(object.blobChanged) }
+        : isSet(object.blob_changed)
+        ? { $case: "blobChanged", value: BlobChanged.fromJSON(object.blob_changed) }
         : undefined,
     };
   },
@@ -1185,6 +1242,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       obj.prefetch = PrefetchAssignment.toJSON(message.kind.value);
     } else if (message.kind?.$case === "prefetchCancel") {
       obj.prefetchCancel = PrefetchCancel.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "blobChanged") {
+      obj.blobChanged = BlobChanged.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -1213,13 +1272,86 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         }
         break;
       }
+      case "blobChanged": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "blobChanged", value: BlobChanged.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
     return message;
   },
 };
 
+function createBaseBlobChanged(): BlobChanged {
+  return { digest: "" };
+}
+
+export const BlobChanged: MessageFns<BlobChanged> = {
+  encode(message: BlobChanged, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.digest !== "") {
+      writer.uint32(10).string(message.digest);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BlobChanged {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBlobChanged();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BlobChanged {
+    return { digest: isSet(object.digest) ? globalThis.String(object.digest) : "" };
+  },
+
+  toJSON(message: BlobChanged): unknown {
+    const obj: any = {};
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BlobChanged>): BlobChanged {
+    return BlobChanged.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BlobChanged>): BlobChanged {
+    const message = createBaseBlobChanged();
+    message.digest = object.digest ?? "";
+    return message;
+  },
+};
+
 function createBaseRegistered(): Registered {
-  return { trackerId: "", reannounceSpreadMs: 0 };
+  return { trackerId: "", reannounceSpreadMs: 0, sendsNotices: false };
 }
 
 export const Registered: MessageFns<Registered> = {
@@ -1229,6 +1361,9 @@ export const Registered: MessageFns<Registered> = {
     }
     if (message.reannounceSpreadMs !== 0) {
       writer.uint32(16).uint32(message.reannounceSpreadMs);
+    }
+    if (message.sendsNotices !== false) {
+      writer.uint32(24).bool(message.sendsNotices);
     }
     return writer;
   },
@@ -1262,6 +1397,14 @@ export const Registered: MessageFns<Registered> = {
             message.reannounceSpreadMs = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sendsNotices = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1286,6 +1429,11 @@ export const Registered: MessageFns<Registered> = {
         : isSet(object.reannounce_spread_ms)
         ? globalThis.Number(object.reannounce_spread_ms)
         : 0,
+      sendsNotices: isSet(object.sendsNotices)
+        ? globalThis.Boolean(object.sendsNotices)
+        : isSet(object.sends_notices)
+        ? globalThis.Boolean(object.sends_notices)
+        : false,
     };
   },
 
@@ -1297,6 +1445,9 @@ export const Registered: MessageFns<Registered> = {
     if (message.reannounceSpreadMs !== 0) {
       obj.reannounceSpreadMs = Math.round(message.reannounceSpreadMs);
     }
+    if (message.sendsNotices !== false) {
+      obj.sendsNotices = message.sendsNotices;
+    }
     return obj;
   },
 
@@ -1307,6 +1458,7 @@ export const Registered: MessageFns<Registered> = {
     const message = createBaseRegistered();
     message.trackerId = object.trackerId ?? "";
     message.reannounceSpreadMs = object.reannounceSpreadMs ?? 0;
+    message.sendsNotices = object.sendsNotices ?? false;
     return message;
   },
 };
