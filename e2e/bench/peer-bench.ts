@@ -95,7 +95,8 @@ async function serveCommands(handle: (command: string) => Promise<Reply | undefi
         process.stdout.write(`${JSON.stringify({ started: true })}\n`);
         continue;
       }
-      const reply = await handle(cmd);
+      // A failed transfer is answered, not thrown: the main process reports it instead of waiting for a reply.
+      const reply = await handle(cmd).catch((error: unknown) => ({ error: error instanceof Error ? error.message : String(error) }));
       if (reply === undefined) return;
       process.stdout.write(`${JSON.stringify(reply)}\n`);
     }
@@ -174,7 +175,9 @@ async function peerDownload(
   }
   let nextBatch = 0;
   let bytes = 0;
-  const signal = AbortSignal.timeout(600_000);
+  // The first failed call stops the others (a refused stream, a bad piece): the run fails as a whole.
+  const failed = new AbortController();
+  const signal = AbortSignal.any([AbortSignal.timeout(600_000), failed.signal]);
   const started = performance.now();
   const worker = async (): Promise<void> => {
     for (let batch = batches[nextBatch++]; batch !== undefined; batch = batches[nextBatch++]) {
@@ -187,7 +190,14 @@ async function peerDownload(
       }
     }
   };
-  await Promise.all(Array.from({ length: config.callsInFlight }, worker));
+  await Promise.all(
+    Array.from({ length: config.callsInFlight }, () =>
+      worker().catch((error: unknown) => {
+        failed.abort(error);
+        throw error;
+      }),
+    ),
+  );
   return { seconds: (performance.now() - started) / 1000, bytes };
 }
 

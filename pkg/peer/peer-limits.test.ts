@@ -108,6 +108,46 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     }
   });
 
+  it("a client at the per-connection cap that starts each call as the last one ends is never refused", async () => {
+    // 16 slots: a connection may hold 4, as many calls as the swarm keeps in flight per peer. The server
+    // frees a call's slot before its trailers, so a call started once they arrive always finds it free.
+    const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
+    // Closing a blob reader takes a while here (a busy thread pool does that): the response is over before.
+    const slowClose = new Proxy(store, {
+      get(target, key, receiver): unknown {
+        if (key !== "openReader") return Reflect.get(target, key, receiver) as unknown;
+        return async (...args: Parameters<DiskBlobStore["openReader"]>) => {
+          const reader = await target.openReader(...args);
+          return new Proxy(reader, {
+            get(r, k, rr): unknown {
+              const value = Reflect.get(r, k, rr) as unknown;
+              if (k !== "close" || typeof value !== "function") return typeof value === "function" ? value.bind(r) : value;
+              return async () => {
+                await sleep(50);
+                await reader.close();
+              };
+            },
+          });
+        };
+      },
+    });
+    const server = await fixture.server({ store: slowClose, maxConcurrentUploads: 16, metrics });
+    const client = fixture.client();
+    const callsPerWorker = 6;
+    const worker = async (first: number): Promise<number> => {
+      let pieces = 0;
+      for (let call = 0; call < callsPerWorker; call++) {
+        const index = (first + call) % 8;
+        pieces += (await collect(client.readPieces(server.address, all([index, (index + 1) % 8]), signal()))).length;
+      }
+      return pieces;
+    };
+    const served = await Promise.all([0, 2, 4, 6].map(worker));
+    assert.deepEqual(served, [12, 12, 12, 12]);
+    const rejected = (await metrics.peerUploadsRejected.get()).values[0]?.value ?? 0;
+    assert.equal(rejected, 0, "no call was refused");
+  });
+
   it("holds the node-wide bytes/s cap across concurrent streams", async () => {
     const rate = 8 * MiB;
     const server = await fixture.server({ store, uploadBytesPerSecond: rate });

@@ -251,9 +251,22 @@ export class PeerServer {
     stream.once("close", onGone);
     this.calls.add(controller);
     if (this.closing !== undefined) controller.abort(new PeerStatus(GrpcStatus.UNAVAILABLE, "peer is shutting down"));
-    let slot = false;
     /** The connection the slot is counted against (the stream forgets its session once closed). */
     const session = stream.session;
+    let slot = false;
+    // Released before the response's trailers go out (readPieces calls it), not after the file is closed: the
+    // client starts its next call as soon as it has them, and must not find this one still counted.
+    const releaseSlot = (): void => {
+      if (!slot) return;
+      slot = false;
+      this.active--;
+      if (session !== undefined) {
+        const left = (this.perConnection.get(session) ?? 1) - 1;
+        if (left > 0) this.perConnection.set(session, left);
+        else this.perConnection.delete(session);
+      }
+      this.options.metrics?.peerUploadsActive.dec();
+    };
     try {
       const body = await readRequest(stream, controller.signal);
       if (method === "stat") {
@@ -278,7 +291,7 @@ export class PeerServer {
       this.active++;
       if (session !== undefined) this.perConnection.set(session, held + 1);
       this.options.metrics?.peerUploadsActive.inc();
-      await this.readPieces(stream, digest, blob, request, controller.signal);
+      await this.readPieces(stream, digest, blob, request, controller.signal, releaseSlot);
     } catch (error: unknown) {
       const reason: unknown = controller.signal.aborted ? controller.signal.reason : error;
       const peerStatus =
@@ -292,15 +305,7 @@ export class PeerServer {
     } finally {
       stream.off("close", onGone);
       this.calls.delete(controller);
-      if (slot) {
-        this.active--;
-        if (session !== undefined) {
-          const left = (this.perConnection.get(session) ?? 1) - 1;
-          if (left > 0) this.perConnection.set(session, left);
-          else this.perConnection.delete(session);
-        }
-        this.options.metrics?.peerUploadsActive.dec();
-      }
+      releaseSlot();
     }
   }
 
@@ -328,6 +333,8 @@ export class PeerServer {
     blob: HeldBlob,
     request: ReadPiecesRequest,
     signal: AbortSignal,
+    /** Frees the upload slot; called before the trailers are sent. */
+    releaseSlot: () => void,
   ): Promise<void> {
     const { store, metrics } = this.options;
     const writer = new PieceWriter({
@@ -363,6 +370,7 @@ export class PeerServer {
           throw error;
         }
       }
+      releaseSlot();
       writer.finish();
     } finally {
       writer.dispose();
