@@ -17,8 +17,10 @@ import { SHA256_BYTES, validateDigest } from "./validation.js";
 
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
 
-/** `resumeBlobs`: how many blobs the agent is about to re-announce on this session (Register.resume_blobs). */
-/** `acceptsNotices`: the agent takes BlobChanged notices (Register.accepts_notices). */
+/**
+ * `resumeBlobs`: how many blobs the agent is about to re-announce on this session (Register.resume_blobs).
+ * `acceptsNotices`: the agent takes BlobChanged notices (Register.accepts_notices).
+ */
 export function registerRequest(identity: AgentIdentity, resumeBlobs = 0, acceptsNotices = false): SessionRequest {
   const value: Register = {
     agentId: identity.agentId,
