@@ -34,9 +34,14 @@ const DISCONNECT_MS = 5_000;
  * Scenarios whose origin bound the data path does not hold on every run yet (three runs when these
  * tests were written: SIGKILL of the grantee 1.00-1.07 × F, paused leader 3.2-3.7 × F, cut-off
  * agent 1.0-2.5 × F; the baseline 1.001 × F every time). Remove an entry once it passes every run.
+ * SIGKILL, three later runs of the same code: 1.057, 1.312 and 1.036 × F. In the 1.31 run the
+ * restarted grantee fetched a quarter of the image from the origin after its restart while another
+ * agent fetched the other three quarters (the diagnostic's per-agent split); in the other two one agent
+ * fetched the rest. Why two agents fetched at once there is not known yet.
  */
 const ORIGIN_BOUND_TODO: Readonly<Record<string, string>> = {
-  sigkill: "1.00-1.07 × F: pieces the killed grantee fetched but had not relayed are fetched again",
+  sigkill:
+    "1.00-1.31 × F: pieces the killed grantee fetched but had not relayed are fetched again, and in one run two agents fetched the rest at once",
   pause:
     "3.2-3.7 × F before agents kept to their peers without a tracker; within 1.05 × F since (one CI run): to be made strict once it holds every run",
   disconnect: "1.0-2.5 × F: after reconnecting, the cut-off agent (and some peers) fetch from the origin",
