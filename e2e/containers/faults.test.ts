@@ -6,6 +6,7 @@
 // scenario, marked TODO where the data path does not hold it yet (ORIGIN_BOUND_TODO), so the figure
 // is printed and checked on every run without failing it.
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type GeneratedImageLayout, generateImageLayout } from "../../pkg/imagegen/index.js";
@@ -80,6 +81,8 @@ describe(
       readonly finished: Set<string>;
       /** Each agent's shoal_origin_bytes_fetched_total before the round. */
       readonly fetchedBefore: ReadonlyMap<AgentNode, number>;
+      /** Wall clock when the round began (the logs' time). */
+      readonly startedAtMs: number;
     }
 
     /** Origin egress of each finished scenario, for its bound test. */
@@ -99,6 +102,7 @@ describe(
       await c.origin.push(layout, "faults/app", tag);
       const image = layout.images[0];
       assert.ok(image);
+      const startedAtMs = Date.now();
       const fetchedBefore = await originFetched();
       const mark = await c.origin.mark();
       const finished = new Set<string>();
@@ -115,7 +119,7 @@ describe(
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       assert.equal(finished.size, 0, "no node finished before the fault");
-      return { layout, imageBytes: image.imageBytes, mark, pulls, finished, fetchedBefore };
+      return { layout, imageBytes: image.imageBytes, mark, pulls, finished, fetchedBefore, startedAtMs };
     }
 
     /** Records what the origin sent in the round (checked by the scenario's bound test) and prints who fetched it. */
@@ -216,6 +220,15 @@ describe(
       await recordOrigin("sigkill", round, (text) => {
         t.diagnostic(text);
       });
+      // Who went to the origin and why, and where the tracker moved the grant: what tells a run of ~1.0 × F
+      // from one where two agents fetched the rest at once.
+      const pods = [
+        ...c.agents.map((a) => ({ name: a.nodeName, pod: a.pod, container: "agent" })),
+        ...(await c.readyControllers()).map((pod) => ({ name: pod.options.name, pod, container: "controller" })),
+      ];
+      for (const { name, pod, container } of pods)
+        for (const line of await originLogLines(join(pod.options.podDir, "logs", `${container}.log`), round.startedAtMs))
+          t.diagnostic(`${name}: ${line}`);
     });
     originBound("sigkill");
 
@@ -271,3 +284,23 @@ describe(
     originBound("disconnect");
   },
 );
+
+/** A container log's lines about the origin (JSON lines whose message names it) since `sinceMs`, shortened. */
+async function originLogLines(file: string, sinceMs: number): Promise<string[]> {
+  const text = await readFile(file, "utf8").catch(() => "");
+  const lines: string[] = [];
+  for (const raw of text.split("\n")) {
+    if (!raw.includes("origin")) continue;
+    let entry: { time?: unknown; msg?: unknown; digest?: unknown; reason?: unknown; from?: unknown; to?: unknown };
+    try {
+      entry = JSON.parse(raw) as typeof entry;
+    } catch {
+      continue;
+    }
+    if (typeof entry.time !== "number" || entry.time < sinceMs || typeof entry.msg !== "string" || !entry.msg.includes("origin")) continue;
+    const digest = typeof entry.digest === "string" ? entry.digest.slice(7, 19) : "";
+    const extra = [entry.reason, entry.from, entry.to].filter((v) => typeof v === "string").join(" ");
+    lines.push(`+${((entry.time - sinceMs) / 1000).toFixed(1)} s ${entry.msg} ${digest} ${extra}`.trim());
+  }
+  return lines;
+}

@@ -195,6 +195,15 @@ export class SwarmFetcher implements BlobFetcher {
       degraded = lookup !== undefined;
     }
     if (lookup === undefined || lookup.origin.granted || lookup.size === 0) {
+      // Which agent went to the origin, and why, is what an operator (or a test) asks when the origin sent more than once.
+      this.options.logger.info(
+        {
+          digest: request.digest,
+          reason: lookup === undefined ? "no tracker" : lookup.origin.granted ? "granted" : "no holder announced it in time",
+          granteeWaitedMs: Math.round(granteeWaitedMs),
+        },
+        "fetching the blob from the origin",
+      );
       await this.fromOrigin(request, signal, started);
       metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
       return;
