@@ -5,14 +5,14 @@ import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES } from "../piece/index.js";
 import { BlobClaims, type Claim, joinHashes, NO_HASHES } from "./blob-claims.js";
-import { BlobWatchers, type Scheduler } from "./blob-watchers.js";
+import { BlobWatchers, type RoundChanges, type Scheduler } from "./blob-watchers.js";
 import { TrackerError } from "./errors.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
 import { validatePrefetchReport } from "./prefetch.js";
 import { RebuildGrace } from "./rebuild-grace.js";
 import { TagDirectory } from "./tag-directory.js";
-import type { AgentIdentity, BlobAnnouncement, LookupResult, TagKey, TagRecord } from "./tracker.js";
+import type { AgentIdentity, BlobAnnouncement, BlobChange, HolderInfo, LookupResult, TagKey, TagRecord } from "./tracker.js";
 import { validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
 
 /** A grantee that announces no new pieces for this long loses the grant to the next asker. */
@@ -24,6 +24,14 @@ const RELEASED_GRANT_MEMORY_MS = 60_000;
  * listing all of thousands would make each answer megabytes and each lookup O(holders).
  */
 export const DEFAULT_MAX_LOOKUP_HOLDERS = 50;
+/**
+ * Largest change a notice carries, in bytes of holder bitmaps and piece hashes; a larger one is sent as
+ * "look it up". Bounds every notice (a lookup answer of a big blob is larger still) and keeps a round of
+ * notices to hundreds of watchers cheap.
+ */
+export const MAX_NOTICE_DELTA_BYTES = 64 * 1024;
+/** Bytes a holder costs a notice besides its bitmap (identity strings, field tags), for MAX_NOTICE_DELTA_BYTES. */
+const NOTICE_HOLDER_BYTES = 160;
 
 export interface MemoryTrackerOptions {
   readonly logger: Logger;
@@ -47,6 +55,11 @@ export interface MemoryTrackerOptions {
   readonly noticesPerBlobPerSecond?: number;
   /** Runs the end-of-interval round of notices; setTimeout (unref'd) by default. The simulator passes its clock's. */
   readonly schedule?: Scheduler;
+  /**
+   * Notices carry the change (BlobChange) when it can be told exactly; true by default. False: every notice
+   * says only "look it up", as trackers before deltas did (the simulator's comparison, tests of mixed versions).
+   */
+  readonly noticeDeltas?: boolean;
 }
 
 /** Why the tracker ended a session by itself. */
@@ -71,10 +84,11 @@ export interface RegisterOptions {
   /** Blobs the agent is about to re-announce (it lost its previous session); 0 on a first start. */
   readonly resumeBlobs?: number;
   /**
-   * Tells the agent a blob it watches changed (BlobChanged); returns false when the notice was dropped (its
-   * stream is not draining). A session without it watches nothing (agents before notices).
+   * Tells the agent a blob it watches changed (BlobChanged), with what changed when that can be told
+   * exactly (else undefined: look it up); returns false when the notice was dropped (its stream is not
+   * draining). A session without it watches nothing (agents before notices).
    */
-  readonly onNotice?: (digest: Digest) => boolean;
+  readonly onNotice?: (digest: Digest, change: BlobChange | undefined) => boolean;
 }
 
 /**
@@ -151,11 +165,30 @@ interface AgentRecord {
   readonly principal: string | undefined;
   readonly onClose: ((reason: SessionCloseReason) => void) | undefined;
   readonly onCommand: ((command: AgentCommand) => void) | undefined;
-  readonly onNotice: ((digest: Digest) => boolean) | undefined;
+  readonly onNotice: ((digest: Digest, change: BlobChange | undefined) => boolean) | undefined;
   activeUploads: number;
   readonly blobs: Set<Digest>;
   /** Controller memory charged to this agent (MEMORY_BUDGET_PER_AGENT_BYTES): its holder entries and the records it created. */
   chargedBytes: number;
+}
+
+/**
+ * What a watcher was last told of a blob (by its lookup, then by notices with a change), so that a notice
+ * can carry exactly what a lookup would now add: the claim it was answered with and how the answer was
+ * chosen (it must still be the one chosen), how many of the claim's hashes it knows, and whether the
+ * answer was a sample of a crowd (then notices only say "changed").
+ */
+interface WatchView {
+  /** Undefined: the lookup answered with no claim (nobody announced the blob yet). */
+  readonly claim: Claim<AgentRecord> | undefined;
+  readonly excluded: ReadonlySet<string>;
+  readonly expectedSize: number | undefined;
+  readonly revision: number;
+  readonly crowded: boolean;
+  /** The first `hashesTold` of the claim's hash log. */
+  hashesTold: number;
+  /** A notice to it was dropped since: what it knows is unknown, so notices say "look it up" until its next lookup. */
+  stale: boolean;
 }
 
 interface Grant {
@@ -197,7 +230,8 @@ export class MemoryTracker {
   /** The agents of a node, for BlobClaims (one function shared by every blob). */
   private readonly sameNode = (nodeName: string): Iterable<string> => this.agentsByNode.get(nodeName) ?? [];
   /** Who waits for news of which blob, and the notices that tell them. */
-  private readonly watchers: BlobWatchers;
+  private readonly watchers: BlobWatchers<WatchView>;
+  private readonly noticeDeltas: boolean;
 
   constructor(options: MemoryTrackerOptions) {
     this.id = options.id ?? randomUUID();
@@ -214,12 +248,13 @@ export class MemoryTracker {
       ...(options.rebuildHoldMs === undefined ? {} : { holdMs: options.rebuildHoldMs }),
     });
     const metrics = this.metrics;
-    this.watchers = new BlobWatchers({
+    this.noticeDeltas = options.noticeDeltas ?? true;
+    this.watchers = new BlobWatchers<WatchView>({
       now: this.now,
       schedule: options.schedule ?? scheduleUnref,
       ...(options.noticeIntervalMs === undefined ? {} : { intervalMs: options.noticeIntervalMs }),
       ...(options.noticesPerBlobPerSecond === undefined ? {} : { perBlobPerSecond: options.noticesPerBlobPerSecond }),
-      deliver: (agentId, digest) => this.notify(agentId, digest),
+      deliver: (agentId, digest, view, changes) => this.notify(agentId, digest, view, changes),
       ...(metrics === undefined
         ? {}
         : {
@@ -522,7 +557,16 @@ export class MemoryTracker {
     // Interest is implied by the lookup: an agent that takes notices hears when the blob changes, until it holds it.
     if (asker.onNotice !== undefined) {
       if (this.holdsComplete(agentId, digest)) this.watchers.unwatch(agentId, digest);
-      else this.watchers.watch(agentId, digest);
+      else
+        this.watchers.watch(agentId, digest, {
+          claim: blob,
+          excluded: excludedSet,
+          expectedSize,
+          revision: blob?.revision ?? 0,
+          crowded: holders.length >= this.maxLookupHolders,
+          hashesTold: blob?.knownHashes ?? 0,
+          stale: false,
+        });
     }
     return {
       size: blob?.size ?? 0,
@@ -701,16 +745,66 @@ export class MemoryTracker {
     this.answeredPieces -= list.length;
   }
 
-  /** Hands a notice to the agent's session; false when it was dropped. */
-  private notify(agentId: string, digest: Digest): boolean {
+  /** Hands a notice to the agent's session, with the change when it can be told exactly; false when it was dropped. */
+  private notify(agentId: string, digest: Digest, view: WatchView, changes: RoundChanges): boolean {
     const agent = this.agents.get(agentId);
     if (agent?.onNotice === undefined) return false;
+    const change = this.noticeDeltas ? this.changeFor(agentId, digest, view, changes) : undefined;
+    let delivered: boolean;
     try {
-      return agent.onNotice(digest);
+      delivered = agent.onNotice(digest, change);
     } catch (error: unknown) {
       this.logger.warn({ err: error, agentId }, "notice not delivered");
-      return false;
+      delivered = false;
     }
+    if (!delivered) view.stale = true;
+    else if (change !== undefined) {
+      view.hashesTold = view.claim?.knownHashes ?? 0;
+      this.metrics?.noticeDeltas.inc();
+    }
+    return delivered;
+  }
+
+  /**
+   * What a lookup by `agentId` would now add to what it was told (`view`), or undefined when that cannot
+   * be told exactly and cheaply: the answer was a sample of a crowd (or would be now), another claim would
+   * be answered with, a hash was written over, a notice was dropped, more holders changed than a round
+   * lists, a changed holder left the claim, or the change is over MAX_NOTICE_DELTA_BYTES. Never more than a
+   * lookup would answer: the same claim, chosen the same way, its holders as a lookup lists them.
+   */
+  private changeFor(agentId: string, digest: Digest, view: WatchView, changes: RoundChanges): BlobChange | undefined {
+    if (view.stale || view.crowded || view.claim === undefined || changes.holders === undefined) return undefined;
+    const grantee = this.grants.get(digest)?.agentId;
+    const claim = this.blobs.get(digest)?.choose(agentId, view.excluded, view.expectedSize, grantee);
+    if (claim !== view.claim || claim.revision !== view.revision) return undefined;
+    // A lookup lists every holder but the asker while they fit in one answer; past that it samples them.
+    if (claim.holders.size - (claim.holders.has(agentId) ? 1 : 0) >= this.maxLookupHolders) return undefined;
+    const holders: HolderInfo[] = [];
+    let bytes = 0;
+    for (const id of changes.holders) {
+      if (id === agentId) continue;
+      const holding = claim.holders.get(id);
+      const member = this.agents.get(id);
+      if (holding === undefined || member === undefined) return undefined;
+      holders.push({ ...member.identity, complete: holding.complete, bitmap: holding.bitmap ?? NO_BITMAP, activeUploads: member.activeUploads });
+      bytes += NOTICE_HOLDER_BYTES + (holding.bitmap?.length ?? 0);
+    }
+    const from = Math.min(view.hashesTold, claim.knownHashes);
+    const count = claim.knownHashes - from;
+    if (bytes + count * (PIECE_HASH_BYTES + 4) > MAX_NOTICE_DELTA_BYTES) return undefined;
+    const indices = claim.hashLog.slice(from, claim.knownHashes);
+    const hashBytes = new Uint8Array(count * PIECE_HASH_BYTES);
+    for (let i = 0; i < count; i++) {
+      const index = indices[i] ?? 0;
+      hashBytes.set(claim.hashBytes.subarray(index * PIECE_HASH_BYTES, (index + 1) * PIECE_HASH_BYTES), i * PIECE_HASH_BYTES);
+    }
+    return {
+      size: claim.size,
+      pieceSize: claim.pieceSize,
+      holders,
+      hashes: { indices, bytes: hashBytes },
+      granteeAgentId: grantee,
+    };
   }
 
   private exhausted(agentId: string, message: string): TrackerError {
@@ -761,6 +855,7 @@ export class MemoryTracker {
 }
 
 const OPEN = new OpenMembership();
+const NO_BITMAP = new Uint8Array(0);
 
 /** setTimeout that keeps no process alive (a round of notices is never worth waiting for at exit). */
 function scheduleUnref(task: () => void, delayMs: number): () => void {
