@@ -31,7 +31,7 @@ export const DEFAULT_NOTICES_PER_BLOB_PER_SECOND = 500;
  * Agents whose announces one round tells of, at most: beyond it the round says only "changed" (each watcher
  * looks the blob up), because listing them would make a notice as large as a lookup answer.
  */
-export const MAX_CHANGED_HOLDERS_PER_ROUND = 8;
+export const MAX_CHANGED_HOLDERS_PER_ROUND = 50;
 
 /** What changed of a blob since its last round of notices. */
 export interface RoundChanges {
