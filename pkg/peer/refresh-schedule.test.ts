@@ -47,13 +47,32 @@ describe("refresh schedule", () => {
     assert.equal(pollIntervalMs(tuning, { parked: true, notices: true, crowded: true }), 50);
   });
 
-  it("with notices that carry the change, looks up on the fallback poll and on a notice that says so, not for a parked piece", () => {
+  it("with notices that carry the change, looks up on the fallback poll, a notice that says so, and a parked piece after the gap", () => {
     const deltas = { deltas: true };
-    assert.equal(refreshDue(tuning, state({ ...deltas, needRefresh: true })), false, "the notice with the hash is on its way");
-    assert.equal(refreshDue(tuning, state({ ...deltas, needRefresh: true, parked: true, nowMs: 10_000 + tuning.noticeParkedRefreshIntervalMs - 1 })), false);
-    assert.equal(refreshDue(tuning, state({ ...deltas, needRefresh: true, parked: true, nowMs: 10_000 + tuning.noticeParkedRefreshIntervalMs })), true, "the parked fallback poll");
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, nowMs: 10_000 + tuning.minLookupGapMs })),
+      false,
+      "a relay that missed waits for the notice",
+    );
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, parked: true, nowMs: 10_000 + tuning.minLookupGapMs - 1 })),
+      false,
+    );
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, parked: true, nowMs: 10_000 + tuning.minLookupGapMs })),
+      true,
+      "a parked piece, after the gap",
+    );
     assert.equal(refreshDue(tuning, state({ ...deltas, nowMs: 10_000 + tuning.noticeRefreshIntervalMs })), true, "the fallback poll");
-    assert.equal(refreshDue(tuning, state({ ...deltas, noticed: true, nowMs: 10_000 + tuning.minLookupGapMs })), true, "a notice that says look it up");
-    assert.equal(refreshDue(tuning, state({ ...deltas, needRefresh: true, notices: false })), true, "the session lost its notices: as before");
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, noticed: true, nowMs: 10_000 + tuning.minLookupGapMs })),
+      true,
+      "a notice that says look it up",
+    );
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, notices: false })),
+      true,
+      "the session lost its notices: as before",
+    );
   });
 });

@@ -56,7 +56,7 @@ export function pollIntervalMs(tuning: RefreshTuning, state: Pick<RefreshState, 
 /** Whether to look the blob up now. */
 export function refreshDue(tuning: RefreshTuning, state: RefreshState): boolean {
   const since = state.nowMs - state.lastRefreshMs;
-  if (state.needRefresh && !(state.deltas && state.notices)) return true;
+  if (state.needRefresh && (!(state.deltas && state.notices) || (state.parked && since >= tuning.minLookupGapMs))) return true;
   if (heeds(tuning, state) && since >= tuning.minLookupGapMs) return true;
   return since >= pollIntervalMs(tuning, state);
 }

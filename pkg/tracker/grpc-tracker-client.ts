@@ -24,7 +24,16 @@ import {
   validatePrefetchAssignment,
   validatePrefetchReport,
 } from "./prefetch.js";
-import type { AgentIdentity, BlobAnnouncement, BlobChangeListener, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
+import type {
+  AgentIdentity,
+  BlobAnnouncement,
+  BlobChangeListener,
+  LookupOptions,
+  LookupResult,
+  TagKey,
+  TagRecord,
+  Tracker,
+} from "./tracker.js";
 import {
   inventoryEntry,
   validateActiveUploads,
@@ -435,7 +444,10 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     }
     if (parsed.malformed !== undefined) {
       this.options.onNotice?.("malformed");
-      this.logger.debug({ digest: parsed.digest, reason: parsed.malformed }, "tracker notice with a malformed change; looking the blob up instead");
+      this.logger.debug(
+        { digest: parsed.digest, reason: parsed.malformed },
+        "tracker notice with a malformed change; looking the blob up instead",
+      );
     } else this.options.onNotice?.(parsed.change === undefined ? "lookup" : "delta");
     this.notices.notify(parsed.digest, parsed.change);
   }

@@ -5,7 +5,17 @@ import type { Membership } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
 import { NoticeListeners } from "./notice-listeners.js";
 import { PublishedTags } from "./published-tags.js";
-import type { AgentIdentity, BlobAnnouncement, BlobChange, BlobChangeListener, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
+import type {
+  AgentIdentity,
+  BlobAnnouncement,
+  BlobChange,
+  BlobChangeListener,
+  LookupOptions,
+  LookupResult,
+  TagKey,
+  TagRecord,
+  Tracker,
+} from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateTagRecord } from "./validation.js";
 
 /** Wait before registering again after the tracker ended the session itself. */

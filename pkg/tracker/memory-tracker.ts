@@ -786,7 +786,12 @@ export class MemoryTracker {
       const holding = claim.holders.get(id);
       const member = this.agents.get(id);
       if (holding === undefined || member === undefined) return undefined;
-      holders.push({ ...member.identity, complete: holding.complete, bitmap: holding.bitmap ?? NO_BITMAP, activeUploads: member.activeUploads });
+      holders.push({
+        ...member.identity,
+        complete: holding.complete,
+        bitmap: holding.bitmap ?? NO_BITMAP,
+        activeUploads: member.activeUploads,
+      });
       bytes += NOTICE_HOLDER_BYTES + (holding.bitmap?.length ?? 0);
     }
     const from = Math.min(view.hashesTold, claim.knownHashes);

@@ -192,7 +192,9 @@ export function validateBlobChange(change: BlobChange): BlobChange {
   for (const holder of holders) {
     validateAgentId(holder.agentId);
     if (!holder.complete && holder.bitmap.length !== bitmapBytes)
-      throw invalid(`notice holder ${holder.agentId.slice(0, 128)} has a bitmap of ${holder.bitmap.length} bytes; ${pieces} pieces need ${bitmapBytes}`);
+      throw invalid(
+        `notice holder ${holder.agentId.slice(0, 128)} has a bitmap of ${holder.bitmap.length} bytes; ${pieces} pieces need ${bitmapBytes}`,
+      );
   }
   if (hashes.bytes.length !== hashes.indices.length * SHA256_BYTES)
     throw invalid(`notice has ${hashes.bytes.length} bytes of hashes for ${hashes.indices.length} pieces`);

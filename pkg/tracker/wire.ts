@@ -14,7 +14,14 @@ import {
   type TagRecord as WireTagRecord,
 } from "../gen/tracker/v1/tracker.js";
 import type { AgentCommand, PrefetchAssignment, PrefetchReport, PrefetchState } from "./prefetch.js";
-import { type AgentIdentity, type BlobAnnouncement, type BlobChange, type HolderInfo, type LookupResult, type TagRecord } from "./tracker.js";
+import {
+  type AgentIdentity,
+  type BlobAnnouncement,
+  type BlobChange,
+  type HolderInfo,
+  type LookupResult,
+  type TagRecord,
+} from "./tracker.js";
 import { TrackerError } from "./errors.js";
 import { SHA256_BYTES, validateBlobChange, validateDigest } from "./validation.js";
 
