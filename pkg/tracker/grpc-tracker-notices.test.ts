@@ -238,4 +238,64 @@ describe("the agent's session loop and message kinds it does not know", () => {
       server.forceShutdown();
     }
   });
+
+  it("a malformed notice is counted and handed on as 'look it up'; one with a bad digest is dropped; the session stays", async () => {
+    const delta = {
+      size: PIECES * 4,
+      pieceSize: 4,
+      holders: [],
+      hashIndices: [1],
+      hashBytes: Buffer.from(pieceHash(1)),
+      granteeAgentId: "",
+    };
+    const server = new Server();
+    const calls: ServerDuplexStream<SessionRequest, SessionResponse>[] = [];
+    server.addService(TrackerServiceService, {
+      session: (call: ServerDuplexStream<SessionRequest, SessionResponse>) => {
+        calls.push(call);
+        call.on("error", () => undefined);
+        call.once("data", () => {
+          call.write({ kind: { $case: "registered", value: { trackerId: "odd", reannounceSpreadMs: 0, sendsNotices: true } } });
+          call.write({ kind: { $case: "blobChanged", value: { digest: "sha256:bad", delta } } });
+          call.write({ kind: { $case: "blobChanged", value: { digest: D, delta: { ...delta, hashBytes: Buffer.alloc(31) } } } });
+          call.write({ kind: { $case: "blobChanged", value: { digest: D, delta: { ...delta, hashIndices: [PIECES] } } } });
+          call.write({ kind: { $case: "blobChanged", value: { digest: D, delta } } });
+        });
+        call.on("end", () => {
+          call.end();
+        });
+      },
+      lookup: () => undefined,
+      resolveTag: () => undefined,
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) => {
+        if (error === null) resolve(bound);
+        else reject(error);
+      });
+    });
+    const kinds: string[] = [];
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("agent"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      onNotice: (kind) => kinds.push(kind),
+    });
+    const changes: (number[] | undefined)[] = [];
+    const stop = client.watchBlob(D, (change) => changes.push(change === undefined ? undefined : Array.from(change.hashes.indices)));
+    const heard = listen(client, D);
+    try {
+      await heard.reached(3);
+      assert.deepEqual(kinds, ["malformed", "malformed", "malformed", "delta"]);
+      assert.deepEqual(changes, [undefined, undefined, [1]], "the malformed ones say look it up; the good one carries its hash");
+      assert.equal(client.connected, true);
+    } finally {
+      stop();
+      heard.stop();
+      await client.close();
+      for (const call of calls) call.end();
+      server.forceShutdown();
+    }
+  });
 });
