@@ -57,12 +57,18 @@ describe("BlobChanged with a delta on the wire", () => {
   });
 
   for (const [name, bad] of [
-    ["a bitmap of the wrong length", change({ holders: [{ ...testIdentity("a"), complete: false, bitmap: new Uint8Array(1), activeUploads: 0 }] })],
+    [
+      "a bitmap of the wrong length",
+      change({ holders: [{ ...testIdentity("a"), complete: false, bitmap: new Uint8Array(1), activeUploads: 0 }] }),
+    ],
     ["a hash that is not 32 bytes", change({ hashes: { indices: [1], bytes: new Uint8Array(31) } })],
     ["a hash index out of range", change({ hashes: { indices: [PIECES], bytes: new Uint8Array(32) } })],
     ["a hash given twice", change({ hashes: { indices: [1, 1], bytes: new Uint8Array(64) } })],
     ["a piece size of 0", change({ pieceSize: 0 })],
-    ["an empty holder id", change({ holders: [{ ...testIdentity("a"), agentId: "", complete: true, bitmap: new Uint8Array(0), activeUploads: 0 }] })],
+    [
+      "an empty holder id",
+      change({ holders: [{ ...testIdentity("a"), agentId: "", complete: true, bitmap: new Uint8Array(0), activeUploads: 0 }] }),
+    ],
   ] as const) {
     it(`a change with ${name} is dropped, and the notice says look it up`, () => {
       const got = overTheWire(D, bad);
