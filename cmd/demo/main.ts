@@ -173,6 +173,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
           agentCpuSeconds:
             before === undefined || after === undefined ? null : Math.round((after.cpuSeconds - before.cpuSeconds) * 100) / 100,
           agentPeakRssBytes: after?.peakRssBytes ?? null,
+          trackerLookups: bytes.lookups,
           trackerNotices: bytes.notices,
           trackerNoticeDeltas: bytes.noticeDeltas,
           digestsVerified: outcome.digestsVerified,

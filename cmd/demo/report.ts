@@ -24,6 +24,8 @@ export interface NodeResult {
   readonly agentCpuSeconds: number | null;
   /** The agent's peak resident set size (VmHWM) by the end of the round, bytes; null where not measurable. */
   readonly agentPeakRssBytes: number | null;
+  /** Tracker lookups the agent made (shoal_tracker_lookups_total). */
+  readonly trackerLookups: number;
   /** BlobChanged notices the agent received, and of them those that carried the change (no lookup needed). */
   readonly trackerNotices: number;
   readonly trackerNoticeDeltas: number;

@@ -41,7 +41,8 @@ export interface NodeBytes {
   readonly sentToPeers: number;
   /** Peer bytes received and not kept, by reason (shoal_peer_bytes_wasted_total). */
   readonly wasted: Readonly<Record<WasteReason, number>>;
-  /** Notices received from the tracker, and of them those that carried the change. */
+  /** Tracker lookups; notices received from the tracker, and of them those that carried the change. */
+  readonly lookups: number;
   readonly notices: number;
   readonly noticeDeltas: number;
 }
@@ -133,6 +134,7 @@ export class Swarm {
       wasted: Object.fromEntries(
         WASTE_REASONS.map((reason) => [reason, metricValue(text, "shoal_peer_bytes_wasted_total", `reason="${reason}"`)]),
       ) as Record<WasteReason, number>,
+      lookups: metricValue(text, "shoal_tracker_lookups_total"),
       notices: metricValue(text, "shoal_tracker_notices_received_total"),
       noticeDeltas: metricValue(text, "shoal_tracker_notices_received_total", 'kind="delta"'),
     };

@@ -365,10 +365,13 @@ export class SwarmDownload {
         ...(excludedAgents.length > 0 ? { excludedAgents } : {}),
         ...(this.ctx.expectedSize === undefined ? {} : { expectedSize: this.ctx.expectedSize }),
       });
+      // Counted like the fetcher's lookups: the agent's shoal_tracker_lookups_total is all of its lookups.
+      this.ctx.metrics.trackerLookups.inc({ result: result.holders.length > 0 ? "holders" : "none" });
       this.ctx.knownPeers?.remember(partial.digest, result.holders, this.ctx.self?.agentId);
       this.apply(result, false);
     } catch (error) {
       if (signal.aborted) throw error;
+      this.ctx.metrics.trackerLookups.inc({ result: "unavailable" });
       // Degraded: no tracker. The peers this download knows, and those they know, tell what they hold
       // (and the hashes of it) themselves.
       const candidates = [
