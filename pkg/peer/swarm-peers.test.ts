@@ -88,4 +88,3 @@ describe("SwarmPeers: a notice's change merged", () => {
     assert.deepEqual(ids(peers.all()), ["b"]);
   });
 });
-

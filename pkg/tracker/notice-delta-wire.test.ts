@@ -29,10 +29,9 @@ function change(over: Partial<BlobChange> = {}): BlobChange {
 
 /** Encoded and decoded as the agent receives it. */
 function overTheWire(digest: string, c: BlobChange | undefined) {
-  const response = SessionResponse.decode(SessionResponse.encode(noticeResponse(D, c)).finish());
-  assert.equal(response.kind?.$case, "blobChanged");
-  const value = response.kind.$case === "blobChanged" ? response.kind.value : assert.fail();
-  return noticeFromWire({ ...value, digest });
+  const kind = SessionResponse.decode(SessionResponse.encode(noticeResponse(D, c)).finish()).kind;
+  if (kind?.$case !== "blobChanged") return assert.fail(`decoded as ${kind?.$case ?? "nothing"}`);
+  return noticeFromWire({ ...kind.value, digest });
 }
 
 describe("BlobChanged with a delta on the wire", () => {
