@@ -107,51 +107,6 @@ describe("swarm download driven by the tracker's notices", () => {
     await origin.close();
   });
 
-  it("a download completes from notices alone while the grantee is still fetching from the origin", async () => {
-    const blob = await origin.addBlob({ size: 8 * 1024 * 1024 + 77, seed: "notices-only" });
-    // A slow origin: the grantee holds the blob only after seconds, piece by piece.
-    origin.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: 2 * 1024 * 1024 });
-    const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
-    const tracker = new MemoryTracker({ logger, metrics });
-    const server = await TrackerServer.start({ host: "127.0.0.1", port: 0, tracker, metrics, logger });
-    const clients: GrpcTrackerClient[] = [];
-    const nodes: SwarmNode[] = [];
-    try {
-      for (const name of ["grantee", "follower"]) {
-        nodes.push(
-          await SwarmNode.start({
-            name,
-            tracker: (identity, nodeLogger) => {
-              const client = new GrpcTrackerClient({ address: server.address, identity, logger: nodeLogger, ...FAST_CLIENT_OPTIONS });
-              clients.push(client);
-              return client;
-            },
-            origin: { host: origin.host, url: origin.url },
-            tuning: NOTICES_ONLY,
-          }),
-        );
-      }
-      const [grantee, follower] = nodes;
-      assert.ok(grantee && follower);
-      const granteePull = grantee.pull(origin.host, NAME, blob.digest);
-      await eventually(() => {
-        assert.equal(tracker.snapshot().grants[0]?.agentId, grantee.agentId);
-      }, 10_000);
-      const pulled = await follower.pull(origin.host, NAME, blob.digest);
-      assert.equal(digestOf(pulled.bytes), blob.digest);
-      assert.equal(pulled.source, "peer");
-      assert.equal(digestOf((await granteePull).bytes), blob.digest);
-      assert.equal(origin.blobBytesServed, blob.size, "one copy from the origin: the follower waited for the grantee's pieces");
-      const sent = (await metrics.registry.getSingleMetric("shoal_tracker_notices_sent_total")?.get())?.values[0]?.value ?? 0;
-      assert.ok(sent >= 1, `the follower was told of the grantee's pieces (${sent} notices)`);
-    } finally {
-      await Promise.all(nodes.map((n) => n.stop()));
-      for (const client of clients) await client.close();
-      await server.close();
-      origin.clearScripts();
-    }
-  });
-
   /**
    * The grantee fetches a slow blob from the origin; the follower (NOTICES_ONLY: it never polls) downloads it
    * from the grantee as it arrives. Returns the follower's lookups and the notices it received, by kind.
@@ -215,8 +170,8 @@ describe("swarm download driven by the tracker's notices", () => {
     }
   }
 
-  it("notices that carry the change spare the lookups: fewer lookups than notices", async () => {
-    const { lookups, notices, deltas } = await follow("deltas", (change) => change);
+  it("a download completes from notices alone while the grantee is still fetching, and their changes spare the lookups", async () => {
+    const { lookups, notices, deltas } = await follow("notices-only", (change) => change);
     assert.ok(deltas >= 1, `notices carried changes (${deltas} of ${notices})`);
     assert.ok(lookups < notices, `${lookups} lookups for ${notices} notices: a notice with the change needs none`);
   });

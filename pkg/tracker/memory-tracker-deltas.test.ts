@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { MemoryTracker, MAX_NOTICE_DELTA_BYTES, type TrackerSession } from "./memory-tracker.js";
-import { bitmapOf, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
+import { bitmapOf, manualClock, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
 import type { BlobChange, LookupResult } from "./tracker.js";
 
 const logger = pino({ level: "silent" });
@@ -15,23 +15,16 @@ const SIZE = PIECES * PIECE;
 
 /** A MemoryTracker on a hand-moved clock with hand-run timers; every notice (digest, change) is recorded per agent. */
 function setup(options: { maxLookupHolders?: number; noticeDeltas?: boolean; refuse?: (agentId: string) => boolean } = {}) {
-  let nowMs = 1_000;
-  const timers: { atMs: number; task: () => void; cancelled: boolean }[] = [];
+  const clock = manualClock();
   const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
   const tracker = new MemoryTracker({
     logger,
     metrics,
-    now: () => nowMs,
+    now: clock.now,
     grantStallTimeoutMs: 60_000,
     ...(options.maxLookupHolders === undefined ? {} : { maxLookupHolders: options.maxLookupHolders }),
     ...(options.noticeDeltas === undefined ? {} : { noticeDeltas: options.noticeDeltas }),
-    schedule: (task, delayMs) => {
-      const timer = { atMs: nowMs + delayMs, task, cancelled: false };
-      timers.push(timer);
-      return () => {
-        timer.cancelled = true;
-      };
-    },
+    schedule: clock.schedule,
   });
   const notices = new Map<string, { digest: Digest; change: BlobChange | undefined }[]>();
   const register = (agentId: string): TrackerSession => {
@@ -52,15 +45,7 @@ function setup(options: { maxLookupHolders?: number; noticeDeltas?: boolean; ref
     last: (agentId: string) => notices.get(agentId)?.at(-1),
     /** Moves the clock past the notice interval, running the rounds due. */
     advance(ms = 100) {
-      const until = nowMs + ms;
-      for (;;) {
-        const next = timers.filter((t) => !t.cancelled && t.atMs <= until).sort((a, b) => a.atMs - b.atMs)[0];
-        if (next === undefined) break;
-        timers.splice(timers.indexOf(next), 1);
-        nowMs = next.atMs;
-        next.task();
-      }
-      nowMs = until;
+      clock.advance(ms);
     },
   };
 }
