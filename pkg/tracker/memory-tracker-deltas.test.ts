@@ -3,7 +3,8 @@ import { describe, it } from "node:test";
 import { pino } from "pino";
 import { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import { MemoryTracker, MAX_NOTICE_DELTA_BYTES, type TrackerSession } from "./memory-tracker.js";
+import { MemoryTracker, type TrackerSession } from "./memory-tracker.js";
+import { MAX_NOTICE_DELTA_BYTES } from "./notice-delta.js";
 import { bitmapOf, manualClock, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
 import type { BlobChange, LookupResult } from "./tracker.js";
 

@@ -12,7 +12,8 @@ import type { AgentCommand, PrefetchReport } from "./prefetch.js";
 import { validatePrefetchReport } from "./prefetch.js";
 import { RebuildGrace } from "./rebuild-grace.js";
 import { TagDirectory } from "./tag-directory.js";
-import type { AgentIdentity, BlobAnnouncement, BlobChange, HolderInfo, LookupResult, TagKey, TagRecord } from "./tracker.js";
+import { changeFor, type WatchView } from "./notice-delta.js";
+import type { AgentIdentity, BlobAnnouncement, BlobChange, LookupResult, TagKey, TagRecord } from "./tracker.js";
 import { validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
 
 /** A grantee that announces no new pieces for this long loses the grant to the next asker. */
@@ -24,14 +25,6 @@ const RELEASED_GRANT_MEMORY_MS = 60_000;
  * listing all of thousands would make each answer megabytes and each lookup O(holders).
  */
 export const DEFAULT_MAX_LOOKUP_HOLDERS = 50;
-/**
- * Largest change a notice carries, in bytes of holder bitmaps and piece hashes; a larger one is sent as
- * "look it up". Bounds every notice (a lookup answer of a big blob is larger still) and keeps a round of
- * notices to hundreds of watchers cheap.
- */
-export const MAX_NOTICE_DELTA_BYTES = 64 * 1024;
-/** Bytes a holder costs a notice besides its bitmap (identity strings, field tags), for MAX_NOTICE_DELTA_BYTES. */
-const NOTICE_HOLDER_BYTES = 160;
 
 export interface MemoryTrackerOptions {
   readonly logger: Logger;
@@ -172,25 +165,6 @@ interface AgentRecord {
   chargedBytes: number;
 }
 
-/**
- * What a watcher was last told of a blob (by its lookup, then by notices with a change), so that a notice
- * can carry exactly what a lookup would now add: the claim it was answered with and how the answer was
- * chosen (it must still be the one chosen), how many of the claim's hashes it knows, and whether the
- * answer was a sample of a crowd (then notices only say "changed").
- */
-interface WatchView {
-  /** Undefined: the lookup answered with no claim (nobody announced the blob yet). */
-  readonly claim: Claim<AgentRecord> | undefined;
-  readonly excluded: ReadonlySet<string>;
-  readonly expectedSize: number | undefined;
-  readonly revision: number;
-  readonly crowded: boolean;
-  /** The first `hashesTold` of the claim's hash log. */
-  hashesTold: number;
-  /** A notice to it was dropped since: what it knows is unknown, so notices say "look it up" until its next lookup. */
-  stale: boolean;
-}
-
 interface Grant {
   readonly agentId: string;
   readonly grantedAtMs: number;
@@ -230,7 +204,7 @@ export class MemoryTracker {
   /** The agents of a node, for BlobClaims (one function shared by every blob). */
   private readonly sameNode = (nodeName: string): Iterable<string> => this.agentsByNode.get(nodeName) ?? [];
   /** Who waits for news of which blob, and the notices that tell them. */
-  private readonly watchers: BlobWatchers<WatchView>;
+  private readonly watchers: BlobWatchers<WatchView<AgentRecord>>;
   private readonly noticeDeltas: boolean;
 
   constructor(options: MemoryTrackerOptions) {
@@ -249,7 +223,7 @@ export class MemoryTracker {
     });
     const metrics = this.metrics;
     this.noticeDeltas = options.noticeDeltas ?? true;
-    this.watchers = new BlobWatchers<WatchView>({
+    this.watchers = new BlobWatchers<WatchView<AgentRecord>>({
       now: this.now,
       schedule: options.schedule ?? scheduleUnref,
       ...(options.noticeIntervalMs === undefined ? {} : { intervalMs: options.noticeIntervalMs }),
@@ -746,10 +720,20 @@ export class MemoryTracker {
   }
 
   /** Hands a notice to the agent's session, with the change when it can be told exactly; false when it was dropped. */
-  private notify(agentId: string, digest: Digest, view: WatchView, changes: RoundChanges): boolean {
+  private notify(agentId: string, digest: Digest, view: WatchView<AgentRecord>, changes: RoundChanges): boolean {
     const agent = this.agents.get(agentId);
     if (agent?.onNotice === undefined) return false;
-    const change = this.noticeDeltas ? this.changeFor(agentId, digest, view, changes) : undefined;
+    const change = this.noticeDeltas
+      ? changeFor({
+          watcher: agentId,
+          claims: this.blobs.get(digest),
+          grantee: this.grants.get(digest)?.agentId,
+          view,
+          changes,
+          maxLookupHolders: this.maxLookupHolders,
+          agent: (id) => this.agents.get(id),
+        })
+      : undefined;
     let delivered: boolean;
     try {
       delivered = agent.onNotice(digest, change);
@@ -763,53 +747,6 @@ export class MemoryTracker {
       this.metrics?.noticeDeltas.inc();
     }
     return delivered;
-  }
-
-  /**
-   * What a lookup by `agentId` would now add to what it was told (`view`), or undefined when that cannot
-   * be told exactly and cheaply: the answer was a sample of a crowd (or would be now), another claim would
-   * be answered with, a hash was written over, a notice was dropped, more holders changed than a round
-   * lists, a changed holder left the claim, or the change is over MAX_NOTICE_DELTA_BYTES. Never more than a
-   * lookup would answer: the same claim, chosen the same way, its holders as a lookup lists them.
-   */
-  private changeFor(agentId: string, digest: Digest, view: WatchView, changes: RoundChanges): BlobChange | undefined {
-    if (view.stale || view.crowded || view.claim === undefined || changes.holders === undefined) return undefined;
-    const grantee = this.grants.get(digest)?.agentId;
-    const claim = this.blobs.get(digest)?.choose(agentId, view.excluded, view.expectedSize, grantee);
-    if (claim !== view.claim || claim.revision !== view.revision) return undefined;
-    // A lookup lists every holder but the asker while they fit in one answer; past that it samples them.
-    if (claim.holders.size - (claim.holders.has(agentId) ? 1 : 0) >= this.maxLookupHolders) return undefined;
-    const holders: HolderInfo[] = [];
-    let bytes = 0;
-    for (const id of changes.holders) {
-      if (id === agentId) continue;
-      const holding = claim.holders.get(id);
-      const member = this.agents.get(id);
-      if (holding === undefined || member === undefined) return undefined;
-      holders.push({
-        ...member.identity,
-        complete: holding.complete,
-        bitmap: holding.bitmap ?? NO_BITMAP,
-        activeUploads: member.activeUploads,
-      });
-      bytes += NOTICE_HOLDER_BYTES + (holding.bitmap?.length ?? 0);
-    }
-    const from = Math.min(view.hashesTold, claim.knownHashes);
-    const count = claim.knownHashes - from;
-    if (bytes + count * (PIECE_HASH_BYTES + 4) > MAX_NOTICE_DELTA_BYTES) return undefined;
-    const indices = claim.hashLog.slice(from, claim.knownHashes);
-    const hashBytes = new Uint8Array(count * PIECE_HASH_BYTES);
-    for (let i = 0; i < count; i++) {
-      const index = indices[i] ?? 0;
-      hashBytes.set(claim.hashBytes.subarray(index * PIECE_HASH_BYTES, (index + 1) * PIECE_HASH_BYTES), i * PIECE_HASH_BYTES);
-    }
-    return {
-      size: claim.size,
-      pieceSize: claim.pieceSize,
-      holders,
-      hashes: { indices, bytes: hashBytes },
-      granteeAgentId: grantee,
-    };
   }
 
   private exhausted(agentId: string, message: string): TrackerError {
@@ -860,7 +797,6 @@ export class MemoryTracker {
 }
 
 const OPEN = new OpenMembership();
-const NO_BITMAP = new Uint8Array(0);
 
 /** setTimeout that keeps no process alive (a round of notices is never worth waiting for at exit). */
 function scheduleUnref(task: () => void, delayMs: number): () => void {
