@@ -168,10 +168,11 @@ export class SwarmDownload {
     try {
       while (partial.heldPieces < partial.pieceCount) {
         signal.throwIfAborted();
+        // Parked pieces whose hash a notice brought are kept first: no lookup for a hash already here.
+        if (this.parked.size > 0) await this.unpark();
         // The pace of this pass is set by what was parked when it began.
         const parked = this.parked.size > 0;
         if (refreshDue(tuning, this.refreshState(performance.now(), parked))) await this.refresh();
-        if (this.parked.size > 0) await this.unpark();
         for (const planned of this.picker.plan(this.pickerState(performance.now()))) this.request(planned);
         this.announcer.tick();
         const after = performance.now();
