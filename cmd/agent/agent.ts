@@ -91,6 +91,9 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
             onConnectionChange: (connected) => {
               metrics.trackerConnected.set(connected ? 1 : 0);
             },
+            onNotice: (kind) => {
+              metrics.trackerNotices.inc({ kind });
+            },
           }),
         uploadBytesPerSecond: options.uploadRate,
         maxConcurrentUploads: options.maxUploads,

@@ -173,11 +173,15 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
           agentCpuSeconds:
             before === undefined || after === undefined ? null : Math.round((after.cpuSeconds - before.cpuSeconds) * 100) / 100,
           agentPeakRssBytes: after?.peakRssBytes ?? null,
+          trackerLookups: bytes.lookups,
+          trackerNotices: bytes.notices,
+          trackerNoticeDeltas: bytes.noticeDeltas,
           digestsVerified: outcome.digestsVerified,
           complete: outcome.bytes === imageBytes,
         };
       }),
     );
+    const trackerCounts = await running.trackerCounts(signal).catch(() => null);
     // The agents are done: stop them before the client-server round so they take no CPU from it.
     await swarm.stop();
     swarm = undefined;
@@ -210,6 +214,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       boundSeconds: roundSeconds(bound.p2p),
       clientServerBoundSeconds: roundSeconds(bound.clientServer),
       agentCpuSecondsPerGB: roundHundredths(cpuSecondsPerGB(nodes, options.nodes * imageBytes)),
+      tracker: trackerCounts,
       nodes,
     };
   } finally {

@@ -24,6 +24,11 @@ export interface NodeResult {
   readonly agentCpuSeconds: number | null;
   /** The agent's peak resident set size (VmHWM) by the end of the round, bytes; null where not measurable. */
   readonly agentPeakRssBytes: number | null;
+  /** Tracker lookups the agent made (shoal_tracker_lookups_total). */
+  readonly trackerLookups: number;
+  /** BlobChanged notices the agent received, and of them those that carried the change (no lookup needed). */
+  readonly trackerNotices: number;
+  readonly trackerNoticeDeltas: number;
   /** Manifests and blobs whose digest the puller checked: every one it fetched. */
   readonly digestsVerified: number;
   readonly complete: boolean;
@@ -56,6 +61,8 @@ export interface DemoResult {
   readonly clientServerBoundSeconds: number;
   /** All agents' CPU seconds during the round per GB pulled (N·F); null where not measurable. */
   readonly agentCpuSecondsPerGB: number | null;
+  /** The tracker's lookups answered and notices sent during the round (the controller's /metrics). */
+  readonly tracker: { readonly lookupsServed: number; readonly noticesSent: number; readonly noticeDeltas: number } | null;
   readonly nodes: readonly NodeResult[];
 }
 
@@ -139,6 +146,10 @@ export function formatReport(result: DemoResult): string {
       `  duplicates: peer bytes received beyond what a node needed, ${((100 * duplicates) / Math.max(1, pulled)).toFixed(1)}% of the bytes pulled${why.length > 0 ? ` (${why.join(", ")})` : ""}`,
     );
   }
+  if (result.tracker !== null)
+    lines.push(
+      `  tracker: ${result.tracker.lookupsServed} lookups answered, ${result.tracker.noticesSent} notices sent (${result.tracker.noticeDeltas} carrying the change, so no lookup)`,
+    );
   if (result.agentCpuSecondsPerGB !== null)
     lines.push(`  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F)`);
   const copies = result.imageBytes > 0 ? result.originBytes / result.imageBytes : 0;

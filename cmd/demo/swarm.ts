@@ -41,6 +41,17 @@ export interface NodeBytes {
   readonly sentToPeers: number;
   /** Peer bytes received and not kept, by reason (shoal_peer_bytes_wasted_total). */
   readonly wasted: Readonly<Record<WasteReason, number>>;
+  /** Tracker lookups; notices received from the tracker, and of them those that carried the change. */
+  readonly lookups: number;
+  readonly notices: number;
+  readonly noticeDeltas: number;
+}
+
+/** The tracker's side of the round: lookups answered, notices sent, and of them those carrying the change. */
+export interface TrackerCounts {
+  readonly lookupsServed: number;
+  readonly noticesSent: number;
+  readonly noticeDeltas: number;
 }
 
 export const WASTE_REASONS = ["already_held", "unverifiable", "bad", "incomplete"] as const;
@@ -49,6 +60,8 @@ export type WasteReason = (typeof WASTE_REASONS)[number];
 /** A tracker (`shoal controller`) and N agents, each its own child process on its own loopback address. */
 export class Swarm {
   private constructor(
+    /** The controller's metrics endpoint (its tracker's counters). */
+    private readonly trackerMetricsUrl: string,
     readonly nodes: readonly SwarmNode[],
     /** The tracker and every agent. */
     private readonly all: readonly ShoalProcess[],
@@ -101,7 +114,7 @@ export class Swarm {
       const failed = results.find((r) => r.status === "rejected");
       if (failed) throw failed.reason;
       const nodes = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-      const swarm = new Swarm(nodes, started);
+      const swarm = new Swarm(String(controller.ready.metrics), nodes, started);
       await swarm.waitTrackerSessions(options.signal);
       return swarm;
     } catch (error) {
@@ -121,6 +134,19 @@ export class Swarm {
       wasted: Object.fromEntries(
         WASTE_REASONS.map((reason) => [reason, metricValue(text, "shoal_peer_bytes_wasted_total", `reason="${reason}"`)]),
       ) as Record<WasteReason, number>,
+      lookups: metricValue(text, "shoal_tracker_lookups_total"),
+      notices: metricValue(text, "shoal_tracker_notices_received_total"),
+      noticeDeltas: metricValue(text, "shoal_tracker_notices_received_total", 'kind="delta"'),
+    };
+  }
+
+  /** What the tracker answered and sent so far, from the controller's /metrics. */
+  async trackerCounts(signal: AbortSignal): Promise<TrackerCounts> {
+    const text = await (await fetch(`${this.trackerMetricsUrl}/metrics`, { signal })).text();
+    return {
+      lookupsServed: metricValue(text, "shoal_tracker_lookups_served_total"),
+      noticesSent: metricValue(text, "shoal_tracker_notices_sent_total"),
+      noticeDeltas: metricValue(text, "shoal_tracker_notice_deltas_total"),
     };
   }
 

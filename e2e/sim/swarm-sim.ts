@@ -26,6 +26,8 @@ export const USAGE = `npm run sim -- [flags]
   --tick-ms MS         simulation step (default 5)
   --tuning K=V,...     scheduler knobs (SwarmTuning), e.g. relayWaitMs=500,hedgeAfterMs=1000
   --notices on|off     BlobChanged notices from the tracker (default on; off: the agents poll as before)
+  --notice-deltas on|off  notices carry the change and the agents apply it (default on; off: every notice
+                       says "look it up", as before deltas)
   --notice-interval-ms MS  the tracker's coalescing interval per blob (default: the tracker's)
   --notice-rate N      the tracker's cap on one blob's notices per second, all watchers (default: the tracker's; 0: none)
   --seed N             (default 1)
@@ -43,6 +45,7 @@ export interface SimBenchOptions {
   readonly tickMs: number;
   readonly tuning: Partial<SwarmTuning>;
   readonly notices: boolean;
+  readonly noticeDeltas: boolean;
   readonly noticeIntervalMs: number | undefined;
   readonly noticeRate: number | undefined;
   readonly seed: number;
@@ -89,6 +92,7 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
           "tick-ms",
           "tuning",
           "notices",
+          "notice-deltas",
           "notice-interval-ms",
           "notice-rate",
           "seed",
@@ -120,6 +124,7 @@ export function parseSimArgs(argv: readonly string[]): SimBenchOptions {
     tickMs: number("tick-ms", values["tick-ms"], 5, 0.1, 1000),
     tuning,
     notices: onOff("notices", values.notices, true),
+    noticeDeltas: onOff("notice-deltas", values["notice-deltas"], true),
     noticeIntervalMs:
       values["notice-interval-ms"] === undefined ? undefined : number("notice-interval-ms", values["notice-interval-ms"], 100, 1, 60_000),
     noticeRate: values["notice-rate"] === undefined ? undefined : number("notice-rate", values["notice-rate"], 500, 0, 10_000_000),
@@ -150,6 +155,7 @@ function runOne(options: SimBenchOptions, nodes: number): SimResult {
     seed: options.seed,
     tuning: { ...DEFAULT_SWARM_TUNING, ...options.tuning },
     notices: options.notices,
+    noticeDeltas: options.noticeDeltas,
     ...(options.noticeIntervalMs === undefined ? {} : { noticeIntervalMs: options.noticeIntervalMs }),
     ...(options.noticeRate === undefined ? {} : { noticesPerBlobPerSecond: options.noticeRate === 0 ? Infinity : options.noticeRate }),
     timeLimitMs: LIMIT_BOUND_FACTOR * p2p + LIMIT_MARGIN_MS,
@@ -170,10 +176,10 @@ async function main(): Promise<number> {
   }
   const results: SimResult[] = [];
   console.log(
-    `${options.imageMib} MiB to every node; nodes ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s, ${options.zones} zone(s), tick ${options.tickMs} ms, seed ${options.seed}, notices ${options.notices ? "on" : "off"}`,
+    `${options.imageMib} MiB to every node; nodes ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s, ${options.zones} zone(s), tick ${options.tickMs} ms, seed ${options.seed}, notices ${options.notices ? "on" : "off"}, deltas ${options.noticeDeltas ? "on" : "off"}`,
   );
   console.log(
-    "nodes  bound s  last s  p99 s  p50 s  last/bound  p99/bound  origin×F  wasted%  lookups/node/s  announces/node/s  notices/node/s  stalls  wall s",
+    "nodes  bound s  last s  p99 s  p50 s  last/bound  p99/bound  origin×F  wasted%  lookups/node/s  announces/node/s  notices/node/s  applied%  stalls  wall s",
   );
   for (const nodes of options.nodes) {
     const r = runOne(options, nodes);
@@ -193,6 +199,7 @@ async function main(): Promise<number> {
         perNodeSecond(r.lookups),
         perNodeSecond(r.announces),
         perNodeSecond(r.notices),
+        fmt((r.deltaNotices / Math.max(1, r.notices)) * 100, 0),
         r.stalls,
         fmt(r.wallSeconds, 1),
       ].join("  "),

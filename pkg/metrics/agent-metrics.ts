@@ -168,6 +168,14 @@ export class AgentMetrics {
     labelNames: ["result"] as const,
     registers: [this.registry],
   });
+  readonly trackerNotices = new Counter({
+    name: "shoal_tracker_notices_received_total",
+    help:
+      "BlobChanged notices from the tracker, by kind: delta (it carried the change, no lookup needed), lookup (it said only: look it up), " +
+      "malformed (a change that does not fit its blob, or a bad digest: looked up instead, or dropped).",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
   readonly trackerConnected = new Gauge({
     name: "shoal_tracker_connected",
     help: "1 while the agent's session with the tracker is up.",

@@ -27,6 +27,11 @@ export class ControllerMetrics {
     help: "BlobChanged notices sent to agents watching a blob (another agent's announce changed it, or its grant was released).",
     registers: [this.registry],
   });
+  readonly noticeDeltas = new Counter({
+    name: "shoal_tracker_notice_deltas_total",
+    help: "BlobChanged notices sent with the change (holders, new piece hashes, grantee), which spare the agent a lookup; the rest of shoal_tracker_notices_sent_total say only: look it up.",
+    registers: [this.registry],
+  });
   readonly noticesDropped = new Counter({
     name: "shoal_tracker_notices_dropped_total",
     help: "BlobChanged notices dropped because the agent's session stream was not draining (the agent's slow poll catches up).",

@@ -18,4 +18,4 @@ export { DEFAULT_SWARM_TUNING, type SwarmSelf, type SwarmTuning } from "./swarm-
 export { rendezvousSeed } from "./cross-zone-share.js";
 export { MAX_PARKED_PIECES, PiecePicker, type PickerState } from "./piece-picker.js";
 export { type PieceRequest, RequestBook } from "./request-book.js";
-export { BUSY_BACKOFF_MS, isBusy, markBusy, type SwarmPeer } from "./swarm-peers.js";
+export { BUSY_BACKOFF_MS, isBusy, markBusy, rankPeers, type SwarmPeer } from "./swarm-peers.js";

@@ -13,6 +13,7 @@ const state = (over: Partial<RefreshState>): RefreshState => ({
   inflight: 0,
   crowded: false,
   notices: true,
+  deltas: false,
   ...over,
 });
 
@@ -44,5 +45,34 @@ describe("refresh schedule", () => {
     assert.equal(refreshDue(tuning, state({ ...busy, crowded: false })), true, "every holder fits in an answer: always");
     assert.equal(pollIntervalMs(tuning, { parked: false, notices: true, crowded: true }), 500, "in a crowd it polls at the old pace");
     assert.equal(pollIntervalMs(tuning, { parked: true, notices: true, crowded: true }), 50);
+  });
+
+  it("with notices that carry the change, looks up on the fallback poll, a notice that says so, and a parked piece after the gap", () => {
+    const deltas = { deltas: true };
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, nowMs: 10_000 + tuning.minLookupGapMs })),
+      false,
+      "a relay that missed waits for the notice",
+    );
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, parked: true, nowMs: 10_000 + tuning.minLookupGapMs - 1 })),
+      false,
+    );
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, parked: true, nowMs: 10_000 + tuning.minLookupGapMs })),
+      true,
+      "a parked piece, after the gap",
+    );
+    assert.equal(refreshDue(tuning, state({ ...deltas, nowMs: 10_000 + tuning.noticeRefreshIntervalMs })), true, "the fallback poll");
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, noticed: true, nowMs: 10_000 + tuning.minLookupGapMs })),
+      true,
+      "a notice that says look it up",
+    );
+    assert.equal(
+      refreshDue(tuning, state({ ...deltas, needRefresh: true, notices: false })),
+      true,
+      "the session lost its notices: as before",
+    );
   });
 });

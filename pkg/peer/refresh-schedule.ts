@@ -3,7 +3,10 @@
  * notices it polls: every `refreshIntervalMs`, every `parkedRefreshIntervalMs` while pieces wait for their
  * hashes. With notices (the tracker tells it when the blob changes) a notice is the reason to look up, no
  * sooner than `minLookupGapMs` after the last lookup so a stream of notices is never a stream of lookups, and
- * the polls slow to a fallback that also keeps the tracker's watch alive.
+ * the polls slow to a fallback that also keeps the tracker's watch alive. When the notices carry the change
+ * (BlobChange: holders, new hashes, grantee) the download applies it and looks up only on the fallback poll,
+ * on a notice that says "look it up", and never merely because a piece waits for its hash or a relay missed
+ * (the notice that brings the hash or the bitmap is on its way; the parked poll is the fallback).
  */
 export interface RefreshTuning {
   readonly refreshIntervalMs: number;
@@ -36,6 +39,8 @@ export interface RefreshState {
   readonly crowded: boolean;
   /** The tracker sends notices (Tracker.sendsNotices). */
   readonly notices: boolean;
+  /** The tracker's notices carry the change (one did, in this download): no lookup just to learn what changed. */
+  readonly deltas: boolean;
 }
 
 /**
@@ -51,7 +56,7 @@ export function pollIntervalMs(tuning: RefreshTuning, state: Pick<RefreshState, 
 /** Whether to look the blob up now. */
 export function refreshDue(tuning: RefreshTuning, state: RefreshState): boolean {
   const since = state.nowMs - state.lastRefreshMs;
-  if (state.needRefresh) return true;
+  if (state.needRefresh && (!(state.deltas && state.notices) || (state.parked && since >= tuning.minLookupGapMs))) return true;
   if (heeds(tuning, state) && since >= tuning.minLookupGapMs) return true;
   return since >= pollIntervalMs(tuning, state);
 }

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics } from "../metrics/index.js";
-import { sameHash } from "../piece/index.js";
+import { PIECE_HASH_BYTES, sameHash } from "../piece/index.js";
 import type { PartialBlob } from "../store/index.js";
-import { DEFAULT_MAX_LOOKUP_HOLDERS, type LookupResult, type Tracker } from "../tracker/index.js";
+import { type BlobChange, DEFAULT_MAX_LOOKUP_HOLDERS, type LookupResult, type Tracker } from "../tracker/index.js";
 import { isPeerError } from "./errors.js";
 import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers } from "./peer-lookup.js";
@@ -132,8 +132,10 @@ export class SwarmDownload {
   private lastProgressMs = performance.now();
   private lastRefreshMs = 0;
   private needRefresh = false;
-  /** The tracker said the blob changed since the last lookup started. */
+  /** The tracker said the blob changed (and to look it up) since the last lookup started. */
   private noticed = false;
+  /** A notice carried the change: the tracker's notices keep this download current without lookups. */
+  private deltas = false;
   /** Holders the last lookup answered with. */
   private answeredHolders = 0;
   private bytesFromPeers = 0;
@@ -159,13 +161,15 @@ export class SwarmDownload {
   async run(): Promise<SwarmOutcome> {
     const { partial, signal, tuning, tracker } = this.ctx;
     this.announcer.tick(true);
-    const unwatch = tracker.watchBlob(partial.digest, () => {
-      this.noticed = true;
+    const unwatch = tracker.watchBlob(partial.digest, (change) => {
+      if (change === undefined || !this.applyChange(change)) this.noticed = true;
       this.wakeUp();
     });
     try {
       while (partial.heldPieces < partial.pieceCount) {
         signal.throwIfAborted();
+        // Parked pieces whose hash a notice brought are kept first: no lookup for a hash already here.
+        if (this.parked.size > 0) await this.unpark();
         // The pace of this pass is set by what was parked when it began.
         const parked = this.parked.size > 0;
         if (refreshDue(tuning, this.refreshState(performance.now(), parked))) await this.refresh();
@@ -202,6 +206,7 @@ export class SwarmDownload {
       inflight: this.book.size,
       crowded: this.answeredHolders >= DEFAULT_MAX_LOOKUP_HOLDERS,
       notices: this.ctx.tracker.sendsNotices,
+      deltas: this.deltas,
     };
   }
 
@@ -361,10 +366,13 @@ export class SwarmDownload {
         ...(excludedAgents.length > 0 ? { excludedAgents } : {}),
         ...(this.ctx.expectedSize === undefined ? {} : { expectedSize: this.ctx.expectedSize }),
       });
+      // Counted like the fetcher's lookups: the agent's shoal_tracker_lookups_total is all of its lookups.
+      this.ctx.metrics.trackerLookups.inc({ result: result.holders.length > 0 ? "holders" : "none" });
       this.ctx.knownPeers?.remember(partial.digest, result.holders, this.ctx.self?.agentId);
       this.apply(result, false);
     } catch (error) {
       if (signal.aborted) throw error;
+      this.ctx.metrics.trackerLookups.inc({ result: "unavailable" });
       // Degraded: no tracker. The peers this download knows, and those they know, tell what they hold
       // (and the hashes of it) themselves.
       const candidates = [
@@ -381,11 +389,41 @@ export class SwarmDownload {
         "tracker unreachable during swarm download; going on with the peers it knows",
       );
     }
+    await this.unpark();
+  }
+
+  /** Parked pieces whose hash is known now are verified and kept (or dropped with their peer). */
+  private async unpark(): Promise<void> {
     for (const [index, { peer, piece }] of [...this.parked]) {
       if (this.ctx.hashes[index] === undefined) continue;
       this.parked.delete(index);
       await this.receive(peer, piece);
     }
+  }
+
+  /**
+   * A notice's change, applied as a lookup answer would be but merged: its hashes fill unknown ones, its
+   * holders are updated or added (never one this download found bad) and the others kept, the grantee is
+   * taken. False when it does not fit this copy (another size or piece size: another claim), to be looked up.
+   */
+  private applyChange(change: BlobChange): boolean {
+    const { partial } = this.ctx;
+    if (change.size !== partial.size || change.pieceSize !== partial.pieceSize) return false;
+    const { indices, bytes } = change.hashes;
+    for (let i = 0; i < indices.length; i++) {
+      const index = indices[i] ?? -1;
+      if (index < 0 || index >= partial.pieceCount || this.ctx.hashes[index] !== undefined) continue;
+      this.ctx.hashes[index] = bytes.subarray(i * PIECE_HASH_BYTES, (i + 1) * PIECE_HASH_BYTES);
+    }
+    this.peers.merge(
+      change.holders.filter((h) => !this.peers.isBad(h.agentId) && h.agentId !== this.ctx.self?.agentId),
+      performance.now(),
+      this.ctx.random ?? Math.random,
+    );
+    this.granteeAgentId = change.granteeAgentId;
+    this.deltas = true;
+    this.ctx.metrics.peersKnown.set(this.peers.size);
+    return true;
   }
 
   /** `degraded`: the answer comes from the peers (no tracker), which know nothing of grants. */

@@ -59,3 +59,32 @@ describe("SwarmPeers: busy peers", () => {
     assert.equal(p.busySinceMs, 10_000, "a refusal right after the backoff continues the run");
   });
 });
+
+describe("SwarmPeers: a notice's change merged", () => {
+  const partial = (agentId: string, zone: string, held: number[], activeUploads = 0): HolderInfo => {
+    const bitmap = new Uint8Array(1);
+    for (const i of held) bitmap[0] = (bitmap[0] ?? 0) | (0x80 >> i);
+    return { ...holder(agentId, zone), complete: false, bitmap, activeUploads };
+  };
+
+  it("updates and adds the changed holders, keeps the others, and ranks all as the tracker would", () => {
+    const peers = new SwarmPeers(8, "a");
+    peers.update([holder("seed", "a"), partial("old", "a", [0])], 0);
+    const random = (): number => 0.5;
+    peers.merge([partial("old", "a", [0, 1, 2], 3), partial("new", "a", [0]), holder("far", "b")], 100, random);
+    assert.deepEqual(ids(peers.all()).sort(), ["far", "new", "old", "seed"], "nobody dropped; the new ones added");
+    const old = peers.all().find((p) => p.agentId === "old");
+    assert.equal(old?.bitmap?.count, 3);
+    assert.equal(old.grewAtMs, 100, "seen growing");
+    // Same zone first, complete before partial, then the least loaded ("new" has no uploads, "old" has 3).
+    assert.deepEqual(ids(peers.usable(100)), ["seed", "new", "old", "far"]);
+  });
+
+  it("a lookup after merges prunes what it no longer lists", () => {
+    const peers = new SwarmPeers(8, "");
+    peers.update([holder("a", "")], 0);
+    peers.merge([holder("b", "")], 10, Math.random);
+    peers.update([holder("b", "")], 20);
+    assert.deepEqual(ids(peers.all()), ["b"]);
+  });
+});

@@ -42,6 +42,11 @@ export interface SimConfig {
    * agents poll as before notices. A notice reaches its agent `latencyMs` after the announce that caused it.
    */
   readonly notices: boolean;
+  /**
+   * The notices carry the change (holders, new hashes, grantee) and the agents apply it instead of looking
+   * the blob up (today's agent and tracker); false: every notice says "look it up", as before deltas.
+   */
+  readonly noticeDeltas: boolean;
   /** The tracker's coalescing interval: one round of notices per blob per this many ms. */
   readonly noticeIntervalMs: number;
   /** The tracker's cap on one blob's notices per second over all watchers (Infinity: the interval alone). */
@@ -86,6 +91,7 @@ export function uniformSwarm(swarm: UniformSwarm, overrides: Partial<SimConfig> 
     maxUploads: DEFAULT_MAX_UPLOADS,
     maxLookupHolders: DEFAULT_MAX_LOOKUP_HOLDERS,
     notices: true,
+    noticeDeltas: true,
     noticeIntervalMs: DEFAULT_NOTICE_INTERVAL_MS,
     noticesPerBlobPerSecond: DEFAULT_NOTICES_PER_BLOB_PER_SECOND,
     tickMs: 5,

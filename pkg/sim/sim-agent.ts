@@ -11,7 +11,7 @@ import {
   refreshDue,
 } from "../peer/index.js";
 import { PieceBitmap } from "../piece/index.js";
-import type { LookupResult, MemoryTracker, TrackerSession } from "../tracker/index.js";
+import type { BlobChange, LookupResult, MemoryTracker, TrackerSession } from "../tracker/index.js";
 import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_NOTICE_POLL_MS, GRANTEE_POLL_MS, type SimConfig } from "./config.js";
 import { SimPeers } from "./sim-peers.js";
 
@@ -36,8 +36,8 @@ export interface World {
   wake(agent: SimAgent, atMs: number): void;
   /** An agent finished: the simulation counts it. */
   completed(agent: SimAgent): void;
-  /** The tracker sent `agent` a BlobChanged notice: it arrives a little later (agent.notice). */
-  notice(agent: SimAgent): void;
+  /** The tracker sent `agent` a BlobChanged notice (with its change, if any): it arrives a little later (agent.notice). */
+  notice(agent: SimAgent, change: BlobChange | undefined): void;
 }
 
 export interface AgentCounters {
@@ -50,6 +50,8 @@ export interface AgentCounters {
   stalls: number;
   /** BlobChanged notices received. */
   notices: number;
+  /** Of them, notices whose change the download applied instead of looking the blob up. */
+  deltaNotices: number;
 }
 
 type Phase = "idle" | "polling" | "origin" | "swarm" | "done";
@@ -73,6 +75,7 @@ export class SimAgent {
     wastedBytes: 0,
     stalls: 0,
     notices: 0,
+    deltaNotices: 0,
   };
   /** Upload streams this node serves now. */
   uploads = 0;
@@ -93,8 +96,10 @@ export class SimAgent {
   private granteeAgentId: string | undefined;
   private lastRefreshMs = Number.NEGATIVE_INFINITY;
   private needRefresh = false;
-  /** A notice came since the last lookup (SwarmDownload's `noticed`). */
+  /** A notice that says "look it up" came since the last lookup (SwarmDownload's `noticed`). */
   private noticed = false;
+  /** A notice carried the change (SwarmDownload's `deltas`). */
+  private deltas = false;
   private answeredHolders = 0;
   private lastProgressMs = 0;
   private changed = true;
@@ -137,8 +142,8 @@ export class SimAgent {
       },
       this.world.config.notices
         ? {
-            onNotice: () => {
-              this.world.notice(this);
+            onNotice: (_digest, change) => {
+              this.world.notice(this, change);
               return true;
             },
           }
@@ -146,11 +151,26 @@ export class SimAgent {
     );
   }
 
-  /** A BlobChanged notice arrived: a waiting fetcher asks again, a download looks up (after its minimum gap). */
-  notice(nowMs: number): void {
+  /**
+   * A BlobChanged notice arrived: a waiting fetcher asks again; a download applies its change
+   * (SwarmDownload.applyChange), or looks up (after its minimum gap) when it carried none.
+   */
+  notice(nowMs: number, change: BlobChange | undefined): void {
     this.counters.notices++;
     if (this.phase !== "polling" && this.phase !== "swarm") return;
-    this.noticed = true;
+    if (this.phase === "swarm" && change !== undefined && change.size === this.world.config.blobBytes) {
+      this.counters.deltaNotices++;
+      for (let i = 0; i < change.hashes.indices.length; i++) this.known[change.hashes.indices[i] ?? 0] = 1;
+      this.peers.merge(
+        change.holders.filter((h) => h.agentId !== this.agentId),
+        nowMs,
+        this.random,
+      );
+      this.granteeAgentId = change.granteeAgentId;
+      this.deltas = true;
+      this.changed = true;
+      this.unpark(nowMs);
+    } else this.noticed = true;
     this.world.wake(this, nowMs);
   }
 
@@ -293,6 +313,7 @@ export class SimAgent {
       inflight: this.book.size,
       crowded: this.answeredHolders >= this.world.config.maxLookupHolders,
       notices: this.world.config.notices,
+      deltas: this.deltas,
     };
   }
 
@@ -338,6 +359,11 @@ export class SimAgent {
     this.needRefresh = false;
     this.noticed = false;
     this.apply(this.lookup(false, []), nowMs);
+    this.unpark(nowMs);
+  }
+
+  /** Parked pieces whose hash is known now are kept. */
+  private unpark(nowMs: number): void {
     for (const index of [...this.parked]) {
       if (this.known[index] === 0) continue;
       this.parked.delete(index);

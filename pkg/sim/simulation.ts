@@ -2,7 +2,7 @@ import { pino } from "pino";
 import { distributionBounds } from "../bounds/index.js";
 import { type Digest, digestOf } from "../oci/index.js";
 import type { PieceRequest, SwarmPeer } from "../peer/index.js";
-import { MemoryTracker } from "../tracker/index.js";
+import { type BlobChange, MemoryTracker } from "../tracker/index.js";
 import { SimError } from "./errors.js";
 import { GRANT_STALL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, type SimConfig, validateConfig } from "./config.js";
 import { type FlowEnds, Network } from "./network.js";
@@ -50,6 +50,8 @@ export interface SimResult {
   readonly announces: number;
   /** BlobChanged notices the agents received. */
   readonly notices: number;
+  /** Of them, notices whose change a download applied instead of a lookup. */
+  readonly deltaNotices: number;
   readonly stalls: number;
   readonly simulatedSeconds: number;
   /** Wall-clock time the simulation took on this machine. */
@@ -95,6 +97,7 @@ export class Simulation implements World {
       id: "sim",
       noticeIntervalMs: config.noticeIntervalMs,
       noticesPerBlobPerSecond: config.noticesPerBlobPerSecond,
+      noticeDeltas: config.noticeDeltas,
       schedule: (task, delayMs) => this.at(this.nowMs + delayMs, task),
     });
     const up = new Float64Array(n + 1);
@@ -195,10 +198,10 @@ export class Simulation implements World {
     this.done++;
   }
 
-  notice(agent: SimAgent): void {
+  notice(agent: SimAgent, change: BlobChange | undefined): void {
     // The controller sits one in-zone hop from every node.
     this.at(this.nowMs + this.config.latencyMs, () => {
-      agent.notice(this.nowMs);
+      agent.notice(this.nowMs, change);
     });
   }
 
@@ -332,6 +335,7 @@ export class Simulation implements World {
       lookups: sum((a) => a.counters.lookups),
       announces: sum((a) => a.counters.announces),
       notices: sum((a) => a.counters.notices),
+      deltaNotices: sum((a) => a.counters.deltaNotices),
       stalls: sum((a) => a.counters.stalls),
       simulatedSeconds: this.nowMs / 1000,
       wallSeconds,

@@ -30,7 +30,15 @@ export interface Claim<C> {
   /** Piece hashes, packed (32 bytes at index * 32); `knownBits` says which are known. */
   readonly hashBytes: Uint8Array;
   readonly knownBits: Uint8Array;
+  /** Hashes known (the first `knownHashes` entries of `hashLog`). */
   knownHashes: number;
+  /**
+   * Piece indices in the order their hashes became known: a watcher that was told the first n knows
+   * exactly the rest from n on (a notice's new hashes). 4 bytes a piece.
+   */
+  readonly hashLog: Uint32Array;
+  /** Bumped when a known hash is written over (a sole member changed its mind): the log no longer tells all. */
+  revision: number;
   readonly holders: HolderIndex;
   /** The one Holding object every complete holder of this claim shares. */
   readonly completeHolding: Holding;
@@ -169,6 +177,8 @@ export class BlobClaims<C> {
       hashBytes: new Uint8Array(a.pieceCount * PIECE_HASH_BYTES),
       knownBits: new Uint8Array(Math.ceil(a.pieceCount / 8)),
       knownHashes: 0,
+      hashLog: new Uint32Array(a.pieceCount),
+      revision: 0,
       holders: new HolderIndex(),
       completeHolding: { complete: true, bitmap: undefined, heldPieces: a.pieceCount },
       completeNodes: 0,
@@ -191,10 +201,12 @@ export class BlobClaims<C> {
       if (((claim.knownBits[byte] ?? 0) & bit) === 0) {
         claim.hashBytes.set(sha256, offset);
         claim.knownBits[byte] = (claim.knownBits[byte] ?? 0) | bit;
+        claim.hashLog[claim.knownHashes] = index;
         claim.knownHashes++;
         added++;
       } else if (!equalAt(claim.hashBytes, offset, hashes.bytes, i * PIECE_HASH_BYTES)) {
         claim.hashBytes.set(sha256, offset);
+        claim.revision++;
         overwritten++;
       }
     }

@@ -1,29 +1,24 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { BlobWatchers, type BlobWatchersOptions } from "./blob-watchers.js";
-import { testDigest } from "./testing/helpers.js";
+import { BlobWatchers, type BlobWatchersOptions, MAX_CHANGED_HOLDERS_PER_ROUND, type RoundChanges } from "./blob-watchers.js";
+import { manualClock, testDigest } from "./testing/helpers.js";
 
 const D = testDigest("watched");
 const E = testDigest("other");
 
 /** BlobWatchers on a clock and a timer queue the test moves by hand; every delivery is recorded. */
 function harness(options: Partial<BlobWatchersOptions> = {}) {
-  let nowMs = 0;
-  const timers: { atMs: number; task: () => void; cancelled: boolean }[] = [];
+  const clock = manualClock(0);
   const delivered: string[] = [];
+  const changes: RoundChanges[] = [];
   const outcomes: boolean[] = [];
   let refuse = new Set<string>();
   const watchers = new BlobWatchers({
-    now: () => nowMs,
-    schedule: (task, delayMs) => {
-      const timer = { atMs: nowMs + delayMs, task, cancelled: false };
-      timers.push(timer);
-      return () => {
-        timer.cancelled = true;
-      };
-    },
-    deliver: (agentId, digest) => {
+    now: clock.now,
+    schedule: clock.schedule,
+    deliver: (agentId, digest, _view, change) => {
       if (refuse.has(agentId)) return false;
+      changes.push(change);
       delivered.push(`${agentId}:${digest === D ? "D" : "E"}`);
       return true;
     },
@@ -36,23 +31,14 @@ function harness(options: Partial<BlobWatchersOptions> = {}) {
   return {
     watchers,
     delivered,
+    changes,
     outcomes,
     refuse(ids: string[]) {
       refuse = new Set(ids);
     },
     /** Moves the clock, running the timers that fall due on the way. */
-    advance(ms: number) {
-      const until = nowMs + ms;
-      for (;;) {
-        const next = timers.filter((t) => !t.cancelled && t.atMs <= until).sort((a, b) => a.atMs - b.atMs)[0];
-        if (next === undefined) break;
-        timers.splice(timers.indexOf(next), 1);
-        nowMs = next.atMs;
-        next.task();
-      }
-      nowMs = until;
-    },
-    pendingTimers: () => timers.filter((t) => !t.cancelled).length,
+    advance: clock.advance,
+    pendingTimers: clock.pending,
   };
 }
 
@@ -159,5 +145,34 @@ describe("BlobWatchers", () => {
     h.watchers.changed(D, "x");
     assert.deepEqual(h.delivered, ["a:D"]);
     assert.deepEqual(h.outcomes.sort(), [false, true]);
+  });
+
+  it("tells each round which agents changed the blob since the last, and whether its grant was released", () => {
+    const h = harness();
+    h.watchers.watch("w", D);
+    h.watchers.changed(D, "a");
+    h.watchers.changed(D, "b");
+    h.watchers.changed(D, "a");
+    h.advance(100);
+    h.watchers.changed(D);
+    h.advance(100);
+    assert.deepEqual(
+      h.changes.map((c) => ({ holders: c.holders === undefined ? undefined : [...c.holders].sort(), grantReleased: c.grantReleased })),
+      [
+        { holders: ["a"], grantReleased: false },
+        { holders: ["a", "b"], grantReleased: false },
+        { holders: [], grantReleased: true },
+      ],
+    );
+  });
+
+  it("a round with more changed agents than it lists says only that the blob changed", () => {
+    const h = harness();
+    h.watchers.watch("w", D);
+    h.watchers.changed(D, "first");
+    for (let i = 0; i <= MAX_CHANGED_HOLDERS_PER_ROUND; i++) h.watchers.changed(D, `agent-${i}`);
+    h.advance(100);
+    assert.equal(h.changes.length, 2);
+    assert.equal(h.changes[1]?.holders, undefined);
   });
 });

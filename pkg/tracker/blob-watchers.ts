@@ -27,14 +27,35 @@ export const DEFAULT_NOTICE_INTERVAL_MS = 100;
  */
 export const DEFAULT_NOTICES_PER_BLOB_PER_SECOND = 500;
 
+/**
+ * Agents whose announces one round tells of, at most: beyond it the round says only "changed" (each watcher
+ * looks the blob up), because listing them would make a notice as large as a lookup answer.
+ */
+export const MAX_CHANGED_HOLDERS_PER_ROUND = 50;
+
+/** What changed of a blob since its last round of notices. */
+export interface RoundChanges {
+  /** The agents whose announces changed it; undefined when more than MAX_CHANGED_HOLDERS_PER_ROUND did. */
+  readonly holders: ReadonlySet<string> | undefined;
+  /** Its origin grant was released. */
+  readonly grantReleased: boolean;
+}
+
 /** Runs `task` after `delayMs`; returns a function that cancels it. Injectable (tests, the simulator). */
 export type Scheduler = (task: () => void, delayMs: number) => () => void;
 
-export interface BlobWatchersOptions {
+/**
+ * `V`: what the tracker remembers per watch (what the watcher was last told, so a notice can carry only
+ * what is new to it); handed back with every delivery, and replaced by the next watch().
+ */
+export interface BlobWatchersOptions<V = void> {
   readonly now: () => number;
   readonly schedule: Scheduler;
-  /** Tells `agentId` that `digest` changed; false when the notice was dropped (its stream is not draining). */
-  readonly deliver: (agentId: string, digest: Digest) => boolean;
+  /**
+   * Tells `agentId` that `digest` changed (`changes`: what, since the last round; `view`: what the watch
+   * remembers); false when the notice was dropped (its stream is not draining).
+   */
+  readonly deliver: (agentId: string, digest: Digest, view: V, changes: RoundChanges) => boolean;
   readonly intervalMs?: number;
   /** DEFAULT_NOTICES_PER_BLOB_PER_SECOND when absent; Infinity: the interval alone. */
   readonly perBlobPerSecond?: number;
@@ -48,9 +69,15 @@ export interface BlobWatchersOptions {
 /** A blob's notices: when the last round went out, and what changed since (a round is due then). */
 interface BlobRound {
   lastMs: number;
-  /** The agent whose announces alone changed the blob since the last round; null: several did, or a grant was released. */
-  changedBy: string | null | undefined;
+  /** What changed since the last round; undefined: nothing. */
+  pending: { holders: Set<string> | undefined; grantReleased: boolean } | undefined;
   cancel: (() => void) | undefined;
+}
+
+/** One watch: when its agent last looked the blob up, and what the tracker remembers for it. */
+interface Watch<V> {
+  at: number;
+  view: V;
 }
 
 /**
@@ -60,9 +87,9 @@ interface BlobRound {
  * coalesced per blob: at most one round per interval, so a watcher hears of a blob at most once an
  * interval however many agents announce it.
  */
-export class BlobWatchers {
+export class BlobWatchers<V = void> {
   /** Per agent, the blobs it watches and when it last looked each up; in lookup order (oldest first). */
-  private readonly byAgent = new Map<string, Map<Digest, number>>();
+  private readonly byAgent = new Map<string, Map<Digest, Watch<V>>>();
   private readonly byBlob = new Map<Digest, Set<string>>();
   private readonly rounds = new Map<Digest, BlobRound>();
   private watches = 0;
@@ -71,7 +98,7 @@ export class BlobWatchers {
   private readonly ttlMs: number;
   private readonly maxPerAgent: number;
 
-  constructor(private readonly options: BlobWatchersOptions) {
+  constructor(private readonly options: BlobWatchersOptions<V>) {
     this.intervalMs = options.intervalMs ?? DEFAULT_NOTICE_INTERVAL_MS;
     this.perBlobPerSecond = options.perBlobPerSecond ?? DEFAULT_NOTICES_PER_BLOB_PER_SECOND;
     this.ttlMs = options.ttlMs ?? WATCH_TTL_MS;
@@ -85,15 +112,16 @@ export class BlobWatchers {
 
   /** Whether `agentId` watches `digest` now. */
   isWatching(agentId: string, digest: Digest): boolean {
-    const at = this.byAgent.get(agentId)?.get(digest);
+    const at = this.byAgent.get(agentId)?.get(digest)?.at;
     return at !== undefined && this.options.now() - at < this.ttlMs;
   }
 
   /**
-   * `agentId` looked `digest` up: it watches it (again) from now on. Its expired watches go (the oldest
-   * come first: a lookup moves its watch to the end), and its oldest past the cap.
+   * `agentId` looked `digest` up: it watches it (again) from now on, with `view` (what it was answered).
+   * Its expired watches go (the oldest come first: a lookup moves its watch to the end), and its oldest
+   * past the cap.
    */
-  watch(agentId: string, digest: Digest): void {
+  watch(agentId: string, digest: Digest, view: V): void {
     const now = this.options.now();
     let mine = this.byAgent.get(agentId);
     if (mine === undefined) {
@@ -101,8 +129,8 @@ export class BlobWatchers {
       this.byAgent.set(agentId, mine);
     }
     const known = mine.delete(digest);
-    mine.set(digest, now);
-    for (const [oldest, at] of mine) {
+    mine.set(digest, { at: now, view });
+    for (const [oldest, { at }] of mine) {
       if (now - at < this.ttlMs) break;
       this.remove(agentId, oldest, mine);
     }
@@ -149,52 +177,61 @@ export class BlobWatchers {
     const now = this.options.now();
     const intervalMs = Math.max(this.intervalMs, (watchers.size * 1000) / this.perBlobPerSecond);
     let round = this.rounds.get(digest);
-    if (round === undefined || (round.cancel === undefined && now - round.lastMs >= intervalMs)) {
-      round ??= { lastMs: now, changedBy: undefined, cancel: undefined };
+    const fresh = round === undefined || (round.cancel === undefined && now - round.lastMs >= intervalMs);
+    round ??= { lastMs: now, pending: undefined, cancel: undefined };
+    const pending = (round.pending ??= { holders: new Set(), grantReleased: false });
+    if (by === undefined) pending.grantReleased = true;
+    else if (pending.holders !== undefined && !pending.holders.has(by)) {
+      if (pending.holders.size >= MAX_CHANGED_HOLDERS_PER_ROUND) pending.holders = undefined;
+      else pending.holders.add(by);
+    }
+    if (fresh) {
       this.rounds.set(digest, round);
-      this.send(digest, round, by ?? null);
+      this.send(digest, round);
       return;
     }
-    round.changedBy = round.changedBy === undefined ? (by ?? null) : round.changedBy === by ? by : null;
     if (round.cancel !== undefined) return;
     const due = round;
     due.cancel = this.options.schedule(
       () => {
         due.cancel = undefined;
-        const changedBy = due.changedBy;
-        due.changedBy = undefined;
-        if (changedBy !== undefined && this.rounds.get(digest) === due) this.send(digest, due, changedBy);
+        if (due.pending !== undefined && this.rounds.get(digest) === due) this.send(digest, due);
       },
       Math.max(0, round.lastMs + intervalMs - now),
     );
   }
 
-  /** One round: every live watcher but the one agent that alone caused it hears of the blob. */
-  private send(digest: Digest, round: BlobRound, changedBy: string | null): void {
+  /** One round: every live watcher but the one agent that alone caused it hears of the blob and what changed. */
+  private send(digest: Digest, round: BlobRound): void {
     const now = this.options.now();
     round.lastMs = now;
+    const pending = round.pending;
+    round.pending = undefined;
     const watchers = this.byBlob.get(digest);
     if (watchers === undefined) {
       this.rounds.delete(digest);
       return;
     }
+    if (pending === undefined) return;
+    const changes: RoundChanges = pending;
+    const soleCause = !pending.grantReleased && pending.holders?.size === 1 ? [...pending.holders][0] : undefined;
     let expired = false;
     for (const agentId of [...watchers]) {
       const mine = this.byAgent.get(agentId);
-      const at = mine?.get(digest);
-      if (mine === undefined || at === undefined || now - at >= this.ttlMs) {
+      const watch = mine?.get(digest);
+      if (mine === undefined || watch === undefined || now - watch.at >= this.ttlMs) {
         if (mine !== undefined) this.remove(agentId, digest, mine);
         expired = true;
         continue;
       }
-      if (agentId === changedBy) continue;
-      const delivered = this.options.deliver(agentId, digest);
+      if (agentId === soleCause) continue;
+      const delivered = this.options.deliver(agentId, digest, watch.view, changes);
       this.options.onNotice?.(delivered);
     }
     if (expired) this.options.onWatches?.(this.watches);
   }
 
-  private remove(agentId: string, digest: Digest, mine: Map<Digest, number>): void {
+  private remove(agentId: string, digest: Digest, mine: Map<Digest, Watch<V>>): void {
     if (!mine.delete(digest)) return;
     this.watches--;
     if (mine.size === 0) this.byAgent.delete(agentId);

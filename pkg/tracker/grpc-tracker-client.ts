@@ -9,7 +9,7 @@ import {
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type IdentitySource, checkServer } from "../identity/index.js";
-import { type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
+import { type BlobChanged, type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
 import type { Digest } from "../oci/index.js";
 import { Backoff } from "../util/index.js";
 import { TrackerError, type TrackerErrorCode } from "./errors.js";
@@ -24,7 +24,16 @@ import {
   validatePrefetchAssignment,
   validatePrefetchReport,
 } from "./prefetch.js";
-import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
+import type {
+  AgentIdentity,
+  BlobAnnouncement,
+  BlobChangeListener,
+  LookupOptions,
+  LookupResult,
+  TagKey,
+  TagRecord,
+  Tracker,
+} from "./tracker.js";
 import {
   inventoryEntry,
   validateActiveUploads,
@@ -38,6 +47,7 @@ import {
   commandFromWire,
   heartbeatRequest,
   lookupResultFromWire,
+  noticeFromWire,
   prefetchReportRequest,
   registerRequest,
   tagRecordFromWire,
@@ -95,6 +105,11 @@ export interface GrpcTrackerClientOptions {
    * agent from before notices (tests of mixed versions).
    */
   readonly acceptNotices?: boolean;
+  /**
+   * Called per BlobChanged notice received: it carried the change (delta), said only "look it up"
+   * (lookup), or was malformed (handled as "look it up", or dropped when its digest is bad). For metrics.
+   */
+  readonly onNotice?: (kind: "delta" | "lookup" | "malformed") => void;
   /** Called with true when a session is registered and false when it is lost (e.g. for shoal_tracker_connected). */
   readonly onConnectionChange?: (connected: boolean) => void;
 }
@@ -173,7 +188,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     return this.state === "connected" && this.trackerSendsNotices && this.options.acceptNotices !== false;
   }
 
-  watchBlob(digest: Digest, listener: () => void): () => void {
+  watchBlob(digest: Digest, listener: BlobChangeListener): () => void {
     return this.notices.add(digest, listener);
   }
 
@@ -368,7 +383,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       const kind = response.kind;
       if (kind?.$case === "registered") this.onRegistered(kind.value.trackerId, kind.value.reannounceSpreadMs, kind.value.sendsNotices);
       else if (kind?.$case === "blobChanged") {
-        if (this.state === "connected") this.notices.notify(kind.value.digest);
+        if (this.state === "connected") this.onNotice(kind.value);
       } else if (this.state === "connected") this.onCommand(response);
     });
     // Failures arrive as the final status below; this listener only keeps them from being thrown.
@@ -412,6 +427,29 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     if (this.state !== "backoff") return;
     clearTimeout(this.reconnectTimer);
     this.connect();
+  }
+
+  /**
+   * A BlobChanged notice: handed to the downloads of its digest with its change, or without one (look it
+   * up) when it carried none or a malformed one. One with a bad digest is dropped: nobody waits for it.
+   */
+  private onNotice(notice: BlobChanged): void {
+    let parsed: ReturnType<typeof noticeFromWire>;
+    try {
+      parsed = noticeFromWire(notice);
+    } catch (error: unknown) {
+      this.options.onNotice?.("malformed");
+      this.logger.debug({ err: error }, "tracker notice with a malformed digest dropped");
+      return;
+    }
+    if (parsed.malformed !== undefined) {
+      this.options.onNotice?.("malformed");
+      this.logger.debug(
+        { digest: parsed.digest, reason: parsed.malformed },
+        "tracker notice with a malformed change; looking the blob up instead",
+      );
+    } else this.options.onNotice?.(parsed.change === undefined ? "lookup" : "delta");
+    this.notices.notify(parsed.digest, parsed.change);
   }
 
   private onRegistered(trackerId: string, reannounceSpreadMs: number, sendsNotices: boolean): void {

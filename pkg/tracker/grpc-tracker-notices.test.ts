@@ -92,6 +92,45 @@ async function start(noticeIntervalMs?: number) {
   };
 }
 
+/**
+ * A hand-written tracker on loopback: once an agent's session sends its first message, `script` writes what
+ * it likes on the session's stream. Returns its port and how to stop it.
+ */
+async function scriptedTracker<R>(
+  service: typeof TrackerServiceService,
+  script: (call: ServerDuplexStream<SessionRequest, R>) => void,
+): Promise<{ port: number; stop: () => void }> {
+  const server = new Server();
+  const calls: ServerDuplexStream<SessionRequest, R>[] = [];
+  server.addService(service, {
+    session: (call: ServerDuplexStream<SessionRequest, R>) => {
+      calls.push(call);
+      call.on("error", () => undefined);
+      call.once("data", () => {
+        script(call);
+      });
+      call.on("end", () => {
+        call.end();
+      });
+    },
+    lookup: () => undefined,
+    resolveTag: () => undefined,
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) => {
+      if (error === null) resolve(bound);
+      else reject(error);
+    });
+  });
+  return {
+    port,
+    stop: () => {
+      for (const call of calls) call.end();
+      server.forceShutdown();
+    },
+  };
+}
+
 describe("BlobChanged notices over gRPC", () => {
   it("an agent that looked a blob up hears of another agent's announce; the announcer, bystanders and old agents hear nothing", async () => {
     const h = await start();
@@ -194,33 +233,14 @@ describe("the agent's session loop and message kinds it does not know", () => {
           Buffer.isBuffer(value) ? value : Buffer.from(SessionResponse.encode(value).finish()),
       },
     };
-    const server = new Server();
-    const calls: ServerDuplexStream<SessionRequest, SessionResponse | Buffer>[] = [];
-    server.addService(service, {
-      session: (call: ServerDuplexStream<SessionRequest, SessionResponse | Buffer>) => {
-        calls.push(call);
-        call.on("error", () => undefined);
-        call.once("data", () => {
-          call.write({ kind: { $case: "registered", value: { trackerId: "future", reannounceSpreadMs: 0, sendsNotices: true } } });
-          call.write(unknownKind);
-          call.write({ kind: { $case: "blobChanged", value: { digest: D } } });
-        });
-        call.on("end", () => {
-          call.end();
-        });
-      },
-      lookup: () => undefined,
-      resolveTag: () => undefined,
-    });
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) => {
-        if (error === null) resolve(bound);
-        else reject(error);
-      });
+    const fake = await scriptedTracker<SessionResponse | Buffer>(service, (call) => {
+      call.write({ kind: { $case: "registered", value: { trackerId: "future", reannounceSpreadMs: 0, sendsNotices: true } } });
+      call.write(unknownKind);
+      call.write({ kind: { $case: "blobChanged", value: { digest: D } } });
     });
     const changes: boolean[] = [];
     const client = new GrpcTrackerClient({
-      address: `127.0.0.1:${port}`,
+      address: `127.0.0.1:${fake.port}`,
       identity: testIdentity("agent"),
       logger,
       ...FAST_CLIENT_OPTIONS,
@@ -234,8 +254,47 @@ describe("the agent's session loop and message kinds it does not know", () => {
       assert.deepEqual(changes, [true], "never disconnected");
     } finally {
       await client.close();
-      for (const call of calls) call.end();
-      server.forceShutdown();
+      fake.stop();
+    }
+  });
+
+  it("a malformed notice is counted and handed on as 'look it up'; one with a bad digest is dropped; the session stays", async () => {
+    const delta = {
+      size: PIECES * 4,
+      pieceSize: 4,
+      holders: [],
+      hashIndices: [1],
+      hashBytes: Buffer.from(pieceHash(1)),
+      granteeAgentId: "",
+    };
+    const fake = await scriptedTracker<SessionResponse>(TrackerServiceService, (call) => {
+      call.write({ kind: { $case: "registered", value: { trackerId: "odd", reannounceSpreadMs: 0, sendsNotices: true } } });
+      call.write({ kind: { $case: "blobChanged", value: { digest: "sha256:bad", delta } } });
+      call.write({ kind: { $case: "blobChanged", value: { digest: D, delta: { ...delta, hashBytes: Buffer.alloc(31) } } } });
+      call.write({ kind: { $case: "blobChanged", value: { digest: D, delta: { ...delta, hashIndices: [PIECES] } } } });
+      call.write({ kind: { $case: "blobChanged", value: { digest: D, delta } } });
+    });
+    const kinds: string[] = [];
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${fake.port}`,
+      identity: testIdentity("agent"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      onNotice: (kind) => kinds.push(kind),
+    });
+    const changes: (number[] | undefined)[] = [];
+    const stop = client.watchBlob(D, (change) => changes.push(change === undefined ? undefined : Array.from(change.hashes.indices)));
+    const heard = listen(client, D);
+    try {
+      await heard.reached(3);
+      assert.deepEqual(kinds, ["malformed", "malformed", "malformed", "delta"]);
+      assert.deepEqual(changes, [undefined, undefined, [1]], "the malformed ones say look it up; the good one carries its hash");
+      assert.equal(client.connected, true);
+    } finally {
+      stop();
+      heard.stop();
+      await client.close();
+      fake.stop();
     }
   });
 });

@@ -13,6 +13,7 @@ export {
   type TrackerSnapshot,
   type TrackerEvent,
 } from "./memory-tracker.js";
+export { rankKey } from "./holder-ranking.js";
 export { LocalTracker, type LocalTrackerOptions } from "./local-tracker.js";
 export {
   BlobWatchers,

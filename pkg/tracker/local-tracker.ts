@@ -5,7 +5,17 @@ import type { Membership } from "./membership.js";
 import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
 import { NoticeListeners } from "./notice-listeners.js";
 import { PublishedTags } from "./published-tags.js";
-import type { AgentIdentity, BlobAnnouncement, LookupOptions, LookupResult, TagKey, TagRecord, Tracker } from "./tracker.js";
+import type {
+  AgentIdentity,
+  BlobAnnouncement,
+  BlobChange,
+  BlobChangeListener,
+  LookupOptions,
+  LookupResult,
+  TagKey,
+  TagRecord,
+  Tracker,
+} from "./tracker.js";
 import { inventoryEntry, validateActiveUploads, validateAnnouncement, validateTagRecord } from "./validation.js";
 
 /** Wait before registering again after the tracker ended the session itself. */
@@ -53,7 +63,7 @@ export class LocalTracker implements Tracker {
     return this.connected && this.options.acceptNotices !== false;
   }
 
-  watchBlob(digest: Digest, listener: () => void): () => void {
+  watchBlob(digest: Digest, listener: BlobChangeListener): () => void {
     return this.notices.add(digest, listener);
   }
 
@@ -144,9 +154,9 @@ export class LocalTracker implements Tracker {
         ? {}
         : {
             // Delivered on a later turn of the event loop, as over gRPC: never inside the announce that caused it.
-            onNotice: (digest: Digest) => {
+            onNotice: (digest: Digest, change: BlobChange | undefined) => {
               setImmediate(() => {
-                if (!this.closed) this.notices.notify(digest);
+                if (!this.closed) this.notices.notify(digest, change);
               });
               return true;
             },

@@ -5,7 +5,7 @@ import { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { MAX_WATCHES_PER_AGENT, WATCH_TTL_MS } from "./blob-watchers.js";
 import { MemoryTracker, type TrackerSession } from "./memory-tracker.js";
-import { testDigest, testIdentity } from "./testing/helpers.js";
+import { manualClock, testDigest, testIdentity } from "./testing/helpers.js";
 
 const logger = pino({ level: "silent" });
 const D = testDigest("notices");
@@ -15,22 +15,15 @@ const hash = (i: number): Uint8Array => new Uint8Array(32).fill(i + 1);
 
 /** A MemoryTracker on a hand-moved clock with hand-run timers; each agent's notices are recorded. */
 function setup(options: { noticeIntervalMs?: number } = {}) {
-  let nowMs = 1_000;
-  const timers: { atMs: number; task: () => void; cancelled: boolean }[] = [];
+  const clock = manualClock();
   const metrics = new ControllerMetrics({ version: "test", collectDefaults: false });
   const tracker = new MemoryTracker({
     logger,
     metrics,
-    now: () => nowMs,
+    now: clock.now,
     grantStallTimeoutMs: 60_000,
     ...(options.noticeIntervalMs === undefined ? {} : { noticeIntervalMs: options.noticeIntervalMs }),
-    schedule: (task, delayMs) => {
-      const timer = { atMs: nowMs + delayMs, task, cancelled: false };
-      timers.push(timer);
-      return () => {
-        timer.cancelled = true;
-      };
-    },
+    schedule: clock.schedule,
   });
   const notices = new Map<string, Digest[]>();
   const register = (agentId: string, takesNotices = true): TrackerSession => {
@@ -52,17 +45,7 @@ function setup(options: { noticeIntervalMs?: number } = {}) {
     register,
     notices: (agentId: string) => notices.get(agentId)?.length ?? 0,
     lookup: (agentId: string, digest: Digest = D, want = false) => tracker.lookup(agentId, digest, want),
-    advance(ms: number) {
-      const until = nowMs + ms;
-      for (;;) {
-        const next = timers.filter((t) => !t.cancelled && t.atMs <= until).sort((a, b) => a.atMs - b.atMs)[0];
-        if (next === undefined) break;
-        timers.splice(timers.indexOf(next), 1);
-        nowMs = next.atMs;
-        next.task();
-      }
-      nowMs = until;
-    },
+    advance: clock.advance,
   };
 }
 

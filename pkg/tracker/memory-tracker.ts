@@ -5,14 +5,15 @@ import type { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { PIECE_HASH_BYTES } from "../piece/index.js";
 import { BlobClaims, type Claim, joinHashes, NO_HASHES } from "./blob-claims.js";
-import { BlobWatchers, type Scheduler } from "./blob-watchers.js";
+import { BlobWatchers, type RoundChanges, type Scheduler } from "./blob-watchers.js";
 import { TrackerError } from "./errors.js";
 import { type Membership, OpenMembership } from "./membership.js";
 import type { AgentCommand, PrefetchReport } from "./prefetch.js";
 import { validatePrefetchReport } from "./prefetch.js";
 import { RebuildGrace } from "./rebuild-grace.js";
 import { TagDirectory } from "./tag-directory.js";
-import type { AgentIdentity, BlobAnnouncement, LookupResult, TagKey, TagRecord } from "./tracker.js";
+import { changeFor, type WatchView } from "./notice-delta.js";
+import type { AgentIdentity, BlobAnnouncement, BlobChange, LookupResult, TagKey, TagRecord } from "./tracker.js";
 import { validateActiveUploads, validateAnnouncement, validateIdentity, validateTagKey, validateTagRecord } from "./validation.js";
 
 /** A grantee that announces no new pieces for this long loses the grant to the next asker. */
@@ -47,6 +48,11 @@ export interface MemoryTrackerOptions {
   readonly noticesPerBlobPerSecond?: number;
   /** Runs the end-of-interval round of notices; setTimeout (unref'd) by default. The simulator passes its clock's. */
   readonly schedule?: Scheduler;
+  /**
+   * Notices carry the change (BlobChange) when it can be told exactly; true by default. False: every notice
+   * says only "look it up", as trackers before deltas did (the simulator's comparison, tests of mixed versions).
+   */
+  readonly noticeDeltas?: boolean;
 }
 
 /** Why the tracker ended a session by itself. */
@@ -71,10 +77,11 @@ export interface RegisterOptions {
   /** Blobs the agent is about to re-announce (it lost its previous session); 0 on a first start. */
   readonly resumeBlobs?: number;
   /**
-   * Tells the agent a blob it watches changed (BlobChanged); returns false when the notice was dropped (its
-   * stream is not draining). A session without it watches nothing (agents before notices).
+   * Tells the agent a blob it watches changed (BlobChanged), with what changed when that can be told
+   * exactly (else undefined: look it up); returns false when the notice was dropped (its stream is not
+   * draining). A session without it watches nothing (agents before notices).
    */
-  readonly onNotice?: (digest: Digest) => boolean;
+  readonly onNotice?: (digest: Digest, change: BlobChange | undefined) => boolean;
 }
 
 /**
@@ -151,7 +158,7 @@ interface AgentRecord {
   readonly principal: string | undefined;
   readonly onClose: ((reason: SessionCloseReason) => void) | undefined;
   readonly onCommand: ((command: AgentCommand) => void) | undefined;
-  readonly onNotice: ((digest: Digest) => boolean) | undefined;
+  readonly onNotice: ((digest: Digest, change: BlobChange | undefined) => boolean) | undefined;
   activeUploads: number;
   readonly blobs: Set<Digest>;
   /** Controller memory charged to this agent (MEMORY_BUDGET_PER_AGENT_BYTES): its holder entries and the records it created. */
@@ -197,7 +204,8 @@ export class MemoryTracker {
   /** The agents of a node, for BlobClaims (one function shared by every blob). */
   private readonly sameNode = (nodeName: string): Iterable<string> => this.agentsByNode.get(nodeName) ?? [];
   /** Who waits for news of which blob, and the notices that tell them. */
-  private readonly watchers: BlobWatchers;
+  private readonly watchers: BlobWatchers<WatchView<AgentRecord>>;
+  private readonly noticeDeltas: boolean;
 
   constructor(options: MemoryTrackerOptions) {
     this.id = options.id ?? randomUUID();
@@ -214,12 +222,13 @@ export class MemoryTracker {
       ...(options.rebuildHoldMs === undefined ? {} : { holdMs: options.rebuildHoldMs }),
     });
     const metrics = this.metrics;
-    this.watchers = new BlobWatchers({
+    this.noticeDeltas = options.noticeDeltas ?? true;
+    this.watchers = new BlobWatchers<WatchView<AgentRecord>>({
       now: this.now,
       schedule: options.schedule ?? scheduleUnref,
       ...(options.noticeIntervalMs === undefined ? {} : { intervalMs: options.noticeIntervalMs }),
       ...(options.noticesPerBlobPerSecond === undefined ? {} : { perBlobPerSecond: options.noticesPerBlobPerSecond }),
-      deliver: (agentId, digest) => this.notify(agentId, digest),
+      deliver: (agentId, digest, view, changes) => this.notify(agentId, digest, view, changes),
       ...(metrics === undefined
         ? {}
         : {
@@ -522,7 +531,16 @@ export class MemoryTracker {
     // Interest is implied by the lookup: an agent that takes notices hears when the blob changes, until it holds it.
     if (asker.onNotice !== undefined) {
       if (this.holdsComplete(agentId, digest)) this.watchers.unwatch(agentId, digest);
-      else this.watchers.watch(agentId, digest);
+      else
+        this.watchers.watch(agentId, digest, {
+          claim: blob,
+          excluded: excludedSet,
+          expectedSize,
+          revision: blob?.revision ?? 0,
+          crowded: holders.length >= this.maxLookupHolders,
+          hashesTold: blob?.knownHashes ?? 0,
+          stale: false,
+        });
     }
     return {
       size: blob?.size ?? 0,
@@ -701,16 +719,34 @@ export class MemoryTracker {
     this.answeredPieces -= list.length;
   }
 
-  /** Hands a notice to the agent's session; false when it was dropped. */
-  private notify(agentId: string, digest: Digest): boolean {
+  /** Hands a notice to the agent's session, with the change when it can be told exactly; false when it was dropped. */
+  private notify(agentId: string, digest: Digest, view: WatchView<AgentRecord>, changes: RoundChanges): boolean {
     const agent = this.agents.get(agentId);
     if (agent?.onNotice === undefined) return false;
+    const change = this.noticeDeltas
+      ? changeFor({
+          watcher: agentId,
+          claims: this.blobs.get(digest),
+          grantee: this.grants.get(digest)?.agentId,
+          view,
+          changes,
+          maxLookupHolders: this.maxLookupHolders,
+          agent: (id) => this.agents.get(id),
+        })
+      : undefined;
+    let delivered: boolean;
     try {
-      return agent.onNotice(digest);
+      delivered = agent.onNotice(digest, change);
     } catch (error: unknown) {
       this.logger.warn({ err: error, agentId }, "notice not delivered");
-      return false;
+      delivered = false;
     }
+    if (!delivered) view.stale = true;
+    else if (change !== undefined) {
+      view.hashesTold = view.claim?.knownHashes ?? 0;
+      this.metrics?.noticeDeltas.inc();
+    }
+    return delivered;
   }
 
   private exhausted(agentId: string, message: string): TrackerError {

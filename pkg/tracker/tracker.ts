@@ -61,6 +61,26 @@ export interface LookupResult {
   readonly retryAfterMs?: number;
 }
 
+/**
+ * What a BlobChanged notice says changed of a blob since the agent's last lookup of it (or the last notice
+ * with a change), as a lookup would answer it now: merged into what the agent knows, it saves the lookup.
+ * A notice without one (undefined) means "look it up".
+ */
+export interface BlobChange {
+  /** The geometry of the claim the agent's lookups are answered with. */
+  readonly size: number;
+  readonly pieceSize: number;
+  /** Holders whose announces changed the blob, never the agent itself; its other holders are unchanged. */
+  readonly holders: readonly HolderInfo[];
+  /** Piece hashes the tracker accepted since (indices below the piece count, 32 bytes each). */
+  readonly hashes: PackedPieceHashes;
+  /** Who holds the origin grant now; undefined when nobody does. */
+  readonly granteeAgentId: string | undefined;
+}
+
+/** Called per BlobChanged notice of a watched digest: with what changed, or undefined (look the blob up). */
+export type BlobChangeListener = (change: BlobChange | undefined) => void;
+
 /** A tag in one repository of one registry. */
 export interface TagKey {
   /** Registry host as in image references, e.g. `ghcr.io`. */
@@ -115,11 +135,12 @@ export interface Tracker {
   resolveTag(key: TagKey, signal?: AbortSignal): Promise<TagRecord | undefined>;
   /**
    * Calls `listener` whenever the tracker says `digest` changed (BlobChanged: another agent announced a new
-   * copy, pieces or hashes of it, or its origin grant was released). The tracker tells only agents that
+   * copy, pieces or hashes of it, or its origin grant was released), with the change when the notice
+   * carried it (BlobChange), else undefined: look the blob up. The tracker tells only agents that
    * looked the blob up within the last few seconds, so a listener must keep looking it up now and then
    * (slowly: see `sendsNotices`). Returns the function that ends the subscription; call it on every exit.
    */
-  watchBlob(digest: Digest, listener: () => void): () => void;
+  watchBlob(digest: Digest, listener: BlobChangeListener): () => void;
   /**
    * Whether the tracker of the current session sends notices. False without a session and with a tracker
    * from before notices: callers then poll at the old pace.

@@ -2,7 +2,7 @@ import { type Digest, parseDigest } from "../oci/index.js";
 import { PieceBitmap } from "../piece/index.js";
 import { MAX_PIECE_SIZE_BYTES, pieceCount } from "../piece/index.js";
 import { TrackerError } from "./errors.js";
-import type { AgentIdentity, BlobAnnouncement, TagKey, TagRecord } from "./tracker.js";
+import type { AgentIdentity, BlobAnnouncement, BlobChange, TagKey, TagRecord } from "./tracker.js";
 
 /** Longest agent id; agents use a UUID or node name plus a suffix. */
 export const MAX_AGENT_ID_LENGTH = 128;
@@ -174,4 +174,36 @@ export function validateTagRecord(record: TagRecord): TagRecord {
   if (!Number.isSafeInteger(record.seenAtMs) || record.seenAtMs <= 0)
     throw invalid(`seen-at time ${record.seenAtMs} is not a Unix time in ms`);
   return { ...key, digest: validateDigest(record.digest), mediaType: record.mediaType, size: record.size, seenAtMs: record.seenAtMs };
+}
+
+/**
+ * Checks a notice's change against its own geometry (the agent checks it against its copy's): sizes in
+ * bounds, every partial holder's bitmap as long as the pieces need, hashes 32 bytes each with distinct
+ * indices in range. Throws ERR_TRACKER_INVALID_ARGUMENT naming what is wrong.
+ */
+export function validateBlobChange(change: BlobChange): BlobChange {
+  const { size, pieceSize, holders, hashes } = change;
+  if (!Number.isSafeInteger(size) || size < 0) throw invalid(`notice size ${size} is not a whole number of bytes`);
+  if (!Number.isSafeInteger(pieceSize) || pieceSize < 1 || pieceSize > MAX_PIECE_SIZE_BYTES)
+    throw invalid(`notice piece size ${pieceSize} is outside 1..${MAX_PIECE_SIZE_BYTES} bytes`);
+  const pieces = pieceCount(size, pieceSize);
+  if (pieces > MAX_PIECES_PER_BLOB) throw invalid(`notice of ${pieces} pieces; at most ${MAX_PIECES_PER_BLOB} are tracked`);
+  const bitmapBytes = Math.ceil(pieces / 8);
+  for (const holder of holders) {
+    validateAgentId(holder.agentId);
+    if (!holder.complete && holder.bitmap.length !== bitmapBytes)
+      throw invalid(
+        `notice holder ${holder.agentId.slice(0, 128)} has a bitmap of ${holder.bitmap.length} bytes; ${pieces} pieces need ${bitmapBytes}`,
+      );
+  }
+  if (hashes.bytes.length !== hashes.indices.length * SHA256_BYTES)
+    throw invalid(`notice has ${hashes.bytes.length} bytes of hashes for ${hashes.indices.length} pieces`);
+  const seen = new Uint8Array(pieces);
+  for (let i = 0; i < hashes.indices.length; i++) {
+    const index = hashes.indices[i] ?? -1;
+    if (!Number.isInteger(index) || index < 0 || index >= pieces) throw invalid(`notice hash index ${index} outside 0..${pieces - 1}`);
+    if (seen[index] === 1) throw invalid(`notice hash ${index} given twice`);
+    seen[index] = 1;
+  }
+  return change;
 }

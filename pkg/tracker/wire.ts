@@ -1,6 +1,9 @@
 import type { Digest } from "../oci/index.js";
 import {
   type Announce,
+  type BlobChanged,
+  type BlobDelta,
+  type Holder,
   type LookupResponse,
   type PrefetchAssignment as WirePrefetchAssignment,
   type PrefetchReport as WirePrefetchReport,
@@ -11,9 +14,16 @@ import {
   type TagRecord as WireTagRecord,
 } from "../gen/tracker/v1/tracker.js";
 import type { AgentCommand, PrefetchAssignment, PrefetchReport, PrefetchState } from "./prefetch.js";
-import { type AgentIdentity, type BlobAnnouncement, type LookupResult, type TagRecord } from "./tracker.js";
+import {
+  type AgentIdentity,
+  type BlobAnnouncement,
+  type BlobChange,
+  type HolderInfo,
+  type LookupResult,
+  type TagRecord,
+} from "./tracker.js";
 import { TrackerError } from "./errors.js";
-import { SHA256_BYTES, validateDigest } from "./validation.js";
+import { SHA256_BYTES, validateBlobChange, validateDigest } from "./validation.js";
 
 /** Conversions between the generated protobuf messages and the Tracker types; the only place that knows both. */
 
@@ -94,9 +104,42 @@ export function announceRequests(announcement: BlobAnnouncement): SessionRequest
   return requests;
 }
 
-/** A BlobChanged notice: `digest` changed since the agent last looked it up. */
-export function noticeResponse(digest: Digest): SessionResponse {
-  return { kind: { $case: "blobChanged", value: { digest } } };
+/** A BlobChanged notice: `digest` changed since the agent last looked it up; with `change`, what changed. */
+export function noticeResponse(digest: Digest, change?: BlobChange): SessionResponse {
+  if (change === undefined) return { kind: { $case: "blobChanged", value: { digest } } };
+  const delta: BlobDelta = {
+    size: change.size,
+    pieceSize: change.pieceSize,
+    holders: change.holders.map(holderToWire),
+    hashIndices: Array.from(change.hashes.indices),
+    hashBytes: toBuffer(change.hashes.bytes),
+    granteeAgentId: change.granteeAgentId ?? "",
+  };
+  return { kind: { $case: "blobChanged", value: { digest, delta } } };
+}
+
+/**
+ * A notice as the agent takes it: its digest, and its change when it carried one. Throws
+ * ERR_TRACKER_INVALID_ARGUMENT for a bad digest; a delta that does not fit its own geometry (a bitmap of
+ * the wrong length, a hash not 32 bytes, an index out of range) comes back as `malformed` with no change:
+ * the agent looks the blob up instead.
+ */
+export function noticeFromWire(notice: BlobChanged): { digest: Digest; change: BlobChange | undefined; malformed?: string } {
+  const digest = validateDigest(notice.digest);
+  const delta = notice.delta;
+  if (delta === undefined) return { digest, change: undefined };
+  try {
+    const change = validateBlobChange({
+      size: delta.size,
+      pieceSize: delta.pieceSize,
+      holders: delta.holders.map(holderFromWire),
+      hashes: { indices: delta.hashIndices, bytes: new Uint8Array(delta.hashBytes) },
+      granteeAgentId: delta.granteeAgentId === "" ? undefined : delta.granteeAgentId,
+    });
+    return { digest, change };
+  } catch (error: unknown) {
+    return { digest, change: undefined, malformed: error instanceof Error ? error.message : String(error) };
+  }
 }
 
 export function withdrawRequest(digest: Digest): SessionRequest {
@@ -176,19 +219,35 @@ export function lookupResponse(result: LookupResult): LookupResponse {
   return {
     size: result.size,
     pieceSize: result.pieceSize,
-    holders: result.holders.map((h) => ({
-      agentId: h.agentId,
-      nodeName: h.nodeName,
-      zone: h.zone,
-      peerAddress: h.peerAddress,
-      complete: h.complete,
-      bitmap: toBuffer(h.bitmap),
-      activeUploads: h.activeUploads,
-    })),
+    holders: result.holders.map(holderToWire),
     pieceHashes: hashesToWire(result.pieceHashes),
     origin: { granted: result.origin.granted, granteeAgentId: result.origin.granteeAgentId ?? "" },
     askerZone: result.askerZone,
     retryAfterMs: result.retryAfterMs ?? 0,
+  };
+}
+
+function holderToWire(h: HolderInfo): Holder {
+  return {
+    agentId: h.agentId,
+    nodeName: h.nodeName,
+    zone: h.zone,
+    peerAddress: h.peerAddress,
+    complete: h.complete,
+    bitmap: toBuffer(h.bitmap),
+    activeUploads: h.activeUploads,
+  };
+}
+
+function holderFromWire(h: Holder): HolderInfo {
+  return {
+    agentId: h.agentId,
+    nodeName: h.nodeName,
+    zone: h.zone,
+    peerAddress: h.peerAddress,
+    complete: h.complete,
+    bitmap: new Uint8Array(h.bitmap),
+    activeUploads: h.activeUploads,
   };
 }
 
@@ -198,15 +257,7 @@ export function lookupResultFromWire(response: LookupResponse): LookupResult {
   return {
     size: response.size,
     pieceSize: response.pieceSize,
-    holders: response.holders.map((h) => ({
-      agentId: h.agentId,
-      nodeName: h.nodeName,
-      zone: h.zone,
-      peerAddress: h.peerAddress,
-      complete: h.complete,
-      bitmap: new Uint8Array(h.bitmap),
-      activeUploads: h.activeUploads,
-    })),
+    holders: response.holders.map(holderFromWire),
     pieceHashes: response.pieceHashes.map((h) => (h.length === 0 ? undefined : new Uint8Array(h))),
     origin: { granted: response.origin?.granted ?? false, granteeAgentId: grantee === "" ? undefined : grantee },
     askerZone: response.askerZone,

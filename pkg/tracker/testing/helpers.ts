@@ -65,3 +65,40 @@ export async function silentServer(): Promise<{ address: string; port: number; c
       }),
   };
 }
+
+/**
+ * A clock and a timer queue moved by hand (the tracker's `now` and `schedule` options): `advance(ms)` runs
+ * the timers due, in order, each at its own time.
+ */
+export function manualClock(startMs = 1_000): {
+  now: () => number;
+  schedule: (task: () => void, delayMs: number) => () => void;
+  advance: (ms: number) => void;
+  /** Timers scheduled and neither run nor cancelled. */
+  pending: () => number;
+} {
+  let nowMs = startMs;
+  const timers: { atMs: number; task: () => void; cancelled: boolean }[] = [];
+  return {
+    now: () => nowMs,
+    schedule: (task, delayMs) => {
+      const timer = { atMs: nowMs + delayMs, task, cancelled: false };
+      timers.push(timer);
+      return () => {
+        timer.cancelled = true;
+      };
+    },
+    advance(ms) {
+      const until = nowMs + ms;
+      for (;;) {
+        const next = timers.filter((t) => !t.cancelled && t.atMs <= until).sort((a, b) => a.atMs - b.atMs)[0];
+        if (next === undefined) break;
+        timers.splice(timers.indexOf(next), 1);
+        nowMs = next.atMs;
+        next.task();
+      }
+      nowMs = until;
+    },
+    pending: () => timers.filter((t) => !t.cancelled).length,
+  };
+}

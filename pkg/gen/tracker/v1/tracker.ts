@@ -151,11 +151,42 @@ export interface SessionResponse {
 /**
  * Another agent's announce added a holder of a blob this agent looked up lately (within a few seconds) and
  * does not hold complete, added pieces or hashes to it, or completed it; or the blob's origin grant was
- * released. Carries no state: the agent looks the blob up again. At most one per blob and agent per short
- * interval; notices to a session whose stream does not drain are dropped, so an agent keeps a slow poll.
+ * released. At most one per blob and agent per short interval; notices to a session whose stream does not
+ * drain are dropped, so an agent keeps a slow poll.
+ *
+ * With `delta` set the notice carries what changed since this agent's last lookup of the blob or last notice
+ * of it, exactly as a lookup would answer it now: the agent merges it into what it knows and need not look
+ * the blob up. Without `delta` (trackers before deltas; or the tracker cannot tell the change cheaply: too
+ * much changed, the agent's last answer was a sample of a crowd, another claim about the blob would now be
+ * answered with, or an earlier notice was dropped) the agent looks the blob up. Agents before deltas ignore
+ * the field and look the blob up, as before.
  */
 export interface BlobChanged {
   digest: string;
+  delta?: BlobDelta | undefined;
+}
+
+/** What changed of a blob since the agent's last lookup of it or last notice with a delta. */
+export interface BlobDelta {
+  /**
+   * The geometry of the claim the agent's lookups are answered with; an agent whose copy has another drops
+   * the delta and looks the blob up.
+   */
+  size: number;
+  pieceSize: number;
+  /**
+   * Holders whose announces changed the blob, in the form a lookup lists them (never the agent itself). The
+   * agent's other holders are unchanged: it keeps them.
+   */
+  holders: Holder[];
+  /**
+   * Piece hashes the tracker accepted since, packed as in Announce: the indices, and their SHA-256
+   * concatenated in that order (32 bytes each).
+   */
+  hashIndices: number[];
+  hashBytes: Buffer;
+  /** The agent that holds the origin grant now; empty when none does (e.g. it was released). */
+  granteeAgentId: string;
 }
 
 export interface Registered {
@@ -1284,13 +1315,16 @@ export const SessionResponse: MessageFns<SessionResponse> = {
 };
 
 function createBaseBlobChanged(): BlobChanged {
-  return { digest: "" };
+  return { digest: "", delta: undefined };
 }
 
 export const BlobChanged: MessageFns<BlobChanged> = {
   encode(message: BlobChanged, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.digest !== "") {
       writer.uint32(10).string(message.digest);
+    }
+    if (message.delta !== undefined) {
+      BlobDelta.encode(message.delta, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1316,6 +1350,14 @@ export const BlobChanged: MessageFns<BlobChanged> = {
             message.digest = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.delta = BlobDelta.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1329,13 +1371,19 @@ export const BlobChanged: MessageFns<BlobChanged> = {
   },
 
   fromJSON(object: any): BlobChanged {
-    return { digest: isSet(object.digest) ? globalThis.String(object.digest) : "" };
+    return {
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      delta: isSet(object.delta) ? BlobDelta.fromJSON(object.delta) : undefined,
+    };
   },
 
   toJSON(message: BlobChanged): unknown {
     const obj: any = {};
     if (message.digest !== "") {
       obj.digest = message.digest;
+    }
+    if (message.delta !== undefined) {
+      obj.delta = BlobDelta.toJSON(message.delta);
     }
     return obj;
   },
@@ -1346,6 +1394,188 @@ export const BlobChanged: MessageFns<BlobChanged> = {
   fromPartial(object: DeepPartial<BlobChanged>): BlobChanged {
     const message = createBaseBlobChanged();
     message.digest = object.digest ?? "";
+    message.delta = (object.delta !== undefined && object.delta !== null)
+      ? BlobDelta.fromPartial(object.delta)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseBlobDelta(): BlobDelta {
+  return { size: 0, pieceSize: 0, holders: [], hashIndices: [], hashBytes: Buffer.alloc(0), granteeAgentId: "" };
+}
+
+export const BlobDelta: MessageFns<BlobDelta> = {
+  encode(message: BlobDelta, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.size !== 0) {
+      writer.uint32(8).uint64(message.size);
+    }
+    if (message.pieceSize !== 0) {
+      writer.uint32(16).uint32(message.pieceSize);
+    }
+    for (const v of message.holders) {
+      Holder.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.hashIndices.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.hashIndices) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.hashBytes.length !== 0) {
+      writer.uint32(42).bytes(message.hashBytes);
+    }
+    if (message.granteeAgentId !== "") {
+      writer.uint32(50).string(message.granteeAgentId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BlobDelta {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBlobDelta();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pieceSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.holders.push(Holder.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.hashIndices.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.hashIndices.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.hashBytes = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.granteeAgentId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BlobDelta {
+    return {
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      pieceSize: isSet(object.pieceSize)
+        ? globalThis.Number(object.pieceSize)
+        : isSet(object.piece_size)
+        ? globalThis.Number(object.piece_size)
+        : 0,
+      holders: globalThis.Array.isArray(object?.holders) ? object.holders.map((e: any) => Holder.fromJSON(e)) : [],
+      hashIndices: globalThis.Array.isArray(object?.hashIndices)
+        ? object.hashIndices.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.hash_indices)
+        ? object.hash_indices.map((e: any) => globalThis.Number(e))
+        : [],
+      hashBytes: isSet(object.hashBytes)
+        ? Buffer.from(bytesFromBase64(object.hashBytes))
+        : isSet(object.hash_bytes)
+        ? Buffer.from(bytesFromBase64(object.hash_bytes))
+        : Buffer.alloc(0),
+      granteeAgentId: isSet(object.granteeAgentId)
+        ? globalThis.String(object.granteeAgentId)
+        : isSet(object.grantee_agent_id)
+        ? globalThis.String(object.grantee_agent_id)
+        : "",
+    };
+  },
+
+  toJSON(message: BlobDelta): unknown {
+    const obj: any = {};
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.pieceSize !== 0) {
+      obj.pieceSize = Math.round(message.pieceSize);
+    }
+    if (message.holders?.length) {
+      obj.holders = message.holders.map((e) => Holder.toJSON(e));
+    }
+    if (message.hashIndices?.length) {
+      obj.hashIndices = message.hashIndices.map((e) => Math.round(e));
+    }
+    if (message.hashBytes.length !== 0) {
+      obj.hashBytes = base64FromBytes(message.hashBytes);
+    }
+    if (message.granteeAgentId !== "") {
+      obj.granteeAgentId = message.granteeAgentId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BlobDelta>): BlobDelta {
+    return BlobDelta.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BlobDelta>): BlobDelta {
+    const message = createBaseBlobDelta();
+    message.size = object.size ?? 0;
+    message.pieceSize = object.pieceSize ?? 0;
+    message.holders = object.holders?.map((e) => Holder.fromPartial(e)) || [];
+    message.hashIndices = object.hashIndices?.map((e) => e) || [];
+    message.hashBytes = object.hashBytes ?? Buffer.alloc(0);
+    message.granteeAgentId = object.granteeAgentId ?? "";
     return message;
   },
 };
