@@ -24,6 +24,7 @@ import { PieceReceiver } from "./piece-receiver.js";
 import { MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 import { SessionPool } from "./session-pool.js";
+import { ExchangeChannel, ExchangeUnsupported } from "./exchange-channel.js";
 import { ChunkDecoder } from "./wire-codec.js";
 
 /** Receive window per call: a peer streams up to this far ahead of what we consumed (~1 GB/s on loopback). */
@@ -33,6 +34,14 @@ export const CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_STALL_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_SESSION_CLOSE_MS = 60_000;
 export const DEFAULT_STAT_TIMEOUT_MS = 5_000;
+export const DEFAULT_EXCHANGE = true;
+/**
+ * How long a peer that answered Exchange with UNIMPLEMENTED is read with ReadPieces only, before Exchange
+ * is tried again (it may have been upgraded meanwhile: a rolling upgrade takes minutes).
+ */
+const READ_PIECES_ONLY_MS = 60_000;
+/** Past this many remembered peers, expired entries are dropped. */
+const MAX_READ_PIECES_ONLY_PEERS = 1_024;
 /** Largest Stat response accepted: a bitmap of a few thousand pieces and a few fields. */
 const MAX_STAT_RESPONSE_BYTES = 4 * 1024 * 1024;
 /** Longest peer address accepted in a peer exchange (host:port, bracketed IPv6). */
@@ -60,6 +69,11 @@ export interface PeerClientOptions {
    * naming the address dialed. Plain HTTP/2 without (local development).
    */
   readonly tls?: IdentitySource | undefined;
+  /**
+   * Read pieces over one Exchange stream per peer (default DEFAULT_EXCHANGE) rather than a ReadPieces call
+   * per request. Peers that do not serve Exchange are read with ReadPieces either way.
+   */
+  readonly exchange?: boolean | undefined;
 }
 
 type EndReason = "aborted" | "stalled" | "closed";
@@ -86,6 +100,13 @@ export class PeerClient implements PieceSource {
   private readonly cancellers = new Set<(reason: EndReason) => void>();
   private readonly unsubscribe: (() => void) | undefined;
   private closed = false;
+  private readonly logger: Logger;
+  private readonly idleCloseMs: number;
+  private readonly exchange: boolean;
+  /** The Exchange stream per peer address. */
+  private readonly channels = new Map<string, ExchangeChannel>();
+  /** Peers that answered Exchange with UNIMPLEMENTED, until when they are asked with ReadPieces only. */
+  private readonly readPiecesOnly = new Map<string, number>();
 
   constructor(private readonly options: PeerClientOptions) {
     const identity = options.tls;
@@ -107,9 +128,13 @@ export class PeerClient implements PieceSource {
     // Connections made after a rotation present the new certificate; calls on older ones finish there.
     this.unsubscribe = identity?.subscribe(() => {
       this.pool.retire();
+      for (const channel of [...this.channels.values()]) channel.retire();
     });
     this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.statTimeoutMs = options.statTimeoutMs ?? DEFAULT_STAT_TIMEOUT_MS;
+    this.idleCloseMs = options.idleSessionCloseMs ?? DEFAULT_IDLE_SESSION_CLOSE_MS;
+    this.exchange = options.exchange ?? DEFAULT_EXCHANGE;
+    this.logger = options.logger.child({ component: "peer-client" });
   }
 
   /** Connections open now (one per peer recently talked to). */
@@ -117,6 +142,10 @@ export class PeerClient implements PieceSource {
     return this.pool.size;
   }
 
+  /**
+   * Over the pair's Exchange stream when this client and the peer speak it, else as a ReadPieces call; the
+   * same semantics either way.
+   */
   async *readPieces(
     peerAddress: string,
     request: PieceReadRequest,
@@ -124,14 +153,68 @@ export class PeerClient implements PieceSource {
     onData?: (bytes: number) => void,
   ): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
-    const body = ReadPiecesRequest.encode({
-      digest: request.digest,
-      pieceSize: request.pieceSize,
-      pieces: [...request.pieces],
-      waitMs: request.waitMs,
-    }).finish();
+    if (this.exchange && !this.speaksReadPiecesOnly(peerAddress)) {
+      try {
+        yield* this.channel(peerAddress).read(request, signal, this.stallTimeoutMs, onData);
+        return;
+      } catch (error: unknown) {
+        // Thrown before any piece: the read is made again as a call, and so are the next ones for a while.
+        if (!(error instanceof ExchangeUnsupported)) throw error;
+        this.readPiecesOnly.set(peerAddress, performance.now() + READ_PIECES_ONLY_MS);
+        this.logger.debug({ peer: peerAddress }, "peer does not serve Exchange: using ReadPieces calls");
+      }
+    }
+    yield* this.readPiecesCall(peerAddress, request, signal, onData);
+  }
+
+  /** Exchange streams open now, one per peer (tests). */
+  get openStreams(): number {
+    return this.channels.size;
+  }
+
+  private speaksReadPiecesOnly(peerAddress: string): boolean {
+    const until = this.readPiecesOnly.get(peerAddress);
+    if (until === undefined) return false;
+    if (performance.now() < until) return true;
+    this.readPiecesOnly.delete(peerAddress);
+    return false;
+  }
+
+  /** The pair's stream, opened when there is none (or the last one failed or went idle). */
+  private channel(peerAddress: string): ExchangeChannel {
+    const open = this.channels.get(peerAddress);
+    if (open?.usable === true) return open;
+    open?.retire();
+    const lease = this.pool.acquire(peerAddress);
+    let channel: ExchangeChannel;
+    try {
+      channel = new ExchangeChannel({
+        address: peerAddress,
+        lease,
+        idleCloseMs: this.idleCloseMs,
+        onRetired: (retired) => {
+          if (this.channels.get(peerAddress) === retired) this.channels.delete(peerAddress);
+        },
+        receiver: (request) => this.receiver(request, peerAddress),
+        onWasted: (bytes) => {
+          this.options.metrics?.peerBytesWasted.inc({ reason: "incomplete" }, bytes);
+        },
+      });
+    } catch (error: unknown) {
+      lease.release();
+      throw new PeerError("ERR_PEER_UNAVAILABLE", `peer ${peerAddress}: cannot open a stream`, { cause: error });
+    }
+    this.channels.set(peerAddress, channel);
+    if (this.readPiecesOnly.size > MAX_READ_PIECES_ONLY_PEERS) {
+      const now = performance.now();
+      for (const [address, until] of this.readPiecesOnly) if (until <= now) this.readPiecesOnly.delete(address);
+    }
+    return channel;
+  }
+
+  private receiver(request: PieceReadRequest, peerAddress: string): PieceReceiver {
     const received = this.options.metrics?.peerBytesReceived;
-    const receiver = new PieceReceiver(
+    return new PieceReceiver(
       request.pieces,
       request.pieceSize,
       this.buffers,
@@ -142,6 +225,22 @@ export class PeerClient implements PieceSource {
             received.inc(bytes);
           },
     );
+  }
+
+  /** One ReadPieces call. */
+  private async *readPiecesCall(
+    peerAddress: string,
+    request: PieceReadRequest,
+    signal: AbortSignal,
+    onData?: (bytes: number) => void,
+  ): AsyncGenerator<ReceivedPiece, void, undefined> {
+    const body = ReadPiecesRequest.encode({
+      digest: request.digest,
+      pieceSize: request.pieceSize,
+      pieces: [...request.pieces],
+      waitMs: request.waitMs,
+    }).finish();
+    const receiver = this.receiver(request, peerAddress);
     const framer = new MessageFramer(MAX_MESSAGE_BYTES, new ChunkDecoder(receiver));
     // The peer may be silent while it waits up to waitMs for a piece it is still receiving.
     const stallMs = this.stallTimeoutMs + request.waitMs;
@@ -217,6 +316,7 @@ export class PeerClient implements PieceSource {
     this.closed = true;
     this.unsubscribe?.();
     for (const cancel of [...this.cancellers]) cancel("closed");
+    for (const channel of [...this.channels.values()]) channel.destroy(new PeerError("ERR_PEER_ABORTED", "peer client closed"));
     this.pool.close();
   }
 
