@@ -60,6 +60,8 @@ export class ExchangeStream {
   private wakeInput: (() => void) | undefined;
   private readonly session: Http2Session | undefined;
   private readonly stopped = new AbortController();
+  /** The client stopped reading: the stream is reset rather than ended with trailers. */
+  private cut = false;
 
   constructor(
     private readonly stream: ServerHttp2Stream,
@@ -192,8 +194,10 @@ export class ExchangeStream {
       if (this.failure !== undefined || peerStatus.code === GrpcStatus.CANCELLED) return;
       this.host.logFailure("exchange", peerStatus);
       // A client that reads nothing reads nothing for any read: the stream is what is stuck.
-      if (peerStatus.code === GrpcStatus.DEADLINE_EXCEEDED) this.fail(peerStatus);
-      else this.writeEnd(read.requestId, peerStatus);
+      if (peerStatus.code === GrpcStatus.DEADLINE_EXCEEDED) {
+        this.cut = true;
+        this.fail(peerStatus);
+      } else this.writeEnd(read.requestId, peerStatus);
     } finally {
       release();
       writer?.dispose();
@@ -224,6 +228,11 @@ export class ExchangeStream {
     const { stream } = this;
     if (peerStatus.code !== GrpcStatus.OK && peerStatus.code !== GrpcStatus.CANCELLED) this.host.logFailure("exchange", peerStatus);
     if (stream.closed || stream.destroyed) return;
+    if (this.cut) {
+      // Trailers would wait behind the data the client does not read: reset the stream, freeing its buffers.
+      stream.close(h2.NGHTTP2_CANCEL);
+      return;
+    }
     const trailers =
       peerStatus.code === GrpcStatus.OK
         ? { "grpc-status": String(GrpcStatus.OK) }

@@ -94,6 +94,7 @@ export class PeerServer {
   private readonly sessions = new Set<Http2Session>();
   private readonly pool = messagePool();
   private readonly exchange: boolean;
+  private exchangeStreams = 0;
   /** What Exchange streams use of this server. */
   private readonly exchangeHost: ExchangeHost;
   private closing: Promise<void> | undefined;
@@ -192,9 +193,19 @@ export class PeerServer {
     return this.boundAddress;
   }
 
-  /** ReadPieces streams being served now (reported to the tracker as this agent's load). */
+  /** ReadPieces calls and Exchange reads being served now (reported to the tracker as this agent's load). */
   get activeUploads(): number {
     return this.active;
+  }
+
+  /** Exchange streams open now (tests, benchmarks). */
+  get openExchangeStreams(): number {
+    return this.exchangeStreams;
+  }
+
+  /** Bytes of message buffers being filled or waiting for the connection to take them (tests: boundedness). */
+  get messageBytesInUse(): number {
+    return this.pool.lentBytes;
   }
 
   /**
@@ -285,7 +296,12 @@ export class PeerServer {
     let releaseSlot = (): void => undefined;
     try {
       if (method === "exchange") {
-        await new ExchangeStream(stream, this.exchangeHost, controller.signal).serve();
+        this.exchangeStreams++;
+        try {
+          await new ExchangeStream(stream, this.exchangeHost, controller.signal).serve();
+        } finally {
+          this.exchangeStreams--;
+        }
         return;
       }
       const body = await readRequest(stream, controller.signal);
