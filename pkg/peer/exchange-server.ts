@@ -14,6 +14,7 @@ import {
 } from "./grpc-wire.js";
 import { checkPieces, type HeldBlob } from "./piece-reader.js";
 import type { PieceWriter } from "./piece-writer.js";
+import { SharedReaders } from "./shared-readers.js";
 import { encodeEnd } from "./wire-codec.js";
 
 /**
@@ -60,6 +61,7 @@ export class ExchangeStream {
   private wakeInput: (() => void) | undefined;
   private readonly session: Http2Session | undefined;
   private readonly stopped = new AbortController();
+  private readonly readers: SharedReaders;
   /** The client stopped reading: the stream is reset rather than ended with trailers. */
   private cut = false;
 
@@ -70,6 +72,7 @@ export class ExchangeStream {
     private readonly signal: AbortSignal,
   ) {
     this.session = stream.session;
+    this.readers = new SharedReaders(host.store, this.stopped.signal);
   }
 
   /** Open reads (tests). */
@@ -180,11 +183,12 @@ export class ExchangeStream {
       signal.throwIfAborted();
       release = this.host.acquireUploadSlot(this.session);
       writer = this.host.writer(this.stream, signal, read.requestId);
-      await writer.sendPieces(this.host.store, digest, blob, read.pieces, this.host.clampWaitMs(read.waitMs), () => {
+      const sent = (): void => {
         // As for ReadPieces: the slot is free before the client learns the read is over.
         release();
         this.writeEnd(read.requestId, new PeerStatus(GrpcStatus.OK, ""));
-      });
+      };
+      await writer.sendPieces(this.host.store, digest, blob, read.pieces, this.host.clampWaitMs(read.waitMs), sent, this.readers);
     } catch (error: unknown) {
       const reason: unknown = signal.aborted ? signal.reason : error;
       const peerStatus =

@@ -8,6 +8,7 @@ import { PeerStatus } from "./grpc-status.js";
 import { GRPC_CONTENT_TYPE, GrpcStatus, MESSAGE_PREFIX_BYTES, writeMessagePrefix } from "./grpc-wire.js";
 import { MESSAGE_DATA_BYTES } from "./peer-service.js";
 import { type HeldBlob, waitServable } from "./piece-reader.js";
+import type { ReaderLease, SharedReaders } from "./shared-readers.js";
 import { chunkMessageEndingAt, MAX_CHUNK_HEADER_BYTES } from "./wire-codec.js";
 
 /**
@@ -26,6 +27,18 @@ export const MESSAGE_BUFFER_BYTES = MESSAGE_PREFIX_BYTES + MAX_CHUNK_HEADER_BYTE
  * waiting for the upload cap holds none (it takes its tokens before its buffer).
  */
 export const MAX_IDLE_MESSAGE_BYTES = 4 * MESSAGE_BUFFER_BYTES;
+
+async function openReader(
+  store: BlobStore,
+  digest: Digest,
+  blob: HeldBlob,
+  signal: AbortSignal,
+  readers: SharedReaders | undefined,
+): Promise<ReaderLease> {
+  if (blob.partial === undefined && readers !== undefined) return readers.acquire(digest);
+  const reader = blob.partial === undefined ? await store.openReader(digest, signal) : blob.partial.openReader();
+  return { reader, close: () => reader.close() };
+}
 
 /**
  * The pool a server's PieceWriters share. HTTP/2 writes hand the buffer to the connection without copying
@@ -93,15 +106,18 @@ export class PieceWriter {
     pieces: readonly number[],
     waitMs: number,
     sent: () => void,
+    /** Readers of complete blobs shared with other reads (an Exchange stream's); each read opens its own without. */
+    readers?: SharedReaders,
   ): Promise<void> {
     const { signal } = this.options;
-    let reader: BlobReader | undefined;
+    let lease: ReaderLease | undefined;
     try {
       for (const index of pieces) {
         if (blob.partial !== undefined && blob.partial.state !== "committed") {
           await waitServable(store, blob.partial, index, waitMs, signal);
         }
-        reader ??= blob.partial === undefined ? await store.openReader(digest, signal) : blob.partial.openReader();
+        lease ??= await openReader(store, digest, blob, signal, readers);
+        const { reader } = lease;
         const span = pieceSpan(index, blob.size, blob.pieceSize);
         try {
           await this.sendPiece(reader, index, span.start, span.end - span.start);
@@ -115,7 +131,7 @@ export class PieceWriter {
       }
       sent();
     } finally {
-      await reader?.close();
+      await lease?.close();
     }
   }
 
