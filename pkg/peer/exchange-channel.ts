@@ -26,6 +26,9 @@ import { ChunkDecoder, type ChunkSink } from "./wire-codec.js";
 export const MAX_READY_PIECES_PER_STREAM = 8;
 /** Largest request id; a stream that used them all is closed and the next read opens another. */
 const MAX_REQUEST_ID = 0xffff_ffff;
+/** Status codes as they arrive: numbers, possibly ones without a name here. */
+const STATUS_OK: number = GrpcStatus.OK;
+const STATUS_UNIMPLEMENTED: number = GrpcStatus.UNIMPLEMENTED;
 
 /** The peer does not serve Exchange (UNIMPLEMENTED): the read is to be made with ReadPieces instead. */
 export class ExchangeUnsupported extends Error {
@@ -294,7 +297,7 @@ export class ExchangeChannel implements ChunkSink {
     }
     // Over on the peer's side: nothing to cancel.
     this.reads.delete(requestId);
-    this.settle(read, code === GrpcStatus.OK ? undefined : fromGrpcStatus(code, message, this.options.address));
+    this.settle(read, code === STATUS_OK ? undefined : fromGrpcStatus(code, message, this.options.address));
   }
 
   private take(read: OpenRead): ReceivedPiece | undefined {
@@ -404,11 +407,10 @@ export class ExchangeChannel implements ChunkSink {
   private closeError(): Error {
     const { address } = this.options;
     const status = this.status;
-    if (status?.code === GrpcStatus.UNIMPLEMENTED)
-      return new ExchangeUnsupported(`peer ${address} does not serve Exchange: ${status.details}`);
-    if (status !== undefined && status.code !== GrpcStatus.OK) return fromGrpcStatus(status.code, status.details, address);
+    if (status?.code === STATUS_UNIMPLEMENTED) return new ExchangeUnsupported(`peer ${address} does not serve Exchange: ${status.details}`);
+    if (status !== undefined && status.code !== STATUS_OK) return fromGrpcStatus(status.code, status.details, address);
     if (!this.framer.idle) return this.protocol("ended the stream inside a message");
-    if (status?.code === GrpcStatus.OK) return this.protocol("ended the stream with reads open");
+    if (status?.code === STATUS_OK) return this.protocol("ended the stream with reads open");
     return new PeerError("ERR_PEER_UNAVAILABLE", `peer ${address} closed the stream without a status (HTTP/2 code ${this.stream.rstCode})`);
   }
 

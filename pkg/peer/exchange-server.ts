@@ -132,7 +132,8 @@ export class ExchangeStream {
     stream.on("data", onData);
     stream.once("end", onEnd);
     try {
-      while (!inputEnded && this.failure === undefined) {
+      const over = (): boolean => inputEnded || this.failure !== undefined;
+      while (!over()) {
         await new Promise<void>((resolve) => {
           this.wakeInput = resolve;
         });

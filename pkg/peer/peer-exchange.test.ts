@@ -290,7 +290,14 @@ describe("Exchange: one stream per peer pair", () => {
     fake.listen(0, "127.0.0.1");
     await once(fake, "listening");
     const address = `127.0.0.1:${(fake.address() as AddressInfo).port}`;
-    fixture.defer(() => new Promise<void>((resolve) => fake.close(() => resolve())));
+    fixture.defer(
+      () =>
+        new Promise<void>((resolve) => {
+          fake.close(() => {
+            resolve();
+          });
+        }),
+    );
     const client = fixture.client({ stallTimeoutMs: 200 });
     try {
       await assert.rejects(
