@@ -125,8 +125,17 @@ export class ExchangeChannel implements ChunkSink {
         return;
       }
       statusFrom(headers);
+      // A trailers-only answer (UNIMPLEMENTED from a peer without Exchange, a refusal): the stream is over.
+      if (this.status !== undefined) this.fail(this.closeError());
     });
-    stream.on("trailers", statusFrom);
+    // The peer's side is over (it may be, while ours is still open): so is the stream.
+    stream.on("trailers", (headers) => {
+      statusFrom(headers);
+      this.fail(this.closeError());
+    });
+    stream.on("end", () => {
+      this.fail(this.closeError());
+    });
     stream.on("data", (chunk: Buffer) => {
       if (this.failure !== undefined) return;
       try {
@@ -138,7 +147,12 @@ export class ExchangeChannel implements ChunkSink {
       if (this.ready >= MAX_READY_PIECES_PER_STREAM) this.pause();
     });
     stream.on("error", (error: Error) => {
-      this.fail(new PeerError("ERR_PEER_UNAVAILABLE", `stream to peer ${address} failed: ${error.message}`, { cause: error }));
+      // A status already received says more than the reset that may follow it.
+      this.fail(
+        this.status === undefined
+          ? new PeerError("ERR_PEER_UNAVAILABLE", `stream to peer ${address} failed: ${error.message}`, { cause: error })
+          : this.closeError(),
+      );
     });
     stream.on("close", () => {
       this.fail(this.closeError());
@@ -177,10 +191,8 @@ export class ExchangeChannel implements ChunkSink {
     };
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
-    if (this.failure !== undefined) {
-      read.outcome = { error: this.failure };
-    } else {
-      this.reads.set(read.id, read);
+    const sent =
+      this.failure === undefined &&
       this.send({
         kind: {
           $case: "read",
@@ -193,19 +205,27 @@ export class ExchangeChannel implements ChunkSink {
           },
         },
       });
+    if (sent) {
+      this.reads.set(read.id, read);
       this.armStall(read);
+    } else {
+      read.outcome = {
+        error: this.failure ?? new PeerError("ERR_PEER_UNAVAILABLE", `stream to peer ${this.options.address} no longer takes requests`),
+      };
     }
     const onAbort = (): void => {
       this.settle(read, new PeerError("ERR_PEER_ABORTED", `read from peer ${this.options.address} aborted`, { cause: signal.reason }));
     };
     signal.addEventListener("abort", onAbort, { once: true });
     if (signal.aborted) onAbort();
+    let delivered = false;
     try {
       for (;;) {
         // Pieces still in the receiver when the consumer stops early are released by dispose().
         for (let piece = this.take(read); piece !== undefined; piece = this.take(read)) {
           read.consuming = true;
           stopStall(read);
+          delivered = true;
           yield piece;
         }
         read.consuming = false;
@@ -217,6 +237,8 @@ export class ExchangeChannel implements ChunkSink {
           continue;
         }
         const { error } = read.outcome;
+        // The caller makes the read again with ReadPieces only if no piece of it was handed over.
+        if (error instanceof ExchangeUnsupported && delivered) throw this.protocol(`sent pieces, then ${error.message}`);
         if (error !== undefined) throw error;
         read.receiver.end();
         for (let piece = this.take(read); piece !== undefined; piece = this.take(read)) yield piece;
@@ -360,10 +382,12 @@ export class ExchangeChannel implements ChunkSink {
     for (const read of this.reads.values()) this.armStall(read);
   }
 
-  private send(request: ExchangeRequest): void {
+  /** False when the stream takes no more messages (it is closing). */
+  private send(request: ExchangeRequest): boolean {
     const { stream } = this;
-    if (stream.closed || stream.destroyed || !stream.writable) return;
+    if (stream.closed || stream.destroyed || !stream.writable) return false;
     stream.write(frameMessage(ExchangeRequest.encode(request).finish()));
+    return true;
   }
 
   /** Closes the stream once no read is open and it is retired or idle. */

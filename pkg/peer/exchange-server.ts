@@ -23,6 +23,11 @@ import { encodeEnd } from "./wire-codec.js";
  * clients stay far below; a read beyond it is refused alone with RESOURCE_EXHAUSTED.
  */
 export const MAX_OPEN_READS_PER_STREAM = 16;
+/**
+ * A stream with no read open and no message for this long is ended (OK): a client keeps it no longer than
+ * its own idle time (60 s by default), so only a client that forgot it gets here.
+ */
+export const EXCHANGE_IDLE_MS = 120_000;
 
 /** What an Exchange stream needs from the PeerServer that accepted it. */
 export interface ExchangeHost {
@@ -129,6 +134,22 @@ export class ExchangeStream {
       if (!framer.idle) this.fail(new PeerStatus(GrpcStatus.INVALID_ARGUMENT, "the request stream ended inside a message"));
       this.wake();
     };
+    let idleTimer: NodeJS.Timeout | undefined;
+    const idle = (): void => {
+      if (this.reads.size > 0) {
+        idleTimer = setTimeout(idle, EXCHANGE_IDLE_MS);
+        return;
+      }
+      // As if the client had ended its side: no more requests are read, the trailers follow.
+      inputEnded = true;
+      this.wake();
+    };
+    const onActivity = (): void => {
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(idle, EXCHANGE_IDLE_MS);
+    };
+    onActivity();
+    stream.on("data", onActivity);
     stream.on("data", onData);
     stream.once("end", onEnd);
     try {
@@ -139,6 +160,8 @@ export class ExchangeStream {
         });
       }
     } finally {
+      clearTimeout(idleTimer);
+      stream.off("data", onActivity);
       stream.off("end", onEnd);
       // Whatever else the client sends is dropped (flowing, so HTTP/2 keeps acknowledging it).
       stream.off("data", onData);

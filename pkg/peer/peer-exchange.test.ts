@@ -196,9 +196,11 @@ describe("Exchange: one stream per peer pair", () => {
         collect(client.readPieces(first.address, { digest: partial.digest, pieceSize: MiB, pieces: [index], waitMs: 30_000 }, signal())),
       );
       assert.ok(await eventually(() => first.activeUploads === 2));
+      const failed = open.map((read) => assert.rejects(read, failsWith("ERR_PEER_UNAVAILABLE")));
       await first.close();
-      for (const read of open) await assert.rejects(read, failsWith("ERR_PEER_UNAVAILABLE"));
+      await Promise.all(failed);
       assert.equal(client.openStreams, 0, "the failed stream is forgotten");
+      assert.ok(await eventually(() => client.openSessions === 0), "and the connection to the closed server");
       const second = await fixture.server({ store, port });
       const pieces = await collect(client.readPieces(second.address, all([4]), signal()));
       assert.ok(pieces[0]?.data.equals(pieceOf(blob, MiB, 4)));
@@ -269,12 +271,15 @@ describe("Exchange: one stream per peer pair", () => {
     }
   });
 
-  it("a read the peer is silent on fails with ERR_PEER_TIMEOUT and is cancelled; a chunk for a read never made is a protocol error", async () => {
+  it("a read the peer is silent on fails with ERR_PEER_TIMEOUT and is cancelled; a misbehaving peer is a protocol error", async () => {
     const seen: ExchangeRequest[] = [];
-    let misbehave = false;
+    let misbehave: "no" | "unknown-id" | "unimplemented-after-data" = "no";
     const fake = createServer();
     fake.on("stream", (stream: ServerHttp2Stream) => {
-      stream.respond({ ":status": 200, "content-type": "application/grpc" });
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => {
+        stream.sendTrailers({ "grpc-status": String(status.UNIMPLEMENTED) });
+      });
       const collector = new MessageCollector();
       const framer = new MessageFramer(1 << 16, collector);
       stream.on("data", (chunk: Buffer) => {
@@ -282,7 +287,11 @@ describe("Exchange: one stream per peer pair", () => {
         for (const message of collector.messages.splice(0)) {
           const request = ExchangeRequest.decode(message);
           seen.push(request);
-          if (misbehave && request.kind?.$case === "read") stream.write(frameMessage(encodeChunk(0, 0, Buffer.alloc(10), 99)));
+          if (request.kind?.$case !== "read") continue;
+          if (misbehave === "unknown-id") stream.write(frameMessage(encodeChunk(0, 0, Buffer.alloc(10), 99)));
+          if (misbehave === "unimplemented-after-data") {
+            stream.end(frameMessage(encodeChunk(0, 0, Buffer.alloc(1024), request.kind.value.requestId)));
+          }
         }
       });
       stream.on("error", () => undefined);
@@ -308,8 +317,22 @@ describe("Exchange: one stream per peer pair", () => {
         await eventually(() => seen.some((r) => r.kind?.$case === "cancel" && r.kind.value.requestId === 1)),
         "the timed-out read was cancelled",
       );
-      misbehave = true;
+      misbehave = "unknown-id";
       await assert.rejects(collect(client.readPieces(address, all([0]), signal())), failsWith("ERR_PEER_PROTOCOL"));
+      // A peer that sends a piece and then claims not to serve Exchange: no second read with ReadPieces
+      // (the consumer has the piece already), a protocol error.
+      misbehave = "unimplemented-after-data";
+      const received: number[] = [];
+      await assert.rejects(
+        (async () => {
+          for await (const piece of client.readPieces(address, { digest, pieceSize: 1024, pieces: [0, 1], waitMs: 0 }, signal())) {
+            received.push(piece.index);
+            piece.release();
+          }
+        })(),
+        failsWith("ERR_PEER_PROTOCOL"),
+      );
+      assert.deepEqual(received, [0]);
     } finally {
       client.close();
     }
