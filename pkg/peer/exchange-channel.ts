@@ -129,7 +129,7 @@ export class ExchangeChannel implements ChunkSink {
       if (this.status !== undefined) this.fail(this.closeError());
     });
     // The peer's side is over (it may be, while ours is still open): so is the stream.
-    stream.on("trailers", (headers) => {
+    stream.on("trailers", (headers: IncomingHttpHeaders) => {
       statusFrom(headers);
       this.fail(this.closeError());
     });
