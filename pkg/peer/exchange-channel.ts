@@ -125,14 +125,11 @@ export class ExchangeChannel implements ChunkSink {
         return;
       }
       statusFrom(headers);
-      // A trailers-only answer (UNIMPLEMENTED from a peer without Exchange, a refusal): the stream is over.
-      if (this.status !== undefined) this.fail(this.closeError());
     });
-    // The peer's side is over (it may be, while ours is still open): so is the stream.
-    stream.on("trailers", (headers: IncomingHttpHeaders) => {
-      statusFrom(headers);
-      this.fail(this.closeError());
-    });
+    stream.on("trailers", statusFrom);
+    // The peer's side is over, and everything it sent before was decoded ('end' follows the last 'data';
+    // 'trailers' may come while data still waits in a paused stream): so is the stream, even while ours is
+    // still open. A trailers-only answer (UNIMPLEMENTED from a peer without Exchange) ends here too.
     stream.on("end", () => {
       this.fail(this.closeError());
     });
