@@ -24,7 +24,8 @@ import { PieceReceiver } from "./piece-receiver.js";
 import { MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 import { SessionPool } from "./session-pool.js";
-import { ExchangeChannel, ExchangeUnsupported } from "./exchange-channel.js";
+import { ExchangeUnsupported } from "./exchange-channel.js";
+import { ExchangeChannels } from "./exchange-channels.js";
 import { ChunkDecoder } from "./wire-codec.js";
 
 /** Receive window per call: a peer streams up to this far ahead of what we consumed (~1 GB/s on loopback). */
@@ -35,13 +36,6 @@ export const DEFAULT_STALL_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_SESSION_CLOSE_MS = 60_000;
 export const DEFAULT_STAT_TIMEOUT_MS = 5_000;
 export const DEFAULT_EXCHANGE = true;
-/**
- * How long a peer that answered Exchange with UNIMPLEMENTED is read with ReadPieces only, before Exchange
- * is tried again (it may have been upgraded meanwhile: a rolling upgrade takes minutes).
- */
-const READ_PIECES_ONLY_MS = 60_000;
-/** Past this many remembered peers, expired entries are dropped. */
-const MAX_READ_PIECES_ONLY_PEERS = 1_024;
 /** Largest Stat response accepted: a bitmap of a few thousand pieces and a few fields. */
 const MAX_STAT_RESPONSE_BYTES = 4 * 1024 * 1024;
 /** Longest peer address accepted in a peer exchange (host:port, bracketed IPv6). */
@@ -100,13 +94,8 @@ export class PeerClient implements PieceSource {
   private readonly cancellers = new Set<(reason: EndReason) => void>();
   private readonly unsubscribe: (() => void) | undefined;
   private closed = false;
-  private readonly logger: Logger;
-  private readonly idleCloseMs: number;
-  private readonly exchange: boolean;
-  /** The Exchange stream per peer address. */
-  private readonly channels = new Map<string, ExchangeChannel>();
-  /** Peers that answered Exchange with UNIMPLEMENTED, until when they are asked with ReadPieces only. */
-  private readonly readPiecesOnly = new Map<string, number>();
+  /** The Exchange stream per peer; undefined when this client reads with calls only. */
+  private readonly channels: ExchangeChannels | undefined;
 
   constructor(private readonly options: PeerClientOptions) {
     const identity = options.tls;
@@ -128,13 +117,21 @@ export class PeerClient implements PieceSource {
     // Connections made after a rotation present the new certificate; calls on older ones finish there.
     this.unsubscribe = identity?.subscribe(() => {
       this.pool.retire();
-      for (const channel of [...this.channels.values()]) channel.retire();
+      this.channels?.retire();
     });
     this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.statTimeoutMs = options.statTimeoutMs ?? DEFAULT_STAT_TIMEOUT_MS;
-    this.idleCloseMs = options.idleSessionCloseMs ?? DEFAULT_IDLE_SESSION_CLOSE_MS;
-    this.exchange = options.exchange ?? DEFAULT_EXCHANGE;
-    this.logger = options.logger.child({ component: "peer-client" });
+    if (options.exchange ?? DEFAULT_EXCHANGE) {
+      this.channels = new ExchangeChannels({
+        pool: this.pool,
+        idleCloseMs: options.idleSessionCloseMs ?? DEFAULT_IDLE_SESSION_CLOSE_MS,
+        receiver: (request, peerAddress) => this.receiver(request, peerAddress),
+        onWasted: (bytes) => {
+          options.metrics?.peerBytesWasted.inc({ reason: "incomplete" }, bytes);
+        },
+        logger: options.logger.child({ component: "peer-client" }),
+      });
+    }
   }
 
   /** Connections open now (one per peer recently talked to). */
@@ -153,15 +150,13 @@ export class PeerClient implements PieceSource {
     onData?: (bytes: number) => void,
   ): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
-    if (this.exchange && !this.speaksReadPiecesOnly(peerAddress)) {
+    if (this.channels?.speaksExchange(peerAddress) === true) {
       try {
-        yield* this.channel(peerAddress).read(request, signal, this.stallTimeoutMs, onData);
+        yield* this.channels.read(peerAddress, request, signal, this.stallTimeoutMs, onData);
         return;
       } catch (error: unknown) {
-        // Thrown before any piece: the read is made again as a call, and so are the next ones for a while.
+        // Thrown before any piece: the read is made again as a call (and the next ones for a while).
         if (!(error instanceof ExchangeUnsupported)) throw error;
-        this.readPiecesOnly.set(peerAddress, performance.now() + READ_PIECES_ONLY_MS);
-        this.logger.debug({ peer: peerAddress }, "peer does not serve Exchange: using ReadPieces calls");
       }
     }
     yield* this.readPiecesCall(peerAddress, request, signal, onData);
@@ -169,47 +164,7 @@ export class PeerClient implements PieceSource {
 
   /** Exchange streams open now, one per peer (tests). */
   get openStreams(): number {
-    return this.channels.size;
-  }
-
-  private speaksReadPiecesOnly(peerAddress: string): boolean {
-    const until = this.readPiecesOnly.get(peerAddress);
-    if (until === undefined) return false;
-    if (performance.now() < until) return true;
-    this.readPiecesOnly.delete(peerAddress);
-    return false;
-  }
-
-  /** The pair's stream, opened when there is none (or the last one failed or went idle). */
-  private channel(peerAddress: string): ExchangeChannel {
-    const open = this.channels.get(peerAddress);
-    if (open?.usable === true) return open;
-    open?.retire();
-    const lease = this.pool.acquire(peerAddress);
-    let channel: ExchangeChannel;
-    try {
-      channel = new ExchangeChannel({
-        address: peerAddress,
-        lease,
-        idleCloseMs: this.idleCloseMs,
-        onRetired: (retired) => {
-          if (this.channels.get(peerAddress) === retired) this.channels.delete(peerAddress);
-        },
-        receiver: (request) => this.receiver(request, peerAddress),
-        onWasted: (bytes) => {
-          this.options.metrics?.peerBytesWasted.inc({ reason: "incomplete" }, bytes);
-        },
-      });
-    } catch (error: unknown) {
-      lease.release();
-      throw new PeerError("ERR_PEER_UNAVAILABLE", `peer ${peerAddress}: cannot open a stream`, { cause: error });
-    }
-    this.channels.set(peerAddress, channel);
-    if (this.readPiecesOnly.size > MAX_READ_PIECES_ONLY_PEERS) {
-      const now = performance.now();
-      for (const [address, until] of this.readPiecesOnly) if (until <= now) this.readPiecesOnly.delete(address);
-    }
-    return channel;
+    return this.channels?.size ?? 0;
   }
 
   private receiver(request: PieceReadRequest, peerAddress: string): PieceReceiver {
@@ -316,7 +271,7 @@ export class PeerClient implements PieceSource {
     this.closed = true;
     this.unsubscribe?.();
     for (const cancel of [...this.cancellers]) cancel("closed");
-    for (const channel of [...this.channels.values()]) channel.destroy(new PeerError("ERR_PEER_ABORTED", "peer client closed"));
+    this.channels?.destroy(new PeerError("ERR_PEER_ABORTED", "peer client closed"));
     this.pool.close();
   }
 
