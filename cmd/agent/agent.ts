@@ -97,6 +97,7 @@ export async function startAgent(options: AgentOptions, logger: Logger): Promise
           }),
         uploadBytesPerSecond: options.uploadRate,
         maxConcurrentUploads: options.maxUploads,
+        peerClient: { exchange: options.peerExchange },
         metrics,
         logger,
         tls: tls?.source,

@@ -170,6 +170,14 @@ export const agentOptionSpecs = {
     default: "16",
     schemaType: "integer",
   },
+  peerExchange: {
+    name: "peer-exchange",
+    description:
+      "Read pieces from each peer over one long-lived Exchange stream, rather than a ReadPieces call per request. Peers that do not serve Exchange (older agents) are read with ReadPieces either way; set false to use calls only.",
+    parse: parseBoolean,
+    boolean: true,
+    default: "true",
+  },
   configureReport: {
     name: "configure-report",
     description:

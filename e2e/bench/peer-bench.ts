@@ -1,5 +1,6 @@
 // npm run bench:peer — one blob from one agent process to another over the peer protocol (PeerServer →
-// PeerClient, every piece's SHA-256 checked against precomputed hashes), in plaintext and with mutual
+// PeerClient, every piece's SHA-256 checked against precomputed hashes), with requests multiplexed on one
+// Exchange stream and as one ReadPieces call each (--modes), in plaintext and with mutual
 // TLS (certificates of a throwaway CA, as agents hold them) in the same run, beside Node's HTTP/1.1
 // streaming the same file into SHA-256 between the same two processes. Throughput, CPU-seconds per GB and peak RSS
 // of both sides, median of --runs. Prints figures; asserts nothing.
@@ -26,6 +27,8 @@ import { DiskBlobStore } from "../../pkg/store/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { procStats, type ProcStats } from "../../pkg/metrics/index.js";
 
+const MODES = ["exchange", "calls"] as const;
+type Mode = (typeof MODES)[number];
 const MB = 1e6;
 const GB = 1e9;
 const SHA256_BYTES = 32;
@@ -46,6 +49,8 @@ const { values } = parseArgs({
     "node-args": { type: "string", default: "" },
     /** Which transfers to run, e.g. "peer" alone while profiling. */
     kinds: { type: "string", default: "peer,peer-tls,http" },
+    /** How the peer transfers send requests: over the Exchange stream, as ReadPieces calls, or both. */
+    modes: { type: "string", default: "exchange,calls" },
     json: { type: "string" },
   },
 });
@@ -143,19 +148,26 @@ async function clientRole(config: BenchConfig, servers: { peer: string; peerTls:
   const hashes = await readFile(config.hashesFile);
   const pieceSize = choosePieceSize(config.size);
   const count = pieceCount(config.size, pieceSize);
-  const client = new PeerClient({ logger: pino({ level: "warn" }), streamWindowBytes: config.windowBytes });
   const clientIdentity = await fileIdentity(config.tls.client);
-  const tlsClient = new PeerClient({ logger: pino({ level: "warn" }), streamWindowBytes: config.windowBytes, tls: clientIdentity });
+  const clients = new Map<string, PeerClient>();
+  for (const mode of MODES) {
+    const exchange = mode === "exchange";
+    const logger = pino({ level: "warn" });
+    clients.set(`peer/${mode}`, new PeerClient({ logger, streamWindowBytes: config.windowBytes, exchange }));
+    clients.set(`peer-tls/${mode}`, new PeerClient({ logger, streamWindowBytes: config.windowBytes, tls: clientIdentity, exchange }));
+  }
   const agent = new HttpAgent({ keepAlive: true });
   process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
   await serveCommands(async (cmd) => {
-    if (cmd === "peer") return peerDownload(client, servers.peer, digest, pieceSize, count, hashes, config);
-    if (cmd === "peer-tls") return peerDownload(tlsClient, servers.peerTls, digest, pieceSize, count, hashes, config);
+    const client = clients.get(cmd);
+    if (client !== undefined) {
+      const address = cmd.startsWith("peer-tls/") ? servers.peerTls : servers.peer;
+      return peerDownload(client, address, digest, pieceSize, count, hashes, config);
+    }
     if (cmd === "http") return httpDownload(agent, servers.http, digest);
     return undefined;
   });
-  client.close();
-  tlsClient.close();
+  for (const client of clients.values()) client.close();
   clientIdentity.close();
   agent.destroy();
 }
@@ -285,7 +297,7 @@ interface SideFigures {
   readonly peakRssBytes: number;
 }
 
-async function measure(kind: "peer" | "peer-tls" | "http", server: Child, client: Child): Promise<RunFigures> {
+async function measure(kind: string, server: Child, client: Child): Promise<RunFigures> {
   await Promise.all([resetPeakRss(server.pid), resetPeakRss(client.pid)]);
   const before: ProcStats[] = await Promise.all([procStats(server.pid), procStats(client.pid)]);
   const reply = await client.request(kind);
@@ -371,46 +383,55 @@ async function main(): Promise<void> {
     children.push(client);
     await client.read();
     await Promise.all([server.request("start"), client.request("start")]);
-    const peerRuns: RunFigures[] = [];
-    const tlsRuns: RunFigures[] = [];
-    const httpRuns: RunFigures[] = [];
     const kinds = values.kinds.split(",");
+    const modes = values.modes.split(",").filter((mode): mode is Mode => (MODES as readonly string[]).includes(mode));
+    // Every transfer is a peer kind in a mode ("peer/exchange", "peer-tls/calls"), or "http"; run in turns.
+    const transfers = [
+      ...modes.flatMap((mode) => ["peer", "peer-tls"].filter((kind) => kinds.includes(kind)).map((kind) => `${kind}/${mode}`)),
+      ...(kinds.includes("http") ? ["http"] : []),
+    ];
+    const runsOf = new Map<string, RunFigures[]>(transfers.map((transfer) => [transfer, []]));
     for (let run = 0; run < runs; run++) {
-      if (kinds.includes("peer")) peerRuns.push(await measure("peer", server, client));
-      if (kinds.includes("peer-tls")) tlsRuns.push(await measure("peer-tls", server, client));
-      if (kinds.includes("http")) httpRuns.push(await measure("http", server, client));
+      for (const transfer of transfers) runsOf.get(transfer)?.push(await measure(transfer, server, client));
     }
-    const peer = peerRuns.length > 0 ? summarize(peerRuns) : undefined;
-    const peerTls = tlsRuns.length > 0 ? summarize(tlsRuns) : undefined;
-    const http = httpRuns.length > 0 ? summarize(httpRuns) : undefined;
+    const summaries = new Map([...runsOf].map(([transfer, figures]) => [transfer, summarize(figures)]));
+    const http = summaries.get("http");
     const result = {
       blobBytes: size,
       pieceSize,
       piecesPerCall: config.piecesPerCall,
       callsInFlight: config.callsInFlight,
       streamWindowBytes: config.windowBytes,
-      peer,
-      peerTls,
-      http,
-      tlsToPlainThroughput:
-        peer !== undefined && peerTls !== undefined ? Number(peerTls.throughputMBps) / Number(peer.throughputMBps) : undefined,
-      tlsExtraCpuSecondsPerGB:
-        peer !== undefined && peerTls !== undefined ? Number(peerTls.totalCpuSecondsPerGB) - Number(peer.totalCpuSecondsPerGB) : undefined,
-      peerToHttpThroughput:
-        peer !== undefined && http !== undefined ? Number(peer.throughputMBps) / Number(http.throughputMBps) : undefined,
+      transfers: Object.fromEntries(summaries),
+      peerToHttpThroughput: Object.fromEntries(
+        modes.flatMap((mode) => {
+          const peer = summaries.get(`peer/${mode}`);
+          return peer === undefined || http === undefined ? [] : [[mode, Number(peer.throughputMBps) / Number(http.throughputMBps)]];
+        }),
+      ),
     };
     const line = (name: string, r: Reply): string =>
       `${name.padEnd(28)} ${Number(r.throughputMBps).toFixed(0).padStart(6)} MB/s   CPU s/GB server ${Number(r.serverCpuSecondsPerGB).toFixed(2)} client ${Number(r.clientCpuSecondsPerGB).toFixed(2)} total ${Number(r.totalCpuSecondsPerGB).toFixed(2)}   peak RSS server ${Number(r.serverPeakRssMB).toFixed(0)} MB (from ${Number(r.serverRssBeforeMB).toFixed(0)}) client ${Number(r.clientPeakRssMB).toFixed(0)} MB (from ${Number(r.clientRssBeforeMB).toFixed(0)})`;
     console.log(
-      `blob ${(size / 2 ** 20).toFixed(0)} MiB, ${pieceSize / 2 ** 20} MiB pieces, ${config.piecesPerCall} pieces/call, ${config.callsInFlight} calls in flight; median of ${runs} runs`,
+      `blob ${(size / 2 ** 20).toFixed(0)} MiB, ${pieceSize / 2 ** 20} MiB pieces, ${config.piecesPerCall} pieces/request, ${config.callsInFlight} requests in flight; median of ${runs} runs`,
     );
-    if (peer !== undefined) console.log(line("peer (gRPC, SHA-256/piece)", peer));
-    if (peerTls !== undefined) console.log(line("peer, mutual TLS", peerTls));
-    if (http !== undefined) console.log(line("HTTP/1.1 (SHA-256 stream)", http));
-    if (result.peerToHttpThroughput !== undefined) console.log(`peer / HTTP throughput: ${result.peerToHttpThroughput.toFixed(2)}×`);
-    if (result.tlsToPlainThroughput !== undefined && result.tlsExtraCpuSecondsPerGB !== undefined) {
+    const names: Record<string, string> = {
+      "peer/exchange": "peer, Exchange stream",
+      "peer/calls": "peer, ReadPieces calls",
+      "peer-tls/exchange": "peer, mTLS, Exchange stream",
+      "peer-tls/calls": "peer, mTLS, ReadPieces calls",
+      http: "HTTP/1.1 (SHA-256 stream)",
+    };
+    for (const [transfer, summary] of summaries) console.log(line(names[transfer] ?? transfer, summary));
+    for (const [mode, ratio] of Object.entries(result.peerToHttpThroughput))
+      console.log(`peer (${mode}) / HTTP throughput: ${ratio.toFixed(2)}×`);
+    for (const mode of modes) {
+      const plain = summaries.get(`peer/${mode}`);
+      const tls = summaries.get(`peer-tls/${mode}`);
+      if (plain === undefined || tls === undefined) continue;
+      const ratio = Number(tls.throughputMBps) / Number(plain.throughputMBps);
       console.log(
-        `TLS / plaintext throughput: ${result.tlsToPlainThroughput.toFixed(2)}× (cost ${((1 - result.tlsToPlainThroughput) * 100).toFixed(0)} %), TLS adds ${result.tlsExtraCpuSecondsPerGB.toFixed(2)} CPU-s/GB (both ends)`,
+        `${mode}: TLS / plaintext throughput ${ratio.toFixed(2)}×, TLS adds ${(Number(tls.totalCpuSecondsPerGB) - Number(plain.totalCpuSecondsPerGB)).toFixed(2)} CPU-s/GB (both ends)`,
       );
     }
     if (values.json !== undefined) await writeFile(values.json, `${JSON.stringify(result, null, 2)}\n`);

@@ -24,6 +24,8 @@ import { PieceReceiver } from "./piece-receiver.js";
 import { MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 import { SessionPool } from "./session-pool.js";
+import { ExchangeUnsupported } from "./exchange-channel.js";
+import { ExchangeChannels } from "./exchange-channels.js";
 import { ChunkDecoder } from "./wire-codec.js";
 
 /** Receive window per call: a peer streams up to this far ahead of what we consumed (~1 GB/s on loopback). */
@@ -33,6 +35,7 @@ export const CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_STALL_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_SESSION_CLOSE_MS = 60_000;
 export const DEFAULT_STAT_TIMEOUT_MS = 5_000;
+export const DEFAULT_EXCHANGE = true;
 /** Largest Stat response accepted: a bitmap of a few thousand pieces and a few fields. */
 const MAX_STAT_RESPONSE_BYTES = 4 * 1024 * 1024;
 /** Longest peer address accepted in a peer exchange (host:port, bracketed IPv6). */
@@ -60,6 +63,11 @@ export interface PeerClientOptions {
    * naming the address dialed. Plain HTTP/2 without (local development).
    */
   readonly tls?: IdentitySource | undefined;
+  /**
+   * Read pieces over one Exchange stream per peer (default DEFAULT_EXCHANGE) rather than a ReadPieces call
+   * per request. Peers that do not serve Exchange are read with ReadPieces either way.
+   */
+  readonly exchange?: boolean | undefined;
 }
 
 type EndReason = "aborted" | "stalled" | "closed";
@@ -86,6 +94,8 @@ export class PeerClient implements PieceSource {
   private readonly cancellers = new Set<(reason: EndReason) => void>();
   private readonly unsubscribe: (() => void) | undefined;
   private closed = false;
+  /** The Exchange stream per peer; undefined when this client reads with calls only. */
+  private readonly channels: ExchangeChannels | undefined;
 
   constructor(private readonly options: PeerClientOptions) {
     const identity = options.tls;
@@ -107,9 +117,21 @@ export class PeerClient implements PieceSource {
     // Connections made after a rotation present the new certificate; calls on older ones finish there.
     this.unsubscribe = identity?.subscribe(() => {
       this.pool.retire();
+      this.channels?.retire();
     });
     this.stallTimeoutMs = options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.statTimeoutMs = options.statTimeoutMs ?? DEFAULT_STAT_TIMEOUT_MS;
+    if (options.exchange ?? DEFAULT_EXCHANGE) {
+      this.channels = new ExchangeChannels({
+        pool: this.pool,
+        idleCloseMs: options.idleSessionCloseMs ?? DEFAULT_IDLE_SESSION_CLOSE_MS,
+        receiver: (request, peerAddress) => this.receiver(request, peerAddress),
+        onWasted: (bytes) => {
+          options.metrics?.peerBytesWasted.inc({ reason: "incomplete" }, bytes);
+        },
+        logger: options.logger.child({ component: "peer-client" }),
+      });
+    }
   }
 
   /** Connections open now (one per peer recently talked to). */
@@ -117,6 +139,10 @@ export class PeerClient implements PieceSource {
     return this.pool.size;
   }
 
+  /**
+   * Over the pair's Exchange stream when this client and the peer speak it, else as a ReadPieces call; the
+   * same semantics either way.
+   */
   async *readPieces(
     peerAddress: string,
     request: PieceReadRequest,
@@ -124,14 +150,26 @@ export class PeerClient implements PieceSource {
     onData?: (bytes: number) => void,
   ): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
-    const body = ReadPiecesRequest.encode({
-      digest: request.digest,
-      pieceSize: request.pieceSize,
-      pieces: [...request.pieces],
-      waitMs: request.waitMs,
-    }).finish();
+    if (this.channels?.speaksExchange(peerAddress) === true) {
+      try {
+        yield* this.channels.read(peerAddress, request, signal, this.stallTimeoutMs, onData);
+        return;
+      } catch (error: unknown) {
+        // Thrown before any piece: the read is made again as a call (and the next ones for a while).
+        if (!(error instanceof ExchangeUnsupported)) throw error;
+      }
+    }
+    yield* this.readPiecesCall(peerAddress, request, signal, onData);
+  }
+
+  /** Exchange streams open now, one per peer (tests). */
+  get openStreams(): number {
+    return this.channels?.size ?? 0;
+  }
+
+  private receiver(request: PieceReadRequest, peerAddress: string): PieceReceiver {
     const received = this.options.metrics?.peerBytesReceived;
-    const receiver = new PieceReceiver(
+    return new PieceReceiver(
       request.pieces,
       request.pieceSize,
       this.buffers,
@@ -142,6 +180,22 @@ export class PeerClient implements PieceSource {
             received.inc(bytes);
           },
     );
+  }
+
+  /** One ReadPieces call. */
+  private async *readPiecesCall(
+    peerAddress: string,
+    request: PieceReadRequest,
+    signal: AbortSignal,
+    onData?: (bytes: number) => void,
+  ): AsyncGenerator<ReceivedPiece, void, undefined> {
+    const body = ReadPiecesRequest.encode({
+      digest: request.digest,
+      pieceSize: request.pieceSize,
+      pieces: [...request.pieces],
+      waitMs: request.waitMs,
+    }).finish();
+    const receiver = this.receiver(request, peerAddress);
     const framer = new MessageFramer(MAX_MESSAGE_BYTES, new ChunkDecoder(receiver));
     // The peer may be silent while it waits up to waitMs for a piece it is still receiving.
     const stallMs = this.stallTimeoutMs + request.waitMs;
@@ -217,6 +271,7 @@ export class PeerClient implements PieceSource {
     this.closed = true;
     this.unsubscribe?.();
     for (const cancel of [...this.cancellers]) cancel("closed");
+    this.channels?.destroy(new PeerError("ERR_PEER_ABORTED", "peer client closed"));
     this.pool.close();
   }
 

@@ -11,8 +11,7 @@ import { type IdentitySource, TlsListener } from "../identity/index.js";
 import { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import { type Digest, parseDigest } from "../oci/index.js";
-import { pieceSpan } from "../piece/index.js";
-import type { BlobReader, BlobStore } from "../store/index.js";
+import type { BlobStore } from "../store/index.js";
 import { TokenBucket } from "../throttle/index.js";
 import { PeerStatus, toPeerStatus } from "./grpc-status.js";
 import {
@@ -24,9 +23,10 @@ import {
   frameMessage,
   isGrpcContentType,
 } from "./grpc-wire.js";
-import { MAX_PIECES_PER_CALL, PEER_METHODS } from "./peer-service.js";
+import { PEER_METHODS } from "./peer-service.js";
 import { type KnownPeer, MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
-import { findHeldBlob, type HeldBlob, isServable, servableBitmap, waitServable } from "./piece-reader.js";
+import { checkPieces, findHeldBlob, type HeldBlob, isServable, servableBitmap } from "./piece-reader.js";
+import { ExchangeStream, type ExchangeHost } from "./exchange-server.js";
 import { messagePool, PieceWriter } from "./piece-writer.js";
 
 /** Longest wait_ms honoured; longer requests are clamped to it. */
@@ -70,6 +70,8 @@ export interface PeerServerOptions {
    * agent certificate of the trust bundle (others fail the handshake). Plain HTTP/2 without (local development).
    */
   readonly tls?: IdentitySource | undefined;
+  /** Serve the Exchange stream (default true); false answers it UNIMPLEMENTED, as agents before it did. */
+  readonly exchange?: boolean | undefined;
 }
 
 const EMPTY_HASH = Buffer.alloc(0);
@@ -91,6 +93,10 @@ export class PeerServer {
   private readonly handlers = new Set<Promise<void>>();
   private readonly sessions = new Set<Http2Session>();
   private readonly pool = messagePool();
+  private readonly exchange: boolean;
+  private exchangeStreams = 0;
+  /** What Exchange streams use of this server. */
+  private readonly exchangeHost: ExchangeHost;
   private closing: Promise<void> | undefined;
   private boundAddress = "";
   /** Accepts mutual-TLS connections when the server has an identity. */
@@ -107,6 +113,21 @@ export class PeerServer {
     if (!(Number.isSafeInteger(this.maxUploads) && this.maxUploads > 0)) {
       throw new RangeError(`maxConcurrentUploads must be a positive integer, got ${this.maxUploads}`);
     }
+    this.exchange = options.exchange ?? true;
+    this.exchangeHost = {
+      store: options.store,
+      describe: (rawDigest) => this.describe(rawDigest),
+      acquireUploadSlot: (session) => this.acquireUploadSlot(session),
+      writer: (stream, signal, requestId) => this.writer(stream, signal, requestId),
+      clampWaitMs: (waitMs) => Math.min(waitMs, MAX_WAIT_MS),
+      maxRequestBytes: MAX_REQUEST_BYTES,
+      logFailure: (method, peerStatus) => {
+        this.logFailure(method, peerStatus);
+      },
+      onRefused: () => {
+        this.options.metrics?.peerUploadsRejected.inc();
+      },
+    };
     this.maxUploadsPerConnection = Math.max(2, Math.floor(this.maxUploads * MAX_UPLOAD_SHARE_PER_CONNECTION));
   }
 
@@ -172,9 +193,19 @@ export class PeerServer {
     return this.boundAddress;
   }
 
-  /** ReadPieces streams being served now (reported to the tracker as this agent's load). */
+  /** ReadPieces calls and Exchange reads being served now (reported to the tracker as this agent's load). */
   get activeUploads(): number {
     return this.active;
+  }
+
+  /** Exchange streams open now (tests, benchmarks). */
+  get openExchangeStreams(): number {
+    return this.exchangeStreams;
+  }
+
+  /** Bytes of message buffers being filled or waiting for the connection to take them (tests: boundedness). */
+  get messageBytesInUse(): number {
+    return this.pool.lentBytes;
   }
 
   /**
@@ -231,7 +262,14 @@ export class PeerServer {
       return;
     }
     const path = headers[h2.HTTP2_HEADER_PATH];
-    const method = path === PEER_METHODS.stat ? "stat" : path === PEER_METHODS.readPieces ? "readPieces" : undefined;
+    const method =
+      path === PEER_METHODS.stat
+        ? "stat"
+        : path === PEER_METHODS.readPieces
+          ? "readPieces"
+          : path === PEER_METHODS.exchange && this.exchange
+            ? "exchange"
+            : undefined;
     if (method === undefined) {
       endCall(stream, new PeerStatus(GrpcStatus.UNIMPLEMENTED, `unknown method ${String(path)}`));
       return;
@@ -243,7 +281,7 @@ export class PeerServer {
   }
 
   /** Never rejects: every failure becomes the call's status. */
-  private async serve(stream: ServerHttp2Stream, method: "stat" | "readPieces"): Promise<void> {
+  private async serve(stream: ServerHttp2Stream, method: "stat" | "readPieces" | "exchange"): Promise<void> {
     const controller = new AbortController();
     const onGone = (): void => {
       controller.abort(new PeerStatus(GrpcStatus.CANCELLED, "cancelled by the client"));
@@ -253,21 +291,19 @@ export class PeerServer {
     if (this.closing !== undefined) controller.abort(new PeerStatus(GrpcStatus.UNAVAILABLE, "peer is shutting down"));
     /** The connection the slot is counted against (the stream forgets its session once closed). */
     const session = stream.session;
-    let slot = false;
     // Released before the response's trailers go out (readPieces calls it), not after the file is closed: the
     // client starts its next call as soon as it has them, and must not find this one still counted.
-    const releaseSlot = (): void => {
-      if (!slot) return;
-      slot = false;
-      this.active--;
-      if (session !== undefined) {
-        const left = (this.perConnection.get(session) ?? 1) - 1;
-        if (left > 0) this.perConnection.set(session, left);
-        else this.perConnection.delete(session);
-      }
-      this.options.metrics?.peerUploadsActive.dec();
-    };
+    let releaseSlot = (): void => undefined;
     try {
+      if (method === "exchange") {
+        this.exchangeStreams++;
+        try {
+          await new ExchangeStream(stream, this.exchangeHost, controller.signal).serve();
+        } finally {
+          this.exchangeStreams--;
+        }
+        return;
+      }
       const body = await readRequest(stream, controller.signal);
       if (method === "stat") {
         const response = await this.stat(StatRequest.decode(body));
@@ -278,19 +314,7 @@ export class PeerServer {
       const { digest, blob } = await this.describe(request.digest);
       checkPieces(request, blob);
       controller.signal.throwIfAborted();
-      const held = session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
-      if (this.active >= this.maxUploads || held >= this.maxUploadsPerConnection) {
-        this.options.metrics?.peerUploadsRejected.inc();
-        const which =
-          this.active >= this.maxUploads
-            ? `upload cap reached (${this.maxUploads} streams)`
-            : `this connection holds ${held} upload streams already`;
-        throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, which);
-      }
-      slot = true;
-      this.active++;
-      if (session !== undefined) this.perConnection.set(session, held + 1);
-      this.options.metrics?.peerUploadsActive.inc();
+      releaseSlot = this.acquireUploadSlot(session);
       await this.readPieces(stream, digest, blob, request, controller.signal, releaseSlot);
     } catch (error: unknown) {
       const reason: unknown = controller.signal.aborted ? controller.signal.reason : error;
@@ -307,6 +331,55 @@ export class PeerServer {
       this.calls.delete(controller);
       releaseSlot();
     }
+  }
+
+  /**
+   * Counts one request being served (a ReadPieces call or an Exchange read) against the node-wide and the
+   * per-connection caps; RESOURCE_EXHAUSTED when either is full. Returns the slot's release (idempotent).
+   */
+  acquireUploadSlot(session: Http2Session | undefined): () => void {
+    const held = session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
+    if (this.active >= this.maxUploads || held >= this.maxUploadsPerConnection) {
+      this.options.metrics?.peerUploadsRejected.inc();
+      const which =
+        this.active >= this.maxUploads
+          ? `upload cap reached (${this.maxUploads} streams)`
+          : `this connection holds ${held} upload streams already`;
+      throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, which);
+    }
+    this.active++;
+    if (session !== undefined) this.perConnection.set(session, held + 1);
+    this.options.metrics?.peerUploadsActive.inc();
+    let holding = true;
+    return () => {
+      if (!holding) return;
+      holding = false;
+      this.active--;
+      if (session !== undefined) {
+        const left = (this.perConnection.get(session) ?? 1) - 1;
+        if (left > 0) this.perConnection.set(session, left);
+        else this.perConnection.delete(session);
+      }
+      this.options.metrics?.peerUploadsActive.dec();
+    };
+  }
+
+  private writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number | undefined): PieceWriter {
+    const { metrics } = this.options;
+    return new PieceWriter({
+      stream,
+      signal,
+      pool: this.pool,
+      bucket: this.bucket,
+      sendStallTimeoutMs: this.options.sendStallTimeoutMs,
+      requestId,
+      onSent:
+        metrics === undefined
+          ? undefined
+          : (bytes) => {
+              metrics.peerBytesSent.inc(bytes);
+            },
+    });
   }
 
   private async stat(request: StatRequest): Promise<StatResponse> {
@@ -336,45 +409,15 @@ export class PeerServer {
     /** Frees the upload slot; called before the trailers are sent. */
     releaseSlot: () => void,
   ): Promise<void> {
-    const { store, metrics } = this.options;
-    const writer = new PieceWriter({
-      stream,
-      signal,
-      pool: this.pool,
-      bucket: this.bucket,
-      sendStallTimeoutMs: this.options.sendStallTimeoutMs,
-      onSent:
-        metrics === undefined
-          ? undefined
-          : (bytes) => {
-              metrics.peerBytesSent.inc(bytes);
-            },
-    });
-    const waitMs = Math.min(request.waitMs, MAX_WAIT_MS);
-    let reader: BlobReader | undefined;
+    const { store } = this.options;
+    const writer = this.writer(stream, signal, undefined);
     try {
-      for (const index of request.pieces) {
-        if (blob.partial !== undefined && blob.partial.state !== "committed") {
-          // A piece that is still arriving here is relayed once it is held.
-          await waitServable(store, blob.partial, index, waitMs, signal);
-        }
-        reader ??= blob.partial === undefined ? await store.openReader(digest, signal) : blob.partial.openReader();
-        const span = pieceSpan(index, blob.size, blob.pieceSize);
-        try {
-          await writer.sendPiece(reader, index, span.start, span.end - span.start);
-        } catch (error: unknown) {
-          // An aborted partial is "piece no longer held", not a server fault.
-          if (blob.partial !== undefined && !signal.aborted && !(error instanceof PeerStatus)) {
-            throw new PeerStatus(GrpcStatus.FAILED_PRECONDITION, `piece ${index} is no longer held`, { cause: error });
-          }
-          throw error;
-        }
-      }
-      releaseSlot();
-      writer.finish();
+      await writer.sendPieces(store, digest, blob, request.pieces, Math.min(request.waitMs, MAX_WAIT_MS), () => {
+        releaseSlot();
+        writer.finish();
+      });
     } finally {
       writer.dispose();
-      await reader?.close();
     }
   }
 
@@ -391,19 +434,6 @@ export class PeerServer {
       { method, code: GrpcStatus[peerStatus.code], details: peerStatus.details, err: peerStatus.cause },
       "peer call failed",
     );
-  }
-}
-
-function checkPieces(request: ReadPiecesRequest, blob: HeldBlob): void {
-  if (request.pieceSize !== blob.pieceSize) {
-    throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `piece size ${request.pieceSize} does not match ${blob.pieceSize}`);
-  }
-  if (request.pieces.length === 0 || request.pieces.length > MAX_PIECES_PER_CALL) {
-    throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `a call asks for 1 to ${MAX_PIECES_PER_CALL} pieces, not ${request.pieces.length}`);
-  }
-  for (const index of request.pieces) {
-    if (index >= blob.pieceCount)
-      throw new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `piece ${index} out of range 0..${blob.pieceCount - 1}`);
   }
 }
 

@@ -9,4 +9,5 @@ export const MAX_PIECES_PER_CALL = 64;
 export const PEER_METHODS = {
   stat: "/peer.v1.PeerService/Stat",
   readPieces: "/peer.v1.PeerService/ReadPieces",
+  exchange: "/peer.v1.PeerService/Exchange",
 } as const;

@@ -3,6 +3,7 @@ import type { Digest } from "../oci/index.js";
 import { choosePieceSize, pieceCount } from "../piece/index.js";
 import type { BlobStore, PartialBlob } from "../store/index.js";
 import { PeerStatus } from "./grpc-status.js";
+import { MAX_PIECES_PER_CALL } from "./peer-service.js";
 
 /** What this agent holds of a blob, as far as serving pieces is concerned. */
 export interface HeldBlob {
@@ -111,4 +112,17 @@ function waitForProgress(store: BlobStore, partial: PartialBlob, index: number, 
     }
     if (signal.aborted) onAbort();
   });
+}
+
+/** A read's request checked against the blob as held: the piece size, 1 to MAX_PIECES_PER_CALL pieces, all in range. */
+export function checkPieces(request: { readonly pieceSize: number; readonly pieces: readonly number[] }, blob: HeldBlob): void {
+  if (request.pieceSize !== blob.pieceSize) {
+    throw new PeerStatus(status.INVALID_ARGUMENT, `piece size ${request.pieceSize} does not match ${blob.pieceSize}`);
+  }
+  if (request.pieces.length === 0 || request.pieces.length > MAX_PIECES_PER_CALL) {
+    throw new PeerStatus(status.INVALID_ARGUMENT, `a call asks for 1 to ${MAX_PIECES_PER_CALL} pieces, not ${request.pieces.length}`);
+  }
+  for (const index of request.pieces) {
+    if (index >= blob.pieceCount) throw new PeerStatus(status.INVALID_ARGUMENT, `piece ${index} out of range 0..${blob.pieceCount - 1}`);
+  }
 }

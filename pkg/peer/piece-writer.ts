@@ -1,10 +1,14 @@
 import { constants as h2, type ServerHttp2Stream } from "node:http2";
-import type { BlobReader } from "../store/index.js";
+import type { Digest } from "../oci/index.js";
+import { pieceSpan } from "../piece/index.js";
+import type { BlobReader, BlobStore } from "../store/index.js";
 import type { TokenBucket } from "../throttle/index.js";
 import { BufferPool } from "./buffer-pool.js";
 import { PeerStatus } from "./grpc-status.js";
 import { GRPC_CONTENT_TYPE, GrpcStatus, MESSAGE_PREFIX_BYTES, writeMessagePrefix } from "./grpc-wire.js";
 import { MESSAGE_DATA_BYTES } from "./peer-service.js";
+import { type HeldBlob, waitServable } from "./piece-reader.js";
+import type { ReaderLease, SharedReaders } from "./shared-readers.js";
 import { chunkMessageEndingAt, MAX_CHUNK_HEADER_BYTES } from "./wire-codec.js";
 
 /**
@@ -23,6 +27,18 @@ export const MESSAGE_BUFFER_BYTES = MESSAGE_PREFIX_BYTES + MAX_CHUNK_HEADER_BYTE
  * waiting for the upload cap holds none (it takes its tokens before its buffer).
  */
 export const MAX_IDLE_MESSAGE_BYTES = 4 * MESSAGE_BUFFER_BYTES;
+
+async function openReader(
+  store: BlobStore,
+  digest: Digest,
+  blob: HeldBlob,
+  signal: AbortSignal,
+  readers: SharedReaders | undefined,
+): Promise<ReaderLease> {
+  if (blob.partial === undefined && readers !== undefined) return readers.acquire(digest);
+  const reader = blob.partial === undefined ? await store.openReader(digest, signal) : blob.partial.openReader();
+  return { reader, close: () => reader.close() };
+}
 
 /**
  * The pool a server's PieceWriters share. HTTP/2 writes hand the buffer to the connection without copying
@@ -43,6 +59,11 @@ export interface PieceWriterOptions {
   readonly sendStallTimeoutMs?: number | undefined;
   /** Called with the piece bytes of each message once it has been flushed to the connection. */
   readonly onSent?: ((bytes: number) => void) | undefined;
+  /**
+   * The Exchange read this writer serves: its chunks carry the id, and the stream's headers and trailers
+   * are the Exchange stream's, not this writer's. Undefined for a ReadPieces call.
+   */
+  readonly requestId?: number | undefined;
 }
 
 /**
@@ -72,6 +93,48 @@ export class PieceWriter {
     this.options.signal.removeEventListener("abort", this.notify);
   }
 
+  /**
+   * Streams `pieces` of the blob in order. A piece of a partial blob that is still arriving here is relayed
+   * once it is held, waiting at most `waitMs` for it (FAILED_PRECONDITION after that). `sent` is called once
+   * the last piece is written, before the blob reader is closed: the caller frees the upload slot and ends
+   * the response there, as closing a file can take a while on a busy thread pool.
+   */
+  async sendPieces(
+    store: BlobStore,
+    digest: Digest,
+    blob: HeldBlob,
+    pieces: readonly number[],
+    waitMs: number,
+    sent: () => void,
+    /** Readers of complete blobs shared with other reads (an Exchange stream's); each read opens its own without. */
+    readers?: SharedReaders,
+  ): Promise<void> {
+    const { signal } = this.options;
+    let lease: ReaderLease | undefined;
+    try {
+      for (const index of pieces) {
+        if (blob.partial !== undefined && blob.partial.state !== "committed") {
+          await waitServable(store, blob.partial, index, waitMs, signal);
+        }
+        lease ??= await openReader(store, digest, blob, signal, readers);
+        const { reader } = lease;
+        const span = pieceSpan(index, blob.size, blob.pieceSize);
+        try {
+          await this.sendPiece(reader, index, span.start, span.end - span.start);
+        } catch (error: unknown) {
+          // An aborted partial is "piece no longer held", not a server fault.
+          if (blob.partial !== undefined && !signal.aborted && !(error instanceof PeerStatus)) {
+            throw new PeerStatus(GrpcStatus.FAILED_PRECONDITION, `piece ${index} is no longer held`, { cause: error });
+          }
+          throw error;
+        }
+      }
+      sent();
+    } finally {
+      await lease?.close();
+    }
+  }
+
   /** Streams piece `index`, `length` bytes of the blob from `start`, as chunk messages. */
   async sendPiece(reader: BlobReader, index: number, start: number, length: number): Promise<void> {
     this.respond();
@@ -85,7 +148,7 @@ export class PieceWriter {
       const buffer = pool.take(MESSAGE_BUFFER_BYTES);
       let handedOver = false;
       try {
-        const chunk = chunkMessageEndingAt(buffer, buffer.byteLength, index, offset, dataLength);
+        const chunk = chunkMessageEndingAt(buffer, buffer.byteLength, index, offset, dataLength, this.options.requestId);
         const messageStart = chunk.message.byteOffset - buffer.byteOffset;
         writeMessagePrefix(buffer, messageStart - MESSAGE_PREFIX_BYTES, chunk.message.byteLength);
         await reader.read(chunk.data, start + offset);
@@ -114,6 +177,8 @@ export class PieceWriter {
   private respond(): void {
     if (this.started) return;
     this.started = true;
+    // An Exchange stream answered its headers when it opened.
+    if (this.options.requestId !== undefined) return;
     this.options.stream.respond(
       { [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE },
       { waitForTrailers: true },

@@ -1,19 +1,24 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { ReadPiecesResponse } from "../gen/peer/v1/peer.js";
+import { ExchangeResponse, ReadPiecesResponse } from "../gen/peer/v1/peer.js";
 import { frameMessage, MessageFramer } from "./grpc-wire.js";
-import { ChunkDecoder, chunkMessageEndingAt, decodeChunk, encodeChunk, type ChunkSink } from "./wire-codec.js";
+import { ChunkDecoder, chunkMessageEndingAt, decodeChunk, encodeChunk, encodeEnd, type ChunkSink } from "./wire-codec.js";
 
 /** Records what a ChunkDecoder hands on: one entry per message, data joined. */
 class RecordingSink implements ChunkSink {
-  readonly chunks: { piece: number; offset: number; length: number; data: Buffer[] }[] = [];
+  readonly chunks: { piece: number; offset: number; length: number; requestId: number; data: Buffer[] }[] = [];
+  readonly ends: { requestId: number; code: number; message: string }[] = [];
   /** Whether each data view pointed into the received chunk (no copy). */
   readonly views: boolean[] = [];
   received: Buffer | undefined;
 
-  onChunkStart(piece: number, offset: number, length: number): void {
-    this.chunks.push({ piece, offset, length, data: [] });
+  onChunkStart(piece: number, offset: number, length: number, requestId: number): void {
+    this.chunks.push({ piece, offset, length, requestId, data: [] });
+  }
+
+  onEnd(requestId: number, code: number, message: string): void {
+    this.ends.push({ requestId, code, message });
   }
 
   onChunkData(bytes: Buffer): void {
@@ -53,7 +58,7 @@ describe("ReadPiecesResponse codec", () => {
     chunk.data.fill(1);
     assert.equal(chunk.message.byteOffset - buffer.byteOffset + chunk.message.length, 100);
     assert.ok(chunk.message.byteOffset - buffer.byteOffset >= 5);
-    assert.deepEqual(decodeChunk(chunk.message), { piece: 7, offset: 1024, data: Buffer.alloc(10, 1) });
+    assert.deepEqual(decodeChunk(chunk.message), { piece: 7, offset: 1024, data: Buffer.alloc(10, 1), requestId: 0, end: undefined });
     assert.throws(() => chunkMessageEndingAt(Buffer.alloc(8), 8, 1, 0, 10), RangeError);
   });
 
@@ -98,5 +103,50 @@ describe("ReadPiecesResponse codec", () => {
   it("rejects a truncated message", () => {
     const encoded = encodeChunk(1, 2, Buffer.alloc(100));
     assert.throws(() => decodeChunk(encoded.subarray(0, encoded.length - 1)), RangeError);
+  });
+});
+
+describe("ExchangeResponse codec", () => {
+  it("chunks tagged with a request id and ends decode with the generated codec", () => {
+    const data = Buffer.from("exchange chunk");
+    assert.deepEqual(ExchangeResponse.decode(encodeChunk(3, 4096, data, 0xfffffffe)), {
+      piece: 3,
+      offset: 4096,
+      data,
+      requestId: 0xfffffffe,
+      end: undefined,
+    });
+    assert.deepEqual(ExchangeResponse.decode(encodeEnd(7, 9, "piece 3 is not held")), {
+      piece: 0,
+      offset: 0,
+      data: Buffer.alloc(0),
+      requestId: 7,
+      end: { code: 9, message: "piece 3 is not held" },
+    });
+  });
+
+  it("streams tagged chunks as views, and hands ends to the sink, interleaved as they come", () => {
+    const data = Buffer.alloc(200_000, 3);
+    const generatedEnd = Buffer.from(
+      ExchangeResponse.encode({ piece: 0, offset: 0, data: Buffer.alloc(0), requestId: 2, end: { code: 0, message: "" } }).finish(),
+    );
+    for (const step of [1, 7, 16_384]) {
+      const sink = new RecordingSink();
+      feed([encodeChunk(1, 0, data, 1), encodeChunk(8, 0, Buffer.from("x"), 2), generatedEnd, encodeEnd(1, 5, "gone")], step, sink);
+      assert.deepEqual(
+        sink.chunks.map((c) => [c.requestId, c.piece, c.length]),
+        [
+          [1, 1, data.length],
+          [2, 8, 1],
+        ],
+        `step ${step}`,
+      );
+      assert.ok(Buffer.concat(sink.chunks[0]?.data ?? []).equals(data));
+      assert.deepEqual(sink.ends, [
+        { requestId: 2, code: 0, message: "" },
+        { requestId: 1, code: 5, message: "gone" },
+      ]);
+      assert.ok(sink.views.slice(0, -1).every(Boolean), `step ${step}: the big chunk's data is not copied`);
+    }
   });
 });

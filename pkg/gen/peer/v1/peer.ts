@@ -10,9 +10,11 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -68,6 +70,42 @@ export interface ReadPiecesResponse {
   /** Offset of `data` within the piece. */
   offset: number;
   data: Buffer;
+}
+
+export interface ExchangeRequest {
+  kind?: { $case: "read"; value: ExchangeRead } | { $case: "cancel"; value: ExchangeCancel } | undefined;
+}
+
+/** A ReadPiecesRequest with the id its chunks and end are tagged with; unique among the stream's open reads. */
+export interface ExchangeRead {
+  requestId: number;
+  digest: string;
+  pieceSize: number;
+  pieces: number[];
+  waitMs: number;
+}
+
+/** Stops serving a read; the server sends nothing more for it (not even its end). Unknown ids are ignored. */
+export interface ExchangeCancel {
+  requestId: number;
+}
+
+/**
+ * Either a chunk of a piece (piece, offset, data: as ReadPiecesResponse, whose field numbers it shares)
+ * or the end of a read (`end` set, no data).
+ */
+export interface ExchangeResponse {
+  piece: number;
+  offset: number;
+  data: Buffer;
+  requestId: number;
+  end?: ExchangeEnd | undefined;
+}
+
+export interface ExchangeEnd {
+  /** A gRPC status code: 0 (OK) once every piece was sent. */
+  code: number;
+  message: string;
 }
 
 function createBaseStatRequest(): StatRequest {
@@ -627,6 +665,561 @@ export const ReadPiecesResponse: MessageFns<ReadPiecesResponse> = {
   },
 };
 
+function createBaseExchangeRequest(): ExchangeRequest {
+  return { kind: undefined };
+}
+
+export const ExchangeRequest: MessageFns<ExchangeRequest> = {
+  encode(message: ExchangeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "read":
+        ExchangeRead.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "cancel":
+        ExchangeCancel.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExchangeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExchangeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "read", value: ExchangeRead.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "cancel", value: ExchangeCancel.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExchangeRequest {
+    return {
+      kind: isSet(object.read)
+        ? { $case: "read", value: ExchangeRead.fromJSON(object.read) }
+        : isSet(object.cancel)
+        ? { $case: "cancel", value: ExchangeCancel.fromJSON(object.cancel) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ExchangeRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "read") {
+      obj.read = ExchangeRead.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "cancel") {
+      obj.cancel = ExchangeCancel.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExchangeRequest>): ExchangeRequest {
+    return ExchangeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExchangeRequest>): ExchangeRequest {
+    const message = createBaseExchangeRequest();
+    switch (object.kind?.$case) {
+      case "read": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "read", value: ExchangeRead.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "cancel": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "cancel", value: ExchangeCancel.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseExchangeRead(): ExchangeRead {
+  return { requestId: 0, digest: "", pieceSize: 0, pieces: [], waitMs: 0 };
+}
+
+export const ExchangeRead: MessageFns<ExchangeRead> = {
+  encode(message: ExchangeRead, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0) {
+      writer.uint32(8).uint32(message.requestId);
+    }
+    if (message.digest !== "") {
+      writer.uint32(18).string(message.digest);
+    }
+    if (message.pieceSize !== 0) {
+      writer.uint32(24).uint32(message.pieceSize);
+    }
+    if (message.pieces.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.pieces) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.waitMs !== 0) {
+      writer.uint32(40).uint32(message.waitMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExchangeRead {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExchangeRead();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pieceSize = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag === 32) {
+              message.pieces.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.pieces.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.waitMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExchangeRead {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.Number(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.Number(object.request_id)
+        : 0,
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      pieceSize: isSet(object.pieceSize)
+        ? globalThis.Number(object.pieceSize)
+        : isSet(object.piece_size)
+        ? globalThis.Number(object.piece_size)
+        : 0,
+      pieces: globalThis.Array.isArray(object?.pieces) ? object.pieces.map((e: any) => globalThis.Number(e)) : [],
+      waitMs: isSet(object.waitMs)
+        ? globalThis.Number(object.waitMs)
+        : isSet(object.wait_ms)
+        ? globalThis.Number(object.wait_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: ExchangeRead): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0) {
+      obj.requestId = Math.round(message.requestId);
+    }
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.pieceSize !== 0) {
+      obj.pieceSize = Math.round(message.pieceSize);
+    }
+    if (message.pieces?.length) {
+      obj.pieces = message.pieces.map((e) => Math.round(e));
+    }
+    if (message.waitMs !== 0) {
+      obj.waitMs = Math.round(message.waitMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExchangeRead>): ExchangeRead {
+    return ExchangeRead.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExchangeRead>): ExchangeRead {
+    const message = createBaseExchangeRead();
+    message.requestId = object.requestId ?? 0;
+    message.digest = object.digest ?? "";
+    message.pieceSize = object.pieceSize ?? 0;
+    message.pieces = object.pieces?.map((e) => e) || [];
+    message.waitMs = object.waitMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseExchangeCancel(): ExchangeCancel {
+  return { requestId: 0 };
+}
+
+export const ExchangeCancel: MessageFns<ExchangeCancel> = {
+  encode(message: ExchangeCancel, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0) {
+      writer.uint32(8).uint32(message.requestId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExchangeCancel {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExchangeCancel();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExchangeCancel {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.Number(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.Number(object.request_id)
+        : 0,
+    };
+  },
+
+  toJSON(message: ExchangeCancel): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0) {
+      obj.requestId = Math.round(message.requestId);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExchangeCancel>): ExchangeCancel {
+    return ExchangeCancel.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExchangeCancel>): ExchangeCancel {
+    const message = createBaseExchangeCancel();
+    message.requestId = object.requestId ?? 0;
+    return message;
+  },
+};
+
+function createBaseExchangeResponse(): ExchangeResponse {
+  return { piece: 0, offset: 0, data: Buffer.alloc(0), requestId: 0, end: undefined };
+}
+
+export const ExchangeResponse: MessageFns<ExchangeResponse> = {
+  encode(message: ExchangeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.piece !== 0) {
+      writer.uint32(8).uint32(message.piece);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(16).uint32(message.offset);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(26).bytes(message.data);
+    }
+    if (message.requestId !== 0) {
+      writer.uint32(32).uint32(message.requestId);
+    }
+    if (message.end !== undefined) {
+      ExchangeEnd.encode(message.end, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExchangeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExchangeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.piece = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.offset = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.data = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.requestId = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.end = ExchangeEnd.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExchangeResponse {
+    return {
+      piece: isSet(object.piece) ? globalThis.Number(object.piece) : 0,
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      requestId: isSet(object.requestId)
+        ? globalThis.Number(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.Number(object.request_id)
+        : 0,
+      end: isSet(object.end) ? ExchangeEnd.fromJSON(object.end) : undefined,
+    };
+  },
+
+  toJSON(message: ExchangeResponse): unknown {
+    const obj: any = {};
+    if (message.piece !== 0) {
+      obj.piece = Math.round(message.piece);
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.requestId !== 0) {
+      obj.requestId = Math.round(message.requestId);
+    }
+    if (message.end !== undefined) {
+      obj.end = ExchangeEnd.toJSON(message.end);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExchangeResponse>): ExchangeResponse {
+    return ExchangeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExchangeResponse>): ExchangeResponse {
+    const message = createBaseExchangeResponse();
+    message.piece = object.piece ?? 0;
+    message.offset = object.offset ?? 0;
+    message.data = object.data ?? Buffer.alloc(0);
+    message.requestId = object.requestId ?? 0;
+    message.end = (object.end !== undefined && object.end !== null) ? ExchangeEnd.fromPartial(object.end) : undefined;
+    return message;
+  },
+};
+
+function createBaseExchangeEnd(): ExchangeEnd {
+  return { code: 0, message: "" };
+}
+
+export const ExchangeEnd: MessageFns<ExchangeEnd> = {
+  encode(message: ExchangeEnd, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).uint32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExchangeEnd {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExchangeEnd();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExchangeEnd {
+    return {
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: ExchangeEnd): unknown {
+    const obj: any = {};
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExchangeEnd>): ExchangeEnd {
+    return ExchangeEnd.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExchangeEnd>): ExchangeEnd {
+    const message = createBaseExchangeEnd();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 /**
  * PeerService is served by every agent. The downloading agent is always the client: it sets the
  * receive windows the transfer runs with.
@@ -657,6 +1250,23 @@ export const PeerServiceService = {
     responseSerialize: (value: ReadPiecesResponse): Buffer => Buffer.from(ReadPiecesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReadPiecesResponse => ReadPiecesResponse.decode(value),
   },
+  /**
+   * Exchange is one long-lived stream per pair of agents carrying many piece requests at once: the
+   * client sends reads (each with its own request_id) and cancels, the server answers each read with its
+   * pieces in request order, as chunks tagged with the request_id, interleaved with other reads' chunks,
+   * then one `end` for that read. A read fails alone (`end` with the status ReadPieces would end its call
+   * with); a malformed message or a server going away ends the whole stream. A client whose peer answers
+   * UNIMPLEMENTED uses ReadPieces instead.
+   */
+  exchange: {
+    path: "/peer.v1.PeerService/Exchange" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExchangeRequest): Buffer => Buffer.from(ExchangeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExchangeRequest => ExchangeRequest.decode(value),
+    responseSerialize: (value: ExchangeResponse): Buffer => Buffer.from(ExchangeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExchangeResponse => ExchangeResponse.decode(value),
+  },
 } as const;
 
 export interface PeerServiceServer extends UntypedServiceImplementation {
@@ -668,6 +1278,15 @@ export interface PeerServiceServer extends UntypedServiceImplementation {
    * an upload cap that is full answers RESOURCE_EXHAUSTED.
    */
   readPieces: handleServerStreamingCall<ReadPiecesRequest, ReadPiecesResponse>;
+  /**
+   * Exchange is one long-lived stream per pair of agents carrying many piece requests at once: the
+   * client sends reads (each with its own request_id) and cancels, the server answers each read with its
+   * pieces in request order, as chunks tagged with the request_id, interleaved with other reads' chunks,
+   * then one `end` for that read. A read fails alone (`end` with the status ReadPieces would end its call
+   * with); a malformed message or a server going away ends the whole stream. A client whose peer answers
+   * UNIMPLEMENTED uses ReadPieces instead.
+   */
+  exchange: handleBidiStreamingCall<ExchangeRequest, ExchangeResponse>;
 }
 
 export interface PeerServiceClient extends Client {
@@ -695,6 +1314,17 @@ export interface PeerServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<ReadPiecesResponse>;
+  /**
+   * Exchange is one long-lived stream per pair of agents carrying many piece requests at once: the
+   * client sends reads (each with its own request_id) and cancels, the server answers each read with its
+   * pieces in request order, as chunks tagged with the request_id, interleaved with other reads' chunks,
+   * then one `end` for that read. A read fails alone (`end` with the status ReadPieces would end its call
+   * with); a malformed message or a server going away ends the whole stream. A client whose peer answers
+   * UNIMPLEMENTED uses ReadPieces instead.
+   */
+  exchange(): ClientDuplexStream<ExchangeRequest, ExchangeResponse>;
+  exchange(options: Partial<CallOptions>): ClientDuplexStream<ExchangeRequest, ExchangeResponse>;
+  exchange(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ExchangeRequest, ExchangeResponse>;
 }
 
 export const PeerServiceClient = makeGenericClientConstructor(PeerServiceService, "peer.v1.PeerService") as unknown as {
