@@ -197,6 +197,7 @@ describe(
       const c = cluster;
       const round = await startRound("sigkill");
       const victim = await grantee(round.fetchedBefore);
+      const killedAtMs = Date.now() - round.startedAtMs;
       await victim.pod.kill("agent");
       const state = await containerState(victim.pod.container("agent").getId());
       assert.equal(state.running, false);
@@ -206,7 +207,7 @@ describe(
       // the node's container runtime pulls again once the mirror answers.
       const { readyMs } = await cluster.startAgent(victim, AGENT_READY_TIMEOUT_MS);
       t.diagnostic(
-        `${victim.nodeName} (the origin grantee) killed; restarted and Ready in ${readyMs.toFixed(0)} ms; its first pull: ${outcomes.find((o) => o.node === victim.nodeName)?.error === undefined ? "finished" : "failed"}`,
+        `${victim.nodeName} (the origin grantee) killed at +${(killedAtMs / 1000).toFixed(1)} s; restarted and Ready in ${readyMs.toFixed(0)} ms; its first pull: ${outcomes.find((o) => o.node === victim.nodeName)?.error === undefined ? "finished" : "failed"}`,
       );
       const retried = await Promise.all(
         outcomes.map(async (o) =>
@@ -285,21 +286,36 @@ describe(
   },
 );
 
-/** A container log's lines about the origin (JSON lines whose message names it) since `sinceMs`, shortened. */
+/** A container log's lines about the origin and the tracker session (JSON lines whose message names them) since `sinceMs`, shortened. */
 async function originLogLines(file: string, sinceMs: number): Promise<string[]> {
   const text = await readFile(file, "utf8").catch(() => "");
   const lines: string[] = [];
   for (const raw of text.split("\n")) {
-    if (!raw.includes("origin")) continue;
-    let entry: { time?: unknown; msg?: unknown; digest?: unknown; reason?: unknown; from?: unknown; to?: unknown };
+    if (!raw.includes("origin") && !raw.includes("tracker session")) continue;
+    let entry: {
+      time?: unknown;
+      msg?: unknown;
+      digest?: unknown;
+      reason?: unknown;
+      from?: unknown;
+      to?: unknown;
+      code?: unknown;
+      details?: unknown;
+    };
     try {
       entry = JSON.parse(raw) as typeof entry;
     } catch {
       continue;
     }
-    if (typeof entry.time !== "number" || entry.time < sinceMs || typeof entry.msg !== "string" || !entry.msg.includes("origin")) continue;
+    if (
+      typeof entry.time !== "number" ||
+      entry.time < sinceMs ||
+      typeof entry.msg !== "string" ||
+      !/origin|tracker session/.test(entry.msg)
+    )
+      continue;
     const digest = typeof entry.digest === "string" ? entry.digest.slice(7, 19) : "";
-    const extra = [entry.reason, entry.from, entry.to].filter((v) => typeof v === "string").join(" ");
+    const extra = [entry.reason, entry.from, entry.to, entry.code, entry.details].filter((v) => typeof v === "string").join(" ");
     lines.push(`+${((entry.time - sinceMs) / 1000).toFixed(1)} s ${entry.msg} ${digest} ${extra}`.trim());
   }
   return lines;

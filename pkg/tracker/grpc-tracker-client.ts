@@ -59,6 +59,14 @@ import {
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
 /** A lookup answers within this or fails: the agent then goes to the origin instead of waiting. */
 export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
+/**
+ * How long after it starts a client that never had a session waits for its first one before a lookup
+ * treats the tracker as away. An agent the kubelet just restarted answers its mirror within a few hundred
+ * ms, before its session is up (certificate, Service, a redirect to the leader, a failed first dial); the
+ * node's runtime pulls again at once, and without this the agent would fetch from the origin without a
+ * grant ("no tracker") what its peers already hold.
+ */
+export const DEFAULT_FIRST_SESSION_GRACE_MS = 5_000;
 /** The client pings the tracker this often, so a vanished tracker is noticed within ~15 s. */
 export const CLIENT_KEEPALIVE_TIME_MS = 10_000;
 export const CLIENT_KEEPALIVE_TIMEOUT_MS = 5_000;
@@ -86,6 +94,8 @@ export interface GrpcTrackerClientOptions {
   readonly tls?: IdentitySource;
   readonly heartbeatIntervalMs?: number;
   readonly lookupTimeoutMs?: number;
+  /** DEFAULT_FIRST_SESSION_GRACE_MS unless given; 0 fails lookups at once from the start, as after a lost session. */
+  readonly firstSessionGraceMs?: number;
   readonly initialBackoffMs?: number;
   readonly maxBackoffMs?: number;
   readonly keepaliveTimeMs?: number;
@@ -154,10 +164,15 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private readonly notices: NoticeListeners;
   /** The current session's tracker said it sends notices (Registered.sends_notices). */
   private trackerSendsNotices = false;
+  /** Until then (performance.now()), a client that never registered waits for its first session (see DEFAULT_FIRST_SESSION_GRACE_MS). */
+  private readonly firstSessionGraceEnd: number;
+  /** The tracker refused a session outright (membership, bad identity): not a session still being set up. */
+  private refused = false;
 
   constructor(private readonly options: GrpcTrackerClientOptions) {
     this.identity = validateIdentity(options.identity);
     this.logger = options.logger;
+    this.firstSessionGraceEnd = performance.now() + Math.max(0, options.firstSessionGraceMs ?? DEFAULT_FIRST_SESSION_GRACE_MS);
     this.notices = new NoticeListeners(options.logger);
     this.target = options.address;
     this.backoff = new Backoff({
@@ -293,9 +308,24 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   /** The client of a registered session and the deadline of a unary call starting now. */
   private async readyClient(signal: AbortSignal | undefined): Promise<{ client: TrackerServiceClient; deadline: number }> {
     signal?.throwIfAborted();
-    const deadline = Date.now() + (this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS);
-    // Only an attempt already under way is worth waiting for; in backoff the tracker is known to be away.
-    if (this.state === "connecting") await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
+    const timeoutMs = this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
+    let deadline = Date.now() + timeoutMs;
+    const graceLeftMs = this.trackerId === undefined && !this.refused ? this.firstSessionGraceEnd - performance.now() : 0;
+    if (graceLeftMs > 0 && this.state !== "connected" && this.state !== "closed") {
+      // Freshly started: wait through failed attempts and backoff for the first session, until the grace ends
+      // (or the lookup's own deadline, if later); the call then gets its whole timeout.
+      const waitUntil = performance.now() + Math.max(graceLeftMs, timeoutMs);
+      while (!this.firstSessionSettled()) {
+        const leftMs = waitUntil - performance.now();
+        if (leftMs <= 0) break;
+        await this.stateChange(signal, leftMs).catch(() => undefined);
+        signal?.throwIfAborted();
+      }
+      deadline = Date.now() + timeoutMs;
+    } else if (this.state === "connecting") {
+      // Only an attempt already under way is worth waiting for; in backoff the tracker is known to be away.
+      await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
+    }
     signal?.throwIfAborted();
     if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
     const client = this.client;
@@ -303,6 +333,11 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.target}`);
     }
     return { client, deadline };
+  }
+
+  /** A session is up, the client closed, or the tracker refused this agent: nothing more to wait for. */
+  private firstSessionSettled(): boolean {
+    return this.state === "connected" || this.state === "closed" || this.refused;
   }
 
   /** Throws ERR_TRACKER_INVALID_ARGUMENT unless `count` is a whole number ≥ 0. */
@@ -548,7 +583,9 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       );
     this.state = "backoff";
     const delayMs = this.backoff.next();
-    const level = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT ? "error" : "warn";
+    const refused = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT;
+    if (refused) this.refused = true;
+    const level = refused ? "error" : "warn";
     this.logger[level](
       { code: status[result.code], details: result.details, retryInMs: delayMs, address: dialed },
       wasConnected ? "tracker session lost" : "tracker session failed",

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { describe, it } from "node:test";
 import { pino } from "pino";
 import { isTrackerError } from "./errors.js";
@@ -54,6 +55,56 @@ describe("GrpcTrackerClient session", () => {
     }
   });
 
+  it("a freshly started client waits for its first session through failed dials, until its grace ends", async () => {
+    const port = await unusedPort();
+    const tracker = new MemoryTracker({ logger });
+    let server: TrackerServer | undefined;
+    // Dials are refused (nothing listens yet) and the client backs off between them.
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("late"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      lookupTimeoutMs: 200,
+      firstSessionGraceMs: 10_000,
+    });
+    try {
+      const pending = client.lookup(digest, { wantOriginGrant: true });
+      await sleep(600);
+      assert.equal(client.connected, false, "no tracker listened yet");
+      server = await TrackerServer.start({ host: "127.0.0.1", port, tracker, logger });
+      const r = await pending;
+      assert.deepEqual(r.origin, { granted: true, granteeAgentId: "late" }, "answered by the tracker, not failed as unreachable");
+    } finally {
+      await client.close();
+      await server?.close();
+    }
+  });
+
+  it("once the first-session grace is over, a client that never connected fails lookups at once", async () => {
+    const port = await unusedPort();
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("a"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      lookupTimeoutMs: 200,
+      firstSessionGraceMs: 400,
+    });
+    try {
+      const started = performance.now();
+      await assert.rejects(client.lookup(digest, { wantOriginGrant: true }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
+      const waited = performance.now() - started;
+      assert.ok(waited >= 350, `waited for the grace (${waited.toFixed(0)} ms)`);
+      assert.ok(waited < 3_000, `and no longer (${waited.toFixed(0)} ms)`);
+      const again = performance.now();
+      await assert.rejects(client.lookup(digest, { wantOriginGrant: true }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
+      assert.ok(performance.now() - again < 300, "the next lookup fails without waiting");
+    } finally {
+      await client.close();
+    }
+  });
+
   it("sends heartbeats with the active upload count", async () => {
     const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
     try {
@@ -99,6 +150,7 @@ describe("GrpcTrackerClient session", () => {
       logger,
       ...FAST_CLIENT_OPTIONS,
       lookupTimeoutMs: 300,
+      firstSessionGraceMs: 0,
     });
     try {
       const started = Date.now();
@@ -175,3 +227,17 @@ describe("GrpcTrackerClient session", () => {
     }
   });
 });
+
+/** A loopback port nothing listens on (bound once by the OS, then released). */
+async function unusedPort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const address = probe.address();
+  await new Promise<void>((resolve) =>
+    probe.close(() => {
+      resolve();
+    }),
+  );
+  assert.ok(address !== null && typeof address === "object");
+  return address.port;
+}
