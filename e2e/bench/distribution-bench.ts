@@ -4,7 +4,7 @@
 // per node, the controller as tracker). Per arm: last and median node, origin egress from the kernel
 // counter of the origin's interface, the ratio to the P2P bound (docs/architecture.md), CPU-seconds and peak RSS per
 // agent. Prints figures and writes JSON and SVG; asserts nothing.
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { type ClusterNode, NetnsCluster } from "../netns/cluster.js";
@@ -37,6 +37,10 @@ interface AgentFigures {
   readonly wastedPeerBytes: number;
   /** The same by the metric's reason (already_held, unverifiable, bad, incomplete). */
   readonly wastedPeerBytesByReason: Readonly<Record<string, number>>;
+  /** Bytes this agent fetched from the origin during the pulls (shoal_origin_bytes_fetched_total). */
+  readonly originBytes: number;
+  /** Its origin fetches by the reason its log gives (granted, no tracker, no holder announced it in time, orphaned, silent). */
+  readonly originFetchesByReason: Readonly<Record<string, number>>;
 }
 
 interface ArmResult {
@@ -108,6 +112,9 @@ async function runArm(
 interface AgentCounters {
   readonly cpuSeconds: number;
   readonly wastedPeerBytes: Readonly<Record<string, number>>;
+  readonly originBytes: number;
+  /** Size of its log file: the pulls' lines follow. */
+  readonly logOffset: number;
 }
 
 async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string, AgentCounters>> {
@@ -117,9 +124,42 @@ async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string,
     counters.set(node.endpoint.name, {
       cpuSeconds: (await procStats(node.agent.daemon.pid)).cpuSeconds,
       wastedPeerBytes: await wastedPeerBytes(node),
+      originBytes: await originBytesFetched(node),
+      logOffset: (await stat(node.agent.logFile)).size,
     });
   }
   return counters;
+}
+
+/** shoal_origin_bytes_fetched_total, scraped inside the node's namespace. */
+async function originBytesFetched(node: ClusterNode): Promise<number> {
+  if (node.agent === undefined) return 0;
+  const text = await scrapeInNetns(node.endpoint.netns, node.agent.metricsUrl);
+  return samples(text, "shoal_origin_bytes_fetched_total").reduce((total, s) => total + s.value, 0);
+}
+
+/**
+ * The agent's origin fetches since `offset` of its log, by reason: the fetcher logs one line per blob it
+ * takes from the origin ("fetching the blob from the origin", with why) and one per blob whose rest it
+ * takes after peers could not supply it ("no peer can supply the rest", with how the download ended).
+ */
+async function originFetchReasons(logFile: string, offset: number): Promise<Record<string, number>> {
+  const text = (await readFile(logFile)).subarray(offset).toString("utf8");
+  const byReason: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    if (!line.includes("from the origin")) continue;
+    let entry: { msg?: unknown; reason?: unknown };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      continue;
+    }
+    if (typeof entry.msg !== "string") continue;
+    const reason = typeof entry.reason === "string" ? entry.reason : "unknown";
+    const key = entry.msg.startsWith("no peer can supply the rest") ? `rest after ${reason}` : reason;
+    byReason[key] = (byReason[key] ?? 0) + 1;
+  }
+  return byReason;
 }
 
 /** shoal_peer_bytes_wasted_total by reason, scraped inside the node's namespace. */
@@ -169,6 +209,8 @@ async function agentFigures(
       cpuSecondsPerGB: round(cpuSeconds / (imageBytes / GB)),
       peakRssBytes: stats.peakRssBytes,
       ...wastedFigures(wastedSince(await wastedPeerBytes(node), earlier?.wastedPeerBytes)),
+      originBytes: (await originBytesFetched(node)) - (earlier?.originBytes ?? 0),
+      originFetchesByReason: await originFetchReasons(node.agent.logFile, earlier?.logOffset ?? 0),
     });
   }
   return figures;
@@ -233,7 +275,10 @@ function report(
   }
   const shoal = arms.shoal;
   if (shoal?.agents !== undefined && shoal.agents.length > 0) {
-    lines.push("", "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS, peer bytes received and not kept");
+    lines.push(
+      "",
+      "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS, peer bytes received and not kept, what each fetched from the origin and why",
+    );
     for (const a of shoal.agents) {
       lines.push(
         `  ${a.node.padEnd(8)} ${a.cpuSeconds.toFixed(1).padStart(6)} CPU-s (${a.cpuSecondsPerGB.toFixed(1)}/GB; ${a.cpuSecondsTotal.toFixed(1)})  ${(a.peakRssBytes / MB).toFixed(0)} MB  wasted ${(a.wastedPeerBytes / MB).toFixed(1)} MB (${((100 * a.wastedPeerBytes) / imageBytes).toFixed(1)} % of the image${
@@ -242,7 +287,13 @@ function report(
             : `: ${Object.entries(a.wastedPeerBytesByReason)
                 .map(([r, b]) => `${r} ${(b / MB).toFixed(1)}`)
                 .join(", ")}`
-        })`,
+        })${
+          a.originBytes > 0
+            ? `  origin ${(a.originBytes / imageBytes).toFixed(3)} × F (${Object.entries(a.originFetchesByReason)
+                .map(([r, n]) => `${r} ×${n}`)
+                .join(", ")})`
+            : ""
+        }`,
       );
     }
   }

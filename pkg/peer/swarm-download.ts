@@ -27,6 +27,12 @@ export interface SwarmTuning extends PickerTuning, RefreshTuning {
    * machine delivers bytes late, a gone peer delivers none.
    */
   readonly stallMs: number;
+  /**
+   * No agent holds the origin grant and no peer holds a piece this agent misses, for this long: nobody
+   * can bring the rest (the grantee died or left), and the download ends at once instead of after stallMs,
+   * so that an agent takes the grant over. Short: a tracker's new grant or a peer's pieces reset it.
+   */
+  readonly orphanedMs: number;
 }
 
 export const DEFAULT_SWARM_TUNING: SwarmTuning = {
@@ -48,6 +54,7 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   minLookupGapMs: 100,
   noticeHungryRequests: 4,
   stallMs: 3_000,
+  orphanedMs: 500,
   // A call silent this long (and its peer sending nothing else) is duplicated. 500 ms made agents on a
   // busy machine receive 9-19 % of an image twice in `npm run bench` (8 nodes, 2 cores): a loaded event
   // loop is often that silent. 1.5 s: 0-2.7 %, the last node as fast or faster (32.6-33.1 s against
@@ -106,6 +113,8 @@ export type SwarmOutcome =
   | { readonly kind: "complete" }
   | {
       readonly kind: "stalled";
+      /** `orphaned`: no grantee and no peer holding a missing piece (orphanedMs); `silent`: no progress for stallMs. */
+      readonly reason: "orphaned" | "silent";
       readonly suppliers: number;
       readonly excludedAgents: readonly string[];
       /** The origin grantee (another agent) gained pieces within stallMs: the rest is coming, no need for the origin. */
@@ -125,6 +134,8 @@ export class SwarmDownload {
   private readonly book = new RequestBook();
   private readonly announcer: ProgressAnnouncer;
   private granteeAgentId: string | undefined;
+  /** Since when nobody could bring the missing pieces (see SwarmTuning.orphanedMs); undefined while someone can. */
+  private orphanedSinceMs: number | undefined;
   private readonly zone: string;
   private readonly parked = new Map<number, { peer: SwarmPeer; piece: ReceivedPiece }>();
   private wake: (() => void) | undefined;
@@ -176,9 +187,13 @@ export class SwarmDownload {
         for (const planned of this.picker.plan(this.pickerState(performance.now()))) this.request(planned);
         this.announcer.tick();
         const after = performance.now();
+        if (this.orphaned(after)) {
+          return { kind: "stalled", reason: "orphaned", suppliers: 0, excludedAgents: this.peers.excluded(), granteeProgressing: false };
+        }
         if (after - this.lastProgressMs >= tuning.stallMs && !this.productive(after)) {
           return {
             kind: "stalled",
+            reason: "silent",
             suppliers: this.picker.suppliers(this.pickerState(after)),
             excludedAgents: this.peers.excluded(),
             granteeProgressing: this.granteeProgressing(after),
@@ -237,6 +252,20 @@ export class SwarmDownload {
       if (request.relay ? nowMs - request.peer.grewAtMs < stallMs : nowMs - request.startedMs < stallMs) return true;
     }
     return false;
+  }
+
+  /**
+   * Nobody can bring the missing pieces: the tracker names no grantee (it released the grant of one that
+   * disconnected) and no present peer holds a piece this agent misses, for orphanedMs. Not in degraded mode,
+   * where no grants are known.
+   */
+  private orphaned(nowMs: number): boolean {
+    if (this.ctx.degraded === true || this.granteeAgentId !== undefined || this.picker.suppliers(this.pickerState(nowMs)) > 0) {
+      this.orphanedSinceMs = undefined;
+      return false;
+    }
+    this.orphanedSinceMs ??= nowMs;
+    return nowMs - this.orphanedSinceMs >= this.ctx.tuning.orphanedMs;
   }
 
   private granteeProgressing(nowMs: number): boolean {

@@ -262,7 +262,13 @@ export class SwarmFetcher implements BlobFetcher {
         }
         if (again === undefined || again.origin.granted) {
           this.options.logger.info(
-            { digest: request.digest, held: partial.heldPieces, of: partial.pieceCount, granted: again?.origin.granted ?? false },
+            {
+              digest: request.digest,
+              held: partial.heldPieces,
+              of: partial.pieceCount,
+              granted: again?.origin.granted ?? false,
+              reason: outcome.reason,
+            },
             "no peer can supply the rest; fetching it from the origin",
           );
           await this.fromOrigin(request, signal, () => undefined);

@@ -107,6 +107,29 @@ describe("swarm: many agents, one origin fetch", () => {
     );
   });
 
+  it(
+    "the origin grantee killed and no peer holding the rest: another agent takes the grant over without waiting out its stall timer",
+    { timeout: 30_000 },
+    async () => {
+      const blob = await origin.addBlob({ size: 16 * 1024 * 1024, seed: "swarm-orphaned" });
+      origin.script({ kind: "blob", reference: blob.digest }, { kind: "body", bytesPerSecond: 8 * 1024 * 1024 });
+      // A stall timer far beyond the test's timeout: only noticing that nobody can bring the rest finishes it.
+      const patient = { tuning: { ...FAST, stallMs: 600_000 } };
+      await startNodes(4, [patient, patient, patient, patient]);
+      const [grantee, ...rest] = nodes;
+      assert.ok(grantee);
+      const granteePull = grantee.pull(origin.host, NAME, blob.digest).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const pulls = rest.map((n) => n.pull(origin.host, NAME, blob.digest));
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await grantee.stop();
+      await granteePull;
+      for (const r of await Promise.all(pulls)) assert.equal(digestOf(r.bytes), blob.digest);
+      const fetches = origin.requests.filter((r) => r.kind === "blob" && r.reference === blob.digest).length;
+      assert.ok(fetches >= 2, "another agent took over the origin fetch");
+    },
+  );
+
   it("without a reachable tracker an agent fetches from the origin", async () => {
     const blob = await origin.addBlob({ size: 2 * 1024 * 1024, seed: "swarm-no-tracker" });
     const down: Tracker = {
