@@ -41,6 +41,8 @@ interface AgentFigures {
   readonly originBytes: number;
   /** Its origin fetches by the reason its log gives (granted, no tracker, no holder announced it in time, orphaned, silent). */
   readonly originFetchesByReason: Readonly<Record<string, number>>;
+  /** Requests it answered 404 so that the runtime pulled from the origin itself, by reason (shoal_fallback_responses_total). */
+  readonly fallbacksByReason: Readonly<Record<string, number>>;
 }
 
 interface ArmResult {
@@ -113,6 +115,7 @@ interface AgentCounters {
   readonly cpuSeconds: number;
   readonly wastedPeerBytes: Readonly<Record<string, number>>;
   readonly originBytes: number;
+  readonly fallbacks: Readonly<Record<string, number>>;
   /** Size of its log file: the pulls' lines follow. */
   readonly logOffset: number;
 }
@@ -125,10 +128,23 @@ async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string,
       cpuSeconds: (await procStats(node.agent.daemon.pid)).cpuSeconds,
       wastedPeerBytes: await wastedPeerBytes(node),
       originBytes: await originBytesFetched(node),
+      fallbacks: await fallbackResponses(node),
       logOffset: (await stat(node.agent.logFile)).size,
     });
   }
   return counters;
+}
+
+/** shoal_fallback_responses_total by reason, scraped inside the node's namespace. */
+async function fallbackResponses(node: ClusterNode): Promise<Record<string, number>> {
+  const byReason: Record<string, number> = {};
+  if (node.agent === undefined) return byReason;
+  const text = await scrapeInNetns(node.endpoint.netns, node.agent.metricsUrl);
+  for (const s of samples(text, "shoal_fallback_responses_total")) {
+    const reason = s.labels.reason ?? "";
+    byReason[reason] = (byReason[reason] ?? 0) + s.value;
+  }
+  return byReason;
 }
 
 /** shoal_origin_bytes_fetched_total, scraped inside the node's namespace. */
@@ -174,7 +190,7 @@ async function wastedPeerBytes(node: ClusterNode): Promise<Record<string, number
   return byReason;
 }
 
-/** `after` minus `before`, per reason, dropping reasons with nothing wasted. */
+/** `after` minus `before`, per reason, dropping reasons that did not grow. */
 function wastedSince(
   after: Readonly<Record<string, number>>,
   before: Readonly<Record<string, number>> | undefined,
@@ -211,6 +227,7 @@ async function agentFigures(
       ...wastedFigures(wastedSince(await wastedPeerBytes(node), earlier?.wastedPeerBytes)),
       originBytes: (await originBytesFetched(node)) - (earlier?.originBytes ?? 0),
       originFetchesByReason: await originFetchReasons(node.agent.logFile, earlier?.logOffset ?? 0),
+      fallbacksByReason: wastedSince(await fallbackResponses(node), earlier?.fallbacks),
     });
   }
   return figures;
@@ -293,6 +310,12 @@ function report(
                 .map(([r, n]) => `${r} ×${n}`)
                 .join(", ")})`
             : ""
+        }${
+          Object.keys(a.fallbacksByReason).length === 0
+            ? ""
+            : `  sent the runtime to the origin: ${Object.entries(a.fallbacksByReason)
+                .map(([r, n]) => `${r} ×${n}`)
+                .join(", ")}`
         }`,
       );
     }
