@@ -302,6 +302,7 @@ export class SwarmDownload {
           request.controller.abort();
           return;
         }
+        this.cancelOutrun(piece.index);
       }
     };
     run()
@@ -330,6 +331,19 @@ export class SwarmDownload {
         this.book.finish(request);
         this.wakeUp();
       });
+  }
+
+  /**
+   * A piece was just kept: the other calls still asking for it (a hedge or endgame duplicate, or the slow
+   * call it duplicated) are cancelled when they owe nothing else this agent misses, so the rest of their
+   * copy is not sent. A call that owes other pieces goes on (the held one then counts as already held).
+   */
+  private cancelOutrun(index: number): void {
+    if (!this.ctx.partial.hasPiece(index)) return;
+    for (const other of [...this.book.requestsFor(index)]) {
+      const owes = other.pieces.filter((i) => this.book.requestsFor(i).includes(other));
+      if (owes.every((i) => this.ctx.partial.hasPiece(i))) other.controller.abort();
+    }
   }
 
   /** Verifies and keeps a piece (and releases it); false when the peer sent a bad one (and is dropped). */

@@ -6,6 +6,7 @@ import { FakeUpstream } from "../registry/testing/fake-upstream.js";
 import { choosePieceSize, pieceSpan } from "../piece/index.js";
 import { MemoryTracker } from "../tracker/index.js";
 import { MiB, putBlob, testBytes, writePiece } from "./testing/peer-fixture.js";
+import { stallingStore } from "./testing/stalling-store.js";
 import { SwarmNode, type SwarmNodeOptions } from "./testing/swarm-node.js";
 
 const NAME = "zones/app";
@@ -223,6 +224,32 @@ describe("swarm across zones", () => {
     assert.equal(digestOf(result.bytes), digest);
     assert.ok((await received(puller, "b")) > 0, "slow requests were duplicated to the other zone");
     assert.ok((await received(puller, "a")) < data.length, "the slow holder did not send everything");
+  });
+
+  it("a call outrun by its duplicate is cancelled once the piece is kept: no piece arrives twice", async () => {
+    // A complete holder silent for 0.7 s before each piece (1.5 s before the last; calls time out at 2 s), and a fast partial holder
+    // with every piece but the last: the fast one duplicates the silent calls (hedgeAfterMs 200) and delivers
+    // first; while the last piece is still on its way, the silent calls must not deliver their copies.
+    const data = testBytes(12 * MiB);
+    const pieceSize = choosePieceSize(data.length);
+    const pieceCount = Math.ceil(data.length / pieceSize);
+    const [stalling, partialHolder, puller] = await startNodes(
+      ["", "", ""],
+      { tuning: { ...FAST, hedgeAfterMs: 200, stallMs: 10_000, piecesPerRequest: 1 } },
+      [{ servedStore: (store) => stallingStore(store, { pieceSize, delayMs: (i) => (i === pieceCount - 1 ? 1_500 : 700) }) }],
+    );
+    assert.ok(stalling && partialHolder && puller);
+    const digest = await seed([stalling], data);
+    const partial = await partialHolder.store.openPartial(digest, data.length, { pieceSize });
+    for (let index = 0; index < pieceCount - 1; index++) await writePiece(partial, data, index);
+    // Announced once the puller has asked the silent holder for its first pieces.
+    const pulling = puller.pull(origin.host, NAME, digest);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    partialHolder.tracker.announce({ digest, size: data.length, pieceSize, complete: false, bitmap: partial.bitmap() });
+    const result = await pulling;
+    assert.equal(digestOf(result.bytes), digest);
+    assert.ok((await partialHolder.metric("shoal_peer_bytes_sent_total")) > 0, "the fast holder served pieces");
+    assert.equal(await puller.metric("shoal_peer_bytes_wasted_total", { reason: "already_held" }), 0, "no piece arrived in full twice");
   });
 
   it("without zones every byte is counted as zone unknown and holders are used alike", async () => {
