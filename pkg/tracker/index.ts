@@ -1,18 +1,11 @@
 export * from "./errors.js";
 export * from "./tracker.js";
 export * from "./membership.js";
-export {
-  MemoryTracker,
-  DEFAULT_GRANT_STALL_TIMEOUT_MS,
-  DEFAULT_MAX_LOOKUP_HOLDERS,
-  type MemoryTrackerOptions,
-  type RegisterOptions,
-  type LookupAccess,
-  type SessionCloseReason,
-  type TrackerSession,
-  type TrackerSnapshot,
-  type TrackerEvent,
-} from "./memory-tracker.js";
+export { MemoryTracker, DEFAULT_MAX_LOOKUP_HOLDERS, type MemoryTrackerOptions, type TrackerSnapshot } from "./memory-tracker.js";
+export { DEFAULT_GRANT_STALL_TIMEOUT_MS } from "./origin-grants.js";
+export type { RegisterOptions, SessionCloseReason, TrackerSession } from "./tracker-session.js";
+export type { LookupAccess } from "./session-access.js";
+export type { TrackerEvent } from "./tracker-events.js";
 export { rankKey } from "./holder-ranking.js";
 export { LocalTracker, type LocalTrackerOptions } from "./local-tracker.js";
 export {

@@ -32,7 +32,8 @@ import { AnnounceGate } from "./announce-gate.js";
 import { TrackerError, isTrackerError } from "./errors.js";
 import { spreadForSessions } from "./reannounce-pacing.js";
 import { type Membership, hostOfPeer } from "./membership.js";
-import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
+import type { MemoryTracker } from "./memory-tracker.js";
+import type { TrackerSession } from "./tracker-session.js";
 import {
   validateAgentId,
   validateAnnouncement,
