@@ -31,12 +31,8 @@ export {
   spreadForSessions,
 } from "./reannounce-pacing.js";
 export { DEFAULT_REBUILD_HOLD_MS, DEFAULT_REBUILD_MAX_MS, DEFAULT_REBUILD_SETTLE_MS, REBUILD_RETRY_AFTER_MS } from "./rebuild-grace.js";
-export {
-  GrpcTrackerClient,
-  type GrpcTrackerClientOptions,
-  DEFAULT_HEARTBEAT_INTERVAL_MS,
-  DEFAULT_LOOKUP_TIMEOUT_MS,
-} from "./grpc-tracker-client.js";
+export { GrpcTrackerClient, type GrpcTrackerClientOptions, DEFAULT_HEARTBEAT_INTERVAL_MS } from "./grpc-tracker-client.js";
+export { DEFAULT_LOOKUP_TIMEOUT_MS } from "./tracker-connection.js";
 export * from "./prefetch.js";
 export { announceRequest, announceRequests, heartbeatRequest, registerRequest } from "./wire.js";
 export { LEADER_ADDRESS_METADATA, parseLeaderAddress, decideRedirect, type RedirectDecision } from "./leader-redirect.js";
