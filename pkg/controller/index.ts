@@ -7,7 +7,9 @@ export {
   ZONE_LABEL,
   LEGACY_ZONE_LABEL,
 } from "./kubernetes-membership.js";
-export { KubernetesController, type KubernetesControllerOptions, type PrefetchOptions, EVENT_COMPONENT } from "./kubernetes-controller.js";
+export { KubernetesController, EVENT_COMPONENT } from "./kubernetes-controller.js";
+export type { KubernetesControllerOptions } from "./controller-options.js";
+export type { PrefetchOptions } from "./prefetch-parts.js";
 export * from "./prefetch-types.js";
 export {
   parsePrefetchSpec,

@@ -1,33 +1,13 @@
-import type { KubeConfig, V1Node, V1Pod } from "@kubernetes/client-node";
-import type { Logger } from "pino";
-import {
-  EventRecorder,
-  type Informer,
-  customObjectInformer,
-  type InformerTuning,
-  LeaderElector,
-  type LeaderElectionTimings,
-  isK8sError,
-  nodeInformer,
-  parseLabelSelector,
-  podInformer,
-  validateLeaderElectionTimings,
-  LEASE_DURATION_MS,
-  RENEW_DEADLINE_MS,
-  RETRY_PERIOD_MS,
-} from "../k8s/index.js";
-import { CertificateManager, IssuerServer, LocalIssuer, identityUri } from "../identity/index.js";
-import type { ControllerMetrics } from "../metrics/index.js";
-import { UpstreamClient } from "../registry/index.js";
+import type { V1Node, V1Pod } from "@kubernetes/client-node";
+import { EventRecorder, type Informer, LeaderElector, isK8sError, nodeInformer, podInformer } from "../k8s/index.js";
+import { type CertificateManager, IssuerServer } from "../identity/index.js";
 import { MemoryTracker, TrackerServer } from "../tracker/index.js";
-import { SecretCertificateAuthority } from "./ca-secret.js";
+import type { SecretCertificateAuthority } from "./ca-secret.js";
+import { certificateParts } from "./controller-certificates.js";
+import { type KubernetesControllerOptions, validateControllerOptions } from "./controller-options.js";
 import { ControllerError } from "./errors.js";
 import { KubernetesMembership, type PeerDrop } from "./kubernetes-membership.js";
-import { PrefetchReconciler } from "./prefetch-reconciler.js";
-import { PrefetchResolver } from "./prefetch-resolver.js";
-import { PullSecretReader } from "./prefetch-pull-secrets.js";
-import { type ImagePrefetchObject, PREFETCH_GROUP, PREFETCH_PLURAL, PREFETCH_VERSION } from "./prefetch-types.js";
-import { TokenAuthenticator } from "./token-authenticator.js";
+import { type PrefetchParts, startPrefetchParts } from "./prefetch-parts.js";
 import { LEADER_ANNOTATION, advertisedAddress, leaderAnnotationValue, leaderFromAnnotation } from "./leader-address.js";
 
 /** Events name this component as their source. */
@@ -40,76 +20,6 @@ const EVENT_FLUSH_MS = 2_000;
  * follower (a single replica) it ends sessions after this.
  */
 export const HANDOVER_TIMEOUT_MS = 5_000;
-
-/** Workload certificates: the controller is the CA (its key in a Secret) and issues agents theirs. */
-export interface CertificateSettings {
-  /** The kubernetes.io/tls Secret (in the namespace) holding the CA certificate and key. */
-  readonly caSecret: string;
-  /** Where the issuer (IdentityService) listens. */
-  readonly issuerListen: { readonly host: string; readonly port: number };
-  /** Lifetime of issued certificates (agents' and the controller's own). */
-  readonly lifetimeMs: number;
-  /** The audience of the agents' projected ServiceAccount tokens. */
-  readonly tokenAudience: string;
-  /** Tests: first retry of the controller's own certificate and of the CA Secret. */
-  readonly retryInitialMs?: number;
-}
-
-export interface KubernetesControllerOptions extends Partial<LeaderElectionTimings> {
-  readonly kubeConfig: KubeConfig;
-  /** Namespace of the agent Pods and of the Lease. */
-  readonly namespace: string;
-  /** Label selector of the agent Pods. */
-  readonly agentSelector: string;
-  readonly leaseName: string;
-  /** This replica in the Lease and in Events (the pod name). */
-  readonly identity: string;
-  /** Where the tracker (gRPC) listens. */
-  readonly listen: { readonly host: string; readonly port: number };
-  /**
-   * This replica's IP as agents reach it (the pod IP). While leading, `IP:tracker port` is written on the
-   * Lease, and followers name it to agents that reach them through the Service. Default: the listen host
-   * when it is an IP other than 0.0.0.0/::; without any, followers cannot redirect (agents retry).
-   */
-  readonly advertiseHost?: string;
-  /** Between a follower's reads of the Lease (see LeaderElectorOptions.candidatePeriodMs). */
-  readonly candidatePeriodMs?: number;
-  /** On a graceful stop, how long the leader serves on waiting for a successor (default HANDOVER_TIMEOUT_MS). */
-  readonly handoverTimeoutMs?: number;
-  readonly grantStallTimeoutMs?: number;
-  readonly metrics?: ControllerMetrics;
-  readonly logger: Logger;
-  /** Informer backoff and clocks (tests). */
-  readonly informerTuning?: InformerTuning;
-  /** Tracker keepalive (tests shorten it so a vanished agent is noticed sooner). */
-  readonly trackerKeepaliveTimeMs?: number;
-  readonly trackerKeepaliveTimeoutMs?: number;
-  /** ImagePrefetch reconciling on the leader; off when absent. */
-  readonly prefetch?: PrefetchOptions;
-  readonly certificates: CertificateSettings;
-}
-
-export interface PrefetchOptions {
-  /** Registry host → base URL: the registries the agents mirror (their --upstream list). */
-  readonly upstreams: ReadonlyMap<string, string>;
-  readonly userAgent?: string;
-  /** What the Failed message tells users to do when reading a pull secret is forbidden. */
-  readonly secretGrantHint?: string;
-  readonly retryInitialMs?: number;
-  readonly retryMaxMs?: number;
-  readonly statusIntervalMs?: number;
-  readonly reportDeadlineMs?: number;
-}
-
-/** The pieces of ImagePrefetch reconciling, stopped with the controller. */
-interface PrefetchParts {
-  readonly informer: Informer<ImagePrefetchObject>;
-  readonly reconciler: PrefetchReconciler;
-  readonly upstream: UpstreamClient;
-}
-
-const DEFAULT_SECRET_GRANT_HINT =
-  "bind the chart's pull-secret reader role in that namespace (value imagePrefetch.pullSecretNamespaces), or create a RoleBinding granting the controller's service account `get` on that Secret";
 
 /**
  * The controller with Kubernetes membership: informers on the agent Pods and on Nodes, the tracker and
@@ -146,27 +56,7 @@ export class KubernetesController {
   /** Validates the options, starts listening (not serving yet) and starts syncing and campaigning in the background. */
   static async start(options: KubernetesControllerOptions): Promise<KubernetesController> {
     const { logger, metrics, kubeConfig, namespace, identity } = options;
-    try {
-      parseLabelSelector(options.agentSelector);
-      validateLeaderElectionTimings({
-        leaseDurationMs: options.leaseDurationMs ?? LEASE_DURATION_MS,
-        renewDeadlineMs: options.renewDeadlineMs ?? RENEW_DEADLINE_MS,
-        retryPeriodMs: options.retryPeriodMs ?? RETRY_PERIOD_MS,
-      });
-    } catch (error: unknown) {
-      throw new ControllerError("ERR_CONTROLLER_CONFIG", error instanceof Error ? error.message : String(error), { cause: error });
-    }
-    if (namespace === "") throw new ControllerError("ERR_CONTROLLER_CONFIG", "namespace must not be empty");
-    const self = { role: "controller" as const, name: identity, ips: [] };
-    try {
-      identityUri(self);
-    } catch (error: unknown) {
-      throw new ControllerError(
-        "ERR_CONTROLLER_CONFIG",
-        `identity ${JSON.stringify(identity)} cannot name a certificate: ${error instanceof Error ? error.message : String(error)}`,
-        { cause: error },
-      );
-    }
+    const self = validateControllerOptions(options);
     const settings = options.certificates;
     const tracker = new MemoryTracker({
       logger: logger.child({ component: "tracker" }),
@@ -208,51 +98,16 @@ export class KubernetesController {
         for (const agentId of agentIds) tracker.updateZone(agentId, zone);
       },
     });
-    // The controller's own certificate comes from the same CA, issued in process and rotated like an agent's.
-    const ca = new SecretCertificateAuthority({
+    const { ca, certificate, authenticator } = certificateParts({
       kubeConfig,
       namespace,
-      name: settings.caSecret,
-      logger: logger.child({ component: "ca" }),
-      ...(settings.retryInitialMs === undefined ? {} : { initialRetryMs: settings.retryInitialMs }),
-    });
-    const certificate = new CertificateManager({
-      issuer: new LocalIssuer({
-        ca: () => ca.current(),
-        identity: self,
-        lifetimeMs: settings.lifetimeMs,
-        onIssued: () => metrics?.identity.certificatesIssued?.inc(),
-      }),
-      role: "controller",
-      requestName: identity,
-      logger: logger.child({ component: "certificate" }),
-      ...(settings.retryInitialMs === undefined
-        ? {}
-        : { retryInitialMs: settings.retryInitialMs, retryMaxMs: 10 * settings.retryInitialMs }),
-      onIssued: (material) => metrics?.identity.certificateObtained(material.notAfter),
-      onFailure: () => metrics?.identity.rotationFailures.inc(),
-    });
-    const authenticator = new TokenAuthenticator({
-      kubeConfig,
+      identity,
+      self,
+      settings,
+      metrics,
+      logger,
       pods,
-      namespace,
-      audience: settings.tokenAudience,
-      logger: logger.child({ component: "authenticator" }),
-      onRefused: (pod, message) => {
-        if (pod?.metadata?.name === undefined) return;
-        recorder.record(
-          {
-            kind: "Pod",
-            apiVersion: "v1",
-            namespace,
-            name: pod.metadata.name,
-            ...(pod.metadata.uid === undefined ? {} : { uid: pod.metadata.uid }),
-          },
-          "Warning",
-          "CertificateRefused",
-          message,
-        );
-      },
+      recorder,
     });
     let server: TrackerServer;
     let issuer: IssuerServer;
@@ -508,45 +363,4 @@ export class KubernetesController {
       `agent ${dropped.join(", ")} on node ${pod.spec?.nodeName ?? "?"} dropped from the tracker: ${drop.reason}`,
     );
   }
-}
-
-/** The CRD informer, the resolver's upstream client and the reconciler; the informer starts with the others. */
-function startPrefetchParts(
-  options: KubernetesControllerOptions,
-  prefetch: PrefetchOptions,
-  tracker: MemoryTracker,
-  nodes: Informer<V1Node>,
-  recorder: EventRecorder,
-): PrefetchParts {
-  const { logger, kubeConfig } = options;
-  const informer = customObjectInformer<ImagePrefetchObject>({
-    ...(options.informerTuning ?? {}),
-    kubeConfig,
-    group: PREFETCH_GROUP,
-    version: PREFETCH_VERSION,
-    plural: PREFETCH_PLURAL,
-    logger: logger.child({ component: "imageprefetch-informer" }),
-    onRestart: (reason) => options.metrics?.informerRestarts.inc({ resource: PREFETCH_PLURAL, reason }),
-  });
-  const upstream = new UpstreamClient({
-    upstreams: prefetch.upstreams,
-    userAgent: prefetch.userAgent ?? "shoal-controller",
-    logger: logger.child({ component: "prefetch-upstream" }),
-  });
-  const reconciler = new PrefetchReconciler({
-    kubeConfig,
-    prefetches: informer,
-    nodes,
-    tracker,
-    resolver: new PrefetchResolver(upstream),
-    secrets: new PullSecretReader(kubeConfig, prefetch.secretGrantHint ?? DEFAULT_SECRET_GRANT_HINT),
-    recorder,
-    metrics: options.metrics,
-    logger: logger.child({ component: "prefetch" }),
-    ...(prefetch.retryInitialMs === undefined ? {} : { retryInitialMs: prefetch.retryInitialMs }),
-    ...(prefetch.retryMaxMs === undefined ? {} : { retryMaxMs: prefetch.retryMaxMs }),
-    ...(prefetch.statusIntervalMs === undefined ? {} : { statusIntervalMs: prefetch.statusIntervalMs }),
-    ...(prefetch.reportDeadlineMs === undefined ? {} : { reportDeadlineMs: prefetch.reportDeadlineMs }),
-  });
-  return { informer, reconciler, upstream };
 }

@@ -2,13 +2,13 @@ import type { KubeConfig, V1Node } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { type EventRecorder, type Informer, type InformerEvent, keyOf } from "../k8s/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
-import type { MemoryTracker, PrefetchReport, TrackerEvent } from "../tracker/index.js";
-import { planSeeds } from "./prefetch-planner.js";
+import type { MemoryTracker, TrackerEvent } from "../tracker/index.js";
 import type { PullSecretReader } from "./prefetch-pull-secrets.js";
 import type { PrefetchResolver } from "./prefetch-resolver.js";
 import { InvalidSpec, type PrefetchSpec, parsePrefetchSpec } from "./prefetch-spec.js";
-import { PrefetchPublisher, STATUS_INTERVAL_MS, describeImages } from "./prefetch-publisher.js";
-import { type ConditionDecision, type SeedView, seedingConditions, withCondition } from "./prefetch-status.js";
+import { PrefetchPublisher, STATUS_INTERVAL_MS } from "./prefetch-publisher.js";
+import { PrefetchSeeder } from "./prefetch-seeding.js";
+import { type ConditionDecision, type SeedView, withCondition } from "./prefetch-status.js";
 import type { ImagePrefetchObject } from "./prefetch-types.js";
 import { type PrefetchWork, newWork, resolveWork } from "./prefetch-work.js";
 
@@ -17,12 +17,6 @@ export const PREFETCH_RETRY_INITIAL_MS = 10_000;
 export const PREFETCH_RETRY_MAX_MS = 300_000;
 /** Resolving every image of one resource (manifests only) gets this long. */
 const RESOLVE_TIMEOUT_MS = 60_000;
-/**
- * A seed whose agent sends no report this long after its assignment (it reports every second while it
- * works) is counted as failed and tried again later: the message was lost, or the agent is older than
- * the controller and ignores assignments.
- */
-export const REPORT_DEADLINE_MS = 30_000;
 /** Changes arriving within this long are handled in one pass. */
 const COALESCE_MS = 20;
 /** setTimeout's limit; a later wake-up simply wakes early and waits again. */
@@ -41,7 +35,7 @@ export interface PrefetchReconcilerOptions {
   readonly retryInitialMs?: number;
   readonly retryMaxMs?: number;
   readonly statusIntervalMs?: number;
-  /** How long a seed may stay silent after its assignment (REPORT_DEADLINE_MS). */
+  /** How long a seed may stay silent after its assignment (REPORT_DEADLINE_MS, prefetch-seeding.ts). */
   readonly reportDeadlineMs?: number;
   /** Wall clock (Unix ms) for status times and schedules. */
   readonly now?: () => number;
@@ -59,6 +53,8 @@ export interface PrefetchReconcilerOptions {
  */
 export class PrefetchReconciler {
   private readonly publisher: PrefetchPublisher;
+  /** Seeds, assignments and reports (prefetch-seeding.ts). */
+  private readonly seeder: PrefetchSeeder;
   private readonly works = new Map<string, PrefetchWork>();
   private readonly queue = new Set<string>();
   private readonly unsubscribe: (() => void)[];
@@ -78,6 +74,21 @@ export class PrefetchReconciler {
       statusIntervalMs: options.statusIntervalMs ?? STATUS_INTERVAL_MS,
       now: this.now,
       retryMs: () => this.backoff(1),
+    });
+    this.seeder = new PrefetchSeeder({
+      tracker: options.tracker,
+      nodes: options.nodes,
+      logger: options.logger,
+      ...(options.reportDeadlineMs === undefined ? {} : { reportDeadlineMs: options.reportDeadlineMs }),
+      now: this.now,
+      iso: () => this.iso(),
+      backoff: (attempts) => this.backoff(attempts),
+      wakeAt: (work, atMs) => {
+        this.wakeAt(work, atMs);
+      },
+      enqueue: (key) => {
+        this.enqueue(key);
+      },
     });
     this.unsubscribe = [
       options.prefetches.on((event) => {
@@ -138,29 +149,9 @@ export class PrefetchReconciler {
         return;
       case "prefetch-report":
         for (const work of this.works.values())
-          if (work.assignment?.id === event.report.id) this.onReport(work, event.agentId, event.report);
+          if (work.assignment?.id === event.report.id) this.seeder.report(work, event.agentId, event.report);
         return;
     }
-  }
-
-  private onReport(work: PrefetchWork, agentId: string, report: PrefetchReport): void {
-    const agent = this.options.tracker.agentIdentities().find((a) => a.agentId === agentId);
-    if (agent === undefined) return;
-    const node = agent.nodeName;
-    work.reports.set(node, report);
-    const assigned = work.assigned.get(agentId);
-    if (assigned !== undefined) assigned.reportAtMs = this.now();
-    const bytes = work.bytes.get(node) ?? { origin: 0, peers: 0 };
-    work.bytes.set(node, { origin: Math.max(bytes.origin, report.bytesFromOrigin), peers: Math.max(bytes.peers, report.bytesFromPeers) });
-    if (report.state === "failed") {
-      const attempts = (work.seedFailures.get(node)?.attempts ?? 0) + 1;
-      const code = report.error?.code ?? "failed";
-      const message = report.error?.message ?? "";
-      work.seedFailures.set(node, { code, message, attempts, retryAtMs: this.now() + this.backoff(attempts) });
-      work.assigned.delete(agentId);
-      this.options.logger.warn({ prefetch: work.key, node, code, message }, "seed failed");
-    }
-    this.enqueue(work.key);
   }
 
   private enqueueAll(): void {
@@ -203,7 +194,7 @@ export class PrefetchReconciler {
     if (object === undefined || object.metadata?.deletionTimestamp !== undefined) {
       if (work !== undefined) {
         this.options.logger.info({ prefetch: key }, "ImagePrefetch deleted: stopping its work");
-        this.cancelAll(work);
+        this.seeder.cancelAll(work);
         this.forget(work);
         this.works.delete(key);
         this.publisher.updateMetrics(this.works.values());
@@ -212,7 +203,7 @@ export class PrefetchReconciler {
     }
     const generation = object.metadata?.generation ?? 1;
     if (work !== undefined && (work.uid !== object.metadata?.uid || work.generation !== generation)) {
-      this.cancelAll(work);
+      this.seeder.cancelAll(work);
       this.forget(work);
       work = undefined;
     }
@@ -285,93 +276,7 @@ export class PrefetchReconciler {
       await this.publish(object, work, []);
       return;
     }
-    await this.publish(object, work, this.seed(work, spec));
-  }
-
-  /** Plans the seeds, assigns the content to those that lack it, and returns their states. */
-  private seed(work: PrefetchWork, spec: PrefetchSpec): SeedView[] {
-    const { tracker } = this.options;
-    const images = work.images ?? [];
-    const holdsAll = (agentId: string): boolean => [...work.digests].every((d) => tracker.holdsComplete(agentId, d));
-    const now = this.now();
-    const recentlyFailed = new Set([...work.seedFailures].filter(([, f]) => f.retryAtMs > now).map(([node]) => node));
-    const plan = planSeeds({
-      target: spec.target,
-      agents: tracker.agentIdentities(),
-      nodes: this.options.nodes.list().map((n) => ({ name: n.metadata?.name ?? "", labels: n.metadata?.labels ?? {} })),
-      holdsAll,
-      previous: work.previousSeeds,
-      failed: recentlyFailed,
-      salt: work.uid,
-    });
-    work.plan = plan;
-    const chosen = new Set(plan.seeds.map((s) => s.agentId));
-    for (const [agentId, { id }] of work.assigned) {
-      if (chosen.has(agentId)) continue;
-      tracker.sendCommand(agentId, { kind: "prefetch-cancel", id });
-      work.assigned.delete(agentId);
-    }
-    const assignment = work.assignment;
-    const views: SeedView[] = [];
-    for (const seed of plan.seeds) {
-      work.previousSeeds.add(seed.nodeName);
-      const bytes = work.bytes.get(seed.nodeName) ?? { origin: 0, peers: 0 };
-      const base = { node: seed.nodeName, zone: seed.zone, bytesFromOrigin: bytes.origin, bytesFromPeers: bytes.peers };
-      if (holdsAll(seed.agentId)) {
-        work.seedFailures.delete(seed.nodeName);
-        // Done with it: should it lose content later, it is sent the assignment again.
-        work.assigned.delete(seed.agentId);
-        views.push({ ...base, state: "Seeded" });
-        continue;
-      }
-      const failure = work.seedFailures.get(seed.nodeName);
-      if (failure !== undefined && failure.retryAtMs > now) {
-        this.wakeAt(work, failure.retryAtMs);
-        views.push({ ...base, state: "Failed", message: `${failure.code}: ${failure.message}` });
-        continue;
-      }
-      const assigned = work.assigned.get(seed.agentId);
-      const silentSince = assigned?.reportAtMs ?? assigned?.atMs;
-      if (
-        assigned !== undefined &&
-        silentSince !== undefined &&
-        now - silentSince >= (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS)
-      ) {
-        const attempts = (failure?.attempts ?? 0) + 1;
-        const message = `its agent sent no progress report for ${Math.round((now - silentSince) / 1000)} s (an agent older than the controller ignores assignments)`;
-        work.seedFailures.set(seed.nodeName, { code: "no_report", message, attempts, retryAtMs: now + this.backoff(attempts) });
-        tracker.sendCommand(seed.agentId, { kind: "prefetch-cancel", id: assigned.id });
-        work.assigned.delete(seed.agentId);
-        this.options.logger.warn({ prefetch: work.key, node: seed.nodeName }, "seed sent no report");
-        this.enqueue(work.key);
-        views.push({ ...base, state: "Failed", message: `no_report: ${message}` });
-        continue;
-      }
-      if (assigned !== undefined) this.wakeAt(work, (silentSince ?? now) + (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS));
-      if (assignment !== undefined && assigned?.id !== assignment.id) {
-        if (tracker.sendCommand(seed.agentId, { kind: "prefetch", assignment })) {
-          work.assigned.set(seed.agentId, { id: assignment.id, atMs: now, reportAtMs: undefined });
-          this.wakeAt(work, now + (this.options.reportDeadlineMs ?? REPORT_DEADLINE_MS));
-          this.options.logger.info(
-            { prefetch: work.key, node: seed.nodeName, zone: seed.zone, assignment: assignment.id },
-            "seed assigned",
-          );
-        }
-      }
-      views.push({ ...base, state: work.assigned.has(seed.agentId) ? "Seeding" : "Pending" });
-    }
-    const { ready, failed } = seedingConditions(plan, views, spec.target.kind);
-    if (ready.status === "True") work.readyTime ??= this.iso();
-    work.conditions = withCondition(
-      work.conditions,
-      "Resolved",
-      { status: "True", reason: "Resolved", message: describeImages(images) },
-      this.iso(),
-      work.generation,
-    );
-    work.conditions = withCondition(work.conditions, "Ready", ready, this.iso(), work.generation);
-    work.conditions = withCondition(work.conditions, "Failed", failed, this.iso(), work.generation);
-    return views;
+    await this.publish(object, work, this.seeder.seed(work, spec));
   }
 
   /** Resolves every image in the background; on failure waits for the retry, then reconciles again. */
@@ -414,11 +319,6 @@ export class PrefetchReconciler {
   }
 
   // ---- helpers ------------------------------------------------------------------------------
-
-  private cancelAll(work: PrefetchWork): void {
-    for (const [agentId, { id }] of work.assigned) this.options.tracker.sendCommand(agentId, { kind: "prefetch-cancel", id });
-    work.assigned.clear();
-  }
 
   private forget(work: PrefetchWork): void {
     work.resolving?.abort();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { afterEach, describe, it } from "node:test";
 import { digestOf } from "../oci/index.js";
 import { eventually } from "../tracker/testing/helpers.js";
-import type { KubernetesControllerOptions } from "./kubernetes-controller.js";
+import type { KubernetesControllerOptions } from "./controller-options.js";
 import type { ClusterAgent } from "./testing/cluster-agent.js";
 import {
   APPS,

@@ -44,6 +44,15 @@ export interface RoundChanges {
 /** Runs `task` after `delayMs`; returns a function that cancels it. Injectable (tests, the simulator). */
 export type Scheduler = (task: () => void, delayMs: number) => () => void;
 
+/** The default Scheduler: setTimeout that keeps no process alive (a round of notices is never worth waiting for at exit). */
+export function scheduleUnref(task: () => void, delayMs: number): () => void {
+  const timer = setTimeout(task, delayMs);
+  timer.unref();
+  return () => {
+    clearTimeout(timer);
+  };
+}
+
 /**
  * `V`: what the tracker remembers per watch (what the watcher was last told, so a notice can carry only
  * what is new to it); handed back with every delivery, and replaced by the next watch().

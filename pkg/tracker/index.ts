@@ -1,18 +1,11 @@
 export * from "./errors.js";
 export * from "./tracker.js";
 export * from "./membership.js";
-export {
-  MemoryTracker,
-  DEFAULT_GRANT_STALL_TIMEOUT_MS,
-  DEFAULT_MAX_LOOKUP_HOLDERS,
-  type MemoryTrackerOptions,
-  type RegisterOptions,
-  type LookupAccess,
-  type SessionCloseReason,
-  type TrackerSession,
-  type TrackerSnapshot,
-  type TrackerEvent,
-} from "./memory-tracker.js";
+export { MemoryTracker, DEFAULT_MAX_LOOKUP_HOLDERS, type MemoryTrackerOptions, type TrackerSnapshot } from "./memory-tracker.js";
+export { DEFAULT_GRANT_STALL_TIMEOUT_MS } from "./origin-grants.js";
+export type { RegisterOptions, SessionCloseReason, TrackerSession } from "./tracker-session.js";
+export type { LookupAccess } from "./session-access.js";
+export type { TrackerEvent } from "./tracker-events.js";
 export { rankKey } from "./holder-ranking.js";
 export { LocalTracker, type LocalTrackerOptions } from "./local-tracker.js";
 export {
@@ -38,12 +31,8 @@ export {
   spreadForSessions,
 } from "./reannounce-pacing.js";
 export { DEFAULT_REBUILD_HOLD_MS, DEFAULT_REBUILD_MAX_MS, DEFAULT_REBUILD_SETTLE_MS, REBUILD_RETRY_AFTER_MS } from "./rebuild-grace.js";
-export {
-  GrpcTrackerClient,
-  type GrpcTrackerClientOptions,
-  DEFAULT_HEARTBEAT_INTERVAL_MS,
-  DEFAULT_LOOKUP_TIMEOUT_MS,
-} from "./grpc-tracker-client.js";
+export { GrpcTrackerClient, type GrpcTrackerClientOptions, DEFAULT_HEARTBEAT_INTERVAL_MS } from "./grpc-tracker-client.js";
+export { DEFAULT_LOOKUP_TIMEOUT_MS } from "./tracker-connection.js";
 export * from "./prefetch.js";
 export { announceRequest, announceRequests, heartbeatRequest, registerRequest } from "./wire.js";
 export { LEADER_ADDRESS_METADATA, parseLeaderAddress, decideRedirect, type RedirectDecision } from "./leader-redirect.js";

@@ -2,7 +2,8 @@ import type { Logger } from "pino";
 import type { Digest } from "../oci/index.js";
 import { TrackerError, isTrackerError } from "./errors.js";
 import type { Membership } from "./membership.js";
-import type { MemoryTracker, TrackerSession } from "./memory-tracker.js";
+import type { MemoryTracker } from "./memory-tracker.js";
+import type { TrackerSession } from "./tracker-session.js";
 import { NoticeListeners } from "./notice-listeners.js";
 import { PublishedTags } from "./published-tags.js";
 import type {

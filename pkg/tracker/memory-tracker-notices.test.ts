@@ -4,7 +4,8 @@ import { pino } from "pino";
 import { ControllerMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import { MAX_WATCHES_PER_AGENT, WATCH_TTL_MS } from "./blob-watchers.js";
-import { MemoryTracker, type TrackerSession } from "./memory-tracker.js";
+import { MemoryTracker } from "./memory-tracker.js";
+import type { TrackerSession } from "./tracker-session.js";
 import { manualClock, testDigest, testIdentity } from "./testing/helpers.js";
 
 const logger = pino({ level: "silent" });

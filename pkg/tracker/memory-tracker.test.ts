@@ -8,14 +8,9 @@ import type { Counter, Gauge } from "prom-client";
 import { ControllerMetrics } from "../metrics/index.js";
 import { isTrackerError } from "./errors.js";
 import { StaticMembership } from "./membership.js";
-import {
-  HOLDER_COST_BYTES,
-  MEMORY_BUDGET_PER_AGENT_BYTES,
-  MemoryTracker,
-  PIECE_COST_BYTES,
-  RECORD_COST_BYTES,
-  type SessionCloseReason,
-} from "./memory-tracker.js";
+import { HOLDER_COST_BYTES, MEMORY_BUDGET_PER_AGENT_BYTES, PIECE_COST_BYTES, RECORD_COST_BYTES } from "./blob-ledger.js";
+import { MemoryTracker } from "./memory-tracker.js";
+import type { SessionCloseReason } from "./tracker-session.js";
 import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { bitmapOf, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
 

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { pino } from "pino";
 import { digestOf } from "../oci/index.js";
 import { GrpcTrackerClient } from "./grpc-tracker-client.js";
-import type { TrackerEvent } from "./memory-tracker.js";
+import type { TrackerEvent } from "./tracker-events.js";
 import {
   type AgentCommand,
   MAX_PREFETCH_MANIFEST_BYTES,

@@ -3,7 +3,8 @@ import { CertificateAuthority } from "../../identity/index.js";
 import { KubeApiDouble, ServiceForwarder } from "../../k8s/testing/index.js";
 import { ControllerMetrics, MetricsServer } from "../../metrics/index.js";
 import { FakeUpstream } from "../../registry/testing/fake-upstream.js";
-import { KubernetesController, type KubernetesControllerOptions } from "../kubernetes-controller.js";
+import type { KubernetesControllerOptions } from "../controller-options.js";
+import { KubernetesController } from "../kubernetes-controller.js";
 import { ClusterAgent } from "./cluster-agent.js";
 
 export const NAMESPACE = "shoal";

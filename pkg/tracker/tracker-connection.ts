@@ -1,0 +1,379 @@
+import { type ChannelCredentials, type ClientDuplexStream, type StatusObject, status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
+import { Backoff, signalReason } from "../util/index.js";
+import { TrackerError } from "./errors.js";
+import { decideRedirect } from "./leader-redirect.js";
+import type { AgentIdentity } from "./tracker.js";
+import { type TrackerChannelOptions, trackerChannelOptions, trackerCredentials } from "./tracker-channel.js";
+import { registerRequest } from "./wire.js";
+
+/** A lookup answers within this or fails: the agent then goes to the origin instead of waiting. */
+export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
+/**
+ * How long after it starts a client that never had a session waits for its first one before a lookup
+ * treats the tracker as away. An agent the kubelet just restarted answers its mirror within a few hundred
+ * ms, before its session is up (certificate, Service, a redirect to the leader, a failed first dial); the
+ * node's runtime pulls again at once, and without this the agent would fetch from the origin without a
+ * grant ("no tracker") what its peers already hold.
+ */
+export const DEFAULT_FIRST_SESSION_GRACE_MS = 5_000;
+/**
+ * Redirects followed in a row before going back to the Service: replicas that agree on the leader need
+ * one hop; more means a hand-over in progress or stale data, where backing off is right.
+ */
+const MAX_REDIRECTS_IN_A_ROW = 1;
+/** On close, how long the tracker has to acknowledge the end of the session before it is cancelled. */
+const CLOSE_TIMEOUT_MS = 1_000;
+
+export interface TrackerConnectionOptions extends TrackerChannelOptions {
+  /** host:port of the tracker. */
+  readonly address: string;
+  /** Validated. */
+  readonly identity: AgentIdentity;
+  readonly logger: Logger;
+  readonly lookupTimeoutMs?: number;
+  /** DEFAULT_FIRST_SESSION_GRACE_MS unless given; 0 fails lookups at once from the start, as after a lost session. */
+  readonly firstSessionGraceMs?: number;
+  readonly initialBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+  /**
+   * Maps the leader address a follower names (trailing metadata of its refusal) to the address to dial.
+   * Identity when absent; tests route it through an endpoint that keeps the pod IP as source address.
+   */
+  readonly dialLeader?: (leaderAddress: string) => string;
+  /**
+   * Ask the tracker for BlobChanged notices (Register.accepts_notices); true by default. False behaves as an
+   * agent from before notices (tests of mixed versions).
+   */
+  readonly acceptNotices?: boolean;
+}
+
+/** What the owner of a connection (GrpcTrackerClient) does as its sessions come and go. */
+export interface ConnectionHooks {
+  /** Blobs the agent holds: said when registering (the tracker waits for them) and logged. */
+  inventorySize(): number;
+  /**
+   * A session registered: the tracker knows nothing of this agent yet. `resumed`: a session was registered
+   * before (this is a reconnect); `reannounceSpreadMs`: the tracker's spread for re-announcing.
+   */
+  registered(resumed: boolean, reannounceSpreadMs: number): void;
+  /** A message of the registered session other than `registered` (notices, commands). */
+  message(response: SessionResponse): void;
+  /** The session's stream ended, failed or was closed (registered or not): nothing more is written to it. */
+  ended(): void;
+  /** A registered session was lost or closed (after `ended`). */
+  lost(): void;
+}
+
+type State = "connecting" | "connected" | "backoff" | "closed";
+
+/**
+ * The agent's session with the tracker: one Session stream at a time, dialed, registered, redirected to
+ * the leader a follower names, and dialed again with capped exponential backoff and jitter when it ends.
+ * Unary calls (Lookup, ResolveTag) go through the channel of the registered session (readyClient), with a
+ * deadline, and fail with ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there.
+ */
+export class TrackerConnection {
+  private readonly backoff: Backoff;
+  private readonly logger: Logger;
+  private readonly waiters = new Set<() => void>();
+  private state: State = "connecting";
+  private client: TrackerServiceClient | undefined;
+  private call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
+  private trackerId: string | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  /** What the next session dials: the configured address (the Service), or a leader a follower named. */
+  private target: string;
+  private redirectsInARow = 0;
+  private registerTimer: NodeJS.Timeout | undefined;
+  private readonly unsubscribe: (() => void) | undefined;
+  /** The current session's tracker said it sends notices (Registered.sends_notices). */
+  private trackerSendsNotices = false;
+  /** Until then (performance.now()), a client that never registered waits for its first session (see DEFAULT_FIRST_SESSION_GRACE_MS). */
+  private readonly firstSessionGraceEnd: number;
+  /** The tracker refused a session outright (membership, bad identity): not a session still being set up. */
+  private refused = false;
+
+  /** Dials at once. */
+  constructor(
+    private readonly options: TrackerConnectionOptions,
+    private readonly hooks: ConnectionHooks,
+  ) {
+    this.logger = options.logger;
+    this.firstSessionGraceEnd = performance.now() + Math.max(0, options.firstSessionGraceMs ?? DEFAULT_FIRST_SESSION_GRACE_MS);
+    this.target = options.address;
+    this.backoff = new Backoff({
+      ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
+      ...(options.maxBackoffMs === undefined ? {} : { maxDelayMs: options.maxBackoffMs }),
+    });
+    this.unsubscribe = options.tls?.subscribe(() => {
+      this.onCertificate();
+    });
+    this.connect();
+  }
+
+  get connected(): boolean {
+    return this.state === "connected";
+  }
+
+  get closed(): boolean {
+    return this.state === "closed";
+  }
+
+  get sendsNotices(): boolean {
+    return this.state === "connected" && this.trackerSendsNotices && this.options.acceptNotices !== false;
+  }
+
+  /** The registered session's stream; undefined while there is none. */
+  get stream(): ClientDuplexStream<SessionRequest, SessionResponse> | undefined {
+    return this.state === "connected" ? this.call : undefined;
+  }
+
+  /** The address the current or next session dials. */
+  get address(): string {
+    return this.target;
+  }
+
+  /** Resolves once a session is registered; rejects when `signal` aborts or the client is closed. */
+  async whenConnected(signal?: AbortSignal): Promise<void> {
+    while (this.state !== "connected") {
+      signal?.throwIfAborted();
+      if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
+      await this.stateChange(signal);
+    }
+  }
+
+  /** The client of a registered session and the deadline of a unary call starting now. */
+  async readyClient(signal: AbortSignal | undefined): Promise<{ client: TrackerServiceClient; deadline: number }> {
+    signal?.throwIfAborted();
+    const timeoutMs = this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
+    let deadline = Date.now() + timeoutMs;
+    const graceLeftMs = this.trackerId === undefined && !this.refused ? this.firstSessionGraceEnd - performance.now() : 0;
+    if (graceLeftMs > 0 && this.state !== "connected" && this.state !== "closed") {
+      // Freshly started: wait through failed attempts and backoff for the first session, until the grace ends
+      // (or the lookup's own deadline, if later); the call then gets its whole timeout.
+      const waitUntil = performance.now() + Math.max(graceLeftMs, timeoutMs);
+      while (!this.firstSessionSettled()) {
+        const leftMs = waitUntil - performance.now();
+        if (leftMs <= 0) break;
+        await this.stateChange(signal, leftMs).catch(() => undefined);
+        signal?.throwIfAborted();
+      }
+      deadline = Date.now() + timeoutMs;
+    } else if (this.state === "connecting") {
+      // Only an attempt already under way is worth waiting for; in backoff the tracker is known to be away.
+      await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
+    }
+    signal?.throwIfAborted();
+    if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
+    const client = this.client;
+    if (this.state !== "connected" || client === undefined) {
+      throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.target}`);
+    }
+    return { client, deadline };
+  }
+
+  /** A session is up, the client closed, or the tracker refused this agent: nothing more to wait for. */
+  private firstSessionSettled(): boolean {
+    return this.state === "connected" || this.state === "closed" || this.refused;
+  }
+
+  /** Ends the session cleanly (the tracker drops this agent's announcements and grants at once). */
+  async close(): Promise<void> {
+    if (this.state === "closed") return;
+    const wasConnected = this.state === "connected";
+    this.state = "closed";
+    this.unsubscribe?.();
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.registerTimer);
+    this.hooks.ended();
+    const call = this.call;
+    this.call = undefined;
+    this.wake();
+    // A session that never registered has nothing to end gracefully: cancel it at once.
+    if (call !== undefined && !wasConnected) call.cancel();
+    else if (call !== undefined) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          call.cancel();
+          resolve();
+        }, CLOSE_TIMEOUT_MS);
+        call.once("status", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        call.end();
+      });
+    }
+    this.client?.close();
+    if (wasConnected) this.hooks.lost();
+    this.logger.info("tracker session closed");
+  }
+
+  private connect(): void {
+    this.state = "connecting";
+    this.client?.close();
+    this.client = undefined;
+    let channelCredentials: ChannelCredentials;
+    try {
+      channelCredentials = trackerCredentials(this.options);
+    } catch (error: unknown) {
+      // No certificate yet: try again later, like a tracker that cannot be reached.
+      this.state = "backoff";
+      const delayMs = this.backoff.next();
+      this.target = this.options.address;
+      this.logger.warn({ err: error, retryInMs: delayMs, address: this.target }, "tracker session not started");
+      this.reconnectTimer = setTimeout(() => {
+        if (this.state === "backoff") this.connect();
+      }, delayMs);
+      this.reconnectTimer.unref();
+      this.wake();
+      return;
+    }
+    const client = new TrackerServiceClient(this.target, channelCredentials, trackerChannelOptions(this.options));
+    this.client = client;
+    const call = client.session();
+    this.call = call;
+    call.on("data", (response: SessionResponse) => {
+      if (call !== this.call) return;
+      const kind = response.kind;
+      if (kind?.$case === "registered") this.onRegistered(kind.value.trackerId, kind.value.reannounceSpreadMs, kind.value.sendsNotices);
+      else if (this.state === "connected") this.hooks.message(response);
+    });
+    // Failures arrive as the final status below; this listener only keeps them from being thrown.
+    call.on("error", () => undefined);
+    call.on("status", (result: StatusObject) => {
+      this.onSessionEnded(call, result);
+    });
+    // Says how many blobs will follow: while they do, the tracker grants nobody the origin for a blob it does not know yet.
+    call.write(registerRequest(this.options.identity, this.hooks.inventorySize(), this.options.acceptNotices !== false));
+    if (this.target !== this.options.address) {
+      // A redirect target is only as good as the replica that named it: if it does not register the
+      // session within a lookup's deadline, give up on it and go back to the Service.
+      const timeoutMs = this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
+      this.registerTimer = setTimeout(() => {
+        if (call !== this.call || this.state !== "connecting") return;
+        this.logger.warn({ address: this.target, timeoutMs }, "the leader a follower named did not register the session in time");
+        call.cancel();
+      }, timeoutMs);
+      this.registerTimer.unref();
+    }
+  }
+
+  /**
+   * A new certificate. A session is authenticated when it opens and stays bound to the same identity
+   * across rotations, so an open session is kept (re-registering would drop this agent's holdings and
+   * grants for a moment); the next connection presents the new certificate. Only an attempt waiting
+   * for a first certificate starts at once.
+   */
+  private onCertificate(): void {
+    if (this.state !== "backoff") return;
+    clearTimeout(this.reconnectTimer);
+    this.connect();
+  }
+
+  private onRegistered(trackerId: string, reannounceSpreadMs: number, sendsNotices: boolean): void {
+    if (this.state !== "connecting") return;
+    this.trackerSendsNotices = sendsNotices;
+    clearTimeout(this.registerTimer);
+    this.redirectsInARow = 0;
+    const previous = this.trackerId;
+    this.trackerId = trackerId;
+    this.state = "connected";
+    this.backoff.reset();
+    this.logger.info(
+      {
+        trackerId,
+        address: this.target,
+        newTracker: previous !== undefined && previous !== trackerId,
+        blobs: this.hooks.inventorySize(),
+        notices: sendsNotices,
+      },
+      "tracker session registered",
+    );
+    this.hooks.registered(previous !== undefined, reannounceSpreadMs);
+    this.wake();
+  }
+
+  private onSessionEnded(call: ClientDuplexStream<SessionRequest, SessionResponse>, result: StatusObject): void {
+    if (call !== this.call || this.state === "closed") return;
+    this.call = undefined;
+    this.hooks.ended();
+    clearTimeout(this.registerTimer);
+    const wasConnected = this.state === "connected";
+    const dialed = this.target;
+    const redirect = decideRedirect(result.code, result.metadata, {
+      redirectsInARow: this.redirectsInARow,
+      maxRedirects: MAX_REDIRECTS_IN_A_ROW,
+      current: dialed,
+    });
+    // Every attempt that is not a redirect starts again from the Service.
+    this.target = this.options.address;
+    if (redirect.kind === "follow") {
+      // A follower refusing a new session, or a leader handing over: dial the leader it names at once.
+      this.redirectsInARow++;
+      this.target = this.options.dialLeader?.(redirect.address) ?? redirect.address;
+      this.logger.info({ address: dialed, leader: redirect.address, details: result.details, wasConnected }, "redirected to the leader");
+      this.connect();
+      if (wasConnected) this.hooks.lost();
+      // Not woken: lookups waiting for a session keep waiting (within their deadline) for this attempt.
+      return;
+    }
+    this.redirectsInARow = 0;
+    if (redirect.kind === "refuse")
+      this.logger.warn(
+        { address: dialed, reason: redirect.reason },
+        "not following the redirect to the leader; back to the tracker Service",
+      );
+    this.state = "backoff";
+    const delayMs = this.backoff.next();
+    const refused = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT;
+    if (refused) this.refused = true;
+    const level = refused ? "error" : "warn";
+    this.logger[level](
+      { code: status[result.code], details: result.details, retryInMs: delayMs, address: dialed },
+      wasConnected ? "tracker session lost" : "tracker session failed",
+    );
+    this.reconnectTimer = setTimeout(() => {
+      if (this.state === "backoff") this.connect();
+    }, delayMs);
+    this.reconnectTimer.unref();
+    if (wasConnected) this.hooks.lost();
+    this.wake();
+  }
+
+  private wake(): void {
+    for (const waiter of [...this.waiters]) waiter();
+  }
+
+  /** Resolves at the next state change; rejects on abort or after `timeoutMs`. */
+  private stateChange(signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const done = (error?: Error): void => {
+        this.waiters.delete(waiter);
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const waiter = (): void => {
+        done();
+      };
+      const onAbort = (): void => {
+        if (signal !== undefined) done(signalReason(signal));
+      };
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(
+              () => {
+                done(new TrackerError("ERR_TRACKER_UNAVAILABLE", "timed out waiting for the tracker session"));
+              },
+              Math.max(0, timeoutMs),
+            );
+      this.waiters.add(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+}
