@@ -104,7 +104,8 @@ export const agentOptionSpecs = {
   },
   responseStartTimeout: {
     name: "response-start-timeout",
-    description: "Longest wait before a response starts; past it the mirror answers 404 so containerd pulls directly.",
+    description:
+      "Longest wait before a response starts: for a source, and then this long without the blob gaining a piece while its first piece is awaited; past it the mirror answers 404 so containerd pulls directly.",
     parse: parseDuration,
     default: "10s",
   },

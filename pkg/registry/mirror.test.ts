@@ -5,13 +5,16 @@ import { connect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { type Digest, MEDIA_TYPE_OCI_MANIFEST, digestOf, parseDigest } from "../oci/index.js";
+import type { BlobStore } from "../store/index.js";
 import type { TagRecord } from "../tracker/tracker.js";
+import type { BlobFetcher } from "./blob-fetcher.js";
 import type { ManifestPeers } from "./manifest-peers.js";
 import type { ClusterTags } from "./manifests.js";
 import { MAX_RESUMES } from "./origin-fetcher.js";
 import { MirrorFixture } from "./testing/mirror-fixture.js";
 
 const NAME = "team/app";
+const MiB_BYTES = 1024 * 1024;
 
 async function body(res: Response): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
@@ -399,6 +402,39 @@ describe("mirror: never hang the runtime", () => {
       assert.equal(res.status, 404);
       assert.equal(await ociError(res), "BLOB_UNKNOWN");
       assert.ok(performance.now() - started < 2_000, `took ${performance.now() - started} ms`);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("waits for the first piece past the start deadline while the blob keeps gaining other pieces", async () => {
+    // A source that brings pieces out of order, the first one last, one every 150 ms (a swarm on a busy
+    // machine): the start deadline (300 ms) counts time without progress, not time since the request.
+    const data = Buffer.alloc(4 * MiB_BYTES, 7);
+    const digest = digestOf(data);
+    let acquired = 0;
+    const outOfOrder = (store: BlobStore): BlobFetcher => ({
+      acquire: async (request) => {
+        acquired++;
+        const partial = await store.openPartial(request.digest, data.length, { pieceSize: MiB_BYTES });
+        void (async () => {
+          for (const index of [1, 2, 3, 0]) {
+            await new Promise((resolve) => setTimeout(resolve, 150));
+            await partial.writePiece(index, data.subarray(index * MiB_BYTES, (index + 1) * MiB_BYTES));
+          }
+          await partial.commit();
+        })().catch(() => undefined);
+        return { partial, source: "peer", contentType: undefined, release: () => undefined };
+      },
+      close: () => Promise.resolve(),
+    });
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 300, fetcher: outOfOrder });
+    try {
+      const res = await fetch(f.blobUrl(NAME, digest));
+      assert.equal(res.status, 200, "not sent direct while the blob was gaining pieces");
+      assert.deepEqual(await body(res), data);
+      assert.equal(acquired, 1);
+      assert.equal(await f.metric("shoal_fallback_responses_total", { reason: "start_timeout" }), 0);
     } finally {
       await f.close();
     }

@@ -4,7 +4,7 @@ import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import type { AgentMetrics, RequestKind, ServeSource } from "../metrics/index.js";
 import { type ByteRange, type MirrorRoute, OciError, parseMirrorPath, parseRangeHeader } from "../oci/index.js";
-import { type BlobStore, isStoreError, recycleReadChunk, type TagStore } from "../store/index.js";
+import { type BlobStore, isStoreError, type PartialBlob, recycleReadChunk, type TagStore } from "../store/index.js";
 import type { BlobFetcher } from "./blob-fetcher.js";
 import { RegistryError } from "./errors.js";
 import type { ManifestPeers } from "./manifest-peers.js";
@@ -17,6 +17,8 @@ import { raceSignal } from "../util/index.js";
 
 /** containerd waits for a mirror indefinitely; this bounds how long a response may take to start. */
 export const DEFAULT_RESPONSE_START_TIMEOUT_MS = 10_000;
+/** While waiting for a response's first piece, how often the blob's progress is looked at. */
+const START_PROGRESS_CHECK_MS = 250;
 export const DEFAULT_RESPONSE_STALL_TIMEOUT_MS = 60_000;
 /** How often a running blob response checks that bytes still come. */
 const STREAM_WATCHDOG_INTERVAL_MS = 1_000;
@@ -229,13 +231,45 @@ export class Mirror {
       }
       // No status line before the first byte is here: until then the runtime can still be sent elsewhere.
       const first = range?.start ?? 0;
-      if (partial.size > 0) await this.withDeadline(deadline, () => partial.waitForPiece(Math.floor(first / partial.pieceSize), deadline));
+      if (partial.size > 0) await this.waitForFirstPiece(partial, Math.floor(first / partial.pieceSize), signal);
       const stream = partial.createReadStream({ ...rangeOptions(range), signal });
       this.writeBlobHeaders(res, route.digest, partial.size, range, lease.contentType);
       started(lease.source);
       await this.send(stream, res, lease.source);
     } finally {
       lease.release();
+    }
+  }
+
+  /**
+   * Waits for the piece the response starts with. Sending the runtime direct costs the origin another copy
+   * of the blob, so the wait follows progress, not the clock: it goes on while the blob keeps gaining pieces
+   * (a swarm slow on a busy machine, or one that brings that piece later than others) and ends with
+   * ERR_START_TIMEOUT (a 404: the runtime goes direct) after `startTimeoutMs` without a new piece. It ends
+   * anyway with the transfer (a failed partial rejects).
+   */
+  private async waitForFirstPiece(partial: PartialBlob, index: number, signal: AbortSignal): Promise<void> {
+    let held = partial.heldPieces;
+    let progressAtMs = performance.now();
+    for (;;) {
+      const leftMs = this.startTimeoutMs - (performance.now() - progressAtMs);
+      if (leftMs <= 0) {
+        throw new RegistryError(
+          "ERR_START_TIMEOUT",
+          `${partial.digest} gained no piece for ${this.startTimeoutMs} ms before the response could start`,
+        );
+      }
+      const step = AbortSignal.any([signal, AbortSignal.timeout(Math.ceil(Math.min(leftMs, START_PROGRESS_CHECK_MS)))]);
+      try {
+        await partial.waitForPiece(index, step);
+        return;
+      } catch (error) {
+        if (signal.aborted || !step.aborted) throw error;
+      }
+      if (partial.heldPieces > held) {
+        held = partial.heldPieces;
+        progressAtMs = performance.now();
+      }
     }
   }
 

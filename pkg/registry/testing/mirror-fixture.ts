@@ -1,6 +1,7 @@
 import { pino } from "pino";
 import { AgentMetrics } from "../../metrics/index.js";
 import { type BlobStore, MemoryBlobStore, MemoryTagStore, type TagStore } from "../../store/index.js";
+import type { BlobFetcher } from "../blob-fetcher.js";
 import type { ManifestPeers } from "../manifest-peers.js";
 import type { ClusterTags } from "../manifests.js";
 import { Mirror } from "../mirror.js";
@@ -24,6 +25,8 @@ export interface MirrorFixtureOptions {
   readonly manifestPeers?: ManifestPeers;
   /** The cluster's tag records the mirror publishes to and falls back on. */
   readonly clusterTags?: ClusterTags;
+  /** What produces the blobs the store lacks; default: an OriginFetcher on the fake upstream. */
+  readonly fetcher?: (store: BlobStore) => BlobFetcher;
 }
 
 /** A mirror on 127.0.0.1:0 in front of a FakeUpstream, with in-memory store and tags. */
@@ -50,7 +53,7 @@ export class MirrorFixture {
       headersTimeoutMs: 5_000,
       logger,
     });
-    const fetcher = new OriginFetcher({ store, upstream: client, metrics, logger });
+    const fetcher = options.fetcher?.(store) ?? new OriginFetcher({ store, upstream: client, metrics, logger });
     const mirror = new Mirror({
       store,
       tags,
