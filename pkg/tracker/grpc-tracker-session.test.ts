@@ -66,7 +66,7 @@ describe("GrpcTrackerClient session", () => {
       logger,
       ...FAST_CLIENT_OPTIONS,
       lookupTimeoutMs: 200,
-      firstSessionGraceMs: 10_000,
+      sessionGraceMs: 10_000,
     });
     try {
       const pending = client.lookup(digest, { wantOriginGrant: true });
@@ -89,7 +89,7 @@ describe("GrpcTrackerClient session", () => {
       logger,
       ...FAST_CLIENT_OPTIONS,
       lookupTimeoutMs: 200,
-      firstSessionGraceMs: 400,
+      sessionGraceMs: 400,
     });
     try {
       const started = performance.now();
@@ -102,6 +102,32 @@ describe("GrpcTrackerClient session", () => {
       assert.ok(performance.now() - again < 300, "the next lookup fails without waiting");
     } finally {
       await client.close();
+    }
+  });
+
+  it("a lookup made just after the session was lost waits for the next one instead of failing at once", async () => {
+    const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
+    const a = new GrpcTrackerClient({
+      address: h.address,
+      identity: testIdentity("a"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      sessionGraceMs: 10_000,
+    });
+    try {
+      await a.whenConnected(AbortSignal.timeout(5_000));
+      await h.stopTracker!();
+      await eventually(() => {
+        assert.equal(a.connected, false);
+      });
+      const pending = a.lookup(digest, { wantOriginGrant: true });
+      await sleep(300);
+      await h.restartTracker!();
+      const r = await pending;
+      assert.deepEqual(r.origin, { granted: true, granteeAgentId: "a" }, "answered by the tracker once it was back");
+    } finally {
+      await a.close();
+      await h.close();
     }
   });
 
@@ -150,7 +176,7 @@ describe("GrpcTrackerClient session", () => {
       logger,
       ...FAST_CLIENT_OPTIONS,
       lookupTimeoutMs: 300,
-      firstSessionGraceMs: 0,
+      sessionGraceMs: 0,
     });
     try {
       const started = Date.now();

@@ -11,13 +11,14 @@ import { registerRequest } from "./wire.js";
 /** A lookup answers within this or fails: the agent then goes to the origin instead of waiting. */
 export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
 /**
- * How long after it starts a client that never had a session waits for its first one before a lookup
+ * How long after it starts, or after it lost its session, a client waits for a session before a lookup
  * treats the tracker as away. An agent the kubelet just restarted answers its mirror within a few hundred
- * ms, before its session is up (certificate, Service, a redirect to the leader, a failed first dial); the
- * node's runtime pulls again at once, and without this the agent would fetch from the origin without a
- * grant ("no tracker") what its peers already hold.
+ * ms, before its session is up (certificate, Service, a redirect to the leader, a failed first dial); an
+ * agent whose tracker restarted or handed over is back within a backoff or two. Pulls go on meanwhile,
+ * and without this the agent would fetch from the origin without a grant ("no tracker") what its peers
+ * already hold, or what every other agent pulling a new blob fetches at the same moment.
  */
-export const DEFAULT_FIRST_SESSION_GRACE_MS = 5_000;
+export const DEFAULT_SESSION_GRACE_MS = 5_000;
 /**
  * Redirects followed in a row before going back to the Service: replicas that agree on the leader need
  * one hop; more means a hand-over in progress or stale data, where backing off is right.
@@ -33,8 +34,8 @@ export interface TrackerConnectionOptions extends TrackerChannelOptions {
   readonly identity: AgentIdentity;
   readonly logger: Logger;
   readonly lookupTimeoutMs?: number;
-  /** DEFAULT_FIRST_SESSION_GRACE_MS unless given; 0 fails lookups at once from the start, as after a lost session. */
-  readonly firstSessionGraceMs?: number;
+  /** DEFAULT_SESSION_GRACE_MS unless given; 0 fails lookups at once whenever no session is up. */
+  readonly sessionGraceMs?: number;
   readonly initialBackoffMs?: number;
   readonly maxBackoffMs?: number;
   /**
@@ -90,8 +91,9 @@ export class TrackerConnection {
   private readonly unsubscribe: (() => void) | undefined;
   /** The current session's tracker said it sends notices (Registered.sends_notices). */
   private trackerSendsNotices = false;
-  /** Until then (performance.now()), a client that never registered waits for its first session (see DEFAULT_FIRST_SESSION_GRACE_MS). */
-  private readonly firstSessionGraceEnd: number;
+  /** Until then (performance.now()), lookups wait for a session: set at start and when a session is lost (DEFAULT_SESSION_GRACE_MS). */
+  private sessionGraceEnd: number;
+  private readonly sessionGraceMs: number;
   /** The tracker refused a session outright (membership, bad identity): not a session still being set up. */
   private refused = false;
 
@@ -101,7 +103,8 @@ export class TrackerConnection {
     private readonly hooks: ConnectionHooks,
   ) {
     this.logger = options.logger;
-    this.firstSessionGraceEnd = performance.now() + Math.max(0, options.firstSessionGraceMs ?? DEFAULT_FIRST_SESSION_GRACE_MS);
+    this.sessionGraceMs = Math.max(0, options.sessionGraceMs ?? DEFAULT_SESSION_GRACE_MS);
+    this.sessionGraceEnd = performance.now() + this.sessionGraceMs;
     this.target = options.address;
     this.backoff = new Backoff({
       ...(options.initialBackoffMs === undefined ? {} : { initialDelayMs: options.initialBackoffMs }),
@@ -149,12 +152,12 @@ export class TrackerConnection {
     signal?.throwIfAborted();
     const timeoutMs = this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
     let deadline = Date.now() + timeoutMs;
-    const graceLeftMs = this.trackerId === undefined && !this.refused ? this.firstSessionGraceEnd - performance.now() : 0;
+    const graceLeftMs = this.refused ? 0 : this.sessionGraceEnd - performance.now();
     if (graceLeftMs > 0 && this.state !== "connected" && this.state !== "closed") {
-      // Freshly started: wait through failed attempts and backoff for the first session, until the grace ends
-      // (or the lookup's own deadline, if later); the call then gets its whole timeout.
+      // Freshly started, or the session was lost moments ago: wait through failed attempts and backoff for a
+      // session, until the grace ends (or the lookup's own deadline, if later); the call then gets its whole timeout.
       const waitUntil = performance.now() + Math.max(graceLeftMs, timeoutMs);
-      while (!this.firstSessionSettled()) {
+      while (!this.sessionSettled()) {
         const leftMs = waitUntil - performance.now();
         if (leftMs <= 0) break;
         await this.stateChange(signal, leftMs).catch(() => undefined);
@@ -175,7 +178,7 @@ export class TrackerConnection {
   }
 
   /** A session is up, the client closed, or the tracker refused this agent: nothing more to wait for. */
-  private firstSessionSettled(): boolean {
+  private sessionSettled(): boolean {
     return this.state === "connected" || this.state === "closed" || this.refused;
   }
 
@@ -280,6 +283,7 @@ export class TrackerConnection {
     this.redirectsInARow = 0;
     const previous = this.trackerId;
     this.trackerId = trackerId;
+    this.refused = false;
     this.state = "connected";
     this.backoff.reset();
     this.logger.info(
@@ -302,6 +306,8 @@ export class TrackerConnection {
     this.hooks.ended();
     clearTimeout(this.registerTimer);
     const wasConnected = this.state === "connected";
+    // Lookups wait a moment for the next session before treating the tracker as away (DEFAULT_SESSION_GRACE_MS).
+    if (wasConnected) this.sessionGraceEnd = performance.now() + this.sessionGraceMs;
     const dialed = this.target;
     const redirect = decideRedirect(result.code, result.metadata, {
       redirectsInARow: this.redirectsInARow,

@@ -4,7 +4,8 @@ import { isTrackerError } from "../errors.js";
 import { runGrantConformance } from "./conformance-grants.js";
 import { runTagConformance } from "./conformance-tags.js";
 import { type TrackerHarnessFactory, withHarness } from "./harness.js";
-import { bitmapOf, eventually, pieceHash, testDigest, testIdentity } from "./helpers.js";
+import { FAST_CLIENT_OPTIONS } from "./harnesses.js";
+import { bitmapOf, eventually, pieceHash, sleep, testDigest, testIdentity } from "./helpers.js";
 
 export {
   CONFORMANCE_STALL_TIMEOUT_MS,
@@ -318,7 +319,7 @@ function runOutageConformance(factory: TrackerHarnessFactory): void {
     });
   });
 
-  it("lookup fails fast with ERR_TRACKER_UNAVAILABLE while the tracker is down", async (t) => {
+  it("lookup fails fast with ERR_TRACKER_UNAVAILABLE while the tracker is down (past the session grace)", async (t) => {
     await withHarness(factory, async (h) => {
       if (h.stopTracker === undefined) {
         t.skip("the harness cannot stop its tracker");
@@ -330,6 +331,8 @@ function runOutageConformance(factory: TrackerHarnessFactory): void {
       await eventually(() => {
         assert.equal(a.connected, false);
       });
+      // A gRPC client waits a moment for the session to come back (FAST_CLIENT_OPTIONS.sessionGraceMs).
+      await sleep(FAST_CLIENT_OPTIONS.sessionGraceMs);
       for (let i = 0; i < 3; i++) {
         const started = Date.now();
         await assert.rejects(a.lookup(testDigest("x"), { wantOriginGrant: true }), (e: unknown) =>

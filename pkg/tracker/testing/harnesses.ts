@@ -12,6 +12,7 @@ const CONNECT_TIMEOUT_MS = 5_000;
 /** Client settings that make the gRPC suite quick: fast heartbeats, short backoff, a short lookup deadline. */
 export const FAST_CLIENT_OPTIONS = {
   heartbeatIntervalMs: 50,
+  sessionGraceMs: 500,
   lookupTimeoutMs: 1_000,
   initialBackoffMs: 50,
   maxBackoffMs: 250,
