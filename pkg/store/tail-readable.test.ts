@@ -117,7 +117,10 @@ describe("TailReadable", () => {
     source.write(big, true);
     // Past the buffer's mark (one chunk), up to the bound; the writer's memory is reused after the announcement.
     const held = stream.readableLength;
-    assert.ok(held >= MAX_TEE_BUFFERED_BYTES && held <= MAX_TEE_BUFFERED_BYTES + READ_CHUNK_BYTES, `held ${held} bytes ahead of the consumer`);
+    assert.ok(
+      held >= MAX_TEE_BUFFERED_BYTES && held <= MAX_TEE_BUFFERED_BYTES + READ_CHUNK_BYTES,
+      `held ${held} bytes ahead of the consumer`,
+    );
     assert.equal(source.readBytes, 0);
     const { chunks, ended } = collect(stream);
     await tick();
