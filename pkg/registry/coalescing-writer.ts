@@ -31,7 +31,7 @@ export class CoalescingWriter {
   ) {}
 
   async push(chunk: Buffer): Promise<void> {
-    if (this.failure !== undefined) throw this.failure;
+    this.throwIfFailed();
     this.queue.push(chunk);
     this.queuedBytes += chunk.length;
     this.inflight ??= this.drain();
@@ -41,7 +41,7 @@ export class CoalescingWriter {
       // source unread for a whole write and restarted each cycle with a lone small write).
       this.queueTaken ??= Promise.withResolvers<undefined>();
       await this.queueTaken.promise;
-      if (this.failure !== undefined) throw this.failure;
+      this.throwIfFailed();
     }
   }
 
@@ -69,6 +69,10 @@ export class CoalescingWriter {
     } finally {
       this.inflight = undefined;
     }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
   }
 
   private releaseProducer(): void {
