@@ -3,6 +3,7 @@
 // Prints figures; asserts nothing. Needs Debian's docker-registry.
 import { createReadStream } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Agent, type Dispatcher } from "undici";
@@ -93,6 +94,16 @@ function threadCpuDelta(after: Map<string, number>, before: Map<string, number>,
   return delta;
 }
 
+/** Busy and total CPU-seconds of the whole machine, all cores (/proc/stat): what else competed for the CPU. */
+async function machineCpuSeconds(): Promise<{ busy: number; total: number }> {
+  const line = (await readFile("/proc/stat", "utf8")).split("\n")[0] ?? "";
+  const ticks = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = ticks.reduce((sum, t) => sum + t, 0);
+  // idle and iowait are fields 4 and 5.
+  const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0);
+  return { busy: (total - idle) / CLOCK_TICKS_PER_SECOND, total: total / CLOCK_TICKS_PER_SECOND };
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
@@ -128,8 +139,12 @@ async function main(): Promise<void> {
     await upload(origin, join(work, "blob"), blob.digest);
     const direct = `${origin.url}/v2/${REPO}/blobs/${blob.digest}`;
     await get(direct); // page cache warm for a fair comparison
+    const registryBeforeDirect = await procStats(origin.pid);
+    const clientBeforeDirect = process.cpuUsage();
     const directRuns: Transfer[] = [];
     for (let i = 0; i < runs; i++) directRuns.push(await get(direct));
+    const registryAfterDirect = await procStats(origin.pid);
+    const clientDirect = process.cpuUsage(clientBeforeDirect);
     const directTtfb: number[] = [];
     for (let i = 0; i < ttfbSamples; i++) directTtfb.push(await ttfb(direct));
 
@@ -137,7 +152,14 @@ async function main(): Promise<void> {
     const mirrored = `${agent.mirrorUrl}/v2/${REPO}/blobs/${blob.digest}?ns=${encodeURIComponent(origin.host)}`;
     const before = await procStats(agent.daemon.pid);
     const threadsBefore = await threadCpuSeconds(agent.daemon.pid);
+    const registryBeforeCold = await procStats(origin.pid);
+    const machineBeforeCold = await machineCpuSeconds();
+    const loadBeforeCold = loadavg()[0] ?? Number.NaN;
+    const clientBeforeCold = process.cpuUsage();
     const cold = await get(mirrored);
+    const clientCold = process.cpuUsage(clientBeforeCold);
+    const machineAfterCold = await machineCpuSeconds();
+    const registryAfterCold = await procStats(origin.pid);
     const afterCold = await procStats(agent.daemon.pid);
     const threadsAfterCold = await threadCpuSeconds(agent.daemon.pid);
     const hitRuns: Transfer[] = [];
@@ -149,14 +171,27 @@ async function main(): Promise<void> {
 
     const directSeconds = median(directRuns.map((r) => r.seconds));
     const hitSeconds = median(hitRuns.map((r) => r.seconds));
+    const gigabytes = size / 1e9;
+    const machineTotal = machineAfterCold.total - machineBeforeCold.total;
     const result = {
       blobBytes: size,
-      direct: { throughputMBps: size / directSeconds / MB, seconds: directSeconds, ttfbP50Ms: median(directTtfb) },
+      direct: {
+        throughputMBps: size / directSeconds / MB,
+        seconds: directSeconds,
+        ttfbP50Ms: median(directTtfb),
+        registryCpuSecondsPerGB: (registryAfterDirect.cpuSeconds - registryBeforeDirect.cpuSeconds) / (gigabytes * runs),
+        clientCpuSecondsPerGB: (clientDirect.user + clientDirect.system) / 1e6 / (gigabytes * runs),
+      },
       coldPullThrough: {
         seconds: cold.seconds,
         throughputMBps: size / cold.seconds / MB,
         ratioToDirect: cold.seconds / directSeconds,
         ttfbMs: cold.ttfbMs,
+        /** CPU-seconds per GB of the other two processes of the transfer, and the whole machine's busy share. */
+        registryCpuSecondsPerGB: (registryAfterCold.cpuSeconds - registryBeforeCold.cpuSeconds) / gigabytes,
+        clientCpuSecondsPerGB: (clientCold.user + clientCold.system) / 1e6 / gigabytes,
+        machineBusyShare: machineTotal > 0 ? (machineAfterCold.busy - machineBeforeCold.busy) / machineTotal : Number.NaN,
+        loadAverage1m: loadBeforeCold,
       },
       cacheHit: { throughputMBps: size / hitSeconds / MB, seconds: hitSeconds, ttfbP50Ms: median(hitTtfb) },
       agent: {
@@ -166,7 +201,7 @@ async function main(): Promise<void> {
         cpuSecondsPerGBCold: (afterCold.cpuSeconds - before.cpuSeconds) / (size / 1e9),
         cpuSecondsPerGBHit: (afterHits.cpuSeconds - afterCold.cpuSeconds) / ((size * runs) / 1e9),
         /** Cold pull-through CPU-seconds per GB by thread name (main thread, libuv pool, hash worker, GC helpers). */
-        cpuSecondsPerGBColdByThread: threadCpuDelta(threadsAfterCold, threadsBefore, size / 1e9),
+        cpuSecondsPerGBColdByThread: threadCpuDelta(threadsAfterCold, threadsBefore, gigabytes),
       },
     };
     console.log(`blob: ${(size / 2 ** 20).toFixed(0)} MiB, ${runs} runs each (median), TTFB over ${ttfbSamples} requests (p50)`);
@@ -186,6 +221,10 @@ async function main(): Promise<void> {
       `agent CPU s/GB cold by thread: ${Object.entries(result.agent.cpuSecondsPerGBColdByThread)
         .map(([name, perGB]) => `${name} ${perGB.toFixed(2)}`)
         .join(", ")}`,
+    );
+    const c = result.coldPullThrough;
+    console.log(
+      `other CPU s/GB: registry ${result.direct.registryCpuSecondsPerGB.toFixed(2)} direct, ${c.registryCpuSecondsPerGB.toFixed(2)} cold; client ${result.direct.clientCpuSecondsPerGB.toFixed(2)} direct, ${c.clientCpuSecondsPerGB.toFixed(2)} cold; machine ${(c.machineBusyShare * 100).toFixed(0)} % busy during the cold pull (load average ${c.loadAverage1m.toFixed(2)} before it)`,
     );
     if (values.json !== undefined) {
       const { writeFile } = await import("node:fs/promises");

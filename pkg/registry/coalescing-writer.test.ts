@@ -45,27 +45,49 @@ describe("CoalescingWriter", () => {
     assert.equal(memories[1], memories[2], "both batches were gathered into one reused buffer");
   });
 
-  it("makes the producer wait past the queue limit", async () => {
-    let release: () => void = () => undefined;
+  it("makes the producer wait past the queue limit, only until the write in flight ends", async () => {
+    const releases: (() => void)[] = [];
+    const sizes: number[] = [];
+    const writer = new CoalescingWriter((data) => {
+      sizes.push(data.length);
+      return new Promise<void>((resolve) => {
+        releases.push(resolve);
+      });
+    }, 10);
+    await writer.push(Buffer.alloc(4));
+    await writer.push(Buffer.alloc(4));
+    let waiting = true;
+    const blocked = writer.push(Buffer.alloc(8)).then(() => (waiting = false));
+    await turns(5);
+    assert.equal(waiting, true, "push over the limit waits for the write in flight");
+    releases.shift()?.();
+    await turns(5);
+    assert.equal(waiting, false, "the producer goes on once the write in flight ended");
+    await blocked;
+    // The queue became the next batch, which is still being written: the producer reads on meanwhile.
+    assert.deepEqual(sizes, [4, 12]);
+    assert.equal(releases.length, 1, "the second write is still in flight");
+    await writer.push(Buffer.alloc(4));
+    releases.shift()?.();
+    await turns(5);
+    releases.shift()?.();
+    await writer.flush();
+    assert.deepEqual(sizes, [4, 12, 4]);
+  });
+
+  it("fails a producer waiting past the limit when the write in flight fails", async () => {
+    let fail: (error: Error) => void = () => undefined;
     const writer = new CoalescingWriter(
       () =>
-        new Promise<void>((resolve) => {
-          release = resolve;
+        new Promise<void>((_resolve, reject) => {
+          fail = reject;
         }),
       10,
     );
     await writer.push(Buffer.alloc(4));
-    await writer.push(Buffer.alloc(4));
-    let waited = true;
-    const blocked = writer.push(Buffer.alloc(8)).then(() => (waited = false));
-    await sleep(10);
-    assert.equal(waited, true, "push over the limit waits for the write in flight");
-    release();
-    await sleep(1);
-    release();
-    await blocked;
-    release();
-    await writer.flush();
+    const blocked = writer.push(Buffer.alloc(12));
+    fail(new Error("disk full"));
+    await assert.rejects(blocked, /disk full/);
   });
 
   it("reports a write error to the producer", async () => {
@@ -75,3 +97,8 @@ describe("CoalescingWriter", () => {
     await assert.rejects(writer.push(Buffer.alloc(1)), /disk full/);
   });
 });
+
+/** Lets pending promise callbacks and I/O callbacks run `count` times over. */
+async function turns(count: number): Promise<void> {
+  for (let i = 0; i < count; i++) await new Promise((resolve) => setImmediate(resolve));
+}

@@ -1,4 +1,7 @@
-/** Above this many queued bytes, the producer waits for the write in flight (backpressure). */
+/**
+ * Above this many queued bytes, the producer waits for the write in flight to end (backpressure). So at most
+ * about twice this is held: the queue, and the batch being written.
+ */
 export const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 /** The queue passes its limit by one chunk at most; a batch up to this much larger still fits the buffer. */
 const BATCH_SLACK_BYTES = 1024 * 1024;
@@ -19,6 +22,8 @@ export class CoalescingWriter {
   private inflight: Promise<void> | undefined;
   private failure: Error | undefined;
   private batchBuffer: Buffer | undefined;
+  /** Resolved when the queue is taken as a batch (or the writer failed): a producer over the limit waits for it. */
+  private queueTaken: PromiseWithResolvers<undefined> | undefined;
 
   constructor(
     private readonly write: (data: Buffer) => Promise<void>,
@@ -26,11 +31,18 @@ export class CoalescingWriter {
   ) {}
 
   async push(chunk: Buffer): Promise<void> {
-    if (this.failure !== undefined) throw this.failure;
+    this.throwIfFailed();
     this.queue.push(chunk);
     this.queuedBytes += chunk.length;
     this.inflight ??= this.drain();
-    if (this.queuedBytes > this.maxQueuedBytes) await this.flush();
+    if (this.queuedBytes > this.maxQueuedBytes) {
+      // Only until the write in flight ends and the queue becomes the next batch: the producer then reads
+      // on while that batch is written, instead of waiting for the writer to run dry (which left the
+      // source unread for a whole write and restarted each cycle with a lone small write).
+      this.queueTaken ??= Promise.withResolvers<undefined>();
+      await this.queueTaken.promise;
+      this.throwIfFailed();
+    }
   }
 
   /** Resolves when everything pushed has been written; rejects with the first write error. */
@@ -45,6 +57,7 @@ export class CoalescingWriter {
         const batch = this.gather();
         this.queue = [];
         this.queuedBytes = 0;
+        this.releaseProducer();
         await this.write(batch);
       }
     } catch (error) {
@@ -52,9 +65,20 @@ export class CoalescingWriter {
       this.queue = [];
       this.queuedBytes = 0;
       this.batchBuffer = undefined;
+      this.releaseProducer();
     } finally {
       this.inflight = undefined;
     }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private releaseProducer(): void {
+    const taken = this.queueTaken;
+    this.queueTaken = undefined;
+    taken?.resolve(undefined);
   }
 
   /** The queued chunks as one buffer: the lone chunk itself, or a copy into the reused batch buffer. */

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { setImmediate as tick } from "node:timers/promises";
 import { describe, it } from "node:test";
-import { type FreshBytes, TailReadable, type TailSource } from "./tail-readable.js";
+import { READ_CHUNK_BYTES } from "./read-chunks.js";
+import { type FreshBytes, MAX_TEE_BUFFERED_BYTES, TailReadable, type TailSource } from "./tail-readable.js";
 import { testBytes } from "./testing/conformance-helpers.js";
 
 /** A partial blob's tail side: bytes become available as `write` announces them; reads are counted. */
@@ -105,6 +106,28 @@ describe("TailReadable", () => {
     await ended;
     assert.deepEqual(Buffer.concat(chunks), source.data.subarray(start, end + 1));
     assert.ok(source.readBytes >= 500_000 - start, "the bytes that came before it started waiting are read from storage");
+  });
+
+  it("a waiting reader whose consumer is slow takes a whole announcement from memory, up to a bound", async () => {
+    const big = MAX_TEE_BUFFERED_BYTES + 4 * READ_CHUNK_BYTES;
+    const source = new FakeTail(testBytes(big));
+    const stream = new TailReadable(source, { start: 0, end: big - 1 });
+    stream.read(0); // starts waiting, with nobody reading on
+    await tick();
+    source.write(big, true);
+    // Past the buffer's mark (one chunk), up to the bound; the writer's memory is reused after the announcement.
+    const held = stream.readableLength;
+    assert.ok(
+      held >= MAX_TEE_BUFFERED_BYTES && held <= MAX_TEE_BUFFERED_BYTES + READ_CHUNK_BYTES,
+      `held ${held} bytes ahead of the consumer`,
+    );
+    assert.equal(source.readBytes, 0);
+    const { chunks, ended } = collect(stream);
+    await tick();
+    source.verify();
+    await ended;
+    assert.deepEqual(Buffer.concat(chunks), source.data);
+    assert.equal(source.readBytes, big - held, "what did not fit is read back from storage");
   });
 
   it("bytes announced without a tee are read from storage", async () => {

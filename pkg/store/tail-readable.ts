@@ -2,6 +2,12 @@ import { Readable } from "node:stream";
 import { FIRST_READ_CHUNK_BYTES, READ_CHUNK_BYTES, recycleReadChunk, takeReadChunk } from "./read-chunks.js";
 import { abortedBySignal, type ByteRange, toError } from "./store-helpers.js";
 
+/**
+ * How much a reader waiting at the write position may hold ahead of its consumer when copying announced bytes
+ * (beyond its buffer's mark of READ_CHUNK_BYTES): a whole origin write batch (up to 5 MiB) fits.
+ */
+export const MAX_TEE_BUFFERED_BYTES = 8 * 1024 * 1024;
+
 /** Bytes just written, at blob offset `position`: valid only during the progress call that passes them. */
 export interface FreshBytes {
   readonly position: number;
@@ -36,7 +42,8 @@ export interface TailSource {
  *
  * A reader that is waiting at the position where new bytes land copies them from the writer's memory as
  * they are announced (a tee), instead of reading them back from storage: a cold pull-through is served
- * without a read per chunk. The same limits apply to both ways of getting bytes.
+ * without a read per chunk. It takes a whole announcement even past its buffer's mark (up to
+ * MAX_TEE_BUFFERED_BYTES). The same limits apply to both ways of getting bytes.
  */
 export class TailReadable extends Readable {
   private position: number;
@@ -143,8 +150,12 @@ export class TailReadable extends Readable {
     const chunk = takeReadChunk(available - this.position);
     chunk.set(fresh.bytes.subarray(this.position - fresh.position, available - fresh.position));
     this.position = available;
-    // push() may call _read() at once, which pumps again (the next chunk, or waiting for more).
-    if (this.push(chunk) && !this.busy && !this.waiting && !this.destroyed && this.position < end) this.pump(fresh);
+    // push() may call _read() at once, which pumps again (the next chunk, or waiting for more). Past the
+    // buffer's mark the rest of `fresh` is still taken, up to MAX_TEE_BUFFERED_BYTES: the writer reuses its
+    // memory when this call returns, so bytes left here would be read back from storage instead (on a cold
+    // pull-through that was most of the blob: the client takes a chunk, then the reader stops at the mark).
+    const wantsMore = this.push(chunk) || this.readableLength < MAX_TEE_BUFFERED_BYTES;
+    if (wantsMore && !this.busy && !this.waiting && !this.destroyed && this.position < end) this.pump(fresh);
     return true;
   }
 }
