@@ -11,7 +11,7 @@ import { TrackerManifestPeers } from "./manifest-peers.js";
 import { PeerClient, type PeerClientOptions } from "./peer-client.js";
 import { PeerServer } from "./peer-server.js";
 import { SwarmFetcher } from "./swarm-fetcher.js";
-import type { SwarmTuning } from "./swarm-download.js";
+import type { SwarmTuning } from "./swarm-tuning.js";
 
 /** How often the agent's upload load is handed to the tracker for its heartbeats. */
 const LOAD_REPORT_INTERVAL_MS = 1_000;

@@ -1,17 +1,9 @@
 import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders } from "node:http2";
 import { ExchangeRequest } from "../gen/peer/v1/peer.js";
+import { type CallStatus, openCall, protocolError, responseStatus, trailerStatus } from "./client-call.js";
 import { PeerError } from "./errors.js";
 import { fromGrpcStatus } from "./grpc-status.js";
-import {
-  FramingError,
-  GRPC_CONTENT_TYPE,
-  GrpcStatus,
-  MessageFramer,
-  decodeGrpcMessage,
-  frameMessage,
-  isGrpcContentType,
-  statusFromHttp,
-} from "./grpc-wire.js";
+import { GrpcStatus, MessageFramer, frameMessage } from "./grpc-wire.js";
 import { MAX_MESSAGE_BYTES, PEER_METHODS } from "./peer-service.js";
 import type { PieceReceiver } from "./piece-receiver.js";
 import type { PieceReadRequest, ReceivedPiece } from "./piece-source.js";
@@ -90,43 +82,20 @@ export class ExchangeChannel implements ChunkSink {
   private retired = false;
   private failure: Error | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
-  private status: { code: number; details: string } | undefined;
+  private status: CallStatus | undefined;
 
   constructor(private readonly options: ExchangeChannelOptions) {
     const { address } = options;
-    this.stream = options.lease.session.request(
-      {
-        [h2.HTTP2_HEADER_METHOD]: "POST",
-        [h2.HTTP2_HEADER_PATH]: PEER_METHODS.exchange,
-        [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE,
-        [h2.HTTP2_HEADER_TE]: "trailers",
-      },
-      { endStream: false },
-    );
+    this.stream = openCall(options.lease.session, PEER_METHODS.exchange);
     const stream = this.stream;
-    const statusFrom = (headers: IncomingHttpHeaders): void => {
-      const code = headers["grpc-status"];
-      if (typeof code !== "string") return;
-      const parsed = Number(code);
-      const message = headers["grpc-message"];
-      this.status = {
-        code: Number.isInteger(parsed) && parsed >= 0 ? parsed : GrpcStatus.UNKNOWN,
-        details: typeof message === "string" ? decodeGrpcMessage(message) : "",
-      };
-    };
     stream.on("response", (headers) => {
-      const httpStatus = Number(headers[h2.HTTP2_HEADER_STATUS]);
-      if (httpStatus !== 200) {
-        this.status = { code: statusFromHttp(httpStatus), details: `HTTP status ${httpStatus}` };
-      } else if (!isGrpcContentType(headers[h2.HTTP2_HEADER_CONTENT_TYPE])) {
-        this.fail(
-          new PeerError("ERR_PEER_PROTOCOL", `peer ${address} answered with content-type ${String(headers[h2.HTTP2_HEADER_CONTENT_TYPE])}`),
-        );
-        return;
-      }
-      statusFrom(headers);
+      const status = responseStatus(headers, address);
+      if (status instanceof PeerError) this.fail(status);
+      else if (status !== undefined) this.status = status;
     });
-    stream.on("trailers", statusFrom);
+    stream.on("trailers", (headers: IncomingHttpHeaders) => {
+      this.status = trailerStatus(headers) ?? this.status;
+    });
     // The peer's side is over, and everything it sent before was decoded ('end' follows the last 'data';
     // 'trailers' may come while data still waits in a paused stream): so is the stream, even while ours is
     // still open. A trailers-only answer (UNIMPLEMENTED from a peer without Exchange) ends here too.
@@ -438,9 +407,4 @@ export class ExchangeChannel implements ChunkSink {
   private protocol(message: string): PeerError {
     return new PeerError("ERR_PEER_PROTOCOL", `peer ${this.options.address} ${message}`);
   }
-}
-
-function protocolError(error: unknown, peerAddress: string): PeerError {
-  const detail = error instanceof FramingError || error instanceof RangeError ? error.message : "malformed message";
-  return new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} sent a malformed response: ${detail}`, { cause: error });
 }

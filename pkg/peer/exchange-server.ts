@@ -2,18 +2,11 @@ import { constants as h2, type Http2Session, type ServerHttp2Stream } from "node
 import { ExchangeRequest, type ExchangeRead } from "../gen/peer/v1/peer.js";
 import type { Digest } from "../oci/index.js";
 import type { BlobStore } from "../store/index.js";
-import { PeerStatus, toPeerStatus } from "./grpc-status.js";
-import {
-  FramingError,
-  GRPC_CONTENT_TYPE,
-  GrpcStatus,
-  MessageCollector,
-  MessageFramer,
-  encodeGrpcMessage,
-  frameMessage,
-} from "./grpc-wire.js";
+import { failureStatus, PeerStatus, toPeerStatus } from "./grpc-status.js";
+import { FramingError, GRPC_CONTENT_TYPE, GrpcStatus, MessageCollector, MessageFramer, frameMessage } from "./grpc-wire.js";
 import { checkPieces, type HeldBlob } from "./piece-reader.js";
 import type { PieceWriter } from "./piece-writer.js";
+import { endCall } from "./server-call.js";
 import { SharedReaders } from "./shared-readers.js";
 import { encodeEnd } from "./wire-codec.js";
 
@@ -34,7 +27,7 @@ export interface ExchangeHost {
   readonly store: BlobStore;
   /** The blob as held here; NOT_FOUND when it is not. */
   describe(rawDigest: string): Promise<{ digest: Digest; blob: HeldBlob }>;
-  /** See PeerServer.acquireUploadSlot. */
+  /** See UploadSlots.acquire. */
   acquireUploadSlot(session: Http2Session | undefined): () => void;
   /** A PieceWriter for one read, tagging its chunks with `requestId`. */
   writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number): PieceWriter;
@@ -214,11 +207,7 @@ export class ExchangeStream {
       };
       await writer.sendPieces(this.host.store, digest, blob, read.pieces, this.host.clampWaitMs(read.waitMs), sent, this.readers);
     } catch (error: unknown) {
-      const reason: unknown = signal.aborted ? signal.reason : error;
-      const peerStatus =
-        error instanceof RangeError && !signal.aborted
-          ? new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `malformed request: ${error.message}`)
-          : toPeerStatus(reason);
+      const peerStatus = failureStatus(error, signal);
       if (this.failure !== undefined || peerStatus.code === GrpcStatus.CANCELLED) return;
       this.host.logFailure("exchange", peerStatus);
       // A client that reads nothing reads nothing for any read: the stream is what is stuck.
@@ -261,22 +250,7 @@ export class ExchangeStream {
       stream.close(h2.NGHTTP2_CANCEL);
       return;
     }
-    const trailers =
-      peerStatus.code === GrpcStatus.OK
-        ? { "grpc-status": String(GrpcStatus.OK) }
-        : { "grpc-status": String(peerStatus.code), "grpc-message": encodeGrpcMessage(peerStatus.details) };
-    if (!stream.headersSent) {
-      stream.respond(
-        { [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE, ...trailers },
-        { endStream: true },
-      );
-      return;
-    }
-    stream.removeAllListeners("wantTrailers");
-    stream.once("wantTrailers", () => {
-      stream.sendTrailers(trailers);
-    });
-    stream.end();
+    endCall(stream, peerStatus);
   }
 }
 

@@ -41,6 +41,15 @@ export function toPeerStatus(error: unknown): PeerStatus {
   return new PeerStatus(status.INTERNAL, "internal error", { cause: error });
 }
 
+/**
+ * Server side: what a call (or one Exchange read) that failed ends with. Once `signal` aborted, its reason
+ * (the client cancelled, the server shuts down); a RangeError before that is a request that did not decode.
+ */
+export function failureStatus(error: unknown, signal: AbortSignal): PeerStatus {
+  if (error instanceof RangeError && !signal.aborted) return new PeerStatus(status.INVALID_ARGUMENT, `malformed request: ${error.message}`);
+  return toPeerStatus(signal.aborted ? signal.reason : error);
+}
+
 /** Client side: a call that ended with a non-OK status, as a PeerError. */
 export function fromGrpcStatus(code: number, details: string, peerAddress: string): PeerError {
   return new PeerError(peerErrorCode(code), `peer ${peerAddress}: ${statusName(code)}: ${details}`);

@@ -14,8 +14,9 @@ export {
   GRANTEE_POLL_MS,
 } from "./swarm-fetcher.js";
 export { loopSleepMs, pollIntervalMs, refreshDue, type RefreshState, type RefreshTuning } from "./refresh-schedule.js";
-export { DEFAULT_SWARM_TUNING, type SwarmSelf, type SwarmTuning } from "./swarm-download.js";
+export type { SwarmSelf } from "./swarm-download.js";
+export { DEFAULT_SWARM_TUNING, type SwarmTuning } from "./swarm-tuning.js";
 export { rendezvousSeed } from "./cross-zone-share.js";
 export { MAX_PARKED_PIECES, PiecePicker, type PickerState } from "./piece-picker.js";
 export { type PieceRequest, RequestBook } from "./request-book.js";
-export { BUSY_BACKOFF_MS, isBusy, markBusy, rankPeers, type SwarmPeer } from "./swarm-peers.js";
+export { BUSY_BACKOFF_MS, isBusy, markBusy, rankPeers, type SwarmPeer, SwarmPeers } from "./swarm-peers.js";

@@ -1,27 +1,16 @@
-import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders } from "node:http2";
 import type { Logger } from "pino";
 import { ReadPiecesRequest, StatRequest, StatResponse } from "../gen/peer/v1/peer.js";
 import { type IdentitySource, clientTlsOptions } from "../identity/index.js";
 import type { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
-import { PIECE_HASH_BYTES, pieceCount } from "../piece/index.js";
 import { PeerError } from "./errors.js";
 import { fromGrpcStatus } from "./grpc-status.js";
-import {
-  FramingError,
-  GRPC_CONTENT_TYPE,
-  GrpcStatus,
-  MessageCollector,
-  MessageFramer,
-  decodeGrpcMessage,
-  frameMessage,
-  isGrpcContentType,
-  statusFromHttp,
-} from "./grpc-wire.js";
+import { GrpcStatus, MessageCollector, MessageFramer } from "./grpc-wire.js";
 import { MAX_MESSAGE_BYTES, PEER_METHODS } from "./peer-service.js";
 import { BufferPool } from "./buffer-pool.js";
+import { type ActiveCall, type CallOutcome, type EndReason, startCall } from "./client-call.js";
+import { checkStat, MAX_STAT_RESPONSE_BYTES } from "./peer-stat.js";
 import { PieceReceiver } from "./piece-receiver.js";
-import { MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
 import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 import { SessionPool } from "./session-pool.js";
 import { ExchangeUnsupported } from "./exchange-channel.js";
@@ -36,10 +25,6 @@ export const DEFAULT_STALL_TIMEOUT_MS = 10_000;
 export const DEFAULT_IDLE_SESSION_CLOSE_MS = 60_000;
 export const DEFAULT_STAT_TIMEOUT_MS = 5_000;
 export const DEFAULT_EXCHANGE = true;
-/** Largest Stat response accepted: a bitmap of a few thousand pieces and a few fields. */
-const MAX_STAT_RESPONSE_BYTES = 4 * 1024 * 1024;
-/** Longest peer address accepted in a peer exchange (host:port, bracketed IPv6). */
-const MAX_PEER_ADDRESS_LENGTH = 256;
 /** Whole pieces a call may hold ready for a consumer that is still busy before it stops reading the connection. */
 const MAX_READY_PIECES = 2;
 /** Idle piece buffers kept for reuse (four 1 MiB pieces; larger pieces are allocated each time). */
@@ -68,16 +53,6 @@ export interface PeerClientOptions {
    * per request. Peers that do not serve Exchange are read with ReadPieces either way.
    */
   readonly exchange?: boolean | undefined;
-}
-
-type EndReason = "aborted" | "stalled" | "closed";
-
-/** How a call ended, as far as the transport tells: a gRPC status, or a failure before one arrived. */
-interface CallOutcome {
-  /** A gRPC status code as received (possibly one this client has no name for). */
-  code: number | undefined;
-  details: string;
-  failure: Error | undefined;
 }
 
 /**
@@ -275,11 +250,7 @@ export class PeerClient implements PieceSource {
     this.pool.close();
   }
 
-  /**
-   * Starts a call: request headers and the one request message. `onData` gets every DATA chunk and
-   * returns true to pause reading (the consumer has enough to do). `next()` waits for the outcome or for
-   * the next chunk; undefined means "data arrived, look again".
-   */
+  /** Starts a call to `peerAddress` on its pooled connection (see startCall). */
   private start(
     peerAddress: string,
     path: string,
@@ -289,193 +260,11 @@ export class PeerClient implements PieceSource {
     onData: (chunk: Buffer) => boolean,
   ): ActiveCall {
     const lease = this.pool.acquire(peerAddress);
-    const outcome: CallOutcome = { code: undefined, details: "", failure: undefined };
-    let ended: EndReason | undefined;
-    let settled = false;
-    let wake: (() => void) | undefined;
-    let consuming = false;
-    let stallTimer: NodeJS.Timeout | undefined;
-    const notify = (): void => {
-      const resolve = wake;
-      wake = undefined;
-      resolve?.();
-    };
-    let stream: ClientHttp2Stream | undefined;
-    const cancel = (reason: EndReason): void => {
-      ended ??= reason;
-      if (stream !== undefined && !stream.closed) stream.close(h2.NGHTTP2_CANCEL);
-      settle();
-    };
-    const armStall = (): void => {
-      clearTimeout(stallTimer);
-      if (consuming || settled) return;
-      stallTimer = setTimeout(() => {
-        cancel("stalled");
-      }, stallMs);
-    };
-    const fail = (error: Error): void => {
-      outcome.failure ??= error;
-      if (stream !== undefined && !stream.closed) stream.close(h2.NGHTTP2_CANCEL);
-      settle();
-    };
-    const isSettled = (): boolean => settled;
-    const settle = (): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(stallTimer);
-      if (ended !== undefined) outcome.failure = this.endFailure(ended, peerAddress, stallMs, signal);
-      notify();
-    };
-    const onAbort = (): void => {
-      cancel("aborted");
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-    this.cancellers.add(cancel);
-    try {
-      stream = lease.session.request(
-        {
-          [h2.HTTP2_HEADER_METHOD]: "POST",
-          [h2.HTTP2_HEADER_PATH]: path,
-          [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE,
-          [h2.HTTP2_HEADER_TE]: "trailers",
-        },
-        { endStream: false },
-      );
-    } catch (error: unknown) {
-      outcome.failure = new PeerError("ERR_PEER_UNAVAILABLE", `peer ${peerAddress}: cannot start a call`, { cause: error });
-      settled = true;
-    }
-    const active = stream;
-    if (active !== undefined) {
-      const statusFrom = (headers: IncomingHttpHeaders): void => {
-        const code = headers["grpc-status"];
-        if (typeof code !== "string") return;
-        const parsed = Number(code);
-        outcome.code = Number.isInteger(parsed) && parsed >= 0 ? parsed : GrpcStatus.UNKNOWN;
-        const message = headers["grpc-message"];
-        outcome.details = typeof message === "string" ? decodeGrpcMessage(message) : "";
-      };
-      active.on("response", (headers) => {
-        const httpStatus = Number(headers[h2.HTTP2_HEADER_STATUS]);
-        if (httpStatus !== 200) {
-          outcome.code = statusFromHttp(httpStatus);
-          outcome.details = `HTTP status ${httpStatus}`;
-        } else if (!isGrpcContentType(headers[h2.HTTP2_HEADER_CONTENT_TYPE])) {
-          fail(
-            new PeerError(
-              "ERR_PEER_PROTOCOL",
-              `peer ${peerAddress} answered with content-type ${String(headers[h2.HTTP2_HEADER_CONTENT_TYPE])}`,
-            ),
-          );
-          return;
-        }
-        statusFrom(headers);
-        armStall();
-      });
-      active.on("trailers", statusFrom);
-      active.on("data", (chunk: Buffer) => {
-        if (settled) return;
-        try {
-          if (onData(chunk)) active.pause();
-        } catch (error: unknown) {
-          fail(error instanceof PeerError ? error : protocolError(error, peerAddress));
-          return;
-        }
-        armStall();
-        notify();
-      });
-      active.on("error", (error: Error) => {
-        outcome.failure ??= new PeerError("ERR_PEER_UNAVAILABLE", `call to peer ${peerAddress} failed: ${error.message}`, { cause: error });
-      });
-      active.on("close", () => {
-        if (outcome.code === undefined && outcome.failure === undefined && ended === undefined) {
-          outcome.failure = new PeerError(
-            "ERR_PEER_UNAVAILABLE",
-            `peer ${peerAddress} closed the call without a status (HTTP/2 code ${active.rstCode})`,
-          );
-        }
-        settle();
-      });
-      active.end(frameMessage(body));
-      armStall();
-    }
-    return {
-      next: async () => {
-        if (!settled) {
-          if (active?.isPaused() === true) active.resume();
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-          });
-          if (!isSettled()) return undefined;
-        }
-        return outcome;
-      },
-      consuming: (on: boolean) => {
-        consuming = on;
-        if (on) clearTimeout(stallTimer);
-        else armStall();
-      },
-      finish: () => {
-        clearTimeout(stallTimer);
-        signal.removeEventListener("abort", onAbort);
-        this.cancellers.delete(cancel);
-        // Ends the call if the consumer stopped early; a no-op when it already finished.
-        if (active !== undefined && !active.closed) active.close(h2.NGHTTP2_CANCEL);
-        settled = true;
-        lease.release();
-      },
-    };
+    return startCall({ lease, peerAddress, path, body, signal, stallMs, onData, cancellers: this.cancellers });
   }
 
   private checkUsable(signal: AbortSignal): void {
     if (signal.aborted) throw new PeerError("ERR_PEER_ABORTED", "aborted before the call started", { cause: signal.reason });
     if (this.closed) throw new PeerError("ERR_PEER_ABORTED", "peer client is closed");
   }
-
-  private endFailure(ended: EndReason, peerAddress: string, timeoutMs: number, signal: AbortSignal): PeerError {
-    if (ended === "aborted") return new PeerError("ERR_PEER_ABORTED", `call to peer ${peerAddress} aborted`, { cause: signal.reason });
-    if (ended === "closed") return new PeerError("ERR_PEER_ABORTED", "peer client closed");
-    return new PeerError("ERR_PEER_TIMEOUT", `peer ${peerAddress} sent nothing for ${timeoutMs} ms`);
-  }
-}
-
-interface ActiveCall {
-  /** The outcome once the call ended, or undefined after new data (or while the consumer holds pieces). */
-  next(): Promise<CallOutcome | undefined>;
-  /** While the consumer works on pieces, the stall timer is off. */
-  consuming(on: boolean): void;
-  finish(): void;
-}
-
-function protocolError(error: unknown, peerAddress: string): PeerError {
-  const detail = error instanceof FramingError || error instanceof RangeError ? error.message : "malformed message";
-  return new PeerError("ERR_PEER_PROTOCOL", `peer ${peerAddress} sent a malformed response: ${detail}`, { cause: error });
-}
-
-function checkStat(response: StatResponse, peerAddress: string): PeerBlobStat {
-  const { complete, size, pieceSize, bitmap } = response;
-  const count = Number.isSafeInteger(size) && size >= 0 && pieceSize > 0 ? pieceCount(size, pieceSize) : -1;
-  const valid =
-    count >= 0 &&
-    (complete || bitmap.byteLength === Math.ceil(count / 8)) &&
-    response.pieceHashes.length <= count &&
-    response.pieceHashes.every((hash) => hash.byteLength === 0 || hash.byteLength === PIECE_HASH_BYTES);
-  if (!valid) {
-    throw new PeerError(
-      "ERR_PEER_PROTOCOL",
-      `peer ${peerAddress} sent an inconsistent Stat (size ${size}, piece size ${pieceSize}, ${bitmap.byteLength}-byte bitmap, ${response.pieceHashes.length} hashes)`,
-    );
-  }
-  const holders = response.holders
-    .filter(
-      (h) =>
-        h.agentId.length > 0 &&
-        h.agentId.length <= MAX_PEER_ADDRESS_LENGTH &&
-        h.peerAddress.length > 0 &&
-        h.peerAddress.length <= MAX_PEER_ADDRESS_LENGTH,
-    )
-    .slice(0, MAX_HOLDERS_PER_BLOB)
-    .map((h) => ({ agentId: h.agentId, peerAddress: h.peerAddress }));
-  const pieceHashes = response.pieceHashes.map((hash) => (hash.byteLength === 0 ? undefined : new Uint8Array(hash)));
-  return { complete, size, pieceSize, bitmap: new Uint8Array(bitmap), pieceHashes, holders };
 }

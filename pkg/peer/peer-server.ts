@@ -13,37 +13,21 @@ import type { AgentMetrics } from "../metrics/index.js";
 import { type Digest, parseDigest } from "../oci/index.js";
 import type { BlobStore } from "../store/index.js";
 import { TokenBucket } from "../throttle/index.js";
-import { PeerStatus, toPeerStatus } from "./grpc-status.js";
-import {
-  GRPC_CONTENT_TYPE,
-  GrpcStatus,
-  MessageCollector,
-  MessageFramer,
-  encodeGrpcMessage,
-  frameMessage,
-  isGrpcContentType,
-} from "./grpc-wire.js";
+import { failureStatus, PeerStatus } from "./grpc-status.js";
+import { GrpcStatus, frameMessage, isGrpcContentType } from "./grpc-wire.js";
 import { PEER_METHODS } from "./peer-service.js";
-import { type KnownPeer, MAX_HOLDERS_PER_BLOB } from "./known-peers.js";
-import { checkPieces, findHeldBlob, type HeldBlob, isServable, servableBitmap } from "./piece-reader.js";
+import type { KnownPeer } from "./known-peers.js";
+import { checkPieces, findHeldBlob, type HeldBlob } from "./piece-reader.js";
 import { ExchangeStream, type ExchangeHost } from "./exchange-server.js";
 import { messagePool, PieceWriter } from "./piece-writer.js";
+import { statResponse } from "./peer-stat.js";
+import { endCall, MAX_REQUEST_BYTES, readRequest, respondHttp, respondMessages } from "./server-call.js";
+import { DEFAULT_MAX_CONCURRENT_UPLOADS, UploadSlots } from "./upload-slots.js";
 
 /** Longest wait_ms honoured; longer requests are clamped to it. */
 export const MAX_WAIT_MS = 60_000;
-export const DEFAULT_MAX_CONCURRENT_UPLOADS = 16;
-/**
- * Of the upload slots, one connection (one peer) may hold at most this share: a peer that opens calls and
- * never reads them cannot lock out the others (with 16 slots, 4 per connection). A downloader keeps at most
- * a few calls in flight per peer, so honest peers never reach it.
- */
-const MAX_UPLOAD_SHARE_PER_CONNECTION = 0.25;
 /** Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
 export const MAX_STREAMS_PER_CONNECTION = 32;
-/** Requests are a digest and at most MAX_PIECES_PER_CALL varints. */
-const MAX_REQUEST_BYTES = 64 * 1024;
-/** A caller must have sent its whole request by then (a slow or silent one would hold a stream). */
-const REQUEST_TIMEOUT_MS = 10_000;
 /** A connection without any call for this long is closed. */
 const IDLE_SESSION_MS = 120_000;
 /** How close() lets connections wind down before cutting them. */
@@ -74,8 +58,6 @@ export interface PeerServerOptions {
   readonly exchange?: boolean | undefined;
 }
 
-const EMPTY_HASH = Buffer.alloc(0);
-
 /**
  * Serves PeerService (peer.proto) on node:http2 with gRPC framing (grpc-wire.ts): Stat, and pieces of
  * complete and partial blobs read from the store straight into reused message buffers.
@@ -83,11 +65,7 @@ const EMPTY_HASH = Buffer.alloc(0);
 export class PeerServer {
   private readonly logger: Logger;
   private readonly bucket: TokenBucket | undefined;
-  private readonly maxUploads: number;
-  private active = 0;
-  private readonly maxUploadsPerConnection: number;
-  /** Upload slots held per connection. */
-  private readonly perConnection = new Map<Http2Session, number>();
+  private readonly slots: UploadSlots;
   /** One controller per call in progress, so close() can stop them. */
   private readonly calls = new Set<AbortController>();
   private readonly handlers = new Set<Promise<void>>();
@@ -109,15 +87,12 @@ export class PeerServer {
     this.logger = options.logger.child({ component: "peer-server" });
     const rate = options.uploadBytesPerSecond ?? 0;
     this.bucket = rate > 0 ? new TokenBucket(rate) : undefined;
-    this.maxUploads = options.maxConcurrentUploads ?? DEFAULT_MAX_CONCURRENT_UPLOADS;
-    if (!(Number.isSafeInteger(this.maxUploads) && this.maxUploads > 0)) {
-      throw new RangeError(`maxConcurrentUploads must be a positive integer, got ${this.maxUploads}`);
-    }
+    this.slots = new UploadSlots(options.maxConcurrentUploads ?? DEFAULT_MAX_CONCURRENT_UPLOADS, options.metrics);
     this.exchange = options.exchange ?? true;
     this.exchangeHost = {
       store: options.store,
       describe: (rawDigest) => this.describe(rawDigest),
-      acquireUploadSlot: (session) => this.acquireUploadSlot(session),
+      acquireUploadSlot: (session) => this.slots.acquire(session),
       writer: (stream, signal, requestId) => this.writer(stream, signal, requestId),
       clampWaitMs: (waitMs) => Math.min(waitMs, MAX_WAIT_MS),
       maxRequestBytes: MAX_REQUEST_BYTES,
@@ -128,7 +103,6 @@ export class PeerServer {
         this.options.metrics?.peerUploadsRejected.inc();
       },
     };
-    this.maxUploadsPerConnection = Math.max(2, Math.floor(this.maxUploads * MAX_UPLOAD_SHARE_PER_CONNECTION));
   }
 
   static async start(options: PeerServerOptions): Promise<PeerServer> {
@@ -181,7 +155,7 @@ export class PeerServer {
         address: peer.boundAddress,
         tls: options.tls !== undefined,
         uploadBytesPerSecond: options.uploadBytesPerSecond ?? 0,
-        maxConcurrentUploads: peer.maxUploads,
+        maxConcurrentUploads: peer.slots.max,
       },
       "peer server listening",
     );
@@ -195,7 +169,7 @@ export class PeerServer {
 
   /** ReadPieces calls and Exchange reads being served now (reported to the tracker as this agent's load). */
   get activeUploads(): number {
-    return this.active;
+    return this.slots.inUse;
   }
 
   /** Exchange streams open now (tests, benchmarks). */
@@ -314,14 +288,10 @@ export class PeerServer {
       const { digest, blob } = await this.describe(request.digest);
       checkPieces(request, blob);
       controller.signal.throwIfAborted();
-      releaseSlot = this.acquireUploadSlot(session);
+      releaseSlot = this.slots.acquire(session);
       await this.readPieces(stream, digest, blob, request, controller.signal, releaseSlot);
     } catch (error: unknown) {
-      const reason: unknown = controller.signal.aborted ? controller.signal.reason : error;
-      const peerStatus =
-        error instanceof RangeError && !controller.signal.aborted
-          ? new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `malformed request: ${error.message}`)
-          : toPeerStatus(reason);
+      const peerStatus = failureStatus(error, controller.signal);
       if (peerStatus.code !== GrpcStatus.CANCELLED) {
         this.logFailure(method, peerStatus);
         endCall(stream, peerStatus);
@@ -331,37 +301,6 @@ export class PeerServer {
       this.calls.delete(controller);
       releaseSlot();
     }
-  }
-
-  /**
-   * Counts one request being served (a ReadPieces call or an Exchange read) against the node-wide and the
-   * per-connection caps; RESOURCE_EXHAUSTED when either is full. Returns the slot's release (idempotent).
-   */
-  acquireUploadSlot(session: Http2Session | undefined): () => void {
-    const held = session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
-    if (this.active >= this.maxUploads || held >= this.maxUploadsPerConnection) {
-      this.options.metrics?.peerUploadsRejected.inc();
-      const which =
-        this.active >= this.maxUploads
-          ? `upload cap reached (${this.maxUploads} streams)`
-          : `this connection holds ${held} upload streams already`;
-      throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, which);
-    }
-    this.active++;
-    if (session !== undefined) this.perConnection.set(session, held + 1);
-    this.options.metrics?.peerUploadsActive.inc();
-    let holding = true;
-    return () => {
-      if (!holding) return;
-      holding = false;
-      this.active--;
-      if (session !== undefined) {
-        const left = (this.perConnection.get(session) ?? 1) - 1;
-        if (left > 0) this.perConnection.set(session, left);
-        else this.perConnection.delete(session);
-      }
-      this.options.metrics?.peerUploadsActive.dec();
-    };
   }
 
   private writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number | undefined): PieceWriter {
@@ -384,20 +323,7 @@ export class PeerServer {
 
   private async stat(request: StatRequest): Promise<StatResponse> {
     const { digest, blob } = await this.describe(request.digest);
-    const { partial } = blob;
-    const bitmap = partial === undefined ? Buffer.alloc(0) : Buffer.from(servableBitmap(partial));
-    let pieceHashes: Buffer[];
-    if (partial === undefined) {
-      const recorded = await this.options.store.pieceHashes(digest);
-      pieceHashes = recorded?.pieceSize === blob.pieceSize ? recorded.hashes.map((hash) => Buffer.from(hash)) : [];
-    } else {
-      pieceHashes = Array.from({ length: blob.pieceCount }, (_, index) => {
-        const hash = isServable(partial, index) ? partial.pieceHash(index) : undefined;
-        return hash === undefined ? EMPTY_HASH : Buffer.from(hash);
-      });
-    }
-    const holders = (this.options.knownHolders?.(digest) ?? []).slice(0, MAX_HOLDERS_PER_BLOB);
-    return { complete: partial === undefined, size: blob.size, pieceSize: blob.pieceSize, bitmap, pieceHashes, holders };
+    return statResponse(this.options.store, digest, blob, () => this.options.knownHolders?.(digest) ?? []);
   }
 
   private async readPieces(
@@ -435,84 +361,6 @@ export class PeerServer {
       "peer call failed",
     );
   }
-}
-
-/** The call's one request message, once the client has ended its side; bounded in size and time. */
-function readRequest(stream: ServerHttp2Stream, signal: AbortSignal): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    const collector = new MessageCollector();
-    const framer = new MessageFramer(MAX_REQUEST_BYTES, collector);
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      stream.off("data", onData);
-      stream.off("end", onEnd);
-    };
-    const fail = (error: unknown): void => {
-      cleanup();
-      reject(error instanceof Error ? error : new Error(String(error)));
-    };
-    const onData = (chunk: Buffer): void => {
-      try {
-        framer.push(chunk);
-      } catch (error: unknown) {
-        fail(new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, error instanceof Error ? error.message : "malformed request"));
-      }
-    };
-    const onEnd = (): void => {
-      cleanup();
-      const [message, ...extra] = collector.messages;
-      if (message === undefined || extra.length > 0 || !framer.idle) {
-        reject(new PeerStatus(GrpcStatus.INVALID_ARGUMENT, `a call carries exactly one request message, not ${collector.messages.length}`));
-      } else {
-        resolve(message);
-      }
-    };
-    const onAbort = (): void => {
-      fail(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      fail(new PeerStatus(GrpcStatus.DEADLINE_EXCEEDED, `the request did not arrive within ${REQUEST_TIMEOUT_MS} ms`));
-    }, REQUEST_TIMEOUT_MS);
-    signal.addEventListener("abort", onAbort, { once: true });
-    stream.on("data", onData);
-    stream.once("end", onEnd);
-  });
-}
-
-/** A successful response: headers, the messages, trailers with status OK. */
-function respondMessages(stream: ServerHttp2Stream, messages: readonly Buffer[]): void {
-  if (stream.closed || stream.destroyed) return;
-  stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE }, { waitForTrailers: true });
-  stream.once("wantTrailers", () => {
-    stream.sendTrailers({ "grpc-status": String(GrpcStatus.OK) });
-  });
-  for (const message of messages) stream.write(message);
-  stream.end();
-}
-
-/**
- * Ends a call with a status: a trailers-only response when nothing was sent yet, else trailers after what
- * was sent (a streaming call set up with waitForTrailers by PieceWriter).
- */
-export function endCall(stream: ServerHttp2Stream, peerStatus: PeerStatus): void {
-  if (stream.closed || stream.destroyed) return;
-  const trailers = { "grpc-status": String(peerStatus.code), "grpc-message": encodeGrpcMessage(peerStatus.details) };
-  if (!stream.headersSent) {
-    stream.respond({ [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE, ...trailers }, { endStream: true });
-    return;
-  }
-  stream.removeAllListeners("wantTrailers");
-  stream.once("wantTrailers", () => {
-    stream.sendTrailers(trailers);
-  });
-  stream.end();
-}
-
-/** Not a gRPC request at all: a plain HTTP status (the specification's 405/415 answers). */
-function respondHttp(stream: ServerHttp2Stream, httpStatus: number): void {
-  if (stream.closed || stream.destroyed) return;
-  stream.respond({ [h2.HTTP2_HEADER_STATUS]: httpStatus }, { endStream: true });
 }
 
 /** IPv6 literals need brackets in host:port. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type RefreshState, loopSleepMs, pollIntervalMs, refreshDue } from "./refresh-schedule.js";
-import { DEFAULT_SWARM_TUNING } from "./swarm-download.js";
+import { DEFAULT_SWARM_TUNING } from "./swarm-tuning.js";
 
 const tuning = DEFAULT_SWARM_TUNING;
 const state = (over: Partial<RefreshState>): RefreshState => ({

@@ -90,6 +90,21 @@ export class RequestBook {
     return this.all.values();
   }
 
+  /**
+   * Whether the download is moving, however slowly: a call that received bytes within `stallMs`, a fresh
+   * request for pieces its peer holds (a silent one is cut by the client's stall timeout), or a relay from a
+   * peer that gained pieces within `stallMs` (a downloader whose share this agent waits for). Relays among
+   * downloaders that all wait for the same missing pieces are not: each would keep the others' hope alive
+   * forever.
+   */
+  moving(nowMs: number, stallMs: number): boolean {
+    for (const request of this.all) {
+      if (request.receivedBytes > 0 && nowMs - request.lastDataMs < stallMs) return true;
+      if (request.relay ? nowMs - request.peer.grewAtMs < stallMs : nowMs - request.startedMs < stallMs) return true;
+    }
+    return false;
+  }
+
   /** Cancels `peer`'s calls (it sent a bad piece), or every call when no peer is given. */
   abort(peer?: SwarmPeer): void {
     for (const request of this.all) if (peer === undefined || request.peer === peer) request.controller.abort();

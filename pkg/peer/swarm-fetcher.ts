@@ -10,8 +10,9 @@ import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
 import { NoticeWait } from "./notice-wait.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
-import { DEFAULT_SWARM_TUNING, SwarmDownload, type SwarmSelf, type SwarmTuning, swarmZone } from "./swarm-download.js";
+import { SwarmDownload, type SwarmSelf, swarmZone } from "./swarm-download.js";
 import { SwarmPeers } from "./swarm-peers.js";
+import { DEFAULT_SWARM_TUNING, type SwarmTuning } from "./swarm-tuning.js";
 import { raceSignal } from "../util/index.js";
 
 /** How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves. */

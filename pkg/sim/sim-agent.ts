@@ -1,4 +1,3 @@
-import type { Digest } from "../oci/index.js";
 import {
   MAX_PARKED_PIECES,
   type PickerState,
@@ -6,53 +5,17 @@ import {
   type PieceRequest,
   type RefreshState,
   RequestBook,
-  type SwarmPeer,
+  SwarmPeers,
   loopSleepMs,
   refreshDue,
 } from "../peer/index.js";
-import { PieceBitmap } from "../piece/index.js";
-import type { BlobChange, LookupResult, MemoryTracker, TrackerSession } from "../tracker/index.js";
-import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_NOTICE_POLL_MS, GRANTEE_POLL_MS, type SimConfig } from "./config.js";
-import { SimPeers } from "./sim-peers.js";
+import type { BlobChange, LookupResult } from "../tracker/index.js";
+import { GRANTEE_ANNOUNCE_WAIT_MS, GRANTEE_NOTICE_POLL_MS, GRANTEE_POLL_MS } from "./config.js";
+import { SimSession } from "./sim-session.js";
+import type { AgentCounters, World } from "./sim-world.js";
 
 /** Simulated calls are never cancelled through a signal; every request shares this one controller. */
 const UNUSED_CONTROLLER = new AbortController();
-
-/** What an agent sees of the simulated world. */
-export interface World {
-  readonly config: SimConfig;
-  readonly tracker: MemoryTracker;
-  readonly digest: Digest;
-  readonly pieceCount: number;
-  /** The SHA-256 of each piece as the grantee computes it (stand-ins: one array per piece). */
-  readonly hashes: readonly Uint8Array[];
-  /** Opens a ReadPieces call to `peer`; false when it refused (all upload slots busy). */
-  openCall(agent: SimAgent, peer: SwarmPeer, request: PieceRequest, waitMs: number): boolean;
-  /** Fetches the pieces `agent` lacks from the origin, in order. */
-  openOrigin(agent: SimAgent): void;
-  /** Cancels `agent`'s calls (its download round ended); their bytes in flight are wasted. */
-  abortCalls(agent: SimAgent): void;
-  /** Runs `agent.step` at `atMs` (or earlier if already due). */
-  wake(agent: SimAgent, atMs: number): void;
-  /** An agent finished: the simulation counts it. */
-  completed(agent: SimAgent): void;
-  /** The tracker sent `agent` a BlobChanged notice (with its change, if any): it arrives a little later (agent.notice). */
-  notice(agent: SimAgent, change: BlobChange | undefined): void;
-}
-
-export interface AgentCounters {
-  lookups: number;
-  announces: number;
-  bytesFromPeers: number;
-  bytesFromOrigin: number;
-  /** Pieces received twice, or dropped for want of a hash, or cut off by a cancelled call. */
-  wastedBytes: number;
-  stalls: number;
-  /** BlobChanged notices received. */
-  notices: number;
-  /** Of them, notices whose change the download applied instead of looking the blob up. */
-  deltaNotices: number;
-}
 
 type Phase = "idle" | "polling" | "origin" | "swarm" | "done";
 
@@ -60,7 +23,8 @@ type Phase = "idle" | "polling" | "origin" | "swarm" | "done";
  * One node's agent pulling the blob, with the agent's own decisions where it makes them: the tracker
  * lookup with the grant (SwarmFetcher), the swarm download loop (SwarmDownload: refresh, plan with the
  * real PiecePicker, announce, stall), relays, parked pieces awaiting their hash, and the origin fetch
- * when granted. Transfers are the simulation's calls; time is the simulation's clock.
+ * when granted; its tracker session and announces are its SimSession. Transfers are the simulation's
+ * calls; time is the simulation's clock.
  */
 export class SimAgent {
   readonly agentId: string;
@@ -82,14 +46,11 @@ export class SimAgent {
   /** The tick the world will next wake it at; the world's queue compares against this. */
   wakeTick = Number.POSITIVE_INFINITY;
   private phase: Phase = "idle";
-  private session: TrackerSession | undefined;
+  private readonly session: SimSession;
   private readonly known: Uint8Array;
-  private readonly announced: PieceBitmap;
-  private readonly bitmap: PieceBitmap;
-  private lastAnnounceMs = Number.NEGATIVE_INFINITY;
   private pollUntilMs = 0;
   // One download round (SwarmDownload); replaced after a stall.
-  private peers: SimPeers;
+  private peers: SwarmPeers;
   private book = new RequestBook(() => UNUSED_CONTROLLER);
   private picker: PiecePicker;
   private readonly parked = new Set<number>();
@@ -108,16 +69,17 @@ export class SimAgent {
   constructor(
     readonly index: number,
     readonly zone: string,
-    private readonly world: World,
+    private readonly world: World<SimAgent>,
     private readonly random: () => number,
   ) {
     this.agentId = `agent-${index}`;
     const count = world.pieceCount;
     this.held = new Uint8Array(count);
     this.known = new Uint8Array(count);
-    this.announced = new PieceBitmap(count);
-    this.bitmap = new PieceBitmap(count);
-    this.peers = new SimPeers(count, zone);
+    this.session = new SimSession(world, { agentId: this.agentId, index, zone }, (change) => {
+      world.notice(this, change);
+    });
+    this.peers = new SwarmPeers(count, zone);
     this.picker = this.newPicker();
   }
 
@@ -132,23 +94,7 @@ export class SimAgent {
 
   /** Registers with the tracker (the agent's session; its store holds nothing of the blob). */
   register(): void {
-    const octet = (n: number): number => n & 0xff;
-    this.session = this.world.tracker.register(
-      {
-        agentId: this.agentId,
-        nodeName: `node-${this.index}`,
-        zone: this.zone,
-        peerAddress: `10.${octet(this.index >> 16)}.${octet(this.index >> 8)}.${octet(this.index)}:5052`,
-      },
-      this.world.config.notices
-        ? {
-            onNotice: (_digest, change) => {
-              this.world.notice(this, change);
-              return true;
-            },
-          }
-        : {},
-    );
+    this.session.register();
   }
 
   /**
@@ -175,7 +121,7 @@ export class SimAgent {
   }
 
   heartbeat(): void {
-    this.session?.heartbeat(this.uploads);
+    this.session.heartbeat(this.uploads);
   }
 
   /** The pull starts: a lookup that asks for the origin grant. */
@@ -266,7 +212,7 @@ export class SimAgent {
   }
 
   private newRound(first: LookupResult, nowMs: number): void {
-    this.peers = new SimPeers(this.world.pieceCount, this.zone);
+    this.peers = new SwarmPeers(this.world.pieceCount, this.zone);
     this.book = new RequestBook(() => UNUSED_CONTROLLER);
     this.picker = this.newPicker();
     this.parked.clear();
@@ -296,7 +242,7 @@ export class SimAgent {
       }
     }
     this.announce(nowMs, false);
-    if (nowMs - this.lastProgressMs >= tuning.stallMs && !this.productive(nowMs)) {
+    if (nowMs - this.lastProgressMs >= tuning.stallMs && !this.book.moving(nowMs, tuning.stallMs)) {
       this.stalled(nowMs);
       return;
     }
@@ -343,15 +289,6 @@ export class SimAgent {
     }
     this.newRound(again, nowMs);
     this.world.wake(this, nowMs);
-  }
-
-  private productive(nowMs: number): boolean {
-    const { stallMs } = this.world.config.tuning;
-    for (const request of this.book.requests()) {
-      if (request.receivedBytes > 0 && nowMs - request.lastDataMs < stallMs) return true;
-      if (request.relay ? nowMs - request.peer.grewAtMs < stallMs : nowMs - request.startedMs < stallMs) return true;
-    }
-    return false;
   }
 
   private refresh(nowMs: number): void {
@@ -406,28 +343,13 @@ export class SimAgent {
   private hold(index: number, nowMs: number): void {
     this.held[index] = 1;
     this.heldCount++;
-    this.bitmap.set(index);
+    this.session.hold(index);
     this.lastProgressMs = nowMs;
   }
 
-  /** ProgressAnnouncer: bitmap and the hashes of pieces held since the last announce, at most every announceIntervalMs. */
+  /** Progress announces (ProgressAnnouncer), until the blob is whole. */
   private announce(nowMs: number, force: boolean): void {
-    const session = this.session;
-    if (session === undefined || this.phase === "done") return;
-    if (!force && nowMs - this.lastAnnounceMs < this.world.config.tuning.announceIntervalMs) return;
-    const fresh: { index: number; sha256: Uint8Array }[] = [];
-    for (let index = 0; index < this.world.pieceCount; index++) {
-      if (this.held[index] === 0 || this.announced.has(index)) continue;
-      this.announced.set(index);
-      const sha256 = this.world.hashes[index];
-      if (sha256 !== undefined) fresh.push({ index, sha256 });
-    }
-    if (fresh.length === 0 && !force) return;
-    this.lastAnnounceMs = nowMs;
-    this.counters.announces++;
-    const { digest } = this.world;
-    const { blobBytes: size, pieceBytes: pieceSize } = this.world.config;
-    session.announce({ digest, size, pieceSize, complete: false, bitmap: this.bitmap.toBytes(), pieceHashes: fresh });
+    if (this.phase !== "done" && this.session.announce(this.held, nowMs, force)) this.counters.announces++;
   }
 
   /** The blob is whole: calls stop, the inventory announces it complete with every hash (InventorySync). */
@@ -438,9 +360,7 @@ export class SimAgent {
     this.world.abortCalls(this);
     this.parked.clear();
     this.counters.announces++;
-    const { digest, hashes } = this.world;
-    const { blobBytes: size, pieceBytes: pieceSize } = this.world.config;
-    this.session?.announce({ digest, size, pieceSize, complete: true, pieceHashes: hashes.map((sha256, index) => ({ index, sha256 })) });
+    this.session.complete();
     this.world.completed(this);
   }
 

@@ -7,7 +7,8 @@ import { SimError } from "./errors.js";
 import { GRANT_STALL_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, type SimConfig, validateConfig } from "./config.js";
 import { type FlowEnds, Network } from "./network.js";
 import { deriveSeed, seededRandom } from "./random.js";
-import { SimAgent, type World } from "./sim-agent.js";
+import { SimAgent } from "./sim-agent.js";
+import type { World } from "./sim-world.js";
 
 /** One transfer: a ReadPieces call from a peer, or the grantee's fetch from the origin. */
 interface Call extends FlowEnds {
@@ -64,7 +65,7 @@ export interface SimResult {
  * origin grant) over a model of links (per-node upload and download, the origin's upload, latency,
  * zones). What is modelled and what is not: docs/benchmarks.md, "At scale".
  */
-export class Simulation implements World {
+export class Simulation implements World<SimAgent> {
   readonly tracker: MemoryTracker;
   readonly digest: Digest = digestOf("shoal simulated blob");
   readonly pieceCount: number;

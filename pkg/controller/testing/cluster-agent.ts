@@ -1,7 +1,7 @@
 import { pino } from "pino";
 import { CertificateManager, GrpcCertificateIssuer, type TlsMaterial } from "../../identity/index.js";
 import type { Digest } from "../../oci/index.js";
-import type { SwarmTuning } from "../../peer/swarm-download.js";
+import type { SwarmTuning } from "../../peer/swarm-tuning.js";
 import { SwarmNode } from "../../peer/testing/swarm-node.js";
 import { AgentPrefetcher } from "../../prefetch/index.js";
 import { ContentSeeder } from "../../registry/index.js";

@@ -14,7 +14,7 @@ import { AgentSwarm } from "../agent-swarm.js";
 import type { InventorySync } from "../inventory.js";
 import type { PeerServer } from "../peer-server.js";
 import type { SwarmFetcher } from "../swarm-fetcher.js";
-import type { SwarmTuning } from "../swarm-download.js";
+import type { SwarmTuning } from "../swarm-tuning.js";
 
 export interface SwarmNodeOptions {
   readonly name: string;

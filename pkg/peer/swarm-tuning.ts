@@ -1,0 +1,55 @@
+import type { PickerTuning } from "./piece-picker.js";
+import type { RefreshTuning } from "./refresh-schedule.js";
+
+/** The knobs of a swarm download: the piece picker's, the refresh schedule's, and the download loop's own. */
+export interface SwarmTuning extends PickerTuning, RefreshTuning {
+  /** Lookups to refresh holders, bitmaps and hashes (without notices from the tracker; refresh-schedule.ts). */
+  readonly refreshIntervalMs: number;
+  /** While pieces wait for their hashes: the quicker lookup interval. */
+  readonly parkedRefreshIntervalMs: number;
+  /** Progress announces (bitmap and verified hashes). */
+  readonly announceIntervalMs: number;
+  /**
+   * No verified piece and no byte from any peer for this long (and no relay peer gaining pieces): the
+   * download is stalled, and the fetcher asks for the origin grant. Slow progress is not a stall: a busy
+   * machine delivers bytes late, a gone peer delivers none.
+   */
+  readonly stallMs: number;
+  /**
+   * No agent holds the origin grant and no peer holds a piece this agent misses, for this long: nobody
+   * can bring the rest (the grantee died or left), and the download ends at once instead of after stallMs,
+   * so that an agent takes the grant over. Short: a tracker's new grant or a peer's pieces reset it.
+   */
+  readonly orphanedMs: number;
+}
+
+/** The agent's defaults (most measured with the simulator, npm run sim). */
+export const DEFAULT_SWARM_TUNING: SwarmTuning = {
+  maxInflightPerPeer: 4,
+  piecesPerRequest: 2,
+  inOrderWindow: 4,
+  relayAhead: 2,
+  // Short waits measured best in the simulator (npm run sim; N = 32–316, 256 MiB): a relay that does not
+  // arrive within half a second is asked again elsewhere rather than holding a slot for seconds. Last node
+  // 2.1–2.6× the bound with 500 ms for both, against 2.2–5.7× with 3 s.
+  relayWaitMs: 500,
+  refreshIntervalMs: 500,
+  parkedRefreshIntervalMs: 50,
+  announceIntervalMs: 100,
+  // With notices from the tracker (npm run sim, docs/scale.md): a lookup when a notice comes, at most one per
+  // minLookupGapMs, and a slow fallback poll that keeps the tracker's watch (5 s) alive.
+  noticeRefreshIntervalMs: 2_000,
+  noticeParkedRefreshIntervalMs: 500,
+  minLookupGapMs: 100,
+  noticeHungryRequests: 4,
+  stallMs: 3_000,
+  orphanedMs: 500,
+  // A call silent this long (and its peer sending nothing else) is duplicated. 500 ms made agents on a
+  // busy machine receive 9-19 % of an image twice in `npm run bench` (8 nodes, 2 cores): a loaded event
+  // loop is often that silent. 1.5 s: 0-2.7 %, the last node as fast or faster (32.6-33.1 s against
+  // 35.2-37.5 s), and the simulator as good or better (N = 32-316: 2.02-2.97x the bound, 2.23-2.99x).
+  hedgeAfterMs: 1_500,
+  endgamePieces: 4,
+  endgameSilenceMs: 500,
+  siblingWaitMs: 1_500,
+};

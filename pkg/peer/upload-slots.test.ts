@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import type { Http2Session } from "node:http2";
+import { describe, it } from "node:test";
+import { PeerStatus } from "./grpc-status.js";
+import { GrpcStatus } from "./grpc-wire.js";
+import { UploadSlots } from "./upload-slots.js";
+
+/** Only the identity of a session matters to UploadSlots: it keys the per-connection count. */
+function session(): Http2Session {
+  return new EventEmitter() as Http2Session;
+}
+
+function refusal(detail: RegExp): (error: unknown) => boolean {
+  return (error: unknown) => error instanceof PeerStatus && error.code === GrpcStatus.RESOURCE_EXHAUSTED && detail.test(error.details);
+}
+
+describe("UploadSlots", () => {
+  it("lets one connection hold a quarter of the slots, and the others the rest", () => {
+    const slots = new UploadSlots(16, undefined);
+    const greedy = session();
+    const releases = Array.from({ length: 4 }, () => slots.acquire(greedy));
+    assert.throws(() => slots.acquire(greedy), refusal(/this connection holds 4 upload streams already/));
+    const others = Array.from({ length: 12 }, () => slots.acquire(session()));
+    assert.equal(slots.inUse, 16);
+    assert.throws(() => slots.acquire(session()), refusal(/upload cap reached \(16 streams\)/));
+    for (const release of [...releases, ...others]) release();
+    assert.equal(slots.inUse, 0);
+  });
+
+  it("frees a slot once however often its release is called", () => {
+    const slots = new UploadSlots(4, undefined);
+    const peer = session();
+    const first = slots.acquire(peer);
+    const second = slots.acquire(peer);
+    assert.throws(() => slots.acquire(peer), refusal(/holds 2/), "a small cap still allows two per connection");
+    first();
+    first();
+    assert.equal(slots.inUse, 1);
+    slots.acquire(peer);
+    assert.equal(slots.inUse, 2);
+    second();
+    assert.equal(slots.inUse, 1);
+  });
+
+  it("counts requests without a connection against the node-wide cap only", () => {
+    const slots = new UploadSlots(2, undefined);
+    slots.acquire(undefined);
+    slots.acquire(undefined);
+    assert.throws(() => slots.acquire(undefined), refusal(/upload cap reached/));
+  });
+
+  it("refuses a cap that is not a positive integer, naming the option", () => {
+    for (const max of [0, -1, 1.5, Number.NaN]) {
+      assert.throws(() => new UploadSlots(max, undefined), /maxConcurrentUploads must be a positive integer/);
+    }
+  });
+});
