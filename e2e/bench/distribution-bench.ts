@@ -135,18 +135,6 @@ async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string,
   return counters;
 }
 
-/** shoal_fallback_responses_total by reason, scraped inside the node's namespace. */
-async function fallbackResponses(node: ClusterNode): Promise<Record<string, number>> {
-  const byReason: Record<string, number> = {};
-  if (node.agent === undefined) return byReason;
-  const text = await scrapeInNetns(node.endpoint.netns, node.agent.metricsUrl);
-  for (const s of samples(text, "shoal_fallback_responses_total")) {
-    const reason = s.labels.reason ?? "";
-    byReason[reason] = (byReason[reason] ?? 0) + s.value;
-  }
-  return byReason;
-}
-
 /** shoal_origin_bytes_fetched_total, scraped inside the node's namespace. */
 async function originBytesFetched(node: ClusterNode): Promise<number> {
   if (node.agent === undefined) return 0;
@@ -178,16 +166,26 @@ async function originFetchReasons(logFile: string, offset: number): Promise<Reco
   return byReason;
 }
 
-/** shoal_peer_bytes_wasted_total by reason, scraped inside the node's namespace. */
-async function wastedPeerBytes(node: ClusterNode): Promise<Record<string, number>> {
-  const byReason: Record<string, number> = {};
-  if (node.agent === undefined) return byReason;
+/** A counter of the agent's summed by its `reason` label, scraped inside the node's namespace. */
+async function byReason(node: ClusterNode, metric: string): Promise<Record<string, number>> {
+  const totals: Record<string, number> = {};
+  if (node.agent === undefined) return totals;
   const text = await scrapeInNetns(node.endpoint.netns, node.agent.metricsUrl);
-  for (const s of samples(text, "shoal_peer_bytes_wasted_total")) {
+  for (const s of samples(text, metric)) {
     const reason = s.labels.reason ?? "";
-    byReason[reason] = (byReason[reason] ?? 0) + s.value;
+    totals[reason] = (totals[reason] ?? 0) + s.value;
   }
-  return byReason;
+  return totals;
+}
+
+/** Piece bytes received from peers and not kept, by reason. */
+function wastedPeerBytes(node: ClusterNode): Promise<Record<string, number>> {
+  return byReason(node, "shoal_peer_bytes_wasted_total");
+}
+
+/** Requests the agent answered 404 so that the runtime went to the origin itself, by reason. */
+function fallbackResponses(node: ClusterNode): Promise<Record<string, number>> {
+  return byReason(node, "shoal_fallback_responses_total");
 }
 
 /** `after` minus `before`, per reason, dropping reasons that did not grow. */
