@@ -14,7 +14,7 @@ export {
   GRANTEE_POLL_MS,
 } from "./swarm-fetcher.js";
 export { loopSleepMs, pollIntervalMs, refreshDue, type RefreshState, type RefreshTuning } from "./refresh-schedule.js";
-export type { SwarmSelf } from "./swarm-download.js";
+export type { SwarmSelf } from "./swarm-round.js";
 export { DEFAULT_SWARM_TUNING, type SwarmTuning } from "./swarm-tuning.js";
 export { rendezvousSeed } from "./cross-zone-share.js";
 export { MAX_PARKED_PIECES, PiecePicker, type PickerState } from "./piece-picker.js";
