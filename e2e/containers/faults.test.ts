@@ -35,7 +35,7 @@ const DISCONNECT_MS = 5_000;
  * Scenarios whose origin bound the data path does not hold on every run yet (three runs when these
  * tests were written: SIGKILL of the grantee 1.00-1.07 × F, paused leader 3.2-3.7 × F, cut-off
  * agent 1.0-2.5 × F; the baseline 1.001 × F every time). Remove an entry once it passes every run.
- * SIGKILL, later runs: 1.057, 1.312, 1.036, 1.182, 1.025, 1.063 × F. The 1.31 run was the restarted
+ * SIGKILL, later runs: 1.057, 1.312, 1.036, 1.182, 1.025, 1.063, 1.190, 1.015 × F. The 1.31 run was the restarted
  * grantee fetching a layer from the origin without a grant ("no tracker": its first session was not up
  * yet), fixed by the tracker client's first-session grace. What remains is what the killed grantee had
  * fetched from the origin and no peer had taken yet (in the 1.063 run: 0.11 × F of the layer it was
@@ -43,7 +43,7 @@ const DISCONNECT_MS = 5_000;
  */
 const ORIGIN_BOUND_TODO: Readonly<Record<string, string>> = {
   sigkill:
-    "1.02-1.18 × F: what the killed grantee fetched from the origin but had not relayed yet is fetched again by the agent that takes the grant over",
+    "1.01-1.19 × F: what the killed grantee fetched from the origin but had not relayed yet is fetched again by the agent that takes the grant over",
   pause:
     "3.2-3.7 × F before agents kept to their peers without a tracker; within 1.05 × F since (one CI run): to be made strict once it holds every run",
   disconnect: "1.0-2.5 × F: after reconnecting, the cut-off agent (and some peers) fetch from the origin",
