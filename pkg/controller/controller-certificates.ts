@@ -1,7 +1,7 @@
 import type { KubeConfig, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { CertificateManager, LocalIssuer, type WorkloadIdentity } from "../identity/index.js";
-import type { EventRecorder, Informer } from "../k8s/index.js";
+import { type EventRecorder, type Informer, podReference } from "../k8s/index.js";
 import type { ControllerMetrics } from "../metrics/index.js";
 import { SecretCertificateAuthority } from "./ca-secret.js";
 import { TokenAuthenticator } from "./token-authenticator.js";
@@ -81,18 +81,7 @@ export function certificateParts(options: CertificatePartsOptions): CertificateP
     logger: logger.child({ component: "authenticator" }),
     onRefused: (pod, message) => {
       if (pod?.metadata?.name === undefined) return;
-      recorder.record(
-        {
-          kind: "Pod",
-          apiVersion: "v1",
-          namespace,
-          name: pod.metadata.name,
-          ...(pod.metadata.uid === undefined ? {} : { uid: pod.metadata.uid }),
-        },
-        "Warning",
-        "CertificateRefused",
-        message,
-      );
+      recorder.record(podReference(pod, namespace), "Warning", "CertificateRefused", message);
     },
   });
   return { ca, certificate, authenticator };

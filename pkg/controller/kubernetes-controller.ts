@@ -1,5 +1,5 @@
 import type { V1Node, V1Pod } from "@kubernetes/client-node";
-import { EventRecorder, type Informer, LeaderElector, isK8sError, nodeInformer, podInformer } from "../k8s/index.js";
+import { EventRecorder, type Informer, LeaderElector, isK8sError, nodeInformer, podInformer, podReference } from "../k8s/index.js";
 import { type CertificateManager, IssuerServer } from "../identity/index.js";
 import { MemoryTracker, TrackerServer } from "../tracker/index.js";
 import type { SecretCertificateAuthority } from "./ca-secret.js";
@@ -351,13 +351,7 @@ export class KubernetesController {
     this.options.metrics?.peersDropped.inc({ reason: drop.reason }, dropped.length);
     const pod = drop.pod;
     this.recorder.record(
-      {
-        kind: "Pod",
-        apiVersion: "v1",
-        namespace: pod.metadata?.namespace ?? this.options.namespace,
-        name: pod.metadata?.name ?? "",
-        ...(pod.metadata?.uid === undefined ? {} : { uid: pod.metadata.uid }),
-      },
+      podReference(pod, this.options.namespace),
       drop.reason === "PodDeleted" ? "Normal" : "Warning",
       "PeerDropped",
       `agent ${dropped.join(", ")} on node ${pod.spec?.nodeName ?? "?"} dropped from the tracker: ${drop.reason}`,

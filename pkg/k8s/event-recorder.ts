@@ -21,6 +21,20 @@ export interface InvolvedObject {
   readonly uid?: string;
 }
 
+/** A Pod as the object of an Event; `namespace` when the Pod's metadata names none. */
+export function podReference(
+  pod: { readonly metadata?: { name?: string; namespace?: string; uid?: string } },
+  namespace: string,
+): InvolvedObject {
+  return {
+    kind: "Pod",
+    apiVersion: "v1",
+    namespace: pod.metadata?.namespace ?? namespace,
+    name: pod.metadata?.name ?? "",
+    ...(pod.metadata?.uid === undefined ? {} : { uid: pod.metadata.uid }),
+  };
+}
+
 export type EventType = "Normal" | "Warning";
 
 export interface EventRecorderOptions {

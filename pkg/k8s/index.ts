@@ -27,7 +27,7 @@ export {
   RENEW_DEADLINE_MS,
   RETRY_PERIOD_MS,
 } from "./leader-elector.js";
-export { EventRecorder, type EventRecorderOptions, type EventType, type InvolvedObject } from "./event-recorder.js";
+export { EventRecorder, type EventRecorderOptions, type EventType, type InvolvedObject, podReference } from "./event-recorder.js";
 export { LabelSelector, parseLabelSelector, type Requirement, type SelectorOperator } from "./label-selector.js";
 export { loadKubeConfig, type KubeConfigSource } from "./kube-config.js";
 export { withSignal } from "./request-options.js";
