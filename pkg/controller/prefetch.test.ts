@@ -326,7 +326,14 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
       10_000,
       50,
     );
-    assert.ok(prefetchEvents(c, "short").some((e) => e.reason === "Expired"));
+    // The Event is sent by the recorder's queue, concurrently with the delete: it may land just after it.
+    await eventually(
+      () => {
+        assert.ok(prefetchEvents(c, "short").some((e) => e.reason === "Expired"));
+      },
+      10_000,
+      50,
+    );
   });
 
   it("a bad reference, an unmirrored registry and an invalid spec each give Failed with a reason and a Warning Event", async () => {
