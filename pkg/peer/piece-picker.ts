@@ -121,8 +121,14 @@ export class PiecePicker {
 
   /** Usable or busy peers holding at least one piece this agent misses. */
   suppliers(state: PickerState): number {
+    const { pieceCount } = this.options;
+    let firstMissing = 0;
+    while (firstMissing < pieceCount && state.held(firstMissing)) firstMissing++;
+    if (firstMissing === pieceCount) return 0;
+    // Asked on every pass of a download that knows no grantee: a complete holder answers without a scan.
     return [...state.peers, ...state.busy].filter((peer) => {
-      for (let i = 0; i < this.options.pieceCount; i++) if (!state.held(i) && holds(peer, i)) return true;
+      if (peer.complete) return true;
+      for (let i = firstMissing; i < pieceCount; i++) if (!state.held(i) && holds(peer, i)) return true;
       return false;
     }).length;
   }
