@@ -90,9 +90,39 @@ function plan(s: Scenario): PlannedRequest[] {
   return picker.plan(state);
 }
 
+/** PiecePicker.suppliers for a scenario: the peers (usable or busy) holding a piece this agent misses. */
+function suppliers(s: Scenario): number {
+  const pieces = s.pieces ?? 8;
+  const picker = new PiecePicker({ pieceCount: pieces, selfAgentId: undefined, zone: "", tuning: TUNING, random: IDENTITY });
+  const held = new Set(s.held ?? []);
+  return picker.suppliers({
+    nowMs: 10_000,
+    held: (i) => held.has(i),
+    parked: () => false,
+    parkedCount: 0,
+    peers: s.peers,
+    busy: s.busy ?? [],
+    granteeAgentId: undefined,
+    requestsFor: () => [],
+  });
+}
+
 function summary(planned: readonly PlannedRequest[]): string[] {
   return planned.map((p) => `${p.peer.agentId}:${p.pieces.join(",")}${p.waitMs > 0 ? " relay" : ""}`);
 }
+
+describe("PiecePicker.suppliers", () => {
+  it("counts complete holders and partial holders of a missing piece, busy ones too, and none once all is held", () => {
+    const complete = peer("complete", "all");
+    const onlyHeld = peer("only-held", [0, 1, 2]);
+    const hasLast = peer("has-last", [0, 7]);
+    const busyMiddle = peer("busy-middle", [5]);
+    assert.equal(suppliers({ held: [0, 1, 2], peers: [complete, onlyHeld, hasLast], busy: [busyMiddle] }), 3);
+    assert.equal(suppliers({ held: [0, 1, 2], peers: [onlyHeld] }), 0, "a holder of only what this agent has supplies nothing");
+    assert.equal(suppliers({ held: [0, 1, 2, 3, 4, 5, 6, 7], peers: [complete, hasLast] }), 0, "nothing is missing");
+    assert.equal(suppliers({ held: [1, 2, 3, 4, 5, 6, 7], peers: [hasLast] }), 1, "the first piece missing counts");
+  });
+});
 
 describe("PiecePicker", () => {
   const cases: { name: string; scenario: Scenario; expected: string[] }[] = [
