@@ -43,6 +43,8 @@ export interface ControllerLaunchContext {
   readonly tlsArgs: readonly string[];
   /** With TLS: the CA's certificate and key as its Secret holds them (a Kubernetes controller signs with it). */
   readonly caSecretData: { "tls.crt": string; "tls.key": string } | undefined;
+  /** --grant-stall-timeout (ClusterOptions.grantStallTimeout). */
+  readonly grantStallTimeout: string | null | undefined;
 }
 
 export type ControllerLauncher = (context: ControllerLaunchContext) => Promise<ControllerHandle>;
@@ -59,6 +61,7 @@ export const staticMembershipController: ControllerLauncher = async (context) =>
     port: CONTROLLER_PORT,
     extraArgs: ["--membership", "static", "--allowed-peers", allowed.join(","), ...context.tlsArgs],
     parentDir: context.dir,
+    grantStallTimeout: context.grantStallTimeout,
   });
   return {
     trackerAddress: controller.trackerAddress,
@@ -83,6 +86,12 @@ export interface ClusterOptions extends TopologyOptions {
   readonly containerdContent?: boolean;
   /** Mutual TLS between agents and the controller, with a throwaway CA (certificate files); default true. */
   readonly tls?: boolean;
+  /**
+   * The controller's --grant-stall-timeout: default the test harness's short one (ShoalController); null
+   * for the controller's own default, as installed (benchmarks: a busy machine must not move grants sooner
+   * than it would in production).
+   */
+  readonly grantStallTimeout?: string | null;
 }
 
 export interface ClusterNode {
@@ -221,6 +230,7 @@ export class NetnsCluster {
       dir: await this.dir("control"),
       tlsArgs: await this.tlsArgsFor({ role: "controller", name: "tracker", ips: [control.address] }),
       caSecretData: this.pki?.caSecretData(),
+      grantStallTimeout: this.options.grantStallTimeout,
     });
     return this.controller;
   }

@@ -10,7 +10,8 @@ export const CONTROLLER_START_TIMEOUT_MS = 15_000;
 export interface ShoalControllerOptions {
   /** 0 (default) picks a free one; pass a fixed port to restart a tracker where agents expect it. */
   readonly port?: number;
-  readonly grantStallTimeout?: string;
+  /** --grant-stall-timeout: default 3 s (tests see grants move quickly); null for the controller's own default. */
+  readonly grantStallTimeout?: string | null | undefined;
   /** Listen address for the tracker and metrics; default 127.0.0.1. */
   readonly host?: string;
   /** Run inside this network namespace (`ip netns exec`); `host` is then an address of that namespace. */
@@ -45,8 +46,7 @@ export class ShoalController {
         `${host}:${options.port ?? 0}`,
         "--metrics-addr",
         `${host}:0`,
-        "--grant-stall-timeout",
-        options.grantStallTimeout ?? "3s",
+        ...(options.grantStallTimeout === null ? [] : ["--grant-stall-timeout", options.grantStallTimeout ?? "3s"]),
         ...(options.extraArgs ?? []),
       ]),
       stdoutFile: logFile,

@@ -37,6 +37,8 @@ export class MirrorFixture {
     readonly tags: TagStore,
     readonly metrics: AgentMetrics,
     readonly server: MirrorServer,
+    /** What the mirror logged at info and above (parsed pino lines), for tests of what an operator sees. */
+    readonly mirrorLogs: readonly Record<string, unknown>[],
     private readonly closers: (() => Promise<void>)[],
   ) {}
 
@@ -54,6 +56,8 @@ export class MirrorFixture {
       logger,
     });
     const fetcher = options.fetcher?.(store) ?? new OriginFetcher({ store, upstream: client, metrics, logger });
+    const mirrorLogs: Record<string, unknown>[] = [];
+    const mirrorLogger = pino({ level: "info" }, { write: (line: string) => mirrorLogs.push(JSON.parse(line) as Record<string, unknown>) });
     const mirror = new Mirror({
       store,
       tags,
@@ -62,7 +66,7 @@ export class MirrorFixture {
       manifestPeers: options.manifestPeers,
       clusterTags: options.clusterTags,
       metrics,
-      logger,
+      logger: mirrorLogger,
       defaultRegistry: options.defaultRegistry === null ? undefined : (options.defaultRegistry ?? upstream.host),
       responseStartTimeoutMs: options.responseStartTimeoutMs ?? 5_000,
       ...(options.responseStallTimeoutMs === undefined ? {} : { responseStallTimeoutMs: options.responseStallTimeoutMs }),
@@ -74,7 +78,7 @@ export class MirrorFixture {
       logger,
       ...(options.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: options.headersTimeoutMs }),
     });
-    return new MirrorFixture(upstream, store, tags, metrics, server, [
+    return new MirrorFixture(upstream, store, tags, metrics, server, mirrorLogs, [
       () => server.close(),
       () => fetcher.close(),
       () => client.close(),
