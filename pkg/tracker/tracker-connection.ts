@@ -16,7 +16,8 @@ export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
  * ms, before its session is up (certificate, Service, a redirect to the leader, a failed first dial); an
  * agent whose tracker restarted or handed over is back within a backoff or two. Pulls go on meanwhile,
  * and without this the agent would fetch from the origin without a grant ("no tracker") what its peers
- * already hold, or what every other agent pulling a new blob fetches at the same moment.
+ * already hold, or what every other agent pulling a new blob fetches at the same moment. A session
+ * abandoned for answering nothing (abandon) is a lost one: the grace follows it too.
  */
 export const DEFAULT_SESSION_GRACE_MS = 5_000;
 /**
