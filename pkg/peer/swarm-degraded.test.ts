@@ -2,11 +2,12 @@ import assert from "node:assert/strict";
 import { after, afterEach, before, describe, it } from "node:test";
 import type { Logger } from "pino";
 import { pino } from "pino";
-import { digestOf } from "../oci/index.js";
+import { type Digest, digestOf } from "../oci/index.js";
 import { FakeUpstream } from "../registry/testing/fake-upstream.js";
+import type { BlobStore } from "../store/index.js";
 import { type AgentIdentity, LocalTracker, MemoryTracker, type Tracker, TrackerError } from "../tracker/index.js";
 import { MiB } from "./testing/peer-fixture.js";
-import { SwarmNode } from "./testing/swarm-node.js";
+import { SwarmNode, type SwarmNodeOptions } from "./testing/swarm-node.js";
 
 const NAME = "degraded/app";
 const FAST = { refreshIntervalMs: 100, announceIntervalMs: 50, stallMs: 1_000, relayWaitMs: 1_000 };
@@ -53,6 +54,7 @@ describe("swarm: the tracker goes away", () => {
   let origin: FakeUpstream;
   let nodes: SwarmNode[] = [];
   const sessions: Switchable[] = [];
+  const bySession = new Map<string, Switchable>();
   const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" });
 
   before(async () => {
@@ -65,22 +67,37 @@ describe("swarm: the tracker goes away", () => {
     await Promise.all(nodes.map((n) => n.stop()));
     nodes = [];
     sessions.length = 0;
+    bySession.clear();
     origin.clearScripts();
   });
 
-  async function startNodes(count: number): Promise<SwarmNode[]> {
+  async function startNodes(count: number, servedStore?: (i: number) => SwarmNodeOptions["servedStore"]): Promise<SwarmNode[]> {
     const tracker = new MemoryTracker({ logger });
     const session = (identity: AgentIdentity, nodeLogger: Logger): Tracker => {
       const switchable = new Switchable(new LocalTracker({ tracker, identity, logger: nodeLogger }));
       sessions.push(switchable);
+      bySession.set(identity.agentId, switchable);
       return switchable;
     };
     nodes = await Promise.all(
       Array.from({ length: count }, (_, i) =>
-        SwarmNode.start({ name: `deg-${i}`, tracker: session, origin: { host: origin.host, url: origin.url }, tuning: FAST }),
+        SwarmNode.start({
+          name: `deg-${i}`,
+          tracker: session,
+          origin: { host: origin.host, url: origin.url },
+          tuning: FAST,
+          servedStore: servedStore?.(i),
+        }),
       ),
     );
     return nodes;
+  }
+
+  /** The tracker session of `node`. */
+  function sessionOf(node: SwarmNode): Switchable {
+    const session = bySession.get(node.agentId);
+    assert.ok(session);
+    return session;
   }
 
   function trackerDown(): void {
@@ -118,4 +135,51 @@ describe("swarm: the tracker goes away", () => {
     assert.equal(r.source, "peer");
     assert.ok((await b.metric("shoal_tracker_lookups_total", { result: "peers" })) >= 1);
   });
+  it("a session that comes up while the peers are asked decides, not the origin without a grant", async () => {
+    const known = await origin.addBlob({ size: 2 * MiB, seed: "degraded-known" });
+    const wanted = await origin.addBlob({ size: 3 * MiB + 7, seed: "degraded-wanted" });
+    // c holds only `known`; when b asks it about `wanted` (b's tracker is away), b's session comes back.
+    let onStatOfWanted = (): void => undefined;
+    const [a, b, c] = await startNodes(3, (i) =>
+      i === 2
+        ? (store) =>
+            hookStat(store, wanted.digest, () => {
+              onStatOfWanted();
+            })
+        : undefined,
+    );
+    assert.ok(a && b && c);
+    await c.pull(origin.host, NAME, known.digest);
+    await c.inventory.idle();
+    await b.pull(origin.host, NAME, known.digest); // b hears of c through the tracker
+    await a.pull(origin.host, NAME, wanted.digest);
+    await a.inventory.idle();
+    const session = sessionOf(b);
+    session.down = true;
+    onStatOfWanted = () => {
+      session.down = false;
+    };
+    const served = origin.blobBytesServed;
+    const r = await b.pull(origin.host, NAME, wanted.digest);
+    assert.equal(digestOf(r.bytes), wanted.digest);
+    assert.equal(session.down, false, "the session came back while b asked c");
+    assert.equal(origin.blobBytesServed, served, "nothing from the origin: the tracker, back, named a");
+    assert.equal(r.source, "peer");
+  });
 });
+
+/** `store` as served to peers, calling `hook` when a peer asks about `digest` (Stat looks it up first). */
+function hookStat(store: BlobStore, digest: Digest, hook: () => void): BlobStore {
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      if (property === "stat") {
+        return (...args: Parameters<BlobStore["stat"]>): ReturnType<BlobStore["stat"]> => {
+          if (args[0] === digest) hook();
+          return target.stat(...args);
+        };
+      }
+      const value: unknown = Reflect.get(target, property, receiver);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}

@@ -166,35 +166,23 @@ export class SwarmFetcher implements BlobFetcher {
   ): Promise<void> {
     const { tracker, metrics } = this.options;
     const startedAt = performance.now();
-    let lookup = await this.lookup(request, true, signal);
-    // Another agent holds the grant but has not announced the blob yet: give it a moment. A tracker that is
-    // rebuilding after a fail-over granted nothing because holders may still re-announce: ask it again.
-    let granteeWaitedMs = 0;
-    let rebuildWaitedMs = 0;
-    while (lookup && lookup.size === 0 && !lookup.origin.granted) {
-      const retryAfterMs = lookup.retryAfterMs ?? 0;
-      let pauseMs: number;
-      if (retryAfterMs > 0) {
-        if (rebuildWaitedMs >= TRACKER_REBUILD_WAIT_MS) break;
-        pauseMs = Math.min(Math.max(retryAfterMs, GRANTEE_POLL_MS), MAX_RETRY_AFTER_MS);
-        rebuildWaitedMs += pauseMs;
-      } else {
-        if (granteeWaitedMs >= GRANTEE_ANNOUNCE_WAIT_MS) break;
-        pauseMs = Math.min(tracker.sendsNotices ? GRANTEE_NOTICE_POLL_MS : GRANTEE_POLL_MS, GRANTEE_ANNOUNCE_WAIT_MS - granteeWaitedMs);
-        const pausedAt = performance.now();
-        await notices.sleep(pauseMs, signal);
-        granteeWaitedMs += performance.now() - pausedAt;
-        lookup = await this.lookup(request, true, signal);
-        continue;
-      }
-      await sleep(pauseMs, undefined, { signal });
-      lookup = await this.lookup(request, true, signal);
-    }
+    const first = await this.settle(request, await this.lookup(request, true, signal), signal, notices);
+    let lookup = first.lookup;
+    let granteeWaitedMs = first.granteeWaitedMs;
     // Degraded (no tracker): the peers this agent knows are asked before the origin.
     let degraded = false;
+    const hadSession = tracker.connected;
     if (lookup === undefined) {
       lookup = await this.lookupViaPeers(request, [], signal);
       degraded = lookup !== undefined;
+    }
+    // The lookup failed without a session, and one came up while the peers were asked (up to
+    // STAT_FANOUT_TIMEOUT_MS): it decides, rather than the origin without a grant. (Read through
+    // this.options: TypeScript takes `tracker.connected` for the value `hadSession` saw.)
+    if (lookup === undefined && !hadSession && this.options.tracker.connected) {
+      const again = await this.settle(request, await this.lookup(request, true, signal), signal, notices);
+      lookup = again.lookup;
+      granteeWaitedMs += again.granteeWaitedMs;
     }
     if (lookup === undefined || lookup.origin.granted || lookup.size === 0) {
       // Which agent went to the origin, and why, is what an operator (or a test) asks when the origin sent more than once.
@@ -305,6 +293,43 @@ export class SwarmFetcher implements BlobFetcher {
         await partial.abort(error instanceof Error ? error : new Error(String(error)), { keepData: true }).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Another agent holds the grant but has not announced the blob yet: give it a moment. A tracker that is
+   * rebuilding after a fail-over granted nothing because holders may still re-announce: ask it again.
+   * Returns the last lookup (undefined: no tracker) and how long the grantee was waited for.
+   */
+  private async settle(
+    request: BlobRequest,
+    first: LookupResult | undefined,
+    signal: AbortSignal,
+    notices: NoticeWait,
+  ): Promise<{ lookup: LookupResult | undefined; granteeWaitedMs: number }> {
+    const { tracker } = this.options;
+    let lookup = first;
+    let granteeWaitedMs = 0;
+    let rebuildWaitedMs = 0;
+    while (lookup && lookup.size === 0 && !lookup.origin.granted) {
+      const retryAfterMs = lookup.retryAfterMs ?? 0;
+      let pauseMs: number;
+      if (retryAfterMs > 0) {
+        if (rebuildWaitedMs >= TRACKER_REBUILD_WAIT_MS) break;
+        pauseMs = Math.min(Math.max(retryAfterMs, GRANTEE_POLL_MS), MAX_RETRY_AFTER_MS);
+        rebuildWaitedMs += pauseMs;
+      } else {
+        if (granteeWaitedMs >= GRANTEE_ANNOUNCE_WAIT_MS) break;
+        pauseMs = Math.min(tracker.sendsNotices ? GRANTEE_NOTICE_POLL_MS : GRANTEE_POLL_MS, GRANTEE_ANNOUNCE_WAIT_MS - granteeWaitedMs);
+        const pausedAt = performance.now();
+        await notices.sleep(pauseMs, signal);
+        granteeWaitedMs += performance.now() - pausedAt;
+        lookup = await this.lookup(request, true, signal);
+        continue;
+      }
+      await sleep(pauseMs, undefined, { signal });
+      lookup = await this.lookup(request, true, signal);
+    }
+    return { lookup, granteeWaitedMs };
   }
 
   /**

@@ -17,7 +17,7 @@ import type {
   Tracker,
 } from "./tracker.js";
 import { TrackerConnection, type TrackerConnectionOptions } from "./tracker-connection.js";
-import { unaryCall } from "./tracker-unary.js";
+import { sessionCall, unaryCall } from "./tracker-unary.js";
 import {
   inventoryEntry,
   validateActiveUploads,
@@ -56,7 +56,8 @@ export interface GrpcTrackerClientOptions extends TrackerConnectionOptions {
  * Reconnects with capped exponential backoff and jitter. The re-announce is paced (Reannouncer): the
  * session registers at once, saying how many blobs will follow, and the inventory follows in batches
  * after a random delay, so that a fail-over is not a storm; new announces and withdrawals go at once. Lookups have a deadline and fail with
- * ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there.
+ * ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there; one that gets no answer is asked again on the same
+ * session, then on the next one (sessionCall: a session silent twice in a row is taken for dead).
  */
 export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   /** The session: dial, register, redirect, reconnect (tracker-connection.ts). */
@@ -120,7 +121,6 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
 
   async lookup(digest: Digest, options: LookupOptions): Promise<LookupResult> {
     const { signal } = options;
-    const { client, deadline } = await this.connection.readyClient(signal);
     const request = {
       agentId: this.identity.agentId,
       digest,
@@ -128,23 +128,27 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       excludedAgentIds: [...(options.excludedAgents ?? [])],
       expectedSize: options.expectedSize ?? 0,
     };
-    return await unaryCall(
-      (callback) => client.lookup(request, new Metadata(), { deadline: new Date(deadline) }, callback),
-      signal,
-      () => this.connection.address,
-      lookupResultFromWire,
+    return await sessionCall(this.connection, signal, (client, deadline) =>
+      unaryCall(
+        (callback) => client.lookup(request, new Metadata(), { deadline: new Date(deadline) }, callback),
+        signal,
+        () => this.connection.address,
+        lookupResultFromWire,
+      ),
     );
   }
 
   async resolveTag(key: TagKey, signal?: AbortSignal): Promise<TagRecord | undefined> {
     const valid = validateTagKey(key);
-    const { client, deadline } = await this.connection.readyClient(signal);
     const request = { agentId: this.identity.agentId, registry: valid.registry, repository: valid.repository, tag: valid.tag };
-    return await unaryCall(
-      (callback) => client.resolveTag(request, new Metadata(), { deadline: new Date(deadline) }, callback),
-      signal,
-      () => this.connection.address,
-      (response: ResolveTagResponse) => (response.record === undefined ? undefined : validateTagRecord(tagRecordFromWire(response.record))),
+    return await sessionCall(this.connection, signal, (client, deadline) =>
+      unaryCall(
+        (callback) => client.resolveTag(request, new Metadata(), { deadline: new Date(deadline) }, callback),
+        signal,
+        () => this.connection.address,
+        (response: ResolveTagResponse) =>
+          response.record === undefined ? undefined : validateTagRecord(tagRecordFromWire(response.record)),
+      ),
     );
   }
 

@@ -1,4 +1,4 @@
-import { type ChannelCredentials, type ClientDuplexStream, type StatusObject, status } from "@grpc/grpc-js";
+import { type ChannelCredentials, type ClientDuplexStream, Metadata, type StatusObject, status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type SessionRequest, type SessionResponse, TrackerServiceClient } from "../gen/tracker/v1/tracker.js";
 import { Backoff, signalReason } from "../util/index.js";
@@ -16,7 +16,8 @@ export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
  * ms, before its session is up (certificate, Service, a redirect to the leader, a failed first dial); an
  * agent whose tracker restarted or handed over is back within a backoff or two. Pulls go on meanwhile,
  * and without this the agent would fetch from the origin without a grant ("no tracker") what its peers
- * already hold, or what every other agent pulling a new blob fetches at the same moment.
+ * already hold, or what every other agent pulling a new blob fetches at the same moment. A session
+ * abandoned for answering nothing (abandon) is a lost one: the grace follows it too.
  */
 export const DEFAULT_SESSION_GRACE_MS = 5_000;
 /**
@@ -73,7 +74,9 @@ type State = "connecting" | "connected" | "backoff" | "closed";
  * The agent's session with the tracker: one Session stream at a time, dialed, registered, redirected to
  * the leader a follower names, and dialed again with capped exponential backoff and jitter when it ends.
  * Unary calls (Lookup, ResolveTag) go through the channel of the registered session (readyClient), with a
- * deadline, and fail with ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there.
+ * deadline, and fail with ERR_TRACKER_UNAVAILABLE instead of waiting for a tracker that is not there. A
+ * session that answers none of two calls in a row is abandoned: dead without a word (sessionCall in
+ * tracker-unary.ts asks again, and on the next session).
  */
 export class TrackerConnection {
   private readonly backoff: Backoff;
@@ -175,6 +178,32 @@ export class TrackerConnection {
       throw new TrackerError("ERR_TRACKER_UNAVAILABLE", `no session with the tracker at ${this.target}`);
     }
     return { client, deadline };
+  }
+
+  /**
+   * How long a unary call may take in all (sessionCall): its deadline and the session grace, as long as
+   * a call made just after a lost session may already wait.
+   */
+  get callBudgetMs(): number {
+    return (this.options.lookupTimeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS) + this.sessionGraceMs;
+  }
+
+  /** `client` is the registered session's (a unary call's session is still the current one). */
+  isCurrent(client: TrackerServiceClient): boolean {
+    return this.state === "connected" && this.client === client;
+  }
+
+  /**
+   * The registered session of `client` answered nothing to two calls in a row (sessionCall in
+   * tracker-unary.ts): its connection died without a word, which keepalive would notice only seconds
+   * later. The session ends as lost, so lookups wait for the next one within the session grace, and the
+   * next is dialed at once on a connection of its own. Nothing when `client` is no longer current.
+   */
+  abandon(client: TrackerServiceClient): void {
+    const call = this.call;
+    if (!this.isCurrent(client) || call === undefined) return;
+    this.onSessionEnded(call, { code: status.UNAVAILABLE, details: "no answer to two calls in a row", metadata: new Metadata() }, 0);
+    call.cancel();
   }
 
   /** A session is up, the client closed, or the tracker refused this agent: nothing more to wait for. */
@@ -300,7 +329,8 @@ export class TrackerConnection {
     this.wake();
   }
 
-  private onSessionEnded(call: ClientDuplexStream<SessionRequest, SessionResponse>, result: StatusObject): void {
+  /** `retryInMs`: when to dial again, unless redirected (the backoff's next delay when absent). */
+  private onSessionEnded(call: ClientDuplexStream<SessionRequest, SessionResponse>, result: StatusObject, retryInMs?: number): void {
     if (call !== this.call || this.state === "closed") return;
     this.call = undefined;
     this.hooks.ended();
@@ -333,7 +363,7 @@ export class TrackerConnection {
         "not following the redirect to the leader; back to the tracker Service",
       );
     this.state = "backoff";
-    const delayMs = this.backoff.next();
+    const delayMs = retryInMs ?? this.backoff.next();
     const refused = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT;
     if (refused) this.refused = true;
     const level = refused ? "error" : "warn";
