@@ -61,6 +61,8 @@ interface Scenario {
   readonly zone?: string;
   /** Tie-break: a fixed sequence makes the shuffle the identity (random() = 0.999…). */
   readonly random?: () => number;
+  /** PickerState.patienceMs (the silence thresholds stretched on a busy machine); none: the bases. */
+  readonly patienceMs?: (baseMs: number) => number;
 }
 
 /** The identity shuffle: Fisher–Yates with random() just below 1 swaps every index with itself. */
@@ -86,6 +88,7 @@ function plan(s: Scenario): PlannedRequest[] {
     busy: s.busy ?? [],
     granteeAgentId: s.granteeAgentId,
     requestsFor: (i) => book.requestsFor(i),
+    ...(s.patienceMs === undefined ? {} : { patienceMs: s.patienceMs }),
   };
   return picker.plan(state);
 }
@@ -303,6 +306,35 @@ describe("PiecePicker", () => {
         p.pieces.includes(0),
       ),
     );
+  });
+
+  it("on a busy machine (calls pausing between bytes) endgame and hedge wait for the stretched silence", () => {
+    const slow = peer("slow", "all");
+    const other = peer("other", "all");
+    const book = new RequestBook();
+    const request = book.add(slow, [6, 7], false, 0);
+    book.data(request, 1, 9_000);
+    const held = [0, 1, 2, 3, 4, 5];
+    const stretched = (baseMs: number): number => Math.max(baseMs, 1_800);
+    // Silent for 1 s: past endgameSilenceMs (500 ms), not past the stretched 1.8 s.
+    assert.deepEqual(summary(plan({ held, peers: [slow, other], book, nowMs: 10_000, patienceMs: stretched })), []);
+    assert.deepEqual(summary(plan({ held, peers: [slow, other], book, nowMs: 10_000 })), ["other:6,7"], "unstretched: duplicated");
+    assert.deepEqual(summary(plan({ held, peers: [slow, other], book, nowMs: 10_900, patienceMs: stretched })), ["other:6,7"]);
+    // A hedge (not the endgame) likewise: hedgeAfterMs 3 s stretched to 4 s.
+    const early = new RequestBook();
+    const r = early.add(slow, [0, 1], false, 0);
+    early.data(r, 1, 6_500);
+    const hedge = (nowMs: number): boolean =>
+      plan({
+        held: [2, 3, 4, 5, 6, 7],
+        peers: [other, slow],
+        book: early,
+        nowMs,
+        tuning: { endgamePieces: 0 },
+        patienceMs: (baseMs) => Math.max(baseMs, 4_000),
+      }).some((p) => p.pieces.includes(0));
+    assert.equal(hedge(10_000), false, "silent 3.5 s < 4 s");
+    assert.equal(hedge(10_600), true, "silent 4.1 s");
   });
 
   it("a call queued behind the same peer's sending calls is not hedged; one whose peer went silent is", () => {

@@ -49,6 +49,11 @@ export interface PickerState {
   /** The origin grantee per the last lookup (a seed while it is still partial). */
   readonly granteeAgentId: string | undefined;
   requestsFor(index: number): readonly PieceRequest[];
+  /**
+   * How long a call must be silent to count as stopped, for a base of hedgeAfterMs or endgameSilenceMs
+   * (RequestBook.patienceMs: longer while calls pause on a busy machine); the base when not given.
+   */
+  patienceMs?(baseMs: number): number;
 }
 
 /** A call to make: pieces in order, and how long the peer may wait for them (relays). */
@@ -101,7 +106,8 @@ export interface PiecePickerOptions {
  *   from the downloader whose share it is, relayed while it arrives there;
  * - relays: a partial holder is asked for the pieces just past its contiguous prefix, which it is receiving;
  * - duplicates only for requests that stopped making progress: a call silent for hedgeAfterMs (or a relay
- *   whose peer stopped growing), and in the endgame a call silent for endgameSilenceMs. A peer that is
+ *   whose peer stopped growing), and in the endgame a call silent for endgameSilenceMs, each stretched
+ *   while the download's calls pause between bytes (state.patienceMs: a busy machine). A peer that is
  *   slow but sending is never duplicated: that only doubles the traffic. A duplicate crosses zones only
  *   after max(hedgeAfterMs, siblingWaitMs), and never in the endgame;
  * - a peer that refused a call as busy is asked again after a moment and meanwhile still counts as a
@@ -228,7 +234,9 @@ export class PiecePicker {
     // sibling's cross-zone share gets (siblingWaitMs): on a busy machine a same-zone call is often silent for
     // half a second, and its duplicate costs nothing in the zone but a copy's bytes across zones.
     const endgame = unrequested.length === 0 && missing.length <= tuning.endgamePieces && peer.local;
-    const hedgeMs = peer.local ? tuning.hedgeAfterMs : Math.max(tuning.hedgeAfterMs, tuning.siblingWaitMs);
+    const patience = (baseMs: number): number => state.patienceMs?.(baseMs) ?? baseMs;
+    const hedgeMs = patience(peer.local ? tuning.hedgeAfterMs : Math.max(tuning.hedgeAfterMs, tuning.siblingWaitMs));
+    const endgameSilenceMs = patience(tuning.endgameSilenceMs);
     const duplicate = missing.filter((i) => {
       if (pass.duplicated.has(i)) return false;
       const running = state.requestsFor(i);
@@ -237,7 +245,7 @@ export class PiecePicker {
       const silentMs = nowMs - only.lastDataMs;
       // A relay waits for its peer to receive the piece: stalled only when that peer stopped growing.
       if (only.relay) return silentMs > hedgeMs && nowMs - only.peer.grewAtMs > hedgeMs;
-      if (endgame) return silentMs > tuning.endgameSilenceMs;
+      if (endgame) return silentMs > endgameSilenceMs;
       // A call queued behind the same peer's other calls is silent while the peer's link is busy sending
       // them: stalled only when the peer as a whole sent nothing for hedgeAfterMs.
       return silentMs > hedgeMs && nowMs - only.peer.dataAtMs > hedgeMs;

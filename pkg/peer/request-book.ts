@@ -14,6 +14,13 @@ export interface PieceRequest {
   readonly controller: AbortController;
 }
 
+/** Pauses in a call's data count half as much after this long: a busy spell is forgotten in seconds. */
+export const DATA_GAP_HALF_LIFE_MS = 5_000;
+/** A call is silent only after this many times the pauses its download has lately seen inside calls… */
+export const DATA_GAP_PATIENCE_FACTOR = 3;
+/** …but never waits longer than this for it (a peer that is gone is cut by the client's stall timeout). */
+export const MAX_DATA_GAP_PATIENCE_MS = 4_000;
+
 /**
  * The requests of one download in flight: which pieces are asked of whom, since when, and whether the
  * calls are still receiving bytes. The only place where requests are added and settled, so per-peer
@@ -22,6 +29,9 @@ export interface PieceRequest {
 export class RequestBook {
   private readonly byPiece = new Map<number, PieceRequest[]>();
   private readonly all = new Set<PieceRequest>();
+  /** The longest pause inside a non-relay call lately (decaying, DATA_GAP_HALF_LIFE_MS), and when it was last updated. */
+  private gapMs = 0;
+  private gapAtMs = 0;
 
   /**
    * `newController`: each call's AbortController (the simulator, whose calls are never cancelled through
@@ -61,11 +71,34 @@ export class RequestBook {
     this.all.delete(request);
   }
 
-  /** Bytes arrived on `request`'s call. */
+  /**
+   * Bytes arrived on `request`'s call. A pause between bytes of a call that was already receiving (not a
+   * relay, which waits for its peer to receive the piece) is what this machine and its peers take to move
+   * bytes right now: on a busy machine it grows, and `patienceMs` with it.
+   */
   data(request: PieceRequest, bytes: number, nowMs: number): void {
+    if (request.receivedBytes > 0 && !request.relay) {
+      this.gapMs = Math.max(nowMs - request.lastDataMs, this.decayedGapMs(nowMs));
+      this.gapAtMs = nowMs;
+    }
     request.lastDataMs = nowMs;
     request.peer.dataAtMs = nowMs;
     request.receivedBytes += bytes;
+  }
+
+  /**
+   * How long a call must be silent before it counts as stopped, for a base of `baseMs` (the hedge or
+   * endgame setting): the base, or DATA_GAP_PATIENCE_FACTOR times the longest recent pause inside calls
+   * if that is longer (at most MAX_DATA_GAP_PATIENCE_MS). Silence that is the machine's load, not a peer's
+   * loss, is then not answered with a duplicate, which would only add bytes to a machine already short of CPU.
+   */
+  patienceMs(baseMs: number, nowMs: number): number {
+    return Math.max(baseMs, Math.min(MAX_DATA_GAP_PATIENCE_MS, DATA_GAP_PATIENCE_FACTOR * this.decayedGapMs(nowMs)));
+  }
+
+  private decayedGapMs(nowMs: number): number {
+    if (this.gapMs === 0) return 0;
+    return this.gapMs * 0.5 ** (Math.max(0, nowMs - this.gapAtMs) / DATA_GAP_HALF_LIFE_MS);
   }
 
   requestsFor(index: number): readonly PieceRequest[] {

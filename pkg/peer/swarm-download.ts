@@ -126,6 +126,7 @@ export class SwarmDownload {
       busy: this.peers.busyNow(nowMs, this.ctx.tuning.siblingWaitMs),
       granteeAgentId: this.granteeAgentId,
       requestsFor: (i) => this.book.requestsFor(i),
+      patienceMs: (baseMs) => this.book.patienceMs(baseMs, nowMs),
     };
   }
 
