@@ -4,7 +4,7 @@ import type { Digest } from "../oci/index.js";
 import type { BlobStore } from "../store/index.js";
 import { failureStatus, PeerStatus, toPeerStatus } from "./grpc-status.js";
 import { FramingError, GRPC_CONTENT_TYPE, GrpcStatus, MessageCollector, MessageFramer, frameMessage } from "./grpc-wire.js";
-import { checkPieces, type HeldBlob } from "./piece-reader.js";
+import { checkPieces, type HeldBlob, readBytes } from "./piece-reader.js";
 import type { PieceWriter } from "./piece-writer.js";
 import { endCall } from "./server-call.js";
 import { SharedReaders } from "./shared-readers.js";
@@ -28,7 +28,8 @@ export interface ExchangeHost {
   /** The blob as held here; NOT_FOUND when it is not. */
   describe(rawDigest: string): Promise<{ digest: Digest; blob: HeldBlob }>;
   /** See UploadSlots.acquire. */
-  acquireUploadSlot(session: Http2Session | undefined): () => void;
+  /** UploadSlots.acquire: a slot for a read of `bytes` on `session`. */
+  acquireUploadSlot(session: Http2Session | undefined, bytes: number): () => void;
   /** A PieceWriter for one read, tagging its chunks with `requestId`. */
   writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number): PieceWriter;
   /** wait_ms as honoured (clamped). */
@@ -198,7 +199,7 @@ export class ExchangeStream {
       const { digest, blob } = await this.host.describe(read.digest);
       checkPieces(read, blob);
       signal.throwIfAborted();
-      release = this.host.acquireUploadSlot(this.session);
+      release = this.host.acquireUploadSlot(this.session, readBytes(read, blob));
       writer = this.host.writer(this.stream, signal, read.requestId);
       const sent = (): void => {
         // As for ReadPieces: the slot is free before the client learns the read is over.

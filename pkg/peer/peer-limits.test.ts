@@ -81,6 +81,14 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
       assert.equal((await metrics.peerUploadsActive.get()).values[0]?.value, 1);
       await assert.rejects(collect(client.readPieces(server.address, all([0]), signal())), failsWith("ERR_PEER_BUSY"));
       assert.equal((await metrics.peerUploadsRejected.get()).values[0]?.value, 1);
+      // A small blob (an image config) takes no slot: served while the only one is held.
+      const config = testBytes(949);
+      const configDigest = await putBlob(store, config);
+      const small = await collect(
+        client.readPieces(server.address, { digest: configDigest, pieceSize: MiB, pieces: [0], waitMs: 0 }, signal()),
+      );
+      assert.equal(small.length, 1);
+      assert.equal((await metrics.peerUploadsRejected.get()).values[0]?.value, 1, "not refused");
       controller.abort();
       await aborted;
       assert.ok(await eventually(() => server.activeUploads === 0), "the server side of the aborted call ended");

@@ -17,7 +17,7 @@ import { failureStatus, PeerStatus } from "./grpc-status.js";
 import { GrpcStatus, frameMessage, isGrpcContentType } from "./grpc-wire.js";
 import { PEER_METHODS } from "./peer-service.js";
 import type { KnownPeer } from "./known-peers.js";
-import { checkPieces, findHeldBlob, type HeldBlob } from "./piece-reader.js";
+import { checkPieces, findHeldBlob, type HeldBlob, readBytes } from "./piece-reader.js";
 import { ExchangeStream, type ExchangeHost } from "./exchange-server.js";
 import { messagePool, PieceWriter } from "./piece-writer.js";
 import { statResponse } from "./peer-stat.js";
@@ -92,7 +92,7 @@ export class PeerServer {
     this.exchangeHost = {
       store: options.store,
       describe: (rawDigest) => this.describe(rawDigest),
-      acquireUploadSlot: (session) => this.slots.acquire(session),
+      acquireUploadSlot: (session, bytes) => this.slots.acquire(session, bytes),
       writer: (stream, signal, requestId) => this.writer(stream, signal, requestId),
       clampWaitMs: (waitMs) => Math.min(waitMs, MAX_WAIT_MS),
       maxRequestBytes: MAX_REQUEST_BYTES,
@@ -288,7 +288,7 @@ export class PeerServer {
       const { digest, blob } = await this.describe(request.digest);
       checkPieces(request, blob);
       controller.signal.throwIfAborted();
-      releaseSlot = this.slots.acquire(session);
+      releaseSlot = this.slots.acquire(session, readBytes(request, blob));
       await this.readPieces(stream, digest, blob, request, controller.signal, releaseSlot);
     } catch (error: unknown) {
       const peerStatus = failureStatus(error, controller.signal);

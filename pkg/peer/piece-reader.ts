@@ -115,6 +115,13 @@ function waitForProgress(store: BlobStore, partial: PartialBlob, index: number, 
 }
 
 /** A read's request checked against the blob as held: the piece size, 1 to MAX_PIECES_PER_CALL pieces, all in range. */
+/** The bytes a checked read asks for (its pieces' lengths; the last piece of a blob may be short). */
+export function readBytes(request: { readonly pieces: readonly number[] }, blob: HeldBlob): number {
+  let bytes = 0;
+  for (const index of request.pieces) bytes += Math.max(0, Math.min(blob.pieceSize, blob.size - index * blob.pieceSize));
+  return bytes;
+}
+
 export function checkPieces(request: { readonly pieceSize: number; readonly pieces: readonly number[] }, blob: HeldBlob): void {
   if (request.pieceSize !== blob.pieceSize) {
     throw new PeerStatus(status.INVALID_ARGUMENT, `piece size ${request.pieceSize} does not match ${blob.pieceSize}`);

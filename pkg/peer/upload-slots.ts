@@ -10,6 +10,14 @@ export const DEFAULT_MAX_CONCURRENT_UPLOADS = 16;
  * a few calls in flight per peer, so honest peers never reach it.
  */
 const MAX_UPLOAD_SHARE_PER_CONNECTION = 0.25;
+/**
+ * A request for at most this many bytes (an image config, a small layer: one short piece) takes no slot
+ * and is never refused for lack of one. The runtime waits on such blobs before it can use the big ones,
+ * and while a grantee's slots are all taken by layer pieces its peers would otherwise be refused a
+ * 1 KB config for seconds (on a busy machine, until the mirror gave up and sent the runtime to the
+ * origin). Bounded per connection by its streams and per Exchange stream by its open reads.
+ */
+export const SMALL_READ_BYTES = 256 * 1024;
 
 /**
  * The upload slots of one PeerServer: each request being served (a ReadPieces call or an Exchange read)
@@ -40,10 +48,12 @@ export class UploadSlots {
   }
 
   /**
-   * Takes a slot for one request on `session`; RESOURCE_EXHAUSTED when the node-wide or the per-connection
-   * cap is full. Returns the slot's release (idempotent).
+   * Takes a slot for one request of `bytes` on `session`; RESOURCE_EXHAUSTED when the node-wide or the
+   * per-connection cap is full. Returns the slot's release (idempotent). A small request (SMALL_READ_BYTES)
+   * takes none.
    */
-  acquire(session: Http2Session | undefined): () => void {
+  acquire(session: Http2Session | undefined, bytes: number): () => void {
+    if (bytes <= SMALL_READ_BYTES) return NO_SLOT;
     const held = session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
     if (this.active >= this.max || held >= this.maxPerConnection) {
       this.metrics?.peerUploadsRejected.inc();
@@ -68,3 +78,5 @@ export class UploadSlots {
     };
   }
 }
+
+const NO_SLOT = (): void => undefined;
