@@ -43,10 +43,11 @@ const DISCONNECT_MS = 5_000;
  */
 const ORIGIN_BOUND_TODO: Readonly<Record<string, string>> = {
   sigkill:
-    "1.01-1.19 × F: what the killed grantee fetched from the origin but had not relayed yet is fetched again by the agent that takes the grant over",
+    "1.01-1.21 × F: what the killed grantee fetched from the origin but had not relayed yet is fetched again by the agent that takes the grant over",
   pause:
     "3.2-3.7 × F before agents kept to their peers without a tracker; within 1.05 × F since (one CI run): to be made strict once it holds every run",
-  disconnect: "1.0-2.5 × F: after reconnecting, the cut-off agent (and some peers) fetch from the origin",
+  disconnect:
+    "1.0-2.5 × F before lookups on a silently dead tracker session were retried on a new one (the cut-off agent fetched from the origin without a grant); 1.001 × F since (one local run): to be made strict once it holds every run",
 };
 
 describe(

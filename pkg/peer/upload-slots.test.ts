@@ -34,6 +34,22 @@ describe("UploadSlots", () => {
     assert.equal(slots.inUse, 0);
   });
 
+  it("serves at most 4 small requests per connection beside the slots; more take slots, then are refused", () => {
+    const slots = new UploadSlots(4, undefined);
+    const peer = session();
+    const beside = Array.from({ length: 4 }, () => slots.acquire(peer, 949));
+    assert.equal(slots.inUse, 0);
+    slots.acquire(peer, 949);
+    slots.acquire(peer, 949);
+    assert.equal(slots.inUse, 2, "the fifth and sixth take the connection's slots");
+    assert.throws(() => slots.acquire(peer, 949), refusal(/this connection holds 2 upload streams already/));
+    beside[0]?.();
+    beside[0]?.();
+    slots.acquire(peer, 949);
+    assert.equal(slots.inUse, 2, "a freed place beside the slots is taken again, once");
+    assert.throws(() => slots.acquire(peer, 949), refusal(/holds 2/));
+  });
+
   it("lets one connection hold a quarter of the slots, and the others the rest", () => {
     const slots = new UploadSlots(16, undefined);
     const greedy = session();
