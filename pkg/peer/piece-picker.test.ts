@@ -382,6 +382,27 @@ describe("PiecePicker", () => {
     assert.deepEqual(relayed(1_600), ["across:0,1"]);
   });
 
+  it("a piece a peer holds is asked of a holder, not relayed from a downloader that is only waiting for it", () => {
+    const waiting = peer("waiting", [], { pieces: 4 });
+    const holder = peer("holder", [0], { pieces: 4 });
+    const planned = plan({ pieces: 4, peers: [waiting, holder] });
+    assert.ok(!planned.some((p) => p.peer === waiting && p.pieces.includes(0)), `not relayed: ${summary(planned).join(" ")}`);
+    assert.ok(
+      planned.some((p) => p.peer === holder && p.waitMs === 0 && p.pieces.includes(0)),
+      `from its holder: ${summary(planned).join(" ")}`,
+    );
+    assert.ok(
+      planned.some((p) => p.peer === waiting && p.waitMs > 0 && p.pieces.includes(1)),
+      "a piece nobody holds is still relayed",
+    );
+    // A one-piece blob (an image config) held by its grantee: never relayed among the downloaders.
+    const first = peer("first", [], { pieces: 1 });
+    const second = peer("second", [], { pieces: 1 });
+    const grantee = peer("grantee", [0], { pieces: 1 });
+    const config = plan({ pieces: 1, peers: [first, second, grantee], granteeAgentId: "grantee" });
+    assert.deepEqual(summary(config), ["grantee:0"], "asked of the grantee, not relayed from a sibling that waits for it too");
+  });
+
   it("a relay is hedged only when its peer stopped growing", () => {
     const relayPeer = peer("relay", [0], { grewAtMs: 9_000 });
     const holder = peer("holder", "all");
