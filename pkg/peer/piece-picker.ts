@@ -218,15 +218,15 @@ export class PiecePicker {
     // Relay: a partial holder is asked for the pieces just past its contiguous prefix, which it is receiving.
     // Not a piece due from another zone: a same-zone partial holder that is not receiving it (not
     // downloading any more) ranks above the other zone's holders and would be asked again and again.
-    // Not a piece a same-zone peer holds already: that comes from a holder (or, held only by seeds, from
-    // the downloader whose share it is, below). Downloaders relaying it from one another would keep it
-    // requested, so never asked of its holder: a one-piece blob (an image config) went round the
+    // Not a piece a same-zone seed holds already: that comes from the seed (this agent's share) or from
+    // the downloader whose share it is (below). Downloaders relaying it from one another would keep it
+    // requested, so never asked of the seed: a one-piece blob (an image config) went round the
     // downloaders in 500 ms relays for seconds while its grantee held it.
     if (mayRelay && !peer.complete && peer.bitmap) {
       const frontier = peer.bitmap.firstMissing();
       const ahead = take(
         unrequested,
-        (i) => i >= frontier && i < frontier + tuning.relayAhead && (local[i] ?? 0) === 0 && !crossNow(i) && mayTake(i, false),
+        (i) => i >= frontier && i < frontier + tuning.relayAhead && (atSeeds[i] ?? 0) === 0 && !crossNow(i) && mayTake(i, false),
       );
       if (ahead.length > 0) return { pieces: ahead, waitMs: tuning.relayWaitMs };
     }
