@@ -1,6 +1,6 @@
 import { status } from "@grpc/grpc-js";
 import type { Digest } from "../oci/index.js";
-import { choosePieceSize, pieceCount } from "../piece/index.js";
+import { choosePieceSize, pieceCount, pieceSpan } from "../piece/index.js";
 import type { BlobStore, PartialBlob } from "../store/index.js";
 import { PeerStatus } from "./grpc-status.js";
 import { MAX_PIECES_PER_CALL } from "./peer-service.js";
@@ -114,14 +114,17 @@ function waitForProgress(store: BlobStore, partial: PartialBlob, index: number, 
   });
 }
 
-/** A read's request checked against the blob as held: the piece size, 1 to MAX_PIECES_PER_CALL pieces, all in range. */
-/** The bytes a checked read asks for (its pieces' lengths; the last piece of a blob may be short). */
+/** The bytes a checked read asks for (its pieces' spans; the last piece of a blob may be short). */
 export function readBytes(request: { readonly pieces: readonly number[] }, blob: HeldBlob): number {
   let bytes = 0;
-  for (const index of request.pieces) bytes += Math.max(0, Math.min(blob.pieceSize, blob.size - index * blob.pieceSize));
+  for (const index of request.pieces) {
+    const span = pieceSpan(index, blob.size, blob.pieceSize);
+    bytes += span.end - span.start;
+  }
   return bytes;
 }
 
+/** A read's request checked against the blob as held: the piece size, 1 to MAX_PIECES_PER_CALL pieces, all in range. */
 export function checkPieces(request: { readonly pieceSize: number; readonly pieces: readonly number[] }, blob: HeldBlob): void {
   if (request.pieceSize !== blob.pieceSize) {
     throw new PeerStatus(status.INVALID_ARGUMENT, `piece size ${request.pieceSize} does not match ${blob.pieceSize}`);

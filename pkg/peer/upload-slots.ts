@@ -30,12 +30,9 @@ export class UploadSlots {
   /** The node-wide cap. */
   readonly max: number;
   private readonly maxPerConnection: number;
-  private active = 0;
-  /** Slots held per connection. */
-  private readonly perConnection = new Map<Http2Session, number>();
-  /** Small requests served beside the slots (SMALL_READ_BYTES), in all and per connection. */
-  private small = 0;
-  private readonly smallPerConnection = new Map<Http2Session, number>();
+  private readonly slots = new HeldCounts();
+  /** Small requests served beside the slots (SMALL_READ_BYTES). */
+  private readonly small = new HeldCounts();
 
   constructor(
     max: number,
@@ -50,7 +47,7 @@ export class UploadSlots {
 
   /** Slots held now (reported to the tracker as this agent's load). */
   get inUse(): number {
-    return this.active;
+    return this.slots.total;
   }
 
   /**
@@ -60,49 +57,46 @@ export class UploadSlots {
    * slot like any other beyond it.
    */
   acquire(session: Http2Session | undefined, bytes: number): () => void {
-    if (bytes <= SMALL_READ_BYTES) {
-      const release = this.acquireSmall(session);
-      if (release !== undefined) return release;
+    if (bytes <= SMALL_READ_BYTES && this.small.total < MAX_SMALL_READS && this.small.of(session) < MAX_SMALL_READS_PER_CONNECTION) {
+      return this.small.take(session);
     }
-    const held = session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
-    if (this.active >= this.max || held >= this.maxPerConnection) {
+    const held = this.slots.of(session);
+    if (this.slots.total >= this.max || held >= this.maxPerConnection) {
       this.metrics?.peerUploadsRejected.inc();
       const which =
-        this.active >= this.max ? `upload cap reached (${this.max} streams)` : `this connection holds ${held} upload streams already`;
+        this.slots.total >= this.max ? `upload cap reached (${this.max} streams)` : `this connection holds ${held} upload streams already`;
       throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, which);
     }
-    this.active++;
-    if (session !== undefined) this.perConnection.set(session, held + 1);
     this.metrics?.peerUploadsActive.inc();
+    return this.slots.take(session, () => this.metrics?.peerUploadsActive.dec());
+  }
+}
+
+/** Requests held in one pool: in all, and per connection. */
+class HeldCounts {
+  total = 0;
+  private readonly perConnection = new Map<Http2Session, number>();
+
+  /** Held by `session` (0 for requests without a connection). */
+  of(session: Http2Session | undefined): number {
+    return session === undefined ? 0 : (this.perConnection.get(session) ?? 0);
+  }
+
+  /** Counts one more request on `session`; returns its release (idempotent), which also calls `released` once. */
+  take(session: Http2Session | undefined, released?: () => void): () => void {
+    this.total++;
+    if (session !== undefined) this.perConnection.set(session, this.of(session) + 1);
     let holding = true;
     return () => {
       if (!holding) return;
       holding = false;
-      this.active--;
+      this.total--;
       if (session !== undefined) {
-        const left = (this.perConnection.get(session) ?? 1) - 1;
+        const left = this.of(session) - 1;
         if (left > 0) this.perConnection.set(session, left);
         else this.perConnection.delete(session);
       }
-      this.metrics?.peerUploadsActive.dec();
-    };
-  }
-
-  private acquireSmall(session: Http2Session | undefined): (() => void) | undefined {
-    const held = session === undefined ? 0 : (this.smallPerConnection.get(session) ?? 0);
-    if (this.small >= MAX_SMALL_READS || held >= MAX_SMALL_READS_PER_CONNECTION) return undefined;
-    this.small++;
-    if (session !== undefined) this.smallPerConnection.set(session, held + 1);
-    let holding = true;
-    return () => {
-      if (!holding) return;
-      holding = false;
-      this.small--;
-      if (session !== undefined) {
-        const left = (this.smallPerConnection.get(session) ?? 1) - 1;
-        if (left > 0) this.smallPerConnection.set(session, left);
-        else this.smallPerConnection.delete(session);
-      }
+      released?.();
     };
   }
 }

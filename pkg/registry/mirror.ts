@@ -414,12 +414,15 @@ export class Mirror {
     }
     if (signal.aborted && !res.writable) return;
     const response = toOciErrorResponse(error, kind);
-    const reason = error instanceof RegistryError || error instanceof Error ? errorCode(error) : "unknown";
+    const reason = error instanceof Error ? errorCode(error) : "unknown";
     if (response.status >= 500 && response.code === "UNKNOWN") log.error({ err: error, url: req.url }, "mirror request failed");
     // A fallback sends the runtime to the registry: the origin sends what the swarm would have, so the
     // operator (and the benchmarks' per-agent report) can see which request and why.
     else if (response.fallback === true)
-      log.info({ url: req.url, status: response.status, reason, error: errorMessage(error) }, "runtime sent to the registry");
+      log.info(
+        { url: req.url, status: response.status, reason, error: error instanceof Error ? error.message : String(error) },
+        "runtime sent to the registry",
+      );
     else log.debug({ err: error, url: req.url, status: response.status }, "mirror request refused");
     if (response.fallback === true) this.options.metrics.fallbackResponses.inc({ reason });
     writeOciError(res, response);
@@ -428,10 +431,6 @@ export class Mirror {
 
 function rangeOptions(range: ByteRange | undefined): { start?: number; end?: number } {
   return range === undefined ? {} : { start: range.start, end: range.end };
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 function errorCode(error: Error): string {
