@@ -27,11 +27,10 @@ export interface ExchangeHost {
   readonly store: BlobStore;
   /** The blob as held here; NOT_FOUND when it is not. */
   describe(rawDigest: string): Promise<{ digest: Digest; blob: HeldBlob }>;
-  /** See UploadSlots.acquire. */
   /** UploadSlots.acquire: a slot for a read of `bytes` on `session`. */
   acquireUploadSlot(session: Http2Session | undefined, bytes: number): () => void;
-  /** A PieceWriter for one read, tagging its chunks with `requestId`. */
-  writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number): PieceWriter;
+  /** A PieceWriter for one read of `bytes` in all (readBytes), tagging its chunks with `requestId`. */
+  writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number, bytes: number): PieceWriter;
   /** wait_ms as honoured (clamped). */
   clampWaitMs(waitMs: number): number;
   /** Largest request message accepted. */
@@ -199,8 +198,9 @@ export class ExchangeStream {
       const { digest, blob } = await this.host.describe(read.digest);
       checkPieces(read, blob);
       signal.throwIfAborted();
-      release = this.host.acquireUploadSlot(this.session, readBytes(read, blob));
-      writer = this.host.writer(this.stream, signal, read.requestId);
+      const bytes = readBytes(read, blob);
+      release = this.host.acquireUploadSlot(this.session, bytes);
+      writer = this.host.writer(this.stream, signal, read.requestId, bytes);
       const sent = (): void => {
         // As for ReadPieces: the slot is free before the client learns the read is over.
         release();

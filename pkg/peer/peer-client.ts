@@ -10,11 +10,13 @@ import { MAX_MESSAGE_BYTES, PEER_METHODS } from "./peer-service.js";
 import { BufferPool } from "./buffer-pool.js";
 import { type ActiveCall, type CallOutcome, type EndReason, startCall } from "./client-call.js";
 import { checkStat, MAX_STAT_RESPONSE_BYTES } from "./peer-stat.js";
+import { readBytes } from "./piece-reader.js";
 import { PieceReceiver } from "./piece-receiver.js";
 import type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 import { SessionPool } from "./session-pool.js";
 import { ExchangeUnsupported } from "./exchange-channel.js";
 import { ExchangeChannels } from "./exchange-channels.js";
+import { SMALL_READ_BYTES } from "./upload-slots.js";
 import { ChunkDecoder } from "./wire-codec.js";
 
 /** Receive window per call: a peer streams up to this far ahead of what we consumed (~1 GB/s on loopback). */
@@ -116,7 +118,9 @@ export class PeerClient implements PieceSource {
 
   /**
    * Over the pair's Exchange stream when this client and the peer speak it, else as a ReadPieces call; the
-   * same semantics either way.
+   * same semantics either way. A small read (PieceReadRequest.blobSize) is always a call of its own: on the
+   * shared stream it would queue behind the other reads' pieces (head-of-line), while HTTP/2 interleaves
+   * the frames of separate streams.
    */
   async *readPieces(
     peerAddress: string,
@@ -125,7 +129,9 @@ export class PeerClient implements PieceSource {
     onData?: (bytes: number) => void,
   ): AsyncGenerator<ReceivedPiece, void, undefined> {
     this.checkUsable(signal);
-    if (this.channels?.speaksExchange(peerAddress) === true) {
+    const small =
+      request.blobSize !== undefined && readBytes(request, { size: request.blobSize, pieceSize: request.pieceSize }) <= SMALL_READ_BYTES;
+    if (!small && this.channels?.speaksExchange(peerAddress) === true) {
       try {
         yield* this.channels.read(peerAddress, request, signal, this.stallTimeoutMs, onData);
         return;

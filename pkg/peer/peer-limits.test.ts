@@ -10,7 +10,17 @@ import { ReadPiecesRequest } from "../gen/peer/v1/peer.js";
 import { isPeerError, type PeerErrorCode } from "./errors.js";
 import { frameMessage } from "./grpc-wire.js";
 import type { PieceReadRequest } from "./piece-source.js";
-import { collect, eventually, MiB, PeerFixture, putBlob, putPartial, startFakePeer, testBytes } from "./testing/peer-fixture.js";
+import {
+  collect,
+  eventually,
+  MiB,
+  PeerFixture,
+  putBlob,
+  putPartial,
+  startFakePeer,
+  testBytes,
+  writePiece,
+} from "./testing/peer-fixture.js";
 
 const signal = (): AbortSignal => AbortSignal.timeout(10_000);
 
@@ -173,6 +183,51 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     // 4 MiB at 8 MiB/s, less the bucket's initial burst (5% of a second's worth).
     const expected = (4 * MiB - 0.05 * rate) / rate;
     assert.ok(seconds >= expected * 0.9, `4 MiB at 8 MiB/s took ${seconds.toFixed(3)} s, expected at least ${expected.toFixed(3)} s`);
+  });
+
+  it("a small read (an image config) pays the upload cap ahead of the queued layer pieces, on a call of its own", async () => {
+    // 1 MiB/s: the three 1 MiB pieces below queue three seconds' worth of tokens ahead of anything after them.
+    const server = await fixture.server({ store, uploadBytesPerSecond: MiB });
+    const client = fixture.client();
+    // The config arrives here while the reads wait (a relay), so the test sees its call open.
+    const config = testBytes(949).reverse();
+    const partial = await putPartial(store, config, MiB, []);
+    const arrivals: string[] = [];
+    const large = [0, 1, 2].map((i) =>
+      (async () => {
+        for await (const piece of client.readPieces(server.address, all([i]), signal())) {
+          arrivals.push(`large ${piece.index}`);
+          piece.release();
+        }
+      })(),
+    );
+    try {
+      assert.ok(await eventually(() => server.activeUploads === 3), "the large reads hold their slots");
+      assert.equal(client.openStreams, 1, "the large reads share the pair's Exchange stream");
+      const streamsBefore = server.openCalls;
+      const small = collect(
+        client.readPieces(
+          server.address,
+          { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 5_000, blobSize: config.length },
+          signal(),
+        ),
+      );
+      // Handled here too, so a failed assertion below does not leave it rejecting unheard.
+      small.catch(() => undefined);
+      assert.ok(await eventually(() => server.openCalls === streamsBefore + 1), "the small read opened a call of its own");
+      // Its only piece is its last: served once the blob is verified.
+      await writePiece(partial, config, 0);
+      await partial.commit();
+      const [piece] = await small;
+      assert.deepEqual(piece?.data, config);
+      arrivals.push("small");
+      piece?.release();
+      await Promise.all(large);
+      assert.equal(arrivals[0], "small", `the config arrived before any queued layer piece: ${arrivals.join(", ")}`);
+    } finally {
+      await Promise.allSettled(large);
+      await partial.abort(new Error("test done")).catch(() => undefined);
+    }
   });
 
   it("stops the server side at once when the client aborts or stops reading mid-transfer", async () => {

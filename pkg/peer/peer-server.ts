@@ -22,7 +22,7 @@ import { ExchangeStream, type ExchangeHost } from "./exchange-server.js";
 import { messagePool, PieceWriter } from "./piece-writer.js";
 import { statResponse } from "./peer-stat.js";
 import { endCall, MAX_REQUEST_BYTES, readRequest, respondHttp, respondMessages } from "./server-call.js";
-import { DEFAULT_MAX_CONCURRENT_UPLOADS, UploadSlots } from "./upload-slots.js";
+import { DEFAULT_MAX_CONCURRENT_UPLOADS, SMALL_READ_BYTES, UploadSlots } from "./upload-slots.js";
 
 /** Longest wait_ms honoured; longer requests are clamped to it. */
 export const MAX_WAIT_MS = 60_000;
@@ -93,7 +93,7 @@ export class PeerServer {
       store: options.store,
       describe: (rawDigest) => this.describe(rawDigest),
       acquireUploadSlot: (session, bytes) => this.slots.acquire(session, bytes),
-      writer: (stream, signal, requestId) => this.writer(stream, signal, requestId),
+      writer: (stream, signal, requestId, bytes) => this.writer(stream, signal, requestId, bytes),
       clampWaitMs: (waitMs) => Math.min(waitMs, MAX_WAIT_MS),
       maxRequestBytes: MAX_REQUEST_BYTES,
       logFailure: (method, peerStatus) => {
@@ -170,6 +170,11 @@ export class PeerServer {
   /** ReadPieces calls and Exchange reads being served now (reported to the tracker as this agent's load). */
   get activeUploads(): number {
     return this.slots.inUse;
+  }
+
+  /** Calls being served now, of every method, an Exchange stream counting as one (tests). */
+  get openCalls(): number {
+    return this.calls.size;
   }
 
   /** Exchange streams open now (tests, benchmarks). */
@@ -288,8 +293,9 @@ export class PeerServer {
       const { digest, blob } = await this.describe(request.digest);
       checkPieces(request, blob);
       controller.signal.throwIfAborted();
-      releaseSlot = this.slots.acquire(session, readBytes(request, blob));
-      await this.readPieces(stream, digest, blob, request, controller.signal, releaseSlot);
+      const bytes = readBytes(request, blob);
+      releaseSlot = this.slots.acquire(session, bytes);
+      await this.readPieces(stream, digest, blob, request, bytes, controller.signal, releaseSlot);
     } catch (error: unknown) {
       const peerStatus = failureStatus(error, controller.signal);
       if (peerStatus.code !== GrpcStatus.CANCELLED) {
@@ -303,13 +309,15 @@ export class PeerServer {
     }
   }
 
-  private writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number | undefined): PieceWriter {
+  /** `bytes`: what the read sends in all (readBytes); a small one pays the upload rate ahead of the queue. */
+  private writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number | undefined, bytes: number): PieceWriter {
     const { metrics } = this.options;
     return new PieceWriter({
       stream,
       signal,
       pool: this.pool,
       bucket: this.bucket,
+      small: bytes <= SMALL_READ_BYTES,
       sendStallTimeoutMs: this.options.sendStallTimeoutMs,
       requestId,
       onSent:
@@ -331,12 +339,13 @@ export class PeerServer {
     digest: Digest,
     blob: HeldBlob,
     request: ReadPiecesRequest,
+    bytes: number,
     signal: AbortSignal,
     /** Frees the upload slot; called before the trailers are sent. */
     releaseSlot: () => void,
   ): Promise<void> {
     const { store } = this.options;
-    const writer = this.writer(stream, signal, undefined);
+    const writer = this.writer(stream, signal, undefined, bytes);
     try {
       await writer.sendPieces(store, digest, blob, request.pieces, Math.min(request.waitMs, MAX_WAIT_MS), () => {
         releaseSlot();

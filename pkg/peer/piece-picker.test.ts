@@ -5,6 +5,7 @@ import { rendezvousSeed } from "./cross-zone-share.js";
 import { MAX_PARKED_PIECES, PiecePicker, type PickerState, type PickerTuning, type PlannedRequest } from "./piece-picker.js";
 import { RequestBook } from "./request-book.js";
 import type { SwarmPeer } from "./swarm-peers.js";
+import { SMALL_READ_BYTES } from "./upload-slots.js";
 
 const TUNING: PickerTuning = {
   maxInflightPerPeer: 4,
@@ -58,6 +59,8 @@ interface Scenario {
   readonly book?: RequestBook;
   readonly tuning?: Partial<PickerTuning>;
   readonly selfAgentId?: string;
+  /** PiecePickerOptions.blobBytes. */
+  readonly blobBytes?: number;
   readonly zone?: string;
   /** Tie-break: a fixed sequence makes the shuffle the identity (random() = 0.999…). */
   readonly random?: () => number;
@@ -73,6 +76,7 @@ function plan(s: Scenario): PlannedRequest[] {
   const picker = new PiecePicker({
     pieceCount: pieces,
     selfAgentId: s.selfAgentId,
+    blobBytes: s.blobBytes,
     zone: s.zone ?? "",
     tuning: { ...TUNING, ...s.tuning },
     random: s.random ?? IDENTITY,
@@ -400,6 +404,32 @@ describe("PiecePicker", () => {
     const grantee = peer("grantee", [0], { pieces: 1 });
     const config = plan({ pieces: 1, peers: [first, second, grantee], granteeAgentId: "grantee" });
     assert.deepEqual(summary(config), ["grantee:0"], "asked of the grantee, not relayed from a sibling that waits for it too");
+  });
+
+  it("a small blob (an image config) is taken from its seed by every downloader, without fan-out", () => {
+    const siblings = ["first", "second", "third"].map((id) => peer(id, [], { pieces: 1 }));
+    const grantee = peer("grantee", [0], { pieces: 1 });
+    const scenario = (selfAgentId: string, blobBytes?: number): Scenario => ({
+      pieces: 1,
+      peers: [...siblings, grantee],
+      granteeAgentId: "grantee",
+      selfAgentId,
+      ...(blobBytes === undefined ? {} : { blobBytes }),
+    });
+    // An agent whose share the config is not: with fan-out it waits for the owner's relay.
+    const nonOwner = ["self-a", "self-b", "self-c", "self-d", "self-e", "self-f"].find((id) =>
+      plan(scenario(id)).every((p) => p.peer !== grantee),
+    );
+    assert.ok(nonOwner !== undefined, "some agent is not the config's owner");
+    assert.deepEqual(
+      summary(plan(scenario(nonOwner))).filter((s) => s.startsWith("grantee")),
+      [],
+      "fan-out: a large blob's piece is left to its owner",
+    );
+    assert.deepEqual(summary(plan(scenario(nonOwner, 949))), ["grantee:0"], "a 949-byte config: straight from the grantee");
+    // At the bound still small; past it, fan-out again.
+    assert.deepEqual(summary(plan(scenario(nonOwner, SMALL_READ_BYTES))), ["grantee:0"]);
+    assert.ok(plan(scenario(nonOwner, SMALL_READ_BYTES + 1)).every((p) => p.peer !== grantee));
   });
 
   it("a relay is hedged only when its peer stopped growing", () => {

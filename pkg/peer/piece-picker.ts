@@ -1,6 +1,7 @@
 import { CrossZoneShare } from "./cross-zone-share.js";
 import type { PieceRequest } from "./request-book.js";
 import type { SwarmPeer } from "./swarm-peers.js";
+import { SMALL_READ_BYTES } from "./upload-slots.js";
 
 /** The scheduling knobs the picker uses (a subset of SwarmTuning). */
 export interface PickerTuning {
@@ -84,6 +85,12 @@ interface Pass {
 
 export interface PiecePickerOptions {
   readonly pieceCount: number;
+  /**
+   * The blob's size. A blob of at most SMALL_READ_BYTES (an image config) is taken from a seed by every
+   * downloader itself, without fan-out: the seed's few extra copies cost less than the relay hop's wait.
+   * Unknown (undefined): fan-out as for any blob.
+   */
+  readonly blobBytes?: number | undefined;
   /** This agent's tracker id; undefined: it fetches every piece itself (no shares). */
   readonly selfAgentId: string | undefined;
   /** This agent's zone; "" (unknown) treats every peer as local. */
@@ -103,7 +110,8 @@ export interface PiecePickerOptions {
  *   sibling whose share it is has not brought it in time;
  * - fan-out (super-seeding): a seed (the origin grantee, a complete holder) is asked only for pieces no
  *   downloader holds, and of those only this agent's share (the same rendezvous split); the rest is taken
- *   from the downloader whose share it is, relayed while it arrives there;
+ *   from the downloader whose share it is, relayed while it arrives there. Not for a small blob (an image
+ *   config), which every downloader takes from a seed itself;
  * - relays: a partial holder is asked for the pieces just past its contiguous prefix, which it is receiving;
  * - duplicates only for requests that stopped making progress: a call silent for hedgeAfterMs (or a relay
  *   whose peer stopped growing), and in the endgame a call silent for endgameSilenceMs, each stretched
@@ -118,8 +126,11 @@ export class PiecePicker {
   /** The split of pieces only seeds hold among the agents downloading the blob (fan-out). */
   private readonly seedShare: CrossZoneShare;
   private readonly tiebreak: Uint32Array;
+  /** Fan-out is off for this blob (PiecePickerOptions.blobBytes). */
+  private readonly small: boolean;
 
   constructor(private readonly options: PiecePickerOptions) {
+    this.small = options.blobBytes !== undefined && options.blobBytes <= SMALL_READ_BYTES;
     this.share = new CrossZoneShare(options.pieceCount, options.selfAgentId, options.tuning.siblingWaitMs);
     this.seedShare = new CrossZoneShare(options.pieceCount, options.selfAgentId, options.tuning.siblingWaitMs);
     this.tiebreak = shuffledIndexes(options.pieceCount, options.random);
@@ -196,8 +207,9 @@ export class PiecePicker {
     // Across zones only what nobody in this zone holds, and of that this agent's share (CrossZoneShare);
     // `available`: a peer in another zone holds the piece now.
     const mayCross = (i: number, available: boolean): boolean => (local[i] ?? 0) === 0 && this.share.mayFetch(i, nowMs, available);
-    // From a seed only what no downloader holds, and of that this agent's share (fan-out).
-    const seed = isSeed(peer, pass.granteeAgentId);
+    // From a seed only what no downloader holds, and of that this agent's share (fan-out); a small blob
+    // from any seed.
+    const seed = !this.small && isSeed(peer, pass.granteeAgentId);
     const fromSeed = (i: number, available: boolean): boolean =>
       !seed || ((atDownloaders[i] ?? 0) === 0 && this.seedShare.mayFetch(i, nowMs, available));
     const mayTake = (i: number, available: boolean): boolean => (peer.local || mayCross(i, available)) && fromSeed(i, available);
@@ -232,7 +244,7 @@ export class PiecePicker {
     }
     // Fan-out: a downloader is asked for its share of the pieces a same-zone seed holds, which it is
     // fetching from there, relayed as they arrive.
-    if (mayRelay && !seed && peer.local) {
+    if (mayRelay && !seed && peer.local && !this.small) {
       const owned = take(unrequested, (i) => !holds(peer, i) && (atSeeds[i] ?? 0) > 0 && this.seedShare.ownedBy(i, peer.seed));
       if (owned.length > 0) return { pieces: owned, waitMs: tuning.relayWaitMs };
     }

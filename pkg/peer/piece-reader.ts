@@ -115,7 +115,10 @@ function waitForProgress(store: BlobStore, partial: PartialBlob, index: number, 
 }
 
 /** The bytes a checked read asks for (its pieces' spans; the last piece of a blob may be short). */
-export function readBytes(request: { readonly pieces: readonly number[] }, blob: HeldBlob): number {
+export function readBytes(
+  request: { readonly pieces: readonly number[] },
+  blob: { readonly size: number; readonly pieceSize: number },
+): number {
   let bytes = 0;
   for (const index of request.pieces) {
     const span = pieceSpan(index, blob.size, blob.pieceSize);

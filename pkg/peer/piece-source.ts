@@ -8,6 +8,12 @@ export interface PieceReadRequest {
   readonly pieces: readonly number[];
   /** How long the peer may wait for pieces of a partial blob still arriving there; 0 = only what it holds now. */
   readonly waitMs: number;
+  /**
+   * The blob's size as the asker knows it. A read of at most SMALL_READ_BYTES in all (an image config)
+   * then goes on a call of its own rather than the pair's Exchange stream, where it would wait behind the
+   * megabytes of layer pieces already queued on that stream.
+   */
+  readonly blobSize?: number | undefined;
 }
 
 /** One whole piece as received; not yet verified against its expected hash. */

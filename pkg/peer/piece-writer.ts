@@ -56,6 +56,11 @@ export interface PieceWriterOptions {
   readonly pool: BufferPool;
   /** Node-wide upload rate; undefined = uncapped. */
   readonly bucket?: TokenBucket | undefined;
+  /**
+   * A small read (at most SMALL_READ_BYTES, served from the small-read pool): its bytes pay the upload
+   * rate at once (TokenBucket.takeAhead) instead of queueing behind the layer pieces' megabytes.
+   */
+  readonly small?: boolean | undefined;
   readonly sendStallTimeoutMs?: number | undefined;
   /** Called with the piece bytes of each message once it has been flushed to the connection. */
   readonly onSent?: ((bytes: number) => void) | undefined;
@@ -143,7 +148,10 @@ export class PieceWriter {
       const { bucket, signal, pool } = this.options;
       // Tokens first: a call waiting for the upload cap holds no buffer (16 calls sharing a capped link
       // otherwise hold a megabyte each while they wait).
-      if (bucket !== undefined) await bucket.take(dataLength, signal);
+      if (bucket !== undefined) {
+        if (this.options.small === true) bucket.takeAhead(dataLength);
+        else await bucket.take(dataLength, signal);
+      }
       signal.throwIfAborted();
       const buffer = pool.take(MESSAGE_BUFFER_BYTES);
       let handedOver = false;

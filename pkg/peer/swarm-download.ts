@@ -46,6 +46,7 @@ export class SwarmDownload {
     this.peers = ctx.peers;
     this.picker = new PiecePicker({
       pieceCount: ctx.partial.pieceCount,
+      blobBytes: ctx.partial.size,
       selfAgentId: ctx.self?.agentId,
       zone: this.zone,
       tuning: ctx.tuning,
@@ -164,7 +165,7 @@ export class SwarmDownload {
     const run = async (): Promise<void> => {
       const iterator = this.ctx.pieces.readPieces(
         peer.address,
-        { digest: partial.digest, pieceSize: partial.pieceSize, pieces, waitMs },
+        { digest: partial.digest, pieceSize: partial.pieceSize, pieces, waitMs, blobSize: partial.size },
         callSignal,
         onData,
       );

@@ -38,6 +38,23 @@ describe("TokenBucket", () => {
     assert.ok(seconds >= ((4 * 1024 * 1024 - 128 * 1024) / rate) * 0.9, `two 2 MiB takes at 8 MiB/s took ${seconds}s`);
   });
 
+  it("takeAhead pays at once, ahead of a queued take, and the waiters sleep the debt off", async () => {
+    const rate = 1024 * 1024;
+    const bucket = new TokenBucket(rate, { burstBytes: 128 * 1024 });
+    const started = performance.now();
+    let queuedDone = false;
+    // Queued first: 256 KiB, of which the burst pays half; it waits for the rest.
+    const queued = bucket.take(256 * 1024).then(() => (queuedDone = true));
+    // Paid at once (synchronously), while the take above still waits: 384 KiB of debt.
+    bucket.takeAhead(256 * 1024);
+    assert.equal(queuedDone, false, "the queued take was not served first");
+    await queued;
+    const seconds = (performance.now() - started) / 1000;
+    // 512 KiB in all at 1 MiB/s less the 128 KiB burst: the rate holds with the ahead payment in it.
+    const expected = (512 * 1024 - 128 * 1024) / rate;
+    assert.ok(seconds >= expected * 0.9, `the queued take ended after ${seconds.toFixed(3)} s, expected at least ${expected.toFixed(3)} s`);
+  });
+
   it("stops waiting when aborted", async () => {
     const bucket = new TokenBucket(1024, { burstBytes: 1024 });
     await bucket.take(1024);

@@ -36,6 +36,16 @@ export class TokenBucket {
     await turn;
   }
 
+  /**
+   * Pays for `bytes` at once, ahead of the waiters: the balance may go below zero, and the waiters then
+   * sleep the debt off, so the rate holds. For a few small sends (an image config) that would otherwise
+   * wait behind megabytes of queued layer pieces; the caller bounds how much may take this way.
+   */
+  takeAhead(bytes: number): void {
+    this.refill();
+    this.tokens -= bytes;
+  }
+
   private async pay(bytes: number, signal?: AbortSignal): Promise<void> {
     let owed = bytes;
     while (owed > 0) {
