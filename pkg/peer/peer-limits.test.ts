@@ -219,9 +219,10 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
       await writePiece(partial, config, 0);
       await partial.commit();
       const [piece] = await small;
-      assert.deepEqual(piece?.data, config);
+      assert.ok(piece !== undefined, "the config's piece arrived");
+      assert.deepEqual(piece.data, config);
       arrivals.push("small");
-      piece?.release();
+      piece.release();
       await Promise.all(large);
       assert.equal(arrivals[0], "small", `the config arrived before any queued layer piece: ${arrivals.join(", ")}`);
     } finally {
