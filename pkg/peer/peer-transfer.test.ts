@@ -4,11 +4,11 @@ import { after, before, describe, it } from "node:test";
 import { AgentMetrics } from "../metrics/index.js";
 import { digestOf, type Digest } from "../oci/index.js";
 import { PieceBitmap, sha256Of } from "../piece/index.js";
-import type { DiskBlobStore } from "../store/index.js";
+import { type DiskBlobStore, MemoryBlobStore } from "../store/index.js";
 import { isPeerError } from "./errors.js";
 import type { PeerClient } from "./peer-client.js";
 import type { PeerServer } from "./peer-server.js";
-import { collect, MiB, PeerFixture, pieceOf, putBlob, putPartial, testBytes, writePiece } from "./testing/peer-fixture.js";
+import { collect, eventually, MiB, PeerFixture, pieceOf, putBlob, putPartial, testBytes, writePiece } from "./testing/peer-fixture.js";
 
 const signal = (): AbortSignal => AbortSignal.timeout(10_000);
 
@@ -138,6 +138,32 @@ describe("PeerServer + PeerClient: transfers", () => {
     const pieces = await reading;
     assert.ok(pieces[0]?.data.equals(pieceOf(data, MiB, 2)));
     await store.delete(partial.digest);
+  });
+
+  it("serves the last piece once the digest is verified, while commit still makes the blob durable", async () => {
+    // Publishing (the disk store's fsync and rename) takes 2 s here: a busy disk.
+    const slow = new MemoryBlobStore({ publishDelayMs: 2_000 });
+    const slowServer = await fixture.server({ store: slow });
+    const config = testBytes(949);
+    const partial = await putPartial(slow, config, MiB, [0]);
+    const before = await client.stat(slowServer.address, partial.digest, signal());
+    assert.equal(before?.bitmap[0], 0, "held but not yet verified: not offered");
+    const committing = partial.commit();
+    try {
+      assert.ok(await eventually(() => partial.verified), "commit verified the digest");
+      // Asked without wait_ms: served now, or refused as not held.
+      const pieces = await collect(
+        client.readPieces(slowServer.address, { digest: partial.digest, pieceSize: MiB, pieces: [0], waitMs: 0 }, signal()),
+      );
+      assert.ok(pieces[0]?.data.equals(config), "the only piece, its last, arrived");
+      assert.equal(partial.state, "open", "before the blob was durable");
+      const stat = await client.stat(slowServer.address, partial.digest, signal());
+      assert.equal(stat?.bitmap[0], 0x80, "offered once verified");
+    } finally {
+      await partial.abort(new Error("test done")).catch(() => undefined);
+      await slow.close().catch(() => undefined);
+      void committing.catch(() => undefined);
+    }
   });
 
   it("answers ERR_PEER_MISSING_PIECE for a piece not held, at once or after wait_ms", async () => {

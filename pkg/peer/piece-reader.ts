@@ -30,18 +30,42 @@ export async function findHeldBlob(store: BlobStore, digest: Digest): Promise<He
 /**
  * Whether a partial's piece can be streamed now. A partial never releases the blob's final byte before
  * commit() verified the whole digest (BlobStore invariant), so its last piece is servable only once the
- * blob is complete, even when the piece itself is held.
+ * digest is verified, even when the piece itself is held. Not later: making the blob durable (fsync)
+ * after that takes seconds on a busy disk, and an image config (one piece, its last) waited for it at
+ * its grantee while every other agent's runtime gave up on it.
  */
 export function isServable(partial: PartialBlob, index: number): boolean {
   if (partial.state === "committed") return true;
-  return partial.state === "open" && partial.hasPiece(index) && index !== partial.pieceCount - 1;
+  return partial.state === "open" && partial.hasPiece(index) && (index !== partial.pieceCount - 1 || partial.verified);
+}
+
+/** Resolves once the partial's digest is verified, or it settled (committed, or aborted: check its state). */
+export function whenVerified(partial: PartialBlob, signal: AbortSignal): Promise<void> {
+  const done = (): boolean => partial.verified || partial.state !== "open";
+  if (done()) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const finish = (error?: unknown): void => {
+      unsubscribe();
+      signal.removeEventListener("abort", onAbort);
+      if (error === undefined) resolve();
+      else reject(error instanceof Error ? error : new Error("aborted", { cause: error }));
+    };
+    const onAbort = (): void => {
+      finish(signal.reason);
+    };
+    const unsubscribe = partial.onProgress(() => {
+      if (done()) finish();
+    });
+    signal.addEventListener("abort", onAbort, { once: true });
+    if (signal.aborted) onAbort();
+  });
 }
 
 /** The partial's bitmap as Stat reports it: pieces that can be served now (see isServable). */
 export function servableBitmap(partial: PartialBlob): Uint8Array {
   const bitmap = partial.bitmap();
   const last = partial.pieceCount - 1;
-  if (partial.state !== "committed" && last >= 0) {
+  if (partial.state !== "committed" && !partial.verified && last >= 0) {
     const byte = last >> 3;
     bitmap[byte] = (bitmap[byte] ?? 0) & ~(0x80 >> (last & 7));
   }
@@ -53,13 +77,7 @@ export function servableBitmap(partial: PartialBlob): Uint8Array {
  * partial is gone (aborted, or committed and then evicted: the caller looks again); throws PeerStatus
  * FAILED_PRECONDITION when the piece did not arrive in time.
  */
-export async function waitServable(
-  store: BlobStore,
-  partial: PartialBlob,
-  index: number,
-  waitMs: number,
-  signal: AbortSignal,
-): Promise<void> {
+export async function waitServable(partial: PartialBlob, index: number, waitMs: number, signal: AbortSignal): Promise<void> {
   const deadline = performance.now() + waitMs;
   for (;;) {
     signal.throwIfAborted();
@@ -67,12 +85,12 @@ export async function waitServable(
     if (isServable(partial, index)) return;
     const remainingMs = deadline - performance.now();
     if (remainingMs <= 0) throw new PeerStatus(status.FAILED_PRECONDITION, `piece ${index} of ${partial.digest} is not held`);
-    await waitForProgress(store, partial, index, remainingMs, signal);
+    await waitForProgress(partial, index, remainingMs, signal);
   }
 }
 
 /** Resolves when the piece may have become servable, or after `timeoutMs`; rejects if `signal` aborts. */
-function waitForProgress(store: BlobStore, partial: PartialBlob, index: number, timeoutMs: number, signal: AbortSignal): Promise<void> {
+function waitForProgress(partial: PartialBlob, index: number, timeoutMs: number, signal: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const local = new AbortController();
     let unsubscribe: (() => void) | undefined;
@@ -93,12 +111,12 @@ function waitForProgress(store: BlobStore, partial: PartialBlob, index: number, 
     const timer = setTimeout(finish, timeoutMs);
     signal.addEventListener("abort", onAbort, { once: true });
     if (index === partial.pieceCount - 1) {
-      // The last piece becomes servable at commit, which the store announces as "added".
-      unsubscribe = store.subscribe((event) => {
-        if (event.type === "added" && event.blob.digest === partial.digest) finish();
+      // The last piece becomes servable once the digest is verified (or the partial settles).
+      unsubscribe = partial.onProgress(() => {
+        if (partial.verified || partial.state !== "open") finish();
       });
-      // It may have committed between the caller's check and the subscription.
-      if (partial.state !== "open") finish();
+      // It may have happened between the caller's check and the subscription.
+      if (partial.verified || partial.state !== "open") finish();
     } else {
       partial.waitForPiece(index, local.signal).then(
         () => {

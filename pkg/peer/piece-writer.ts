@@ -119,7 +119,7 @@ export class PieceWriter {
     try {
       for (const index of pieces) {
         if (blob.partial !== undefined && blob.partial.state !== "committed") {
-          await waitServable(store, blob.partial, index, waitMs, signal);
+          await waitServable(blob.partial, index, waitMs, signal);
         }
         lease ??= await openReader(store, digest, blob, signal, readers);
         const { reader } = lease;

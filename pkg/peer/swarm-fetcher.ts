@@ -9,6 +9,7 @@ import type { PieceSource } from "./piece-source.js";
 import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
 import { NoticeWait } from "./notice-wait.js";
+import { whenVerified } from "./piece-reader.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { SwarmDownload } from "./swarm-download.js";
 import { type SwarmSelf, swarmZone } from "./swarm-round.js";
@@ -359,6 +360,10 @@ export class SwarmFetcher implements BlobFetcher {
         await partial.waitForPiece(index, signal);
         announcer.tick();
       }
+      announcer.tick(true);
+      // The last piece is servable once the digest is verified, before commit() has made the blob durable
+      // (seconds on a busy disk): announced then, not with the complete blob after the fsync.
+      await whenVerified(partial, signal);
       announcer.tick(true);
       await partial.whenSettled();
     } finally {

@@ -18,7 +18,8 @@ const NODES = 8;
  * queued deep with layer pieces when the config arrives there. Before small reads paid the cap ahead of
  * that queue and went on calls of their own, the other nodes had the config 1.3 to 7.8 s after the
  * grantee in this test with 8 MiB layers (the mirror gives up after 10 s); with them, within about 0.1 s
- * (the diagnostic line).
+ * (the diagnostic line). Every commit here takes 3 s to make its blob durable (a busy disk's fsync):
+ * the config, one piece and its last, is served once its digest is verified, before that.
  */
 describe("a small blob (an image config) beside the layers", () => {
   let origin: FakeUpstream;
@@ -52,6 +53,8 @@ describe("a small blob (an image config) beside the layers", () => {
             },
             origin: { host: origin.host, url: origin.url },
             uploadBytesPerSecond: 4 * MiB,
+            // A busy disk: every commit's fsync and rename take 3 s.
+            publishDelayMs: 3_000,
           }),
         );
       }
@@ -59,6 +62,13 @@ describe("a small blob (an image config) beside the layers", () => {
         assert.equal(tracker.snapshot().agents.length, NODES);
       }, 10_000);
       const start = performance.now();
+      // When each node's copy of the config was durable (committed).
+      const durable: number[] = [];
+      nodes.forEach((node, i) => {
+        node.store.subscribe((event) => {
+          if (event.type === "added" && event.blob.digest === config.digest) durable[i] = performance.now() - start;
+        });
+      });
       // Each node asks for the layers and the config a little apart, as runtimes on different nodes do.
       const layerPulls = nodes.flatMap((node, i) =>
         layers.map(async (layer, k) => {
@@ -89,6 +99,17 @@ describe("a small blob (an image config) beside the layers", () => {
       );
       const granteeMs = configDone[grantee] ?? 0;
       t.diagnostic(`config after its grantee: ${configDone.map((ms) => `${Math.round(ms - granteeMs)} ms`).join(", ")}`);
+      await eventually(() => {
+        assert.ok(durable[grantee] !== undefined);
+      }, 10_000);
+      const granteeDurable = durable[grantee] ?? 0;
+      configDone.forEach((ms, i) => {
+        if (i !== grantee)
+          assert.ok(
+            ms < granteeDurable,
+            `node ${i} had the config at ${Math.round(ms)} ms, before its grantee's copy was durable (${Math.round(granteeDurable)} ms): the last piece is served once verified`,
+          );
+      });
       const size = config.size + layers.reduce((sum, layer) => sum + layer.size, 0);
       assert.equal(origin.blobBytesServed, size, "the origin sent each blob once");
     } finally {

@@ -144,6 +144,12 @@ export interface PartialBlob {
   readonly pieceCount: number;
   readonly mediaType: string | undefined;
   readonly state: "open" | "committed" | "aborted";
+  /**
+   * commit() verified the whole digest and the partial was not aborted: the final byte may be read from
+   * here on, while commit() still makes the blob durable (fsync, rename), which on a busy disk takes
+   * seconds.
+   */
+  readonly verified: boolean;
 
   hasPiece(index: number): boolean;
   /** Number of pieces held. */
@@ -195,6 +201,9 @@ export interface PartialBlob {
 
   /** Resolves once the partial is committed, or aborted and its data kept or discarded; then check `state`. */
   whenSettled(): Promise<void>;
+
+  /** Calls `listener` after any progress (bytes, pieces, verification, commit, abort); returns the unsubscribe function. */
+  onProgress(listener: () => void): () => void;
 
   /** Resolves when piece `index` is held; rejects with the abort reason if the partial is aborted. */
   waitForPiece(index: number, signal?: AbortSignal): Promise<void>;

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Digest } from "../oci/index.js";
 import type { IndexedBlob } from "./blob-index.js";
 import { type BlobStoreBaseOptions, BlobStoreBase, type KeptPartial } from "./blob-store-base.js";
@@ -17,6 +18,8 @@ export interface MemoryBlobStoreOptions {
   readonly hashWorkerMinBytes?: number | undefined;
   /** Every partial of that size hashes in the worker, not only those opened `sequential` (tests of the worker path). */
   readonly hashAllInWorker?: boolean | undefined;
+  /** Publishing a verified blob (commit's durability step) takes this long: a busy disk's fsync (tests). */
+  readonly publishDelayMs?: number | undefined;
 }
 
 interface KeptMemoryPartial extends KeptPartial {
@@ -30,6 +33,7 @@ class MemoryPartialBackend implements PartialBackend {
   constructor(
     readonly buffer: Buffer,
     private readonly onPublish: (buffer: Buffer, pieceHashes: PublishedPieceHashes | undefined) => void,
+    private readonly publishDelayMs: number,
   ) {}
 
   write(offset: number, data: Uint8Array): Promise<void> {
@@ -45,9 +49,9 @@ class MemoryPartialBackend implements PartialBackend {
     return Promise.resolve();
   }
 
-  publish(pieceHashes: PublishedPieceHashes | undefined): Promise<void> {
+  async publish(pieceHashes: PublishedPieceHashes | undefined): Promise<void> {
+    if (this.publishDelayMs > 0) await sleep(this.publishDelayMs);
     this.onPublish(this.buffer, pieceHashes);
-    return Promise.resolve();
   }
 
   discard(): Promise<void> {
@@ -72,8 +76,11 @@ export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPart
   private readonly contents = new Map<Digest, Buffer>();
   private readonly hashes = new Map<Digest, PublishedPieceHashes>();
 
+  private readonly publishDelayMs: number;
+
   constructor(options: MemoryBlobStoreOptions = {}) {
     super(options);
+    this.publishDelayMs = options.publishDelayMs ?? 0;
   }
 
   protected createBackend(
@@ -83,11 +90,15 @@ export class MemoryBlobStore extends BlobStoreBase<KeptMemoryPartial, MemoryPart
     _mediaType: string | undefined,
     kept: KeptMemoryPartial | undefined,
   ): Promise<{ backend: MemoryPartialBackend; resume?: PartialSnapshot }> {
-    const backend = new MemoryPartialBackend(kept?.buffer ?? Buffer.alloc(size), (buffer, pieceHashes) => {
-      this.contents.set(digest, buffer);
-      if (pieceHashes === undefined) this.hashes.delete(digest);
-      else this.hashes.set(digest, pieceHashes);
-    });
+    const backend = new MemoryPartialBackend(
+      kept?.buffer ?? Buffer.alloc(size),
+      (buffer, pieceHashes) => {
+        this.contents.set(digest, buffer);
+        if (pieceHashes === undefined) this.hashes.delete(digest);
+        else this.hashes.set(digest, pieceHashes);
+      },
+      this.publishDelayMs,
+    );
     return Promise.resolve(
       kept === undefined ? { backend } : { backend, resume: { bitmap: kept.bitmap, appendOffset: kept.appendOffset } },
     );

@@ -39,6 +39,8 @@ export interface SwarmNodeOptions {
   readonly zoneFromTracker?: boolean;
   /** This agent's certificate: peers then talk mutual TLS. */
   readonly tls?: IdentitySource;
+  /** Commit's durability step takes this long in the node's store (MemoryBlobStoreOptions.publishDelayMs). */
+  readonly publishDelayMs?: number;
 }
 
 /** One agent in process: a memory store, the origin fetcher and the agent's peer-to-peer side (AgentSwarm). */
@@ -59,7 +61,7 @@ export class SwarmNode {
   static async start(options: SwarmNodeOptions): Promise<SwarmNode> {
     const logger = pino({ level: process.env.SHOAL_TEST_LOG ?? "silent" }).child({ node: options.name });
     const metrics = new AgentMetrics({ version: "test", collectDefaults: false });
-    const store = new MemoryBlobStore();
+    const store = new MemoryBlobStore({ publishDelayMs: options.publishDelayMs });
     const upstream = new UpstreamClient({ upstreams: new Map([[options.origin.host, options.origin.url]]), logger });
     const origin = new OriginFetcher({ store, upstream, metrics, logger });
     const trackerOf = (identity: AgentIdentity): Tracker =>
