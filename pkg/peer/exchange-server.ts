@@ -8,6 +8,7 @@ import { checkPieces, type HeldBlob, readBytes } from "./piece-reader.js";
 import type { PieceWriter } from "./piece-writer.js";
 import { endCall } from "./server-call.js";
 import { SharedReaders } from "./shared-readers.js";
+import type { SlotRelease } from "./upload-slots.js";
 import { encodeEnd } from "./wire-codec.js";
 
 /**
@@ -28,9 +29,9 @@ export interface ExchangeHost {
   /** The blob as held here; NOT_FOUND when it is not. */
   describe(rawDigest: string): Promise<{ digest: Digest; blob: HeldBlob }>;
   /** UploadSlots.acquire: a slot for a read of `bytes` on `session`. */
-  acquireUploadSlot(session: Http2Session | undefined, bytes: number): () => void;
-  /** A PieceWriter for one read of `bytes` in all (readBytes), tagging its chunks with `requestId`. */
-  writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number, bytes: number): PieceWriter;
+  acquireUploadSlot(session: Http2Session | undefined, bytes: number): SlotRelease;
+  /** A PieceWriter for one read, tagging its chunks with `requestId`; `small`: served from the small-read pool. */
+  writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number, small: boolean): PieceWriter;
   /** wait_ms as honoured (clamped). */
   clampWaitMs(waitMs: number): number;
   /** Largest request message accepted. */
@@ -198,9 +199,9 @@ export class ExchangeStream {
       const { digest, blob } = await this.host.describe(read.digest);
       checkPieces(read, blob);
       signal.throwIfAborted();
-      const bytes = readBytes(read, blob);
-      release = this.host.acquireUploadSlot(this.session, bytes);
-      writer = this.host.writer(this.stream, signal, read.requestId, bytes);
+      const slot = this.host.acquireUploadSlot(this.session, readBytes(read, blob));
+      release = slot;
+      writer = this.host.writer(this.stream, signal, read.requestId, slot.small);
       const sent = (): void => {
         // As for ReadPieces: the slot is free before the client learns the read is over.
         release();

@@ -22,7 +22,7 @@ import { ExchangeStream, type ExchangeHost } from "./exchange-server.js";
 import { messagePool, PieceWriter } from "./piece-writer.js";
 import { statResponse } from "./peer-stat.js";
 import { endCall, MAX_REQUEST_BYTES, readRequest, respondHttp, respondMessages } from "./server-call.js";
-import { DEFAULT_MAX_CONCURRENT_UPLOADS, SMALL_READ_BYTES, UploadSlots } from "./upload-slots.js";
+import { DEFAULT_MAX_CONCURRENT_UPLOADS, type SlotRelease, UploadSlots } from "./upload-slots.js";
 
 /** Longest wait_ms honoured; longer requests are clamped to it. */
 export const MAX_WAIT_MS = 60_000;
@@ -93,7 +93,7 @@ export class PeerServer {
       store: options.store,
       describe: (rawDigest) => this.describe(rawDigest),
       acquireUploadSlot: (session, bytes) => this.slots.acquire(session, bytes),
-      writer: (stream, signal, requestId, bytes) => this.writer(stream, signal, requestId, bytes),
+      writer: (stream, signal, requestId, small) => this.writer(stream, signal, requestId, small),
       clampWaitMs: (waitMs) => Math.min(waitMs, MAX_WAIT_MS),
       maxRequestBytes: MAX_REQUEST_BYTES,
       logFailure: (method, peerStatus) => {
@@ -293,9 +293,9 @@ export class PeerServer {
       const { digest, blob } = await this.describe(request.digest);
       checkPieces(request, blob);
       controller.signal.throwIfAborted();
-      const bytes = readBytes(request, blob);
-      releaseSlot = this.slots.acquire(session, bytes);
-      await this.readPieces(stream, digest, blob, request, bytes, controller.signal, releaseSlot);
+      const slot = this.slots.acquire(session, readBytes(request, blob));
+      releaseSlot = slot;
+      await this.readPieces(stream, digest, blob, request, slot, controller.signal);
     } catch (error: unknown) {
       const peerStatus = failureStatus(error, controller.signal);
       if (peerStatus.code !== GrpcStatus.CANCELLED) {
@@ -309,15 +309,15 @@ export class PeerServer {
     }
   }
 
-  /** `bytes`: what the read sends in all (readBytes); a small one pays the upload rate ahead of the queue. */
-  private writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number | undefined, bytes: number): PieceWriter {
+  /** `small`: the read was served from the small-read pool, and pays the upload rate ahead of the queue. */
+  private writer(stream: ServerHttp2Stream, signal: AbortSignal, requestId: number | undefined, small: boolean): PieceWriter {
     const { metrics } = this.options;
     return new PieceWriter({
       stream,
       signal,
       pool: this.pool,
       bucket: this.bucket,
-      small: bytes <= SMALL_READ_BYTES,
+      small,
       sendStallTimeoutMs: this.options.sendStallTimeoutMs,
       requestId,
       onSent:
@@ -339,13 +339,12 @@ export class PeerServer {
     digest: Digest,
     blob: HeldBlob,
     request: ReadPiecesRequest,
-    bytes: number,
+    /** The upload slot; freed before the trailers are sent. */
+    releaseSlot: SlotRelease,
     signal: AbortSignal,
-    /** Frees the upload slot; called before the trailers are sent. */
-    releaseSlot: () => void,
   ): Promise<void> {
     const { store } = this.options;
-    const writer = this.writer(stream, signal, undefined, bytes);
+    const writer = this.writer(stream, signal, undefined, releaseSlot.small);
     try {
       await writer.sendPieces(store, digest, blob, request.pieces, Math.min(request.waitMs, MAX_WAIT_MS), () => {
         releaseSlot();

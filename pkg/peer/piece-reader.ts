@@ -93,14 +93,12 @@ export async function waitServable(partial: PartialBlob, index: number, waitMs: 
 function waitForProgress(partial: PartialBlob, index: number, timeoutMs: number, signal: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const local = new AbortController();
-    let unsubscribe: (() => void) | undefined;
     let done = false;
     const finish = (error?: unknown): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       signal.removeEventListener("abort", onAbort);
-      unsubscribe?.();
       local.abort();
       if (error === undefined) resolve();
       else reject(error instanceof Error ? error : new Error("aborted", { cause: error }));
@@ -110,24 +108,18 @@ function waitForProgress(partial: PartialBlob, index: number, timeoutMs: number,
     };
     const timer = setTimeout(finish, timeoutMs);
     signal.addEventListener("abort", onAbort, { once: true });
-    if (index === partial.pieceCount - 1) {
-      // The last piece becomes servable once the digest is verified (or the partial settles).
-      unsubscribe = partial.onProgress(() => {
-        if (partial.verified || partial.state !== "open") finish();
-      });
-      // It may have happened between the caller's check and the subscription.
-      if (partial.verified || partial.state !== "open") finish();
-    } else {
-      partial.waitForPiece(index, local.signal).then(
-        () => {
-          finish();
-        },
-        (error: unknown) => {
-          if (local.signal.aborted) return;
-          finish(new PeerStatus(status.FAILED_PRECONDITION, `partial blob ${partial.digest} was aborted`, { cause: error }));
-        },
-      );
-    }
+    // The last piece becomes servable once the digest is verified (or the partial settles: the caller
+    // looks again); any other once it is held.
+    const ready = index === partial.pieceCount - 1 ? whenVerified(partial, local.signal) : partial.waitForPiece(index, local.signal);
+    ready.then(
+      () => {
+        finish();
+      },
+      (error: unknown) => {
+        if (local.signal.aborted) return;
+        finish(new PeerStatus(status.FAILED_PRECONDITION, `partial blob ${partial.digest} was aborted`, { cause: error }));
+      },
+    );
     if (signal.aborted) onAbort();
   });
 }

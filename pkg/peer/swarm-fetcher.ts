@@ -360,7 +360,6 @@ export class SwarmFetcher implements BlobFetcher {
         await partial.waitForPiece(index, signal);
         announcer.tick();
       }
-      announcer.tick(true);
       // The last piece is servable once the digest is verified, before commit() has made the blob durable
       // (seconds on a busy disk): announced then, not with the complete blob after the fsync.
       await whenVerified(partial, signal);

@@ -22,6 +22,9 @@ export const SMALL_READ_BYTES = 256 * 1024;
 const MAX_SMALL_READS = 32;
 const MAX_SMALL_READS_PER_CONNECTION = 4;
 
+/** Frees an upload slot (idempotent); `small`: it came from the small-read pool (SMALL_READ_BYTES). */
+export type SlotRelease = (() => void) & { readonly small: boolean };
+
 /**
  * The upload slots of one PeerServer: each request being served (a ReadPieces call or an Exchange read)
  * holds one, counted against the node-wide cap and its connection's share of it.
@@ -54,11 +57,11 @@ export class UploadSlots {
    * Takes a slot for one request of `bytes` on `session`; RESOURCE_EXHAUSTED when the node-wide or the
    * per-connection cap is full. Returns the slot's release (idempotent). A small request (SMALL_READ_BYTES)
    * is served from the small pool while it has room (for the node and for its connection), and takes a
-   * slot like any other beyond it.
+   * slot like any other beyond it; the release's `small` says which.
    */
-  acquire(session: Http2Session | undefined, bytes: number): () => void {
+  acquire(session: Http2Session | undefined, bytes: number): SlotRelease {
     if (bytes <= SMALL_READ_BYTES && this.small.total < MAX_SMALL_READS && this.small.of(session) < MAX_SMALL_READS_PER_CONNECTION) {
-      return this.small.take(session);
+      return Object.assign(this.small.take(session), { small: true });
     }
     const held = this.slots.of(session);
     if (this.slots.total >= this.max || held >= this.maxPerConnection) {
@@ -68,7 +71,10 @@ export class UploadSlots {
       throw new PeerStatus(GrpcStatus.RESOURCE_EXHAUSTED, which);
     }
     this.metrics?.peerUploadsActive.inc();
-    return this.slots.take(session, () => this.metrics?.peerUploadsActive.dec());
+    return Object.assign(
+      this.slots.take(session, () => this.metrics?.peerUploadsActive.dec()),
+      { small: false },
+    );
   }
 }
 
