@@ -128,8 +128,11 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
       );
     });
     const leader = c.leaders()[0]!;
-    assert.match(await leader.metrics.registry.getSingleMetricAsString("shoal_prefetch_resources"), /phase="Ready"\} 1/);
-    assert.match(await leader.metrics.registry.getSingleMetricAsString("shoal_prefetch_seeds"), /state="seeded"\} 2/);
+    // The gauges are set after the status write the API double already shows: read them once they are.
+    await eventually(async () => {
+      assert.match(await leader.metrics.registry.getSingleMetricAsString("shoal_prefetch_resources"), /phase="Ready"\} 1/);
+      assert.match(await leader.metrics.registry.getSingleMetricAsString("shoal_prefetch_seeds"), /state="seeded"\} 2/);
+    }, 10_000);
 
     // The cold herd: every other agent pulls the image; nothing more comes from the origin.
     for (const agent of z.agents.filter((a) => !seeds.includes(a))) {
