@@ -131,6 +131,16 @@ export class AgentMetrics {
     labelNames: ["source_zone", "zone"] as const,
     registers: [this.registry],
   });
+  readonly receiveBudgetBytes = new Gauge({
+    name: "shoal_swarm_receive_budget_bytes",
+    help: "Piece bytes this agent may have asked its peers for at once: its receive rate times the target wait (ReceiveBudget).",
+    registers: [this.registry],
+  });
+  readonly requestedPieceBytes = new Gauge({
+    name: "shoal_swarm_requested_bytes",
+    help: "Piece bytes this agent has asked its peers for and not received yet, all downloads together.",
+    registers: [this.registry],
+  });
   readonly peerUploadsActive = new Gauge({
     name: "shoal_peer_uploads_active",
     help: "Piece streams this agent is serving now.",

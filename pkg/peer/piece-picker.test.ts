@@ -66,12 +66,18 @@ interface Scenario {
   readonly random?: () => number;
   /** PickerState.patienceMs (the silence thresholds stretched on a busy machine); none: the bases. */
   readonly patienceMs?: (baseMs: number) => number;
+  /** PickerState.maxPieces (the download's part of the receive budget); none: unlimited. */
+  readonly maxPieces?: number;
 }
 
 /** The identity shuffle: Fisher–Yates with random() just below 1 swaps every index with itself. */
 const IDENTITY = (): number => 0.999_999;
 
 function plan(s: Scenario): PlannedRequest[] {
+  return planWith(s).planned;
+}
+
+function planWith(s: Scenario): { planned: PlannedRequest[]; capped: boolean } {
   const pieces = s.pieces ?? 8;
   const picker = new PiecePicker({
     pieceCount: pieces,
@@ -93,8 +99,10 @@ function plan(s: Scenario): PlannedRequest[] {
     granteeAgentId: s.granteeAgentId,
     requestsFor: (i) => book.requestsFor(i),
     ...(s.patienceMs === undefined ? {} : { patienceMs: s.patienceMs }),
+    ...(s.maxPieces === undefined ? {} : { maxPieces: s.maxPieces }),
   };
-  return picker.plan(state);
+  const planned = picker.plan(state);
+  return { planned, capped: picker.capped };
 }
 
 /** PiecePicker.suppliers for a scenario: the peers (usable or busy) holding a piece this agent misses. */
@@ -191,12 +199,41 @@ describe("PiecePicker", () => {
       scenario: { peers: [{ ...peer("a", "all"), inflight: 3 }] },
       expected: ["a:0"],
     },
+    {
+      name: "without a budget each peer in rank order takes batches up to its room",
+      scenario: { peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 6, 7])], tuning: { inOrderWindow: 8 } },
+      // Round by round: b, c, b, c.
+      expected: ["b:0,1", "c:2,3", "b:4,5", "c:6,7"],
+    },
+    {
+      name: "a budget of 3 pieces is spread over the peers a batch at a time, and the last batch is cut to fit",
+      scenario: {
+        peers: [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 6, 7])],
+        tuning: { inOrderWindow: 8 },
+        maxPieces: 3,
+      },
+      expected: ["b:0,1", "c:2"],
+    },
+    {
+      name: "a budget of nothing plans nothing",
+      scenario: { peers: [peer("a", "all")], maxPieces: 0 },
+      expected: [],
+    },
   ];
   for (const { name, scenario, expected } of cases) {
     it(name, () => {
       assert.deepEqual(summary(plan(scenario)), expected);
     });
   }
+
+  it("says it was capped only when the budget, not the peers or the pieces, ended the plan", () => {
+    const both = [peer("b", [0, 1, 2, 3, 4, 5, 6, 7]), peer("c", [0, 1, 2, 3, 4, 5, 6, 7])];
+    assert.equal(planWith({ peers: both, maxPieces: 3 }).capped, true, "peers had room for more");
+    assert.equal(planWith({ peers: both, maxPieces: 0 }).capped, true, "no room at all");
+    assert.equal(planWith({ peers: both, maxPieces: 100 }).capped, false, "the peers' room ended it");
+    assert.equal(planWith({ peers: both }).capped, false, "no budget");
+    assert.equal(planWith({ held: [0, 1, 2, 3, 4, 5, 6], peers: both, maxPieces: 3 }).capped, false, "one piece was all it wanted");
+  });
 
   it("the tie-break among equally rare pieces comes from the random source", () => {
     const peers = (): SwarmPeer[] => [peer("a", "all")];

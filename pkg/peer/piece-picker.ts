@@ -55,6 +55,12 @@ export interface PickerState {
    * (RequestBook.patienceMs: longer while calls pause on a busy machine); the base when not given.
    */
   patienceMs?(baseMs: number): number;
+  /**
+   * At most this many pieces in this pass, all peers together (the download's part of the agent's
+   * ReceiveBudget); unlimited when not given. The pass then goes round the peers a batch at a time, so the
+   * room is spread over them instead of filling the best-ranked peer's queue first.
+   */
+  readonly maxPieces?: number;
 }
 
 /** A call to make: pieces in order, and how long the peer may wait for them (relays). */
@@ -128,6 +134,7 @@ export class PiecePicker {
   private readonly tiebreak: Uint32Array;
   /** Fan-out is off for this blob (PiecePickerOptions.blobBytes). */
   private readonly small: boolean;
+  private wasCapped = false;
 
   constructor(private readonly options: PiecePickerOptions) {
     this.small = options.blobBytes !== undefined && options.blobBytes <= SMALL_READ_BYTES;
@@ -152,6 +159,7 @@ export class PiecePicker {
 
   plan(state: PickerState): PlannedRequest[] {
     const { pieceCount, tuning, zone } = this.options;
+    this.wasCapped = false;
     const missing: number[] = [];
     for (let i = 0; i < pieceCount; i++) if (!state.held(i) && !state.parked(i)) missing.push(i);
     if (missing.length === 0) return [];
@@ -185,19 +193,41 @@ export class PiecePicker {
     };
     const planned: PlannedRequest[] = [];
     let parked = state.parkedCount;
+    let left = state.maxPieces ?? Number.POSITIVE_INFINITY;
+    const rooms = state.peers.map((peer) => tuning.maxInflightPerPeer - peer.inflight);
     // Best ranked first: the tracker ranks same-zone peers first, so they claim pieces before others may.
-    for (const peer of state.peers) {
-      let room = tuning.maxInflightPerPeer - peer.inflight;
-      while (room > 0) {
-        const batch = this.pick(peer, pass, Math.min(room, tuning.piecesPerRequest), parked < MAX_PARKED_PIECES, state);
-        if (batch.pieces.length === 0) break;
-        room -= batch.pieces.length;
+    // Round by round, one batch per peer: a limited pass spreads its pieces over the peers.
+    for (let more = true; more;) {
+      more = false;
+      for (const [k, peer] of state.peers.entries()) {
+        const room = rooms[k] ?? 0;
+        if (room <= 0) continue;
+        if (left <= 0) {
+          this.wasCapped = true;
+          return planned;
+        }
+        const batch = this.pick(peer, pass, Math.min(room, tuning.piecesPerRequest, left), parked < MAX_PARKED_PIECES, state);
+        if (batch.pieces.length === 0) {
+          rooms[k] = 0;
+          continue;
+        }
+        rooms[k] = room - batch.pieces.length;
+        left -= batch.pieces.length;
+        more = true;
         // A relayed piece may arrive before its hash and be parked: count it against the limit now.
         if (batch.waitMs > 0) parked += batch.pieces.length;
         planned.push({ peer, ...batch });
       }
     }
     return planned;
+  }
+
+  /**
+   * Whether the last plan stopped at PickerState.maxPieces while some peer still had room: the download
+   * would have asked for more (it is hungry for its ReceiveBudget share).
+   */
+  get capped(): boolean {
+    return this.wasCapped;
   }
 
   /** Pieces for one request to `peer`: pieces it holds first, else the ones it is about to receive. */

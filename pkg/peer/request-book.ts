@@ -37,7 +37,11 @@ export class RequestBook {
    * `newController`: each call's AbortController (the simulator, whose calls are never cancelled through
    * a signal, hands out one shared controller).
    */
-  constructor(private readonly newController: () => AbortController = () => new AbortController()) {}
+  constructor(
+    private readonly newController: () => AbortController = () => new AbortController(),
+    /** Told of every piece asked for and every one settled (the agent's ReceiveBudget); none in the simulator. */
+    private readonly counter?: { take(pieces: number): void; give(pieces: number): void },
+  ) {}
 
   add(peer: SwarmPeer, pieces: readonly number[], relay: boolean, nowMs: number): PieceRequest {
     const request: PieceRequest = {
@@ -52,6 +56,7 @@ export class RequestBook {
     this.all.add(request);
     for (const index of pieces) this.byPiece.set(index, [...(this.byPiece.get(index) ?? []), request]);
     peer.inflight += pieces.length;
+    this.counter?.take(pieces.length);
     return request;
   }
 
@@ -60,6 +65,7 @@ export class RequestBook {
     const running = this.byPiece.get(index);
     if (!running?.includes(request)) return;
     request.peer.inflight--;
+    this.counter?.give(1);
     const rest = running.filter((r) => r !== request);
     if (rest.length === 0) this.byPiece.delete(index);
     else this.byPiece.set(index, rest);

@@ -8,8 +8,10 @@ import type { ReceivedPiece } from "./piece-source.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { loopSleepMs, type RefreshState, refreshDue } from "./refresh-schedule.js";
 import { RequestBook } from "./request-book.js";
+import type { BudgetShare } from "./receive-budget.js";
 import { type SwarmPeer, SwarmPeers } from "./swarm-peers.js";
 import { type SwarmDownloadContext, type SwarmOutcome, swarmZone } from "./swarm-round.js";
+import { SMALL_READ_BYTES } from "./upload-slots.js";
 
 /**
  * Fetches the missing pieces of one blob from peers: the loop around the PiecePicker (what to ask of
@@ -21,7 +23,9 @@ import { type SwarmDownloadContext, type SwarmOutcome, swarmZone } from "./swarm
 export class SwarmDownload {
   private readonly peers: SwarmPeers;
   private readonly picker: PiecePicker;
-  private readonly book = new RequestBook();
+  private readonly book: RequestBook;
+  /** This download's part of the agent's ReceiveBudget; undefined: not limited by it (a small blob, tests). */
+  private readonly share: BudgetShare | undefined;
   private readonly announcer: ProgressAnnouncer;
   private granteeAgentId: string | undefined;
   /** Since when nobody could bring the missing pieces (see SwarmTuning.orphanedMs); undefined while someone can. */
@@ -53,6 +57,25 @@ export class SwarmDownload {
       random: ctx.random ?? Math.random,
     });
     this.announcer = new ProgressAnnouncer(ctx.tracker, ctx.partial, ctx.tuning.announceIntervalMs);
+    const { budget, partial } = ctx;
+    const share =
+      budget !== undefined && partial.size > SMALL_READ_BYTES
+        ? budget.join(() => {
+            this.wakeUp();
+          })
+        : undefined;
+    this.share = share;
+    this.book =
+      budget === undefined || share === undefined
+        ? new RequestBook()
+        : new RequestBook(undefined, {
+            take: (pieces) => {
+              budget.take(share, pieces * partial.pieceSize);
+            },
+            give: (pieces) => {
+              budget.give(share, pieces * partial.pieceSize);
+            },
+          });
     this.apply(ctx.first, ctx.degraded === true);
   }
 
@@ -75,7 +98,7 @@ export class SwarmDownload {
         // The pace of this pass is set by what was parked when it began.
         const parked = this.parked.size > 0;
         if (refreshDue(tuning, this.refreshState(performance.now(), parked))) await this.refresh();
-        for (const planned of this.picker.plan(this.pickerState(performance.now()))) this.request(planned);
+        this.plan(performance.now());
         this.announcer.tick();
         const after = performance.now();
         if (this.orphaned(after)) {
@@ -96,6 +119,7 @@ export class SwarmDownload {
     } finally {
       unwatch();
       this.book.abort();
+      if (this.share !== undefined) this.ctx.budget?.leave(this.share);
       for (const { piece } of this.parked.values()) piece.release();
       this.parked.clear();
       this.announcer.tick(true);
@@ -114,6 +138,17 @@ export class SwarmDownload {
       notices: this.ctx.tracker.sendsNotices,
       deltas: this.deltas,
     };
+  }
+
+  /** Asks peers for what the picker chooses, within this download's part of the agent's receive budget. */
+  private plan(nowMs: number): void {
+    const { budget, partial } = this.ctx;
+    const share = this.share;
+    const room = share === undefined ? undefined : budget?.room(share, partial.pieceSize, nowMs);
+    const planned = this.picker.plan({ ...this.pickerState(nowMs), ...(room === undefined ? {} : { maxPieces: room }) });
+    // It wants more than it got when the budget, not the peers or the pieces, ended its plan.
+    if (share !== undefined) share.hungry = this.picker.capped;
+    for (const request of planned) this.request(request);
   }
 
   private pickerState(nowMs: number): Parameters<PiecePicker["plan"]>[0] {
@@ -160,6 +195,7 @@ export class SwarmDownload {
     const onData = (bytes: number): void => {
       const now = performance.now();
       this.book.data(request, bytes, now);
+      this.ctx.budget?.received(bytes, now);
       this.lastProgressMs = now;
     };
     const run = async (): Promise<void> => {

@@ -11,6 +11,7 @@ import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
 import { NoticeWait } from "./notice-wait.js";
 import { whenVerified } from "./piece-reader.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
+import { ReceiveBudget } from "./receive-budget.js";
 import { SwarmDownload } from "./swarm-download.js";
 import { type SwarmSelf, swarmZone } from "./swarm-round.js";
 import { SwarmPeers } from "./swarm-peers.js";
@@ -81,9 +82,12 @@ export class SwarmFetcher implements BlobFetcher {
   /** Per digest, agents whose pieces made a copy that failed its digest; least recently suspected first out. */
   private readonly suspects = new Map<Digest, Set<string>>();
   private readonly tuning: SwarmTuning;
+  /** What all of this agent's downloads may ask their peers for at once. */
+  private readonly budget: ReceiveBudget;
 
   constructor(private readonly options: SwarmFetcherOptions) {
     this.tuning = { ...DEFAULT_SWARM_TUNING, ...options.tuning };
+    this.budget = new ReceiveBudget(this.tuning, options.metrics);
   }
 
   async acquire(request: BlobRequest, signal: AbortSignal): Promise<BlobLease> {
@@ -229,6 +233,7 @@ export class SwarmFetcher implements BlobFetcher {
           knownPeers: this.options.knownPeers,
           degraded,
           expectedSize: request.size,
+          budget: this.budget,
         });
         const outcome = await download.run();
         // Every piece may be here even when the round ended otherwise (e.g. the last ones arrived as it gave up).

@@ -4,6 +4,7 @@ import type { PartialBlob } from "../store/index.js";
 import type { LookupResult, Tracker } from "../tracker/index.js";
 import type { KnownPeers } from "./known-peers.js";
 import type { PieceSource } from "./piece-source.js";
+import type { ReceiveBudget } from "./receive-budget.js";
 import type { SwarmPeers } from "./swarm-peers.js";
 import type { SwarmTuning } from "./swarm-tuning.js";
 
@@ -48,6 +49,11 @@ export interface SwarmDownloadContext {
   readonly degraded?: boolean;
   /** The blob's size as the agent knows it (a manifest's descriptor): asked of the tracker with every lookup. */
   readonly expectedSize?: number | undefined;
+  /**
+   * What this agent's downloads together may ask for at once (the fetcher's). Not used for a small blob,
+   * which goes ahead (SMALL_READ_BYTES). Without one, only maxInflightPerPeer limits the requests.
+   */
+  readonly budget?: ReceiveBudget | undefined;
 }
 
 /**

@@ -1,8 +1,12 @@
 import type { PickerTuning } from "./piece-picker.js";
+import type { ReceiveTuning } from "./receive-budget.js";
 import type { RefreshTuning } from "./refresh-schedule.js";
 
-/** The knobs of a swarm download: the piece picker's, the refresh schedule's, and the download loop's own. */
-export interface SwarmTuning extends PickerTuning, RefreshTuning {
+/**
+ * The knobs of a swarm download: the piece picker's, the refresh schedule's, the agent's receive budget's
+ * and the download loop's own.
+ */
+export interface SwarmTuning extends PickerTuning, RefreshTuning, ReceiveTuning {
   /** Lookups to refresh holders, bitmaps and hashes (without notices from the tracker; refresh-schedule.ts). */
   readonly refreshIntervalMs: number;
   /** While pieces wait for their hashes: the quicker lookup interval. */
@@ -52,4 +56,9 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   endgamePieces: 4,
   endgameSilenceMs: 500,
   siblingWaitMs: 1_500,
+  // The agent asks for what it receives in receiveWaitMs at its current rate (ReceiveBudget; measured in
+  // docs/benchmarks.md): on a busy machine requests no longer wait seconds in peers' send queues.
+  receiveWaitMs: 2_000,
+  minReceiveBytes: 8 * 1024 * 1024,
+  maxReceiveBytes: 128 * 1024 * 1024,
 };
