@@ -9,6 +9,7 @@ import { CoalescingWriter } from "./coalescing-writer.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { type UpstreamClient, type UpstreamResponse, header, toUpstreamError } from "./upstream/upstream-client.js";
 import { raceSignal } from "../util/index.js";
+import { type TransferAttempt, TransferWatch } from "./transfer-watch.js";
 
 /** How often a transfer that failed mid-stream is resumed with a Range request before giving up. */
 export const MAX_RESUMES = 3;
@@ -40,8 +41,8 @@ export interface OriginFetcherOptions {
   readonly logger: Logger;
 }
 
-/** An upstream blob response and the blob offset its body starts at. */
-type OffsetResponse = UpstreamResponse & { readonly offset: number };
+/** An upstream blob response, the blob offset its body starts at, and its attempt as the TransferWatch sees it. */
+type OffsetResponse = UpstreamResponse & { readonly offset: number; readonly attempt: TransferAttempt };
 
 interface Flight {
   readonly controller: AbortController;
@@ -58,6 +59,8 @@ interface Flight {
  */
 export class OriginFetcher implements BlobFetcher {
   private readonly flights = new Map<Digest, Flight>();
+  /** Cuts transfers starved beside others from the same registry, to be resumed on a new connection. */
+  private readonly watch = new TransferWatch();
 
   constructor(private readonly options: OriginFetcherOptions) {}
 
@@ -164,7 +167,9 @@ export class OriginFetcher implements BlobFetcher {
             throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
           return partial.append(data, at);
         });
+        const attempt = response.attempt;
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
+          attempt.progress();
           metrics.originBytesFetched.inc(chunk.length);
           await writer.push(chunk);
         }
@@ -181,9 +186,11 @@ export class OriginFetcher implements BlobFetcher {
       } catch (caught) {
         // Socket errors and body timeouts surface from the body iterator as undici errors.
         const error =
-          caught instanceof RegistryError || isStoreError(caught) || response === undefined
-            ? caught
-            : toUpstreamError(response.url, caught);
+          response?.attempt.starved === true
+            ? response.attempt.error
+            : caught instanceof RegistryError || isStoreError(caught) || response === undefined
+              ? caught
+              : toUpstreamError(response.url, caught);
         response?.body.destroy();
         response = undefined;
         if (signal.aborted) {
@@ -235,19 +242,32 @@ export class OriginFetcher implements BlobFetcher {
     }
   }
 
+  /** One request for the blob (from `offset`), watched until its body closes (TransferWatch). */
   private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal): Promise<OffsetResponse> {
-    const response = await this.options.upstream.request(request.registry, {
-      method: "GET",
-      path: `/v2/${request.name}/blobs/${request.digest}`,
-      name: request.name,
-      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
-      signal,
-      credentials: request.credentials,
+    const attempt = this.watch.begin(request.registry);
+    let response: UpstreamResponse;
+    try {
+      response = await this.options.upstream.request(request.registry, {
+        method: "GET",
+        path: `/v2/${request.name}/blobs/${request.digest}`,
+        name: request.name,
+        headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+        signal: AbortSignal.any([signal, attempt.signal]),
+        credentials: request.credentials,
+      });
+    } catch (error) {
+      attempt.end();
+      // Cut by the watch: a timeout, resumed like any network failure (not the flight's own abort).
+      throw attempt.starved && !signal.aborted ? attempt.error : error;
+    }
+    attempt.progress();
+    response.body.once("close", () => {
+      attempt.end();
     });
-    if (response.status === 200) return { ...response, offset: 0 };
+    if (response.status === 200) return { ...response, offset: 0, attempt };
     if (response.status === 206 && offset > 0) {
       const start = /^bytes (\d+)-/.exec(header(response.headers, "content-range") ?? "")?.[1];
-      if (Number(start) === offset) return { ...response, offset };
+      if (Number(start) === offset) return { ...response, offset, attempt };
       response.body.destroy();
       throw new RegistryError(
         "ERR_UPSTREAM_PROTOCOL",
