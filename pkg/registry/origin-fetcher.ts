@@ -9,7 +9,7 @@ import { CoalescingWriter } from "./coalescing-writer.js";
 import { RegistryError, isTransientUpstreamError } from "./errors.js";
 import { type UpstreamClient, type UpstreamResponse, header, toUpstreamError } from "./upstream/upstream-client.js";
 import { raceSignal } from "../util/index.js";
-import { type TransferAttempt, TransferWatch } from "./transfer-watch.js";
+import { MAX_STARVED_CUTS, type TransferAttempt, TransferWatch, isStarvedError } from "./transfer-watch.js";
 
 /** How often a transfer that failed mid-stream is resumed with a Range request before giving up. */
 export const MAX_RESUMES = 3;
@@ -154,9 +154,11 @@ export class OriginFetcher implements BlobFetcher {
     // Progress resets the retry budget: what counts is how long the transfer has been stuck.
     let stuckSinceMs = performance.now();
     let progressOffset = partial.appendOffset;
+    let starvedCuts = 0;
     for (;;) {
       try {
-        if (response === undefined) response = await this.requestBlob(request, partial.appendOffset, signal);
+        if (response === undefined)
+          response = await this.requestBlob(request, partial.appendOffset, signal, starvedCuts < MAX_STARVED_CUTS);
         // Bytes of a 200 start at 0 (the upstream ignored our Range); already-held pieces are skipped by
         // append. The stream keeps its own position: appendOffset may jump past pieces peers delivered.
         let position = response.status === 206 ? response.offset : 0;
@@ -169,7 +171,7 @@ export class OriginFetcher implements BlobFetcher {
         });
         const attempt = response.attempt;
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
-          attempt.progress();
+          attempt.progress(chunk.length);
           metrics.originBytesFetched.inc(chunk.length);
           await writer.push(chunk);
         }
@@ -205,6 +207,7 @@ export class OriginFetcher implements BlobFetcher {
           return;
         }
         metrics.upstreamErrors.inc({ reason: upstreamErrorReason(error) });
+        if (isStarvedError(error)) starvedCuts++;
         if (partial.appendOffset > progressOffset) {
           progressOffset = partial.appendOffset;
           stuckSinceMs = performance.now();
@@ -243,8 +246,8 @@ export class OriginFetcher implements BlobFetcher {
   }
 
   /** One request for the blob (from `offset`), watched until its body closes (TransferWatch). */
-  private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal): Promise<OffsetResponse> {
-    const attempt = this.watch.begin(request.registry);
+  private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal, mayCut = true): Promise<OffsetResponse> {
+    const attempt = this.watch.begin(request.registry, mayCut);
     let response: UpstreamResponse;
     try {
       response = await this.options.upstream.request(request.registry, {
@@ -260,7 +263,7 @@ export class OriginFetcher implements BlobFetcher {
       // Cut by the watch: a timeout, resumed like any network failure (not the flight's own abort).
       throw attempt.starved && !signal.aborted ? attempt.error : error;
     }
-    attempt.progress();
+    attempt.progress(0);
     response.body.once("close", () => {
       attempt.end();
     });
