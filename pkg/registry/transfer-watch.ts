@@ -85,7 +85,7 @@ class Attempt implements TransferAttempt {
  * one or two of the four connections had not brought a single 1 MiB piece after 8–10 s while the others
  * ran at full speed (TCP flows backing off their retransmissions while the others keep the queue full),
  * and every other node's mirror gave up on those layers and sent its runtime to the origin (2.3–4.5 × F
- * in four of fifteen runs). A new connection starts without that backoff. A registry that is slow on every
+ * in four of twelve runs). A new connection starts without that backoff. A registry that is slow on every
  * transfer, or a transfer alone, is not starved: nothing is cut then, and the upstream client's own
  * timeouts apply.
  */
