@@ -23,60 +23,60 @@ describe("ReceiveBudget", () => {
 
   it("counts what every download has asked for, and a download that leaves gives its part back", () => {
     const budget = new ReceiveBudget(TUNING);
-    const a = budget.join(() => undefined);
-    const b = budget.join(() => undefined);
-    budget.take(a, 3 * MiB);
-    budget.take(b, 2 * MiB);
-    budget.give(a, MiB);
+    const a = budget.join(MiB, () => undefined);
+    const b = budget.join(MiB, () => undefined);
+    a.take(3);
+    b.take(2);
+    a.give(1);
     assert.equal(budget.requested, 4 * MiB);
-    budget.leave(a);
+    a.leave();
     assert.equal(budget.requested, 2 * MiB);
     assert.equal(a.bytes, 0);
   });
 
   it("shares the budget: an equal part for each download that wants more, what satisfied ones hold left aside", () => {
     const budget = new ReceiveBudget(TUNING); // 8 MiB: the floor
-    const a = budget.join(() => undefined);
-    const b = budget.join(() => undefined);
+    const a = budget.join(MiB, () => undefined);
+    const b = budget.join(MiB, () => undefined);
     a.hungry = true;
-    assert.equal(budget.room(b, MiB, 0), 4, "b and a want more: 4 MiB each");
-    budget.take(a, 4 * MiB);
+    assert.equal(b.room(0), 4, "b and a want more: 4 MiB each");
+    a.take(4);
     b.hungry = true;
-    assert.equal(budget.room(a, MiB, 0), 0, "a holds its part");
-    assert.equal(budget.room(b, MiB, 0), 4);
-    budget.take(b, 4 * MiB);
+    assert.equal(a.room(0), 0, "a holds its part");
+    assert.equal(b.room(0), 4);
+    b.take(4);
     // a is satisfied with 1 MiB in flight (it has nothing more to ask for): b may have the rest.
-    budget.give(a, 3 * MiB);
+    a.give(3);
     a.hungry = false;
-    assert.equal(budget.room(b, MiB, 0), 3, "8 MiB less a's 1 MiB, less b's 4 MiB asked already");
+    assert.equal(b.room(0), 3, "8 MiB less a's 1 MiB, less b's 4 MiB asked already");
   });
 
   it("never starves a download: each may keep MIN_PIECES_PER_DOWNLOAD pieces asked for, beyond the budget", () => {
     const budget = new ReceiveBudget(TUNING);
-    const greedy = budget.join(() => undefined);
-    budget.take(greedy, 8 * MiB);
+    const greedy = budget.join(MiB, () => undefined);
+    greedy.take(8);
     greedy.hungry = true;
-    const late = budget.join(() => undefined);
-    assert.equal(budget.room(late, 4 * MiB, 0), MIN_PIECES_PER_DOWNLOAD, "4 MiB pieces: two, though the budget is spent");
-    budget.take(late, MIN_PIECES_PER_DOWNLOAD * 4 * MiB);
-    assert.equal(budget.room(late, 4 * MiB, 0), 0);
+    const late = budget.join(4 * MiB, () => undefined);
+    assert.equal(late.room(0), MIN_PIECES_PER_DOWNLOAD, "4 MiB pieces: two, though the budget is spent");
+    late.take(MIN_PIECES_PER_DOWNLOAD);
+    assert.equal(late.room(0), 0);
   });
 
   it("wakes a download that wanted more when another gives room back, not one that is satisfied", () => {
     const budget = new ReceiveBudget(TUNING);
     let wokenHungry = 0;
     let wokenSatisfied = 0;
-    const giver = budget.join(() => undefined);
-    const hungry = budget.join(() => {
+    const giver = budget.join(MiB, () => undefined);
+    const hungry = budget.join(MiB, () => {
       wokenHungry++;
     });
-    const satisfied = budget.join(() => {
+    const satisfied = budget.join(MiB, () => {
       wokenSatisfied++;
     });
     hungry.hungry = true;
-    budget.take(giver, 2 * MiB);
-    budget.give(giver, MiB);
-    budget.leave(giver);
+    giver.take(2);
+    giver.give(1);
+    giver.leave();
     assert.equal(wokenHungry, 2);
     assert.equal(wokenSatisfied, 0);
     assert.equal(satisfied.bytes, 0);

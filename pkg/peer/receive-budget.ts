@@ -19,14 +19,44 @@ const RATE_BUCKETS = 8;
 /** Every download may keep this many pieces asked for, whatever the budget: none is starved by the others. */
 export const MIN_PIECES_PER_DOWNLOAD = 2;
 
-/** One download's part of the budget: what it has asked for and whether it wanted more than it got. */
-export interface BudgetShare {
+/**
+ * One download's part of the budget, counted in its own pieces: what it has asked for and whether it
+ * wanted more than it got. It is the RequestBook's counter (take and give pieces) and the download's
+ * source of room.
+ */
+export class BudgetShare {
   /** Piece bytes this download has asked for and not received yet. */
-  bytes: number;
+  bytes = 0;
   /** Its last plan used all the room it was given: it would take more. */
-  hungry: boolean;
-  /** Called when room it was refused frees up. */
-  readonly wake: () => void;
+  hungry = false;
+
+  constructor(
+    private readonly budget: ReceiveBudget,
+    /** The download's piece size. */
+    readonly pieceBytes: number,
+    /** Called when room it was refused frees up. */
+    readonly wake: () => void,
+  ) {}
+
+  /** How many more pieces the download may ask for now (ReceiveBudget.room). */
+  room(nowMs: number): number {
+    return this.budget.room(this, nowMs);
+  }
+
+  /** The download asked for `pieces` more. */
+  take(pieces: number): void {
+    this.budget.count(this, pieces * this.pieceBytes);
+  }
+
+  /** `pieces` it had asked for arrived or are no longer wanted: room for the downloads that wanted more. */
+  give(pieces: number): void {
+    this.budget.count(this, -pieces * this.pieceBytes);
+  }
+
+  /** The download ended: whatever it still counted is given back. */
+  leave(): void {
+    this.budget.leave(this);
+  }
 }
 
 /**
@@ -58,16 +88,16 @@ export class ReceiveBudget {
     private readonly metrics?: AgentMetrics,
   ) {}
 
-  /** A download starts asking for pieces; `wake` is called when room it wanted frees up. */
-  join(wake: () => void): BudgetShare {
-    const share: BudgetShare = { bytes: 0, hungry: false, wake };
+  /** A download of pieces of `pieceBytes` starts asking for them; `wake` is called when room it wanted frees up. */
+  join(pieceBytes: number, wake: () => void): BudgetShare {
+    const share = new BudgetShare(this, pieceBytes, wake);
     this.shares.add(share);
     return share;
   }
 
-  /** The download ended: whatever it still counted is given back. */
+  /** @internal BudgetShare.leave. */
   leave(share: BudgetShare): void {
-    this.give(share, share.bytes);
+    this.count(share, -share.bytes);
     this.shares.delete(share);
   }
 
@@ -98,11 +128,12 @@ export class ReceiveBudget {
   }
 
   /**
-   * How many more pieces of `pieceBytes` the download may ask for now: its fair part of the budget (an
-   * equal part, with the other downloads that want more, of what the satisfied ones leave; at least
+   * How many more of its pieces the download may ask for now: its fair part of the budget (an equal part,
+   * with the other downloads that want more, of what the satisfied ones leave; at least
    * MIN_PIECES_PER_DOWNLOAD pieces), and no more than the budget has left unless that minimum needs it.
    */
-  room(share: BudgetShare, pieceBytes: number, nowMs: number): number {
+  room(share: BudgetShare, nowMs: number): number {
+    const { pieceBytes } = share;
     const limit = this.limit(nowMs);
     this.metrics?.receiveBudgetBytes.set(limit);
     let reserved = 0;
@@ -119,20 +150,16 @@ export class ReceiveBudget {
     return Math.max(0, Math.floor(bytes / pieceBytes));
   }
 
-  /** The download asked for `bytes` more. */
-  take(share: BudgetShare, bytes: number): void {
+  /**
+   * @internal The download asked for `bytes` more (negative: they arrived or are no longer wanted, which
+   * wakes the downloads that wanted more).
+   */
+  count(share: BudgetShare, bytes: number): void {
+    if (bytes === 0) return;
     share.bytes += bytes;
     this.total += bytes;
     this.metrics?.requestedPieceBytes.set(this.total);
-  }
-
-  /** `bytes` the download had asked for arrived or are no longer wanted: room for the downloads that wanted more. */
-  give(share: BudgetShare, bytes: number): void {
-    if (bytes <= 0) return;
-    share.bytes -= bytes;
-    this.total -= bytes;
-    this.metrics?.requestedPieceBytes.set(this.total);
-    for (const other of this.shares) if (other !== share && other.hungry) other.wake();
+    if (bytes < 0) for (const other of this.shares) if (other !== share && other.hungry) other.wake();
   }
 
   private advance(nowMs: number): void {

@@ -39,7 +39,7 @@ export class RequestBook {
    */
   constructor(
     private readonly newController: () => AbortController = () => new AbortController(),
-    /** Told of every piece asked for and every one settled (the agent's ReceiveBudget); none in the simulator. */
+    /** Told of every piece asked for and every one settled (the download's BudgetShare); none in the simulator. */
     private readonly counter?: { take(pieces: number): void; give(pieces: number): void },
   ) {}
 

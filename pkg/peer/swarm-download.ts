@@ -57,25 +57,14 @@ export class SwarmDownload {
       random: ctx.random ?? Math.random,
     });
     this.announcer = new ProgressAnnouncer(ctx.tracker, ctx.partial, ctx.tuning.announceIntervalMs);
-    const { budget, partial } = ctx;
-    const share =
-      budget !== undefined && partial.size > SMALL_READ_BYTES
-        ? budget.join(() => {
+    // A small blob goes ahead of the budget (SMALL_READ_BYTES); the share counts the book's pieces.
+    this.share =
+      ctx.budget !== undefined && ctx.partial.size > SMALL_READ_BYTES
+        ? ctx.budget.join(ctx.partial.pieceSize, () => {
             this.wakeUp();
           })
         : undefined;
-    this.share = share;
-    this.book =
-      budget === undefined || share === undefined
-        ? new RequestBook()
-        : new RequestBook(undefined, {
-            take: (pieces) => {
-              budget.take(share, pieces * partial.pieceSize);
-            },
-            give: (pieces) => {
-              budget.give(share, pieces * partial.pieceSize);
-            },
-          });
+    this.book = new RequestBook(undefined, this.share);
     this.apply(ctx.first, ctx.degraded === true);
   }
 
@@ -119,7 +108,7 @@ export class SwarmDownload {
     } finally {
       unwatch();
       this.book.abort();
-      if (this.share !== undefined) this.ctx.budget?.leave(this.share);
+      this.share?.leave();
       for (const { piece } of this.parked.values()) piece.release();
       this.parked.clear();
       this.announcer.tick(true);
@@ -142,9 +131,8 @@ export class SwarmDownload {
 
   /** Asks peers for what the picker chooses, within this download's part of the agent's receive budget. */
   private plan(nowMs: number): void {
-    const { budget, partial } = this.ctx;
     const share = this.share;
-    const room = share === undefined ? undefined : budget?.room(share, partial.pieceSize, nowMs);
+    const room = share?.room(nowMs);
     const planned = this.picker.plan({ ...this.pickerState(nowMs), ...(room === undefined ? {} : { maxPieces: room }) });
     // It wants more than it got when the budget, not the peers or the pieces, ended its plan.
     if (share !== undefined) share.hungry = this.picker.capped;

@@ -41,6 +41,11 @@ export interface OriginFetcherOptions {
   readonly logger: Logger;
 }
 
+/** How often one fetch's transfers were cut as starved (at most MAX_STARVED_CUTS). */
+interface StarvedCuts {
+  count: number;
+}
+
 /** An upstream blob response, the blob offset its body starts at, and its attempt as the TransferWatch sees it. */
 type OffsetResponse = UpstreamResponse & { readonly offset: number; readonly attempt: TransferAttempt };
 
@@ -98,7 +103,9 @@ export class OriginFetcher implements BlobFetcher {
 
   private start(request: BlobRequest): Flight {
     const controller = new AbortController();
-    const opened = this.open(request, controller.signal);
+    // Starved transfers cut (TransferWatch) over the whole fetch, its first request included.
+    const cuts: StarvedCuts = { count: 0 };
+    const opened = this.open(request, controller.signal, cuts);
     const started = opened.then(({ partial, contentType }) => ({ partial, contentType }));
     // A failed start is reported to every acquirer; this handler only prevents an unhandled rejection.
     started.catch(() => undefined);
@@ -109,7 +116,7 @@ export class OriginFetcher implements BlobFetcher {
       if (this.flights.get(request.digest) === flight) this.flights.delete(request.digest);
       this.options.metrics.inflightFetches.dec();
     };
-    opened.then(({ partial, response }) => this.pump(request, partial, response, controller.signal).finally(finish), finish);
+    opened.then(({ partial, response }) => this.pump(request, partial, response, controller.signal, cuts).finally(finish), finish);
     return flight;
   }
 
@@ -117,6 +124,7 @@ export class OriginFetcher implements BlobFetcher {
   private async open(
     request: BlobRequest,
     signal: AbortSignal,
+    cuts: StarvedCuts,
   ): Promise<{ partial: PartialBlob; contentType: string | undefined; response: OffsetResponse }> {
     const { store } = this.options;
     const persisted = (await store.listPartials()).find((p) => p.digest === request.digest);
@@ -124,7 +132,7 @@ export class OriginFetcher implements BlobFetcher {
     if (persisted !== undefined) {
       partial = await store.openPartial(request.digest, persisted.size, { pieceSize: persisted.pieceSize, sequential: true });
     }
-    const response = await this.requestWithRetries(request, partial?.appendOffset ?? 0, signal);
+    const response = await this.requestWithRetries(request, partial?.appendOffset ?? 0, signal, cuts);
     const contentType = header(response.headers, "content-type");
     if (partial === undefined) {
       const size = Number(header(response.headers, "content-length"));
@@ -146,7 +154,13 @@ export class OriginFetcher implements BlobFetcher {
     return { partial, contentType: contentType ?? partial.mediaType, response };
   }
 
-  private async pump(request: BlobRequest, partial: PartialBlob, first: OffsetResponse, signal: AbortSignal): Promise<void> {
+  private async pump(
+    request: BlobRequest,
+    partial: PartialBlob,
+    first: OffsetResponse,
+    signal: AbortSignal,
+    cuts: StarvedCuts,
+  ): Promise<void> {
     const { metrics, logger } = this.options;
     const log = logger.child({ digest: request.digest, registry: request.registry });
     let response: OffsetResponse | undefined = first;
@@ -154,11 +168,9 @@ export class OriginFetcher implements BlobFetcher {
     // Progress resets the retry budget: what counts is how long the transfer has been stuck.
     let stuckSinceMs = performance.now();
     let progressOffset = partial.appendOffset;
-    let starvedCuts = 0;
     for (;;) {
       try {
-        if (response === undefined)
-          response = await this.requestBlob(request, partial.appendOffset, signal, starvedCuts < MAX_STARVED_CUTS);
+        if (response === undefined) response = await this.requestBlob(request, partial.appendOffset, signal, cuts);
         // Bytes of a 200 start at 0 (the upstream ignored our Range); already-held pieces are skipped by
         // append. The stream keeps its own position: appendOffset may jump past pieces peers delivered.
         let position = response.status === 206 ? response.offset : 0;
@@ -207,7 +219,7 @@ export class OriginFetcher implements BlobFetcher {
           return;
         }
         metrics.upstreamErrors.inc({ reason: upstreamErrorReason(error) });
-        if (isStarvedError(error)) starvedCuts++;
+        if (isStarvedError(error)) cuts.count++;
         if (partial.appendOffset > progressOffset) {
           progressOffset = partial.appendOffset;
           stuckSinceMs = performance.now();
@@ -229,12 +241,13 @@ export class OriginFetcher implements BlobFetcher {
   }
 
   /** requestBlob, retried on network failures for NETWORK_RETRY_WINDOW_MS (a network blip at the start). */
-  private async requestWithRetries(request: BlobRequest, offset: number, signal: AbortSignal): Promise<OffsetResponse> {
+  private async requestWithRetries(request: BlobRequest, offset: number, signal: AbortSignal, cuts: StarvedCuts): Promise<OffsetResponse> {
     const stuckSinceMs = performance.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.requestBlob(request, offset, signal);
+        return await this.requestBlob(request, offset, signal, cuts);
       } catch (error) {
+        if (isStarvedError(error)) cuts.count++;
         // Only the network: an answer of the origin's (429, 5xx) goes to the client as it is, promptly.
         const delayMs = signal.aborted || !isNetworkFailure(error) ? undefined : retryDelayMs(error, attempt, stuckSinceMs);
         if (delayMs === undefined) throw error;
@@ -246,8 +259,8 @@ export class OriginFetcher implements BlobFetcher {
   }
 
   /** One request for the blob (from `offset`), watched until its body closes (TransferWatch). */
-  private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal, mayCut = true): Promise<OffsetResponse> {
-    const attempt = this.watch.begin(request.registry, mayCut);
+  private async requestBlob(request: BlobRequest, offset: number, signal: AbortSignal, cuts: StarvedCuts): Promise<OffsetResponse> {
+    const attempt = this.watch.begin(request.registry, cuts.count < MAX_STARVED_CUTS);
     let response: UpstreamResponse;
     try {
       response = await this.options.upstream.request(request.registry, {
