@@ -64,9 +64,18 @@ export interface SwarmFetcherOptions {
   readonly self?: SwarmSelf | undefined;
 }
 
+/** What a flight tells its readers once its source is chosen (BlobLease without release). */
+interface FlightStart {
+  readonly partial: PartialBlob;
+  readonly source: "origin" | "peer";
+  readonly contentType: string | undefined;
+  /** From peers: when the blob's swarm last moved (SwarmPeers.activityAtMs). */
+  readonly progressAtMs?: (() => number) | undefined;
+}
+
 interface Flight {
   readonly controller: AbortController;
-  readonly started: Promise<{ partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }>;
+  readonly started: Promise<FlightStart>;
   /** Settles when the flight is over (the blob committed, or given up). */
   readonly done: Promise<void>;
   leases: number;
@@ -103,8 +112,8 @@ export class SwarmFetcher implements BlobFetcher {
         flight.controller.abort(new Error("no reader wants this blob any more"));
     };
     try {
-      const { partial, source, contentType } = await raceSignal(flight.started, signal);
-      return { partial, source, contentType, release };
+      const { partial, source, contentType, progressAtMs } = await raceSignal(flight.started, signal);
+      return { partial, source, contentType, progressAtMs, release };
     } catch (error) {
       release();
       throw error;
@@ -156,11 +165,7 @@ export class SwarmFetcher implements BlobFetcher {
   }
 
   /** One flight: decide the source, fetch, commit (the store records every piece's hash with the blob). */
-  private async run(
-    request: BlobRequest,
-    signal: AbortSignal,
-    started: (value: { partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }) => void,
-  ): Promise<void> {
+  private async run(request: BlobRequest, signal: AbortSignal, started: (value: FlightStart) => void): Promise<void> {
     // Watched before the first lookup: a notice that comes while it is under way is not missed.
     const notices = new NoticeWait(this.options.tracker, request.digest);
     try {
@@ -173,7 +178,7 @@ export class SwarmFetcher implements BlobFetcher {
   private async fetch(
     request: BlobRequest,
     signal: AbortSignal,
-    started: (value: { partial: PartialBlob; source: "origin" | "peer"; contentType: string | undefined }) => void,
+    started: (value: FlightStart) => void,
     notices: NoticeWait,
   ): Promise<void> {
     const { tracker, metrics } = this.options;
@@ -211,12 +216,12 @@ export class SwarmFetcher implements BlobFetcher {
       return;
     }
     const partial = await this.options.store.openPartial(request.digest, lookup.size, { pieceSize: lookup.pieceSize });
-    started({ partial, source: "peer", contentType: partial.mediaType });
+    const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
+    peers.distrust(this.suspectsOf(request.digest));
+    started({ partial, source: "peer", contentType: partial.mediaType, progressAtMs: () => peers.activityAtMs() });
     try {
       const hashes: (Uint8Array | undefined)[] = Array.from({ length: partial.pieceCount }, () => undefined);
       let first: LookupResult = lookup;
-      const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
-      peers.distrust(this.suspectsOf(request.digest));
       for (;;) {
         const download = new SwarmDownload({
           partial,

@@ -80,6 +80,25 @@ describe("SwarmPeers: a notice's change merged", () => {
     assert.deepEqual(ids(peers.usable(100)), ["seed", "new", "old", "far"]);
   });
 
+  it("activityAtMs: a holder gaining pieces, a new one that holds some, or bytes from a peer; not a repeat or an empty newcomer", () => {
+    const peers = new SwarmPeers(8, "a");
+    assert.equal(peers.activityAtMs(), Number.NEGATIVE_INFINITY, "nothing known yet");
+    peers.update([partial("empty", "a", [])], 10);
+    assert.equal(peers.activityAtMs(), Number.NEGATIVE_INFINITY, "a holder with no piece is no progress");
+    peers.update([partial("empty", "a", []), partial("grantee", "a", [0])], 20);
+    assert.equal(peers.activityAtMs(), 20, "a newcomer holding a piece");
+    peers.merge([partial("grantee", "a", [0])], 30, Math.random);
+    assert.equal(peers.activityAtMs(), 20, "the same bitmap again is no progress");
+    peers.merge([partial("grantee", "a", [0, 1])], 40, Math.random);
+    assert.equal(peers.activityAtMs(), 40, "a holder that grew");
+    const empty = peers.all().find((p) => p.agentId === "empty");
+    assert.ok(empty);
+    empty.dataAtMs = 55;
+    assert.equal(peers.activityAtMs(), 55, "bytes received from a peer");
+    peers.update([partial("grantee", "a", [0, 1]), holder("seed", "a")], 60);
+    assert.equal(peers.activityAtMs(), 60, "a complete newcomer");
+  });
+
   it("a lookup after merges prunes what it no longer lists", () => {
     const peers = new SwarmPeers(8, "");
     peers.update([holder("a", "")], 0);

@@ -114,12 +114,26 @@ export class SwarmPeers {
   private readonly verdicts = new Map<string, Verdict>();
   /** Active uploads of each peer as the tracker last told them (the ranking's load). */
   private readonly load = new Map<string, number>();
+  /** When a holder last gained pieces, or one came that holds some (ms, performance.now). */
+  private grownAtMs = Number.NEGATIVE_INFINITY;
 
   /** `zone`: this agent's zone; "" (unknown) treats every peer as local. */
   constructor(
     private readonly pieceCount: number,
     private readonly zone = "",
   ) {}
+
+  /**
+   * When this blob's swarm last moved, as far as this agent can tell (ms, performance.now; -Infinity before):
+   * a holder gained pieces, one came that holds some, or a call to one of the peers received bytes. These are
+   * peers' claims (and bytes not yet verified): the mirror lets them hold the runtime back for a bounded time
+   * only (BlobLease.progressAtMs).
+   */
+  activityAtMs(): number {
+    let at = this.grownAtMs;
+    for (const peer of this.peers.values()) if (peer.dataAtMs > at) at = peer.dataAtMs;
+    return at;
+  }
 
   /** Merges a lookup's holders: new peers are added, known ones updated, vanished ones dropped. */
   update(holders: readonly HolderInfo[], nowMs: number): void {
@@ -153,11 +167,15 @@ export class SwarmPeers {
       known.zone = holder.zone;
       known.local = local;
       known.rank = rank;
-      if ((bitmap?.count ?? 0) > (known.bitmap?.count ?? 0) || (holder.complete && !known.complete)) known.grewAtMs = nowMs;
+      if ((bitmap?.count ?? 0) > (known.bitmap?.count ?? 0) || (holder.complete && !known.complete)) {
+        known.grewAtMs = nowMs;
+        this.grownAtMs = nowMs;
+      }
       known.complete = holder.complete;
       known.bitmap = bitmap;
       return;
     }
+    if (holder.complete || (bitmap?.count ?? 0) > 0) this.grownAtMs = nowMs;
     const verdict = this.verdicts.get(holder.agentId);
     const given = verdict !== undefined && (verdict.bad || verdict.failures >= MAX_PEER_FAILURES);
     this.peers.set(holder.agentId, {

@@ -23,6 +23,12 @@ export interface BlobLease {
   readonly source: "origin" | "peer";
   /** Content-Type the origin gave the blob, when known. */
   readonly contentType: string | undefined;
+  /**
+   * When the blob last came closer somewhere else (ms, performance.now clock): for a blob fetched from peers,
+   * a holder gained pieces or a peer sent bytes of it. The mirror waiting for the first piece takes it as
+   * progress, within limits, since it is what peers claim. Absent: only the pieces this node holds count.
+   */
+  readonly progressAtMs?: (() => number) | undefined;
   release(): void;
 }
 

@@ -10,6 +10,7 @@ import type { TagRecord } from "../tracker/tracker.js";
 import type { BlobFetcher } from "./blob-fetcher.js";
 import type { ManifestPeers } from "./manifest-peers.js";
 import type { ClusterTags } from "./manifests.js";
+import { SWARM_PROGRESS_START_TIMEOUTS } from "./mirror.js";
 import { MAX_RESUMES } from "./origin-fetcher.js";
 import { MirrorFixture } from "./testing/mirror-fixture.js";
 
@@ -441,6 +442,69 @@ describe("mirror: never hang the runtime", () => {
       assert.deepEqual(await body(res), data);
       assert.equal(acquired, 1);
       assert.equal(await f.metric("shoal_fallback_responses_total", { reason: "start_timeout" }), 0);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("waits past the start deadline while the blob's swarm moves, though no piece has come here yet", async () => {
+    // A busy node gets no piece of a blob for longer than the start deadline while its holders keep gaining
+    // pieces (BlobLease.progressAtMs): sent direct, the runtime would cost the origin another copy.
+    const data = Buffer.alloc(2 * MiB_BYTES, 3);
+    const digest = digestOf(data);
+    let swarmAtMs = performance.now();
+    const ticker = setInterval(() => {
+      swarmAtMs = performance.now();
+    }, 50);
+    const lateButComing = (store: BlobStore): BlobFetcher => ({
+      acquire: async (request) => {
+        const partial = await store.openPartial(request.digest, data.length, { pieceSize: MiB_BYTES });
+        void (async () => {
+          await new Promise((resolve) => setTimeout(resolve, 1_200));
+          for (const index of [0, 1]) await partial.writePiece(index, data.subarray(index * MiB_BYTES, (index + 1) * MiB_BYTES));
+          await partial.commit();
+        })().catch(() => undefined);
+        return { partial, source: "peer", contentType: undefined, progressAtMs: () => swarmAtMs, release: () => undefined };
+      },
+      close: () => Promise.resolve(),
+    });
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 500, fetcher: lateButComing });
+    try {
+      const res = await fetch(f.blobUrl(NAME, digest));
+      assert.equal(res.status, 200, "not sent direct while the swarm was bringing the blob");
+      assert.deepEqual(await body(res), data);
+      assert.equal(await f.metric("shoal_fallback_responses_total", { reason: "start_timeout" }), 0);
+    } finally {
+      clearInterval(ticker);
+      await f.close();
+    }
+  });
+
+  it("believes the swarm's progress for a bounded time only: a blob that never gets here is a 404 after 3 start deadlines", async () => {
+    // Holders that announce growth and never serve this node (stale, or lying) cannot hold the runtime back
+    // for longer than SWARM_PROGRESS_START_TIMEOUTS deadlines.
+    const data = Buffer.alloc(MiB_BYTES, 5);
+    const digest = digestOf(data);
+    const neverHere = (store: BlobStore): BlobFetcher => ({
+      acquire: async (request) => {
+        const partial = await store.openPartial(request.digest, data.length, { pieceSize: MiB_BYTES });
+        return { partial, source: "peer", contentType: undefined, progressAtMs: () => performance.now(), release: () => undefined };
+      },
+      close: () => Promise.resolve(),
+    });
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 400, fetcher: neverHere });
+    try {
+      const started = performance.now();
+      const res = await fetch(f.blobUrl(NAME, digest));
+      const tookMs = performance.now() - started;
+      assert.equal(res.status, 404);
+      assert.equal(await ociError(res), "BLOB_UNKNOWN");
+      assert.ok(
+        tookMs >= (SWARM_PROGRESS_START_TIMEOUTS - 1) * 400,
+        `gave up after ${Math.round(tookMs)} ms, before the swarm's credit ran out`,
+      );
+      assert.ok(tookMs < 10_000, `took ${Math.round(tookMs)} ms`);
+      assert.equal(await f.metric("shoal_fallback_responses_total", { reason: "start_timeout" }), 1);
     } finally {
       await f.close();
     }

@@ -19,6 +19,13 @@ import { raceSignal } from "../util/index.js";
 export const DEFAULT_RESPONSE_START_TIMEOUT_MS = 10_000;
 /** While waiting for a response's first piece, how often the blob's progress is looked at. */
 const START_PROGRESS_CHECK_MS = 250;
+/**
+ * While the first piece is awaited, the swarm's progress on the blob (a holder gaining pieces, a peer sending
+ * bytes: BlobLease.progressAtMs) holds the runtime back like a piece here would, but only up to this many
+ * response-start timeouts after this node's last piece (or the request): it is what peers claim, and a peer
+ * that announces growth it never serves must not keep the runtime waiting for long (30 s with the defaults).
+ */
+export const SWARM_PROGRESS_START_TIMEOUTS = 3;
 export const DEFAULT_RESPONSE_STALL_TIMEOUT_MS = 60_000;
 /** How often a running blob response checks that bytes still come. */
 const STREAM_WATCHDOG_INTERVAL_MS = 1_000;
@@ -231,7 +238,7 @@ export class Mirror {
       }
       // No status line before the first byte is here: until then the runtime can still be sent elsewhere.
       const first = range?.start ?? 0;
-      if (partial.size > 0) await this.waitForFirstPiece(partial, Math.floor(first / partial.pieceSize), signal);
+      if (partial.size > 0) await this.waitForFirstPiece(partial, Math.floor(first / partial.pieceSize), signal, lease.progressAtMs);
       const stream = partial.createReadStream({ ...rangeOptions(range), signal });
       this.writeBlobHeaders(res, route.digest, partial.size, range, lease.contentType);
       started(lease.source);
@@ -244,19 +251,39 @@ export class Mirror {
   /**
    * Waits for the piece the response starts with. Sending the runtime direct costs the origin another copy
    * of the blob, so the wait follows progress, not the clock: it goes on while the blob keeps gaining pieces
-   * (a swarm slow on a busy machine, or one that brings that piece later than others) and ends with
-   * ERR_START_TIMEOUT (a 404: the runtime goes direct) after `startTimeoutMs` without a new piece. It ends
-   * anyway with the transfer (a failed partial rejects).
+   * here (a swarm slow on a busy machine, or one that brings that piece later than others) or, for up to
+   * SWARM_PROGRESS_START_TIMEOUTS start timeouts after the last piece here, while its swarm moves
+   * (`swarmProgressAtMs`: a holder gained pieces, a peer sent bytes; a busy node may get no piece of a blob
+   * for seconds while the blob spreads everywhere else). It ends with ERR_START_TIMEOUT (a 404: the runtime
+   * goes direct) after `startTimeoutMs` without either, and ends anyway with the transfer (a failed partial
+   * rejects).
    */
-  private async waitForFirstPiece(partial: PartialBlob, index: number, signal: AbortSignal): Promise<void> {
+  private async waitForFirstPiece(
+    partial: PartialBlob,
+    index: number,
+    signal: AbortSignal,
+    swarmProgressAtMs: (() => number) | undefined,
+  ): Promise<void> {
     let held = partial.heldPieces;
-    let progressAtMs = performance.now();
+    let localAtMs = performance.now();
+    let progressAtMs = localAtMs;
     for (;;) {
-      const leftMs = this.startTimeoutMs - (performance.now() - progressAtMs);
+      const nowMs = performance.now();
+      if (partial.heldPieces > held) {
+        held = partial.heldPieces;
+        localAtMs = nowMs;
+        progressAtMs = nowMs;
+      }
+      const swarmAtMs = swarmProgressAtMs?.() ?? Number.NEGATIVE_INFINITY;
+      const believedUntilMs = localAtMs + (SWARM_PROGRESS_START_TIMEOUTS - 1) * this.startTimeoutMs;
+      if (swarmAtMs > progressAtMs) progressAtMs = Math.min(swarmAtMs, believedUntilMs);
+      const leftMs = this.startTimeoutMs - (nowMs - progressAtMs);
       if (leftMs <= 0) {
         throw new RegistryError(
           "ERR_START_TIMEOUT",
-          `${partial.digest} gained no piece for ${this.startTimeoutMs} ms before the response could start`,
+          progressAtMs > localAtMs
+            ? `${partial.digest} gained no piece here for ${Math.round(nowMs - localAtMs)} ms before the response could start (its peers' progress is believed for ${SWARM_PROGRESS_START_TIMEOUTS * this.startTimeoutMs} ms)`
+            : `${partial.digest} gained no piece for ${this.startTimeoutMs} ms before the response could start`,
         );
       }
       const step = AbortSignal.any([signal, AbortSignal.timeout(Math.ceil(Math.min(leftMs, START_PROGRESS_CHECK_MS)))]);
@@ -265,10 +292,6 @@ export class Mirror {
         return;
       } catch (error) {
         if (signal.aborted || !step.aborted) throw error;
-      }
-      if (partial.heldPieces > held) {
-        held = partial.heldPieces;
-        progressAtMs = performance.now();
       }
     }
   }
