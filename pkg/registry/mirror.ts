@@ -265,8 +265,11 @@ export class Mirror {
     swarmProgressAtMs: (() => number) | undefined,
   ): Promise<void> {
     let held = partial.heldPieces;
-    let localAtMs = performance.now();
+    const askedAtMs = performance.now();
+    let localAtMs = askedAtMs;
     let progressAtMs = localAtMs;
+    /** The swarm's progress kept the wait going past a start timeout without a piece here. */
+    let carried = false;
     for (;;) {
       const nowMs = performance.now();
       if (partial.heldPieces > held) {
@@ -277,6 +280,7 @@ export class Mirror {
       const swarmAtMs = swarmProgressAtMs?.() ?? Number.NEGATIVE_INFINITY;
       const believedUntilMs = localAtMs + (SWARM_PROGRESS_START_TIMEOUTS - 1) * this.startTimeoutMs;
       if (swarmAtMs > progressAtMs) progressAtMs = Math.min(swarmAtMs, believedUntilMs);
+      if (nowMs - localAtMs > this.startTimeoutMs) carried = true;
       const leftMs = this.startTimeoutMs - (nowMs - progressAtMs);
       if (leftMs <= 0) {
         throw new RegistryError(
@@ -289,6 +293,13 @@ export class Mirror {
       const step = AbortSignal.any([signal, AbortSignal.timeout(Math.ceil(Math.min(leftMs, START_PROGRESS_CHECK_MS)))]);
       try {
         await partial.waitForPiece(index, step);
+        if (carried) {
+          // Without the swarm's progress this response would have been a 404 (and another copy from the origin).
+          this.options.logger.info(
+            { digest: partial.digest, waitedMs: Math.round(performance.now() - askedAtMs) },
+            "first piece came after more than --response-start-timeout without a piece here; waited on the blob's swarm",
+          );
+        }
         return;
       } catch (error) {
         if (signal.aborted || !step.aborted) throw error;
