@@ -64,14 +64,8 @@ export interface SwarmFetcherOptions {
   readonly self?: SwarmSelf | undefined;
 }
 
-/** What a flight tells its readers once its source is chosen (BlobLease without release). */
-interface FlightStart {
-  readonly partial: PartialBlob;
-  readonly source: "origin" | "peer";
-  readonly contentType: string | undefined;
-  /** From peers: when the blob's swarm last moved (SwarmPeers.activityAtMs). */
-  readonly progressAtMs?: (() => number) | undefined;
-}
+/** What a flight tells its readers once its source is chosen: a lease without its release. */
+type FlightStart = Omit<BlobLease, "release">;
 
 interface Flight {
   readonly controller: AbortController;

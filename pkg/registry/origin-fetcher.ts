@@ -276,7 +276,6 @@ export class OriginFetcher implements BlobFetcher {
       // Cut by the watch: a timeout, resumed like any network failure (not the flight's own abort).
       throw attempt.starved && !signal.aborted ? attempt.error : error;
     }
-    attempt.progress(0);
     response.body.once("close", () => {
       attempt.end();
     });

@@ -23,7 +23,7 @@ export function isStarvedError(error: unknown): boolean {
 export interface TransferAttempt {
   /** Aborted when the attempt is found starved (combine it with the caller's own signal). */
   readonly signal: AbortSignal;
-  /** `bytes` of its body arrived (0: its headers). */
+  /** `bytes` of its body arrived. */
   progress(bytes: number): void;
   /** The attempt is over (its body closed, or the request failed). Idempotent. */
   end(): void;
