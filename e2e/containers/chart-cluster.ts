@@ -120,7 +120,7 @@ export class ChartCluster {
         throw error;
       }
     } catch (error) {
-      await origin?.container.stop({ timeout: 0 }).catch(() => undefined);
+      await origin?.stop().catch(() => undefined);
       await api?.close().catch(() => undefined);
       await network.remove().catch(() => undefined);
       throw error;
@@ -234,7 +234,7 @@ export class ChartCluster {
       await pod.remove().catch((error: unknown) => {
         debugLog(`containers: remove pod: ${describeError(error)}`);
       });
-    await this.origin.container.stop({ timeout: 0 }).catch(() => undefined);
+    await this.origin.stop().catch(() => undefined);
     await this.api.close().catch(() => undefined);
     await this.network.remove().catch((error: unknown) => {
       debugLog(`containers: remove network: ${describeError(error)}`);

@@ -30,6 +30,8 @@ export interface OriginMark {
 export class OriginRegistry {
   private readonly lines: string[] = [];
   private partial = "";
+  /** The container's followed log (closed by stop(): podman does not always end it when the container goes). */
+  private logStream: Readable | undefined;
 
   private constructor(
     readonly container: StartedTestContainer,
@@ -56,13 +58,14 @@ export class OriginRegistry {
       `  addr: 0.0.0.0:${ORIGIN_PORT}`,
       `  secret: ${randomBytes(16).toString("hex")}`,
     ].join("\n");
-    const ref: { origin?: OriginRegistry; early: string[] } = { early: [] };
+    const ref: { origin?: OriginRegistry; early: string[]; stream?: Readable } = { early: [] };
     const container = await new GenericContainer(image)
       .withName(`${network.name}-origin`)
       .withNetworkMode(network.name)
       .withCopyContentToContainer([{ content: `${config}\n`, target: "/etc/shoal-origin/config.yml" }])
       .withCommand(["docker-registry", "serve", "/etc/shoal-origin/config.yml"])
       .withLogConsumer((stream: Readable) => {
+        ref.stream = stream;
         stream.on("data", (chunk: Buffer | string) => {
           if (ref.origin === undefined) ref.early.push(chunk.toString());
           else ref.origin.consume(chunk.toString());
@@ -72,6 +75,7 @@ export class OriginRegistry {
       .start();
     const origin = new OriginRegistry(container, name, container.getIpAddress(network.name));
     ref.origin = origin;
+    origin.logStream = ref.stream;
     for (const chunk of ref.early) origin.consume(chunk);
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (!origin.lines.some((l) => l.includes('"msg":"listening on '))) {
@@ -134,6 +138,15 @@ export class OriginRegistry {
     while (count !== this.lines.length) {
       count = this.lines.length;
       await new Promise((resolve) => setTimeout(resolve, LOG_SETTLE_MS));
+    }
+  }
+
+  /** Stops and removes the container at once, and closes its log stream. */
+  async stop(): Promise<void> {
+    try {
+      await this.container.stop({ timeout: 0 });
+    } finally {
+      this.logStream?.destroy();
     }
   }
 

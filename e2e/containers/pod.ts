@@ -95,6 +95,11 @@ export class Pod {
   readonly containers = new Map<string, StartedTestContainer>();
   readonly resolved = new Map<string, ResolvedContainer>();
   private readonly volumes = new Map<string, string>();
+  /**
+   * The containers' followed logs. Closed once the pod is removed: podman does not always end a follow
+   * stream of a removed container, and one left open keeps the test process from exiting.
+   */
+  private readonly logStreams = new Set<Readable>();
 
   private constructor(
     readonly options: PodOptions,
@@ -248,7 +253,11 @@ export class Pod {
           }),
       ),
     );
-    await api.getContainer(this.sandbox.getId()).remove({ force: true });
+    try {
+      await api.getContainer(this.sandbox.getId()).remove({ force: true });
+    } finally {
+      for (const stream of this.logStreams) stream.destroy();
+    }
   }
 
   private async prepareVolumes(): Promise<void> {
@@ -369,6 +378,8 @@ export class Pod {
 
   private keepLog(name: string, stream: Readable): void {
     const file = createWriteStream(join(this.options.podDir, "logs", `${name}.log`), { flags: "a" });
+    this.logStreams.add(stream);
+    stream.once("close", () => this.logStreams.delete(stream));
     stream.on("error", () => file.end());
     stream.pipe(file);
   }
