@@ -105,7 +105,7 @@ export const agentOptionSpecs = {
   responseStartTimeout: {
     name: "response-start-timeout",
     description:
-      "Longest wait before a response starts: for a source, and then this long without the blob gaining a piece while its first piece is awaited (for a blob from peers, its swarm moving also counts, up to 3 times this after the last piece here); past it the mirror answers 404 so containerd pulls directly.",
+      "Longest wait before a response starts: for a source (counted from the last sign that one is under way, such as another agent fetching the blob from the origin, up to 3 times this in all), and then this long without the blob gaining a piece while its first piece is awaited (for a blob from peers, its swarm moving also counts, up to 3 times this after the last piece here); past it the mirror answers 404 so containerd pulls directly.",
     parse: parseDuration,
     default: "10s",
   },

@@ -15,25 +15,16 @@ import { ReceiveBudget } from "./receive-budget.js";
 import { SwarmDownload } from "./swarm-download.js";
 import { type SwarmSelf, swarmZone } from "./swarm-round.js";
 import { SwarmPeers } from "./swarm-peers.js";
-import { DEFAULT_SWARM_TUNING, type SwarmTuning } from "./swarm-tuning.js";
+import { DEFAULT_SWARM_TUNING, MAX_GRANT_MOVES_WAITED, type SwarmTuning } from "./swarm-tuning.js";
 import { raceSignal } from "../util/index.js";
 
-/**
- * How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves,
- * without the grant. Long enough for a grantee on a busy machine, whose origin link several layers
- * share: at 3 s, seven agents of `npm run bench` at load ~20 fetched a 64 MiB layer from the origin
- * beside its grantee (1.75 × F more). Shorter than the mirror's 10 s response-start deadline, which
- * covers this wait. A grantee that is gone loses its grant with its session, and one that stalls after
- * the tracker's --grant-stall-timeout; the next lookup then gets the grant.
- */
-export const GRANTEE_ANNOUNCE_WAIT_MS = 8_000;
 /** How often to ask meanwhile; with notices, the grantee's first announce (or its grant's release) wakes the wait. */
 export const GRANTEE_POLL_MS = 100;
 export const GRANTEE_NOTICE_POLL_MS = 1_000;
 /**
  * How long to keep asking a tracker that is rebuilding its state after a fail-over (it answers with
- * retryAfterMs: holders may not have re-announced yet). The tracker holds a blob back for 4 s at most;
- * this bound, with the grantee wait after it, stays under the mirror's 10 s to start a response.
+ * retryAfterMs: holders may not have re-announced yet). The tracker holds a blob back for 4 s at most.
+ * Like the grantee wait, the mirror counts it as progress toward a response (BlobRequest.onSourceProgress).
  */
 const TRACKER_REBUILD_WAIT_MS = 6_000;
 /** The longest pause between those lookups, whatever the tracker asks for. */
@@ -73,6 +64,8 @@ interface Flight {
   /** Settles when the flight is over (the blob committed, or given up). */
   readonly done: Promise<void>;
   leases: number;
+  /** Acquirers still waiting for `started`, told of each sign that a source is under way (BlobRequest.onSourceProgress). */
+  readonly waiting: Set<() => void>;
 }
 
 /**
@@ -97,6 +90,8 @@ export class SwarmFetcher implements BlobFetcher {
     signal.throwIfAborted();
     const flight = this.flights.get(request.digest) ?? this.start(request);
     flight.leases++;
+    const onSourceProgress = request.onSourceProgress;
+    if (onSourceProgress !== undefined) flight.waiting.add(onSourceProgress);
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -111,6 +106,8 @@ export class SwarmFetcher implements BlobFetcher {
     } catch (error) {
       release();
       throw error;
+    } finally {
+      if (onSourceProgress !== undefined) flight.waiting.delete(onSourceProgress);
     }
   }
 
@@ -144,11 +141,15 @@ export class SwarmFetcher implements BlobFetcher {
       rejectStarted = reject;
     });
     started.catch(() => undefined);
-    const done = this.run(request, controller.signal, resolveStarted).catch((error: unknown) => {
+    const waiting = new Set<() => void>();
+    const sourceProgress = (): void => {
+      for (const told of waiting) told();
+    };
+    const done = this.run(request, controller.signal, resolveStarted, sourceProgress).catch((error: unknown) => {
       rejectStarted(error);
       if (!controller.signal.aborted) this.options.logger.debug({ err: error, digest: request.digest }, "blob flight failed");
     });
-    const flight: Flight = { controller, started, done, leases: 0 };
+    const flight: Flight = { controller, started, done, leases: 0, waiting };
     this.flights.set(request.digest, flight);
     this.options.metrics.inflightFetches.inc();
     void done.finally(() => {
@@ -159,11 +160,16 @@ export class SwarmFetcher implements BlobFetcher {
   }
 
   /** One flight: decide the source, fetch, commit (the store records every piece's hash with the blob). */
-  private async run(request: BlobRequest, signal: AbortSignal, started: (value: FlightStart) => void): Promise<void> {
+  private async run(
+    request: BlobRequest,
+    signal: AbortSignal,
+    started: (value: FlightStart) => void,
+    sourceProgress: () => void,
+  ): Promise<void> {
     // Watched before the first lookup: a notice that comes while it is under way is not missed.
     const notices = new NoticeWait(this.options.tracker, request.digest);
     try {
-      await this.fetch(request, signal, started, notices);
+      await this.fetch(request, signal, started, notices, sourceProgress);
     } finally {
       notices.close();
     }
@@ -174,10 +180,11 @@ export class SwarmFetcher implements BlobFetcher {
     signal: AbortSignal,
     started: (value: FlightStart) => void,
     notices: NoticeWait,
+    sourceProgress: () => void,
   ): Promise<void> {
     const { tracker, metrics } = this.options;
     const startedAt = performance.now();
-    const first = await this.settle(request, await this.lookup(request, true, signal), signal, notices);
+    const first = await this.settle(request, await this.lookup(request, true, signal), signal, notices, sourceProgress);
     let lookup = first.lookup;
     let granteeWaitedMs = first.granteeWaitedMs;
     // Degraded (no tracker): the peers this agent knows are asked before the origin.
@@ -191,7 +198,7 @@ export class SwarmFetcher implements BlobFetcher {
     // STAT_FANOUT_TIMEOUT_MS): it decides, rather than the origin without a grant. (Read through
     // this.options: TypeScript takes `tracker.connected` for the value `hadSession` saw.)
     if (lookup === undefined && !hadSession && this.options.tracker.connected) {
-      const again = await this.settle(request, await this.lookup(request, true, signal), signal, notices);
+      const again = await this.settle(request, await this.lookup(request, true, signal), signal, notices, sourceProgress);
       lookup = again.lookup;
       granteeWaitedMs += again.granteeWaitedMs;
     }
@@ -205,6 +212,8 @@ export class SwarmFetcher implements BlobFetcher {
         },
         "fetching the blob from the origin",
       );
+      // A source is under way: the origin's answer gets a response-start deadline of its own.
+      sourceProgress();
       await this.fromOrigin(request, signal, started);
       metrics.swarmDownloadDuration.observe({ source: "origin" }, (performance.now() - startedAt) / 1000);
       return;
@@ -308,40 +317,59 @@ export class SwarmFetcher implements BlobFetcher {
   }
 
   /**
-   * Another agent holds the grant but has not announced the blob yet: give it a moment. A tracker that is
-   * rebuilding after a fail-over granted nothing because holders may still re-announce: ask it again.
-   * Returns the last lookup (undefined: no tracker) and how long the grantee was waited for.
+   * Another agent holds the grant but has not announced the blob yet: give it a moment (a grant that moves
+   * to a third agent is a new fetch, and restarts the wait). A tracker that is rebuilding after a fail-over
+   * granted nothing because holders may still re-announce: ask it again. Each such answer is a sign that a
+   * source is under way (`sourceProgress`). Returns the last lookup (undefined: no tracker) and how long
+   * the grantee was waited for.
    */
   private async settle(
     request: BlobRequest,
     first: LookupResult | undefined,
     signal: AbortSignal,
     notices: NoticeWait,
+    sourceProgress: () => void,
   ): Promise<{ lookup: LookupResult | undefined; granteeWaitedMs: number }> {
     const { tracker } = this.options;
+    const waitMs = this.tuning.granteeWaitMs;
     let lookup = first;
     let granteeWaitedMs = 0;
+    let totalWaitedMs = 0;
     let rebuildWaitedMs = 0;
+    let grantee: string | undefined;
+    let moves = 0;
     while (lookup && lookup.size === 0 && !lookup.origin.granted) {
       const retryAfterMs = lookup.retryAfterMs ?? 0;
       let pauseMs: number;
       if (retryAfterMs > 0) {
         if (rebuildWaitedMs >= TRACKER_REBUILD_WAIT_MS) break;
+        sourceProgress();
         pauseMs = Math.min(Math.max(retryAfterMs, GRANTEE_POLL_MS), MAX_RETRY_AFTER_MS);
         rebuildWaitedMs += pauseMs;
       } else {
-        if (granteeWaitedMs >= GRANTEE_ANNOUNCE_WAIT_MS) break;
-        pauseMs = Math.min(tracker.sendsNotices ? GRANTEE_NOTICE_POLL_MS : GRANTEE_POLL_MS, GRANTEE_ANNOUNCE_WAIT_MS - granteeWaitedMs);
+        const current = lookup.origin.granteeAgentId;
+        if (current !== undefined && current !== "") {
+          if (grantee !== undefined && current !== grantee && moves < MAX_GRANT_MOVES_WAITED) {
+            moves++;
+            granteeWaitedMs = 0;
+          }
+          grantee = current;
+          sourceProgress();
+        }
+        if (granteeWaitedMs >= waitMs) break;
+        pauseMs = Math.min(tracker.sendsNotices ? GRANTEE_NOTICE_POLL_MS : GRANTEE_POLL_MS, waitMs - granteeWaitedMs);
         const pausedAt = performance.now();
         await notices.sleep(pauseMs, signal);
-        granteeWaitedMs += performance.now() - pausedAt;
+        const pausedMs = performance.now() - pausedAt;
+        granteeWaitedMs += pausedMs;
+        totalWaitedMs += pausedMs;
         lookup = await this.lookup(request, true, signal);
         continue;
       }
       await sleep(pauseMs, undefined, { signal });
       lookup = await this.lookup(request, true, signal);
     }
-    return { lookup, granteeWaitedMs };
+    return { lookup, granteeWaitedMs: totalWaitedMs };
   }
 
   /**

@@ -25,8 +25,25 @@ export interface SwarmTuning extends PickerTuning, RefreshTuning, ReceiveTuning 
    * so that an agent takes the grant over. Short: a tracker's new grant or a peer's pieces reset it.
    */
   readonly orphanedMs: number;
+  /** Another agent holds the origin grant and has announced nothing: how long to wait for it (GRANTEE_ANNOUNCE_WAIT_MS). */
+  readonly granteeWaitMs: number;
 }
 
+/**
+ * How long to wait for another agent's origin fetch to announce the blob before fetching it ourselves,
+ * without the grant. Longer than the tracker's default --grant-stall-timeout (10 s): a grantee that stays
+ * silent loses its grant to one of the waiting agents (their lookups ask for it) before they all fetch the
+ * blob at once, and the others then wait for the new grantee (a moved grant restarts the wait, up to
+ * MAX_GRANT_MOVES_WAITED times). Seen in `npm run bench`: a grantee whose origin connection crawled announced
+ * nothing of a layer for 10 s, and all seven other agents sent their runtimes to the origin for it (2.76 × F).
+ * At 3 s, seven agents of `npm run bench` at load ~20 fetched a 64 MiB layer from the origin beside its
+ * healthy but busy grantee (1.75 × F more). The mirror counts this wait as progress toward a response
+ * (BlobRequest.onSourceProgress), within its own bound. A grantee that is gone loses its grant with its
+ * session, and the next lookup gets it.
+ */
+export const GRANTEE_ANNOUNCE_WAIT_MS = 12_000;
+/** How often a moved grant restarts the wait for a grantee's first announce (each move is a new fetch). */
+export const MAX_GRANT_MOVES_WAITED = 3;
 /** The agent's defaults (most measured with the simulator, npm run sim). */
 export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   maxInflightPerPeer: 4,
@@ -48,6 +65,7 @@ export const DEFAULT_SWARM_TUNING: SwarmTuning = {
   noticeHungryRequests: 4,
   stallMs: 3_000,
   orphanedMs: 500,
+  granteeWaitMs: GRANTEE_ANNOUNCE_WAIT_MS,
   // A call silent this long (and its peer sending nothing else) is duplicated. 500 ms made agents on a
   // busy machine receive 9-19 % of an image twice in `npm run bench` (8 nodes, 2 cores): a loaded event
   // loop is often that silent. 1.5 s: 0-2.7 %, the last node as fast or faster (32.6-33.1 s against

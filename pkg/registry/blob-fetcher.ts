@@ -14,6 +14,13 @@ export interface BlobRequest {
   readonly size?: number | undefined;
   /** Credentials for the origin fetch of this request only (a prefetch's pull secret); the agent's own otherwise. */
   readonly credentials?: BasicCredentials | undefined;
+  /**
+   * Called while acquire() is still choosing a source, at each sign that one is under way: the tracker names
+   * another agent fetching the blob from the origin (its grantee, which the tracker moves when it stalls) or
+   * asks to be asked again while it rebuilds, or this agent starts fetching the blob itself. The mirror
+   * counts it as progress toward a response's start, within a bound of its own.
+   */
+  readonly onSourceProgress?: (() => void) | undefined;
 }
 
 /** A reader's hold on a blob being fetched. Release it when done reading, successfully or not. */

@@ -510,6 +510,71 @@ describe("mirror: never hang the runtime", () => {
     }
   });
 
+  it("moves the start deadline while the fetcher says a source is under way, and serves the blob that comes late", async () => {
+    // A fetcher still choosing a source for 2.5 start deadlines (another agent holds the origin grant, then the
+    // grant moves) that says so every 100 ms (BlobRequest.onSourceProgress): sent direct at the first deadline,
+    // the runtime would cost the origin another copy.
+    const data = Buffer.alloc(2 * MiB_BYTES, 9);
+    const digest = digestOf(data);
+    let told = 0;
+    const choosing = (store: BlobStore): BlobFetcher => ({
+      acquire: async (request, signal) => {
+        for (let waited = 0; waited < 1_000; waited += 100) {
+          request.onSourceProgress?.();
+          told++;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          signal.throwIfAborted();
+        }
+        const partial = await store.openPartial(request.digest, data.length, { pieceSize: MiB_BYTES });
+        void (async () => {
+          for (const index of [0, 1]) await partial.writePiece(index, data.subarray(index * MiB_BYTES, (index + 1) * MiB_BYTES));
+          await partial.commit();
+        })().catch(() => undefined);
+        return { partial, source: "peer", contentType: undefined, release: () => undefined };
+      },
+      close: () => Promise.resolve(),
+    });
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 400, fetcher: choosing });
+    try {
+      const res = await fetch(f.blobUrl(NAME, digest));
+      assert.equal(res.status, 200, "not sent direct while a source was under way");
+      assert.deepEqual(await body(res), data);
+      assert.ok(told >= 10, `the fetcher told of progress ${told} times`);
+      assert.equal(await f.metric("shoal_fallback_responses_total", { reason: "start_timeout" }), 0);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("believes a source under way for a bounded time only: a fetcher that never chooses is a 404 after 3 start deadlines", async () => {
+    const digest = digestOf(Buffer.from("never chosen"));
+    const neverChooses: BlobFetcher = {
+      acquire: async (request, signal) => {
+        for (;;) {
+          request.onSourceProgress?.();
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          signal.throwIfAborted();
+        }
+      },
+      close: () => Promise.resolve(),
+    };
+    const f = await MirrorFixture.start({ responseStartTimeoutMs: 400, fetcher: () => neverChooses });
+    try {
+      const started = performance.now();
+      const res = await fetch(f.blobUrl(NAME, digest));
+      const tookMs = performance.now() - started;
+      assert.equal(res.status, 404);
+      assert.equal(await ociError(res), "BLOB_UNKNOWN");
+      assert.ok(tookMs >= SWARM_PROGRESS_START_TIMEOUTS * 400 - 50, `gave up after ${Math.round(tookMs)} ms, before the bound`);
+      assert.ok(tookMs < 10_000, `took ${Math.round(tookMs)} ms`);
+      assert.equal(await f.metric("shoal_fallback_responses_total", { reason: "start_timeout" }), 1);
+      const [line] = f.mirrorLogs.filter((l) => l.msg === "runtime sent to the registry");
+      assert.match(String(line?.error), /last sign that one was under way/);
+    } finally {
+      await f.close();
+    }
+  });
+
   it("cuts a started response whose source stops delivering, instead of hanging the runtime", async () => {
     const f = await MirrorFixture.start({ responseStallTimeoutMs: 500, bodyStallTimeoutMs: 30_000 });
     try {

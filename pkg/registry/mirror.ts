@@ -14,6 +14,7 @@ import { statusError } from "./origin-fetcher.js";
 import { type UpstreamClient, header } from "./upstream/upstream-client.js";
 import { DescriptorSizes } from "./descriptor-sizes.js";
 import { raceSignal } from "../util/index.js";
+import { StartDeadline } from "./start-deadline.js";
 
 /** containerd waits for a mirror indefinitely; this bounds how long a response may take to start. */
 export const DEFAULT_RESPONSE_START_TIMEOUT_MS = 10_000;
@@ -24,6 +25,9 @@ const START_PROGRESS_CHECK_MS = 250;
  * bytes: BlobLease.progressAtMs) holds the runtime back like a piece here would, but only up to this many
  * response-start timeouts after this node's last piece (or the request): it is what peers claim, and a peer
  * that announces growth it never serves must not keep the runtime waiting for long (30 s with the defaults).
+ * Before that, while the fetcher is still choosing a source, each sign that one is under way (another agent
+ * holds the origin grant, the fetch from the origin begins: BlobRequest.onSourceProgress) moves the deadline
+ * to a start timeout from then, up to this many start timeouts after the request.
  */
 export const SWARM_PROGRESS_START_TIMEOUTS = 3;
 export const DEFAULT_RESPONSE_STALL_TIMEOUT_MS = 60_000;
@@ -107,9 +111,28 @@ export class Mirror {
         source = s;
         this.options.metrics.timeToFirstByte.observe({ kind, source: s }, (performance.now() - startedAt) / 1000);
       };
-      const deadline = AbortSignal.any([controller.signal, AbortSignal.timeout(this.startTimeoutMs)]);
-      if (route.kind === "manifest") await this.serveManifest(route, registry, req, res, deadline, controller.signal, started);
-      else await this.serveBlob(route, registry, req, res, deadline, controller.signal, started);
+      const start = new StartDeadline(this.startTimeoutMs, SWARM_PROGRESS_START_TIMEOUTS * this.startTimeoutMs);
+      const deadline = AbortSignal.any([controller.signal, start.signal]);
+      try {
+        if (route.kind === "manifest") await this.serveManifest(route, registry, req, res, deadline, controller.signal, started);
+        else
+          await this.serveBlob(
+            route,
+            registry,
+            req,
+            res,
+            {
+              deadline,
+              progress: () => {
+                start.progress();
+              },
+            },
+            controller.signal,
+            started,
+          );
+      } finally {
+        start.dispose();
+      }
     };
     run().catch((error: unknown) => {
       this.fail(req, res, kind, error, controller.signal);
@@ -181,12 +204,13 @@ export class Mirror {
     registry: string,
     req: IncomingMessage,
     res: ServerResponse,
-    deadline: AbortSignal,
+    start: { readonly deadline: AbortSignal; progress(): void },
     signal: AbortSignal,
     started: (source: ServeSource) => void,
     retried = false,
   ): Promise<void> {
     const { store, fetcher } = this.options;
+    const { deadline } = start;
     const head = req.method === "HEAD";
     const info = await store.stat(route.digest);
     if (info !== undefined) {
@@ -214,12 +238,23 @@ export class Mirror {
     let lease;
     try {
       lease = await this.withDeadline(deadline, () =>
-        fetcher.acquire({ registry, name: route.name, digest: route.digest, size: this.sizes.get(route.digest) }, deadline),
+        fetcher.acquire(
+          {
+            registry,
+            name: route.name,
+            digest: route.digest,
+            size: this.sizes.get(route.digest),
+            onSourceProgress: () => {
+              start.progress();
+            },
+          },
+          deadline,
+        ),
       );
     } catch (error) {
       // Completed by another flight between our stat and the fetch: serve it from the store.
       if (!isStoreError(error, "ERR_STORE_BLOB_EXISTS") || retried) throw error;
-      await this.serveBlob(route, registry, req, res, deadline, signal, started, true);
+      await this.serveBlob(route, registry, req, res, start, signal, started, true);
       return;
     }
     try {
@@ -233,7 +268,7 @@ export class Mirror {
         if (partial.state !== "committed")
           throw new RegistryError("ERR_START_TIMEOUT", `${route.digest} could not be verified for a range request`);
         lease.release();
-        await this.serveBlob(route, registry, req, res, deadline, signal, started, true);
+        await this.serveBlob(route, registry, req, res, start, signal, started, true);
         return;
       }
       // No status line before the first byte is here: until then the runtime can still be sent elsewhere.
@@ -432,7 +467,7 @@ export class Mirror {
     } catch (error) {
       const reason: unknown = deadline.reason;
       if (deadline.aborted && reason instanceof DOMException && reason.name === "TimeoutError") {
-        throw new RegistryError("ERR_START_TIMEOUT", `no source could start answering within ${this.startTimeoutMs} ms`, { cause: error });
+        throw new RegistryError("ERR_START_TIMEOUT", reason.message, { cause: error });
       }
       throw error;
     }
