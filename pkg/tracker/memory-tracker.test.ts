@@ -10,6 +10,7 @@ import { isTrackerError } from "./errors.js";
 import { StaticMembership } from "./membership.js";
 import { HOLDER_COST_BYTES, MEMORY_BUDGET_PER_AGENT_BYTES, PIECE_COST_BYTES, RECORD_COST_BYTES } from "./blob-ledger.js";
 import { MemoryTracker } from "./memory-tracker.js";
+import { GRANT_SPREAD_MS } from "./origin-grants.js";
 import type { SessionCloseReason } from "./tracker-session.js";
 import { MAX_PIECES_PER_BLOB } from "./validation.js";
 import { bitmapOf, pieceHash, testDigest, testIdentity } from "./testing/helpers.js";
@@ -218,6 +219,36 @@ describe("MemoryTracker", () => {
     assert.equal(tracker.lookup("c", digest, true).origin.granted, true);
     assert.equal(await value(metrics.grantMoves, { reason: "disconnected" }), 1);
     assert.equal(await value(metrics.grants), 3);
+  });
+
+  it("spreads origin grants: an agent already fetching two blobs gets a third only if no other agent asks for it first", () => {
+    const { tracker, clock } = setup();
+    const a = tracker.register(testIdentity("a"));
+    tracker.register(testIdentity("b"));
+    const [x, y, z, w] = ["x", "y", "z", "w"].map((s) => testDigest(s));
+    assert.ok(x && y && z && w);
+    assert.equal(tracker.lookup("a", x, true).origin.granted, true);
+    assert.equal(tracker.lookup("a", y, true).origin.granted, true);
+    // The third: not yet, ask again in GRANT_SPREAD_MS; no grantee meanwhile, so it does not wait for one.
+    const third = tracker.lookup("a", z, true);
+    assert.deepEqual(third.origin, { granted: false, granteeAgentId: undefined });
+    assert.equal(third.retryAfterMs, GRANT_SPREAD_MS);
+    clock.now += 100;
+    assert.equal(tracker.lookup("a", z, true).retryAfterMs, GRANT_SPREAD_MS - 100, "asking early changes nothing");
+    // Another agent asking meanwhile takes it at once; the busy one is then told who fetches it.
+    assert.deepEqual(tracker.lookup("b", z, true).origin, { granted: true, granteeAgentId: "b" });
+    assert.deepEqual(tracker.lookup("a", z, true).origin, { granted: false, granteeAgentId: "b" });
+    // Nobody else asks for w: the busy agent gets it once the moment has passed.
+    assert.equal(tracker.lookup("a", w, true).retryAfterMs, GRANT_SPREAD_MS);
+    clock.now += GRANT_SPREAD_MS;
+    const later = tracker.lookup("a", w, true);
+    assert.equal(later.origin.granted, true);
+    assert.equal(later.retryAfterMs, undefined);
+    // A grant that ends (its blob complete) frees a place: with one grant left, the next blob is granted at once.
+    assert.equal(tracker.lookup("a", testDigest("v"), true).retryAfterMs, GRANT_SPREAD_MS, "three grants: x, y and w");
+    a.announce({ digest: x, size: 10, pieceSize: 10, complete: true });
+    a.announce({ digest: w, size: 10, pieceSize: 10, complete: true });
+    assert.equal(tracker.lookup("a", testDigest("u"), true).origin.granted, true);
   });
 
   it("a complete holder elsewhere blocks new grants but does not take a grant away", () => {

@@ -288,7 +288,11 @@ export class MemoryTracker implements SessionOwner {
     const excludedSet = new Set(excluded);
     const blob = this.blobs.claimsOf(digest)?.choose(agentId, excludedSet, expectedSize, this.grants.granteeOf(digest));
     // Rebuilding after an empty start: a blob without a complete holder may only not be re-announced yet.
-    const retryAfterMs = blob === undefined || blob.holders.completeCount === 0 ? this.grace.retryAfterMs(digest) : 0;
+    // And an agent already fetching several blobs from the origin leaves the next one to another asker for a
+    // moment (OriginGrants.deferral). Either way the asker is told to ask again.
+    const noCopy = blob === undefined || blob.holders.completeCount === 0;
+    const rebuildingMs = noCopy ? this.grace.retryAfterMs(digest) : 0;
+    const retryAfterMs = rebuildingMs > 0 || !wantOriginGrant || !noCopy ? rebuildingMs : this.grants.deferral(agentId, digest);
     const granted = wantOriginGrant && retryAfterMs === 0 && this.grants.tryGrant(agentId, digest, blob, excludedSet);
     const holders =
       blob?.holders.best(

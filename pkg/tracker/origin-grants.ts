@@ -7,6 +7,17 @@ import type { Claim } from "./blob-claims.js";
 export const DEFAULT_GRANT_STALL_TIMEOUT_MS = 10_000;
 /** How long a grant released by a disconnect is remembered, so the next grant counts as a move. */
 const RELEASED_GRANT_MEMORY_MS = 60_000;
+/**
+ * An agent already fetching this many blobs from the origin is granted another only if no other agent asks
+ * for it within GRANT_SPREAD_MS (it is told to ask again then). Seen in `npm run bench` (8 nodes, an image of
+ * 4 layers): when one agent held the grants of all four layers, one or two of its four origin transfers ran
+ * at 1/4–1/30 of the others for 5–20 s (in 4 runs of 4); with the grants on two or three agents, none did
+ * (4 runs of 4). Spread grants also spread the first upload of each layer to the swarm.
+ */
+export const SPREAD_GRANTS_FROM = 2;
+export const GRANT_SPREAD_MS = 500;
+/** Deferred grants remembered at most (the blobs busy agents asked for in the last few seconds). */
+const MAX_DEFERRED = 4096;
 
 export interface OriginGrantsOptions {
   readonly logger: Logger;
@@ -40,6 +51,10 @@ export interface GrantSnapshot {
  */
 export class OriginGrants {
   private readonly grants = new Map<Digest, Grant>();
+  /** Grants held per agent. */
+  private readonly held = new Map<string, number>();
+  /** Blobs whose grant a busy agent was told to ask again for, and until when others have the first claim. */
+  private readonly deferred = new Map<Digest, { readonly agentId: string; readonly untilMs: number }>();
   /** Grants released by a disconnect: who held them and when, so the next grant can count as a move. */
   private readonly released = new Map<Digest, { readonly agentId: string; readonly atMs: number }>();
 
@@ -68,7 +83,7 @@ export class OriginGrants {
     }
     if (current !== undefined && now - current.progressAtMs < this.options.stallTimeoutMs) return false;
     const heldPieces = blob?.holders.get(agentId)?.heldPieces ?? 0;
-    this.grants.set(digest, { agentId, grantedAtMs: now, progressAtMs: now, heldPieces });
+    this.setGrant(digest, { agentId, grantedAtMs: now, progressAtMs: now, heldPieces });
     metrics?.grants.inc();
     const released = this.released.get(digest);
     this.released.delete(digest);
@@ -92,7 +107,7 @@ export class OriginGrants {
     const grant = this.grants.get(digest);
     if (grant?.agentId !== agentId) return false;
     if (complete) {
-      this.grants.delete(digest);
+      this.deleteGrant(digest);
       this.options.logger.debug({ agentId, digest }, "origin grant released: blob complete");
       return true;
     }
@@ -111,7 +126,7 @@ export class OriginGrants {
   /** Ends `agentId`'s grant of `digest` (withdrawn, or excluded for the blob); true when it held one. */
   release(agentId: string, digest: Digest): boolean {
     if (this.grants.get(digest)?.agentId !== agentId) return false;
-    this.grants.delete(digest);
+    this.deleteGrant(digest);
     return true;
   }
 
@@ -121,12 +136,34 @@ export class OriginGrants {
     const digests: Digest[] = [];
     for (const [digest, grant] of this.grants) {
       if (grant.agentId !== agentId) continue;
-      this.grants.delete(digest);
+      this.deleteGrant(digest);
       this.released.set(digest, { agentId, atMs: now });
       digests.push(digest);
     }
     for (const [digest, r] of this.released) if (now - r.atMs >= RELEASED_GRANT_MEMORY_MS) this.released.delete(digest);
     return digests;
+  }
+
+  /**
+   * Before tryGrant, for an agent that wants the grant of `digest`: 0 when the grant may be decided now, or
+   * how long it should wait before asking again (the asker already holds SPREAD_GRANTS_FROM grants and no
+   * other agent has had GRANT_SPREAD_MS to ask). Another agent asking meanwhile is decided at once.
+   */
+  deferral(agentId: string, digest: Digest): number {
+    if (this.grants.has(digest) || (this.held.get(agentId) ?? 0) < SPREAD_GRANTS_FROM) return 0;
+    const now = this.options.now();
+    const pending = this.deferred.get(digest);
+    if (pending !== undefined) {
+      if (now >= pending.untilMs) return 0;
+      return Math.max(1, pending.untilMs - now);
+    }
+    if (this.deferred.size >= MAX_DEFERRED) {
+      for (const [d, p] of this.deferred) if (now >= p.untilMs) this.deferred.delete(d);
+      // Still full of live entries: decide at once rather than grow.
+      if (this.deferred.size >= MAX_DEFERRED) return 0;
+    }
+    this.deferred.set(digest, { agentId, untilMs: now + GRANT_SPREAD_MS });
+    return GRANT_SPREAD_MS;
   }
 
   snapshot(): GrantSnapshot[] {
@@ -136,5 +173,22 @@ export class OriginGrants {
       grantedAtMs: g.grantedAtMs,
       progressAtMs: g.progressAtMs,
     }));
+  }
+
+  private setGrant(digest: Digest, grant: Grant): void {
+    const previous = this.grants.get(digest);
+    if (previous !== undefined) this.deleteGrant(digest);
+    this.grants.set(digest, grant);
+    this.held.set(grant.agentId, (this.held.get(grant.agentId) ?? 0) + 1);
+    this.deferred.delete(digest);
+  }
+
+  private deleteGrant(digest: Digest): void {
+    const grant = this.grants.get(digest);
+    if (grant === undefined) return;
+    this.grants.delete(digest);
+    const count = (this.held.get(grant.agentId) ?? 0) - 1;
+    if (count > 0) this.held.set(grant.agentId, count);
+    else this.held.delete(grant.agentId);
   }
 }

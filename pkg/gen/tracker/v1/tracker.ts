@@ -239,8 +239,10 @@ export interface LookupResponse {
   askerZone: string;
   /**
    * Not 0 while the tracker is still rebuilding its state from re-announcing agents (after a fail-over) and
-   * so granted nothing: holders may still appear. Ask again after this many milliseconds instead of going
-   * to the origin. Agents that do not know the field treat the answer as "someone else is fetching".
+   * so granted nothing: holders may still appear. Also not 0 when the asker already fetches several blobs
+   * from the origin and the tracker leaves this one's grant to another agent for a moment. Ask again after
+   * this many milliseconds instead of going to the origin. Agents that do not know the field treat the
+   * answer as "someone else is fetching".
    */
   retryAfterMs: number;
 }
