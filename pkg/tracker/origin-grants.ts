@@ -53,8 +53,8 @@ export class OriginGrants {
   private readonly grants = new Map<Digest, Grant>();
   /** Grants held per agent. */
   private readonly held = new Map<string, number>();
-  /** Blobs whose grant a busy agent was told to ask again for, and until when others have the first claim. */
-  private readonly deferred = new Map<Digest, { readonly agentId: string; readonly untilMs: number }>();
+  /** Blobs whose grant a busy agent was told to ask again for: until when other agents have the first claim. */
+  private readonly deferred = new Map<Digest, number>();
   /** Grants released by a disconnect: who held them and when, so the next grant can count as a move. */
   private readonly released = new Map<Digest, { readonly agentId: string; readonly atMs: number }>();
 
@@ -152,17 +152,14 @@ export class OriginGrants {
   deferral(agentId: string, digest: Digest): number {
     if (this.grants.has(digest) || (this.held.get(agentId) ?? 0) < SPREAD_GRANTS_FROM) return 0;
     const now = this.options.now();
-    const pending = this.deferred.get(digest);
-    if (pending !== undefined) {
-      if (now >= pending.untilMs) return 0;
-      return Math.max(1, pending.untilMs - now);
-    }
+    const untilMs = this.deferred.get(digest);
+    if (untilMs !== undefined) return now >= untilMs ? 0 : Math.ceil(untilMs - now);
     if (this.deferred.size >= MAX_DEFERRED) {
-      for (const [d, p] of this.deferred) if (now >= p.untilMs) this.deferred.delete(d);
+      for (const [d, until] of this.deferred) if (now >= until) this.deferred.delete(d);
       // Still full of live entries: decide at once rather than grow.
       if (this.deferred.size >= MAX_DEFERRED) return 0;
     }
-    this.deferred.set(digest, { agentId, untilMs: now + GRANT_SPREAD_MS });
+    this.deferred.set(digest, now + GRANT_SPREAD_MS);
     return GRANT_SPREAD_MS;
   }
 
