@@ -5,7 +5,7 @@ import { connect } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { type Digest, MEDIA_TYPE_OCI_MANIFEST, digestOf, parseDigest } from "../oci/index.js";
-import type { BlobStore } from "../store/index.js";
+import type { BlobStore, PartialBlob } from "../store/index.js";
 import type { TagRecord } from "../tracker/tracker.js";
 import type { BlobFetcher } from "./blob-fetcher.js";
 import type { ManifestPeers } from "./manifest-peers.js";
@@ -16,6 +16,29 @@ import { MirrorFixture } from "./testing/mirror-fixture.js";
 
 const NAME = "team/app";
 const MiB_BYTES = 1024 * 1024;
+
+/**
+ * A partial of `data` (1 MiB pieces) that a source fills later, as a fetcher's flight would: the pieces in
+ * `order`, the first `firstDelayMs` after the call and each next one `gapMs` after the one before, then
+ * the commit. Failures end the filling silently (the test's assertions say what came).
+ */
+async function partialFilledLater(
+  store: BlobStore,
+  digest: Digest,
+  data: Buffer,
+  { order, firstDelayMs = 0, gapMs = 0 }: { order: readonly number[]; firstDelayMs?: number; gapMs?: number },
+): Promise<PartialBlob> {
+  const partial = await store.openPartial(digest, data.length, { pieceSize: MiB_BYTES });
+  void (async () => {
+    for (const [i, index] of order.entries()) {
+      const delayMs = i === 0 ? firstDelayMs : gapMs;
+      if (delayMs > 0) await sleep(delayMs);
+      await partial.writePiece(index, data.subarray(index * MiB_BYTES, (index + 1) * MiB_BYTES));
+    }
+    await partial.commit();
+  })().catch(() => undefined);
+  return partial;
+}
 
 async function body(res: Response): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
@@ -423,14 +446,7 @@ describe("mirror: never hang the runtime", () => {
     const outOfOrder = (store: BlobStore): BlobFetcher => ({
       acquire: async (request) => {
         acquired++;
-        const partial = await store.openPartial(request.digest, data.length, { pieceSize: MiB_BYTES });
-        void (async () => {
-          for (const index of [1, 2, 3, 0]) {
-            await new Promise((resolve) => setTimeout(resolve, 150));
-            await partial.writePiece(index, data.subarray(index * MiB_BYTES, (index + 1) * MiB_BYTES));
-          }
-          await partial.commit();
-        })().catch(() => undefined);
+        const partial = await partialFilledLater(store, request.digest, data, { order: [1, 2, 3, 0], firstDelayMs: 150, gapMs: 150 });
         return { partial, source: "peer", contentType: undefined, release: () => undefined };
       },
       close: () => Promise.resolve(),
@@ -458,12 +474,7 @@ describe("mirror: never hang the runtime", () => {
     }, 50);
     const lateButComing = (store: BlobStore): BlobFetcher => ({
       acquire: async (request) => {
-        const partial = await store.openPartial(request.digest, data.length, { pieceSize: MiB_BYTES });
-        void (async () => {
-          await new Promise((resolve) => setTimeout(resolve, 1_200));
-          for (const index of [0, 1]) await partial.writePiece(index, data.subarray(index * MiB_BYTES, (index + 1) * MiB_BYTES));
-          await partial.commit();
-        })().catch(() => undefined);
+        const partial = await partialFilledLater(store, request.digest, data, { order: [0, 1], firstDelayMs: 1_200 });
         return { partial, source: "peer", contentType: undefined, progressAtMs: () => swarmAtMs, release: () => undefined };
       },
       close: () => Promise.resolve(),
@@ -525,11 +536,7 @@ describe("mirror: never hang the runtime", () => {
           await new Promise((resolve) => setTimeout(resolve, 100));
           signal.throwIfAborted();
         }
-        const partial = await store.openPartial(request.digest, data.length, { pieceSize: MiB_BYTES });
-        void (async () => {
-          for (const index of [0, 1]) await partial.writePiece(index, data.subarray(index * MiB_BYTES, (index + 1) * MiB_BYTES));
-          await partial.commit();
-        })().catch(() => undefined);
+        const partial = await partialFilledLater(store, request.digest, data, { order: [0, 1] });
         return { partial, source: "peer", contentType: undefined, release: () => undefined };
       },
       close: () => Promise.resolve(),
