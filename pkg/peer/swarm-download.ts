@@ -3,7 +3,7 @@ import { PIECE_HASH_BYTES, sameHash } from "../piece/index.js";
 import { type BlobChange, DEFAULT_MAX_LOOKUP_HOLDERS, type LookupResult } from "../tracker/index.js";
 import { isPeerError } from "./errors.js";
 import { lookupViaPeers } from "./peer-lookup.js";
-import { MAX_PARKED_PIECES, PiecePicker, type PlannedRequest } from "./piece-picker.js";
+import { MAX_PARKED_PIECES, type PiecePicker, type PlannedRequest } from "./piece-picker.js";
 import type { ReceivedPiece } from "./piece-source.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { loopSleepMs, type RefreshState, refreshDue } from "./refresh-schedule.js";
@@ -48,14 +48,7 @@ export class SwarmDownload {
   constructor(private readonly ctx: SwarmDownloadContext) {
     this.zone = swarmZone(ctx.self, ctx.first);
     this.peers = ctx.peers;
-    this.picker = new PiecePicker({
-      pieceCount: ctx.partial.pieceCount,
-      blobBytes: ctx.partial.size,
-      selfAgentId: ctx.self?.agentId,
-      zone: this.zone,
-      tuning: ctx.tuning,
-      random: ctx.random ?? Math.random,
-    });
+    this.picker = ctx.picker;
     this.announcer = new ProgressAnnouncer(ctx.tracker, ctx.partial, ctx.tuning.announceIntervalMs);
     // A small blob goes ahead of the budget (SMALL_READ_BYTES); the share counts the book's pieces.
     this.share =

@@ -13,7 +13,7 @@ import { whenVerified } from "./piece-reader.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { ReceiveBudget } from "./receive-budget.js";
 import { SwarmDownload } from "./swarm-download.js";
-import { type SwarmSelf, swarmZone } from "./swarm-round.js";
+import { newSwarmPicker, type SwarmSelf, swarmZone } from "./swarm-round.js";
 import { SwarmPeers } from "./swarm-peers.js";
 import { DEFAULT_SWARM_TUNING, MAX_GRANT_MOVES_WAITED, type SwarmTuning } from "./swarm-tuning.js";
 import { raceSignal } from "../util/index.js";
@@ -219,7 +219,9 @@ export class SwarmFetcher implements BlobFetcher {
       return;
     }
     const partial = await this.options.store.openPartial(request.digest, lookup.size, { pieceSize: lookup.pieceSize });
-    const peers = new SwarmPeers(partial.pieceCount, swarmZone(this.options.self, lookup));
+    const zone = swarmZone(this.options.self, lookup);
+    const peers = new SwarmPeers(partial.pieceCount, zone);
+    const picker = newSwarmPicker(partial, this.options.self, zone, this.tuning);
     peers.distrust(this.suspectsOf(request.digest));
     started({ partial, source: "peer", contentType: partial.mediaType, progressAtMs: () => peers.activityAtMs() });
     try {
@@ -238,6 +240,7 @@ export class SwarmFetcher implements BlobFetcher {
           signal,
           first,
           peers,
+          picker,
           knownPeers: this.options.knownPeers,
           degraded,
           expectedSize: request.size,

@@ -5,6 +5,7 @@ import { digestOf, type Digest } from "../oci/index.js";
 import { FakeUpstream } from "../registry/testing/fake-upstream.js";
 import { choosePieceSize, pieceSpan } from "../piece/index.js";
 import { MemoryTracker } from "../tracker/index.js";
+import { rendezvousScore, rendezvousSeed } from "./cross-zone-share.js";
 import { MiB, putBlob, testBytes, writePiece } from "./testing/peer-fixture.js";
 import { stallingStore } from "./testing/stalling-store.js";
 import { SwarmNode, type SwarmNodeOptions } from "./testing/swarm-node.js";
@@ -108,6 +109,36 @@ describe("swarm across zones", () => {
     );
     assert.equal(await received(puller, "a"), heldBytes, "the partial holder's pieces came from it");
     assert.equal(await received(puller, "b"), data.length - heldBytes, "only the pieces zone a lacks crossed zones, once each");
+  });
+
+  it("a same-zone partial holder that never brings its share does not hold the download back round after round", async () => {
+    // The relay to the partial holder waits longer than a round may be silent: each round stalls before its
+    // relay fails. A round that forgets what the one before learned (the sibling did not bring its share)
+    // asks it again and stalls again, for ever; the pieces must come across zones from the second round.
+    // Piece 1, just past the holder's first piece, is the holder's share (rendezvous): it is asked to relay it.
+    const pullerId = "a-puller";
+    let holderId = "";
+    for (let k = 0; holderId === ""; k++)
+      if (rendezvousScore(rendezvousSeed(`a-holder-${k}`), 1) > rendezvousScore(rendezvousSeed(pullerId), 1)) holderId = `a-holder-${k}`;
+    const [partialHolder, remote, puller] = await startNodes(
+      ["a", "b", "a"],
+      { tuning: { ...FAST, relayWaitMs: 5_000, hedgeAfterMs: 10_000 } },
+      [{ agentId: holderId }, {}, { agentId: pullerId }],
+    );
+    assert.ok(partialHolder && remote && puller);
+    const data = testBytes(10 * MiB);
+    const digest = await seed([remote], data);
+    const pieceSize = choosePieceSize(data.length);
+    const held = [0, 2, 4, 6];
+    const partial = await partialHolder.store.openPartial(digest, data.length, { pieceSize });
+    for (const index of held) await writePiece(partial, data, index);
+    partialHolder.tracker.announce({ digest, size: data.length, pieceSize, complete: false, bitmap: partial.bitmap() });
+    const served = origin.blobBytesServed;
+    const result = await puller.pull(origin.host, NAME, digest, AbortSignal.timeout(20_000));
+    assert.equal(digestOf(result.bytes), digest);
+    assert.equal(result.source, "peer");
+    assert.equal((await received(puller, "a")) + (await received(puller, "b")), data.length, "every piece came from a peer once");
+    assert.equal(origin.blobBytesServed, served);
   });
 
   /**

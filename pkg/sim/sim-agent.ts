@@ -214,7 +214,7 @@ export class SimAgent {
   private newRound(first: LookupResult, nowMs: number): void {
     this.peers = new SwarmPeers(this.world.pieceCount, this.zone);
     this.book = new RequestBook(() => UNUSED_CONTROLLER);
-    this.picker = this.newPicker();
+    // The picker carries over from the round before, as in SwarmFetcher (SwarmDownloadContext.picker).
     this.parked.clear();
     this.lastProgressMs = nowMs;
     this.lastRefreshMs = nowMs;

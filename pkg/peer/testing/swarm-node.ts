@@ -33,6 +33,8 @@ export interface SwarmNodeOptions {
   readonly trackerOverride?: Tracker;
   readonly tuning?: Partial<SwarmTuning>;
   readonly uploadBytesPerSecond?: number;
+  /** The agent's tracker id; default the name and a random suffix. */
+  readonly agentId?: string;
   /** Hides the zone from the swarm scheduler (the tracker still knows it): the no-preference baseline. */
   readonly ignoreZone?: boolean;
   /** The agent does not know its zone (Kubernetes: no --zone); only the tracker does, and tells it in lookups. */
@@ -81,7 +83,7 @@ export class SwarmNode {
       logger,
       tuning: options.tuning,
       peerClient: { stallTimeoutMs: 2_000 },
-      agentId: `${options.name}-${randomUUID().slice(0, 8)}`,
+      agentId: options.agentId ?? `${options.name}-${randomUUID().slice(0, 8)}`,
       zoneKnowledge: options.ignoreZone === true ? "none" : options.zoneFromTracker === true ? "tracker" : "self",
       servedStore: options.servedStore,
       closeGraceMs: 100,
