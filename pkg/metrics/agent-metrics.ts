@@ -196,6 +196,15 @@ export class AgentMetrics {
     help: "Distinct peers named by the last tracker lookups.",
     registers: [this.registry],
   });
+  readonly swarmStalls = new Counter({
+    name: "shoal_swarm_stalls_total",
+    help:
+      "Swarm download rounds that ended before the blob was whole, by reason: silent (no byte or piece from any peer for the stall time, " +
+      "not counting time this agent itself did not run), orphaned (no grantee and no peer holding a missing piece). Each is followed by a lookup " +
+      "and the next round, or the origin.",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly swarmDownloadDuration = new Histogram({
     name: "shoal_swarm_download_duration_seconds",
     help: "Time to complete a blob this agent lacked, by where most of its bytes came from.",

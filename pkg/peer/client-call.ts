@@ -1,4 +1,5 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders } from "node:http2";
+import { OwnPauses } from "../util/index.js";
 import { PeerError } from "./errors.js";
 import {
   FramingError,
@@ -117,6 +118,9 @@ export function startCall(options: CallOptions): ActiveCall {
   let wake: (() => void) | undefined;
   let consuming = false;
   let stallTimer: NodeJS.Timeout | undefined;
+  // This process's own pauses are not the peer's silence (OwnPauses).
+  const pauses = new OwnPauses(stallMs);
+  let heardMs = performance.now();
   const notify = (): void => {
     const resolve = wake;
     wake = undefined;
@@ -128,12 +132,18 @@ export function startCall(options: CallOptions): ActiveCall {
     if (stream !== undefined && !stream.closed) stream.close(h2.NGHTTP2_CANCEL);
     settle();
   };
+  const checkStall = (): void => {
+    const now = performance.now();
+    const silentMs = now - heardMs - pauses.ms(now);
+    if (silentMs < stallMs) stallTimer = setTimeout(checkStall, stallMs - silentMs);
+    else cancel("stalled");
+  };
   const armStall = (): void => {
     clearTimeout(stallTimer);
+    heardMs = performance.now();
+    pauses.reset(heardMs);
     if (consuming || settled) return;
-    stallTimer = setTimeout(() => {
-      cancel("stalled");
-    }, stallMs);
+    stallTimer = setTimeout(checkStall, stallMs);
   };
   const fail = (error: Error): void => {
     outcome.failure ??= error;
@@ -145,6 +155,7 @@ export function startCall(options: CallOptions): ActiveCall {
     if (settled) return;
     settled = true;
     clearTimeout(stallTimer);
+    pauses.close();
     if (ended !== undefined) outcome.failure = endFailure(ended, peerAddress, stallMs, signal);
     notify();
   };
@@ -158,6 +169,7 @@ export function startCall(options: CallOptions): ActiveCall {
   } catch (error: unknown) {
     outcome.failure = new PeerError("ERR_PEER_UNAVAILABLE", `peer ${peerAddress}: cannot start a call`, { cause: error });
     settled = true;
+    pauses.close();
   }
   const active = stream;
   if (active !== undefined) {

@@ -1,6 +1,7 @@
 import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders } from "node:http2";
 import { ExchangeRequest } from "../gen/peer/v1/peer.js";
 import { type CallStatus, openCall, protocolError, responseStatus, trailerStatus } from "./client-call.js";
+import { OwnPauses } from "../util/index.js";
 import { PeerError } from "./errors.js";
 import { fromGrpcStatus } from "./grpc-status.js";
 import { GrpcStatus, MessageFramer, frameMessage } from "./grpc-wire.js";
@@ -53,6 +54,8 @@ interface OpenRead {
   stallTimer: NodeJS.Timeout | undefined;
   /** When the read last received a byte, or its consumer came back for more. */
   lastActivityMs: number;
+  /** What of the silence since lastActivityMs was this process's own (its stall timer fired late). */
+  readonly pauses: OwnPauses;
   wake: (() => void) | undefined;
 }
 
@@ -152,6 +155,7 @@ export class ExchangeChannel implements ChunkSink {
       outcome: undefined,
       consuming: false,
       stallTimer: undefined,
+      pauses: new OwnPauses(stallTimeoutMs + request.waitMs),
       lastActivityMs: performance.now(),
       wake: undefined,
     };
@@ -213,6 +217,7 @@ export class ExchangeChannel implements ChunkSink {
     } finally {
       signal.removeEventListener("abort", onAbort);
       stopStall(read);
+      read.pauses.close();
       if (this.reads.get(read.id) === read) {
         // The consumer stopped early, or the read was aborted or timed out: the peer stops serving it.
         this.reads.delete(read.id);
@@ -316,6 +321,7 @@ export class ExchangeChannel implements ChunkSink {
    */
   private armStall(read: OpenRead): void {
     read.lastActivityMs = performance.now();
+    read.pauses.reset(read.lastActivityMs);
     // While the stream is paused for other reads' consumers, silence is ours, not the peer's.
     if (read.consuming || read.outcome !== undefined || this.paused) {
       stopStall(read);
@@ -323,7 +329,10 @@ export class ExchangeChannel implements ChunkSink {
     }
     if (read.stallTimer !== undefined) return;
     const check = (): void => {
-      const silentMs = performance.now() - read.lastActivityMs;
+      // This process's own pauses are not the peer's silence (what the peer sent meanwhile may still be
+      // unread): the next check, after them, comes after the sockets are read.
+      const now = performance.now();
+      const silentMs = now - read.lastActivityMs - read.pauses.ms(now);
       if (silentMs < read.stallMs) {
         read.stallTimer = setTimeout(check, read.stallMs - silentMs);
         return;

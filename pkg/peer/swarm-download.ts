@@ -1,6 +1,7 @@
-import { setTimeout as sleep } from "node:timers/promises";
+import { setImmediate as yieldToIo, setTimeout as sleep } from "node:timers/promises";
 import { PIECE_HASH_BYTES, sameHash } from "../piece/index.js";
 import { type BlobChange, DEFAULT_MAX_LOOKUP_HOLDERS, type LookupResult } from "../tracker/index.js";
+import { LATE_TIMER_MS, OwnPauses } from "../util/index.js";
 import { isPeerError } from "./errors.js";
 import { lookupViaPeers } from "./peer-lookup.js";
 import { MAX_PARKED_PIECES, type PiecePicker, type PlannedRequest } from "./piece-picker.js";
@@ -12,6 +13,13 @@ import type { BudgetShare } from "./receive-budget.js";
 import { type SwarmPeer, SwarmPeers } from "./swarm-peers.js";
 import { type SwarmDownloadContext, type SwarmOutcome, swarmZone } from "./swarm-round.js";
 import { SMALL_READ_BYTES } from "./upload-slots.js";
+
+/**
+ * A silence is judged minus the time this agent itself did not run (OwnPauses: its loop woke later than it
+ * asked), by at most this many stall times: a download on a starved machine still ends after at most
+ * (1 + this) × stallMs without a byte.
+ */
+export const MAX_OWN_PAUSE_STALLS = 3;
 
 /**
  * Fetches the missing pieces of one blob from peers: the loop around the PiecePicker (what to ask of
@@ -35,6 +43,8 @@ export class SwarmDownload {
   private wake: (() => void) | undefined;
   /** Last verified piece, or last byte received from any peer. */
   private lastProgressMs = performance.now();
+  /** What of the silence since the last progress was this agent's own: its loop woke late. */
+  private readonly ownPauses: OwnPauses;
   private lastRefreshMs = 0;
   private needRefresh = false;
   /** The tracker said the blob changed (and to look it up) since the last lookup started. */
@@ -47,6 +57,7 @@ export class SwarmDownload {
 
   constructor(private readonly ctx: SwarmDownloadContext) {
     this.zone = swarmZone(ctx.self, ctx.first);
+    this.ownPauses = new OwnPauses(MAX_OWN_PAUSE_STALLS * ctx.tuning.stallMs);
     this.peers = ctx.peers;
     this.picker = ctx.picker;
     this.announcer = new ProgressAnnouncer(ctx.tracker, ctx.partial, ctx.tuning.announceIntervalMs);
@@ -86,7 +97,9 @@ export class SwarmDownload {
         if (this.orphaned(after)) {
           return { kind: "stalled", reason: "orphaned", suppliers: 0, excludedAgents: this.peers.excluded(), granteeProgressing: false };
         }
-        if (after - this.lastProgressMs >= tuning.stallMs && !this.book.moving(after, tuning.stallMs)) {
+        // The silence is judged on the peers' time: minus this agent's own pauses since the last progress.
+        const judgedAt = after - this.ownPauses.ms(after);
+        if (judgedAt - this.lastProgressMs >= tuning.stallMs && !this.book.moving(judgedAt, tuning.stallMs)) {
           return {
             kind: "stalled",
             reason: "silent",
@@ -100,6 +113,7 @@ export class SwarmDownload {
       return { kind: "complete" };
     } finally {
       unwatch();
+      this.ownPauses.close();
       this.book.abort();
       this.share?.leave();
       for (const { piece } of this.parked.values()) piece.release();
@@ -177,7 +191,7 @@ export class SwarmDownload {
       const now = performance.now();
       this.book.data(request, bytes, now);
       this.ctx.budget?.received(bytes, now);
-      this.lastProgressMs = now;
+      this.progressed(now);
     };
     const run = async (): Promise<void> => {
       const iterator = this.ctx.pieces.readPieces(
@@ -283,7 +297,7 @@ export class SwarmDownload {
     }
     this.bytesFromPeers += length;
     this.peers.supplied(peer);
-    this.lastProgressMs = performance.now();
+    this.progressed(performance.now());
     this.announcer.tick();
     return true;
   }
@@ -379,12 +393,21 @@ export class SwarmDownload {
     this.ctx.metrics.peersKnown.set(this.peers.size);
   }
 
+  private progressed(nowMs: number): void {
+    this.lastProgressMs = nowMs;
+    this.ownPauses.reset(nowMs);
+  }
+
+  /** Sleeps up to `ms` (woken early by wakeUp). */
   private async sleep(ms: number): Promise<void> {
+    const start = performance.now();
     const woken = new Promise<void>((resolve) => {
       this.wake = resolve;
     });
     await Promise.race([woken, sleep(ms, undefined, { signal: this.ctx.signal }).catch(() => undefined)]);
     this.wake = undefined;
+    // Woken late: the process did not run. Its sockets are read (one turn of the event loop) before the loop judges.
+    if (performance.now() - start - ms > LATE_TIMER_MS) await yieldToIo(undefined, { signal: this.ctx.signal }).catch(() => undefined);
   }
 
   private wakeUp(): void {

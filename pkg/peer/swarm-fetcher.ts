@@ -249,6 +249,7 @@ export class SwarmFetcher implements BlobFetcher {
         const outcome = await download.run();
         // Every piece may be here even when the round ended otherwise (e.g. the last ones arrived as it gave up).
         if (outcome.kind === "complete" || partial.heldPieces === partial.pieceCount) break;
+        metrics.swarmStalls.inc({ reason: outcome.reason });
         if (outcome.granteeProgressing) {
           // The grantee is still bringing pieces in from the origin: wait for them rather than fetch a second
           // copy (asking for the grant now would take it from the grantee, which the tracker may think stalled).

@@ -5,6 +5,7 @@ import { digestOf } from "../oci/index.js";
 import { FakeUpstream } from "../registry/testing/fake-upstream.js";
 import { MemoryTracker, TrackerError, type Tracker } from "../tracker/index.js";
 import { corruptingStore } from "./testing/corrupting-store.js";
+import { MiB, putBlob, testBytes } from "./testing/peer-fixture.js";
 import { SwarmNode } from "./testing/swarm-node.js";
 
 const NAME = "swarm/app";
@@ -144,4 +145,33 @@ describe("swarm: many agents, one origin fetch", () => {
     assert.equal(r.source, "origin");
     assert.equal(await nodes[0]!.metric("shoal_tracker_lookups_total", { result: "unavailable" }), 1);
   });
+  // On a busy machine an agent itself may not run for seconds. Its peers' bytes then wait in its sockets, and
+  // when it runs again its timers come before its sockets are read: a download that judged the silence by the
+  // clock alone took its own pause for a silent peer, ended its round and cancelled its calls.
+  for (const exchange of [true, false]) {
+    it(`an agent that did not run for a while does not take its own pause for a silent peer (${exchange ? "Exchange stream" : "ReadPieces calls"})`, async () => {
+      const [holder, puller] = await startNodes(2, [{ uploadBytesPerSecond: 4 * MiB }, { exchange }]);
+      assert.ok(holder && puller);
+      const data = testBytes(10 * MiB + 3);
+      const digest = await putBlob(holder.store, data);
+      await holder.inventory.idle();
+      const served = origin.blobBytesServed;
+      const pull = puller.pull(origin.host, NAME, digest);
+      // Mid-transfer (the holder sends 4 MiB/s), the whole process stops for longer than both the download's
+      // stall time (1 s) and the peer client's per-call stall timeout (2 s in SwarmNode).
+      const started = performance.now();
+      while ((await puller.metric("shoal_peer_bytes_received_total")) < 2 * MiB) {
+        assert.ok(performance.now() - started < 20_000, "the transfer started");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2.5 * FAST.stallMs);
+      const result = await pull;
+      assert.equal(digestOf(result.bytes), digest);
+      assert.equal(result.source, "peer");
+      assert.equal(await puller.metric("shoal_swarm_stalls_total"), 0, "no round ended as stalled");
+      assert.equal(await puller.metric("shoal_peer_errors_total"), 0, "no call timed out");
+      assert.equal(await puller.metric("shoal_peer_bytes_wasted_total"), 0, "no call was cancelled");
+      assert.equal(origin.blobBytesServed, served);
+    });
+  }
 });

@@ -35,6 +35,8 @@ export interface SwarmNodeOptions {
   readonly uploadBytesPerSecond?: number;
   /** The agent's tracker id; default the name and a random suffix. */
   readonly agentId?: string;
+  /** Read pieces over the Exchange stream (default) or with a ReadPieces call per request. */
+  readonly exchange?: boolean;
   /** Hides the zone from the swarm scheduler (the tracker still knows it): the no-preference baseline. */
   readonly ignoreZone?: boolean;
   /** The agent does not know its zone (Kubernetes: no --zone); only the tracker does, and tells it in lookups. */
@@ -82,7 +84,7 @@ export class SwarmNode {
       metrics,
       logger,
       tuning: options.tuning,
-      peerClient: { stallTimeoutMs: 2_000 },
+      peerClient: { stallTimeoutMs: 2_000, ...(options.exchange === undefined ? {} : { exchange: options.exchange }) },
       agentId: options.agentId ?? `${options.name}-${randomUUID().slice(0, 8)}`,
       zoneKnowledge: options.ignoreZone === true ? "none" : options.zoneFromTracker === true ? "tracker" : "self",
       servedStore: options.servedStore,
