@@ -43,6 +43,8 @@ interface AgentFigures {
   readonly originFetchesByReason: Readonly<Record<string, number>>;
   /** Requests it answered 404 so that the runtime pulled from the origin itself, by reason (shoal_fallback_responses_total). */
   readonly fallbacksByReason: Readonly<Record<string, number>>;
+  /** Swarm download rounds that ended before the blob was whole, by reason (shoal_swarm_stalls_total: silent, orphaned). */
+  readonly stallsByReason: Readonly<Record<string, number>>;
 }
 
 interface ArmResult {
@@ -116,6 +118,7 @@ interface AgentCounters {
   readonly wastedPeerBytes: Readonly<Record<string, number>>;
   readonly originBytes: number;
   readonly fallbacks: Readonly<Record<string, number>>;
+  readonly stalls: Readonly<Record<string, number>>;
   /** Size of its log file: the pulls' lines follow. */
   readonly logOffset: number;
 }
@@ -129,6 +132,7 @@ async function agentCounters(nodes: readonly ClusterNode[]): Promise<Map<string,
       wastedPeerBytes: await wastedPeerBytes(node),
       originBytes: await originBytesFetched(node),
       fallbacks: await fallbackResponses(node),
+      stalls: await byReason(node, "shoal_swarm_stalls_total"),
       logOffset: (await stat(node.agent.logFile)).size,
     });
   }
@@ -226,6 +230,7 @@ async function agentFigures(
       originBytes: (await originBytesFetched(node)) - (earlier?.originBytes ?? 0),
       originFetchesByReason: await originFetchReasons(node.agent.logFile, earlier?.logOffset ?? 0),
       fallbacksByReason: wastedSince(await fallbackResponses(node), earlier?.fallbacks),
+      stallsByReason: wastedSince(await byReason(node, "shoal_swarm_stalls_total"), earlier?.stalls),
     });
   }
   return figures;
@@ -292,7 +297,7 @@ function report(
   if (shoal?.agents !== undefined && shoal.agents.length > 0) {
     lines.push(
       "",
-      "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS, peer bytes received and not kept, what each fetched from the origin and why",
+      "shoal agents: CPU-s during the pulls (per GB of image; with start-up), peak RSS, peer bytes received and not kept, what each fetched from the origin and why, download rounds that stalled",
     );
     for (const a of shoal.agents) {
       lines.push(
@@ -312,6 +317,12 @@ function report(
           Object.keys(a.fallbacksByReason).length === 0
             ? ""
             : `  sent the runtime to the origin: ${Object.entries(a.fallbacksByReason)
+                .map(([r, n]) => `${r} ×${n}`)
+                .join(", ")}`
+        }${
+          Object.keys(a.stallsByReason).length === 0
+            ? ""
+            : `  rounds stalled: ${Object.entries(a.stallsByReason)
                 .map(([r, n]) => `${r} ×${n}`)
                 .join(", ")}`
         }`,
