@@ -264,11 +264,16 @@ describe("agents serve from containerd's content store (one copy per node)", { s
 });
 
 /** Bytes the files under `dir` occupy on disk (allocated blocks, as du counts them). */
+/** Bytes on disk under `dir`. A file gone between the listing and its stat (the agent's atomic writes rename their temporary files) holds none. */
 async function diskBytes(dir: string): Promise<number> {
   let total = 0;
   for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
     if (!entry.isFile()) continue;
-    total += (await stat(join(entry.parentPath, entry.name))).blocks * 512;
+    try {
+      total += (await stat(join(entry.parentPath, entry.name))).blocks * 512;
+    } catch (error: unknown) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
   }
   return total;
 }

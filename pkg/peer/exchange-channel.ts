@@ -54,7 +54,7 @@ interface OpenRead {
   stallTimer: NodeJS.Timeout | undefined;
   /** When the read last received a byte, or its consumer came back for more. */
   lastActivityMs: number;
-  /** What of the silence since lastActivityMs was this process's own (its stall timer fired late). */
+  /** What of the silence since lastActivityMs was this process's own: it did not run. */
   readonly pauses: OwnPauses;
   wake: (() => void) | undefined;
 }

@@ -15,9 +15,8 @@ import { type SwarmDownloadContext, type SwarmOutcome, swarmZone } from "./swarm
 import { SMALL_READ_BYTES } from "./upload-slots.js";
 
 /**
- * A silence is judged minus the time this agent itself did not run (OwnPauses: its loop woke later than it
- * asked), by at most this many stall times: a download on a starved machine still ends after at most
- * (1 + this) × stallMs without a byte.
+ * A silence is judged minus the time this agent itself did not run (OwnPauses), by at most this many stall
+ * times: a download on a starved machine still ends after at most (1 + this) × stallMs without a byte.
  */
 export const MAX_OWN_PAUSE_STALLS = 3;
 
@@ -43,7 +42,7 @@ export class SwarmDownload {
   private wake: (() => void) | undefined;
   /** Last verified piece, or last byte received from any peer. */
   private lastProgressMs = performance.now();
-  /** What of the silence since the last progress was this agent's own: its loop woke late. */
+  /** What of the silence since the last progress was this agent's own: it did not run. */
   private readonly ownPauses: OwnPauses;
   private lastRefreshMs = 0;
   private needRefresh = false;

@@ -1,10 +1,14 @@
+import { OwnPauses } from "../util/index.js";
+
 /**
  * The deadline for a response to start: `timeoutMs` after the request, moved to `timeoutMs` after each sign
- * of progress (progress()), and never later than `limitMs` after the request. Its signal aborts with a
- * TimeoutError DOMException whose message says which bound ran out.
+ * of progress (progress()), and never later than `limitMs` after the request. Time this process did not run
+ * (OwnPauses: a busy node) does not count, up to one more `timeoutMs`: the sources could not be heard
+ * meanwhile. Its signal aborts with a TimeoutError DOMException whose message says which bound ran out.
  */
 export class StartDeadline {
   private readonly controller = new AbortController();
+  private readonly pauses: OwnPauses;
   private readonly startedAtMs = performance.now();
   private dueAtMs: number;
   private timer: NodeJS.Timeout | undefined;
@@ -15,6 +19,7 @@ export class StartDeadline {
     private readonly limitMs: number,
   ) {
     this.dueAtMs = this.startedAtMs + timeoutMs;
+    this.pauses = new OwnPauses(timeoutMs);
     this.arm();
   }
 
@@ -36,6 +41,7 @@ export class StartDeadline {
   dispose(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    this.pauses.close();
   }
 
   private arm(): void {
@@ -44,18 +50,25 @@ export class StartDeadline {
       () => {
         this.check();
       },
-      Math.max(0, Math.ceil(this.dueAtMs - performance.now())),
+      Math.max(0, Math.ceil(this.dueAtMs - this.judgedNow())),
     );
     this.timer.unref();
   }
 
+  /** Now, less this process's pauses since the request. */
+  private judgedNow(): number {
+    const nowMs = performance.now();
+    return nowMs - this.pauses.ms(nowMs);
+  }
+
   private check(): void {
     const nowMs = performance.now();
-    if (this.dueAtMs > nowMs) {
+    if (this.dueAtMs > this.judgedNow()) {
       this.arm();
       return;
     }
     this.timer = undefined;
+    this.pauses.close();
     const message = this.extended
       ? `no source could start answering within ${this.timeoutMs} ms of the last sign that one was under way ` +
         `(${Math.round(nowMs - this.startedAtMs)} ms after the request; such signs count for ${this.limitMs} ms at most)`
