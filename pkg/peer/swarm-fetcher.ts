@@ -10,10 +10,11 @@ import type { KnownPeers } from "./known-peers.js";
 import { lookupViaPeers, MAX_STAT_FANOUT } from "./peer-lookup.js";
 import { NoticeWait } from "./notice-wait.js";
 import { whenVerified } from "./piece-reader.js";
+import { PiecePicker } from "./piece-picker.js";
 import { ProgressAnnouncer } from "./progress-announcer.js";
 import { ReceiveBudget } from "./receive-budget.js";
 import { SwarmDownload } from "./swarm-download.js";
-import { newSwarmPicker, type SwarmSelf, swarmZone } from "./swarm-round.js";
+import { type SwarmSelf, swarmZone } from "./swarm-round.js";
 import { SwarmPeers } from "./swarm-peers.js";
 import { DEFAULT_SWARM_TUNING, MAX_GRANT_MOVES_WAITED, type SwarmTuning } from "./swarm-tuning.js";
 import { raceSignal } from "../util/index.js";
@@ -221,7 +222,14 @@ export class SwarmFetcher implements BlobFetcher {
     const partial = await this.options.store.openPartial(request.digest, lookup.size, { pieceSize: lookup.pieceSize });
     const zone = swarmZone(this.options.self, lookup);
     const peers = new SwarmPeers(partial.pieceCount, zone);
-    const picker = newSwarmPicker(partial, this.options.self, zone, this.tuning);
+    const picker = new PiecePicker({
+      pieceCount: partial.pieceCount,
+      blobBytes: partial.size,
+      selfAgentId: this.options.self?.agentId,
+      zone,
+      tuning: this.tuning,
+      random: Math.random,
+    });
     peers.distrust(this.suspectsOf(request.digest));
     started({ partial, source: "peer", contentType: partial.mediaType, progressAtMs: () => peers.activityAtMs() });
     try {

@@ -3,7 +3,7 @@ import type { AgentMetrics } from "../metrics/index.js";
 import type { PartialBlob } from "../store/index.js";
 import type { LookupResult, Tracker } from "../tracker/index.js";
 import type { KnownPeers } from "./known-peers.js";
-import { PiecePicker } from "./piece-picker.js";
+import type { PiecePicker } from "./piece-picker.js";
 import type { PieceSource } from "./piece-source.js";
 import type { ReceiveBudget } from "./receive-budget.js";
 import type { SwarmPeers } from "./swarm-peers.js";
@@ -43,7 +43,7 @@ export interface SwarmDownloadContext {
    */
   readonly peers: SwarmPeers;
   /**
-   * What to ask of whom (built by newSwarmPicker), shared by every download round of one fetch like
+   * What to ask of whom (built by the fetcher for this agent's zone), shared by every download round of one fetch like
    * `peers`: what a round learned about the zone's siblings and seeds (how long a piece has waited for the
    * sibling whose share it is) carries into the next. A fresh picker per round would wait for that sibling
    * again from the start, and a round that stalls before the wait ends would do so round after round.
@@ -62,17 +62,6 @@ export interface SwarmDownloadContext {
    * which goes ahead (SMALL_READ_BYTES). Without one, only maxInflightPerPeer limits the requests.
    */
   readonly budget?: ReceiveBudget | undefined;
-}
-
-/** The picker of one fetch of a blob of `partial`'s size, for an agent in `zone` (swarmZone). */
-export function newSwarmPicker(
-  partial: PartialBlob,
-  self: SwarmSelf | undefined,
-  zone: string,
-  tuning: SwarmTuning,
-  random: () => number = Math.random,
-): PiecePicker {
-  return new PiecePicker({ pieceCount: partial.pieceCount, blobBytes: partial.size, selfAgentId: self?.agentId, zone, tuning, random });
 }
 
 /**

@@ -68,6 +68,19 @@ describe("swarm across zones", () => {
     return digest;
   }
 
+  /**
+   * Makes `holder` a sibling that is not downloading: it holds the even pieces 0–6 of `data` (not the last,
+   * which a partial never serves before commit) and announces them.
+   */
+  async function holdEvenPieces(holder: SwarmNode, data: Buffer, digest: Digest): Promise<{ held: number[]; pieceSize: number }> {
+    const pieceSize = choosePieceSize(data.length);
+    const held = [0, 2, 4, 6];
+    const partial = await holder.store.openPartial(digest, data.length, { pieceSize });
+    for (const index of held) await writePiece(partial, data, index);
+    holder.tracker.announce({ digest, size: data.length, pieceSize, complete: false, bitmap: partial.bitmap() });
+    return { held, pieceSize };
+  }
+
   function received(node: SwarmNode, sourceZone: string): Promise<number> {
     return node.metric(RECEIVED_BY_ZONE, { source_zone: sourceZone });
   }
@@ -95,12 +108,7 @@ describe("swarm across zones", () => {
     assert.ok(partialHolder && remote && puller);
     const data = testBytes(10 * MiB);
     const digest = await seed([remote], data);
-    const pieceSize = choosePieceSize(data.length);
-    // Even pieces only (not the last, which a partial never serves before commit): a sibling that is not downloading.
-    const held = [0, 2, 4, 6];
-    const partial = await partialHolder.store.openPartial(digest, data.length, { pieceSize });
-    for (const index of held) await writePiece(partial, data, index);
-    partialHolder.tracker.announce({ digest, size: data.length, pieceSize, complete: false, bitmap: partial.bitmap() });
+    const { held, pieceSize } = await holdEvenPieces(partialHolder, data, digest);
     const result = await puller.pull(origin.host, NAME, digest);
     assert.equal(digestOf(result.bytes), digest);
     const heldBytes = held.reduce(
@@ -128,11 +136,7 @@ describe("swarm across zones", () => {
     assert.ok(partialHolder && remote && puller);
     const data = testBytes(10 * MiB);
     const digest = await seed([remote], data);
-    const pieceSize = choosePieceSize(data.length);
-    const held = [0, 2, 4, 6];
-    const partial = await partialHolder.store.openPartial(digest, data.length, { pieceSize });
-    for (const index of held) await writePiece(partial, data, index);
-    partialHolder.tracker.announce({ digest, size: data.length, pieceSize, complete: false, bitmap: partial.bitmap() });
+    await holdEvenPieces(partialHolder, data, digest);
     const served = origin.blobBytesServed;
     const result = await puller.pull(origin.host, NAME, digest, AbortSignal.timeout(20_000));
     assert.equal(digestOf(result.bytes), digest);
