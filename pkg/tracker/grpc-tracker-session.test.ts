@@ -105,6 +105,69 @@ describe("GrpcTrackerClient session", () => {
     }
   });
 
+  it("past the grace, a lookup dials a tracker that is back at once instead of failing until the backoff's timer fires", async () => {
+    const port = await unusedPort();
+    let server: TrackerServer | undefined;
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("back"),
+      logger,
+      ...FAST_CLIENT_OPTIONS,
+      lookupTimeoutMs: 1_000,
+      sessionGraceMs: 0,
+      // The backoff's timer would dial again only in 30 s: only the lookup's own dial can find the tracker.
+      initialBackoffMs: 30_000,
+      maxBackoffMs: 30_000,
+      redialOnDemandMs: 200,
+    });
+    try {
+      await assert.rejects(client.lookup(digest, { wantOriginGrant: true }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
+      server = await TrackerServer.start({ host: "127.0.0.1", port, tracker: new MemoryTracker({ logger }), logger });
+      await sleep(250);
+      const r = await client.lookup(digest, { wantOriginGrant: true });
+      assert.deepEqual(r.origin, { granted: true, granteeAgentId: "back" }, "answered by the tracker that came back");
+      assert.equal(client.connected, true);
+    } finally {
+      await client.close();
+      await server?.close();
+    }
+  });
+
+  it("lookups against a tracker that stays away dial it at most once per interval", async () => {
+    const port = await unusedPort();
+    // The client's own record of the dials it made for a lookup (grpc-js may dial once more by itself).
+    const lines: string[] = [];
+    const recording = pino({ level: "debug" }, { write: (line: string) => lines.push(line) });
+    const onDemandDials = (): number => lines.filter((line) => line.includes("a lookup dials the tracker ahead of the backoff")).length;
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("a"),
+      logger: recording,
+      ...FAST_CLIENT_OPTIONS,
+      lookupTimeoutMs: 1_000,
+      sessionGraceMs: 0,
+      initialBackoffMs: 30_000,
+      maxBackoffMs: 30_000,
+      redialOnDemandMs: 2_000,
+    });
+    const unavailable = (e: unknown): boolean => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE");
+    try {
+      await assert.rejects(client.lookup(digest, { wantOriginGrant: false }), unavailable);
+      assert.equal(onDemandDials(), 0, "the first lookup waited for the client's own first dial");
+      await sleep(2_100);
+      const started = performance.now();
+      for (let i = 0; i < 10; i++) await assert.rejects(client.lookup(digest, { wantOriginGrant: false }), unavailable);
+      const tookMs = performance.now() - started;
+      assert.ok(tookMs < 2_000, `the 10 lookups fit in one interval (${tookMs.toFixed(0)} ms)`);
+      assert.equal(onDemandDials(), 1, "the first of the 10 dialed; the other 9 failed without dialing");
+      await sleep(2_100);
+      await assert.rejects(client.lookup(digest, { wantOriginGrant: false }), unavailable);
+      assert.equal(onDemandDials(), 2, "an interval later, a lookup dials again");
+    } finally {
+      await client.close();
+    }
+  });
+
   it("a lookup made just after the session was lost waits for the next one instead of failing at once", async () => {
     const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
     const a = new GrpcTrackerClient({

@@ -21,6 +21,15 @@ export const DEFAULT_LOOKUP_TIMEOUT_MS = 2_000;
  */
 export const DEFAULT_SESSION_GRACE_MS = 5_000;
 /**
+ * Past the session grace, a lookup that finds the client backing off dials at once rather than fail
+ * (and the pull go to the origin without a grant) while the next attempt is seconds away: the backoff
+ * grows to 10 s during a long outage, and a tracker that is back (a new leader, a restarted pod) would
+ * otherwise be found only when the timer fires, after every agent pulling a new image meanwhile has
+ * fetched it from the origin. At most one such dial per this interval, so a tracker that stays away costs
+ * a dial a second per agent while it pulls, not one per lookup.
+ */
+export const DEFAULT_REDIAL_ON_DEMAND_MS = 1_000;
+/**
  * Redirects followed in a row before going back to the Service: replicas that agree on the leader need
  * one hop; more means a hand-over in progress or stale data, where backing off is right.
  */
@@ -37,6 +46,8 @@ export interface TrackerConnectionOptions extends TrackerChannelOptions {
   readonly lookupTimeoutMs?: number;
   /** DEFAULT_SESSION_GRACE_MS unless given; 0 fails lookups at once whenever no session is up. */
   readonly sessionGraceMs?: number;
+  /** DEFAULT_REDIAL_ON_DEMAND_MS unless given; 0 never dials on a lookup's behalf (only the backoff's timer does). */
+  readonly redialOnDemandMs?: number;
   readonly initialBackoffMs?: number;
   readonly maxBackoffMs?: number;
   /**
@@ -99,6 +110,8 @@ export class TrackerConnection {
   private readonly sessionGraceMs: number;
   /** The tracker refused a session outright (membership, bad identity): not a session still being set up. */
   private refused = false;
+  /** When (performance.now()) the last session was dialed; -Infinity before the first. */
+  private lastDialAt = Number.NEGATIVE_INFINITY;
 
   /** Dials at once. */
   constructor(
@@ -167,9 +180,16 @@ export class TrackerConnection {
         signal?.throwIfAborted();
       }
       deadline = Date.now() + timeoutMs;
-    } else if (this.state === "connecting") {
-      // Only an attempt already under way is worth waiting for; in backoff the tracker is known to be away.
-      await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
+    } else {
+      // In backoff the tracker was away at the last attempt; if that was a while ago, find out now
+      // (DEFAULT_REDIAL_ON_DEMAND_MS) instead of when the backoff's timer fires.
+      if (this.redialDue()) {
+        this.logger.debug({ address: this.options.address }, "a lookup dials the tracker ahead of the backoff");
+        clearTimeout(this.reconnectTimer);
+        this.connect();
+      }
+      // Only an attempt under way is worth waiting for: otherwise the tracker is known to be away.
+      if (this.state === "connecting") await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
     }
     signal?.throwIfAborted();
     if (this.state === "closed") throw new TrackerError("ERR_TRACKER_CLOSED", "tracker client is closed");
@@ -204,6 +224,12 @@ export class TrackerConnection {
     if (!this.isCurrent(client) || call === undefined) return;
     this.onSessionEnded(call, { code: status.UNAVAILABLE, details: "no answer to two calls in a row", metadata: new Metadata() }, 0);
     call.cancel();
+  }
+
+  /** Backing off from a tracker that was away (not one that refused this agent), last dialed an interval ago. */
+  private redialDue(): boolean {
+    const intervalMs = this.options.redialOnDemandMs ?? DEFAULT_REDIAL_ON_DEMAND_MS;
+    return this.state === "backoff" && !this.refused && intervalMs > 0 && performance.now() - this.lastDialAt >= intervalMs;
   }
 
   /** A session is up, the client closed, or the tracker refused this agent: nothing more to wait for. */
@@ -245,6 +271,7 @@ export class TrackerConnection {
 
   private connect(): void {
     this.state = "connecting";
+    this.lastDialAt = performance.now();
     this.client?.close();
     this.client = undefined;
     let channelCredentials: ChannelCredentials;
