@@ -108,10 +108,11 @@ describe("GrpcTrackerClient session", () => {
   it("past the grace, a lookup dials a tracker that is back at once instead of failing until the backoff's timer fires", async () => {
     const port = await unusedPort();
     let server: TrackerServer | undefined;
+    const lines: string[] = [];
     const client = new GrpcTrackerClient({
       address: `127.0.0.1:${port}`,
       identity: testIdentity("back"),
-      logger,
+      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
       ...FAST_CLIENT_OPTIONS,
       lookupTimeoutMs: 1_000,
       sessionGraceMs: 0,
@@ -127,6 +128,9 @@ describe("GrpcTrackerClient session", () => {
       const r = await client.lookup(digest, { wantOriginGrant: true });
       assert.deepEqual(r.origin, { granted: true, granteeAgentId: "back" }, "answered by the tracker that came back");
       assert.equal(client.connected, true);
+      const registered = lines.filter((line) => line.includes("tracker session registered"));
+      assert.equal(registered.length, 1);
+      assert.match(registered[0] ?? "", /dialed for a lookup, ahead of the backoff/, "the log says why the session came up now");
     } finally {
       await client.close();
       await server?.close();

@@ -112,6 +112,8 @@ export class TrackerConnection {
   private refused = false;
   /** When (performance.now()) the last session was dialed; -Infinity before the first. */
   private lastDialAt = Number.NEGATIVE_INFINITY;
+  /** The session being set up was dialed for a lookup (redialDue), not by the backoff's timer: logged when it registers. */
+  private dialedForLookup = false;
 
   /** Dials at once. */
   constructor(
@@ -186,6 +188,7 @@ export class TrackerConnection {
       if (this.redialDue()) {
         this.logger.debug({ address: this.options.address }, "a lookup dials the tracker ahead of the backoff");
         clearTimeout(this.reconnectTimer);
+        this.dialedForLookup = true;
         this.connect();
       }
       // Only an attempt under way is worth waiting for: otherwise the tracker is known to be away.
@@ -280,6 +283,7 @@ export class TrackerConnection {
     } catch (error: unknown) {
       // No certificate yet: try again later, like a tracker that cannot be reached.
       this.state = "backoff";
+      this.dialedForLookup = false;
       const delayMs = this.backoff.next();
       this.target = this.options.address;
       this.logger.warn({ err: error, retryInMs: delayMs, address: this.target }, "tracker session not started");
@@ -349,9 +353,11 @@ export class TrackerConnection {
         newTracker: previous !== undefined && previous !== trackerId,
         blobs: this.hooks.inventorySize(),
         notices: sendsNotices,
+        ...(this.dialedForLookup ? { reason: "dialed for a lookup, ahead of the backoff" } : {}),
       },
       "tracker session registered",
     );
+    this.dialedForLookup = false;
     this.hooks.registered(previous !== undefined, reannounceSpreadMs);
     this.wake();
   }
@@ -390,6 +396,7 @@ export class TrackerConnection {
         "not following the redirect to the leader; back to the tracker Service",
       );
     this.state = "backoff";
+    this.dialedForLookup = false;
     const delayMs = retryInMs ?? this.backoff.next();
     const refused = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT;
     if (refused) this.refused = true;
