@@ -63,6 +63,7 @@ describe("shoal demo", () => {
     assert.equal(result.code, 0, result.stderr);
     const json = JSON.parse(result.stdout) as DemoResult;
     assert.ok(json.imageBytes > 20 * MB && json.imageBytes < 21 * MB, `imageBytes ${json.imageBytes}`);
+    assert.equal(json.warmUp, false);
     assert.equal(json.nodes.length, 3);
     for (const node of json.nodes) {
       assert.ok(node.complete, `${node.name} complete`);
@@ -100,6 +101,24 @@ describe("shoal demo", () => {
     );
     assert.ok(json.boundSeconds > 0 && json.boundSeconds <= json.clientServerBoundSeconds);
     assert.ok(json.p2pSeconds >= json.boundSeconds * 0.9, "nothing beats the bound");
+  });
+
+  it("--warm-up: the agents pull another image first, and the round's figures count only the round", async () => {
+    const result = await demo(["--nodes", "2", "--image-size", "4MB", "--layers", "2", "--warm-up", "--compare=false", "--json"]);
+    assert.equal(result.code, 0, result.stderr);
+    const json = JSON.parse(result.stdout) as DemoResult;
+    assert.equal(json.warmUp, true);
+    // The agents' counters also hold the warm-up image (another 4 MB each): the round reports what it added.
+    for (const node of json.nodes) {
+      assert.ok(node.complete, `${node.name} complete`);
+      const fetched = node.bytesFromOrigin + node.bytesFromPeers + node.bytesFromLocal;
+      assert.ok(
+        fetched >= json.imageBytes - MB && fetched <= 1.25 * json.imageBytes,
+        `${node.name}: ${fetched} bytes for an image of ${json.imageBytes}`,
+      );
+    }
+    assert.ok(json.originBytes >= json.imageBytes && json.originBytes <= 1.25 * json.imageBytes, `origin ${json.originBytes}`);
+    assert.ok(json.tracker !== null && json.tracker.lookupsServed > 0);
   });
 
   it("without a terminal prints plain progress lines and the table", async () => {

@@ -19,7 +19,7 @@ import {
   formatReport,
   offloadPercent,
 } from "./report.js";
-import { Swarm } from "./swarm.js";
+import { Swarm, nodeBytesSince } from "./swarm.js";
 
 const SUMMARY = [
   "Runs a Shoal swarm on this machine, no cluster and no root: generates an image, serves it from an embedded",
@@ -29,6 +29,8 @@ const SUMMARY = [
 ].join("\n");
 const REPOSITORY = "demo/app";
 const TAG = "v1";
+/** The warm-up round's image (--warm-up), in the same layout under its own tag. */
+const WARM_UP_TAG = "warm-up";
 /** `auto` timeout: this many times the client-server bound, plus a fixed margin for start-up and slow machines. */
 const AUTO_TIMEOUT_BOUND_FACTOR = 4;
 const AUTO_TIMEOUT_MARGIN_MS = 60_000;
@@ -95,13 +97,27 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     uploadBytesPerSecond: options.uploadRate,
     downloadBytesPerSecond: options.downloadRate ?? options.uploadRate,
   };
-  say(`generating a ${formatMB(options.imageSize)} image with ${options.layers} layers…`);
+  say(
+    `generating a ${formatMB(options.imageSize)} image with ${options.layers} layers${options.warmUp ? ", and another for the warm-up" : ""}…`,
+  );
+  if (options.warmUp) {
+    // Other bytes (another seed), so the measured round finds nothing of its image in the agents' stores.
+    await generateImageLayout({
+      dir: join(work, "image"),
+      seed: "shoal-demo-warm-up",
+      layers: options.layers,
+      totalBytes: options.imageSize,
+      tag: WARM_UP_TAG,
+      signal,
+    });
+  }
   const layout = await generateImageLayout({
     dir: join(work, "image"),
     seed: "shoal-demo",
     layers: options.layers,
     totalBytes: options.imageSize,
     tag: TAG,
+    keepOtherTags: options.warmUp,
     signal,
   });
   const image = layout.images[0];
@@ -134,12 +150,28 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     });
     const names = swarm.nodes.map((n) => n.name);
     const blobBytes = image.layerBytes + image.config.size;
-    say(`\n${describeSetup(options.nodes, imageBytes, options.layers, rates)}\n\nP2P: every node pulls through its own agent`);
-    const p2pOriginBefore = origin.bytesServed;
+    say(`\n${describeSetup(options.nodes, imageBytes, options.layers, rates)}`);
     const running = swarm;
+    const targets = swarm.nodes.map((n) => ({ name: n.name, baseUrl: n.mirrorUrl, ns: origin.host }));
+    if (options.warmUp) {
+      say("\nwarm-up: every node pulls another image of the same size through its agent (not measured)…");
+      await pullRound({
+        targets,
+        repository: REPOSITORY,
+        reference: WARM_UP_TAG,
+        downloadBytesPerSecond: rates.downloadBytesPerSecond,
+        timeoutMs,
+        signal,
+      });
+    }
+    say("\nP2P: every node pulls through its own agent");
+    const p2pOriginBefore = origin.bytesServed;
     const cpuBefore = await Promise.all(swarm.nodes.map((n) => procStatsIfAvailable(n.process.pid)));
+    // Counters are the agents' since they started: with a warm-up, the round's are what it added.
+    const bytesBefore = options.warmUp ? await Promise.all(swarm.nodes.map((n) => running.nodeBytes(n, signal))) : undefined;
+    const trackerBefore = options.warmUp ? await running.trackerCounts(signal).catch(() => null) : undefined;
     const p2p = await pullRound({
-      targets: swarm.nodes.map((n) => ({ name: n.name, baseUrl: n.mirrorUrl, ns: origin.host })),
+      targets,
       repository: REPOSITORY,
       reference: TAG,
       downloadBytesPerSecond: rates.downloadBytesPerSecond,
@@ -157,7 +189,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       p2p.map(async (outcome, i) => {
         const node = running.nodes[i];
         if (node === undefined) throw new Error(`no node for ${outcome.name}`);
-        const bytes = await running.nodeBytes(node, signal);
+        const bytes = nodeBytesSince(await running.nodeBytes(node, signal), bytesBefore?.[i]);
         const before = cpuBefore[i];
         const after = await procStatsIfAvailable(node.process.pid);
         return {
@@ -181,7 +213,17 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
         };
       }),
     );
-    const trackerCounts = await running.trackerCounts(signal).catch(() => null);
+    const trackerAfter = await running.trackerCounts(signal).catch(() => null);
+    const trackerCounts =
+      trackerAfter === null || trackerBefore === null
+        ? null
+        : trackerBefore === undefined
+          ? trackerAfter
+          : {
+              lookupsServed: trackerAfter.lookupsServed - trackerBefore.lookupsServed,
+              noticesSent: trackerAfter.noticesSent - trackerBefore.noticesSent,
+              noticeDeltas: trackerAfter.noticeDeltas - trackerBefore.noticeDeltas,
+            };
     // The agents are done: stop them before the client-server round so they take no CPU from it.
     await swarm.stop();
     swarm = undefined;
@@ -204,6 +246,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     return {
       nodeCount: options.nodes,
       layers: options.layers,
+      warmUp: options.warmUp,
       rates,
       imageBytes,
       originBytes,

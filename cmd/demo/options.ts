@@ -57,6 +57,14 @@ export const demoOptionSpecs = {
     boolean: true,
     default: "true",
   },
+  warmUp: {
+    name: "warm-up",
+    description:
+      "First pull another image of the same size through every agent (not measured), so the round measures agents that have run before (a DaemonSet's steady state) rather than fresh processes.",
+    parse: (raw: string) => raw === "true",
+    boolean: true,
+    default: "false",
+  },
   timeout: {
     name: "timeout",
     description: "How long a round of pulls may take before the demo fails, e.g. 5m; auto = 4x the client-server bound plus 60s.",

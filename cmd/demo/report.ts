@@ -44,6 +44,8 @@ export interface Rates {
 export interface DemoResult {
   readonly nodeCount: number;
   readonly layers: number;
+  /** The agents pulled another image of the same size before the round (--warm-up); the figures are the round's. */
+  readonly warmUp: boolean;
   readonly rates: Rates;
   /** F: bytes one node pulls (manifest, config, layers). */
   readonly imageBytes: number;
@@ -151,7 +153,9 @@ export function formatReport(result: DemoResult): string {
       `  tracker: ${result.tracker.lookupsServed} lookups answered, ${result.tracker.noticesSent} notices sent (${result.tracker.noticeDeltas} carrying the change, so no lookup)`,
     );
   if (result.agentCpuSecondsPerGB !== null)
-    lines.push(`  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F)`);
+    lines.push(
+      `  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F${result.warmUp ? "; agents warmed up by a pull of another image first" : ""})`,
+    );
   const copies = result.imageBytes > 0 ? result.originBytes / result.imageBytes : 0;
   lines.push(
     "",

@@ -47,6 +47,24 @@ export interface NodeBytes {
   readonly noticeDeltas: number;
 }
 
+/** What `after` counted beyond `before` (counters read before and after a round). */
+export function nodeBytesSince(after: NodeBytes, before: NodeBytes | undefined): NodeBytes {
+  if (before === undefined) return after;
+  return {
+    origin: after.origin - before.origin,
+    peers: after.peers - before.peers,
+    local: after.local - before.local,
+    sentToPeers: after.sentToPeers - before.sentToPeers,
+    wasted: Object.fromEntries(WASTE_REASONS.map((reason) => [reason, after.wasted[reason] - before.wasted[reason]])) as Record<
+      WasteReason,
+      number
+    >,
+    lookups: after.lookups - before.lookups,
+    notices: after.notices - before.notices,
+    noticeDeltas: after.noticeDeltas - before.noticeDeltas,
+  };
+}
+
 /** The tracker's side of the round: lookups answered, notices sent, and of them those carrying the change. */
 export interface TrackerCounts {
   readonly lookupsServed: number;

@@ -191,6 +191,29 @@ describe("generateImageLayout", () => {
     assert.equal(single.blobs.length, 2 + 2);
   });
 
+  it("keeps the other tags of a layout when asked, replacing an entry of the same tag", async () => {
+    const dir = join(root, "two-images");
+    const first = await generateImageLayout({ dir, seed: "one", layers: 1, totalBytes: 64 * 1024, tag: "one" });
+    const second = await generateImageLayout({ dir, seed: "two", layers: 1, totalBytes: 64 * 1024, tag: "two", keepOtherTags: true });
+    const again = await generateImageLayout({ dir, seed: "two-b", layers: 1, totalBytes: 64 * 1024, tag: "two", keepOtherTags: true });
+    assert.notEqual(second.root.digest, again.root.digest);
+    const named = (await readJson(join(dir, "index.json"))).manifests as Descriptor[];
+    assert.deepEqual(
+      named.map((d) => [d.annotations?.[ANNOTATION_REF_NAME], d.digest]),
+      [
+        ["one", first.root.digest],
+        ["two", again.root.digest],
+      ],
+    );
+    for (const layout of [first, again]) for (const blob of layout.blobs) await stat(blobPath(dir, blob));
+    // Without the option, index.json names only the new image.
+    await generateImageLayout({ dir, seed: "three", layers: 1, totalBytes: 64 * 1024, tag: "three" });
+    assert.deepEqual(
+      ((await readJson(join(dir, "index.json"))).manifests as Descriptor[]).map((d) => d.annotations?.[ANNOTATION_REF_NAME]),
+      ["three"],
+    );
+  });
+
   it("hits the requested layer bytes within one tar block per layer", () => {
     for (const platformImage of image.images) {
       const target = 2 * MiB + 12_345;

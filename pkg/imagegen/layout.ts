@@ -1,4 +1,4 @@
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import {
   type Digest,
@@ -44,6 +44,12 @@ export interface GenerateImageLayoutOptions {
   readonly sharedLayers?: number;
   /** Written as org.opencontainers.image.ref.name in index.json; default "latest". */
   readonly tag?: string;
+  /**
+   * Keep the images index.json already names under other tags (several images in one layout, as the demo's
+   * warm-up image beside the measured one); an entry with this tag is replaced. Default: index.json names
+   * only this image.
+   */
+  readonly keepOtherTags?: boolean;
   readonly signal?: AbortSignal;
 }
 
@@ -146,12 +152,39 @@ export async function generateImageLayout(options: GenerateImageLayoutOptions): 
   };
 
   checkAborted(signal);
+  const others = options.keepOtherTags === true ? await otherTagged(dir, tag) : [];
   await writeFileAtomically(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION }));
   await writeFileAtomically(
     join(dir, "index.json"),
-    JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_INDEX, manifests: [root] }),
+    JSON.stringify({ schemaVersion: 2, mediaType: MEDIA_TYPE_OCI_INDEX, manifests: [...others, root] }),
   );
   return { dir, tag, root, index, images, blobs, totalBlobBytes: blobs.reduce((sum, blob) => sum + blob.size, 0) };
+}
+
+/** The entries of the layout's index.json (if any) not tagged `tag`, as written there. */
+async function otherTagged(dir: string, tag: string): Promise<unknown[]> {
+  const path = join(dir, "index.json");
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw new ImagegenError("ERR_IMAGEGEN_IO", `cannot read ${path}`, { cause });
+  }
+  let manifests: unknown;
+  try {
+    manifests = (JSON.parse(text) as { manifests?: unknown }).manifests;
+  } catch (cause) {
+    throw new ImagegenError("ERR_IMAGEGEN_IO", `${path} is not JSON`, { cause });
+  }
+  if (!Array.isArray(manifests)) throw new ImagegenError("ERR_IMAGEGEN_IO", `${path} has no manifests array`);
+  const entries: unknown[] = manifests;
+  return entries.filter((entry: unknown) => {
+    const annotations = typeof entry === "object" && entry !== null ? (entry as { annotations?: unknown }).annotations : undefined;
+    const name =
+      typeof annotations === "object" && annotations !== null ? (annotations as Record<string, unknown>)[ANNOTATION_REF_NAME] : undefined;
+    return name !== tag;
+  });
 }
 
 function validateOptions(options: GenerateImageLayoutOptions): {
