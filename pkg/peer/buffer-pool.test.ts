@@ -18,16 +18,6 @@ describe("BufferPool", () => {
     assert.notEqual(pool.take(32 * KiB).byteLength, 64 * KiB, "a buffer of another size is never handed out for this one");
   });
 
-  it("lends buffers over shared memory when asked, and reuses them as such", () => {
-    const pool = new BufferPool({ maxIdleBytes: 64 * KiB, shared: true });
-    const first = pool.take(64 * KiB);
-    assert.ok(first.buffer instanceof SharedArrayBuffer);
-    assert.equal(first.byteLength, 64 * KiB);
-    pool.give(first);
-    assert.equal(pool.take(64 * KiB), first);
-    assert.ok(!(new BufferPool({ maxIdleBytes: 0 }).take(KiB).buffer instanceof SharedArrayBuffer), "plain memory by default");
-  });
-
   it("drops its idle buffers once nothing was taken for idleReleaseMs", async () => {
     const pool = new BufferPool({ maxIdleBytes: 1024 * KiB, idleReleaseMs: 1 });
     pool.give(pool.take(64 * KiB));

@@ -6,11 +6,6 @@ export interface BufferPoolOptions {
   readonly maxIdleBytes: number;
   /** After this long without a take(), the idle buffers are dropped, so an idle agent holds none. */
   readonly idleReleaseMs?: number | undefined;
-  /**
-   * Buffers over SharedArrayBuffers: the store's hash worker reads them where they are (WorkerContentHasher),
-   * instead of after a copy into its staging memory.
-   */
-  readonly shared?: boolean | undefined;
 }
 
 /**
@@ -36,7 +31,7 @@ export class BufferPool {
     this.lastTakeMs = performance.now();
     this.lent += size;
     const reused = this.free.get(size)?.pop();
-    if (reused === undefined) return this.options.shared === true ? Buffer.from(new SharedArrayBuffer(size)) : Buffer.allocUnsafeSlow(size);
+    if (reused === undefined) return Buffer.allocUnsafeSlow(size);
     this.idle -= size;
     return reused;
   }

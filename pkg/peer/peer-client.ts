@@ -64,8 +64,7 @@ export interface PeerClientOptions {
  */
 export class PeerClient implements PieceSource {
   private readonly pool: SessionPool;
-  /** Shared memory: a piece kept in order goes to the store's hash worker without a copy. */
-  private readonly buffers = new BufferPool({ maxIdleBytes: MAX_IDLE_PIECE_BYTES, shared: true });
+  private readonly buffers = new BufferPool({ maxIdleBytes: MAX_IDLE_PIECE_BYTES });
   private readonly stallTimeoutMs: number;
   private readonly statTimeoutMs: number;
   /** Cancels every call in progress; used by close(). */

@@ -471,18 +471,13 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     }
   }
 
-  /** Shared memory: the hash worker reads what was read into it where it is (no staging copy). */
-  private scratchBuffer(): Buffer {
-    this.scratch ??= Buffer.from(new SharedArrayBuffer(HASH_CHUNK_BYTES));
-    return this.scratch;
-  }
-
   /** Hashes, from storage, the bytes between the hashed prefix and appendOffset. */
   private async catchUp(): Promise<void> {
     this.catchUpQueued = false;
     while (this.current === "open" && this.hashedEnd < this.appendOffset) {
       const length = Math.min(HASH_CHUNK_BYTES, this.appendOffset - this.hashedEnd);
-      const bytes = this.scratchBuffer().subarray(0, length);
+      this.scratch ??= Buffer.allocUnsafeSlow(HASH_CHUNK_BYTES);
+      const bytes = this.scratch.subarray(0, length);
       try {
         await this.backend.readInto(bytes, this.hashedEnd);
       } catch (error: unknown) {
@@ -510,7 +505,8 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       const hash = createHash("sha256");
       for (let position = start; position < end;) {
         const length = Math.min(HASH_CHUNK_BYTES, end - position);
-        const bytes = this.scratchBuffer().subarray(0, length);
+        this.scratch ??= Buffer.allocUnsafeSlow(HASH_CHUNK_BYTES);
+        const bytes = this.scratch.subarray(0, length);
         await this.backend.readInto(bytes, position);
         hash.update(bytes);
         position += length;
