@@ -19,7 +19,7 @@ import {
   formatReport,
   offloadPercent,
 } from "./report.js";
-import { Swarm, nodeBytesSince } from "./swarm.js";
+import { Swarm, nodeBytesSince, trackerCountsSince } from "./swarm.js";
 
 const SUMMARY = [
   "Runs a Shoal swarm on this machine, no cluster and no root: generates an image, serves it from an embedded",
@@ -153,6 +153,13 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     say(`\n${describeSetup(options.nodes, imageBytes, options.layers, rates)}`);
     const running = swarm;
     const targets = swarm.nodes.map((n) => ({ name: n.name, baseUrl: n.mirrorUrl, ns: origin.host }));
+    // A failed round names the processes that died on their own, with their last log lines.
+    const withDeaths = (error: unknown): never => {
+      const deaths = running.deaths();
+      throw deaths === "" || signal.aborted
+        ? error
+        : new Error(`${error instanceof Error ? error.message : String(error)}\n${deaths}`, { cause: error });
+    };
     if (options.warmUp) {
       say("\nwarm-up: every node pulls another image of the same size through its agent (not measured)…");
       await pullRound({
@@ -162,7 +169,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
         downloadBytesPerSecond: rates.downloadBytesPerSecond,
         timeoutMs,
         signal,
-      });
+      }).catch(withDeaths);
     }
     say("\nP2P: every node pulls through its own agent");
     const p2pOriginBefore = origin.bytesServed;
@@ -178,12 +185,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       timeoutMs,
       signal,
       ...(options.json ? {} : { view: new ProgressView(process.stdout, names, blobBytes) }),
-    }).catch((error: unknown) => {
-      const deaths = running.deaths();
-      throw deaths === "" || signal.aborted
-        ? error
-        : new Error(`${error instanceof Error ? error.message : String(error)}\n${deaths}`, { cause: error });
-    });
+    }).catch(withDeaths);
     const originBytes = origin.bytesServed - p2pOriginBefore;
     const nodes: NodeResult[] = await Promise.all(
       p2p.map(async (outcome, i) => {
@@ -214,16 +216,8 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       }),
     );
     const trackerAfter = await running.trackerCounts(signal).catch(() => null);
-    const trackerCounts =
-      trackerAfter === null || trackerBefore === null
-        ? null
-        : trackerBefore === undefined
-          ? trackerAfter
-          : {
-              lookupsServed: trackerAfter.lookupsServed - trackerBefore.lookupsServed,
-              noticesSent: trackerAfter.noticesSent - trackerBefore.noticesSent,
-              noticeDeltas: trackerAfter.noticeDeltas - trackerBefore.noticeDeltas,
-            };
+    // Unknown when either reading failed (a total would count the warm-up too).
+    const trackerCounts = trackerAfter === null || trackerBefore === null ? null : trackerCountsSince(trackerAfter, trackerBefore);
     // The agents are done: stop them before the client-server round so they take no CPU from it.
     await swarm.stop();
     swarm = undefined;

@@ -65,6 +65,16 @@ export function nodeBytesSince(after: NodeBytes, before: NodeBytes | undefined):
   };
 }
 
+/** What `after` counted beyond `before` (the controller's counters read before and after a round). */
+export function trackerCountsSince(after: TrackerCounts, before: TrackerCounts | undefined): TrackerCounts {
+  if (before === undefined) return after;
+  return {
+    lookupsServed: after.lookupsServed - before.lookupsServed,
+    noticesSent: after.noticesSent - before.noticesSent,
+    noticeDeltas: after.noticeDeltas - before.noticeDeltas,
+  };
+}
+
 /** The tracker's side of the round: lookups answered, notices sent, and of them those carrying the change. */
 export interface TrackerCounts {
   readonly lookupsServed: number;

@@ -45,7 +45,7 @@ const ORIGIN_BOUND_TODO: Readonly<Record<string, string>> = {
   sigkill:
     "1.01-1.21 × F: what the killed grantee fetched from the origin but had not relayed yet is fetched again by the agent that takes the grant over",
   pause:
-    "3.2-3.7 × F before agents kept to their peers without a tracker; since, 1.001-1.002 × F in 8 of the 9 runs of December 4-5 and 1.253 in one (cause not recorded; the round now prints who went to the origin and why): to be made strict once it holds every run",
+    "3.2-3.7 × F before agents kept to their peers without a tracker; since, 1.001-1.002 × F in 8 of the 10 runs of December 4-5 and 1.253 in two. In the second, the grantee fetched three layers from the origin with no tracker while the leader was frozen (no peer held them), and the new leader granted one of them to another agent 0.6 s before the holder's session came back (it pulled nothing, so no lookup dialed ahead of its backoff; the rebuild grace holds a blob back 4 s at most): to be made strict once it holds every run",
   disconnect:
     "1.0-2.5 × F before lookups on a silently dead tracker session were retried on a new one; since, in the 7 CI dry-runs of December 4-5, 1.001 × F four times and 1.252, 1.252, 1.507 (1.753 once before), each time the round began while the agents' sessions were still backing off (up to 12 s) after the frozen-leader round, so agents fetched blobs from the origin with no tracker; lookups now dial the tracker at once instead (tracker-connection.ts, redialDue): 1.001 × F in the 2 runs since, to be made strict once it holds every run",
 };
