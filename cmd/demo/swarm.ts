@@ -47,32 +47,22 @@ export interface NodeBytes {
   readonly noticeDeltas: number;
 }
 
-/** What `after` counted beyond `before` (counters read before and after a round). */
-export function nodeBytesSince(after: NodeBytes, before: NodeBytes | undefined): NodeBytes {
-  if (before === undefined) return after;
-  return {
-    origin: after.origin - before.origin,
-    peers: after.peers - before.peers,
-    local: after.local - before.local,
-    sentToPeers: after.sentToPeers - before.sentToPeers,
-    wasted: Object.fromEntries(WASTE_REASONS.map((reason) => [reason, after.wasted[reason] - before.wasted[reason]])) as Record<
-      WasteReason,
-      number
-    >,
-    lookups: after.lookups - before.lookups,
-    notices: after.notices - before.notices,
-    noticeDeltas: after.noticeDeltas - before.noticeDeltas,
-  };
+/** Each counter of `after` less the same counter of `before` (counters read before and after a round). */
+function countersSince<T extends { readonly [K in keyof T]: number }>(after: T, before: T): T {
+  return Object.fromEntries(Object.entries(after).map(([name, value]) => [name, (value as number) - before[name as keyof T]])) as T;
 }
 
-/** What `after` counted beyond `before` (the controller's counters read before and after a round). */
-export function trackerCountsSince(after: TrackerCounts, before: TrackerCounts | undefined): TrackerCounts {
+/** What `after` counted beyond `before`; `after` itself without a `before`. */
+export function nodeBytesSince(after: NodeBytes, before: NodeBytes | undefined): NodeBytes {
   if (before === undefined) return after;
-  return {
-    lookupsServed: after.lookupsServed - before.lookupsServed,
-    noticesSent: after.noticesSent - before.noticesSent,
-    noticeDeltas: after.noticeDeltas - before.noticeDeltas,
-  };
+  const { wasted, ...counts } = after;
+  const { wasted: wastedBefore, ...countsBefore } = before;
+  return { ...countersSince(counts, countsBefore), wasted: countersSince(wasted, wastedBefore) };
+}
+
+/** What `after` counted beyond `before` (the controller's counters); `after` itself without a `before`. */
+export function trackerCountsSince(after: TrackerCounts, before: TrackerCounts | undefined): TrackerCounts {
+  return before === undefined ? after : countersSince(after, before);
 }
 
 /** The tracker's side of the round: lookups answered, notices sent, and of them those carrying the change. */

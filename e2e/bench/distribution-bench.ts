@@ -193,10 +193,7 @@ function fallbackResponses(node: ClusterNode): Promise<Record<string, number>> {
 }
 
 /** `after` minus `before`, per reason, dropping reasons that did not grow. */
-function wastedSince(
-  after: Readonly<Record<string, number>>,
-  before: Readonly<Record<string, number>> | undefined,
-): Record<string, number> {
+function grownSince(after: Readonly<Record<string, number>>, before: Readonly<Record<string, number>> | undefined): Record<string, number> {
   const delta: Record<string, number> = {};
   for (const [reason, bytes] of Object.entries(after)) {
     const grown = bytes - (before?.[reason] ?? 0);
@@ -226,11 +223,11 @@ async function agentFigures(
       cpuSecondsTotal: round(stats.cpuSeconds),
       cpuSecondsPerGB: round(cpuSeconds / (imageBytes / GB)),
       peakRssBytes: stats.peakRssBytes,
-      ...wastedFigures(wastedSince(await wastedPeerBytes(node), earlier?.wastedPeerBytes)),
+      ...wastedFigures(grownSince(await wastedPeerBytes(node), earlier?.wastedPeerBytes)),
       originBytes: (await originBytesFetched(node)) - (earlier?.originBytes ?? 0),
       originFetchesByReason: await originFetchReasons(node.agent.logFile, earlier?.logOffset ?? 0),
-      fallbacksByReason: wastedSince(await fallbackResponses(node), earlier?.fallbacks),
-      stallsByReason: wastedSince(await byReason(node, "shoal_swarm_stalls_total"), earlier?.stalls),
+      fallbacksByReason: grownSince(await fallbackResponses(node), earlier?.fallbacks),
+      stallsByReason: grownSince(await byReason(node, "shoal_swarm_stalls_total"), earlier?.stalls),
     });
   }
   return figures;
