@@ -70,6 +70,8 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private readonly identity: AgentIdentity;
   private activeUploads = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** The inventory changed while no session was registered: the tracker has not heard of it (TrackerConnection.newsPending). */
+  private news = false;
 
   constructor(private readonly options: GrpcTrackerClientOptions) {
     this.identity = validateIdentity(options.identity);
@@ -84,6 +86,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       { ...options, identity: this.identity },
       {
         inventorySize: () => this.inventory.size,
+        hasNews: () => this.news,
         registered: (resumed, reannounceSpreadMs) => {
           this.onRegistered(resumed, reannounceSpreadMs);
         },
@@ -157,6 +160,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     const valid = validateTagRecord(record);
     if (this.connection.closed) return;
     this.inventory.publishTag(valid);
+    this.changedOffline();
   }
 
   /** Throws ERR_TRACKER_INVALID_ARGUMENT for a malformed announcement, which is then not kept. */
@@ -164,11 +168,20 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     const entry = inventoryEntry(validateAnnouncement(announcement));
     if (this.connection.closed) return;
     this.inventory.announce(entry);
+    this.changedOffline();
   }
 
   withdraw(digest: Digest): void {
     if (this.connection.closed) return;
     this.inventory.withdraw(digest);
+    this.changedOffline();
+  }
+
+  /** An inventory change with no session to send it on: the next session is dialed sooner (newsPending). */
+  private changedOffline(): void {
+    if (this.connection.connected) return;
+    this.news = true;
+    this.connection.newsPending();
   }
 
   /** Where prefetch assignments from the tracker go; without a handler they are ignored. */
@@ -201,6 +214,7 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
    * (after a lost session every other agent is doing the same to the same tracker).
    */
   private onRegistered(resumed: boolean, reannounceSpreadMs: number): void {
+    this.news = false;
     this.inventory.restart(resumed, reannounceSpreadMs);
     this.sendHeartbeat();
     this.inventory.flush();

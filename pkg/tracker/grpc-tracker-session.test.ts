@@ -172,6 +172,82 @@ describe("GrpcTrackerClient session", () => {
     }
   });
 
+  it("an announce made while the tracker is away brings the session back within the redial interval, not at the backoff's timer", async () => {
+    const port = await unusedPort();
+    let server: TrackerServer | undefined;
+    const lines: string[] = [];
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("holder"),
+      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
+      ...FAST_CLIENT_OPTIONS,
+      sessionGraceMs: 0,
+      // The backoff's timer would dial again only in 30 s.
+      initialBackoffMs: 30_000,
+      maxBackoffMs: 30_000,
+      redialOnDemandMs: 200,
+    });
+    try {
+      await eventually(() => {
+        assert.ok(lines.some((line) => line.includes("tracker session failed")));
+      });
+      const tracker = new MemoryTracker({ logger });
+      server = await TrackerServer.start({ host: "127.0.0.1", port, tracker, logger });
+      await sleep(600);
+      assert.equal(client.connected, false, "with nothing new to say, the client waits for its backoff's timer");
+      client.announce({ digest, size: 10, pieceSize: 10, complete: true });
+      await eventually(() => {
+        assert.equal(tracker.snapshot().blobs[0]?.digest, digest);
+      }, 3_000);
+      assert.equal(client.connected, true);
+      const registered = lines.filter((line) => line.includes("tracker session registered"));
+      assert.equal(registered.length, 1);
+      assert.match(
+        registered[0] ?? "",
+        /dialed to announce blobs the tracker has not heard of/,
+        "the log says why the session came up now",
+      );
+    } finally {
+      await client.close();
+      await server?.close();
+    }
+  });
+
+  it("with blobs the tracker has not heard of, failed dials repeat once per interval instead of backing off", async () => {
+    const port = await unusedPort();
+    let server: TrackerServer | undefined;
+    const lines: string[] = [];
+    const failedDials = (): number => lines.filter((line) => line.includes("tracker session failed")).length;
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("holder"),
+      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
+      ...FAST_CLIENT_OPTIONS,
+      sessionGraceMs: 0,
+      initialBackoffMs: 30_000,
+      maxBackoffMs: 30_000,
+      redialOnDemandMs: 300,
+    });
+    try {
+      await eventually(() => {
+        assert.equal(failedDials(), 1);
+      });
+      client.announce({ digest, size: 10, pieceSize: 10, complete: true });
+      await sleep(1_400);
+      const dials = failedDials();
+      // The first failure, then one dial per 300 ms for 1.4 s: 4 or 5 more (not 30 s of backoff, not a dial per failure).
+      assert.ok(dials >= 4 && dials <= 7, `${dials} failed dials in 1.4 s`);
+      const tracker = new MemoryTracker({ logger });
+      server = await TrackerServer.start({ host: "127.0.0.1", port, tracker, logger });
+      await eventually(() => {
+        assert.equal(tracker.snapshot().blobs[0]?.digest, digest);
+      }, 3_000);
+    } finally {
+      await client.close();
+      await server?.close();
+    }
+  });
+
   it("a lookup made just after the session was lost waits for the next one instead of failing at once", async () => {
     const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
     const a = new GrpcTrackerClient({

@@ -30,6 +30,15 @@ export const DEFAULT_SESSION_GRACE_MS = 5_000;
  */
 export const DEFAULT_REDIAL_ON_DEMAND_MS = 1_000;
 /**
+ * Why a session was dialed ahead of the backoff's timer, as its `tracker session registered` log says. An
+ * agent that announced blobs while it had no session (it fetched them from the origin with no tracker) is
+ * the only one that knows where they are; until it registers again, a new leader takes them for new and
+ * grants the origin to the next agent that asks. So it dials once per DEFAULT_REDIAL_ON_DEMAND_MS, like a
+ * lookup, until a session is up.
+ */
+const DIALED_FOR_LOOKUP = "dialed for a lookup, ahead of the backoff";
+const DIALED_FOR_NEWS = "dialed to announce blobs the tracker has not heard of, ahead of the backoff";
+/**
  * Redirects followed in a row before going back to the Service: replicas that agree on the leader need
  * one hop; more means a hand-over in progress or stale data, where backing off is right.
  */
@@ -66,6 +75,8 @@ export interface TrackerConnectionOptions extends TrackerChannelOptions {
 export interface ConnectionHooks {
   /** Blobs the agent holds: said when registering (the tracker waits for them) and logged. */
   inventorySize(): number;
+  /** The inventory changed since the last session ended (or before the first): the tracker has not heard of it. */
+  hasNews(): boolean;
   /**
    * A session registered: the tracker knows nothing of this agent yet. `resumed`: a session was registered
    * before (this is a reconnect); `reannounceSpreadMs`: the tracker's spread for re-announcing.
@@ -98,6 +109,8 @@ export class TrackerConnection {
   private call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
   private trackerId: string | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  /** When (performance.now()) reconnectTimer fires; Infinity when none is set. */
+  private reconnectAt = Number.POSITIVE_INFINITY;
   /** What the next session dials: the configured address (the Service), or a leader a follower named. */
   private target: string;
   private redirectsInARow = 0;
@@ -112,8 +125,8 @@ export class TrackerConnection {
   private refused = false;
   /** When (performance.now()) the last session was dialed; -Infinity before the first. */
   private lastDialAt = Number.NEGATIVE_INFINITY;
-  /** The session being set up was dialed for a lookup (redialDue), not by the backoff's timer: logged when it registers. */
-  private dialedForLookup = false;
+  /** Why the session being set up was dialed ahead of the backoff's timer (DIALED_FOR_*), logged when it registers. */
+  private dialReason: string | undefined;
 
   /** Dials at once. */
   constructor(
@@ -187,9 +200,7 @@ export class TrackerConnection {
       // (DEFAULT_REDIAL_ON_DEMAND_MS) instead of when the backoff's timer fires.
       if (this.redialDue()) {
         this.logger.debug({ address: this.options.address }, "a lookup dials the tracker ahead of the backoff");
-        clearTimeout(this.reconnectTimer);
-        this.dialedForLookup = true;
-        this.connect();
+        this.connect(DIALED_FOR_LOOKUP);
       }
       // Only an attempt under way is worth waiting for: otherwise the tracker is known to be away.
       if (this.state === "connecting") await this.stateChange(signal, deadline - Date.now()).catch(() => undefined);
@@ -229,10 +240,41 @@ export class TrackerConnection {
     call.cancel();
   }
 
+  /**
+   * The agent announced or withdrew a blob while it has no session (hooks.hasNews): dial again an interval
+   * after the last attempt (DEFAULT_REDIAL_ON_DEMAND_MS) instead of when the backoff's timer fires, and keep
+   * to that interval until a session is up. Nothing while a session is up or being set up, or for a tracker
+   * that refused this agent.
+   */
+  newsPending(): void {
+    if (this.state !== "backoff" || this.refused || this.redialIntervalMs <= 0) return;
+    this.dialIn(this.lastDialAt + this.redialIntervalMs - performance.now(), DIALED_FOR_NEWS);
+  }
+
+  private get redialIntervalMs(): number {
+    return this.options.redialOnDemandMs ?? DEFAULT_REDIAL_ON_DEMAND_MS;
+  }
+
   /** Backing off from a tracker that was away (not one that refused this agent), last dialed an interval ago. */
   private redialDue(): boolean {
-    const intervalMs = this.options.redialOnDemandMs ?? DEFAULT_REDIAL_ON_DEMAND_MS;
+    const intervalMs = this.redialIntervalMs;
     return this.state === "backoff" && !this.refused && intervalMs > 0 && performance.now() - this.lastDialAt >= intervalMs;
+  }
+
+  /** Dials again in `delayMs` (from backoff), or keeps the timer already set when it fires sooner. */
+  private dialIn(delayMs: number, reason?: string): void {
+    const at = performance.now() + Math.max(0, delayMs);
+    if (at >= this.reconnectAt) return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectAt = at;
+    this.reconnectTimer = setTimeout(
+      () => {
+        this.reconnectAt = Number.POSITIVE_INFINITY;
+        if (this.state === "backoff") this.connect(reason);
+      },
+      Math.max(0, delayMs),
+    );
+    this.reconnectTimer.unref();
   }
 
   /** A session is up, the client closed, or the tracker refused this agent: nothing more to wait for. */
@@ -272,7 +314,11 @@ export class TrackerConnection {
     this.logger.info("tracker session closed");
   }
 
-  private connect(): void {
+  /** `reason`: why this dial comes ahead of the backoff's timer (logged when the session registers). */
+  private connect(reason?: string): void {
+    clearTimeout(this.reconnectTimer);
+    this.reconnectAt = Number.POSITIVE_INFINITY;
+    this.dialReason = reason;
     this.state = "connecting";
     this.lastDialAt = performance.now();
     this.client?.close();
@@ -283,14 +329,11 @@ export class TrackerConnection {
     } catch (error: unknown) {
       // No certificate yet: try again later, like a tracker that cannot be reached.
       this.state = "backoff";
-      this.dialedForLookup = false;
+      this.dialReason = undefined;
       const delayMs = this.backoff.next();
       this.target = this.options.address;
       this.logger.warn({ err: error, retryInMs: delayMs, address: this.target }, "tracker session not started");
-      this.reconnectTimer = setTimeout(() => {
-        if (this.state === "backoff") this.connect();
-      }, delayMs);
-      this.reconnectTimer.unref();
+      this.dialIn(delayMs);
       this.wake();
       return;
     }
@@ -332,7 +375,6 @@ export class TrackerConnection {
    */
   private onCertificate(): void {
     if (this.state !== "backoff") return;
-    clearTimeout(this.reconnectTimer);
     this.connect();
   }
 
@@ -353,11 +395,11 @@ export class TrackerConnection {
         newTracker: previous !== undefined && previous !== trackerId,
         blobs: this.hooks.inventorySize(),
         notices: sendsNotices,
-        ...(this.dialedForLookup ? { reason: "dialed for a lookup, ahead of the backoff" } : {}),
+        ...(this.dialReason === undefined ? {} : { reason: this.dialReason }),
       },
       "tracker session registered",
     );
-    this.dialedForLookup = false;
+    this.dialReason = undefined;
     this.hooks.registered(previous !== undefined, reannounceSpreadMs);
     this.wake();
   }
@@ -396,19 +438,19 @@ export class TrackerConnection {
         "not following the redirect to the leader; back to the tracker Service",
       );
     this.state = "backoff";
-    this.dialedForLookup = false;
-    const delayMs = retryInMs ?? this.backoff.next();
     const refused = result.code === status.PERMISSION_DENIED || result.code === status.INVALID_ARGUMENT;
     if (refused) this.refused = true;
+    let delayMs = retryInMs ?? this.backoff.next();
+    // Blobs the tracker has not heard of: keep to the redial interval rather than back off further (newsPending).
+    const hurry = !this.refused && this.redialIntervalMs > 0 && this.hooks.hasNews() && delayMs > this.redialIntervalMs;
+    if (hurry) delayMs = this.redialIntervalMs;
+    this.dialReason = undefined;
     const level = refused ? "error" : "warn";
     this.logger[level](
       { code: status[result.code], details: result.details, retryInMs: delayMs, address: dialed },
       wasConnected ? "tracker session lost" : "tracker session failed",
     );
-    this.reconnectTimer = setTimeout(() => {
-      if (this.state === "backoff") this.connect();
-    }, delayMs);
-    this.reconnectTimer.unref();
+    this.dialIn(delayMs, hurry ? DIALED_FOR_NEWS : undefined);
     if (wasConnected) this.hooks.lost();
     this.wake();
   }
