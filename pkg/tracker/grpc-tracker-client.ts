@@ -70,8 +70,6 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
   private readonly identity: AgentIdentity;
   private activeUploads = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
-  /** The inventory changed while no session was registered: the tracker has not heard of it (TrackerConnection.newsPending). */
-  private news = false;
 
   constructor(private readonly options: GrpcTrackerClientOptions) {
     this.identity = validateIdentity(options.identity);
@@ -86,7 +84,6 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
       { ...options, identity: this.identity },
       {
         inventorySize: () => this.inventory.size,
-        hasNews: () => this.news,
         registered: (resumed, reannounceSpreadMs) => {
           this.onRegistered(resumed, reannounceSpreadMs);
         },
@@ -177,11 +174,9 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
     this.changedOffline();
   }
 
-  /** An inventory change with no session to send it on: the next session is dialed sooner (newsPending). */
+  /** An inventory change with no session to send it on: the next session is dialed sooner (TrackerConnection.newsPending). */
   private changedOffline(): void {
-    if (this.connection.connected) return;
-    this.news = true;
-    this.connection.newsPending();
+    if (!this.connection.connected) this.connection.newsPending();
   }
 
   /** Where prefetch assignments from the tracker go; without a handler they are ignored. */
@@ -214,7 +209,6 @@ export class GrpcTrackerClient implements Tracker, PrefetchChannel {
    * (after a lost session every other agent is doing the same to the same tracker).
    */
   private onRegistered(resumed: boolean, reannounceSpreadMs: number): void {
-    this.news = false;
     this.inventory.restart(resumed, reannounceSpreadMs);
     this.sendHeartbeat();
     this.inventory.flush();

@@ -248,6 +248,36 @@ describe("GrpcTrackerClient session", () => {
     }
   });
 
+  it("news old enough no longer hurries the dials: a tracker away that long is down, and the backoff's timer takes over", async () => {
+    const port = await unusedPort();
+    const lines: string[] = [];
+    const failedDials = (): number => lines.filter((line) => line.includes("tracker session failed")).length;
+    const client = new GrpcTrackerClient({
+      address: `127.0.0.1:${port}`,
+      identity: testIdentity("holder"),
+      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
+      ...FAST_CLIENT_OPTIONS,
+      sessionGraceMs: 0,
+      initialBackoffMs: 30_000,
+      maxBackoffMs: 30_000,
+      redialOnDemandMs: 200,
+      newsRedialWindowMs: 700,
+    });
+    try {
+      await eventually(() => {
+        assert.equal(failedDials(), 1);
+      });
+      client.announce({ digest, size: 10, pieceSize: 10, complete: true });
+      await sleep(1_200);
+      const withinWindow = failedDials();
+      assert.ok(withinWindow >= 3, `${withinWindow} failed dials: the news hurried them`);
+      await sleep(1_200);
+      assert.equal(failedDials(), withinWindow, "past the window, the next dial waits for the 30 s backoff");
+    } finally {
+      await client.close();
+    }
+  });
+
   it("a lookup made just after the session was lost waits for the next one instead of failing at once", async () => {
     const h = await grpcHarness({ grantStallTimeoutMs: 60_000 });
     const a = new GrpcTrackerClient({

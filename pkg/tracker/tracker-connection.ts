@@ -37,6 +37,13 @@ export const DEFAULT_REDIAL_ON_DEMAND_MS = 1_000;
  * lookup, until a session is up.
  */
 const DIALED_FOR_LOOKUP = "dialed for a lookup, ahead of the backoff";
+/**
+ * How long after its last inventory change with no session an agent keeps dialing once per redial
+ * interval. A fail-over (a frozen or killed leader, the other replica taking the Lease) takes 15–20 s; a
+ * tracker away for longer is down, and the news then waits for the backoff's timer like everything else,
+ * so a long outage costs neither a dial nor a `tracker session failed` warning a second per agent.
+ */
+export const DEFAULT_NEWS_REDIAL_WINDOW_MS = 60_000;
 const DIALED_FOR_NEWS = "dialed to announce blobs the tracker has not heard of, ahead of the backoff";
 /**
  * Redirects followed in a row before going back to the Service: replicas that agree on the leader need
@@ -55,8 +62,10 @@ export interface TrackerConnectionOptions extends TrackerChannelOptions {
   readonly lookupTimeoutMs?: number;
   /** DEFAULT_SESSION_GRACE_MS unless given; 0 fails lookups at once whenever no session is up. */
   readonly sessionGraceMs?: number;
-  /** DEFAULT_REDIAL_ON_DEMAND_MS unless given; 0 never dials on a lookup's behalf (only the backoff's timer does). */
+  /** DEFAULT_REDIAL_ON_DEMAND_MS unless given; 0 never dials on a lookup's or the news' behalf (only the backoff's timer does). */
   readonly redialOnDemandMs?: number;
+  /** DEFAULT_NEWS_REDIAL_WINDOW_MS unless given. */
+  readonly newsRedialWindowMs?: number;
   readonly initialBackoffMs?: number;
   readonly maxBackoffMs?: number;
   /**
@@ -75,8 +84,6 @@ export interface TrackerConnectionOptions extends TrackerChannelOptions {
 export interface ConnectionHooks {
   /** Blobs the agent holds: said when registering (the tracker waits for them) and logged. */
   inventorySize(): number;
-  /** The inventory changed since the last session ended (or before the first): the tracker has not heard of it. */
-  hasNews(): boolean;
   /**
    * A session registered: the tracker knows nothing of this agent yet. `resumed`: a session was registered
    * before (this is a reconnect); `reannounceSpreadMs`: the tracker's spread for re-announcing.
@@ -125,6 +132,8 @@ export class TrackerConnection {
   private refused = false;
   /** When (performance.now()) the last session was dialed; -Infinity before the first. */
   private lastDialAt = Number.NEGATIVE_INFINITY;
+  /** When (performance.now()) the inventory last changed with no session (newsPending); undefined once a session registered. */
+  private newsAt: number | undefined;
   /** Why the session being set up was dialed ahead of the backoff's timer (DIALED_FOR_*), logged when it registers. */
   private dialReason: string | undefined;
 
@@ -241,14 +250,22 @@ export class TrackerConnection {
   }
 
   /**
-   * The agent announced or withdrew a blob while it has no session (hooks.hasNews): dial again an interval
-   * after the last attempt (DEFAULT_REDIAL_ON_DEMAND_MS) instead of when the backoff's timer fires, and keep
-   * to that interval until a session is up. Nothing while a session is up or being set up, or for a tracker
-   * that refused this agent.
+   * The agent announced or withdrew a blob while it has no session (the next session sends the whole
+   * inventory): dial again an interval after the last attempt (DEFAULT_REDIAL_ON_DEMAND_MS) instead of
+   * when the backoff's timer fires, and keep to that interval until a session is up, for at most
+   * DEFAULT_NEWS_REDIAL_WINDOW_MS after the last change. Not for a tracker that refused this agent.
    */
   newsPending(): void {
-    if (this.state !== "backoff" || this.refused || this.redialIntervalMs <= 0) return;
-    this.dialIn(this.lastDialAt + this.redialIntervalMs - performance.now(), DIALED_FOR_NEWS);
+    if (this.state === "connected" || this.state === "closed") return;
+    this.newsAt = performance.now();
+    if (this.state === "backoff" && this.hurried())
+      this.dialIn(this.lastDialAt + this.redialIntervalMs - performance.now(), DIALED_FOR_NEWS);
+  }
+
+  /** News the tracker has not heard of, recent enough to dial for (newsPending). */
+  private hurried(): boolean {
+    const windowMs = this.options.newsRedialWindowMs ?? DEFAULT_NEWS_REDIAL_WINDOW_MS;
+    return this.newsAt !== undefined && !this.refused && this.redialIntervalMs > 0 && performance.now() - this.newsAt < windowMs;
   }
 
   private get redialIntervalMs(): number {
@@ -386,6 +403,7 @@ export class TrackerConnection {
     const previous = this.trackerId;
     this.trackerId = trackerId;
     this.refused = false;
+    this.newsAt = undefined;
     this.state = "connected";
     this.backoff.reset();
     this.logger.info(
@@ -442,7 +460,7 @@ export class TrackerConnection {
     if (refused) this.refused = true;
     let delayMs = retryInMs ?? this.backoff.next();
     // Blobs the tracker has not heard of: keep to the redial interval rather than back off further (newsPending).
-    const hurry = !this.refused && this.redialIntervalMs > 0 && this.hooks.hasNews() && delayMs > this.redialIntervalMs;
+    const hurry = this.hurried() && delayMs > this.redialIntervalMs;
     if (hurry) delayMs = this.redialIntervalMs;
     this.dialReason = undefined;
     const level = refused ? "error" : "warn";
