@@ -30,20 +30,17 @@ export const DEFAULT_SESSION_GRACE_MS = 5_000;
  */
 export const DEFAULT_REDIAL_ON_DEMAND_MS = 1_000;
 /**
- * Why a session was dialed ahead of the backoff's timer, as its `tracker session registered` log says. An
- * agent that announced blobs while it had no session (it fetched them from the origin with no tracker) is
- * the only one that knows where they are; until it registers again, a new leader takes them for new and
- * grants the origin to the next agent that asks. So it dials once per DEFAULT_REDIAL_ON_DEMAND_MS, like a
- * lookup, until a session is up.
- */
-const DIALED_FOR_LOOKUP = "dialed for a lookup, ahead of the backoff";
-/**
- * How long after its last inventory change with no session an agent keeps dialing once per redial
- * interval. A fail-over (a frozen or killed leader, the other replica taking the Lease) takes 15–20 s; a
- * tracker away for longer is down, and the news then waits for the backoff's timer like everything else,
- * so a long outage costs neither a dial nor a `tracker session failed` warning a second per agent.
+ * An agent that announced blobs while it had no session (it fetched them from the origin with no tracker)
+ * is the only one that knows where they are; until it registers again, a new leader takes them for new
+ * and grants the origin to the next agent that asks. So it dials once per DEFAULT_REDIAL_ON_DEMAND_MS, like
+ * a lookup, until a session is up (newsPending), for at most this long after its last such change. A
+ * fail-over (a frozen or killed leader, the other replica taking the Lease) takes 15–20 s; a tracker away
+ * for longer is down, and the news then waits for the backoff's timer like everything else, so a long
+ * outage costs neither a dial nor a `tracker session failed` warning a second per agent.
  */
 export const DEFAULT_NEWS_REDIAL_WINDOW_MS = 60_000;
+/** Why a session was dialed ahead of the backoff's timer: the `reason` of its `tracker session registered` log. */
+const DIALED_FOR_LOOKUP = "dialed for a lookup, ahead of the backoff";
 const DIALED_FOR_NEWS = "dialed to announce blobs the tracker has not heard of, ahead of the backoff";
 /**
  * Redirects followed in a row before going back to the Service: replicas that agree on the leader need
@@ -444,7 +441,8 @@ export class TrackerConnection {
       this.redirectsInARow++;
       this.target = this.options.dialLeader?.(redirect.address) ?? redirect.address;
       this.logger.info({ address: dialed, leader: redirect.address, details: result.details, wasConnected }, "redirected to the leader");
-      this.connect();
+      // The hop to the leader is the same attempt: it keeps the reason it was dialed for.
+      this.connect(this.dialReason);
       if (wasConnected) this.hooks.lost();
       // Not woken: lookups waiting for a session keep waiting (within their deadline) for this attempt.
       return;
