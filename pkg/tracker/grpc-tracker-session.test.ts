@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { describe, it } from "node:test";
 import { pino } from "pino";
 import { isTrackerError } from "./errors.js";
-import { GrpcTrackerClient } from "./grpc-tracker-client.js";
+import { GrpcTrackerClient, type GrpcTrackerClientOptions } from "./grpc-tracker-client.js";
 import { StaticMembership } from "./membership.js";
 import { MemoryTracker } from "./memory-tracker.js";
 import { TrackerServer } from "./tracker-server.js";
@@ -106,21 +106,9 @@ describe("GrpcTrackerClient session", () => {
   });
 
   it("past the grace, a lookup dials a tracker that is back at once instead of failing until the backoff's timer fires", async () => {
-    const port = await unusedPort();
     let server: TrackerServer | undefined;
-    const lines: string[] = [];
-    const client = new GrpcTrackerClient({
-      address: `127.0.0.1:${port}`,
-      identity: testIdentity("back"),
-      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
-      ...FAST_CLIENT_OPTIONS,
-      lookupTimeoutMs: 1_000,
-      sessionGraceMs: 0,
-      // The backoff's timer would dial again only in 30 s: only the lookup's own dial can find the tracker.
-      initialBackoffMs: 30_000,
-      maxBackoffMs: 30_000,
-      redialOnDemandMs: 200,
-    });
+    // The backoff's timer would dial again only in 30 s: only the lookup's own dial can find the tracker.
+    const { client, port, lines } = await clientOfAbsentTracker("back", { lookupTimeoutMs: 1_000, redialOnDemandMs: 200 });
     try {
       await assert.rejects(client.lookup(digest, { wantOriginGrant: true }), (e: unknown) => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE"));
       server = await TrackerServer.start({ host: "127.0.0.1", port, tracker: new MemoryTracker({ logger }), logger });
@@ -138,22 +126,9 @@ describe("GrpcTrackerClient session", () => {
   });
 
   it("lookups against a tracker that stays away dial it at most once per interval", async () => {
-    const port = await unusedPort();
+    const { client, count } = await clientOfAbsentTracker("a", { lookupTimeoutMs: 1_000, redialOnDemandMs: 2_000, logLevel: "debug" });
     // The client's own record of the dials it made for a lookup (grpc-js may dial once more by itself).
-    const lines: string[] = [];
-    const recording = pino({ level: "debug" }, { write: (line: string) => lines.push(line) });
-    const onDemandDials = (): number => lines.filter((line) => line.includes("a lookup dials the tracker ahead of the backoff")).length;
-    const client = new GrpcTrackerClient({
-      address: `127.0.0.1:${port}`,
-      identity: testIdentity("a"),
-      logger: recording,
-      ...FAST_CLIENT_OPTIONS,
-      lookupTimeoutMs: 1_000,
-      sessionGraceMs: 0,
-      initialBackoffMs: 30_000,
-      maxBackoffMs: 30_000,
-      redialOnDemandMs: 2_000,
-    });
+    const onDemandDials = (): number => count("a lookup dials the tracker ahead of the backoff");
     const unavailable = (e: unknown): boolean => isTrackerError(e, "ERR_TRACKER_UNAVAILABLE");
     try {
       await assert.rejects(client.lookup(digest, { wantOriginGrant: false }), unavailable);
@@ -173,20 +148,9 @@ describe("GrpcTrackerClient session", () => {
   });
 
   it("an announce made while the tracker is away brings the session back within the redial interval, not at the backoff's timer", async () => {
-    const port = await unusedPort();
     let server: TrackerServer | undefined;
-    const lines: string[] = [];
-    const client = new GrpcTrackerClient({
-      address: `127.0.0.1:${port}`,
-      identity: testIdentity("holder"),
-      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
-      ...FAST_CLIENT_OPTIONS,
-      sessionGraceMs: 0,
-      // The backoff's timer would dial again only in 30 s.
-      initialBackoffMs: 30_000,
-      maxBackoffMs: 30_000,
-      redialOnDemandMs: 200,
-    });
+    // The backoff's timer would dial again only in 30 s.
+    const { client, port, lines } = await clientOfAbsentTracker("holder", { redialOnDemandMs: 200 });
     try {
       await eventually(() => {
         assert.ok(lines.some((line) => line.includes("tracker session failed")));
@@ -214,20 +178,9 @@ describe("GrpcTrackerClient session", () => {
   });
 
   it("with blobs the tracker has not heard of, failed dials repeat once per interval instead of backing off", async () => {
-    const port = await unusedPort();
     let server: TrackerServer | undefined;
-    const lines: string[] = [];
-    const failedDials = (): number => lines.filter((line) => line.includes("tracker session failed")).length;
-    const client = new GrpcTrackerClient({
-      address: `127.0.0.1:${port}`,
-      identity: testIdentity("holder"),
-      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
-      ...FAST_CLIENT_OPTIONS,
-      sessionGraceMs: 0,
-      initialBackoffMs: 30_000,
-      maxBackoffMs: 30_000,
-      redialOnDemandMs: 300,
-    });
+    const { client, port, count } = await clientOfAbsentTracker("holder", { redialOnDemandMs: 300 });
+    const failedDials = (): number => count("tracker session failed");
     try {
       await eventually(() => {
         assert.equal(failedDials(), 1);
@@ -249,20 +202,8 @@ describe("GrpcTrackerClient session", () => {
   });
 
   it("news old enough no longer hurries the dials: a tracker away that long is down, and the backoff's timer takes over", async () => {
-    const port = await unusedPort();
-    const lines: string[] = [];
-    const failedDials = (): number => lines.filter((line) => line.includes("tracker session failed")).length;
-    const client = new GrpcTrackerClient({
-      address: `127.0.0.1:${port}`,
-      identity: testIdentity("holder"),
-      logger: pino({ level: "info" }, { write: (line: string) => lines.push(line) }),
-      ...FAST_CLIENT_OPTIONS,
-      sessionGraceMs: 0,
-      initialBackoffMs: 30_000,
-      maxBackoffMs: 30_000,
-      redialOnDemandMs: 200,
-      newsRedialWindowMs: 700,
-    });
+    const { client, count } = await clientOfAbsentTracker("holder", { redialOnDemandMs: 200, newsRedialWindowMs: 700 });
+    const failedDials = (): number => count("tracker session failed");
     try {
       await eventually(() => {
         assert.equal(failedDials(), 1);
@@ -426,6 +367,30 @@ describe("GrpcTrackerClient session", () => {
     }
   });
 });
+
+/**
+ * A client of a tracker that is not there yet (a loopback port nothing listens on), past its session grace,
+ * whose backoff would dial again only in 30 s, and whose log lines are kept; `options` override.
+ */
+async function clientOfAbsentTracker(
+  agentId: string,
+  options: Partial<GrpcTrackerClientOptions> & { readonly logLevel?: "info" | "debug" } = {},
+): Promise<{ client: GrpcTrackerClient; port: number; lines: string[]; count: (text: string) => number }> {
+  const port = await unusedPort();
+  const lines: string[] = [];
+  const { logLevel = "info", ...overrides } = options;
+  const client = new GrpcTrackerClient({
+    address: `127.0.0.1:${port}`,
+    identity: testIdentity(agentId),
+    logger: pino({ level: logLevel }, { write: (line: string) => lines.push(line) }),
+    ...FAST_CLIENT_OPTIONS,
+    sessionGraceMs: 0,
+    initialBackoffMs: 30_000,
+    maxBackoffMs: 30_000,
+    ...overrides,
+  });
+  return { client, port, lines, count: (text) => lines.filter((line) => line.includes(text)).length };
+}
 
 /** A loopback port nothing listens on (bound once by the OS, then released). */
 async function unusedPort(): Promise<number> {
