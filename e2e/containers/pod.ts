@@ -351,7 +351,7 @@ export class Pod {
         .catch(() => undefined);
     }, INIT_TIMEOUT_MS);
     try {
-      const result = (await api.getContainer(started.getId()).wait()) as { StatusCode: number };
+      const result = await waitForExit(api.getContainer(started.getId()));
       if (result.StatusCode !== 0)
         throw new HarnessError(
           "ERR_HARNESS_START",
@@ -382,5 +382,25 @@ export class Pod {
     stream.once("close", () => this.logStreams.delete(stream));
     stream.on("error", () => file.end());
     stream.pipe(file);
+  }
+}
+
+/** How often a wait that lost Podman's race with the exiting process is made again. */
+const WAIT_RACE_RETRIES = 3;
+
+/**
+ * The container's exit, as `wait` reports it. Podman's `wait` on a container whose process exits while it
+ * reads that process's cgroup fails with `read /proc/PID/cgroup: no such process` (a known Podman race,
+ * seen with this harness's short-lived init containers); the container has exited by then, and the same
+ * wait made again returns its status.
+ */
+export async function waitForExit(container: { wait(): Promise<unknown> }): Promise<{ StatusCode: number }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await container.wait()) as { StatusCode: number };
+    } catch (error) {
+      const raced = error instanceof Error && /\/proc\/\d+\/cgroup/.test(error.message);
+      if (!raced || attempt > WAIT_RACE_RETRIES) throw error;
+    }
   }
 }
