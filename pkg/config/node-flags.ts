@@ -1,3 +1,5 @@
+import { setFlagsFromString } from "node:v8";
+
 /**
  * Node.js flags every `shoal` process is started with (the container image's entrypoint, and the demo and
  * test harnesses that start agents and controllers; the Dockerfile test checks the image uses these).
@@ -23,3 +25,26 @@ export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=2"];
  * pools in pkg/peer reuse buffers, so the extra mmap calls are few. Other C libraries ignore it.
  */
 export const SHOAL_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_MMAP_THRESHOLD_: "131072" };
+
+/**
+ * V8 flags the agent sets on itself when it starts (applyAgentV8Flags), after the process is up: V8 reads
+ * them at every collection. Not on the command line, because the image's entrypoint (SHOAL_NODE_FLAGS)
+ * also starts the controller, whose heap is a different shape.
+ *
+ * --heap-growing-percent=100: after each full collection, V8 lets the old generation grow to twice what
+ * survived before it starts the next one. Left to itself, V8 picks a factor from its own speed against the
+ * program's allocation rate, and for an agent moving data that came out at about 1.45: a 22 MB heap got a
+ * 32 MB limit. V8 counts ArrayBuffer memory allocated since the last full collection against that limit,
+ * and every socket read (TLS records from peers, the origin's response) is a fresh ArrayBuffer: an agent
+ * receiving 200 MB/s allocates about 25 MB of them between two scavenges, so the 10 MB of slack started a
+ * full collection every 100–150 ms, even though almost all of those buffers die young. Measured in
+ * `npm start` with 2 nodes and a 1 GB image: 1 to 64 full collections per agent per pull before (up to
+ * 2.2 CPU-s of V8's worker threads more), 5 to 7 with the flag, and no more peak RSS
+ * (docs/benchmarks.md, "December 5 (midday)").
+ */
+export const AGENT_V8_FLAGS: readonly string[] = ["--heap-growing-percent=100"];
+
+/** Sets AGENT_V8_FLAGS on this process (the agent calls it once, before it starts). */
+export function applyAgentV8Flags(): void {
+  for (const flag of AGENT_V8_FLAGS) setFlagsFromString(flag);
+}
