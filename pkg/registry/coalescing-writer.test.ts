@@ -48,12 +48,15 @@ describe("CoalescingWriter", () => {
   it("makes the producer wait past the queue limit, only until the write in flight ends", async () => {
     const releases: (() => void)[] = [];
     const sizes: number[] = [];
-    const writer = new CoalescingWriter((data) => {
-      sizes.push(data.length);
-      return new Promise<void>((resolve) => {
-        releases.push(resolve);
-      });
-    }, 10);
+    const writer = new CoalescingWriter(
+      (data) => {
+        sizes.push(data.length);
+        return new Promise<void>((resolve) => {
+          releases.push(resolve);
+        });
+      },
+      { maxQueuedBytes: 10 },
+    );
     await writer.push(Buffer.alloc(4));
     await writer.push(Buffer.alloc(4));
     let waiting = true;
@@ -82,7 +85,7 @@ describe("CoalescingWriter", () => {
         new Promise<void>((_resolve, reject) => {
           fail = reject;
         }),
-      10,
+      { maxQueuedBytes: 10 },
     );
     await writer.push(Buffer.alloc(4));
     const blocked = writer.push(Buffer.alloc(12));
@@ -95,6 +98,70 @@ describe("CoalescingWriter", () => {
     await writer.push(Buffer.alloc(1));
     await assert.rejects(writer.flush(), /disk full/);
     await assert.rejects(writer.push(Buffer.alloc(1)), /disk full/);
+  });
+});
+
+describe("CoalescingWriter with a linger", () => {
+  /** A writer with a 20 ms linger and 8-byte batches, recording what it writes (timers mocked). */
+  function lingering(): { writer: CoalescingWriter; writes: Buffer[] } {
+    const writes: Buffer[] = [];
+    const writer = new CoalescingWriter(
+      async (data) => {
+        writes.push(Buffer.from(data));
+        await Promise.resolve();
+      },
+      { lingerMs: 20, minBatchBytes: 8 },
+    );
+    return { writer, writes };
+  }
+
+  it("holds chunks that arrive while no write runs for the linger, then writes them as one batch", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { writer, writes } = lingering();
+    await writer.push(Buffer.from([1]));
+    t.mock.timers.tick(10);
+    await writer.push(Buffer.from([2, 3]));
+    await turns(3);
+    assert.deepEqual(writes, [], "written before the linger ended");
+    t.mock.timers.tick(10);
+    await turns(3);
+    assert.deepEqual(writes, [Buffer.from([1, 2, 3])]);
+    // The next chunk lingers again.
+    await writer.push(Buffer.from([4]));
+    await turns(3);
+    assert.equal(writes.length, 1);
+    t.mock.timers.tick(20);
+    await turns(3);
+    assert.deepEqual(writes, [Buffer.from([1, 2, 3]), Buffer.from([4])]);
+  });
+
+  it("writes at once when a batch's worth is queued", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { writer, writes } = lingering();
+    await writer.push(Buffer.alloc(5, 1));
+    await writer.push(Buffer.alloc(4, 2));
+    await turns(3);
+    assert.deepEqual(writes, [Buffer.concat([Buffer.alloc(5, 1), Buffer.alloc(4, 2)])]);
+  });
+
+  it("flush() writes what lingers without waiting", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { writer, writes } = lingering();
+    await writer.push(Buffer.from([7]));
+    await writer.flush();
+    assert.deepEqual(writes, [Buffer.from([7])]);
+  });
+
+  it("discard() drops what lingers and writes nothing more", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const { writer, writes } = lingering();
+    await writer.push(Buffer.from([7]));
+    writer.discard();
+    t.mock.timers.tick(100);
+    await turns(3);
+    await writer.push(Buffer.alloc(16));
+    await writer.flush();
+    assert.deepEqual(writes, []);
   });
 });
 

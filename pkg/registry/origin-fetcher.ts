@@ -19,6 +19,15 @@ export const MAX_RESUMES = 3;
  * instead of failing them. Readers' own deadlines still apply.
  */
 export const NETWORK_RETRY_WINDOW_MS = 15_000;
+/**
+ * How long the origin's bytes may wait for more before they are written, while less than a MiB is queued
+ * (CoalescingWriterOptions.lingerMs). A slow link delivers small reads far apart; written one by one, each
+ * paid a store write, a round trip to the hash worker and a wake-up of every reader. In `npm start` with 2
+ * nodes at 100 Mbit/s an agent's writes grew from 67 KB to 135–190 KB on average, and its CPU per GB fell by
+ * a sixth (docs/benchmarks.md, "December 5 (afternoon)"). A fast origin fills a MiB sooner and is not held
+ * back; the last bytes are written at once (flush).
+ */
+export const ORIGIN_WRITE_LINGER_MS = 20;
 const RESUME_DELAY_MS = 200;
 const MAX_RESUME_DELAY_MS = 2_000;
 
@@ -168,19 +177,23 @@ export class OriginFetcher implements BlobFetcher {
     // Progress resets the retry budget: what counts is how long the transfer has been stuck.
     let stuckSinceMs = performance.now();
     let progressOffset = partial.appendOffset;
+    let writer: CoalescingWriter | undefined;
     for (;;) {
       try {
         if (response === undefined) response = await this.requestBlob(request, partial.appendOffset, signal, cuts);
         // Bytes of a 200 start at 0 (the upstream ignored our Range); already-held pieces are skipped by
         // append. The stream keeps its own position: appendOffset may jump past pieces peers delivered.
         let position = response.status === 206 ? response.offset : 0;
-        const writer = new CoalescingWriter((data) => {
-          const at = position;
-          position += data.length;
-          if (position > partial.size)
-            throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
-          return partial.append(data, at);
-        });
+        writer = new CoalescingWriter(
+          (data) => {
+            const at = position;
+            position += data.length;
+            if (position > partial.size)
+              throw new RegistryError("ERR_UPSTREAM_PROTOCOL", `${request.registry} sent more bytes than ${request.digest} has`);
+            return partial.append(data, at);
+          },
+          { lingerMs: ORIGIN_WRITE_LINGER_MS },
+        );
         const attempt = response.attempt;
         for await (const chunk of response.body as AsyncIterable<Buffer>) {
           attempt.progress(chunk.length);
@@ -198,6 +211,9 @@ export class OriginFetcher implements BlobFetcher {
         log.debug({ size: partial.size, resumes }, "blob fetched from origin");
         return;
       } catch (caught) {
+        // What still waits to be written is dropped: the next attempt starts from what was written.
+        writer?.discard();
+        writer = undefined;
         // Socket errors and body timeouts surface from the body iterator as undici errors.
         const error =
           response?.attempt.starved === true
