@@ -24,7 +24,7 @@ export const NETWORK_RETRY_WINDOW_MS = 15_000;
  * (CoalescingWriterOptions.lingerMs). A slow link delivers small reads far apart; written one by one, each
  * paid a store write, a round trip to the hash worker and a wake-up of every reader. In `npm start` with 2
  * nodes at 100 Mbit/s an agent's writes grew from 67 KB to 135–190 KB on average, and its CPU per GB fell by
- * a sixth (docs/benchmarks.md, "December 5 (afternoon)"). A fast origin fills a MiB sooner and is not held
+ * 7–16 % (docs/benchmarks.md, "December 5 (afternoon)"). A fast origin fills a MiB sooner and is not held
  * back; the last bytes are written at once (flush).
  */
 export const ORIGIN_WRITE_LINGER_MS = 20;
