@@ -38,9 +38,9 @@ export const SHOAL_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_MMAP_TH
  * and every socket read (TLS records from peers, the origin's response) is a fresh ArrayBuffer: an agent
  * receiving 200 MB/s allocates about 25 MB of them between two scavenges, so the 10 MB of slack started a
  * full collection every 100–150 ms, even though almost all of those buffers die young. Measured in
- * `npm start` with 2 nodes and a 1 GB image: 1 to 64 full collections per agent per pull before (up to
- * 2.2 CPU-s of V8's worker threads more), 5 to 7 with the flag, and no more peak RSS
- * (docs/benchmarks.md, "December 5 (midday)").
+ * `npm start` with 2 nodes and a 1 GB image: 17 to 44 full collections per agent per pull before (1.5–2.6
+ * CPU-s of V8's worker threads), 2 to 4 with the flag (0.8–1.1 CPU-s); peak RSS the same, or up to 16 MB
+ * higher (docs/benchmarks.md, "December 5 (midday)").
  */
 export const AGENT_V8_FLAGS: readonly string[] = ["--heap-growing-percent=100"];
 

@@ -101,9 +101,9 @@ export class CoalescingWriter {
       this.startWriting();
       return;
     }
+    // Armed only while nothing is in flight and the queue is not empty; startWriting and discard clear it.
     this.lingerTimer ??= setTimeout(() => {
-      this.lingerTimer = undefined;
-      if (this.inflight === undefined && this.queue.length > 0 && !this.discarded) this.startWriting();
+      this.startWriting();
     }, this.lingerMs);
   }
 
