@@ -40,9 +40,9 @@ RUN npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
 # changed, so a code change ships one small layer.
 FROM debian:bookworm-slim
 ENV NODE_ENV=production
-# The environment every shoal process runs with (pkg/config/node-flags.ts, SHOAL_NODE_ENV, says why; the
-# Dockerfile test keeps the two equal).
-ENV MALLOC_MMAP_THRESHOLD_=131072
+# Beside NODE_ENV, the image sets exactly the environment every shoal process runs with: SHOAL_NODE_ENV in
+# pkg/config/node-flags.ts, empty today (it says why glibc's allocator keeps its defaults); the Dockerfile
+# test keeps the two equal.
 COPY --from=build /out/node /usr/local/bin/node
 COPY --from=build /out/deps /app
 COPY --from=build /out/app /app

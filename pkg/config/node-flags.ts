@@ -14,17 +14,20 @@ export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=2"];
 
 /**
  * Environment every `shoal` process is started with, beside SHOAL_NODE_FLAGS (the image's ENV; the demo
- * and test harnesses add it to the children's environment).
+ * and test harnesses add it to the children's environment). Empty: glibc's allocator keeps its defaults.
  *
- * MALLOC_MMAP_THRESHOLD_: glibc serves allocations from this size up (piece and message buffers of a
- * MiB, read chunks) with mmap, and gives them back to the kernel when freed. By default it raises the
- * threshold to the largest block freed so far, so after the first freed 1 MiB buffer every later one comes
- * from the malloc heap, which it never shrinks past a block still in use: in `npm start` an agent's heap
- * kept 69 MB resident after its pull while 16 MB of buffers were live. Fixing the threshold at glibc's
- * own initial value (128 KiB) keeps RSS with what is in use (peak RSS 10–20 MB lower per agent); the
- * pools in pkg/peer reuse buffers, so the extra mmap calls are few. Other C libraries ignore it.
+ * MALLOC_MMAP_THRESHOLD_ is deliberately not set. Fixed at 128 KiB, it made glibc serve every block from
+ * that size up with a fresh mmap and unmap it when freed. Node's TLS layer copies each batch of HTTP/2
+ * frames it sends into one new block (one piece of 1 MiB or more per batch), so an agent uploading to
+ * peers mapped, faulted in, zeroed and unmapped fresh pages for every byte it sent: 4.2 CPU-s per GB
+ * copied on the benchmark VM against 0.35 for reused blocks (less where fresh pages are cheap). With glibc's default, the mmap threshold
+ * rises to the largest block freed, and those blocks are reused from its heap. Measured in alternation
+ * (docs/benchmarks.md, "December 5 (second session)"): `npm start` with 6 nodes, 13.0 against 10.9 agent
+ * CPU-s per GB (6 pairs, every pair lower), the same peak RSS; `npm run bench`, 10–22 % less agent CPU per
+ * GB (2 pairs). The price: glibc's heap keeps its high-water mark, so an agent holds 45–60 MB more
+ * anonymous memory once its pulls are over (still below its peak). Other C libraries ignore the variable.
  */
-export const SHOAL_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_MMAP_THRESHOLD_: "131072" };
+export const SHOAL_NODE_ENV: Readonly<Record<string, string>> = {};
 
 /**
  * V8 flags the agent sets on itself when it starts (applyAgentV8Flags), after the process is up: V8 reads

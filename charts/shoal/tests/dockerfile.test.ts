@@ -96,9 +96,13 @@ describe("Dockerfile", () => {
     const env: Record<string, string> = {};
     for (const instruction of runtime.filter((i) => i.keyword === "ENV")) {
       const [key = "", ...value] = instruction.args.split("=");
-      if (key in SHOAL_NODE_ENV) env[key] = value.join("=");
+      env[key] = value.join("=");
     }
-    assert.deepEqual(env, SHOAL_NODE_ENV, "the runtime environment every shoal process starts with (SHOAL_NODE_ENV)");
+    assert.deepEqual(
+      env,
+      { NODE_ENV: "production", ...SHOAL_NODE_ENV },
+      "the runtime environment: NODE_ENV and what every shoal process starts with (SHOAL_NODE_ENV), nothing else",
+    );
     const ignore = (await readFile(join(REPO_ROOT, ".dockerignore"), "utf8")).split("\n").map((l) => l.trim());
     for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"])
       assert.ok(ignore.includes(entry), `.dockerignore excludes ${entry}`);
