@@ -168,6 +168,7 @@ export function buildValuesSchema(specs: ComponentSpecs): JsonSchema {
           socketGroup: int("Group that may use the socket, added to the pod's supplementalGroups."),
         }),
         resources: k8s("Resources of the agent container."),
+        env: k8sList("Extra environment variables of the agent container (Kubernetes EnvVar list)."),
         priorityClassName: str("Priority class of the agent pods."),
         tolerations: k8sList("Tolerations of the agent pods."),
         nodeSelector: labels("Node selector of the agent pods."),

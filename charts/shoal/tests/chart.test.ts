@@ -237,6 +237,7 @@ describe("helm chart charts/shoal", () => {
     assert.equal(env[index("POD_IP")]?.valueFrom?.fieldRef?.fieldPath, "status.podIP");
     assert.equal(env[index("SHOAL_PEER_ADVERTISE_ADDR")]?.value, "$(POD_IP):5052");
     assert.ok(index("POD_IP") < index("SHOAL_PEER_ADVERTISE_ADDR"), "$(POD_IP) is expanded only if defined earlier");
+    assert.equal(index("MALLOC_MMAP_THRESHOLD_"), -1, "no allocator setting by default (pkg/config/node-flags.ts)");
     const ports = Object.fromEntries((agent.ports ?? []).map((p) => [p.name, p]));
     assert.deepEqual([ports.mirror?.containerPort, ports.mirror?.hostPort], [5050, 5050]);
     assert.equal(ports.peer?.hostPort, undefined, "peers reach the pod IP; only the mirror needs the node's port");
@@ -259,6 +260,20 @@ describe("helm chart charts/shoal", () => {
     assert.deepEqual(container(ds, "data-dir", true).command, ["chown", "-R", "65532:65532", "/var/lib/shoal/data"]);
   });
 
+  it("agent.env adds variables to the agent container after the chart's own, which it may refer to", async () => {
+    const extra = [
+      { name: "MALLOC_MMAP_THRESHOLD_", value: "131072" },
+      { name: "FROM_FIELD", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
+    ];
+    const objects = await render({ agent: { env: extra } });
+    assert.deepEqual(objects.flatMap(validateObject), [], "every object valid for Kubernetes");
+    const env = container(only(objects, "DaemonSet"), "agent").env ?? [];
+    const names = env.map((e) => e.name);
+    assert.deepEqual(env.slice(-extra.length), extra, "the entries as given, last");
+    assert.ok(names.indexOf("POD_IP") < names.indexOf("MALLOC_MMAP_THRESHOLD_"), "after the chart's variables");
+    const rejected = await template({ agent: { env: { MALLOC_MMAP_THRESHOLD_: "131072" } } });
+    assert.equal(rejected.ok, false, "a map instead of a list of EnvVar is refused by the schema");
+  });
   it("containerd's content store: socket directory and content directory mounted read-only, the socket's group, the flags; off, none of it", async () => {
     type Volume = { name: string; hostPath?: { path: string; type?: string } };
     type Mount = { name: string; mountPath: string; readOnly?: boolean };
