@@ -40,9 +40,8 @@ RUN npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
 # changed, so a code change ships one small layer.
 FROM debian:bookworm-slim
 ENV NODE_ENV=production
-# Beside NODE_ENV, the image sets exactly the environment every shoal process runs with: SHOAL_NODE_ENV in
-# pkg/config/node-flags.ts, empty today (it says why glibc's allocator keeps its defaults); the Dockerfile
-# test keeps the two equal.
+# NODE_ENV only: the agent runs with glibc's allocator defaults, and the chart gives the controller its
+# own environment (CONTROLLER_NODE_ENV in pkg/config/node-flags.ts says why); the Dockerfile test checks.
 COPY --from=build /out/node /usr/local/bin/node
 COPY --from=build /out/deps /app
 COPY --from=build /out/app /app

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { type WriteStream, createWriteStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { SHOAL_NODE_ENV, SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
+import { SHOAL_NODE_FLAGS, shoalNodeEnv } from "../../pkg/config/index.js";
 
 /** The CLI these children run: the same build as the demo itself. */
 const SHOAL_MAIN = fileURLToPath(new URL("../shoal/main.js", import.meta.url));
@@ -88,7 +88,7 @@ export class ShoalProcess {
       // The user's SHOAL_* settings (say, for their real agent) must not leak into the demo's nodes.
       env: {
         ...Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("SHOAL_"))),
-        ...SHOAL_NODE_ENV,
+        ...shoalNodeEnv(options.command),
       },
     });
     killWithParent(child);

@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { HarnessError } from "./errors.js";
 import { metricValue } from "./metrics-text.js";
 import { DaemonProcess, inNetns, makeTempDir, removeTempDir, waitUntil } from "./process.js";
-import { SHOAL_NODE_ENV, SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
+import { SHOAL_NODE_FLAGS, shoalNodeEnv } from "../../pkg/config/index.js";
 
 /** The compiled CLI, next to this file in dist/. */
 export const SHOAL_MAIN = fileURLToPath(new URL("../../cmd/shoal/main.js", import.meta.url));
@@ -75,7 +75,7 @@ export class ShoalAgent {
       ]),
       stdoutFile: logFile,
       stderrFile: logFile,
-      env: { ...process.env, ...SHOAL_NODE_ENV },
+      env: { ...process.env, ...shoalNodeEnv("agent") },
     });
     try {
       let started: { mirror: string; metrics: string; peer?: string } | undefined;

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { HarnessError } from "./errors.js";
 import { DaemonProcess, inNetns, makeTempDir, removeTempDir, waitUntil } from "./process.js";
 import { SHOAL_MAIN } from "./shoal-agent.js";
-import { SHOAL_NODE_ENV, SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
+import { SHOAL_NODE_FLAGS, shoalNodeEnv } from "../../pkg/config/index.js";
 
 export const CONTROLLER_START_TIMEOUT_MS = 15_000;
 
@@ -51,7 +51,7 @@ export class ShoalController {
       ]),
       stdoutFile: logFile,
       stderrFile: logFile,
-      env: { ...process.env, ...SHOAL_NODE_ENV },
+      env: { ...process.env, ...shoalNodeEnv("controller") },
     });
     try {
       let started: { tracker: string; metrics: string } | undefined;

@@ -13,21 +13,32 @@ import { setFlagsFromString } from "node:v8";
 export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=2"];
 
 /**
- * Environment every `shoal` process is started with, beside SHOAL_NODE_FLAGS (the image's ENV; the demo
- * and test harnesses add it to the children's environment). Empty: glibc's allocator keeps its defaults.
+ * Environment the controller is started with (the chart's controller container; the demo and test
+ * harnesses add it to a controller's environment). The image sets none of it, and the agent runs without
+ * it: glibc's allocator keeps its defaults there.
  *
- * MALLOC_MMAP_THRESHOLD_ is deliberately not set. Fixed at 128 KiB, it made glibc serve every block from
- * that size up with a fresh mmap and unmap it when freed. Node's TLS layer copies each batch of HTTP/2
- * frames it sends into one new block (one piece of 1 MiB or more per batch), so an agent uploading to
- * peers mapped, faulted in, zeroed and unmapped fresh pages for every byte it sent: 4.2 CPU-s per GB
- * copied on the benchmark VM against 0.35 for reused blocks (less where fresh pages are cheap). With glibc's default, the mmap threshold
- * rises to the largest block freed, and those blocks are reused from its heap. Measured in alternation
- * (docs/benchmarks.md, "December 5 (second session)"): `npm start` with 6 nodes, 13.0 against 10.9 agent
- * CPU-s per GB (6 pairs, every pair lower), the same peak RSS; `npm run bench`, 10–22 % less agent CPU per
- * GB (2 pairs). The price: glibc's heap keeps its high-water mark, so an agent holds 45–60 MB more
- * anonymous memory once its pulls are over (still below its peak). Other C libraries ignore the variable.
+ * MALLOC_MMAP_THRESHOLD_=131072 makes glibc serve every block from 128 KiB up with a fresh mmap and unmap
+ * it when freed; by default the threshold rises to the largest block freed, and such blocks are reused
+ * from its heap, which keeps its high-water mark.
+ * - The agent: Node's TLS layer copies each batch of HTTP/2 frames it sends into one new block (one piece
+ *   of 1 MiB or more per batch), so with the fixed threshold an agent uploading to peers mapped, faulted
+ *   in, zeroed and unmapped fresh pages for every byte it sent: 4.2 CPU-s per GB copied on the benchmark
+ *   VM against 0.35 for reused blocks (less where fresh pages are cheap). Without it, measured in
+ *   alternation (docs/benchmarks.md, "December 5 (second session)"): `npm start` with 6 nodes, 10.9
+ *   against 13.0 agent CPU-s per GB (6 pairs, every pair lower), the same peak RSS; `npm run bench`,
+ *   10–22 % less agent CPU per GB (2 pairs). The price: an agent holds 45–60 MB more anonymous memory
+ *   once its pulls are over, still below its peak (the chart's agent.env can set the threshold again).
+ * - The controller: with the threshold, `npm run bench:tracker` at 1,000 agents answered 1,345–1,920
+ *   lookups a second (p50 1.2–1.6 s) against 1,136–1,229 (p50 1.9–2.2 s) without, at the same total
+ *   message rate (3 pairs), and held 612–673 MiB against 519–588 MiB. Lookups are what downloads wait
+ *   for, so the controller keeps it. Other C libraries ignore the variable.
  */
-export const SHOAL_NODE_ENV: Readonly<Record<string, string>> = {};
+export const CONTROLLER_NODE_ENV: Readonly<Record<string, string>> = { MALLOC_MMAP_THRESHOLD_: "131072" };
+
+/** The environment variables a `shoal <command>` process is started with, beside the inherited ones. */
+export function shoalNodeEnv(command: string): Readonly<Record<string, string>> {
+  return command === "controller" ? CONTROLLER_NODE_ENV : {};
+}
 
 /**
  * V8 flags the agent sets on itself when it starts (applyAgentV8Flags), after the process is up: V8 reads

@@ -5,6 +5,7 @@ import { X509Certificate, createPrivateKey } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { CONTROLLER_NODE_ENV } from "../../../pkg/config/index.js";
 import { validateObject } from "./k8s-schemas.js";
 import { CHART_DIR, type K8sObject, NAMESPACE, RELEASE, at, lint, only, render, template } from "./render.js";
 
@@ -364,8 +365,12 @@ describe("helm chart charts/shoal", () => {
       flag(container(only(await render({ imagePrefetch: { enabled: false } }), "Deployment"), "controller").args, "prefetch"),
       "false",
     );
-    const env = Object.fromEntries((controller.env ?? []).map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
-    assert.deepEqual(env, { POD_NAMESPACE: "metadata.namespace", POD_NAME: "metadata.name", POD_IP: "status.podIP" });
+    const fields = Object.fromEntries(
+      (controller.env ?? []).flatMap((e) => (e.valueFrom ? [[e.name, e.valueFrom.fieldRef?.fieldPath]] : [])),
+    );
+    assert.deepEqual(fields, { POD_NAMESPACE: "metadata.namespace", POD_NAME: "metadata.name", POD_IP: "status.podIP" });
+    const values = Object.fromEntries((controller.env ?? []).flatMap((e) => (e.valueFrom ? [] : [[e.name, e.value]])));
+    assert.deepEqual(values, CONTROLLER_NODE_ENV, "the controller's own environment (pkg/config/node-flags.ts)");
     // Every synced replica is Ready, so the update rolls one replica at a time and the budget lets one go.
     assert.deepEqual(at(deployment, "spec", "strategy"), { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
     const budget = only(objects, "PodDisruptionBudget");

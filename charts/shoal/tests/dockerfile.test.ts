@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { REPO_ROOT } from "./helm-binary.js";
 import { at, only, render } from "./render.js";
-import { SHOAL_NODE_ENV, SHOAL_NODE_FLAGS } from "../../../pkg/config/index.js";
+import { SHOAL_NODE_FLAGS } from "../../../pkg/config/index.js";
 
 const MAIN = "/app/dist/cmd/shoal/main.js";
 const ENTRYPOINT = ["node", ...SHOAL_NODE_FLAGS, MAIN];
@@ -100,8 +100,8 @@ describe("Dockerfile", () => {
     }
     assert.deepEqual(
       env,
-      { NODE_ENV: "production", ...SHOAL_NODE_ENV },
-      "the runtime environment: NODE_ENV and what every shoal process starts with (SHOAL_NODE_ENV), nothing else",
+      { NODE_ENV: "production" },
+      "the runtime environment is NODE_ENV only: the agent keeps glibc's defaults, the chart gives the controller its own (CONTROLLER_NODE_ENV)",
     );
     const ignore = (await readFile(join(REPO_ROOT, ".dockerignore"), "utf8")).split("\n").map((l) => l.trim());
     for (const entry of ["node_modules", "dist", "dist-*", ".cache", ".git"])
