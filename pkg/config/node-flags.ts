@@ -24,12 +24,14 @@ export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=2"];
  *   of 1 MiB or more per batch), so with the fixed threshold an agent uploading to peers mapped, faulted
  *   in, zeroed and unmapped fresh pages for every byte it sent: 4.2 CPU-s per GB copied on the benchmark
  *   VM against 0.35 for reused blocks (less where fresh pages are cheap). Without it, measured in
- *   alternation (docs/benchmarks.md, "December 5 (second session)"): `npm start` with 6 nodes, 10.9
- *   against 13.0 agent CPU-s per GB (6 pairs, every pair lower), the same peak RSS; `npm run bench`,
- *   10–22 % less agent CPU per GB (2 pairs). The price: an agent holds 45–60 MB more anonymous memory
- *   once its pulls are over, still below its peak (the chart's agent.env can set the threshold again).
+ *   alternation (docs/benchmarks.md, "December 5 (second session)"): the demo with 6 warm nodes on
+ *   uncapped links, 10.9 against 13.0 agent CPU-s per GB (6 pairs, every pair lower), the same peak RSS;
+ *   `npm start` defaults, 12.1–12.7 against 14.4–16.4 (2 pairs); `npm run bench`,
+ *   10–22 % less agent CPU per GB (2 pairs). The price: an agent holds more anonymous memory once its
+ *   pulls are over (means of 73 against 52 MB in `npm start`, 104 against 52 MB with 6 warm uncapped
+ *   nodes), still below its peak (the chart's agent.env can set the threshold again).
  * - The controller: with the threshold, `npm run bench:tracker` at 1,000 agents answered 1,345–1,920
- *   lookups a second (p50 1.2–1.6 s) against 1,136–1,229 (p50 1.9–2.2 s) without, at the same total
+ *   lookups a second (p50 1.2–1.7 s) against 1,136–1,229 (p50 1.9–2.2 s) without, at the same total
  *   message rate (3 pairs), and held 612–673 MiB against 519–588 MiB. Lookups are what downloads wait
  *   for, so the controller keeps it. Other C libraries ignore the variable.
  */
