@@ -409,6 +409,10 @@ export class Mirror {
    * chunk in the steady state.
    */
   private async send(stream: Readable, res: ServerResponse, source: ServeSource): Promise<void> {
+    // The status line goes on the wire now, not with the first chunk: Node reports headersSent as soon as
+    // writeHead ran, so a source failing before its first chunk made fail() destroy a socket that had
+    // sent nothing at all (a client saw the connection close without a response).
+    res.flushHeaders();
     const served = this.options.metrics.blobBytesServed.labels({ source });
     // A started response whose source delivers nothing for this long is cut (the runtime retries, maybe
     // elsewhere): waiting on a swarm that cannot finish must not hang a pull. Time the client itself is
