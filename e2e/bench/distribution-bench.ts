@@ -13,8 +13,16 @@ import { samples, scrapeInNetns } from "../netns/netns-metrics.js";
 import { type NodePullResult, median, pullRound } from "../netns/pull-round.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { renderChart } from "./distribution-chart.js";
-import { type Arm, BenchUsageError, type DistributionBenchOptions, USAGE, parseDistributionBenchArgs } from "./distribution-options.js";
+import {
+  type Arm,
+  BenchUsageError,
+  type DistributionBenchOptions,
+  type Puller,
+  USAGE,
+  parseDistributionBenchArgs,
+} from "./distribution-options.js";
 import { procStats } from "../../pkg/metrics/index.js";
+import { type MachineFigures, type ProcessGroups, cpuSnapshot, formatMachineFigures, machineFigures } from "./machine-cpu.js";
 
 const MIB = 1024 * 1024;
 const MB = 1e6;
@@ -61,6 +69,8 @@ interface ArmResult {
   readonly nodes: readonly { readonly node: string; readonly seconds: number; readonly ok: boolean; readonly error?: string }[];
   /** Shoal arm only. */
   readonly agents?: readonly AgentFigures[];
+  /** The machine's CPU while the nodes pulled, and what the harness's processes took of it. */
+  readonly machine: MachineFigures;
 }
 
 function log(message: string): void {
@@ -76,9 +86,14 @@ async function runArm(
   bounds: ReturnType<typeof distributionBounds>,
   timeoutMs: number,
   directHostsDir: string,
+  puller: Puller,
 ): Promise<ArmResult> {
-  await cluster.startContainerds();
+  const cri = puller === "cri";
+  await cluster.startContainerds({ cri });
   try {
+    if (arm === "direct" && cri) {
+      for (const node of cluster.nodes) await cluster.useOriginDirect(node);
+    }
     if (arm === "cache") {
       await cluster.startCache();
       for (const node of cluster.nodes) await cluster.useCacheMirror(node);
@@ -90,10 +105,13 @@ async function runArm(
     }
     const countersBefore = arm === "shoal" ? await agentCounters(cluster.nodes) : new Map<string, AgentCounters>();
     const before = await cluster.originTxBytes();
-    log(`${arm}: ${cluster.nodes.length} nodes pull ${ref}`);
+    log(`${arm}: ${cluster.nodes.length} nodes pull ${ref} (${cri ? "CRI PullImage" : "ctr images pull"})`);
+    const groups = processGroups(cluster);
+    const cpuBefore = await cpuSnapshot(groups);
     const results = await pullRound(cluster.nodes, ref, {
       direct: arm === "direct",
       directHostsDir,
+      cri,
       timeoutMs,
       onFinished: (r) => {
         log(
@@ -101,15 +119,27 @@ async function runArm(
         );
       },
     });
+    const machine = machineFigures(cpuBefore, await cpuSnapshot(groups));
     const originBytes = (await cluster.originTxBytes()) - before;
     const agents = arm === "shoal" ? await agentFigures(cluster.nodes, imageBytes, countersBefore) : undefined;
-    return summarize(results, digest, originBytes, imageBytes, bounds, agents);
+    return summarize(results, digest, originBytes, imageBytes, bounds, agents, machine);
   } finally {
     await cluster.stopContainerds();
     await cluster.stopAgents();
     await cluster.stopController();
     await cluster.stopCache();
   }
+}
+
+/** The long-lived processes of an arm, by what they are (the pulling clients and the kernel are "other"). */
+function processGroups(cluster: NetnsCluster): ProcessGroups {
+  const pids = (values: readonly (number | undefined)[]): number[] => values.filter((pid): pid is number => pid !== undefined);
+  return {
+    agents: pids(cluster.nodes.map((node) => node.agent?.daemon.pid)),
+    controller: pids([cluster.controller?.pid]),
+    containerd: pids(cluster.nodes.map((node) => node.containerd?.pid)),
+    registries: pids([cluster.origin?.pid, cluster.cache?.pid]),
+  };
 }
 
 /** Each agent's CPU seconds and wasted peer bytes so far, to subtract from the figures after the pulls. */
@@ -240,6 +270,7 @@ function summarize(
   imageBytes: number,
   bounds: ReturnType<typeof distributionBounds>,
   agents: AgentFigures[] | undefined,
+  machine: MachineFigures,
 ): ArmResult {
   const ok = (r: NodePullResult): boolean => r.error === undefined && r.digest === digest;
   const seconds = results.map((r) => r.seconds);
@@ -264,6 +295,7 @@ function summarize(
         : { error: r.error }),
     })),
     ...(agents === undefined ? {} : { agents }),
+    machine,
   };
 }
 
@@ -280,7 +312,7 @@ function report(
 ): string {
   const lines = [
     "",
-    `${options.nodes} nodes, image ${(imageBytes / MB).toFixed(1)} MB (F) in ${options.layers} layers; node links ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s`,
+    `${options.nodes} nodes, image ${(imageBytes / MB).toFixed(1)} MB (F) in ${options.layers} layers; node links ${options.nodeMbit} Mbit/s up and down, origin ${options.originMbit} Mbit/s; pulled with ${options.puller === "cri" ? "CRI PullImage (the kubelet's path)" : "ctr images pull"}`,
     `P2P bound max(F/u_s, F/d, N·F/(u_s + N·u)) = ${bounds.p2pSeconds.toFixed(1)} s; client-server bound max(N·F/u_s, F/d) = ${bounds.clientServerSeconds.toFixed(1)} s`,
     "",
     `${"arm".padEnd(8)}${"last node".padStart(11)}${"median".padStart(10)}${"× bound".padStart(10)}${"origin / F".padStart(12)}  complete`,
@@ -290,6 +322,11 @@ function report(
       `${arm.padEnd(8)}${`${r.lastNodeSeconds.toFixed(1)} s`.padStart(11)}${`${r.medianNodeSeconds.toFixed(1)} s`.padStart(10)}${r.ratioToBound.toFixed(2).padStart(10)}${r.originCopies.toFixed(3).padStart(12)}  ${r.complete ? "yes" : "NO"}`,
     );
   }
+  lines.push(
+    "",
+    "the machine while the nodes pulled (agents, controller, containerd daemons, registries; other: the pulling clients, the kernel's network work, the rest of the host)",
+  );
+  for (const [arm, r] of Object.entries(arms)) lines.push(`  ${arm.padEnd(8)} ${formatMachineFigures(r.machine)}`);
   const shoal = arms.shoal;
   if (shoal?.agents !== undefined && shoal.agents.length > 0) {
     lines.push(
@@ -391,12 +428,13 @@ async function main(argv: readonly string[]): Promise<number> {
     await mkdir(directHostsDir, { recursive: true });
     const arms: Partial<Record<Arm, ArmResult>> = {};
     for (const arm of options.arms)
-      arms[arm] = await runArm(arm, cluster, ref, layout.root.digest, imageBytes, bounds, timeoutMs, directHostsDir);
+      arms[arm] = await runArm(arm, cluster, ref, layout.root.digest, imageBytes, bounds, timeoutMs, directHostsDir, options.puller);
     const result = {
       benchmark: "distribution",
       date: new Date().toISOString(),
       nodes: options.nodes,
       layers: options.layers,
+      puller: options.puller,
       imageBytes,
       rates: { nodeMbit: options.nodeMbit, originMbit: options.originMbit, ...rates },
       bounds,

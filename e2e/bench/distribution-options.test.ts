@@ -43,6 +43,12 @@ describe("distribution bench flags", () => {
     assert.throws(() => parseDistributionBenchArgs(["--tls", "maybe"]), /--tls must be true or false/);
   });
 
+  it("pulls as the kubelet does (CRI) unless told to use ctr", () => {
+    assert.equal(parseDistributionBenchArgs([]).puller, "cri");
+    assert.equal(parseDistributionBenchArgs(["--puller", "ctr"]).puller, "ctr");
+    assert.throws(() => parseDistributionBenchArgs(["--puller", "crictl"]), /--puller must be one of cri, ctr, got "crictl"/);
+  });
+
   it("serves from containerd's content store unless told not to", () => {
     assert.equal(parseDistributionBenchArgs([]).containerdContent, true);
     assert.equal(parseDistributionBenchArgs(["--containerd-content", "false"]).containerdContent, false);

@@ -9,6 +9,9 @@ export const MAX_NODES = 64;
 export const MAX_IMAGE_MIB = 16 * 1024;
 export const MAX_LAYERS = 64;
 export const MAX_MBIT = 100_000;
+/** How each node's containerd is asked to pull: as the kubelet does (CRI), or with `ctr images pull`. */
+export const PULLERS = ["cri", "ctr"] as const;
+export type Puller = (typeof PULLERS)[number];
 
 export interface DistributionBenchOptions {
   readonly nodes: number;
@@ -26,6 +29,7 @@ export interface DistributionBenchOptions {
   readonly containerdContent: boolean;
   /** Mutual TLS between the Shoal processes (certificates of a throwaway CA); false: plaintext. */
   readonly tls: boolean;
+  readonly puller: Puller;
   readonly help: boolean;
 }
 
@@ -48,6 +52,9 @@ per node) three ways: (a) direct from the origin, (b) through a central pull-thr
                       shoal arm: agents serve from their node's containerd content store and keep
                       no copy of what it holds (default true, as in production)
   --tls BOOL          Shoal's gRPC over mutual TLS, as in a cluster (true, default) or plaintext (false)
+  --puller cri|ctr    how each node's containerd pulls: CRI PullImage, as the kubelet does, the daemon
+                      fetching itself (cri, default), or "ctr images pull", a client process that
+                      fetches and streams every byte to the daemon (ctr)
   --help`;
 
 export class BenchUsageError extends Error {
@@ -84,6 +91,12 @@ function arms(value: string): Arm[] {
   return ARMS.filter((arm) => names.includes(arm));
 }
 
+function puller(value: string): Puller {
+  const found = PULLERS.find((name) => name === value);
+  if (found === undefined) throw new BenchUsageError(`--puller must be one of ${PULLERS.join(", ")}, got ${JSON.stringify(value)}`);
+  return found;
+}
+
 function trueOrFalse(flag: string, value: string): boolean {
   if (value === "true" || value === "false") return value === "true";
   throw new BenchUsageError(`--${flag} must be true or false, got ${JSON.stringify(value)}`);
@@ -113,6 +126,7 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
         timeout: { type: "string" },
         "containerd-content": { type: "string", default: "true" },
         tls: { type: "string", default: "true" },
+        puller: { type: "string", default: "cri" },
         help: { type: "boolean", default: false },
       },
     }));
@@ -144,6 +158,7 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
     timeoutSeconds: timeout === undefined ? undefined : positive("timeout", timeout, 24 * 3600),
     containerdContent: trueOrFalse("containerd-content", text("containerd-content")),
     tls: trueOrFalse("tls", text("tls")),
+    puller: puller(text("puller")),
     help: values.help === true,
   };
 }

@@ -16,7 +16,7 @@ import { DockerRegistry } from "../support/docker-registry.js";
 import { DaemonProcess, makeTempDir, removeTempDir, runCommand, waitUntil } from "../support/process.js";
 import { SHOAL_MAIN, ShoalAgent } from "../support/shoal-agent.js";
 import { skopeoPushLayout } from "../support/skopeo.js";
-import { criPullImage } from "./cri-client.js";
+import { criPullImage } from "../support/cri-client.js";
 
 const NODE_CONTAINERD_DIR = "/etc/containerd";
 const CONTAINERD_START_TIMEOUT_MS = 20_000;

@@ -1,11 +1,11 @@
 // A Shoal cluster on a NetnsTopology: Debian's docker-registry as the origin, a controller in the
 // control namespace, and per node namespace a `shoal agent` and a real containerd pulling through it.
 // Every process is started with `ip netns exec` and stopped by its own PID.
-import { mkdir } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ThrowawayPki, type WorkloadIdentity, tlsArgs } from "../../pkg/identity/index.js";
 import type { GeneratedImageLayout } from "../../pkg/imagegen/index.js";
-import { Containerd } from "../support/containerd.js";
+import { CRI_NAMESPACE, Containerd } from "../support/containerd.js";
 import { DockerRegistry } from "../support/docker-registry.js";
 import { HarnessError } from "../support/errors.js";
 import { debugLog, describeError, makeTempDir, removeTempDir } from "../support/process.js";
@@ -76,6 +76,8 @@ export interface ClusterOptions extends TopologyOptions {
   readonly shoal?: boolean;
   /** Start a containerd per node right away; default true. */
   readonly containerd?: boolean;
+  /** The containerds load the CRI plugin, for pulls as the kubelet makes them (`pullRound`'s `cri`); default false. */
+  readonly cri?: boolean;
   readonly controller?: ControllerLauncher;
   /** More `shoal agent` flags. */
   readonly agentArgs?: readonly string[];
@@ -300,11 +302,20 @@ export class NetnsCluster {
     );
   }
 
-  /** A fresh containerd per node that has none (own root, state and socket). */
-  async startContainerds(): Promise<void> {
+  /**
+   * A fresh containerd per node that has none (own root, state and socket). `cri` (default: the cluster's
+   * option): with the CRI plugin (the kubelet's pull path, `pullRound`'s `cri`), its images in the CRI
+   * namespace.
+   */
+  async startContainerds(options: { readonly cri?: boolean } = {}): Promise<void> {
+    const cri = options.cri ?? this.options.cri ?? false;
     await Promise.all(
       this.nodes.map(async (node) => {
-        node.containerd ??= await Containerd.start({ netns: node.endpoint.netns, parentDir: await this.dir(node.endpoint.name) });
+        node.containerd ??= await Containerd.start({
+          netns: node.endpoint.netns,
+          parentDir: await this.dir(node.endpoint.name),
+          ...(cri ? { cri, namespace: CRI_NAMESPACE } : {}),
+        });
       }),
     );
   }
@@ -325,6 +336,22 @@ export class NetnsCluster {
       throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `${node.endpoint.name} needs a containerd and an agent for the agent mirror`);
     }
     await configureRegistryMirror(node.containerd, this.originHost, this.originUrl, node.agent.mirrorUrl);
+  }
+
+  /**
+   * The node's containerd pulls the origin's images from the origin itself, over plain HTTP: a direct pull
+   * on the CRI path, which has no `--plain-http`. containerd 1.6 takes the scheme of a `[host]` entry, not
+   * of `server` alone (with the server only, the CRI plugin tried HTTPS).
+   */
+  async useOriginDirect(node: ClusterNode): Promise<void> {
+    if (node.containerd === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `${node.endpoint.name} has no containerd`);
+    const dir = join(node.containerd.hostsDir, this.originHost);
+    await mkdir(dir, { recursive: true });
+    const url = JSON.stringify(this.originUrl);
+    await writeFile(
+      join(dir, "hosts.toml"),
+      `# The origin itself, over plain HTTP, and no mirror (the benchmark's direct arm).\nserver = ${url}\n\n[host.${url}]\n  capabilities = ["pull", "resolve"]\n`,
+    );
   }
 
   /** Points the node's containerd at the pull-through cache for the origin's images. */

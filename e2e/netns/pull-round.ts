@@ -7,7 +7,7 @@ import type { NetnsTopology } from "./topology.js";
 
 export interface NodePullResult {
   readonly node: string;
-  /** From the common start until `ctr images pull` returned (fetched, verified, unpacked). */
+  /** From the common start until `ctr images pull` or CRI PullImage returned (fetched, verified, unpacked). */
   readonly seconds: number;
   /** The image's digest as containerd recorded it; undefined if the pull failed. */
   readonly digest: string | undefined;
@@ -19,6 +19,11 @@ export interface PullRoundOptions {
   readonly direct?: boolean;
   /** An empty hosts dir, for direct pulls (containerd's own one may hold a mirror). */
   readonly directHostsDir?: string;
+  /**
+   * Pull as the kubelet does, through the CRI plugin (containerds started with `cri`): the daemon fetches
+   * itself. Its hosts dir decides mirror or direct (`direct` and `directHostsDir` are ctr's).
+   */
+  readonly cri?: boolean;
   readonly timeoutMs: number;
   readonly signal?: AbortSignal;
   /** Called as each node finishes (successfully or not), in finishing order. */
@@ -42,12 +47,16 @@ async function pullOne(node: ClusterNode, ref: string, start: number, options: P
   const containerd = node.containerd;
   if (containerd === undefined) return { node: name, seconds: 0, digest: undefined, error: "no containerd" };
   try {
-    await containerd.pull(ref, {
-      plainHttp: options.direct === true,
-      hostsDir: options.direct === true ? options.directHostsDir : undefined,
-      timeoutMs: options.timeoutMs,
-      signal: options.signal,
-    });
+    if (options.cri === true) {
+      await containerd.criPull(ref, { timeoutMs: options.timeoutMs, signal: options.signal });
+    } else {
+      await containerd.pull(ref, {
+        plainHttp: options.direct === true,
+        hostsDir: options.direct === true ? options.directHostsDir : undefined,
+        timeoutMs: options.timeoutMs,
+        signal: options.signal,
+      });
+    }
     const seconds = (performance.now() - start) / 1000;
     return { node: name, seconds, digest: await imageDigest(containerd, ref, options.signal), error: undefined };
   } catch (error) {

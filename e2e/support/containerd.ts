@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { HarnessError } from "./errors.js";
 import { DaemonProcess, debugLog, describeError, inNetns, makeTempDir, removeTempDir, runCommand, type CommandResult } from "./process.js";
 import { renderHostsToml } from "../../pkg/runtime/index.js";
+import { criPullImage } from "./cri-client.js";
 
 export const CONTAINERD_BINARY = "containerd";
 export const CTR_BINARY = "ctr";
@@ -14,6 +15,8 @@ const READY_PROBE_TIMEOUT_MS = 2_000;
 const READY_PROBE_INTERVAL_MS = 100;
 const UMOUNT_TIMEOUT_MS = 10_000;
 export const DEFAULT_NAMESPACE = "default";
+/** The namespace the CRI plugin keeps the kubelet's images in. */
+export const CRI_NAMESPACE = "k8s.io";
 
 /**
  * Snapshotters that cannot work here (no aufs module, no btrfs/zfs file system, devmapper
@@ -77,6 +80,8 @@ export class Containerd {
     private daemon: DaemonProcess,
     readonly namespace: string,
     readonly netns: string | undefined,
+    /** Started with the CRI plugin: criPull works. */
+    readonly cri: boolean,
   ) {}
 
   static async start(options: ContainerdOptions = {}): Promise<Containerd> {
@@ -92,7 +97,7 @@ export class Containerd {
         stdoutFile: paths.log,
         stderrFile: paths.log,
       });
-      const containerd = new Containerd(tempDir, daemon, options.namespace ?? DEFAULT_NAMESPACE, options.netns);
+      const containerd = new Containerd(tempDir, daemon, options.namespace ?? DEFAULT_NAMESPACE, options.netns, options.cri ?? false);
       await containerd.waitReady(options.startTimeoutMs ?? CONTAINERD_START_TIMEOUT_MS);
       debugLog(`containerd ready at ${paths.address} (${tempDir})`);
       return containerd;
@@ -175,6 +180,23 @@ export class Containerd {
     if (options.allPlatforms === true) args.push("--all-platforms");
     args.push(ref);
     return this.ctr(args, { timeoutMs: options.timeoutMs ?? CTR_PULL_TIMEOUT_MS, signal: options.signal });
+  }
+
+  /**
+   * The kubelet's pull: CRI PullImage, so the daemon itself fetches (through the hosts dir's mirrors),
+   * verifies and unpacks, where `pull` has ctr fetch and stream every byte to the daemon. The image lands
+   * in the CRI namespace (start with `cri: true` and `namespace: CRI_NAMESPACE` to list it). Plain HTTP to
+   * a registry is a `server = "http://…"` in its hosts.toml. Returns the image id.
+   */
+  async criPull(ref: string, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<string> {
+    if (!this.cri) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", "criPull needs a containerd started with cri: true");
+    try {
+      return await criPullImage(this.address, ref, options.timeoutMs ?? CTR_PULL_TIMEOUT_MS, options.signal);
+    } catch (error) {
+      throw new HarnessError("ERR_HARNESS_COMMAND", `${describeError(error)}\n--- containerd log\n${await this.daemon.logTail()}`, {
+        cause: error,
+      });
+    }
   }
 
   /** `ctr images rm --sync`: also waits for garbage collection, so the content is really gone. */

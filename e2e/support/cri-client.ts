@@ -52,13 +52,24 @@ function readStringField(message: Buffer, number: number): string | undefined {
   return undefined;
 }
 
-/** Pulls `image` through containerd's CRI plugin (registry.config_path applies); returns the image ref (digest). */
-export async function criPullImage(socket: string, image: string, timeoutMs: number = CRI_PULL_TIMEOUT_MS): Promise<string> {
+/**
+ * Pulls `image` through containerd's CRI plugin (registry.config_path applies), as the kubelet does: the
+ * daemon fetches, verifies and unpacks. Returns the image ref (the image id). Aborting `signal` cancels
+ * the call.
+ */
+export async function criPullImage(
+  socket: string,
+  image: string,
+  timeoutMs: number = CRI_PULL_TIMEOUT_MS,
+  signal?: AbortSignal,
+): Promise<string> {
+  signal?.throwIfAborted();
   const client = new Client(`unix://${socket}`, credentials.createInsecure());
+  let onAbort: (() => void) | undefined;
   try {
     const request = field(1, field(1, Buffer.from(image, "utf8")));
     const response = await new Promise<Buffer>((resolve, reject) => {
-      client.makeUnaryRequest(
+      const call = client.makeUnaryRequest(
         PULL_IMAGE,
         (b: Buffer) => b,
         (b: Buffer) => b,
@@ -69,11 +80,16 @@ export async function criPullImage(socket: string, image: string, timeoutMs: num
           else resolve(value ?? Buffer.alloc(0));
         },
       );
+      onAbort = () => {
+        call.cancel();
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
     const ref = readStringField(response, 1);
     if (ref === undefined || ref === "") throw new Error(`CRI PullImage ${image}: no image_ref in the response`);
     return ref;
   } finally {
+    if (onAbort !== undefined) signal?.removeEventListener("abort", onAbort);
     client.close();
   }
 }

@@ -1,0 +1,106 @@
+// Where the machine's CPU went during an arm of `npm run bench`: the whole machine from /proc/stat, and
+// the long-lived processes the harness started, by PID. The remainder is everything else that ran: the
+// `ctr` clients, the kernel's network processing outside any of those processes, the harness itself and
+// anything else on the host.
+import { readFile } from "node:fs/promises";
+import { procStatsIfAvailable } from "../../pkg/metrics/index.js";
+
+/** /proc/stat counts in USER_HZ, 100 on every Linux architecture Node runs on. */
+const TICKS_PER_SECOND = 100;
+
+/** The machine's CPU time so far, in seconds summed over every CPU. */
+export interface MachineCpu {
+  readonly cpus: number;
+  readonly busySeconds: number;
+  readonly idleSeconds: number;
+}
+
+/**
+ * Parses /proc/stat: the aggregate `cpu` line (user nice system idle iowait irq softirq steal …) and one
+ * `cpuN` line per CPU. Busy is everything but idle and iowait; guest time is already part of user.
+ */
+export function parseProcStat(text: string): MachineCpu {
+  const lines = text.split("\n");
+  const total = lines.find((line) => /^cpu\s/.test(line));
+  if (total === undefined) throw new Error("/proc/stat has no aggregate cpu line");
+  const fields = total.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (fields.length < 5 || fields.some((n) => !Number.isFinite(n)))
+    throw new Error(`/proc/stat: unreadable cpu line ${JSON.stringify(total)}`);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = fields;
+  const cpus = lines.filter((line) => /^cpu\d+\s/.test(line)).length;
+  return {
+    cpus: Math.max(1, cpus),
+    busySeconds: (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND,
+    idleSeconds: (idle + iowait) / TICKS_PER_SECOND,
+  };
+}
+
+export async function readMachineCpu(): Promise<MachineCpu> {
+  return parseProcStat(await readFile("/proc/stat", "utf8"));
+}
+
+/** Processes by what they are, e.g. { agents: [pids], containerd: [pids] }. */
+export type ProcessGroups = Readonly<Record<string, readonly number[]>>;
+
+export interface CpuSnapshot {
+  readonly atMs: number;
+  readonly machine: MachineCpu;
+  /** CPU-seconds per group; a process that is gone counts 0. */
+  readonly groups: Readonly<Record<string, number>>;
+}
+
+export async function cpuSnapshot(groups: ProcessGroups): Promise<CpuSnapshot> {
+  const totals: Record<string, number> = {};
+  for (const [name, pids] of Object.entries(groups)) {
+    let seconds = 0;
+    for (const pid of pids) seconds += (await procStatsIfAvailable(pid))?.cpuSeconds ?? 0;
+    totals[name] = seconds;
+  }
+  return { atMs: performance.now(), machine: await readMachineCpu(), groups: totals };
+}
+
+/** The machine's CPU between two snapshots. */
+export interface MachineFigures {
+  readonly cpus: number;
+  readonly seconds: number;
+  /** cpus × seconds. */
+  readonly availableCpuSeconds: number;
+  readonly busyCpuSeconds: number;
+  /** CPU-seconds per group of processes the harness started. */
+  readonly groups: Readonly<Record<string, number>>;
+  /** busy minus the groups: ctr clients, the kernel's network work outside those processes, the harness, the rest of the host. */
+  readonly otherCpuSeconds: number;
+}
+
+export function machineFigures(before: CpuSnapshot, after: CpuSnapshot): MachineFigures {
+  const seconds = (after.atMs - before.atMs) / 1000;
+  const busy = after.machine.busySeconds - before.machine.busySeconds;
+  const groups: Record<string, number> = {};
+  let known = 0;
+  for (const [name, total] of Object.entries(after.groups)) {
+    // A process that exited in between reads 0 after: count nothing for it rather than a negative.
+    const spent = Math.max(0, total - (before.groups[name] ?? 0));
+    groups[name] = round(spent);
+    known += spent;
+  }
+  return {
+    cpus: after.machine.cpus,
+    seconds: round(seconds),
+    availableCpuSeconds: round(after.machine.cpus * seconds),
+    busyCpuSeconds: round(busy),
+    groups,
+    otherCpuSeconds: round(Math.max(0, busy - known)),
+  };
+}
+
+/** "busy 81.6 of 85.2 CPU-s (96 %): agents 39.1, containerd 30.2, other 9.8", groups in the given order. */
+export function formatMachineFigures(figures: MachineFigures): string {
+  const percent = figures.availableCpuSeconds > 0 ? (100 * figures.busyCpuSeconds) / figures.availableCpuSeconds : 0;
+  const parts = Object.entries(figures.groups).map(([name, seconds]) => `${name} ${seconds.toFixed(1)}`);
+  parts.push(`other ${figures.otherCpuSeconds.toFixed(1)}`);
+  return `${figures.busyCpuSeconds.toFixed(1)} of ${figures.availableCpuSeconds.toFixed(1)} CPU-s busy (${percent.toFixed(0)} %; ${figures.cpus} CPUs × ${figures.seconds.toFixed(1)} s): ${parts.join(", ")}`;
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}
