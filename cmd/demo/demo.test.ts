@@ -87,6 +87,16 @@ describe("shoal demo", () => {
       );
     }
     assert.ok(json.agentCpuSecondsPerGB !== null && json.agentCpuSecondsPerGB > 0);
+    // The machine's CPU in the round: measured inside the span of the per-agent figures, so the agents'
+    // share cannot exceed their sum (each rounded to hundredths).
+    const machine = json.machine;
+    assert.ok(machine !== null, "the machine's CPU is measured where /proc exists");
+    const agentsSum = json.nodes.reduce((total, n) => total + (n.agentCpuSeconds ?? 0), 0);
+    const agents = machine.groups.agents ?? -1;
+    assert.ok(agents > 0 && agents <= agentsSum + 0.01 * (json.nodes.length + 1), `agents ${agents} of ${agentsSum}`);
+    assert.ok((machine.groups.demo ?? 0) > 0, "the origin and the pullers used CPU");
+    assert.ok(machine.busyCpuSeconds > 0 && machine.busyCpuSeconds <= machine.availableCpuSeconds * 1.05 + 0.05);
+    assert.ok(machine.seconds > 0 && machine.seconds <= json.p2pSeconds + 5);
     assert.ok(
       json.nodes.some((n) => n.bytesFromPeers > 5 * MB),
       "blobs went from node to node",
@@ -128,6 +138,10 @@ describe("shoal demo", () => {
     for (const node of ["node-1", "node-2"]) assert.match(result.stdout, new RegExp(`${node}\\s+100%.*done in`));
     assert.match(result.stdout, /node\s+time\s+from origin\s+from peers\s+duplicates\s+from local\s+sent to peers\s+agent CPU\s+peak RSS/);
     assert.match(result.stdout, /origin offload \d+\.\d%/);
+    assert.match(
+      result.stdout,
+      /machine: [\d.]+ of [\d.]+ CPU-s busy \(\d+ %; \d+ CPUs × [\d.]+ s\): agents [\d.]+, controller [\d.]+, demo [\d.]+, other [\d.]+/,
+    );
     assert.match(result.stdout, /client-server, all from the origin/);
     assert.match(result.stdout, /P2P bound/);
   });

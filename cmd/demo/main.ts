@@ -7,7 +7,7 @@ import { LayoutRegistry } from "../../pkg/origin/index.js";
 import { type DemoOptions, demoOptionSpecs } from "./options.js";
 import { ProgressView, formatMB } from "../shoal/progress-view.js";
 import { pullRound } from "./pull-round.js";
-import { procStatsIfAvailable } from "../../pkg/metrics/index.js";
+import { type ProcessGroups, cpuSnapshotIfAvailable, machineFigures, procStatsIfAvailable } from "../../pkg/metrics/index.js";
 import {
   type DemoResult,
   type NodeResult,
@@ -174,6 +174,14 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     say("\nP2P: every node pulls through its own agent");
     const p2pOriginBefore = origin.bytesServed;
     const cpuBefore = await Promise.all(swarm.nodes.map((n) => procStatsIfAvailable(n.process.pid)));
+    const defined = (pids: readonly (number | undefined)[]): number[] => pids.filter((pid): pid is number => pid !== undefined);
+    // This process is the origin registry and the pullers that stand in for each node's runtime.
+    const groups: ProcessGroups = {
+      agents: defined(swarm.nodes.map((n) => n.process.pid)),
+      controller: defined([swarm.controllerPid]),
+      demo: [process.pid],
+    };
+    const machineBefore = await cpuSnapshotIfAvailable(groups);
     // Counters are the agents' since they started: with a warm-up, the round's are what it added.
     const bytesBefore = options.warmUp ? await Promise.all(swarm.nodes.map((n) => running.nodeBytes(n, signal))) : undefined;
     const trackerBefore = options.warmUp ? await running.trackerCounts(signal).catch(() => null) : undefined;
@@ -186,6 +194,8 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       signal,
       ...(options.json ? {} : { view: new ProgressView(process.stdout, names, blobBytes) }),
     }).catch(withDeaths);
+    const machineAfter = machineBefore === undefined ? undefined : await cpuSnapshotIfAvailable(groups);
+    const machine = machineBefore === undefined || machineAfter === undefined ? null : machineFigures(machineBefore, machineAfter);
     const originBytes = origin.bytesServed - p2pOriginBefore;
     const nodes: NodeResult[] = await Promise.all(
       p2p.map(async (outcome, i) => {
@@ -251,6 +261,7 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
       boundSeconds: roundSeconds(bound.p2p),
       clientServerBoundSeconds: roundSeconds(bound.clientServer),
       agentCpuSecondsPerGB: roundHundredths(cpuSecondsPerGB(nodes, options.nodes * imageBytes)),
+      machine,
       tracker: trackerCounts,
       nodes,
     };

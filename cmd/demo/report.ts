@@ -1,4 +1,5 @@
 import { distributionBounds } from "../../pkg/bounds/index.js";
+import { type MachineFigures, formatMachineFigures } from "../../pkg/metrics/index.js";
 import { formatMB } from "../shoal/progress-view.js";
 
 const GB = 1e9;
@@ -63,6 +64,11 @@ export interface DemoResult {
   readonly clientServerBoundSeconds: number;
   /** All agents' CPU seconds during the round per GB pulled (N·F); null where not measurable. */
   readonly agentCpuSecondsPerGB: number | null;
+  /**
+   * The machine's CPU during the round (/proc/stat) and what the agents, the controller and this process
+   * (`demo`: the origin and the pullers standing in for the runtimes) took of it; null without /proc.
+   */
+  readonly machine: MachineFigures | null;
   /** The tracker's lookups answered and notices sent during the round (the controller's /metrics). */
   readonly tracker: { readonly lookupsServed: number; readonly noticesSent: number; readonly noticeDeltas: number } | null;
   readonly nodes: readonly NodeResult[];
@@ -156,6 +162,8 @@ export function formatReport(result: DemoResult): string {
     lines.push(
       `  agent CPU: ${result.agentCpuSecondsPerGB.toFixed(1)} CPU-s per GB pulled (every agent's CPU during the round / N·F${result.warmUp ? "; agents warmed up by a pull of another image first" : ""})`,
     );
+  if (result.machine !== null)
+    lines.push(`  machine: ${formatMachineFigures(result.machine)} (demo: the origin and the pullers that stand in for the runtimes)`);
   const copies = result.imageBytes > 0 ? result.originBytes / result.imageBytes : 0;
   lines.push(
     "",

@@ -83,7 +83,13 @@ export class Swarm {
     readonly nodes: readonly SwarmNode[],
     /** The tracker and every agent. */
     private readonly all: readonly ShoalProcess[],
+    private readonly controller: ShoalProcess,
   ) {}
+
+  /** The controller's process ID (undefined once it exited). */
+  get controllerPid(): number | undefined {
+    return this.controller.pid;
+  }
 
   static async start(options: SwarmOptions): Promise<Swarm> {
     const started: ShoalProcess[] = [];
@@ -132,7 +138,7 @@ export class Swarm {
       const failed = results.find((r) => r.status === "rejected");
       if (failed) throw failed.reason;
       const nodes = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-      const swarm = new Swarm(String(controller.ready.metrics), nodes, started);
+      const swarm = new Swarm(String(controller.ready.metrics), nodes, started, controller.process);
       await swarm.waitTrackerSessions(options.signal);
       return swarm;
     } catch (error) {

@@ -21,8 +21,14 @@ import {
   USAGE,
   parseDistributionBenchArgs,
 } from "./distribution-options.js";
-import { procStats } from "../../pkg/metrics/index.js";
-import { type MachineFigures, type ProcessGroups, cpuSnapshot, formatMachineFigures, machineFigures } from "./machine-cpu.js";
+import {
+  type MachineFigures,
+  type ProcessGroups,
+  cpuSnapshot,
+  formatMachineFigures,
+  machineFigures,
+  procStats,
+} from "../../pkg/metrics/index.js";
 
 const MIB = 1024 * 1024;
 const MB = 1e6;

@@ -4,3 +4,4 @@ export * from "./metrics-server.js";
 export * from "./proc-stats.js";
 export * from "./containerd-metrics.js";
 export * from "./identity-metrics.js";
+export * from "./machine-cpu.js";

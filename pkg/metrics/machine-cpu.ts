@@ -1,9 +1,9 @@
-// Where the machine's CPU went during an arm of `npm run bench`: the whole machine from /proc/stat, and
-// the long-lived processes the harness started, by PID. The remainder is everything else that ran: the
-// `ctr` clients, the kernel's network processing outside any of those processes, the harness itself and
-// anything else on the host.
+// Where the machine's CPU went during a measured round (`npm run bench`, `npm start`): the whole machine
+// from /proc/stat, and the long-lived processes the harness started, by PID. The remainder is everything
+// else that ran: short-lived clients (the bench's `ctr`), the kernel's network work outside those
+// processes, and anything else on the host.
 import { readFile } from "node:fs/promises";
-import { procStatsIfAvailable } from "../../pkg/metrics/index.js";
+import { procStatsIfAvailable } from "./proc-stats.js";
 
 /** /proc/stat counts in USER_HZ, 100 on every Linux architecture Node runs on. */
 const TICKS_PER_SECOND = 100;
@@ -39,6 +39,15 @@ export async function readMachineCpu(): Promise<MachineCpu> {
   return parseProcStat(await readFile("/proc/stat", "utf8"));
 }
 
+/** cpuSnapshot, or undefined where /proc/stat cannot be read (not Linux). */
+export async function cpuSnapshotIfAvailable(groups: ProcessGroups): Promise<CpuSnapshot | undefined> {
+  try {
+    return await cpuSnapshot(groups);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Processes by what they are, e.g. { agents: [pids], containerd: [pids] }. */
 export type ProcessGroups = Readonly<Record<string, readonly number[]>>;
 
@@ -68,7 +77,7 @@ export interface MachineFigures {
   readonly busyCpuSeconds: number;
   /** CPU-seconds per group of processes the harness started. */
   readonly groups: Readonly<Record<string, number>>;
-  /** busy minus the groups: ctr clients, the kernel's network work outside those processes, the harness, the rest of the host. */
+  /** busy minus the groups: short-lived clients, the kernel's network work outside those processes, the rest of the host. */
   readonly otherCpuSeconds: number;
 }
 
