@@ -4,13 +4,13 @@
 // pulled blob bytes; asserts nothing. Needs root, Debian's docker-registry, skopeo and containerd.
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { Containerd, writeHostsToml } from "../support/containerd.js";
 import { DockerRegistry } from "../support/docker-registry.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { ShoalAgent } from "../support/shoal-agent.js";
 import { skopeoPushLayout } from "../support/skopeo.js";
+import { benchOptions, integerFlag } from "./bench-flags.js";
 
 const MiB = 1024 * 1024;
 const MB = 1e6;
@@ -18,26 +18,22 @@ const MB = 1e6;
 const SETTLE_TIMEOUT_MS = 30_000;
 const SETTLE_POLL_MS = 200;
 
-const { values } = parseArgs({
-  options: {
-    images: { type: "string", default: "5" },
-    "image-mib": { type: "string", default: "32" },
-    layers: { type: "string", default: "3" },
-  },
-});
-const imageCount = Number(values.images);
-const imageMiB = Number(values["image-mib"]);
-const layers = Number(values.layers);
-for (const [flag, value, max] of [
-  ["images", imageCount, 50],
-  ["image-mib", imageMiB, 4096],
-  ["layers", layers, 64],
-] as const) {
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    process.stderr.write(`--${flag} must be an integer from 1 to ${max}\n`);
-    process.exit(2);
-  }
-}
+const USAGE = `Usage: npm run bench:disk -- [flags]
+
+Pulls generated images one after the other with a real containerd through one agent, twice: with the
+agent serving from containerd's content store and without. Prints the agent's data dir and containerd's
+content dir as a share of the pulled bytes. Needs root, Debian's docker-registry, skopeo and containerd.
+
+  --images N           images to pull (1-50; default 5)
+  --image-mib MIB      each image's size (1-4096; default 32)
+  --layers N           layers per image (1-64; default 3)
+  --help`;
+
+const { imageCount, imageMiB, layers } = benchOptions(USAGE, { images: "5", "image-mib": "32", layers: "3" }, (flags) => ({
+  imageCount: integerFlag("images", flags.images, 1, 50),
+  imageMiB: integerFlag("image-mib", flags["image-mib"], 1, 4096),
+  layers: integerFlag("layers", flags.layers, 1, 64),
+}));
 
 interface Arm {
   readonly containerdContent: boolean;

@@ -1,6 +1,7 @@
 // Flags of `npm run bench` (distribution-bench.ts), validated with messages naming the flag.
 import { dirname, extname, join, basename } from "node:path";
 import { parseArgs } from "node:util";
+import { BenchUsageError, integerFlag, positiveFlag } from "./bench-flags.js";
 
 export const ARMS = ["direct", "cache", "shoal"] as const;
 export type Arm = (typeof ARMS)[number];
@@ -57,26 +58,7 @@ per node) three ways: (a) direct from the origin, (b) through a central pull-thr
                       fetches and streams every byte to the daemon (ctr)
   --help`;
 
-export class BenchUsageError extends Error {
-  override readonly name = "BenchUsageError";
-  readonly code = "ERR_BENCH_USAGE";
-}
-
-function integer(flag: string, value: string, min: number, max: number): number {
-  const parsed = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
-    throw new BenchUsageError(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  }
-  return parsed;
-}
-
-function positive(flag: string, value: string, max: number): number {
-  const parsed = Number(value);
-  if (value.trim() === "" || !Number.isFinite(parsed) || parsed <= 0 || parsed > max) {
-    throw new BenchUsageError(`--${flag} must be a number above 0 and at most ${max}, got ${JSON.stringify(value)}`);
-  }
-  return parsed;
-}
+export { BenchUsageError };
 
 function arms(value: string): Arm[] {
   const names = value
@@ -147,15 +129,15 @@ export function parseDistributionBenchArgs(argv: readonly string[]): Distributio
   const svg = optional("svg") ?? (json === undefined ? undefined : svgBesideJson(json));
   const timeout = optional("timeout");
   return {
-    nodes: integer("nodes", text("nodes"), 1, MAX_NODES),
-    imageMiB: integer("image-mib", text("image-mib"), 1, MAX_IMAGE_MIB),
-    layers: integer("layers", text("layers"), 1, MAX_LAYERS),
-    nodeMbit: positive("node-mbit", text("node-mbit"), MAX_MBIT),
-    originMbit: positive("origin-mbit", text("origin-mbit"), MAX_MBIT),
+    nodes: integerFlag("nodes", text("nodes"), 1, MAX_NODES),
+    imageMiB: integerFlag("image-mib", text("image-mib"), 1, MAX_IMAGE_MIB),
+    layers: integerFlag("layers", text("layers"), 1, MAX_LAYERS),
+    nodeMbit: positiveFlag("node-mbit", text("node-mbit"), MAX_MBIT),
+    originMbit: positiveFlag("origin-mbit", text("origin-mbit"), MAX_MBIT),
     arms: arms(text("arms")),
     json,
     svg,
-    timeoutSeconds: timeout === undefined ? undefined : positive("timeout", timeout, 24 * 3600),
+    timeoutSeconds: timeout === undefined ? undefined : positiveFlag("timeout", timeout, 24 * 3600),
     containerdContent: trueOrFalse("containerd-content", text("containerd-content")),
     tls: trueOrFalse("tls", text("tls")),
     puller: puller(text("puller")),

@@ -5,13 +5,12 @@ import { createReadStream } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { Agent, type Dispatcher } from "undici";
-import { parseBytes } from "../../pkg/config/index.js";
 import { writeRandomBlob } from "../../pkg/imagegen/index.js";
 import { DockerRegistry } from "../support/docker-registry.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { ShoalAgent } from "../support/shoal-agent.js";
+import { benchOptions, bytesFlag, integerFlag } from "./bench-flags.js";
 import { procStats } from "../../pkg/metrics/index.js";
 
 const REPO = "bench/blob";
@@ -19,17 +18,27 @@ const MB = 1e6;
 /** USER_HZ: /proc reports CPU time in these ticks on every Linux this runs on. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
-const { values } = parseArgs({
-  options: {
-    size: { type: "string", default: "1GiB" },
-    runs: { type: "string", default: "3" },
-    "ttfb-samples": { type: "string", default: "50" },
-    json: { type: "string" },
-  },
-});
-const size = parseBytes(values.size);
-const runs = Number(values.runs);
-const ttfbSamples = Number(values["ttfb-samples"]);
+const USAGE = `Usage: npm run bench:mirror -- [flags]
+
+One large blob on loopback: straight from docker-registry, then through the agent (a cold pull-through,
+then cache hits); time to first byte; the agent's peak RSS and CPU. Needs Debian's docker-registry.
+
+  --size SIZE          the blob (64KiB to 64GiB; default 1GiB)
+  --runs N             transfers of each kind, the median is reported (1-100; default 3)
+  --ttfb-samples N     requests for the time to first byte (1-10000; default 50)
+  --json FILE          write the result as JSON
+  --help`;
+
+const { size, runs, ttfbSamples, values } = benchOptions(
+  USAGE,
+  { size: "1GiB", runs: "3", "ttfb-samples": "50", json: undefined },
+  (flags) => ({
+    size: bytesFlag("size", flags.size, 64 * 1024, 64 * 1024 ** 3),
+    runs: integerFlag("runs", flags.runs, 1, 100),
+    ttfbSamples: integerFlag("ttfb-samples", flags["ttfb-samples"], 1, 10_000),
+    values: { size: flags.size ?? "", json: flags.json },
+  }),
+);
 
 const client = new Agent({ keepAliveTimeout: 30_000 });
 

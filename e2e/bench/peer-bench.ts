@@ -15,9 +15,8 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { pino } from "pino";
-import { parseBytes } from "../../pkg/config/index.js";
+import { benchOptions, bytesFlag, integerFlag, listFlag } from "./bench-flags.js";
 import { writeRandomBlob } from "../../pkg/imagegen/index.js";
 import { parseDigest, type Digest } from "../../pkg/oci/index.js";
 import { PeerClient, PeerServer } from "../../pkg/peer/index.js";
@@ -35,25 +34,58 @@ const SHA256_BYTES = 32;
 /** Read size of the HTTP baseline's file stream (the store reads 256 KiB; 1 MiB was faster here). */
 const HTTP_READ_BYTES = 1024 * 1024;
 
-const { values } = parseArgs({
-  options: {
-    role: { type: "string", default: "main" },
-    config: { type: "string", default: "{}" },
-    size: { type: "string", default: "1GiB" },
-    runs: { type: "string", default: "3" },
-    "pieces-per-call": { type: "string", default: "16" },
-    "calls-in-flight": { type: "string", default: "2" },
-    window: { type: "string", default: "16MiB" },
-    "cpu-prof-dir": { type: "string" },
-    /** Extra Node flags for both agent processes, e.g. "--trace-gc". */
-    "node-args": { type: "string", default: "" },
-    /** Which transfers to run, e.g. "peer" alone while profiling. */
-    kinds: { type: "string", default: "peer,peer-tls,http" },
-    /** How the peer transfers send requests: over the Exchange stream, as ReadPieces calls, or both. */
-    modes: { type: "string", default: "exchange,calls" },
-    json: { type: "string" },
+const KINDS = ["peer", "peer-tls", "http"] as const;
+const USAGE = `Usage: npm run bench:peer -- [flags]
+
+One blob between two agent processes over the peer protocol (every request on one Exchange stream, or each
+its own ReadPieces call), in plaintext and over mutual TLS, beside Node's HTTP/1.1 streaming the same file
+into SHA-256: throughput, CPU-seconds per GB on both sides, peak RSS.
+
+  --size SIZE             the blob (1MiB to 64GiB; default 1GiB)
+  --runs N                transfers per kind, the median is reported (1-100; default 3)
+  --pieces-per-call N     pieces per request (1-1024; default 16)
+  --calls-in-flight N     requests in flight (1-64; default 2)
+  --modes LIST            exchange,calls or one of them (default both)
+  --window SIZE           the client's receive window per call (64KiB to 1GiB; default 16MiB)
+  --kinds LIST            from peer,peer-tls,http (default all three)
+  --cpu-prof-dir DIR      write CPU profiles of both processes (the transfers only)
+  --node-args ARGS        extra Node flags for both processes, e.g. --trace-gc
+  --json FILE             write the result as JSON
+  --help`;
+
+/** The main process reads the flags; its two children get --role and --config (the checked values). */
+const values = benchOptions(
+  USAGE,
+  {
+    role: "main",
+    config: "{}",
+    size: "1GiB",
+    runs: "3",
+    "pieces-per-call": "16",
+    "calls-in-flight": "2",
+    window: "16MiB",
+    "cpu-prof-dir": undefined,
+    "node-args": "",
+    kinds: KINDS.join(","),
+    modes: MODES.join(","),
+    json: undefined,
   },
-});
+  (flags) => ({
+    role: flags.role ?? "main",
+    config: flags.config ?? "{}",
+    sizeText: flags.size ?? "",
+    size: bytesFlag("size", flags.size, 1024 * 1024, 64 * 1024 ** 3),
+    runs: integerFlag("runs", flags.runs, 1, 100),
+    piecesPerCall: integerFlag("pieces-per-call", flags["pieces-per-call"], 1, 1024),
+    callsInFlight: integerFlag("calls-in-flight", flags["calls-in-flight"], 1, 64),
+    windowBytes: bytesFlag("window", flags.window, 64 * 1024, 1024 ** 3),
+    "cpu-prof-dir": flags["cpu-prof-dir"],
+    "node-args": flags["node-args"] ?? "",
+    kinds: listFlag("kinds", flags.kinds, KINDS),
+    modes: listFlag("modes", flags.modes, MODES),
+    json: flags.json,
+  }),
+);
 
 interface BenchConfig {
   readonly file: string;
@@ -348,12 +380,11 @@ async function pieceHashes(file: string, size: number, pieceSize: number): Promi
 }
 
 async function main(): Promise<void> {
-  const size = parseBytes(values.size);
-  const runs = Number(values.runs);
+  const { size, runs } = values;
   const work = await makeTempDir("bench-peer");
   const children: Child[] = [];
   try {
-    console.error(`generating a ${values.size} blob…`);
+    console.error(`generating a ${values.sizeText} blob…`);
     const file = join(work, "blob");
     const blob = await writeRandomBlob({ file, seed: "bench-peer", bytes: size });
     const pieceSize = choosePieceSize(size);
@@ -370,9 +401,9 @@ async function main(): Promise<void> {
       size,
       storeDir: join(work, "store"),
       hashesFile,
-      piecesPerCall: Number(values["pieces-per-call"]),
-      callsInFlight: Number(values["calls-in-flight"]),
-      windowBytes: parseBytes(values.window),
+      piecesPerCall: values.piecesPerCall,
+      callsInFlight: values.callsInFlight,
+      windowBytes: values.windowBytes,
       tls,
     };
     console.error("starting the serving agent (puts the blob into its store)…");
@@ -383,8 +414,8 @@ async function main(): Promise<void> {
     children.push(client);
     await client.read();
     await Promise.all([server.request("start"), client.request("start")]);
-    const kinds = values.kinds.split(",");
-    const modes = values.modes.split(",").filter((mode): mode is Mode => (MODES as readonly string[]).includes(mode));
+    const kinds: readonly string[] = values.kinds;
+    const modes: readonly Mode[] = values.modes;
     // Every transfer is a peer kind in a mode ("peer/exchange", "peer-tls/calls"), or "http"; run in turns.
     const transfers = [
       ...modes.flatMap((mode) => ["peer", "peer-tls"].filter((kind) => kinds.includes(kind)).map((kind) => `${kind}/${mode}`)),

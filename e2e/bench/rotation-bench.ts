@@ -3,26 +3,35 @@
 // it issues with a short lifetime (they renew after two thirds of it), all pulling a fresh blob at once,
 // round after round, for a fixed time. Prints rounds, transfers and failed transfers, certificates per
 // agent, origin copies per blob and CPU-s/GB of the process. Asserts nothing.
-import { parseArgs } from "node:util";
-import { parseBytes, parseDuration } from "../../pkg/config/index.js";
 import { CA_SECRET, TestCluster } from "../../pkg/controller/testing/test-cluster.js";
 import { digestOf } from "../../pkg/oci/index.js";
 import { procStats } from "../../pkg/metrics/index.js";
+import { benchOptions, bytesFlag, durationFlag, integerFlag } from "./bench-flags.js";
 
-const { values } = parseArgs({
-  options: {
-    agents: { type: "string", default: "8" },
-    duration: { type: "string", default: "5m" },
-    lifetime: { type: "string", default: "2m" },
-    "blob-size": { type: "string", default: "8MiB" },
-  },
-});
+const USAGE = `Usage: npm run bench:rotation -- [flags]
+
+Certificate rotation under load: a controller with Kubernetes membership against the API double, N agents
+in process holding short-lived certificates it issues, all pulling a fresh blob at once, round after
+round, for a fixed time.
+
+  --agents N           agents (1-200; default 8)
+  --duration D         how long to pull (1s to 24h; default 5m)
+  --lifetime D         the certificates' lifetime; agents renew after two thirds of it (10s to 30 days; default 2m)
+  --blob-size SIZE     each round's blob (1KiB to 1GiB; default 8MiB)
+  --help`;
+
+const HOUR_MS = 3_600_000;
+const options = benchOptions(USAGE, { agents: "8", duration: "5m", lifetime: "2m", "blob-size": "8MiB" }, (flags) => ({
+  agentCount: integerFlag("agents", flags.agents, 1, 200),
+  durationMs: durationFlag("duration", flags.duration, 1_000, 24 * HOUR_MS),
+  lifetimeMs: durationFlag("lifetime", flags.lifetime, 10_000, 30 * 24 * HOUR_MS),
+  blobSize: bytesFlag("blob-size", flags["blob-size"], 1024, 1024 ** 3),
+  values: { duration: flags.duration ?? "", lifetime: flags.lifetime ?? "", "blob-size": flags["blob-size"] ?? "" },
+}));
+const { values } = options;
 
 async function main(): Promise<void> {
-  const agentCount = Number(values.agents);
-  const durationMs = parseDuration(values.duration);
-  const lifetimeMs = parseDuration(values.lifetime);
-  const blobSize = parseBytes(values["blob-size"]);
+  const { agentCount, durationMs, lifetimeMs, blobSize } = options;
   const cluster = await TestCluster.start();
   try {
     const replica = await cluster.startReplica("controller-a", {

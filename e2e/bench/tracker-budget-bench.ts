@@ -6,14 +6,20 @@
 // pkg/tracker/memory-tracker.test.ts).
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { parseArgs } from "node:util";
 import { type StatusObject, credentials } from "@grpc/grpc-js";
 import { parseDigest } from "../../pkg/oci/index.js";
 import { TrackerServiceClient } from "../../pkg/gen/tracker/v1/tracker.js";
 import { announceRequests, registerRequest } from "../../pkg/tracker/index.js";
 import { ShoalController } from "../support/shoal-controller.js";
+import { benchOptions, integerFlag } from "./bench-flags.js";
 
-const EXIT_USAGE = 2;
+const USAGE = `Usage: npm run bench:tracker-budget -- [flags]
+
+One session that registers and announces fresh blobs as fast as the stream takes them, until the tracker
+ends it for being over its memory budget; the controller's RSS before, after and at peak.
+
+  --pieces LIST        comma-separated piece counts per blob, each from 1 to 65536 (default 1,2048,65536)
+  --help`;
 /** A bound on the announces sent whatever the tracker does. */
 const MAX_ANNOUNCES = 200_000;
 const SESSION_TIMEOUT_MS = 120_000;
@@ -68,12 +74,9 @@ async function run(pieces: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { pieces: { type: "string", default: "1,2048,65536" } } });
-  const shapes = values.pieces.split(",").map(Number);
-  if (shapes.some((p) => !Number.isInteger(p) || p < 1 || p > 65_536)) {
-    console.error(`--pieces takes comma-separated piece counts in 1..65536, got ${JSON.stringify(values.pieces)}`);
-    process.exit(EXIT_USAGE);
-  }
+  const shapes = benchOptions(USAGE, { pieces: "1,2048,65536" }, (flags) =>
+    (flags.pieces ?? "").split(",").map((count) => integerFlag("pieces", count.trim(), 1, 65_536)),
+  );
   for (const pieces of shapes) await run(pieces);
 }
 

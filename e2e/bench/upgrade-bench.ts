@@ -8,27 +8,59 @@
 // Prints per run: the slowest pull of each wave, origin bytes / F, the longest time no replica served
 // the tracker and the longest an agent had no session (both sampled every --sample), hand-over times,
 // CPU-s/GB and peak RSS of the process. Asserts nothing.
-import { parseArgs } from "node:util";
-import { parseBytes, parseDuration } from "../../pkg/config/index.js";
+import { benchOptions, bytesFlag, durationFlag, integerFlag, listFlag } from "./bench-flags.js";
 import { type Replica, TestCluster } from "../../pkg/controller/testing/test-cluster.js";
 import type { ClusterAgent } from "../../pkg/controller/testing/cluster-agent.js";
 import { procStats } from "../../pkg/metrics/index.js";
 import { type Digest, digestOf } from "../../pkg/oci/index.js";
 import { GrpcTrackerClient } from "../../pkg/tracker/index.js";
 
-const { values } = parseArgs({
-  options: {
-    agents: { type: "string", default: "8" },
-    waves: { type: "string", default: "6" },
-    layers: { type: "string", default: "3" },
-    "layer-size": { type: "string", default: "16MiB" },
-    "upgrade-at": { type: "string", default: "1" },
-    runs: { type: "string", default: "2" },
-    sample: { type: "string", default: "5ms" },
-    modes: { type: "string", default: "baseline,upgrade" },
-    "pull-timeout": { type: "string", default: "5m" },
+const USAGE = `Usage: npm run bench:upgrade -- [flags]
+
+A rolling upgrade of the controller's two replicas (one process, the API double) while N agents pull
+waves of cold layers, against the same waves without the upgrade.
+
+  --agents N           agents (1-200; default 8)
+  --waves N            waves of pulls (1-100; default 6)
+  --layers N           layers per wave (1-64; default 3)
+  --layer-size SIZE    each layer (1KiB to 1GiB; default 16MiB)
+  --upgrade-at N       the wave during which the replicas are replaced (0 to waves - 1; default 1)
+  --runs N             runs per mode (1-20; default 2)
+  --sample D           how often "no replica serving" is sampled (1ms to 1s; default 5ms)
+  --modes LIST         baseline,upgrade or one of them (default both)
+  --pull-timeout D     one agent's pull of a wave (1s to 1h; default 5m)
+  --help`;
+
+const MODES = ["baseline", "upgrade"] as const;
+const options = benchOptions(
+  USAGE,
+  {
+    agents: "8",
+    waves: "6",
+    layers: "3",
+    "layer-size": "16MiB",
+    "upgrade-at": "1",
+    runs: "2",
+    sample: "5ms",
+    modes: "baseline,upgrade",
+    "pull-timeout": "5m",
   },
-});
+  (flags) => {
+    const waves = integerFlag("waves", flags.waves, 1, 100);
+    return {
+      agentCount: integerFlag("agents", flags.agents, 1, 200),
+      waves,
+      layers: integerFlag("layers", flags.layers, 1, 64),
+      layerSize: bytesFlag("layer-size", flags["layer-size"], 1024, 1024 ** 3),
+      upgradeAt: integerFlag("upgrade-at", flags["upgrade-at"], 0, waves - 1),
+      runs: integerFlag("runs", flags.runs, 1, 20),
+      sampleMs: durationFlag("sample", flags.sample, 1, 1_000),
+      modes: listFlag("modes", flags.modes, MODES),
+      pullTimeoutMs: durationFlag("pull-timeout", flags["pull-timeout"], 1_000, 3_600_000),
+      layerSizeText: flags["layer-size"] ?? "",
+    };
+  },
+);
 
 /** The chart's defaults (values.yaml controller.leaderElection). */
 const CHART_TIMINGS = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, candidatePeriodMs: 1_000 } as const;
@@ -81,12 +113,7 @@ function sampler(intervalMs: number, bad: () => boolean): { stop: () => number }
 }
 
 async function run(mode: "baseline" | "upgrade", index: number): Promise<RunResult> {
-  const agentCount = Number(values.agents);
-  const waves = Number(values.waves);
-  const layers = Number(values.layers);
-  const layerSize = parseBytes(values["layer-size"]);
-  const upgradeAt = Number(values["upgrade-at"]);
-  const sampleMs = parseDuration(values.sample);
+  const { agentCount, waves, layers, layerSize, upgradeAt, sampleMs } = options;
   const cluster = await TestCluster.start();
   try {
     const startReplica = (identity: string): Promise<Replica> =>
@@ -157,12 +184,7 @@ async function run(mode: "baseline" | "upgrade", index: number): Promise<RunResu
           await Promise.all(
             blobs.map(async (digest) => {
               try {
-                const pulled = await agent.pull(
-                  cluster.origin.host,
-                  "bench/upgrade",
-                  digest,
-                  AbortSignal.timeout(parseDuration(values["pull-timeout"])),
-                );
+                const pulled = await agent.pull(cluster.origin.host, "bench/upgrade", digest, AbortSignal.timeout(options.pullTimeoutMs));
                 if (digestOf(pulled.bytes) === digest) bytes += pulled.bytes.length;
                 else failures++;
               } catch (error: unknown) {
@@ -198,13 +220,13 @@ async function run(mode: "baseline" | "upgrade", index: number): Promise<RunResu
 }
 
 async function main(): Promise<void> {
-  const runs = Number(values.runs);
+  const { runs } = options;
   console.error(
-    `${values.agents} agents, ${values.waves} waves of ${values.layers} × ${values["layer-size"]} cold layers, upgrade from wave ${values["upgrade-at"]}, ${runs} run(s) per mode…`,
+    `${options.agentCount} agents, ${options.waves} waves of ${options.layers} × ${options.layerSizeText} cold layers, upgrade from wave ${options.upgradeAt}, ${runs} run(s) per mode…`,
   );
   const results: RunResult[] = [];
   for (let i = 0; i < runs; i++) {
-    for (const mode of values.modes.split(",").filter((m): m is "baseline" | "upgrade" => m === "baseline" || m === "upgrade")) {
+    for (const mode of options.modes) {
       const result = await run(mode, results.length);
       results.push(result);
       const ms = (v: number): string => v.toFixed(0);
@@ -218,14 +240,15 @@ async function main(): Promise<void> {
     }
   }
   const baselines = results.filter((r) => r.mode === "baseline");
-  const waves = Number(values.waves);
+  const { waves } = options;
   const baselineSlowest = Array.from(
     { length: waves },
     (_, w) => baselines.reduce((sum, r) => sum + (r.slowestPullMs[w] ?? 0), 0) / baselines.length,
   );
   const ratioText = (ratios: number[]): string => `${ratios.map((x) => x.toFixed(2)).join(" ")} (max ${Math.max(...ratios).toFixed(2)})`;
   for (const [i, r] of results.entries()) {
-    if (r.mode !== "upgrade") continue;
+    // Without a baseline run (--modes upgrade) there is nothing to compare with.
+    if (r.mode !== "upgrade" || baselines.length === 0) continue;
     console.log(
       `upgrade run ${Math.ceil((i + 1) / 2)}: slowest pull / mean baseline slowest, per wave: ${ratioText(r.slowestPullMs.map((v, w) => v / (baselineSlowest[w] ?? v)))}`,
     );
