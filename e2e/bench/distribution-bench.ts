@@ -372,7 +372,7 @@ function report(
   if (shoal !== undefined && arms.direct !== undefined) {
     lines.push(
       "",
-      `shoal is ${(arms.direct.lastNodeSeconds / shoal.lastNodeSeconds).toFixed(2)}× faster than direct (last node); target ≥ 0.7·N = ${(0.7 * options.nodes).toFixed(1)}`,
+      `shoal is ${(arms.direct.lastNodeSeconds / shoal.lastNodeSeconds).toFixed(2)}× faster than direct (last node); target ≥ 0.5·N = ${(0.5 * options.nodes).toFixed(1)}`,
     );
   }
   return lines.join("\n");
