@@ -7,7 +7,7 @@ import { LayoutRegistry } from "../../pkg/origin/index.js";
 import { type DemoOptions, demoOptionSpecs } from "./options.js";
 import { ProgressView, formatMB } from "../shoal/progress-view.js";
 import { pullRound } from "./pull-round.js";
-import { type ProcessGroups, cpuSnapshotIfAvailable, machineFigures, procStatsIfAvailable } from "../../pkg/metrics/index.js";
+import { type ProcessGroups, cpuSnapshotIfAvailable, machineFigures, procStatsIfAvailable, runningPids } from "../../pkg/metrics/index.js";
 import {
   type DemoResult,
   type NodeResult,
@@ -174,11 +174,10 @@ async function runDemo(options: DemoOptions, work: string, signal: AbortSignal):
     say("\nP2P: every node pulls through its own agent");
     const p2pOriginBefore = origin.bytesServed;
     const cpuBefore = await Promise.all(swarm.nodes.map((n) => procStatsIfAvailable(n.process.pid)));
-    const defined = (pids: readonly (number | undefined)[]): number[] => pids.filter((pid): pid is number => pid !== undefined);
     // This process is the origin registry and the pullers that stand in for each node's runtime.
     const groups: ProcessGroups = {
-      agents: defined(swarm.nodes.map((n) => n.process.pid)),
-      controller: defined([swarm.controllerPid]),
+      agents: runningPids(swarm.nodes.map((n) => n.process.pid)),
+      controller: runningPids([swarm.controllerPid]),
       demo: [process.pid],
     };
     const machineBefore = await cpuSnapshotIfAvailable(groups);

@@ -28,6 +28,7 @@ import {
   formatMachineFigures,
   machineFigures,
   procStats,
+  runningPids,
 } from "../../pkg/metrics/index.js";
 
 const MIB = 1024 * 1024;
@@ -139,12 +140,11 @@ async function runArm(
 
 /** The long-lived processes of an arm, by what they are (the pulling clients and the kernel are "other"). */
 function processGroups(cluster: NetnsCluster): ProcessGroups {
-  const pids = (values: readonly (number | undefined)[]): number[] => values.filter((pid): pid is number => pid !== undefined);
   return {
-    agents: pids(cluster.nodes.map((node) => node.agent?.daemon.pid)),
-    controller: pids([cluster.controller?.pid]),
-    containerd: pids(cluster.nodes.map((node) => node.containerd?.pid)),
-    registries: pids([cluster.origin?.pid, cluster.cache?.pid]),
+    agents: runningPids(cluster.nodes.map((node) => node.agent?.daemon.pid)),
+    controller: runningPids([cluster.controller?.pid]),
+    containerd: runningPids(cluster.nodes.map((node) => node.containerd?.pid)),
+    registries: runningPids([cluster.origin?.pid, cluster.cache?.pid]),
   };
 }
 

@@ -340,8 +340,9 @@ export class NetnsCluster {
 
   /**
    * The node's containerd pulls the origin's images from the origin itself, over plain HTTP: a direct pull
-   * on the CRI path, which has no `--plain-http`. containerd 1.6 takes the scheme of a `[host]` entry, not
-   * of `server` alone (with the server only, the CRI plugin tried HTTPS).
+   * on the CRI path, which has no `--plain-http`. The `[host]` entry is needed: with the `server` line
+   * alone, containerd 1.6's CRI plugin spoke HTTPS to this non-loopback origin (with a mirror's `[host]`
+   * entry before it, as `shoal configure` writes, it falls back to an `http://` server over HTTP).
    */
   async useOriginDirect(node: ClusterNode): Promise<void> {
     if (node.containerd === undefined) throw new HarnessError("ERR_HARNESS_INVALID_ARGUMENT", `${node.endpoint.name} has no containerd`);

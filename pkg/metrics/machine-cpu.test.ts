@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type CpuSnapshot, formatMachineFigures, machineFigures, parseProcStat } from "./machine-cpu.js";
+import { type CpuSnapshot, formatMachineFigures, machineFigures, parseProcStat, runningPids } from "./machine-cpu.js";
 
 const STAT = [
   "cpu  1000 50 400 8000 100 10 40 0 0 0",
@@ -47,6 +47,11 @@ describe("machine CPU of a benchmark arm", () => {
       formatMachineFigures(figures),
       "70.0 of 80.0 CPU-s busy (88 %; 2 CPUs × 40.0 s): agents 30.0, containerd 20.0, registry 0.0, other 20.0",
     );
+  });
+
+  it("groups only processes that are running", () => {
+    assert.deepEqual(runningPids([12, undefined, 7]), [12, 7]);
+    assert.deepEqual(runningPids([undefined]), []);
   });
 
   it("reports no negative remainder when the groups add up to more than the machine counted", () => {

@@ -51,6 +51,11 @@ export async function cpuSnapshotIfAvailable(groups: ProcessGroups): Promise<Cpu
 /** Processes by what they are, e.g. { agents: [pids], containerd: [pids] }. */
 export type ProcessGroups = Readonly<Record<string, readonly number[]>>;
 
+/** The PIDs of processes that are running (a handle's pid is undefined once its process exited). */
+export function runningPids(pids: readonly (number | undefined)[]): number[] {
+  return pids.filter((pid): pid is number => pid !== undefined);
+}
+
 export interface CpuSnapshot {
   readonly atMs: number;
   readonly machine: MachineCpu;
