@@ -29,14 +29,15 @@ then cache hits); time to first byte; the agent's peak RSS and CPU. Needs Debian
   --json FILE          write the result as JSON
   --help`;
 
-const { size, runs, ttfbSamples, values } = benchOptions(
+const { size, sizeText, runs, ttfbSamples, json } = benchOptions(
   USAGE,
   { size: "1GiB", runs: "3", "ttfb-samples": "50", json: undefined },
   (flags) => ({
     size: bytesFlag("size", flags.size, 64 * 1024, 64 * 1024 ** 3),
     runs: integerFlag("runs", flags.runs, 1, 100),
     ttfbSamples: integerFlag("ttfb-samples", flags["ttfb-samples"], 1, 10_000),
-    values: { size: flags.size ?? "", json: flags.json },
+    sizeText: flags.size ?? "",
+    json: flags.json,
   }),
 );
 
@@ -142,7 +143,7 @@ async function main(): Promise<void> {
   let origin: DockerRegistry | undefined;
   let agent: ShoalAgent | undefined;
   try {
-    console.error(`generating a ${values.size} blob…`);
+    console.error(`generating a ${sizeText} blob…`);
     const blob = await writeRandomBlob({ file: join(work, "blob"), seed: "bench-mirror", bytes: size });
     origin = await DockerRegistry.start();
     await upload(origin, join(work, "blob"), blob.digest);
@@ -235,9 +236,9 @@ async function main(): Promise<void> {
     console.log(
       `other CPU s/GB: registry ${result.direct.registryCpuSecondsPerGB.toFixed(2)} direct, ${c.registryCpuSecondsPerGB.toFixed(2)} cold; client ${result.direct.clientCpuSecondsPerGB.toFixed(2)} direct, ${c.clientCpuSecondsPerGB.toFixed(2)} cold; machine ${(c.machineBusyShare * 100).toFixed(0)} % busy during the cold pull (load average ${c.loadAverage1m.toFixed(2)} before it)`,
     );
-    if (values.json !== undefined) {
+    if (json !== undefined) {
       const { writeFile } = await import("node:fs/promises");
-      await writeFile(values.json, `${JSON.stringify(result, null, 2)}\n`);
+      await writeFile(json, `${JSON.stringify(result, null, 2)}\n`);
     }
   } finally {
     await agent?.stop().catch(() => undefined);

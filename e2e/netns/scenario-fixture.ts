@@ -83,6 +83,18 @@ export async function startScenario(tag: string, options: Partial<ClusterOptions
   }
 }
 
+/**
+ * The origin's interface sent the image at least once (less means the counter is wrong) and at most
+ * ORIGIN_COPIES_LIMIT times: `sent` bytes for an image of `imageBytes`.
+ */
+export function assertOriginSentAboutOnce(sent: number, imageBytes: number): void {
+  assert.ok(sent >= imageBytes, `the origin sent ${sent} bytes, less than the ${imageBytes}-byte image: the counter is wrong`);
+  assert.ok(
+    sent <= ORIGIN_COPIES_LIMIT * imageBytes,
+    `the origin sent ${(sent / imageBytes).toFixed(3)} × F (${sent} bytes for F = ${imageBytes})`,
+  );
+}
+
 /** Every result succeeded with the expected digest (containerd verified each blob on the way in). */
 export function assertAllPulled(results: readonly NodePullResult[], digest: string): void {
   for (const r of results) {
