@@ -236,8 +236,16 @@ describe("ImagePrefetch against the API double (real client-node, gRPC tracker, 
       10_000,
       20,
     );
+    // The publisher records the Event before it writes the status, so the status read next may still be
+    // the Ready one from before the eviction: wait for the seed to hold the image again, then for Ready.
+    await eventually(
+      async () => {
+        assert.equal(await holdsImage(seedA!, image), true, "the seed holds everything again");
+      },
+      READY_TIMEOUT_MS,
+      50,
+    );
     await waitReady(c, "web");
-    assert.equal(await holdsImage(seedA!, image), true, "the seed holds everything again");
 
     // A second agent joins zone-a: the target there becomes 2 and the newcomer is seeded.
     c.addAgentPod("agent-zone-a-2", "node-zone-a-2", "127.0.0.112", "zone-a");
