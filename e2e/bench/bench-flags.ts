@@ -82,30 +82,34 @@ export function positiveFlag(flag: string, value: string | undefined, max: numbe
   return parsed;
 }
 
-/** A size such as 64MiB or 1GiB, from min to max bytes. */
-export function bytesFlag(flag: string, value: string | undefined, min: number, max: number): number {
+/** `value` read by `parse` (whose errors name the problem), within [min, max]; `range` says the bounds in words. */
+function parsedFlag(
+  flag: string,
+  value: string | undefined,
+  parse: (text: string) => number,
+  min: number,
+  max: number,
+  range: string,
+): number {
   const text = required(flag, value);
-  let bytes: number;
+  let parsed: number;
   try {
-    bytes = parseBytes(text);
+    parsed = parse(text);
   } catch (error) {
     throw new BenchUsageError(`--${flag}: ${error instanceof Error ? error.message : String(error)}, got ${JSON.stringify(text)}`);
   }
-  if (bytes < min || bytes > max) throw new BenchUsageError(`--${flag} must be from ${min} to ${max} bytes, got ${JSON.stringify(text)}`);
-  return bytes;
+  if (parsed < min || parsed > max) throw new BenchUsageError(`--${flag} must be from ${range}, got ${JSON.stringify(text)}`);
+  return parsed;
+}
+
+/** A size such as 64MiB or 1GiB, from min to max bytes. */
+export function bytesFlag(flag: string, value: string | undefined, min: number, max: number): number {
+  return parsedFlag(flag, value, parseBytes, min, max, `${min} to ${max} bytes`);
 }
 
 /** A duration such as 500ms, 10s or 5m, from minMs to maxMs; returns milliseconds. */
 export function durationFlag(flag: string, value: string | undefined, minMs: number, maxMs: number): number {
-  const text = required(flag, value);
-  let ms: number;
-  try {
-    ms = parseDuration(text);
-  } catch (error) {
-    throw new BenchUsageError(`--${flag}: ${error instanceof Error ? error.message : String(error)}, got ${JSON.stringify(text)}`);
-  }
-  if (ms < minMs || ms > maxMs) throw new BenchUsageError(`--${flag} must be from ${minMs} ms to ${maxMs} ms, got ${JSON.stringify(text)}`);
-  return ms;
+  return parsedFlag(flag, value, parseDuration, minMs, maxMs, `${minMs} ms to ${maxMs} ms`);
 }
 
 /** A comma-separated list of at least one of `allowed`, each once, in the order given. */

@@ -1,53 +1,25 @@
 // The kubelet's pull path: CRI `runtime.v1.ImageService/PullImage` over containerd's socket. Only
 // the two fields used are encoded (PullImageRequest.image = 1 → ImageSpec.image = 1; the response's
-// image_ref = 1), so no copy of cri-api's proto is needed for this one call.
+// image_ref = 1), with the protobuf wire helpers the peer codec uses, so no copy of cri-api's proto is needed
+// for this one call.
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Client, type ServiceError, credentials } from "@grpc/grpc-js";
 
 const PULL_IMAGE = "/runtime.v1.ImageService/PullImage";
 export const CRI_PULL_TIMEOUT_MS = 120_000;
 
-function varint(value: number): Buffer {
-  const bytes: number[] = [];
-  let rest = value;
-  while (rest >= 0x80) {
-    bytes.push((rest & 0x7f) | 0x80);
-    rest = Math.floor(rest / 0x80);
-  }
-  bytes.push(rest);
-  return Buffer.from(bytes);
+/** PullImageRequest{ image: ImageSpec{ image } }. */
+function encodePullImageRequest(image: string): Uint8Array {
+  return new BinaryWriter().tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(image).join().finish();
 }
 
-/** A length-delimited field (wire type 2). */
-function field(number: number, payload: Buffer): Buffer {
-  return Buffer.concat([varint((number << 3) | 2), varint(payload.length), payload]);
-}
-
-/** The first length-delimited field `number` of a message, as UTF-8. */
-function readStringField(message: Buffer, number: number): string | undefined {
-  let offset = 0;
-  const readVarint = (): number => {
-    let result = 0;
-    let shift = 1;
-    for (;;) {
-      const byte = message[offset++];
-      if (byte === undefined) throw new Error("truncated varint");
-      result += (byte & 0x7f) * shift;
-      if ((byte & 0x80) === 0) return result;
-      shift *= 0x80;
-    }
-  };
-  while (offset < message.length) {
-    const tag = readVarint();
-    const wireType = tag & 7;
-    if (wireType === 0) readVarint();
-    else if (wireType === 2) {
-      const length = readVarint();
-      const value = message.subarray(offset, offset + length);
-      offset += length;
-      if (tag >> 3 === number) return value.toString("utf8");
-    } else if (wireType === 1) offset += 8;
-    else if (wireType === 5) offset += 4;
-    else throw new Error(`unsupported wire type ${wireType}`);
+/** PullImageResponse.image_ref (field 1), or undefined. */
+function decodeImageRef(message: Uint8Array): string | undefined {
+  const reader = new BinaryReader(message);
+  while (reader.pos < reader.len) {
+    const [number, wireType] = reader.tag();
+    if (number === 1 && wireType === WireType.LengthDelimited) return reader.string();
+    reader.skip(wireType, number);
   }
   return undefined;
 }
@@ -67,7 +39,7 @@ export async function criPullImage(
   const client = new Client(`unix://${socket}`, credentials.createInsecure());
   let onAbort: (() => void) | undefined;
   try {
-    const request = field(1, field(1, Buffer.from(image, "utf8")));
+    const request = Buffer.from(encodePullImageRequest(image));
     const response = await new Promise<Buffer>((resolve, reject) => {
       const call = client.makeUnaryRequest(
         PULL_IMAGE,
@@ -84,8 +56,9 @@ export async function criPullImage(
         call.cancel();
       };
       signal?.addEventListener("abort", onAbort, { once: true });
+      if (signal?.aborted === true) onAbort();
     });
-    const ref = readStringField(response, 1);
+    const ref = decodeImageRef(response);
     if (ref === undefined || ref === "") throw new Error(`CRI PullImage ${image}: no image_ref in the response`);
     return ref;
   } finally {
