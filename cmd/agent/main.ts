@@ -1,5 +1,5 @@
 import { pino } from "pino";
-import { applyAgentV8Flags, ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
+import { AGENT_V8_FLAGS, applyV8Flags, ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import { startAgent } from "./agent.js";
 import { agentOptionSpecs, validateAgentOptions } from "./options.js";
 
@@ -22,7 +22,7 @@ export async function agentMain(argv: readonly string[], env: NodeJS.ProcessEnv)
     return 2;
   }
   const options = parsed.options;
-  applyAgentV8Flags();
+  applyV8Flags(AGENT_V8_FLAGS);
   const logger = pino({ level: options.logLevel, base: { component: "agent" } });
   let agent;
   try {

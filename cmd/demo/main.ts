@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, formatHelp, parseOptions } from "../../pkg/config/index.js";
+import { ConfigError, DEMO_V8_FLAGS, applyV8Flags, formatHelp, parseOptions } from "../../pkg/config/index.js";
 import { generateImageLayout } from "../../pkg/imagegen/index.js";
 import { LayoutRegistry } from "../../pkg/origin/index.js";
 import { type DemoOptions, demoOptionSpecs } from "./options.js";
@@ -60,6 +60,7 @@ export async function demoMain(argv: readonly string[], env: NodeJS.ProcessEnv):
     console.error(`shoal demo: ${error instanceof Error ? error.message : String(error)}`);
     return 2;
   }
+  applyV8Flags(DEMO_V8_FLAGS);
   const controller = new AbortController();
   // Ctrl-C and SIGTERM abort whatever is running; cleanup below then stops every child by PID. Further
   // signals while cleaning up are ignored, so a second Ctrl-C cannot orphan the nodes.

@@ -24,14 +24,14 @@ function lastMarkCompact(log: string): { endObjectBytes: number; limitBytes: num
   };
 }
 
-describe("applyAgentV8Flags", () => {
-  it("takes effect in a running process: the old generation may grow to twice what survived a full collection", async () => {
+describe("applyV8Flags", () => {
+  it("takes effect in a running process: with AGENT_V8_FLAGS the old generation may grow to twice what survived a full collection", async () => {
     // A child process sets the agent's flags at run time, keeps ~64 MB alive and forces full collections;
     // V8 prints the allocation limit it sets after each. Without the flags, this Node picks its own factor
     // (4.0 for this idle child; about 1.45 for a busy agent).
     const script = `
-      import { applyAgentV8Flags } from ${JSON.stringify(new URL("./node-flags.js", import.meta.url).href)};
-      applyAgentV8Flags();
+      import { AGENT_V8_FLAGS, applyV8Flags } from ${JSON.stringify(new URL("./node-flags.js", import.meta.url).href)};
+      applyV8Flags(AGENT_V8_FLAGS);
       const kept = [];
       for (let i = 0; i < 64; i++) kept.push(new Array(128 * 1024).fill(i));
       globalThis.gc();

@@ -4,13 +4,17 @@ import { setFlagsFromString } from "node:v8";
  * Node.js flags every `shoal` process is started with (the container image's entrypoint, and the demo and
  * test harnesses that start agents and controllers; the Dockerfile test checks the image uses these).
  *
- * --max-semi-space-size: V8's young generation grows to 16 MiB semi-spaces under allocation pressure by
+ * --max-semi-space-size=1: V8's young generation grows to 16 MiB semi-spaces under allocation pressure by
  * default; an agent moving gigabytes allocates steadily (I/O buffers, events), so its young generation sits
- * at the maximum. 2 MiB measured 60–100 MB less peak RSS per agent in `npm start` and no more CPU (the
- * objects that survive a scavenge are few, so more frequent scavenges cost little). V8 reads it only at
- * start-up: it cannot be set from inside the process.
+ * at the maximum. 2 MiB measured 60–100 MB less peak RSS per agent in `npm start` than the default, and no
+ * more CPU (the objects that survive a scavenge are few, so more frequent scavenges cost little). 1 MiB
+ * (V8's smallest) measured 2–14 MB less again (6 pairs in alternation, highest agent 159–163 MB against
+ * 163–174 MB) and the same CPU per GB: every socket read is a fresh ArrayBuffer that dies young, and a
+ * scavenge is what frees it, so scavenging twice as often holds half as many dead ones. The controller
+ * answered as many lookups with it in `npm run bench:tracker` (docs/benchmarks.md, "December 5 (fifth
+ * session)"). V8 reads it only at start-up: it cannot be set from inside the process.
  */
-export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=2"];
+export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1"];
 
 /**
  * Environment the controller is started with (the chart's controller container; the demo and test
@@ -43,7 +47,7 @@ export function shoalNodeEnv(command: string): Readonly<Record<string, string>> 
 }
 
 /**
- * V8 flags the agent sets on itself when it starts (applyAgentV8Flags), after the process is up: V8 reads
+ * V8 flags the agent sets on itself when it starts (applyV8Flags), after the process is up: V8 reads
  * them at every collection. Not on the command line, because the image's entrypoint (SHOAL_NODE_FLAGS)
  * also starts the controller, whose heap is a different shape.
  *
@@ -60,7 +64,21 @@ export function shoalNodeEnv(command: string): Readonly<Record<string, string>> 
  */
 export const AGENT_V8_FLAGS: readonly string[] = ["--heap-growing-percent=100"];
 
-/** Sets AGENT_V8_FLAGS on this process (the agent calls it once, before it starts). */
-export function applyAgentV8Flags(): void {
-  for (const flag of AGENT_V8_FLAGS) setFlagsFromString(flag);
+/**
+ * V8 flags `shoal demo` sets on itself. Its one process plays the origin and the six container runtimes that
+ * pull through the agents, so it receives every node's copy of the image (1.2 GB in `npm start`) and checks
+ * its digests, with a heap of 15–18 MB. Each 64 KiB socket read is a fresh ArrayBuffer, which V8 counts
+ * against the old generation's limit (as in the agent, above), so with V8's own factor it ran a full
+ * collection every 150–200 ms of the round (63 in one), and none of them found much to free.
+ *
+ * --heap-growing-percent=300: 21 full collections in that round; the demo process spent 3.8–4.6 CPU-s in
+ * the round against 5.0–5.7 without, 3 pairs in alternation, and the agents the same (docs/benchmarks.md,
+ * "December 5 (fifth session)"). That CPU is the harness's, not Shoal's, and on a 2-core machine the agents
+ * wait for it. 100 (the agent's setting) took off a third of the collections and no CPU.
+ */
+export const DEMO_V8_FLAGS: readonly string[] = ["--heap-growing-percent=300"];
+
+/** Sets V8 `flags` on this process (AGENT_V8_FLAGS, DEMO_V8_FLAGS), once, before it starts its work. */
+export function applyV8Flags(flags: readonly string[]): void {
+  for (const flag of flags) setFlagsFromString(flag);
 }
