@@ -52,5 +52,5 @@ WORKDIR /app
 USER 65532:65532
 # The Node flags every shoal process runs with (pkg/config/node-flags.ts says why; the Dockerfile test
 # keeps this list equal to it).
-ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/cmd/shoal/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--no-maglev", "/app/dist/cmd/shoal/main.js"]
 CMD ["--help"]

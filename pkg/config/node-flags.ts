@@ -13,8 +13,16 @@ import { setFlagsFromString } from "node:v8";
  * scavenge is what frees it, so scavenging twice as often holds half as many dead ones. The controller
  * answered as many lookups with it in `npm run bench:tracker` (docs/benchmarks.md, "December 5 (fifth
  * session)"). V8 reads it only at start-up: it cannot be set from inside the process.
+ *
+ * --no-maglev: V8's middle compiler tier off; hot code goes from the baseline tier straight to TurboFan. An
+ * agent's pulls mostly run in fresh processes' first minutes, when Maglev compiled much of the data path
+ * that TurboFan then compiled again. Measured in alternation: agent CPU per GB lower in all 6 pairs of
+ * `npm start` (by 0.1–0.9 CPU-s, 3 % on average) and in all 3 pairs of `npm run bench` (agent means
+ * 15.3–16.9 against 16.7–17.4); peak RSS within the spread (bench means 1–6 MB higher, `npm start`'s
+ * highest agent 18 MB lower to 7 MB higher; same section of docs/benchmarks.md).
+ * Code that runs for long, the controller's included, ends in TurboFan either way.
  */
-export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1"];
+export const SHOAL_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1", "--no-maglev"];
 
 /**
  * Environment the controller is started with (the chart's controller container; the demo and test
