@@ -8,10 +8,11 @@ import { setFlagsFromString } from "node:v8";
  * default; an agent moving gigabytes allocates steadily (I/O buffers, events), so its young generation sits
  * at the maximum. 2 MiB measured 60–100 MB less peak RSS per agent in `npm start` than the default, and no
  * more CPU (the objects that survive a scavenge are few, so more frequent scavenges cost little). 1 MiB
- * (V8's smallest) measured 2–14 MB less again (6 pairs in alternation, highest agent 159–163 MB against
- * 163–174 MB) and the same CPU per GB: every socket read is a fresh ArrayBuffer that dies young, and a
- * scavenge is what frees it, so scavenging twice as often holds half as many dead ones. The controller
- * answered as many lookups with it in `npm run bench:tracker` (docs/benchmarks.md, "December 5 (fifth
+ * (the smallest the flag can set: it counts whole MiB) measured 2–14 MB less again (6 pairs in
+ * alternation, highest agent 159–163 MB against 163–174 MB) and the same CPU per GB. Every socket read is a
+ * fresh ArrayBuffer that dies young, and only a scavenge frees it, so scavenging twice as often should hold
+ * about half as many dead ones (not measured directly). In `npm run bench:tracker` the controller's
+ * figures with it stayed within that benchmark's wide spread (docs/benchmarks.md, "December 5 (fifth
  * session)"). V8 reads it only at start-up: it cannot be set from inside the process.
  *
  * --no-maglev: V8's middle compiler tier off; hot code goes from the baseline tier straight to TurboFan. An
