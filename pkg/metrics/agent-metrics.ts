@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectProcessMetrics } from "./process-metrics.js";
 import { registerBuildInfo } from "./build-info.js";
 import { ContainerdMetrics } from "./containerd-metrics.js";
 import { IdentityMetrics } from "./identity-metrics.js";
@@ -270,7 +271,7 @@ export class AgentMetrics {
         this.set({ state: "partial" }, u.partials);
       },
     });
-    if (options.collectDefaults ?? true) collectDefaultMetrics({ register: this.registry, prefix: "shoal_" });
+    if (options.collectDefaults ?? true) collectProcessMetrics(this.registry);
     // Pre-create the central series so dashboards show 0 instead of "no data" before the first pull.
     for (const source of ["local", "peer", "origin"] as const) this.blobBytesServed.inc({ source }, 0);
   }

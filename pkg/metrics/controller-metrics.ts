@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectProcessMetrics } from "./process-metrics.js";
 import { registerBuildInfo } from "./build-info.js";
 import { IdentityMetrics } from "./identity-metrics.js";
 
@@ -143,6 +144,6 @@ export class ControllerMetrics {
     // Every series exists from the start (also without Kubernetes), so dashboards show 0, not "no data".
     for (const phase of ["Pending", "Resolving", "Seeding", "Ready", "Failed"]) this.prefetchResources.set({ phase }, 0);
     for (const state of ["seeded", "target"]) this.prefetchSeeds.set({ state }, 0);
-    if (options.collectDefaults ?? true) collectDefaultMetrics({ register: this.registry, prefix: "shoal_" });
+    if (options.collectDefaults ?? true) collectProcessMetrics(this.registry);
   }
 }

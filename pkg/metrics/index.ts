@@ -5,3 +5,4 @@ export * from "./proc-stats.js";
 export * from "./containerd-metrics.js";
 export * from "./identity-metrics.js";
 export * from "./machine-cpu.js";
+export * from "./process-metrics.js";

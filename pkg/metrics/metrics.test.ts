@@ -33,6 +33,19 @@ describe("metrics", () => {
     assert.match(text, /shoal_build_info\{version="9\.9\.9"/);
   });
 
+  it("agent and controller export the process metrics, event loop lag included, as shoal_…", async () => {
+    for (const registry of [new AgentMetrics({ version: "t" }).registry, new ControllerMetrics({ version: "t" }).registry]) {
+      const text = await registry.metrics();
+      for (const name of [
+        "shoal_process_resident_memory_bytes",
+        "shoal_process_cpu_seconds_total",
+        "shoal_nodejs_eventloop_lag_p99_seconds",
+      ]) {
+        assert.match(text, new RegExp(`^${name} `, "m"), `${name} in:\n${text.slice(0, 400)}`);
+      }
+    }
+  });
+
   it("serves /metrics, /healthz and /readyz with the readiness reason", async () => {
     const metrics = new AgentMetrics({ version: "t", collectDefaults: false });
     let ready: true | string = "warming up";
