@@ -6,7 +6,10 @@ import { StoreError } from "./errors.js";
 export const HASH_STAGING_BYTES = 2 * 1024 * 1024;
 /**
  * How long the hash worker thread stays after its last hasher closed. A thread costs ~12 MB of RSS, and
- * an agent is idle most of the time; the next large pull starts a new one (milliseconds).
+ * an agent is idle most of the time; the next large pull starts a new one: 36–79 ms on an idle machine,
+ * but about 0.5 s when every process on 2 cores starts pulling at once (the demo's round), and until it
+ * answers the first origin transfer's pieces are not held. Starting it with the agent was measured and not
+ * kept (docs/benchmarks.md, "December 5 (sixth session)").
  */
 export const HASH_WORKER_IDLE_MS = 30_000;
 
