@@ -1,5 +1,5 @@
 import { distributionBounds } from "../../pkg/bounds/index.js";
-import { type MachineFigures, formatMachineFigures } from "../../pkg/metrics/index.js";
+import { type MachineFigures, cpuBoundNote, formatMachineFigures } from "../../pkg/metrics/index.js";
 import { formatMB } from "../shoal/progress-view.js";
 
 const GB = 1e9;
@@ -205,6 +205,8 @@ export function formatReport(result: DemoResult): string {
       `  the swarm finished ${speedup >= 1 ? `${speedup.toFixed(1)}x faster than` : `${(1 / speedup).toFixed(1)}x slower than`} client-server, with the origin sending ${copies.toFixed(2)} copies of the image instead of ${result.nodeCount}`,
     );
   }
+  const cpuBound = result.machine === null ? undefined : cpuBoundNote(result.machine);
+  if (cpuBound !== undefined) lines.push(`  the swarm's round: ${cpuBound}`);
   return lines.join("\n");
 }
 

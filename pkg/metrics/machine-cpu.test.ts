@@ -1,6 +1,16 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type CpuSnapshot, formatMachineFigures, machineFigures, parseProcStat, runningPids } from "./machine-cpu.js";
+import {
+  CPU_BOUND_BUSY_SHARE,
+  type CpuSnapshot,
+  type MachineFigures,
+  busyShare,
+  cpuBoundNote,
+  formatMachineFigures,
+  machineFigures,
+  parseProcStat,
+  runningPids,
+} from "./machine-cpu.js";
 
 const STAT = [
   "cpu  1000 50 400 8000 100 10 40 0 0 0",
@@ -47,6 +57,28 @@ describe("machine CPU of a benchmark arm", () => {
       formatMachineFigures(figures),
       "70.0 of 80.0 CPU-s busy (88 %; 2 CPUs × 40.0 s): agents 30.0, containerd 20.0, registry 0.0, other 20.0",
     );
+  });
+
+  it("says a run's time measures the CPUs once the machine was at least 90 % busy, and nothing below", () => {
+    const run = (busy: number): MachineFigures => ({
+      cpus: 2,
+      seconds: 10,
+      availableCpuSeconds: 20,
+      busyCpuSeconds: busy,
+      groups: { agents: busy / 2 },
+      otherCpuSeconds: busy / 2,
+    });
+    assert.equal(CPU_BOUND_BUSY_SHARE, 0.9);
+    assert.equal(busyShare(run(17)), 0.85);
+    assert.equal(cpuBoundNote(run(17)), undefined, "85 %: cores to spare");
+    assert.equal(cpuBoundNote(run(17.9)), undefined, "89.5 %: still below");
+    const note = cpuBoundNote(run(19.2));
+    assert.equal(
+      note,
+      "the CPUs were 96 % busy: its time measures the 2 CPUs more than the links (--nodes 2 shows the swarm with cores to spare)",
+    );
+    assert.equal(busyShare({ ...run(0), availableCpuSeconds: 0 }), 0, "no time, no share");
+    assert.equal(cpuBoundNote({ ...run(0), availableCpuSeconds: 0 }), undefined);
   });
 
   it("groups only processes that are running", () => {

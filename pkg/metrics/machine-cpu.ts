@@ -107,9 +107,32 @@ export function machineFigures(before: CpuSnapshot, after: CpuSnapshot): Machine
   };
 }
 
+/**
+ * From this share of the machine busy over a run, the run's time says more about the CPUs than about the
+ * links: on the 2-core benchmark VM the default swarms kept it 93–99 % busy, and with 2 nodes 51–86 %
+ * (docs/benchmarks.md, "December 5 (sixth session)").
+ */
+export const CPU_BOUND_BUSY_SHARE = 0.9;
+
+/** The share (0–1) of what the machine's cores allowed that was busy. */
+export function busyShare(figures: MachineFigures): number {
+  return figures.availableCpuSeconds > 0 ? figures.busyCpuSeconds / figures.availableCpuSeconds : 0;
+}
+
+/**
+ * For a run that kept the machine at least CPU_BOUND_BUSY_SHARE busy: a sentence saying that its time
+ * measures the CPUs more than the links, and how to see the swarm without that (fewer nodes). Undefined
+ * for a run with cores to spare.
+ */
+export function cpuBoundNote(figures: MachineFigures): string | undefined {
+  const share = busyShare(figures);
+  if (share < CPU_BOUND_BUSY_SHARE) return undefined;
+  return `the CPUs were ${(100 * share).toFixed(0)} % busy: its time measures the ${figures.cpus} CPUs more than the links (--nodes 2 shows the swarm with cores to spare)`;
+}
+
 /** "busy 81.6 of 85.2 CPU-s (96 %): agents 39.1, containerd 30.2, other 9.8", groups in the given order. */
 export function formatMachineFigures(figures: MachineFigures): string {
-  const percent = figures.availableCpuSeconds > 0 ? (100 * figures.busyCpuSeconds) / figures.availableCpuSeconds : 0;
+  const percent = 100 * busyShare(figures);
   const parts = Object.entries(figures.groups).map(([name, seconds]) => `${name} ${seconds.toFixed(1)}`);
   parts.push(`other ${figures.otherCpuSeconds.toFixed(1)}`);
   return `${figures.busyCpuSeconds.toFixed(1)} of ${figures.availableCpuSeconds.toFixed(1)} CPU-s busy (${percent.toFixed(0)} %; ${figures.cpus} CPUs × ${figures.seconds.toFixed(1)} s): ${parts.join(", ")}`;
