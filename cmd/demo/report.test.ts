@@ -25,9 +25,9 @@ function node(name: string): NodeResult {
   };
 }
 
-function result(busyCpuSeconds: number): DemoResult {
+function result(busyCpuSeconds: number, nodeCount = 6): DemoResult {
   return {
-    nodeCount: 2,
+    nodeCount,
     layers: 4,
     warmUp: false,
     rates: { originBytesPerSecond: 50 * MB, uploadBytesPerSecond: 50 * MB, downloadBytesPerSecond: 50 * MB },
@@ -49,7 +49,7 @@ function result(busyCpuSeconds: number): DemoResult {
       otherCpuSeconds: Math.max(0, busyCpuSeconds - 8.5),
     },
     tracker: { lookupsServed: 20, noticesSent: 40, noticeDeltas: 30 },
-    nodes: [node("node-1"), node("node-2")],
+    nodes: Array.from({ length: nodeCount }, (_, i) => node(`node-${i + 1}`)),
   };
 }
 
@@ -57,7 +57,15 @@ describe("shoal demo's report", () => {
   it("says when the swarm's round kept the CPUs busy, so its time measures the machine more than the links", () => {
     const busy = formatReport(result(19));
     assert.match(busy, /machine: 19\.0 of 20\.0 CPU-s busy \(95 %/);
-    assert.match(busy, /\n {2}the swarm's round: the CPUs were 95 % busy: its time measures the 2 CPUs more than the links \(--nodes 2/);
+    assert.match(
+      busy,
+      /\n {2}the swarm's round: the CPUs were 95 % busy: its time measures the 2 CPUs more than the links \(--nodes 2 shows the swarm with cores to spare\)$/,
+    );
+    assert.match(
+      formatReport(result(19, 2)),
+      /\n {2}the swarm's round: the CPUs were 95 % busy: its time measures the 2 CPUs more than the links$/,
+      "2 nodes: no advice to run 2 nodes",
+    );
     const spare = formatReport(result(12));
     assert.match(spare, /machine: 12\.0 of 20\.0 CPU-s busy \(60 %/);
     assert.doesNotMatch(spare, /CPUs were/, "a round with cores to spare gets no such line");

@@ -205,7 +205,7 @@ export function formatReport(result: DemoResult): string {
       `  the swarm finished ${speedup >= 1 ? `${speedup.toFixed(1)}x faster than` : `${(1 / speedup).toFixed(1)}x slower than`} client-server, with the origin sending ${copies.toFixed(2)} copies of the image instead of ${result.nodeCount}`,
     );
   }
-  const cpuBound = result.machine === null ? undefined : cpuBoundNote(result.machine);
+  const cpuBound = result.machine === null ? undefined : cpuBoundNote(result.machine, result.nodeCount);
   if (cpuBound !== undefined) lines.push(`  the swarm's round: ${cpuBound}`);
   return lines.join("\n");
 }

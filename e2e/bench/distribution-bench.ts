@@ -334,7 +334,7 @@ function report(
     "the machine while the nodes pulled (agents, controller, containerd daemons, registries; other: the pulling clients, the kernel's network work, the rest of the host)",
   );
   for (const [arm, r] of Object.entries(arms)) lines.push(`  ${arm.padEnd(8)} ${formatMachineFigures(r.machine)}`);
-  const cpuBound = arms.shoal === undefined ? undefined : cpuBoundNote(arms.shoal.machine);
+  const cpuBound = arms.shoal === undefined ? undefined : cpuBoundNote(arms.shoal.machine, options.nodes);
   if (cpuBound !== undefined) lines.push(`  the shoal arm: ${cpuBound}`);
   const shoal = arms.shoal;
   if (shoal?.agents !== undefined && shoal.agents.length > 0) {

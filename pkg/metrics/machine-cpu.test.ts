@@ -70,15 +70,19 @@ describe("machine CPU of a benchmark arm", () => {
     });
     assert.equal(CPU_BOUND_BUSY_SHARE, 0.9);
     assert.equal(busyShare(run(17)), 0.85);
-    assert.equal(cpuBoundNote(run(17)), undefined, "85 %: cores to spare");
-    assert.equal(cpuBoundNote(run(17.9)), undefined, "89.5 %: still below");
-    const note = cpuBoundNote(run(19.2));
+    assert.equal(cpuBoundNote(run(17), 6), undefined, "85 %: cores to spare");
+    assert.equal(cpuBoundNote(run(17.9), 6), undefined, "89.5 %: still below");
     assert.equal(
-      note,
+      cpuBoundNote(run(19.2), 6),
       "the CPUs were 96 % busy: its time measures the 2 CPUs more than the links (--nodes 2 shows the swarm with cores to spare)",
     );
+    assert.equal(
+      cpuBoundNote(run(19.2), 2),
+      "the CPUs were 96 % busy: its time measures the 2 CPUs more than the links",
+      "no advice to use 2 nodes to a run of 2",
+    );
     assert.equal(busyShare({ ...run(0), availableCpuSeconds: 0 }), 0, "no time, no share");
-    assert.equal(cpuBoundNote({ ...run(0), availableCpuSeconds: 0 }), undefined);
+    assert.equal(cpuBoundNote({ ...run(0), availableCpuSeconds: 0 }, 6), undefined);
   });
 
   it("groups only processes that are running", () => {

@@ -109,7 +109,7 @@ export function machineFigures(before: CpuSnapshot, after: CpuSnapshot): Machine
 
 /**
  * From this share of the machine busy over a run, the run's time says more about the CPUs than about the
- * links: on the 2-core benchmark VM the default swarms kept it 93–99 % busy, and with 2 nodes 51–86 %
+ * links: on the 2-core benchmark VM the default swarms kept it 95–99 % busy, and with 2 nodes 51–86 %
  * (docs/benchmarks.md, "December 5 (sixth session)").
  */
 export const CPU_BOUND_BUSY_SHARE = 0.9;
@@ -120,14 +120,15 @@ export function busyShare(figures: MachineFigures): number {
 }
 
 /**
- * For a run that kept the machine at least CPU_BOUND_BUSY_SHARE busy: a sentence saying that its time
- * measures the CPUs more than the links, and how to see the swarm without that (fewer nodes). Undefined
- * for a run with cores to spare.
+ * For a run of `nodes` nodes that kept the machine at least CPU_BOUND_BUSY_SHARE busy: a sentence saying
+ * that its time measures the CPUs more than the links, and, for more than 2 nodes, how to see the swarm
+ * without that. Undefined for a run with cores to spare.
  */
-export function cpuBoundNote(figures: MachineFigures): string | undefined {
+export function cpuBoundNote(figures: MachineFigures, nodes: number): string | undefined {
   const share = busyShare(figures);
   if (share < CPU_BOUND_BUSY_SHARE) return undefined;
-  return `the CPUs were ${(100 * share).toFixed(0)} % busy: its time measures the ${figures.cpus} CPUs more than the links (--nodes 2 shows the swarm with cores to spare)`;
+  const fewer = nodes > 2 ? " (--nodes 2 shows the swarm with cores to spare)" : "";
+  return `the CPUs were ${(100 * share).toFixed(0)} % busy: its time measures the ${figures.cpus} CPUs more than the links${fewer}`;
 }
 
 /** "busy 81.6 of 85.2 CPU-s (96 %): agents 39.1, containerd 30.2, other 9.8", groups in the given order. */
