@@ -2,12 +2,12 @@
 // skopeo and containerd as clients, `shoal agent` as a separate process.
 import assert from "node:assert/strict";
 import { readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { generateImageLayout, type GeneratedImageLayout } from "../pkg/imagegen/index.js";
 import { Containerd, writeHostsToml } from "./support/containerd.js";
 import { DockerRegistry } from "./support/docker-registry.js";
-import { makeTempDir, removeTempDir } from "./support/process.js";
+import { makeTempDir, pathExists, removeTempDir } from "./support/process.js";
 import { ShoalAgent } from "./support/shoal-agent.js";
 import { skopeoCopyToDir, skopeoPushLayout } from "./support/skopeo.js";
 
@@ -101,7 +101,10 @@ describe("agent as a pull-through mirror (docker-registry, skopeo, containerd)",
     const dataDir = agent.dataDir;
     restartedDataDir = dataDir;
     const port = Number(new URL(agent.mirrorUrl).port);
-    await agent.daemon.stop();
+    const firstLog = agent.logFile;
+    await agent.stop({ keepDataDir: true });
+    assert.equal(await pathExists(dirname(firstLog)), false, "the stopped agent's log dir is removed");
+    assert.equal(await pathExists(dataDir), true, "its data dir is kept for the next agent");
     agent = await ShoalAgent.start({ upstreams: [`${origin.host}=${origin.url}`], dataDir, mirrorPort: port });
     await containerd.removeImage(ref);
     const mark = await origin.mark();
@@ -111,7 +114,10 @@ describe("agent as a pull-through mirror (docker-registry, skopeo, containerd)",
 
   it("with the agent stopped, the same pull still succeeds (containerd falls back to the origin)", async () => {
     assert.ok(agent);
+    const log = agent.logFile;
     await agent.stop();
+    assert.equal(await pathExists(dirname(log)), false, "the agent's log dir is removed");
+    assert.equal(await pathExists(restartedDataDir ?? ""), true, "a data dir the test passed in stays the test's to remove");
     agent = undefined;
     await containerd.removeImage(ref);
     const mark = await origin.mark();

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { access, mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
@@ -55,6 +55,14 @@ export async function removeTempDir(dir: string): Promise<void> {
     return;
   }
   await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/** Whether `path` exists: for checks that a harness left nothing behind. */
+export async function pathExists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** The last `maxBytes` of a file, or a note that it cannot be read: for error messages. */

@@ -41,6 +41,7 @@ export class ShoalAgent {
     readonly daemon: DaemonProcess,
     readonly dataDir: string,
     private readonly ownsDataDir: boolean,
+    private readonly logDir: string,
     readonly mirrorUrl: string,
     readonly metricsUrl: string,
     readonly logFile: string,
@@ -50,38 +51,41 @@ export class ShoalAgent {
 
   static async start(options: ShoalAgentOptions): Promise<ShoalAgent> {
     const logDir = await makeTempDir("agent-log", options.parentDir);
-    const dataDir = options.dataDir ?? (await makeTempDir("agent-data", options.parentDir));
     const logFile = join(logDir, "agent.log");
-    const daemon = await DaemonProcess.spawn({
-      name: "shoal-agent",
-      ...inNetns(options.netns, process.execPath, [
-        ...SHOAL_NODE_FLAGS,
-        SHOAL_MAIN,
-        "agent",
-        "--mirror-addr",
-        `${options.host ?? "127.0.0.1"}:${options.mirrorPort ?? 0}`,
-        "--metrics-addr",
-        `${options.host ?? "127.0.0.1"}:0`,
-        ...(options.tracker === undefined ? [] : ["--tracker", options.tracker, "--peer-addr", `${options.host ?? "127.0.0.1"}:0`]),
-        ...(options.nodeName === undefined ? [] : ["--node-name", options.nodeName]),
-        ...(options.zone === undefined ? [] : ["--zone", options.zone]),
-        "--data-dir",
-        dataDir,
-        "--shutdown-grace",
-        "1s",
-        ...options.upstreams.flatMap((u) => ["--upstream", u]),
-        ...containerdArgs(options.containerd),
-        ...(options.extraArgs ?? []),
-      ]),
-      stdoutFile: logFile,
-      stderrFile: logFile,
-      env: { ...process.env, ...shoalNodeEnv("agent") },
-    });
+    let dataDir = options.dataDir;
+    let daemon: DaemonProcess | undefined;
     try {
+      dataDir ??= await makeTempDir("agent-data", options.parentDir);
+      const spawned = await DaemonProcess.spawn({
+        name: "shoal-agent",
+        ...inNetns(options.netns, process.execPath, [
+          ...SHOAL_NODE_FLAGS,
+          SHOAL_MAIN,
+          "agent",
+          "--mirror-addr",
+          `${options.host ?? "127.0.0.1"}:${options.mirrorPort ?? 0}`,
+          "--metrics-addr",
+          `${options.host ?? "127.0.0.1"}:0`,
+          ...(options.tracker === undefined ? [] : ["--tracker", options.tracker, "--peer-addr", `${options.host ?? "127.0.0.1"}:0`]),
+          ...(options.nodeName === undefined ? [] : ["--node-name", options.nodeName]),
+          ...(options.zone === undefined ? [] : ["--zone", options.zone]),
+          "--data-dir",
+          dataDir,
+          "--shutdown-grace",
+          "1s",
+          ...options.upstreams.flatMap((u) => ["--upstream", u]),
+          ...containerdArgs(options.containerd),
+          ...(options.extraArgs ?? []),
+        ]),
+        stdoutFile: logFile,
+        stderrFile: logFile,
+        env: { ...process.env, ...shoalNodeEnv("agent") },
+      });
+      daemon = spawned;
       let started: { mirror: string; metrics: string; peer?: string } | undefined;
       await waitUntil(
         async () => {
-          if (daemon.exitStatus !== undefined)
+          if (spawned.exitStatus !== undefined)
             throw new HarnessError("ERR_HARNESS_START", `shoal agent exited: ${await readFile(logFile, "utf8")}`);
           started = findStarted(await readFile(logFile, "utf8"));
           return started !== undefined;
@@ -89,9 +93,21 @@ export class ShoalAgent {
         { timeoutMs: AGENT_START_TIMEOUT_MS, what: "shoal agent start" },
       );
       if (started === undefined) throw new HarnessError("ERR_HARNESS_START", "shoal agent did not report its addresses");
-      return new ShoalAgent(daemon, dataDir, options.dataDir === undefined, started.mirror, started.metrics, logFile, started.peer);
+      return new ShoalAgent(
+        spawned,
+        dataDir,
+        options.dataDir === undefined,
+        logDir,
+        started.mirror,
+        started.metrics,
+        logFile,
+        started.peer,
+      );
     } catch (error) {
-      await daemon.stop();
+      // Nothing of a failed start stays behind: the process, its log dir, and a data dir made for it.
+      await daemon?.stop();
+      await removeTempDir(logDir);
+      if (options.dataDir === undefined && dataDir !== undefined) await removeTempDir(dataDir);
       throw error;
     }
   }
@@ -101,9 +117,14 @@ export class ShoalAgent {
     return metricValue(await (await fetch(`${this.metricsUrl}/metrics`)).text(), name, labels);
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops the agent and removes its log dir, and its data dir unless the caller passed one or asks to keep
+   * it (to start another agent on it; the caller then removes it). SHOAL_E2E_KEEP keeps both.
+   */
+  async stop(options: { readonly keepDataDir?: boolean } = {}): Promise<void> {
     await this.daemon.stop();
-    if (this.ownsDataDir) await removeTempDir(this.dataDir);
+    await removeTempDir(this.logDir);
+    if (this.ownsDataDir && options.keepDataDir !== true) await removeTempDir(this.dataDir);
   }
 }
 

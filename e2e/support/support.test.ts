@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { access, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -9,7 +9,7 @@ import { Containerd, writeHostsToml } from "./containerd.js";
 import { DockerRegistry } from "./docker-registry.js";
 import { HarnessError } from "./errors.js";
 import { getFreePort } from "./ports.js";
-import { describeError } from "./process.js";
+import { describeError, pathExists } from "./process.js";
 import { skopeoCopyToDir, skopeoInspectRaw, skopeoPushLayout } from "./skopeo.js";
 
 const SUITE_TIMEOUT_MS = 180_000;
@@ -29,13 +29,6 @@ function isGone(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === "ESRCH";
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
 }
 
 describe("e2e support: docker-registry, skopeo and containerd harnesses", { timeout: SUITE_TIMEOUT_MS }, () => {
@@ -116,7 +109,7 @@ describe("e2e support: docker-registry, skopeo and containerd harnesses", { time
     await skopeoCopyToDir({ source: ref, destDir: dest, format: "oci", tag: TAG, all: true });
     const index: unknown = JSON.parse(await readFile(join(dest, "index.json"), "utf8"));
     assert.equal((index as { manifests: { digest: string }[] }).manifests[0]?.digest, image.root.digest);
-    for (const blob of image.blobs) assert.ok(await exists(join(dest, "blobs", "sha256", digestHex(blob.digest))), blob.digest);
+    for (const blob of image.blobs) assert.ok(await pathExists(join(dest, "blobs", "sha256", digestHex(blob.digest))), blob.digest);
   });
 
   it("runs docker-registry as a pull-through cache behind a containerd hosts.toml mirror", async () => {
@@ -153,7 +146,7 @@ describe("e2e support: docker-registry, skopeo and containerd harnesses", { time
     for (const daemon of [proxy!, containerd!, registry!]) {
       await daemon.stop();
       assert.ok(isGone(daemon.pid), `pid ${daemon.pid} is gone`);
-      assert.equal(await exists(daemon.tempDir), false);
+      assert.equal(await pathExists(daemon.tempDir), false);
     }
   });
 });
