@@ -2,7 +2,7 @@
 // as the tracker, six `shoal agent` processes on their own loopback addresses, pulling as containerd does.
 // Every gRPC channel is mutual TLS (certificate files from a throwaway CA, as on hosts without Kubernetes).
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { Metadata, type ServiceError, credentials, status } from "@grpc/grpc-js";
@@ -12,7 +12,7 @@ import { TrackerServiceClient } from "../pkg/gen/tracker/v1/tracker.js";
 import { ThrowawayPki, tlsArgs } from "../pkg/identity/index.js";
 import { generateImageLayout, type GeneratedImageLayout } from "../pkg/imagegen/index.js";
 import { DockerRegistry } from "./support/docker-registry.js";
-import { makeTempDir, removeTempDir } from "./support/process.js";
+import { makeTempDir, pathExists, removeTempDir } from "./support/process.js";
 import { ShoalAgent } from "./support/shoal-agent.js";
 import { ShoalController } from "./support/shoal-controller.js";
 import { skopeoPushLayout } from "./support/skopeo.js";
@@ -123,8 +123,10 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
     );
     await sleep(400);
     const finishedBeforeKill = finished;
-    await seed.daemon.stop(0);
+    await seed.kill();
     assert.ok(finishedBeforeKill < others.length, "the seed was killed while pulls were still running");
+    assert.equal(await pathExists(dirname(seed.logFile)), false, "the killed agent's log dir is removed");
+    assert.equal(await pathExists(seed.dataDir), false, "and the data dir the harness made for it");
     agents[0] = undefined;
     for (const d of await Promise.all(pulls)) assert.equal(d, layout.root.digest);
   });
@@ -146,7 +148,7 @@ describe("swarm of agent processes (docker-registry origin, shoal controller, 6 
         if ((await a.metric("shoal_origin_bytes_fetched_total")) - (before.get(a) ?? 0) > 4 * 1024 * 1024) grantee = a;
     }
     assert.ok(grantee, "one agent is fetching from the origin");
-    await grantee.daemon.stop(0);
+    await grantee.kill();
     agents[agents.indexOf(grantee)] = undefined;
     const results = await Promise.all(pulls);
     const originReaders = (

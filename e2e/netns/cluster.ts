@@ -289,7 +289,7 @@ export class NetnsCluster {
   async killAgent(node: ClusterNode): Promise<void> {
     const agent = node.agent;
     node.agent = undefined;
-    await agent?.daemon.stop(0);
+    await agent?.kill();
   }
 
   async stopAgents(): Promise<void> {

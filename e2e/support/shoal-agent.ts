@@ -123,8 +123,18 @@ export class ShoalAgent {
    */
   async stop(options: { readonly keepDataDir?: boolean } = {}): Promise<void> {
     await this.daemon.stop();
+    await this.removeDirs(options.keepDataDir === true);
+  }
+
+  /** Ends the process at once (SIGKILL), as a crash or a node loss would, and removes its dirs as stop() does. */
+  async kill(): Promise<void> {
+    await this.daemon.stop(0);
+    await this.removeDirs(false);
+  }
+
+  private async removeDirs(keepDataDir: boolean): Promise<void> {
     await removeTempDir(this.logDir);
-    if (this.ownsDataDir && options.keepDataDir !== true) await removeTempDir(this.dataDir);
+    if (this.ownsDataDir && !keepDataDir) await removeTempDir(this.dataDir);
   }
 }
 
