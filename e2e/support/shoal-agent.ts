@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { HarnessError } from "./errors.js";
 import { metricValue } from "./metrics-text.js";
@@ -41,7 +41,6 @@ export class ShoalAgent {
     readonly daemon: DaemonProcess,
     readonly dataDir: string,
     private readonly ownsDataDir: boolean,
-    private readonly logDir: string,
     readonly mirrorUrl: string,
     readonly metricsUrl: string,
     readonly logFile: string,
@@ -93,16 +92,7 @@ export class ShoalAgent {
         { timeoutMs: AGENT_START_TIMEOUT_MS, what: "shoal agent start" },
       );
       if (started === undefined) throw new HarnessError("ERR_HARNESS_START", "shoal agent did not report its addresses");
-      return new ShoalAgent(
-        spawned,
-        dataDir,
-        options.dataDir === undefined,
-        logDir,
-        started.mirror,
-        started.metrics,
-        logFile,
-        started.peer,
-      );
+      return new ShoalAgent(spawned, dataDir, options.dataDir === undefined, started.mirror, started.metrics, logFile, started.peer);
     } catch (error) {
       // Nothing of a failed start stays behind: the process, its log dir, and a data dir made for it.
       await daemon?.stop();
@@ -133,7 +123,7 @@ export class ShoalAgent {
   }
 
   private async removeDirs(keepDataDir: boolean): Promise<void> {
-    await removeTempDir(this.logDir);
+    await removeTempDir(dirname(this.logFile));
     if (this.ownsDataDir && !keepDataDir) await removeTempDir(this.dataDir);
   }
 }
