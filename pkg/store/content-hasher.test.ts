@@ -116,6 +116,46 @@ describe("ContentHasher", () => {
     }
   });
 
+  it("until its thread runs, a worker hasher takes piece hashes itself and the thread takes over at the next piece boundary", async () => {
+    const state = hashWorkerForTests(20);
+    try {
+      // Let the thread of the tests above stop, so that the hasher below starts a new one.
+      new WorkerContentHasher(params).close();
+      const running = (): boolean => state.running;
+      for (let waited = 0; running() && waited < 5_000; waited += 20) await sleep(20);
+      assert.equal(running(), false, "the earlier thread stopped");
+      const hasher = new WorkerContentHasher(params);
+      assert.equal(hasher.ready, false, "a new thread is starting");
+      const early = 1.5 * PIECE;
+      // No turn of the event loop in between: the thread's 'online' event cannot have come yet.
+      const before = await hasher.update(0, data.subarray(0, early), { blob: false, pieces: true });
+      assert.equal(hasher.ready, false, "still starting: the pieces did not wait for it");
+      assert.deepEqual(
+        before.map(({ index, sha256 }) => ({ index, sha256: Buffer.from(sha256) })),
+        expectedPieces(data, [0]),
+      );
+      await hasher.whenReady();
+      assert.equal(hasher.ready, true);
+      // The partial's catch-up feeds the digest the bytes it skipped, then the transfer goes on mid-piece.
+      assert.deepEqual(await hasher.update(0, data.subarray(0, early), { blob: true, pieces: false }), []);
+      const after = await hasher.update(early, data.subarray(early), { blob: true, pieces: true });
+      assert.deepEqual(
+        after.map(({ index, sha256 }) => ({ index, sha256: Buffer.from(sha256) })),
+        expectedPieces(data, [1, 2, 3, 4, 5]),
+        "piece 1, begun before the thread ran, is finished here; the thread takes 2 to 5",
+      );
+      assert.equal(await hasher.digest(), createHash("sha256").update(data).digest("hex"));
+    } finally {
+      hashWorkerForTests(HASH_WORKER_IDLE_MS);
+    }
+  });
+
+  it("an inline hasher is always ready", async () => {
+    const hasher = new InlineContentHasher(params);
+    assert.equal(hasher.ready, true);
+    await hasher.whenReady();
+  });
+
   it("the worker thread does not keep a process alive, used or only opened", async () => {
     const module = new URL("./worker-content-hasher.js", import.meta.url).href;
     for (const body of [

@@ -32,6 +32,15 @@ export interface ContentHasher {
    * staged view and updating with it takes the bytes from memory once.
    */
   stage(bytes: Uint8Array): Uint8Array;
+  /**
+   * Whether the blob digest can be fed now without waiting for the hasher to start (a hash thread takes
+   * 36–79 ms to start on an idle machine, ~0.5 s on a loaded one). Piece hashes never wait for it: a hasher
+   * that is not ready takes them on the calling thread. A partial feeds the digest only when ready, and
+   * hashes the bytes it skipped from storage afterwards (its catch-up).
+   */
+  readonly ready: boolean;
+  /** Resolves once `ready` is true. */
+  whenReady(): Promise<void>;
   /** Feeds `bytes` found at blob offset `position`; resolves with the pieces this completed. */
   update(position: number, bytes: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]>;
   /** The running digest, hex: call once, after the last update. */
@@ -51,6 +60,12 @@ export class InlineContentHasher implements ContentHasher {
     this.pieces = new SequentialPieceHasher(params.size, params.pieceSize, (index, sha256) => {
       this.completed.push({ index, sha256 });
     });
+  }
+
+  readonly ready = true;
+
+  whenReady(): Promise<void> {
+    return Promise.resolve();
   }
 
   stage(bytes: Uint8Array): Uint8Array {

@@ -5,6 +5,7 @@ import { after, describe, it } from "node:test";
 import { type Digest, digestHex, digestOf } from "../oci/index.js";
 import { MIN_PIECE_SIZE_BYTES, sha256Of } from "../piece/index.js";
 import { runBlobStoreConformance } from "./testing/conformance.js";
+import { HASH_WORKER_IDLE_MS, hashWorkerForTests, WorkerContentHasher } from "./worker-content-hasher.js";
 import { delay, expectStoreError, putBlob, readAll, testBytes } from "./testing/conformance-helpers.js";
 import { openStore, removeTempDirs, scribble, stateOf, TEST_SAVE_INTERVAL_MS, tempDir } from "./testing/disk-helpers.js";
 
@@ -24,6 +25,53 @@ runBlobStoreConformance("DiskBlobStore hashing in a worker", async (options) => 
 });
 
 describe("DiskBlobStore", () => {
+  it("while the hash thread starts, appended pieces are held at once; the digest catches up from storage once it runs", async () => {
+    const threads = hashWorkerForTests(20);
+    try {
+      // Let a thread left by earlier tests stop, so that the partial below starts a new one.
+      new WorkerContentHasher({ algorithm: "sha256", size: 1, pieceSize: 1 }).close();
+      const running = (): boolean => threads.running;
+      for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
+      assert.equal(running(), false, "the earlier thread stopped");
+      const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
+      const pieceSize = MIN_PIECE_SIZE_BYTES;
+      const data = testBytes(3 * pieceSize + 100);
+      const digest = digestOf(data);
+      const partial = await store.openPartial(digest, data.length, { pieceSize });
+      await partial.append(data.subarray(0, pieceSize + 10));
+      const online = (): boolean => threads.online;
+      assert.equal(online(), false, "the append did not wait for the thread");
+      assert.equal(partial.heldPieces, 1);
+      assert.deepEqual(partial.pieceHash(0), sha256Of(data.subarray(0, pieceSize)));
+      await partial.append(data.subarray(pieceSize + 10));
+      const info = await partial.commit();
+      assert.equal(info.digest, digest);
+      for (let index = 1; index < 4; index++)
+        assert.deepEqual(partial.pieceHash(index), sha256Of(data.subarray(index * pieceSize, (index + 1) * pieceSize)));
+      assert.deepEqual(await readAll(await store.createReadStream(digest)), data);
+      await store.close();
+    } finally {
+      hashWorkerForTests(HASH_WORKER_IDLE_MS);
+    }
+  });
+
+  it("a partial whose bytes do not match its digest is refused when the hash thread started late", async () => {
+    const threads = hashWorkerForTests(20);
+    try {
+      new WorkerContentHasher({ algorithm: "sha256", size: 1, pieceSize: 1 }).close();
+      const running = (): boolean => threads.running;
+      for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
+      const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
+      const data = testBytes(2 * MIN_PIECE_SIZE_BYTES);
+      const partial = await store.openPartial(digestOf(Buffer.from("other")), data.length, { pieceSize: MIN_PIECE_SIZE_BYTES });
+      await partial.append(data);
+      await expectStoreError(partial.commit(), "ERR_STORE_DIGEST_MISMATCH");
+      await store.close();
+    } finally {
+      hashWorkerForTests(HASH_WORKER_IDLE_MS);
+    }
+  });
+
   it("lays out blobs by digest, with a media-type sidecar only when there is one", async () => {
     const dir = await tempDir();
     const store = await openStore(dir);

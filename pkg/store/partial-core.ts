@@ -171,7 +171,9 @@ export class CorePartialBlob implements PartialBlob, TailSource {
           `append of ${chunk.byteLength} bytes at offset ${start} passes the end of ${this.digest} (${this.size} bytes)`,
         );
       }
-      let feeding = start === this.hashedEnd;
+      // The digest is fed as the bytes are written only once its hasher is ready; until then the catch-up
+      // reads them back (ContentHasher.ready).
+      let feeding = start === this.hashedEnd && this.hasher.ready;
       for (let offset = start; offset < end;) {
         this.assertOpen();
         const index = Math.floor(offset / this.pieceSize);
@@ -218,7 +220,7 @@ export class CorePartialBlob implements PartialBlob, TailSource {
       // Bytes of this piece that append already wrote stay as they are: they may already be hashed.
       const from = Math.max(span.start, this.appendOffset);
       const bytes = data.subarray(from - span.start);
-      const feeding = this.hashedEnd === from;
+      const feeding = this.hashedEnd === from && this.hasher.ready;
       await this.writeAndHash(from, bytes, { blob: feeding, pieces: false });
       this.assertOpen();
       if (feeding) this.hashedEnd = span.end;
@@ -462,13 +464,27 @@ export class CorePartialBlob implements PartialBlob, TailSource {
     if (changed) this.saver?.request();
     this.waiters.wakeHeld((index) => this.pieces.has(index));
     this.notify(fresh);
-    if (this.hashedEnd < this.appendOffset && !this.catchUpQueued) {
-      this.catchUpQueued = true;
-      // Errors fail the partial inside catchUp (readers and the next caller see them); nothing to add here.
-      this.enqueue(() => this.catchUp()).catch((error: unknown) => {
-        this.logger?.debug({ err: error, digest: this.digest }, "hash catch-up stopped");
+    this.queueCatchUp();
+  }
+
+  /**
+   * Queues the hash catch-up if the prefix got ahead of the digest. Not before the hasher is ready: on the
+   * queue, a catch-up waiting for the hash thread to start would hold up every write behind it.
+   */
+  private queueCatchUp(): void {
+    if (this.hashedEnd >= this.appendOffset || this.catchUpQueued || this.current !== "open") return;
+    this.catchUpQueued = true;
+    if (!this.hasher.ready) {
+      void this.hasher.whenReady().then(() => {
+        this.catchUpQueued = false;
+        this.queueCatchUp();
       });
+      return;
     }
+    // Errors fail the partial inside catchUp (readers and the next caller see them); nothing to add here.
+    this.enqueue(() => this.catchUp()).catch((error: unknown) => {
+      this.logger?.debug({ err: error, digest: this.digest }, "hash catch-up stopped");
+    });
   }
 
   /** Hashes, from storage, the bytes between the hashed prefix and appendOffset. */

@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import { SequentialPieceHasher } from "../piece/index.js";
 import type { ContentHasher, ContentHasherParams, HashedPiece, HashTargets } from "./content-hasher.js";
 import { StoreError } from "./errors.js";
 
@@ -37,6 +38,7 @@ export type HashWorkerReply =
   | { readonly seq: number; readonly error: string };
 
 const WORKER_URL = new URL("./hash-worker.js", import.meta.url);
+const BLOB_ONLY: HashTargets = { blob: true, pieces: false };
 
 interface Pending {
   resolve(reply: HashWorkerReply): void;
@@ -58,6 +60,10 @@ class HashWorkerChannel {
   private readonly pending = new Map<number, Pending>();
   /** Hashers opened and not yet closed (over every generation). */
   private openHashers = 0;
+  /** The current worker runs its code (its 'online' event came). */
+  online = false;
+  /** Settled when the current worker is online or lost. */
+  private started_ = Promise.withResolvers<void>();
   private idleTimer: NodeJS.Timeout | undefined;
   idleMs = HASH_WORKER_IDLE_MS;
 
@@ -95,6 +101,16 @@ class HashWorkerChannel {
     return generation === this.generation && this.worker !== undefined;
   }
 
+  /** Requests of `generation` are answered without waiting for a thread to start (or fail at once: it is gone). */
+  readyFor(generation: number): boolean {
+    return !this.alive(generation) || this.online;
+  }
+
+  /** Settles when the current thread is online or lost. */
+  whenStarted(): Promise<void> {
+    return this.worker === undefined ? Promise.resolve() : this.started_.promise;
+  }
+
   request(build: (seq: number) => HashWorkerRequest): Promise<HashWorkerReply> {
     const seq = this.nextSeq++;
     const worker = this.started();
@@ -114,6 +130,13 @@ class HashWorkerChannel {
     if (this.worker !== undefined) return this.worker;
     // No inherited flags: the thread needs none, and some (an --input-type, say) would stop it loading.
     const worker = new Worker(WORKER_URL, { name: "shoal-hash", execArgv: [] });
+    const started = Promise.withResolvers<void>();
+    this.started_ = started;
+    this.online = false;
+    worker.once("online", () => {
+      if (this.worker === worker) this.online = true;
+      started.resolve();
+    });
     worker.on("message", (reply: HashWorkerReply) => {
       const waiter = this.pending.get(reply.seq);
       if (waiter === undefined) return;
@@ -122,6 +145,7 @@ class HashWorkerChannel {
       waiter.resolve(reply);
     });
     const lost = (cause: unknown): void => {
+      started.resolve();
       if (this.worker !== worker) return;
       this.worker = undefined;
       this.generation++;
@@ -142,8 +166,8 @@ class HashWorkerChannel {
 
 let channel: HashWorkerChannel | undefined;
 
-/** @internal Tests: whether the hash worker thread runs, and how long it stays idle. */
-export function hashWorkerForTests(idleMs?: number): { readonly running: boolean } {
+/** @internal Tests: whether the hash worker thread runs (and runs its code), and how long it stays idle. */
+export function hashWorkerForTests(idleMs?: number): { readonly running: boolean; readonly online: boolean } {
   channel ??= new HashWorkerChannel();
   if (idleMs !== undefined) channel.idleMs = idleMs;
   return channel;
@@ -155,6 +179,12 @@ export function hashWorkerForTests(idleMs?: number): { readonly running: boolean
  * one copy into this hasher's staging memory (stage(); a tenth of the cost of the two SHA-256 passes, and
  * nothing to serialize or collect). The event loop writes them to storage meanwhile and goes on receiving
  * and serving.
+ *
+ * Until the thread runs (it is started with the first hasher, and stops after HASH_WORKER_IDLE_MS idle),
+ * the hasher is not `ready`: piece hashes are taken on the calling thread, so the pieces of a transfer that
+ * starts with the thread are held, served and announced at once instead of ~0.5 s later on a busy machine,
+ * and the partial leaves the blob digest to its catch-up. The piece in progress when the thread comes up
+ * is finished here too; the thread takes over at the next piece boundary.
  */
 export class WorkerContentHasher implements ContentHasher {
   private readonly channel: HashWorkerChannel;
@@ -164,10 +194,17 @@ export class WorkerContentHasher implements ContentHasher {
   private readonly id: number;
   private readonly generation: number;
   private closed = false;
+  private readonly size: number;
+  private readonly pieceSize: number;
+  /** Piece hashes taken on this thread while the worker starts, up to the first piece boundary after. */
+  private early: SequentialPieceHasher | undefined;
+  private earlyPieces: HashedPiece[] = [];
 
   constructor(params: ContentHasherParams) {
     channel ??= new HashWorkerChannel();
     this.channel = channel;
+    this.size = params.size;
+    this.pieceSize = params.pieceSize;
     this.stagingBytes = Math.min(HASH_STAGING_BYTES, Math.max(params.size, 1));
     ({ id: this.id, generation: this.generation } = this.channel.open(params));
   }
@@ -180,7 +217,45 @@ export class WorkerContentHasher implements ContentHasher {
     return this.staging.subarray(0, length);
   }
 
+  get ready(): boolean {
+    return this.channel.readyFor(this.generation);
+  }
+
+  whenReady(): Promise<void> {
+    return this.channel.whenStarted();
+  }
+
   async update(position: number, bytes: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]> {
+    const completed: HashedPiece[] = [];
+    let done = 0;
+    if (targets.pieces && !this.closed && (this.early !== undefined || !this.ready)) {
+      done = this.hashEarly(position, bytes);
+      completed.push(...this.earlyPieces);
+      this.earlyPieces = [];
+      // The digest's share of those bytes still goes to the thread (waiting for it to start, if need be).
+      if (targets.blob && done > 0) completed.push(...(await this.send(position, bytes.subarray(0, done), BLOB_ONLY)));
+    }
+    if (done < bytes.byteLength) completed.push(...(await this.send(position + done, bytes.subarray(done), targets)));
+    return completed;
+  }
+
+  /**
+   * Piece hashes on this thread: of all of `bytes` while the worker is not ready, else up to the end of
+   * the piece in progress (after which the worker takes them). Returns how many bytes it took.
+   */
+  private hashEarly(position: number, bytes: Uint8Array): number {
+    const ready = this.ready;
+    const boundary = Math.min(Math.ceil(position / this.pieceSize) * this.pieceSize, this.size);
+    const take = ready ? Math.min(bytes.byteLength, boundary - position) : bytes.byteLength;
+    this.early ??= new SequentialPieceHasher(this.size, this.pieceSize, (index, sha256) => {
+      this.earlyPieces.push({ index, sha256 });
+    });
+    if (take > 0) this.early.update(position, bytes.subarray(0, take));
+    if (ready && position + take >= boundary) this.early = undefined;
+    return take;
+  }
+
+  private async send(position: number, bytes: Uint8Array, targets: HashTargets): Promise<readonly HashedPiece[]> {
     const completed: HashedPiece[] = [];
     for (let done = 0; done < bytes.byteLength;) {
       this.checkAlive();
