@@ -63,7 +63,7 @@ class HashWorkerChannel {
   /** The current worker runs its code (its 'online' event came). */
   online = false;
   /** Settled when the current worker is online or lost. */
-  private started_ = Promise.withResolvers<void>();
+  private started_ = Promise.withResolvers<undefined>();
   private idleTimer: NodeJS.Timeout | undefined;
   idleMs = HASH_WORKER_IDLE_MS;
 
@@ -130,12 +130,12 @@ class HashWorkerChannel {
     if (this.worker !== undefined) return this.worker;
     // No inherited flags: the thread needs none, and some (an --input-type, say) would stop it loading.
     const worker = new Worker(WORKER_URL, { name: "shoal-hash", execArgv: [] });
-    const started = Promise.withResolvers<void>();
+    const started = Promise.withResolvers<undefined>();
     this.started_ = started;
     this.online = false;
     worker.once("online", () => {
       if (this.worker === worker) this.online = true;
-      started.resolve();
+      started.resolve(undefined);
     });
     worker.on("message", (reply: HashWorkerReply) => {
       const waiter = this.pending.get(reply.seq);
@@ -145,7 +145,7 @@ class HashWorkerChannel {
       waiter.resolve(reply);
     });
     const lost = (cause: unknown): void => {
-      started.resolve();
+      started.resolve(undefined);
       if (this.worker !== worker) return;
       this.worker = undefined;
       this.generation++;
