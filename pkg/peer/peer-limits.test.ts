@@ -3,6 +3,7 @@ import { once } from "node:events";
 import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
+import { pino } from "pino";
 import { AgentMetrics } from "../metrics/index.js";
 import type { Digest } from "../oci/index.js";
 import type { DiskBlobStore } from "../store/index.js";
@@ -25,6 +26,9 @@ import {
 const signal = (): AbortSignal => AbortSignal.timeout(10_000);
 
 /** A bare HTTP/2 connection with a tiny receive window, to play a peer that never reads what it asked for. */
+/** pino's number for the debug level (warn is 40). */
+const PINO_DEBUG = 20;
+
 async function rawSession(address: string): Promise<ClientHttp2Session> {
   const session = connect(`http://${address}`, { settings: { initialWindowSize: 65_535 } });
   await once(session, "connect");
@@ -357,8 +361,17 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
     );
   });
 
-  it("ends open streams with ERR_PEER_UNAVAILABLE when the server closes", async () => {
-    const server = await fixture.server({ store, uploadBytesPerSecond: 4 * MiB });
+  it("ends open streams with ERR_PEER_UNAVAILABLE when the server closes, and logs them at debug, not as warnings", async () => {
+    const records: { level: number; msg: string; details?: string }[] = [];
+    const logger = pino(
+      { level: "debug" },
+      {
+        write(line: string) {
+          records.push(JSON.parse(line) as { level: number; msg: string; details?: string });
+        },
+      },
+    );
+    const server = await fixture.server({ store, uploadBytesPerSecond: 4 * MiB, logger });
     const client = fixture.client();
     const data = testBytes(2 * MiB);
     const partial = await putPartial(store, data, MiB, []);
@@ -378,6 +391,12 @@ describe("PeerServer + PeerClient: caps, cancellation, timeouts", () => {
       assert.ok(performance.now() - started < 1500, "close did not wait for the streams to finish");
       assert.equal(server.activeUploads, 0);
       await Promise.all(outcomes);
+      const failures = records.filter((record) => record.msg === "peer call failed");
+      // Both requests went over the client's one Exchange stream to this peer: one call, one line.
+      assert.deepEqual(
+        failures.map((failure) => [failure.level, failure.details]),
+        [[PINO_DEBUG, "peer is shutting down"]],
+      );
     } finally {
       await partial.abort(new Error("test done"));
     }

@@ -363,7 +363,10 @@ export class PeerServer {
   }
 
   private logFailure(method: string, peerStatus: PeerStatus): void {
-    const level = peerStatus.code === GrpcStatus.INTERNAL || peerStatus.code === GrpcStatus.UNAVAILABLE ? "warn" : "debug";
+    // Calls this server ends because it is closing are expected (their clients go to other peers): one
+    // debug line each, not a warning per open stream at every agent restart.
+    const serious = peerStatus.code === GrpcStatus.INTERNAL || peerStatus.code === GrpcStatus.UNAVAILABLE;
+    const level = serious && this.closing === undefined ? "warn" : "debug";
     this.logger[level](
       { method, code: GrpcStatus[peerStatus.code], details: peerStatus.details, err: peerStatus.cause },
       "peer call failed",
