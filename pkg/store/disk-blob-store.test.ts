@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { type Digest, digestHex, digestOf } from "../oci/index.js";
 import { MIN_PIECE_SIZE_BYTES, sha256Of } from "../piece/index.js";
+import { isStoreError } from "./errors.js";
 import { runBlobStoreConformance } from "./testing/conformance.js";
 import { HASH_WORKER_IDLE_MS, hashWorkerForTests, WorkerContentHasher } from "./worker-content-hasher.js";
 import { delay, expectStoreError, putBlob, readAll, testBytes } from "./testing/conformance-helpers.js";
@@ -33,16 +34,24 @@ describe("DiskBlobStore", () => {
       const running = (): boolean => threads.running;
       for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
       assert.equal(running(), false, "the earlier thread stopped");
+      // The partial's thread counts as started only when the test says so.
+      threads.holdStart = true;
       const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
       const pieceSize = MIN_PIECE_SIZE_BYTES;
       const data = testBytes(3 * pieceSize + 100);
       const digest = digestOf(data);
       const partial = await store.openPartial(digest, data.length, { pieceSize });
-      await partial.append(data.subarray(0, pieceSize + 10));
+      // Bounded, so that a partial that waits for the held thread fails here instead of hanging.
+      const appended = await Promise.race([
+        partial.append(data.subarray(0, pieceSize + 10)).then(() => "appended"),
+        delay(30_000, "waited", { ref: false }),
+      ]);
+      assert.equal(appended, "appended", "the append did not wait for the thread");
       const online = (): boolean => threads.online;
-      assert.equal(online(), false, "the append did not wait for the thread");
+      assert.equal(online(), false);
       assert.equal(partial.heldPieces, 1);
       assert.deepEqual(partial.pieceHash(0), sha256Of(data.subarray(0, pieceSize)));
+      threads.releaseStart();
       await partial.append(data.subarray(pieceSize + 10));
       const info = await partial.commit();
       assert.equal(info.digest, digest);
@@ -51,7 +60,41 @@ describe("DiskBlobStore", () => {
       assert.deepEqual(await readAll(await store.createReadStream(digest)), data);
       await store.close();
     } finally {
-      hashWorkerForTests(HASH_WORKER_IDLE_MS);
+      hashWorkerForTests(HASH_WORKER_IDLE_MS).releaseStart();
+    }
+  });
+
+  it("a hash thread that dies while it starts fails its partials (ERR_STORE_IO); the next partial starts a new one", async () => {
+    const threads = hashWorkerForTests(20);
+    try {
+      new WorkerContentHasher({ algorithm: "sha256", size: 1, pieceSize: 1 }).close();
+      const running = (): boolean => threads.running;
+      for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
+      threads.holdStart = true;
+      const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
+      const pieceSize = MIN_PIECE_SIZE_BYTES;
+      const data = testBytes(2 * pieceSize);
+      const partial = await store.openPartial(digestOf(data), data.length, { pieceSize });
+      await partial.append(data.subarray(0, pieceSize + 10));
+      assert.equal(partial.heldPieces, 1, "held before the thread ran");
+      await threads.kill();
+      // The catch-up that waited for the thread finds it gone and fails the partial: the caller is told why
+      // (ERR_STORE_IO, or ERR_STORE_ABORTED caused by it when the catch-up failed first).
+      await assert.rejects(
+        partial.append(data.subarray(pieceSize + 10)).then(() => partial.commit()),
+        (error: unknown) => {
+          const io = isStoreError(error, "ERR_STORE_IO") ? error : isStoreError(error, "ERR_STORE_ABORTED") ? error.cause : undefined;
+          return isStoreError(io, "ERR_STORE_IO") && /hash worker thread stopped/.test(io.message);
+        },
+      );
+      assert.equal(partial.state, "aborted");
+      threads.releaseStart();
+      const next = await store.openPartial(digestOf(data), data.length, { pieceSize });
+      await next.append(data);
+      assert.equal((await next.commit()).digest, digestOf(data));
+      await store.close();
+    } finally {
+      hashWorkerForTests(HASH_WORKER_IDLE_MS).releaseStart();
     }
   });
 
@@ -61,14 +104,16 @@ describe("DiskBlobStore", () => {
       new WorkerContentHasher({ algorithm: "sha256", size: 1, pieceSize: 1 }).close();
       const running = (): boolean => threads.running;
       for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
+      threads.holdStart = true;
       const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
       const data = testBytes(2 * MIN_PIECE_SIZE_BYTES);
       const partial = await store.openPartial(digestOf(Buffer.from("other")), data.length, { pieceSize: MIN_PIECE_SIZE_BYTES });
       await partial.append(data);
+      threads.releaseStart();
       await expectStoreError(partial.commit(), "ERR_STORE_DIGEST_MISMATCH");
       await store.close();
     } finally {
-      hashWorkerForTests(HASH_WORKER_IDLE_MS);
+      hashWorkerForTests(HASH_WORKER_IDLE_MS).releaseStart();
     }
   });
 

@@ -64,6 +64,13 @@ class HashWorkerChannel {
   online = false;
   /** Settled when the current worker is online or lost. */
   private started_ = Promise.withResolvers<undefined>();
+  /**
+   * Tests: a thread started while this is set starts only at releaseStart(), as a slow start-up would
+   * have it: it is not online, and what is sent to it waits.
+   */
+  holdStart = false;
+  private heldStart: (() => void) | undefined;
+  private heldMessages: HashWorkerRequest[] | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
   idleMs = HASH_WORKER_IDLE_MS;
 
@@ -97,6 +104,22 @@ class HashWorkerChannel {
     return this.worker !== undefined;
   }
 
+  /** Tests: the thread dies (as a crash would; its hashers lose their state). */
+  kill(): Promise<number> | undefined {
+    return this.worker?.terminate();
+  }
+
+  /** Tests: a thread held by holdStart counts as started now (at once if it is not online yet: when it is). */
+  releaseStart(): void {
+    this.holdStart = false;
+    const messages = this.heldMessages;
+    this.heldMessages = undefined;
+    for (const message of messages ?? []) this.worker?.postMessage(message);
+    const start = this.heldStart;
+    this.heldStart = undefined;
+    start?.();
+  }
+
   alive(generation: number): boolean {
     return generation === this.generation && this.worker !== undefined;
   }
@@ -118,12 +141,17 @@ class HashWorkerChannel {
       this.pending.set(seq, { resolve, reject });
     });
     if (this.pending.size === 1) worker.ref();
-    worker.postMessage(build(seq));
+    this.send(worker, build(seq));
     return reply;
   }
 
   post(message: HashWorkerRequest): void {
-    this.started().postMessage(message);
+    this.send(this.started(), message);
+  }
+
+  private send(worker: Worker, message: HashWorkerRequest): void {
+    if (this.heldMessages !== undefined) this.heldMessages.push(message);
+    else worker.postMessage(message);
   }
 
   private started(): Worker {
@@ -133,9 +161,14 @@ class HashWorkerChannel {
     const started = Promise.withResolvers<undefined>();
     this.started_ = started;
     this.online = false;
+    this.heldMessages = this.holdStart ? [] : undefined;
     worker.once("online", () => {
-      if (this.worker === worker) this.online = true;
-      started.resolve(undefined);
+      const start = (): void => {
+        if (this.worker === worker) this.online = true;
+        started.resolve(undefined);
+      };
+      if (this.holdStart) this.heldStart = start;
+      else start();
     });
     worker.on("message", (reply: HashWorkerReply) => {
       const waiter = this.pending.get(reply.seq);
@@ -147,6 +180,7 @@ class HashWorkerChannel {
     const lost = (cause: unknown): void => {
       started.resolve(undefined);
       if (this.worker !== worker) return;
+      this.heldMessages = undefined;
       this.worker = undefined;
       this.generation++;
       const error = new StoreError("ERR_STORE_IO", "the hash worker thread stopped", { cause });
@@ -167,7 +201,13 @@ class HashWorkerChannel {
 let channel: HashWorkerChannel | undefined;
 
 /** @internal Tests: whether the hash worker thread runs (and runs its code), and how long it stays idle. */
-export function hashWorkerForTests(idleMs?: number): { readonly running: boolean; readonly online: boolean } {
+export function hashWorkerForTests(idleMs?: number): {
+  readonly running: boolean;
+  readonly online: boolean;
+  holdStart: boolean;
+  kill(): Promise<number> | undefined;
+  releaseStart(): void;
+} {
   channel ??= new HashWorkerChannel();
   if (idleMs !== undefined) channel.idleMs = idleMs;
   return channel;
