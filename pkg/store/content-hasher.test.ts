@@ -7,6 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type ContentHasher, type HashedPiece, InlineContentHasher } from "./content-hasher.js";
 import { HASH_STAGING_BYTES, HASH_WORKER_IDLE_MS, hashWorkerForTests, WorkerContentHasher } from "./worker-content-hasher.js";
 import { testBytes } from "./testing/conformance-helpers.js";
+import { withNewHashThread } from "./testing/hash-thread.js";
 
 /** Bounds the wait for the child process (a hang guard, not a timing assertion). */
 const CHILD_EXIT_DEADLINE_MS = 30_000;
@@ -117,13 +118,8 @@ describe("ContentHasher", () => {
   });
 
   it("until its thread runs, a worker hasher takes piece hashes itself and the thread takes over at the next piece boundary", async () => {
-    const state = hashWorkerForTests(20);
-    try {
-      // Let the thread of the tests above stop, so that the hasher below starts a new one.
-      new WorkerContentHasher(params).close();
-      const running = (): boolean => state.running;
-      for (let waited = 0; running() && waited < 5_000; waited += 20) await sleep(20);
-      assert.equal(running(), false, "the earlier thread stopped");
+    // Not held: the test turns no event loop before it checks, so the new thread cannot be online yet.
+    await withNewHashThread(false, async () => {
       const hasher = new WorkerContentHasher(params);
       assert.equal(hasher.ready, false, "a new thread is starting");
       const early = 1.5 * PIECE;
@@ -145,9 +141,7 @@ describe("ContentHasher", () => {
         "piece 1, begun before the thread ran, is finished here; the thread takes 2 to 5",
       );
       assert.equal(await hasher.digest(), createHash("sha256").update(data).digest("hex"));
-    } finally {
-      hashWorkerForTests(HASH_WORKER_IDLE_MS);
-    }
+    });
   });
 
   it("an inline hasher is always ready", async () => {

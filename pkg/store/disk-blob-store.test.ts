@@ -6,7 +6,7 @@ import { type Digest, digestHex, digestOf } from "../oci/index.js";
 import { MIN_PIECE_SIZE_BYTES, sha256Of } from "../piece/index.js";
 import { isStoreError } from "./errors.js";
 import { runBlobStoreConformance } from "./testing/conformance.js";
-import { HASH_WORKER_IDLE_MS, hashWorkerForTests, WorkerContentHasher } from "./worker-content-hasher.js";
+import { withNewHashThread } from "./testing/hash-thread.js";
 import { delay, expectStoreError, putBlob, readAll, testBytes } from "./testing/conformance-helpers.js";
 import { openStore, removeTempDirs, scribble, stateOf, TEST_SAVE_INTERVAL_MS, tempDir } from "./testing/disk-helpers.js";
 
@@ -27,15 +27,8 @@ runBlobStoreConformance("DiskBlobStore hashing in a worker", async (options) => 
 
 describe("DiskBlobStore", () => {
   it("while the hash thread starts, appended pieces are held at once; the digest catches up from storage once it runs", async () => {
-    const threads = hashWorkerForTests(20);
-    try {
-      // Let a thread left by earlier tests stop, so that the partial below starts a new one.
-      new WorkerContentHasher({ algorithm: "sha256", size: 1, pieceSize: 1 }).close();
-      const running = (): boolean => threads.running;
-      for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
-      assert.equal(running(), false, "the earlier thread stopped");
-      // The partial's thread counts as started only when the test says so.
-      threads.holdStart = true;
+    // The partial's hash thread is a new one, and counts as started only when the test says so.
+    await withNewHashThread(true, async (threads) => {
       const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
       const pieceSize = MIN_PIECE_SIZE_BYTES;
       const data = testBytes(3 * pieceSize + 100);
@@ -59,18 +52,12 @@ describe("DiskBlobStore", () => {
         assert.deepEqual(partial.pieceHash(index), sha256Of(data.subarray(index * pieceSize, (index + 1) * pieceSize)));
       assert.deepEqual(await readAll(await store.createReadStream(digest)), data);
       await store.close();
-    } finally {
-      hashWorkerForTests(HASH_WORKER_IDLE_MS).releaseStart();
-    }
+    });
   });
 
   it("a hash thread that dies while it starts fails its partials (ERR_STORE_IO); the next partial starts a new one", async () => {
-    const threads = hashWorkerForTests(20);
-    try {
-      new WorkerContentHasher({ algorithm: "sha256", size: 1, pieceSize: 1 }).close();
-      const running = (): boolean => threads.running;
-      for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
-      threads.holdStart = true;
+    // The partial's hash thread is a new one, and counts as started only when the test says so.
+    await withNewHashThread(true, async (threads) => {
       const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
       const pieceSize = MIN_PIECE_SIZE_BYTES;
       const data = testBytes(2 * pieceSize);
@@ -93,18 +80,12 @@ describe("DiskBlobStore", () => {
       await next.append(data);
       assert.equal((await next.commit()).digest, digestOf(data));
       await store.close();
-    } finally {
-      hashWorkerForTests(HASH_WORKER_IDLE_MS).releaseStart();
-    }
+    });
   });
 
   it("a partial whose bytes do not match its digest is refused when the hash thread started late", async () => {
-    const threads = hashWorkerForTests(20);
-    try {
-      new WorkerContentHasher({ algorithm: "sha256", size: 1, pieceSize: 1 }).close();
-      const running = (): boolean => threads.running;
-      for (let waited = 0; running() && waited < 5_000; waited += 20) await delay(20);
-      threads.holdStart = true;
+    // The partial's hash thread is a new one, and counts as started only when the test says so.
+    await withNewHashThread(true, async (threads) => {
       const store = await openStore(await tempDir(), { hashWorkerMinBytes: 0, hashAllInWorker: true });
       const data = testBytes(2 * MIN_PIECE_SIZE_BYTES);
       const partial = await store.openPartial(digestOf(Buffer.from("other")), data.length, { pieceSize: MIN_PIECE_SIZE_BYTES });
@@ -112,9 +93,7 @@ describe("DiskBlobStore", () => {
       threads.releaseStart();
       await expectStoreError(partial.commit(), "ERR_STORE_DIGEST_MISMATCH");
       await store.close();
-    } finally {
-      hashWorkerForTests(HASH_WORKER_IDLE_MS).releaseStart();
-    }
+    });
   });
 
   it("lays out blobs by digest, with a media-type sidecar only when there is one", async () => {

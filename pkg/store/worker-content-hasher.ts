@@ -200,14 +200,20 @@ class HashWorkerChannel {
 
 let channel: HashWorkerChannel | undefined;
 
-/** @internal Tests: whether the hash worker thread runs (and runs its code), and how long it stays idle. */
-export function hashWorkerForTests(idleMs?: number): {
+/** @internal Tests: the process's hash worker thread. */
+export interface HashThreadForTests {
+  /** A thread exists. */
   readonly running: boolean;
+  /** It runs its code. */
   readonly online: boolean;
+  /** Threads started while set start only at releaseStart(). */
   holdStart: boolean;
   kill(): Promise<number> | undefined;
   releaseStart(): void;
-} {
+}
+
+/** @internal Tests: the hash worker thread, and how long it stays idle. */
+export function hashWorkerForTests(idleMs?: number): HashThreadForTests {
   channel ??= new HashWorkerChannel();
   if (idleMs !== undefined) channel.idleMs = idleMs;
   return channel;
