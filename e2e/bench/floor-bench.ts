@@ -1,0 +1,61 @@
+// npm run bench:floor — the per-byte work no agent can skip, measured bare in Node on this machine: SHA-256
+// twice, the store's write, mutual TLS in and out, the hand-over to the runtime. Their CPU-seconds per GB
+// add up to a floor under what `npm start` and `npm run bench` report per agent. Prints figures; asserts
+// nothing.
+import { writeFile } from "node:fs/promises";
+import { benchOptions, bytesFlag, integerFlag } from "./bench-flags.js";
+import { FLOOR_STAGE_LABELS, FLOOR_STAGES, type FloorRun, measureFloor } from "./floor.js";
+import { makeTempDir, removeTempDir } from "../support/process.js";
+
+const USAGE = `Usage: npm run bench:floor -- [flags]
+
+The work every byte an agent pulls needs, each kind measured on its own in one Node process with the
+agents' settings and nothing of Shoal's protocol or scheduling around it: SHA-256 twice (piece check and
+blob digest), the store's write and datasync, mutual TLS 1.3 in and out (an agent receives each byte once
+and uploads about as much), and reading the stored bytes back to hand them to the runtime over TCP. Prints
+each one's CPU-seconds per GB and their sum, run by run.
+
+  --size SIZE          bytes per stage (1MiB to 64GiB; default 1GiB)
+  --runs N             runs of every stage (1-20; default 2)
+  --dir DIR            where the stages write (default a temp dir; the store's file system is what counts)
+  --json FILE          write the result as JSON
+  --help`;
+
+const { sizeBytes, runs, dir, json } = benchOptions(USAGE, { size: "1GiB", runs: "2", dir: undefined, json: undefined }, (flags) => ({
+  sizeBytes: bytesFlag("size", flags.size, 1024 * 1024, 64 * 1024 ** 3),
+  runs: integerFlag("runs", flags.runs, 1, 20),
+  dir: flags.dir,
+  json: flags.json,
+}));
+
+async function main(): Promise<void> {
+  const work = await makeTempDir("bench-floor", dir);
+  const results: FloorRun[] = [];
+  try {
+    for (let run = 0; run < runs; run++) {
+      console.error(`run ${run + 1} of ${runs}…`);
+      results.push(await measureFloor({ sizeBytes, dir: work }));
+    }
+  } finally {
+    await removeTempDir(work);
+  }
+  const width = Math.max(...FLOOR_STAGES.map((stage) => FLOOR_STAGE_LABELS[stage].length)) + 2;
+  const cell = (text: string): string => text.padStart(22);
+  console.log(`the floor: ${(sizeBytes / 2 ** 20).toFixed(0)} MiB per stage, CPU-seconds per GB (and MB/s) of each run`);
+  console.log(`${"stage".padEnd(width)}${results.map((_, run) => cell(`run ${run + 1}`)).join("")}`);
+  for (const stage of FLOOR_STAGES) {
+    const figures = results.map((result) => {
+      const { cpuSecondsPerGB, throughputMBps } = result.stages[stage];
+      return cell(`${cpuSecondsPerGB.toFixed(2)} (${throughputMBps.toFixed(0)} MB/s)`);
+    });
+    console.log(`${FLOOR_STAGE_LABELS[stage].padEnd(width)}${figures.join("")}`);
+  }
+  console.log(`${"sum".padEnd(width)}${results.map((result) => cell(result.sumCpuSecondsPerGB.toFixed(2))).join("")}`);
+  console.log(`TLS negotiated: ${[...new Set(results.map((result) => result.tlsCipher))].join(", ")}`);
+  if (json !== undefined) await writeFile(json, `${JSON.stringify({ sizeBytes, runs: results }, null, 2)}\n`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});

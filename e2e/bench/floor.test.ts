@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { readdir } from "node:fs/promises";
+import { describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { FLOOR_STAGES, measureFloor } from "./floor.js";
+import { makeTempDir, removeTempDir } from "../support/process.js";
+
+const SIZE_BYTES = 3 * 1024 * 1024 + 12_345;
+
+describe("bench:floor", () => {
+  it("moves every byte through each stage, adds the stages up and leaves no file behind", async () => {
+    const dir = await makeTempDir("floor-test");
+    try {
+      const run = await measureFloor({ sizeBytes: SIZE_BYTES, dir });
+      let sum = 0;
+      for (const stage of FLOOR_STAGES) {
+        const figures = run.stages[stage];
+        assert.equal(figures.bytes, SIZE_BYTES, stage);
+        assert.ok(Number.isFinite(figures.cpuSecondsPerGB) && figures.cpuSecondsPerGB >= 0, `${stage}: ${figures.cpuSecondsPerGB}`);
+        assert.ok(figures.seconds > 0 && figures.throughputMBps > 0, stage);
+        assert.equal(figures.cpuSecondsPerGB, figures.cpuSeconds / (SIZE_BYTES / 1e9), stage);
+        sum += figures.cpuSecondsPerGB;
+      }
+      assert.equal(run.sumCpuSecondsPerGB, sum);
+      assert.match(run.tlsCipher, /^TLSv1\.3 TLS_AES_128_GCM_SHA256$/);
+      assert.deepEqual(
+        (await readdir(dir)).filter((name) => name.startsWith("floor-blob")),
+        [],
+      );
+    } finally {
+      await removeTempDir(dir);
+    }
+  });
+
+  it("refuses a bad flag with a message naming it and exit code 2", () => {
+    const script = fileURLToPath(new URL("./floor-bench.js", import.meta.url));
+    const result = spawnSync(process.execPath, [script, "--size", "0"], { encoding: "utf8", timeout: 30_000 });
+    assert.equal(result.status, 2);
+    assert.match(result.stderr, /--size must be from 1048576 to \d+ bytes, got "0"/);
+  });
+});

@@ -1,0 +1,285 @@
+// The work every byte an agent pulls needs, measured on its own in one Node process, with nothing of
+// Shoal's protocol, scheduling or store around it: what `npm run bench:floor` reports. Each stage does an
+// agent's share of one kind of per-byte work on `sizeBytes` bytes and is charged the CPU of this process
+// (all its threads: getrusage), so the stages add up to a floor under the agent's CPU-seconds per GB.
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomFillSync } from "node:crypto";
+import { type FileHandle, open, readFile, unlink } from "node:fs/promises";
+import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from "node:net";
+import { join } from "node:path";
+import { once } from "node:events";
+import { connect as tlsConnect, createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from "node:tls";
+import { type CertificateFiles, TLS_CIPHERS, TLS_MIN_VERSION, ThrowawayPki } from "../../pkg/identity/index.js";
+
+/** Bytes per write, hash update and read: the store's and the peer protocol's piece-sized units. */
+export const FLOOR_CHUNK_BYTES = 1024 * 1024;
+/** Buffers the hand-over to the runtime cycles through (each reused once its socket write completed). */
+const SERVE_RING_BUFFERS = 4;
+/** A stage that moves nothing for this long has failed (a stuck socket, a child that died). */
+export const FLOOR_STAGE_TIMEOUT_MS = 120_000;
+
+export const FLOOR_STAGES = ["sha256Twice", "storeWrite", "tlsSendReceive", "handToRuntime"] as const;
+export type FloorStage = (typeof FLOOR_STAGES)[number];
+
+/** What each stage stands for, as the benchmark prints it. */
+export const FLOOR_STAGE_LABELS: Readonly<Record<FloorStage, string>> = {
+  sha256Twice: "SHA-256 twice (piece check, blob digest)",
+  storeWrite: "store write (page cache) and datasync",
+  tlsSendReceive: "mutual TLS 1.3: receive once, send once",
+  handToRuntime: "read back, hand to the runtime (TCP)",
+};
+
+export interface StageFigures {
+  /** Bytes the stage moved: its checks fail the stage unless this is the size asked for. */
+  readonly bytes: number;
+  readonly cpuSeconds: number;
+  readonly seconds: number;
+  readonly cpuSecondsPerGB: number;
+  readonly throughputMBps: number;
+}
+
+export interface FloorRun {
+  readonly stages: Readonly<Record<FloorStage, StageFigures>>;
+  /** The stages' CPU-seconds per GB added up. */
+  readonly sumCpuSecondsPerGB: number;
+  /** The TLS stage's protocol and cipher suite, as negotiated (e.g. "TLSv1.3 TLS_AES_128_GCM_SHA256"). */
+  readonly tlsCipher: string;
+}
+
+export interface FloorOptions {
+  readonly sizeBytes: number;
+  /** A directory of the caller's: the stages' file, certificates and the TLS material go here. */
+  readonly dir: string;
+}
+
+function cpuSecondsNow(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
+}
+
+async function measure(sizeBytes: number, work: () => Promise<number>): Promise<StageFigures> {
+  const cpuBefore = cpuSecondsNow();
+  const started = performance.now();
+  const bytes = await work();
+  const seconds = (performance.now() - started) / 1000;
+  const cpuSeconds = cpuSecondsNow() - cpuBefore;
+  if (bytes !== sizeBytes) throw new Error(`the stage moved ${bytes} bytes, not ${sizeBytes}`);
+  return { bytes, cpuSeconds, seconds, cpuSecondsPerGB: cpuSeconds / (bytes / 1e9), throughputMBps: bytes / 1e6 / seconds };
+}
+
+/** `sizeBytes` bytes hashed twice: the piece's SHA-256 as it arrives, and the blob's running digest. */
+function sha256Twice(chunk: Buffer, sizeBytes: number): number {
+  let hashed = 0;
+  for (let pass = 0; pass < 2; pass++) {
+    const hash = createHash("sha256");
+    hashed = 0;
+    while (hashed < sizeBytes) {
+      const length = Math.min(chunk.byteLength, sizeBytes - hashed);
+      hash.update(chunk.subarray(0, length));
+      hashed += length;
+    }
+    hash.digest();
+  }
+  return hashed;
+}
+
+/** Positional writes of `sizeBytes` into a new file, then one datasync (as a blob's publication does). */
+async function storeWrite(chunk: Buffer, sizeBytes: number, file: string): Promise<number> {
+  const handle = await open(file, "wx");
+  let written = 0;
+  try {
+    while (written < sizeBytes) {
+      const length = Math.min(chunk.byteLength, sizeBytes - written);
+      const { bytesWritten } = await handle.write(chunk, 0, length, written);
+      written += bytesWritten;
+    }
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  return written;
+}
+
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new Error(`${what} did not finish within ${FLOOR_STAGE_TIMEOUT_MS} ms`));
+    }, FLOOR_STAGE_TIMEOUT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => {
+    clearTimeout(timer);
+  });
+}
+
+async function closeServer(server: TcpServer): Promise<void> {
+  if (!server.listening) return;
+  await new Promise<void>((resolve) => {
+    server.close(() => {
+      resolve();
+    });
+  });
+}
+
+/** Writes `sizeBytes` of `chunk` to `socket`, honouring backpressure. */
+async function sendAll(socket: Socket, chunk: Buffer, sizeBytes: number): Promise<void> {
+  for (let sent = 0; sent < sizeBytes;) {
+    const length = Math.min(chunk.byteLength, sizeBytes - sent);
+    if (!socket.write(chunk.subarray(0, length))) await once(socket, "drain");
+    sent += length;
+  }
+}
+
+/**
+ * Both ends of one mutual-TLS connection over loopback in this process, with the agents' TLS settings: each
+ * byte encrypted and sent once and received and decrypted once, which is an agent's share of a swarm (it
+ * receives what it pulls, and uploads about as much to its peers).
+ */
+async function tlsSendReceive(chunk: Buffer, sizeBytes: number, dir: string): Promise<StageFigures & { readonly cipher: string }> {
+  let cipher = "";
+  const pki = await ThrowawayPki.create(join(dir, "pki"), "bench:floor CA");
+  const serverFiles = await pki.issue({ role: "agent", name: "floor-server", ips: ["127.0.0.1"] });
+  const clientFiles = await pki.issue({ role: "agent", name: "floor-client", ips: ["127.0.0.1"] });
+  const material = async (files: CertificateFiles): Promise<SecureContextOptions> => ({
+    cert: await readFile(files.cert),
+    key: await readFile(files.key),
+    ca: await readFile(files.ca),
+    minVersion: TLS_MIN_VERSION,
+    ciphers: TLS_CIPHERS,
+  });
+  let received = 0;
+  let serverSide: TLSSocket | undefined;
+  let finish: () => void = () => undefined;
+  let fail: (error: Error) => void = () => undefined;
+  const done = new Promise<void>((resolve, reject) => {
+    finish = resolve;
+    fail = reject;
+  });
+  // Errors after the stage ended (sockets destroyed in `finally`) have nobody waiting for them.
+  done.catch(() => undefined);
+  const server = createTlsServer({ ...(await material(serverFiles)), requestCert: true, rejectUnauthorized: true }, (socket) => {
+    serverSide = socket;
+    socket.on("data", (data: Buffer) => {
+      received += data.byteLength;
+      if (received >= sizeBytes) finish();
+    });
+    socket.on("error", fail);
+  });
+  server.on("tlsClientError", fail);
+  let client: TLSSocket | undefined;
+  try {
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    client = tlsConnect({ ...(await material(clientFiles)), host: "127.0.0.1", port });
+    client.on("error", fail);
+    await withTimeout(Promise.race([once(client, "secureConnect"), done]), "the TLS handshake");
+    const connected = client;
+    cipher = `${client.getProtocol() ?? "?"} ${client.getCipher().standardName}`;
+    // Only the transfer is measured: certificates and the handshake are once per connection.
+    const figures = await measure(sizeBytes, async () => {
+      await withTimeout(Promise.all([sendAll(connected, chunk, sizeBytes), done]), "the TLS transfer");
+      return received;
+    });
+    return { ...figures, cipher };
+  } finally {
+    client?.destroy();
+    serverSide?.destroy();
+    await closeServer(server);
+  }
+}
+
+/** A child process that reads everything from a TCP connection, discards it and prints the byte count. */
+function startDiscardingReader(port: number): ChildProcess {
+  const script = `
+const socket = require("node:net").connect(${port}, "127.0.0.1");
+let bytes = 0;
+socket.on("data", (data) => { bytes += data.length; });
+socket.on("end", () => { process.stdout.write(String(bytes)); });
+socket.on("error", (error) => { console.error(error.message); process.exit(1); });
+`;
+  return spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+}
+
+/**
+ * Reads the stored file back (from the page cache, as the mirror serves a cached blob) into a few reused
+ * buffers and writes it to a loopback TCP connection: the least an agent does to hand each byte to its
+ * runtime. The reader is another process, so its CPU is not this stage's.
+ */
+async function handToRuntime(sizeBytes: number, file: string): Promise<StageFigures> {
+  const server = createTcpServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  const reader = startDiscardingReader(port);
+  const handle = await open(file, "r");
+  let output = "";
+  reader.stdout?.on("data", (data: Buffer) => {
+    output += data.toString();
+  });
+  const exited = once(reader, "exit");
+  try {
+    const [socket] = (await withTimeout(once(server, "connection"), "the runtime's connection")) as [Socket];
+    // Only the transfer is measured: starting the reader's process is not per byte.
+    return await measure(sizeBytes, async () => {
+      await sendFile(socket, handle, sizeBytes);
+      const [code] = (await withTimeout(exited, "the runtime's reader")) as [number | null];
+      if (code !== 0) throw new Error(`the runtime's reader exited with ${String(code)}`);
+      return Number(output.trim());
+    });
+  } finally {
+    reader.kill();
+    await handle.close();
+    await closeServer(server);
+  }
+}
+
+/** The file's first `sizeBytes` into `socket` through a few reused buffers, then the end of the stream. */
+async function sendFile(socket: Socket, handle: FileHandle, sizeBytes: number): Promise<void> {
+  const ring = Array.from({ length: SERVE_RING_BUFFERS }, () => Buffer.allocUnsafeSlow(FLOOR_CHUNK_BYTES));
+  const inFlight: Promise<void>[] = Array.from({ length: SERVE_RING_BUFFERS }, () => Promise.resolve());
+  let slot = 0;
+  for (let position = 0; position < sizeBytes;) {
+    await inFlight[slot];
+    const buffer = ring[slot];
+    if (buffer === undefined) throw new Error("no buffer");
+    const { bytesRead } = await handle.read(buffer, 0, Math.min(FLOOR_CHUNK_BYTES, sizeBytes - position), position);
+    if (bytesRead === 0) throw new Error(`the file ended at ${position} of ${sizeBytes} bytes`);
+    const written = new Promise<void>((resolve, reject) => {
+      socket.write(buffer.subarray(0, bytesRead), (error) => {
+        if (error) reject(error);
+        else resolve();
+      });
+    });
+    // Awaited when its buffer comes round again, or at the end; marked handled meanwhile.
+    written.catch(() => undefined);
+    inFlight[slot] = written;
+    if (socket.writableNeedDrain) await once(socket, "drain");
+    position += bytesRead;
+    slot = (slot + 1) % SERVE_RING_BUFFERS;
+  }
+  await Promise.all(inFlight);
+  socket.end();
+}
+
+/** One run of every stage, in order; the stage's file is removed before it returns, also on failure. */
+export async function measureFloor(options: FloorOptions): Promise<FloorRun> {
+  const { sizeBytes, dir } = options;
+  const chunk = randomFillSync(Buffer.allocUnsafeSlow(Math.min(FLOOR_CHUNK_BYTES, sizeBytes)));
+  const file = join(dir, "floor-blob");
+  try {
+    const sha = await measure(sizeBytes, () => Promise.resolve(sha256Twice(chunk, sizeBytes)));
+    const write = await measure(sizeBytes, () => storeWrite(chunk, sizeBytes, file));
+    const tls = await tlsSendReceive(chunk, sizeBytes, dir);
+    const hand = await handToRuntime(sizeBytes, file);
+    const { cipher, ...tlsFigures } = tls;
+    const stages = { sha256Twice: sha, storeWrite: write, tlsSendReceive: tlsFigures, handToRuntime: hand };
+    return {
+      stages,
+      sumCpuSecondsPerGB: FLOOR_STAGES.reduce((sum, stage) => sum + stages[stage].cpuSecondsPerGB, 0),
+      tlsCipher: cipher,
+    };
+  } finally {
+    await unlink(file).catch(() => undefined);
+  }
+}
