@@ -4,7 +4,7 @@
 // nothing.
 import { writeFile } from "node:fs/promises";
 import { benchOptions, bytesFlag, integerFlag } from "./bench-flags.js";
-import { FLOOR_STAGE_LABELS, FLOOR_STAGES, type FloorRun, measureFloor } from "./floor.js";
+import { DEFAULT_FLOOR_WARM_UP_BYTES, FLOOR_STAGE_LABELS, FLOOR_STAGES, type FloorRun, measureFloor } from "./floor.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 
 const USAGE = `Usage: npm run bench:floor -- [flags]
@@ -13,20 +13,28 @@ The work every byte an agent pulls needs, each kind measured on its own in one N
 agents' settings and nothing of Shoal's protocol or scheduling around it: SHA-256 twice (piece check and
 blob digest), the store's write and datasync, mutual TLS 1.3 in and out (an agent receives each byte once
 and uploads about as much), and reading the stored bytes back to hand them to the runtime over TCP. Prints
-each one's CPU-seconds per GB and their sum, run by run.
+each one's CPU-seconds per GB and their sum, run by run; the two transfers after a warm-up on the same
+connection, whose cost is printed apart.
 
   --size SIZE          bytes per stage (1MiB to 64GiB; default 1GiB)
   --runs N             runs of every stage (1-20; default 2)
+  --warm-up SIZE       sent first on each transfer's connection and reported apart (1MiB to 64GiB, at most
+                       --size; default 256MiB)
   --dir DIR            where the stages write (default a temp dir; the store's file system is what counts)
   --json FILE          write the result as JSON
   --help`;
 
-const { sizeBytes, runs, dir, json } = benchOptions(USAGE, { size: "1GiB", runs: "2", dir: undefined, json: undefined }, (flags) => ({
-  sizeBytes: bytesFlag("size", flags.size, 1024 * 1024, 64 * 1024 ** 3),
-  runs: integerFlag("runs", flags.runs, 1, 20),
-  dir: flags.dir,
-  json: flags.json,
-}));
+const { sizeBytes, warmUpBytes, runs, dir, json } = benchOptions(
+  USAGE,
+  { size: "1GiB", "warm-up": `${DEFAULT_FLOOR_WARM_UP_BYTES}`, runs: "2", dir: undefined, json: undefined },
+  (flags) => ({
+    sizeBytes: bytesFlag("size", flags.size, 1024 * 1024, 64 * 1024 ** 3),
+    warmUpBytes: bytesFlag("warm-up", flags["warm-up"], 1024 * 1024, 64 * 1024 ** 3),
+    runs: integerFlag("runs", flags.runs, 1, 20),
+    dir: flags.dir,
+    json: flags.json,
+  }),
+);
 
 async function main(): Promise<void> {
   const work = await makeTempDir("bench-floor", dir);
@@ -34,14 +42,17 @@ async function main(): Promise<void> {
   try {
     for (let run = 0; run < runs; run++) {
       console.error(`run ${run + 1} of ${runs}…`);
-      results.push(await measureFloor({ sizeBytes, dir: work }));
+      results.push(await measureFloor({ sizeBytes, warmUpBytes, dir: work }));
     }
   } finally {
     await removeTempDir(work);
   }
-  const width = Math.max(...FLOOR_STAGES.map((stage) => FLOOR_STAGE_LABELS[stage].length)) + 2;
+  const width = Math.max(...FLOOR_STAGES.map((stage) => FLOOR_STAGE_LABELS[stage].length)) + 17;
   const cell = (text: string): string => text.padStart(22);
-  console.log(`the floor: ${(sizeBytes / 2 ** 20).toFixed(0)} MiB per stage, CPU-seconds per GB (and MB/s) of each run`);
+  const warmUpMiB = (Math.min(warmUpBytes, sizeBytes) / 2 ** 20).toFixed(0);
+  console.log(
+    `the floor: ${(sizeBytes / 2 ** 20).toFixed(0)} MiB per stage (the transfers after ${warmUpMiB} MiB of warm-up), CPU-seconds per GB (and MB/s) of each run`,
+  );
   console.log(`${"stage".padEnd(width)}${results.map((_, run) => cell(`run ${run + 1}`)).join("")}`);
   for (const stage of FLOOR_STAGES) {
     const figures = results.map((result) => {
@@ -51,8 +62,16 @@ async function main(): Promise<void> {
     console.log(`${FLOOR_STAGE_LABELS[stage].padEnd(width)}${figures.join("")}`);
   }
   console.log(`${"sum".padEnd(width)}${results.map((result) => cell(result.sumCpuSecondsPerGB.toFixed(2))).join("")}`);
+  for (const stage of ["tlsSendReceive", "handToRuntime"] as const) {
+    const figures = results.map((result) => {
+      const { cpuSecondsPerGB, throughputMBps } = result.warmUp[stage];
+      return cell(`${cpuSecondsPerGB.toFixed(2)} (${throughputMBps.toFixed(0)} MB/s)`);
+    });
+    console.log(`${`… its warm-up: ${FLOOR_STAGE_LABELS[stage]}`.padEnd(width)}${figures.join("")}`);
+  }
   console.log(`TLS negotiated: ${[...new Set(results.map((result) => result.tlsCipher))].join(", ")}`);
-  if (json !== undefined) await writeFile(json, `${JSON.stringify({ sizeBytes, runs: results }, null, 2)}\n`);
+  if (json !== undefined)
+    await writeFile(json, `${JSON.stringify({ sizeBytes, warmUpBytes: Math.min(warmUpBytes, sizeBytes), runs: results }, null, 2)}\n`);
 }
 
 main().catch((error: unknown) => {

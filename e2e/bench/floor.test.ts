@@ -7,12 +7,13 @@ import { FLOOR_STAGES, measureFloor } from "./floor.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 
 const SIZE_BYTES = 3 * 1024 * 1024 + 12_345;
+const WARM_UP_BYTES = 1024 * 1024 + 7;
 
 describe("bench:floor", () => {
   it("moves every byte through each stage, adds the stages up and leaves no file behind", async () => {
     const dir = await makeTempDir("floor-test");
     try {
-      const run = await measureFloor({ sizeBytes: SIZE_BYTES, dir });
+      const run = await measureFloor({ sizeBytes: SIZE_BYTES, warmUpBytes: WARM_UP_BYTES, dir });
       let sum = 0;
       for (const stage of FLOOR_STAGES) {
         const figures = run.stages[stage];
@@ -23,6 +24,8 @@ describe("bench:floor", () => {
         sum += figures.cpuSecondsPerGB;
       }
       assert.equal(run.sumCpuSecondsPerGB, sum);
+      // The warm-ups are measured apart, and not counted in the stages they precede.
+      for (const figures of Object.values(run.warmUp)) assert.equal(figures.bytes, WARM_UP_BYTES);
       assert.match(run.tlsCipher, /^TLSv1\.3 TLS_AES_128_GCM_SHA256$/);
       assert.deepEqual(
         (await readdir(dir)).filter((name) => name.startsWith("floor-blob")),

@@ -15,6 +15,12 @@ import { type CertificateFiles, TLS_CIPHERS, TLS_MIN_VERSION, ThrowawayPki } fro
 export const FLOOR_CHUNK_BYTES = 1024 * 1024;
 /** Buffers the hand-over to the runtime cycles through (each reused once its socket write completed). */
 const SERVE_RING_BUFFERS = 4;
+/**
+ * Default warm-up of the transfer stages. A fresh Node process's first ~256 MiB over a new connection cost
+ * it about twice the CPU per byte of the next (V8 compiling the stream code, the process's memory growing
+ * into fresh pages): measured with bare sockets, docs/benchmarks.md, "bench:floor".
+ */
+export const DEFAULT_FLOOR_WARM_UP_BYTES = 256 * 1024 * 1024;
 /** A stage that moves nothing for this long has failed (a stuck socket, a child that died). */
 export const FLOOR_STAGE_TIMEOUT_MS = 120_000;
 
@@ -39,7 +45,10 @@ export interface StageFigures {
 }
 
 export interface FloorRun {
+  /** Each stage's work on `sizeBytes`; for the two transfers, after their warm-up on the same connection. */
   readonly stages: Readonly<Record<FloorStage, StageFigures>>;
+  /** The transfers' warm-ups, measured apart: the first bytes on a connection (of a fresh process, in run 1). */
+  readonly warmUp: Readonly<Record<"tlsSendReceive" | "handToRuntime", StageFigures>>;
   /** The stages' CPU-seconds per GB added up. */
   readonly sumCpuSecondsPerGB: number;
   /** The TLS stage's protocol and cipher suite, as negotiated (e.g. "TLSv1.3 TLS_AES_128_GCM_SHA256"). */
@@ -48,6 +57,8 @@ export interface FloorRun {
 
 export interface FloorOptions {
   readonly sizeBytes: number;
+  /** Sent ahead on each transfer's connection, and measured apart (at most `sizeBytes`). */
+  readonly warmUpBytes: number;
   /** A directory of the caller's: the stages' file, certificates and the TLS material go here. */
   readonly dir: string;
 }
@@ -130,13 +141,24 @@ async function sendAll(socket: Socket, chunk: Buffer, sizeBytes: number): Promis
   }
 }
 
+/** A transfer stage's figures: after its warm-up on the same connection, and of the warm-up itself. */
+interface TransferFigures {
+  readonly steady: StageFigures;
+  readonly warmUp: StageFigures;
+}
+
 /**
  * Both ends of one mutual-TLS connection over loopback in this process, with the agents' TLS settings: each
  * byte encrypted and sent once and received and decrypted once, which is an agent's share of a swarm (it
- * receives what it pulls, and uploads about as much to its peers).
+ * receives what it pulls, and uploads about as much to its peers). `warmUpBytes` go first on the same
+ * connection and are measured apart.
  */
-async function tlsSendReceive(chunk: Buffer, sizeBytes: number, dir: string): Promise<StageFigures & { readonly cipher: string }> {
-  let cipher = "";
+async function tlsSendReceive(
+  chunk: Buffer,
+  sizeBytes: number,
+  warmUpBytes: number,
+  dir: string,
+): Promise<TransferFigures & { readonly cipher: string }> {
   const pki = await ThrowawayPki.create(join(dir, "pki"), "bench:floor CA");
   const serverFiles = await pki.issue({ role: "agent", name: "floor-server", ips: ["127.0.0.1"] });
   const clientFiles = await pki.issue({ role: "agent", name: "floor-client", ips: ["127.0.0.1"] });
@@ -148,20 +170,33 @@ async function tlsSendReceive(chunk: Buffer, sizeBytes: number, dir: string): Pr
     ciphers: TLS_CIPHERS,
   });
   let received = 0;
-  let serverSide: TLSSocket | undefined;
-  let finish: () => void = () => undefined;
+  let target = Number.POSITIVE_INFINITY;
+  let arrived: () => void = () => undefined;
   let fail: (error: Error) => void = () => undefined;
-  const done = new Promise<void>((resolve, reject) => {
-    finish = resolve;
+  const failed = new Promise<never>((_, reject) => {
     fail = reject;
   });
   // Errors after the stage ended (sockets destroyed in `finally`) have nobody waiting for them.
-  done.catch(() => undefined);
+  failed.catch(() => undefined);
+  /** Resolves once `bytes` more than now have arrived. */
+  const receive = (bytes: number): Promise<void> => {
+    target = received + bytes;
+    return Promise.race([
+      new Promise<void>((resolve) => {
+        arrived = resolve;
+      }),
+      failed,
+    ]);
+  };
+  let serverSide: TLSSocket | undefined;
   const server = createTlsServer({ ...(await material(serverFiles)), requestCert: true, rejectUnauthorized: true }, (socket) => {
     serverSide = socket;
     socket.on("data", (data: Buffer) => {
       received += data.byteLength;
-      if (received >= sizeBytes) finish();
+      if (received >= target) {
+        target = Number.POSITIVE_INFINITY;
+        arrived();
+      }
     });
     socket.on("error", fail);
   });
@@ -173,15 +208,17 @@ async function tlsSendReceive(chunk: Buffer, sizeBytes: number, dir: string): Pr
     const { port } = server.address() as AddressInfo;
     client = tlsConnect({ ...(await material(clientFiles)), host: "127.0.0.1", port });
     client.on("error", fail);
-    await withTimeout(Promise.race([once(client, "secureConnect"), done]), "the TLS handshake");
+    await withTimeout(Promise.race([once(client, "secureConnect"), failed]), "the TLS handshake");
     const connected = client;
-    cipher = `${client.getProtocol() ?? "?"} ${client.getCipher().standardName}`;
-    // Only the transfer is measured: certificates and the handshake are once per connection.
-    const figures = await measure(sizeBytes, async () => {
-      await withTimeout(Promise.all([sendAll(connected, chunk, sizeBytes), done]), "the TLS transfer");
-      return received;
-    });
-    return { ...figures, cipher };
+    const cipher = `${client.getProtocol() ?? "?"} ${client.getCipher().standardName}`;
+    // Certificates and the handshake are once per connection, and not measured.
+    const transfer = (bytes: number) => () => {
+      const before = received;
+      return withTimeout(Promise.all([sendAll(connected, chunk, bytes), receive(bytes)]), "the TLS transfer").then(() => received - before);
+    };
+    const warmUp = await measure(warmUpBytes, transfer(warmUpBytes));
+    const steady = await measure(sizeBytes, transfer(sizeBytes));
+    return { steady, warmUp, cipher };
   } finally {
     client?.destroy();
     serverSide?.destroy();
@@ -204,9 +241,11 @@ socket.on("error", (error) => { console.error(error.message); process.exit(1); }
 /**
  * Reads the stored file back (from the page cache, as the mirror serves a cached blob) into a few reused
  * buffers and writes it to a loopback TCP connection: the least an agent does to hand each byte to its
- * runtime. The reader is another process, so its CPU is not this stage's.
+ * runtime. The reader is another process, so its CPU is not this stage's. The file's first `warmUpBytes`
+ * go first on the same connection and are measured apart (as handed to the kernel: the reader counts
+ * every byte at the end).
  */
-async function handToRuntime(sizeBytes: number, file: string): Promise<StageFigures> {
+async function handToRuntime(sizeBytes: number, warmUpBytes: number, file: string): Promise<TransferFigures> {
   const server = createTcpServer();
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
@@ -220,13 +259,19 @@ async function handToRuntime(sizeBytes: number, file: string): Promise<StageFigu
   const exited = once(reader, "exit");
   try {
     const [socket] = (await withTimeout(once(server, "connection"), "the runtime's connection")) as [Socket];
-    // Only the transfer is measured: starting the reader's process is not per byte.
-    return await measure(sizeBytes, async () => {
-      await sendFile(socket, handle, sizeBytes);
+    // Starting the reader's process is not per byte, and not measured.
+    const warmUp = await measure(warmUpBytes, async () => {
+      await withTimeout(sendFile(socket, handle, warmUpBytes), "the hand-over's warm-up");
+      return warmUpBytes;
+    });
+    const steady = await measure(sizeBytes, async () => {
+      await withTimeout(sendFile(socket, handle, sizeBytes), "the hand-over");
+      socket.end();
       const [code] = (await withTimeout(exited, "the runtime's reader")) as [number | null];
       if (code !== 0) throw new Error(`the runtime's reader exited with ${String(code)}`);
-      return Number(output.trim());
+      return Number(output.trim()) - warmUpBytes;
     });
+    return { steady, warmUp };
   } finally {
     reader.kill();
     await handle.close();
@@ -234,7 +279,7 @@ async function handToRuntime(sizeBytes: number, file: string): Promise<StageFigu
   }
 }
 
-/** The file's first `sizeBytes` into `socket` through a few reused buffers, then the end of the stream. */
+/** The file's first `sizeBytes` into `socket` through a few reused buffers; resolves once all are written. */
 async function sendFile(socket: Socket, handle: FileHandle, sizeBytes: number): Promise<void> {
   const ring = Array.from({ length: SERVE_RING_BUFFERS }, () => Buffer.allocUnsafeSlow(FLOOR_CHUNK_BYTES));
   const inFlight: Promise<void>[] = Array.from({ length: SERVE_RING_BUFFERS }, () => Promise.resolve());
@@ -259,25 +304,25 @@ async function sendFile(socket: Socket, handle: FileHandle, sizeBytes: number): 
     slot = (slot + 1) % SERVE_RING_BUFFERS;
   }
   await Promise.all(inFlight);
-  socket.end();
 }
 
 /** One run of every stage, in order; the stage's file is removed before it returns, also on failure. */
 export async function measureFloor(options: FloorOptions): Promise<FloorRun> {
   const { sizeBytes, dir } = options;
+  const warmUpBytes = Math.min(options.warmUpBytes, sizeBytes);
   const chunk = randomFillSync(Buffer.allocUnsafeSlow(Math.min(FLOOR_CHUNK_BYTES, sizeBytes)));
   const file = join(dir, "floor-blob");
   try {
     const sha = await measure(sizeBytes, () => Promise.resolve(sha256Twice(chunk, sizeBytes)));
     const write = await measure(sizeBytes, () => storeWrite(chunk, sizeBytes, file));
-    const tls = await tlsSendReceive(chunk, sizeBytes, dir);
-    const hand = await handToRuntime(sizeBytes, file);
-    const { cipher, ...tlsFigures } = tls;
-    const stages = { sha256Twice: sha, storeWrite: write, tlsSendReceive: tlsFigures, handToRuntime: hand };
+    const tls = await tlsSendReceive(chunk, sizeBytes, warmUpBytes, dir);
+    const hand = await handToRuntime(sizeBytes, warmUpBytes, file);
+    const stages = { sha256Twice: sha, storeWrite: write, tlsSendReceive: tls.steady, handToRuntime: hand.steady };
     return {
       stages,
+      warmUp: { tlsSendReceive: tls.warmUp, handToRuntime: hand.warmUp },
       sumCpuSecondsPerGB: FLOOR_STAGES.reduce((sum, stage) => sum + stages[stage].cpuSecondsPerGB, 0),
-      tlsCipher: cipher,
+      tlsCipher: tls.cipher,
     };
   } finally {
     await unlink(file).catch(() => undefined);
