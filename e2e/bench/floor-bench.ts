@@ -2,8 +2,9 @@
 // twice, the store's write, mutual TLS in and out, the hand-over to the runtime. Their CPU-seconds per GB
 // add up to a floor under what `npm start` and `npm run bench` report per agent. Prints figures; asserts
 // nothing.
+import { statSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
-import { benchOptions, bytesFlag, integerFlag } from "./bench-flags.js";
+import { BenchUsageError, benchOptions, bytesFlag, integerFlag } from "./bench-flags.js";
 import { DEFAULT_FLOOR_WARM_UP_BYTES, FLOOR_STAGE_LABELS, FLOOR_STAGES, type FloorRun, measureFloor } from "./floor.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 
@@ -31,10 +32,23 @@ const { sizeBytes, warmUpBytes, runs, dir, json } = benchOptions(
     sizeBytes: bytesFlag("size", flags.size, 1024 * 1024, 64 * 1024 ** 3),
     warmUpBytes: bytesFlag("warm-up", flags["warm-up"], 1024 * 1024, 64 * 1024 ** 3),
     runs: integerFlag("runs", flags.runs, 1, 20),
-    dir: flags.dir,
+    dir: directoryFlag("dir", flags.dir),
     json: flags.json,
   }),
 );
+
+/** An existing directory, or undefined when the flag is not given. */
+function directoryFlag(flag: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let isDirectory = false;
+  try {
+    isDirectory = statSync(value).isDirectory();
+  } catch {
+    isDirectory = false;
+  }
+  if (!isDirectory) throw new BenchUsageError(`--${flag} must be an existing directory, got ${JSON.stringify(value)}`);
+  return value;
+}
 
 async function main(): Promise<void> {
   const work = await makeTempDir("bench-floor", dir);

@@ -38,8 +38,15 @@ describe("bench:floor", () => {
 
   it("refuses a bad flag with a message naming it and exit code 2", () => {
     const script = fileURLToPath(new URL("./floor-bench.js", import.meta.url));
-    const result = spawnSync(process.execPath, [script, "--size", "0"], { encoding: "utf8", timeout: 30_000 });
-    assert.equal(result.status, 2);
-    assert.match(result.stderr, /--size must be from 1048576 to \d+ bytes, got "0"/);
+    const cases: [string[], RegExp][] = [
+      [["--size", "0"], /--size must be from 1048576 to \d+ bytes, got "0"/],
+      [["--dir", "/nonexistent/shoal-floor"], /--dir must be an existing directory, got "\/nonexistent\/shoal-floor"/],
+      [["--runs", "0"], /--runs must be an integer from 1 to 20, got "0"/],
+    ];
+    for (const [args, message] of cases) {
+      const result = spawnSync(process.execPath, [script, ...args], { encoding: "utf8", timeout: 30_000 });
+      assert.equal(result.status, 2, args.join(" "));
+      assert.match(result.stderr, message);
+    }
   });
 });

@@ -18,11 +18,14 @@ const SERVE_RING_BUFFERS = 4;
 /**
  * Default warm-up of the transfer stages. A fresh Node process's first ~256 MiB over a new connection cost
  * it about twice the CPU per byte of the next (V8 compiling the stream code, the process's memory growing
- * into fresh pages): measured with bare sockets, docs/benchmarks.md, "bench:floor".
+ * into fresh pages): measured with bare sockets, docs/benchmarks.md, "December 5 (eighth session)".
  */
 export const DEFAULT_FLOOR_WARM_UP_BYTES = 256 * 1024 * 1024;
-/** A stage that moves nothing for this long has failed (a stuck socket, a child that died). */
-export const FLOOR_STAGE_TIMEOUT_MS = 120_000;
+/** A step (a handshake, a connection, a transfer) not done after this long plus its bytes' time at
+ * FLOOR_MIN_BYTES_PER_SECOND has failed: a stuck socket, a reader that died. */
+export const FLOOR_STEP_TIMEOUT_MS = 60_000;
+/** The slowest a transfer step may be before it counts as stuck (far below loopback speed). */
+export const FLOOR_MIN_BYTES_PER_SECOND = 10_000_000;
 
 export const FLOOR_STAGES = ["sha256Twice", "storeWrite", "tlsSendReceive", "handToRuntime"] as const;
 export type FloorStage = (typeof FLOOR_STAGES)[number];
@@ -111,12 +114,14 @@ async function storeWrite(chunk: Buffer, sizeBytes: number, file: string): Promi
   return written;
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+/** `promise`, or a rejection naming `what` once FLOOR_STEP_TIMEOUT_MS plus `bytes` at the slowest rate passed. */
+function withTimeout<T>(promise: Promise<T>, what: string, bytes = 0): Promise<T> {
+  const limitMs = FLOOR_STEP_TIMEOUT_MS + Math.ceil((bytes / FLOOR_MIN_BYTES_PER_SECOND) * 1000);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      reject(new Error(`${what} did not finish within ${FLOOR_STAGE_TIMEOUT_MS} ms`));
-    }, FLOOR_STAGE_TIMEOUT_MS);
+      reject(new Error(`${what} did not finish within ${limitMs} ms`));
+    }, limitMs);
   });
   return Promise.race([promise, timeout]).finally(() => {
     clearTimeout(timer);
@@ -214,7 +219,9 @@ async function tlsSendReceive(
     // Certificates and the handshake are once per connection, and not measured.
     const transfer = (bytes: number) => () => {
       const before = received;
-      return withTimeout(Promise.all([sendAll(connected, chunk, bytes), receive(bytes)]), "the TLS transfer").then(() => received - before);
+      return withTimeout(Promise.all([sendAll(connected, chunk, bytes), receive(bytes)]), "the TLS transfer", bytes).then(
+        () => received - before,
+      );
     };
     const warmUp = await measure(warmUpBytes, transfer(warmUpBytes));
     const steady = await measure(sizeBytes, transfer(sizeBytes));
@@ -261,11 +268,11 @@ async function handToRuntime(sizeBytes: number, warmUpBytes: number, file: strin
     const [socket] = (await withTimeout(once(server, "connection"), "the runtime's connection")) as [Socket];
     // Starting the reader's process is not per byte, and not measured.
     const warmUp = await measure(warmUpBytes, async () => {
-      await withTimeout(sendFile(socket, handle, warmUpBytes), "the hand-over's warm-up");
+      await withTimeout(sendFile(socket, handle, warmUpBytes), "the hand-over's warm-up", warmUpBytes);
       return warmUpBytes;
     });
     const steady = await measure(sizeBytes, async () => {
-      await withTimeout(sendFile(socket, handle, sizeBytes), "the hand-over");
+      await withTimeout(sendFile(socket, handle, sizeBytes), "the hand-over", sizeBytes);
       socket.end();
       const [code] = (await withTimeout(exited, "the runtime's reader")) as [number | null];
       if (code !== 0) throw new Error(`the runtime's reader exited with ${String(code)}`);
