@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readdir } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { FLOOR_STAGES, measureFloor } from "./floor.js";
+import { FLOOR_STAGES, handToRuntime, measureFloor } from "./floor.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 
 const SIZE_BYTES = 3 * 1024 * 1024 + 12_345;
@@ -31,6 +32,17 @@ describe("bench:floor", () => {
         (await readdir(dir)).filter((name) => name.startsWith("floor-blob")),
         [],
       );
+    } finally {
+      await removeTempDir(dir);
+    }
+  });
+
+  it("fails the hand-over with a clear error, and without hanging, when the file is shorter than asked", async () => {
+    const dir = await makeTempDir("floor-test");
+    try {
+      const file = join(dir, "short");
+      await writeFile(file, Buffer.alloc(1024 * 1024, 7));
+      await assert.rejects(handToRuntime(2 * 1024 * 1024, 1024, file), /the file ended at 1048576 of 2097152 bytes/);
     } finally {
       await removeTempDir(dir);
     }

@@ -105,6 +105,7 @@ async function storeWrite(chunk: Buffer, sizeBytes: number, file: string): Promi
     while (written < sizeBytes) {
       const length = Math.min(chunk.byteLength, sizeBytes - written);
       const { bytesWritten } = await handle.write(chunk, 0, length, written);
+      if (bytesWritten === 0) throw new Error(`writing ${file} stopped at ${written} of ${sizeBytes} bytes`);
       written += bytesWritten;
     }
     await handle.datasync();
@@ -252,7 +253,7 @@ socket.on("error", (error) => { console.error(error.message); process.exit(1); }
  * go first on the same connection and are measured apart (as handed to the kernel: the reader counts
  * every byte at the end).
  */
-async function handToRuntime(sizeBytes: number, warmUpBytes: number, file: string): Promise<TransferFigures> {
+export async function handToRuntime(sizeBytes: number, warmUpBytes: number, file: string): Promise<TransferFigures> {
   const server = createTcpServer();
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
@@ -264,8 +265,17 @@ async function handToRuntime(sizeBytes: number, warmUpBytes: number, file: strin
     output += data.toString();
   });
   const exited = once(reader, "exit");
+  // Awaited at the end, or raced below; marked handled meanwhile (a reader that cannot start emits 'error').
+  exited.catch(() => undefined);
+  const died = exited.then(([code]: unknown[]) => {
+    throw new Error(`the runtime's reader exited with ${String(code)} before it had read everything`);
+  });
+  died.catch(() => undefined);
   try {
-    const [socket] = (await withTimeout(once(server, "connection"), "the runtime's connection")) as [Socket];
+    const [socket] = (await withTimeout(Promise.race([once(server, "connection"), died]), "the runtime's connection")) as [Socket];
+    // A reader that goes away fails the write in progress (its callback); without a listener the socket's
+    // 'error' event would end this process instead.
+    socket.on("error", () => undefined);
     // Starting the reader's process is not per byte, and not measured.
     const warmUp = await measure(warmUpBytes, async () => {
       await withTimeout(sendFile(socket, handle, warmUpBytes), "the hand-over's warm-up", warmUpBytes);
