@@ -5,7 +5,7 @@
 import { statSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { BenchUsageError, benchOptions, bytesFlag, integerFlag } from "./bench-flags.js";
-import { DEFAULT_FLOOR_WARM_UP_BYTES, FLOOR_STAGE_LABELS, FLOOR_STAGES, type FloorRun, measureFloor } from "./floor.js";
+import { DEFAULT_FLOOR_WARM_UP_BYTES, FLOOR_STAGE_LABELS, FLOOR_STAGES, type FloorRun, measureFloor, type StageFigures } from "./floor.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 
 const USAGE = `Usage: npm run bench:floor -- [flags]
@@ -28,13 +28,17 @@ connection, whose cost is printed apart.
 const { sizeBytes, warmUpBytes, runs, dir, json } = benchOptions(
   USAGE,
   { size: "1GiB", "warm-up": `${DEFAULT_FLOOR_WARM_UP_BYTES}`, runs: "2", dir: undefined, json: undefined },
-  (flags) => ({
-    sizeBytes: bytesFlag("size", flags.size, 1024 * 1024, 64 * 1024 ** 3),
-    warmUpBytes: bytesFlag("warm-up", flags["warm-up"], 1024 * 1024, 64 * 1024 ** 3),
-    runs: integerFlag("runs", flags.runs, 1, 20),
-    dir: directoryFlag("dir", flags.dir),
-    json: flags.json,
-  }),
+  (flags) => {
+    const size = bytesFlag("size", flags.size, 1024 * 1024, 64 * 1024 ** 3);
+    return {
+      sizeBytes: size,
+      // At most the stage's size (measureFloor caps it too): what is printed and written is what ran.
+      warmUpBytes: Math.min(bytesFlag("warm-up", flags["warm-up"], 1024 * 1024, 64 * 1024 ** 3), size),
+      runs: integerFlag("runs", flags.runs, 1, 20),
+      dir: directoryFlag("dir", flags.dir),
+      json: flags.json,
+    };
+  },
 );
 
 /** An existing directory, or undefined when the flag is not given. */
@@ -63,29 +67,35 @@ async function main(): Promise<void> {
   }
   const width = Math.max(...FLOOR_STAGES.map((stage) => FLOOR_STAGE_LABELS[stage].length)) + 17;
   const cell = (text: string): string => text.padStart(22);
-  const warmUpMiB = (Math.min(warmUpBytes, sizeBytes) / 2 ** 20).toFixed(0);
+  const row = (label: string, cells: readonly string[]): void => {
+    console.log(`${label.padEnd(width)}${cells.map(cell).join("")}`);
+  };
+  const perGB = ({ cpuSecondsPerGB, throughputMBps }: StageFigures): string =>
+    `${cpuSecondsPerGB.toFixed(2)} (${throughputMBps.toFixed(0)} MB/s)`;
   console.log(
-    `the floor: ${(sizeBytes / 2 ** 20).toFixed(0)} MiB per stage (the transfers after ${warmUpMiB} MiB of warm-up), CPU-seconds per GB (and MB/s) of each run`,
+    `the floor: ${(sizeBytes / 2 ** 20).toFixed(0)} MiB per stage (the transfers after ${(warmUpBytes / 2 ** 20).toFixed(0)} MiB of warm-up), CPU-seconds per GB (and MB/s) of each run`,
   );
-  console.log(`${"stage".padEnd(width)}${results.map((_, run) => cell(`run ${run + 1}`)).join("")}`);
-  for (const stage of FLOOR_STAGES) {
-    const figures = results.map((result) => {
-      const { cpuSecondsPerGB, throughputMBps } = result.stages[stage];
-      return cell(`${cpuSecondsPerGB.toFixed(2)} (${throughputMBps.toFixed(0)} MB/s)`);
-    });
-    console.log(`${FLOOR_STAGE_LABELS[stage].padEnd(width)}${figures.join("")}`);
-  }
-  console.log(`${"sum".padEnd(width)}${results.map((result) => cell(result.sumCpuSecondsPerGB.toFixed(2))).join("")}`);
+  row(
+    "stage",
+    results.map((_, run) => `run ${run + 1}`),
+  );
+  for (const stage of FLOOR_STAGES)
+    row(
+      FLOOR_STAGE_LABELS[stage],
+      results.map((result) => perGB(result.stages[stage])),
+    );
+  row(
+    "sum",
+    results.map((result) => result.sumCpuSecondsPerGB.toFixed(2)),
+  );
   for (const stage of ["tlsSendReceive", "handToRuntime"] as const) {
-    const figures = results.map((result) => {
-      const { cpuSecondsPerGB, throughputMBps } = result.warmUp[stage];
-      return cell(`${cpuSecondsPerGB.toFixed(2)} (${throughputMBps.toFixed(0)} MB/s)`);
-    });
-    console.log(`${`… its warm-up: ${FLOOR_STAGE_LABELS[stage]}`.padEnd(width)}${figures.join("")}`);
+    row(
+      `… its warm-up: ${FLOOR_STAGE_LABELS[stage]}`,
+      results.map((result) => perGB(result.warmUp[stage])),
+    );
   }
   console.log(`TLS negotiated: ${[...new Set(results.map((result) => result.tlsCipher))].join(", ")}`);
-  if (json !== undefined)
-    await writeFile(json, `${JSON.stringify({ sizeBytes, warmUpBytes: Math.min(warmUpBytes, sizeBytes), runs: results }, null, 2)}\n`);
+  if (json !== undefined) await writeFile(json, `${JSON.stringify({ sizeBytes, warmUpBytes, runs: results }, null, 2)}\n`);
 }
 
 main().catch((error: unknown) => {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { once } from "node:events";
 import { connect as tlsConnect, createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from "node:tls";
 import { type CertificateFiles, TLS_CIPHERS, TLS_MIN_VERSION, ThrowawayPki } from "../../pkg/identity/index.js";
+import { raceSignal } from "../../pkg/util/index.js";
 
 /** Bytes per write, hash update and read: the store's and the peer protocol's piece-sized units. */
 export const FLOOR_CHUNK_BYTES = 1024 * 1024;
@@ -118,15 +119,7 @@ async function storeWrite(chunk: Buffer, sizeBytes: number, file: string): Promi
 /** `promise`, or a rejection naming `what` once FLOOR_STEP_TIMEOUT_MS plus `bytes` at the slowest rate passed. */
 function withTimeout<T>(promise: Promise<T>, what: string, bytes = 0): Promise<T> {
   const limitMs = FLOOR_STEP_TIMEOUT_MS + Math.ceil((bytes / FLOOR_MIN_BYTES_PER_SECOND) * 1000);
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      reject(new Error(`${what} did not finish within ${limitMs} ms`));
-    }, limitMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => {
-    clearTimeout(timer);
-  });
+  return raceSignal(promise, AbortSignal.timeout(limitMs), () => new Error(`${what} did not finish within ${limitMs} ms`));
 }
 
 async function closeServer(server: TcpServer): Promise<void> {
