@@ -5,7 +5,15 @@
 import { statSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { BenchUsageError, benchOptions, bytesFlag, integerFlag } from "./bench-flags.js";
-import { DEFAULT_FLOOR_WARM_UP_BYTES, FLOOR_STAGE_LABELS, FLOOR_STAGES, type FloorRun, measureFloor, type StageFigures } from "./floor.js";
+import {
+  DEFAULT_FLOOR_WARM_UP_BYTES,
+  FLOOR_HTTP2_LABEL,
+  FLOOR_STAGE_LABELS,
+  FLOOR_STAGES,
+  type FloorRun,
+  measureFloor,
+  type StageFigures,
+} from "./floor.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 
 const USAGE = `Usage: npm run bench:floor -- [flags]
@@ -14,8 +22,9 @@ The work every byte an agent pulls needs, each kind measured on its own in one N
 agents' settings and nothing of Shoal's protocol or scheduling around it: SHA-256 twice (piece check and
 blob digest), the store's write and datasync, mutual TLS 1.3 in and out (an agent receives each byte once
 and uploads about as much), and reading the stored bytes back to hand them to the runtime over TCP. Prints
-each one's CPU-seconds per GB and their sum, run by run; the two transfers after a warm-up on the same
-connection, whose cost is printed apart.
+each one's CPU-seconds per GB and their sum, run by run; then the TLS transfer again as HTTP/2 over the
+same kind of connection (what the peer protocol runs on), and the sum with it in place of bare TLS. The
+transfers are measured after a warm-up on the same connection, whose cost is printed apart.
 
   --size SIZE          bytes per stage (1MiB to 64GiB; default 1GiB)
   --runs N             runs of every stage (1-20; default 2)
@@ -88,9 +97,22 @@ async function main(): Promise<void> {
     "sum",
     results.map((result) => result.sumCpuSecondsPerGB.toFixed(2)),
   );
-  for (const stage of ["tlsSendReceive", "handToRuntime"] as const) {
+  row(
+    FLOOR_HTTP2_LABEL,
+    results.map((result) => perGB(result.http2SendReceive)),
+  );
+  row(
+    "sum with HTTP/2 in place of bare TLS",
+    results.map((result) => result.sumWithHttp2CpuSecondsPerGB.toFixed(2)),
+  );
+  const warmUpLabels = {
+    tlsSendReceive: FLOOR_STAGE_LABELS.tlsSendReceive,
+    http2SendReceive: FLOOR_HTTP2_LABEL,
+    handToRuntime: FLOOR_STAGE_LABELS.handToRuntime,
+  };
+  for (const [stage, label] of Object.entries(warmUpLabels) as [keyof typeof warmUpLabels, string][]) {
     row(
-      `… its warm-up: ${FLOOR_STAGE_LABELS[stage]}`,
+      `… its warm-up: ${label}`,
       results.map((result) => perGB(result.warmUp[stage])),
     );
   }

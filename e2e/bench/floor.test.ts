@@ -25,7 +25,12 @@ describe("bench:floor", () => {
         sum += figures.cpuSecondsPerGB;
       }
       assert.equal(run.sumCpuSecondsPerGB, sum);
+      // The HTTP/2 transfer is measured like a stage, and stands in for bare TLS only in its own sum.
+      assert.equal(run.http2SendReceive.bytes, SIZE_BYTES);
+      assert.ok(run.http2SendReceive.seconds > 0 && run.http2SendReceive.cpuSeconds >= 0);
+      assert.equal(run.sumWithHttp2CpuSecondsPerGB, sum - run.stages.tlsSendReceive.cpuSecondsPerGB + run.http2SendReceive.cpuSecondsPerGB);
       // The warm-ups are measured apart, and not counted in the stages they precede.
+      assert.deepEqual(Object.keys(run.warmUp).sort(), ["handToRuntime", "http2SendReceive", "tlsSendReceive"]);
       for (const figures of Object.values(run.warmUp)) assert.equal(figures.bytes, WARM_UP_BYTES);
       assert.match(run.tlsCipher, /^TLSv1\.3 TLS_AES_128_GCM_SHA256$/);
       assert.deepEqual(

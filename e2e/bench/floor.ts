@@ -8,8 +8,15 @@ import { type FileHandle, open, readFile, unlink } from "node:fs/promises";
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { once } from "node:events";
+import {
+  type ClientHttp2Session,
+  connect as http2Connect,
+  constants as http2Constants,
+  createServer as createHttp2Server,
+} from "node:http2";
 import { connect as tlsConnect, createServer as createTlsServer, type SecureContextOptions, type TLSSocket } from "node:tls";
 import { type CertificateFiles, TLS_CIPHERS, TLS_MIN_VERSION, ThrowawayPki } from "../../pkg/identity/index.js";
+import { CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from "../../pkg/peer/index.js";
 import { raceSignal } from "../../pkg/util/index.js";
 
 /** Bytes per write, hash update and read: the store's and the peer protocol's piece-sized units. */
@@ -39,6 +46,9 @@ export const FLOOR_STAGE_LABELS: Readonly<Record<FloorStage, string>> = {
   handToRuntime: "read back, hand to the runtime (TCP)",
 };
 
+/** The transport the peer protocol needs in place of bare TLS: not in the sum, printed beside it. */
+export const FLOOR_HTTP2_LABEL = "HTTP/2 over that TLS: receive once, send once";
+
 export interface StageFigures {
   /** Bytes the stage moved: its checks fail the stage unless this is the size asked for. */
   readonly bytes: number;
@@ -52,9 +62,16 @@ export interface FloorRun {
   /** Each stage's work on `sizeBytes`; for the two transfers, after their warm-up on the same connection. */
   readonly stages: Readonly<Record<FloorStage, StageFigures>>;
   /** The transfers' warm-ups, measured apart: the first bytes on a connection (of a fresh process, in run 1). */
-  readonly warmUp: Readonly<Record<"tlsSendReceive" | "handToRuntime", StageFigures>>;
+  readonly warmUp: Readonly<Record<"tlsSendReceive" | "handToRuntime" | "http2SendReceive", StageFigures>>;
   /** The stages' CPU-seconds per GB added up. */
   readonly sumCpuSecondsPerGB: number;
+  /**
+   * The TLS stage's bytes carried as the peer protocol carries pieces, over HTTP/2 on the same kind of
+   * connection (gRPC runs on it): after its warm-up, like the other transfers. Not one of the stages.
+   */
+  readonly http2SendReceive: StageFigures;
+  /** The sum with `http2SendReceive` in place of `tlsSendReceive`: the floor under Shoal's transport. */
+  readonly sumWithHttp2CpuSecondsPerGB: number;
   /** The TLS stage's protocol and cipher suite, as negotiated (e.g. "TLSv1.3 TLS_AES_128_GCM_SHA256"). */
   readonly tlsCipher: string;
 }
@@ -146,6 +163,28 @@ interface TransferFigures {
   readonly warmUp: StageFigures;
 }
 
+/** Both ends' certificates and the agents' TLS settings, for the transfer stages of one run. */
+interface FloorTlsMaterial {
+  readonly server: SecureContextOptions;
+  readonly client: SecureContextOptions;
+}
+
+/** Issues a server's and a client's agent certificate from a throwaway CA under `dir`. */
+async function floorTlsMaterial(dir: string): Promise<FloorTlsMaterial> {
+  const pki = await ThrowawayPki.create(join(dir, "pki"), "bench:floor CA");
+  const material = async (files: CertificateFiles): Promise<SecureContextOptions> => ({
+    cert: await readFile(files.cert),
+    key: await readFile(files.key),
+    ca: await readFile(files.ca),
+    minVersion: TLS_MIN_VERSION,
+    ciphers: TLS_CIPHERS,
+  });
+  return {
+    server: await material(await pki.issue({ role: "agent", name: "floor-server", ips: ["127.0.0.1"] })),
+    client: await material(await pki.issue({ role: "agent", name: "floor-client", ips: ["127.0.0.1"] })),
+  };
+}
+
 /**
  * Both ends of one mutual-TLS connection over loopback in this process, with the agents' TLS settings: each
  * byte encrypted and sent once and received and decrypted once, which is an agent's share of a swarm (it
@@ -156,18 +195,8 @@ async function tlsSendReceive(
   chunk: Buffer,
   sizeBytes: number,
   warmUpBytes: number,
-  dir: string,
+  material: FloorTlsMaterial,
 ): Promise<TransferFigures & { readonly cipher: string }> {
-  const pki = await ThrowawayPki.create(join(dir, "pki"), "bench:floor CA");
-  const serverFiles = await pki.issue({ role: "agent", name: "floor-server", ips: ["127.0.0.1"] });
-  const clientFiles = await pki.issue({ role: "agent", name: "floor-client", ips: ["127.0.0.1"] });
-  const material = async (files: CertificateFiles): Promise<SecureContextOptions> => ({
-    cert: await readFile(files.cert),
-    key: await readFile(files.key),
-    ca: await readFile(files.ca),
-    minVersion: TLS_MIN_VERSION,
-    ciphers: TLS_CIPHERS,
-  });
   let received = 0;
   let target = Number.POSITIVE_INFINITY;
   let arrived: () => void = () => undefined;
@@ -188,7 +217,7 @@ async function tlsSendReceive(
     ]);
   };
   let serverSide: TLSSocket | undefined;
-  const server = createTlsServer({ ...(await material(serverFiles)), requestCert: true, rejectUnauthorized: true }, (socket) => {
+  const server = createTlsServer({ ...material.server, requestCert: true, rejectUnauthorized: true }, (socket) => {
     serverSide = socket;
     socket.on("data", (data: Buffer) => {
       received += data.byteLength;
@@ -205,7 +234,7 @@ async function tlsSendReceive(
     server.listen(0, "127.0.0.1");
     await once(server, "listening");
     const { port } = server.address() as AddressInfo;
-    client = tlsConnect({ ...(await material(clientFiles)), host: "127.0.0.1", port });
+    client = tlsConnect({ ...material.client, host: "127.0.0.1", port });
     client.on("error", fail);
     await withTimeout(Promise.race([once(client, "secureConnect"), failed]), "the TLS handshake");
     const connected = client;
@@ -223,6 +252,81 @@ async function tlsSendReceive(
   } finally {
     client?.destroy();
     serverSide?.destroy();
+    await closeServer(server);
+  }
+}
+
+/**
+ * The TLS stage's transfer carried as the peer protocol carries pieces: Node's http2 on a mutual-TLS
+ * connection, the server (fed the TLS server's sockets, as the peer server is) writing `chunk`-sized
+ * messages on a response stream, and the client reading it with the agents' receive windows. The gap to
+ * the bare TLS stage is what HTTP/2 costs per byte here: Node sends 16 KiB DATA frames, and each one is
+ * 9 bytes more than a TLS record holds, so it reaches JavaScript in two parts. The warm-up is a stream of
+ * its own on the same connection, measured apart.
+ */
+async function http2SendReceive(
+  chunk: Buffer,
+  sizeBytes: number,
+  warmUpBytes: number,
+  material: FloorTlsMaterial,
+): Promise<TransferFigures> {
+  let fail: (error: Error) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  failed.catch(() => undefined);
+  const h2 = createHttp2Server({ settings: { enablePush: false } });
+  h2.on("stream", (stream, headers) => {
+    const bytes = Number(headers["x-floor-bytes"]);
+    stream.on("error", fail);
+    stream.respond({ [http2Constants.HTTP2_HEADER_STATUS]: 200 });
+    void (async () => {
+      for (let sent = 0; sent < bytes;) {
+        const length = Math.min(chunk.byteLength, bytes - sent);
+        if (!stream.write(chunk.subarray(0, length))) await Promise.race([once(stream, "drain"), failed]);
+        sent += length;
+      }
+      stream.end();
+    })().catch(fail);
+  });
+  h2.on("sessionError", fail);
+  const serverSockets = new Set<TLSSocket>();
+  const server = createTlsServer({ ...material.server, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] }, (socket) => {
+    serverSockets.add(socket);
+    socket.on("error", fail);
+    h2.emit("connection", socket);
+  });
+  server.on("tlsClientError", fail);
+  let session: ClientHttp2Session | undefined;
+  try {
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    session = http2Connect(`https://127.0.0.1:${port}`, {
+      ...material.client,
+      settings: { initialWindowSize: STREAM_WINDOW_BYTES, enablePush: false },
+    });
+    session.on("error", fail);
+    await withTimeout(Promise.race([once(session, "connect"), failed]), "the HTTP/2 connection");
+    session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+    const connected = session;
+    // The connection is once per peer pair, and not measured; each transfer is one stream of `bytes`.
+    const transfer = (bytes: number) => () => {
+      const stream = connected.request({ ":method": "POST", ":path": "/floor", "x-floor-bytes": String(bytes) }, { endStream: true });
+      let received = 0;
+      stream.on("data", (data: Buffer) => {
+        received += data.byteLength;
+      });
+      // 'end' rejects on the stream's 'error'.
+      return withTimeout(Promise.race([once(stream, "end"), failed]), "the HTTP/2 transfer", bytes).then(() => received);
+    };
+    const warmUp = await measure(warmUpBytes, transfer(warmUpBytes));
+    const steady = await measure(sizeBytes, transfer(sizeBytes));
+    return { steady, warmUp };
+  } finally {
+    session?.destroy();
+    for (const socket of serverSockets) socket.destroy();
+    h2.close();
     await closeServer(server);
   }
 }
@@ -325,13 +429,18 @@ export async function measureFloor(options: FloorOptions): Promise<FloorRun> {
   try {
     const sha = await measure(sizeBytes, () => Promise.resolve(sha256Twice(chunk, sizeBytes)));
     const write = await measure(sizeBytes, () => storeWrite(chunk, sizeBytes, file));
-    const tls = await tlsSendReceive(chunk, sizeBytes, warmUpBytes, dir);
+    const material = await floorTlsMaterial(dir);
+    const tls = await tlsSendReceive(chunk, sizeBytes, warmUpBytes, material);
+    const http2 = await http2SendReceive(chunk, sizeBytes, warmUpBytes, material);
     const hand = await handToRuntime(sizeBytes, warmUpBytes, file);
     const stages = { sha256Twice: sha, storeWrite: write, tlsSendReceive: tls.steady, handToRuntime: hand.steady };
+    const sumCpuSecondsPerGB = FLOOR_STAGES.reduce((sum, stage) => sum + stages[stage].cpuSecondsPerGB, 0);
     return {
       stages,
-      warmUp: { tlsSendReceive: tls.warmUp, handToRuntime: hand.warmUp },
-      sumCpuSecondsPerGB: FLOOR_STAGES.reduce((sum, stage) => sum + stages[stage].cpuSecondsPerGB, 0),
+      warmUp: { tlsSendReceive: tls.warmUp, handToRuntime: hand.warmUp, http2SendReceive: http2.warmUp },
+      sumCpuSecondsPerGB,
+      http2SendReceive: http2.steady,
+      sumWithHttp2CpuSecondsPerGB: sumCpuSecondsPerGB - tls.steady.cpuSecondsPerGB + http2.steady.cpuSecondsPerGB,
       tlsCipher: tls.cipher,
     };
   } finally {

@@ -2,7 +2,7 @@ export { AgentSwarm, type AgentSwarmOptions } from "./agent-swarm.js";
 export * from "./errors.js";
 export { InventorySync } from "./inventory.js";
 export { TrackerManifestPeers } from "./manifest-peers.js";
-export { PeerClient, type PeerClientOptions } from "./peer-client.js";
+export { PeerClient, type PeerClientOptions, STREAM_WINDOW_BYTES, CONNECTION_WINDOW_BYTES } from "./peer-client.js";
 export { PeerServer, type PeerServerOptions } from "./peer-server.js";
 export type { PeerBlobStat, PieceReadRequest, PieceSource, ReceivedPiece } from "./piece-source.js";
 export { KnownPeers, type KnownPeer } from "./known-peers.js";
