@@ -8,6 +8,7 @@ import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import type { DemoResult } from "./report.js";
 import { bounds } from "./report.js";
+import { SHOAL_NODE_FLAGS } from "../../pkg/config/index.js";
 
 const MAIN = fileURLToPath(new URL("../shoal/main.js", import.meta.url));
 const run = promisify(execFile);
@@ -44,6 +45,15 @@ async function processesMentioning(text: string): Promise<number[] | undefined> 
 }
 
 describe("shoal demo", () => {
+  it("npm start runs the demo with the Node flags of every shoal process", async () => {
+    // The demo's process plays the origin and every node's runtime; with V8's default young generation its
+    // socket buffers waited for full collections (docs/benchmarks.md, "December 6 (ninth session)").
+    const manifest = JSON.parse(await readFile(fileURLToPath(new URL("../../../package.json", import.meta.url)), "utf8")) as {
+      scripts: Record<string, string>;
+    };
+    assert.equal(manifest.scripts.start, `npm run --silent build && node ${SHOAL_NODE_FLAGS.join(" ")} dist/cmd/shoal/main.js demo`);
+  });
+
   it("computes the P2P and client-server bounds", () => {
     const F = 200 * MB;
     const rates = { originBytesPerSecond: 50 * MB, uploadBytesPerSecond: 25 * MB, downloadBytesPerSecond: 25 * MB };

@@ -25,6 +25,7 @@ import { type CertificateFiles, FileIdentity, ThrowawayPki } from "../../pkg/ide
 import { DiskBlobStore } from "../../pkg/store/index.js";
 import { makeTempDir, removeTempDir } from "../support/process.js";
 import { procStats, type ProcStats } from "../../pkg/metrics/index.js";
+import { AGENT_V8_FLAGS, SHOAL_NODE_FLAGS, applyV8Flags } from "../../pkg/config/index.js";
 
 const MODES = ["exchange", "calls"] as const;
 type Mode = (typeof MODES)[number];
@@ -277,7 +278,8 @@ class Child {
     const nodeArgs = values["node-args"].split(" ").filter((arg) => arg !== "");
     const child = spawn(
       process.execPath,
-      [...nodeArgs, script, "--role", role, ...profile, "--config", JSON.stringify({ ...config, ...extra })],
+      // As agents run: the image's Node flags, then the bench's own (which can override them).
+      [...SHOAL_NODE_FLAGS, ...nodeArgs, script, "--role", role, ...profile, "--config", JSON.stringify({ ...config, ...extra })],
       { stdio: ["pipe", "pipe", "inherit"] },
     );
     return new Child(child);
@@ -473,6 +475,8 @@ async function main(): Promise<void> {
 }
 
 async function childMain(): Promise<void> {
+  // Both ends are agents, with the V8 flags an agent sets on itself.
+  applyV8Flags(AGENT_V8_FLAGS);
   const config = JSON.parse(values.config) as BenchConfig & { servers?: { peer: string; peerTls: string; http: string } };
   if (values.role === "server") await serverRole(config);
   else if (config.servers !== undefined) await clientRole(config, config.servers);

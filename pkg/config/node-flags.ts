@@ -1,8 +1,9 @@
 import { setFlagsFromString } from "node:v8";
 
 /**
- * Node.js flags every `shoal` process is started with (the container image's entrypoint, and the demo and
- * test harnesses that start agents and controllers; the Dockerfile test checks the image uses these).
+ * Node.js flags every `shoal` process is started with (the container image's entrypoint; `npm start`, for
+ * the demo's own process; and the demo and test harnesses that start agents and controllers. Tests check
+ * that the image and `npm start` use these).
  *
  * --max-semi-space-size=1: V8's young generation grows to 16 MiB semi-spaces under allocation pressure by
  * default; an agent moving gigabytes allocates steadily (I/O buffers, events), so its young generation sits
@@ -83,7 +84,9 @@ export const AGENT_V8_FLAGS: readonly string[] = ["--heap-growing-percent=100"];
  * --heap-growing-percent=300: 21 full collections in that round; the demo process spent 3.8–4.6 CPU-s in
  * the round against 5.0–5.7 without, 3 pairs in alternation, and the agents the same (docs/benchmarks.md,
  * "December 5 (fifth session)"). That CPU is the harness's, not Shoal's, and on a 2-core machine the agents
- * wait for it. 100 (the agent's setting) took off a third of the collections and no CPU.
+ * wait for it. 100 (the agent's setting) took off a third of the collections and no CPU. With
+ * SHOAL_NODE_FLAGS as well (`npm start` passes them; V8 reads the young generation's size only at
+ * start-up), its round took 0.2–1.3 CPU-s less again in 8 pairs ("December 6 (ninth session)").
  */
 export const DEMO_V8_FLAGS: readonly string[] = ["--heap-growing-percent=300"];
 
