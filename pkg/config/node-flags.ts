@@ -86,7 +86,8 @@ export const AGENT_V8_FLAGS: readonly string[] = ["--heap-growing-percent=100"];
  * "December 5 (fifth session)"). That CPU is the harness's, not Shoal's, and on a 2-core machine the agents
  * wait for it. 100 (the agent's setting) took off a third of the collections and no CPU. With
  * SHOAL_NODE_FLAGS as well (`npm start` passes them; V8 reads the young generation's size only at
- * start-up), its round took 0.2–1.3 CPU-s less again in 8 pairs ("December 6 (ninth session)").
+ * start-up), the process spent 0.2–1.3 CPU-s less of a round again, in every one of 8 pairs (4 of them
+ * with the semi-space flag alone; "December 6 (ninth session)").
  */
 export const DEMO_V8_FLAGS: readonly string[] = ["--heap-growing-percent=300"];
 
