@@ -105,12 +105,12 @@ async function main(): Promise<void> {
     "sum with HTTP/2 in place of bare TLS",
     results.map((result) => result.sumWithHttp2CpuSecondsPerGB.toFixed(2)),
   );
-  const warmUpLabels = {
-    tlsSendReceive: FLOOR_STAGE_LABELS.tlsSendReceive,
-    http2SendReceive: FLOOR_HTTP2_LABEL,
-    handToRuntime: FLOOR_STAGE_LABELS.handToRuntime,
-  };
-  for (const [stage, label] of Object.entries(warmUpLabels) as [keyof typeof warmUpLabels, string][]) {
+  const warmUps = [
+    ["tlsSendReceive", FLOOR_STAGE_LABELS.tlsSendReceive],
+    ["http2SendReceive", FLOOR_HTTP2_LABEL],
+    ["handToRuntime", FLOOR_STAGE_LABELS.handToRuntime],
+  ] as const;
+  for (const [stage, label] of warmUps) {
     row(
       `… its warm-up: ${label}`,
       results.map((result) => perGB(result.warmUp[stage])),

@@ -139,6 +139,24 @@ function withTimeout<T>(promise: Promise<T>, what: string, bytes = 0): Promise<T
   return raceSignal(promise, AbortSignal.timeout(limitMs), () => new Error(`${what} did not finish within ${limitMs} ms`));
 }
 
+/** A stage's first failure from any of its event handlers (`fail`), for its steps to race (`failed`). */
+function failureLatch(): { readonly fail: (error: Error) => void; readonly failed: Promise<never> } {
+  let fail: (error: Error) => void = () => undefined;
+  const failed = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
+  // Errors after the stage ended (sockets destroyed in `finally`) have nobody waiting for them.
+  failed.catch(() => undefined);
+  return { fail, failed };
+}
+
+/** Starts `server` on an ephemeral loopback port; resolves with the port. */
+async function listenOnLoopback(server: TcpServer): Promise<number> {
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return (server.address() as AddressInfo).port;
+}
+
 async function closeServer(server: TcpServer): Promise<void> {
   if (!server.listening) return;
   await new Promise<void>((resolve) => {
@@ -200,12 +218,7 @@ async function tlsSendReceive(
   let received = 0;
   let target = Number.POSITIVE_INFINITY;
   let arrived: () => void = () => undefined;
-  let fail: (error: Error) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => {
-    fail = reject;
-  });
-  // Errors after the stage ended (sockets destroyed in `finally`) have nobody waiting for them.
-  failed.catch(() => undefined);
+  const { fail, failed } = failureLatch();
   /** Resolves once `bytes` more than now have arrived. */
   const receive = (bytes: number): Promise<void> => {
     target = received + bytes;
@@ -231,9 +244,7 @@ async function tlsSendReceive(
   server.on("tlsClientError", fail);
   let client: TLSSocket | undefined;
   try {
-    server.listen(0, "127.0.0.1");
-    await once(server, "listening");
-    const { port } = server.address() as AddressInfo;
+    const port = await listenOnLoopback(server);
     client = tlsConnect({ ...material.client, host: "127.0.0.1", port });
     client.on("error", fail);
     await withTimeout(Promise.race([once(client, "secureConnect"), failed]), "the TLS handshake");
@@ -270,23 +281,20 @@ async function http2SendReceive(
   warmUpBytes: number,
   material: FloorTlsMaterial,
 ): Promise<TransferFigures> {
-  let fail: (error: Error) => void = () => undefined;
-  const failed = new Promise<never>((_, reject) => {
-    fail = reject;
-  });
-  failed.catch(() => undefined);
+  const { fail, failed } = failureLatch();
   const h2 = createHttp2Server({ settings: { enablePush: false } });
   h2.on("stream", (stream, headers) => {
     const bytes = Number(headers["x-floor-bytes"]);
     stream.on("error", fail);
     stream.respond({ [http2Constants.HTTP2_HEADER_STATUS]: 200 });
     void (async () => {
-      for (let sent = 0; sent < bytes;) {
+      // A stream closed under it (the client gave up, the stage ended) ends the loop too.
+      for (let sent = 0; sent < bytes && !stream.closed;) {
         const length = Math.min(chunk.byteLength, bytes - sent);
-        if (!stream.write(chunk.subarray(0, length))) await Promise.race([once(stream, "drain"), failed]);
+        if (!stream.write(chunk.subarray(0, length))) await Promise.race([once(stream, "drain"), once(stream, "close"), failed]);
         sent += length;
       }
-      stream.end();
+      if (!stream.closed) stream.end();
     })().catch(fail);
   });
   h2.on("sessionError", fail);
@@ -299,9 +307,7 @@ async function http2SendReceive(
   server.on("tlsClientError", fail);
   let session: ClientHttp2Session | undefined;
   try {
-    server.listen(0, "127.0.0.1");
-    await once(server, "listening");
-    const { port } = server.address() as AddressInfo;
+    const port = await listenOnLoopback(server);
     session = http2Connect(`https://127.0.0.1:${port}`, {
       ...material.client,
       settings: { initialWindowSize: STREAM_WINDOW_BYTES, enablePush: false },
@@ -352,9 +358,7 @@ socket.on("error", (error) => { console.error(error.message); process.exit(1); }
  */
 export async function handToRuntime(sizeBytes: number, warmUpBytes: number, file: string): Promise<TransferFigures> {
   const server = createTcpServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   const reader = startDiscardingReader(port);
   const handle = await open(file, "r");
   let output = "";
